@@ -1,0 +1,21 @@
+//! Stratum's shared ABI: the numbers and byte layouts that the hypervisor, the
+//! `stratum` host tool and the test guests must agree on.
+//!
+//! - [`smccc`]: SMCCC 1.2 / PSCI 1.1 function identifiers and return codes, and
+//!   Stratum's own vendor hypercalls.
+//! - [`bundle`]: the boot bundle, the one blob that carries every VM's
+//!   description and images from the host tool to the hypervisor.
+//! - [`exit`]: the status codes the hypervisor leaves QEMU with.
+//! - [`console`]: the markers test guests print for the system-test harness.
+//!
+//! `no_std`, no `unsafe`, no dependencies.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
+pub mod bundle;
+pub mod console;
+pub mod exit;
+pub mod smccc;

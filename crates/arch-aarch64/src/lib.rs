@@ -1,0 +1,2 @@
+//! AArch64 EL2 hardware access. (being written)
+#![no_std]

@@ -1,0 +1,22 @@
+//! Stratum's logic, free of hardware: every decision the hypervisor makes is
+//! made here, in code that builds and is unit-tested on the host.
+//!
+//! `no_std`, `forbid(unsafe_code)`, no allocation. The EL2 binary feeds this
+//! crate raw register values and applies what it returns.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod addr;
+pub mod esr;
+pub mod fdt;
+pub mod guest_dt;
+pub mod image;
+pub mod inject;
+pub mod insn;
+pub mod layout;
+pub mod mmio;
+pub mod pl011;
+pub mod platform;
+pub mod psci;
+pub mod stage2;

@@ -1,0 +1,2 @@
+//! Test guest runtime. (being written)
+#![no_std]

@@ -1,0 +1,1 @@
+//! The `stratum` host tool library. (being written)

@@ -1,0 +1,2 @@
+//! The `stratum` command. (being written)
+fn main() {}

@@ -1,0 +1,2 @@
+//! xtask. (being written)
+fn main() {}
