@@ -1,7 +1,289 @@
-//! The Stratum EL2 binary. (being written)
+//! The Stratum EL2 binary: boot, VM creation, and the exit path's glue.
+//!
+//! Boot: `head.rs` checks EL2, turns on EL2's MMU and vectors and calls
+//! [`boot_primary`] with the host DTB. That parses the host device tree,
+//! prints the banner, finds the boot bundle (the "initrd" the loader gave
+//! us), configures the EL2 traps, builds each VM and enters the first guest.
+//! From then on EL2 only runs when a guest exits (`exit.rs`).
 #![no_std]
 #![no_main]
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
-    loop {}
+
+mod console;
+mod exit;
+mod head;
+mod mem;
+mod panic;
+mod sync;
+mod system;
+mod vcpu;
+mod vm;
+
+use stratum_abi::bundle::{Bundle, FLAG_SEMIHOSTING_EXIT};
+use stratum_abi::exit as exit_status;
+use stratum_abi::smccc;
+use stratum_arch::firmware::{self, Conduit};
+use stratum_arch::sysreg;
+use stratum_core::fdt::Fdt;
+use stratum_core::platform::{Platform, PsciConduit};
+use stratum_core::psci::{FirmwareFeatures, WorkaroundState};
+use stratum_core::stage2;
+
+use crate::mem::{PhysRange, RamAllocator, TablePool};
+use crate::system::Settings;
+use crate::vm::Vm;
+
+/// Stratum's version, printed in the banner.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// HCR_EL2 for guests: stage 2 on (VM), set/way invalidates upgraded to
+/// clean+invalidate (SWIO), stage-1 walks into device memory fault (PTW),
+/// physical IRQ/FIQ/SError routed to EL2 (IMO/FMO/AMO), EL1 TLB and cache
+/// maintenance broadcast (FB) to the inner-shareable domain (BSU = IS),
+/// SMC trapped (TSC), EL1 is AArch64 (RW).
+const HCR_GUEST: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 19)
+    | (1 << 31);
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// Primary CPU entry from `head.rs`, MMU on, on CPU 0's stack.
+#[unsafe(no_mangle)]
+extern "C" fn boot_primary(dtb: usize) -> ! {
+    // SAFETY: the loader passed the host DTB's address in x0; the header is
+    // 40 bytes and lies in RAM, which EL2 maps. `Fdt::new` validates the rest
+    // against the size the header declares, which we read here first.
+    let dtb_bytes = unsafe { host_dtb(dtb) };
+    let Some(fdt) = dtb_bytes.and_then(|b| Fdt::new(b).ok()) else {
+        // No console without a device tree: nothing to say it on.
+        system::shutdown(exit_status::BAD_BOOT_INPUT);
+    };
+    let platform = match Platform::from_fdt(&fdt) {
+        Ok(p) => p,
+        Err(_) => system::shutdown(exit_status::BAD_BOOT_INPUT),
+    };
+    let uart_base = platform.uart.map_or(0, |u| u.base.0 as usize);
+    if uart_base != 0 {
+        console::init(uart_base);
+    }
+    let conduit = platform.psci.map(|p| match p.conduit {
+        PsciConduit::Smc => Conduit::Smc,
+        PsciConduit::Hvc => Conduit::Hvc,
+    });
+
+    // The boot bundle: the "initrd" the loader handed us.
+    let bundle = platform.initrd.and_then(|(start, end)| {
+        let len = usize::try_from(end.0.checked_sub(start.0)?).ok()?;
+        // SAFETY: the loader placed the initrd at [start, end) in RAM, which
+        // EL2 maps; nothing writes it after boot, so a 'static shared slice
+        // over it stays valid.
+        Some(unsafe { core::slice::from_raw_parts(start.0 as *const u8, len) })
+    });
+    let bundle = match bundle.map(Bundle::parse) {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            log!("error: the boot bundle is unusable: {e}");
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
+        None => {
+            log!("error: no boot bundle: load one as the initrd (`stratum run` does this)");
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
+    };
+    let firmware = conduit.map_or(FirmwareFeatures::NONE, probe_firmware);
+    system::set_settings(Settings {
+        conduit,
+        semihosting: bundle.flags() & FLAG_SEMIHOSTING_EXIT != 0,
+        firmware,
+        uart_base,
+    });
+    banner(&platform, &bundle);
+
+    // Free RAM: every bank minus our image, the host DTB and the bundle.
+    let mut banks = [PhysRange { start: 0, end: 0 }; 8];
+    let mut nbanks = 0;
+    for m in platform.memory() {
+        if nbanks < banks.len() {
+            banks[nbanks] = PhysRange { start: m.0.0, end: m.0.0 + m.1 };
+            nbanks += 1;
+        }
+    }
+    let image = PhysRange {
+        start: core::ptr::addr_of!(__image_start) as u64,
+        end: core::ptr::addr_of!(__image_end) as u64,
+    };
+    let dtb_range = PhysRange { start: dtb as u64, end: dtb as u64 + fdt.total_size() as u64 };
+    let bundle_range = PhysRange {
+        start: bundle.bytes().as_ptr() as u64,
+        end: bundle.bytes().as_ptr() as u64 + bundle.bytes().len() as u64,
+    };
+    let mut ram = RamAllocator::new(&banks[..nbanks], &[image, dtb_range, bundle_range]);
+    let mut pool = TablePool::take();
+
+    configure_el2();
+    let s2cfg = stage2::config_for(sysreg::id_aa64mmfr0_el1(), sysreg::id_aa64mmfr1_el1());
+    log!(
+        "stage 2: {}-bit IPA, start level {}, VMIDs in VTTBR; {} MiB free for guests",
+        s2cfg.ipa_bits,
+        s2cfg.start_level,
+        ram.free_bytes() >> 20
+    );
+    // SAFETY: VTCR_EL2 only shapes stage-2 translation of guests, none of
+    // which runs yet.
+    unsafe { sysreg::set_vtcr_el2(s2cfg.vtcr) };
+
+    if bundle.vm_count() > 1 {
+        log!("error: the bundle describes {} VMs; this version runs one", bundle.vm_count());
+        system::shutdown(exit_status::BAD_BOOT_INPUT);
+    }
+    let image = bundle.vm(0).expect("Bundle::parse validated VM 0");
+    let gic = platform.gic.version;
+    let mut vm = match Vm::create(0, image, gic, s2cfg, &mut ram, &mut pool) {
+        Ok(vm) => vm,
+        Err(e) => {
+            log!("error: VM '{}' cannot be created: {e:?}", image.name);
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
+    };
+    log!(
+        "vm0 '{}': {} vCPU, {} MiB at IPA {} (PA {}), kernel at {}, entry {}, {} table pages",
+        image.name,
+        image.vcpus,
+        vm.ram.size >> 20,
+        vm.ram.start,
+        vm.ram_pa,
+        vm.layout.kernel.start,
+        vm.layout.entry,
+        pool.used_pages()
+    );
+    if let Err(e) = vm.load() {
+        log!("error: VM '{}' cannot be loaded: {e:?}", image.name);
+        system::shutdown(exit_status::BAD_BOOT_INPUT);
+    }
+    system::install_vm(vm);
+    system::with_current_vm(|vm| vm.activate());
+    // SAFETY: TPIDR_EL2 names the installed VM's frame, ELR/SPSR_EL2 hold its
+    // entry state (set by `Vm::load`), and stage 2 is active.
+    unsafe { head::enter_guest(head::stack_top(0)) }
+}
+
+/// A `'static` slice over the host DTB, sized by its header.
+///
+/// # Safety
+/// `addr` must be the address the loader passed in x0 (or 0).
+unsafe fn host_dtb(addr: usize) -> Option<&'static [u8]> {
+    if addr == 0 || addr % 8 != 0 {
+        return None;
+    }
+    // SAFETY: per the caller, `addr` is the DTB in mapped RAM; its header is
+    // 40 bytes long, and `totalsize` (big-endian at offset 4) bounds the blob.
+    unsafe {
+        let header = core::slice::from_raw_parts(addr as *const u8, 8);
+        if header[..4] != [0xd0, 0x0d, 0xfe, 0xed] {
+            return None;
+        }
+        let size = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if !(40..=(16 << 20)).contains(&size) {
+            return None;
+        }
+        Some(core::slice::from_raw_parts(addr as *const u8, size))
+    }
+}
+
+/// Asks the firmware once which Spectre workarounds it implements, so guests
+/// get the same answers (DESIGN.md: never advertise what firmware lacks).
+fn probe_firmware(conduit: Conduit) -> FirmwareFeatures {
+    let call = |args: [u64; 4]| firmware::call(conduit, args)[0] as i64;
+    // PSCI_FEATURES(SMCCC_VERSION) tells whether SMCCC_VERSION exists at all;
+    // an unknown SMC to firmware that lacks it could be undefined.
+    let has_version = call([
+        u64::from(smccc::PSCI_FEATURES),
+        u64::from(smccc::SMCCC_VERSION),
+        0,
+        0,
+    ]) == smccc::SUCCESS;
+    if !has_version || call([u64::from(smccc::SMCCC_VERSION), 0, 0, 0]) < 0x1_0001 {
+        return FirmwareFeatures::NONE;
+    }
+    let ask = |wa: u32| {
+        WorkaroundState::from_firmware(call([
+            u64::from(smccc::SMCCC_ARCH_FEATURES),
+            u64::from(wa),
+            0,
+            0,
+        ]))
+    };
+    FirmwareFeatures {
+        workaround_1: ask(smccc::SMCCC_ARCH_WORKAROUND_1),
+        workaround_2: ask(smccc::SMCCC_ARCH_WORKAROUND_2),
+        workaround_3: ask(smccc::SMCCC_ARCH_WORKAROUND_3),
+    }
+}
+
+/// EL2 configuration common to every guest.
+fn configure_el2() {
+    // PMU counters all stay with EL1/EL0 (HPMN = PMCR_EL0.N); no debug traps.
+    let hpmn = (sysreg::pmcr_el0() >> 11) & 0x1f;
+    // SAFETY: MDCR_EL2 only controls traps of guest debug/PMU accesses.
+    unsafe { sysreg::set_mdcr_el2(hpmn) };
+    // SAFETY: CPTR_EL2 with only its RES1 bits set traps nothing; EL2 itself
+    // is built soft-float and never touches FP/SIMD.
+    unsafe { sysreg::set_cptr_el2(0x33ff) };
+    // SAFETY: EL1 may read the physical counter and use the EL1 physical
+    // timer directly; this changes no EL2 behaviour.
+    unsafe { sysreg::set_cnthctl_el2(0b11) };
+    sysreg::set_cntvoff_el2(0);
+    sysreg::set_vpidr_el2(sysreg::midr_el1());
+    // SAFETY: HCR_GUEST only changes how EL1/EL0 execute and where their
+    // exceptions go; EL2's own translation and vectors are unaffected.
+    unsafe { sysreg::set_hcr_el2(HCR_GUEST) };
+    stratum_arch::barrier::isb();
+}
+
+fn cpu_name(midr: u64) -> &'static str {
+    let implementer = (midr >> 24) & 0xff;
+    let part = (midr >> 4) & 0xfff;
+    match (implementer, part) {
+        (0x41, 0xd03) => "Cortex-A53",
+        (0x41, 0xd07) => "Cortex-A57",
+        (0x41, 0xd08) => "Cortex-A72",
+        (0x41, 0xd0b) => "Cortex-A76",
+        (0x41, 0xd0c) => "Neoverse-N1",
+        (0x41, 0xd40) => "Neoverse-V1",
+        (0x41, 0xd49) => "Neoverse-N2",
+        (0, _) => "QEMU max",
+        _ => "unknown",
+    }
+}
+
+fn banner(platform: &Platform, bundle: &Bundle<'_>) {
+    let ram: u64 = platform.memory().map(|m| m.1).sum();
+    let midr = sysreg::midr_el1();
+    log!("Stratum {VERSION} hypervisor at EL2");
+    log!(
+        "{} CPU(s) ({}, MIDR {midr:#010x}), {} MiB RAM, GICv{}, console PL011 at {:#x}, PSCI via {}",
+        platform.cpus().count(),
+        cpu_name(midr),
+        ram >> 20,
+        match platform.gic.version {
+            stratum_core::platform::GicVersion::V2 => 2,
+            stratum_core::platform::GicVersion::V3 => 3,
+        },
+        platform.uart.map_or(0, |u| u.base.0),
+        match platform.psci.map(|p| p.conduit) {
+            Some(PsciConduit::Smc) => "SMC",
+            Some(PsciConduit::Hvc) => "HVC",
+            None => "nothing (no PSCI node)",
+        }
+    );
+    log!("boot bundle: {} VM(s), {} KiB", bundle.vm_count(), bundle.bytes().len() >> 10);
 }

@@ -1,2 +1,123 @@
-//! xtask. (being written)
-fn main() {}
+//! `cargo xtask`: the one entry point for building, running, testing and
+//! linting Stratum. CI runs exactly what a person runs (`.ci/run` calls
+//! `cargo xtask test`).
+//!
+//! Every command first installs what it is missing ([`deps`]): the Rust
+//! targets and components, and QEMU and dtc through `apt-get` when running as
+//! root (otherwise it stops with the exact command to run).
+
+mod deps;
+mod tiers;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+commands:
+  run [-- STRATUM-RUN-ARGS]   boot the default demo, or `stratum run` with the given arguments
+  test                        every test tier: lint, host unit tests, target builds, system tests
+  lint                        rustfmt --check and clippy -D warnings (host and aarch64 targets)
+  build                       build the hypervisor Image, the test guests and the stratum CLI
+  deps                        install missing prerequisites (rustup targets, QEMU, dtc)
+";
+
+/// Target of the EL2 binary: no FP/SIMD at EL2.
+pub const HYP_TARGET: &str = "aarch64-unknown-none-softfloat";
+/// Target of the test guests.
+pub const GUEST_TARGET: &str = "aarch64-unknown-none";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match cmd.as_str() {
+        "deps" => deps::ensure(),
+        "build" => deps::ensure().and_then(|()| build_all().map(|_| ())),
+        "lint" => deps::ensure().and_then(|()| tiers::lint()),
+        "test" => deps::ensure().and_then(|()| tiers::test_all()),
+        "run" => deps::ensure().and_then(|()| run(rest)),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Paths of what `build_all` produced.
+pub struct Artifacts {
+    /// The hypervisor as an arm64 `Image`.
+    pub hypervisor: PathBuf,
+    /// Directory holding the test guest ELFs.
+    pub guests: PathBuf,
+    /// The `stratum` CLI binary.
+    pub stratum: PathBuf,
+}
+
+/// Runs a command in the workspace root, failing with its description.
+pub fn cargo(args: &[&str]) -> Result<(), String> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+/// Builds the hypervisor Image, the test guests and the CLI.
+pub fn build_all() -> Result<Artifacts, String> {
+    let hypervisor = stratum::build_hypervisor(true).map_err(|e| format!("{e:#}"))?;
+    cargo(&["build", "--release", "-p", "stratum-guests", "--target", GUEST_TARGET])?;
+    cargo(&["build", "-p", "stratum"])?;
+    let target = root().join("target");
+    Ok(Artifacts {
+        hypervisor,
+        guests: target.join(GUEST_TARGET).join("release"),
+        stratum: target.join("debug").join("stratum"),
+    })
+}
+
+/// `cargo xtask run`: the default demo, or `stratum run ARGS`.
+fn run(args: &[String]) -> Result<(), String> {
+    let art = build_all()?;
+    let mut cmd = Command::new(&art.stratum);
+    cmd.arg("run").env("STRATUM_HYPERVISOR", &art.hypervisor);
+    let passthrough: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
+    if passthrough.is_empty() {
+        let hello = art.guests.join("hello");
+        println!("xtask: booting the default demo: the `hello` guest under Stratum");
+        cmd.arg("--kernel").arg(hello);
+    } else {
+        cmd.args(passthrough);
+    }
+    let status = cmd.status().map_err(|e| format!("cannot run stratum: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("stratum run exited with {status}"))
+    }
+}

@@ -20,3 +20,4 @@ pub mod pl011;
 pub mod platform;
 pub mod psci;
 pub mod stage2;
+pub mod vmexit;

@@ -1,0 +1,42 @@
+//! Memory and instruction barriers.
+
+/// `dsb ish; isb`: completes prior memory and maintenance operations in the
+/// inner-shareable domain and resynchronizes the instruction stream.
+#[inline(always)]
+pub fn dsb_ish_isb() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: barriers have no effect besides ordering.
+    unsafe {
+        core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags));
+    }
+}
+
+/// `isb`.
+#[inline(always)]
+pub fn isb() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: barriers have no effect besides ordering.
+    unsafe {
+        core::arch::asm!("isb", options(nostack, preserves_flags));
+    }
+}
+
+/// `dsb sy`.
+#[inline(always)]
+pub fn dsb_sy() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: barriers have no effect besides ordering.
+    unsafe {
+        core::arch::asm!("dsb sy", options(nostack, preserves_flags));
+    }
+}
+
+/// Waits for an event (`wfe`), used to park a CPU with nothing to do.
+#[inline(always)]
+pub fn wfe() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `wfe` only pauses this CPU.
+    unsafe {
+        core::arch::asm!("wfe", options(nomem, nostack, preserves_flags));
+    }
+}

@@ -1,0 +1,125 @@
+//! The exit glue: reads the syndrome registers, asks `stratum_core::vmexit`
+//! what to do, and applies the answer.
+
+use stratum_arch::{sysreg, tlb};
+use stratum_core::addr::Gva;
+use stratum_core::inject::Injection;
+use stratum_core::vmexit::{
+    self, ABORT_LOG_LIMIT, Action, ExitEnv, ExitInfo, StopReason, VmModel,
+};
+
+use crate::head::kind;
+use crate::vcpu::{Frame, LiveVcpu};
+use crate::{log, system};
+
+/// The glue's side of [`ExitEnv`].
+struct Env;
+
+impl ExitEnv for Env {
+    fn fetch_insn(&mut self, pc: Gva) -> Option<u32> {
+        let pa = tlb::translate_guest_read(pc.0)?;
+        if pa % 4 != 0 || !system::is_guest_ram(pa) {
+            return None;
+        }
+        // SAFETY: `pa` is 4-byte aligned and inside a VM's RAM carve-out,
+        // which EL2 maps identity as normal memory; a racing guest write can
+        // only change the value read, never make the read unsafe.
+        Some(unsafe { (pa as *const u32).read_volatile() })
+    }
+
+    fn el1_vector_state(&mut self) -> (u64, u64) {
+        (sysreg::vbar_el1(), sysreg::sctlr_el1())
+    }
+
+    fn console_tx(&mut self, byte: u8) {
+        crate::console::guest_byte(byte);
+    }
+}
+
+fn apply_injection(inj: &Injection) {
+    sysreg::set_esr_el1(inj.esr_el1);
+    if let Some(far) = inj.far_el1 {
+        sysreg::set_far_el1(far);
+    }
+    sysreg::set_elr_el1(inj.elr_el1);
+    sysreg::set_spsr_el1(inj.spsr_el1);
+    sysreg::set_elr_el2(inj.pc);
+    sysreg::set_spsr_el2(inj.pstate);
+}
+
+fn advance_pc() {
+    sysreg::set_elr_el2(sysreg::elr_el2().wrapping_add(4));
+}
+
+/// Called by the exit vector with the running vCPU's frame.
+#[unsafe(no_mangle)]
+extern "C" fn handle_guest_exit(frame: &mut Frame, exit_kind: u64) {
+    match exit_kind {
+        kind::SYNC | kind::SYNC32 => handle_sync(frame),
+        kind::IRQ | kind::FIQ | kind::ASYNC32 => {
+            // No physical interrupt is enabled in this version; a spurious
+            // one is simply returned from.
+        }
+        kind::SERROR => system::stop_current(StopReason::Crashed),
+        other => panic!("unknown exit kind {other}"),
+    }
+}
+
+fn handle_sync(frame: &mut Frame) {
+    let info = ExitInfo {
+        esr: sysreg::esr_el2(),
+        far: sysreg::far_el2(),
+        hpfar: sysreg::hpfar_el2(),
+        pc: sysreg::elr_el2(),
+        pstate: sysreg::spsr_el2(),
+    };
+    let action = system::with_current_vm(|vm| {
+        while let Some(byte) = crate::console::poll_input() {
+            if !vm.uart.push_rx(byte) {
+                break;
+            }
+        }
+        let mut model = VmModel {
+            vm_id: vm.id as u64,
+            boot_count: vm.boot_count,
+            ram: vm.ram,
+            uart_regs: stratum_core::guest_dt::virt_map::UART,
+            uart: &mut vm.uart,
+            vcpus: &mut vm.power,
+            firmware: system::firmware_features(),
+            counters: &mut vm.counters,
+            last_abort: None,
+        };
+        let mut live = LiveVcpu { frame };
+        let action = vmexit::handle_sync(&info, 0, &mut live, &mut model, &mut Env);
+        if let Some(report) = model.last_abort {
+            let n = vm.counters.injected_aborts;
+            if n <= ABORT_LOG_LIMIT {
+                log!(
+                    "vm{} '{}': {:?} {} of {} at pc {:#x}: abort injected{}",
+                    vm.id,
+                    vm.image.name,
+                    report.why,
+                    if report.write { "write" } else { "read" },
+                    report.ipa,
+                    report.pc,
+                    if n == ABORT_LOG_LIMIT { " (further aborts are only counted)" } else { "" }
+                );
+            }
+        }
+        action
+    });
+    match action {
+        Action::Resume => {}
+        Action::Advance | Action::WaitForInterrupt { advance: true } => advance_pc(),
+        // Waking at once is a legal WFI/standby implementation; with no
+        // virtual interrupts yet there is nothing to wait for.
+        Action::WaitForInterrupt { advance: false } => {}
+        Action::Inject(inj) => apply_injection(&inj),
+        Action::CpuOn { .. } | Action::CpuOff => {
+            unreachable!("one vCPU per VM: PSCI never starts or stops another")
+        }
+        Action::Reset => system::reset_current(),
+        Action::Stop(reason) => system::stop_current(reason),
+    }
+}

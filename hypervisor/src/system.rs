@@ -1,0 +1,114 @@
+//! Global hypervisor state: the VMs, what the firmware offers, and how to
+//! stop the machine.
+//!
+//! This version runs every VM on the boot CPU, one after another is not
+//! needed yet: one VM, one vCPU. The state sits behind a spinlock so that the
+//! later SMP work only has to refine the locking, not the structure.
+
+use stratum_abi::exit;
+use stratum_arch::firmware::{self, Conduit};
+use stratum_arch::semihosting;
+use stratum_core::psci::FirmwareFeatures;
+use stratum_core::vmexit::StopReason;
+
+use crate::log;
+use crate::sync::SpinLock;
+use crate::vm::Vm;
+
+/// Machine-wide settings fixed at boot.
+#[derive(Clone, Copy)]
+pub struct Settings {
+    /// Firmware conduit, if the host DT names PSCI.
+    pub conduit: Option<Conduit>,
+    /// Whether QEMU can be stopped through semihosting.
+    pub semihosting: bool,
+    /// What the firmware answered about the Spectre workarounds.
+    pub firmware: FirmwareFeatures,
+    /// Base of the physical console UART (for the panic path).
+    pub uart_base: usize,
+}
+
+static SETTINGS: SpinLock<Option<Settings>> = SpinLock::new(None);
+static VM: SpinLock<Option<Vm>> = SpinLock::new(None);
+
+/// Records the boot-time settings.
+pub fn set_settings(s: Settings) {
+    *SETTINGS.lock() = Some(s);
+}
+
+/// The boot-time settings, if boot got that far.
+pub fn settings() -> Option<Settings> {
+    SETTINGS.try_lock().and_then(|s| *s)
+}
+
+/// What the firmware below answered about the Spectre workarounds.
+pub fn firmware_features() -> FirmwareFeatures {
+    settings().map(|s| s.firmware).unwrap_or(FirmwareFeatures::NONE)
+}
+
+/// Installs the VM that runs on this CPU.
+pub fn install_vm(vm: Vm) {
+    *VM.lock() = Some(vm);
+}
+
+/// Runs `f` on the current VM.
+pub fn with_current_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> R {
+    let mut guard = VM.lock();
+    let vm = guard.as_mut().expect("a guest exit with no VM installed");
+    f(vm)
+}
+
+/// Whether `pa` lies in a VM's RAM carve-out.
+pub fn is_guest_ram(pa: u64) -> bool {
+    VM.lock().as_ref().is_some_and(|vm| {
+        pa.checked_sub(vm.ram_pa.0).is_some_and(|off| off < vm.ram.size)
+    })
+}
+
+/// Restarts the current VM from its pristine image.
+pub fn reset_current() {
+    with_current_vm(|vm| {
+        log!("vm{} '{}': reset requested: reloading its image", vm.id, vm.image.name);
+        if let Err(e) = vm.load() {
+            panic!("VM reload failed after a successful first load: {e:?}");
+        }
+    });
+}
+
+/// Stops the current VM; with no VM left, stops the machine.
+pub fn stop_current(reason: StopReason) -> ! {
+    let status = with_current_vm(|vm| {
+        let c = vm.counters;
+        log!(
+            "vm{} '{}' stopped ({reason:?}) after {} boot(s); exits: {} hvc, {} smc, {} mmio ({} decoded), {} aborts and {} undefs injected",
+            vm.id, vm.image.name, vm.boot_count, c.hvc, c.smc, c.mmio, c.mmio_decoded,
+            c.injected_aborts, c.injected_undefs
+        );
+        match reason {
+            StopReason::PowerOff | StopReason::AllCpusOff => exit::ALL_VMS_OFF,
+            StopReason::Crashed => exit::VM_CRASHED,
+        }
+    });
+    log!("no VM left running: stopping");
+    shutdown(status)
+}
+
+/// Stops the machine with `status` (semihosting when available, else PSCI
+/// `SYSTEM_OFF`), or parks this CPU if neither works.
+pub fn shutdown(status: u32) -> ! {
+    if let Some(s) = settings() {
+        if s.semihosting {
+            // SAFETY: the boot bundle said semihosting is enabled.
+            unsafe { semihosting::exit(status) };
+        }
+        if let Some(conduit) = s.conduit {
+            firmware::call(
+                conduit,
+                [u64::from(stratum_abi::smccc::PSCI_SYSTEM_OFF), 0, 0, 0],
+            );
+        }
+    }
+    loop {
+        stratum_arch::barrier::wfe();
+    }
+}

@@ -1,0 +1,229 @@
+//! A VM: its memory carve-out, stage-2 table, device models, and the
+//! (re)load of its pristine image from the boot bundle.
+
+use stratum_abi::bundle::VmImage;
+use stratum_arch::{cache, sysreg, tlb};
+use stratum_core::addr::{Ipa, IpaRange, Pa};
+use stratum_core::guest_dt::{self, GuestDtConfig, GuestGic, GuestUart};
+use stratum_core::layout::{self, GuestLayout, KernelPlacement};
+use stratum_core::pl011::Pl011;
+use stratum_core::platform::GicVersion;
+use stratum_core::psci::{PowerState, VcpuPower};
+use stratum_core::stage2::{Mapping, Stage2Config, Stage2Table};
+use stratum_core::vmexit::ExitCounters;
+
+use crate::mem::{RamAllocator, TablePool};
+use crate::sync::SpinLock;
+use crate::vcpu::{self, Frame};
+
+/// Space reserved for a guest's device tree.
+const DTB_MAX: usize = 64 * 1024;
+const TWO_MIB: u64 = 2 << 20;
+
+/// Why a VM could not be created or (re)started. The docs are the messages.
+#[derive(Debug)]
+pub enum VmError {
+    /// More vCPUs than this build runs per VM.
+    TooManyVcpus(u32),
+    /// Not enough free host RAM for the VM's memory.
+    OutOfMemory(u64),
+    /// Guest RAM not 2 MiB aligned or sized, or outside the IPA space.
+    BadRam,
+    /// Stage-2 tables could not be built.
+    Stage2(stratum_core::stage2::MapError),
+    /// Kernel, initrd and device tree do not fit in guest RAM.
+    Layout(layout::LayoutError),
+    /// The guest device tree could not be generated.
+    DeviceTree(stratum_core::fdt::FdtError),
+}
+
+/// Most vCPUs per VM in this version (SMP guests come later).
+pub const MAX_VCPUS: usize = 1;
+
+/// One virtual machine.
+pub struct Vm {
+    /// Index in the bundle.
+    pub id: usize,
+    /// The pristine image (in the boot bundle, never modified).
+    pub image: VmImage<'static>,
+    /// Guest RAM as the guest sees it.
+    pub ram: IpaRange,
+    /// Host-physical base of guest RAM.
+    pub ram_pa: Pa,
+    /// Stage-2 base and VMID.
+    pub vttbr: u64,
+    /// Where kernel, initrd and DTB go in guest RAM.
+    pub layout: GuestLayout,
+    /// The emulated PL011.
+    pub uart: Pl011,
+    /// vCPU power states.
+    pub power: [VcpuPower; MAX_VCPUS],
+    /// Exit counters.
+    pub counters: ExitCounters,
+    /// Times the VM booted.
+    pub boot_count: u64,
+    /// vCPU 0's registers.
+    pub frame: Frame,
+    /// The guest's GIC view.
+    pub gic: GuestGic,
+}
+
+static DTB_BUF: SpinLock<[u8; DTB_MAX]> = SpinLock::new([0; DTB_MAX]);
+
+impl Vm {
+    /// Creates VM `id`: carves its RAM, builds its stage-2 table.
+    pub fn create(
+        id: usize,
+        image: VmImage<'static>,
+        gic: GicVersion,
+        s2cfg: Stage2Config,
+        ram_alloc: &mut RamAllocator,
+        pool: &mut TablePool,
+    ) -> Result<Self, VmError> {
+        if image.vcpus as usize > MAX_VCPUS {
+            return Err(VmError::TooManyVcpus(image.vcpus));
+        }
+        let ram = IpaRange::new(Ipa(image.mem_base), image.mem_size).ok_or(VmError::BadRam)?;
+        if !ram.start.is_aligned(TWO_MIB) || ram.size % TWO_MIB != 0 {
+            return Err(VmError::BadRam);
+        }
+        let pa = ram_alloc
+            .alloc(ram.size, TWO_MIB)
+            .ok_or(VmError::OutOfMemory(ram.size))?;
+        let mut table = Stage2Table::new(pool, s2cfg).map_err(VmError::Stage2)?;
+        table
+            .map(pool, ram.start, Pa(pa), ram.size, Mapping::Normal)
+            .map_err(VmError::Stage2)?;
+        let vmid = u16::try_from(id + 1).expect("fewer VMs than VMIDs");
+        let gic = match gic {
+            GicVersion::V2 => GuestGic::V2 {
+                dist: guest_dt::virt_map::GICD,
+                cpu: guest_dt::virt_map::GICC,
+            },
+            GicVersion::V3 => GuestGic::V3 {
+                dist: guest_dt::virt_map::GICD,
+                redist: IpaRange::new(
+                    guest_dt::virt_map::GICR_BASE,
+                    guest_dt::virt_map::GICR_STRIDE * u64::from(image.vcpus),
+                )
+                .expect("redistributor range fits"),
+            },
+        };
+        let placement = KernelPlacement {
+            load_offset: image.kernel_load_offset,
+            entry_offset: image.entry_offset,
+            footprint: image.kernel_footprint,
+        };
+        let initrd_size = image.initrd.map_or(0, |i| i.len() as u64);
+        let layout =
+            layout::plan(ram, placement, initrd_size, DTB_MAX as u64).map_err(VmError::Layout)?;
+        Ok(Self {
+            id,
+            image,
+            ram,
+            ram_pa: Pa(pa),
+            vttbr: table.vttbr(vmid),
+            layout,
+            uart: Pl011::new(),
+            power: [VcpuPower {
+                mpidr: 1 << 31,
+                state: PowerState::Off,
+            }; MAX_VCPUS],
+            counters: ExitCounters::default(),
+            boot_count: 0,
+            frame: Frame::default(),
+            gic,
+        })
+    }
+
+    fn host_ptr(&self, ipa: Ipa) -> *mut u8 {
+        let off = ipa.offset_from(self.ram.start).expect("IPA below guest RAM");
+        assert!(off <= self.ram.size, "IPA beyond guest RAM");
+        (self.ram_pa.0 + off) as *mut u8
+    }
+
+    fn copy_in(&self, at: Ipa, bytes: &[u8]) {
+        assert!(
+            self.ram.contains_span(at, bytes.len() as u64),
+            "copy outside guest RAM (layout invariant)"
+        );
+        // SAFETY: the destination lies in this VM's RAM carve-out (checked
+        // above), which is identity-mapped, owned by this VM, and not running.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.host_ptr(at), bytes.len()) };
+    }
+
+    /// (Re)starts the VM from its pristine image: zeroes RAM, copies kernel,
+    /// initrd and a fresh device tree, resets devices and vCPU 0.
+    pub fn load(&mut self) -> Result<(), VmError> {
+        self.boot_count += 1;
+        let size = usize::try_from(self.ram.size).expect("RAM size fits usize");
+        // SAFETY: the whole carve-out belongs to this VM, which is not running.
+        unsafe { core::ptr::write_bytes(self.host_ptr(self.ram.start), 0, size) };
+        self.copy_in(self.layout.kernel.start, self.image.kernel);
+        if let (Some(initrd), Some(range)) = (self.image.initrd, self.layout.initrd) {
+            self.copy_in(range.start, initrd);
+        }
+        let seed = rng_seed(self.id as u64, self.boot_count);
+        let mpidrs = [self.power[0].mpidr];
+        let cfg = GuestDtConfig {
+            ram: self.ram,
+            vcpu_mpidrs: &mpidrs[..self.image.vcpus as usize],
+            gic: self.gic,
+            uart: Some(GuestUart {
+                regs: guest_dt::virt_map::UART,
+                spi: guest_dt::virt_map::UART_SPI,
+            }),
+            bootargs: self.image.cmdline,
+            initrd: self.layout.initrd,
+            rng_seed: Some(&seed),
+        };
+        {
+            let mut buf = DTB_BUF.lock();
+            let len = guest_dt::generate(&cfg, &mut buf[..]).map_err(VmError::DeviceTree)?;
+            self.copy_in(self.layout.dtb.start, &buf[..len]);
+        }
+        cache::clean_inval_dcache_range(self.ram_pa.0 as usize, size);
+        cache::invalidate_icache_all();
+        self.uart = Pl011::new();
+        for p in &mut self.power {
+            p.state = PowerState::Off;
+        }
+        self.power[0].state = PowerState::On;
+        self.activate();
+        vcpu::reset_el1(&mut self.frame, self.layout.entry.0, self.layout.dtb.start.0);
+        sysreg::set_vmpidr_el2(self.power[0].mpidr);
+        Ok(())
+    }
+
+    /// Makes this VM's stage 2 current on this CPU and drops stale TLB entries.
+    pub fn activate(&mut self) {
+        // SAFETY: VTTBR_EL2 names a complete stage-2 table built by `create`;
+        // it only affects EL1/EL0 translation, never EL2's own.
+        unsafe { sysreg::set_vttbr_el2(self.vttbr) };
+        stratum_arch::barrier::isb();
+        tlb::invalidate_current_vmid();
+        let frame = core::ptr::addr_of_mut!(self.frame) as u64;
+        // SAFETY: TPIDR_EL2 must point to the running vCPU's frame; `self`
+        // lives in a static for as long as the VM runs.
+        unsafe { sysreg::set_tpidr_el2(frame) };
+    }
+}
+
+/// A per-VM, per-boot seed for `/chosen/rng-seed`, mixed (splitmix64) from
+/// the physical counter and the VM's identity. Not a cryptographic source:
+/// it spares the guest a slow entropy bootstrap; guests that need real
+/// entropy need a real source (SMCCC TRNG is future work).
+fn rng_seed(vm: u64, boot: u64) -> [u8; 32] {
+    let mut state = sysreg::cntpct_el0() ^ (vm << 32) ^ boot.rotate_left(17);
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_mut(8) {
+        // splitmix64
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes());
+    }
+    out
+}

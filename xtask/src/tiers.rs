@@ -1,0 +1,183 @@
+//! The test tiers and the linters, as `cargo xtask test` and `cargo xtask lint` run them.
+//!
+//! Tiers: lint → build → host unit tests → system tests (QEMU). Every tier
+//! runs even when an earlier one failed (except that system tests need the
+//! build), so one run reports everything; the last line is
+//! `total: N passed, N failed`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::{GUEST_TARGET, HYP_TARGET, build_all, cargo, root};
+
+/// Host crates: everything but the bare-metal binaries.
+const HOST_EXCLUDES: &[&str] = &[
+    "--exclude",
+    "stratum-hypervisor",
+    "--exclude",
+    "stratum-guests",
+];
+
+/// `cargo xtask lint`.
+pub fn lint() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    let mut host = vec!["clippy", "--workspace", "--all-targets"];
+    host.extend(HOST_EXCLUDES);
+    host.extend(["--", "-D", "warnings"]);
+    cargo(&host)?;
+    cargo(&[
+        "clippy", "-p", "stratum-hypervisor", "-p", "stratum-arch", "--target", HYP_TARGET,
+        "--", "-D", "warnings",
+    ])?;
+    cargo(&[
+        "clippy", "-p", "stratum-guests", "-p", "stratum-core", "-p", "stratum-abi", "--target",
+        GUEST_TARGET, "--", "-D", "warnings",
+    ])
+}
+
+/// Counts from cargo's `test result:` lines.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed.
+    pub failed: u64,
+    /// Tests ignored.
+    pub ignored: u64,
+}
+
+impl Counts {
+    /// Adds the counts of one `test result:` line, if `line` is one.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split([';', '.']) {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                if let Ok(n) = n.parse::<u64>() {
+                    match what {
+                        "passed" => self.passed += n,
+                        "failed" => self.failed += n,
+                        "ignored" => self.ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `cargo test ARGS`, echoing its output and counting results.
+fn cargo_test(args: &[&str], envs: &[(&str, &std::path::Path)]) -> (Counts, bool) {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.arg("test").args(args).current_dir(root()).stdout(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut counts = Counts::default();
+    let Ok(mut child) = cmd.spawn() else {
+        eprintln!("xtask: cannot run cargo test");
+        return (counts, false);
+    };
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            counts.add_line(&line);
+        }
+    }
+    let ok = child.wait().is_ok_and(|s| s.success());
+    (counts, ok)
+}
+
+/// `cargo xtask test`: every tier.
+pub fn test_all() -> Result<(), String> {
+    let start = Instant::now();
+    let mut failures: Vec<String> = Vec::new();
+    let mut total = Counts::default();
+    let mut timings: Vec<(&str, f64)> = Vec::new();
+
+    let t = Instant::now();
+    println!("== tier 0: lint (rustfmt, clippy host + aarch64)");
+    if let Err(e) = lint() {
+        failures.push(format!("lint: {e}"));
+    }
+    timings.push(("lint", t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    println!("== build: hypervisor Image, test guests, stratum CLI");
+    let artifacts = build_all();
+    if let Err(e) = &artifacts {
+        failures.push(format!("build: {e}"));
+    }
+    timings.push(("build", t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    println!("== tier 1: host unit and property tests");
+    let mut args = vec!["--workspace"];
+    args.extend(HOST_EXCLUDES);
+    args.extend(["--exclude", "stratum-systests"]);
+    let (c, ok) = cargo_test(&args, &[]);
+    accumulate(&mut total, c);
+    if !ok {
+        failures.push("host unit tests failed".into());
+    }
+    timings.push(("unit", t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    println!("== tier 2: system tests (the hypervisor on QEMU with test guests)");
+    match &artifacts {
+        Ok(a) => {
+            let envs = [
+                ("STRATUM_HYPERVISOR", a.hypervisor.as_path()),
+                ("STRATUM_GUESTS_DIR", a.guests.as_path()),
+                ("STRATUM_BIN", a.stratum.as_path()),
+            ];
+            let (c, ok) = cargo_test(&["-p", "stratum-systests"], &envs);
+            accumulate(&mut total, c);
+            if !ok {
+                failures.push("system tests failed".into());
+            }
+        }
+        Err(_) => failures.push("system tests not run: the build failed".into()),
+    }
+    timings.push(("system", t.elapsed().as_secs_f64()));
+
+    println!();
+    for (name, secs) in &timings {
+        println!("xtask: {name:<7} {secs:7.1} s");
+    }
+    println!("xtask: whole run {:.1} s", start.elapsed().as_secs_f64());
+    for f in &failures {
+        println!("xtask: FAILED: {f}");
+    }
+    // A failed tier with no failed test (lint, build) still counts as one failure.
+    let failed = total.failed.max(u64::from(!failures.is_empty()));
+    println!("total: {} passed, {} failed", total.passed, failed);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} tier(s) failed", failures.len()))
+    }
+}
+
+fn accumulate(total: &mut Counts, c: Counts) {
+    total.passed += c.passed;
+    total.failed += c.failed;
+    total.ignored += c.ignored;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counts;
+
+    #[test]
+    fn counts_cargo_result_lines() {
+        let mut c = Counts::default();
+        c.add_line("test result: ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        c.add_line("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        c.add_line("running 3 tests");
+        assert_eq!(c, Counts { passed: 13, failed: 2, ignored: 3 });
+    }
+}
