@@ -1,2 +1,48 @@
-//! Test guest runtime. (being written)
-#![no_std]
+//! Runtime for Stratum's bare-metal EL1 test guests.
+//!
+//! A guest binary is `#![no_std]`, `#![no_main]`, and names its entry point with
+//! [`entry!`]. It is linked at `0x4008_0000` (see `link.ld`) and entered at EL1h
+//! with the MMU and caches off, DAIF masked and `x0` = the device tree address.
+//!
+//! The runtime provides:
+//! - `_start` (in [`start`]): stack, FP/SIMD enable, `.bss` zeroing, `VBAR_EL1`;
+//! - [`exception`]: a full vector table; unexpected exceptions fail the test,
+//!   [`exception::expect_abort`] records one expected abort and skips the
+//!   faulting instruction;
+//! - [`console`]: PL011 output via single 32-bit `ldr`/`str` (every access
+//!   carries a syndrome), and the [`print!`]/[`println!`] macros;
+//! - [`smccc`]: `HVC`/`SMC` conduits and PSCI/Stratum helpers;
+//! - [`report`]: the console protocol (`STRATUM-TEST PASS|FAIL <name>`);
+//! - [`fdt`]: a small, bounds-checked device-tree reader (pure; host-tested).
+//!
+//! Invariant: a guest runs on one vCPU with interrupts masked, so the only
+//! "concurrency" is a synchronous exception taken inside an inline-asm block;
+//! the globals in [`global`] rely on that.
+//!
+//! Only [`fdt`] builds on the host (for its unit tests); everything else needs
+//! `--target aarch64-unknown-none`.
+#![cfg_attr(not(test), no_std)]
+
+pub mod fdt;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod console;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod exception;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod global;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod mmio;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod report;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod smccc;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod start;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod sysreg;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub use report::{Checks, fail, pass};
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub use start::start_guest;

@@ -1,1 +1,640 @@
-//! System-test harness. (being written)
+//! Stratum's system-test harness: runs the real hypervisor on QEMU (through the
+//! `stratum run` CLI) with one test guest, captures the console, and checks the
+//! `STRATUM-TEST PASS|FAIL` protocol the guests print (see
+//! `stratum_abi::console`).
+//!
+//! Where things come from (normally set by `cargo xtask test`):
+//! - `STRATUM_BIN`: the `stratum` CLI (fallback `<target>/debug/stratum`);
+//! - `STRATUM_GUESTS_DIR`: the guest ELFs (fallback
+//!   `<target>/aarch64-unknown-none/release/`);
+//! - `STRATUM_HYPERVISOR`: the hypervisor `Image`, read by the CLI itself (the
+//!   harness only passes the environment through).
+//!
+//! `<target>` is `CARGO_TARGET_DIR` or `<workspace>/target`. A missing CLI or
+//! guest makes the test panic with a message saying to run `cargo xtask test`:
+//! system tests never pass or skip silently.
+//!
+//! Every run has two timeouts: the CLI's own (`--timeout`), and a hard
+//! wall-clock limit here, after which the whole process group (CLI and QEMU) is
+//! killed, so a hung QEMU can never hang the test run.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use stratum_abi::console::TEST_PREFIX;
+
+/// Default per-run timeout: a guest run takes 1–3 s, but TCG is slow under the
+/// parallel load of a full test run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long past the CLI's own `--timeout` the harness waits before killing it
+/// (QEMU start-up and the CLI's own timeout handling).
+pub const HARD_TIMEOUT_GRACE: Duration = Duration::from_secs(30);
+
+/// How long to wait for the output pipes to close once the CLI has exited.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Exit statuses of `stratum run` (see `stratum run --help`).
+pub mod status {
+    /// Every guest powered off cleanly.
+    pub const OK: i32 = 0;
+    /// The hypervisor failed (panic, crashed VM, bad boot input).
+    pub const HYPERVISOR_FAILURE: i32 = 1;
+    /// Bad input: arguments, config, or image files.
+    pub const BAD_INPUT: i32 = 2;
+    /// The CLI's own timeout expired.
+    pub const TIMEOUT: i32 = 3;
+    /// Environment problem (QEMU missing, build failed, …).
+    pub const ENVIRONMENT: i32 = 4;
+}
+
+/// How to run one guest.
+#[derive(Clone, Debug)]
+pub struct GuestOpts<'a> {
+    /// GIC version of the machine: 2 or 3.
+    pub gic: u8,
+    /// QEMU CPU model (`cortex-a57`, `max`, …).
+    pub cpu: &'a str,
+    /// The CLI's `--timeout`; the harness kills the run at this plus
+    /// [`HARD_TIMEOUT_GRACE`].
+    pub timeout: Duration,
+    /// Guest RAM size (`--memory`), if not the CLI's default.
+    pub memory: Option<&'a str>,
+    /// Further arguments appended to `stratum run …`.
+    pub extra_args: &'a [&'a str],
+}
+
+impl Default for GuestOpts<'_> {
+    fn default() -> Self {
+        Self {
+            gic: 3,
+            cpu: "cortex-a57",
+            timeout: DEFAULT_TIMEOUT,
+            memory: None,
+            extra_args: &[],
+        }
+    }
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Run {
+    /// stdout and stderr, interleaved as they arrived.
+    pub console: String,
+    /// The exit status (`None` if killed by a signal).
+    pub status: Option<i32>,
+    /// The harness's hard timeout fired and it killed the run. (The CLI's own
+    /// timeout shows as `status == Some(status::TIMEOUT)`.)
+    pub timed_out: bool,
+}
+
+impl Run {
+    /// The console's lines, without `\r`.
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        console_lines(&self.console)
+    }
+
+    /// The `STRATUM-TEST` markers on the console, in order.
+    pub fn markers(&self) -> Vec<Marker<'_>> {
+        markers(&self.console)
+    }
+
+    /// A description for assertion messages: status and the whole console.
+    pub fn describe(&self) -> String {
+        format!(
+            "exit status {:?}{}\n----- console ({} bytes) -----\n{}\n----- end of console -----",
+            self.status,
+            if self.timed_out {
+                " (killed by the harness's hard timeout)"
+            } else {
+                ""
+            },
+            self.console.len(),
+            self.console.trim_end()
+        )
+    }
+}
+
+/// The verdict of one `STRATUM-TEST` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// `STRATUM-TEST PASS <guest>`.
+    Pass,
+    /// `STRATUM-TEST FAIL <guest>: <why>`, with the reason.
+    Fail(&'a str),
+}
+
+/// One `STRATUM-TEST` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker<'a> {
+    /// The guest name it names.
+    pub guest: &'a str,
+    /// Pass or fail.
+    pub verdict: Verdict<'a>,
+}
+
+/// Lines of `console`, with any trailing `\r` removed.
+pub fn console_lines(console: &str) -> impl Iterator<Item = &str> {
+    console.lines().map(|l| l.trim_end_matches('\r'))
+}
+
+/// Parses one line's `STRATUM-TEST` marker. The marker may follow a prefix the
+/// hypervisor adds (e.g. a VM tag), so it is searched anywhere in the line.
+pub fn parse_marker(line: &str) -> Option<Marker<'_>> {
+    let start = line.find(TEST_PREFIX)?;
+    let rest = line[start + TEST_PREFIX.len()..].strip_prefix(' ')?;
+    if let Some(name) = rest.strip_prefix("PASS ") {
+        let guest = name.split_whitespace().next()?;
+        return Some(Marker {
+            guest,
+            verdict: Verdict::Pass,
+        });
+    }
+    let failed = rest.strip_prefix("FAIL ")?;
+    let (guest, why) = match failed.split_once(':') {
+        Some((guest, why)) => (guest.trim(), why.trim()),
+        None => (failed.trim(), ""),
+    };
+    Some(Marker {
+        guest,
+        verdict: Verdict::Fail(why),
+    })
+}
+
+/// Every `STRATUM-TEST` marker on `console`, in order.
+pub fn markers(console: &str) -> Vec<Marker<'_>> {
+    console_lines(console).filter_map(parse_marker).collect()
+}
+
+/// Lines of `console` that contain `needle`.
+pub fn lines_containing<'a>(console: &'a str, needle: &str) -> Vec<&'a str> {
+    console_lines(console)
+        .filter(|l| l.contains(needle))
+        .collect()
+}
+
+/// Checks that each needle occurs on a line after the line of the previous
+/// needle. On failure, says which needle was not found.
+pub fn find_in_order(console: &str, needles: &[&str]) -> Result<(), String> {
+    let mut lines = console_lines(console);
+    for needle in needles {
+        if !lines.any(|l| l.contains(needle)) {
+            return Err(format!(
+                "{needle:?} not found after the lines before it; expected, in order: {needles:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The numbers that follow `prefix` on the console's lines, in order: e.g.
+/// `numbers_after(console, "boot count ")` gives `[1, 2, 3]`.
+pub fn numbers_after(console: &str, prefix: &str) -> Vec<u64> {
+    console_lines(console)
+        .filter_map(|l| {
+            let rest = &l[l.find(prefix)? + prefix.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// Asserts that `guest` passed: a `STRATUM-TEST PASS <guest>` line, no FAIL
+/// line (for any guest), exit status 0 and no timeout. The message carries the
+/// whole console.
+#[track_caller]
+pub fn assert_passed(run: &Run, guest: &str) {
+    let found = run.markers();
+    let failures: Vec<_> = found
+        .iter()
+        .filter(|m| matches!(m.verdict, Verdict::Fail(_)))
+        .collect();
+    let passed = found
+        .iter()
+        .any(|m| m.guest == guest && m.verdict == Verdict::Pass);
+    let problem = if !failures.is_empty() {
+        Some(format!("guest reported failure: {failures:?}"))
+    } else if !passed {
+        Some(format!("no `{TEST_PREFIX} PASS {guest}` line"))
+    } else if run.timed_out || run.status != Some(status::OK) {
+        Some(format!(
+            "guest passed but the run ended with {:?}",
+            run.status
+        ))
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        panic!("{guest}: {problem}\n{}", run.describe());
+    }
+}
+
+/// Asserts that the run exited with `code` (and was not killed).
+#[track_caller]
+pub fn assert_status(run: &Run, code: i32, what: &str) {
+    assert!(
+        !run.timed_out && run.status == Some(code),
+        "{what}: expected exit status {code}\n{}",
+        run.describe()
+    );
+}
+
+/// Asserts `needles` occur on the console in that order.
+#[track_caller]
+pub fn assert_in_order(run: &Run, needles: &[&str]) {
+    if let Err(e) = find_in_order(&run.console, needles) {
+        panic!("{e}\n{}", run.describe());
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives inside the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Where a path comes from: `env` if set (non-empty), else `fallback`.
+pub fn resolve(env: Option<OsString>, fallback: PathBuf) -> PathBuf {
+    env.filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or(fallback)
+}
+
+fn missing(what: &str, path: &Path, var: &str) -> ! {
+    let source = match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => format!("from {var}={}", v.to_string_lossy()),
+        _ => format!("the default, as {var} is not set"),
+    };
+    panic!(
+        "{what} not found at {} ({source}).\n\
+         Run the system tests with `cargo xtask test`: it builds the stratum CLI, \
+         the hypervisor and the test guests, and sets STRATUM_BIN, STRATUM_GUESTS_DIR \
+         and STRATUM_HYPERVISOR.",
+        path.display()
+    )
+}
+
+/// The `stratum` CLI to run; panics (failing the test) if it does not exist.
+pub fn stratum_bin() -> PathBuf {
+    let path = resolve(
+        std::env::var_os("STRATUM_BIN"),
+        target_dir().join("debug").join("stratum"),
+    );
+    if !path.is_file() {
+        missing("the stratum CLI", &path, "STRATUM_BIN");
+    }
+    path
+}
+
+/// The ELF of test guest `name`; panics (failing the test) if it does not exist.
+pub fn guest_elf(name: &str) -> PathBuf {
+    let dir = resolve(
+        std::env::var_os("STRATUM_GUESTS_DIR"),
+        target_dir().join("aarch64-unknown-none").join("release"),
+    );
+    let path = dir.join(name);
+    if !path.is_file() {
+        missing(&format!("test guest `{name}`"), &path, "STRATUM_GUESTS_DIR");
+    }
+    path
+}
+
+/// The `stratum` arguments for running `kernel` with `opts`.
+pub fn run_args(kernel: &Path, opts: &GuestOpts<'_>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["run".into(), "--kernel".into(), kernel.into()];
+    args.extend(["--gic".into(), opts.gic.to_string().into()]);
+    args.extend(["--cpu".into(), opts.cpu.into()]);
+    let secs = opts.timeout.as_secs().max(1);
+    args.extend(["--timeout".into(), secs.to_string().into()]);
+    if let Some(memory) = opts.memory {
+        args.extend(["--memory".into(), memory.into()]);
+    }
+    args.extend(opts.extra_args.iter().map(OsString::from));
+    args
+}
+
+/// Runs test guest `guest` under the hypervisor with `opts`.
+pub fn run_guest(guest: &str, opts: &GuestOpts<'_>) -> Run {
+    let kernel = guest_elf(guest);
+    run_stratum(run_args(&kernel, opts), opts.timeout + HARD_TIMEOUT_GRACE)
+}
+
+/// Runs the `stratum` CLI with `args`, killing it after `hard_timeout`.
+pub fn run_stratum<I, S>(args: I, hard_timeout: Duration) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(stratum_bin());
+    cmd.args(args);
+    run_command(cmd, hard_timeout)
+}
+
+/// Runs `cmd` with stdin closed, capturing stdout and stderr together, and
+/// kills its whole process group if it is still running after `hard_timeout`.
+pub fn run_command(mut cmd: Command, hard_timeout: Duration) -> Run {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so that QEMU (a grandchild) can be killed too.
+        cmd.process_group(0);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return Run {
+                console: format!("harness: cannot start {:?}: {e}", cmd.get_program()),
+                status: None,
+                timed_out: false,
+            };
+        }
+    };
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let (done_tx, done_rx) = mpsc::channel();
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn Read + Send>);
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn Read + Send>);
+    let mut readers = 0;
+    for pipe in [stdout, stderr].into_iter().flatten() {
+        readers += 1;
+        let output = Arc::clone(&output);
+        let done = done_tx.clone();
+        thread::spawn(move || {
+            copy_into(pipe, &output);
+            let _ = done.send(());
+        });
+    }
+
+    let deadline = Instant::now() + hard_timeout;
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code(),
+            Ok(None) if Instant::now() >= deadline => {
+                timed_out = true;
+                kill_tree(&mut child);
+                break child.wait().ok().and_then(|s| s.code());
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+            Err(_) => {
+                kill_tree(&mut child);
+                break None;
+            }
+        }
+    };
+
+    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut drained = 0;
+    while drained < readers {
+        let left = drain_deadline.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+        drained += 1;
+    }
+    let bytes = output.lock().map(|b| b.clone()).unwrap_or_default();
+    let mut console = String::from_utf8_lossy(&bytes).into_owned();
+    if drained < readers {
+        console.push_str("\nharness: output still open after the process exited (leaked child?)\n");
+    }
+    if timed_out {
+        console.push_str(&format!(
+            "\nharness: killed after the hard timeout of {} s\n",
+            hard_timeout.as_secs()
+        ));
+    }
+    Run {
+        console,
+        status,
+        timed_out,
+    }
+}
+
+/// Appends everything from `pipe` to `output`, chunk by chunk.
+fn copy_into(mut pipe: Box<dyn Read + Send>, output: &Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if let Ok(mut out) = output.lock() {
+                    out.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+    }
+}
+
+/// Kills `child` and, on Unix, every process in its process group.
+fn kill_tree(child: &mut Child) {
+    #[cfg(unix)]
+    {
+        unsafe extern "C" {
+            fn kill(pid: i32, sig: i32) -> i32;
+        }
+        const SIGKILL: i32 = 9;
+        if let Ok(pgid) = i32::try_from(child.id()) {
+            // SAFETY: `kill(2)` has no memory-safety preconditions. The child is
+            // not yet reaped, so its pid (= its process group id, from
+            // `process_group(0)`) cannot have been reused: this signals only the
+            // processes we started.
+            unsafe { kill(-pgid, SIGKILL) };
+        }
+    }
+    let _ = child.kill();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONSOLE: &str = "Stratum 0.1 booting\r\n\
+        [vm1] Hello from a Stratum guest!\r\n\
+        boot count 1\r\n\
+        boot count 2\n\
+        [vm1] STRATUM-TEST PASS hello\r\n\
+        STRATUM-TEST FAIL psci: 2 of 30 checks failed\n\
+        boot count 3 (last)\n";
+
+    #[test]
+    fn parses_pass_and_fail_markers_anywhere_in_a_line() {
+        assert_eq!(
+            markers(CONSOLE),
+            vec![
+                Marker {
+                    guest: "hello",
+                    verdict: Verdict::Pass
+                },
+                Marker {
+                    guest: "psci",
+                    verdict: Verdict::Fail("2 of 30 checks failed")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn marker_edge_cases() {
+        assert_eq!(parse_marker("STRATUM-TEST"), None);
+        assert_eq!(parse_marker("STRATUM-TESTPASS x"), None);
+        assert_eq!(parse_marker("STRATUM-TEST PASS "), None);
+        assert_eq!(parse_marker("STRATUM-TEST MAYBE x"), None);
+        assert_eq!(
+            parse_marker("STRATUM-TEST FAIL reset"),
+            Some(Marker {
+                guest: "reset",
+                verdict: Verdict::Fail("")
+            })
+        );
+        assert_eq!(
+            parse_marker("STRATUM-TEST FAIL abort: unexpected exception ESR=0x1: x"),
+            Some(Marker {
+                guest: "abort",
+                verdict: Verdict::Fail("unexpected exception ESR=0x1: x")
+            })
+        );
+    }
+
+    #[test]
+    fn numbers_and_order() {
+        assert_eq!(numbers_after(CONSOLE, "boot count "), vec![1, 2, 3]);
+        assert!(find_in_order(CONSOLE, &["Hello", "boot count 1", "PASS hello"]).is_ok());
+        let err = find_in_order(CONSOLE, &["PASS hello", "Hello"]).expect_err("wrong order");
+        assert!(err.contains("\"Hello\""), "{err}");
+        assert_eq!(lines_containing(CONSOLE, "boot count").len(), 3);
+        assert!(console_lines(CONSOLE).all(|l| !l.ends_with('\r')));
+    }
+
+    fn run_with(console: &str, status: Option<i32>) -> Run {
+        Run {
+            console: console.into(),
+            status,
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn assert_passed_accepts_a_clean_pass() {
+        assert_passed(&run_with("x\nSTRATUM-TEST PASS hello\n", Some(0)), "hello");
+    }
+
+    #[test]
+    #[should_panic(expected = "guest reported failure")]
+    fn assert_passed_rejects_any_fail_line() {
+        assert_passed(&run_with(CONSOLE, Some(0)), "hello");
+    }
+
+    #[test]
+    #[should_panic(expected = "no `STRATUM-TEST PASS hello` line")]
+    fn assert_passed_needs_the_pass_line() {
+        assert_passed(&run_with("STRATUM-TEST PASS hello2\n", Some(0)), "hello");
+    }
+
+    #[test]
+    #[should_panic(expected = "----- console")]
+    fn assert_passed_needs_status_zero_and_shows_the_console() {
+        assert_passed(&run_with("STRATUM-TEST PASS hello\n", Some(1)), "hello");
+    }
+
+    #[test]
+    fn builds_run_arguments() {
+        let opts = GuestOpts {
+            gic: 2,
+            cpu: "max",
+            timeout: Duration::from_millis(60_500),
+            memory: Some("64M"),
+            extra_args: &["--bootargs", "a b"],
+        };
+        let args = run_args(Path::new("/g/hello"), &opts);
+        let args: Vec<_> = args.iter().map(|a| a.to_str().expect("utf-8")).collect();
+        assert_eq!(
+            args,
+            [
+                "run",
+                "--kernel",
+                "/g/hello",
+                "--gic",
+                "2",
+                "--cpu",
+                "max",
+                "--timeout",
+                "60",
+                "--memory",
+                "64M",
+                "--bootargs",
+                "a b"
+            ]
+        );
+    }
+
+    #[test]
+    fn resolves_env_over_fallback() {
+        let fallback = PathBuf::from("/fallback");
+        assert_eq!(resolve(None, fallback.clone()), fallback);
+        assert_eq!(resolve(Some("".into()), fallback.clone()), fallback);
+        assert_eq!(
+            resolve(Some("/from/env".into()), fallback),
+            PathBuf::from("/from/env")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn run_command_captures_both_streams_and_the_status() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let run = run_command(cmd, Duration::from_secs(30));
+        assert_eq!(run.status, Some(3));
+        assert!(!run.timed_out);
+        assert!(
+            run.console.contains("out") && run.console.contains("err"),
+            "{run:?}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn hard_timeout_kills_the_whole_process_group() {
+        let mut cmd = Command::new("sh");
+        // A grandchild that holds the output pipe open, like QEMU under the CLI.
+        cmd.args(["-c", "echo started; sleep 300 & sleep 300; wait"]);
+        let start = Instant::now();
+        let run = run_command(cmd, Duration::from_millis(500));
+        assert!(run.timed_out, "{run:?}");
+        assert!(run.console.contains("started"), "{run:?}");
+        assert!(run.console.contains("hard timeout"), "{run:?}");
+        assert!(
+            !run.console.contains("output still open"),
+            "grandchild survived: {run:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn missing_program_is_reported_not_hung() {
+        let cmd = Command::new("/nonexistent/stratum-test-binary");
+        let run = run_command(cmd, Duration::from_secs(5));
+        assert_eq!(run.status, None);
+        assert!(run.console.contains("cannot start"), "{run:?}");
+    }
+}

@@ -1,0 +1,195 @@
+//! System tests: the real Stratum hypervisor on QEMU (TCG) with one test guest
+//! per test, on GICv2 and GICv3, checking the console protocol and the exit
+//! status. Run them with `cargo xtask test`, which builds everything and sets
+//! `STRATUM_BIN`, `STRATUM_GUESTS_DIR` and `STRATUM_HYPERVISOR`; without them a
+//! test fails with a message saying so (it never passes or skips silently).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use stratum_systests::{
+    DEFAULT_TIMEOUT, GuestOpts, HARD_TIMEOUT_GRACE, Run, assert_in_order, assert_passed,
+    assert_status, guest_elf, lines_containing, markers, numbers_after, run_guest, run_stratum,
+    status,
+};
+
+/// Timeout for the CLI-argument tests, which never start a VM.
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn run(guest: &str, gic: u8, cpu: &str) -> Run {
+    run_guest(
+        guest,
+        &GuestOpts {
+            gic,
+            cpu,
+            timeout: DEFAULT_TIMEOUT,
+            ..GuestOpts::default()
+        },
+    )
+}
+
+fn check_hello(run: &Run) {
+    assert_passed(run, "hello");
+    assert_in_order(
+        run,
+        &[
+            "Hello from a Stratum guest!",
+            "CurrentEL: EL1",
+            "MIDR_EL1: ",
+            "MPIDR_EL1: ",
+            "device tree at ",
+            "memory: base 0x40000000 size ",
+            "vCPUs: ",
+            "bootargs: ",
+            "PSCI version 1.1 (0x10001)",
+            "SMCCC version 1.2 (0x10002)",
+        ],
+    );
+    assert!(
+        lines_containing(&run.console, "x0 = 0").is_empty(),
+        "the hypervisor must pass the DTB address in x0\n{}",
+        run.describe()
+    );
+}
+
+fn check_psci(run: &Run) {
+    assert_passed(run, "psci");
+    assert_in_order(
+        run,
+        &[
+            "check PSCI_VERSION: got 0x10001",
+            "still running after unknown function 0x1234",
+            "check PSCI_VERSION via SMC: got 0x10001",
+            "STRATUM-TEST PASS psci",
+        ],
+    );
+}
+
+fn check_abort(run: &Run) {
+    assert_passed(run, "abort");
+    assert_in_order(
+        run,
+        &[
+            "read 0x10000000 (EL1h): vector +0x200",
+            "write 0x10000000 (EL1h): vector +0x200",
+            "read 0x10000000 (EL1t): vector +0x000",
+            "still running after 8 aborts in a row",
+        ],
+    );
+}
+
+fn check_isv0(run: &Run) {
+    assert_passed(run, "isv0");
+    assert_in_order(
+        run,
+        &[
+            "check ldp w3, w4, [x0, #0x24]: w3",
+            "isv0: this line was printed with strb w1, [x0], #4",
+            "STRATUM-TEST PASS isv0",
+        ],
+    );
+}
+
+fn check_reset(run: &Run) {
+    assert_passed(run, "reset");
+    assert_eq!(
+        numbers_after(&run.console, "boot count "),
+        [1, 2, 3],
+        "expected boots 1, 2, 3 in order\n{}",
+        run.describe()
+    );
+}
+
+fn check_off(run: &Run) {
+    assert_status(run, status::OK, "off");
+    assert!(
+        markers(&run.console).is_empty(),
+        "off prints no verdict (nor FAIL) line\n{}",
+        run.describe()
+    );
+    let said = lines_containing(&run.console, "off: calling SYSTEM_OFF").len();
+    assert_eq!(
+        said,
+        1,
+        "expected one `off: calling SYSTEM_OFF` line and nothing from the guest after it\n{}",
+        run.describe()
+    );
+}
+
+macro_rules! system_test {
+    ($name:ident, $guest:literal, $gic:literal, $cpu:literal, $check:ident) => {
+        #[test]
+        fn $name() {
+            $check(&run($guest, $gic, $cpu));
+        }
+    };
+}
+
+system_test!(hello_gic2, "hello", 2, "cortex-a57", check_hello);
+system_test!(hello_gic3, "hello", 3, "cortex-a57", check_hello);
+system_test!(hello_gic3_max, "hello", 3, "max", check_hello);
+system_test!(psci_gic2, "psci", 2, "cortex-a57", check_psci);
+system_test!(psci_gic3, "psci", 3, "cortex-a57", check_psci);
+system_test!(psci_gic3_max, "psci", 3, "max", check_psci);
+system_test!(abort_gic2, "abort", 2, "cortex-a57", check_abort);
+system_test!(abort_gic3, "abort", 3, "cortex-a57", check_abort);
+system_test!(abort_gic2_max, "abort", 2, "max", check_abort);
+system_test!(isv0_gic2, "isv0", 2, "cortex-a57", check_isv0);
+system_test!(isv0_gic3, "isv0", 3, "cortex-a57", check_isv0);
+system_test!(isv0_gic3_max, "isv0", 3, "max", check_isv0);
+system_test!(reset_gic2, "reset", 2, "cortex-a57", check_reset);
+system_test!(reset_gic3, "reset", 3, "cortex-a57", check_reset);
+system_test!(reset_gic2_max, "reset", 2, "max", check_reset);
+system_test!(off_gic2, "off", 2, "cortex-a57", check_off);
+system_test!(off_gic3, "off", 3, "cortex-a57", check_off);
+system_test!(off_gic3_max, "off", 3, "max", check_off);
+
+#[test]
+fn missing_kernel_file_is_bad_input() {
+    let missing: PathBuf =
+        std::env::temp_dir().join(format!("stratum-no-such-kernel-{}.elf", std::process::id()));
+    assert!(!missing.exists());
+    let run = run_stratum(
+        [
+            "run".as_ref(),
+            "--kernel".as_ref(),
+            missing.as_os_str(),
+            "--timeout".as_ref(),
+            "10".as_ref(),
+        ],
+        CLI_TIMEOUT + HARD_TIMEOUT_GRACE,
+    );
+    assert_status(&run, status::BAD_INPUT, "missing --kernel file");
+    let name = missing
+        .file_name()
+        .expect("has a file name")
+        .to_string_lossy();
+    assert!(
+        run.console.contains(name.as_ref()),
+        "the message must name the missing file {name}\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn bad_memory_size_is_bad_input() {
+    let kernel = guest_elf("hello");
+    let run = run_stratum(
+        [
+            "run".as_ref(),
+            "--kernel".as_ref(),
+            kernel.as_os_str(),
+            "--memory".as_ref(),
+            "12Q".as_ref(),
+            "--timeout".as_ref(),
+            "10".as_ref(),
+        ],
+        CLI_TIMEOUT + HARD_TIMEOUT_GRACE,
+    );
+    assert_status(&run, status::BAD_INPUT, "--memory 12Q");
+    assert!(
+        run.console.contains("12Q"),
+        "the message must quote the bad size\n{}",
+        run.describe()
+    );
+}
