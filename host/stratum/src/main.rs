@@ -1,2 +1,5 @@
-//! The `stratum` command. (being written)
-fn main() {}
+//! The `stratum` command: everything lives in the library ([`stratum::cli`]).
+
+fn main() -> std::process::ExitCode {
+    stratum::cli::main()
+}

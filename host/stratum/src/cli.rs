@@ -1,0 +1,301 @@
+//! Command-line interface: argument definitions (clap) and dispatch. The
+//! binary's `main` only calls [`main`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::config::{Config, CpuModel, Gic, VmFlags};
+use crate::run::{RunOptions, run};
+use crate::{Result, exit_code};
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  every VM powered off cleanly
+  1  hypervisor failure: it panicked or rejected its boot input, or QEMU died unexpectedly
+  2  bad input (usage, config, kernel images), caught before anything started
+  3  timeout: --timeout expired and QEMU was killed
+  4  environment problem: QEMU is missing, or building the hypervisor failed
+  5  a VM crashed
+
+Environment:
+  STRATUM_HYPERVISOR  hypervisor Image (or ELF) to use instead of building one
+  STRATUM_QEMU        QEMU binary to use instead of qemu-system-aarch64 on PATH";
+
+const CHECK_LONG_HELP: &str = "\
+Validate a config file and inspect its kernel images, without running anything.
+
+Config format (TOML; relative paths are relative to the file):
+
+  [machine]                    # optional: the emulated host
+  cpus = 2                     # physical CPUs; default: most vCPUs of any VM
+  gic = 3                      # 2 or 3 (default 3)
+  cpu = \"cortex-a57\"           # or \"max\" (default \"cortex-a57\")
+  memory = \"2G\"                # host RAM; default: VM memory + bundle + 256 MiB
+
+  [[vm]]                       # 1 to 16 of these
+  name = \"hello\"               # [A-Za-z0-9_-], 1-31 bytes (default \"vm<index>\")
+  kernel = \"hello.elf\"         # required: Image, AArch64 ELF or raw binary
+  initrd = \"initrd.cpio\"       # optional
+  cmdline = \"console=ttyAMA0\"  # optional
+  cpus = 1                     # vCPUs, 1 to 8 (default 1)
+  memory = \"128M\"              # multiple of 2 MiB (default 128M)
+  memory_base = \"0x40000000\"   # 2 MiB aligned, clear of 0x08000000-0x0A000000
+
+Sizes: bytes, or a string with a K/M/G/T suffix (powers of 1024) or 0x hex;
+no fractions (\"1536M\", not \"1.5G\"). Host RAM is at most 255 GiB (QEMU virt
+keeps RAM below its 256 GiB high-memory hole).";
+
+/// Stratum: a Type-1 hypervisor for AArch64. This tool validates system
+/// descriptions, prepares guest kernels and runs everything under QEMU.
+#[derive(Debug, Parser)]
+#[command(name = "stratum", version, after_help = EXIT_STATUS_HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run VMs under the hypervisor in QEMU (`virt`, EL2), streaming the console.
+    ///
+    /// Either give a config file (see `stratum check --help`) or describe
+    /// one VM with --kernel and friends. Kernels may be arm64 `Image` files,
+    /// AArch64 ELF executables or raw binaries (loaded at RAM + 0x80000).
+    /// The hypervisor is built with cargo unless --hypervisor or
+    /// STRATUM_HYPERVISOR names one. The guest console is the program's
+    /// stdout; Ctrl-C stops QEMU.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Run(RunArgs),
+    /// Validate a config file and inspect its kernel images, without running anything
+    #[command(after_help = EXIT_STATUS_HELP, long_about = CHECK_LONG_HELP)]
+    Check {
+        /// The config file.
+        #[arg(value_name = "CONFIG.toml")]
+        config: PathBuf,
+    },
+}
+
+/// `stratum run` arguments.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("system").required(true).args(["config", "kernel"])))]
+pub struct RunArgs {
+    /// System description (TOML) to run; see `stratum check --help`.
+    #[arg(value_name = "CONFIG.toml")]
+    pub config: Option<PathBuf>,
+    /// Kernel of a single VM: an arm64 Image, an AArch64 ELF or a raw binary.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk for the --kernel VM.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line for the --kernel VM.
+    #[arg(
+        long,
+        value_name = "STR",
+        conflicts_with = "config",
+        allow_hyphen_values = true
+    )]
+    pub append: Option<String>,
+    /// vCPUs of the --kernel VM (1 to 8; default 1); the machine gets as many CPUs.
+    #[arg(long, value_name = "N", conflicts_with = "config")]
+    pub cpus: Option<u32>,
+    /// Memory of the --kernel VM, e.g. 128M or 1G (a multiple of 2 MiB; default 128M).
+    #[arg(long, value_name = "SIZE", conflicts_with = "config")]
+    pub memory: Option<String>,
+    /// GIC version of the emulated host (default 3; overrides `[machine]` in a config).
+    #[arg(long, value_name = "2|3")]
+    pub gic: Option<Gic>,
+    /// CPU model of the emulated host (default cortex-a57; overrides `[machine]` in a config).
+    #[arg(long, value_name = "MODEL")]
+    pub cpu: Option<CpuModel>,
+    /// Deterministic run: -icount shift=4,sleep=off, -seed 1, dtb-randomness=off.
+    #[arg(long)]
+    pub deterministic: bool,
+    /// Kill QEMU after SECS seconds (fractions allowed) and exit with status 3.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+    /// Prebuilt hypervisor (arm64 Image, or its ELF) instead of building it
+    /// [env: STRATUM_HYPERVISOR].
+    #[arg(long, value_name = "IMAGE")]
+    pub hypervisor: Option<PathBuf>,
+    /// Extra arguments for QEMU, after `--` (e.g. `-- -d guest_errors`).
+    #[arg(last = true, value_name = "QEMU ARGS")]
+    pub qemu_args: Vec<OsString>,
+}
+
+fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err("the timeout must be a positive number of seconds".to_owned());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+impl RunArgs {
+    /// The validated config these arguments describe (file or flags), with
+    /// --gic/--cpu applied.
+    pub fn config(&self) -> Result<Config> {
+        let mut config = match (&self.config, &self.kernel) {
+            (Some(path), _) => Config::load(path)?,
+            (None, Some(kernel)) => Config::from_flags(&VmFlags {
+                kernel: kernel.clone(),
+                initrd: self.initrd.clone(),
+                append: self.append.clone(),
+                cpus: self.cpus,
+                memory: self.memory.clone(),
+            })?,
+            (None, None) => unreachable!("clap requires a config or --kernel"),
+        };
+        config.override_machine(self.gic, self.cpu)?;
+        Ok(config)
+    }
+
+    /// The [`RunOptions`] these arguments describe.
+    pub fn options(&self) -> Result<RunOptions> {
+        Ok(RunOptions {
+            hypervisor: self.hypervisor.clone(),
+            deterministic: self.deterministic,
+            timeout: self.timeout,
+            qemu_args: self.qemu_args.clone(),
+            ..RunOptions::new(self.config()?)
+        })
+    }
+}
+
+/// Runs a parsed command line; returns the exit status.
+pub fn execute(cli: &Cli) -> i32 {
+    let result = match &cli.command {
+        Command::Check { config } => Config::load(config).map(|c| {
+            println!("{}: OK", config.display());
+            print!("{}", c.summary());
+            exit_code::SUCCESS
+        }),
+        Command::Run(args) => args.options().and_then(|opts| run(&opts)).map(|outcome| {
+            if outcome.exit_code != exit_code::SUCCESS {
+                eprintln!("stratum: {}", outcome.verdict.describe());
+            }
+            outcome.exit_code
+        }),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("stratum: error: {e}");
+        e.exit_code()
+    })
+}
+
+/// The `stratum` binary: parse the command line (usage errors exit with
+/// status 2), execute, exit.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = execute(&cli);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("stratum").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_with_flags() {
+        let cli = parse(&[
+            "run",
+            "--kernel",
+            "k.elf",
+            "--append",
+            "-- console=ttyAMA0",
+            "--cpus",
+            "2",
+            "--memory",
+            "256M",
+            "--gic",
+            "2",
+            "--cpu",
+            "max",
+            "--deterministic",
+            "--timeout",
+            "1.5",
+            "--",
+            "-d",
+            "int",
+        ])
+        .expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.kernel.as_deref(), Some(std::path::Path::new("k.elf")));
+        assert_eq!(a.append.as_deref(), Some("-- console=ttyAMA0"));
+        assert_eq!(a.cpus, Some(2));
+        assert_eq!(a.gic, Some(Gic::V2));
+        assert_eq!(a.cpu, Some(CpuModel::Max));
+        assert!(a.deterministic);
+        assert_eq!(a.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(a.qemu_args, [OsString::from("-d"), "int".into()]);
+    }
+
+    #[test]
+    fn run_usage_errors() {
+        for bad in [
+            &["run"][..],
+            &["run", "x.toml", "--kernel", "k"],
+            &["run", "x.toml", "--memory", "1G"],
+            &["run", "--kernel", "k", "--gic", "4"],
+            &["run", "--kernel", "k", "--cpu", "cortex-a9"],
+            &["run", "--kernel", "k", "--timeout", "0"],
+            &["run", "--kernel", "k", "--timeout", "soon"],
+            &["check"],
+        ] {
+            let e = parse(bad).expect_err("usage error");
+            assert_eq!(e.exit_code(), exit_code::BAD_INPUT, "{bad:?}");
+        }
+        // A config plus machine overrides is fine.
+        assert!(parse(&["run", "x.toml", "--gic", "2", "--timeout", "5"]).is_ok());
+    }
+
+    #[test]
+    fn help_lists_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("3  timeout"), "{help}");
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").expect("run");
+        let help = run.render_long_help().to_string();
+        assert!(help.contains("5  a VM crashed"), "{help}");
+        assert!(help.contains("--deterministic"), "{help}");
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag() {
+        let cli = parse(&["run", "--kernel", "/nonexistent/k", "--memory", "12Q"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        let e = a.config().expect_err("bad");
+        let msg = e.to_string();
+        assert!(msg.contains("--memory: bad size \"12Q\""), "{msg}");
+        assert!(
+            msg.contains("--kernel: /nonexistent/k: file not found"),
+            "{msg}"
+        );
+        assert_eq!(
+            execute(&parse(&["check", "/nonexistent.toml"]).expect("parses")),
+            2
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! The system description: which VMs to run, with what kernel, memory and
+//! vCPUs, on what emulated machine. Read from TOML ([`Config::load`]) or built
+//! from `stratum run --kernel …` flags ([`Config::from_flags`]); both go
+//! through the same validation, so a [`Config`] is always one the hypervisor
+//! can be given.
+//!
+//! ```toml
+//! [machine]            # optional: the emulated host
+//! cpus = 2             # physical CPUs (-smp); default: the most vCPUs of any VM
+//! gic = 3              # 2 or 3 (default 3)
+//! cpu = "cortex-a57"   # or "max" (default "cortex-a57")
+//! memory = "2G"        # host RAM; default: all VM memory + boot bundle + 256 MiB
+//!
+//! [[vm]]
+//! name = "hello"               # [A-Za-z0-9_-], at most 31 bytes; default "vm<index>"
+//! kernel = "hello.elf"         # Image, AArch64 ELF or raw binary; relative to this file
+//! initrd = "initrd.cpio"       # optional, relative to this file
+//! cmdline = "console=ttyAMA0"  # optional
+//! cpus = 1                     # vCPUs, 1..=8 (default 1)
+//! memory = "128M"              # default 128M; a multiple of 2 MiB
+//! memory_base = "0x40000000"   # guest-physical RAM base, 2 MiB aligned (default 0x4000_0000)
+//! ```
+//!
+//! Sizes are integers (bytes) or strings as described in [`crate::size`].
+//! Unknown keys are errors. Every error names the file, line:column and field
+//! (`configs/x.toml:7:10: vm[0].memory: bad size "12Q": …`), or in flag mode
+//! the flag (`--memory: bad size …`). All errors found are reported at once.
+
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use stratum_core::image::{KernelInfo, Placement};
+use toml::Spanned;
+
+use crate::kernel;
+use crate::size::format_size;
+use crate::{Error, Result};
+use raw::{RawConfig, RawSize, RawVm, Source};
+use validate::validate;
+
+mod raw;
+mod validate;
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// A VM's memory when the config does not say.
+pub const DEFAULT_VM_MEMORY: u64 = 128 * MIB;
+/// A VM's guest-physical RAM base when the config does not say (as QEMU `virt`).
+pub const DEFAULT_MEMORY_BASE: u64 = 0x4000_0000;
+/// Most vCPUs one VM may have.
+pub const MAX_VCPUS: u32 = 8;
+/// Most VMs one system may have.
+pub const MAX_VMS: usize = stratum_abi::bundle::MAX_VMS;
+/// Longest VM name in bytes (the bundle stores it NUL-terminated in 32).
+pub const MAX_NAME_LEN: usize = 31;
+/// Guest RAM granule: VM memory sizes and bases are multiples of this.
+pub const RAM_ALIGN: u64 = 2 * MIB;
+/// Room the hypervisor needs in a VM's RAM for the guest device tree.
+pub const DTB_RESERVE: u64 = 2 * MIB;
+/// Guest-physical window of the emulated devices (GIC distributor, GICv2 CPU
+/// interface or GICv3 redistributors, PL011) that guest RAM must not overlap.
+pub const DEVICE_WINDOW: Range<u64> = 0x0800_0000..0x0A00_0000;
+/// Host RAM the hypervisor keeps for itself, on top of the VMs' memory.
+pub const HYPERVISOR_RESERVE: u64 = 256 * MIB;
+/// Host RAM is rounded up to a multiple of this.
+pub const HOST_MEMORY_GRANULE: u64 = 256 * MIB;
+/// Most host RAM QEMU `virt` can hold: RAM starts at 1 GiB and must end
+/// below the high-memory hole at 256 GiB.
+pub const MAX_HOST_MEMORY: u64 = 255 * GIB;
+
+/// The GIC version of the emulated host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Gic {
+    /// GICv2 (with virtualization extensions); at most 8 CPUs.
+    #[value(name = "2")]
+    V2,
+    /// GICv3.
+    #[value(name = "3")]
+    V3,
+}
+
+impl Gic {
+    /// The version number, as QEMU's `gic-version=` wants it.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::V2 => 2,
+            Self::V3 => 3,
+        }
+    }
+
+    /// Most physical CPUs QEMU `virt` supports with this GIC.
+    pub fn max_cpus(self) -> u32 {
+        match self {
+            Self::V2 => 8,
+            Self::V3 => 512,
+        }
+    }
+}
+
+/// The emulated host CPU model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CpuModel {
+    /// Cortex-A57 (ARMv8.0): the reference machine.
+    #[value(name = "cortex-a57")]
+    CortexA57,
+    /// QEMU's `max`: every feature QEMU emulates (VHE, 16-bit VMIDs, RNG, …).
+    #[value(name = "max")]
+    Max,
+}
+
+impl CpuModel {
+    /// The name QEMU's `-cpu` wants.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            Self::CortexA57 => "cortex-a57",
+            Self::Max => "max",
+        }
+    }
+}
+
+/// The emulated host machine, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// Physical CPUs (`-smp`).
+    pub cpus: u32,
+    /// GIC version.
+    pub gic: Gic,
+    /// CPU model.
+    pub cpu: CpuModel,
+    /// Host RAM in bytes (`-m`): the config's override, or computed.
+    pub memory: u64,
+    /// Whether `cpus` was given explicitly (otherwise it follows the VMs).
+    pub cpus_explicit: bool,
+}
+
+/// A kernel as inspected at validation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelSummary {
+    /// What the file is.
+    pub info: KernelInfo,
+    /// Where it goes in the VM's RAM.
+    pub placement: Placement,
+    /// Size of the file on disk.
+    pub file_size: u64,
+    /// Size of the blob that goes into the bundle (the flattened ELF, or the whole file).
+    pub blob_size: u64,
+}
+
+/// One VM, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Name: `[A-Za-z0-9_-]{1,31}`, unique.
+    pub name: String,
+    /// Kernel file (resolved path).
+    pub kernel: PathBuf,
+    /// What the kernel is and where it goes.
+    pub kernel_summary: KernelSummary,
+    /// Initrd file (resolved path), if any.
+    pub initrd: Option<PathBuf>,
+    /// Initrd size in bytes (0 without an initrd).
+    pub initrd_size: u64,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// vCPUs, 1..=[`MAX_VCPUS`].
+    pub cpus: u32,
+    /// RAM size in bytes: a multiple of [`RAM_ALIGN`].
+    pub memory: u64,
+    /// Guest-physical RAM base: a multiple of [`RAM_ALIGN`].
+    pub memory_base: u64,
+}
+
+/// A validated system description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The emulated host.
+    pub machine: Machine,
+    /// The VMs, in order (1..=[`MAX_VMS`]).
+    pub vms: Vec<VmConfig>,
+    /// The config file, or `None` when built from flags.
+    pub source: Option<PathBuf>,
+}
+
+/// The `stratum run --kernel …` flags that describe a single VM.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VmFlags {
+    /// `--kernel`.
+    pub kernel: PathBuf,
+    /// `--initrd`.
+    pub initrd: Option<PathBuf>,
+    /// `--append`.
+    pub append: Option<String>,
+    /// `--cpus` (vCPUs of the VM; physical CPUs follow).
+    pub cpus: Option<u32>,
+    /// `--memory`, as written.
+    pub memory: Option<String>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file, inspecting every kernel
+    /// and initrd it names.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = fs::read_to_string(path)
+            .map_err(|e| Error::input(format!("{}: cannot read config: {e}", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config `text`, as if read from `path` (used for
+    /// messages and to resolve relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let source = Source::File {
+            path: path.to_path_buf(),
+            text: text.to_owned(),
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let at = source.locate(e.span());
+            Error::input(format!("{at}: {}", e.message().trim_end()))
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        validate(raw, &source, base)
+    }
+
+    /// Builds and validates a one-VM config from command-line flags. Errors
+    /// name the flag. Paths are relative to the current directory.
+    pub fn from_flags(flags: &VmFlags) -> Result<Self> {
+        let none = 0..0;
+        let name = flags
+            .kernel
+            .file_stem()
+            .map(|s| sanitize_name(&s.to_string_lossy()))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "vm0".to_owned());
+        let vm = RawVm {
+            name: Some(Spanned::new(none.clone(), name)),
+            kernel: Some(Spanned::new(
+                none.clone(),
+                flags.kernel.to_string_lossy().into_owned(),
+            )),
+            initrd: flags
+                .initrd
+                .as_ref()
+                .map(|p| Spanned::new(none.clone(), p.to_string_lossy().into_owned())),
+            cmdline: flags.append.clone().map(|s| Spanned::new(none.clone(), s)),
+            cpus: flags.cpus.map(|n| Spanned::new(none.clone(), i64::from(n))),
+            memory: flags
+                .memory
+                .clone()
+                .map(|s| Spanned::new(none.clone(), RawSize::Str(s))),
+            memory_base: None,
+        };
+        let raw = RawConfig {
+            machine: None,
+            vm: vec![Spanned::new(none, vm)],
+        };
+        validate(raw, &Source::Flags, Path::new(""))
+    }
+
+    /// Replaces the machine's GIC and/or CPU model (the `--gic`/`--cpu`
+    /// flags, which override a config file's `[machine]`).
+    pub fn override_machine(&mut self, gic: Option<Gic>, cpu: Option<CpuModel>) -> Result<()> {
+        if let Some(gic) = gic {
+            if self.machine.cpus > gic.max_cpus() {
+                return Err(Error::input(format!(
+                    "--gic: GICv{} supports at most {} CPUs, but the machine has {}",
+                    gic.number(),
+                    gic.max_cpus(),
+                    self.machine.cpus
+                )));
+            }
+            self.machine.gic = gic;
+        }
+        if let Some(cpu) = cpu {
+            self.machine.cpu = cpu;
+        }
+        Ok(())
+    }
+
+    /// A short, human-readable summary (what `stratum check` prints).
+    pub fn summary(&self) -> String {
+        let m = &self.machine;
+        let mut out = format!(
+            "machine: {} CPU{} ({}, GICv{}), {} host RAM\n",
+            m.cpus,
+            plural(m.cpus),
+            m.cpu.qemu_name(),
+            m.gic.number(),
+            format_size(m.memory)
+        );
+        for (i, vm) in self.vms.iter().enumerate() {
+            let k = &vm.kernel_summary;
+            let kind = match k.info {
+                KernelInfo::LinuxImage { .. } => "arm64 Image".to_owned(),
+                KernelInfo::Elf(e) => format!("ELF, {} segments", e.segments().len()),
+                KernelInfo::Raw { .. } => "raw binary".to_owned(),
+            };
+            out += &format!(
+                "vm[{i}] {:?}: {} vCPU{}, {} RAM at {:#x}\n  kernel {} ({kind}): {} loaded at +{:#x}, entry +{:#x}, footprint {}\n",
+                vm.name,
+                vm.cpus,
+                plural(vm.cpus),
+                format_size(vm.memory),
+                vm.memory_base,
+                vm.kernel.display(),
+                format_size(k.blob_size),
+                k.placement.load_offset,
+                k.placement.entry_offset,
+                format_size(k.placement.footprint),
+            );
+            if let Some(initrd) = &vm.initrd {
+                out += &format!(
+                    "  initrd {} ({})\n",
+                    initrd.display(),
+                    format_size(vm.initrd_size)
+                );
+            }
+            out += &format!("  cmdline {:?}\n", vm.cmdline);
+        }
+        out
+    }
+
+    /// Exact size of the boot bundle this config produces.
+    pub fn bundle_size(&self) -> u64 {
+        kernel::bundle_size(self.vms.iter().map(|vm| kernel::BlobSizes {
+            kernel: vm.kernel_summary.blob_size,
+            initrd: vm.initrd.as_ref().map(|_| vm.initrd_size),
+            cmdline: vm.cmdline.len() as u64,
+        }))
+    }
+}
+
+/// Host RAM needed for `vm_memory` bytes of VMs and a bundle of
+/// `bundle_size` bytes: both plus [`HYPERVISOR_RESERVE`], rounded up to
+/// [`HOST_MEMORY_GRANULE`]. `None` on overflow.
+pub fn required_host_memory(vm_memory: u64, bundle_size: u64) -> Option<u64> {
+    vm_memory
+        .checked_add(bundle_size)?
+        .checked_add(HYPERVISOR_RESERVE)?
+        .checked_next_multiple_of(HOST_MEMORY_GRANULE)
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Turns a file stem into a valid VM name.
+fn sanitize_name(stem: &str) -> String {
+    stem.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_NAME_LEN)
+        .collect()
+}
+
+#[cfg(test)]
+use raw::line_col;
+#[cfg(test)]
+mod tests;

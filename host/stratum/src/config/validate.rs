@@ -1,0 +1,476 @@
+//! Validation: raw configuration → [`Config`], every rule checked, every
+//! problem reported with its location (all at once), kernels inspected and
+//! fitted into their VM's memory.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use stratum_core::image::{self, KernelInfo};
+use toml::Spanned;
+
+use super::raw::{Diagnostics, RawConfig, RawSize, RawVm, Source};
+use super::*;
+use crate::size::{format_size, parse_size};
+use crate::{Error, Result};
+
+pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<Config> {
+    let mut d = Diagnostics {
+        source,
+        messages: Vec::new(),
+    };
+    let machine = raw.machine.map(Spanned::into_inner);
+
+    let gic = match machine.as_ref().and_then(|m| m.gic.as_ref()) {
+        None => Gic::V3,
+        Some(v) => match *v.get_ref() {
+            2 => Gic::V2,
+            3 => Gic::V3,
+            other => {
+                d.at(v, "machine.gic", format!("must be 2 or 3, not {other}"));
+                Gic::V3
+            }
+        },
+    };
+    let cpu = match machine.as_ref().and_then(|m| m.cpu.as_ref()) {
+        None => CpuModel::CortexA57,
+        Some(v) => match v.get_ref().as_str() {
+            "cortex-a57" => CpuModel::CortexA57,
+            "max" => CpuModel::Max,
+            other => {
+                d.at(
+                    v,
+                    "machine.cpu",
+                    format!("unknown cpu {other:?}: expected \"cortex-a57\" or \"max\""),
+                );
+                CpuModel::CortexA57
+            }
+        },
+    };
+    let machine_cpus = machine
+        .as_ref()
+        .and_then(|m| m.cpus.as_ref())
+        .and_then(|v| {
+            let n = *v.get_ref();
+            match u32::try_from(n) {
+                Ok(n) if (1..=gic.max_cpus()).contains(&n) => Some(n),
+                _ => {
+                    d.at(
+                        v,
+                        "machine.cpus",
+                        format!(
+                            "{n} CPUs: QEMU virt with GICv{} takes 1 to {}",
+                            gic.number(),
+                            gic.max_cpus()
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+    let memory_override = machine
+        .as_ref()
+        .and_then(|m| m.memory.as_ref())
+        .and_then(|v| {
+            let bytes = size_field(&mut d, v, "machine.memory")?;
+            if bytes == 0 || !bytes.is_multiple_of(MIB) {
+                d.at(
+                    v,
+                    "machine.memory",
+                    format!("{bytes:#x} bytes: host RAM must be a non-zero multiple of 1 MiB"),
+                );
+                return None;
+            }
+            if bytes > MAX_HOST_MEMORY {
+                d.at(
+                    v,
+                    "machine.memory",
+                    format!(
+                        "{}: QEMU virt holds at most 255 GiB of RAM below its 256 GiB high-memory hole",
+                        format_size(bytes)
+                    ),
+                );
+                return None;
+            }
+            Some((bytes, v.span()))
+        });
+
+    if raw.vm.is_empty() {
+        d.push(
+            None,
+            "",
+            "no VMs: add at least one [[vm]] table with a kernel",
+        );
+    }
+    if raw.vm.len() > MAX_VMS {
+        d.at(
+            &raw.vm[MAX_VMS],
+            &format!("vm[{MAX_VMS}]"),
+            format!("{} VMs: at most {MAX_VMS} are supported", raw.vm.len()),
+        );
+    }
+
+    let mut vms = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, vm) in raw.vm.iter().enumerate().take(MAX_VMS) {
+        if let Some(v) = validate_vm(&mut d, i, vm, base) {
+            if let Some(first) = names.get(&v.name) {
+                let span = vm.get_ref().name.as_ref().map(Spanned::span);
+                d.push(
+                    span,
+                    &format!("vm[{i}].name"),
+                    format!("duplicate VM name {:?} (also vm[{first}])", v.name),
+                );
+            } else {
+                names.insert(v.name.clone(), i);
+            }
+            vms.push(v);
+        }
+    }
+
+    if !d.messages.is_empty() {
+        return Err(Error::input(d.messages.join("\n")));
+    }
+
+    let cpus = machine_cpus.unwrap_or_else(|| vms.iter().map(|v| v.cpus).max().unwrap_or(1));
+    let vm_memory: u64 = vms.iter().map(|v| v.memory).sum();
+    let mut config = Config {
+        machine: Machine {
+            cpus,
+            gic,
+            cpu,
+            memory: 0,
+            cpus_explicit: machine_cpus.is_some(),
+        },
+        vms,
+        source: match source {
+            Source::File { path, .. } => Some(path.clone()),
+            Source::Flags => None,
+        },
+    };
+    let bundle = config.bundle_size();
+    let required = required_host_memory(vm_memory, bundle).unwrap_or(u64::MAX);
+    let needs = format!(
+        "the VMs need {} of host RAM ({} of VM memory + {} boot bundle + {} for the hypervisor, rounded up to {})",
+        format_size(required),
+        format_size(vm_memory),
+        format_size(bundle.next_multiple_of(MIB)),
+        format_size(HYPERVISOR_RESERVE),
+        format_size(HOST_MEMORY_GRANULE),
+    );
+    match &memory_override {
+        Some((bytes, span)) if *bytes < required => d.push(
+            Some(span.clone()),
+            "machine.memory",
+            format!("{} is too small: {needs}", format_size(*bytes)),
+        ),
+        Some(_) => {}
+        None if required > MAX_HOST_MEMORY => d.push(
+            None,
+            "",
+            format!(
+                "{needs}, more than the 255 GiB QEMU virt can hold below its 256 GiB high-memory hole"
+            ),
+        ),
+        None => {}
+    }
+    if !d.messages.is_empty() {
+        return Err(Error::input(d.messages.join("\n")));
+    }
+    config.machine.memory = memory_override.map_or(required, |(bytes, _)| bytes);
+    Ok(config)
+}
+
+/// Parses a size field, reporting errors. `None` if it was bad.
+fn size_field(d: &mut Diagnostics<'_>, v: &Spanned<RawSize>, field: &str) -> Option<u64> {
+    match v.get_ref() {
+        RawSize::Int(n) => match u64::try_from(*n) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                d.at(v, field, format!("bad size {n}: must not be negative"));
+                None
+            }
+        },
+        RawSize::Str(s) => match parse_size(s) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                d.at(v, field, e);
+                None
+            }
+        },
+    }
+}
+
+fn validate_vm(
+    d: &mut Diagnostics<'_>,
+    i: usize,
+    vm: &Spanned<RawVm>,
+    base: &Path,
+) -> Option<VmConfig> {
+    let f = |key: &str| format!("vm[{i}].{key}");
+    let table_span = Some(vm.span());
+    let vm = vm.get_ref();
+    let errors_before = d.messages.len();
+
+    let name = match &vm.name {
+        None => format!("vm{i}"),
+        Some(v) => {
+            let name = v.get_ref();
+            if name.is_empty() || name.len() > MAX_NAME_LEN {
+                d.at(
+                    v,
+                    &f("name"),
+                    format!(
+                        "{name:?} is {} bytes long: a VM name has 1 to {MAX_NAME_LEN}",
+                        name.len()
+                    ),
+                );
+            } else if let Some(c) = name
+                .chars()
+                .find(|&c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            {
+                d.at(
+                    v,
+                    &f("name"),
+                    format!("{name:?} contains {c:?}: use only A-Z, a-z, 0-9, '_' and '-'"),
+                );
+            }
+            name.clone()
+        }
+    };
+
+    let cpus = match &vm.cpus {
+        None => Some(1),
+        Some(v) => match u32::try_from(*v.get_ref()) {
+            Ok(n) if (1..=MAX_VCPUS).contains(&n) => Some(n),
+            _ => {
+                d.at(
+                    v,
+                    &f("cpus"),
+                    format!("{} vCPUs: a VM has 1 to {MAX_VCPUS}", v.get_ref()),
+                );
+                None
+            }
+        },
+    };
+
+    let memory = match &vm.memory {
+        None => Some(DEFAULT_VM_MEMORY),
+        Some(v) => size_field(d, v, &f("memory")).and_then(|bytes| {
+            if bytes < RAM_ALIGN || !bytes.is_multiple_of(RAM_ALIGN) {
+                d.at(
+                    v,
+                    &f("memory"),
+                    format!("{bytes:#x} bytes: VM memory must be a non-zero multiple of 2 MiB"),
+                );
+                None
+            } else {
+                Some(bytes)
+            }
+        }),
+    };
+
+    let memory_base = match &vm.memory_base {
+        None => Some(DEFAULT_MEMORY_BASE),
+        Some(v) => size_field(d, v, &f("memory_base")).and_then(|b| {
+            if !b.is_multiple_of(RAM_ALIGN) {
+                d.at(v, &f("memory_base"), format!("{b:#x} is not 2 MiB aligned"));
+                None
+            } else {
+                Some(b)
+            }
+        }),
+    };
+    let ram_span = vm
+        .memory_base
+        .as_ref()
+        .or(vm.memory.as_ref())
+        .map(Spanned::span)
+        .or(table_span.clone());
+    let ram_field = if vm.memory_base.is_some() {
+        f("memory_base")
+    } else {
+        f("memory")
+    };
+    let ram = match (memory_base, memory) {
+        (Some(b), Some(m)) => match b.checked_add(m) {
+            None => {
+                d.push(
+                    ram_span.clone(),
+                    &ram_field,
+                    format!(
+                        "RAM at {b:#x} of {} wraps around the address space",
+                        format_size(m)
+                    ),
+                );
+                None
+            }
+            Some(end) if b < DEVICE_WINDOW.end && end > DEVICE_WINDOW.start => {
+                d.push(
+                    ram_span.clone(),
+                    &ram_field,
+                    format!(
+                        "RAM [{b:#x}, {end:#x}) overlaps the guest's devices at [{:#x}, {:#x}) (GIC and UART)",
+                        DEVICE_WINDOW.start, DEVICE_WINDOW.end
+                    ),
+                );
+                None
+            }
+            Some(_) => Some((b, m)),
+        },
+        _ => None,
+    };
+
+    let cmdline = vm
+        .cmdline
+        .as_ref()
+        .map(|v| {
+            if v.get_ref().contains('\0') {
+                d.at(v, &f("cmdline"), "must not contain a NUL character");
+            }
+            v.get_ref().clone()
+        })
+        .unwrap_or_default();
+
+    let initrd = vm.initrd.as_ref().and_then(|v| {
+        let path = base.join(v.get_ref());
+        match file_size(&path) {
+            Ok(size) => Some((path, size)),
+            Err(e) => {
+                d.at(v, &f("initrd"), format!("{}: {e}", path.display()));
+                None
+            }
+        }
+    });
+
+    let kernel = match &vm.kernel {
+        None => {
+            d.push(
+                table_span.clone(),
+                &f("kernel"),
+                "missing: every VM needs a kernel",
+            );
+            None
+        }
+        Some(v) => {
+            let path = base.join(v.get_ref());
+            match inspect_kernel(&path) {
+                Ok(k) => Some((path, k, v)),
+                Err(e) => {
+                    d.at(v, &f("kernel"), format!("{}: {e}", path.display()));
+                    None
+                }
+            }
+        }
+    };
+
+    // Fit checks, only when the inputs themselves are fine.
+    let (kernel_path, (info, kernel_file_size, blob_size), kernel_field) = kernel?;
+    let (memory_base, memory) = ram?;
+    let placement = match info.place(memory_base, memory) {
+        Ok(p) => p,
+        Err(e) => {
+            let wants = match info {
+                KernelInfo::Elf(elf) => format!(
+                    "its segments span [{:#x}, {:#x})",
+                    elf.base(),
+                    elf.mem_end()
+                ),
+                KernelInfo::LinuxImage {
+                    load_offset,
+                    footprint,
+                    ..
+                } => format!(
+                    "it needs {} at RAM + {load_offset:#x}",
+                    format_size(footprint)
+                ),
+                KernelInfo::Raw { len } => format!(
+                    "it needs {} at RAM + {:#x}",
+                    format_size(len),
+                    image::RAW_LOAD_OFFSET
+                ),
+            };
+            d.at(
+                kernel_field,
+                &f("kernel"),
+                format!(
+                    "{}: {e}: {wants}, and the VM's RAM is [{memory_base:#x}, {:#x}) ({})",
+                    kernel_path.display(),
+                    memory_base + memory,
+                    format_size(memory)
+                ),
+            );
+            return None;
+        }
+    };
+    let initrd_size = initrd.as_ref().map_or(0, |(_, s)| *s);
+    let need = placement
+        .end_offset()
+        .next_multiple_of(RAM_ALIGN)
+        .saturating_add(initrd_size.next_multiple_of(4 * KIB))
+        .saturating_add(DTB_RESERVE);
+    if need > memory {
+        let span = vm.memory.as_ref().map(Spanned::span).or(table_span);
+        d.push(
+            span,
+            &f("memory"),
+            format!(
+                "{} is too small: the kernel (up to RAM + {:#x}, rounded to 2 MiB), the initrd ({}) and {} for the device tree need {}",
+                format_size(memory),
+                placement.end_offset(),
+                format_size(initrd_size),
+                format_size(DTB_RESERVE),
+                format_size(need.next_multiple_of(RAM_ALIGN)),
+            ),
+        );
+    }
+    if d.messages.len() != errors_before {
+        return None;
+    }
+    Some(VmConfig {
+        name,
+        kernel: kernel_path,
+        kernel_summary: KernelSummary {
+            info,
+            placement,
+            file_size: kernel_file_size,
+            blob_size,
+        },
+        initrd: initrd.map(|(p, _)| p),
+        initrd_size,
+        cmdline,
+        cpus: cpus?,
+        memory,
+        memory_base,
+    })
+}
+
+/// Size of a readable regular file, or why it cannot be used.
+fn file_size(path: &Path) -> Result<u64, String> {
+    let meta = fs::metadata(path).map_err(|e| describe_io(&e))?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    fs::File::open(path).map_err(|e| describe_io(&e))?;
+    Ok(meta.len())
+}
+
+/// Reads and inspects a kernel: (info, file size, bundle blob size).
+fn inspect_kernel(path: &Path) -> Result<(KernelInfo, u64, u64), String> {
+    file_size(path)?;
+    let bytes = fs::read(path).map_err(|e| describe_io(&e))?;
+    let info = image::inspect(&bytes).map_err(|e| e.to_string())?;
+    let blob = match info {
+        KernelInfo::Elf(elf) => elf.flat_size(),
+        _ => bytes.len() as u64,
+    };
+    Ok((info, bytes.len() as u64, blob))
+}
+
+fn describe_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "file not found".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "cannot read: permission denied".to_owned(),
+        _ => format!("cannot read: {e}"),
+    }
+}

@@ -1,0 +1,252 @@
+//! The QEMU command line: a pure function of a [`RunPlan`], so every option
+//! combination is unit-tested without QEMU.
+//!
+//! The machine is QEMU `virt` with the virtualization extensions (EL2) on,
+//! no display, no monitor, no network, the first UART on our stdout through a
+//! `stdio` chardev, and semihosting on so the hypervisor can exit QEMU with a
+//! status. The hypervisor is the `-kernel` (an arm64 `Image`, so QEMU passes
+//! the DTB in x0) and the boot bundle is the `-initrd`.
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, CpuModel, Gic};
+use crate::{Error, Result};
+
+/// The QEMU binary looked up on `PATH`.
+pub const QEMU_BINARY: &str = "qemu-system-aarch64";
+/// Environment variable naming a QEMU binary to use instead.
+pub const QEMU_ENV: &str = "STRATUM_QEMU";
+/// How to install QEMU on Debian and Ubuntu.
+pub const QEMU_INSTALL_HINT: &str = "sudo apt-get install qemu-system-arm";
+
+/// Everything the QEMU command line depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunPlan {
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// GIC version of the emulated host.
+    pub gic: Gic,
+    /// CPU model of the emulated host.
+    pub cpu: CpuModel,
+    /// Physical CPUs (`-smp`).
+    pub cpus: u32,
+    /// Host RAM in bytes (`-m`, passed in MiB, rounded up).
+    pub memory: u64,
+    /// Deterministic mode: `-icount shift=4,sleep=off`, `-seed 1` and
+    /// `dtb-randomness=off`, so runs repeat exactly.
+    pub deterministic: bool,
+    /// Whether our stdin is a terminal the guest console reads from. Then
+    /// QEMU keeps Ctrl-C as a signal (`signal=on`) so it still stops QEMU;
+    /// otherwise stdin is not connected and `signal=off`.
+    pub interactive: bool,
+    /// The hypervisor's arm64 `Image`.
+    pub hypervisor: PathBuf,
+    /// The boot bundle.
+    pub bundle: PathBuf,
+    /// Extra QEMU arguments, appended last.
+    pub extra_args: Vec<OsString>,
+}
+
+impl RunPlan {
+    /// A plan for `config` with the given QEMU, hypervisor image and bundle.
+    /// Options (deterministic, interactive, extra args) start off/empty.
+    pub fn new(config: &Config, qemu: PathBuf, hypervisor: PathBuf, bundle: PathBuf) -> Self {
+        Self {
+            qemu,
+            gic: config.machine.gic,
+            cpu: config.machine.cpu,
+            cpus: config.machine.cpus,
+            memory: config.machine.memory,
+            deterministic: false,
+            interactive: false,
+            hypervisor,
+            bundle,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// The full QEMU command line for `plan`, program first.
+pub fn qemu_command(plan: &RunPlan) -> Vec<OsString> {
+    let mut machine = format!("virt,virtualization=on,gic-version={}", plan.gic.number());
+    if plan.deterministic {
+        machine += ",dtb-randomness=off";
+    }
+    let signal = if plan.interactive { "on" } else { "off" };
+    let mut args: Vec<OsString> = vec![plan.qemu.clone().into()];
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["-M", &machine]);
+    push(&["-cpu", plan.cpu.qemu_name()]);
+    push(&["-smp", &plan.cpus.to_string()]);
+    push(&["-m", &format!("{}M", plan.memory.div_ceil(1 << 20))]);
+    push(&["-display", "none", "-monitor", "none"]);
+    push(&[
+        "-chardev",
+        &format!("stdio,id=con,signal={signal},mux=off"),
+        "-serial",
+        "chardev:con",
+    ]);
+    push(&["-nic", "none"]);
+    push(&["-semihosting-config", "enable=on,target=native"]);
+    if plan.deterministic {
+        push(&["-icount", "shift=4,sleep=off", "-seed", "1"]);
+    }
+    args.push("-kernel".into());
+    args.push(plan.hypervisor.clone().into());
+    args.push("-initrd".into());
+    args.push(plan.bundle.clone().into());
+    args.extend(plan.extra_args.iter().cloned());
+    args
+}
+
+/// Finds QEMU: `$STRATUM_QEMU` if set, else `qemu-system-aarch64` on `PATH`.
+/// Fails with an environment error that says how to install it.
+pub fn find_qemu() -> Result<PathBuf> {
+    if let Some(path) = env::var_os(QEMU_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::environment(format!(
+                "{QEMU_ENV}={} does not name a file",
+                path.display()
+            )))
+        };
+    }
+    search_path(QEMU_BINARY, env::var_os("PATH").as_deref()).ok_or_else(|| {
+        Error::environment(format!(
+            "{QEMU_BINARY} not found on PATH; install it with `{QEMU_INSTALL_HINT}` (or set {QEMU_ENV})"
+        ))
+    })
+}
+
+/// The first executable file called `name` in the `PATH`-style list `path`.
+fn search_path(name: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    env::split_paths(path?)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> RunPlan {
+        RunPlan {
+            qemu: "qemu-system-aarch64".into(),
+            gic: Gic::V3,
+            cpu: CpuModel::CortexA57,
+            cpus: 1,
+            memory: 512 << 20,
+            deterministic: false,
+            interactive: false,
+            hypervisor: "/t/hyp.Image".into(),
+            bundle: "/t/bundle.bin".into(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    fn line(plan: &RunPlan) -> String {
+        qemu_command(plan)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    const TAIL: &str = "-display none -monitor none \
+        -chardev stdio,id=con,signal=off,mux=off -serial chardev:con -nic none \
+        -semihosting-config enable=on,target=native";
+
+    #[test]
+    fn default_command() {
+        assert_eq!(
+            line(&plan()),
+            format!(
+                "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu cortex-a57 \
+                 -smp 1 -m 512M {TAIL} -kernel /t/hyp.Image -initrd /t/bundle.bin"
+            )
+        );
+    }
+
+    #[test]
+    fn gicv2_max_cpu_smp() {
+        let p = RunPlan {
+            gic: Gic::V2,
+            cpu: CpuModel::Max,
+            cpus: 4,
+            memory: (1 << 30) + 1,
+            ..plan()
+        };
+        assert_eq!(
+            line(&p),
+            format!(
+                "qemu-system-aarch64 -M virt,virtualization=on,gic-version=2 -cpu max \
+                 -smp 4 -m 1025M {TAIL} -kernel /t/hyp.Image -initrd /t/bundle.bin"
+            )
+        );
+    }
+
+    #[test]
+    fn deterministic_mode() {
+        let p = RunPlan {
+            deterministic: true,
+            ..plan()
+        };
+        assert_eq!(
+            line(&p),
+            format!(
+                "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3,dtb-randomness=off \
+                 -cpu cortex-a57 -smp 1 -m 512M {TAIL} -icount shift=4,sleep=off -seed 1 \
+                 -kernel /t/hyp.Image -initrd /t/bundle.bin"
+            )
+        );
+    }
+
+    #[test]
+    fn interactive_keeps_ctrl_c() {
+        let p = RunPlan {
+            interactive: true,
+            ..plan()
+        };
+        let l = line(&p);
+        assert!(l.contains("-chardev stdio,id=con,signal=on,mux=off"), "{l}");
+    }
+
+    #[test]
+    fn extra_args_come_last() {
+        let p = RunPlan {
+            extra_args: vec!["-d".into(), "guest_errors".into()],
+            deterministic: true,
+            gic: Gic::V2,
+            ..plan()
+        };
+        let args = qemu_command(&p);
+        assert_eq!(
+            args[args.len() - 2..],
+            [OsString::from("-d"), "guest_errors".into()]
+        );
+        assert_eq!(args[0], OsString::from("qemu-system-aarch64"));
+    }
+
+    #[test]
+    fn path_search() {
+        let dir = crate::testutil::TestDir::new("path-search");
+        let exe = dir.write("qemu-system-aarch64", b"#!/bin/sh\n");
+        let list = std::env::join_paths(["/nonexistent", dir.path().to_str().expect("utf-8")])
+            .expect("joinable");
+        assert_eq!(search_path("qemu-system-aarch64", Some(&list)), None);
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(search_path("qemu-system-aarch64", Some(&list)), Some(exe));
+        assert_eq!(search_path("qemu-system-aarch64", None), None);
+    }
+}

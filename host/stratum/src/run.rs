@@ -1,0 +1,426 @@
+//! Running a system: prepare the bundle, get the hypervisor, start QEMU,
+//! stream the console, enforce the timeout, and turn QEMU's exit status into
+//! a [`Verdict`] and the tool's exit code.
+//!
+//! QEMU's exit status is the hypervisor's semihosting exit code
+//! ([`stratum_abi::exit`]). Anything else (another status, death by a
+//! signal) means QEMU itself failed.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, IsTerminal as _, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use stratum_abi::exit;
+
+use crate::config::Config;
+use crate::hypervisor::HypervisorSource;
+use crate::kernel::build_bundle;
+use crate::qemu::{RunPlan, find_qemu, qemu_command};
+use crate::{Error, ErrorKind, Result, exit_code};
+
+/// What to run and how.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The validated system.
+    pub config: Config,
+    /// A prebuilt hypervisor (`Image` or ELF). `None`: `$STRATUM_HYPERVISOR`,
+    /// else build it from the workspace.
+    pub hypervisor: Option<PathBuf>,
+    /// Build the hypervisor in the release profile (when building).
+    pub release: bool,
+    /// Deterministic mode (`-icount`, fixed seeds): runs repeat exactly.
+    pub deterministic: bool,
+    /// Kill QEMU after this long ([`Verdict::Timeout`]).
+    pub timeout: Option<Duration>,
+    /// Extra QEMU arguments, appended last.
+    pub qemu_args: Vec<OsString>,
+    /// Keep the console output (and QEMU's stderr) in the [`RunOutcome`].
+    pub capture: bool,
+    /// Copy the console to our stdout (and QEMU's stderr to ours) as it arrives.
+    pub echo: bool,
+}
+
+impl RunOptions {
+    /// Options for `config`: build the hypervisor (release), no timeout,
+    /// echo the console, do not capture.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            hypervisor: None,
+            release: true,
+            deterministic: false,
+            timeout: None,
+            qemu_args: Vec::new(),
+            capture: false,
+            echo: true,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every VM powered off cleanly (hypervisor exit 0).
+    AllVmsOff,
+    /// The hypervisor panicked (exit 70); the epitaph is on the console.
+    HypervisorPanic,
+    /// The hypervisor rejected its boot input (exit 71); the reason is on the console.
+    BadBootInput,
+    /// At least one VM crashed (exit 72).
+    VmCrashed,
+    /// QEMU ended some other way: another exit status, or a signal (`None`).
+    QemuFailed {
+        /// QEMU's exit status, `None` when killed by a signal.
+        status: Option<i32>,
+    },
+    /// The timeout expired and QEMU was killed.
+    Timeout,
+}
+
+impl Verdict {
+    /// The verdict for QEMU's exit status (`None`: killed by a signal).
+    pub fn from_qemu_status(status: Option<i32>) -> Self {
+        match status.and_then(|s| u32::try_from(s).ok()) {
+            Some(exit::ALL_VMS_OFF) => Self::AllVmsOff,
+            Some(exit::HYPERVISOR_PANIC) => Self::HypervisorPanic,
+            Some(exit::BAD_BOOT_INPUT) => Self::BadBootInput,
+            Some(exit::VM_CRASHED) => Self::VmCrashed,
+            _ => Self::QemuFailed { status },
+        }
+    }
+
+    /// The tool's exit status ([`exit_code`]).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::AllVmsOff => exit_code::SUCCESS,
+            Self::HypervisorPanic | Self::BadBootInput | Self::QemuFailed { .. } => {
+                exit_code::HYPERVISOR_FAILURE
+            }
+            Self::VmCrashed => exit_code::VM_CRASHED,
+            Self::Timeout => exit_code::TIMEOUT,
+        }
+    }
+
+    /// One line for people.
+    pub fn describe(self) -> String {
+        match self {
+            Self::AllVmsOff => "every VM powered off".to_owned(),
+            Self::HypervisorPanic => "the hypervisor panicked (see its epitaph above)".to_owned(),
+            Self::BadBootInput => {
+                "the hypervisor rejected its boot input (see the console above)".to_owned()
+            }
+            Self::VmCrashed => "a VM crashed".to_owned(),
+            Self::QemuFailed { status: Some(s) } => {
+                format!("QEMU exited unexpectedly with status {s}")
+            }
+            Self::QemuFailed { status: None } => "QEMU was killed by a signal".to_owned(),
+            Self::Timeout => "timed out; QEMU was killed".to_owned(),
+        }
+    }
+}
+
+/// The result of [`run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// How it ended.
+    pub verdict: Verdict,
+    /// The tool's exit status for it (`verdict.exit_code()`).
+    pub exit_code: i32,
+    /// The console output (lossy UTF-8), when `capture` was set.
+    pub console: Option<String>,
+    /// QEMU's own stderr, when `capture` was set.
+    pub qemu_stderr: Option<String>,
+    /// Wall-clock time QEMU ran.
+    pub elapsed: Duration,
+}
+
+/// Runs `opts.config` under the hypervisor in QEMU and waits for the end.
+///
+/// Errors (bad input, environment) come before QEMU starts; once it has
+/// started, every ending is a [`RunOutcome`].
+pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
+    let bundle = build_bundle(&opts.config)?;
+    let qemu = find_qemu()?;
+    let scratch = ScratchDir::new()?;
+    let hypervisor = HypervisorSource::choose(opts.hypervisor.as_deref(), opts.release)
+        .resolve(scratch.path())?;
+    let bundle_path = scratch.path().join("bundle.bin");
+    fs::write(&bundle_path, &bundle)
+        .map_err(|e| Error::environment(format!("cannot write {}: {e}", bundle_path.display())))?;
+
+    let interactive = !opts.capture && io::stdin().is_terminal();
+    let mut plan = RunPlan::new(&opts.config, qemu, hypervisor, bundle_path);
+    plan.deterministic = opts.deterministic;
+    plan.interactive = interactive;
+    plan.extra_args = opts.qemu_args.clone();
+    let argv = qemu_command(&plan);
+    run_command(&argv, opts, interactive)
+}
+
+/// Spawns `argv`, streams and captures its output, enforces the timeout.
+fn run_command(argv: &[OsString], opts: &RunOptions, interactive: bool) -> Result<RunOutcome> {
+    let (program, args) = argv.split_first().expect("the command line has a program");
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(if interactive {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(if opts.capture {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        });
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::environment(format!(
+            "cannot start {}: {e}",
+            Path::new(program).display()
+        ))
+    })?;
+    let stdout = child.stdout.take().map(|out| {
+        let (echo, capture) = (opts.echo, opts.capture);
+        thread::spawn(move || pump(out, echo.then(io::stdout), capture))
+    });
+    let stderr = child.stderr.take().map(|err| {
+        let echo = opts.echo;
+        thread::spawn(move || pump(err, echo.then(io::stderr), true))
+    });
+
+    let status = wait(&mut child, opts.timeout, interactive).map_err(|e| {
+        Error::new(
+            ErrorKind::Hypervisor,
+            anyhow::anyhow!("waiting for QEMU: {e}"),
+        )
+    })?;
+    let elapsed = start.elapsed();
+    let join = |h: Option<thread::JoinHandle<Vec<u8>>>| {
+        h.map(|h| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned())
+    };
+    let console = join(stdout).filter(|_| opts.capture);
+    let qemu_stderr = join(stderr);
+    let verdict = match status {
+        None => Verdict::Timeout,
+        Some(status) => Verdict::from_qemu_status(status.code()),
+    };
+    Ok(RunOutcome {
+        verdict,
+        exit_code: verdict.exit_code(),
+        console,
+        qemu_stderr,
+        elapsed,
+    })
+}
+
+/// Copies `from` to `echo` chunk by chunk (flushing each), keeping a copy if
+/// `keep`. Returns what it kept.
+fn pump(mut from: impl Read, mut echo: Option<impl Write>, keep: bool) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Some(w) = echo.as_mut() {
+                    // A closed stdout (e.g. `| head`) must not stop the run.
+                    if w.write_all(&buf[..n]).and_then(|()| w.flush()).is_err() {
+                        echo = None;
+                    }
+                }
+                if keep {
+                    kept.extend_from_slice(&buf[..n]);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    kept
+}
+
+/// Waits for `child`; `Ok(None)` if `timeout` expired and it was killed.
+fn wait(
+    child: &mut Child,
+    timeout: Option<Duration>,
+    interactive: bool,
+) -> io::Result<Option<std::process::ExitStatus>> {
+    let Some(timeout) = timeout else {
+        return child.wait().map(Some);
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    if interactive {
+        // Let QEMU restore the terminal: SIGTERM first, SIGKILL if it lingers.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let grace = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < grace {
+            if child.try_wait()?.is_some() {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // It may have exited just now; kill() then fails harmlessly.
+    let _ = child.kill();
+    child.wait()?;
+    Ok(None)
+}
+
+/// A private temporary directory, removed on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> Result<Self> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("stratum-{}-{nanos:09}", std::process::id()));
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::environment(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(Self(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::VmFlags;
+    use crate::testutil::TestDir;
+
+    #[test]
+    fn qemu_status_mapping() {
+        let cases = [
+            (Some(0), Verdict::AllVmsOff, exit_code::SUCCESS),
+            (
+                Some(70),
+                Verdict::HypervisorPanic,
+                exit_code::HYPERVISOR_FAILURE,
+            ),
+            (
+                Some(71),
+                Verdict::BadBootInput,
+                exit_code::HYPERVISOR_FAILURE,
+            ),
+            (Some(72), Verdict::VmCrashed, exit_code::VM_CRASHED),
+            (
+                Some(1),
+                Verdict::QemuFailed { status: Some(1) },
+                exit_code::HYPERVISOR_FAILURE,
+            ),
+            (
+                None,
+                Verdict::QemuFailed { status: None },
+                exit_code::HYPERVISOR_FAILURE,
+            ),
+        ];
+        for (status, verdict, code) in cases {
+            assert_eq!(Verdict::from_qemu_status(status), verdict);
+            assert_eq!(verdict.exit_code(), code);
+        }
+        assert_eq!(Verdict::Timeout.exit_code(), exit_code::TIMEOUT);
+    }
+
+    fn options(dir: &TestDir) -> RunOptions {
+        let kernel = dir.write("k.bin", b"raw kernel");
+        let config = Config::from_flags(&VmFlags {
+            kernel,
+            ..VmFlags::default()
+        })
+        .expect("valid");
+        RunOptions {
+            capture: true,
+            echo: false,
+            ..RunOptions::new(config)
+        }
+    }
+
+    fn sh(script: &str) -> Vec<OsString> {
+        ["/bin/sh", "-c", script].map(OsString::from).to_vec()
+    }
+
+    #[test]
+    fn captures_console_and_maps_status() {
+        let dir = TestDir::new("run-capture");
+        let opts = options(&dir);
+        let out = run_command(
+            &sh("printf 'hello\\n'; echo oops >&2; exit 72"),
+            &opts,
+            false,
+        )
+        .expect("ran");
+        assert_eq!(out.verdict, Verdict::VmCrashed);
+        assert_eq!(out.exit_code, exit_code::VM_CRASHED);
+        assert_eq!(out.console.as_deref(), Some("hello\n"));
+        assert_eq!(out.qemu_stderr.as_deref(), Some("oops\n"));
+    }
+
+    #[test]
+    fn timeout_kills() {
+        let dir = TestDir::new("run-timeout");
+        let opts = RunOptions {
+            timeout: Some(Duration::from_millis(200)),
+            ..options(&dir)
+        };
+        let out = run_command(&sh("echo started; exec sleep 30"), &opts, false).expect("ran");
+        assert_eq!(out.verdict, Verdict::Timeout);
+        assert_eq!(out.exit_code, exit_code::TIMEOUT);
+        assert_eq!(out.console.as_deref(), Some("started\n"));
+        assert!(out.elapsed < Duration::from_secs(10));
+    }
+
+    /// The whole pipeline with a stand-in hypervisor; skipped without QEMU.
+    #[test]
+    fn runs_qemu_when_available() {
+        if find_qemu().is_err() {
+            eprintln!("skipped: QEMU not installed");
+            return;
+        }
+        let dir = TestDir::new("run-qemu");
+        let hyp = dir.write("hyp.Image", &crate::testutil::fake_hypervisor(72));
+        let opts = RunOptions {
+            hypervisor: Some(hyp),
+            deterministic: true,
+            timeout: Some(Duration::from_secs(60)),
+            ..options(&dir)
+        };
+        let out = run(&opts).expect("ran");
+        assert_eq!(out.console.as_deref(), Some("Hi\n"), "{out:?}");
+        assert_eq!(out.verdict, Verdict::VmCrashed, "{out:?}");
+        assert_eq!(out.exit_code, exit_code::VM_CRASHED);
+    }
+
+    #[test]
+    fn missing_program_is_an_environment_error() {
+        let dir = TestDir::new("run-missing");
+        let e = run_command(&["/nonexistent/qemu".into()], &options(&dir), false)
+            .expect_err("cannot start");
+        assert_eq!(e.exit_code(), exit_code::ENVIRONMENT);
+    }
+}
