@@ -1,1 +1,661 @@
-//! TODO: being written.
+//! The device tree each VM boots with.
+//!
+//! [`generate`] writes, into a caller buffer, a tree describing exactly one
+//! VM in the shape QEMU's `virt` machine gives it: memory, one `cpu@N` per
+//! vCPU (`reg` = the vCPU's virtual MPIDR affinity), PSCI over HVC, the GIC
+//! (no ITS or v2m frame: the VM has none), the generic timer, the PL011 with
+//! its fixed 24 MHz clock, and `/chosen` (bootargs, stdout-path, initrd,
+//! rng-seed). A guest built for `virt` therefore finds its devices where it
+//! expects them; [`virt_map`] holds that default map.
+//!
+//! Phandles: the GIC is 1, the UART's clock 2.
+
+use crate::addr::IpaRange;
+use crate::fdt::{FdtError, FdtWriter};
+use core::fmt::Write;
+
+/// The default guest-physical map, mirroring QEMU `virt`.
+pub mod virt_map {
+    use crate::addr::{Ipa, IpaRange};
+
+    /// Start of guest RAM.
+    pub const RAM_BASE: Ipa = Ipa(0x4000_0000);
+    /// The PL011's registers.
+    pub const UART: IpaRange = IpaRange {
+        start: Ipa(0x0900_0000),
+        size: 0x1000,
+    };
+    /// The PL011's SPI (INTID 33).
+    pub const UART_SPI: u32 = 1;
+    /// The GIC distributor.
+    pub const GICD: IpaRange = IpaRange {
+        start: Ipa(0x0800_0000),
+        size: 0x1_0000,
+    };
+    /// The GICv2 CPU interface: 8 KiB, so that `GICC_DIR` at offset 0x1000
+    /// is inside (GIC-400 layout).
+    pub const GICC: IpaRange = IpaRange {
+        start: Ipa(0x0801_0000),
+        size: 0x2000,
+    };
+    /// The first GICv3 redistributor.
+    pub const GICR_BASE: Ipa = Ipa(0x080A_0000);
+    /// Bytes per GICv3 redistributor (RD_base + SGI_base frames).
+    pub const GICR_STRIDE: u64 = 0x2_0000;
+    /// Redistributors that fit below the UART (as in QEMU's `virt`).
+    pub const GICR_MAX_VCPUS: usize = 123;
+    /// Secure physical timer PPI (INTID 29).
+    pub const TIMER_SECURE_PHYS_PPI: u32 = 13;
+    /// Non-secure physical timer PPI (INTID 30).
+    pub const TIMER_PHYS_PPI: u32 = 14;
+    /// Virtual timer PPI (INTID 27).
+    pub const TIMER_VIRT_PPI: u32 = 11;
+    /// Hypervisor physical timer PPI (INTID 26).
+    pub const TIMER_HYP_PHYS_PPI: u32 = 10;
+    /// The PL011's reference clock.
+    pub const APB_PCLK_HZ: u32 = 24_000_000;
+
+    /// The redistributor region for `vcpus` vCPUs, or `None` when more than
+    /// [`GICR_MAX_VCPUS`].
+    pub const fn gicr(vcpus: usize) -> Option<IpaRange> {
+        if vcpus > GICR_MAX_VCPUS {
+            return None;
+        }
+        Some(IpaRange {
+            start: GICR_BASE,
+            size: vcpus as u64 * GICR_STRIDE,
+        })
+    }
+}
+
+/// The VM's interrupt controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestGic {
+    /// A GICv2 (`arm,cortex-a15-gic`): at most 8 vCPUs.
+    V2 {
+        /// Distributor.
+        dist: IpaRange,
+        /// CPU interface (the hardware GICV mapped here).
+        cpu: IpaRange,
+    },
+    /// A GICv3 (`arm,gic-v3`) with one contiguous redistributor region.
+    V3 {
+        /// Distributor.
+        dist: IpaRange,
+        /// Redistributors, [`virt_map::GICR_STRIDE`] bytes per vCPU.
+        redist: IpaRange,
+    },
+}
+
+/// The VM's PL011.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestUart {
+    /// Its registers.
+    pub regs: IpaRange,
+    /// Its SPI number (INTID − 32).
+    pub spi: u32,
+}
+
+/// What the VM has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestDtConfig<'a> {
+    /// Guest RAM.
+    pub ram: IpaRange,
+    /// Each vCPU's virtual MPIDR (affinity fields only), boot vCPU first.
+    pub vcpu_mpidrs: &'a [u64],
+    /// The interrupt controller.
+    pub gic: GuestGic,
+    /// The console UART, if the VM has one.
+    pub uart: Option<GuestUart>,
+    /// The kernel command line (omitted when empty).
+    pub bootargs: &'a str,
+    /// Where the initrd was loaded.
+    pub initrd: Option<IpaRange>,
+    /// Entropy for `/chosen/rng-seed`.
+    pub rng_seed: Option<&'a [u8]>,
+}
+
+/// Why a guest tree could not be generated. The variant docs are the
+/// messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestDtError {
+    /// The tree does not fit in the buffer, or could not be written.
+    Fdt(FdtError),
+    /// The VM has no vCPU.
+    NoVcpus,
+    /// A GICv2 VM has more than 8 vCPUs.
+    TooManyVcpusForGicV2,
+    /// A vCPU MPIDR has bits outside the affinity fields (39:32, 23:0).
+    BadMpidr,
+    /// Two vCPUs share an MPIDR.
+    DuplicateMpidr,
+}
+
+impl From<FdtError> for GuestDtError {
+    fn from(e: FdtError) -> Self {
+        Self::Fdt(e)
+    }
+}
+
+impl core::fmt::Display for GuestDtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Fdt(e) => write!(f, "guest device tree: {e}"),
+            Self::NoVcpus => f.write_str("guest device tree: VM has no vCPU"),
+            Self::TooManyVcpusForGicV2 => {
+                f.write_str("guest device tree: GICv2 VM has more than 8 vCPUs")
+            }
+            Self::BadMpidr => f.write_str("guest device tree: vCPU MPIDR has non-affinity bits"),
+            Self::DuplicateMpidr => f.write_str("guest device tree: two vCPUs share an MPIDR"),
+        }
+    }
+}
+
+/// The MPIDR affinity fields: Aff3 (39:32) and Aff2..Aff0 (23:0).
+const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+/// GIC interrupt specifier kinds.
+const GIC_SPI: u32 = 0;
+const GIC_PPI: u32 = 1;
+/// `IRQ_TYPE_LEVEL_HIGH`.
+const IRQ_LEVEL_HIGH: u32 = 4;
+/// `IRQ_TYPE_LEVEL_LOW`: the architected timer's outputs.
+const IRQ_LEVEL_LOW: u32 = 8;
+/// Most vCPUs a GICv2 can target.
+const GICV2_MAX_CPUS: usize = 8;
+const GIC_PHANDLE: u32 = 1;
+const CLOCK_PHANDLE: u32 = 2;
+
+/// A node name formatted on the stack (`cpu@100`).
+struct Name {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Name {
+    fn new(args: core::fmt::Arguments<'_>) -> Result<Self, GuestDtError> {
+        let mut name = Name {
+            buf: [0; 48],
+            len: 0,
+        };
+        name.write_fmt(args)
+            .map_err(|_| GuestDtError::Fdt(FdtError::InvalidName))?;
+        Ok(name)
+    }
+
+    fn as_str(&self) -> &str {
+        self.buf
+            .get(..self.len)
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+}
+
+impl Write for Name {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(core::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Writes `<address size>` pairs as 2+2 cells.
+fn reg(w: &mut FdtWriter<'_>, ranges: &[IpaRange]) -> Result<(), FdtError> {
+    let mut cells = [0u32; 8];
+    for (slot, r) in cells.chunks_exact_mut(4).zip(ranges) {
+        let start = r.start.raw();
+        slot.copy_from_slice(&[
+            (start >> 32) as u32,
+            start as u32,
+            (r.size >> 32) as u32,
+            r.size as u32,
+        ]);
+    }
+    w.property_cells("reg", cells.get(..ranges.len() * 4).unwrap_or(&[]))
+}
+
+fn validate(desc: &GuestDtConfig<'_>) -> Result<(), GuestDtError> {
+    let mpidrs = desc.vcpu_mpidrs;
+    if mpidrs.is_empty() {
+        return Err(GuestDtError::NoVcpus);
+    }
+    if matches!(desc.gic, GuestGic::V2 { .. }) && mpidrs.len() > GICV2_MAX_CPUS {
+        return Err(GuestDtError::TooManyVcpusForGicV2);
+    }
+    for (i, m) in mpidrs.iter().enumerate() {
+        if m & !MPIDR_AFFINITY_MASK != 0 {
+            return Err(GuestDtError::BadMpidr);
+        }
+        if mpidrs.get(..i).is_some_and(|before| before.contains(m)) {
+            return Err(GuestDtError::DuplicateMpidr);
+        }
+    }
+    Ok(())
+}
+
+/// Writes the VM's device tree into `buf`; returns its size.
+pub fn generate(desc: &GuestDtConfig<'_>, buf: &mut [u8]) -> Result<usize, GuestDtError> {
+    validate(desc)?;
+    let mut w = FdtWriter::new(buf)?;
+    // boot_cpuid_phys holds the boot CPU's reg; only its low word fits.
+    w.set_boot_cpuid_phys(desc.vcpu_mpidrs.first().map_or(0, |&m| m as u32));
+    w.begin_node("")?;
+    w.property_string("compatible", "linux,dummy-virt")?;
+    w.property_string("model", "linux,dummy-virt")?;
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+    chosen(&mut w, desc)?;
+    let mem = Name::new(format_args!("memory@{:x}", desc.ram.start.raw()))?;
+    w.begin_node(mem.as_str())?;
+    w.property_string("device_type", "memory")?;
+    reg(&mut w, &[desc.ram])?;
+    w.end_node()?;
+    cpus(&mut w, desc.vcpu_mpidrs)?;
+    w.begin_node("psci")?;
+    w.property_strings("compatible", &["arm,psci-1.0", "arm,psci-0.2"])?;
+    w.property_string("method", "hvc")?;
+    w.end_node()?;
+    gic(&mut w, &desc.gic)?;
+    timer(&mut w, desc)?;
+    if let Some(uart) = &desc.uart {
+        pl011(&mut w, uart)?;
+    }
+    w.end_node()?;
+    Ok(w.finish()?)
+}
+
+fn chosen(w: &mut FdtWriter<'_>, desc: &GuestDtConfig<'_>) -> Result<(), GuestDtError> {
+    w.begin_node("chosen")?;
+    if !desc.bootargs.is_empty() {
+        w.property_string("bootargs", desc.bootargs)?;
+    }
+    if let Some(uart) = &desc.uart {
+        let path = Name::new(format_args!("/pl011@{:x}", uart.regs.start.raw()))?;
+        w.property_string("stdout-path", path.as_str())?;
+    }
+    if let Some(initrd) = &desc.initrd {
+        w.property_u64("linux,initrd-start", initrd.start.raw())?;
+        w.property_u64("linux,initrd-end", initrd.end().raw())?;
+    }
+    if let Some(seed) = desc.rng_seed {
+        w.property("rng-seed", seed)?;
+    }
+    w.end_node()?;
+    Ok(())
+}
+
+fn cpus(w: &mut FdtWriter<'_>, mpidrs: &[u64]) -> Result<(), GuestDtError> {
+    let two_cells = mpidrs.iter().any(|&m| m > u64::from(u32::MAX));
+    w.begin_node("cpus")?;
+    w.property_u32("#address-cells", if two_cells { 2 } else { 1 })?;
+    w.property_u32("#size-cells", 0)?;
+    for &mpidr in mpidrs {
+        let name = Name::new(format_args!("cpu@{mpidr:x}"))?;
+        w.begin_node(name.as_str())?;
+        w.property_string("device_type", "cpu")?;
+        w.property_string("compatible", "arm,armv8")?;
+        if two_cells {
+            w.property_u64("reg", mpidr)?;
+        } else {
+            w.property_u32("reg", mpidr as u32)?;
+        }
+        w.property_string("enable-method", "psci")?;
+        w.end_node()?;
+    }
+    w.end_node()?;
+    Ok(())
+}
+
+fn gic(w: &mut FdtWriter<'_>, gic: &GuestGic) -> Result<(), GuestDtError> {
+    let (dist, other, compatible) = match *gic {
+        GuestGic::V2 { dist, cpu } => (dist, cpu, "arm,cortex-a15-gic"),
+        GuestGic::V3 { dist, redist } => (dist, redist, "arm,gic-v3"),
+    };
+    let name = Name::new(format_args!("intc@{:x}", dist.start.raw()))?;
+    w.begin_node(name.as_str())?;
+    w.property_string("compatible", compatible)?;
+    w.property_u32("#interrupt-cells", 3)?;
+    // No child nodes and no interrupt-map parent addresses: 0 address cells
+    // (dtc wants it stated on an interrupt provider).
+    w.property_u32("#address-cells", 0)?;
+    w.property_empty("interrupt-controller")?;
+    reg(w, &[dist, other])?;
+    if matches!(gic, GuestGic::V3 { .. }) {
+        w.property_u32("#redistributor-regions", 1)?;
+    }
+    w.property_u32("phandle", GIC_PHANDLE)?;
+    w.end_node()?;
+    Ok(())
+}
+
+fn timer(w: &mut FdtWriter<'_>, desc: &GuestDtConfig<'_>) -> Result<(), GuestDtError> {
+    // GICv2 PPI specifiers name the CPUs they reach in bits 15:8.
+    let flags = match desc.gic {
+        GuestGic::V2 { .. } => {
+            let cpus = desc.vcpu_mpidrs.len().min(GICV2_MAX_CPUS);
+            (((1u32 << cpus) - 1) << 8) | IRQ_LEVEL_LOW
+        }
+        GuestGic::V3 { .. } => IRQ_LEVEL_LOW,
+    };
+    let mut cells = [0u32; 12];
+    let ppis = [
+        virt_map::TIMER_SECURE_PHYS_PPI,
+        virt_map::TIMER_PHYS_PPI,
+        virt_map::TIMER_VIRT_PPI,
+        virt_map::TIMER_HYP_PHYS_PPI,
+    ];
+    for (slot, ppi) in cells.chunks_exact_mut(3).zip(ppis) {
+        slot.copy_from_slice(&[GIC_PPI, ppi, flags]);
+    }
+    w.begin_node("timer")?;
+    w.property_string("compatible", "arm,armv8-timer")?;
+    w.property_cells("interrupts", &cells)?;
+    w.property_empty("always-on")?;
+    w.end_node()?;
+    Ok(())
+}
+
+fn pl011(w: &mut FdtWriter<'_>, uart: &GuestUart) -> Result<(), GuestDtError> {
+    w.begin_node("apb-pclk")?;
+    w.property_string("compatible", "fixed-clock")?;
+    w.property_u32("#clock-cells", 0)?;
+    w.property_u32("clock-frequency", virt_map::APB_PCLK_HZ)?;
+    w.property_string("clock-output-names", "clk24mhz")?;
+    w.property_u32("phandle", CLOCK_PHANDLE)?;
+    w.end_node()?;
+    let name = Name::new(format_args!("pl011@{:x}", uart.regs.start.raw()))?;
+    w.begin_node(name.as_str())?;
+    w.property_strings("compatible", &["arm,pl011", "arm,primecell"])?;
+    reg(w, &[uart.regs])?;
+    w.property_cells("interrupts", &[GIC_SPI, uart.spi, IRQ_LEVEL_HIGH])?;
+    w.property_cells("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
+    w.property_strings("clock-names", &["uartclk", "apb_pclk"])?;
+    w.end_node()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::Ipa;
+    use crate::fdt::Fdt;
+    use crate::fdt::tests::dtc_decompile;
+    use crate::platform::{GicVersion, IrqKind, Platform, PsciConduit};
+
+    const SEED: [u8; 32] = [0x5a; 32];
+
+    fn config<'a>(mpidrs: &'a [u64], v3: bool, initrd: bool) -> GuestDtConfig<'a> {
+        let gic = if v3 {
+            GuestGic::V3 {
+                dist: virt_map::GICD,
+                redist: virt_map::gicr(mpidrs.len()).expect("fits"),
+            }
+        } else {
+            GuestGic::V2 {
+                dist: virt_map::GICD,
+                cpu: virt_map::GICC,
+            }
+        };
+        GuestDtConfig {
+            ram: IpaRange::new(virt_map::RAM_BASE, 0x2000_0000).expect("ok"),
+            vcpu_mpidrs: mpidrs,
+            gic,
+            uart: Some(GuestUart {
+                regs: virt_map::UART,
+                spi: virt_map::UART_SPI,
+            }),
+            bootargs: "console=ttyAMA0 earlycon",
+            initrd: initrd.then(|| IpaRange::new(Ipa(0x5000_0000), 0x12_3456).expect("ok")),
+            rng_seed: Some(&SEED),
+        }
+    }
+
+    fn generate_vec(desc: &GuestDtConfig<'_>) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let len = generate(desc, &mut buf).expect("generates");
+        buf.truncate(len);
+        buf
+    }
+
+    fn check(mpidrs: &[u64], v3: bool, initrd: bool) {
+        let desc = config(mpidrs, v3, initrd);
+        let blob = generate_vec(&desc);
+        let fdt = Fdt::new(&blob).expect("valid");
+        let root = fdt.root();
+        assert!(root.is_compatible("linux,dummy-virt"));
+        assert_eq!(
+            root.property("interrupt-parent").and_then(|p| p.as_u32()),
+            Some(GIC_PHANDLE)
+        );
+        let mem = fdt.find_node("/memory@40000000").expect("memory");
+        assert_eq!(mem.device_type(), Some("memory"));
+        assert_eq!(
+            mem.reg().expect("reg").collect::<Vec<_>>(),
+            [(0x4000_0000, 0x2000_0000)]
+        );
+
+        let cpus = fdt.find_node("/cpus").expect("cpus");
+        let nodes: Vec<_> = cpus.children().collect();
+        assert_eq!(nodes.len(), mpidrs.len());
+        for (node, &mpidr) in nodes.iter().zip(mpidrs) {
+            assert_eq!(node.name(), format!("cpu@{mpidr:x}"));
+            assert_eq!(node.device_type(), Some("cpu"));
+            assert!(node.is_compatible("arm,armv8"));
+            assert_eq!(
+                node.property("enable-method").and_then(|p| p.as_str()),
+                Some("psci")
+            );
+            assert_eq!(node.reg().and_then(|mut r| r.next()), Some((mpidr, 0)));
+        }
+
+        let psci = fdt.find_node("/psci").expect("psci");
+        assert_eq!(
+            psci.compatible().expect("compat").collect::<Vec<_>>(),
+            ["arm,psci-1.0", "arm,psci-0.2"]
+        );
+        assert_eq!(
+            psci.property("method").and_then(|p| p.as_str()),
+            Some("hvc")
+        );
+
+        let gic = fdt.find_node("/intc@8000000").expect("gic");
+        assert!(gic.has_property("interrupt-controller"));
+        assert_eq!(gic.phandle(), Some(GIC_PHANDLE));
+        assert_eq!(
+            gic.property("#interrupt-cells").and_then(|p| p.as_u32()),
+            Some(3)
+        );
+        let regs: Vec<_> = gic.reg().expect("reg").collect();
+        if v3 {
+            assert!(gic.is_compatible("arm,gic-v3"));
+            let gicr_size = mpidrs.len() as u64 * 0x2_0000;
+            assert_eq!(regs, [(0x0800_0000, 0x1_0000), (0x080a_0000, gicr_size)]);
+            assert_eq!(
+                gic.property("#redistributor-regions")
+                    .and_then(|p| p.as_u32()),
+                Some(1)
+            );
+        } else {
+            assert!(gic.is_compatible("arm,cortex-a15-gic"));
+            assert_eq!(regs, [(0x0800_0000, 0x1_0000), (0x0801_0000, 0x2000)]);
+        }
+
+        let uart = fdt.find_node("/pl011@9000000").expect("uart");
+        assert_eq!(
+            uart.reg().expect("reg").collect::<Vec<_>>(),
+            [(0x0900_0000, 0x1000)]
+        );
+        assert_eq!(
+            uart.property("interrupts")
+                .map(|p| p.cells().collect::<Vec<_>>()),
+            Some(vec![0, 1, 4])
+        );
+        assert_eq!(
+            uart.property("clock-names")
+                .and_then(|p| p.as_strs())
+                .map(|s| s.collect::<Vec<_>>()),
+            Some(vec!["uartclk", "apb_pclk"])
+        );
+        let clock = fdt.find_node("/apb-pclk").expect("clock");
+        assert_eq!(
+            clock.property("clock-frequency").and_then(|p| p.as_u32()),
+            Some(24_000_000)
+        );
+        assert_eq!(
+            uart.property("clocks")
+                .map(|p| p.cells().collect::<Vec<_>>()),
+            Some(vec![clock.phandle().expect("phandle"); 2])
+        );
+
+        let chosen = fdt.find_node("/chosen").expect("chosen");
+        assert_eq!(
+            chosen.property("rng-seed").map(|p| p.raw()),
+            Some(&SEED[..])
+        );
+        assert_eq!(fdt.stdout().map(|(n, _)| n), Some(uart));
+        let start = chosen
+            .property("linux,initrd-start")
+            .and_then(|p| p.as_u64());
+        let end = chosen.property("linux,initrd-end").and_then(|p| p.as_u64());
+        if initrd {
+            assert_eq!((start, end), (Some(0x5000_0000), Some(0x5012_3456)));
+        } else {
+            assert_eq!((start, end), (None, None));
+        }
+
+        // The guest tree is a valid platform description too.
+        let p = Platform::from_fdt(&fdt).expect("platform");
+        assert_eq!(p.memory().len(), 1);
+        assert_eq!(p.cpus().iter().map(|c| c.mpidr).collect::<Vec<_>>(), mpidrs);
+        assert_eq!(
+            p.gic.version,
+            if v3 { GicVersion::V3 } else { GicVersion::V2 }
+        );
+        assert_eq!(p.gic.phandle, Some(GIC_PHANDLE));
+        let mask = if v3 {
+            0
+        } else {
+            ((1u32 << mpidrs.len()) - 1) << 8
+        };
+        for (irq, intid) in [
+            (p.timer.secure_phys, 29),
+            (p.timer.phys, 30),
+            (p.timer.virt, 27),
+            (p.timer.hyp_phys, 26),
+        ] {
+            assert_eq!(
+                (irq.kind, irq.intid(), irq.flags),
+                (IrqKind::Ppi, intid, mask | 8)
+            );
+        }
+        assert!(p.timer.always_on);
+        assert_eq!(p.uart.and_then(|u| u.spi()), Some(1));
+        assert_eq!(
+            p.psci.map(|p| (p.conduit, p.version)),
+            Some((PsciConduit::Hvc, (1, 0)))
+        );
+        assert_eq!(p.bootargs, Some("console=ttyAMA0 earlycon"));
+        assert_eq!(
+            p.initrd.map(|r| (r.base.raw(), r.size)),
+            initrd.then_some((0x5000_0000, 0x12_3456))
+        );
+        assert_eq!(u64::from(fdt.boot_cpuid_phys()), mpidrs[0] & 0xffff_ffff);
+
+        let dts = dtc_decompile(&blob);
+        for needle in [
+            "psci {",
+            "intc@8000000 {",
+            "timer {",
+            "pl011@9000000 {",
+            "chosen {",
+            "cpu@",
+            "always-on;",
+        ] {
+            assert!(dts.contains(needle), "missing {needle:?} in\n{dts}");
+        }
+    }
+
+    #[test]
+    fn variants() {
+        for v3 in [false, true] {
+            for initrd in [false, true] {
+                check(&[0], v3, initrd);
+                check(&[0, 1, 2, 3], v3, initrd);
+            }
+        }
+        // Clustered MPIDRs, and Aff3 (which needs two address cells).
+        check(&[0x100, 0x101, 0x1_0000], true, false);
+        check(&[0x1_0000_0000, 0x2_0000_0001], true, true);
+        check(&[0, 1, 2, 3, 4, 5, 6, 7], false, true);
+    }
+
+    #[test]
+    fn minimal_vm() {
+        let desc = GuestDtConfig {
+            uart: None,
+            bootargs: "",
+            rng_seed: None,
+            ..config(&[0], true, false)
+        };
+        let blob = generate_vec(&desc);
+        let fdt = Fdt::new(&blob).expect("valid");
+        assert!(fdt.find_node("/pl011").is_none());
+        assert!(fdt.find_node("/apb-pclk").is_none());
+        let chosen = fdt.find_node("/chosen").expect("chosen");
+        assert_eq!(chosen.properties().count(), 0);
+        let p = Platform::from_fdt(&fdt).expect("platform");
+        assert_eq!((p.uart, p.bootargs), (None, None));
+        dtc_decompile(&blob);
+    }
+
+    #[test]
+    fn errors() {
+        let mut buf = [0u8; 4096];
+        let bad = |mpidrs: &[u64], v3: bool| {
+            let mut buf = [0u8; 4096];
+            generate(&config(mpidrs, v3, false), &mut buf).err()
+        };
+        assert_eq!(bad(&[], true), Some(GuestDtError::NoVcpus));
+        assert_eq!(
+            bad(
+                &[0; 9]
+                    .map(|_| 0)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| i as u64)
+                    .collect::<Vec<_>>(),
+                false
+            ),
+            Some(GuestDtError::TooManyVcpusForGicV2)
+        );
+        assert_eq!(bad(&[0x8000_0000], true), Some(GuestDtError::BadMpidr));
+        assert_eq!(bad(&[1, 2, 1], true), Some(GuestDtError::DuplicateMpidr));
+        let desc = config(&[0, 1], true, true);
+        let need = generate(&desc, &mut buf).expect("fits");
+        for size in [0, 64, need / 2, need - 1] {
+            let mut small = vec![0u8; size];
+            assert_eq!(
+                generate(&desc, &mut small),
+                Err(GuestDtError::Fdt(FdtError::BufferTooSmall))
+            );
+        }
+        assert_eq!(generate(&desc, &mut vec![0u8; need]), Ok(need));
+        assert_eq!(
+            GuestDtError::NoVcpus.to_string(),
+            "guest device tree: VM has no vCPU"
+        );
+    }
+
+    #[test]
+    fn virt_map_matches_design() {
+        assert_eq!(virt_map::gicr(1).map(|r| r.end()), Some(Ipa(0x080c_0000)));
+        assert_eq!(virt_map::gicr(123).map(|r| r.end()), Some(Ipa(0x0900_0000)));
+        assert_eq!(virt_map::gicr(124), None);
+        assert!(!virt_map::GICC.overlaps(&virt_map::GICD));
+        assert!(!virt_map::UART.overlaps(&virt_map::gicr(123).expect("fits")));
+    }
+}
