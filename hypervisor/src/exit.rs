@@ -4,21 +4,27 @@
 use stratum_arch::{sysreg, tlb};
 use stratum_core::addr::Gva;
 use stratum_core::inject::Injection;
-use stratum_core::vmexit::{
-    self, ABORT_LOG_LIMIT, Action, ExitEnv, ExitInfo, StopReason, VmModel,
-};
+use stratum_core::vmexit::{self, ABORT_LOG_LIMIT, Action, ExitEnv, ExitInfo, StopReason, VmModel};
 
 use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu};
 use crate::{log, system};
 
-/// The glue's side of [`ExitEnv`].
-struct Env;
+/// The glue's side of [`ExitEnv`], for one VM.
+struct Env {
+    /// Host-physical base of the VM's RAM carve-out.
+    ram_pa: u64,
+    /// Its size.
+    ram_size: u64,
+}
 
 impl ExitEnv for Env {
     fn fetch_insn(&mut self, pc: Gva) -> Option<u32> {
         let pa = tlb::translate_guest_read(pc.0)?;
-        if pa % 4 != 0 || !system::is_guest_ram(pa) {
+        let in_ram = pa
+            .checked_sub(self.ram_pa)
+            .is_some_and(|off| off.checked_add(4).is_some_and(|end| end <= self.ram_size));
+        if pa % 4 != 0 || !in_ram {
             return None;
         }
         // SAFETY: `pa` is 4-byte aligned and inside a VM's RAM carve-out,
@@ -79,6 +85,7 @@ fn handle_sync(frame: &mut Frame) {
                 break;
             }
         }
+        let settings = system::settings().expect("settings are recorded before any guest runs");
         let mut model = VmModel {
             vm_id: vm.id as u64,
             boot_count: vm.boot_count,
@@ -86,12 +93,17 @@ fn handle_sync(frame: &mut Frame) {
             uart_regs: stratum_core::guest_dt::virt_map::UART,
             uart: &mut vm.uart,
             vcpus: &mut vm.power,
-            firmware: system::firmware_features(),
+            firmware: settings.firmware,
+            pstate_features: settings.pstate_features,
             counters: &mut vm.counters,
             last_abort: None,
         };
         let mut live = LiveVcpu { frame };
-        let action = vmexit::handle_sync(&info, 0, &mut live, &mut model, &mut Env);
+        let mut env = Env {
+            ram_pa: vm.ram_pa.0,
+            ram_size: vm.ram.size,
+        };
+        let action = vmexit::handle_sync(&info, 0, &mut live, &mut model, &mut env);
         if let Some(report) = model.last_abort {
             let n = vm.counters.injected_aborts;
             if n <= ABORT_LOG_LIMIT {
@@ -103,7 +115,11 @@ fn handle_sync(frame: &mut Frame) {
                     if report.write { "write" } else { "read" },
                     report.ipa,
                     report.pc,
-                    if n == ABORT_LOG_LIMIT { " (further aborts are only counted)" } else { "" }
+                    if n == ABORT_LOG_LIMIT {
+                        " (further aborts are only counted)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
@@ -116,6 +132,18 @@ fn handle_sync(frame: &mut Frame) {
         // virtual interrupts yet there is nothing to wait for.
         Action::WaitForInterrupt { advance: false } => {}
         Action::Inject(inj) => apply_injection(&inj),
+        Action::ForwardToFirmware {
+            function,
+            arg,
+            advance,
+        } => {
+            if let Some(conduit) = system::settings().and_then(|s| s.conduit) {
+                stratum_arch::firmware::call(conduit, [u64::from(function), arg, 0, 0]);
+            }
+            if advance {
+                advance_pc();
+            }
+        }
         Action::CpuOn { .. } | Action::CpuOff => {
             unreachable!("one vCPU per VM: PSCI never starts or stops another")
         }

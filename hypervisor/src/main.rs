@@ -24,6 +24,7 @@ use stratum_abi::smccc;
 use stratum_arch::firmware::{self, Conduit};
 use stratum_arch::sysreg;
 use stratum_core::fdt::Fdt;
+use stratum_core::inject::PstateFeatures;
 use stratum_core::platform::{Platform, PsciConduit};
 use stratum_core::psci::{FirmwareFeatures, WorkaroundState};
 use stratum_core::stage2;
@@ -71,7 +72,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         Ok(p) => p,
         Err(_) => system::shutdown(exit_status::BAD_BOOT_INPUT),
     };
-    let uart_base = platform.uart.map_or(0, |u| u.base.0 as usize);
+    let uart_base = platform.uart.map_or(0, |u| u.regs.base.0 as usize);
     if uart_base != 0 {
         console::init(uart_base);
     }
@@ -81,12 +82,12 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     });
 
     // The boot bundle: the "initrd" the loader handed us.
-    let bundle = platform.initrd.and_then(|(start, end)| {
-        let len = usize::try_from(end.0.checked_sub(start.0)?).ok()?;
-        // SAFETY: the loader placed the initrd at [start, end) in RAM, which
-        // EL2 maps; nothing writes it after boot, so a 'static shared slice
-        // over it stays valid.
-        Some(unsafe { core::slice::from_raw_parts(start.0 as *const u8, len) })
+    let bundle = platform.initrd.and_then(|r| {
+        let len = usize::try_from(r.size).ok()?;
+        // SAFETY: the loader placed the initrd at [base, base + size) in RAM,
+        // which EL2 maps; nothing writes it after boot, so a 'static shared
+        // slice over it stays valid.
+        Some(unsafe { core::slice::from_raw_parts(r.base.0 as *const u8, len) })
     });
     let bundle = match bundle.map(Bundle::parse) {
         Some(Ok(b)) => b,
@@ -105,6 +106,10 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         semihosting: bundle.flags() & FLAG_SEMIHOSTING_EXIT != 0,
         firmware,
         uart_base,
+        pstate_features: PstateFeatures::from_id_regs(
+            sysreg::id_aa64pfr1_el1(),
+            sysreg::id_aa64mmfr1_el1(),
+        ),
     });
     banner(&platform, &bundle);
 
@@ -113,7 +118,10 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     let mut nbanks = 0;
     for m in platform.memory() {
         if nbanks < banks.len() {
-            banks[nbanks] = PhysRange { start: m.0.0, end: m.0.0 + m.1 };
+            banks[nbanks] = PhysRange {
+                start: m.base.0,
+                end: m.base.0.saturating_add(m.size),
+            };
             nbanks += 1;
         }
     }
@@ -121,7 +129,10 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         start: core::ptr::addr_of!(__image_start) as u64,
         end: core::ptr::addr_of!(__image_end) as u64,
     };
-    let dtb_range = PhysRange { start: dtb as u64, end: dtb as u64 + fdt.total_size() as u64 };
+    let dtb_range = PhysRange {
+        start: dtb as u64,
+        end: dtb as u64 + fdt.total_size() as u64,
+    };
     let bundle_range = PhysRange {
         start: bundle.bytes().as_ptr() as u64,
         end: bundle.bytes().as_ptr() as u64 + bundle.bytes().len() as u64,
@@ -142,7 +153,10 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     unsafe { sysreg::set_vtcr_el2(s2cfg.vtcr) };
 
     if bundle.vm_count() > 1 {
-        log!("error: the bundle describes {} VMs; this version runs one", bundle.vm_count());
+        log!(
+            "error: the bundle describes {} VMs; this version runs one",
+            bundle.vm_count()
+        );
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
     let image = bundle.vm(0).expect("Bundle::parse validated VM 0");
@@ -150,7 +164,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     let mut vm = match Vm::create(0, image, gic, s2cfg, &mut ram, &mut pool) {
         Ok(vm) => vm,
         Err(e) => {
-            log!("error: VM '{}' cannot be created: {e:?}", image.name);
+            log!("error: VM '{}' cannot be created: {e}", image.name);
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
     };
@@ -166,7 +180,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         pool.used_pages()
     );
     if let Err(e) = vm.load() {
-        log!("error: VM '{}' cannot be loaded: {e:?}", image.name);
+        log!("error: VM '{}' cannot be loaded: {e}", image.name);
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
     system::install_vm(vm);
@@ -215,12 +229,12 @@ fn probe_firmware(conduit: Conduit) -> FirmwareFeatures {
         return FirmwareFeatures::NONE;
     }
     let ask = |wa: u32| {
-        WorkaroundState::from_firmware(call([
-            u64::from(smccc::SMCCC_ARCH_FEATURES),
-            u64::from(wa),
-            0,
-            0,
-        ]))
+        WorkaroundState::from_firmware(
+            firmware::call(
+                conduit,
+                [u64::from(smccc::SMCCC_ARCH_FEATURES), u64::from(wa), 0, 0],
+            )[0],
+        )
     };
     FirmwareFeatures {
         workaround_1: ask(smccc::SMCCC_ARCH_WORKAROUND_1),
@@ -266,24 +280,28 @@ fn cpu_name(midr: u64) -> &'static str {
 }
 
 fn banner(platform: &Platform, bundle: &Bundle<'_>) {
-    let ram: u64 = platform.memory().map(|m| m.1).sum();
+    let ram: u64 = platform.memory().iter().map(|m| m.size).sum();
     let midr = sysreg::midr_el1();
     log!("Stratum {VERSION} hypervisor at EL2");
     log!(
         "{} CPU(s) ({}, MIDR {midr:#010x}), {} MiB RAM, GICv{}, console PL011 at {:#x}, PSCI via {}",
-        platform.cpus().count(),
+        platform.cpus().len(),
         cpu_name(midr),
         ram >> 20,
         match platform.gic.version {
             stratum_core::platform::GicVersion::V2 => 2,
             stratum_core::platform::GicVersion::V3 => 3,
         },
-        platform.uart.map_or(0, |u| u.base.0),
+        platform.uart.map_or(0, |u| u.regs.base.0),
         match platform.psci.map(|p| p.conduit) {
             Some(PsciConduit::Smc) => "SMC",
             Some(PsciConduit::Hvc) => "HVC",
             None => "nothing (no PSCI node)",
         }
     );
-    log!("boot bundle: {} VM(s), {} KiB", bundle.vm_count(), bundle.bytes().len() >> 10);
+    log!(
+        "boot bundle: {} VM(s), {} KiB",
+        bundle.vm_count(),
+        bundle.bytes().len() >> 10
+    );
 }

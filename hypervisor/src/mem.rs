@@ -131,14 +131,23 @@ impl RamAllocator {
                 self.push(*r);
                 continue;
             }
-            self.push(PhysRange { start: r.start, end: cut.start.max(r.start) });
-            self.push(PhysRange { start: cut.end.min(r.end), end: r.end });
+            self.push(PhysRange {
+                start: r.start,
+                end: cut.start.max(r.start),
+            });
+            self.push(PhysRange {
+                start: cut.end.min(r.end),
+                end: r.end,
+            });
         }
     }
 
     /// Bytes still free.
     pub fn free_bytes(&self) -> u64 {
-        self.free[..self.count].iter().map(|r| r.end - r.start).sum()
+        self.free[..self.count]
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum()
     }
 
     /// Takes `size` bytes aligned to `align` from the top of the highest range
@@ -157,14 +166,19 @@ impl RamAllocator {
     fn alloc_aligned(&mut self, size: u64, align: u64) -> Option<u64> {
         let mut best: Option<(usize, u64)> = None;
         for (i, r) in self.free[..self.count].iter().enumerate() {
-            let Some(top) = r.end.checked_sub(size) else { continue };
+            let Some(top) = r.end.checked_sub(size) else {
+                continue;
+            };
             let start = top & !(align - 1);
             if start >= r.start && best.is_none_or(|(_, b)| start > b) {
                 best = Some((i, start));
             }
         }
         let (_, start) = best?;
-        self.remove(PhysRange { start, end: start + size });
+        self.remove(PhysRange {
+            start,
+            end: start + size,
+        });
         Some(start)
     }
 }

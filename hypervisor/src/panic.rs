@@ -22,7 +22,7 @@ impl Write for Forced {
 }
 
 fn epitaph(what: core::fmt::Arguments<'_>) -> ! {
-    let base = system::settings().map_or(0, |s| s.uart_base);
+    let base = system::settings_for_panic().map_or(0, |s| s.uart_base);
     let mut out = Forced(base);
     let _ = writeln!(
         out,
@@ -46,8 +46,5 @@ fn panic(info: &PanicInfo<'_>) -> ! {
 #[unsafe(no_mangle)]
 extern "C" fn hyp_fault(kind: u64, _frame: usize) -> ! {
     const KINDS: [&str; 4] = ["synchronous exception", "IRQ", "FIQ", "SError"];
-    epitaph(format_args!(
-        "{} taken at EL2",
-        KINDS[(kind & 3) as usize]
-    ))
+    epitaph(format_args!("{} taken at EL2", KINDS[(kind & 3) as usize]))
 }

@@ -8,6 +8,7 @@
 use stratum_abi::exit;
 use stratum_arch::firmware::{self, Conduit};
 use stratum_arch::semihosting;
+use stratum_core::inject::PstateFeatures;
 use stratum_core::psci::FirmwareFeatures;
 use stratum_core::vmexit::StopReason;
 
@@ -26,6 +27,8 @@ pub struct Settings {
     pub firmware: FirmwareFeatures,
     /// Base of the physical console UART (for the panic path).
     pub uart_base: usize,
+    /// PSTATE features of this CPU, for architected exception injection.
+    pub pstate_features: PstateFeatures,
 }
 
 static SETTINGS: SpinLock<Option<Settings>> = SpinLock::new(None);
@@ -38,12 +41,13 @@ pub fn set_settings(s: Settings) {
 
 /// The boot-time settings, if boot got that far.
 pub fn settings() -> Option<Settings> {
-    SETTINGS.try_lock().and_then(|s| *s)
+    *SETTINGS.lock()
 }
 
-/// What the firmware below answered about the Spectre workarounds.
-pub fn firmware_features() -> FirmwareFeatures {
-    settings().map(|s| s.firmware).unwrap_or(FirmwareFeatures::NONE)
+/// The boot-time settings without waiting for the lock (panic path: the
+/// panicking context may hold it).
+pub fn settings_for_panic() -> Option<Settings> {
+    SETTINGS.try_lock().and_then(|s| *s)
 }
 
 /// Installs the VM that runs on this CPU.
@@ -61,16 +65,21 @@ pub fn with_current_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> R {
 /// Whether `pa` lies in a VM's RAM carve-out.
 pub fn is_guest_ram(pa: u64) -> bool {
     VM.lock().as_ref().is_some_and(|vm| {
-        pa.checked_sub(vm.ram_pa.0).is_some_and(|off| off < vm.ram.size)
+        pa.checked_sub(vm.ram_pa.0)
+            .is_some_and(|off| off < vm.ram.size)
     })
 }
 
 /// Restarts the current VM from its pristine image.
 pub fn reset_current() {
     with_current_vm(|vm| {
-        log!("vm{} '{}': reset requested: reloading its image", vm.id, vm.image.name);
+        log!(
+            "vm{} '{}': reset requested: reloading its image",
+            vm.id,
+            vm.image.name
+        );
         if let Err(e) = vm.load() {
-            panic!("VM reload failed after a successful first load: {e:?}");
+            panic!("VM reload failed after a successful first load: {e}");
         }
     });
 }
@@ -81,8 +90,15 @@ pub fn stop_current(reason: StopReason) -> ! {
         let c = vm.counters;
         log!(
             "vm{} '{}' stopped ({reason:?}) after {} boot(s); exits: {} hvc, {} smc, {} mmio ({} decoded), {} aborts and {} undefs injected",
-            vm.id, vm.image.name, vm.boot_count, c.hvc, c.smc, c.mmio, c.mmio_decoded,
-            c.injected_aborts, c.injected_undefs
+            vm.id,
+            vm.image.name,
+            vm.boot_count,
+            c.hvc,
+            c.smc,
+            c.mmio,
+            c.mmio_decoded,
+            c.injected_aborts,
+            c.injected_undefs
         );
         match reason {
             StopReason::PowerOff | StopReason::AllCpusOff => exit::ALL_VMS_OFF,
@@ -96,7 +112,7 @@ pub fn stop_current(reason: StopReason) -> ! {
 /// Stops the machine with `status` (semihosting when available, else PSCI
 /// `SYSTEM_OFF`), or parks this CPU if neither works.
 pub fn shutdown(status: u32) -> ! {
-    if let Some(s) = settings() {
+    if let Some(s) = settings_for_panic() {
         if s.semihosting {
             // SAFETY: the boot bundle said semihosting is enabled.
             unsafe { semihosting::exit(status) };

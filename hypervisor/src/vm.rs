@@ -34,7 +34,29 @@ pub enum VmError {
     /// Kernel, initrd and device tree do not fit in guest RAM.
     Layout(layout::LayoutError),
     /// The guest device tree could not be generated.
-    DeviceTree(stratum_core::fdt::FdtError),
+    DeviceTree(stratum_core::guest_dt::GuestDtError),
+}
+
+impl core::fmt::Display for VmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooManyVcpus(n) => write!(
+                f,
+                "{n} vCPUs requested; this version runs {MAX_VCPUS} vCPU per VM"
+            ),
+            Self::OutOfMemory(size) => {
+                write!(
+                    f,
+                    "not enough free host RAM for {} MiB of guest memory",
+                    size >> 20
+                )
+            }
+            Self::BadRam => write!(f, "guest RAM must be 2 MiB aligned and sized"),
+            Self::Stage2(e) => write!(f, "stage-2 tables: {e:?}"),
+            Self::Layout(e) => write!(f, "guest memory layout: {e:?}"),
+            Self::DeviceTree(e) => write!(f, "guest device tree: {e:?}"),
+        }
+    }
 }
 
 /// Most vCPUs per VM in this version (SMP guests come later).
@@ -92,7 +114,7 @@ impl Vm {
             .ok_or(VmError::OutOfMemory(ram.size))?;
         let mut table = Stage2Table::new(pool, s2cfg).map_err(VmError::Stage2)?;
         table
-            .map(pool, ram.start, Pa(pa), ram.size, Mapping::Normal)
+            .map(pool, ram.start, Pa(pa), ram.size, Mapping::RamRwx)
             .map_err(VmError::Stage2)?;
         let vmid = u16::try_from(id + 1).expect("fewer VMs than VMIDs");
         let gic = match gic {
@@ -111,7 +133,9 @@ impl Vm {
         };
         let placement = KernelPlacement {
             load_offset: image.kernel_load_offset,
-            entry_offset: image.entry_offset,
+            // The bundle counts the entry from the RAM base (and checked it
+            // lies in the kernel); the layout counts it from the image.
+            entry_offset: image.entry_offset - image.kernel_load_offset,
             footprint: image.kernel_footprint,
         };
         let initrd_size = image.initrd.map_or(0, |i| i.len() as u64);
@@ -125,8 +149,9 @@ impl Vm {
             vttbr: table.vttbr(vmid),
             layout,
             uart: Pl011::new(),
+            // vCPU n has affinity Aff0 = n (what the DT's cpu `reg` says).
             power: [VcpuPower {
-                mpidr: 1 << 31,
+                mpidr: 0,
                 state: PowerState::Off,
             }; MAX_VCPUS],
             counters: ExitCounters::default(),
@@ -137,7 +162,9 @@ impl Vm {
     }
 
     fn host_ptr(&self, ipa: Ipa) -> *mut u8 {
-        let off = ipa.offset_from(self.ram.start).expect("IPA below guest RAM");
+        let off = ipa
+            .offset_from(self.ram.start)
+            .expect("IPA below guest RAM");
         assert!(off <= self.ram.size, "IPA beyond guest RAM");
         (self.ram_pa.0 + off) as *mut u8
     }
@@ -190,8 +217,13 @@ impl Vm {
         }
         self.power[0].state = PowerState::On;
         self.activate();
-        vcpu::reset_el1(&mut self.frame, self.layout.entry.0, self.layout.dtb.start.0);
-        sysreg::set_vmpidr_el2(self.power[0].mpidr);
+        vcpu::reset_el1(
+            &mut self.frame,
+            self.layout.entry.0,
+            self.layout.dtb.start.0,
+        );
+        // Bit 31 of MPIDR_EL1 is RES1; U (bit 30) = 0: a multiprocessor system.
+        sysreg::set_vmpidr_el2((1 << 31) | self.power[0].mpidr);
         Ok(())
     }
 

@@ -102,7 +102,9 @@ fn ensure_packages() -> Result<(), String> {
     run("apt-get", &args)?;
     for (pkg, cmd) in APT_PACKAGES {
         if !have(cmd) {
-            return Err(format!("{pkg} was installed but `{cmd}` is still not on PATH"));
+            return Err(format!(
+                "{pkg} was installed but `{cmd}` is still not on PATH"
+            ));
         }
     }
     Ok(())

@@ -91,7 +91,14 @@ pub fn cargo(args: &[&str]) -> Result<(), String> {
 /// Builds the hypervisor Image, the test guests and the CLI.
 pub fn build_all() -> Result<Artifacts, String> {
     let hypervisor = stratum::build_hypervisor(true).map_err(|e| format!("{e:#}"))?;
-    cargo(&["build", "--release", "-p", "stratum-guests", "--target", GUEST_TARGET])?;
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "stratum-guests",
+        "--target",
+        GUEST_TARGET,
+    ])?;
     cargo(&["build", "-p", "stratum"])?;
     let target = root().join("target");
     Ok(Artifacts {
@@ -114,7 +121,9 @@ fn run(args: &[String]) -> Result<(), String> {
     } else {
         cmd.args(passthrough);
     }
-    let status = cmd.status().map_err(|e| format!("cannot run stratum: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run stratum: {e}"))?;
     if status.success() {
         Ok(())
     } else {

@@ -45,6 +45,11 @@ pub fn invalidate_icache_all() {
     #[cfg(target_arch = "aarch64")]
     // SAFETY: invalidating instruction caches is always safe; it only costs refills.
     unsafe {
-        core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack, preserves_flags));
+        core::arch::asm!(
+            "ic ialluis",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        );
     }
 }

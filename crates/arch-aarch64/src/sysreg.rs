@@ -95,6 +95,8 @@ sysregs! {
     ID_AA64MMFR1_EL1: id_aa64mmfr1_el1;
     /// Processor features 0 (EL2/EL3 support, GIC sysregs, SVE).
     ID_AA64PFR0_EL1: id_aa64pfr0_el1;
+    /// Processor features 1 (SSBS, MTE, NMI).
+    ID_AA64PFR1_EL1: id_aa64pfr1_el1;
     /// Exception syndrome for exceptions taken to EL2.
     ESR_EL2: esr_el2;
     /// Faulting virtual address for exceptions taken to EL2.

@@ -12,7 +12,7 @@
 use crate::access::AccessSize;
 use crate::addr::{Gva, Ipa, IpaRange};
 use crate::esr::{self, DataAbort, Exit};
-use crate::inject::{self, GuestExceptionState, Injection};
+use crate::inject::{self, GuestExceptionState, Injection, PstateFeatures};
 use crate::insn;
 use crate::mmio::{self, GuestRegs, MmioPlan};
 use crate::pl011::Pl011;
@@ -81,6 +81,17 @@ pub enum Action {
         /// Value for the target's x0.
         context_id: u64,
         /// Whether the caller's PC must step past the trapping instruction.
+        advance: bool,
+    },
+    /// The guest called a Spectre workaround that the firmware said is
+    /// required: make the same call to the firmware (`arg` in `w1`), write
+    /// no guest register, and resume (at PC + 4 when `advance`).
+    ForwardToFirmware {
+        /// The `SMCCC_ARCH_WORKAROUND_n` function ID.
+        function: u32,
+        /// `w1` of the call.
+        arg: u64,
+        /// Whether the PC must step past the trapping instruction.
         advance: bool,
     },
     /// This vCPU powered itself off.
@@ -155,6 +166,8 @@ pub struct VmModel<'a> {
     pub vcpus: &'a mut [VcpuPower],
     /// What the firmware below answered about the Spectre workarounds.
     pub firmware: FirmwareFeatures,
+    /// Which PSTATE features the CPU has (for injected exceptions).
+    pub pstate_features: PstateFeatures,
     /// Exit counters.
     pub counters: &'a mut ExitCounters,
     /// Set when an abort should be logged.
@@ -190,25 +203,30 @@ pub fn handle_sync(
                 why: AbortCause::InstructionFetch,
             });
             vm.counters.injected_aborts += 1;
-            let state = exception_state(info, env);
+            let state = exception_state(info, vm.pstate_features, env);
             Action::Inject(inject::instruction_abort(&state, info.far))
         }
         Exit::Wfx(_) => Action::WaitForInterrupt { advance: true },
         _ => {
             vm.counters.injected_undefs += 1;
-            let state = exception_state(info, env);
-            Action::Inject(inject::undefined(&state, true))
+            let state = exception_state(info, vm.pstate_features, env);
+            Action::Inject(inject::undefined(&state))
         }
     }
 }
 
-fn exception_state(info: &ExitInfo, env: &mut impl ExitEnv) -> GuestExceptionState {
+fn exception_state(
+    info: &ExitInfo,
+    features: PstateFeatures,
+    env: &mut impl ExitEnv,
+) -> GuestExceptionState {
     let (vbar_el1, sctlr_el1) = env.el1_vector_state();
     GuestExceptionState {
         pstate: info.pstate,
         pc: info.pc,
         vbar_el1,
         sctlr_el1,
+        features,
     }
 }
 
@@ -230,9 +248,16 @@ fn smccc_call(
         vm_id: vm.vm_id,
         boot_count: vm.boot_count,
     };
-    let done = if advance { Action::Advance } else { Action::Resume };
+    let done = if advance {
+        Action::Advance
+    } else {
+        Action::Resume
+    };
     match psci::dispatch(&args, &mut ctx) {
-        Outcome::Return { regs: values, count } => {
+        Outcome::Return {
+            regs: values,
+            count,
+        } => {
             for (i, v) in values.iter().take(usize::from(count)).enumerate() {
                 regs.set_x(i as u8, *v);
             }
@@ -252,11 +277,7 @@ fn smccc_call(
             }
         }
         Outcome::CpuOff => {
-            if vm
-                .vcpus
-                .iter()
-                .all(|v| v.state == psci::PowerState::Off)
-            {
+            if vm.vcpus.iter().all(|v| v.state == psci::PowerState::Off) {
                 Action::Stop(StopReason::AllCpusOff)
             } else {
                 Action::CpuOff
@@ -266,6 +287,11 @@ fn smccc_call(
             regs.set_x(0, stratum_abi::smccc::SUCCESS as u64);
             Action::WaitForInterrupt { advance }
         }
+        Outcome::Workaround { function, arg } => Action::ForwardToFirmware {
+            function,
+            arg,
+            advance,
+        },
         Outcome::SystemOff => Action::Stop(StopReason::PowerOff),
         Outcome::SystemReset => Action::Reset,
     }
@@ -279,74 +305,81 @@ fn data_abort(
     env: &mut impl ExitEnv,
 ) -> Action {
     let ipa = esr::fault_ipa(info.hpfar, info.far);
-    let reject = |vm: &mut VmModel<'_>, env: &mut dyn FnMut() -> (u64, u64), why| {
-        vm.counters.injected_aborts += 1;
-        vm.last_abort = Some(AbortReport {
-            pc: info.pc,
-            ipa,
-            write: abort.write,
-            why,
-        });
-        let (vbar_el1, sctlr_el1) = env();
-        let state = GuestExceptionState {
-            pstate: info.pstate,
-            pc: info.pc,
-            vbar_el1,
-            sctlr_el1,
-        };
-        Action::Inject(inject::data_abort(&state, info.far, abort.write))
-    };
-    if !vm.uart_regs.contains(ipa) {
-        return reject(vm, &mut || env.el1_vector_state(), AbortCause::Unmapped);
+    match emulate_mmio(info, abort, ipa, regs, vm, env) {
+        Ok(()) => Action::Advance,
+        Err(why) => {
+            vm.counters.injected_aborts += 1;
+            vm.last_abort = Some(AbortReport {
+                pc: info.pc,
+                ipa,
+                write: abort.write,
+                why,
+            });
+            let state = exception_state(info, vm.pstate_features, env);
+            Action::Inject(inject::data_abort(&state, info.far, abort.write))
+        }
     }
-    // Build the plan: from the syndrome when the CPU gave one, else by
-    // decoding the instruction at the guest PC.
-    let (plan, decoded) = match &abort.syndrome {
-        Some(s) => (mmio::plan_from_syndrome(s, abort.write, ipa, regs), None),
+}
+
+/// Emulates the access that faulted at `ipa`, or says why it cannot be.
+fn emulate_mmio(
+    info: &ExitInfo,
+    abort: &DataAbort,
+    ipa: Ipa,
+    regs: &mut impl GuestRegs,
+    vm: &mut VmModel<'_>,
+    env: &mut impl ExitEnv,
+) -> Result<(), AbortCause> {
+    if !vm.uart_regs.contains(ipa) {
+        return Err(AbortCause::Unmapped);
+    }
+    // From the syndrome when the CPU gave one, else by decoding the
+    // instruction at the guest PC (A64 only: AArch32 guests get an abort).
+    let decoded = abort.syndrome.is_none();
+    let plan = match &abort.syndrome {
+        Some(s) => mmio::plan_from_syndrome(s, abort.write, ipa, regs),
         None => {
-            let Some(word) = env.fetch_insn(Gva(info.pc)) else {
-                return reject(vm, &mut || env.el1_vector_state(), AbortCause::Undecodable);
-            };
-            let Ok(insn) = insn::decode(word) else {
-                return reject(vm, &mut || env.el1_vector_state(), AbortCause::Undecodable);
-            };
-            match mmio::plan_from_insn(&insn, regs, Gva(info.far), ipa) {
-                Ok(plan) => (plan, Some(insn)),
-                Err(_) => {
-                    return reject(vm, &mut || env.el1_vector_state(), AbortCause::Undecodable);
-                }
+            if info.pstate & PSTATE_NRW != 0 {
+                return Err(AbortCause::Undecodable);
             }
+            let word = env
+                .fetch_insn(Gva(info.pc))
+                .ok_or(AbortCause::Undecodable)?;
+            let insn = insn::decode(word).map_err(|_| AbortCause::Undecodable)?;
+            mmio::plan_from_insn(&insn, regs, Gva(info.far), ipa)
+                .map_err(|_| AbortCause::Undecodable)?
         }
     };
     let mut loaded = [0u64; 2];
-    if !perform(&plan, vm, env, &mut loaded) {
-        return reject(vm, &mut || env.el1_vector_state(), AbortCause::DeviceRejected);
-    }
+    let n = perform(&plan, vm, env, &mut loaded).ok_or(AbortCause::DeviceRejected)?;
+    mmio::complete(&plan, &loaded[..n], regs).map_err(|_| AbortCause::DeviceRejected)?;
     vm.counters.mmio += 1;
-    if decoded.is_some() {
+    if decoded {
         vm.counters.mmio_decoded += 1;
     }
-    mmio::complete(&plan, &loaded, regs);
-    Action::Advance
+    Ok(())
 }
 
-/// Performs every access of `plan` on the UART; false if the device rejected one.
+/// `PSTATE.nRW`: the guest was executing AArch32.
+const PSTATE_NRW: u64 = 1 << 4;
+
+/// Performs every access of `plan` on the UART, in order; the number of
+/// values loaded, or `None` if the device rejected an access.
 fn perform(
     plan: &MmioPlan,
     vm: &mut VmModel<'_>,
     env: &mut impl ExitEnv,
     loaded: &mut [u64; 2],
-) -> bool {
+) -> Option<usize> {
     // Validate every access first, so a pair is all-or-nothing.
     for a in plan.accesses() {
         if !vm.uart_regs.contains_span(a.ipa, a.size.bytes()) || a.size == AccessSize::Double {
-            return false;
+            return None;
         }
     }
-    for (i, a) in plan.accesses().iter().enumerate() {
-        let Some(offset) = a.ipa.offset_from(vm.uart_regs.start) else {
-            return false;
-        };
+    let mut n = 0;
+    for a in plan.accesses() {
+        let offset = a.ipa.offset_from(vm.uart_regs.start)?;
         let result = match a.store_value {
             Some(v) => vm
                 .uart
@@ -354,10 +387,11 @@ fn perform(
                 .map(|()| 0),
             None => vm.uart.read(offset, a.size).map(u64::from),
         };
-        match result {
-            Ok(v) => loaded[i] = v,
-            Err(_) => return false,
+        let value = result.ok()?;
+        if a.store_value.is_none() {
+            *loaded.get_mut(n)? = value;
+            n += 1;
         }
     }
-    true
+    Some(n)
 }

@@ -94,8 +94,12 @@ impl HypervisorSource {
     pub fn choose(explicit: Option<&Path>, release: bool) -> Self {
         match explicit
             .map(Path::to_path_buf)
-            .or_else(|| env::var_os(HYPERVISOR_ENV).map(PathBuf::from))
-        {
+            // An empty variable means unset (as `VAR= cmd` writes it).
+            .or_else(|| {
+                env::var_os(HYPERVISOR_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            }) {
             Some(path) => Self::File(path),
             None => Self::Build { release },
         }
