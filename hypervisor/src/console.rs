@@ -28,11 +28,11 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
 /// Writes formatted text even if another context holds the console lock
 /// (panic path only: output may interleave, but it is never lost to a deadlock).
 pub fn write_fmt_forced(args: fmt::Arguments<'_>, base: usize) {
-    if let Some(mut guard) = CONSOLE.try_lock() {
-        if let Some(uart) = guard.as_mut() {
-            let _ = uart.write_fmt(args);
-            return;
-        }
+    if let Some(mut guard) = CONSOLE.try_lock()
+        && let Some(uart) = guard.as_mut()
+    {
+        let _ = uart.write_fmt(args);
+        return;
     }
     if base != 0 {
         // SAFETY: same device as `init` used; the lock could not be taken,

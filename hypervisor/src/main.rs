@@ -195,7 +195,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
 /// # Safety
 /// `addr` must be the address the loader passed in x0 (or 0).
 unsafe fn host_dtb(addr: usize) -> Option<&'static [u8]> {
-    if addr == 0 || addr % 8 != 0 {
+    if addr == 0 || !addr.is_multiple_of(8) {
         return None;
     }
     // SAFETY: per the caller, `addr` is the DTB in mapped RAM; its header is

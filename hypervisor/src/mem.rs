@@ -155,10 +155,10 @@ impl RamAllocator {
     /// use 1 GiB blocks.
     pub fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
         const GIB: u64 = 1 << 30;
-        if size >= GIB {
-            if let Some(pa) = self.alloc_aligned(size, GIB) {
-                return Some(pa);
-            }
+        if size >= GIB
+            && let Some(pa) = self.alloc_aligned(size, GIB)
+        {
+            return Some(pa);
         }
         self.alloc_aligned(size, align)
     }

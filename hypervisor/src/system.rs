@@ -62,14 +62,6 @@ pub fn with_current_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> R {
     f(vm)
 }
 
-/// Whether `pa` lies in a VM's RAM carve-out.
-pub fn is_guest_ram(pa: u64) -> bool {
-    VM.lock().as_ref().is_some_and(|vm| {
-        pa.checked_sub(vm.ram_pa.0)
-            .is_some_and(|off| off < vm.ram.size)
-    })
-}
-
 /// Restarts the current VM from its pristine image.
 pub fn reset_current() {
     with_current_vm(|vm| {

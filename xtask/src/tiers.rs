@@ -83,14 +83,14 @@ impl Counts {
         };
         for part in rest.split([';', '.']) {
             let mut words = part.split_whitespace();
-            if let (Some(n), Some(what)) = (words.next(), words.next()) {
-                if let Ok(n) = n.parse::<u64>() {
-                    match what {
-                        "passed" => self.passed += n,
-                        "failed" => self.failed += n,
-                        "ignored" => self.ignored += n,
-                        _ => {}
-                    }
+            if let (Some(n), Some(what)) = (words.next(), words.next())
+                && let Ok(n) = n.parse::<u64>()
+            {
+                match what {
+                    "passed" => self.passed += n,
+                    "failed" => self.failed += n,
+                    "ignored" => self.ignored += n,
+                    _ => {}
                 }
             }
         }

@@ -39,7 +39,7 @@ impl Pl011 {
         }
         #[cfg(not(target_arch = "aarch64"))]
         {
-            let _ = off;
+            let _ = (self.base, off);
             FR_RXFE
         }
     }
