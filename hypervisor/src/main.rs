@@ -18,7 +18,7 @@ mod system;
 mod vcpu;
 mod vm;
 
-use stratum_abi::bundle::{Bundle, FLAG_SEMIHOSTING_EXIT};
+use stratum_abi::bundle::{Bundle, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT};
 use stratum_abi::exit as exit_status;
 use stratum_abi::smccc;
 use stratum_arch::firmware::{self, Conduit};
@@ -112,6 +112,9 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         ),
     });
     banner(&platform, &bundle);
+    if bundle.flags() & FLAG_SELFTEST_EL2_FAULT != 0 {
+        selftest_el2_fault();
+    }
 
     // Free RAM: every bank minus our image, the host DTB and the bundle.
     let mut banks = [PhysRange { start: 0, end: 0 }; 8];
@@ -188,6 +191,18 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     // SAFETY: TPIDR_EL2 names the installed VM's frame, ELR/SPSR_EL2 hold its
     // entry state (set by `Vm::load`), and stage 2 is active.
     unsafe { head::enter_guest(head::stack_top(0)) }
+}
+
+/// The self-test the host tool may ask for: a load from 512 GiB, beyond
+/// EL2's 39-bit address space, takes a translation fault at EL2, which must
+/// end in the epitaph and exit status 70.
+fn selftest_el2_fault() -> ! {
+    log!("self-test: taking a deliberate EL2 data abort");
+    const UNMAPPED: usize = 1 << 39;
+    // SAFETY: deliberately faulting: the load never completes; the EL2
+    // vector turns it into the panic epitaph and stops the machine.
+    let v = unsafe { (UNMAPPED as *const u64).read_volatile() };
+    panic!("self-test: the load from {UNMAPPED:#x} did not fault (read {v:#x})");
 }
 
 /// A `'static` slice over the host DTB, sized by its header.

@@ -85,6 +85,10 @@ fn check_isv0(run: &Run) {
         &[
             "check ldp w3, w4, [x0, #0x24]: w3",
             "isv0: this line was printed with strb w1, [x0], #4",
+            "check ldr x1, [x0, #0x24] (64-bit): ESR.EC: got 0x25",
+            "check ldp x1, x2, [x0, #0x20] (64-bit pair): DFSC: got 0x10",
+            "check ldr q0, [x0, #0x20] (SIMD): FAR: got 0x9000020",
+            "check rejected accesses left IBRD alone: got",
             "STRATUM-TEST PASS isv0",
         ],
     );
@@ -190,6 +194,136 @@ fn bad_memory_size_is_bad_input() {
     assert!(
         run.console.contains("12Q"),
         "the message must quote the bad size\n{}",
+        run.describe()
+    );
+}
+
+/// The hypervisor's own fault path: a deliberate EL2 data abort (requested by
+/// the host tool, never by a guest) must end in the epitaph and exit 1.
+fn check_el2_fault_epitaph(gic: u8, cpu: &str) {
+    let run = run_guest(
+        "hello",
+        &GuestOpts {
+            gic,
+            cpu,
+            timeout: DEFAULT_TIMEOUT,
+            extra_args: &["--selftest-el2-fault"],
+            ..GuestOpts::default()
+        },
+    );
+    assert_status(&run, status::HYPERVISOR_FAILURE, "EL2 fault self-test");
+    assert_in_order(
+        &run,
+        &[
+            "self-test: taking a deliberate EL2 data abort",
+            "PANIC on CPU 0: synchronous exception taken at EL2",
+            "FAR_EL2=0x0000008000000000",
+        ],
+    );
+    // The epitaph's ESR must be a data abort taken at EL2 (EC 0x25).
+    let esr = run
+        .console
+        .split("ESR_EL2=0x")
+        .nth(1)
+        .and_then(|rest| u64::from_str_radix(rest.get(..16)?, 16).ok());
+    assert_eq!(
+        esr.map(|e| (e >> 26) & 0x3f),
+        Some(0x25),
+        "epitaph ESR_EL2 must carry EC 0x25\n{}",
+        run.describe()
+    );
+    assert!(
+        lines_containing(&run.console, "Hello from a Stratum guest").is_empty(),
+        "the guest must never run after the hypervisor died\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn el2_fault_epitaph_gic3() {
+    check_el2_fault_epitaph(3, "cortex-a57");
+}
+
+#[test]
+fn el2_fault_epitaph_gic2_max() {
+    check_el2_fault_epitaph(2, "max");
+}
+
+/// Writes a one-VM system config running the `hello` guest.
+fn hello_config(tag: &str, gic: u8) -> PathBuf {
+    let kernel = guest_elf("hello");
+    let path =
+        std::env::temp_dir().join(format!("stratum-systest-{tag}-{}.toml", std::process::id()));
+    let text = format!(
+        "# written by tests/tests/system.rs\n[machine]\ngic = {gic}\ncpu = \"cortex-a57\"\n\n\
+         [[vm]]\nname = \"cfg-hello\"\nkernel = {kernel:?}\ncmdline = \"marker={tag}\"\n\
+         cpus = 1\nmemory = \"32M\"\n"
+    );
+    std::fs::write(&path, text).expect("write a temporary config");
+    path
+}
+
+fn check_config_run(gic: u8) {
+    let tag = format!("config-gic{gic}");
+    let config = hello_config(&tag, gic);
+    let check = run_stratum(
+        ["check".as_ref(), config.as_os_str()],
+        CLI_TIMEOUT + HARD_TIMEOUT_GRACE,
+    );
+    assert_status(&check, status::OK, "stratum check on a valid config");
+    let run = run_stratum(
+        [
+            "run".as_ref(),
+            config.as_os_str(),
+            "--timeout".as_ref(),
+            "60".as_ref(),
+        ],
+        DEFAULT_TIMEOUT + HARD_TIMEOUT_GRACE,
+    );
+    let _ = std::fs::remove_file(&config);
+    assert_passed(&run, "hello");
+    assert_in_order(
+        &run,
+        &[
+            &format!("GICv{gic}"),
+            "vm0 'cfg-hello': 1 vCPU, 32 MiB",
+            "memory: base 0x40000000 size 0x2000000 (32 MiB)",
+            &format!("bootargs: \"marker={tag}\""),
+        ],
+    );
+}
+
+#[test]
+fn config_file_run_gic2() {
+    check_config_run(2);
+}
+
+#[test]
+fn config_file_run_gic3() {
+    check_config_run(3);
+}
+
+#[test]
+fn config_with_unknown_key_is_bad_input_with_location() {
+    let path = std::env::temp_dir().join(format!(
+        "stratum-systest-badkey-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        "[[vm]]\nname = \"x\"\nkernel = \"k\"\nmemroy = \"64M\"\n",
+    )
+    .expect("write a temporary config");
+    let run = run_stratum(
+        ["check".as_ref(), path.as_os_str()],
+        CLI_TIMEOUT + HARD_TIMEOUT_GRACE,
+    );
+    let _ = std::fs::remove_file(&path);
+    assert_status(&run, status::BAD_INPUT, "unknown config key");
+    let file = path.file_name().expect("file name").to_string_lossy();
+    assert!(
+        run.console.contains(&format!("{file}:4:")) && run.console.contains("memroy"),
+        "the error must name file:line and the key\n{}",
         run.describe()
     );
 }

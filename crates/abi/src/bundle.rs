@@ -14,7 +14,7 @@
 //! | 8 | 4 | format version ([`VERSION`]) |
 //! | 12 | 4 | number of VM records |
 //! | 16 | 8 | total size in bytes |
-//! | 24 | 4 | flags ([`FLAG_SEMIHOSTING_EXIT`]) |
+//! | 24 | 4 | flags ([`FLAG_SEMIHOSTING_EXIT`], [`FLAG_SELFTEST_EL2_FAULT`]) |
 //! | 28 | 4 | reserved, zero |
 //! | 32 | [`VM_RECORD_SIZE`] × n | VM records |
 //! | … | | blobs (kernels, initrds, command lines), each at a 4 KiB-aligned offset |
@@ -56,6 +56,12 @@ pub const MAX_VMS: usize = 16;
 /// Header flag: the hypervisor may stop QEMU with an exit status through
 /// semihosting (`HLT #0xF000`). Set by the host tool, which enables semihosting.
 pub const FLAG_SEMIHOSTING_EXIT: u32 = 1 << 0;
+/// Header flag, self-test: right after the banner the hypervisor takes a
+/// deliberate EL2 data abort (a load from an address EL2 does not map), to
+/// prove that its own fault vector and the panic epitaph work. Only the host
+/// tool sets it (`stratum run --selftest-el2-fault`, hidden from `--help`);
+/// nothing a guest does can.
+pub const FLAG_SELFTEST_EL2_FAULT: u32 = 1 << 1;
 
 /// How the host tool prepared a kernel (informational for the hypervisor: the
 /// load and entry offsets already say everything it needs).

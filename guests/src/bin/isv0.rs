@@ -13,6 +13,7 @@ use core::arch::asm;
 use stratum_guests::console::{
     FR_BUSY, FR_TXFE, FR_TXFF, PL011_BASE, UARTDR, UARTFBRD, UARTFR, UARTIBRD,
 };
+use stratum_guests::exception::expect_abort;
 use stratum_guests::{Checks, console, mmio, println};
 
 stratum_guests::entry!("isv0", main);
@@ -202,9 +203,64 @@ fn main(_dtb: usize) -> ! {
     }
     c.check_eq("strb w1, [x0], #4: bad writebacks", bad_writeback, 0);
 
+    rejected_accesses(&mut c);
+
     write_reg(UARTIBRD, orig_ibrd);
     write_reg(UARTFBRD, orig_fbrd);
     c.check_eq("IBRD restored", read_reg(UARTIBRD).into(), orig_ibrd.into());
     c.check_eq("FBRD restored", read_reg(UARTFBRD).into(), orig_fbrd.into());
     c.finish()
+}
+
+/// Accesses the PL011 cannot take (64-bit, and a SIMD register load, which
+/// the hypervisor does not emulate): each must reach this guest as a
+/// synchronous external abort (EC 0x25, DFSC 0x10, FAR = the address) with
+/// no side effect on the device, and the guest keeps running.
+fn rejected_accesses(c: &mut Checks) {
+    fn ldr_x() {
+        // SAFETY: a 64-bit load from IBRD: the hypervisor must refuse it; the
+        // armed handler skips the instruction.
+        unsafe { asm!("ldr x1, [x0, #0x24]", in("x0") BASE, out("x1") _, options(nostack)) }
+    }
+    fn str_x() {
+        // SAFETY: a 64-bit store to IBRD, refused as above.
+        unsafe {
+            asm!("str x1, [x0, #0x24]", in("x0") BASE, in("x1") 0x0bad_0bad_u64, options(nostack))
+        }
+    }
+    fn ldp_x() {
+        // SAFETY: a 64-bit pair load (no syndrome): decoded, then refused.
+        unsafe {
+            asm!("ldp x1, x2, [x0, #0x20]", in("x0") BASE, out("x1") _, out("x2") _,
+                 options(nostack))
+        }
+    }
+    fn ldr_q() {
+        // SAFETY: a SIMD&FP register load (no syndrome): not emulated.
+        unsafe { asm!("ldr q0, [x0, #0x20]", in("x0") BASE, out("v0") _, options(nostack)) }
+    }
+    let cases: [(&str, fn(), usize); 4] = [
+        ("ldr x1, [x0, #0x24] (64-bit)", ldr_x, UARTIBRD),
+        ("str x1, [x0, #0x24] (64-bit)", str_x, UARTIBRD),
+        ("ldp x1, x2, [x0, #0x20] (64-bit pair)", ldp_x, 0x20),
+        ("ldr q0, [x0, #0x20] (SIMD)", ldr_q, 0x20),
+    ];
+    let before = read_reg(UARTIBRD);
+    for (what, access, offset) in cases {
+        match expect_abort(access) {
+            Some(e) => {
+                c.check_eq(format_args!("{what}: ESR.EC"), e.ec(), 0x25);
+                c.check_eq(format_args!("{what}: DFSC"), e.esr & 0x3f, 0x10);
+                c.check_eq(format_args!("{what}: FAR"), e.far, (BASE + offset) as u64);
+            }
+            None => {
+                c.check(format_args!("{what}: aborted"), false);
+            }
+        }
+    }
+    c.check_eq(
+        "rejected accesses left IBRD alone",
+        read_reg(UARTIBRD).into(),
+        before.into(),
+    );
 }

@@ -124,6 +124,10 @@ pub struct RunArgs {
     /// [env: STRATUM_HYPERVISOR].
     #[arg(long, value_name = "IMAGE")]
     pub hypervisor: Option<PathBuf>,
+    /// Self-test: the hypervisor takes a deliberate EL2 fault after booting,
+    /// to show its panic epitaph (hidden: for the system tests).
+    #[arg(long, hide = true)]
+    pub selftest_el2_fault: bool,
     /// Extra arguments for QEMU, after `--` (e.g. `-- -d guest_errors`).
     #[arg(last = true, value_name = "QEMU ARGS")]
     pub qemu_args: Vec<OsString>,
@@ -165,6 +169,7 @@ impl RunArgs {
             deterministic: self.deterministic,
             timeout: self.timeout,
             qemu_args: self.qemu_args.clone(),
+            selftest_el2_fault: self.selftest_el2_fault,
             ..RunOptions::new(self.config()?)
         })
     }

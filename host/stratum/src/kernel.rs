@@ -54,8 +54,9 @@ pub fn prepare_kernel(
 }
 
 /// Reads the files of every VM in `config` and encodes the boot bundle
-/// (with [`FLAG_SEMIHOSTING_EXIT`] set: the tool always enables semihosting).
-pub fn build_bundle(config: &Config) -> Result<Vec<u8>> {
+/// (with [`FLAG_SEMIHOSTING_EXIT`] set: the tool always enables semihosting,
+/// plus `extra_flags`).
+pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
     struct Loaded {
         kernel: PreparedKernel,
         initrd: Option<Vec<u8>>,
@@ -78,7 +79,7 @@ pub fn build_bundle(config: &Config) -> Result<Vec<u8>> {
         .zip(&loaded)
         .map(|(vm, l)| vm_image(vm, &l.kernel, l.initrd.as_deref()))
         .collect();
-    let bytes = bundle::encode(FLAG_SEMIHOSTING_EXIT, &images);
+    let bytes = bundle::encode(FLAG_SEMIHOSTING_EXIT | extra_flags, &images);
     // The hypervisor will run exactly this check; fail here, with a clearer
     // exit status, if the tool and the ABI ever disagree.
     bundle::Bundle::parse(&bytes)
@@ -153,7 +154,7 @@ mod tests {
         })
         .expect("valid config");
         assert_eq!(config.bundle_size(), {
-            let b = build_bundle(&config).expect("bundle");
+            let b = build_bundle(&config, 0).expect("bundle");
             b.len() as u64
         });
         config
@@ -167,7 +168,7 @@ mod tests {
             .segment(RAM + 0x8_1000, &[0xBB; 0x10], 0x4000)
             .build();
         let config = one_vm(&dir, &elf, None);
-        let bytes = build_bundle(&config).expect("bundle");
+        let bytes = build_bundle(&config, 0).expect("bundle");
         let b = Bundle::parse(&bytes).expect("valid bundle");
         assert_eq!(b.flags(), FLAG_SEMIHOSTING_EXIT);
         let vm = b.vm(0).expect("one VM");
@@ -192,7 +193,7 @@ mod tests {
         let dir = TestDir::new("bundle-raw");
         let raw = [0x1fu8, 0x20, 0x03, 0xd5].repeat(100);
         let config = one_vm(&dir, &raw, Some(b"070701 cpio"));
-        let bytes = build_bundle(&config).expect("bundle");
+        let bytes = build_bundle(&config, 0).expect("bundle");
         let vm = Bundle::parse(&bytes).expect("valid").vm(0).expect("vm");
         assert_eq!(vm.kernel_kind, KernelKind::Raw);
         assert_eq!(vm.kernel, &raw[..]);
@@ -207,7 +208,7 @@ mod tests {
         let dir = TestDir::new("bundle-image");
         let img = linux_image(0x20_0000, 0x80_0000, 0b10, 0x3000);
         let config = one_vm(&dir, &img, None);
-        let bytes = build_bundle(&config).expect("bundle");
+        let bytes = build_bundle(&config, 0).expect("bundle");
         let vm = Bundle::parse(&bytes).expect("valid").vm(0).expect("vm");
         assert_eq!(vm.kernel_kind, KernelKind::LinuxImage);
         assert_eq!(vm.kernel, &img[..]);

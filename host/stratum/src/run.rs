@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub capture: bool,
     /// Copy the console to our stdout (and QEMU's stderr to ours) as it arrives.
     pub echo: bool,
+    /// Ask the hypervisor for its EL2-fault self-test
+    /// ([`stratum_abi::bundle::FLAG_SELFTEST_EL2_FAULT`]).
+    pub selftest_el2_fault: bool,
 }
 
 impl RunOptions {
@@ -57,6 +60,7 @@ impl RunOptions {
             qemu_args: Vec::new(),
             capture: false,
             echo: true,
+            selftest_el2_fault: false,
         }
     }
 }
@@ -143,7 +147,12 @@ pub struct RunOutcome {
 /// Errors (bad input, environment) come before QEMU starts; once it has
 /// started, every ending is a [`RunOutcome`].
 pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
-    let bundle = build_bundle(&opts.config)?;
+    let flags = if opts.selftest_el2_fault {
+        stratum_abi::bundle::FLAG_SELFTEST_EL2_FAULT
+    } else {
+        0
+    };
+    let bundle = build_bundle(&opts.config, flags)?;
     let qemu = find_qemu()?;
     let scratch = ScratchDir::new()?;
     let hypervisor = HypervisorSource::choose(opts.hypervisor.as_deref(), opts.release)
