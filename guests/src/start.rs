@@ -1,6 +1,8 @@
 //! Boot: `_start`, the hand-off to the guest's `main`, and the panic handler.
 //!
-//! `_start` runs before any Rust code: it keeps `x0` (the DTB address) in a
+//! `_start` opens with an arm64 `Image` header (a branch over it comes
+//! first), so each guest's flattened binary is also a valid `Image` and raw
+//! binary. Then, before any Rust code, it keeps `x0` (the DTB address) in a
 //! callee-saved register, sets `SP` to the top of the stack reserved in `.bss`
 //! by `link.ld`, enables FP/SIMD at EL1 (`CPACR_EL1.FPEN = 0b11`; the compiler
 //! may use SIMD registers anywhere), zeroes `.bss`, installs the vector table
@@ -16,6 +18,17 @@ core::arch::global_asm!(
     .global _start
     .type _start, %function
 _start:
+    // An arm64 `Image` header (Documentation/arch/arm64/booting.rst), so the
+    // flattened binary boots as a Linux-style Image or as a raw binary too.
+    b       .Lboot                  // code0
+    .long   0                       // code1
+    .quad   0x80000                 // text_offset: RAM + 0x80000, as linked
+    .quad   __image_size            // image_size, bss and stack included
+    .quad   0x2                     // little-endian, 4 KiB pages
+    .quad   0, 0, 0
+    .ascii  "ARM\x64"
+    .long   0
+.Lboot:
     mov     x19, x0
     adrp    x1, __stack_top
     add     x1, x1, :lo12:__stack_top

@@ -18,7 +18,7 @@ mod system;
 mod vcpu;
 mod vm;
 
-use stratum_abi::bundle::{Bundle, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT};
+use stratum_abi::bundle::{Bundle, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT, KernelKind};
 use stratum_abi::exit as exit_status;
 use stratum_abi::smccc;
 use stratum_arch::firmware::{self, Conduit};
@@ -172,12 +172,17 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         }
     };
     log!(
-        "vm0 '{}': {} vCPU, {} MiB at IPA {} (PA {}), kernel at {}, entry {}, {} table pages",
+        "vm0 '{}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}, {} table pages",
         image.name,
         image.vcpus,
         vm.ram.size >> 20,
         vm.ram.start,
         vm.ram_pa,
+        match image.kernel_kind {
+            KernelKind::LinuxImage => "arm64 Image",
+            KernelKind::Raw => "raw binary",
+            KernelKind::Elf => "ELF",
+        },
         vm.layout.kernel.start,
         vm.layout.entry,
         pool.used_pages()

@@ -327,3 +327,48 @@ fn config_with_unknown_key_is_bad_input_with_location() {
         run.describe()
     );
 }
+
+/// Boots `kernel` (any format) on GICv3 and checks how the hypervisor loaded it.
+fn check_kernel_format(kernel: &std::path::Path, kind: &str) {
+    let run = run_stratum(
+        [
+            "run".as_ref(),
+            "--kernel".as_ref(),
+            kernel.as_os_str(),
+            "--timeout".as_ref(),
+            "60".as_ref(),
+        ],
+        DEFAULT_TIMEOUT + HARD_TIMEOUT_GRACE,
+    );
+    assert_passed(&run, "hello");
+    assert_in_order(
+        &run,
+        &[
+            &format!("kernel ({kind}) at 0x40080000, entry 0x40080000"),
+            "Hello from a Stratum guest!",
+        ],
+    );
+}
+
+#[test]
+fn kernel_format_elf() {
+    check_kernel_format(&guest_elf("hello"), "ELF");
+}
+
+#[test]
+fn kernel_format_arm64_image() {
+    // xtask flattens the hello ELF, whose first bytes are an Image header.
+    check_kernel_format(&guest_elf("hello.img"), "arm64 Image");
+}
+
+#[test]
+fn kernel_format_raw_binary() {
+    // The same bytes without the Image magic: loaded as a raw binary at
+    // RAM + 0x80000, where the guest is linked.
+    let mut bytes = std::fs::read(guest_elf("hello.img")).expect("read hello.img");
+    bytes[0x38..0x3c].fill(0);
+    let raw = std::env::temp_dir().join(format!("stratum-hello-{}.raw", std::process::id()));
+    std::fs::write(&raw, bytes).expect("write the raw binary");
+    check_kernel_format(&raw, "raw binary");
+    let _ = std::fs::remove_file(&raw);
+}

@@ -101,9 +101,14 @@ pub fn build_all() -> Result<Artifacts, String> {
     ])?;
     cargo(&["build", "-p", "stratum"])?;
     let target = root().join("target");
+    let guests = target.join(GUEST_TARGET).join("release");
+    // The demo guest also as an arm64 Image, so the system tests boot every
+    // kernel format (ELF, Image, raw).
+    stratum::make_image(&guests.join("hello"), &guests.join("hello.img"))
+        .map_err(|e| format!("{e:#}"))?;
     Ok(Artifacts {
         hypervisor,
-        guests: target.join(GUEST_TARGET).join("release"),
+        guests,
         stratum: target.join("debug").join("stratum"),
     })
 }
