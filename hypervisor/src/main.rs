@@ -155,10 +155,11 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     // which runs yet.
     unsafe { sysreg::set_vtcr_el2(s2cfg.vtcr) };
 
-    if bundle.vm_count() > 1 {
+    if bundle.vm_count() > stratum_abi::limits::RUNNING_VMS {
         log!(
-            "error: the bundle describes {} VMs; this version runs one",
-            bundle.vm_count()
+            "error: the bundle describes {} VMs; this version runs {}",
+            bundle.vm_count(),
+            stratum_abi::limits::RUNNING_VMS
         );
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }

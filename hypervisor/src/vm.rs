@@ -59,8 +59,8 @@ impl core::fmt::Display for VmError {
     }
 }
 
-/// Most vCPUs per VM in this version (SMP guests come later).
-pub const MAX_VCPUS: usize = 1;
+/// Most vCPUs per VM in this version (the host tool enforces the same limit).
+pub const MAX_VCPUS: usize = stratum_abi::limits::VCPUS_PER_VM as usize;
 
 /// One virtual machine.
 pub struct Vm {

@@ -372,3 +372,28 @@ fn kernel_format_raw_binary() {
     check_kernel_format(&raw, "raw binary");
     let _ = std::fs::remove_file(&raw);
 }
+
+#[test]
+fn smp_request_is_refused_before_boot() {
+    let kernel = guest_elf("hello");
+    let run = run_stratum(
+        [
+            "run".as_ref(),
+            "--kernel".as_ref(),
+            kernel.as_os_str(),
+            "--cpus".as_ref(),
+            "2".as_ref(),
+            "--timeout".as_ref(),
+            "10".as_ref(),
+        ],
+        CLI_TIMEOUT + HARD_TIMEOUT_GRACE,
+    );
+    assert_status(&run, status::BAD_INPUT, "--cpus 2");
+    assert!(
+        run.console
+            .contains("--cpus: 2 vCPUs: this version of Stratum runs 1 vCPU per VM")
+            && !run.console.contains("[stratum] Stratum"),
+        "refused by the tool, before the hypervisor boots\n{}",
+        run.describe()
+    );
+}

@@ -18,4 +18,5 @@ extern crate alloc;
 pub mod bundle;
 pub mod console;
 pub mod exit;
+pub mod limits;
 pub mod smccc;

@@ -178,11 +178,13 @@ impl RunArgs {
 /// Runs a parsed command line; returns the exit status.
 pub fn execute(cli: &Cli) -> i32 {
     let result = match &cli.command {
-        Command::Check { config } => Config::load(config).map(|c| {
-            println!("{}: OK", config.display());
-            print!("{}", c.summary());
-            exit_code::SUCCESS
-        }),
+        Command::Check { config } => Config::load(config)
+            .and_then(|c| c.check_supported().map(|()| c))
+            .map(|c| {
+                println!("{}: OK", config.display());
+                print!("{}", c.summary());
+                exit_code::SUCCESS
+            }),
         Command::Run(args) => args.options().and_then(|opts| run(&opts)).map(|outcome| {
             if outcome.exit_code != exit_code::SUCCESS {
                 eprintln!("stratum: {}", outcome.verdict.describe());

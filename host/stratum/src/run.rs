@@ -147,6 +147,7 @@ pub struct RunOutcome {
 /// Errors (bad input, environment) come before QEMU starts; once it has
 /// started, every ending is a [`RunOutcome`].
 pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
+    opts.config.check_supported()?;
     let flags = if opts.selftest_el2_fault {
         stratum_abi::bundle::FLAG_SELFTEST_EL2_FAULT
     } else {

@@ -225,6 +225,43 @@ impl Config {
         validate(raw, &source, base)
     }
 
+    /// Whether this build of the hypervisor can run the system
+    /// ([`stratum_abi::limits`]): the format allows more vCPUs and VMs than
+    /// this version runs. `stratum check` and `stratum run` call it, so the
+    /// refusal comes before anything starts, naming the file (or flag) and
+    /// the field.
+    pub fn check_supported(&self) -> Result<()> {
+        use stratum_abi::limits;
+        let origin = |field: &str, flag: &str| match &self.source {
+            Some(path) => format!("{}: {field}", path.display()),
+            None => flag.to_owned(),
+        };
+        let mut problems = Vec::new();
+        if self.vms.len() > limits::RUNNING_VMS {
+            problems.push(format!(
+                "{}: {} VMs: this version of Stratum runs {} VM at a time (several VMs are planned)",
+                origin("vm", "--kernel"),
+                self.vms.len(),
+                limits::RUNNING_VMS
+            ));
+        }
+        for (i, vm) in self.vms.iter().enumerate() {
+            if vm.cpus > limits::VCPUS_PER_VM {
+                problems.push(format!(
+                    "{}: {} vCPUs: this version of Stratum runs {} vCPU per VM (SMP guests are planned)",
+                    origin(&format!("vm[{i}].cpus"), "--cpus"),
+                    vm.cpus,
+                    limits::VCPUS_PER_VM
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::input(problems.join("\n")))
+        }
+    }
+
     /// Builds and validates a one-VM config from command-line flags. Errors
     /// name the flag. Paths are relative to the current directory.
     pub fn from_flags(flags: &VmFlags) -> Result<Self> {
