@@ -39,6 +39,8 @@
 //! | 120 | 8 | command line length (no NUL) |
 //! | 128 | 128 | reserved, zero |
 
+use crate::bytes::{le_u32, le_u64};
+
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"STRATBN1";
 /// The only format version this crate reads and writes.
@@ -181,18 +183,6 @@ pub struct VmImage<'a> {
     pub initrd: Option<&'a [u8]>,
     /// The kernel command line.
     pub cmdline: &'a str,
-}
-
-fn le_u32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn le_u64(b: &[u8], at: usize) -> Option<u64> {
-    let s = b.get(at..at.checked_add(8)?)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(s);
-    Some(u64::from_le_bytes(a))
 }
 
 fn blob(b: &[u8], off: u64, len: u64) -> Option<&[u8]> {

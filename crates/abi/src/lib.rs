@@ -16,6 +16,7 @@
 extern crate alloc;
 
 pub mod bundle;
+pub mod bytes;
 pub mod console;
 pub mod exit;
 pub mod limits;

@@ -21,6 +21,7 @@
 //! on any input (a property test feeds it random bytes).
 
 use core::ops::Range;
+use stratum_abi::bytes::{le_u16, le_u32, le_u64};
 
 /// Where raw binaries (and header-less old `Image`s) are loaded, from the RAM base.
 pub const RAW_LOAD_OFFSET: u64 = 0x8_0000;
@@ -445,23 +446,6 @@ fn inspect_elf(bytes: &[u8]) -> Result<ElfInfo, ImageError> {
         count,
         entry,
     })
-}
-
-fn le_u16(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_le_bytes([s[0], s[1]]))
-}
-
-fn le_u32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn le_u64(b: &[u8], at: usize) -> Option<u64> {
-    let s = b.get(at..at.checked_add(8)?)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(s);
-    Some(u64::from_le_bytes(a))
 }
 
 #[cfg(test)]
