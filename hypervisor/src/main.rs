@@ -173,7 +173,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         }
     };
     log!(
-        "vm0 '{}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}, {} table pages",
+        "vm0 '{}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
         image.name,
         image.vcpus,
         vm.ram.size >> 20,
@@ -186,6 +186,13 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         },
         vm.layout.kernel.start,
         vm.layout.entry,
+    );
+    log!(
+        "vm0 stage 2: {} x 1 GiB + {} x 2 MiB blocks + {} x 4 KiB pages, VMID {}; {} table pages in use",
+        vm.map_stats.blocks_1g,
+        vm.map_stats.blocks_2m,
+        vm.map_stats.pages_4k,
+        vm.vttbr >> 48,
         pool.used_pages()
     );
     if let Err(e) = vm.load() {

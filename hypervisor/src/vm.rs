@@ -9,7 +9,7 @@ use stratum_core::layout::{self, GuestLayout, KernelPlacement};
 use stratum_core::pl011::Pl011;
 use stratum_core::platform::GicVersion;
 use stratum_core::psci::{PowerState, VcpuPower};
-use stratum_core::stage2::{Mapping, Stage2Config, Stage2Table};
+use stratum_core::stage2::{MapStats, Mapping, Stage2Config, Stage2Table};
 use stratum_core::vmexit::ExitCounters;
 
 use crate::mem::{RamAllocator, TablePool};
@@ -88,6 +88,8 @@ pub struct Vm {
     pub frame: Frame,
     /// The guest's GIC view.
     pub gic: GuestGic,
+    /// How stage 2 maps guest RAM (blocks of each size).
+    pub map_stats: MapStats,
 }
 
 static DTB_BUF: SpinLock<[u8; DTB_MAX]> = SpinLock::new([0; DTB_MAX]);
@@ -113,7 +115,7 @@ impl Vm {
             .alloc(ram.size, TWO_MIB)
             .ok_or(VmError::OutOfMemory(ram.size))?;
         let mut table = Stage2Table::new(pool, s2cfg).map_err(VmError::Stage2)?;
-        table
+        let map_stats = table
             .map(pool, ram.start, Pa(pa), ram.size, Mapping::RamRwx)
             .map_err(VmError::Stage2)?;
         let vmid = u16::try_from(id + 1).expect("fewer VMs than VMIDs");
@@ -158,6 +160,7 @@ impl Vm {
             boot_count: 0,
             frame: Frame::default(),
             gic,
+            map_stats,
         })
     }
 

@@ -397,3 +397,37 @@ fn smp_request_is_refused_before_boot() {
         run.describe()
     );
 }
+
+/// Stage 2 maps guest RAM with the largest blocks alignment allows: a 1 GiB
+/// VM with one 1 GiB block (the tool leaves room for a 1 GiB-aligned
+/// carve-out), a 128 MiB VM with 2 MiB blocks and no 4 KiB pages.
+fn check_block_mapping(memory: &str, expect: &str) {
+    let run = run_guest(
+        "hello",
+        &GuestOpts {
+            gic: 3,
+            cpu: "cortex-a57",
+            timeout: DEFAULT_TIMEOUT,
+            extra_args: &["--memory", memory],
+            ..GuestOpts::default()
+        },
+    );
+    assert_passed(&run, "hello");
+    assert_in_order(&run, &[expect, "Hello from a Stratum guest!"]);
+}
+
+#[test]
+fn stage2_maps_1g_vm_with_one_1g_block() {
+    check_block_mapping(
+        "1G",
+        "vm0 stage 2: 1 x 1 GiB + 0 x 2 MiB blocks + 0 x 4 KiB pages",
+    );
+}
+
+#[test]
+fn stage2_maps_128m_vm_with_2m_blocks() {
+    check_block_mapping(
+        "128M",
+        "vm0 stage 2: 0 x 1 GiB + 64 x 2 MiB blocks + 0 x 4 KiB pages",
+    );
+}

@@ -380,6 +380,28 @@ pub fn required_host_memory(vm_memory: u64, bundle_size: u64) -> Option<u64> {
         .checked_next_multiple_of(HOST_MEMORY_GRANULE)
 }
 
+/// Host RAM to give QEMU when the config does not say: the
+/// [`required_host_memory`] minimum, except that VM memory of 1 GiB or more
+/// gets room to start on a 1 GiB boundary (the hypervisor carves VMs
+/// top-down), so stage 2 can map it with 1 GiB blocks. QEMU backs guest RAM
+/// lazily, so the slack costs address space, not host memory. Never more
+/// than [`MAX_HOST_MEMORY`] unless the minimum already is.
+pub fn default_host_memory(vm_memory: u64, bundle_size: u64) -> Option<u64> {
+    let required = required_host_memory(vm_memory, bundle_size)?;
+    if vm_memory < GIB {
+        return Some(required);
+    }
+    let aligned = bundle_size
+        .checked_add(HYPERVISOR_RESERVE)?
+        .checked_next_multiple_of(GIB)?
+        .checked_add(vm_memory.checked_next_multiple_of(GIB)?)?;
+    Some(if aligned <= MAX_HOST_MEMORY {
+        aligned.max(required)
+    } else {
+        required
+    })
+}
+
 fn plural(n: u32) -> &'static str {
     if n == 1 { "" } else { "s" }
 }

@@ -422,6 +422,22 @@ fn required_host_memory_rounds_up() {
 }
 
 #[test]
+fn default_host_memory_leaves_room_for_1g_blocks() {
+    // Small VMs: just the minimum.
+    assert_eq!(default_host_memory(128 * MIB, 4096), Some(512 * MIB));
+    // A 1 GiB VM: 1 GiB for the hypervisor and bundle below it, so the VM
+    // (carved top-down) starts on a 1 GiB boundary.
+    assert_eq!(default_host_memory(GIB, 4096), Some(2 * GIB));
+    assert_eq!(default_host_memory(GIB + 2 * MIB, 0), Some(3 * GIB));
+    // Never beyond what QEMU virt holds unless the minimum already is.
+    assert_eq!(
+        default_host_memory(254 * GIB + 512 * MIB, 0),
+        Some(254 * GIB + 768 * MIB)
+    );
+    assert_eq!(default_host_memory(u64::MAX, 1), None);
+}
+
+#[test]
 fn flags_mode() {
     let fx = Fixture::new();
     let kernel = fx.dir.path().join("hello.elf");

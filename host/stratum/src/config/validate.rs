@@ -177,7 +177,10 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
     if !d.messages.is_empty() {
         return Err(Error::input(d.messages.join("\n")));
     }
-    config.machine.memory = memory_override.map_or(required, |(bytes, _)| bytes);
+    config.machine.memory = memory_override.map_or_else(
+        || default_host_memory(vm_memory, bundle).unwrap_or(required),
+        |(bytes, _)| bytes,
+    );
     Ok(config)
 }
 
