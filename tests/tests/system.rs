@@ -431,3 +431,48 @@ fn stage2_maps_128m_vm_with_2m_blocks() {
         "vm0 stage 2: 0 x 1 GiB + 64 x 2 MiB blocks + 0 x 4 KiB pages",
     );
 }
+
+/// Every example in `configs/` is checked and booted (they name guests that
+/// `cargo xtask build` produces in the default target directory).
+#[test]
+fn example_configs_check_and_run() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("configs/ exists") {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        seen += 1;
+        let check = run_stratum(
+            ["check".as_ref(), path.as_os_str()],
+            CLI_TIMEOUT + HARD_TIMEOUT_GRACE,
+        );
+        assert_status(
+            &check,
+            status::OK,
+            &format!("stratum check {}", path.display()),
+        );
+        let run = run_stratum(
+            [
+                "run".as_ref(),
+                path.as_os_str(),
+                "--timeout".as_ref(),
+                "60".as_ref(),
+            ],
+            DEFAULT_TIMEOUT + HARD_TIMEOUT_GRACE,
+        );
+        assert_status(&run, status::OK, &format!("stratum run {}", path.display()));
+        let verdicts = markers(&run.console);
+        assert!(
+            !verdicts.is_empty()
+                && verdicts
+                    .iter()
+                    .all(|m| m.verdict == stratum_systests::Verdict::Pass),
+            "{}: every guest must report PASS\n{}",
+            path.display(),
+            run.describe()
+        );
+    }
+    assert!(seen > 0, "no example configs in {}", dir.display());
+}

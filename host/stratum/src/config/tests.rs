@@ -566,11 +566,7 @@ fn example_configs_in_the_repository_parse() {
             seen += 1;
         }
     }
-    assert!(
-        seen >= 2,
-        "expected at least two example configs in {}",
-        dir.display()
-    );
+    assert!(seen >= 1, "expected example configs in {}", dir.display());
 }
 
 #[test]
