@@ -139,11 +139,13 @@ pub struct AbortReport {
 /// Why an access was answered with an abort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AbortCause {
-    /// Nothing is mapped at that address in the VM's memory map.
+    /// Nothing is mapped at that address in the VM's memory map (or a
+    /// stage-1 table walk touched a device).
     Unmapped,
     /// The device rejected the access (width or offset).
     DeviceRejected,
-    /// The instruction (ISV = 0) could not be fetched or decoded.
+    /// The instruction (ISV = 0) could not be fetched or decoded, or is a
+    /// 16-bit T32 instruction that cannot be stepped over.
     Undecodable,
     /// An instruction fetch from outside guest memory.
     InstructionFetch,
@@ -330,8 +332,16 @@ fn emulate_mmio(
     vm: &mut VmModel<'_>,
     env: &mut impl ExitEnv,
 ) -> Result<(), AbortCause> {
-    if !vm.uart_regs.contains(ipa) {
+    // A stage-2 fault on a stage-1 table walk: HPFAR names the guest's
+    // translation table, FAR the address the instruction accessed. Neither
+    // is an access to a device register; the guest gets an external abort.
+    if abort.s1ptw || !vm.uart_regs.contains(ipa) {
         return Err(AbortCause::Unmapped);
+    }
+    // `Action::Advance` steps 4 bytes: a 16-bit T32 instruction (IL = 0,
+    // only possible from AArch32 with a valid syndrome) cannot be completed.
+    if !abort.il32 {
+        return Err(AbortCause::Undecodable);
     }
     // From the syndrome when the CPU gave one, else by decoding the
     // instruction at the guest PC (A64 only: AArch32 guests get an abort).
@@ -395,3 +405,6 @@ fn perform(
     }
     Some(n)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1288 @@
+//! Exit-policy tests: synthetic exits (real `ESR_EL2`/`HPFAR_EL2` encodings)
+//! against a fake register file, a fake [`ExitEnv`] and a real PL011 model.
+//! Instruction words come from `llvm-mc -triple=aarch64 -show-encoding`.
+
+use super::*;
+use crate::guest_dt::virt_map;
+use crate::psci::{PowerState, WorkaroundState};
+use proptest::prelude::*;
+use stratum_abi::smccc::{self, stratum};
+
+// ---------------------------------------------------------------- fixtures
+
+/// Guest VA the guest maps the UART at (any VA works; only its low 12 bits
+/// reach the IPA).
+const UART_VA: u64 = 0xffff_7fff_fc00_1000;
+/// Guest IPA of the UART (QEMU `virt`).
+const UART_IPA: u64 = 0x0900_0000;
+/// Guest RAM: 128 MiB at 0x4000_0000.
+const RAM: IpaRange = IpaRange {
+    start: Ipa(0x4000_0000),
+    size: 0x800_0000,
+};
+const VBAR: u64 = 0xffff_8000_1001_0800;
+/// SCTLR_EL1 as Linux sets it (the value only matters for PSTATE features,
+/// none of which the tests enable).
+const SCTLR: u64 = 0x0000_0000_34d5_d91d;
+/// Guest PC of the trapping instruction.
+const PC: u64 = 0xffff_8000_1020_0040;
+const VM_ID: u64 = 3;
+const BOOTS: u64 = 7;
+
+/// PSTATE (SPSR_EL2) values: DAIF masked plus `M`.
+const EL1H: u64 = 0x3c5;
+const EL1T: u64 = 0x3c4;
+const EL0: u64 = 0x000;
+/// AArch32 EL0 (User mode, `M[4]` = nRW = 1).
+const AARCH32_USR: u64 = 0x010;
+
+// Exception classes and ESR fields (Arm ARM D24.2, ESR_EL2).
+const EC_UNKNOWN: u64 = 0x00;
+const EC_WFX: u64 = 0x01;
+const EC_HVC64: u64 = 0x16;
+const EC_SMC64: u64 = 0x17;
+const EC_SYS64: u64 = 0x18;
+const EC_IABT_LOWER: u64 = 0x20;
+const EC_IABT_SAME: u64 = 0x21;
+const EC_DABT_LOWER: u64 = 0x24;
+const EC_DABT_SAME: u64 = 0x25;
+const IL: u64 = 1 << 25;
+const ISV: u64 = 1 << 24;
+const SSE: u64 = 1 << 21;
+const SF: u64 = 1 << 15;
+const S1PTW: u64 = 1 << 7;
+const WNR: u64 = 1 << 6;
+/// Stage-2 translation fault, level 3.
+const FSC_TRANSLATION_L3: u64 = 0x07;
+/// Synchronous external abort (what injected aborts carry).
+const FSC_EXTERNAL: u64 = 0x10;
+
+// PL011 register offsets and flags.
+const DR: u64 = 0x000;
+const FR: u64 = 0x018;
+const IBRD: u64 = 0x024;
+const FBRD: u64 = 0x028;
+const FR_RXFE: u64 = 1 << 4;
+const FR_TXFE: u64 = 1 << 7;
+
+// A64 instruction words (llvm-mc -triple=aarch64 -mattr=+lse).
+/// `stp w1, w2, [x0, #0x24]`
+const STP_W1_W2_X0_24: u32 = 0x2904_8801;
+/// `stp w1, w2, [x0]`
+const STP_W1_W2_X0: u32 = 0x2900_0801;
+/// `ldp w1, w2, [x0, #0x24]`
+const LDP_W1_W2_X0_24: u32 = 0x2944_8801;
+/// `ldp w3, w4, [x0], #8`
+const LDP_W3_W4_X0_POST8: u32 = 0x28c1_1003;
+/// `ldr w1, [x0, #0x18]`
+const LDR_W1_X0_18: u32 = 0xb940_1801;
+/// `nop`
+const NOP: u32 = 0xd503_201f;
+/// `ldadd w1, w2, [x0]`
+const LDADD_W1_W2_X0: u32 = 0xb821_0002;
+
+const fn esr(ec: u64, iss: u64) -> u64 {
+    (ec << 26) | IL | iss
+}
+
+const fn hvc() -> u64 {
+    esr(EC_HVC64, 0)
+}
+
+const fn smc() -> u64 {
+    esr(EC_SMC64, 0)
+}
+
+/// A lower-EL data abort with a valid syndrome: `sas` = log2 of the size,
+/// `srt` the transfer register.
+const fn dabt_isv(sas: u64, srt: u64, write: bool) -> u64 {
+    let wnr = if write { WNR } else { 0 };
+    esr(
+        EC_DABT_LOWER,
+        ISV | (sas << 22) | (srt << 16) | wnr | FSC_TRANSLATION_L3,
+    )
+}
+
+/// A lower-EL data abort without a syndrome (ISV = 0).
+const fn dabt_no_isv(write: bool) -> u64 {
+    let wnr = if write { WNR } else { 0 };
+    esr(EC_DABT_LOWER, wnr | FSC_TRANSLATION_L3)
+}
+
+/// `HPFAR_EL2` for a fault at `ipa`: FIPA \[43:4\] = IPA\[51:12\].
+const fn hpfar(ipa: u64) -> u64 {
+    (ipa >> 12) << 4
+}
+
+/// An exit at the UART register `offset` (EL1h, PC = [`PC`]).
+const fn uart_exit(esr: u64, offset: u64) -> ExitInfo {
+    ExitInfo {
+        esr,
+        far: UART_VA + offset,
+        hpfar: hpfar(UART_IPA + offset),
+        pc: PC,
+        pstate: EL1H,
+    }
+}
+
+/// An exit that is not an abort (HVC, SMC, WFI …).
+const fn call_exit(esr: u64) -> ExitInfo {
+    ExitInfo {
+        esr,
+        far: 0,
+        hpfar: 0,
+        pc: PC,
+        pstate: EL1H,
+    }
+}
+
+/// A vCPU register file with recognisable contents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Regs {
+    x: [u64; 31],
+    sp: u64,
+    pc: u64,
+}
+
+impl Regs {
+    fn new() -> Self {
+        let mut x = [0; 31];
+        for (n, r) in x.iter_mut().enumerate() {
+            *r = 0xa5a5_0000_0000_0000 | n as u64;
+        }
+        Self {
+            x,
+            sp: 0xffff_8000_0000_8000,
+            pc: PC,
+        }
+    }
+}
+
+impl GuestRegs for Regs {
+    fn x(&self, n: u8) -> u64 {
+        self.x.get(usize::from(n)).copied().unwrap_or(0)
+    }
+    fn set_x(&mut self, n: u8, v: u64) {
+        if let Some(r) = self.x.get_mut(usize::from(n)) {
+            *r = v;
+        }
+    }
+    fn sp(&self) -> u64 {
+        self.sp
+    }
+    fn set_sp(&mut self, v: u64) {
+        self.sp = v;
+    }
+    fn pc(&self) -> u64 {
+        self.pc
+    }
+}
+
+/// The glue's side, faked: guest instruction memory, EL1 vector state, and
+/// the console.
+#[derive(Debug, Default)]
+struct Env {
+    /// `(guest VA, word)` pairs `fetch_insn` can see.
+    code: Vec<(u64, u32)>,
+    /// Every PC `fetch_insn` was asked for.
+    fetches: Vec<u64>,
+    /// Bytes the UART transmitted.
+    tx: Vec<u8>,
+}
+
+impl ExitEnv for Env {
+    fn fetch_insn(&mut self, pc: Gva) -> Option<u32> {
+        self.fetches.push(pc.0);
+        self.code
+            .iter()
+            .find(|(va, _)| *va == pc.0)
+            .map(|&(_, w)| w)
+    }
+    fn el1_vector_state(&mut self) -> (u64, u64) {
+        (VBAR, SCTLR)
+    }
+    fn console_tx(&mut self, byte: u8) {
+        self.tx.push(byte);
+    }
+}
+
+/// Everything a [`VmModel`] borrows, owned, plus the register file and env.
+#[derive(Debug)]
+struct Harness {
+    regs: Regs,
+    env: Env,
+    uart: Pl011,
+    uart_regs: IpaRange,
+    vcpus: Vec<VcpuPower>,
+    firmware: FirmwareFeatures,
+    counters: ExitCounters,
+    last_abort: Option<AbortReport>,
+}
+
+impl Harness {
+    /// A VM with `n` vCPUs (MPIDR = index), vCPU 0 on, the others off.
+    fn with_vcpus(n: usize) -> Self {
+        let vcpus = (0..n)
+            .map(|i| {
+                let state = if i == 0 {
+                    PowerState::On
+                } else {
+                    PowerState::Off
+                };
+                VcpuPower::new(i as u64, state)
+            })
+            .collect();
+        Self {
+            regs: Regs::new(),
+            env: Env::default(),
+            uart: Pl011::new(),
+            uart_regs: virt_map::UART,
+            vcpus,
+            firmware: FirmwareFeatures::NONE,
+            counters: ExitCounters::default(),
+            last_abort: None,
+        }
+    }
+
+    fn new() -> Self {
+        Self::with_vcpus(1)
+    }
+
+    /// Puts `word` at the faulting PC.
+    fn code(mut self, word: u32) -> Self {
+        self.env.code.push((PC, word));
+        self
+    }
+
+    fn run(&mut self, info: &ExitInfo) -> Action {
+        let mut vm = VmModel {
+            vm_id: VM_ID,
+            boot_count: BOOTS,
+            ram: RAM,
+            uart_regs: self.uart_regs,
+            uart: &mut self.uart,
+            vcpus: &mut self.vcpus,
+            firmware: self.firmware,
+            pstate_features: PstateFeatures::NONE,
+            counters: &mut self.counters,
+            last_abort: None,
+        };
+        let action = handle_sync(info, 0, &mut self.regs, &mut vm, &mut self.env);
+        self.last_abort = vm.last_abort;
+        action
+    }
+
+    /// Runs an SMCCC call with `x0 = fid` (and `x1..` as already set).
+    fn call(&mut self, conduit: u64, fid: u32) -> Action {
+        self.regs.x[0] = u64::from(fid);
+        self.run(&call_exit(conduit))
+    }
+
+    /// Reads a UART register through the model (pops DR: avoid for DR).
+    fn uart_reg(&mut self, offset: u64) -> u64 {
+        u64::from(self.uart.read(offset, AccessSize::Word).unwrap())
+    }
+
+    fn set_uart_reg(&mut self, offset: u64, value: u64) {
+        self.uart
+            .write(offset, AccessSize::Word, value, &mut |_| {})
+            .unwrap();
+    }
+}
+
+fn injection(action: Action) -> Injection {
+    match action {
+        Action::Inject(inj) => inj,
+        other => panic!("expected an injection, got {other:?}"),
+    }
+}
+
+/// The `ESR_EL1` of an injected external abort.
+const fn abort_esr(ec: u64, write: bool) -> u64 {
+    let wnr = if write { WNR } else { 0 };
+    esr(ec, wnr | FSC_EXTERNAL)
+}
+
+/// Checks an injected data abort for an access at `far` from `info`.
+fn assert_data_abort(action: Action, info: &ExitInfo, write: bool, vector: u64, ec: u64) {
+    let inj = injection(action);
+    assert_eq!(
+        inj.esr_el1,
+        abort_esr(ec, write),
+        "ESR_EL1 {:#x}",
+        inj.esr_el1
+    );
+    assert_eq!(inj.far_el1, Some(info.far));
+    assert_eq!(inj.elr_el1, info.pc);
+    assert_eq!(inj.spsr_el1, info.pstate);
+    assert_eq!(inj.pc, VBAR + vector);
+    assert_eq!(inj.pstate, 0x3c5, "EL1h, DAIF masked");
+}
+
+// ------------------------------------------------------------ SMCCC / PSCI
+
+#[test]
+fn hvc_psci_version_resumes_and_writes_only_x0() {
+    let mut h = Harness::new();
+    let before = h.regs.clone();
+    assert_eq!(hvc(), 0x5a00_0000);
+    assert_eq!(h.call(hvc(), smccc::PSCI_VERSION), Action::Resume);
+    let mut expected = before;
+    expected.x[0] = 0x1_0001;
+    assert_eq!(h.regs, expected);
+    assert_eq!(
+        h.counters,
+        ExitCounters {
+            hvc: 1,
+            ..ExitCounters::default()
+        }
+    );
+    assert_eq!(h.last_abort, None);
+    assert!(h.env.fetches.is_empty());
+}
+
+#[test]
+fn smc_psci_version_advances() {
+    let mut h = Harness::new();
+    let before = h.regs.clone();
+    assert_eq!(h.call(smc(), smccc::PSCI_VERSION), Action::Advance);
+    let mut expected = before;
+    expected.x[0] = u64::from(smccc::PSCI_VERSION_1_1);
+    assert_eq!(h.regs, expected);
+    assert_eq!((h.counters.hvc, h.counters.smc), (0, 1));
+}
+
+#[test]
+fn function_id_is_w0() {
+    let mut h = Harness::new();
+    h.regs.x[0] = 0xdead_beef_0000_0000 | u64::from(smccc::PSCI_VERSION);
+    assert_eq!(h.run(&call_exit(hvc())), Action::Resume);
+    assert_eq!(h.regs.x[0], 0x1_0001);
+}
+
+#[test]
+fn unknown_function_is_not_supported() {
+    for fid in [
+        0x8200_1234,
+        0xc600_0042,
+        0x0400_0000,
+        0x8401_0000,
+        0xffff_ffff,
+    ] {
+        for conduit in [hvc(), smc()] {
+            let mut h = Harness::new();
+            let before = h.regs.clone();
+            let action = h.call(conduit, fid);
+            let done = if conduit == smc() {
+                Action::Advance
+            } else {
+                Action::Resume
+            };
+            assert_eq!(action, done, "fid {fid:#x}");
+            assert_eq!(h.regs.x[0], u64::MAX, "fid {fid:#x}: NOT_SUPPORTED");
+            assert_eq!(h.regs.x[1..], before.x[1..], "fid {fid:#x}");
+            assert_eq!((h.regs.sp, h.regs.pc), (before.sp, before.pc));
+        }
+    }
+}
+
+#[test]
+fn counters_accumulate_per_conduit() {
+    let mut h = Harness::new();
+    for _ in 0..3 {
+        h.call(hvc(), smccc::PSCI_VERSION);
+    }
+    for _ in 0..2 {
+        h.call(smc(), smccc::SMCCC_VERSION);
+    }
+    assert_eq!(h.regs.x[0], u64::from(smccc::SMCCC_VERSION_1_2));
+    assert_eq!((h.counters.hvc, h.counters.smc), (3, 2));
+    assert_eq!(h.counters.injected_undefs + h.counters.injected_aborts, 0);
+}
+
+#[test]
+fn system_off_and_reset() {
+    for (conduit, name) in [(hvc(), "hvc"), (smc(), "smc")] {
+        let mut h = Harness::new();
+        let before = h.regs.clone();
+        assert_eq!(
+            h.call(conduit, smccc::PSCI_SYSTEM_OFF),
+            Action::Stop(StopReason::PowerOff),
+            "{name}"
+        );
+        assert_eq!(h.regs.x[1..], before.x[1..]);
+        assert_eq!(
+            h.call(conduit, smccc::PSCI_SYSTEM_RESET),
+            Action::Reset,
+            "{name}"
+        );
+        h.regs.x[1] = 0; // SYSTEM_WARM_RESET
+        assert_eq!(
+            h.call(conduit, smccc::PSCI_SYSTEM_RESET2_64),
+            Action::Reset,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn cpu_suspend_waits_for_an_interrupt() {
+    let mut h = Harness::new();
+    h.regs.x[1] = 0; // standby, state 0
+    assert_eq!(
+        h.call(hvc(), smccc::PSCI_CPU_SUSPEND_64),
+        Action::WaitForInterrupt { advance: false }
+    );
+    assert_eq!(h.regs.x[0], 0, "SUCCESS");
+
+    let mut h = Harness::new();
+    h.regs.x[1] = 0;
+    assert_eq!(
+        h.call(smc(), smccc::PSCI_CPU_SUSPEND_32),
+        Action::WaitForInterrupt { advance: true }
+    );
+    assert_eq!(h.regs.x[0], 0);
+
+    // Powerdown with an entry point outside RAM: INVALID_ADDRESS, no wait.
+    let mut h = Harness::new();
+    h.regs.x[1] = 1 << 16;
+    h.regs.x[2] = 0x1000;
+    assert_eq!(h.call(hvc(), smccc::PSCI_CPU_SUSPEND_64), Action::Resume);
+    assert_eq!(h.regs.x[0], smccc::INVALID_ADDRESS as u64);
+
+    // Reserved power_state bits: INVALID_PARAMETERS.
+    let mut h = Harness::new();
+    h.regs.x[1] = 1 << 30;
+    assert_eq!(h.call(smc(), smccc::PSCI_CPU_SUSPEND_64), Action::Advance);
+    assert_eq!(h.regs.x[0], smccc::INVALID_PARAMETERS as u64);
+}
+
+#[test]
+fn cpu_off_of_the_only_vcpu_stops_the_vm() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.call(hvc(), smccc::PSCI_CPU_OFF),
+        Action::Stop(StopReason::AllCpusOff)
+    );
+    assert_eq!(h.vcpus[0].state, PowerState::Off);
+}
+
+#[test]
+fn cpu_off_with_another_vcpu_on_stops_only_the_caller() {
+    let mut h = Harness::with_vcpus(2);
+    h.vcpus[1].state = PowerState::On;
+    assert_eq!(h.call(hvc(), smccc::PSCI_CPU_OFF), Action::CpuOff);
+    assert_eq!(
+        h.vcpus.iter().map(|v| v.state).collect::<Vec<_>>(),
+        [PowerState::Off, PowerState::On]
+    );
+    // A pending vCPU also keeps the VM alive.
+    let mut h = Harness::with_vcpus(2);
+    h.vcpus[1].state = PowerState::OnPending;
+    assert_eq!(h.call(smc(), smccc::PSCI_CPU_OFF), Action::CpuOff);
+}
+
+#[test]
+fn cpu_on_starts_another_vcpu() {
+    let entry = RAM.start.0 + 0x8_0000;
+    for (conduit, advance) in [(hvc(), false), (smc(), true)] {
+        let mut h = Harness::with_vcpus(2);
+        h.regs.x[1] = 1;
+        h.regs.x[2] = entry;
+        h.regs.x[3] = 0x1234_5678_9abc_def0;
+        assert_eq!(
+            h.call(conduit, smccc::PSCI_CPU_ON_64),
+            Action::CpuOn {
+                target: 1,
+                entry,
+                context_id: 0x1234_5678_9abc_def0,
+                advance,
+            }
+        );
+        assert_eq!(h.regs.x[0], 0, "SUCCESS");
+        assert_eq!(h.vcpus[1].state, PowerState::OnPending);
+        // Again while pending: ON_PENDING, a plain return.
+        assert_eq!(
+            h.call(conduit, smccc::PSCI_CPU_ON_64),
+            if advance {
+                Action::Advance
+            } else {
+                Action::Resume
+            }
+        );
+        assert_eq!(h.regs.x[0], smccc::ON_PENDING as u64);
+    }
+    // An MPIDR that does not exist.
+    let mut h = Harness::with_vcpus(2);
+    h.regs.x[1] = 0x100;
+    h.regs.x[2] = entry;
+    assert_eq!(h.call(hvc(), smccc::PSCI_CPU_ON_64), Action::Resume);
+    assert_eq!(h.regs.x[0], smccc::INVALID_PARAMETERS as u64);
+    assert_eq!(h.vcpus[1].state, PowerState::Off);
+}
+
+#[test]
+fn stratum_info_reports_the_model() {
+    let mut h = Harness::new();
+    assert_eq!(h.call(hvc(), stratum::INFO), Action::Resume);
+    assert_eq!(
+        h.regs.x[..4],
+        [stratum::ABI_VERSION, VM_ID, 0, BOOTS],
+        "version, vm_id, vcpu, boot_count"
+    );
+    assert_eq!(h.regs.x[4], Regs::new().x[4]);
+}
+
+#[test]
+fn required_workaround_is_forwarded_to_firmware() {
+    let mut h = Harness::new();
+    h.firmware = FirmwareFeatures {
+        workaround_1: WorkaroundState::Required,
+        workaround_2: WorkaroundState::Required,
+        workaround_3: WorkaroundState::Required,
+    };
+    // The guest first asks, and is told to call it.
+    h.regs.x[1] = u64::from(smccc::SMCCC_ARCH_WORKAROUND_1);
+    assert_eq!(h.call(hvc(), smccc::SMCCC_ARCH_FEATURES), Action::Resume);
+    assert_eq!(h.regs.x[0], 0);
+
+    let mut h2 = Harness::new();
+    h2.firmware = h.firmware;
+    h2.regs.x[0] = u64::from(smccc::SMCCC_ARCH_WORKAROUND_1);
+    let before = h2.regs.clone();
+    assert_eq!(
+        h2.run(&call_exit(hvc())),
+        Action::ForwardToFirmware {
+            function: smccc::SMCCC_ARCH_WORKAROUND_1,
+            arg: 0,
+            advance: false,
+        }
+    );
+    assert_eq!(h2.regs, before, "no guest register is written");
+
+    // WORKAROUND_2 passes w1 through; via SMC the PC advances.
+    h2.regs.x[1] = 1;
+    assert_eq!(
+        h2.call(smc(), smccc::SMCCC_ARCH_WORKAROUND_2),
+        Action::ForwardToFirmware {
+            function: smccc::SMCCC_ARCH_WORKAROUND_2,
+            arg: 1,
+            advance: true,
+        }
+    );
+    assert_eq!((h2.counters.hvc, h2.counters.smc), (1, 1));
+}
+
+#[test]
+fn workaround_not_required_or_not_supported_is_answered_here() {
+    let mut h = Harness::new();
+    h.firmware = FirmwareFeatures {
+        workaround_1: WorkaroundState::NotRequired,
+        workaround_2: WorkaroundState::NotSupported,
+        workaround_3: WorkaroundState::DoNotInvoke,
+    };
+    let before = h.regs.clone();
+    h.regs.x[0] = u64::from(smccc::SMCCC_ARCH_WORKAROUND_1);
+    assert_eq!(h.run(&call_exit(hvc())), Action::Resume);
+    assert_eq!(h.regs.x[1..], before.x[1..]);
+    assert_eq!(h.regs.x[0], u64::from(smccc::SMCCC_ARCH_WORKAROUND_1));
+
+    assert_eq!(
+        h.call(hvc(), smccc::SMCCC_ARCH_WORKAROUND_2),
+        Action::Resume
+    );
+    assert_eq!(h.regs.x[0], u64::MAX);
+
+    // Not supported is not advertised.
+    h.regs.x[1] = u64::from(smccc::SMCCC_ARCH_WORKAROUND_2);
+    h.call(hvc(), smccc::SMCCC_ARCH_FEATURES);
+    assert_eq!(h.regs.x[0], u64::MAX);
+    h.regs.x[1] = u64::from(smccc::SMCCC_ARCH_WORKAROUND_3);
+    h.call(hvc(), smccc::SMCCC_ARCH_FEATURES);
+    assert_eq!(h.regs.x[0], -2i64 as u64);
+}
+
+// ------------------------------------------------- data aborts, ISV = 1
+
+#[test]
+fn read_uart_fr_with_syndrome() {
+    let mut h = Harness::new();
+    let info = uart_exit(dabt_isv(2, 5, false), FR);
+    let before = h.regs.clone();
+    assert_eq!(h.run(&info), Action::Advance);
+    assert_eq!(h.regs.x[5], FR_TXFE | FR_RXFE, "W5, upper half cleared");
+    assert_ne!(h.regs.x[5] & FR_TXFE, 0);
+    let mut expected = before;
+    expected.x[5] = h.regs.x[5];
+    assert_eq!(h.regs, expected, "only x5 changes");
+    assert_eq!(
+        h.counters,
+        ExitCounters {
+            mmio: 1,
+            ..ExitCounters::default()
+        }
+    );
+    assert_eq!(h.last_abort, None);
+    assert!(h.env.fetches.is_empty(), "the syndrome suffices");
+}
+
+#[test]
+fn write_uart_dr_with_syndrome() {
+    let mut h = Harness::new();
+    h.regs.x[7] = 0xffff_ffff_ffff_ff41;
+    assert_eq!(h.run(&uart_exit(dabt_isv(2, 7, true), DR)), Action::Advance);
+    assert_eq!(h.env.tx, b"A");
+    assert_eq!(
+        h.regs.x[7], 0xffff_ffff_ffff_ff41,
+        "a store changes no register"
+    );
+    assert_eq!(h.counters.mmio, 1);
+}
+
+#[test]
+fn byte_and_halfword_accesses() {
+    let mut h = Harness::new();
+    h.regs.x[3] = 0x1234_5678_9abc_def0;
+    // strh w3, [IBRD]
+    assert_eq!(
+        h.run(&uart_exit(dabt_isv(1, 3, true), IBRD)),
+        Action::Advance
+    );
+    assert_eq!(h.uart_reg(IBRD), 0xdef0);
+    // ldrh w4, [IBRD]
+    assert_eq!(
+        h.run(&uart_exit(dabt_isv(1, 4, false), IBRD)),
+        Action::Advance
+    );
+    assert_eq!(h.regs.x[4], 0xdef0);
+    // ldrsb x6, [IBRD]: 0xf0 sign-extended to 64 bits.
+    let ldrsb_x = dabt_isv(0, 6, false) | SSE | SF;
+    assert_eq!(h.run(&uart_exit(ldrsb_x, IBRD)), Action::Advance);
+    assert_eq!(h.regs.x[6], 0xffff_ffff_ffff_fff0);
+    // ldrsb w8, [IBRD + 1]: 0xde sign-extended to 32 bits only.
+    let ldrsb_w = dabt_isv(0, 8, false) | SSE;
+    assert_eq!(h.run(&uart_exit(ldrsb_w, IBRD + 1)), Action::Advance);
+    assert_eq!(h.regs.x[8], 0xffff_ffde);
+    assert_eq!(h.counters.mmio, 4);
+}
+
+#[test]
+fn doubleword_access_is_rejected_with_an_abort() {
+    for write in [false, true] {
+        let mut h = Harness::new();
+        let uart_before = h.uart.clone();
+        let regs_before = h.regs.clone();
+        let info = uart_exit(dabt_isv(3, 5, write), DR);
+        let action = h.run(&info);
+        assert_data_abort(action, &info, write, 0x200, EC_DABT_SAME);
+        assert_eq!(h.regs, regs_before);
+        assert_eq!(h.uart, uart_before, "no device side effect");
+        assert!(h.env.tx.is_empty());
+        assert_eq!(
+            h.counters,
+            ExitCounters {
+                injected_aborts: 1,
+                ..ExitCounters::default()
+            }
+        );
+        assert_eq!(
+            h.last_abort,
+            Some(AbortReport {
+                pc: PC,
+                ipa: Ipa(UART_IPA),
+                write,
+                why: AbortCause::DeviceRejected,
+            })
+        );
+    }
+}
+
+#[test]
+fn misaligned_access_is_rejected() {
+    let mut h = Harness::new();
+    let info = uart_exit(dabt_isv(2, 1, true), IBRD + 2);
+    let action = h.run(&info);
+    assert_data_abort(action, &info, true, 0x200, EC_DABT_SAME);
+    assert_eq!(h.uart_reg(IBRD), 0);
+    assert_eq!(h.last_abort.unwrap().why, AbortCause::DeviceRejected);
+}
+
+#[test]
+fn store_of_xzr_writes_zero() {
+    let mut h = Harness::new();
+    h.set_uart_reg(IBRD, 0x1234);
+    assert_eq!(
+        h.run(&uart_exit(dabt_isv(2, 31, true), IBRD)),
+        Action::Advance
+    );
+    assert_eq!(h.uart_reg(IBRD), 0);
+    assert_eq!(
+        h.run(&uart_exit(dabt_isv(0, 31, true), DR)),
+        Action::Advance
+    );
+    assert_eq!(h.env.tx, [0]);
+    // A load into XZR is performed and discarded.
+    let before = h.regs.clone();
+    assert_eq!(
+        h.run(&uart_exit(dabt_isv(2, 31, false), FR)),
+        Action::Advance
+    );
+    assert_eq!(h.regs, before);
+}
+
+// ------------------------------------------------- data aborts, ISV = 0
+
+#[test]
+fn stp_to_uart_is_decoded() {
+    // The CPU may report the address of either element in FAR.
+    for far_offset in [IBRD, FBRD] {
+        let mut h = Harness::new().code(STP_W1_W2_X0_24);
+        h.regs.x[0] = UART_VA;
+        h.regs.x[1] = 0xffff_ffff_0000_000d;
+        h.regs.x[2] = 1;
+        let before = h.regs.clone();
+        let info = uart_exit(dabt_no_isv(true), far_offset);
+        assert_eq!(h.run(&info), Action::Advance, "FAR at {far_offset:#x}");
+        assert_eq!((h.uart_reg(IBRD), h.uart_reg(FBRD)), (13, 1));
+        assert_eq!(h.regs, before);
+        assert_eq!(h.env.fetches, [PC]);
+        assert_eq!(
+            h.counters,
+            ExitCounters {
+                mmio: 1,
+                mmio_decoded: 1,
+                ..ExitCounters::default()
+            }
+        );
+        assert_eq!(h.last_abort, None);
+    }
+}
+
+#[test]
+fn ldp_from_uart_is_decoded() {
+    let mut h = Harness::new().code(LDP_W1_W2_X0_24);
+    h.set_uart_reg(IBRD, 0x1a2b);
+    h.set_uart_reg(FBRD, 0x15);
+    h.regs.x[0] = UART_VA;
+    assert_eq!(h.run(&uart_exit(dabt_no_isv(false), IBRD)), Action::Advance);
+    assert_eq!(h.regs.x[1..3], [0x1a2b, 0x15]);
+    assert_eq!(h.regs.x[0], UART_VA, "no writeback");
+}
+
+#[test]
+fn ldp_post_index_updates_the_base() {
+    let mut h = Harness::new().code(LDP_W3_W4_X0_POST8);
+    h.set_uart_reg(IBRD, 0x22);
+    h.set_uart_reg(FBRD, 0x33);
+    h.regs.x[0] = UART_VA + IBRD;
+    assert_eq!(h.run(&uart_exit(dabt_no_isv(false), IBRD)), Action::Advance);
+    assert_eq!(h.regs.x[3..5], [0x22, 0x33]);
+    assert_eq!(h.regs.x[0], UART_VA + IBRD + 8);
+    assert_eq!(h.counters.mmio_decoded, 1);
+}
+
+#[test]
+fn single_load_without_syndrome() {
+    let mut h = Harness::new().code(LDR_W1_X0_18);
+    h.regs.x[0] = UART_VA;
+    assert_eq!(h.run(&uart_exit(dabt_no_isv(false), FR)), Action::Advance);
+    assert_eq!(h.regs.x[1], FR_TXFE | FR_RXFE);
+}
+
+#[test]
+fn undecodable_instruction_is_answered_with_an_abort() {
+    for word in [NOP, LDADD_W1_W2_X0, 0] {
+        let mut h = Harness::new().code(word);
+        h.regs.x[0] = UART_VA;
+        let uart_before = h.uart.clone();
+        let regs_before = h.regs.clone();
+        let info = uart_exit(dabt_no_isv(false), DR);
+        let action = h.run(&info);
+        assert_data_abort(action, &info, false, 0x200, EC_DABT_SAME);
+        assert_eq!(h.uart, uart_before, "word {word:#x}");
+        assert_eq!(h.regs, regs_before);
+        assert_eq!(h.last_abort.unwrap().why, AbortCause::Undecodable);
+        assert_eq!(h.counters.injected_aborts, 1);
+        assert_eq!(h.counters.mmio + h.counters.mmio_decoded, 0);
+    }
+}
+
+#[test]
+fn instruction_that_does_not_match_far_is_rejected() {
+    // `stp w1, w2, [x0, #0x24]` with x0 pointing elsewhere: the word read
+    // back is not the access that faulted.
+    let mut h = Harness::new().code(STP_W1_W2_X0_24);
+    h.regs.x[0] = UART_VA + 0x100;
+    let info = uart_exit(dabt_no_isv(true), IBRD);
+    let action = h.run(&info);
+    assert_data_abort(action, &info, true, 0x200, EC_DABT_SAME);
+    assert_eq!(h.uart_reg(IBRD), 0);
+    assert_eq!(h.last_abort.unwrap().why, AbortCause::Undecodable);
+}
+
+#[test]
+fn fetch_failure_is_answered_with_an_abort() {
+    let mut h = Harness::new(); // no code mapped
+    let info = uart_exit(dabt_no_isv(true), IBRD);
+    let action = h.run(&info);
+    assert_data_abort(action, &info, true, 0x200, EC_DABT_SAME);
+    assert_eq!(h.env.fetches, [PC]);
+    assert_eq!(h.last_abort.unwrap().why, AbortCause::Undecodable);
+}
+
+#[test]
+fn aarch32_guest_without_syndrome_is_not_decoded() {
+    // An A64 word at the PC must not be looked at for an AArch32 guest.
+    let mut h = Harness::new().code(STP_W1_W2_X0_24);
+    h.regs.x[0] = UART_VA;
+    let info = ExitInfo {
+        pstate: AARCH32_USR,
+        ..uart_exit(dabt_no_isv(true), IBRD)
+    };
+    let action = h.run(&info);
+    assert_data_abort(action, &info, true, 0x600, EC_DABT_LOWER);
+    assert!(h.env.fetches.is_empty(), "fetch_insn must not be called");
+    assert_eq!(h.uart_reg(IBRD), 0);
+    assert_eq!(h.last_abort.unwrap().why, AbortCause::Undecodable);
+}
+
+#[test]
+fn aarch32_guest_with_syndrome_is_emulated() {
+    // A 32-bit (A32 or T32-32) `ldr r5, [rN]` of FR from User mode.
+    let mut h = Harness::new();
+    let info = ExitInfo {
+        pstate: AARCH32_USR,
+        ..uart_exit(dabt_isv(2, 5, false), FR)
+    };
+    assert_eq!(h.run(&info), Action::Advance);
+    assert_eq!(h.regs.x[5], FR_TXFE | FR_RXFE);
+}
+
+#[test]
+fn sixteen_bit_t32_access_is_not_stepped_over_by_four() {
+    // `strb r1, [r0]` in its 16-bit T32 encoding (IL = 0): `Action::Advance`
+    // would step 4 bytes and skip the next instruction. The access must not
+    // be performed and the guest gets an abort instead.
+    let mut h = Harness::new();
+    h.regs.x[1] = u64::from(b'Z');
+    let info = ExitInfo {
+        esr: dabt_isv(0, 1, true) & !IL,
+        pstate: AARCH32_USR | (1 << 5), // T bit
+        ..uart_exit(0, DR)
+    };
+    let action = h.run(&info);
+    assert_data_abort(action, &info, true, 0x600, EC_DABT_LOWER);
+    assert!(h.env.tx.is_empty());
+    assert_eq!(h.counters.mmio, 0);
+}
+
+#[test]
+fn stage1_walk_into_the_uart_is_not_a_device_access() {
+    // The guest's page tables live "in" the UART page: HPFAR names the
+    // table's IPA, FAR the VA of the access. Emulating that as a UART
+    // access would hit a register the guest never addressed.
+    for (esr, far) in [
+        // strb w1, [x0]: would transmit '!'.
+        (dabt_isv(0, 1, true) | S1PTW, 0xffff_0000_1234_5000),
+        // ldr w1, [x0, #0x18]: would read FR.
+        (dabt_no_isv(false) | S1PTW, 0xffff_0000_1234_5018),
+    ] {
+        let mut h = Harness::new().code(LDR_W1_X0_18);
+        h.regs.x[0] = 0xffff_0000_1234_5000;
+        h.regs.x[1] = u64::from(b'!');
+        let regs_before = h.regs.clone();
+        let info = ExitInfo {
+            esr,
+            far,
+            hpfar: hpfar(UART_IPA),
+            pc: PC,
+            pstate: EL1H,
+        };
+        let action = h.run(&info);
+        let write = esr & WNR != 0;
+        assert_data_abort(action, &info, write, 0x200, EC_DABT_SAME);
+        assert!(h.env.tx.is_empty());
+        assert_eq!(h.regs, regs_before);
+        assert_eq!(h.counters.mmio, 0);
+        assert_eq!(h.last_abort.unwrap().why, AbortCause::Unmapped);
+    }
+}
+
+// ------------------------------------------------------- pairs at the edge
+
+#[test]
+fn pair_crossing_the_uart_page_is_rejected_whole() {
+    // `stp w1, w2, [x0]` at the last word of the page: the second element
+    // would land in the next page.
+    let mut h = Harness::new().code(STP_W1_W2_X0);
+    h.regs.x[0] = UART_VA + 0xffc;
+    let uart_before = h.uart.clone();
+    let info = uart_exit(dabt_no_isv(true), 0xffc);
+    let action = h.run(&info);
+    assert_data_abort(action, &info, true, 0x200, EC_DABT_SAME);
+    assert_eq!(h.uart, uart_before);
+    assert_eq!(h.counters.mmio, 0);
+}
+
+#[test]
+fn pair_half_outside_the_device_has_no_side_effect() {
+    // A device window smaller than a page: the plan is inside the page, but
+    // its second element is outside the device. Nothing may be performed.
+    let mut h = Harness::new().code(STP_W1_W2_X0_24);
+    h.uart_regs = IpaRange {
+        start: Ipa(UART_IPA),
+        size: FBRD,
+    };
+    h.regs.x[0] = UART_VA;
+    h.regs.x[1] = 13;
+    h.regs.x[2] = 1;
+    let info = uart_exit(dabt_no_isv(true), IBRD);
+    let action = h.run(&info);
+    assert_data_abort(action, &info, true, 0x200, EC_DABT_SAME);
+    assert_eq!(h.uart_reg(IBRD), 0, "the first element was not written");
+    assert_eq!(h.last_abort.unwrap().why, AbortCause::DeviceRejected);
+
+    // Loads: the first element would pop the RX FIFO.
+    let mut h = Harness::new().code(0x2940_0001); // ldp w1, w0, [x0]
+    h.uart_regs = IpaRange {
+        start: Ipa(UART_IPA),
+        size: 4,
+    };
+    assert!(h.uart.push_rx(b'q'));
+    let uart_before = h.uart.clone();
+    h.regs.x[0] = UART_VA;
+    let regs_before = h.regs.clone();
+    let info = uart_exit(dabt_no_isv(false), DR);
+    let action = h.run(&info);
+    assert_data_abort(action, &info, false, 0x200, EC_DABT_SAME);
+    assert_eq!(h.uart, uart_before, "FIFO untouched");
+    assert_eq!(h.regs, regs_before);
+}
+
+// --------------------------------------------- unmapped aborts and vectors
+
+#[test]
+fn abort_outside_every_device_and_ram() {
+    let far = 0xffff_0000_1234_5678;
+    let ipa = 0x1234_5678;
+    for (pstate, vector, ec) in [
+        (EL1H, 0x200, EC_DABT_SAME),
+        (EL1T, 0x000, EC_DABT_SAME),
+        (EL0, 0x400, EC_DABT_LOWER),
+        (AARCH32_USR, 0x600, EC_DABT_LOWER),
+    ] {
+        for write in [false, true] {
+            let mut h = Harness::new();
+            let info = ExitInfo {
+                esr: dabt_isv(2, 1, write),
+                far,
+                hpfar: hpfar(ipa),
+                pc: PC,
+                pstate,
+            };
+            let action = h.run(&info);
+            assert_data_abort(action, &info, write, vector, ec);
+            assert_eq!(
+                h.last_abort,
+                Some(AbortReport {
+                    pc: PC,
+                    ipa: Ipa(ipa),
+                    write,
+                    why: AbortCause::Unmapped,
+                })
+            );
+            assert_eq!(h.counters.injected_aborts, 1);
+            assert!(h.env.fetches.is_empty(), "no decode for unmapped");
+        }
+    }
+}
+
+#[test]
+fn abort_just_past_ram_and_just_past_the_uart() {
+    for ipa in [RAM.end().0, UART_IPA + 0x1000, UART_IPA - 4] {
+        let mut h = Harness::new();
+        let info = ExitInfo {
+            esr: dabt_no_isv(false),
+            far: 0xffff_0000_0000_0000 | ipa,
+            hpfar: hpfar(ipa),
+            pc: PC,
+            pstate: EL1H,
+        };
+        let action = h.run(&info);
+        assert_data_abort(action, &info, false, 0x200, EC_DABT_SAME);
+        assert_eq!(h.last_abort.unwrap().why, AbortCause::Unmapped);
+    }
+}
+
+#[test]
+fn el1t_vector_and_entry_pstate() {
+    let mut h = Harness::new();
+    let info = ExitInfo {
+        esr: dabt_isv(2, 1, false),
+        far: 0x10,
+        hpfar: 0,
+        pc: PC,
+        pstate: EL1T | (0b1010 << 28),
+    };
+    let inj = injection(h.run(&info));
+    assert_eq!(inj.pc, VBAR);
+    assert_eq!(inj.pstate, 0xa000_03c5);
+    assert_eq!(inj.spsr_el1, info.pstate);
+}
+
+// ------------------------------------------------------ other exit classes
+
+#[test]
+fn instruction_abort_is_injected() {
+    for (pstate, vector, ec) in [
+        (EL1H, 0x200, EC_IABT_SAME),
+        (EL1T, 0x000, EC_IABT_SAME),
+        (EL0, 0x400, EC_IABT_LOWER),
+    ] {
+        let mut h = Harness::new();
+        let far = 0xffff_8000_dead_0000;
+        let info = ExitInfo {
+            esr: esr(EC_IABT_LOWER, FSC_TRANSLATION_L3),
+            far,
+            hpfar: hpfar(0x7000_0000),
+            pc: far,
+            pstate,
+        };
+        let inj = injection(h.run(&info));
+        assert_eq!(inj.esr_el1, esr(ec, FSC_EXTERNAL), "{:#x}", inj.esr_el1);
+        assert_eq!(inj.far_el1, Some(far));
+        assert_eq!(inj.elr_el1, far);
+        assert_eq!(inj.pc, VBAR + vector);
+        assert_eq!(
+            h.last_abort,
+            Some(AbortReport {
+                pc: far,
+                ipa: Ipa(0x7000_0000),
+                write: false,
+                why: AbortCause::InstructionFetch,
+            })
+        );
+        assert_eq!(
+            h.counters,
+            ExitCounters {
+                injected_aborts: 1,
+                ..ExitCounters::default()
+            }
+        );
+    }
+}
+
+#[test]
+fn unknown_exit_classes_inject_undefined() {
+    for ec in [
+        EC_UNKNOWN,
+        EC_SYS64,
+        EC_DABT_SAME,
+        EC_IABT_SAME,
+        0x13, // SMC from AArch32
+        0x07, // FP/SIMD (not trapped in this version)
+        0x3f,
+    ] {
+        let mut h = Harness::new();
+        let before = h.regs.clone();
+        let info = ExitInfo {
+            esr: esr(ec, 0x1_2345),
+            far: 0x1234,
+            hpfar: hpfar(UART_IPA),
+            pc: PC,
+            pstate: EL1H,
+        };
+        let inj = injection(h.run(&info));
+        assert_eq!(inj.esr_el1, 0x0200_0000, "EC 0x00, IL 1 (for EC {ec:#x})");
+        assert_eq!(inj.far_el1, None);
+        assert_eq!(inj.elr_el1, PC);
+        assert_eq!(inj.pc, VBAR + 0x200);
+        assert_eq!(h.regs, before);
+        assert_eq!(
+            h.counters,
+            ExitCounters {
+                injected_undefs: 1,
+                ..ExitCounters::default()
+            }
+        );
+        assert_eq!(h.last_abort, None);
+    }
+}
+
+#[test]
+fn undefined_from_el0_uses_the_lower_el_vector() {
+    let mut h = Harness::new();
+    let info = ExitInfo {
+        pstate: EL0,
+        ..call_exit(esr(EC_SYS64, 0))
+    };
+    assert_eq!(injection(h.run(&info)).pc, VBAR + 0x400);
+}
+
+#[test]
+fn wfi_and_wfe_wait() {
+    for ti in 0..4 {
+        let mut h = Harness::new();
+        let before = h.regs.clone();
+        assert_eq!(
+            h.run(&call_exit(esr(EC_WFX, ti))),
+            Action::WaitForInterrupt { advance: true }
+        );
+        assert_eq!(h.regs, before);
+        assert_eq!(h.counters, ExitCounters::default());
+    }
+}
+
+// --------------------------------------------------------- hostile inputs
+
+/// Exception classes worth aiming at, plus a few that mean nothing.
+const ECS: [u64; 14] = [
+    0x00, 0x01, 0x07, 0x0e, 0x12, 0x13, 0x16, 0x17, 0x18, 0x20, 0x21, 0x24, 0x25, 0x3f,
+];
+
+/// Function IDs worth aiming at.
+const FIDS: [u32; 16] = [
+    smccc::PSCI_VERSION,
+    smccc::PSCI_CPU_SUSPEND_32,
+    smccc::PSCI_CPU_SUSPEND_64,
+    smccc::PSCI_CPU_OFF,
+    smccc::PSCI_CPU_ON_64,
+    smccc::PSCI_AFFINITY_INFO_64,
+    smccc::PSCI_SYSTEM_OFF,
+    smccc::PSCI_SYSTEM_RESET,
+    smccc::PSCI_SYSTEM_RESET2_64,
+    smccc::PSCI_FEATURES,
+    smccc::SMCCC_ARCH_FEATURES,
+    smccc::SMCCC_ARCH_WORKAROUND_1,
+    smccc::SMCCC_ARCH_WORKAROUND_2,
+    stratum::INFO,
+    stratum::CALL_UID,
+    0x8400_0099,
+];
+
+fn esr_strategy() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        (prop::sample::select(ECS.to_vec()), any::<u64>())
+            .prop_map(|(ec, rest)| (rest & !(0x3f << 26)) | (ec << 26)),
+    ]
+}
+
+fn hpfar_strategy() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        Just(hpfar(UART_IPA)),
+        Just(hpfar(RAM.start.0)),
+    ]
+}
+
+/// Register values, often pointing into the UART page so decoded accesses
+/// can match FAR.
+fn reg_strategy() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        (0u64..0x1000).prop_map(|o| UART_VA + o),
+        0u64..0x100,
+    ]
+}
+
+fn word_strategy() -> impl Strategy<Value = Option<u32>> {
+    prop_oneof![
+        any::<u32>().prop_map(Some),
+        // The load/store group.
+        any::<u32>().prop_map(|w| Some((w | 0x0800_0000) & !0x0200_0000)),
+        Just(None),
+    ]
+}
+
+fn workaround_strategy() -> impl Strategy<Value = WorkaroundState> {
+    prop::sample::select(vec![
+        WorkaroundState::Required,
+        WorkaroundState::NotRequired,
+        WorkaroundState::NotSupported,
+        WorkaroundState::DoNotInvoke,
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4_000))]
+
+    #[test]
+    fn hostile_exits_never_panic(
+        esr in esr_strategy(),
+        far_off in prop_oneof![any::<u64>(), (0u64..0x1000).prop_map(|o| UART_VA + o)],
+        hpfar in hpfar_strategy(),
+        pc in any::<u64>(),
+        pstate in any::<u64>(),
+        x in prop::array::uniform31(reg_strategy()),
+        fid in prop_oneof![any::<u64>(), prop::sample::select(FIDS.to_vec()).prop_map(u64::from)],
+        sp in any::<u64>(),
+        word in word_strategy(),
+        wa in (workaround_strategy(), workaround_strategy(), workaround_strategy()),
+        vcpus in 1usize..4,
+        rx in prop::collection::vec(any::<u8>(), 0..4),
+    ) {
+        let mut h = Harness::with_vcpus(vcpus);
+        h.regs.x = x;
+        h.regs.x[0] = fid;
+        h.regs.sp = sp;
+        h.regs.pc = pc;
+        if let Some(w) = word {
+            h.env.code.push((pc, w));
+        }
+        h.firmware = FirmwareFeatures {
+            workaround_1: wa.0,
+            workaround_2: wa.1,
+            workaround_3: wa.2,
+        };
+        for b in rx {
+            h.uart.push_rx(b);
+        }
+        let info = ExitInfo { esr, far: far_off, hpfar, pc, pstate };
+        let action = h.run(&info);
+
+        let c = h.counters;
+        let events = c.hvc + c.smc + c.mmio + c.injected_aborts + c.injected_undefs;
+        prop_assert!(events <= 1, "{c:?}");
+        prop_assert!(c.mmio_decoded <= c.mmio);
+        prop_assert!(h.env.fetches.len() <= 1);
+        if pstate & (1 << 4) != 0 {
+            prop_assert!(h.env.fetches.is_empty(), "AArch32: no A64 decode");
+        }
+        prop_assert_eq!(h.last_abort.is_some(), c.injected_aborts == 1);
+        match action {
+            Action::Inject(inj) => {
+                prop_assert_eq!(c.injected_aborts + c.injected_undefs, 1);
+                prop_assert_eq!(inj.pc & !0x7ff, VBAR & !0x7ff);
+                prop_assert!(matches!(inj.pc & 0x7ff, 0x000 | 0x200 | 0x400 | 0x600));
+                prop_assert_eq!(inj.elr_el1, pc);
+                prop_assert_eq!(inj.spsr_el1, pstate);
+                prop_assert_eq!(inj.esr_el1 & IL, IL);
+            }
+            Action::Advance => prop_assert!(c.mmio == 1 || c.smc == 1),
+            Action::CpuOn { target, .. } => {
+                prop_assert!(target < vcpus);
+                prop_assert_eq!(h.vcpus[target].state, PowerState::OnPending);
+            }
+            Action::Stop(reason) => prop_assert_ne!(reason, StopReason::Crashed),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn uart_abort_with_syndrome_is_emulated_or_injected(
+        iss in 0u64..(1 << 24),
+        offset in 0u64..0x1000,
+        value in any::<u64>(),
+    ) {
+        let mut h = Harness::new();
+        h.regs.x = [value; 31];
+        let info = uart_exit(esr(EC_DABT_LOWER, ISV | iss), offset);
+        match h.run(&info) {
+            Action::Advance => prop_assert_eq!(h.counters.mmio, 1),
+            Action::Inject(_) => prop_assert_eq!(h.counters.injected_aborts, 1),
+            other => prop_assert!(false, "unexpected {other:?}"),
+        }
+        prop_assert!(h.env.fetches.is_empty());
+    }
+}
