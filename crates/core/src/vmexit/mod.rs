@@ -185,8 +185,14 @@ pub fn handle_sync(
     env: &mut impl ExitEnv,
 ) -> Action {
     match esr::decode(info.esr) {
-        Exit::Hvc { .. } => {
+        Exit::Hvc { imm } => {
             vm.counters.hvc += 1;
+            if imm != 0 {
+                // SMCCC calls use HVC #0; other immediates are not calls we
+                // implement (as KVM answers them).
+                regs.set_x(0, stratum_abi::smccc::NOT_SUPPORTED as u64);
+                return Action::Resume;
+            }
             // HVC's preferred return address is already the next instruction.
             smccc_call(vcpu, regs, vm, false)
         }
@@ -337,6 +343,13 @@ fn emulate_mmio(
     // is an access to a device register; the guest gets an external abort.
     if abort.s1ptw || !vm.uart_regs.contains(ipa) {
         return Err(AbortCause::Unmapped);
+    }
+    // Cache maintenance by address (DC CIVAC …) on a device register: the
+    // emulated device has no cache to maintain, so the instruction completes
+    // as a no-op (as on KVM) rather than faulting the guest.
+    if abort.cache_maintenance {
+        vm.counters.mmio += 1;
+        return Ok(());
     }
     // `Action::Advance` steps 4 bytes: a 16-bit T32 instruction (IL = 0,
     // only possible from AArch32 with a valid syndrome) cannot be completed.

@@ -1286,3 +1286,35 @@ proptest! {
         prop_assert!(h.env.fetches.is_empty());
     }
 }
+
+// ------------------------------------------------ KVM-compatible corner cases
+
+#[test]
+fn hvc_with_a_nonzero_immediate_is_not_supported() {
+    let mut h = Harness::new();
+    h.regs.x[0] = u64::from(smccc::PSCI_VERSION);
+    let before = h.regs.clone();
+    // HVC #0x1234: ISS holds the immediate.
+    assert_eq!(h.run(&call_exit(esr(EC_HVC64, 0x1234))), Action::Resume);
+    let mut expected = before;
+    expected.x[0] = u64::MAX;
+    assert_eq!(h.regs, expected, "only x0 changes, to NOT_SUPPORTED");
+    assert_eq!(h.counters.hvc, 1);
+}
+
+#[test]
+fn cache_maintenance_on_the_uart_is_a_no_op() {
+    // DC CIVAC to a UART address: ISV = 0, CM = 1, WnR = 1 (as the
+    // architecture reports cache maintenance).
+    const CM: u64 = 1 << 8;
+    let mut h = Harness::new();
+    h.set_uart_reg(IBRD, 0x42);
+    let before = h.regs.clone();
+    let info = uart_exit(esr(EC_DABT_LOWER, CM | WNR | FSC_TRANSLATION_L3), IBRD);
+    assert_eq!(h.run(&info), Action::Advance);
+    assert_eq!(h.regs, before, "no register changes");
+    assert_eq!(h.uart_reg(IBRD), 0x42, "the device is untouched");
+    assert!(h.env.tx.is_empty());
+    assert!(h.env.fetches.is_empty(), "nothing to decode");
+    assert_eq!(h.last_abort, None);
+}
