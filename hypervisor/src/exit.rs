@@ -57,9 +57,12 @@ fn advance_pc() {
     sysreg::set_elr_el2(sysreg::elr_el2().wrapping_add(4));
 }
 
-/// Called by the exit vector with the running vCPU's frame.
+/// Called by the exit vector with the running vCPU's frame (the address in
+/// `TPIDR_EL2`). The frame lives inside the current [`crate::vm::Vm`], so it
+/// is only ever borrowed through the VM lock; the raw pointer serves to check
+/// that invariant.
 #[unsafe(no_mangle)]
-extern "C" fn handle_guest_exit(frame: &mut Frame, exit_kind: u64) {
+extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
     match exit_kind {
         kind::SYNC | kind::SYNC32 => handle_sync(frame),
         kind::IRQ | kind::FIQ | kind::ASYNC32 => {
@@ -71,7 +74,7 @@ extern "C" fn handle_guest_exit(frame: &mut Frame, exit_kind: u64) {
     }
 }
 
-fn handle_sync(frame: &mut Frame) {
+fn handle_sync(frame: *mut Frame) {
     let info = ExitInfo {
         esr: sysreg::esr_el2(),
         far: sysreg::far_el2(),
@@ -80,6 +83,10 @@ fn handle_sync(frame: &mut Frame) {
         pstate: sysreg::spsr_el2(),
     };
     let action = system::with_current_vm(|vm| {
+        assert!(
+            core::ptr::eq(frame, &raw const vm.frame),
+            "TPIDR_EL2 does not name the current VM's frame"
+        );
         while let Some(byte) = crate::console::poll_input() {
             if !vm.uart.push_rx(byte) {
                 break;
@@ -98,7 +105,9 @@ fn handle_sync(frame: &mut Frame) {
             counters: &mut vm.counters,
             last_abort: None,
         };
-        let mut live = LiveVcpu { frame };
+        let mut live = LiveVcpu {
+            frame: &mut vm.frame,
+        };
         let mut env = Env {
             ram_pa: vm.ram_pa.0,
             ram_size: vm.ram.size,
