@@ -55,6 +55,8 @@ pub fn lint() -> Result<(), String> {
         "-p",
         "stratum-core",
         "-p",
+        "stratum-vgic",
+        "-p",
         "stratum-abi",
         "--target",
         GUEST_TARGET,

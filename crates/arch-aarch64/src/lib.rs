@@ -11,7 +11,9 @@
 pub mod barrier;
 pub mod cache;
 pub mod firmware;
+pub mod gic;
 pub mod pl011;
 pub mod semihosting;
 pub mod sysreg;
+pub mod timer;
 pub mod tlb;

@@ -1,0 +1,1 @@
+//! Physical GIC drivers and the GIC virtualization interface (being written).

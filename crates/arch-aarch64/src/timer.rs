@@ -1,0 +1,1 @@
+//! Generic timer access (being written).
