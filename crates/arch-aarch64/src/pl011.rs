@@ -1,10 +1,15 @@
 //! Driver for the physical PL011 UART that carries the hypervisor's console.
 //!
-//! Polled, no interrupts: the console writes wait for FIFO space, reads
-//! never block. The base address comes from the host device tree.
+//! Writes poll for FIFO space; reads never block. The receive interrupt can
+//! be enabled so that an idle CPU wakes when console input arrives. The
+//! base address comes from the host device tree.
 
 const DR: usize = 0x000;
 const FR: usize = 0x018;
+const IMSC: usize = 0x038;
+const ICR: usize = 0x044;
+/// Receive and receive-timeout interrupt bits (IMSC/ICR).
+const RX_INTERRUPTS: u32 = (1 << 4) | (1 << 6);
 const FR_TXFF: u32 = 1 << 5;
 const FR_RXFE: u32 = 1 << 4;
 const FR_BUSY: u32 = 1 << 3;
@@ -68,6 +73,18 @@ impl Pl011 {
         } else {
             Some((self.read(DR) & 0xff) as u8)
         }
+    }
+
+    /// Makes the UART raise its interrupt when input arrives (receive and
+    /// receive-timeout), so an idle CPU wakes for console input.
+    pub fn enable_rx_interrupt(&self) {
+        self.write(ICR, RX_INTERRUPTS);
+        self.write(IMSC, RX_INTERRUPTS);
+    }
+
+    /// Clears the receive interrupts after the FIFO was drained.
+    pub fn clear_rx_interrupt(&self) {
+        self.write(ICR, RX_INTERRUPTS);
     }
 
     /// Waits until every queued byte has left the UART.
