@@ -104,6 +104,7 @@ fn handle_sync(frame: *mut Frame) {
             pstate_features: settings.pstate_features,
             counters: &mut vm.counters,
             last_abort: None,
+            gic: None,
         };
         let mut live = LiveVcpu {
             frame: &mut vm.frame,

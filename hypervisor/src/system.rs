@@ -81,7 +81,7 @@ pub fn stop_current(reason: StopReason) -> ! {
     let status = with_current_vm(|vm| {
         let c = vm.counters;
         log!(
-            "vm{} '{}' stopped ({reason:?}) after {} boot(s); exits: {} hvc, {} smc, {} mmio ({} decoded), {} aborts and {} undefs injected",
+            "vm{} '{}' stopped ({reason:?}) after {} boot(s); exits: {} hvc, {} smc, {} mmio ({} decoded), {} sysreg, {} wfx; {} aborts and {} undefs injected",
             vm.id,
             vm.image.name,
             vm.boot_count,
@@ -89,6 +89,8 @@ pub fn stop_current(reason: StopReason) -> ! {
             c.smc,
             c.mmio,
             c.mmio_decoded,
+            c.sysreg,
+            c.wfx,
             c.injected_aborts,
             c.injected_undefs
         );

@@ -8,15 +8,100 @@
 //!
 //! Guest-caused conditions never panic: they become an injected exception,
 //! an SMCCC error code, or a stopped VM.
+//!
+//! Emulated devices: the PL011, and — when the VM has one — the virtual GIC's
+//! distributor and redistributors, reached through the [`VirtualGic`] trait
+//! (the model lives in the `stratum-vgic` crate, above this one), which also
+//! receives trapped `ICC_SGI1R_EL1`-family writes.
 
 use crate::access::AccessSize;
 use crate::addr::{Gva, Ipa, IpaRange};
-use crate::esr::{self, DataAbort, Exit};
+use crate::esr::{self, DataAbort, Exit, SysRegAccess, WfxKind};
 use crate::inject::{self, GuestExceptionState, Injection, PstateFeatures};
 use crate::insn;
 use crate::mmio::{self, GuestRegs, MmioPlan};
 use crate::pl011::Pl011;
 use crate::psci::{self, CallContext, FirmwareFeatures, Outcome, VcpuPower};
+
+/// A virtual interrupt controller's guest-facing registers, as exit handling
+/// needs them. Offsets are relative to the frame's base; an `Err` means the
+/// access is not one the architecture allows there, and the guest gets an
+/// external abort.
+pub trait VirtualGic {
+    /// A distributor register read by `vcpu`.
+    fn dist_read(
+        &mut self,
+        vcpu: usize,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, AccessRefused>;
+    /// A distributor register write by `vcpu`.
+    fn dist_write(
+        &mut self,
+        vcpu: usize,
+        offset: u64,
+        size: AccessSize,
+        value: u64,
+    ) -> Result<(), AccessRefused>;
+    /// A read by `vcpu` of redistributor `redist` (GICv3), `offset` within
+    /// its two 64 KiB frames.
+    fn redist_read(
+        &mut self,
+        vcpu: usize,
+        redist: usize,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, AccessRefused>;
+    /// A write by `vcpu` to redistributor `redist` (GICv3).
+    fn redist_write(
+        &mut self,
+        vcpu: usize,
+        redist: usize,
+        offset: u64,
+        size: AccessSize,
+        value: u64,
+    ) -> Result<(), AccessRefused>;
+    /// A trapped write of `ICC_SGI1R_EL1` (`which` = [`SgiRegister`]) by `vcpu`.
+    fn sgi_write(&mut self, vcpu: usize, which: SgiRegister, value: u64);
+}
+
+/// A device refused a register access: the architecture does not allow that
+/// width or offset there. The guest gets a synchronous external abort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessRefused;
+
+/// The GICv3 SGI-generation registers, whose EL1 writes trap to EL2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SgiRegister {
+    /// `ICC_SGI1R_EL1`: Group 1 SGIs.
+    Sgi1r,
+    /// `ICC_ASGI1R_EL1`: Group 1 SGIs for the other Security state.
+    Asgi1r,
+    /// `ICC_SGI0R_EL1`: Group 0 SGIs.
+    Sgi0r,
+}
+
+/// Where a VM's virtual GIC registers sit, and the model behind them.
+pub struct GicModel<'a> {
+    /// Distributor frame.
+    pub dist: IpaRange,
+    /// GICv3 redistributors, [`REDIST_STRIDE`] bytes each; `None` on GICv2.
+    pub redist: Option<IpaRange>,
+    /// The model.
+    pub vgic: &'a mut dyn VirtualGic,
+}
+
+impl core::fmt::Debug for GicModel<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GicModel")
+            .field("dist", &self.dist)
+            .field("redist", &self.redist)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes per GICv3 redistributor (RD_base + SGI_base frames).
+pub const REDIST_STRIDE: u64 = 0x2_0000;
 
 /// The registers the glue reads at every synchronous exit.
 #[derive(Clone, Copy, Debug, Default)]
@@ -118,6 +203,10 @@ pub struct ExitCounters {
     pub injected_aborts: u64,
     /// Undefined-instruction exceptions injected.
     pub injected_undefs: u64,
+    /// Emulated system-register accesses (the trapped SGI registers).
+    pub sysreg: u64,
+    /// Trapped `WFI`/`WFE` (and the timed forms).
+    pub wfx: u64,
 }
 
 /// How many abort reports per VM are logged before they are only counted.
@@ -174,6 +263,8 @@ pub struct VmModel<'a> {
     pub counters: &'a mut ExitCounters,
     /// Set when an abort should be logged.
     pub last_abort: Option<AbortReport>,
+    /// The virtual GIC, when the VM has one.
+    pub gic: Option<GicModel<'a>>,
 }
 
 /// Handles a synchronous exit of vCPU `vcpu` of `vm`.
@@ -201,7 +292,7 @@ pub fn handle_sync(
             // A trapped SMC returns to the SMC itself: advance past it.
             smccc_call(vcpu, regs, vm, true)
         }
-        Exit::DataAbort(abort) => data_abort(info, &abort, regs, vm, env),
+        Exit::DataAbort(abort) => data_abort(info, &abort, vcpu, regs, vm, env),
         Exit::InstructionAbort(_) => {
             let ipa = esr::fault_ipa(info.hpfar, info.far);
             vm.last_abort = Some(AbortReport {
@@ -214,12 +305,43 @@ pub fn handle_sync(
             let state = exception_state(info, vm.pstate_features, env);
             Action::Inject(inject::instruction_abort(&state, info.far))
         }
-        Exit::Wfx(_) => Action::WaitForInterrupt { advance: true },
+        // WFI blocks until an interrupt is pending; WFE (and the timed
+        // forms, which may complete early) yield: with one vCPU per physical
+        // CPU there is no one to yield to, so they complete at once.
+        Exit::Wfx(w) => {
+            vm.counters.wfx += 1;
+            match w.kind {
+                WfxKind::Wfi => Action::WaitForInterrupt { advance: true },
+                WfxKind::Wfe | WfxKind::Wfit | WfxKind::Wfet => Action::Advance,
+            }
+        }
+        Exit::SysReg(access) if sgi_register(&access).is_some() && vm.gic.is_some() => {
+            let (Some(which), Some(gic)) = (sgi_register(&access), vm.gic.as_mut()) else {
+                unreachable!("checked by the guard");
+            };
+            vm.counters.sysreg += 1;
+            gic.vgic.sgi_write(vcpu, which, regs.x(access.rt));
+            Action::Advance
+        }
         _ => {
             vm.counters.injected_undefs += 1;
             let state = exception_state(info, vm.pstate_features, env);
             Action::Inject(inject::undefined(&state))
         }
+    }
+}
+
+/// The SGI-generation register a trapped `MSR` names (writes only: reading
+/// them is undefined).
+fn sgi_register(access: &SysRegAccess) -> Option<SgiRegister> {
+    if access.read {
+        return None;
+    }
+    match access.encoding() {
+        esr::sysreg::ICC_SGI1R_EL1 => Some(SgiRegister::Sgi1r),
+        esr::sysreg::ICC_ASGI1R_EL1 => Some(SgiRegister::Asgi1r),
+        esr::sysreg::ICC_SGI0R_EL1 => Some(SgiRegister::Sgi0r),
+        _ => None,
     }
 }
 
@@ -308,12 +430,13 @@ fn smccc_call(
 fn data_abort(
     info: &ExitInfo,
     abort: &DataAbort,
+    vcpu: usize,
     regs: &mut impl GuestRegs,
     vm: &mut VmModel<'_>,
     env: &mut impl ExitEnv,
 ) -> Action {
     let ipa = esr::fault_ipa(info.hpfar, info.far);
-    match emulate_mmio(info, abort, ipa, regs, vm, env) {
+    match emulate_mmio(info, abort, ipa, vcpu, regs, vm, env) {
         Ok(()) => Action::Advance,
         Err(why) => {
             vm.counters.injected_aborts += 1;
@@ -334,6 +457,7 @@ fn emulate_mmio(
     info: &ExitInfo,
     abort: &DataAbort,
     ipa: Ipa,
+    vcpu: usize,
     regs: &mut impl GuestRegs,
     vm: &mut VmModel<'_>,
     env: &mut impl ExitEnv,
@@ -341,9 +465,10 @@ fn emulate_mmio(
     // A stage-2 fault on a stage-1 table walk: HPFAR names the guest's
     // translation table, FAR the address the instruction accessed. Neither
     // is an access to a device register; the guest gets an external abort.
-    if abort.s1ptw || !vm.uart_regs.contains(ipa) {
+    if abort.s1ptw {
         return Err(AbortCause::Unmapped);
     }
+    let (device, window) = route(vm, ipa).ok_or(AbortCause::Unmapped)?;
     // Cache maintenance by address (DC CIVAC …) on a device register: the
     // emulated device has no cache to maintain, so the instruction completes
     // as a no-op (as on KVM) rather than faulting the guest.
@@ -374,7 +499,8 @@ fn emulate_mmio(
         }
     };
     let mut loaded = [0u64; 2];
-    let n = perform(&plan, vm, env, &mut loaded).ok_or(AbortCause::DeviceRejected)?;
+    let n = perform(&plan, vcpu, device, window, vm, env, &mut loaded)
+        .ok_or(AbortCause::DeviceRejected)?;
     mmio::complete(&plan, &loaded[..n], regs).map_err(|_| AbortCause::DeviceRejected)?;
     vm.counters.mmio += 1;
     if decoded {
@@ -386,31 +512,87 @@ fn emulate_mmio(
 /// `PSTATE.nRW`: the guest was executing AArch32.
 const PSTATE_NRW: u64 = 1 << 4;
 
-/// Performs every access of `plan` on the UART, in order; the number of
+/// An emulated device of the VM's memory map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Device {
+    /// The PL011.
+    Uart,
+    /// The GIC distributor.
+    GicDist,
+    /// GICv3 redistributor `n`.
+    GicRedist(usize),
+}
+
+/// The device whose register window holds `ipa`, and that window.
+fn route(vm: &VmModel<'_>, ipa: Ipa) -> Option<(Device, IpaRange)> {
+    if vm.uart_regs.contains(ipa) {
+        return Some((Device::Uart, vm.uart_regs));
+    }
+    let gic = vm.gic.as_ref()?;
+    if gic.dist.contains(ipa) {
+        return Some((Device::GicDist, gic.dist));
+    }
+    let redist = gic.redist.filter(|r| r.contains(ipa))?;
+    let index = ipa.offset_from(redist.start)? / REDIST_STRIDE;
+    let start = redist.start.checked_add(index * REDIST_STRIDE)?;
+    let window = IpaRange::new(start, REDIST_STRIDE)?;
+    Some((Device::GicRedist(usize::try_from(index).ok()?), window))
+}
+
+/// Performs every access of `plan` on `device`, in order; the number of
 /// values loaded, or `None` if the device rejected an access.
 fn perform(
     plan: &MmioPlan,
+    vcpu: usize,
+    device: Device,
+    window: IpaRange,
     vm: &mut VmModel<'_>,
     env: &mut impl ExitEnv,
     loaded: &mut [u64; 2],
 ) -> Option<usize> {
-    // Validate every access first, so a pair is all-or-nothing.
+    // Validate every access first, so a pair is all-or-nothing: each must lie
+    // wholly in the same device window.
     for a in plan.accesses() {
-        if !vm.uart_regs.contains_span(a.ipa, a.size.bytes()) || a.size == AccessSize::Double {
+        if !window.contains_span(a.ipa, a.size.bytes()) {
+            return None;
+        }
+        if device == Device::Uart && a.size == AccessSize::Double {
             return None;
         }
     }
     let mut n = 0;
     for a in plan.accesses() {
-        let offset = a.ipa.offset_from(vm.uart_regs.start)?;
-        let result = match a.store_value {
-            Some(v) => vm
+        let offset = a.ipa.offset_from(window.start)?;
+        let value = match (device, a.store_value) {
+            (Device::Uart, Some(v)) => vm
                 .uart
                 .write(offset, a.size, v, &mut |b| env.console_tx(b))
-                .map(|()| 0),
-            None => vm.uart.read(offset, a.size).map(u64::from),
+                .map(|()| 0)
+                .ok()?,
+            (Device::Uart, None) => vm.uart.read(offset, a.size).map(u64::from).ok()?,
+            (Device::GicDist, Some(v)) => {
+                let gic = vm.gic.as_mut()?;
+                gic.vgic
+                    .dist_write(vcpu, offset, a.size, v)
+                    .map(|()| 0)
+                    .ok()?
+            }
+            (Device::GicDist, None) => {
+                let gic = vm.gic.as_mut()?;
+                gic.vgic.dist_read(vcpu, offset, a.size).ok()?
+            }
+            (Device::GicRedist(r), Some(v)) => {
+                let gic = vm.gic.as_mut()?;
+                gic.vgic
+                    .redist_write(vcpu, r, offset, a.size, v)
+                    .map(|()| 0)
+                    .ok()?
+            }
+            (Device::GicRedist(r), None) => {
+                let gic = vm.gic.as_mut()?;
+                gic.vgic.redist_read(vcpu, r, offset, a.size).ok()?
+            }
         };
-        let value = result.ok()?;
         if a.store_value.is_none() {
             *loaded.get_mut(n)? = value;
             n += 1;

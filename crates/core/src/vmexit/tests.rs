@@ -206,6 +206,84 @@ impl ExitEnv for Env {
     }
 }
 
+/// A virtual GIC that records what it is asked and answers from a script.
+#[derive(Debug, Default)]
+struct FakeGic {
+    /// Every call: (what, vcpu, redistributor, offset, size, value).
+    calls: Vec<(&'static str, usize, usize, u64, AccessSize, u64)>,
+    /// Value every read returns.
+    read_value: u64,
+    /// Refuse every access (as for a width the architecture forbids).
+    refuse: bool,
+    /// SGI-register writes: (vcpu, register, value).
+    sgis: Vec<(usize, SgiRegister, u64)>,
+}
+
+impl VirtualGic for FakeGic {
+    fn dist_read(
+        &mut self,
+        vcpu: usize,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, AccessRefused> {
+        self.calls.push(("dist_read", vcpu, 0, offset, size, 0));
+        if self.refuse {
+            Err(AccessRefused)
+        } else {
+            Ok(self.read_value)
+        }
+    }
+    fn dist_write(
+        &mut self,
+        vcpu: usize,
+        offset: u64,
+        size: AccessSize,
+        value: u64,
+    ) -> Result<(), AccessRefused> {
+        self.calls
+            .push(("dist_write", vcpu, 0, offset, size, value));
+        if self.refuse {
+            Err(AccessRefused)
+        } else {
+            Ok(())
+        }
+    }
+    fn redist_read(
+        &mut self,
+        vcpu: usize,
+        redist: usize,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, AccessRefused> {
+        self.calls
+            .push(("redist_read", vcpu, redist, offset, size, 0));
+        if self.refuse {
+            Err(AccessRefused)
+        } else {
+            Ok(self.read_value)
+        }
+    }
+    fn redist_write(
+        &mut self,
+        vcpu: usize,
+        redist: usize,
+        offset: u64,
+        size: AccessSize,
+        value: u64,
+    ) -> Result<(), AccessRefused> {
+        self.calls
+            .push(("redist_write", vcpu, redist, offset, size, value));
+        if self.refuse {
+            Err(AccessRefused)
+        } else {
+            Ok(())
+        }
+    }
+    fn sgi_write(&mut self, vcpu: usize, which: SgiRegister, value: u64) {
+        self.sgis.push((vcpu, which, value));
+    }
+}
+
 /// Everything a [`VmModel`] borrows, owned, plus the register file and env.
 #[derive(Debug)]
 struct Harness {
@@ -217,6 +295,8 @@ struct Harness {
     firmware: FirmwareFeatures,
     counters: ExitCounters,
     last_abort: Option<AbortReport>,
+    /// The virtual GIC, when the test gives the VM one.
+    gic: Option<FakeGic>,
 }
 
 impl Harness {
@@ -241,7 +321,14 @@ impl Harness {
             firmware: FirmwareFeatures::NONE,
             counters: ExitCounters::default(),
             last_abort: None,
+            gic: None,
         }
+    }
+
+    /// The same VM with a GICv3-style virtual GIC at QEMU virt's addresses.
+    fn with_gic(mut self) -> Self {
+        self.gic = Some(FakeGic::default());
+        self
     }
 
     fn new() -> Self {
@@ -266,6 +353,11 @@ impl Harness {
             pstate_features: PstateFeatures::NONE,
             counters: &mut self.counters,
             last_abort: None,
+            gic: self.gic.as_mut().map(|g| GicModel {
+                dist: virt_map::GICD,
+                redist: IpaRange::new(virt_map::GICR_BASE, 2 * REDIST_STRIDE),
+                vgic: g,
+            }),
         };
         let action = handle_sync(info, 0, &mut self.regs, &mut vm, &mut self.env);
         self.last_abort = vm.last_abort;
@@ -1120,16 +1212,26 @@ fn undefined_from_el0_uses_the_lower_el_vector() {
 }
 
 #[test]
-fn wfi_and_wfe_wait() {
-    for ti in 0..4 {
+fn wfi_waits_while_wfe_and_timed_forms_complete() {
+    // TI: 0 WFI, 1 WFE, 2 WFIT, 3 WFET. Only WFI blocks; the others may
+    // complete at once (there is no other vCPU on this CPU to yield to).
+    for (ti, expected) in [
+        (0, Action::WaitForInterrupt { advance: true }),
+        (1, Action::Advance),
+        (2, Action::Advance),
+        (3, Action::Advance),
+    ] {
         let mut h = Harness::new();
         let before = h.regs.clone();
-        assert_eq!(
-            h.run(&call_exit(esr(EC_WFX, ti))),
-            Action::WaitForInterrupt { advance: true }
-        );
+        assert_eq!(h.run(&call_exit(esr(EC_WFX, ti))), expected);
         assert_eq!(h.regs, before);
-        assert_eq!(h.counters, ExitCounters::default());
+        assert_eq!(
+            h.counters,
+            ExitCounters {
+                wfx: 1,
+                ..ExitCounters::default()
+            }
+        );
     }
 }
 
@@ -1242,7 +1344,8 @@ proptest! {
         let action = h.run(&info);
 
         let c = h.counters;
-        let events = c.hvc + c.smc + c.mmio + c.injected_aborts + c.injected_undefs;
+        let events =
+            c.hvc + c.smc + c.mmio + c.injected_aborts + c.injected_undefs + c.wfx + c.sysreg;
         prop_assert!(events <= 1, "{c:?}");
         prop_assert!(c.mmio_decoded <= c.mmio);
         prop_assert!(h.env.fetches.len() <= 1);
@@ -1259,7 +1362,7 @@ proptest! {
                 prop_assert_eq!(inj.spsr_el1, pstate);
                 prop_assert_eq!(inj.esr_el1 & IL, IL);
             }
-            Action::Advance => prop_assert!(c.mmio == 1 || c.smc == 1),
+            Action::Advance => prop_assert!(c.mmio == 1 || c.smc == 1 || c.wfx == 1 || c.sysreg == 1),
             Action::CpuOn { target, .. } => {
                 prop_assert!(target < vcpus);
                 prop_assert_eq!(h.vcpus[target].state, PowerState::OnPending);
@@ -1317,4 +1420,157 @@ fn cache_maintenance_on_the_uart_is_a_no_op() {
     assert!(h.env.tx.is_empty());
     assert!(h.env.fetches.is_empty(), "nothing to decode");
     assert_eq!(h.last_abort, None);
+}
+
+// ------------------------------------------------------------ virtual GIC
+
+const GICD_IPA: u64 = 0x0800_0000;
+const GICR_IPA: u64 = 0x080A_0000;
+
+/// A data abort with a syndrome at `ipa` (EL1h, FAR with the same page offset).
+fn device_exit(esr: u64, ipa: u64) -> ExitInfo {
+    ExitInfo {
+        esr,
+        far: 0xffff_0000_0000_0000 | ipa,
+        hpfar: hpfar(ipa),
+        pc: PC,
+        pstate: EL1H,
+    }
+}
+
+/// `MSR`/`MRS` trap syndrome for (op0, op1, crn, crm, op2) with `rt`.
+const fn sysreg_esr(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64, rt: u64, read: bool) -> u64 {
+    let dir = if read { 1 } else { 0 };
+    esr(
+        EC_SYS64,
+        (op0 << 20) | (op2 << 17) | (op1 << 14) | (crn << 10) | (rt << 5) | (crm << 1) | dir,
+    )
+}
+
+#[test]
+fn distributor_accesses_reach_the_virtual_gic() {
+    let mut h = Harness::new().with_gic();
+    h.gic.as_mut().unwrap().read_value = 0x0403_001f;
+    // 32-bit read of GICD_TYPER (0x4) into x7.
+    assert_eq!(
+        h.run(&device_exit(dabt_isv(2, 7, false), GICD_IPA + 0x4)),
+        Action::Advance
+    );
+    assert_eq!(h.regs.x[7], 0x0403_001f);
+    // 64-bit write of x3 to GICD_IROUTER<32> (0x6100): allowed for the GIC.
+    h.regs.x[3] = 0x0000_0001_0000_0002;
+    assert_eq!(
+        h.run(&device_exit(dabt_isv(3, 3, true), GICD_IPA + 0x6100)),
+        Action::Advance
+    );
+    let calls = &h.gic.as_ref().unwrap().calls;
+    assert_eq!(calls[0], ("dist_read", 0, 0, 0x4, AccessSize::Word, 0));
+    assert_eq!(
+        calls[1],
+        (
+            "dist_write",
+            0,
+            0,
+            0x6100,
+            AccessSize::Double,
+            0x0000_0001_0000_0002
+        )
+    );
+    assert_eq!(h.counters.mmio, 2);
+    assert!(h.env.tx.is_empty());
+}
+
+#[test]
+fn redistributor_accesses_name_the_redistributor_and_offset() {
+    let mut h = Harness::new().with_gic();
+    // Redistributor 1, SGI_base frame, GICR_ISENABLER0 (0x1_0100).
+    let ipa = GICR_IPA + REDIST_STRIDE + 0x1_0100;
+    h.regs.x[2] = 0xffff;
+    assert_eq!(
+        h.run(&device_exit(dabt_isv(2, 2, true), ipa)),
+        Action::Advance
+    );
+    assert_eq!(
+        h.gic.as_ref().unwrap().calls,
+        [("redist_write", 0, 1, 0x1_0100, AccessSize::Word, 0xffff)]
+    );
+    // Beyond the last redistributor: unmapped.
+    let beyond = GICR_IPA + 2 * REDIST_STRIDE + 0x100;
+    let info = device_exit(dabt_isv(2, 2, false), beyond);
+    let action = h.run(&info);
+    assert_data_abort(action, &info, false, 0x200, EC_DABT_SAME);
+    assert_eq!(h.last_abort.map(|a| a.why), Some(AbortCause::Unmapped));
+}
+
+#[test]
+fn a_refused_gic_access_is_an_injected_abort() {
+    let mut h = Harness::new().with_gic();
+    h.gic.as_mut().unwrap().refuse = true;
+    let before = h.regs.clone();
+    let info = device_exit(dabt_isv(0, 4, false), GICD_IPA + 0xffc);
+    let action = h.run(&info);
+    assert_data_abort(action, &info, false, 0x200, EC_DABT_SAME);
+    assert_eq!(h.regs, before, "no register written");
+    assert_eq!(
+        h.last_abort.map(|a| a.why),
+        Some(AbortCause::DeviceRejected)
+    );
+}
+
+#[test]
+fn without_a_gic_its_window_is_unmapped() {
+    let mut h = Harness::new();
+    let info = device_exit(dabt_isv(2, 1, false), GICD_IPA);
+    let action = h.run(&info);
+    assert_data_abort(action, &info, false, 0x200, EC_DABT_SAME);
+    assert_eq!(h.last_abort.map(|a| a.why), Some(AbortCause::Unmapped));
+}
+
+#[test]
+fn a_pair_leaving_the_distributor_window_is_refused_whole() {
+    // stp w1, w2, [x0] with x0 = the last word of the distributor frame:
+    // the second element would be outside (in no device).
+    let mut h = Harness::new().with_gic().code(STP_W1_W2_X0);
+    let last = GICD_IPA + 0xfffc;
+    h.regs.x[0] = 0xffff_0000_0000_0000 | last;
+    let info = device_exit(dabt_no_isv(true), last);
+    let action = h.run(&info);
+    assert_data_abort(action, &info, true, 0x200, EC_DABT_SAME);
+    assert!(
+        h.gic.as_ref().unwrap().calls.is_empty(),
+        "nothing reached the GIC"
+    );
+}
+
+#[test]
+fn sgi_register_writes_reach_the_virtual_gic() {
+    let mut h = Harness::new().with_gic();
+    h.regs.x[9] = 0x0000_0000_0300_0001; // INTID 3, target list {0}
+    let msr = sysreg_esr(3, 0, 12, 11, 5, 9, false);
+    assert_eq!(h.run(&call_exit(msr)), Action::Advance);
+    let asgi = sysreg_esr(3, 0, 12, 11, 6, 31, false);
+    assert_eq!(h.run(&call_exit(asgi)), Action::Advance);
+    assert_eq!(
+        h.gic.as_ref().unwrap().sgis,
+        [
+            (0, SgiRegister::Sgi1r, 0x0300_0001),
+            (0, SgiRegister::Asgi1r, 0) // XZR
+        ]
+    );
+    assert_eq!(h.counters.sysreg, 2);
+}
+
+#[test]
+fn reading_an_sgi_register_or_having_no_gic_is_undefined() {
+    let mut h = Harness::new().with_gic();
+    let mrs = sysreg_esr(3, 0, 12, 11, 5, 1, true);
+    let inj = injection(h.run(&call_exit(mrs)));
+    assert_eq!(inj.esr_el1 >> 26, 0, "EC 0: unknown reason");
+    assert!(h.gic.as_ref().unwrap().sgis.is_empty());
+
+    let mut h = Harness::new();
+    let msr = sysreg_esr(3, 0, 12, 11, 5, 1, false);
+    let inj = injection(h.run(&call_exit(msr)));
+    assert_eq!(inj.esr_el1 >> 26, 0);
+    assert_eq!(h.counters.injected_undefs, 1);
 }
