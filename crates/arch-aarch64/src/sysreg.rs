@@ -171,6 +171,134 @@ sysregs! {
     CNTV_CTL_EL0: cntv_ctl_el0, safe set_cntv_ctl_el0;
     /// Guest EL1 timer control register (kernel timer access control).
     CNTKCTL_EL1: cntkctl_el1, safe set_cntkctl_el1;
+
+    // ---- GICv3 physical CPU interface, as seen from EL2 ----
+    /// GICv3 system-register enable for EL2 (SRE, DFB, DIB, Enable = lower
+    /// ELs may use `ICC_SRE_EL1`).
+    ICC_SRE_EL2: icc_sre_el2, unsafe set_icc_sre_el2;
+    /// Physical interrupt acknowledge, Group 1 (read-only). Unlike other
+    /// readers, reading it has an effect: the INTID it returns becomes active.
+    ICC_IAR1_EL1: icc_iar1_el1;
+    /// Physical priority mask: interrupts with a lower (numerically higher
+    /// or equal) priority are not signalled to this CPU.
+    ICC_PMR_EL1: icc_pmr_el1, unsafe set_icc_pmr_el1;
+    /// Physical CPU interface control (EOImode, CBPR; PRIbits, IDbits).
+    ICC_CTLR_EL1: icc_ctlr_el1, unsafe set_icc_ctlr_el1;
+    /// Physical Group 1 interrupt enable for this CPU.
+    ICC_IGRPEN1_EL1: icc_igrpen1_el1, unsafe set_icc_igrpen1_el1;
+    /// Physical binary point, Group 1 (priority grouping for preemption).
+    ICC_BPR1_EL1: icc_bpr1_el1, unsafe set_icc_bpr1_el1;
+
+    // ---- GICv3 virtualization control (ICH_*) ----
+    /// Virtual CPU interface control: En, maintenance-interrupt enables and
+    /// trap bits (TC, TALL0/1, TDIR …), EOIcount.
+    ICH_HCR_EL2: ich_hcr_el2, unsafe set_ich_hcr_el2;
+    /// Virtual CPU interface type: ListRegs, PREbits, PRIbits, IDbits.
+    ICH_VTR_EL2: ich_vtr_el2;
+    /// The guest's view of its virtual CPU interface control (VPMR, VBPRs,
+    /// VEOIM, group enables), saved and restored with the vCPU.
+    ICH_VMCR_EL2: ich_vmcr_el2, safe set_ich_vmcr_el2;
+    /// Maintenance interrupt status: which condition of `ICH_HCR_EL2` fired.
+    ICH_MISR_EL2: ich_misr_el2;
+    /// End-of-interrupt status: list registers whose EOI asked for maintenance.
+    ICH_EISR_EL2: ich_eisr_el2;
+    /// Empty list register status: bit n set when `ICH_LR<n>_EL2` holds no
+    /// pending or active interrupt.
+    ICH_ELRSR_EL2: ich_elrsr_el2;
+    /// GICv3 virtual CPU interface active priorities, Group 0, word 0.
+    ICH_AP0R0_EL2: ich_ap0r0_el2, safe set_ich_ap0r0_el2;
+    /// GICv3 virtual CPU interface active priorities, Group 0, word 1.
+    ICH_AP0R1_EL2: ich_ap0r1_el2, safe set_ich_ap0r1_el2;
+    /// GICv3 virtual CPU interface active priorities, Group 0, word 2.
+    ICH_AP0R2_EL2: ich_ap0r2_el2, safe set_ich_ap0r2_el2;
+    /// GICv3 virtual CPU interface active priorities, Group 0, word 3.
+    ICH_AP0R3_EL2: ich_ap0r3_el2, safe set_ich_ap0r3_el2;
+    /// GICv3 virtual CPU interface active priorities, Group 1, word 0.
+    ICH_AP1R0_EL2: ich_ap1r0_el2, safe set_ich_ap1r0_el2;
+    /// GICv3 virtual CPU interface active priorities, Group 1, word 1.
+    ICH_AP1R1_EL2: ich_ap1r1_el2, safe set_ich_ap1r1_el2;
+    /// GICv3 virtual CPU interface active priorities, Group 1, word 2.
+    ICH_AP1R2_EL2: ich_ap1r2_el2, safe set_ich_ap1r2_el2;
+    /// GICv3 virtual CPU interface active priorities, Group 1, word 3.
+    ICH_AP1R3_EL2: ich_ap1r3_el2, safe set_ich_ap1r3_el2;
+    /// GICv3 list register 0: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR0_EL2: ich_lr0_el2, safe set_ich_lr0_el2;
+    /// GICv3 list register 1: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR1_EL2: ich_lr1_el2, safe set_ich_lr1_el2;
+    /// GICv3 list register 2: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR2_EL2: ich_lr2_el2, safe set_ich_lr2_el2;
+    /// GICv3 list register 3: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR3_EL2: ich_lr3_el2, safe set_ich_lr3_el2;
+    /// GICv3 list register 4: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR4_EL2: ich_lr4_el2, safe set_ich_lr4_el2;
+    /// GICv3 list register 5: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR5_EL2: ich_lr5_el2, safe set_ich_lr5_el2;
+    /// GICv3 list register 6: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR6_EL2: ich_lr6_el2, safe set_ich_lr6_el2;
+    /// GICv3 list register 7: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR7_EL2: ich_lr7_el2, safe set_ich_lr7_el2;
+    /// GICv3 list register 8: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR8_EL2: ich_lr8_el2, safe set_ich_lr8_el2;
+    /// GICv3 list register 9: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR9_EL2: ich_lr9_el2, safe set_ich_lr9_el2;
+    /// GICv3 list register 10: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR10_EL2: ich_lr10_el2, safe set_ich_lr10_el2;
+    /// GICv3 list register 11: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR11_EL2: ich_lr11_el2, safe set_ich_lr11_el2;
+    /// GICv3 list register 12: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR12_EL2: ich_lr12_el2, safe set_ich_lr12_el2;
+    /// GICv3 list register 13: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR13_EL2: ich_lr13_el2, safe set_ich_lr13_el2;
+    /// GICv3 list register 14: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR14_EL2: ich_lr14_el2, safe set_ich_lr14_el2;
+    /// GICv3 list register 15: one virtual interrupt for the running vCPU
+    /// (use [`ich_lr`]/[`set_ich_lr`] to index). A hardware-linked entry
+    /// (HW = 1) deactivates its physical INTID when the guest deactivates it.
+    ICH_LR15_EL2: ich_lr15_el2, safe set_ich_lr15_el2;
+
+    // ---- Generic timer ----
+    /// Guest virtual timer compare value.
+    CNTV_CVAL_EL0: cntv_cval_el0, safe set_cntv_cval_el0;
+    /// Guest EL1 physical timer control.
+    CNTP_CTL_EL0: cntp_ctl_el0, safe set_cntp_ctl_el0;
+    /// Guest EL1 physical timer compare value.
+    CNTP_CVAL_EL0: cntp_cval_el0, safe set_cntp_cval_el0;
+    /// EL2 physical timer control (the hypervisor's own timer, PPI 10).
+    CNTHP_CTL_EL2: cnthp_ctl_el2, unsafe set_cnthp_ctl_el2;
+    /// EL2 physical timer compare value.
+    CNTHP_CVAL_EL2: cnthp_cval_el2, unsafe set_cnthp_cval_el2;
+    /// Virtual counter (physical count minus `CNTVOFF_EL2`).
+    CNTVCT_EL0: cntvct_el0;
 }
 
 /// The fake register file used on non-aarch64 hosts (one per thread, so
@@ -195,6 +323,132 @@ pub mod fake {
     }
 }
 
+/// Reads GICv3 list register `ICH_LR<n>_EL2`.
+///
+/// # Panics
+/// If `n >= 16`: the architecture has at most 16 list registers, and callers
+/// index below `ICH_VTR_EL2.ListRegs + 1`, so a larger index is a broken
+/// hypervisor invariant.
+#[inline]
+pub fn ich_lr(n: usize) -> u64 {
+    match n {
+        0 => ich_lr0_el2(),
+        1 => ich_lr1_el2(),
+        2 => ich_lr2_el2(),
+        3 => ich_lr3_el2(),
+        4 => ich_lr4_el2(),
+        5 => ich_lr5_el2(),
+        6 => ich_lr6_el2(),
+        7 => ich_lr7_el2(),
+        8 => ich_lr8_el2(),
+        9 => ich_lr9_el2(),
+        10 => ich_lr10_el2(),
+        11 => ich_lr11_el2(),
+        12 => ich_lr12_el2(),
+        13 => ich_lr13_el2(),
+        14 => ich_lr14_el2(),
+        15 => ich_lr15_el2(),
+        _ => panic!("ICH_LR{n}_EL2 does not exist (at most 16 list registers)"),
+    }
+}
+
+/// Writes GICv3 list register `ICH_LR<n>_EL2` (see the `ICH_LR0_EL2` notes
+/// on hardware-linked entries).
+///
+/// # Panics
+/// If `n >= 16`, as for [`ich_lr`].
+#[inline]
+pub fn set_ich_lr(n: usize, v: u64) {
+    match n {
+        0 => set_ich_lr0_el2(v),
+        1 => set_ich_lr1_el2(v),
+        2 => set_ich_lr2_el2(v),
+        3 => set_ich_lr3_el2(v),
+        4 => set_ich_lr4_el2(v),
+        5 => set_ich_lr5_el2(v),
+        6 => set_ich_lr6_el2(v),
+        7 => set_ich_lr7_el2(v),
+        8 => set_ich_lr8_el2(v),
+        9 => set_ich_lr9_el2(v),
+        10 => set_ich_lr10_el2(v),
+        11 => set_ich_lr11_el2(v),
+        12 => set_ich_lr12_el2(v),
+        13 => set_ich_lr13_el2(v),
+        14 => set_ich_lr14_el2(v),
+        15 => set_ich_lr15_el2(v),
+        _ => panic!("ICH_LR{n}_EL2 does not exist (at most 16 list registers)"),
+    }
+}
+
+/// Write-only GICv3 CPU interface registers: reading them is UNDEFINED, so
+/// they get writers only and are not part of [`Reg`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOnlyReg {
+    /// `ICC_EOIR1_EL1`: end of interrupt (priority drop; also deactivation
+    /// when `ICC_CTLR_EL1.EOImode == 0`), Group 1.
+    IccEoir1El1,
+    /// `ICC_DIR_EL1`: deactivate interrupt (when `EOImode == 1`).
+    IccDirEl1,
+}
+
+/// Writes `ICC_EOIR1_EL1`: drops the running priority of `intid` (and
+/// deactivates it when `ICC_CTLR_EL1.EOImode == 0`).
+///
+/// # Safety
+/// `intid` must be the most recently acknowledged (via `ICC_IAR1_EL1`)
+/// Group 1 interrupt on this CPU that has not had its priority dropped yet;
+/// otherwise the GIC's behaviour is UNPREDICTABLE.
+#[inline(always)]
+pub unsafe fn write_icc_eoir1_el1(intid: u64) {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: the caller upholds this function's contract; writing EOIR
+    // touches only the GIC CPU interface's priority state.
+    unsafe {
+        core::arch::asm!("msr ICC_EOIR1_EL1, {}", in(reg) intid, options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    fake_write_only::record(WriteOnlyReg::IccEoir1El1, intid);
+}
+
+/// Writes `ICC_DIR_EL1`: deactivates `intid`.
+///
+/// # Safety
+/// `intid` must be active on this CPU interface and, with `EOImode == 1`,
+/// its priority already dropped; deactivating an interrupt a guest still
+/// owns through a hardware-linked list register breaks that link.
+#[inline(always)]
+pub unsafe fn write_icc_dir_el1(intid: u64) {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: the caller upholds this function's contract; writing DIR
+    // touches only the GIC's active state for `intid`.
+    unsafe {
+        core::arch::asm!("msr ICC_DIR_EL1, {}", in(reg) intid, options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    fake_write_only::record(WriteOnlyReg::IccDirEl1, intid);
+}
+
+/// The fake for write-only registers: a per-thread log of writes.
+#[cfg(not(target_arch = "aarch64"))]
+pub mod fake_write_only {
+    use super::WriteOnlyReg;
+
+    std::thread_local! {
+        static LOG: core::cell::RefCell<std::vec::Vec<(WriteOnlyReg, u64)>> =
+            const { core::cell::RefCell::new(std::vec::Vec::new()) };
+    }
+
+    /// Records a write (called by the writers above).
+    pub fn record(reg: WriteOnlyReg, v: u64) {
+        LOG.with(|l| l.borrow_mut().push((reg, v)));
+    }
+
+    /// Takes (and clears) every write recorded on this thread, in order.
+    pub fn take() -> std::vec::Vec<(WriteOnlyReg, u64)> {
+        LOG.with(|l| core::mem::take(&mut *l.borrow_mut()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +462,39 @@ mod tests {
         // SAFETY: fake backend on the host: no hardware is touched.
         unsafe { set_hcr_el2(1) };
         assert_eq!(hcr_el2(), 1);
+    }
+
+    #[test]
+    fn list_registers_are_indexed() {
+        for n in 0..16 {
+            set_ich_lr(n, 0x1000 + n as u64);
+        }
+        assert_eq!(ich_lr0_el2(), 0x1000);
+        assert_eq!(ich_lr7_el2(), 0x1007);
+        assert_eq!(ich_lr8_el2(), 0x1008);
+        assert_eq!(ich_lr(15), 0x100f);
+        assert_eq!(fake::get(Reg::ICH_LR9_EL2), 0x1009);
+    }
+
+    #[test]
+    #[should_panic(expected = "ICH_LR16_EL2 does not exist")]
+    fn list_register_16_is_a_broken_invariant() {
+        let _ = ich_lr(16);
+    }
+
+    #[test]
+    fn write_only_registers_are_logged() {
+        // SAFETY: fake backend on the host: no hardware is touched.
+        unsafe {
+            write_icc_eoir1_el1(27);
+            write_icc_dir_el1(27);
+        }
+        assert_eq!(
+            fake_write_only::take(),
+            [
+                (WriteOnlyReg::IccEoir1El1, 27),
+                (WriteOnlyReg::IccDirEl1, 27)
+            ]
+        );
     }
 }

@@ -1,1 +1,223 @@
-//! Generic timer access (being written).
+//! The Arm generic timer, as EL2 uses it.
+//!
+//! - The guest's EL1 virtual timer (`CNTV_*`, counting `CNTPCT -
+//!   CNTVOFF_EL2`) and EL1 physical timer (`CNTP_*`) belong to the vCPU:
+//!   [`TimerState`] saves and restores them on a vCPU switch.
+//! - The EL2 physical timer (`CNTHP_*`, PPI 10 = INTID [`HYP_TIMER_INTID`])
+//!   is the hypervisor's own, for preemption and for waking blocked vCPUs.
+//!
+//! Without VHE (`HCR_EL2.E2H == 0`, which Stratum runs with) `CNTP_*_EL0`
+//! accessed at EL2 are the EL1 physical timer, not the EL2 one.
+
+use crate::{barrier, sysreg};
+
+/// INTID of the EL2 physical timer (PPI 10).
+pub const HYP_TIMER_INTID: u32 = 26;
+/// INTID of the EL1 virtual timer (PPI 11).
+pub const VIRT_TIMER_INTID: u32 = 27;
+/// INTID of the Non-secure EL1 physical timer (PPI 14).
+pub const PHYS_TIMER_INTID: u32 = 30;
+
+/// `CNT*_CTL.ENABLE`: the timer is running.
+pub const CTL_ENABLE: u64 = 1 << 0;
+/// `CNT*_CTL.IMASK`: the timer condition does not assert the interrupt.
+pub const CTL_IMASK: u64 = 1 << 1;
+/// `CNT*_CTL.ISTATUS` (read-only): the timer condition is met.
+pub const CTL_ISTATUS: u64 = 1 << 2;
+
+/// The physical count, ordered after earlier instructions (`isb; mrs
+/// CNTPCT_EL0`).
+#[inline]
+pub fn counter() -> u64 {
+    barrier::isb();
+    sysreg::cntpct_el0()
+}
+
+/// The virtual count as the guest whose `CNTVOFF_EL2` is loaded sees it
+/// (`isb; mrs CNTVCT_EL0`).
+#[inline]
+pub fn virtual_counter() -> u64 {
+    barrier::isb();
+    sysreg::cntvct_el0()
+}
+
+/// Counter frequency in Hz (`CNTFRQ_EL0`, set by firmware).
+#[inline]
+pub fn frequency() -> u64 {
+    sysreg::cntfrq_el0()
+}
+
+/// The guest virtual timer's control (`CNTV_CTL_EL0`).
+#[inline]
+pub fn virt_ctl() -> u64 {
+    sysreg::cntv_ctl_el0()
+}
+
+/// Sets the guest virtual timer's control.
+#[inline]
+pub fn set_virt_ctl(v: u64) {
+    sysreg::set_cntv_ctl_el0(v);
+}
+
+/// The guest virtual timer's compare value (`CNTV_CVAL_EL0`, virtual count).
+#[inline]
+pub fn virt_cval() -> u64 {
+    sysreg::cntv_cval_el0()
+}
+
+/// Sets the guest virtual timer's compare value.
+#[inline]
+pub fn set_virt_cval(v: u64) {
+    sysreg::set_cntv_cval_el0(v);
+}
+
+/// Arms the EL2 physical timer to fire when the physical count reaches
+/// `deadline`. The interrupt reaches EL2 only once the hypervisor has
+/// enabled INTID [`HYP_TIMER_INTID`] at the GIC.
+pub fn arm_hyp_timer(deadline: u64) {
+    // SAFETY: the EL2 timer only asserts PPI 10; whether and when that
+    // interrupts EL2 is decided by the GIC enable and PSTATE.I, which the
+    // hypervisor controls. No translation, trap or routing changes.
+    unsafe {
+        sysreg::set_cnthp_cval_el2(deadline);
+        sysreg::set_cnthp_ctl_el2(CTL_ENABLE);
+    }
+    barrier::isb();
+}
+
+/// Stops the EL2 physical timer (and drops its interrupt line).
+pub fn disarm_hyp_timer() {
+    // SAFETY: as for `arm_hyp_timer`; disabling only deasserts PPI 10.
+    unsafe { sysreg::set_cnthp_ctl_el2(0) };
+    barrier::isb();
+}
+
+/// Whether the EL2 physical timer is enabled and its deadline has passed.
+pub fn hyp_timer_expired() -> bool {
+    let ctl = sysreg::cnthp_ctl_el2();
+    ctl & CTL_ENABLE != 0 && ctl & CTL_ISTATUS != 0
+}
+
+/// A vCPU's EL1 timers, saved while it is not running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerState {
+    /// `CNTV_CTL_EL0`.
+    pub cntv_ctl: u64,
+    /// `CNTV_CVAL_EL0` (virtual count).
+    pub cntv_cval: u64,
+    /// `CNTP_CTL_EL0`.
+    pub cntp_ctl: u64,
+    /// `CNTP_CVAL_EL0` (physical count).
+    pub cntp_cval: u64,
+}
+
+impl TimerState {
+    /// Reads the running vCPU's timers, then stops both, so they cannot
+    /// fire while another vCPU (or none) runs on this CPU.
+    pub fn save() -> Self {
+        let s = Self {
+            cntv_ctl: sysreg::cntv_ctl_el0(),
+            cntv_cval: sysreg::cntv_cval_el0(),
+            cntp_ctl: sysreg::cntp_ctl_el0(),
+            cntp_cval: sysreg::cntp_cval_el0(),
+        };
+        sysreg::set_cntv_ctl_el0(0);
+        sysreg::set_cntp_ctl_el0(0);
+        barrier::isb();
+        s
+    }
+
+    /// Loads these timers for the vCPU about to run (compare values first,
+    /// so enabling never fires against a stale deadline). The VM's
+    /// `CNTVOFF_EL2` is loaded separately.
+    pub fn restore(&self) {
+        sysreg::set_cntv_cval_el0(self.cntv_cval);
+        sysreg::set_cntp_cval_el0(self.cntp_cval);
+        barrier::isb();
+        sysreg::set_cntv_ctl_el0(self.cntv_ctl & (CTL_ENABLE | CTL_IMASK));
+        sysreg::set_cntp_ctl_el0(self.cntp_ctl & (CTL_ENABLE | CTL_IMASK));
+        barrier::isb();
+    }
+
+    /// The physical count at which the saved virtual timer would assert its
+    /// interrupt, given the VM's `CNTVOFF_EL2`; `None` if it is disabled or
+    /// masked. For waking a blocked vCPU with the EL2 timer.
+    pub const fn virt_deadline(&self, cntvoff: u64) -> Option<u64> {
+        if self.cntv_ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE {
+            Some(self.cntv_cval.wrapping_add(cntvoff))
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysreg::{Reg, fake};
+
+    #[test]
+    fn save_reads_then_stops_and_restore_reloads() {
+        fake::set(Reg::CNTV_CTL_EL0, CTL_ENABLE | CTL_ISTATUS);
+        fake::set(Reg::CNTV_CVAL_EL0, 1000);
+        fake::set(Reg::CNTP_CTL_EL0, CTL_ENABLE | CTL_IMASK);
+        fake::set(Reg::CNTP_CVAL_EL0, 2000);
+        let s = TimerState::save();
+        assert_eq!(
+            s,
+            TimerState {
+                cntv_ctl: CTL_ENABLE | CTL_ISTATUS,
+                cntv_cval: 1000,
+                cntp_ctl: CTL_ENABLE | CTL_IMASK,
+                cntp_cval: 2000
+            }
+        );
+        assert_eq!(fake::get(Reg::CNTV_CTL_EL0), 0);
+        assert_eq!(fake::get(Reg::CNTP_CTL_EL0), 0);
+        fake::set(Reg::CNTV_CVAL_EL0, 0);
+        s.restore();
+        assert_eq!(fake::get(Reg::CNTV_CVAL_EL0), 1000);
+        assert_eq!(
+            fake::get(Reg::CNTV_CTL_EL0),
+            CTL_ENABLE,
+            "ISTATUS is read-only"
+        );
+        assert_eq!(fake::get(Reg::CNTP_CTL_EL0), CTL_ENABLE | CTL_IMASK);
+    }
+
+    #[test]
+    fn virtual_deadline_adds_the_offset() {
+        let mut s = TimerState {
+            cntv_ctl: CTL_ENABLE,
+            cntv_cval: 500,
+            ..TimerState::default()
+        };
+        assert_eq!(s.virt_deadline(100), Some(600));
+        s.cntv_ctl |= CTL_IMASK;
+        assert_eq!(s.virt_deadline(100), None);
+        s.cntv_ctl = 0;
+        assert_eq!(s.virt_deadline(100), None);
+    }
+
+    #[test]
+    fn hyp_timer_arms_and_disarms() {
+        arm_hyp_timer(12345);
+        assert_eq!(fake::get(Reg::CNTHP_CVAL_EL2), 12345);
+        assert_eq!(fake::get(Reg::CNTHP_CTL_EL2), CTL_ENABLE);
+        assert!(!hyp_timer_expired());
+        fake::set(Reg::CNTHP_CTL_EL2, CTL_ENABLE | CTL_ISTATUS);
+        assert!(hyp_timer_expired());
+        disarm_hyp_timer();
+        assert_eq!(fake::get(Reg::CNTHP_CTL_EL2), 0);
+    }
+
+    #[test]
+    fn counter_and_frequency_read_the_registers() {
+        fake::set(Reg::CNTPCT_EL0, 77);
+        fake::set(Reg::CNTVCT_EL0, 55);
+        fake::set(Reg::CNTFRQ_EL0, 62_500_000);
+        assert_eq!(counter(), 77);
+        assert_eq!(virtual_counter(), 55);
+        assert_eq!(frequency(), 62_500_000);
+    }
+}
