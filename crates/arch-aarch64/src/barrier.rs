@@ -31,6 +31,18 @@ pub fn dsb_sy() {
     }
 }
 
+/// Waits for an interrupt (`wfi`). It wakes on a pending physical interrupt
+/// even while `PSTATE.I` masks it, so EL2 can idle with interrupts masked
+/// and acknowledge whatever woke it.
+#[inline(always)]
+pub fn wfi() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `wfi` only pauses this CPU.
+    unsafe {
+        core::arch::asm!("dsb sy", "wfi", options(nomem, nostack, preserves_flags));
+    }
+}
+
 /// Waits for an event (`wfe`), used to park a CPU with nothing to do.
 #[inline(always)]
 pub fn wfe() {

@@ -317,6 +317,13 @@ impl PhysGic {
         dispatch!(self, g => g.priority_drop(irq))
     }
 
+    /// Clears the active state of `intid` without an acknowledge in hand —
+    /// for a hardware-linked interrupt a guest left active when its VM is
+    /// reset. No effect on an inactive interrupt.
+    pub fn clear_active(&self, intid: u32) -> Result<(), GicError> {
+        dispatch!(self, g => g.clear_active(intid))
+    }
+
     /// Deactivates an acknowledged, priority-dropped interrupt.
     pub fn deactivate(&self, irq: Acked) {
         dispatch!(self, g => g.deactivate(irq))

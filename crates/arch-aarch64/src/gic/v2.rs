@@ -24,6 +24,7 @@ const GICD_ISENABLER: usize = 0x100;
 const GICD_ICENABLER: usize = 0x180;
 const GICD_ISPENDR: usize = 0x200;
 const GICD_ICPENDR: usize = 0x280;
+const GICD_ICACTIVER: usize = 0x380;
 const GICD_IPRIORITYR: usize = 0x400;
 const GICD_ITARGETSR: usize = 0x800;
 const GICD_ICFGR: usize = 0xc00;
@@ -210,6 +211,15 @@ impl GicV2 {
     pub fn clear_pending(&self, intid: u32) -> Result<(), GicError> {
         let (addr, bit) = self.bit_reg(GICD_ICPENDR, intid)?;
         // SAFETY: an ICPENDR register of this GIC (checked INTID).
+        unsafe { write32(addr, bit) };
+        Ok(())
+    }
+
+    /// Clears the active state of `intid` (`GICD_ICACTIVER`: write-1-to-clear,
+    /// no effect on an inactive interrupt; banked for SGIs and PPIs).
+    pub fn clear_active(&self, intid: u32) -> Result<(), GicError> {
+        let (addr, bit) = self.bit_reg(GICD_ICACTIVER, intid)?;
+        // SAFETY: an ICACTIVER register of this GIC (checked INTID).
         unsafe { write32(addr, bit) };
         Ok(())
     }
@@ -414,6 +424,22 @@ mod tests {
                 .iter()
                 .any(|w| (GICD + GICD_IGROUPR..GICD + GICD_ISENABLER).contains(&w.addr))
         );
+    }
+
+    #[test]
+    fn clear_active_writes_the_banked_icactiver() {
+        let gic = qemu_like();
+        fake::take_writes();
+        gic.clear_active(27).expect("a PPI");
+        assert_eq!(
+            fake::take_writes(),
+            [Write {
+                addr: GICD + GICD_ICACTIVER,
+                width: 4,
+                value: 1 << 27
+            }]
+        );
+        assert!(gic.clear_active(5000).is_err());
     }
 
     #[test]

@@ -28,6 +28,7 @@ const GICD_ISENABLER: usize = 0x0100;
 const GICD_ICENABLER: usize = 0x0180;
 const GICD_ISPENDR: usize = 0x0200;
 const GICD_ICPENDR: usize = 0x0280;
+const GICD_ICACTIVER: usize = 0x0380;
 const GICD_IPRIORITYR: usize = 0x0400;
 const GICD_ICFGR: usize = 0x0c00;
 const GICD_IROUTER: usize = 0x6000;
@@ -57,6 +58,7 @@ const GICR_ISENABLER0: usize = SGI_BASE + 0x0100;
 const GICR_ICENABLER0: usize = SGI_BASE + 0x0180;
 const GICR_ISPENDR0: usize = SGI_BASE + 0x0200;
 const GICR_ICPENDR0: usize = SGI_BASE + 0x0280;
+const GICR_ICACTIVER0: usize = SGI_BASE + 0x0380;
 const GICR_IPRIORITYR: usize = SGI_BASE + 0x0400;
 const GICR_IGRPMODR0: usize = SGI_BASE + 0x0d00;
 
@@ -378,6 +380,15 @@ impl GicV3 {
     pub fn clear_pending(&self, intid: u32) -> Result<(), GicError> {
         let (addr, bit) = self.bit_reg(GICR_ICPENDR0, GICD_ICPENDR, intid)?;
         // SAFETY: an ICPENDR register of this GIC (checked INTID).
+        unsafe { write32(addr, bit) };
+        Ok(())
+    }
+
+    /// Clears the active state of `intid` (`ICACTIVER`: write-1-to-clear, no
+    /// effect on an inactive interrupt).
+    pub fn clear_active(&self, intid: u32) -> Result<(), GicError> {
+        let (addr, bit) = self.bit_reg(GICR_ICACTIVER0, GICD_ICACTIVER, intid)?;
+        // SAFETY: an ICACTIVER register of this GIC (checked INTID).
         unsafe { write32(addr, bit) };
         Ok(())
     }
