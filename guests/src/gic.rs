@@ -413,9 +413,19 @@ impl Gic {
     }
 
     /// v2: this CPU's bit in `ITARGETSR` (read from the read-only, banked
-    /// `ITARGETSR0`, which names the reading CPU).
+    /// `ITARGETSR0`, which names the reading CPU). A uniprocessor GICv2 makes
+    /// every `ITARGETSR` RAZ/WI; its one CPU interface is then CPU 0.
     pub fn cpu_mask(&self) -> u8 {
-        self.gicd_read(GICD_ITARGETSR) as u8
+        match self.gicd_read(GICD_ITARGETSR) as u8 {
+            0 => 1,
+            mask => mask,
+        }
+    }
+
+    /// v2: whether the distributor serves a single CPU interface
+    /// (`GICD_TYPER.CPUNumber == 0`, so `ITARGETSR` is RAZ/WI).
+    pub fn uniprocessor(&self) -> bool {
+        (self.gicd_read(GICD_TYPER) >> 5) & 7 == 0
     }
 
     /// Number of interrupt lines the distributor implements (up to 1020).
