@@ -94,6 +94,8 @@ pub const GICC_BPR: usize = 0x0008;
 pub const GICC_IAR: usize = 0x000c;
 /// v2 end of interrupt register.
 pub const GICC_EOIR: usize = 0x0010;
+/// v2 running priority register.
+pub const GICC_RPR: usize = 0x0014;
 /// v2 aliased binary point register (Group 1).
 pub const GICC_ABPR: usize = 0x001c;
 
@@ -621,6 +623,15 @@ impl Gic {
         match self.version {
             GicVersion::V3 => icc_read!("s3_0_c4_c6_0") as u8,
             GicVersion::V2 => self.gicc_read(GICC_PMR) as u8,
+        }
+    }
+
+    /// The running priority: that of the highest-priority active interrupt
+    /// (0xFF when none is active).
+    pub fn running_priority(&self) -> u8 {
+        match self.version {
+            GicVersion::V3 => icc_read!("s3_0_c12_c11_3") as u8,
+            GicVersion::V2 => self.gicc_read(GICC_RPR) as u8,
         }
     }
 
