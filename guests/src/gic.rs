@@ -45,6 +45,9 @@ pub const GICD_ISACTIVER: usize = 0x0300;
 pub const GICD_ICACTIVER: usize = 0x0380;
 /// Priority registers (1 byte per INTID).
 pub const GICD_IPRIORITYR: usize = 0x0400;
+/// v3: group modifier registers (0 with `IGROUPR` = 1: non-secure Group 1;
+/// RAZ/WI with a single security state).
+pub const GICD_IGRPMODR: usize = 0x0d00;
 /// v2: CPU targets registers (1 byte per INTID).
 pub const GICD_ITARGETSR: usize = 0x0800;
 /// Configuration registers (2 bits per INTID; `0b10` = edge).
@@ -517,6 +520,9 @@ impl Gic {
             self.gicd_write(GICD_ICPENDR + 4 * n, u32::MAX);
             self.gicd_write(GICD_ICACTIVER + 4 * n, u32::MAX);
             self.gicd_write(GICD_IGROUPR + 4 * n, u32::MAX);
+            if self.is_v3() {
+                self.gicd_write(GICD_IGRPMODR + 4 * n, 0);
+            }
         }
         self.wait_rwp(32);
         for intid in 32..lines {
@@ -540,6 +546,10 @@ impl Gic {
             mmio::write32(banked + GICD_ICPENDR, u32::MAX);
             mmio::write32(banked + GICD_ICACTIVER, u32::MAX);
             mmio::write32(banked + GICD_IGROUPR, u32::MAX);
+        }
+        if self.is_v3() {
+            // SAFETY: the redistributor's GICR_IGRPMODR0.
+            unsafe { mmio::write32(banked + GICD_IGRPMODR, 0) };
         }
         if !self.is_v3() {
             for n in 0..4 {
