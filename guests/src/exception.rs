@@ -10,7 +10,11 @@
 //! Normally every exception is unexpected: the guest prints
 //! `STRATUM-TEST FAIL <guest>: unexpected exception ESR=… ELR=… FAR=…` and powers
 //! off. [`expect_abort`] arms a one-shot mode in which the next synchronous
-//! exception is recorded and execution resumes at `ELR + 4`.
+//! exception is recorded and execution resumes at `ELR + 4`. IRQs from the
+//! current EL go to [`crate::irq::dispatch`] (ack, handler, EOI); an IRQ
+//! nobody expects fails the test there, naming its INTID. The frame is saved
+//! before any Rust code runs, so an IRQ handler may unmask IRQs and be
+//! preempted.
 
 use crate::global::Global;
 use crate::sysreg;
@@ -164,6 +168,10 @@ const _: () = assert!(core::mem::offset_of!(ExceptionFrame, fpsr) == 784);
 pub const VECTOR_CURRENT_SP0_SYNC: u64 = 0x000;
 /// Vector offset of "current EL with SP_ELx, synchronous".
 pub const VECTOR_CURRENT_SPX_SYNC: u64 = 0x200;
+/// Vector offset of "current EL with SP_EL0, IRQ".
+pub const VECTOR_CURRENT_SP0_IRQ: u64 = 0x080;
+/// Vector offset of "current EL with SP_ELx, IRQ".
+pub const VECTOR_CURRENT_SPX_IRQ: u64 = 0x280;
 /// `ESR_ELx.EC` for a data abort taken without a change in exception level.
 pub const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
 /// Data fault status code: synchronous external abort, not on a table walk.
@@ -265,6 +273,11 @@ unsafe extern "C" fn stratum_exception(frame: *mut ExceptionFrame, vector_offset
         vector_offset,
     };
     let synchronous = vector_offset & 0x180 == 0;
+    // IRQ from the current EL (SP_EL0 or SP_ELx): the GIC driver's business.
+    if vector_offset == VECTOR_CURRENT_SP0_IRQ || vector_offset == VECTOR_CURRENT_SPX_IRQ {
+        crate::irq::dispatch();
+        return;
+    }
     if synchronous && ARMED.get() {
         ARMED.set(false);
         RECORD.set(Some(taken));

@@ -1,6 +1,7 @@
 //! A small, defensive flattened-device-tree reader: just enough for a guest to
 //! print what its hypervisor told it (`/memory` `reg`, the number of CPUs,
-//! `/chosen/bootargs`).
+//! `/chosen/bootargs`) and to find the devices the interrupt tests use (the
+//! GIC and its version, the timer, the PL011 and its interrupt).
 //!
 //! Pure code over a byte slice (unit-tested on the host). Every offset read from
 //! the blob is bounds-checked; a malformed blob gives an [`FdtError`], never a
@@ -151,18 +152,13 @@ impl<'a> Fdt<'a> {
         Ok(&rest[..len])
     }
 
-    /// Walks the structure block once and collects the [`Summary`].
-    pub fn summary(&self) -> Result<Summary<'a>, FdtError> {
+    /// Walks the structure block once, calling `visit(depth, token)` for each
+    /// node start (depth counts the node itself: the root is 1), node end
+    /// (the depth of the node that ends) and property (the depth of the node
+    /// it belongs to). Checks the nesting and every bound on the way.
+    fn walk(&self, mut visit: impl FnMut(u32, Token<'a>)) -> Result<(), FdtError> {
         let s = self.structs;
-        let mut out = Summary {
-            address_cells: 2,
-            size_cells: 1,
-            ..Summary::default()
-        };
-        let mut memory_reg: Option<&'a [u8]> = None;
-        // Depth 0: outside the root; 1: in the root; 2: in a top-level node.
         let mut depth = 0u32;
-        let mut top = Top::Other;
         let mut off = 0usize;
         loop {
             let token = be32(s, off).ok_or(FdtError::Truncated)?;
@@ -174,34 +170,19 @@ impl<'a> Fdt<'a> {
                         .iter()
                         .position(|&b| b == 0)
                         .ok_or(FdtError::Truncated)?;
-                    let name = &rest[..len];
                     off = (off + len + 1 + 3) & !3;
                     depth += 1;
                     if depth > 64 {
                         return Err(FdtError::BadNesting);
                     }
-                    match depth {
-                        1 => top = Top::Root,
-                        2 => {
-                            top = if node_name_is(name, b"memory") {
-                                Top::Memory
-                            } else if name == b"cpus" {
-                                Top::Cpus
-                            } else if name == b"chosen" {
-                                Top::Chosen
-                            } else {
-                                Top::Other
-                            }
-                        }
-                        3 if top == Top::Cpus && node_name_is(name, b"cpu") => out.cpus += 1,
-                        _ => {}
-                    }
+                    visit(depth, Token::Begin(&rest[..len]));
                 }
                 FDT_END_NODE => {
-                    depth = depth.checked_sub(1).ok_or(FdtError::BadNesting)?;
-                    if depth == 1 {
-                        top = Top::Root;
+                    if depth == 0 {
+                        return Err(FdtError::BadNesting);
                     }
+                    visit(depth, Token::End);
+                    depth -= 1;
                 }
                 FDT_PROP => {
                     let len = be32(s, off).ok_or(FdtError::Truncated)? as usize;
@@ -212,23 +193,7 @@ impl<'a> Fdt<'a> {
                         .and_then(|end| s.get(start..end))
                         .ok_or(FdtError::Truncated)?;
                     off = (start + len + 3) & !3;
-                    let name = self.string(name_off)?;
-                    match (depth, top, name) {
-                        (1, Top::Root, b"#address-cells") => {
-                            out.address_cells = be32(value, 0).unwrap_or(2);
-                        }
-                        (1, Top::Root, b"#size-cells") => {
-                            out.size_cells = be32(value, 0).unwrap_or(1)
-                        }
-                        (2, Top::Memory, b"reg") if memory_reg.is_none() => {
-                            memory_reg = Some(value)
-                        }
-                        (2, Top::Chosen, b"bootargs") => {
-                            let text = value.strip_suffix(&[0]).unwrap_or(value);
-                            out.bootargs = core::str::from_utf8(text).ok();
-                        }
-                        _ => {}
-                    }
+                    visit(depth, Token::Prop(self.string(name_off)?, value));
                 }
                 FDT_NOP => {}
                 FDT_END => break,
@@ -238,6 +203,53 @@ impl<'a> Fdt<'a> {
         if depth != 0 {
             return Err(FdtError::BadNesting);
         }
+        Ok(())
+    }
+
+    /// Walks the structure block once and collects the [`Summary`].
+    pub fn summary(&self) -> Result<Summary<'a>, FdtError> {
+        let mut out = Summary {
+            address_cells: 2,
+            size_cells: 1,
+            ..Summary::default()
+        };
+        let mut memory_reg: Option<&'a [u8]> = None;
+        let mut top = Top::Other;
+        self.walk(|depth, token| match token {
+            Token::Begin(name) => match depth {
+                1 => top = Top::Root,
+                2 => {
+                    top = if node_name_is(name, b"memory") {
+                        Top::Memory
+                    } else if name == b"cpus" {
+                        Top::Cpus
+                    } else if name == b"chosen" {
+                        Top::Chosen
+                    } else {
+                        Top::Other
+                    }
+                }
+                3 if top == Top::Cpus && node_name_is(name, b"cpu") => out.cpus += 1,
+                _ => {}
+            },
+            Token::End => {
+                if depth == 2 {
+                    top = Top::Root;
+                }
+            }
+            Token::Prop(name, value) => match (depth, top, name) {
+                (1, Top::Root, b"#address-cells") => {
+                    out.address_cells = be32(value, 0).unwrap_or(2);
+                }
+                (1, Top::Root, b"#size-cells") => out.size_cells = be32(value, 0).unwrap_or(1),
+                (2, Top::Memory, b"reg") if memory_reg.is_none() => memory_reg = Some(value),
+                (2, Top::Chosen, b"bootargs") => {
+                    let text = value.strip_suffix(&[0]).unwrap_or(value);
+                    out.bootargs = core::str::from_utf8(text).ok();
+                }
+                _ => {}
+            },
+        })?;
         if let Some(reg) = memory_reg {
             let base = read_cells(reg, 0, out.address_cells);
             let size = read_cells(reg, 4 * out.address_cells as usize, out.size_cells);
@@ -247,6 +259,158 @@ impl<'a> Fdt<'a> {
         }
         Ok(out)
     }
+
+    /// Finds the devices the interrupt tests need among the root's children:
+    /// the GIC (by `compatible`), the architected timer and the PL011.
+    pub fn devices(&self) -> Result<Devices, FdtError> {
+        let (mut address_cells, mut size_cells) = (2u32, 1u32);
+        let mut node = NodeProps::default();
+        let mut out = Devices::default();
+        let mut gic: Option<(GicVersion, &'a [u8])> = None;
+        self.walk(|depth, token| match token {
+            Token::Begin(_) if depth == 2 => node = NodeProps::default(),
+            Token::Prop(name, value) if depth == 1 => match name {
+                b"#address-cells" => address_cells = be32(value, 0).unwrap_or(2),
+                b"#size-cells" => size_cells = be32(value, 0).unwrap_or(1),
+                _ => {}
+            },
+            Token::Prop(name, value) if depth == 2 => match name {
+                b"compatible" => node.compatible = Some(value),
+                b"reg" => node.reg = Some(value),
+                b"interrupts" => node.interrupts = Some(value),
+                b"clock-frequency" => node.clock_frequency = be32(value, 0),
+                _ => {}
+            },
+            Token::End if depth == 2 => {
+                let compatible = node.compatible.unwrap_or(&[]);
+                if let Some(version) = gic_version(compatible) {
+                    if gic.is_none() {
+                        gic = node.reg.map(|reg| (version, reg));
+                    }
+                } else if has_compatible(compatible, b"arm,armv8-timer") {
+                    out.timer_frequency = node.clock_frequency;
+                    out.timer_found = true;
+                } else if has_compatible(compatible, b"arm,pl011") && out.uart.is_none() {
+                    let base = node.reg.and_then(|reg| read_cells(reg, 0, address_cells));
+                    let spi = node.interrupts.and_then(|irq| {
+                        // <type number flags>: type 0 is an SPI.
+                        (be32(irq, 0)? == 0).then_some(be32(irq, 4)?)
+                    });
+                    if let (Some(base), Some(spi)) = (base, spi) {
+                        out.uart = Some(Pl011Node {
+                            base,
+                            intid: spi.saturating_add(32),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        })?;
+        if let Some((version, reg)) = gic {
+            let stride = 4 * (address_cells + size_cells) as usize;
+            let region = |i: usize| -> Option<(u64, u64)> {
+                let off = i * stride;
+                Some((
+                    read_cells(reg, off, address_cells)?,
+                    read_cells(reg, off + 4 * address_cells as usize, size_cells)?,
+                ))
+            };
+            if let (Some(distributor), Some(second)) = (region(0), region(1)) {
+                out.gic = Some(GicNode {
+                    version,
+                    distributor,
+                    second,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One structure-block token, as [`Fdt::walk`] reports it.
+#[derive(Clone, Copy)]
+enum Token<'a> {
+    /// A node starts; its name (with any `@unit`).
+    Begin(&'a [u8]),
+    /// The current node ends.
+    End,
+    /// A property: name and value.
+    Prop(&'a [u8], &'a [u8]),
+}
+
+/// The properties of a top-level node that [`Fdt::devices`] looks at.
+#[derive(Clone, Copy, Default)]
+struct NodeProps<'a> {
+    compatible: Option<&'a [u8]>,
+    reg: Option<&'a [u8]>,
+    interrupts: Option<&'a [u8]>,
+    clock_frequency: Option<u32>,
+}
+
+/// Whether the NUL-separated string list `list` contains `want`.
+fn has_compatible(list: &[u8], want: &[u8]) -> bool {
+    list.split(|&b| b == 0).any(|s| s == want)
+}
+
+/// The GIC architecture version a `compatible` list names, if it is a GIC.
+fn gic_version(compatible: &[u8]) -> Option<GicVersion> {
+    const V2: [&[u8]; 4] = [
+        b"arm,cortex-a15-gic",
+        b"arm,gic-400",
+        b"arm,cortex-a7-gic",
+        b"arm,cortex-a9-gic",
+    ];
+    if has_compatible(compatible, b"arm,gic-v3") {
+        Some(GicVersion::V3)
+    } else if V2.iter().any(|c| has_compatible(compatible, c)) {
+        Some(GicVersion::V2)
+    } else {
+        None
+    }
+}
+
+/// GIC architecture version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    /// GICv2: memory-mapped CPU interface (`arm,cortex-a15-gic`, `arm,gic-400`).
+    V2,
+    /// GICv3: system-register CPU interface, redistributors (`arm,gic-v3`).
+    V3,
+}
+
+/// The interrupt controller node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GicNode {
+    /// v2 or v3, from `compatible`.
+    pub version: GicVersion,
+    /// Distributor `(base, size)`: the first `reg` entry.
+    pub distributor: (u64, u64),
+    /// The second `reg` entry: the CPU interface (v2) or the first
+    /// redistributor region (v3).
+    pub second: (u64, u64),
+}
+
+/// The PL011 node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pl011Node {
+    /// Base address (first `reg` entry).
+    pub base: u64,
+    /// Its interrupt as an INTID (its SPI number + 32).
+    pub intid: u32,
+}
+
+/// What [`Fdt::devices`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// The GIC, if a node with a known `compatible` and two `reg` entries exists.
+    pub gic: Option<GicNode>,
+    /// A `arm,armv8-timer` node exists.
+    pub timer_found: bool,
+    /// Its `clock-frequency`, if it has one (firmware should program
+    /// `CNTFRQ_EL0` instead, so usually absent).
+    pub timer_frequency: Option<u32>,
+    /// The first PL011 with an SPI.
+    pub uart: Option<Pl011Node>,
 }
 
 /// Forms a blob slice over a DTB at a raw guest-physical address (MMU off), if
@@ -289,6 +453,15 @@ pub fn locate(x0: usize) -> Result<(usize, Summary<'static>), FdtError> {
     Ok((addr, Fdt::new(blob)?.summary()?))
 }
 
+/// Like [`locate`], but returns the devices ([`Fdt::devices`]) and the summary.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub fn locate_devices(x0: usize) -> Result<(Summary<'static>, Devices), FdtError> {
+    let (addr, summary) = locate(x0)?;
+    // SAFETY: `locate` just validated a blob at `addr` (see its SAFETY note).
+    let blob = unsafe { blob_at(addr) }?;
+    Ok((summary, Fdt::new(blob)?.devices()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +477,66 @@ mod tests {
         assert_eq!(s.cpus, 2);
         assert_eq!(s.bootargs, Some("console=ttyAMA0 stratum.test=1"));
         assert_eq!((s.address_cells, s.size_cells), (2, 2));
+    }
+
+    /// QEMU 7.2's own `virt` trees (`-machine dumpdtb=…`, repacked with
+    /// `dtc -I dtb -O dtb`), one per GIC version.
+    const QEMU_GICV2: &[u8] = include_bytes!("../tests-data/qemu-virt-gicv2.dtb");
+    const QEMU_GICV3: &[u8] = include_bytes!("../tests-data/qemu-virt-gicv3.dtb");
+
+    #[test]
+    fn finds_the_gic_timer_and_uart() {
+        let uart = Some(Pl011Node {
+            base: 0x0900_0000,
+            intid: 33,
+        });
+        let v2 = Fdt::new(QEMU_GICV2)
+            .expect("valid")
+            .devices()
+            .expect("valid");
+        assert_eq!(
+            v2.gic,
+            Some(GicNode {
+                version: GicVersion::V2,
+                distributor: (0x0800_0000, 0x1_0000),
+                second: (0x0801_0000, 0x1_0000),
+            })
+        );
+        assert_eq!(v2.uart, uart);
+        assert!(v2.timer_found);
+        assert_eq!(v2.timer_frequency, None);
+        let v3 = Fdt::new(QEMU_GICV3)
+            .expect("valid")
+            .devices()
+            .expect("valid");
+        assert_eq!(
+            v3.gic,
+            Some(GicNode {
+                version: GicVersion::V3,
+                distributor: (0x0800_0000, 0x1_0000),
+                second: (0x080a_0000, 0xf6_0000),
+            })
+        );
+        assert_eq!(v3.uart, uart);
+        // The fixture has a timer with a clock-frequency, a v3 GIC, no UART IRQ.
+        let g = Fdt::new(GUEST_DTB)
+            .expect("valid")
+            .devices()
+            .expect("valid");
+        assert_eq!(g.timer_frequency, Some(62_500_000));
+        assert_eq!(g.gic.map(|g| g.version), Some(GicVersion::V3));
+        assert_eq!(g.uart, None);
+    }
+
+    #[test]
+    fn compatible_lists() {
+        assert!(has_compatible(
+            b"arm,pl011\0arm,primecell\0",
+            b"arm,primecell"
+        ));
+        assert!(!has_compatible(b"arm,pl0111\0", b"arm,pl011"));
+        assert_eq!(gic_version(b"arm,gic-400\0"), Some(GicVersion::V2));
+        assert_eq!(gic_version(b"arm,gic-v3-its\0"), None);
     }
 
     #[test]
@@ -343,6 +576,7 @@ mod tests {
             blob[i] ^= 0xff;
             if let Ok(f) = Fdt::new(&blob) {
                 let _ = f.summary();
+                let _ = f.devices();
             }
         }
     }

@@ -13,11 +13,14 @@
 //!   carries a syndrome), and the [`print!`]/[`println!`] macros;
 //! - [`smccc`]: `HVC`/`SMC` conduits and PSCI/Stratum helpers;
 //! - [`report`]: the console protocol (`STRATUM-TEST PASS|FAIL <name>`);
-//! - [`fdt`]: a small, bounds-checked device-tree reader (pure; host-tested).
+//! - [`fdt`]: a small, bounds-checked device-tree reader (pure; host-tested);
+//! - [`gic`], [`irq`], [`timer`]: a GICv2/v3 driver, IRQ dispatch to a
+//!   registered handler, and the generic timer, for the interrupt guests.
 //!
-//! Invariant: a guest runs on one vCPU with interrupts masked, so the only
-//! "concurrency" is a synchronous exception taken inside an inline-asm block;
-//! the globals in [`global`] rely on that.
+//! Invariant: a guest runs on one vCPU, with interrupts masked unless it
+//! unmasks them itself (the interrupt guests, around waits). The only
+//! "concurrency" is a synchronous exception taken inside an inline-asm block
+//! and, while unmasked, IRQ handlers; the globals in [`global`] rely on that.
 //!
 //! Only [`fdt`] builds on the host (for its unit tests); everything else needs
 //! `--target aarch64-unknown-none`.
@@ -30,7 +33,11 @@ pub mod console;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod exception;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod gic;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod global;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod irq;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod mmio;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -41,6 +48,8 @@ pub mod smccc;
 pub mod start;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod sysreg;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod timer;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use report::{Checks, fail, pass};

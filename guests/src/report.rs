@@ -68,6 +68,11 @@ impl Checks {
         )
     }
 
+    /// Records `got == want` for counts, printing both in decimal.
+    pub fn check_count(&mut self, what: impl Display, got: u64, want: u64) -> bool {
+        self.check(format_args!("{what}: got {got}, want {want}"), got == want)
+    }
+
     /// Records `got == want` for signed status codes, printing both values.
     pub fn check_status(&mut self, what: impl Display, got: i64, want: i64) -> bool {
         self.check(format_args!("{what}: got {got}, want {want}"), got == want)

@@ -19,7 +19,7 @@
 //! killed, so a hung QEMU can never hang the test run.
 
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -67,6 +67,11 @@ pub struct GuestOpts<'a> {
     pub memory: Option<&'a str>,
     /// Further arguments appended to `stratum run …`.
     pub extra_args: &'a [&'a str],
+    /// Console input: once the console shows the first text (a marker the
+    /// guest prints when it is ready), the harness writes the second to the
+    /// CLI's stdin (which it passes on to the guest's UART), then keeps stdin
+    /// open until the run ends. `None`: stdin is `/dev/null`.
+    pub input: Option<(&'a str, &'a str)>,
 }
 
 impl Default for GuestOpts<'_> {
@@ -77,6 +82,7 @@ impl Default for GuestOpts<'_> {
             timeout: DEFAULT_TIMEOUT,
             memory: None,
             extra_args: &[],
+            input: None,
         }
     }
 }
@@ -328,7 +334,9 @@ pub fn run_args(kernel: &Path, opts: &GuestOpts<'_>) -> Vec<OsString> {
 /// Runs test guest `guest` under the hypervisor with `opts`.
 pub fn run_guest(guest: &str, opts: &GuestOpts<'_>) -> Run {
     let kernel = guest_elf(guest);
-    run_stratum(run_args(&kernel, opts), opts.timeout + HARD_TIMEOUT_GRACE)
+    let mut cmd = Command::new(stratum_bin());
+    cmd.args(run_args(&kernel, opts));
+    run_command_with_input(cmd, opts.timeout + HARD_TIMEOUT_GRACE, opts.input)
 }
 
 /// Runs the `stratum` CLI with `args`, killing it after `hard_timeout`.
@@ -344,10 +352,34 @@ where
 
 /// Runs `cmd` with stdin closed, capturing stdout and stderr together, and
 /// kills its whole process group if it is still running after `hard_timeout`.
-pub fn run_command(mut cmd: Command, hard_timeout: Duration) -> Run {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+pub fn run_command(cmd: Command, hard_timeout: Duration) -> Run {
+    run_command_with_input(cmd, hard_timeout, None)
+}
+
+/// Whether `marker` occurs in the output captured so far (an empty marker
+/// is there at once).
+pub fn input_due(output: &[u8], marker: &str) -> bool {
+    let marker = marker.as_bytes();
+    marker.is_empty() || output.windows(marker.len()).any(|w| w == marker)
+}
+
+/// [`run_command`], with optional console `input`: `(marker, text)` writes
+/// `text` to the child's stdin once its output contains `marker` (polled),
+/// and holds stdin open until the child exits. Without input, stdin is
+/// `/dev/null`. A marker that never appears, or a failed write, is noted at
+/// the end of the console.
+pub fn run_command_with_input(
+    mut cmd: Command,
+    hard_timeout: Duration,
+    input: Option<(&str, &str)>,
+) -> Run {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
@@ -387,7 +419,22 @@ pub fn run_command(mut cmd: Command, hard_timeout: Duration) -> Run {
 
     let deadline = Instant::now() + hard_timeout;
     let mut timed_out = false;
+    let mut stdin = child.stdin.take();
+    let mut pending_input = input;
+    let mut input_note = None;
     let status = loop {
+        if let Some((marker, text)) = pending_input {
+            let due = output.lock().is_ok_and(|o| input_due(&o, marker));
+            if due {
+                pending_input = None;
+                if let Some(pipe) = stdin.as_mut() {
+                    let sent = pipe.write_all(text.as_bytes()).and_then(|()| pipe.flush());
+                    if let Err(e) = sent {
+                        input_note = Some(format!("harness: could not send the input: {e}"));
+                    }
+                }
+            }
+        }
         match child.try_wait() {
             Ok(Some(status)) => break status.code(),
             Ok(None) if Instant::now() >= deadline => {
@@ -403,6 +450,13 @@ pub fn run_command(mut cmd: Command, hard_timeout: Duration) -> Run {
         }
     };
 
+    drop(stdin);
+    if let Some((marker, _)) = pending_input {
+        input_note = Some(format!(
+            "harness: the console never showed {marker:?}; the input was not sent"
+        ));
+    }
+
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
     let mut drained = 0;
     while drained < readers {
@@ -416,6 +470,9 @@ pub fn run_command(mut cmd: Command, hard_timeout: Duration) -> Run {
     let mut console = String::from_utf8_lossy(&bytes).into_owned();
     if drained < readers {
         console.push_str("\nharness: output still open after the process exited (leaked child?)\n");
+    }
+    if let Some(note) = input_note {
+        console.push_str(&format!("\n{note}\n"));
     }
     if timed_out {
         console.push_str(&format!(
@@ -564,6 +621,7 @@ mod tests {
             timeout: Duration::from_millis(60_500),
             memory: Some("64M"),
             extra_args: &["--bootargs", "a b"],
+            input: Some(("ready", "ping\n")),
         };
         let args = run_args(Path::new("/g/hello"), &opts);
         let args: Vec<_> = args.iter().map(|a| a.to_str().expect("utf-8")).collect();
@@ -628,6 +686,47 @@ mod tests {
             "grandchild survived: {run:?}"
         );
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn input_is_due_once_the_marker_shows() {
+        assert!(input_due(b"", ""));
+        assert!(!input_due(b"", "ready"));
+        assert!(!input_due(b"uartirq: rea", "ready"));
+        assert!(input_due(
+            b"x\r\nuartirq: ready for input\r\n",
+            "ready for input"
+        ));
+        assert!(input_due(b"\xff\xfeready", "ready"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn input_is_sent_after_the_marker() {
+        let mut cmd = Command::new("sh");
+        // Reads only after printing the marker; then checks stdin stays open
+        // (`cat` would end at once on EOF; held open, `timeout` stops it: 124).
+        cmd.args([
+            "-c",
+            "echo ready; read line; echo \"got $line\"; timeout 1 cat; echo \"cat $?\"",
+        ]);
+        let run = run_command_with_input(cmd, Duration::from_secs(30), Some(("ready", "ping\n")));
+        assert!(run.console.contains("got ping"), "{run:?}");
+        assert!(
+            run.console.contains("cat 124"),
+            "stdin was closed early: {run:?}"
+        );
+        assert_eq!(run.status, Some(0), "{run:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn input_without_its_marker_is_reported() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo hello"]);
+        let run = run_command_with_input(cmd, Duration::from_secs(30), Some(("ready", "x\n")));
+        assert_eq!(run.status, Some(0));
+        assert!(run.console.contains("never showed \"ready\""), "{run:?}");
     }
 
     #[test]

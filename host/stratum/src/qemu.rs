@@ -2,8 +2,8 @@
 //! combination is unit-tested without QEMU.
 //!
 //! The machine is QEMU `virt` with the virtualization extensions (EL2) on,
-//! no display, no monitor, no network, the first UART on our stdout through a
-//! `stdio` chardev, and semihosting on so the hypervisor can exit QEMU with a
+//! no display, no monitor, no network, the first UART on our stdout (and its
+//! input from QEMU's stdin) through a `stdio` chardev, and semihosting on so the hypervisor can exit QEMU with a
 //! status. The hypervisor is the `-kernel` (an arm64 `Image`, so QEMU passes
 //! the DTB in x0) and the boot bundle is the `-initrd`.
 
@@ -38,8 +38,10 @@ pub struct RunPlan {
     /// `dtb-randomness=off`, so runs repeat exactly.
     pub deterministic: bool,
     /// Whether our stdin is a terminal the guest console reads from. Then
-    /// QEMU keeps Ctrl-C as a signal (`signal=on`) so it still stops QEMU;
-    /// otherwise stdin is not connected and `signal=off`.
+    /// QEMU keeps Ctrl-C as a signal (`signal=on`) so it still stops QEMU.
+    /// Otherwise `signal=off`: the `stdio` chardev still reads whatever QEMU's
+    /// stdin is (a pipe or file the CLI passes on, or `/dev/null`: EOF, and
+    /// the guest simply receives nothing).
     pub interactive: bool,
     /// The hypervisor's arm64 `Image`.
     pub hypervisor: PathBuf,
@@ -219,6 +221,24 @@ mod tests {
         };
         let l = line(&p);
         assert!(l.contains("-chardev stdio,id=con,signal=on,mux=off"), "{l}");
+    }
+
+    #[test]
+    fn console_reads_stdin_in_both_modes() {
+        for interactive in [false, true] {
+            let l = line(&RunPlan {
+                interactive,
+                ..plan()
+            });
+            let signal = if interactive { "on" } else { "off" };
+            assert!(
+                l.contains(&format!(
+                    "-chardev stdio,id=con,signal={signal},mux=off -serial chardev:con"
+                )),
+                "{l}"
+            );
+            assert!(!l.contains("-nographic") && !l.contains("null"), "{l}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, IsTerminal as _, Read, Write};
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -162,25 +163,71 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     fs::write(&bundle_path, &bundle)
         .map_err(|e| Error::environment(format!("cannot write {}: {e}", bundle_path.display())))?;
 
-    let interactive = !opts.capture && io::stdin().is_terminal();
+    let input = ConsoleInput::choose(opts.capture, io::stdin().is_terminal());
     let mut plan = RunPlan::new(&opts.config, qemu, hypervisor, bundle_path);
     plan.deterministic = opts.deterministic;
-    plan.interactive = interactive;
+    plan.interactive = input.is_terminal();
     plan.extra_args = opts.qemu_args.clone();
     let argv = qemu_command(&plan);
-    run_command(&argv, opts, interactive)
+    run_command(&argv, opts, input)
+}
+
+/// Where the guest console's input (QEMU's stdin, read by its `stdio`
+/// chardev) comes from.
+#[derive(Debug)]
+enum ConsoleInput {
+    /// Our stdin is a terminal the user types into (not when capturing).
+    Terminal,
+    /// Our stdin is a pipe or a file (a test typing into the guest, or
+    /// `stratum run < script`): QEMU reads it through a duplicate of our
+    /// descriptor, made before anything else is opened, and sees EOF at its
+    /// end (the guest just stops receiving).
+    Forward(OwnedFd),
+    /// Nothing: stdin is closed (so fd 0 must not be passed on: it could be
+    /// reused by any file we open), or it is a terminal while we capture.
+    Nothing,
+}
+
+impl ConsoleInput {
+    /// The input for a run that `capture`s or not, when our stdin is a
+    /// terminal or not.
+    fn choose(capture: bool, stdin_is_terminal: bool) -> Self {
+        match (capture, stdin_is_terminal) {
+            (false, true) => Self::Terminal,
+            (true, true) => Self::Nothing,
+            (_, false) => io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_or(Self::Nothing, Self::Forward),
+        }
+    }
+
+    fn is_terminal(&self) -> bool {
+        matches!(self, Self::Terminal)
+    }
+
+    /// Whether QEMU reads our stdin (then it changes the descriptor's flags,
+    /// and should exit cleanly to restore them).
+    fn connected(&self) -> bool {
+        !matches!(self, Self::Nothing)
+    }
+
+    fn stdio(self) -> Stdio {
+        match self {
+            Self::Terminal => Stdio::inherit(),
+            Self::Forward(fd) => Stdio::from(fd),
+            Self::Nothing => Stdio::null(),
+        }
+    }
 }
 
 /// Spawns `argv`, streams and captures its output, enforces the timeout.
-fn run_command(argv: &[OsString], opts: &RunOptions, interactive: bool) -> Result<RunOutcome> {
+fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Result<RunOutcome> {
     let (program, args) = argv.split_first().expect("the command line has a program");
+    let stdin_connected = input.connected();
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(if interactive {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
+        .stdin(input.stdio())
         .stdout(Stdio::piped())
         .stderr(if opts.capture {
             Stdio::piped()
@@ -203,7 +250,7 @@ fn run_command(argv: &[OsString], opts: &RunOptions, interactive: bool) -> Resul
         thread::spawn(move || pump(err, echo.then(io::stderr), true))
     });
 
-    let status = wait(&mut child, opts.timeout, interactive).map_err(|e| {
+    let status = wait(&mut child, opts.timeout, stdin_connected).map_err(|e| {
         Error::new(
             ErrorKind::Hypervisor,
             anyhow::anyhow!("waiting for QEMU: {e}"),
@@ -255,10 +302,12 @@ fn pump(mut from: impl Read, mut echo: Option<impl Write>, keep: bool) -> Vec<u8
 }
 
 /// Waits for `child`; `Ok(None)` if `timeout` expired and it was killed.
+/// `stdin_connected`: QEMU reads our stdin (a terminal it put in raw mode, or
+/// a descriptor it made non-blocking), so ask it to exit cleanly first.
 fn wait(
     child: &mut Child,
     timeout: Option<Duration>,
-    interactive: bool,
+    stdin_connected: bool,
 ) -> io::Result<Option<std::process::ExitStatus>> {
     let Some(timeout) = timeout else {
         return child.wait().map(Some);
@@ -273,8 +322,9 @@ fn wait(
         }
         thread::sleep(Duration::from_millis(10));
     }
-    if interactive {
-        // Let QEMU restore the terminal: SIGTERM first, SIGKILL if it lingers.
+    if stdin_connected {
+        // Let QEMU restore the terminal (or stdin's flags): SIGTERM first,
+        // SIGKILL if it lingers.
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .stderr(Stdio::null())
@@ -382,7 +432,7 @@ mod tests {
         let out = run_command(
             &sh("printf 'hello\\n'; echo oops >&2; exit 72"),
             &opts,
-            false,
+            ConsoleInput::Nothing,
         )
         .expect("ran");
         assert_eq!(out.verdict, Verdict::VmCrashed);
@@ -398,11 +448,61 @@ mod tests {
             timeout: Some(Duration::from_millis(200)),
             ..options(&dir)
         };
-        let out = run_command(&sh("echo started; exec sleep 30"), &opts, false).expect("ran");
+        let out = run_command(
+            &sh("echo started; exec sleep 30"),
+            &opts,
+            ConsoleInput::Nothing,
+        )
+        .expect("ran");
         assert_eq!(out.verdict, Verdict::Timeout);
         assert_eq!(out.exit_code, exit_code::TIMEOUT);
         assert_eq!(out.console.as_deref(), Some("started\n"));
         assert!(out.elapsed < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn forwarded_stdin_reaches_the_child() {
+        let dir = TestDir::new("run-stdin");
+        let script = dir.write("input.txt", b"ping\n");
+        let file = fs::File::open(&script).expect("just written");
+        let out = run_command(
+            &sh("read line; echo \"got $line\""),
+            &options(&dir),
+            ConsoleInput::Forward(OwnedFd::from(file)),
+        )
+        .expect("ran");
+        assert_eq!(out.console.as_deref(), Some("got ping\n"), "{out:?}");
+    }
+
+    #[test]
+    fn no_input_is_eof_not_a_hang() {
+        let dir = TestDir::new("run-no-stdin");
+        let opts = RunOptions {
+            timeout: Some(Duration::from_secs(30)),
+            ..options(&dir)
+        };
+        let out = run_command(&sh("cat; echo eof"), &opts, ConsoleInput::Nothing).expect("ran");
+        assert_eq!(out.console.as_deref(), Some("eof\n"), "{out:?}");
+        assert_eq!(out.verdict, Verdict::AllVmsOff);
+    }
+
+    #[test]
+    fn console_input_choice() {
+        assert!(ConsoleInput::choose(false, true).is_terminal());
+        assert!(matches!(
+            ConsoleInput::choose(true, true),
+            ConsoleInput::Nothing
+        ));
+        // Not a terminal: forwarded whether capturing or not (while the test
+        // runner's stdin is open), never the terminal mode.
+        for capture in [false, true] {
+            let input = ConsoleInput::choose(capture, false);
+            assert!(!input.is_terminal());
+            assert_eq!(
+                input.connected(),
+                io::stdin().as_fd().try_clone_to_owned().is_ok()
+            );
+        }
     }
 
     /// The whole pipeline with a stand-in hypervisor; skipped without QEMU.
@@ -429,8 +529,12 @@ mod tests {
     #[test]
     fn missing_program_is_an_environment_error() {
         let dir = TestDir::new("run-missing");
-        let e = run_command(&["/nonexistent/qemu".into()], &options(&dir), false)
-            .expect_err("cannot start");
+        let e = run_command(
+            &["/nonexistent/qemu".into()],
+            &options(&dir),
+            ConsoleInput::Nothing,
+        )
+        .expect_err("cannot start");
         assert_eq!(e.exit_code(), exit_code::ENVIRONMENT);
     }
 }

@@ -1,0 +1,141 @@
+//! `uartirq`: interrupt-driven console input. Enables the PL011's receive
+//! interrupts (`UARTIMSC.RXIM | RTIM`) and its SPI (from the DT: INTID 33 on
+//! `virt`, level-triggered) at the GIC, prints `uartirq: ready for input`,
+//! and waits in WFI until the handler — reading `UARTDR` while `!FR.RXFE`,
+//! then clearing the interrupts through `UARTICR` — has received the line
+//! `ping` (ended by `\n` or `\r`). Then it prints `uartirq: got "ping"` and
+//! passes. The virtual timer bounds the wait (20 s) and wakes the WFI; on
+//! timeout the guest fails, printing what it did receive.
+#![no_std]
+#![no_main]
+
+use stratum_guests::console::{FR_RXFE, PL011_BASE, UARTDR, UARTFR};
+use stratum_guests::gic::INTID_VTIMER;
+use stratum_guests::global::{Global, GlobalArray};
+use stratum_guests::{Checks, gic, irq, mmio, print, println, timer};
+
+stratum_guests::entry!("uartirq", main);
+
+/// Interrupt mask set/clear register.
+const UARTIMSC: usize = 0x38;
+/// Interrupt clear register.
+const UARTICR: usize = 0x44;
+/// Receive interrupt.
+const RXIM: u32 = 1 << 4;
+/// Receive timeout interrupt.
+const RTIM: u32 = 1 << 6;
+/// The line to wait for.
+const WANT: &[u8] = b"ping";
+/// How long to wait for it.
+const TIMEOUT_US: u64 = 20_000_000;
+
+const BUF_LEN: usize = 64;
+static BUF: GlobalArray<u8, BUF_LEN> = GlobalArray::new(0);
+static LEN: Global<usize> = Global::new(0);
+static GOT_LINE: Global<bool> = Global::new(false);
+static TIMED_OUT: Global<bool> = Global::new(false);
+static UART_IRQS: Global<u32> = Global::new(0);
+static UART_BASE: Global<usize> = Global::new(PL011_BASE);
+static UART_INTID: Global<u32> = Global::new(33);
+
+fn uart_read(off: usize) -> u32 {
+    // SAFETY: a PL011 register; only DR has a read side effect (it pops the
+    // receive FIFO), which is what the handler wants.
+    unsafe { mmio::read32(UART_BASE.get() + off) }
+}
+
+fn uart_write(off: usize, value: u32) {
+    // SAFETY: IMSC/ICR of the PL011: interrupt mask and clear.
+    unsafe { mmio::write32(UART_BASE.get() + off, value) }
+}
+
+/// Whether the buffer ends a line that is `WANT`, alone or after earlier ones.
+fn line_seen(len: usize) -> bool {
+    let mut start = 0;
+    for i in 0..len {
+        let b = BUF.get(i);
+        if b == b'\n' || b == b'\r' {
+            if i - start == WANT.len() && (0..WANT.len()).all(|k| BUF.get(start + k) == WANT[k]) {
+                return true;
+            }
+            start = i + 1;
+        }
+    }
+    false
+}
+
+fn handler(intid: u32) {
+    if intid == INTID_VTIMER {
+        timer::set_vtimer_ctl(0);
+        TIMED_OUT.set(true);
+        return;
+    }
+    if intid != UART_INTID.get() {
+        stratum_guests::fail(format_args!("unexpected IRQ: INTID {intid}"))
+    }
+    UART_IRQS.set(UART_IRQS.get() + 1);
+    let mut len = LEN.get();
+    while uart_read(UARTFR) & FR_RXFE == 0 {
+        let byte = uart_read(UARTDR) as u8;
+        if len < BUF_LEN {
+            BUF.set(len, byte);
+            len += 1;
+        }
+    }
+    LEN.set(len);
+    uart_write(UARTICR, RXIM | RTIM);
+    if line_seen(len) {
+        GOT_LINE.set(true);
+    }
+}
+
+fn main(dtb: usize) -> ! {
+    let mut c = Checks::new();
+    let platform = gic::bring_up(dtb);
+    let g = platform.gic;
+    match platform.devices.and_then(|d| d.uart) {
+        Some(uart) => {
+            println!(
+                "pl011 at {:#x}, INTID {} (from the device tree)",
+                uart.base, uart.intid
+            );
+            UART_BASE.set(uart.base as usize);
+            UART_INTID.set(uart.intid);
+        }
+        None => println!("pl011: assuming {PL011_BASE:#x}, INTID 33"),
+    }
+    let intid = UART_INTID.get();
+    irq::set_handler(Some(handler));
+    g.set_priority(intid, 0x80);
+    g.set_edge(intid, false);
+    g.route_to_self(intid);
+    g.enable(intid);
+    g.set_priority(INTID_VTIMER, 0x80);
+    g.enable(INTID_VTIMER);
+    let deadline = timer::deadline_us(TIMEOUT_US);
+    timer::set_vtimer_cval(deadline);
+    timer::set_vtimer_ctl(timer::CTL_ENABLE);
+    uart_write(UARTIMSC, RXIM | RTIM);
+
+    println!("uartirq: ready for input");
+    let (got, wfis) = irq::wfi_until(deadline, || GOT_LINE.get() || TIMED_OUT.get());
+    uart_write(UARTIMSC, 0);
+    timer::set_vtimer_ctl(0);
+    g.disable(intid);
+    g.disable(INTID_VTIMER);
+    let got = got && GOT_LINE.get();
+    println!("{} UART interrupts, {wfis} wfi wake-ups", UART_IRQS.get());
+    if got {
+        println!("uartirq: got \"ping\"");
+    } else {
+        print!("uartirq: timed out; received {} bytes:", LEN.get());
+        for i in 0..LEN.get() {
+            print!(" {:02x}", BUF.get(i));
+        }
+        println!();
+    }
+    c.check("line \"ping\" received through RX interrupts", got);
+    c.check("UART interrupts taken", UART_IRQS.get() > 0);
+    irq::set_handler(None);
+    c.finish()
+}
