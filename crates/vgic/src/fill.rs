@@ -1,0 +1,286 @@
+//! List-register allocation: which of a vCPU's interrupts go into its LRs
+//! before it runs ([`Vgic::fill_lrs`]), and how the LRs' state flows back
+//! after it exits ([`Vgic::fold_lrs`]).
+//!
+//! # Ownership protocol
+//! Filling *moves* state into the LRs: an interrupt placed pending gives up
+//! its pending latch (edges, `ISPENDR`, SGIs; a level line stays in the
+//! model, being an input), one placed active gives up its active bit; both
+//! are recorded (`in_lr`, `lr_pending`, `lr_active` and the vCPU's `placed`
+//! list). Until the fold the LR is the truth for that part of the state:
+//! - new edges, `ISPENDR`/`ISACTIVER` writes land in the model and are
+//!   merged (OR) at the fold, so nothing is lost (an edge that arrives
+//!   while the interrupt sits pending in an LR coalesces with it, as on a
+//!   GIC; one that arrives after the guest acknowledged it makes it
+//!   pending again);
+//! - `ICPENDR`/`ICACTIVER` writes (or `CPENDSGIR`) from another vCPU set
+//!   `cancel_*`, and the fold drops that part of the LR state;
+//! - the interrupt is never placed in a second LR: another vCPU's fill
+//!   skips SPIs in an LR, and a vCPU's own fill first returns whatever is
+//!   still recorded as placed (a fill without a fold loses nothing).
+//!
+//! Folding an LR that the guest completed (`Invalid`) leaves the
+//! interrupt inactive; a level-sensitive one is pending again at once if
+//! its line is still high (that is the re-sampling the LR's EOI
+//! maintenance interrupt provokes). A HW-linked interrupt is forgotten when
+//! its LR comes back `Invalid` (the guest's deactivation reached the
+//! physical interrupt), or handed to [`Vgic::take_hw_release`] when the
+//! guest cleared it by register writes.
+//!
+//! # Choice
+//! Candidates for vCPU `v`: its SGIs/PPIs and the SPIs targeting it that
+//! are pending, enabled and in a Group the distributor enables, plus
+//! everything active on `v` (an active SPI stays with the vCPU that
+//! acknowledged it). Active ones go first so they are never dropped, then
+//! by priority (lower value first), then by INTID. A GICv2 SGI occupies
+//! one LR per INTID: one source at a time, the others wait and the LR asks
+//! for EOI maintenance so the next goes in as soon as it is done. HW LRs are
+//! never pending-and-active: the extra pending state waits in the model.
+
+use crate::lr::{ListRegister, LrState};
+use crate::regs::BitIter;
+use crate::state::Placed;
+use crate::{GicVersion, MAX_LRS, MAX_SPIS, PRIVATE_IRQS, Vgic};
+
+/// Most candidates one vCPU can have.
+pub(crate) const MAX_CANDIDATES: usize = (PRIVATE_IRQS + MAX_SPIS) as usize;
+
+/// The outcome of [`Vgic::fill_lrs`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LrFill {
+    /// LRs filled, from index 0; the others were set invalid.
+    pub used: usize,
+    /// More candidates than LRs: ask for an underflow (or no-pending)
+    /// maintenance interrupt so they are placed once LRs free up.
+    pub overflow: bool,
+}
+
+impl Vgic {
+    /// Fills `lrs` (as many as the hardware has) with `vcpu`'s interrupts
+    /// before it runs; see the module docs. Entries beyond `used` are set
+    /// invalid. An invalid `vcpu` gets all-invalid LRs.
+    pub fn fill_lrs(&mut self, vcpu: usize, lrs: &mut [ListRegister]) -> LrFill {
+        lrs.fill(ListRegister::INVALID);
+        if vcpu >= self.nr_vcpus {
+            return LrFill::default();
+        }
+        self.fold_lrs(vcpu, &[]);
+        let mut keys = [0u32; MAX_CANDIDATES];
+        let n = self.candidates(vcpu, &mut keys);
+        let keys = &mut keys[..n];
+        keys.sort_unstable();
+        let cap = lrs.len().min(MAX_LRS);
+        for (lr, &key) in lrs.iter_mut().zip(keys.iter()).take(cap) {
+            *lr = self.place(vcpu, key & 0xffff);
+        }
+        LrFill {
+            used: n.min(cap),
+            overflow: n > cap,
+        }
+    }
+
+    /// Takes back `vcpu`'s LRs after an exit: `lrs[i]` must be what was
+    /// read from the LR that [`Vgic::fill_lrs`] filled as entry `i` (at
+    /// least the `used` first ones). An interrupt whose LR is missing keeps
+    /// the state it was placed with. Call on every exit, before emulating
+    /// anything, so the model is the truth again.
+    pub fn fold_lrs(&mut self, vcpu: usize, lrs: &[ListRegister]) {
+        if vcpu >= self.nr_vcpus {
+            return;
+        }
+        let n = self.placed_len[vcpu];
+        for k in 0..n {
+            let p = self.placed[vcpu][k];
+            let intid = u32::from(p.intid);
+            let state = match lrs.get(k) {
+                Some(lr) if lr.vintid == intid => Some(lr.state),
+                _ => lrs
+                    .iter()
+                    .take(n)
+                    .find(|lr| lr.vintid == intid)
+                    .map(|lr| lr.state),
+            };
+            self.unplace(vcpu, p, state);
+        }
+        self.placed_len[vcpu] = 0;
+    }
+
+    /// Whether `vcpu` has an interrupt its CPU interface would signal with
+    /// priority mask `pmr`: pending, not active, enabled, group enabled,
+    /// priority higher (numerically lower) than `pmr`. To wake a vCPU
+    /// waiting in WFI.
+    pub fn has_pending(&self, vcpu: usize, pmr: u8) -> bool {
+        if vcpu >= self.nr_vcpus {
+            return false;
+        }
+        (0..=self.spi_words()).any(|word| {
+            let bank = self.bank(vcpu, word);
+            BitIter(self.signalled(vcpu, word)).any(|i| bank.priority[i] < pmr)
+        })
+    }
+
+    /// How many interrupts [`Vgic::fill_lrs`] would place for `vcpu` now
+    /// (pending and deliverable, or active), LRs not counted.
+    pub fn candidate_count(&self, vcpu: usize) -> usize {
+        if vcpu >= self.nr_vcpus {
+            return 0;
+        }
+        let mut keys = [0u32; MAX_CANDIDATES];
+        self.candidates(vcpu, &mut keys)
+    }
+
+    /// How many interrupts sit in `vcpu`'s LRs (filled, not yet folded).
+    pub fn in_lr_count(&self, vcpu: usize) -> usize {
+        self.placed_len.get(vcpu).copied().unwrap_or(0)
+    }
+
+    /// Pending, deliverable, not active, not in an LR: signalled to `vcpu`.
+    fn signalled(&self, vcpu: usize, word: usize) -> u32 {
+        let bank = self.bank(vcpu, word);
+        let ready = bank.pending()
+            & bank.enabled
+            & self.group_enabled(bank.group)
+            & !bank.active
+            & !bank.in_lr;
+        match word {
+            0 => ready,
+            w => ready & self.spi_target_mask[vcpu][w - 1],
+        }
+    }
+
+    /// Writes `vcpu`'s candidate keys (active first, priority, INTID) into
+    /// `keys`, returning how many.
+    pub(crate) fn candidates(&self, vcpu: usize, keys: &mut [u32; MAX_CANDIDATES]) -> usize {
+        let mut n = 0;
+        for word in 0..=self.spi_words() {
+            let bank = self.bank(vcpu, word);
+            let mut active = bank.active & !bank.in_lr;
+            if word > 0 {
+                for i in BitIter(active) {
+                    if usize::from(self.spi_owner[(word - 1) * 32 + i]) != vcpu {
+                        active &= !(1 << i);
+                    }
+                }
+            }
+            for i in BitIter(self.signalled(vcpu, word) | active) {
+                let not_active = u32::from(active & (1 << i) == 0);
+                let intid = (word * 32 + i) as u32;
+                keys[n] = not_active << 24 | u32::from(bank.priority[i]) << 16 | intid;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Moves `intid`'s state into a list register for `vcpu`.
+    fn place(&mut self, vcpu: usize, intid: u32) -> ListRegister {
+        let (word, i) = ((intid / 32) as usize, (intid % 32) as usize);
+        let bit = 1u32 << i;
+        let v2_sgi = self.version == GicVersion::V2 && intid < 16;
+        let group_ok = self.group_enabled(self.bank(vcpu, word).group) & bit != 0;
+        let bank = self.bank(vcpu, word);
+        let active = bank.active & bit != 0;
+        let hw = bank.hw & bit != 0;
+        let level = bank.edge & bit == 0;
+        let pending =
+            bank.pending() & bank.enabled & bit != 0 && group_ok && !(active && (hw || v2_sgi));
+        let mut source = 0;
+        let mut took_latch = false;
+        let mut eoi_maintenance = !hw && level && intid >= 16;
+        if v2_sgi {
+            if active {
+                source = self.sgi_active_src[vcpu][i];
+            } else if pending {
+                source = self.sgi_src[vcpu][i].trailing_zeros() as u8;
+                self.sgi_src[vcpu][i] &= !(1 << source);
+                self.sync_sgi_latch(vcpu, i);
+                took_latch = true;
+            }
+            // More sources waiting: come back when this one is done.
+            eoi_maintenance = self.sgi_src[vcpu][i] != 0;
+        } else if pending {
+            let bank = self.bank_mut(vcpu, word);
+            took_latch = bank.latch & bit != 0;
+            bank.latch &= !bit;
+        }
+        let bank = self.bank_mut(vcpu, word);
+        bank.active &= !bit;
+        bank.in_lr |= bit;
+        if pending {
+            bank.lr_pending |= bit;
+        }
+        if active {
+            bank.lr_active |= bit;
+        }
+        bank.cancel_pending &= !bit;
+        bank.cancel_active &= !bit;
+        let lr = ListRegister {
+            vintid: intid,
+            pintid: hw.then_some(u32::from(bank.pintid[i])),
+            priority: bank.priority[i],
+            state: LrState::from_flags(pending, active),
+            group1: bank.group & bit != 0,
+            eoi_maintenance,
+            source_cpu: source,
+        };
+        let k = self.placed_len[vcpu];
+        self.placed[vcpu][k] = Placed {
+            intid: intid as u16,
+            source,
+            took_latch,
+        };
+        self.placed_len[vcpu] = k + 1;
+        lr
+    }
+
+    /// Merges the state an LR came back with (`None`: as placed) into the
+    /// model.
+    fn unplace(&mut self, vcpu: usize, p: Placed, state: Option<LrState>) {
+        let intid = u32::from(p.intid);
+        let (word, i) = ((intid / 32) as usize, (intid % 32) as usize);
+        let bit = 1u32 << i;
+        let v2_sgi = self.version == GicVersion::V2 && intid < 16;
+        let bank = self.bank_mut(vcpu, word);
+        if bank.in_lr & bit == 0 {
+            return;
+        }
+        let state = state.unwrap_or(LrState::from_flags(
+            bank.lr_pending & bit != 0,
+            bank.lr_active & bit != 0,
+        ));
+        let pending = state.is_pending() && bank.cancel_pending & bit == 0;
+        let active = state.is_active() && bank.cancel_active & bit == 0;
+        bank.in_lr &= !bit;
+        bank.lr_pending &= !bit;
+        bank.lr_active &= !bit;
+        bank.cancel_pending &= !bit;
+        bank.cancel_active &= !bit;
+        if pending && p.took_latch && !v2_sgi {
+            bank.latch |= bit;
+        }
+        if active {
+            bank.active |= bit;
+        }
+        if bank.hw & bit != 0 {
+            if state == LrState::Invalid {
+                // The guest deactivated it, and with it the physical one.
+                bank.hw &= !bit;
+            } else if !pending && !active {
+                bank.hw &= !bit;
+                bank.release |= bit;
+            }
+        }
+        if v2_sgi {
+            if pending && p.took_latch {
+                self.sgi_src[vcpu][i] |= 1 << p.source;
+                self.sync_sgi_latch(vcpu, i);
+            }
+            if active {
+                self.sgi_active_src[vcpu][i] = p.source;
+            }
+        }
+        if word > 0 && active {
+            self.spi_owner[(word - 1) * 32 + i] = vcpu as u8;
+        }
+    }
+}

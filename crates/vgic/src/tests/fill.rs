@@ -1,0 +1,462 @@
+//! List-register allocation, folding, priorities, level re-sampling and
+//! HW-linked interrupts.
+
+use super::*;
+
+fn lrs() -> [ListRegister; 4] {
+    [ListRegister::INVALID; 4]
+}
+
+fn intids(lrs: &[ListRegister], used: usize) -> Vec<u32> {
+    lrs[..used].iter().map(|lr| lr.vintid).collect()
+}
+
+#[test]
+fn pending_spi_is_delivered_only_when_deliverable() {
+    for mut g in [v3(2), v2(2)] {
+        let mut l = lrs();
+        g.set_pending(40, 0).unwrap();
+        assert_eq!(g.fill_lrs(0, &mut l).used, 0, "disabled");
+        enable_spi(&mut g, 40, 0x80);
+        assert_eq!(g.fill_lrs(0, &mut l).used, 0, "groups disabled");
+        enable_groups(&mut g);
+        assert!(g.has_pending(0, 0xff));
+        assert!(!g.has_pending(1, 0xff), "targets vCPU 0");
+        assert!(!g.has_pending(0, 0x80), "masked by the PMR");
+        assert_eq!(g.fill_lrs(1, &mut l).used, 0);
+        let fill = g.fill_lrs(0, &mut l);
+        assert_eq!(
+            fill,
+            LrFill {
+                used: 1,
+                overflow: false
+            }
+        );
+        assert_eq!(l[0].vintid, 40);
+        assert_eq!(l[0].state, LrState::Pending);
+        assert_eq!(l[0].priority, 0x80);
+        assert_eq!(l[0].pintid, None);
+        assert_eq!(l[0].group1, g.version() == GicVersion::V3);
+        assert!(l[0].eoi_maintenance, "level-sensitive by default");
+        assert!(l[1..].iter().all(|lr| *lr == ListRegister::INVALID));
+        assert!(g.is_pending(0, 40), "the LR's pending state shows in reads");
+        assert_eq!(g.in_lr_count(0), 1);
+        assert!(!g.has_pending(0, 0xff), "already in an LR");
+        g.fold_lrs(0, &guest_done(&l));
+        assert!(!g.is_pending(0, 40));
+        assert_eq!(g.fill_lrs(0, &mut l).used, 0);
+        check_invariants(&g);
+    }
+}
+
+/// The LRs after the guest handled every one of them.
+fn guest_done(l: &[ListRegister]) -> Vec<ListRegister> {
+    let mut l = l.to_vec();
+    guest_completes_all(&mut l);
+    l
+}
+
+#[test]
+fn overflow_delivers_highest_priority_first_then_the_rest_once() {
+    let mut g = v3(1);
+    enable_groups(&mut g);
+    let prios = [
+        (33, 0x50),
+        (34, 0x10),
+        (35, 0x40),
+        (36, 0x30),
+        (37, 0x20),
+        (38, 0x60),
+    ];
+    for (intid, p) in prios {
+        enable_spi(&mut g, intid, p);
+        wr(&mut g, 0, 0xc08, 0xaaaa_aaaa); // edge
+        g.set_pending(intid, 0).unwrap();
+    }
+    let mut l = lrs();
+    let fill = g.fill_lrs(0, &mut l);
+    assert_eq!(
+        fill,
+        LrFill {
+            used: 4,
+            overflow: true
+        }
+    );
+    assert_eq!(intids(&l, 4), [34, 37, 36, 35]);
+    assert!(l.iter().all(|lr| !lr.eoi_maintenance), "edge-triggered");
+    let mut delivered = guest_completes_all(&mut l);
+    g.fold_lrs(0, &l);
+    let fill = g.fill_lrs(0, &mut l);
+    assert_eq!(
+        fill,
+        LrFill {
+            used: 2,
+            overflow: false
+        }
+    );
+    assert_eq!(intids(&l, 2), [33, 38]);
+    delivered.extend(guest_completes_all(&mut l));
+    g.fold_lrs(0, &l);
+    assert_eq!(g.fill_lrs(0, &mut l).used, 0);
+    delivered.sort_unstable();
+    assert_eq!(delivered, [33, 34, 35, 36, 37, 38]);
+    check_invariants(&g);
+}
+
+#[test]
+fn equal_priorities_go_by_intid_and_unacked_ones_stay() {
+    let mut g = v3(1);
+    enable_groups(&mut g);
+    for intid in [45, 33, 40] {
+        enable_spi(&mut g, intid, 0x20);
+        g.set_pending(intid, 0).unwrap();
+    }
+    let mut l = [ListRegister::INVALID; 2];
+    assert_eq!(
+        g.fill_lrs(0, &mut l),
+        LrFill {
+            used: 2,
+            overflow: true
+        }
+    );
+    assert_eq!(intids(&l, 2), [33, 40]);
+    // The guest handles only the first; the second is still pending.
+    l[0].state = LrState::Invalid;
+    g.fold_lrs(0, &l);
+    g.fill_lrs(0, &mut l);
+    assert_eq!(intids(&l, 2), [40, 45]);
+}
+
+#[test]
+fn active_interrupts_are_never_dropped() {
+    let mut g = v3(1);
+    enable_groups(&mut g);
+    for intid in 33..38 {
+        enable_spi(&mut g, intid, 0x80);
+        g.set_pending(intid, 0).unwrap();
+    }
+    let mut l = lrs();
+    g.fill_lrs(0, &mut l);
+    // The guest acknowledges all four and exits before completing them.
+    for lr in &mut l {
+        lr.state = LrState::Active;
+    }
+    g.fold_lrs(0, &l);
+    // A higher-priority interrupt arrives.
+    enable_spi(&mut g, 60, 0x00);
+    g.set_pending(60, 0).unwrap();
+    let fill = g.fill_lrs(0, &mut l);
+    assert_eq!(
+        fill,
+        LrFill {
+            used: 4,
+            overflow: true
+        }
+    );
+    assert!(l.iter().all(|lr| lr.state == LrState::Active));
+    assert_eq!(intids(&l, 4), [33, 34, 35, 36]);
+    g.fold_lrs(0, &guest_done(&l));
+    g.fill_lrs(0, &mut l);
+    assert_eq!(intids(&l, 2), [60, 37]);
+}
+
+#[test]
+fn largest_intid_is_preserved() {
+    let mut g = Vgic::new(GicVersion::V3, &[0], 256).unwrap();
+    enable_groups(&mut g);
+    enable_spi(&mut g, 287, 0x08);
+    g.set_pending(287, 0).unwrap();
+    let mut l = lrs();
+    g.fill_lrs(0, &mut l);
+    assert_eq!(l[0].vintid, 287);
+    assert_eq!(ListRegister::from_v3(l[0].to_v3()).vintid, 287);
+    let mut g = Vgic::new(GicVersion::V2, &[0], 256).unwrap();
+    enable_groups(&mut g);
+    enable_spi(&mut g, 287, 0x08);
+    g.set_pending(287, 0).unwrap();
+    g.fill_lrs(0, &mut l);
+    assert_eq!(ListRegister::from_v2(l[0].to_v2()).vintid, 287);
+}
+
+#[test]
+fn level_interrupt_is_resampled_after_eoi() {
+    let mut g = v3(1);
+    enable_groups(&mut g);
+    enable_spi(&mut g, 33, 0x80);
+    g.set_level(33, 0, true).unwrap();
+    let mut l = lrs();
+    g.fill_lrs(0, &mut l);
+    assert_eq!((l[0].vintid, l[0].state), (33, LrState::Pending));
+    assert!(l[0].eoi_maintenance);
+    // The guest acknowledges and EOIs without quietening the device: the
+    // EOI maintenance exit folds, and the line is still high.
+    g.fold_lrs(0, &guest_done(&l));
+    assert!(g.is_pending(0, 33));
+    assert_eq!(g.fill_lrs(0, &mut l).used, 1);
+    assert_eq!(l[0].state, LrState::Pending);
+    // Now the handler quietens the device (an MMIO exit, folded first)...
+    l[0].state = LrState::Active;
+    g.fold_lrs(0, &l);
+    g.set_level(33, 0, false).unwrap();
+    g.fill_lrs(0, &mut l);
+    assert_eq!(l[0].state, LrState::Active);
+    // ...and EOIs: nothing more.
+    g.fold_lrs(0, &guest_done(&l));
+    assert_eq!(g.fill_lrs(0, &mut l).used, 0);
+    assert!(!g.is_pending(0, 33) && !g.is_active(0, 33));
+}
+
+#[test]
+fn level_line_dropping_while_in_lr_retracts_it() {
+    let mut g = v3(1);
+    enable_groups(&mut g);
+    enable_spi(&mut g, 33, 0x80);
+    g.set_level(33, 0, true).unwrap();
+    let mut l = lrs();
+    g.fill_lrs(0, &mut l);
+    g.set_level(33, 0, false).unwrap();
+    g.fold_lrs(0, &l);
+    assert!(!g.is_pending(0, 33));
+    assert_eq!(g.fill_lrs(0, &mut l).used, 0);
+}
+
+#[test]
+fn edges_while_in_an_lr_coalesce_or_repend() {
+    let mut g = v3(1);
+    enable_groups(&mut g);
+    enable_spi(&mut g, 33, 0x80);
+    wr(&mut g, 0, 0xc08, 0b1000);
+    let mut l = lrs();
+    g.set_pending(33, 0).unwrap();
+    g.fill_lrs(0, &mut l);
+    g.set_pending(33, 0).unwrap();
+    g.fold_lrs(0, &l);
+    assert_eq!(g.fill_lrs(0, &mut l).used, 1, "coalesced");
+    assert_eq!(l[0].state, LrState::Pending);
+    // Acknowledged, then another edge: pending and active.
+    l[0].state = LrState::Active;
+    g.set_pending(33, 0).unwrap();
+    g.fold_lrs(0, &l);
+    g.fill_lrs(0, &mut l);
+    assert_eq!(l[0].state, LrState::PendingActive);
+}
+
+#[test]
+fn fill_without_fold_loses_nothing() {
+    let mut g = v3(1);
+    enable_groups(&mut g);
+    enable_spi(&mut g, 33, 0x80);
+    enable_spi(&mut g, 34, 0x40);
+    wr(&mut g, 0, 0xc08, 0b1010 << 2);
+    g.set_pending(33, 0).unwrap();
+    g.set_pending(34, 0).unwrap();
+    let mut a = lrs();
+    let mut b = lrs();
+    g.fill_lrs(0, &mut a);
+    g.fill_lrs(0, &mut b);
+    assert_eq!(a, b);
+    check_invariants(&g);
+    assert_eq!(g.in_lr_count(0), 2);
+}
+
+#[test]
+fn an_spi_is_never_in_two_vcpus_lrs() {
+    let mut g = v3(2);
+    enable_groups(&mut g);
+    enable_spi(&mut g, 40, 0x80);
+    g.set_pending(40, 0).unwrap();
+    let (mut l0, mut l1) = (lrs(), lrs());
+    assert_eq!(g.fill_lrs(0, &mut l0).used, 1);
+    // Retargeted to vCPU 1 while in vCPU 0's LR.
+    g.dist_write(0, 0x6000 + 8 * 40, Double, 1).unwrap();
+    assert_eq!(g.fill_lrs(1, &mut l1).used, 0);
+    check_invariants(&g);
+    // vCPU 0 acknowledged it: it stays active on vCPU 0.
+    l0[0].state = LrState::Active;
+    g.fold_lrs(0, &l0);
+    assert_eq!(g.fill_lrs(1, &mut l1).used, 0);
+    assert_eq!(g.fill_lrs(0, &mut l0).used, 1);
+    assert_eq!(l0[0].state, LrState::Active);
+    // Pending again while active on vCPU 0: it goes to vCPU 0 as
+    // pending-and-active, not to its new target.
+    g.set_pending(40, 0).unwrap();
+    g.fold_lrs(0, &l0);
+    assert_eq!(g.fill_lrs(1, &mut l1).used, 0);
+    g.fill_lrs(0, &mut l0);
+    assert_eq!(l0[0].state, LrState::PendingActive);
+    // Completed: now the pending one goes to the new target.
+    l0[0].state = LrState::Pending;
+    g.fold_lrs(0, &l0);
+    assert_eq!(g.fill_lrs(0, &mut l0).used, 0);
+    assert_eq!(g.fill_lrs(1, &mut l1).used, 1);
+    check_invariants(&g);
+}
+
+#[test]
+fn hw_linked_interrupt_is_not_forwarded_twice() {
+    let mut g = v3(1);
+    enable_groups(&mut g);
+    rwr(&mut g, 0, 0x1_0100, 1 << 27);
+    g.redist_write(0, 0, 0x1_041b, Byte, 0xa0).unwrap();
+    assert_eq!(g.set_hw_pending(0, 27, 27), Ok(true));
+    assert_eq!(g.set_hw_pending(0, 27, 27), Ok(false));
+    let mut l = lrs();
+    assert_eq!(g.fill_lrs(0, &mut l).used, 1);
+    assert_eq!(l[0].pintid, Some(27));
+    assert!(!l[0].eoi_maintenance, "no EOI bit with HW");
+    assert_eq!(g.set_hw_pending(0, 27, 27), Ok(false), "in an LR");
+    l[0].state = LrState::Active;
+    g.fold_lrs(0, &l);
+    assert_eq!(g.set_hw_pending(0, 27, 27), Ok(false), "active");
+    // A guest ISPENDR while active: the HW LR stays merely active.
+    rwr(&mut g, 0, 0x1_0200, 1 << 27);
+    g.fill_lrs(0, &mut l);
+    assert_eq!((l[0].state, l[0].pintid), (LrState::Active, Some(27)));
+    // The guest deactivates: the physical interrupt is deactivated by the
+    // hardware and the model forgets the link.
+    g.fold_lrs(0, &guest_done(&l));
+    assert_eq!(g.take_hw_release(), None);
+    g.fill_lrs(0, &mut l);
+    assert_eq!(
+        (l[0].state, l[0].pintid),
+        (LrState::Pending, None),
+        "the SW pend"
+    );
+    g.fold_lrs(0, &guest_done(&l));
+    assert_eq!(g.set_hw_pending(0, 27, 27), Ok(true));
+    check_invariants(&g);
+}
+
+#[test]
+fn hw_link_cleared_by_the_guest_is_released() {
+    let mut g = v3(2);
+    enable_groups(&mut g);
+    rwr(&mut g, 0, 0x1_0100, 1 << 27);
+    // Cleared while pending in the model.
+    assert_eq!(g.set_hw_pending(0, 27, 27), Ok(true));
+    rwr(&mut g, 0, 0x1_0280, 1 << 27);
+    assert_eq!(
+        g.take_hw_release(),
+        Some(crate::HwRelease {
+            vcpu: 0,
+            vintid: 27,
+            pintid: 27
+        })
+    );
+    assert_eq!(g.take_hw_release(), None);
+    // Cleared (by another vCPU) while pending in an LR.
+    assert_eq!(g.set_hw_pending(0, 27, 26), Ok(true));
+    let mut l = lrs();
+    g.fill_lrs(0, &mut l);
+    g.redist_write(1, 0, 0x1_0280, Word, 1 << 27).unwrap();
+    assert!(!g.is_pending(0, 27));
+    g.fold_lrs(0, &l);
+    assert_eq!(g.take_hw_release().map(|r| r.pintid), Some(26));
+    // An SPI's release names its vCPU.
+    enable_spi(&mut g, 50, 0);
+    assert_eq!(g.set_hw_pending(1, 50, 100), Ok(true));
+    g.fill_lrs(0, &mut l);
+    l[0].state = LrState::Active;
+    g.fold_lrs(0, &l);
+    wr(&mut g, 1, 0x384, 1 << 18);
+    assert_eq!(
+        g.take_hw_release(),
+        Some(crate::HwRelease {
+            vcpu: 0,
+            vintid: 50,
+            pintid: 100
+        })
+    );
+    check_invariants(&g);
+}
+
+#[test]
+fn v2_sgi_sources_take_turns() {
+    let mut g = v2(3);
+    enable_groups(&mut g);
+    // SGI 1 to CPU 0 from CPUs 1 and 2.
+    wr(&mut g, 1, 0xf00, 1 << 16 | 1);
+    wr(&mut g, 2, 0xf00, 1 << 16 | 1);
+    let mut l = lrs();
+    assert_eq!(g.fill_lrs(0, &mut l).used, 1, "one LR per SGI");
+    assert_eq!((l[0].vintid, l[0].source_cpu), (1, 1));
+    assert!(l[0].eoi_maintenance, "another source waits");
+    assert_eq!(ListRegister::from_v2(l[0].to_v2()).source_cpu, 1);
+    assert_eq!(g.dist_read(0, 0xf21, Byte), Ok(0b110), "both still visible");
+    // Acknowledged: active from source 1, source 2 still waits.
+    l[0].state = LrState::Active;
+    g.fold_lrs(0, &l);
+    g.fill_lrs(0, &mut l);
+    assert_eq!((l[0].state, l[0].source_cpu), (LrState::Active, 1));
+    assert!(l[0].eoi_maintenance);
+    g.fold_lrs(0, &guest_done(&l));
+    g.fill_lrs(0, &mut l);
+    assert_eq!((l[0].state, l[0].source_cpu), (LrState::Pending, 2));
+    assert!(!l[0].eoi_maintenance);
+    // CPENDSGIR of the source in the LR cancels it.
+    g.dist_write(0, 0xf11, Byte, 0b100).unwrap();
+    g.fold_lrs(0, &l);
+    assert!(!g.is_pending(0, 1));
+    assert_eq!(g.fill_lrs(0, &mut l).used, 0);
+    check_invariants(&g);
+}
+
+#[test]
+fn kicks_name_the_vcpus_to_notify() {
+    let mut g = v3(3);
+    g.take_kicks();
+    g.dist_write(0, 0x6000 + 8 * 40, Double, 2).unwrap();
+    g.take_kicks();
+    g.set_pending(40, 0).unwrap();
+    assert_eq!(g.take_kicks(), crate::VcpuMask(0b100));
+    assert!(g.take_kicks().is_empty());
+    g.set_level(27, 1, true).unwrap();
+    assert!(g.take_kicks().contains(1));
+    enable_groups(&mut g);
+    assert_eq!(g.take_kicks(), crate::VcpuMask(0b111));
+}
+
+#[test]
+fn ppis_are_per_vcpu() {
+    let mut g = v3(2);
+    enable_groups(&mut g);
+    rwr(&mut g, 1, 0x1_0100, 1 << 30);
+    g.set_level(30, 1, true).unwrap();
+    g.set_level(30, 0, true).unwrap();
+    let mut l = lrs();
+    assert_eq!(g.fill_lrs(0, &mut l).used, 0, "disabled on vCPU 0");
+    assert_eq!(g.fill_lrs(1, &mut l).used, 1);
+    assert_eq!(g.candidate_count(0), 0);
+    assert_eq!(g.fill_lrs(5, &mut l), LrFill::default());
+    g.fold_lrs(5, &l);
+}
+
+#[test]
+fn a_level_or_repended_spi_in_one_lr_is_not_given_to_another_vcpu() {
+    for level in [true, false] {
+        let mut g = v3(2);
+        enable_groups(&mut g);
+        enable_spi(&mut g, 40, 0x80);
+        if level {
+            g.set_level(40, 0, true).unwrap();
+        } else {
+            wr(&mut g, 0, 0xc08, 2 << 16);
+            g.set_pending(40, 0).unwrap();
+        }
+        let (mut l0, mut l1) = (lrs(), lrs());
+        assert_eq!(g.fill_lrs(0, &mut l0).used, 1);
+        // While vCPU 0 runs with it: retarget, and (edge) a second edge.
+        g.dist_write(0, 0x6000 + 8 * 40, Double, 1).unwrap();
+        if !level {
+            g.set_pending(40, 0).unwrap();
+        }
+        assert!(!g.has_pending(1, 0xff));
+        assert_eq!(g.fill_lrs(1, &mut l1).used, 0, "level = {level}");
+        check_invariants(&g);
+        // Once vCPU 0 exits without acknowledging it, it moves to vCPU 1.
+        g.fold_lrs(0, &l0);
+        assert_eq!(g.fill_lrs(0, &mut l0).used, 0);
+        assert_eq!(g.fill_lrs(1, &mut l1).used, 1);
+        assert_eq!(l1[0].vintid, 40);
+    }
+}
