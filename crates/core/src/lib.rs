@@ -19,5 +19,6 @@ pub mod mmio;
 pub mod pl011;
 pub mod platform;
 pub mod psci;
+pub mod ring;
 pub mod stage2;
 pub mod vmexit;
