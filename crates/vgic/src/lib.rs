@@ -56,6 +56,7 @@ mod redist;
 mod regs;
 mod sgi;
 mod state;
+mod vmexit_impl;
 
 #[cfg(test)]
 mod tests;
