@@ -7,6 +7,8 @@ use core::fmt::{self, Write};
 
 use stratum_arch::pl011::Pl011;
 
+use stratum_core::ring::ByteRing;
+
 use crate::sync::SpinLock;
 
 static CONSOLE: SpinLock<Option<Pl011>> = SpinLock::new(None);
@@ -49,9 +51,47 @@ pub fn guest_byte(byte: u8) {
     }
 }
 
-/// A byte typed on the console, if any.
-pub fn poll_input() -> Option<u8> {
-    CONSOLE.lock().as_ref().and_then(Pl011::try_get)
+/// Console input read from the UART that no guest has taken yet.
+static INPUT: SpinLock<ByteRing<INPUT_BYTES>> = SpinLock::new(ByteRing::new());
+/// Bytes of console input held for guests (beyond that, input is dropped
+/// and counted rather than stalling the hypervisor).
+const INPUT_BYTES: usize = 4096;
+
+/// Moves everything the UART received into the input queue.
+pub fn drain_input() {
+    if let Some(uart) = CONSOLE.lock().as_ref() {
+        while let Some(byte) = uart.try_get() {
+            INPUT.lock().push(byte);
+        }
+    }
+}
+
+/// Hands queued input to a guest's emulated UART, as much as it has room
+/// for (one byte with its FIFO off); the rest waits for the guest to read.
+pub fn deliver_input(guest_uart: &mut stratum_core::pl011::Pl011) {
+    let mut input = INPUT.lock();
+    while guest_uart.rx_space() > 0 {
+        match input.pop() {
+            Some(byte) => {
+                guest_uart.push_rx(byte);
+            }
+            None => break,
+        }
+    }
+}
+
+/// Makes console input raise the UART's interrupt (see `irq`).
+pub fn enable_input_interrupt() {
+    if let Some(uart) = CONSOLE.lock().as_ref() {
+        uart.enable_rx_interrupt();
+    }
+}
+
+/// Clears the UART's input interrupt once its FIFO was drained.
+pub fn clear_input_interrupt() {
+    if let Some(uart) = CONSOLE.lock().as_ref() {
+        uart.clear_rx_interrupt();
+    }
 }
 
 /// Prints a hypervisor message: `log!("...")` → `[stratum] ...\n`.

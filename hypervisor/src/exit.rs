@@ -6,9 +6,12 @@ use stratum_core::addr::Gva;
 use stratum_core::inject::Injection;
 use stratum_core::vmexit::{self, ABORT_LOG_LIMIT, Action, ExitEnv, ExitInfo, StopReason, VmModel};
 
+use stratum_core::guest_dt::{GuestGic, virt_map};
+use stratum_core::vmexit::GicModel;
+
 use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu};
-use crate::{log, system};
+use crate::{irq, log, system};
 
 /// The glue's side of [`ExitEnv`], for one VM.
 struct Env {
@@ -63,15 +66,16 @@ fn advance_pc() {
 /// that invariant.
 #[unsafe(no_mangle)]
 extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
+    // The list registers are a cache of the virtual GIC: fold them back
+    // before anything looks at the model, refill them before the guest runs.
+    system::with_current_vm(irq::fold);
     match exit_kind {
         kind::SYNC | kind::SYNC32 => handle_sync(frame),
-        kind::IRQ | kind::FIQ | kind::ASYNC32 => {
-            // No physical interrupt is enabled in this version; a spurious
-            // one is simply returned from.
-        }
+        kind::IRQ | kind::FIQ | kind::ASYNC32 => system::with_current_vm(irq::service),
         kind::SERROR => system::stop_current(StopReason::Crashed),
         other => panic!("unknown exit kind {other}"),
     }
+    system::with_current_vm(irq::fill);
 }
 
 fn handle_sync(frame: *mut Frame) {
@@ -82,29 +86,37 @@ fn handle_sync(frame: *mut Frame) {
         pc: sysreg::elr_el2(),
         pstate: sysreg::spsr_el2(),
     };
+    let console_irq = irq::console_interrupts();
     let action = system::with_current_vm(|vm| {
         assert!(
             core::ptr::eq(frame, &raw const vm.frame),
             "TPIDR_EL2 does not name the current VM's frame"
         );
-        while let Some(byte) = crate::console::poll_input() {
-            if !vm.uart.push_rx(byte) {
-                break;
-            }
+        if !console_irq {
+            crate::console::drain_input();
         }
+        crate::console::deliver_input(&mut vm.uart);
         let settings = system::settings().expect("settings are recorded before any guest runs");
+        let redist = match vm.gic {
+            GuestGic::V3 { redist, .. } => Some(redist),
+            GuestGic::V2 { .. } => None,
+        };
         let mut model = VmModel {
             vm_id: vm.id as u64,
             boot_count: vm.boot_count,
             ram: vm.ram,
-            uart_regs: stratum_core::guest_dt::virt_map::UART,
+            uart_regs: virt_map::UART,
             uart: &mut vm.uart,
             vcpus: &mut vm.power,
             firmware: settings.firmware,
             pstate_features: settings.pstate_features,
             counters: &mut vm.counters,
             last_abort: None,
-            gic: None,
+            gic: Some(GicModel {
+                dist: virt_map::GICD,
+                redist,
+                vgic: &mut vm.vgic,
+            }),
         };
         let mut live = LiveVcpu {
             frame: &mut vm.frame,
@@ -137,10 +149,13 @@ fn handle_sync(frame: *mut Frame) {
     });
     match action {
         Action::Resume => {}
-        Action::Advance | Action::WaitForInterrupt { advance: true } => advance_pc(),
-        // Waking at once is a legal WFI/standby implementation; with no
-        // virtual interrupts yet there is nothing to wait for.
-        Action::WaitForInterrupt { advance: false } => {}
+        Action::Advance => advance_pc(),
+        Action::WaitForInterrupt { advance } => {
+            if advance {
+                advance_pc();
+            }
+            system::with_current_vm(irq::wait_for_interrupt);
+        }
         Action::Inject(inj) => apply_injection(&inj),
         Action::ForwardToFirmware {
             function,

@@ -35,7 +35,7 @@ pub mod kind {
 }
 
 /// Bytes of EL2 stack per physical CPU.
-pub const STACK_SIZE: usize = 32 * 1024;
+pub const STACK_SIZE: usize = 128 * 1024;
 /// Most physical CPUs the image has stacks for.
 pub const MAX_CPUS: usize = 8;
 

@@ -11,6 +11,7 @@
 mod console;
 mod exit;
 mod head;
+mod irq;
 mod mem;
 mod panic;
 mod sync;
@@ -40,7 +41,8 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// clean+invalidate (SWIO), stage-1 walks into device memory fault (PTW),
 /// physical IRQ/FIQ/SError routed to EL2 (IMO/FMO/AMO), EL1 TLB and cache
 /// maintenance broadcast (FB) to the inner-shareable domain (BSU = IS),
-/// SMC trapped (TSC), EL1 is AArch64 (RW).
+/// WFI and WFE trapped (TWI/TWE: a waiting vCPU gives its CPU back), SMC
+/// trapped (TSC), EL1 is AArch64 (RW).
 const HCR_GUEST: u64 = (1 << 0)
     | (1 << 1)
     | (1 << 2)
@@ -49,6 +51,8 @@ const HCR_GUEST: u64 = (1 << 0)
     | (1 << 5)
     | (1 << 9)
     | (1 << 10)
+    | (1 << 13)
+    | (1 << 14)
     | (1 << 19)
     | (1 << 31);
 
@@ -144,6 +148,14 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     let mut pool = TablePool::take();
 
     configure_el2();
+    if let Err(e) = irq::init(&platform) {
+        log!("error: the host GIC cannot be brought up: {e}");
+        system::shutdown(exit_status::BAD_BOOT_INPUT);
+    }
+    log!(
+        "GIC virtualization: {} list registers; timers forwarded hardware-linked",
+        irq::lr_count()
+    );
     let s2cfg = stage2::config_for(sysreg::id_aa64mmfr0_el1(), sysreg::id_aa64mmfr1_el1());
     log!(
         "stage 2: {}-bit IPA, start level {}, VMIDs in VTTBR; {} MiB free for guests",
@@ -164,8 +176,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
     let image = bundle.vm(0).expect("Bundle::parse validated VM 0");
-    let gic = platform.gic.version;
-    let mut vm = match Vm::create(0, image, gic, s2cfg, &mut ram, &mut pool) {
+    let mut vm = match Vm::create(0, image, &platform.gic, s2cfg, &mut ram, &mut pool) {
         Ok(vm) => vm,
         Err(e) => {
             log!("error: VM '{}' cannot be created: {e}", image.name);

@@ -7,14 +7,20 @@ use stratum_core::addr::{Ipa, IpaRange, Pa};
 use stratum_core::guest_dt::{self, GuestDtConfig, GuestGic, GuestUart};
 use stratum_core::layout::{self, GuestLayout, KernelPlacement};
 use stratum_core::pl011::Pl011;
-use stratum_core::platform::GicVersion;
+use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::psci::{PowerState, VcpuPower};
 use stratum_core::stage2::{MapStats, Mapping, Stage2Config, Stage2Table};
 use stratum_core::vmexit::ExitCounters;
 
+use stratum_vgic::Vgic;
+
 use crate::mem::{RamAllocator, TablePool};
 use crate::sync::SpinLock;
 use crate::vcpu::{self, Frame};
+
+/// SPIs of each VM's virtual GIC (INTIDs 32–95): the emulated UART's and
+/// room for passthrough devices and tests.
+pub const VGIC_SPIS: u32 = 64;
 
 /// Space reserved for a guest's device tree.
 const DTB_MAX: usize = 64 * 1024;
@@ -35,6 +41,11 @@ pub enum VmError {
     Layout(layout::LayoutError),
     /// The guest device tree could not be generated.
     DeviceTree(stratum_core::guest_dt::GuestDtError),
+    /// The virtual GIC could not be built.
+    Vgic(stratum_vgic::VgicError),
+    /// The host GIC is a v2 without a virtual CPU interface (GICV) to give
+    /// the guest.
+    NoGicv,
 }
 
 impl core::fmt::Display for VmError {
@@ -55,6 +66,8 @@ impl core::fmt::Display for VmError {
             Self::Stage2(e) => write!(f, "stage-2 tables: {e:?}"),
             Self::Layout(e) => write!(f, "guest memory layout: {e:?}"),
             Self::DeviceTree(e) => write!(f, "guest device tree: {e:?}"),
+            Self::Vgic(e) => write!(f, "virtual GIC: {e:?}"),
+            Self::NoGicv => write!(f, "the host GICv2 has no virtual CPU interface (GICV)"),
         }
     }
 }
@@ -90,6 +103,14 @@ pub struct Vm {
     pub gic: GuestGic,
     /// How stage 2 maps guest RAM (blocks of each size).
     pub map_stats: MapStats,
+    /// The virtual GIC (rebuilt at every boot).
+    pub vgic: Vgic,
+}
+
+/// Each vCPU's MPIDR affinity: vCPU n has Aff0 = n (what the guest DT's cpu
+/// `reg` says, and `VMPIDR_EL2` carries).
+fn vcpu_affinities() -> [u64; MAX_VCPUS] {
+    core::array::from_fn(|i| i as u64)
 }
 
 static DTB_BUF: SpinLock<[u8; DTB_MAX]> = SpinLock::new([0; DTB_MAX]);
@@ -99,7 +120,7 @@ impl Vm {
     pub fn create(
         id: usize,
         image: VmImage<'static>,
-        gic: GicVersion,
+        host_gic: &GicInfo,
         s2cfg: Stage2Config,
         ram_alloc: &mut RamAllocator,
         pool: &mut TablePool,
@@ -119,7 +140,7 @@ impl Vm {
             .map(pool, ram.start, Pa(pa), ram.size, Mapping::RamRwx)
             .map_err(VmError::Stage2)?;
         let vmid = u16::try_from(id + 1).expect("fewer VMs than VMIDs");
-        let gic = match gic {
+        let gic = match host_gic.version {
             GicVersion::V2 => GuestGic::V2 {
                 dist: guest_dt::virt_map::GICD,
                 cpu: guest_dt::virt_map::GICC,
@@ -143,6 +164,20 @@ impl Vm {
         let initrd_size = image.initrd.map_or(0, |i| i.len() as u64);
         let layout =
             layout::plan(ram, placement, initrd_size, DTB_MAX as u64).map_err(VmError::Layout)?;
+        // GICv2: the guest's CPU interface is the hardware's virtual CPU
+        // interface, mapped through stage 2, so acknowledge and EOI never trap.
+        if let GuestGic::V2 { cpu, .. } = gic {
+            let gicv = host_gic.vcpu.ok_or(VmError::NoGicv)?;
+            table
+                .map(pool, cpu.start, gicv.base, cpu.size, Mapping::DeviceRw)
+                .map_err(VmError::Stage2)?;
+        }
+        let vgic = Vgic::new(
+            host_gic.version,
+            &vcpu_affinities()[..image.vcpus as usize],
+            VGIC_SPIS,
+        )
+        .map_err(VmError::Vgic)?;
         Ok(Self {
             id,
             image,
@@ -151,16 +186,16 @@ impl Vm {
             vttbr: table.vttbr(vmid),
             layout,
             uart: Pl011::new(),
-            // vCPU n has affinity Aff0 = n (what the DT's cpu `reg` says).
-            power: [VcpuPower {
-                mpidr: 0,
+            power: vcpu_affinities().map(|mpidr| VcpuPower {
+                mpidr,
                 state: PowerState::Off,
-            }; MAX_VCPUS],
+            }),
             counters: ExitCounters::default(),
             boot_count: 0,
             frame: Frame::default(),
             gic,
             map_stats,
+            vgic,
         })
     }
 
@@ -215,6 +250,15 @@ impl Vm {
         cache::clean_inval_dcache_range(self.ram_pa.0 as usize, size);
         cache::invalidate_icache_all();
         self.uart = Pl011::new();
+        self.vgic = Vgic::new(
+            self.vgic.version(),
+            &mpidrs[..self.image.vcpus as usize],
+            VGIC_SPIS,
+        )
+        .map_err(VmError::Vgic)?;
+        crate::irq::reset();
+        // The guest's virtual counter starts near zero at every boot.
+        sysreg::set_cntvoff_el2(stratum_arch::timer::counter());
         for p in &mut self.power {
             p.state = PowerState::Off;
         }

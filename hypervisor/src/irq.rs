@@ -1,0 +1,293 @@
+//! Interrupts at EL2: the physical GIC, forwarding physical interrupts into
+//! the running VM's virtual GIC, and the list registers.
+//!
+//! Every physical interrupt is routed to EL2 (`HCR_EL2.IMO/FMO`). The
+//! physical CPU interface runs with split priority drop and deactivation
+//! (EOImode = 1), which is what makes hardware-linked injection work: the
+//! virtual timer's PPI is acknowledged and priority-dropped here, then
+//! injected with the list register's HW bit, so the guest's own deactivation
+//! deactivates the physical interrupt.
+//!
+//! The list registers are a cache of the model: on every exit the ones in use
+//! are folded back into [`stratum_vgic::Vgic`], before every entry they are
+//! refilled from it (highest priority first; an underflow maintenance
+//! interrupt asks for a refill when more are pending than fit).
+
+use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic};
+use stratum_arch::{barrier, sysreg};
+use stratum_core::platform::{GicVersion, Platform};
+use stratum_vgic::ListRegister;
+
+use crate::sync::SpinLock;
+use crate::vm::Vm;
+use crate::{console, log};
+
+/// The virtual interface's maintenance interrupt (PPI 9).
+pub const MAINTENANCE_INTID: u32 = 25;
+/// The EL1 virtual timer (PPI 11).
+pub const VTIMER_INTID: u32 = 27;
+/// The EL1 physical timer (PPI 14).
+pub const PTIMER_INTID: u32 = 30;
+/// Most list registers an implementation has.
+const MAX_LRS: usize = 16;
+/// Priority of the interrupts EL2 itself takes (all equal: EL2 never nests).
+const EL2_PRIORITY: u8 = 0x80;
+
+struct Irqs {
+    gic: PhysGic,
+    version: GicVersion,
+    lr_count: usize,
+    /// List registers the last fill wrote (the ones to fold back).
+    used_lrs: usize,
+    /// The console UART's interrupt, when the DT names one.
+    console_intid: Option<u32>,
+    /// The virtual interface's maintenance interrupt.
+    maintenance_intid: u32,
+}
+
+/// Most physical interrupts acknowledged per exit.
+const MAX_ACKS: usize = 16;
+
+static IRQS: SpinLock<Option<Irqs>> = SpinLock::new(None);
+
+/// Brings up the physical GIC for this CPU and enables the interrupts EL2
+/// takes: the maintenance interrupt, the guest timers (forwarded
+/// hardware-linked) and the console's input.
+pub fn init(platform: &Platform<'_>) -> Result<(), stratum_arch::gic::GicError> {
+    let g = &platform.gic;
+    let gic = match g.version {
+        GicVersion::V3 => {
+            let redist = g.redistributors().first().copied();
+            let (base, size) = redist.map_or((0, 0), |r| (r.base.0 as usize, r.size as usize));
+            // SAFETY: the host DT names these frames; EL2 maps the first GiB
+            // as device memory; this is the only CPU bringing up the GIC.
+            PhysGic::V3(unsafe {
+                GicV3::init_v3(g.dist.base.0 as usize, base, size, sysreg::mpidr_el1())?
+            })
+        }
+        GicVersion::V2 => {
+            let cpu = g.cpu.map_or(0, |r| r.base.0 as usize);
+            let hyp = g.hyp.map_or(0, |r| r.base.0 as usize);
+            // SAFETY: as above, for the GICv2 distributor, CPU interface and
+            // virtual interface control frames.
+            PhysGic::V2(unsafe { GicV2::init_v2(g.dist.base.0 as usize, cpu, hyp)? })
+        }
+    };
+    let maintenance = g.maintenance_irq.map_or(MAINTENANCE_INTID, |i| i.intid());
+    gic.enable_ppi(maintenance, EL2_PRIORITY)?;
+    gic.enable_ppi(VTIMER_INTID, EL2_PRIORITY)?;
+    gic.enable_ppi(PTIMER_INTID, EL2_PRIORITY)?;
+    let console_intid = platform
+        .uart
+        .and_then(|u| u.irq)
+        .map(|i| i.intid())
+        .filter(|&intid| gic.enable_spi(intid, EL2_PRIORITY, true).is_ok());
+    if console_intid.is_some() {
+        console::enable_input_interrupt();
+    }
+    let lr_count = gic.lr_count().min(MAX_LRS);
+    gic.set_hcr(HcrFlags {
+        enable: true,
+        ..HcrFlags::default()
+    });
+    *IRQS.lock() = Some(Irqs {
+        gic,
+        version: g.version,
+        lr_count,
+        used_lrs: 0,
+        console_intid,
+        maintenance_intid: maintenance,
+    });
+    Ok(())
+}
+
+/// Whether console input raises an interrupt (else the exit path polls).
+pub fn console_interrupts() -> bool {
+    IRQS.lock()
+        .as_ref()
+        .is_some_and(|i| i.console_intid.is_some())
+}
+
+/// List registers the hardware has (for the banner).
+pub fn lr_count() -> usize {
+    IRQS.lock().as_ref().map_or(0, |i| i.lr_count)
+}
+
+fn with<R>(f: impl FnOnce(&mut Irqs) -> R) -> R {
+    let mut guard = IRQS.lock();
+    f(guard.as_mut().expect("irq::init ran before any guest"))
+}
+
+impl Irqs {
+    fn encode(&self, lr: &ListRegister) -> u64 {
+        match self.version {
+            GicVersion::V3 => lr.to_v3(),
+            GicVersion::V2 => u64::from(lr.to_v2()),
+        }
+    }
+
+    fn decode(&self, raw: u64) -> ListRegister {
+        match self.version {
+            GicVersion::V3 => ListRegister::from_v3(raw),
+            GicVersion::V2 => ListRegister::from_v2(raw as u32),
+        }
+    }
+
+    /// Invalidates the list registers in use and drops any maintenance
+    /// request (only after they were folded into the model).
+    fn clear_lrs(&mut self) {
+        for n in 0..self.used_lrs {
+            self.gic.write_lr(n, 0);
+        }
+        self.used_lrs = 0;
+        self.gic.set_hcr(HcrFlags {
+            enable: true,
+            ..HcrFlags::default()
+        });
+    }
+
+    /// The guest's priority mask (from the virtual machine control register).
+    fn guest_pmr(&self) -> u8 {
+        let vmcr = self.gic.vmcr();
+        match self.version {
+            // ICH_VMCR_EL2.VPMR, bits 31:24.
+            GicVersion::V3 => (vmcr >> 24) as u8,
+            // GICH_VMCR.VMPriMask, bits 31:27: the top five priority bits.
+            GicVersion::V2 => ((vmcr >> 27) as u8) << 3,
+        }
+    }
+
+    /// Acknowledges the pending physical interrupts and forwards them. At
+    /// most [`MAX_ACKS`] per call: a level interrupt whose source stays
+    /// asserted must not keep EL2 here.
+    fn service(&mut self, vm: &mut Vm) {
+        for _ in 0..MAX_ACKS {
+            let Some(irq) = self.gic.ack() else { break };
+            self.gic.priority_drop(irq);
+            match irq.intid() {
+                // Hardware-linked: stays active until the guest deactivates
+                // its virtual twin through the list register's HW bit.
+                VTIMER_INTID | PTIMER_INTID => {
+                    // Never refused for a PPI of vCPU 0; if the model holds a
+                    // previous forward still, that one's deactivation is the
+                    // one that will reach the hardware.
+                    let _ = vm.vgic.set_hw_pending(0, irq.intid(), irq.intid());
+                }
+                intid if Some(intid) == self.console_intid => {
+                    // Clear before draining: a byte arriving in between then
+                    // raises the interrupt again instead of being stranded.
+                    console::clear_input_interrupt();
+                    console::drain_input();
+                    self.gic.deactivate(irq);
+                }
+                // The maintenance interrupt (underflow, or the guest EOIed a
+                // level interrupt) is level-sensitive: its condition lasts
+                // until the list registers change. They were folded into the
+                // model when this exit began, so clear them and the refill
+                // request; `fill` rebuilds them before the guest runs.
+                intid if intid == self.maintenance_intid => {
+                    self.clear_lrs();
+                    self.gic.deactivate(irq);
+                }
+                // Anything else is spurious for this version.
+                _ => self.gic.deactivate(irq),
+            }
+        }
+    }
+}
+
+/// After an exit: folds the list registers in use back into the model.
+pub fn fold(vm: &mut Vm) {
+    with(|irqs| {
+        if irqs.used_lrs == 0 {
+            return;
+        }
+        let mut lrs = [ListRegister::default(); MAX_LRS];
+        for (n, lr) in lrs.iter_mut().enumerate().take(irqs.used_lrs) {
+            *lr = irqs.decode(irqs.gic.read_lr(n));
+        }
+        vm.vgic.fold_lrs(0, &lrs[..irqs.used_lrs]);
+    });
+}
+
+/// Physical interrupts the guest let go of without deactivating them (it
+/// cleared a forwarded interrupt's pending state): EL2 clears them.
+fn release_hw(irqs: &mut Irqs, vm: &mut Vm) {
+    while let Some(r) = vm.vgic.take_hw_release() {
+        let _ = irqs.gic.clear_active(r.pintid);
+    }
+}
+
+/// Before entering the guest: samples device lines and refills the list
+/// registers from the model.
+pub fn fill(vm: &mut Vm) {
+    sample_lines(vm);
+    with(|irqs| {
+        release_hw(irqs, vm);
+        let mut lrs = [ListRegister::default(); MAX_LRS];
+        let fill = vm.vgic.fill_lrs(0, &mut lrs[..irqs.lr_count]);
+        for (n, lr) in lrs.iter().enumerate().take(fill.used) {
+            irqs.gic.write_lr(n, irqs.encode(lr));
+        }
+        for n in fill.used..irqs.used_lrs {
+            irqs.gic.write_lr(n, 0);
+        }
+        irqs.used_lrs = fill.used;
+        irqs.gic.set_hcr(HcrFlags {
+            enable: true,
+            underflow: fill.overflow,
+            ..HcrFlags::default()
+        });
+    });
+}
+
+/// A physical interrupt arrived while the guest ran.
+pub fn service(vm: &mut Vm) {
+    with(|irqs| irqs.service(vm));
+}
+
+/// A guest `WFI`: idles this CPU until the VM has an interrupt the vCPU
+/// would take, forwarding physical interrupts as they come.
+pub fn wait_for_interrupt(vm: &mut Vm) {
+    loop {
+        sample_lines(vm);
+        let pmr = with(|irqs| irqs.guest_pmr());
+        if vm.vgic.has_pending(0, pmr) {
+            return;
+        }
+        // Interrupts stay masked at EL2: WFI still wakes on a pending one,
+        // which `service` then acknowledges.
+        barrier::wfi();
+        service(vm);
+    }
+}
+
+/// The emulated devices' interrupt lines, into the model (after handing
+/// the guest UART any queued console input).
+fn sample_lines(vm: &mut Vm) {
+    console::deliver_input(&mut vm.uart);
+    let uart_line = vm.uart.irq_pending();
+    let uart_intid = stratum_core::guest_dt::virt_map::UART_SPI + 32;
+    vm.vgic
+        .set_level(uart_intid, 0, uart_line)
+        .expect("the VM's GIC has the UART's SPI");
+}
+
+/// Forgets every interrupt of the VM (it is being reset): clears the list
+/// registers, and deactivates the hardware-linked timer interrupts the guest
+/// may have left active.
+pub fn reset() {
+    with(|irqs| {
+        for n in 0..irqs.lr_count {
+            irqs.gic.write_lr(n, 0);
+        }
+        irqs.used_lrs = 0;
+        irqs.gic.set_vmcr(0);
+        irqs.gic.restore_aprs(&Default::default());
+        for intid in [VTIMER_INTID, PTIMER_INTID] {
+            if let Err(e) = irqs.gic.clear_active(intid) {
+                log!("cannot clear the active state of INTID {intid}: {e}");
+            }
+        }
+    });
+}
