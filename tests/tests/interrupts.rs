@@ -3,10 +3,8 @@
 //! `uartirq`), each on GICv2 and GICv3 (cortex-a57), plus `-cpu max` runs of
 //! `vtimer` and `lrflood`.
 //!
-//! Every test is `#[ignore]`d until the hypervisor has the virtual GIC
-//! (issue 3); the integrator removes the ignores once they pass. Run them
-//! with `cargo xtask test` (or `cargo test -p stratum-systests --test
-//! interrupts -- --ignored` with `STRATUM_BIN`, `STRATUM_GUESTS_DIR` and
+//! Run them with `cargo xtask test` (or `cargo test -p stratum-systests
+//! --test interrupts` with `STRATUM_BIN`, `STRATUM_GUESTS_DIR` and
 //! `STRATUM_HYPERVISOR` set).
 //!
 //! The expectations were validated by running the same guests on bare QEMU
@@ -169,7 +167,6 @@ fn check_uartirq(run: &Run, gic: u8) {
 macro_rules! interrupt_test {
     ($name:ident, $guest:literal, $gic:literal, $cpu:literal, $check:ident) => {
         #[test]
-        #[ignore = "needs the virtual GIC (issue 3)"]
         fn $name() {
             $check(&run($guest, $gic, $cpu), $gic);
         }
