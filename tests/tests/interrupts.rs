@@ -159,6 +159,7 @@ fn check_uartirq(run: &Run, gic: u8) {
             "pl011 at 0x9000000, INTID 33 (from the device tree)",
             UART_READY,
             "uartirq: got \"ping\"",
+            "check transmit interrupt (TXMIS) after writing UARTDR: ok",
             "STRATUM-TEST PASS uartirq",
         ],
     );

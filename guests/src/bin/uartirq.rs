@@ -4,8 +4,12 @@
 //! and waits in WFI until the handler — reading `UARTDR` while `!FR.RXFE`,
 //! then clearing the interrupts through `UARTICR` — has received the line
 //! `ping` (ended by `\n` or `\r`). Then it prints `uartirq: got "ping"` and
-//! passes. The virtual timer bounds the wait (20 s) and wakes the WFI; on
+//! continues. The virtual timer bounds the wait (20 s) and wakes the WFI; on
 //! timeout the guest fails, printing what it did receive.
+//!
+//! Then the transmit side, which Linux's interrupt-driven console relies on:
+//! with only `TXIM` unmasked, writing a byte to `UARTDR` must raise the
+//! UART's interrupt with `UARTMIS.TXMIS` set, cleared through `UARTICR`.
 #![no_std]
 #![no_main]
 
@@ -20,6 +24,10 @@ stratum_guests::entry!("uartirq", main);
 const UARTIMSC: usize = 0x38;
 /// Interrupt clear register.
 const UARTICR: usize = 0x44;
+/// Masked interrupt status register.
+const UARTMIS: usize = 0x40;
+/// Transmit interrupt.
+const TXIM: u32 = 1 << 5;
 /// Receive interrupt.
 const RXIM: u32 = 1 << 4;
 /// Receive timeout interrupt.
@@ -35,6 +43,7 @@ static LEN: Global<usize> = Global::new(0);
 static GOT_LINE: Global<bool> = Global::new(false);
 static TIMED_OUT: Global<bool> = Global::new(false);
 static UART_IRQS: Global<u32> = Global::new(0);
+static TX_IRQS: Global<u32> = Global::new(0);
 static UART_BASE: Global<usize> = Global::new(PL011_BASE);
 static UART_INTID: Global<u32> = Global::new(33);
 
@@ -74,6 +83,11 @@ fn handler(intid: u32) {
         stratum_guests::fail(format_args!("unexpected IRQ: INTID {intid}"))
     }
     UART_IRQS.set(UART_IRQS.get() + 1);
+    if uart_read(UARTMIS) & TXIM != 0 {
+        TX_IRQS.set(TX_IRQS.get() + 1);
+        uart_write(UARTIMSC, 0);
+        uart_write(UARTICR, TXIM);
+    }
     let mut len = LEN.get();
     while uart_read(UARTFR) & FR_RXFE == 0 {
         let byte = uart_read(UARTDR) as u8;
@@ -136,6 +150,27 @@ fn main(dtb: usize) -> ! {
     }
     c.check("line \"ping\" received through RX interrupts", got);
     c.check("UART interrupts taken", UART_IRQS.get() > 0);
+
+    // Transmit: only TXIM unmasked, one byte written, one interrupt.
+    g.enable(intid);
+    g.enable(INTID_VTIMER);
+    let deadline = timer::deadline_us(TIMEOUT_US);
+    timer::set_vtimer_cval(deadline);
+    timer::set_vtimer_ctl(timer::CTL_ENABLE);
+    TIMED_OUT.set(false);
+    uart_write(UARTICR, TXIM);
+    uart_write(UARTIMSC, TXIM);
+    uart_write(UARTDR, u32::from(b'\n'));
+    let (tx, _) = irq::wfi_until(deadline, || TX_IRQS.get() > 0 || TIMED_OUT.get());
+    uart_write(UARTIMSC, 0);
+    timer::set_vtimer_ctl(0);
+    g.disable(intid);
+    g.disable(INTID_VTIMER);
+    println!("uartirq: {} transmit interrupt(s)", TX_IRQS.get());
+    c.check(
+        "transmit interrupt (TXMIS) after writing UARTDR",
+        tx && TX_IRQS.get() == 1,
+    );
     irq::set_handler(None);
     c.finish()
 }
