@@ -11,7 +11,7 @@ use stratum_core::vmexit::GicModel;
 
 use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu};
-use crate::{irq, log, system};
+use crate::{irq, log, smp, system};
 
 /// The glue's side of [`ExitEnv`], for one VM.
 struct Env {
@@ -66,19 +66,27 @@ fn advance_pc() {
 /// that invariant.
 #[unsafe(no_mangle)]
 extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
+    let cpu = smp::current_cpu();
     // The list registers are a cache of the virtual GIC: fold them back
     // before anything looks at the model, refill them before the guest runs.
-    system::with_current_vm(irq::fold);
+    system::with_current_vm(|vm| irq::fold(vm, cpu));
     match exit_kind {
-        kind::SYNC | kind::SYNC32 => handle_sync(frame),
-        kind::IRQ | kind::FIQ | kind::ASYNC32 => system::with_current_vm(irq::service),
+        kind::SYNC | kind::SYNC32 => handle_sync(frame, cpu),
+        kind::IRQ | kind::FIQ | kind::ASYNC32 => {
+            system::with_current_vm(|vm| irq::service(vm, cpu))
+        }
         kind::SERROR => system::stop_current(StopReason::Crashed),
         other => panic!("unknown exit kind {other}"),
     }
-    system::with_current_vm(irq::fill);
+    // Powered off, or the VM is being reset: give the CPU up instead of
+    // returning to the guest.
+    if system::with_current_vm(|vm| vm.must_park(cpu)) {
+        system::park_vcpu(cpu);
+    }
+    system::with_current_vm(|vm| irq::fill(vm, cpu));
 }
 
-fn handle_sync(frame: *mut Frame) {
+fn handle_sync(frame: *mut Frame, cpu: usize) {
     let info = ExitInfo {
         esr: sysreg::esr_el2(),
         far: sysreg::far_el2(),
@@ -89,8 +97,8 @@ fn handle_sync(frame: *mut Frame) {
     let console_irq = irq::console_interrupts();
     let action = system::with_current_vm(|vm| {
         assert!(
-            core::ptr::eq(frame, &raw const vm.frame),
-            "TPIDR_EL2 does not name the current VM's frame"
+            core::ptr::eq(frame, &raw const vm.frames[cpu]),
+            "TPIDR_EL2 does not name this CPU's vCPU frame"
         );
         if !console_irq {
             crate::console::drain_input();
@@ -119,14 +127,32 @@ fn handle_sync(frame: *mut Frame) {
             }),
         };
         let mut live = LiveVcpu {
-            frame: &mut vm.frame,
+            frame: &mut vm.frames[cpu],
         };
         let mut env = Env {
             ram_pa: vm.ram_pa.0,
             ram_size: vm.ram.size,
         };
-        let action = vmexit::handle_sync(&info, 0, &mut live, &mut model, &mut env);
-        if let Some(report) = model.last_abort {
+        let action = vmexit::handle_sync(&info, cpu, &mut live, &mut model, &mut env);
+        let last_abort = model.last_abort;
+        if let Action::Inject(inj) = action
+            && inj.esr_el1 >> 26 == 0
+            && vm.counters.injected_undefs <= ABORT_LOG_LIMIT
+        {
+            log!(
+                "vm{} '{}': undefined instruction injected for ESR_EL2 {:#x} at pc {:#x}{}",
+                vm.id,
+                vm.image.name,
+                info.esr,
+                info.pc,
+                if vm.counters.injected_undefs == ABORT_LOG_LIMIT {
+                    " (further ones are only counted)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(report) = last_abort {
             let n = vm.counters.injected_aborts;
             if n <= ABORT_LOG_LIMIT {
                 log!(
@@ -154,7 +180,7 @@ fn handle_sync(frame: *mut Frame) {
             if advance {
                 advance_pc();
             }
-            system::with_current_vm(irq::wait_for_interrupt);
+            irq::wait_for_interrupt(cpu);
         }
         Action::Inject(inj) => apply_injection(&inj),
         Action::ForwardToFirmware {
@@ -169,10 +195,23 @@ fn handle_sync(frame: *mut Frame) {
                 advance_pc();
             }
         }
-        Action::CpuOn { .. } | Action::CpuOff => {
-            unreachable!("one vCPU per VM: PSCI never starts or stops another")
+        Action::CpuOn {
+            target,
+            entry,
+            context_id,
+            advance,
+        } => {
+            // PSCI already marked the target ON_PENDING; its physical CPU
+            // takes the request and marks it ON when it runs.
+            system::with_current_vm(|vm| vm.start[target] = Some((entry, context_id)));
+            smp::wake_waiters();
+            if advance {
+                advance_pc();
+            }
         }
-        Action::Reset => system::reset_current(),
+        // The vCPU is OFF now: the check after this exit parks its CPU.
+        Action::CpuOff => {}
+        Action::Reset => system::reset_vm(cpu),
         Action::Stop(reason) => system::stop_current(reason),
     }
 }

@@ -78,6 +78,23 @@ primary_entry:
     isb
     mov     x0, x19
     bl      boot_primary
+
+// Secondary CPUs, started by firmware PSCI CPU_ON with x0 = CPU index.
+.global secondary_entry
+secondary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0
+    ldr     x1, ={stacks}
+    ldr     x2, ={stack_size}
+    madd    x1, x19, x2, x1
+    add     x1, x1, x2
+    mov     sp, x1
+    bl      el2_mmu_enable
+    ldr     x1, =el2_vectors
+    msr     vbar_el2, x1
+    isb
+    mov     x0, x19
+    bl      boot_secondary
 park:
     wfe
     b       park
@@ -97,6 +114,9 @@ el2_mmu_on:
     cmp     x1, #256
     b.lo    3b
     dsb     sy
+// Every CPU: point EL2 translation at the shared table, turn MMU and caches on.
+el2_mmu_enable:
+    ldr     x0, ={l1}
     msr     ttbr0_el2, x0
     mov     x1, #0x04ff             // attr0 normal WB RW-alloc, attr1 device-nGnRE
     msr     mair_el2, x1
@@ -248,4 +268,6 @@ unsafe extern "C" {
     /// Switches to the stack whose top is `stack_top` and enters the guest
     /// whose frame `TPIDR_EL2` points to.
     pub fn enter_guest(stack_top: usize) -> !;
+    /// Where secondary CPUs start (physical = virtual address), x0 = index.
+    pub fn secondary_entry();
 }

@@ -12,15 +12,23 @@
 //! are folded back into [`stratum_vgic::Vgic`], before every entry they are
 //! refilled from it (highest priority first; an underflow maintenance
 //! interrupt asks for a refill when more are pending than fit).
+//!
+//! State is per physical CPU (each runs its own vCPU). When the model changes
+//! what another vCPU should see (an SGI, an SPI), that vCPU's CPU is kicked
+//! with a physical SGI ([`KICK_SGI`]) so it exits and refills its LRs, or
+//! wakes from idling in `wfi`.
 
-use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
-use stratum_core::platform::{GicVersion, Platform};
+use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_vgic::ListRegister;
 
+use crate::head::MAX_CPUS;
 use crate::sync::SpinLock;
 use crate::vm::Vm;
-use crate::{console, log};
+use crate::{console, log, smp, system};
 
 /// The virtual interface's maintenance interrupt (PPI 9).
 pub const MAINTENANCE_INTID: u32 = 25;
@@ -30,6 +38,8 @@ pub const VTIMER_INTID: u32 = 27;
 pub const PTIMER_INTID: u32 = 30;
 /// Most list registers an implementation has.
 const MAX_LRS: usize = 16;
+/// The physical SGI one CPU sends another to make it look at its vGIC state.
+pub const KICK_SGI: u32 = 8;
 /// Priority of the interrupts EL2 itself takes (all equal: EL2 never nests).
 const EL2_PRIORITY: u8 = 0x80;
 
@@ -48,49 +58,57 @@ struct Irqs {
 /// Most physical interrupts acknowledged per exit.
 const MAX_ACKS: usize = 16;
 
-static IRQS: SpinLock<Option<Irqs>> = SpinLock::new(None);
+static IRQS: [SpinLock<Option<Irqs>>; MAX_CPUS] = [const { SpinLock::new(None) }; MAX_CPUS];
+/// How each CPU is named as an SGI target (set once at its bring-up).
+static KICK_TARGETS: [SpinLock<Option<SgiTarget>>; MAX_CPUS] =
+    [const { SpinLock::new(None) }; MAX_CPUS];
+/// Whether console input raises an interrupt (set by the boot CPU).
+static CONSOLE_IRQ: AtomicBool = AtomicBool::new(false);
 
-/// Brings up the physical GIC for this CPU and enables the interrupts EL2
-/// takes: the maintenance interrupt, the guest timers (forwarded
-/// hardware-linked) and the console's input.
-pub fn init(platform: &Platform<'_>) -> Result<(), stratum_arch::gic::GicError> {
-    let g = &platform.gic;
+/// Brings up the physical GIC for CPU `cpu` and enables the interrupts EL2
+/// takes there: the maintenance interrupt, the kick SGI, the guest timers
+/// (forwarded hardware-linked) and, on the boot CPU, the console's input.
+pub fn init(
+    cpu: usize,
+    g: &GicInfo,
+    console_intid: Option<u32>,
+) -> Result<(), stratum_arch::gic::GicError> {
+    let mpidr = sysreg::mpidr_el1();
     let gic = match g.version {
         GicVersion::V3 => {
             let redist = g.redistributors().first().copied();
             let (base, size) = redist.map_or((0, 0), |r| (r.base.0 as usize, r.size as usize));
             // SAFETY: the host DT names these frames; EL2 maps the first GiB
-            // as device memory; this is the only CPU bringing up the GIC.
-            PhysGic::V3(unsafe {
-                GicV3::init_v3(g.dist.base.0 as usize, base, size, sysreg::mpidr_el1())?
-            })
+            // as device memory; each CPU brings up its own redistributor
+            // once, and CPUs come up one at a time.
+            PhysGic::V3(unsafe { GicV3::init_v3(g.dist.base.0 as usize, base, size, mpidr)? })
         }
         GicVersion::V2 => {
-            let cpu = g.cpu.map_or(0, |r| r.base.0 as usize);
+            let cpu_if = g.cpu.map_or(0, |r| r.base.0 as usize);
             let hyp = g.hyp.map_or(0, |r| r.base.0 as usize);
             // SAFETY: as above, for the GICv2 distributor, CPU interface and
-            // virtual interface control frames.
-            PhysGic::V2(unsafe { GicV2::init_v2(g.dist.base.0 as usize, cpu, hyp)? })
+            // virtual interface control frames (banked per CPU).
+            PhysGic::V2(unsafe { GicV2::init_v2(g.dist.base.0 as usize, cpu_if, hyp)? })
         }
     };
     let maintenance = g.maintenance_irq.map_or(MAINTENANCE_INTID, |i| i.intid());
     gic.enable_ppi(maintenance, EL2_PRIORITY)?;
+    gic.enable_ppi(KICK_SGI, EL2_PRIORITY)?;
     gic.enable_ppi(VTIMER_INTID, EL2_PRIORITY)?;
     gic.enable_ppi(PTIMER_INTID, EL2_PRIORITY)?;
-    let console_intid = platform
-        .uart
-        .and_then(|u| u.irq)
-        .map(|i| i.intid())
-        .filter(|&intid| gic.enable_spi(intid, EL2_PRIORITY, true).is_ok());
+    let console_intid =
+        console_intid.filter(|&intid| gic.enable_spi(intid, EL2_PRIORITY, true).is_ok());
     if console_intid.is_some() {
         console::enable_input_interrupt();
+        CONSOLE_IRQ.store(true, Ordering::Release);
     }
     let lr_count = gic.lr_count().min(MAX_LRS);
     gic.set_hcr(HcrFlags {
         enable: true,
         ..HcrFlags::default()
     });
-    *IRQS.lock() = Some(Irqs {
+    *KICK_TARGETS[cpu].lock() = Some(gic.sgi_target(mpidr));
+    *IRQS[cpu].lock() = Some(Irqs {
         gic,
         version: g.version,
         lr_count,
@@ -103,19 +121,36 @@ pub fn init(platform: &Platform<'_>) -> Result<(), stratum_arch::gic::GicError> 
 
 /// Whether console input raises an interrupt (else the exit path polls).
 pub fn console_interrupts() -> bool {
-    IRQS.lock()
-        .as_ref()
-        .is_some_and(|i| i.console_intid.is_some())
+    CONSOLE_IRQ.load(Ordering::Acquire)
 }
 
 /// List registers the hardware has (for the banner).
 pub fn lr_count() -> usize {
-    IRQS.lock().as_ref().map_or(0, |i| i.lr_count)
+    IRQS[smp::current_cpu()]
+        .lock()
+        .as_ref()
+        .map_or(0, |i| i.lr_count)
 }
 
+/// Runs `f` on this CPU's interrupt state.
 fn with<R>(f: impl FnOnce(&mut Irqs) -> R) -> R {
-    let mut guard = IRQS.lock();
-    f(guard.as_mut().expect("irq::init ran before any guest"))
+    let mut guard = IRQS[smp::current_cpu()].lock();
+    f(guard
+        .as_mut()
+        .expect("irq::init ran on this CPU before any guest"))
+}
+
+/// Makes CPU `target` exit its guest (or wake from idling) to look at its
+/// vCPU's interrupts.
+pub fn kick(target: usize) {
+    let Some(to) = KICK_TARGETS.get(target).and_then(|t| *t.lock()) else {
+        return;
+    };
+    with(|irqs| {
+        if let Err(e) = irqs.gic.send_sgi(KICK_SGI, to) {
+            log!("cannot kick CPU {target}: {e}");
+        }
+    });
 }
 
 impl Irqs {
@@ -160,7 +195,7 @@ impl Irqs {
     /// Acknowledges the pending physical interrupts and forwards them. At
     /// most [`MAX_ACKS`] per call: a level interrupt whose source stays
     /// asserted must not keep EL2 here.
-    fn service(&mut self, vm: &mut Vm) {
+    fn service(&mut self, vm: &mut Vm, cpu: usize) {
         for _ in 0..MAX_ACKS {
             let Some(irq) = self.gic.ack() else { break };
             self.gic.priority_drop(irq);
@@ -171,7 +206,7 @@ impl Irqs {
                     // Never refused for a PPI of vCPU 0; if the model holds a
                     // previous forward still, that one's deactivation is the
                     // one that will reach the hardware.
-                    let _ = vm.vgic.set_hw_pending(0, irq.intid(), irq.intid());
+                    let _ = vm.vgic.set_hw_pending(cpu, irq.intid(), irq.intid());
                 }
                 intid if Some(intid) == self.console_intid => {
                     // Clear before draining: a byte arriving in between then
@@ -189,6 +224,8 @@ impl Irqs {
                     self.clear_lrs();
                     self.gic.deactivate(irq);
                 }
+                // A kick only needed the exit it caused: the refill follows.
+                KICK_SGI => self.gic.deactivate(irq),
                 // Anything else is spurious for this version.
                 _ => self.gic.deactivate(irq),
             }
@@ -197,7 +234,7 @@ impl Irqs {
 }
 
 /// After an exit: folds the list registers in use back into the model.
-pub fn fold(vm: &mut Vm) {
+pub fn fold(vm: &mut Vm, cpu: usize) {
     with(|irqs| {
         if irqs.used_lrs == 0 {
             return;
@@ -206,7 +243,7 @@ pub fn fold(vm: &mut Vm) {
         for (n, lr) in lrs.iter_mut().enumerate().take(irqs.used_lrs) {
             *lr = irqs.decode(irqs.gic.read_lr(n));
         }
-        vm.vgic.fold_lrs(0, &lrs[..irqs.used_lrs]);
+        vm.vgic.fold_lrs(cpu, &lrs[..irqs.used_lrs]);
     });
 }
 
@@ -218,14 +255,15 @@ fn release_hw(irqs: &mut Irqs, vm: &mut Vm) {
     }
 }
 
-/// Before entering the guest: samples device lines and refills the list
-/// registers from the model.
-pub fn fill(vm: &mut Vm) {
+/// Before entering the guest: samples device lines, kicks the CPUs of
+/// other vCPUs whose interrupts changed, and refills the list registers.
+pub fn fill(vm: &mut Vm, cpu: usize) {
     sample_lines(vm);
+    send_kicks(vm, cpu);
     with(|irqs| {
         release_hw(irqs, vm);
         let mut lrs = [ListRegister::default(); MAX_LRS];
-        let fill = vm.vgic.fill_lrs(0, &mut lrs[..irqs.lr_count]);
+        let fill = vm.vgic.fill_lrs(cpu, &mut lrs[..irqs.lr_count]);
         for (n, lr) in lrs.iter().enumerate().take(fill.used) {
             irqs.gic.write_lr(n, irqs.encode(lr));
         }
@@ -241,24 +279,39 @@ pub fn fill(vm: &mut Vm) {
     });
 }
 
-/// A physical interrupt arrived while the guest ran.
-pub fn service(vm: &mut Vm) {
-    with(|irqs| irqs.service(vm));
+/// Kicks the CPUs of running vCPUs (other than `cpu`'s) whose deliverable
+/// interrupts changed.
+fn send_kicks(vm: &mut Vm, cpu: usize) {
+    for other in vm.vgic.take_kicks().iter() {
+        if other != cpu && vm.running.get(other).copied().unwrap_or(false) {
+            kick(other);
+        }
+    }
 }
 
-/// A guest `WFI`: idles this CPU until the VM has an interrupt the vCPU
-/// would take, forwarding physical interrupts as they come.
-pub fn wait_for_interrupt(vm: &mut Vm) {
+/// A physical interrupt arrived while the guest ran.
+pub fn service(vm: &mut Vm, cpu: usize) {
+    with(|irqs| irqs.service(vm, cpu));
+}
+
+/// A guest `WFI` on CPU `cpu`: idles the CPU until its vCPU has an
+/// interrupt it would take (or must park), forwarding physical interrupts as
+/// they come. The VM lock is not held while idling.
+pub fn wait_for_interrupt(cpu: usize) {
     loop {
-        sample_lines(vm);
-        let pmr = with(|irqs| irqs.guest_pmr());
-        if vm.vgic.has_pending(0, pmr) {
+        let wake = system::with_current_vm(|vm| {
+            sample_lines(vm);
+            send_kicks(vm, cpu);
+            let pmr = with(|irqs| irqs.guest_pmr());
+            vm.vgic.has_pending(cpu, pmr) || vm.must_park(cpu)
+        });
+        if wake {
             return;
         }
         // Interrupts stay masked at EL2: WFI still wakes on a pending one,
         // which `service` then acknowledges.
         barrier::wfi();
-        service(vm);
+        system::with_current_vm(|vm| service(vm, cpu));
     }
 }
 
@@ -273,10 +326,13 @@ fn sample_lines(vm: &mut Vm) {
         .expect("the VM's GIC has the UART's SPI");
 }
 
-/// Forgets every interrupt of the VM (it is being reset): clears the list
-/// registers, and deactivates the hardware-linked timer interrupts the guest
-/// may have left active.
-pub fn reset() {
+/// Forgets this CPU's vCPU interrupt state (the vCPU stopped, or its VM is
+/// being reset): clears the list registers, and the active state of the
+/// hardware-linked timer interrupts the guest may have left.
+pub fn reset_cpu() {
+    // The stopped vCPU's timers must not fire into whatever runs next here.
+    sysreg::set_cntv_ctl_el0(0);
+    sysreg::set_cntp_ctl_el0(0);
     with(|irqs| {
         for n in 0..irqs.lr_count {
             irqs.gic.write_lr(n, 0);

@@ -14,6 +14,7 @@ mod head;
 mod irq;
 mod mem;
 mod panic;
+mod smp;
 mod sync;
 mod system;
 mod vcpu;
@@ -55,6 +56,11 @@ const HCR_GUEST: u64 = (1 << 0)
     | (1 << 14)
     | (1 << 19)
     | (1 << 31);
+
+/// `HCR_EL2.APK`: pointer-authentication key registers do not trap.
+const HCR_APK: u64 = 1 << 40;
+/// `HCR_EL2.API`: pointer-authentication instructions do not trap.
+const HCR_API: u64 = 1 << 41;
 
 unsafe extern "C" {
     static __image_start: u8;
@@ -148,7 +154,9 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     let mut pool = TablePool::take();
 
     configure_el2();
-    if let Err(e) = irq::init(&platform) {
+    smp::record_cpu(0, sysreg::mpidr_el1());
+    let console_intid = platform.uart.and_then(|u| u.irq).map(|i| i.intid());
+    if let Err(e) = irq::init(0, &platform.gic, console_intid) {
         log!("error: the host GIC cannot be brought up: {e}");
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
@@ -166,6 +174,10 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     // SAFETY: VTCR_EL2 only shapes stage-2 translation of guests, none of
     // which runs yet.
     unsafe { sysreg::set_vtcr_el2(s2cfg.vtcr) };
+    *SECONDARY_BOOT.lock() = Some(SecondaryBoot {
+        gic: platform.gic,
+        vtcr: s2cfg.vtcr,
+    });
 
     if bundle.vm_count() > stratum_abi::limits::RUNNING_VMS {
         log!(
@@ -176,6 +188,15 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
     let image = bundle.vm(0).expect("Bundle::parse validated VM 0");
+    let host_cpus = platform.cpus().len().min(head::MAX_CPUS);
+    if image.vcpus as usize > host_cpus {
+        log!(
+            "error: VM '{}' has {} vCPUs but the machine has {host_cpus} CPUs (one vCPU per CPU)",
+            image.name,
+            image.vcpus
+        );
+        system::shutdown(exit_status::BAD_BOOT_INPUT);
+    }
     let mut vm = match Vm::create(0, image, &platform.gic, s2cfg, &mut ram, &mut pool) {
         Ok(vm) => vm,
         Err(e) => {
@@ -210,11 +231,50 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         log!("error: VM '{}' cannot be loaded: {e}", image.name);
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
+    let vcpus = image.vcpus as usize;
     system::install_vm(vm);
-    system::with_current_vm(|vm| vm.activate());
-    // SAFETY: TPIDR_EL2 names the installed VM's frame, ELR/SPSR_EL2 hold its
-    // entry state (set by `Vm::load`), and stage 2 is active.
-    unsafe { head::enter_guest(head::stack_top(0)) }
+    if vcpus > 1 {
+        let mpidrs: [u64; head::MAX_CPUS] =
+            core::array::from_fn(|i| platform.cpus().get(i).map_or(u64::MAX, |c| c.mpidr));
+        let Some(conduit) = conduit else {
+            log!(
+                "error: {vcpus} vCPUs need the other CPUs, but the DT names no PSCI to start them"
+            );
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        };
+        let online = smp::start_secondaries(conduit, &mpidrs[..host_cpus], vcpus);
+        log!("{online} CPUs online, one per vCPU");
+        if online < vcpus {
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
+    }
+    smp::run_vcpu_when_started(0)
+}
+
+/// What secondary CPUs need from the boot CPU's discoveries.
+#[derive(Clone, Copy)]
+struct SecondaryBoot {
+    gic: stratum_core::platform::GicInfo,
+    vtcr: u64,
+}
+
+static SECONDARY_BOOT: sync::SpinLock<Option<SecondaryBoot>> = sync::SpinLock::new(None);
+
+/// Secondary CPU entry from `head.rs` (MMU on, own stack), started by
+/// `smp::start_secondaries`.
+#[unsafe(no_mangle)]
+extern "C" fn boot_secondary(cpu: usize) -> ! {
+    let boot = SECONDARY_BOOT
+        .lock()
+        .expect("the boot CPU records what secondaries need before starting them");
+    configure_el2();
+    // SAFETY: as on the boot CPU: VTCR_EL2 shapes only guest translation.
+    unsafe { sysreg::set_vtcr_el2(boot.vtcr) };
+    if let Err(e) = irq::init(cpu, &boot.gic, None) {
+        panic!("CPU {cpu}: the GIC cannot be brought up after CPU 0 succeeded: {e}");
+    }
+    smp::mark_online(cpu);
+    smp::run_vcpu_when_started(cpu)
 }
 
 /// The self-test the host tool may ask for: a load from 512 GiB, beyond
@@ -288,17 +348,55 @@ fn configure_el2() {
     let hpmn = (sysreg::pmcr_el0() >> 11) & 0x1f;
     // SAFETY: MDCR_EL2 only controls traps of guest debug/PMU accesses.
     unsafe { sysreg::set_mdcr_el2(hpmn) };
-    // SAFETY: CPTR_EL2 with only its RES1 bits set traps nothing; EL2 itself
-    // is built soft-float and never touches FP/SIMD.
-    unsafe { sysreg::set_cptr_el2(0x33ff) };
+    // FP/SIMD, SVE and SME belong to the guest: EL2 is built soft-float and
+    // never touches them, and each CPU runs one vCPU, so nothing is switched.
+    // CPTR_EL2 (E2H = 0): bits 13, 9 and 7:0 are RES1; TZ (8) and TSM (12)
+    // trap SVE and SME, and are RES1 when those features are absent.
+    let pfr0 = sysreg::id_aa64pfr0_el1();
+    let pfr1 = sysreg::id_aa64pfr1_el1();
+    let has_sve = (pfr0 >> 32) & 0xf != 0;
+    let has_sme = (pfr1 >> 24) & 0xf != 0;
+    let mut cptr: u64 = 0x33ff;
+    if has_sve {
+        cptr &= !(1 << 8);
+    }
+    if has_sme {
+        cptr &= !(1 << 12);
+    }
+    // SAFETY: CPTR_EL2 only decides which guest FP/SIMD/SVE/SME accesses trap.
+    unsafe { sysreg::set_cptr_el2(cptr) };
+    // The largest vector lengths the CPU offers (LEN saturates to them).
+    if has_sve {
+        // SAFETY: ZCR_EL2 exists (SVE is implemented) and only caps guest
+        // vector length.
+        unsafe { sysreg::set_zcr_el2(0x1ff) };
+    }
+    if has_sme {
+        // SAFETY: SMCR_EL2 exists (SME is implemented) and only caps the
+        // guest's streaming vector length.
+        unsafe { sysreg::set_smcr_el2(0x1ff) };
+    }
     // SAFETY: EL1 may read the physical counter and use the EL1 physical
     // timer directly; this changes no EL2 behaviour.
     unsafe { sysreg::set_cnthctl_el2(0b11) };
     sysreg::set_cntvoff_el2(0);
     sysreg::set_vpidr_el2(sysreg::midr_el1());
-    // SAFETY: HCR_GUEST only changes how EL1/EL0 execute and where their
+    // Pointer authentication, where the CPU has it, is the guest's too: its
+    // keys are EL1 registers that stay live (one vCPU per CPU), so neither
+    // the instructions (API) nor the key registers (APK) need to trap.
+    let isar1 = sysreg::id_aa64isar1_el1();
+    let isar2 = sysreg::id_aa64isar2_el1();
+    let has_pauth = (isar1 >> 4) & 0xff != 0 // APA, API
+        || (isar1 >> 24) & 0xff != 0 // GPA, GPI
+        || (isar2 >> 8) & 0xff != 0; // GPA3, APA3
+    let hcr = if has_pauth {
+        HCR_GUEST | HCR_APK | HCR_API
+    } else {
+        HCR_GUEST
+    };
+    // SAFETY: these bits only change how EL1/EL0 execute and where their
     // exceptions go; EL2's own translation and vectors are unaffected.
-    unsafe { sysreg::set_hcr_el2(HCR_GUEST) };
+    unsafe { sysreg::set_hcr_el2(hcr) };
     stratum_arch::barrier::isb();
 }
 

@@ -55,6 +55,11 @@ pub fn install_vm(vm: Vm) {
     *VM.lock() = Some(vm);
 }
 
+/// Runs `f` on the VM, if one is installed yet.
+pub fn try_with_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
+    VM.lock().as_mut().map(f)
+}
+
 /// Runs `f` on the current VM.
 pub fn with_current_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> R {
     let mut guard = VM.lock();
@@ -62,18 +67,43 @@ pub fn with_current_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> R {
     f(vm)
 }
 
-/// Restarts the current VM from its pristine image.
-pub fn reset_current() {
+/// Restarts the VM from its pristine image, on behalf of the vCPU running
+/// on physical CPU `cpu`: every other running vCPU is told to park (and
+/// kicked out of the guest), and only once all have parked is guest memory
+/// rewritten; then this CPU waits for its own vCPU like the others (vCPU 0
+/// gets the boot request). Never returns.
+pub fn reset_vm(cpu: usize) -> ! {
     with_current_vm(|vm| {
         log!(
             "vm{} '{}': reset requested: reloading its image",
             vm.id,
             vm.image.name
         );
+        vm.resetting = true;
+        vm.running[cpu] = false;
+        for other in 0..vm.image.vcpus as usize {
+            if other != cpu && vm.running[other] {
+                crate::irq::kick(other);
+            }
+        }
+    });
+    while with_current_vm(|vm| vm.running.iter().any(|&r| r)) {
+        core::hint::spin_loop();
+    }
+    with_current_vm(|vm| {
+        vm.resetting = false;
         if let Err(e) = vm.load() {
             panic!("VM reload failed after a successful first load: {e}");
         }
     });
+    crate::smp::run_vcpu_when_started(cpu)
+}
+
+/// Stops running this CPU's vCPU (powered off by `CPU_OFF`, or parked for
+/// a reset) and waits for it to be started again. Never returns.
+pub fn park_vcpu(cpu: usize) -> ! {
+    with_current_vm(|vm| vm.running[cpu] = false);
+    crate::smp::run_vcpu_when_started(cpu)
 }
 
 /// Stops the current VM; with no VM left, stops the machine.

@@ -72,8 +72,10 @@ impl core::fmt::Display for VmError {
     }
 }
 
-/// Most vCPUs per VM in this version (the host tool enforces the same limit).
+/// Most vCPUs per VM (the host tool enforces the same limit); vCPU `i` runs
+/// on physical CPU `i`.
 pub const MAX_VCPUS: usize = stratum_abi::limits::VCPUS_PER_VM as usize;
+const _: () = assert!(MAX_VCPUS <= crate::head::MAX_CPUS);
 
 /// One virtual machine.
 pub struct Vm {
@@ -91,14 +93,24 @@ pub struct Vm {
     pub layout: GuestLayout,
     /// The emulated PL011.
     pub uart: Pl011,
-    /// vCPU power states.
+    /// vCPU power states (PSCI's view).
     pub power: [VcpuPower; MAX_VCPUS],
+    /// A start request per vCPU: (entry point, x0), posted by `CPU_ON` or a
+    /// (re)boot and taken by the vCPU's physical CPU.
+    pub start: [Option<(u64, u64)>; MAX_VCPUS],
+    /// Whether each vCPU's physical CPU is running it (in the guest or idling
+    /// on its behalf), as opposed to waiting for a start request.
+    pub running: [bool; MAX_VCPUS],
+    /// A reset is in progress: every running vCPU must park.
+    pub resetting: bool,
+    /// `CNTVOFF_EL2` of this boot (every vCPU's virtual counter agrees).
+    pub cntvoff: u64,
     /// Exit counters.
     pub counters: ExitCounters,
     /// Times the VM booted.
     pub boot_count: u64,
-    /// vCPU 0's registers.
-    pub frame: Frame,
+    /// Each vCPU's general-purpose registers.
+    pub frames: [Frame; MAX_VCPUS],
     /// The guest's GIC view.
     pub gic: GuestGic,
     /// How stage 2 maps guest RAM (blocks of each size).
@@ -190,9 +202,13 @@ impl Vm {
                 mpidr,
                 state: PowerState::Off,
             }),
+            start: [None; MAX_VCPUS],
+            running: [false; MAX_VCPUS],
+            resetting: false,
+            cntvoff: 0,
             counters: ExitCounters::default(),
             boot_count: 0,
-            frame: Frame::default(),
+            frames: [Frame::default(); MAX_VCPUS],
             gic,
             map_stats,
             vgic,
@@ -229,7 +245,7 @@ impl Vm {
             self.copy_in(range.start, initrd);
         }
         let seed = rng_seed(self.id as u64, self.boot_count);
-        let mpidrs = [self.power[0].mpidr];
+        let mpidrs = vcpu_affinities();
         let cfg = GuestDtConfig {
             ram: self.ram,
             vcpu_mpidrs: &mpidrs[..self.image.vcpus as usize],
@@ -256,32 +272,54 @@ impl Vm {
             VGIC_SPIS,
         )
         .map_err(VmError::Vgic)?;
-        crate::irq::reset();
         // The guest's virtual counter starts near zero at every boot.
-        sysreg::set_cntvoff_el2(stratum_arch::timer::counter());
+        self.cntvoff = stratum_arch::timer::counter();
         for p in &mut self.power {
             p.state = PowerState::Off;
         }
-        self.power[0].state = PowerState::On;
-        self.activate();
-        vcpu::reset_el1(
-            &mut self.frame,
-            self.layout.entry.0,
-            self.layout.dtb.start.0,
-        );
-        // Bit 31 of MPIDR_EL1 is RES1; U (bit 30) = 0: a multiprocessor system.
-        sysreg::set_vmpidr_el2((1 << 31) | self.power[0].mpidr);
+        self.start = [None; MAX_VCPUS];
+        // vCPU 0 boots per the arm64 boot protocol: x0 = the DTB.
+        self.power[0].state = PowerState::OnPending;
+        self.start[0] = Some((self.layout.entry.0, self.layout.dtb.start.0));
+        crate::smp::wake_waiters();
         Ok(())
     }
 
+    /// On physical CPU `cpu`: if its vCPU has a start request, takes it and
+    /// prepares the vCPU to enter (EL1 state reset, entry point and x0,
+    /// virtual MPIDR, counter offset, stage 2, `TPIDR_EL2`). True when the
+    /// caller should enter the guest.
+    pub fn start_vcpu_if_requested(&mut self, cpu: usize) -> bool {
+        if self.resetting || cpu >= self.image.vcpus as usize {
+            return false;
+        }
+        let Some((entry, x0)) = self.start[cpu].take() else {
+            return false;
+        };
+        self.power[cpu].power_on_done();
+        self.running[cpu] = true;
+        self.activate(cpu);
+        vcpu::reset_el1(&mut self.frames[cpu], entry, x0);
+        // Bit 31 of MPIDR_EL1 is RES1; U (bit 30) = 0: a multiprocessor system.
+        sysreg::set_vmpidr_el2((1 << 31) | self.power[cpu].mpidr);
+        sysreg::set_cntvoff_el2(self.cntvoff);
+        true
+    }
+
+    /// Whether physical CPU `cpu` must stop running its vCPU now (it was
+    /// powered off, or the VM is being reset).
+    pub fn must_park(&self, cpu: usize) -> bool {
+        self.resetting || self.power[cpu].state == PowerState::Off
+    }
+
     /// Makes this VM's stage 2 current on this CPU and drops stale TLB entries.
-    pub fn activate(&mut self) {
+    pub fn activate(&mut self, cpu: usize) {
         // SAFETY: VTTBR_EL2 names a complete stage-2 table built by `create`;
         // it only affects EL1/EL0 translation, never EL2's own.
         unsafe { sysreg::set_vttbr_el2(self.vttbr) };
         stratum_arch::barrier::isb();
         tlb::invalidate_current_vmid();
-        let frame = core::ptr::addr_of_mut!(self.frame) as u64;
+        let frame = core::ptr::addr_of_mut!(self.frames[cpu]) as u64;
         // SAFETY: TPIDR_EL2 must point to the running vCPU's frame; `self`
         // lives in a static for as long as the VM runs.
         unsafe { sysreg::set_tpidr_el2(frame) };

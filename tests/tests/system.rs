@@ -374,24 +374,29 @@ fn kernel_format_raw_binary() {
 }
 
 #[test]
-fn smp_request_is_refused_before_boot() {
+fn several_vms_are_refused_before_boot() {
     let kernel = guest_elf("hello");
+    let path = std::env::temp_dir().join(format!(
+        "stratum-systest-two-vms-{}.toml",
+        std::process::id()
+    ));
+    let vm =
+        |name: &str| format!("[[vm]]\nname = \"{name}\"\nkernel = {kernel:?}\nmemory = \"32M\"\n");
+    std::fs::write(&path, vm("a") + &vm("b")).expect("write a temporary config");
     let run = run_stratum(
         [
             "run".as_ref(),
-            "--kernel".as_ref(),
-            kernel.as_os_str(),
-            "--cpus".as_ref(),
-            "2".as_ref(),
+            path.as_os_str(),
             "--timeout".as_ref(),
             "10".as_ref(),
         ],
         CLI_TIMEOUT + HARD_TIMEOUT_GRACE,
     );
-    assert_status(&run, status::BAD_INPUT, "--cpus 2");
+    let _ = std::fs::remove_file(&path);
+    assert_status(&run, status::BAD_INPUT, "two VMs");
     assert!(
         run.console
-            .contains("--cpus: 2 vCPUs: this version of Stratum runs 1 vCPU per VM")
+            .contains("vm: 2 VMs: this version of Stratum runs 1 VM at a time")
             && !run.console.contains("[stratum] Stratum"),
         "refused by the tool, before the hypervisor boots\n{}",
         run.describe()

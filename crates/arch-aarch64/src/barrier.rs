@@ -43,6 +43,16 @@ pub fn wfi() {
     }
 }
 
+/// Signals an event to every CPU (`sev`), waking those in `wfe`.
+#[inline(always)]
+pub fn sev() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `sev` only sets the event register of every CPU.
+    unsafe {
+        core::arch::asm!("dsb ish", "sev", options(nostack, preserves_flags));
+    }
+}
+
 /// Waits for an event (`wfe`), used to park a CPU with nothing to do.
 #[inline(always)]
 pub fn wfe() {

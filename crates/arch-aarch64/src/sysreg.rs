@@ -95,6 +95,11 @@ sysregs! {
     ID_AA64MMFR1_EL1: id_aa64mmfr1_el1;
     /// Processor features 0 (EL2/EL3 support, GIC sysregs, SVE).
     ID_AA64PFR0_EL1: id_aa64pfr0_el1;
+    /// Instruction set features 1 (pointer authentication APA/API/GPA/GPI).
+    ID_AA64ISAR1_EL1: id_aa64isar1_el1;
+    /// Instruction set features 2 (APA3/GPA3), by encoding (older
+    /// assemblers do not know the name).
+    S3_0_C0_C6_2: id_aa64isar2_el1;
     /// Processor features 1 (SSBS, MTE, NMI).
     ID_AA64PFR1_EL1: id_aa64pfr1_el1;
     /// Exception syndrome for exceptions taken to EL2.
@@ -119,6 +124,11 @@ sysregs! {
     VBAR_EL2: vbar_el2, unsafe set_vbar_el2;
     /// Architectural feature trap control (FP/SIMD, SVE).
     CPTR_EL2: cptr_el2, unsafe set_cptr_el2;
+    /// SVE control at EL2 (`ZCR_EL2`, by encoding: the assembler needs no
+    /// SVE support). Only touch it when the CPU has SVE.
+    S3_4_C1_C2_0: zcr_el2, unsafe set_zcr_el2;
+    /// SME control at EL2 (`SMCR_EL2`, by encoding). Only when the CPU has SME.
+    S3_4_C1_C2_6: smcr_el2, unsafe set_smcr_el2;
     /// Debug and PMU trap control.
     MDCR_EL2: mdcr_el2, unsafe set_mdcr_el2;
     /// Counter/timer access control for EL1/EL0.
@@ -389,6 +399,8 @@ pub enum WriteOnlyReg {
     IccEoir1El1,
     /// `ICC_DIR_EL1`: deactivate interrupt (when `EOImode == 1`).
     IccDirEl1,
+    /// `ICC_SGI1R_EL1`.
+    IccSgi1rEl1,
 }
 
 /// Writes `ICC_EOIR1_EL1`: drops the running priority of `intid` (and
@@ -426,6 +438,23 @@ pub unsafe fn write_icc_dir_el1(intid: u64) {
     }
     #[cfg(not(target_arch = "aarch64"))]
     fake_write_only::record(WriteOnlyReg::IccDirEl1, intid);
+}
+
+/// Writes `ICC_SGI1R_EL1`: raises a Group 1 SGI on the CPUs it names
+/// (used by EL2 to kick another physical CPU).
+///
+/// # Safety
+/// The SGI must be one the hypervisor reserved for itself and handles; the
+/// write has no effect beyond making it pending on the named CPUs.
+#[inline(always)]
+pub unsafe fn write_icc_sgi1r_el1(value: u64) {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        core::arch::asm!("msr ICC_SGI1R_EL1, {}", "isb", in(reg) value, options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    fake_write_only::record(WriteOnlyReg::IccSgi1rEl1, value);
 }
 
 /// The fake for write-only registers: a per-thread log of writes.

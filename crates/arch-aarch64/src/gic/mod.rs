@@ -262,6 +262,16 @@ pub struct ActivePriorities {
     pub ap1: [u32; 4],
 }
 
+/// How to name one physical CPU as an SGI target (each CPU records its own
+/// at bring-up, for the others to use).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SgiTarget {
+    /// Its `MPIDR_EL1` (GICv3).
+    pub mpidr: u64,
+    /// Its CPU-interface bit (GICv2).
+    pub v2_mask: u8,
+}
+
 /// The physical GIC of this machine, for this CPU.
 #[derive(Debug)]
 pub enum PhysGic {
@@ -315,6 +325,26 @@ impl PhysGic {
     /// Drops the running priority of an acknowledged interrupt (EOI).
     pub fn priority_drop(&self, irq: Acked) {
         dispatch!(self, g => g.priority_drop(irq))
+    }
+
+    /// Raises SGI `intid` on another physical CPU, named by its `MPIDR_EL1`
+    /// (GICv3) or its CPU-interface mask (GICv2): [`SgiTarget`].
+    pub fn send_sgi(&self, intid: u32, target: SgiTarget) -> Result<(), GicError> {
+        match self {
+            PhysGic::V2(g) => g.send_sgi(intid, target.v2_mask),
+            PhysGic::V3(g) => g.send_sgi(intid, target.mpidr),
+        }
+    }
+
+    /// How other CPUs name this one as an SGI target.
+    pub fn sgi_target(&self, mpidr: u64) -> SgiTarget {
+        SgiTarget {
+            mpidr,
+            v2_mask: match self {
+                PhysGic::V2(g) => g.cpu_mask(),
+                PhysGic::V3(_) => 0,
+            },
+        }
     }
 
     /// Clears the active state of `intid` without an acknowledge in hand —

@@ -28,6 +28,7 @@ const GICD_ICACTIVER: usize = 0x380;
 const GICD_IPRIORITYR: usize = 0x400;
 const GICD_ITARGETSR: usize = 0x800;
 const GICD_ICFGR: usize = 0xc00;
+const GICD_SGIR: usize = 0xf00;
 const TYPER_SECURITY_EXTN: u32 = 1 << 10;
 /// `GICD_CTLR`: Group 1 enable (Non-secure view) or Group 0 enable.
 const GICD_CTLR_ENABLE: u32 = 1 << 0;
@@ -212,6 +213,23 @@ impl GicV2 {
         let (addr, bit) = self.bit_reg(GICD_ICPENDR, intid)?;
         // SAFETY: an ICPENDR register of this GIC (checked INTID).
         unsafe { write32(addr, bit) };
+        Ok(())
+    }
+
+    /// This CPU interface's target bit (its `GICD_ITARGETSR` mask), which
+    /// other CPUs name to send it an SGI.
+    pub fn cpu_mask(&self) -> u8 {
+        self.cpu_mask
+    }
+
+    /// Raises SGI `intid` (0–15) on the CPU interfaces in `targets`
+    /// (`GICD_SGIR` with a target list).
+    pub fn send_sgi(&self, intid: u32, targets: u8) -> Result<(), GicError> {
+        if intid >= 16 {
+            return Err(GicError::InvalidIntId(intid));
+        }
+        // SAFETY: GICD_SGIR of this GIC; the write only makes the SGI pending.
+        unsafe { write32(self.gicd + GICD_SGIR, (u32::from(targets) << 16) | intid) };
         Ok(())
     }
 

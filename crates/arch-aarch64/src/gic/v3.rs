@@ -384,6 +384,24 @@ impl GicV3 {
         Ok(())
     }
 
+    /// Raises SGI `intid` (0–15) on the CPU whose `MPIDR_EL1` is `mpidr`
+    /// (`ICC_SGI1R_EL1`: its affinity, IRM = 0).
+    pub fn send_sgi(&self, intid: u32, mpidr: u64) -> Result<(), GicError> {
+        if intid >= 16 {
+            return Err(GicError::InvalidIntId(intid));
+        }
+        let aff0 = mpidr & 0xff;
+        let value = (u64::from(intid) << 24)
+            | (((mpidr >> 32) & 0xff) << 48) // Aff3
+            | (((mpidr >> 16) & 0xff) << 32) // Aff2
+            | (((mpidr >> 8) & 0xff) << 16) // Aff1
+            | ((aff0 >> 4) << 44) // RS: which 16 Aff0 values
+            | (1 << (aff0 & 0xf)); // TargetList
+        // SAFETY: raising a hypervisor SGI on one CPU only makes it pending.
+        unsafe { sysreg::write_icc_sgi1r_el1(value) };
+        Ok(())
+    }
+
     /// Clears the active state of `intid` (`ICACTIVER`: write-1-to-clear, no
     /// effect on an inactive interrupt).
     pub fn clear_active(&self, intid: u32) -> Result<(), GicError> {

@@ -248,7 +248,7 @@ impl Config {
         for (i, vm) in self.vms.iter().enumerate() {
             if vm.cpus > limits::VCPUS_PER_VM {
                 problems.push(format!(
-                    "{}: {} vCPUs: this version of Stratum runs {} vCPU per VM (SMP guests are planned)",
+                    "{}: {} vCPUs: this version of Stratum runs at most {} vCPUs per VM",
                     origin(&format!("vm[{i}].cpus"), "--cpus"),
                     vm.cpus,
                     limits::VCPUS_PER_VM

@@ -570,48 +570,26 @@ fn example_configs_in_the_repository_parse() {
 }
 
 #[test]
-fn this_version_runs_one_vm_with_one_vcpu() {
+fn this_version_runs_one_vm_with_up_to_eight_vcpus() {
     let fx = Fixture::new();
     let one = fx
         .parse("[[vm]]\nkernel = \"hello.elf\"\nmemory = \"64M\"\n")
         .expect("valid");
     one.check_supported().expect("one VM with one vCPU runs");
-
     let smp = fx
-        .parse("[[vm]]\nkernel = \"hello.elf\"\ncpus = 2\n")
-        .expect("the format allows SMP VMs");
-    let e = smp.check_supported().expect_err("SMP is not supported yet");
-    assert_eq!(e.exit_code(), crate::exit_code::BAD_INPUT);
-    let msg = e.to_string();
-    assert!(
-        msg.contains("x.toml: vm[0].cpus: 2 vCPUs: this version of Stratum runs 1 vCPU per VM"),
-        "{msg}"
-    );
+        .parse("[[vm]]\nkernel = \"hello.elf\"\ncpus = 8\n")
+        .expect("valid");
+    smp.check_supported()
+        .expect("SMP VMs run, one vCPU per physical CPU");
 
     let two = fx
         .parse(&vm_names(2, "32M"))
         .expect("the format allows several VMs");
-    let msg = two
-        .check_supported()
-        .expect_err("one VM at a time")
-        .to_string();
+    let e = two.check_supported().expect_err("one VM at a time");
+    assert_eq!(e.exit_code(), crate::exit_code::BAD_INPUT);
+    let msg = e.to_string();
     assert!(
         msg.contains("x.toml: vm: 2 VMs: this version of Stratum runs 1 VM at a time"),
-        "{msg}"
-    );
-
-    let flags = Config::from_flags(&VmFlags {
-        kernel: fx.dir.path().join("hello.elf"),
-        cpus: Some(3),
-        ..VmFlags::default()
-    })
-    .expect("valid flags");
-    let msg = flags
-        .check_supported()
-        .expect_err("SMP is not supported yet")
-        .to_string();
-    assert!(
-        msg.starts_with("--cpus: 3 vCPUs: this version of Stratum runs 1 vCPU per VM"),
         "{msg}"
     );
 }
