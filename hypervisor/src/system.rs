@@ -102,7 +102,12 @@ pub fn reset_vm(cpu: usize) -> ! {
 /// Stops running this CPU's vCPU (powered off by `CPU_OFF`, or parked for
 /// a reset) and waits for it to be started again. Never returns.
 pub fn park_vcpu(cpu: usize) -> ! {
-    with_current_vm(|vm| vm.running[cpu] = false);
+    with_current_vm(|vm| {
+        vm.running[cpu] = false;
+        // Like a powered-down CPU, the vCPU loses its interrupts in flight
+        // (its list registers were folded when this exit began).
+        vm.vgic.reset_vcpu(cpu);
+    });
     crate::smp::run_vcpu_when_started(cpu)
 }
 

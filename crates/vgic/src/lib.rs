@@ -52,6 +52,7 @@ mod dist_v2;
 mod dist_v3;
 mod fill;
 mod lr;
+mod power;
 mod redist;
 mod regs;
 mod sgi;
