@@ -37,6 +37,10 @@ pub struct LinuxGuest {
 /// builds its initramfs there from the fetched busybox and [`DEFAULT_INIT`].
 pub fn prepare_debian(cache_dir: &Path, progress: bool) -> Result<LinuxGuest> {
     let guest = fetch_debian(cache_dir, progress)?;
+    // fetch_debian created the directory; report absolute paths.
+    let cache_dir = cache_dir
+        .canonicalize()
+        .unwrap_or_else(|_| cache_dir.to_path_buf());
     let initramfs = cache_dir.join(INITRAMFS_NAME);
     build_initramfs(&guest.busybox, DEFAULT_INIT, &initramfs)?;
     Ok(LinuxGuest {
