@@ -8,8 +8,11 @@
 //! - `STRATUM_GUESTS_DIR`: the guest ELFs (fallback
 //!   `<target>/aarch64-unknown-none/release/`);
 //! - `STRATUM_HYPERVISOR`: the hypervisor `Image`, read by the CLI itself (the
-//!   harness only passes the environment through).
+//!   harness passes it on, made absolute);
+//! - `STRATUM_LINUX_KERNEL`, `STRATUM_LINUX_INITRD`: the Linux guest of the
+//!   Linux tests (set by `cargo xtask test`, tier 3).
 //!
+//! Relative paths in these variables are relative to the workspace root.
 //! `<target>` is `CARGO_TARGET_DIR` or `<workspace>/target`. A missing CLI or
 //! guest makes the test panic with a message saying to run `cargo xtask test`:
 //! system tests never pass or skip silently.
@@ -271,10 +274,12 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Where a path comes from: `env` if set (non-empty), else `fallback`.
+/// Where a path comes from: `env` if set (non-empty), else `fallback`. A
+/// relative path from `env` is taken relative to the workspace root, where
+/// commands are run from (cargo runs tests in the package directory).
 pub fn resolve(env: Option<OsString>, fallback: PathBuf) -> PathBuf {
     env.filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+        .map(|v| workspace_root().join(v))
         .unwrap_or(fallback)
 }
 
@@ -315,6 +320,44 @@ pub fn guest_elf(name: &str) -> PathBuf {
         missing(&format!("test guest `{name}`"), &path, "STRATUM_GUESTS_DIR");
     }
     path
+}
+
+/// A Linux test input named by environment variable `var` (set by
+/// `cargo xtask test`, tier 3); panics (failing the test) if it is unset or
+/// names no file.
+fn linux_input(var: &str, what: &str) -> PathBuf {
+    let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
+        panic!(
+            "{var} is not set: the Linux tests need the {what}.\n\
+             Run them with `cargo xtask test` (tier 3 fetches the Debian guest and sets \
+             STRATUM_LINUX_KERNEL and STRATUM_LINUX_INITRD), or run `stratum fetch debian` \
+             and set both to the paths it prints."
+        )
+    };
+    let path = workspace_root().join(path);
+    if !path.is_file() {
+        missing(&format!("the Linux {what}"), &path, var);
+    }
+    path
+}
+
+/// The Linux kernel for the Linux tests: `STRATUM_LINUX_KERNEL`.
+pub fn linux_kernel() -> PathBuf {
+    linux_input("STRATUM_LINUX_KERNEL", "kernel (an arm64 Image)")
+}
+
+/// The initramfs for the Linux tests: `STRATUM_LINUX_INITRD`.
+pub fn linux_initrd() -> PathBuf {
+    linux_input("STRATUM_LINUX_INITRD", "initramfs")
+}
+
+/// Runs `kernel` (any image the CLI takes, e.g. a Linux `Image` with
+/// `--initrd` in `opts.extra_args`) under the hypervisor with `opts`, killing
+/// the run after `hard_timeout`.
+pub fn run_kernel(kernel: &Path, opts: &GuestOpts<'_>, hard_timeout: Duration) -> Run {
+    let mut cmd = Command::new(stratum_bin());
+    cmd.args(run_args(kernel, opts));
+    run_command_with_input(cmd, hard_timeout, opts.input)
 }
 
 /// The `stratum` arguments for running `kernel` with `opts`.
@@ -373,6 +416,11 @@ pub fn run_command_with_input(
     hard_timeout: Duration,
     input: Option<(&str, &str)>,
 ) -> Run {
+    // The CLI reads STRATUM_HYPERVISOR relative to its own working directory
+    // (the package directory, under cargo test): pass it on absolute.
+    if let Some(hyp) = std::env::var_os("STRATUM_HYPERVISOR").filter(|v| !v.is_empty()) {
+        cmd.env("STRATUM_HYPERVISOR", workspace_root().join(hyp));
+    }
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {
@@ -653,6 +701,10 @@ mod tests {
         assert_eq!(
             resolve(Some("/from/env".into()), fallback),
             PathBuf::from("/from/env")
+        );
+        assert_eq!(
+            resolve(Some("target/x".into()), PathBuf::new()),
+            workspace_root().join("target/x")
         );
     }
 

@@ -17,7 +17,7 @@ usage: cargo xtask <command> [args]
 
 commands:
   run [-- STRATUM-RUN-ARGS]   boot the default demo, or `stratum run` with the given arguments
-  test                        every test tier: lint, host unit tests, target builds, system tests
+  test                        every test tier: lint, host unit tests, target builds, system tests, Linux
   lint                        rustfmt --check and clippy -D warnings (host and aarch64 targets)
   build                       build the hypervisor Image, the test guests and the stratum CLI
   deps                        install missing prerequisites (rustup targets, QEMU, dtc)

@@ -1,11 +1,13 @@
 //! The test tiers and the linters, as `cargo xtask test` and `cargo xtask lint` run them.
 //!
-//! Tiers: lint → build → host unit tests → system tests (QEMU). Every tier
-//! runs even when an earlier one failed (except that system tests need the
-//! build), so one run reports everything; the last line is
+//! Tiers: lint → build → host unit tests → system tests (QEMU) → Linux (the
+//! stock Debian kernel, fetched into the cache). Every tier runs even when an
+//! earlier one failed (except that system and Linux tests need the build),
+//! so one run reports everything; the last line is
 //! `total: N passed, N failed`.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -99,8 +101,43 @@ impl Counts {
     }
 }
 
+/// The system-test files of tier 2: every `tests/tests/*.rs` but the Linux
+/// tests (tier 3), as `--test NAME` arguments, after `--lib` (the harness's
+/// own unit tests).
+fn system_test_args(test_files: impl IntoIterator<Item = PathBuf>) -> Vec<String> {
+    let mut names: Vec<String> = test_files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
+        .filter(|name| name != LINUX_TEST)
+        .collect();
+    names.sort();
+    let mut args = vec!["--lib".to_owned()];
+    for name in names {
+        args.extend(["--test".to_owned(), name]);
+    }
+    args
+}
+
+/// The test file (`tests/tests/linux.rs`) of tier 3.
+const LINUX_TEST: &str = "linux";
+
+/// Fetches the Debian guest (or finds it in the cache): kernel and initramfs.
+fn fetch_linux() -> Result<(PathBuf, PathBuf), String> {
+    let cache = stratum::linux::default_cache_dir().map_err(|e| e.to_string())?;
+    let guest = stratum::linux::prepare_debian(&cache, true)
+        .map_err(|e| format!("fetching the Debian guest into {}: {e}", cache.display()))?;
+    println!(
+        "xtask: Debian kernel {} at {}, initramfs {}",
+        guest.kernel_version,
+        guest.kernel.display(),
+        guest.initramfs.display()
+    );
+    Ok((guest.kernel, guest.initramfs))
+}
+
 /// Runs `cargo test ARGS`, echoing its output and counting results.
-fn cargo_test(args: &[&str], envs: &[(&str, &std::path::Path)]) -> (Counts, bool) {
+fn cargo_test(args: &[&str], envs: &[(&str, &Path)]) -> (Counts, bool) {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.arg("test")
         .args(args)
@@ -170,7 +207,13 @@ pub fn test_all() -> Result<(), String> {
                 ("STRATUM_GUESTS_DIR", a.guests.as_path()),
                 ("STRATUM_BIN", a.stratum.as_path()),
             ];
-            let (c, ok) = cargo_test(&["-p", "stratum-systests"], &envs);
+            let files = std::fs::read_dir(root().join("tests").join("tests"))
+                .map(|dir| dir.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                .unwrap_or_default();
+            let mut args = vec!["-p".to_owned(), "stratum-systests".to_owned()];
+            args.extend(system_test_args(files));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (c, ok) = cargo_test(&args, &envs);
             accumulate(&mut total, c);
             if !ok {
                 failures.push("system tests failed".into());
@@ -179,6 +222,27 @@ pub fn test_all() -> Result<(), String> {
         Err(_) => failures.push("system tests not run: the build failed".into()),
     }
     timings.push(("system", t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    println!("== tier 3: linux (the stock Debian arm64 kernel under the hypervisor)");
+    match (&artifacts, fetch_linux()) {
+        (Ok(a), Ok((kernel, initramfs))) => {
+            let envs = [
+                ("STRATUM_HYPERVISOR", a.hypervisor.as_path()),
+                ("STRATUM_BIN", a.stratum.as_path()),
+                ("STRATUM_LINUX_KERNEL", kernel.as_path()),
+                ("STRATUM_LINUX_INITRD", initramfs.as_path()),
+            ];
+            let (c, ok) = cargo_test(&["-p", "stratum-systests", "--test", LINUX_TEST], &envs);
+            accumulate(&mut total, c);
+            if !ok {
+                failures.push("linux tests failed".into());
+            }
+        }
+        (_, Err(e)) => failures.push(format!("linux tests not run: {e}")),
+        (Err(_), Ok(_)) => failures.push("linux tests not run: the build failed".into()),
+    }
+    timings.push(("linux", t.elapsed().as_secs_f64()));
 
     println!();
     for (name, secs) in &timings {
@@ -206,7 +270,18 @@ fn accumulate(total: &mut Counts, c: Counts) {
 
 #[cfg(test)]
 mod tests {
-    use super::Counts;
+    use super::{Counts, system_test_args};
+    use std::path::PathBuf;
+
+    #[test]
+    fn tier_two_runs_every_system_test_file_but_linux() {
+        let files = ["linux.rs", "system.rs", "interrupts.rs", "README.md"]
+            .map(|f| PathBuf::from("tests/tests").join(f));
+        assert_eq!(
+            system_test_args(files),
+            ["--lib", "--test", "interrupts", "--test", "system"]
+        );
+    }
 
     #[test]
     fn counts_cargo_result_lines() {

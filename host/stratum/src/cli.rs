@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, CpuModel, Gic, VmFlags};
+use crate::linux::{LinuxGuest, default_cache_dir, prepare_debian};
 use crate::run::{RunOptions, run};
 use crate::{Result, exit_code};
 
@@ -23,7 +24,9 @@ Exit status:
 
 Environment:
   STRATUM_HYPERVISOR  hypervisor Image (or ELF) to use instead of building one
-  STRATUM_QEMU        QEMU binary to use instead of qemu-system-aarch64 on PATH";
+  STRATUM_QEMU        QEMU binary to use instead of qemu-system-aarch64 on PATH
+  STRATUM_CACHE       cache root for fetched guests (default ~/.cache/stratum);
+                      the Debian guest lives in $STRATUM_CACHE/debian";
 
 const CHECK_LONG_HELP: &str = "\
 Validate a config file and inspect its kernel images, without running anything.
@@ -79,11 +82,74 @@ pub enum Command {
         #[arg(value_name = "CONFIG.toml")]
         config: PathBuf,
     },
+    /// Fetch a guest into the cache and print the paths of its kernel and initramfs.
+    ///
+    /// `debian`: the stock Debian arm64 kernel (the package `linux-image-arm64`
+    /// depends on) and `busybox-static`, downloaded from the Debian archive of
+    /// this machine's apt sources with a private apt state in the cache
+    /// (nothing is installed; the machine's apt and dpkg state are untouched),
+    /// unpacked with `dpkg-deb`; plus an initramfs built from busybox and
+    /// Stratum's default init. The package lists are refreshed at most once a
+    /// day; without network a complete cache is used as it is. Downloads are
+    /// retried once.
+    #[command(after_help = FETCH_AFTER_HELP)]
+    Fetch(FetchArgs),
 }
+
+const FETCH_AFTER_HELP: &str = "\
+Output: `kernel: PATH`, `initramfs: PATH` and `version: RELEASE` lines on stdout;
+progress on stderr.
+
+The initramfs's init mounts proc, sys and devtmpfs, prints
+`STRATUM-LINUX: up <N> cpus` and the kernel command line, then starts a shell on
+the console (leaving it powers off), or, with `stratum.test=poweroff` on the
+command line, prints /proc/interrupts and powers off.
+
+Exit status: 0 fetched; 4 the archive is unreachable, a package is missing, or
+apt/dpkg-deb failed (the message says which).
+
+Environment:
+  STRATUM_CACHE  cache root (default ~/.cache/stratum); --cache overrides it";
+
+/// Guests `stratum fetch` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FetchGuest {
+    /// The stock Debian arm64 kernel with a busybox initramfs.
+    Debian,
+}
+
+/// `stratum fetch` arguments.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// What to fetch.
+    #[arg(value_name = "GUEST")]
+    pub guest: FetchGuest,
+    /// Cache directory for this guest [default: $STRATUM_CACHE/debian or ~/.cache/stratum/debian].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+}
+
+impl FetchArgs {
+    /// Fetches (with progress) and returns the guest.
+    pub fn fetch(&self) -> Result<LinuxGuest> {
+        match self.guest {
+            FetchGuest::Debian => {
+                let cache = match &self.cache {
+                    Some(dir) => dir.clone(),
+                    None => default_cache_dir()?,
+                };
+                prepare_debian(&cache, true)
+            }
+        }
+    }
+}
+
+/// Memory of a `--debian` VM unless `--memory` says otherwise.
+pub const DEBIAN_DEFAULT_MEMORY: &str = "512M";
 
 /// `stratum run` arguments.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("system").required(true).args(["config", "kernel"])))]
+#[command(group(ArgGroup::new("system").required(true).args(["config", "kernel", "debian"])))]
 pub struct RunArgs {
     /// System description (TOML) to run; see `stratum check --help`.
     #[arg(value_name = "CONFIG.toml")]
@@ -91,10 +157,18 @@ pub struct RunArgs {
     /// Kernel of a single VM: an arm64 Image, an AArch64 ELF or a raw binary.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
+    /// Boot the stock Debian arm64 kernel with a busybox initramfs, fetched
+    /// into the cache on first use (see `stratum fetch --help`). The command
+    /// line is `console=ttyAMA0` plus --append; memory 512M unless --memory.
+    /// The console gets a shell whose exit powers off; with
+    /// `--append stratum.test=poweroff` the guest reports and powers off.
+    #[arg(long, conflicts_with_all = ["config", "kernel", "initrd"])]
+    pub debian: bool,
     /// Initial ramdisk for the --kernel VM.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub initrd: Option<PathBuf>,
-    /// Kernel command line for the --kernel VM.
+    /// Kernel command line for the --kernel VM (with --debian: added after
+    /// `console=ttyAMA0`).
     #[arg(
         long,
         value_name = "STR",
@@ -156,10 +230,33 @@ impl RunArgs {
                 cpus: self.cpus,
                 memory: self.memory.clone(),
             })?,
-            (None, None) => unreachable!("clap requires a config or --kernel"),
+            (None, None) if self.debian => {
+                let guest = prepare_debian(&default_cache_dir()?, true)?;
+                Config::from_flags(&self.debian_flags(&guest))?
+            }
+            (None, None) => unreachable!("clap requires a config, --kernel or --debian"),
         };
         config.override_machine(self.gic, self.cpu)?;
         Ok(config)
+    }
+
+    /// The VM flags of `--debian` with `guest` (the fetched kernel and initramfs).
+    pub fn debian_flags(&self, guest: &LinuxGuest) -> VmFlags {
+        let append = match self.append.as_deref().map(str::trim) {
+            Some(extra) if !extra.is_empty() => format!("console=ttyAMA0 {extra}"),
+            _ => "console=ttyAMA0".to_owned(),
+        };
+        VmFlags {
+            kernel: guest.kernel.clone(),
+            initrd: Some(guest.initramfs.clone()),
+            append: Some(append),
+            cpus: self.cpus,
+            memory: Some(
+                self.memory
+                    .clone()
+                    .unwrap_or_else(|| DEBIAN_DEFAULT_MEMORY.to_owned()),
+            ),
+        }
     }
 
     /// The [`RunOptions`] these arguments describe.
@@ -185,6 +282,12 @@ pub fn execute(cli: &Cli) -> i32 {
                 print!("{}", c.summary());
                 exit_code::SUCCESS
             }),
+        Command::Fetch(args) => args.fetch().map(|guest| {
+            println!("kernel: {}", guest.kernel.display());
+            println!("initramfs: {}", guest.initramfs.display());
+            println!("version: {}", guest.kernel_version);
+            exit_code::SUCCESS
+        }),
         Command::Run(args) => args.options().and_then(|opts| run(&opts)).map(|outcome| {
             if outcome.exit_code != exit_code::SUCCESS {
                 eprintln!("stratum: {}", outcome.verdict.describe());
@@ -277,6 +380,50 @@ mod tests {
     }
 
     #[test]
+    fn debian_run_and_fetch() {
+        let cli = parse(&["run", "--debian", "--append", "quiet", "--cpus", "1"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert!(a.debian);
+        let guest = LinuxGuest {
+            kernel: "/c/vmlinuz".into(),
+            initramfs: "/c/initramfs.cpio".into(),
+            kernel_version: "6.1.0-56-arm64".into(),
+        };
+        let flags = a.debian_flags(&guest);
+        assert_eq!(flags.append.as_deref(), Some("console=ttyAMA0 quiet"));
+        assert_eq!(flags.memory.as_deref(), Some(DEBIAN_DEFAULT_MEMORY));
+        assert_eq!(flags.initrd.as_deref(), Some(guest.initramfs.as_path()));
+        assert_eq!(flags.cpus, Some(1));
+
+        let cli = parse(&["run", "--debian", "--memory", "1G"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        let flags = a.debian_flags(&guest);
+        assert_eq!(flags.append.as_deref(), Some("console=ttyAMA0"));
+        assert_eq!(flags.memory.as_deref(), Some("1G"));
+
+        for bad in [
+            &["run", "--debian", "--kernel", "k"][..],
+            &["run", "--debian", "--initrd", "i"],
+            &["run", "x.toml", "--debian"],
+            &["fetch"],
+            &["fetch", "fedora"],
+        ] {
+            let e = parse(bad).expect_err("usage error");
+            assert_eq!(e.exit_code(), exit_code::BAD_INPUT, "{bad:?}");
+        }
+        let cli = parse(&["fetch", "debian", "--cache", "/tmp/c"]).expect("parses");
+        let Command::Fetch(f) = cli.command else {
+            panic!("not fetch")
+        };
+        assert_eq!(f.guest, FetchGuest::Debian);
+        assert_eq!(f.cache.as_deref(), Some(std::path::Path::new("/tmp/c")));
+    }
+
+    #[test]
     fn help_lists_exit_codes() {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("3  timeout"), "{help}");
@@ -285,6 +432,11 @@ mod tests {
         let help = run.render_long_help().to_string();
         assert!(help.contains("5  a VM crashed"), "{help}");
         assert!(help.contains("--deterministic"), "{help}");
+        assert!(help.contains("--debian"), "{help}");
+        assert!(help.contains("STRATUM_CACHE"), "{help}");
+        let fetch = cmd.find_subcommand_mut("fetch").expect("fetch");
+        let help = fetch.render_long_help().to_string();
+        assert!(help.contains("initramfs: PATH"), "{help}");
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   with `capture`, the console text).
 //! - [`qemu::qemu_command`]: the exact QEMU command line for a [`qemu::RunPlan`].
 //! - [`exit_code`]: the tool's exit statuses.
+//! - [`linux::prepare_debian`]: the stock Debian arm64 kernel and a busybox
+//!   initramfs, fetched into a cache (`stratum fetch debian`).
 //!
 //! Errors carry an [`ErrorKind`] that decides the exit status
 //! ([`Error::exit_code`]): bad input (2), environment (4), hypervisor (1).
@@ -27,6 +29,7 @@ pub mod config;
 pub mod elf;
 pub mod hypervisor;
 pub mod kernel;
+pub mod linux;
 pub mod qemu;
 pub mod run;
 pub mod size;

@@ -1,0 +1,240 @@
+//! The initramfs for a Linux guest: a static busybox and an `/init` script,
+//! packed as a reproducible `newc` cpio ([`super::cpio`]).
+//!
+//! [`DEFAULT_INIT`] is the script `stratum fetch debian` and
+//! `stratum run --debian` use. What it does, in order:
+//!
+//! 1. installs the busybox applets as symlinks (`/bin/busybox --install -s`);
+//! 2. mounts `proc` on `/proc`, `sysfs` on `/sys` and `devtmpfs` on `/dev`;
+//! 3. prints the marker line `STRATUM-LINUX: up <nproc> cpus`, then the
+//!    kernel command line (`cat /proc/cmdline`);
+//! 4. then, if the command line holds `stratum.test=poweroff` (the system
+//!    tests' mode): prints `/proc/interrupts` (the tests check the arch timer
+//!    ticked) and powers off at once (`poweroff -f`: PSCI `SYSTEM_OFF`, so
+//!    `stratum run` exits 0);
+//! 5. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
+//!    so it has a controlling terminal and job control; plain `sh` if busybox
+//!    lacks `cttyhack`), with the prompt [`PROMPT`]. Leaving the shell
+//!    (`exit`, Ctrl-D) powers the VM off, as does `poweroff -f` in it.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+
+use super::cpio::Archive;
+use crate::{Error, Result};
+
+/// The line the default init prints once userspace runs, before the CPU count.
+pub const UP_MARKER: &str = "STRATUM-LINUX: up ";
+
+/// The interactive shell's prompt (`PS1`) in the default init.
+pub const PROMPT: &str = "stratum# ";
+
+/// The kernel command-line word that makes the default init power off right
+/// after its report, instead of starting a shell.
+pub const POWEROFF_PARAM: &str = "stratum.test=poweroff";
+
+/// The default `/init` (see the module docs). Run by busybox's `sh`, since
+/// `/bin/sh` exists only once the applets are installed.
+pub const DEFAULT_INIT: &str = r#"#!/bin/busybox sh
+# Stratum's default init for Linux guests (host/stratum/src/linux/initramfs.rs).
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "STRATUM-LINUX: up $(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo) cpus"
+cat /proc/cmdline
+case " $(cat /proc/cmdline) " in
+*" stratum.test=poweroff "*)
+    cat /proc/interrupts
+    echo "STRATUM-LINUX: powering off"
+    poweroff -f
+    ;;
+esac
+echo "STRATUM-LINUX: shell on the console; exit or 'poweroff -f' powers off"
+export PS1='stratum# '
+if [ -x /bin/cttyhack ]; then
+    setsid cttyhack sh
+else
+    sh +m
+fi
+poweroff -f
+"#;
+
+/// Directories every initramfs gets (mount points and applet directories).
+/// (`/tmp` is added apart: it is sticky and world-writable.)
+const DIRECTORIES: &[&str] = &[
+    "/bin",
+    "/dev",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/usr/bin",
+    "/usr/sbin",
+];
+
+/// The initramfs bytes for `busybox` (the binary's contents) and
+/// `init_script`: see [`build_initramfs`].
+pub fn initramfs_bytes(busybox: Vec<u8>, init_script: &str) -> Vec<u8> {
+    let mut archive = Archive::new();
+    for dir in DIRECTORIES {
+        archive.dir(dir, 0o755);
+    }
+    archive
+        .dir("/tmp", 0o1777)
+        .file("/bin/busybox", 0o755, busybox)
+        .file("/init", 0o755, init_script.as_bytes().to_vec())
+        // The kernel opens /dev/console for init's stdio before anything
+        // mounts devtmpfs: it must be in the archive.
+        .char_device("/dev/console", 0o600, 5, 1);
+    archive.to_bytes()
+}
+
+/// Writes an initramfs with `/bin/busybox` (from the file `busybox`), `/init`
+/// (`init_script`, mode 0755), the directories `/bin /sbin /proc /sys /dev
+/// /tmp /usr/bin /usr/sbin` and the `/dev/console` character device (5, 1) to
+/// `out`. The same inputs give the same bytes; an `out` that already holds
+/// them is left untouched (so its mtime says when the inputs last changed).
+pub fn build_initramfs(busybox: &Path, init_script: &str, out: &Path) -> Result<()> {
+    let binary = fs::read(busybox)
+        .map_err(|e| Error::environment(format!("cannot read {}: {e}", busybox.display())))?;
+    let bytes = initramfs_bytes(binary, init_script);
+    if fs::read(out).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    write_atomically(out, &bytes)
+}
+
+/// Writes `bytes` to a temporary file next to `path`, then renames it over
+/// `path`: readers see the old file or the new one, never half of one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let fail =
+        |e: std::io::Error| Error::environment(format!("cannot write {}: {e}", path.display()));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut file = fs::File::create(&tmp).map_err(fail)?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(fail)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        fail(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TestDir;
+
+    #[test]
+    fn default_init_does_what_its_docs_say() {
+        assert!(DEFAULT_INIT.starts_with("#!/bin/busybox sh\n"));
+        for needle in [
+            "/bin/busybox --install -s",
+            "mount -t proc proc /proc",
+            "mount -t sysfs sysfs /sys",
+            "mount -t devtmpfs devtmpfs /dev",
+            "cat /proc/cmdline",
+            "cat /proc/interrupts",
+            "setsid cttyhack sh",
+            "poweroff -f",
+        ] {
+            assert!(DEFAULT_INIT.contains(needle), "{needle}");
+        }
+        assert!(DEFAULT_INIT.contains(&format!("echo \"{UP_MARKER}$(")));
+        assert!(DEFAULT_INIT.contains(&format!("*\" {POWEROFF_PARAM} \"*)")));
+        assert!(DEFAULT_INIT.contains(&format!("PS1='{PROMPT}'")));
+    }
+
+    /// The default init is valid `sh` (checked with the host's shell).
+    #[test]
+    fn default_init_parses() {
+        let status = std::process::Command::new("sh")
+            .args(["-n", "-c", DEFAULT_INIT])
+            .status()
+            .expect("the host has sh");
+        assert!(status.success());
+    }
+
+    #[test]
+    fn initramfs_contents_and_reproducibility() {
+        let dir = TestDir::new("initramfs");
+        let busybox = dir.write("busybox", b"\x7fELF not really busybox");
+        let out = dir.path().join("initramfs.cpio");
+        build_initramfs(&busybox, DEFAULT_INIT, &out).expect("built");
+        let first = fs::read(&out).expect("written");
+        assert_eq!(
+            first,
+            initramfs_bytes(b"\x7fELF not really busybox".to_vec(), DEFAULT_INIT)
+        );
+        // Every required name, in sorted order, each once.
+        let names: Vec<String> = names_in(&first);
+        assert_eq!(
+            names,
+            [
+                "bin",
+                "bin/busybox",
+                "dev",
+                "dev/console",
+                "init",
+                "proc",
+                "sbin",
+                "sys",
+                "tmp",
+                "usr",
+                "usr/bin",
+                "usr/sbin",
+                "TRAILER!!!"
+            ]
+        );
+        // Same inputs: same bytes, file left alone.
+        let mtime = fs::metadata(&out)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        build_initramfs(&busybox, DEFAULT_INIT, &out).expect("built again");
+        assert_eq!(fs::read(&out).expect("still there"), first);
+        assert_eq!(
+            fs::metadata(&out)
+                .and_then(|m| m.modified())
+                .expect("mtime"),
+            mtime
+        );
+        // Another script: rebuilt.
+        build_initramfs(&busybox, "#!/bin/busybox sh\necho hi\n", &out).expect("rebuilt");
+        assert_ne!(fs::read(&out).expect("rewritten"), first);
+    }
+
+    #[test]
+    fn missing_busybox_is_an_error_naming_it() {
+        let dir = TestDir::new("initramfs-missing");
+        let e = build_initramfs(
+            &dir.path().join("no-busybox"),
+            DEFAULT_INIT,
+            &dir.path().join("out.cpio"),
+        )
+        .expect_err("missing input");
+        assert!(e.to_string().contains("no-busybox"), "{e}");
+    }
+
+    /// Entry names, read from the headers (namesize at field 11).
+    fn names_in(bytes: &[u8]) -> Vec<String> {
+        let mut at = 0;
+        let mut names = Vec::new();
+        while at < bytes.len() {
+            let field = |i: usize| {
+                let hex = std::str::from_utf8(&bytes[at + 6 + 8 * i..at + 14 + 8 * i])
+                    .expect("ascii header");
+                usize::from_str_radix(hex, 16).expect("hex")
+            };
+            let (filesize, namesize) = (field(6), field(11));
+            let name = &bytes[at + 110..at + 110 + namesize - 1];
+            names.push(String::from_utf8(name.to_vec()).expect("utf-8"));
+            at = ((at + 110 + namesize).next_multiple_of(4) + filesize).next_multiple_of(4);
+        }
+        names
+    }
+}
