@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
 use stratum_core::platform::{GicInfo, GicVersion};
-use stratum_vgic::ListRegister;
+use stratum_vgic::{ListRegister, LrState};
 
 use crate::head::MAX_CPUS;
 use crate::sync::SpinLock;
@@ -242,6 +242,16 @@ pub fn fold(vm: &mut Vm, cpu: usize) {
         let mut lrs = [ListRegister::default(); MAX_LRS];
         for (n, lr) in lrs.iter_mut().enumerate().take(irqs.used_lrs) {
             *lr = irqs.decode(irqs.gic.read_lr(n));
+        }
+        // A hardware-linked LR the guest finished (now invalid) means its
+        // physical twin must be inactive. The guest's deactivation should have
+        // reached the GIC through the HW bit; make sure it did (QEMU's GICv2
+        // has been seen to leave the timer PPI active), which has no effect
+        // when it already is inactive.
+        for lr in &lrs[..irqs.used_lrs] {
+            if let (Some(pintid), LrState::Invalid) = (lr.pintid, lr.state) {
+                let _ = irqs.gic.clear_active(pintid);
+            }
         }
         vm.vgic.fold_lrs(cpu, &lrs[..irqs.used_lrs]);
     });
