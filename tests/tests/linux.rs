@@ -1,6 +1,6 @@
 //! Linux system tests (tier 3): the stock Debian arm64 kernel with Stratum's
-//! busybox initramfs (`stratum fetch debian`), one vCPU, under the real
-//! hypervisor on QEMU.
+//! busybox initramfs (`stratum fetch debian`), with 1, 2 and 4 vCPUs, on
+//! GICv2 and GICv3, under the real hypervisor on QEMU.
 //!
 //! `cargo xtask test` fetches the guest into the cache and runs these with
 //! `STRATUM_LINUX_KERNEL` and `STRATUM_LINUX_INITRD` set (plus `STRATUM_BIN`
@@ -8,8 +8,11 @@
 //!
 //! The boot tests append `stratum.test=poweroff marker=<unique>`: the init
 //! then prints `STRATUM-LINUX: up <n> cpus`, `/proc/cmdline` and
-//! `/proc/interrupts`, and powers off (PSCI `SYSTEM_OFF` → exit 0). The
-//! interactive test waits for the shell prompt and types a command line.
+//! `/proc/interrupts` twice a second apart (the arch timer must tick on every
+//! CPU in between; with several CPUs every CPU must also have taken IPIs),
+//! and powers off (PSCI `SYSTEM_OFF` → exit 0). `stratum.test=hotplug` first
+//! takes CPU 1 offline and back (PSCI `CPU_OFF`/`CPU_ON`). The interactive
+//! test waits for the shell prompt and types a command line.
 //! Each run has a hard timeout of 120 s and prints its wall time (see it with
 //! `--nocapture`).
 
@@ -39,12 +42,20 @@ fn unique_marker(test: &str) -> String {
 
 /// Boots the Linux guest with `append` after `console=ttyAMA0`; prints and
 /// returns the wall time.
-fn boot(test: &str, gic: u8, cpu: &str, append: &str, input: Option<(&str, &str)>) -> Run {
+fn boot(
+    test: &str,
+    gic: u8,
+    cpu: &str,
+    vcpus: u32,
+    append: &str,
+    input: Option<(&str, &str)>,
+) -> Run {
     let kernel = linux_kernel();
     let initrd = linux_initrd();
     let initrd = initrd.to_str().expect("UTF-8 initramfs path");
     let append = format!("console=ttyAMA0 {}", append.trim());
-    let extra = ["--initrd", initrd, "--append", &append];
+    let vcpus = vcpus.to_string();
+    let extra = ["--initrd", initrd, "--append", &append, "--cpus", &vcpus];
     let opts = GuestOpts {
         gic,
         cpu,
@@ -63,23 +74,37 @@ fn boot(test: &str, gic: u8, cpu: &str, append: &str, input: Option<(&str, &str)
     run
 }
 
-/// The interrupt count of the `arch_timer` line of `/proc/interrupts` (one
-/// CPU: the first number after the `NN:` label).
-fn arch_timer_count(run: &Run) -> Option<u64> {
-    console_lines(&run.console)
-        .filter(|l| l.contains("arch_timer"))
-        .find_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+/// The per-CPU counts of the first `/proc/interrupts` line containing
+/// `what` after the console line `after` (one number per CPU, after the
+/// `NN:` label).
+fn interrupt_counts(run: &Run, after: &str, what: &str, cpus: usize) -> Option<Vec<u64>> {
+    let line = console_lines(&run.console)
+        .skip_while(|l| !l.contains(after))
+        .find(|l| l.contains(what))?;
+    let counts: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(cpus)
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
+    (counts.len() == cpus).then_some(counts)
 }
 
 /// Boots to userspace in power-off mode (with `extra` on the command line)
 /// and checks the report.
-fn check_poweroff_boot(test: &str, gic: u8, cpu: &str, extra: &str) {
+fn check_poweroff_boot(test: &str, gic: u8, cpu: &str, vcpus: u32, extra: &str) -> Run {
     let marker = unique_marker(test);
+    let mode = if extra.contains("stratum.test=") {
+        ""
+    } else {
+        "stratum.test=poweroff"
+    };
     let run = boot(
         test,
         gic,
         cpu,
-        &format!("{extra} stratum.test=poweroff marker={marker}"),
+        vcpus,
+        &format!("{extra} {mode} marker={marker}"),
         None,
     );
     assert_status(&run, status::OK, test);
@@ -88,8 +113,11 @@ fn check_poweroff_boot(test: &str, gic: u8, cpu: &str, extra: &str) {
         &[
             "Linux version ",
             "Run /init as init process",
-            "STRATUM-LINUX: up 1 cpus",
+            &format!("STRATUM-LINUX: up {vcpus} cpus"),
             &format!("marker={marker}"),
+            "STRATUM-LINUX: interrupts (1)",
+            "arch_timer",
+            "STRATUM-LINUX: interrupts (2)",
             "arch_timer",
             "STRATUM-LINUX: powering off",
         ],
@@ -100,59 +128,80 @@ fn check_poweroff_boot(test: &str, gic: u8, cpu: &str, extra: &str) {
         "{test}: the arch timer should sit on the {gic_name} irqchip\n{}",
         run.describe()
     );
-    let ticks = arch_timer_count(&run);
+    let n = vcpus as usize;
+    let before = interrupt_counts(&run, "interrupts (1)", "arch_timer", n);
+    let after = interrupt_counts(&run, "interrupts (2)", "arch_timer", n);
     assert!(
-        ticks.is_some_and(|n| n > 0),
-        "{test}: /proc/interrupts shows no arch timer interrupts ({ticks:?})\n{}",
+        matches!((&before, &after), (Some(b), Some(a)) if b.iter().zip(a).all(|(b, a)| a > b && *b > 0)),
+        "{test}: the arch timer must tick on every CPU ({before:?} then {after:?})\n{}",
         run.describe()
     );
+    if n > 1 {
+        let ipis = interrupt_counts(&run, "interrupts (2)", "IPI0", n);
+        assert!(
+            ipis.as_ref().is_some_and(|c| c.iter().all(|&x| x > 0)),
+            "{test}: every CPU must have taken rescheduling IPIs ({ipis:?})\n{}",
+            run.describe()
+        );
+    }
     assert!(
         !run.console.contains("Kernel panic"),
         "{test}: kernel panic\n{}",
         run.describe()
     );
+    run
 }
 
 #[test]
-fn linux_boots_to_userspace_gicv3() {
-    check_poweroff_boot("linux_gicv3", 3, "cortex-a57", "");
+fn linux_1_vcpu_gicv3() {
+    check_poweroff_boot("linux_1_gicv3", 3, "cortex-a57", 1, "");
 }
 
-/// GICv2 (cortex-a57). Ignored: the hypervisor loses the guest's virtual
-/// timer interrupt on GICv2. About one boot in three stops ticking early (77
-/// or 107 arch_timer interrupts by /init instead of ~300), boots on
-/// tickless, and then hangs in `poweroff -f`; under `stratum run
-/// --deterministic --gic 2` it happens every time (189 interrupts, where
-/// GICv3 takes 3317). GICv3 passed 8 runs of 8. Run it with `-- --ignored`.
 #[test]
-#[ignore = "hypervisor: the virtual timer interrupt is lost on GICv2 (1 boot in 3 hangs in poweroff; always with --deterministic)"]
-fn linux_boots_to_userspace_gicv2() {
-    check_poweroff_boot("linux_gicv2", 2, "cortex-a57", "");
+fn linux_1_vcpu_gicv2() {
+    check_poweroff_boot("linux_1_gicv2", 2, "cortex-a57", 1, "");
 }
 
-/// `-cpu max` without the features the vCPU cannot yet give a guest: the
-/// kernel sees SVE, SME and pointer authentication in the ID registers, but
-/// `ZCR_EL1` and the `AP*KEY*_EL1` registers trap to EL2 and come back as an
-/// undefined instruction (an Oops in `read_zcr_features`, then in
-/// `start_kernel`). The `arm64.no*` overrides keep the kernel off them; the
-/// test below runs without them.
 #[test]
-fn linux_boots_to_userspace_cpu_max() {
-    check_poweroff_boot(
-        "linux_cpu_max",
-        3,
-        "max",
-        "arm64.nosve arm64.nosme arm64.nopauth",
+fn linux_2_vcpus_gicv3() {
+    check_poweroff_boot("linux_2_gicv3", 3, "cortex-a57", 2, "");
+}
+
+#[test]
+fn linux_2_vcpus_gicv2() {
+    check_poweroff_boot("linux_2_gicv2", 2, "cortex-a57", 2, "");
+}
+
+/// `-cpu max` with every feature its ID registers advertise (SVE, SME,
+/// pointer authentication), which guests own natively, and 4 vCPUs.
+#[test]
+fn linux_4_vcpus_cpu_max_gicv3() {
+    check_poweroff_boot("linux_4_max_gicv3", 3, "max", 4, "");
+}
+
+/// CPU hotplug: CPU 1 offline (PSCI `CPU_OFF`) and back (`CPU_ON`); then
+/// both CPUs still tick.
+fn check_hotplug(test: &str, gic: u8) {
+    let run = check_poweroff_boot(test, gic, "cortex-a57", 2, "stratum.test=hotplug");
+    assert_in_order(
+        &run,
+        &[
+            "psci: CPU1 killed",
+            "STRATUM-LINUX: online after cpu1 off: 0",
+            "CPU1: Booted secondary processor",
+            "STRATUM-LINUX: online after cpu1 on: 0-1",
+        ],
     );
 }
 
-/// `-cpu max` with every feature the ID registers advertise: fails until the
-/// hypervisor hides SVE/SME/pointer auth from the guest's ID registers (or
-/// context-switches them). Run it with `-- --ignored`.
 #[test]
-#[ignore = "hypervisor: SVE (ZCR_EL1) and pointer-auth key accesses of a -cpu max guest are injected as UNDEF"]
-fn linux_boots_to_userspace_cpu_max_all_features() {
-    check_poweroff_boot("linux_cpu_max_all", 3, "max", "");
+fn linux_cpu_hotplug_gicv3() {
+    check_hotplug("linux_hotplug_gicv3", 3);
+}
+
+#[test]
+fn linux_cpu_hotplug_gicv2() {
+    check_hotplug("linux_hotplug_gicv2", 2);
 }
 
 #[test]
@@ -162,6 +211,7 @@ fn linux_interactive_shell() {
         "linux_shell",
         3,
         "cortex-a57",
+        1,
         &format!("marker={marker}"),
         Some((PROMPT, SHELL_INPUT)),
     );

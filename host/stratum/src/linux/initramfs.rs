@@ -9,9 +9,12 @@
 //! 3. prints the marker line `STRATUM-LINUX: up <nproc> cpus`, then the
 //!    kernel command line (`cat /proc/cmdline`);
 //! 4. then, if the command line holds `stratum.test=poweroff` (the system
-//!    tests' mode): prints `/proc/interrupts` (the tests check the arch timer
-//!    ticked) and powers off at once (`poweroff -f`: PSCI `SYSTEM_OFF`, so
-//!    `stratum run` exits 0);
+//!    tests' mode): prints `/proc/interrupts` twice, a second apart (the tests
+//!    check the arch timer ticks on every CPU), and powers off at once
+//!    (`poweroff -f`: PSCI `SYSTEM_OFF`, so `stratum run` exits 0);
+//!    `stratum.test=hotplug` first takes CPU 1 offline and back online
+//!    (PSCI `CPU_OFF`/`CPU_ON`), printing `/sys/devices/system/cpu/online`
+//!    after each, then does the same;
 //! 5. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
 //!    so it has a controlling terminal and job control; plain `sh` if busybox
 //!    lacks `cttyhack`), with the prompt [`PROMPT`]. Leaving the shell
@@ -46,7 +49,19 @@ mount -t devtmpfs devtmpfs /dev
 echo "STRATUM-LINUX: up $(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo) cpus"
 cat /proc/cmdline
 case " $(cat /proc/cmdline) " in
-*" stratum.test=poweroff "*)
+*" stratum.test=hotplug "*)
+    echo 0 > /sys/devices/system/cpu/cpu1/online
+    echo "STRATUM-LINUX: online after cpu1 off: $(cat /sys/devices/system/cpu/online)"
+    echo 1 > /sys/devices/system/cpu/cpu1/online
+    echo "STRATUM-LINUX: online after cpu1 on: $(cat /sys/devices/system/cpu/online)"
+    ;;
+esac
+case " $(cat /proc/cmdline) " in
+*" stratum.test=poweroff "* | *" stratum.test=hotplug "*)
+    echo "STRATUM-LINUX: interrupts (1)"
+    cat /proc/interrupts
+    sleep 1
+    echo "STRATUM-LINUX: interrupts (2)"
     cat /proc/interrupts
     echo "STRATUM-LINUX: powering off"
     poweroff -f
@@ -146,7 +161,9 @@ mod tests {
             assert!(DEFAULT_INIT.contains(needle), "{needle}");
         }
         assert!(DEFAULT_INIT.contains(&format!("echo \"{UP_MARKER}$(")));
-        assert!(DEFAULT_INIT.contains(&format!("*\" {POWEROFF_PARAM} \"*)")));
+        assert!(DEFAULT_INIT.contains(&format!("*\" {POWEROFF_PARAM} \"* |")));
+        assert!(DEFAULT_INIT.contains("echo 0 > /sys/devices/system/cpu/cpu1/online"));
+        assert!(DEFAULT_INIT.contains("echo 1 > /sys/devices/system/cpu/cpu1/online"));
         assert!(DEFAULT_INIT.contains(&format!("PS1='{PROMPT}'")));
     }
 
