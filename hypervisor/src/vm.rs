@@ -257,6 +257,7 @@ impl Vm {
             bootargs: self.image.cmdline,
             initrd: self.layout.initrd,
             rng_seed: Some(&seed),
+            boot_count: u32::try_from(self.boot_count).ok(),
         };
         {
             let mut buf = DTB_BUF.lock();

@@ -240,3 +240,29 @@ fn linux_interactive_shell() {
         run.describe()
     );
 }
+
+/// `reboot` in the guest (PSCI `SYSTEM_RESET`) restarts the VM from its
+/// pristine image, and the second boot also reaches userspace: the init
+/// reads the boot count the hypervisor puts in the DT, reboots on the first
+/// boot and powers off on the second.
+#[test]
+fn linux_reboot_reaches_userspace_twice() {
+    let run = check_poweroff_boot("linux_reboot", 3, "cortex-a57", 2, "stratum.test=reboot");
+    assert_in_order(
+        &run,
+        &[
+            "STRATUM-LINUX: boot 1",
+            "STRATUM-LINUX: rebooting",
+            "reset requested: reloading its image",
+            "Linux version ",
+            "STRATUM-LINUX: up 2 cpus",
+            "STRATUM-LINUX: boot 2",
+            "STRATUM-LINUX: powering off",
+        ],
+    );
+    assert!(
+        run.console.contains("stopped (PowerOff) after 2 boot(s)"),
+        "linux_reboot: the hypervisor must report two boots\n{}",
+        run.describe()
+    );
+}

@@ -16,7 +16,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
-  run [-- STRATUM-RUN-ARGS]   boot the default demo, or `stratum run` with the given arguments
+  run [-- STRATUM-RUN-ARGS]   boot the default demo (Debian Linux, 2 vCPUs, a shell),
+                              or `stratum run` with the given arguments
   test                        every test tier: lint, host unit tests, target builds, system tests, Linux
   lint                        rustfmt --check and clippy -D warnings (host and aarch64 targets)
   build                       build the hypervisor Image, the test guests and the stratum CLI
@@ -120,9 +121,13 @@ fn run(args: &[String]) -> Result<(), String> {
     cmd.arg("run").env("STRATUM_HYPERVISOR", &art.hypervisor);
     let passthrough: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
     if passthrough.is_empty() {
-        let hello = art.guests.join("hello");
-        println!("xtask: booting the default demo: the `hello` guest under Stratum");
-        cmd.arg("--kernel").arg(hello);
+        // The stock Debian kernel and a busybox initramfs (fetched into the
+        // cache on first use), two vCPUs, an interactive shell on the console.
+        println!(
+            "xtask: booting the default demo: Debian Linux with 2 vCPUs under Stratum \
+             (type commands at the `stratum#` prompt; `poweroff -f` or Ctrl-D ends it)"
+        );
+        cmd.args(["--debian", "--cpus", "2"]);
     } else {
         cmd.args(passthrough);
     }

@@ -113,6 +113,10 @@ pub struct GuestDtConfig<'a> {
     pub initrd: Option<IpaRange>,
     /// Entropy for `/chosen/rng-seed`.
     pub rng_seed: Option<&'a [u8]>,
+    /// How many times the VM has booted (1 on a cold boot; a reset adds one),
+    /// as `/chosen/stratum,boot-count` (u32): lets a guest tell a reset from
+    /// a cold boot (Linux shows it in `/proc/device-tree/chosen/`).
+    pub boot_count: Option<u32>,
 }
 
 /// Why a guest tree could not be generated. The variant docs are the
@@ -284,6 +288,9 @@ fn chosen(w: &mut FdtWriter<'_>, desc: &GuestDtConfig<'_>) -> Result<(), GuestDt
     if let Some(seed) = desc.rng_seed {
         w.property("rng-seed", seed)?;
     }
+    if let Some(count) = desc.boot_count {
+        w.property_u32("stratum,boot-count", count)?;
+    }
     w.end_node()?;
     Ok(())
 }
@@ -411,6 +418,7 @@ mod tests {
             bootargs: "console=ttyAMA0 earlycon",
             initrd: initrd.then(|| IpaRange::new(Ipa(0x5000_0000), 0x12_3456).expect("ok")),
             rng_seed: Some(&SEED),
+            boot_count: Some(3),
         }
     }
 
@@ -516,6 +524,12 @@ mod tests {
             chosen.property("rng-seed").map(|p| p.raw()),
             Some(&SEED[..])
         );
+        assert_eq!(
+            chosen
+                .property("stratum,boot-count")
+                .and_then(|p| p.as_u32()),
+            Some(3)
+        );
         assert_eq!(fdt.stdout().map(|(n, _)| n), Some(uart));
         let start = chosen
             .property("linux,initrd-start")
@@ -599,6 +613,7 @@ mod tests {
             uart: None,
             bootargs: "",
             rng_seed: None,
+            boot_count: None,
             ..config(&[0], true, false)
         };
         let blob = generate_vec(&desc);

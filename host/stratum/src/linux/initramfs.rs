@@ -14,7 +14,9 @@
 //!    (`poweroff -f`: PSCI `SYSTEM_OFF`, so `stratum run` exits 0);
 //!    `stratum.test=hotplug` first takes CPU 1 offline and back online
 //!    (PSCI `CPU_OFF`/`CPU_ON`), printing `/sys/devices/system/cpu/online`
-//!    after each, then does the same;
+//!    after each, then does the same; `stratum.test=reboot` reboots once
+//!    (`reboot -f`: PSCI `SYSTEM_RESET`) when `/chosen/stratum,boot-count`
+//!    in the device tree says 1, and does the same on the second boot;
 //! 5. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
 //!    so it has a controlling terminal and job control; plain `sh` if busybox
 //!    lacks `cttyhack`), with the prompt [`PROMPT`]. Leaving the shell
@@ -49,6 +51,15 @@ mount -t devtmpfs devtmpfs /dev
 echo "STRATUM-LINUX: up $(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo) cpus"
 cat /proc/cmdline
 case " $(cat /proc/cmdline) " in
+*" stratum.test=reboot "*)
+    # The hypervisor counts boots in the DT: reboot once, then go on as poweroff.
+    boots=$(od -An -tu1 /proc/device-tree/chosen/stratum,boot-count | tr -s ' ' | cut -d' ' -f5)
+    echo "STRATUM-LINUX: boot $boots"
+    if [ "$boots" = 1 ]; then
+        echo "STRATUM-LINUX: rebooting"
+        reboot -f
+    fi
+    ;;
 *" stratum.test=hotplug "*)
     echo 0 > /sys/devices/system/cpu/cpu1/online
     echo "STRATUM-LINUX: online after cpu1 off: $(cat /sys/devices/system/cpu/online)"
@@ -57,7 +68,7 @@ case " $(cat /proc/cmdline) " in
     ;;
 esac
 case " $(cat /proc/cmdline) " in
-*" stratum.test=poweroff "* | *" stratum.test=hotplug "*)
+*" stratum.test=poweroff "* | *" stratum.test=hotplug "* | *" stratum.test=reboot "*)
     echo "STRATUM-LINUX: interrupts (1)"
     cat /proc/interrupts
     sleep 1
