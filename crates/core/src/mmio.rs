@@ -333,4 +333,6 @@ pub fn complete(
 }
 
 #[cfg(test)]
+pub(crate) mod test_regs;
+#[cfg(test)]
 mod tests;

@@ -4,51 +4,8 @@
 use super::*;
 use crate::insn::{self, Extend, PairAccess, SingleAccess};
 
-/// A vCPU register file with recognisable contents.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Regs {
-    x: [u64; 31],
-    sp: u64,
-    pc: u64,
-}
-
-impl Regs {
-    fn new() -> Self {
-        let mut x = [0; 31];
-        for (n, r) in x.iter_mut().enumerate() {
-            *r = 0xa5a5_0000_0000_0000 | n as u64;
-        }
-        Self {
-            x,
-            sp: 0xffff_8000_0000_8000,
-            pc: 0xffff_8000_0010_0000,
-        }
-    }
-    fn with(mut self, n: usize, v: u64) -> Self {
-        self.x[n] = v;
-        self
-    }
-}
-
-impl GuestRegs for Regs {
-    fn x(&self, n: u8) -> u64 {
-        self.x.get(usize::from(n)).copied().unwrap_or(0)
-    }
-    fn set_x(&mut self, n: u8, v: u64) {
-        if let Some(r) = self.x.get_mut(usize::from(n)) {
-            *r = v;
-        }
-    }
-    fn sp(&self) -> u64 {
-        self.sp
-    }
-    fn set_sp(&mut self, v: u64) {
-        self.sp = v;
-    }
-    fn pc(&self) -> u64 {
-        self.pc
-    }
-}
+/// The shared test register file.
+type Regs = super::test_regs::TestRegs;
 
 /// Guest VA of the device page, and the IPA it maps to (QEMU virt GIC).
 const VA: u64 = 0xffff_0000_0801_0000;

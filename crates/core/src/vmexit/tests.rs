@@ -136,45 +136,13 @@ const fn call_exit(esr: u64) -> ExitInfo {
     }
 }
 
-/// A vCPU register file with recognisable contents.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Regs {
-    x: [u64; 31],
-    sp: u64,
-    pc: u64,
-}
+/// The shared test register file, at [`PC`].
+type Regs = crate::mmio::test_regs::TestRegs;
 
-impl Regs {
-    fn new() -> Self {
-        let mut x = [0; 31];
-        for (n, r) in x.iter_mut().enumerate() {
-            *r = 0xa5a5_0000_0000_0000 | n as u64;
-        }
-        Self {
-            x,
-            sp: 0xffff_8000_0000_8000,
-            pc: PC,
-        }
-    }
-}
-
-impl GuestRegs for Regs {
-    fn x(&self, n: u8) -> u64 {
-        self.x.get(usize::from(n)).copied().unwrap_or(0)
-    }
-    fn set_x(&mut self, n: u8, v: u64) {
-        if let Some(r) = self.x.get_mut(usize::from(n)) {
-            *r = v;
-        }
-    }
-    fn sp(&self) -> u64 {
-        self.sp
-    }
-    fn set_sp(&mut self, v: u64) {
-        self.sp = v;
-    }
-    fn pc(&self) -> u64 {
-        self.pc
+fn new_regs() -> Regs {
+    Regs {
+        pc: PC,
+        ..Regs::new()
     }
 }
 
@@ -313,7 +281,7 @@ impl Harness {
             })
             .collect();
         Self {
-            regs: Regs::new(),
+            regs: new_regs(),
             env: Env::default(),
             uart: Pl011::new(),
             uart_regs: virt_map::UART,
@@ -622,7 +590,7 @@ fn stratum_info_reports_the_model() {
         [stratum::ABI_VERSION, VM_ID, 0, BOOTS],
         "version, vm_id, vcpu, boot_count"
     );
-    assert_eq!(h.regs.x[4], Regs::new().x[4]);
+    assert_eq!(h.regs.x[4], new_regs().x[4]);
 }
 
 #[test]
