@@ -100,10 +100,14 @@ fn handle_sync(frame: *mut Frame, cpu: usize) {
             core::ptr::eq(frame, &raw const vm.frames[cpu]),
             "TPIDR_EL2 does not name this CPU's vCPU frame"
         );
+        // Without a console interrupt, input is polled here and handed over
+        // at once, so this exit's UART access can see it. With one, input is
+        // queued by `irq::service` and handed over by `irq::fill` before
+        // every entry, so there is nothing new to deliver here.
         if !console_irq {
             crate::console::drain_input();
+            crate::console::deliver_input(&mut vm.uart);
         }
-        crate::console::deliver_input(&mut vm.uart);
         let settings = system::settings().expect("settings are recorded before any guest runs");
         let redist = match vm.gic {
             GuestGic::V3 { redist, .. } => Some(redist),
