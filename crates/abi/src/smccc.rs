@@ -91,10 +91,22 @@ pub mod stratum {
     /// `STRATUM_INFO`: x0 = ABI version, x1 = VM id, x2 = vCPU id, x3 = number of
     /// times this VM has booted (1 on the first boot; a `SYSTEM_RESET` adds one).
     pub const INFO: u32 = 0xC600_0000;
+    /// `STRATUM_DOORBELL(channel)`: rings the peer of the caller's shared-memory
+    /// channel number `channel` (its `stratum,id` in the caller's device tree):
+    /// the peer VM's doorbell interrupt for that channel becomes pending.
+    /// x0 = `SUCCESS`; `INVALID_PARAMETERS` for a channel the VM does not
+    /// have; `NOT_PRESENT` when the peer VM is not running (nothing is
+    /// delivered, and nothing is queued for its next boot).
+    pub const DOORBELL: u32 = 0xC600_0001;
+    /// `STRATUM_MEM_INFO`: how much memory the hypervisor uses. x0 = `SUCCESS`,
+    /// x1 = bytes of stage-2 table memory in use, x2 = bytes of host RAM
+    /// handed out to VMs and channels, x3 = bytes of the table pool still
+    /// free. Restarting a VM must leave x1 and x2 unchanged.
+    pub const MEM_INFO: u32 = 0xC600_0002;
     /// The ABI version `INFO` reports.
-    pub const ABI_VERSION: u64 = 1;
+    pub const ABI_VERSION: u64 = 2;
     /// Number of Stratum vendor calls (answer to `CALL_COUNT`).
-    pub const COUNT: u64 = 1;
+    pub const COUNT: u64 = 3;
     /// UID words (x0..x3) for `CALL_UID`: "Stratum hypervisor" UUID
     /// 5a7e4c1e-9b0d-4f5e-8a3c-2d1e0f9b6a47, as SMCCC packs it.
     pub const UID: [u32; 4] = [0x1e4c_7e5a, 0x5e4f_0d9b, 0x1e2d_3c8a, 0x476a_9b0f];
