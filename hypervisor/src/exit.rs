@@ -116,6 +116,7 @@ fn handle_sync(frame: *mut Frame, cpu: usize) {
         let mut model = VmModel {
             vm_id: vm.id as u64,
             boot_count: vm.boot_count,
+            channels: 0,
             ram: vm.ram,
             uart_regs: virt_map::UART,
             uart: &mut vm.uart,
@@ -215,6 +216,25 @@ fn handle_sync(frame: *mut Frame, cpu: usize) {
         }
         // The vCPU is OFF now: the check after this exit parks its CPU.
         Action::CpuOff => {}
+        Action::Doorbell { advance, .. } => {
+            // This build has no channels: DOORBELL is refused by the policy.
+            system::with_current_vm(|vm| {
+                vm.frames[cpu].x[0] = stratum_abi::smccc::NOT_PRESENT as u64;
+            });
+            if advance {
+                advance_pc();
+            }
+        }
+        Action::MemInfo { advance } => {
+            let info = system::mem_info();
+            system::with_current_vm(|vm| {
+                vm.frames[cpu].x[0] = stratum_abi::smccc::SUCCESS as u64;
+                vm.frames[cpu].x[1..4].copy_from_slice(&info);
+            });
+            if advance {
+                advance_pc();
+            }
+        }
         Action::Reset => system::reset_vm(cpu),
         Action::Stop(reason) => system::stop_current(reason),
     }

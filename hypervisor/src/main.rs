@@ -232,6 +232,8 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
     let vcpus = image.vcpus as usize;
+    let (tables_used, tables_free) = pool.usage();
+    system::set_mem_info([tables_used, vm.ram.size, tables_free]);
     system::install_vm(vm);
     if vcpus > 1 {
         let mpidrs: [u64; head::MAX_CPUS] =

@@ -40,6 +40,14 @@ impl TablePool {
         (self.next - self.base) / PAGE
     }
 
+    /// Bytes handed out so far, and bytes still free.
+    pub fn usage(&self) -> (u64, u64) {
+        (
+            (self.next - self.base) as u64,
+            (self.end - self.next) as u64,
+        )
+    }
+
     fn slot(&self, table: Pa, index: usize) -> *mut u64 {
         let addr = usize::try_from(table.0)
             .ok()

@@ -33,6 +33,19 @@ pub struct Settings {
 
 static SETTINGS: SpinLock<Option<Settings>> = SpinLock::new(None);
 static VM: SpinLock<Option<Vm>> = SpinLock::new(None);
+/// What `MEM_INFO` reports: table bytes in use, RAM bytes handed out, table
+/// bytes free.
+static MEM_INFO: SpinLock<[u64; 3]> = SpinLock::new([0; 3]);
+
+/// Records the hypervisor's memory use (after VMs are created).
+pub fn set_mem_info(info: [u64; 3]) {
+    *MEM_INFO.lock() = info;
+}
+
+/// The hypervisor's memory use, for Stratum `MEM_INFO`.
+pub fn mem_info() -> [u64; 3] {
+    *MEM_INFO.lock()
+}
 
 /// Records the boot-time settings.
 pub fn set_settings(s: Settings) {

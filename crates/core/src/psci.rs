@@ -222,6 +222,8 @@ pub struct CallContext<'a> {
     pub vm_id: u64,
     /// How often this VM has booted, 1 on the first boot (reported by `INFO`).
     pub boot_count: u64,
+    /// How many shared-memory channels the VM has (`DOORBELL` takes 0..this).
+    pub channels: u32,
 }
 
 /// What the glue must do after a call.
@@ -258,6 +260,14 @@ pub enum Outcome {
     /// state than asked, and then returns `SUCCESS`); the entry point is
     /// never used.
     Suspend,
+    /// Stratum `DOORBELL` for one of the VM's channels (already checked to
+    /// exist): ring the peer and write the status to `x0`.
+    Doorbell {
+        /// The channel's number in the caller's VM.
+        channel: u32,
+    },
+    /// Stratum `MEM_INFO`: write the hypervisor's memory use to `x0..x3`.
+    MemInfo,
     /// `SYSTEM_OFF`: stop this VM.
     SystemOff,
     /// `SYSTEM_RESET` or `SYSTEM_RESET2`: reboot this VM (a warm reset and
@@ -345,6 +355,11 @@ pub fn dispatch(args: &[u64; 18], ctx: &mut CallContext<'_>) -> Outcome {
             ],
             count: 4,
         },
+        stratum::DOORBELL => match u32::try_from(args[1]) {
+            Ok(channel) if channel < ctx.channels => Outcome::Doorbell { channel },
+            _ => Outcome::status(smccc::INVALID_PARAMETERS),
+        },
+        stratum::MEM_INFO => Outcome::MemInfo,
         // MIGRATE, MIGRATE_INFO_UP_CPU, SMCCC_ARCH_SOC_ID and everything else.
         _ => Outcome::status(smccc::NOT_SUPPORTED),
     }
@@ -529,6 +544,7 @@ mod tests {
             ram: RAM,
             vm_id: 7,
             boot_count: 3,
+            channels: 2,
         }
     }
 
@@ -579,7 +595,7 @@ mod tests {
             PSCI_MIGRATE_INFO_UP_CPU_64,
             0x8400_000B,                // PSCI 1.0 optional functions
             0x8400_0013,                // MEM_PROTECT
-            0xC600_0001,                // next Stratum call
+            0xC600_0003,                // next Stratum call
             stratum::INFO & !FID_SMC64, // INFO is SMC64 only
             0x8600_FF02,                // reserved query
             0x8500_0000,                // standard hypervisor service
@@ -1037,7 +1053,7 @@ mod tests {
     fn stratum_calls() {
         let mut v = vm();
         let mut c = ctx(&mut v, 2);
-        assert_eq!(x0(call(&mut c, &[stratum::CALL_COUNT.into()])), 1);
+        assert_eq!(x0(call(&mut c, &[stratum::CALL_COUNT.into()])), 3);
         assert_eq!(
             call(&mut c, &[stratum::CALL_UID.into()]),
             Outcome::Return {
@@ -1058,6 +1074,30 @@ mod tests {
                 regs: [stratum::ABI_VERSION, 7, 2, 3],
                 count: 4
             }
+        );
+        // DOORBELL names a channel of the caller's VM (two here); anything
+        // else, including values that only match in the low 32 bits, is
+        // refused. It is SMC64 only.
+        for ch in 0..2u32 {
+            assert_eq!(
+                call(&mut c, &[stratum::DOORBELL.into(), ch.into()]),
+                Outcome::Doorbell { channel: ch }
+            );
+        }
+        for bad in [2, 3, u64::MAX, 1 << 32, (1 << 32) | 1] {
+            assert_eq!(
+                x0(call(&mut c, &[stratum::DOORBELL.into(), bad])),
+                INVALID_PARAMETERS,
+                "channel {bad:#x}"
+            );
+        }
+        assert_eq!(
+            x0(call(&mut c, &[(stratum::DOORBELL & !FID_SMC64).into(), 0])),
+            NOT_SUPPORTED
+        );
+        assert_eq!(
+            call(&mut c, &[stratum::MEM_INFO.into(), 1, 2, 3]),
+            Outcome::MemInfo
         );
     }
 
@@ -1091,6 +1131,8 @@ mod tests {
                 stratum::CALL_UID,
                 stratum::REVISION,
                 stratum::INFO,
+                stratum::DOORBELL,
+                stratum::MEM_INFO,
             ])
             .map(|&f| u64::from(f))
             .collect();

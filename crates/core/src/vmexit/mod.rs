@@ -185,6 +185,20 @@ pub enum Action {
     Reset,
     /// Stop the VM.
     Stop(StopReason),
+    /// Stratum `DOORBELL`: ring the peer of the VM's channel `channel`, write
+    /// the status to `x0` and resume (after the call when `advance`).
+    Doorbell {
+        /// The channel's number in the VM (checked to exist).
+        channel: u32,
+        /// Whether to step over the calling instruction (`SMC`).
+        advance: bool,
+    },
+    /// Stratum `MEM_INFO`: write the hypervisor's memory use to `x0..x3` and
+    /// resume (after the call when `advance`).
+    MemInfo {
+        /// Whether to step over the calling instruction (`SMC`).
+        advance: bool,
+    },
 }
 
 /// Exit counters kept per VM (the full per-reason statistics come later; these
@@ -247,6 +261,8 @@ pub struct VmModel<'a> {
     pub vm_id: u64,
     /// Times this VM booted (1 on the first boot).
     pub boot_count: u64,
+    /// How many shared-memory channels the VM has.
+    pub channels: u32,
     /// Guest RAM.
     pub ram: IpaRange,
     /// Where the emulated PL011 sits.
@@ -377,6 +393,7 @@ fn smccc_call(
         ram: vm.ram,
         vm_id: vm.vm_id,
         boot_count: vm.boot_count,
+        channels: vm.channels,
     };
     let done = if advance {
         Action::Advance
@@ -422,6 +439,8 @@ fn smccc_call(
             arg,
             advance,
         },
+        Outcome::Doorbell { channel } => Action::Doorbell { channel, advance },
+        Outcome::MemInfo => Action::MemInfo { advance },
         Outcome::SystemOff => Action::Stop(StopReason::PowerOff),
         Outcome::SystemReset => Action::Reset,
     }

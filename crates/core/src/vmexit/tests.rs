@@ -313,6 +313,7 @@ impl Harness {
         let mut vm = VmModel {
             vm_id: VM_ID,
             boot_count: BOOTS,
+            channels: 1,
             ram: RAM,
             uart_regs: self.uart_regs,
             uart: &mut self.uart,
@@ -591,6 +592,27 @@ fn stratum_info_reports_the_model() {
         "version, vm_id, vcpu, boot_count"
     );
     assert_eq!(h.regs.x[4], new_regs().x[4]);
+}
+
+#[test]
+fn stratum_doorbell_and_mem_info_go_to_the_glue() {
+    let mut h = Harness::new();
+    h.regs.x[1] = 0;
+    assert_eq!(
+        h.call(hvc(), stratum::DOORBELL),
+        Action::Doorbell {
+            channel: 0,
+            advance: false
+        }
+    );
+    // The harness VM has one channel: channel 1 does not exist.
+    h.regs.x[1] = 1;
+    assert_eq!(h.call(hvc(), stratum::DOORBELL), Action::Resume);
+    assert_eq!(h.regs.x[0], smccc::INVALID_PARAMETERS as u64);
+    assert_eq!(
+        h.call(hvc(), stratum::MEM_INFO),
+        Action::MemInfo { advance: false }
+    );
 }
 
 #[test]
