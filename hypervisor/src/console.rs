@@ -44,8 +44,32 @@ pub fn write_fmt_forced(args: fmt::Arguments<'_>, base: usize) {
     }
 }
 
-/// Sends one guest byte.
-pub fn guest_byte(byte: u8) {
+/// A VM's state as the console lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmState {
+    /// Running.
+    Running,
+    /// Powered off.
+    Stopped,
+    /// Stopped after a crash.
+    Crashed,
+    /// Reloading its image.
+    Restarting,
+}
+
+/// Registers VM `id` and its name for the console (boot CPU).
+pub fn add_vm(_id: usize, _name: &'static str) {}
+
+/// Records VM `id`'s state.
+pub fn set_state(_id: usize, _state: VmState) {}
+
+/// The VM that console input goes to.
+pub fn focused() -> usize {
+    0
+}
+
+/// Sends one byte of VM `vm`'s output.
+pub fn guest_byte(_vm: usize, byte: u8) {
     if let Some(uart) = CONSOLE.lock().as_ref() {
         uart.put(byte);
     }
@@ -68,7 +92,10 @@ pub fn drain_input() {
 
 /// Hands queued input to a guest's emulated UART, as much as it has room
 /// for (one byte with its FIFO off); the rest waits for the guest to read.
-pub fn deliver_input(guest_uart: &mut stratum_core::pl011::Pl011) {
+pub fn deliver_input(vm: usize, guest_uart: &mut stratum_core::pl011::Pl011) {
+    if vm != focused() {
+        return;
+    }
     let mut input = INPUT.lock();
     while guest_uart.rx_space() > 0 {
         match input.pop() {

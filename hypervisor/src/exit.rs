@@ -9,12 +9,16 @@ use stratum_core::vmexit::{self, ABORT_LOG_LIMIT, Action, ExitEnv, ExitInfo, Sto
 use stratum_core::guest_dt::{GuestGic, virt_map};
 use stratum_core::vmexit::GicModel;
 
+use stratum_core::sched::VcpuRef;
+
 use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu};
-use crate::{irq, log, smp, system};
+use crate::{irq, log, sched, smp, system};
 
 /// The glue's side of [`ExitEnv`], for one VM.
 struct Env {
+    /// The VM's index.
+    vm: usize,
     /// Host-physical base of the VM's RAM carve-out.
     ram_pa: u64,
     /// Its size.
@@ -41,7 +45,7 @@ impl ExitEnv for Env {
     }
 
     fn console_tx(&mut self, byte: u8) {
-        crate::console::guest_byte(byte);
+        crate::console::guest_byte(self.vm, byte);
     }
 }
 
@@ -60,33 +64,70 @@ fn advance_pc() {
     sysreg::set_elr_el2(sysreg::elr_el2().wrapping_add(4));
 }
 
+/// What happens after an exit, besides returning to the same vCPU.
+enum Flow {
+    /// Return to the guest.
+    Resume,
+    /// Give the CPU to another vCPU that shares it, if one is runnable.
+    Yield,
+    /// The vCPU waits for an interrupt (`WFI`).
+    Block,
+}
+
 /// Called by the exit vector with the running vCPU's frame (the address in
-/// `TPIDR_EL2`). The frame lives inside the current [`crate::vm::Vm`], so it
-/// is only ever borrowed through the VM lock; the raw pointer serves to check
-/// that invariant.
+/// `TPIDR_EL2`). The frame lives inside its [`crate::vm::Vm`], so it is only
+/// ever borrowed through the VM lock; the raw pointer serves to check that
+/// invariant. Returns to resume the same vCPU; every other outcome
+/// schedules and never returns here.
 #[unsafe(no_mangle)]
 extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
     let cpu = smp::current_cpu();
+    let me = sched::current(cpu);
+    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
     // The list registers are a cache of the virtual GIC: fold them back
     // before anything looks at the model, refill them before the guest runs.
-    system::with_current_vm(|vm| irq::fold(vm, cpu));
-    match exit_kind {
-        kind::SYNC | kind::SYNC32 => handle_sync(frame, cpu),
+    system::with_vm(id, |vm| irq::fold(vm, v));
+    let flow = match exit_kind {
+        kind::SYNC | kind::SYNC32 => handle_sync(frame, cpu, me),
         kind::IRQ | kind::FIQ | kind::ASYNC32 => {
-            system::with_current_vm(|vm| irq::service(vm, cpu))
+            if irq::service(cpu) {
+                Flow::Yield
+            } else {
+                Flow::Resume
+            }
         }
-        kind::SERROR => system::stop_current(StopReason::Crashed),
+        kind::SERROR => system::stop_vm(cpu, me, StopReason::Crashed),
         other => panic!("unknown exit kind {other}"),
+    };
+    match flow {
+        Flow::Resume => {}
+        Flow::Yield => {
+            if sched::is_shared(cpu) {
+                sched::schedule(cpu);
+            }
+        }
+        Flow::Block => {
+            if sched::is_shared(cpu) {
+                system::with_vm(id, |vm| vm.blocked[v] = true);
+                sched::schedule(cpu);
+            }
+            irq::wait_for_interrupt(cpu, me);
+        }
     }
-    // Powered off, or the VM is being reset: give the CPU up instead of
-    // returning to the guest.
-    if system::with_current_vm(|vm| vm.must_park(cpu)) {
-        system::park_vcpu(cpu);
+    // Powered off, or the VM is being reset or stopped: give the CPU up
+    // instead of returning to the guest.
+    if system::with_vm(id, |vm| vm.must_park(v)) {
+        system::park_vcpu(cpu, me);
     }
-    system::with_current_vm(|vm| irq::fill(vm, cpu));
+    system::with_vm(id, |vm| irq::fill(vm, v));
 }
 
-fn handle_sync(frame: *mut Frame, cpu: usize) {
+/// Aborts injected in a row at the guest's own exception vectors after which
+/// the VM counts as crashed: its handler cannot even be fetched or run.
+const VECTOR_FAULT_LIMIT: u32 = 4;
+
+fn handle_sync(frame: *mut Frame, cpu: usize, me: VcpuRef) -> Flow {
+    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
     let info = ExitInfo {
         esr: sysreg::esr_el2(),
         far: sysreg::far_el2(),
@@ -95,9 +136,9 @@ fn handle_sync(frame: *mut Frame, cpu: usize) {
         pstate: sysreg::spsr_el2(),
     };
     let console_irq = irq::console_interrupts();
-    let action = system::with_current_vm(|vm| {
+    let action = system::with_vm(id, |vm| {
         assert!(
-            core::ptr::eq(frame, &raw const vm.frames[cpu]),
+            core::ptr::eq(frame, &raw const vm.frames[v]),
             "TPIDR_EL2 does not name this CPU's vCPU frame"
         );
         // Without a console interrupt, input is polled here and handed over
@@ -106,7 +147,7 @@ fn handle_sync(frame: *mut Frame, cpu: usize) {
         // every entry, so there is nothing new to deliver here.
         if !console_irq {
             crate::console::drain_input();
-            crate::console::deliver_input(&mut vm.uart);
+            crate::console::deliver_input(vm.id, &mut vm.uart);
         }
         let settings = system::settings().expect("settings are recorded before any guest runs");
         let redist = match vm.gic {
@@ -116,11 +157,11 @@ fn handle_sync(frame: *mut Frame, cpu: usize) {
         let mut model = VmModel {
             vm_id: vm.id as u64,
             boot_count: vm.boot_count,
-            channels: 0,
+            channels: vm.channel_count as u32,
             ram: vm.ram,
             uart_regs: virt_map::UART,
             uart: &mut vm.uart,
-            vcpus: &mut vm.power,
+            vcpus: &mut vm.power[..vm.image.vcpus as usize],
             firmware: settings.firmware,
             pstate_features: settings.pstate_features,
             counters: &mut vm.counters,
@@ -132,13 +173,14 @@ fn handle_sync(frame: *mut Frame, cpu: usize) {
             }),
         };
         let mut live = LiveVcpu {
-            frame: &mut vm.frames[cpu],
+            frame: &mut vm.frames[v],
         };
         let mut env = Env {
+            vm: id,
             ram_pa: vm.ram_pa.0,
             ram_size: vm.ram.size,
         };
-        let action = vmexit::handle_sync(&info, cpu, &mut live, &mut model, &mut env);
+        let action = vmexit::handle_sync(&info, v, &mut live, &mut model, &mut env);
         let last_abort = model.last_abort;
         if let Action::Inject(inj) = action
             && inj.esr_el1 >> 26 == 0
@@ -176,18 +218,54 @@ fn handle_sync(frame: *mut Frame, cpu: usize) {
                 );
             }
         }
+        // An exception the guest cannot take: the abort is injected at its
+        // own vector table (which is unmapped, or faults at once). Each
+        // injection lands there again: an exception loop, i.e. a crash.
+        if let Action::Inject(_) = action {
+            let vbar = sysreg::vbar_el1();
+            if info.pc.wrapping_sub(vbar) < 0x800 {
+                vm.vector_faults += 1;
+            } else {
+                vm.vector_faults = 0;
+            }
+            if vm.vector_faults >= VECTOR_FAULT_LIMIT {
+                log!(
+                    "vm{} '{}': exception loop at its vector table (VBAR_EL1 {vbar:#x}, pc {:#x}): the guest crashed",
+                    vm.id,
+                    vm.image.name,
+                    info.pc
+                );
+                return Action::Stop(StopReason::Crashed);
+            }
+        }
         action
     });
     match action {
-        Action::Resume => {}
-        Action::Advance => advance_pc(),
+        Action::Resume => Flow::Resume,
+        Action::Advance => {
+            advance_pc();
+            Flow::Resume
+        }
         Action::WaitForInterrupt { advance } => {
             if advance {
                 advance_pc();
             }
-            irq::wait_for_interrupt(cpu);
+            Flow::Block
         }
-        Action::Inject(inj) => apply_injection(&inj),
+        Action::Yield { advance } => {
+            if advance {
+                advance_pc();
+            }
+            Flow::Yield
+        }
+        Action::FpTrap => {
+            sched::fp_trap(cpu);
+            Flow::Resume
+        }
+        Action::Inject(inj) => {
+            apply_injection(&inj);
+            Flow::Resume
+        }
         Action::ForwardToFirmware {
             function,
             arg,
@@ -199,6 +277,7 @@ fn handle_sync(frame: *mut Frame, cpu: usize) {
             if advance {
                 advance_pc();
             }
+            Flow::Resume
         }
         Action::CpuOn {
             target,
@@ -207,35 +286,63 @@ fn handle_sync(frame: *mut Frame, cpu: usize) {
             advance,
         } => {
             // PSCI already marked the target ON_PENDING; its physical CPU
-            // takes the request and marks it ON when it runs.
-            system::with_current_vm(|vm| vm.start[target] = Some((entry, context_id)));
-            smp::wake_waiters();
-            if advance {
-                advance_pc();
-            }
-        }
-        // The vCPU is OFF now: the check after this exit parks its CPU.
-        Action::CpuOff => {}
-        Action::Doorbell { advance, .. } => {
-            // This build has no channels: DOORBELL is refused by the policy.
-            system::with_current_vm(|vm| {
-                vm.frames[cpu].x[0] = stratum_abi::smccc::NOT_PRESENT as u64;
+            // takes the request and marks it ON when it runs it.
+            let target_cpu = system::with_vm(id, |vm| {
+                vm.start[target] = Some((entry, context_id));
+                vm.pcpu[target]
             });
+            if target_cpu != cpu {
+                irq::kick(target_cpu);
+            }
             if advance {
                 advance_pc();
             }
+            Flow::Resume
+        }
+        // The vCPU is OFF now: the check after this exit parks it.
+        Action::CpuOff => Flow::Resume,
+        Action::Doorbell { channel, advance } => {
+            let status = ring_doorbell(id, channel as usize, cpu);
+            system::with_vm(id, |vm| vm.frames[v].x[0] = status as u64);
+            if advance {
+                advance_pc();
+            }
+            Flow::Resume
         }
         Action::MemInfo { advance } => {
             let info = system::mem_info();
-            system::with_current_vm(|vm| {
-                vm.frames[cpu].x[0] = stratum_abi::smccc::SUCCESS as u64;
-                vm.frames[cpu].x[1..4].copy_from_slice(&info);
+            system::with_vm(id, |vm| {
+                vm.frames[v].x[0] = stratum_abi::smccc::SUCCESS as u64;
+                vm.frames[v].x[1..4].copy_from_slice(&info);
             });
             if advance {
                 advance_pc();
             }
+            Flow::Resume
         }
-        Action::Reset => system::reset_vm(cpu),
-        Action::Stop(reason) => system::stop_current(reason),
+        Action::Reset => system::reset_vm(cpu, me),
+        Action::Stop(reason) => system::stop_vm(cpu, me, reason),
     }
+}
+
+/// Stratum `DOORBELL` from VM `id` on its channel `channel`: makes the
+/// peer's doorbell interrupt pending and kicks the CPU of the vCPU it
+/// targets. The SMCCC status for the caller.
+fn ring_doorbell(id: usize, channel: usize, cpu: usize) -> i64 {
+    let Some(port) = system::with_vm(id, |vm| {
+        vm.channels[..vm.channel_count].get(channel).copied()
+    }) else {
+        return stratum_abi::smccc::INVALID_PARAMETERS;
+    };
+    system::try_with_vm(port.peer_vm, |peer| {
+        if peer.must_park_vm() {
+            return stratum_abi::smccc::NOT_PRESENT;
+        }
+        if peer.vgic.set_pending(32 + port.peer_spi, 0).is_err() {
+            return stratum_abi::smccc::INTERNAL_FAILURE;
+        }
+        irq::send_kicks(peer, cpu);
+        stratum_abi::smccc::SUCCESS
+    })
+    .unwrap_or(stratum_abi::smccc::NOT_PRESENT)
 }

@@ -13,22 +13,27 @@
 //! refilled from it (highest priority first; an underflow maintenance
 //! interrupt asks for a refill when more are pending than fit).
 //!
-//! State is per physical CPU (each runs its own vCPU). When the model changes
-//! what another vCPU should see (an SGI, an SPI), that vCPU's CPU is kicked
-//! with a physical SGI ([`KICK_SGI`]) so it exits and refills its LRs, or
-//! wakes from idling in `wfi`.
+//! State is per physical CPU. When the model changes what a vCPU on another
+//! CPU should see (an SGI, an SPI, a doorbell), that CPU is kicked with a
+//! physical SGI ([`KICK_SGI`]) so it exits and refills its LRs, or wakes
+//! from idling in `wfi` and reschedules. The guest timers' interrupts belong
+//! to the vCPU whose context is loaded on the CPU ([`sched::loaded`]); the
+//! EL2 physical timer ([`PREEMPT_INTID`]) ends time slices and wakes an idle
+//! CPU at a saved timer's deadline.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
 use stratum_core::platform::{GicInfo, GicVersion};
+use stratum_core::sched::VcpuRef;
 use stratum_vgic::{ListRegister, LrState};
 
 use crate::head::MAX_CPUS;
 use crate::sync::SpinLock;
+use crate::vcpu::VcpuContext;
 use crate::vm::Vm;
-use crate::{console, log, smp, system};
+use crate::{console, log, sched, smp, system};
 
 /// The virtual interface's maintenance interrupt (PPI 9).
 pub const MAINTENANCE_INTID: u32 = 25;
@@ -36,6 +41,8 @@ pub const MAINTENANCE_INTID: u32 = 25;
 pub const VTIMER_INTID: u32 = 27;
 /// The EL1 physical timer (PPI 14).
 pub const PTIMER_INTID: u32 = 30;
+/// The EL2 physical timer (PPI 10): preemption and idle wake-ups.
+pub const PREEMPT_INTID: u32 = 26;
 /// Most list registers an implementation has.
 const MAX_LRS: usize = 16;
 /// The physical SGI one CPU sends another to make it look at its vGIC state.
@@ -96,6 +103,7 @@ pub fn init(
     gic.enable_ppi(KICK_SGI, EL2_PRIORITY)?;
     gic.enable_ppi(VTIMER_INTID, EL2_PRIORITY)?;
     gic.enable_ppi(PTIMER_INTID, EL2_PRIORITY)?;
+    gic.enable_ppi(PREEMPT_INTID, EL2_PRIORITY)?;
     let console_intid =
         console_intid.filter(|&intid| gic.enable_spi(intid, EL2_PRIORITY, true).is_ok());
     if console_intid.is_some() {
@@ -181,32 +189,19 @@ impl Irqs {
         });
     }
 
-    /// The guest's priority mask (from the virtual machine control register).
-    fn guest_pmr(&self) -> u8 {
-        let vmcr = self.gic.vmcr();
-        match self.version {
-            // ICH_VMCR_EL2.VPMR, bits 31:24.
-            GicVersion::V3 => (vmcr >> 24) as u8,
-            // GICH_VMCR.VMPriMask, bits 31:27: the top five priority bits.
-            GicVersion::V2 => ((vmcr >> 27) as u8) << 3,
-        }
-    }
-
-    /// Acknowledges the pending physical interrupts and forwards them. At
-    /// most [`MAX_ACKS`] per call: a level interrupt whose source stays
-    /// asserted must not keep EL2 here.
-    fn service(&mut self, vm: &mut Vm, cpu: usize) {
+    /// Acknowledges the pending physical interrupts (at most [`MAX_ACKS`]:
+    /// a level interrupt whose source stays asserted must not keep EL2
+    /// here), handles EL2's own at once and returns the ones to forward.
+    fn ack_all(&mut self) -> Acks {
+        let mut out = Acks::default();
         for _ in 0..MAX_ACKS {
             let Some(irq) = self.gic.ack() else { break };
             self.gic.priority_drop(irq);
             match irq.intid() {
                 // Hardware-linked: stays active until the guest deactivates
                 // its virtual twin through the list register's HW bit.
-                VTIMER_INTID | PTIMER_INTID => {
-                    // Never refused for a PPI of vCPU 0; if the model holds a
-                    // previous forward still, that one's deactivation is the
-                    // one that will reach the hardware.
-                    let _ = vm.vgic.set_hw_pending(cpu, irq.intid(), irq.intid());
+                intid @ (VTIMER_INTID | PTIMER_INTID) => {
+                    out.timers[usize::from(intid == PTIMER_INTID)] = Some(irq);
                 }
                 intid if Some(intid) == self.console_intid => {
                     // Clear before draining: a byte arriving in between then
@@ -214,6 +209,7 @@ impl Irqs {
                     console::clear_input_interrupt();
                     console::drain_input();
                     self.gic.deactivate(irq);
+                    out.console = true;
                 }
                 // The maintenance interrupt (underflow, or the guest EOIed a
                 // level interrupt) is level-sensitive: its condition lasts
@@ -224,17 +220,37 @@ impl Irqs {
                     self.clear_lrs();
                     self.gic.deactivate(irq);
                 }
+                // The slice ended (or an idle CPU's wake-up deadline came).
+                PREEMPT_INTID => {
+                    disarm_preemption();
+                    self.gic.deactivate(irq);
+                    out.preempt = true;
+                }
                 // A kick only needed the exit it caused: the refill follows.
                 KICK_SGI => self.gic.deactivate(irq),
                 // Anything else is spurious for this version.
                 _ => self.gic.deactivate(irq),
             }
         }
+        out
     }
 }
 
-/// After an exit: folds the list registers in use back into the model.
-pub fn fold(vm: &mut Vm, cpu: usize) {
+/// What one round of acknowledges left to do outside the per-CPU lock.
+#[derive(Default)]
+struct Acks {
+    /// The virtual and EL1 physical timer interrupts, to forward to the
+    /// loaded vCPU.
+    timers: [Option<stratum_arch::gic::Acked>; 2],
+    /// Console input arrived.
+    console: bool,
+    /// The preemption timer fired.
+    preempt: bool,
+}
+
+/// After an exit of vCPU `v`: folds the list registers in use back into
+/// the model.
+pub fn fold(vm: &mut Vm, v: usize) {
     with(|irqs| {
         if irqs.used_lrs == 0 {
             return;
@@ -253,7 +269,7 @@ pub fn fold(vm: &mut Vm, cpu: usize) {
                 let _ = irqs.gic.clear_active(pintid);
             }
         }
-        vm.vgic.fold_lrs(cpu, &lrs[..irqs.used_lrs]);
+        vm.vgic.fold_lrs(v, &lrs[..irqs.used_lrs]);
     });
 }
 
@@ -265,15 +281,15 @@ fn release_hw(irqs: &mut Irqs, vm: &mut Vm) {
     }
 }
 
-/// Before entering the guest: samples device lines, kicks the CPUs of
+/// Before entering vCPU `v`: samples device lines, kicks the CPUs of
 /// other vCPUs whose interrupts changed, and refills the list registers.
-pub fn fill(vm: &mut Vm, cpu: usize) {
+pub fn fill(vm: &mut Vm, v: usize) {
     sample_lines(vm);
-    send_kicks(vm, cpu);
+    send_kicks(vm, smp::current_cpu());
     with(|irqs| {
         release_hw(irqs, vm);
         let mut lrs = [ListRegister::default(); MAX_LRS];
-        let fill = vm.vgic.fill_lrs(cpu, &mut lrs[..irqs.lr_count]);
+        let fill = vm.vgic.fill_lrs(v, &mut lrs[..irqs.lr_count]);
         for (n, lr) in lrs.iter().enumerate().take(fill.used) {
             irqs.gic.write_lr(n, irqs.encode(lr));
         }
@@ -289,31 +305,66 @@ pub fn fill(vm: &mut Vm, cpu: usize) {
     });
 }
 
-/// Kicks the CPUs of running vCPUs (other than `cpu`'s) whose deliverable
-/// interrupts changed.
-fn send_kicks(vm: &mut Vm, cpu: usize) {
+/// Kicks the CPUs (other than `cpu`) of the VM's running vCPUs whose
+/// deliverable interrupts changed. A vCPU on `cpu` itself needs no kick:
+/// this CPU refills or reschedules before it runs a guest again.
+pub fn send_kicks(vm: &mut Vm, cpu: usize) {
     for other in vm.vgic.take_kicks().iter() {
-        if other != cpu && vm.running.get(other).copied().unwrap_or(false) {
-            kick(other);
+        let target = vm.pcpu.get(other).copied().unwrap_or(cpu);
+        let started = vm.running.get(other).copied().unwrap_or(false)
+            || vm.start.get(other).is_some_and(Option::is_some);
+        if target != cpu && started {
+            kick(target);
         }
     }
 }
 
-/// A physical interrupt arrived while the guest ran.
-pub fn service(vm: &mut Vm, cpu: usize) {
-    with(|irqs| irqs.service(vm, cpu));
-}
-
-/// A guest `WFI` on CPU `cpu`: idles the CPU until its vCPU has an
-/// interrupt it would take (or must park), forwarding physical interrupts as
-/// they come. The VM lock is not held while idling.
-pub fn wait_for_interrupt(cpu: usize) {
-    loop {
-        let wake = system::with_current_vm(|vm| {
+/// Physical interrupts arrived (while a guest ran, or while this CPU
+/// idled): acknowledges them, forwards the timers' to the loaded vCPU and
+/// console input to the VM that has the console. True when the preemption
+/// timer fired. Holds no VM lock on entry.
+pub fn service(cpu: usize) -> bool {
+    let acks = with(|irqs| irqs.ack_all());
+    if acks.timers.iter().any(Option::is_some) {
+        match sched::loaded(cpu) {
+            Some(owner) => system::with_vm(owner.vm.into(), |vm| {
+                for irq in acks.timers.iter().flatten() {
+                    // Never refused for a PPI; if the model holds a previous
+                    // forward still, that one's deactivation is the one that
+                    // will reach the hardware.
+                    let _ = vm
+                        .vgic
+                        .set_hw_pending(owner.vcpu.into(), irq.intid(), irq.intid());
+                }
+            }),
+            // Nobody's timer: stale (its vCPU stopped). Let it go.
+            None => with(|irqs| {
+                for irq in acks.timers.iter().flatten() {
+                    irqs.gic.deactivate(*irq);
+                }
+            }),
+        }
+    }
+    if acks.console {
+        let focus = console::focused();
+        system::try_with_vm(focus, |vm| {
             sample_lines(vm);
             send_kicks(vm, cpu);
-            let pmr = with(|irqs| irqs.guest_pmr());
-            vm.vgic.has_pending(cpu, pmr) || vm.must_park(cpu)
+        });
+    }
+    acks.preempt
+}
+
+/// A guest `WFI` by vCPU `me`, alone on CPU `cpu`: idles the CPU until
+/// `me` has an interrupt it would take (or must park), forwarding physical
+/// interrupts as they come. No VM lock is held while idling.
+pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) {
+    let v = usize::from(me.vcpu);
+    loop {
+        let wake = system::with_vm(me.vm.into(), |vm| {
+            sample_lines(vm);
+            send_kicks(vm, cpu);
+            vm.vgic.has_pending(v, live_guest_pmr()) || vm.must_park(v)
         });
         if wake {
             return;
@@ -321,14 +372,83 @@ pub fn wait_for_interrupt(cpu: usize) {
         // Interrupts stay masked at EL2: WFI still wakes on a pending one,
         // which `service` then acknowledges.
         barrier::wfi();
-        system::with_current_vm(|vm| service(vm, cpu));
+        service(cpu);
     }
 }
 
+/// The loaded vCPU's priority mask (from the live virtual machine control
+/// register).
+pub fn live_guest_pmr() -> u8 {
+    with(|irqs| pmr_of_version(irqs.version, irqs.gic.vmcr()))
+}
+
+/// The priority mask in a saved virtual machine control register.
+pub fn pmr_of(vmcr: u32) -> u8 {
+    with(|irqs| pmr_of_version(irqs.version, vmcr))
+}
+
+fn pmr_of_version(version: GicVersion, vmcr: u32) -> u8 {
+    match version {
+        // ICH_VMCR_EL2.VPMR, bits 31:24.
+        GicVersion::V3 => (vmcr >> 24) as u8,
+        // GICH_VMCR.VMPriMask, bits 31:27: the top five priority bits.
+        GicVersion::V2 => ((vmcr >> 27) as u8) << 3,
+    }
+}
+
+/// Arms the EL2 physical timer to fire at physical count `at`.
+pub fn arm_preemption(at: u64) {
+    // SAFETY: CNTHP only raises PPI 10 at EL2, which `service` handles.
+    unsafe {
+        sysreg::set_cnthp_cval_el2(at);
+        sysreg::set_cnthp_ctl_el2(1);
+    }
+}
+
+/// Stops the EL2 physical timer.
+pub fn disarm_preemption() {
+    // SAFETY: as in `arm_preemption`.
+    unsafe { sysreg::set_cnthp_ctl_el2(0) };
+}
+
+/// Saves the loaded vCPU's virtual CPU interface (control and active
+/// priorities) and the physical active state of its hardware-linked
+/// timer interrupts, which are then cleared so that the next vCPU's timers
+/// can fire. The list registers were folded into the model already.
+pub fn save_cpu_interface(ctx: &mut VcpuContext) {
+    with(|irqs| {
+        ctx.vmcr = irqs.gic.vmcr();
+        ctx.aprs = irqs.gic.save_aprs();
+        ctx.hw_active = 0;
+        for intid in [VTIMER_INTID, PTIMER_INTID] {
+            if irqs.gic.is_active(intid).unwrap_or(false) {
+                ctx.hw_active |= 1 << intid;
+                let _ = irqs.gic.clear_active(intid);
+            }
+        }
+    });
+}
+
+/// Loads a vCPU's saved virtual CPU interface and the physical active state
+/// of its hardware-linked timer interrupts.
+pub fn restore_cpu_interface(ctx: &VcpuContext) {
+    with(|irqs| {
+        irqs.gic.set_vmcr(ctx.vmcr);
+        irqs.gic.restore_aprs(&ctx.aprs);
+        for intid in [VTIMER_INTID, PTIMER_INTID] {
+            let _ = if ctx.hw_active & (1 << intid) != 0 {
+                irqs.gic.set_active(intid)
+            } else {
+                irqs.gic.clear_active(intid)
+            };
+        }
+    });
+}
+
 /// The emulated devices' interrupt lines, into the model (after handing
-/// the guest UART any queued console input).
-fn sample_lines(vm: &mut Vm) {
-    console::deliver_input(&mut vm.uart);
+/// the guest UART any queued console input, if it has the console).
+pub fn sample_lines(vm: &mut Vm) {
+    console::deliver_input(vm.id, &mut vm.uart);
     let uart_line = vm.uart.irq_pending();
     let uart_intid = stratum_core::guest_dt::virt_map::UART_SPI + 32;
     vm.vgic
@@ -343,6 +463,7 @@ pub fn reset_cpu() {
     // The stopped vCPU's timers must not fire into whatever runs next here.
     sysreg::set_cntv_ctl_el0(0);
     sysreg::set_cntp_ctl_el0(0);
+    disarm_preemption();
     with(|irqs| {
         for n in 0..irqs.lr_count {
             irqs.gic.write_lr(n, 0);

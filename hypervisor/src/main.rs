@@ -14,13 +14,16 @@ mod head;
 mod irq;
 mod mem;
 mod panic;
+mod sched;
 mod smp;
 mod sync;
 mod system;
 mod vcpu;
 mod vm;
 
-use stratum_abi::bundle::{Bundle, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT, KernelKind};
+use stratum_abi::bundle::{
+    Bundle, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT, KernelKind, VmImage,
+};
 use stratum_abi::exit as exit_status;
 use stratum_abi::smccc;
 use stratum_arch::firmware::{self, Conduit};
@@ -29,6 +32,7 @@ use stratum_core::fdt::Fdt;
 use stratum_core::inject::PstateFeatures;
 use stratum_core::platform::{Platform, PsciConduit};
 use stratum_core::psci::{FirmwareFeatures, WorkaroundState};
+use stratum_core::sched::VcpuRef;
 use stratum_core::stage2;
 
 use crate::mem::{PhysRange, RamAllocator, TablePool};
@@ -179,33 +183,95 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         vtcr: s2cfg.vtcr,
     });
 
-    if bundle.vm_count() > stratum_abi::limits::RUNNING_VMS {
+    if bundle.vm_count() > system::MAX_VMS {
         log!(
             "error: the bundle describes {} VMs; this version runs {}",
             bundle.vm_count(),
-            stratum_abi::limits::RUNNING_VMS
+            system::MAX_VMS
         );
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
-    let image = bundle.vm(0).expect("Bundle::parse validated VM 0");
     let host_cpus = platform.cpus().len().min(head::MAX_CPUS);
-    if image.vcpus as usize > host_cpus {
-        log!(
-            "error: VM '{}' has {} vCPUs but the machine has {host_cpus} CPUs (one vCPU per CPU)",
-            image.name,
-            image.vcpus
-        );
-        system::shutdown(exit_status::BAD_BOOT_INPUT);
+    let mut cpus_needed = 1;
+    for id in 0..bundle.vm_count() {
+        let image = bundle.vm(id).expect("Bundle::parse validated every VM");
+        let vm = create_vm(id, image, &platform, s2cfg, &mut ram, &mut pool, host_cpus);
+        for v in 0..vm.vcpu_count() {
+            cpus_needed = cpus_needed.max(vm.pcpu[v] + 1);
+            let r = VcpuRef {
+                vm: id as u8,
+                vcpu: v as u8,
+            };
+            if !sched::place(r, vm.pcpu[v]) {
+                log!(
+                    "error: too many vCPUs share CPU {} (at most {})",
+                    vm.pcpu[v],
+                    stratum_core::sched::MAX_QUEUE
+                );
+                system::shutdown(exit_status::BAD_BOOT_INPUT);
+            }
+        }
+        console::add_vm(id, image.name);
+        system::install_vm(vm);
     }
-    let mut vm = match Vm::create(0, image, &platform.gic, s2cfg, &mut ram, &mut pool) {
+    let (tables_used, tables_free) = pool.usage();
+    let ram_used = (0..bundle.vm_count())
+        .map(|id| system::with_vm(id, |vm| vm.ram.size))
+        .sum();
+    system::set_mem_info([tables_used, ram_used, tables_free]);
+    let slice_us = 10_000u64;
+    sched::configure(
+        stratum_arch::timer::frequency() * slice_us / 1_000_000,
+        has_pauth(),
+        cptr_for_guests(),
+    );
+    if cpus_needed > 1 {
+        let mpidrs: [u64; head::MAX_CPUS] =
+            core::array::from_fn(|i| platform.cpus().get(i).map_or(u64::MAX, |c| c.mpidr));
+        let Some(conduit) = conduit else {
+            log!("error: the VMs need {cpus_needed} CPUs, but the DT names no PSCI to start them");
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        };
+        let online = smp::start_secondaries(conduit, &mpidrs[..host_cpus], cpus_needed);
+        log!("{online} CPUs online");
+        if online < cpus_needed {
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
+    }
+    sched::schedule(0)
+}
+
+/// Creates and loads VM `id`, or stops the machine with a message saying
+/// why it cannot be.
+fn create_vm(
+    id: usize,
+    image: VmImage<'static>,
+    platform: &Platform,
+    s2cfg: stage2::Stage2Config,
+    ram: &mut RamAllocator,
+    pool: &mut TablePool,
+    host_cpus: usize,
+) -> Vm {
+    let mut vm = match Vm::create(id, image, &platform.gic, s2cfg, ram, pool) {
         Ok(vm) => vm,
         Err(e) => {
             log!("error: VM '{}' cannot be created: {e}", image.name);
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
     };
+    for v in 0..vm.vcpu_count() {
+        vm.pcpu[v] = v;
+        if vm.pcpu[v] >= host_cpus {
+            log!(
+                "error: VM '{}' places vCPU {v} on CPU {}, but the machine has {host_cpus} CPUs",
+                image.name,
+                vm.pcpu[v]
+            );
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
+    }
     log!(
-        "vm0 '{}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
+        "vm{id} '{}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
         image.name,
         image.vcpus,
         vm.ram.size >> 20,
@@ -220,7 +286,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         vm.layout.entry,
     );
     log!(
-        "vm0 stage 2: {} x 1 GiB + {} x 2 MiB blocks + {} x 4 KiB pages, VMID {}; {} table pages in use",
+        "vm{id} stage 2: {} x 1 GiB + {} x 2 MiB blocks + {} x 4 KiB pages, VMID {}; {} table pages in use",
         vm.map_stats.blocks_1g,
         vm.map_stats.blocks_2m,
         vm.map_stats.pages_4k,
@@ -231,26 +297,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         log!("error: VM '{}' cannot be loaded: {e}", image.name);
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
-    let vcpus = image.vcpus as usize;
-    let (tables_used, tables_free) = pool.usage();
-    system::set_mem_info([tables_used, vm.ram.size, tables_free]);
-    system::install_vm(vm);
-    if vcpus > 1 {
-        let mpidrs: [u64; head::MAX_CPUS] =
-            core::array::from_fn(|i| platform.cpus().get(i).map_or(u64::MAX, |c| c.mpidr));
-        let Some(conduit) = conduit else {
-            log!(
-                "error: {vcpus} vCPUs need the other CPUs, but the DT names no PSCI to start them"
-            );
-            system::shutdown(exit_status::BAD_BOOT_INPUT);
-        };
-        let online = smp::start_secondaries(conduit, &mpidrs[..host_cpus], vcpus);
-        log!("{online} CPUs online, one per vCPU");
-        if online < vcpus {
-            system::shutdown(exit_status::BAD_BOOT_INPUT);
-        }
-    }
-    smp::run_vcpu_when_started(0)
+    vm
 }
 
 /// What secondary CPUs need from the boot CPU's discoveries.
@@ -276,7 +323,7 @@ extern "C" fn boot_secondary(cpu: usize) -> ! {
         panic!("CPU {cpu}: the GIC cannot be brought up after CPU 0 succeeded: {e}");
     }
     smp::mark_online(cpu);
-    smp::run_vcpu_when_started(cpu)
+    sched::schedule(cpu)
 }
 
 /// The self-test the host tool may ask for: a load from 512 GiB, beyond
@@ -350,48 +397,31 @@ fn configure_el2() {
     let hpmn = (sysreg::pmcr_el0() >> 11) & 0x1f;
     // SAFETY: MDCR_EL2 only controls traps of guest debug/PMU accesses.
     unsafe { sysreg::set_mdcr_el2(hpmn) };
-    // FP/SIMD, SVE and SME belong to the guest: EL2 is built soft-float and
-    // never touches them, and each CPU runs one vCPU, so nothing is switched.
-    // CPTR_EL2 (E2H = 0): bits 13, 9 and 7:0 are RES1; TZ (8) and TSM (12)
-    // trap SVE and SME, and are RES1 when those features are absent.
     let pfr0 = sysreg::id_aa64pfr0_el1();
     let pfr1 = sysreg::id_aa64pfr1_el1();
-    let has_sve = (pfr0 >> 32) & 0xf != 0;
-    let has_sme = (pfr1 >> 24) & 0xf != 0;
-    let mut cptr: u64 = 0x33ff;
-    if has_sve {
-        cptr &= !(1 << 8);
-    }
-    if has_sme {
-        cptr &= !(1 << 12);
-    }
-    // SAFETY: CPTR_EL2 only decides which guest FP/SIMD/SVE/SME accesses trap.
-    unsafe { sysreg::set_cptr_el2(cptr) };
     // The largest vector lengths the CPU offers (LEN saturates to them).
-    if has_sve {
+    if (pfr0 >> 32) & 0xf != 0 {
         // SAFETY: ZCR_EL2 exists (SVE is implemented) and only caps guest
         // vector length.
         unsafe { sysreg::set_zcr_el2(0x1ff) };
     }
-    if has_sme {
+    if (pfr1 >> 24) & 0xf != 0 {
         // SAFETY: SMCR_EL2 exists (SME is implemented) and only caps the
         // guest's streaming vector length.
         unsafe { sysreg::set_smcr_el2(0x1ff) };
     }
+    // SAFETY: CPTR_EL2 only decides which guest FP/SIMD/SVE/SME accesses
+    // trap; `sched` refines it per vCPU before any guest runs.
+    unsafe { sysreg::set_cptr_el2(cptr_for_guests()) };
     // SAFETY: EL1 may read the physical counter and use the EL1 physical
     // timer directly; this changes no EL2 behaviour.
     unsafe { sysreg::set_cnthctl_el2(0b11) };
     sysreg::set_cntvoff_el2(0);
     sysreg::set_vpidr_el2(sysreg::midr_el1());
-    // Pointer authentication, where the CPU has it, is the guest's too: its
-    // keys are EL1 registers that stay live (one vCPU per CPU), so neither
-    // the instructions (API) nor the key registers (APK) need to trap.
-    let isar1 = sysreg::id_aa64isar1_el1();
-    let isar2 = sysreg::id_aa64isar2_el1();
-    let has_pauth = (isar1 >> 4) & 0xff != 0 // APA, API
-        || (isar1 >> 24) & 0xff != 0 // GPA, GPI
-        || (isar2 >> 8) & 0xff != 0; // GPA3, APA3
-    let hcr = if has_pauth {
+    // Pointer authentication, where the CPU has it, is the guest's too:
+    // neither the instructions (API) nor the key registers (APK) trap; the
+    // keys are switched with the other EL1 registers when vCPUs share a CPU.
+    let hcr = if has_pauth() {
         HCR_GUEST | HCR_APK | HCR_API
     } else {
         HCR_GUEST
@@ -400,6 +430,32 @@ fn configure_el2() {
     // exceptions go; EL2's own translation and vectors are unaffected.
     unsafe { sysreg::set_hcr_el2(hcr) };
     stratum_arch::barrier::isb();
+}
+
+/// Whether the CPU has pointer authentication (and so its key registers).
+fn has_pauth() -> bool {
+    let isar1 = sysreg::id_aa64isar1_el1();
+    let isar2 = sysreg::id_aa64isar2_el1();
+    (isar1 >> 4) & 0xff != 0 // APA, API
+        || (isar1 >> 24) & 0xff != 0 // GPA, GPI
+        || (isar2 >> 8) & 0xff != 0 // GPA3, APA3
+}
+
+/// `CPTR_EL2` for a vCPU that has its CPU to itself: FP/SIMD, SVE and SME
+/// belong to the guest (EL2 is built soft-float and never touches them).
+/// With E2H = 0, bits 13, 9 and 7:0 are RES1; TZ (8) and TSM (12) trap SVE
+/// and SME, and are RES1 when those features are absent.
+fn cptr_for_guests() -> u64 {
+    let has_sve = (sysreg::id_aa64pfr0_el1() >> 32) & 0xf != 0;
+    let has_sme = (sysreg::id_aa64pfr1_el1() >> 24) & 0xf != 0;
+    let mut cptr: u64 = 0x33ff;
+    if has_sve {
+        cptr &= !(1 << 8);
+    }
+    if has_sme {
+        cptr &= !(1 << 12);
+    }
+    cptr
 }
 
 fn cpu_name(midr: u64) -> &'static str {

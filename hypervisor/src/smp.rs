@@ -1,20 +1,14 @@
-//! Several physical CPUs: bring-up of the secondaries, and the per-CPU loop
-//! that waits until this CPU's vCPU is started, then runs it.
-//!
-//! Placement is static: vCPU `i` of the VM runs on physical CPU `i`, always,
-//! so a vCPU's EL1 registers, timers and GIC CPU-interface state stay live in
-//! its CPU and no switch ever saves them. A CPU whose vCPU is off (not yet
-//! started by PSCI `CPU_ON`, or after `CPU_OFF`, or during a VM reset) waits
-//! in `wfe` for a start request; `sev` wakes it.
+//! Several physical CPUs: bring-up of the secondaries and each CPU's index.
+//! What a CPU runs once it is up is `sched`'s business.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use stratum_abi::smccc;
 use stratum_arch::firmware::{self, Conduit};
-use stratum_arch::{barrier, sysreg};
+use stratum_arch::sysreg;
 
 use crate::head::{self, MAX_CPUS};
-use crate::{irq, log, system};
+use crate::log;
 
 /// `MPIDR_EL1` affinity fields (Aff3, Aff2, Aff1, Aff0).
 const AFFINITY_MASK: u64 = 0xff_00ff_ffff;
@@ -71,24 +65,4 @@ pub fn start_secondaries(conduit: Conduit, mpidrs: &[u64], count: usize) -> usiz
 /// Marks this CPU online (called once by each secondary after bring-up).
 pub fn mark_online(i: usize) {
     ONLINE.fetch_or(1 << i, Ordering::AcqRel);
-}
-
-/// Wakes CPUs waiting in [`run_vcpu_when_started`].
-pub fn wake_waiters() {
-    barrier::sev();
-}
-
-/// Runs this CPU's vCPU as soon as (and whenever) it is started. Never
-/// returns: each guest entry starts again from the top of this CPU's stack.
-pub fn run_vcpu_when_started(cpu: usize) -> ! {
-    irq::reset_cpu();
-    loop {
-        if system::try_with_vm(|vm| vm.start_vcpu_if_requested(cpu)).unwrap_or(false) {
-            // SAFETY: `start_vcpu_if_requested` made TPIDR_EL2 name this
-            // vCPU's frame, set ELR/SPSR_EL2 to its entry state and
-            // activated the VM's stage 2 on this CPU.
-            unsafe { head::enter_guest(head::stack_top(cpu)) }
-        }
-        barrier::wfe();
-    }
 }

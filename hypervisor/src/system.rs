@@ -1,9 +1,8 @@
-//! Global hypervisor state: the VMs, what the firmware offers, and how to
-//! stop the machine.
+//! Global hypervisor state: the VMs, what the firmware offers, the VM
+//! lifecycle (reset, stop) and how to stop the machine.
 //!
-//! This version runs every VM on the boot CPU, one after another is not
-//! needed yet: one VM, one vCPU. The state sits behind a spinlock so that the
-//! later SMP work only has to refine the locking, not the structure.
+//! Each VM sits behind its own lock; the exits of different VMs never wait
+//! for each other. Code never holds two VM locks at once.
 
 use stratum_abi::exit;
 use stratum_arch::firmware::{self, Conduit};
@@ -12,9 +11,14 @@ use stratum_core::inject::PstateFeatures;
 use stratum_core::psci::FirmwareFeatures;
 use stratum_core::vmexit::StopReason;
 
-use crate::log;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use stratum_core::sched::VcpuRef;
+
+use crate::console::VmState;
 use crate::sync::SpinLock;
-use crate::vm::Vm;
+use crate::vm::{RunState, Vm};
+use crate::{log, sched};
 
 /// Machine-wide settings fixed at boot.
 #[derive(Clone, Copy)]
@@ -32,7 +36,15 @@ pub struct Settings {
 }
 
 static SETTINGS: SpinLock<Option<Settings>> = SpinLock::new(None);
-static VM: SpinLock<Option<Vm>> = SpinLock::new(None);
+/// Most VMs one system runs.
+pub const MAX_VMS: usize = 8;
+const _: () = assert!(MAX_VMS >= stratum_abi::limits::RUNNING_VMS);
+
+static VMS: [SpinLock<Option<Vm>>; MAX_VMS] = [const { SpinLock::new(None) }; MAX_VMS];
+/// How many VMs were installed.
+static VM_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// When the machine stops: after every VM stopped, or after the first.
+static STOP_ON_FIRST: AtomicBool = AtomicBool::new(false);
 /// What `MEM_INFO` reports: table bytes in use, RAM bytes handed out, table
 /// bytes free.
 static MEM_INFO: SpinLock<[u64; 3]> = SpinLock::new([0; 3]);
@@ -63,70 +75,125 @@ pub fn settings_for_panic() -> Option<Settings> {
     SETTINGS.try_lock().and_then(|s| *s)
 }
 
-/// Installs the VM that runs on this CPU.
+/// Installs VM `vm.id` (boot CPU, before any guest runs).
 pub fn install_vm(vm: Vm) {
-    *VM.lock() = Some(vm);
+    let id = vm.id;
+    *VMS[id].lock() = Some(vm);
+    VM_COUNT.fetch_max(id + 1, Ordering::AcqRel);
 }
 
-/// Runs `f` on the VM, if one is installed yet.
-pub fn try_with_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
-    VM.lock().as_mut().map(f)
+/// How many VMs the system has.
+pub fn vm_count() -> usize {
+    VM_COUNT.load(Ordering::Acquire)
 }
 
-/// Runs `f` on the current VM.
-pub fn with_current_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> R {
-    let mut guard = VM.lock();
-    let vm = guard.as_mut().expect("a guest exit with no VM installed");
-    f(vm)
+/// Runs `f` on VM `id`.
+pub fn with_vm<R>(id: usize, f: impl FnOnce(&mut Vm) -> R) -> R {
+    let mut guard = VMS[id].lock();
+    f(guard.as_mut().expect("a VM index the boot CPU installed"))
 }
 
-/// Restarts the VM from its pristine image, on behalf of the vCPU running
-/// on physical CPU `cpu`: every other running vCPU is told to park (and
-/// kicked out of the guest), and only once all have parked is guest memory
-/// rewritten; then this CPU waits for its own vCPU like the others (vCPU 0
-/// gets the boot request). Never returns.
-pub fn reset_vm(cpu: usize) -> ! {
-    with_current_vm(|vm| {
+/// Runs `f` on VM `id` if it exists.
+pub fn try_with_vm<R>(id: usize, f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
+    VMS.get(id)?.lock().as_mut().map(f)
+}
+
+/// Kicks the CPUs of `vm`'s vCPUs that are some CPU's current vCPU (other
+/// than `cpu`), so that they see a reset or stop.
+fn kick_on_cpu(vm: &Vm, cpu: usize) {
+    for v in 0..vm.vcpu_count() {
+        if vm.on_cpu[v] && vm.pcpu[v] != cpu {
+            crate::irq::kick(vm.pcpu[v]);
+        }
+    }
+}
+
+/// Restarts `me`'s VM from its pristine image, on behalf of `me` (running
+/// on `cpu`): every other vCPU of the VM is told to park (and kicked out of
+/// the guest), and only once none runs is guest memory rewritten. Then this
+/// CPU schedules again (vCPU 0 has the boot request). Never returns.
+pub fn reset_vm(cpu: usize, me: VcpuRef) -> ! {
+    let id = usize::from(me.vm);
+    let first = with_vm(id, |vm| {
+        vm.running[usize::from(me.vcpu)] = false;
+        if vm.resetting {
+            // Another vCPU's reset is under way: it reloads the VM.
+            return false;
+        }
         log!(
             "vm{} '{}': reset requested: reloading its image",
             vm.id,
             vm.image.name
         );
         vm.resetting = true;
-        vm.running[cpu] = false;
-        for other in 0..vm.image.vcpus as usize {
-            if other != cpu && vm.running[other] {
-                crate::irq::kick(other);
+        crate::console::set_state(id, VmState::Restarting);
+        kick_on_cpu(vm, cpu);
+        true
+    });
+    sched::discard(cpu, me);
+    if first {
+        reload_when_parked(cpu, id);
+    }
+    sched::schedule(cpu)
+}
+
+/// Waits until no vCPU of VM `id` is on a CPU (besides this CPU's, which the
+/// caller gives up), then reloads it and asks its vCPU 0's CPU to start it.
+fn reload_when_parked(cpu: usize, id: usize) {
+    with_vm(id, |vm| {
+        for v in 0..vm.vcpu_count() {
+            if vm.pcpu[v] == cpu {
+                vm.on_cpu[v] = false;
             }
         }
     });
-    while with_current_vm(|vm| vm.running.iter().any(|&r| r)) {
+    while with_vm(id, |vm| vm.any_on_cpu()) {
         core::hint::spin_loop();
     }
-    with_current_vm(|vm| {
+    with_vm(id, |vm| {
         vm.resetting = false;
         if let Err(e) = vm.load() {
             panic!("VM reload failed after a successful first load: {e}");
         }
+        crate::console::set_state(id, VmState::Running);
+        crate::irq::kick(vm.pcpu[0]);
     });
-    crate::smp::run_vcpu_when_started(cpu)
 }
 
-/// Stops running this CPU's vCPU (powered off by `CPU_OFF`, or parked for
-/// a reset) and waits for it to be started again. Never returns.
-pub fn park_vcpu(cpu: usize) -> ! {
-    with_current_vm(|vm| {
-        vm.running[cpu] = false;
+/// Stops running `me` (powered off by `CPU_OFF`, or parked for a reset or
+/// stop) and schedules. Never returns.
+pub fn park_vcpu(cpu: usize, me: VcpuRef) -> ! {
+    with_vm(usize::from(me.vm), |vm| {
+        let v = usize::from(me.vcpu);
+        vm.running[v] = false;
+        vm.blocked[v] = false;
         // Like a powered-down CPU, the vCPU loses its interrupts in flight
         // (its list registers were folded when this exit began).
-        vm.vgic.reset_vcpu(cpu);
+        vm.vgic.reset_vcpu(v);
     });
-    crate::smp::run_vcpu_when_started(cpu)
+    sched::discard(cpu, me);
+    sched::schedule(cpu)
 }
 
-/// Stops the current VM; with no VM left, stops the machine.
-pub fn stop_current(reason: StopReason) -> ! {
-    let status = with_current_vm(|vm| {
+/// Stops `me`'s VM for `reason` (or restarts it, if it crashed and its
+/// config says so), and schedules. Stops the machine when the stop policy
+/// says so: every VM stopped, or (`stop = "any"`) this one. Never returns.
+pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
+    let id = usize::from(me.vm);
+    let restart = with_vm(id, |vm| {
+        reason == StopReason::Crashed && vm.restart_on_crash
+    });
+    if restart {
+        with_vm(id, |vm| {
+            log!(
+                "vm{} '{}' crashed: restarting it (on_crash = \"restart\")",
+                vm.id,
+                vm.image.name
+            );
+        });
+        reset_vm(cpu, me);
+    }
+    with_vm(id, |vm| {
         let c = vm.counters;
         log!(
             "vm{} '{}' stopped ({reason:?}) after {} boot(s); exits: {} hvc, {} smc, {} mmio ({} decoded), {} sysreg, {} wfx; {} aborts and {} undefs injected",
@@ -142,13 +209,44 @@ pub fn stop_current(reason: StopReason) -> ! {
             c.injected_aborts,
             c.injected_undefs
         );
-        match reason {
-            StopReason::PowerOff | StopReason::AllCpusOff => exit::ALL_VMS_OFF,
-            StopReason::Crashed => exit::VM_CRASHED,
-        }
+        vm.state = RunState::Stopped(reason);
+        vm.running[usize::from(me.vcpu)] = false;
+        crate::console::set_state(
+            id,
+            if reason == StopReason::Crashed {
+                VmState::Crashed
+            } else {
+                VmState::Stopped
+            },
+        );
+        kick_on_cpu(vm, cpu);
     });
-    log!("no VM left running: stopping");
-    shutdown(status)
+    sched::discard(cpu, me);
+    let mut all_stopped = true;
+    let mut crashed = false;
+    for other in 0..vm_count() {
+        match try_with_vm(other, |vm| vm.state) {
+            Some(RunState::Stopped(r)) => crashed |= r == StopReason::Crashed,
+            Some(RunState::Running) => all_stopped = false,
+            None => {}
+        }
+    }
+    if all_stopped || STOP_ON_FIRST.load(Ordering::Relaxed) {
+        log!(
+            "{}: stopping",
+            if all_stopped {
+                "no VM left running"
+            } else {
+                "a VM stopped and the system stops with the first"
+            }
+        );
+        shutdown(if crashed {
+            exit::VM_CRASHED
+        } else {
+            exit::ALL_VMS_OFF
+        });
+    }
+    sched::schedule(cpu)
 }
 
 /// Stops the machine with `status` (semihosting when available, else PSCI

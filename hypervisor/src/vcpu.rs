@@ -65,32 +65,155 @@ impl GuestRegs for LiveVcpu<'_> {
     }
 }
 
-/// Puts the EL1 system registers in their reset state for a vCPU about to
-/// enter at `entry` (MMU off), and the frame in the boot protocol's state.
-pub fn reset_el1(frame: &mut Frame, entry: u64, x0: u64) {
-    *frame = Frame::default();
-    frame.x[0] = x0;
-    sysreg::set_sctlr_el1(SCTLR_EL1_RESET);
-    for set in [
-        sysreg::set_vbar_el1,
-        sysreg::set_esr_el1,
-        sysreg::set_far_el1,
-        sysreg::set_elr_el1,
-        sysreg::set_spsr_el1,
-        sysreg::set_sp_el1,
-        sysreg::set_sp_el0,
-        sysreg::set_cpacr_el1,
-        sysreg::set_tcr_el1,
-        sysreg::set_mair_el1,
-        sysreg::set_ttbr0_el1,
-        sysreg::set_ttbr1_el1,
-        sysreg::set_contextidr_el1,
-        sysreg::set_tpidr_el1,
-        sysreg::set_cntv_ctl_el0,
-        sysreg::set_cntkctl_el1,
-    ] {
-        set(0);
+/// The EL1 system registers a vCPU owns, in the order [`El1Regs::save`]
+/// reads them. Saved only when another vCPU takes the physical CPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct El1Regs {
+    r: [u64; EL1_REGS],
+    /// Pointer-authentication keys (only when the CPU has them).
+    keys: [u64; 10],
+    /// `ELR_EL1`, `SPSR_EL1`.
+    elr_spsr: [u64; 2],
+}
+
+const EL1_REGS: usize = 22;
+
+type Get = fn() -> u64;
+type Set = fn(u64);
+
+/// Each switched EL1 register's reader and writer.
+const EL1_ACCESS: [(Get, Set); EL1_REGS] = [
+    (sysreg::sctlr_el1, sysreg::set_sctlr_el1),
+    (sysreg::actlr_el1, sysreg::set_actlr_el1),
+    (sysreg::cpacr_el1, sysreg::set_cpacr_el1),
+    (sysreg::ttbr0_el1, sysreg::set_ttbr0_el1),
+    (sysreg::ttbr1_el1, sysreg::set_ttbr1_el1),
+    (sysreg::tcr_el1, sysreg::set_tcr_el1),
+    (sysreg::esr_el1, sysreg::set_esr_el1),
+    (sysreg::afsr0_el1, sysreg::set_afsr0_el1),
+    (sysreg::afsr1_el1, sysreg::set_afsr1_el1),
+    (sysreg::far_el1, sysreg::set_far_el1),
+    (sysreg::mair_el1, sysreg::set_mair_el1),
+    (sysreg::amair_el1, sysreg::set_amair_el1),
+    (sysreg::vbar_el1, sysreg::set_vbar_el1),
+    (sysreg::contextidr_el1, sysreg::set_contextidr_el1),
+    (sysreg::tpidr_el0, sysreg::set_tpidr_el0),
+    (sysreg::tpidrro_el0, sysreg::set_tpidrro_el0),
+    (sysreg::tpidr_el1, sysreg::set_tpidr_el1),
+    (sysreg::cntkctl_el1, sysreg::set_cntkctl_el1),
+    (sysreg::par_el1, sysreg::set_par_el1),
+    (sysreg::csselr_el1, sysreg::set_csselr_el1),
+    (sysreg::sp_el0, sysreg::set_sp_el0),
+    (sysreg::sp_el1, sysreg::set_sp_el1),
+];
+
+/// The pointer-authentication key registers.
+const KEY_ACCESS: [(Get, Set); 10] = [
+    (sysreg::apiakeylo_el1, sysreg::set_apiakeylo_el1),
+    (sysreg::apiakeyhi_el1, sysreg::set_apiakeyhi_el1),
+    (sysreg::apibkeylo_el1, sysreg::set_apibkeylo_el1),
+    (sysreg::apibkeyhi_el1, sysreg::set_apibkeyhi_el1),
+    (sysreg::apdakeylo_el1, sysreg::set_apdakeylo_el1),
+    (sysreg::apdakeyhi_el1, sysreg::set_apdakeyhi_el1),
+    (sysreg::apdbkeylo_el1, sysreg::set_apdbkeylo_el1),
+    (sysreg::apdbkeyhi_el1, sysreg::set_apdbkeyhi_el1),
+    (sysreg::apgakeylo_el1, sysreg::set_apgakeylo_el1),
+    (sysreg::apgakeyhi_el1, sysreg::set_apgakeyhi_el1),
+];
+
+impl El1Regs {
+    /// The registers at reset: MMU and caches off, everything else zero.
+    pub fn at_reset() -> Self {
+        let mut r = Self::default();
+        r.r[0] = SCTLR_EL1_RESET;
+        r
     }
-    sysreg::set_elr_el2(entry);
-    sysreg::set_spsr_el2(PSTATE_EL1H_MASKED);
+
+    /// Reads the live registers (`pauth`: the CPU has key registers).
+    pub fn save(&mut self, pauth: bool) {
+        for (slot, (get, _)) in self.r.iter_mut().zip(EL1_ACCESS) {
+            *slot = get();
+        }
+        if pauth {
+            for (slot, (get, _)) in self.keys.iter_mut().zip(KEY_ACCESS) {
+                *slot = get();
+            }
+        }
+        // ELR/SPSR_EL1 are written by exception injection at every exit
+        // too, so they travel with the others.
+        self.elr_spsr = [sysreg::elr_el1(), sysreg::spsr_el1()];
+    }
+
+    /// Writes the registers back.
+    pub fn restore(&self, pauth: bool) {
+        for (v, (_, set)) in self.r.iter().zip(EL1_ACCESS) {
+            set(*v);
+        }
+        if pauth {
+            for (v, (_, set)) in self.keys.iter().zip(KEY_ACCESS) {
+                set(*v);
+            }
+        }
+        sysreg::set_elr_el1(self.elr_spsr[0]);
+        sysreg::set_spsr_el1(self.elr_spsr[1]);
+    }
+}
+
+/// Everything of a vCPU besides its general-purpose registers that lives
+/// in the physical CPU while it runs, saved when another vCPU takes the CPU
+/// and restored when it comes back.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuContext {
+    /// EL1 system registers.
+    pub el1: El1Regs,
+    /// `ELR_EL2`: where the vCPU resumes.
+    pub pc: u64,
+    /// `SPSR_EL2`: its PSTATE.
+    pub pstate: u64,
+    /// `CNTV_CTL_EL0`, `CNTV_CVAL_EL0`, `CNTP_CTL_EL0`, `CNTP_CVAL_EL0`.
+    pub timers: [u64; 4],
+    /// Bit `n`: private interrupt `n` was physically active (a hardware-
+    /// linked timer interrupt the guest had not deactivated yet).
+    pub hw_active: u32,
+    /// The virtual CPU interface's control register (`ICH_VMCR_EL2` /
+    /// `GICH_VMCR`).
+    pub vmcr: u32,
+    /// Its active-priority registers.
+    pub aprs: stratum_arch::gic::ActivePriorities,
+    /// FP/SIMD registers (switched lazily: see `sched`).
+    pub fp: stratum_arch::fpsimd::FpState,
+}
+
+impl VcpuContext {
+    /// A vCPU at reset about to enter at `entry` (EL1h, MMU off, D/A/I/F
+    /// masked), per the boot protocol.
+    pub fn at_reset(entry: u64) -> Self {
+        Self {
+            el1: El1Regs::at_reset(),
+            pc: entry,
+            pstate: PSTATE_EL1H_MASKED,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a saved timer of this vCPU has fired by physical count `now`
+    /// (enabled, unmasked, compare value reached), `cntvoff` being the VM's
+    /// virtual offset. Only meaningful while the context is saved.
+    pub fn timer_fired(&self, now: u64, cntvoff: u64) -> bool {
+        let fired = |ctl: u64, cval: u64, count: u64| ctl & 0b11 == 0b01 && count >= cval;
+        fired(self.timers[0], self.timers[1], now.wrapping_sub(cntvoff))
+            || fired(self.timers[2], self.timers[3], now)
+    }
+
+    /// The physical count at which the earliest enabled, unmasked saved
+    /// timer fires, if any.
+    pub fn next_deadline(&self, cntvoff: u64) -> Option<u64> {
+        let armed = |ctl: u64| ctl & 0b11 == 0b01;
+        let v = armed(self.timers[0]).then(|| self.timers[1].wrapping_add(cntvoff));
+        let p = armed(self.timers[2]).then_some(self.timers[3]);
+        match (v, p) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }

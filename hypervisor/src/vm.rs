@@ -16,11 +16,14 @@ use stratum_vgic::Vgic;
 
 use crate::mem::{RamAllocator, TablePool};
 use crate::sync::SpinLock;
-use crate::vcpu::{self, Frame};
+use crate::vcpu::{Frame, VcpuContext};
 
 /// SPIs of each VM's virtual GIC (INTIDs 32–95): the emulated UART's and
 /// room for passthrough devices and tests.
 pub const VGIC_SPIS: u32 = 64;
+
+/// Most channels one VM has.
+pub const CHANNELS: usize = 16;
 
 /// Space reserved for a guest's device tree.
 const DTB_MAX: usize = 64 * 1024;
@@ -72,10 +75,26 @@ impl core::fmt::Display for VmError {
     }
 }
 
-/// Most vCPUs per VM (the host tool enforces the same limit); vCPU `i` runs
-/// on physical CPU `i`.
+/// Most vCPUs per VM (the host tool enforces the same limit).
 pub const MAX_VCPUS: usize = stratum_abi::limits::VCPUS_PER_VM as usize;
-const _: () = assert!(MAX_VCPUS <= crate::head::MAX_CPUS);
+
+/// Whether a VM runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// Booted (or booting) and not stopped.
+    Running,
+    /// Stopped for good, for this reason.
+    Stopped(stratum_core::vmexit::StopReason),
+}
+
+/// One end of a shared-memory channel, as the VM at this end sees it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChannelPort {
+    /// The VM at the other end.
+    pub peer_vm: usize,
+    /// The doorbell SPI (0-based) to raise in the peer.
+    pub peer_spi: u32,
+}
 
 /// One virtual machine.
 pub struct Vm {
@@ -98,9 +117,32 @@ pub struct Vm {
     /// A start request per vCPU: (entry point, x0), posted by `CPU_ON` or a
     /// (re)boot and taken by the vCPU's physical CPU.
     pub start: [Option<(u64, u64)>; MAX_VCPUS],
-    /// Whether each vCPU's physical CPU is running it (in the guest or idling
-    /// on its behalf), as opposed to waiting for a start request.
+    /// Whether each vCPU was started and not parked since (powered on, as
+    /// far as scheduling goes).
     pub running: [bool; MAX_VCPUS],
+    /// Whether each vCPU is its physical CPU's current vCPU right now (in
+    /// the guest, in an exit, or idling in its `WFI`).
+    pub on_cpu: [bool; MAX_VCPUS],
+    /// Whether each vCPU waits in `WFI` off its (time-shared) CPU.
+    pub blocked: [bool; MAX_VCPUS],
+    /// The physical CPU each vCPU runs on.
+    pub pcpu: [usize; MAX_VCPUS],
+    /// Each vCPU's state while another vCPU has its CPU.
+    pub ctx: [VcpuContext; MAX_VCPUS],
+    /// Whether the VM runs or stopped for good.
+    pub state: RunState,
+    /// Restart rather than stop when the guest crashes.
+    pub restart_on_crash: bool,
+    /// Consecutive aborts injected at the guest's own exception vectors:
+    /// an exception loop the guest cannot leave.
+    pub vector_faults: u32,
+    /// The VM's shared-memory channels, by channel number.
+    pub channels: [ChannelPort; CHANNELS],
+    /// How many of `channels` exist.
+    pub channel_count: usize,
+    /// The VM was (re)loaded: its first vCPU to start flushes its TLB
+    /// entries (stage-1 entries of the previous boot share its VMID).
+    pub needs_tlb_flush: bool,
     /// A reset is in progress: every running vCPU must park.
     pub resetting: bool,
     /// `CNTVOFF_EL2` of this boot (every vCPU's virtual counter agrees).
@@ -204,6 +246,16 @@ impl Vm {
             }),
             start: [None; MAX_VCPUS],
             running: [false; MAX_VCPUS],
+            on_cpu: [false; MAX_VCPUS],
+            blocked: [false; MAX_VCPUS],
+            pcpu: core::array::from_fn(|i| i),
+            ctx: [VcpuContext::default(); MAX_VCPUS],
+            state: RunState::Running,
+            restart_on_crash: false,
+            vector_faults: 0,
+            channels: [ChannelPort::default(); CHANNELS],
+            channel_count: 0,
+            needs_tlb_flush: true,
             resetting: false,
             cntvoff: 0,
             counters: ExitCounters::default(),
@@ -282,48 +334,78 @@ impl Vm {
         // vCPU 0 boots per the arm64 boot protocol: x0 = the DTB.
         self.power[0].state = PowerState::OnPending;
         self.start[0] = Some((self.layout.entry.0, self.layout.dtb.start.0));
-        crate::smp::wake_waiters();
+        self.state = RunState::Running;
+        self.vector_faults = 0;
+        self.blocked = [false; MAX_VCPUS];
+        self.running = [false; MAX_VCPUS];
+        self.needs_tlb_flush = true;
         Ok(())
     }
 
-    /// On physical CPU `cpu`: if its vCPU has a start request, takes it and
-    /// prepares the vCPU to enter (EL1 state reset, entry point and x0,
-    /// virtual MPIDR, counter offset, stage 2, `TPIDR_EL2`). True when the
-    /// caller should enter the guest.
-    pub fn start_vcpu_if_requested(&mut self, cpu: usize) -> bool {
-        if self.resetting || cpu >= self.image.vcpus as usize {
+    /// Takes vCPU `v`'s start request, if it has one and the VM may run:
+    /// its registers are reset to enter at the requested entry point with
+    /// the requested x0, and it counts as running. The caller loads the
+    /// fresh context into its CPU.
+    pub fn take_start(&mut self, v: usize) -> bool {
+        if self.resetting || self.state != RunState::Running || v >= self.vcpu_count() {
             return false;
         }
-        let Some((entry, x0)) = self.start[cpu].take() else {
+        let Some((entry, x0)) = self.start[v].take() else {
             return false;
         };
-        self.power[cpu].power_on_done();
-        self.running[cpu] = true;
-        self.activate(cpu);
-        vcpu::reset_el1(&mut self.frames[cpu], entry, x0);
-        // Bit 31 of MPIDR_EL1 is RES1; U (bit 30) = 0: a multiprocessor system.
-        sysreg::set_vmpidr_el2((1 << 31) | self.power[cpu].mpidr);
-        sysreg::set_cntvoff_el2(self.cntvoff);
+        self.power[v].power_on_done();
+        self.running[v] = true;
+        self.blocked[v] = false;
+        self.ctx[v] = VcpuContext::at_reset(entry);
+        self.frames[v] = Frame::default();
+        self.frames[v].x[0] = x0;
         true
     }
 
-    /// Whether physical CPU `cpu` must stop running its vCPU now (it was
-    /// powered off, or the VM is being reset).
-    pub fn must_park(&self, cpu: usize) -> bool {
-        self.resetting || self.power[cpu].state == PowerState::Off
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.image.vcpus as usize
     }
 
-    /// Makes this VM's stage 2 current on this CPU and drops stale TLB entries.
-    pub fn activate(&mut self, cpu: usize) {
+    /// Whether vCPU `v` must stop running now (it was powered off, or the VM
+    /// is being reset or has stopped).
+    pub fn must_park(&self, v: usize) -> bool {
+        self.must_park_vm() || self.power[v].state == PowerState::Off
+    }
+
+    /// Whether every vCPU must stop running now (the VM is being reset or
+    /// has stopped).
+    pub fn must_park_vm(&self) -> bool {
+        self.resetting || self.state != RunState::Running
+    }
+
+    /// Whether any vCPU of this VM is some CPU's current vCPU.
+    pub fn any_on_cpu(&self) -> bool {
+        self.on_cpu.iter().any(|&c| c)
+    }
+
+    /// Makes vCPU `v` of this VM the one this CPU runs: its stage 2, its
+    /// frame in `TPIDR_EL2`, its virtual MPIDR and counter offset.
+    pub fn activate(&mut self, v: usize) {
         // SAFETY: VTTBR_EL2 names a complete stage-2 table built by `create`;
-        // it only affects EL1/EL0 translation, never EL2's own.
+        // it only affects EL1/EL0 translation, never EL2's own. VMIDs tag
+        // the TLBs, so no invalidation is needed on a switch.
         unsafe { sysreg::set_vttbr_el2(self.vttbr) };
-        stratum_arch::barrier::isb();
-        tlb::invalidate_current_vmid();
-        let frame = core::ptr::addr_of_mut!(self.frames[cpu]) as u64;
-        // SAFETY: TPIDR_EL2 must point to the running vCPU's frame; `self`
-        // lives in a static for as long as the VM runs.
+        let frame = core::ptr::addr_of_mut!(self.frames[v]) as u64;
+        // SAFETY: TPIDR_EL2 must point to the running vCPU's frame; the VM
+        // lives in a static for as long as the hypervisor runs.
         unsafe { sysreg::set_tpidr_el2(frame) };
+        // Bit 31 of MPIDR_EL1 is RES1; U (bit 30) = 0: a multiprocessor system.
+        sysreg::set_vmpidr_el2((1 << 31) | self.power[v].mpidr);
+        sysreg::set_cntvoff_el2(self.cntvoff);
+        stratum_arch::barrier::isb();
+    }
+
+    /// Drops every cached translation of this VM (its guests' stage-1
+    /// entries from a previous boot included), on every CPU. Needs this VM's
+    /// stage 2 current on this CPU.
+    pub fn flush_tlb(&self) {
+        tlb::invalidate_current_vmid();
     }
 }
 

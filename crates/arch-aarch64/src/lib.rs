@@ -11,6 +11,7 @@
 pub mod barrier;
 pub mod cache;
 pub mod firmware;
+pub mod fpsimd;
 pub mod gic;
 pub mod pl011;
 pub mod semihosting;

@@ -181,6 +181,42 @@ sysregs! {
     CNTV_CTL_EL0: cntv_ctl_el0, safe set_cntv_ctl_el0;
     /// Guest EL1 timer control register (kernel timer access control).
     CNTKCTL_EL1: cntkctl_el1, safe set_cntkctl_el1;
+    /// Auxiliary memory attribute indirection (EL1).
+    AMAIR_EL1: amair_el1, safe set_amair_el1;
+    /// Auxiliary fault status 0 (EL1).
+    AFSR0_EL1: afsr0_el1, safe set_afsr0_el1;
+    /// Auxiliary fault status 1 (EL1).
+    AFSR1_EL1: afsr1_el1, safe set_afsr1_el1;
+    /// EL0 read/write thread ID.
+    TPIDR_EL0: tpidr_el0, safe set_tpidr_el0;
+    /// EL0 read-only thread ID.
+    TPIDRRO_EL0: tpidrro_el0, safe set_tpidrro_el0;
+    /// Cache size selection.
+    CSSELR_EL1: csselr_el1, safe set_csselr_el1;
+    /// Monitor debug system control (EL1).
+    MDSCR_EL1: mdscr_el1, safe set_mdscr_el1;
+    /// Auxiliary control (EL1).
+    ACTLR_EL1: actlr_el1, safe set_actlr_el1;
+    /// Pointer authentication key APIAKeyLo_EL1.
+    S3_0_C2_C1_0: apiakeylo_el1, safe set_apiakeylo_el1;
+    /// APIAKeyHi_EL1.
+    S3_0_C2_C1_1: apiakeyhi_el1, safe set_apiakeyhi_el1;
+    /// APIBKeyLo_EL1.
+    S3_0_C2_C1_2: apibkeylo_el1, safe set_apibkeylo_el1;
+    /// APIBKeyHi_EL1.
+    S3_0_C2_C1_3: apibkeyhi_el1, safe set_apibkeyhi_el1;
+    /// APDAKeyLo_EL1.
+    S3_0_C2_C2_0: apdakeylo_el1, safe set_apdakeylo_el1;
+    /// APDAKeyHi_EL1.
+    S3_0_C2_C2_1: apdakeyhi_el1, safe set_apdakeyhi_el1;
+    /// APDBKeyLo_EL1.
+    S3_0_C2_C2_2: apdbkeylo_el1, safe set_apdbkeylo_el1;
+    /// APDBKeyHi_EL1.
+    S3_0_C2_C2_3: apdbkeyhi_el1, safe set_apdbkeyhi_el1;
+    /// APGAKeyLo_EL1.
+    S3_0_C2_C3_0: apgakeylo_el1, safe set_apgakeylo_el1;
+    /// APGAKeyHi_EL1.
+    S3_0_C2_C3_1: apgakeyhi_el1, safe set_apgakeyhi_el1;
 
     // ---- GICv3 physical CPU interface, as seen from EL2 ----
     /// GICv3 system-register enable for EL2 (SRE, DFB, DIB, Enable = lower

@@ -20,5 +20,6 @@ pub mod pl011;
 pub mod platform;
 pub mod psci;
 pub mod ring;
+pub mod sched;
 pub mod stage2;
 pub mod vmexit;

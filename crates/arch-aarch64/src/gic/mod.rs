@@ -354,6 +354,17 @@ impl PhysGic {
         dispatch!(self, g => g.clear_active(intid))
     }
 
+    /// Makes `intid` active (restoring a switched-in vCPU's hardware-linked
+    /// interrupt in flight).
+    pub fn set_active(&self, intid: u32) -> Result<(), GicError> {
+        dispatch!(self, g => g.set_active(intid))
+    }
+
+    /// Whether `intid` is active.
+    pub fn is_active(&self, intid: u32) -> Result<bool, GicError> {
+        dispatch!(self, g => g.is_active(intid))
+    }
+
     /// Deactivates an acknowledged, priority-dropped interrupt.
     pub fn deactivate(&self, irq: Acked) {
         dispatch!(self, g => g.deactivate(irq))

@@ -25,6 +25,7 @@ const GICD_ICENABLER: usize = 0x180;
 const GICD_ISPENDR: usize = 0x200;
 const GICD_ICPENDR: usize = 0x280;
 const GICD_ICACTIVER: usize = 0x380;
+const GICD_ISACTIVER: usize = 0x300;
 const GICD_IPRIORITYR: usize = 0x400;
 const GICD_ITARGETSR: usize = 0x800;
 const GICD_ICFGR: usize = 0xc00;
@@ -240,6 +241,23 @@ impl GicV2 {
         // SAFETY: an ICACTIVER register of this GIC (checked INTID).
         unsafe { write32(addr, bit) };
         Ok(())
+    }
+
+    /// Makes `intid` active (`GICD_ISACTIVER`, write-1-to-set; banked for
+    /// SGIs and PPIs).
+    pub fn set_active(&self, intid: u32) -> Result<(), GicError> {
+        let (addr, bit) = self.bit_reg(GICD_ISACTIVER, intid)?;
+        // SAFETY: an ISACTIVER register of this GIC (checked INTID).
+        unsafe { write32(addr, bit) };
+        Ok(())
+    }
+
+    /// Whether `intid` is active (`GICD_ISACTIVER` read).
+    pub fn is_active(&self, intid: u32) -> Result<bool, GicError> {
+        let (addr, bit) = self.bit_reg(GICD_ISACTIVER, intid)?;
+        // SAFETY: an ISACTIVER register of this GIC (checked INTID); reads
+        // have no side effects.
+        Ok(unsafe { read32(addr) } & bit != 0)
     }
 
     /// Acknowledges the highest-priority pending interrupt (`GICC_IAR`).

@@ -59,6 +59,8 @@ const GICR_ICENABLER0: usize = SGI_BASE + 0x0180;
 const GICR_ISPENDR0: usize = SGI_BASE + 0x0200;
 const GICR_ICPENDR0: usize = SGI_BASE + 0x0280;
 const GICR_ICACTIVER0: usize = SGI_BASE + 0x0380;
+const GICR_ISACTIVER0: usize = SGI_BASE + 0x0300;
+const GICD_ISACTIVER: usize = 0x0300;
 const GICR_IPRIORITYR: usize = SGI_BASE + 0x0400;
 const GICR_IGRPMODR0: usize = SGI_BASE + 0x0d00;
 
@@ -409,6 +411,22 @@ impl GicV3 {
         // SAFETY: an ICACTIVER register of this GIC (checked INTID).
         unsafe { write32(addr, bit) };
         Ok(())
+    }
+
+    /// Makes `intid` active (`ISACTIVER`, write-1-to-set).
+    pub fn set_active(&self, intid: u32) -> Result<(), GicError> {
+        let (addr, bit) = self.bit_reg(GICR_ISACTIVER0, GICD_ISACTIVER, intid)?;
+        // SAFETY: an ISACTIVER register of this GIC (checked INTID).
+        unsafe { write32(addr, bit) };
+        Ok(())
+    }
+
+    /// Whether `intid` is active (`ISACTIVER` read).
+    pub fn is_active(&self, intid: u32) -> Result<bool, GicError> {
+        let (addr, bit) = self.bit_reg(GICR_ISACTIVER0, GICD_ISACTIVER, intid)?;
+        // SAFETY: an ISACTIVER register of this GIC (checked INTID); reads
+        // have no side effects.
+        Ok(unsafe { read32(addr) } & bit != 0)
     }
 
     /// Acknowledges the highest-priority pending Group 1 interrupt.

@@ -179,6 +179,16 @@ pub enum Action {
         /// Whether the PC must step past the trapping instruction.
         advance: bool,
     },
+    /// Give the CPU to another vCPU if one shares it and is runnable, then
+    /// return to the guest (at PC + 4 when `advance`): `WFE` and its timed
+    /// forms, which may complete at once when nobody else wants the CPU.
+    Yield {
+        /// Whether the PC must step past the trapping instruction.
+        advance: bool,
+    },
+    /// A trapped FP/SIMD access (`CPTR_EL2.TFP`): another vCPU's FP state is
+    /// in the registers. Switch it and retry the instruction.
+    FpTrap,
     /// This vCPU powered itself off.
     CpuOff,
     /// Restart the VM from its pristine image.
@@ -322,15 +332,18 @@ pub fn handle_sync(
             Action::Inject(inject::instruction_abort(&state, info.far))
         }
         // WFI blocks until an interrupt is pending; WFE (and the timed
-        // forms, which may complete early) yield: with one vCPU per physical
-        // CPU there is no one to yield to, so they complete at once.
+        // forms, which may complete early) yield: they complete at once
+        // unless another vCPU shares the CPU and wants it.
         Exit::Wfx(w) => {
             vm.counters.wfx += 1;
             match w.kind {
                 WfxKind::Wfi => Action::WaitForInterrupt { advance: true },
-                WfxKind::Wfe | WfxKind::Wfit | WfxKind::Wfet => Action::Advance,
+                WfxKind::Wfe | WfxKind::Wfit | WfxKind::Wfet => Action::Yield { advance: true },
             }
         }
+        // FP/SIMD traps only while another vCPU's FP state is loaded: the
+        // glue switches it and the instruction runs again.
+        Exit::FpAccess => Action::FpTrap,
         Exit::SysReg(access) if sgi_register(&access).is_some() && vm.gic.is_some() => {
             let (Some(which), Some(gic)) = (sgi_register(&access), vm.gic.as_mut()) else {
                 unreachable!("checked by the guard");

@@ -1162,7 +1162,6 @@ fn unknown_exit_classes_inject_undefined() {
         EC_DABT_SAME,
         EC_IABT_SAME,
         0x13, // SMC from AArch32
-        0x07, // FP/SIMD (not trapped in this version)
         0x3f,
     ] {
         let mut h = Harness::new();
@@ -1192,6 +1191,15 @@ fn unknown_exit_classes_inject_undefined() {
 }
 
 #[test]
+fn fp_trap_goes_to_the_glue_untouched() {
+    let mut h = Harness::new();
+    let before = h.regs.clone();
+    assert_eq!(h.run(&call_exit(esr(0x07, 0x1e0_0000))), Action::FpTrap);
+    assert_eq!(h.regs, before);
+    assert_eq!(h.counters, ExitCounters::default());
+}
+
+#[test]
 fn undefined_from_el0_uses_the_lower_el_vector() {
     let mut h = Harness::new();
     let info = ExitInfo {
@@ -1202,14 +1210,14 @@ fn undefined_from_el0_uses_the_lower_el_vector() {
 }
 
 #[test]
-fn wfi_waits_while_wfe_and_timed_forms_complete() {
-    // TI: 0 WFI, 1 WFE, 2 WFIT, 3 WFET. Only WFI blocks; the others may
-    // complete at once (there is no other vCPU on this CPU to yield to).
+fn wfi_waits_while_wfe_and_timed_forms_yield() {
+    // TI: 0 WFI, 1 WFE, 2 WFIT, 3 WFET. Only WFI blocks; the others yield
+    // (complete at once unless another vCPU wants the CPU).
     for (ti, expected) in [
         (0, Action::WaitForInterrupt { advance: true }),
-        (1, Action::Advance),
-        (2, Action::Advance),
-        (3, Action::Advance),
+        (1, Action::Yield { advance: true }),
+        (2, Action::Yield { advance: true }),
+        (3, Action::Yield { advance: true }),
     ] {
         let mut h = Harness::new();
         let before = h.regs.clone();

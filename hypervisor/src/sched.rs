@@ -1,0 +1,327 @@
+//! The per-CPU run loop: which vCPU each physical CPU runs, and the switch
+//! from one to another.
+//!
+//! Every vCPU is placed on one physical CPU at boot (the host tool decides).
+//! A CPU with one vCPU (static partitioning) never switches: the vCPU's EL1
+//! registers, timers, GIC CPU-interface state and FP/SIMD stay live in the
+//! CPU, its `WFI` idles the CPU (`irq::wait_for_interrupt`), and no
+//! preemption timer runs. A CPU with several time-shares them round-robin
+//! ([`stratum_core::sched::RunQueue`]): the EL2 physical timer (`CNTHP`)
+//! ends each slice, and a vCPU that executes `WFI` gives the CPU up at once
+//! and becomes runnable again when an interrupt is pending for it (its
+//! virtual GIC, or its saved timers' deadlines, which `CNTHP` also wakes
+//! the idle CPU for).
+//!
+//! A switch saves the outgoing vCPU's EL1 registers, timers, active
+//! hardware-linked interrupts and virtual CPU-interface state into its
+//! [`crate::vcpu::VcpuContext`], loads the incoming one's, and points
+//! `VTTBR_EL2` (VMID-tagged: no TLB flush) and `TPIDR_EL2` at it. FP/SIMD
+//! moves lazily: `CPTR_EL2.TFP` traps the first FP instruction of a vCPU
+//! whose registers are not loaded ([`fp_trap`]).
+//!
+//! Locking: this CPU's own state ([`CpuState`]) is only touched by this CPU
+//! (and by the boot CPU before the others start); a VM's state is behind its
+//! lock in [`system`]. The two are never held together.
+
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+
+use stratum_arch::{barrier, fpsimd, sysreg};
+use stratum_core::sched::{RunQueue, VcpuRef};
+
+use crate::head::{self, MAX_CPUS};
+use crate::sync::SpinLock;
+use crate::vm::Vm;
+use crate::{irq, system};
+
+/// What this CPU runs and what its registers hold.
+struct CpuState {
+    /// The vCPUs placed here.
+    queue: RunQueue,
+    /// Whose context (EL1, timers, virtual CPU interface) is in the
+    /// registers; it stays there while the CPU idles.
+    loaded: Option<VcpuRef>,
+    /// Whose FP/SIMD registers are in the registers.
+    fp_owner: Option<VcpuRef>,
+}
+
+static CPUS: [SpinLock<CpuState>; MAX_CPUS] = [const {
+    SpinLock::new(CpuState {
+        queue: RunQueue::new(),
+        loaded: None,
+        fp_owner: None,
+    })
+}; MAX_CPUS];
+
+/// Each CPU's current vCPU (`vm << 8 | vcpu`), or [`NONE`].
+static CURRENT: [AtomicU16; MAX_CPUS] = [const { AtomicU16::new(NONE) }; MAX_CPUS];
+const NONE: u16 = u16::MAX;
+
+/// The time slice on time-shared CPUs, in counter ticks.
+static SLICE_TICKS: AtomicU64 = AtomicU64::new(0);
+/// Whether the CPUs have pointer-authentication key registers to switch.
+static PAUTH: AtomicBool = AtomicBool::new(false);
+/// `CPTR_EL2` for a vCPU on a CPU of its own (FP, SVE, SME untrapped where
+/// present); set at boot.
+static CPTR_PINNED: AtomicU64 = AtomicU64::new(0);
+/// `CPTR_EL2` for time-shared CPUs: SVE and SME trap (their larger register
+/// files are not switched; such guests must be pinned).
+static CPTR_SHARED: AtomicU64 = AtomicU64::new(0);
+
+/// `CPTR_EL2.TFP`: FP/SIMD accesses trap.
+const CPTR_TFP: u64 = 1 << 10;
+/// `CPTR_EL2.TZ` and `TSM`: SVE and SME accesses trap.
+const CPTR_TZ_TSM: u64 = (1 << 8) | (1 << 12);
+
+/// Boot-time settings: the slice, whether to switch PAuth keys, and the
+/// `CPTR_EL2` value for CPUs that do not time-share.
+pub fn configure(slice_ticks: u64, pauth: bool, cptr: u64) {
+    SLICE_TICKS.store(slice_ticks.max(1), Ordering::Relaxed);
+    PAUTH.store(pauth, Ordering::Relaxed);
+    CPTR_PINNED.store(cptr, Ordering::Relaxed);
+    CPTR_SHARED.store(cptr | CPTR_TZ_TSM, Ordering::Relaxed);
+}
+
+/// Places vCPU `v` on physical CPU `cpu` (boot CPU, before any guest runs).
+/// `false` when that CPU's queue is full.
+pub fn place(v: VcpuRef, cpu: usize) -> bool {
+    CPUS.get(cpu).is_some_and(|c| c.lock().queue.push(v))
+}
+
+/// Whether `cpu` time-shares several vCPUs.
+pub fn is_shared(cpu: usize) -> bool {
+    CPUS[cpu].lock().queue.is_shared()
+}
+
+fn pack(v: VcpuRef) -> u16 {
+    u16::from(v.vm) << 8 | u16::from(v.vcpu)
+}
+
+fn unpack(raw: u16) -> Option<VcpuRef> {
+    (raw != NONE).then_some(VcpuRef {
+        vm: (raw >> 8) as u8,
+        vcpu: raw as u8,
+    })
+}
+
+/// The vCPU `cpu` runs (the one whose exit is being handled).
+pub fn current(cpu: usize) -> VcpuRef {
+    unpack(CURRENT[cpu].load(Ordering::Relaxed)).expect("a guest exit on a CPU with no vCPU")
+}
+
+/// The vCPU whose timers and CPU-interface state are live on `cpu` (the
+/// one physical timer interrupts belong to).
+pub fn loaded(cpu: usize) -> Option<VcpuRef> {
+    CPUS[cpu].lock().loaded
+}
+
+/// Forgets `v`'s live state on `cpu` (it powered off, or its VM restarts or
+/// stopped): its timers stop, its interrupts in flight are dropped, and its
+/// FP registers will not be saved.
+pub fn discard(cpu: usize, v: VcpuRef) {
+    let mut st = CPUS[cpu].lock();
+    if st.loaded == Some(v) {
+        st.loaded = None;
+        drop(st);
+        irq::reset_cpu();
+        st = CPUS[cpu].lock();
+    }
+    if st.fp_owner == Some(v) {
+        st.fp_owner = None;
+    }
+}
+
+/// Picks a vCPU for `cpu`, switches to it and enters it; idles while none
+/// is runnable. Never returns (the guest's next exit starts on a fresh
+/// stack).
+pub fn schedule(cpu: usize) -> ! {
+    if let Some(cur) = unpack(CURRENT[cpu].swap(NONE, Ordering::Relaxed)) {
+        system::with_vm(cur.vm.into(), |vm| vm.on_cpu[usize::from(cur.vcpu)] = false);
+    }
+    loop {
+        // Only this CPU changes its queue: pick on a copy, store it back.
+        let (mut queue, loaded) = {
+            let st = CPUS[cpu].lock();
+            (st.queue, st.loaded)
+        };
+        let next = queue.pick(|r| runnable(r, loaded));
+        CPUS[cpu].lock().queue = queue;
+        if let Some(next) = next {
+            switch_to(cpu, next);
+            // SAFETY: `switch_to` made TPIDR_EL2 name `next`'s frame, loaded
+            // its ELR/SPSR_EL2 and activated its VM's stage 2 on this CPU.
+            unsafe { head::enter_guest(head::stack_top(cpu)) }
+        }
+        idle(cpu, &queue, loaded);
+    }
+}
+
+/// Whether `r` can run now (evaluated under its VM's lock). A blocked vCPU
+/// becomes runnable when an interrupt is pending for it, or (if its context
+/// is saved) when one of its timers has fired.
+fn runnable(r: VcpuRef, loaded: Option<VcpuRef>) -> bool {
+    let v = usize::from(r.vcpu);
+    system::with_vm(r.vm.into(), |vm| {
+        if vm.start[v].is_some() {
+            return !vm.must_park_vm();
+        }
+        if !vm.running[v] || vm.must_park(v) {
+            return false;
+        }
+        if !vm.blocked[v] {
+            return true;
+        }
+        irq::sample_lines(vm);
+        let pmr = if loaded == Some(r) {
+            irq::live_guest_pmr()
+        } else {
+            irq::pmr_of(vm.ctx[v].vmcr)
+        };
+        let wake = vm.vgic.has_pending(v, pmr)
+            || (loaded != Some(r)
+                && vm.ctx[v].timer_fired(stratum_arch::timer::counter(), vm.cntvoff));
+        if wake {
+            vm.blocked[v] = false;
+        }
+        wake
+    })
+}
+
+/// Nothing to run: waits for an interrupt (a kick, a device, a loaded
+/// timer), with `CNTHP` set for the earliest saved timer of a blocked vCPU.
+fn idle(cpu: usize, queue: &RunQueue, loaded: Option<VcpuRef>) {
+    let mut deadline: Option<u64> = None;
+    for &r in queue.entries() {
+        if Some(r) == loaded {
+            continue;
+        }
+        let v = usize::from(r.vcpu);
+        let d = system::with_vm(r.vm.into(), |vm| {
+            (vm.running[v] && vm.blocked[v])
+                .then(|| vm.ctx[v].next_deadline(vm.cntvoff))
+                .flatten()
+        });
+        deadline = match (deadline, d) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    match deadline {
+        Some(at) => irq::arm_preemption(at),
+        None => irq::disarm_preemption(),
+    }
+    barrier::wfi();
+    irq::service(cpu);
+}
+
+/// Makes `next` this CPU's vCPU: saves the loaded context if it is
+/// another's, loads `next`'s (fresh when it was just started), and prepares
+/// its entry.
+fn switch_to(cpu: usize, next: VcpuRef) {
+    let pauth = PAUTH.load(Ordering::Relaxed);
+    let (loaded, mut fp_owner, shared) = {
+        let st = CPUS[cpu].lock();
+        (st.loaded, st.fp_owner, st.queue.is_shared())
+    };
+    let v = usize::from(next.vcpu);
+    let fresh = system::with_vm(next.vm.into(), |vm| vm.take_start(v));
+    if fresh && fp_owner == Some(next) {
+        // The previous boot's FP registers must not leak into this one.
+        fp_owner = None;
+    }
+    if loaded != Some(next) || fresh {
+        if let Some(old) = loaded.filter(|&o| o != next) {
+            system::with_vm(old.vm.into(), |vm| save(vm, usize::from(old.vcpu), pauth));
+        }
+        system::with_vm(next.vm.into(), |vm| restore(vm, v, pauth));
+    }
+    system::with_vm(next.vm.into(), |vm| {
+        vm.on_cpu[v] = true;
+        vm.activate(v);
+        if core::mem::take(&mut vm.needs_tlb_flush) {
+            vm.flush_tlb();
+        }
+        irq::fill(vm, v);
+    });
+    let base = if shared {
+        CPTR_SHARED.load(Ordering::Relaxed)
+    } else {
+        CPTR_PINNED.load(Ordering::Relaxed)
+    };
+    let cptr = if fp_owner == Some(next) {
+        base
+    } else {
+        base | CPTR_TFP
+    };
+    // SAFETY: CPTR_EL2 only decides which guest FP/SIMD/SVE/SME accesses
+    // trap; EL2 is soft-float and never uses those registers.
+    unsafe { sysreg::set_cptr_el2(cptr) };
+    if shared {
+        irq::arm_preemption(
+            stratum_arch::timer::counter().saturating_add(SLICE_TICKS.load(Ordering::Relaxed)),
+        );
+    } else {
+        irq::disarm_preemption();
+    }
+    {
+        let mut st = CPUS[cpu].lock();
+        st.loaded = Some(next);
+        st.fp_owner = fp_owner;
+    }
+    CURRENT[cpu].store(pack(next), Ordering::Relaxed);
+    barrier::isb();
+}
+
+/// Saves vCPU `v`'s live context (it is this CPU's loaded vCPU) and
+/// quiesces its timers.
+fn save(vm: &mut Vm, v: usize, pauth: bool) {
+    let ctx = &mut vm.ctx[v];
+    ctx.el1.save(pauth);
+    ctx.pc = sysreg::elr_el2();
+    ctx.pstate = sysreg::spsr_el2();
+    ctx.timers = [
+        sysreg::cntv_ctl_el0(),
+        sysreg::cntv_cval_el0(),
+        sysreg::cntp_ctl_el0(),
+        sysreg::cntp_cval_el0(),
+    ];
+    sysreg::set_cntv_ctl_el0(0);
+    sysreg::set_cntp_ctl_el0(0);
+    irq::save_cpu_interface(ctx);
+}
+
+/// Loads vCPU `v`'s saved context into this CPU.
+fn restore(vm: &mut Vm, v: usize, pauth: bool) {
+    sysreg::set_cntvoff_el2(vm.cntvoff);
+    let ctx = &vm.ctx[v];
+    ctx.el1.restore(pauth);
+    sysreg::set_elr_el2(ctx.pc);
+    sysreg::set_spsr_el2(ctx.pstate);
+    sysreg::set_cntv_cval_el0(ctx.timers[1]);
+    sysreg::set_cntv_ctl_el0(ctx.timers[0]);
+    sysreg::set_cntp_cval_el0(ctx.timers[3]);
+    sysreg::set_cntp_ctl_el0(ctx.timers[2]);
+    irq::restore_cpu_interface(ctx);
+}
+
+/// A trapped FP/SIMD access by `cpu`'s current vCPU: saves the owner's FP
+/// registers, loads the current vCPU's and stops trapping.
+pub fn fp_trap(cpu: usize) {
+    let me = current(cpu);
+    let owner = CPUS[cpu].lock().fp_owner;
+    let cptr = sysreg::cptr_el2() & !CPTR_TFP;
+    // SAFETY: as in `switch_to`; EL2 touches the FP registers only in the
+    // save and restore below, with FP untrapped for them.
+    unsafe { sysreg::set_cptr_el2(cptr) };
+    barrier::isb();
+    if let Some(o) = owner.filter(|&o| o != me) {
+        system::with_vm(o.vm.into(), |vm| {
+            fpsimd::save(&mut vm.ctx[usize::from(o.vcpu)].fp)
+        });
+    }
+    if owner != Some(me) {
+        system::with_vm(me.vm.into(), |vm| {
+            fpsimd::restore(&vm.ctx[usize::from(me.vcpu)].fp)
+        });
+    }
+    CPUS[cpu].lock().fp_owner = Some(me);
+}
