@@ -310,6 +310,8 @@ impl Vm {
             initrd: self.layout.initrd,
             rng_seed: Some(&seed),
             boot_count: u32::try_from(self.boot_count).ok(),
+            channels: &[],
+            devices: &[],
         };
         {
             let mut buf = DTB_BUF.lock();

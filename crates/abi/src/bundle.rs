@@ -6,17 +6,30 @@
 //! device tree's `/chosen/linux,initrd-{start,end}`. It stays in memory as the
 //! pristine copy used when a VM restarts.
 //!
+//! The host tool resolves everything (physical CPUs of each vCPU, channel
+//! numbers, addresses and doorbell interrupts); the hypervisor only applies
+//! it. [`Bundle::parse`] checks every record and every cross-record rule the
+//! hypervisor relies on (indices in range, CPUs and interrupts not claimed
+//! twice, regions that do not overlap), so the accessors cannot fail after
+//! it succeeded.
+//!
 //! Layout (every integer little-endian; offsets are from the start of the bundle):
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `b"STRATBN1"` |
 //! | 8 | 4 | format version ([`VERSION`]) |
-//! | 12 | 4 | number of VM records |
+//! | 12 | 4 | number of VM records (1..=[`MAX_VMS`]) |
 //! | 16 | 8 | total size in bytes |
-//! | 24 | 4 | flags ([`FLAG_SEMIHOSTING_EXIT`], [`FLAG_SELFTEST_EL2_FAULT`]) |
-//! | 28 | 4 | reserved, zero |
-//! | 32 | [`VM_RECORD_SIZE`] × n | VM records |
+//! | 24 | 4 | flags ([`FLAG_SEMIHOSTING_EXIT`], [`FLAG_SELFTEST_EL2_FAULT`], [`FLAG_CONSOLE_COLOR`]) |
+//! | 28 | 4 | time slice in µs ([`SLICE_US_MIN`]..=[`SLICE_US_MAX`]) |
+//! | 32 | 4 | stop policy ([`StopPolicy`]) |
+//! | 36 | 4 | number of device records (0..=[`MAX_DEVICES`]) |
+//! | 40 | 4 | number of channel records (0..=[`MAX_CHANNELS`]) |
+//! | 44 | 20 | reserved, zero |
+//! | 64 | [`VM_RECORD_SIZE`] × VMs | VM records |
+//! | … | [`DEVICE_RECORD_SIZE`] × devices | passthrough device records |
+//! | … | [`CHANNEL_RECORD_SIZE`] × channels | channel records |
 //! | … | | blobs (kernels, initrds, command lines), each at a 4 KiB-aligned offset |
 //!
 //! A VM record ([`VM_RECORD_SIZE`] bytes):
@@ -24,7 +37,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 32 | name, UTF-8, NUL-padded |
-//! | 32 | 4 | vCPU count |
+//! | 32 | 4 | vCPU count (1..=[`limits::VCPUS_PER_VM`]) |
 //! | 36 | 4 | kernel kind ([`KernelKind`]) |
 //! | 40 | 8 | guest-physical RAM base |
 //! | 48 | 8 | RAM size |
@@ -37,24 +50,96 @@
 //! | 104 | 8 | initrd size (0 when absent) |
 //! | 112 | 8 | command line offset |
 //! | 120 | 8 | command line length (no NUL) |
-//! | 128 | 128 | reserved, zero |
+//! | 128 | 4 | placement: 1 pinned (each vCPU owns its physical CPU), 0 shared (round-robin) |
+//! | 132 | 4 | on crash ([`OnCrash`]) |
+//! | 136 | 8 | physical CPU of vCPU *i* in byte *i* (< [`limits::PHYSICAL_CPUS`]; bytes ≥ vCPU count zero) |
+//! | 144 | 112 | reserved, zero |
+//!
+//! A passthrough device record ([`DEVICE_RECORD_SIZE`] bytes); the region is
+//! identity mapped (guest-physical = physical), its interrupts are physical
+//! SPIs forwarded with the same number:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 32 | name, UTF-8, NUL-padded (the DT node name before `@`) |
+//! | 32 | 4 | index of the VM that owns it |
+//! | 36 | 4 | number of interrupts (0..=[`limits::IRQS_PER_DEVICE`]) |
+//! | 40 | 8 | base address (4 KiB aligned) |
+//! | 48 | 8 | size (non-zero, 4 KiB multiple) |
+//! | 56 | 16 | SPI numbers (INTID − 32), unused entries zero |
+//! | 72 | 4 | length of the compatible list (1..=[`COMPATIBLE_LEN`]) |
+//! | 76 | 4 | reserved, zero |
+//! | 80 | 96 | compatible list: NUL-separated, NUL-terminated strings, zero-padded |
+//! | 176 | 16 | reserved, zero |
+//!
+//! A channel record ([`CHANNEL_RECORD_SIZE`] bytes): shared memory between
+//! two VMs, one end per VM:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 32 | name, UTF-8, NUL-padded |
+//! | 32 | 8 | size ([`CHANNEL_SIZE_MIN`]..=[`CHANNEL_SIZE_MAX`], 4 KiB multiple) |
+//! | 40 | 24 | end 0 (below) |
+//! | 64 | 24 | end 1 |
+//! | 88 | 8 | reserved, zero |
+//!
+//! A channel end (24 bytes): VM index (u32), channel number within that VM
+//! (u32, < [`limits::CHANNELS_PER_VM`]), guest-physical address of the shared
+//! memory in that VM (u64, 4 KiB aligned, inside [`CHANNEL_WINDOW`]), doorbell
+//! SPI in that VM (u32, [`DOORBELL_SPI_BASE`] + number), reserved (u32).
+
+use core::ops::Range;
 
 use crate::bytes::{le_u32, le_u64};
+use crate::limits;
 
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"STRATBN1";
 /// The only format version this crate reads and writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Size of the header before the VM records.
-pub const HEADER_SIZE: usize = 32;
+pub const HEADER_SIZE: usize = 64;
 /// Size of one VM record.
 pub const VM_RECORD_SIZE: usize = 256;
+/// Size of one passthrough device record.
+pub const DEVICE_RECORD_SIZE: usize = 192;
+/// Size of one channel record.
+pub const CHANNEL_RECORD_SIZE: usize = 96;
 /// Alignment of every blob in the bundle.
 pub const BLOB_ALIGN: usize = 4096;
-/// Longest VM name, in bytes.
+/// Longest VM, device or channel name, in bytes (NUL padding included).
 pub const NAME_LEN: usize = 32;
+/// Longest device compatible list, in bytes (every NUL included).
+pub const COMPATIBLE_LEN: usize = 96;
 /// Most VMs one bundle may describe.
 pub const MAX_VMS: usize = 16;
+/// Most passthrough devices one bundle may describe.
+pub const MAX_DEVICES: usize = MAX_VMS * limits::DEVICES_PER_VM;
+/// Most channels one bundle may describe (each has two ends).
+pub const MAX_CHANNELS: usize = MAX_VMS * limits::CHANNELS_PER_VM / 2;
+/// Shortest round-robin time slice, in microseconds.
+pub const SLICE_US_MIN: u32 = 100;
+/// Longest round-robin time slice, in microseconds.
+pub const SLICE_US_MAX: u32 = 1_000_000;
+/// The time slice when the config does not say, in microseconds.
+pub const DEFAULT_SLICE_US: u32 = 10_000;
+/// Granule of device regions and channel memory.
+pub const PAGE_SIZE: u64 = 4096;
+/// Smallest channel.
+pub const CHANNEL_SIZE_MIN: u64 = PAGE_SIZE;
+/// Largest channel.
+pub const CHANNEL_SIZE_MAX: u64 = 2 << 20;
+/// The guest-physical window every VM's channel memory lies in.
+pub const CHANNEL_WINDOW: Range<u64> = 0x0B00_0000..0x0C00_0000;
+/// The doorbell of channel number *n* in a VM is SPI `DOORBELL_SPI_BASE + n`;
+/// passthrough devices use SPIs below it.
+pub const DOORBELL_SPI_BASE: u32 = 48;
+/// The SPI of each VM's emulated UART: no passthrough device may use it.
+pub const UART_SPI: u32 = 1;
+/// Where no passthrough region may be: the GIC (the hypervisor's, and each
+/// VM's emulated distributor, CPU interface and redistributors) and the UART
+/// (the hypervisor's console, and each VM's emulated PL011).
+pub const RESERVED_WINDOW: Range<u64> = 0x0800_0000..0x0900_1000;
 /// Header flag: the hypervisor may stop QEMU with an exit status through
 /// semihosting (`HLT #0xF000`). Set by the host tool, which enables semihosting.
 pub const FLAG_SEMIHOSTING_EXIT: u32 = 1 << 0;
@@ -64,6 +149,9 @@ pub const FLAG_SEMIHOSTING_EXIT: u32 = 1 << 0;
 /// tool sets it (`stratum run --selftest-el2-fault`, hidden from `--help`);
 /// nothing a guest does can.
 pub const FLAG_SELFTEST_EL2_FAULT: u32 = 1 << 1;
+/// Header flag: the console is a terminal, so the hypervisor may colour the
+/// VM name tags of console lines. Set by the host tool when its stdout is one.
+pub const FLAG_CONSOLE_COLOR: u32 = 1 << 2;
 
 /// How the host tool prepared a kernel (informational for the hypervisor: the
 /// load and entry offsets already say everything it needs).
@@ -89,6 +177,65 @@ impl KernelKind {
     }
 }
 
+/// When the hypervisor stops (exits QEMU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum StopPolicy {
+    /// When every VM has stopped.
+    All = 0,
+    /// When the first VM stops; its status is the exit status.
+    Any = 1,
+}
+
+impl StopPolicy {
+    fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::All),
+            1 => Some(Self::Any),
+            _ => None,
+        }
+    }
+}
+
+/// What happens when a VM crashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum OnCrash {
+    /// It stays stopped (the others keep running).
+    Stop = 0,
+    /// It is restarted from its pristine image.
+    Restart = 1,
+}
+
+impl OnCrash {
+    fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Stop),
+            1 => Some(Self::Restart),
+            _ => None,
+        }
+    }
+}
+
+/// The system-wide settings, from the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SystemInfo {
+    /// Round-robin time slice on shared physical CPUs, in microseconds
+    /// ([`SLICE_US_MIN`]..=[`SLICE_US_MAX`]).
+    pub slice_us: u32,
+    /// When the hypervisor stops.
+    pub stop: StopPolicy,
+}
+
+impl Default for SystemInfo {
+    fn default() -> Self {
+        Self {
+            slice_us: DEFAULT_SLICE_US,
+            stop: StopPolicy::All,
+        }
+    }
+}
+
 /// Why a bundle was rejected. The variant docs are the messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BundleError {
@@ -100,6 +247,14 @@ pub enum BundleError {
     UnsupportedVersion(u32),
     /// The bundle describes no VM, or more than `MAX_VMS`.
     BadVmCount(u32),
+    /// The time slice is outside `SLICE_US_MIN..=SLICE_US_MAX` microseconds.
+    BadSlice(u32),
+    /// The stop policy is unknown.
+    BadStopPolicy(u32),
+    /// The bundle describes more than `MAX_DEVICES` passthrough devices.
+    BadDeviceCount(u32),
+    /// The bundle describes more than `MAX_CHANNELS` channels.
+    BadChannelCount(u32),
     /// A VM record points outside the bundle.
     BlobOutOfBounds {
         /// Index of the VM record.
@@ -115,7 +270,7 @@ pub enum BundleError {
         /// Index of the VM record.
         vm: usize,
     },
-    /// A VM record has zero vCPUs or zero memory.
+    /// A VM record has zero or too many vCPUs, or zero memory.
     BadResources {
         /// Index of the VM record.
         vm: usize,
@@ -131,6 +286,53 @@ pub enum BundleError {
         /// Index of the VM record.
         vm: usize,
     },
+    /// A VM's placement or crash policy is unknown, or it names a physical
+    /// CPU outside `0..PHYSICAL_CPUS`.
+    BadPlacement {
+        /// Index of the VM record.
+        vm: usize,
+    },
+    /// A pinned vCPU's physical CPU also runs another vCPU.
+    CpuOvercommitted {
+        /// Index of the VM record with the pinned vCPU.
+        vm: usize,
+    },
+    /// A VM owns more than `DEVICES_PER_VM` passthrough devices.
+    TooManyDevices {
+        /// Index of the VM record.
+        vm: usize,
+    },
+    /// A device record names an unknown VM, has a bad name, compatible list,
+    /// interrupt count or region (empty, unaligned, wrapping).
+    BadDevice {
+        /// Index of the device record.
+        device: usize,
+    },
+    /// A device region overlaps another device, its VM's RAM, the GIC and
+    /// UART window or the channel window.
+    DeviceOverlap {
+        /// Index of the device record.
+        device: usize,
+    },
+    /// A device interrupt is the UART's, a doorbell's, or already another
+    /// device's.
+    InterruptConflict {
+        /// Index of the device record.
+        device: usize,
+    },
+    /// A channel record has a bad name or size, names an unknown VM or the
+    /// same VM twice, or an end's number, doorbell or address is out of
+    /// range or already used in that VM.
+    BadChannel {
+        /// Index of the channel record.
+        channel: usize,
+    },
+    /// A channel's memory overlaps another channel or the RAM of a VM it
+    /// connects.
+    ChannelOverlap {
+        /// Index of the channel record.
+        channel: usize,
+    },
 }
 
 impl core::fmt::Display for BundleError {
@@ -140,12 +342,48 @@ impl core::fmt::Display for BundleError {
             Self::BadMagic => write!(f, "boot bundle has a bad magic (not a Stratum bundle)"),
             Self::UnsupportedVersion(v) => write!(f, "boot bundle version {v} is not supported"),
             Self::BadVmCount(n) => write!(f, "boot bundle describes {n} VMs (1..={MAX_VMS})"),
+            Self::BadSlice(us) => write!(
+                f,
+                "time slice {us} us is outside {SLICE_US_MIN}..={SLICE_US_MAX} us"
+            ),
+            Self::BadStopPolicy(v) => write!(f, "unknown stop policy {v}"),
+            Self::BadDeviceCount(n) => {
+                write!(
+                    f,
+                    "boot bundle describes {n} devices (at most {MAX_DEVICES})"
+                )
+            }
+            Self::BadChannelCount(n) => {
+                write!(
+                    f,
+                    "boot bundle describes {n} channels (at most {MAX_CHANNELS})"
+                )
+            }
             Self::BlobOutOfBounds { vm } => write!(f, "VM {vm}: a blob lies outside the bundle"),
             Self::BadName { vm } => write!(f, "VM {vm}: bad name"),
             Self::BadKernelKind { vm } => write!(f, "VM {vm}: unknown kernel kind"),
-            Self::BadResources { vm } => write!(f, "VM {vm}: zero vCPUs or zero memory"),
+            Self::BadResources { vm } => {
+                write!(f, "VM {vm}: zero or too many vCPUs, or zero memory")
+            }
             Self::KernelDoesNotFit { vm } => write!(f, "VM {vm}: kernel does not fit in memory"),
             Self::BadCmdline { vm } => write!(f, "VM {vm}: command line is not UTF-8"),
+            Self::BadPlacement { vm } => write!(f, "VM {vm}: bad placement or physical CPU"),
+            Self::CpuOvercommitted { vm } => write!(
+                f,
+                "VM {vm}: a pinned vCPU shares its physical CPU with another vCPU"
+            ),
+            Self::TooManyDevices { vm } => write!(
+                f,
+                "VM {vm}: more than {} passthrough devices",
+                limits::DEVICES_PER_VM
+            ),
+            Self::BadDevice { device } => write!(f, "device {device}: malformed record"),
+            Self::DeviceOverlap { device } => write!(f, "device {device}: region overlaps"),
+            Self::InterruptConflict { device } => {
+                write!(f, "device {device}: interrupt reserved or assigned twice")
+            }
+            Self::BadChannel { channel } => write!(f, "channel {channel}: malformed record"),
+            Self::ChannelOverlap { channel } => write!(f, "channel {channel}: memory overlaps"),
         }
     }
 }
@@ -155,7 +393,10 @@ impl core::fmt::Display for BundleError {
 pub struct Bundle<'a> {
     bytes: &'a [u8],
     flags: u32,
+    system: SystemInfo,
     vm_count: usize,
+    device_count: usize,
+    channel_count: usize,
 }
 
 /// One VM as the bundle describes it.
@@ -163,7 +404,7 @@ pub struct Bundle<'a> {
 pub struct VmImage<'a> {
     /// The VM's name.
     pub name: &'a str,
-    /// Number of vCPUs.
+    /// Number of vCPUs (1..=[`limits::VCPUS_PER_VM`]).
     pub vcpus: u32,
     /// How the kernel was prepared.
     pub kernel_kind: KernelKind,
@@ -183,6 +424,69 @@ pub struct VmImage<'a> {
     pub initrd: Option<&'a [u8]>,
     /// The kernel command line.
     pub cmdline: &'a str,
+    /// Pinned: each vCPU owns its physical CPU exclusively (no other vCPU of
+    /// any VM runs there). Otherwise the vCPUs time-share their CPUs
+    /// round-robin.
+    pub pinned: bool,
+    /// Physical CPU of vCPU *i* (`i < vcpus`; the rest are zero), each below
+    /// [`limits::PHYSICAL_CPUS`].
+    pub pcpus: [u8; limits::VCPUS_PER_VM as usize],
+    /// What to do when the VM crashes.
+    pub on_crash: OnCrash,
+}
+
+/// A passthrough device: a physical MMIO region mapped at the same address
+/// in one VM, and physical SPIs forwarded to it with the same numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Device<'a> {
+    /// Index of the VM that owns it.
+    pub vm: u32,
+    /// Its name (the DT node name before `@`).
+    pub name: &'a str,
+    /// The DT compatible list: NUL-separated, NUL-terminated, no empty entry.
+    pub compatible: &'a [u8],
+    /// Base address (physical and guest-physical), 4 KiB aligned.
+    pub base: u64,
+    /// Size, a non-zero multiple of 4 KiB.
+    pub size: u64,
+    /// SPI numbers (INTID − 32); entries from `irq_count` on are zero.
+    pub irqs: [u32; limits::IRQS_PER_DEVICE],
+    /// How many of `irqs` are used.
+    pub irq_count: u32,
+}
+
+impl Device<'_> {
+    /// The SPIs in use.
+    pub fn spis(&self) -> &[u32] {
+        self.irqs.get(..self.irq_count as usize).unwrap_or(&[])
+    }
+}
+
+/// One VM's end of a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelEnd {
+    /// Index of the VM.
+    pub vm: u32,
+    /// The channel's number within that VM (0.. in config order), the `x1`
+    /// of its `DOORBELL` call.
+    pub id: u32,
+    /// Guest-physical address of the shared memory in that VM: 4 KiB
+    /// aligned, inside [`CHANNEL_WINDOW`].
+    pub ipa: u64,
+    /// The doorbell SPI in that VM: [`DOORBELL_SPI_BASE`] + `id`.
+    pub spi: u32,
+}
+
+/// Shared memory between two VMs, with a doorbell interrupt in each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Channel<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Bytes of shared memory: a multiple of 4 KiB in
+    /// [`CHANNEL_SIZE_MIN`]..=[`CHANNEL_SIZE_MAX`].
+    pub size: u64,
+    /// The two ends, in two different VMs.
+    pub ends: [ChannelEnd; 2],
 }
 
 fn blob(b: &[u8], off: u64, len: u64) -> Option<&[u8]> {
@@ -191,9 +495,33 @@ fn blob(b: &[u8], off: u64, len: u64) -> Option<&[u8]> {
     b.get(off..off.checked_add(len)?)
 }
 
+/// A NUL-padded name field: 1..NAME_LEN bytes of UTF-8, then NULs only.
+fn name_field(raw: &[u8]) -> Option<&str> {
+    let len = raw.iter().position(|&c| c == 0)?;
+    if len == 0 || raw.get(len..)?.iter().any(|&c| c != 0) {
+        return None;
+    }
+    core::str::from_utf8(raw.get(..len)?).ok()
+}
+
+/// Whether `[a, a + a_len)` and `[b, b + b_len)` overlap (no wrap: callers
+/// checked the ends fit in `u64`).
+fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
+    a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
+}
+
+/// A compatible list is NUL-separated, NUL-terminated, without empty entries.
+fn valid_compatible(list: &[u8]) -> bool {
+    list.last() == Some(&0)
+        && list.first() != Some(&0)
+        && !list.windows(2).any(|w| w == [0, 0])
+        && core::str::from_utf8(list).is_ok()
+}
+
 impl<'a> Bundle<'a> {
-    /// Parses and validates a bundle. Every record is checked here, so
-    /// [`Bundle::vm`] cannot fail afterwards.
+    /// Parses and validates a bundle. Every record and every rule between
+    /// records is checked here, so [`Bundle::vm`], [`Bundle::device`] and
+    /// [`Bundle::channel`] cannot fail afterwards for an index in range.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, BundleError> {
         if bytes.len() < HEADER_SIZE {
             return Err(BundleError::Truncated);
@@ -201,29 +529,139 @@ impl<'a> Bundle<'a> {
         if bytes[..8] != MAGIC {
             return Err(BundleError::BadMagic);
         }
-        let version = le_u32(bytes, 8).ok_or(BundleError::Truncated)?;
+        let u32_at = |at| le_u32(bytes, at).ok_or(BundleError::Truncated);
+        let version = u32_at(8)?;
         if version != VERSION {
             return Err(BundleError::UnsupportedVersion(version));
         }
-        let count = le_u32(bytes, 12).ok_or(BundleError::Truncated)?;
+        let count = u32_at(12)?;
         if count == 0 || count as usize > MAX_VMS {
             return Err(BundleError::BadVmCount(count));
         }
+        let devices = u32_at(36)?;
+        if devices as usize > MAX_DEVICES {
+            return Err(BundleError::BadDeviceCount(devices));
+        }
+        let channels = u32_at(40)?;
+        if channels as usize > MAX_CHANNELS {
+            return Err(BundleError::BadChannelCount(channels));
+        }
+        let slice_us = u32_at(28)?;
+        if !(SLICE_US_MIN..=SLICE_US_MAX).contains(&slice_us) {
+            return Err(BundleError::BadSlice(slice_us));
+        }
+        let stop = u32_at(32)?;
+        let stop = StopPolicy::from_u32(stop).ok_or(BundleError::BadStopPolicy(stop))?;
+        // The counts are bounded above, so this cannot overflow.
+        let records = HEADER_SIZE
+            + count as usize * VM_RECORD_SIZE
+            + devices as usize * DEVICE_RECORD_SIZE
+            + channels as usize * CHANNEL_RECORD_SIZE;
         let total = le_u64(bytes, 16).ok_or(BundleError::Truncated)?;
         let total = usize::try_from(total).map_err(|_| BundleError::Truncated)?;
-        if total > bytes.len() || total < HEADER_SIZE + count as usize * VM_RECORD_SIZE {
+        if total > bytes.len() || total < records {
             return Err(BundleError::Truncated);
         }
-        let flags = le_u32(bytes, 24).ok_or(BundleError::Truncated)?;
         let bundle = Self {
             bytes: &bytes[..total],
-            flags,
+            flags: u32_at(24)?,
+            system: SystemInfo { slice_us, stop },
             vm_count: count as usize,
+            device_count: devices as usize,
+            channel_count: channels as usize,
         };
-        for i in 0..bundle.vm_count {
-            bundle.decode_vm(i)?;
-        }
+        bundle.validate()?;
         Ok(bundle)
+    }
+
+    /// Decodes every record, then checks the rules between them.
+    fn validate(&self) -> Result<(), BundleError> {
+        let mut vms = [None; MAX_VMS];
+        for (i, slot) in vms.iter_mut().enumerate().take(self.vm_count) {
+            *slot = Some(self.decode_vm(i)?);
+        }
+        let vms = &vms[..self.vm_count];
+        let vm = |i: u32| vms.get(i as usize).copied().flatten();
+        self.check_cpus(vms)?;
+
+        let mut devices_of = [0usize; MAX_VMS];
+        for i in 0..self.device_count {
+            let d = self.decode_device(i)?;
+            let owner = vm(d.vm).ok_or(BundleError::BadDevice { device: i })?;
+            let n = &mut devices_of[d.vm as usize];
+            *n += 1;
+            if *n > limits::DEVICES_PER_VM {
+                return Err(BundleError::TooManyDevices { vm: d.vm as usize });
+            }
+            let overlap = BundleError::DeviceOverlap { device: i };
+            let window = |w: &Range<u64>| overlaps(d.base, d.size, w.start, w.end - w.start);
+            if overlaps(d.base, d.size, owner.mem_base, owner.mem_size)
+                || window(&RESERVED_WINDOW)
+                || window(&CHANNEL_WINDOW)
+            {
+                return Err(overlap);
+            }
+            for &spi in d.spis() {
+                if spi == UART_SPI || spi >= DOORBELL_SPI_BASE {
+                    return Err(BundleError::InterruptConflict { device: i });
+                }
+            }
+            for (k, &spi) in d.spis().iter().enumerate() {
+                if d.spis()[..k].contains(&spi) {
+                    return Err(BundleError::InterruptConflict { device: i });
+                }
+            }
+            for j in 0..i {
+                let other = self.decode_device(j)?;
+                if overlaps(d.base, d.size, other.base, other.size) {
+                    return Err(overlap);
+                }
+                if d.spis().iter().any(|s| other.spis().contains(s)) {
+                    return Err(BundleError::InterruptConflict { device: i });
+                }
+            }
+        }
+
+        for i in 0..self.channel_count {
+            let c = self.decode_channel(i)?;
+            let bad = BundleError::BadChannel { channel: i };
+            let overlap = BundleError::ChannelOverlap { channel: i };
+            for end in &c.ends {
+                let owner = vm(end.vm).ok_or(bad)?;
+                if overlaps(end.ipa, c.size, owner.mem_base, owner.mem_size) {
+                    return Err(overlap);
+                }
+                for j in 0..i {
+                    let other = self.decode_channel(j)?;
+                    for o in other.ends.iter().filter(|o| o.vm == end.vm) {
+                        if o.id == end.id {
+                            return Err(bad);
+                        }
+                        if overlaps(end.ipa, c.size, o.ipa, other.size) {
+                            return Err(overlap);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// No physical CPU of a pinned vCPU runs any other vCPU.
+    fn check_cpus(&self, vms: &[Option<VmImage<'a>>]) -> Result<(), BundleError> {
+        let cpus_of = |v: &VmImage<'a>| v.pcpus.into_iter().take(v.vcpus as usize);
+        for (a, pinned) in vms.iter().enumerate() {
+            let Some(pinned) = pinned.filter(|v| v.pinned) else {
+                continue;
+            };
+            for cpu in cpus_of(&pinned) {
+                let users = vms.iter().flatten().flat_map(cpus_of);
+                if users.filter(|&c| c == cpu).count() > 1 {
+                    return Err(BundleError::CpuOvercommitted { vm: a });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Header flags (`FLAG_*`).
@@ -231,9 +669,24 @@ impl<'a> Bundle<'a> {
         self.flags
     }
 
+    /// The system-wide settings.
+    pub fn system(&self) -> SystemInfo {
+        self.system
+    }
+
     /// Number of VMs.
     pub fn vm_count(&self) -> usize {
         self.vm_count
+    }
+
+    /// Number of passthrough devices.
+    pub fn device_count(&self) -> usize {
+        self.device_count
+    }
+
+    /// Number of channels.
+    pub fn channel_count(&self) -> usize {
+        self.channel_count
     }
 
     /// The whole bundle's bytes.
@@ -249,6 +702,30 @@ impl<'a> Bundle<'a> {
         self.decode_vm(i).ok()
     }
 
+    /// Passthrough device `i`, or `None` when `i >= device_count()`.
+    pub fn device(&self, i: usize) -> Option<Device<'a>> {
+        if i >= self.device_count {
+            return None;
+        }
+        self.decode_device(i).ok()
+    }
+
+    /// Channel `i`, or `None` when `i >= channel_count()`.
+    pub fn channel(&self, i: usize) -> Option<Channel<'a>> {
+        if i >= self.channel_count {
+            return None;
+        }
+        self.decode_channel(i).ok()
+    }
+
+    fn devices_start(&self) -> usize {
+        HEADER_SIZE + self.vm_count * VM_RECORD_SIZE
+    }
+
+    fn channels_start(&self) -> usize {
+        self.devices_start() + self.device_count * DEVICE_RECORD_SIZE
+    }
+
     fn decode_vm(&self, i: usize) -> Result<VmImage<'a>, BundleError> {
         let b = self.bytes;
         let r = HEADER_SIZE + i * VM_RECORD_SIZE;
@@ -257,18 +734,17 @@ impl<'a> Bundle<'a> {
         let u32_at = |o: usize| le_u32(b, r + o).ok_or(oob);
 
         let raw_name = b.get(r..r + NAME_LEN).ok_or(oob)?;
-        let name_len = raw_name.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
-        let name = core::str::from_utf8(&raw_name[..name_len])
-            .map_err(|_| BundleError::BadName { vm: i })?;
-        if name.is_empty() {
-            return Err(BundleError::BadName { vm: i });
-        }
+        let name = name_field(raw_name).ok_or(BundleError::BadName { vm: i })?;
         let vcpus = u32_at(32)?;
         let kernel_kind =
             KernelKind::from_u32(u32_at(36)?).ok_or(BundleError::BadKernelKind { vm: i })?;
         let mem_base = u64_at(40)?;
         let mem_size = u64_at(48)?;
-        if vcpus == 0 || mem_size == 0 || mem_base.checked_add(mem_size).is_none() {
+        if vcpus == 0
+            || vcpus > limits::VCPUS_PER_VM
+            || mem_size == 0
+            || mem_base.checked_add(mem_size).is_none()
+        {
             return Err(BundleError::BadResources { vm: i });
         }
         let kernel = blob(b, u64_at(56)?, u64_at(64)?).ok_or(oob)?;
@@ -294,6 +770,22 @@ impl<'a> Bundle<'a> {
         let cmdline_bytes = blob(b, u64_at(112)?, u64_at(120)?).ok_or(oob)?;
         let cmdline =
             core::str::from_utf8(cmdline_bytes).map_err(|_| BundleError::BadCmdline { vm: i })?;
+
+        let bad_placement = BundleError::BadPlacement { vm: i };
+        let pinned = match u32_at(128)? {
+            0 => false,
+            1 => true,
+            _ => return Err(bad_placement),
+        };
+        let on_crash = OnCrash::from_u32(u32_at(132)?).ok_or(bad_placement)?;
+        let mut pcpus = [0u8; limits::VCPUS_PER_VM as usize];
+        pcpus.copy_from_slice(b.get(r + 136..r + 144).ok_or(oob)?);
+        for (v, &cpu) in pcpus.iter().enumerate() {
+            let used = v < vcpus as usize;
+            if (used && u32::from(cpu) >= limits::PHYSICAL_CPUS) || (!used && cpu != 0) {
+                return Err(bad_placement);
+            }
+        }
         Ok(VmImage {
             name,
             vcpus,
@@ -306,13 +798,130 @@ impl<'a> Bundle<'a> {
             kernel_footprint,
             initrd,
             cmdline,
+            pinned,
+            pcpus,
+            on_crash,
         })
+    }
+
+    fn decode_device(&self, i: usize) -> Result<Device<'a>, BundleError> {
+        let bad = BundleError::BadDevice { device: i };
+        let r = self.devices_start() + i * DEVICE_RECORD_SIZE;
+        let rec = self.bytes.get(r..r + DEVICE_RECORD_SIZE).ok_or(bad)?;
+        let u32_at = |o: usize| le_u32(rec, o).ok_or(bad);
+        let u64_at = |o: usize| le_u64(rec, o).ok_or(bad);
+        let name = name_field(&rec[..NAME_LEN]).ok_or(bad)?;
+        let vm = u32_at(32)?;
+        if vm as usize >= self.vm_count {
+            return Err(bad);
+        }
+        let irq_count = u32_at(36)?;
+        let base = u64_at(40)?;
+        let size = u64_at(48)?;
+        if size == 0
+            || !base.is_multiple_of(PAGE_SIZE)
+            || !size.is_multiple_of(PAGE_SIZE)
+            || base.checked_add(size).is_none()
+            || irq_count as usize > limits::IRQS_PER_DEVICE
+        {
+            return Err(bad);
+        }
+        let mut irqs = [0u32; limits::IRQS_PER_DEVICE];
+        for (k, irq) in irqs.iter_mut().enumerate() {
+            *irq = u32_at(56 + 4 * k)?;
+            if k >= irq_count as usize && *irq != 0 {
+                return Err(bad);
+            }
+        }
+        let compat_len = u32_at(72)? as usize;
+        if compat_len == 0 || compat_len > COMPATIBLE_LEN {
+            return Err(bad);
+        }
+        let compat_area = rec.get(80..80 + COMPATIBLE_LEN).ok_or(bad)?;
+        let (compatible, padding) = compat_area.split_at(compat_len);
+        if !valid_compatible(compatible) || padding.iter().any(|&c| c != 0) {
+            return Err(bad);
+        }
+        Ok(Device {
+            vm,
+            name,
+            compatible,
+            base,
+            size,
+            irqs,
+            irq_count,
+        })
+    }
+
+    fn decode_channel(&self, i: usize) -> Result<Channel<'a>, BundleError> {
+        let bad = BundleError::BadChannel { channel: i };
+        let r = self.channels_start() + i * CHANNEL_RECORD_SIZE;
+        let rec = self.bytes.get(r..r + CHANNEL_RECORD_SIZE).ok_or(bad)?;
+        let name = name_field(&rec[..NAME_LEN]).ok_or(bad)?;
+        let size = le_u64(rec, 32).ok_or(bad)?;
+        if !(CHANNEL_SIZE_MIN..=CHANNEL_SIZE_MAX).contains(&size) || !size.is_multiple_of(PAGE_SIZE)
+        {
+            return Err(bad);
+        }
+        let end = |at: usize| -> Result<ChannelEnd, BundleError> {
+            let e = ChannelEnd {
+                vm: le_u32(rec, at).ok_or(bad)?,
+                id: le_u32(rec, at + 4).ok_or(bad)?,
+                ipa: le_u64(rec, at + 8).ok_or(bad)?,
+                spi: le_u32(rec, at + 16).ok_or(bad)?,
+            };
+            let inside = e.ipa >= CHANNEL_WINDOW.start
+                && e.ipa
+                    .checked_add(size)
+                    .is_some_and(|end| end <= CHANNEL_WINDOW.end);
+            if e.vm as usize >= self.vm_count
+                || e.id as usize >= limits::CHANNELS_PER_VM
+                || Some(e.spi) != DOORBELL_SPI_BASE.checked_add(e.id)
+                || !e.ipa.is_multiple_of(PAGE_SIZE)
+                || !inside
+            {
+                return Err(bad);
+            }
+            Ok(e)
+        };
+        let ends = [end(40)?, end(64)?];
+        if ends[0].vm == ends[1].vm {
+            return Err(bad);
+        }
+        Ok(Channel { name, size, ends })
     }
 }
 
-/// Encodes a bundle (host side).
+/// Exact size [`encode`] produces: the header and records, then each blob
+/// (of the given sizes, in order) at a [`BLOB_ALIGN`]-aligned offset, and the
+/// whole rounded up to [`BLOB_ALIGN`].
+pub fn encoded_size(
+    vms: usize,
+    devices: usize,
+    channels: usize,
+    blobs: impl IntoIterator<Item = u64>,
+) -> u64 {
+    let align = |n: u64| n.next_multiple_of(BLOB_ALIGN as u64);
+    let mut len = (HEADER_SIZE
+        + vms * VM_RECORD_SIZE
+        + devices * DEVICE_RECORD_SIZE
+        + channels * CHANNEL_RECORD_SIZE) as u64;
+    for blob in blobs {
+        len = align(len) + blob;
+    }
+    align(len)
+}
+
+/// Encodes a bundle (host side). Nothing is checked here (names longer than
+/// the record holds are cut): run [`Bundle::parse`] on the result.
 #[cfg(any(test, feature = "alloc"))]
-pub fn encode(flags: u32, vms: &[VmImage<'_>]) -> alloc::vec::Vec<u8> {
+pub fn encode(
+    flags: u32,
+    system: SystemInfo,
+    vms: &[VmImage<'_>],
+    devices: &[Device<'_>],
+    channels: &[Channel<'_>],
+) -> alloc::vec::Vec<u8> {
     use alloc::vec::Vec;
     fn align(v: &mut Vec<u8>) {
         let padded = v.len().div_ceil(BLOB_ALIGN) * BLOB_ALIGN;
@@ -324,14 +933,58 @@ pub fn encode(flags: u32, vms: &[VmImage<'_>]) -> alloc::vec::Vec<u8> {
         v.extend_from_slice(blob);
         (off, blob.len() as u64)
     }
-    let mut out = Vec::new();
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(vms.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u64.to_le_bytes()); // total, patched below
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.resize(HEADER_SIZE + vms.len() * VM_RECORD_SIZE, 0);
+    fn name(rec: &mut [u8], name: &str) {
+        let name = name.as_bytes();
+        let n = name.len().min(NAME_LEN);
+        rec[..n].copy_from_slice(&name[..n]);
+    }
+    fn put_u32(rec: &mut [u8], at: usize, v: u32) {
+        rec[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put_u64(rec: &mut [u8], at: usize, v: u64) {
+        rec[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut out = alloc::vec![0u8; HEADER_SIZE];
+    out[..8].copy_from_slice(&MAGIC);
+    put_u32(&mut out, 8, VERSION);
+    put_u32(&mut out, 12, count(vms.len()));
+    put_u32(&mut out, 24, flags);
+    put_u32(&mut out, 28, system.slice_us);
+    put_u32(&mut out, 32, system.stop as u32);
+    put_u32(&mut out, 36, count(devices.len()));
+    put_u32(&mut out, 40, count(channels.len()));
+    let devices_at = HEADER_SIZE + vms.len() * VM_RECORD_SIZE;
+    let channels_at = devices_at + devices.len() * DEVICE_RECORD_SIZE;
+    out.resize(channels_at + channels.len() * CHANNEL_RECORD_SIZE, 0);
+
+    for (i, d) in devices.iter().enumerate() {
+        let r = devices_at + i * DEVICE_RECORD_SIZE;
+        let rec = &mut out[r..r + DEVICE_RECORD_SIZE];
+        name(rec, d.name);
+        put_u32(rec, 32, d.vm);
+        put_u32(rec, 36, d.irq_count);
+        put_u64(rec, 40, d.base);
+        put_u64(rec, 48, d.size);
+        for (k, &irq) in d.irqs.iter().enumerate() {
+            put_u32(rec, 56 + 4 * k, irq);
+        }
+        let n = d.compatible.len().min(COMPATIBLE_LEN);
+        put_u32(rec, 72, count(d.compatible.len()));
+        rec[80..80 + n].copy_from_slice(&d.compatible[..n]);
+    }
+    for (i, c) in channels.iter().enumerate() {
+        let r = channels_at + i * CHANNEL_RECORD_SIZE;
+        let rec = &mut out[r..r + CHANNEL_RECORD_SIZE];
+        name(rec, c.name);
+        put_u64(rec, 32, c.size);
+        for (e, at) in c.ends.iter().zip([40, 64]) {
+            put_u32(rec, at, e.vm);
+            put_u32(rec, at + 4, e.id);
+            put_u64(rec, at + 8, e.ipa);
+            put_u32(rec, at + 16, e.spi);
+        }
+    }
     for (i, vm) in vms.iter().enumerate() {
         let kernel = put(&mut out, vm.kernel);
         let initrd = match vm.initrd {
@@ -341,10 +994,10 @@ pub fn encode(flags: u32, vms: &[VmImage<'_>]) -> alloc::vec::Vec<u8> {
         let cmdline = put(&mut out, vm.cmdline.as_bytes());
         let r = HEADER_SIZE + i * VM_RECORD_SIZE;
         let rec = &mut out[r..r + VM_RECORD_SIZE];
-        let name = vm.name.as_bytes();
-        let n = name.len().min(NAME_LEN);
-        rec[..n].copy_from_slice(&name[..n]);
-        let fields: [(usize, u64); 13] = [
+        name(rec, vm.name);
+        put_u32(rec, 32, vm.vcpus);
+        put_u32(rec, 36, vm.kernel_kind as u32);
+        let fields: [(usize, u64); 11] = [
             (40, vm.mem_base),
             (48, vm.mem_size),
             (56, kernel.0),
@@ -356,18 +1009,17 @@ pub fn encode(flags: u32, vms: &[VmImage<'_>]) -> alloc::vec::Vec<u8> {
             (104, initrd.1),
             (112, cmdline.0),
             (120, cmdline.1),
-            (128, 0),
-            (136, 0),
         ];
-        rec[32..36].copy_from_slice(&vm.vcpus.to_le_bytes());
-        rec[36..40].copy_from_slice(&(vm.kernel_kind as u32).to_le_bytes());
         for (at, val) in fields {
-            rec[at..at + 8].copy_from_slice(&val.to_le_bytes());
+            put_u64(rec, at, val);
         }
+        put_u32(rec, 128, u32::from(vm.pinned));
+        put_u32(rec, 132, vm.on_crash as u32);
+        rec[136..144].copy_from_slice(&vm.pcpus);
     }
     align(&mut out);
     let total = out.len() as u64;
-    out[16..24].copy_from_slice(&total.to_le_bytes());
+    put_u64(&mut out, 16, total);
     out
 }
 
@@ -388,75 +1040,390 @@ mod tests {
             kernel_footprint: 0x10_0000,
             initrd,
             cmdline: "console=ttyAMA0",
+            pinned: true,
+            pcpus: [0, 1, 0, 0, 0, 0, 0, 0],
+            on_crash: OnCrash::Stop,
         }
+    }
+
+    const KERNEL: [u8; 5000] = [0xAA; 5000];
+
+    /// Three VMs: "linux" pinned on CPUs 0-1, "a" and "b" sharing CPU 2.
+    fn vms() -> [VmImage<'static>; 3] {
+        let shared = |name| VmImage {
+            name,
+            vcpus: 1,
+            pinned: false,
+            pcpus: [2, 0, 0, 0, 0, 0, 0, 0],
+            on_crash: OnCrash::Restart,
+            mem_size: 0x400_0000,
+            ..sample(&KERNEL, None)
+        };
+        [sample(&KERNEL, Some(&[0x55; 10])), shared("a"), shared("b")]
+    }
+
+    fn rtc() -> Device<'static> {
+        Device {
+            vm: 0,
+            name: "rtc",
+            compatible: b"arm,pl031\0arm,primecell\0",
+            base: 0x0901_0000,
+            size: 0x1000,
+            irqs: [2, 0, 0, 0],
+            irq_count: 1,
+        }
+    }
+
+    fn gpio() -> Device<'static> {
+        Device {
+            vm: 1,
+            name: "gpio",
+            compatible: b"arm,pl061\0",
+            base: 0x0903_0000,
+            size: 0x1000,
+            irqs: [7, 8, 0, 0],
+            irq_count: 2,
+        }
+    }
+
+    fn end(vm: u32, id: u32, ipa: u64) -> ChannelEnd {
+        ChannelEnd {
+            vm,
+            id,
+            ipa,
+            spi: DOORBELL_SPI_BASE + id,
+        }
+    }
+
+    fn ping() -> Channel<'static> {
+        Channel {
+            name: "ping",
+            size: 0x1000,
+            ends: [end(1, 0, 0x0B00_0000), end(2, 0, 0x0B00_0000)],
+        }
+    }
+
+    fn log() -> Channel<'static> {
+        Channel {
+            name: "log",
+            size: 0x2000,
+            ends: [end(0, 0, 0x0B00_0000), end(1, 1, 0x0B00_1000)],
+        }
+    }
+
+    const SYSTEM: SystemInfo = SystemInfo {
+        slice_us: 2000,
+        stop: StopPolicy::Any,
+    };
+
+    fn good() -> Vec<u8> {
+        encode(
+            FLAG_SEMIHOSTING_EXIT,
+            SYSTEM,
+            &vms(),
+            &[rtc(), gpio()],
+            &[ping(), log()],
+        )
     }
 
     #[test]
     fn round_trip() {
-        let kernel = [0xAAu8; 5000];
-        let initrd = [0x55u8; 10];
-        let vms = [sample(&kernel, Some(&initrd)), sample(&kernel, None)];
-        let bytes = encode(FLAG_SEMIHOSTING_EXIT, &vms);
+        let vms = vms();
+        let bytes = good();
         assert_eq!(bytes.len() % BLOB_ALIGN, 0);
+        assert_eq!(
+            encoded_size(3, 2, 2, [5000, 10, 15, 5000, 15, 5000, 15]),
+            bytes.len() as u64
+        );
         let b = Bundle::parse(&bytes).expect("valid bundle");
-        assert_eq!(b.vm_count(), 2);
         assert_eq!(b.flags(), FLAG_SEMIHOSTING_EXIT);
-        assert_eq!(b.vm(0), Some(vms[0]));
-        assert_eq!(b.vm(1), Some(vms[1]));
-        assert_eq!(b.vm(2), None);
+        assert_eq!(b.system(), SYSTEM);
+        assert_eq!(b.vm_count(), 3);
+        for (i, vm) in vms.iter().enumerate() {
+            assert_eq!(b.vm(i), Some(*vm));
+        }
+        assert_eq!(b.vm(3), None);
+        assert_eq!(b.device_count(), 2);
+        assert_eq!(b.device(0), Some(rtc()));
+        assert_eq!(b.device(1), Some(gpio()));
+        assert_eq!(b.device(1).map(|d| d.spis().to_vec()), Some(vec![7, 8]));
+        assert_eq!(b.device(2), None);
+        assert_eq!(b.channel_count(), 2);
+        assert_eq!(b.channel(0), Some(ping()));
+        assert_eq!(b.channel(1), Some(log()));
+        assert_eq!(b.channel(2), None);
+    }
+
+    #[test]
+    fn minimal_round_trip() {
+        let vm = sample(&KERNEL, None);
+        let flags = FLAG_CONSOLE_COLOR | FLAG_SELFTEST_EL2_FAULT;
+        let bytes = encode(flags, SystemInfo::default(), &[vm], &[], &[]);
+        assert_eq!(encoded_size(1, 0, 0, [5000, 15]), bytes.len() as u64);
+        let b = Bundle::parse(&bytes).expect("valid");
+        assert_eq!(b.flags(), flags);
+        assert_eq!(
+            b.system(),
+            SystemInfo {
+                slice_us: 10_000,
+                stop: StopPolicy::All
+            }
+        );
+        assert_eq!(
+            (b.vm(0), b.device_count(), b.channel_count()),
+            (Some(vm), 0, 0)
+        );
+    }
+
+    fn patched(at: usize, bytes: &[u8]) -> Result<Bundle<'static>, BundleError> {
+        let mut b = good();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        let b: &'static [u8] = b.leak();
+        Bundle::parse(b)
+    }
+
+    fn patch32(at: usize, v: u32) -> BundleError {
+        patched(at, &v.to_le_bytes()).expect_err("patched bundle must be rejected")
+    }
+
+    fn patch64(at: usize, v: u64) -> BundleError {
+        patched(at, &v.to_le_bytes()).expect_err("patched bundle must be rejected")
     }
 
     #[test]
     fn rejects_bad_header() {
-        let kernel = [1u8; 16];
-        let good = encode(0, &[sample(&kernel, None)]);
+        let good = good();
         assert_eq!(
             Bundle::parse(&good[..10]).unwrap_err(),
             BundleError::Truncated
         );
-        let mut bad = good.clone();
-        bad[0] = b'X';
-        assert_eq!(Bundle::parse(&bad).unwrap_err(), BundleError::BadMagic);
-        let mut bad = good.clone();
-        bad[8] = 9;
         assert_eq!(
-            Bundle::parse(&bad).unwrap_err(),
-            BundleError::UnsupportedVersion(9)
+            Bundle::parse(&good[..HEADER_SIZE + 100]).unwrap_err(),
+            BundleError::Truncated
         );
-        let mut bad = good.clone();
-        bad[12] = 0;
-        assert_eq!(Bundle::parse(&bad).unwrap_err(), BundleError::BadVmCount(0));
-        let mut bad = good.clone();
-        bad[16..24].copy_from_slice(&(good.len() as u64 + 1).to_le_bytes());
-        assert_eq!(Bundle::parse(&bad).unwrap_err(), BundleError::Truncated);
+        assert_eq!(patched(0, b"X").unwrap_err(), BundleError::BadMagic);
+        assert_eq!(patch32(8, 1), BundleError::UnsupportedVersion(1));
+        assert_eq!(patch32(12, 0), BundleError::BadVmCount(0));
+        assert_eq!(patch32(12, 17), BundleError::BadVmCount(17));
+        assert_eq!(patch64(16, good.len() as u64 + 1), BundleError::Truncated);
+        assert_eq!(patch64(16, 100), BundleError::Truncated);
+        assert_eq!(patch64(16, u64::MAX), BundleError::Truncated);
+        assert_eq!(patch32(28, 99), BundleError::BadSlice(99));
+        assert_eq!(patch32(28, 1_000_001), BundleError::BadSlice(1_000_001));
+        assert!(patched(28, &100u32.to_le_bytes()).is_ok());
+        assert!(patched(28, &1_000_000u32.to_le_bytes()).is_ok());
+        assert_eq!(patch32(32, 2), BundleError::BadStopPolicy(2));
+        assert_eq!(patch32(36, 65), BundleError::BadDeviceCount(65));
+        assert_eq!(patch32(40, 129), BundleError::BadChannelCount(129));
+        // A declared size that cuts the channel records off.
+        assert_eq!(patch64(16, CH0 as u64 + 10), BundleError::Truncated);
+    }
+
+    const VM0: usize = HEADER_SIZE;
+    const VM1: usize = HEADER_SIZE + VM_RECORD_SIZE;
+    const DEV0: usize = HEADER_SIZE + 3 * VM_RECORD_SIZE;
+    const DEV1: usize = DEV0 + DEVICE_RECORD_SIZE;
+    const CH0: usize = DEV0 + 2 * DEVICE_RECORD_SIZE;
+    const CH1: usize = CH0 + CHANNEL_RECORD_SIZE;
+
+    #[test]
+    fn rejects_bad_vm_records() {
+        let vm0 = |e| (e, 0);
+        let err = |e: BundleError| match e {
+            BundleError::BlobOutOfBounds { vm }
+            | BundleError::KernelDoesNotFit { vm }
+            | BundleError::BadResources { vm }
+            | BundleError::BadName { vm }
+            | BundleError::BadKernelKind { vm }
+            | BundleError::BadCmdline { vm }
+            | BundleError::BadPlacement { vm }
+            | BundleError::CpuOvercommitted { vm } => (e, vm),
+            other => panic!("unexpected {other:?}"),
+        };
+        let oob = BundleError::BlobOutOfBounds { vm: 0 };
+        let fit = BundleError::KernelDoesNotFit { vm: 0 };
+        let res = BundleError::BadResources { vm: 0 };
+        let place = BundleError::BadPlacement { vm: 0 };
+        assert_eq!(err(patch64(VM0 + 56, 1 << 40)), vm0(oob));
+        assert_eq!(err(patch64(VM0 + 64, u64::MAX)), vm0(oob));
+        assert_eq!(err(patch64(VM0 + 96, 1 << 40)), vm0(oob));
+        assert_eq!(err(patch64(VM0 + 112, 1 << 40)), vm0(oob));
+        assert_eq!(err(patch64(VM0 + 88, 1 << 40)), vm0(fit));
+        assert_eq!(err(patch64(VM0 + 88, 100)), vm0(fit));
+        assert_eq!(err(patch64(VM0 + 72, u64::MAX)), vm0(fit));
+        assert_eq!(err(patch64(VM0 + 80, 0)), vm0(fit));
+        assert_eq!(err(patch64(VM0 + 48, 0)), vm0(res));
+        assert_eq!(err(patch64(VM0 + 40, u64::MAX)), vm0(res));
+        assert_eq!(err(patch32(VM0 + 32, 0)), vm0(res));
+        assert_eq!(err(patch32(VM0 + 32, 9)), vm0(res));
+        assert_eq!(
+            err(patch32(VM0 + 36, 7)),
+            vm0(BundleError::BadKernelKind { vm: 0 })
+        );
+        assert_eq!(
+            err(patched(VM0, &[0]).unwrap_err()),
+            vm0(BundleError::BadName { vm: 0 })
+        );
+        // Bytes after the name's NUL, a name filling all 32 bytes, bad UTF-8.
+        assert_eq!(
+            patched(VM0 + 8, b"x").unwrap_err(),
+            BundleError::BadName { vm: 0 }
+        );
+        assert_eq!(
+            patched(VM0, &[b'n'; 32]).unwrap_err(),
+            BundleError::BadName { vm: 0 }
+        );
+        assert_eq!(
+            patched(VM0, &[0xff]).unwrap_err(),
+            BundleError::BadName { vm: 0 }
+        );
+        // The command line blob is "console=ttyAMA0" at a 4 KiB boundary.
+        let cmdline_at = {
+            let b = good();
+            u64::from_le_bytes(b[VM0 + 112..VM0 + 120].try_into().expect("8 bytes")) as usize
+        };
+        assert_eq!(
+            patched(cmdline_at, &[0xff]).unwrap_err(),
+            BundleError::BadCmdline { vm: 0 }
+        );
+        assert_eq!(err(patch32(VM0 + 128, 2)), vm0(place));
+        assert_eq!(err(patch32(VM0 + 132, 2)), vm0(place));
+        // vCPU 1 on physical CPU 8; an unused slot (vCPU 2) not zero.
+        assert_eq!(patched(VM0 + 137, &[8]).unwrap_err(), place);
+        assert_eq!(patched(VM0 + 138, &[1]).unwrap_err(), place);
+        // Pinned vCPUs on the same CPU, or on the CPU shared VMs use.
+        assert_eq!(
+            patched(VM0 + 136, &[1, 1]).unwrap_err(),
+            BundleError::CpuOvercommitted { vm: 0 }
+        );
+        assert_eq!(
+            patched(VM1 + 136, &[1]).unwrap_err(),
+            BundleError::CpuOvercommitted { vm: 0 }
+        );
+        // Shared vCPUs may share.
+        assert!(patched(VM1 + 136, &[2]).is_ok());
+        // A shared VM becoming pinned while another uses its CPU.
+        assert_eq!(
+            patched(VM1 + 128, &[1]).unwrap_err(),
+            BundleError::CpuOvercommitted { vm: 1 }
+        );
     }
 
     #[test]
-    fn rejects_bad_records() {
-        let kernel = [1u8; 16];
-        let good = encode(0, &[sample(&kernel, None)]);
-        let rec = HEADER_SIZE;
-        let patch = |at: usize, v: u64| {
-            let mut b = good.clone();
-            b[rec + at..rec + at + 8].copy_from_slice(&v.to_le_bytes());
-            Bundle::parse(&b).unwrap_err()
-        };
-        assert_eq!(patch(56, 1 << 40), BundleError::BlobOutOfBounds { vm: 0 });
-        assert_eq!(patch(88, 1 << 40), BundleError::KernelDoesNotFit { vm: 0 });
-        assert_eq!(patch(80, 0), BundleError::KernelDoesNotFit { vm: 0 });
-        assert_eq!(patch(48, 0), BundleError::BadResources { vm: 0 });
-        assert_eq!(patch(40, u64::MAX), BundleError::BadResources { vm: 0 });
-        let mut b = good.clone();
-        b[rec] = 0;
+    fn rejects_bad_devices() {
+        let bad0 = BundleError::BadDevice { device: 0 };
+        let bad1 = BundleError::BadDevice { device: 1 };
+        let overlap1 = BundleError::DeviceOverlap { device: 1 };
+        let irq1 = BundleError::InterruptConflict { device: 1 };
+        assert_eq!(patched(DEV0, &[0]).unwrap_err(), bad0);
+        assert_eq!(patch32(DEV0 + 32, 3), bad0);
+        assert_eq!(patch32(DEV0 + 36, 5), bad0);
+        assert_eq!(patch64(DEV0 + 40, 0x0901_0800), bad0);
+        assert_eq!(patch64(DEV0 + 48, 0), bad0);
+        assert_eq!(patch64(DEV0 + 48, 0x1800), bad0);
+        assert_eq!(patch64(DEV0 + 40, !0xfff_u64), bad0);
+        // An interrupt beyond the count.
+        assert_eq!(patch32(DEV0 + 60, 9), bad0);
+        assert_eq!(patch32(DEV1 + 64, 9), bad1);
+        // Compatible lists: empty, too long, not NUL-terminated, an empty
+        // entry, bytes after the list, not UTF-8.
+        assert_eq!(patch32(DEV0 + 72, 0), bad0);
+        assert_eq!(patch32(DEV0 + 72, 97), bad0);
+        assert_eq!(patch32(DEV0 + 72, 9), bad0);
+        assert_eq!(patched(DEV0 + 80, &[0]).unwrap_err(), bad0);
+        assert_eq!(patched(DEV0 + 80 + 9, b"\0\0").unwrap_err(), bad0);
+        assert_eq!(patched(DEV0 + 80 + 30, b"x").unwrap_err(), bad0);
+        assert_eq!(patched(DEV0 + 80, &[0xff]).unwrap_err(), bad0);
+        // Regions: the other device, the VM's RAM, the GIC/UART window, the
+        // channel window.
+        assert_eq!(patch64(DEV1 + 40, 0x0901_0000), overlap1);
+        assert_eq!(patch64(DEV1 + 40, 0x4000_0000), overlap1);
+        assert_eq!(patch64(DEV1 + 40, 0x0900_0000), overlap1);
+        assert_eq!(patch64(DEV1 + 40, 0x0800_0000), overlap1);
+        assert_eq!(patch64(DEV1 + 40, 0x0BFF_F000), overlap1);
+        assert!(patched(DEV1 + 40, &0x0900_1000u64.to_le_bytes()).is_ok());
+        // Interrupts: the UART's, a doorbell's, twice in one device, another
+        // device's.
+        assert_eq!(patch32(DEV1 + 56, 1), irq1);
+        assert_eq!(patch32(DEV1 + 56, 48), irq1);
+        assert_eq!(patch32(DEV1 + 56, 8), irq1);
+        assert_eq!(patch32(DEV1 + 56, 2), irq1);
+        assert!(patched(DEV1 + 56, &0u32.to_le_bytes()).is_ok());
+        assert!(patched(DEV1 + 56, &47u32.to_le_bytes()).is_ok());
+        // Five devices for one VM.
+        let vms = vms();
+        let devices: Vec<Device<'_>> = (0..5)
+            .map(|i| Device {
+                base: 0x0A00_0000 + i * 0x1000,
+                irq_count: 0,
+                irqs: [0; 4],
+                ..rtc()
+            })
+            .collect();
+        let bytes = encode(0, SYSTEM, &vms, &devices[..4], &[]);
+        assert!(Bundle::parse(&bytes).is_ok());
+        let bytes = encode(0, SYSTEM, &vms, &devices, &[]);
         assert_eq!(
-            Bundle::parse(&b).unwrap_err(),
-            BundleError::BadName { vm: 0 }
+            Bundle::parse(&bytes).unwrap_err(),
+            BundleError::TooManyDevices { vm: 0 }
         );
-        let mut b = good.clone();
-        b[rec + 36] = 7;
+    }
+
+    #[test]
+    fn rejects_bad_channels() {
+        let bad0 = BundleError::BadChannel { channel: 0 };
+        let bad1 = BundleError::BadChannel { channel: 1 };
+        let overlap1 = BundleError::ChannelOverlap { channel: 1 };
+        assert_eq!(patched(CH0, &[0]).unwrap_err(), bad0);
+        for size in [0, 0x800, 0x1800, 0x20_1000] {
+            assert_eq!(patch64(CH0 + 32, size), bad0, "size {size:#x}");
+        }
+        assert!(patched(CH1 + 32, &0x20_0000u64.to_le_bytes()).is_ok());
+        // Unknown VM, the same VM at both ends.
+        assert_eq!(patch32(CH0 + 40, 3), bad0);
+        assert_eq!(patch32(CH0 + 64, 1), bad0);
+        // Number out of range (with a matching doorbell), doorbell not 48 + number.
+        let mut e = [0u8; 24];
+        e[..4].copy_from_slice(&1u32.to_le_bytes());
+        e[4..8].copy_from_slice(&16u32.to_le_bytes());
+        e[8..16].copy_from_slice(&0x0B00_0000u64.to_le_bytes());
+        e[16..20].copy_from_slice(&64u32.to_le_bytes());
+        assert_eq!(patched(CH0 + 40, &e).unwrap_err(), bad0);
+        assert_eq!(patch32(CH0 + 40 + 16, 49), bad0);
+        // Addresses: unaligned, below, past the end of the window.
+        assert_eq!(patch64(CH0 + 40 + 8, 0x0B00_0800), bad0);
+        assert_eq!(patch64(CH0 + 40 + 8, 0x0AFF_F000), bad0);
+        assert_eq!(patch64(CH0 + 40 + 8, 0x0C00_0000), bad0);
+        assert_eq!(patch64(CH0 + 40 + 8, !0xfff_u64), bad0);
+        assert!(patched(CH0 + 40 + 8, &0x0BFF_F000u64.to_le_bytes()).is_ok());
+        // "log" reuses number 0 in VM 1 ("ping" has it); its memory in VM 1
+        // overlaps "ping"'s.
+        let mut e = [0u8; 16];
+        e[12..].copy_from_slice(&DOORBELL_SPI_BASE.to_le_bytes());
+        e[4..12].copy_from_slice(&0x0B00_2000u64.to_le_bytes());
+        assert_eq!(patched(CH1 + 64 + 4, &e).unwrap_err(), bad1);
+        assert_eq!(patch64(CH1 + 64 + 8, 0x0B00_0000), overlap1);
+        // A channel inside its VM's RAM.
+        let vms = vms();
+        let mut low = vms;
+        low[1].mem_base = 0x0A00_0000;
+        low[1].mem_size = 0x0200_0000;
+        let bytes = encode(0, SYSTEM, &low, &[], &[ping()]);
         assert_eq!(
-            Bundle::parse(&b).unwrap_err(),
-            BundleError::BadKernelKind { vm: 0 }
+            Bundle::parse(&bytes).unwrap_err(),
+            BundleError::ChannelOverlap { channel: 0 }
+        );
+    }
+
+    #[test]
+    fn messages() {
+        assert_eq!(
+            BundleError::CpuOvercommitted { vm: 2 }.to_string(),
+            "VM 2: a pinned vCPU shares its physical CPU with another vCPU"
+        );
+        assert_eq!(
+            BundleError::BadSlice(5).to_string(),
+            "time slice 5 us is outside 100..=1000000 us"
         );
     }
 }

@@ -8,11 +8,24 @@
 //! rng-seed). A guest built for `virt` therefore finds its devices where it
 //! expects them; [`virt_map`] holds that default map.
 //!
-//! Phandles: the GIC is 1, the UART's clock 2.
+//! On top of that, per VM:
+//! - each shared-memory channel ([`GuestChannel`]) is a `/reserved-memory/shm@<ipa>`
+//!   region (`compatible = "stratum,shmem"`, `no-map`) and a root
+//!   `channel@<ipa>` node (`compatible = "stratum,channel"`) with the same
+//!   `reg`, its doorbell (a rising-edge SPI), `stratum,id` (the number the
+//!   guest passes to the `DOORBELL` hypercall), `stratum,name`,
+//!   `stratum,peer` (the other VM's name) and `memory-region` pointing at
+//!   the region;
+//! - each passthrough device ([`GuestDevice`]) is a root `<name>@<base>`
+//!   node with its compatible list, `reg` and level-high SPIs.
+//!
+//! Phandles: the GIC is 1, the UART's clock 2, channel *i*'s memory region
+//! 3 + *i*.
 
 use crate::addr::IpaRange;
 use crate::fdt::{FdtError, FdtWriter};
 use core::fmt::Write;
+use stratum_abi::limits;
 
 /// The default guest-physical map, mirroring QEMU `virt`.
 pub mod virt_map {
@@ -96,6 +109,35 @@ pub struct GuestUart {
     pub spi: u32,
 }
 
+/// One end of a shared-memory channel, as this VM sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestChannel<'a> {
+    /// The channel's number in this VM (what `DOORBELL` takes in `x1`).
+    pub id: u32,
+    /// The channel's name.
+    pub name: &'a str,
+    /// The name of the VM at the other end.
+    pub peer: &'a str,
+    /// The shared memory.
+    pub shm: IpaRange,
+    /// The doorbell's SPI number (INTID − 32), rising edge.
+    pub spi: u32,
+}
+
+/// A passthrough device, as this VM sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestDevice<'a> {
+    /// Node name before the `@`.
+    pub name: &'a str,
+    /// The compatible list: NUL-separated, NUL-terminated, no empty entry.
+    pub compatible: &'a [u8],
+    /// Its registers.
+    pub regs: IpaRange,
+    /// Its SPI numbers (INTID − 32), level high; at most
+    /// [`limits::IRQS_PER_DEVICE`].
+    pub spis: &'a [u32],
+}
+
 /// What the VM has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestDtConfig<'a> {
@@ -117,6 +159,10 @@ pub struct GuestDtConfig<'a> {
     /// as `/chosen/stratum,boot-count` (u32): lets a guest tell a reset from
     /// a cold boot (Linux shows it in `/proc/device-tree/chosen/`).
     pub boot_count: Option<u32>,
+    /// Shared-memory channels to other VMs.
+    pub channels: &'a [GuestChannel<'a>],
+    /// Passthrough devices.
+    pub devices: &'a [GuestDevice<'a>],
 }
 
 /// Why a guest tree could not be generated. The variant docs are the
@@ -133,6 +179,11 @@ pub enum GuestDtError {
     BadMpidr,
     /// Two vCPUs share an MPIDR.
     DuplicateMpidr,
+    /// A passthrough device's compatible list is empty, not NUL-terminated,
+    /// or has an empty entry.
+    BadCompatible,
+    /// A passthrough device has more than `IRQS_PER_DEVICE` interrupts.
+    TooManyInterrupts,
 }
 
 impl From<FdtError> for GuestDtError {
@@ -151,6 +202,12 @@ impl core::fmt::Display for GuestDtError {
             }
             Self::BadMpidr => f.write_str("guest device tree: vCPU MPIDR has non-affinity bits"),
             Self::DuplicateMpidr => f.write_str("guest device tree: two vCPUs share an MPIDR"),
+            Self::BadCompatible => {
+                f.write_str("guest device tree: a passthrough device has a bad compatible list")
+            }
+            Self::TooManyInterrupts => {
+                f.write_str("guest device tree: a passthrough device has too many interrupts")
+            }
         }
     }
 }
@@ -160,6 +217,8 @@ const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 /// GIC interrupt specifier kinds.
 const GIC_SPI: u32 = 0;
 const GIC_PPI: u32 = 1;
+/// `IRQ_TYPE_EDGE_RISING`: channel doorbells.
+const IRQ_EDGE_RISING: u32 = 1;
 /// `IRQ_TYPE_LEVEL_HIGH`.
 const IRQ_LEVEL_HIGH: u32 = 4;
 /// `IRQ_TYPE_LEVEL_LOW`: the architected timer's outputs.
@@ -168,6 +227,8 @@ const IRQ_LEVEL_LOW: u32 = 8;
 const GICV2_MAX_CPUS: usize = 8;
 const GIC_PHANDLE: u32 = 1;
 const CLOCK_PHANDLE: u32 = 2;
+/// Channel *i*'s memory region has phandle `SHM_PHANDLE_BASE + i`.
+const SHM_PHANDLE_BASE: u32 = 3;
 
 /// A node name formatted on the stack (`cpu@100`).
 struct Name {
@@ -237,6 +298,15 @@ fn validate(desc: &GuestDtConfig<'_>) -> Result<(), GuestDtError> {
             return Err(GuestDtError::DuplicateMpidr);
         }
     }
+    for d in desc.devices {
+        let c = d.compatible;
+        if c.last() != Some(&0) || c.first() == Some(&0) || c.windows(2).any(|w| w == [0, 0]) {
+            return Err(GuestDtError::BadCompatible);
+        }
+        if d.spis.len() > limits::IRQS_PER_DEVICE {
+            return Err(GuestDtError::TooManyInterrupts);
+        }
+    }
     Ok(())
 }
 
@@ -258,6 +328,7 @@ pub fn generate(desc: &GuestDtConfig<'_>, buf: &mut [u8]) -> Result<usize, Guest
     w.property_string("device_type", "memory")?;
     reg(&mut w, &[desc.ram])?;
     w.end_node()?;
+    reserved_memory(&mut w, desc.channels)?;
     cpus(&mut w, desc.vcpu_mpidrs)?;
     w.begin_node("psci")?;
     w.property_strings("compatible", &["arm,psci-1.0", "arm,psci-0.2"])?;
@@ -268,8 +339,80 @@ pub fn generate(desc: &GuestDtConfig<'_>, buf: &mut [u8]) -> Result<usize, Guest
     if let Some(uart) = &desc.uart {
         pl011(&mut w, uart)?;
     }
+    channels(&mut w, desc.channels)?;
+    for device in desc.devices {
+        passthrough(&mut w, device)?;
+    }
     w.end_node()?;
     Ok(w.finish()?)
+}
+
+/// The phandle of channel `index`'s memory region.
+fn shm_phandle(index: usize) -> Result<u32, GuestDtError> {
+    u32::try_from(index)
+        .ok()
+        .and_then(|i| SHM_PHANDLE_BASE.checked_add(i))
+        .ok_or(GuestDtError::Fdt(FdtError::ValueTooLarge))
+}
+
+/// `/reserved-memory` with one `no-map` region per channel (none without
+/// channels).
+fn reserved_memory(
+    w: &mut FdtWriter<'_>,
+    channels: &[GuestChannel<'_>],
+) -> Result<(), GuestDtError> {
+    if channels.is_empty() {
+        return Ok(());
+    }
+    w.begin_node("reserved-memory")?;
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_empty("ranges")?;
+    for (i, ch) in channels.iter().enumerate() {
+        let name = Name::new(format_args!("shm@{:x}", ch.shm.start.raw()))?;
+        w.begin_node(name.as_str())?;
+        w.property_string("compatible", "stratum,shmem")?;
+        reg(w, &[ch.shm])?;
+        w.property_empty("no-map")?;
+        w.property_u32("phandle", shm_phandle(i)?)?;
+        w.end_node()?;
+    }
+    w.end_node()?;
+    Ok(())
+}
+
+/// One `channel@<ipa>` node per channel.
+fn channels(w: &mut FdtWriter<'_>, channels: &[GuestChannel<'_>]) -> Result<(), GuestDtError> {
+    for (i, ch) in channels.iter().enumerate() {
+        let name = Name::new(format_args!("channel@{:x}", ch.shm.start.raw()))?;
+        w.begin_node(name.as_str())?;
+        w.property_string("compatible", "stratum,channel")?;
+        reg(w, &[ch.shm])?;
+        w.property_cells("interrupts", &[GIC_SPI, ch.spi, IRQ_EDGE_RISING])?;
+        w.property_u32("stratum,id", ch.id)?;
+        w.property_string("stratum,name", ch.name)?;
+        w.property_string("stratum,peer", ch.peer)?;
+        w.property_u32("memory-region", shm_phandle(i)?)?;
+        w.end_node()?;
+    }
+    Ok(())
+}
+
+/// A passthrough device's node.
+fn passthrough(w: &mut FdtWriter<'_>, d: &GuestDevice<'_>) -> Result<(), GuestDtError> {
+    let name = Name::new(format_args!("{}@{:x}", d.name, d.regs.start.raw()))?;
+    w.begin_node(name.as_str())?;
+    w.property("compatible", d.compatible)?;
+    reg(w, &[d.regs])?;
+    if !d.spis.is_empty() {
+        let mut cells = [0u32; 3 * limits::IRQS_PER_DEVICE];
+        for (slot, &spi) in cells.chunks_exact_mut(3).zip(d.spis) {
+            slot.copy_from_slice(&[GIC_SPI, spi, IRQ_LEVEL_HIGH]);
+        }
+        w.property_cells("interrupts", cells.get(..3 * d.spis.len()).unwrap_or(&[]))?;
+    }
+    w.end_node()?;
+    Ok(())
 }
 
 fn chosen(w: &mut FdtWriter<'_>, desc: &GuestDtConfig<'_>) -> Result<(), GuestDtError> {
@@ -419,6 +562,8 @@ mod tests {
             initrd: initrd.then(|| IpaRange::new(Ipa(0x5000_0000), 0x12_3456).expect("ok")),
             rng_seed: Some(&SEED),
             boot_count: Some(3),
+            channels: &[],
+            devices: &[],
         }
     }
 
@@ -662,6 +807,226 @@ mod tests {
         assert_eq!(
             GuestDtError::NoVcpus.to_string(),
             "guest device tree: VM has no vCPU"
+        );
+    }
+
+    fn ipa(start: u64, size: u64) -> IpaRange {
+        IpaRange::new(Ipa(start), size).expect("valid range")
+    }
+
+    const CHANNELS: [GuestChannel<'static>; 2] = [
+        GuestChannel {
+            id: 0,
+            name: "ping",
+            peer: "ticker",
+            shm: IpaRange {
+                start: Ipa(0x0B00_0000),
+                size: 0x1000,
+            },
+            spi: 48,
+        },
+        GuestChannel {
+            id: 1,
+            name: "log",
+            peer: "linux",
+            shm: IpaRange {
+                start: Ipa(0x0B00_1000),
+                size: 0x20_0000,
+            },
+            spi: 49,
+        },
+    ];
+
+    fn cells(node: &crate::fdt::Node<'_>, name: &str) -> Option<Vec<u32>> {
+        node.property(name).map(|p| p.cells().collect())
+    }
+
+    #[test]
+    fn channels_and_passthrough_devices() {
+        let devices = [
+            GuestDevice {
+                name: "rtc",
+                compatible: b"arm,pl031\0arm,primecell\0",
+                regs: ipa(0x0901_0000, 0x1000),
+                spis: &[2],
+            },
+            GuestDevice {
+                name: "gpio",
+                compatible: b"arm,pl061\0",
+                regs: ipa(0x1_0000_0000, 0x2000),
+                spis: &[7, 8, 9, 10],
+            },
+            GuestDevice {
+                name: "sram",
+                compatible: b"mmio-sram\0",
+                regs: ipa(0x0A00_0000, 0x1000),
+                spis: &[],
+            },
+        ];
+        for v3 in [false, true] {
+            let desc = GuestDtConfig {
+                channels: &CHANNELS,
+                devices: &devices,
+                ..config(&[0, 1], v3, true)
+            };
+            let blob = generate_vec(&desc);
+            let fdt = Fdt::new(&blob).expect("valid");
+
+            let rsv = fdt.find_node("/reserved-memory").expect("reserved-memory");
+            assert_eq!(
+                rsv.properties().map(|p| p.name()).collect::<Vec<_>>(),
+                ["#address-cells", "#size-cells", "ranges"]
+            );
+            assert_eq!(cells(&rsv, "#address-cells"), Some(vec![2]));
+            assert_eq!(cells(&rsv, "#size-cells"), Some(vec![2]));
+            assert!(rsv.property("ranges").is_some_and(|p| p.is_empty()));
+            assert_eq!(rsv.children().count(), 2);
+
+            for (i, ch) in CHANNELS.iter().enumerate() {
+                let at = ch.shm.start.raw();
+                let size = ch.shm.size;
+                let shm = fdt
+                    .find_node(&format!("/reserved-memory/shm@{at:x}"))
+                    .expect("shm region");
+                assert_eq!(
+                    shm.properties().map(|p| p.name()).collect::<Vec<_>>(),
+                    ["compatible", "reg", "no-map", "phandle"]
+                );
+                assert!(shm.is_compatible("stratum,shmem"));
+                assert_eq!(shm.reg().expect("reg").collect::<Vec<_>>(), [(at, size)]);
+                assert!(shm.property("no-map").is_some_and(|p| p.is_empty()));
+                assert_eq!(shm.phandle(), Some(3 + i as u32));
+
+                let node = fdt
+                    .find_node(&format!("/channel@{at:x}"))
+                    .expect("channel node");
+                assert_eq!(
+                    node.properties().map(|p| p.name()).collect::<Vec<_>>(),
+                    [
+                        "compatible",
+                        "reg",
+                        "interrupts",
+                        "stratum,id",
+                        "stratum,name",
+                        "stratum,peer",
+                        "memory-region"
+                    ]
+                );
+                assert!(node.is_compatible("stratum,channel"));
+                assert_eq!(node.reg().expect("reg").collect::<Vec<_>>(), [(at, size)]);
+                assert_eq!(cells(&node, "interrupts"), Some(vec![0, ch.spi, 1]));
+                assert_eq!(cells(&node, "stratum,id"), Some(vec![ch.id]));
+                assert_eq!(
+                    node.property("stratum,name").and_then(|p| p.as_str()),
+                    Some(ch.name)
+                );
+                assert_eq!(
+                    node.property("stratum,peer").and_then(|p| p.as_str()),
+                    Some(ch.peer)
+                );
+                let region = node
+                    .property("memory-region")
+                    .and_then(|p| p.as_u32())
+                    .expect("memory-region");
+                assert_eq!(fdt.node_by_phandle(region), Some(shm));
+            }
+
+            for d in &devices {
+                let at = d.regs.start.raw();
+                let node = fdt
+                    .find_node(&format!("/{}@{at:x}", d.name))
+                    .expect("device node");
+                assert_eq!(
+                    node.property("compatible").map(|p| p.raw()),
+                    Some(d.compatible)
+                );
+                assert_eq!(
+                    node.reg().expect("reg").collect::<Vec<_>>(),
+                    [(at, d.regs.size)]
+                );
+                let want: Vec<u32> = d.spis.iter().flat_map(|&s| [0, s, 4]).collect();
+                assert_eq!(cells(&node, "interrupts").unwrap_or_default(), want);
+                assert_eq!(node.has_property("interrupts"), !d.spis.is_empty());
+                assert_eq!(
+                    node.properties().count(),
+                    2 + usize::from(!d.spis.is_empty())
+                );
+            }
+            assert_eq!(
+                fdt.find_node("/rtc@9010000")
+                    .and_then(|n| n.compatible())
+                    .map(|c| c.collect::<Vec<_>>()),
+                Some(vec!["arm,pl031", "arm,primecell"])
+            );
+
+            // Still a valid platform: one memory bank, same CPUs and GIC.
+            let p = Platform::from_fdt(&fdt).expect("platform");
+            assert_eq!(p.memory().len(), 1);
+            assert_eq!(p.cpus().len(), 2);
+            let dts = dtc_decompile(&blob);
+            for needle in [
+                "reserved-memory {",
+                "shm@b001000 {",
+                "no-map;",
+                "channel@b000000 {",
+                "stratum,peer = \"ticker\";",
+                "rtc@9010000 {",
+                "gpio@100000000 {",
+            ] {
+                assert!(dts.contains(needle), "missing {needle:?} in\n{dts}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_channels_no_reserved_memory() {
+        let blob = generate_vec(&config(&[0], true, false));
+        let fdt = Fdt::new(&blob).expect("valid");
+        assert!(fdt.find_node("/reserved-memory").is_none());
+        assert!(fdt.nodes().all(|n| !n.name().starts_with("channel@")));
+    }
+
+    #[test]
+    fn bad_passthrough_devices() {
+        let bad = |compatible: &[u8], spis: &[u32]| {
+            let devices = [GuestDevice {
+                name: "dev",
+                compatible,
+                regs: ipa(0x0A00_0000, 0x1000),
+                spis,
+            }];
+            let desc = GuestDtConfig {
+                devices: &devices,
+                ..config(&[0], true, false)
+            };
+            generate(&desc, &mut [0u8; 4096]).err()
+        };
+        assert_eq!(bad(b"a\0", &[1, 2, 3, 4]), None);
+        for compatible in [&b""[..], b"a", b"\0", b"a\0\0", b"\0a\0"] {
+            assert_eq!(
+                bad(compatible, &[]),
+                Some(GuestDtError::BadCompatible),
+                "{compatible:?}"
+            );
+        }
+        assert_eq!(
+            bad(b"a\0", &[1, 2, 3, 4, 5]),
+            Some(GuestDtError::TooManyInterrupts)
+        );
+        // A name that cannot be a node name.
+        let devices = [GuestDevice {
+            name: "a/b",
+            compatible: b"a\0",
+            regs: ipa(0x0A00_0000, 0x1000),
+            spis: &[],
+        }];
+        let desc = GuestDtConfig {
+            devices: &devices,
+            ..config(&[0], true, false)
+        };
+        assert_eq!(
+            generate(&desc, &mut [0u8; 4096]),
+            Err(GuestDtError::Fdt(FdtError::InvalidName))
         );
     }
 

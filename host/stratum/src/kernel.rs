@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use stratum_abi::bundle::{self, FLAG_SEMIHOSTING_EXIT, KernelKind, VmImage};
+use stratum_abi::bundle::{self, FLAG_SEMIHOSTING_EXIT, KernelKind, OnCrash, SystemInfo, VmImage};
 use stratum_core::image::{self, KernelInfo, Placement};
 
 use crate::config::{Config, VmConfig};
@@ -79,7 +79,13 @@ pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
         .zip(&loaded)
         .map(|(vm, l)| vm_image(vm, &l.kernel, l.initrd.as_deref()))
         .collect();
-    let bytes = bundle::encode(FLAG_SEMIHOSTING_EXIT | extra_flags, &images);
+    let bytes = bundle::encode(
+        FLAG_SEMIHOSTING_EXIT | extra_flags,
+        SystemInfo::default(),
+        &images,
+        &[],
+        &[],
+    );
     // The hypervisor will run exactly this check; fail here, with a clearer
     // exit status, if the tool and the ABI ever disagree.
     bundle::Bundle::parse(&bytes)
@@ -100,6 +106,9 @@ fn vm_image<'a>(vm: &'a VmConfig, k: &'a PreparedKernel, initrd: Option<&'a [u8]
         kernel_footprint: k.placement.footprint,
         initrd,
         cmdline: &vm.cmdline,
+        pinned: true,
+        pcpus: core::array::from_fn(|i| if i < vm.cpus as usize { i as u8 } else { 0 }),
+        on_crash: OnCrash::Stop,
     }
 }
 
@@ -120,17 +129,12 @@ pub struct BlobSizes {
 
 /// Exact size [`bundle::encode`] produces for VMs with these blobs.
 pub fn bundle_size(vms: impl IntoIterator<Item = BlobSizes>) -> u64 {
-    let align = |n: u64| n.next_multiple_of(bundle::BLOB_ALIGN as u64);
     let vms: Vec<BlobSizes> = vms.into_iter().collect();
-    let mut len = (bundle::HEADER_SIZE + vms.len() * bundle::VM_RECORD_SIZE) as u64;
-    for vm in vms {
-        len = align(len) + vm.kernel;
-        if let Some(initrd) = vm.initrd {
-            len = align(len) + initrd;
-        }
-        len = align(len) + vm.cmdline;
-    }
-    align(len)
+    let blobs = vms
+        .iter()
+        .flat_map(|vm| [Some(vm.kernel), vm.initrd, Some(vm.cmdline)])
+        .flatten();
+    bundle::encoded_size(vms.len(), 0, 0, blobs.collect::<Vec<_>>())
 }
 
 #[cfg(test)]
@@ -247,6 +251,9 @@ mod tests {
             kernel_footprint: 5000,
             initrd,
             cmdline,
+            pinned: false,
+            pcpus: [0; 8],
+            on_crash: OnCrash::Stop,
         };
         let vms = [
             image(Some(&i[..]), "x"),
@@ -271,7 +278,7 @@ mod tests {
             },
         ];
         for n in 1..=3 {
-            let encoded = bundle::encode(0, &vms[..n]);
+            let encoded = bundle::encode(0, SystemInfo::default(), &vms[..n], &[], &[]);
             assert_eq!(
                 bundle_size(sizes[..n].iter().copied()),
                 encoded.len() as u64

@@ -239,7 +239,7 @@ impl Config {
         let mut problems = Vec::new();
         if self.vms.len() > limits::RUNNING_VMS {
             problems.push(format!(
-                "{}: {} VMs: this version of Stratum runs {} VM at a time (several VMs are planned)",
+                "{}: {} VMs: this version of Stratum runs at most {} VMs at a time",
                 origin("vm", "--kernel"),
                 self.vms.len(),
                 limits::RUNNING_VMS

@@ -570,7 +570,7 @@ fn example_configs_in_the_repository_parse() {
 }
 
 #[test]
-fn this_version_runs_one_vm_with_up_to_eight_vcpus() {
+fn this_version_runs_up_to_eight_vms_with_up_to_eight_vcpus() {
     let fx = Fixture::new();
     let one = fx
         .parse("[[vm]]\nkernel = \"hello.elf\"\nmemory = \"64M\"\n")
@@ -581,15 +581,17 @@ fn this_version_runs_one_vm_with_up_to_eight_vcpus() {
         .expect("valid");
     smp.check_supported()
         .expect("SMP VMs run, one vCPU per physical CPU");
+    let eight = fx.parse(&vm_names(8, "32M")).expect("valid");
+    eight.check_supported().expect("eight VMs run");
 
-    let two = fx
-        .parse(&vm_names(2, "32M"))
-        .expect("the format allows several VMs");
-    let e = two.check_supported().expect_err("one VM at a time");
+    let nine = fx
+        .parse(&vm_names(9, "32M"))
+        .expect("the format allows more VMs");
+    let e = nine.check_supported().expect_err("at most eight");
     assert_eq!(e.exit_code(), crate::exit_code::BAD_INPUT);
     let msg = e.to_string();
     assert!(
-        msg.contains("x.toml: vm: 2 VMs: this version of Stratum runs 1 VM at a time"),
+        msg.contains("x.toml: vm: 9 VMs: this version of Stratum runs at most 8 VMs at a time"),
         "{msg}"
     );
 }
