@@ -60,6 +60,9 @@ pub enum VmState {
 /// Registers VM `id` and its name for the console (boot CPU).
 pub fn add_vm(_id: usize, _name: &'static str) {}
 
+/// Colours the VM tags (the console is a terminal).
+pub fn set_color(_on: bool) {}
+
 /// Records VM `id`'s state.
 pub fn set_state(_id: usize, _state: VmState) {}
 

@@ -69,6 +69,70 @@ static IRQS: [SpinLock<Option<Irqs>>; MAX_CPUS] = [const { SpinLock::new(None) }
 /// How each CPU is named as an SGI target (set once at its bring-up).
 static KICK_TARGETS: [SpinLock<Option<SgiTarget>>; MAX_CPUS] =
     [const { SpinLock::new(None) }; MAX_CPUS];
+/// A physical SPI passed through to a VM.
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    /// Its INTID.
+    intid: u32,
+    /// The VM it belongs to.
+    vm: usize,
+    /// The physical CPU it is routed to (the VM's vCPU 0's).
+    cpu: usize,
+}
+
+/// Most passthrough SPIs in one system.
+const MAX_ROUTES: usize = 64;
+/// The passthrough SPIs (written by the boot CPU before the others start).
+static ROUTES: SpinLock<([Option<Route>; MAX_ROUTES], usize)> =
+    SpinLock::new(([None; MAX_ROUTES], 0));
+
+/// Records that physical `intid` belongs to VM `vm`, routed to `cpu`
+/// (boot CPU, before the other CPUs start).
+pub fn add_passthrough(intid: u32, vm: usize, cpu: usize) {
+    let mut routes = ROUTES.lock();
+    let (table, n) = &mut *routes;
+    if *n < MAX_ROUTES {
+        table[*n] = Some(Route { intid, vm, cpu });
+        *n += 1;
+    } else {
+        log!("too many passthrough interrupts: INTID {intid} is not forwarded");
+    }
+}
+
+/// Enables, routed to this CPU, the passthrough SPIs that belong here.
+pub fn enable_passthrough(cpu: usize) {
+    let routes = *ROUTES.lock();
+    for r in routes.0.iter().flatten().filter(|r| r.cpu == cpu) {
+        with(|irqs| {
+            if let Err(e) = irqs.gic.enable_spi(r.intid, EL2_PRIORITY, true) {
+                log!("passthrough INTID {} cannot be enabled: {e}", r.intid);
+            }
+        });
+    }
+}
+
+/// The VM a passthrough SPI belongs to.
+fn route_of(intid: u32) -> Option<usize> {
+    let routes = ROUTES.lock();
+    routes.0[..routes.1]
+        .iter()
+        .flatten()
+        .find(|r| r.intid == intid)
+        .map(|r| r.vm)
+}
+
+/// Deactivates every passthrough SPI of VM `vm` that its guest left active
+/// (the VM restarts or stopped: the model that would have deactivated it
+/// is gone).
+pub fn release_passthrough(vm: usize) {
+    let routes = *ROUTES.lock();
+    for r in routes.0.iter().flatten().filter(|r| r.vm == vm) {
+        with(|irqs| {
+            let _ = irqs.gic.clear_active(r.intid);
+        });
+    }
+}
+
 /// Whether console input raises an interrupt (set by the boot CPU).
 static CONSOLE_IRQ: AtomicBool = AtomicBool::new(false);
 
@@ -228,6 +292,11 @@ impl Irqs {
                 }
                 // A kick only needed the exit it caused: the refill follows.
                 KICK_SGI => self.gic.deactivate(irq),
+                // A passthrough SPI: forwarded hardware-linked to its VM.
+                intid if intid >= 32 && out.passthrough_count < MAX_ACKS => {
+                    out.passthrough[out.passthrough_count] = Some(irq);
+                    out.passthrough_count += 1;
+                }
                 // Anything else is spurious for this version.
                 _ => self.gic.deactivate(irq),
             }
@@ -246,6 +315,10 @@ struct Acks {
     console: bool,
     /// The preemption timer fired.
     preempt: bool,
+    /// SPIs to forward to the VMs they are passed through to.
+    passthrough: [Option<stratum_arch::gic::Acked>; MAX_ACKS],
+    /// How many of `passthrough` are set.
+    passthrough_count: usize,
 }
 
 /// After an exit of vCPU `v`: folds the list registers in use back into
@@ -343,6 +416,26 @@ pub fn service(cpu: usize) -> bool {
                     irqs.gic.deactivate(*irq);
                 }
             }),
+        }
+    }
+    for irq in acks.passthrough.iter().flatten() {
+        let forwarded = route_of(irq.intid()).and_then(|id| {
+            system::try_with_vm(id, |vm| {
+                if vm.must_park_vm() {
+                    return false;
+                }
+                let ok = vm
+                    .vgic
+                    .set_hw_pending(0, irq.intid(), irq.intid())
+                    .is_ok_and(|fresh| fresh);
+                send_kicks(vm, cpu);
+                ok
+            })
+        });
+        if forwarded != Some(true) {
+            // Not ours, its VM is not running, or a previous forward is in
+            // flight still: let it go rather than leave it active forever.
+            with(|irqs| irqs.gic.deactivate(*irq));
         }
     }
     if acks.console {

@@ -22,22 +22,24 @@ mod vcpu;
 mod vm;
 
 use stratum_abi::bundle::{
-    Bundle, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT, KernelKind, VmImage,
+    Bundle, FLAG_CONSOLE_COLOR, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT, KernelKind,
+    OnCrash, StopPolicy, VmImage,
 };
 use stratum_abi::exit as exit_status;
 use stratum_abi::smccc;
 use stratum_arch::firmware::{self, Conduit};
 use stratum_arch::sysreg;
+use stratum_core::addr::{Ipa, IpaRange, Pa};
 use stratum_core::fdt::Fdt;
 use stratum_core::inject::PstateFeatures;
 use stratum_core::platform::{Platform, PsciConduit};
 use stratum_core::psci::{FirmwareFeatures, WorkaroundState};
 use stratum_core::sched::VcpuRef;
-use stratum_core::stage2;
+use stratum_core::stage2::{self, Mapping};
 
 use crate::mem::{PhysRange, RamAllocator, TablePool};
 use crate::system::Settings;
-use crate::vm::Vm;
+use crate::vm::{ExtraMapping, Vm};
 
 /// Stratum's version, printed in the banner.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -192,10 +194,47 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
     let host_cpus = platform.cpus().len().min(head::MAX_CPUS);
+    let channel_pa = allocate_channels(&bundle, &mut ram);
+    let system_info = bundle.system();
     let mut cpus_needed = 1;
     for id in 0..bundle.vm_count() {
         let image = bundle.vm(id).expect("Bundle::parse validated every VM");
-        let vm = create_vm(id, image, &platform, s2cfg, &mut ram, &mut pool, host_cpus);
+        let mut extra = [NO_EXTRA; vm::CHANNELS + vm::DEVICES];
+        let mut n = 0;
+        for (c, &pa) in channel_pa.iter().enumerate().take(bundle.channel_count()) {
+            let ch = bundle
+                .channel(c)
+                .expect("Bundle::parse validated every channel");
+            for end in ch.ends.iter().filter(|e| e.vm as usize == id) {
+                extra[n] = ExtraMapping {
+                    ipa: IpaRange::new(Ipa(end.ipa), ch.size).expect("validated by Bundle::parse"),
+                    pa: Pa(pa),
+                    kind: Mapping::RamRwx,
+                };
+                n += 1;
+            }
+        }
+        for d in (0..bundle.device_count()).filter_map(|i| bundle.device(i)) {
+            if d.vm as usize == id {
+                extra[n] = ExtraMapping {
+                    ipa: IpaRange::new(Ipa(d.base), d.size).expect("validated by Bundle::parse"),
+                    pa: Pa(d.base),
+                    kind: Mapping::DeviceRw,
+                };
+                n += 1;
+            }
+        }
+        let vm = create_vm(
+            id,
+            image,
+            &bundle,
+            &platform,
+            s2cfg,
+            &mut ram,
+            &mut pool,
+            host_cpus,
+            &extra[..n],
+        );
         for v in 0..vm.vcpu_count() {
             cpus_needed = cpus_needed.max(vm.pcpu[v] + 1);
             let r = VcpuRef {
@@ -219,7 +258,10 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         .map(|id| system::with_vm(id, |vm| vm.ram.size))
         .sum();
     system::set_mem_info([tables_used, ram_used, tables_free]);
-    let slice_us = 10_000u64;
+    let slice_us = u64::from(system_info.slice_us);
+    system::set_stop_on_first(system_info.stop == StopPolicy::Any);
+    console::set_color(bundle.flags() & FLAG_CONSOLE_COLOR != 0);
+    irq::enable_passthrough(0);
     sched::configure(
         stratum_arch::timer::frequency() * slice_us / 1_000_000,
         has_pauth(),
@@ -241,26 +283,77 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     sched::schedule(0)
 }
 
+/// Placeholder for unused extra-mapping slots.
+const NO_EXTRA: ExtraMapping = ExtraMapping {
+    ipa: IpaRange {
+        start: Ipa(0),
+        size: 0,
+    },
+    pa: Pa(0),
+    kind: Mapping::RamRwx,
+};
+
+/// Allocates and zeroes every channel's shared memory; returns each
+/// channel's physical address.
+fn allocate_channels(
+    bundle: &Bundle<'static>,
+    ram: &mut RamAllocator,
+) -> [u64; stratum_abi::bundle::MAX_CHANNELS] {
+    let mut pas = [0; stratum_abi::bundle::MAX_CHANNELS];
+    for (c, slot) in pas.iter_mut().enumerate().take(bundle.channel_count()) {
+        let ch = bundle
+            .channel(c)
+            .expect("Bundle::parse validated every channel");
+        let Some(pa) = ram.alloc(ch.size, 4096) else {
+            log!(
+                "error: no host RAM left for channel '{}' ({} KiB)",
+                ch.name,
+                ch.size >> 10
+            );
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        };
+        let len = usize::try_from(ch.size).expect("channel sizes are at most 2 MiB");
+        // SAFETY: fresh memory from the allocator, identity-mapped at EL2
+        // as normal memory, not yet mapped into any guest.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len) };
+        stratum_arch::cache::clean_inval_dcache_range(pa as usize, len);
+        log!(
+            "channel '{}': {} KiB at PA {pa:#x} between vm{} and vm{}",
+            ch.name,
+            ch.size >> 10,
+            ch.ends[0].vm,
+            ch.ends[1].vm
+        );
+        *slot = pa;
+    }
+    pas
+}
+
 /// Creates and loads VM `id`, or stops the machine with a message saying
 /// why it cannot be.
+#[expect(clippy::too_many_arguments, reason = "boot-time wiring, called once")]
 fn create_vm(
     id: usize,
     image: VmImage<'static>,
+    bundle: &Bundle<'static>,
     platform: &Platform,
     s2cfg: stage2::Stage2Config,
     ram: &mut RamAllocator,
     pool: &mut TablePool,
     host_cpus: usize,
+    extra: &[ExtraMapping],
 ) -> Vm {
-    let mut vm = match Vm::create(id, image, &platform.gic, s2cfg, ram, pool) {
+    let mut vm = match Vm::create(id, image, &platform.gic, s2cfg, ram, pool, extra) {
         Ok(vm) => vm,
         Err(e) => {
             log!("error: VM '{}' cannot be created: {e}", image.name);
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
     };
+    vm.restart_on_crash = image.on_crash == OnCrash::Restart;
+    wire_channels_and_devices(&mut vm, bundle);
     for v in 0..vm.vcpu_count() {
-        vm.pcpu[v] = v;
+        vm.pcpu[v] = usize::from(image.pcpus[v]);
         if vm.pcpu[v] >= host_cpus {
             log!(
                 "error: VM '{}' places vCPU {v} on CPU {}, but the machine has {host_cpus} CPUs",
@@ -300,6 +393,62 @@ fn create_vm(
     vm
 }
 
+/// Records VM `vm`'s channel ends (peers, doorbells, device-tree view) and
+/// passthrough devices (their SPIs routed to its vCPU 0's CPU).
+fn wire_channels_and_devices(vm: &mut Vm, bundle: &Bundle<'static>) {
+    let id = vm.id;
+    for c in 0..bundle.channel_count() {
+        let ch = bundle
+            .channel(c)
+            .expect("Bundle::parse validated every channel");
+        for (me, peer) in [(0, 1), (1, 0)] {
+            let (end, other) = (ch.ends[me], ch.ends[peer]);
+            if end.vm as usize != id {
+                continue;
+            }
+            let slot = end.id as usize;
+            let peer_name = bundle.vm(other.vm as usize).map_or("", |p| p.name);
+            vm.channels[slot] = vm::ChannelPort {
+                peer_vm: other.vm as usize,
+                peer_spi: other.spi,
+            };
+            vm.dt_channels[slot] = stratum_core::guest_dt::GuestChannel {
+                id: end.id,
+                name: ch.name,
+                peer: peer_name,
+                shm: IpaRange::new(Ipa(end.ipa), ch.size).expect("validated by Bundle::parse"),
+                spi: end.spi,
+            };
+            vm.channel_count = vm.channel_count.max(slot + 1);
+        }
+    }
+    for d in (0..bundle.device_count()).filter_map(|i| bundle.device(i)) {
+        if d.vm as usize != id || vm.device_count == vm::DEVICES {
+            continue;
+        }
+        let spis = d.spis();
+        let mut dev = vm::PassthroughDevice {
+            name: d.name,
+            compatible: d.compatible,
+            regs: IpaRange::new(Ipa(d.base), d.size).expect("validated by Bundle::parse"),
+            spis: [0; stratum_abi::limits::IRQS_PER_DEVICE],
+            spi_count: spis.len(),
+        };
+        dev.spis[..spis.len()].copy_from_slice(spis);
+        vm.devices[vm.device_count] = dev;
+        vm.device_count += 1;
+        for &spi in spis {
+            irq::add_passthrough(32 + spi, id, vm_pcpu0(bundle, id));
+        }
+    }
+}
+
+/// The physical CPU of VM `id`'s vCPU 0 (where its passthrough interrupts
+/// are routed).
+fn vm_pcpu0(bundle: &Bundle<'static>, id: usize) -> usize {
+    bundle.vm(id).map_or(0, |i| usize::from(i.pcpus[0]))
+}
+
 /// What secondary CPUs need from the boot CPU's discoveries.
 #[derive(Clone, Copy)]
 struct SecondaryBoot {
@@ -322,6 +471,7 @@ extern "C" fn boot_secondary(cpu: usize) -> ! {
     if let Err(e) = irq::init(cpu, &boot.gic, None) {
         panic!("CPU {cpu}: the GIC cannot be brought up after CPU 0 succeeded: {e}");
     }
+    irq::enable_passthrough(cpu);
     smp::mark_online(cpu);
     sched::schedule(cpu)
 }

@@ -82,6 +82,11 @@ pub fn install_vm(vm: Vm) {
     VM_COUNT.fetch_max(id + 1, Ordering::AcqRel);
 }
 
+/// Makes the machine stop when the first VM stops (else: when all have).
+pub fn set_stop_on_first(on: bool) {
+    STOP_ON_FIRST.store(on, Ordering::Relaxed);
+}
+
 /// How many VMs the system has.
 pub fn vm_count() -> usize {
     VM_COUNT.load(Ordering::Acquire)
@@ -150,6 +155,7 @@ fn reload_when_parked(cpu: usize, id: usize) {
     while with_vm(id, |vm| vm.any_on_cpu()) {
         core::hint::spin_loop();
     }
+    crate::irq::release_passthrough(id);
     with_vm(id, |vm| {
         vm.resetting = false;
         if let Err(e) = vm.load() {
@@ -222,6 +228,7 @@ pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
         kick_on_cpu(vm, cpu);
     });
     sched::discard(cpu, me);
+    crate::irq::release_passthrough(id);
     let mut all_stopped = true;
     let mut crashed = false;
     for other in 0..vm_count() {

@@ -4,7 +4,7 @@
 use stratum_abi::bundle::VmImage;
 use stratum_arch::{cache, sysreg, tlb};
 use stratum_core::addr::{Ipa, IpaRange, Pa};
-use stratum_core::guest_dt::{self, GuestDtConfig, GuestGic, GuestUart};
+use stratum_core::guest_dt::{self, GuestChannel, GuestDevice, GuestDtConfig, GuestGic, GuestUart};
 use stratum_core::layout::{self, GuestLayout, KernelPlacement};
 use stratum_core::pl011::Pl011;
 use stratum_core::platform::{GicInfo, GicVersion};
@@ -23,7 +23,60 @@ use crate::vcpu::{Frame, VcpuContext};
 pub const VGIC_SPIS: u32 = 64;
 
 /// Most channels one VM has.
-pub const CHANNELS: usize = 16;
+pub const CHANNELS: usize = stratum_abi::limits::CHANNELS_PER_VM;
+/// Most passthrough devices one VM has.
+pub const DEVICES: usize = stratum_abi::limits::DEVICES_PER_VM;
+
+/// A device passed through to the VM (identity-mapped registers, SPIs
+/// forwarded hardware-linked).
+#[derive(Clone, Copy, Debug)]
+pub struct PassthroughDevice {
+    /// Its node name.
+    pub name: &'static str,
+    /// Its compatible list (NUL-separated, NUL-terminated).
+    pub compatible: &'static [u8],
+    /// Its registers (guest-physical = physical).
+    pub regs: IpaRange,
+    /// Its SPIs (INTID − 32).
+    pub spis: [u32; stratum_abi::limits::IRQS_PER_DEVICE],
+    /// How many of `spis` exist.
+    pub spi_count: usize,
+}
+
+/// Placeholder for unused channel slots.
+const NO_CHANNEL: GuestChannel<'static> = GuestChannel {
+    id: 0,
+    name: "",
+    peer: "",
+    shm: IpaRange {
+        start: Ipa(0),
+        size: 0,
+    },
+    spi: 0,
+};
+
+/// Placeholder for unused device slots.
+const NO_DEVICE: PassthroughDevice = PassthroughDevice {
+    name: "",
+    compatible: b"\0",
+    regs: IpaRange {
+        start: Ipa(0),
+        size: 0,
+    },
+    spis: [0; stratum_abi::limits::IRQS_PER_DEVICE],
+    spi_count: 0,
+};
+
+/// A region to map into a VM's stage 2 besides its RAM.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtraMapping {
+    /// Where the guest sees it.
+    pub ipa: IpaRange,
+    /// Where it is.
+    pub pa: Pa,
+    /// How.
+    pub kind: Mapping,
+}
 
 /// Space reserved for a guest's device tree.
 const DTB_MAX: usize = 64 * 1024;
@@ -140,6 +193,12 @@ pub struct Vm {
     pub channels: [ChannelPort; CHANNELS],
     /// How many of `channels` exist.
     pub channel_count: usize,
+    /// Each channel as the guest's device tree describes it.
+    pub dt_channels: [GuestChannel<'static>; CHANNELS],
+    /// The passthrough devices.
+    pub devices: [PassthroughDevice; DEVICES],
+    /// How many of `devices` exist.
+    pub device_count: usize,
     /// The VM was (re)loaded: its first vCPU to start flushes its TLB
     /// entries (stage-1 entries of the previous boot share its VMID).
     pub needs_tlb_flush: bool,
@@ -178,6 +237,7 @@ impl Vm {
         s2cfg: Stage2Config,
         ram_alloc: &mut RamAllocator,
         pool: &mut TablePool,
+        extra: &[ExtraMapping],
     ) -> Result<Self, VmError> {
         if image.vcpus as usize > MAX_VCPUS {
             return Err(VmError::TooManyVcpus(image.vcpus));
@@ -193,6 +253,11 @@ impl Vm {
         let map_stats = table
             .map(pool, ram.start, Pa(pa), ram.size, Mapping::RamRwx)
             .map_err(VmError::Stage2)?;
+        for m in extra {
+            table
+                .map(pool, m.ipa.start, m.pa, m.ipa.size, m.kind)
+                .map_err(VmError::Stage2)?;
+        }
         let vmid = u16::try_from(id + 1).expect("fewer VMs than VMIDs");
         let gic = match host_gic.version {
             GicVersion::V2 => GuestGic::V2 {
@@ -255,6 +320,9 @@ impl Vm {
             vector_faults: 0,
             channels: [ChannelPort::default(); CHANNELS],
             channel_count: 0,
+            dt_channels: [NO_CHANNEL; CHANNELS],
+            devices: [NO_DEVICE; DEVICES],
+            device_count: 0,
             needs_tlb_flush: true,
             resetting: false,
             cntvoff: 0,
@@ -297,6 +365,15 @@ impl Vm {
             self.copy_in(range.start, initrd);
         }
         let seed = rng_seed(self.id as u64, self.boot_count);
+        let devices: [GuestDevice<'_>; DEVICES] = core::array::from_fn(|i| {
+            let d = &self.devices[i];
+            GuestDevice {
+                name: d.name,
+                compatible: d.compatible,
+                regs: d.regs,
+                spis: &d.spis[..d.spi_count],
+            }
+        });
         let mpidrs = vcpu_affinities();
         let cfg = GuestDtConfig {
             ram: self.ram,
@@ -310,8 +387,8 @@ impl Vm {
             initrd: self.layout.initrd,
             rng_seed: Some(&seed),
             boot_count: u32::try_from(self.boot_count).ok(),
-            channels: &[],
-            devices: &[],
+            channels: &self.dt_channels[..self.channel_count],
+            devices: &devices[..self.device_count],
         };
         {
             let mut buf = DTB_BUF.lock();
