@@ -43,6 +43,13 @@ impl ExitEnv for Env {
     fn console_tx(&mut self, byte: u8) {
         crate::console::guest_byte(byte);
     }
+
+    fn id_register(&mut self, encoding: u32) -> u64 {
+        // `encoding` packs CRm in bits [6:3] and op2 in [2:0]; the policy
+        // only asks for registers of the TID3 space, which the reader covers.
+        let (crm, op2) = (((encoding >> 3) & 0xf) as u8, (encoding & 7) as u8);
+        sysreg::id_register(crm, op2).unwrap_or(0)
+    }
 }
 
 fn apply_injection(inj: &Injection) {

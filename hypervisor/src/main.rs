@@ -57,6 +57,11 @@ const HCR_GUEST: u64 = (1 << 0)
     | (1 << 19)
     | (1 << 31);
 
+/// `HCR_EL2.TID3`: EL1 reads of the feature ID registers trap, and are
+/// answered by `stratum_core::idreg` (the hardware's values, zero for
+/// reserved encodings), so what a guest is told is the hypervisor's choice.
+const HCR_TID3: u64 = 1 << 18;
+
 /// `HCR_EL2.APK`: pointer-authentication key registers do not trap.
 const HCR_APK: u64 = 1 << 40;
 /// `HCR_EL2.API`: pointer-authentication instructions do not trap.
@@ -392,9 +397,9 @@ fn configure_el2() {
         || (isar1 >> 24) & 0xff != 0 // GPA, GPI
         || (isar2 >> 8) & 0xff != 0; // GPA3, APA3
     let hcr = if has_pauth {
-        HCR_GUEST | HCR_APK | HCR_API
+        HCR_GUEST | HCR_TID3 | HCR_APK | HCR_API
     } else {
-        HCR_GUEST
+        HCR_GUEST | HCR_TID3
     };
     // SAFETY: these bits only change how EL1/EL0 execute and where their
     // exceptions go; EL2's own translation and vectors are unaffected.
