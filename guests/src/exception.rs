@@ -3,7 +3,9 @@
 //! The 16-entry table (`stratum_vectors`, 2 KiB aligned) saves the general
 //! registers, `ELR_EL1`, `SPSR_EL1` and all of FP/SIMD on the current (SP_EL1)
 //! stack, then calls `stratum_exception` with the frame and the vector offset
-//! it came through. Saving FP/SIMD matters: an abort is taken inside an inline
+//! it came through. The fourth instruction of every vector reads `CNTVCT_EL0`
+//! into the frame, so IRQ latency can be measured from the vector entry
+//! ([`irq_entry_counter`]). Saving FP/SIMD matters: an abort is taken inside an inline
 //! `asm!` block, and the compiler may keep live values in vector registers
 //! across it.
 //!
@@ -16,7 +18,7 @@
 //! before any Rust code runs, so an IRQ handler may unmask IRQs and be
 //! preempted.
 
-use crate::global::Global;
+use crate::global::{Global, GlobalArray};
 use crate::sysreg;
 
 /// Size of [`ExceptionFrame`] as the assembly lays it out.
@@ -32,6 +34,9 @@ stratum_vectors:
     .balign 128
     sub     sp, sp, #{frame}
     stp     x0, x1, [sp, #0]
+    isb
+    mrs     x0, cntvct_el0
+    str     x0, [sp, #264]
     mov     x0, #\off
     b       stratum_exception_common
     .endr
@@ -150,7 +155,9 @@ pub struct ExceptionFrame {
     pub elr: u64,
     /// `SPSR_EL1`: the interrupted `PSTATE`.
     pub spsr: u64,
-    _pad: u64,
+    /// `CNTVCT_EL0` read by the vector itself, the fourth instruction after
+    /// entry (for the interrupt-latency benchmark).
+    pub entry_counter: u64,
     /// `q0`..`q31`.
     pub q: [u128; 32],
     /// `FPSR`.
@@ -161,6 +168,7 @@ pub struct ExceptionFrame {
 
 const _: () = assert!(core::mem::size_of::<ExceptionFrame>() == FRAME_SIZE);
 const _: () = assert!(core::mem::offset_of!(ExceptionFrame, elr) == 248);
+const _: () = assert!(core::mem::offset_of!(ExceptionFrame, entry_counter) == 264);
 const _: () = assert!(core::mem::offset_of!(ExceptionFrame, q) == 272);
 const _: () = assert!(core::mem::offset_of!(ExceptionFrame, fpsr) == 784);
 
@@ -224,6 +232,22 @@ impl TakenException {
     }
 }
 
+/// Per CPU (`MPIDR_EL1.Aff0`, up to 8): the virtual counter at the entry of
+/// the last IRQ vector taken.
+static IRQ_ENTRY_COUNTER: GlobalArray<u64, 8> = GlobalArray::new(0);
+
+/// This CPU's index for per-CPU runtime state (`MPIDR_EL1.Aff0`, modulo 8).
+fn cpu_slot() -> usize {
+    (sysreg::mpidr_el1() & 7) as usize
+}
+
+/// The virtual counter as the vector read it on entry of the IRQ this CPU
+/// is handling (or handled last): the interrupt's arrival, for latency
+/// measurements, without the cost of the frame save and the GIC acknowledge.
+pub fn irq_entry_counter() -> u64 {
+    IRQ_ENTRY_COUNTER.get(cpu_slot())
+}
+
 /// Armed by [`expect_abort`]: the next synchronous exception is recorded.
 static ARMED: Global<bool> = Global::new(false);
 /// What the handler recorded while armed.
@@ -275,6 +299,7 @@ unsafe extern "C" fn stratum_exception(frame: *mut ExceptionFrame, vector_offset
     let synchronous = vector_offset & 0x180 == 0;
     // IRQ from the current EL (SP_EL0 or SP_ELx): the GIC driver's business.
     if vector_offset == VECTOR_CURRENT_SP0_IRQ || vector_offset == VECTOR_CURRENT_SPX_IRQ {
+        IRQ_ENTRY_COUNTER.set(cpu_slot(), frame.entry_counter);
         crate::irq::dispatch();
         return;
     }

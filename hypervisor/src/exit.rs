@@ -19,6 +19,8 @@ use crate::{irq, log, sched, smp, system};
 struct Env {
     /// The VM's index.
     vm: usize,
+    /// Whether some vCPU of the VM time-shares its CPU.
+    time_shared: bool,
     /// Host-physical base of the VM's RAM carve-out.
     ram_pa: u64,
     /// Its size.
@@ -46,6 +48,18 @@ impl ExitEnv for Env {
 
     fn console_tx(&mut self, byte: u8) {
         crate::console::guest_byte(self.vm, byte);
+    }
+
+    fn id_register(&mut self, encoding: u32) -> u64 {
+        // `encoding` packs CRm in bits [6:3] and op2 in [2:0]; the policy
+        // only asks for registers of the TID3 space, which the reader covers.
+        let (crm, op2) = (((encoding >> 3) & 0xf) as u8, (encoding & 7) as u8);
+        let value = sysreg::id_register(crm, op2).unwrap_or(0);
+        if self.time_shared {
+            stratum_core::idreg::without_sve_sme(crm, op2, value)
+        } else {
+            value
+        }
     }
 }
 
@@ -177,6 +191,7 @@ fn handle_sync(frame: *mut Frame, cpu: usize, me: VcpuRef) -> Flow {
         };
         let mut env = Env {
             vm: id,
+            time_shared: vm.time_shared,
             ram_pa: vm.ram_pa.0,
             ram_size: vm.ram.size,
         };

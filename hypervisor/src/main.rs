@@ -63,6 +63,11 @@ const HCR_GUEST: u64 = (1 << 0)
     | (1 << 19)
     | (1 << 31);
 
+/// `HCR_EL2.TID3`: EL1 reads of the feature ID registers trap, and are
+/// answered by `stratum_core::idreg` (the hardware's values, zero for
+/// reserved encodings), so what a guest is told is the hypervisor's choice.
+const HCR_TID3: u64 = 1 << 18;
+
 /// `HCR_EL2.APK`: pointer-authentication key registers do not trap.
 const HCR_APK: u64 = 1 << 40;
 /// `HCR_EL2.API`: pointer-authentication instructions do not trap.
@@ -252,6 +257,11 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         }
         console::add_vm(id, image.name);
         system::install_vm(vm);
+    }
+    for id in 0..bundle.vm_count() {
+        system::with_vm(id, |vm| {
+            vm.time_shared = (0..vm.vcpu_count()).any(|v| sched::is_shared(vm.pcpu[v]));
+        });
     }
     let (tables_used, tables_free) = pool.usage();
     let ram_used = (0..bundle.vm_count())
@@ -572,9 +582,9 @@ fn configure_el2() {
     // neither the instructions (API) nor the key registers (APK) trap; the
     // keys are switched with the other EL1 registers when vCPUs share a CPU.
     let hcr = if has_pauth() {
-        HCR_GUEST | HCR_APK | HCR_API
+        HCR_GUEST | HCR_TID3 | HCR_APK | HCR_API
     } else {
-        HCR_GUEST
+        HCR_GUEST | HCR_TID3
     };
     // SAFETY: these bits only change how EL1/EL0 execute and where their
     // exceptions go; EL2's own translation and vectors are unaffected.

@@ -182,6 +182,9 @@ pub struct Vm {
     pub pcpu: [usize; MAX_VCPUS],
     /// Each vCPU's state while another vCPU has its CPU.
     pub ctx: [VcpuContext; MAX_VCPUS],
+    /// Whether some vCPU of this VM time-shares its physical CPU (SVE and
+    /// SME are then hidden from the guest).
+    pub time_shared: bool,
     /// Whether the VM runs or stopped for good.
     pub state: RunState,
     /// Restart rather than stop when the guest crashes.
@@ -316,6 +319,7 @@ impl Vm {
             pcpu: core::array::from_fn(|i| i),
             ctx: [VcpuContext::default(); MAX_VCPUS],
             state: RunState::Running,
+            time_shared: false,
             restart_on_crash: false,
             vector_faults: 0,
             channels: [ChannelPort::default(); CHANNELS],

@@ -1,5 +1,5 @@
-//! `cargo xtask`: the one entry point for building, running, testing and
-//! linting Stratum. CI runs exactly what a person runs (`.ci/run` calls
+//! `cargo xtask`: the one entry point for building, running, testing,
+//! benchmarking and linting Stratum. CI runs exactly what a person runs (`.ci/run` calls
 //! `cargo xtask test`).
 //!
 //! Every command first installs what it is missing ([`deps`]): the Rust
@@ -18,6 +18,9 @@ usage: cargo xtask <command> [args]
 commands:
   run [-- STRATUM-RUN-ARGS]   boot the default demo (Debian Linux, 2 vCPUs, a shell),
                               or `stratum run` with the given arguments
+  bench [-- STRATUM-BENCH-ARGS]
+                              exit-path lengths in instructions (deterministic QEMU) vs bare
+                              QEMU and Xen/KVM, Linux boot ratio; target/bench/results.{json,svg}
   test                        every test tier: lint, host unit tests, target builds, system tests, Linux
   lint                        rustfmt --check and clippy -D warnings (host and aarch64 targets)
   build                       build the hypervisor Image, the test guests and the stratum CLI
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         "lint" => deps::ensure().and_then(|()| tiers::lint()),
         "test" => deps::ensure().and_then(|()| tiers::test_all()),
         "run" => deps::ensure().and_then(|()| run(rest)),
+        "bench" => deps::ensure().and_then(|()| bench(rest)),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -138,5 +142,25 @@ fn run(args: &[String]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("stratum run exited with {status}"))
+    }
+}
+
+/// `cargo xtask bench`: `stratum bench` with the guest and hypervisor just
+/// built (further arguments after `--` are passed on, e.g. `--no-linux`).
+fn bench(args: &[String]) -> Result<(), String> {
+    let art = build_all()?;
+    let status = Command::new(&art.stratum)
+        .arg("bench")
+        .arg("--guest")
+        .arg(art.guests.join("bench"))
+        .arg("--hypervisor")
+        .arg(&art.hypervisor)
+        .args(args.iter().skip_while(|a| *a == "--"))
+        .status()
+        .map_err(|e| format!("cannot run stratum: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("stratum bench exited with {status}"))
     }
 }

@@ -347,6 +347,48 @@ sysregs! {
     CNTVCT_EL0: cntvct_el0;
 }
 
+/// Reads the feature ID register `(op0 = 3, op1 = 0, CRn = 0, CRm = crm,
+/// op2)` for `crm` in `1..=7`, the space `HCR_EL2.TID3` traps for EL1 (by
+/// encoding: reserved encodings there read as zero, and the assembler need
+/// not know the newer names). `None` for any other `crm` or `op2`.
+#[inline]
+pub fn id_register(crm: u8, op2: u8) -> Option<u64> {
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! read_id {
+            ($($crm:literal => [$($op2:literal),*]),*) => {
+                match (crm, op2) {
+                    $($(($crm, $op2) => {
+                        let v: u64;
+                        // SAFETY: reading an ID register has no side effects
+                        // and is permitted at EL2.
+                        unsafe {
+                            core::arch::asm!(
+                                concat!("mrs {}, s3_0_c0_c", stringify!($crm), "_", stringify!($op2)),
+                                out(reg) v, options(nomem, nostack, preserves_flags));
+                        }
+                        Some(v)
+                    })*)*
+                    _ => None,
+                }
+            };
+        }
+        read_id!(
+            1 => [0, 1, 2, 3, 4, 5, 6, 7],
+            2 => [0, 1, 2, 3, 4, 5, 6, 7],
+            3 => [0, 1, 2, 3, 4, 5, 6, 7],
+            4 => [0, 1, 2, 3, 4, 5, 6, 7],
+            5 => [0, 1, 2, 3, 4, 5, 6, 7],
+            6 => [0, 1, 2, 3, 4, 5, 6, 7],
+            7 => [0, 1, 2, 3, 4, 5, 6, 7]
+        )
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        ((1..=7).contains(&crm) && op2 <= 7).then(|| fake::id_register(crm, op2))
+    }
+}
+
 /// The fake register file used on non-aarch64 hosts (one per thread, so
 /// parallel tests do not interfere).
 #[cfg(not(target_arch = "aarch64"))]
@@ -366,6 +408,21 @@ pub mod fake {
     /// Sets the fake value of `reg`.
     pub fn set(reg: Reg, v: u64) {
         REGS.with(|r| r.borrow_mut()[reg as usize] = v);
+    }
+
+    std::thread_local! {
+        static ID_REGS: core::cell::RefCell<[[u64; 8]; 8]> =
+            const { core::cell::RefCell::new([[0; 8]; 8]) };
+    }
+
+    /// The fake value of ID register `(3, 0, c0, c<crm>, <op2>)` (`crm`, `op2` < 8).
+    pub fn id_register(crm: u8, op2: u8) -> u64 {
+        ID_REGS.with(|r| r.borrow()[usize::from(crm)][usize::from(op2)])
+    }
+
+    /// Sets the fake value of ID register `(3, 0, c0, c<crm>, <op2>)` (`crm`, `op2` < 8).
+    pub fn set_id_register(crm: u8, op2: u8, v: u64) {
+        ID_REGS.with(|r| r.borrow_mut()[usize::from(crm)][usize::from(op2)] = v);
     }
 }
 
@@ -561,5 +618,17 @@ mod tests {
                 (WriteOnlyReg::IccDirEl1, 27)
             ]
         );
+    }
+
+    #[test]
+    fn id_registers_are_read_by_encoding_within_the_tid3_space() {
+        fake::set_id_register(7, 0, 0x1124);
+        fake::set_id_register(4, 5, 0x42);
+        assert_eq!(id_register(7, 0), Some(0x1124));
+        assert_eq!(id_register(4, 5), Some(0x42));
+        assert_eq!(id_register(3, 3), Some(0));
+        assert_eq!(id_register(0, 0), None, "MIDR_EL1 is not in the space");
+        assert_eq!(id_register(8, 0), None);
+        assert_eq!(id_register(1, 8), None);
     }
 }

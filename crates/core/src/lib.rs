@@ -11,6 +11,7 @@ pub mod addr;
 pub mod esr;
 pub mod fdt;
 pub mod guest_dt;
+pub mod idreg;
 pub mod image;
 pub mod inject;
 pub mod insn;

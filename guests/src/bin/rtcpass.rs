@@ -120,7 +120,10 @@ fn main(dtb: usize) -> ! {
         RTC_IRQS.get(),
         MIS_SEEN.get()
     );
-    c.check("the RTC's alarm interrupt arrived", got && RTC_IRQS.get() == 1);
+    c.check(
+        "the RTC's alarm interrupt arrived",
+        got && RTC_IRQS.get() == 1,
+    );
     c.check_eq("RTCMIS in the handler", u64::from(MIS_SEEN.get()), 1);
     c.check_eq(
         "the interrupt is inactive after EOI",

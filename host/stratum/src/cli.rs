@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+use crate::bench::{BenchOptions, run_bench};
 use crate::config::{Config, CpuModel, Gic, VmFlags};
 use crate::linux::{LinuxGuest, default_cache_dir, prepare_debian};
 use crate::run::{RunOptions, run};
@@ -94,6 +95,72 @@ pub enum Command {
     /// retried once.
     #[command(after_help = FETCH_AFTER_HELP)]
     Fetch(FetchArgs),
+    /// Measure exit-path lengths in instructions (deterministic QEMU), under
+    /// Stratum and on bare QEMU, and Linux boot to userspace.
+    ///
+    /// Runs the bench guest under `-icount shift=4,sleep=off -seed 1`, where
+    /// one tick of the guest's counter is one executed instruction; prints a
+    /// table against the targets and the Xen/KVM reference figures, and
+    /// writes results.json and results.svg (see docs/benchmarks.md).
+    #[command(after_help = BENCH_AFTER_HELP)]
+    Bench(BenchArgs),
+}
+
+const BENCH_AFTER_HELP: &str = "\
+Exit status: 0 measured (missed targets are reported, not failures); 1 a run
+failed or its output did not parse; 2 bad arguments; 4 QEMU missing or a build
+failed.
+
+Environment:
+  STRATUM_HYPERVISOR  hypervisor Image to use instead of building one
+  STRATUM_QEMU        QEMU binary to use instead of qemu-system-aarch64 on PATH
+  STRATUM_CACHE       cache root of the Debian guest (fetched on first use)";
+
+/// `stratum bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The bench guest ELF [default: build it with cargo].
+    #[arg(long, value_name = "ELF")]
+    pub guest: Option<PathBuf>,
+    /// Timed iterations per operation (1 to 2000).
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub iterations: u32,
+    /// Skip the Linux boot measurement.
+    #[arg(long)]
+    pub no_linux: bool,
+    /// Directory for results.json and results.svg [default: <target>/bench].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// GIC version of the emulated host (default 3).
+    #[arg(long, value_name = "2|3")]
+    pub gic: Option<Gic>,
+    /// Prebuilt hypervisor (arm64 Image, or its ELF) [env: STRATUM_HYPERVISOR].
+    #[arg(long, value_name = "IMAGE")]
+    pub hypervisor: Option<PathBuf>,
+    /// Kill a QEMU run after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout, default_value = "300")]
+    pub timeout: Duration,
+    /// Show every run's console.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+impl BenchArgs {
+    /// The bench options these arguments describe.
+    pub fn options(&self) -> BenchOptions {
+        let defaults = BenchOptions::new();
+        BenchOptions {
+            guest: self.guest.clone(),
+            hypervisor: self.hypervisor.clone(),
+            iterations: self.iterations,
+            linux: !self.no_linux,
+            out_dir: self.out.clone().unwrap_or(defaults.out_dir),
+            gic: self.gic.unwrap_or(Gic::V3),
+            timeout: self.timeout,
+            verbose: self.verbose,
+        }
+    }
 }
 
 const FETCH_AFTER_HELP: &str = "\
@@ -288,6 +355,7 @@ pub fn execute(cli: &Cli) -> i32 {
             println!("version: {}", guest.kernel_version);
             exit_code::SUCCESS
         }),
+        Command::Bench(args) => run_bench(&args.options()).map(|_| exit_code::SUCCESS),
         Command::Run(args) => args.options().and_then(|opts| run(&opts)).map(|outcome| {
             if outcome.exit_code != exit_code::SUCCESS {
                 eprintln!("stratum: {}", outcome.verdict.describe());
@@ -316,6 +384,42 @@ mod tests {
 
     fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("stratum").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn bench_arguments() {
+        let cli = parse(&[
+            "bench",
+            "--iterations",
+            "20",
+            "--no-linux",
+            "--out",
+            "/tmp/b",
+            "--gic",
+            "2",
+        ])
+        .expect("parses");
+        let Command::Bench(a) = cli.command else {
+            panic!("not bench")
+        };
+        let o = a.options();
+        assert_eq!(o.iterations, 20);
+        assert!(!o.linux);
+        assert_eq!(o.out_dir, std::path::Path::new("/tmp/b"));
+        assert_eq!(o.gic, Gic::V2);
+        assert_eq!(o.timeout, Duration::from_secs(300));
+        let Command::Bench(a) = parse(&["bench"]).expect("parses").command else {
+            panic!("not bench")
+        };
+        let o = a.options();
+        assert_eq!((o.iterations, o.linux, o.gic), (1000, true, Gic::V3));
+        assert!(o.out_dir.ends_with("bench"));
+        for bad in [
+            &["bench", "--iterations", "0"][..],
+            &["bench", "--iterations", "2001"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

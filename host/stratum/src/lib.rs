@@ -17,6 +17,7 @@
 //! - [`exit_code`]: the tool's exit statuses.
 //! - [`linux::prepare_debian`]: the stock Debian arm64 kernel and a busybox
 //!   initramfs, fetched into a cache (`stratum fetch debian`).
+//! - [`bench::run_bench`]: the path-length benchmark (`stratum bench`).
 //!
 //! Errors carry an [`ErrorKind`] that decides the exit status
 //! ([`Error::exit_code`]): bad input (2), environment (4), hypervisor (1).
@@ -24,6 +25,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod elf;

@@ -12,11 +12,13 @@
 //! Emulated devices: the PL011, and — when the VM has one — the virtual GIC's
 //! distributor and redistributors, reached through the [`VirtualGic`] trait
 //! (the model lives in the `stratum-vgic` crate, above this one), which also
-//! receives trapped `ICC_SGI1R_EL1`-family writes.
+//! receives trapped `ICC_SGI1R_EL1`-family writes. Reads of the ID registers
+//! that `HCR_EL2.TID3` traps are answered as [`crate::idreg`] says.
 
 use crate::access::AccessSize;
 use crate::addr::{Gva, Ipa, IpaRange};
 use crate::esr::{self, DataAbort, Exit, SysRegAccess, WfxKind};
+use crate::idreg::{self, IdRead};
 use crate::inject::{self, GuestExceptionState, Injection, PstateFeatures};
 use crate::insn;
 use crate::mmio::{self, GuestRegs, MmioPlan};
@@ -127,6 +129,11 @@ pub trait ExitEnv {
     fn el1_vector_state(&mut self) -> (u64, u64);
     /// One byte the VM's UART transmitted.
     fn console_tx(&mut self, byte: u8);
+    /// The hardware's value of the ID register `encoding`
+    /// ([`esr::sysreg::encode`] packing), one that [`idreg::classify`]
+    /// named allocated; read at EL2 for a guest read trapped by
+    /// `HCR_EL2.TID3`.
+    fn id_register(&mut self, encoding: u32) -> u64;
 }
 
 /// Why a VM stops.
@@ -227,7 +234,8 @@ pub struct ExitCounters {
     pub injected_aborts: u64,
     /// Undefined-instruction exceptions injected.
     pub injected_undefs: u64,
-    /// Emulated system-register accesses (the trapped SGI registers).
+    /// Emulated system-register accesses (the trapped SGI registers and
+    /// ID-register reads).
     pub sysreg: u64,
     /// Trapped `WFI`/`WFE` (and the timed forms).
     pub wfx: u64,
@@ -344,6 +352,17 @@ pub fn handle_sync(
         // FP/SIMD traps only while another vCPU's FP state is loaded: the
         // glue switches it and the instruction runs again.
         Exit::FpAccess => Action::FpTrap,
+        // ID registers trapped by HCR_EL2.TID3: the hardware's value (or
+        // zero for a reserved encoding), as the guest would read untrapped.
+        Exit::SysReg(access) if idreg::classify(&access).is_some() => {
+            vm.counters.sysreg += 1;
+            let value = match idreg::classify(&access) {
+                Some(IdRead::Hardware(encoding)) => env.id_register(encoding),
+                Some(IdRead::Zero) | None => 0,
+            };
+            regs.set_x(access.rt, value);
+            Action::Advance
+        }
         Exit::SysReg(access) if sgi_register(&access).is_some() && vm.gic.is_some() => {
             let (Some(which), Some(gic)) = (sgi_register(&access), vm.gic.as_mut()) else {
                 unreachable!("checked by the guard");

@@ -156,6 +156,13 @@ struct Env {
     fetches: Vec<u64>,
     /// Bytes the UART transmitted.
     tx: Vec<u8>,
+    /// Every ID register `id_register` was asked for.
+    id_reads: Vec<u32>,
+}
+
+/// What the fake hardware reports for ID register `encoding`.
+fn fake_id_value(encoding: u32) -> u64 {
+    0x1100_0000_0000_0000 | u64::from(encoding)
 }
 
 impl ExitEnv for Env {
@@ -171,6 +178,10 @@ impl ExitEnv for Env {
     }
     fn console_tx(&mut self, byte: u8) {
         self.tx.push(byte);
+    }
+    fn id_register(&mut self, encoding: u32) -> u64 {
+        self.id_reads.push(encoding);
+        fake_id_value(encoding)
     }
 }
 
@@ -1571,4 +1582,56 @@ fn reading_an_sgi_register_or_having_no_gic_is_undefined() {
     let inj = injection(h.run(&call_exit(msr)));
     assert_eq!(inj.esr_el1 >> 26, 0);
     assert_eq!(h.counters.injected_undefs, 1);
+}
+
+#[test]
+fn trapped_id_register_reads_return_the_hardware_value() {
+    use crate::esr::sysreg::{ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1};
+    let mut h = Harness::new();
+    // mrs x4, id_aa64mmfr0_el1
+    let mrs = sysreg_esr(3, 0, 0, 7, 0, 4, true);
+    assert_eq!(h.run(&call_exit(mrs)), Action::Advance);
+    assert_eq!(h.regs.x[4], fake_id_value(ID_AA64MMFR0_EL1));
+    // mrs x30, id_aa64pfr0_el1
+    let mrs = sysreg_esr(3, 0, 0, 4, 0, 30, true);
+    assert_eq!(h.run(&call_exit(mrs)), Action::Advance);
+    assert_eq!(h.regs.x[30], fake_id_value(ID_AA64PFR0_EL1));
+    assert_eq!(h.env.id_reads, [ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1]);
+    assert_eq!(h.counters.sysreg, 2);
+    assert_eq!(h.counters.injected_undefs, 0);
+}
+
+#[test]
+fn reserved_id_encodings_read_as_zero_without_asking_the_hardware() {
+    let mut h = Harness::new();
+    h.regs.x[2] = 0xdead;
+    // (3, 0, c0, c7, 7): reserved in the TID3 group.
+    let mrs = sysreg_esr(3, 0, 0, 7, 7, 2, true);
+    assert_eq!(h.run(&call_exit(mrs)), Action::Advance);
+    assert_eq!(h.regs.x[2], 0);
+    assert!(h.env.id_reads.is_empty());
+}
+
+#[test]
+fn id_read_into_xzr_changes_no_register() {
+    let mut h = Harness::new();
+    let before = h.regs.clone();
+    let mrs = sysreg_esr(3, 0, 0, 6, 1, 31, true);
+    assert_eq!(h.run(&call_exit(mrs)), Action::Advance);
+    assert_eq!(h.regs, before);
+}
+
+#[test]
+fn id_register_writes_and_midr_reads_are_undefined() {
+    let mut h = Harness::new();
+    // msr id_aa64mmfr0_el1, x1 (not an allocated write encoding).
+    let msr = sysreg_esr(3, 0, 0, 7, 0, 1, false);
+    let inj = injection(h.run(&call_exit(msr)));
+    assert_eq!(inj.esr_el1 >> 26, 0, "EC 0: unknown reason");
+    // MIDR_EL1 (CRm = 0) is outside the TID3 group: never emulated here.
+    let mrs = sysreg_esr(3, 0, 0, 0, 0, 1, true);
+    let inj = injection(h.run(&call_exit(mrs)));
+    assert_eq!(inj.esr_el1 >> 26, 0);
+    assert_eq!(h.counters.injected_undefs, 2);
+    assert!(h.env.id_reads.is_empty());
 }

@@ -1,0 +1,624 @@
+//! `stratum bench` (and `cargo xtask bench`): path lengths of Stratum's exit
+//! paths in executed instructions, against bare QEMU and the reference
+//! figures of issue 6. The method is in `docs/benchmarks.md`.
+//!
+//! Every run is deterministic: QEMU `-icount shift=4,sleep=off -seed 1` and
+//! `virt,dtb-randomness=off`, so one tick of the guest's 62.5 MHz counter is
+//! one executed instruction, whatever the exception level, and a run repeats
+//! exactly. The steps:
+//!
+//! 1. the bench guest (`guests/src/bin/bench.rs`) under Stratum with one vCPU
+//!    (every single-CPU operation) and with two (the virtual IPI);
+//! 2. the same guest on bare QEMU at EL1 (booted as an arm64 `Image`, so it
+//!    gets the DTB in `x0`), one and two CPUs: the emulator's own cost;
+//! 3. unless disabled, the Debian kernel and initramfs (`stratum fetch
+//!    debian`) to `Run /init` under Stratum and on bare QEMU;
+//! 4. the table on stdout, `results.json` and `results.svg` in the output
+//!    directory ([`report`]).
+//!
+//! The parsing and statistics ([`parse`]) and the output formats
+//! ([`report`]) are pure and unit-tested; this module runs QEMU.
+
+pub mod parse;
+pub mod report;
+
+use std::env;
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, CpuModel, Gic, VmFlags};
+use crate::linux::{LinuxGuest, default_cache_dir, prepare_debian};
+use crate::qemu::find_qemu;
+use crate::run::{RunOptions, run};
+use crate::{Error, ErrorKind, Result, make_image, workspace_root};
+
+use parse::{GuestOutput, Stats, kernel_timestamp, parse_guest};
+use report::{LinuxBoot, Measured, Method, OPERATIONS, Report, Row};
+
+/// The guests' target.
+const GUEST_TARGET: &str = "aarch64-unknown-none";
+/// The counter frequency of QEMU `virt` (`CNTFRQ_EL0`): with `shift=4` one
+/// tick is 16 ns, one instruction.
+pub const COUNTER_HZ: u64 = 62_500_000;
+/// The kernel log line that marks userspace.
+pub const LINUX_USERSPACE: &str = "Run /init as init process";
+/// The Linux command line of both boots (the init reports and powers off).
+pub const LINUX_CMDLINE: &str = "console=ttyAMA0 stratum.test=poweroff";
+/// Memory of the Linux VM (and of the bare-QEMU machine).
+pub const LINUX_MEMORY: &str = "512M";
+/// Why the VM-switch case is not measured yet.
+pub const VM_SWITCH_NA: &str = "needs two VMs time-sharing one CPU with a \
+     shared-memory channel and DOORBELL (issue 5), not in this build";
+/// Why there is no stage-2 first-touch fault to measure.
+pub const STAGE2_NA: &str = "Stratum maps all guest memory up front with \
+     2 MiB/1 GiB blocks: a guest never takes a stage-2 fault on RAM";
+
+/// What `stratum bench` does.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// The bench guest's ELF; `None`: build it with cargo.
+    pub guest: Option<PathBuf>,
+    /// A prebuilt hypervisor (else `$STRATUM_HYPERVISOR` or a build).
+    pub hypervisor: Option<PathBuf>,
+    /// Timed iterations per operation (the guest keeps at most 2000).
+    pub iterations: u32,
+    /// Measure Linux boot too.
+    pub linux: bool,
+    /// Where `results.json` and `results.svg` go.
+    pub out_dir: PathBuf,
+    /// GIC version of the emulated host.
+    pub gic: Gic,
+    /// Per-QEMU-run timeout.
+    pub timeout: Duration,
+    /// Print each run's console as it goes (else only progress lines).
+    pub verbose: bool,
+}
+
+impl BenchOptions {
+    /// The defaults: build the guest, 1000 iterations, Linux on,
+    /// `<target>/bench`, GICv3, 300 s per run.
+    pub fn new() -> Self {
+        Self {
+            guest: None,
+            hypervisor: None,
+            iterations: 1000,
+            linux: true,
+            out_dir: target_dir().join("bench"),
+            gic: Gic::V3,
+            timeout: Duration::from_secs(300),
+            verbose: false,
+        }
+    }
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `CARGO_TARGET_DIR` or `<workspace>/target`.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// Builds the bench guest with cargo (release) and returns its ELF.
+pub fn build_guest() -> Result<PathBuf> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let args = [
+        "build",
+        "--release",
+        "-p",
+        "stratum-guests",
+        "--bin",
+        "bench",
+        "--target",
+        GUEST_TARGET,
+    ];
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| Error::environment(format!("cannot run cargo: {e}")))?;
+    if !status.success() {
+        return Err(Error::environment(format!(
+            "`cargo {}` failed ({status})",
+            args.join(" ")
+        )));
+    }
+    Ok(target_dir()
+        .join(GUEST_TARGET)
+        .join("release")
+        .join("bench"))
+}
+
+/// The QEMU command line of a bare run: the same `virt` machine as under
+/// Stratum but without EL2 (`virtualization` off), so the kernel boots at
+/// EL1 and PSCI calls are QEMU's own; deterministic.
+pub fn bare_qemu_command(
+    qemu: &Path,
+    gic: Gic,
+    cpus: u32,
+    memory: &str,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    append: &str,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![qemu.into()];
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&[
+        "-M",
+        &format!("virt,gic-version={},dtb-randomness=off", gic.number()),
+        "-cpu",
+        CpuModel::CortexA57.qemu_name(),
+        "-smp",
+        &cpus.to_string(),
+        "-m",
+        memory,
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-nic",
+        "none",
+        "-icount",
+        "shift=4,sleep=off",
+        "-seed",
+        "1",
+        "-append",
+        append,
+        "-kernel",
+    ]);
+    args.push(kernel.into());
+    if let Some(initrd) = initrd {
+        args.push("-initrd".into());
+        args.push(initrd.into());
+    }
+    args
+}
+
+/// Runs `argv` with stdin closed, returns its stdout; killed after `timeout`.
+fn capture(argv: &[OsString], timeout: Duration, verbose: bool) -> Result<(String, bool)> {
+    let (program, args) = argv.split_first().expect("a command line has a program");
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::environment(format!("cannot start {program:?}: {e}")))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let ok = loop {
+        if let Some(status) = child.try_wait().map_err(|e| {
+            Error::new(
+                ErrorKind::Hypervisor,
+                anyhow::anyhow!("waiting for QEMU: {e}"),
+            )
+        })? {
+            break status.success();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let text = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    if verbose {
+        print!("{text}");
+    }
+    Ok((text, ok))
+}
+
+/// Runs `config` under Stratum, deterministic, and returns the console.
+fn under_stratum(config: Config, opts: &BenchOptions) -> Result<String> {
+    let run_opts = RunOptions {
+        hypervisor: opts.hypervisor.clone(),
+        deterministic: true,
+        timeout: Some(opts.timeout),
+        capture: true,
+        echo: opts.verbose,
+        ..RunOptions::new(config)
+    };
+    let outcome = run(&run_opts)?;
+    let console = outcome.console.unwrap_or_default();
+    if outcome.exit_code != crate::exit_code::SUCCESS {
+        return Err(Error::new(
+            ErrorKind::Hypervisor,
+            anyhow::anyhow!(
+                "the run under Stratum ended badly: {}\n{}",
+                outcome.verdict.describe(),
+                tail(&console)
+            ),
+        ));
+    }
+    Ok(console)
+}
+
+/// The last lines of a console, for error messages.
+fn tail(console: &str) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// The bench guest's VM with `cpus` vCPUs under Stratum.
+fn guest_config(guest: &Path, cpus: u32, iterations: u32, gic: Gic) -> Result<Config> {
+    let mut config = Config::from_flags(&VmFlags {
+        kernel: guest.to_path_buf(),
+        initrd: None,
+        append: Some(format!("bench.iterations={iterations}")),
+        cpus: Some(cpus),
+        memory: None,
+    })?;
+    config.override_machine(Some(gic), Some(CpuModel::CortexA57))?;
+    Ok(config)
+}
+
+fn parsed(console: &str, what: &str) -> Result<GuestOutput> {
+    parse_guest(console).map_err(|e| {
+        Error::new(
+            ErrorKind::Hypervisor,
+            anyhow::anyhow!("{what}: {e}\n{}", tail(console)),
+        )
+    })
+}
+
+/// The four bench-guest runs: Stratum and bare QEMU, one and two CPUs.
+struct GuestRuns {
+    stratum: [GuestOutput; 2],
+    bare: [GuestOutput; 2],
+}
+
+fn run_guests(opts: &BenchOptions, guest: &Path, scratch: &Path) -> Result<GuestRuns> {
+    let qemu = find_qemu()?;
+    let image = scratch.join("bench.img");
+    make_image(guest, &image)?;
+    let mut stratum = Vec::new();
+    let mut bare = Vec::new();
+    for cpus in [1, 2] {
+        eprintln!("stratum bench: bench guest, {cpus} vCPU(s), under Stratum");
+        let config = guest_config(guest, cpus, opts.iterations, opts.gic)?;
+        let console = under_stratum(config, opts)?;
+        stratum.push(parsed(&console, "bench guest under Stratum")?);
+        eprintln!("stratum bench: bench guest, {cpus} CPU(s), bare QEMU");
+        let argv = bare_qemu_command(
+            &qemu,
+            opts.gic,
+            cpus,
+            "128M",
+            &image,
+            None,
+            &format!("bench.iterations={}", opts.iterations),
+        );
+        let (console, ok) = capture(&argv, opts.timeout, opts.verbose)?;
+        if !ok {
+            return Err(Error::new(
+                ErrorKind::Hypervisor,
+                anyhow::anyhow!("the bare-QEMU bench run failed\n{}", tail(&console)),
+            ));
+        }
+        bare.push(parsed(&console, "bench guest on bare QEMU")?);
+    }
+    let [s1, s2] = <[GuestOutput; 2]>::try_from(stratum).expect("two runs");
+    let [b1, b2] = <[GuestOutput; 2]>::try_from(bare).expect("two runs");
+    for (out, hyp) in [
+        (&s1, "stratum"),
+        (&s2, "stratum"),
+        (&b1, "none"),
+        (&b2, "none"),
+    ] {
+        let seen = out.env.get("hypervisor").map_or("?", String::as_str);
+        if seen != hyp {
+            return Err(Error::new(
+                ErrorKind::Hypervisor,
+                anyhow::anyhow!("the bench guest saw hypervisor={seen}, expected {hyp}"),
+            ));
+        }
+    }
+    same_id_register(&s1, &b1)?;
+    Ok(GuestRuns {
+        stratum: [s1, s2],
+        bare: [b1, b2],
+    })
+}
+
+/// Checks that the guest read the same `ID_AA64MMFR0_EL1` under Stratum
+/// (trapped by TID3 and emulated) as on bare QEMU (the CPU's own value).
+fn same_id_register(stratum: &GuestOutput, bare: &GuestOutput) -> Result<()> {
+    let (s, b) = (stratum.env.get("mmfr0"), bare.env.get("mmfr0"));
+    if s.is_none() || s != b {
+        return Err(Error::new(
+            ErrorKind::Hypervisor,
+            anyhow::anyhow!(
+                "ID_AA64MMFR0_EL1 under Stratum ({}) differs from bare QEMU ({})",
+                s.map_or("missing", String::as_str),
+                b.map_or("missing", String::as_str)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Instructions to `Run /init` in a console, from the kernel's timestamp.
+fn instructions_to_userspace(console: &str, what: &str) -> Result<u64> {
+    let secs = kernel_timestamp(console, LINUX_USERSPACE).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Hypervisor,
+            anyhow::anyhow!("{what}: no `{LINUX_USERSPACE}` line\n{}", tail(console)),
+        )
+    })?;
+    Ok((secs * COUNTER_HZ as f64).round() as u64)
+}
+
+fn linux_boot(opts: &BenchOptions) -> Result<LinuxBoot> {
+    let guest: LinuxGuest = prepare_debian(&default_cache_dir()?, true)?;
+    eprintln!(
+        "stratum bench: Linux {} to userspace, under Stratum",
+        guest.kernel_version
+    );
+    let mut config = Config::from_flags(&VmFlags {
+        kernel: guest.kernel.clone(),
+        initrd: Some(guest.initramfs.clone()),
+        append: Some(LINUX_CMDLINE.to_owned()),
+        cpus: Some(1),
+        memory: Some(LINUX_MEMORY.to_owned()),
+    })?;
+    config.override_machine(Some(opts.gic), Some(CpuModel::CortexA57))?;
+    let console = under_stratum(config, opts)?;
+    let stratum = instructions_to_userspace(&console, "Linux under Stratum")?;
+    eprintln!(
+        "stratum bench: Linux {} to userspace, bare QEMU",
+        guest.kernel_version
+    );
+    let argv = bare_qemu_command(
+        &find_qemu()?,
+        opts.gic,
+        1,
+        LINUX_MEMORY,
+        &guest.kernel,
+        Some(&guest.initramfs),
+        LINUX_CMDLINE,
+    );
+    let (console, _) = capture(&argv, opts.timeout, opts.verbose)?;
+    let bare = instructions_to_userspace(&console, "Linux on bare QEMU")?;
+    Ok(LinuxBoot::Measured {
+        kernel: guest.kernel_version,
+        stratum,
+        bare,
+    })
+}
+
+fn qemu_version() -> String {
+    find_qemu()
+        .ok()
+        .and_then(|q| Command::new(q).arg("-version").output().ok())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Builds the report from the four guest runs and the Linux result.
+fn assemble(runs: &GuestRuns, linux: LinuxBoot, opts: &BenchOptions) -> Result<Report> {
+    let env_num = |key: &str| -> u64 {
+        runs.stratum[0]
+            .env
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut rows = Vec::new();
+    for op in OPERATIONS {
+        let measured = match op.id {
+            "vm_switch" => Measured::NotApplicable(VM_SWITCH_NA.to_owned()),
+            "stage2_fault" => Measured::NotApplicable(STAGE2_NA.to_owned()),
+            id => {
+                // The IPI comes from the two-CPU runs, the rest from one CPU.
+                let k = usize::from(id == "ipi");
+                let stratum: Stats = runs.stratum[k]
+                    .op(id)
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Hypervisor,
+                            anyhow::anyhow!("the bench guest under Stratum did not report {id}"),
+                        )
+                    })?
+                    .stats;
+                let bare = runs.bare[k].op(id).map(|o| o.stats);
+                Measured::Both { stratum, bare }
+            }
+        };
+        rows.push(Row { op, measured });
+    }
+    Ok(Report {
+        method: Method {
+            qemu: qemu_version(),
+            gic: u32::from(opts.gic.number()),
+            cpu: CpuModel::CortexA57.qemu_name().to_owned(),
+            iterations: env_num("iterations"),
+            warmup: env_num("warmup"),
+            counter_hz: env_num("freq"),
+        },
+        rows,
+        linux,
+    })
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the whole bench, prints the table, writes `results.json` and
+/// `results.svg` into `opts.out_dir`, and returns the report.
+pub fn run_bench(opts: &BenchOptions) -> Result<Report> {
+    let guest = match &opts.guest {
+        Some(g) => g.clone(),
+        None => build_guest()?,
+    };
+    let scratch = Scratch(env::temp_dir().join(format!("stratum-bench-{}", std::process::id())));
+    fs::create_dir_all(&scratch.0)
+        .map_err(|e| Error::environment(format!("cannot create {}: {e}", scratch.0.display())))?;
+    let runs = run_guests(opts, &guest, &scratch.0)?;
+    let linux = if opts.linux {
+        linux_boot(opts)?
+    } else {
+        LinuxBoot::NotMeasured("skipped (--no-linux)".to_owned())
+    };
+    let report = assemble(&runs, linux, opts)?;
+    print!("{}", report::table(&report));
+    fs::create_dir_all(&opts.out_dir).map_err(|e| {
+        Error::environment(format!("cannot create {}: {e}", opts.out_dir.display()))
+    })?;
+    for (name, text) in [
+        ("results.json", report::json(&report)),
+        ("results.svg", report::svg(&report)),
+    ] {
+        let path = opts.out_dir.join(name);
+        fs::write(&path, text)
+            .map_err(|e| Error::environment(format!("cannot write {}: {e}", path.display())))?;
+        println!("stratum bench: wrote {}", path.display());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_command_is_deterministic_el1_virt() {
+        let argv = bare_qemu_command(
+            Path::new("qemu-system-aarch64"),
+            Gic::V2,
+            2,
+            "512M",
+            Path::new("/k/Image"),
+            Some(Path::new("/k/initrd")),
+            "console=ttyAMA0 x=1",
+        );
+        let line: Vec<String> = argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let line = line.join(" ");
+        assert_eq!(
+            line,
+            "qemu-system-aarch64 -M virt,gic-version=2,dtb-randomness=off -cpu cortex-a57 \
+             -smp 2 -m 512M -display none -monitor none -serial stdio -nic none \
+             -icount shift=4,sleep=off -seed 1 -append console=ttyAMA0 x=1 \
+             -kernel /k/Image -initrd /k/initrd"
+        );
+        assert!(!line.contains("virtualization=on"), "bare QEMU runs at EL1");
+    }
+
+    #[test]
+    fn userspace_instructions_from_the_kernel_clock() {
+        let log = "[   13.100272] Run /init as init process\n";
+        assert_eq!(
+            instructions_to_userspace(log, "test").expect("found"),
+            818_767_000
+        );
+        assert!(instructions_to_userspace("no init here", "test").is_err());
+    }
+
+    fn output(ops: &[(&str, u64)]) -> GuestOutput {
+        let mut text =
+            String::from("BENCH-ENV hypervisor=stratum iterations=3 warmup=1 freq=62500000\n");
+        for (op, v) in ops {
+            text += &format!("BENCH op={op} n=3 min={v} median={v} p99={v} max={v} hist={v}:3\n");
+        }
+        text += "BENCH-DONE\n";
+        parse_guest(&text).expect("valid")
+    }
+
+    #[test]
+    fn the_emulated_id_register_must_match_the_hardware() {
+        let with = |v: &str| {
+            parse_guest(&format!("BENCH-ENV hypervisor=x mmfr0={v}\nBENCH-DONE\n")).expect("valid")
+        };
+        assert!(same_id_register(&with("0x1124"), &with("0x1124")).is_ok());
+        assert!(same_id_register(&with("0x1124"), &with("0x1125")).is_err());
+        let none = parse_guest("BENCH-ENV hypervisor=x\nBENCH-DONE\n").expect("valid");
+        assert!(same_id_register(&none, &none).is_err());
+    }
+
+    #[test]
+    fn assembles_rows_from_the_right_runs() {
+        let single = [
+            ("empty", 2),
+            ("hvc", 90),
+            ("gicd_read", 170),
+            ("uart_read", 190),
+            ("idreg_read", 140),
+            ("vtimer_spin", 300),
+            ("vtimer_wfi", 400),
+        ];
+        let runs = GuestRuns {
+            stratum: [output(&single), output(&[("ipi", 900)])],
+            bare: [output(&[("hvc", 3)]), output(&[("ipi", 40)])],
+        };
+        let r = assemble(
+            &runs,
+            LinuxBoot::NotMeasured("x".into()),
+            &BenchOptions::new(),
+        )
+        .expect("complete");
+        assert_eq!(r.rows.len(), OPERATIONS.len());
+        assert_eq!(r.method.iterations, 3);
+        let row = |id: &str| r.rows.iter().find(|row| row.op.id == id).expect("row");
+        match &row("ipi").measured {
+            Measured::Both { stratum, bare } => {
+                assert_eq!(stratum.median, 900);
+                assert_eq!(bare.map(|b| b.median), Some(40));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &row("gicd_read").measured {
+            Measured::Both { bare, .. } => assert_eq!(*bare, None),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            row("vm_switch").measured,
+            Measured::NotApplicable(_)
+        ));
+        assert!(matches!(
+            row("stage2_fault").measured,
+            Measured::NotApplicable(_)
+        ));
+        // A missing operation under Stratum is an error, not a blank.
+        let runs = GuestRuns {
+            stratum: [output(&single[..3]), output(&[("ipi", 900)])],
+            bare: [output(&[]), output(&[])],
+        };
+        assert!(
+            assemble(
+                &runs,
+                LinuxBoot::NotMeasured("x".into()),
+                &BenchOptions::new()
+            )
+            .is_err()
+        );
+    }
+}
