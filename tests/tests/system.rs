@@ -374,15 +374,18 @@ fn kernel_format_raw_binary() {
 }
 
 #[test]
-fn several_vms_are_refused_before_boot() {
+fn more_vms_than_this_version_runs_are_refused_before_boot() {
     let kernel = guest_elf("hello");
     let path = std::env::temp_dir().join(format!(
-        "stratum-systest-two-vms-{}.toml",
+        "stratum-systest-nine-vms-{}.toml",
         std::process::id()
     ));
-    let vm =
-        |name: &str| format!("[[vm]]\nname = \"{name}\"\nkernel = {kernel:?}\nmemory = \"32M\"\n");
-    std::fs::write(&path, vm("a") + &vm("b")).expect("write a temporary config");
+    let vm = |i: usize| {
+        format!(
+            "[[vm]]\nname = \"v{i}\"\nkernel = {kernel:?}\nmemory = \"32M\"\nplacement = \"shared\"\n"
+        )
+    };
+    std::fs::write(&path, (0..9).map(vm).collect::<String>()).expect("write a temporary config");
     let run = run_stratum(
         [
             "run".as_ref(),
@@ -393,10 +396,10 @@ fn several_vms_are_refused_before_boot() {
         CLI_TIMEOUT + HARD_TIMEOUT_GRACE,
     );
     let _ = std::fs::remove_file(&path);
-    assert_status(&run, status::BAD_INPUT, "two VMs");
+    assert_status(&run, status::BAD_INPUT, "nine VMs");
     assert!(
         run.console
-            .contains("vm: 2 VMs: this version of Stratum runs 1 VM at a time")
+            .contains("vm: 9 VMs: this version of Stratum runs at most 8 VMs at a time")
             && !run.console.contains("[stratum] Stratum"),
         "refused by the tool, before the hypervisor boots\n{}",
         run.describe()

@@ -40,7 +40,11 @@ Config format (TOML; relative paths are relative to the file):
   cpu = \"cortex-a57\"           # or \"max\" (default \"cortex-a57\")
   memory = \"2G\"                # host RAM; default: VM memory + bundle + 256 MiB
 
-  [[vm]]                       # 1 to 16 of these
+  [system]                     # optional
+  slice = \"10ms\"               # round-robin slice on shared CPUs, 100us to 1s
+  stop = \"all\"                 # exit when \"all\" VMs stopped, or \"any\"
+
+  [[vm]]                       # 1 to 16 of these (8 run at a time)
   name = \"hello\"               # [A-Za-z0-9_-], 1-31 bytes (default \"vm<index>\")
   kernel = \"hello.elf\"         # required: Image, AArch64 ELF or raw binary
   initrd = \"initrd.cpio\"       # optional
@@ -48,6 +52,22 @@ Config format (TOML; relative paths are relative to the file):
   cpus = 1                     # vCPUs, 1 to 8 (default 1)
   memory = \"128M\"              # multiple of 2 MiB (default 128M)
   memory_base = \"0x40000000\"   # 2 MiB aligned, clear of 0x08000000-0x0A000000
+  placement = \"pinned\"         # or \"shared\" (time-shared physical CPUs)
+  pcpus = [0]                  # physical CPUs (default: lowest free / last)
+  on_crash = \"stop\"            # or \"restart\"
+
+  [[vm.device]]                # passthrough, identity mapped (0 to 4 per VM)
+  name = \"rtc\"
+  compatible = \"arm,pl031\"     # or a list
+  reg = [0x09010000, 0x1000]   # base, size: 4 KiB aligned
+  interrupts = [2]             # SPIs 0, 2-47
+
+  [[channel]]                  # shared memory + doorbell between two VMs
+  name = \"ping\"
+  vms = [\"a\", \"b\"]
+  size = \"4K\"                  # 4K multiple, 4K to 2M
+
+Full reference: docs/config.md.
 
 Sizes: bytes, or a string with a K/M/G/T suffix (powers of 1024) or 0x hex;
 no fractions (\"1536M\", not \"1.5G\"). Host RAM is at most 255 GiB (QEMU virt

@@ -5,10 +5,15 @@
 use std::fs;
 use std::path::Path;
 
-use stratum_abi::bundle::{self, FLAG_SEMIHOSTING_EXIT, KernelKind, OnCrash, SystemInfo, VmImage};
+use stratum_abi::bundle::{
+    self, Channel, ChannelEnd, Device, FLAG_SEMIHOSTING_EXIT, KernelKind, SystemInfo, VmImage,
+};
+use stratum_abi::limits;
 use stratum_core::image::{self, KernelInfo, Placement};
 
-use crate::config::{Config, VmConfig};
+use crate::config::{
+    ChannelConfig, ChannelEndConfig, Config, CpuPlacement, DeviceConfig, VmConfig,
+};
 use crate::elf::flatten_elf;
 use crate::{Error, Result};
 
@@ -78,13 +83,31 @@ pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
         .iter()
         .zip(&loaded)
         .map(|(vm, l)| vm_image(vm, &l.kernel, l.initrd.as_deref()))
+        .collect::<Result<_>>()?;
+    let compatibles: Vec<Vec<u8>> = config
+        .vms
+        .iter()
+        .flat_map(|vm| vm.devices.iter().map(DeviceConfig::compatible_bytes))
         .collect();
+    let devices: Vec<Device<'_>> = config
+        .vms
+        .iter()
+        .enumerate()
+        .flat_map(|(i, vm)| vm.devices.iter().map(move |d| (i, d)))
+        .zip(&compatibles)
+        .map(|((i, d), compatible)| device(i, d, compatible))
+        .collect::<Result<_>>()?;
+    let channels: Vec<Channel<'_>> = config.channels.iter().map(channel).collect::<Result<_>>()?;
+    let system = SystemInfo {
+        slice_us: config.system.slice_us,
+        stop: config.system.stop,
+    };
     let bytes = bundle::encode(
         FLAG_SEMIHOSTING_EXIT | extra_flags,
-        SystemInfo::default(),
+        system,
         &images,
-        &[],
-        &[],
+        &devices,
+        &channels,
     );
     // The hypervisor will run exactly this check; fail here, with a clearer
     // exit status, if the tool and the ABI ever disagree.
@@ -93,8 +116,34 @@ pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn vm_image<'a>(vm: &'a VmConfig, k: &'a PreparedKernel, initrd: Option<&'a [u8]>) -> VmImage<'a> {
-    VmImage {
+/// A value the validated config guarantees fits the bundle field; an
+/// internal error (not a panic) if it ever does not.
+fn narrow<T: TryFrom<u64>>(v: impl Into<u64>, what: &str) -> Result<T> {
+    let v = v.into();
+    T::try_from(v).map_err(|_| {
+        Error::input(format!(
+            "internal error: {what} {v} does not fit the boot bundle"
+        ))
+    })
+}
+
+fn vm_image<'a>(
+    vm: &'a VmConfig,
+    k: &'a PreparedKernel,
+    initrd: Option<&'a [u8]>,
+) -> Result<VmImage<'a>> {
+    let mut pcpus = [0u8; limits::VCPUS_PER_VM as usize];
+    if vm.pcpus.len() > pcpus.len() {
+        return Err(Error::input(format!(
+            "internal error: VM {:?} has {} vCPUs",
+            vm.name,
+            vm.pcpus.len()
+        )));
+    }
+    for (slot, &cpu) in pcpus.iter_mut().zip(&vm.pcpus) {
+        *slot = narrow(cpu, "physical CPU")?;
+    }
+    Ok(VmImage {
         name: &vm.name,
         vcpus: vm.cpus,
         kernel_kind: k.kind,
@@ -106,10 +155,47 @@ fn vm_image<'a>(vm: &'a VmConfig, k: &'a PreparedKernel, initrd: Option<&'a [u8]
         kernel_footprint: k.placement.footprint,
         initrd,
         cmdline: &vm.cmdline,
-        pinned: true,
-        pcpus: core::array::from_fn(|i| if i < vm.cpus as usize { i as u8 } else { 0 }),
-        on_crash: OnCrash::Stop,
+        pinned: vm.placement == CpuPlacement::Pinned,
+        pcpus,
+        on_crash: vm.on_crash,
+    })
+}
+
+fn device<'a>(vm: usize, d: &'a DeviceConfig, compatible: &'a [u8]) -> Result<Device<'a>> {
+    let mut irqs = [0u32; limits::IRQS_PER_DEVICE];
+    if d.interrupts.len() > irqs.len() {
+        return Err(Error::input(format!(
+            "internal error: device {:?} has {} interrupts",
+            d.name,
+            d.interrupts.len()
+        )));
     }
+    irqs[..d.interrupts.len()].copy_from_slice(&d.interrupts);
+    Ok(Device {
+        vm: narrow(vm as u64, "VM index")?,
+        name: &d.name,
+        compatible,
+        base: d.base,
+        size: d.size,
+        irqs,
+        irq_count: narrow(d.interrupts.len() as u64, "interrupt count")?,
+    })
+}
+
+fn channel(c: &ChannelConfig) -> Result<Channel<'_>> {
+    let end = |e: &ChannelEndConfig| -> Result<ChannelEnd> {
+        Ok(ChannelEnd {
+            vm: narrow(e.vm as u64, "VM index")?,
+            id: e.id,
+            ipa: e.ipa,
+            spi: e.spi,
+        })
+    };
+    Ok(Channel {
+        name: &c.name,
+        size: c.size,
+        ends: [end(&c.ends[0])?, end(&c.ends[1])?],
+    })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -127,14 +213,19 @@ pub struct BlobSizes {
     pub cmdline: u64,
 }
 
-/// Exact size [`bundle::encode`] produces for VMs with these blobs.
-pub fn bundle_size(vms: impl IntoIterator<Item = BlobSizes>) -> u64 {
+/// Exact size [`bundle::encode`] produces for VMs with these blobs, and
+/// `devices` passthrough devices and `channels` channels.
+pub fn bundle_size(
+    vms: impl IntoIterator<Item = BlobSizes>,
+    devices: usize,
+    channels: usize,
+) -> u64 {
     let vms: Vec<BlobSizes> = vms.into_iter().collect();
     let blobs = vms
         .iter()
         .flat_map(|vm| [Some(vm.kernel), vm.initrd, Some(vm.cmdline)])
         .flatten();
-    bundle::encoded_size(vms.len(), 0, 0, blobs.collect::<Vec<_>>())
+    bundle::encoded_size(vms.len(), devices, channels, blobs.collect::<Vec<_>>())
 }
 
 #[cfg(test)]
@@ -222,6 +313,82 @@ mod tests {
     }
 
     #[test]
+    fn multi_vm_bundle_carries_the_resolved_system() {
+        use stratum_abi::bundle::{ChannelEnd, FLAG_CONSOLE_COLOR, OnCrash, StopPolicy};
+        let dir = TestDir::new("bundle-multi");
+        dir.write("k.bin", &[0x1f, 0x20, 0x03, 0xd5]);
+        let text = r#"
+[system]
+slice = "2ms"
+stop = "any"
+[[vm]]
+name = "a"
+kernel = "k.bin"
+memory = "8M"
+cpus = 2
+[[vm]]
+name = "b"
+kernel = "k.bin"
+memory = "8M"
+placement = "shared"
+on_crash = "restart"
+[[vm.device]]
+name = "rtc"
+compatible = ["arm,pl031", "arm,primecell"]
+reg = [0x09010000, 0x1000]
+interrupts = [2]
+[[channel]]
+name = "ping"
+vms = ["b", "a"]
+size = "8K"
+"#;
+        let config = Config::parse(text, &dir.path().join("x.toml")).expect("valid");
+        let bytes = build_bundle(&config, FLAG_CONSOLE_COLOR).expect("bundle");
+        assert_eq!(config.bundle_size(), bytes.len() as u64);
+        let b = Bundle::parse(&bytes).expect("valid bundle");
+        assert_eq!(b.flags(), FLAG_SEMIHOSTING_EXIT | FLAG_CONSOLE_COLOR);
+        assert_eq!(
+            b.system(),
+            SystemInfo {
+                slice_us: 2000,
+                stop: StopPolicy::Any
+            }
+        );
+        let a = b.vm(0).expect("vm a");
+        assert_eq!((a.name, a.pinned, a.on_crash), ("a", true, OnCrash::Stop));
+        assert_eq!(a.pcpus, [0, 1, 0, 0, 0, 0, 0, 0]);
+        let vb = b.vm(1).expect("vm b");
+        assert_eq!(
+            (vb.name, vb.pinned, vb.on_crash),
+            ("b", false, OnCrash::Restart)
+        );
+        assert_eq!(vb.pcpus, [2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(b.device_count(), 1);
+        let rtc = b.device(0).expect("rtc");
+        assert_eq!(
+            (rtc.vm, rtc.name, rtc.compatible, rtc.base, rtc.size),
+            (
+                1,
+                "rtc",
+                &b"arm,pl031\0arm,primecell\0"[..],
+                0x0901_0000,
+                0x1000
+            )
+        );
+        assert_eq!(rtc.spis(), [2]);
+        assert_eq!(b.channel_count(), 1);
+        let ch = b.channel(0).expect("ping");
+        assert_eq!((ch.name, ch.size), ("ping", 0x2000));
+        let end = |vm| ChannelEnd {
+            vm,
+            id: 0,
+            ipa: 0x0B00_0000,
+            spi: 48,
+        };
+        assert_eq!(ch.ends, [end(1), end(0)]);
+    }
+
+    #[test]
     fn prepare_kernel_reports_placement_errors() {
         let elf = ElfBuilder::new(0x8000_0000)
             .segment(0x8000_0000, b"x", 1)
@@ -253,7 +420,7 @@ mod tests {
             cmdline,
             pinned: false,
             pcpus: [0; 8],
-            on_crash: OnCrash::Stop,
+            on_crash: bundle::OnCrash::Stop,
         };
         let vms = [
             image(Some(&i[..]), "x"),
@@ -280,7 +447,7 @@ mod tests {
         for n in 1..=3 {
             let encoded = bundle::encode(0, SystemInfo::default(), &vms[..n], &[], &[]);
             assert_eq!(
-                bundle_size(sizes[..n].iter().copied()),
+                bundle_size(sizes[..n].iter().copied(), 0, 0),
                 encoded.len() as u64
             );
         }

@@ -149,11 +149,7 @@ pub struct RunOutcome {
 /// started, every ending is a [`RunOutcome`].
 pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     opts.config.check_supported()?;
-    let flags = if opts.selftest_el2_fault {
-        stratum_abi::bundle::FLAG_SELFTEST_EL2_FAULT
-    } else {
-        0
-    };
+    let flags = bundle_flags(opts, io::stdout().is_terminal());
     let bundle = build_bundle(&opts.config, flags)?;
     let qemu = find_qemu()?;
     let scratch = ScratchDir::new()?;
@@ -170,6 +166,21 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     plan.extra_args = opts.qemu_args.clone();
     let argv = qemu_command(&plan);
     run_command(&argv, opts, input)
+}
+
+/// The header flags the host sets for `opts` ([`build_bundle`] adds
+/// semihosting): the EL2-fault self-test when asked, and colour VM tags
+/// when the console is echoed to a terminal.
+fn bundle_flags(opts: &RunOptions, stdout_is_terminal: bool) -> u32 {
+    use stratum_abi::bundle::{FLAG_CONSOLE_COLOR, FLAG_SELFTEST_EL2_FAULT};
+    let mut flags = 0;
+    if opts.selftest_el2_fault {
+        flags |= FLAG_SELFTEST_EL2_FAULT;
+    }
+    if opts.echo && stdout_is_terminal {
+        flags |= FLAG_CONSOLE_COLOR;
+    }
+    flags
 }
 
 /// Where the guest console's input (QEMU's stdin, read by its `stdio`
@@ -484,6 +495,28 @@ mod tests {
         let out = run_command(&sh("cat; echo eof"), &opts, ConsoleInput::Nothing).expect("ran");
         assert_eq!(out.console.as_deref(), Some("eof\n"), "{out:?}");
         assert_eq!(out.verdict, Verdict::AllVmsOff);
+    }
+
+    #[test]
+    fn colour_only_on_an_echoed_terminal() {
+        use stratum_abi::bundle::{FLAG_CONSOLE_COLOR, FLAG_SELFTEST_EL2_FAULT};
+        let dir = TestDir::new("run-flags");
+        let captured = options(&dir);
+        assert_eq!(bundle_flags(&captured, true), 0);
+        let echoed = RunOptions {
+            echo: true,
+            ..options(&dir)
+        };
+        assert_eq!(bundle_flags(&echoed, true), FLAG_CONSOLE_COLOR);
+        assert_eq!(bundle_flags(&echoed, false), 0);
+        let selftest = RunOptions {
+            selftest_el2_fault: true,
+            ..echoed
+        };
+        assert_eq!(
+            bundle_flags(&selftest, true),
+            FLAG_CONSOLE_COLOR | FLAG_SELFTEST_EL2_FAULT
+        );
     }
 
     #[test]

@@ -21,6 +21,13 @@
 //! memory_base = "0x40000000"   # guest-physical RAM base, 2 MiB aligned (default 0x4000_0000)
 //! ```
 //!
+//! Several VMs share the machine; `[system]`, per-VM `placement`, `pcpus`,
+//! `on_crash`, `[[vm.device]]` (passthrough) and `[[channel]]` (shared
+//! memory between two VMs) say how ([`partition`]; the full reference with
+//! examples is `docs/config.md`). The defaults the file leaves open are
+//! resolved here, so the bundle carries only final values: each vCPU's
+//! physical CPU, each channel's number, address and doorbell in each VM.
+//!
 //! Sizes are integers (bytes) or strings as described in [`crate::size`].
 //! Unknown keys are errors. Every error names the file, line:column and field
 //! (`configs/x.toml:7:10: vm[0].memory: bad size "12Q": …`), or in flag mode
@@ -33,12 +40,17 @@ use std::path::{Path, PathBuf};
 use stratum_core::image::{KernelInfo, Placement};
 use toml::Spanned;
 
+pub use stratum_abi::bundle::{OnCrash, StopPolicy};
+
 use crate::kernel;
 use crate::size::format_size;
 use crate::{Error, Result};
 use raw::{RawConfig, RawSize, RawVm, Source};
 use validate::validate;
 
+mod channels;
+mod devices;
+mod partition;
 mod raw;
 mod validate;
 
@@ -70,6 +82,10 @@ pub const HOST_MEMORY_GRANULE: u64 = 256 * MIB;
 /// Most host RAM QEMU `virt` can hold: RAM starts at 1 GiB and must end
 /// below the high-memory hole at 256 GiB.
 pub const MAX_HOST_MEMORY: u64 = 255 * GIB;
+/// Where host RAM starts on QEMU `virt` (no passthrough region may overlap it).
+pub const HOST_RAM_BASE: u64 = GIB;
+/// A channel's size when the config does not say.
+pub const DEFAULT_CHANNEL_SIZE: u64 = 4 * KIB;
 
 /// The GIC version of the emulated host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -149,6 +165,74 @@ pub struct KernelSummary {
     pub blob_size: u64,
 }
 
+/// The `[system]` settings, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SystemConfig {
+    /// Round-robin time slice on shared physical CPUs, in microseconds.
+    pub slice_us: u32,
+    /// When the hypervisor stops.
+    pub stop: StopPolicy,
+}
+
+/// How a VM's vCPUs use physical CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuPlacement {
+    /// Each vCPU owns one physical CPU exclusively (static partitioning).
+    Pinned,
+    /// The vCPUs time-share physical CPUs round-robin.
+    Shared,
+}
+
+/// A passthrough device, validated: identity mapped, its SPIs forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// DT node name (before `@`).
+    pub name: String,
+    /// DT compatible list, most specific first.
+    pub compatible: Vec<String>,
+    /// Physical (= guest-physical) base, 4 KiB aligned.
+    pub base: u64,
+    /// Size, a non-zero multiple of 4 KiB.
+    pub size: u64,
+    /// Physical SPI numbers (INTID − 32), level high.
+    pub interrupts: Vec<u32>,
+}
+
+impl DeviceConfig {
+    /// The compatible list as the DT (and the bundle) stores it:
+    /// NUL-separated, NUL-terminated.
+    pub fn compatible_bytes(&self) -> Vec<u8> {
+        self.compatible
+            .iter()
+            .flat_map(|c| c.bytes().chain([0]))
+            .collect()
+    }
+}
+
+/// One VM's end of a channel, resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelEndConfig {
+    /// Index of the VM in [`Config::vms`].
+    pub vm: usize,
+    /// The channel's number in that VM (0.. in config order).
+    pub id: u32,
+    /// Guest-physical address of the shared memory in that VM.
+    pub ipa: u64,
+    /// Doorbell SPI in that VM (48 + `id`).
+    pub spi: u32,
+}
+
+/// A shared-memory channel between two VMs, validated and resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelConfig {
+    /// Name (`[A-Za-z0-9_-]{1,31}`).
+    pub name: String,
+    /// Bytes of shared memory (4 KiB multiple, 4 KiB to 2 MiB).
+    pub size: u64,
+    /// The two ends, in the order the config lists the VMs.
+    pub ends: [ChannelEndConfig; 2],
+}
+
 /// One VM, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -170,6 +254,14 @@ pub struct VmConfig {
     pub memory: u64,
     /// Guest-physical RAM base: a multiple of [`RAM_ALIGN`].
     pub memory_base: u64,
+    /// Pinned or shared vCPUs.
+    pub placement: CpuPlacement,
+    /// Physical CPU of each vCPU (resolved; one entry per vCPU).
+    pub pcpus: Vec<u32>,
+    /// What the hypervisor does when the VM crashes.
+    pub on_crash: OnCrash,
+    /// Passthrough devices.
+    pub devices: Vec<DeviceConfig>,
 }
 
 /// A validated system description.
@@ -177,8 +269,12 @@ pub struct VmConfig {
 pub struct Config {
     /// The emulated host.
     pub machine: Machine,
+    /// System-wide settings.
+    pub system: SystemConfig,
     /// The VMs, in order (1..=[`MAX_VMS`]).
     pub vms: Vec<VmConfig>,
+    /// Shared-memory channels, in order.
+    pub channels: Vec<ChannelConfig>,
     /// The config file, or `None` when built from flags.
     pub source: Option<PathBuf>,
 }
@@ -289,10 +385,16 @@ impl Config {
                 .clone()
                 .map(|s| Spanned::new(none.clone(), RawSize::Str(s))),
             memory_base: None,
+            placement: None,
+            pcpus: None,
+            on_crash: None,
+            device: Vec::new(),
         };
         let raw = RawConfig {
             machine: None,
+            system: None,
             vm: vec![Spanned::new(none, vm)],
+            channel: Vec::new(),
         };
         validate(raw, &Source::Flags, Path::new(""))
     }
@@ -328,6 +430,14 @@ impl Config {
             m.gic.number(),
             format_size(m.memory)
         );
+        out += &format!(
+            "system: {} us time slice, stops when {} VM stops\n",
+            self.system.slice_us,
+            match self.system.stop {
+                StopPolicy::All => "every",
+                StopPolicy::Any => "any",
+            }
+        );
         for (i, vm) in self.vms.iter().enumerate() {
             let k = &vm.kernel_summary;
             let kind = match k.info {
@@ -356,17 +466,64 @@ impl Config {
                 );
             }
             out += &format!("  cmdline {:?}\n", vm.cmdline);
+            out += &format!(
+                "  {} on physical CPUs {:?}, on crash: {}\n",
+                match vm.placement {
+                    CpuPlacement::Pinned => "pinned",
+                    CpuPlacement::Shared => "shared",
+                },
+                vm.pcpus,
+                match vm.on_crash {
+                    OnCrash::Stop => "stop",
+                    OnCrash::Restart => "restart",
+                }
+            );
+            for dev in &vm.devices {
+                out += &format!(
+                    "  device {:?} {:?}: [{:#x}, {:#x}), SPIs {:?}\n",
+                    dev.name,
+                    dev.compatible,
+                    dev.base,
+                    dev.base + dev.size,
+                    dev.interrupts
+                );
+            }
+        }
+        for ch in &self.channels {
+            let [a, b] = &ch.ends;
+            out += &format!(
+                "channel {:?}: {} between {:?} (#{} at {:#x}, SPI {}) and {:?} (#{} at {:#x}, SPI {})\n",
+                ch.name,
+                format_size(ch.size),
+                self.vms[a.vm].name,
+                a.id,
+                a.ipa,
+                a.spi,
+                self.vms[b.vm].name,
+                b.id,
+                b.ipa,
+                b.spi
+            );
         }
         out
     }
 
+    /// Bytes of host RAM the channels take (each once, shared by its VMs).
+    pub fn channel_memory(&self) -> u64 {
+        self.channels.iter().map(|c| c.size).sum()
+    }
+
     /// Exact size of the boot bundle this config produces.
     pub fn bundle_size(&self) -> u64 {
-        kernel::bundle_size(self.vms.iter().map(|vm| kernel::BlobSizes {
-            kernel: vm.kernel_summary.blob_size,
-            initrd: vm.initrd.as_ref().map(|_| vm.initrd_size),
-            cmdline: vm.cmdline.len() as u64,
-        }))
+        kernel::bundle_size(
+            self.vms.iter().map(|vm| kernel::BlobSizes {
+                kernel: vm.kernel_summary.blob_size,
+                initrd: vm.initrd.as_ref().map(|_| vm.initrd_size),
+                cmdline: vm.cmdline.len() as u64,
+            }),
+            self.vms.iter().map(|vm| vm.devices.len()).sum(),
+            self.channels.len(),
+        )
     }
 }
 

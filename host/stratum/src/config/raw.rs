@@ -13,8 +13,18 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) machine: Option<Spanned<RawMachine>>,
+    pub(super) system: Option<Spanned<RawSystem>>,
     #[serde(default)]
     pub(super) vm: Vec<Spanned<RawVm>>,
+    #[serde(default)]
+    pub(super) channel: Vec<Spanned<RawChannel>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSystem {
+    pub(super) slice: Option<Spanned<String>>,
+    pub(super) stop: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +46,58 @@ pub(super) struct RawVm {
     pub(super) cpus: Option<Spanned<i64>>,
     pub(super) memory: Option<Spanned<RawSize>>,
     pub(super) memory_base: Option<Spanned<RawSize>>,
+    pub(super) placement: Option<Spanned<String>>,
+    pub(super) pcpus: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub(super) on_crash: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) device: Vec<Spanned<RawDevice>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDevice {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) compatible: Option<Spanned<RawStrings>>,
+    pub(super) reg: Option<Spanned<Vec<Spanned<RawSize>>>>,
+    pub(super) interrupts: Option<Spanned<Vec<Spanned<i64>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChannel {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) vms: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) size: Option<Spanned<RawSize>>,
+}
+
+/// A string, or an array of strings (a DT compatible list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RawStrings(pub(super) Vec<String>);
+
+impl<'de> Deserialize<'de> for RawStrings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawStrings;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawStrings, E> {
+                Ok(RawStrings(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawStrings, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(RawStrings(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A size as written: an integer or a string, parsed during validation so

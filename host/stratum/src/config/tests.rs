@@ -46,11 +46,70 @@ fn vm_names(n: usize, memory: &str) -> String {
         .collect()
 }
 
+/// `n` one-vCPU VMs time-sharing the last physical CPU.
+fn shared_vms(n: usize, memory: &str) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[vm]]\nname = \"v{i}\"\nkernel = \"raw.bin\"\nmemory = \"{memory}\"\nplacement = \"shared\"\n"
+            )
+        })
+        .collect()
+}
+
+/// VM "a" (lines 1-4 of a config that starts with it).
+macro_rules! vm_a {
+    () => {
+        "[[vm]]\nname = \"a\"\nkernel = \"raw.bin\"\nmemory = \"4M\"\n"
+    };
+}
+
+/// VM "b" (4 lines).
+macro_rules! vm_b {
+    () => {
+        "[[vm]]\nname = \"b\"\nkernel = \"raw.bin\"\nmemory = \"4M\"\n"
+    };
+}
+
+/// A channel "ch" between "a" and "b" (4 lines).
+macro_rules! ch_ab {
+    () => {
+        "[[channel]]\nname = \"ch\"\nvms = [\"a\", \"b\"]\nsize = \"4K\"\n"
+    };
+}
+
 #[test]
 fn bad_configs() {
     let fx = Fixture::new();
     let many = vm_names(17, "4M");
-    let huge = vm_names(16, "20G");
+    let huge = shared_vms(16, "20G");
+    let nine_pinned_gicv2 = format!("[machine]\ngic = 2\n{}", vm_names(9, "4M"));
+    let five_devices = format!(
+        "{}{}",
+        vm_a!(),
+        (0..5)
+            .map(|i| format!(
+                "[[vm.device]]\nname = \"d{i}\"\ncompatible = \"x,y\"\nreg = [{:#x}, 0x1000]\n",
+                0x0A00_0000 + i * 0x1000
+            ))
+            .collect::<String>()
+    );
+    let seventeen_channels = format!(
+        "{}{}{}",
+        vm_a!(),
+        vm_b!(),
+        (0..17)
+            .map(|i| format!("[[channel]]\nname = \"c{i}\"\nvms = [\"a\", \"b\"]\n"))
+            .collect::<String>()
+    );
+    let full_window = format!(
+        "{}{}{}",
+        vm_a!(),
+        vm_b!(),
+        (0..9)
+            .map(|i| format!("[[channel]]\nname = \"c{i}\"\nvms = [\"a\", \"b\"]\nsize = \"2M\"\n"))
+            .collect::<String>()
+    );
     // (config text, fragments the error must contain)
     let cases: &[(&str, &[&str])] = &[
         // Unknown keys, at every level.
@@ -269,21 +328,491 @@ fn bad_configs() {
                 "more than the 255 GiB QEMU virt can hold below its 256 GiB high-memory hole",
             ],
         ),
+        // [system].
+        (
+            concat!("[system]\nslice = \"10\"\n", vm_a!()),
+            &[
+                "x.toml:2:9: system.slice: bad time slice \"10\": expected a whole number and a unit",
+            ],
+        ),
+        (
+            concat!("[system]\nslice = \"50us\"\n", vm_a!()),
+            &["x.toml:2:9: system.slice: time slice \"50us\" is outside 100us to 1s"],
+        ),
+        (
+            concat!("[system]\nslice = \"2s\"\n", vm_a!()),
+            &["x.toml:2:9: system.slice: time slice \"2s\" is outside"],
+        ),
+        (
+            concat!("[system]\nstop = \"sometimes\"\n", vm_a!()),
+            &[
+                "x.toml:2:8: system.stop: unknown stop policy \"sometimes\": expected \"all\" or \"any\"",
+            ],
+        ),
+        (
+            concat!("[system]\nslices = \"1ms\"\n", vm_a!()),
+            &["x.toml:2:1: unknown field `slices`"],
+        ),
+        // Placement and physical CPUs.
+        (
+            concat!(vm_a!(), "placement = \"floating\"\n"),
+            &[
+                "x.toml:5:13: vm[0].placement: unknown placement \"floating\": expected \"pinned\" or \"shared\"",
+            ],
+        ),
+        (
+            concat!(vm_a!(), "on_crash = \"reboot\"\n"),
+            &[
+                "x.toml:5:12: vm[0].on_crash: unknown crash policy \"reboot\": expected \"stop\" or \"restart\"",
+            ],
+        ),
+        (
+            concat!(vm_a!(), "pcpus = [8]\n"),
+            &[
+                "x.toml:5:10: vm[0].pcpus: physical CPU 8: Stratum runs vCPUs on physical CPUs 0 to 7",
+            ],
+        ),
+        (
+            concat!(vm_a!(), "pcpus = [-1]\n"),
+            &["x.toml:5:10: vm[0].pcpus: physical CPU -1: Stratum runs vCPUs"],
+        ),
+        (
+            concat!(vm_a!(), "cpus = 2\npcpus = [1, 1]\n"),
+            &["x.toml:6:13: vm[0].pcpus: physical CPU 1 is listed twice"],
+        ),
+        (
+            concat!(vm_a!(), "pcpus = []\n"),
+            &["x.toml:5:9: vm[0].pcpus: empty: list at least one physical CPU"],
+        ),
+        (
+            concat!(vm_a!(), "cpus = 2\npcpus = [0]\n"),
+            &[
+                "x.toml:6:9: vm[0].pcpus: 1 physical CPUs for 2 pinned vCPUs: a pinned VM lists exactly one per vCPU",
+            ],
+        ),
+        (
+            concat!("[machine]\ncpus = 2\n", vm_a!(), "pcpus = [3]\n"),
+            &[
+                "x.toml:7:10: vm[0].pcpus: physical CPU 3 does not exist: the machine has 2 (machine.cpus)",
+            ],
+        ),
+        (
+            concat!(vm_a!(), "pcpus = [0]\n", vm_b!(), "pcpus = [0]\n"),
+            &[
+                "x.toml:5:10: vm[0].pcpus: physical CPU 0 is over-committed: pinned vCPU 0 of \"a\" owns it, but vCPU 0 of \"b\" also runs there",
+                "x.toml:10:10: vm[1].pcpus: physical CPU 0 is over-committed: pinned vCPU 0 of \"b\" owns it, but vCPU 0 of \"a\" also runs there",
+            ],
+        ),
+        (
+            concat!(
+                "[machine]\ncpus = 2\n",
+                vm_a!(),
+                "pcpus = [1]\n",
+                vm_b!(),
+                "placement = \"shared\"\ncpus = 2\npcpus = [0, 1]\n"
+            ),
+            &[
+                "x.toml:7:10: vm[0].pcpus: physical CPU 1 is over-committed: pinned vCPU 0 of \"a\" owns it, but vCPU 1 of \"b\" also runs there",
+            ],
+        ),
+        (
+            // Defaults: "a" takes both CPUs, "b" shares the last one.
+            concat!(
+                "[machine]\ncpus = 2\n",
+                vm_a!(),
+                "cpus = 2\n",
+                vm_b!(),
+                "placement = \"shared\"\n"
+            ),
+            &[
+                "x.toml:7:8: vm[0].pcpus: physical CPU 1 is over-committed: pinned vCPU 1 of \"a\" owns it, but vCPU 0 of \"b\" also runs there",
+            ],
+        ),
+        (
+            concat!("[machine]\ncpus = 1\n", vm_a!(), vm_b!()),
+            &[
+                "x.toml:7:1: vm[1].pcpus: 1 pinned vCPU needs as many free physical CPUs, but only 0 of CPUs 0 to 0 are free: raise machine.cpus, list pcpus, or use placement = \"shared\"",
+            ],
+        ),
+        (
+            &nine_pinned_gicv2,
+            &["x.toml: the VMs need 9 physical CPUs, but QEMU virt with GICv2 takes 1 to 8"],
+        ),
+        // Passthrough devices, on their own.
+        (
+            concat!(vm_a!(), "[[vm.device]]\nreg = [0x0A000000, 0x1000]\n"),
+            &[
+                "x.toml:5:1: vm[0].device[0].name: missing: every device needs a name",
+                "x.toml:5:1: vm[0].device[0].compatible: missing: every device needs a compatible string",
+            ],
+        ),
+        (
+            concat!(vm_a!(), "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\n"),
+            &["x.toml:5:1: vm[0].device[0].reg: missing: every device needs reg = [base, size]"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"9d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\n"
+            ),
+            &["x.toml:6:8: vm[0].device[0].name: \"9d\" must start with a letter"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\n"
+            ),
+            &["x.toml:6:8: vm[0].device[0].name: \"d d\" contains ' '"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\n",
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A001000, 0x1000]\n"
+            ),
+            &[
+                "x.toml:10:8: vm[0].device[1].name: duplicate device name \"d\" (also vm[0].device[0])",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = []\nreg = [0x0A000000, 0x1000]\n"
+            ),
+            &[
+                "x.toml:7:14: vm[0].device[0].compatible: empty: give at least one compatible string",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = [\"arm,pl031\", \"\"]\nreg = [0x0A000000, 0x1000]\n"
+            ),
+            &[
+                "x.toml:7:14: vm[0].device[0].compatible: \"\": a compatible string is non-empty printable ASCII",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = [\"arm pl031\"]\nreg = [0x0A000000, 0x1000]\n"
+            ),
+            &["vm[0].device[0].compatible: \"arm pl031\": a compatible string"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = [\"",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", \"",
+                "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"]\nreg = [0x0A000000, 0x1000]\n"
+            ),
+            &[
+                "x.toml:7:14: vm[0].device[0].compatible: 102 bytes with their NULs: a compatible list has at most 96",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = 7\nreg = [0x0A000000, 0x1000]\n"
+            ),
+            &["x.toml:7:14:", "a string or an array of strings"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000]\n"
+            ),
+            &["x.toml:8:7: vm[0].device[0].reg: 1 values: reg is [base, size], both 4 KiB aligned"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000800, 0x1000]\n"
+            ),
+            &["x.toml:8:7: vm[0].device[0].reg: base 0xa000800 is not 4 KiB aligned"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0]\n"
+            ),
+            &["x.toml:8:7: vm[0].device[0].reg: size 0x0: must be a non-zero multiple of 4 KiB"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [\"0xFFFFFFFFFFFFF000\", \"8K\"]\n"
+            ),
+            &[
+                "x.toml:8:7: vm[0].device[0].reg: [0xfffffffffffff000, +0x2000) wraps around the address space",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, \"4Q\"]\n"
+            ),
+            &["x.toml:8:20: vm[0].device[0].reg: bad size \"4Q\""],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\ninterrupts = [1]\n"
+            ),
+            &[
+                "x.toml:9:15: vm[0].device[0].interrupts: SPI 1 is the VM's UART: passthrough devices use SPIs 0 and 2 to 47",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\ninterrupts = [3, 48]\n"
+            ),
+            &[
+                "x.toml:9:18: vm[0].device[0].interrupts: SPI 48: passthrough devices use SPIs 0 and 2 to 47 (48 and up are channel doorbells)",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\ninterrupts = [-2]\n"
+            ),
+            &["x.toml:9:15: vm[0].device[0].interrupts: SPI -2: passthrough devices use"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\ninterrupts = [3, 3]\n"
+            ),
+            &["x.toml:9:18: vm[0].device[0].interrupts: SPI 3 is listed twice"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\ninterrupts = [2, 3, 4, 5, 6]\n"
+            ),
+            &["x.toml:9:14: vm[0].device[0].interrupts: 5 interrupts: a device has at most 4"],
+        ),
+        (
+            &five_devices,
+            &["x.toml:21:1: vm[0].device[4]: 5 passthrough devices: a VM has at most 4"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\nirqs = [3]\n"
+            ),
+            &["x.toml:9:1: unknown field `irqs`"],
+        ),
+        // Passthrough devices against the rest.
+        (
+            concat!(
+                vm_a!(),
+                "memory_base = 0x0A000000\n[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A100000, 0x1000]\n"
+            ),
+            &[
+                "x.toml:9:7: vm[0].device[0].reg: [0xa100000, 0xa101000) overlaps the VM's RAM [0xa000000, 0xa400000)",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"uart\"\ncompatible = \"arm,pl011\"\nreg = [0x09000000, 0x1000]\n"
+            ),
+            &[
+                "x.toml:8:7: vm[0].device[0].reg: [0x9000000, 0x9001000) overlaps the GIC and UART at [0x8000000, 0x9001000)",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"gic\"\ncompatible = \"x\"\nreg = [0x08000000, 0x10000]\n"
+            ),
+            &["vm[0].device[0].reg: [0x8000000, 0x8010000) overlaps the GIC and UART"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0BFFF000, 0x2000]\n"
+            ),
+            &[
+                "x.toml:8:7: vm[0].device[0].reg: [0xbfff000, 0xc001000) overlaps the channel window [0xb000000, 0xc000000)",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"rtc\"\ncompatible = \"arm,pl031\"\nreg = [0x09010000, 0x1000]\ninterrupts = [2]\n",
+                vm_b!(),
+                "[[vm.device]]\nname = \"rtc2\"\ncompatible = \"arm,pl031\"\nreg = [0x09010000, 0x1000]\ninterrupts = [2]\n"
+            ),
+            &[
+                "x.toml:17:7: vm[1].device[0].reg: [0x9010000, 0x9011000) overlaps vm[0].device[0] \"rtc\" of \"a\" at [0x9010000, 0x9011000)",
+                "x.toml:18:15: vm[1].device[0].interrupts: SPI 2 is assigned twice: vm[0].device[0] \"rtc\" of \"a\" has it too",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\ninterrupts = [5]\n",
+                "[[vm.device]]\nname = \"e\"\ncompatible = \"x\"\nreg = [0x0A001000, 0x1000]\ninterrupts = [6, 5]\n"
+            ),
+            &[
+                "x.toml:14:18: vm[0].device[1].interrupts: SPI 5 is assigned twice: vm[0].device[0] \"d\" of \"a\" has it too",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                "memory_base = 0x80000000\n[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x50000000, 0x1000]\n"
+            ),
+            &[
+                "x.toml:9:7: vm[0].device[0].reg: [0x50000000, 0x50001000) overlaps the machine's RAM [0x40000000, 0x60000000): a passthrough region must be a device",
+            ],
+        ),
+        // Channels, on their own.
+        (
+            concat!(vm_a!(), vm_b!(), "[[channel]]\nvms = [\"a\", \"b\"]\n"),
+            &["x.toml:9:1: channel[0].name: missing: every channel needs a name"],
+        ),
+        (
+            concat!(vm_a!(), vm_b!(), "[[channel]]\nname = \"ch\"\n"),
+            &["x.toml:9:1: channel[0].vms: missing: a channel connects two VMs"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                vm_b!(),
+                "[[channel]]\nname = \"my ch\"\nvms = [\"a\", \"b\"]\n"
+            ),
+            &["x.toml:10:8: channel[0].name: \"my ch\" contains ' '"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                vm_b!(),
+                "[[channel]]\nname = \"ch\"\nvms = [\"a\"]\n"
+            ),
+            &["x.toml:11:7: channel[0].vms: 1 VMs: a channel connects exactly two"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                vm_b!(),
+                "[[channel]]\nname = \"ch\"\nvms = [\"a\", \"c\"]\n"
+            ),
+            &["x.toml:11:13: channel[0].vms: unknown VM \"c\": the VMs are \"a\", \"b\""],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                vm_b!(),
+                "[[channel]]\nname = \"ch\"\nvms = [\"a\", \"a\"]\n"
+            ),
+            &[
+                "x.toml:11:13: channel[0].vms: a channel from \"a\" to itself: it connects two different VMs",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                vm_b!(),
+                "[[channel]]\nname = \"ch\"\nvms = [\"a\", \"b\"]\nsize = \"6K\"\n"
+            ),
+            &[
+                "x.toml:12:8: channel[0].size: 0x1800 bytes: a channel is a multiple of 4 KiB from 4K to 2M",
+            ],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                vm_b!(),
+                "[[channel]]\nname = \"ch\"\nvms = [\"a\", \"b\"]\nsize = \"4M\"\n"
+            ),
+            &["x.toml:12:8: channel[0].size: 0x400000 bytes: a channel is a multiple of 4 KiB"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                vm_b!(),
+                "[[channel]]\nname = \"ch\"\nvms = [\"a\", \"b\"]\nsize = 0\n"
+            ),
+            &["channel[0].size: 0x0 bytes"],
+        ),
+        (
+            concat!(
+                vm_a!(),
+                vm_b!(),
+                "[[channel]]\nname = \"ch\"\nvms = [\"a\", \"b\"]\nbuffer = \"4K\"\n"
+            ),
+            &["x.toml:12:1: unknown field `buffer`"],
+        ),
+        // Channels against each other and the VMs.
+        (
+            concat!(
+                vm_a!(),
+                vm_b!(),
+                ch_ab!(),
+                "[[channel]]\nname = \"ch\"\nvms = [\"b\", \"a\"]\n"
+            ),
+            &[
+                "x.toml:14:8: channel[1].name: duplicate channel \"ch\" between \"a\" and \"b\" (also channel[0])",
+            ],
+        ),
+        (
+            &seventeen_channels,
+            &[
+                "x.toml:59:7: channel[16].vms: \"a\" is an end of more than 16 channels",
+                "channel[16].vms: \"b\" is an end",
+            ],
+        ),
+        (
+            &full_window,
+            &[
+                "x.toml:44:8: channel[8].size: the channels of \"a\" need more than its 16 MiB channel window [0xb000000, 0xc000000)",
+            ],
+        ),
+        (
+            concat!(
+                "[[vm]]\nname = \"a\"\nkernel = \"raw.bin\"\nmemory = \"32M\"\nmemory_base = 0x0A000000\n",
+                vm_b!(),
+                ch_ab!()
+            ),
+            &[
+                "x.toml:5:15: vm[0].memory_base: RAM [0xa000000, 0xc000000) overlaps the channel window [0xb000000, 0xc000000) where this VM's channels are mapped",
+            ],
+        ),
+        (
+            concat!(
+                "[machine]\nmemory = \"512M\"\n",
+                "[[vm]]\nname = \"a\"\nkernel = \"raw.bin\"\nmemory = \"128M\"\n",
+                "[[vm]]\nname = \"b\"\nkernel = \"raw.bin\"\nmemory = \"126M\"\n",
+                "[[channel]]\nname = \"ch\"\nvms = [\"a\", \"b\"]\nsize = \"2M\"\n"
+            ),
+            &[
+                "x.toml:2:10: machine.memory: 512 MiB is too small: the VMs need 768 MiB of host RAM (256 MiB of VM memory (including 2 MiB of channels) + ",
+            ],
+        ),
     ];
+    // Every case runs; the failures are reported together.
+    let mut failures = Vec::new();
     for (text, fragments) in cases {
         let e = match fx.parse(text) {
-            Ok(c) => panic!("accepted bad config:\n{text}\n{c:?}"),
+            Ok(c) => {
+                failures.push(format!("accepted bad config:\n{text}\n{c:?}"));
+                continue;
+            }
             Err(e) => e,
         };
         assert_eq!(e.kind(), crate::ErrorKind::BadInput);
         let msg = e.to_string();
         for f in *fragments {
-            assert!(
-                msg.contains(f),
-                "config:\n{text}\nmessage:\n{msg}\nmissing: {f}"
-            );
+            if !msg.contains(f) {
+                failures.push(format!("config:\n{text}\nmessage:\n{msg}\nmissing: {f}"));
+            }
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
@@ -328,6 +857,7 @@ kernel = "small.Image"
 memory = 0x1000_0000
 memory_base = 0x1_0000_0000
 cpus = 4
+placement = "shared"
 "#,
         )
         .expect("valid");
@@ -389,8 +919,20 @@ fn defaults() {
         .expect("valid");
     assert_eq!(config.machine.gic, Gic::V3);
     assert_eq!(config.machine.cpu, CpuModel::CortexA57);
-    // Physical CPUs follow the biggest VM.
-    assert_eq!(config.machine.cpus, 3);
+    // Pinned by default: one physical CPU per vCPU, the lowest free ones.
+    assert_eq!(config.machine.cpus, 4);
+    assert_eq!(config.vms[0].pcpus, [0]);
+    assert_eq!(config.vms[1].pcpus, [1, 2, 3]);
+    assert_eq!(config.vms[0].placement, CpuPlacement::Pinned);
+    assert_eq!(config.vms[0].on_crash, OnCrash::Stop);
+    assert_eq!(
+        config.system,
+        SystemConfig {
+            slice_us: 10_000,
+            stop: StopPolicy::All
+        }
+    );
+    assert!(config.channels.is_empty());
     assert!(!config.machine.cpus_explicit);
     // 2 × 128 MiB + bundle + 256 MiB, rounded up to 256 MiB.
     assert_eq!(config.machine.memory, 768 * MIB);
@@ -582,10 +1124,11 @@ fn this_version_runs_up_to_eight_vms_with_up_to_eight_vcpus() {
     smp.check_supported()
         .expect("SMP VMs run, one vCPU per physical CPU");
     let eight = fx.parse(&vm_names(8, "32M")).expect("valid");
+    assert_eq!(eight.machine.cpus, 8);
     eight.check_supported().expect("eight VMs run");
 
     let nine = fx
-        .parse(&vm_names(9, "32M"))
+        .parse(&shared_vms(9, "32M"))
         .expect("the format allows more VMs");
     let e = nine.check_supported().expect_err("at most eight");
     assert_eq!(e.exit_code(), crate::exit_code::BAD_INPUT);
@@ -594,4 +1137,151 @@ fn this_version_runs_up_to_eight_vms_with_up_to_eight_vcpus() {
         msg.contains("x.toml: vm: 9 VMs: this version of Stratum runs at most 8 VMs at a time"),
         "{msg}"
     );
+}
+
+/// The three-VM example of `docs/config.md`, its kernels and initrd
+/// replaced by the fixture's.
+fn docs_example() -> String {
+    let doc = fs::read_to_string(crate::workspace_root().join("docs/config.md"))
+        .expect("docs/config.md exists");
+    let start = doc.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let end = start + doc[start..].find("```").expect("the example ends");
+    doc[start..end]
+        .lines()
+        .map(|l| {
+            if l.starts_with("kernel = ") {
+                "kernel = \"raw.bin\""
+            } else if l.starts_with("initrd = ") {
+                "initrd = \"initrd.img\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn three_vm_example_resolves() {
+    let fx = Fixture::new();
+    let config = fx
+        .parse(&docs_example())
+        .expect("the documented example is valid");
+    assert_eq!(config.machine.cpus, 3);
+    assert_eq!(config.machine.memory, GIB);
+    assert_eq!(
+        config.system,
+        SystemConfig {
+            slice_us: 5_000,
+            stop: StopPolicy::All
+        }
+    );
+    let names: Vec<&str> = config.vms.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["linux", "ticker", "ctl"]);
+    let [linux, ticker, ctl] = &config.vms[..] else {
+        panic!("three VMs")
+    };
+    assert_eq!(
+        (linux.placement, &linux.pcpus[..]),
+        (CpuPlacement::Pinned, &[0, 1][..])
+    );
+    assert_eq!(
+        (ticker.placement, &ticker.pcpus[..]),
+        (CpuPlacement::Shared, &[2][..])
+    );
+    assert_eq!(
+        (ctl.placement, &ctl.pcpus[..]),
+        (CpuPlacement::Shared, &[2][..])
+    );
+    assert_eq!(
+        (linux.on_crash, ticker.on_crash, ctl.on_crash),
+        (OnCrash::Stop, OnCrash::Restart, OnCrash::Stop)
+    );
+    assert!(linux.devices.is_empty() && ctl.devices.is_empty());
+    assert_eq!(
+        ticker.devices,
+        [DeviceConfig {
+            name: "rtc".into(),
+            compatible: vec!["arm,pl031".into(), "arm,primecell".into()],
+            base: 0x0901_0000,
+            size: 0x1000,
+            interrupts: vec![2],
+        }]
+    );
+    assert_eq!(
+        ticker.devices[0].compatible_bytes(),
+        b"arm,pl031\0arm,primecell\0"
+    );
+    let end = |vm, id: u32, ipa| ChannelEndConfig {
+        vm,
+        id,
+        ipa,
+        spi: 48 + id,
+    };
+    assert_eq!(
+        config.channels,
+        [
+            ChannelConfig {
+                name: "stats".into(),
+                size: 64 * KIB,
+                ends: [end(0, 0, 0x0B00_0000), end(1, 0, 0x0B00_0000)],
+            },
+            ChannelConfig {
+                name: "cmd".into(),
+                size: 4 * KIB,
+                ends: [end(2, 0, 0x0B00_0000), end(1, 1, 0x0B01_0000)],
+            },
+        ]
+    );
+    assert_eq!(config.channel_memory(), 68 * KIB);
+    config.check_supported().expect("this version runs it");
+    let summary = config.summary();
+    for needle in [
+        "system: 5000 us time slice, stops when every VM stops",
+        "pinned on physical CPUs [0, 1], on crash: stop",
+        "shared on physical CPUs [2], on crash: restart",
+        "device \"rtc\" [\"arm,pl031\", \"arm,primecell\"]: [0x9010000, 0x9011000), SPIs [2]",
+        "channel \"cmd\": 4 KiB between \"ctl\" (#0 at 0xb000000, SPI 48) and \"ticker\" (#1 at 0xb010000, SPI 49)",
+    ] {
+        assert!(summary.contains(needle), "missing {needle:?} in\n{summary}");
+    }
+}
+
+#[test]
+fn placement_defaults() {
+    let fx = Fixture::new();
+    // Pinned defaults skip CPUs any pcpus names; shared defaults take the
+    // last CPU; the machine gets enough CPUs for all that.
+    let config = fx
+        .parse(concat!(
+            vm_a!(),
+            "cpus = 2\n",
+            vm_b!(),
+            "pcpus = [0]\n",
+            "[[vm]]\nname = \"c\"\nkernel = \"raw.bin\"\nmemory = \"4M\"\nplacement = \"shared\"\ncpus = 3\n",
+            "[[vm]]\nname = \"d\"\nkernel = \"raw.bin\"\nmemory = \"4M\"\nplacement = \"shared\"\ncpus = 3\npcpus = [3, 4]\n",
+        ))
+        .expect("valid");
+    // 3 pinned vCPUs + 1 for the shared default; pcpus names CPU 4.
+    assert_eq!(config.machine.cpus, 5);
+    let pcpus: Vec<&[u32]> = config.vms.iter().map(|v| &v.pcpus[..]).collect();
+    assert_eq!(pcpus, [&[1, 2][..], &[0], &[4, 4, 4], &[3, 4, 3]]);
+    // An explicit machine.cpus bounds the shared default.
+    let config = fx
+        .parse(concat!(
+            "[machine]\ncpus = 4\n",
+            vm_a!(),
+            "placement = \"shared\"\n"
+        ))
+        .expect("valid");
+    assert_eq!(config.vms[0].pcpus, [3]);
+    // Beyond the 8 CPUs Stratum uses, the shared default is CPU 7.
+    let config = fx
+        .parse(concat!(
+            "[machine]\ncpus = 16\n",
+            vm_a!(),
+            "placement = \"shared\"\n"
+        ))
+        .expect("valid");
+    assert_eq!(config.vms[0].pcpus, [7]);
 }

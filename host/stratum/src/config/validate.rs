@@ -9,8 +9,10 @@ use std::path::Path;
 use stratum_core::image::{self, KernelInfo};
 use toml::Spanned;
 
+use super::partition::{self, VmPlan};
 use super::raw::{Diagnostics, RawConfig, RawSize, RawVm, Source};
 use super::*;
+use super::{channels, devices};
 use crate::size::{format_size, parse_size};
 use crate::{Error, Result};
 
@@ -110,10 +112,20 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
         );
     }
 
+    let system = partition::system(&mut d, raw.system.as_ref().map(Spanned::get_ref));
+
     let mut vms = Vec::new();
+    let mut plans: Vec<VmPlan> = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, vm) in raw.vm.iter().enumerate().take(MAX_VMS) {
-        if let Some(v) = validate_vm(&mut d, i, vm, base) {
+        let vcpus = vm
+            .get_ref()
+            .cpus
+            .as_ref()
+            .map_or(Some(1), |v| u32::try_from(*v.get_ref()).ok())
+            .filter(|n| (1..=MAX_VCPUS).contains(n));
+        let plan = partition::vm_plan(&mut d, i, vm, vcpus);
+        if let Some(mut v) = validate_vm(&mut d, i, vm, base) {
             if let Some(first) = names.get(&v.name) {
                 let span = vm.get_ref().name.as_ref().map(Spanned::span);
                 d.push(
@@ -124,15 +136,38 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
             } else {
                 names.insert(v.name.clone(), i);
             }
+            v.placement = plan.placement;
+            v.on_crash = plan.on_crash;
+            v.devices = plan.devices.iter().map(|p| p.config.clone()).collect();
             vms.push(v);
         }
+        plans.push(plan);
     }
+    let all_names: Vec<String> = raw
+        .vm
+        .iter()
+        .enumerate()
+        .map(|(i, vm)| {
+            vm.get_ref()
+                .name
+                .as_ref()
+                .map_or_else(|| format!("vm{i}"), |n| n.get_ref().clone())
+        })
+        .collect();
+    let channel_plans = channels::channel_plans(&mut d, &raw.channel, &all_names);
 
     if !d.messages.is_empty() {
         return Err(Error::input(d.messages.join("\n")));
     }
 
-    let cpus = machine_cpus.unwrap_or_else(|| vms.iter().map(|v| v.cpus).max().unwrap_or(1));
+    // Every VM is valid: the rules between them, and the defaults.
+    let cpus = partition::resolve_cpus(&mut d, &mut vms, &plans, machine_cpus, gic);
+    devices::check_devices(&mut d, &vms, &plans);
+    let channels = channels::resolve_channels(&mut d, &vms, &plans, &channel_plans);
+    if !d.messages.is_empty() {
+        return Err(Error::input(d.messages.join("\n")));
+    }
+
     let vm_memory: u64 = vms.iter().map(|v| v.memory).sum();
     let mut config = Config {
         machine: Machine {
@@ -142,16 +177,25 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
             memory: 0,
             cpus_explicit: machine_cpus.is_some(),
         },
+        system,
         vms,
+        channels,
         source: match source {
             Source::File { path, .. } => Some(path.clone()),
             Source::Flags => None,
         },
     };
+    let channel_memory = config.channel_memory();
+    let vm_memory = vm_memory + channel_memory;
     let bundle = config.bundle_size();
     let required = required_host_memory(vm_memory, bundle).unwrap_or(u64::MAX);
+    let channels_part = if channel_memory > 0 {
+        format!(" (including {} of channels)", format_size(channel_memory))
+    } else {
+        String::new()
+    };
     let needs = format!(
-        "the VMs need {} of host RAM ({} of VM memory + {} boot bundle + {} for the hypervisor, rounded up to {})",
+        "the VMs need {} of host RAM ({} of VM memory{channels_part} + {} boot bundle + {} for the hypervisor, rounded up to {})",
         format_size(required),
         format_size(vm_memory),
         format_size(bundle.next_multiple_of(MIB)),
@@ -181,11 +225,19 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
         || default_host_memory(vm_memory, bundle).unwrap_or(required),
         |(bytes, _)| bytes,
     );
+    devices::check_devices_against_host_ram(&mut d, &plans, config.machine.memory);
+    if !d.messages.is_empty() {
+        return Err(Error::input(d.messages.join("\n")));
+    }
     Ok(config)
 }
 
 /// Parses a size field, reporting errors. `None` if it was bad.
-fn size_field(d: &mut Diagnostics<'_>, v: &Spanned<RawSize>, field: &str) -> Option<u64> {
+pub(super) fn size_field(
+    d: &mut Diagnostics<'_>,
+    v: &Spanned<RawSize>,
+    field: &str,
+) -> Option<u64> {
     match v.get_ref() {
         RawSize::Int(n) => match u64::try_from(*n) {
             Ok(n) => Some(n),
@@ -445,6 +497,11 @@ fn validate_vm(
         cpus: cpus?,
         memory,
         memory_base,
+        // Filled in by the caller from the VM's plan and the resolution.
+        placement: CpuPlacement::Pinned,
+        pcpus: Vec::new(),
+        on_crash: OnCrash::Stop,
+        devices: Vec::new(),
     })
 }
 
