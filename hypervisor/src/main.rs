@@ -221,6 +221,16 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         }
         for d in (0..bundle.device_count()).filter_map(|i| bundle.device(i)) {
             if d.vm as usize == id {
+                if let Some(what) = platform.owned_by_hypervisor(d.base, d.size) {
+                    log!(
+                        "error: VM '{}': device '{}' at {:#x} (+{:#x}) overlaps {what}, which the hypervisor keeps",
+                        image.name,
+                        d.name,
+                        d.base,
+                        d.size
+                    );
+                    system::shutdown(exit_status::BAD_BOOT_INPUT);
+                }
                 extra[n] = ExtraMapping {
                     ipa: IpaRange::new(Ipa(d.base), d.size).expect("validated by Bundle::parse"),
                     pa: Pa(d.base),

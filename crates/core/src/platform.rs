@@ -374,6 +374,29 @@ impl<'a> Platform<'a> {
     pub fn cpus(&self) -> &[CpuInfo] {
         self.cpus.get(..self.cpu_count).unwrap_or(&[])
     }
+
+    /// What of the hypervisor's own the physical range `[base, base + size)`
+    /// overlaps — RAM, a GIC frame or the console UART — if anything: a
+    /// region that must never be passed through to a guest. An empty or
+    /// wrapping range counts as overlapping RAM.
+    pub fn owned_by_hypervisor(&self, base: u64, size: u64) -> Option<&'static str> {
+        let Some(end) = base.checked_add(size).filter(|_| size > 0) else {
+            return Some("RAM");
+        };
+        let hits = |r: &PhysRegion| base < r.base.0.saturating_add(r.size) && r.base.0 < end;
+        if self.memory().iter().any(hits) {
+            return Some("RAM");
+        }
+        let gic = &self.gic;
+        let frames = [Some(gic.dist), gic.cpu, gic.hyp, gic.vcpu];
+        if frames.iter().flatten().any(hits) || gic.redistributors().iter().any(hits) {
+            return Some("the GIC");
+        }
+        if self.uart.is_some_and(|u| hits(&u.regs)) {
+            return Some("the console UART");
+        }
+        None
+    }
 }
 
 /// Translates each `reg` entry of `node` to a physical region; `bad` when
@@ -693,6 +716,32 @@ mod tests {
             assert_eq!(cpu.mpidr, i as u64);
             assert_eq!(cpu.enable_method, EnableMethod::Psci);
         }
+    }
+
+    #[test]
+    fn hypervisor_regions_are_never_passed_through() {
+        for blob in [QEMU_V3, QEMU_V2] {
+            let p = parse(blob).expect("platform");
+            // The PL031 RTC and the virtio-mmio window are free to give away.
+            assert_eq!(p.owned_by_hypervisor(0x0901_0000, 0x1000), None);
+            assert_eq!(p.owned_by_hypervisor(0x0a00_0000, 0x200), None);
+            assert_eq!(
+                p.owned_by_hypervisor(0x0900_0000, 0x1000),
+                Some("the console UART")
+            );
+            assert_eq!(
+                p.owned_by_hypervisor(0x0900_0800, 0x1000),
+                Some("the console UART")
+            );
+            assert_eq!(p.owned_by_hypervisor(0x0800_0000, 0x1000), Some("the GIC"));
+            assert_eq!(p.owned_by_hypervisor(0x3fff_f000, 0x2000), Some("RAM"));
+            assert_eq!(p.owned_by_hypervisor(0x4000_0000, 0), Some("RAM"));
+            assert_eq!(p.owned_by_hypervisor(u64::MAX, 2), Some("RAM"));
+        }
+        let v3 = parse(QEMU_V3).expect("platform");
+        assert_eq!(v3.owned_by_hypervisor(0x080a_0000, 0x1000), Some("the GIC"));
+        let v2 = parse(QEMU_V2).expect("platform");
+        assert_eq!(v2.owned_by_hypervisor(0x0803_0000, 0x1000), Some("the GIC"));
     }
 
     #[test]
