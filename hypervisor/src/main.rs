@@ -165,7 +165,6 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     let mut pool = TablePool::take();
 
     configure_el2();
-    smp::record_cpu(0, sysreg::mpidr_el1());
     let console_intid = platform.uart.and_then(|u| u.irq).map(|i| i.intid());
     if let Err(e) = irq::init(0, &platform.gic, console_intid) {
         log!("error: the host GIC cannot be brought up: {e}");

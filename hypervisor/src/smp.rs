@@ -1,35 +1,30 @@
 //! Several physical CPUs: bring-up of the secondaries and each CPU's index.
 //! What a CPU runs once it is up is `sched`'s business.
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use stratum_abi::smccc;
 use stratum_arch::firmware::{self, Conduit};
-use stratum_arch::sysreg;
 
 use crate::head::{self, MAX_CPUS};
 use crate::log;
 
-/// `MPIDR_EL1` affinity fields (Aff3, Aff2, Aff1, Aff0).
-const AFFINITY_MASK: u64 = 0xff_00ff_ffff;
-
-/// Each CPU index's MPIDR affinity (`u64::MAX`: no such CPU).
-static MPIDRS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 /// Bit `i`: CPU `i` finished its bring-up.
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
 
-/// Records that CPU index `i` has `mpidr`.
-pub fn record_cpu(i: usize, mpidr: u64) {
-    MPIDRS[i].store(mpidr & AFFINITY_MASK, Ordering::Release);
-}
-
-/// This CPU's index (0 = the boot CPU).
+/// This CPU's index (0 = the boot CPU), from the stack it runs on: CPU `n`
+/// always runs on `STACKS[n]` (`head.rs`), so the index is the stack
+/// pointer's offset into them divided by their size — a handful of
+/// instructions on every exit, where matching `MPIDR_EL1` against the
+/// recorded affinities would loop.
 pub fn current_cpu() -> usize {
-    let me = sysreg::mpidr_el1() & AFFINITY_MASK;
-    MPIDRS
-        .iter()
-        .position(|m| m.load(Ordering::Acquire) == me)
-        .expect("every running CPU recorded its MPIDR before running Rust code that asks")
+    let sp: usize;
+    // SAFETY: reading SP has no side effects.
+    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    let base = head::stack_top(0) - head::STACK_SIZE;
+    let cpu = sp.wrapping_sub(base) / head::STACK_SIZE;
+    assert!(cpu < MAX_CPUS, "EL2 running off its per-CPU stacks (sp {sp:#x})");
+    cpu
 }
 
 /// Starts CPUs 1..`count` (their MPIDRs in `mpidrs`) through firmware PSCI
@@ -39,7 +34,6 @@ pub fn start_secondaries(conduit: Conduit, mpidrs: &[u64], count: usize) -> usiz
     let entry = head::secondary_entry as *const () as u64;
     let mut online = 1;
     for (i, &mpidr) in mpidrs.iter().enumerate().take(count.min(MAX_CPUS)).skip(1) {
-        record_cpu(i, mpidr);
         let ret = firmware::call(
             conduit,
             [u64::from(smccc::PSCI_CPU_ON_64), mpidr, entry, i as u64],
