@@ -20,10 +20,15 @@ static ONLINE: AtomicUsize = AtomicUsize::new(0);
 pub fn current_cpu() -> usize {
     let sp: usize;
     // SAFETY: reading SP has no side effects.
-    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
     let base = head::stack_top(0) - head::STACK_SIZE;
     let cpu = sp.wrapping_sub(base) / head::STACK_SIZE;
-    assert!(cpu < MAX_CPUS, "EL2 running off its per-CPU stacks (sp {sp:#x})");
+    assert!(
+        cpu < MAX_CPUS,
+        "EL2 running off its per-CPU stacks (sp {sp:#x})"
+    );
     cpu
 }
 
