@@ -40,10 +40,7 @@
 use crate::lr::{ListRegister, LrState};
 use crate::regs::BitIter;
 use crate::state::Placed;
-use crate::{GicVersion, MAX_LRS, MAX_SPIS, PRIVATE_IRQS, Vgic};
-
-/// Most candidates one vCPU can have.
-pub(crate) const MAX_CANDIDATES: usize = (PRIVATE_IRQS + MAX_SPIS) as usize;
+use crate::{GicVersion, MAX_LRS, Vgic};
 
 /// The outcome of [`Vgic::fill_lrs`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,12 +62,10 @@ impl Vgic {
             return LrFill::default();
         }
         self.fold_lrs(vcpu, &[]);
-        let mut keys = [0u32; MAX_CANDIDATES];
-        let n = self.candidates(vcpu, &mut keys);
-        let keys = &mut keys[..n];
-        keys.sort_unstable();
+        let mut best = [0u32; MAX_LRS];
+        let (kept, n) = self.candidates(vcpu, &mut best);
         let cap = lrs.len().min(MAX_LRS);
-        for (lr, &key) in lrs.iter_mut().zip(keys.iter()).take(cap) {
+        for (lr, &key) in lrs.iter_mut().zip(best[..kept].iter()).take(cap) {
             *lr = self.place(vcpu, key & 0xffff);
         }
         LrFill {
@@ -125,8 +120,8 @@ impl Vgic {
         if vcpu >= self.nr_vcpus {
             return 0;
         }
-        let mut keys = [0u32; MAX_CANDIDATES];
-        self.candidates(vcpu, &mut keys)
+        let mut best = [0u32; MAX_LRS];
+        self.candidates(vcpu, &mut best).1
     }
 
     /// How many interrupts sit in `vcpu`'s LRs (filled, not yet folded).
@@ -148,10 +143,9 @@ impl Vgic {
         }
     }
 
-    /// Writes `vcpu`'s candidate keys (active first, priority, INTID) into
-    /// `keys`, returning how many.
-    pub(crate) fn candidates(&self, vcpu: usize, keys: &mut [u32; MAX_CANDIDATES]) -> usize {
-        let mut n = 0;
+    /// Calls `f` with the key (active first, then priority, then INTID:
+    /// lower sorts first) of each of `vcpu`'s candidates.
+    pub(crate) fn for_each_candidate(&self, vcpu: usize, mut f: impl FnMut(u32)) {
         for word in 0..=self.spi_words() {
             let bank = self.bank(vcpu, word);
             let mut active = bank.active & !bank.in_lr;
@@ -165,11 +159,34 @@ impl Vgic {
             for i in BitIter(self.signalled(vcpu, word) | active) {
                 let not_active = u32::from(active & (1 << i) == 0);
                 let intid = (word * 32 + i) as u32;
-                keys[n] = not_active << 24 | u32::from(bank.priority[i]) << 16 | intid;
-                n += 1;
+                f(not_active << 24 | u32::from(bank.priority[i]) << 16 | intid);
             }
         }
-        n
+    }
+
+    /// Finds `vcpu`'s candidates: the [`MAX_LRS`] best keys go to `best` in
+    /// ascending order. Returns how many were kept and how many there are.
+    /// (No list of every candidate: this runs before every guest entry, and
+    /// there are at most as many LRs to fill as `best` holds.)
+    pub(crate) fn candidates(&self, vcpu: usize, best: &mut [u32; MAX_LRS]) -> (usize, usize) {
+        let mut n = 0;
+        let mut kept = 0;
+        self.for_each_candidate(vcpu, |key| {
+            n += 1;
+            // Insertion into the sorted best-of list.
+            if kept < MAX_LRS {
+                kept += 1;
+            } else if key >= best[MAX_LRS - 1] {
+                return;
+            }
+            let mut j = kept - 1;
+            while j > 0 && best[j - 1] > key {
+                best[j] = best[j - 1];
+                j -= 1;
+            }
+            best[j] = key;
+        });
+        (kept, n)
     }
 
     /// Moves `intid`'s state into a list register for `vcpu`.
@@ -282,5 +299,53 @@ impl Vgic {
         if word > 0 && active {
             self.spi_owner[(word - 1) * 32 + i] = vcpu as u8;
         }
+    }
+}
+
+#[cfg(test)]
+mod best_of_tests {
+    use crate::{GicVersion, MAX_LRS, Vgic};
+    use stratum_core::access::AccessSize;
+
+    /// The kept keys are exactly the smallest `MAX_LRS` of all candidates,
+    /// sorted, and the count is all of them.
+    #[test]
+    fn keeps_the_best_keys_in_order() {
+        const SPIS: u32 = 96;
+        let mut g = Vgic::new(GicVersion::V3, &[0], SPIS).expect("a vGIC");
+        g.dist_write(0, 0x000, AccessSize::Word, 0b10)
+            .expect("CTLR");
+        // Every SPI pending and enabled, priorities from a scrambled order.
+        for spi in 0..SPIS {
+            let intid = 32 + spi;
+            let prio = ((spi * 37) % 32) as u8 * 8;
+            g.dist_write(
+                0,
+                0x400 + u64::from(intid),
+                AccessSize::Byte,
+                u64::from(prio),
+            )
+            .expect("IPRIORITYR");
+        }
+        for word in 1..=SPIS / 32 {
+            let off = 4 * u64::from(word);
+            g.dist_write(0, 0x080 + off, AccessSize::Word, u64::from(u32::MAX))
+                .expect("IGROUPR");
+            g.dist_write(0, 0x100 + off, AccessSize::Word, u64::from(u32::MAX))
+                .expect("ISENABLER");
+        }
+        for spi in 0..SPIS {
+            g.set_pending(32 + spi, 0).expect("pending");
+        }
+        let mut all = Vec::new();
+        g.for_each_candidate(0, |k| all.push(k));
+        assert_eq!(all.len(), SPIS as usize);
+        all.sort_unstable();
+        let mut best = [0u32; MAX_LRS];
+        let (kept, n) = g.candidates(0, &mut best);
+        assert!(MAX_LRS < SPIS as usize);
+        assert_eq!((kept, n), (MAX_LRS, SPIS as usize));
+        assert_eq!(&best[..], &all[..MAX_LRS]);
+        assert_eq!(g.candidate_count(0), SPIS as usize);
     }
 }

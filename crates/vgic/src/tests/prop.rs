@@ -214,9 +214,7 @@ fn run(version: GicVersion, ops: &[Op]) {
     }
     let mut expected = Vec::new();
     for v in 0..VCPUS {
-        let mut keys = [0u32; crate::fill::MAX_CANDIDATES];
-        let n = h.g.candidates(v, &mut keys);
-        expected.extend(keys[..n].iter().map(|k| (v, k & 0xffff)));
+        h.g.for_each_candidate(v, |k| expected.push((v, k & 0xffff)));
     }
     let mut delivered = Vec::new();
     for _round in 0..200 {
