@@ -57,7 +57,7 @@ impl core::fmt::Display for FdtError {
     }
 }
 
-fn be32(data: &[u8], off: usize) -> Option<u32> {
+pub(crate) fn be32(data: &[u8], off: usize) -> Option<u32> {
     let bytes = data.get(off..off.checked_add(4)?)?;
     Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
@@ -112,7 +112,7 @@ fn node_name_is(name: &[u8], base: &[u8]) -> bool {
 }
 
 /// Reads a big-endian number of `cells` 32-bit cells (1 or 2) at `off`.
-fn read_cells(value: &[u8], off: usize, cells: u32) -> Option<u64> {
+pub(crate) fn read_cells(value: &[u8], off: usize, cells: u32) -> Option<u64> {
     match cells {
         1 => be32(value, off).map(u64::from),
         2 => Some((u64::from(be32(value, off)?) << 32) | u64::from(be32(value, off + 4)?)),
@@ -156,7 +156,7 @@ impl<'a> Fdt<'a> {
     /// node start (depth counts the node itself: the root is 1), node end
     /// (the depth of the node that ends) and property (the depth of the node
     /// it belongs to). Checks the nesting and every bound on the way.
-    fn walk(&self, mut visit: impl FnMut(u32, Token<'a>)) -> Result<(), FdtError> {
+    pub(crate) fn walk(&self, mut visit: impl FnMut(u32, Token<'a>)) -> Result<(), FdtError> {
         let s = self.structs;
         let mut depth = 0u32;
         let mut off = 0usize;
@@ -260,6 +260,39 @@ impl<'a> Fdt<'a> {
         Ok(out)
     }
 
+    /// The `reg` (MPIDR affinity) of each `cpu` node under `/cpus`, in
+    /// order: the first `N` into `out`; returns how many there are in all.
+    pub fn cpu_ids(&self, out: &mut [u64]) -> Result<usize, FdtError> {
+        let mut cells = 1u32;
+        let (mut in_cpus, mut in_cpu) = (false, false);
+        let mut count = 0usize;
+        self.walk(|depth, token| match token {
+            Token::Begin(name) => {
+                if depth == 2 {
+                    in_cpus = name == b"cpus";
+                }
+                in_cpu = depth == 3 && in_cpus && node_name_is(name, b"cpu");
+                if in_cpu {
+                    count += 1;
+                }
+            }
+            Token::End => in_cpu = false,
+            Token::Prop(name, value) => {
+                if depth == 2 && in_cpus && name == b"#address-cells" {
+                    cells = be32(value, 0).unwrap_or(1);
+                } else if depth == 3
+                    && in_cpu
+                    && name == b"reg"
+                    && let (Some(slot), Some(id)) =
+                        (out.get_mut(count - 1), read_cells(value, 0, cells))
+                {
+                    *slot = id;
+                }
+            }
+        })?;
+        Ok(count)
+    }
+
     /// Finds the devices the interrupt tests need among the root's children:
     /// the GIC (by `compatible`), the architected timer and the PL011.
     pub fn devices(&self) -> Result<Devices, FdtError> {
@@ -329,7 +362,7 @@ impl<'a> Fdt<'a> {
 
 /// One structure-block token, as [`Fdt::walk`] reports it.
 #[derive(Clone, Copy)]
-enum Token<'a> {
+pub(crate) enum Token<'a> {
     /// A node starts; its name (with any `@unit`).
     Begin(&'a [u8]),
     /// The current node ends.
@@ -348,7 +381,7 @@ struct NodeProps<'a> {
 }
 
 /// Whether the NUL-separated string list `list` contains `want`.
-fn has_compatible(list: &[u8], want: &[u8]) -> bool {
+pub(crate) fn has_compatible(list: &[u8], want: &[u8]) -> bool {
     list.split(|&b| b == 0).any(|s| s == want)
 }
 
@@ -460,6 +493,16 @@ pub fn locate_devices(x0: usize) -> Result<(Summary<'static>, Devices), FdtError
     // SAFETY: `locate` just validated a blob at `addr` (see its SAFETY note).
     let blob = unsafe { blob_at(addr) }?;
     Ok((summary, Fdt::new(blob)?.devices()?))
+}
+
+/// The guest's DT as a validated [`Fdt`] (at `x0`, or QEMU's at
+/// [`RAM_BASE`]; see [`locate`]), with the address it was found at.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub fn locate_fdt(x0: usize) -> Result<(usize, Fdt<'static>), FdtError> {
+    let (addr, _) = locate(x0)?;
+    // SAFETY: `locate` just validated a blob at `addr` (see its SAFETY note).
+    let blob = unsafe { blob_at(addr) }?;
+    Ok((addr, Fdt::new(blob)?))
 }
 
 #[cfg(test)]

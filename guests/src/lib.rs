@@ -15,17 +15,25 @@
 //! - [`report`]: the console protocol (`STRATUM-TEST PASS|FAIL <name>`);
 //! - [`fdt`]: a small, bounds-checked device-tree reader (pure; host-tested);
 //! - [`gic`], [`irq`], [`timer`]: a GICv2/v3 driver, IRQ dispatch to a
-//!   registered handler, and the generic timer, for the interrupt guests.
+//!   registered handler, and the generic timer, for the interrupt guests;
+//! - [`args`]: `key=value` words of the command line (pure; host-tested);
+//! - [`channel`]: shared-memory channels to another VM (DT discovery is
+//!   pure and host-tested; the mailbox protocol and doorbell need the target);
+//! - [`smp`]: secondary vCPUs started with PSCI `CPU_ON`, each on its own stack.
 //!
-//! Invariant: a guest runs on one vCPU, with interrupts masked unless it
+//! Invariant: a guest runs on one vCPU (the multi-vCPU guests keep their
+//! secondaries to the narrow rules in [`smp`]), with interrupts masked unless it
 //! unmasks them itself (the interrupt guests, around waits). The only
 //! "concurrency" is a synchronous exception taken inside an inline-asm block
 //! and, while unmasked, IRQ handlers; the globals in [`global`] rely on that.
 //!
-//! Only [`fdt`] builds on the host (for its unit tests); everything else needs
+//! Only [`fdt`], [`args`] and [`channel`]'s DT part build on the host (for
+//! their unit tests); everything else needs
 //! `--target aarch64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
 
+pub mod args;
+pub mod channel;
 pub mod fdt;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -44,6 +52,8 @@ pub mod mmio;
 pub mod report;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod smccc;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod smp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod start;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

@@ -66,6 +66,18 @@ pub fn entry_point() -> usize {
     _start as *const () as usize
 }
 
+unsafe extern "C" {
+    /// End of the image in memory, `.bss` and the boot stack included (`link.ld`).
+    static __image_end: u8;
+}
+
+/// First address after the image (`.bss` and the boot stack included):
+/// guest RAM above it is unused by the runtime.
+pub fn image_end() -> usize {
+    // Only the symbol's address is taken, never its contents.
+    &raw const __image_end as usize
+}
+
 /// The name of the running guest, for the `STRATUM-TEST` lines.
 static GUEST_NAME: Global<&'static str> = Global::new("unnamed-guest");
 

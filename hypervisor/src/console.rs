@@ -1,39 +1,148 @@
-//! The hypervisor console: the physical PL011 named by the host device tree.
+//! The hypervisor console: the physical PL011 named by the host device tree,
+//! shared by the hypervisor's messages and every VM's virtual UART.
 //!
-//! Hypervisor messages are prefixed `[stratum]`; guest UART output is passed
-//! through byte by byte.
+//! Hypervisor messages are prefixed `[stratum]` ([`log!`](crate::log)). Guest
+//! UART output goes out byte by byte, unbuffered; with several VMs each line
+//! is tagged with its VM's name, and a line another writer interrupts is
+//! ended first (the rules are in [`stratum_core::console`], which also parses
+//! the input escape: Ctrl-A three times moves console input to the next
+//! running VM and prints the VMs' states).
+//!
+//! One lock guards the UART and the console state, so a tag, the byte it
+//! precedes and any line break are never split by another CPU's output.
+//! [`PENDING_INPUT`] mirrors "input is queued for VM n" outside the lock, so
+//! the per-exit [`deliver_input`] costs one atomic load when nothing was typed.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use stratum_arch::pl011::Pl011;
 
-use stratum_core::ring::ByteRing;
+use stratum_core::console::Console as ConsoleState;
+pub use stratum_core::console::VmState;
 
 use crate::sync::SpinLock;
 
-static CONSOLE: SpinLock<Option<Pl011>> = SpinLock::new(None);
+/// Console input held per VM (beyond that, input is dropped and counted
+/// rather than stalling the hypervisor).
+const INPUT_BYTES: usize = 4096;
+
+/// The UART and the multiplexing state, under one lock.
+struct Console {
+    uart: Option<Pl011>,
+    state: ConsoleState<'static, INPUT_BYTES>,
+}
+
+static CONSOLE: SpinLock<Console> = SpinLock::new(Console {
+    uart: None,
+    state: ConsoleState::new(),
+});
+
+/// Bit `n`: input is queued for VM `n`.
+static PENDING_INPUT: AtomicU32 = AtomicU32::new(0);
+
+impl Console {
+    /// Writes `args` as hypervisor text: breaks an open guest line first and
+    /// notes whether the text ended its line.
+    fn write_hypervisor(&mut self, args: fmt::Arguments<'_>) {
+        let Some(uart) = self.uart.as_mut() else {
+            return;
+        };
+        self.state.break_line(&mut |b| uart.put(b));
+        let mut sink = TrackLast { uart, last: None };
+        let _ = sink.write_fmt(args);
+        let last = sink.last;
+        self.state.hypervisor_wrote(last);
+    }
+
+    /// Prints the status line (after the input focus changed).
+    fn show_status(&mut self) {
+        let Console { uart, state } = self;
+        let Some(uart) = uart.as_mut() else {
+            return;
+        };
+        state.break_line(&mut |b| uart.put(b));
+        let _ = writeln!(uart, "[stratum] {}", state.status());
+        state.hypervisor_wrote(Some(b'\n'));
+    }
+
+    fn refresh_pending(&self, vm: usize) {
+        if vm >= 32 {
+            return;
+        }
+        let bit = 1u32 << vm;
+        if self.state.has_input(vm) {
+            PENDING_INPUT.fetch_or(bit, Ordering::Release);
+        } else {
+            PENDING_INPUT.fetch_and(!bit, Ordering::Release);
+        }
+    }
+}
+
+/// The UART as a `fmt::Write` sink (`\n` → `\r\n`) that remembers the last
+/// byte written.
+struct TrackLast<'a> {
+    uart: &'a mut Pl011,
+    last: Option<u8>,
+}
+
+impl Write for TrackLast<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(&b) = s.as_bytes().last() {
+            self.last = Some(b);
+        }
+        self.uart.write_str(s)
+    }
+}
 
 /// Starts using the PL011 at `base` (identity-mapped device memory).
 pub fn init(base: usize) {
     // SAFETY: `base` comes from the host DT's UART node, inside the first
     // GiB that EL2 maps as device memory, and only this module drives it.
-    *CONSOLE.lock() = Some(unsafe { Pl011::new(base) });
+    CONSOLE.lock().uart = Some(unsafe { Pl011::new(base) });
 }
 
-/// Writes formatted text (used by `log!`).
-pub fn write_fmt(args: fmt::Arguments<'_>) {
-    if let Some(uart) = CONSOLE.lock().as_mut() {
-        let _ = uart.write_fmt(args);
+/// Registers VM `id` (0, 1, … in bundle order) as `name`, running. With
+/// more than one VM registered, guest output is tagged.
+pub fn add_vm(id: usize, name: &'static str) {
+    if CONSOLE.lock().state.add_vm(id, name).is_err() {
+        crate::log!("console: VM id {id} ('{name}') is beyond the console's VM limit; untagged");
     }
+}
+
+/// Colours the VM tags (the host tool says whether its stdout is a terminal).
+pub fn set_color(on: bool) {
+    CONSOLE.lock().state.set_color(on);
+}
+
+/// Records VM `id`'s state for the status line. When the VM that has
+/// console input stops or crashes, input moves to the next running VM and
+/// the status line says so.
+pub fn set_state(id: usize, state: VmState) {
+    let mut console = CONSOLE.lock();
+    if console.state.set_state(id, state).is_some() {
+        console.show_status();
+    }
+}
+
+/// The VM that console input goes to (VM 0 until the escape moves it).
+pub fn focused() -> usize {
+    CONSOLE.lock().state.focus()
+}
+
+/// Writes formatted text (used by `log!`): with several VMs, an open guest
+/// line is ended first.
+pub fn write_fmt(args: fmt::Arguments<'_>) {
+    CONSOLE.lock().write_hypervisor(args);
 }
 
 /// Writes formatted text even if another context holds the console lock
 /// (panic path only: output may interleave, but it is never lost to a deadlock).
 pub fn write_fmt_forced(args: fmt::Arguments<'_>, base: usize) {
     if let Some(mut guard) = CONSOLE.try_lock()
-        && let Some(uart) = guard.as_mut()
+        && guard.uart.is_some()
     {
-        let _ = uart.write_fmt(args);
+        guard.write_hypervisor(args);
         return;
     }
     if base != 0 {
@@ -44,87 +153,64 @@ pub fn write_fmt_forced(args: fmt::Arguments<'_>, base: usize) {
     }
 }
 
-/// A VM's state as the console lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VmState {
-    /// Running.
-    Running,
-    /// Powered off.
-    Stopped,
-    /// Stopped after a crash.
-    Crashed,
-    /// Reloading its image.
-    Restarting,
-}
-
-/// Registers VM `id` and its name for the console (boot CPU).
-pub fn add_vm(_id: usize, _name: &'static str) {}
-
-/// Colours the VM tags (the console is a terminal).
-pub fn set_color(_on: bool) {}
-
-/// Records VM `id`'s state.
-pub fn set_state(_id: usize, _state: VmState) {}
-
-/// The VM that console input goes to.
-pub fn focused() -> usize {
-    0
-}
-
-/// Sends one byte of VM `vm`'s output.
-pub fn guest_byte(_vm: usize, byte: u8) {
-    if let Some(uart) = CONSOLE.lock().as_ref() {
-        uart.put(byte);
+/// Sends one byte VM `vm` wrote to its UART (tagged when several VMs run).
+pub fn guest_byte(vm: usize, byte: u8) {
+    let mut console = CONSOLE.lock();
+    let Console { uart, state } = &mut *console;
+    if let Some(uart) = uart.as_ref() {
+        state.guest_byte(vm, byte, &mut |b| uart.put(b));
     }
 }
 
-/// Console input read from the UART that no guest has taken yet.
-static INPUT: SpinLock<ByteRing<INPUT_BYTES>> = SpinLock::new(ByteRing::new());
-/// Bytes of console input held for guests (beyond that, input is dropped
-/// and counted rather than stalling the hypervisor).
-const INPUT_BYTES: usize = 4096;
-
-/// Moves everything the UART received into the input queue.
+/// Moves everything the UART received into the focused VM's input queue,
+/// acting on the escape (focus change and status line) on the way.
 pub fn drain_input() {
-    if let Some(uart) = CONSOLE.lock().as_ref() {
-        while let Some(byte) = uart.try_get() {
-            INPUT.lock().push(byte);
+    let mut console = CONSOLE.lock();
+    while let Some(byte) = console.uart.as_ref().and_then(Pl011::try_get) {
+        let focus = console.state.focus();
+        match console.state.receive(byte) {
+            Some(_) => console.show_status(),
+            None => console.refresh_pending(focus),
         }
     }
 }
 
-/// Hands queued input to a guest's emulated UART, as much as it has room
-/// for (one byte with its FIFO off); the rest waits for the guest to read.
+/// Hands input queued for VM `vm` to its emulated UART, as much as it has
+/// room for (one byte with its FIFO off); the rest waits for the guest to
+/// read. Input is queued only for the VM that had the focus when it was
+/// typed (and stays that VM's after the focus moves on).
 pub fn deliver_input(vm: usize, guest_uart: &mut stratum_core::pl011::Pl011) {
-    if vm != focused() {
+    if vm < 32 && PENDING_INPUT.load(Ordering::Acquire) & (1 << vm) == 0 {
         return;
     }
-    let mut input = INPUT.lock();
+    let mut console = CONSOLE.lock();
     while guest_uart.rx_space() > 0 {
-        match input.pop() {
+        match console.state.take_input(vm) {
             Some(byte) => {
                 guest_uart.push_rx(byte);
             }
             None => break,
         }
     }
+    console.refresh_pending(vm);
 }
 
 /// Makes console input raise the UART's interrupt (see `irq`).
 pub fn enable_input_interrupt() {
-    if let Some(uart) = CONSOLE.lock().as_ref() {
+    if let Some(uart) = CONSOLE.lock().uart.as_ref() {
         uart.enable_rx_interrupt();
     }
 }
 
 /// Clears the UART's input interrupt once its FIFO was drained.
 pub fn clear_input_interrupt() {
-    if let Some(uart) = CONSOLE.lock().as_ref() {
+    if let Some(uart) = CONSOLE.lock().uart.as_ref() {
         uart.clear_rx_interrupt();
     }
 }
 
-/// Prints a hypervisor message: `log!("...")` → `[stratum] ...\n`.
+/// Prints a hypervisor message: `log!("...")` → `[stratum] ...\n`, on a
+/// line of its own.
 #[macro_export]
 macro_rules! log {
     ($($arg:tt)*) => {

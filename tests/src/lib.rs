@@ -17,6 +17,10 @@
 //! guest makes the test panic with a message saying to run `cargo xtask test`:
 //! system tests never pass or skip silently.
 //!
+//! For multi-VM runs, [`config_with_guests`] points an example config at
+//! the harness's guests and [`split_by_tag`] splits the console into each
+//! VM's lines by their `name | ` / `name + ` tags.
+//!
 //! Every run has two timeouts: the CLI's own (`--timeout`), and a hard
 //! wall-clock limit here, after which the whole process group (CLI and QEMU) is
 //! killed, so a hung QEMU can never hang the test run.
@@ -54,6 +58,8 @@ pub mod status {
     pub const TIMEOUT: i32 = 3;
     /// Environment problem (QEMU missing, build failed, …).
     pub const ENVIRONMENT: i32 = 4;
+    /// Every VM stopped and at least one of them crashed.
+    pub const VM_CRASHED: i32 = 5;
 }
 
 /// How to run one guest.
@@ -550,6 +556,189 @@ fn copy_into(mut pipe: Box<dyn Read + Send>, output: &Mutex<Vec<u8>>) {
     }
 }
 
+/// The example configs, `<workspace>/configs`.
+pub fn configs_dir() -> PathBuf {
+    workspace_root().join("configs")
+}
+
+/// Prefix of the kernel paths in the example configs: the default guest
+/// directory, relative to `configs/`.
+pub const CONFIG_GUEST_PREFIX: &str = "../target/aarch64-unknown-none/release/";
+
+/// The text of example config `configs/<name>.toml` with every kernel
+/// `../target/aarch64-unknown-none/release/<guest>` replaced by the harness's
+/// [`guest_elf`] (so that `STRATUM_GUESTS_DIR` is honoured). Panics (failing
+/// the test) if the config or a guest is missing.
+pub fn config_text_with_guests(name: &str) -> String {
+    let path = configs_dir().join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let rewritten = line
+            .trim_start()
+            .strip_prefix("kernel")
+            .map(str::trim_start)
+            .and_then(|l| l.strip_prefix('='))
+            .map(str::trim)
+            .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
+            .and_then(|v| v.strip_prefix(CONFIG_GUEST_PREFIX));
+        match rewritten {
+            Some(guest) => {
+                let elf = guest_elf(guest);
+                out.push_str(&format!("kernel = {:?}\n", elf.to_string_lossy()));
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// Writes [`config_text_with_guests`] of `configs/<name>.toml` to a
+/// temporary file (unique per call) and returns its path.
+pub fn config_with_guests(name: &str) -> PathBuf {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "stratum-systest-config-{name}-{}-{call}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, config_text_with_guests(name)).expect("write a temporary config");
+    path
+}
+
+/// Runs `stratum run <config> --timeout <timeout> <extra_args>`, with
+/// optional console `input` (see [`run_command_with_input`]); the hard
+/// timeout is `timeout` plus [`HARD_TIMEOUT_GRACE`].
+pub fn run_config(
+    config: &Path,
+    timeout: Duration,
+    extra_args: &[&str],
+    input: Option<(&str, &str)>,
+) -> Run {
+    let mut cmd = Command::new(stratum_bin());
+    cmd.arg("run").arg(config);
+    cmd.args(["--timeout", &timeout.as_secs().max(1).to_string()]);
+    cmd.args(extra_args);
+    run_command_with_input(cmd, timeout + HARD_TIMEOUT_GRACE, input)
+}
+
+/// One line of one VM's console output, put back together from the tagged
+/// fragments on the physical console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmLine {
+    /// The text, without the tag and without `\r`.
+    pub text: String,
+    /// Index (in [`console_lines`]) of the console line that ended it.
+    pub console_line: usize,
+}
+
+/// A multi-VM console split by VM tag: `name | ` starts a VM's line,
+/// `name + ` continues one that another writer interrupted.
+#[derive(Clone, Debug, Default)]
+pub struct VmConsoles {
+    names: Vec<String>,
+    lines: Vec<Vec<VmLine>>,
+    /// Console lines without a VM tag (hypervisor messages), with their index.
+    pub untagged: Vec<(usize, String)>,
+}
+
+/// The separator after a VM name at the start of a line.
+pub const TAG: &str = " | ";
+/// The separator after a VM name on a continued line.
+pub const CONTINUATION_TAG: &str = " + ";
+
+impl VmConsoles {
+    /// VM `name`'s lines, in order (panics on an unknown name).
+    pub fn lines(&self, name: &str) -> &[VmLine] {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("no VM named {name:?} among {:?}", self.names));
+        &self.lines[i]
+    }
+
+    /// VM `name`'s output as text, one `\n` after each line.
+    pub fn text(&self, name: &str) -> String {
+        self.lines(name)
+            .iter()
+            .map(|l| format!("{}\n", l.text))
+            .collect()
+    }
+
+    /// Console index of VM `name`'s first line containing `needle`.
+    pub fn find(&self, name: &str, needle: &str) -> Option<usize> {
+        self.lines(name)
+            .iter()
+            .find(|l| l.text.contains(needle))
+            .map(|l| l.console_line)
+    }
+
+    /// The `STRATUM-TEST` markers VM `name` printed.
+    pub fn markers(&self, name: &str) -> Vec<Marker<'_>> {
+        self.lines(name)
+            .iter()
+            .filter_map(|l| parse_marker(&l.text))
+            .collect()
+    }
+}
+
+/// Splits `console` by the tags of the VMs `names`. Fails (saying where) if
+/// a tag appears anywhere but at the start of a line, or a continuation
+/// has no line to continue.
+pub fn split_by_tag(console: &str, names: &[&str]) -> Result<VmConsoles, String> {
+    let mut out = VmConsoles {
+        names: names.iter().map(|n| n.to_string()).collect(),
+        lines: vec![Vec::new(); names.len()],
+        untagged: Vec::new(),
+    };
+    let tags: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (format!("{n}{TAG}"), format!("{n}{CONTINUATION_TAG}")))
+        .collect();
+    for (index, line) in console_lines(console).enumerate() {
+        let mut owner = None;
+        for (vm, (new, cont)) in tags.iter().enumerate() {
+            if let Some(rest) = line.strip_prefix(new.as_str()) {
+                owner = Some((vm, rest, false));
+            } else if let Some(rest) = line.strip_prefix(cont.as_str()) {
+                owner = Some((vm, rest, true));
+            }
+            if owner.is_some() {
+                break;
+            }
+        }
+        let rest = owner.map_or(line, |(_, rest, _)| rest);
+        if let Some((new, _)) = tags
+            .iter()
+            .find(|(new, cont)| rest.contains(new.as_str()) || rest.contains(cont.as_str()))
+        {
+            return Err(format!(
+                "console line {index} has the tag {new:?} in the middle: {line:?}"
+            ));
+        }
+        match owner {
+            None => out.untagged.push((index, line.to_string())),
+            Some((vm, rest, false)) => out.lines[vm].push(VmLine {
+                text: rest.to_string(),
+                console_line: index,
+            }),
+            Some((vm, rest, true)) => {
+                let Some(last) = out.lines[vm].last_mut() else {
+                    return Err(format!(
+                        "console line {index} continues a line {} never started: {line:?}",
+                        names[vm]
+                    ));
+                };
+                last.text.push_str(rest);
+                last.console_line = index;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Kills `child` and, on Unix, every process in its process group.
 fn kill_tree(child: &mut Child) {
     #[cfg(unix)]
@@ -779,6 +968,62 @@ mod tests {
         let run = run_command_with_input(cmd, Duration::from_secs(30), Some(("ready", "x\n")));
         assert_eq!(run.status, Some(0));
         assert!(run.console.contains("never showed \"ready\""), "{run:?}");
+    }
+
+    #[test]
+    fn splits_a_tagged_console_and_joins_continuations() {
+        let console = "[stratum] booting\r\n\
+            a | tick 1\r\n\
+            b | hel\r\n\
+            a | tick 2\r\n\
+            b + lo\r\n\
+            [stratum] vm1 'b' stopped\r\n\
+            a | STRATUM-TEST PASS ticker\r\n";
+        let split = split_by_tag(console, &["a", "b"]).expect("well tagged");
+        assert_eq!(
+            split.text("a"),
+            "tick 1\ntick 2\nSTRATUM-TEST PASS ticker\n"
+        );
+        assert_eq!(split.text("b"), "hello\n");
+        assert_eq!(split.lines("b")[0].console_line, 4);
+        assert_eq!(split.find("a", "tick 2"), Some(3));
+        assert_eq!(split.find("b", "nothing"), None);
+        assert_eq!(split.untagged.len(), 2);
+        assert_eq!(split.markers("a").len(), 1);
+        assert!(split.markers("b").is_empty());
+    }
+
+    #[test]
+    fn rejects_mid_line_tags_and_orphan_continuations() {
+        let err = split_by_tag("a | x b | y\n", &["a", "b"]).expect_err("mid-line tag");
+        assert!(err.contains("middle"), "{err}");
+        let err = split_by_tag("[stratum] b | y\n", &["a", "b"]).expect_err("mid-line tag");
+        assert!(err.contains("line 0"), "{err}");
+        let err = split_by_tag("a + x\n", &["a"]).expect_err("orphan");
+        assert!(err.contains("never started"), "{err}");
+    }
+
+    #[test]
+    fn config_kernel_paths_are_recognized() {
+        // Every example config names guests only through the default guest
+        // directory, which `config_text_with_guests` rewrites.
+        for entry in std::fs::read_dir(configs_dir()).expect("configs/ exists") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("readable");
+            for line in text
+                .lines()
+                .filter(|l| l.trim_start().starts_with("kernel"))
+            {
+                assert!(
+                    line.contains(CONFIG_GUEST_PREFIX),
+                    "{}: {line}",
+                    path.display()
+                );
+            }
+        }
     }
 
     #[test]

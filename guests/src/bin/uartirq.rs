@@ -3,9 +3,10 @@
 //! `virt`, level-triggered) at the GIC, prints `uartirq: ready for input`,
 //! and waits in WFI until the handler — reading `UARTDR` while `!FR.RXFE`,
 //! then clearing the interrupts through `UARTICR` — has received the line
-//! `ping` (ended by `\n` or `\r`). Then it prints `uartirq: got "ping"` and
-//! continues. The virtual timer bounds the wait (20 s) and wakes the WFI; on
-//! timeout the guest fails, printing what it did receive.
+//! `ping` (ended by `\n` or `\r`). Then it prints `uartirq: got "ping" (N
+//! bytes received)` and continues. The virtual timer bounds the wait (20 s)
+//! and wakes the WFI; on timeout the guest fails, printing what it did
+//! receive.
 //!
 //! Then the transmit side, which Linux's interrupt-driven console relies on:
 //! with only `TXIM` unmasked, writing a byte to `UARTDR` must raise the
@@ -140,7 +141,7 @@ fn main(dtb: usize) -> ! {
     let got = got && GOT_LINE.get();
     println!("{} UART interrupts, {wfis} wfi wake-ups", UART_IRQS.get());
     if got {
-        println!("uartirq: got \"ping\"");
+        println!("uartirq: got \"ping\" ({} bytes received)", LEN.get());
     } else {
         print!("uartirq: timed out; received {} bytes:", LEN.get());
         for i in 0..LEN.get() {
