@@ -320,3 +320,72 @@ fn linux_reboot_reaches_userspace_twice() {
         run.describe()
     );
 }
+
+/// The default demo (`cargo xtask run`, configs/demo.toml.in): Debian with
+/// 2 vCPUs pinned to CPUs 0-1 and an interactive shell, next to two
+/// bare-metal tickers time-sharing CPU 2. Types a command line at the
+/// shell; both tickers must keep ticking, each line tagged with its VM.
+#[test]
+fn linux_demo_system() {
+    let test = "linux_demo";
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml.in"),
+    )
+    .expect("configs/demo.toml.in");
+    let guests = stratum_systests::guest_elf("ticker")
+        .parent()
+        .expect("the guests directory")
+        .to_path_buf();
+    let text = template
+        .replace("@KERNEL@", linux_kernel().to_str().expect("UTF-8"))
+        .replace("@INITRD@", linux_initrd().to_str().expect("UTF-8"))
+        .replace("@GUESTS@", guests.to_str().expect("UTF-8"));
+    let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(test)));
+    std::fs::write(&config, text).expect("write the demo config");
+    let start = Instant::now();
+    // The shell's prompt comes a few seconds into the boot: by then the
+    // 2 s ticker has ticked; typing then powers Linux off, which ends the
+    // demo (`stop = "any"`).
+    let run = stratum_systests::run_config(
+        &config,
+        CLI_TIMEOUT,
+        &[],
+        Some((PROMPT, "sleep 5; echo $((6*7)); poweroff -f\n")),
+    );
+    println!(
+        "{test}: {:.1} s wall, exit status {:?}",
+        start.elapsed().as_secs_f64(),
+        run.status
+    );
+    let _ = std::fs::remove_file(&config);
+    assert_status(&run, status::OK, test);
+    let vms = stratum_systests::split_by_tag(&run.console, &["linux", "ticker", "tocker"])
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    assert!(
+        vms.find("linux", "STRATUM-LINUX: up 2 cpus").is_some()
+            && vms.lines("linux").iter().any(|l| l.text.trim() == "42"),
+        "{test}: Linux runs the typed command\n{}",
+        run.describe()
+    );
+    let ticks = |vm: &str| {
+        vms.lines(vm)
+            .iter()
+            .filter(|l| l.text.starts_with("tick "))
+            .count()
+    };
+    // At least 5 s of shell (the `sleep 5`): the 2 s ticker ticks at least
+    // twice, and the 5 s one at least once, while Linux runs beside them.
+    assert!(
+        ticks("ticker") >= 2 && ticks("tocker") >= 1,
+        "{test}: both time-shared tickers tick ({} and {})\n{}",
+        ticks("ticker"),
+        ticks("tocker"),
+        run.describe()
+    );
+    assert!(
+        run.console
+            .contains("a VM stopped and the system stops with the first"),
+        "{test}: Linux's power-off ends the demo\n{}",
+        run.describe()
+    );
+}

@@ -118,6 +118,42 @@ pub fn build_all() -> Result<Artifacts, String> {
     })
 }
 
+/// Writes the demo system (configs/demo.toml.in with the Debian guest from
+/// the cache, fetched on first use, and the built guests) to
+/// target/demo/demo.toml and returns its path.
+fn demo_config(art: &Artifacts) -> Result<PathBuf, String> {
+    let cache = stratum::linux::default_cache_dir().map_err(|e| e.to_string())?;
+    let debian = stratum::linux::prepare_debian(&cache, true)
+        .map_err(|e| format!("fetching the Debian guest into {}: {e}", cache.display()))?;
+    let template = std::fs::read_to_string(root().join("configs").join("demo.toml.in"))
+        .map_err(|e| format!("configs/demo.toml.in: {e}"))?;
+    let text = fill_demo_template(&template, &debian.kernel, &debian.initramfs, &art.guests)?;
+    let dir = root().join("target").join("demo");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// The demo template with its placeholders replaced (paths must be UTF-8:
+/// they go into TOML strings).
+fn fill_demo_template(
+    template: &str,
+    kernel: &Path,
+    initrd: &Path,
+    guests: &Path,
+) -> Result<String, String> {
+    let utf8 = |p: &Path| {
+        p.to_str()
+            .map(|s| s.replace('\\', "\\\\").replace('"', "\\\""))
+            .ok_or_else(|| format!("{} is not UTF-8", p.display()))
+    };
+    Ok(template
+        .replace("@KERNEL@", &utf8(kernel)?)
+        .replace("@INITRD@", &utf8(initrd)?)
+        .replace("@GUESTS@", &utf8(guests)?))
+}
+
 /// `cargo xtask run`: the default demo, or `stratum run ARGS`.
 fn run(args: &[String]) -> Result<(), String> {
     let art = build_all()?;
@@ -125,13 +161,15 @@ fn run(args: &[String]) -> Result<(), String> {
     cmd.arg("run").env("STRATUM_HYPERVISOR", &art.hypervisor);
     let passthrough: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
     if passthrough.is_empty() {
-        // The stock Debian kernel and a busybox initramfs (fetched into the
-        // cache on first use), two vCPUs, an interactive shell on the console.
+        let config = demo_config(&art)?;
         println!(
-            "xtask: booting the default demo: Debian Linux with 2 vCPUs under Stratum \
-             (type commands at the `stratum#` prompt; `poweroff -f` or Ctrl-D ends it)"
+            "xtask: booting the default demo ({}): Debian Linux with 2 vCPUs on CPUs 0-1 \
+             and an interactive shell, next to two bare-metal tickers time-sharing CPU 2.\n\
+             xtask: type commands at the `stratum#` prompt; Ctrl-A three times switches the \
+             console to the next VM; `poweroff -f` in Linux ends the demo.",
+            config.display()
         );
-        cmd.args(["--debian", "--cpus", "2"]);
+        cmd.arg(&config);
     } else {
         cmd.args(passthrough);
     }

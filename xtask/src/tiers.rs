@@ -232,6 +232,7 @@ pub fn test_all() -> Result<(), String> {
                 ("STRATUM_BIN", a.stratum.as_path()),
                 ("STRATUM_LINUX_KERNEL", kernel.as_path()),
                 ("STRATUM_LINUX_INITRD", initramfs.as_path()),
+                ("STRATUM_GUESTS_DIR", a.guests.as_path()),
             ];
             let (c, ok) = cargo_test(&["-p", "stratum-systests", "--test", LINUX_TEST], &envs);
             accumulate(&mut total, c);
