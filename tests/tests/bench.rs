@@ -1,6 +1,7 @@
 //! The bench smoke test (tier 2): one short `stratum bench` run (20
-//! iterations, no Linux) under Stratum and on bare QEMU, checking that every
-//! output parses and is complete — never how fast anything is.
+//! iterations, no Linux) under Stratum (one vCPU, two vCPUs, two VMs
+//! time-sharing a CPU) and on bare QEMU, checking that every output parses
+//! and is complete — never how fast anything is.
 //!
 //! `stratum bench` itself fails (exit 1) when a guest's output does not parse,
 //! its summary disagrees with its own samples, or the guest read another
@@ -63,6 +64,15 @@ fn bench_runs_and_its_output_parses() {
         assert!(row.contains("\"stratum\": {\"n\": 20,"), "{row}");
         assert!(row.contains("\"bare_qemu\": {\"n\": 20,"), "{row}");
     }
+    // Two VMs time-sharing one CPU: measured under Stratum only.
+    let vm_switch = json
+        .lines()
+        .find(|l| l.contains("\"op\": \"vm_switch\""))
+        .expect("a vm_switch row");
+    assert!(
+        vm_switch.contains("\"stratum\": {\"n\": 20,") && vm_switch.contains("\"bare_qemu\": null"),
+        "{vm_switch}"
+    );
     assert!(json.contains("\"not_measured\": \"skipped (--no-linux)\""));
     assert!(json.contains("\"iterations\": 20"));
     let svg = std::fs::read_to_string(out.join("results.svg")).expect("results.svg written");

@@ -31,62 +31,34 @@ pub enum IdRead {
 
 /// The allocated registers of the group (Arm ARM DDI 0487 K.a, table
 /// "Instruction encodings for non-Debug System register accesses",
-/// `op0 = 3, op1 = 0, CRn = 0`), by `(CRm, op2)`.
-pub const ALLOCATED: [(u8, u8); 42] = [
-    // CRm = 1: ID_PFR0, ID_PFR1, ID_DFR0, ID_AFR0, ID_MMFR0..3.
-    (1, 0),
-    (1, 1),
-    (1, 2),
-    (1, 3),
-    (1, 4),
-    (1, 5),
-    (1, 6),
-    (1, 7),
-    // CRm = 2: ID_ISAR0..5, ID_MMFR4, ID_ISAR6.
-    (2, 0),
-    (2, 1),
-    (2, 2),
-    (2, 3),
-    (2, 4),
-    (2, 5),
-    (2, 6),
-    (2, 7),
-    // CRm = 3: MVFR0..2, ID_PFR2, ID_DFR1, ID_MMFR5.
-    (3, 0),
-    (3, 1),
-    (3, 2),
-    (3, 4),
-    (3, 5),
-    (3, 6),
-    // CRm = 4: ID_AA64PFR0, PFR1, PFR2, ZFR0, SMFR0, FPFR0.
-    (4, 0),
-    (4, 1),
-    (4, 2),
-    (4, 4),
-    (4, 5),
-    (4, 7),
-    // CRm = 5: ID_AA64DFR0, DFR1, DFR2, AFR0, AFR1.
-    (5, 0),
-    (5, 1),
-    (5, 2),
-    (5, 4),
-    (5, 5),
-    // CRm = 6: ID_AA64ISAR0..3.
-    (6, 0),
-    (6, 1),
-    (6, 2),
-    (6, 3),
-    // CRm = 7: ID_AA64MMFR0..4.
-    (7, 0),
-    (7, 1),
-    (7, 2),
-    (7, 3),
-    (7, 4),
+/// `op0 = 3, op1 = 0, CRn = 0`): for each `CRm` (the index), bit `op2` is
+/// set when that encoding names a register. A bitmap, not a list: this is
+/// looked up on every trapped read.
+///
+/// - `CRm = 1`: `ID_PFR0`, `ID_PFR1`, `ID_DFR0`, `ID_AFR0`, `ID_MMFR0..3`;
+/// - `CRm = 2`: `ID_ISAR0..5`, `ID_MMFR4`, `ID_ISAR6`;
+/// - `CRm = 3`: `MVFR0..2` (op2 0–2), `ID_PFR2`, `ID_DFR1`, `ID_MMFR5` (4–6);
+/// - `CRm = 4`: `ID_AA64PFR0..2` (0–2), `ZFR0`, `SMFR0` (4, 5), `FPFR0` (7);
+/// - `CRm = 5`: `ID_AA64DFR0..2` (0–2), `AFR0`, `AFR1` (4, 5);
+/// - `CRm = 6`: `ID_AA64ISAR0..3`;
+/// - `CRm = 7`: `ID_AA64MMFR0..4`.
+pub const ALLOCATED_OP2: [u8; 8] = [
+    0,
+    0b1111_1111,
+    0b1111_1111,
+    0b0111_0111,
+    0b1011_0111,
+    0b0011_0111,
+    0b0000_1111,
+    0b0001_1111,
 ];
 
 /// Whether `(crm, op2)` names an allocated register of the group.
 pub fn is_allocated(crm: u8, op2: u8) -> bool {
-    ALLOCATED.contains(&(crm, op2))
+    op2 < 8
+        && ALLOCATED_OP2
+            .get(usize::from(crm))
+            .is_some_and(|bits| bits & (1 << op2) != 0)
 }
 
 /// What a trapped `MRS` in the TID3 group reads, or `None` when `access` is
@@ -121,6 +93,65 @@ mod tests {
             op2,
             rt: 5,
             read: true,
+        }
+    }
+
+    /// The allocated encodings, one by one, as the Arm ARM lists them.
+    const ALLOCATED: [(u8, u8); 42] = [
+        (1, 0),
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (1, 4),
+        (1, 5),
+        (1, 6),
+        (1, 7), // ID_PFR0..ID_MMFR3
+        (2, 0),
+        (2, 1),
+        (2, 2),
+        (2, 3),
+        (2, 4),
+        (2, 5),
+        (2, 6),
+        (2, 7), // ID_ISAR0..ID_ISAR6
+        (3, 0),
+        (3, 1),
+        (3, 2),
+        (3, 4),
+        (3, 5),
+        (3, 6), // MVFR0..2, ID_PFR2, ID_DFR1, ID_MMFR5
+        (4, 0),
+        (4, 1),
+        (4, 2),
+        (4, 4),
+        (4, 5),
+        (4, 7), // ID_AA64PFR0..2, ZFR0, SMFR0, FPFR0
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (5, 4),
+        (5, 5), // ID_AA64DFR0..2, AFR0, AFR1
+        (6, 0),
+        (6, 1),
+        (6, 2),
+        (6, 3), // ID_AA64ISAR0..3
+        (7, 0),
+        (7, 1),
+        (7, 2),
+        (7, 3),
+        (7, 4), // ID_AA64MMFR0..4
+    ];
+
+    #[test]
+    fn the_bitmap_is_the_list() {
+        for crm in 0..=8 {
+            for op2 in 0..=8 {
+                assert_eq!(
+                    is_allocated(crm, op2),
+                    ALLOCATED.contains(&(crm, op2)),
+                    "c{crm} {op2}"
+                );
+            }
         }
     }
 

@@ -24,6 +24,18 @@
 //! vCPU 1's vector-entry counter minus that reading (the virtual counter is
 //! one per VM, so both CPUs read the same clock).
 //!
+//! With `bench.role=ping` or `bench.role=pong` on the command line it is one
+//! end of the VM-switch case instead: two VMs time-sharing one CPU with a
+//! channel between them (the host writes that config). `pong` enables every
+//! doorbell SPI (INTID 80 and up: SPI 48 + channel id), answers every
+//! doorbell with one (`DOORBELL` on channel 0) and powers off silently after
+//! `1 + warmup + iterations` of them. `ping` first rings until `pong`
+//! answers (a ring before `pong`'s GIC is up is lost: retried after 2 M
+//! ticks, on the virtual timer), then per sample reads the counter, rings,
+//! and waits in `WFI`; the sample (`vm_switch`) is its vector-entry counter
+//! for the answer minus that reading: a round trip, two switches between
+//! the VMs, measured on `ping`'s own virtual counter.
+//!
 //! Output, one line each (parsed by `stratum::bench`):
 //!
 //! ```text
@@ -80,6 +92,24 @@ static SECONDARY_MPIDR: Global<u64> = Global::new(0);
 static SECONDARY_CPU_MASK: Global<u8> = Global::new(0);
 /// Set by vCPU 1 once its GIC CPU interface is ready.
 static SECONDARY_READY: Global<bool> = Global::new(false);
+/// The VM-switch role from the command line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Ping,
+    Pong,
+}
+/// This VM's role (the handler answers doorbells in `pong`).
+static IS_PONG: Global<bool> = Global::new(false);
+/// Doorbells `pong` has answered.
+static ANSWERED: Global<usize> = Global::new(0);
+/// Set while `ping` waits for `pong`'s first answer: the virtual timer is
+/// then its retry alarm ([`TIMED_OUT`]), not a measurement.
+static HANDSHAKE: Global<bool> = Global::new(false);
+static TIMED_OUT: Global<bool> = Global::new(false);
+/// How long `ping` waits for `pong`'s first answer before ringing again.
+const HANDSHAKE_RETRY: u64 = 2_000_000;
+/// First INTID a doorbell can have: SPI 48 (channel 0).
+const DOORBELL_INTID: u32 = 32 + 48;
 /// Interrupts the handler did not expect.
 static STRAY: Global<u32> = Global::new(0);
 
@@ -96,11 +126,25 @@ fn handler(intid: u32) {
         INTID_VTIMER => {
             let cval = timer::vtimer_cval();
             timer::set_vtimer_ctl(0);
+            if HANDSHAKE.get() {
+                TIMED_OUT.set(true);
+                return;
+            }
             cval
         }
         BENCH_SGI => IPI_SENT_AT.get(),
         // vCPU 1 answered: the wait in `time_ipi` ends.
         REPLY_SGI => return,
+        // A channel doorbell: `pong` answers it; in `ping` it ends a sample
+        // (or, the first time, says `pong` is ready).
+        d if (DOORBELL_INTID..gic::SPECIAL_INTID).contains(&d) => {
+            if IS_PONG.get() {
+                ring(0);
+                ANSWERED.set(ANSWERED.get() + 1);
+                return;
+            }
+            IPI_SENT_AT.get()
+        }
         _ => {
             STRAY.set(STRAY.get() + 1);
             return;
@@ -336,6 +380,91 @@ fn time_ipi(g: &gic::Gic, slot: usize) -> u64 {
     LATENCY.get(slot)
 }
 
+/// Stratum's `DOORBELL` on channel `id`: the SMCCC status.
+fn ring(id: u64) -> i64 {
+    smccc::status(smccc::hvc([u64::from(smccc::stratum::DOORBELL), id, 0, 0, 0, 0, 0, 0])[0])
+}
+
+/// Enables every SPI from [`DOORBELL_INTID`] up, edge-triggered: whichever
+/// SPI the channel's doorbell is, it arrives.
+fn enable_doorbells(g: &gic::Gic) {
+    for intid in DOORBELL_INTID..g.lines() {
+        g.set_edge(intid, true);
+        g.enable(intid);
+    }
+}
+
+/// `pong`: answer `total` doorbells (in the IRQ handler), then power off
+/// without a word (so nothing interleaves with `ping`'s report).
+fn pong(g: &gic::Gic, total: usize) -> ! {
+    IS_PONG.set(true);
+    enable_doorbells(g);
+    while ANSWERED.get() < total {
+        irq::disable();
+        if ANSWERED.get() >= total {
+            break;
+        }
+        // SAFETY: as in `wfi_until_done`: wait, then take interrupts briefly.
+        unsafe {
+            asm!(
+                "dsb sy",
+                "wfi",
+                "msr daifclr, #2",
+                "isb",
+                "msr daifset, #2",
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+    smccc::system_off()
+}
+
+/// `ping`: rings until `pong` answers once (see the module docs).
+fn handshake(g: &gic::Gic) {
+    g.set_priority(INTID_VTIMER, 0x80);
+    g.enable(INTID_VTIMER);
+    HANDSHAKE.set(true);
+    let mut answered = false;
+    for _ in 0..50 {
+        DONE.set(false);
+        TIMED_OUT.set(false);
+        SLOT.set(0);
+        let status = ring(0);
+        if status != smccc::SUCCESS {
+            stratum_guests::fail(format_args!("DOORBELL returned {status}"))
+        }
+        timer::set_vtimer_cval(counter() + HANDSHAKE_RETRY);
+        timer::set_vtimer_ctl(timer::CTL_ENABLE);
+        wfi_until(counter() + WAIT_LIMIT, || DONE.get() || TIMED_OUT.get());
+        timer::set_vtimer_ctl(0);
+        if DONE.get() {
+            answered = true;
+            break;
+        }
+    }
+    HANDSHAKE.set(false);
+    g.disable(INTID_VTIMER);
+    if !answered {
+        stratum_guests::fail("pong never answered the doorbell")
+    }
+}
+
+/// `ping`: one round trip through `pong`; returns its length.
+fn time_vm_switch(slot: usize) -> u64 {
+    DONE.set(false);
+    SLOT.set(slot);
+    let t0 = counter();
+    IPI_SENT_AT.set(t0);
+    let status = ring(0);
+    if status != smccc::SUCCESS {
+        stratum_guests::fail(format_args!("DOORBELL returned {status}"))
+    }
+    if !wfi_until_done(t0 + WAIT_LIMIT) {
+        stratum_guests::fail("pong never answered the doorbell")
+    }
+    LATENCY.get(slot)
+}
+
 /// Stack of vCPU 1.
 #[repr(C, align(16))]
 struct Stack([u8; 16 * 1024]);
@@ -419,6 +548,18 @@ fn start_secondary() {
     }
 }
 
+/// `bench.role=ping|pong` from the command line, if any.
+fn role_arg(bootargs: Option<&str>) -> Option<Role> {
+    match bootargs?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("bench.role="))?
+    {
+        "ping" => Some(Role::Ping),
+        "pong" => Some(Role::Pong),
+        _ => None,
+    }
+}
+
 /// `bench.iterations=N` from the command line, if any.
 fn iterations_arg(bootargs: Option<&str>) -> Option<usize> {
     bootargs?
@@ -438,6 +579,17 @@ fn main(dtb: usize) -> ! {
         .unwrap_or(DEFAULT_ITERATIONS)
         .clamp(1, MAX_ITERATIONS);
     let warmup = (n / 10).max(1);
+    let role = role_arg(bootargs);
+    if role == Some(Role::Pong) {
+        irq::set_handler(Some(handler));
+        // The handshake's answer, then one per ping.
+        pong(&g, 1 + warmup + n)
+    }
+    if role == Some(Role::Ping) {
+        irq::set_handler(Some(handler));
+        enable_doorbells(&g);
+        handshake(&g);
+    }
     // Stratum answers its INFO call; bare QEMU makes the HVC undefined.
     let mut info = None;
     let abort = exception::expect_abort(|| info = smccc::stratum_info());
@@ -454,7 +606,9 @@ fn main(dtb: usize) -> ! {
         id_aa64mmfr0(),
     );
     irq::set_handler(Some(handler));
-    if platform.cpus >= 2 {
+    if role == Some(Role::Ping) {
+        measure("vm_switch", warmup, n, time_vm_switch);
+    } else if platform.cpus >= 2 {
         PRIMARY_MPIDR.set(sysreg::mpidr_el1());
         if !g.is_v3() {
             PRIMARY_CPU_MASK.set(g.cpu_mask());

@@ -8,7 +8,10 @@
 //! exactly. The steps:
 //!
 //! 1. the bench guest (`guests/src/bin/bench.rs`) under Stratum with one vCPU
-//!    (every single-CPU operation) and with two (the virtual IPI);
+//!    (every single-CPU operation), with two (the virtual IPI), and as two
+//!    VMs `ping` and `pong` time-sharing one CPU with a channel (the VM
+//!    switch; [`vm_switch_config`]); when that run cannot be made (a build
+//!    without multi-VM support), the VM switch is reported n/a with why;
 //! 2. the same guest on bare QEMU at EL1 (booted as an arm64 `Image`, so it
 //!    gets the DTB in `x0`), one and two CPUs: the emulator's own cost;
 //! 3. unless disabled, the Debian kernel and initramfs (`stratum fetch
@@ -51,9 +54,6 @@ pub const LINUX_USERSPACE: &str = "Run /init as init process";
 pub const LINUX_CMDLINE: &str = "console=ttyAMA0 stratum.test=poweroff";
 /// Memory of the Linux VM (and of the bare-QEMU machine).
 pub const LINUX_MEMORY: &str = "512M";
-/// Why the VM-switch case is not measured yet.
-pub const VM_SWITCH_NA: &str = "needs two VMs time-sharing one CPU with a \
-     shared-memory channel and DOORBELL (issue 5), not in this build";
 /// Why there is no stage-2 first-touch fault to measure.
 pub const STAGE2_NA: &str = "Stratum maps all guest memory up front with \
      2 MiB/1 GiB blocks: a guest never takes a stage-2 fault on RAM";
@@ -277,10 +277,61 @@ fn parsed(console: &str, what: &str) -> Result<GuestOutput> {
     })
 }
 
-/// The four bench-guest runs: Stratum and bare QEMU, one and two CPUs.
+/// The bench-guest runs: Stratum and bare QEMU, one and two CPUs, and the
+/// two-VM run (or why it could not be made).
 struct GuestRuns {
     stratum: [GuestOutput; 2],
     bare: [GuestOutput; 2],
+    vm_switch: std::result::Result<GuestOutput, String>,
+}
+
+/// The system of the VM-switch case: the bench guest as `ping` and `pong`,
+/// time-sharing physical CPU 0, with a 4 KiB channel between them.
+pub fn vm_switch_config(guest: &Path, iterations: u32, gic: Gic) -> String {
+    let kernel = guest
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    let vm = |role: &str| {
+        format!(
+            "[[vm]]\nname = \"{role}\"\nkernel = \"{kernel}\"\n\
+             cmdline = \"bench.iterations={iterations} bench.role={role}\"\n\
+             memory = \"64M\"\nplacement = \"shared\"\npcpus = [0]\n\n"
+        )
+    };
+    format!(
+        "# Written by stratum bench: the VM-switch case.\n\
+         [machine]\ncpus = 1\ngic = {}\ncpu = \"cortex-a57\"\n\n\
+         [system]\nslice = \"10ms\"\nstop = \"all\"\n\n{}{}\
+         [[channel]]\nname = \"bench\"\nvms = [\"ping\", \"pong\"]\nsize = \"4K\"\n",
+        gic.number(),
+        vm("ping"),
+        vm("pong")
+    )
+}
+
+/// Runs the VM-switch case; `Err` says why it could not be measured.
+fn run_vm_switch(
+    opts: &BenchOptions,
+    guest: &Path,
+    scratch: &Path,
+) -> std::result::Result<GuestOutput, String> {
+    let path = scratch.join("vm-switch.toml");
+    // The config lives in the scratch directory: name the guest absolutely.
+    let guest = guest
+        .canonicalize()
+        .map_err(|e| format!("cannot find {}: {e}", guest.display()))?;
+    fs::write(&path, vm_switch_config(&guest, opts.iterations, opts.gic))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let config = Config::load(&path)
+        .map_err(|e| format!("needs two VMs time-sharing a CPU with a channel (issue 5): {e}"))?;
+    eprintln!("stratum bench: bench guest as two VMs time-sharing one CPU, under Stratum");
+    let console = under_stratum(config, opts).map_err(|e| format!("the run failed: {e}"))?;
+    let out = parsed(&console, "VM-switch run").map_err(|e| e.to_string())?;
+    out.op("vm_switch")
+        .ok_or_else(|| "the guest did not report vm_switch".to_owned())?;
+    Ok(out)
 }
 
 fn run_guests(opts: &BenchOptions, guest: &Path, scratch: &Path) -> Result<GuestRuns> {
@@ -330,9 +381,14 @@ fn run_guests(opts: &BenchOptions, guest: &Path, scratch: &Path) -> Result<Guest
         }
     }
     same_id_register(&s1, &b1)?;
+    let vm_switch = run_vm_switch(opts, guest, scratch);
+    if let Err(why) = &vm_switch {
+        eprintln!("stratum bench: VM switch not measured: {why}");
+    }
     Ok(GuestRuns {
         stratum: [s1, s2],
         bare: [b1, b2],
+        vm_switch,
     })
 }
 
@@ -427,7 +483,16 @@ fn assemble(runs: &GuestRuns, linux: LinuxBoot, opts: &BenchOptions) -> Result<R
     let mut rows = Vec::new();
     for op in OPERATIONS {
         let measured = match op.id {
-            "vm_switch" => Measured::NotApplicable(VM_SWITCH_NA.to_owned()),
+            "vm_switch" => match &runs.vm_switch {
+                Ok(out) => Measured::Both {
+                    stratum: out
+                        .op("vm_switch")
+                        .expect("run_vm_switch checked it is there")
+                        .stats,
+                    bare: None,
+                },
+                Err(why) => Measured::NotApplicable(why.clone()),
+            },
             "stage2_fault" => Measured::NotApplicable(STAGE2_NA.to_owned()),
             id => {
                 // The IPI comes from the two-CPU runs, the rest from one CPU.
@@ -534,6 +599,31 @@ mod tests {
     }
 
     #[test]
+    fn the_vm_switch_system_is_a_valid_config() {
+        let dir = crate::testutil::TestDir::new("bench-vm-switch");
+        let guest = dir.write("bench", b"not checked by the parser");
+        let text = vm_switch_config(&guest, 20, Gic::V2);
+        assert!(text.contains("bench.iterations=20 bench.role=ping"));
+        assert!(text.contains("bench.iterations=20 bench.role=pong"));
+        assert!(text.contains("gic = 2"));
+        assert_eq!(
+            text.matches("placement = \"shared\"\npcpus = [0]").count(),
+            2
+        );
+        let parsed: toml::Table = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(parsed["vm"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            parsed["channel"][0]["vms"].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(
+            parsed["vm"][0]["kernel"].as_str(),
+            guest.to_str(),
+            "the path survives quoting"
+        );
+    }
+
+    #[test]
     fn userspace_instructions_from_the_kernel_clock() {
         let log = "[   13.100272] Run /init as init process\n";
         assert_eq!(
@@ -578,6 +668,7 @@ mod tests {
         let runs = GuestRuns {
             stratum: [output(&single), output(&[("ipi", 900)])],
             bare: [output(&[("hvc", 3)]), output(&[("ipi", 40)])],
+            vm_switch: Err("needs channels".into()),
         };
         let r = assemble(
             &runs,
@@ -609,8 +700,27 @@ mod tests {
         ));
         // A missing operation under Stratum is an error, not a blank.
         let runs = GuestRuns {
+            stratum: [output(&single), output(&[("ipi", 900)])],
+            bare: [output(&[]), output(&[])],
+            vm_switch: Ok(output(&[("vm_switch", 16000)])),
+        };
+        let r = assemble(
+            &runs,
+            LinuxBoot::NotMeasured("x".into()),
+            &BenchOptions::new(),
+        )
+        .expect("complete");
+        let row = |id: &str| r.rows.iter().find(|row| row.op.id == id).expect("row");
+        match &row("vm_switch").measured {
+            Measured::Both { stratum, bare } => {
+                assert_eq!((stratum.median, *bare), (16000, None));
+            }
+            other => panic!("{other:?}"),
+        }
+        let runs = GuestRuns {
             stratum: [output(&single[..3]), output(&[("ipi", 900)])],
             bare: [output(&[]), output(&[])],
+            vm_switch: Err("x".into()),
         };
         assert!(
             assemble(

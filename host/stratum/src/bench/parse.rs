@@ -167,11 +167,28 @@ fn parse_op(rest: &str) -> Result<OpResult, String> {
     Ok(OpResult { op, stats, hist })
 }
 
-/// Parses a console transcript of the bench guest (other lines are ignored).
+/// A console line without the `name | ` tag the hypervisor puts in front of
+/// each line when several VMs share the console.
+fn untagged(line: &str) -> &str {
+    match line.split_once(" | ") {
+        Some((tag, rest))
+            if !tag.is_empty()
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+        {
+            rest
+        }
+        _ => line,
+    }
+}
+
+/// Parses a console transcript of the bench guest (other lines are ignored;
+/// VM tags are removed first).
 pub fn parse_guest(console: &str) -> Result<GuestOutput, ParseError> {
     let mut out = GuestOutput::default();
     let (mut env, mut done) = (false, false);
-    for line in console.lines().map(str::trim) {
+    for line in console.lines().map(|l| untagged(l.trim()).trim()) {
         if line.starts_with("STRATUM-TEST FAIL") {
             return Err(ParseError::GuestFailed(line.to_owned()));
         } else if let Some(rest) = line.strip_prefix("BENCH-ENV ") {
@@ -271,6 +288,14 @@ STRATUM-TEST PASS bench\r
         assert_eq!(hvc.stats.p99, 120);
         assert_eq!(hvc.hist, [(95, 3), (120, 1)]);
         assert!(out.op("ipi").is_none());
+    }
+
+    #[test]
+    fn vm_tags_are_ignored() {
+        let tagged: String = GOOD.lines().map(|l| format!("ping | {l}\n")).collect();
+        assert_eq!(parse_guest(&tagged), parse_guest(GOOD));
+        assert_eq!(untagged("a b | BENCH-DONE"), "a b | BENCH-DONE");
+        assert_eq!(untagged(" | BENCH-DONE"), " | BENCH-DONE");
     }
 
     #[test]

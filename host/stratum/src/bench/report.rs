@@ -115,7 +115,7 @@ pub const OPERATIONS: [Operation; 10] = [
     },
     Operation {
         id: "vm_switch",
-        label: "VM switch (ping through a channel)",
+        label: "VM switch round trip (channel doorbell)",
         target: None,
         reference: None,
     },
@@ -646,9 +646,9 @@ mod tests {
         }
         assert!(t.contains("814–2985"));
         assert!(t.contains("  n/a (1)"));
-        assert!(
-            t.ends_with("(1) VM switch (ping through a channel): needs <two VMs> & \"channels\"\n")
-        );
+        assert!(t.ends_with(
+            "(1) VM switch round trip (channel doorbell): needs <two VMs> & \"channels\"\n"
+        ));
         assert!(t.contains("838.0 M (1.023×)"));
         // The columns line up: the rule's gaps are where the header's are.
         let gaps = |l: &str| -> Vec<usize> {
