@@ -33,6 +33,7 @@ impl Vgic {
     ) -> Result<(), VgicError> {
         self.check_dist(vcpu, offset)?;
         let value = value & size.mask();
+        self.generation += 1;
         match self.version {
             GicVersion::V2 => self.dist_write_v2(vcpu, offset, size, value),
             GicVersion::V3 => self.dist_write_v3(vcpu, offset, size, value),

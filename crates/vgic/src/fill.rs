@@ -68,6 +68,9 @@ impl Vgic {
         for (lr, &key) in lrs.iter_mut().zip(best[..kept].iter()).take(cap) {
             *lr = self.place(vcpu, key & 0xffff);
         }
+        if kept > 0 {
+            self.generation += 1;
+        }
         LrFill {
             used: n.min(cap),
             overflow: n > cap,
@@ -84,6 +87,9 @@ impl Vgic {
             return;
         }
         let n = self.placed_len[vcpu];
+        if n > 0 {
+            self.generation += 1;
+        }
         for k in 0..n {
             let p = self.placed[vcpu][k];
             let intid = u32::from(p.intid);

@@ -19,6 +19,7 @@ impl Vgic {
         if vcpu >= self.nr_vcpus {
             return;
         }
+        self.generation += 1;
         for p in &self.placed[vcpu][..self.placed_len[vcpu]] {
             let intid = u32::from(p.intid);
             if intid < 32 {

@@ -53,6 +53,7 @@ impl Vgic {
         value: u64,
         groups: SgiGroups,
     ) -> Result<(), VgicError> {
+        self.generation += 1;
         if self.version != GicVersion::V3 {
             return Err(VgicError::WrongVersion);
         }

@@ -179,6 +179,9 @@ pub struct Vgic {
     pub(crate) placed: [[Placed; MAX_LRS]; MAX_VCPUS],
     pub(crate) placed_len: [usize; MAX_VCPUS],
     pub(crate) kicks: u8,
+    /// Bumped by every change that can alter what [`Vgic::fill_lrs`] would
+    /// place for some vCPU (see [`Vgic::generation`]).
+    pub(crate) generation: u64,
 }
 
 impl Vgic {
@@ -241,6 +244,7 @@ impl Vgic {
             placed: [[Placed::default(); MAX_LRS]; MAX_VCPUS],
             placed_len: [0; MAX_VCPUS],
             kicks: 0,
+            generation: 0,
         };
         for spi in 0..nr_spis as usize {
             vgic.retarget_spi(spi);
@@ -266,6 +270,16 @@ impl Vgic {
     /// One past the highest implemented INTID.
     pub fn nr_irqs(&self) -> u32 {
         PRIVATE_IRQS + self.nr_spis
+    }
+
+    /// A number that changes whenever the model changes in a way that can
+    /// alter what [`Vgic::fill_lrs`] would place for any vCPU: register
+    /// writes, SGIs, inputs, folds and fills that moved state, vCPU resets.
+    /// While it stays the same, a vCPU whose last fill placed nothing still
+    /// has nothing to place (a property test checks this), so the
+    /// hypervisor can skip the fill on the exit path.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The vCPUs whose deliverable interrupts may have changed since the
@@ -317,11 +331,15 @@ impl Vgic {
     pub fn set_level(&mut self, intid: u32, vcpu: usize, level: bool) -> Result<(), VgicError> {
         let (word, bit) = self.input(intid, vcpu)?;
         let bank = self.bank_mut(vcpu, word);
+        let was = bank.line & bit != 0;
         if level {
             bank.line |= bit;
             self.kick_bits(vcpu, word, bit);
         } else {
             bank.line &= !bit;
+        }
+        if was != level {
+            self.generation += 1;
         }
         Ok(())
     }
@@ -332,6 +350,7 @@ impl Vgic {
         let (word, bit) = self.input(intid, vcpu)?;
         self.bank_mut(vcpu, word).latch |= bit;
         self.kick_bits(vcpu, word, bit);
+        self.generation += 1;
         Ok(())
     }
 
@@ -362,6 +381,7 @@ impl Vgic {
         bank.latch |= bit;
         bank.pintid[(vintid % 32) as usize] = pintid as u16;
         self.kick_bits(vcpu, word, bit);
+        self.generation += 1;
         Ok(true)
     }
 

@@ -130,6 +130,28 @@ impl Harness {
     }
 
     fn apply(&mut self, op: &Op) {
+        // What every vCPU that is not running would get placed now.
+        let before: Vec<Vec<u32>> = (0..VCPUS)
+            .map(|v| {
+                let mut keys = Vec::new();
+                self.g.for_each_candidate(v, |k| keys.push(k));
+                keys
+            })
+            .collect();
+        let generation = self.g.generation();
+        self.apply_op(op);
+        // The generation is the hypervisor's licence to skip a fill: if it
+        // did not move, no vCPU's candidates may have changed.
+        if self.g.generation() == generation {
+            for (v, keys) in before.iter().enumerate() {
+                let mut now = Vec::new();
+                self.g.for_each_candidate(v, |k| now.push(k));
+                assert_eq!(&now, keys, "vCPU {v}'s candidates changed under {op:?} with the same generation");
+            }
+        }
+    }
+
+    fn apply_op(&mut self, op: &Op) {
         let g = &mut self.g;
         match *op {
             Op::DistWrite(v, o, s, x) => drop(g.dist_write(v, o, s, x)),
