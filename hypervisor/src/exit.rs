@@ -13,6 +13,7 @@ use stratum_core::sched::VcpuRef;
 
 use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu};
+use crate::vm::Vm;
 use crate::{irq, log, sched, smp, system};
 
 /// The glue's side of [`ExitEnv`], for one VM.
@@ -98,19 +99,52 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
     let cpu = smp::current_cpu();
     let me = sched::current(cpu);
     let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
-    // The list registers are a cache of the virtual GIC: fold them back
-    // before anything looks at the model, refill them before the guest runs.
-    system::with_vm(id, |vm| irq::fold(vm, v));
     let flow = match exit_kind {
-        kind::SYNC | kind::SYNC32 => handle_sync(frame, cpu, me),
+        kind::SYNC | kind::SYNC32 => {
+            // The common case — an access emulated, a call answered, an
+            // exception injected — is finished under one hold of the VM
+            // lock: fold the list registers, emulate, refill, return.
+            let left = system::with_vm(id, |vm| {
+                irq::fold_on(vm, v, cpu);
+                let action = sync_policy(frame, vm, v);
+                let finished = match action {
+                    Action::Resume => true,
+                    Action::Advance => {
+                        advance_pc();
+                        true
+                    }
+                    Action::Inject(inj) => {
+                        apply_injection(&inj);
+                        true
+                    }
+                    _ => false,
+                };
+                if finished && !vm.must_park(v) {
+                    irq::fill_on(vm, v, cpu);
+                    return None;
+                }
+                Some((action, finished))
+            });
+            match left {
+                None => return,
+                Some((_, true)) => Flow::Resume,
+                Some((action, false)) => apply_action(action, cpu, me),
+            }
+        }
         kind::IRQ | kind::FIQ | kind::ASYNC32 => {
+            // The list registers are a cache of the virtual GIC: fold them
+            // back before anything looks at the model.
+            system::with_vm(id, |vm| irq::fold_on(vm, v, cpu));
             if irq::service(cpu) {
                 Flow::Yield
             } else {
                 Flow::Resume
             }
         }
-        kind::SERROR => system::stop_vm(cpu, me, StopReason::Crashed),
+        kind::SERROR => {
+            system::with_vm(id, |vm| irq::fold_on(vm, v, cpu));
+            system::stop_vm(cpu, me, StopReason::Crashed)
+        }
         other => panic!("unknown exit kind {other}"),
     };
     match flow {
@@ -130,18 +164,25 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
     }
     // Powered off, or the VM is being reset or stopped: give the CPU up
     // instead of returning to the guest.
-    if system::with_vm(id, |vm| vm.must_park(v)) {
+    let park = system::with_vm(id, |vm| {
+        if vm.must_park(v) {
+            return true;
+        }
+        irq::fill_on(vm, v, cpu);
+        false
+    });
+    if park {
         system::park_vcpu(cpu, me);
     }
-    system::with_vm(id, |vm| irq::fill(vm, v));
 }
 
 /// Aborts injected in a row at the guest's own exception vectors after which
 /// the VM counts as crashed: its handler cannot even be fetched or run.
 const VECTOR_FAULT_LIMIT: u32 = 4;
 
-fn handle_sync(frame: *mut Frame, cpu: usize, me: VcpuRef) -> Flow {
-    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
+/// The exit policy for a synchronous exit of vCPU `v`, under its VM's lock:
+/// decodes the syndrome, emulates, and says what is left to do.
+fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     let info = ExitInfo {
         esr: sysreg::esr_el2(),
         far: sysreg::far_el2(),
@@ -149,112 +190,116 @@ fn handle_sync(frame: *mut Frame, cpu: usize, me: VcpuRef) -> Flow {
         pc: sysreg::elr_el2(),
         pstate: sysreg::spsr_el2(),
     };
-    let console_irq = irq::console_interrupts();
-    let action = system::with_vm(id, |vm| {
-        assert!(
-            core::ptr::eq(frame, &raw const vm.frames[v]),
-            "TPIDR_EL2 does not name this CPU's vCPU frame"
+    let id = vm.id;
+    assert!(
+        core::ptr::eq(frame, &raw const vm.frames[v]),
+        "TPIDR_EL2 does not name this CPU's vCPU frame"
+    );
+    // Without a console interrupt, input is polled here and handed over
+    // at once, so this exit's UART access can see it. With one, input is
+    // queued by `irq::service` and handed over by `irq::fill` before
+    // every entry, so there is nothing new to deliver here.
+    if !irq::console_interrupts() {
+        crate::console::drain_input();
+        crate::console::deliver_input(vm.id, &mut vm.uart);
+    }
+    let settings = system::settings().expect("settings are recorded before any guest runs");
+    let redist = match vm.gic {
+        GuestGic::V3 { redist, .. } => Some(redist),
+        GuestGic::V2 { .. } => None,
+    };
+    let mut model = VmModel {
+        vm_id: vm.id as u64,
+        boot_count: vm.boot_count,
+        channels: vm.channel_count as u32,
+        ram: vm.ram,
+        uart_regs: virt_map::UART,
+        uart: &mut vm.uart,
+        vcpus: &mut vm.power[..vm.image.vcpus as usize],
+        firmware: settings.firmware,
+        pstate_features: settings.pstate_features,
+        counters: &mut vm.counters,
+        last_abort: None,
+        gic: Some(GicModel {
+            dist: virt_map::GICD,
+            redist,
+            vgic: &mut vm.vgic,
+        }),
+    };
+    let mut live = LiveVcpu {
+        frame: &mut vm.frames[v],
+    };
+    let mut env = Env {
+        vm: id,
+        time_shared: vm.time_shared,
+        ram_pa: vm.ram_pa.0,
+        ram_size: vm.ram.size,
+    };
+    let action = vmexit::handle_sync(&info, v, &mut live, &mut model, &mut env);
+    let last_abort = model.last_abort;
+    if let Action::Inject(inj) = action
+        && inj.esr_el1 >> 26 == 0
+        && vm.counters.injected_undefs <= ABORT_LOG_LIMIT
+    {
+        log!(
+            "vm{} '{}': undefined instruction injected for ESR_EL2 {:#x} at pc {:#x}{}",
+            vm.id,
+            vm.image.name,
+            info.esr,
+            info.pc,
+            if vm.counters.injected_undefs == ABORT_LOG_LIMIT {
+                " (further ones are only counted)"
+            } else {
+                ""
+            }
         );
-        // Without a console interrupt, input is polled here and handed over
-        // at once, so this exit's UART access can see it. With one, input is
-        // queued by `irq::service` and handed over by `irq::fill` before
-        // every entry, so there is nothing new to deliver here.
-        if !console_irq {
-            crate::console::drain_input();
-            crate::console::deliver_input(vm.id, &mut vm.uart);
-        }
-        let settings = system::settings().expect("settings are recorded before any guest runs");
-        let redist = match vm.gic {
-            GuestGic::V3 { redist, .. } => Some(redist),
-            GuestGic::V2 { .. } => None,
-        };
-        let mut model = VmModel {
-            vm_id: vm.id as u64,
-            boot_count: vm.boot_count,
-            channels: vm.channel_count as u32,
-            ram: vm.ram,
-            uart_regs: virt_map::UART,
-            uart: &mut vm.uart,
-            vcpus: &mut vm.power[..vm.image.vcpus as usize],
-            firmware: settings.firmware,
-            pstate_features: settings.pstate_features,
-            counters: &mut vm.counters,
-            last_abort: None,
-            gic: Some(GicModel {
-                dist: virt_map::GICD,
-                redist,
-                vgic: &mut vm.vgic,
-            }),
-        };
-        let mut live = LiveVcpu {
-            frame: &mut vm.frames[v],
-        };
-        let mut env = Env {
-            vm: id,
-            time_shared: vm.time_shared,
-            ram_pa: vm.ram_pa.0,
-            ram_size: vm.ram.size,
-        };
-        let action = vmexit::handle_sync(&info, v, &mut live, &mut model, &mut env);
-        let last_abort = model.last_abort;
-        if let Action::Inject(inj) = action
-            && inj.esr_el1 >> 26 == 0
-            && vm.counters.injected_undefs <= ABORT_LOG_LIMIT
-        {
+    }
+    if let Some(report) = last_abort {
+        let n = vm.counters.injected_aborts;
+        if n <= ABORT_LOG_LIMIT {
             log!(
-                "vm{} '{}': undefined instruction injected for ESR_EL2 {:#x} at pc {:#x}{}",
+                "vm{} '{}': {:?} {} of {} at pc {:#x}: abort injected{}",
                 vm.id,
                 vm.image.name,
-                info.esr,
-                info.pc,
-                if vm.counters.injected_undefs == ABORT_LOG_LIMIT {
-                    " (further ones are only counted)"
+                report.why,
+                if report.write { "write" } else { "read" },
+                report.ipa,
+                report.pc,
+                if n == ABORT_LOG_LIMIT {
+                    " (further aborts are only counted)"
                 } else {
                     ""
                 }
             );
         }
-        if let Some(report) = last_abort {
-            let n = vm.counters.injected_aborts;
-            if n <= ABORT_LOG_LIMIT {
-                log!(
-                    "vm{} '{}': {:?} {} of {} at pc {:#x}: abort injected{}",
-                    vm.id,
-                    vm.image.name,
-                    report.why,
-                    if report.write { "write" } else { "read" },
-                    report.ipa,
-                    report.pc,
-                    if n == ABORT_LOG_LIMIT {
-                        " (further aborts are only counted)"
-                    } else {
-                        ""
-                    }
-                );
-            }
+    }
+    // An exception the guest cannot take: the abort is injected at its
+    // own vector table (which is unmapped, or faults at once). Each
+    // injection lands there again: an exception loop, i.e. a crash.
+    if let Action::Inject(_) = action {
+        let vbar = sysreg::vbar_el1();
+        if info.pc.wrapping_sub(vbar) < 0x800 {
+            vm.vector_faults += 1;
+        } else {
+            vm.vector_faults = 0;
         }
-        // An exception the guest cannot take: the abort is injected at its
-        // own vector table (which is unmapped, or faults at once). Each
-        // injection lands there again: an exception loop, i.e. a crash.
-        if let Action::Inject(_) = action {
-            let vbar = sysreg::vbar_el1();
-            if info.pc.wrapping_sub(vbar) < 0x800 {
-                vm.vector_faults += 1;
-            } else {
-                vm.vector_faults = 0;
-            }
-            if vm.vector_faults >= VECTOR_FAULT_LIMIT {
-                log!(
-                    "vm{} '{}': exception loop at its vector table (VBAR_EL1 {vbar:#x}, pc {:#x}): the guest crashed",
-                    vm.id,
-                    vm.image.name,
-                    info.pc
-                );
-                return Action::Stop(StopReason::Crashed);
-            }
+        if vm.vector_faults >= VECTOR_FAULT_LIMIT {
+            log!(
+                "vm{} '{}': exception loop at its vector table (VBAR_EL1 {vbar:#x}, pc {:#x}): the guest crashed",
+                vm.id,
+                vm.image.name,
+                info.pc
+            );
+            return Action::Stop(StopReason::Crashed);
         }
-        action
-    });
+    }
+    action
+}
+
+/// Carries out what the policy left for the glue outside the VM lock
+/// (`action` is not one [`handle_guest_exit`] finished in place).
+fn apply_action(action: Action, cpu: usize, me: VcpuRef) -> Flow {
+    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
     match action {
         Action::Resume => Flow::Resume,
         Action::Advance => {

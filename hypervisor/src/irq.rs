@@ -60,6 +60,11 @@ struct Irqs {
     console_intid: Option<u32>,
     /// The virtual interface's maintenance interrupt.
     maintenance_intid: u32,
+    /// The list registers are all invalid, the maintenance request off, and
+    /// the last fill for this vCPU (VM, vCPU) found nothing to place with
+    /// its VM's vGIC at this generation: until the generation moves, a fill
+    /// for the same vCPU has nothing to do.
+    clean: Option<(usize, usize, u64)>,
 }
 
 /// Most physical interrupts acknowledged per exit.
@@ -187,6 +192,7 @@ pub fn init(
         used_lrs: 0,
         console_intid,
         maintenance_intid: maintenance,
+        clean: None,
     });
     Ok(())
 }
@@ -206,7 +212,12 @@ pub fn lr_count() -> usize {
 
 /// Runs `f` on this CPU's interrupt state.
 fn with<R>(f: impl FnOnce(&mut Irqs) -> R) -> R {
-    let mut guard = IRQS[smp::current_cpu()].lock();
+    with_cpu(smp::current_cpu(), f)
+}
+
+/// [`with`] for a caller that knows it runs on CPU `cpu`.
+fn with_cpu<R>(cpu: usize, f: impl FnOnce(&mut Irqs) -> R) -> R {
+    let mut guard = IRQS[cpu].lock();
     f(guard
         .as_mut()
         .expect("irq::init ran on this CPU before any guest"))
@@ -247,6 +258,7 @@ impl Irqs {
             self.gic.write_lr(n, 0);
         }
         self.used_lrs = 0;
+        self.clean = None;
         self.gic.set_hcr(HcrFlags {
             enable: true,
             ..HcrFlags::default()
@@ -321,10 +333,10 @@ struct Acks {
     passthrough_count: usize,
 }
 
-/// After an exit of vCPU `v`: folds the list registers in use back into
-/// the model.
-pub fn fold(vm: &mut Vm, v: usize) {
-    with(|irqs| {
+/// After an exit of vCPU `v` on CPU `cpu` (the caller's own): folds the
+/// list registers in use back into the model.
+pub fn fold_on(vm: &mut Vm, v: usize, cpu: usize) {
+    with_cpu(cpu, |irqs| {
         if irqs.used_lrs == 0 {
             return;
         }
@@ -357,9 +369,20 @@ fn release_hw(irqs: &mut Irqs, vm: &mut Vm) {
 /// Before entering vCPU `v`: samples device lines, kicks the CPUs of
 /// other vCPUs whose interrupts changed, and refills the list registers.
 pub fn fill(vm: &mut Vm, v: usize) {
+    fill_on(vm, v, smp::current_cpu());
+}
+
+/// [`fill`] on CPU `cpu` (the caller's own). Most exits change nothing in
+/// the vGIC: then, if the last fill for this vCPU placed nothing, the list
+/// registers stay as they are (all invalid) and nothing else is done.
+pub fn fill_on(vm: &mut Vm, v: usize, cpu: usize) {
     sample_lines(vm);
-    send_kicks(vm, smp::current_cpu());
-    with(|irqs| {
+    send_kicks(vm, cpu);
+    let generation = vm.vgic.generation();
+    with_cpu(cpu, |irqs| {
+        if irqs.used_lrs == 0 && irqs.clean == Some((vm.id, v, generation)) {
+            return;
+        }
         release_hw(irqs, vm);
         let mut lrs = [ListRegister::default(); MAX_LRS];
         let fill = vm.vgic.fill_lrs(v, &mut lrs[..irqs.lr_count]);
@@ -375,6 +398,7 @@ pub fn fill(vm: &mut Vm, v: usize) {
             underflow: fill.overflow,
             ..HcrFlags::default()
         });
+        irqs.clean = (fill.used == 0).then_some((vm.id, v, vm.vgic.generation()));
     });
 }
 
@@ -382,7 +406,10 @@ pub fn fill(vm: &mut Vm, v: usize) {
 /// deliverable interrupts changed. A vCPU on `cpu` itself needs no kick:
 /// this CPU refills or reschedules before it runs a guest again.
 pub fn send_kicks(vm: &mut Vm, cpu: usize) {
-    for other in vm.vgic.take_kicks().iter() {
+    let mut mask = vm.vgic.take_kicks().0;
+    while mask != 0 {
+        let other = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
         let target = vm.pcpu.get(other).copied().unwrap_or(cpu);
         let started = vm.running.get(other).copied().unwrap_or(false)
             || vm.start.get(other).is_some_and(Option::is_some);
@@ -562,6 +589,7 @@ pub fn reset_cpu() {
             irqs.gic.write_lr(n, 0);
         }
         irqs.used_lrs = 0;
+        irqs.clean = None;
         irqs.gic.set_vmcr(0);
         irqs.gic.restore_aprs(&Default::default());
         for intid in [VTIMER_INTID, PTIMER_INTID] {

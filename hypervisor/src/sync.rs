@@ -74,3 +74,46 @@ impl<T> Drop for SpinGuard<'_, T> {
         self.lock.locked.store(false, Ordering::Release);
     }
 }
+
+/// A value written once (at boot, before other CPUs or guests run) and read
+/// without a lock afterwards.
+pub struct Once<T> {
+    ready: AtomicBool,
+    value: UnsafeCell<Option<T>>,
+}
+
+// SAFETY: the value is written once, before `ready` is released; readers
+// only read it after acquiring `ready`, and nothing writes it again.
+unsafe impl<T: Send + Sync> Sync for Once<T> {}
+
+impl<T> Once<T> {
+    /// An empty cell.
+    pub const fn new() -> Self {
+        Self {
+            ready: AtomicBool::new(false),
+            value: UnsafeCell::new(None),
+        }
+    }
+
+    /// Stores the value. Panics on a second call: these are boot-time facts.
+    pub fn set(&self, value: T) {
+        assert!(
+            !self.ready.load(Ordering::Acquire),
+            "a boot-time value set twice"
+        );
+        // SAFETY: not ready yet, so no reader looks at the value, and only
+        // the boot CPU sets it (before starting the others).
+        unsafe { *self.value.get() = Some(value) };
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The value, once set.
+    pub fn get(&self) -> Option<&T> {
+        if self.ready.load(Ordering::Acquire) {
+            // SAFETY: ready: the value was written before and never changes.
+            unsafe { (*self.value.get()).as_ref() }
+        } else {
+            None
+        }
+    }
+}

@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use stratum_core::sched::VcpuRef;
 
 use crate::console::VmState;
-use crate::sync::SpinLock;
+use crate::sync::{Once, SpinLock};
 use crate::vm::{RunState, Vm};
 use crate::{log, sched};
 
@@ -35,7 +35,7 @@ pub struct Settings {
     pub pstate_features: PstateFeatures,
 }
 
-static SETTINGS: SpinLock<Option<Settings>> = SpinLock::new(None);
+static SETTINGS: Once<Settings> = Once::new();
 /// Most VMs one system runs.
 pub const MAX_VMS: usize = 8;
 const _: () = assert!(MAX_VMS >= stratum_abi::limits::RUNNING_VMS);
@@ -59,20 +59,20 @@ pub fn mem_info() -> [u64; 3] {
     *MEM_INFO.lock()
 }
 
-/// Records the boot-time settings.
+/// Records the boot-time settings (once, on the boot CPU).
 pub fn set_settings(s: Settings) {
-    *SETTINGS.lock() = Some(s);
+    SETTINGS.set(s);
 }
 
-/// The boot-time settings, if boot got that far.
+/// The boot-time settings, if boot got that far (no lock: the panic path
+/// may use it too).
 pub fn settings() -> Option<Settings> {
-    *SETTINGS.lock()
+    SETTINGS.get().copied()
 }
 
-/// The boot-time settings without waiting for the lock (panic path: the
-/// panicking context may hold it).
+/// The boot-time settings, for the panic path.
 pub fn settings_for_panic() -> Option<Settings> {
-    SETTINGS.try_lock().and_then(|s| *s)
+    settings()
 }
 
 /// Installs VM `vm.id` (boot CPU, before any guest runs).

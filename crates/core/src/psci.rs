@@ -301,10 +301,15 @@ impl Outcome {
     }
 }
 
+/// How many of the caller's registers [`dispatch`] reads (`x0..x3`).
+pub const CALL_REGS: usize = 4;
+
 /// Handles one SMCCC call (`HVC`, or a trapped `SMC`) from vCPU `ctx.caller`.
-/// `args` are the caller's `x0..x17`. Never panics, whatever the arguments
-/// or context.
-pub fn dispatch(args: &[u64; 18], ctx: &mut CallContext<'_>) -> Outcome {
+/// `args` are the caller's `x0..x3`: the function ID and the (at most
+/// three) arguments of every call implemented here; SMCCC 1.2 allows up
+/// to x17, which no function here reads. Never panics, whatever the
+/// arguments or context.
+pub fn dispatch(args: &[u64; CALL_REGS], ctx: &mut CallContext<'_>) -> Outcome {
     let fid = args[0] as u32;
     if fid & FID_FAST == 0 || fid & FID_MBZ != 0 {
         return Outcome::status(smccc::NOT_SUPPORTED);
@@ -549,7 +554,7 @@ mod tests {
     }
 
     fn call(ctx: &mut CallContext<'_>, regs: &[u64]) -> Outcome {
-        let mut args = [0u64; 18];
+        let mut args = [0u64; CALL_REGS];
         args[..regs.len()].copy_from_slice(regs);
         dispatch(&args, ctx)
     }
@@ -1174,9 +1179,9 @@ mod tests {
             caller in 0usize..8,
             fw in (workaround_state(), workaround_state(), workaround_state()),
         ) {
-            let mut args = [0u64; 18];
+            let mut args = [0u64; CALL_REGS];
             args[0] = fid;
-            args[1..].copy_from_slice(&rest);
+            args[1..].copy_from_slice(&rest[..CALL_REGS - 1]);
             let mut v: Vec<VcpuPower> =
                 vcpus.iter().map(|&(m, s)| VcpuPower::new(m, s)).collect();
             let before = v.clone();

@@ -414,10 +414,7 @@ fn smccc_call(
     vm: &mut VmModel<'_>,
     advance: bool,
 ) -> Action {
-    let mut args = [0u64; 18];
-    for (i, a) in args.iter_mut().enumerate() {
-        *a = regs.x(i as u8);
-    }
+    let args: [u64; psci::CALL_REGS] = core::array::from_fn(|i| regs.x(i as u8));
     let mut ctx = CallContext {
         caller: vcpu,
         vcpus: vm.vcpus,

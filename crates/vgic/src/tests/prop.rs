@@ -146,7 +146,10 @@ impl Harness {
             for (v, keys) in before.iter().enumerate() {
                 let mut now = Vec::new();
                 self.g.for_each_candidate(v, |k| now.push(k));
-                assert_eq!(&now, keys, "vCPU {v}'s candidates changed under {op:?} with the same generation");
+                assert_eq!(
+                    &now, keys,
+                    "vCPU {v}'s candidates changed under {op:?} with the same generation"
+                );
             }
         }
     }
