@@ -301,6 +301,36 @@ impl Outcome {
     }
 }
 
+/// The calls whose answer depends only on the arguments and the firmware's
+/// features — versions, feature queries, the vendor service's count, UID
+/// and revision — answered, or `None` for every other call. They read and
+/// change no VM state, so the exit path may answer them before taking any
+/// lock ([`crate::vmexit::early`]); [`dispatch`] answers them the same way.
+pub fn query(args: &[u64; CALL_REGS], firmware: &FirmwareFeatures) -> Option<Outcome> {
+    let fid = args[0] as u32;
+    let arg1 = if fid & FID_SMC64 != 0 {
+        args[1]
+    } else {
+        args[1] & 0xffff_ffff
+    };
+    Some(match fid {
+        smccc::SMCCC_VERSION => Outcome::ret1(u64::from(smccc::SMCCC_VERSION_1_2)),
+        smccc::SMCCC_ARCH_FEATURES => arch_features(arg1 as u32, firmware),
+        smccc::PSCI_VERSION => Outcome::ret1(u64::from(smccc::PSCI_VERSION_1_1)),
+        smccc::PSCI_FEATURES => psci_features(arg1 as u32),
+        stratum::CALL_COUNT => Outcome::ret1(stratum::COUNT),
+        stratum::CALL_UID => Outcome::Return {
+            regs: stratum::UID.map(u64::from),
+            count: 4,
+        },
+        stratum::REVISION => Outcome::Return {
+            regs: [1, 0, 0, 0],
+            count: 2,
+        },
+        _ => return None,
+    })
+}
+
 /// How many of the caller's registers [`dispatch`] reads (`x0..x3`).
 pub const CALL_REGS: usize = 4;
 
@@ -310,6 +340,9 @@ pub const CALL_REGS: usize = 4;
 /// to x17, which no function here reads. Never panics, whatever the
 /// arguments or context.
 pub fn dispatch(args: &[u64; CALL_REGS], ctx: &mut CallContext<'_>) -> Outcome {
+    if let Some(answer) = query(args, &ctx.firmware) {
+        return answer;
+    }
     let fid = args[0] as u32;
     if fid & FID_FAST == 0 || fid & FID_MBZ != 0 {
         return Outcome::status(smccc::NOT_SUPPORTED);
@@ -323,13 +356,9 @@ pub fn dispatch(args: &[u64; CALL_REGS], ctx: &mut CallContext<'_>) -> Outcome {
         }
     };
     match fid {
-        smccc::SMCCC_VERSION => Outcome::ret1(u64::from(smccc::SMCCC_VERSION_1_2)),
-        smccc::SMCCC_ARCH_FEATURES => arch_features(arg(1) as u32, &ctx.firmware),
         smccc::SMCCC_ARCH_WORKAROUND_1
         | smccc::SMCCC_ARCH_WORKAROUND_2
         | smccc::SMCCC_ARCH_WORKAROUND_3 => workaround(fid, arg(1), &ctx.firmware),
-        smccc::PSCI_VERSION => Outcome::ret1(u64::from(smccc::PSCI_VERSION_1_1)),
-        smccc::PSCI_FEATURES => psci_features(arg(1) as u32),
         smccc::PSCI_CPU_SUSPEND_32 | smccc::PSCI_CPU_SUSPEND_64 => {
             cpu_suspend(arg(1) as u32, arg(2), ctx)
         }
@@ -342,15 +371,6 @@ pub fn dispatch(args: &[u64; CALL_REGS], ctx: &mut CallContext<'_>) -> Outcome {
         smccc::PSCI_SYSTEM_OFF => Outcome::SystemOff,
         smccc::PSCI_SYSTEM_RESET => Outcome::SystemReset,
         PSCI_SYSTEM_RESET2_32 | smccc::PSCI_SYSTEM_RESET2_64 => system_reset2(arg(1) as u32),
-        stratum::CALL_COUNT => Outcome::ret1(stratum::COUNT),
-        stratum::CALL_UID => Outcome::Return {
-            regs: stratum::UID.map(u64::from),
-            count: 4,
-        },
-        stratum::REVISION => Outcome::Return {
-            regs: [1, 0, 0, 0],
-            count: 2,
-        },
         stratum::INFO => Outcome::Return {
             regs: [
                 stratum::ABI_VERSION,

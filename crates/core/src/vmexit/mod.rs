@@ -649,5 +649,6 @@ fn perform(
     Some(n)
 }
 
+pub mod early;
 #[cfg(test)]
 mod tests;

@@ -1635,3 +1635,64 @@ fn id_register_writes_and_midr_reads_are_undefined() {
     assert_eq!(h.counters.injected_undefs, 2);
     assert!(h.env.id_reads.is_empty());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4_000))]
+
+    /// Whatever the early handler answers, the full policy answers the same:
+    /// the same registers written, the same resume point, and no state
+    /// touched (no counter but the exit's own, no device, no vCPU).
+    #[test]
+    fn early_answers_match_the_full_policy(
+        esr in prop_oneof![
+            esr_strategy(),
+            (0u64..8, 0u64..8, 0u64..32, any::<bool>())
+                .prop_map(|(crm, op2, rt, read)| sysreg_esr(3, 0, 0, crm, op2, rt, read)),
+            Just(0x5a00_0000u64),
+        ],
+        x in prop::array::uniform31(reg_strategy()),
+        fid in prop_oneof![any::<u64>(), prop::sample::select(FIDS.to_vec()).prop_map(u64::from),
+            prop::sample::select(vec![
+                u64::from(smccc::SMCCC_VERSION),
+                u64::from(smccc::SMCCC_ARCH_FEATURES),
+                u64::from(smccc::PSCI_FEATURES),
+                u64::from(stratum::CALL_COUNT),
+                u64::from(stratum::REVISION),
+            ])],
+        wa in (workaround_strategy(), workaround_strategy(), workaround_strategy()),
+    ) {
+        let mut h = Harness::new();
+        h.regs.x = x;
+        h.regs.x[0] = fid;
+        h.firmware = FirmwareFeatures {
+            workaround_1: wa.0,
+            workaround_2: wa.1,
+            workaround_3: wa.2,
+        };
+        let args = [h.regs.x[0], h.regs.x[1], h.regs.x[2], h.regs.x[3]];
+        let Some(answer) = early::early(esr, &args, &h.firmware) else {
+            return Ok(());
+        };
+        let mut expect = h.regs.clone();
+        let want_action = match answer {
+            early::Early::Call { regs, count } => {
+                expect.x[..usize::from(count)].copy_from_slice(&regs[..usize::from(count)]);
+                Action::Resume
+            }
+            early::Early::IdRead { rt, read } => {
+                if rt < 31 {
+                    expect.x[usize::from(rt)] = match read {
+                        IdRead::Hardware(encoding) => fake_id_value(encoding),
+                        IdRead::Zero => 0,
+                    };
+                }
+                Action::Advance
+            }
+        };
+        let action = h.run(&call_exit(esr));
+        prop_assert_eq!(action, want_action);
+        prop_assert_eq!(&h.regs, &expect);
+        prop_assert_eq!(h.last_abort, None);
+        prop_assert!(h.env.tx.is_empty(), "no console output");
+    }
+}

@@ -1,0 +1,55 @@
+//! The exits answered before the exit path takes any lock: the ones whose
+//! answer depends only on the syndrome, the caller's registers and facts
+//! fixed at boot — SMCCC queries by `HVC` ([`crate::psci::query`]) and
+//! reads of the ID registers `HCR_EL2.TID3` traps ([`crate::idreg`]).
+//!
+//! They read and change no VM state, so nothing needs the VM lock, the list
+//! registers need no fold or refill (nothing in the vGIC changed), and the
+//! guest resumes at once. KVM handles a similar set in its hypervisor's
+//! "fast path" for the same reason. Every answer here is the one the full
+//! policy ([`super::handle_sync`]) gives; a property test checks that.
+
+use crate::esr::{self, Exit, SysRegAccess};
+use crate::idreg::{self, IdRead};
+use crate::psci::{self, CALL_REGS, FirmwareFeatures, Outcome};
+
+/// What the early handler decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Early {
+    /// An `HVC #0` query: write `regs[..count]` to `x0..`, and resume (the
+    /// return address is already past the `HVC`).
+    Call {
+        /// Values for `x0..x3`.
+        regs: [u64; 4],
+        /// How many to write.
+        count: u8,
+    },
+    /// A trapped ID register read: write the register's value (per
+    /// [`IdRead`]) to `Xt` (nothing for XZR) and step past the `MRS`.
+    IdRead {
+        /// The destination register (31: XZR).
+        rt: u8,
+        /// Where the value comes from.
+        read: IdRead,
+    },
+}
+
+/// The early answer to a synchronous exit with syndrome `esr` and caller
+/// registers `x0..x3`, or `None` when the full exit path must handle it.
+pub fn early(esr: u64, x: &[u64; CALL_REGS], firmware: &FirmwareFeatures) -> Option<Early> {
+    match esr::decode(esr) {
+        Exit::Hvc { imm: 0 } => match psci::query(x, firmware)? {
+            Outcome::Return { regs, count } => Some(Early::Call { regs, count }),
+            _ => None,
+        },
+        Exit::SysReg(access) => id_read(&access),
+        _ => None,
+    }
+}
+
+fn id_read(access: &SysRegAccess) -> Option<Early> {
+    idreg::classify(access).map(|read| Early::IdRead {
+        rt: access.rt,
+        read,
+    })
+}
