@@ -238,6 +238,7 @@ reasons! {
     Undef = 46, "undef", "Any other synchronous exit class: undefined instruction injected.";
     SError = 47, "serror", "An SError while the guest ran (the VM is stopped as crashed).";
     MmioDecoded = 48, "  of which ISV=0", "Not an exit of its own: MMIO exits above whose instruction was decoded because the syndrome had none (ISV = 0).";
+    FpTrap = 49, "fp trap", "A trapped FP/SIMD access while another vCPU's FP state was loaded (the lazy FP switch).";
 }
 
 impl Reason {
@@ -262,6 +263,7 @@ impl Reason {
             34..=41 => "irq",
             42..=45 => "abort",
             46 => "undef",
+            49 => "fp",
             _ => "serror",
         }
     }
