@@ -27,6 +27,7 @@ use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
 use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::sched::VcpuRef;
+use stratum_core::stats::Reason;
 use stratum_vgic::{ListRegister, LrState};
 
 use crate::head::MAX_CPUS;
@@ -265,6 +266,20 @@ impl Irqs {
         });
     }
 
+    /// The statistics class of physical interrupt `intid`.
+    fn reason(&self, intid: u32) -> Reason {
+        match intid {
+            VTIMER_INTID => Reason::IrqVtimer,
+            PTIMER_INTID => Reason::IrqPtimer,
+            KICK_SGI => Reason::IrqKick,
+            PREEMPT_INTID => Reason::IrqPreempt,
+            i if i == self.maintenance_intid => Reason::IrqMaintenance,
+            i if Some(i) == self.console_intid => Reason::IrqConsole,
+            i if i >= 32 => Reason::IrqDevice,
+            _ => Reason::IrqOther,
+        }
+    }
+
     /// Acknowledges the pending physical interrupts (at most [`MAX_ACKS`]:
     /// a level interrupt whose source stays asserted must not keep EL2
     /// here), handles EL2's own at once and returns the ones to forward.
@@ -273,6 +288,10 @@ impl Irqs {
         for _ in 0..MAX_ACKS {
             let Some(irq) = self.gic.ack() else { break };
             self.gic.priority_drop(irq);
+            if let Some(slot) = out.counted.get_mut(out.counted_len) {
+                *slot = (self.reason(irq.intid()), irq.intid());
+                out.counted_len += 1;
+            }
             match irq.intid() {
                 // Hardware-linked: stays active until the guest deactivates
                 // its virtual twin through the list register's HW bit.
@@ -318,7 +337,6 @@ impl Irqs {
 }
 
 /// What one round of acknowledges left to do outside the per-CPU lock.
-#[derive(Default)]
 struct Acks {
     /// The virtual and EL1 physical timer interrupts, to forward to the
     /// loaded vCPU.
@@ -331,6 +349,41 @@ struct Acks {
     passthrough: [Option<stratum_arch::gic::Acked>; MAX_ACKS],
     /// How many of `passthrough` are set.
     passthrough_count: usize,
+    /// Every interrupt acknowledged, classified for the exit statistics.
+    counted: [(Reason, u32); MAX_ACKS],
+    /// How many of `counted` are set.
+    counted_len: usize,
+}
+
+impl Default for Acks {
+    fn default() -> Self {
+        Self {
+            timers: [None; 2],
+            console: false,
+            preempt: false,
+            passthrough: [None; MAX_ACKS],
+            passthrough_count: 0,
+            counted: [(Reason::IrqOther, 0); MAX_ACKS],
+            counted_len: 0,
+        }
+    }
+}
+
+/// Counts the interrupts of `acks` in the exit statistics: a passthrough
+/// SPI for vCPU 0 of the VM it belongs to (which it is forwarded to), the
+/// others for the vCPU loaded on `cpu` (none: not counted).
+fn count_interrupts(cpu: usize, acks: &Acks) {
+    let loaded = sched::loaded(cpu);
+    for &(reason, intid) in &acks.counted[..acks.counted_len] {
+        let owner = if reason == Reason::IrqDevice {
+            route_of(intid).map(|vm| (vm, 0))
+        } else {
+            loaded.map(|o| (usize::from(o.vm), usize::from(o.vcpu)))
+        };
+        if let Some((vm, v)) = owner {
+            crate::telemetry::interrupt(vm, v, reason, intid);
+        }
+    }
 }
 
 /// After an exit of vCPU `v` on CPU `cpu` (the caller's own): folds the
@@ -425,6 +478,9 @@ pub fn send_kicks(vm: &mut Vm, cpu: usize) {
 /// timer fired. Holds no VM lock on entry.
 pub fn service(cpu: usize) -> bool {
     let acks = with(|irqs| irqs.ack_all());
+    if acks.counted_len > 0 {
+        count_interrupts(cpu, &acks);
+    }
     if acks.timers.iter().any(Option::is_some) {
         match sched::loaded(cpu) {
             Some(owner) => system::with_vm(owner.vm.into(), |vm| {
