@@ -422,10 +422,7 @@ pub fn execute(cli: &Cli) -> i32 {
         }),
         Command::Trace(args) => {
             crate::trace::attach(args.pid, args.seconds.map(|d| d.as_secs_f64())).and_then(
-                |trace| {
-                    crate::trace::write_svg(&trace, &args.output, "Stratum exit trace")
-                        .map(|()| exit_code::SUCCESS)
-                },
+                |trace| crate::trace::write_svg(&trace, &args.output).map(|()| exit_code::SUCCESS),
             )
         }
         Command::Run(args) => args.options().and_then(|opts| run(&opts)).map(|outcome| {

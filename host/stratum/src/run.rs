@@ -196,7 +196,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         .join()
         .map_err(|_| Error::environment("the trace collector panicked"))?;
     match trace {
-        Ok(trace) => crate::trace::write_svg(&trace, svg, &trace_title(&opts.config))?,
+        Ok(trace) => crate::trace::write_svg(&trace, svg)?,
         Err(e) => eprintln!("stratum: trace: {e}"),
     }
     outcome
@@ -214,12 +214,6 @@ fn trace_when_up(socket: &Path, stop: &AtomicBool) -> Result<crate::trace::Trace
         }
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The plot title for a run of `config`.
-fn trace_title(config: &Config) -> String {
-    let names: Vec<&str> = config.vms.iter().map(|vm| vm.name.as_str()).collect();
-    format!("Stratum exit trace: {}", names.join(", "))
 }
 
 /// The header flags the host sets for `opts` ([`build_bundle`] adds

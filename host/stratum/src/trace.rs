@@ -42,7 +42,8 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// A collector that takes everything still in the rings.
+    /// A collector that starts with what is still in the rings (the first
+    /// poll counts nothing older as lost: it was gone before we came).
     pub fn new() -> Self {
         Self::default()
     }
@@ -51,6 +52,12 @@ impl Collector {
     /// descriptors) gained since the last poll; returns how many records.
     pub fn poll(&mut self, mem: &mut impl PhysMem, block: u64) -> Result<usize> {
         let before = read_rings(mem, block)?;
+        if self.cursors.is_empty() {
+            self.cursors = before
+                .iter()
+                .map(|r| r.head.saturating_sub(r.capacity - 1))
+                .collect();
+        }
         self.cursors.resize(before.len(), 0);
         let mut copied = Vec::with_capacity(before.len());
         for (ring, &from) in before.iter().zip(&self.cursors) {
@@ -154,6 +161,18 @@ pub fn collect(socket: &Path, done: &dyn Fn() -> bool) -> Result<Trace> {
         std::thread::sleep(POLL_INTERVAL);
     }
     Ok(finish(collector, &last))
+}
+
+impl Trace {
+    /// A plot title naming the VMs.
+    pub fn title(&self) -> String {
+        let names: Vec<&str> = self.vm_names.values().map(String::as_str).collect();
+        if names.is_empty() {
+            "Stratum exit trace".to_owned()
+        } else {
+            format!("Stratum exit trace: {}", names.join(", "))
+        }
+    }
 }
 
 /// Sorts the records and names the VMs.
@@ -401,8 +420,8 @@ fn escape(s: &str) -> String {
 }
 
 /// Writes `trace` as an SVG timeline to `path` and says so on stderr.
-pub fn write_svg(trace: &Trace, path: &Path, title: &str) -> Result<()> {
-    std::fs::write(path, svg(trace, DEFAULT_BINS, title)).map_err(|e| {
+pub fn write_svg(trace: &Trace, path: &Path) -> Result<()> {
+    std::fs::write(path, svg(trace, DEFAULT_BINS, &trace.title())).map_err(|e| {
         Error::new(
             ErrorKind::Environment,
             anyhow::anyhow!("cannot write {}: {e}", path.display()),
@@ -471,6 +490,12 @@ mod tests {
         assert_eq!(c.lost, 13);
         assert_eq!(c.records.last().map(|r| r.time), Some(1029));
         assert!(c.records.iter().all(|r| r.vcpu == 1));
+
+        // Attaching late: what is still intact, and nothing counted as lost.
+        let mut late = Collector::new();
+        assert_eq!(late.poll(&mut with_head(30), BLOCK_AT).expect("polls"), 7);
+        assert_eq!(late.lost, 0);
+        assert_eq!(late.records.first().map(|r| r.time), Some(1023));
     }
 
     #[test]
@@ -545,5 +570,6 @@ mod tests {
             "x",
         );
         assert!(empty.contains("no exits recorded"));
+        assert_eq!(trace.title(), "Stratum exit trace: a<b");
     }
 }
