@@ -84,34 +84,103 @@ impl ExitStats {
 
 /// The reason for an SMCCC call with function ID `function` made with
 /// `HVC #0`.
+///
+/// On every hypercall's path, so it is a table lookup rather than a compare
+/// tree: the owning service (bits 31:16) picks a table, the function
+/// number (bits 15:0) indexes it; the Arm architecture service's
+/// workaround IDs are the only ones outside small tables.
+#[inline]
 pub const fn call_reason(function: u32) -> Reason {
-    match function {
-        smccc::SMCCC_VERSION => Reason::HvcSmcccVersion,
-        smccc::SMCCC_ARCH_FEATURES => Reason::HvcSmcccFeatures,
-        smccc::SMCCC_ARCH_SOC_ID => Reason::HvcSmcccSocId,
-        smccc::SMCCC_ARCH_WORKAROUND_1
-        | smccc::SMCCC_ARCH_WORKAROUND_2
-        | smccc::SMCCC_ARCH_WORKAROUND_3 => Reason::HvcWorkaround,
-        smccc::PSCI_VERSION => Reason::HvcPsciVersion,
-        smccc::PSCI_CPU_SUSPEND_32 | smccc::PSCI_CPU_SUSPEND_64 => Reason::HvcPsciCpuSuspend,
-        smccc::PSCI_CPU_OFF => Reason::HvcPsciCpuOff,
-        smccc::PSCI_CPU_ON_32 | smccc::PSCI_CPU_ON_64 => Reason::HvcPsciCpuOn,
-        smccc::PSCI_AFFINITY_INFO_32 | smccc::PSCI_AFFINITY_INFO_64 => Reason::HvcPsciAffinityInfo,
-        smccc::PSCI_MIGRATE_32
-        | smccc::PSCI_MIGRATE_64
-        | smccc::PSCI_MIGRATE_INFO_TYPE
-        | smccc::PSCI_MIGRATE_INFO_UP_CPU_32
-        | smccc::PSCI_MIGRATE_INFO_UP_CPU_64 => Reason::HvcPsciMigrate,
-        smccc::PSCI_SYSTEM_OFF => Reason::HvcPsciSystemOff,
-        smccc::PSCI_SYSTEM_RESET | smccc::PSCI_SYSTEM_RESET2_64 => Reason::HvcPsciSystemReset,
-        smccc::PSCI_FEATURES => Reason::HvcPsciFeatures,
-        stratum::INFO => Reason::HvcStratumInfo,
-        stratum::DOORBELL => Reason::HvcStratumDoorbell,
-        stratum::MEM_INFO => Reason::HvcStratumMemInfo,
-        stratum::CALL_COUNT | stratum::CALL_UID | stratum::REVISION => Reason::HvcStratumQuery,
-        _ => Reason::HvcOther,
+    let number = (function & 0xFFFF) as usize;
+    let table: &[Reason] = match function >> 16 {
+        0x8000 => match function {
+            smccc::SMCCC_ARCH_WORKAROUND_1
+            | smccc::SMCCC_ARCH_WORKAROUND_2
+            | smccc::SMCCC_ARCH_WORKAROUND_3 => return Reason::HvcWorkaround,
+            _ => &ARCH_CALLS,
+        },
+        0x8400 => &PSCI_CALLS_32,
+        0xC400 => &PSCI_CALLS_64,
+        0xC600 => &STRATUM_CALLS,
+        0x8600 if number >= 0xFF00 => {
+            return match function {
+                stratum::CALL_COUNT | stratum::CALL_UID | stratum::REVISION => {
+                    Reason::HvcStratumQuery
+                }
+                _ => Reason::HvcOther,
+            };
+        }
+        _ => return Reason::HvcOther,
+    };
+    if number < table.len() {
+        table[number]
+    } else {
+        Reason::HvcOther
     }
 }
+
+/// No function of that number in the service.
+const NONE: Reason = Reason::HvcOther;
+
+/// `0x8000_00nn`: the Arm architecture calls, by function number.
+const ARCH_CALLS: [Reason; 3] = [
+    Reason::HvcSmcccVersion,
+    Reason::HvcSmcccFeatures,
+    Reason::HvcSmcccSocId,
+];
+
+/// `0x8400_00nn`: PSCI, SMC32 calling convention.
+const PSCI_CALLS_32: [Reason; 0x13] = [
+    Reason::HvcPsciVersion,      // 0x00
+    Reason::HvcPsciCpuSuspend,   // 0x01
+    Reason::HvcPsciCpuOff,       // 0x02
+    Reason::HvcPsciCpuOn,        // 0x03
+    Reason::HvcPsciAffinityInfo, // 0x04
+    Reason::HvcPsciMigrate,      // 0x05
+    Reason::HvcPsciMigrate,      // 0x06 MIGRATE_INFO_TYPE
+    Reason::HvcPsciMigrate,      // 0x07 MIGRATE_INFO_UP_CPU
+    Reason::HvcPsciSystemOff,    // 0x08
+    Reason::HvcPsciSystemReset,  // 0x09
+    Reason::HvcPsciFeatures,     // 0x0A
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    NONE, // 0x12: SYSTEM_RESET2 is SMC64 only here
+];
+
+/// `0xC400_00nn`: PSCI, SMC64 calling convention.
+const PSCI_CALLS_64: [Reason; 0x13] = [
+    NONE,
+    Reason::HvcPsciCpuSuspend, // 0x01
+    NONE,
+    Reason::HvcPsciCpuOn,        // 0x03
+    Reason::HvcPsciAffinityInfo, // 0x04
+    Reason::HvcPsciMigrate,      // 0x05
+    NONE,
+    Reason::HvcPsciMigrate, // 0x07 MIGRATE_INFO_UP_CPU
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    NONE,
+    Reason::HvcPsciSystemReset, // 0x12 SYSTEM_RESET2
+];
+
+/// `0xC600_00nn`: Stratum's vendor calls.
+const STRATUM_CALLS: [Reason; 3] = [
+    Reason::HvcStratumInfo,
+    Reason::HvcStratumDoorbell,
+    Reason::HvcStratumMemInfo,
+];
 
 /// The reason for a trapped system-register access.
 pub const fn sysreg_reason(access: &SysRegAccess) -> Reason {
@@ -247,6 +316,63 @@ mod tests {
         assert_eq!(snap.iter().sum::<u64>(), 4);
         s.clear();
         assert_eq!(s.snapshot(), [0; Reason::COUNT]);
+    }
+
+    /// The classification spelled out, to check the tables against.
+    fn reference_call_reason(function: u32) -> Reason {
+        match function {
+            smccc::SMCCC_VERSION => Reason::HvcSmcccVersion,
+            smccc::SMCCC_ARCH_FEATURES => Reason::HvcSmcccFeatures,
+            smccc::SMCCC_ARCH_SOC_ID => Reason::HvcSmcccSocId,
+            smccc::SMCCC_ARCH_WORKAROUND_1
+            | smccc::SMCCC_ARCH_WORKAROUND_2
+            | smccc::SMCCC_ARCH_WORKAROUND_3 => Reason::HvcWorkaround,
+            smccc::PSCI_VERSION => Reason::HvcPsciVersion,
+            smccc::PSCI_CPU_SUSPEND_32 | smccc::PSCI_CPU_SUSPEND_64 => Reason::HvcPsciCpuSuspend,
+            smccc::PSCI_CPU_OFF => Reason::HvcPsciCpuOff,
+            smccc::PSCI_CPU_ON_32 | smccc::PSCI_CPU_ON_64 => Reason::HvcPsciCpuOn,
+            smccc::PSCI_AFFINITY_INFO_32 | smccc::PSCI_AFFINITY_INFO_64 => {
+                Reason::HvcPsciAffinityInfo
+            }
+            smccc::PSCI_MIGRATE_32
+            | smccc::PSCI_MIGRATE_64
+            | smccc::PSCI_MIGRATE_INFO_TYPE
+            | smccc::PSCI_MIGRATE_INFO_UP_CPU_32
+            | smccc::PSCI_MIGRATE_INFO_UP_CPU_64 => Reason::HvcPsciMigrate,
+            smccc::PSCI_SYSTEM_OFF => Reason::HvcPsciSystemOff,
+            smccc::PSCI_SYSTEM_RESET | smccc::PSCI_SYSTEM_RESET2_64 => Reason::HvcPsciSystemReset,
+            smccc::PSCI_FEATURES => Reason::HvcPsciFeatures,
+            stratum::INFO => Reason::HvcStratumInfo,
+            stratum::DOORBELL => Reason::HvcStratumDoorbell,
+            stratum::MEM_INFO => Reason::HvcStratumMemInfo,
+            stratum::CALL_COUNT | stratum::CALL_UID | stratum::REVISION => Reason::HvcStratumQuery,
+            _ => Reason::HvcOther,
+        }
+    }
+
+    #[test]
+    fn call_tables_match_the_function_ids() {
+        // Every function number of every service the tables cover, and
+        // their neighbours.
+        for service in [
+            0x8000u32, 0x8400, 0xC400, 0xC600, 0x8600, 0x8100, 0xC000, 0x0400,
+        ] {
+            for number in (0..0x40)
+                .chain(0x3FF0..0x4010)
+                .chain(0x7FF0..0x8010)
+                .chain(0xFEF0..=0xFFFF)
+            {
+                let f = (service << 16) | number;
+                assert_eq!(call_reason(f), reference_call_reason(f), "{f:#x}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn call_tables_match_for_any_id(f: u32) {
+            proptest::prop_assert_eq!(call_reason(f), reference_call_reason(f));
+        }
     }
 
     #[test]
