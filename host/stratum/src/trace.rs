@@ -210,6 +210,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("abort", "#9c755f"),
     ("undef", "#bab0ac"),
     ("serror", "#000000"),
+    ("fp", "#edc948"),
 ];
 
 /// One vCPU's exits over time.

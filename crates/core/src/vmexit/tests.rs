@@ -1704,10 +1704,15 @@ fn every_exit_is_counted_under_its_precise_reason() {
     assert_eq!(counted(&h), Some((Reason::Wfe, 0)));
     h.run(&call_exit(esr(EC_UNKNOWN, 0)));
     assert_eq!(counted(&h).map(|c| c.0), Some(Reason::Undef));
+    // mrs x4, id_aa64mmfr0_el1 (TID3), emulated.
+    h.run(&call_exit(sysreg_esr(3, 0, 0, 7, 0, 4, true)));
+    assert_eq!(counted(&h).map(|c| c.0), Some(Reason::SysregId));
+    h.run(&call_exit(esr(0x07, 0)));
+    assert_eq!(counted(&h), Some((Reason::FpTrap, 0)));
     let c = h.counters;
     assert_eq!(
         (c.hvc, c.smc, c.mmio, c.mmio_decoded, c.sysreg, c.wfx),
-        (4, 1, 5, 1, 1, 2)
+        (4, 1, 5, 1, 2, 2)
     );
     assert_eq!((c.injected_aborts, c.injected_undefs), (1, 2));
     assert_eq!(
