@@ -254,6 +254,7 @@ pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
 /// Stops the machine with `status` (semihosting when available, else PSCI
 /// `SYSTEM_OFF`), or parks this CPU if neither works.
 pub fn shutdown(status: u32) -> ! {
+    crate::telemetry::before_shutdown();
     if let Some(s) = settings_for_panic() {
         if s.semihosting {
             // SAFETY: the boot bundle said semihosting is enabled.

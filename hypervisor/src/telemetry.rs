@@ -243,6 +243,27 @@ pub fn trace(vm: usize, vcpu: usize, reason: Reason, detail: u32) {
     let _ = (vm, vcpu, reason, detail);
 }
 
+/// How long a trace build lingers before stopping the machine, in
+/// milliseconds of counter time: several of the host's polls
+/// (`stratum trace` reads the rings every 20 ms), so the last records are
+/// read before QEMU exits.
+#[cfg(feature = "trace")]
+const LINGER_MS: u64 = 100;
+
+/// Called just before the machine stops: a trace build lingers
+/// [`LINGER_MS`] so the host collects the final records; otherwise nothing.
+#[inline(always)]
+pub fn before_shutdown() {
+    #[cfg(feature = "trace")]
+    {
+        let hz = stratum_arch::timer::frequency();
+        let end = stratum_arch::timer::counter().saturating_add(hz / 1000 * LINGER_MS);
+        while stratum_arch::timer::counter() < end {
+            core::hint::spin_loop();
+        }
+    }
+}
+
 /// Prints the statistics table of VM `id` on the console.
 pub fn print_vm(id: usize) {
     let Some(slot) = BLOCK.vms.get(id) else {

@@ -155,6 +155,20 @@ fn trace_plots_a_run() {
         .and_then(|n| n.parse().ok())
         .expect("the record count in the subtitle");
     assert!(traced > 100, "{traced} records\n{}", run.describe());
+    // Never more records than the exits the stop table counted (every
+    // record is one counted exit or interrupt).
+    let table = run
+        .console
+        .split("(stopped): exits by reason")
+        .nth(1)
+        .expect("the stop table");
+    let counted = row(table, "total")
+        .and_then(|r| r.last().copied())
+        .expect("a total row");
+    assert!(
+        traced <= counted,
+        "{traced} records, {counted} exits counted"
+    );
     assert!(svg.contains("vm0 'psci' vcpu0: "), "{svg}");
     assert!(svg.contains("<path "), "no bars: {svg}");
     // The console's output is the bulk of this guest's exits.

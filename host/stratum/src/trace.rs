@@ -6,8 +6,9 @@
 //! the ring descriptors, the records written since the last poll, then the
 //! descriptors again, and keeps only records the writer cannot have been
 //! overwriting meanwhile (`stratum_abi::telemetry::readable_records`).
-//! Records overwritten before a poll reached them are counted as lost; the
-//! ones written after the last poll, just before QEMU exits, are missing.
+//! Records overwritten before a poll reached them are counted as lost. A
+//! trace build of the hypervisor lingers 100 ms before it stops the machine,
+//! so the last polls see the final records.
 //!
 //! The plot has one panel per vCPU that exited: time on the x axis, exits
 //! per time bin on the y axis, stacked by reason family (hvc, mmio, irq, …),
