@@ -288,10 +288,9 @@ impl Irqs {
         for _ in 0..MAX_ACKS {
             let Some(irq) = self.gic.ack() else { break };
             self.gic.priority_drop(irq);
-            if let Some(slot) = out.counted.get_mut(out.counted_len) {
-                *slot = (self.reason(irq.intid()), irq.intid());
-                out.counted_len += 1;
-            }
+            // At most MAX_ACKS per class: the 8-bit lane cannot overflow.
+            let class = self.reason(irq.intid()) as u32 - FIRST_IRQ_REASON as u32;
+            out.classes = out.classes.wrapping_add(1 << (8 * class));
             match irq.intid() {
                 // Hardware-linked: stays active until the guest deactivates
                 // its virtual twin through the list register's HW bit.
@@ -337,6 +336,7 @@ impl Irqs {
 }
 
 /// What one round of acknowledges left to do outside the per-CPU lock.
+#[derive(Default)]
 struct Acks {
     /// The virtual and EL1 physical timer interrupts, to forward to the
     /// loaded vCPU.
@@ -349,39 +349,40 @@ struct Acks {
     passthrough: [Option<stratum_arch::gic::Acked>; MAX_ACKS],
     /// How many of `passthrough` are set.
     passthrough_count: usize,
-    /// Every interrupt acknowledged, classified for the exit statistics.
-    counted: [(Reason, u32); MAX_ACKS],
-    /// How many of `counted` are set.
-    counted_len: usize,
+    /// Interrupts acknowledged per statistics class, 8 bits each: class `c`
+    /// (reason [`FIRST_IRQ_REASON`] + `c`) in bits `8c..8c+8`. Passthrough
+    /// SPIs are counted from `passthrough` instead.
+    classes: u64,
 }
 
-impl Default for Acks {
-    fn default() -> Self {
-        Self {
-            timers: [None; 2],
-            console: false,
-            preempt: false,
-            passthrough: [None; MAX_ACKS],
-            passthrough_count: 0,
-            counted: [(Reason::IrqOther, 0); MAX_ACKS],
-            counted_len: 0,
+/// The first of the interrupt reasons, in code order: `irq vtimer` …
+/// `irq other`.
+const FIRST_IRQ_REASON: Reason = Reason::IrqVtimer;
+/// How many interrupt reasons there are.
+const IRQ_CLASSES: usize = Reason::IrqOther as usize - FIRST_IRQ_REASON as usize + 1;
+const _: () = assert!(
+    IRQ_CLASSES <= 8 && MAX_ACKS < 256,
+    "Acks::classes packs 8-bit counts in a u64"
+);
+
+/// Counts the interrupts of `acks` in the exit statistics: EL2's own and
+/// the timers' for `loaded`, the vCPU loaded on this CPU (none: not
+/// counted), a passthrough SPI for vCPU 0 of the VM it belongs to.
+fn count_interrupts(loaded: Option<VcpuRef>, acks: &Acks) {
+    if let Some(o) = loaded {
+        let mut lanes = acks.classes;
+        while lanes != 0 {
+            let class = lanes.trailing_zeros() / 8;
+            let n = (lanes >> (8 * class)) as u8;
+            lanes &= !(0xFF << (8 * class));
+            if let Some(reason) = Reason::from_code(FIRST_IRQ_REASON as u8 + class as u8) {
+                crate::telemetry::interrupts(o.vm.into(), o.vcpu.into(), reason, n);
+            }
         }
     }
-}
-
-/// Counts the interrupts of `acks` in the exit statistics: a passthrough
-/// SPI for vCPU 0 of the VM it belongs to (which it is forwarded to), the
-/// others for the vCPU loaded on `cpu` (none: not counted).
-fn count_interrupts(cpu: usize, acks: &Acks) {
-    let loaded = sched::loaded(cpu);
-    for &(reason, intid) in &acks.counted[..acks.counted_len] {
-        let owner = if reason == Reason::IrqDevice {
-            route_of(intid).map(|vm| (vm, 0))
-        } else {
-            loaded.map(|o| (usize::from(o.vm), usize::from(o.vcpu)))
-        };
-        if let Some((vm, v)) = owner {
-            crate::telemetry::interrupt(vm, v, reason, intid);
+    for irq in acks.passthrough[..acks.passthrough_count].iter().flatten() {
+        if let Some(vm) = route_of(irq.intid()) {
+            crate::telemetry::interrupt(vm, 0, Reason::IrqDevice, irq.intid());
         }
     }
 }
@@ -478,11 +479,16 @@ pub fn send_kicks(vm: &mut Vm, cpu: usize) {
 /// timer fired. Holds no VM lock on entry.
 pub fn service(cpu: usize) -> bool {
     let acks = with(|irqs| irqs.ack_all());
-    if acks.counted_len > 0 {
-        count_interrupts(cpu, &acks);
-    }
+    // The timers' interrupts are classes too: whenever there are some, the
+    // loaded vCPU is looked up (once) for both counting and forwarding.
+    let loaded = if acks.classes != 0 {
+        sched::loaded(cpu)
+    } else {
+        None
+    };
+    count_interrupts(loaded, &acks);
     if acks.timers.iter().any(Option::is_some) {
-        match sched::loaded(cpu) {
+        match loaded {
             Some(owner) => system::with_vm(owner.vm.into(), |vm| {
                 for irq in acks.timers.iter().flatten() {
                     // Never refused for a PPI; if the model holds a previous

@@ -233,6 +233,16 @@ pub fn interrupt(vm: usize, vcpu: usize, reason: Reason, intid: u32) {
     count(vm, vcpu, reason, intid);
 }
 
+/// `n` physical interrupts of class `reason` (one of EL2's own, or a
+/// timer's; the INTID is implied) taken for vCPU `vcpu` of VM `vm`; traced
+/// with detail 0.
+pub fn interrupts(vm: usize, vcpu: usize, reason: Reason, n: u8) {
+    stats(vm, vcpu).add(reason, u64::from(n));
+    for _ in 0..n {
+        trace(vm, vcpu, reason, 0);
+    }
+}
+
 /// Appends an exit record to this CPU's trace ring (nothing without the
 /// `trace` feature).
 #[inline(always)]

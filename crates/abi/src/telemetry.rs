@@ -276,7 +276,8 @@ pub const RECORD_SIZE: usize = 16;
 /// handled it), `vm` (`u8`), `vcpu` (`u8`), `reason` (`u8`, a [`Reason`]
 /// code), a reserved byte, and `detail` (`u32`: the function ID of a call,
 /// the low 32 bits of the IPA of an MMIO access or abort, the encoding of a
-/// system register, the INTID of an interrupt, else 0).
+/// system register, the INTID of a passthrough interrupt, else 0: the other
+/// interrupt reasons name their INTID).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceRecord {
     /// Physical counter value (`CNTPCT_EL0`).

@@ -50,6 +50,13 @@ impl ExitStats {
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
+    /// Counts `n` of `reason` at once (single writer: see the module docs).
+    #[inline]
+    pub fn add(&self, reason: Reason, n: u64) {
+        let c = &self.counts[reason as usize];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
     /// The counter of `reason`.
     pub fn get(&self, reason: Reason) -> u64 {
         self.counts[reason as usize].load(Ordering::Relaxed)
@@ -305,6 +312,12 @@ mod tests {
         s.count(Reason::Wfi);
         s.count(Reason::HvcPsciVersion);
         s.count(Reason::MmioDecoded);
+        s.add(Reason::IrqKick, 3);
+        assert_eq!(s.get(Reason::IrqKick), 3);
+        s.add(Reason::IrqKick, 0);
+        assert_eq!(s.family("irq"), 3);
+        s.add(Reason::IrqKick, u64::MAX - 2);
+        assert_eq!(s.get(Reason::IrqKick), 0, "wraps, never panics");
         assert_eq!(s.get(Reason::Wfi), 2);
         assert_eq!(s.family("wfx"), 2);
         assert_eq!(s.family("hvc"), 1);
