@@ -155,8 +155,10 @@ fn trace_plots_a_run() {
         .and_then(|n| n.parse().ok())
         .expect("the record count in the subtitle");
     assert!(traced > 100, "{traced} records\n{}", run.describe());
-    // Never more records than the exits the stop table counted (every
-    // record is one counted exit or interrupt).
+    // Every record is one counted exit or interrupt, so the plot holds no
+    // more than the stop table counted, give or take the few that other
+    // vCPUs and interrupts add after it is printed (while the machine
+    // stops).
     let table = run
         .console
         .split("(stopped): exits by reason")
@@ -166,7 +168,7 @@ fn trace_plots_a_run() {
         .and_then(|r| r.last().copied())
         .expect("a total row");
     assert!(
-        traced <= counted,
+        traced <= counted + 64,
         "{traced} records, {counted} exits counted"
     );
     assert!(svg.contains("vm0 'psci' vcpu0: "), "{svg}");
