@@ -291,7 +291,9 @@ pub fn print_vm(id: usize) {
     let name = core::str::from_utf8(&name[..len]).unwrap_or("?");
     let vcpus = (slot.vcpus.load(Ordering::Relaxed) as usize).min(VCPU_SLOTS);
     crate::log!("vm{id} '{name}' ({}): exits by reason", state.name());
-    let _ = render_table(&mut Console, vcpus, |v, r| slot.stats[v].get(r));
+    let mut lines = LogLines::default();
+    let _ = render_table(&mut lines, vcpus, |v, r| slot.stats[v].get(r));
+    lines.flush();
 }
 
 /// Prints the statistics table of every VM (the console's statistics
@@ -306,12 +308,47 @@ pub fn print_stats() {
     }
 }
 
-/// `fmt::Write` onto the hypervisor console.
-struct Console;
+/// `fmt::Write` onto the hypervisor console, a whole line at a time, each
+/// as a hypervisor message (`[stratum] …`): with several VMs, every console
+/// line must say whose it is.
+struct LogLines {
+    buf: [u8; 192],
+    len: usize,
+}
 
-impl fmt::Write for Console {
+impl Default for LogLines {
+    fn default() -> Self {
+        Self {
+            buf: [0; 192],
+            len: 0,
+        }
+    }
+}
+
+impl LogLines {
+    /// Prints what is buffered as one line (if anything).
+    fn flush(&mut self) {
+        if self.len > 0 {
+            let line = core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?");
+            crate::log!("{line}");
+            self.len = 0;
+        }
+    }
+}
+
+impl fmt::Write for LogLines {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        crate::console::write_fmt(format_args!("{s}"));
+        for &b in s.as_bytes() {
+            if b == b'\n' {
+                self.flush();
+                continue;
+            }
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
         Ok(())
     }
 }

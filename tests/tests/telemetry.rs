@@ -21,6 +21,8 @@ use stratum_systests::{
 /// from the first line starting with it.
 fn row(table: &str, name: &str) -> Option<Vec<u64>> {
     table.lines().find_map(|line| {
+        // The hypervisor prints the stop table as its own messages.
+        let line = line.strip_prefix("[stratum]").unwrap_or(line);
         let rest = line.trim_start().strip_prefix(name)?;
         let rest = rest.strip_prefix(' ')?;
         rest.split_whitespace().map(|n| n.parse().ok()).collect()
