@@ -4,7 +4,10 @@
 use stratum_arch::{sysreg, tlb};
 use stratum_core::addr::Gva;
 use stratum_core::inject::Injection;
-use stratum_core::vmexit::{self, ABORT_LOG_LIMIT, Action, ExitEnv, ExitInfo, StopReason, VmModel};
+use stratum_core::stats::Reason;
+use stratum_core::vmexit::{
+    self, ABORT_LOG_LIMIT, AbortReport, Action, ExitEnv, ExitInfo, StopReason, VmModel,
+};
 
 use stratum_core::guest_dt::{GuestGic, virt_map};
 use stratum_core::vmexit::GicModel;
@@ -14,7 +17,7 @@ use stratum_core::sched::VcpuRef;
 use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu};
 use crate::vm::Vm;
-use crate::{irq, log, sched, smp, system};
+use crate::{irq, log, sched, smp, system, telemetry};
 
 /// The glue's side of [`ExitEnv`], for one VM.
 struct Env {
@@ -142,6 +145,7 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
             }
         }
         kind::SERROR => {
+            telemetry::count(id, v, Reason::SError, 0);
             system::with_vm(id, |vm| irq::fold_on(vm, v, cpu));
             system::stop_vm(cpu, me, StopReason::Crashed)
         }
@@ -173,6 +177,48 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
     });
     if park {
         system::park_vcpu(cpu, me);
+    }
+}
+
+/// Logs an injected exception (undefined instruction, or an abort with its
+/// report), the first [`ABORT_LOG_LIMIT`] of each kind per VM. Off the hot
+/// path: only exits that inject come here.
+#[cold]
+#[inline(never)]
+fn log_injection(vm: &Vm, info: &ExitInfo, inj: &Injection, last_abort: Option<AbortReport>) {
+    let counters = telemetry::summary(vm.id);
+    if inj.esr_el1 >> 26 == 0 && counters.injected_undefs <= ABORT_LOG_LIMIT {
+        log!(
+            "vm{} '{}': undefined instruction injected for ESR_EL2 {:#x} at pc {:#x}{}",
+            vm.id,
+            vm.image.name,
+            info.esr,
+            info.pc,
+            if counters.injected_undefs == ABORT_LOG_LIMIT {
+                " (further ones are only counted)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(report) = last_abort {
+        let n = counters.injected_aborts;
+        if n <= ABORT_LOG_LIMIT {
+            log!(
+                "vm{} '{}': {:?} {} of {} at pc {:#x}: abort injected{}",
+                vm.id,
+                vm.image.name,
+                report.why,
+                if report.write { "write" } else { "read" },
+                report.ipa,
+                report.pc,
+                if n == ABORT_LOG_LIMIT {
+                    " (further aborts are only counted)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 }
 
@@ -218,7 +264,8 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
         vcpus: &mut vm.power[..vm.image.vcpus as usize],
         firmware: settings.firmware,
         pstate_features: settings.pstate_features,
-        counters: &mut vm.counters,
+        stats: telemetry::stats(id, v),
+        counted: None,
         last_abort: None,
         gic: Some(GicModel {
             dist: virt_map::GICD,
@@ -237,41 +284,11 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     };
     let action = vmexit::handle_sync(&info, v, &mut live, &mut model, &mut env);
     let last_abort = model.last_abort;
-    if let Action::Inject(inj) = action
-        && inj.esr_el1 >> 26 == 0
-        && vm.counters.injected_undefs <= ABORT_LOG_LIMIT
-    {
-        log!(
-            "vm{} '{}': undefined instruction injected for ESR_EL2 {:#x} at pc {:#x}{}",
-            vm.id,
-            vm.image.name,
-            info.esr,
-            info.pc,
-            if vm.counters.injected_undefs == ABORT_LOG_LIMIT {
-                " (further ones are only counted)"
-            } else {
-                ""
-            }
-        );
+    if let Some(c) = model.counted {
+        telemetry::trace(id, v, c.reason, c.detail);
     }
-    if let Some(report) = last_abort {
-        let n = vm.counters.injected_aborts;
-        if n <= ABORT_LOG_LIMIT {
-            log!(
-                "vm{} '{}': {:?} {} of {} at pc {:#x}: abort injected{}",
-                vm.id,
-                vm.image.name,
-                report.why,
-                if report.write { "write" } else { "read" },
-                report.ipa,
-                report.pc,
-                if n == ABORT_LOG_LIMIT {
-                    " (further aborts are only counted)"
-                } else {
-                    ""
-                }
-            );
-        }
+    if let Action::Inject(inj) = action {
+        log_injection(vm, &info, &inj, last_abort);
     }
     // An exception the guest cannot take: the abort is injected at its
     // own vector table (which is unmapped, or faults at once). Each

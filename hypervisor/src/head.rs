@@ -49,7 +49,8 @@ _start:
     .quad   0                       // text_offset
     .quad   __image_size            // image_size, bss included
     .quad   0xa                     // LE, 4 KiB pages, any 2 MiB-aligned base
-    .quad   0, 0, 0
+    .quad   {telemetry}             // res2: the telemetry block (stratum_abi::telemetry)
+    .quad   0, 0
     .ascii  "ARM\x64"
     .long   0
 
@@ -232,6 +233,7 @@ guest_resume:
     stacks = sym STACKS,
     stack_size = const STACK_SIZE,
     l1 = sym EL2_L1_TABLE,
+    telemetry = sym crate::telemetry::BLOCK,
     sync = const kind::SYNC,
     irq = const kind::IRQ,
     fiq = const kind::FIQ,

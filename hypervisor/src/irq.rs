@@ -27,6 +27,7 @@ use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
 use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::sched::VcpuRef;
+use stratum_core::stats::Reason;
 use stratum_vgic::{ListRegister, LrState};
 
 use crate::head::MAX_CPUS;
@@ -265,6 +266,20 @@ impl Irqs {
         });
     }
 
+    /// The statistics class of physical interrupt `intid`.
+    fn reason(&self, intid: u32) -> Reason {
+        match intid {
+            VTIMER_INTID => Reason::IrqVtimer,
+            PTIMER_INTID => Reason::IrqPtimer,
+            KICK_SGI => Reason::IrqKick,
+            PREEMPT_INTID => Reason::IrqPreempt,
+            i if i == self.maintenance_intid => Reason::IrqMaintenance,
+            i if Some(i) == self.console_intid => Reason::IrqConsole,
+            i if i >= 32 => Reason::IrqDevice,
+            _ => Reason::IrqOther,
+        }
+    }
+
     /// Acknowledges the pending physical interrupts (at most [`MAX_ACKS`]:
     /// a level interrupt whose source stays asserted must not keep EL2
     /// here), handles EL2's own at once and returns the ones to forward.
@@ -273,6 +288,9 @@ impl Irqs {
         for _ in 0..MAX_ACKS {
             let Some(irq) = self.gic.ack() else { break };
             self.gic.priority_drop(irq);
+            // At most MAX_ACKS per class: the 8-bit lane cannot overflow.
+            let class = self.reason(irq.intid()) as u32 - FIRST_IRQ_REASON as u32;
+            out.classes = out.classes.wrapping_add(1 << (8 * class));
             match irq.intid() {
                 // Hardware-linked: stays active until the guest deactivates
                 // its virtual twin through the list register's HW bit.
@@ -331,6 +349,42 @@ struct Acks {
     passthrough: [Option<stratum_arch::gic::Acked>; MAX_ACKS],
     /// How many of `passthrough` are set.
     passthrough_count: usize,
+    /// Interrupts acknowledged per statistics class, 8 bits each: class `c`
+    /// (reason [`FIRST_IRQ_REASON`] + `c`) in bits `8c..8c+8`. Passthrough
+    /// SPIs are counted from `passthrough` instead.
+    classes: u64,
+}
+
+/// The first of the interrupt reasons, in code order: `irq vtimer` …
+/// `irq other`.
+const FIRST_IRQ_REASON: Reason = Reason::IrqVtimer;
+/// How many interrupt reasons there are.
+const IRQ_CLASSES: usize = Reason::IrqOther as usize - FIRST_IRQ_REASON as usize + 1;
+const _: () = assert!(
+    IRQ_CLASSES <= 8 && MAX_ACKS < 256,
+    "Acks::classes packs 8-bit counts in a u64"
+);
+
+/// Counts the interrupts of `acks` in the exit statistics: EL2's own and
+/// the timers' for `loaded`, the vCPU loaded on this CPU (none: not
+/// counted), a passthrough SPI for vCPU 0 of the VM it belongs to.
+fn count_interrupts(loaded: Option<VcpuRef>, acks: &Acks) {
+    if let Some(o) = loaded {
+        let mut lanes = acks.classes;
+        while lanes != 0 {
+            let class = lanes.trailing_zeros() / 8;
+            let n = (lanes >> (8 * class)) as u8;
+            lanes &= !(0xFF << (8 * class));
+            if let Some(reason) = Reason::from_code(FIRST_IRQ_REASON as u8 + class as u8) {
+                crate::telemetry::interrupts(o.vm.into(), o.vcpu.into(), reason, n);
+            }
+        }
+    }
+    for irq in acks.passthrough[..acks.passthrough_count].iter().flatten() {
+        if let Some(vm) = route_of(irq.intid()) {
+            crate::telemetry::interrupt(vm, 0, Reason::IrqDevice, irq.intid());
+        }
+    }
 }
 
 /// After an exit of vCPU `v` on CPU `cpu` (the caller's own): folds the
@@ -425,8 +479,16 @@ pub fn send_kicks(vm: &mut Vm, cpu: usize) {
 /// timer fired. Holds no VM lock on entry.
 pub fn service(cpu: usize) -> bool {
     let acks = with(|irqs| irqs.ack_all());
+    // The timers' interrupts are classes too: whenever there are some, the
+    // loaded vCPU is looked up (once) for both counting and forwarding.
+    let loaded = if acks.classes != 0 {
+        sched::loaded(cpu)
+    } else {
+        None
+    };
+    count_interrupts(loaded, &acks);
     if acks.timers.iter().any(Option::is_some) {
-        match sched::loaded(cpu) {
+        match loaded {
             Some(owner) => system::with_vm(owner.vm.into(), |vm| {
                 for irq in acks.timers.iter().flatten() {
                     // Never refused for a PPI; if the model holds a previous

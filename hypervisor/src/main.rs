@@ -18,6 +18,7 @@ mod sched;
 mod smp;
 mod sync;
 mod system;
+mod telemetry;
 mod vcpu;
 mod vm;
 
@@ -132,6 +133,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
             sysreg::id_aa64mmfr1_el1(),
         ),
     });
+    telemetry::init();
     banner(&platform, &bundle);
     if bundle.flags() & FLAG_SELFTEST_EL2_FAULT != 0 {
         selftest_el2_fault();

@@ -78,6 +78,7 @@ pub fn settings_for_panic() -> Option<Settings> {
 /// Installs VM `vm.id` (boot CPU, before any guest runs).
 pub fn install_vm(vm: Vm) {
     let id = vm.id;
+    crate::telemetry::register_vm(id, vm.image.name, vm.image.vcpus as usize);
     *VMS[id].lock() = Some(vm);
     VM_COUNT.fetch_max(id + 1, Ordering::AcqRel);
 }
@@ -200,21 +201,15 @@ pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
         reset_vm(cpu, me);
     }
     with_vm(id, |vm| {
-        let c = vm.counters;
         log!(
-            "vm{} '{}' stopped ({reason:?}) after {} boot(s); exits: {} hvc, {} smc, {} mmio ({} decoded), {} sysreg, {} wfx; {} aborts and {} undefs injected",
+            "vm{} '{}' stopped ({reason:?}) after {} boot(s)",
             vm.id,
             vm.image.name,
             vm.boot_count,
-            c.hvc,
-            c.smc,
-            c.mmio,
-            c.mmio_decoded,
-            c.sysreg,
-            c.wfx,
-            c.injected_aborts,
-            c.injected_undefs
         );
+        let crashed = reason == StopReason::Crashed;
+        crate::telemetry::vm_stopped(id, crashed, vm.boot_count);
+        crate::telemetry::print_vm(id);
         vm.state = RunState::Stopped(reason);
         vm.running[usize::from(me.vcpu)] = false;
         crate::console::set_state(
@@ -259,6 +254,7 @@ pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
 /// Stops the machine with `status` (semihosting when available, else PSCI
 /// `SYSTEM_OFF`), or parks this CPU if neither works.
 pub fn shutdown(status: u32) -> ! {
+    crate::telemetry::before_shutdown();
     if let Some(s) = settings_for_panic() {
         if s.semihosting {
             // SAFETY: the boot bundle said semihosting is enabled.

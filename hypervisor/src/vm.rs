@@ -10,7 +10,6 @@ use stratum_core::pl011::Pl011;
 use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::psci::{PowerState, VcpuPower};
 use stratum_core::stage2::{MapStats, Mapping, Stage2Config, Stage2Table};
-use stratum_core::vmexit::ExitCounters;
 
 use stratum_vgic::Vgic;
 
@@ -209,8 +208,6 @@ pub struct Vm {
     pub resetting: bool,
     /// `CNTVOFF_EL2` of this boot (every vCPU's virtual counter agrees).
     pub cntvoff: u64,
-    /// Exit counters.
-    pub counters: ExitCounters,
     /// Times the VM booted.
     pub boot_count: u64,
     /// Each vCPU's general-purpose registers.
@@ -330,7 +327,6 @@ impl Vm {
             needs_tlb_flush: true,
             resetting: false,
             cntvoff: 0,
-            counters: ExitCounters::default(),
             boot_count: 0,
             frames: [Frame::default(); MAX_VCPUS],
             gic,

@@ -8,7 +8,8 @@
 //! - `STRATUM_GUESTS_DIR`: the guest ELFs (fallback
 //!   `<target>/aarch64-unknown-none/release/`);
 //! - `STRATUM_HYPERVISOR`: the hypervisor `Image`, read by the CLI itself (the
-//!   harness passes it on, made absolute);
+//!   harness passes it on, made absolute); `STRATUM_HYPERVISOR_TRACE` likewise,
+//!   the one built with the exit trace;
 //! - `STRATUM_LINUX_KERNEL`, `STRATUM_LINUX_INITRD`: the Linux guest of the
 //!   Linux tests (set by `cargo xtask test`, tier 3).
 //!
@@ -405,6 +406,17 @@ pub fn run_command(cmd: Command, hard_timeout: Duration) -> Run {
     run_command_with_input(cmd, hard_timeout, None)
 }
 
+/// Passes `STRATUM_HYPERVISOR` and `STRATUM_HYPERVISOR_TRACE` on to `cmd`,
+/// made absolute: the CLI reads them relative to its own working directory
+/// (the package directory, under cargo test).
+pub fn pass_hypervisor_env(cmd: &mut Command) {
+    for var in ["STRATUM_HYPERVISOR", "STRATUM_HYPERVISOR_TRACE"] {
+        if let Some(hyp) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            cmd.env(var, workspace_root().join(hyp));
+        }
+    }
+}
+
 /// Whether `marker` occurs in the output captured so far (an empty marker
 /// is there at once).
 pub fn input_due(output: &[u8], marker: &str) -> bool {
@@ -422,11 +434,7 @@ pub fn run_command_with_input(
     hard_timeout: Duration,
     input: Option<(&str, &str)>,
 ) -> Run {
-    // The CLI reads STRATUM_HYPERVISOR relative to its own working directory
-    // (the package directory, under cargo test): pass it on absolute.
-    if let Some(hyp) = std::env::var_os("STRATUM_HYPERVISOR").filter(|v| !v.is_empty()) {
-        cmd.env("STRATUM_HYPERVISOR", workspace_root().join(hyp));
-    }
+    pass_hypervisor_env(&mut cmd);
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {

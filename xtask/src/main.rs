@@ -73,6 +73,8 @@ pub fn root() -> PathBuf {
 pub struct Artifacts {
     /// The hypervisor as an arm64 `Image`.
     pub hypervisor: PathBuf,
+    /// The hypervisor built with the exit trace (`--features trace`).
+    pub hypervisor_trace: PathBuf,
     /// Directory holding the test guest ELFs.
     pub guests: PathBuf,
     /// The `stratum` CLI binary.
@@ -96,6 +98,8 @@ pub fn cargo(args: &[&str]) -> Result<(), String> {
 /// Builds the hypervisor Image, the test guests and the CLI.
 pub fn build_all() -> Result<Artifacts, String> {
     let hypervisor = stratum::build_hypervisor(true).map_err(|e| format!("{e:#}"))?;
+    let hypervisor_trace =
+        stratum::hypervisor::build_hypervisor_with(true, true).map_err(|e| format!("{e:#}"))?;
     cargo(&[
         "build",
         "--release",
@@ -113,6 +117,7 @@ pub fn build_all() -> Result<Artifacts, String> {
         .map_err(|e| format!("{e:#}"))?;
     Ok(Artifacts {
         hypervisor,
+        hypervisor_trace,
         guests,
         stratum: target.join("debug").join("stratum"),
     })
@@ -158,7 +163,9 @@ fn fill_demo_template(
 fn run(args: &[String]) -> Result<(), String> {
     let art = build_all()?;
     let mut cmd = Command::new(&art.stratum);
-    cmd.arg("run").env("STRATUM_HYPERVISOR", &art.hypervisor);
+    cmd.arg("run")
+        .env("STRATUM_HYPERVISOR", &art.hypervisor)
+        .env("STRATUM_HYPERVISOR_TRACE", &art.hypervisor_trace);
     let passthrough: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
     if passthrough.is_empty() {
         let config = demo_config(&art)?;

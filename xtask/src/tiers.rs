@@ -204,6 +204,7 @@ pub fn test_all() -> Result<(), String> {
         Ok(a) => {
             let envs = [
                 ("STRATUM_HYPERVISOR", a.hypervisor.as_path()),
+                ("STRATUM_HYPERVISOR_TRACE", a.hypervisor_trace.as_path()),
                 ("STRATUM_GUESTS_DIR", a.guests.as_path()),
                 ("STRATUM_BIN", a.stratum.as_path()),
             ];

@@ -7,6 +7,8 @@
 //!   description and images from the host tool to the hypervisor.
 //! - [`exit`]: the status codes the hypervisor leaves QEMU with.
 //! - [`console`]: the markers test guests print for the system-test harness.
+//! - [`telemetry`]: the exit statistics and trace rings the hypervisor
+//!   publishes for `stratum stats` and `stratum trace`.
 //!
 //! `no_std`, no `unsafe`, no dependencies.
 #![cfg_attr(not(test), no_std)]
@@ -21,3 +23,4 @@ pub mod console;
 pub mod exit;
 pub mod limits;
 pub mod smccc;
+pub mod telemetry;

@@ -24,4 +24,5 @@ pub mod psci;
 pub mod ring;
 pub mod sched;
 pub mod stage2;
+pub mod stats;
 pub mod vmexit;

@@ -25,6 +25,7 @@ Exit status:
 
 Environment:
   STRATUM_HYPERVISOR  hypervisor Image (or ELF) to use instead of building one
+  STRATUM_HYPERVISOR_TRACE  the same, built with the `trace` feature (run --trace)
   STRATUM_QEMU        QEMU binary to use instead of qemu-system-aarch64 on PATH
   STRATUM_CACHE       cache root for fetched guests (default ~/.cache/stratum);
                       the Debian guest lives in $STRATUM_CACHE/debian";
@@ -124,6 +125,39 @@ pub enum Command {
     /// writes results.json and results.svg (see docs/benchmarks.md).
     #[command(after_help = BENCH_AFTER_HELP)]
     Bench(BenchArgs),
+    /// Show the exit statistics of a running system (`stratum run` in another terminal).
+    ///
+    /// Per VM, a table of exits by reason (rows) and vCPU (columns), read
+    /// live from the hypervisor's memory through the run's QMP socket. The
+    /// same table is printed when a VM stops. docs/stats-and-trace.md says
+    /// what each reason means.
+    Stats {
+        /// Process id of the `stratum run` to look at (needed when several run).
+        #[arg(long, value_name = "N")]
+        pid: Option<u32>,
+    },
+    /// Plot the exit trace of a running system as an SVG timeline.
+    ///
+    /// The run must use a hypervisor built with the `trace` feature: start
+    /// it with `stratum run --trace OUT.svg` (which also plots the whole run
+    /// when it ends) or `--hypervisor` naming such a build. This command
+    /// attaches to it, collects until --seconds pass or the run ends, and
+    /// writes the plot: exits per time bin for every vCPU, stacked by reason.
+    Trace(TraceArgs),
+}
+
+/// `stratum trace` arguments.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Where to write the SVG plot.
+    #[arg(short, long, value_name = "OUT.svg")]
+    pub output: PathBuf,
+    /// Process id of the `stratum run` to trace (needed when several run).
+    #[arg(long, value_name = "N")]
+    pub pid: Option<u32>,
+    /// Stop collecting after SECS seconds (default: when the run ends).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub seconds: Option<Duration>,
 }
 
 const BENCH_AFTER_HELP: &str = "\
@@ -285,6 +319,11 @@ pub struct RunArgs {
     /// [env: STRATUM_HYPERVISOR].
     #[arg(long, value_name = "IMAGE")]
     pub hypervisor: Option<PathBuf>,
+    /// Trace every exit and plot the run as an SVG timeline to OUT.svg when
+    /// it ends. Uses the hypervisor built with the `trace` feature
+    /// [env: STRATUM_HYPERVISOR_TRACE names a prebuilt one].
+    #[arg(long, value_name = "OUT.svg")]
+    pub trace: Option<PathBuf>,
     /// Self-test: the hypervisor takes a deliberate EL2 fault after booting,
     /// to show its panic epitaph (hidden: for the system tests).
     #[arg(long, hide = true)]
@@ -354,6 +393,7 @@ impl RunArgs {
             timeout: self.timeout,
             qemu_args: self.qemu_args.clone(),
             selftest_el2_fault: self.selftest_el2_fault,
+            trace: self.trace.clone(),
             ..RunOptions::new(self.config()?)
         })
     }
@@ -376,6 +416,15 @@ pub fn execute(cli: &Cli) -> i32 {
             exit_code::SUCCESS
         }),
         Command::Bench(args) => run_bench(&args.options()).map(|_| exit_code::SUCCESS),
+        Command::Stats { pid } => crate::telemetry::stats(*pid).map(|text| {
+            print!("{text}");
+            exit_code::SUCCESS
+        }),
+        Command::Trace(args) => {
+            crate::trace::attach(args.pid, args.seconds.map(|d| d.as_secs_f64())).and_then(
+                |trace| crate::trace::write_svg(&trace, &args.output).map(|()| exit_code::SUCCESS),
+            )
+        }
         Command::Run(args) => args.options().and_then(|opts| run(&opts)).map(|outcome| {
             if outcome.exit_code != exit_code::SUCCESS {
                 eprintln!("stratum: {}", outcome.verdict.describe());
@@ -545,6 +594,25 @@ mod tests {
         };
         assert_eq!(f.guest, FetchGuest::Debian);
         assert_eq!(f.cache.as_deref(), Some(std::path::Path::new("/tmp/c")));
+    }
+
+    #[test]
+    fn stats_and_trace_arguments() {
+        let cli = parse(&["stats", "--pid", "42"]).expect("parses");
+        assert!(matches!(cli.command, Command::Stats { pid: Some(42) }));
+        let cli = parse(&["trace", "-o", "t.svg", "--seconds", "2.5"]).expect("parses");
+        let Command::Trace(t) = cli.command else {
+            panic!("not trace")
+        };
+        assert_eq!(t.output, PathBuf::from("t.svg"));
+        assert_eq!(t.seconds, Some(Duration::from_millis(2500)));
+        assert_eq!(t.pid, None);
+        assert!(parse(&["trace"]).is_err(), "-o is required");
+        let cli = parse(&["run", "--kernel", "k", "--trace", "out.svg"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.trace, Some(PathBuf::from("out.svg")));
     }
 
     #[test]

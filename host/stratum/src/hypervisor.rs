@@ -1,6 +1,11 @@
 //! Getting the hypervisor's arm64 `Image`: build it with cargo from this
 //! workspace ([`build_hypervisor`]), or take the one the user names
 //! (`--hypervisor`, `$STRATUM_HYPERVISOR`), converting an ELF on the way.
+//!
+//! A run that traces exits needs the hypervisor built with the `trace`
+//! feature: [`build_hypervisor_with`] builds it into its own `Image`
+//! (`stratum-hypervisor-trace.Image`), `$STRATUM_HYPERVISOR_TRACE` names a
+//! prebuilt one.
 
 use std::env;
 use std::ffi::OsString;
@@ -16,6 +21,21 @@ pub const HYPERVISOR_PACKAGE: &str = "stratum-hypervisor";
 pub const HYPERVISOR_TARGET: &str = "aarch64-unknown-none-softfloat";
 /// Environment variable naming a prebuilt hypervisor (Image or ELF).
 pub const HYPERVISOR_ENV: &str = "STRATUM_HYPERVISOR";
+/// Environment variable naming a prebuilt hypervisor built with the
+/// `trace` feature (for `stratum run --trace`).
+pub const HYPERVISOR_TRACE_ENV: &str = "STRATUM_HYPERVISOR_TRACE";
+/// The Cargo feature that compiles the exit trace in.
+pub const TRACE_FEATURE: &str = "trace";
+
+/// The `cargo build` arguments that build the hypervisor (with the exit
+/// trace when `trace`).
+pub fn build_args_with(release: bool, trace: bool) -> Vec<&'static str> {
+    let mut args = build_args(release);
+    if trace {
+        args.extend(["--features", TRACE_FEATURE]);
+    }
+    args
+}
 
 /// The `cargo build` arguments that build the hypervisor.
 pub fn build_args(release: bool) -> Vec<&'static str> {
@@ -38,9 +58,17 @@ pub fn build_args(release: bool) -> Vec<&'static str> {
 /// returning the `Image`'s path. Cargo's output is shown only on failure (in
 /// the error). Failures are environment errors (exit status 4).
 pub fn build_hypervisor(release: bool) -> Result<PathBuf> {
+    build_hypervisor_with(release, false)
+}
+
+/// [`build_hypervisor`], with the exit trace compiled in when `trace`; the
+/// trace build's `Image` is `stratum-hypervisor-trace.Image`. (Cargo keeps
+/// both builds' objects apart; the ELF it leaves is the last build's, so the
+/// `Image` is made from it at once.)
+pub fn build_hypervisor_with(release: bool, trace: bool) -> Result<PathBuf> {
     let root = workspace_root();
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let args = build_args(release);
+    let args = build_args_with(release, trace);
     let shown = format!("cargo {}", args.join(" "));
     let output = Command::new(&cargo)
         .args(&args)
@@ -61,7 +89,11 @@ pub fn build_hypervisor(release: bool) -> Result<PathBuf> {
         .join(HYPERVISOR_TARGET)
         .join(if release { "release" } else { "debug" })
         .join(HYPERVISOR_PACKAGE);
-    let image = elf.with_extension("Image");
+    let image = if trace {
+        elf.with_file_name(format!("{HYPERVISOR_PACKAGE}-trace.Image"))
+    } else {
+        elf.with_extension("Image")
+    };
     make_image(&elf, &image).map_err(|e| {
         Error::new(ErrorKind::Environment, anyhow::anyhow!("{e}"))
             .context("the hypervisor built, but its Image could not be made")
@@ -86,6 +118,8 @@ pub enum HypervisorSource {
     Build {
         /// Release profile?
         release: bool,
+        /// With the exit trace (the `trace` feature)?
+        trace: bool,
     },
 }
 
@@ -101,14 +135,33 @@ impl HypervisorSource {
                     .map(PathBuf::from)
             }) {
             Some(path) => Self::File(path),
-            None => Self::Build { release },
+            None => Self::Build {
+                release,
+                trace: false,
+            },
+        }
+    }
+
+    /// Like [`Self::choose`], for a hypervisor with the exit trace:
+    /// `explicit`, else `$STRATUM_HYPERVISOR_TRACE`, else a trace build.
+    pub fn choose_trace(explicit: Option<&Path>, release: bool) -> Self {
+        match explicit.map(Path::to_path_buf).or_else(|| {
+            env::var_os(HYPERVISOR_TRACE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        }) {
+            Some(path) => Self::File(path),
+            None => Self::Build {
+                release,
+                trace: true,
+            },
         }
     }
 
     /// Produces the `Image` path, converting an ELF into `scratch/` if needed.
     pub fn resolve(&self, scratch: &Path) -> Result<PathBuf> {
         match self {
-            Self::Build { release } => build_hypervisor(*release),
+            Self::Build { release, trace } => build_hypervisor_with(*release, *trace),
             Self::File(path) => {
                 let mut magic = [0u8; 4];
                 let read = std::fs::File::open(path)
@@ -143,6 +196,16 @@ mod tests {
             "build -p stratum-hypervisor --target aarch64-unknown-none-softfloat --release"
         );
         assert!(!build_args(false).contains(&"--release"));
+        assert_eq!(
+            build_args_with(false, true).join(" "),
+            "build -p stratum-hypervisor --target aarch64-unknown-none-softfloat --features trace"
+        );
+        assert_eq!(build_args_with(true, false), build_args(true));
+        let image = Path::new("/t/x.Image");
+        assert_eq!(
+            HypervisorSource::choose_trace(Some(image), true),
+            HypervisorSource::File(image.to_path_buf())
+        );
     }
 
     #[test]

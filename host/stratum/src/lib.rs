@@ -18,6 +18,9 @@
 //! - [`linux::prepare_debian`]: the stock Debian arm64 kernel and a busybox
 //!   initramfs, fetched into a cache (`stratum fetch debian`).
 //! - [`bench::run_bench`]: the path-length benchmark (`stratum bench`).
+//! - [`telemetry`] and [`trace`]: the live exit statistics (`stratum stats`)
+//!   and the exit-trace timeline (`stratum trace`, `stratum run --trace`),
+//!   read from a running machine over QMP ([`qmp`]).
 //!
 //! Errors carry an [`ErrorKind`] that decides the exit status
 //! ([`Error::exit_code`]): bad input (2), environment (4), hypervisor (1).
@@ -33,10 +36,13 @@ pub mod hypervisor;
 pub mod kernel;
 pub mod linux;
 pub mod qemu;
+pub mod qmp;
 pub mod run;
 pub mod size;
+pub mod telemetry;
 #[cfg(test)]
 mod testutil;
+pub mod trace;
 
 pub use config::Config;
 pub use elf::make_image;

@@ -47,6 +47,9 @@ pub struct RunPlan {
     pub hypervisor: PathBuf,
     /// The boot bundle.
     pub bundle: PathBuf,
+    /// QMP sockets to listen on (`stratum stats`, `stratum trace`; one
+    /// client each at a time).
+    pub qmp: Vec<PathBuf>,
     /// Extra QEMU arguments, appended last.
     pub extra_args: Vec<OsString>,
 }
@@ -65,6 +68,7 @@ impl RunPlan {
             interactive: false,
             hypervisor,
             bundle,
+            qmp: Vec::new(),
             extra_args: Vec::new(),
         }
     }
@@ -94,6 +98,13 @@ pub fn qemu_command(plan: &RunPlan) -> Vec<OsString> {
     push(&["-semihosting-config", "enable=on,target=native"]);
     if plan.deterministic {
         push(&["-icount", "shift=4,sleep=off", "-seed", "1"]);
+    }
+    for socket in &plan.qmp {
+        let mut spec = OsString::from("unix:");
+        spec.push(socket);
+        spec.push(",server=on,wait=off");
+        args.push("-qmp".into());
+        args.push(spec);
     }
     args.push("-kernel".into());
     args.push(plan.hypervisor.clone().into());
@@ -152,6 +163,7 @@ mod tests {
             interactive: false,
             hypervisor: "/t/hyp.Image".into(),
             bundle: "/t/bundle.bin".into(),
+            qmp: Vec::new(),
             extra_args: Vec::new(),
         }
     }
@@ -239,6 +251,22 @@ mod tests {
             );
             assert!(!l.contains("-nographic") && !l.contains("null"), "{l}");
         }
+    }
+
+    #[test]
+    fn qmp_socket_before_the_kernel() {
+        let p = RunPlan {
+            qmp: vec!["/run/user/1/stratum/42.qmp".into()],
+            ..plan()
+        };
+        let l = line(&p);
+        assert!(
+            l.contains(
+                "-qmp unix:/run/user/1/stratum/42.qmp,server=on,wait=off -kernel /t/hyp.Image"
+            ),
+            "{l}"
+        );
+        assert!(!line(&plan()).contains("-qmp"));
     }
 
     #[test]

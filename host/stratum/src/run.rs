@@ -12,6 +12,8 @@ use std::io::{self, IsTerminal as _, Read, Write};
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +48,9 @@ pub struct RunOptions {
     /// Ask the hypervisor for its EL2-fault self-test
     /// ([`stratum_abi::bundle::FLAG_SELFTEST_EL2_FAULT`]).
     pub selftest_el2_fault: bool,
+    /// Trace every exit (with the `trace` hypervisor build) and plot the run
+    /// to this SVG file when it ends.
+    pub trace: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -62,6 +67,7 @@ impl RunOptions {
             capture: false,
             echo: true,
             selftest_el2_fault: false,
+            trace: None,
         }
     }
 }
@@ -153,8 +159,12 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     let bundle = build_bundle(&opts.config, flags)?;
     let qemu = find_qemu()?;
     let scratch = ScratchDir::new()?;
-    let hypervisor = HypervisorSource::choose(opts.hypervisor.as_deref(), opts.release)
-        .resolve(scratch.path())?;
+    let source = if opts.trace.is_some() {
+        HypervisorSource::choose_trace(opts.hypervisor.as_deref(), opts.release)
+    } else {
+        HypervisorSource::choose(opts.hypervisor.as_deref(), opts.release)
+    };
+    let hypervisor = source.resolve(scratch.path())?;
     let bundle_path = scratch.path().join("bundle.bin");
     fs::write(&bundle_path, &bundle)
         .map_err(|e| Error::environment(format!("cannot write {}: {e}", bundle_path.display())))?;
@@ -164,8 +174,46 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     plan.deterministic = opts.deterministic;
     plan.interactive = input.is_terminal();
     plan.extra_args = opts.qemu_args.clone();
+    // `stratum stats` and `stratum trace` reach the machine through this.
+    let socket = crate::qmp::new_socket()?;
+    plan.qmp.push(socket.path().to_path_buf());
+    let Some(svg) = &opts.trace else {
+        return run_command(&qemu_command(&plan), opts, input);
+    };
+    // The trace collector gets a monitor of its own (QMP serves one client
+    // per socket), so `stratum stats` still works during a traced run.
+    let trace_socket = crate::qmp::SocketGuard::beside(&socket, "trace");
+    plan.qmp.push(trace_socket.path().to_path_buf());
     let argv = qemu_command(&plan);
-    run_command(&argv, opts, input)
+    let stop = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let (socket, stop) = (trace_socket.path().to_path_buf(), Arc::clone(&stop));
+        thread::spawn(move || trace_when_up(&socket, &stop))
+    };
+    let outcome = run_command(&argv, opts, input);
+    stop.store(true, Ordering::Relaxed);
+    let trace = collector
+        .join()
+        .map_err(|_| Error::environment("the trace collector panicked"))?;
+    match trace {
+        Ok(trace) => crate::trace::write_svg(&trace, svg)?,
+        Err(e) => eprintln!("stratum: trace: {e}"),
+    }
+    outcome
+}
+
+/// Collects the exit trace of the QEMU that will listen on `socket`, until
+/// it exits (or `stop` is set before it ever listened).
+fn trace_when_up(socket: &Path, stop: &AtomicBool) -> Result<crate::trace::Trace> {
+    loop {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return crate::trace::collect(socket, &|| false);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::environment("QEMU never opened its QMP socket"));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The header flags the host sets for `opts` ([`build_bundle`] adds

@@ -24,6 +24,7 @@ use crate::insn;
 use crate::mmio::{self, GuestRegs, MmioPlan};
 use crate::pl011::Pl011;
 use crate::psci::{self, CallContext, FirmwareFeatures, Outcome, VcpuPower};
+use crate::stats::{self, ExitStats, Reason};
 
 /// A virtual interrupt controller's guest-facing registers, as exit handling
 /// needs them. Offsets are relative to the frame's base; an `Err` means the
@@ -218,8 +219,8 @@ pub enum Action {
     },
 }
 
-/// Exit counters kept per VM (the full per-reason statistics come later; these
-/// also drive log rate-limiting).
+/// A coarse summary of [`ExitStats`] (one or more vCPUs' counters summed by
+/// family), for log rate-limiting and one-line reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitCounters {
     /// Hypercalls (`HVC`).
@@ -239,6 +240,51 @@ pub struct ExitCounters {
     pub sysreg: u64,
     /// Trapped `WFI`/`WFE` (and the timed forms).
     pub wfx: u64,
+}
+
+impl ExitCounters {
+    /// The summary of `stats`.
+    pub fn of(stats: &ExitStats) -> Self {
+        Self {
+            hvc: stats.family("hvc"),
+            smc: stats.family("smc"),
+            mmio: stats.family("mmio"),
+            mmio_decoded: stats.get(Reason::MmioDecoded),
+            injected_aborts: stats.family("abort"),
+            injected_undefs: stats.sum(&[Reason::SysregOther, Reason::Undef]),
+            sysreg: stats.family("sysreg") - stats.get(Reason::SysregOther),
+            wfx: stats.family("wfx"),
+        }
+    }
+
+    /// The summary of several vCPUs' `stats`, added up.
+    pub fn sum<'s>(stats: impl IntoIterator<Item = &'s ExitStats>) -> Self {
+        stats
+            .into_iter()
+            .map(Self::of)
+            .fold(Self::default(), |a, b| Self {
+                hvc: a.hvc + b.hvc,
+                smc: a.smc + b.smc,
+                mmio: a.mmio + b.mmio,
+                mmio_decoded: a.mmio_decoded + b.mmio_decoded,
+                injected_aborts: a.injected_aborts + b.injected_aborts,
+                injected_undefs: a.injected_undefs + b.injected_undefs,
+                sysreg: a.sysreg + b.sysreg,
+                wfx: a.wfx + b.wfx,
+            })
+    }
+}
+
+/// The reason [`handle_sync`] counted an exit under, and its detail (as an
+/// exit-trace record carries it: the function ID of a call, the low 32 bits
+/// of the IPA of an MMIO access or abort, a system register's encoding, the
+/// `ESR_EL2` of an undefined exit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    /// The counter that was incremented.
+    pub reason: Reason,
+    /// Reason-specific detail.
+    pub detail: u32,
 }
 
 /// How many abort reports per VM are logged before they are only counted.
@@ -293,8 +339,12 @@ pub struct VmModel<'a> {
     pub firmware: FirmwareFeatures,
     /// Which PSTATE features the CPU has (for injected exceptions).
     pub pstate_features: PstateFeatures,
-    /// Exit counters.
-    pub counters: &'a mut ExitCounters,
+    /// The exiting vCPU's counters ([`handle_sync`] counts every exit once,
+    /// by [`Reason`]).
+    pub stats: &'a ExitStats,
+    /// Set by [`handle_sync`] with the `trace` feature (and in tests): what
+    /// it counted this exit as. Stays `None` otherwise.
+    pub counted: Option<Counted>,
     /// Set when an abort should be logged.
     pub last_abort: Option<AbortReport>,
     /// The virtual GIC, when the VM has one.
@@ -311,18 +361,20 @@ pub fn handle_sync(
 ) -> Action {
     match esr::decode(info.esr) {
         Exit::Hvc { imm } => {
-            vm.counters.hvc += 1;
             if imm != 0 {
+                tally(vm, Reason::HvcImmediate, u32::from(imm));
                 // SMCCC calls use HVC #0; other immediates are not calls we
                 // implement (as KVM answers them).
                 regs.set_x(0, stratum_abi::smccc::NOT_SUPPORTED as u64);
                 return Action::Resume;
             }
             // HVC's preferred return address is already the next instruction.
+            let function = regs.x(0) as u32;
+            tally(vm, stats::call_reason(function), function);
             smccc_call(vcpu, regs, vm, false)
         }
         Exit::Smc { .. } => {
-            vm.counters.smc += 1;
+            tally(vm, Reason::Smc, regs.x(0) as u32);
             // A trapped SMC returns to the SMC itself: advance past it.
             smccc_call(vcpu, regs, vm, true)
         }
@@ -335,7 +387,7 @@ pub fn handle_sync(
                 write: false,
                 why: AbortCause::InstructionFetch,
             });
-            vm.counters.injected_aborts += 1;
+            tally(vm, Reason::AbortFetch, ipa.0 as u32);
             let state = exception_state(info, vm.pstate_features, env);
             Action::Inject(inject::instruction_abort(&state, info.far))
         }
@@ -343,7 +395,7 @@ pub fn handle_sync(
         // forms, which may complete early) yield: they complete at once
         // unless another vCPU shares the CPU and wants it.
         Exit::Wfx(w) => {
-            vm.counters.wfx += 1;
+            tally(vm, stats::wfx_reason(w.kind), 0);
             match w.kind {
                 WfxKind::Wfi => Action::WaitForInterrupt { advance: true },
                 WfxKind::Wfe | WfxKind::Wfit | WfxKind::Wfet => Action::Yield { advance: true },
@@ -351,11 +403,14 @@ pub fn handle_sync(
         }
         // FP/SIMD traps only while another vCPU's FP state is loaded: the
         // glue switches it and the instruction runs again.
-        Exit::FpAccess => Action::FpTrap,
+        Exit::FpAccess => {
+            tally(vm, Reason::FpTrap, 0);
+            Action::FpTrap
+        }
         // ID registers trapped by HCR_EL2.TID3: the hardware's value (or
         // zero for a reserved encoding), as the guest would read untrapped.
         Exit::SysReg(access) if idreg::classify(&access).is_some() => {
-            vm.counters.sysreg += 1;
+            tally(vm, Reason::SysregId, access.encoding());
             let value = match idreg::classify(&access) {
                 Some(IdRead::Hardware(encoding)) => env.id_register(encoding),
                 Some(IdRead::Zero) | None => 0,
@@ -364,18 +419,31 @@ pub fn handle_sync(
             Action::Advance
         }
         Exit::SysReg(access) if sgi_register(&access).is_some() && vm.gic.is_some() => {
+            tally(vm, stats::sysreg_reason(&access), access.encoding());
             let (Some(which), Some(gic)) = (sgi_register(&access), vm.gic.as_mut()) else {
                 unreachable!("checked by the guard");
             };
-            vm.counters.sysreg += 1;
             gic.vgic.sgi_write(vcpu, which, regs.x(access.rt));
             Action::Advance
         }
-        _ => {
-            vm.counters.injected_undefs += 1;
+        exit => {
+            match exit {
+                Exit::SysReg(access) => tally(vm, Reason::SysregOther, access.encoding()),
+                _ => tally(vm, Reason::Undef, info.esr as u32),
+            }
             let state = exception_state(info, vm.pstate_features, env);
             Action::Inject(inject::undefined(&state))
         }
+    }
+}
+
+/// Counts this exit under `reason` and remembers it (for the exit trace).
+fn tally(vm: &mut VmModel<'_>, reason: Reason, detail: u32) {
+    vm.stats.count(reason);
+    // Only the exit trace reads it; without the feature the store (measured
+    // at about 15 instructions on the hypercall path) is left out.
+    if cfg!(any(test, feature = "trace")) {
+        vm.counted = Some(Counted { reason, detail });
     }
 }
 
@@ -485,9 +553,26 @@ fn data_abort(
 ) -> Action {
     let ipa = esr::fault_ipa(info.hpfar, info.far);
     match emulate_mmio(info, abort, ipa, vcpu, regs, vm, env) {
-        Ok(()) => Action::Advance,
+        Ok(device) => {
+            let reason = match (device, abort.write) {
+                (Device::GicDist, false) => Reason::MmioGicdRead,
+                (Device::GicDist, true) => Reason::MmioGicdWrite,
+                (Device::GicRedist(_), false) => Reason::MmioGicrRead,
+                (Device::GicRedist(_), true) => Reason::MmioGicrWrite,
+                (Device::Uart, false) => Reason::MmioUartRead,
+                (Device::Uart, true) => Reason::MmioUartWrite,
+            };
+            tally(vm, reason, ipa.0 as u32);
+            Action::Advance
+        }
         Err(why) => {
-            vm.counters.injected_aborts += 1;
+            let reason = match why {
+                AbortCause::Unmapped => Reason::AbortUnmapped,
+                AbortCause::DeviceRejected => Reason::AbortRejected,
+                AbortCause::Undecodable => Reason::AbortUndecodable,
+                AbortCause::InstructionFetch => Reason::AbortFetch,
+            };
+            tally(vm, reason, ipa.0 as u32);
             vm.last_abort = Some(AbortReport {
                 pc: info.pc,
                 ipa,
@@ -500,7 +585,8 @@ fn data_abort(
     }
 }
 
-/// Emulates the access that faulted at `ipa`, or says why it cannot be.
+/// Emulates the access that faulted at `ipa` (returning the device), or
+/// says why it cannot be.
 fn emulate_mmio(
     info: &ExitInfo,
     abort: &DataAbort,
@@ -509,7 +595,7 @@ fn emulate_mmio(
     regs: &mut impl GuestRegs,
     vm: &mut VmModel<'_>,
     env: &mut impl ExitEnv,
-) -> Result<(), AbortCause> {
+) -> Result<Device, AbortCause> {
     // A stage-2 fault on a stage-1 table walk: HPFAR names the guest's
     // translation table, FAR the address the instruction accessed. Neither
     // is an access to a device register; the guest gets an external abort.
@@ -521,8 +607,7 @@ fn emulate_mmio(
     // emulated device has no cache to maintain, so the instruction completes
     // as a no-op (as on KVM) rather than faulting the guest.
     if abort.cache_maintenance {
-        vm.counters.mmio += 1;
-        return Ok(());
+        return Ok(device);
     }
     // `Action::Advance` steps 4 bytes: a 16-bit T32 instruction (IL = 0,
     // only possible from AArch32 with a valid syndrome) cannot be completed.
@@ -550,11 +635,10 @@ fn emulate_mmio(
     let n = perform(&plan, vcpu, device, window, vm, env, &mut loaded)
         .ok_or(AbortCause::DeviceRejected)?;
     mmio::complete(&plan, &loaded[..n], regs).map_err(|_| AbortCause::DeviceRejected)?;
-    vm.counters.mmio += 1;
     if decoded {
-        vm.counters.mmio_decoded += 1;
+        vm.stats.count(Reason::MmioDecoded);
     }
-    Ok(())
+    Ok(device)
 }
 
 /// `PSTATE.nRW`: the guest was executing AArch32.

@@ -272,7 +272,13 @@ struct Harness {
     uart_regs: IpaRange,
     vcpus: Vec<VcpuPower>,
     firmware: FirmwareFeatures,
+    /// vCPU 0's counters, and their summary after the last exit.
+    stats: ExitStats,
     counters: ExitCounters,
+    /// What the last exit was counted as.
+    counted: Option<Counted>,
+    /// Exits run so far.
+    exits: u64,
     last_abort: Option<AbortReport>,
     /// The virtual GIC, when the test gives the VM one.
     gic: Option<FakeGic>,
@@ -298,7 +304,10 @@ impl Harness {
             uart_regs: virt_map::UART,
             vcpus,
             firmware: FirmwareFeatures::NONE,
+            stats: ExitStats::new(),
             counters: ExitCounters::default(),
+            counted: None,
+            exits: 0,
             last_abort: None,
             gic: None,
         }
@@ -331,7 +340,8 @@ impl Harness {
             vcpus: &mut self.vcpus,
             firmware: self.firmware,
             pstate_features: PstateFeatures::NONE,
-            counters: &mut self.counters,
+            stats: &self.stats,
+            counted: None,
             last_abort: None,
             gic: self.gic.as_mut().map(|g| GicModel {
                 dist: virt_map::GICD,
@@ -341,6 +351,16 @@ impl Harness {
         };
         let action = handle_sync(info, 0, &mut self.regs, &mut vm, &mut self.env);
         self.last_abort = vm.last_abort;
+        self.counted = vm.counted;
+        self.counters = ExitCounters::of(&self.stats);
+        // Every exit is counted exactly once.
+        let exits: u64 = Reason::ALL
+            .iter()
+            .filter(|r| r.is_exit())
+            .map(|&r| self.stats.get(r))
+            .sum();
+        self.exits += 1;
+        assert_eq!(exits, self.exits, "one count per exit");
         action
     }
 
@@ -1635,6 +1655,72 @@ fn id_register_writes_and_midr_reads_are_undefined() {
     assert_eq!(h.counters.injected_undefs, 2);
     assert!(h.env.id_reads.is_empty());
 }
+
+// ------------------------------------------------------------ statistics
+
+#[test]
+fn every_exit_is_counted_under_its_precise_reason() {
+    let mut h = Harness::with_vcpus(2).with_gic().code(LDR_W1_X0_18);
+    let counted = |h: &Harness| h.counted.map(|c| (c.reason, c.detail));
+    h.call(hvc(), smccc::PSCI_VERSION);
+    assert_eq!(
+        counted(&h),
+        Some((Reason::HvcPsciVersion, smccc::PSCI_VERSION))
+    );
+    h.regs.x[1] = 1;
+    h.call(hvc(), smccc::PSCI_CPU_ON_64);
+    assert_eq!(counted(&h).map(|c| c.0), Some(Reason::HvcPsciCpuOn));
+    h.call(hvc(), 0x1234);
+    assert_eq!(counted(&h), Some((Reason::HvcOther, 0x1234)));
+    h.run(&call_exit(esr(EC_HVC64, 7)));
+    assert_eq!(counted(&h), Some((Reason::HvcImmediate, 7)));
+    h.call(smc(), stratum::INFO);
+    assert_eq!(counted(&h), Some((Reason::Smc, stratum::INFO)));
+    h.run(&uart_exit(dabt_isv(2, 1, true), DR));
+    assert_eq!(counted(&h), Some((Reason::MmioUartWrite, UART_IPA as u32)));
+    h.run(&uart_exit(dabt_isv(2, 1, false), FR));
+    assert_eq!(counted(&h).map(|c| c.0), Some(Reason::MmioUartRead));
+    h.run(&device_exit(dabt_isv(2, 1, false), GICD_IPA + 4));
+    assert_eq!(
+        counted(&h),
+        Some((Reason::MmioGicdRead, GICD_IPA as u32 + 4))
+    );
+    h.run(&device_exit(dabt_isv(2, 1, true), GICR_IPA + 0x1_0080));
+    assert_eq!(counted(&h).map(|c| c.0), Some(Reason::MmioGicrWrite));
+    // ISV = 0: decoded, and noted as such.
+    h.regs.x[0] = 0xffff_0000_0000_0000 | (GICD_IPA + 0x100 - 0x18);
+    h.run(&device_exit(dabt_no_isv(false), GICD_IPA + 0x100));
+    assert_eq!(counted(&h).map(|c| c.0), Some(Reason::MmioGicdRead));
+    assert_eq!(h.stats.get(Reason::MmioDecoded), 1);
+    h.run(&device_exit(dabt_isv(2, 1, false), 0x1000_0000));
+    assert_eq!(counted(&h), Some((Reason::AbortUnmapped, 0x1000_0000)));
+    h.run(&call_exit(sysreg_esr(3, 0, 12, 11, 5, 1, false)));
+    assert_eq!(counted(&h).map(|c| c.0), Some(Reason::SysregSgi1r));
+    h.run(&call_exit(sysreg_esr(3, 0, 1, 0, 0, 1, true)));
+    assert_eq!(counted(&h).map(|c| c.0), Some(Reason::SysregOther));
+    h.run(&call_exit(esr(EC_WFX, 0)));
+    assert_eq!(counted(&h), Some((Reason::Wfi, 0)));
+    h.run(&call_exit(esr(EC_WFX, 1)));
+    assert_eq!(counted(&h), Some((Reason::Wfe, 0)));
+    h.run(&call_exit(esr(EC_UNKNOWN, 0)));
+    assert_eq!(counted(&h).map(|c| c.0), Some(Reason::Undef));
+    // mrs x4, id_aa64mmfr0_el1 (TID3), emulated.
+    h.run(&call_exit(sysreg_esr(3, 0, 0, 7, 0, 4, true)));
+    assert_eq!(counted(&h).map(|c| c.0), Some(Reason::SysregId));
+    h.run(&call_exit(esr(0x07, 0)));
+    assert_eq!(counted(&h), Some((Reason::FpTrap, 0)));
+    let c = h.counters;
+    assert_eq!(
+        (c.hvc, c.smc, c.mmio, c.mmio_decoded, c.sysreg, c.wfx),
+        (4, 1, 5, 1, 2, 2)
+    );
+    assert_eq!((c.injected_aborts, c.injected_undefs), (1, 2));
+    assert_eq!(
+        ExitCounters::sum([&h.stats, &ExitStats::new(), &h.stats]).hvc,
+        8
+    );
+}
+
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4_000))]
