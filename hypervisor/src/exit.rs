@@ -12,7 +12,9 @@ use stratum_core::vmexit::{
 use stratum_core::guest_dt::{GuestGic, virt_map};
 use stratum_core::vmexit::GicModel;
 
+use stratum_core::idreg::IdRead;
 use stratum_core::sched::VcpuRef;
+use stratum_core::vmexit::early::{self, Early};
 
 use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu};
@@ -55,16 +57,68 @@ impl ExitEnv for Env {
     }
 
     fn id_register(&mut self, encoding: u32) -> u64 {
-        // `encoding` packs CRm in bits [6:3] and op2 in [2:0]; the policy
-        // only asks for registers of the TID3 space, which the reader covers.
-        let (crm, op2) = (((encoding >> 3) & 0xf) as u8, (encoding & 7) as u8);
-        let value = sysreg::id_register(crm, op2).unwrap_or(0);
-        if self.time_shared {
-            stratum_core::idreg::without_sve_sme(crm, op2, value)
-        } else {
-            value
+        id_register_value(encoding, self.time_shared)
+    }
+}
+
+/// What a guest reads from the ID register `encoding` (TID3 space): the
+/// hardware's value, without SVE/SME for a VM that time-shares CPUs.
+fn id_register_value(encoding: u32, time_shared: bool) -> u64 {
+    // `encoding` packs CRm in bits [6:3] and op2 in [2:0]; the policy only
+    // asks for registers of the TID3 space, which the reader covers.
+    let (crm, op2) = (((encoding >> 3) & 0xf) as u8, (encoding & 7) as u8);
+    let value = sysreg::id_register(crm, op2).unwrap_or(0);
+    if time_shared {
+        stratum_core::idreg::without_sve_sme(crm, op2, value)
+    } else {
+        value
+    }
+}
+
+/// Answers the exits that need no VM state ([`early`]) at once: no lock,
+/// no list-register fold or refill (nothing in the vGIC changed). True when
+/// it did; the exit is then complete.
+fn early_exit(frame: *mut Frame, cpu: usize) -> bool {
+    let esr = sysreg::esr_el2();
+    let Some(settings) = system::settings_ref() else {
+        return false;
+    };
+    // SAFETY: `frame` is the running vCPU's frame (TPIDR_EL2), which the
+    // exit vector just filled. Only this CPU touches a running vCPU's frame
+    // (nothing else reads or writes another vCPU's registers while it
+    // runs), so reading it through the pointer races with nothing.
+    let x = unsafe { [(*frame).x[0], (*frame).x[1], (*frame).x[2], (*frame).x[3]] };
+    let Some(answer) = early::early(esr, &x, &settings.firmware) else {
+        return false;
+    };
+    let me = sched::current(cpu);
+    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
+    match answer {
+        Early::Call { regs, count } => {
+            for (i, &value) in regs.iter().enumerate().take(usize::from(count)) {
+                // SAFETY: as above; x0..x3 of the frame.
+                unsafe { (*frame).x[i] = value };
+            }
+            let function = x[0] as u32;
+            telemetry::count(id, v, stratum_core::stats::call_reason(function), function);
+        }
+        Early::IdRead { rt, read } => {
+            let (value, encoding) = match read {
+                IdRead::Hardware(encoding) => (
+                    id_register_value(encoding, system::time_shared(id)),
+                    encoding,
+                ),
+                IdRead::Zero => (0, 0),
+            };
+            if rt < 31 {
+                // SAFETY: as above; `rt` < 31 names x0..x30 of the frame.
+                unsafe { (*frame).x[usize::from(rt)] = value };
+            }
+            advance_pc();
+            telemetry::count(id, v, Reason::SysregId, encoding);
         }
     }
+    true
 }
 
 fn apply_injection(inj: &Injection) {
@@ -100,6 +154,9 @@ enum Flow {
 #[unsafe(no_mangle)]
 extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
     let cpu = smp::current_cpu();
+    if exit_kind == kind::SYNC && early_exit(frame, cpu) {
+        return;
+    }
     let me = sched::current(cpu);
     let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
     let flow = match exit_kind {

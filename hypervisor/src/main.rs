@@ -270,9 +270,11 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         system::install_vm(vm);
     }
     for id in 0..bundle.vm_count() {
-        system::with_vm(id, |vm| {
+        let shared = system::with_vm(id, |vm| {
             vm.time_shared = (0..vm.vcpu_count()).any(|v| sched::is_shared(vm.pcpu[v]));
+            vm.time_shared
         });
+        system::set_time_shared(id, shared);
     }
     let (tables_used, tables_free) = pool.usage();
     let ram_used = (0..bundle.vm_count())

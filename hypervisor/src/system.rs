@@ -41,6 +41,22 @@ pub const MAX_VMS: usize = 8;
 const _: () = assert!(MAX_VMS >= stratum_abi::limits::RUNNING_VMS);
 
 static VMS: [SpinLock<Option<Vm>>; MAX_VMS] = [const { SpinLock::new(None) }; MAX_VMS];
+/// Whether some vCPU of VM `i` time-shares its CPU (fixed at boot; read on
+/// the lock-free early exit path).
+static TIME_SHARED: [AtomicBool; MAX_VMS] = [const { AtomicBool::new(false) }; MAX_VMS];
+
+/// Records whether VM `id` time-shares CPUs (boot CPU, before guests run).
+pub fn set_time_shared(id: usize, shared: bool) {
+    TIME_SHARED[id].store(shared, Ordering::Relaxed);
+}
+
+/// Whether VM `id` time-shares CPUs.
+pub fn time_shared(id: usize) -> bool {
+    TIME_SHARED
+        .get(id)
+        .is_some_and(|t| t.load(Ordering::Relaxed))
+}
+
 /// How many VMs were installed.
 static VM_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// When the machine stops: after every VM stopped, or after the first.
@@ -68,6 +84,11 @@ pub fn set_settings(s: Settings) {
 /// may use it too).
 pub fn settings() -> Option<Settings> {
     SETTINGS.get().copied()
+}
+
+/// The boot-time settings, by reference (no copy on the exit path).
+pub fn settings_ref() -> Option<&'static Settings> {
+    SETTINGS.get()
 }
 
 /// The boot-time settings, for the panic path.

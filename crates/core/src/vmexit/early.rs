@@ -37,6 +37,11 @@ pub enum Early {
 /// The early answer to a synchronous exit with syndrome `esr` and caller
 /// registers `x0..x3`, or `None` when the full exit path must handle it.
 pub fn early(esr: u64, x: &[u64; CALL_REGS], firmware: &FirmwareFeatures) -> Option<Early> {
+    // Every synchronous exit comes here first: turn the others away on the
+    // exception class alone (HVC64 = 0x16, trapped MSR/MRS = 0x18).
+    if !matches!(esr >> 26 & 0x3f, 0x16 | 0x18) {
+        return None;
+    }
     match esr::decode(esr) {
         Exit::Hvc { imm: 0 } => match psci::query(x, firmware)? {
             Outcome::Return { regs, count } => Some(Early::Call { regs, count }),

@@ -1721,7 +1721,6 @@ fn every_exit_is_counted_under_its_precise_reason() {
     );
 }
 
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4_000))]
 
