@@ -21,7 +21,7 @@
 //! EL2 physical timer ([`PREEMPT_INTID`]) ends time slices and wakes an idle
 //! CPU at a saved timer's deadline.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
@@ -52,6 +52,8 @@ pub const KICK_SGI: u32 = 8;
 const EL2_PRIORITY: u8 = 0x80;
 
 struct Irqs {
+    /// The CPU this state belongs to.
+    cpu: usize,
     gic: PhysGic,
     version: GicVersion,
     lr_count: usize,
@@ -67,6 +69,10 @@ struct Irqs {
     /// for the same vCPU has nothing to do.
     clean: Option<(usize, usize, u64)>,
 }
+
+/// Each CPU's `used_lrs`, readable without its lock (only that CPU writes
+/// it, always together with `used_lrs`).
+static LRS_IN_USE: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
 /// Most physical interrupts acknowledged per exit.
 const MAX_ACKS: usize = 16;
@@ -194,6 +200,7 @@ pub fn init(
         console_intid,
         maintenance_intid: maintenance,
         clean: None,
+        cpu,
     });
     Ok(())
 }
@@ -259,6 +266,7 @@ impl Irqs {
             self.gic.write_lr(n, 0);
         }
         self.used_lrs = 0;
+        LRS_IN_USE[self.cpu].store(0, Ordering::Relaxed);
         self.clean = None;
         self.gic.set_hcr(HcrFlags {
             enable: true,
@@ -390,6 +398,11 @@ fn count_interrupts(loaded: Option<VcpuRef>, acks: &Acks) {
 /// After an exit of vCPU `v` on CPU `cpu` (the caller's own): folds the
 /// list registers in use back into the model.
 pub fn fold_on(vm: &mut Vm, v: usize, cpu: usize) {
+    // No list register in use (the common case): nothing to fold, and no
+    // need for the interrupt state's lock to find that out.
+    if LRS_IN_USE[cpu].load(Ordering::Relaxed) == 0 {
+        return;
+    }
     with_cpu(cpu, |irqs| {
         if irqs.used_lrs == 0 {
             return;
@@ -447,6 +460,7 @@ pub fn fill_on(vm: &mut Vm, v: usize, cpu: usize) {
             irqs.gic.write_lr(n, 0);
         }
         irqs.used_lrs = fill.used;
+        LRS_IN_USE[irqs.cpu].store(fill.used, Ordering::Relaxed);
         irqs.gic.set_hcr(HcrFlags {
             enable: true,
             underflow: fill.overflow,
@@ -651,6 +665,7 @@ pub fn reset_cpu() {
             irqs.gic.write_lr(n, 0);
         }
         irqs.used_lrs = 0;
+        LRS_IN_USE[irqs.cpu].store(0, Ordering::Relaxed);
         irqs.clean = None;
         irqs.gic.set_vmcr(0);
         irqs.gic.restore_aprs(&Default::default());

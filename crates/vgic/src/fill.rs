@@ -62,9 +62,18 @@ impl Vgic {
             return LrFill::default();
         }
         self.fold_lrs(vcpu, &[]);
-        let mut best = [0u32; MAX_LRS];
-        let (kept, n) = self.candidates(vcpu, &mut best);
         let cap = lrs.len().min(MAX_LRS);
+        // Keep only as many best keys as there are LRs (4 on QEMU, at most
+        // 16 on GICv3): a small buffer is cheaper to clear on every entry.
+        let mut small = [0u32; 16];
+        let mut large;
+        let best: &mut [u32] = if cap <= small.len() {
+            &mut small[..cap]
+        } else {
+            large = [0u32; MAX_LRS];
+            &mut large[..cap]
+        };
+        let (kept, n) = self.candidates(vcpu, best);
         for (lr, &key) in lrs.iter_mut().zip(best[..kept].iter()).take(cap) {
             *lr = self.place(vcpu, key & 0xffff);
         }
@@ -126,8 +135,7 @@ impl Vgic {
         if vcpu >= self.nr_vcpus {
             return 0;
         }
-        let mut best = [0u32; MAX_LRS];
-        self.candidates(vcpu, &mut best).1
+        self.candidates(vcpu, &mut []).1
     }
 
     /// How many interrupts sit in `vcpu`'s LRs (filled, not yet folded).
@@ -174,15 +182,16 @@ impl Vgic {
     /// ascending order. Returns how many were kept and how many there are.
     /// (No list of every candidate: this runs before every guest entry, and
     /// there are at most as many LRs to fill as `best` holds.)
-    pub(crate) fn candidates(&self, vcpu: usize, best: &mut [u32; MAX_LRS]) -> (usize, usize) {
+    pub(crate) fn candidates(&self, vcpu: usize, best: &mut [u32]) -> (usize, usize) {
+        let cap = best.len();
         let mut n = 0;
         let mut kept = 0;
         self.for_each_candidate(vcpu, |key| {
             n += 1;
             // Insertion into the sorted best-of list.
-            if kept < MAX_LRS {
+            if kept < cap {
                 kept += 1;
-            } else if key >= best[MAX_LRS - 1] {
+            } else if cap == 0 || key >= best[cap - 1] {
                 return;
             }
             let mut j = kept - 1;
@@ -348,10 +357,15 @@ mod best_of_tests {
         assert_eq!(all.len(), SPIS as usize);
         all.sort_unstable();
         let mut best = [0u32; MAX_LRS];
-        let (kept, n) = g.candidates(0, &mut best);
+        let (kept, n) = g.candidates(0, &mut best[..]);
         assert!(MAX_LRS < SPIS as usize);
         assert_eq!((kept, n), (MAX_LRS, SPIS as usize));
         assert_eq!(&best[..], &all[..MAX_LRS]);
+        // As many as a 4-LR machine fills, and none (just the count).
+        let mut four = [0u32; 4];
+        assert_eq!(g.candidates(0, &mut four), (4, SPIS as usize));
+        assert_eq!(&four[..], &all[..4]);
+        assert_eq!(g.candidates(0, &mut []), (0, SPIS as usize));
         assert_eq!(g.candidate_count(0), SPIS as usize);
     }
 }
