@@ -163,15 +163,24 @@ pub fn guest_byte(vm: usize, byte: u8) {
 }
 
 /// Moves everything the UART received into the focused VM's input queue,
-/// acting on the escape (focus change and status line) on the way.
+/// acting on the escapes (focus change and status line; statistics) on the
+/// way.
 pub fn drain_input() {
-    let mut console = CONSOLE.lock();
-    while let Some(byte) = console.uart.as_ref().and_then(Pl011::try_get) {
-        let focus = console.state.focus();
-        match console.state.receive(byte) {
-            Some(_) => console.show_status(),
-            None => console.refresh_pending(focus),
+    let stats = {
+        let mut console = CONSOLE.lock();
+        while let Some(byte) = console.uart.as_ref().and_then(Pl011::try_get) {
+            let focus = console.state.focus();
+            match console.state.receive(byte) {
+                Some(_) => console.show_status(),
+                None => console.refresh_pending(focus),
+            }
         }
+        console.state.take_stats_request()
+    };
+    // Ctrl-A Ctrl-A s: every VM's exit statistics (printed through `log!`,
+    // so not under the console lock).
+    if stats {
+        crate::telemetry::print_stats();
     }
 }
 

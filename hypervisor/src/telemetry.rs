@@ -298,10 +298,6 @@ pub fn print_vm(id: usize) {
 
 /// Prints the statistics table of every VM (the console's statistics
 /// escape calls this). Must not be called with the console lock held.
-#[expect(
-    dead_code,
-    reason = "the console's statistics escape (console.rs, written in parallel) calls it"
-)]
 pub fn print_stats() {
     for id in 0..VM_SLOTS {
         print_vm(id);

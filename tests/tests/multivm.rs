@@ -418,7 +418,10 @@ fn console_escape_moves_input_between_vms() {
         &config,
         TIMEOUT,
         &[],
-        Some(("uartirq: ready for input", "xyz\n\u{1}\u{1}\u{1}ping\n")),
+        Some((
+            "uartirq: ready for input",
+            "xyz\n\u{1}\u{1}s\u{1}\u{1}\u{1}ping\n",
+        )),
     );
     let _ = std::fs::remove_file(&config);
     assert_status(&run, status::OK, "console escape");
@@ -439,6 +442,14 @@ fn console_escape_moves_input_between_vms() {
         )
         .is_some(),
         "the escape prints who has input and every VM's state\n{}",
+        run.describe()
+    );
+    // Ctrl-A Ctrl-A s (typed while `steady` had input): every VM's exit
+    // statistics on demand, and no `s` reached a VM.
+    assert!(
+        hypervisor_line(&split, &["vm0 'steady' (running): exits by reason"]).is_some()
+            && hypervisor_line(&split, &["vm1 'reader' (running): exits by reason"]).is_some(),
+        "the statistics escape prints each running VM's table\n{}",
         run.describe()
     );
 }

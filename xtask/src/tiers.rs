@@ -112,7 +112,9 @@ fn system_test_args(test_files: impl IntoIterator<Item = PathBuf>) -> Vec<String
         .filter(|name| name != LINUX_TEST)
         .collect();
     names.sort();
-    let mut args = vec!["--lib".to_owned()];
+    // Every file runs even when an earlier one fails, so one failure
+    // never hides another's result.
+    let mut args = vec!["--no-fail-fast".to_owned(), "--lib".to_owned()];
     for name in names {
         args.extend(["--test".to_owned(), name]);
     }
@@ -281,7 +283,14 @@ mod tests {
             .map(|f| PathBuf::from("tests/tests").join(f));
         assert_eq!(
             system_test_args(files),
-            ["--lib", "--test", "interrupts", "--test", "system"]
+            [
+                "--no-fail-fast",
+                "--lib",
+                "--test",
+                "interrupts",
+                "--test",
+                "system"
+            ]
         );
     }
 

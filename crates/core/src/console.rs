@@ -23,8 +23,10 @@
 //! VM having its own queue, so nothing typed for one VM reaches another.
 //! Three Ctrl-A (`0x01`) in a row move the focus to the next running VM
 //! ([`next_running`]) and ask for a status line ([`Status`]) listing every VM,
-//! its state and which has input. One or two Ctrl-A followed by another byte
-//! are passed on as typed ([`EscapeParser`]).
+//! its state and which has input. Two Ctrl-A then `s` ask for the exit
+//! statistics of every VM ([`Console::take_stats_request`]). One or two
+//! Ctrl-A followed by any other byte are passed on as typed
+//! ([`EscapeParser`]).
 
 use core::fmt;
 
@@ -96,14 +98,19 @@ pub enum Parsed {
     Held,
     /// The escape was typed.
     Escape,
+    /// The statistics escape (two Ctrl-A, then [`STATS_KEY`]) was typed.
+    Stats,
 }
+
+/// After two Ctrl-A: asks for the exit statistics.
+pub const STATS_KEY: u8 = b's';
 
 impl Parsed {
     /// The bytes to pass on (empty for [`Parsed::Held`] and [`Parsed::Escape`]).
     pub fn bytes(&self) -> &[u8] {
         match self {
             Self::Bytes { bytes, len } => &bytes[..*len],
-            Self::Held | Self::Escape => &[],
+            Self::Held | Self::Escape | Self::Stats => &[],
         }
     }
 }
@@ -130,6 +137,10 @@ impl EscapeParser {
                 return Parsed::Escape;
             }
             return Parsed::Held;
+        }
+        if byte == STATS_KEY && self.held == ESCAPE_LEN - 1 {
+            self.held = 0;
+            return Parsed::Stats;
         }
         let mut bytes = [ESCAPE_BYTE; ESCAPE_LEN];
         bytes[self.held] = byte;
@@ -174,6 +185,7 @@ pub struct Console<'n, const IN: usize> {
     /// continue that line.
     broken: [bool; MAX_VMS],
     parser: EscapeParser,
+    stats_requested: bool,
     focus: usize,
     input: [ByteRing<IN>; MAX_VMS],
 }
@@ -200,6 +212,7 @@ impl<'n, const IN: usize> Console<'n, IN> {
             open: None,
             broken: [false; MAX_VMS],
             parser: EscapeParser::new(),
+            stats_requested: false,
             focus: 0,
             input: [const { ByteRing::new() }; MAX_VMS],
         }
@@ -357,6 +370,10 @@ impl<'n, const IN: usize> Console<'n, IN> {
                 self.focus = to;
                 Some(FocusChange { from, to })
             }
+            Parsed::Stats => {
+                self.stats_requested = true;
+                None
+            }
             parsed => {
                 let ring = &mut self.input[self.focus];
                 for &b in parsed.bytes() {
@@ -365,6 +382,11 @@ impl<'n, const IN: usize> Console<'n, IN> {
                 None
             }
         }
+    }
+
+    /// Whether the statistics escape was typed since the last call.
+    pub fn take_stats_request(&mut self) -> bool {
+        core::mem::take(&mut self.stats_requested)
     }
 
     /// The next byte typed for VM `vm`, if any.
@@ -597,6 +619,25 @@ mod tests {
         assert_eq!(got, "\x1b[33mb | \x1b[0mx\n");
         c.set_color(false);
         assert_eq!(output(&mut c, &[(Some(1), "y\n")]), "b | y\n");
+    }
+
+    #[test]
+    fn two_ctrl_a_then_s_ask_for_statistics_and_reach_no_vm() {
+        let mut c = console(&["a", "b"]);
+        for &b in &[b'x', 1, 1, STATS_KEY, b'y'] {
+            assert_eq!(c.receive(b), None);
+        }
+        assert!(c.take_stats_request());
+        assert!(!c.take_stats_request(), "one request per escape");
+        let typed: Vec<u8> = core::iter::from_fn(|| c.take_input(0)).collect();
+        assert_eq!(typed, b"xy");
+        // One Ctrl-A then `s`, or `s` alone, is typed text.
+        for &b in &[1, STATS_KEY, STATS_KEY] {
+            assert_eq!(c.receive(b), None);
+        }
+        assert!(!c.take_stats_request());
+        let typed: Vec<u8> = core::iter::from_fn(|| c.take_input(0)).collect();
+        assert_eq!(typed, [1, STATS_KEY, STATS_KEY]);
     }
 
     #[test]
