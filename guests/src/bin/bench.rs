@@ -343,19 +343,25 @@ fn wfi_until(limit: u64, done: impl Fn() -> bool) -> bool {
         if counter() > limit {
             return false;
         }
-        // SAFETY: waits for an interrupt, then takes it with IRQs unmasked
-        // for one instruction; the handler preserves all state.
-        unsafe {
-            asm!(
-                "dsb sy",
-                "wfi",
-                "msr daifclr, #2",
-                "isb",
-                "msr daifset, #2",
-                options(nostack, preserves_flags)
-            )
-        };
+        wfi_and_take_interrupts();
     }
+}
+
+/// Waits in `WFI` (IRQs masked), then takes the interrupts that woke it with
+/// IRQs unmasked for one instruction, and masks them again.
+fn wfi_and_take_interrupts() {
+    // SAFETY: waits for an interrupt, then takes it with IRQs unmasked for
+    // one instruction; the handler preserves all state.
+    unsafe {
+        asm!(
+            "dsb sy",
+            "wfi",
+            "msr daifclr, #2",
+            "isb",
+            "msr daifset, #2",
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 /// Sends [`BENCH_SGI`] to vCPU 1 and waits in `WFI` for its reply
@@ -404,17 +410,7 @@ fn pong(g: &gic::Gic, total: usize) -> ! {
         if ANSWERED.get() >= total {
             break;
         }
-        // SAFETY: as in `wfi_until_done`: wait, then take interrupts briefly.
-        unsafe {
-            asm!(
-                "dsb sy",
-                "wfi",
-                "msr daifclr, #2",
-                "isb",
-                "msr daifset, #2",
-                options(nostack, preserves_flags)
-            )
-        };
+        wfi_and_take_interrupts();
     }
     smccc::system_off()
 }
@@ -465,41 +461,9 @@ fn time_vm_switch(slot: usize) -> u64 {
     LATENCY.get(slot)
 }
 
-/// Stack of vCPU 1.
-#[repr(C, align(16))]
-struct Stack([u8; 16 * 1024]);
-static mut SECONDARY_STACK: Stack = Stack([0; 16 * 1024]);
-
-core::arch::global_asm!(
-    r#"
-    .section .text, "ax"
-    .global bench_secondary_entry
-    .type bench_secondary_entry, %function
-bench_secondary_entry:
-    // x0 = the stack top (the CPU_ON context id).
-    mov     sp, x0
-    mov     x1, #(3 << 20)
-    msr     cpacr_el1, x1
-    isb
-    adrp    x1, stratum_vectors
-    add     x1, x1, :lo12:stratum_vectors
-    msr     vbar_el1, x1
-    isb
-    bl      bench_secondary_main
-1:  wfe
-    b       1b
-    .size bench_secondary_entry, . - bench_secondary_entry
-"#
-);
-
-unsafe extern "C" {
-    fn bench_secondary_entry();
-}
-
 /// vCPU 1: bring up its GIC CPU interface, enable the SGI, then wait in
 /// `WFI` forever, taking interrupts.
-#[unsafe(no_mangle)]
-extern "C" fn bench_secondary_main() -> ! {
+fn bench_secondary_main(_index: usize) -> ! {
     let Some(mut g) = gic::current() else {
         stratum_guests::fail("vCPU 1 started before the GIC was initialized")
     };
@@ -516,30 +480,15 @@ extern "C" fn bench_secondary_main() -> ! {
     send_sgi(&g, REPLY_SGI, PRIMARY_MPIDR.get(), PRIMARY_CPU_MASK.get());
     loop {
         irq::disable();
-        // SAFETY: as in `wfi_until_done`: wait, then take interrupts briefly.
-        unsafe {
-            asm!(
-                "dsb sy",
-                "wfi",
-                "msr daifclr, #2",
-                "isb",
-                "msr daifset, #2",
-                options(nostack, preserves_flags)
-            )
-        };
+        wfi_and_take_interrupts();
     }
 }
 
 /// Starts vCPU 1 and waits until its GIC is ready.
 fn start_secondary() {
-    let stack_top = (&raw mut SECONDARY_STACK) as usize + core::mem::size_of::<Stack>();
     // The other CPU's MPIDR: this one's with Aff0 = 1.
     let target = (sysreg::mpidr_affinity() & !0xff) | 1;
-    let status = smccc::cpu_on(
-        target,
-        bench_secondary_entry as *const () as u64,
-        stack_top as u64,
-    );
+    let status = stratum_guests::smp::start_cpu(1, target, bench_secondary_main);
     if status != smccc::SUCCESS {
         stratum_guests::fail(format_args!("CPU_ON of vCPU 1 returned {status}"))
     }
