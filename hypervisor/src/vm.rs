@@ -389,6 +389,7 @@ impl Vm {
             boot_count: u32::try_from(self.boot_count).ok(),
             channels: &self.dt_channels[..self.channel_count],
             devices: &devices[..self.device_count],
+            fragment: self.image.dt_fragment,
         };
         {
             let mut buf = DTB_BUF.lock();

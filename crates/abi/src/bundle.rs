@@ -53,7 +53,9 @@
 //! | 128 | 4 | placement: 1 pinned (each vCPU owns its physical CPU), 0 shared (round-robin) |
 //! | 132 | 4 | on crash ([`OnCrash`]) |
 //! | 136 | 8 | physical CPU of vCPU *i* in byte *i* (< [`limits::PHYSICAL_CPUS`]; bytes ≥ vCPU count zero) |
-//! | 144 | 112 | reserved, zero |
+//! | 144 | 8 | extra DT fragment blob offset (0 when absent) |
+//! | 152 | 8 | extra DT fragment size (0 when absent; at most [`DT_FRAGMENT_MAX`]) |
+//! | 160 | 96 | reserved, zero |
 //!
 //! A passthrough device record ([`DEVICE_RECORD_SIZE`] bytes); the region is
 //! identity mapped (guest-physical = physical), its interrupts are physical
@@ -111,6 +113,8 @@ pub const BLOB_ALIGN: usize = 4096;
 pub const NAME_LEN: usize = 32;
 /// Longest device compatible list, in bytes (every NUL included).
 pub const COMPATIBLE_LEN: usize = 96;
+/// Largest extra DT fragment a VM may have.
+pub const DT_FRAGMENT_MAX: u64 = 16 * 1024;
 /// Most VMs one bundle may describe.
 pub const MAX_VMS: usize = 16;
 /// Most passthrough devices one bundle may describe.
@@ -270,6 +274,11 @@ pub enum BundleError {
         /// Index of the VM record.
         vm: usize,
     },
+    /// A VM's extra DT fragment is larger than [`DT_FRAGMENT_MAX`].
+    BadDtFragment {
+        /// Index of the VM record.
+        vm: usize,
+    },
     /// A VM record has zero or too many vCPUs, or zero memory.
     BadResources {
         /// Index of the VM record.
@@ -365,6 +374,12 @@ impl core::fmt::Display for BundleError {
             Self::BadResources { vm } => {
                 write!(f, "VM {vm}: zero or too many vCPUs, or zero memory")
             }
+            Self::BadDtFragment { vm } => {
+                write!(
+                    f,
+                    "VM {vm}: extra DT fragment larger than {DT_FRAGMENT_MAX} bytes"
+                )
+            }
             Self::KernelDoesNotFit { vm } => write!(f, "VM {vm}: kernel does not fit in memory"),
             Self::BadCmdline { vm } => write!(f, "VM {vm}: command line is not UTF-8"),
             Self::BadPlacement { vm } => write!(f, "VM {vm}: bad placement or physical CPU"),
@@ -422,6 +437,9 @@ pub struct VmImage<'a> {
     pub kernel_footprint: u64,
     /// The initrd, if any.
     pub initrd: Option<&'a [u8]>,
+    /// An extra device-tree fragment (a flattened tree) whose root's child
+    /// nodes are added to the VM's generated DT, if any.
+    pub dt_fragment: Option<&'a [u8]>,
     /// The kernel command line.
     pub cmdline: &'a str,
     /// Pinned: each vCPU owns its physical CPU exclusively (no other vCPU of
@@ -767,6 +785,14 @@ impl<'a> Bundle<'a> {
         } else {
             Some(blob(b, initrd_off, initrd_len).ok_or(oob)?)
         };
+        let (fragment_off, fragment_len) = (u64_at(144)?, u64_at(152)?);
+        let dt_fragment = if fragment_len == 0 {
+            None
+        } else if fragment_len > DT_FRAGMENT_MAX {
+            return Err(BundleError::BadDtFragment { vm: i });
+        } else {
+            Some(blob(b, fragment_off, fragment_len).ok_or(oob)?)
+        };
         let cmdline_bytes = blob(b, u64_at(112)?, u64_at(120)?).ok_or(oob)?;
         let cmdline =
             core::str::from_utf8(cmdline_bytes).map_err(|_| BundleError::BadCmdline { vm: i })?;
@@ -797,6 +823,7 @@ impl<'a> Bundle<'a> {
             entry_offset,
             kernel_footprint,
             initrd,
+            dt_fragment,
             cmdline,
             pinned,
             pcpus,
@@ -992,6 +1019,10 @@ pub fn encode(
             None => (0, 0),
         };
         let cmdline = put(&mut out, vm.cmdline.as_bytes());
+        let fragment = match vm.dt_fragment {
+            Some(bytes) => put(&mut out, bytes),
+            None => (0, 0),
+        };
         let r = HEADER_SIZE + i * VM_RECORD_SIZE;
         let rec = &mut out[r..r + VM_RECORD_SIZE];
         name(rec, vm.name);
@@ -1016,6 +1047,8 @@ pub fn encode(
         put_u32(rec, 128, u32::from(vm.pinned));
         put_u32(rec, 132, vm.on_crash as u32);
         rec[136..144].copy_from_slice(&vm.pcpus);
+        put_u64(rec, 144, fragment.0);
+        put_u64(rec, 152, fragment.1);
     }
     align(&mut out);
     let total = out.len() as u64;
@@ -1039,6 +1072,7 @@ mod tests {
             entry_offset: 0x20_0000,
             kernel_footprint: 0x10_0000,
             initrd,
+            dt_fragment: None,
             cmdline: "console=ttyAMA0",
             pinned: true,
             pcpus: [0, 1, 0, 0, 0, 0, 0, 0],
@@ -1172,6 +1206,33 @@ mod tests {
         assert_eq!(
             (b.vm(0), b.device_count(), b.channel_count()),
             (Some(vm), 0, 0)
+        );
+    }
+
+    #[test]
+    fn dt_fragment_round_trip_and_limit() {
+        let fragment = [0xd0u8, 0x0d, 0xfe, 0xed, 1, 2, 3];
+        let vm = VmImage {
+            dt_fragment: Some(&fragment),
+            ..sample(&KERNEL, None)
+        };
+        let bytes = encode(0, SystemInfo::default(), &[vm], &[], &[]);
+        assert_eq!(encoded_size(1, 0, 0, [5000, 15, 7]), bytes.len() as u64);
+        let b = Bundle::parse(&bytes).expect("valid");
+        assert_eq!(b.vm(0).and_then(|v| v.dt_fragment), Some(&fragment[..]));
+        // Larger than DT_FRAGMENT_MAX, or outside the bundle: refused.
+        let rec = HEADER_SIZE;
+        let mut big = bytes.clone();
+        big[rec + 152..rec + 160].copy_from_slice(&(DT_FRAGMENT_MAX + 1).to_le_bytes());
+        assert_eq!(
+            Bundle::parse(&big).err(),
+            Some(BundleError::BadDtFragment { vm: 0 })
+        );
+        let mut outside = bytes;
+        outside[rec + 144..rec + 152].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(
+            Bundle::parse(&outside).err(),
+            Some(BundleError::BlobOutOfBounds { vm: 0 })
         );
     }
 

@@ -163,6 +163,9 @@ pub struct GuestDtConfig<'a> {
     pub channels: &'a [GuestChannel<'a>],
     /// Passthrough devices.
     pub devices: &'a [GuestDevice<'a>],
+    /// An extra DT fragment (a flattened tree whose root's child nodes are
+    /// added to the root), checked by [`check_fragment`].
+    pub fragment: Option<&'a [u8]>,
 }
 
 /// Why a guest tree could not be generated. The variant docs are the
@@ -184,6 +187,131 @@ pub enum GuestDtError {
     BadCompatible,
     /// A passthrough device has more than `IRQS_PER_DEVICE` interrupts.
     TooManyInterrupts,
+    /// The extra DT fragment is unusable.
+    Fragment(FragmentError),
+}
+
+/// Why an extra DT fragment cannot be added to a VM's device tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FragmentError {
+    /// Not a valid flattened device tree.
+    NotFdt,
+    /// The root has a property other than `#address-cells`/`#size-cells`
+    /// (Stratum writes the root's properties itself).
+    RootProperty,
+    /// The `#address-cells`/`#size-cells` of its root are not 2 (the
+    /// generated root's; a fragment's `reg` must use them).
+    RootCells,
+    /// A top-level node has the name of one Stratum generates (`chosen`,
+    /// `memory@…`, `cpus`, `psci`, `intc@…`, `timer`, `apb-pclk`, `pl011@…`,
+    /// `reserved-memory`, `channel@…`, or a passthrough device's).
+    NameClash,
+    /// A node defines a phandle below [`FRAGMENT_PHANDLE_MIN`] (those are
+    /// Stratum's).
+    Phandle,
+    /// Nodes nest deeper than [`FRAGMENT_MAX_DEPTH`].
+    TooDeep,
+}
+
+impl core::fmt::Display for FragmentError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::NotFdt => "not a flattened device tree (compile it with dtc -O dtb)",
+            Self::RootProperty => {
+                "its root may only set #address-cells and #size-cells (Stratum writes the root)"
+            }
+            Self::RootCells => "its root's #address-cells and #size-cells must be 2",
+            Self::NameClash => "a top-level node has the name of a node Stratum generates",
+            Self::Phandle => "a node defines a phandle below 256 (those are Stratum's)",
+            Self::TooDeep => "nodes nest more than 8 deep",
+        })
+    }
+}
+
+/// Phandles a fragment may define start here; the ones below are Stratum's.
+pub const FRAGMENT_PHANDLE_MIN: u32 = 256;
+/// Deepest nesting of a fragment's nodes below its root.
+pub const FRAGMENT_MAX_DEPTH: usize = 8;
+
+/// Top-level node names Stratum generates (or prefixes of them, ending in
+/// `@`).
+const GENERATED_NODES: [&str; 10] = [
+    "chosen",
+    "memory@",
+    "reserved-memory",
+    "cpus",
+    "psci",
+    "intc@",
+    "timer",
+    "apb-pclk",
+    "pl011@",
+    "channel@",
+];
+
+/// Checks that `fragment` can be added to a VM whose passthrough devices
+/// have node base names `device_names`: see [`FragmentError`].
+pub fn check_fragment<'n>(
+    fragment: &[u8],
+    device_names: impl IntoIterator<Item = &'n str> + Clone,
+) -> Result<(), FragmentError> {
+    let fdt = crate::fdt::Fdt::new(fragment).map_err(|_| FragmentError::NotFdt)?;
+    let root = fdt.root();
+    for p in root.properties() {
+        match p.name() {
+            "#address-cells" | "#size-cells" => {
+                if p.as_u32() != Some(2) {
+                    return Err(FragmentError::RootCells);
+                }
+            }
+            _ => return Err(FragmentError::RootProperty),
+        }
+    }
+    for child in root.children() {
+        let name = child.name();
+        let generated = GENERATED_NODES.iter().any(|g| match g.strip_suffix('@') {
+            Some(prefix) => child.base_name() == prefix,
+            None => name == *g,
+        });
+        let device = device_names
+            .clone()
+            .into_iter()
+            .any(|d| child.base_name() == d);
+        if generated || device {
+            return Err(FragmentError::NameClash);
+        }
+        check_fragment_node(&child, 1)?;
+    }
+    Ok(())
+}
+
+fn check_fragment_node(node: &crate::fdt::Node<'_>, depth: usize) -> Result<(), FragmentError> {
+    if depth > FRAGMENT_MAX_DEPTH {
+        return Err(FragmentError::TooDeep);
+    }
+    for p in node.properties() {
+        if matches!(p.name(), "phandle" | "linux,phandle")
+            && p.as_u32().is_none_or(|h| h < FRAGMENT_PHANDLE_MIN)
+        {
+            return Err(FragmentError::Phandle);
+        }
+    }
+    for child in node.children() {
+        check_fragment_node(&child, depth + 1)?;
+    }
+    Ok(())
+}
+
+/// Copies `node` and everything below it into `w`.
+fn copy_node(w: &mut FdtWriter<'_>, node: &crate::fdt::Node<'_>) -> Result<(), GuestDtError> {
+    w.begin_node(node.name())?;
+    for p in node.properties() {
+        w.property(p.name(), p.raw())?;
+    }
+    for child in node.children() {
+        copy_node(w, &child)?;
+    }
+    w.end_node()?;
+    Ok(())
 }
 
 impl From<FdtError> for GuestDtError {
@@ -208,6 +336,7 @@ impl core::fmt::Display for GuestDtError {
             Self::TooManyInterrupts => {
                 f.write_str("guest device tree: a passthrough device has too many interrupts")
             }
+            Self::Fragment(e) => write!(f, "guest device tree: the extra DT fragment: {e}"),
         }
     }
 }
@@ -340,6 +469,15 @@ pub fn generate(desc: &GuestDtConfig<'_>, buf: &mut [u8]) -> Result<usize, Guest
         pl011(&mut w, uart)?;
     }
     channels(&mut w, desc.channels)?;
+    if let Some(fragment) = desc.fragment {
+        check_fragment(fragment, desc.devices.iter().map(|d| d.name))
+            .map_err(GuestDtError::Fragment)?;
+        let fdt = crate::fdt::Fdt::new(fragment)
+            .map_err(|_| GuestDtError::Fragment(FragmentError::NotFdt))?;
+        for child in fdt.root().children() {
+            copy_node(&mut w, &child)?;
+        }
+    }
     for device in desc.devices {
         passthrough(&mut w, device)?;
     }
@@ -564,6 +702,7 @@ mod tests {
             boot_count: Some(3),
             channels: &[],
             devices: &[],
+            fragment: None,
         }
     }
 
@@ -867,6 +1006,7 @@ mod tests {
             let desc = GuestDtConfig {
                 channels: &CHANNELS,
                 devices: &devices,
+                fragment: None,
                 ..config(&[0, 1], v3, true)
             };
             let blob = generate_vec(&desc);
@@ -997,6 +1137,7 @@ mod tests {
             }];
             let desc = GuestDtConfig {
                 devices: &devices,
+                fragment: None,
                 ..config(&[0], true, false)
             };
             generate(&desc, &mut [0u8; 4096]).err()
@@ -1022,11 +1163,138 @@ mod tests {
         }];
         let desc = GuestDtConfig {
             devices: &devices,
+            fragment: None,
             ..config(&[0], true, false)
         };
         assert_eq!(
             generate(&desc, &mut [0u8; 4096]),
             Err(GuestDtError::Fdt(FdtError::InvalidName))
+        );
+    }
+
+    /// A fragment: `root_props` on its root, then `nodes` (name, phandle)
+    /// with a `compatible` each and one grandchild under the first.
+    fn fragment(root_props: &[(&str, u32)], nodes: &[(&str, Option<u32>)]) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let mut w = FdtWriter::new(&mut buf).expect("writer");
+        w.begin_node("").expect("root");
+        for &(name, v) in root_props {
+            w.property_u32(name, v).expect("prop");
+        }
+        for (i, &(name, phandle)) in nodes.iter().enumerate() {
+            w.begin_node(name).expect("node");
+            w.property_string("compatible", "test,thing").expect("prop");
+            if let Some(h) = phandle {
+                w.property_u32("phandle", h).expect("prop");
+            }
+            if i == 0 {
+                w.begin_node("inner").expect("node");
+                w.property_cells("values", &[1, 2, 3]).expect("prop");
+                w.end_node().expect("end");
+            }
+            w.end_node().expect("end");
+        }
+        w.end_node().expect("end");
+        let len = w.finish().expect("finish");
+        buf.truncate(len);
+        buf
+    }
+
+    #[test]
+    fn fragment_nodes_join_the_root() {
+        let root_cells = [("#address-cells", 2), ("#size-cells", 2)];
+        let frag = fragment(&root_cells, &[("board-clock", Some(0x100)), ("leds", None)]);
+        assert_eq!(check_fragment(&frag, ["rtc"]), Ok(()));
+        let mpidrs = [0];
+        let desc = GuestDtConfig {
+            fragment: Some(&frag),
+            ..config(&mpidrs, true, false)
+        };
+        let blob = generate_vec(&desc);
+        let fdt = Fdt::new(&blob).expect("parses");
+        let clk = fdt.find_node("/board-clock").expect("fragment node added");
+        assert!(clk.is_compatible("test,thing"));
+        assert_eq!(clk.phandle(), Some(0x100));
+        let inner = fdt.find_node("/board-clock/inner").expect("its child too");
+        assert_eq!(cells(&inner, "values"), Some(vec![1, 2, 3]));
+        assert!(fdt.find_node("/leds").is_some());
+        // The generated tree is all still there.
+        assert!(fdt.find_node("/chosen").is_some() && fdt.find_node("/psci").is_some());
+        assert_eq!(
+            fdt.root().property("compatible").and_then(|p| p.as_str()),
+            Some("linux,dummy-virt")
+        );
+    }
+
+    #[test]
+    fn bad_fragments_are_refused() {
+        let root_cells = [("#address-cells", 2), ("#size-cells", 2)];
+        let ok_node = [("extra", None)];
+        // (fragment, error, whether the generator sees it too: it knows only
+        // the devices of the VM it describes, which has none here)
+        let cases: [(Vec<u8>, FragmentError, bool); 9] = [
+            (b"not a tree".to_vec(), FragmentError::NotFdt, true),
+            (
+                fragment(&[("interrupt-parent", 5)], &ok_node),
+                FragmentError::RootProperty,
+                true,
+            ),
+            (
+                fragment(&[("#address-cells", 1)], &ok_node),
+                FragmentError::RootCells,
+                true,
+            ),
+            (
+                fragment(&root_cells, &[("chosen", None)]),
+                FragmentError::NameClash,
+                true,
+            ),
+            (
+                fragment(&root_cells, &[("apb-pclk", None)]),
+                FragmentError::NameClash,
+                true,
+            ),
+            (
+                fragment(&root_cells, &[("memory@40000000", None)]),
+                FragmentError::NameClash,
+                true,
+            ),
+            (
+                fragment(&root_cells, &[("rtc@9010000", None)]),
+                FragmentError::NameClash,
+                false,
+            ),
+            (
+                fragment(&root_cells, &[("clk", Some(1))]),
+                FragmentError::Phandle,
+                true,
+            ),
+            (
+                fragment(&root_cells, &[("clk", Some(255))]),
+                FragmentError::Phandle,
+                true,
+            ),
+        ];
+        for (frag, want, generator_too) in cases {
+            assert_eq!(check_fragment(&frag, ["rtc"]), Err(want));
+            if !generator_too {
+                continue;
+            }
+            let mpidrs = [0];
+            let desc = GuestDtConfig {
+                fragment: Some(&frag),
+                ..config(&mpidrs, true, false)
+            };
+            let mut buf = vec![0u8; 4096];
+            assert_eq!(
+                generate(&desc, &mut buf),
+                Err(GuestDtError::Fragment(want)),
+                "the generator checks too"
+            );
+        }
+        assert_eq!(
+            check_fragment(&fragment(&root_cells, &[("clk", Some(256))]), ["rtc"]),
+            Ok(())
         );
     }
 

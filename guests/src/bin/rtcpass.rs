@@ -4,7 +4,8 @@
 //! identity at stage 2 and forwards its SPI hardware-linked.
 //!
 //! The guest finds the device in its device tree (a node whose compatible is
-//! `arm,pl031`), reads the PrimeCell identification registers (PL031:
+//! `arm,pl031`) and the node the config's extra DT fragment adds
+//! (`stratum,board-info`), reads the PrimeCell identification registers (PL031:
 //! `0x31 0x10 0x?4 0x00`, cell ID `0x0d 0xf0 0x05 0xb1`) and the time (a
 //! real date), then sets the match register one second ahead with the match
 //! interrupt unmasked and waits in WFI for the interrupt (bounded by the
@@ -81,6 +82,10 @@ fn main(dtb: usize) -> ! {
     c.check(
         "device tree describes the passed-through arm,pl031",
         dtb_contains(dtb, b"arm,pl031\0"),
+    );
+    c.check(
+        "device tree carries the config's extra fragment",
+        dtb_contains(dtb, b"stratum,board-info\0"),
     );
     let platform = gic::bring_up(dtb);
     let g = platform.gic;

@@ -56,6 +56,7 @@ Config format (TOML; relative paths are relative to the file):
   placement = \"pinned\"         # or \"shared\" (time-shared physical CPUs)
   pcpus = [0]                  # physical CPUs (default: lowest free / last)
   on_crash = \"stop\"            # or \"restart\"
+  dt_fragment = \"extra.dtb\"    # optional: nodes added to the VM's device tree
 
   [[vm.device]]                # passthrough, identity mapped (0 to 4 per VM)
   name = \"rtc\"

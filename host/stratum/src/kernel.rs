@@ -65,6 +65,7 @@ pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
     struct Loaded {
         kernel: PreparedKernel,
         initrd: Option<Vec<u8>>,
+        dt_fragment: Option<Vec<u8>>,
     }
     let mut loaded = Vec::with_capacity(config.vms.len());
     for vm in &config.vms {
@@ -76,13 +77,23 @@ pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
             &vm.kernel.display().to_string(),
         )?;
         let initrd = vm.initrd.as_deref().map(read).transpose()?;
-        loaded.push(Loaded { kernel, initrd });
+        let dt_fragment = vm.dt_fragment.as_deref().map(read).transpose()?;
+        loaded.push(Loaded {
+            kernel,
+            initrd,
+            dt_fragment,
+        });
     }
     let images: Vec<VmImage<'_>> = config
         .vms
         .iter()
         .zip(&loaded)
-        .map(|(vm, l)| vm_image(vm, &l.kernel, l.initrd.as_deref()))
+        .map(|(vm, l)| {
+            vm_image(vm, &l.kernel, l.initrd.as_deref()).map(|image| VmImage {
+                dt_fragment: l.dt_fragment.as_deref(),
+                ..image
+            })
+        })
         .collect::<Result<_>>()?;
     let compatibles: Vec<Vec<u8>> = config
         .vms
@@ -154,6 +165,7 @@ fn vm_image<'a>(
         entry_offset: k.placement.entry_offset,
         kernel_footprint: k.placement.footprint,
         initrd,
+        dt_fragment: None,
         cmdline: &vm.cmdline,
         pinned: vm.placement == CpuPlacement::Pinned,
         pcpus,
@@ -211,6 +223,8 @@ pub struct BlobSizes {
     pub initrd: Option<u64>,
     /// Command line length in bytes.
     pub cmdline: u64,
+    /// Extra DT fragment, if any.
+    pub dt_fragment: Option<u64>,
 }
 
 /// Exact size [`bundle::encode`] produces for VMs with these blobs, and
@@ -223,7 +237,7 @@ pub fn bundle_size(
     let vms: Vec<BlobSizes> = vms.into_iter().collect();
     let blobs = vms
         .iter()
-        .flat_map(|vm| [Some(vm.kernel), vm.initrd, Some(vm.cmdline)])
+        .flat_map(|vm| [Some(vm.kernel), vm.initrd, Some(vm.cmdline), vm.dt_fragment])
         .flatten();
     bundle::encoded_size(vms.len(), devices, channels, blobs.collect::<Vec<_>>())
 }
@@ -406,7 +420,8 @@ size = "8K"
     fn bundle_size_matches_encode() {
         let k = [1u8; 5000];
         let i = [2u8; 10];
-        let image = |initrd, cmdline| VmImage {
+        let f = [3u8; 4100];
+        let image = |initrd, cmdline, dt_fragment| VmImage {
             name: "a",
             vcpus: 1,
             kernel_kind: KernelKind::Raw,
@@ -417,31 +432,35 @@ size = "8K"
             entry_offset: 0x8_0000,
             kernel_footprint: 5000,
             initrd,
+            dt_fragment,
             cmdline,
             pinned: false,
             pcpus: [0; 8],
             on_crash: bundle::OnCrash::Stop,
         };
         let vms = [
-            image(Some(&i[..]), "x"),
-            image(None, ""),
-            image(Some(&[][..]), ""),
+            image(Some(&i[..]), "x", None),
+            image(None, "", Some(&f[..])),
+            image(Some(&[][..]), "", None),
         ];
         let sizes = [
             BlobSizes {
                 kernel: 5000,
                 initrd: Some(10),
                 cmdline: 1,
+                dt_fragment: None,
             },
             BlobSizes {
                 kernel: 5000,
                 initrd: None,
                 cmdline: 0,
+                dt_fragment: Some(4100),
             },
             BlobSizes {
                 kernel: 5000,
                 initrd: Some(0),
                 cmdline: 0,
+                dt_fragment: None,
             },
         ];
         for n in 1..=3 {

@@ -22,7 +22,8 @@
 //! ```
 //!
 //! Several VMs share the machine; `[system]`, per-VM `placement`, `pcpus`,
-//! `on_crash`, `[[vm.device]]` (passthrough) and `[[channel]]` (shared
+//! `on_crash`, `dt_fragment` (extra device-tree nodes), `[[vm.device]]`
+//! (passthrough) and `[[channel]]` (shared
 //! memory between two VMs) say how ([`partition`]; the full reference with
 //! examples is `docs/config.md`). The defaults the file leaves open are
 //! resolved here, so the bundle carries only final values: each vCPU's
@@ -246,6 +247,11 @@ pub struct VmConfig {
     pub initrd: Option<PathBuf>,
     /// Initrd size in bytes (0 without an initrd).
     pub initrd_size: u64,
+    /// An extra device-tree fragment (a DTB) whose root's child nodes join
+    /// the VM's generated device tree.
+    pub dt_fragment: Option<PathBuf>,
+    /// Its size in bytes (0 without one).
+    pub dt_fragment_size: u64,
     /// Kernel command line.
     pub cmdline: String,
     /// vCPUs, 1..=[`MAX_VCPUS`].
@@ -388,6 +394,7 @@ impl Config {
             placement: None,
             pcpus: None,
             on_crash: None,
+            dt_fragment: None,
             device: Vec::new(),
         };
         let raw = RawConfig {
@@ -520,6 +527,7 @@ impl Config {
                 kernel: vm.kernel_summary.blob_size,
                 initrd: vm.initrd.as_ref().map(|_| vm.initrd_size),
                 cmdline: vm.cmdline.len() as u64,
+                dt_fragment: vm.dt_fragment.as_ref().map(|_| vm.dt_fragment_size),
             }),
             self.vms.iter().map(|vm| vm.devices.len()).sum(),
             self.channels.len(),

@@ -49,6 +49,7 @@ pub(super) struct RawVm {
     pub(super) placement: Option<Spanned<String>>,
     pub(super) pcpus: Option<Spanned<Vec<Spanned<i64>>>>,
     pub(super) on_crash: Option<Spanned<String>>,
+    pub(super) dt_fragment: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) device: Vec<Spanned<RawDevice>>,
 }

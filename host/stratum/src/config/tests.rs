@@ -6,6 +6,25 @@ use crate::testutil::{ElfBuilder, TestDir, linux_image};
 
 const RAM: u64 = 0x4000_0000;
 
+/// A DT fragment (as `dtc` would compile it) with one top-level node.
+fn fragment(node: &str, phandle: Option<u32>) -> Vec<u8> {
+    let mut buf = vec![0u8; 1024];
+    let mut w = stratum_core::fdt::FdtWriter::new(&mut buf).expect("writer");
+    w.begin_node("").expect("root");
+    w.property_u32("#address-cells", 2).expect("prop");
+    w.property_u32("#size-cells", 2).expect("prop");
+    w.begin_node(node).expect("node");
+    w.property_string("compatible", "test,thing").expect("prop");
+    if let Some(h) = phandle {
+        w.property_u32("phandle", h).expect("prop");
+    }
+    w.end_node().expect("end");
+    w.end_node().expect("end");
+    let len = w.finish().expect("finish");
+    buf.truncate(len);
+    buf
+}
+
 /// A directory with a config file and the kernels/initrds it may name.
 struct Fixture {
     dir: TestDir,
@@ -31,6 +50,11 @@ impl Fixture {
             .and_then(|f| f.set_len(3 * MIB))
             .expect("sparse initrd");
         fs::create_dir(dir.path().join("a-directory")).expect("mkdir");
+        dir.write("extra.dtb", &fragment("board-clock", None));
+        dir.write("clash.dtb", &fragment("chosen", None));
+        dir.write("devclash.dtb", &fragment("rtc@9010000", None));
+        dir.write("phandle.dtb", &fragment("clk", Some(2)));
+        dir.write("big.dtb", &vec![0u8; 16 * 1024 + 1]);
         Self { dir }
     }
 
@@ -184,6 +208,48 @@ fn bad_configs() {
         (
             "[[vm]]\nkernel = \"hello.elf\"\ninitrd = \"nope.cpio\"\n",
             &["x.toml:3:10: vm[0].initrd: ", "nope.cpio: file not found"],
+        ),
+        // Extra device-tree fragments.
+        (
+            "[[vm]]\nkernel = \"hello.elf\"\ndt_fragment = \"nope.dtb\"\n",
+            &[
+                "x.toml:3:15: vm[0].dt_fragment: ",
+                "nope.dtb: file not found",
+            ],
+        ),
+        (
+            "[[vm]]\nkernel = \"hello.elf\"\ndt_fragment = \"raw.bin\"\n",
+            &[
+                "x.toml:3:15: vm[0].dt_fragment: ",
+                "not a flattened device tree",
+            ],
+        ),
+        (
+            "[[vm]]\nkernel = \"hello.elf\"\ndt_fragment = \"big.dtb\"\n",
+            &[
+                "x.toml:3:15: vm[0].dt_fragment: ",
+                "a DT fragment may have at most 16384",
+            ],
+        ),
+        (
+            "[[vm]]\nkernel = \"hello.elf\"\ndt_fragment = \"clash.dtb\"\n",
+            &[
+                "x.toml:3:15: vm[0].dt_fragment: ",
+                "the name of a node Stratum generates",
+            ],
+        ),
+        (
+            "[[vm]]\nkernel = \"hello.elf\"\ndt_fragment = \"phandle.dtb\"\n",
+            &["x.toml:3:15: vm[0].dt_fragment: ", "phandle below 256"],
+        ),
+        (
+            "[[vm]]\nkernel = \"hello.elf\"\ndt_fragment = \"devclash.dtb\"\n\
+             [[vm.device]]\nname = \"rtc\"\ncompatible = \"arm,pl031\"\n\
+             reg = [0x09010000, 0x1000]\ninterrupts = [2]\n",
+            &[
+                "x.toml:3:15: vm[0].dt_fragment: ",
+                "the name of a node Stratum generates",
+            ],
         ),
         // Fitting in memory.
         (
@@ -1284,4 +1350,25 @@ fn placement_defaults() {
         ))
         .expect("valid");
     assert_eq!(config.vms[0].pcpus, [7]);
+}
+
+#[test]
+fn dt_fragment_is_resolved_and_carried_into_the_bundle() {
+    let fx = Fixture::new();
+    let config = fx
+        .parse("[[vm]]\nkernel = \"hello.elf\"\ndt_fragment = \"extra.dtb\"\n")
+        .expect("valid");
+    let vm = &config.vms[0];
+    assert_eq!(vm.dt_fragment, Some(fx.dir.path().join("extra.dtb")));
+    assert_eq!(
+        vm.dt_fragment_size,
+        fragment("board-clock", None).len() as u64
+    );
+    let bytes = crate::kernel::build_bundle(&config, 0).expect("bundle");
+    let bundle = stratum_abi::bundle::Bundle::parse(&bytes).expect("parses");
+    assert_eq!(
+        bundle.vm(0).and_then(|v| v.dt_fragment),
+        Some(&fragment("board-clock", None)[..])
+    );
+    assert_eq!(config.bundle_size(), bytes.len() as u64);
 }

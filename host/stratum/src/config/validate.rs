@@ -387,6 +387,19 @@ fn validate_vm(
         })
         .unwrap_or_default();
 
+    let dt_fragment = vm.dt_fragment.as_ref().and_then(|v| {
+        let path = base.join(v.get_ref());
+        match read_fragment(
+            &path,
+            vm.device.iter().filter_map(|d| d.get_ref().name.as_ref()),
+        ) {
+            Ok(size) => Some((path, size)),
+            Err(e) => {
+                d.at(v, &f("dt_fragment"), format!("{}: {e}", path.display()));
+                None
+            }
+        }
+    });
     let initrd = vm.initrd.as_ref().and_then(|v| {
         let path = base.join(v.get_ref());
         match file_size(&path) {
@@ -493,6 +506,8 @@ fn validate_vm(
         },
         initrd: initrd.map(|(p, _)| p),
         initrd_size,
+        dt_fragment: dt_fragment.as_ref().map(|(p, _)| p.clone()),
+        dt_fragment_size: dt_fragment.map_or(0, |(_, s)| s),
         cmdline,
         cpus: cpus?,
         memory,
@@ -506,6 +521,27 @@ fn validate_vm(
 }
 
 /// Size of a readable regular file, or why it cannot be used.
+/// Reads an extra DT fragment and checks it as the hypervisor will
+/// (`stratum_core::guest_dt::check_fragment`) against the VM's passthrough
+/// device names; returns its size.
+fn read_fragment<'a>(
+    path: &Path,
+    device_names: impl Iterator<Item = &'a toml::Spanned<String>>,
+) -> Result<u64, String> {
+    let size = file_size(path)?;
+    if size > stratum_abi::bundle::DT_FRAGMENT_MAX {
+        return Err(format!(
+            "{size} bytes; a DT fragment may have at most {}",
+            stratum_abi::bundle::DT_FRAGMENT_MAX
+        ));
+    }
+    let bytes = fs::read(path).map_err(|e| describe_io(&e))?;
+    let names: Vec<&str> = device_names.map(|n| n.get_ref().as_str()).collect();
+    stratum_core::guest_dt::check_fragment(&bytes, names.iter().copied())
+        .map_err(|e| e.to_string())?;
+    Ok(size)
+}
+
 fn file_size(path: &Path) -> Result<u64, String> {
     let meta = fs::metadata(path).map_err(|e| describe_io(&e))?;
     if !meta.is_file() {
