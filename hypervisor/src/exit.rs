@@ -306,7 +306,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
         crate::console::drain_input();
         crate::console::deliver_input(vm.id, &mut vm.uart);
     }
-    let settings = system::settings().expect("settings are recorded before any guest runs");
+    let settings = system::settings_ref().expect("settings are recorded before any guest runs");
     let redist = match vm.gic {
         GuestGic::V3 { redist, .. } => Some(redist),
         GuestGic::V2 { .. } => None,
