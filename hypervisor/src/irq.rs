@@ -521,7 +521,7 @@ pub fn service(cpu: usize) -> bool {
             }),
         }
     }
-    for irq in acks.passthrough.iter().flatten() {
+    for irq in acks.passthrough[..acks.passthrough_count].iter().flatten() {
         let forwarded = route_of(irq.intid()).and_then(|id| {
             system::try_with_vm(id, |vm| {
                 if vm.must_park_vm() {
