@@ -189,22 +189,19 @@ fn runnable(r: VcpuRef, loaded: Option<VcpuRef>) -> bool {
 /// Nothing to run: waits for an interrupt (a kick, a device, a loaded
 /// timer), with `CNTHP` set for the earliest saved timer of a blocked vCPU.
 fn idle(cpu: usize, queue: &RunQueue, loaded: Option<VcpuRef>) {
-    let mut deadline: Option<u64> = None;
-    for &r in queue.entries() {
-        if Some(r) == loaded {
-            continue;
-        }
-        let v = usize::from(r.vcpu);
-        let d = system::with_vm(r.vm.into(), |vm| {
-            (vm.running[v] && vm.blocked[v])
-                .then(|| vm.ctx[v].next_deadline(vm.cntvoff))
-                .flatten()
-        });
-        deadline = match (deadline, d) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
+    let deadline = queue
+        .entries()
+        .iter()
+        .filter(|&&r| Some(r) != loaded)
+        .filter_map(|&r| {
+            let v = usize::from(r.vcpu);
+            system::with_vm(r.vm.into(), |vm| {
+                (vm.running[v] && vm.blocked[v])
+                    .then(|| vm.ctx[v].next_deadline(vm.cntvoff))
+                    .flatten()
+            })
+        })
+        .min();
     match deadline {
         Some(at) => irq::arm_preemption(at),
         None => irq::disarm_preemption(),

@@ -200,20 +200,19 @@ impl VcpuContext {
     /// (enabled, unmasked, compare value reached), `cntvoff` being the VM's
     /// virtual offset. Only meaningful while the context is saved.
     pub fn timer_fired(&self, now: u64, cntvoff: u64) -> bool {
-        let fired = |ctl: u64, cval: u64, count: u64| ctl & 0b11 == 0b01 && count >= cval;
-        fired(self.timers[0], self.timers[1], now.wrapping_sub(cntvoff))
-            || fired(self.timers[2], self.timers[3], now)
+        self.next_deadline(cntvoff).is_some_and(|at| now >= at)
     }
 
     /// The physical count at which the earliest enabled, unmasked saved
-    /// timer fires, if any.
+    /// timer fires, if any. A virtual compare value beyond the physical
+    /// counter's range (`CVAL + CNTVOFF` overflows: a guest's "never")
+    /// never fires.
     pub fn next_deadline(&self, cntvoff: u64) -> Option<u64> {
         let armed = |ctl: u64| ctl & 0b11 == 0b01;
-        let v = armed(self.timers[0]).then(|| self.timers[1].wrapping_add(cntvoff));
+        let v = armed(self.timers[0])
+            .then(|| self.timers[1].checked_add(cntvoff))
+            .flatten();
         let p = armed(self.timers[2]).then_some(self.timers[3]);
-        match (v, p) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        v.into_iter().chain(p).min()
     }
 }
