@@ -57,8 +57,6 @@ struct Irqs {
     gic: PhysGic,
     version: GicVersion,
     lr_count: usize,
-    /// List registers the last fill wrote (the ones to fold back).
-    used_lrs: usize,
     /// The console UART's interrupt, when the DT names one.
     console_intid: Option<u32>,
     /// The virtual interface's maintenance interrupt.
@@ -70,8 +68,9 @@ struct Irqs {
     clean: Option<(usize, usize, u64)>,
 }
 
-/// Each CPU's `used_lrs`, readable without its lock (only that CPU writes
-/// it, always together with `used_lrs`).
+/// How many list registers each CPU's last fill wrote (the ones to fold
+/// back). Only that CPU writes its own (through [`Irqs::set_used`]); the
+/// exit path reads it without the interrupt state's lock.
 static LRS_IN_USE: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
 /// Most physical interrupts acknowledged per exit.
@@ -196,7 +195,6 @@ pub fn init(
         gic,
         version: g.version,
         lr_count,
-        used_lrs: 0,
         console_intid,
         maintenance_intid: maintenance,
         clean: None,
@@ -259,14 +257,23 @@ impl Irqs {
         }
     }
 
+    /// List registers the last fill wrote.
+    fn used(&self) -> usize {
+        LRS_IN_USE[self.cpu].load(Ordering::Relaxed)
+    }
+
+    /// Records how many list registers are in use.
+    fn set_used(&mut self, n: usize) {
+        LRS_IN_USE[self.cpu].store(n, Ordering::Relaxed);
+    }
+
     /// Invalidates the list registers in use and drops any maintenance
     /// request (only after they were folded into the model).
     fn clear_lrs(&mut self) {
-        for n in 0..self.used_lrs {
+        for n in 0..self.used() {
             self.gic.write_lr(n, 0);
         }
-        self.used_lrs = 0;
-        LRS_IN_USE[self.cpu].store(0, Ordering::Relaxed);
+        self.set_used(0);
         self.clean = None;
         self.gic.set_hcr(HcrFlags {
             enable: true,
@@ -404,11 +411,9 @@ pub fn fold_on(vm: &mut Vm, v: usize, cpu: usize) {
         return;
     }
     with_cpu(cpu, |irqs| {
-        if irqs.used_lrs == 0 {
-            return;
-        }
+        let used = irqs.used();
         let mut lrs = [ListRegister::default(); MAX_LRS];
-        for (n, lr) in lrs.iter_mut().enumerate().take(irqs.used_lrs) {
+        for (n, lr) in lrs.iter_mut().enumerate().take(used) {
             *lr = irqs.decode(irqs.gic.read_lr(n));
         }
         // A hardware-linked LR the guest finished (now invalid) means its
@@ -416,12 +421,12 @@ pub fn fold_on(vm: &mut Vm, v: usize, cpu: usize) {
         // reached the GIC through the HW bit; make sure it did (QEMU's GICv2
         // has been seen to leave the timer PPI active), which has no effect
         // when it already is inactive.
-        for lr in &lrs[..irqs.used_lrs] {
+        for lr in &lrs[..used] {
             if let (Some(pintid), LrState::Invalid) = (lr.pintid, lr.state) {
                 let _ = irqs.gic.clear_active(pintid);
             }
         }
-        vm.vgic.fold_lrs(v, &lrs[..irqs.used_lrs]);
+        vm.vgic.fold_lrs(v, &lrs[..used]);
     });
 }
 
@@ -447,7 +452,8 @@ pub fn fill_on(vm: &mut Vm, v: usize, cpu: usize) {
     send_kicks(vm, cpu);
     let generation = vm.vgic.generation();
     with_cpu(cpu, |irqs| {
-        if irqs.used_lrs == 0 && irqs.clean == Some((vm.id, v, generation)) {
+        let used = irqs.used();
+        if used == 0 && irqs.clean == Some((vm.id, v, generation)) {
             return;
         }
         release_hw(irqs, vm);
@@ -456,11 +462,10 @@ pub fn fill_on(vm: &mut Vm, v: usize, cpu: usize) {
         for (n, lr) in lrs.iter().enumerate().take(fill.used) {
             irqs.gic.write_lr(n, irqs.encode(lr));
         }
-        for n in fill.used..irqs.used_lrs {
+        for n in fill.used..used {
             irqs.gic.write_lr(n, 0);
         }
-        irqs.used_lrs = fill.used;
-        LRS_IN_USE[irqs.cpu].store(fill.used, Ordering::Relaxed);
+        irqs.set_used(fill.used);
         irqs.gic.set_hcr(HcrFlags {
             enable: true,
             underflow: fill.overflow,
@@ -492,7 +497,7 @@ pub fn send_kicks(vm: &mut Vm, cpu: usize) {
 /// console input to the VM that has the console. True when the preemption
 /// timer fired. Holds no VM lock on entry.
 pub fn service(cpu: usize) -> bool {
-    let acks = with(|irqs| irqs.ack_all());
+    let acks = with_cpu(cpu, |irqs| irqs.ack_all());
     // The timers' interrupts are classes too: whenever there are some, the
     // loaded vCPU is looked up (once) for both counting and forwarding.
     let loaded = if acks.classes != 0 {
@@ -514,7 +519,7 @@ pub fn service(cpu: usize) -> bool {
                 }
             }),
             // Nobody's timer: stale (its vCPU stopped). Let it go.
-            None => with(|irqs| {
+            None => with_cpu(cpu, |irqs| {
                 for irq in acks.timers.iter().flatten() {
                     irqs.gic.deactivate(*irq);
                 }
@@ -538,7 +543,7 @@ pub fn service(cpu: usize) -> bool {
         if forwarded != Some(true) {
             // Not ours, its VM is not running, or a previous forward is in
             // flight still: let it go rather than leave it active forever.
-            with(|irqs| irqs.gic.deactivate(*irq));
+            with_cpu(cpu, |irqs| irqs.gic.deactivate(*irq));
         }
     }
     if acks.console {
@@ -664,8 +669,7 @@ pub fn reset_cpu() {
         for n in 0..irqs.lr_count {
             irqs.gic.write_lr(n, 0);
         }
-        irqs.used_lrs = 0;
-        LRS_IN_USE[irqs.cpu].store(0, Ordering::Relaxed);
+        irqs.set_used(0);
         irqs.clean = None;
         irqs.gic.set_vmcr(0);
         irqs.gic.restore_aprs(&Default::default());
