@@ -335,7 +335,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     };
     let mut env = Env {
         vm: id,
-        time_shared: vm.time_shared,
+        time_shared: system::time_shared(id),
         ram_pa: vm.ram_pa.0,
         ram_size: vm.ram.size,
     };

@@ -271,8 +271,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     }
     for id in 0..bundle.vm_count() {
         let shared = system::with_vm(id, |vm| {
-            vm.time_shared = (0..vm.vcpu_count()).any(|v| sched::is_shared(vm.pcpu[v]));
-            vm.time_shared
+            (0..vm.vcpu_count()).any(|v| sched::is_shared(vm.pcpu[v]))
         });
         system::set_time_shared(id, shared);
     }

@@ -181,9 +181,6 @@ pub struct Vm {
     pub pcpu: [usize; MAX_VCPUS],
     /// Each vCPU's state while another vCPU has its CPU.
     pub ctx: [VcpuContext; MAX_VCPUS],
-    /// Whether some vCPU of this VM time-shares its physical CPU (SVE and
-    /// SME are then hidden from the guest).
-    pub time_shared: bool,
     /// Whether the VM runs or stopped for good.
     pub state: RunState,
     /// Restart rather than stop when the guest crashes.
@@ -316,7 +313,6 @@ impl Vm {
             pcpu: core::array::from_fn(|i| i),
             ctx: [VcpuContext::default(); MAX_VCPUS],
             state: RunState::Running,
-            time_shared: false,
             restart_on_crash: false,
             vector_faults: 0,
             channels: [ChannelPort::default(); CHANNELS],
@@ -465,7 +461,8 @@ impl Vm {
     }
 
     /// Makes vCPU `v` of this VM the one this CPU runs: its stage 2, its
-    /// frame in `TPIDR_EL2`, its virtual MPIDR and counter offset.
+    /// frame in `TPIDR_EL2` and its virtual MPIDR. (`CNTVOFF_EL2` is part of
+    /// its context, loaded with its timers: `sched::restore`.)
     pub fn activate(&mut self, v: usize) {
         // SAFETY: VTTBR_EL2 names a complete stage-2 table built by `create`;
         // it only affects EL1/EL0 translation, never EL2's own. VMIDs tag
@@ -477,7 +474,6 @@ impl Vm {
         unsafe { sysreg::set_tpidr_el2(frame) };
         // Bit 31 of MPIDR_EL1 is RES1; U (bit 30) = 0: a multiprocessor system.
         sysreg::set_vmpidr_el2((1 << 31) | self.power[v].mpidr);
-        sysreg::set_cntvoff_el2(self.cntvoff);
         stratum_arch::barrier::isb();
     }
 
