@@ -80,7 +80,7 @@ fn id_register_value(encoding: u32, time_shared: bool) -> u64 {
 /// it did; the exit is then complete.
 fn early_exit(frame: *mut Frame, cpu: usize) -> bool {
     let esr = sysreg::esr_el2();
-    let Some(settings) = system::settings_ref() else {
+    let Some(settings) = system::settings() else {
         return false;
     };
     // SAFETY: `frame` is the running vCPU's frame (TPIDR_EL2), which the
@@ -136,6 +136,20 @@ fn advance_pc() {
     sysreg::set_elr_el2(sysreg::elr_el2().wrapping_add(4));
 }
 
+/// Carries out an action that only touches this vCPU's registers —
+/// resume, step past the instruction, inject an exception — and says
+/// whether it was one. The exit path does these under the VM lock it
+/// already holds; everything else goes to [`apply_action`].
+fn finish_in_place(action: &Action) -> bool {
+    match action {
+        Action::Resume => {}
+        Action::Advance => advance_pc(),
+        Action::Inject(inj) => apply_injection(inj),
+        _ => return false,
+    }
+    true
+}
+
 /// What happens after an exit, besides returning to the same vCPU.
 enum Flow {
     /// Return to the guest.
@@ -167,18 +181,7 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
             let left = system::with_vm(id, |vm| {
                 irq::fold_on(vm, v, cpu);
                 let action = sync_policy(frame, vm, v);
-                let finished = match action {
-                    Action::Resume => true,
-                    Action::Advance => {
-                        advance_pc();
-                        true
-                    }
-                    Action::Inject(inj) => {
-                        apply_injection(&inj);
-                        true
-                    }
-                    _ => false,
-                };
+                let finished = finish_in_place(&action);
                 if finished && !vm.must_park(v) {
                     irq::fill_on(vm, v, cpu);
                     return None;
@@ -306,7 +309,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
         crate::console::drain_input();
         crate::console::deliver_input(vm.id, &mut vm.uart);
     }
-    let settings = system::settings_ref().expect("settings are recorded before any guest runs");
+    let settings = system::settings().expect("settings are recorded before any guest runs");
     let redist = match vm.gic {
         GuestGic::V3 { redist, .. } => Some(redist),
         GuestGic::V2 { .. } => None,
@@ -346,11 +349,9 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     }
     if let Action::Inject(inj) = action {
         log_injection(vm, &info, &inj, last_abort);
-    }
-    // An exception the guest cannot take: the abort is injected at its
-    // own vector table (which is unmapped, or faults at once). Each
-    // injection lands there again: an exception loop, i.e. a crash.
-    if let Action::Inject(_) = action {
+        // An exception the guest cannot take: the abort is injected at its
+        // own vector table (which is unmapped, or faults at once). Each
+        // injection lands there again: an exception loop, i.e. a crash.
         let vbar = sysreg::vbar_el1();
         if info.pc.wrapping_sub(vbar) < 0x800 {
             vm.vector_faults += 1;
@@ -374,12 +375,12 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
 /// (`action` is not one [`handle_guest_exit`] finished in place).
 fn apply_action(action: Action, cpu: usize, me: VcpuRef) -> Flow {
     let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
+    if finish_in_place(&action) {
+        return Flow::Resume;
+    }
     match action {
-        Action::Resume => Flow::Resume,
-        Action::Advance => {
-            advance_pc();
-            Flow::Resume
-        }
+        // Done by `finish_in_place` above.
+        Action::Resume | Action::Advance | Action::Inject(_) => Flow::Resume,
         Action::WaitForInterrupt { advance } => {
             if advance {
                 advance_pc();
@@ -394,10 +395,6 @@ fn apply_action(action: Action, cpu: usize, me: VcpuRef) -> Flow {
         }
         Action::FpTrap => {
             sched::fp_trap(cpu);
-            Flow::Resume
-        }
-        Action::Inject(inj) => {
-            apply_injection(&inj);
             Flow::Resume
         }
         Action::ForwardToFirmware {

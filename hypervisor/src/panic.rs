@@ -22,7 +22,7 @@ impl Write for Forced {
 }
 
 fn epitaph(what: core::fmt::Arguments<'_>) -> ! {
-    let base = system::settings_for_panic().map_or(0, |s| s.uart_base);
+    let base = system::settings().map_or(0, |s| s.uart_base);
     let mut out = Forced(base);
     let _ = writeln!(
         out,

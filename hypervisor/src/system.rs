@@ -80,20 +80,10 @@ pub fn set_settings(s: Settings) {
     SETTINGS.set(s);
 }
 
-/// The boot-time settings, if boot got that far (no lock: the panic path
-/// may use it too).
-pub fn settings() -> Option<Settings> {
-    SETTINGS.get().copied()
-}
-
-/// The boot-time settings, by reference (no copy on the exit path).
-pub fn settings_ref() -> Option<&'static Settings> {
+/// The boot-time settings, if boot got that far. No lock and no copy: the
+/// exit path and the panic path both read them.
+pub fn settings() -> Option<&'static Settings> {
     SETTINGS.get()
-}
-
-/// The boot-time settings, for the panic path.
-pub fn settings_for_panic() -> Option<Settings> {
-    settings()
 }
 
 /// Installs VM `vm.id` (boot CPU, before any guest runs).
@@ -208,17 +198,19 @@ pub fn park_vcpu(cpu: usize, me: VcpuRef) -> ! {
 /// says so: every VM stopped, or (`stop = "any"`) this one. Never returns.
 pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
     let id = usize::from(me.vm);
+    let crashed = reason == StopReason::Crashed;
     let restart = with_vm(id, |vm| {
-        reason == StopReason::Crashed && vm.restart_on_crash
-    });
-    if restart {
-        with_vm(id, |vm| {
+        let restart = crashed && vm.restart_on_crash;
+        if restart {
             log!(
                 "vm{} '{}' crashed: restarting it (on_crash = \"restart\")",
                 vm.id,
                 vm.image.name
             );
-        });
+        }
+        restart
+    });
+    if restart {
         reset_vm(cpu, me);
     }
     with_vm(id, |vm| {
@@ -228,14 +220,13 @@ pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
             vm.image.name,
             vm.boot_count,
         );
-        let crashed = reason == StopReason::Crashed;
         crate::telemetry::vm_stopped(id, crashed, vm.boot_count);
         crate::telemetry::print_vm(id);
         vm.state = RunState::Stopped(reason);
         vm.running[usize::from(me.vcpu)] = false;
         crate::console::set_state(
             id,
-            if reason == StopReason::Crashed {
+            if crashed {
                 VmState::Crashed
             } else {
                 VmState::Stopped
@@ -246,10 +237,10 @@ pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
     sched::discard(cpu, me);
     crate::irq::release_passthrough(id);
     let mut all_stopped = true;
-    let mut crashed = false;
+    let mut any_crashed = false;
     for other in 0..vm_count() {
         match try_with_vm(other, |vm| vm.state) {
-            Some(RunState::Stopped(r)) => crashed |= r == StopReason::Crashed,
+            Some(RunState::Stopped(r)) => any_crashed |= r == StopReason::Crashed,
             Some(RunState::Running) => all_stopped = false,
             None => {}
         }
@@ -263,7 +254,7 @@ pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
                 "a VM stopped and the system stops with the first"
             }
         );
-        shutdown(if crashed {
+        shutdown(if any_crashed {
             exit::VM_CRASHED
         } else {
             exit::ALL_VMS_OFF
@@ -276,7 +267,7 @@ pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
 /// `SYSTEM_OFF`), or parks this CPU if neither works.
 pub fn shutdown(status: u32) -> ! {
     crate::telemetry::before_shutdown();
-    if let Some(s) = settings_for_panic() {
+    if let Some(s) = settings() {
         if s.semihosting {
             // SAFETY: the boot bundle said semihosting is enabled.
             unsafe { semihosting::exit(status) };
