@@ -303,7 +303,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     );
     // Without a console interrupt, input is polled here and handed over
     // at once, so this exit's UART access can see it. With one, input is
-    // queued by `irq::service` and handed over by `irq::fill` before
+    // queued by `irq::service` and handed over by `irq::fill_on` before
     // every entry, so there is nothing new to deliver here.
     if !irq::console_interrupts() {
         crate::console::drain_input();

@@ -438,15 +438,11 @@ fn release_hw(irqs: &mut Irqs, vm: &mut Vm) {
     }
 }
 
-/// Before entering vCPU `v`: samples device lines, kicks the CPUs of
-/// other vCPUs whose interrupts changed, and refills the list registers.
-pub fn fill(vm: &mut Vm, v: usize) {
-    fill_on(vm, v, smp::current_cpu());
-}
-
-/// [`fill`] on CPU `cpu` (the caller's own). Most exits change nothing in
-/// the vGIC: then, if the last fill for this vCPU placed nothing, the list
-/// registers stay as they are (all invalid) and nothing else is done.
+/// Before entering vCPU `v` on CPU `cpu` (the caller's own): samples device
+/// lines, kicks the CPUs of other vCPUs whose interrupts changed, and
+/// refills the list registers. Most exits change nothing in the vGIC: then,
+/// if the last fill for this vCPU placed nothing, the list registers stay
+/// as they are (all invalid) and nothing else is done.
 pub fn fill_on(vm: &mut Vm, v: usize, cpu: usize) {
     sample_lines(vm);
     send_kicks(vm, cpu);

@@ -118,15 +118,15 @@ pub fn loaded(cpu: usize) -> Option<VcpuRef> {
 /// stopped): its timers stop, its interrupts in flight are dropped, and its
 /// FP registers will not be saved.
 pub fn discard(cpu: usize, v: VcpuRef) {
-    let mut st = CPUS[cpu].lock();
-    if st.loaded == Some(v) {
-        st.loaded = None;
-        drop(st);
+    let was_loaded = {
+        let mut st = CPUS[cpu].lock();
+        if st.fp_owner == Some(v) {
+            st.fp_owner = None;
+        }
+        st.loaded.take_if(|l| *l == v).is_some()
+    };
+    if was_loaded {
         irq::reset_cpu();
-        st = CPUS[cpu].lock();
-    }
-    if st.fp_owner == Some(v) {
-        st.fp_owner = None;
     }
 }
 
@@ -237,7 +237,7 @@ fn switch_to(cpu: usize, next: VcpuRef) {
         if core::mem::take(&mut vm.needs_tlb_flush) {
             vm.flush_tlb();
         }
-        irq::fill(vm, v);
+        irq::fill_on(vm, v, cpu);
     });
     let base = if shared {
         CPTR_SHARED.load(Ordering::Relaxed)
