@@ -254,6 +254,14 @@ pub fn check_fragment<'n>(
     fragment: &[u8],
     device_names: impl IntoIterator<Item = &'n str> + Clone,
 ) -> Result<(), FragmentError> {
+    checked_fragment(fragment, device_names).map(|_| ())
+}
+
+/// [`check_fragment`], returning the parsed fragment.
+fn checked_fragment<'f, 'n>(
+    fragment: &'f [u8],
+    device_names: impl IntoIterator<Item = &'n str> + Clone,
+) -> Result<crate::fdt::Fdt<'f>, FragmentError> {
     let fdt = crate::fdt::Fdt::new(fragment).map_err(|_| FragmentError::NotFdt)?;
     let root = fdt.root();
     for p in root.properties() {
@@ -281,7 +289,7 @@ pub fn check_fragment<'n>(
         }
         check_fragment_node(&child, 1)?;
     }
-    Ok(())
+    Ok(fdt)
 }
 
 fn check_fragment_node(node: &crate::fdt::Node<'_>, depth: usize) -> Result<(), FragmentError> {
@@ -470,10 +478,8 @@ pub fn generate(desc: &GuestDtConfig<'_>, buf: &mut [u8]) -> Result<usize, Guest
     }
     channels(&mut w, desc.channels)?;
     if let Some(fragment) = desc.fragment {
-        check_fragment(fragment, desc.devices.iter().map(|d| d.name))
+        let fdt = checked_fragment(fragment, desc.devices.iter().map(|d| d.name))
             .map_err(GuestDtError::Fragment)?;
-        let fdt = crate::fdt::Fdt::new(fragment)
-            .map_err(|_| GuestDtError::Fragment(FragmentError::NotFdt))?;
         for child in fdt.root().children() {
             copy_node(&mut w, &child)?;
         }
