@@ -25,8 +25,6 @@ use crate::{irq, log, sched, smp, system, telemetry};
 struct Env {
     /// The VM's index.
     vm: usize,
-    /// Whether some vCPU of the VM time-shares its CPU.
-    time_shared: bool,
     /// Host-physical base of the VM's RAM carve-out.
     ram_pa: u64,
     /// Its size.
@@ -57,7 +55,7 @@ impl ExitEnv for Env {
     }
 
     fn id_register(&mut self, encoding: u32) -> u64 {
-        id_register_value(encoding, self.time_shared)
+        id_register_value(encoding, system::time_shared(self.vm))
     }
 }
 
@@ -338,7 +336,6 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     };
     let mut env = Env {
         vm: id,
-        time_shared: system::time_shared(id),
         ram_pa: vm.ram_pa.0,
         ram_size: vm.ram.size,
     };
