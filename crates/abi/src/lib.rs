@@ -9,6 +9,8 @@
 //! - [`console`]: the markers test guests print for the system-test harness.
 //! - [`telemetry`]: the exit statistics and trace rings the hypervisor
 //!   publishes for `stratum stats` and `stratum trace`.
+//! - [`workload`]: the lines the Linux workload program prints for
+//!   `stratum bench`.
 //!
 //! `no_std`, no `unsafe`, no dependencies.
 #![cfg_attr(not(test), no_std)]
@@ -24,3 +26,4 @@ pub mod exit;
 pub mod limits;
 pub mod smccc;
 pub mod telemetry;
+pub mod workload;

@@ -1,0 +1,328 @@
+//! What the Linux workload program prints: `stratum-workload`
+//! (`tools/workload`) runs inside a Linux guest and prints these lines;
+//! `stratum bench` and the tier-3 Linux test read them.
+//!
+//! ```text
+//! WORKLOAD-ENV key=value …                                  once, first
+//! WORKLOAD test=ID iters=N ticks=N timer_irqs=N irqs=N      one per entry of TESTS
+//! WORKLOAD-DONE                                             last
+//! WORKLOAD-FAIL test=ID: why                                instead, when a test failed
+//! ```
+//!
+//! `ticks` is the difference of two `CNTVCT_EL0` readings around the test's
+//! `iters` iterations (under QEMU `-icount shift=4` one tick is one executed
+//! instruction); `timer_irqs` and `irqs` are how many arch-timer interrupts
+//! and interrupts of any kind the kernel counted (`/proc/interrupts`, summed
+//! over the CPUs) between the two readings. [`Sample::parse`] accepts
+//! exactly what [`Sample`]'s `Display` writes and nothing looser.
+
+use core::fmt;
+
+/// One test of the workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Test {
+    /// Its name in `test=`.
+    pub id: &'static str,
+    /// What one iteration is, for people.
+    pub label: &'static str,
+}
+
+/// Every test, in the order the program runs and the bench reports them.
+pub const TESTS: [Test; 8] = [
+    Test {
+        id: "null_syscall",
+        label: "null syscall (getppid)",
+    },
+    Test {
+        id: "dev_zero_read",
+        label: "read 4 KiB of /dev/zero",
+    },
+    Test {
+        id: "pipe_round_trip",
+        label: "pipe round trip, two processes",
+    },
+    Test {
+        id: "fork_exit_wait",
+        label: "fork + exit + wait",
+    },
+    Test {
+        id: "page_fault",
+        label: "first touch of an anonymous 4 KiB page",
+    },
+    Test {
+        id: "memcpy_8m",
+        label: "memcpy of 8 MiB",
+    },
+    Test {
+        id: "cpu_loop",
+        label: "CPU-only loop (one xorshift step)",
+    },
+    Test {
+        id: "file_create_unlink",
+        label: "create + close + unlink on tmpfs",
+    },
+];
+
+/// The test named `id`.
+pub fn by_id(id: &str) -> Option<&'static Test> {
+    TESTS.iter().find(|t| t.id == id)
+}
+
+/// Prefix of the environment line.
+pub const ENV_PREFIX: &str = "WORKLOAD-ENV ";
+/// Prefix of a result line.
+pub const SAMPLE_PREFIX: &str = "WORKLOAD ";
+/// The last line of a complete run.
+pub const DONE: &str = "WORKLOAD-DONE";
+/// Prefix of the line a failed test prints.
+pub const FAIL_PREFIX: &str = "WORKLOAD-FAIL ";
+/// The kernel command-line word that divides every test's iteration count
+/// (`workload.divisor=N`, at least one iteration each; default 1).
+pub const DIVISOR_WORD: &str = "workload.divisor=";
+
+/// One `WORKLOAD test=…` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample<'a> {
+    /// The test's id (one of [`TESTS`]).
+    pub test: &'a str,
+    /// Timed iterations (at least one).
+    pub iters: u64,
+    /// Counter ticks the iterations took together.
+    pub ticks: u64,
+    /// Arch-timer interrupts taken meanwhile.
+    pub timer_irqs: u64,
+    /// Interrupts of any kind taken meanwhile (`timer_irqs` included).
+    pub irqs: u64,
+}
+
+/// Why a line is not a [`Sample`]; the texts are the messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleError {
+    /// The line does not start with `WORKLOAD `.
+    NotASample,
+    /// A word is not `key=value`.
+    NotKeyValue,
+    /// A key this format does not have.
+    UnknownKey,
+    /// A key given twice.
+    Duplicate(&'static str),
+    /// A key missing.
+    Missing(&'static str),
+    /// A value that is not a decimal number.
+    NotANumber(&'static str),
+    /// `test=` names no test of [`TESTS`].
+    UnknownTest,
+    /// `iters=0`: nothing was measured.
+    NoIterations,
+    /// More timer interrupts than interrupts.
+    TimerExceedsAll,
+}
+
+impl fmt::Display for SampleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotASample => f.write_str("not a WORKLOAD line"),
+            Self::NotKeyValue => f.write_str("a word is not key=value"),
+            Self::UnknownKey => f.write_str("an unknown key"),
+            Self::Duplicate(k) => write!(f, "{k}= given twice"),
+            Self::Missing(k) => write!(f, "no {k}="),
+            Self::NotANumber(k) => write!(f, "{k}= is not a decimal number"),
+            Self::UnknownTest => f.write_str("test= names no known test"),
+            Self::NoIterations => f.write_str("iters=0"),
+            Self::TimerExceedsAll => f.write_str("timer_irqs= exceeds irqs="),
+        }
+    }
+}
+
+/// The keys of a sample line, in the order they are written.
+const KEYS: [&str; 5] = ["test", "iters", "ticks", "timer_irqs", "irqs"];
+
+impl<'a> Sample<'a> {
+    /// Parses a whole line (`WORKLOAD test=… iters=… ticks=… timer_irqs=…
+    /// irqs=…`, keys in any order, surrounding whitespace ignored).
+    pub fn parse(line: &'a str) -> Result<Self, SampleError> {
+        let rest = line
+            .trim()
+            .strip_prefix(SAMPLE_PREFIX)
+            .ok_or(SampleError::NotASample)?;
+        let mut values: [Option<&'a str>; 5] = [None; 5];
+        for word in rest.split_whitespace() {
+            let (key, value) = word.split_once('=').ok_or(SampleError::NotKeyValue)?;
+            let slot = KEYS
+                .iter()
+                .position(|&k| k == key)
+                .ok_or(SampleError::UnknownKey)?;
+            if values[slot].replace(value).is_some() {
+                return Err(SampleError::Duplicate(KEYS[slot]));
+            }
+        }
+        let number = |slot: usize| -> Result<u64, SampleError> {
+            let text = values[slot].ok_or(SampleError::Missing(KEYS[slot]))?;
+            // `u64::from_str` takes a leading `+`; the format has none.
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(SampleError::NotANumber(KEYS[slot]));
+            }
+            text.parse()
+                .map_err(|_| SampleError::NotANumber(KEYS[slot]))
+        };
+        let test = values[0].ok_or(SampleError::Missing("test"))?;
+        let sample = Sample {
+            test: known(test)?,
+            iters: number(1)?,
+            ticks: number(2)?,
+            timer_irqs: number(3)?,
+            irqs: number(4)?,
+        };
+        if sample.iters == 0 {
+            return Err(SampleError::NoIterations);
+        }
+        if sample.timer_irqs > sample.irqs {
+            return Err(SampleError::TimerExceedsAll);
+        }
+        Ok(sample)
+    }
+}
+
+/// `id` if it names a test.
+fn known(id: &str) -> Result<&str, SampleError> {
+    if TESTS.iter().any(|t| t.id == id) {
+        Ok(id)
+    } else {
+        Err(SampleError::UnknownTest)
+    }
+}
+
+impl fmt::Display for Sample<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{SAMPLE_PREFIX}test={} iters={} ticks={} timer_irqs={} irqs={}",
+            self.test, self.iters, self.ticks, self.timer_irqs, self.irqs
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+    use alloc::string::ToString;
+
+    const LINE: &str = "WORKLOAD test=cpu_loop iters=1000 ticks=4012 timer_irqs=2 irqs=3";
+
+    #[test]
+    fn a_sample_round_trips_through_its_text() {
+        let s = Sample::parse(LINE).expect("valid");
+        assert_eq!(
+            s,
+            Sample {
+                test: "cpu_loop",
+                iters: 1000,
+                ticks: 4012,
+                timer_irqs: 2,
+                irqs: 3
+            }
+        );
+        assert_eq!(s.to_string(), LINE);
+        // Surrounding whitespace (a console's `\r`) and key order do not matter.
+        let shuffled = "  WORKLOAD irqs=3 ticks=4012 test=cpu_loop timer_irqs=2 iters=1000\r";
+        assert_eq!(Sample::parse(shuffled), Ok(s));
+        for t in TESTS {
+            let line = format!("WORKLOAD test={} iters=1 ticks=0 timer_irqs=0 irqs=0", t.id);
+            assert_eq!(Sample::parse(&line).map(|s| s.test), Ok(t.id));
+        }
+    }
+
+    #[test]
+    fn malformed_samples_are_rejected() {
+        let cases: [(&str, &str, SampleError); 13] = [
+            (
+                "other prefix",
+                "WORKLOADS test=cpu_loop",
+                SampleError::NotASample,
+            ),
+            ("env line", "WORKLOAD-ENV freq=1", SampleError::NotASample),
+            (
+                "bare word",
+                "WORKLOAD test=cpu_loop iters",
+                SampleError::NotKeyValue,
+            ),
+            (
+                "unknown key",
+                "WORKLOAD test=cpu_loop speed=3",
+                SampleError::UnknownKey,
+            ),
+            (
+                "key twice",
+                "WORKLOAD test=cpu_loop iters=1 iters=2",
+                SampleError::Duplicate("iters"),
+            ),
+            (
+                "missing ticks",
+                "WORKLOAD test=cpu_loop iters=1 timer_irqs=0 irqs=0",
+                SampleError::Missing("ticks"),
+            ),
+            (
+                "missing test",
+                "WORKLOAD iters=1 ticks=1 timer_irqs=0 irqs=0",
+                SampleError::Missing("test"),
+            ),
+            (
+                "hex number",
+                "WORKLOAD test=cpu_loop iters=0x10 ticks=1 timer_irqs=0 irqs=0",
+                SampleError::NotANumber("iters"),
+            ),
+            (
+                "signed number",
+                "WORKLOAD test=cpu_loop iters=1 ticks=+1 timer_irqs=0 irqs=0",
+                SampleError::NotANumber("ticks"),
+            ),
+            (
+                "empty number",
+                "WORKLOAD test=cpu_loop iters=1 ticks=1 timer_irqs= irqs=0",
+                SampleError::NotANumber("timer_irqs"),
+            ),
+            (
+                "unknown test",
+                "WORKLOAD test=sleep iters=1 ticks=1 timer_irqs=0 irqs=0",
+                SampleError::UnknownTest,
+            ),
+            (
+                "no iterations",
+                "WORKLOAD test=cpu_loop iters=0 ticks=1 timer_irqs=0 irqs=0",
+                SampleError::NoIterations,
+            ),
+            (
+                "more timer than all",
+                "WORKLOAD test=cpu_loop iters=1 ticks=1 timer_irqs=2 irqs=1",
+                SampleError::TimerExceedsAll,
+            ),
+        ];
+        for (name, line, want) in cases {
+            assert_eq!(Sample::parse(line), Err(want), "{name}");
+            assert!(!want.to_string().is_empty(), "{name}");
+        }
+        let too_big =
+            "WORKLOAD test=cpu_loop iters=1 ticks=99999999999999999999 timer_irqs=0 irqs=0";
+        assert_eq!(
+            Sample::parse(too_big),
+            Err(SampleError::NotANumber("ticks"))
+        );
+    }
+
+    #[test]
+    fn test_ids_are_unique_words() {
+        for (i, t) in TESTS.iter().enumerate() {
+            assert!(
+                !t.id.is_empty() && !t.id.contains([' ', '=', ':']),
+                "{}",
+                t.id
+            );
+            assert!(TESTS[i + 1..].iter().all(|u| u.id != t.id), "{}", t.id);
+            assert_eq!(known(t.id), Ok(t.id));
+            assert_eq!(by_id(t.id), Some(t));
+        }
+        assert_eq!(known("nope"), Err(SampleError::UnknownTest));
+        assert_eq!(by_id("nope"), None);
+    }
+}
