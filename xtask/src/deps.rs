@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::{GUEST_TARGET, HYP_TARGET};
+use crate::{GUEST_TARGET, HYP_TARGET, WORKLOAD_TARGET};
 
 /// Debian packages and a command each provides.
 const APT_PACKAGES: &[(&str, &str)] = &[
@@ -55,7 +55,7 @@ fn ensure_rust() -> Result<(), String> {
         return Ok(());
     }
     let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
-    let missing: Vec<&str> = [HYP_TARGET, GUEST_TARGET]
+    let missing: Vec<&str> = [HYP_TARGET, GUEST_TARGET, WORKLOAD_TARGET]
         .into_iter()
         .filter(|t| !installed.lines().any(|l| l.trim() == *t))
         .collect();

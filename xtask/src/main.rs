@@ -31,6 +31,8 @@ commands:
 pub const HYP_TARGET: &str = "aarch64-unknown-none-softfloat";
 /// Target of the test guests.
 pub const GUEST_TARGET: &str = "aarch64-unknown-none";
+/// Target of the workload program that runs inside Linux guests.
+pub const WORKLOAD_TARGET: &str = "aarch64-unknown-linux-musl";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::{GUEST_TARGET, HYP_TARGET, build_all, cargo, root};
+use crate::{GUEST_TARGET, HYP_TARGET, WORKLOAD_TARGET, build_all, cargo, root};
 
 /// Host crates: everything but the bare-metal binaries.
 const HOST_EXCLUDES: &[&str] = &[
@@ -62,6 +62,16 @@ pub fn lint() -> Result<(), String> {
         "stratum-abi",
         "--target",
         GUEST_TARGET,
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&[
+        "clippy",
+        "-p",
+        "stratum-workload",
+        "--target",
+        WORKLOAD_TARGET,
         "--",
         "-D",
         "warnings",

@@ -1,0 +1,175 @@
+//! `stratum-workload`: a small static Linux program that times what a
+//! workload asks of a kernel — a null syscall, reads of `/dev/zero`, a pipe
+//! round trip between two processes, fork + exit + wait, first-touch page
+//! faults, an 8 MiB memcpy, a CPU-only loop and file create/unlink on tmpfs —
+//! with the generic timer's virtual counter ([`counter`]). `stratum bench`
+//! runs it in a Debian guest under Stratum and on bare QEMU (the initramfs's
+//! init starts it for `stratum.test=workload`) and compares the two.
+//!
+//! Usage: `stratum-workload [WORD …]`. The init passes the kernel command
+//! line; of it only `workload.divisor=N` counts, which divides every test's
+//! iteration count ([`ITERATIONS`]; at least one iteration each).
+//!
+//! Each test runs a tenth of its iterations first, untimed (at least one),
+//! then all of them as one timed window ([`cases`]). The output is the
+//! format of [`stratum_abi::workload`]: `WORKLOAD-ENV` first; the results,
+//! one line per test, and `WORKLOAD-DONE` only once every test ran, so the
+//! console (an emulated UART, where every byte costs an exit under a
+//! hypervisor) is quiet while the tests run; for the same reason the
+//! terminal's output is drained (`tcdrain`) before the first test. A test
+//! that fails prints `WORKLOAD-FAIL test=ID: why` instead.
+//!
+//! Exit status: 0 every test ran; 1 a test failed; 2 bad arguments.
+
+mod cases;
+mod counter;
+mod interrupts;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use stratum_abi::workload::{
+    DIVISOR_WORD, DONE, ENV_PREFIX, FAIL_PREFIX, SAMPLE_PREFIX, Sample, TESTS,
+};
+
+/// Timed iterations of each test at divisor 1, in [`TESTS`] order: each
+/// test is 9 to 45 million instructions on QEMU, but the CPU loop, 250
+/// million (1,000 timer ticks at 250 Hz: the per-tick figure of
+/// `stratum bench` divides by them); about 450 million in all.
+const ITERATIONS: [(&str, u64); 8] = [
+    ("null_syscall", 20_000),
+    ("dev_zero_read", 5_000),
+    ("pipe_round_trip", 2_000),
+    ("fork_exit_wait", 200),
+    ("page_fault", 8_192),
+    ("memcpy_8m", 16),
+    ("cpu_loop", 50_000_000),
+    ("file_create_unlink", 2_000),
+];
+
+/// What the command line asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Options {
+    /// Every iteration count is divided by this.
+    divisor: u64,
+}
+
+/// Reads the options from the words (a kernel command line: words that are
+/// not ours are ignored).
+fn parse_args<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<Options, String> {
+    let mut options = Options { divisor: 1 };
+    for word in words {
+        if let Some(value) = word.strip_prefix(DIVISOR_WORD) {
+            options.divisor = value
+                .parse()
+                .ok()
+                .filter(|&d| d > 0)
+                .ok_or_else(|| format!("{word}: the divisor must be a positive number"))?;
+        }
+    }
+    Ok(options)
+}
+
+/// Timed iterations of a test whose full count is `full`.
+fn iterations(full: u64, options: Options) -> u64 {
+    (full / options.divisor).max(1)
+}
+
+/// Untimed warm-up iterations before `iters` timed ones.
+fn warmup(iters: u64) -> u64 {
+    (iters / 10).max(1)
+}
+
+/// Writes out stdout and waits until the terminal sent it.
+fn drain_output() {
+    let _ = std::io::stdout().flush();
+    // SAFETY: tcdrain on the stdout descriptor; it fails harmlessly
+    // (ENOTTY) when stdout is not a terminal.
+    unsafe { libc::tcdrain(libc::STDOUT_FILENO) };
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match parse_args(args.iter().map(String::as_str)) {
+        Ok(o) => o,
+        Err(e) => {
+            println!("{FAIL_PREFIX}test=none: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "{ENV_PREFIX}freq={} divisor={} page={}",
+        counter::frequency(),
+        options.divisor,
+        cases::page_size()
+    );
+    drain_output();
+    let setup = cases::Setup {
+        dir: "/tmp".into(),
+        require_tmpfs: true,
+    };
+    let mut results = Vec::new();
+    for (test, (id, full)) in TESTS.iter().zip(ITERATIONS) {
+        debug_assert_eq!(test.id, id, "ITERATIONS follows TESTS");
+        let iters = iterations(full, options);
+        let measured =
+            cases::run(id, warmup(iters), &setup).and_then(|_| cases::run(id, iters, &setup));
+        match measured {
+            Ok(window) => results.push(Sample {
+                test: id,
+                iters,
+                ticks: window.ticks,
+                timer_irqs: window.irqs.timer,
+                irqs: window.irqs.all,
+            }),
+            Err(e) => {
+                println!("{FAIL_PREFIX}test={id}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    for sample in &results {
+        println!("{sample}");
+    }
+    println!("{DONE}");
+    debug_assert!(
+        results
+            .iter()
+            .all(|s| s.to_string().starts_with(SAMPLE_PREFIX))
+    );
+    drain_output();
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iterations_follow_the_tests() {
+        let ids: Vec<&str> = ITERATIONS.iter().map(|&(id, _)| id).collect();
+        let tests: Vec<&str> = TESTS.iter().map(|t| t.id).collect();
+        assert_eq!(ids, tests);
+    }
+
+    #[test]
+    fn the_divisor_comes_from_the_command_line() {
+        let line = "console=ttyAMA0 stratum.test=workload workload.divisor=100 quiet";
+        let o = parse_args(line.split_whitespace()).expect("valid");
+        assert_eq!(o, Options { divisor: 100 });
+        assert_eq!(iterations(20_000, o), 200);
+        assert_eq!(iterations(16, o), 1, "at least one iteration");
+        assert_eq!(warmup(200), 20);
+        assert_eq!(warmup(1), 1);
+        let o = parse_args("console=ttyAMA0".split_whitespace()).expect("valid");
+        assert_eq!(o.divisor, 1);
+        assert_eq!(iterations(16, o), 16);
+        for bad in [
+            "workload.divisor=0",
+            "workload.divisor=x",
+            "workload.divisor=",
+        ] {
+            assert!(parse_args([bad]).is_err(), "{bad}");
+        }
+    }
+}
