@@ -20,10 +20,12 @@ commands:
                               or `stratum run` with the given arguments
   bench [-- STRATUM-BENCH-ARGS]
                               exit-path lengths in instructions (deterministic QEMU) vs bare
-                              QEMU and Xen/KVM, Linux boot ratio; target/bench/results.{json,svg}
+                              QEMU and Xen/KVM, Linux boot ratio, Linux workload ratios;
+                              target/bench/results.{json,svg}
   test                        every test tier: lint, host unit tests, target builds, system tests, Linux
   lint                        rustfmt --check and clippy -D warnings (host and aarch64 targets)
-  build                       build the hypervisor Image, the test guests and the stratum CLI
+  build                       build the hypervisor Image, the test guests, the Linux workload
+                              program and the stratum CLI
   deps                        install missing prerequisites (rustup targets, QEMU, dtc)
 ";
 
@@ -81,6 +83,8 @@ pub struct Artifacts {
     pub guests: PathBuf,
     /// The `stratum` CLI binary.
     pub stratum: PathBuf,
+    /// The workload program for Linux guests' initramfs.
+    pub workload: PathBuf,
 }
 
 /// Runs a command in the workspace root, failing with its description.
@@ -97,7 +101,8 @@ pub fn cargo(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Builds the hypervisor Image, the test guests and the CLI.
+/// Builds the hypervisor Image, the test guests, the Linux workload program
+/// and the CLI.
 pub fn build_all() -> Result<Artifacts, String> {
     let hypervisor = stratum::build_hypervisor(true).map_err(|e| format!("{e:#}"))?;
     let hypervisor_trace =
@@ -110,6 +115,7 @@ pub fn build_all() -> Result<Artifacts, String> {
         "--target",
         GUEST_TARGET,
     ])?;
+    let workload = stratum::linux::workload::build().map_err(|e| format!("{e:#}"))?;
     cargo(&["build", "-p", "stratum"])?;
     let target = root().join("target");
     let guests = target.join(GUEST_TARGET).join("release");
@@ -122,6 +128,7 @@ pub fn build_all() -> Result<Artifacts, String> {
         hypervisor_trace,
         guests,
         stratum: target.join("debug").join("stratum"),
+        workload,
     })
 }
 
@@ -130,7 +137,7 @@ pub fn build_all() -> Result<Artifacts, String> {
 /// target/demo/demo.toml and returns its path.
 fn demo_config(art: &Artifacts) -> Result<PathBuf, String> {
     let cache = stratum::linux::default_cache_dir().map_err(|e| e.to_string())?;
-    let debian = stratum::linux::prepare_debian(&cache, true)
+    let debian = stratum::linux::prepare_debian_with(&cache, true, &art.workload)
         .map_err(|e| format!("fetching the Debian guest into {}: {e}", cache.display()))?;
     let template = std::fs::read_to_string(root().join("configs").join("demo.toml.in"))
         .map_err(|e| format!("configs/demo.toml.in: {e}"))?;
@@ -166,6 +173,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let art = build_all()?;
     let mut cmd = Command::new(&art.stratum);
     cmd.arg("run")
+        .env(stratum::linux::workload::WORKLOAD_ENV, &art.workload)
         .env("STRATUM_HYPERVISOR", &art.hypervisor)
         .env("STRATUM_HYPERVISOR_TRACE", &art.hypervisor_trace);
     let passthrough: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
@@ -192,11 +200,13 @@ fn run(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// `cargo xtask bench`: `stratum bench` with the guest and hypervisor just
-/// built (further arguments after `--` are passed on, e.g. `--no-linux`).
+/// `cargo xtask bench`: `stratum bench` with the guest, hypervisor and
+/// workload program just built (further arguments after `--` are passed on,
+/// e.g. `--no-linux`).
 fn bench(args: &[String]) -> Result<(), String> {
     let art = build_all()?;
     let status = Command::new(&art.stratum)
+        .env(stratum::linux::workload::WORKLOAD_ENV, &art.workload)
         .arg("bench")
         .arg("--guest")
         .arg(art.guests.join("bench"))

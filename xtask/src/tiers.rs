@@ -134,10 +134,11 @@ fn system_test_args(test_files: impl IntoIterator<Item = PathBuf>) -> Vec<String
 /// The test file (`tests/tests/linux.rs`) of tier 3.
 const LINUX_TEST: &str = "linux";
 
-/// Fetches the Debian guest (or finds it in the cache): kernel and initramfs.
-fn fetch_linux() -> Result<(PathBuf, PathBuf), String> {
+/// Fetches the Debian guest (or finds it in the cache) and builds its
+/// initramfs with `workload`: kernel and initramfs.
+fn fetch_linux(workload: &Path) -> Result<(PathBuf, PathBuf), String> {
     let cache = stratum::linux::default_cache_dir().map_err(|e| e.to_string())?;
-    let guest = stratum::linux::prepare_debian(&cache, true)
+    let guest = stratum::linux::prepare_debian_with(&cache, true, workload)
         .map_err(|e| format!("fetching the Debian guest into {}: {e}", cache.display()))?;
     println!(
         "xtask: Debian kernel {} at {}, initramfs {}",
@@ -238,8 +239,8 @@ pub fn test_all() -> Result<(), String> {
 
     let t = Instant::now();
     println!("== tier 3: linux (the stock Debian arm64 kernel under the hypervisor)");
-    match (&artifacts, fetch_linux()) {
-        (Ok(a), Ok((kernel, initramfs))) => {
+    match artifacts.as_ref().map(|a| (a, fetch_linux(&a.workload))) {
+        Ok((a, Ok((kernel, initramfs)))) => {
             let envs = [
                 ("STRATUM_HYPERVISOR", a.hypervisor.as_path()),
                 ("STRATUM_BIN", a.stratum.as_path()),
@@ -253,8 +254,8 @@ pub fn test_all() -> Result<(), String> {
                 failures.push("linux tests failed".into());
             }
         }
-        (_, Err(e)) => failures.push(format!("linux tests not run: {e}")),
-        (Err(_), Ok(_)) => failures.push("linux tests not run: the build failed".into()),
+        Ok((_, Err(e))) => failures.push(format!("linux tests not run: {e}")),
+        Err(_) => failures.push("linux tests not run: the build failed".into()),
     }
     timings.push(("linux", t.elapsed().as_secs_f64()));
 
@@ -302,6 +303,11 @@ mod tests {
                 "system"
             ]
         );
+    }
+
+    #[test]
+    fn the_workload_target_is_the_one_stratum_builds_for() {
+        assert_eq!(crate::WORKLOAD_TARGET, stratum::linux::workload::TARGET);
     }
 
     #[test]

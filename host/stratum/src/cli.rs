@@ -28,7 +28,8 @@ Environment:
   STRATUM_HYPERVISOR_TRACE  the same, built with the `trace` feature (run --trace)
   STRATUM_QEMU        QEMU binary to use instead of qemu-system-aarch64 on PATH
   STRATUM_CACHE       cache root for fetched guests (default ~/.cache/stratum);
-                      the Debian guest lives in $STRATUM_CACHE/debian";
+                      the Debian guest lives in $STRATUM_CACHE/debian
+  STRATUM_WORKLOAD    Linux workload binary for --debian's initramfs instead of building it";
 
 const CHECK_LONG_HELP: &str = "\
 Validate a config file and inspect its kernel images, without running anything.
@@ -225,13 +226,17 @@ progress on stderr.
 The initramfs's init mounts proc, sys and devtmpfs, prints
 `STRATUM-LINUX: up <N> cpus` and the kernel command line, then starts a shell on
 the console (leaving it powers off), or, with `stratum.test=poweroff` on the
-command line, prints /proc/interrupts and powers off.
+command line, prints /proc/interrupts and powers off; with `stratum.test=workload`
+it runs /bin/stratum-workload (the bench's Linux workload) and powers off. The
+workload binary is built with cargo (target aarch64-unknown-linux-musl) unless
+STRATUM_WORKLOAD names one.
 
 Exit status: 0 fetched; 4 the archive is unreachable, a package is missing, or
 apt/dpkg-deb failed (the message says which).
 
 Environment:
-  STRATUM_CACHE  cache root (default ~/.cache/stratum); --cache overrides it";
+  STRATUM_CACHE     cache root (default ~/.cache/stratum); --cache overrides it
+  STRATUM_WORKLOAD  prebuilt workload binary for the initramfs";
 
 /// Guests `stratum fetch` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,6 @@
-//! The initramfs for a Linux guest: a static busybox and an `/init` script,
-//! packed as a reproducible `newc` cpio ([`super::cpio`]).
+//! The initramfs for a Linux guest: a static busybox, Stratum's workload
+//! program ([`super::workload`], as `/bin/stratum-workload`) and an `/init`
+//! script, packed as a reproducible `newc` cpio ([`super::cpio`]).
 //!
 //! [`DEFAULT_INIT`] is the script `stratum fetch debian` and
 //! `stratum run --debian` use. What it does, in order:
@@ -17,6 +18,10 @@
 //!    after each, then does the same; `stratum.test=reboot` reboots once
 //!    (`reboot -f`: PSCI `SYSTEM_RESET`) when `/chosen/stratum,boot-count`
 //!    in the device tree says 1, and does the same on the second boot;
+//!    `stratum.test=workload` ([`WORKLOAD_PARAM`], `stratum bench`'s mode)
+//!    mounts a tmpfs on `/tmp`, runs `/bin/stratum-workload` with the kernel
+//!    command line as its arguments, prints `STRATUM-LINUX: workload exit
+//!    <status>` and powers off at once;
 //! 5. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
 //!    so it has a controlling terminal and job control; plain `sh` if busybox
 //!    lacks `cttyhack`), with the prompt [`PROMPT`]. Leaving the shell
@@ -27,6 +32,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use super::cpio::Archive;
+use super::workload::IN_INITRAMFS;
 use crate::{Error, Result};
 
 /// The line the default init prints once userspace runs, before the CPU count.
@@ -38,6 +44,13 @@ pub const PROMPT: &str = "stratum# ";
 /// The kernel command-line word that makes the default init power off right
 /// after its report, instead of starting a shell.
 pub const POWEROFF_PARAM: &str = "stratum.test=poweroff";
+
+/// The kernel command-line word that makes the default init run the
+/// workload program and power off (`stratum bench`).
+pub const WORKLOAD_PARAM: &str = "stratum.test=workload";
+
+/// The line the default init prints after the workload, before its status.
+pub const WORKLOAD_EXIT_MARKER: &str = "STRATUM-LINUX: workload exit ";
 
 /// The default `/init` (see the module docs). Run by busybox's `sh`, since
 /// `/bin/sh` exists only once the applets are installed.
@@ -51,6 +64,14 @@ mount -t devtmpfs devtmpfs /dev
 echo "STRATUM-LINUX: up $(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo) cpus"
 cat /proc/cmdline
 case " $(cat /proc/cmdline) " in
+*" stratum.test=workload "*)
+    # stratum bench: the workload's tests (its file test wants tmpfs), then off.
+    mount -t tmpfs tmpfs /tmp
+    /bin/stratum-workload $(cat /proc/cmdline)
+    echo "STRATUM-LINUX: workload exit $?"
+    echo "STRATUM-LINUX: powering off"
+    poweroff -f
+    ;;
 *" stratum.test=reboot "*)
     # The hypervisor counts boots in the DT: reboot once, then go on as poweroff.
     boots=$(od -An -tu1 /proc/device-tree/chosen/stratum,boot-count | tr -s ' ' | cut -d' ' -f5)
@@ -101,9 +122,9 @@ const DIRECTORIES: &[&str] = &[
     "/usr/sbin",
 ];
 
-/// The initramfs bytes for `busybox` (the binary's contents) and
-/// `init_script`: see [`build_initramfs`].
-pub fn initramfs_bytes(busybox: Vec<u8>, init_script: &str) -> Vec<u8> {
+/// The initramfs bytes for `busybox` and `workload` (the binaries'
+/// contents) and `init_script`: see [`build_initramfs`].
+pub fn initramfs_bytes(busybox: Vec<u8>, workload: Vec<u8>, init_script: &str) -> Vec<u8> {
     let mut archive = Archive::new();
     for dir in DIRECTORIES {
         archive.dir(dir, 0o755);
@@ -111,6 +132,7 @@ pub fn initramfs_bytes(busybox: Vec<u8>, init_script: &str) -> Vec<u8> {
     archive
         .dir("/tmp", 0o1777)
         .file("/bin/busybox", 0o755, busybox)
+        .file(IN_INITRAMFS, 0o755, workload)
         .file("/init", 0o755, init_script.as_bytes().to_vec())
         // The kernel opens /dev/console for init's stdio before anything
         // mounts devtmpfs: it must be in the archive.
@@ -118,15 +140,23 @@ pub fn initramfs_bytes(busybox: Vec<u8>, init_script: &str) -> Vec<u8> {
     archive.to_bytes()
 }
 
-/// Writes an initramfs with `/bin/busybox` (from the file `busybox`), `/init`
+/// Writes an initramfs with `/bin/busybox` (from the file `busybox`),
+/// `/bin/stratum-workload` (from the file `workload`), `/init`
 /// (`init_script`, mode 0755), the directories `/bin /sbin /proc /sys /dev
 /// /tmp /usr/bin /usr/sbin` and the `/dev/console` character device (5, 1) to
 /// `out`. The same inputs give the same bytes; an `out` that already holds
 /// them is left untouched (so its mtime says when the inputs last changed).
-pub fn build_initramfs(busybox: &Path, init_script: &str, out: &Path) -> Result<()> {
-    let binary = fs::read(busybox)
-        .map_err(|e| Error::environment(format!("cannot read {}: {e}", busybox.display())))?;
-    let bytes = initramfs_bytes(binary, init_script);
+pub fn build_initramfs(
+    busybox: &Path,
+    workload: &Path,
+    init_script: &str,
+    out: &Path,
+) -> Result<()> {
+    let read = |path: &Path| {
+        fs::read(path)
+            .map_err(|e| Error::environment(format!("cannot read {}: {e}", path.display())))
+    };
+    let bytes = initramfs_bytes(read(busybox)?, read(workload)?, init_script);
     if fs::read(out).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
@@ -178,6 +208,26 @@ mod tests {
         assert!(DEFAULT_INIT.contains(&format!("PS1='{PROMPT}'")));
     }
 
+    #[test]
+    fn the_workload_mode_runs_the_program_on_tmpfs_and_powers_off() {
+        let branch = DEFAULT_INIT
+            .split(&format!("*\" {WORKLOAD_PARAM} \"*)"))
+            .nth(1)
+            .and_then(|rest| rest.split(";;").next())
+            .expect("a case branch for the workload mode");
+        let steps = [
+            "mount -t tmpfs tmpfs /tmp",
+            &format!("{IN_INITRAMFS} $(cat /proc/cmdline)"),
+            &format!("echo \"{WORKLOAD_EXIT_MARKER}$?\""),
+            "poweroff -f",
+        ];
+        let mut at = 0;
+        for step in steps {
+            let found = branch[at..].find(step).unwrap_or_else(|| panic!("{step}"));
+            at += found + step.len();
+        }
+    }
+
     /// The default init is valid `sh` (checked with the host's shell).
     #[test]
     fn default_init_parses() {
@@ -193,11 +243,16 @@ mod tests {
         let dir = TestDir::new("initramfs");
         let busybox = dir.write("busybox", b"\x7fELF not really busybox");
         let out = dir.path().join("initramfs.cpio");
-        build_initramfs(&busybox, DEFAULT_INIT, &out).expect("built");
+        let workload = dir.write("workload", b"\x7fELF not really the workload");
+        build_initramfs(&busybox, &workload, DEFAULT_INIT, &out).expect("built");
         let first = fs::read(&out).expect("written");
         assert_eq!(
             first,
-            initramfs_bytes(b"\x7fELF not really busybox".to_vec(), DEFAULT_INIT)
+            initramfs_bytes(
+                b"\x7fELF not really busybox".to_vec(),
+                b"\x7fELF not really the workload".to_vec(),
+                DEFAULT_INIT
+            )
         );
         // Every required name, in sorted order, each once.
         let names: Vec<String> = names_in(&first);
@@ -206,6 +261,7 @@ mod tests {
             [
                 "bin",
                 "bin/busybox",
+                "bin/stratum-workload",
                 "dev",
                 "dev/console",
                 "init",
@@ -223,7 +279,7 @@ mod tests {
         let mtime = fs::metadata(&out)
             .and_then(|m| m.modified())
             .expect("mtime");
-        build_initramfs(&busybox, DEFAULT_INIT, &out).expect("built again");
+        build_initramfs(&busybox, &workload, DEFAULT_INIT, &out).expect("built again");
         assert_eq!(fs::read(&out).expect("still there"), first);
         assert_eq!(
             fs::metadata(&out)
@@ -232,20 +288,28 @@ mod tests {
             mtime
         );
         // Another script: rebuilt.
-        build_initramfs(&busybox, "#!/bin/busybox sh\necho hi\n", &out).expect("rebuilt");
+        build_initramfs(&busybox, &workload, "#!/bin/busybox sh\necho hi\n", &out)
+            .expect("rebuilt");
         assert_ne!(fs::read(&out).expect("rewritten"), first);
     }
 
     #[test]
-    fn missing_busybox_is_an_error_naming_it() {
+    fn a_missing_binary_is_an_error_naming_it() {
         let dir = TestDir::new("initramfs-missing");
-        let e = build_initramfs(
-            &dir.path().join("no-busybox"),
-            DEFAULT_INIT,
-            &dir.path().join("out.cpio"),
-        )
-        .expect_err("missing input");
+        let present = dir.write("present", b"\x7fELF");
+        let out = dir.path().join("out.cpio");
+        let e = build_initramfs(&dir.path().join("no-busybox"), &present, DEFAULT_INIT, &out)
+            .expect_err("missing busybox");
         assert!(e.to_string().contains("no-busybox"), "{e}");
+        let e = build_initramfs(
+            &present,
+            &dir.path().join("no-workload"),
+            DEFAULT_INIT,
+            &out,
+        )
+        .expect_err("missing workload");
+        assert!(e.to_string().contains("no-workload"), "{e}");
+        assert!(!out.exists());
     }
 
     /// Entry names, read from the headers (namesize at field 11).

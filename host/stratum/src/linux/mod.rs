@@ -1,12 +1,13 @@
 //! Linux guests: the stock Debian arm64 kernel fetched from the Debian
-//! archive ([`debian`]), and an initramfs made of a static busybox and an
-//! init script ([`initramfs`], written by the pure-Rust cpio writer
-//! [`cpio`]).
+//! archive ([`debian`]), and an initramfs made of a static busybox, Stratum's
+//! workload program ([`workload`]) and an init script ([`initramfs`],
+//! written by the pure-Rust cpio writer [`cpio`]).
 //!
 //! [`prepare_debian`] is what `stratum fetch debian` and
 //! `stratum run --debian` do: fetch (or find in the cache) the kernel and
-//! busybox, then build `<cache>/initramfs.cpio` with [`DEFAULT_INIT`]
-//! (rewritten only when its bytes change).
+//! busybox, find or build the workload program, then build
+//! `<cache>/initramfs.cpio` with [`DEFAULT_INIT`] (rewritten only when its
+//! bytes change).
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +16,13 @@ use crate::Result;
 pub mod cpio;
 pub mod debian;
 pub mod initramfs;
+pub mod workload;
 
 pub use debian::{DebianGuest, default_cache_dir, fetch_debian};
-pub use initramfs::{DEFAULT_INIT, POWEROFF_PARAM, PROMPT, UP_MARKER, build_initramfs};
+pub use initramfs::{
+    DEFAULT_INIT, POWEROFF_PARAM, PROMPT, UP_MARKER, WORKLOAD_EXIT_MARKER, WORKLOAD_PARAM,
+    build_initramfs,
+};
 
 /// Name of the initramfs [`prepare_debian`] writes into the cache.
 pub const INITRAMFS_NAME: &str = "initramfs.cpio";
@@ -34,15 +39,26 @@ pub struct LinuxGuest {
 }
 
 /// Fetches the Debian guest into `cache_dir` (see [`fetch_debian`]) and
-/// builds its initramfs there from the fetched busybox and [`DEFAULT_INIT`].
+/// builds its initramfs there from the fetched busybox, the workload program
+/// ([`workload::locate`]: `$STRATUM_WORKLOAD` or a cargo build) and
+/// [`DEFAULT_INIT`].
 pub fn prepare_debian(cache_dir: &Path, progress: bool) -> Result<LinuxGuest> {
+    prepare_debian_with(cache_dir, progress, &workload::locate()?)
+}
+
+/// [`prepare_debian`] with the workload binary given.
+pub fn prepare_debian_with(
+    cache_dir: &Path,
+    progress: bool,
+    workload: &Path,
+) -> Result<LinuxGuest> {
     let guest = fetch_debian(cache_dir, progress)?;
     // fetch_debian created the directory; report absolute paths.
     let cache_dir = cache_dir
         .canonicalize()
         .unwrap_or_else(|_| cache_dir.to_path_buf());
     let initramfs = cache_dir.join(INITRAMFS_NAME);
-    build_initramfs(&guest.busybox, DEFAULT_INIT, &initramfs)?;
+    build_initramfs(&guest.busybox, workload, DEFAULT_INIT, &initramfs)?;
     Ok(LinuxGuest {
         kernel: guest.kernel,
         initramfs,
