@@ -137,9 +137,15 @@ pub fn build_guest() -> Result<PathBuf> {
         .join("bench"))
 }
 
+/// The real-time clock of a bare run: `virt`'s PL031 starts at this date
+/// and follows the virtual clock. (By default it reads the host's time, and a
+/// Linux guest that prints it and keeps time from it runs a different
+/// number of instructions every run. Under Stratum a VM has no RTC.)
+pub const BARE_RTC: &str = "base=2025-01-01T00:00:00,clock=vm";
+
 /// The QEMU command line of a bare run: the same `virt` machine as under
 /// Stratum but without EL2 (`virtualization` off), so the kernel boots at
-/// EL1 and PSCI calls are QEMU's own; deterministic.
+/// EL1 and PSCI calls are QEMU's own; deterministic ([`BARE_RTC`] too).
 pub fn bare_qemu_command(
     qemu: &Path,
     gic: Gic,
@@ -172,6 +178,8 @@ pub fn bare_qemu_command(
         "shift=4,sleep=off",
         "-seed",
         "1",
+        "-rtc",
+        BARE_RTC,
         "-append",
         append,
         "-kernel",
@@ -592,7 +600,8 @@ mod tests {
             line,
             "qemu-system-aarch64 -M virt,gic-version=2,dtb-randomness=off -cpu cortex-a57 \
              -smp 2 -m 512M -display none -monitor none -serial stdio -nic none \
-             -icount shift=4,sleep=off -seed 1 -append console=ttyAMA0 x=1 \
+             -icount shift=4,sleep=off -seed 1 -rtc base=2025-01-01T00:00:00,clock=vm \
+             -append console=ttyAMA0 x=1 \
              -kernel /k/Image -initrd /k/initrd"
         );
         assert!(!line.contains("virtualization=on"), "bare QEMU runs at EL1");
