@@ -1,5 +1,5 @@
 //! The bench smoke test (tier 2): one short `stratum bench` run (20
-//! iterations, no Linux) under Stratum (one vCPU, two vCPUs, two VMs
+//! iterations, no Linux: neither its boot nor its workload) under Stratum (one vCPU, two vCPUs, two VMs
 //! time-sharing a CPU) and on bare QEMU, checking that every output parses
 //! and is complete — never how fast anything is.
 //!
@@ -74,6 +74,11 @@ fn bench_runs_and_its_output_parses() {
         "{vm_switch}"
     );
     assert!(json.contains("\"not_measured\": \"skipped (--no-linux)\""));
+    assert!(
+        json.contains("\"linux_workload\": {\"not_measured\": \"skipped (--no-linux)\""),
+        "the Linux workload is skipped too:\n{json}"
+    );
+    assert!(table.contains("Linux workload: n/a (skipped (--no-linux))"));
     assert!(json.contains("\"iterations\": 20"));
     let svg = std::fs::read_to_string(out.join("results.svg")).expect("results.svg written");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

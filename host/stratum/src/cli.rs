@@ -119,12 +119,15 @@ pub enum Command {
     #[command(after_help = FETCH_AFTER_HELP)]
     Fetch(FetchArgs),
     /// Measure exit-path lengths in instructions (deterministic QEMU), under
-    /// Stratum and on bare QEMU, and Linux boot to userspace.
+    /// Stratum and on bare QEMU, Linux boot to userspace, and a Linux workload.
     ///
     /// Runs the bench guest under `-icount shift=4,sleep=off -seed 1`, where
     /// one tick of the guest's counter is one executed instruction; prints a
-    /// table against the targets and the Xen/KVM reference figures, and
-    /// writes results.json and results.svg (see docs/benchmarks.md).
+    /// table against the targets and the Xen/KVM reference figures; then the
+    /// Debian guest's boot and its workload program (syscalls, pipes, fork,
+    /// page faults, memcpy, a CPU loop, tmpfs files) under Stratum and on bare
+    /// QEMU, with their ratios and the hypervisor's instructions per guest
+    /// timer tick; writes results.json and results.svg (see docs/benchmarks.md).
     #[command(after_help = BENCH_AFTER_HELP)]
     Bench(BenchArgs),
     /// Show the exit statistics of a running system (`stratum run` in another terminal).
@@ -170,7 +173,8 @@ failed.
 Environment:
   STRATUM_HYPERVISOR  hypervisor Image to use instead of building one
   STRATUM_QEMU        QEMU binary to use instead of qemu-system-aarch64 on PATH
-  STRATUM_CACHE       cache root of the Debian guest (fetched on first use)";
+  STRATUM_CACHE       cache root of the Debian guest (fetched on first use)
+  STRATUM_WORKLOAD    Linux workload binary to put in the initramfs instead of building it";
 
 /// `stratum bench` arguments.
 #[derive(Debug, Args)]
@@ -182,7 +186,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub iterations: u32,
-    /// Skip the Linux boot measurement.
+    /// Skip the Linux boot and workload measurements.
     #[arg(long)]
     pub no_linux: bool,
     /// Directory for results.json and results.svg [default: <target>/bench].

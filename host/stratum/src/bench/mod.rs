@@ -15,15 +15,19 @@
 //! 2. the same guest on bare QEMU at EL1 (booted as an arm64 `Image`, so it
 //!    gets the DTB in `x0`), one and two CPUs: the emulator's own cost;
 //! 3. unless disabled, the Debian kernel and initramfs (`stratum fetch
-//!    debian`) to `Run /init` under Stratum and on bare QEMU;
+//!    debian`) to `Run /init` under Stratum and on bare QEMU, and the same
+//!    kernel and initramfs running the workload program
+//!    ([`crate::linux::workload`], rows in [`workload`]) under Stratum and on
+//!    bare QEMU;
 //! 4. the table on stdout, `results.json` and `results.svg` in the output
 //!    directory ([`report`]).
 //!
-//! The parsing and statistics ([`parse`]) and the output formats
-//! ([`report`]) are pure and unit-tested; this module runs QEMU.
+//! The parsing and statistics ([`parse`], [`workload`]) and the output
+//! formats ([`report`]) are pure and unit-tested; this module runs QEMU.
 
 pub mod parse;
 pub mod report;
+pub mod workload;
 
 use std::env;
 use std::ffi::OsString;
@@ -42,6 +46,7 @@ use crate::{Error, ErrorKind, Result, make_image, workspace_root};
 
 use parse::{GuestOutput, Stats, kernel_timestamp, parse_guest};
 use report::{LinuxBoot, Measured, Method, OPERATIONS, Report, Row};
+use workload::{LinuxWorkload, parse_workload};
 
 /// The guests' target.
 const GUEST_TARGET: &str = "aarch64-unknown-none";
@@ -52,6 +57,13 @@ pub const COUNTER_HZ: u64 = 62_500_000;
 pub const LINUX_USERSPACE: &str = "Run /init as init process";
 /// The Linux command line of both boots (the init reports and powers off).
 pub const LINUX_CMDLINE: &str = "console=ttyAMA0 stratum.test=poweroff";
+/// The Linux command line of both workload runs: the init runs the
+/// workload program and powers off. The two kernels have different random
+/// seeds (Stratum's `rng-seed` and QEMU's, [`DtbSeeds`]); so that the seeds
+/// change no address the tests run on, `nokaslr` keeps the kernel where it
+/// is loaded (Stratum gives no `kaslr-seed`, QEMU does) and `norandmaps`
+/// lays out every process the same way (stack, mmap base, brk).
+pub const WORKLOAD_CMDLINE: &str = "console=ttyAMA0 stratum.test=workload nokaslr norandmaps";
 /// Memory of the Linux VM (and of the bare-QEMU machine).
 pub const LINUX_MEMORY: &str = "512M";
 /// Why there is no stage-2 first-touch fault to measure.
@@ -137,6 +149,20 @@ pub fn build_guest() -> Result<PathBuf> {
         .join("bench"))
 }
 
+/// Whether a bare-QEMU guest gets seeds in its device tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtbSeeds {
+    /// `dtb-randomness=off`: no `/chosen/rng-seed`, no `kaslr-seed`.
+    None,
+    /// `dtb-randomness=on`: QEMU writes both, drawn from `-seed 1`, so they
+    /// are the same every run. A Linux guest then starts with its random
+    /// number generator ready, as under Stratum, which gives every VM an
+    /// `rng-seed`; without one, each random number the kernel draws (a
+    /// syscall's stack offset, a new task's stack canary) takes the slow
+    /// not-yet-seeded path, ~9,000 instructions per `getppid`.
+    Seeded,
+}
+
 /// The real-time clock of a bare run: `virt`'s PL031 starts at this date
 /// and follows the virtual clock. (By default it reads the host's time, and a
 /// Linux guest that prints it and keeps time from it runs a different
@@ -146,6 +172,10 @@ pub const BARE_RTC: &str = "base=2025-01-01T00:00:00,clock=vm";
 /// The QEMU command line of a bare run: the same `virt` machine as under
 /// Stratum but without EL2 (`virtualization` off), so the kernel boots at
 /// EL1 and PSCI calls are QEMU's own; deterministic ([`BARE_RTC`] too).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per QEMU option; a struct would only rename them"
+)]
 pub fn bare_qemu_command(
     qemu: &Path,
     gic: Gic,
@@ -154,12 +184,20 @@ pub fn bare_qemu_command(
     kernel: &Path,
     initrd: Option<&Path>,
     append: &str,
+    seeds: DtbSeeds,
 ) -> Vec<OsString> {
+    let randomness = match seeds {
+        DtbSeeds::None => "off",
+        DtbSeeds::Seeded => "on",
+    };
     let mut args: Vec<OsString> = vec![qemu.into()];
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     push(&[
         "-M",
-        &format!("virt,gic-version={},dtb-randomness=off", gic.number()),
+        &format!(
+            "virt,gic-version={},dtb-randomness={randomness}",
+            gic.number()
+        ),
         "-cpu",
         CpuModel::CortexA57.qemu_name(),
         "-smp",
@@ -362,6 +400,7 @@ fn run_guests(opts: &BenchOptions, guest: &Path, scratch: &Path) -> Result<Guest
             &image,
             None,
             &format!("bench.iterations={}", opts.iterations),
+            DtbSeeds::None,
         );
         let (console, ok) = capture(&argv, opts.timeout, opts.verbose)?;
         if !ok {
@@ -428,21 +467,12 @@ fn instructions_to_userspace(console: &str, what: &str) -> Result<u64> {
     Ok((secs * COUNTER_HZ as f64).round() as u64)
 }
 
-fn linux_boot(opts: &BenchOptions) -> Result<LinuxBoot> {
-    let guest: LinuxGuest = prepare_debian(&default_cache_dir()?, true)?;
+fn linux_boot(opts: &BenchOptions, guest: &LinuxGuest) -> Result<LinuxBoot> {
     eprintln!(
         "stratum bench: Linux {} to userspace, under Stratum",
         guest.kernel_version
     );
-    let mut config = Config::from_flags(&VmFlags {
-        kernel: guest.kernel.clone(),
-        initrd: Some(guest.initramfs.clone()),
-        append: Some(LINUX_CMDLINE.to_owned()),
-        cpus: Some(1),
-        memory: Some(LINUX_MEMORY.to_owned()),
-    })?;
-    config.override_machine(Some(opts.gic), Some(CpuModel::CortexA57))?;
-    let console = under_stratum(config, opts)?;
+    let console = under_stratum(linux_config(guest, LINUX_CMDLINE, opts.gic)?, opts)?;
     let stratum = instructions_to_userspace(&console, "Linux under Stratum")?;
     eprintln!(
         "stratum bench: Linux {} to userspace, bare QEMU",
@@ -456,14 +486,73 @@ fn linux_boot(opts: &BenchOptions) -> Result<LinuxBoot> {
         &guest.kernel,
         Some(&guest.initramfs),
         LINUX_CMDLINE,
+        DtbSeeds::None,
     );
     let (console, _) = capture(&argv, opts.timeout, opts.verbose)?;
     let bare = instructions_to_userspace(&console, "Linux on bare QEMU")?;
     Ok(LinuxBoot::Measured {
-        kernel: guest.kernel_version,
+        kernel: guest.kernel_version.clone(),
         stratum,
         bare,
     })
+}
+
+/// The Debian guest with one vCPU and `cmdline` under Stratum.
+fn linux_config(guest: &LinuxGuest, cmdline: &str, gic: Gic) -> Result<Config> {
+    let mut config = Config::from_flags(&VmFlags {
+        kernel: guest.kernel.clone(),
+        initrd: Some(guest.initramfs.clone()),
+        append: Some(cmdline.to_owned()),
+        cpus: Some(1),
+        memory: Some(LINUX_MEMORY.to_owned()),
+    })?;
+    config.override_machine(Some(gic), Some(CpuModel::CortexA57))?;
+    Ok(config)
+}
+
+fn parsed_workload(console: &str, what: &str) -> Result<workload::WorkloadOutput> {
+    parse_workload(console).map_err(|e| {
+        Error::new(
+            ErrorKind::Hypervisor,
+            anyhow::anyhow!("{what}: {e}\n{}", tail(console)),
+        )
+    })
+}
+
+/// The workload program in the Debian guest, under Stratum and on bare QEMU
+/// (with the same entropy at boot: [`DtbSeeds::Seeded`]).
+fn linux_workload(opts: &BenchOptions, guest: &LinuxGuest) -> Result<LinuxWorkload> {
+    eprintln!(
+        "stratum bench: Linux {} workload, under Stratum",
+        guest.kernel_version
+    );
+    let console = under_stratum(linux_config(guest, WORKLOAD_CMDLINE, opts.gic)?, opts)?;
+    let stratum = parsed_workload(&console, "the workload under Stratum")?;
+    let exits = workload::exit_totals(&console);
+    eprintln!(
+        "stratum bench: Linux {} workload, bare QEMU",
+        guest.kernel_version
+    );
+    let argv = bare_qemu_command(
+        &find_qemu()?,
+        opts.gic,
+        1,
+        LINUX_MEMORY,
+        &guest.kernel,
+        Some(&guest.initramfs),
+        WORKLOAD_CMDLINE,
+        DtbSeeds::Seeded,
+    );
+    let (console, _) = capture(&argv, opts.timeout, opts.verbose)?;
+    let bare = parsed_workload(&console, "the workload on bare QEMU")?;
+    LinuxWorkload::from_runs(
+        guest.kernel_version.clone(),
+        WORKLOAD_CMDLINE.to_owned(),
+        &stratum,
+        &bare,
+        exits,
+    )
+    .map_err(|e| Error::new(ErrorKind::Hypervisor, anyhow::anyhow!("{e}")))
 }
 
 fn qemu_version() -> String {
@@ -479,8 +568,13 @@ fn qemu_version() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Builds the report from the four guest runs and the Linux result.
-fn assemble(runs: &GuestRuns, linux: LinuxBoot, opts: &BenchOptions) -> Result<Report> {
+/// Builds the report from the four guest runs and the Linux results.
+fn assemble(
+    runs: &GuestRuns,
+    linux: LinuxBoot,
+    workload: LinuxWorkload,
+    opts: &BenchOptions,
+) -> Result<Report> {
     let env_num = |key: &str| -> u64 {
         runs.stratum[0]
             .env
@@ -531,6 +625,7 @@ fn assemble(runs: &GuestRuns, linux: LinuxBoot, opts: &BenchOptions) -> Result<R
         },
         rows,
         linux,
+        workload,
     })
 }
 
@@ -554,12 +649,17 @@ pub fn run_bench(opts: &BenchOptions) -> Result<Report> {
     fs::create_dir_all(&scratch.0)
         .map_err(|e| Error::environment(format!("cannot create {}: {e}", scratch.0.display())))?;
     let runs = run_guests(opts, &guest, &scratch.0)?;
-    let linux = if opts.linux {
-        linux_boot(opts)?
+    let (linux, workload) = if opts.linux {
+        let guest = prepare_debian(&default_cache_dir()?, true)?;
+        (linux_boot(opts, &guest)?, linux_workload(opts, &guest)?)
     } else {
-        LinuxBoot::NotMeasured("skipped (--no-linux)".to_owned())
+        let why = "skipped (--no-linux)";
+        (
+            LinuxBoot::NotMeasured(why.to_owned()),
+            LinuxWorkload::NotMeasured(why.to_owned()),
+        )
     };
-    let report = assemble(&runs, linux, opts)?;
+    let report = assemble(&runs, linux, workload, opts)?;
     print!("{}", report::table(&report));
     fs::create_dir_all(&opts.out_dir).map_err(|e| {
         Error::environment(format!("cannot create {}: {e}", opts.out_dir.display()))
@@ -590,6 +690,7 @@ mod tests {
             Path::new("/k/Image"),
             Some(Path::new("/k/initrd")),
             "console=ttyAMA0 x=1",
+            DtbSeeds::None,
         );
         let line: Vec<String> = argv
             .iter()
@@ -605,6 +706,25 @@ mod tests {
              -kernel /k/Image -initrd /k/initrd"
         );
         assert!(!line.contains("virtualization=on"), "bare QEMU runs at EL1");
+        let seeded = bare_qemu_command(
+            Path::new("qemu-system-aarch64"),
+            Gic::V3,
+            1,
+            "512M",
+            Path::new("/k/Image"),
+            None,
+            WORKLOAD_CMDLINE,
+            DtbSeeds::Seeded,
+        );
+        let seeded: Vec<String> = seeded
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(seeded[2], "virt,gic-version=3,dtb-randomness=on");
+        assert!(
+            seeded.join(" ").contains("-seed 1"),
+            "seeds from a fixed seed"
+        );
     }
 
     #[test]
@@ -682,6 +802,7 @@ mod tests {
         let r = assemble(
             &runs,
             LinuxBoot::NotMeasured("x".into()),
+            LinuxWorkload::NotMeasured("x".into()),
             &BenchOptions::new(),
         )
         .expect("complete");
@@ -716,6 +837,7 @@ mod tests {
         let r = assemble(
             &runs,
             LinuxBoot::NotMeasured("x".into()),
+            LinuxWorkload::NotMeasured("x".into()),
             &BenchOptions::new(),
         )
         .expect("complete");
@@ -735,6 +857,7 @@ mod tests {
             assemble(
                 &runs,
                 LinuxBoot::NotMeasured("x".into()),
+                LinuxWorkload::NotMeasured("x".into()),
                 &BenchOptions::new()
             )
             .is_err()

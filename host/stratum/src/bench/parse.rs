@@ -119,7 +119,7 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// `key=value` words of a line (words without `=` are an error).
-fn fields(rest: &str) -> Result<BTreeMap<&str, &str>, String> {
+pub(super) fn fields(rest: &str) -> Result<BTreeMap<&str, &str>, String> {
     rest.split_whitespace()
         .map(|w| {
             w.split_once('=')
@@ -169,7 +169,7 @@ fn parse_op(rest: &str) -> Result<OpResult, String> {
 
 /// A console line without the `name | ` tag the hypervisor puts in front of
 /// each line when several VMs share the console.
-fn untagged(line: &str) -> &str {
+pub(super) fn untagged(line: &str) -> &str {
     match line.split_once(" | ") {
         Some((tag, rest))
             if !tag.is_empty()

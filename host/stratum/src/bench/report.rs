@@ -1,5 +1,6 @@
 //! The bench results as a table, as JSON and as an SVG bar chart; pure
-//! functions of a [`Report`], unit-tested.
+//! functions of a [`Report`], unit-tested. (The Linux workload's rows are
+//! rendered by [`super::workload`], with [`align`] and [`json_str`].)
 //!
 //! The reference figures and targets are issue 6's (median instructions,
 //! measured with the same method on the same emulated platform); they are
@@ -8,6 +9,7 @@
 use std::fmt::Write as _;
 
 use super::parse::Stats;
+use super::workload::{self, LinuxWorkload};
 
 /// A reference figure: one value, or a range (Xen's WFI latency depends on
 /// its scheduler's idle path).
@@ -219,6 +221,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Linux boot.
     pub linux: LinuxBoot,
+    /// The Linux workload.
+    pub workload: LinuxWorkload,
 }
 
 fn stats_text(s: &Stats) -> String {
@@ -296,9 +300,24 @@ pub fn table(report: &Report) -> String {
         ],
     };
     lines.push(linux);
-    // Column widths in characters (the table uses "≤", "–" and "×").
-    let mut widths = [0usize; 8];
-    for line in &lines {
+    let lines: Vec<Vec<String>> = lines.into_iter().map(Vec::from).collect();
+    let mut out = align(&lines);
+    for note in notes {
+        out += &note;
+        out.push('\n');
+    }
+    out.push('\n');
+    out += &workload::table(&report.workload);
+    out
+}
+
+/// Lines of cells as a table: the first line a header followed by a rule,
+/// the first column left-aligned, the others right-aligned, two spaces
+/// apart. Widths count characters (the tables use "≤", "–" and "×").
+pub(super) fn align(lines: &[Vec<String>]) -> String {
+    let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for line in lines {
         for (w, cell) in widths.iter_mut().zip(line) {
             *w = (*w).max(cell.chars().count());
         }
@@ -307,9 +326,9 @@ pub fn table(report: &Report) -> String {
     for (i, line) in lines.iter().enumerate() {
         let cells: Vec<String> = line
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .enumerate()
-            .map(|(col, (cell, w))| {
+            .map(|(col, (cell, &w))| {
                 let pad = w - cell.chars().count();
                 if col == 0 {
                     format!("{cell}{}", " ".repeat(pad))
@@ -326,15 +345,11 @@ pub fn table(report: &Report) -> String {
             out.push('\n');
         }
     }
-    for note in notes {
-        out += &note;
-        out.push('\n');
-    }
     out
 }
 
 /// Escapes a string for JSON.
-fn json_str(s: &str) -> String {
+pub(super) fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -430,7 +445,12 @@ pub fn json(report: &Report) -> String {
             json_str(why)
         ),
     };
-    let _ = writeln!(out, "  \"linux_boot\": {linux}");
+    let _ = writeln!(out, "  \"linux_boot\": {linux},");
+    let _ = writeln!(
+        out,
+        "  \"linux_workload\": {}",
+        workload::json(&report.workload)
+    );
     out += "}\n";
     out
 }
@@ -460,7 +480,7 @@ pub fn svg(report: &Report) -> String {
     let (left, width, bar, gap) = (300.0, 560.0, 14.0, 22.0);
     let group = 4.0 * bar + gap;
     let top = 60.0;
-    let height = top + group * rows.len() as f64 + 60.0;
+    let height = top + group * rows.len() as f64 + 76.0;
     // Log scale from 1 to the next power of ten above the largest value.
     let largest = rows
         .iter()
@@ -563,6 +583,14 @@ pub fn svg(report: &Report) -> String {
             bottom + 40.0
         );
     }
+    if let Some(summary) = workload::summary(&report.workload) {
+        let _ = writeln!(
+            out,
+            "<text x=\"10\" y=\"{}\">{}</text>",
+            bottom + 56.0,
+            xml(&summary)
+        );
+    }
     out += "</svg>\n";
     out
 }
@@ -614,6 +642,7 @@ mod tests {
                 stratum: 838_000_000,
                 bare: 818_800_000,
             },
+            workload: workload::example(),
         }
     }
 
@@ -633,9 +662,13 @@ mod tests {
     #[test]
     fn table_lists_every_operation_aligned() {
         let t = table(&report());
-        let lines: Vec<&str> = t.lines().collect();
+        let (exits, linux_workload) = t.split_once("\n\n").expect("two tables");
+        let lines: Vec<&str> = exits.lines().collect();
         // Header, rule, the operations, Linux, one note (the VM switch).
         assert_eq!(lines.len(), 2 + OPERATIONS.len() + 1 + 1);
+        // Then the workload's table (`workload::table`).
+        assert!(linux_workload.starts_with("Linux workload (6.1.0-57-arm64"));
+        assert!(linux_workload.contains("memcpy of 8 MiB"));
         assert!(lines[0].starts_with("operation"));
         let hvc = lines
             .iter()
@@ -646,8 +679,8 @@ mod tests {
         }
         assert!(t.contains("814–2985"));
         assert!(t.contains("  n/a (1)"));
-        assert!(t.ends_with(
-            "(1) VM switch round trip (channel doorbell): needs <two VMs> & \"channels\"\n"
+        assert!(exits.ends_with(
+            "(1) VM switch round trip (channel doorbell): needs <two VMs> & \"channels\""
         ));
         assert!(t.contains("838.0 M (1.023×)"));
         // The columns line up: the rule's gaps are where the header's are.
@@ -691,6 +724,8 @@ mod tests {
         assert!(j.contains("\"not_applicable\": \"needs <two VMs> & \\\"channels\\\"\""));
         assert!(j.contains("\"ratio\": 1.0234"));
         assert!(j.contains("\"met\": false"));
+        assert!(j.contains("\"linux_workload\": {\"kernel\": \"6.1.0-57-arm64\""));
+        assert!(j.contains("\"hypervisor_instructions_per_timer_tick\": {\"instructions\": 75.0"));
     }
 
     #[test]
@@ -705,6 +740,7 @@ mod tests {
         assert!(s.contains("HVC round trip (PSCI_VERSION)"));
         assert!(s.contains(">814–2985<"));
         assert!(s.contains("1.023×"));
+        assert!(s.contains("Linux workload (8 tests): 1.3000–1.3000×"));
         assert!(!s.contains("<two"), "text is escaped");
         // Larger values reach further right (log scale): KVM nVHE's UART bar.
         let width_of = |label: &str| -> f64 {
