@@ -13,10 +13,15 @@
 //! and powers off (PSCI `SYSTEM_OFF` → exit 0). `stratum.test=hotplug` first
 //! takes CPU 1 offline and back (PSCI `CPU_OFF`/`CPU_ON`). The interactive
 //! test waits for the shell prompt and types a command line.
+//! `stratum.test=workload` runs the workload program of `stratum bench`
+//! (`tools/workload`), here with a thousandth of its iterations: every test
+//! must report one line that parses (`stratum_abi::workload`).
 //! Each run has a hard timeout of 120 s and prints its wall time (see it with
 //! `--nocapture`).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use stratum_abi::workload::{DONE, ENV_PREFIX, FAIL_PREFIX, SAMPLE_PREFIX, Sample, TESTS};
 
 use stratum_systests::{
     GuestOpts, Run, assert_in_order, assert_status, console_lines, linux_initrd, linux_kernel,
@@ -405,4 +410,61 @@ fn linux_demo_system() {
         "{test}: Linux's power-off ends the demo\n{}",
         run.describe()
     );
+}
+
+/// The workload program of `stratum bench` (`stratum.test=workload`) at a
+/// thousandth of its iterations: it reports every test once, in a line that
+/// parses, then the init powers off. No figure is checked.
+#[test]
+fn linux_workload_reports_every_test() {
+    let test = "linux_workload";
+    let run = boot(
+        test,
+        3,
+        "cortex-a57",
+        1,
+        "stratum.test=workload workload.divisor=1000",
+        None,
+    );
+    assert_status(&run, status::OK, test);
+    assert_in_order(
+        &run,
+        &[
+            "Run /init as init process",
+            ENV_PREFIX,
+            DONE,
+            "STRATUM-LINUX: workload exit 0",
+            "STRATUM-LINUX: powering off",
+        ],
+    );
+    let lines: Vec<&str> = console_lines(&run.console).map(str::trim).collect();
+    assert!(
+        !lines.iter().any(|l| l.starts_with(FAIL_PREFIX)),
+        "{test}: a test failed\n{}",
+        run.describe()
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(ENV_PREFIX) && l.contains(" divisor=1000")),
+        "{test}: the program read the divisor from the command line\n{}",
+        run.describe()
+    );
+    let samples: Vec<Sample<'_>> = lines
+        .iter()
+        .filter(|l| l.starts_with(SAMPLE_PREFIX))
+        .map(|l| {
+            Sample::parse(l).unwrap_or_else(|e| panic!("{test}: `{l}`: {e}\n{}", run.describe()))
+        })
+        .collect();
+    for t in TESTS {
+        let found: Vec<&Sample<'_>> = samples.iter().filter(|s| s.test == t.id).collect();
+        assert!(
+            found.len() == 1 && found[0].ticks > 0,
+            "{test}: {} must report once, with ticks ({found:?})\n{}",
+            t.id,
+            run.describe()
+        );
+    }
+    assert_eq!(samples.len(), TESTS.len(), "{test}: one line per test");
 }
