@@ -3,7 +3,7 @@
 //! `stratum bench` and the tier-3 Linux test read them.
 //!
 //! ```text
-//! WORKLOAD-ENV key=value …                                  once, first
+//! WORKLOAD-ENV key=value …                                  once, first (LOOP_* keys among them)
 //! WORKLOAD test=ID iters=N ticks=N timer_irqs=N irqs=N      one per entry of TESTS
 //! WORKLOAD-DONE                                             last
 //! WORKLOAD-FAIL test=ID: why                                instead, when a test failed
@@ -79,6 +79,17 @@ pub const FAIL_PREFIX: &str = "WORKLOAD-FAIL ";
 /// The kernel command-line word that divides every test's iteration count
 /// (`workload.divisor=N`, at least one iteration each; default 1).
 pub const DIVISOR_WORD: &str = "workload.divisor=";
+
+/// `WORKLOAD-ENV` key: ticks of a window of the CPU loop (`cpu_loop`) with
+/// no iteration, taken while no interrupt arrived (the method's own cost).
+pub const LOOP_EMPTY_KEY: &str = "loop_empty";
+/// `WORKLOAD-ENV` key: ticks of a window of [`LOOP_CALIBRATION_ITERS`]
+/// iterations of the CPU loop, taken while no interrupt arrived. With
+/// [`LOOP_EMPTY_KEY`] it gives the loop's own cost per iteration, so a
+/// reader can tell the loop's instructions from those spent on interrupts.
+pub const LOOP_CALIBRATION_KEY: &str = "loop_10000";
+/// Iterations of the [`LOOP_CALIBRATION_KEY`] window.
+pub const LOOP_CALIBRATION_ITERS: u64 = 10_000;
 
 /// One `WORKLOAD test=…` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,9 @@
 //! iteration count ([`ITERATIONS`]; at least one iteration each).
 //!
 //! Each test runs a tenth of its iterations first, untimed (at least one),
-//! then all of them as one timed window ([`cases`]). The output is the
+//! then all of them as one timed window ([`cases`]). Before the tests, the
+//! CPU loop is timed in two short windows no interrupt fell into (none and
+//! 10,000 iterations: its own cost, for `stratum bench`'s per-tick figure). The output is the
 //! format of [`stratum_abi::workload`]: `WORKLOAD-ENV` first; the results,
 //! one line per test, and `WORKLOAD-DONE` only once every test ran, so the
 //! console (an emulated UART, where every byte costs an exit under a
@@ -29,20 +31,22 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use stratum_abi::workload::{
-    DIVISOR_WORD, DONE, ENV_PREFIX, FAIL_PREFIX, SAMPLE_PREFIX, Sample, TESTS,
+    DIVISOR_WORD, DONE, ENV_PREFIX, FAIL_PREFIX, LOOP_CALIBRATION_ITERS, LOOP_CALIBRATION_KEY,
+    LOOP_EMPTY_KEY, SAMPLE_PREFIX, Sample, TESTS,
 };
 
 /// Timed iterations of each test at divisor 1, in [`TESTS`] order: each
-/// test is 9 to 45 million instructions on QEMU, but the CPU loop, 250
-/// million (1,000 timer ticks at 250 Hz: the per-tick figure of
-/// `stratum bench` divides by them); about 450 million in all.
+/// test is 28 to 45 million instructions on QEMU (over 100 timer ticks at
+/// 250 Hz, so where the ticks fall moves a ratio little), but the CPU loop,
+/// 250 million (1,000 ticks: the per-tick figure of `stratum bench` divides
+/// by them); about 500 million in all.
 const ITERATIONS: [(&str, u64); 8] = [
-    ("null_syscall", 20_000),
-    ("dev_zero_read", 5_000),
+    ("null_syscall", 60_000),
+    ("dev_zero_read", 10_000),
     ("pipe_round_trip", 2_000),
     ("fork_exit_wait", 200),
-    ("page_fault", 8_192),
-    ("memcpy_8m", 16),
+    ("page_fault", 12_288),
+    ("memcpy_8m", 24),
     ("cpu_loop", 50_000_000),
     ("file_create_unlink", 2_000),
 ];
@@ -97,8 +101,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The CPU loop's cost without interrupts, before anything is printed.
+    let calibration = cases::quiet_cpu_loop(0)
+        .and_then(|empty| Ok((empty, cases::quiet_cpu_loop(LOOP_CALIBRATION_ITERS)?)));
+    let (loop_empty, loop_calibration) = match calibration {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{FAIL_PREFIX}test=cpu_loop: {e}");
+            return ExitCode::from(1);
+        }
+    };
     println!(
-        "{ENV_PREFIX}freq={} divisor={} page={}",
+        "{ENV_PREFIX}freq={} divisor={} page={} {LOOP_EMPTY_KEY}={loop_empty} \
+         {LOOP_CALIBRATION_KEY}={loop_calibration}",
         counter::frequency(),
         options.divisor,
         cases::page_size()

@@ -6,23 +6,26 @@
 //! two runs, the figures, and the rows' table and JSON; [`super`] runs QEMU.
 //!
 //! **Per-tick method.** The CPU-only loop ([`PER_TICK_TEST`]) makes no
-//! system call and touches no new memory, so under Stratum the only thing
-//! that differs from bare QEMU inside its window is what the hypervisor does
-//! for the guest's timer interrupts. The workload counts the arch-timer
-//! interrupts and all interrupts inside the window (`/proc/interrupts`);
-//! when the timer's are all of them, the hypervisor's instructions per tick
-//! are `(Stratum ticks − bare ticks) / timer interrupts under Stratum`.
-//! Because the window is not aligned to the tick, the two runs may count
-//! one tick apart; the figure is then off by the guest's own handling of one
-//! tick divided by the number of ticks (a few instructions for a window of
-//! hundreds of ticks).
+//! system call and touches no new memory: inside its window the only thing
+//! besides the loop is the timer interrupts, the guest's handling of them
+//! and, under Stratum, the hypervisor's. The workload counts the arch-timer
+//! interrupts and all interrupts in the window (`/proc/interrupts`), and
+//! before the tests it times the loop in two windows no interrupt fell into
+//! (no iteration and 10,000: [`LoopCost`]), which gives the loop's own
+//! instructions for any iteration count. In each run, the window's
+//! instructions beyond the loop's, divided by its timer interrupts, are the
+//! cost of one tick: the guest's own on bare QEMU, the guest's and the
+//! hypervisor's under Stratum. Their difference is the hypervisor's
+//! instructions per guest timer tick. (The Stratum window, being longer,
+//! holds a few more ticks; per tick, that does not matter.)
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Write as _;
 
 use stratum_abi::workload::{
-    DONE, ENV_PREFIX, FAIL_PREFIX, SAMPLE_PREFIX, Sample, SampleError, TESTS, Test,
+    DONE, ENV_PREFIX, FAIL_PREFIX, LOOP_CALIBRATION_ITERS, LOOP_CALIBRATION_KEY, LOOP_EMPTY_KEY,
+    SAMPLE_PREFIX, Sample, SampleError, TESTS, Test,
 };
 
 use super::parse::{fields, untagged};
@@ -182,13 +185,56 @@ pub fn pair(stratum: &WorkloadOutput, bare: &WorkloadOutput) -> Result<Vec<Workl
         .collect()
 }
 
+/// The CPU loop's own cost, from a run's `WORKLOAD-ENV` line
+/// ([`LOOP_EMPTY_KEY`], [`LOOP_CALIBRATION_KEY`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoopCost {
+    /// Ticks of a window without iterations (the method's own).
+    pub empty: u64,
+    /// Ticks per iteration.
+    pub per_iteration: f64,
+}
+
+impl LoopCost {
+    /// Reads the calibration from a run's environment.
+    pub fn from_env(env: &BTreeMap<String, String>) -> Result<Self, String> {
+        let number = |key: &str| -> Result<u64, String> {
+            let text = env
+                .get(key)
+                .ok_or_else(|| format!("the workload printed no {key}="))?;
+            text.parse()
+                .map_err(|_| format!("{key}={text} is not a number"))
+        };
+        let empty = number(LOOP_EMPTY_KEY)?;
+        let some = number(LOOP_CALIBRATION_KEY)?;
+        if some < empty {
+            return Err(format!(
+                "{LOOP_CALIBRATION_KEY}={some} is less than {LOOP_EMPTY_KEY}={empty}"
+            ));
+        }
+        Ok(LoopCost {
+            empty,
+            per_iteration: (some - empty) as f64 / LOOP_CALIBRATION_ITERS as f64,
+        })
+    }
+
+    /// Ticks of a window of `iters` iterations without interrupts.
+    pub fn window(&self, iters: u64) -> f64 {
+        self.empty as f64 + self.per_iteration * iters as f64
+    }
+}
+
 /// The hypervisor's instructions per guest timer tick (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PerTick {
-    /// The figure: extra instructions per timer interrupt under Stratum.
+    /// The figure: the tick's cost under Stratum minus on bare QEMU.
     pub instructions: f64,
-    /// Stratum's instructions minus bare QEMU's in the window.
-    pub extra: i64,
+    /// The loop's own cost per iteration.
+    pub loop_per_iteration: f64,
+    /// Instructions per tick beyond the loop on bare QEMU: the guest's own.
+    pub bare_per_tick: f64,
+    /// The same under Stratum: the guest's and the hypervisor's.
+    pub stratum_per_tick: f64,
     /// Timer interrupts in the window under Stratum.
     pub timer_irqs: u64,
     /// The same on bare QEMU.
@@ -209,8 +255,13 @@ impl PerTick {
     }
 }
 
-/// The per-tick figure from the [`PER_TICK_TEST`] row, or why there is none.
-pub fn per_tick(rows: &[WorkloadRow]) -> Result<PerTick, String> {
+/// The per-tick figure from the [`PER_TICK_TEST`] row and the two runs' loop
+/// costs, or why there is none.
+pub fn per_tick(
+    rows: &[WorkloadRow],
+    stratum_loop: Result<LoopCost, String>,
+    bare_loop: Result<LoopCost, String>,
+) -> Result<PerTick, String> {
     let row = rows
         .iter()
         .find(|r| r.test.id == PER_TICK_TEST)
@@ -232,11 +283,21 @@ pub fn per_tick(rows: &[WorkloadRow]) -> Result<PerTick, String> {
             b.irqs
         ));
     }
-    let extra =
-        i64::try_from(s.ticks).unwrap_or(i64::MAX) - i64::try_from(b.ticks).unwrap_or(i64::MAX);
+    let (stratum_loop, bare_loop) = (stratum_loop?, bare_loop?);
+    if stratum_loop != bare_loop {
+        return Err(format!(
+            "the loop without interrupts took {stratum_loop:?} under Stratum but {bare_loop:?} \
+             on bare QEMU: the hypervisor ran while the guest saw no interrupt"
+        ));
+    }
+    let beyond_loop =
+        |w: Window| (w.ticks as f64 - bare_loop.window(w.iters)) / w.timer_irqs as f64;
+    let (stratum_per_tick, bare_per_tick) = (beyond_loop(s), beyond_loop(b));
     Ok(PerTick {
-        instructions: extra as f64 / s.timer_irqs as f64,
-        extra,
+        instructions: stratum_per_tick - bare_per_tick,
+        loop_per_iteration: bare_loop.per_iteration,
+        bare_per_tick,
+        stratum_per_tick,
         timer_irqs: s.timer_irqs,
         bare_timer_irqs: b.timer_irqs,
         tick_period: b.ticks as f64 / b.timer_irqs as f64,
@@ -303,7 +364,11 @@ impl LinuxWorkload {
         exits: Vec<(String, u64)>,
     ) -> Result<Self, String> {
         let rows = pair(stratum, bare)?;
-        let per_tick = per_tick(&rows);
+        let per_tick = per_tick(
+            &rows,
+            LoopCost::from_env(&stratum.env),
+            LoopCost::from_env(&bare.env),
+        );
         Ok(Self::Measured {
             kernel,
             cmdline,
@@ -364,12 +429,15 @@ pub fn table(workload: &LinuxWorkload) -> String {
         Ok(t) => {
             let _ = writeln!(
                 out,
-                "hypervisor instructions per guest timer tick: {:.0} ({PER_TICK_TEST}: {:+} \
-                 instructions over {} ticks; bare QEMU {} ticks); the {TARGET_RATIO}× target \
-                 leaves {:.0} (of {:.0} between ticks): {}",
+                "hypervisor instructions per guest timer tick: {:.0} ({PER_TICK_TEST} at {:.2} \
+                 per iteration: besides the loop {:.0} per tick under Stratum over {} ticks, \
+                 {:.0} on bare QEMU over {}); the {TARGET_RATIO}× target leaves {:.0} (of {:.0} \
+                 between ticks): {}",
                 t.instructions,
-                t.extra,
+                t.loop_per_iteration,
+                t.stratum_per_tick,
                 t.timer_irqs,
+                t.bare_per_tick,
                 t.bare_timer_irqs,
                 t.budget(),
                 t.tick_period,
@@ -441,7 +509,7 @@ pub fn summary(workload: &LinuxWorkload) -> Option<String> {
 #[cfg(test)]
 pub(super) fn example() -> LinuxWorkload {
     let run = |ticks: u64| {
-        let mut text = String::from("WORKLOAD-ENV freq=62500000\n");
+        let mut text = String::from("WORKLOAD-ENV loop_empty=2 loop_10000=50002\n");
         for t in TESTS {
             text += &format!(
                 "WORKLOAD test={} iters=2 ticks={ticks} timer_irqs=4 irqs=4\n",
@@ -502,12 +570,15 @@ pub fn json(workload: &LinuxWorkload) -> String {
         .collect();
     let per_tick = match per_tick {
         Ok(t) => format!(
-            "{{\"instructions\": {:.1}, \"test\": {}, \"extra_instructions\": {}, \
+            "{{\"instructions\": {:.1}, \"test\": {}, \"loop_per_iteration\": {:.4}, \
+             \"stratum_per_tick\": {:.1}, \"bare_per_tick\": {:.1}, \
              \"timer_irqs\": {}, \"bare_timer_irqs\": {}, \"tick_period\": {:.1}, \
              \"budget\": {:.1}, \"met\": {}}}",
             t.instructions,
             json_str(PER_TICK_TEST),
-            t.extra,
+            t.loop_per_iteration,
+            t.stratum_per_tick,
+            t.bare_per_tick,
             t.timer_irqs,
             t.bare_timer_irqs,
             t.tick_period,
@@ -539,7 +610,7 @@ mod tests {
     fn transcript(samples: &[(&str, u64, u64, u64)]) -> String {
         let mut text = String::from(
             "[   12.9] Run /init as init process\r\n\
-             WORKLOAD-ENV freq=62500000 divisor=1 page=4096\r\n",
+             WORKLOAD-ENV freq=62500000 divisor=1 page=4096 loop_empty=2 loop_10000=50002\r\n",
         );
         for &(test, ticks, timer, all) in samples {
             text += &format!(
@@ -655,6 +726,16 @@ mod tests {
         out
     }
 
+    /// The per-tick figure of two outputs, with their loop costs.
+    fn tick(stratum: &WorkloadOutput, bare: &WorkloadOutput) -> Result<PerTick, String> {
+        let rows = pair(stratum, bare)?;
+        per_tick(
+            &rows,
+            LoopCost::from_env(&stratum.env),
+            LoopCost::from_env(&bare.env),
+        )
+    }
+
     #[test]
     fn rows_compare_the_runs_and_the_tick_cost_follows() {
         // 250 ticks of 250,000 instructions; Stratum adds 1,400 per tick.
@@ -664,40 +745,87 @@ mod tests {
         assert_eq!(rows.len(), TESTS.len());
         assert!((rows[0].ratio() - 1.0056).abs() < 1e-9);
         assert!(!rows[0].met());
-        let t = per_tick(&rows).expect("a clean window");
-        assert_eq!((t.extra, t.timer_irqs), (350_000, 250));
-        assert!((t.instructions - 1400.0).abs() < 1e-9);
+        let t = tick(&stratum, &bare).expect("a clean window");
+        assert_eq!((t.timer_irqs, t.bare_timer_irqs), (250, 250));
+        assert!((t.instructions - 1400.0).abs() < 1e-6, "{t:?}");
+        assert!((t.loop_per_iteration - 5.0).abs() < 1e-9);
         assert!((t.tick_period - 250_000.0).abs() < 1e-9);
         assert!((t.budget() - 500.0).abs() < 1e-6);
         assert!(!t.met());
         // A faster Stratum gives a negative figure, which meets the budget.
-        let t =
-            per_tick(&pair(&output(62_499_000, 250, 250), &bare).expect("pairs")).expect("clean");
+        let t = tick(&output(62_499_000, 250, 250), &bare).expect("clean");
         assert!(t.instructions < 0.0 && t.met());
         let equal = pair(&bare, &bare).expect("pairs");
         assert!(equal.iter().all(WorkloadRow::met));
     }
 
     #[test]
+    fn the_longer_window_under_stratum_holds_more_ticks_without_biasing_the_figure() {
+        // The loop: 10 iterations of 5 plus 2 = 52. A tick costs the guest
+        // 3,600 and the hypervisor 1,400; the Stratum window, longer, sees
+        // 1,006 ticks where bare QEMU sees 1,000.
+        let bare = output(52 + 1_000 * 3_600, 1_000, 1_000);
+        let stratum = output(52 + 1_006 * (3_600 + 1_400), 1_006, 1_006);
+        let t = tick(&stratum, &bare).expect("clean");
+        assert!((t.instructions - 1400.0).abs() < 1e-6, "{t:?}");
+        assert!((t.bare_per_tick - 3600.0).abs() < 1e-6);
+        assert!((t.stratum_per_tick - 5000.0).abs() < 1e-6);
+        // The plain difference over the ticks would say 1,421.5.
+        let naive = (stratum.windows[6].ticks - bare.windows[6].ticks) as f64 / 1006.0;
+        assert!(naive > 1421.0);
+    }
+
+    #[test]
     fn no_tick_figure_from_a_window_it_cannot_come_from() {
         let bare = output(1_000, 0, 0);
-        let rows = pair(&output(1_100, 0, 0), &bare).expect("pairs");
         assert!(
-            per_tick(&rows)
+            tick(&output(1_100, 0, 0), &bare)
                 .expect_err("no tick")
                 .contains("no timer tick")
         );
-        let rows = pair(&output(1_100, 2, 3), &output(1_000, 2, 2)).expect("pairs");
-        assert!(
-            per_tick(&rows)
-                .expect_err("a UART interrupt")
-                .contains("other interrupts")
-        );
+        let e = tick(&output(1_100, 2, 3), &output(1_000, 2, 2)).expect_err("a UART interrupt");
+        assert!(e.contains("other interrupts"), "{e}");
         let mut short = output(1_000, 2, 2);
         short.windows[3].iters = 5;
         let e = pair(&output(1_000, 2, 2), &short).expect_err("iterations differ");
         assert!(e.starts_with("fork_exit_wait: 10 iterations"), "{e}");
-        assert!(per_tick(&[]).is_err());
+        assert!(per_tick(&[], Err("x".into()), Err("x".into())).is_err());
+        // The loop without interrupts must cost the same in both runs.
+        let mut slow = output(1_100, 2, 2);
+        slow.env.insert(LOOP_CALIBRATION_KEY.into(), "50010".into());
+        let e = tick(&slow, &output(1_000, 2, 2)).expect_err("loop costs differ");
+        assert!(
+            e.contains("the hypervisor ran while the guest saw no interrupt"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_loop_cost_comes_from_the_environment() {
+        let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        };
+        let cost = LoopCost::from_env(&env(&[("loop_empty", "3"), ("loop_10000", "50003")]))
+            .expect("valid");
+        assert_eq!(cost.empty, 3);
+        assert!((cost.per_iteration - 5.0).abs() < 1e-12);
+        assert!((cost.window(1_000_000) - 5_000_003.0).abs() < 1e-6);
+        for (name, pairs) in [
+            ("missing", &[("loop_empty", "3")][..]),
+            (
+                "not a number",
+                &[("loop_empty", "3"), ("loop_10000", "5e4")],
+            ),
+            (
+                "shorter than empty",
+                &[("loop_empty", "30"), ("loop_10000", "20")],
+            ),
+        ] {
+            assert!(LoopCost::from_env(&env(pairs)).is_err(), "{name}");
+        }
     }
 
     /// The end of a Stratum run's console: the exit table.
