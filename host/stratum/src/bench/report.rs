@@ -740,7 +740,7 @@ mod tests {
         assert!(s.contains("HVC round trip (PSCI_VERSION)"));
         assert!(s.contains(">814–2985<"));
         assert!(s.contains("1.023×"));
-        assert!(s.contains("Linux workload (8 tests): 1.3000–1.3000×"));
+        assert!(s.contains("Linux workload: 1.3000–1.3000× bare QEMU"));
         assert!(!s.contains("<two"), "text is escaped");
         // Larger values reach further right (log scale): KVM nVHE's UART bar.
         let width_of = |label: &str| -> f64 {

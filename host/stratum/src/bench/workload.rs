@@ -490,14 +490,12 @@ pub fn summary(workload: &LinuxWorkload) -> Option<String> {
     let low = ratios.clone().fold(f64::INFINITY, f64::min);
     let high = ratios.fold(f64::NEG_INFINITY, f64::max);
     let mut line = format!(
-        "Linux workload ({} tests): {low:.4}–{high:.4}× the instructions of bare QEMU \
-         (target ≤ {TARGET_RATIO}×)",
-        rows.len()
+        "Linux workload: {low:.4}–{high:.4}× bare QEMU's instructions (target ≤ {TARGET_RATIO}×)"
     );
     if let Ok(t) = per_tick {
         let _ = write!(
             line,
-            "; {:.0} hypervisor instructions per guest timer tick",
+            "; {:.0} hypervisor instructions per timer tick",
             t.instructions
         );
     }
@@ -931,8 +929,8 @@ mod tests {
         assert_eq!(
             summary(&example()).as_deref(),
             Some(
-                "Linux workload (8 tests): 1.3000–1.3000× the instructions of bare QEMU \
-                 (target ≤ 1.002×); 75 hypervisor instructions per guest timer tick"
+                "Linux workload: 1.3000–1.3000× bare QEMU's instructions (target ≤ 1.002×); \
+                 75 hypervisor instructions per timer tick"
             )
         );
         assert_eq!(summary(&LinuxWorkload::NotMeasured("x".into())), None);
