@@ -438,13 +438,18 @@ fn release_hw(irqs: &mut Irqs, vm: &mut Vm) {
     }
 }
 
-/// Before entering vCPU `v` on CPU `cpu` (the caller's own): samples device
-/// lines, kicks the CPUs of other vCPUs whose interrupts changed, and
+/// Before entering vCPU `v` on CPU `cpu` (the caller's own): hands over
+/// console input queued for the VM, kicks the CPUs of other vCPUs whose interrupts changed, and
 /// refills the list registers. Most exits change nothing in the vGIC: then,
 /// if the last fill for this vCPU placed nothing, the list registers stay
 /// as they are (all invalid) and nothing else is done.
 pub fn fill_on(vm: &mut Vm, v: usize, cpu: usize) {
-    sample_lines(vm);
+    // Device lines move only through device accesses (the exit path
+    // samples them when an access says so) and console input (sampled
+    // here, and by `service` for the focused VM when it arrives).
+    if console::has_input(vm.id) {
+        sample_lines(vm);
+    }
     send_kicks(vm, cpu);
     let generation = vm.vgic.generation();
     with_cpu(cpu, |irqs| {
