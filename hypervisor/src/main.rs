@@ -1,7 +1,7 @@
 //! The Stratum EL2 binary: boot, VM creation, and the exit path's glue.
 //!
-//! Boot: `head.rs` checks EL2, turns on EL2's MMU and vectors and calls
-//! [`boot_primary`] with the host DTB. That parses the host device tree,
+//! Boot: the entry code in `stratum_arch::head` checks EL2, turns on EL2's
+//! MMU and vectors and calls [`boot_primary`] with the host DTB. That parses the host device tree,
 //! prints the banner, finds the boot bundle (the "initrd" the loader gave
 //! us), configures the EL2 traps, builds each VM and enters the first guest.
 //! From then on EL2 only runs when a guest exits (`exit.rs`).
@@ -79,7 +79,7 @@ unsafe extern "C" {
     static __image_end: u8;
 }
 
-/// Primary CPU entry from `head.rs`, MMU on, on CPU 0's stack.
+/// Primary CPU entry from `stratum_arch::head` (MMU on, on CPU 0's stack).
 #[unsafe(no_mangle)]
 extern "C" fn boot_primary(dtb: usize) -> ! {
     // SAFETY: the loader passed the host DTB's address in x0; the header is
@@ -480,8 +480,8 @@ struct SecondaryBoot {
 
 static SECONDARY_BOOT: sync::SpinLock<Option<SecondaryBoot>> = sync::SpinLock::new(None);
 
-/// Secondary CPU entry from `head.rs` (MMU on, own stack), started by
-/// `smp::start_secondaries`.
+/// Secondary CPU entry from `stratum_arch::head` (MMU on, own stack),
+/// started by `smp::start_secondaries`.
 #[unsafe(no_mangle)]
 extern "C" fn boot_secondary(cpu: usize) -> ! {
     let boot = SECONDARY_BOOT

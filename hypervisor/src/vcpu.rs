@@ -1,18 +1,14 @@
-//! A vCPU's register frame and its boot-time EL1 state.
+//! A vCPU's register frame, the EL1 state switched with it, and its state
+//! at reset.
+//!
+//! The frame's layout is the exit vector's ([`stratum_arch::vectors`]).
 
 use stratum_arch::sysreg;
 use stratum_core::mmio::GuestRegs;
 
-/// The general-purpose registers of a guest vCPU, saved by the exit vector.
-/// The layout is fixed: `head.rs` stores x0–x30 at offsets 0, 8, …, 240.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Frame {
-    /// x0–x30.
-    pub x: [u64; 31],
-}
-
-const _: () = assert!(core::mem::size_of::<Frame>() == 31 * 8);
+/// The general-purpose registers of a guest vCPU, saved by the exit vector
+/// (x0–x30 at offsets 0, 8, …, 240).
+pub use stratum_arch::vectors::GuestFrame as Frame;
 
 /// PSTATE for a guest entering at EL1h with D, A, I and F masked.
 pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
