@@ -8,7 +8,7 @@ use core::fmt::Write;
 use core::panic::PanicInfo;
 
 use stratum_abi::exit;
-use stratum_arch::sysreg;
+use stratum_arch::{id, sysreg};
 
 use crate::system;
 
@@ -27,7 +27,7 @@ fn epitaph(what: core::fmt::Arguments<'_>) -> ! {
     let _ = writeln!(
         out,
         "\n[stratum] PANIC on CPU {}: {what}\n[stratum]   ESR_EL2={:#018x} ELR_EL2={:#018x} FAR_EL2={:#018x} SPSR_EL2={:#x}",
-        sysreg::mpidr_el1() & 0xff_ffff,
+        id::affinity(sysreg::mpidr_el1()),
         sysreg::esr_el2(),
         sysreg::elr_el2(),
         sysreg::far_el2(),

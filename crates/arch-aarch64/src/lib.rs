@@ -1,8 +1,8 @@
 //! Stratum's only hardware-touching crate: the image's entry code and EL2
 //! translation ([`head`]), the exception vectors and guest entry/exit path
-//! ([`vectors`]), AArch64 system registers ([`sysreg`]), cache and TLB
-//! maintenance, the physical GIC and PL011, timers, semihosting, and calls
-//! into firmware.
+//! ([`vectors`]), AArch64 system registers and their bit layouts ([`sysreg`],
+//! [`el2`], [`el1`], [`id`]), cache and TLB maintenance, the physical GIC
+//! and PL011, timers, semihosting, and calls into firmware.
 //!
 //! Every instruction that touches hardware lives here behind a small typed
 //! function; no other EL2 crate contains assembly. On the host (any
@@ -19,10 +19,13 @@
 
 pub mod barrier;
 pub mod cache;
+pub mod el1;
+pub mod el2;
 pub mod firmware;
 pub mod fpsimd;
 pub mod gic;
 pub mod head;
+pub mod id;
 pub mod pl011;
 pub mod semihosting;
 pub mod sysreg;
