@@ -5,10 +5,11 @@
 //! and PL011, timers, semihosting, and calls into firmware.
 //!
 //! Every instruction that touches hardware lives here behind a small typed
-//! function; no other EL2 crate contains assembly. On the host (any
-//! non-aarch64 target) the same functions run against fakes
-//! ([`sysreg::fake`]), so glue logic that uses them can be unit-tested; the
-//! assembly itself only builds for aarch64.
+//! function; no other crate contains assembly but the test guests' own
+//! runtime (`cargo xtask lint` checks). On the host (any non-aarch64
+//! target) the same functions run against fakes ([`sysreg::fake`]), so glue
+//! logic that uses them can be unit-tested; the assembly itself only builds
+//! for aarch64.
 //!
 //! The entry code and vectors call into the EL2 binary by link name
 //! (`boot_primary`, `boot_secondary`, `handle_guest_exit`, `hyp_fault`,
