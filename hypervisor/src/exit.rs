@@ -197,7 +197,7 @@ enum Flow {
 /// invariant. Returns to resume the same vCPU; every other outcome
 /// schedules and never returns here.
 #[unsafe(no_mangle)]
-extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
+pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
     let cpu = smp::current_cpu();
     if exit_kind == kind::SYNC && early_exit(frame, cpu) {
         return;

@@ -519,8 +519,8 @@ impl Vm {
         // SAFETY: TPIDR_EL2 must point to the running vCPU's frame; the VM
         // lives in a static for as long as the hypervisor runs.
         unsafe { sysreg::set_tpidr_el2(frame) };
-        // Bit 31 of MPIDR_EL1 is RES1; U (bit 30) = 0: a multiprocessor system.
-        sysreg::set_vmpidr_el2((1 << 31) | self.power[v].mpidr);
+        // U (bit 30) = 0: a multiprocessor system.
+        sysreg::set_vmpidr_el2(stratum_arch::el2::vmpidr::for_vcpu(self.power[v].mpidr));
         stratum_arch::barrier::isb();
     }
 
