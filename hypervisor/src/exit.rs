@@ -125,13 +125,17 @@ fn early_exit(frame: *mut Frame, cpu: usize) -> bool {
     let me = sched::current(cpu);
     let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
     match answer {
-        Early::Call { regs, count } => {
+        Early::Call {
+            regs,
+            count,
+            reason,
+            detail,
+        } => {
             for (i, &value) in regs.iter().enumerate().take(usize::from(count)) {
                 // SAFETY: as above; x0..x3 of the frame.
                 unsafe { (*frame).x[i] = value };
             }
-            let function = x[0] as u32;
-            telemetry::count(id, v, stratum_core::stats::call_reason(function), function);
+            telemetry::count(id, v, reason, detail);
         }
         Early::IdRead { rt, read } => {
             let (value, encoding) = match read {

@@ -1803,9 +1803,11 @@ proptest! {
             return Ok(());
         };
         let mut expect = h.regs.clone();
+        let mut want_counted = None;
         let want_action = match answer {
-            early::Early::Call { regs, count } => {
+            early::Early::Call { regs, count, reason, detail } => {
                 expect.x[..usize::from(count)].copy_from_slice(&regs[..usize::from(count)]);
+                want_counted = Some(Counted { reason, detail });
                 Action::Resume
             }
             early::Early::IdRead { rt, read } => {
@@ -1821,6 +1823,9 @@ proptest! {
         let action = h.run(&call_exit(esr));
         prop_assert_eq!(action, want_action);
         prop_assert_eq!(&h.regs, &expect);
+        if want_counted.is_some() {
+            prop_assert_eq!(h.counted, want_counted, "counted as the policy counts it");
+        }
         prop_assert_eq!(h.last_abort, None);
         prop_assert!(h.env.tx.is_empty(), "no console output");
     }
@@ -2019,5 +2024,46 @@ proptest! {
             &direct.gic.as_ref().expect("a GIC").calls
         );
         prop_assert_eq!(policy.effects, fx);
+    }
+}
+
+#[test]
+fn unknown_and_malformed_calls_take_the_early_path() {
+    let not_supported =
+        |esr: u64, fid: u64| match early::early(esr, &[fid, 7, 7, 7], &FirmwareFeatures::NONE) {
+            Some(early::Early::Call { regs, count: 1, .. }) => {
+                regs[0] == smccc::NOT_SUPPORTED as u64
+            }
+            _ => false,
+        };
+    // An unimplemented PSCI function, an unknown vendor call, a call with
+    // the fast bit clear, one with MBZ bits set, SOC_ID, and garbage.
+    for fid in [
+        0x8400_00ff,
+        0xc600_0042,
+        0x0400_0000,
+        0x8001_0000,
+        0x8000_0002,
+        0xdead_beef_dead_beef,
+    ] {
+        assert!(not_supported(hvc(), fid), "{fid:#x}");
+    }
+    // HVC with a non-zero immediate, whatever x0 holds.
+    assert!(not_supported(hvc() | 0x42, u64::from(smccc::PSCI_VERSION)));
+    // What needs the VM goes to the full policy.
+    for fid in [
+        smccc::PSCI_CPU_ON_64,
+        smccc::PSCI_CPU_OFF,
+        smccc::PSCI_SYSTEM_OFF,
+        smccc::PSCI_AFFINITY_INFO_64,
+        stratum::DOORBELL,
+        stratum::INFO,
+        smccc::SMCCC_ARCH_WORKAROUND_1,
+    ] {
+        assert_eq!(
+            early::early(hvc(), &[u64::from(fid), 0, 0, 0], &FirmwareFeatures::NONE),
+            None,
+            "{fid:#x}"
+        );
     }
 }
