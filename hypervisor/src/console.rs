@@ -189,7 +189,7 @@ pub fn drain_input() {
 /// read. Input is queued only for the VM that had the focus when it was
 /// typed (and stays that VM's after the focus moves on).
 pub fn deliver_input(vm: usize, guest_uart: &mut stratum_core::pl011::Pl011) {
-    if vm < 32 && PENDING_INPUT.load(Ordering::Acquire) & (1 << vm) == 0 {
+    if !has_input(vm) {
         return;
     }
     let mut console = CONSOLE.lock();
@@ -202,6 +202,13 @@ pub fn deliver_input(vm: usize, guest_uart: &mut stratum_core::pl011::Pl011) {
         }
     }
     console.refresh_pending(vm);
+}
+
+/// Whether input typed for VM `vm` waits to be handed to its UART (one
+/// atomic load; always true for a VM index beyond the pending mask).
+#[inline]
+pub fn has_input(vm: usize) -> bool {
+    vm >= 32 || PENDING_INPUT.load(Ordering::Acquire) & (1 << vm) != 0
 }
 
 /// Makes console input raise the UART's interrupt (see `irq`).

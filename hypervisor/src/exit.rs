@@ -3,14 +3,15 @@
 
 use stratum_arch::{sysreg, tlb};
 use stratum_core::addr::Gva;
+use stratum_core::bus::{DeviceId, DeviceTable, Effects, MmioDevice};
 use stratum_core::inject::Injection;
+use stratum_core::pl011::Pl011;
 use stratum_core::stats::Reason;
 use stratum_core::vmexit::{
-    self, ABORT_LOG_LIMIT, AbortReport, Action, ExitEnv, ExitInfo, StopReason, VmModel,
+    self, ABORT_LOG_LIMIT, AbortReport, Action, ExitEnv, ExitInfo, SgiRegister, StopReason,
+    VmDevices, VmModel,
 };
-
-use stratum_core::guest_dt::{GuestGic, virt_map};
-use stratum_core::vmexit::GicModel;
+use stratum_vgic::Vgic;
 
 use stratum_core::idreg::IdRead;
 use stratum_core::sched::VcpuRef;
@@ -50,12 +51,44 @@ impl ExitEnv for Env {
         (sysreg::vbar_el1(), sysreg::sctlr_el1())
     }
 
-    fn console_tx(&mut self, byte: u8) {
-        crate::console::guest_byte(self.vm, byte);
-    }
-
     fn id_register(&mut self, encoding: u32) -> u64 {
         id_register_value(encoding, system::time_shared(self.vm))
+    }
+}
+
+/// A VM's emulated devices, by their ids on its bus.
+struct VmDevs<'a> {
+    uart: &'a mut Pl011,
+    vgic: &'a mut Vgic,
+}
+
+impl DeviceTable for VmDevs<'_> {
+    fn device(&mut self, id: DeviceId) -> Option<&mut dyn MmioDevice> {
+        match id {
+            crate::vm::UART_DEVICE => Some(&mut *self.uart),
+            crate::vm::GIC_DEVICE => Some(&mut *self.vgic),
+            _ => None,
+        }
+    }
+}
+
+impl VmDevices for VmDevs<'_> {
+    fn sgi_write(&mut self, vcpu: usize, which: SgiRegister, value: u64) -> bool {
+        self.vgic.sgi_register_write(vcpu, which, value);
+        true
+    }
+}
+
+/// Applies what the exit's device accesses did besides answering: console
+/// output, and device interrupt lines that may have moved (sampled into
+/// the vGIC before the guest runs again).
+#[inline(never)]
+fn apply_effects(vm: &mut Vm, fx: &Effects) {
+    for b in fx.console_bytes() {
+        crate::console::guest_byte(vm.id, b);
+    }
+    if fx.lines {
+        irq::sample_lines(vm);
     }
 }
 
@@ -92,13 +125,17 @@ fn early_exit(frame: *mut Frame, cpu: usize) -> bool {
     let me = sched::current(cpu);
     let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
     match answer {
-        Early::Call { regs, count } => {
+        Early::Call {
+            regs,
+            count,
+            reason,
+            detail,
+        } => {
             for (i, &value) in regs.iter().enumerate().take(usize::from(count)) {
                 // SAFETY: as above; x0..x3 of the frame.
                 unsafe { (*frame).x[i] = value };
             }
-            let function = x[0] as u32;
-            telemetry::count(id, v, stratum_core::stats::call_reason(function), function);
+            telemetry::count(id, v, reason, detail);
         }
         Early::IdRead { rt, read } => {
             let (value, encoding) = match read {
@@ -164,7 +201,7 @@ enum Flow {
 /// invariant. Returns to resume the same vCPU; every other outcome
 /// schedules and never returns here.
 #[unsafe(no_mangle)]
-extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
+pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
     let cpu = smp::current_cpu();
     if exit_kind == kind::SYNC && early_exit(frame, cpu) {
         return;
@@ -178,7 +215,10 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
             // lock: fold the list registers, emulate, refill, return.
             let left = system::with_vm(id, |vm| {
                 irq::fold_on(vm, v, cpu);
-                let action = sync_policy(frame, vm, v);
+                let action = match direct_mmio(vm, v) {
+                    Some(action) => action,
+                    None => sync_policy(frame, vm, v),
+                };
                 let finished = finish_in_place(&action);
                 if finished && !vm.must_park(v) {
                     irq::fill_on(vm, v, cpu);
@@ -236,6 +276,45 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
     if park {
         system::park_vcpu(cpu, me);
     }
+}
+
+/// A device register access answered from the syndrome alone
+/// ([`vmexit::mmio_access`]) under the VM lock, without the whole policy:
+/// `Some(Action::Advance)` when done, else `None` for [`sync_policy`].
+#[inline]
+fn direct_mmio(vm: &mut Vm, v: usize) -> Option<Action> {
+    let esr = sysreg::esr_el2();
+    if esr >> 26 != u64::from(stratum_core::esr::ec::DABT_LOWER) {
+        return None;
+    }
+    let mut devices = VmDevs {
+        uart: &mut vm.uart,
+        vgic: &mut vm.vgic,
+    };
+    let mut live = LiveVcpu {
+        frame: &mut vm.frames[v],
+    };
+    let mut fx = Effects::default();
+    let reason = vmexit::mmio_access(
+        esr,
+        sysreg::far_el2(),
+        sysreg::hpfar_el2(),
+        v,
+        &mut live,
+        &vm.bus,
+        &mut devices,
+        &mut fx,
+    )?;
+    let id = vm.id;
+    telemetry::stats(id, v).count(reason);
+    if cfg!(feature = "trace") {
+        let ipa = stratum_core::esr::fault_ipa(sysreg::hpfar_el2(), sysreg::far_el2());
+        telemetry::trace(id, v, reason, ipa.0 as u32);
+    }
+    if !fx.is_empty() {
+        apply_effects(vm, &fx);
+    }
+    Some(Action::Advance)
 }
 
 /// Logs an injected exception (undefined instruction, or an abort with its
@@ -301,35 +380,30 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     );
     // Without a console interrupt, input is polled here and handed over
     // at once, so this exit's UART access can see it. With one, input is
-    // queued by `irq::service` and handed over by `irq::fill_on` before
-    // every entry, so there is nothing new to deliver here.
+    // queued by `irq::service`, which also hands it to the focused VM.
     if !irq::console_interrupts() {
         crate::console::drain_input();
-        crate::console::deliver_input(vm.id, &mut vm.uart);
+        irq::sample_lines(vm);
     }
     let settings = system::settings().expect("settings are recorded before any guest runs");
-    let redist = match vm.gic {
-        GuestGic::V3 { redist, .. } => Some(redist),
-        GuestGic::V2 { .. } => None,
+    let mut devices = VmDevs {
+        uart: &mut vm.uart,
+        vgic: &mut vm.vgic,
     };
     let mut model = VmModel {
         vm_id: vm.id as u64,
         boot_count: vm.boot_count,
         channels: vm.channel_count as u32,
         ram: vm.ram,
-        uart_regs: virt_map::UART,
-        uart: &mut vm.uart,
+        bus: &vm.bus,
+        devices: &mut devices,
+        effects: Effects::default(),
         vcpus: &mut vm.power[..vm.image.vcpus as usize],
         firmware: settings.firmware,
         pstate_features: settings.pstate_features,
         stats: telemetry::stats(id, v),
         counted: None,
         last_abort: None,
-        gic: Some(GicModel {
-            dist: virt_map::GICD,
-            redist,
-            vgic: &mut vm.vgic,
-        }),
     };
     let mut live = LiveVcpu {
         frame: &mut vm.frames[v],
@@ -343,6 +417,10 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     let last_abort = model.last_abort;
     if let Some(c) = model.counted {
         telemetry::trace(id, v, c.reason, c.detail);
+    }
+    let effects = model.effects;
+    if !effects.is_empty() {
+        apply_effects(vm, &effects);
     }
     if let Action::Inject(inj) = action {
         log_injection(vm, &info, &inj, last_abort);

@@ -438,13 +438,18 @@ fn release_hw(irqs: &mut Irqs, vm: &mut Vm) {
     }
 }
 
-/// Before entering vCPU `v` on CPU `cpu` (the caller's own): samples device
-/// lines, kicks the CPUs of other vCPUs whose interrupts changed, and
+/// Before entering vCPU `v` on CPU `cpu` (the caller's own): hands over
+/// console input queued for the VM, kicks the CPUs of other vCPUs whose interrupts changed, and
 /// refills the list registers. Most exits change nothing in the vGIC: then,
 /// if the last fill for this vCPU placed nothing, the list registers stay
 /// as they are (all invalid) and nothing else is done.
 pub fn fill_on(vm: &mut Vm, v: usize, cpu: usize) {
-    sample_lines(vm);
+    // Device lines move only through device accesses (the exit path
+    // samples them when an access says so) and console input (sampled
+    // here, and by `service` for the focused VM when it arrives).
+    if console::has_input(vm.id) {
+        sample_lines(vm);
+    }
     send_kicks(vm, cpu);
     let generation = vm.vgic.generation();
     with_cpu(cpu, |irqs| {
@@ -576,21 +581,12 @@ pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) {
 /// The loaded vCPU's priority mask (from the live virtual machine control
 /// register).
 pub fn live_guest_pmr() -> u8 {
-    with(|irqs| pmr_of_version(irqs.version, irqs.gic.vmcr()))
+    with(|irqs| irqs.gic.vmcr_priority_mask(irqs.gic.vmcr()))
 }
 
 /// The priority mask in a saved virtual machine control register.
 pub fn pmr_of(vmcr: u32) -> u8 {
-    with(|irqs| pmr_of_version(irqs.version, vmcr))
-}
-
-fn pmr_of_version(version: GicVersion, vmcr: u32) -> u8 {
-    match version {
-        // ICH_VMCR_EL2.VPMR, bits 31:24.
-        GicVersion::V3 => (vmcr >> 24) as u8,
-        // GICH_VMCR.VMPriMask, bits 31:27: the top five priority bits.
-        GicVersion::V2 => ((vmcr >> 27) as u8) << 3,
-    }
+    with(|irqs| irqs.gic.vmcr_priority_mask(vmcr))
 }
 
 /// Arms the EL2 physical timer to fire at physical count `at`.
@@ -598,7 +594,7 @@ pub fn arm_preemption(at: u64) {
     // SAFETY: CNTHP only raises PPI 10 at EL2, which `service` handles.
     unsafe {
         sysreg::set_cnthp_cval_el2(at);
-        sysreg::set_cnthp_ctl_el2(1);
+        sysreg::set_cnthp_ctl_el2(stratum_arch::timer::CTL_ENABLE);
     }
 }
 

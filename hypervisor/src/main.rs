@@ -1,7 +1,7 @@
 //! The Stratum EL2 binary: boot, VM creation, and the exit path's glue.
 //!
-//! Boot: `head.rs` checks EL2, turns on EL2's MMU and vectors and calls
-//! [`boot_primary`] with the host DTB. That parses the host device tree,
+//! Boot: the entry code in `stratum_arch::head` checks EL2, turns on EL2's
+//! MMU and vectors and calls [`boot_primary`] with the host DTB. That parses the host device tree,
 //! prints the banner, finds the boot bundle (the "initrd" the loader gave
 //! us), configures the EL2 traps, builds each VM and enters the first guest.
 //! From then on EL2 only runs when a guest exits (`exit.rs`).
@@ -28,8 +28,9 @@ use stratum_abi::bundle::{
 };
 use stratum_abi::exit as exit_status;
 use stratum_abi::smccc;
+use stratum_arch::el2::{cnthctl, cptr, hcr, mdcr, vector_length};
 use stratum_arch::firmware::{self, Conduit};
-use stratum_arch::sysreg;
+use stratum_arch::{id, sysreg};
 use stratum_core::addr::{Ipa, IpaRange, Pa};
 use stratum_core::fdt::Fdt;
 use stratum_core::inject::PstateFeatures;
@@ -45,41 +46,12 @@ use crate::vm::{ExtraMapping, Vm};
 /// Stratum's version, printed in the banner.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// HCR_EL2 for guests: stage 2 on (VM), set/way invalidates upgraded to
-/// clean+invalidate (SWIO), stage-1 walks into device memory fault (PTW),
-/// physical IRQ/FIQ/SError routed to EL2 (IMO/FMO/AMO), EL1 TLB and cache
-/// maintenance broadcast (FB) to the inner-shareable domain (BSU = IS),
-/// WFI and WFE trapped (TWI/TWE: a waiting vCPU gives its CPU back), SMC
-/// trapped (TSC), EL1 is AArch64 (RW).
-const HCR_GUEST: u64 = (1 << 0)
-    | (1 << 1)
-    | (1 << 2)
-    | (1 << 3)
-    | (1 << 4)
-    | (1 << 5)
-    | (1 << 9)
-    | (1 << 10)
-    | (1 << 13)
-    | (1 << 14)
-    | (1 << 19)
-    | (1 << 31);
-
-/// `HCR_EL2.TID3`: EL1 reads of the feature ID registers trap, and are
-/// answered by `stratum_core::idreg` (the hardware's values, zero for
-/// reserved encodings), so what a guest is told is the hypervisor's choice.
-const HCR_TID3: u64 = 1 << 18;
-
-/// `HCR_EL2.APK`: pointer-authentication key registers do not trap.
-const HCR_APK: u64 = 1 << 40;
-/// `HCR_EL2.API`: pointer-authentication instructions do not trap.
-const HCR_API: u64 = 1 << 41;
-
 unsafe extern "C" {
     static __image_start: u8;
     static __image_end: u8;
 }
 
-/// Primary CPU entry from `head.rs`, MMU on, on CPU 0's stack.
+/// Primary CPU entry from `stratum_arch::head` (MMU on, on CPU 0's stack).
 #[unsafe(no_mangle)]
 extern "C" fn boot_primary(dtb: usize) -> ! {
     // SAFETY: the loader passed the host DTB's address in x0; the header is
@@ -480,8 +452,8 @@ struct SecondaryBoot {
 
 static SECONDARY_BOOT: sync::SpinLock<Option<SecondaryBoot>> = sync::SpinLock::new(None);
 
-/// Secondary CPU entry from `head.rs` (MMU on, own stack), started by
-/// `smp::start_secondaries`.
+/// Secondary CPU entry from `stratum_arch::head` (MMU on, own stack),
+/// started by `smp::start_secondaries`.
 #[unsafe(no_mangle)]
 extern "C" fn boot_secondary(cpu: usize) -> ! {
     let boot = SECONDARY_BOOT
@@ -566,38 +538,31 @@ fn probe_firmware(conduit: Conduit) -> FirmwareFeatures {
 /// EL2 configuration common to every guest.
 fn configure_el2() {
     // PMU counters all stay with EL1/EL0 (HPMN = PMCR_EL0.N); no debug traps.
-    let hpmn = (sysreg::pmcr_el0() >> 11) & 0x1f;
+    let mdcr = mdcr::all_counters_to_guests(sysreg::pmcr_el0());
     // SAFETY: MDCR_EL2 only controls traps of guest debug/PMU accesses.
-    unsafe { sysreg::set_mdcr_el2(hpmn) };
-    let pfr0 = sysreg::id_aa64pfr0_el1();
-    let pfr1 = sysreg::id_aa64pfr1_el1();
+    unsafe { sysreg::set_mdcr_el2(mdcr) };
     // The largest vector lengths the CPU offers (LEN saturates to them).
-    if (pfr0 >> 32) & 0xf != 0 {
+    if id::has_sve(sysreg::id_aa64pfr0_el1()) {
         // SAFETY: ZCR_EL2 exists (SVE is implemented) and only caps guest
         // vector length.
-        unsafe { sysreg::set_zcr_el2(0x1ff) };
+        unsafe { sysreg::set_zcr_el2(vector_length::LEN_MAX) };
     }
-    if (pfr1 >> 24) & 0xf != 0 {
+    if id::has_sme(sysreg::id_aa64pfr1_el1()) {
         // SAFETY: SMCR_EL2 exists (SME is implemented) and only caps the
         // guest's streaming vector length.
-        unsafe { sysreg::set_smcr_el2(0x1ff) };
+        unsafe { sysreg::set_smcr_el2(vector_length::LEN_MAX) };
     }
     // SAFETY: CPTR_EL2 only decides which guest FP/SIMD/SVE/SME accesses
     // trap; `sched` refines it per vCPU before any guest runs.
     unsafe { sysreg::set_cptr_el2(cptr_for_guests()) };
     // SAFETY: EL1 may read the physical counter and use the EL1 physical
     // timer directly; this changes no EL2 behaviour.
-    unsafe { sysreg::set_cnthctl_el2(0b11) };
+    unsafe { sysreg::set_cnthctl_el2(cnthctl::EL1PCTEN | cnthctl::EL1PCEN) };
     sysreg::set_cntvoff_el2(0);
     sysreg::set_vpidr_el2(sysreg::midr_el1());
-    // Pointer authentication, where the CPU has it, is the guest's too:
-    // neither the instructions (API) nor the key registers (APK) trap; the
-    // keys are switched with the other EL1 registers when vCPUs share a CPU.
-    let hcr = if has_pauth() {
-        HCR_GUEST | HCR_TID3 | HCR_APK | HCR_API
-    } else {
-        HCR_GUEST | HCR_TID3
-    };
+    // Pointer authentication, where the CPU has it, is the guest's too;
+    // ID-register reads trap and are answered by `stratum_core::idreg`.
+    let hcr = hcr::for_guests(has_pauth());
     // SAFETY: these bits only change how EL1/EL0 execute and where their
     // exceptions go; EL2's own translation and vectors are unaffected.
     unsafe { sysreg::set_hcr_el2(hcr) };
@@ -606,44 +571,16 @@ fn configure_el2() {
 
 /// Whether the CPU has pointer authentication (and so its key registers).
 fn has_pauth() -> bool {
-    let isar1 = sysreg::id_aa64isar1_el1();
-    let isar2 = sysreg::id_aa64isar2_el1();
-    (isar1 >> 4) & 0xff != 0 // APA, API
-        || (isar1 >> 24) & 0xff != 0 // GPA, GPI
-        || (isar2 >> 8) & 0xff != 0 // GPA3, APA3
+    id::has_pauth(sysreg::id_aa64isar1_el1(), sysreg::id_aa64isar2_el1())
 }
 
 /// `CPTR_EL2` for a vCPU that has its CPU to itself: FP/SIMD, SVE and SME
-/// belong to the guest (EL2 is built soft-float and never touches them).
-/// With E2H = 0, bits 13, 9 and 7:0 are RES1; TZ (8) and TSM (12) trap SVE
-/// and SME, and are RES1 when those features are absent.
+/// belong to the guest ([`cptr::for_guests`]).
 fn cptr_for_guests() -> u64 {
-    let has_sve = (sysreg::id_aa64pfr0_el1() >> 32) & 0xf != 0;
-    let has_sme = (sysreg::id_aa64pfr1_el1() >> 24) & 0xf != 0;
-    let mut cptr: u64 = 0x33ff;
-    if has_sve {
-        cptr &= !(1 << 8);
-    }
-    if has_sme {
-        cptr &= !(1 << 12);
-    }
-    cptr
-}
-
-fn cpu_name(midr: u64) -> &'static str {
-    let implementer = (midr >> 24) & 0xff;
-    let part = (midr >> 4) & 0xfff;
-    match (implementer, part) {
-        (0x41, 0xd03) => "Cortex-A53",
-        (0x41, 0xd07) => "Cortex-A57",
-        (0x41, 0xd08) => "Cortex-A72",
-        (0x41, 0xd0b) => "Cortex-A76",
-        (0x41, 0xd0c) => "Neoverse-N1",
-        (0x41, 0xd40) => "Neoverse-V1",
-        (0x41, 0xd49) => "Neoverse-N2",
-        (0, _) => "QEMU max",
-        _ => "unknown",
-    }
+    cptr::for_guests(
+        id::has_sve(sysreg::id_aa64pfr0_el1()),
+        id::has_sme(sysreg::id_aa64pfr1_el1()),
+    )
 }
 
 fn banner(platform: &Platform, bundle: &Bundle<'_>) {
@@ -653,7 +590,7 @@ fn banner(platform: &Platform, bundle: &Bundle<'_>) {
     log!(
         "{} CPU(s) ({}, MIDR {midr:#010x}), {} MiB RAM, GICv{}, console PL011 at {:#x}, PSCI via {}",
         platform.cpus().len(),
-        cpu_name(midr),
+        id::cpu_name(midr),
         ram >> 20,
         match platform.gic.version {
             stratum_core::platform::GicVersion::V2 => 2,

@@ -8,7 +8,7 @@ use core::fmt::Write;
 use core::panic::PanicInfo;
 
 use stratum_abi::exit;
-use stratum_arch::sysreg;
+use stratum_arch::{id, sysreg};
 
 use crate::system;
 
@@ -27,7 +27,7 @@ fn epitaph(what: core::fmt::Arguments<'_>) -> ! {
     let _ = writeln!(
         out,
         "\n[stratum] PANIC on CPU {}: {what}\n[stratum]   ESR_EL2={:#018x} ELR_EL2={:#018x} FAR_EL2={:#018x} SPSR_EL2={:#x}",
-        sysreg::mpidr_el1() & 0xff_ffff,
+        id::affinity(sysreg::mpidr_el1()),
         sysreg::esr_el2(),
         sysreg::elr_el2(),
         sysreg::far_el2(),
@@ -41,10 +41,11 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     epitaph(format_args!("{info}"))
 }
 
-/// An exception taken from EL2 itself (a hypervisor bug): `kind` is the
-/// vector slot (0–3 SP_EL0, 4–7 SP_EL2; sync, IRQ, FIQ, SError).
+/// An exception taken from EL2 itself (a hypervisor bug), called by the EL2
+/// vectors (`stratum_arch::vectors`): `kind` is the vector slot (0–3
+/// SP_EL0, 4–7 SP_EL2; sync, IRQ, FIQ, SError).
 #[unsafe(no_mangle)]
-extern "C" fn hyp_fault(kind: u64, _frame: usize) -> ! {
+pub(crate) extern "C" fn hyp_fault(kind: u64, _frame: usize) -> ! {
     const KINDS: [&str; 4] = ["synchronous exception", "IRQ", "FIQ", "SError"];
     epitaph(format_args!("{} taken at EL2", KINDS[(kind & 3) as usize]))
 }

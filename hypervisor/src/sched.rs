@@ -25,6 +25,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
+use stratum_arch::el2::cptr::{TFP as CPTR_TFP, TZ_TSM as CPTR_TZ_TSM};
 use stratum_arch::{barrier, fpsimd, sysreg};
 use stratum_core::sched::{RunQueue, VcpuRef};
 
@@ -66,11 +67,6 @@ static CPTR_PINNED: AtomicU64 = AtomicU64::new(0);
 /// `CPTR_EL2` for time-shared CPUs: SVE and SME trap (their larger register
 /// files are not switched; such guests must be pinned).
 static CPTR_SHARED: AtomicU64 = AtomicU64::new(0);
-
-/// `CPTR_EL2.TFP`: FP/SIMD accesses trap.
-const CPTR_TFP: u64 = 1 << 10;
-/// `CPTR_EL2.TZ` and `TSM`: SVE and SME accesses trap.
-const CPTR_TZ_TSM: u64 = (1 << 8) | (1 << 12);
 
 /// Boot-time settings: the slice, whether to switch PAuth keys, and the
 /// `CPTR_EL2` value for CPUs that do not time-share.

@@ -1,4 +1,6 @@
 //! Several physical CPUs: bring-up of the secondaries and each CPU's index.
+//! A secondary starts in `stratum_arch::head`'s `secondary_entry` (its own
+//! stack, the shared EL2 table and vectors), which calls `boot_secondary`.
 //! What a CPU runs once it is up is `sched`'s business.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -12,24 +14,11 @@ use crate::log;
 /// Bit `i`: CPU `i` finished its bring-up.
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
 
-/// This CPU's index (0 = the boot CPU), from the stack it runs on: CPU `n`
-/// always runs on `STACKS[n]` (`head.rs`), so the index is the stack
-/// pointer's offset into them divided by their size — a handful of
-/// instructions on every exit, where matching `MPIDR_EL1` against the
-/// recorded affinities would loop.
+/// This CPU's index (0 = the boot CPU), from the stack it runs on
+/// ([`stratum_arch::head::current_cpu`]: a handful of instructions on every
+/// exit).
 pub fn current_cpu() -> usize {
-    let sp: usize;
-    // SAFETY: reading SP has no side effects.
-    unsafe {
-        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
-    };
-    let base = head::stack_top(0) - head::STACK_SIZE;
-    let cpu = sp.wrapping_sub(base) / head::STACK_SIZE;
-    assert!(
-        cpu < MAX_CPUS,
-        "EL2 running off its per-CPU stacks (sp {sp:#x})"
-    );
-    cpu
+    stratum_arch::head::current_cpu()
 }
 
 /// Starts CPUs 1..`count` (their MPIDRs in `mpidrs`) through firmware PSCI

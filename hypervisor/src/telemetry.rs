@@ -1,9 +1,10 @@
 //! Exit statistics and the exit trace, published for the outside world.
 //!
 //! Everything lives in one static block laid out as `stratum_abi::telemetry`
-//! describes, whose address the `Image` header carries (`head.rs`), so
-//! `stratum stats` and `stratum trace` can read it through QEMU's monitor
-//! while the system runs:
+//! describes, whose address the `Image` header carries (`stratum_arch::head`
+//! refers to it by the link name `stratum_telemetry`), so `stratum stats`
+//! and `stratum trace` can read it through QEMU's monitor while the system
+//! runs:
 //!
 //! - per VM slot (the VM's bundle index) and vCPU: one [`ExitStats`]
 //!   counter per [`Reason`]. `core::vmexit::handle_sync` counts synchronous
@@ -112,7 +113,9 @@ const fn as_u32(n: usize) -> u32 {
     n as u32
 }
 
-/// The telemetry block; `head.rs` puts its address in the `Image` header.
+/// The telemetry block. The `Image` header (`stratum_arch::head`) carries
+/// its address, through the link name `stratum_telemetry`.
+#[unsafe(export_name = "stratum_telemetry")]
 pub static BLOCK: Block = Block {
     header: Header {
         magic: layout::MAGIC,

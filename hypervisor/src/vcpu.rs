@@ -1,23 +1,16 @@
-//! A vCPU's register frame and its boot-time EL1 state.
+//! A vCPU's register frame, the EL1 state switched with it, and its state
+//! at reset.
+//!
+//! The frame's layout is the exit vector's ([`stratum_arch::vectors`]);
+//! the architected reset values come from [`stratum_arch::el1`].
 
+use stratum_arch::el1::{PSTATE_EL1H_MASKED, SCTLR_EL1_RESET};
 use stratum_arch::sysreg;
 use stratum_core::mmio::GuestRegs;
 
-/// The general-purpose registers of a guest vCPU, saved by the exit vector.
-/// The layout is fixed: `head.rs` stores x0–x30 at offsets 0, 8, …, 240.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Frame {
-    /// x0–x30.
-    pub x: [u64; 31],
-}
-
-const _: () = assert!(core::mem::size_of::<Frame>() == 31 * 8);
-
-/// PSTATE for a guest entering at EL1h with D, A, I and F masked.
-pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
-/// `SCTLR_EL1` at reset: RES1 bits only, MMU and caches off, little-endian.
-pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
+/// The general-purpose registers of a guest vCPU, saved by the exit vector
+/// (x0–x30 at offsets 0, 8, …, 240).
+pub use stratum_arch::vectors::GuestFrame as Frame;
 
 /// The running vCPU, seen through its saved frame and the live EL1/EL2
 /// registers (SP and PC are not in the frame).
@@ -28,8 +21,7 @@ pub struct LiveVcpu<'a> {
 
 impl LiveVcpu<'_> {
     fn uses_sp_el1(&self) -> bool {
-        // M[3:0] = 0b0101 is EL1h; EL1t and EL0 use SP_EL0.
-        sysreg::spsr_el2() & 0xf == 0b0101
+        stratum_arch::el1::uses_sp_el1(sysreg::spsr_el2())
     }
 }
 
@@ -208,7 +200,7 @@ impl VcpuContext {
     /// counter's range (`CVAL + CNTVOFF` overflows: a guest's "never")
     /// never fires.
     pub fn next_deadline(&self, cntvoff: u64) -> Option<u64> {
-        let armed = |ctl: u64| ctl & 0b11 == 0b01;
+        let armed = stratum_arch::timer::is_armed;
         let v = armed(self.timers[0])
             .then(|| self.timers[1].checked_add(cntvoff))
             .flatten();

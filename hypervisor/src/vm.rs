@@ -4,12 +4,14 @@
 use stratum_abi::bundle::VmImage;
 use stratum_arch::{cache, sysreg, tlb};
 use stratum_core::addr::{Ipa, IpaRange, Pa};
+use stratum_core::bus::{BusError, DeviceId, MmioBus, Window};
 use stratum_core::guest_dt::{self, GuestChannel, GuestDevice, GuestDtConfig, GuestGic, GuestUart};
 use stratum_core::layout::{self, GuestLayout, KernelPlacement};
 use stratum_core::pl011::Pl011;
 use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::psci::{PowerState, VcpuPower};
 use stratum_core::stage2::{MapStats, Mapping, Stage2Config, Stage2Table};
+use stratum_core::stats::Reason;
 
 use stratum_vgic::Vgic;
 
@@ -98,6 +100,8 @@ pub enum VmError {
     DeviceTree(stratum_core::guest_dt::GuestDtError),
     /// The virtual GIC could not be built.
     Vgic(stratum_vgic::VgicError),
+    /// The emulated devices' windows could not be laid out.
+    Bus(BusError),
     /// The host GIC is a v2 without a virtual CPU interface (GICV) to give
     /// the guest.
     NoGicv,
@@ -122,6 +126,7 @@ impl core::fmt::Display for VmError {
             Self::Layout(e) => write!(f, "guest memory layout: {e:?}"),
             Self::DeviceTree(e) => write!(f, "guest device tree: {e:?}"),
             Self::Vgic(e) => write!(f, "virtual GIC: {e:?}"),
+            Self::Bus(e) => write!(f, "device bus: {e:?}"),
             Self::NoGicv => write!(f, "the host GICv2 has no virtual CPU interface (GICV)"),
         }
     }
@@ -215,6 +220,46 @@ pub struct Vm {
     pub map_stats: MapStats,
     /// The virtual GIC (rebuilt at every boot).
     pub vgic: Vgic,
+    /// The emulated devices' register windows (fixed for the VM's life).
+    pub bus: MmioBus,
+}
+
+/// The PL011's id on every VM's bus.
+pub const UART_DEVICE: DeviceId = DeviceId(0);
+/// The virtual GIC's id on every VM's bus (distributor and redistributors).
+pub const GIC_DEVICE: DeviceId = DeviceId(1);
+
+/// The bus of a VM with guest GIC `gic`: the PL011 and the vGIC's frames at
+/// QEMU `virt`'s addresses.
+fn device_bus(gic: &GuestGic, vcpus: u32) -> Result<MmioBus, BusError> {
+    let mut bus = MmioBus::new();
+    bus.insert(Window::plain(
+        guest_dt::virt_map::UART,
+        UART_DEVICE,
+        0,
+        [Reason::MmioUartRead, Reason::MmioUartWrite],
+    ))?;
+    let (dist, redist) = match *gic {
+        GuestGic::V2 { dist, .. } => (dist, None),
+        GuestGic::V3 { dist, redist } => (dist, Some(redist)),
+    };
+    bus.insert(Window::plain(
+        dist,
+        GIC_DEVICE,
+        stratum_vgic::REGION_DIST,
+        [Reason::MmioGicdRead, Reason::MmioGicdWrite],
+    ))?;
+    if let Some(redist) = redist {
+        bus.insert(Window::banked(
+            redist.start,
+            guest_dt::virt_map::GICR_STRIDE,
+            vcpus,
+            GIC_DEVICE,
+            stratum_vgic::REGION_REDIST,
+            [Reason::MmioGicrRead, Reason::MmioGicrWrite],
+        ))?;
+    }
+    Ok(bus)
 }
 
 /// Each vCPU's MPIDR affinity: vCPU n has Aff0 = n (what the guest DT's cpu
@@ -294,6 +339,7 @@ impl Vm {
             VGIC_SPIS,
         )
         .map_err(VmError::Vgic)?;
+        let bus = device_bus(&gic, image.vcpus).map_err(VmError::Bus)?;
         Ok(Self {
             id,
             image,
@@ -328,6 +374,7 @@ impl Vm {
             gic,
             map_stats,
             vgic,
+            bus,
         })
     }
 
@@ -472,8 +519,8 @@ impl Vm {
         // SAFETY: TPIDR_EL2 must point to the running vCPU's frame; the VM
         // lives in a static for as long as the hypervisor runs.
         unsafe { sysreg::set_tpidr_el2(frame) };
-        // Bit 31 of MPIDR_EL1 is RES1; U (bit 30) = 0: a multiprocessor system.
-        sysreg::set_vmpidr_el2((1 << 31) | self.power[v].mpidr);
+        // U (bit 30) = 0: a multiprocessor system.
+        sysreg::set_vmpidr_el2(stratum_arch::el2::vmpidr::for_vcpu(self.power[v].mpidr));
         stratum_arch::barrier::isb();
     }
 

@@ -7,6 +7,7 @@
 //! root (otherwise it stops with the exact command to run).
 
 mod deps;
+mod policy;
 mod tiers;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +24,9 @@ commands:
                               QEMU and Xen/KVM, Linux boot ratio, Linux workload ratios;
                               target/bench/results.{json,svg}
   test                        every test tier: lint, host unit tests, target builds, system tests, Linux
-  lint                        rustfmt --check and clippy -D warnings (host and aarch64 targets)
+  lint                        rustfmt --check, the architecture rules (crate dependency
+                              direction; asm only in crates/arch-aarch64, guests/ and
+                              tools/workload), clippy -D warnings (host and aarch64 targets)
   build                       build the hypervisor Image, the test guests, the Linux workload
                               program and the stratum CLI
   deps                        install missing prerequisites (rustup targets, QEMU, dtc)

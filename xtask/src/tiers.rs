@@ -21,9 +21,12 @@ const HOST_EXCLUDES: &[&str] = &[
     "stratum-guests",
 ];
 
-/// `cargo xtask lint`.
+/// `cargo xtask lint`: rustfmt, the architecture rules
+/// ([`crate::policy`]: crate dependency direction, assembly only in
+/// `crates/arch-aarch64`), then clippy on the host and aarch64 targets.
 pub fn lint() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
+    crate::policy::check_workspace(&root())?;
     let mut host = vec!["clippy", "--workspace", "--all-targets"];
     host.extend(HOST_EXCLUDES);
     host.extend(["--", "-D", "warnings"]);

@@ -25,6 +25,12 @@ pub const CTL_IMASK: u64 = 1 << 1;
 /// `CNT*_CTL.ISTATUS` (read-only): the timer condition is met.
 pub const CTL_ISTATUS: u64 = 1 << 2;
 
+/// Whether a timer whose control register reads `ctl` will assert its
+/// interrupt when its compare value is reached: enabled and not masked.
+pub const fn is_armed(ctl: u64) -> bool {
+    ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE
+}
+
 /// The physical count, ordered after earlier instructions (`isb; mrs
 /// CNTPCT_EL0`).
 #[inline]
@@ -143,7 +149,7 @@ impl TimerState {
     /// interrupt, given the VM's `CNTVOFF_EL2`; `None` if it is disabled or
     /// masked. For waking a blocked vCPU with the EL2 timer.
     pub const fn virt_deadline(&self, cntvoff: u64) -> Option<u64> {
-        if self.cntv_ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE {
+        if is_armed(self.cntv_ctl) {
             Some(self.cntv_cval.wrapping_add(cntvoff))
         } else {
             None
@@ -197,6 +203,15 @@ mod tests {
         assert_eq!(s.virt_deadline(100), None);
         s.cntv_ctl = 0;
         assert_eq!(s.virt_deadline(100), None);
+    }
+
+    #[test]
+    fn only_an_enabled_unmasked_timer_is_armed() {
+        assert!(is_armed(CTL_ENABLE));
+        assert!(is_armed(CTL_ENABLE | CTL_ISTATUS));
+        assert!(!is_armed(CTL_ENABLE | CTL_IMASK));
+        assert!(!is_armed(CTL_IMASK));
+        assert!(!is_armed(0));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod addr;
+pub mod bus;
 pub mod console;
 pub mod esr;
 pub mod fdt;

@@ -169,6 +169,19 @@ fn read_base(regs: &impl GuestRegs, n: u8) -> u64 {
     if n == 31 { regs.sp() } else { regs.x(n) }
 }
 
+/// The register value a load described by syndrome `s` puts into `Xt`,
+/// from the `SAS` bytes the device returned (extended as `SSE` and `SF`
+/// say; bits above the access are ignored).
+pub const fn syndrome_load_value(s: &AccessSyndrome, value: u64) -> u64 {
+    LoadTarget {
+        reg: s.reg,
+        size: s.size,
+        sign_extend: s.sign_extend,
+        dest_64: s.sixty_four,
+    }
+    .extend(value)
+}
+
 /// Plans the single access described by a valid instruction syndrome
 /// (`ESR_EL2.ISV == 1`, so no writeback). `write` is `ESR_EL2.WnR`;
 /// `fault_ipa` is [`crate::esr::fault_ipa`]. A store writes the low `size`

@@ -40,6 +40,7 @@
 //! FIFOs are 32 deep; Linux sizes its FIFO use by this revision.
 
 use crate::access::AccessSize;
+use crate::bus::{AccessRefused, DeviceAccess, Effects, MmioDevice};
 
 /// Depth of each FIFO when enabled.
 pub const FIFO_DEPTH: usize = 32;
@@ -399,6 +400,34 @@ impl Pl011 {
             // Read-only registers and reserved offsets ignore writes.
             _ => {}
         }
+        Ok(())
+    }
+}
+
+/// The PL011 on a VM's device bus (one window, its 4 KiB register frame).
+/// Transmitted bytes become console effects. An access that can move the
+/// interrupt line, or that frees receive-FIFO room for queued console
+/// input (a read of `UARTDR`), asks the glue to sample the VM's lines.
+impl MmioDevice for Pl011 {
+    fn read(&mut self, access: &DeviceAccess, fx: &mut Effects) -> Result<u64, AccessRefused> {
+        let (line, room) = (self.irq_pending(), self.rx_count);
+        let value = Pl011::read(self, access.offset, access.size).map_err(|_| AccessRefused)?;
+        fx.lines |= line != self.irq_pending() || room != self.rx_count;
+        Ok(u64::from(value))
+    }
+
+    fn write(
+        &mut self,
+        access: &DeviceAccess,
+        value: u64,
+        fx: &mut Effects,
+    ) -> Result<(), AccessRefused> {
+        let line = self.irq_pending();
+        Pl011::write(self, access.offset, access.size, value, &mut |b| {
+            fx.console(b)
+        })
+        .map_err(|_| AccessRefused)?;
+        fx.lines |= line != self.irq_pending();
         Ok(())
     }
 }

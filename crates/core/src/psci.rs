@@ -303,9 +303,12 @@ impl Outcome {
 
 /// The calls whose answer depends only on the arguments and the firmware's
 /// features — versions, feature queries, the vendor service's count, UID
-/// and revision — answered, or `None` for every other call. They read and
-/// change no VM state, so the exit path may answer them before taking any
-/// lock ([`crate::vmexit::early`]); [`dispatch`] answers them the same way.
+/// and revision, `MIGRATE_INFO_TYPE`, and every function ID Stratum does not
+/// implement (`NOT_SUPPORTED`) — answered, or `None` for the calls that
+/// read or change VM state ([`needs_vm`]) or ask the firmware. They read
+/// and change no VM state, so the exit path may answer them before taking
+/// any lock ([`crate::vmexit::early`]): an unknown or garbage call costs no
+/// more than a version query. [`dispatch`] answers them the same way.
 pub fn query(args: &[u64; CALL_REGS], firmware: &FirmwareFeatures) -> Option<Outcome> {
     let fid = args[0] as u32;
     let arg1 = if fid & FID_SMC64 != 0 {
@@ -327,8 +330,38 @@ pub fn query(args: &[u64; CALL_REGS], firmware: &FirmwareFeatures) -> Option<Out
             regs: [1, 0, 0, 0],
             count: 2,
         },
-        _ => return None,
+        smccc::PSCI_MIGRATE_INFO_TYPE => Outcome::status(smccc::MIGRATE_INFO_TYPE_NOT_PRESENT),
+        f if needs_vm(f) => return None,
+        // MIGRATE, MIGRATE_INFO_UP_CPU, SMCCC_ARCH_SOC_ID, IDs with the
+        // fast bit clear or MBZ bits set, and everything else.
+        _ => Outcome::status(smccc::NOT_SUPPORTED),
     })
+}
+
+/// The implemented calls whose answer needs the VM's state (power states,
+/// channels, its identity) or a call to the firmware: [`dispatch`] answers
+/// them, [`query`] does not.
+const fn needs_vm(fid: u32) -> bool {
+    matches!(
+        fid,
+        smccc::SMCCC_ARCH_WORKAROUND_1
+            | smccc::SMCCC_ARCH_WORKAROUND_2
+            | smccc::SMCCC_ARCH_WORKAROUND_3
+            | smccc::PSCI_CPU_SUSPEND_32
+            | smccc::PSCI_CPU_SUSPEND_64
+            | smccc::PSCI_CPU_OFF
+            | smccc::PSCI_CPU_ON_32
+            | smccc::PSCI_CPU_ON_64
+            | smccc::PSCI_AFFINITY_INFO_32
+            | smccc::PSCI_AFFINITY_INFO_64
+            | smccc::PSCI_SYSTEM_OFF
+            | smccc::PSCI_SYSTEM_RESET
+            | PSCI_SYSTEM_RESET2_32
+            | smccc::PSCI_SYSTEM_RESET2_64
+            | stratum::INFO
+            | stratum::DOORBELL
+            | stratum::MEM_INFO
+    )
 }
 
 /// How many of the caller's registers [`dispatch`] reads (`x0..x3`).

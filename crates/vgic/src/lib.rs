@@ -58,6 +58,7 @@ mod regs;
 mod sgi;
 mod state;
 mod vmexit_impl;
+pub use vmexit_impl::{REGION_DIST, REGION_REDIST};
 
 #[cfg(test)]
 mod tests;

@@ -432,6 +432,16 @@ impl PhysGic {
         dispatch!(self, g => g.set_vmcr(raw))
     }
 
+    /// The guest's priority mask (`ICC_PMR_EL1` / `GICC_PMR` as the guest
+    /// wrote it, an 8-bit priority) in a value read by [`Self::vmcr`] on
+    /// this GIC: interrupts of this priority value or higher are masked.
+    pub fn vmcr_priority_mask(&self, vmcr: u32) -> u8 {
+        match self {
+            PhysGic::V2(_) => GicV2::vmcr_priority_mask(vmcr),
+            PhysGic::V3(_) => GicV3::vmcr_priority_mask(vmcr),
+        }
+    }
+
     /// Saves the virtual interface's active priorities.
     pub fn save_aprs(&self) -> ActivePriorities {
         dispatch!(self, g => g.save_aprs())
@@ -535,6 +545,27 @@ mod tests {
             .to_raw(),
             0x80
         );
+    }
+
+    #[test]
+    fn vmcr_priority_mask_follows_each_versions_layout() {
+        // GICv3 VPMR (31:24) = 0xa8, with VENG1 (bit 1) and VBPR1 set.
+        let v3_vmcr = (0xa8 << 24) | (3 << 18) | 0b10;
+        assert_eq!(v3().vmcr_priority_mask(v3_vmcr), 0xa8);
+        assert_eq!(GicV3::vmcr_priority_mask(0xffff_ffff), 0xff);
+        // GICv2 VMPriMask (31:27) = 0b10101: priority 0xa8; the low three
+        // priority bits are not implemented and read as zero.
+        let v2_vmcr = (0b10101 << 27) | (2 << 21) | 0b1;
+        assert_eq!(v2().vmcr_priority_mask(v2_vmcr), 0xa8);
+        assert_eq!(GicV2::vmcr_priority_mask(0xffff_ffff), 0xf8);
+        // The same raw value means different masks on the two GICs.
+        assert_eq!(GicV3::vmcr_priority_mask(0x0800_0000), 0x08);
+        assert_eq!(GicV2::vmcr_priority_mask(0x0800_0000), 0x08);
+        assert_eq!(GicV3::vmcr_priority_mask(0x1000_0000), 0x10);
+        assert_eq!(GicV2::vmcr_priority_mask(0x1000_0000), 0x10);
+        assert_eq!(GicV3::vmcr_priority_mask(0x0400_0000), 0x04);
+        assert_eq!(GicV2::vmcr_priority_mask(0x0400_0000), 0x00);
+        assert_eq!(GicV2::vmcr_priority_mask(0x07ff_ffff), 0x00);
     }
 
     #[test]

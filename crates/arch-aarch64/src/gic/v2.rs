@@ -386,6 +386,12 @@ impl GicV2 {
         self.gich_write(GICH_VMCR, raw);
     }
 
+    /// The guest's priority mask in a `GICH_VMCR` value: `VMPriMask`
+    /// (bits 31:27) holds the top five bits of an 8-bit priority.
+    pub const fn vmcr_priority_mask(vmcr: u32) -> u8 {
+        ((vmcr >> 27) as u8) << 3
+    }
+
     /// Saves `GICH_APR` (into `ap0[0]`).
     pub fn save_aprs(&self) -> ActivePriorities {
         let mut a = ActivePriorities::default();

@@ -522,6 +522,12 @@ impl GicV3 {
         sysreg::set_ich_vmcr_el2(u64::from(raw));
     }
 
+    /// The guest's priority mask in an `ICH_VMCR_EL2` value: `VPMR`
+    /// (bits 31:24), a full 8-bit priority.
+    pub const fn vmcr_priority_mask(vmcr: u32) -> u8 {
+        (vmcr >> 24) as u8
+    }
+
     /// Saves the implemented `ICH_AP0R<n>_EL2` / `ICH_AP1R<n>_EL2`.
     pub fn save_aprs(&self) -> ActivePriorities {
         let mut a = ActivePriorities::default();

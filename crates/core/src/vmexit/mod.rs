@@ -9,69 +9,35 @@
 //! Guest-caused conditions never panic: they become an injected exception,
 //! an SMCCC error code, or a stopped VM.
 //!
-//! Emulated devices: the PL011, and — when the VM has one — the virtual GIC's
-//! distributor and redistributors, reached through the [`VirtualGic`] trait
-//! (the model lives in the `stratum-vgic` crate, above this one), which also
-//! receives trapped `ICC_SGI1R_EL1`-family writes. Reads of the ID registers
-//! that `HCR_EL2.TID3` traps are answered as [`crate::idreg`] says.
+//! Emulated devices sit on the VM's [`MmioBus`]: a data abort is routed by
+//! address to the device that registered the window, through the one
+//! [`MmioDevice`](crate::bus::MmioDevice) trait, so this module names no
+//! device. What the devices' accesses did besides answering (console bytes,
+//! interrupt lines that may have moved) comes back in [`VmModel::effects`].
+//! Trapped `ICC_SGI1R_EL1`-family writes go to the VM's virtual GIC through
+//! [`VmDevices::sgi_write`]. Reads of the ID registers that `HCR_EL2.TID3`
+//! traps are answered as [`crate::idreg`] says.
 
-use crate::access::AccessSize;
 use crate::addr::{Gva, Ipa, IpaRange};
-use crate::esr::{self, DataAbort, Exit, SysRegAccess, WfxKind};
+pub use crate::bus::AccessRefused;
+use crate::bus::{DeviceAccess, DeviceTable, Effects, Hit, MmioBus};
+use crate::esr::{self, AccessSyndrome, DataAbort, Exit, SysRegAccess, WfxKind};
 use crate::idreg::{self, IdRead};
 use crate::inject::{self, GuestExceptionState, Injection, PstateFeatures};
 use crate::insn;
 use crate::mmio::{self, GuestRegs, MmioPlan};
-use crate::pl011::Pl011;
 use crate::psci::{self, CallContext, FirmwareFeatures, Outcome, VcpuPower};
 use crate::stats::{self, ExitStats, Reason};
 
-/// A virtual interrupt controller's guest-facing registers, as exit handling
-/// needs them. Offsets are relative to the frame's base; an `Err` means the
-/// access is not one the architecture allows there, and the guest gets an
-/// external abort.
-pub trait VirtualGic {
-    /// A distributor register read by `vcpu`.
-    fn dist_read(
-        &mut self,
-        vcpu: usize,
-        offset: u64,
-        size: AccessSize,
-    ) -> Result<u64, AccessRefused>;
-    /// A distributor register write by `vcpu`.
-    fn dist_write(
-        &mut self,
-        vcpu: usize,
-        offset: u64,
-        size: AccessSize,
-        value: u64,
-    ) -> Result<(), AccessRefused>;
-    /// A read by `vcpu` of redistributor `redist` (GICv3), `offset` within
-    /// its two 64 KiB frames.
-    fn redist_read(
-        &mut self,
-        vcpu: usize,
-        redist: usize,
-        offset: u64,
-        size: AccessSize,
-    ) -> Result<u64, AccessRefused>;
-    /// A write by `vcpu` to redistributor `redist` (GICv3).
-    fn redist_write(
-        &mut self,
-        vcpu: usize,
-        redist: usize,
-        offset: u64,
-        size: AccessSize,
-        value: u64,
-    ) -> Result<(), AccessRefused>;
-    /// A trapped write of `ICC_SGI1R_EL1` (`which` = [`SgiRegister`]) by `vcpu`.
-    fn sgi_write(&mut self, vcpu: usize, which: SgiRegister, value: u64);
+/// The VM's emulated devices, as exit handling needs them: every device on
+/// the bus by its id ([`DeviceTable`]), and the virtual GIC's trapped
+/// SGI-generation registers.
+pub trait VmDevices: DeviceTable {
+    /// A trapped write of `ICC_SGI1R_EL1` (`which` = [`SgiRegister`]) by
+    /// `vcpu`. False when the VM has no virtual GIC (the guest then gets an
+    /// undefined-instruction exception).
+    fn sgi_write(&mut self, vcpu: usize, which: SgiRegister, value: u64) -> bool;
 }
-
-/// A device refused a register access: the architecture does not allow that
-/// width or offset there. The guest gets a synchronous external abort.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AccessRefused;
 
 /// The GICv3 SGI-generation registers, whose EL1 writes trap to EL2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,28 +49,6 @@ pub enum SgiRegister {
     /// `ICC_SGI0R_EL1`: Group 0 SGIs.
     Sgi0r,
 }
-
-/// Where a VM's virtual GIC registers sit, and the model behind them.
-pub struct GicModel<'a> {
-    /// Distributor frame.
-    pub dist: IpaRange,
-    /// GICv3 redistributors, [`REDIST_STRIDE`] bytes each; `None` on GICv2.
-    pub redist: Option<IpaRange>,
-    /// The model.
-    pub vgic: &'a mut dyn VirtualGic,
-}
-
-impl core::fmt::Debug for GicModel<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("GicModel")
-            .field("dist", &self.dist)
-            .field("redist", &self.redist)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Bytes per GICv3 redistributor (RD_base + SGI_base frames).
-pub const REDIST_STRIDE: u64 = 0x2_0000;
 
 /// The registers the glue reads at every synchronous exit.
 #[derive(Clone, Copy, Debug, Default)]
@@ -128,8 +72,6 @@ pub trait ExitEnv {
     fn fetch_insn(&mut self, pc: Gva) -> Option<u32>;
     /// The guest's `VBAR_EL1` and `SCTLR_EL1`, needed to inject an exception.
     fn el1_vector_state(&mut self) -> (u64, u64);
-    /// One byte the VM's UART transmitted.
-    fn console_tx(&mut self, byte: u8);
     /// The hardware's value of the ID register `encoding`
     /// ([`esr::sysreg::encode`] packing), one that [`idreg::classify`]
     /// named allocated; read at EL2 for a guest read trapped by
@@ -329,10 +271,13 @@ pub struct VmModel<'a> {
     pub channels: u32,
     /// Guest RAM.
     pub ram: IpaRange,
-    /// Where the emulated PL011 sits.
-    pub uart_regs: IpaRange,
-    /// The emulated PL011.
-    pub uart: &'a mut Pl011,
+    /// The VM's device windows.
+    pub bus: &'a MmioBus,
+    /// The devices behind them.
+    pub devices: &'a mut dyn VmDevices,
+    /// What the exit's device accesses did besides answering, for the glue
+    /// to apply (starts empty).
+    pub effects: Effects,
     /// Power state of each vCPU.
     pub vcpus: &'a mut [VcpuPower],
     /// What the firmware below answered about the Spectre workarounds.
@@ -347,8 +292,12 @@ pub struct VmModel<'a> {
     pub counted: Option<Counted>,
     /// Set when an abort should be logged.
     pub last_abort: Option<AbortReport>,
-    /// The virtual GIC, when the VM has one.
-    pub gic: Option<GicModel<'a>>,
+}
+
+impl core::fmt::Debug for dyn VmDevices + '_ {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("VmDevices")
+    }
 }
 
 /// Handles a synchronous exit of vCPU `vcpu` of `vm`.
@@ -418,12 +367,11 @@ pub fn handle_sync(
             regs.set_x(access.rt, value);
             Action::Advance
         }
-        Exit::SysReg(access) if sgi_register(&access).is_some() && vm.gic.is_some() => {
+        Exit::SysReg(access)
+            if sgi_register(&access)
+                .is_some_and(|which| vm.devices.sgi_write(vcpu, which, regs.x(access.rt))) =>
+        {
             tally(vm, stats::sysreg_reason(&access), access.encoding());
-            let (Some(which), Some(gic)) = (sgi_register(&access), vm.gic.as_mut()) else {
-                unreachable!("checked by the guard");
-            };
-            gic.vgic.sgi_write(vcpu, which, regs.x(access.rt));
             Action::Advance
         }
         exit => {
@@ -553,15 +501,7 @@ fn data_abort(
 ) -> Action {
     let ipa = esr::fault_ipa(info.hpfar, info.far);
     match emulate_mmio(info, abort, ipa, vcpu, regs, vm, env) {
-        Ok(device) => {
-            let reason = match (device, abort.write) {
-                (Device::GicDist, false) => Reason::MmioGicdRead,
-                (Device::GicDist, true) => Reason::MmioGicdWrite,
-                (Device::GicRedist(_), false) => Reason::MmioGicrRead,
-                (Device::GicRedist(_), true) => Reason::MmioGicrWrite,
-                (Device::Uart, false) => Reason::MmioUartRead,
-                (Device::Uart, true) => Reason::MmioUartWrite,
-            };
+        Ok(reason) => {
             tally(vm, reason, ipa.0 as u32);
             Action::Advance
         }
@@ -585,8 +525,8 @@ fn data_abort(
     }
 }
 
-/// Emulates the access that faulted at `ipa` (returning the device), or
-/// says why it cannot be.
+/// Emulates the access that faulted at `ipa` (returning the reason to count
+/// it under, the device window's), or says why it cannot be.
 fn emulate_mmio(
     info: &ExitInfo,
     abort: &DataAbort,
@@ -595,19 +535,24 @@ fn emulate_mmio(
     regs: &mut impl GuestRegs,
     vm: &mut VmModel<'_>,
     env: &mut impl ExitEnv,
-) -> Result<Device, AbortCause> {
+) -> Result<Reason, AbortCause> {
     // A stage-2 fault on a stage-1 table walk: HPFAR names the guest's
     // translation table, FAR the address the instruction accessed. Neither
     // is an access to a device register; the guest gets an external abort.
     if abort.s1ptw {
         return Err(AbortCause::Unmapped);
     }
-    let (device, window) = route(vm, ipa).ok_or(AbortCause::Unmapped)?;
+    let hit = vm.bus.find(ipa).ok_or(AbortCause::Unmapped)?;
+    let reason = if abort.write {
+        hit.write_reason
+    } else {
+        hit.read_reason
+    };
     // Cache maintenance by address (DC CIVAC …) on a device register: the
     // emulated device has no cache to maintain, so the instruction completes
     // as a no-op (as on KVM) rather than faulting the guest.
     if abort.cache_maintenance {
-        return Ok(device);
+        return Ok(reason);
     }
     // `Action::Advance` steps 4 bytes: a 16-bit T32 instruction (IL = 0,
     // only possible from AArch32 with a valid syndrome) cannot be completed.
@@ -616,9 +561,21 @@ fn emulate_mmio(
     }
     // From the syndrome when the CPU gave one, else by decoding the
     // instruction at the guest PC (A64 only: AArch32 guests get an abort).
-    let decoded = abort.syndrome.is_none();
     let plan = match &abort.syndrome {
-        Some(s) => mmio::plan_from_syndrome(s, abort.write, ipa, regs),
+        Some(s) => {
+            let devices = &mut *vm.devices;
+            syndrome_access(
+                s,
+                abort.write,
+                ipa,
+                &hit,
+                vcpu,
+                regs,
+                devices,
+                &mut vm.effects,
+            )?;
+            return Ok(reason);
+        }
         None => {
             if info.pstate & PSTATE_NRW != 0 {
                 return Err(AbortCause::Undecodable);
@@ -632,102 +589,139 @@ fn emulate_mmio(
         }
     };
     let mut loaded = [0u64; 2];
-    let n = perform(&plan, vcpu, device, window, vm, env, &mut loaded)
-        .ok_or(AbortCause::DeviceRejected)?;
+    let n = perform(&plan, vcpu, &hit, vm, &mut loaded).ok_or(AbortCause::DeviceRejected)?;
     mmio::complete(&plan, &loaded[..n], regs).map_err(|_| AbortCause::DeviceRejected)?;
-    if decoded {
-        vm.stats.count(Reason::MmioDecoded);
+    vm.stats.count(Reason::MmioDecoded);
+    Ok(reason)
+}
+
+/// The one access of a data abort with a valid syndrome `s` at `ipa`, on
+/// the device of `hit`: a store writes the low `SAS` bytes of `Xt`, a load
+/// puts the value into `Xt` extended as the syndrome says. Nothing happens
+/// unless the access lies wholly in the bank and the device takes it.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the exit's facts, each needed once"
+)]
+#[inline]
+fn syndrome_access(
+    s: &AccessSyndrome,
+    write: bool,
+    ipa: Ipa,
+    hit: &Hit,
+    vcpu: usize,
+    regs: &mut impl GuestRegs,
+    devices: &mut dyn DeviceTable,
+    fx: &mut Effects,
+) -> Result<(), AbortCause> {
+    let offset = ipa
+        .offset_from(hit.bank_range.start)
+        .filter(|_| hit.bank_range.contains_span(ipa, s.size.bytes()))
+        .ok_or(AbortCause::DeviceRejected)?;
+    let device = devices
+        .device(hit.device)
+        .ok_or(AbortCause::DeviceRejected)?;
+    let access = DeviceAccess {
+        vcpu,
+        region: hit.region,
+        bank: hit.bank,
+        offset,
+        size: s.size,
+    };
+    if write {
+        // XZR reads as zero (`GuestRegs::x(31)`).
+        let value = regs.x(s.reg) & s.size.mask();
+        device
+            .write(&access, value, fx)
+            .map_err(|_| AbortCause::DeviceRejected)
+    } else {
+        let value = device
+            .read(&access, fx)
+            .map_err(|_| AbortCause::DeviceRejected)?;
+        regs.set_x(s.reg, mmio::syndrome_load_value(s, value));
+        Ok(())
     }
-    Ok(device)
+}
+
+/// The common MMIO exit, answered from the syndrome alone: a data abort
+/// from the guest with a valid instruction syndrome, to a device on `bus`,
+/// that the device takes. Returns the reason to count it under; the PC must
+/// then step past the instruction. `None` leaves the exit to
+/// [`handle_sync`], which gives the same answer for every exit this one
+/// takes and decides the rest (no syndrome, an abort to inject, a
+/// cache-maintenance no-op). A device refuses an access before it has any
+/// effect, so the policy may meet the same access again.
+///
+/// This lets the glue answer a device register access under the VM lock
+/// without building the whole [`VmModel`]; the property test
+/// `the_direct_mmio_route_agrees_with_the_policy` checks the agreement.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the exit's facts, each needed once"
+)]
+#[inline]
+pub fn mmio_access(
+    esr: u64,
+    far: u64,
+    hpfar: u64,
+    vcpu: usize,
+    regs: &mut impl GuestRegs,
+    bus: &MmioBus,
+    devices: &mut dyn DeviceTable,
+    fx: &mut Effects,
+) -> Option<Reason> {
+    let Exit::DataAbort(abort) = esr::decode(esr) else {
+        return None;
+    };
+    let s = abort.syndrome?;
+    if abort.s1ptw || abort.cache_maintenance || !abort.il32 {
+        return None;
+    }
+    let ipa = esr::fault_ipa(hpfar, far);
+    let hit = bus.find(ipa)?;
+    syndrome_access(&s, abort.write, ipa, &hit, vcpu, regs, devices, fx).ok()?;
+    Some(if abort.write {
+        hit.write_reason
+    } else {
+        hit.read_reason
+    })
 }
 
 /// `PSTATE.nRW`: the guest was executing AArch32.
 const PSTATE_NRW: u64 = 1 << 4;
 
-/// An emulated device of the VM's memory map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Device {
-    /// The PL011.
-    Uart,
-    /// The GIC distributor.
-    GicDist,
-    /// GICv3 redistributor `n`.
-    GicRedist(usize),
-}
-
-/// The device whose register window holds `ipa`, and that window.
-fn route(vm: &VmModel<'_>, ipa: Ipa) -> Option<(Device, IpaRange)> {
-    if vm.uart_regs.contains(ipa) {
-        return Some((Device::Uart, vm.uart_regs));
-    }
-    let gic = vm.gic.as_ref()?;
-    if gic.dist.contains(ipa) {
-        return Some((Device::GicDist, gic.dist));
-    }
-    let redist = gic.redist.filter(|r| r.contains(ipa))?;
-    let index = ipa.offset_from(redist.start)? / REDIST_STRIDE;
-    let start = redist.start.checked_add(index * REDIST_STRIDE)?;
-    let window = IpaRange::new(start, REDIST_STRIDE)?;
-    Some((Device::GicRedist(usize::try_from(index).ok()?), window))
-}
-
-/// Performs every access of `plan` on `device`, in order; the number of
-/// values loaded, or `None` if the device rejected an access.
+/// Performs every access of `plan` on the device of `hit`, in order; the
+/// number of values loaded, or `None` if the device rejected an access.
 fn perform(
     plan: &MmioPlan,
     vcpu: usize,
-    device: Device,
-    window: IpaRange,
+    hit: &Hit,
     vm: &mut VmModel<'_>,
-    env: &mut impl ExitEnv,
     loaded: &mut [u64; 2],
 ) -> Option<usize> {
     // Validate every access first, so a pair is all-or-nothing: each must lie
-    // wholly in the same device window.
+    // wholly in the same bank of the same window.
     for a in plan.accesses() {
-        if !window.contains_span(a.ipa, a.size.bytes()) {
-            return None;
-        }
-        if device == Device::Uart && a.size == AccessSize::Double {
+        if !hit.bank_range.contains_span(a.ipa, a.size.bytes()) {
             return None;
         }
     }
+    let device = vm.devices.device(hit.device)?;
     let mut n = 0;
     for a in plan.accesses() {
-        let offset = a.ipa.offset_from(window.start)?;
-        let value = match (device, a.store_value) {
-            (Device::Uart, Some(v)) => vm
-                .uart
-                .write(offset, a.size, v, &mut |b| env.console_tx(b))
-                .map(|()| 0)
-                .ok()?,
-            (Device::Uart, None) => vm.uart.read(offset, a.size).map(u64::from).ok()?,
-            (Device::GicDist, Some(v)) => {
-                let gic = vm.gic.as_mut()?;
-                gic.vgic
-                    .dist_write(vcpu, offset, a.size, v)
-                    .map(|()| 0)
-                    .ok()?
-            }
-            (Device::GicDist, None) => {
-                let gic = vm.gic.as_mut()?;
-                gic.vgic.dist_read(vcpu, offset, a.size).ok()?
-            }
-            (Device::GicRedist(r), Some(v)) => {
-                let gic = vm.gic.as_mut()?;
-                gic.vgic
-                    .redist_write(vcpu, r, offset, a.size, v)
-                    .map(|()| 0)
-                    .ok()?
-            }
-            (Device::GicRedist(r), None) => {
-                let gic = vm.gic.as_mut()?;
-                gic.vgic.redist_read(vcpu, r, offset, a.size).ok()?
-            }
+        let access = DeviceAccess {
+            vcpu,
+            region: hit.region,
+            bank: hit.bank,
+            offset: a.ipa.offset_from(hit.bank_range.start)?,
+            size: a.size,
         };
-        if a.store_value.is_none() {
-            *loaded.get_mut(n)? = value;
-            n += 1;
+        match a.store_value {
+            Some(v) => device.write(&access, v, &mut vm.effects).ok()?,
+            None => {
+                *loaded.get_mut(n)? = device.read(&access, &mut vm.effects).ok()?;
+                n += 1;
+            }
         }
     }
     Some(n)

@@ -3,7 +3,10 @@
 //! Instruction words come from `llvm-mc -triple=aarch64 -show-encoding`.
 
 use super::*;
+use crate::access::AccessSize;
+use crate::bus::{DeviceId, MmioDevice, Window};
 use crate::guest_dt::virt_map;
+use crate::pl011::Pl011;
 use crate::psci::{PowerState, WorkaroundState};
 use proptest::prelude::*;
 use stratum_abi::smccc::{self, stratum};
@@ -176,9 +179,6 @@ impl ExitEnv for Env {
     fn el1_vector_state(&mut self) -> (u64, u64) {
         (VBAR, SCTLR)
     }
-    fn console_tx(&mut self, byte: u8) {
-        self.tx.push(byte);
-    }
     fn id_register(&mut self, encoding: u32) -> u64 {
         self.id_reads.push(encoding);
         fake_id_value(encoding)
@@ -198,68 +198,74 @@ struct FakeGic {
     sgis: Vec<(usize, SgiRegister, u64)>,
 }
 
-impl VirtualGic for FakeGic {
-    fn dist_read(
-        &mut self,
-        vcpu: usize,
-        offset: u64,
-        size: AccessSize,
-    ) -> Result<u64, AccessRefused> {
-        self.calls.push(("dist_read", vcpu, 0, offset, size, 0));
+impl MmioDevice for FakeGic {
+    fn read(&mut self, a: &DeviceAccess, _fx: &mut Effects) -> Result<u64, AccessRefused> {
+        let what = if a.region == 0 {
+            "dist_read"
+        } else {
+            "redist_read"
+        };
+        self.calls
+            .push((what, a.vcpu, a.bank as usize, a.offset, a.size, 0));
         if self.refuse {
             Err(AccessRefused)
         } else {
             Ok(self.read_value)
         }
     }
-    fn dist_write(
+    fn write(
         &mut self,
-        vcpu: usize,
-        offset: u64,
-        size: AccessSize,
+        a: &DeviceAccess,
         value: u64,
+        _fx: &mut Effects,
     ) -> Result<(), AccessRefused> {
+        let what = if a.region == 0 {
+            "dist_write"
+        } else {
+            "redist_write"
+        };
         self.calls
-            .push(("dist_write", vcpu, 0, offset, size, value));
+            .push((what, a.vcpu, a.bank as usize, a.offset, a.size, value));
         if self.refuse {
             Err(AccessRefused)
         } else {
             Ok(())
         }
     }
-    fn redist_read(
-        &mut self,
-        vcpu: usize,
-        redist: usize,
-        offset: u64,
-        size: AccessSize,
-    ) -> Result<u64, AccessRefused> {
-        self.calls
-            .push(("redist_read", vcpu, redist, offset, size, 0));
-        if self.refuse {
-            Err(AccessRefused)
-        } else {
-            Ok(self.read_value)
+}
+
+/// The bus ids of the harness's devices.
+const UART_ID: DeviceId = DeviceId(0);
+const GIC_ID: DeviceId = DeviceId(1);
+
+/// Bytes per GICv3 redistributor (RD_base + SGI_base frames).
+const REDIST_STRIDE: u64 = virt_map::GICR_STRIDE;
+
+/// The harness's devices as the exit policy sees them.
+struct Devices<'h> {
+    uart: &'h mut Pl011,
+    gic: Option<&'h mut FakeGic>,
+}
+
+impl DeviceTable for Devices<'_> {
+    fn device(&mut self, id: DeviceId) -> Option<&mut dyn MmioDevice> {
+        match id {
+            UART_ID => Some(&mut *self.uart),
+            GIC_ID => self.gic.as_deref_mut().map(|g| g as &mut dyn MmioDevice),
+            _ => None,
         }
     }
-    fn redist_write(
-        &mut self,
-        vcpu: usize,
-        redist: usize,
-        offset: u64,
-        size: AccessSize,
-        value: u64,
-    ) -> Result<(), AccessRefused> {
-        self.calls
-            .push(("redist_write", vcpu, redist, offset, size, value));
-        if self.refuse {
-            Err(AccessRefused)
-        } else {
-            Ok(())
+}
+
+impl VmDevices for Devices<'_> {
+    fn sgi_write(&mut self, vcpu: usize, which: SgiRegister, value: u64) -> bool {
+        match self.gic.as_deref_mut() {
+            Some(g) => {
+                g.sgis.push((vcpu, which, value));
+                true
+            }
+            None => false,
         }
-    }
-    fn sgi_write(&mut self, vcpu: usize, which: SgiRegister, value: u64) {
-        self.sgis.push((vcpu, which, value));
     }
 }
 
@@ -282,6 +288,8 @@ struct Harness {
     last_abort: Option<AbortReport>,
     /// The virtual GIC, when the test gives the VM one.
     gic: Option<FakeGic>,
+    /// What the last exit's device accesses asked the glue to do.
+    effects: Effects,
 }
 
 impl Harness {
@@ -310,6 +318,7 @@ impl Harness {
             exits: 0,
             last_abort: None,
             gic: None,
+            effects: Effects::default(),
         }
     }
 
@@ -329,27 +338,62 @@ impl Harness {
         self
     }
 
+    /// The bus of the VM: the UART at `uart_regs`, and with a GIC its
+    /// distributor and two redistributors at QEMU virt's addresses.
+    fn bus(&self) -> MmioBus {
+        let mut bus = MmioBus::new();
+        bus.insert(Window::plain(
+            self.uart_regs,
+            UART_ID,
+            0,
+            [Reason::MmioUartRead, Reason::MmioUartWrite],
+        ))
+        .expect("UART window");
+        if self.gic.is_some() {
+            bus.insert(Window::plain(
+                virt_map::GICD,
+                GIC_ID,
+                0,
+                [Reason::MmioGicdRead, Reason::MmioGicdWrite],
+            ))
+            .expect("GICD window");
+            bus.insert(Window::banked(
+                virt_map::GICR_BASE,
+                REDIST_STRIDE,
+                2,
+                GIC_ID,
+                1,
+                [Reason::MmioGicrRead, Reason::MmioGicrWrite],
+            ))
+            .expect("GICR window");
+        }
+        bus
+    }
+
     fn run(&mut self, info: &ExitInfo) -> Action {
+        let bus = self.bus();
+        let mut devices = Devices {
+            uart: &mut self.uart,
+            gic: self.gic.as_mut(),
+        };
         let mut vm = VmModel {
             vm_id: VM_ID,
             boot_count: BOOTS,
             channels: 1,
             ram: RAM,
-            uart_regs: self.uart_regs,
-            uart: &mut self.uart,
+            bus: &bus,
+            devices: &mut devices,
+            effects: Effects::default(),
             vcpus: &mut self.vcpus,
             firmware: self.firmware,
             pstate_features: PstateFeatures::NONE,
             stats: &self.stats,
             counted: None,
             last_abort: None,
-            gic: self.gic.as_mut().map(|g| GicModel {
-                dist: virt_map::GICD,
-                redist: IpaRange::new(virt_map::GICR_BASE, 2 * REDIST_STRIDE),
-                vgic: g,
-            }),
         };
         let action = handle_sync(info, 0, &mut self.regs, &mut vm, &mut self.env);
+        self.env.tx.extend(vm.effects.console_bytes());
+        self.effects = vm.effects;
         self.last_abort = vm.last_abort;
         self.counted = vm.counted;
         self.counters = ExitCounters::of(&self.stats);
@@ -1759,9 +1803,11 @@ proptest! {
             return Ok(());
         };
         let mut expect = h.regs.clone();
+        let mut want_counted = None;
         let want_action = match answer {
-            early::Early::Call { regs, count } => {
+            early::Early::Call { regs, count, reason, detail } => {
                 expect.x[..usize::from(count)].copy_from_slice(&regs[..usize::from(count)]);
+                want_counted = Some(Counted { reason, detail });
                 Action::Resume
             }
             early::Early::IdRead { rt, read } => {
@@ -1777,7 +1823,247 @@ proptest! {
         let action = h.run(&call_exit(esr));
         prop_assert_eq!(action, want_action);
         prop_assert_eq!(&h.regs, &expect);
+        if want_counted.is_some() {
+            prop_assert_eq!(h.counted, want_counted, "counted as the policy counts it");
+        }
         prop_assert_eq!(h.last_abort, None);
         prop_assert!(h.env.tx.is_empty(), "no console output");
+    }
+}
+
+// ------------------------------------------------------------ the device bus
+
+/// A device the policy has never heard of: eight 32-bit scratch registers
+/// that log every access.
+#[derive(Debug, Default)]
+struct Scratch {
+    regs: [u32; 8],
+    log: Vec<(bool, u32, u64)>,
+}
+
+impl MmioDevice for Scratch {
+    fn read(&mut self, a: &DeviceAccess, _fx: &mut Effects) -> Result<u64, AccessRefused> {
+        self.log.push((false, a.bank, a.offset));
+        let r = self
+            .regs
+            .get((a.offset / 4) as usize)
+            .ok_or(AccessRefused)?;
+        Ok(u64::from(*r))
+    }
+    fn write(&mut self, a: &DeviceAccess, v: u64, fx: &mut Effects) -> Result<(), AccessRefused> {
+        self.log.push((true, a.bank, a.offset));
+        let r = self
+            .regs
+            .get_mut((a.offset / 4) as usize)
+            .ok_or(AccessRefused)?;
+        *r = v as u32;
+        fx.lines = true;
+        Ok(())
+    }
+}
+
+/// A VM whose only devices are scratch banks, one per bank of a window.
+struct ScratchVm {
+    dev: Scratch,
+}
+
+impl DeviceTable for ScratchVm {
+    fn device(&mut self, id: DeviceId) -> Option<&mut dyn MmioDevice> {
+        (id == DeviceId(9)).then_some(&mut self.dev as &mut dyn MmioDevice)
+    }
+}
+
+impl VmDevices for ScratchVm {
+    fn sgi_write(&mut self, _: usize, _: SgiRegister, _: u64) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_new_device_is_reached_through_the_bus_alone() {
+    // Four banks of 0x200 bytes at virt's virtio-mmio base, counted as
+    // UART accesses only because the test needs some reason.
+    let mut bus = MmioBus::new();
+    bus.insert(Window::banked(
+        Ipa(0x0a00_0000),
+        0x200,
+        4,
+        DeviceId(9),
+        3,
+        [Reason::MmioUartRead, Reason::MmioUartWrite],
+    ))
+    .expect("window");
+    let mut devices = ScratchVm {
+        dev: Scratch::default(),
+    };
+    let stats = ExitStats::new();
+    let mut vcpus = [VcpuPower::new(0, PowerState::On)];
+    let mut regs = new_regs();
+    let mut env = Env::default();
+    let mut vm = VmModel {
+        vm_id: VM_ID,
+        boot_count: BOOTS,
+        channels: 0,
+        ram: RAM,
+        bus: &bus,
+        devices: &mut devices,
+        effects: Effects::default(),
+        vcpus: &mut vcpus,
+        firmware: FirmwareFeatures::NONE,
+        pstate_features: PstateFeatures::NONE,
+        stats: &stats,
+        counted: None,
+        last_abort: None,
+    };
+    // str w5, [bank 2 + 0x8]; then ldr w6 back.
+    regs.x[5] = 0xdead_beef;
+    let store = device_exit(dabt_isv(2, 5, true), 0x0a00_0000 + 2 * 0x200 + 0x8);
+    assert_eq!(
+        handle_sync(&store, 0, &mut regs, &mut vm, &mut env),
+        Action::Advance
+    );
+    assert!(vm.effects.lines, "the device's effect reaches the glue");
+    let load = device_exit(dabt_isv(2, 6, false), 0x0a00_0000 + 2 * 0x200 + 0x8);
+    assert_eq!(
+        handle_sync(&load, 0, &mut regs, &mut vm, &mut env),
+        Action::Advance
+    );
+    assert_eq!(regs.x[6], 0xdead_beef);
+    // An offset the device refuses is an abort, not a panic.
+    let refused = device_exit(dabt_isv(2, 6, false), 0x0a00_0000 + 0x1fc);
+    assert_eq!(
+        injection(handle_sync(&refused, 0, &mut regs, &mut vm, &mut env)).esr_el1,
+        abort_esr(EC_DABT_SAME, false)
+    );
+    assert_eq!(
+        vm.last_abort.map(|a| a.why),
+        Some(AbortCause::DeviceRejected)
+    );
+    assert_eq!(stats.get(Reason::MmioUartWrite), 1);
+    assert_eq!(stats.get(Reason::MmioUartRead), 1);
+    assert_eq!(
+        devices.dev.log,
+        [(true, 2, 0x8), (false, 2, 0x8), (false, 0, 0x1fc)]
+    );
+}
+
+#[test]
+fn uart_output_and_line_changes_are_effects() {
+    let mut h = Harness::new();
+    // UARTIMSC (0x38) = TX: the line may now rise; no output.
+    h.regs.x[1] = 1 << 5;
+    assert_eq!(
+        h.run(&uart_exit(dabt_isv(2, 1, true), 0x38)),
+        Action::Advance
+    );
+    assert_eq!(h.effects.console_len(), 0);
+    // A byte to UARTDR: output, and TXRIS rises with TX unmasked.
+    h.regs.x[1] = u64::from(b'Z');
+    assert_eq!(h.run(&uart_exit(dabt_isv(0, 1, true), DR)), Action::Advance);
+    assert!(h.effects.console_bytes().eq(*b"Z"));
+    assert!(h.effects.lines, "the transmit interrupt was raised");
+    // Reading UARTFR changes nothing the glue must look at.
+    assert_eq!(
+        h.run(&uart_exit(dabt_isv(2, 2, false), FR)),
+        Action::Advance
+    );
+    assert!(h.effects.is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4_000))]
+
+    /// Whatever data abort the glue answers directly ([`mmio_access`]),
+    /// the full policy answers the same way: the same registers, device
+    /// state, effects and count, and `Advance`.
+    #[test]
+    fn the_direct_mmio_route_agrees_with_the_policy(
+        sas in 0u64..4,
+        srt in 0u64..32,
+        flags in 0u64..64,
+        window in 0usize..3,
+        offset in 0u64..0x4_2000,
+        x in proptest::array::uniform31(any::<u64>()),
+        read_value in any::<u64>(),
+    ) {
+        let base = [UART_IPA, GICD_IPA, GICR_IPA][window];
+        let ipa = base + offset;
+        let bit = |n: u64, b: u64| if flags & (1 << n) != 0 { b } else { 0 };
+        let write = flags & 1 != 0;
+        let iss = ISV | (sas << 22) | bit(1, SSE) | (srt << 16) | bit(2, SF)
+            | if write { WNR } else { 0 }
+            | bit(3, S1PTW) | bit(4, 1 << 8) | FSC_TRANSLATION_L3;
+        let mut esr = esr(EC_DABT_LOWER, iss);
+        if flags & (1 << 5) != 0 {
+            esr &= !IL;
+        }
+        let info = device_exit(esr, ipa);
+        let mut direct = Harness::new().with_gic();
+        let mut policy = Harness::new().with_gic();
+        for h in [&mut direct, &mut policy] {
+            h.regs.x = x;
+            h.gic.as_mut().expect("a GIC").read_value = read_value;
+        }
+        let bus = direct.bus();
+        let mut devices = Devices {
+            uart: &mut direct.uart,
+            gic: direct.gic.as_mut(),
+        };
+        let mut fx = Effects::default();
+        let Some(reason) = mmio_access(
+            info.esr, info.far, info.hpfar, 0, &mut direct.regs, &bus, &mut devices, &mut fx,
+        ) else {
+            return Ok(());
+        };
+        prop_assert_eq!(policy.run(&info), Action::Advance);
+        prop_assert_eq!(policy.counted.map(|c| c.reason), Some(reason));
+        prop_assert_eq!(&policy.regs, &direct.regs);
+        prop_assert_eq!(&policy.uart, &direct.uart);
+        prop_assert_eq!(
+            &policy.gic.as_ref().expect("a GIC").calls,
+            &direct.gic.as_ref().expect("a GIC").calls
+        );
+        prop_assert_eq!(policy.effects, fx);
+    }
+}
+
+#[test]
+fn unknown_and_malformed_calls_take_the_early_path() {
+    let not_supported =
+        |esr: u64, fid: u64| match early::early(esr, &[fid, 7, 7, 7], &FirmwareFeatures::NONE) {
+            Some(early::Early::Call { regs, count: 1, .. }) => {
+                regs[0] == smccc::NOT_SUPPORTED as u64
+            }
+            _ => false,
+        };
+    // An unimplemented PSCI function, an unknown vendor call, a call with
+    // the fast bit clear, one with MBZ bits set, SOC_ID, and garbage.
+    for fid in [
+        0x8400_00ff,
+        0xc600_0042,
+        0x0400_0000,
+        0x8001_0000,
+        0x8000_0002,
+        0xdead_beef_dead_beef,
+    ] {
+        assert!(not_supported(hvc(), fid), "{fid:#x}");
+    }
+    // HVC with a non-zero immediate, whatever x0 holds.
+    assert!(not_supported(hvc() | 0x42, u64::from(smccc::PSCI_VERSION)));
+    // What needs the VM goes to the full policy.
+    for fid in [
+        smccc::PSCI_CPU_ON_64,
+        smccc::PSCI_CPU_OFF,
+        smccc::PSCI_SYSTEM_OFF,
+        smccc::PSCI_AFFINITY_INFO_64,
+        stratum::DOORBELL,
+        stratum::INFO,
+        smccc::SMCCC_ARCH_WORKAROUND_1,
+    ] {
+        assert_eq!(
+            early::early(hvc(), &[u64::from(fid), 0, 0, 0], &FirmwareFeatures::NONE),
+            None,
+            "{fid:#x}"
+        );
     }
 }

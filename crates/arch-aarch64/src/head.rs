@@ -1,0 +1,264 @@
+//! The image's first instructions: the arm64 `Image` header, the primary
+//! and secondary CPU entry points, EL2 stage-1 translation (MMU and caches
+//! on), and the per-CPU EL2 stacks they switch to.
+//!
+//! The image starts with an arm64 Linux `Image` header (text_offset 0), so
+//! QEMU's `-kernel` and U-Boot's `booti` load it at RAM base + 2 MiB and pass
+//! the host DTB in x0. It is linked at 0x4020_0000 and refuses to run
+//! anywhere else (see docs/adr/0002-fixed-link-address.md).
+//!
+//! EL2 translation: one level-1 table of 1 GiB blocks, identity-mapped —
+//! the first GiB (devices on `virt`) as Device-nGnRE, never executable; the
+//! next 255 GiB as Normal write-back memory. Every CPU shares the table.
+//!
+//! # Contract with the binary that links this crate
+//! The assembly calls into the EL2 binary by link name, and reads symbols
+//! its linker script defines. The binary must provide:
+//! - `boot_primary`, a [`BootPrimary`]: the boot CPU's Rust entry, with the
+//!   MMU and caches on, vectors installed, on CPU 0's stack, `x0` = the host
+//!   DTB's address (0 when the loader passed none). It never returns.
+//! - `boot_secondary`, a [`BootSecondary`]: a secondary CPU's Rust entry
+//!   (same state, on its own stack), `x0` = its CPU index. It never returns.
+//! - `stratum_telemetry`: any data symbol; its address goes into the
+//!   header's `res2` field, where the host tool finds the telemetry block.
+//! - The linker symbols `__image_size` (bytes from `_start` to the end of
+//!   the image, bss included), `__bss_start` and `__bss_end` (16-byte
+//!   aligned), with the `.text.head` section placed first at the link
+//!   address and `_start` as the ELF entry.
+//!
+//! The binary asserts those signatures at compile time by coercing its
+//! functions to the type aliases below.
+//!
+//! Interrupts stay masked at EL2 from the first instruction on (`DAIF`).
+//! A CPU that cannot run (not at EL2, not at its link address) parks in
+//! `wfe` forever.
+
+#[cfg(target_arch = "aarch64")]
+use core::arch::global_asm;
+
+/// Bytes of EL2 stack per physical CPU.
+pub const STACK_SIZE: usize = 128 * 1024;
+/// Most physical CPUs the image has stacks for.
+pub const MAX_CPUS: usize = 8;
+
+/// Signature of `boot_primary`: the boot CPU's Rust entry (`dtb` = the
+/// address the loader passed in x0).
+pub type BootPrimary = extern "C" fn(dtb: usize) -> !;
+/// Signature of `boot_secondary`: a secondary CPU's Rust entry (`cpu` = the
+/// index it was started with through PSCI `CPU_ON`).
+pub type BootSecondary = extern "C" fn(cpu: usize) -> !;
+
+// The Image header is 64 bytes; the entry code follows it.
+#[cfg(target_arch = "aarch64")]
+global_asm!(
+    r#"
+.section .text.head, "ax"
+.global _start
+_start:
+    b       primary_entry
+    .long   0
+    .quad   0                       // text_offset
+    .quad   __image_size            // image_size, bss included
+    .quad   0xa                     // LE, 4 KiB pages, any 2 MiB-aligned base
+    .quad   stratum_telemetry       // res2: the telemetry block (stratum_abi::telemetry)
+    .quad   0, 0
+    .ascii  "ARM\x64"
+    .long   0
+
+primary_entry:
+    mov     x19, x0                 // host DTB
+    msr     daifset, #0xf
+    mrs     x1, CurrentEL
+    cmp     x1, #(2 << 2)
+    b.ne    el2_park
+    adr     x1, _start
+    ldr     x2, =_start
+    cmp     x1, x2
+    b.ne    el2_park                // not at our link address: nothing safe to do
+    ldr     x1, =__bss_start
+    ldr     x2, =__bss_end
+1:  cmp     x1, x2
+    b.hs    2f
+    stp     xzr, xzr, [x1], #16
+    b       1b
+2:  ldr     x1, ={stacks}
+    add     x1, x1, #{stack_size}
+    mov     sp, x1
+    bl      el2_mmu_on
+    ldr     x1, =el2_vectors
+    msr     vbar_el2, x1
+    isb
+    mov     x0, x19
+    bl      boot_primary
+
+// Secondary CPUs, started by firmware PSCI CPU_ON with x0 = CPU index.
+.global secondary_entry
+secondary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0
+    ldr     x1, ={stacks}
+    ldr     x2, ={stack_size}
+    madd    x1, x19, x2, x1
+    add     x1, x1, x2
+    mov     sp, x1
+    bl      el2_mmu_enable
+    ldr     x1, =el2_vectors
+    msr     vbar_el2, x1
+    isb
+    mov     x0, x19
+    bl      boot_secondary
+
+// A CPU with nothing safe to do (also the end of an EL2 fault: vectors.rs).
+.global el2_park
+el2_park:
+    wfe
+    b       el2_park
+
+// Identity map: L1 table of 1 GiB blocks; turn on the MMU and caches.
+el2_mmu_on:
+    ldr     x0, ={l1}
+    movz    x2, #0x0405             // block | AttrIndx 1 (device) | AF
+    movk    x2, #0x0040, lsl #48    // XN
+    str     x2, [x0]
+    mov     x1, #1
+    mov     x3, #0x0701             // block | AttrIndx 0 (normal) | SH inner | AF
+3:  lsl     x4, x1, #30
+    orr     x4, x4, x3
+    str     x4, [x0, x1, lsl #3]
+    add     x1, x1, #1
+    cmp     x1, #256
+    b.lo    3b
+    dsb     sy
+// Every CPU: point EL2 translation at the shared table, turn MMU and caches on.
+el2_mmu_enable:
+    ldr     x0, ={l1}
+    msr     ttbr0_el2, x0
+    mov     x1, #0x04ff             // attr0 normal WB RW-alloc, attr1 device-nGnRE
+    msr     mair_el2, x1
+    mrs     x1, id_aa64mmfr0_el1
+    and     x1, x1, #0x7
+    cmp     x1, #5
+    mov     x2, #5
+    csel    x1, x1, x2, ls          // PS: at most 48 bits with 4 KiB pages
+    lsl     x1, x1, #16
+    ldr     x2, =0x80803519         // RES1 31,23 | SH0 IS | WBWA | T0SZ 25
+    orr     x1, x1, x2
+    msr     tcr_el2, x1
+    isb
+    tlbi    alle2
+    dsb     nsh
+    isb
+    ldr     x1, =0x30c5183d         // RES1 | I | SA | C | M
+    msr     sctlr_el2, x1
+    isb
+    ret
+"#,
+    stacks = sym STACKS,
+    stack_size = const STACK_SIZE,
+    l1 = sym EL2_L1_TABLE,
+);
+
+/// Per-CPU EL2 stacks (CPU n uses `STACKS[n]`, growing down from its end).
+#[repr(C, align(16))]
+pub struct Stacks(pub [[u8; STACK_SIZE]; MAX_CPUS]);
+
+/// The EL2 stacks. Only touched by the entry assembly and through
+/// [`stack_top`] / [`current_cpu`], which take its address only.
+#[unsafe(no_mangle)]
+pub static mut STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
+
+/// EL2's level-1 translation table, filled by `el2_mmu_on`.
+#[repr(C, align(4096))]
+pub struct L1Table(pub [u64; 512]);
+
+/// The EL2 translation table. Only touched by the entry assembly before the
+/// MMU is on.
+#[unsafe(no_mangle)]
+pub static mut EL2_L1_TABLE: L1Table = L1Table([0; 512]);
+
+/// Address one past the top of CPU `cpu`'s EL2 stack.
+///
+/// # Panics
+/// If `cpu >= MAX_CPUS` (a broken hypervisor invariant).
+pub fn stack_top(cpu: usize) -> usize {
+    assert!(cpu < MAX_CPUS, "CPU index {cpu} beyond MAX_CPUS");
+    // Taking the address of a static does not read or write it.
+    let base = core::ptr::addr_of!(STACKS) as usize;
+    base + (cpu + 1) * STACK_SIZE
+}
+
+/// This CPU's index (0 = the boot CPU), from the stack it runs on: CPU `n`
+/// always runs on `STACKS[n]` (the entry code and [`stack_top`] put it
+/// there), so the index is the stack pointer's offset into them divided by
+/// their size — a handful of instructions, where matching `MPIDR_EL1`
+/// against the recorded affinities would loop.
+///
+/// # Panics
+/// If the stack pointer lies outside the EL2 stacks (a broken invariant:
+/// EL2 code only ever runs on them).
+#[inline]
+pub fn current_cpu() -> usize {
+    let sp = stack_pointer();
+    let base = stack_top(0) - STACK_SIZE;
+    let cpu = sp.wrapping_sub(base) / STACK_SIZE;
+    assert!(
+        cpu < MAX_CPUS,
+        "EL2 running off its per-CPU stacks (sp {sp:#x})"
+    );
+    cpu
+}
+
+/// The current stack pointer. (On the host: an address inside CPU 0's
+/// stack, so [`current_cpu`] is 0 in unit tests.)
+#[inline(always)]
+pub fn stack_pointer() -> usize {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let sp: usize;
+        // SAFETY: reading SP has no side effects.
+        unsafe {
+            core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+        };
+        sp
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        stack_top(0) - 16
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe extern "C" {
+    /// Where secondary CPUs start (physical = virtual address): the address
+    /// to hand firmware's PSCI `CPU_ON`, with the CPU's index as its context
+    /// id (x0). It sets up that CPU's stack, turns on its MMU with the
+    /// shared table, installs the vectors and calls `boot_secondary`.
+    ///
+    /// Never call it: only its address is meaningful.
+    pub fn secondary_entry();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_are_disjoint_and_in_order() {
+        let base = core::ptr::addr_of!(STACKS) as usize;
+        assert_eq!(stack_top(0), base + STACK_SIZE);
+        assert_eq!(stack_top(MAX_CPUS - 1), base + MAX_CPUS * STACK_SIZE);
+        assert_eq!(stack_top(3) - stack_top(2), STACK_SIZE);
+        assert_eq!(base % 16, 0, "AAPCS64 wants 16-byte aligned stacks");
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond MAX_CPUS")]
+    fn a_cpu_past_the_stacks_is_a_broken_invariant() {
+        let _ = stack_top(MAX_CPUS);
+    }
+
+    #[test]
+    fn the_fake_stack_pointer_is_on_cpu_0() {
+        assert_eq!(current_cpu(), 0);
+    }
+}
