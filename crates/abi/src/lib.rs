@@ -10,7 +10,8 @@
 //! - [`telemetry`]: the exit statistics and trace rings the hypervisor
 //!   publishes for `stratum stats` and `stratum trace`.
 //!
-//! `no_std`, no `unsafe`, no dependencies.
+//! `no_std`, no `unsafe`. One dependency: `smccc`, for the Arm-defined SMCCC/PSCI
+//! numbers (`docs/dependencies.md`).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
