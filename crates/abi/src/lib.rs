@@ -12,7 +12,8 @@
 //! - [`workload`]: the lines the Linux workload program prints for
 //!   `stratum bench`.
 //!
-//! `no_std`, no `unsafe`, no dependencies.
+//! `no_std`, no `unsafe`. One dependency: `smccc`, for the Arm-defined SMCCC/PSCI
+//! numbers (`docs/dependencies.md`).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
