@@ -23,23 +23,21 @@ mod vcpu;
 mod vm;
 
 use stratum_abi::bundle::{
-    Bundle, FLAG_CONSOLE_COLOR, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT, KernelKind,
-    OnCrash, StopPolicy, VmImage,
+    Bundle, FLAG_CONSOLE_COLOR, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT,
 };
 use stratum_abi::exit as exit_status;
-use stratum_abi::smccc;
 use stratum_arch::el2::{cnthctl, cptr, hcr, mdcr, vector_length};
-use stratum_arch::firmware::{self, Conduit};
+use stratum_arch::firmware::Conduit;
 use stratum_arch::{id, sysreg};
-use stratum_core::addr::{Ipa, IpaRange, Pa};
+use stratum_core::addr::{IpaRange, Pa};
+use stratum_core::bootplan::{self, BootPlan, HostSummary, Limits, PhysRange, Reserved, VmPlan};
 use stratum_core::fdt::Fdt;
 use stratum_core::inject::PstateFeatures;
 use stratum_core::platform::{Platform, PsciConduit};
-use stratum_core::psci::{FirmwareFeatures, WorkaroundState};
-use stratum_core::sched::VcpuRef;
+use stratum_core::psci::FirmwareFeatures;
 use stratum_core::stage2::{self, Mapping};
 
-use crate::mem::{PhysRange, RamAllocator, TablePool};
+use crate::mem::TablePool;
 use crate::system::Settings;
 use crate::vm::{ExtraMapping, Vm};
 
@@ -94,7 +92,9 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
     };
-    let firmware = conduit.map_or(FirmwareFeatures::NONE, probe_firmware);
+    let firmware = conduit.map_or(FirmwareFeatures::NONE, |c| {
+        bootplan::firmware::probe(|args| stratum_arch::firmware::call(c, args)[0])
+    });
     system::set_settings(Settings {
         conduit,
         semihosting: bundle.flags() & FLAG_SEMIHOSTING_EXIT != 0,
@@ -111,31 +111,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         selftest_el2_fault();
     }
 
-    // Free RAM: every bank minus our image, the host DTB and the bundle.
-    let mut banks = [PhysRange { start: 0, end: 0 }; 8];
-    let mut nbanks = 0;
-    for m in platform.memory() {
-        if nbanks < banks.len() {
-            banks[nbanks] = PhysRange {
-                start: m.base.0,
-                end: m.base.0.saturating_add(m.size),
-            };
-            nbanks += 1;
-        }
-    }
-    let image = PhysRange {
-        start: core::ptr::addr_of!(__image_start) as u64,
-        end: core::ptr::addr_of!(__image_end) as u64,
-    };
-    let dtb_range = PhysRange {
-        start: dtb as u64,
-        end: dtb as u64 + fdt.total_size() as u64,
-    };
-    let bundle_range = PhysRange {
-        start: bundle.bytes().as_ptr() as u64,
-        end: bundle.bytes().as_ptr() as u64 + bundle.bytes().len() as u64,
-    };
-    let mut ram = RamAllocator::new(&banks[..nbanks], &[image, dtb_range, bundle_range]);
+    let plan = plan_boot(&bundle, &platform, dtb, fdt.total_size());
     let mut pool = TablePool::take();
 
     configure_el2();
@@ -153,7 +129,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         "stage 2: {}-bit IPA, start level {}, VMIDs in VTTBR; {} MiB free for guests",
         s2cfg.ipa_bits,
         s2cfg.start_level,
-        ram.free_bytes() >> 20
+        plan.free_for_guests() >> 20
     );
     // SAFETY: VTCR_EL2 only shapes stage-2 translation of guests, none of
     // which runs yet.
@@ -163,112 +139,36 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         vtcr: s2cfg.vtcr,
     });
 
-    if bundle.vm_count() > system::MAX_VMS {
-        log!(
-            "error: the bundle describes {} VMs; this version runs {}",
-            bundle.vm_count(),
-            system::MAX_VMS
-        );
-        system::shutdown(exit_status::BAD_BOOT_INPUT);
+    for channel in plan.channels() {
+        zero(channel.carve_out());
+        log!("{channel}");
     }
-    let host_cpus = platform.cpus().len().min(head::MAX_CPUS);
-    let channel_pa = allocate_channels(&bundle, &mut ram);
-    let system_info = bundle.system();
-    let mut cpus_needed = 1;
-    for id in 0..bundle.vm_count() {
-        let image = bundle.vm(id).expect("Bundle::parse validated every VM");
-        let mut extra = [NO_EXTRA; vm::CHANNELS + vm::DEVICES];
-        let mut n = 0;
-        for (c, &pa) in channel_pa.iter().enumerate().take(bundle.channel_count()) {
-            let ch = bundle
-                .channel(c)
-                .expect("Bundle::parse validated every channel");
-            for end in ch.ends.iter().filter(|e| e.vm as usize == id) {
-                extra[n] = ExtraMapping {
-                    ipa: IpaRange::new(Ipa(end.ipa), ch.size).expect("validated by Bundle::parse"),
-                    pa: Pa(pa),
-                    kind: Mapping::RamRwx,
-                };
-                n += 1;
-            }
+    for vm_plan in plan.vms() {
+        let vm = create_vm(vm_plan, &plan, &platform, s2cfg, &mut pool);
+        for (vcpu, cpu) in vm_plan.placements() {
+            let placed = sched::place(vcpu, cpu);
+            assert!(placed, "the boot plan left room in every run queue");
         }
-        for d in (0..bundle.device_count()).filter_map(|i| bundle.device(i)) {
-            if d.vm as usize == id {
-                if let Some(what) = platform.owned_by_hypervisor(d.base, d.size) {
-                    log!(
-                        "error: VM '{}': device '{}' at {:#x} (+{:#x}) overlaps {what}, which the hypervisor keeps",
-                        image.name,
-                        d.name,
-                        d.base,
-                        d.size
-                    );
-                    system::shutdown(exit_status::BAD_BOOT_INPUT);
-                }
-                extra[n] = ExtraMapping {
-                    ipa: IpaRange::new(Ipa(d.base), d.size).expect("validated by Bundle::parse"),
-                    pa: Pa(d.base),
-                    kind: Mapping::DeviceRw,
-                };
-                n += 1;
-            }
-        }
-        let vm = create_vm(
-            id,
-            image,
-            &bundle,
-            &platform,
-            s2cfg,
-            &mut ram,
-            &mut pool,
-            host_cpus,
-            &extra[..n],
-        );
-        for v in 0..vm.vcpu_count() {
-            cpus_needed = cpus_needed.max(vm.pcpu[v] + 1);
-            let r = VcpuRef {
-                vm: id as u8,
-                vcpu: v as u8,
-            };
-            if !sched::place(r, vm.pcpu[v]) {
-                log!(
-                    "error: too many vCPUs share CPU {} (at most {})",
-                    vm.pcpu[v],
-                    stratum_core::sched::MAX_QUEUE
-                );
-                system::shutdown(exit_status::BAD_BOOT_INPUT);
-            }
-        }
-        console::add_vm(id, image.name);
+        console::add_vm(vm_plan.id, vm_plan.name());
         system::install_vm(vm);
     }
-    for id in 0..bundle.vm_count() {
-        let shared = system::with_vm(id, |vm| {
-            (0..vm.vcpu_count()).any(|v| sched::is_shared(vm.pcpu[v]))
-        });
-        system::set_time_shared(id, shared);
+    for vm_plan in plan.vms() {
+        system::set_time_shared(vm_plan.id, vm_plan.time_shared);
     }
     let (tables_used, tables_free) = pool.usage();
-    let ram_used = (0..bundle.vm_count())
-        .map(|id| system::with_vm(id, |vm| vm.ram.size))
-        .sum();
-    system::set_mem_info([tables_used, ram_used, tables_free]);
-    let slice_us = u64::from(system_info.slice_us);
-    system::set_stop_on_first(system_info.stop == StopPolicy::Any);
+    system::set_mem_info([tables_used, plan.guest_ram_bytes(), tables_free]);
+    system::set_stop_on_first(plan.stop_on_first());
     console::set_color(bundle.flags() & FLAG_CONSOLE_COLOR != 0);
     irq::enable_passthrough(0);
     sched::configure(
-        stratum_arch::timer::frequency() * slice_us / 1_000_000,
+        plan.slice_ticks(stratum_arch::timer::frequency()),
         has_pauth(),
         cptr_for_guests(),
     );
+    let cpus_needed = plan.cpus_needed();
     if cpus_needed > 1 {
-        let mpidrs: [u64; head::MAX_CPUS] =
-            core::array::from_fn(|i| platform.cpus().get(i).map_or(u64::MAX, |c| c.mpidr));
-        let Some(conduit) = conduit else {
-            log!("error: the VMs need {cpus_needed} CPUs, but the DT names no PSCI to start them");
-            system::shutdown(exit_status::BAD_BOOT_INPUT);
-        };
-        let online = smp::start_secondaries(conduit, &mpidrs[..host_cpus], cpus_needed);
+        let conduit = conduit.expect("the boot plan checked that PSCI starts secondary CPUs");
+        let online = smp::start_secondaries(conduit, plan.host_mpidrs(), cpus_needed);
         log!("{online} CPUs online");
         if online < cpus_needed {
             system::shutdown(exit_status::BAD_BOOT_INPUT);
@@ -277,98 +177,111 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     sched::schedule(0)
 }
 
+/// The boot plan for `bundle` on `platform`, with the hypervisor's image,
+/// the host DTB (`dtb_size` bytes at `dtb`) and the bundle kept out of
+/// guests' reach; or the machine stops with the plan's error.
+fn plan_boot(
+    bundle: &Bundle<'static>,
+    platform: &Platform,
+    dtb: usize,
+    dtb_size: usize,
+) -> BootPlan<'static> {
+    let span = |start: u64, len: usize| PhysRange {
+        start: Pa(start),
+        end: Pa(start + len as u64),
+    };
+    let reserved = Reserved {
+        image: PhysRange {
+            start: Pa(core::ptr::addr_of!(__image_start) as u64),
+            end: Pa(core::ptr::addr_of!(__image_end) as u64),
+        },
+        dtb: span(dtb as u64, dtb_size),
+        bundle: span(bundle.bytes().as_ptr() as u64, bundle.bytes().len()),
+    };
+    let limits = Limits {
+        vms: system::MAX_VMS,
+        vcpus_per_vm: vm::MAX_VCPUS,
+        cpus: head::MAX_CPUS,
+    };
+    match bootplan::plan(bundle, platform, &reserved, &limits) {
+        Ok(plan) => plan,
+        Err(e) => {
+            log!("error: {e}");
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
+    }
+}
+
+/// Zeroes a carve-out of host RAM and cleans it to the point of coherency
+/// (guests map it before their caches are on).
+fn zero(range: PhysRange) {
+    let len = usize::try_from(range.size()).expect("carve-outs fit in the address space");
+    let start = range.start.0 as usize;
+    // SAFETY: the boot plan carved the range out of free host RAM (never the
+    // hypervisor's image, the DTB or the bundle), EL2 maps it identity as
+    // normal memory, and no guest maps it yet.
+    unsafe { core::ptr::write_bytes(start as *mut u8, 0, len) };
+    stratum_arch::cache::clean_inval_dcache_range(start, len);
+}
+
 /// Placeholder for unused extra-mapping slots.
 const NO_EXTRA: ExtraMapping = ExtraMapping {
     ipa: IpaRange {
-        start: Ipa(0),
+        start: stratum_core::addr::Ipa(0),
         size: 0,
     },
     pa: Pa(0),
     kind: Mapping::RamRwx,
 };
 
-/// Allocates and zeroes every channel's shared memory; returns each
-/// channel's physical address.
-fn allocate_channels(
-    bundle: &Bundle<'static>,
-    ram: &mut RamAllocator,
-) -> [u64; stratum_abi::bundle::MAX_CHANNELS] {
-    let mut pas = [0; stratum_abi::bundle::MAX_CHANNELS];
-    for (c, slot) in pas.iter_mut().enumerate().take(bundle.channel_count()) {
-        let ch = bundle
-            .channel(c)
-            .expect("Bundle::parse validated every channel");
-        let Some(pa) = ram.alloc(ch.size, 4096) else {
-            log!(
-                "error: no host RAM left for channel '{}' ({} KiB)",
-                ch.name,
-                ch.size >> 10
-            );
-            system::shutdown(exit_status::BAD_BOOT_INPUT);
-        };
-        let len = usize::try_from(ch.size).expect("channel sizes are at most 2 MiB");
-        // SAFETY: fresh memory from the allocator, identity-mapped at EL2
-        // as normal memory, not yet mapped into any guest.
-        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len) };
-        stratum_arch::cache::clean_inval_dcache_range(pa as usize, len);
-        log!(
-            "channel '{}': {} KiB at PA {pa:#x} between vm{} and vm{}",
-            ch.name,
-            ch.size >> 10,
-            ch.ends[0].vm,
-            ch.ends[1].vm
-        );
-        *slot = pa;
-    }
-    pas
-}
-
-/// Creates and loads VM `id`, or stops the machine with a message saying
-/// why it cannot be.
-#[expect(clippy::too_many_arguments, reason = "boot-time wiring, called once")]
+/// Creates and loads the VM `vm_plan` describes, or stops the machine with a
+/// message saying why it cannot be.
 fn create_vm(
-    id: usize,
-    image: VmImage<'static>,
-    bundle: &Bundle<'static>,
+    vm_plan: &VmPlan<'static>,
+    plan: &BootPlan<'static>,
     platform: &Platform,
     s2cfg: stage2::Stage2Config,
-    ram: &mut RamAllocator,
     pool: &mut TablePool,
-    host_cpus: usize,
-    extra: &[ExtraMapping],
 ) -> Vm {
-    let mut vm = match Vm::create(id, image, &platform.gic, s2cfg, ram, pool, extra) {
+    let (id, name) = (vm_plan.id, vm_plan.name());
+    let mut extra = [NO_EXTRA; vm::CHANNELS + vm::DEVICES];
+    let mut n = 0;
+    for (slot, r) in extra.iter_mut().zip(plan.stage2_regions(id)) {
+        *slot = ExtraMapping {
+            ipa: r.ipa,
+            pa: r.pa,
+            kind: r.kind,
+        };
+        n += 1;
+    }
+    let created = Vm::create(
+        id,
+        vm_plan.image,
+        &platform.gic,
+        s2cfg,
+        vm_plan.ram_pa,
+        pool,
+        &extra[..n],
+    );
+    let mut vm = match created {
         Ok(vm) => vm,
         Err(e) => {
-            log!("error: VM '{}' cannot be created: {e}", image.name);
+            log!("error: VM '{name}' cannot be created: {e}");
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
     };
-    vm.restart_on_crash = image.on_crash == OnCrash::Restart;
-    wire_channels_and_devices(&mut vm, bundle);
+    vm.restart_on_crash = vm_plan.restart_on_crash();
     for v in 0..vm.vcpu_count() {
-        vm.pcpu[v] = usize::from(image.pcpus[v]);
-        if vm.pcpu[v] >= host_cpus {
-            log!(
-                "error: VM '{}' places vCPU {v} on CPU {}, but the machine has {host_cpus} CPUs",
-                image.name,
-                vm.pcpu[v]
-            );
-            system::shutdown(exit_status::BAD_BOOT_INPUT);
-        }
+        vm.pcpu[v] = vm_plan.pcpu(v);
     }
+    wire_channels_and_devices(&mut vm, plan);
     log!(
-        "vm{id} '{}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
-        image.name,
-        image.vcpus,
+        "vm{id} '{name}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
+        vm_plan.vcpu_count(),
         vm.ram.size >> 20,
         vm.ram.start,
         vm.ram_pa,
-        match image.kernel_kind {
-            KernelKind::LinuxImage => "arm64 Image",
-            KernelKind::Raw => "raw binary",
-            KernelKind::Elf => "ELF",
-        },
+        vm_plan.kernel_kind(),
         vm.layout.kernel.start,
         vm.layout.entry,
     );
@@ -381,66 +294,39 @@ fn create_vm(
         pool.used_pages()
     );
     if let Err(e) = vm.load() {
-        log!("error: VM '{}' cannot be loaded: {e}", image.name);
+        log!("error: VM '{name}' cannot be loaded: {e}");
         system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
     vm
 }
 
 /// Records VM `vm`'s channel ends (peers, doorbells, device-tree view) and
-/// passthrough devices (their SPIs routed to its vCPU 0's CPU).
-fn wire_channels_and_devices(vm: &mut Vm, bundle: &Bundle<'static>) {
-    let id = vm.id;
-    for c in 0..bundle.channel_count() {
-        let ch = bundle
-            .channel(c)
-            .expect("Bundle::parse validated every channel");
-        for (me, peer) in [(0, 1), (1, 0)] {
-            let (end, other) = (ch.ends[me], ch.ends[peer]);
-            if end.vm as usize != id {
-                continue;
-            }
-            let slot = end.id as usize;
-            let peer_name = bundle.vm(other.vm as usize).map_or("", |p| p.name);
-            vm.channels[slot] = vm::ChannelPort {
-                peer_vm: other.vm as usize,
-                peer_spi: other.spi,
-            };
-            vm.dt_channels[slot] = stratum_core::guest_dt::GuestChannel {
-                id: end.id,
-                name: ch.name,
-                peer: peer_name,
-                shm: IpaRange::new(Ipa(end.ipa), ch.size).expect("validated by Bundle::parse"),
-                spi: end.spi,
-            };
-            vm.channel_count = vm.channel_count.max(slot + 1);
-        }
+/// passthrough devices (their SPIs routed as the plan says), as planned.
+fn wire_channels_and_devices(vm: &mut Vm, plan: &BootPlan<'static>) {
+    for end in plan.channel_ends(vm.id) {
+        vm.channels[end.slot] = vm::ChannelPort {
+            peer_vm: end.peer_vm,
+            peer_spi: end.peer_spi,
+        };
+        vm.dt_channels[end.slot] = end.guest;
     }
-    for d in (0..bundle.device_count()).filter_map(|i| bundle.device(i)) {
-        if d.vm as usize != id || vm.device_count == vm::DEVICES {
-            continue;
-        }
+    vm.channel_count = plan.channel_slots(vm.id);
+    for d in plan.devices(vm.id) {
         let spis = d.spis();
         let mut dev = vm::PassthroughDevice {
             name: d.name,
             compatible: d.compatible,
-            regs: IpaRange::new(Ipa(d.base), d.size).expect("validated by Bundle::parse"),
+            regs: d.regs,
             spis: [0; stratum_abi::limits::IRQS_PER_DEVICE],
             spi_count: spis.len(),
         };
         dev.spis[..spis.len()].copy_from_slice(spis);
         vm.devices[vm.device_count] = dev;
         vm.device_count += 1;
-        for &spi in spis {
-            irq::add_passthrough(32 + spi, id, vm_pcpu0(bundle, id));
+        for intid in d.intids() {
+            irq::add_passthrough(intid, vm.id, d.route_cpu);
         }
     }
-}
-
-/// The physical CPU of VM `id`'s vCPU 0 (where its passthrough interrupts
-/// are routed).
-fn vm_pcpu0(bundle: &Bundle<'static>, id: usize) -> usize {
-    bundle.vm(id).map_or(0, |i| usize::from(i.pcpus[0]))
 }
 
 /// What secondary CPUs need from the boot CPU's discoveries.
@@ -491,47 +377,12 @@ unsafe fn host_dtb(addr: usize) -> Option<&'static [u8]> {
         return None;
     }
     // SAFETY: per the caller, `addr` is the DTB in mapped RAM; its header is
-    // 40 bytes long, and `totalsize` (big-endian at offset 4) bounds the blob.
+    // 40 bytes long, so its first 8 (magic and `totalsize`) can be read, and
+    // `host_dtb_size` accepts only a `totalsize` that bounds the blob.
     unsafe {
-        let header = core::slice::from_raw_parts(addr as *const u8, 8);
-        if header[..4] != [0xd0, 0x0d, 0xfe, 0xed] {
-            return None;
-        }
-        let size = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        if !(40..=(16 << 20)).contains(&size) {
-            return None;
-        }
+        let header = (addr as *const [u8; 8]).read();
+        let size = bootplan::host_dtb_size(header)?;
         Some(core::slice::from_raw_parts(addr as *const u8, size))
-    }
-}
-
-/// Asks the firmware once which Spectre workarounds it implements, so guests
-/// get the same answers (DESIGN.md: never advertise what firmware lacks).
-fn probe_firmware(conduit: Conduit) -> FirmwareFeatures {
-    let call = |args: [u64; 4]| firmware::call(conduit, args)[0] as i64;
-    // PSCI_FEATURES(SMCCC_VERSION) tells whether SMCCC_VERSION exists at all;
-    // an unknown SMC to firmware that lacks it could be undefined.
-    let has_version = call([
-        u64::from(smccc::PSCI_FEATURES),
-        u64::from(smccc::SMCCC_VERSION),
-        0,
-        0,
-    ]) == smccc::SUCCESS;
-    if !has_version || call([u64::from(smccc::SMCCC_VERSION), 0, 0, 0]) < 0x1_0001 {
-        return FirmwareFeatures::NONE;
-    }
-    let ask = |wa: u32| {
-        WorkaroundState::from_firmware(
-            firmware::call(
-                conduit,
-                [u64::from(smccc::SMCCC_ARCH_FEATURES), u64::from(wa), 0, 0],
-            )[0],
-        )
-    };
-    FirmwareFeatures {
-        workaround_1: ask(smccc::SMCCC_ARCH_WORKAROUND_1),
-        workaround_2: ask(smccc::SMCCC_ARCH_WORKAROUND_2),
-        workaround_3: ask(smccc::SMCCC_ARCH_WORKAROUND_3),
     }
 }
 
@@ -584,23 +435,14 @@ fn cptr_for_guests() -> u64 {
 }
 
 fn banner(platform: &Platform, bundle: &Bundle<'_>) {
-    let ram: u64 = platform.memory().iter().map(|m| m.size).sum();
     let midr = sysreg::midr_el1();
     log!("Stratum {VERSION} hypervisor at EL2");
     log!(
-        "{} CPU(s) ({}, MIDR {midr:#010x}), {} MiB RAM, GICv{}, console PL011 at {:#x}, PSCI via {}",
-        platform.cpus().len(),
-        id::cpu_name(midr),
-        ram >> 20,
-        match platform.gic.version {
-            stratum_core::platform::GicVersion::V2 => 2,
-            stratum_core::platform::GicVersion::V3 => 3,
-        },
-        platform.uart.map_or(0, |u| u.regs.base.0),
-        match platform.psci.map(|p| p.conduit) {
-            Some(PsciConduit::Smc) => "SMC",
-            Some(PsciConduit::Hvc) => "HVC",
-            None => "nothing (no PSCI node)",
+        "{}",
+        HostSummary {
+            platform,
+            midr,
+            cpu_name: id::cpu_name(midr),
         }
     );
     log!(

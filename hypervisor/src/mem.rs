@@ -1,5 +1,6 @@
-//! Physical memory at EL2: the pool that stage-2 tables come from, and the
-//! carve-out of host RAM that backs guest memory.
+//! Physical memory at EL2: the pool that stage-2 tables come from. (Which
+//! host RAM backs guest memory and channels is the boot plan's decision:
+//! `stratum_core::bootplan`.)
 //!
 //! EL2 maps all RAM identity (VA = PA), so a physical address is usable as a
 //! pointer once it is known to lie in RAM that nothing else owns.
@@ -85,108 +86,5 @@ impl TableMemory for TablePool {
         // SAFETY: as in `read`; the descriptor is visible to the table walker
         // after the caller's DSB.
         unsafe { self.slot(table, index).write_volatile(desc) }
-    }
-}
-
-/// A half-open physical range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PhysRange {
-    /// First byte.
-    pub start: u64,
-    /// One past the last byte.
-    pub end: u64,
-}
-
-/// Most RAM banks and reserved ranges tracked.
-const MAX_RANGES: usize = 8;
-
-/// Host RAM not used by the hypervisor image, the host DTB or the boot
-/// bundle, handed out top-down in 2 MiB-aligned chunks for guest memory.
-pub struct RamAllocator {
-    free: [PhysRange; MAX_RANGES * 2],
-    count: usize,
-}
-
-impl RamAllocator {
-    /// Free RAM = `banks` minus `reserved`.
-    pub fn new(banks: &[PhysRange], reserved: &[PhysRange]) -> Self {
-        let mut me = Self {
-            free: [PhysRange { start: 0, end: 0 }; MAX_RANGES * 2],
-            count: 0,
-        };
-        for bank in banks {
-            me.push(*bank);
-        }
-        for r in reserved {
-            me.remove(*r);
-        }
-        me
-    }
-
-    fn push(&mut self, r: PhysRange) {
-        if r.start < r.end && self.count < self.free.len() {
-            self.free[self.count] = r;
-            self.count += 1;
-        }
-    }
-
-    fn remove(&mut self, cut: PhysRange) {
-        let old = self.free;
-        let n = self.count;
-        self.count = 0;
-        for r in &old[..n] {
-            if cut.end <= r.start || cut.start >= r.end {
-                self.push(*r);
-                continue;
-            }
-            self.push(PhysRange {
-                start: r.start,
-                end: cut.start.max(r.start),
-            });
-            self.push(PhysRange {
-                start: cut.end.min(r.end),
-                end: r.end,
-            });
-        }
-    }
-
-    /// Bytes still free.
-    pub fn free_bytes(&self) -> u64 {
-        self.free[..self.count]
-            .iter()
-            .map(|r| r.end - r.start)
-            .sum()
-    }
-
-    /// Takes `size` bytes aligned to `align` from the top of the highest range
-    /// that fits; prefers 1 GiB alignment when that fits too, so stage 2 can
-    /// use 1 GiB blocks.
-    pub fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
-        const GIB: u64 = 1 << 30;
-        if size >= GIB
-            && let Some(pa) = self.alloc_aligned(size, GIB)
-        {
-            return Some(pa);
-        }
-        self.alloc_aligned(size, align)
-    }
-
-    fn alloc_aligned(&mut self, size: u64, align: u64) -> Option<u64> {
-        let mut best: Option<(usize, u64)> = None;
-        for (i, r) in self.free[..self.count].iter().enumerate() {
-            let Some(top) = r.end.checked_sub(size) else {
-                continue;
-            };
-            let start = top & !(align - 1);
-            if start >= r.start && best.is_none_or(|(_, b)| start > b) {
-                best = Some((i, start));
-            }
-        }
-        let (_, start) = best?;
-        self.remove(PhysRange {
-            start,
-            end: start + size,
-        });
-        Some(start)
     }
 }

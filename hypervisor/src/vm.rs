@@ -15,7 +15,7 @@ use stratum_core::stats::Reason;
 
 use stratum_vgic::Vgic;
 
-use crate::mem::{RamAllocator, TablePool};
+use crate::mem::TablePool;
 use crate::sync::SpinLock;
 use crate::vcpu::{Frame, VcpuContext};
 
@@ -88,8 +88,6 @@ const TWO_MIB: u64 = 2 << 20;
 pub enum VmError {
     /// More vCPUs than this build runs per VM.
     TooManyVcpus(u32),
-    /// Not enough free host RAM for the VM's memory.
-    OutOfMemory(u64),
     /// Guest RAM not 2 MiB aligned or sized, or outside the IPA space.
     BadRam,
     /// Stage-2 tables could not be built.
@@ -114,13 +112,6 @@ impl core::fmt::Display for VmError {
                 f,
                 "{n} vCPUs requested; this version runs {MAX_VCPUS} vCPU per VM"
             ),
-            Self::OutOfMemory(size) => {
-                write!(
-                    f,
-                    "not enough free host RAM for {} MiB of guest memory",
-                    size >> 20
-                )
-            }
             Self::BadRam => write!(f, "guest RAM must be 2 MiB aligned and sized"),
             Self::Stage2(e) => write!(f, "stage-2 tables: {e:?}"),
             Self::Layout(e) => write!(f, "guest memory layout: {e:?}"),
@@ -271,13 +262,14 @@ fn vcpu_affinities() -> [u64; MAX_VCPUS] {
 static DTB_BUF: SpinLock<[u8; DTB_MAX]> = SpinLock::new([0; DTB_MAX]);
 
 impl Vm {
-    /// Creates VM `id`: carves its RAM, builds its stage-2 table.
+    /// Creates VM `id` with its RAM at `ram_pa` (its carve-out of host RAM,
+    /// from the boot plan): builds its stage-2 table.
     pub fn create(
         id: usize,
         image: VmImage<'static>,
         host_gic: &GicInfo,
         s2cfg: Stage2Config,
-        ram_alloc: &mut RamAllocator,
+        ram_pa: Pa,
         pool: &mut TablePool,
         extra: &[ExtraMapping],
     ) -> Result<Self, VmError> {
@@ -288,12 +280,9 @@ impl Vm {
         if !ram.start.is_aligned(TWO_MIB) || ram.size % TWO_MIB != 0 {
             return Err(VmError::BadRam);
         }
-        let pa = ram_alloc
-            .alloc(ram.size, TWO_MIB)
-            .ok_or(VmError::OutOfMemory(ram.size))?;
         let mut table = Stage2Table::new(pool, s2cfg).map_err(VmError::Stage2)?;
         let map_stats = table
-            .map(pool, ram.start, Pa(pa), ram.size, Mapping::RamRwx)
+            .map(pool, ram.start, ram_pa, ram.size, Mapping::RamRwx)
             .map_err(VmError::Stage2)?;
         for m in extra {
             table
@@ -344,7 +333,7 @@ impl Vm {
             id,
             image,
             ram,
-            ram_pa: Pa(pa),
+            ram_pa,
             vttbr: table.vttbr(vmid),
             layout,
             uart: Pl011::new(),

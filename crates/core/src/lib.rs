@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod addr;
+pub mod bootplan;
 pub mod bus;
 pub mod console;
 pub mod esr;
