@@ -13,6 +13,7 @@ use stratum_core::guest_dt::{GuestGic, virt_map};
 use stratum_core::vmexit::GicModel;
 
 use stratum_core::idreg::IdRead;
+use stratum_core::lifecycle::Start;
 use stratum_core::sched::VcpuRef;
 use stratum_core::vmexit::early::{self, Early};
 
@@ -218,8 +219,7 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
         }
         Flow::Block => {
             if sched::is_shared(cpu) {
-                system::with_vm(id, |vm| vm.blocked[v] = true);
-                sched::schedule(cpu);
+                sched::block(cpu);
             }
             irq::wait_for_interrupt(cpu, me);
         }
@@ -234,7 +234,8 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
         false
     });
     if park {
-        system::park_vcpu(cpu, me);
+        // The lifecycle parks it as it leaves.
+        sched::schedule(cpu);
     }
 }
 
@@ -280,10 +281,6 @@ fn log_injection(vm: &Vm, info: &ExitInfo, inj: &Injection, last_abort: Option<A
     }
 }
 
-/// Aborts injected in a row at the guest's own exception vectors after which
-/// the VM counts as crashed: its handler cannot even be fetched or run.
-const VECTOR_FAULT_LIMIT: u32 = 4;
-
 /// The exit policy for a synchronous exit of vCPU `v`, under its VM's lock:
 /// decodes the syndrome, emulates, and says what is left to do.
 fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
@@ -319,7 +316,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
         ram: vm.ram,
         uart_regs: virt_map::UART,
         uart: &mut vm.uart,
-        vcpus: &mut vm.power[..vm.image.vcpus as usize],
+        vcpus: vm.life.psci_view(),
         firmware: settings.firmware,
         pstate_features: settings.pstate_features,
         stats: telemetry::stats(id, v),
@@ -344,26 +341,42 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     if let Some(c) = model.counted {
         telemetry::trace(id, v, c.reason, c.detail);
     }
-    if let Action::Inject(inj) = action {
-        log_injection(vm, &info, &inj, last_abort);
-        // An exception the guest cannot take: the abort is injected at its
-        // own vector table (which is unmapped, or faults at once). Each
-        // injection lands there again: an exception loop, i.e. a crash.
-        let vbar = sysreg::vbar_el1();
-        if info.pc.wrapping_sub(vbar) < 0x800 {
-            vm.vector_faults += 1;
-        } else {
-            vm.vector_faults = 0;
+    match action {
+        Action::Inject(inj) => {
+            log_injection(vm, &info, &inj, last_abort);
+            // An exception the guest cannot take: the abort is injected at its
+            // own vector table (which is unmapped, or faults at once). Each
+            // injection lands there again: an exception loop, i.e. a crash.
+            let vbar = sysreg::vbar_el1();
+            if vm.life.abort_injected(info.pc, vbar) {
+                log!(
+                    "vm{} '{}': exception loop at its vector table (VBAR_EL1 {vbar:#x}, pc {:#x}): the guest crashed",
+                    vm.id,
+                    vm.image.name,
+                    info.pc
+                );
+                return Action::Stop(StopReason::Crashed);
+            }
         }
-        if vm.vector_faults >= VECTOR_FAULT_LIMIT {
-            log!(
-                "vm{} '{}': exception loop at its vector table (VBAR_EL1 {vbar:#x}, pc {:#x}): the guest crashed",
-                vm.id,
-                vm.image.name,
-                info.pc
+        // PSCI changed a power state: the lifecycle follows under this
+        // same hold of the VM lock.
+        Action::CpuOn {
+            target,
+            entry,
+            context_id,
+            ..
+        } => {
+            let fx = vm.life.cpu_on(
+                target,
+                Start {
+                    entry,
+                    x0: context_id,
+                },
             );
-            return Action::Stop(StopReason::Crashed);
+            irq::kick_cpus(fx.kick, smp::current_cpu());
         }
+        Action::CpuOff | Action::Stop(StopReason::AllCpusOff) => vm.life.cpu_off(v),
+        _ => {}
     }
     action
 }
@@ -407,21 +420,9 @@ fn apply_action(action: Action, cpu: usize, me: VcpuRef) -> Flow {
             }
             Flow::Resume
         }
-        Action::CpuOn {
-            target,
-            entry,
-            context_id,
-            advance,
-        } => {
-            // PSCI already marked the target ON_PENDING; its physical CPU
-            // takes the request and marks it ON when it runs it.
-            let target_cpu = system::with_vm(id, |vm| {
-                vm.start[target] = Some((entry, context_id));
-                vm.pcpu[target]
-            });
-            if target_cpu != cpu {
-                irq::kick(target_cpu);
-            }
+        // The lifecycle recorded the start and kicked the target's CPU
+        // (`sync_policy`); its CPU claims it and marks it ON.
+        Action::CpuOn { advance, .. } => {
             if advance {
                 advance_pc();
             }

@@ -25,6 +25,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
+use stratum_core::lifecycle::CpuSet;
 use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::sched::VcpuRef;
 use stratum_core::stats::Reason;
@@ -240,6 +241,14 @@ pub fn kick(target: usize) {
             log!("cannot kick CPU {target}: {e}");
         }
     });
+}
+
+/// Kicks the CPUs of `set` but `cpu` (the caller's own, which looks at its
+/// vCPUs anyway before it runs a guest).
+pub fn kick_cpus(set: CpuSet, cpu: usize) {
+    for target in set.without(cpu).iter() {
+        kick(target);
+    }
 }
 
 impl Irqs {
@@ -479,10 +488,9 @@ pub fn send_kicks(vm: &mut Vm, cpu: usize) {
     while mask != 0 {
         let other = mask.trailing_zeros() as usize;
         mask &= mask - 1;
-        let target = vm.pcpu.get(other).copied().unwrap_or(cpu);
-        let started = vm.running.get(other).copied().unwrap_or(false)
-            || vm.start.get(other).is_some_and(Option::is_some);
-        if target != cpu && started {
+        if let Some(target) = vm.life.kick_target(other)
+            && target != cpu
+        {
             kick(target);
         }
     }

@@ -23,8 +23,7 @@ mod vcpu;
 mod vm;
 
 use stratum_abi::bundle::{
-    Bundle, FLAG_CONSOLE_COLOR, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT, KernelKind,
-    OnCrash, StopPolicy, VmImage,
+    Bundle, FLAG_CONSOLE_COLOR, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT, KernelKind, VmImage,
 };
 use stratum_abi::exit as exit_status;
 use stratum_abi::smccc;
@@ -252,15 +251,15 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
             &extra[..n],
         );
         for v in 0..vm.vcpu_count() {
-            cpus_needed = cpus_needed.max(vm.pcpu[v] + 1);
+            let pcpu = vm.life.pcpu(v);
+            cpus_needed = cpus_needed.max(pcpu + 1);
             let r = VcpuRef {
                 vm: id as u8,
                 vcpu: v as u8,
             };
-            if !sched::place(r, vm.pcpu[v]) {
+            if !sched::place(r, pcpu) {
                 log!(
-                    "error: too many vCPUs share CPU {} (at most {})",
-                    vm.pcpu[v],
+                    "error: too many vCPUs share CPU {pcpu} (at most {})",
                     stratum_core::sched::MAX_QUEUE
                 );
                 system::shutdown(exit_status::BAD_BOOT_INPUT);
@@ -271,7 +270,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     }
     for id in 0..bundle.vm_count() {
         let shared = system::with_vm(id, |vm| {
-            (0..vm.vcpu_count()).any(|v| sched::is_shared(vm.pcpu[v]))
+            (0..vm.vcpu_count()).any(|v| sched::is_shared(vm.life.pcpu(v)))
         });
         system::set_time_shared(id, shared);
     }
@@ -281,7 +280,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         .sum();
     system::set_mem_info([tables_used, ram_used, tables_free]);
     let slice_us = u64::from(system_info.slice_us);
-    system::set_stop_on_first(system_info.stop == StopPolicy::Any);
+    system::set_stop_policy(system_info.stop);
     console::set_color(bundle.flags() & FLAG_CONSOLE_COLOR != 0);
     irq::enable_passthrough(0);
     sched::configure(
@@ -372,15 +371,13 @@ fn create_vm(
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
     };
-    vm.restart_on_crash = image.on_crash == OnCrash::Restart;
     wire_channels_and_devices(&mut vm, bundle);
     for v in 0..vm.vcpu_count() {
-        vm.pcpu[v] = usize::from(image.pcpus[v]);
-        if vm.pcpu[v] >= host_cpus {
+        if vm.life.pcpu(v) >= host_cpus {
             log!(
                 "error: VM '{}' places vCPU {v} on CPU {}, but the machine has {host_cpus} CPUs",
                 image.name,
-                vm.pcpu[v]
+                vm.life.pcpu(v)
             );
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
@@ -408,11 +405,14 @@ fn create_vm(
         vm.vttbr >> 48,
         pool.used_pages()
     );
-    if let Err(e) = vm.load() {
-        log!("error: VM '{}' cannot be loaded: {e}", image.name);
-        system::shutdown(exit_status::BAD_BOOT_INPUT);
+    match vm.load() {
+        // No CPU schedules yet: each picks its vCPUs up when it starts.
+        Ok(_boot) => vm,
+        Err(e) => {
+            log!("error: VM '{}' cannot be loaded: {e}", image.name);
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
     }
-    vm
 }
 
 /// Records VM `vm`'s channel ends (peers, doorbells, device-tree view) and
