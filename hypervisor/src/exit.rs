@@ -20,7 +20,7 @@ use stratum_core::vmexit::early::{self, Early};
 use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu};
 use crate::vm::Vm;
-use crate::{irq, log, sched, smp, system, telemetry};
+use crate::{irq, lifecycle, log, sched, smp, system, telemetry};
 
 /// The glue's side of [`ExitEnv`], for one VM.
 struct Env {
@@ -206,7 +206,7 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
         kind::SERROR => {
             telemetry::count(id, v, Reason::SError, 0);
             system::with_vm(id, |vm| irq::fold_on(vm, v, cpu));
-            system::stop_vm(cpu, me, StopReason::Crashed)
+            lifecycle::stop_vm(cpu, me, StopReason::Crashed)
         }
         other => panic!("unknown exit kind {other}"),
     };
@@ -449,8 +449,8 @@ fn apply_action(action: Action, cpu: usize, me: VcpuRef) -> Flow {
             }
             Flow::Resume
         }
-        Action::Reset => system::reset_vm(cpu, me),
-        Action::Stop(reason) => system::stop_vm(cpu, me, reason),
+        Action::Reset => lifecycle::reset_vm(cpu, me),
+        Action::Stop(reason) => lifecycle::stop_vm(cpu, me, reason),
     }
 }
 

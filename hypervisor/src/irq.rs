@@ -17,7 +17,7 @@
 //! CPU should see (an SGI, an SPI, a doorbell), that CPU is kicked with a
 //! physical SGI ([`KICK_SGI`]) so it exits and refills its LRs, or wakes
 //! from idling in `wfi` and reschedules. The guest timers' interrupts belong
-//! to the vCPU whose context is loaded on the CPU ([`sched::loaded`]); the
+//! to the vCPU whose context is loaded on the CPU ([`percpu::loaded`]); the
 //! EL2 physical timer ([`PREEMPT_INTID`]) ends time slices and wakes an idle
 //! CPU at a saved timer's deadline.
 
@@ -35,7 +35,7 @@ use crate::head::MAX_CPUS;
 use crate::sync::SpinLock;
 use crate::vcpu::VcpuContext;
 use crate::vm::Vm;
-use crate::{console, log, sched, smp, system};
+use crate::{console, log, percpu, smp, system};
 
 /// The virtual interface's maintenance interrupt (PPI 9).
 pub const MAINTENANCE_INTID: u32 = 25;
@@ -505,7 +505,7 @@ pub fn service(cpu: usize) -> bool {
     // The timers' interrupts are classes too: whenever there are some, the
     // loaded vCPU is looked up (once) for both counting and forwarding.
     let loaded = if acks.classes != 0 {
-        sched::loaded(cpu)
+        percpu::loaded(cpu)
     } else {
         None
     };

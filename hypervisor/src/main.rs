@@ -12,8 +12,10 @@ mod console;
 mod exit;
 mod head;
 mod irq;
+mod lifecycle;
 mod mem;
 mod panic;
+mod percpu;
 mod sched;
 mod smp;
 mod sync;
@@ -269,9 +271,11 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         system::install_vm(vm);
     }
     for id in 0..bundle.vm_count() {
-        let shared = system::with_vm(id, |vm| {
-            (0..vm.vcpu_count()).any(|v| sched::is_shared(vm.life.pcpu(v)))
-        });
+        // One lock at a time: a CPU's scheduling state is never taken under
+        // a VM's lock (system.rs, lock order).
+        let shared = (0..system::with_vm(id, |vm| vm.vcpu_count()))
+            .map(|v| system::with_vm(id, |vm| vm.life.pcpu(v)))
+            .any(sched::is_shared);
         system::set_time_shared(id, shared);
     }
     let (tables_used, tables_free) = pool.usage();

@@ -27,10 +27,11 @@
 //! reset is reloaded here ([`reload`]), other CPUs are kicked.
 //!
 //! Locking: this CPU's own state ([`CpuState`]) is only touched by this CPU
-//! (and by the boot CPU before the others start); a VM's state is behind its
-//! lock in [`system`]. The two are never held together.
+//! (and by the boot CPU before the others start), and never held together
+//! with another lock; a VM's state is behind its lock in [`system`] (the
+//! lock order is written there).
 
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use stratum_arch::{barrier, fpsimd, sysreg};
 use stratum_core::lifecycle::{Claim, Leave, SavedTimers};
@@ -39,15 +40,12 @@ use stratum_core::sched::{RunQueue, VcpuRef};
 use crate::head::{self, MAX_CPUS};
 use crate::sync::SpinLock;
 use crate::vm::Vm;
-use crate::{console, irq, system};
+use crate::{console, irq, percpu, system};
 
-/// What this CPU runs and what its registers hold.
+/// What this CPU runs (besides [`percpu`]'s records).
 struct CpuState {
     /// The vCPUs placed here.
     queue: RunQueue,
-    /// Whose context (EL1, timers, virtual CPU interface) is in the
-    /// registers; it stays there while the CPU idles.
-    loaded: Option<VcpuRef>,
     /// Whose FP/SIMD registers are in the registers.
     fp_owner: Option<VcpuRef>,
 }
@@ -55,14 +53,9 @@ struct CpuState {
 static CPUS: [SpinLock<CpuState>; MAX_CPUS] = [const {
     SpinLock::new(CpuState {
         queue: RunQueue::new(),
-        loaded: None,
         fp_owner: None,
     })
 }; MAX_CPUS];
-
-/// Each CPU's current vCPU (`vm << 8 | vcpu`), or [`NONE`].
-static CURRENT: [AtomicU16; MAX_CPUS] = [const { AtomicU16::new(NONE) }; MAX_CPUS];
-const NONE: u16 = u16::MAX;
 
 /// The time slice on time-shared CPUs, in counter ticks.
 static SLICE_TICKS: AtomicU64 = AtomicU64::new(0);
@@ -100,40 +93,23 @@ pub fn is_shared(cpu: usize) -> bool {
     CPUS[cpu].lock().queue.is_shared()
 }
 
-fn pack(v: VcpuRef) -> u16 {
-    u16::from(v.vm) << 8 | u16::from(v.vcpu)
-}
-
-fn unpack(raw: u16) -> Option<VcpuRef> {
-    (raw != NONE).then_some(VcpuRef {
-        vm: (raw >> 8) as u8,
-        vcpu: raw as u8,
-    })
-}
-
 /// The vCPU `cpu` runs (the one whose exit is being handled).
 pub fn current(cpu: usize) -> VcpuRef {
-    unpack(CURRENT[cpu].load(Ordering::Relaxed)).expect("a guest exit on a CPU with no vCPU")
-}
-
-/// The vCPU whose timers and CPU-interface state are live on `cpu` (the
-/// one physical timer interrupts belong to).
-pub fn loaded(cpu: usize) -> Option<VcpuRef> {
-    CPUS[cpu].lock().loaded
+    percpu::current(cpu).expect("a guest exit on a CPU with no vCPU")
 }
 
 /// Forgets `v`'s live state on `cpu` (it parked: powered off, or its VM
 /// restarts or stopped): its timers stop, its interrupts in flight are
 /// dropped, and its FP registers will not be saved.
 fn discard(cpu: usize, v: VcpuRef) {
-    let was_loaded = {
+    {
         let mut st = CPUS[cpu].lock();
         if st.fp_owner == Some(v) {
             st.fp_owner = None;
         }
-        st.loaded.take_if(|l| *l == v).is_some()
-    };
-    if was_loaded {
+    }
+    if percpu::loaded(cpu) == Some(v) {
+        percpu::set_loaded(cpu, None);
         irq::reset_cpu();
     }
 }
@@ -154,15 +130,13 @@ pub fn block(cpu: usize) -> ! {
 }
 
 fn run_next(cpu: usize, why: Leave) -> ! {
-    if let Some(cur) = unpack(CURRENT[cpu].swap(NONE, Ordering::Relaxed)) {
+    if let Some(cur) = percpu::take_current(cpu) {
         leave(cpu, cur, why);
     }
     loop {
         // Only this CPU changes its queue: pick on a copy, store it back.
-        let (mut queue, loaded) = {
-            let st = CPUS[cpu].lock();
-            (st.queue, st.loaded)
-        };
+        let mut queue = CPUS[cpu].lock().queue;
+        let loaded = percpu::loaded(cpu);
         let mut claimed = Claim::Resume;
         let next = queue.pick(|r| claim(r, loaded).inspect(|&c| claimed = c).is_some());
         CPUS[cpu].lock().queue = queue;
@@ -268,10 +242,11 @@ fn idle(cpu: usize, queue: &RunQueue, loaded: Option<VcpuRef>) {
 /// just started), and prepares its entry.
 fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
     let pauth = PAUTH.load(Ordering::Relaxed);
-    let (loaded, mut fp_owner, shared) = {
+    let (mut fp_owner, shared) = {
         let st = CPUS[cpu].lock();
-        (st.loaded, st.fp_owner, st.queue.is_shared())
+        (st.fp_owner, st.queue.is_shared())
     };
+    let loaded = percpu::loaded(cpu);
     let v = usize::from(next.vcpu);
     let fresh = matches!(claim, Claim::Start(_));
     if fresh && fp_owner == Some(next) {
@@ -311,12 +286,9 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
     } else {
         irq::disarm_preemption();
     }
-    {
-        let mut st = CPUS[cpu].lock();
-        st.loaded = Some(next);
-        st.fp_owner = fp_owner;
-    }
-    CURRENT[cpu].store(pack(next), Ordering::Relaxed);
+    CPUS[cpu].lock().fp_owner = fp_owner;
+    percpu::set_loaded(cpu, Some(next));
+    percpu::set_current(cpu, next);
     barrier::isb();
 }
 

@@ -1,24 +1,43 @@
-//! Global hypervisor state: the VMs, what the firmware offers, the VM
-//! lifecycle requests (reset, stop; `stratum_core::lifecycle` decides) and
-//! how to stop the machine.
+//! Global hypervisor state: the VMs, each behind its own lock, what the
+//! firmware offers, the machine-wide settings, and how to stop the machine.
+//! What happens to a VM over its life is `stratum_core::lifecycle`'s
+//! decision (held in each [`Vm`]) and `lifecycle.rs`'s and `sched.rs`'s
+//! doing.
 //!
-//! Each VM sits behind its own lock; the exits of different VMs never wait
-//! for each other. Code never holds two VM locks at once.
+//! # Lock order
+//!
+//! Every lock in the hypervisor, in the order they may be taken: code that
+//! holds one may take only those below it.
+//!
+//! 1. A VM's lock ([`with_vm`], [`try_with_vm`]). At most one at a time: no
+//!    code holds two VM locks. Code that concerns several VMs (a doorbell,
+//!    the stop check, a scheduler's pick over a shared CPU's queue) takes
+//!    them one after the other. A vCPU's lifecycle events (claim, leave,
+//!    `CPU_ON`, reset, stop) happen under its VM's lock, and so does
+//!    everything that reads or writes the vCPU's saved context or frame.
+//! 2. `vm::DTB_BUF`, while the VM whose lock is held is loaded.
+//! 3. This CPU's interrupt state (`irq::IRQS`), a CPU's kick target
+//!    (`irq::KICK_TARGETS`), the passthrough routes (`irq::ROUTES`): each
+//!    taken and released before any other of the three.
+//! 4. The console (`console::CONSOLE`); the telemetry block takes no lock.
+//!
+//! Outside the order: a CPU's scheduling state (`sched::CPUS`) is only
+//! touched by its own CPU and never held together with any other lock; the
+//! per-CPU current and loaded vCPUs (`percpu`) are atomics. [`mem_info`]'s
+//! lock and the boot-time records are leaves. No lock is held while a CPU
+//! idles in `wfi`, spins, or runs a guest.
 
 use stratum_abi::bundle::StopPolicy;
 use stratum_arch::firmware::{self, Conduit};
 use stratum_arch::semihosting;
 use stratum_core::inject::PstateFeatures;
-use stratum_core::lifecycle::{self, Outcome, Request, VmState};
+use stratum_core::lifecycle::VmState;
 use stratum_core::psci::FirmwareFeatures;
-use stratum_core::sched::VcpuRef;
-use stratum_core::vmexit::StopReason;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::sync::{Once, SpinLock};
 use crate::vm::Vm;
-use crate::{console, irq, log, sched, telemetry};
 
 /// Machine-wide settings fixed at boot.
 #[derive(Clone, Copy)]
@@ -127,73 +146,6 @@ pub fn with_vm<R>(id: usize, f: impl FnOnce(&mut Vm) -> R) -> R {
 /// Runs `f` on VM `id` if it exists.
 pub fn try_with_vm<R>(id: usize, f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
     VMS.get(id)?.lock().as_mut().map(f)
-}
-
-/// Restarts `me`'s VM from its pristine image, on behalf of `me` (running
-/// on `cpu`). Every vCPU of the VM parks (those on other CPUs are kicked
-/// out of their guests), and the last one to leave its CPU reloads the VM.
-/// Never returns.
-pub fn reset_vm(cpu: usize, me: VcpuRef) -> ! {
-    request(cpu, me, Request::Reset)
-}
-
-/// Stops `me`'s VM for `reason` (or restarts it, if it crashed and its
-/// config says so), and schedules. Stops the machine when the stop policy
-/// says so: every VM stopped, or (`stop = "any"`) this one. Never returns.
-pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
-    request(cpu, me, Request::Stop(reason))
-}
-
-fn request(cpu: usize, me: VcpuRef, request: Request) -> ! {
-    let id = usize::from(me.vm);
-    let (outcome, fx) = with_vm(id, |vm| {
-        let (outcome, fx) = vm.life.request(request);
-        match outcome {
-            Outcome::Resetting { crashed: true } => log!(
-                "vm{} '{}' crashed: restarting it (on_crash = \"restart\")",
-                vm.id,
-                vm.image.name
-            ),
-            Outcome::Resetting { crashed: false } => log!(
-                "vm{} '{}': reset requested: reloading its image",
-                vm.id,
-                vm.image.name
-            ),
-            Outcome::Stopped(reason) => {
-                log!(
-                    "vm{} '{}' stopped ({reason:?}) after {} boot(s)",
-                    vm.id,
-                    vm.image.name,
-                    vm.boot_count,
-                );
-                telemetry::vm_stopped(id, reason == StopReason::Crashed, vm.boot_count);
-                telemetry::print_vm(id);
-            }
-            // A reset or stop under way wins; `me` parks with the others.
-            Outcome::Unchanged => {}
-        }
-        if outcome != Outcome::Unchanged {
-            console::set_state(id, vm.life.vm_state().into());
-        }
-        (outcome, fx)
-    });
-    irq::kick_cpus(fx.kick, cpu);
-    if let Outcome::Stopped(_) = outcome {
-        irq::release_passthrough(id);
-        if let Some(stop) = lifecycle::machine_stop(stop_policy(), vm_states()) {
-            log!(
-                "{}: stopping",
-                if stop.all_stopped {
-                    "no VM left running"
-                } else {
-                    "a VM stopped and the system stops with the first"
-                }
-            );
-            shutdown(stop.status);
-        }
-    }
-    // `me` is parking now: the scheduler parks it as it leaves.
-    sched::schedule(cpu)
 }
 
 /// Stops the machine with `status` (semihosting when available, else PSCI
