@@ -185,6 +185,9 @@ extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
                     irq::fill_on(vm, v, cpu);
                     return None;
                 }
+                if !finished {
+                    follow_psci(vm, v, cpu, &action);
+                }
                 Some((action, finished))
             });
             match left {
@@ -341,25 +344,32 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     if let Some(c) = model.counted {
         telemetry::trace(id, v, c.reason, c.detail);
     }
-    match action {
-        Action::Inject(inj) => {
-            log_injection(vm, &info, &inj, last_abort);
-            // An exception the guest cannot take: the abort is injected at its
-            // own vector table (which is unmapped, or faults at once). Each
-            // injection lands there again: an exception loop, i.e. a crash.
-            let vbar = sysreg::vbar_el1();
-            if vm.life.abort_injected(info.pc, vbar) {
-                log!(
-                    "vm{} '{}': exception loop at its vector table (VBAR_EL1 {vbar:#x}, pc {:#x}): the guest crashed",
-                    vm.id,
-                    vm.image.name,
-                    info.pc
-                );
-                return Action::Stop(StopReason::Crashed);
-            }
+    if let Action::Inject(inj) = action {
+        log_injection(vm, &info, &inj, last_abort);
+        // An exception the guest cannot take: the abort is injected at its
+        // own vector table (which is unmapped, or faults at once). Each
+        // injection lands there again: an exception loop, i.e. a crash.
+        let vbar = sysreg::vbar_el1();
+        if vm.life.abort_injected(info.pc, vbar) {
+            log!(
+                "vm{} '{}': exception loop at its vector table (VBAR_EL1 {vbar:#x}, pc {:#x}): the guest crashed",
+                vm.id,
+                vm.image.name,
+                info.pc
+            );
+            return Action::Stop(StopReason::Crashed);
         }
-        // PSCI changed a power state: the lifecycle follows under this
-        // same hold of the VM lock.
+    }
+    action
+}
+
+/// Reports what PSCI changed in its view of the vCPUs (an accepted
+/// `CPU_ON`, the caller's `CPU_OFF`) to the lifecycle, in the same hold of
+/// the VM lock as the call: nothing sees the two disagree, and a `CPU_ON`
+/// that races its target's own `CPU_OFF` exit is not lost. Off the fast
+/// path: only actions the exit does not finish in place come here.
+fn follow_psci(vm: &mut Vm, v: usize, cpu: usize, action: &Action) {
+    match *action {
         Action::CpuOn {
             target,
             entry,
@@ -373,12 +383,11 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
                     x0: context_id,
                 },
             );
-            irq::kick_cpus(fx.kick, smp::current_cpu());
+            irq::kick_cpus(fx.kick, cpu);
         }
         Action::CpuOff | Action::Stop(StopReason::AllCpusOff) => vm.life.cpu_off(v),
         _ => {}
     }
-    action
 }
 
 /// Carries out what the policy left for the glue outside the VM lock
@@ -421,7 +430,7 @@ fn apply_action(action: Action, cpu: usize, me: VcpuRef) -> Flow {
             Flow::Resume
         }
         // The lifecycle recorded the start and kicked the target's CPU
-        // (`sync_policy`); its CPU claims it and marks it ON.
+        // (`follow_psci`); its CPU claims it and marks it ON.
         Action::CpuOn { advance, .. } => {
             if advance {
                 advance_pc();

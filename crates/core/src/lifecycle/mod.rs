@@ -448,7 +448,8 @@ impl VmLifecycle {
     /// its CPU, if it was started (a vCPU that is off takes no interrupt).
     #[inline]
     pub fn kick_target(&self, v: usize) -> Option<usize> {
-        match self.vcpus[..self.count].get(v)? {
+        // vCPUs beyond the VM's count are always `Off`.
+        match self.vcpus.get(v)? {
             VcpuState::Off => None,
             _ => Some(usize::from(self.pcpu[v])),
         }
