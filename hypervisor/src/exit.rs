@@ -14,13 +14,14 @@ use stratum_core::vmexit::{
 use stratum_vgic::Vgic;
 
 use stratum_core::idreg::IdRead;
+use stratum_core::lifecycle::Start;
 use stratum_core::sched::VcpuRef;
 use stratum_core::vmexit::early::{self, Early};
 
 use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu};
 use crate::vm::Vm;
-use crate::{irq, log, sched, smp, system, telemetry};
+use crate::{irq, lifecycle, log, sched, smp, system, telemetry};
 
 /// The glue's side of [`ExitEnv`], for one VM.
 struct Env {
@@ -224,6 +225,9 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
                     irq::fill_on(vm, v, cpu);
                     return None;
                 }
+                if !finished {
+                    follow_psci(vm, v, cpu, &action);
+                }
                 Some((action, finished))
             });
             match left {
@@ -245,7 +249,7 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
         kind::SERROR => {
             telemetry::count(id, v, Reason::SError, 0);
             system::with_vm(id, |vm| irq::fold_on(vm, v, cpu));
-            system::stop_vm(cpu, me, StopReason::Crashed)
+            lifecycle::stop_vm(cpu, me, StopReason::Crashed)
         }
         other => panic!("unknown exit kind {other}"),
     };
@@ -258,8 +262,7 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
         }
         Flow::Block => {
             if sched::is_shared(cpu) {
-                system::with_vm(id, |vm| vm.blocked[v] = true);
-                sched::schedule(cpu);
+                sched::block(cpu);
             }
             irq::wait_for_interrupt(cpu, me);
         }
@@ -274,7 +277,8 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
         false
     });
     if park {
-        system::park_vcpu(cpu, me);
+        // The lifecycle parks it as it leaves.
+        sched::schedule(cpu);
     }
 }
 
@@ -359,10 +363,6 @@ fn log_injection(vm: &Vm, info: &ExitInfo, inj: &Injection, last_abort: Option<A
     }
 }
 
-/// Aborts injected in a row at the guest's own exception vectors after which
-/// the VM counts as crashed: its handler cannot even be fetched or run.
-const VECTOR_FAULT_LIMIT: u32 = 4;
-
 /// The exit policy for a synchronous exit of vCPU `v`, under its VM's lock:
 /// decodes the syndrome, emulates, and says what is left to do.
 fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
@@ -398,7 +398,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
         bus: &vm.bus,
         devices: &mut devices,
         effects: Effects::default(),
-        vcpus: &mut vm.power[..vm.image.vcpus as usize],
+        vcpus: vm.life.psci_view(),
         firmware: settings.firmware,
         pstate_features: settings.pstate_features,
         stats: telemetry::stats(id, v),
@@ -428,12 +428,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
         // own vector table (which is unmapped, or faults at once). Each
         // injection lands there again: an exception loop, i.e. a crash.
         let vbar = sysreg::vbar_el1();
-        if info.pc.wrapping_sub(vbar) < 0x800 {
-            vm.vector_faults += 1;
-        } else {
-            vm.vector_faults = 0;
-        }
-        if vm.vector_faults >= VECTOR_FAULT_LIMIT {
+        if vm.life.abort_injected(info.pc, vbar) {
             log!(
                 "vm{} '{}': exception loop at its vector table (VBAR_EL1 {vbar:#x}, pc {:#x}): the guest crashed",
                 vm.id,
@@ -444,6 +439,33 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
         }
     }
     action
+}
+
+/// Reports what PSCI changed in its view of the vCPUs (an accepted
+/// `CPU_ON`, the caller's `CPU_OFF`) to the lifecycle, in the same hold of
+/// the VM lock as the call: nothing sees the two disagree, and a `CPU_ON`
+/// that races its target's own `CPU_OFF` exit is not lost. Off the fast
+/// path: only actions the exit does not finish in place come here.
+fn follow_psci(vm: &mut Vm, v: usize, cpu: usize, action: &Action) {
+    match *action {
+        Action::CpuOn {
+            target,
+            entry,
+            context_id,
+            ..
+        } => {
+            let fx = vm.life.cpu_on(
+                target,
+                Start {
+                    entry,
+                    x0: context_id,
+                },
+            );
+            irq::kick_cpus(fx.kick, cpu);
+        }
+        Action::CpuOff | Action::Stop(StopReason::AllCpusOff) => vm.life.cpu_off(v),
+        _ => {}
+    }
 }
 
 /// Carries out what the policy left for the glue outside the VM lock
@@ -485,21 +507,9 @@ fn apply_action(action: Action, cpu: usize, me: VcpuRef) -> Flow {
             }
             Flow::Resume
         }
-        Action::CpuOn {
-            target,
-            entry,
-            context_id,
-            advance,
-        } => {
-            // PSCI already marked the target ON_PENDING; its physical CPU
-            // takes the request and marks it ON when it runs it.
-            let target_cpu = system::with_vm(id, |vm| {
-                vm.start[target] = Some((entry, context_id));
-                vm.pcpu[target]
-            });
-            if target_cpu != cpu {
-                irq::kick(target_cpu);
-            }
+        // The lifecycle recorded the start and kicked the target's CPU
+        // (`follow_psci`); its CPU claims it and marks it ON.
+        Action::CpuOn { advance, .. } => {
             if advance {
                 advance_pc();
             }
@@ -526,8 +536,8 @@ fn apply_action(action: Action, cpu: usize, me: VcpuRef) -> Flow {
             }
             Flow::Resume
         }
-        Action::Reset => system::reset_vm(cpu, me),
-        Action::Stop(reason) => system::stop_vm(cpu, me, reason),
+        Action::Reset => lifecycle::reset_vm(cpu, me),
+        Action::Stop(reason) => lifecycle::stop_vm(cpu, me, reason),
     }
 }
 

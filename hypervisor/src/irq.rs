@@ -17,7 +17,7 @@
 //! CPU should see (an SGI, an SPI, a doorbell), that CPU is kicked with a
 //! physical SGI ([`KICK_SGI`]) so it exits and refills its LRs, or wakes
 //! from idling in `wfi` and reschedules. The guest timers' interrupts belong
-//! to the vCPU whose context is loaded on the CPU ([`sched::loaded`]); the
+//! to the vCPU whose context is loaded on the CPU ([`percpu::loaded`]); the
 //! EL2 physical timer ([`PREEMPT_INTID`]) ends time slices and wakes an idle
 //! CPU at a saved timer's deadline.
 
@@ -25,6 +25,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
+use stratum_core::lifecycle::CpuSet;
 use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::sched::VcpuRef;
 use stratum_core::stats::Reason;
@@ -34,7 +35,7 @@ use crate::head::MAX_CPUS;
 use crate::sync::SpinLock;
 use crate::vcpu::VcpuContext;
 use crate::vm::Vm;
-use crate::{console, log, sched, smp, system};
+use crate::{console, log, percpu, smp, system};
 
 /// The virtual interface's maintenance interrupt (PPI 9).
 pub const MAINTENANCE_INTID: u32 = 25;
@@ -240,6 +241,14 @@ pub fn kick(target: usize) {
             log!("cannot kick CPU {target}: {e}");
         }
     });
+}
+
+/// Kicks the CPUs of `set` but `cpu` (the caller's own, which looks at its
+/// vCPUs anyway before it runs a guest).
+pub fn kick_cpus(set: CpuSet, cpu: usize) {
+    for target in set.without(cpu).iter() {
+        kick(target);
+    }
 }
 
 impl Irqs {
@@ -484,10 +493,9 @@ pub fn send_kicks(vm: &mut Vm, cpu: usize) {
     while mask != 0 {
         let other = mask.trailing_zeros() as usize;
         mask &= mask - 1;
-        let target = vm.pcpu.get(other).copied().unwrap_or(cpu);
-        let started = vm.running.get(other).copied().unwrap_or(false)
-            || vm.start.get(other).is_some_and(Option::is_some);
-        if target != cpu && started {
+        if let Some(target) = vm.life.kick_target(other)
+            && target != cpu
+        {
             kick(target);
         }
     }
@@ -502,7 +510,7 @@ pub fn service(cpu: usize) -> bool {
     // The timers' interrupts are classes too: whenever there are some, the
     // loaded vCPU is looked up (once) for both counting and forwarding.
     let loaded = if acks.classes != 0 {
-        sched::loaded(cpu)
+        percpu::loaded(cpu)
     } else {
         None
     };

@@ -12,8 +12,10 @@ mod console;
 mod exit;
 mod head;
 mod irq;
+mod lifecycle;
 mod mem;
 mod panic;
+mod percpu;
 mod sched;
 mod smp;
 mod sync;
@@ -157,7 +159,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     }
     let (tables_used, tables_free) = pool.usage();
     system::set_mem_info([tables_used, plan.guest_ram_bytes(), tables_free]);
-    system::set_stop_on_first(plan.stop_on_first());
+    system::set_stop_policy(plan.stop_policy());
     console::set_color(bundle.flags() & FLAG_CONSOLE_COLOR != 0);
     irq::enable_passthrough(0);
     sched::configure(
@@ -270,10 +272,6 @@ fn create_vm(
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
     };
-    vm.restart_on_crash = vm_plan.restart_on_crash();
-    for v in 0..vm.vcpu_count() {
-        vm.pcpu[v] = vm_plan.pcpu(v);
-    }
     wire_channels_and_devices(&mut vm, plan);
     log!(
         "vm{id} '{name}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
@@ -293,11 +291,14 @@ fn create_vm(
         vm.vttbr >> 48,
         pool.used_pages()
     );
-    if let Err(e) = vm.load() {
-        log!("error: VM '{name}' cannot be loaded: {e}");
-        system::shutdown(exit_status::BAD_BOOT_INPUT);
+    match vm.load() {
+        // No CPU schedules yet: each picks its vCPUs up when it starts.
+        Ok(_boot) => vm,
+        Err(e) => {
+            log!("error: VM '{name}' cannot be loaded: {e}");
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
     }
-    vm
 }
 
 /// Records VM `vm`'s channel ends (peers, doorbells, device-tree view) and

@@ -19,28 +19,34 @@
 //! moves lazily: `CPTR_EL2.TFP` traps the first FP instruction of a vCPU
 //! whose registers are not loaded ([`fp_trap`]).
 //!
+//! Which vCPU may run is the lifecycle's decision
+//! ([`stratum_core::lifecycle`]): a CPU *claims* a vCPU before it runs it
+//! and *leaves* it when it gives the CPU up, each under the vCPU's VM lock,
+//! and applies what the event returns: a parked vCPU's live state is
+//! dropped ([`discard`]), a VM whose last vCPU just left its CPU during a
+//! reset is reloaded here ([`reload`]), other CPUs are kicked.
+//!
 //! Locking: this CPU's own state ([`CpuState`]) is only touched by this CPU
-//! (and by the boot CPU before the others start); a VM's state is behind its
-//! lock in [`system`]. The two are never held together.
+//! (and by the boot CPU before the others start), and never held together
+//! with another lock; a VM's state is behind its lock in [`system`] (the
+//! lock order is written there).
 
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use stratum_arch::el2::cptr::{TFP as CPTR_TFP, TZ_TSM as CPTR_TZ_TSM};
 use stratum_arch::{barrier, fpsimd, sysreg};
+use stratum_core::lifecycle::{Claim, Leave, SavedTimers};
 use stratum_core::sched::{RunQueue, VcpuRef};
 
 use crate::head::{self, MAX_CPUS};
 use crate::sync::SpinLock;
 use crate::vm::Vm;
-use crate::{irq, system};
+use crate::{console, irq, percpu, system};
 
-/// What this CPU runs and what its registers hold.
+/// What this CPU runs (besides [`percpu`]'s records).
 struct CpuState {
     /// The vCPUs placed here.
     queue: RunQueue,
-    /// Whose context (EL1, timers, virtual CPU interface) is in the
-    /// registers; it stays there while the CPU idles.
-    loaded: Option<VcpuRef>,
     /// Whose FP/SIMD registers are in the registers.
     fp_owner: Option<VcpuRef>,
 }
@@ -48,14 +54,9 @@ struct CpuState {
 static CPUS: [SpinLock<CpuState>; MAX_CPUS] = [const {
     SpinLock::new(CpuState {
         queue: RunQueue::new(),
-        loaded: None,
         fp_owner: None,
     })
 }; MAX_CPUS];
-
-/// Each CPU's current vCPU (`vm << 8 | vcpu`), or [`NONE`].
-static CURRENT: [AtomicU16; MAX_CPUS] = [const { AtomicU16::new(NONE) }; MAX_CPUS];
-const NONE: u16 = u16::MAX;
 
 /// The time slice on time-shared CPUs, in counter ticks.
 static SLICE_TICKS: AtomicU64 = AtomicU64::new(0);
@@ -88,61 +89,55 @@ pub fn is_shared(cpu: usize) -> bool {
     CPUS[cpu].lock().queue.is_shared()
 }
 
-fn pack(v: VcpuRef) -> u16 {
-    u16::from(v.vm) << 8 | u16::from(v.vcpu)
-}
-
-fn unpack(raw: u16) -> Option<VcpuRef> {
-    (raw != NONE).then_some(VcpuRef {
-        vm: (raw >> 8) as u8,
-        vcpu: raw as u8,
-    })
-}
-
 /// The vCPU `cpu` runs (the one whose exit is being handled).
 pub fn current(cpu: usize) -> VcpuRef {
-    unpack(CURRENT[cpu].load(Ordering::Relaxed)).expect("a guest exit on a CPU with no vCPU")
+    percpu::current(cpu).expect("a guest exit on a CPU with no vCPU")
 }
 
-/// The vCPU whose timers and CPU-interface state are live on `cpu` (the
-/// one physical timer interrupts belong to).
-pub fn loaded(cpu: usize) -> Option<VcpuRef> {
-    CPUS[cpu].lock().loaded
-}
-
-/// Forgets `v`'s live state on `cpu` (it powered off, or its VM restarts or
-/// stopped): its timers stop, its interrupts in flight are dropped, and its
-/// FP registers will not be saved.
-pub fn discard(cpu: usize, v: VcpuRef) {
-    let was_loaded = {
+/// Forgets `v`'s live state on `cpu` (it parked: powered off, or its VM
+/// restarts or stopped): its timers stop, its interrupts in flight are
+/// dropped, and its FP registers will not be saved.
+fn discard(cpu: usize, v: VcpuRef) {
+    {
         let mut st = CPUS[cpu].lock();
         if st.fp_owner == Some(v) {
             st.fp_owner = None;
         }
-        st.loaded.take_if(|l| *l == v).is_some()
-    };
-    if was_loaded {
+    }
+    if percpu::loaded(cpu) == Some(v) {
+        percpu::set_loaded(cpu, None);
         irq::reset_cpu();
     }
 }
 
-/// Picks a vCPU for `cpu`, switches to it and enters it; idles while none
-/// is runnable. Never returns (the guest's next exit starts on a fresh
-/// stack).
+/// Gives `cpu`'s current vCPU (if any) up — its slice ended, it yielded,
+/// or it must park — then picks a vCPU, switches to it and enters it;
+/// idles while none may run. Never returns (the guest's next exit starts
+/// on a fresh stack).
 pub fn schedule(cpu: usize) -> ! {
-    if let Some(cur) = unpack(CURRENT[cpu].swap(NONE, Ordering::Relaxed)) {
-        system::with_vm(cur.vm.into(), |vm| vm.on_cpu[usize::from(cur.vcpu)] = false);
+    run_next(cpu, Leave::Yield)
+}
+
+/// `cpu`'s current vCPU executed `WFI` on a time-shared CPU: it waits,
+/// blocked, until an interrupt or a timer wakes it, and the CPU runs
+/// another one (or idles). Never returns.
+pub fn block(cpu: usize) -> ! {
+    run_next(cpu, Leave::Block)
+}
+
+fn run_next(cpu: usize, why: Leave) -> ! {
+    if let Some(cur) = percpu::take_current(cpu) {
+        leave(cpu, cur, why);
     }
     loop {
         // Only this CPU changes its queue: pick on a copy, store it back.
-        let (mut queue, loaded) = {
-            let st = CPUS[cpu].lock();
-            (st.queue, st.loaded)
-        };
-        let next = queue.pick(|r| runnable(r, loaded));
+        let mut queue = CPUS[cpu].lock().queue;
+        let loaded = percpu::loaded(cpu);
+        let mut claimed = Claim::Resume;
+        let next = queue.pick(|r| claim(r, loaded).inspect(|&c| claimed = c).is_some());
         CPUS[cpu].lock().queue = queue;
         if let Some(next) = next {
-            switch_to(cpu, next);
+            switch_to(cpu, next, claimed);
             // SAFETY: `switch_to` made TPIDR_EL2 name `next`'s frame, loaded
             // its ELR/SPSR_EL2 and activated its VM's stage 2 on this CPU.
             unsafe { head::enter_guest(head::stack_top(cpu)) }
@@ -151,34 +146,68 @@ pub fn schedule(cpu: usize) -> ! {
     }
 }
 
-/// Whether `r` can run now (evaluated under its VM's lock). A blocked vCPU
-/// becomes runnable when an interrupt is pending for it, or (if its context
-/// is saved) when one of its timers has fired.
-fn runnable(r: VcpuRef, loaded: Option<VcpuRef>) -> bool {
+/// `me` leaves `cpu` (`why`, unless the lifecycle parks it), and the
+/// event's effects are applied.
+fn leave(cpu: usize, me: VcpuRef, why: Leave) {
+    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
+    let fx = system::with_vm(id, |vm| {
+        let fx = vm.life.leave(v, why);
+        if fx.park {
+            // Like a powered-down CPU, the vCPU loses its interrupts in
+            // flight (its list registers were folded when its exit began).
+            vm.vgic.reset_vcpu(v);
+        }
+        fx
+    });
+    if fx.park {
+        discard(cpu, me);
+    }
+    irq::kick_cpus(fx.kick, cpu);
+    if fx.reload {
+        reload(cpu, id);
+    }
+}
+
+/// Reloads VM `id` from its pristine image (the lifecycle said so: the
+/// last of its vCPUs just left its CPU, so nothing runs in its memory) and
+/// kicks the CPU of its boot vCPU.
+fn reload(cpu: usize, id: usize) {
+    irq::release_passthrough(id);
+    let fx = system::with_vm(id, |vm| {
+        let fx = vm
+            .load()
+            .unwrap_or_else(|e| panic!("VM reload failed after a successful first load: {e}"));
+        console::set_state(id, vm.life.vm_state().into());
+        fx
+    });
+    irq::kick_cpus(fx.kick, cpu);
+}
+
+/// Claims `r` for its CPU if it may run now (under its VM's lock), and
+/// resets its registers for a fresh start. A blocked vCPU is woken by an
+/// interrupt it would take, or, if its context is saved, by one of its
+/// timers having fired (a loaded vCPU's own timer raises its interrupt).
+fn claim(r: VcpuRef, loaded: Option<VcpuRef>) -> Option<Claim> {
     let v = usize::from(r.vcpu);
     system::with_vm(r.vm.into(), |vm| {
-        if vm.start[v].is_some() {
-            return !vm.must_park_vm();
-        }
-        if !vm.running[v] || vm.must_park(v) {
-            return false;
-        }
-        if !vm.blocked[v] {
-            return true;
-        }
-        irq::sample_lines(vm);
-        let pmr = if loaded == Some(r) {
-            irq::live_guest_pmr()
-        } else {
-            irq::pmr_of(vm.ctx[v].vmcr)
+        let woken = vm.life.is_blocked(v) && {
+            irq::sample_lines(vm);
+            let pmr = if loaded == Some(r) {
+                irq::live_guest_pmr()
+            } else {
+                irq::pmr_of(vm.ctx[v].vmcr)
+            };
+            vm.vgic.has_pending(v, pmr)
+                || (loaded != Some(r)
+                    && vm.ctx[v]
+                        .timers
+                        .fired(stratum_arch::timer::counter(), vm.cntvoff))
         };
-        let wake = vm.vgic.has_pending(v, pmr)
-            || (loaded != Some(r)
-                && vm.ctx[v].timer_fired(stratum_arch::timer::counter(), vm.cntvoff));
-        if wake {
-            vm.blocked[v] = false;
+        let claim = vm.life.claim(v, woken)?;
+        if let Claim::Start(start) = claim {
+            vm.reset_vcpu(v, start);
         }
-        wake
+        Some(claim)
     })
 }
 
@@ -192,9 +221,7 @@ fn idle(cpu: usize, queue: &RunQueue, loaded: Option<VcpuRef>) {
         .filter_map(|&r| {
             let v = usize::from(r.vcpu);
             system::with_vm(r.vm.into(), |vm| {
-                (vm.running[v] && vm.blocked[v])
-                    .then(|| vm.ctx[v].next_deadline(vm.cntvoff))
-                    .flatten()
+                vm.life.wake_deadline(v, &vm.ctx[v].timers, vm.cntvoff)
             })
         })
         .min();
@@ -206,17 +233,18 @@ fn idle(cpu: usize, queue: &RunQueue, loaded: Option<VcpuRef>) {
     irq::service(cpu);
 }
 
-/// Makes `next` this CPU's vCPU: saves the loaded context if it is
-/// another's, loads `next`'s (fresh when it was just started), and prepares
-/// its entry.
-fn switch_to(cpu: usize, next: VcpuRef) {
+/// Makes `next` this CPU's vCPU (`claim`: how it was claimed): saves the
+/// loaded context if it is another's, loads `next`'s (fresh when it was
+/// just started), and prepares its entry.
+fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
     let pauth = PAUTH.load(Ordering::Relaxed);
-    let (loaded, mut fp_owner, shared) = {
+    let (mut fp_owner, shared) = {
         let st = CPUS[cpu].lock();
-        (st.loaded, st.fp_owner, st.queue.is_shared())
+        (st.fp_owner, st.queue.is_shared())
     };
+    let loaded = percpu::loaded(cpu);
     let v = usize::from(next.vcpu);
-    let fresh = system::with_vm(next.vm.into(), |vm| vm.take_start(v));
+    let fresh = matches!(claim, Claim::Start(_));
     if fresh && fp_owner == Some(next) {
         // The previous boot's FP registers must not leak into this one.
         fp_owner = None;
@@ -228,7 +256,6 @@ fn switch_to(cpu: usize, next: VcpuRef) {
         system::with_vm(next.vm.into(), |vm| restore(vm, v, pauth));
     }
     system::with_vm(next.vm.into(), |vm| {
-        vm.on_cpu[v] = true;
         vm.activate(v);
         if core::mem::take(&mut vm.needs_tlb_flush) {
             vm.flush_tlb();
@@ -255,12 +282,9 @@ fn switch_to(cpu: usize, next: VcpuRef) {
     } else {
         irq::disarm_preemption();
     }
-    {
-        let mut st = CPUS[cpu].lock();
-        st.loaded = Some(next);
-        st.fp_owner = fp_owner;
-    }
-    CURRENT[cpu].store(pack(next), Ordering::Relaxed);
+    CPUS[cpu].lock().fp_owner = fp_owner;
+    percpu::set_loaded(cpu, Some(next));
+    percpu::set_current(cpu, next);
     barrier::isb();
 }
 
@@ -271,12 +295,12 @@ fn save(vm: &mut Vm, v: usize, pauth: bool) {
     ctx.el1.save(pauth);
     ctx.pc = sysreg::elr_el2();
     ctx.pstate = sysreg::spsr_el2();
-    ctx.timers = [
-        sysreg::cntv_ctl_el0(),
-        sysreg::cntv_cval_el0(),
-        sysreg::cntp_ctl_el0(),
-        sysreg::cntp_cval_el0(),
-    ];
+    ctx.timers = SavedTimers {
+        cntv_ctl: sysreg::cntv_ctl_el0(),
+        cntv_cval: sysreg::cntv_cval_el0(),
+        cntp_ctl: sysreg::cntp_ctl_el0(),
+        cntp_cval: sysreg::cntp_cval_el0(),
+    };
     sysreg::set_cntv_ctl_el0(0);
     sysreg::set_cntp_ctl_el0(0);
     irq::save_cpu_interface(ctx);
@@ -289,10 +313,10 @@ fn restore(vm: &mut Vm, v: usize, pauth: bool) {
     ctx.el1.restore(pauth);
     sysreg::set_elr_el2(ctx.pc);
     sysreg::set_spsr_el2(ctx.pstate);
-    sysreg::set_cntv_cval_el0(ctx.timers[1]);
-    sysreg::set_cntv_ctl_el0(ctx.timers[0]);
-    sysreg::set_cntp_cval_el0(ctx.timers[3]);
-    sysreg::set_cntp_ctl_el0(ctx.timers[2]);
+    sysreg::set_cntv_cval_el0(ctx.timers.cntv_cval);
+    sysreg::set_cntv_ctl_el0(ctx.timers.cntv_ctl);
+    sysreg::set_cntp_cval_el0(ctx.timers.cntp_cval);
+    sysreg::set_cntp_ctl_el0(ctx.timers.cntp_ctl);
     irq::restore_cpu_interface(ctx);
 }
 

@@ -1,24 +1,43 @@
-//! Global hypervisor state: the VMs, what the firmware offers, the VM
-//! lifecycle (reset, stop) and how to stop the machine.
+//! Global hypervisor state: the VMs, each behind its own lock, what the
+//! firmware offers, the machine-wide settings, and how to stop the machine.
+//! What happens to a VM over its life is `stratum_core::lifecycle`'s
+//! decision (held in each [`Vm`]) and `lifecycle.rs`'s and `sched.rs`'s
+//! doing.
 //!
-//! Each VM sits behind its own lock; the exits of different VMs never wait
-//! for each other. Code never holds two VM locks at once.
+//! # Lock order
+//!
+//! Every lock in the hypervisor, in the order they may be taken: code that
+//! holds one may take only those below it.
+//!
+//! 1. A VM's lock ([`with_vm`], [`try_with_vm`]). At most one at a time: no
+//!    code holds two VM locks. Code that concerns several VMs (a doorbell,
+//!    the stop check, a scheduler's pick over a shared CPU's queue) takes
+//!    them one after the other. A vCPU's lifecycle events (claim, leave,
+//!    `CPU_ON`, reset, stop) happen under its VM's lock, and so does
+//!    everything that reads or writes the vCPU's saved context or frame.
+//! 2. `vm::DTB_BUF`, while the VM whose lock is held is loaded.
+//! 3. This CPU's interrupt state (`irq::IRQS`), a CPU's kick target
+//!    (`irq::KICK_TARGETS`), the passthrough routes (`irq::ROUTES`): each
+//!    taken and released before any other of the three.
+//! 4. The console (`console::CONSOLE`); the telemetry block takes no lock.
+//!
+//! Outside the order: a CPU's scheduling state (`sched::CPUS`) is only
+//! touched by its own CPU and never held together with any other lock; the
+//! per-CPU current and loaded vCPUs (`percpu`) are atomics. [`mem_info`]'s
+//! lock and the boot-time records are leaves. No lock is held while a CPU
+//! idles in `wfi`, spins, or runs a guest.
 
-use stratum_abi::exit;
+use stratum_abi::bundle::StopPolicy;
 use stratum_arch::firmware::{self, Conduit};
 use stratum_arch::semihosting;
 use stratum_core::inject::PstateFeatures;
+use stratum_core::lifecycle::VmState;
 use stratum_core::psci::FirmwareFeatures;
-use stratum_core::vmexit::StopReason;
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use stratum_core::sched::VcpuRef;
-
-use crate::console::VmState;
 use crate::sync::{Once, SpinLock};
-use crate::vm::{RunState, Vm};
-use crate::{log, sched};
+use crate::vm::Vm;
 
 /// Machine-wide settings fixed at boot.
 #[derive(Clone, Copy)]
@@ -59,7 +78,7 @@ pub fn time_shared(id: usize) -> bool {
 
 /// How many VMs were installed.
 static VM_COUNT: AtomicUsize = AtomicUsize::new(0);
-/// When the machine stops: after every VM stopped, or after the first.
+/// When the machine stops: after the first VM stopped (else after all).
 static STOP_ON_FIRST: AtomicBool = AtomicBool::new(false);
 /// What `MEM_INFO` reports: table bytes in use, RAM bytes handed out, table
 /// bytes free.
@@ -94,9 +113,23 @@ pub fn install_vm(vm: Vm) {
     VM_COUNT.fetch_max(id + 1, Ordering::AcqRel);
 }
 
-/// Makes the machine stop when the first VM stops (else: when all have).
-pub fn set_stop_on_first(on: bool) {
-    STOP_ON_FIRST.store(on, Ordering::Relaxed);
+/// Sets when the machine stops (boot CPU, before guests run).
+pub fn set_stop_policy(policy: StopPolicy) {
+    STOP_ON_FIRST.store(policy == StopPolicy::Any, Ordering::Relaxed);
+}
+
+/// When the machine stops.
+pub fn stop_policy() -> StopPolicy {
+    if STOP_ON_FIRST.load(Ordering::Relaxed) {
+        StopPolicy::Any
+    } else {
+        StopPolicy::All
+    }
+}
+
+/// Every installed VM's state (taking their locks one at a time).
+pub fn vm_states() -> impl Iterator<Item = VmState> {
+    (0..vm_count()).filter_map(|id| try_with_vm(id, |vm| vm.life.vm_state()))
 }
 
 /// How many VMs the system has.
@@ -113,154 +146,6 @@ pub fn with_vm<R>(id: usize, f: impl FnOnce(&mut Vm) -> R) -> R {
 /// Runs `f` on VM `id` if it exists.
 pub fn try_with_vm<R>(id: usize, f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
     VMS.get(id)?.lock().as_mut().map(f)
-}
-
-/// Kicks the CPUs of `vm`'s vCPUs that are some CPU's current vCPU (other
-/// than `cpu`), so that they see a reset or stop.
-fn kick_on_cpu(vm: &Vm, cpu: usize) {
-    for v in 0..vm.vcpu_count() {
-        if vm.on_cpu[v] && vm.pcpu[v] != cpu {
-            crate::irq::kick(vm.pcpu[v]);
-        }
-    }
-}
-
-/// Restarts `me`'s VM from its pristine image, on behalf of `me` (running
-/// on `cpu`): every other vCPU of the VM is told to park (and kicked out of
-/// the guest), and only once none runs is guest memory rewritten. Then this
-/// CPU schedules again (vCPU 0 has the boot request). Never returns.
-pub fn reset_vm(cpu: usize, me: VcpuRef) -> ! {
-    let id = usize::from(me.vm);
-    let first = with_vm(id, |vm| {
-        vm.running[usize::from(me.vcpu)] = false;
-        if vm.resetting {
-            // Another vCPU's reset is under way: it reloads the VM.
-            return false;
-        }
-        log!(
-            "vm{} '{}': reset requested: reloading its image",
-            vm.id,
-            vm.image.name
-        );
-        vm.resetting = true;
-        crate::console::set_state(id, VmState::Restarting);
-        kick_on_cpu(vm, cpu);
-        true
-    });
-    sched::discard(cpu, me);
-    if first {
-        reload_when_parked(cpu, id);
-    }
-    sched::schedule(cpu)
-}
-
-/// Waits until no vCPU of VM `id` is on a CPU (besides this CPU's, which the
-/// caller gives up), then reloads it and asks its vCPU 0's CPU to start it.
-fn reload_when_parked(cpu: usize, id: usize) {
-    with_vm(id, |vm| {
-        for v in 0..vm.vcpu_count() {
-            if vm.pcpu[v] == cpu {
-                vm.on_cpu[v] = false;
-            }
-        }
-    });
-    while with_vm(id, |vm| vm.any_on_cpu()) {
-        core::hint::spin_loop();
-    }
-    crate::irq::release_passthrough(id);
-    with_vm(id, |vm| {
-        vm.resetting = false;
-        if let Err(e) = vm.load() {
-            panic!("VM reload failed after a successful first load: {e}");
-        }
-        crate::console::set_state(id, VmState::Running);
-        crate::irq::kick(vm.pcpu[0]);
-    });
-}
-
-/// Stops running `me` (powered off by `CPU_OFF`, or parked for a reset or
-/// stop) and schedules. Never returns.
-pub fn park_vcpu(cpu: usize, me: VcpuRef) -> ! {
-    with_vm(usize::from(me.vm), |vm| {
-        let v = usize::from(me.vcpu);
-        vm.running[v] = false;
-        vm.blocked[v] = false;
-        // Like a powered-down CPU, the vCPU loses its interrupts in flight
-        // (its list registers were folded when this exit began).
-        vm.vgic.reset_vcpu(v);
-    });
-    sched::discard(cpu, me);
-    sched::schedule(cpu)
-}
-
-/// Stops `me`'s VM for `reason` (or restarts it, if it crashed and its
-/// config says so), and schedules. Stops the machine when the stop policy
-/// says so: every VM stopped, or (`stop = "any"`) this one. Never returns.
-pub fn stop_vm(cpu: usize, me: VcpuRef, reason: StopReason) -> ! {
-    let id = usize::from(me.vm);
-    let crashed = reason == StopReason::Crashed;
-    let restart = with_vm(id, |vm| {
-        let restart = crashed && vm.restart_on_crash;
-        if restart {
-            log!(
-                "vm{} '{}' crashed: restarting it (on_crash = \"restart\")",
-                vm.id,
-                vm.image.name
-            );
-        }
-        restart
-    });
-    if restart {
-        reset_vm(cpu, me);
-    }
-    with_vm(id, |vm| {
-        log!(
-            "vm{} '{}' stopped ({reason:?}) after {} boot(s)",
-            vm.id,
-            vm.image.name,
-            vm.boot_count,
-        );
-        crate::telemetry::vm_stopped(id, crashed, vm.boot_count);
-        crate::telemetry::print_vm(id);
-        vm.state = RunState::Stopped(reason);
-        vm.running[usize::from(me.vcpu)] = false;
-        crate::console::set_state(
-            id,
-            if crashed {
-                VmState::Crashed
-            } else {
-                VmState::Stopped
-            },
-        );
-        kick_on_cpu(vm, cpu);
-    });
-    sched::discard(cpu, me);
-    crate::irq::release_passthrough(id);
-    let mut all_stopped = true;
-    let mut any_crashed = false;
-    for other in 0..vm_count() {
-        match try_with_vm(other, |vm| vm.state) {
-            Some(RunState::Stopped(r)) => any_crashed |= r == StopReason::Crashed,
-            Some(RunState::Running) => all_stopped = false,
-            None => {}
-        }
-    }
-    if all_stopped || STOP_ON_FIRST.load(Ordering::Relaxed) {
-        log!(
-            "{}: stopping",
-            if all_stopped {
-                "no VM left running"
-            } else {
-                "a VM stopped and the system stops with the first"
-            }
-        );
-        shutdown(if any_crashed {
-            exit::VM_CRASHED
-        } else {
-            exit::ALL_VMS_OFF
-        });
-    }
-    sched::schedule(cpu)
 }
 
 /// Stops the machine with `status` (semihosting when available, else PSCI

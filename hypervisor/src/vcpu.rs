@@ -6,6 +6,7 @@
 
 use stratum_arch::el1::{PSTATE_EL1H_MASKED, SCTLR_EL1_RESET};
 use stratum_arch::sysreg;
+use stratum_core::lifecycle::SavedTimers;
 use stratum_core::mmio::GuestRegs;
 
 /// The general-purpose registers of a guest vCPU, saved by the exit vector
@@ -162,8 +163,8 @@ pub struct VcpuContext {
     pub pc: u64,
     /// `SPSR_EL2`: its PSTATE.
     pub pstate: u64,
-    /// `CNTV_CTL_EL0`, `CNTV_CVAL_EL0`, `CNTP_CTL_EL0`, `CNTP_CVAL_EL0`.
-    pub timers: [u64; 4],
+    /// The guest timers (their deadlines wake a blocked vCPU).
+    pub timers: SavedTimers,
     /// Bit `n`: private interrupt `n` was physically active (a hardware-
     /// linked timer interrupt the guest had not deactivated yet).
     pub hw_active: u32,
@@ -186,25 +187,5 @@ impl VcpuContext {
             pstate: PSTATE_EL1H_MASKED,
             ..Self::default()
         }
-    }
-
-    /// Whether a saved timer of this vCPU has fired by physical count `now`
-    /// (enabled, unmasked, compare value reached), `cntvoff` being the VM's
-    /// virtual offset. Only meaningful while the context is saved.
-    pub fn timer_fired(&self, now: u64, cntvoff: u64) -> bool {
-        self.next_deadline(cntvoff).is_some_and(|at| now >= at)
-    }
-
-    /// The physical count at which the earliest enabled, unmasked saved
-    /// timer fires, if any. A virtual compare value beyond the physical
-    /// counter's range (`CVAL + CNTVOFF` overflows: a guest's "never")
-    /// never fires.
-    pub fn next_deadline(&self, cntvoff: u64) -> Option<u64> {
-        let armed = stratum_arch::timer::is_armed;
-        let v = armed(self.timers[0])
-            .then(|| self.timers[1].checked_add(cntvoff))
-            .flatten();
-        let p = armed(self.timers[2]).then_some(self.timers[3]);
-        v.into_iter().chain(p).min()
     }
 }

@@ -1,5 +1,6 @@
-//! A VM: its memory carve-out, stage-2 table, device models, and the
-//! (re)load of its pristine image from the boot bundle.
+//! A VM: its memory carve-out, stage-2 table, device models, its
+//! lifecycle ([`stratum_core::lifecycle`]), and the (re)load of its
+//! pristine image from the boot bundle.
 
 use stratum_abi::bundle::VmImage;
 use stratum_arch::{cache, sysreg, tlb};
@@ -7,9 +8,9 @@ use stratum_core::addr::{Ipa, IpaRange, Pa};
 use stratum_core::bus::{BusError, DeviceId, MmioBus, Window};
 use stratum_core::guest_dt::{self, GuestChannel, GuestDevice, GuestDtConfig, GuestGic, GuestUart};
 use stratum_core::layout::{self, GuestLayout, KernelPlacement};
+use stratum_core::lifecycle::{Effects, Start, VmLifecycle};
 use stratum_core::pl011::Pl011;
 use stratum_core::platform::{GicInfo, GicVersion};
-use stratum_core::psci::{PowerState, VcpuPower};
 use stratum_core::stage2::{MapStats, Mapping, Stage2Config, Stage2Table};
 use stratum_core::stats::Reason;
 
@@ -126,15 +127,6 @@ impl core::fmt::Display for VmError {
 /// Most vCPUs per VM (the host tool enforces the same limit).
 pub const MAX_VCPUS: usize = stratum_abi::limits::VCPUS_PER_VM as usize;
 
-/// Whether a VM runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunState {
-    /// Booted (or booting) and not stopped.
-    Running,
-    /// Stopped for good, for this reason.
-    Stopped(stratum_core::vmexit::StopReason),
-}
-
 /// One end of a shared-memory channel, as the VM at this end sees it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ChannelPort {
@@ -160,30 +152,11 @@ pub struct Vm {
     pub layout: GuestLayout,
     /// The emulated PL011.
     pub uart: Pl011,
-    /// vCPU power states (PSCI's view).
-    pub power: [VcpuPower; MAX_VCPUS],
-    /// A start request per vCPU: (entry point, x0), posted by `CPU_ON` or a
-    /// (re)boot and taken by the vCPU's physical CPU.
-    pub start: [Option<(u64, u64)>; MAX_VCPUS],
-    /// Whether each vCPU was started and not parked since (powered on, as
-    /// far as scheduling goes).
-    pub running: [bool; MAX_VCPUS],
-    /// Whether each vCPU is its physical CPU's current vCPU right now (in
-    /// the guest, in an exit, or idling in its `WFI`).
-    pub on_cpu: [bool; MAX_VCPUS],
-    /// Whether each vCPU waits in `WFI` off its (time-shared) CPU.
-    pub blocked: [bool; MAX_VCPUS],
-    /// The physical CPU each vCPU runs on.
-    pub pcpu: [usize; MAX_VCPUS],
+    /// The VM's and its vCPUs' states, their placement on physical CPUs,
+    /// and PSCI's view of them.
+    pub life: VmLifecycle,
     /// Each vCPU's state while another vCPU has its CPU.
     pub ctx: [VcpuContext; MAX_VCPUS],
-    /// Whether the VM runs or stopped for good.
-    pub state: RunState,
-    /// Restart rather than stop when the guest crashes.
-    pub restart_on_crash: bool,
-    /// Consecutive aborts injected at the guest's own exception vectors:
-    /// an exception loop the guest cannot leave.
-    pub vector_faults: u32,
     /// The VM's shared-memory channels, by channel number.
     pub channels: [ChannelPort; CHANNELS],
     /// How many of `channels` exist.
@@ -197,8 +170,6 @@ pub struct Vm {
     /// The VM was (re)loaded: its first vCPU to start flushes its TLB
     /// entries (stage-1 entries of the previous boot share its VMID).
     pub needs_tlb_flush: bool,
-    /// A reset is in progress: every running vCPU must park.
-    pub resetting: bool,
     /// `CNTVOFF_EL2` of this boot (every vCPU's virtual counter agrees).
     pub cntvoff: u64,
     /// Times the VM booted.
@@ -263,7 +234,8 @@ static DTB_BUF: SpinLock<[u8; DTB_MAX]> = SpinLock::new([0; DTB_MAX]);
 
 impl Vm {
     /// Creates VM `id` with its RAM at `ram_pa` (its carve-out of host RAM,
-    /// from the boot plan): builds its stage-2 table.
+    /// from the boot plan): builds its stage-2 table. Its vCPUs go on the
+    /// physical CPUs the image names (the plan checked that they exist).
     pub fn create(
         id: usize,
         image: VmImage<'static>,
@@ -329,6 +301,7 @@ impl Vm {
         )
         .map_err(VmError::Vgic)?;
         let bus = device_bus(&gic, image.vcpus).map_err(VmError::Bus)?;
+        let vcpus = image.vcpus as usize;
         Ok(Self {
             id,
             image,
@@ -337,26 +310,18 @@ impl Vm {
             vttbr: table.vttbr(vmid),
             layout,
             uart: Pl011::new(),
-            power: vcpu_affinities().map(|mpidr| VcpuPower {
-                mpidr,
-                state: PowerState::Off,
-            }),
-            start: [None; MAX_VCPUS],
-            running: [false; MAX_VCPUS],
-            on_cpu: [false; MAX_VCPUS],
-            blocked: [false; MAX_VCPUS],
-            pcpu: core::array::from_fn(|i| i),
+            life: VmLifecycle::new(
+                &vcpu_affinities()[..vcpus],
+                &image.pcpus[..vcpus],
+                image.on_crash,
+            ),
             ctx: [VcpuContext::default(); MAX_VCPUS],
-            state: RunState::Running,
-            restart_on_crash: false,
-            vector_faults: 0,
             channels: [ChannelPort::default(); CHANNELS],
             channel_count: 0,
             dt_channels: [NO_CHANNEL; CHANNELS],
             devices: [NO_DEVICE; DEVICES],
             device_count: 0,
             needs_tlb_flush: true,
-            resetting: false,
             cntvoff: 0,
             boot_count: 0,
             frames: [Frame::default(); MAX_VCPUS],
@@ -386,8 +351,11 @@ impl Vm {
     }
 
     /// (Re)starts the VM from its pristine image: zeroes RAM, copies kernel,
-    /// initrd and a fresh device tree, resets devices and vCPU 0.
-    pub fn load(&mut self) -> Result<(), VmError> {
+    /// initrd and a fresh device tree, resets devices, and boots it (vCPU 0
+    /// pending a start at the kernel's entry). Only while no vCPU of it is
+    /// on a CPU (it was just created, or the lifecycle said to reload). The
+    /// effects say which CPU to tell.
+    pub fn load(&mut self) -> Result<Effects, VmError> {
         self.boot_count += 1;
         let size = usize::try_from(self.ram.size).expect("RAM size fits usize");
         // SAFETY: the whole carve-out belongs to this VM, which is not running.
@@ -439,61 +407,34 @@ impl Vm {
         .map_err(VmError::Vgic)?;
         // The guest's virtual counter starts near zero at every boot.
         self.cntvoff = stratum_arch::timer::counter();
-        for p in &mut self.power {
-            p.state = PowerState::Off;
-        }
-        self.start = [None; MAX_VCPUS];
-        // vCPU 0 boots per the arm64 boot protocol: x0 = the DTB.
-        self.power[0].state = PowerState::OnPending;
-        self.start[0] = Some((self.layout.entry.0, self.layout.dtb.start.0));
-        self.state = RunState::Running;
-        self.vector_faults = 0;
-        self.blocked = [false; MAX_VCPUS];
-        self.running = [false; MAX_VCPUS];
         self.needs_tlb_flush = true;
-        Ok(())
+        // vCPU 0 boots per the arm64 boot protocol: x0 = the DTB.
+        Ok(self.life.boot(Start {
+            entry: self.layout.entry.0,
+            x0: self.layout.dtb.start.0,
+        }))
     }
 
-    /// Takes vCPU `v`'s start request, if it has one and the VM may run:
-    /// its registers are reset to enter at the requested entry point with
-    /// the requested x0, and it counts as running. The caller loads the
-    /// fresh context into its CPU.
-    pub fn take_start(&mut self, v: usize) -> bool {
-        if self.resetting || self.state != RunState::Running || v >= self.vcpu_count() {
-            return false;
-        }
-        let Some((entry, x0)) = self.start[v].take() else {
-            return false;
-        };
-        self.power[v].power_on_done();
-        self.running[v] = true;
-        self.blocked[v] = false;
-        self.ctx[v] = VcpuContext::at_reset(entry);
+    /// Resets vCPU `v`'s registers to enter at `start` (its CPU claimed it
+    /// for a fresh start).
+    pub fn reset_vcpu(&mut self, v: usize, start: Start) {
+        self.ctx[v] = VcpuContext::at_reset(start.entry);
         self.frames[v] = Frame::default();
-        self.frames[v].x[0] = x0;
-        true
+        self.frames[v].x[0] = start.x0;
     }
 
-    /// Number of vCPUs.
-    pub fn vcpu_count(&self) -> usize {
-        self.image.vcpus as usize
-    }
-
-    /// Whether vCPU `v` must stop running now (it was powered off, or the VM
-    /// is being reset or has stopped).
+    /// Whether vCPU `v`, on its CPU, must give the CPU up instead of
+    /// entering the guest (it was powered off, or the VM is being reset or
+    /// has stopped): the lifecycle's [`VmLifecycle::must_leave`].
+    #[inline]
     pub fn must_park(&self, v: usize) -> bool {
-        self.must_park_vm() || self.power[v].state == PowerState::Off
+        self.life.must_leave(v)
     }
 
-    /// Whether every vCPU must stop running now (the VM is being reset or
-    /// has stopped).
+    /// Whether the VM is not running (being reset, or stopped): it takes
+    /// no interrupts.
     pub fn must_park_vm(&self) -> bool {
-        self.resetting || self.state != RunState::Running
-    }
-
-    /// Whether any vCPU of this VM is some CPU's current vCPU.
-    pub fn any_on_cpu(&self) -> bool {
-        self.on_cpu.iter().any(|&c| c)
+        !self.life.is_running()
     }
 
     /// Makes vCPU `v` of this VM the one this CPU runs: its stage 2, its
@@ -509,7 +450,7 @@ impl Vm {
         // lives in a static for as long as the hypervisor runs.
         unsafe { sysreg::set_tpidr_el2(frame) };
         // U (bit 30) = 0: a multiprocessor system.
-        sysreg::set_vmpidr_el2(stratum_arch::el2::vmpidr::for_vcpu(self.power[v].mpidr));
+        sysreg::set_vmpidr_el2(stratum_arch::el2::vmpidr::for_vcpu(self.life.mpidr(v)));
         stratum_arch::barrier::isb();
     }
 

@@ -19,6 +19,7 @@ pub mod image;
 pub mod inject;
 pub mod insn;
 pub mod layout;
+pub mod lifecycle;
 pub mod mmio;
 pub mod pl011;
 pub mod platform;

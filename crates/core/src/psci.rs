@@ -13,16 +13,20 @@
 //! - Unknown and unimplemented functions return `NOT_SUPPORTED` (-1,
 //!   sign-extended to 64 bits) in `x0` and leave every other register alone.
 //!
-//! Power state machine per vCPU ([`PowerState`]):
+//! Power states per vCPU ([`PowerState`]): PSCI's view of the vCPU
+//! lifecycle ([`crate::lifecycle`], which owns the states and keeps this
+//! view in step). The dispatcher reads it, and changes it only for the
+//! caller's `CPU_OFF` (to `Off`) and an accepted `CPU_ON` (`Off` to
+//! `OnPending`), which the glue reports to the lifecycle at once:
 //!
 //! ```text
-//!   Off --CPU_ON--> OnPending --glue runs it (power_on_done)--> On
-//!    ^                                                           |
-//!    +------------------------- CPU_OFF ------------------------+
+//!   Off --CPU_ON--> OnPending --its CPU runs it--> On
+//!    ^                                              |
+//!    +------------------- CPU_OFF ------------------+
 //! ```
 //!
-//! `SYSTEM_RESET` puts the boot vCPU `On` and the others `Off` again
-//! ([`reset_power_states`]).
+//! A `SYSTEM_RESET` turns the boot vCPU `OnPending` and the others `Off`
+//! again (the lifecycle's boot).
 //!
 //! Firmware workarounds: the hypervisor asks the real firmware about
 //! `SMCCC_ARCH_WORKAROUND_1/2/3` once at boot and answers guests exactly as it
@@ -113,26 +117,6 @@ impl VcpuPower {
     /// A vCPU with this MPIDR and state.
     pub const fn new(mpidr: u64, state: PowerState) -> Self {
         Self { mpidr, state }
-    }
-
-    /// The glue calls this when it first runs a vCPU that `CPU_ON` started:
-    /// `OnPending` becomes `On`. Other states are left alone.
-    pub fn power_on_done(&mut self) {
-        if self.state == PowerState::OnPending {
-            self.state = PowerState::On;
-        }
-    }
-}
-
-/// Sets the power states for a VM (re)boot: vCPU `boot` on, all others off.
-/// An out-of-range `boot` leaves every vCPU off.
-pub fn reset_power_states(vcpus: &mut [VcpuPower], boot: usize) {
-    for (i, v) in vcpus.iter_mut().enumerate() {
-        v.state = if i == boot {
-            PowerState::On
-        } else {
-            PowerState::Off
-        };
     }
 }
 
@@ -239,8 +223,8 @@ pub enum Outcome {
     },
     /// `CPU_ON` accepted; vCPU `target` is already `OnPending`. The glue
     /// resets it to start at `entry` (AArch64 EL1h, MMU and caches off, DAIF
-    /// masked) with `x0 = context_id`, makes it runnable, marks it `On` when
-    /// it runs ([`VcpuPower::power_on_done`]), and returns `SUCCESS` in the
+    /// masked) with `x0 = context_id`, makes it runnable (the lifecycle
+    /// marks it `On` when its CPU runs it), and returns `SUCCESS` in the
     /// caller's `x0`.
     CpuOn {
         /// Index of the vCPU to start.
@@ -826,7 +810,8 @@ mod tests {
         );
         assert_eq!(c.vcpus[1].state, PowerState::OnPending);
         assert_eq!(x0(on(&mut c, 1)), ON_PENDING);
-        c.vcpus[1].power_on_done();
+        // Its CPU ran it.
+        c.vcpus[1].state = PowerState::On;
         assert_eq!(c.vcpus[1].state, PowerState::On);
         assert_eq!(x0(on(&mut c, 1)), ALREADY_ON);
         // The caller itself (MPIDR given without bit 31).
@@ -1157,22 +1142,6 @@ mod tests {
             call(&mut c, &[stratum::MEM_INFO.into(), 1, 2, 3]),
             Outcome::MemInfo
         );
-    }
-
-    #[test]
-    fn power_state_helpers() {
-        let mut v = vm();
-        v[1].state = PowerState::OnPending;
-        v[1].power_on_done();
-        assert_eq!(v[1].state, PowerState::On);
-        v[2].power_on_done();
-        assert_eq!(v[2].state, PowerState::Off, "only OnPending becomes On");
-        reset_power_states(&mut v, 3);
-        let states: Vec<_> = v.iter().map(|x| x.state).collect();
-        use PowerState::*;
-        assert_eq!(states, [Off, Off, Off, On, Off]);
-        reset_power_states(&mut v, 99);
-        assert!(v.iter().all(|x| x.state == Off));
     }
 
     fn interesting_fid() -> impl Strategy<Value = u64> {
