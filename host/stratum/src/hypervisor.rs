@@ -67,24 +67,12 @@ pub fn build_hypervisor(release: bool) -> Result<PathBuf> {
 /// `Image` is made from it at once.)
 pub fn build_hypervisor_with(release: bool, trace: bool) -> Result<PathBuf> {
     let root = workspace_root();
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let args = build_args_with(release, trace);
-    let shown = format!("cargo {}", args.join(" "));
-    let output = Command::new(&cargo)
-        .args(&args)
-        .current_dir(&root)
-        .output()
-        .map_err(|e| Error::environment(format!("cannot run `{shown}`: {e}")))?;
-    if !output.status.success() {
-        let mut log = String::from_utf8_lossy(&output.stderr).into_owned();
-        log += &String::from_utf8_lossy(&output.stdout);
-        return Err(Error::environment(format!(
-            "building the hypervisor failed: `{shown}` in {} exited with {}:\n{}",
-            root.display(),
-            output.status,
-            log.trim_end()
-        )));
-    }
+    run_cargo(
+        &root,
+        &build_args_with(release, trace),
+        "building the hypervisor",
+        "",
+    )?;
     let elf = target_dir(&root)
         .join(HYPERVISOR_TARGET)
         .join(if release { "release" } else { "debug" })
@@ -99,6 +87,30 @@ pub fn build_hypervisor_with(release: bool, trace: bool) -> Result<PathBuf> {
             .context("the hypervisor built, but its Image could not be made")
     })?;
     Ok(image)
+}
+
+/// Runs `cargo ARGS` in `root` with its output captured; a failure is an
+/// environment error that names the command, `what` it was for, a `hint`
+/// (appended as is) and cargo's output.
+pub(crate) fn run_cargo(root: &Path, args: &[&str], what: &str, hint: &str) -> Result<()> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let shown = format!("cargo {}", args.join(" "));
+    let output = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .output()
+        .map_err(|e| Error::environment(format!("cannot run `{shown}`: {e}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut log = String::from_utf8_lossy(&output.stderr).into_owned();
+    log += &String::from_utf8_lossy(&output.stdout);
+    Err(Error::environment(format!(
+        "{what} failed: `{shown}` in {} exited with {}{hint}:\n{}",
+        root.display(),
+        output.status,
+        log.trim_end()
+    )))
 }
 
 /// Cargo's target directory for the workspace at `root`.

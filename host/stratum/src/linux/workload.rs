@@ -8,9 +8,7 @@
 //! release, stripped, so the initramfs stays small).
 
 use std::env;
-use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Command;
 
 use crate::{Error, Result, workspace_root};
 
@@ -43,25 +41,12 @@ pub fn build_args() -> [&'static str; 7] {
 /// failures are environment errors.
 pub fn build() -> Result<PathBuf> {
     let root = workspace_root();
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let args = build_args();
-    let shown = format!("cargo {}", args.join(" "));
-    let output = Command::new(&cargo)
-        .args(args)
-        .current_dir(&root)
-        .output()
-        .map_err(|e| Error::environment(format!("cannot run `{shown}`: {e}")))?;
-    if !output.status.success() {
-        let mut log = String::from_utf8_lossy(&output.stderr).into_owned();
-        log += &String::from_utf8_lossy(&output.stdout);
-        return Err(Error::environment(format!(
-            "building the Linux workload failed: `{shown}` in {} exited with {} \
-             (`cargo xtask deps` installs the {TARGET} target):\n{}",
-            root.display(),
-            output.status,
-            log.trim_end()
-        )));
-    }
+    crate::hypervisor::run_cargo(
+        &root,
+        &build_args(),
+        "building the Linux workload",
+        &format!(" (`cargo xtask deps` installs the {TARGET} target)"),
+    )?;
     let target_dir =
         env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
     Ok(target_dir.join(TARGET).join(PROFILE).join(PACKAGE))
