@@ -31,17 +31,17 @@ use stratum_abi::exit as exit_status;
 use stratum_arch::el2::{cnthctl, cptr, hcr, mdcr, vector_length};
 use stratum_arch::firmware::Conduit;
 use stratum_arch::{id, sysreg};
-use stratum_core::addr::{IpaRange, Pa};
+use stratum_core::addr::Pa;
 use stratum_core::bootplan::{self, BootPlan, HostSummary, Limits, PhysRange, Reserved, VmPlan};
 use stratum_core::fdt::Fdt;
 use stratum_core::inject::PstateFeatures;
 use stratum_core::platform::{Platform, PsciConduit};
 use stratum_core::psci::FirmwareFeatures;
-use stratum_core::stage2::{self, Mapping};
+use stratum_core::stage2;
 
 use crate::mem::TablePool;
 use crate::system::Settings;
-use crate::vm::{ExtraMapping, Vm};
+use crate::vm::Vm;
 
 /// Stratum's version, printed in the banner.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -226,16 +226,6 @@ fn zero(range: PhysRange) {
     stratum_arch::cache::clean_inval_dcache_range(start, len);
 }
 
-/// Placeholder for unused extra-mapping slots.
-const NO_EXTRA: ExtraMapping = ExtraMapping {
-    ipa: IpaRange {
-        start: stratum_core::addr::Ipa(0),
-        size: 0,
-    },
-    pa: Pa(0),
-    kind: Mapping::RamRwx,
-};
-
 /// Creates and loads the VM `vm_plan` describes, or stops the machine with a
 /// message saying why it cannot be.
 fn create_vm(
@@ -246,16 +236,6 @@ fn create_vm(
     pool: &mut TablePool,
 ) -> Vm {
     let (id, name) = (vm_plan.id, vm_plan.name());
-    let mut extra = [NO_EXTRA; vm::CHANNELS + vm::DEVICES];
-    let mut n = 0;
-    for (slot, r) in extra.iter_mut().zip(plan.stage2_regions(id)) {
-        *slot = ExtraMapping {
-            ipa: r.ipa,
-            pa: r.pa,
-            kind: r.kind,
-        };
-        n += 1;
-    }
     let created = Vm::create(
         id,
         vm_plan.image,
@@ -263,7 +243,7 @@ fn create_vm(
         s2cfg,
         vm_plan.ram_pa,
         pool,
-        &extra[..n],
+        plan.stage2_regions(id),
     );
     let mut vm = match created {
         Ok(vm) => vm,
@@ -313,16 +293,7 @@ fn wire_channels_and_devices(vm: &mut Vm, plan: &BootPlan<'static>) {
     }
     vm.channel_count = plan.channel_slots(vm.id);
     for d in plan.devices(vm.id) {
-        let spis = d.spis();
-        let mut dev = vm::PassthroughDevice {
-            name: d.name,
-            compatible: d.compatible,
-            regs: d.regs,
-            spis: [0; stratum_abi::limits::IRQS_PER_DEVICE],
-            spi_count: spis.len(),
-        };
-        dev.spis[..spis.len()].copy_from_slice(spis);
-        vm.devices[vm.device_count] = dev;
+        vm.devices[vm.device_count] = d;
         vm.device_count += 1;
         for intid in d.intids() {
             irq::add_passthrough(intid, vm.id, d.route_cpu);

@@ -5,6 +5,7 @@
 use stratum_abi::bundle::VmImage;
 use stratum_arch::{cache, sysreg, tlb};
 use stratum_core::addr::{Ipa, IpaRange, Pa};
+use stratum_core::bootplan::{DevicePlan, Stage2Region};
 use stratum_core::bus::{BusError, DeviceId, MmioBus, Window};
 use stratum_core::guest_dt::{self, GuestChannel, GuestDevice, GuestDtConfig, GuestGic, GuestUart};
 use stratum_core::layout::{self, GuestLayout, KernelPlacement};
@@ -29,22 +30,6 @@ pub const CHANNELS: usize = stratum_abi::limits::CHANNELS_PER_VM;
 /// Most passthrough devices one VM has.
 pub const DEVICES: usize = stratum_abi::limits::DEVICES_PER_VM;
 
-/// A device passed through to the VM (identity-mapped registers, SPIs
-/// forwarded hardware-linked).
-#[derive(Clone, Copy, Debug)]
-pub struct PassthroughDevice {
-    /// Its node name.
-    pub name: &'static str,
-    /// Its compatible list (NUL-separated, NUL-terminated).
-    pub compatible: &'static [u8],
-    /// Its registers (guest-physical = physical).
-    pub regs: IpaRange,
-    /// Its SPIs (INTID − 32).
-    pub spis: [u32; stratum_abi::limits::IRQS_PER_DEVICE],
-    /// How many of `spis` exist.
-    pub spi_count: usize,
-}
-
 /// Placeholder for unused channel slots.
 const NO_CHANNEL: GuestChannel<'static> = GuestChannel {
     id: 0,
@@ -56,29 +41,6 @@ const NO_CHANNEL: GuestChannel<'static> = GuestChannel {
     },
     spi: 0,
 };
-
-/// Placeholder for unused device slots.
-const NO_DEVICE: PassthroughDevice = PassthroughDevice {
-    name: "",
-    compatible: b"\0",
-    regs: IpaRange {
-        start: Ipa(0),
-        size: 0,
-    },
-    spis: [0; stratum_abi::limits::IRQS_PER_DEVICE],
-    spi_count: 0,
-};
-
-/// A region to map into a VM's stage 2 besides its RAM.
-#[derive(Clone, Copy, Debug)]
-pub struct ExtraMapping {
-    /// Where the guest sees it.
-    pub ipa: IpaRange,
-    /// Where it is.
-    pub pa: Pa,
-    /// How.
-    pub kind: Mapping,
-}
 
 /// Space reserved for a guest's device tree.
 const DTB_MAX: usize = 64 * 1024;
@@ -164,7 +126,7 @@ pub struct Vm {
     /// Each channel as the guest's device tree describes it.
     pub dt_channels: [GuestChannel<'static>; CHANNELS],
     /// The passthrough devices.
-    pub devices: [PassthroughDevice; DEVICES],
+    pub devices: [DevicePlan<'static>; DEVICES],
     /// How many of `devices` exist.
     pub device_count: usize,
     /// The VM was (re)loaded: its first vCPU to start flushes its TLB
@@ -243,7 +205,7 @@ impl Vm {
         s2cfg: Stage2Config,
         ram_pa: Pa,
         pool: &mut TablePool,
-        extra: &[ExtraMapping],
+        extra: impl IntoIterator<Item = Stage2Region>,
     ) -> Result<Self, VmError> {
         if image.vcpus as usize > MAX_VCPUS {
             return Err(VmError::TooManyVcpus(image.vcpus));
@@ -319,7 +281,7 @@ impl Vm {
             channels: [ChannelPort::default(); CHANNELS],
             channel_count: 0,
             dt_channels: [NO_CHANNEL; CHANNELS],
-            devices: [NO_DEVICE; DEVICES],
+            devices: [DevicePlan::NONE; DEVICES],
             device_count: 0,
             needs_tlb_flush: true,
             cntvoff: 0,
@@ -371,7 +333,7 @@ impl Vm {
                 name: d.name,
                 compatible: d.compatible,
                 regs: d.regs,
-                spis: &d.spis[..d.spi_count],
+                spis: d.spis(),
             }
         });
         let mpidrs = vcpu_affinities();

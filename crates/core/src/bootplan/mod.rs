@@ -377,6 +377,21 @@ pub struct DevicePlan<'a> {
     pub route_cpu: usize,
 }
 
+impl DevicePlan<'static> {
+    /// No device: the placeholder of an unused slot.
+    pub const NONE: Self = Self {
+        name: "",
+        compatible: b"\0",
+        regs: IpaRange {
+            start: crate::addr::Ipa(0),
+            size: 0,
+        },
+        spis: [0; limits::IRQS_PER_DEVICE],
+        spi_count: 0,
+        route_cpu: 0,
+    };
+}
+
 impl DevicePlan<'_> {
     /// Its SPIs (INTID − 32), forwarded with the same number.
     pub fn spis(&self) -> &[u32] {
