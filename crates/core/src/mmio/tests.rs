@@ -91,6 +91,12 @@ fn syndrome_load_extensions() {
         complete(&plan, &[value], &mut regs).expect("one value for one load");
         assert_eq!(regs.x[5], expected, "{size:?} sign={sign} sf={sf}");
         assert_eq!(regs, Regs::new().with(5, expected), "only x5 changes");
+        // The direct MMIO route extends the same way.
+        assert_eq!(
+            syndrome_load_value(&s, value),
+            expected,
+            "{size:?} sign={sign} sf={sf}"
+        );
     }
 }
 
