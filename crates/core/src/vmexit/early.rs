@@ -11,7 +11,7 @@
 //! "fast path" for the same reason. Every answer here is the one the full
 //! policy ([`super::handle_sync`]) gives; a property test checks that.
 
-use crate::esr::{self, Exit, SysRegAccess};
+use crate::esr::{self, SysRegAccess};
 use crate::idreg::{self, IdRead};
 use crate::psci::{self, CALL_REGS, FirmwareFeatures, Outcome};
 use crate::stats::{self, Reason};
@@ -44,35 +44,44 @@ pub enum Early {
 
 /// The early answer to a synchronous exit with syndrome `esr` and caller
 /// registers `x0..x3`, or `None` when the full exit path must handle it.
+///
+/// Every synchronous exit may come here first, so it reads only what it
+/// needs: the exception class, then the `HVC` immediate or the `MRS`
+/// fields ([`esr::sysreg_access`]), never the whole [`esr::decode`].
+#[inline]
 pub fn early(esr: u64, x: &[u64; CALL_REGS], firmware: &FirmwareFeatures) -> Option<Early> {
-    // Every synchronous exit comes here first: turn the others away on the
-    // exception class alone (HVC64 = 0x16, trapped MSR/MRS = 0x18).
-    if !matches!(esr >> 26 & 0x3f, 0x16 | 0x18) {
-        return None;
-    }
-    match esr::decode(esr) {
-        Exit::Hvc { imm: 0 } => match psci::query(x, firmware)? {
-            Outcome::Return { regs, count } => Some(Early::Call {
-                regs,
-                count,
-                reason: stats::call_reason(x[0] as u32),
-                detail: x[0] as u32,
-            }),
-            _ => None,
-        },
-        // SMCCC calls use HVC #0; other immediates are not calls we
-        // implement (as KVM answers them).
-        Exit::Hvc { imm } => Some(Early::Call {
-            regs: [stratum_abi::smccc::NOT_SUPPORTED as u64, 0, 0, 0],
-            count: 1,
-            reason: Reason::HvcImmediate,
-            detail: u32::from(imm),
-        }),
-        Exit::SysReg(access) => id_read(&access),
+    match (esr >> 26 & 0x3f) as u8 {
+        esr::ec::HVC64 => hvc(esr as u16, x, firmware),
+        esr::ec::SYS64 => id_read(&esr::sysreg_access(esr)?),
         _ => None,
     }
 }
 
+/// `HVC #imm` with the caller's `x0..x3`.
+#[inline]
+fn hvc(imm: u16, x: &[u64; CALL_REGS], firmware: &FirmwareFeatures) -> Option<Early> {
+    if imm != 0 {
+        // SMCCC calls use HVC #0; other immediates are not calls we
+        // implement (as KVM answers them).
+        return Some(Early::Call {
+            regs: [stratum_abi::smccc::NOT_SUPPORTED as u64, 0, 0, 0],
+            count: 1,
+            reason: Reason::HvcImmediate,
+            detail: u32::from(imm),
+        });
+    }
+    match psci::query(x, firmware)? {
+        Outcome::Return { regs, count } => Some(Early::Call {
+            regs,
+            count,
+            reason: stats::call_reason(x[0] as u32),
+            detail: x[0] as u32,
+        }),
+        _ => None,
+    }
+}
+
+#[inline]
 fn id_read(access: &SysRegAccess) -> Option<Early> {
     idreg::classify(access).map(|read| Early::IdRead {
         rt: access.rt,

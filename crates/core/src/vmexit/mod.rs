@@ -603,7 +603,7 @@ fn emulate_mmio(
     clippy::too_many_arguments,
     reason = "the exit's facts, each needed once"
 )]
-#[inline]
+#[inline(always)]
 fn syndrome_access(
     s: &AccessSyndrome,
     write: bool,
@@ -670,21 +670,38 @@ pub fn mmio_access(
     devices: &mut dyn DeviceTable,
     fx: &mut Effects,
 ) -> Option<Reason> {
-    let Exit::DataAbort(abort) = esr::decode(esr) else {
-        return None;
-    };
-    let s = abort.syndrome?;
-    if abort.s1ptw || abort.cache_maintenance || !abort.il32 {
-        return None;
-    }
+    let (s, write) = esr::mmio_syndrome(esr)?;
     let ipa = esr::fault_ipa(hpfar, far);
     let hit = bus.find(ipa)?;
-    syndrome_access(&s, abort.write, ipa, &hit, vcpu, regs, devices, fx).ok()?;
-    Some(if abort.write {
-        hit.write_reason
-    } else {
-        hit.read_reason
-    })
+    mmio_device_access(&s, write, ipa, &hit, vcpu, regs, devices, fx).ok()
+}
+
+/// The second half of [`mmio_access`], for a glue that found the window
+/// itself (before taking what the device needs): the access of syndrome
+/// `s` (a write if `write`) at `ipa`, on the device of `hit`. The reason
+/// to count it under, or [`AccessRefused`] — the access lies outside the
+/// bank, or the device refused it — before anything changed; the policy
+/// ([`handle_sync`]) then injects the abort.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the exit's facts, each needed once"
+)]
+#[inline(always)]
+pub fn mmio_device_access(
+    s: &AccessSyndrome,
+    write: bool,
+    ipa: Ipa,
+    hit: &Hit,
+    vcpu: usize,
+    regs: &mut impl GuestRegs,
+    devices: &mut dyn DeviceTable,
+    fx: &mut Effects,
+) -> Result<Reason, AccessRefused> {
+    match syndrome_access(s, write, ipa, hit, vcpu, regs, devices, fx) {
+        Ok(()) if write => Ok(hit.write_reason),
+        Ok(()) => Ok(hit.read_reason),
+        Err(_) => Err(AccessRefused),
+    }
 }
 
 /// `PSTATE.nRW`: the guest was executing AArch32.
