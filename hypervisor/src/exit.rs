@@ -272,7 +272,6 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         return Quick::NotMine;
     };
     let ipa = stratum_core::esr::fault_ipa(sysreg::hpfar_el2(), sysreg::far_el2());
-    let cpu = smp::current_cpu();
     let v = tag.vcpu;
     system::with_vm(tag.vm, |vm| {
         let Some(hit) = vm.bus.find(ipa) else {
@@ -288,7 +287,7 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         // Nothing in the list registers (the vGIC placed nothing there for
         // this vCPU): nothing to fold back, and no call to find that out.
         if vm.vgic.in_lr_count(v) != 0 {
-            irq::fold_on(vm, v, cpu);
+            irq::fold_on(vm, v, smp::current_cpu());
         }
         let mut devices = VmDevs {
             uart: &mut vm.uart,
@@ -317,15 +316,17 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         if cfg!(feature = "trace") {
             telemetry::trace(tag.vm, v, reason, ipa.0 as u32);
         }
-        let quiet = fx.is_empty() && vm.vgic.generation() == generation;
-        if !fx.is_empty() {
+        let quiet = if fx.is_empty() {
+            vm.vgic.generation() == generation
+        } else {
             apply_effects(vm, &fx);
-        }
+            false
+        };
         if vm.must_park(v) {
             return Quick::Park;
         }
         if !quiet || crate::console::has_input(vm.id) {
-            irq::fill_on(vm, v, cpu);
+            irq::fill_on(vm, v, smp::current_cpu());
         }
         Quick::Done
     })

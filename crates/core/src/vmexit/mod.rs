@@ -18,6 +18,7 @@
 //! [`VmDevices::sgi_write`]. Reads of the ID registers that `HCR_EL2.TID3`
 //! traps are answered as [`crate::idreg`] says.
 
+use crate::access::AccessSize;
 use crate::addr::{Gva, Ipa, IpaRange};
 pub use crate::bus::AccessRefused;
 use crate::bus::{DeviceAccess, DeviceTable, Effects, Hit, MmioBus};
@@ -614,10 +615,13 @@ fn syndrome_access(
     devices: &mut dyn DeviceTable,
     fx: &mut Effects,
 ) -> Result<(), AbortCause> {
-    let offset = ipa
-        .offset_from(hit.bank_range.start)
-        .filter(|_| hit.bank_range.contains_span(ipa, s.size.bytes()))
-        .ok_or(AbortCause::DeviceRejected)?;
+    // Wholly inside the bank: an `ipa` below it wraps to an offset past
+    // its end (a bank never reaches the top of the address space).
+    let offset = ipa.0.wrapping_sub(hit.bank_range.start.0);
+    let bytes = 1u64 << (s.size as u32);
+    if offset >= hit.bank_range.size || hit.bank_range.size - offset < bytes {
+        return Err(AbortCause::DeviceRejected);
+    }
     let device = devices
         .device(hit.device)
         .ok_or(AbortCause::DeviceRejected)?;
@@ -628,9 +632,10 @@ fn syndrome_access(
         offset,
         size: s.size,
     };
+    let shift = unused_bits(s.size);
     if write {
         // XZR reads as zero (`GuestRegs::x(31)`).
-        let value = regs.x(s.reg) & s.size.mask();
+        let value = regs.x(s.reg) << shift >> shift;
         device
             .write(&access, value, fx)
             .map_err(|_| AbortCause::DeviceRejected)
@@ -638,9 +643,37 @@ fn syndrome_access(
         let value = device
             .read(&access, fx)
             .map_err(|_| AbortCause::DeviceRejected)?;
-        regs.set_x(s.reg, mmio::syndrome_load_value(s, value));
+        regs.set_x(s.reg, load_value(s, value));
         Ok(())
     }
+}
+
+/// The bits of a register above an access of `size`: 56, 48, 32 or 0.
+/// (`AccessSize` counts log2 of the bytes, as `SAS` does.)
+#[inline(always)]
+const fn unused_bits(size: AccessSize) -> u32 {
+    64 - (8 << size as u32)
+}
+
+const _: () = {
+    assert!(unused_bits(AccessSize::Byte) == 56);
+    assert!(unused_bits(AccessSize::Half) == 48);
+    assert!(unused_bits(AccessSize::Word) == 32);
+    assert!(unused_bits(AccessSize::Double) == 0);
+};
+
+/// [`mmio::syndrome_load_value`] in shifts, without a lookup per size:
+/// the loaded `SAS` bytes, sign- or zero-extended (`SSE`), then cut to
+/// 32 bits for a W register (`SF` clear). A test pins the two together.
+#[inline(always)]
+pub(crate) const fn load_value(s: &AccessSyndrome, value: u64) -> u64 {
+    let shift = unused_bits(s.size);
+    let v = if s.sign_extend {
+        ((value << shift) as i64 >> shift) as u64
+    } else {
+        value << shift >> shift
+    };
+    if s.sixty_four { v } else { v as u32 as u64 }
 }
 
 /// The common MMIO exit, answered from the syndrome alone: a data abort
