@@ -277,12 +277,13 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         let Some(hit) = vm.bus.find(ipa) else {
             return Quick::NotMine;
         };
-        // Whether the fold, the access or console input may change what
-        // the list registers should hold. The vGIC's generation moves with
-        // every change that can alter a fill, a fold that had list
-        // registers to fold back included, and kicks come only with such
-        // changes: if it stays and the access left no effects, the refill
-        // would find nothing to do.
+        // Whether the fold, the access, its effects or console input may
+        // change what the list registers should hold. The vGIC's
+        // generation moves with every change that can alter a fill (a
+        // fold that had list registers to fold back, a register write, a
+        // device line that moved), and kicks come only with such changes:
+        // if it stays and no input is queued, the refill would find
+        // nothing to do. (Console output alone changes nothing there.)
         let generation = vm.vgic.generation();
         // Nothing in the list registers (the vGIC placed nothing there for
         // this vCPU): nothing to fold back, and no call to find that out.
@@ -316,12 +317,12 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         if cfg!(feature = "trace") {
             telemetry::trace(tag.vm, v, reason, ipa.0 as u32);
         }
-        let quiet = if fx.is_empty() {
-            vm.vgic.generation() == generation
-        } else {
+        if !fx.is_empty() {
+            // Console bytes, and the device's line sampled into the vGIC
+            // (which moves the generation if the line moved).
             apply_effects(vm, &fx);
-            false
-        };
+        }
+        let quiet = vm.vgic.generation() == generation;
         if vm.must_park(v) {
             return Quick::Park;
         }
