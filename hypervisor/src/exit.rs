@@ -305,7 +305,7 @@ fn direct_mmio(vm: &mut Vm, v: usize) -> Option<Action> {
         sysreg::hpfar_el2(),
         v,
         &mut live,
-        &vm.bus,
+        &vm.machine.bus,
         &mut devices,
         &mut fx,
     )?;
@@ -394,8 +394,8 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
         vm_id: vm.id as u64,
         boot_count: vm.boot_count,
         channels: vm.channel_count as u32,
-        ram: vm.ram,
-        bus: &vm.bus,
+        ram: vm.machine.ram,
+        bus: &vm.machine.bus,
         devices: &mut devices,
         effects: Effects::default(),
         vcpus: vm.life.psci_view(),
@@ -411,7 +411,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     let mut env = Env {
         vm: id,
         ram_pa: vm.ram_pa.0,
-        ram_size: vm.ram.size,
+        ram_size: vm.machine.ram.size,
     };
     let action = vmexit::handle_sync(&info, v, &mut live, &mut model, &mut env);
     let last_abort = model.last_abort;

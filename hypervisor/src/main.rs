@@ -256,12 +256,12 @@ fn create_vm(
     log!(
         "vm{id} '{name}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
         vm_plan.vcpu_count(),
-        vm.ram.size >> 20,
-        vm.ram.start,
+        vm.machine.ram.size >> 20,
+        vm.machine.ram.start,
         vm.ram_pa,
         vm_plan.kernel_kind(),
-        vm.layout.kernel.start,
-        vm.layout.entry,
+        vm.machine.layout.kernel.start,
+        vm.machine.layout.entry,
     );
     log!(
         "vm{id} stage 2: {} x 1 GiB + {} x 2 MiB blocks + {} x 4 KiB pages, VMID {}; {} table pages in use",

@@ -20,6 +20,7 @@ pub mod inject;
 pub mod insn;
 pub mod layout;
 pub mod lifecycle;
+pub mod machine;
 pub mod mmio;
 pub mod pl011;
 pub mod platform;
