@@ -180,7 +180,7 @@ pub fn drain_input() {
     // Ctrl-A Ctrl-A s: every VM's exit statistics (printed through `log!`,
     // so not under the console lock).
     if stats {
-        crate::telemetry::print_stats();
+        print_stats();
     }
 }
 
@@ -222,6 +222,66 @@ pub fn enable_input_interrupt() {
 pub fn clear_input_interrupt() {
     if let Some(uart) = CONSOLE.lock().uart.as_ref() {
         uart.clear_rx_interrupt();
+    }
+}
+
+/// Prints the statistics table of VM `id` on the console.
+pub fn print_vm(id: usize) {
+    let mut lines = LogLines::default();
+    let _ = crate::telemetry::BLOCK.render_vm(id, &mut lines);
+    lines.flush();
+}
+
+/// Prints the statistics table of every VM (the console's statistics
+/// escape calls this). Must not be called with the console lock held.
+pub fn print_stats() {
+    for id in 0..stratum_abi::telemetry::VM_SLOTS {
+        print_vm(id);
+    }
+}
+
+/// `fmt::Write` onto the hypervisor console, a whole line at a time, each
+/// as a hypervisor message (`[stratum] …`): with several VMs, every console
+/// line must say whose it is.
+struct LogLines {
+    buf: [u8; 192],
+    len: usize,
+}
+
+impl Default for LogLines {
+    fn default() -> Self {
+        Self {
+            buf: [0; 192],
+            len: 0,
+        }
+    }
+}
+
+impl LogLines {
+    /// Prints what is buffered as one line (if anything).
+    fn flush(&mut self) {
+        if self.len > 0 {
+            let line = core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?");
+            crate::log!("{line}");
+            self.len = 0;
+        }
+    }
+}
+
+impl fmt::Write for LogLines {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if b == b'\n' {
+                self.flush();
+                continue;
+            }
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
     }
 }
 

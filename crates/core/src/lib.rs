@@ -29,4 +29,5 @@ pub mod ring;
 pub mod sched;
 pub mod stage2;
 pub mod stats;
+pub mod telemetry;
 pub mod vmexit;
