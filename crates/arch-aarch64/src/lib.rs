@@ -29,6 +29,7 @@ pub mod head;
 pub mod id;
 pub mod pl011;
 pub mod semihosting;
+pub mod sync;
 pub mod sysreg;
 pub mod timer;
 pub mod tlb;
