@@ -9,7 +9,7 @@
 //! re-exports give the rest of the binary one place to name the per-CPU
 //! stacks and the guest entry.
 
-pub use stratum_arch::head::{MAX_CPUS, secondary_entry, stack_top};
+pub use stratum_arch::head::{MAX_CPUS, stack_top};
 pub use stratum_arch::vectors::{enter_guest, kind};
 
 const _: stratum_arch::head::BootPrimary = crate::boot_primary;

@@ -166,7 +166,7 @@ mod ring {
     /// Appends a record to this CPU's ring; the head moves after the record
     /// is written, so a reader that sees the head sees the record.
     pub fn append(vm: usize, vcpu: usize, reason: Reason, detail: u32) {
-        let cpu = crate::smp::current_cpu();
+        let cpu = stratum_arch::head::current_cpu();
         let (Some(desc), Some(ring)) = (BLOCK.rings.get(cpu), RINGS.get(cpu)) else {
             return;
         };
