@@ -18,10 +18,10 @@ use stratum_core::lifecycle::Start;
 use stratum_core::sched::VcpuRef;
 use stratum_core::vmexit::early::{self, Early};
 
-use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu};
 use crate::vm::Vm;
 use crate::{irq, lifecycle, log, sched, smp, system, telemetry};
+use stratum_arch::vectors::kind;
 
 /// The glue's side of [`ExitEnv`], for one VM.
 struct Env {

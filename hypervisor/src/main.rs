@@ -203,7 +203,7 @@ fn plan_boot(
     let limits = Limits {
         vms: system::MAX_VMS,
         vcpus_per_vm: vm::MAX_VCPUS,
-        cpus: head::MAX_CPUS,
+        cpus: stratum_arch::head::MAX_CPUS,
     };
     match bootplan::plan(bundle, platform, &reserved, &limits) {
         Ok(plan) => plan,

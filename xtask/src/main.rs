@@ -7,6 +7,7 @@
 //! root (otherwise it stops with the exact command to run).
 
 mod deps;
+mod modules;
 mod policy;
 mod tiers;
 
