@@ -46,7 +46,7 @@ pub use stratum_abi::bundle::{OnCrash, StopPolicy};
 use crate::kernel;
 use crate::size::format_size;
 use crate::{Error, Result};
-use raw::{RawConfig, RawSize, RawVm, Source};
+use raw::{Diagnostics, RawConfig, RawSize, RawVm, Source};
 use validate::validate;
 
 mod channels;
@@ -316,15 +316,29 @@ impl Config {
             path: path.to_path_buf(),
             text: text.to_owned(),
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let at = source.locate(e.span());
-            Error::input(format!("{at}: {}", e.message().trim_end()))
-        })?;
+        let mut d = Diagnostics::new(&source);
+        // Every syntax error, then every unknown key, with their places;
+        // the values are checked only in a document that parses.
+        let (table, syntax) = toml::de::DeTable::parse_recoverable(text);
+        for e in &syntax {
+            d.push(e.span(), "", e.message().trim_end());
+        }
+        if !syntax.is_empty() {
+            return Err(Error::input(d.report()));
+        }
+        raw::unknown_keys(&mut d, table.get_ref());
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                d.push(e.span(), "", e.message().trim_end());
+                return Err(Error::input(d.report()));
+            }
+        };
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        validate(raw, &source, base)
+        validate(raw, d, base)
     }
 
     /// Whether this build of the hypervisor can run the system
@@ -403,7 +417,7 @@ impl Config {
             vm: vec![Spanned::new(none, vm)],
             channel: Vec::new(),
         };
-        validate(raw, &Source::Flags, Path::new(""))
+        validate(raw, Diagnostics::new(&Source::Flags), Path::new(""))
     }
 
     /// Replaces the machine's GIC and/or CPU model (the `--gic`/`--cpu`

@@ -16,11 +16,8 @@ use super::{channels, devices};
 use crate::size::{format_size, parse_size};
 use crate::{Error, Result};
 
-pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<Config> {
-    let mut d = Diagnostics {
-        source,
-        messages: Vec::new(),
-    };
+pub(super) fn validate(raw: RawConfig, mut d: Diagnostics<'_>, base: &Path) -> Result<Config> {
+    let source = d.source;
     let machine = raw.machine.map(Spanned::into_inner);
 
     let gic = match machine.as_ref().and_then(|m| m.gic.as_ref()) {
@@ -117,6 +114,9 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
     let mut vms = Vec::new();
     let mut plans: Vec<VmPlan> = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
+    // Whether every VM's shape (name, vCPUs, RAM) is known: the rules
+    // between VMs need it, but not its files.
+    let mut shapes_known = true;
     for (i, vm) in raw.vm.iter().enumerate().take(MAX_VMS) {
         let vcpus = vm
             .get_ref()
@@ -125,21 +125,25 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
             .map_or(Some(1), |v| u32::try_from(*v.get_ref()).ok())
             .filter(|n| (1..=MAX_VCPUS).contains(n));
         let plan = partition::vm_plan(&mut d, i, vm, vcpus);
-        if let Some(mut v) = validate_vm(&mut d, i, vm, base) {
-            if let Some(first) = names.get(&v.name) {
-                let span = vm.get_ref().name.as_ref().map(Spanned::span);
-                d.push(
-                    span,
+        if let Some(name) = &vm.get_ref().name {
+            if let Some(first) = names.get(name.get_ref()) {
+                d.at(
+                    name,
                     &format!("vm[{i}].name"),
-                    format!("duplicate VM name {:?} (also vm[{first}])", v.name),
+                    format!("duplicate VM name {:?} (also vm[{first}])", name.get_ref()),
                 );
             } else {
-                names.insert(v.name.clone(), i);
+                names.insert(name.get_ref().clone(), i);
             }
-            v.placement = plan.placement;
-            v.on_crash = plan.on_crash;
-            v.devices = plan.devices.iter().map(|p| p.config.clone()).collect();
-            vms.push(v);
+        }
+        match validate_vm(&mut d, i, vm, base) {
+            Some(mut v) => {
+                v.placement = plan.placement;
+                v.on_crash = plan.on_crash;
+                v.devices = plan.devices.iter().map(|p| p.config.clone()).collect();
+                vms.push(v);
+            }
+            None => shapes_known = false,
         }
         plans.push(plan);
     }
@@ -156,16 +160,17 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
         .collect();
     let channel_plans = channels::channel_plans(&mut d, &raw.channel, &all_names);
 
-    if !d.messages.is_empty() {
-        return Err(Error::input(d.messages.join("\n")));
+    if !shapes_known {
+        return Err(Error::input(d.report()));
     }
 
-    // Every VM is valid: the rules between them, and the defaults.
+    // Every VM's shape is known (its files may still be bad): the rules
+    // between them, and the defaults.
     let cpus = partition::resolve_cpus(&mut d, &mut vms, &plans, machine_cpus, gic);
     devices::check_devices(&mut d, &vms, &plans);
     let channels = channels::resolve_channels(&mut d, &vms, &plans, &channel_plans);
     if !d.messages.is_empty() {
-        return Err(Error::input(d.messages.join("\n")));
+        return Err(Error::input(d.report()));
     }
 
     let vm_memory: u64 = vms.iter().map(|v| v.memory).sum();
@@ -219,7 +224,7 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
         None => {}
     }
     if !d.messages.is_empty() {
-        return Err(Error::input(d.messages.join("\n")));
+        return Err(Error::input(d.report()));
     }
     config.machine.memory = memory_override.map_or_else(
         || default_host_memory(vm_memory, bundle).unwrap_or(required),
@@ -227,7 +232,7 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
     );
     devices::check_devices_against_host_ram(&mut d, &plans, config.machine.memory);
     if !d.messages.is_empty() {
-        return Err(Error::input(d.messages.join("\n")));
+        return Err(Error::input(d.report()));
     }
     Ok(config)
 }
@@ -256,6 +261,10 @@ pub(super) fn size_field(
     }
 }
 
+/// Checks one VM. `None` when its shape (name, vCPUs, RAM) is bad; with
+/// only its files bad (kernel, initrd, DT fragment, or the kernel's fit),
+/// the problems are reported and a config with an empty kernel is
+/// returned, so that the rules between VMs can still be checked.
 fn validate_vm(
     d: &mut Diagnostics<'_>,
     i: usize,
@@ -265,7 +274,6 @@ fn validate_vm(
     let f = |key: &str| format!("vm[{i}].{key}");
     let table_span = Some(vm.span());
     let vm = vm.get_ref();
-    let errors_before = d.messages.len();
 
     let name = match &vm.name {
         None => format!("vm{i}"),
@@ -432,9 +440,38 @@ fn validate_vm(
         }
     };
 
-    // Fit checks, only when the inputs themselves are fine.
-    let (kernel_path, (info, kernel_file_size, blob_size), kernel_field) = kernel?;
     let (memory_base, memory) = ram?;
+    let cpus = cpus?;
+    let unplaced = |name: String, kernel: std::path::PathBuf| VmConfig {
+        name,
+        kernel,
+        kernel_summary: KernelSummary {
+            info: KernelInfo::Raw { len: 0 },
+            placement: image::Placement {
+                load_offset: image::RAW_LOAD_OFFSET,
+                entry_offset: image::RAW_LOAD_OFFSET,
+                footprint: 0,
+            },
+            file_size: 0,
+            blob_size: 0,
+        },
+        initrd: None,
+        initrd_size: 0,
+        dt_fragment: None,
+        dt_fragment_size: 0,
+        cmdline: String::new(),
+        cpus,
+        memory,
+        memory_base,
+        placement: CpuPlacement::Pinned,
+        pcpus: Vec::new(),
+        on_crash: OnCrash::Stop,
+        devices: Vec::new(),
+    };
+    // Fit checks, only when the inputs themselves are fine.
+    let Some((kernel_path, (info, kernel_file_size, blob_size), kernel_field)) = kernel else {
+        return Some(unplaced(name, std::path::PathBuf::new()));
+    };
     let placement = match info.place(memory_base, memory) {
         Ok(p) => p,
         Err(e) => {
@@ -468,7 +505,7 @@ fn validate_vm(
                     format_size(memory)
                 ),
             );
-            return None;
+            return Some(unplaced(name, kernel_path));
         }
     };
     let initrd_size = initrd.as_ref().map_or(0, |(_, s)| *s);
@@ -492,9 +529,6 @@ fn validate_vm(
             ),
         );
     }
-    if d.messages.len() != errors_before {
-        return None;
-    }
     Some(VmConfig {
         name,
         kernel: kernel_path,
@@ -509,7 +543,7 @@ fn validate_vm(
         dt_fragment: dt_fragment.as_ref().map(|(p, _)| p.clone()),
         dt_fragment_size: dt_fragment.map_or(0, |(_, s)| s),
         cmdline,
-        cpus: cpus?,
+        cpus,
         memory,
         memory_base,
         // Filled in by the caller from the VM's plan and the resolution.
