@@ -144,6 +144,29 @@ fn check_poweroff_report(
             "STRATUM-LINUX: powering off",
         ],
     );
+    // The virtio drivers from the kernel's package loaded, each of them.
+    let modules = console_lines(&run.console)
+        .find_map(|l| l.split("STRATUM-LINUX: modules").nth(1).map(str::to_owned))
+        .unwrap_or_default();
+    let loaded: Vec<&str> = modules.split_whitespace().collect();
+    for want in &[
+        "virtio_mmio",
+        "virtio_net",
+        "virtio_console",
+        "vmw_vsock_virtio_transport",
+        "virtio_blk",
+    ] {
+        assert!(
+            loaded.contains(want),
+            "{test}: module {want} should have loaded (loaded: {loaded:?})\n{}",
+            run.describe()
+        );
+    }
+    assert!(
+        !run.console.contains("STRATUM-LINUX: cannot load module"),
+        "{test}: a module failed to load\n{}",
+        run.describe()
+    );
     let gic_name = if gic == 3 { "GICv3" } else { "GIC-0" };
     assert!(
         console_lines(&run.console).any(|l| l.contains("arch_timer") && l.contains(gic_name)),

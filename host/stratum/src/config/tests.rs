@@ -143,7 +143,9 @@ fn bad_configs() {
         ),
         (
             "[machine]\ncpu = \"max\"\nsmp = 2\n[[vm]]\nkernel = \"hello.elf\"\n",
-            &["x.toml:3:1: machine: unknown field `smp`: expected one of `cpus`, `gic`, `cpu`, `memory`"],
+            &[
+                "x.toml:3:1: machine: unknown field `smp`: expected one of `cpus`, `gic`, `cpu`, `memory`",
+            ],
         ),
         ("vms = []\n", &["x.toml:1:1: unknown field `vms`"]),
         // Types.
@@ -1380,7 +1382,10 @@ fn assert_all_reported(msg: &str, want: &[(&str, &str)]) {
     assert_eq!(lines.len(), want.len(), "one line per problem:\n{msg}");
     for (line, (at, text)) in lines.iter().zip(want) {
         let expected = format!("x.toml:{at}: {text}");
-        assert!(line.contains(&expected), "expected {expected:?}, got {line:?}\nin\n{msg}");
+        assert!(
+            line.contains(&expected),
+            "expected {expected:?}, got {line:?}\nin\n{msg}"
+        );
     }
 }
 
@@ -1435,12 +1440,18 @@ vms = ["c", "nope"]
             ("12:10", "vm[0].initrd: "),
             ("17:8", "vm[1].cpus: 0 vCPUs"),
             ("18:10", "vm[1].memory: 0x300000 bytes"),
-            ("19:15", "vm[1].memory_base: 0x40001000 is not 2 MiB aligned"),
+            (
+                "19:15",
+                "vm[1].memory_base: 0x40001000 is not 2 MiB aligned",
+            ),
             ("24:15", "vm[2].dt_fragment: "),
             ("27:8", "vm[3].name: duplicate VM name \"c\" (also vm[2])"),
             ("28:10", "vm[3].kernel: "),
             ("29:12", "vm[3].on_crash: unknown crash policy \"explode\""),
-            ("30:1", "vm[3]: unknown field `memroy`: did you mean `memory`?"),
+            (
+                "30:1",
+                "vm[3]: unknown field `memroy`: did you mean `memory`?",
+            ),
             ("34:13", "channel[0].vms: unknown VM \"nope\""),
         ],
     );
@@ -1535,7 +1546,9 @@ name = "ch"
 vms = ["a", "b"]
 size = "4K"
 "#;
-    let config = fx.parse(text).unwrap_or_else(|e| panic!("every key is known: {e}"));
+    let config = fx
+        .parse(text)
+        .unwrap_or_else(|e| panic!("every key is known: {e}"));
     assert_eq!(config.vms.len(), 2);
     assert_eq!(config.vms[0].devices.len(), 1);
 }

@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use stratum_core::image::{self, KernelInfo};
 
+use super::modules;
 use crate::{Error, Result};
 
 /// The meta-package that depends on the current kernel package.
@@ -54,6 +55,10 @@ pub struct DebianGuest {
     pub busybox: PathBuf,
     /// The kernel release, e.g. `6.1.0-56-arm64` (what `uname -r` says).
     pub kernel_version: String,
+    /// The kernel's modules directory (`lib/modules/<release>` of its
+    /// package), pruned to [`super::modules::GUEST_MODULES`] and their
+    /// dependencies.
+    pub modules_dir: PathBuf,
 }
 
 /// The default cache: `$STRATUM_CACHE/debian` if `STRATUM_CACHE` is set,
@@ -129,18 +134,31 @@ pub fn fetch_debian(cache_dir: &Path, progress: bool) -> Result<DebianGuest> {
         .to_owned();
     report.step(&format!("{KERNEL_META_PACKAGE} → {kernel_package}"));
 
-    let kernel_dir = cache.unpacked(&apt, &kernel_package, &["boot"], report)?;
-    let busybox_dir = cache.unpacked(&apt, BUSYBOX_PACKAGE, &["bin"], report)?;
+    let modules_rel = Path::new("lib").join("modules").join(&kernel_version);
+    let kernel_unpack = Unpack {
+        keep: &["boot", "lib"],
+        tag: Some(modules::set_tag(modules::GUEST_MODULES)),
+        prune: Some(&|dir: &Path| modules::prune(&dir.join(&modules_rel), modules::GUEST_MODULES)),
+    };
+    let kernel_dir = cache.unpacked(&apt, &kernel_package, &kernel_unpack, report)?;
+    let busybox_unpack = Unpack {
+        keep: &["bin"],
+        tag: None,
+        prune: None,
+    };
+    let busybox_dir = cache.unpacked(&apt, BUSYBOX_PACKAGE, &busybox_unpack, report)?;
     let guest = DebianGuest {
         kernel: kernel_dir
             .join("boot")
             .join(format!("vmlinuz-{kernel_version}")),
         busybox: busybox_dir.join("bin").join("busybox"),
+        modules_dir: kernel_dir.join(&modules_rel),
         kernel_version,
     };
     for (path, package) in [
         (&guest.kernel, &kernel_package[..]),
         (&guest.busybox, BUSYBOX_PACKAGE),
+        (&guest.modules_dir.join("modules.dep"), &kernel_package[..]),
     ] {
         if !path.is_file() {
             return Err(Error::environment(format!(
@@ -295,7 +313,10 @@ impl Cache {
     fn current(&self) -> Option<DebianGuest> {
         let text = fs::read_to_string(self.manifest()).ok()?;
         let guest = parse_manifest(&text, &self.root)?;
-        (guest.kernel.is_file() && guest.busybox.is_file()).then_some(guest)
+        (guest.kernel.is_file()
+            && guest.busybox.is_file()
+            && guest.modules_dir.join("modules.dep").is_file())
+        .then_some(guest)
     }
 
     fn set_current(&self, guest: &DebianGuest) -> Result<()> {
@@ -306,14 +327,12 @@ impl Cache {
     }
 
     /// The directory `package` (its candidate version) is unpacked in,
-    /// downloading and unpacking it first if needed. Only the top-level
-    /// directories in `keep` are kept (a kernel package's modules are not
-    /// needed for an initramfs boot).
+    /// downloading and unpacking it first if needed, as `how` says.
     fn unpacked(
         &self,
         apt: &Apt<'_>,
         package: &str,
-        keep: &[&str],
+        how: &Unpack<'_>,
         report: Reporter,
     ) -> Result<PathBuf> {
         let show = apt.query("apt-cache", &["show", "--no-all-versions", package])?;
@@ -322,9 +341,13 @@ impl Cache {
                 "package {package} not found in the Debian archive (apt-cache show gave no version)"
             ))
         })?;
+        let tag = how
+            .tag
+            .as_ref()
+            .map_or_else(String::new, |t| format!("+m{t}"));
         let dir = self
             .packages
-            .join(format!("{package}_{}", version_in_file_name(&version)));
+            .join(format!("{package}_{}{tag}", version_in_file_name(&version)));
         if dir.is_dir() {
             return Ok(dir);
         }
@@ -346,9 +369,12 @@ impl Cache {
         let entries = fs::read_dir(&staging)
             .map_err(|e| Error::environment(format!("cannot list {}: {e}", staging.display())))?;
         for entry in entries.flatten() {
-            if !keep.iter().any(|k| entry.file_name() == *k) {
+            if !how.keep.iter().any(|k| entry.file_name() == *k) {
                 let _ = fs::remove_dir_all(entry.path());
             }
+        }
+        if let Some(prune) = how.prune {
+            prune(&staging)?;
         }
         fs::rename(&staging, &dir).map_err(|e| {
             Error::environment(format!(
@@ -384,10 +410,11 @@ fn format_manifest(guest: &DebianGuest, root: &Path) -> Option<String> {
             .map(str::to_owned)
     };
     Some(format!(
-        "kernel_version={}\nkernel={}\nbusybox={}\n",
+        "kernel_version={}\nkernel={}\nbusybox={}\nmodules={}\n",
         guest.kernel_version,
         rel(&guest.kernel)?,
-        rel(&guest.busybox)?
+        rel(&guest.busybox)?,
+        rel(&guest.modules_dir)?
     ))
 }
 
@@ -401,6 +428,7 @@ fn parse_manifest(text: &str, root: &Path) -> Option<DebianGuest> {
     Some(DebianGuest {
         kernel: root.join(get("kernel")?),
         busybox: root.join(get("busybox")?),
+        modules_dir: root.join(get("modules")?),
         kernel_version: get("kernel_version")?.to_owned(),
     })
 }
@@ -455,6 +483,17 @@ fn dpkg_extract(deb: &Path, dir: &Path, package: &str) -> Result<()> {
         out.status,
         tail(&String::from_utf8_lossy(&out.stderr))
     )))
+}
+
+/// What of an unpacked package the cache keeps.
+struct Unpack<'a> {
+    /// The top-level directories kept (the rest of the package goes).
+    keep: &'a [&'a str],
+    /// Part of the directory's name besides the package and version, when
+    /// what is kept inside depends on more than they say.
+    tag: Option<String>,
+    /// Trims the staging directory further before it is published.
+    prune: Option<&'a dyn Fn(&Path) -> Result<()>>,
 }
 
 /// apt with the cache's private state.
@@ -662,6 +701,8 @@ mod tests {
             kernel: root
                 .join("pkg/linux-image-6.1.0-56-arm64_6.1.192-2/boot/vmlinuz-6.1.0-56-arm64"),
             busybox: root.join("pkg/busybox-static_1%3a1.35/bin/busybox"),
+            modules_dir: root
+                .join("pkg/linux-image-6.1.0-56-arm64_6.1.192-2/lib/modules/6.1.0-56-arm64"),
             kernel_version: "6.1.0-56-arm64".into(),
         };
         let text = format_manifest(&guest, root).expect("inside the cache");
@@ -699,9 +740,15 @@ mod tests {
         let bb = cache.packages.join("busybox-static_1/bin");
         fs::create_dir_all(&bb).expect("mkdir");
         fs::write(bb.join("busybox"), b"\x7fELF").expect("busybox");
+        let modules_dir = pkg
+            .parent()
+            .expect("the package")
+            .join("lib/modules/9.9.9-1-arm64");
+        super::super::modules::write_fake_cache_dir(&modules_dir);
         let guest = DebianGuest {
             kernel: pkg.join("vmlinuz-9.9.9-1-arm64"),
             busybox: bb.join("busybox"),
+            modules_dir,
             kernel_version: "9.9.9-1-arm64".into(),
         };
         cache.set_current(&guest).expect("manifest");

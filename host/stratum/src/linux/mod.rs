@@ -16,6 +16,7 @@ use crate::Result;
 pub mod cpio;
 pub mod debian;
 pub mod initramfs;
+pub mod modules;
 pub mod workload;
 
 pub use debian::{DebianGuest, default_cache_dir, fetch_debian};
@@ -58,7 +59,13 @@ pub fn prepare_debian_with(
         .canonicalize()
         .unwrap_or_else(|_| cache_dir.to_path_buf());
     let initramfs = cache_dir.join(INITRAMFS_NAME);
-    build_initramfs(&guest.busybox, workload, DEFAULT_INIT, &initramfs)?;
+    build_initramfs(
+        &guest.busybox,
+        workload,
+        &guest.modules_dir,
+        DEFAULT_INIT,
+        &initramfs,
+    )?;
     Ok(LinuxGuest {
         kernel: guest.kernel,
         initramfs,
