@@ -493,8 +493,11 @@ struct Unpack<'a> {
     /// what is kept inside depends on more than they say.
     tag: Option<String>,
     /// Trims the staging directory further before it is published.
-    prune: Option<&'a dyn Fn(&Path) -> Result<()>>,
+    prune: Option<&'a Prune<'a>>,
 }
+
+/// A step that trims an unpacked package's staging directory.
+type Prune<'a> = dyn Fn(&Path) -> Result<()> + 'a;
 
 /// apt with the cache's private state.
 struct Apt<'a> {

@@ -310,7 +310,7 @@ mod tests {
         out.extend_from_slice(modinfo.as_bytes());
         let shstr_at = out.len();
         out.extend_from_slice(shstrtab);
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
         let shoff = out.len();
