@@ -491,3 +491,65 @@ fn linux_workload_reports_every_test() {
     }
     assert_eq!(samples.len(), TESTS.len(), "{test}: one line per test");
 }
+
+/// `stratum run --debian --exec CMD`: the command runs after the modules
+/// are loaded, its output streams, and its status becomes the run's.
+#[test]
+fn linux_exec_reports_the_command_status() {
+    let test = "linux_exec_reports_the_command_status";
+    let timeout = CLI_TIMEOUT.as_secs().to_string();
+    let command = "grep -c '^virtio_net ' /proc/modules; echo exec-says-$((6*7)); exit 3";
+    let start = Instant::now();
+    let run = run_stratum(
+        ["run", "--debian", "--timeout", &timeout, "--exec", command],
+        HARD_TIMEOUT,
+    );
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    assert_status(&run, status::EXEC_FAILED, test);
+    assert_in_order(
+        &run,
+        &[
+            "STRATUM-LINUX: modules virtio_mmio",
+            "STRATUM-LINUX: exec start",
+            "exec-says-42",
+            "STRATUM-LINUX: exec exit 3",
+            "exited with status 3",
+            "a command given to run failed",
+        ],
+    );
+    assert!(
+        console_lines(&run.console).any(|l| l.trim() == "1"),
+        "{test}: virtio_net should be loaded when the command runs\n{}",
+        run.describe()
+    );
+}
+
+/// Two Debian VMs from a config (`debian = true`, `exec`), time-sharing
+/// nothing: both commands run and the run exits 0 only when both did.
+#[test]
+fn linux_exec_in_a_config_with_two_debian_vms() {
+    let test = "linux_exec_in_a_config_with_two_debian_vms";
+    let text = "[[vm]]\nname = \"one\"\ndebian = true\nmemory = \"256M\"\nexec = \"echo one-$((2+2))\"\n\n\
+                [[vm]]\nname = \"two\"\ndebian = true\nmemory = \"256M\"\nexec = \"echo two-$((3+3)); test -e /lib/modules/vsock.ko\"\n";
+    let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(test)));
+    std::fs::write(&config, text).expect("write the config");
+    let start = Instant::now();
+    let run = stratum_systests::run_config(&config, CLI_TIMEOUT, &[], None);
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    let _ = std::fs::remove_file(&config);
+    assert_status(&run, status::OK, test);
+    let vms = stratum_systests::split_by_tag(&run.console, &["one", "two"])
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    for (vm, says) in [("one", "one-4"), ("two", "two-6")] {
+        assert!(
+            vms.find(vm, says).is_some(),
+            "{test}: {vm} should print {says}\n{}",
+            run.describe()
+        );
+        assert!(
+            vms.find(vm, "STRATUM-LINUX: exec exit 0").is_some(),
+            "{test}: {vm}'s command should exit 0\n{}",
+            run.describe()
+        );
+    }
+}

@@ -250,6 +250,9 @@ pub fn test_all() -> Result<(), String> {
                 ("STRATUM_LINUX_KERNEL", kernel.as_path()),
                 ("STRATUM_LINUX_INITRD", initramfs.as_path()),
                 ("STRATUM_GUESTS_DIR", a.guests.as_path()),
+                // `stratum run --debian` in the tests builds its initramfs
+                // with this workload instead of building one.
+                ("STRATUM_WORKLOAD", a.workload.as_path()),
             ];
             let (c, ok) = cargo_test(&["-p", "stratum-systests", "--test", LINUX_TEST], &envs);
             accumulate(&mut total, c);

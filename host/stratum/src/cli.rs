@@ -22,6 +22,7 @@ Exit status:
   3  timeout: --timeout expired and QEMU was killed
   4  environment problem: QEMU is missing, or building the hypervisor failed
   5  a VM crashed
+  6  a command run with --exec (or exec in the config) failed or reported no status
 
 Environment:
   STRATUM_HYPERVISOR  hypervisor Image (or ELF) to use instead of building one
@@ -275,9 +276,6 @@ impl FetchArgs {
     }
 }
 
-/// Memory of a `--debian` VM unless `--memory` says otherwise.
-pub const DEBIAN_DEFAULT_MEMORY: &str = "512M";
-
 /// `stratum run` arguments.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("system").required(true).args(["config", "kernel", "debian"])))]
@@ -295,6 +293,12 @@ pub struct RunArgs {
     /// `--append stratum.test=poweroff` the guest reports and powers off.
     #[arg(long, conflicts_with_all = ["config", "kernel", "initrd"])]
     pub debian: bool,
+    /// With --debian: run CMD with `/bin/sh -c` once the guest has booted
+    /// and loaded its modules, then power off. `stratum run` exits 0 when
+    /// the command did, and with status 6 otherwise (naming the VM and the
+    /// command's status).
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["config", "kernel"])]
+    pub exec: Option<String>,
     /// Initial ramdisk for the --kernel VM.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub initrd: Option<PathBuf>,
@@ -365,6 +369,8 @@ impl RunArgs {
                 append: self.append.clone(),
                 cpus: self.cpus,
                 memory: self.memory.clone(),
+                debian: false,
+                exec: None,
             })?,
             (None, None) if self.debian => {
                 let guest = prepare_debian(&default_cache_dir()?, true)?;
@@ -377,21 +383,17 @@ impl RunArgs {
     }
 
     /// The VM flags of `--debian` with `guest` (the fetched kernel and initramfs).
+    /// (The Debian defaults, `console=ttyAMA0` and 512 MiB, are the
+    /// config's: [`crate::config::DEBIAN_CMDLINE`].)
     pub fn debian_flags(&self, guest: &LinuxGuest) -> VmFlags {
-        let append = match self.append.as_deref().map(str::trim) {
-            Some(extra) if !extra.is_empty() => format!("console=ttyAMA0 {extra}"),
-            _ => "console=ttyAMA0".to_owned(),
-        };
         VmFlags {
             kernel: guest.kernel.clone(),
             initrd: Some(guest.initramfs.clone()),
-            append: Some(append),
+            append: self.append.clone(),
             cpus: self.cpus,
-            memory: Some(
-                self.memory
-                    .clone()
-                    .unwrap_or_else(|| DEBIAN_DEFAULT_MEMORY.to_owned()),
-            ),
+            memory: self.memory.clone(),
+            debian: true,
+            exec: self.exec.clone(),
         }
     }
 
@@ -436,6 +438,9 @@ pub fn execute(cli: &Cli) -> i32 {
             )
         }
         Command::Run(args) => args.options().and_then(|opts| run(&opts)).map(|outcome| {
+            for report in outcome.exec.iter().filter(|r| !r.succeeded()) {
+                eprintln!("stratum: {}", report.describe());
+            }
             if outcome.exit_code != exit_code::SUCCESS {
                 eprintln!("stratum: {}", outcome.verdict.describe());
             }
@@ -575,22 +580,36 @@ mod tests {
             kernel_version: "6.1.0-56-arm64".into(),
         };
         let flags = a.debian_flags(&guest);
-        assert_eq!(flags.append.as_deref(), Some("console=ttyAMA0 quiet"));
-        assert_eq!(flags.memory.as_deref(), Some(DEBIAN_DEFAULT_MEMORY));
+        // The Debian defaults (console=ttyAMA0, 512 MiB) are the config's.
+        assert!(flags.debian);
+        assert_eq!(flags.append.as_deref(), Some("quiet"));
+        assert_eq!(flags.memory, None);
         assert_eq!(flags.initrd.as_deref(), Some(guest.initramfs.as_path()));
         assert_eq!(flags.cpus, Some(1));
+        assert_eq!(flags.exec, None);
 
         let cli = parse(&["run", "--debian", "--memory", "1G"]).expect("parses");
         let Command::Run(a) = cli.command else {
             panic!("not run")
         };
         let flags = a.debian_flags(&guest);
-        assert_eq!(flags.append.as_deref(), Some("console=ttyAMA0"));
+        assert_eq!(flags.append, None);
         assert_eq!(flags.memory.as_deref(), Some("1G"));
+
+        let cli = parse(&["run", "--debian", "--exec", "uname -r; exit 3"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            a.debian_flags(&guest).exec.as_deref(),
+            Some("uname -r; exit 3")
+        );
 
         for bad in [
             &["run", "--debian", "--kernel", "k"][..],
             &["run", "--debian", "--initrd", "i"],
+            &["run", "--kernel", "k", "--exec", "true"],
+            &["run", "x.toml", "--exec", "true"],
             &["run", "x.toml", "--debian"],
             &["fetch"],
             &["fetch", "fedora"],
@@ -633,6 +652,8 @@ mod tests {
         let run = cmd.find_subcommand_mut("run").expect("run");
         let help = run.render_long_help().to_string();
         assert!(help.contains("5  a VM crashed"), "{help}");
+        assert!(help.contains("6  a command run with --exec"), "{help}");
+        assert!(help.contains("--exec <CMD>"), "{help}");
         assert!(help.contains("--deterministic"), "{help}");
         assert!(help.contains("--debian"), "{help}");
         assert!(help.contains("STRATUM_CACHE"), "{help}");

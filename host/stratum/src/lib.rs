@@ -32,6 +32,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod elf;
+pub mod exec;
 pub mod hypervisor;
 pub mod kernel;
 pub mod linux;
@@ -64,6 +65,9 @@ pub mod exit_code {
     pub const ENVIRONMENT: i32 = 4;
     /// Every VM stopped, and at least one of them crashed (hypervisor exit status 72).
     pub const VM_CRASHED: i32 = 5;
+    /// Every VM powered off, but a command run with `--exec` (or `exec` in
+    /// the config) exited non-zero or reported no status.
+    pub const EXEC_FAILED: i32 = 6;
 }
 
 /// What kind of failure an [`Error`] is; decides the exit status.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stratum_abi::exit;
 
 use crate::config::Config;
+use crate::exec::{ExecReport, ExecWatch};
 use crate::hypervisor::HypervisorSource;
 use crate::kernel::build_bundle;
 use crate::qemu::{RunPlan, find_qemu, qemu_command};
@@ -90,6 +91,9 @@ pub enum Verdict {
     },
     /// The timeout expired and QEMU was killed.
     Timeout,
+    /// Every VM powered off, but a command given with `--exec` (or `exec`
+    /// in the config) failed or reported no status ([`RunOutcome::exec`]).
+    ExecFailed,
 }
 
 impl Verdict {
@@ -113,6 +117,7 @@ impl Verdict {
             }
             Self::VmCrashed => exit_code::VM_CRASHED,
             Self::Timeout => exit_code::TIMEOUT,
+            Self::ExecFailed => exit_code::EXEC_FAILED,
         }
     }
 
@@ -130,6 +135,7 @@ impl Verdict {
             }
             Self::QemuFailed { status: None } => "QEMU was killed by a signal".to_owned(),
             Self::Timeout => "timed out; QEMU was killed".to_owned(),
+            Self::ExecFailed => "a command given to run failed (see above)".to_owned(),
         }
     }
 }
@@ -147,6 +153,9 @@ pub struct RunOutcome {
     pub qemu_stderr: Option<String>,
     /// Wall-clock time QEMU ran.
     pub elapsed: Duration,
+    /// What each VM's exec'd command did, in VM order (empty when no VM
+    /// execs one).
+    pub exec: Vec<ExecReport>,
 }
 
 /// Runs `opts.config` under the hypervisor in QEMU and waits for the end.
@@ -300,13 +309,14 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
             Path::new(program).display()
         ))
     })?;
+    let watch = ExecWatch::new(&opts.config);
     let stdout = child.stdout.take().map(|out| {
         let (echo, capture) = (opts.echo, opts.capture);
-        thread::spawn(move || pump(out, echo.then(io::stdout), capture))
+        thread::spawn(move || pump(out, echo.then(io::stdout), capture, watch))
     });
     let stderr = child.stderr.take().map(|err| {
         let echo = opts.echo;
-        thread::spawn(move || pump(err, echo.then(io::stderr), true))
+        thread::spawn(move || pump(err, echo.then(io::stderr), true, None).0)
     });
 
     let status = wait(&mut child, opts.timeout, stdin_connected).map_err(|e| {
@@ -319,11 +329,19 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
     let join = |h: Option<thread::JoinHandle<Vec<u8>>>| {
         h.map(|h| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned())
     };
-    let console = join(stdout).filter(|_| opts.capture);
+    let (console, watch) = match stdout.map(thread::JoinHandle::join) {
+        Some(Ok((kept, watch))) => (Some(String::from_utf8_lossy(&kept).into_owned()), watch),
+        _ => (None, None),
+    };
+    let console = console.filter(|_| opts.capture);
+    let exec = watch.map(ExecWatch::finish).unwrap_or_default();
     let qemu_stderr = join(stderr);
     let verdict = match status {
         None => Verdict::Timeout,
-        Some(status) => Verdict::from_qemu_status(status.code()),
+        Some(status) => match Verdict::from_qemu_status(status.code()) {
+            Verdict::AllVmsOff if !exec.iter().all(ExecReport::succeeded) => Verdict::ExecFailed,
+            v => v,
+        },
     };
     Ok(RunOutcome {
         verdict,
@@ -331,12 +349,18 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
         console,
         qemu_stderr,
         elapsed,
+        exec,
     })
 }
 
 /// Copies `from` to `echo` chunk by chunk (flushing each), keeping a copy if
-/// `keep`. Returns what it kept.
-fn pump(mut from: impl Read, mut echo: Option<impl Write>, keep: bool) -> Vec<u8> {
+/// `keep`, and showing it to `watch`. Returns what it kept, and the watch.
+fn pump(
+    mut from: impl Read,
+    mut echo: Option<impl Write>,
+    keep: bool,
+    mut watch: Option<ExecWatch>,
+) -> (Vec<u8>, Option<ExecWatch>) {
     let mut kept = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -352,12 +376,15 @@ fn pump(mut from: impl Read, mut echo: Option<impl Write>, keep: bool) -> Vec<u8
                 if keep {
                     kept.extend_from_slice(&buf[..n]);
                 }
+                if let Some(w) = watch.as_mut() {
+                    w.feed(&buf[..n]);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    kept
+    (kept, watch)
 }
 
 /// Waits for `child`; `Ok(None)` if `timeout` expired and it was killed.

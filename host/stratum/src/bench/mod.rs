@@ -309,6 +309,8 @@ fn guest_config(guest: &Path, cpus: u32, iterations: u32, gic: Gic) -> Result<Co
         append: Some(format!("bench.iterations={iterations}")),
         cpus: Some(cpus),
         memory: None,
+        debian: false,
+        exec: None,
     })?;
     config.override_machine(Some(gic), Some(CpuModel::CortexA57))?;
     Ok(config)
@@ -505,6 +507,8 @@ fn linux_config(guest: &LinuxGuest, cmdline: &str, gic: Gic) -> Result<Config> {
         append: Some(cmdline.to_owned()),
         cpus: Some(1),
         memory: Some(LINUX_MEMORY.to_owned()),
+        debian: false,
+        exec: None,
     })?;
     config.override_machine(Some(gic), Some(CpuModel::CortexA57))?;
     Ok(config)

@@ -46,6 +46,8 @@ pub(super) struct RawVm {
     pub(super) pcpus: Option<Spanned<Vec<Spanned<i64>>>>,
     pub(super) on_crash: Option<Spanned<String>>,
     pub(super) dt_fragment: Option<Spanned<String>>,
+    pub(super) debian: Option<Spanned<bool>>,
+    pub(super) exec: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) device: Vec<Spanned<RawDevice>>,
 }
@@ -183,6 +185,8 @@ pub(super) fn flag_for(field: &str) -> Option<&'static str> {
         "memory" => "--memory",
         "gic" => "--gic",
         "cpu" => "--cpu",
+        "exec" => "--exec",
+        "debian" => "--debian",
         _ => return None,
     })
 }

@@ -2,6 +2,7 @@
 //! message fragments (and locations) they must produce, plus good ones.
 
 use super::*;
+use crate::linux::LinuxGuest;
 use crate::testutil::{ElfBuilder, TestDir, linux_image};
 
 const RAM: u64 = 0x4000_0000;
@@ -1057,6 +1058,8 @@ fn flags_mode() {
         append: Some("quiet".into()),
         cpus: Some(2),
         memory: Some("64M".into()),
+        debian: false,
+        exec: None,
     })
     .expect("valid");
     assert_eq!(config.source, None);
@@ -1551,4 +1554,125 @@ size = "4K"
         .unwrap_or_else(|e| panic!("every key is known: {e}"));
     assert_eq!(config.vms.len(), 2);
     assert_eq!(config.vms[0].devices.len(), 1);
+}
+
+/// A Debian source that hands out the fixture's small Image and initrd,
+/// counting how often it is asked.
+fn fake_debian<'a>(
+    fx: &'a Fixture,
+    calls: &'a std::cell::Cell<u32>,
+) -> impl FnMut() -> Result<LinuxGuest> + 'a {
+    move || {
+        calls.set(calls.get() + 1);
+        Ok(LinuxGuest {
+            kernel: fx.dir.path().join("small.Image"),
+            initramfs: fx.dir.path().join("initrd.img"),
+            kernel_version: "6.1.0-57-arm64".into(),
+        })
+    }
+}
+
+#[test]
+fn debian_vms_take_the_fetched_guest_and_its_defaults() {
+    let fx = Fixture::new();
+    let calls = std::cell::Cell::new(0);
+    let text = "[[vm]]\nname = \"web\"\ndebian = true\nexec = \"echo hi; exit 3\"\ncmdline = \"quiet\"\n\n[[vm]]\nname = \"db\"\ndebian = true\nmemory = \"256M\"\n";
+    let path = fx.dir.write("x.toml", text.as_bytes());
+    let config =
+        Config::parse_with(text, &path, &mut fake_debian(&fx, &calls)).expect("two Debian VMs");
+    assert_eq!(calls.get(), 1, "fetched once for both");
+    let (web, db) = (&config.vms[0], &config.vms[1]);
+    assert_eq!(web.kernel, fx.dir.path().join("small.Image"));
+    assert_eq!(
+        web.initrd.as_deref(),
+        Some(fx.dir.path().join("initrd.img").as_path())
+    );
+    assert_eq!(web.cmdline, "console=ttyAMA0 quiet");
+    assert_eq!(web.memory, DEBIAN_DEFAULT_MEMORY);
+    assert_eq!(web.exec.as_deref(), Some("echo hi; exit 3"));
+    let overlay = crate::linux::initramfs::exec_overlay("echo hi; exit 3").len() as u64;
+    assert_eq!(
+        web.initrd_size,
+        6 + overlay,
+        "the overlay rides in the initrd"
+    );
+    assert_eq!(
+        (db.cmdline.as_str(), db.memory, db.exec.as_deref()),
+        ("console=ttyAMA0", 256 * MIB, None)
+    );
+    assert_eq!(db.initrd_size, 6);
+    // The bundle carries the overlay after the initramfs.
+    let bundle = crate::kernel::build_bundle(&config, 0).expect("bundle");
+    assert_eq!(config.bundle_size(), bundle.len() as u64);
+}
+
+#[test]
+fn debian_and_exec_mistakes_are_reported_with_their_fields() {
+    let fx = Fixture::new();
+    let calls = std::cell::Cell::new(0);
+    let text = "[[vm]]\nname = \"a\"\nkernel = \"raw.bin\"\nexec = \"true\"\n\n[[vm]]\nname = \"b\"\ndebian = true\nkernel = \"raw.bin\"\nexec = \" \"\n";
+    let path = fx.dir.write("x.toml", text.as_bytes());
+    let msg = Config::parse_with(text, &path, &mut fake_debian(&fx, &calls))
+        .expect_err("three mistakes")
+        .to_string();
+    assert_all_reported(
+        &msg,
+        &[
+            ("4:8", "vm[0].exec: needs debian = true"),
+            (
+                "9:10",
+                "vm[1].kernel: debian = true brings its own kernel and initramfs",
+            ),
+            ("10:8", "vm[1].exec: is empty"),
+        ],
+    );
+    // A guest that cannot be fetched is an error at the debian key.
+    let text = "[[vm]]\nname = \"a\"\ndebian = true\n";
+    let path = fx.dir.write("x.toml", text.as_bytes());
+    let mut offline = || Err(crate::Error::environment("the archive is unreachable"));
+    let msg = Config::parse_with(text, &path, &mut offline)
+        .expect_err("offline")
+        .to_string();
+    assert_all_reported(
+        &msg,
+        &[(
+            "3:10",
+            "vm[0].debian: cannot get the Debian guest: the archive is unreachable",
+        )],
+    );
+    // Without debian = true, nothing is fetched.
+    let calls = std::cell::Cell::new(0);
+    let text = "[[vm]]\nkernel = \"raw.bin\"\nmemory = \"4M\"\n";
+    let path = fx.dir.write("x.toml", text.as_bytes());
+    Config::parse_with(text, &path, &mut fake_debian(&fx, &calls)).expect("valid");
+    assert_eq!(calls.get(), 0);
+}
+
+#[test]
+fn debian_flags_get_the_same_defaults_as_a_config() {
+    let fx = Fixture::new();
+    let config = Config::from_flags(&VmFlags {
+        kernel: fx.dir.path().join("small.Image"),
+        initrd: Some(fx.dir.path().join("initrd.img")),
+        append: Some("quiet".into()),
+        cpus: None,
+        memory: None,
+        debian: true,
+        exec: Some("uname -r".into()),
+    })
+    .expect("valid");
+    let vm = &config.vms[0];
+    assert_eq!(vm.name, "debian");
+    assert_eq!(vm.cmdline, "console=ttyAMA0 quiet");
+    assert_eq!(vm.memory, DEBIAN_DEFAULT_MEMORY);
+    assert_eq!(vm.exec.as_deref(), Some("uname -r"));
+    let e = Config::from_flags(&VmFlags {
+        kernel: fx.dir.path().join("small.Image"),
+        initrd: Some(fx.dir.path().join("initrd.img")),
+        debian: true,
+        exec: Some(String::new()),
+        ..VmFlags::default()
+    })
+    .expect_err("empty command");
+    assert!(e.to_string().contains("--exec: is empty"), "{e}");
 }

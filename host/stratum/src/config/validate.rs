@@ -13,11 +13,25 @@ use super::partition::{self, VmPlan};
 use super::raw::{Diagnostics, RawConfig, RawSize, RawVm, Source};
 use super::*;
 use super::{channels, devices};
+use crate::linux::LinuxGuest;
+use crate::linux::initramfs::exec_overlay;
 use crate::size::{format_size, parse_size};
 use crate::{Error, Result};
 
-pub(super) fn validate(raw: RawConfig, mut d: Diagnostics<'_>, base: &Path) -> Result<Config> {
+pub(super) fn validate(
+    raw: RawConfig,
+    mut d: Diagnostics<'_>,
+    base: &Path,
+    debian: &mut DebianSource<'_>,
+) -> Result<Config> {
     let source = d.source;
+    // Fetched once, for the first VM that asks.
+    let mut fetched: Option<std::result::Result<LinuxGuest, String>> = None;
+    let mut debian_guest = || {
+        fetched
+            .get_or_insert_with(|| debian().map_err(|e| e.to_string()))
+            .clone()
+    };
     let machine = raw.machine.map(Spanned::into_inner);
 
     let gic = match machine.as_ref().and_then(|m| m.gic.as_ref()) {
@@ -136,7 +150,7 @@ pub(super) fn validate(raw: RawConfig, mut d: Diagnostics<'_>, base: &Path) -> R
                 names.insert(name.get_ref().clone(), i);
             }
         }
-        match validate_vm(&mut d, i, vm, base) {
+        match validate_vm(&mut d, i, vm, base, &mut debian_guest) {
             Some(mut v) => {
                 v.placement = plan.placement;
                 v.on_crash = plan.on_crash;
@@ -270,6 +284,7 @@ fn validate_vm(
     i: usize,
     vm: &Spanned<RawVm>,
     base: &Path,
+    debian_guest: &mut dyn FnMut() -> std::result::Result<LinuxGuest, String>,
 ) -> Option<VmConfig> {
     let f = |key: &str| format!("vm[{i}].{key}");
     let table_span = Some(vm.span());
@@ -302,6 +317,46 @@ fn validate_vm(
         }
     };
 
+    // A Debian VM: the fetched guest's kernel and initramfs, its defaults.
+    let debian = vm.debian.as_ref().filter(|v| *v.get_ref());
+    let guest = debian.and_then(|v| {
+        for (key, given) in [("kernel", &vm.kernel), ("initrd", &vm.initrd)] {
+            if let Some(given) = given {
+                d.at(
+                    given,
+                    &f(key),
+                    "debian = true brings its own kernel and initramfs: remove this, or debian",
+                );
+            }
+        }
+        match debian_guest() {
+            Ok(guest) => Some(guest),
+            Err(e) => {
+                d.at(v, &f("debian"), format!("cannot get the Debian guest: {e}"));
+                None
+            }
+        }
+    });
+    let exec = vm.exec.as_ref().and_then(|v| {
+        let command = v.get_ref();
+        let problem = if debian.is_none() {
+            Some("needs debian = true: the Debian guest's init runs the command")
+        } else if command.trim().is_empty() {
+            Some("is empty: name a command for /bin/sh -c")
+        } else if command.contains('\0') {
+            Some("must not contain a NUL character")
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => {
+                d.at(v, &f("exec"), p);
+                None
+            }
+            None => Some(command.clone()),
+        }
+    });
+
     let cpus = match &vm.cpus {
         None => Some(1),
         Some(v) => match u32::try_from(*v.get_ref()) {
@@ -318,6 +373,7 @@ fn validate_vm(
     };
 
     let memory = match &vm.memory {
+        None if debian.is_some() => Some(DEBIAN_DEFAULT_MEMORY),
         None => Some(DEFAULT_VM_MEMORY),
         Some(v) => size_field(d, v, &f("memory")).and_then(|bytes| {
             if bytes < RAM_ALIGN || !bytes.is_multiple_of(RAM_ALIGN) {
@@ -394,6 +450,11 @@ fn validate_vm(
             v.get_ref().clone()
         })
         .unwrap_or_default();
+    let cmdline = match (debian, cmdline.trim()) {
+        (Some(_), "") => DEBIAN_CMDLINE.to_owned(),
+        (Some(_), extra) => format!("{DEBIAN_CMDLINE} {extra}"),
+        (None, _) => cmdline,
+    };
 
     let dt_fragment = vm.dt_fragment.as_ref().and_then(|v| {
         let path = base.join(v.get_ref());
@@ -408,36 +469,45 @@ fn validate_vm(
             }
         }
     });
-    let initrd = vm.initrd.as_ref().and_then(|v| {
-        let path = base.join(v.get_ref());
-        match file_size(&path) {
-            Ok(size) => Some((path, size)),
-            Err(e) => {
-                d.at(v, &f("initrd"), format!("{}: {e}", path.display()));
-                None
-            }
+    // (path, span, field) of the initrd and the kernel.
+    let named = |v: &Spanned<String>, key: &str| (base.join(v.get_ref()), Some(v.span()), f(key));
+    let (initrd_src, kernel_src) = match (&guest, debian) {
+        (Some(g), Some(v)) => (
+            Some((g.initramfs.clone(), Some(v.span()), f("debian"))),
+            Some((g.kernel.clone(), Some(v.span()), f("debian"))),
+        ),
+        (None, Some(_)) => (None, None),
+        (_, None) => (
+            vm.initrd.as_ref().map(|v| named(v, "initrd")),
+            vm.kernel.as_ref().map(|v| named(v, "kernel")),
+        ),
+    };
+    let overlay = exec.as_deref().map_or(0, |c| exec_overlay(c).len() as u64);
+    let initrd = initrd_src.and_then(|(path, span, field)| match file_size(&path) {
+        Ok(size) => Some((path, size + overlay)),
+        Err(e) => {
+            d.push(span, &field, format!("{}: {e}", path.display()));
+            None
         }
     });
 
-    let kernel = match &vm.kernel {
+    let kernel = match kernel_src {
+        None if debian.is_some() => None,
         None => {
             d.push(
                 table_span.clone(),
                 &f("kernel"),
-                "missing: every VM needs a kernel",
+                "missing: every VM needs a kernel (or debian = true)",
             );
             None
         }
-        Some(v) => {
-            let path = base.join(v.get_ref());
-            match inspect_kernel(&path) {
-                Ok(k) => Some((path, k, v)),
-                Err(e) => {
-                    d.at(v, &f("kernel"), format!("{}: {e}", path.display()));
-                    None
-                }
+        Some((path, span, field)) => match inspect_kernel(&path) {
+            Ok(k) => Some((path, k, (span, field))),
+            Err(e) => {
+                d.push(span, &field, format!("{}: {e}", path.display()));
+                None
             }
-        }
+        },
     };
 
     let (memory_base, memory) = ram?;
@@ -467,9 +537,12 @@ fn validate_vm(
         pcpus: Vec::new(),
         on_crash: OnCrash::Stop,
         devices: Vec::new(),
+        exec: None,
     };
     // Fit checks, only when the inputs themselves are fine.
-    let Some((kernel_path, (info, kernel_file_size, blob_size), kernel_field)) = kernel else {
+    let Some((kernel_path, (info, kernel_file_size, blob_size), (kernel_span, kernel_field))) =
+        kernel
+    else {
         return Some(unplaced(name, std::path::PathBuf::new()));
     };
     let placement = match info.place(memory_base, memory) {
@@ -495,9 +568,9 @@ fn validate_vm(
                     image::RAW_LOAD_OFFSET
                 ),
             };
-            d.at(
-                kernel_field,
-                &f("kernel"),
+            d.push(
+                kernel_span,
+                &kernel_field,
                 format!(
                     "{}: {e}: {wants}, and the VM's RAM is [{memory_base:#x}, {:#x}) ({})",
                     kernel_path.display(),
@@ -551,6 +624,7 @@ fn validate_vm(
         pcpus: Vec::new(),
         on_crash: OnCrash::Stop,
         devices: Vec::new(),
+        exec,
     })
 }
 

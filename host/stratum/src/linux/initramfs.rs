@@ -26,7 +26,11 @@
 //!    mounts a tmpfs on `/tmp`, runs `/bin/stratum-workload` with the kernel
 //!    command line as its arguments, prints `STRATUM-LINUX: workload exit
 //!    <status>` and powers off at once;
-//! 5. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
+//! 5. with an exec overlay ([`exec_overlay`], `stratum run --exec`): mounts
+//!    a tmpfs on `/tmp`, prints `STRATUM-LINUX: exec start`, runs the
+//!    command with `/bin/sh -c`, prints `STRATUM-LINUX: exec exit <status>`
+//!    and powers off (before any `stratum.test=` mode);
+//! 6. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
 //!    so it has a controlling terminal and job control; plain `sh` if busybox
 //!    lacks `cttyhack`), with the prompt [`PROMPT`]. Leaving the shell
 //!    (`exit`, Ctrl-D) powers the VM off, as does `poweroff -f` in it.
@@ -55,6 +59,13 @@ pub const MODULES_MARKER: &str = "STRATUM-LINUX: modules ";
 
 /// The interactive shell's prompt (`PS1`) in the default init.
 pub const PROMPT: &str = "stratum# ";
+
+/// Where an exec overlay ([`exec_overlay`]) puts the command.
+pub const EXEC_FILE: &str = "/etc/stratum/exec";
+
+/// The line the default init prints after an exec'd command, before its
+/// exit status.
+pub const EXEC_EXIT_MARKER: &str = "STRATUM-LINUX: exec exit ";
 
 /// The kernel command-line word that makes the default init power off right
 /// after its report, instead of starting a shell.
@@ -87,6 +98,14 @@ done
 echo "STRATUM-LINUX: modules$loaded"
 echo "STRATUM-LINUX: up $(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo) cpus"
 cat /proc/cmdline
+if [ -f /etc/stratum/exec ]; then
+    # stratum run --exec (or exec = "..." in a config): run it, report, off.
+    mount -t tmpfs tmpfs /tmp
+    echo "STRATUM-LINUX: exec start"
+    /bin/sh -c "$(cat /etc/stratum/exec)"
+    echo "STRATUM-LINUX: exec exit $?"
+    poweroff -f
+fi
 case " $(cat /proc/cmdline) " in
 *" stratum.test=workload "*)
     # stratum bench: the workload's tests (its file test wants tmpfs), then off.
@@ -178,6 +197,21 @@ pub fn initramfs_bytes(
         // The kernel opens /dev/console for init's stdio before anything
         // mounts devtmpfs: it must be in the archive.
         .char_device("/dev/console", 0o600, 5, 1);
+    archive.to_bytes()
+}
+
+/// A cpio archive holding only [`EXEC_FILE`] with `command`: appended to
+/// the initramfs (the kernel unpacks concatenated archives in order), it
+/// makes the default init run `command` with `/bin/sh -c` once the modules
+/// are loaded (with a tmpfs on `/tmp`), print [`EXEC_EXIT_MARKER`] and the
+/// status, and power off.
+pub fn exec_overlay(command: &str) -> Vec<u8> {
+    let mut archive = Archive::new();
+    archive.dir("/etc", 0o755).dir("/etc/stratum", 0o755).file(
+        EXEC_FILE,
+        0o644,
+        command.as_bytes().to_vec(),
+    );
     archive.to_bytes()
 }
 
