@@ -33,4 +33,5 @@ pub mod sync;
 pub mod sysreg;
 pub mod timer;
 pub mod tlb;
+pub mod traps;
 pub mod vectors;
