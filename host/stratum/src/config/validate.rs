@@ -603,8 +603,6 @@ fn validate_vm(
         );
     }
     Some(VmConfig {
-        name,
-        kernel: kernel_path,
         kernel_summary: KernelSummary {
             info,
             placement,
@@ -616,15 +614,10 @@ fn validate_vm(
         dt_fragment: dt_fragment.as_ref().map(|(p, _)| p.clone()),
         dt_fragment_size: dt_fragment.map_or(0, |(_, s)| s),
         cmdline,
-        cpus,
-        memory,
-        memory_base,
-        // Filled in by the caller from the VM's plan and the resolution.
-        placement: CpuPlacement::Pinned,
-        pcpus: Vec::new(),
-        on_crash: OnCrash::Stop,
-        devices: Vec::new(),
         exec,
+        // Placement, CPUs, crash policy and devices: filled in by the
+        // caller from the VM's plan and the resolution.
+        ..unplaced(name, kernel_path)
     })
 }
 
