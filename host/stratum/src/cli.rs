@@ -338,6 +338,11 @@ pub struct RunArgs {
     /// [env: STRATUM_HYPERVISOR_TRACE names a prebuilt one].
     #[arg(long, value_name = "OUT.svg")]
     pub trace: Option<PathBuf>,
+    /// Also write each VM's console to DIR/<name>.log (whole lines, no
+    /// tags) and the hypervisor's messages to DIR/stratum.log, as they
+    /// arrive; the files of a previous run are replaced.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
     /// Self-test: the hypervisor takes a deliberate EL2 fault after booting,
     /// to show its panic epitaph (hidden: for the system tests).
     #[arg(long, hide = true)]
@@ -406,6 +411,7 @@ impl RunArgs {
             qemu_args: self.qemu_args.clone(),
             selftest_el2_fault: self.selftest_el2_fault,
             trace: self.trace.clone(),
+            log_dir: self.log_dir.clone(),
             ..RunOptions::new(self.config()?)
         })
     }

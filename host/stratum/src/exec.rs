@@ -1,17 +1,11 @@
 //! What the commands of `--exec` (and `exec = "…"` in a config) did: the
-//! console is read as it streams, each VM's lines are told apart by the
-//! hypervisor's tags (`name | …`, continued as `name + …` when another
-//! VM's output cut a line; no tag with a single VM), and the Debian init's
-//! `STRATUM-LINUX: exec exit <status>` line gives each command's status.
+//! console is read as it streams, each VM's lines put back together
+//! ([`crate::demux`]), and the Debian init's `STRATUM-LINUX: exec exit
+//! <status>` line gives each command's status.
 
 use crate::config::Config;
+use crate::demux::{Demux, LineJoiner};
 use crate::linux::initramfs::EXEC_EXIT_MARKER;
-
-/// The separator after a VM's name at the start of its line.
-const TAG: &str = " | ";
-/// The separator after a VM's name when its line goes on after another
-/// VM's output cut it.
-const CONTINUED: &str = " + ";
 
 /// One VM's exec'd command and how it ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,14 +43,10 @@ impl ExecReport {
 /// Reads console output for the exec statuses of a system's VMs.
 #[derive(Clone, Debug)]
 pub struct ExecWatch {
-    /// Every VM's name (tags name them), and its command if it has one.
-    vms: Vec<(String, Option<String>)>,
-    /// The hypervisor tags lines (more than one VM).
-    tagged: bool,
-    /// The console line being received.
-    line: Vec<u8>,
-    /// Each VM's logical line so far (it may be continued).
-    pending: Vec<Vec<u8>>,
+    /// Each VM's name and command, if it has one (by VM index).
+    commands: Vec<(String, Option<String>)>,
+    demux: Demux,
+    lines: LineJoiner,
     /// Each VM's reported status.
     status: Vec<Option<i32>>,
 }
@@ -65,43 +55,50 @@ impl ExecWatch {
     /// A watch for `config`'s VMs, or `None` when no VM execs a command.
     pub fn new(config: &Config) -> Option<Self> {
         config.vms.iter().any(|v| v.exec.is_some()).then(|| {
-            let vms: Vec<(String, Option<String>)> = config
-                .vms
-                .iter()
-                .map(|v| (v.name.clone(), v.exec.clone()))
-                .collect();
-            Self {
-                tagged: vms.len() > 1,
-                line: Vec::new(),
-                pending: vec![Vec::new(); vms.len()],
-                status: vec![None; vms.len()],
-                vms,
-            }
+            Self::for_vms(
+                config
+                    .vms
+                    .iter()
+                    .map(|v| (v.name.clone(), v.exec.clone()))
+                    .collect(),
+            )
         })
+    }
+
+    /// A watch for VMs `(name, command)`.
+    fn for_vms(commands: Vec<(String, Option<String>)>) -> Self {
+        Self {
+            demux: Demux::new(commands.iter().map(|(n, _)| n.clone()).collect()),
+            lines: LineJoiner::new(commands.len()),
+            status: vec![None; commands.len()],
+            commands,
+        }
     }
 
     /// Takes the next console bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' {
-                let line = std::mem::take(&mut self.line);
-                self.physical_line(&strip_escapes(&line));
-            } else {
-                self.line.push(b);
-            }
-        }
+        let Self {
+            demux,
+            lines,
+            status,
+            ..
+        } = self;
+        demux.feed(bytes, &mut |p| {
+            lines.take(&p, &mut |vm, l| record(status, vm, l));
+        });
     }
 
     /// The reports of the VMs that exec a command, once the output ended.
     pub fn finish(mut self) -> Vec<ExecReport> {
-        if !self.line.is_empty() {
-            let line = std::mem::take(&mut self.line);
-            self.physical_line(&strip_escapes(&line));
-        }
-        for vm in 0..self.vms.len() {
-            self.complete(vm);
-        }
-        self.vms
+        let Self {
+            demux,
+            lines,
+            status,
+            ..
+        } = &mut self;
+        demux.finish(&mut |p| lines.take(&p, &mut |vm, l| record(status, vm, l)));
+        lines.finish(&mut |vm, l| record(status, vm, l));
+        self.commands
             .iter()
             .zip(&self.status)
             .filter_map(|((vm, command), status)| {
@@ -113,73 +110,18 @@ impl ExecWatch {
             })
             .collect()
     }
-
-    fn physical_line(&mut self, line: &str) {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if !self.tagged {
-            self.pending[0] = line.as_bytes().to_vec();
-            self.complete(0);
-            return;
-        }
-        // The longest name that tags this line (one name may prefix another).
-        let Some((vm, rest, continued)) = self
-            .vms
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (name, _))| {
-                let rest = line.strip_prefix(name.as_str())?;
-                if let Some(r) = rest.strip_prefix(TAG) {
-                    Some((i, r, false, name.len()))
-                } else {
-                    rest.strip_prefix(CONTINUED)
-                        .map(|r| (i, r, true, name.len()))
-                }
-            })
-            .max_by_key(|m| m.3)
-            .map(|(i, r, c, _)| (i, r, c))
-        else {
-            return; // the hypervisor's own line
-        };
-        if !continued {
-            self.complete(vm);
-        }
-        self.pending[vm].extend_from_slice(rest.as_bytes());
-    }
-
-    /// VM `vm`'s logical line is complete: look for the status in it.
-    fn complete(&mut self, vm: usize) {
-        let line = std::mem::take(&mut self.pending[vm]);
-        let text = String::from_utf8_lossy(&line);
-        if let Some(status) = text
-            .trim_end()
-            .strip_prefix(EXEC_EXIT_MARKER)
-            .and_then(|s| s.trim().parse().ok())
-        {
-            self.status[vm] = Some(status);
-        }
-    }
 }
 
-/// `line` without ANSI escape sequences (the tags' colours).
-fn strip_escapes(line: &[u8]) -> String {
-    let text = String::from_utf8_lossy(line);
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // CSI: ESC [ parameters final-byte.
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
+/// VM `vm`'s whole line `line`: its status, if it is the init's report.
+fn record(status: &mut [Option<i32>], vm: usize, line: &str) {
+    if let Some(s) = line
+        .trim_end()
+        .strip_prefix(EXEC_EXIT_MARKER)
+        .and_then(|s| s.trim().parse().ok())
+        && let Some(slot) = status.get_mut(vm)
+    {
+        *slot = Some(s);
     }
-    out
 }
 
 #[cfg(test)]
@@ -187,17 +129,11 @@ mod tests {
     use super::*;
 
     fn watch(vms: &[(&str, Option<&str>)]) -> ExecWatch {
-        let vms: Vec<(String, Option<String>)> = vms
-            .iter()
-            .map(|(n, c)| ((*n).to_owned(), c.map(str::to_owned)))
-            .collect();
-        ExecWatch {
-            tagged: vms.len() > 1,
-            line: Vec::new(),
-            pending: vec![Vec::new(); vms.len()],
-            status: vec![None; vms.len()],
-            vms,
-        }
+        ExecWatch::for_vms(
+            vms.iter()
+                .map(|(n, c)| ((*n).to_owned(), c.map(str::to_owned)))
+                .collect(),
+        )
     }
 
     #[test]
