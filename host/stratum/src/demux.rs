@@ -74,7 +74,8 @@ impl Demux {
     }
 
     fn physical_line(&self, line: &str, out: &mut dyn FnMut(Piece<'_>)) {
-        let line = line.strip_suffix('\r').unwrap_or(line);
+        // A cut line ends in the guest's \r and the hypervisor's own \r\n.
+        let line = line.trim_end_matches('\r');
         if self.names.len() == 1 {
             if line.starts_with(HYPERVISOR_PREFIX) {
                 return out(Piece::Other(line));
@@ -216,6 +217,14 @@ mod tests {
                 ]
             ),
             ["1|hello", "-[stratum] note", "0|part one", "1+more", "-a"]
+        );
+    }
+
+    #[test]
+    fn a_line_cut_between_its_cr_and_lf_loses_both() {
+        assert_eq!(
+            pieces(&["a", "b"], &[b"a | tick 1\r\r\nb | x\r\na + \r\n"]),
+            ["0|tick 1", "1|x", "0+"]
         );
     }
 
