@@ -16,7 +16,8 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use stratum_arch::pl011::Pl011;
+use stratum_arch::uart::HostUart;
+use stratum_core::platform::UartKind;
 
 use stratum_core::console::Console as ConsoleState;
 pub use stratum_core::console::VmState;
@@ -29,7 +30,7 @@ const INPUT_BYTES: usize = 4096;
 
 /// The UART and the multiplexing state, under one lock.
 struct Console {
-    uart: Option<Pl011>,
+    uart: Option<HostUart>,
     state: ConsoleState<'static, INPUT_BYTES>,
 }
 
@@ -82,7 +83,7 @@ impl Console {
 /// The UART as a `fmt::Write` sink (`\n` → `\r\n`) that remembers the last
 /// byte written.
 struct TrackLast<'a> {
-    uart: &'a mut Pl011,
+    uart: &'a mut HostUart,
     last: Option<u8>,
 }
 
@@ -95,11 +96,11 @@ impl Write for TrackLast<'_> {
     }
 }
 
-/// Starts using the PL011 at `base` (identity-mapped device memory).
-pub fn init(base: usize) {
+/// Starts using the UART of `kind` at `base` (identity-mapped device memory).
+pub fn init(kind: UartKind, base: usize) {
     // SAFETY: `base` comes from the host DT's UART node, inside the first
     // GiB that EL2 maps as device memory, and only this module drives it.
-    CONSOLE.lock().uart = Some(unsafe { Pl011::new(base) });
+    CONSOLE.lock().uart = Some(unsafe { HostUart::new(kind, base) });
 }
 
 /// Registers VM `id` (0, 1, … in bundle order) as `name`, running. With
@@ -138,17 +139,17 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
 
 /// Writes formatted text even if another context holds the console lock
 /// (panic path only: output may interleave, but it is never lost to a deadlock).
-pub fn write_fmt_forced(args: fmt::Arguments<'_>, base: usize) {
+pub fn write_fmt_forced(args: fmt::Arguments<'_>, uart: Option<(UartKind, usize)>) {
     if let Some(mut guard) = CONSOLE.try_lock()
         && guard.uart.is_some()
     {
         guard.write_hypervisor(args);
         return;
     }
-    if base != 0 {
+    if let Some((kind, base)) = uart {
         // SAFETY: same device as `init` used; the lock could not be taken,
         // so output may interleave with the holder's, which the panic path accepts.
-        let mut uart = unsafe { Pl011::new(base) };
+        let mut uart = unsafe { HostUart::new(kind, base) };
         let _ = uart.write_fmt(args);
     }
 }
@@ -168,7 +169,7 @@ pub fn guest_byte(vm: usize, byte: u8) {
 pub fn drain_input() {
     let stats = {
         let mut console = CONSOLE.lock();
-        while let Some(byte) = console.uart.as_ref().and_then(Pl011::try_get) {
+        while let Some(byte) = console.uart.as_ref().and_then(HostUart::try_get) {
             let focus = console.state.focus();
             match console.state.receive(byte) {
                 Some(_) => console.show_status(),

@@ -65,9 +65,9 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         Ok(p) => p,
         Err(_) => system::shutdown(exit_status::BAD_BOOT_INPUT),
     };
-    let uart_base = platform.uart.map_or(0, |u| u.regs.base.0 as usize);
-    if uart_base != 0 {
-        console::init(uart_base);
+    let uart = platform.uart.map(|u| (u.kind, u.regs.base.0 as usize));
+    if let Some((kind, base)) = uart {
+        console::init(kind, base);
     }
     let conduit = platform.psci.map(|p| match p.conduit {
         PsciConduit::Smc => Conduit::Smc,
@@ -100,7 +100,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         conduit,
         semihosting: bundle.flags() & FLAG_SEMIHOSTING_EXIT != 0,
         firmware,
-        uart_base,
+        uart,
         pstate_features: PstateFeatures::from_id_regs(
             sysreg::id_aa64pfr1_el1(),
             sysreg::id_aa64mmfr1_el1(),
