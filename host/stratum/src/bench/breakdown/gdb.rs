@@ -11,6 +11,7 @@
 
 use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Wraps `data` as a packet: `$data#checksum`.
@@ -31,12 +32,14 @@ struct Stub {
 }
 
 impl Stub {
-    fn connect(port: u16, timeout: Duration) -> io::Result<Self> {
+    fn connect(port: u16, timeout: Duration, give_up: &AtomicBool) -> io::Result<Self> {
         let start = Instant::now();
         let stream = loop {
             match TcpStream::connect(("127.0.0.1", port)) {
                 Ok(s) => break s,
-                Err(e) if start.elapsed() > timeout => return Err(e),
+                Err(e) if start.elapsed() > timeout || give_up.load(Ordering::Relaxed) => {
+                    return Err(e);
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };
@@ -91,14 +94,16 @@ fn expect_ok(what: &str, reply: &str) -> io::Result<()> {
 /// Connects to QEMU's gdbstub on `port`, plants a breakpoint at each of
 /// `breakpoints`, runs the machine and, at the first hit, runs the monitor
 /// command `monitor` (e.g. `log exec,nochain`), removes the breakpoints
-/// and detaches (the machine runs on). `timeout` bounds each wait.
+/// and detaches (the machine runs on). `timeout` bounds each wait; setting
+/// `give_up` ends the wait for QEMU to listen (it will not).
 pub fn log_from(
     port: u16,
     breakpoints: &[u64],
     monitor: &str,
     timeout: Duration,
+    give_up: &AtomicBool,
 ) -> io::Result<()> {
-    let mut stub = Stub::connect(port, timeout)?;
+    let mut stub = Stub::connect(port, timeout, give_up)?;
     for &addr in breakpoints {
         expect_ok(
             "setting a breakpoint",
@@ -186,7 +191,14 @@ mod tests {
             }
             seen
         });
-        log_from(port, &[0x4008_4648], "log exec", Duration::from_secs(10)).expect("the dance");
+        log_from(
+            port,
+            &[0x4008_4648],
+            "log exec",
+            Duration::from_secs(10),
+            &AtomicBool::new(false),
+        )
+        .expect("the dance");
         let seen = server.join().expect("server");
         assert_eq!(
             seen,

@@ -37,6 +37,8 @@ use std::net::TcpListener;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -497,7 +499,7 @@ pub fn markers(hyp: &[u8], guest: &[u8]) -> Result<Markers> {
             .map(|s| (s.address(), s.size()))
             .ok_or_else(|| {
                 hypervisor_error(format!(
-                    "the bench guest has no symbol `{name}` (an older guest?)"
+                    "the bench guest has no symbol `{name}` (an older guest? --no-breakdown skips the breakdown)"
                 ))
             })
     };
@@ -531,7 +533,7 @@ pub fn markers(hyp: &[u8], guest: &[u8]) -> Result<Markers> {
                 });
                 if addrs.is_empty() || !all_reads {
                     return Err(hypervisor_error(format!(
-                        "the bench guest marks no counter read `{mark}` in {MARKS} (an older guest?)"
+                        "the bench guest marks no counter read `{mark}` in {MARKS} (an older guest? --no-breakdown skips the breakdown)"
                     )));
                 }
                 rows.push(RowMarker {
@@ -726,7 +728,11 @@ fn traced_run(
             Ok(tracker)
         })
     };
-    let gdb = thread::spawn(move || gdb::log_from(port, &entries, "log exec,nochain", timeout));
+    let give_up = Arc::new(AtomicBool::new(false));
+    let gdb = {
+        let give_up = Arc::clone(&give_up);
+        thread::spawn(move || gdb::log_from(port, &entries, "log exec,nochain", timeout, &give_up))
+    };
     let opts = RunOptions {
         hypervisor: Some(hypervisor.to_path_buf()),
         deterministic: true,
@@ -746,6 +752,9 @@ fn traced_run(
         ..RunOptions::new(config)
     };
     let outcome = run(&opts);
+    // QEMU has exited: if the gdbstub client is still waiting for it to
+    // listen, it never will.
+    give_up.store(true, Ordering::Relaxed);
     // If QEMU never opened the log, the reader still waits to open it:
     // an open for writing that does not block lets it go (it reads EOF).
     if !reader.is_finished() {
