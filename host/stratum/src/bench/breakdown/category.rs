@@ -146,6 +146,10 @@ pub const RULES: &[(Category, Match)] = &[
     (Category::Copy, Match::Function("bcmp")),
     (Category::Locks, Match::File("hypervisor/src/sync.rs")),
     (
+        Category::Locks,
+        Match::File("crates/arch-aarch64/src/sync.rs"),
+    ),
+    (
         Category::Statistics,
         Match::File("crates/core/src/stats.rs"),
     ),
@@ -231,15 +235,63 @@ pub const RULES: &[(Category, Match)] = &[
 /// The category of an instruction whose frames are `frames`, innermost
 /// first.
 pub fn classify(frames: &[Frame]) -> Category {
+    let rule = |frame: &Frame| {
+        RULES
+            .iter()
+            .find(|(_, m)| m.matches(frame))
+            .map(|&(category, _)| category)
+    };
     frames
         .iter()
         .find_map(|frame| {
-            RULES
-                .iter()
-                .find(|(_, m)| m.matches(frame))
-                .map(|&(category, _)| category)
+            // Code whose line-table row names no file of ours (line 0,
+            // attributed to an inlined library helper or to nothing): the
+            // file its function's module path names.
+            rule(frame).or_else(|| {
+                let file = source_of(&frame.function)?;
+                rule(&Frame {
+                    function: frame.function.clone(),
+                    file,
+                })
+            })
         })
         .unwrap_or(Category::Other)
+}
+
+/// Where the workspace's crates keep their sources, by crate name.
+const CRATE_DIRS: [(&str, &str); 4] = [
+    ("stratum_hypervisor", "hypervisor/src"),
+    ("stratum_core", "crates/core/src"),
+    ("stratum_vgic", "crates/vgic/src"),
+    ("stratum_arch", "crates/arch-aarch64/src"),
+];
+
+/// The source file a workspace function's path names: the crate's
+/// directory, then its modules (the lowercase segments before the item's
+/// name or type): `stratum_hypervisor::irq::service` is in
+/// `hypervisor/src/irq.rs`, `stratum_vgic::state::Vgic::kick_bits` in
+/// `crates/vgic/src/state.rs`.
+pub fn source_of(function: &str) -> Option<String> {
+    let mut segments = function.split("::");
+    let krate = segments.next()?;
+    let dir = CRATE_DIRS.iter().find(|(k, _)| *k == krate)?.1;
+    let mut modules: Vec<&str> = segments
+        .take_while(|s| {
+            s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !s.is_empty()
+        })
+        .collect();
+    // The last lowercase segment is the function itself unless a type
+    // followed it.
+    let rest = function.split("::").count() - 1 - modules.len();
+    if rest == 0 {
+        modules.pop();
+    }
+    if modules.is_empty() {
+        return None;
+    }
+    Some(format!("{dir}/{}.rs", modules.join("/")))
 }
 
 /// A readable Rust name from what `llvm-symbolizer` prints: it demangles
@@ -362,6 +414,8 @@ mod tests {
             ),
             ("x", "/w/crates/core/src/stats.rs", Category::Statistics),
             ("x", "/w/hypervisor/src/telemetry.rs", Category::Statistics),
+            ("x", "/w/hypervisor/src/sync.rs", Category::Locks),
+            ("x", "/w/crates/arch-aarch64/src/sync.rs", Category::Locks),
             ("x", "/w/crates/core/src/insn/decode.rs", Category::Decode),
             ("x", "/w/crates/core/src/bus.rs", Category::Emulation),
             ("x", "/w/crates/core/src/bus/window.rs", Category::Emulation),
@@ -403,6 +457,48 @@ mod tests {
             );
         }
         assert_eq!(classify(&[]), Category::Other);
+    }
+
+    #[test]
+    fn code_without_a_file_goes_by_its_module_path() {
+        assert_eq!(
+            source_of("stratum_hypervisor::irq::service").as_deref(),
+            Some("hypervisor/src/irq.rs")
+        );
+        assert_eq!(
+            source_of("stratum_vgic::state::Vgic::kick_bits").as_deref(),
+            Some("crates/vgic/src/state.rs")
+        );
+        assert_eq!(
+            source_of("stratum_core::lifecycle::vcpu::step").as_deref(),
+            Some("crates/core/src/lifecycle/vcpu.rs")
+        );
+        assert_eq!(source_of("stratum_hypervisor::main"), None);
+        assert_eq!(source_of("core::fmt::write"), None);
+        assert_eq!(source_of("<stratum_vgic::Vgic as x>::read"), None);
+        assert_eq!(
+            classify(&[frame("stratum_hypervisor::sched::run_next", "??")]),
+            Category::Scheduling
+        );
+        assert_eq!(
+            classify(&[frame("stratum_vgic::state::Vgic::kick_bits", "")]),
+            Category::Injection
+        );
+        assert_eq!(
+            classify(&[frame(
+                "stratum_hypervisor::irq::service",
+                "/rustc/abc/library/core/src/option.rs"
+            )]),
+            Category::Injection
+        );
+        // A known file wins over the path.
+        assert_eq!(
+            classify(&[frame(
+                "stratum_hypervisor::sched::run_next",
+                "/w/hypervisor/src/exit.rs"
+            )]),
+            Category::Entry
+        );
     }
 
     #[test]

@@ -187,6 +187,9 @@ pub struct RowBreakdown {
     /// EL2 instructions by category, every category in [`Category::ALL`]
     /// order.
     pub categories: Vec<(Category, u64)>,
+    /// The instructions in [`Category::Other`] by function (the outermost
+    /// frame), by name.
+    pub other: Vec<(String, u64)>,
     /// The sample the traced run printed (its median).
     pub traced_sample: Option<u64>,
     /// What else to know (a total that differs, and why).
@@ -332,6 +335,19 @@ pub fn measure(setup: TraceSetup<'_>) -> Result<Breakdown> {
         .zip(&frames)
         .map(|(&pc, f)| (pc, classify(f)))
         .collect();
+    // What lands in `other`, by the outermost frame's function: what the
+    // category table would have to name.
+    let outermost: HashMap<u64, String> = pcs
+        .iter()
+        .zip(&frames)
+        .map(|(&pc, f)| {
+            (
+                pc,
+                f.last()
+                    .map_or_else(|| "??".to_owned(), |f| f.function.clone()),
+            )
+        })
+        .collect();
     chosen.sort_by_key(|c| c.0);
     for (i, window, traced, mut notes) in chosen {
         let Some(w) = window else {
@@ -341,14 +357,19 @@ pub fn measure(setup: TraceSetup<'_>) -> Result<Breakdown> {
                 guest: 0,
                 exits: 0,
                 categories: Vec::new(),
+                other: Vec::new(),
                 traced_sample: traced,
                 notes,
             });
             continue;
         };
         let mut by: BTreeMap<Category, u64> = BTreeMap::new();
+        let mut other: BTreeMap<&str, u64> = BTreeMap::new();
         for (pc, n) in &w.el2 {
             *by.entry(categories[pc]).or_insert(0) += n;
+            if categories[pc] == Category::Other {
+                *other.entry(outermost[pc].as_str()).or_insert(0) += n;
+            }
         }
         if let Some(t) = traced
             && t != w.total()
@@ -369,6 +390,7 @@ pub fn measure(setup: TraceSetup<'_>) -> Result<Breakdown> {
                 .iter()
                 .map(|&c| (c, by.get(&c).copied().unwrap_or(0)))
                 .collect(),
+            other: other.into_iter().map(|(f, n)| (f.to_owned(), n)).collect(),
             traced_sample: traced,
             notes,
         });
@@ -893,6 +915,12 @@ pub fn json(breakdown: &Breakdown, rows: &[Row]) -> String {
                     .map(|(c, n)| format!("\"{}\": {n}", c.key()))
                     .collect();
                 fields.push(format!("\"categories\": {{{}}}", cats.join(", ")));
+                let other: Vec<String> = b
+                    .other
+                    .iter()
+                    .map(|(f, n)| format!("{}: {n}", json_str(f)))
+                    .collect();
+                fields.push(format!("\"other_functions\": {{{}}}", other.join(", ")));
             }
             if let Some(t) = b.traced_sample {
                 fields.push(format!("\"traced_sample\": {t}"));
@@ -1016,6 +1044,7 @@ mod tests {
             guest: 3,
             exits: 1,
             categories,
+            other: Vec::new(),
             traced_sample: Some(traced),
             notes: Vec::new(),
         }
@@ -1031,6 +1060,7 @@ mod tests {
                 guest: 0,
                 exits: 0,
                 categories: Vec::new(),
+                other: Vec::new(),
                 traced_sample: None,
                 notes: vec!["not traced: no channels".into()],
             },
@@ -1064,6 +1094,10 @@ mod tests {
              \"categories\": {\"vector\": 40, \"entry\": 153, \"decode\": 0,"
         ), "{written}");
         assert!(written.contains("\"notes\": [\"not traced: no channels\"]"));
+        assert!(
+            written.contains("\"other_functions\": {}, \"traced_sample\": 196"),
+            "{written}"
+        );
         // A figure that is not the traced run's sample is said.
         let text = table(&Breakdown::Measured(vec![hvc(200)]), &rows);
         assert!(text.contains("the figure is 196; the traced run"), "{text}");
