@@ -128,7 +128,10 @@ pub enum Command {
     /// Debian guest's boot and its workload program (syscalls, pipes, fork,
     /// page faults, memcpy, a CPU loop, tmpfs files) under Stratum and on bare
     /// QEMU, with their ratios and the hypervisor's instructions per guest
-    /// timer tick; writes results.json and results.svg (see docs/benchmarks.md).
+    /// timer tick; then where each row's instructions go: the bench guest
+    /// traced instruction by instruction (QEMU's log, read through a FIFO),
+    /// the EL2 instructions of one sample per row by category; writes
+    /// results.json and results.svg (see docs/benchmarks.md).
     #[command(after_help = BENCH_AFTER_HELP)]
     Bench(BenchArgs),
     /// Show the exit statistics of a running system (`stratum run` in another terminal).
@@ -190,6 +193,10 @@ pub struct BenchArgs {
     /// Skip the Linux boot and workload measurements.
     #[arg(long)]
     pub no_linux: bool,
+    /// Skip the breakdown of where each row's instructions go (three traced
+    /// runs; needs llvm-symbolizer and the hypervisor's ELF).
+    #[arg(long)]
+    pub no_breakdown: bool,
     /// Directory for results.json and results.svg [default: <target>/bench].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -216,6 +223,7 @@ impl BenchArgs {
             hypervisor: self.hypervisor.clone(),
             iterations: self.iterations,
             linux: !self.no_linux,
+            breakdown: !self.no_breakdown,
             out_dir: self.out.clone().unwrap_or(defaults.out_dir),
             gic: self.gic.unwrap_or(Gic::V3),
             timeout: self.timeout,
@@ -487,6 +495,7 @@ mod tests {
             "/tmp/b",
             "--gic",
             "2",
+            "--no-breakdown",
         ])
         .expect("parses");
         let Command::Bench(a) = cli.command else {
@@ -495,6 +504,7 @@ mod tests {
         let o = a.options();
         assert_eq!(o.iterations, 20);
         assert!(!o.linux);
+        assert!(!o.breakdown);
         assert_eq!(o.out_dir, std::path::Path::new("/tmp/b"));
         assert_eq!(o.gic, Gic::V2);
         assert_eq!(o.timeout, Duration::from_secs(300));
@@ -503,6 +513,7 @@ mod tests {
         };
         let o = a.options();
         assert_eq!((o.iterations, o.linux, o.gic), (1000, true, Gic::V3));
+        assert!(o.breakdown, "the breakdown is on by default");
         assert!(o.out_dir.ends_with("bench"));
         for bad in [
             &["bench", "--iterations", "0"][..],
