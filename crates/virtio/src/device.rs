@@ -29,12 +29,22 @@ pub trait VirtioDevice {
     /// `VIRTIO_RING_F_INDIRECT_DESC` and `VIRTIO_RING_F_EVENT_IDX`.
     fn features(&self) -> u64;
 
+    /// Whether the device works with the driver's `features` (a subset of
+    /// the offer with `VIRTIO_F_VERSION_1`); `false` keeps `FEATURES_OK`
+    /// clear, as §3.1.1 lets a device refuse a combination. Every subset
+    /// by default.
+    fn accepts(&self, features: u64) -> bool {
+        let _ = features;
+        true
+    }
+
     /// How many queues it has (at most
     /// [`crate::transport::MAX_QUEUES`]; more are not offered).
     fn queue_count(&self) -> u16;
 
-    /// The most entries queue `queue` may have (`QueueNumMax`), a power of
-    /// two of at most 32768; 0 for a queue it does not have.
+    /// The most entries queue `queue` may have (`QueueNumMax`; the
+    /// transport caps it at 32768, the split ring's limit); 0 for a queue
+    /// it does not have.
     fn queue_max_size(&self, queue: u16) -> u16;
 
     /// Bytes of its configuration space.

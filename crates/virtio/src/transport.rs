@@ -16,8 +16,8 @@
 //! # Status and negotiation
 //! Writing 0 to `Status` resets the transport and the device. The driver
 //! sets bits, never clears them. `FEATURES_OK` sticks only if the driver's
-//! features are a subset of the offer and include `VIRTIO_F_VERSION_1`
-//! (the driver reads it back, §3.1.1); `DRIVER_OK` only after
+//! features are a subset of the offer, include `VIRTIO_F_VERSION_1` and
+//! the device accepts the combination (the driver reads it back, §3.1.1); `DRIVER_OK` only after
 //! `FEATURES_OK`. The transport offers `VERSION_1`, `INDIRECT_DESC` and
 //! `EVENT_IDX` on top of the device's own bits.
 //!
@@ -43,7 +43,7 @@ use stratum_core::bus::{AccessRefused, DeviceAccess, Effects, MmioDevice};
 use crate::device::{Queues, VirtioDevice};
 use crate::mem::GuestMemory;
 use crate::queue::{QueueError, SplitQueue};
-use crate::spec::{feature, mmio, status};
+use crate::spec::{feature, mmio, ring, status};
 
 /// Most queues one transport serves (a virtio-net pair and its control
 /// queue, vsock's three, a console's two fit).
@@ -208,7 +208,8 @@ impl<D: VirtioDevice> Transport<D> {
         let n = self.queue_count();
         for (i, q) in self.queues.iter_mut().enumerate() {
             *q = if i < n {
-                SplitQueue::new(self.device.queue_max_size(i as u16))
+                let max = self.device.queue_max_size(i as u16);
+                SplitQueue::new(max.min(ring::MAX_QUEUE_SIZE))
             } else {
                 SplitQueue::ABSENT
             };
@@ -403,7 +404,9 @@ impl<D: VirtioDevice> Transport<D> {
         self.status |= set & (status::ACKNOWLEDGE | status::DRIVER | status::FAILED);
         if set & status::FEATURES_OK != 0 {
             let accepted = self.driver_features;
-            let ok = accepted & !self.offered_features() == 0 && accepted & feature::VERSION_1 != 0;
+            let ok = accepted & !self.offered_features() == 0
+                && accepted & feature::VERSION_1 != 0
+                && self.device.accepts(accepted);
             if ok {
                 self.status |= status::FEATURES_OK;
             } else {

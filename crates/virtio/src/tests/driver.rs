@@ -321,6 +321,8 @@ pub struct TestDevice {
     pub activated: Option<u64>,
     /// How many resets it saw.
     pub resets: u32,
+    /// Feature bits it refuses to work with (in any combination).
+    pub refuses: u64,
 }
 
 impl TestDevice {
@@ -336,6 +338,7 @@ impl TestDevice {
             notified: Vec::new(),
             activated: None,
             resets: 0,
+            refuses: 0,
         }
     }
 }
@@ -347,6 +350,10 @@ impl VirtioDevice for TestDevice {
 
     fn features(&self) -> u64 {
         self.features
+    }
+
+    fn accepts(&self, features: u64) -> bool {
+        features & self.refuses == 0
     }
 
     fn queue_count(&self) -> u16 {

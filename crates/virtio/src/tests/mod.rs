@@ -2,7 +2,7 @@
 //! register, every hostile-ring error, a loopback device driven end to
 //! end, and properties over random ring memory.
 
-mod driver;
+pub(crate) mod driver;
 mod loopback;
 mod prop;
 mod queue;

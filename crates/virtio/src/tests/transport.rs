@@ -85,6 +85,27 @@ fn features_ok_sticks_only_for_a_subset_with_version_1() {
 }
 
 #[test]
+fn a_device_may_refuse_a_combination_of_features() {
+    let mut device = TestDevice::new(1);
+    device.features = (1 << 5) | (1 << 6);
+    device.refuses = 1 << 6;
+    let mut t = Transport::new(device);
+    assert!(!negotiate(&mut t, feature::VERSION_1 | (1 << 5) | (1 << 6)));
+    assert!(negotiate(&mut t, feature::VERSION_1 | (1 << 5)));
+}
+
+#[test]
+fn queue_num_max_is_capped_at_the_split_rings_limit() {
+    let mut device = TestDevice::new(2);
+    device.max_sizes = vec![u16::MAX, 256];
+    let mut t = Transport::new(device);
+    wr(&mut t, mmio::QUEUE_SEL, 0);
+    assert_eq!(rd(&mut t, mmio::QUEUE_NUM_MAX), 32768);
+    wr(&mut t, mmio::QUEUE_SEL, 1);
+    assert_eq!(rd(&mut t, mmio::QUEUE_NUM_MAX), 256);
+}
+
+#[test]
 fn driver_ok_needs_features_ok_and_activates_the_device() {
     let mut t = Transport::new(TestDevice::new(1));
     wr(&mut t, mmio::STATUS, status::ACKNOWLEDGE | status::DRIVER);
