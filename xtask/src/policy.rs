@@ -1,8 +1,10 @@
 //! Architecture rules `cargo xtask lint` enforces besides rustfmt and clippy
 //! (DESIGN.md, "Architecture: pure decisions, thin glue"):
 //!
-//! 1. **Crate dependency direction.** `abi ← core ← vgic ← hypervisor` and
-//!    `core ← arch ← hypervisor`: `stratum-abi` depends on no workspace
+//! 1. **Crate dependency direction.** `abi ← core ← vgic ← hypervisor`,
+//!    `core ← virtio ← hypervisor` and `core ← arch ← hypervisor`: the pure
+//!    device models (`stratum-vgic`, `stratum-virtio`) sit side by side on
+//!    `core`, never on each other; `stratum-abi` depends on no workspace
 //!    crate, and each layer only on the ones below it ([`LAYERS`]). Every
 //!    other workspace crate — the host tool (`stratum`), the system tests,
 //!    `xtask`, the test guests — never depends on `stratum-arch` or
@@ -34,6 +36,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("stratum-abi", &[]),
     ("stratum-core", &["stratum-abi"]),
     ("stratum-vgic", &["stratum-abi", "stratum-core"]),
+    ("stratum-virtio", &["stratum-abi", "stratum-core"]),
     ("stratum-arch", &["stratum-abi", "stratum-core"]),
     (
         "stratum-hypervisor",
@@ -41,6 +44,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "stratum-abi",
             "stratum-core",
             "stratum-vgic",
+            "stratum-virtio",
             "stratum-arch",
         ],
     ),
@@ -138,7 +142,7 @@ fn edge_violation(from: &str, to: &str) -> Option<String> {
         Some((_, allowed)) if allowed.contains(&to) => None,
         Some((_, [])) => Some(format!("{from} depends on no workspace crate")),
         Some((_, allowed)) => Some(format!(
-            "{from} may depend only on {} (abi <- core <- vgic <- hypervisor, core <- arch <- hypervisor)",
+            "{from} may depend only on {} (abi <- core <- vgic|virtio <- hypervisor, core <- arch <- hypervisor)",
             allowed.join(", ")
         )),
         None if EL2_ONLY.contains(&to) => Some(format!(
@@ -392,6 +396,7 @@ mod tests {
             ("stratum-abi", vec![]),
             ("stratum-core", vec![("stratum-abi", None)]),
             ("stratum-vgic", vec![("stratum-core", None)]),
+            ("stratum-virtio", vec![("stratum-core", None)]),
             ("stratum-arch", vec![]),
             (
                 "stratum-hypervisor",
@@ -466,6 +471,26 @@ mod tests {
     }
 
     #[test]
+    fn virtio_is_pure_beside_vgic() {
+        // The pure virtio crate may use core, and the hypervisor may use it.
+        let ok = workspace_with(&[("stratum-hypervisor", "stratum-virtio", None)]);
+        assert_eq!(dependency_violations(&ok), Ok(vec![]));
+        for (from, to) in [
+            ("stratum-virtio", "stratum-vgic"),
+            ("stratum-vgic", "stratum-virtio"),
+            ("stratum-virtio", "stratum-arch"),
+            ("stratum-core", "stratum-virtio"),
+        ] {
+            let bad = workspace_with(&[(from, to, None)]);
+            assert_eq!(
+                dependency_violations(&bad).map(|p| p.len()),
+                Ok(1),
+                "{from} -> {to}"
+            );
+        }
+    }
+
+    #[test]
     fn abi_depends_on_no_workspace_crate() {
         let bad = workspace_with(&[("stratum-abi", "stratum-core", Some("dev"))]);
         let problems = dependency_violations(&bad).expect("valid JSON");
@@ -501,8 +526,9 @@ mod tests {
     fn a_renamed_layer_is_not_silently_unchecked() {
         let json = metadata(&[("stratum-abi", &[]), ("stratum-core", &[])]);
         let problems = dependency_violations(&json).expect("valid JSON");
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].starts_with("stratum-vgic is not in the workspace"));
+        assert!(problems[1].starts_with("stratum-virtio is not in the workspace"));
     }
 
     #[test]

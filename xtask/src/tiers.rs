@@ -62,6 +62,8 @@ pub fn lint() -> Result<(), String> {
         "-p",
         "stratum-vgic",
         "-p",
+        "stratum-virtio",
+        "-p",
         "stratum-abi",
         "--target",
         GUEST_TARGET,
