@@ -126,10 +126,10 @@ pub enum Command {
     ///
     /// The pinned kernel, once in the cache, needs no network. If the
     /// archive no longer carries it, the newest is used with a warning (bench
-    /// figures are then not comparable). --latest refreshes the package
-    /// lists at most once a day; without network a complete cache is used as
-    /// it is. Several versions stay in the cache side by side; concurrent
-    /// fetches wait for each other. Downloads are retried once.
+    /// figures are then not comparable). The package lists are refreshed at
+    /// most once a day; without network a complete cache of the same choice
+    /// is used as it is. Several versions stay in the cache side by side;
+    /// concurrent fetches wait for each other. Downloads are retried once.
     #[command(after_help = FETCH_AFTER_HELP)]
     Fetch(FetchArgs),
     /// Measure exit-path lengths in instructions (deterministic QEMU), under
