@@ -139,17 +139,20 @@ fn system_test_args(test_files: impl IntoIterator<Item = PathBuf>) -> Vec<String
 /// The test file (`tests/tests/linux.rs`) of tier 3.
 const LINUX_TEST: &str = "linux";
 
-/// Fetches the Debian guest (or finds it in the cache) and builds its
-/// initramfs with `workload`: kernel and initramfs.
+/// Fetches the pinned Debian guest (or finds it in the cache) and builds
+/// its initramfs with `workload`: kernel and initramfs.
 fn fetch_linux(workload: &Path) -> Result<(PathBuf, PathBuf), String> {
+    use stratum::linux::{KernelChoice, prepare_debian_choosing};
     let cache = stratum::linux::default_cache_dir().map_err(|e| e.to_string())?;
-    let guest = stratum::linux::prepare_debian_with(&cache, true, workload)
+    let prepared = prepare_debian_choosing(&cache, KernelChoice::Pinned, true, Some(workload))
         .map_err(|e| format!("fetching the Debian guest into {}: {e}", cache.display()))?;
+    let guest = prepared.guest;
     println!(
-        "xtask: Debian kernel {} at {}, initramfs {}",
+        "xtask: Debian kernel {} at {}, initramfs {}\nxtask: package {}",
         guest.kernel_version,
         guest.kernel.display(),
-        guest.initramfs.display()
+        guest.initramfs.display(),
+        prepared.fetched.describe_kernel()
     );
     Ok((guest.kernel, guest.initramfs))
 }

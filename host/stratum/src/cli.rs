@@ -10,7 +10,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::bench::{BenchOptions, run_bench};
 use crate::config::{Config, CpuModel, Gic, VmFlags};
-use crate::linux::{LinuxGuest, default_cache_dir, prepare_debian};
+use crate::linux::{
+    KernelChoice, LinuxGuest, PreparedDebian, default_cache_dir, prepare_debian_choosing,
+};
 use crate::run::{RunOptions, run};
 use crate::{Result, exit_code};
 
@@ -30,6 +32,7 @@ Environment:
   STRATUM_QEMU        QEMU binary to use instead of qemu-system-aarch64 on PATH
   STRATUM_CACHE       cache root for fetched guests (default ~/.cache/stratum);
                       the Debian guest lives in $STRATUM_CACHE/debian
+  STRATUM_DEBIAN_MIRROR  Debian mirror for --debian (see `stratum fetch --help`)
   STRATUM_WORKLOAD    Linux workload binary for --debian's initramfs instead of building it";
 
 const CHECK_LONG_HELP: &str = "\
@@ -109,14 +112,24 @@ pub enum Command {
     },
     /// Fetch a guest into the cache and print the paths of its kernel and initramfs.
     ///
-    /// `debian`: the stock Debian arm64 kernel (the package `linux-image-arm64`
-    /// depends on) and `busybox-static`, downloaded from the Debian archive of
-    /// this machine's apt sources with a private apt state in the cache
-    /// (nothing is installed; the machine's apt and dpkg state are untouched),
-    /// unpacked with `dpkg-deb`; plus an initramfs built from busybox and
-    /// Stratum's default init. The package lists are refreshed at most once a
-    /// day; without network a complete cache is used as it is. Downloads are
-    /// retried once.
+    /// `debian`: the stock Debian 12 arm64 kernel the project pins (with
+    /// --latest: the package `linux-image-arm64` depends on) and
+    /// `busybox-static`, downloaded with apt from the Debian archive, with
+    /// the tool's own sources list (bookworm, bookworm-updates,
+    /// bookworm-security; signed by Debian's archive keyring) and a private
+    /// apt state in the cache: the machine's apt sources are never used, and
+    /// nothing is installed (except the `debian-archive-keyring` package,
+    /// when it is missing and we are root). Every download is checked
+    /// against the SHA-256 of the pin or of the signed index before
+    /// `dpkg-deb` unpacks it. Plus an initramfs built from busybox, the
+    /// kernel's virtio modules and Stratum's default init.
+    ///
+    /// The pinned kernel, once in the cache, needs no network. If the
+    /// archive no longer carries it, the newest is used with a warning (bench
+    /// figures are then not comparable). The package lists are refreshed at
+    /// most once a day; without network a complete cache of the same choice
+    /// is used as it is. Several versions stay in the cache side by side;
+    /// concurrent fetches wait for each other. Downloads are retried once.
     #[command(after_help = FETCH_AFTER_HELP)]
     Fetch(FetchArgs),
     /// Measure exit-path lengths in instructions (deterministic QEMU), under
@@ -233,7 +246,8 @@ impl BenchArgs {
 }
 
 const FETCH_AFTER_HELP: &str = "\
-Output: `kernel: PATH`, `initramfs: PATH` and `version: RELEASE` lines on stdout;
+Output: `kernel: PATH`, `initramfs: PATH`, `version: RELEASE` and
+`package: PACKAGE VERSION sha256 HASH (pinned|latest|...)` lines on stdout;
 progress on stderr.
 
 The initramfs's init mounts proc, sys and devtmpfs, prints
@@ -244,12 +258,19 @@ it runs /bin/stratum-workload (the bench's Linux workload) and powers off. The
 workload binary is built with cargo (target aarch64-unknown-linux-musl) unless
 STRATUM_WORKLOAD names one.
 
-Exit status: 0 fetched; 4 the archive is unreachable, a package is missing, or
-apt/dpkg-deb failed (the message says which).
+Exit status: 0 fetched; 4 the archive is unreachable, a package is missing, a
+download's SHA-256 is wrong, the keyring is missing, or apt/dpkg-deb failed (the
+message says which).
 
 Environment:
-  STRATUM_CACHE     cache root (default ~/.cache/stratum); --cache overrides it
-  STRATUM_WORKLOAD  prebuilt workload binary for the initramfs";
+  STRATUM_CACHE                   cache root (default ~/.cache/stratum); --cache overrides it
+  STRATUM_DEBIAN_MIRROR           Debian mirror (default http://deb.debian.org/debian)
+  STRATUM_DEBIAN_SECURITY_MIRROR  security mirror (default: the mirror's URL + \"-security\")
+  STRATUM_WORKLOAD                prebuilt workload binary for the initramfs
+  APT_CONFIG                      an apt configuration file to read (apt's own variable)
+
+The pin (package, version, SHA-256) is KERNEL_PIN in
+host/stratum/src/linux/debian/pin.rs; docs/testing.md says how to update it.";
 
 /// Guests `stratum fetch` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -267,20 +288,33 @@ pub struct FetchArgs {
     /// Cache directory for this guest [default: $STRATUM_CACHE/debian or ~/.cache/stratum/debian].
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// The newest kernel (the package `linux-image-arm64` depends on)
+    /// instead of the pinned one.
+    #[arg(long)]
+    pub latest: bool,
 }
 
 impl FetchArgs {
     /// Fetches (with progress) and returns the guest.
-    pub fn fetch(&self) -> Result<LinuxGuest> {
+    pub fn fetch(&self) -> Result<PreparedDebian> {
         match self.guest {
             FetchGuest::Debian => {
                 let cache = match &self.cache {
                     Some(dir) => dir.clone(),
                     None => default_cache_dir()?,
                 };
-                prepare_debian(&cache, true)
+                prepare_debian_choosing(&cache, kernel_choice(self.latest), true, None)
             }
         }
+    }
+}
+
+/// The kernel `--latest` (or its absence) asks for.
+fn kernel_choice(latest: bool) -> KernelChoice {
+    if latest {
+        KernelChoice::Latest
+    } else {
+        KernelChoice::Pinned
     }
 }
 
@@ -301,6 +335,11 @@ pub struct RunArgs {
     /// `--append stratum.test=poweroff` the guest reports and powers off.
     #[arg(long, conflicts_with_all = ["config", "kernel", "initrd"])]
     pub debian: bool,
+    /// With --debian: the newest Debian kernel instead of the pinned one
+    /// (see `stratum fetch --help`).
+    // (`requires = "debian"` would not do: a flag's default counts as present.)
+    #[arg(long, conflicts_with_all = ["config", "kernel"])]
+    pub latest: bool,
     /// With --debian: run CMD with `/bin/sh -c` once the guest has booted
     /// and loaded its modules, then power off. `stratum run` exits 0 when
     /// the command did, and with status 6 otherwise (naming the VM and the
@@ -386,8 +425,9 @@ impl RunArgs {
                 exec: None,
             })?,
             (None, None) if self.debian => {
-                let guest = prepare_debian(&default_cache_dir()?, true)?;
-                Config::from_flags(&self.debian_flags(&guest))?
+                let choice = kernel_choice(self.latest);
+                let prepared = prepare_debian_choosing(&default_cache_dir()?, choice, true, None)?;
+                Config::from_flags(&self.debian_flags(&prepared.guest))?
             }
             (None, None) => unreachable!("clap requires a config, --kernel or --debian"),
         };
@@ -435,10 +475,12 @@ pub fn execute(cli: &Cli) -> i32 {
                 print!("{}", c.summary());
                 exit_code::SUCCESS
             }),
-        Command::Fetch(args) => args.fetch().map(|guest| {
+        Command::Fetch(args) => args.fetch().map(|prepared| {
+            let guest = &prepared.guest;
             println!("kernel: {}", guest.kernel.display());
             println!("initramfs: {}", guest.initramfs.display());
             println!("version: {}", guest.kernel_version);
+            println!("package: {}", prepared.fetched.describe_kernel());
             exit_code::SUCCESS
         }),
         Command::Bench(args) => run_bench(&args.options()).map(|_| exit_code::SUCCESS),
@@ -591,6 +633,7 @@ mod tests {
             panic!("not run")
         };
         assert!(a.debian);
+        assert!(!a.latest, "the pinned kernel unless --latest");
         let guest = LinuxGuest {
             kernel: "/c/vmlinuz".into(),
             initramfs: "/c/initramfs.cpio".into(),
@@ -630,6 +673,8 @@ mod tests {
             &["run", "x.toml", "--debian"],
             &["fetch"],
             &["fetch", "fedora"],
+            &["run", "--kernel", "k", "--latest"],
+            &["run", "x.toml", "--latest"],
         ] {
             let e = parse(bad).expect_err("usage error");
             assert_eq!(e.exit_code(), exit_code::BAD_INPUT, "{bad:?}");
@@ -640,6 +685,25 @@ mod tests {
         };
         assert_eq!(f.guest, FetchGuest::Debian);
         assert_eq!(f.cache.as_deref(), Some(std::path::Path::new("/tmp/c")));
+        assert!(!f.latest);
+        assert_eq!(kernel_choice(f.latest), KernelChoice::Pinned);
+    }
+
+    #[test]
+    fn latest_on_fetch_and_run_debian() {
+        let cli = parse(&["fetch", "debian", "--latest"]).expect("parses");
+        let Command::Fetch(f) = cli.command else {
+            panic!("not fetch")
+        };
+        assert_eq!(kernel_choice(f.latest), KernelChoice::Latest);
+        let cli = parse(&["run", "--debian", "--latest", "--exec", "uname -r"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(kernel_choice(a.latest), KernelChoice::Latest);
+        // --latest needs --debian.
+        let e = parse(&["run", "--latest"]).expect_err("usage error");
+        assert_eq!(e.exit_code(), exit_code::BAD_INPUT);
     }
 
     #[test]
@@ -676,7 +740,16 @@ mod tests {
         assert!(help.contains("STRATUM_CACHE"), "{help}");
         let fetch = cmd.find_subcommand_mut("fetch").expect("fetch");
         let help = fetch.render_long_help().to_string();
-        assert!(help.contains("initramfs: PATH"), "{help}");
+        for needle in [
+            "initramfs: PATH",
+            "--latest",
+            "pins",
+            "STRATUM_DEBIAN_MIRROR",
+            "never used",
+            "SHA-256",
+        ] {
+            assert!(help.contains(needle), "{needle}: {help}");
+        }
     }
 
     #[test]

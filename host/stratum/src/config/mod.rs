@@ -280,7 +280,9 @@ pub struct VmConfig {
 /// most once per validation, only when a VM asks for Debian.
 pub type DebianSource<'a> = dyn FnMut() -> Result<LinuxGuest> + 'a;
 
-/// The Debian guest from the default cache, fetched when missing.
+/// The Debian guest with the pinned kernel
+/// ([`crate::linux::KERNEL_PIN`]) from the default cache, fetched when
+/// missing.
 pub fn fetch_debian_guest() -> Result<LinuxGuest> {
     crate::linux::prepare_debian(&crate::linux::default_cache_dir()?, true)
 }
