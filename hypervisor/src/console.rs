@@ -16,7 +16,8 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use stratum_arch::pl011::Pl011;
+use stratum_arch::uart::HostUart;
+use stratum_core::platform::UartKind;
 
 use stratum_core::console::Console as ConsoleState;
 pub use stratum_core::console::VmState;
@@ -29,7 +30,7 @@ const INPUT_BYTES: usize = 4096;
 
 /// The UART and the multiplexing state, under one lock.
 struct Console {
-    uart: Option<Pl011>,
+    uart: Option<HostUart>,
     state: ConsoleState<'static, INPUT_BYTES>,
 }
 
@@ -82,7 +83,7 @@ impl Console {
 /// The UART as a `fmt::Write` sink (`\n` → `\r\n`) that remembers the last
 /// byte written.
 struct TrackLast<'a> {
-    uart: &'a mut Pl011,
+    uart: &'a mut HostUart,
     last: Option<u8>,
 }
 
@@ -95,11 +96,11 @@ impl Write for TrackLast<'_> {
     }
 }
 
-/// Starts using the PL011 at `base` (identity-mapped device memory).
-pub fn init(base: usize) {
+/// Starts using the UART of `kind` at `base` (identity-mapped device memory).
+pub fn init(kind: UartKind, base: usize) {
     // SAFETY: `base` comes from the host DT's UART node, inside the first
     // GiB that EL2 maps as device memory, and only this module drives it.
-    CONSOLE.lock().uart = Some(unsafe { Pl011::new(base) });
+    CONSOLE.lock().uart = Some(unsafe { HostUart::new(kind, base) });
 }
 
 /// Registers VM `id` (0, 1, … in bundle order) as `name`, running. With
@@ -138,17 +139,17 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
 
 /// Writes formatted text even if another context holds the console lock
 /// (panic path only: output may interleave, but it is never lost to a deadlock).
-pub fn write_fmt_forced(args: fmt::Arguments<'_>, base: usize) {
+pub fn write_fmt_forced(args: fmt::Arguments<'_>, uart: Option<(UartKind, usize)>) {
     if let Some(mut guard) = CONSOLE.try_lock()
         && guard.uart.is_some()
     {
         guard.write_hypervisor(args);
         return;
     }
-    if base != 0 {
+    if let Some((kind, base)) = uart {
         // SAFETY: same device as `init` used; the lock could not be taken,
         // so output may interleave with the holder's, which the panic path accepts.
-        let mut uart = unsafe { Pl011::new(base) };
+        let mut uart = unsafe { HostUart::new(kind, base) };
         let _ = uart.write_fmt(args);
     }
 }
@@ -168,7 +169,7 @@ pub fn guest_byte(vm: usize, byte: u8) {
 pub fn drain_input() {
     let stats = {
         let mut console = CONSOLE.lock();
-        while let Some(byte) = console.uart.as_ref().and_then(Pl011::try_get) {
+        while let Some(byte) = console.uart.as_ref().and_then(HostUart::try_get) {
             let focus = console.state.focus();
             match console.state.receive(byte) {
                 Some(_) => console.show_status(),
@@ -180,7 +181,7 @@ pub fn drain_input() {
     // Ctrl-A Ctrl-A s: every VM's exit statistics (printed through `log!`,
     // so not under the console lock).
     if stats {
-        crate::telemetry::print_stats();
+        print_stats();
     }
 }
 
@@ -222,6 +223,66 @@ pub fn enable_input_interrupt() {
 pub fn clear_input_interrupt() {
     if let Some(uart) = CONSOLE.lock().uart.as_ref() {
         uart.clear_rx_interrupt();
+    }
+}
+
+/// Prints the statistics table of VM `id` on the console.
+pub fn print_vm(id: usize) {
+    let mut lines = LogLines::default();
+    let _ = crate::telemetry::BLOCK.render_vm(id, &mut lines);
+    lines.flush();
+}
+
+/// Prints the statistics table of every VM (the console's statistics
+/// escape calls this). Must not be called with the console lock held.
+pub fn print_stats() {
+    for id in 0..stratum_abi::telemetry::VM_SLOTS {
+        print_vm(id);
+    }
+}
+
+/// `fmt::Write` onto the hypervisor console, a whole line at a time, each
+/// as a hypervisor message (`[stratum] …`): with several VMs, every console
+/// line must say whose it is.
+struct LogLines {
+    buf: [u8; 192],
+    len: usize,
+}
+
+impl Default for LogLines {
+    fn default() -> Self {
+        Self {
+            buf: [0; 192],
+            len: 0,
+        }
+    }
+}
+
+impl LogLines {
+    /// Prints what is buffered as one line (if anything).
+    fn flush(&mut self) {
+        if self.len > 0 {
+            let line = core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?");
+            crate::log!("{line}");
+            self.len = 0;
+        }
+    }
+}
+
+impl fmt::Write for LogLines {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if b == b'\n' {
+                self.flush();
+                continue;
+            }
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
     }
 }
 

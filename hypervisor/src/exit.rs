@@ -19,10 +19,10 @@ use stratum_core::lifecycle::Start;
 use stratum_core::sched::VcpuRef;
 use stratum_core::vmexit::early::{self, Early};
 
-use crate::head::kind;
 use crate::vcpu::{Frame, LiveVcpu, VcpuTag};
 use crate::vm::Vm;
 use crate::{irq, lifecycle, log, sched, smp, system, telemetry};
+use stratum_arch::vectors::kind;
 
 /// The glue's side of [`ExitEnv`], for one VM.
 struct Env {
@@ -274,7 +274,7 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
     let ipa = stratum_core::esr::fault_ipa(sysreg::hpfar_el2(), sysreg::far_el2());
     let v = tag.vcpu;
     system::with_vm(tag.vm, |vm| {
-        let Some(hit) = vm.bus.find(ipa) else {
+        let Some(hit) = vm.machine.bus.find(ipa) else {
             return Quick::NotMine;
         };
         // Whether the fold, the access, its effects or console input may
@@ -485,8 +485,8 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
         vm_id: vm.id as u64,
         boot_count: vm.boot_count,
         channels: vm.channel_count as u32,
-        ram: vm.ram,
-        bus: &vm.bus,
+        ram: vm.machine.ram,
+        bus: &vm.machine.bus,
         devices: &mut devices,
         effects: Effects::default(),
         vcpus: vm.life.psci_view(),
@@ -502,7 +502,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     let mut env = Env {
         vm: id,
         ram_pa: vm.ram_pa.0,
-        ram_size: vm.ram.size,
+        ram_size: vm.machine.ram.size,
     };
     let action = vmexit::handle_sync(&info, v, &mut live, &mut model, &mut env);
     let last_abort = model.last_abort;

@@ -5,12 +5,9 @@
 //! `handle_guest_exit` and `hyp_fault` by link name and puts the address of
 //! `stratum_telemetry` into the `Image` header. The checks below hold each
 //! of those functions to the signature the assembly expects, so a changed
-//! parameter list fails to compile instead of corrupting registers; the
-//! re-exports give the rest of the binary one place to name the per-CPU
-//! stacks and the guest entry.
-
-pub use stratum_arch::head::{MAX_CPUS, secondary_entry, stack_top};
-pub use stratum_arch::vectors::{enter_guest, kind};
+//! parameter list fails to compile instead of corrupting registers. No
+//! module uses this one: the rest of the binary names the arch crate's
+//! items directly.
 
 const _: stratum_arch::head::BootPrimary = crate::boot_primary;
 const _: stratum_arch::head::BootSecondary = crate::boot_secondary;

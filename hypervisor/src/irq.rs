@@ -31,11 +31,11 @@ use stratum_core::sched::VcpuRef;
 use stratum_core::stats::Reason;
 use stratum_vgic::{ListRegister, LrState};
 
-use crate::head::MAX_CPUS;
 use crate::sync::SpinLock;
 use crate::vcpu::VcpuContext;
 use crate::vm::Vm;
 use crate::{console, log, percpu, smp, system};
+use stratum_arch::head::MAX_CPUS;
 
 /// The virtual interface's maintenance interrupt (PPI 9).
 pub const MAINTENANCE_INTID: u32 = 25;

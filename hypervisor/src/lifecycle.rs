@@ -54,7 +54,7 @@ fn request(cpu: usize, me: VcpuRef, request: Request) -> ! {
                     vm.boot_count,
                 );
                 telemetry::vm_stopped(id, reason == StopReason::Crashed, vm.boot_count);
-                telemetry::print_vm(id);
+                console::print_vm(id);
             }
             // A reset or stop under way wins; `me` parks with the others.
             Outcome::Unchanged => {}

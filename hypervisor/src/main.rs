@@ -28,7 +28,6 @@ use stratum_abi::bundle::{
     Bundle, FLAG_CONSOLE_COLOR, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT,
 };
 use stratum_abi::exit as exit_status;
-use stratum_arch::el2::{cnthctl, cptr, hcr, mdcr, vector_length};
 use stratum_arch::firmware::Conduit;
 use stratum_arch::{id, sysreg};
 use stratum_core::addr::Pa;
@@ -66,9 +65,9 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         Ok(p) => p,
         Err(_) => system::shutdown(exit_status::BAD_BOOT_INPUT),
     };
-    let uart_base = platform.uart.map_or(0, |u| u.regs.base.0 as usize);
-    if uart_base != 0 {
-        console::init(uart_base);
+    let uart = platform.uart.map(|u| (u.kind, u.regs.base.0 as usize));
+    if let Some((kind, base)) = uart {
+        console::init(kind, base);
     }
     let conduit = platform.psci.map(|p| match p.conduit {
         PsciConduit::Smc => Conduit::Smc,
@@ -101,7 +100,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         conduit,
         semihosting: bundle.flags() & FLAG_SEMIHOSTING_EXIT != 0,
         firmware,
-        uart_base,
+        uart,
         pstate_features: PstateFeatures::from_id_regs(
             sysreg::id_aa64pfr1_el1(),
             sysreg::id_aa64mmfr1_el1(),
@@ -116,7 +115,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     let plan = plan_boot(&bundle, &platform, dtb, fdt.total_size());
     let mut pool = TablePool::take();
 
-    configure_el2();
+    stratum_arch::traps::configure_for_guests();
     let console_intid = platform.uart.and_then(|u| u.irq).map(|i| i.intid());
     if let Err(e) = irq::init(0, &platform.gic, console_intid) {
         log!("error: the host GIC cannot be brought up: {e}");
@@ -164,8 +163,8 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     irq::enable_passthrough(0);
     sched::configure(
         plan.slice_ticks(stratum_arch::timer::frequency()),
-        has_pauth(),
-        cptr_for_guests(),
+        stratum_arch::traps::has_pauth(),
+        stratum_arch::traps::cptr_for_guests(),
     );
     let cpus_needed = plan.cpus_needed();
     if cpus_needed > 1 {
@@ -203,7 +202,7 @@ fn plan_boot(
     let limits = Limits {
         vms: system::MAX_VMS,
         vcpus_per_vm: vm::MAX_VCPUS,
-        cpus: head::MAX_CPUS,
+        cpus: stratum_arch::head::MAX_CPUS,
     };
     match bootplan::plan(bundle, platform, &reserved, &limits) {
         Ok(plan) => plan,
@@ -256,12 +255,12 @@ fn create_vm(
     log!(
         "vm{id} '{name}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
         vm_plan.vcpu_count(),
-        vm.ram.size >> 20,
-        vm.ram.start,
+        vm.machine.ram.size >> 20,
+        vm.machine.ram.start,
         vm.ram_pa,
         vm_plan.kernel_kind(),
-        vm.layout.kernel.start,
-        vm.layout.entry,
+        vm.machine.layout.kernel.start,
+        vm.machine.layout.entry,
     );
     log!(
         "vm{id} stage 2: {} x 1 GiB + {} x 2 MiB blocks + {} x 4 KiB pages, VMID {}; {} table pages in use",
@@ -317,7 +316,7 @@ extern "C" fn boot_secondary(cpu: usize) -> ! {
     let boot = SECONDARY_BOOT
         .lock()
         .expect("the boot CPU records what secondaries need before starting them");
-    configure_el2();
+    stratum_arch::traps::configure_for_guests();
     // SAFETY: as on the boot CPU: VTCR_EL2 shapes only guest translation.
     unsafe { sysreg::set_vtcr_el2(boot.vtcr) };
     if let Err(e) = irq::init(cpu, &boot.gic, None) {
@@ -356,54 +355,6 @@ unsafe fn host_dtb(addr: usize) -> Option<&'static [u8]> {
         let size = bootplan::host_dtb_size(header)?;
         Some(core::slice::from_raw_parts(addr as *const u8, size))
     }
-}
-
-/// EL2 configuration common to every guest.
-fn configure_el2() {
-    // PMU counters all stay with EL1/EL0 (HPMN = PMCR_EL0.N); no debug traps.
-    let mdcr = mdcr::all_counters_to_guests(sysreg::pmcr_el0());
-    // SAFETY: MDCR_EL2 only controls traps of guest debug/PMU accesses.
-    unsafe { sysreg::set_mdcr_el2(mdcr) };
-    // The largest vector lengths the CPU offers (LEN saturates to them).
-    if id::has_sve(sysreg::id_aa64pfr0_el1()) {
-        // SAFETY: ZCR_EL2 exists (SVE is implemented) and only caps guest
-        // vector length.
-        unsafe { sysreg::set_zcr_el2(vector_length::LEN_MAX) };
-    }
-    if id::has_sme(sysreg::id_aa64pfr1_el1()) {
-        // SAFETY: SMCR_EL2 exists (SME is implemented) and only caps the
-        // guest's streaming vector length.
-        unsafe { sysreg::set_smcr_el2(vector_length::LEN_MAX) };
-    }
-    // SAFETY: CPTR_EL2 only decides which guest FP/SIMD/SVE/SME accesses
-    // trap; `sched` refines it per vCPU before any guest runs.
-    unsafe { sysreg::set_cptr_el2(cptr_for_guests()) };
-    // SAFETY: EL1 may read the physical counter and use the EL1 physical
-    // timer directly; this changes no EL2 behaviour.
-    unsafe { sysreg::set_cnthctl_el2(cnthctl::EL1PCTEN | cnthctl::EL1PCEN) };
-    sysreg::set_cntvoff_el2(0);
-    sysreg::set_vpidr_el2(sysreg::midr_el1());
-    // Pointer authentication, where the CPU has it, is the guest's too;
-    // ID-register reads trap and are answered by `stratum_core::idreg`.
-    let hcr = hcr::for_guests(has_pauth());
-    // SAFETY: these bits only change how EL1/EL0 execute and where their
-    // exceptions go; EL2's own translation and vectors are unaffected.
-    unsafe { sysreg::set_hcr_el2(hcr) };
-    stratum_arch::barrier::isb();
-}
-
-/// Whether the CPU has pointer authentication (and so its key registers).
-fn has_pauth() -> bool {
-    id::has_pauth(sysreg::id_aa64isar1_el1(), sysreg::id_aa64isar2_el1())
-}
-
-/// `CPTR_EL2` for a vCPU that has its CPU to itself: FP/SIMD, SVE and SME
-/// belong to the guest ([`cptr::for_guests`]).
-fn cptr_for_guests() -> u64 {
-    cptr::for_guests(
-        id::has_sve(sysreg::id_aa64pfr0_el1()),
-        id::has_sme(sysreg::id_aa64pfr1_el1()),
-    )
 }
 
 fn banner(platform: &Platform, bundle: &Bundle<'_>) {

@@ -12,7 +12,7 @@ use stratum_arch::{id, sysreg};
 
 use crate::system;
 
-struct Forced(usize);
+struct Forced(Option<(stratum_core::platform::UartKind, usize)>);
 
 impl Write for Forced {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
@@ -22,8 +22,7 @@ impl Write for Forced {
 }
 
 fn epitaph(what: core::fmt::Arguments<'_>) -> ! {
-    let base = system::settings().map_or(0, |s| s.uart_base);
-    let mut out = Forced(base);
+    let mut out = Forced(system::settings().and_then(|s| s.uart));
     let _ = writeln!(
         out,
         "\n[stratum] PANIC on CPU {}: {what}\n[stratum]   ESR_EL2={:#018x} ELR_EL2={:#018x} FAR_EL2={:#018x} SPSR_EL2={:#x}",

@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicU16, Ordering};
 
 use stratum_core::sched::VcpuRef;
 
-use crate::head::MAX_CPUS;
+use stratum_arch::head::MAX_CPUS;
 
 /// No vCPU.
 const NONE: u16 = u16::MAX;

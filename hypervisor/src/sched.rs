@@ -38,10 +38,10 @@ use stratum_arch::{barrier, fpsimd, sysreg};
 use stratum_core::lifecycle::{Claim, Leave, SavedTimers};
 use stratum_core::sched::{RunQueue, VcpuRef};
 
-use crate::head::{self, MAX_CPUS};
 use crate::sync::SpinLock;
 use crate::vm::Vm;
 use crate::{console, irq, percpu, system};
+use stratum_arch::head::{self, MAX_CPUS};
 
 /// What this CPU runs (besides [`percpu`]'s records).
 struct CpuState {
@@ -140,7 +140,7 @@ fn run_next(cpu: usize, why: Leave) -> ! {
             switch_to(cpu, next, claimed);
             // SAFETY: `switch_to` made TPIDR_EL2 name `next`'s frame, loaded
             // its ELR/SPSR_EL2 and activated its VM's stage 2 on this CPU.
-            unsafe { head::enter_guest(head::stack_top(cpu)) }
+            unsafe { stratum_arch::vectors::enter_guest(head::stack_top(cpu)) }
         }
         idle(cpu, &queue, loaded);
     }

@@ -8,8 +8,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use stratum_abi::smccc;
 use stratum_arch::firmware::{self, Conduit};
 
-use crate::head::{self, MAX_CPUS};
 use crate::log;
+use stratum_arch::head::{self, MAX_CPUS};
 
 /// Bit `i`: CPU `i` finished its bring-up.
 static ONLINE: AtomicUsize = AtomicUsize::new(0);

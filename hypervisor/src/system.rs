@@ -49,7 +49,7 @@ pub struct Settings {
     /// What the firmware answered about the Spectre workarounds.
     pub firmware: FirmwareFeatures,
     /// Base of the physical console UART (for the panic path).
-    pub uart_base: usize,
+    pub uart: Option<(stratum_core::platform::UartKind, usize)>,
     /// PSTATE features of this CPU, for architected exception injection.
     pub pstate_features: PstateFeatures,
 }

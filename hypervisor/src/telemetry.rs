@@ -15,193 +15,40 @@
 //!
 //! No locks: each vCPU's counters and each CPU's ring have one writer (the
 //! CPU running that vCPU; EL2 never nests), and readers take each `u64`
-//! whole. So [`print_stats`] may be called from any context that does not
-//! hold the console lock.
+//! whole; the console prints the tables (`console::print_stats`) from any
+//! context.
 //!
 //! [`TraceRecord`]: stratum_abi::telemetry::TraceRecord
 
-use core::fmt;
-use core::mem::offset_of;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-use stratum_abi::telemetry::{self as layout, RING_SLOTS, VCPU_SLOTS, VM_SLOTS, VmState};
-use stratum_core::stats::{ExitStats, Reason, render_table};
+use stratum_abi::telemetry::RING_SLOTS;
+use stratum_core::stats::{ExitStats, Reason};
+use stratum_core::telemetry::Block;
 use stratum_core::vmexit::ExitCounters;
 
-/// The block's header.
-#[repr(C)]
-struct Header {
-    magic: u64,
-    version: u32,
-    reasons: u32,
-    vm_slots: u32,
-    vcpu_slots: u32,
-    ring_slots: u32,
-    flags: u32,
-    counter_hz: AtomicU64,
-    vm_offset: u32,
-    vm_size: u32,
-    ring_offset: u32,
-    ring_size: u32,
-    total_size: u32,
-    reserved: u32,
-}
+const _: () = assert!(RING_SLOTS >= stratum_arch::head::MAX_CPUS);
 
-/// One VM's slot.
-#[repr(C)]
-struct VmSlot {
-    state: AtomicU32,
-    vcpus: AtomicU32,
-    boot_count: AtomicU64,
-    /// The name, NUL-padded, as little-endian words.
-    name: [AtomicU64; layout::VM_NAME_LEN / 8],
-    stats: [ExitStats; VCPU_SLOTS],
-}
-
-/// One CPU's trace-ring descriptor.
-#[repr(C)]
-struct RingDesc {
-    records: AtomicU64,
-    capacity: AtomicU32,
-    record_size: AtomicU32,
-    head: AtomicU64,
-    reserved: u64,
-}
-
-/// The whole telemetry block.
-#[repr(C)]
-pub struct Block {
-    header: Header,
-    vms: [VmSlot; VM_SLOTS],
-    rings: [RingDesc; RING_SLOTS],
-}
-
-// The layout `stratum_abi::telemetry` documents, pinned.
-const _: () = {
-    assert!(core::mem::size_of::<Header>() == layout::HEADER_SIZE);
-    assert!(offset_of!(Header, version) == layout::H_VERSION);
-    assert!(offset_of!(Header, reasons) == layout::H_REASONS);
-    assert!(offset_of!(Header, vm_slots) == layout::H_VM_SLOTS);
-    assert!(offset_of!(Header, vcpu_slots) == layout::H_VCPU_SLOTS);
-    assert!(offset_of!(Header, ring_slots) == layout::H_RING_SLOTS);
-    assert!(offset_of!(Header, flags) == layout::H_FLAGS);
-    assert!(offset_of!(Header, counter_hz) == layout::H_COUNTER_HZ);
-    assert!(offset_of!(Header, vm_offset) == layout::H_VM_OFFSET);
-    assert!(offset_of!(Header, vm_size) == layout::H_VM_SIZE);
-    assert!(offset_of!(Header, ring_offset) == layout::H_RING_OFFSET);
-    assert!(offset_of!(Header, ring_size) == layout::H_RING_SIZE);
-    assert!(offset_of!(Header, total_size) == layout::H_TOTAL_SIZE);
-    assert!(offset_of!(VmSlot, state) == layout::VM_STATE);
-    assert!(offset_of!(VmSlot, vcpus) == layout::VM_VCPUS);
-    assert!(offset_of!(VmSlot, boot_count) == layout::VM_BOOT_COUNT);
-    assert!(offset_of!(VmSlot, name) == layout::VM_NAME);
-    assert!(offset_of!(VmSlot, stats) == layout::VM_STATS);
-    assert!(core::mem::size_of::<VmSlot>() == layout::VM_SLOT_SIZE);
-    assert!(offset_of!(RingDesc, records) == layout::RING_RECORDS);
-    assert!(offset_of!(RingDesc, capacity) == layout::RING_CAPACITY);
-    assert!(offset_of!(RingDesc, record_size) == layout::RING_RECORD_SIZE);
-    assert!(offset_of!(RingDesc, head) == layout::RING_HEAD);
-    assert!(core::mem::size_of::<RingDesc>() == layout::RING_DESC_SIZE);
-    assert!(offset_of!(Block, vms) == layout::VM_OFFSET);
-    assert!(offset_of!(Block, rings) == layout::RING_OFFSET);
-    assert!(core::mem::size_of::<Block>() == layout::TOTAL_SIZE);
-    assert!(RING_SLOTS >= crate::head::MAX_CPUS);
-};
-
-const fn as_u32(n: usize) -> u32 {
-    assert!(n <= u32::MAX as usize);
-    n as u32
-}
-
-/// The telemetry block. The `Image` header (`stratum_arch::head`) carries
-/// its address, through the link name `stratum_telemetry`.
+/// The block itself, under the link name the `Image` header refers to.
 #[unsafe(export_name = "stratum_telemetry")]
-pub static BLOCK: Block = Block {
-    header: Header {
-        magic: layout::MAGIC,
-        version: layout::VERSION,
-        reasons: as_u32(Reason::COUNT),
-        vm_slots: as_u32(VM_SLOTS),
-        vcpu_slots: as_u32(VCPU_SLOTS),
-        ring_slots: as_u32(RING_SLOTS),
-        flags: if cfg!(feature = "trace") {
-            layout::FLAG_TRACE
-        } else {
-            0
-        },
-        counter_hz: AtomicU64::new(0),
-        vm_offset: as_u32(layout::VM_OFFSET),
-        vm_size: as_u32(layout::VM_SLOT_SIZE),
-        ring_offset: as_u32(layout::RING_OFFSET),
-        ring_size: as_u32(layout::RING_DESC_SIZE),
-        total_size: as_u32(layout::TOTAL_SIZE),
-        reserved: 0,
-    },
-    vms: [const {
-        VmSlot {
-            state: AtomicU32::new(VmState::Empty as u32),
-            vcpus: AtomicU32::new(0),
-            boot_count: AtomicU64::new(0),
-            name: [const { AtomicU64::new(0) }; layout::VM_NAME_LEN / 8],
-            stats: [const { ExitStats::new() }; VCPU_SLOTS],
-        }
-    }; VM_SLOTS],
-    rings: [const {
-        RingDesc {
-            records: AtomicU64::new(0),
-            capacity: AtomicU32::new(0),
-            record_size: AtomicU32::new(0),
-            head: AtomicU64::new(0),
-            reserved: 0,
-        }
-    }; RING_SLOTS],
-};
+pub static BLOCK: Block = Block::new(cfg!(feature = "trace"));
 
-/// Where the counts of a VM or vCPU outside the block's slots go (counted,
-/// never shown).
 static OVERFLOW: ExitStats = ExitStats::new();
 
 /// Fills in what is known only at run time (the counter frequency, the
 /// trace rings). Call once at boot, before any guest runs.
 pub fn init() {
-    BLOCK
-        .header
-        .counter_hz
-        .store(stratum_arch::timer::frequency(), Ordering::Relaxed);
+    BLOCK.set_counter_hz(stratum_arch::timer::frequency());
     #[cfg(feature = "trace")]
     ring::publish();
 }
 
 /// Records that VM `id` exists: its name and vCPU count (state running).
 pub fn register_vm(id: usize, name: &str, vcpus: usize) {
-    let Some(slot) = BLOCK.vms.get(id) else {
-        return;
-    };
-    let mut bytes = [0u8; layout::VM_NAME_LEN];
-    let n = name.len().min(bytes.len() - 1);
-    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
-    for (word, chunk) in slot.name.iter().zip(bytes.chunks_exact(8)) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        word.store(u64::from_le_bytes(w), Ordering::Relaxed);
-    }
-    slot.vcpus
-        .store(as_u32(vcpus.min(VCPU_SLOTS)), Ordering::Relaxed);
-    slot.boot_count.store(0, Ordering::Relaxed);
-    slot.state.store(VmState::Running as u32, Ordering::Release);
+    BLOCK.register_vm(id, name, vcpus);
 }
 
 /// Records how VM `id` ended (`crashed` or powered off) after `boots` boots.
 pub fn vm_stopped(id: usize, crashed: bool, boots: u64) {
-    if let Some(slot) = BLOCK.vms.get(id) {
-        slot.boot_count.store(boots, Ordering::Relaxed);
-        let state = if crashed {
-            VmState::Crashed
-        } else {
-            VmState::Stopped
-        };
-        slot.state.store(state as u32, Ordering::Release);
-    }
+    BLOCK.vm_stopped(id, crashed, boots);
 }
 
 /// The counters of vCPU `vcpu` of VM `vm` (the caller runs that vCPU: it
@@ -217,10 +64,7 @@ pub fn stats(vm: usize, vcpu: usize) -> &'static ExitStats {
 /// The coarse summary of VM `vm`'s counters over all its vCPUs (for log
 /// rate-limiting).
 pub fn summary(vm: usize) -> ExitCounters {
-    match BLOCK.vms.get(vm) {
-        Some(slot) => ExitCounters::sum(&slot.stats),
-        None => ExitCounters::default(),
-    }
+    BLOCK.summary(vm)
 }
 
 /// Counts (and traces) one event of `reason` for vCPU `vcpu` of VM `vm`
@@ -277,81 +121,6 @@ pub fn before_shutdown() {
     }
 }
 
-/// Prints the statistics table of VM `id` on the console.
-pub fn print_vm(id: usize) {
-    let Some(slot) = BLOCK.vms.get(id) else {
-        return;
-    };
-    let state = VmState::from_code(slot.state.load(Ordering::Acquire)).unwrap_or(VmState::Empty);
-    if state == VmState::Empty {
-        return;
-    }
-    let mut name = [0u8; layout::VM_NAME_LEN];
-    for (chunk, word) in name.chunks_exact_mut(8).zip(&slot.name) {
-        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
-    }
-    let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-    let name = core::str::from_utf8(&name[..len]).unwrap_or("?");
-    let vcpus = (slot.vcpus.load(Ordering::Relaxed) as usize).min(VCPU_SLOTS);
-    crate::log!("vm{id} '{name}' ({}): exits by reason", state.name());
-    let mut lines = LogLines::default();
-    let _ = render_table(&mut lines, vcpus, |v, r| slot.stats[v].get(r));
-    lines.flush();
-}
-
-/// Prints the statistics table of every VM (the console's statistics
-/// escape calls this). Must not be called with the console lock held.
-pub fn print_stats() {
-    for id in 0..VM_SLOTS {
-        print_vm(id);
-    }
-}
-
-/// `fmt::Write` onto the hypervisor console, a whole line at a time, each
-/// as a hypervisor message (`[stratum] …`): with several VMs, every console
-/// line must say whose it is.
-struct LogLines {
-    buf: [u8; 192],
-    len: usize,
-}
-
-impl Default for LogLines {
-    fn default() -> Self {
-        Self {
-            buf: [0; 192],
-            len: 0,
-        }
-    }
-}
-
-impl LogLines {
-    /// Prints what is buffered as one line (if anything).
-    fn flush(&mut self) {
-        if self.len > 0 {
-            let line = core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?");
-            crate::log!("{line}");
-            self.len = 0;
-        }
-    }
-}
-
-impl fmt::Write for LogLines {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for &b in s.as_bytes() {
-            if b == b'\n' {
-                self.flush();
-                continue;
-            }
-            if self.len == self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len] = b;
-            self.len += 1;
-        }
-        Ok(())
-    }
-}
-
 /// The per-CPU trace rings (the `trace` feature).
 #[cfg(feature = "trace")]
 mod ring {
@@ -397,17 +166,14 @@ mod ring {
     /// Appends a record to this CPU's ring; the head moves after the record
     /// is written, so a reader that sees the head sees the record.
     pub fn append(vm: usize, vcpu: usize, reason: Reason, detail: u32) {
-        let cpu = crate::smp::current_cpu();
+        let cpu = stratum_arch::head::current_cpu();
         let (Some(desc), Some(ring)) = (BLOCK.rings.get(cpu), RINGS.get(cpu)) else {
             return;
         };
         let head = desc.head.load(Ordering::Relaxed);
         let slot = &ring.words[head as usize & (CAPACITY - 1)];
         let time = stratum_arch::sysreg::cntpct_el0();
-        let meta = (vm as u64 & 0xFF)
-            | ((vcpu as u64 & 0xFF) << 8)
-            | ((reason as u64) << 16)
-            | (u64::from(detail) << 32);
+        let [time, meta] = stratum_core::telemetry::record_words(time, vm, vcpu, reason, detail);
         slot[0].store(time, Ordering::Relaxed);
         slot[1].store(meta, Ordering::Relaxed);
         desc.head.store(head.wrapping_add(1), Ordering::Release);

@@ -61,6 +61,8 @@ pub mod status {
     pub const ENVIRONMENT: i32 = 4;
     /// Every VM stopped and at least one of them crashed.
     pub const VM_CRASHED: i32 = 5;
+    /// Every VM powered off, but an exec'd command failed.
+    pub const EXEC_FAILED: i32 = 6;
 }
 
 /// How to run one guest.

@@ -1,5 +1,5 @@
 //! The bench smoke test (tier 2): one short `stratum bench` run (20
-//! iterations, no Linux: neither its boot nor its workload) under Stratum (one vCPU, two vCPUs, two VMs
+//! iterations, no Linux: neither its boot nor its workload, no breakdown) under Stratum (one vCPU, two vCPUs, two VMs
 //! time-sharing a CPU) and on bare QEMU, checking that every output parses
 //! and is complete — never how fast anything is.
 //!
@@ -39,6 +39,7 @@ fn bench_runs_and_its_output_parses() {
             "--iterations".as_ref(),
             "20".as_ref(),
             "--no-linux".as_ref(),
+            "--no-breakdown".as_ref(),
             "--timeout".as_ref(),
             "100".as_ref(),
             "--out".as_ref(),
@@ -80,6 +81,9 @@ fn bench_runs_and_its_output_parses() {
     );
     assert!(table.contains("Linux workload: n/a (skipped (--no-linux))"));
     assert!(json.contains("\"iterations\": 20"));
+    // The breakdown has a test of its own (`bench_breakdown.rs`).
+    assert!(json.contains("\"breakdown\": {\"not_measured\": \"skipped (--no-breakdown)\"}"));
+    assert!(table.contains("Where the instructions go: n/a (skipped (--no-breakdown))"));
     let svg = std::fs::read_to_string(out.join("results.svg")).expect("results.svg written");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     let _ = std::fs::remove_dir_all(&out);

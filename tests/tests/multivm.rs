@@ -118,9 +118,41 @@ fn three_vms_print_at_once_with_tagged_lines_gic2() {
 }
 
 fn three_vms_print_at_once_with_tagged_lines(gic: u8) {
-    let run = run_example("three-vms", gic, None);
+    // With --log-dir: each VM's file must hold exactly what the tags say
+    // is its, and the hypervisor's file its own lines.
+    let logs = std::env::temp_dir().join(format!(
+        "stratum-systest-logs-{}-gic{gic}",
+        std::process::id()
+    ));
+    let config = config_with_guests("three-vms");
+    let gic_arg = gic.to_string();
+    let log_arg = logs.to_str().expect("a UTF-8 temp dir");
+    let run = run_config(
+        &config,
+        TIMEOUT,
+        &["--gic", &gic_arg, "--log-dir", log_arg],
+        None,
+    );
+    let _ = std::fs::remove_file(&config);
     assert_status(&run, status::OK, "three VMs");
     let split = consoles(&run, &["alpha", "beta", "gamma"]);
+    for vm in ["alpha", "beta", "gamma"] {
+        let file = std::fs::read_to_string(logs.join(format!("{vm}.log")))
+            .unwrap_or_else(|e| panic!("{vm}.log: {e}\n{}", run.describe()));
+        let expected: String = split
+            .lines(vm)
+            .iter()
+            .map(|l| format!("{}\n", l.text))
+            .collect();
+        assert_eq!(file, expected, "{vm}.log must be {vm}'s lines, whole");
+    }
+    let hypervisor = std::fs::read_to_string(logs.join("stratum.log")).expect("stratum.log");
+    assert!(
+        hypervisor.lines().all(|l| l.starts_with("[stratum] "))
+            && hypervisor.contains("no VM left running"),
+        "stratum.log must hold the hypervisor's lines:\n{hypervisor}"
+    );
+    let _ = std::fs::remove_dir_all(&logs);
     assert_ticks(&run, &split, "alpha", 25);
     assert_ticks(&run, &split, "beta", 18);
     assert_vm_passed(&run, &split, "alpha", "ticker");

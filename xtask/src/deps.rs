@@ -8,6 +8,8 @@ use crate::{GUEST_TARGET, HYP_TARGET, WORKLOAD_TARGET};
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-arm", "qemu-system-aarch64"),
     ("device-tree-compiler", "dtc"),
+    // The bench's breakdown names the hypervisor's code by address.
+    ("llvm", "llvm-symbolizer"),
 ];
 
 fn have(cmd: &str) -> bool {

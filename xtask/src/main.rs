@@ -7,6 +7,7 @@
 //! root (otherwise it stops with the exact command to run).
 
 mod deps;
+mod modules;
 mod policy;
 mod tiers;
 
@@ -21,7 +22,8 @@ commands:
                               or `stratum run` with the given arguments
   bench [-- STRATUM-BENCH-ARGS]
                               exit-path lengths in instructions (deterministic QEMU) vs bare
-                              QEMU and Xen/KVM, Linux boot ratio, Linux workload ratios;
+                              QEMU and Xen/KVM, Linux boot ratio, Linux workload ratios,
+                              where each row's instructions go (`-- --no-breakdown` skips it);
                               target/bench/results.{json,svg}
   test                        every test tier: lint, host unit tests, target builds, system tests, Linux
   lint                        rustfmt --check, the architecture rules (crate dependency

@@ -1,8 +1,10 @@
 //! Architecture rules `cargo xtask lint` enforces besides rustfmt and clippy
 //! (DESIGN.md, "Architecture: pure decisions, thin glue"):
 //!
-//! 1. **Crate dependency direction.** `abi ← core ← vgic ← hypervisor` and
-//!    `core ← arch ← hypervisor`: `stratum-abi` depends on no workspace
+//! 1. **Crate dependency direction.** `abi ← core ← vgic ← hypervisor`,
+//!    `core ← virtio ← hypervisor` and `core ← arch ← hypervisor`: the pure
+//!    device models (`stratum-vgic`, `stratum-virtio`) sit side by side on
+//!    `core`, never on each other; `stratum-abi` depends on no workspace
 //!    crate, and each layer only on the ones below it ([`LAYERS`]). Every
 //!    other workspace crate — the host tool (`stratum`), the system tests,
 //!    `xtask`, the test guests — never depends on `stratum-arch` or
@@ -18,6 +20,8 @@
 //!    scan is lexical: comments and string literals are skipped, so docs
 //!    may name the macros.
 //!
+//! 3. **No module cycle in the EL2 binary** (`crate::modules`).
+//!
 //! Each rule is a pure function over text (the metadata JSON, a source
 //! file) with unit tests that feed it a violation; [`check_workspace`]
 //! runs both on the real workspace.
@@ -32,6 +36,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("stratum-abi", &[]),
     ("stratum-core", &["stratum-abi"]),
     ("stratum-vgic", &["stratum-abi", "stratum-core"]),
+    ("stratum-virtio", &["stratum-abi", "stratum-core"]),
     ("stratum-arch", &["stratum-abi", "stratum-core"]),
     (
         "stratum-hypervisor",
@@ -39,6 +44,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "stratum-abi",
             "stratum-core",
             "stratum-vgic",
+            "stratum-virtio",
             "stratum-arch",
         ],
     ),
@@ -60,7 +66,7 @@ pub const ASM_ALLOWED: &[&str] = &["crates/arch-aarch64", "guests", "tools/workl
 /// Directories never scanned (build output, VCS state).
 const SKIPPED_DIRS: &[&str] = &["target", ".git"];
 
-/// Runs both checks on the workspace at `root`; the error lists every
+/// Runs every check on the workspace at `root`; the error lists every
 /// violation, one per line.
 pub fn check_workspace(root: &Path) -> Result<(), String> {
     let out = Command::new(env!("CARGO"))
@@ -78,8 +84,9 @@ pub fn check_workspace(root: &Path) -> Result<(), String> {
     let metadata = String::from_utf8_lossy(&out.stdout);
     let mut problems = dependency_violations(&metadata)?;
     problems.extend(asm_violations_in_tree(root)?);
+    problems.extend(crate::modules::violations_in_tree(root)?);
     if problems.is_empty() {
-        println!("xtask: dependency direction and assembly placement: ok");
+        println!("xtask: dependency direction, assembly placement, module graph: ok");
         Ok(())
     } else {
         Err(format!(
@@ -135,7 +142,7 @@ fn edge_violation(from: &str, to: &str) -> Option<String> {
         Some((_, allowed)) if allowed.contains(&to) => None,
         Some((_, [])) => Some(format!("{from} depends on no workspace crate")),
         Some((_, allowed)) => Some(format!(
-            "{from} may depend only on {} (abi <- core <- vgic <- hypervisor, core <- arch <- hypervisor)",
+            "{from} may depend only on {} (abi <- core <- vgic|virtio <- hypervisor, core <- arch <- hypervisor)",
             allowed.join(", ")
         )),
         None if EL2_ONLY.contains(&to) => Some(format!(
@@ -197,8 +204,47 @@ fn collect_rust_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result
 /// The assembly-macro invocations in Rust source `text`: (1-based line,
 /// macro name), skipping comments, string and character literals.
 pub fn asm_uses(text: &str) -> Vec<(usize, &'static str)> {
-    let chars: Vec<char> = text.chars().collect();
+    let tokens = tokens(text);
     let mut found = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let Tok::Ident(word) = &t.tok else { continue };
+        let bang = tokens.get(i + 1).map(|t| &t.tok) == Some(&Tok::Punct('!'));
+        let not_ne = tokens.get(i + 2).map(|t| &t.tok) != Some(&Tok::Punct('='));
+        if bang
+            && not_ne
+            && let Some(mac) = ASM_MACROS.iter().find(|m| **m == word)
+        {
+            found.push((t.line, *mac));
+        }
+    }
+    found
+}
+
+/// One token of Rust source, as far as the rules need: identifiers
+/// (keywords included) and single punctuation characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tok {
+    /// An identifier or keyword.
+    Ident(String),
+    /// One punctuation character.
+    Punct(char),
+}
+
+/// A token and its 1-based line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// The line it starts on.
+    pub line: usize,
+    /// The token.
+    pub tok: Tok,
+}
+
+/// The identifiers and punctuation of Rust source `text`, without
+/// comments, string, byte-string, raw-string and character literals,
+/// lifetimes or numbers.
+pub fn tokens(text: &str) -> Vec<Token> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
     let mut line = 1;
     let mut i = 0;
     let at = |i: usize| chars.get(i).copied().unwrap_or('\0');
@@ -246,9 +292,12 @@ pub fn asm_uses(text: &str) -> Vec<(usize, &'static str)> {
                     i += 3;
                 } else {
                     i += 1;
+                    while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                        i += 1;
+                    }
                 }
             }
-            c if c.is_alphabetic() || c == '_' => {
+            c if c.is_alphanumeric() || c == '_' => {
                 let start = i;
                 while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
                     i += 1;
@@ -262,24 +311,30 @@ pub fn asm_uses(text: &str) -> Vec<(usize, &'static str)> {
                     }
                     if at(i + hashes) == '"' {
                         i = skip_raw_string(&chars, i + hashes + 1, hashes, &mut line);
+                        continue;
                     }
-                    continue;
                 }
-                let mut j = i;
-                while at(j) == ' ' || at(j) == '\t' {
-                    j += 1;
+                if word == "b" && at(i) == '"' {
+                    continue; // a byte string: the quote comes next
                 }
-                if at(j) == '!'
-                    && at(j + 1) != '='
-                    && let Some(mac) = ASM_MACROS.iter().find(|m| **m == word)
-                {
-                    found.push((line, *mac));
+                if !c.is_ascii_digit() {
+                    out.push(Token {
+                        line,
+                        tok: Tok::Ident(word),
+                    });
                 }
             }
-            _ => i += 1,
+            c if c.is_whitespace() => i += 1,
+            c => {
+                out.push(Token {
+                    line,
+                    tok: Tok::Punct(c),
+                });
+                i += 1;
+            }
         }
     }
-    found
+    out
 }
 
 /// Skips a string literal whose body starts at `i`; returns the index past
@@ -341,6 +396,7 @@ mod tests {
             ("stratum-abi", vec![]),
             ("stratum-core", vec![("stratum-abi", None)]),
             ("stratum-vgic", vec![("stratum-core", None)]),
+            ("stratum-virtio", vec![("stratum-core", None)]),
             ("stratum-arch", vec![]),
             (
                 "stratum-hypervisor",
@@ -415,6 +471,26 @@ mod tests {
     }
 
     #[test]
+    fn virtio_is_pure_beside_vgic() {
+        // The pure virtio crate may use core, and the hypervisor may use it.
+        let ok = workspace_with(&[("stratum-hypervisor", "stratum-virtio", None)]);
+        assert_eq!(dependency_violations(&ok), Ok(vec![]));
+        for (from, to) in [
+            ("stratum-virtio", "stratum-vgic"),
+            ("stratum-vgic", "stratum-virtio"),
+            ("stratum-virtio", "stratum-arch"),
+            ("stratum-core", "stratum-virtio"),
+        ] {
+            let bad = workspace_with(&[(from, to, None)]);
+            assert_eq!(
+                dependency_violations(&bad).map(|p| p.len()),
+                Ok(1),
+                "{from} -> {to}"
+            );
+        }
+    }
+
+    #[test]
     fn abi_depends_on_no_workspace_crate() {
         let bad = workspace_with(&[("stratum-abi", "stratum-core", Some("dev"))]);
         let problems = dependency_violations(&bad).expect("valid JSON");
@@ -450,8 +526,9 @@ mod tests {
     fn a_renamed_layer_is_not_silently_unchecked() {
         let json = metadata(&[("stratum-abi", &[]), ("stratum-core", &[])]);
         let problems = dependency_violations(&json).expect("valid JSON");
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].starts_with("stratum-vgic is not in the workspace"));
+        assert!(problems[1].starts_with("stratum-virtio is not in the workspace"));
     }
 
     #[test]

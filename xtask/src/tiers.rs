@@ -62,6 +62,8 @@ pub fn lint() -> Result<(), String> {
         "-p",
         "stratum-vgic",
         "-p",
+        "stratum-virtio",
+        "-p",
         "stratum-abi",
         "--target",
         GUEST_TARGET,
@@ -137,17 +139,20 @@ fn system_test_args(test_files: impl IntoIterator<Item = PathBuf>) -> Vec<String
 /// The test file (`tests/tests/linux.rs`) of tier 3.
 const LINUX_TEST: &str = "linux";
 
-/// Fetches the Debian guest (or finds it in the cache) and builds its
-/// initramfs with `workload`: kernel and initramfs.
+/// Fetches the pinned Debian guest (or finds it in the cache) and builds
+/// its initramfs with `workload`: kernel and initramfs.
 fn fetch_linux(workload: &Path) -> Result<(PathBuf, PathBuf), String> {
+    use stratum::linux::{KernelChoice, prepare_debian_choosing};
     let cache = stratum::linux::default_cache_dir().map_err(|e| e.to_string())?;
-    let guest = stratum::linux::prepare_debian_with(&cache, true, workload)
+    let prepared = prepare_debian_choosing(&cache, KernelChoice::Pinned, true, Some(workload))
         .map_err(|e| format!("fetching the Debian guest into {}: {e}", cache.display()))?;
+    let guest = prepared.guest;
     println!(
-        "xtask: Debian kernel {} at {}, initramfs {}",
+        "xtask: Debian kernel {} at {}, initramfs {}\nxtask: package {}",
         guest.kernel_version,
         guest.kernel.display(),
-        guest.initramfs.display()
+        guest.initramfs.display(),
+        prepared.fetched.describe_kernel()
     );
     Ok((guest.kernel, guest.initramfs))
 }
@@ -250,6 +255,9 @@ pub fn test_all() -> Result<(), String> {
                 ("STRATUM_LINUX_KERNEL", kernel.as_path()),
                 ("STRATUM_LINUX_INITRD", initramfs.as_path()),
                 ("STRATUM_GUESTS_DIR", a.guests.as_path()),
+                // `stratum run --debian` in the tests builds its initramfs
+                // with this workload instead of building one.
+                ("STRATUM_WORKLOAD", a.workload.as_path()),
             ];
             let (c, ok) = cargo_test(&["-p", "stratum-systests", "--test", LINUX_TEST], &envs);
             accumulate(&mut total, c);

@@ -16,8 +16,9 @@
 //! redistributors).
 //!
 //! Devices never call back into the hypervisor: what an access does besides
-//! answering (bytes for the console, an interrupt line that may have moved)
-//! is recorded in [`Effects`], which the glue applies after the exit.
+//! answering (bytes for the console, an interrupt line that may have moved,
+//! a queue notify to serve) is recorded in [`Effects`], which the glue
+//! applies after the exit.
 //!
 //! Invariants: windows never overlap, and are kept sorted by start address.
 
@@ -66,6 +67,10 @@ pub struct Effects {
     /// Some device's interrupt line (or its input queue's room) may have
     /// changed: sample the VM's device lines before the guest runs again.
     pub lines: bool,
+    /// A device was handed work that needs the VM's memory (a virtio queue
+    /// notify): run the VM's pending device work (the transport's
+    /// `process`) before the guest runs again.
+    pub notify: bool,
 }
 
 impl Effects {
@@ -97,7 +102,7 @@ impl Effects {
 
     /// Whether anything must be applied.
     pub fn is_empty(&self) -> bool {
-        self.len == 0 && !self.lines
+        self.len == 0 && !self.lines && !self.notify
     }
 }
 

@@ -167,11 +167,63 @@ impl GicInfo {
 /// The console UART (a PL011).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UartInfo {
+    /// Which kind of UART it is.
+    pub kind: UartKind,
     /// Its registers.
     pub regs: PhysRegion,
     /// Its interrupt, when routed to the GIC.
     pub irq: Option<Irq>,
 }
+
+/// The UARTs the hypervisor's console can drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UartKind {
+    /// Arm PL011 (`arm,pl011`): QEMU `virt`, most Arm reference boards.
+    Pl011,
+    /// Cadence UART (`cdns,uart-r1p12`, `cdns,uart-r1p8`, `xlnx,xuartps`):
+    /// Xilinx Zynq and ZynqMP (ZCU102/ZCU104).
+    Cadence,
+    /// 8250/16550-style (`ns16550a`, `ns16550`, `snps,dw-apb-uart`): the
+    /// register index is scaled by `1 << reg_shift` and accessed
+    /// `io_width` bytes wide (the DT's `reg-shift`, default 0, and
+    /// `reg-io-width`, 1 or 4, default 1). RK3588-class boards.
+    Ns16550 {
+        /// `reg-shift`.
+        reg_shift: u8,
+        /// `reg-io-width`: 1 or 4.
+        io_width: u8,
+    },
+}
+
+/// Compatible strings of the UARTs the console can drive, with their kind
+/// (16550's shift and width are read from the node).
+const UART_COMPATIBLES: &[(&str, UartKind)] = &[
+    ("arm,pl011", UartKind::Pl011),
+    ("cdns,uart-r1p12", UartKind::Cadence),
+    ("cdns,uart-r1p8", UartKind::Cadence),
+    ("xlnx,xuartps", UartKind::Cadence),
+    (
+        "snps,dw-apb-uart",
+        UartKind::Ns16550 {
+            reg_shift: 0,
+            io_width: 1,
+        },
+    ),
+    (
+        "ns16550a",
+        UartKind::Ns16550 {
+            reg_shift: 0,
+            io_width: 1,
+        },
+    ),
+    (
+        "ns16550",
+        UartKind::Ns16550 {
+            reg_shift: 0,
+            io_width: 1,
+        },
+    ),
+];
 
 impl UartInfo {
     /// The SPI number (INTID − 32), if its interrupt is an SPI.
@@ -317,8 +369,9 @@ pub struct Platform<'a> {
     cpu_count: usize,
     /// The interrupt controller.
     pub gic: GicInfo,
-    /// The console PL011: the one `/chosen/stdout-path` names, else the first
-    /// enabled `arm,pl011`; `None` without any.
+    /// The console UART: the one `/chosen/stdout-path` names if the
+    /// console can drive it ([`UartKind`]), else the first enabled one
+    /// (PL011, then Cadence, then 16550); `None` without any.
     pub uart: Option<UartInfo>,
     /// The generic timer.
     pub timer: TimerInfo,
@@ -604,18 +657,57 @@ fn timer(fdt: &Fdt<'_>, gic: &GicInfo) -> Result<TimerInfo, PlatformError> {
     })
 }
 
+/// The kind of UART `node` is, if the console can drive it.
+fn uart_kind(node: &Node<'_>) -> Result<Option<UartKind>, PlatformError> {
+    let Some(&(_, kind)) = UART_COMPATIBLES.iter().find(|(c, _)| node.is_compatible(c)) else {
+        return Ok(None);
+    };
+    let UartKind::Ns16550 { .. } = kind else {
+        return Ok(Some(kind));
+    };
+    let cell = |name: &str, default: u32| {
+        node.property(name)
+            .map_or(Some(default), |p| p.as_u32())
+            .ok_or(PlatformError::BadUartReg)
+    };
+    let reg_shift = u8::try_from(cell("reg-shift", 0)?)
+        .ok()
+        .filter(|s| *s <= 4)
+        .ok_or(PlatformError::BadUartReg)?;
+    let io_width = match cell("reg-io-width", 1)? {
+        1 => 1,
+        4 => 4,
+        _ => return Err(PlatformError::BadUartReg),
+    };
+    Ok(Some(UartKind::Ns16550 {
+        reg_shift,
+        io_width,
+    }))
+}
+
 fn uart(fdt: &Fdt<'_>, gic: &GicInfo) -> Result<Option<UartInfo>, PlatformError> {
+    let known = |n: &Node<'_>| UART_COMPATIBLES.iter().any(|(c, _)| n.is_compatible(c));
+    let compatibles: [&str; UART_COMPATIBLES.len()] =
+        core::array::from_fn(|i| UART_COMPATIBLES[i].0);
+    // The one /chosen/stdout-path names, else the first enabled one, in
+    // the order of the table (a PL011 first).
     let node = match fdt.stdout() {
-        Some((node, _)) if node.is_compatible("arm,pl011") && node.is_enabled() => Some(node),
-        _ => first_enabled(fdt, &["arm,pl011"]),
+        Some((node, _)) if known(&node) && node.is_enabled() => Some(node),
+        _ => compatibles
+            .iter()
+            .find_map(|c| first_enabled(fdt, core::slice::from_ref(c))),
     };
     let Some(node) = node else {
+        return Ok(None);
+    };
+    let Some(kind) = uart_kind(&node)? else {
         return Ok(None);
     };
     let regs = regions(fdt, &node, PlatformError::BadUartReg)?
         .next()
         .ok_or(PlatformError::BadUartReg)??;
     Ok(Some(UartInfo {
+        kind,
         regs,
         irq: irq(fdt, &node, gic, 0),
     }))
@@ -798,6 +890,8 @@ mod tests {
         initrd_end: Option<&'static [u32]>,
         bootargs: Option<&'static [u8]>,
         uart_parent: Option<u32>,
+        uart_compatible: &'static [&'static str],
+        uart_cells: &'static [(&'static str, u32)],
     }
 
     const GOOD: Spec = Spec {
@@ -816,6 +910,8 @@ mod tests {
         initrd_end: Some(&[0, 0x4810_0000]),
         bootargs: Some(b"quiet\0"),
         uart_parent: None,
+        uart_compatible: &["arm,pl011", "arm,primecell"],
+        uart_cells: &[],
     };
 
     fn build(spec: &Spec, buf: &mut [u8]) -> Result<usize, FdtError> {
@@ -883,9 +979,12 @@ mod tests {
             w.property_cells("interrupts", &[1, 9, 4])?;
             w.end_node()?;
             w.begin_node("uart@1000000")?;
-            w.property_strings("compatible", &["arm,pl011", "arm,primecell"])?;
+            w.property_strings("compatible", spec.uart_compatible)?;
             w.property_cells("reg", &[0x100_0000, 0x1000])?;
             w.property_cells("interrupts", &[0, 5, 4])?;
+            for &(name, value) in spec.uart_cells {
+                w.property_u32(name, value)?;
+            }
             if let Some(p) = spec.uart_parent {
                 w.property_u32("interrupt-parent", p)?;
             }
@@ -909,6 +1008,59 @@ mod tests {
         w.end_node()?;
         w.end_node()?;
         w.finish()
+    }
+
+    #[test]
+    fn the_console_uart_may_be_a_cadence_or_a_16550() {
+        let kind = |compatible, cells| {
+            parse_spec(&Spec {
+                uart_compatible: compatible,
+                uart_cells: cells,
+                ..GOOD
+            })
+            .map(|p| p.uart.map(|u| (u.kind, u.regs)))
+        };
+        let regs = region(0x2100_0000, 0x1000);
+        assert_eq!(
+            kind(&["arm,pl011", "arm,primecell"], &[]),
+            Ok(Some((UartKind::Pl011, regs)))
+        );
+        // ZynqMP's: `cdns,uart-r1p12` with `xlnx,xuartps`.
+        assert_eq!(
+            kind(&["cdns,uart-r1p12", "xlnx,xuartps"], &[]),
+            Ok(Some((UartKind::Cadence, regs)))
+        );
+        // RK3588's: a DesignWare 16550 with 32-bit registers 4 bytes apart.
+        assert_eq!(
+            kind(
+                &["rockchip,rk3588-uart", "snps,dw-apb-uart"],
+                &[("reg-shift", 2), ("reg-io-width", 4)]
+            ),
+            Ok(Some((
+                UartKind::Ns16550 {
+                    reg_shift: 2,
+                    io_width: 4
+                },
+                regs
+            )))
+        );
+        assert_eq!(
+            kind(&["ns16550a"], &[]),
+            Ok(Some((
+                UartKind::Ns16550 {
+                    reg_shift: 0,
+                    io_width: 1
+                },
+                regs
+            )))
+        );
+        // A width the driver cannot do is refused, not guessed.
+        assert_eq!(
+            kind(&["ns16550a"], &[("reg-io-width", 2)]),
+            Err(PlatformError::BadUartReg)
+        );
+        // A UART the console cannot drive is no console.
+        assert_eq!(kind(&["vendor,other-uart"], &[]), Ok(None));
     }
 
     fn parse_spec(spec: &Spec) -> Result<Platform<'static>, PlatformError> {

@@ -10,7 +10,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::bench::{BenchOptions, run_bench};
 use crate::config::{Config, CpuModel, Gic, VmFlags};
-use crate::linux::{LinuxGuest, default_cache_dir, prepare_debian};
+use crate::linux::{
+    KernelChoice, LinuxGuest, PreparedDebian, default_cache_dir, prepare_debian_choosing,
+};
 use crate::run::{RunOptions, run};
 use crate::{Result, exit_code};
 
@@ -22,6 +24,7 @@ Exit status:
   3  timeout: --timeout expired and QEMU was killed
   4  environment problem: QEMU is missing, or building the hypervisor failed
   5  a VM crashed
+  6  a command run with --exec (or exec in the config) failed or reported no status
 
 Environment:
   STRATUM_HYPERVISOR  hypervisor Image (or ELF) to use instead of building one
@@ -29,6 +32,7 @@ Environment:
   STRATUM_QEMU        QEMU binary to use instead of qemu-system-aarch64 on PATH
   STRATUM_CACHE       cache root for fetched guests (default ~/.cache/stratum);
                       the Debian guest lives in $STRATUM_CACHE/debian
+  STRATUM_DEBIAN_MIRROR  Debian mirror for --debian (see `stratum fetch --help`)
   STRATUM_WORKLOAD    Linux workload binary for --debian's initramfs instead of building it";
 
 const CHECK_LONG_HELP: &str = "\
@@ -108,14 +112,24 @@ pub enum Command {
     },
     /// Fetch a guest into the cache and print the paths of its kernel and initramfs.
     ///
-    /// `debian`: the stock Debian arm64 kernel (the package `linux-image-arm64`
-    /// depends on) and `busybox-static`, downloaded from the Debian archive of
-    /// this machine's apt sources with a private apt state in the cache
-    /// (nothing is installed; the machine's apt and dpkg state are untouched),
-    /// unpacked with `dpkg-deb`; plus an initramfs built from busybox and
-    /// Stratum's default init. The package lists are refreshed at most once a
-    /// day; without network a complete cache is used as it is. Downloads are
-    /// retried once.
+    /// `debian`: the stock Debian 12 arm64 kernel the project pins (with
+    /// --latest: the package `linux-image-arm64` depends on) and
+    /// `busybox-static`, downloaded with apt from the Debian archive, with
+    /// the tool's own sources list (bookworm, bookworm-updates,
+    /// bookworm-security; signed by Debian's archive keyring) and a private
+    /// apt state in the cache: the machine's apt sources are never used, and
+    /// nothing is installed (except the `debian-archive-keyring` package,
+    /// when it is missing and we are root). Every download is checked
+    /// against the SHA-256 of the pin or of the signed index before
+    /// `dpkg-deb` unpacks it. Plus an initramfs built from busybox, the
+    /// kernel's virtio modules and Stratum's default init.
+    ///
+    /// The pinned kernel, once in the cache, needs no network. If the
+    /// archive no longer carries it, the newest is used with a warning (bench
+    /// figures are then not comparable). The package lists are refreshed at
+    /// most once a day; without network a complete cache of the same choice
+    /// is used as it is. Several versions stay in the cache side by side;
+    /// concurrent fetches wait for each other. Downloads are retried once.
     #[command(after_help = FETCH_AFTER_HELP)]
     Fetch(FetchArgs),
     /// Measure exit-path lengths in instructions (deterministic QEMU), under
@@ -127,7 +141,10 @@ pub enum Command {
     /// Debian guest's boot and its workload program (syscalls, pipes, fork,
     /// page faults, memcpy, a CPU loop, tmpfs files) under Stratum and on bare
     /// QEMU, with their ratios and the hypervisor's instructions per guest
-    /// timer tick; writes results.json and results.svg (see docs/benchmarks.md).
+    /// timer tick; then where each row's instructions go: the bench guest
+    /// traced instruction by instruction (QEMU's log, read through a FIFO),
+    /// the EL2 instructions of one sample per row by category; writes
+    /// results.json and results.svg (see docs/benchmarks.md).
     #[command(after_help = BENCH_AFTER_HELP)]
     Bench(BenchArgs),
     /// Show the exit statistics of a running system (`stratum run` in another terminal).
@@ -189,6 +206,10 @@ pub struct BenchArgs {
     /// Skip the Linux boot and workload measurements.
     #[arg(long)]
     pub no_linux: bool,
+    /// Skip the breakdown of where each row's instructions go (three traced
+    /// runs; needs llvm-symbolizer and the hypervisor's ELF).
+    #[arg(long)]
+    pub no_breakdown: bool,
     /// Directory for results.json and results.svg [default: <target>/bench].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -215,6 +236,7 @@ impl BenchArgs {
             hypervisor: self.hypervisor.clone(),
             iterations: self.iterations,
             linux: !self.no_linux,
+            breakdown: !self.no_breakdown,
             out_dir: self.out.clone().unwrap_or(defaults.out_dir),
             gic: self.gic.unwrap_or(Gic::V3),
             timeout: self.timeout,
@@ -224,7 +246,8 @@ impl BenchArgs {
 }
 
 const FETCH_AFTER_HELP: &str = "\
-Output: `kernel: PATH`, `initramfs: PATH` and `version: RELEASE` lines on stdout;
+Output: `kernel: PATH`, `initramfs: PATH`, `version: RELEASE` and
+`package: PACKAGE VERSION sha256 HASH (pinned|latest|...)` lines on stdout;
 progress on stderr.
 
 The initramfs's init mounts proc, sys and devtmpfs, prints
@@ -235,12 +258,19 @@ it runs /bin/stratum-workload (the bench's Linux workload) and powers off. The
 workload binary is built with cargo (target aarch64-unknown-linux-musl) unless
 STRATUM_WORKLOAD names one.
 
-Exit status: 0 fetched; 4 the archive is unreachable, a package is missing, or
-apt/dpkg-deb failed (the message says which).
+Exit status: 0 fetched; 4 the archive is unreachable, a package is missing, a
+download's SHA-256 is wrong, the keyring is missing, or apt/dpkg-deb failed (the
+message says which).
 
 Environment:
-  STRATUM_CACHE     cache root (default ~/.cache/stratum); --cache overrides it
-  STRATUM_WORKLOAD  prebuilt workload binary for the initramfs";
+  STRATUM_CACHE                   cache root (default ~/.cache/stratum); --cache overrides it
+  STRATUM_DEBIAN_MIRROR           Debian mirror (default http://deb.debian.org/debian)
+  STRATUM_DEBIAN_SECURITY_MIRROR  security mirror (default: the mirror's URL + \"-security\")
+  STRATUM_WORKLOAD                prebuilt workload binary for the initramfs
+  APT_CONFIG                      an apt configuration file to read (apt's own variable)
+
+The pin (package, version, SHA-256) is KERNEL_PIN in
+host/stratum/src/linux/debian/pin.rs; docs/testing.md says how to update it.";
 
 /// Guests `stratum fetch` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -258,25 +288,35 @@ pub struct FetchArgs {
     /// Cache directory for this guest [default: $STRATUM_CACHE/debian or ~/.cache/stratum/debian].
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// The newest kernel (the package `linux-image-arm64` depends on)
+    /// instead of the pinned one.
+    #[arg(long)]
+    pub latest: bool,
 }
 
 impl FetchArgs {
     /// Fetches (with progress) and returns the guest.
-    pub fn fetch(&self) -> Result<LinuxGuest> {
+    pub fn fetch(&self) -> Result<PreparedDebian> {
         match self.guest {
             FetchGuest::Debian => {
                 let cache = match &self.cache {
                     Some(dir) => dir.clone(),
                     None => default_cache_dir()?,
                 };
-                prepare_debian(&cache, true)
+                prepare_debian_choosing(&cache, kernel_choice(self.latest), true, None)
             }
         }
     }
 }
 
-/// Memory of a `--debian` VM unless `--memory` says otherwise.
-pub const DEBIAN_DEFAULT_MEMORY: &str = "512M";
+/// The kernel `--latest` (or its absence) asks for.
+fn kernel_choice(latest: bool) -> KernelChoice {
+    if latest {
+        KernelChoice::Latest
+    } else {
+        KernelChoice::Pinned
+    }
+}
 
 /// `stratum run` arguments.
 #[derive(Debug, Args)]
@@ -295,6 +335,17 @@ pub struct RunArgs {
     /// `--append stratum.test=poweroff` the guest reports and powers off.
     #[arg(long, conflicts_with_all = ["config", "kernel", "initrd"])]
     pub debian: bool,
+    /// With --debian: the newest Debian kernel instead of the pinned one
+    /// (see `stratum fetch --help`).
+    // (`requires = "debian"` would not do: a flag's default counts as present.)
+    #[arg(long, conflicts_with_all = ["config", "kernel"])]
+    pub latest: bool,
+    /// With --debian: run CMD with `/bin/sh -c` once the guest has booted
+    /// and loaded its modules, then power off. `stratum run` exits 0 when
+    /// the command did, and with status 6 otherwise (naming the VM and the
+    /// command's status).
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["config", "kernel"])]
+    pub exec: Option<String>,
     /// Initial ramdisk for the --kernel VM.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub initrd: Option<PathBuf>,
@@ -334,6 +385,11 @@ pub struct RunArgs {
     /// [env: STRATUM_HYPERVISOR_TRACE names a prebuilt one].
     #[arg(long, value_name = "OUT.svg")]
     pub trace: Option<PathBuf>,
+    /// Also write each VM's console to DIR/<name>.log (whole lines, no
+    /// tags) and the hypervisor's messages to DIR/stratum.log, as they
+    /// arrive; the files of a previous run are replaced.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
     /// Self-test: the hypervisor takes a deliberate EL2 fault after booting,
     /// to show its panic epitaph (hidden: for the system tests).
     #[arg(long, hide = true)]
@@ -365,10 +421,13 @@ impl RunArgs {
                 append: self.append.clone(),
                 cpus: self.cpus,
                 memory: self.memory.clone(),
+                debian: false,
+                exec: None,
             })?,
             (None, None) if self.debian => {
-                let guest = prepare_debian(&default_cache_dir()?, true)?;
-                Config::from_flags(&self.debian_flags(&guest))?
+                let choice = kernel_choice(self.latest);
+                let prepared = prepare_debian_choosing(&default_cache_dir()?, choice, true, None)?;
+                Config::from_flags(&self.debian_flags(&prepared.guest))?
             }
             (None, None) => unreachable!("clap requires a config, --kernel or --debian"),
         };
@@ -377,21 +436,17 @@ impl RunArgs {
     }
 
     /// The VM flags of `--debian` with `guest` (the fetched kernel and initramfs).
+    /// (The Debian defaults, `console=ttyAMA0` and 512 MiB, are the
+    /// config's: [`crate::config::DEBIAN_CMDLINE`].)
     pub fn debian_flags(&self, guest: &LinuxGuest) -> VmFlags {
-        let append = match self.append.as_deref().map(str::trim) {
-            Some(extra) if !extra.is_empty() => format!("console=ttyAMA0 {extra}"),
-            _ => "console=ttyAMA0".to_owned(),
-        };
         VmFlags {
             kernel: guest.kernel.clone(),
             initrd: Some(guest.initramfs.clone()),
-            append: Some(append),
+            append: self.append.clone(),
             cpus: self.cpus,
-            memory: Some(
-                self.memory
-                    .clone()
-                    .unwrap_or_else(|| DEBIAN_DEFAULT_MEMORY.to_owned()),
-            ),
+            memory: self.memory.clone(),
+            debian: true,
+            exec: self.exec.clone(),
         }
     }
 
@@ -404,6 +459,7 @@ impl RunArgs {
             qemu_args: self.qemu_args.clone(),
             selftest_el2_fault: self.selftest_el2_fault,
             trace: self.trace.clone(),
+            log_dir: self.log_dir.clone(),
             ..RunOptions::new(self.config()?)
         })
     }
@@ -419,10 +475,12 @@ pub fn execute(cli: &Cli) -> i32 {
                 print!("{}", c.summary());
                 exit_code::SUCCESS
             }),
-        Command::Fetch(args) => args.fetch().map(|guest| {
+        Command::Fetch(args) => args.fetch().map(|prepared| {
+            let guest = &prepared.guest;
             println!("kernel: {}", guest.kernel.display());
             println!("initramfs: {}", guest.initramfs.display());
             println!("version: {}", guest.kernel_version);
+            println!("package: {}", prepared.fetched.describe_kernel());
             exit_code::SUCCESS
         }),
         Command::Bench(args) => run_bench(&args.options()).map(|_| exit_code::SUCCESS),
@@ -436,6 +494,9 @@ pub fn execute(cli: &Cli) -> i32 {
             )
         }
         Command::Run(args) => args.options().and_then(|opts| run(&opts)).map(|outcome| {
+            for report in outcome.exec.iter().filter(|r| !r.succeeded()) {
+                eprintln!("stratum: {}", report.describe());
+            }
             if outcome.exit_code != exit_code::SUCCESS {
                 eprintln!("stratum: {}", outcome.verdict.describe());
             }
@@ -476,6 +537,7 @@ mod tests {
             "/tmp/b",
             "--gic",
             "2",
+            "--no-breakdown",
         ])
         .expect("parses");
         let Command::Bench(a) = cli.command else {
@@ -484,6 +546,7 @@ mod tests {
         let o = a.options();
         assert_eq!(o.iterations, 20);
         assert!(!o.linux);
+        assert!(!o.breakdown);
         assert_eq!(o.out_dir, std::path::Path::new("/tmp/b"));
         assert_eq!(o.gic, Gic::V2);
         assert_eq!(o.timeout, Duration::from_secs(300));
@@ -492,6 +555,7 @@ mod tests {
         };
         let o = a.options();
         assert_eq!((o.iterations, o.linux, o.gic), (1000, true, Gic::V3));
+        assert!(o.breakdown, "the breakdown is on by default");
         assert!(o.out_dir.ends_with("bench"));
         for bad in [
             &["bench", "--iterations", "0"][..],
@@ -569,31 +633,48 @@ mod tests {
             panic!("not run")
         };
         assert!(a.debian);
+        assert!(!a.latest, "the pinned kernel unless --latest");
         let guest = LinuxGuest {
             kernel: "/c/vmlinuz".into(),
             initramfs: "/c/initramfs.cpio".into(),
             kernel_version: "6.1.0-56-arm64".into(),
         };
         let flags = a.debian_flags(&guest);
-        assert_eq!(flags.append.as_deref(), Some("console=ttyAMA0 quiet"));
-        assert_eq!(flags.memory.as_deref(), Some(DEBIAN_DEFAULT_MEMORY));
+        // The Debian defaults (console=ttyAMA0, 512 MiB) are the config's.
+        assert!(flags.debian);
+        assert_eq!(flags.append.as_deref(), Some("quiet"));
+        assert_eq!(flags.memory, None);
         assert_eq!(flags.initrd.as_deref(), Some(guest.initramfs.as_path()));
         assert_eq!(flags.cpus, Some(1));
+        assert_eq!(flags.exec, None);
 
         let cli = parse(&["run", "--debian", "--memory", "1G"]).expect("parses");
         let Command::Run(a) = cli.command else {
             panic!("not run")
         };
         let flags = a.debian_flags(&guest);
-        assert_eq!(flags.append.as_deref(), Some("console=ttyAMA0"));
+        assert_eq!(flags.append, None);
         assert_eq!(flags.memory.as_deref(), Some("1G"));
+
+        let cli = parse(&["run", "--debian", "--exec", "uname -r; exit 3"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            a.debian_flags(&guest).exec.as_deref(),
+            Some("uname -r; exit 3")
+        );
 
         for bad in [
             &["run", "--debian", "--kernel", "k"][..],
             &["run", "--debian", "--initrd", "i"],
+            &["run", "--kernel", "k", "--exec", "true"],
+            &["run", "x.toml", "--exec", "true"],
             &["run", "x.toml", "--debian"],
             &["fetch"],
             &["fetch", "fedora"],
+            &["run", "--kernel", "k", "--latest"],
+            &["run", "x.toml", "--latest"],
         ] {
             let e = parse(bad).expect_err("usage error");
             assert_eq!(e.exit_code(), exit_code::BAD_INPUT, "{bad:?}");
@@ -604,6 +685,25 @@ mod tests {
         };
         assert_eq!(f.guest, FetchGuest::Debian);
         assert_eq!(f.cache.as_deref(), Some(std::path::Path::new("/tmp/c")));
+        assert!(!f.latest);
+        assert_eq!(kernel_choice(f.latest), KernelChoice::Pinned);
+    }
+
+    #[test]
+    fn latest_on_fetch_and_run_debian() {
+        let cli = parse(&["fetch", "debian", "--latest"]).expect("parses");
+        let Command::Fetch(f) = cli.command else {
+            panic!("not fetch")
+        };
+        assert_eq!(kernel_choice(f.latest), KernelChoice::Latest);
+        let cli = parse(&["run", "--debian", "--latest", "--exec", "uname -r"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(kernel_choice(a.latest), KernelChoice::Latest);
+        // --latest needs --debian.
+        let e = parse(&["run", "--latest"]).expect_err("usage error");
+        assert_eq!(e.exit_code(), exit_code::BAD_INPUT);
     }
 
     #[test]
@@ -633,12 +733,23 @@ mod tests {
         let run = cmd.find_subcommand_mut("run").expect("run");
         let help = run.render_long_help().to_string();
         assert!(help.contains("5  a VM crashed"), "{help}");
+        assert!(help.contains("6  a command run with --exec"), "{help}");
+        assert!(help.contains("--exec <CMD>"), "{help}");
         assert!(help.contains("--deterministic"), "{help}");
         assert!(help.contains("--debian"), "{help}");
         assert!(help.contains("STRATUM_CACHE"), "{help}");
         let fetch = cmd.find_subcommand_mut("fetch").expect("fetch");
         let help = fetch.render_long_help().to_string();
-        assert!(help.contains("initramfs: PATH"), "{help}");
+        for needle in [
+            "initramfs: PATH",
+            "--latest",
+            "pins",
+            "STRATUM_DEBIAN_MIRROR",
+            "never used",
+            "SHA-256",
+        ] {
+            assert!(help.contains(needle), "{needle}: {help}");
+        }
     }
 
     #[test]

@@ -76,7 +76,12 @@ pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
             vm.memory,
             &vm.kernel.display().to_string(),
         )?;
-        let initrd = vm.initrd.as_deref().map(read).transpose()?;
+        let mut initrd = vm.initrd.as_deref().map(read).transpose()?;
+        // An exec'd command rides in a second cpio archive after the first
+        // (the kernel unpacks them in order).
+        if let (Some(initrd), Some(command)) = (initrd.as_mut(), vm.exec.as_deref()) {
+            initrd.extend(crate::linux::initramfs::exec_overlay(command));
+        }
         let dt_fragment = vm.dt_fragment.as_deref().map(read).transpose()?;
         loaded.push(Loaded {
             kernel,
@@ -260,6 +265,8 @@ mod tests {
             append: Some("console=ttyAMA0 quiet".into()),
             cpus: Some(2),
             memory: Some("64M".into()),
+            debian: false,
+            exec: None,
         })
         .expect("valid config");
         assert_eq!(config.bundle_size(), {

@@ -31,10 +31,13 @@ use std::path::{Path, PathBuf};
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod demux;
 pub mod elf;
+pub mod exec;
 pub mod hypervisor;
 pub mod kernel;
 pub mod linux;
+pub mod logdir;
 pub mod qemu;
 pub mod qmp;
 pub mod run;
@@ -64,6 +67,9 @@ pub mod exit_code {
     pub const ENVIRONMENT: i32 = 4;
     /// Every VM stopped, and at least one of them crashed (hypervisor exit status 72).
     pub const VM_CRASHED: i32 = 5;
+    /// Every VM powered off, but a command run with `--exec` (or `exec` in
+    /// the config) exited non-zero or reported no status.
+    pub const EXEC_FAILED: i32 = 6;
 }
 
 /// What kind of failure an [`Error`] is; decides the exit status.

@@ -20,8 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stratum_abi::exit;
 
 use crate::config::Config;
+use crate::exec::{ExecReport, ExecWatch};
 use crate::hypervisor::HypervisorSource;
 use crate::kernel::build_bundle;
+use crate::logdir::LogDir;
 use crate::qemu::{RunPlan, find_qemu, qemu_command};
 use crate::{Error, ErrorKind, Result, exit_code};
 
@@ -51,6 +53,9 @@ pub struct RunOptions {
     /// Trace every exit (with the `trace` hypervisor build) and plot the run
     /// to this SVG file when it ends.
     pub trace: Option<PathBuf>,
+    /// Write each VM's console to `<dir>/<name>.log` and the hypervisor's
+    /// messages to `<dir>/stratum.log` ([`crate::logdir`]).
+    pub log_dir: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -68,6 +73,7 @@ impl RunOptions {
             echo: true,
             selftest_el2_fault: false,
             trace: None,
+            log_dir: None,
         }
     }
 }
@@ -90,6 +96,9 @@ pub enum Verdict {
     },
     /// The timeout expired and QEMU was killed.
     Timeout,
+    /// Every VM powered off, but a command given with `--exec` (or `exec`
+    /// in the config) failed or reported no status ([`RunOutcome::exec`]).
+    ExecFailed,
 }
 
 impl Verdict {
@@ -113,6 +122,7 @@ impl Verdict {
             }
             Self::VmCrashed => exit_code::VM_CRASHED,
             Self::Timeout => exit_code::TIMEOUT,
+            Self::ExecFailed => exit_code::EXEC_FAILED,
         }
     }
 
@@ -130,6 +140,7 @@ impl Verdict {
             }
             Self::QemuFailed { status: None } => "QEMU was killed by a signal".to_owned(),
             Self::Timeout => "timed out; QEMU was killed".to_owned(),
+            Self::ExecFailed => "a command given to run failed (see above)".to_owned(),
         }
     }
 }
@@ -147,6 +158,9 @@ pub struct RunOutcome {
     pub qemu_stderr: Option<String>,
     /// Wall-clock time QEMU ran.
     pub elapsed: Duration,
+    /// What each VM's exec'd command did, in VM order (empty when no VM
+    /// execs one).
+    pub exec: Vec<ExecReport>,
 }
 
 /// Runs `opts.config` under the hypervisor in QEMU and waits for the end.
@@ -282,6 +296,14 @@ impl ConsoleInput {
 
 /// Spawns `argv`, streams and captures its output, enforces the timeout.
 fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Result<RunOutcome> {
+    // Before QEMU starts: a log directory that cannot be made is bad input.
+    let logs = match &opts.log_dir {
+        Some(dir) => {
+            let names: Vec<String> = opts.config.vms.iter().map(|v| v.name.clone()).collect();
+            Some(LogDir::create(dir, &names)?)
+        }
+        None => None,
+    };
     let (program, args) = argv.split_first().expect("the command line has a program");
     let stdin_connected = input.connected();
     let mut cmd = Command::new(program);
@@ -300,13 +322,17 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
             Path::new(program).display()
         ))
     })?;
+    let sinks = Sinks {
+        exec: ExecWatch::new(&opts.config),
+        logs,
+    };
     let stdout = child.stdout.take().map(|out| {
         let (echo, capture) = (opts.echo, opts.capture);
-        thread::spawn(move || pump(out, echo.then(io::stdout), capture))
+        thread::spawn(move || pump(out, echo.then(io::stdout), capture, sinks))
     });
     let stderr = child.stderr.take().map(|err| {
         let echo = opts.echo;
-        thread::spawn(move || pump(err, echo.then(io::stderr), true))
+        thread::spawn(move || pump(err, echo.then(io::stderr), true, Sinks::default()).0)
     });
 
     let status = wait(&mut child, opts.timeout, stdin_connected).map_err(|e| {
@@ -319,11 +345,22 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
     let join = |h: Option<thread::JoinHandle<Vec<u8>>>| {
         h.map(|h| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned())
     };
-    let console = join(stdout).filter(|_| opts.capture);
+    let (console, sinks) = match stdout.map(thread::JoinHandle::join) {
+        Some(Ok((kept, sinks))) => (Some(String::from_utf8_lossy(&kept).into_owned()), sinks),
+        _ => (None, Sinks::default()),
+    };
+    let console = console.filter(|_| opts.capture);
+    let exec = sinks.exec.map(ExecWatch::finish).unwrap_or_default();
+    if let Some(Err(e)) = sinks.logs.map(LogDir::finish) {
+        eprintln!("stratum: warning: --log-dir: {e}");
+    }
     let qemu_stderr = join(stderr);
     let verdict = match status {
         None => Verdict::Timeout,
-        Some(status) => Verdict::from_qemu_status(status.code()),
+        Some(status) => match Verdict::from_qemu_status(status.code()) {
+            Verdict::AllVmsOff if !exec.iter().all(ExecReport::succeeded) => Verdict::ExecFailed,
+            v => v,
+        },
     };
     Ok(RunOutcome {
         verdict,
@@ -331,12 +368,38 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
         console,
         qemu_stderr,
         elapsed,
+        exec,
     })
 }
 
+/// Who else reads the console as it streams.
+#[derive(Debug, Default)]
+struct Sinks {
+    /// The exec'd commands' statuses.
+    exec: Option<ExecWatch>,
+    /// `--log-dir`.
+    logs: Option<LogDir>,
+}
+
+impl Sinks {
+    fn feed(&mut self, bytes: &[u8]) {
+        if let Some(w) = self.exec.as_mut() {
+            w.feed(bytes);
+        }
+        if let Some(l) = self.logs.as_mut() {
+            l.feed(bytes);
+        }
+    }
+}
+
 /// Copies `from` to `echo` chunk by chunk (flushing each), keeping a copy if
-/// `keep`. Returns what it kept.
-fn pump(mut from: impl Read, mut echo: Option<impl Write>, keep: bool) -> Vec<u8> {
+/// `keep`, and showing it to `sinks`. Returns what it kept, and the sinks.
+fn pump(
+    mut from: impl Read,
+    mut echo: Option<impl Write>,
+    keep: bool,
+    mut sinks: Sinks,
+) -> (Vec<u8>, Sinks) {
     let mut kept = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -352,12 +415,13 @@ fn pump(mut from: impl Read, mut echo: Option<impl Write>, keep: bool) -> Vec<u8
                 if keep {
                     kept.extend_from_slice(&buf[..n]);
                 }
+                sinks.feed(&buf[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    kept
+    (kept, sinks)
 }
 
 /// Waits for `child`; `Ok(None)` if `timeout` expired and it was killed.

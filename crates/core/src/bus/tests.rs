@@ -196,6 +196,11 @@ fn effects_collect_console_bytes_and_count_the_rest() {
         ..Effects::default()
     };
     assert!(!lines.is_empty());
+    let notify = Effects {
+        notify: true,
+        ..Effects::default()
+    };
+    assert!(!notify.is_empty());
 }
 
 proptest! {

@@ -19,12 +19,16 @@
 //!    kernel and initramfs running the workload program
 //!    ([`crate::linux::workload`], rows in [`workload`]) under Stratum and on
 //!    bare QEMU;
-//! 4. the table on stdout, `results.json` and `results.svg` in the output
+//! 4. unless disabled, the bench guest once more per run, traced
+//!    instruction by instruction, for where each row's instructions go
+//!    ([`breakdown`]);
+//! 5. the table on stdout, `results.json` and `results.svg` in the output
 //!    directory ([`report`]).
 //!
 //! The parsing and statistics ([`parse`], [`workload`]) and the output
 //! formats ([`report`]) are pure and unit-tested; this module runs QEMU.
 
+pub mod breakdown;
 pub mod parse;
 pub mod report;
 pub mod workload;
@@ -39,6 +43,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, CpuModel, Gic, VmFlags};
+use crate::hypervisor::HypervisorSource;
 use crate::linux::{LinuxGuest, default_cache_dir, prepare_debian};
 use crate::qemu::find_qemu;
 use crate::run::{RunOptions, run};
@@ -81,6 +86,8 @@ pub struct BenchOptions {
     pub iterations: u32,
     /// Measure Linux boot too.
     pub linux: bool,
+    /// Trace the bench guest for where each row's instructions go.
+    pub breakdown: bool,
     /// Where `results.json` and `results.svg` go.
     pub out_dir: PathBuf,
     /// GIC version of the emulated host.
@@ -92,7 +99,8 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
-    /// The defaults: build the guest, 1000 iterations, Linux on,
+    /// The defaults: build the guest, 1000 iterations, Linux and the
+    /// breakdown on,
     /// `<target>/bench`, GICv3, 300 s per run.
     pub fn new() -> Self {
         Self {
@@ -100,6 +108,7 @@ impl BenchOptions {
             hypervisor: None,
             iterations: 1000,
             linux: true,
+            breakdown: true,
             out_dir: target_dir().join("bench"),
             gic: Gic::V3,
             timeout: Duration::from_secs(300),
@@ -309,6 +318,8 @@ fn guest_config(guest: &Path, cpus: u32, iterations: u32, gic: Gic) -> Result<Co
         append: Some(format!("bench.iterations={iterations}")),
         cpus: Some(cpus),
         memory: None,
+        debian: false,
+        exec: None,
     })?;
     config.override_machine(Some(gic), Some(CpuModel::CortexA57))?;
     Ok(config)
@@ -363,21 +374,63 @@ fn run_vm_switch(
     guest: &Path,
     scratch: &Path,
 ) -> std::result::Result<GuestOutput, String> {
-    let path = scratch.join("vm-switch.toml");
-    // The config lives in the scratch directory: name the guest absolutely.
-    let guest = guest
-        .canonicalize()
-        .map_err(|e| format!("cannot find {}: {e}", guest.display()))?;
-    fs::write(&path, vm_switch_config(&guest, opts.iterations, opts.gic))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let config = Config::load(&path)
-        .map_err(|e| format!("needs two VMs time-sharing a CPU with a channel (issue 5): {e}"))?;
+    let config = load_vm_switch(guest, opts.iterations, opts.gic, scratch)?;
     eprintln!("stratum bench: bench guest as two VMs time-sharing one CPU, under Stratum");
     let console = under_stratum(config, opts).map_err(|e| format!("the run failed: {e}"))?;
     let out = parsed(&console, "VM-switch run").map_err(|e| e.to_string())?;
     out.op("vm_switch")
         .ok_or_else(|| "the guest did not report vm_switch".to_owned())?;
     Ok(out)
+}
+
+/// The VM-switch system with `iterations`, written into `scratch` and
+/// loaded; `Err` says why it cannot be made.
+fn load_vm_switch(
+    guest: &Path,
+    iterations: u32,
+    gic: Gic,
+    scratch: &Path,
+) -> std::result::Result<Config, String> {
+    let path = scratch.join(format!("vm-switch-{iterations}.toml"));
+    // The config lives in the scratch directory: name the guest absolutely.
+    let guest = guest
+        .canonicalize()
+        .map_err(|e| format!("cannot find {}: {e}", guest.display()))?;
+    fs::write(&path, vm_switch_config(&guest, iterations, gic))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Config::load(&path)
+        .map_err(|e| format!("needs two VMs time-sharing a CPU with a channel (issue 5): {e}"))
+}
+
+/// Traces the bench guest for the breakdown (unless disabled).
+fn run_breakdown(
+    opts: &BenchOptions,
+    guest: &Path,
+    scratch: &Path,
+) -> Result<breakdown::Breakdown> {
+    if !opts.breakdown {
+        return Ok(breakdown::Breakdown::NotMeasured(
+            "skipped (--no-breakdown)".to_owned(),
+        ));
+    }
+    // The file named (an ELF or an Image; `run` converts an ELF), else the
+    // build's Image, whose ELF is beside it.
+    let hypervisor = match HypervisorSource::choose(opts.hypervisor.as_deref(), true) {
+        HypervisorSource::File(path) => path,
+        build => build.resolve(scratch)?,
+    };
+    let n = breakdown::TRACE_ITERATIONS;
+    breakdown::measure(breakdown::TraceSetup {
+        guest,
+        hypervisor: &hypervisor,
+        configs: [
+            guest_config(guest, 1, n, opts.gic).map_err(|e| e.to_string()),
+            guest_config(guest, 2, n, opts.gic).map_err(|e| e.to_string()),
+            load_vm_switch(guest, n, opts.gic, scratch),
+        ],
+        scratch,
+        timeout: opts.timeout,
+    })
 }
 
 fn run_guests(opts: &BenchOptions, guest: &Path, scratch: &Path) -> Result<GuestRuns> {
@@ -505,6 +558,8 @@ fn linux_config(guest: &LinuxGuest, cmdline: &str, gic: Gic) -> Result<Config> {
         append: Some(cmdline.to_owned()),
         cpus: Some(1),
         memory: Some(LINUX_MEMORY.to_owned()),
+        debian: false,
+        exec: None,
     })?;
     config.override_machine(Some(gic), Some(CpuModel::CortexA57))?;
     Ok(config)
@@ -626,6 +681,7 @@ fn assemble(
         rows,
         linux,
         workload,
+        breakdown: breakdown::Breakdown::NotMeasured("not traced".to_owned()),
     })
 }
 
@@ -659,7 +715,8 @@ pub fn run_bench(opts: &BenchOptions) -> Result<Report> {
             LinuxWorkload::NotMeasured(why.to_owned()),
         )
     };
-    let report = assemble(&runs, linux, workload, opts)?;
+    let mut report = assemble(&runs, linux, workload, opts)?;
+    report.breakdown = run_breakdown(opts, &guest, &scratch.0)?;
     print!("{}", report::table(&report));
     fs::create_dir_all(&opts.out_dir).map_err(|e| {
         Error::environment(format!("cannot create {}: {e}", opts.out_dir.display()))

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use super::breakdown::{self, Breakdown};
 use super::parse::Stats;
 use super::workload::{self, LinuxWorkload};
 
@@ -223,6 +224,8 @@ pub struct Report {
     pub linux: LinuxBoot,
     /// The Linux workload.
     pub workload: LinuxWorkload,
+    /// Where each row's instructions go.
+    pub breakdown: Breakdown,
 }
 
 fn stats_text(s: &Stats) -> String {
@@ -306,6 +309,8 @@ pub fn table(report: &Report) -> String {
         out += &note;
         out.push('\n');
     }
+    out.push('\n');
+    out += &breakdown::table(&report.breakdown, &report.rows);
     out.push('\n');
     out += &workload::table(&report.workload);
     out
@@ -448,8 +453,13 @@ pub fn json(report: &Report) -> String {
     let _ = writeln!(out, "  \"linux_boot\": {linux},");
     let _ = writeln!(
         out,
-        "  \"linux_workload\": {}",
+        "  \"linux_workload\": {},",
         workload::json(&report.workload)
+    );
+    let _ = writeln!(
+        out,
+        "  \"breakdown\": {}",
+        breakdown::json(&report.breakdown, &report.rows)
     );
     out += "}\n";
     out
@@ -643,6 +653,7 @@ mod tests {
                 bare: 818_800_000,
             },
             workload: workload::example(),
+            breakdown: Breakdown::NotMeasured("skipped (--no-breakdown)".into()),
         }
     }
 
@@ -662,11 +673,17 @@ mod tests {
     #[test]
     fn table_lists_every_operation_aligned() {
         let t = table(&report());
-        let (exits, linux_workload) = t.split_once("\n\n").expect("two tables");
+        let (exits, rest) = t.split_once("\n\n").expect("three tables");
         let lines: Vec<&str> = exits.lines().collect();
         // Header, rule, the operations, Linux, one note (the VM switch).
         assert_eq!(lines.len(), 2 + OPERATIONS.len() + 1 + 1);
-        // Then the workload's table (`workload::table`).
+        // Then the breakdown (`breakdown::table`), then the workload's
+        // table (`workload::table`).
+        let (breakdown, linux_workload) = rest.split_once("\n\n").expect("three tables");
+        assert_eq!(
+            breakdown,
+            "Where the instructions go: n/a (skipped (--no-breakdown))"
+        );
         assert!(linux_workload.starts_with("Linux workload (6.1.0-57-arm64"));
         assert!(linux_workload.contains("memcpy of 8 MiB"));
         assert!(lines[0].starts_with("operation"));
@@ -726,6 +743,9 @@ mod tests {
         assert!(j.contains("\"met\": false"));
         assert!(j.contains("\"linux_workload\": {\"kernel\": \"6.1.0-57-arm64\""));
         assert!(j.contains("\"hypervisor_instructions_per_timer_tick\": {\"instructions\": 75.0"));
+        assert!(
+            j.ends_with("  \"breakdown\": {\"not_measured\": \"skipped (--no-breakdown)\"}\n}\n")
+        );
     }
 
     #[test]

@@ -46,7 +46,9 @@ pub use stratum_abi::bundle::{OnCrash, StopPolicy};
 use crate::kernel;
 use crate::size::format_size;
 use crate::{Error, Result};
-use raw::{RawConfig, RawSize, RawVm, Source};
+use raw::{Diagnostics, RawConfig, RawSize, RawVm, Source};
+
+use crate::linux::LinuxGuest;
 use validate::validate;
 
 mod channels;
@@ -268,7 +270,28 @@ pub struct VmConfig {
     pub on_crash: OnCrash,
     /// Passthrough devices.
     pub devices: Vec<DeviceConfig>,
+    /// A command the Debian guest runs once booted, then powers off
+    /// (`exec = "…"`, `--exec`): its initramfs gets
+    /// [`crate::linux::initramfs::exec_overlay`] appended.
+    pub exec: Option<String>,
 }
+
+/// Where a `debian = true` VM's kernel and initramfs come from: called at
+/// most once per validation, only when a VM asks for Debian.
+pub type DebianSource<'a> = dyn FnMut() -> Result<LinuxGuest> + 'a;
+
+/// The Debian guest with the pinned kernel
+/// ([`crate::linux::KERNEL_PIN`]) from the default cache, fetched when
+/// missing.
+pub fn fetch_debian_guest() -> Result<LinuxGuest> {
+    crate::linux::prepare_debian(&crate::linux::default_cache_dir()?, true)
+}
+
+/// Memory of a Debian VM unless it says otherwise.
+pub const DEBIAN_DEFAULT_MEMORY: u64 = 512 * MIB;
+
+/// What every Debian VM's kernel command line starts with.
+pub const DEBIAN_CMDLINE: &str = "console=ttyAMA0";
 
 /// A validated system description.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,33 +321,62 @@ pub struct VmFlags {
     pub cpus: Option<u32>,
     /// `--memory`, as written.
     pub memory: Option<String>,
+    /// `--debian`: `kernel` and `initrd` are the fetched Debian guest's, and
+    /// the Debian defaults apply (command line, memory).
+    pub debian: bool,
+    /// `--exec`, for a `--debian` VM.
+    pub exec: Option<String>,
 }
 
 impl Config {
     /// Reads, parses and validates a config file, inspecting every kernel
     /// and initrd it names.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &mut fetch_debian_guest)
+    }
+
+    /// [`Config::load`] with Debian VMs' guest from `debian`.
+    pub fn load_with(path: &Path, debian: &mut DebianSource<'_>) -> Result<Self> {
         let text = fs::read_to_string(path)
             .map_err(|e| Error::input(format!("{}: cannot read config: {e}", path.display())))?;
-        Self::parse(&text, path)
+        Self::parse_with(&text, path, debian)
     }
 
     /// Parses and validates config `text`, as if read from `path` (used for
     /// messages and to resolve relative paths).
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        Self::parse_with(text, path, &mut fetch_debian_guest)
+    }
+
+    /// [`Config::parse`] with Debian VMs' guest from `debian`.
+    pub fn parse_with(text: &str, path: &Path, debian: &mut DebianSource<'_>) -> Result<Self> {
         let source = Source::File {
             path: path.to_path_buf(),
             text: text.to_owned(),
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let at = source.locate(e.span());
-            Error::input(format!("{at}: {}", e.message().trim_end()))
-        })?;
+        let mut d = Diagnostics::new(&source);
+        // Every syntax error, then every unknown key, with their places;
+        // the values are checked only in a document that parses.
+        let (table, syntax) = toml::de::DeTable::parse_recoverable(text);
+        for e in &syntax {
+            d.push(e.span(), "", e.message().trim_end());
+        }
+        if !syntax.is_empty() {
+            return Err(Error::input(d.report()));
+        }
+        raw::unknown_keys(&mut d, table.get_ref());
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                d.push(e.span(), "", e.message().trim_end());
+                return Err(Error::input(d.report()));
+            }
+        };
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        validate(raw, &source, base)
+        validate(raw, d, base, debian)
     }
 
     /// Whether this build of the hypervisor can run the system
@@ -371,19 +423,25 @@ impl Config {
         let name = flags
             .kernel
             .file_stem()
+            .filter(|_| !flags.debian)
             .map(|s| sanitize_name(&s.to_string_lossy()))
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "vm0".to_owned());
+            .unwrap_or_else(|| if flags.debian { "debian" } else { "vm0" }.to_owned());
+        let path = |p: &Path| Some(Spanned::new(none.clone(), p.to_string_lossy().into_owned()));
         let vm = RawVm {
             name: Some(Spanned::new(none.clone(), name)),
-            kernel: Some(Spanned::new(
-                none.clone(),
-                flags.kernel.to_string_lossy().into_owned(),
-            )),
+            kernel: if flags.debian {
+                None
+            } else {
+                path(&flags.kernel)
+            },
             initrd: flags
                 .initrd
-                .as_ref()
-                .map(|p| Spanned::new(none.clone(), p.to_string_lossy().into_owned())),
+                .as_deref()
+                .filter(|_| !flags.debian)
+                .and_then(path),
+            debian: flags.debian.then(|| Spanned::new(none.clone(), true)),
+            exec: flags.exec.clone().map(|s| Spanned::new(none.clone(), s)),
             cmdline: flags.append.clone().map(|s| Spanned::new(none.clone(), s)),
             cpus: flags.cpus.map(|n| Spanned::new(none.clone(), i64::from(n))),
             memory: flags
@@ -403,7 +461,19 @@ impl Config {
             vm: vec![Spanned::new(none, vm)],
             channel: Vec::new(),
         };
-        validate(raw, &Source::Flags, Path::new(""))
+        // --debian: the caller fetched the guest; these are its files.
+        let guest = LinuxGuest {
+            kernel: flags.kernel.clone(),
+            initramfs: flags.initrd.clone().unwrap_or_default(),
+            kernel_version: String::new(),
+        };
+        let mut fetched = || Ok(guest.clone());
+        validate(
+            raw,
+            Diagnostics::new(&Source::Flags),
+            Path::new(""),
+            &mut fetched,
+        )
     }
 
     /// Replaces the machine's GIC and/or CPU model (the `--gic`/`--cpu`

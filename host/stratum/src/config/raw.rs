@@ -10,7 +10,6 @@ use serde::Deserialize;
 use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) machine: Option<Spanned<RawMachine>>,
     pub(super) system: Option<Spanned<RawSystem>>,
@@ -21,14 +20,12 @@ pub(super) struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawSystem {
     pub(super) slice: Option<Spanned<String>>,
     pub(super) stop: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawMachine {
     pub(super) cpus: Option<Spanned<i64>>,
     pub(super) gic: Option<Spanned<i64>>,
@@ -37,7 +34,6 @@ pub(super) struct RawMachine {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawVm {
     pub(super) name: Option<Spanned<String>>,
     pub(super) kernel: Option<Spanned<String>>,
@@ -50,12 +46,13 @@ pub(super) struct RawVm {
     pub(super) pcpus: Option<Spanned<Vec<Spanned<i64>>>>,
     pub(super) on_crash: Option<Spanned<String>>,
     pub(super) dt_fragment: Option<Spanned<String>>,
+    pub(super) debian: Option<Spanned<bool>>,
+    pub(super) exec: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) device: Vec<Spanned<RawDevice>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawDevice {
     pub(super) name: Option<Spanned<String>>,
     pub(super) compatible: Option<Spanned<RawStrings>>,
@@ -64,7 +61,6 @@ pub(super) struct RawDevice {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawChannel {
     pub(super) name: Option<Spanned<String>>,
     pub(super) vms: Option<Spanned<Vec<Spanned<String>>>>,
@@ -189,27 +185,184 @@ pub(super) fn flag_for(field: &str) -> Option<&'static str> {
         "memory" => "--memory",
         "gic" => "--gic",
         "cpu" => "--cpu",
+        "exec" => "--exec",
+        "debian" => "--debian",
         _ => return None,
     })
 }
 
+/// The problems found so far, each rendered with its place.
 pub(super) struct Diagnostics<'a> {
     pub(super) source: &'a Source,
     pub(super) messages: Vec<String>,
+    /// Where each message points (byte offset; `None` for the whole file).
+    starts: Vec<Option<usize>>,
 }
 
-impl Diagnostics<'_> {
+impl<'a> Diagnostics<'a> {
+    /// No problem yet, in `source`.
+    pub(super) fn new(source: &'a Source) -> Self {
+        Self {
+            source,
+            messages: Vec::new(),
+            starts: Vec::new(),
+        }
+    }
+
     pub(super) fn push(
         &mut self,
         span: Option<Range<usize>>,
         field: &str,
         message: impl fmt::Display,
     ) {
+        let start = span.as_ref().map(|s| s.start);
         let line = self.source.render(span, field, &message.to_string());
-        self.messages.push(line);
+        // The same finding reached twice (two rules over one value) is
+        // said once.
+        if !self.messages.contains(&line) {
+            self.messages.push(line);
+            self.starts.push(start);
+        }
+    }
+
+    /// Every message, in the order of the places they point at (those about
+    /// the whole file last), one per line.
+    pub(super) fn report(&self) -> String {
+        let mut order: Vec<usize> = (0..self.messages.len()).collect();
+        order.sort_by_key(|&i| (self.starts[i].is_none(), self.starts[i]));
+        let lines: Vec<&str> = order.iter().map(|&i| self.messages[i].as_str()).collect();
+        lines.join("\n")
     }
 
     pub(super) fn at<T>(&mut self, value: &Spanned<T>, field: &str, message: impl fmt::Display) {
         self.push(Some(value.span()), field, message);
     }
+}
+
+/// The field names a derived `Deserialize` struct accepts, as serde's
+/// derive passes them to `deserialize_struct` (so the list cannot drift
+/// from the struct).
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Probe(&'static [&'static str]);
+    #[derive(Debug)]
+    struct Stop;
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("field probe")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Probe {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut probe = Probe(&[]);
+    let _ = T::deserialize(&mut probe);
+    probe.0
+}
+
+/// The tables of a config file, by their path (`vm.device` for the
+/// devices of any VM), with the keys each accepts.
+fn schema(path: &str) -> &'static [&'static str] {
+    match path {
+        "" => fields_of::<RawConfig>(),
+        "machine" => fields_of::<RawMachine>(),
+        "system" => fields_of::<RawSystem>(),
+        "vm" => fields_of::<RawVm>(),
+        "vm.device" => fields_of::<RawDevice>(),
+        "channel" => fields_of::<RawChannel>(),
+        _ => &[],
+    }
+}
+
+/// Reports every key that no table of the format has, wherever it is in
+/// `table` (the whole document), each at its place with its field path
+/// and what was expected (the closest key first when one is near).
+pub(super) fn unknown_keys(d: &mut Diagnostics<'_>, table: &toml::de::DeTable<'_>) {
+    walk_table(d, table, "", "");
+}
+
+fn walk_table(d: &mut Diagnostics<'_>, table: &toml::de::DeTable<'_>, path: &str, field: &str) {
+    let known = schema(path);
+    for (key, value) in table {
+        let name: &str = key.get_ref();
+        let here = if field.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{field}.{name}")
+        };
+        if !known.contains(&name) {
+            let near = known
+                .iter()
+                .filter(|k| edit_distance(k, name) <= 2)
+                .min_by_key(|k| edit_distance(k, name));
+            let list = known
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let hint = near.map_or_else(String::new, |k| format!("did you mean `{k}`? "));
+            d.push(
+                Some(key.span()),
+                field,
+                format!("unknown field `{name}`: {hint}expected one of {list}"),
+            );
+            continue;
+        }
+        let sub = if path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        };
+        match value.get_ref() {
+            toml::de::DeValue::Table(t) => walk_table(d, t, &sub, &here),
+            toml::de::DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::de::DeValue::Table(t) = item.get_ref() {
+                        walk_table(d, t, &sub, &format!("{here}[{i}]"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Levenshtein distance between two short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let here = (prev + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = here;
+        }
+    }
+    row[b.len()]
 }

@@ -2,6 +2,7 @@
 //! message fragments (and locations) they must produce, plus good ones.
 
 use super::*;
+use crate::linux::LinuxGuest;
 use crate::testutil::{ElfBuilder, TestDir, linux_image};
 
 const RAM: u64 = 0x4000_0000;
@@ -139,11 +140,13 @@ fn bad_configs() {
         // Unknown keys, at every level.
         (
             "[[vm]]\nkernel = \"hello.elf\"\nmemroy = \"4M\"\n",
-            &["x.toml:3:1: unknown field `memroy`"],
+            &["x.toml:3:1: vm[0]: unknown field `memroy`: did you mean `memory`?"],
         ),
         (
             "[machine]\ncpu = \"max\"\nsmp = 2\n[[vm]]\nkernel = \"hello.elf\"\n",
-            &["x.toml:3:1: unknown field `smp`"],
+            &[
+                "x.toml:3:1: machine: unknown field `smp`: expected one of `cpus`, `gic`, `cpu`, `memory`",
+            ],
         ),
         ("vms = []\n", &["x.toml:1:1: unknown field `vms`"]),
         // Types.
@@ -417,7 +420,7 @@ fn bad_configs() {
         ),
         (
             concat!("[system]\nslices = \"1ms\"\n", vm_a!()),
-            &["x.toml:2:1: unknown field `slices`"],
+            &["x.toml:2:1: system: unknown field `slices`: did you mean `slice`?"],
         ),
         // Placement and physical CPUs.
         (
@@ -668,7 +671,7 @@ fn bad_configs() {
                 vm_a!(),
                 "[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\nirqs = [3]\n"
             ),
-            &["x.toml:9:1: unknown field `irqs`"],
+            &["x.toml:9:1: vm[0].device[0]: unknown field `irqs`"],
         ),
         // Passthrough devices against the rest.
         (
@@ -811,7 +814,7 @@ fn bad_configs() {
                 vm_b!(),
                 "[[channel]]\nname = \"ch\"\nvms = [\"a\", \"b\"]\nbuffer = \"4K\"\n"
             ),
-            &["x.toml:12:1: unknown field `buffer`"],
+            &["x.toml:12:1: channel[0]: unknown field `buffer`"],
         ),
         // Channels against each other and the VMs.
         (
@@ -1055,6 +1058,8 @@ fn flags_mode() {
         append: Some("quiet".into()),
         cpus: Some(2),
         memory: Some("64M".into()),
+        debian: false,
+        exec: None,
     })
     .expect("valid");
     assert_eq!(config.source, None);
@@ -1371,4 +1376,303 @@ fn dt_fragment_is_resolved_and_carried_into_the_bundle() {
         Some(&fragment("board-clock", None)[..])
     );
     assert_eq!(config.bundle_size(), bytes.len() as u64);
+}
+
+/// Checks that `msg` holds every `(line:col, field and message)` of
+/// `want`, each on its own line as `x.toml:LINE:COL: …`, in that order.
+fn assert_all_reported(msg: &str, want: &[(&str, &str)]) {
+    let lines: Vec<&str> = msg.lines().collect();
+    assert_eq!(lines.len(), want.len(), "one line per problem:\n{msg}");
+    for (line, (at, text)) in lines.iter().zip(want) {
+        let expected = format!("x.toml:{at}: {text}");
+        assert!(
+            line.contains(&expected),
+            "expected {expected:?}, got {line:?}\nin\n{msg}"
+        );
+    }
+}
+
+#[test]
+fn every_error_in_one_config_is_reported_at_once() {
+    let fx = Fixture::new();
+    let text = r#"[machine]
+gic = 4
+cpu = "a72"
+smp = 2
+
+[system]
+slice = "10"
+
+[[vm]]
+name = "bad name!"
+kernel = "missing.bin"
+initrd = "missing.cpio"
+
+[[vm]]
+name = "b"
+kernel = "raw.bin"
+cpus = 0
+memory = "3M"
+memory_base = "0x40001000"
+
+[[vm]]
+name = "c"
+kernel = "raw.bin"
+dt_fragment = "big.dtb"
+
+[[vm]]
+name = "c"
+kernel = "a-directory"
+on_crash = "explode"
+memroy = "4M"
+
+[[channel]]
+name = "ch"
+vms = ["c", "nope"]
+"#;
+    let msg = fx.parse(text).expect_err("fifteen problems").to_string();
+    assert_all_reported(
+        &msg,
+        &[
+            ("2:7", "machine.gic: must be 2 or 3, not 4"),
+            ("3:7", "machine.cpu: unknown cpu \"a72\""),
+            ("4:1", "machine: unknown field `smp`"),
+            ("7:9", "system.slice: bad time slice \"10\""),
+            ("10:8", "vm[0].name: \"bad name!\" contains ' '"),
+            ("11:10", "vm[0].kernel: "),
+            ("12:10", "vm[0].initrd: "),
+            ("17:8", "vm[1].cpus: 0 vCPUs"),
+            ("18:10", "vm[1].memory: 0x300000 bytes"),
+            (
+                "19:15",
+                "vm[1].memory_base: 0x40001000 is not 2 MiB aligned",
+            ),
+            ("24:15", "vm[2].dt_fragment: "),
+            ("27:8", "vm[3].name: duplicate VM name \"c\" (also vm[2])"),
+            ("28:10", "vm[3].kernel: "),
+            ("29:12", "vm[3].on_crash: unknown crash policy \"explode\""),
+            (
+                "30:1",
+                "vm[3]: unknown field `memroy`: did you mean `memory`?",
+            ),
+            ("34:13", "channel[0].vms: unknown VM \"nope\""),
+        ],
+    );
+    assert!(msg.contains("missing.bin: file not found"), "{msg}");
+    assert!(msg.contains("missing.cpio: file not found"), "{msg}");
+    assert!(msg.contains("a-directory: not a regular file"), "{msg}");
+    assert!(msg.contains("a DT fragment may have at most"), "{msg}");
+}
+
+#[test]
+fn a_missing_kernel_hides_no_rule_between_vms() {
+    let fx = Fixture::new();
+    let text = r#"[[vm]]
+name = "a"
+kernel = "missing.bin"
+pcpus = [0]
+
+[[vm]]
+name = "a"
+kernel = "raw.bin"
+pcpus = [0]
+
+[[channel]]
+name = "ch"
+vms = ["a", "nope"]
+"#;
+    let msg = fx.parse(text).expect_err("four problems").to_string();
+    assert_all_reported(
+        &msg,
+        &[
+            ("3:10", "vm[0].kernel: "),
+            ("4:10", "vm[0].pcpus: physical CPU 0 is over-committed"),
+            ("7:8", "vm[1].name: duplicate VM name \"a\" (also vm[0])"),
+            ("9:10", "vm[1].pcpus: physical CPU 0 is over-committed"),
+            ("13:13", "channel[0].vms: unknown VM \"nope\""),
+        ],
+    );
+}
+
+#[test]
+fn every_syntax_error_is_reported_with_its_place() {
+    let fx = Fixture::new();
+    let text = "[[vm]]\nname = \"a\nkernel = = \"raw.bin\"\n[machine\ngic = 3\n";
+    let msg = fx.parse(text).expect_err("syntax errors").to_string();
+    for at in ["x.toml:2:10: ", "x.toml:3:10: ", "x.toml:4:9: "] {
+        assert!(msg.contains(at), "missing {at:?} in\n{msg}");
+    }
+    assert!(msg.lines().count() >= 3, "{msg}");
+}
+
+#[test]
+fn the_known_keys_come_from_the_serde_structs() {
+    let fx = Fixture::new();
+    // Every key of every table is accepted (nothing reported unknown).
+    let text = r#"[machine]
+cpus = 2
+gic = 3
+cpu = "max"
+memory = "1G"
+
+[system]
+slice = "10ms"
+stop = "all"
+
+[[vm]]
+name = "a"
+kernel = "raw.bin"
+initrd = "initrd.img"
+cmdline = "x"
+cpus = 1
+memory = "8M"
+memory_base = "0x40000000"
+placement = "pinned"
+pcpus = [0]
+on_crash = "stop"
+dt_fragment = "extra.dtb"
+
+[[vm.device]]
+name = "rtc"
+compatible = "arm,pl031"
+reg = [0x0a000000, 0x1000]
+interrupts = [3]
+
+[[vm]]
+name = "b"
+kernel = "raw.bin"
+memory = "4M"
+pcpus = [1]
+
+[[channel]]
+name = "ch"
+vms = ["a", "b"]
+size = "4K"
+"#;
+    let config = fx
+        .parse(text)
+        .unwrap_or_else(|e| panic!("every key is known: {e}"));
+    assert_eq!(config.vms.len(), 2);
+    assert_eq!(config.vms[0].devices.len(), 1);
+}
+
+/// A Debian source that hands out the fixture's small Image and initrd,
+/// counting how often it is asked.
+fn fake_debian<'a>(
+    fx: &'a Fixture,
+    calls: &'a std::cell::Cell<u32>,
+) -> impl FnMut() -> Result<LinuxGuest> + 'a {
+    move || {
+        calls.set(calls.get() + 1);
+        Ok(LinuxGuest {
+            kernel: fx.dir.path().join("small.Image"),
+            initramfs: fx.dir.path().join("initrd.img"),
+            kernel_version: "6.1.0-57-arm64".into(),
+        })
+    }
+}
+
+#[test]
+fn debian_vms_take_the_fetched_guest_and_its_defaults() {
+    let fx = Fixture::new();
+    let calls = std::cell::Cell::new(0);
+    let text = "[[vm]]\nname = \"web\"\ndebian = true\nexec = \"echo hi; exit 3\"\ncmdline = \"quiet\"\n\n[[vm]]\nname = \"db\"\ndebian = true\nmemory = \"256M\"\n";
+    let path = fx.dir.write("x.toml", text.as_bytes());
+    let config =
+        Config::parse_with(text, &path, &mut fake_debian(&fx, &calls)).expect("two Debian VMs");
+    assert_eq!(calls.get(), 1, "fetched once for both");
+    let (web, db) = (&config.vms[0], &config.vms[1]);
+    assert_eq!(web.kernel, fx.dir.path().join("small.Image"));
+    assert_eq!(
+        web.initrd.as_deref(),
+        Some(fx.dir.path().join("initrd.img").as_path())
+    );
+    assert_eq!(web.cmdline, "console=ttyAMA0 quiet");
+    assert_eq!(web.memory, DEBIAN_DEFAULT_MEMORY);
+    assert_eq!(web.exec.as_deref(), Some("echo hi; exit 3"));
+    let overlay = crate::linux::initramfs::exec_overlay("echo hi; exit 3").len() as u64;
+    assert_eq!(
+        web.initrd_size,
+        6 + overlay,
+        "the overlay rides in the initrd"
+    );
+    assert_eq!(
+        (db.cmdline.as_str(), db.memory, db.exec.as_deref()),
+        ("console=ttyAMA0", 256 * MIB, None)
+    );
+    assert_eq!(db.initrd_size, 6);
+    // The bundle carries the overlay after the initramfs.
+    let bundle = crate::kernel::build_bundle(&config, 0).expect("bundle");
+    assert_eq!(config.bundle_size(), bundle.len() as u64);
+}
+
+#[test]
+fn debian_and_exec_mistakes_are_reported_with_their_fields() {
+    let fx = Fixture::new();
+    let calls = std::cell::Cell::new(0);
+    let text = "[[vm]]\nname = \"a\"\nkernel = \"raw.bin\"\nexec = \"true\"\n\n[[vm]]\nname = \"b\"\ndebian = true\nkernel = \"raw.bin\"\nexec = \" \"\n";
+    let path = fx.dir.write("x.toml", text.as_bytes());
+    let msg = Config::parse_with(text, &path, &mut fake_debian(&fx, &calls))
+        .expect_err("three mistakes")
+        .to_string();
+    assert_all_reported(
+        &msg,
+        &[
+            ("4:8", "vm[0].exec: needs debian = true"),
+            (
+                "9:10",
+                "vm[1].kernel: debian = true brings its own kernel and initramfs",
+            ),
+            ("10:8", "vm[1].exec: is empty"),
+        ],
+    );
+    // A guest that cannot be fetched is an error at the debian key.
+    let text = "[[vm]]\nname = \"a\"\ndebian = true\n";
+    let path = fx.dir.write("x.toml", text.as_bytes());
+    let mut offline = || Err(crate::Error::environment("the archive is unreachable"));
+    let msg = Config::parse_with(text, &path, &mut offline)
+        .expect_err("offline")
+        .to_string();
+    assert_all_reported(
+        &msg,
+        &[(
+            "3:10",
+            "vm[0].debian: cannot get the Debian guest: the archive is unreachable",
+        )],
+    );
+    // Without debian = true, nothing is fetched.
+    let calls = std::cell::Cell::new(0);
+    let text = "[[vm]]\nkernel = \"raw.bin\"\nmemory = \"4M\"\n";
+    let path = fx.dir.write("x.toml", text.as_bytes());
+    Config::parse_with(text, &path, &mut fake_debian(&fx, &calls)).expect("valid");
+    assert_eq!(calls.get(), 0);
+}
+
+#[test]
+fn debian_flags_get_the_same_defaults_as_a_config() {
+    let fx = Fixture::new();
+    let config = Config::from_flags(&VmFlags {
+        kernel: fx.dir.path().join("small.Image"),
+        initrd: Some(fx.dir.path().join("initrd.img")),
+        append: Some("quiet".into()),
+        cpus: None,
+        memory: None,
+        debian: true,
+        exec: Some("uname -r".into()),
+    })
+    .expect("valid");
+    let vm = &config.vms[0];
+    assert_eq!(vm.name, "debian");
+    assert_eq!(vm.cmdline, "console=ttyAMA0 quiet");
+    assert_eq!(vm.memory, DEBIAN_DEFAULT_MEMORY);
+    assert_eq!(vm.exec.as_deref(), Some("uname -r"));
+    let e = Config::from_flags(&VmFlags {
+        kernel: fx.dir.path().join("small.Image"),
+        initrd: Some(fx.dir.path().join("initrd.img")),
+        debian: true,
+        exec: Some(String::new()),
+        ..VmFlags::default()
+    })
+    .expect_err("empty command");
+    assert!(e.to_string().contains("--exec: is empty"), "{e}");
 }

@@ -13,13 +13,24 @@ use super::partition::{self, VmPlan};
 use super::raw::{Diagnostics, RawConfig, RawSize, RawVm, Source};
 use super::*;
 use super::{channels, devices};
+use crate::linux::LinuxGuest;
+use crate::linux::initramfs::exec_overlay;
 use crate::size::{format_size, parse_size};
 use crate::{Error, Result};
 
-pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<Config> {
-    let mut d = Diagnostics {
-        source,
-        messages: Vec::new(),
+pub(super) fn validate(
+    raw: RawConfig,
+    mut d: Diagnostics<'_>,
+    base: &Path,
+    debian: &mut DebianSource<'_>,
+) -> Result<Config> {
+    let source = d.source;
+    // Fetched once, for the first VM that asks.
+    let mut fetched: Option<std::result::Result<LinuxGuest, String>> = None;
+    let mut debian_guest = || {
+        fetched
+            .get_or_insert_with(|| debian().map_err(|e| e.to_string()))
+            .clone()
     };
     let machine = raw.machine.map(Spanned::into_inner);
 
@@ -117,6 +128,9 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
     let mut vms = Vec::new();
     let mut plans: Vec<VmPlan> = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
+    // Whether every VM's shape (name, vCPUs, RAM) is known: the rules
+    // between VMs need it, but not its files.
+    let mut shapes_known = true;
     for (i, vm) in raw.vm.iter().enumerate().take(MAX_VMS) {
         let vcpus = vm
             .get_ref()
@@ -125,21 +139,25 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
             .map_or(Some(1), |v| u32::try_from(*v.get_ref()).ok())
             .filter(|n| (1..=MAX_VCPUS).contains(n));
         let plan = partition::vm_plan(&mut d, i, vm, vcpus);
-        if let Some(mut v) = validate_vm(&mut d, i, vm, base) {
-            if let Some(first) = names.get(&v.name) {
-                let span = vm.get_ref().name.as_ref().map(Spanned::span);
-                d.push(
-                    span,
+        if let Some(name) = &vm.get_ref().name {
+            if let Some(first) = names.get(name.get_ref()) {
+                d.at(
+                    name,
                     &format!("vm[{i}].name"),
-                    format!("duplicate VM name {:?} (also vm[{first}])", v.name),
+                    format!("duplicate VM name {:?} (also vm[{first}])", name.get_ref()),
                 );
             } else {
-                names.insert(v.name.clone(), i);
+                names.insert(name.get_ref().clone(), i);
             }
-            v.placement = plan.placement;
-            v.on_crash = plan.on_crash;
-            v.devices = plan.devices.iter().map(|p| p.config.clone()).collect();
-            vms.push(v);
+        }
+        match validate_vm(&mut d, i, vm, base, &mut debian_guest) {
+            Some(mut v) => {
+                v.placement = plan.placement;
+                v.on_crash = plan.on_crash;
+                v.devices = plan.devices.iter().map(|p| p.config.clone()).collect();
+                vms.push(v);
+            }
+            None => shapes_known = false,
         }
         plans.push(plan);
     }
@@ -156,16 +174,17 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
         .collect();
     let channel_plans = channels::channel_plans(&mut d, &raw.channel, &all_names);
 
-    if !d.messages.is_empty() {
-        return Err(Error::input(d.messages.join("\n")));
+    if !shapes_known {
+        return Err(Error::input(d.report()));
     }
 
-    // Every VM is valid: the rules between them, and the defaults.
+    // Every VM's shape is known (its files may still be bad): the rules
+    // between them, and the defaults.
     let cpus = partition::resolve_cpus(&mut d, &mut vms, &plans, machine_cpus, gic);
     devices::check_devices(&mut d, &vms, &plans);
     let channels = channels::resolve_channels(&mut d, &vms, &plans, &channel_plans);
     if !d.messages.is_empty() {
-        return Err(Error::input(d.messages.join("\n")));
+        return Err(Error::input(d.report()));
     }
 
     let vm_memory: u64 = vms.iter().map(|v| v.memory).sum();
@@ -219,7 +238,7 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
         None => {}
     }
     if !d.messages.is_empty() {
-        return Err(Error::input(d.messages.join("\n")));
+        return Err(Error::input(d.report()));
     }
     config.machine.memory = memory_override.map_or_else(
         || default_host_memory(vm_memory, bundle).unwrap_or(required),
@@ -227,7 +246,7 @@ pub(super) fn validate(raw: RawConfig, source: &Source, base: &Path) -> Result<C
     );
     devices::check_devices_against_host_ram(&mut d, &plans, config.machine.memory);
     if !d.messages.is_empty() {
-        return Err(Error::input(d.messages.join("\n")));
+        return Err(Error::input(d.report()));
     }
     Ok(config)
 }
@@ -256,16 +275,20 @@ pub(super) fn size_field(
     }
 }
 
+/// Checks one VM. `None` when its shape (name, vCPUs, RAM) is bad; with
+/// only its files bad (kernel, initrd, DT fragment, or the kernel's fit),
+/// the problems are reported and a config with an empty kernel is
+/// returned, so that the rules between VMs can still be checked.
 fn validate_vm(
     d: &mut Diagnostics<'_>,
     i: usize,
     vm: &Spanned<RawVm>,
     base: &Path,
+    debian_guest: &mut dyn FnMut() -> std::result::Result<LinuxGuest, String>,
 ) -> Option<VmConfig> {
     let f = |key: &str| format!("vm[{i}].{key}");
     let table_span = Some(vm.span());
     let vm = vm.get_ref();
-    let errors_before = d.messages.len();
 
     let name = match &vm.name {
         None => format!("vm{i}"),
@@ -294,6 +317,46 @@ fn validate_vm(
         }
     };
 
+    // A Debian VM: the fetched guest's kernel and initramfs, its defaults.
+    let debian = vm.debian.as_ref().filter(|v| *v.get_ref());
+    let guest = debian.and_then(|v| {
+        for (key, given) in [("kernel", &vm.kernel), ("initrd", &vm.initrd)] {
+            if let Some(given) = given {
+                d.at(
+                    given,
+                    &f(key),
+                    "debian = true brings its own kernel and initramfs: remove this, or debian",
+                );
+            }
+        }
+        match debian_guest() {
+            Ok(guest) => Some(guest),
+            Err(e) => {
+                d.at(v, &f("debian"), format!("cannot get the Debian guest: {e}"));
+                None
+            }
+        }
+    });
+    let exec = vm.exec.as_ref().and_then(|v| {
+        let command = v.get_ref();
+        let problem = if debian.is_none() {
+            Some("needs debian = true: the Debian guest's init runs the command")
+        } else if command.trim().is_empty() {
+            Some("is empty: name a command for /bin/sh -c")
+        } else if command.contains('\0') {
+            Some("must not contain a NUL character")
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => {
+                d.at(v, &f("exec"), p);
+                None
+            }
+            None => Some(command.clone()),
+        }
+    });
+
     let cpus = match &vm.cpus {
         None => Some(1),
         Some(v) => match u32::try_from(*v.get_ref()) {
@@ -310,6 +373,7 @@ fn validate_vm(
     };
 
     let memory = match &vm.memory {
+        None if debian.is_some() => Some(DEBIAN_DEFAULT_MEMORY),
         None => Some(DEFAULT_VM_MEMORY),
         Some(v) => size_field(d, v, &f("memory")).and_then(|bytes| {
             if bytes < RAM_ALIGN || !bytes.is_multiple_of(RAM_ALIGN) {
@@ -386,6 +450,11 @@ fn validate_vm(
             v.get_ref().clone()
         })
         .unwrap_or_default();
+    let cmdline = match (debian, cmdline.trim()) {
+        (Some(_), "") => DEBIAN_CMDLINE.to_owned(),
+        (Some(_), extra) => format!("{DEBIAN_CMDLINE} {extra}"),
+        (None, _) => cmdline,
+    };
 
     let dt_fragment = vm.dt_fragment.as_ref().and_then(|v| {
         let path = base.join(v.get_ref());
@@ -400,41 +469,82 @@ fn validate_vm(
             }
         }
     });
-    let initrd = vm.initrd.as_ref().and_then(|v| {
-        let path = base.join(v.get_ref());
-        match file_size(&path) {
-            Ok(size) => Some((path, size)),
-            Err(e) => {
-                d.at(v, &f("initrd"), format!("{}: {e}", path.display()));
-                None
-            }
+    // (path, span, field) of the initrd and the kernel.
+    let named = |v: &Spanned<String>, key: &str| (base.join(v.get_ref()), Some(v.span()), f(key));
+    let (initrd_src, kernel_src) = match (&guest, debian) {
+        (Some(g), Some(v)) => (
+            Some((g.initramfs.clone(), Some(v.span()), f("debian"))),
+            Some((g.kernel.clone(), Some(v.span()), f("debian"))),
+        ),
+        (None, Some(_)) => (None, None),
+        (_, None) => (
+            vm.initrd.as_ref().map(|v| named(v, "initrd")),
+            vm.kernel.as_ref().map(|v| named(v, "kernel")),
+        ),
+    };
+    let overlay = exec.as_deref().map_or(0, |c| exec_overlay(c).len() as u64);
+    let initrd = initrd_src.and_then(|(path, span, field)| match file_size(&path) {
+        Ok(size) => Some((path, size + overlay)),
+        Err(e) => {
+            d.push(span, &field, format!("{}: {e}", path.display()));
+            None
         }
     });
 
-    let kernel = match &vm.kernel {
+    let kernel = match kernel_src {
+        None if debian.is_some() => None,
         None => {
             d.push(
                 table_span.clone(),
                 &f("kernel"),
-                "missing: every VM needs a kernel",
+                "missing: every VM needs a kernel (or debian = true)",
             );
             None
         }
-        Some(v) => {
-            let path = base.join(v.get_ref());
-            match inspect_kernel(&path) {
-                Ok(k) => Some((path, k, v)),
-                Err(e) => {
-                    d.at(v, &f("kernel"), format!("{}: {e}", path.display()));
-                    None
-                }
+        Some((path, span, field)) => match inspect_kernel(&path) {
+            Ok(k) => Some((path, k, (span, field))),
+            Err(e) => {
+                d.push(span, &field, format!("{}: {e}", path.display()));
+                None
             }
-        }
+        },
     };
 
-    // Fit checks, only when the inputs themselves are fine.
-    let (kernel_path, (info, kernel_file_size, blob_size), kernel_field) = kernel?;
     let (memory_base, memory) = ram?;
+    let cpus = cpus?;
+    let unplaced = |name: String, kernel: std::path::PathBuf| VmConfig {
+        name,
+        kernel,
+        kernel_summary: KernelSummary {
+            info: KernelInfo::Raw { len: 0 },
+            placement: image::Placement {
+                load_offset: image::RAW_LOAD_OFFSET,
+                entry_offset: image::RAW_LOAD_OFFSET,
+                footprint: 0,
+            },
+            file_size: 0,
+            blob_size: 0,
+        },
+        initrd: None,
+        initrd_size: 0,
+        dt_fragment: None,
+        dt_fragment_size: 0,
+        cmdline: String::new(),
+        cpus,
+        memory,
+        memory_base,
+        placement: CpuPlacement::Pinned,
+        pcpus: Vec::new(),
+        on_crash: OnCrash::Stop,
+        devices: Vec::new(),
+        exec: None,
+    };
+    // Fit checks, only when the inputs themselves are fine.
+    let Some((kernel_path, (info, kernel_file_size, blob_size), (kernel_span, kernel_field))) =
+        kernel
+    else {
+        return Some(unplaced(name, std::path::PathBuf::new()));
+    };
     let placement = match info.place(memory_base, memory) {
         Ok(p) => p,
         Err(e) => {
@@ -458,9 +568,9 @@ fn validate_vm(
                     image::RAW_LOAD_OFFSET
                 ),
             };
-            d.at(
-                kernel_field,
-                &f("kernel"),
+            d.push(
+                kernel_span,
+                &kernel_field,
                 format!(
                     "{}: {e}: {wants}, and the VM's RAM is [{memory_base:#x}, {:#x}) ({})",
                     kernel_path.display(),
@@ -468,7 +578,7 @@ fn validate_vm(
                     format_size(memory)
                 ),
             );
-            return None;
+            return Some(unplaced(name, kernel_path));
         }
     };
     let initrd_size = initrd.as_ref().map_or(0, |(_, s)| *s);
@@ -492,12 +602,7 @@ fn validate_vm(
             ),
         );
     }
-    if d.messages.len() != errors_before {
-        return None;
-    }
     Some(VmConfig {
-        name,
-        kernel: kernel_path,
         kernel_summary: KernelSummary {
             info,
             placement,
@@ -509,14 +614,10 @@ fn validate_vm(
         dt_fragment: dt_fragment.as_ref().map(|(p, _)| p.clone()),
         dt_fragment_size: dt_fragment.map_or(0, |(_, s)| s),
         cmdline,
-        cpus: cpus?,
-        memory,
-        memory_base,
-        // Filled in by the caller from the VM's plan and the resolution.
-        placement: CpuPlacement::Pinned,
-        pcpus: Vec::new(),
-        on_crash: OnCrash::Stop,
-        devices: Vec::new(),
+        exec,
+        // Placement, CPUs, crash policy and devices: filled in by the
+        // caller from the VM's plan and the resolution.
+        ..unplaced(name, kernel_path)
     })
 }
 

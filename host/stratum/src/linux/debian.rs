@@ -1,59 +1,115 @@
-//! Fetching the stock Debian arm64 kernel and a static busybox from the
-//! Debian archive, with apt, into a private cache, without touching the
-//! machine's own apt or dpkg state.
+//! Fetching the stock Debian 12 arm64 kernel and a static busybox from the
+//! Debian archive, with apt, into a private cache, whatever the machine's
+//! own apt sources are, and without touching its apt or dpkg state.
 //!
-//! apt runs with its package lists and caches under the cache directory
-//! (`-o Dir::State::Lists=…`, `-o Dir::Cache=…`, always absolute paths: apt
-//! resolves relative ones against the system's directories) and
-//! `APT::Architecture=arm64`; it reads the machine's sources and keys only.
+//! - **Own sources** ([`apt`]): apt reads a `sources.list` the tool writes
+//!   (Debian 12 `bookworm`, `-updates`, `-security`; `main`; `arch=arm64`;
+//!   signed by Debian's archive keyring, installed when missing and root)
+//!   and never the machine's sources, pins, keys or dpkg status. The mirror
+//!   is `$STRATUM_DEBIAN_MIRROR` (default `http://deb.debian.org/debian`),
+//!   the security mirror `$STRATUM_DEBIAN_SECURITY_MIRROR` (default: the
+//!   mirror with `-security` appended).
+//! - **A pinned kernel** ([`pin`]): [`KernelChoice::Pinned`] fetches
+//!   [`KERNEL_PIN`]; [`KernelChoice::Latest`] (`--latest`) the package
+//!   `linux-image-arm64` depends on. A pinned fetch that finds its kernel in
+//!   the cache uses no network at all. When the archive no longer carries
+//!   the pin, the newest is taken with a loud warning.
+//! - **Verified downloads** ([`deb`]): every `.deb` must have the SHA-256 the
+//!   pin states (pinned kernel) or the signed index gives (`apt-cache
+//!   show`'s `SHA256:` of the chosen version) before it is unpacked; a bad
+//!   one is removed. (apt checks the same index hash too; the pin's check
+//!   is the one that ties the kernel to the project.)
+//! - **A shared cache** ([`cache`]): one manifest per choice, several
+//!   versions side by side, and an exclusive lock around every fetch (a
+//!   second one waits).
+//!
 //! Packages are fetched with `apt-get download` and unpacked with
-//! `dpkg-deb -x`; nothing is installed.
-//!
-//! Cache layout (`<cache>` is [`default_cache_dir`] or `--cache`):
+//! `dpkg-deb -x`; nothing is installed. Cache layout (`<cache>` is
+//! [`default_cache_dir`] or `--cache`):
 //!
 //! ```text
-//! <cache>/apt/lists, <cache>/apt/cache   apt's private state
-//! <cache>/apt/updated                    stamp: when the lists were last updated
-//! <cache>/download/                      scratch for apt-get download
-//! <cache>/pkg/<package>_<version>/       one unpacked package (created by rename: complete or absent)
-//! <cache>/current                        which kernel and busybox are in use
+//! <cache>/lock                          held by the fetch in progress
+//! <cache>/apt/etc/sources.list          the tool's sources (apt/etc/empty.d: no parts)
+//! <cache>/apt/status                    an empty dpkg status
+//! <cache>/apt/lists, <cache>/apt/cache  apt's private state
+//! <cache>/apt/updated                   stamp: when the lists were last updated
+//! <cache>/download/                     scratch for apt-get download
+//! <cache>/pkg/<package>_<version>/      one unpacked package (created by rename: complete or absent)
+//! <cache>/manifest-pinned               what the pinned fetch uses
+//! <cache>/manifest-latest               what the --latest fetch uses
 //! ```
 //!
-//! [`fetch_debian`] skips apt entirely when the lists are younger than a day
-//! and `current` names files that exist; when the archive cannot be reached
-//! but a previous fetch is complete, it says so and uses that.
+//! The package lists are updated when they are older than a day (or the
+//! sources changed). A `--latest` fetch (and a pinned one that fell back to
+//! the newest) skips apt altogether while the lists are fresh and its
+//! manifest names files that exist; when the archive cannot be reached but a
+//! previous fetch of the same choice is complete, it says so and uses that.
 
 use std::ffi::OsString;
 use std::fs;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use stratum_core::image::{self, KernelInfo};
 
+use super::modules;
 use crate::{Error, Result};
+
+mod apt;
+mod cache;
+mod deb;
+pub mod pin;
+
+use apt::{Apt, Sources};
+pub use apt::{DEFAULT_MIRROR, MIRROR_ENV, SECURITY_MIRROR_ENV};
+use cache::Cache;
+pub use pin::{KERNEL_PIN, KernelChoice, KernelOrigin, KernelPin, PackageRef};
 
 /// The meta-package that depends on the current kernel package.
 pub const KERNEL_META_PACKAGE: &str = "linux-image-arm64";
 /// The package with a statically linked busybox.
 pub const BUSYBOX_PACKAGE: &str = "busybox-static";
-/// How old the package lists may be before [`fetch_debian`] updates them.
+/// How old the package lists may be before a fetch that needs them updates
+/// them.
 pub const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
-/// How long to wait before the one retry of a failed apt download.
-const RETRY_PAUSE: Duration = Duration::from_secs(3);
 /// Lines of apt's output quoted in an error.
 const APT_TAIL_LINES: usize = 8;
 
-/// A fetched Debian guest: paths inside the cache.
+/// A fetched Debian guest: paths inside the cache, and what the kernel is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DebianGuest {
     /// The kernel, an arm64 `Image` (`boot/vmlinuz-<version>` of the package).
     pub kernel: PathBuf,
     /// The static busybox binary.
     pub busybox: PathBuf,
-    /// The kernel release, e.g. `6.1.0-56-arm64` (what `uname -r` says).
+    /// The kernel release, e.g. `6.1.0-57-arm64` (what `uname -r` says).
     pub kernel_version: String,
+    /// The kernel's modules directory (`lib/modules/<release>` of its
+    /// package), pruned to [`super::modules::GUEST_MODULES`] and their
+    /// dependencies.
+    pub modules_dir: PathBuf,
+    /// The kernel package, its version and the SHA-256 its `.deb` had.
+    pub kernel_deb: PackageRef,
+    /// Why this kernel.
+    pub origin: KernelOrigin,
+}
+
+impl DebianGuest {
+    /// The kernel package as one line: `package version (how it was chosen)`.
+    pub fn describe_kernel(&self) -> String {
+        let how = match &self.origin {
+            KernelOrigin::Pin => "pinned".to_owned(),
+            KernelOrigin::Newest => "latest".to_owned(),
+            KernelOrigin::InsteadOfPin { pinned } => {
+                format!("the newest: the pinned {pinned} is not in the archive")
+            }
+        };
+        format!(
+            "{} sha256 {} ({how})",
+            self.kernel_deb, self.kernel_deb.sha256
+        )
+    }
 }
 
 /// The default cache: `$STRATUM_CACHE/debian` if `STRATUM_CACHE` is set,
@@ -81,66 +137,167 @@ fn cache_dir_from(
     Some(root.join("debian"))
 }
 
-/// Fetches (or finds in `cache_dir`) the current Debian arm64 kernel and
-/// busybox-static. `progress`: show apt's progress when stdout is a terminal,
-/// else one line per step (on stderr); nothing when false.
+/// The cache, locked: only one fetch works in it at a time. Dropping it
+/// lets the next one in.
+pub struct CacheLock {
+    cache: Cache,
+    _file: fs::File,
+}
+
+impl CacheLock {
+    /// Creates the cache directory if needed and takes its lock, waiting
+    /// (and saying so on stderr) while another fetch holds it.
+    pub fn acquire(cache_dir: &Path) -> Result<Self> {
+        let cache = Cache::open(cache_dir)?;
+        let file = cache::lock_file(&cache.lock_path(), || {
+            eprintln!(
+                "stratum: another fetch is using the cache {}; waiting for it to finish",
+                cache.root.display()
+            );
+        })?;
+        Ok(Self { cache, _file: file })
+    }
+
+    /// The cache directory (absolute).
+    pub fn root(&self) -> &Path {
+        &self.cache.root
+    }
+}
+
+/// Fetches (or finds in `cache_dir`) the kernel `choice` names and
+/// busybox-static, holding the cache's lock meanwhile (see
+/// [`fetch_locked`]).
+pub fn fetch_debian(cache_dir: &Path, choice: KernelChoice, progress: bool) -> Result<DebianGuest> {
+    fetch_locked(&CacheLock::acquire(cache_dir)?, choice, progress)
+}
+
+/// Fetches (or finds in the locked cache) the kernel `choice` names and
+/// busybox-static. `progress`: show apt's progress when stdout is a
+/// terminal, else one line per step (on stderr); nothing when false.
 ///
-/// Errors name what failed: apt or dpkg-deb missing, the archive unreachable
-/// (with apt's last lines), a package not found, extraction failed, or a
-/// kernel that is not an arm64 `Image`. Downloads are retried once.
-pub fn fetch_debian(cache_dir: &Path, progress: bool) -> Result<DebianGuest> {
-    let cache = Cache::open(cache_dir)?;
+/// Errors name what failed: the keyring, apt or dpkg-deb missing, the
+/// archive unreachable (with apt's last lines), a package not found, a
+/// download whose SHA-256 is wrong, extraction failed, or a kernel that is
+/// not an arm64 `Image`. Downloads are retried once.
+pub fn fetch_locked(lock: &CacheLock, choice: KernelChoice, progress: bool) -> Result<DebianGuest> {
+    let cache = &lock.cache;
     let report = Reporter::new(progress);
-    let cached = cache.current();
+    let cached = cache.manifest(choice);
     if let Some(guest) = &cached
-        && cache.lists_fresh()
+        && cached_is_current(choice, guest, &KERNEL_PIN, cache.lists_fresh())
     {
-        verify_kernel(&guest.kernel)?;
-        return Ok(guest.clone());
+        return use_cached(guest, report);
     }
-    let apt = Apt::new(&cache, report)?;
-    report.step(&format!(
-        "updating the Debian package lists (arm64) in {}",
-        cache.apt.display()
-    ));
-    if let Err(e) = apt.run_retrying("apt-get", &["update"], None) {
-        let Some(guest) = cached else {
-            return Err(e.context("cannot update the Debian package lists"));
-        };
-        report.warn(&format!(
-            "cannot update the Debian package lists ({e}); using the cached kernel {}",
-            guest.kernel_version
+
+    let sources = Sources::from_env(apt::ensure_keyring(report)?);
+    cache.write_sources(&sources.list())?;
+    let apt = Apt::new(&cache.apt, report)?;
+    if !cache.lists_fresh() {
+        report.step(&format!(
+            "updating the Debian package lists ({} arm64, {} and {}) in {}",
+            apt::SUITE,
+            sources.mirror,
+            sources.security,
+            cache.apt.root.display()
         ));
-        verify_kernel(&guest.kernel)?;
-        return Ok(guest);
+        if let Err(e) = apt.run_retrying("apt-get", &["update"], None) {
+            let Some(guest) = cached else {
+                return Err(e.context("cannot update the Debian package lists"));
+            };
+            report.warn(&format!(
+                "cannot update the Debian package lists ({e}); using the cached kernel {}",
+                guest.describe_kernel()
+            ));
+            return use_cached(&guest, report);
+        }
+        cache.touch_updated()?;
     }
-    cache.touch_updated()?;
 
-    let depends = apt.query("apt-cache", &["depends", KERNEL_META_PACKAGE])?;
-    let kernel_package = parse_kernel_dependency(&depends).ok_or_else(|| {
-        Error::environment(format!(
-            "{KERNEL_META_PACKAGE} depends on no linux-image-*-arm64 package:\n{}",
-            tail(&depends)
-        ))
-    })?;
-    let kernel_version = kernel_package
+    let pin_in_index = match choice {
+        KernelChoice::Pinned => index_entries(&apt, KERNEL_PIN.package)?
+            .into_iter()
+            .find(|p| p.version == KERNEL_PIN.version),
+        KernelChoice::Latest => None,
+    };
+    let newest = pin::needs_newest(choice, pin_in_index.is_some())
+        .then(|| newest_kernel(&apt))
+        .transpose()?;
+    let plan = pin::plan_kernel(choice, &KERNEL_PIN, pin_in_index.as_ref(), newest.as_ref())
+        .map_err(Error::environment)?;
+    if let KernelOrigin::InsteadOfPin { pinned } = &plan.origin {
+        report.loud(&pin::fallback_warning(pinned, &plan.deb.to_string()));
+    }
+    let kernel_version = plan
+        .deb
+        .package
         .strip_prefix("linux-image-")
-        .expect("parse_kernel_dependency checks the prefix")
+        .ok_or_else(|| {
+            Error::environment(format!(
+                "{} is not a linux-image-* package",
+                plan.deb.package
+            ))
+        })?
         .to_owned();
-    report.step(&format!("{KERNEL_META_PACKAGE} → {kernel_package}"));
+    report.step(&format!(
+        "kernel: {} ({})",
+        plan.deb,
+        if plan.origin == KernelOrigin::Pin {
+            "pinned"
+        } else {
+            "newest"
+        }
+    ));
 
-    let kernel_dir = cache.unpacked(&apt, &kernel_package, &["boot"], report)?;
-    let busybox_dir = cache.unpacked(&apt, BUSYBOX_PACKAGE, &["bin"], report)?;
+    let modules_rel = Path::new("lib").join("modules").join(&kernel_version);
+    let kernel_unpack = Unpack {
+        keep: &["boot", "lib"],
+        tag: Some(modules::set_tag(modules::GUEST_MODULES)),
+        prune: Some(&|dir: &Path| modules::prune(&dir.join(&modules_rel), modules::GUEST_MODULES)),
+    };
+    let kernel_hash_source = if plan.origin == KernelOrigin::Pin {
+        "the pin (KERNEL_PIN)"
+    } else {
+        "the signed index"
+    };
+    let kernel_dir = unpacked(
+        cache,
+        &apt,
+        &plan.deb,
+        kernel_hash_source,
+        &kernel_unpack,
+        report,
+    )?;
+    let busybox = candidate(&apt, BUSYBOX_PACKAGE)?;
+    let busybox_unpack = Unpack {
+        keep: &["bin"],
+        tag: None,
+        prune: None,
+    };
+    let busybox_dir = unpacked(
+        cache,
+        &apt,
+        &busybox,
+        "the signed index",
+        &busybox_unpack,
+        report,
+    )?;
     let guest = DebianGuest {
         kernel: kernel_dir
             .join("boot")
             .join(format!("vmlinuz-{kernel_version}")),
         busybox: busybox_dir.join("bin").join("busybox"),
+        modules_dir: kernel_dir.join(&modules_rel),
         kernel_version,
+        kernel_deb: plan.deb,
+        origin: plan.origin,
     };
     for (path, package) in [
-        (&guest.kernel, &kernel_package[..]),
+        (&guest.kernel, &guest.kernel_deb.package[..]),
         (&guest.busybox, BUSYBOX_PACKAGE),
+        (
+            &guest.modules_dir.join("modules.dep"),
+            &guest.kernel_deb.package[..],
+        ),
     ] {
         if !path.is_file() {
             return Err(Error::environment(format!(
@@ -150,9 +307,44 @@ pub fn fetch_debian(cache_dir: &Path, progress: bool) -> Result<DebianGuest> {
         }
     }
     verify_kernel(&guest.kernel)?;
-    cache.set_current(&guest)?;
-    cache.prune(&[&kernel_dir, &busybox_dir]);
+    cache.set_manifest(choice, &guest)?;
+    cache.prune();
     Ok(guest)
+}
+
+/// Whether a complete cached fetch for `choice` can be used without asking
+/// the archive: the pinned kernel always (it cannot change); anything else
+/// (the newest, or the newest standing in for a pin the archive lost) while
+/// the lists are fresh.
+fn cached_is_current(
+    choice: KernelChoice,
+    guest: &DebianGuest,
+    pin: &KernelPin,
+    lists_fresh: bool,
+) -> bool {
+    let is_the_pin = guest.origin == KernelOrigin::Pin && guest.kernel_deb == pin.package_ref();
+    match choice {
+        KernelChoice::Pinned => {
+            let stands_in_for_this_pin = guest.origin
+                == KernelOrigin::InsteadOfPin {
+                    pinned: format!("{} {}", pin.package, pin.version),
+                };
+            is_the_pin || (stands_in_for_this_pin && lists_fresh)
+        }
+        KernelChoice::Latest => lists_fresh,
+    }
+}
+
+/// A cached guest, checked, with the fallback warning if it is one.
+fn use_cached(guest: &DebianGuest, report: Reporter) -> Result<DebianGuest> {
+    if let KernelOrigin::InsteadOfPin { pinned } = &guest.origin {
+        report.loud(&pin::fallback_warning(
+            pinned,
+            &guest.kernel_deb.to_string(),
+        ));
+    }
+    verify_kernel(&guest.kernel)?;
+    Ok(guest.clone())
 }
 
 /// Checks that `kernel` is an arm64 `Image`.
@@ -169,6 +361,41 @@ fn verify_kernel(kernel: &Path) -> Result<()> {
     }
 }
 
+/// Every version of `package` the index has (none if apt does not know it).
+fn index_entries(apt: &Apt, package: &str) -> Result<Vec<PackageRef>> {
+    Ok(apt
+        .query("apt-cache", &["show", package])?
+        .map(|show| parse_stanzas(&show))
+        .unwrap_or_default())
+}
+
+/// The candidate version of `package`, with the SHA-256 the index gives.
+fn candidate(apt: &Apt, package: &str) -> Result<PackageRef> {
+    let show = apt.query("apt-cache", &["show", "--no-all-versions", package])?;
+    show.and_then(|s| parse_stanzas(&s).into_iter().next())
+        .ok_or_else(|| {
+            Error::environment(format!(
+                "package {package} not found in the Debian archive for arm64 \
+                 (apt-cache show gave no version with a SHA256)"
+            ))
+        })
+}
+
+/// The newest kernel: the package [`KERNEL_META_PACKAGE`] depends on, at
+/// its candidate version.
+fn newest_kernel(apt: &Apt) -> Result<PackageRef> {
+    let depends = apt
+        .query("apt-cache", &["depends", KERNEL_META_PACKAGE])?
+        .unwrap_or_default();
+    let package = parse_kernel_dependency(&depends).ok_or_else(|| {
+        Error::environment(format!(
+            "{KERNEL_META_PACKAGE} depends on no linux-image-*-arm64 package:\n{}",
+            tail(&depends)
+        ))
+    })?;
+    candidate(apt, &package)
+}
+
 /// The package `linux-image-<release>-arm64` that `apt-cache depends
 /// linux-image-arm64` names (`Depends: …`, possibly in `<…>` for a virtual
 /// package).
@@ -183,20 +410,95 @@ pub fn parse_kernel_dependency(depends: &str) -> Option<String> {
     })
 }
 
-/// The `Version:` of the first stanza of `apt-cache show` output.
-pub fn parse_version(show: &str) -> Option<String> {
-    show.lines()
-        .take_while(|l| !l.trim().is_empty())
-        .find_map(|l| l.strip_prefix("Version:"))
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+/// The stanzas of `apt-cache show` output that name a package, a version
+/// and a SHA-256, in order.
+pub fn parse_stanzas(show: &str) -> Vec<PackageRef> {
+    show.split("\n\n")
+        .filter_map(|stanza| {
+            let field = |name: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+            };
+            let sha256 = field("SHA256")?;
+            (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit())).then_some(())?;
+            Some(PackageRef {
+                package: field("Package")?,
+                version: field("Version")?,
+                sha256: sha256.to_ascii_lowercase(),
+            })
+        })
+        .collect()
 }
 
-/// A package version as a file-name component (`:` of an epoch is not
-/// welcome everywhere).
-fn version_in_file_name(version: &str) -> String {
-    version.replace(':', "%3a")
+/// The directory `deb` is unpacked in, downloading it (with apt-get),
+/// checking its SHA-256 against `deb.sha256` (which `hash_source` names) and
+/// unpacking it first if needed, as `how` says.
+fn unpacked(
+    cache: &Cache,
+    apt: &Apt,
+    deb: &PackageRef,
+    hash_source: &str,
+    how: &Unpack<'_>,
+    report: Reporter,
+) -> Result<PathBuf> {
+    let dir = cache.package_dir(deb, how.tag.as_deref());
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let package = &deb.package;
+    let download = cache.download_dir();
+    let _ = fs::remove_dir_all(&download);
+    fs::create_dir_all(&download)
+        .map_err(|e| Error::environment(format!("cannot create {}: {e}", download.display())))?;
+    report.step(&format!("downloading {deb}"));
+    let spec = format!("{package}={}", deb.version);
+    apt.run_retrying("apt-get", &["download", &spec], Some(&download))
+        .map_err(|e| e.context(format!("cannot download {deb}")))?;
+    let file = deb::find_deb(&download, package)?;
+    deb::verify_sha256(&file, &deb.sha256, hash_source)?;
+
+    report.step(&format!("extracting {}", file.display()));
+    let staging = cache.packages.join(format!(".{package}.partial"));
+    let _ = fs::remove_dir_all(&staging);
+    deb::dpkg_extract(&file, &staging, package)?;
+    let entries = fs::read_dir(&staging)
+        .map_err(|e| Error::environment(format!("cannot list {}: {e}", staging.display())))?;
+    for entry in entries.flatten() {
+        if !how.keep.iter().any(|k| entry.file_name() == *k) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    if let Some(prune) = how.prune {
+        prune(&staging)?;
+    }
+    fs::rename(&staging, &dir).map_err(|e| {
+        Error::environment(format!(
+            "cannot move {} to {}: {e}",
+            staging.display(),
+            dir.display()
+        ))
+    })?;
+    let _ = fs::remove_dir_all(&download);
+    Ok(dir)
 }
+
+/// What of an unpacked package the cache keeps.
+struct Unpack<'a> {
+    /// The top-level directories kept (the rest of the package goes).
+    keep: &'a [&'a str],
+    /// Part of the directory's name besides the package and version, when
+    /// what is kept inside depends on more than they say.
+    tag: Option<String>,
+    /// Trims the staging directory further before it is published.
+    prune: Option<&'a Prune<'a>>,
+}
+
+/// A step that trims an unpacked package's staging directory.
+type Prune<'a> = dyn Fn(&Path) -> Result<()> + 'a;
 
 /// The last [`APT_TAIL_LINES`] non-empty lines of `text`, indented.
 fn tail(text: &str) -> String {
@@ -209,7 +511,7 @@ fn tail(text: &str) -> String {
         .join("\n")
 }
 
-/// Step lines and warnings on stderr (when `progress`).
+/// Step lines and warnings on stderr (steps only when `progress`).
 #[derive(Clone, Copy, Debug)]
 struct Reporter {
     progress: bool,
@@ -235,487 +537,13 @@ impl Reporter {
     fn warn(self, what: &str) {
         eprintln!("stratum: warning: {what}");
     }
-}
 
-/// The cache directory and its parts (absolute paths).
-struct Cache {
-    root: PathBuf,
-    apt: PathBuf,
-    packages: PathBuf,
-}
-
-impl Cache {
-    fn open(dir: &Path) -> Result<Self> {
-        let env = |e: std::io::Error, p: &Path| {
-            Error::environment(format!("cannot create {}: {e}", p.display()))
-        };
-        fs::create_dir_all(dir).map_err(|e| env(e, dir))?;
-        // apt takes relative Dir:: settings relative to the system's dirs.
-        let root = dir.canonicalize().map_err(|e| env(e, dir))?;
-        let apt = root.join("apt");
-        let packages = root.join("pkg");
-        for d in [
-            apt.join("lists").join("partial"),
-            apt.join("cache").join("archives").join("partial"),
-            packages.clone(),
-        ] {
-            fs::create_dir_all(&d).map_err(|e| env(e, &d))?;
-        }
-        Ok(Self {
-            root,
-            apt,
-            packages,
-        })
-    }
-
-    fn updated_stamp(&self) -> PathBuf {
-        self.apt.join("updated")
-    }
-
-    fn manifest(&self) -> PathBuf {
-        self.root.join("current")
-    }
-
-    /// Whether the lists were updated less than [`LISTS_MAX_AGE`] ago.
-    fn lists_fresh(&self) -> bool {
-        fs::metadata(self.updated_stamp())
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age < LISTS_MAX_AGE)
-    }
-
-    fn touch_updated(&self) -> Result<()> {
-        let stamp = self.updated_stamp();
-        fs::write(&stamp, b"")
-            .map_err(|e| Error::environment(format!("cannot write {}: {e}", stamp.display())))
-    }
-
-    /// The guest a previous fetch completed, if its files are all there.
-    fn current(&self) -> Option<DebianGuest> {
-        let text = fs::read_to_string(self.manifest()).ok()?;
-        let guest = parse_manifest(&text, &self.root)?;
-        (guest.kernel.is_file() && guest.busybox.is_file()).then_some(guest)
-    }
-
-    fn set_current(&self, guest: &DebianGuest) -> Result<()> {
-        let text = format_manifest(guest, &self.root).ok_or_else(|| {
-            Error::environment("fetched files ended up outside the cache".to_owned())
-        })?;
-        super::initramfs::write_atomically(&self.manifest(), text.as_bytes())
-    }
-
-    /// The directory `package` (its candidate version) is unpacked in,
-    /// downloading and unpacking it first if needed. Only the top-level
-    /// directories in `keep` are kept (a kernel package's modules are not
-    /// needed for an initramfs boot).
-    fn unpacked(
-        &self,
-        apt: &Apt<'_>,
-        package: &str,
-        keep: &[&str],
-        report: Reporter,
-    ) -> Result<PathBuf> {
-        let show = apt.query("apt-cache", &["show", "--no-all-versions", package])?;
-        let version = parse_version(&show).ok_or_else(|| {
-            Error::environment(format!(
-                "package {package} not found in the Debian archive (apt-cache show gave no version)"
-            ))
-        })?;
-        let dir = self
-            .packages
-            .join(format!("{package}_{}", version_in_file_name(&version)));
-        if dir.is_dir() {
-            return Ok(dir);
-        }
-        let download = self.root.join("download");
-        let _ = fs::remove_dir_all(&download);
-        fs::create_dir_all(&download).map_err(|e| {
-            Error::environment(format!("cannot create {}: {e}", download.display()))
-        })?;
-        report.step(&format!("downloading {package} {version}"));
-        let spec = format!("{package}={version}");
-        apt.run_retrying("apt-get", &["download", &spec], Some(&download))
-            .map_err(|e| e.context(format!("cannot download {package}")))?;
-        let deb = find_deb(&download, package)?;
-
-        report.step(&format!("extracting {}", deb.display()));
-        let staging = self.packages.join(format!(".{package}.partial"));
-        let _ = fs::remove_dir_all(&staging);
-        dpkg_extract(&deb, &staging, package)?;
-        let entries = fs::read_dir(&staging)
-            .map_err(|e| Error::environment(format!("cannot list {}: {e}", staging.display())))?;
-        for entry in entries.flatten() {
-            if !keep.iter().any(|k| entry.file_name() == *k) {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
-        fs::rename(&staging, &dir).map_err(|e| {
-            Error::environment(format!(
-                "cannot move {} to {}: {e}",
-                staging.display(),
-                dir.display()
-            ))
-        })?;
-        let _ = fs::remove_dir_all(&download);
-        Ok(dir)
-    }
-
-    /// Removes unpacked packages other than `keep`.
-    fn prune(&self, keep: &[&Path]) {
-        let Ok(entries) = fs::read_dir(&self.packages) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !keep.iter().any(|k| *k == path) {
-                let _ = fs::remove_dir_all(&path);
-            }
-        }
-    }
-}
-
-/// The manifest: `key=value` lines, paths relative to the cache root.
-fn format_manifest(guest: &DebianGuest, root: &Path) -> Option<String> {
-    let rel = |p: &Path| {
-        p.strip_prefix(root)
-            .ok()
-            .and_then(Path::to_str)
-            .map(str::to_owned)
-    };
-    Some(format!(
-        "kernel_version={}\nkernel={}\nbusybox={}\n",
-        guest.kernel_version,
-        rel(&guest.kernel)?,
-        rel(&guest.busybox)?
-    ))
-}
-
-fn parse_manifest(text: &str, root: &Path) -> Option<DebianGuest> {
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    Some(DebianGuest {
-        kernel: root.join(get("kernel")?),
-        busybox: root.join(get("busybox")?),
-        kernel_version: get("kernel_version")?.to_owned(),
-    })
-}
-
-/// The one `<package>_*.deb` apt-get download left in `dir`.
-fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
-    let prefix = format!("{package}_");
-    fs::read_dir(dir)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-        })
-        .ok_or_else(|| {
-            Error::environment(format!(
-                "apt-get download of {package} succeeded but left no {prefix}*.deb in {}",
-                dir.display()
-            ))
-        })
-}
-
-/// `dpkg-deb -x DEB DIR`.
-fn dpkg_extract(deb: &Path, dir: &Path, package: &str) -> Result<()> {
-    let out = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(deb)
-        .arg(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::environment(
-                    "dpkg-deb not found: it unpacks the Debian packages; install the `dpkg` package"
-                        .to_owned(),
-                )
-            } else {
-                Error::environment(format!("cannot run dpkg-deb: {e}"))
-            }
-        })?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let _ = fs::remove_dir_all(dir);
-    Err(Error::environment(format!(
-        "extracting {package} failed: `dpkg-deb -x {}` exited with {}:\n{}",
-        deb.display(),
-        out.status,
-        tail(&String::from_utf8_lossy(&out.stderr))
-    )))
-}
-
-/// apt with the cache's private state.
-struct Apt<'a> {
-    cache: &'a Cache,
-    report: Reporter,
-}
-
-impl<'a> Apt<'a> {
-    /// Checks that apt and dpkg-deb are there.
-    fn new(cache: &'a Cache, report: Reporter) -> Result<Self> {
-        for (tool, package) in [
-            ("apt-get", "apt"),
-            ("apt-cache", "apt"),
-            ("dpkg-deb", "dpkg"),
-        ] {
-            let found = Command::new(tool)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if found.is_err() {
-                return Err(Error::environment(format!(
-                    "{tool} not found: Stratum fetches the Debian guest with apt and dpkg-deb; \
-                     install the `{package}` package (on a Debian or Ubuntu machine)"
-                )));
-            }
-        }
-        Ok(Self { cache, report })
-    }
-
-    fn options(&self) -> Vec<OsString> {
-        let set = |key: &str, value: &dyn AsRef<std::ffi::OsStr>| {
-            let mut s = OsString::from(format!("{key}="));
-            s.push(value);
-            ["-o".into(), s]
-        };
-        let mut args = Vec::new();
-        args.extend(set("Dir::State::Lists", &self.cache.apt.join("lists")));
-        args.extend(set("Dir::Cache", &self.cache.apt.join("cache")));
-        args.extend(set("APT::Architecture", &"arm64"));
-        args.extend(set("APT::Architectures", &"arm64"));
-        // Our own directories: no need to drop to the `_apt` user (who
-        // could not write to them).
-        args.extend(set("APT::Sandbox::User", &"root"));
-        args.extend(set("Acquire::Languages", &"none"));
-        // A source that cannot be fetched is an error, not a warning.
-        args.extend(set("APT::Update::Error-Mode", &"any"));
-        args
-    }
-
-    fn command(&self, tool: &str, args: &[&str], cwd: Option<&Path>) -> Command {
-        let mut cmd = Command::new(tool);
-        cmd.args(self.options())
-            .args(args)
-            .env("LC_ALL", "C")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null());
-        if let Some(dir) = cwd {
-            cmd.current_dir(dir);
-        }
-        cmd
-    }
-
-    /// Runs a query (apt-cache) and returns its stdout.
-    fn query(&self, tool: &str, args: &[&str]) -> Result<String> {
-        let out = self
-            .command(tool, args, None)
-            .output()
-            .map_err(|e| Error::environment(format!("cannot run {tool}: {e}")))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            return Ok(stdout);
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let what = args.last().copied().unwrap_or_default();
-        let message = if stderr.contains("No packages found") || stderr.contains("Unable to locate")
-        {
-            format!(
-                "package {what} not found in the Debian archive for arm64 \
-                 (are the machine's apt sources Debian?):\n{}",
-                tail(&stderr)
-            )
-        } else {
-            format!(
-                "`{tool} {}` failed ({}):\n{}",
-                args.join(" "),
-                out.status,
-                tail(&format!("{stdout}{stderr}"))
-            )
-        };
-        Err(Error::environment(message))
-    }
-
-    /// Runs a network step (update, download), once more after a pause if
-    /// it fails. Shows apt's progress on a terminal, else keeps its output
-    /// for the error.
-    fn run_retrying(&self, tool: &str, args: &[&str], cwd: Option<&Path>) -> Result<()> {
-        let Err(first) = self.run(tool, args, cwd) else {
-            return Ok(());
-        };
-        self.report.warn(&format!(
-            "{first}\nretrying once in {} s",
-            RETRY_PAUSE.as_secs()
-        ));
-        std::thread::sleep(RETRY_PAUSE);
-        self.run(tool, args, cwd)
-    }
-
-    fn run(&self, tool: &str, args: &[&str], cwd: Option<&Path>) -> Result<()> {
-        let mut cmd = self.command(tool, args, cwd);
-        if self.report.apt_progress {
-            cmd.stdout(Stdio::inherit());
-        } else {
-            cmd.arg("-q").stdout(Stdio::piped());
-        }
-        let out = cmd
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| Error::environment(format!("cannot run {tool}: {e}")))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let unreachable = text.contains("Failed to fetch")
-            || text.contains("Could not resolve")
-            || text.contains("Unable to connect")
-            || text.contains("Temporary failure");
-        let what = if unreachable {
-            "the Debian archive is unreachable: "
-        } else {
-            ""
-        };
-        Err(Error::environment(format!(
-            "{what}`{tool} {}` failed ({}); apt's last lines:\n{}",
-            args.join(" "),
-            out.status,
-            tail(&text)
-        )))
+    /// A warning nobody should miss in a CI log.
+    fn loud(self, what: &str) {
+        let rule = "!".repeat(78);
+        eprintln!("{rule}\nstratum: WARNING: {what}\n{rule}");
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testutil::{TestDir, linux_image};
-
-    #[test]
-    fn cache_dir_precedence() {
-        let s = |v: &str| Some(OsString::from(v));
-        assert_eq!(
-            cache_dir_from(s("/c"), s("/x"), s("/h")),
-            Some(PathBuf::from("/c/debian"))
-        );
-        assert_eq!(
-            cache_dir_from(None, s("/x"), s("/h")),
-            Some(PathBuf::from("/x/stratum/debian"))
-        );
-        assert_eq!(
-            cache_dir_from(None, None, s("/h")),
-            Some(PathBuf::from("/h/.cache/stratum/debian"))
-        );
-        assert_eq!(cache_dir_from(None, None, None), None);
-    }
-
-    #[test]
-    fn parses_apt_cache_depends() {
-        let out = "linux-image-arm64\n  Depends: linux-image-6.1.0-56-arm64\n";
-        assert_eq!(
-            parse_kernel_dependency(out).as_deref(),
-            Some("linux-image-6.1.0-56-arm64")
-        );
-        let virtual_dep = "linux-image-arm64\n  PreDepends: x\n  Depends: <linux-image-6.12.9-arm64>\n  Recommends: y\n";
-        assert_eq!(
-            parse_kernel_dependency(virtual_dep).as_deref(),
-            Some("linux-image-6.12.9-arm64")
-        );
-        assert_eq!(
-            parse_kernel_dependency("linux-image-arm64\n  Depends: kmod\n"),
-            None
-        );
-        assert_eq!(parse_kernel_dependency(""), None);
-    }
-
-    #[test]
-    fn parses_apt_cache_show_version() {
-        let show = "Package: busybox-static\nVersion: 1:1.35.0-4+deb12u1+b1\nFilename: pool/x.deb\n\nPackage: busybox-static\nVersion: 1:1.30\n";
-        assert_eq!(
-            parse_version(show).as_deref(),
-            Some("1:1.35.0-4+deb12u1+b1")
-        );
-        assert_eq!(version_in_file_name("1:1.35.0-4"), "1%3a1.35.0-4");
-        assert_eq!(parse_version("Package: x\n"), None);
-        assert_eq!(parse_version("Package: x\nVersion: \n"), None);
-    }
-
-    #[test]
-    fn manifest_round_trip() {
-        let root = Path::new("/cache/debian");
-        let guest = DebianGuest {
-            kernel: root
-                .join("pkg/linux-image-6.1.0-56-arm64_6.1.192-2/boot/vmlinuz-6.1.0-56-arm64"),
-            busybox: root.join("pkg/busybox-static_1%3a1.35/bin/busybox"),
-            kernel_version: "6.1.0-56-arm64".into(),
-        };
-        let text = format_manifest(&guest, root).expect("inside the cache");
-        assert!(text.contains("kernel=pkg/linux-image"), "{text}");
-        assert_eq!(parse_manifest(&text, root), Some(guest.clone()));
-        assert_eq!(format_manifest(&guest, Path::new("/elsewhere")), None);
-        assert_eq!(parse_manifest("kernel=x\n", root), None);
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        let text: String = (1..=20).map(|i| format!("line {i}\n\n")).collect();
-        let t = tail(&text);
-        assert_eq!(t.lines().count(), APT_TAIL_LINES);
-        assert!(
-            t.starts_with("    line 13") && t.ends_with("line 20"),
-            "{t}"
-        );
-    }
-
-    /// A complete cache with fresh lists is used without running apt.
-    #[test]
-    fn fresh_complete_cache_needs_no_apt() {
-        let dir = TestDir::new("debian-cache");
-        let cache = Cache::open(dir.path()).expect("cache");
-        let pkg = cache
-            .packages
-            .join("linux-image-9.9.9-1-arm64_9.9.9-1/boot");
-        fs::create_dir_all(&pkg).expect("mkdir");
-        fs::write(
-            pkg.join("vmlinuz-9.9.9-1-arm64"),
-            linux_image(0, 0x10000, 0xa, 0x1000),
-        )
-        .expect("kernel");
-        let bb = cache.packages.join("busybox-static_1/bin");
-        fs::create_dir_all(&bb).expect("mkdir");
-        fs::write(bb.join("busybox"), b"\x7fELF").expect("busybox");
-        let guest = DebianGuest {
-            kernel: pkg.join("vmlinuz-9.9.9-1-arm64"),
-            busybox: bb.join("busybox"),
-            kernel_version: "9.9.9-1-arm64".into(),
-        };
-        cache.set_current(&guest).expect("manifest");
-        cache.touch_updated().expect("stamp");
-        assert!(cache.lists_fresh());
-        assert_eq!(fetch_debian(dir.path(), false).expect("from cache"), guest);
-
-        // A kernel that is not an arm64 Image is refused.
-        fs::write(
-            &guest.kernel,
-            b"not a kernel, just text that is long enough",
-        )
-        .expect("w");
-        let e = fetch_debian(dir.path(), false).expect_err("not an Image");
-        assert!(e.to_string().contains("not an arm64 Linux Image"), "{e}");
-    }
-}
+mod tests;

@@ -1,12 +1,16 @@
 //! The initramfs for a Linux guest: a static busybox, Stratum's workload
-//! program ([`super::workload`], as `/bin/stratum-workload`) and an `/init`
+//! program ([`super::workload`], as `/bin/stratum-workload`), the virtio
+//! drivers from the kernel's package ([`super::modules`]) and an `/init`
 //! script, packed as a reproducible `newc` cpio ([`super::cpio`]).
 //!
 //! [`DEFAULT_INIT`] is the script `stratum fetch debian` and
 //! `stratum run --debian` use. What it does, in order:
 //!
 //! 1. installs the busybox applets as symlinks (`/bin/busybox --install -s`);
-//! 2. mounts `proc` on `/proc`, `sysfs` on `/sys` and `devtmpfs` on `/dev`;
+//! 2. mounts `proc` on `/proc`, `sysfs` on `/sys` and `devtmpfs` on `/dev`,
+//!    loads the virtio drivers ([`super::modules`]) in the order of
+//!    `/etc/stratum/modules` and prints `STRATUM-LINUX: modules <names>`
+//!    (those that loaded; one that did not gets its own line);
 //! 3. prints the marker line `STRATUM-LINUX: up <nproc> cpus`, then the
 //!    kernel command line (`cat /proc/cmdline`);
 //! 4. then, if the command line holds `stratum.test=poweroff` (the system
@@ -22,7 +26,11 @@
 //!    mounts a tmpfs on `/tmp`, runs `/bin/stratum-workload` with the kernel
 //!    command line as its arguments, prints `STRATUM-LINUX: workload exit
 //!    <status>` and powers off at once;
-//! 5. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
+//! 5. with an exec overlay ([`exec_overlay`], `stratum run --exec`): mounts
+//!    a tmpfs on `/tmp`, prints `STRATUM-LINUX: exec start`, runs the
+//!    command with `/bin/sh -c`, prints `STRATUM-LINUX: exec exit <status>`
+//!    and powers off (before any `stratum.test=` mode);
+//! 6. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
 //!    so it has a controlling terminal and job control; plain `sh` if busybox
 //!    lacks `cttyhack`), with the prompt [`PROMPT`]. Leaving the shell
 //!    (`exit`, Ctrl-D) powers the VM off, as does `poweroff -f` in it.
@@ -32,14 +40,32 @@ use std::io::Write as _;
 use std::path::Path;
 
 use super::cpio::Archive;
+use super::modules::{GUEST_MODULES, Module};
 use super::workload::IN_INITRAMFS;
 use crate::{Error, Result};
 
 /// The line the default init prints once userspace runs, before the CPU count.
 pub const UP_MARKER: &str = "STRATUM-LINUX: up ";
 
+/// Where the initramfs keeps the kernel modules (`<name>.ko`).
+pub const MODULES_DIR: &str = "/lib/modules";
+
+/// The modules the init loads, one name per line, in load order.
+pub const MODULE_LIST: &str = "/etc/stratum/modules";
+
+/// The line the default init prints after loading the modules, before
+/// the names of those loaded.
+pub const MODULES_MARKER: &str = "STRATUM-LINUX: modules ";
+
 /// The interactive shell's prompt (`PS1`) in the default init.
 pub const PROMPT: &str = "stratum# ";
+
+/// Where an exec overlay ([`exec_overlay`]) puts the command.
+pub const EXEC_FILE: &str = "/etc/stratum/exec";
+
+/// The line the default init prints after an exec'd command, before its
+/// exit status.
+pub const EXEC_EXIT_MARKER: &str = "STRATUM-LINUX: exec exit ";
 
 /// The kernel command-line word that makes the default init power off right
 /// after its report, instead of starting a shell.
@@ -61,8 +87,25 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+loaded=
+for m in $(cat /etc/stratum/modules); do
+    if insmod "/lib/modules/$m.ko"; then
+        loaded="$loaded $m"
+    else
+        echo "STRATUM-LINUX: cannot load module $m"
+    fi
+done
+echo "STRATUM-LINUX: modules$loaded"
 echo "STRATUM-LINUX: up $(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo) cpus"
 cat /proc/cmdline
+if [ -f /etc/stratum/exec ]; then
+    # stratum run --exec (or exec = "..." in a config): run it, report, off.
+    mount -t tmpfs tmpfs /tmp
+    echo "STRATUM-LINUX: exec start"
+    /bin/sh -c "$(cat /etc/stratum/exec)"
+    echo "STRATUM-LINUX: exec exit $?"
+    poweroff -f
+fi
 case " $(cat /proc/cmdline) " in
 *" stratum.test=workload "*)
     # stratum bench: the workload's tests (its file test wants tmpfs), then off.
@@ -124,11 +167,28 @@ const DIRECTORIES: &[&str] = &[
 
 /// The initramfs bytes for `busybox` and `workload` (the binaries'
 /// contents) and `init_script`: see [`build_initramfs`].
-pub fn initramfs_bytes(busybox: Vec<u8>, workload: Vec<u8>, init_script: &str) -> Vec<u8> {
+pub fn initramfs_bytes(
+    busybox: Vec<u8>,
+    workload: Vec<u8>,
+    modules: Vec<Module>,
+    init_script: &str,
+) -> Vec<u8> {
     let mut archive = Archive::new();
     for dir in DIRECTORIES {
         archive.dir(dir, 0o755);
     }
+    archive
+        .dir("/etc", 0o755)
+        .dir("/etc/stratum", 0o755)
+        .dir("/lib", 0o755)
+        .dir(MODULES_DIR, 0o755);
+    let mut list = String::new();
+    for m in modules {
+        list.push_str(&m.name);
+        list.push('\n');
+        archive.file(&format!("{MODULES_DIR}/{}.ko", m.name), 0o644, m.bytes);
+    }
+    archive.file(MODULE_LIST, 0o644, list.into_bytes());
     archive
         .dir("/tmp", 0o1777)
         .file("/bin/busybox", 0o755, busybox)
@@ -140,8 +200,25 @@ pub fn initramfs_bytes(busybox: Vec<u8>, workload: Vec<u8>, init_script: &str) -
     archive.to_bytes()
 }
 
+/// A cpio archive holding only [`EXEC_FILE`] with `command`: appended to
+/// the initramfs (the kernel unpacks concatenated archives in order), it
+/// makes the default init run `command` with `/bin/sh -c` once the modules
+/// are loaded (with a tmpfs on `/tmp`), print [`EXEC_EXIT_MARKER`] and the
+/// status, and power off.
+pub fn exec_overlay(command: &str) -> Vec<u8> {
+    let mut archive = Archive::new();
+    archive.dir("/etc", 0o755).dir("/etc/stratum", 0o755).file(
+        EXEC_FILE,
+        0o644,
+        command.as_bytes().to_vec(),
+    );
+    archive.to_bytes()
+}
+
 /// Writes an initramfs with `/bin/busybox` (from the file `busybox`),
-/// `/bin/stratum-workload` (from the file `workload`), `/init`
+/// `/bin/stratum-workload` (from the file `workload`), the kernel modules
+/// of [`GUEST_MODULES`] and their dependencies from `modules_dir` (in
+/// `/lib/modules/`, listed in load order in `/etc/stratum/modules`), `/init`
 /// (`init_script`, mode 0755), the directories `/bin /sbin /proc /sys /dev
 /// /tmp /usr/bin /usr/sbin` and the `/dev/console` character device (5, 1) to
 /// `out`. The same inputs give the same bytes; an `out` that already holds
@@ -149,6 +226,7 @@ pub fn initramfs_bytes(busybox: Vec<u8>, workload: Vec<u8>, init_script: &str) -
 pub fn build_initramfs(
     busybox: &Path,
     workload: &Path,
+    modules_dir: &Path,
     init_script: &str,
     out: &Path,
 ) -> Result<()> {
@@ -156,7 +234,8 @@ pub fn build_initramfs(
         fs::read(path)
             .map_err(|e| Error::environment(format!("cannot read {}: {e}", path.display())))
     };
-    let bytes = initramfs_bytes(read(busybox)?, read(workload)?, init_script);
+    let modules = super::modules::read(modules_dir, GUEST_MODULES)?;
+    let bytes = initramfs_bytes(read(busybox)?, read(workload)?, modules, init_script);
     if fs::read(out).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
@@ -194,6 +273,9 @@ mod tests {
             "mount -t proc proc /proc",
             "mount -t sysfs sysfs /sys",
             "mount -t devtmpfs devtmpfs /dev",
+            "for m in $(cat /etc/stratum/modules); do",
+            "insmod \"/lib/modules/$m.ko\"",
+            "echo \"STRATUM-LINUX: modules$loaded\"",
             "cat /proc/cmdline",
             "cat /proc/interrupts",
             "setsid cttyhack sh",
@@ -244,13 +326,16 @@ mod tests {
         let busybox = dir.write("busybox", b"\x7fELF not really busybox");
         let out = dir.path().join("initramfs.cpio");
         let workload = dir.write("workload", b"\x7fELF not really the workload");
-        build_initramfs(&busybox, &workload, DEFAULT_INIT, &out).expect("built");
+        let modules = dir.path().join("modules");
+        super::super::modules::write_fake_cache_dir(&modules);
+        build_initramfs(&busybox, &workload, &modules, DEFAULT_INIT, &out).expect("built");
         let first = fs::read(&out).expect("written");
         assert_eq!(
             first,
             initramfs_bytes(
                 b"\x7fELF not really busybox".to_vec(),
                 b"\x7fELF not really the workload".to_vec(),
+                super::super::modules::read(&modules, GUEST_MODULES).expect("modules"),
                 DEFAULT_INIT
             )
         );
@@ -264,7 +349,21 @@ mod tests {
                 "bin/stratum-workload",
                 "dev",
                 "dev/console",
+                "etc",
+                "etc/stratum",
+                "etc/stratum/modules",
                 "init",
+                "lib",
+                "lib/modules",
+                "lib/modules/failover.ko",
+                "lib/modules/net_failover.ko",
+                "lib/modules/virtio_blk.ko",
+                "lib/modules/virtio_console.ko",
+                "lib/modules/virtio_mmio.ko",
+                "lib/modules/virtio_net.ko",
+                "lib/modules/vmw_vsock_virtio_transport.ko",
+                "lib/modules/vmw_vsock_virtio_transport_common.ko",
+                "lib/modules/vsock.ko",
                 "proc",
                 "sbin",
                 "sys",
@@ -279,7 +378,7 @@ mod tests {
         let mtime = fs::metadata(&out)
             .and_then(|m| m.modified())
             .expect("mtime");
-        build_initramfs(&busybox, &workload, DEFAULT_INIT, &out).expect("built again");
+        build_initramfs(&busybox, &workload, &modules, DEFAULT_INIT, &out).expect("built again");
         assert_eq!(fs::read(&out).expect("still there"), first);
         assert_eq!(
             fs::metadata(&out)
@@ -288,8 +387,14 @@ mod tests {
             mtime
         );
         // Another script: rebuilt.
-        build_initramfs(&busybox, &workload, "#!/bin/busybox sh\necho hi\n", &out)
-            .expect("rebuilt");
+        build_initramfs(
+            &busybox,
+            &workload,
+            &modules,
+            "#!/bin/busybox sh\necho hi\n",
+            &out,
+        )
+        .expect("rebuilt");
         assert_ne!(fs::read(&out).expect("rewritten"), first);
     }
 
@@ -298,17 +403,35 @@ mod tests {
         let dir = TestDir::new("initramfs-missing");
         let present = dir.write("present", b"\x7fELF");
         let out = dir.path().join("out.cpio");
-        let e = build_initramfs(&dir.path().join("no-busybox"), &present, DEFAULT_INIT, &out)
-            .expect_err("missing busybox");
+        let modules = dir.path().join("modules");
+        super::super::modules::write_fake_cache_dir(&modules);
+        let e = build_initramfs(
+            &dir.path().join("no-busybox"),
+            &present,
+            &modules,
+            DEFAULT_INIT,
+            &out,
+        )
+        .expect_err("missing busybox");
         assert!(e.to_string().contains("no-busybox"), "{e}");
         let e = build_initramfs(
             &present,
             &dir.path().join("no-workload"),
+            &modules,
             DEFAULT_INIT,
             &out,
         )
         .expect_err("missing workload");
         assert!(e.to_string().contains("no-workload"), "{e}");
+        let e = build_initramfs(
+            &present,
+            &present,
+            &dir.path().join("no-modules"),
+            DEFAULT_INIT,
+            &out,
+        )
+        .expect_err("missing modules");
+        assert!(e.to_string().contains("no-modules"), "{e}");
         assert!(!out.exists());
     }
 

@@ -3,11 +3,14 @@
 //! workload program ([`workload`]) and an init script ([`initramfs`],
 //! written by the pure-Rust cpio writer [`cpio`]).
 //!
-//! [`prepare_debian`] is what `stratum fetch debian` and
-//! `stratum run --debian` do: fetch (or find in the cache) the kernel and
-//! busybox, find or build the workload program, then build
-//! `<cache>/initramfs.cpio` with [`DEFAULT_INIT`] (rewritten only when its
-//! bytes change).
+//! [`prepare_debian_choosing`] is what `stratum fetch debian` and
+//! `stratum run --debian` do: find or build the workload program, then,
+//! holding the cache's lock, fetch (or find in the cache) the kernel
+//! ([`KernelChoice::Pinned`] unless `--latest`) and busybox, and build
+//! `<cache>/initramfs-<choice>.cpio` with [`DEFAULT_INIT`] (rewritten only
+//! when its bytes change). [`prepare_debian`] and [`prepare_debian_with`]
+//! are the pinned kernel's shorthands (`debian = true` VMs, the bench,
+//! `cargo xtask test`).
 
 use std::path::{Path, PathBuf};
 
@@ -16,16 +19,22 @@ use crate::Result;
 pub mod cpio;
 pub mod debian;
 pub mod initramfs;
+pub mod modules;
 pub mod workload;
 
-pub use debian::{DebianGuest, default_cache_dir, fetch_debian};
+pub use debian::{
+    CacheLock, DebianGuest, KERNEL_PIN, KernelChoice, KernelOrigin, default_cache_dir, fetch_debian,
+};
 pub use initramfs::{
     DEFAULT_INIT, POWEROFF_PARAM, PROMPT, UP_MARKER, WORKLOAD_EXIT_MARKER, WORKLOAD_PARAM,
     build_initramfs,
 };
 
-/// Name of the initramfs [`prepare_debian`] writes into the cache.
-pub const INITRAMFS_NAME: &str = "initramfs.cpio";
+/// Name of the initramfs [`prepare_debian_choosing`] writes into the cache
+/// for `choice` (each choice has its own: their kernels' modules differ).
+pub fn initramfs_name(choice: KernelChoice) -> String {
+    format!("initramfs-{}.cpio", choice.name())
+}
 
 /// A Linux guest ready to boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,12 +47,11 @@ pub struct LinuxGuest {
     pub kernel_version: String,
 }
 
-/// Fetches the Debian guest into `cache_dir` (see [`fetch_debian`]) and
-/// builds its initramfs there from the fetched busybox, the workload program
-/// ([`workload::locate`]: `$STRATUM_WORKLOAD` or a cargo build) and
-/// [`DEFAULT_INIT`].
+/// The pinned Debian guest (see [`prepare_debian_choosing`]), with the
+/// workload program from [`workload::locate`] (`$STRATUM_WORKLOAD` or a
+/// cargo build).
 pub fn prepare_debian(cache_dir: &Path, progress: bool) -> Result<LinuxGuest> {
-    prepare_debian_with(cache_dir, progress, &workload::locate()?)
+    prepare_debian_choosing(cache_dir, KernelChoice::Pinned, progress, None).map(|p| p.guest)
 }
 
 /// [`prepare_debian`] with the workload binary given.
@@ -52,16 +60,50 @@ pub fn prepare_debian_with(
     progress: bool,
     workload: &Path,
 ) -> Result<LinuxGuest> {
-    let guest = fetch_debian(cache_dir, progress)?;
-    // fetch_debian created the directory; report absolute paths.
-    let cache_dir = cache_dir
-        .canonicalize()
-        .unwrap_or_else(|_| cache_dir.to_path_buf());
-    let initramfs = cache_dir.join(INITRAMFS_NAME);
-    build_initramfs(&guest.busybox, workload, DEFAULT_INIT, &initramfs)?;
-    Ok(LinuxGuest {
-        kernel: guest.kernel,
-        initramfs,
-        kernel_version: guest.kernel_version,
+    prepare_debian_choosing(cache_dir, KernelChoice::Pinned, progress, Some(workload))
+        .map(|p| p.guest)
+}
+
+/// A prepared Debian guest and what was fetched for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedDebian {
+    /// The kernel and initramfs to boot.
+    pub guest: LinuxGuest,
+    /// The fetched packages (the kernel's package, version, hash, origin).
+    pub fetched: DebianGuest,
+}
+
+/// Fetches the Debian guest `choice` names into `cache_dir` (see
+/// [`fetch_debian`]) and builds its initramfs there from the fetched busybox
+/// and modules, the workload program (`workload`, else
+/// [`workload::locate`]) and [`DEFAULT_INIT`], all under the cache's lock.
+pub fn prepare_debian_choosing(
+    cache_dir: &Path,
+    choice: KernelChoice,
+    progress: bool,
+    workload: Option<&Path>,
+) -> Result<PreparedDebian> {
+    // Building the workload may take a while: not under the lock.
+    let workload = match workload {
+        Some(path) => path.to_path_buf(),
+        None => workload::locate()?,
+    };
+    let lock = CacheLock::acquire(cache_dir)?;
+    let fetched = debian::fetch_locked(&lock, choice, progress)?;
+    let initramfs = lock.root().join(initramfs_name(choice));
+    build_initramfs(
+        &fetched.busybox,
+        &workload,
+        &fetched.modules_dir,
+        DEFAULT_INIT,
+        &initramfs,
+    )?;
+    Ok(PreparedDebian {
+        guest: LinuxGuest {
+            kernel: fetched.kernel.clone(),
+            initramfs,
+            kernel_version: fetched.kernel_version.clone(),
+        },
+        fetched,
     })
 }

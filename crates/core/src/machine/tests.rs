@@ -1,0 +1,198 @@
+//! Host tests of a VM's machine description.
+
+use stratum_abi::bundle::{KernelKind, OnCrash, VmImage};
+
+use super::*;
+use crate::guest_dt;
+
+const KERNEL: [u8; 4096] = [0x1f; 4096];
+const INITRD: [u8; 8192] = [0; 8192];
+
+fn image(vcpus: u32, mem_base: u64, mem_size: u64) -> VmImage<'static> {
+    VmImage {
+        name: "t",
+        vcpus,
+        kernel_kind: KernelKind::Raw,
+        mem_base,
+        mem_size,
+        kernel: &KERNEL,
+        kernel_load_offset: 0x8_0000,
+        entry_offset: 0x8_0000,
+        kernel_footprint: 0x1000,
+        initrd: Some(&INITRD),
+        dt_fragment: None,
+        cmdline: "console=ttyAMA0",
+        pinned: true,
+        pcpus: [0; 8],
+        on_crash: OnCrash::Stop,
+    }
+}
+
+const RAM: u64 = 0x4000_0000;
+
+#[test]
+fn a_gicv3_machine_has_a_redistributor_frame_per_vcpu_on_its_bus() {
+    let m = Machine::describe(&image(3, RAM, 64 << 20), GicVersion::V3, false).unwrap();
+    let GuestGic::V3 { dist, redist } = m.gic else {
+        panic!("a GICv3 host gives a GICv3 guest: {:?}", m.gic);
+    };
+    assert_eq!(dist, virt_map::GICD);
+    assert_eq!(redist.start, virt_map::GICR_BASE);
+    assert_eq!(redist.size, 3 * virt_map::GICR_STRIDE);
+    // vCPU 2's frame answers as the GIC with bank 2; the frame after the
+    // last is nobody's.
+    let third = Ipa(virt_map::GICR_BASE.0 + 2 * virt_map::GICR_STRIDE + 0x10);
+    let hit = m.bus.find(third).expect("vCPU 2's redistributor");
+    assert_eq!(
+        (hit.device, hit.region, hit.bank),
+        (GIC_DEVICE, REGION_REDIST, 2)
+    );
+    assert!(
+        m.bus
+            .find(Ipa(virt_map::GICR_BASE.0 + 3 * virt_map::GICR_STRIDE))
+            .is_none()
+    );
+    let uart = m
+        .bus
+        .find(Ipa(virt_map::UART.start.0 + 0x18))
+        .expect("UARTFR");
+    assert_eq!(
+        (uart.device, uart.read_reason),
+        (UART_DEVICE, Reason::MmioUartRead)
+    );
+    let gicd = m
+        .bus
+        .find(Ipa(virt_map::GICD.start.0 + 4))
+        .expect("GICD_TYPER");
+    assert_eq!((gicd.device, gicd.region), (GIC_DEVICE, REGION_DIST));
+}
+
+#[test]
+fn a_gicv2_machine_maps_the_cpu_interface_instead_of_emulating_it() {
+    let m = Machine::describe(&image(2, RAM, 64 << 20), GicVersion::V2, true).unwrap();
+    assert_eq!(
+        m.gic,
+        GuestGic::V2 {
+            dist: virt_map::GICD,
+            cpu: virt_map::GICC
+        }
+    );
+    // The CPU interface is the hardware's GICV, mapped by stage 2: no
+    // device on the bus answers there.
+    assert!(m.bus.find(virt_map::GICC.start).is_none());
+    assert_eq!(
+        Machine::describe(&image(2, RAM, 64 << 20), GicVersion::V2, false).unwrap_err(),
+        MachineError::NoGicv
+    );
+}
+
+#[test]
+fn vcpu_counts_outside_one_to_the_limit_are_refused() {
+    for n in [0, MAX_VCPUS as u32 + 1, u32::MAX] {
+        let err = Machine::describe(&image(n, RAM, 64 << 20), GicVersion::V3, false).unwrap_err();
+        assert_eq!(err, MachineError::BadVcpuCount(n));
+        assert!(err.to_string().contains(&n.to_string()), "{err}");
+    }
+    let m = Machine::describe(
+        &image(MAX_VCPUS as u32, RAM, 64 << 20),
+        GicVersion::V3,
+        false,
+    );
+    assert_eq!(
+        m.unwrap().vcpu_mpidrs(),
+        &[0, 1, 2, 3, 4, 5, 6, 7][..MAX_VCPUS]
+    );
+}
+
+#[test]
+fn ram_must_be_two_mib_aligned_and_sized_and_hold_the_images() {
+    for (base, size) in [
+        (RAM + 0x1000, 64 << 20),
+        (RAM, (64 << 20) + 0x1000),
+        (RAM, 0),
+        (u64::MAX - (2 << 20) + 1, 4 << 20),
+    ] {
+        assert_eq!(
+            Machine::describe(&image(1, base, size), GicVersion::V3, false).unwrap_err(),
+            MachineError::BadRam,
+            "{base:#x} + {size:#x}"
+        );
+    }
+    // An entry point before the kernel's first byte is refused, not wrapped.
+    let mut bad_entry = image(1, RAM, 64 << 20);
+    bad_entry.entry_offset = 0x7_0000;
+    assert!(matches!(
+        Machine::describe(&bad_entry, GicVersion::V3, false),
+        Err(MachineError::Layout(_))
+    ));
+    // A footprint larger than RAM does not fit.
+    let mut huge = image(1, RAM, 2 << 20);
+    huge.kernel_footprint = 4 << 20;
+    assert!(matches!(
+        Machine::describe(&huge, GicVersion::V3, false),
+        Err(MachineError::Layout(_))
+    ));
+}
+
+#[test]
+fn the_layout_keeps_kernel_initrd_and_dtb_apart_inside_ram() {
+    let m = Machine::describe(&image(1, RAM, 64 << 20), GicVersion::V3, false).unwrap();
+    let l = m.layout;
+    assert_eq!(l.kernel.start, Ipa(RAM + 0x8_0000));
+    assert_eq!(l.entry, Ipa(RAM + 0x8_0000));
+    let initrd = l.initrd.expect("the image has an initrd");
+    assert_eq!(initrd.size, INITRD.len() as u64);
+    assert!(l.dtb.size >= DTB_MAX as u64);
+    for r in [l.kernel, initrd, l.dtb] {
+        assert!(m.ram.contains_span(r.start, r.size), "{r:?} outside RAM");
+    }
+    let disjoint = |a: IpaRange, b: IpaRange| {
+        a.start.0 + a.size <= b.start.0 || b.start.0 + b.size <= a.start.0
+    };
+    assert!(disjoint(l.kernel, initrd) && disjoint(l.kernel, l.dtb) && disjoint(initrd, l.dtb));
+}
+
+#[test]
+fn the_device_tree_describes_this_boot() {
+    let img = image(2, RAM, 64 << 20);
+    let m = Machine::describe(&img, GicVersion::V3, false).unwrap();
+    let mut plan = DevicePlan::NONE;
+    plan.name = "eth";
+    plan.compatible = b"vendor,eth\0";
+    plan.regs = IpaRange {
+        start: Ipa(0x0a00_0000),
+        size: 0x1000,
+    };
+    let plans = [plan];
+    let mut devices = [NO_DEVICE; DEVICES];
+    let seed = rng_seed(7, 0, 1);
+    let cfg = m.dt_config(&img, &[], &mut devices, &plans, &seed, 3);
+    assert_eq!(cfg.ram, m.ram);
+    assert_eq!(cfg.vcpu_mpidrs, &[0, 1]);
+    assert_eq!(cfg.bootargs, "console=ttyAMA0");
+    assert_eq!(cfg.initrd, m.layout.initrd);
+    assert_eq!(cfg.boot_count, Some(3));
+    assert_eq!(cfg.rng_seed, Some(&seed[..]));
+    assert_eq!(cfg.devices.len(), 1);
+    assert_eq!(cfg.devices[0].name, "eth");
+    let mut buf = [0u8; DTB_MAX];
+    let len = guest_dt::generate(&cfg, &mut buf).expect("the description generates");
+    assert!(len > 0 && len <= DTB_MAX);
+}
+
+#[test]
+fn seeds_differ_between_vms_and_boots() {
+    let seeds = [
+        rng_seed(1000, 0, 1),
+        rng_seed(1000, 1, 1),
+        rng_seed(1000, 0, 2),
+        rng_seed(1001, 0, 1),
+    ];
+    for (i, a) in seeds.iter().enumerate() {
+        assert_ne!(*a, [0; 32]);
+        for b in &seeds[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+    assert_eq!(rng_seed(5, 2, 3), rng_seed(5, 2, 3));
+}

@@ -1,0 +1,53 @@
+//! Stratum's virtio layer: the virtio-mmio transport (version 2) and split
+//! virtqueues, shared by every paravirtual device a VM gets.
+//!
+//! - [`transport`]: one virtio-mmio register window — feature
+//!   negotiation, the status rules, the queues' configuration, the
+//!   interrupt line — as a device on the VM's MMIO bus
+//!   ([`stratum_core::bus::MmioDevice`]).
+//! - [`bank`]: a row of transports on one banked bus window (QEMU `virt`'s
+//!   32), routed by bank index.
+//! - [`device`]: the [`device::VirtioDevice`] trait each device (net,
+//!   vsock, console, later a proxy for a backend in another VM) implements
+//!   to plug into the transport; [`device::NoDevice`] reads DeviceID 0.
+//! - [`queue`]: split virtqueues — walking the available ring and
+//!   descriptor chains (indirect tables included) into checked
+//!   [`chain::Chain`]s, returning used buffers, `EVENT_IDX` and
+//!   `NO_INTERRUPT` notification suppression.
+//! - [`chain`]: the bounded, checked view of one descriptor chain and the
+//!   copies into and out of its buffers.
+//! - [`mem`]: guest memory as the queues see it ([`mem::GuestMemory`]),
+//!   copy in, copy out, and a fake over a slice for tests.
+//! - [`spec`]: the specification's numbers.
+//!
+//! # Invariants
+//! The guest's rings are hostile input. Every index, address, length and
+//! flag is checked before use; anything wrong is a typed error
+//! ([`queue::QueueError`], [`transport::TransportError`]) that the
+//! transport answers as the spec says (drop and count, or
+//! `DEVICE_NEEDS_RESET` with the configuration-change interrupt); no guest
+//! input can panic this crate or make it loop without bound, and guest
+//! memory is only ever copied, never referenced. `no_std`,
+//! `forbid(unsafe_code)`, no allocation: a transport is a fixed-size value.
+//!
+//! Specification references are to virtio 1.2 (OASIS, 2022).
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod bank;
+pub mod chain;
+pub mod device;
+pub mod mem;
+pub mod queue;
+pub mod spec;
+pub mod transport;
+
+pub use bank::TransportBank;
+pub use chain::{Chain, Segment};
+pub use device::{NoDevice, Queues, VirtioDevice};
+pub use mem::{GuestMemory, MemError, SliceMemory};
+pub use queue::{QueueError, SplitQueue};
+pub use transport::{Counters, Transport, TransportError};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,9 @@
+//! Tests of the transport and the virtqueues through a model driver: every
+//! register, every hostile-ring error, a loopback device driven end to
+//! end, and properties over random ring memory.
+
+pub(crate) mod driver;
+mod loopback;
+mod prop;
+mod queue;
+mod transport;
