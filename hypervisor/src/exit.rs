@@ -4,6 +4,7 @@
 use stratum_arch::{sysreg, tlb};
 use stratum_core::addr::Gva;
 use stratum_core::bus::{DeviceId, DeviceTable, Effects, MmioDevice};
+use stratum_core::esr::ec as esr_class;
 use stratum_core::inject::Injection;
 use stratum_core::pl011::Pl011;
 use stratum_core::stats::Reason;
@@ -18,7 +19,7 @@ use stratum_core::lifecycle::Start;
 use stratum_core::sched::VcpuRef;
 use stratum_core::vmexit::early::{self, Early};
 
-use crate::vcpu::{Frame, LiveVcpu};
+use crate::vcpu::{Frame, LiveVcpu, VcpuTag};
 use crate::vm::Vm;
 use crate::{irq, lifecycle, log, sched, smp, system, telemetry};
 use stratum_arch::vectors::kind;
@@ -108,10 +109,11 @@ fn id_register_value(encoding: u32, time_shared: bool) -> u64 {
 }
 
 /// Answers the exits that need no VM state ([`early`]) at once: no lock,
-/// no list-register fold or refill (nothing in the vGIC changed). True when
-/// it did; the exit is then complete.
-fn early_exit(frame: *mut Frame, cpu: usize) -> bool {
-    let esr = sysreg::esr_el2();
+/// no list-register fold or refill (nothing in the vGIC changed), no
+/// lookup of the CPU or the vCPU (the frame's tag says whose exit it is).
+/// True when it did; the exit is then complete.
+#[inline(always)]
+fn early_exit(frame: *mut Frame, esr: u64) -> bool {
     let Some(settings) = system::settings() else {
         return false;
     };
@@ -123,8 +125,8 @@ fn early_exit(frame: *mut Frame, cpu: usize) -> bool {
     let Some(answer) = early::early(esr, &x, &settings.firmware) else {
         return false;
     };
-    let me = sched::current(cpu);
-    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
+    // SAFETY: as above; the tag is set when the VM is built.
+    let tag = unsafe { (*frame).tag };
     match answer {
         Early::Call {
             regs,
@@ -132,16 +134,21 @@ fn early_exit(frame: *mut Frame, cpu: usize) -> bool {
             reason,
             detail,
         } => {
-            for (i, &value) in regs.iter().enumerate().take(usize::from(count)) {
-                // SAFETY: as above; x0..x3 of the frame.
-                unsafe { (*frame).x[i] = value };
+            // SAFETY: as above; x0..x3 of the frame.
+            let x = unsafe { &mut (*frame).x };
+            x[0] = regs[0];
+            if count > 1 {
+                x[1] = regs[1];
+                x[2] = if count > 2 { regs[2] } else { x[2] };
+                x[3] = if count > 3 { regs[3] } else { x[3] };
             }
-            telemetry::count(id, v, reason, detail);
+            tag.stats.count(reason);
+            telemetry::trace(tag.vm, tag.vcpu, reason, detail);
         }
         Early::IdRead { rt, read } => {
             let (value, encoding) = match read {
                 IdRead::Hardware(encoding) => (
-                    id_register_value(encoding, system::time_shared(id)),
+                    id_register_value(encoding, system::time_shared(tag.vm)),
                     encoding,
                 ),
                 IdRead::Zero => (0, 0),
@@ -151,7 +158,8 @@ fn early_exit(frame: *mut Frame, cpu: usize) -> bool {
                 unsafe { (*frame).x[usize::from(rt)] = value };
             }
             advance_pc();
-            telemetry::count(id, v, Reason::SysregId, encoding);
+            tag.stats.count(Reason::SysregId);
+            telemetry::trace(tag.vm, tag.vcpu, Reason::SysregId, encoding);
         }
     }
     true
@@ -203,10 +211,133 @@ enum Flow {
 /// schedules and never returns here.
 #[unsafe(no_mangle)]
 pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
-    let cpu = smp::current_cpu();
-    if exit_kind == kind::SYNC && early_exit(frame, cpu) {
-        return;
+    // Each route is its own function, tail-called: the registers one needs
+    // cost the others nothing (no saves in a shared prologue).
+    if exit_kind != kind::SYNC {
+        return exit_slow(frame, exit_kind, false);
     }
+    let esr = sysreg::esr_el2();
+    match (esr >> 26) as u8 & 0x3f {
+        esr_class::HVC64 | esr_class::SYS64 => early_route(frame, esr),
+        esr_class::DABT_LOWER => mmio_route(frame, esr),
+        _ => exit_slow(frame, exit_kind, false),
+    }
+}
+
+/// An `HVC` or a trapped `MRS`: answered at once ([`early_exit`]), else
+/// the full path.
+#[inline(never)]
+fn early_route(frame: *mut Frame, esr: u64) {
+    if !early_exit(frame, esr) {
+        exit_slow(frame, kind::SYNC, false);
+    }
+}
+
+/// A data abort: the direct route ([`mmio_exit`]), else the full path.
+#[inline(never)]
+fn mmio_route(frame: *mut Frame, esr: u64) {
+    // SAFETY: the running vCPU's frame (see `early_exit`).
+    let tag = unsafe { (*frame).tag };
+    match mmio_exit(frame, esr, tag) {
+        Quick::Done => {}
+        // The lifecycle parks it as it leaves.
+        Quick::Park => sched::schedule(smp::current_cpu()),
+        Quick::Refused => exit_slow(frame, kind::SYNC, true),
+        Quick::NotMine => exit_slow(frame, kind::SYNC, false),
+    }
+}
+
+/// How [`mmio_exit`] ended.
+enum Quick {
+    /// The access is done; the vCPU resumes.
+    Done,
+    /// The access is done, but the vCPU must give up its CPU (its VM is
+    /// being reset or stopped, or it was powered off meanwhile).
+    Park,
+    /// The device refused the access: nothing changed but the list
+    /// registers, already folded back. The policy injects the abort.
+    Refused,
+    /// Not an access the direct route takes: untouched.
+    NotMine,
+}
+
+/// A data abort with a complete syndrome ([`vmexit::mmio_access`]) to a
+/// device on the VM's bus, under one hold of the VM lock: fold the list
+/// registers, emulate, refill only if the access may have changed what
+/// they show.
+#[inline(always)]
+fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
+    // Turned away before any lock: the policy decides the rest.
+    let Some((syndrome, write)) = stratum_core::esr::mmio_syndrome(esr) else {
+        return Quick::NotMine;
+    };
+    let ipa = stratum_core::esr::fault_ipa(sysreg::hpfar_el2(), sysreg::far_el2());
+    let v = tag.vcpu;
+    system::with_vm(tag.vm, |vm| {
+        let Some(hit) = vm.machine.bus.find(ipa) else {
+            return Quick::NotMine;
+        };
+        // Whether the fold, the access, its effects or console input may
+        // change what the list registers should hold. The vGIC's
+        // generation moves with every change that can alter a fill (a
+        // fold that had list registers to fold back, a register write, a
+        // device line that moved), and kicks come only with such changes:
+        // if it stays and no input is queued, the refill would find
+        // nothing to do. (Console output alone changes nothing there.)
+        let generation = vm.vgic.generation();
+        // Nothing in the list registers (the vGIC placed nothing there for
+        // this vCPU): nothing to fold back, and no call to find that out.
+        if vm.vgic.in_lr_count(v) != 0 {
+            irq::fold_on(vm, v, smp::current_cpu());
+        }
+        let mut devices = VmDevs {
+            uart: &mut vm.uart,
+            vgic: &mut vm.vgic,
+        };
+        // SAFETY: `frame` is the running vCPU's, which lives in this VM
+        // (`sync_policy` checks that on the full path) and the VM lock is
+        // held: nothing else borrows it.
+        let frame = unsafe { &mut *frame };
+        let mut live = LiveVcpu { frame };
+        let mut fx = Effects::default();
+        let Ok(reason) = vmexit::mmio_device_access(
+            &syndrome,
+            write,
+            ipa,
+            &hit,
+            v,
+            &mut live,
+            &mut devices,
+            &mut fx,
+        ) else {
+            return Quick::Refused;
+        };
+        advance_pc();
+        tag.stats.count(reason);
+        if cfg!(feature = "trace") {
+            telemetry::trace(tag.vm, v, reason, ipa.0 as u32);
+        }
+        if !fx.is_empty() {
+            // Console bytes, and the device's line sampled into the vGIC
+            // (which moves the generation if the line moved).
+            apply_effects(vm, &fx);
+        }
+        let quiet = vm.vgic.generation() == generation;
+        if vm.must_park(v) {
+            return Quick::Park;
+        }
+        if !quiet || crate::console::has_input(vm.id) {
+            irq::fill_on(vm, v, smp::current_cpu());
+        }
+        Quick::Done
+    })
+}
+
+/// Every exit the quick paths above did not finish; `folded` when the
+/// list registers were folded back already (a refused device access).
+#[inline(never)]
+fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
+    let cpu = smp::current_cpu();
     let me = sched::current(cpu);
     let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
     let flow = match exit_kind {
@@ -215,11 +346,10 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
             // exception injected — is finished under one hold of the VM
             // lock: fold the list registers, emulate, refill, return.
             let left = system::with_vm(id, |vm| {
-                irq::fold_on(vm, v, cpu);
-                let action = match direct_mmio(vm, v) {
-                    Some(action) => action,
-                    None => sync_policy(frame, vm, v),
-                };
+                if !folded {
+                    irq::fold_on(vm, v, cpu);
+                }
+                let action = sync_policy(frame, vm, v);
                 let finished = finish_in_place(&action);
                 if finished && !vm.must_park(v) {
                     irq::fill_on(vm, v, cpu);
@@ -280,45 +410,6 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
         // The lifecycle parks it as it leaves.
         sched::schedule(cpu);
     }
-}
-
-/// A device register access answered from the syndrome alone
-/// ([`vmexit::mmio_access`]) under the VM lock, without the whole policy:
-/// `Some(Action::Advance)` when done, else `None` for [`sync_policy`].
-#[inline]
-fn direct_mmio(vm: &mut Vm, v: usize) -> Option<Action> {
-    let esr = sysreg::esr_el2();
-    if esr >> 26 != u64::from(stratum_core::esr::ec::DABT_LOWER) {
-        return None;
-    }
-    let mut devices = VmDevs {
-        uart: &mut vm.uart,
-        vgic: &mut vm.vgic,
-    };
-    let mut live = LiveVcpu {
-        frame: &mut vm.frames[v],
-    };
-    let mut fx = Effects::default();
-    let reason = vmexit::mmio_access(
-        esr,
-        sysreg::far_el2(),
-        sysreg::hpfar_el2(),
-        v,
-        &mut live,
-        &vm.machine.bus,
-        &mut devices,
-        &mut fx,
-    )?;
-    let id = vm.id;
-    telemetry::stats(id, v).count(reason);
-    if cfg!(feature = "trace") {
-        let ipa = stratum_core::esr::fault_ipa(sysreg::hpfar_el2(), sysreg::far_el2());
-        telemetry::trace(id, v, reason, ipa.0 as u32);
-    }
-    if !fx.is_empty() {
-        apply_effects(vm, &fx);
-    }
-    Some(Action::Advance)
 }
 
 /// Logs an injected exception (undefined instruction, or an abort with its

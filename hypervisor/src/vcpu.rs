@@ -8,10 +8,50 @@ use stratum_arch::el1::{PSTATE_EL1H_MASKED, SCTLR_EL1_RESET};
 use stratum_arch::sysreg;
 use stratum_core::lifecycle::SavedTimers;
 use stratum_core::mmio::GuestRegs;
+use stratum_core::stats::ExitStats;
 
 /// The general-purpose registers of a guest vCPU, saved by the exit vector
-/// (x0–x30 at offsets 0, 8, …, 240).
-pub use stratum_arch::vectors::GuestFrame as Frame;
+/// (x0–x30 at offsets 0, 8, …, 240), and whose they are ([`VcpuTag`]).
+pub type Frame = stratum_arch::vectors::GuestFrame<VcpuTag>;
+
+/// What a vCPU's frame says about its owner, so that the exit path (which
+/// is handed the frame) needs no lookup to know whose exit it handles or
+/// where to count it. Set when the VM is built; never changes.
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuTag {
+    /// The VM's index.
+    pub vm: usize,
+    /// The vCPU's index in its VM.
+    pub vcpu: usize,
+    /// Its exit counters in the telemetry block.
+    pub stats: &'static ExitStats,
+}
+
+impl VcpuTag {
+    /// The tag of vCPU `vcpu` of VM `vm`.
+    pub fn new(vm: usize, vcpu: usize) -> Self {
+        Self {
+            vm,
+            vcpu,
+            stats: crate::telemetry::stats(vm, vcpu),
+        }
+    }
+}
+
+impl Default for VcpuTag {
+    /// No vCPU's: counts go to the telemetry block's overflow counters.
+    fn default() -> Self {
+        Self::new(usize::MAX, usize::MAX)
+    }
+}
+
+/// A fresh frame for vCPU `vcpu` of VM `vm`: every register zero.
+pub fn frame(vm: usize, vcpu: usize) -> Frame {
+    Frame {
+        x: [0; 31],
+        tag: VcpuTag::new(vm, vcpu),
+    }
+}
 
 /// The running vCPU, seen through its saved frame and the live EL1/EL2
 /// registers (SP and PC are not in the frame).

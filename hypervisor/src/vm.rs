@@ -176,7 +176,7 @@ impl Vm {
             needs_tlb_flush: true,
             cntvoff: 0,
             boot_count: 0,
-            frames: [Frame::default(); MAX_VCPUS],
+            frames: core::array::from_fn(|v| crate::vcpu::frame(id, v)),
             map_stats,
             vgic,
             machine,
@@ -249,7 +249,7 @@ impl Vm {
     /// for a fresh start).
     pub fn reset_vcpu(&mut self, v: usize, start: Start) {
         self.ctx[v] = VcpuContext::at_reset(start.entry);
-        self.frames[v] = Frame::default();
+        self.frames[v].x = [0; 31];
         self.frames[v].x[0] = start.x0;
     }
 

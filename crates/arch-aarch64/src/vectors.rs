@@ -38,18 +38,26 @@
 use core::arch::global_asm;
 
 /// The general-purpose registers of a guest vCPU, saved by the exit vector
-/// and restored on entry. The layout is fixed: the assembly stores `xN` at
-/// byte offset `8 * N`, N = 0..=30.
+/// and restored on entry, and whatever the binary keeps beside them (`T`).
+/// The layout is fixed: the assembly stores `xN` at byte offset `8 * N`,
+/// N = 0..=30, and never touches `tag`.
+///
+/// The tag is how the exit path knows whose exit it handles without a
+/// lookup: the frame is what `TPIDR_EL2` names, so the binary keeps the
+/// vCPU's identity (and, say, where its counters are) in it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct GuestFrame {
+pub struct GuestFrame<T = ()> {
     /// x0–x30.
     pub x: [u64; 31],
+    /// The binary's own words, after the registers.
+    pub tag: T,
 }
 
 const _: () = {
     assert!(core::mem::size_of::<GuestFrame>() == 31 * 8);
     assert!(core::mem::offset_of!(GuestFrame, x) == 0);
+    assert!(core::mem::offset_of!(GuestFrame<[u64; 2]>, x) == 0);
     // `stp`/`ldp` at 8-byte multiples need no more than 8-byte alignment.
     assert!(core::mem::align_of::<GuestFrame>() == 8);
 };
@@ -71,8 +79,9 @@ pub mod kind {
     pub const ASYNC32: u64 = 5;
 }
 
-/// Signature of `handle_guest_exit` (see the module docs).
-pub type GuestExitHandler = extern "C" fn(frame: *mut GuestFrame, kind: u64);
+/// Signature of `handle_guest_exit` (see the module docs), for a binary
+/// whose frames carry a tag of type `T`.
+pub type GuestExitHandler<T = ()> = extern "C" fn(frame: *mut GuestFrame<T>, kind: u64);
 /// Signature of `hyp_fault` (see the module docs).
 pub type HypFaultHandler = extern "C" fn(kind: u64, frame: usize) -> !;
 

@@ -286,11 +286,18 @@ impl MmioBus {
     }
 
     /// The window, bank and device that `ipa` falls in.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, ipa: Ipa) -> Option<Hit> {
         // A handful of windows: a linear scan of the cached ends is shorter
-        // than a binary search's bookkeeping.
-        let i = self.ends[..self.len].iter().position(|&end| ipa.0 < end)?;
+        // than a binary search's bookkeeping, and a plain loop shorter than
+        // an iterator's (which LLVM unrolls for sixteen windows).
+        let mut i = 0;
+        while i < self.len.min(MAX_WINDOWS) && self.ends[i] <= ipa.0 {
+            i += 1;
+        }
+        if i >= self.len.min(MAX_WINDOWS) {
+            return None;
+        }
         let w = &self.windows[i];
         let off = ipa.0.checked_sub(w.start.0)?;
         let (bank, start) = if w.count == 1 {

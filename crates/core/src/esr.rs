@@ -356,15 +356,7 @@ pub fn decode(esr: u64) -> Exit {
             s1ptw: bit(iss, 7),
             far_valid: !bit(iss, 10),
         }),
-        ec::SYS64 => Exit::SysReg(SysRegAccess {
-            op0: field(iss, 20, 2) as u8,
-            op2: field(iss, 17, 3) as u8,
-            op1: field(iss, 14, 3) as u8,
-            crn: field(iss, 10, 4) as u8,
-            rt: field(iss, 5, 5) as u8,
-            crm: field(iss, 1, 4) as u8,
-            read: bit(iss, 0),
-        }),
+        ec::SYS64 => Exit::SysReg(sysreg_fields(iss)),
         ec::WFX => {
             let kind = match field(iss, 0, 2) {
                 0 => WfxKind::Wfi,
@@ -389,21 +381,76 @@ pub fn decode(esr: u64) -> Exit {
     }
 }
 
+/// The access of a data abort that the direct MMIO route takes
+/// ([`crate::vmexit::mmio_access`]), from `ESR_EL2` alone: a Data Abort from
+/// the guest (EC 0x24) by a 32-bit instruction (IL) with a valid
+/// instruction syndrome (ISV), neither on a stage-1 table walk (S1PTW) nor
+/// by a cache maintenance instruction (CM). `None` for every other
+/// syndrome.
+///
+/// It reads only those fields and the syndrome's (one mask-and-compare,
+/// then shifts), where [`decode`] decodes every field of every class;
+/// both agree on every `ESR_EL2` value (a property test checks it).
+#[inline]
+pub const fn mmio_syndrome(esr: u64) -> Option<(AccessSyndrome, bool)> {
+    const EC_MASK: u64 = 0x3f << EC_SHIFT;
+    const ISV: u64 = 1 << 24;
+    const CM: u64 = 1 << 8;
+    const S1PTW: u64 = 1 << 7;
+    const WNR: u64 = 1 << 6;
+    const MASK: u64 = EC_MASK | ESR_IL | ISV | CM | S1PTW;
+    const WANT: u64 = ((ec::DABT_LOWER as u64) << EC_SHIFT) | ESR_IL | ISV;
+    if esr & MASK != WANT {
+        return None;
+    }
+    Some((syndrome_of(esr), esr & WNR != 0))
+}
+
+/// The instruction syndrome fields of a Data Abort's ISS (valid when ISV).
+#[inline]
+const fn syndrome_of(iss: u64) -> AccessSyndrome {
+    let size = match field(iss, 22, 2) {
+        0 => AccessSize::Byte,
+        1 => AccessSize::Half,
+        2 => AccessSize::Word,
+        _ => AccessSize::Double,
+    };
+    AccessSyndrome {
+        size,
+        sign_extend: bit(iss, 21),
+        reg: field(iss, 16, 5) as u8,
+        sixty_four: bit(iss, 15),
+        acquire_release: bit(iss, 14),
+    }
+}
+
+/// A trapped `MSR`/`MRS` (EC 0x18) from `ESR_EL2` alone, as [`decode`]
+/// gives it in [`Exit::SysReg`]; `None` for every other class.
+#[inline]
+pub const fn sysreg_access(esr: u64) -> Option<SysRegAccess> {
+    if field(esr, EC_SHIFT, 6) as u8 != ec::SYS64 {
+        return None;
+    }
+    Some(sysreg_fields(esr & ISS_MASK))
+}
+
+/// The ISS fields of a trapped `MSR`/`MRS`.
+#[inline]
+const fn sysreg_fields(iss: u64) -> SysRegAccess {
+    SysRegAccess {
+        op0: field(iss, 20, 2) as u8,
+        op2: field(iss, 17, 3) as u8,
+        op1: field(iss, 14, 3) as u8,
+        crn: field(iss, 10, 4) as u8,
+        rt: field(iss, 5, 5) as u8,
+        crm: field(iss, 1, 4) as u8,
+        read: bit(iss, 0),
+    }
+}
+
 fn decode_data_abort(iss: u64, il32: bool) -> DataAbort {
     let syndrome = if bit(iss, 24) {
-        // SAS is two bits, so from_log2 cannot fail; the fallback is never
-        // taken but keeps this path free of panics.
-        let size = match AccessSize::from_log2(field(iss, 22, 2) as u32) {
-            Some(size) => size,
-            None => AccessSize::Double,
-        };
-        Some(AccessSyndrome {
-            size,
-            sign_extend: bit(iss, 21),
-            reg: field(iss, 16, 5) as u8,
-            sixty_four: bit(iss, 15),
-            acquire_release: bit(iss, 14),
-        })
+        Some(syndrome_of(iss))
     } else {
         None
     };
@@ -811,5 +858,54 @@ mod tests {
         let noisy = hpfar | (1 << 63) | (0xf << 44) | 0xf;
         assert_eq!(fault_ipa(noisy, 0x4), Ipa(0x0900_0004));
         assert_eq!(fault_ipa(0, 0), Ipa(0));
+    }
+
+    /// What [`decode`] says the direct MMIO route may take.
+    fn reference_mmio(esr: u64) -> Option<(AccessSyndrome, bool)> {
+        match decode(esr) {
+            Exit::DataAbort(a) if !a.s1ptw && !a.cache_maintenance && a.il32 => {
+                a.syndrome.map(|s| (s, a.write))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn lean_decoders_on_real_values() {
+        // ldr w1, [x0] to a device page (translation fault, level 3).
+        let load = esr(0x24, true, 0x0181_0007);
+        let (s, write) = mmio_syndrome(load).expect("a syndrome-carrying load");
+        assert!(!write);
+        assert_eq!((s.size, s.reg, s.sixty_four), (AccessSize::Word, 1, false));
+        assert_eq!(mmio_syndrome(load | 1 << 6).map(|(_, w)| w), Some(true));
+        // Each of the fields that turn it away.
+        assert_eq!(mmio_syndrome(load & !(1 << 24)), None, "ISV=0");
+        assert_eq!(mmio_syndrome(load & !ESR_IL), None, "16-bit");
+        assert_eq!(mmio_syndrome(load | 1 << 7), None, "S1PTW");
+        assert_eq!(mmio_syndrome(load | 1 << 8), None, "CM");
+        assert_eq!(
+            mmio_syndrome(esr(0x25, true, 0x0181_0007)),
+            None,
+            "from EL2"
+        );
+        assert_eq!(
+            sysreg_access(0x6230_000f).map(|a| a.encoding()),
+            Some(sysreg::ID_AA64MMFR0_EL1)
+        );
+        assert_eq!(sysreg_access(esr(0x16, true, 0)), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lean_decoders_agree_with_decode(esr: u64, ec in proptest::sample::select(vec![0x24u8, 0x18, 0x16, 0x25, 0x01])) {
+            // Half the cases with a class the lean decoders look for.
+            let esr = if esr & 1 == 0 { esr & !(0x3f << 26) | u64::from(ec) << 26 } else { esr };
+            proptest::prop_assert_eq!(mmio_syndrome(esr), reference_mmio(esr));
+            let expect = match decode(esr) {
+                Exit::SysReg(a) => Some(a),
+                _ => None,
+            };
+            proptest::prop_assert_eq!(sysreg_access(esr), expect);
+        }
     }
 }

@@ -63,6 +63,7 @@ pub fn is_allocated(crm: u8, op2: u8) -> bool {
 
 /// What a trapped `MRS` in the TID3 group reads, or `None` when `access` is
 /// not a read of that group (another register, or a write).
+#[inline]
 pub fn classify(access: &SysRegAccess) -> Option<IdRead> {
     let in_group = access.op0 == 3
         && access.op1 == 0

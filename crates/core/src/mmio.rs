@@ -172,6 +172,7 @@ fn read_base(regs: &impl GuestRegs, n: u8) -> u64 {
 /// The register value a load described by syndrome `s` puts into `Xt`,
 /// from the `SAS` bytes the device returned (extended as `SSE` and `SF`
 /// say; bits above the access are ignored).
+#[inline]
 pub const fn syndrome_load_value(s: &AccessSyndrome, value: u64) -> u64 {
     LoadTarget {
         reg: s.reg,

@@ -18,6 +18,7 @@
 //! [`VmDevices::sgi_write`]. Reads of the ID registers that `HCR_EL2.TID3`
 //! traps are answered as [`crate::idreg`] says.
 
+use crate::access::AccessSize;
 use crate::addr::{Gva, Ipa, IpaRange};
 pub use crate::bus::AccessRefused;
 use crate::bus::{DeviceAccess, DeviceTable, Effects, Hit, MmioBus};
@@ -603,7 +604,7 @@ fn emulate_mmio(
     clippy::too_many_arguments,
     reason = "the exit's facts, each needed once"
 )]
-#[inline]
+#[inline(always)]
 fn syndrome_access(
     s: &AccessSyndrome,
     write: bool,
@@ -614,10 +615,13 @@ fn syndrome_access(
     devices: &mut dyn DeviceTable,
     fx: &mut Effects,
 ) -> Result<(), AbortCause> {
-    let offset = ipa
-        .offset_from(hit.bank_range.start)
-        .filter(|_| hit.bank_range.contains_span(ipa, s.size.bytes()))
-        .ok_or(AbortCause::DeviceRejected)?;
+    // Wholly inside the bank: an `ipa` below it wraps to an offset past
+    // its end (a bank never reaches the top of the address space).
+    let offset = ipa.0.wrapping_sub(hit.bank_range.start.0);
+    let bytes = 1u64 << (s.size as u32);
+    if offset >= hit.bank_range.size || hit.bank_range.size - offset < bytes {
+        return Err(AbortCause::DeviceRejected);
+    }
     let device = devices
         .device(hit.device)
         .ok_or(AbortCause::DeviceRejected)?;
@@ -628,9 +632,10 @@ fn syndrome_access(
         offset,
         size: s.size,
     };
+    let shift = unused_bits(s.size);
     if write {
         // XZR reads as zero (`GuestRegs::x(31)`).
-        let value = regs.x(s.reg) & s.size.mask();
+        let value = regs.x(s.reg) << shift >> shift;
         device
             .write(&access, value, fx)
             .map_err(|_| AbortCause::DeviceRejected)
@@ -638,9 +643,37 @@ fn syndrome_access(
         let value = device
             .read(&access, fx)
             .map_err(|_| AbortCause::DeviceRejected)?;
-        regs.set_x(s.reg, mmio::syndrome_load_value(s, value));
+        regs.set_x(s.reg, load_value(s, value));
         Ok(())
     }
+}
+
+/// The bits of a register above an access of `size`: 56, 48, 32 or 0.
+/// (`AccessSize` counts log2 of the bytes, as `SAS` does.)
+#[inline(always)]
+const fn unused_bits(size: AccessSize) -> u32 {
+    64 - (8 << size as u32)
+}
+
+const _: () = {
+    assert!(unused_bits(AccessSize::Byte) == 56);
+    assert!(unused_bits(AccessSize::Half) == 48);
+    assert!(unused_bits(AccessSize::Word) == 32);
+    assert!(unused_bits(AccessSize::Double) == 0);
+};
+
+/// [`mmio::syndrome_load_value`] in shifts, without a lookup per size:
+/// the loaded `SAS` bytes, sign- or zero-extended (`SSE`), then cut to
+/// 32 bits for a W register (`SF` clear). A test pins the two together.
+#[inline(always)]
+pub(crate) const fn load_value(s: &AccessSyndrome, value: u64) -> u64 {
+    let shift = unused_bits(s.size);
+    let v = if s.sign_extend {
+        ((value << shift) as i64 >> shift) as u64
+    } else {
+        value << shift >> shift
+    };
+    if s.sixty_four { v } else { v as u32 as u64 }
 }
 
 /// The common MMIO exit, answered from the syndrome alone: a data abort
@@ -670,21 +703,38 @@ pub fn mmio_access(
     devices: &mut dyn DeviceTable,
     fx: &mut Effects,
 ) -> Option<Reason> {
-    let Exit::DataAbort(abort) = esr::decode(esr) else {
-        return None;
-    };
-    let s = abort.syndrome?;
-    if abort.s1ptw || abort.cache_maintenance || !abort.il32 {
-        return None;
-    }
+    let (s, write) = esr::mmio_syndrome(esr)?;
     let ipa = esr::fault_ipa(hpfar, far);
     let hit = bus.find(ipa)?;
-    syndrome_access(&s, abort.write, ipa, &hit, vcpu, regs, devices, fx).ok()?;
-    Some(if abort.write {
-        hit.write_reason
-    } else {
-        hit.read_reason
-    })
+    mmio_device_access(&s, write, ipa, &hit, vcpu, regs, devices, fx).ok()
+}
+
+/// The second half of [`mmio_access`], for a glue that found the window
+/// itself (before taking what the device needs): the access of syndrome
+/// `s` (a write if `write`) at `ipa`, on the device of `hit`. The reason
+/// to count it under, or [`AccessRefused`] — the access lies outside the
+/// bank, or the device refused it — before anything changed; the policy
+/// ([`handle_sync`]) then injects the abort.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the exit's facts, each needed once"
+)]
+#[inline(always)]
+pub fn mmio_device_access(
+    s: &AccessSyndrome,
+    write: bool,
+    ipa: Ipa,
+    hit: &Hit,
+    vcpu: usize,
+    regs: &mut impl GuestRegs,
+    devices: &mut dyn DeviceTable,
+    fx: &mut Effects,
+) -> Result<Reason, AccessRefused> {
+    match syndrome_access(s, write, ipa, hit, vcpu, regs, devices, fx) {
+        Ok(()) if write => Ok(hit.write_reason),
+        Ok(()) => Ok(hit.read_reason),
+        Err(_) => Err(AccessRefused),
+    }
 }
 
 /// `PSTATE.nRW`: the guest was executing AArch32.
