@@ -236,16 +236,12 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
                 Some((action, false)) => apply_action(action, cpu, me),
             }
         }
-        kind::IRQ | kind::FIQ | kind::ASYNC32 => {
-            // The list registers are a cache of the virtual GIC: fold them
-            // back before anything looks at the model.
-            system::with_vm(id, |vm| irq::fold_on(vm, v, cpu));
-            if irq::service(cpu) {
-                Flow::Yield
-            } else {
-                Flow::Resume
-            }
-        }
+        // Fold, acknowledge, forward and refill under one VM lock hold.
+        kind::IRQ | kind::FIQ | kind::ASYNC32 => match irq::guest_irq(cpu, me) {
+            irq::GuestIrq::Done => return,
+            irq::GuestIrq::Resume => Flow::Resume,
+            irq::GuestIrq::Yield => Flow::Yield,
+        },
         kind::SERROR => {
             telemetry::count(id, v, Reason::SError, 0);
             system::with_vm(id, |vm| irq::fold_on(vm, v, cpu));
@@ -257,10 +253,15 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
         Flow::Resume => {}
         Flow::Yield => {
             if sched::is_shared(cpu) {
+                // The list registers go back to the model before another
+                // vCPU may use them.
+                system::with_vm(id, |vm| irq::park_lrs(vm, v, cpu));
                 sched::schedule(cpu);
             }
         }
         Flow::Block => {
+            // The wake-up check reads the model alone.
+            system::with_vm(id, |vm| irq::park_lrs(vm, v, cpu));
             if sched::is_shared(cpu) {
                 sched::block(cpu);
             }
@@ -271,6 +272,7 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
     // instead of returning to the guest.
     let park = system::with_vm(id, |vm| {
         if vm.must_park(v) {
+            irq::park_lrs(vm, v, cpu);
             return true;
         }
         irq::fill_on(vm, v, cpu);

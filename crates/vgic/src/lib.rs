@@ -63,7 +63,7 @@ pub use vmexit_impl::{REGION_DIST, REGION_REDIST};
 #[cfg(test)]
 mod tests;
 
-pub use fill::LrFill;
+pub use fill::{LrFill, LrFold, LrRefill};
 pub use lr::{ListRegister, LrState};
 pub use state::{HwRelease, VcpuMask, Vgic};
 pub use stratum_core::access::AccessSize;
