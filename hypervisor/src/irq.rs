@@ -330,11 +330,13 @@ impl Irqs {
                 LrFold::Freed { completed } => {
                     left &= !bit;
                     // The guest's deactivation should have reached the
-                    // physical interrupt through the HW bit; make sure it
-                    // did (QEMU's GICv2 has been seen to leave the timer
+                    // physical interrupt through the HW bit; on GICv2 make
+                    // sure it did (QEMU's has been seen to leave the timer
                     // PPI active), which has no effect when it already is
                     // inactive.
-                    if let Some(pintid) = completed {
+                    if let Some(pintid) = completed
+                        && self.version == GicVersion::V2
+                    {
                         let _ = self.gic.clear_active(pintid);
                     }
                     // Still valid (the guest cancelled it through the
@@ -379,6 +381,13 @@ impl Irqs {
         }
         self.set_in_use(want);
         self.set_underflow(r.overflow);
+    }
+
+    /// [`Irqs::refill`] unless nothing changed for vCPU `v`.
+    fn refill_if_changed(&mut self, vm: &mut Vm, v: usize) {
+        if !vm.vgic.refill_is_empty(v) || self.in_use() != vm.vgic.lr_slots(v) {
+            self.refill(vm, v);
+        }
     }
 
     /// Vacates the list registers: every one in use goes back to the model
@@ -679,20 +688,35 @@ pub fn guest_irq(cpu: usize, me: VcpuRef) -> GuestIrq {
     }
     let mut acks = Acks::default();
     let done = system::with_vm(id, |vm| {
-        with_cpu(cpu, |irqs| {
+        let done = with_cpu(cpu, |irqs| {
             if irqs.in_use() != 0 {
                 irqs.fold(vm, v);
             }
             irqs.ack_all(&mut acks);
+            for irq in acks.timers.iter().flatten() {
+                // Never refused for a PPI; if the model holds a previous
+                // forward still, that one's deactivation is the one that
+                // will reach the hardware.
+                let _ = vm.vgic.set_hw_pending(v, irq.intid(), irq.intid());
+            }
+            acks.timers = [None; 2];
+            // The common case (timers, kicks, maintenance): refill now,
+            // in the same hold of the interrupt state.
+            let simple = acks.passthrough_count == 0
+                && !acks.console
+                && !acks.preempt
+                && !console::has_input(id)
+                && !vm.must_park(v);
+            if simple {
+                irqs.refill_if_changed(vm, v);
+            }
+            simple
         });
         count_interrupts(Some(me), &acks);
-        for irq in acks.timers.iter().flatten() {
-            // Never refused for a PPI; if the model holds a previous
-            // forward still, that one's deactivation is the one that will
-            // reach the hardware.
-            let _ = vm.vgic.set_hw_pending(v, irq.intid(), irq.intid());
+        if done {
+            send_kicks(vm, cpu);
+            return true;
         }
-        acks.timers = [None; 2];
         forward_passthrough(vm, cpu, &mut acks, true);
         if acks.console && console::focused() == id {
             sample_lines(vm);
@@ -776,7 +800,11 @@ pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) {
     let v = usize::from(me.vcpu);
     loop {
         let wake = system::with_vm(me.vm.into(), |vm| {
-            sample_lines(vm);
+            // As in `fill_on`: lines move only with device accesses and
+            // console input.
+            if console::has_input(vm.id) {
+                sample_lines(vm);
+            }
             send_kicks(vm, cpu);
             vm.vgic.has_pending(v, live_guest_pmr()) || vm.must_park(v)
         });

@@ -132,28 +132,32 @@ impl Vgic {
         }
         let cap = cap.min(MAX_LRS);
         if self.exact & (1 << vcpu) != 0 {
+            let private = self.fresh_private[vcpu];
             let n = usize::from(self.fresh_len[vcpu]);
-            if n == 0 {
+            if private == 0 && n == 0 {
                 return LrRefill::default();
             }
             let mut free = !self.lr_mask[vcpu] & slots(cap);
             let mut write = 0;
             let mut fits = true;
-            for k in 0..n {
-                let intid = u32::from(self.fresh[vcpu][k]);
-                if !self.is_candidate(vcpu, intid) {
-                    continue;
-                }
-                if free == 0 {
+            let mut private = private;
+            while private != 0 {
+                let intid = private.trailing_zeros();
+                private &= private - 1;
+                if !self.place_fresh(vcpu, intid, &mut free, &mut write, &mut emit) {
                     fits = false;
                     break;
                 }
-                let slot = free.trailing_zeros() as usize;
-                free &= free - 1;
-                emit(slot, self.place(vcpu, intid, slot));
-                write |= 1 << slot;
+            }
+            for k in 0..n {
+                if !fits {
+                    break;
+                }
+                let intid = u32::from(self.fresh[vcpu][k]);
+                fits = self.place_fresh(vcpu, intid, &mut free, &mut write, &mut emit);
             }
             if fits {
+                self.fresh_private[vcpu] = 0;
                 self.fresh_len[vcpu] = 0;
                 if write != 0 {
                     self.generation += 1;
@@ -172,6 +176,31 @@ impl Vgic {
             full: true,
             overflow,
         }
+    }
+
+    /// Places fresh `intid` into the lowest of the `free` LRs (taking it
+    /// off `free`, adding it to `write`) if it is a candidate of `vcpu`;
+    /// false when it is one and no LR is free.
+    #[inline(always)]
+    fn place_fresh(
+        &mut self,
+        vcpu: usize,
+        intid: u32,
+        free: &mut u64,
+        write: &mut u64,
+        emit: &mut impl FnMut(usize, ListRegister),
+    ) -> bool {
+        if !self.is_candidate(vcpu, intid) {
+            return true;
+        }
+        if *free == 0 {
+            return false;
+        }
+        let slot = free.trailing_zeros() as usize;
+        *free &= *free - 1;
+        emit(slot, self.place(vcpu, intid, slot));
+        *write |= 1 << slot;
+        true
     }
 
     /// The full refill: folds `vcpu`'s LRs as recorded, places the best
@@ -206,6 +235,7 @@ impl Vgic {
         if kept > 0 {
             self.generation += 1;
         }
+        self.fresh_private[vcpu] = 0;
         self.fresh_len[vcpu] = 0;
         if n <= cap {
             self.exact |= 1 << vcpu;
@@ -258,9 +288,26 @@ impl Vgic {
         let p = self.placed[vcpu][slot];
         let intid = u32::from(p.intid);
         let (word, bit) = ((intid / 32) as usize, 1u32 << (intid % 32));
-        let bank = self.bank(vcpu, word);
+        let bank = self.bank_mut(vcpu, word);
         let cancelled = (bank.cancel_pending | bank.cancel_active) & bit != 0;
-        if state == LrState::Invalid || cancelled {
+        if state == LrState::Invalid && !cancelled {
+            // Completed (the common case, what `merge_lr` does for it):
+            // neither pending nor active, a HW link ends. A level input
+            // still high, or a v2 SGI's next source, makes it a candidate
+            // again.
+            let completed =
+                (bank.hw & bit != 0).then_some(u32::from(bank.pintid[(intid % 32) as usize]));
+            bank.in_lr &= !bit;
+            bank.lr_pending &= !bit;
+            bank.lr_active &= !bit;
+            bank.hw &= !bit;
+            self.generation += 1;
+            self.lr_mask[vcpu] &= !(1 << slot);
+            self.after_unplace(vcpu, intid);
+            return LrFold::Freed { completed };
+        }
+        let bank = self.bank(vcpu, word);
+        if cancelled {
             let hw = bank.hw & bit != 0;
             let pintid = u32::from(bank.pintid[(intid % 32) as usize]);
             self.generation += 1;
@@ -307,10 +354,36 @@ impl Vgic {
     /// priority higher (numerically lower) than `pmr`. To wake a vCPU
     /// waiting in WFI. (Plain loops: with `any` closures around the inlined
     /// [`Vgic::signalled`] the closure is called out of line.)
+    ///
+    /// For an exact vCPU only its fresh interrupts can be candidates, so
+    /// only they are looked at; otherwise every bank is.
     pub fn has_pending(&self, vcpu: usize, pmr: u8) -> bool {
         if vcpu >= self.nr_vcpus {
             return false;
         }
+        if self.exact & (1 << vcpu) == 0 {
+            return self.has_pending_scan(vcpu, pmr);
+        }
+        let signalled = |intid: u32| {
+            let (word, i) = ((intid / 32) as usize, (intid % 32) as usize);
+            self.signalled(vcpu, word) & (1 << i) != 0 && self.bank(vcpu, word).priority[i] < pmr
+        };
+        let mut private = self.fresh_private[vcpu];
+        while private != 0 {
+            let intid = private.trailing_zeros();
+            private &= private - 1;
+            if signalled(intid) {
+                return true;
+            }
+        }
+        let n = usize::from(self.fresh_len[vcpu]);
+        self.fresh[vcpu][..n]
+            .iter()
+            .any(|&intid| signalled(u32::from(intid)))
+    }
+
+    /// [`Vgic::has_pending`] by looking at every bank.
+    pub(crate) fn has_pending_scan(&self, vcpu: usize, pmr: u8) -> bool {
         for word in 0..=self.spi_words() {
             let bank = self.bank(vcpu, word);
             for i in BitIter(self.signalled(vcpu, word)) {
@@ -347,7 +420,10 @@ impl Vgic {
     /// Whether `vcpu` is exact with nothing fresh: its next
     /// [`Vgic::refill`] writes nothing.
     pub fn refill_is_empty(&self, vcpu: usize) -> bool {
-        vcpu < self.nr_vcpus && self.exact & (1 << vcpu) != 0 && self.fresh_len[vcpu] == 0
+        vcpu < self.nr_vcpus
+            && self.exact & (1 << vcpu) != 0
+            && self.fresh_private[vcpu] == 0
+            && self.fresh_len[vcpu] == 0
     }
 
     /// Pending, deliverable, not active, not in an LR: signalled to `vcpu`.
@@ -417,36 +493,70 @@ impl Vgic {
 
     /// Moves `intid`'s state into list register `slot` (free) of `vcpu`.
     fn place(&mut self, vcpu: usize, intid: u32, slot: usize) -> ListRegister {
+        if self.version == GicVersion::V2 && intid < 16 {
+            return self.place_v2_sgi(vcpu, intid, slot);
+        }
         let (word, i) = ((intid / 32) as usize, (intid % 32) as usize);
         let bit = 1u32 << i;
-        let v2_sgi = self.version == GicVersion::V2 && intid < 16;
-        let group_ok = self.group_enabled(self.bank(vcpu, word).group) & bit != 0;
-        let bank = self.bank(vcpu, word);
+        let ctlr = self.ctlr;
+        let bank = self.bank_mut(vcpu, word);
+        let group_ok = groups_on(ctlr, bank.group) & bit != 0;
         let active = bank.active & bit != 0;
         let hw = bank.hw & bit != 0;
         let level = bank.edge & bit == 0;
-        let pending =
-            bank.pending() & bank.enabled & bit != 0 && group_ok && !(active && (hw || v2_sgi));
+        let pending = bank.pending() & bank.enabled & bit != 0 && group_ok && !(active && hw);
+        let took_latch = pending && bank.latch & bit != 0;
+        if pending {
+            bank.latch &= !bit;
+            bank.lr_pending |= bit;
+        }
+        if active {
+            bank.lr_active |= bit;
+        }
+        bank.active &= !bit;
+        bank.in_lr |= bit;
+        bank.cancel_pending &= !bit;
+        bank.cancel_active &= !bit;
+        let lr = ListRegister {
+            vintid: intid,
+            pintid: hw.then_some(u32::from(bank.pintid[i])),
+            priority: bank.priority[i],
+            state: LrState::from_flags(pending, active),
+            group1: bank.group & bit != 0,
+            eoi_maintenance: !hw && level && intid >= 16,
+            source_cpu: 0,
+        };
+        self.placed[vcpu][slot] = Placed {
+            intid: intid as u16,
+            source: 0,
+            took_latch,
+        };
+        self.lr_mask[vcpu] |= 1 << slot;
+        lr
+    }
+
+    /// [`Vgic::place`] for a GICv2 SGI: one source at a time (the LR's
+    /// CPUID), EOI maintenance while more sources wait.
+    fn place_v2_sgi(&mut self, vcpu: usize, intid: u32, slot: usize) -> ListRegister {
+        let i = intid as usize;
+        let bit = 1u32 << i;
+        let bank = &self.private[vcpu];
+        let group_ok = groups_on(self.ctlr, bank.group) & bit != 0;
+        let active = bank.active & bit != 0;
+        let pending = bank.pending() & bank.enabled & bit != 0 && group_ok && !active;
         let mut source = 0;
         let mut took_latch = false;
-        let mut eoi_maintenance = !hw && level && intid >= 16;
-        if v2_sgi {
-            if active {
-                source = self.sgi_active_src[vcpu][i];
-            } else if pending {
-                source = self.sgi_src[vcpu][i].trailing_zeros() as u8;
-                self.sgi_src[vcpu][i] &= !(1 << source);
-                self.sync_sgi_latch(vcpu, i);
-                took_latch = true;
-            }
-            // More sources waiting: come back when this one is done.
-            eoi_maintenance = self.sgi_src[vcpu][i] != 0;
+        if active {
+            source = self.sgi_active_src[vcpu][i];
         } else if pending {
-            let bank = self.bank_mut(vcpu, word);
-            took_latch = bank.latch & bit != 0;
-            bank.latch &= !bit;
+            source = self.sgi_src[vcpu][i].trailing_zeros() as u8;
+            self.sgi_src[vcpu][i] &= !(1 << source);
+            self.sync_sgi_latch(vcpu, i);
+            took_latch = true;
         }
-        let bank = self.bank_mut(vcpu, word);
+        // More sources waiting: come back when this one is done.
+        let eoi_maintenance = self.sgi_src[vcpu][i] != 0;
+        let bank = &mut self.private[vcpu];
         bank.active &= !bit;
         bank.in_lr |= bit;
         if pending {
@@ -459,7 +569,7 @@ impl Vgic {
         bank.cancel_active &= !bit;
         let lr = ListRegister {
             vintid: intid,
-            pintid: hw.then_some(u32::from(bank.pintid[i])),
+            pintid: None,
             priority: bank.priority[i],
             state: LrState::from_flags(pending, active),
             group1: bank.group & bit != 0,
@@ -480,7 +590,11 @@ impl Vgic {
     /// candidate again: of `vcpu`, or of the vCPU an SPI now targets.
     fn unplace(&mut self, vcpu: usize, p: Placed, state: Option<LrState>) {
         self.merge_lr(vcpu, p, state);
-        let intid = u32::from(p.intid);
+        self.after_unplace(vcpu, u32::from(p.intid));
+    }
+
+    /// `intid` left `vcpu`'s LRs: it may be a candidate again.
+    fn after_unplace(&mut self, vcpu: usize, intid: u32) {
         self.push_fresh(vcpu, intid);
         if intid >= PRIVATE_IRQS {
             let t = self.spi_target[(intid - PRIVATE_IRQS) as usize];
@@ -539,6 +653,15 @@ impl Vgic {
             self.spi_owner[(word - 1) * 32 + i] = vcpu as u8;
         }
     }
+}
+
+/// The Group enable bits of `GICD_CTLR` (`ctlr`) applied to a bank's
+/// groups: the interrupts whose group the distributor forwards.
+#[inline(always)]
+pub(crate) fn groups_on(ctlr: u32, group: u32) -> u32 {
+    let g1 = if ctlr & 2 != 0 { group } else { 0 };
+    let g0 = if ctlr & 1 != 0 { !group } else { 0 };
+    g1 | g0
 }
 
 /// The first `cap` list-register slots.

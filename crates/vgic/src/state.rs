@@ -28,7 +28,7 @@ pub(crate) const NO_VCPU: u8 = u8::MAX;
 pub(crate) const AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 /// The SGIs of a bank.
 pub(crate) const SGI_BITS: u32 = 0xffff;
-/// How many fresh INTIDs a vCPU tracks before it falls back to a full
+/// How many fresh SPIs a vCPU tracks before it falls back to a full
 /// refill.
 pub(crate) const FRESH: usize = 8;
 
@@ -194,8 +194,12 @@ pub struct Vgic {
     /// they hold is what a full refill would place, except interrupts
     /// named in `fresh[v]` that may have become candidates since.
     pub(crate) exact: u8,
-    /// Per vCPU, the INTIDs that may have become candidates since its last
-    /// refill (meaningful only while the vCPU is in `exact`).
+    /// Per vCPU, its SGIs and PPIs that may have become candidates since
+    /// its last refill (bit `i`: INTID `i`; meaningful only while the
+    /// vCPU is in `exact`).
+    pub(crate) fresh_private: [u32; MAX_VCPUS],
+    /// Per vCPU, the SPIs that may have become candidates since its last
+    /// refill (likewise).
     pub(crate) fresh: [[u16; FRESH]; MAX_VCPUS],
     /// How many of `fresh[v]` are set.
     pub(crate) fresh_len: [u8; MAX_VCPUS],
@@ -265,6 +269,7 @@ impl Vgic {
             placed: [[Placed::default(); MAX_LRS]; MAX_VCPUS],
             lr_mask: [0; MAX_VCPUS],
             exact: 0,
+            fresh_private: [0; MAX_VCPUS],
             fresh: [[0; FRESH]; MAX_VCPUS],
             fresh_len: [0; MAX_VCPUS],
             kicks: 0,
@@ -489,7 +494,13 @@ impl Vgic {
     /// Notes that `intid` may have become a candidate of `vcpu`: added to
     /// its fresh list if it is exact (when the list is full, it no longer
     /// is).
+    #[inline]
     pub(crate) fn push_fresh(&mut self, vcpu: usize, intid: u32) {
+        if intid < PRIVATE_IRQS {
+            // Harmless while not exact: a full refill clears it.
+            self.fresh_private[vcpu] |= 1 << intid;
+            return;
+        }
         if self.exact & (1 << vcpu) == 0 {
             return;
         }
@@ -567,9 +578,7 @@ impl Vgic {
     /// The Group enable bits of `GICD_CTLR` applied to a bank's groups: the
     /// interrupts whose group the distributor forwards.
     pub(crate) fn group_enabled(&self, group: u32) -> u32 {
-        let g1 = if self.ctlr & 2 != 0 { group } else { 0 };
-        let g0 = if self.ctlr & 1 != 0 { !group } else { 0 };
-        g1 | g0
+        crate::fill::groups_on(self.ctlr, group)
     }
 
     /// Recomputes SPI `spi`'s target vCPU from its routing: v3 `IROUTER`

@@ -125,11 +125,19 @@ fn check_invariants(g: &Vgic) {
     // An exact vCPU's LRs miss no candidate but the fresh ones.
     for v in 0..g.nr_vcpus {
         if g.exact & (1 << v) != 0 {
+            for pmr in [0xff, 0x80, 0x10] {
+                assert_eq!(
+                    g.has_pending(v, pmr),
+                    g.has_pending_scan(v, pmr),
+                    "vCPU {v}: the wake-up check from the fresh list"
+                );
+            }
             let fresh = &g.fresh[v][..usize::from(g.fresh_len[v])];
+            let private = g.fresh_private[v];
             g.for_each_candidate(v, |key| {
                 let intid = (key & 0xffff) as u16;
                 assert!(
-                    fresh.contains(&intid),
+                    fresh.contains(&intid) || (intid < 32 && private & (1 << intid) != 0),
                     "vCPU {v} is exact but candidate {intid} is not fresh ({fresh:?})"
                 );
             });
