@@ -239,7 +239,7 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
         // Fold, acknowledge, forward and refill under one VM lock hold.
         kind::IRQ | kind::FIQ | kind::ASYNC32 => match irq::guest_irq(cpu, me) {
             irq::GuestIrq::Done => return,
-            irq::GuestIrq::Resume => Flow::Resume,
+            irq::GuestIrq::Resume | irq::GuestIrq::Wait => Flow::Resume,
             irq::GuestIrq::Yield => Flow::Yield,
         },
         kind::SERROR => {
@@ -265,7 +265,9 @@ pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
             if sched::is_shared(cpu) {
                 sched::block(cpu);
             }
-            irq::wait_for_interrupt(cpu, me);
+            if irq::wait_for_interrupt(cpu, me) {
+                return;
+            }
         }
     }
     // Powered off, or the VM is being reset or stopped: give the CPU up

@@ -666,6 +666,8 @@ pub enum GuestIrq {
     Resume,
     /// The preemption timer fired: give the CPU to the next vCPU.
     Yield,
+    /// (Waiting in `WFI` only.) Nothing the vCPU would take: keep waiting.
+    Wait,
 }
 
 /// A physical interrupt exit of `me`, the vCPU running on CPU `cpu` (the
@@ -675,20 +677,31 @@ pub enum GuestIrq {
 /// console input, and refills. Interrupts for other VMs are forwarded
 /// after the lock is released.
 pub fn guest_irq(cpu: usize, me: VcpuRef) -> GuestIrq {
-    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
-    // The timers' interrupts belong to the loaded vCPU, which is the
-    // running one while a guest runs; anything else takes the general way.
     if percpu::loaded(cpu) != Some(me) {
-        system::with_vm(id, |vm| fold_on(vm, v, cpu));
+        // The timers' interrupts belong to the loaded vCPU, which is the
+        // running one while a guest runs; anything else takes the general
+        // way.
+        let v = usize::from(me.vcpu);
+        system::with_vm(me.vm.into(), |vm| fold_on(vm, v, cpu));
         return if service(cpu) {
             GuestIrq::Yield
         } else {
             GuestIrq::Resume
         };
     }
+    interrupts_arrived::<false>(cpu, me)
+}
+
+/// [`guest_irq`] for `me`, loaded on `cpu`; `WAITING`: `me` waits in
+/// `WFI` with its list registers parked, and is refilled only if it has an
+/// interrupt it would take ([`GuestIrq::Wait`] otherwise; the preemption
+/// timer does not matter, the CPU is not shared).
+fn interrupts_arrived<const WAITING: bool>(cpu: usize, me: VcpuRef) -> GuestIrq {
+    let waiting = WAITING;
+    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
     let mut acks = Acks::default();
-    let done = system::with_vm(id, |vm| {
-        let done = with_cpu(cpu, |irqs| {
+    let outcome = system::with_vm(id, |vm| {
+        let simple = with_cpu(cpu, |irqs| {
             if irqs.in_use() != 0 {
                 irqs.fold(vm, v);
             }
@@ -704,36 +717,54 @@ pub fn guest_irq(cpu: usize, me: VcpuRef) -> GuestIrq {
             // in the same hold of the interrupt state.
             let simple = acks.passthrough_count == 0
                 && !acks.console
-                && !acks.preempt
+                && (waiting || !acks.preempt)
                 && !console::has_input(id)
                 && !vm.must_park(v);
-            if simple {
-                irqs.refill_if_changed(vm, v);
+            if !simple {
+                return None;
             }
-            simple
+            if waiting
+                && !vm
+                    .vgic
+                    .has_pending(v, irqs.gic.vmcr_priority_mask(irqs.gic.vmcr()))
+            {
+                return Some(GuestIrq::Wait);
+            }
+            irqs.refill_if_changed(vm, v);
+            Some(GuestIrq::Done)
         });
         count_interrupts(Some(me), &acks);
-        if done {
+        if let Some(outcome) = simple {
             send_kicks(vm, cpu);
-            return true;
+            return outcome;
         }
         forward_passthrough(vm, cpu, &mut acks, true);
         if acks.console && console::focused() == id {
             sample_lines(vm);
             acks.console = false;
         }
-        let done = !acks.preempt && !vm.must_park(v);
-        if done {
-            fill_on(vm, v, cpu);
+        if waiting {
+            if console::has_input(vm.id) {
+                sample_lines(vm);
+            }
+            send_kicks(vm, cpu);
+            let park = vm.must_park(v);
+            if !park && !vm.vgic.has_pending(v, live_guest_pmr()) {
+                return GuestIrq::Wait;
+            }
+            if park {
+                return GuestIrq::Resume;
+            }
+        } else if acks.preempt {
+            return GuestIrq::Yield;
+        } else if vm.must_park(v) {
+            return GuestIrq::Resume;
         }
-        done
+        fill_on(vm, v, cpu);
+        GuestIrq::Done
     });
     forward_elsewhere(cpu, &mut acks);
-    match (acks.preempt, done) {
-        (true, _) => GuestIrq::Yield,
-        (false, true) => GuestIrq::Done,
-        (false, false) => GuestIrq::Resume,
-    }
+    outcome
 }
 
 /// Forwards the acknowledged passthrough SPIs that belong to `vm` (all of
@@ -793,15 +824,40 @@ fn forward_elsewhere(cpu: usize, acks: &mut Acks) {
     }
 }
 
-/// A guest `WFI` by vCPU `me`, alone on CPU `cpu`: idles the CPU until
-/// `me` has an interrupt it would take (or must park), forwarding physical
-/// interrupts as they come. No VM lock is held while idling.
-pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) {
+/// A guest `WFI` by vCPU `me`, alone on CPU `cpu`, its list registers
+/// parked: idles the CPU until `me` has an interrupt it would take (or
+/// must park), forwarding physical interrupts as they come. True when it
+/// also refilled the list registers (the guest may run at once: the
+/// interrupt that woke it was handled as by [`guest_irq`]). No VM lock is
+/// held while idling.
+pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
     let v = usize::from(me.vcpu);
+    let wake = system::with_vm(me.vm.into(), |vm| {
+        // As in `fill_on`: lines move only with device accesses and
+        // console input.
+        if console::has_input(vm.id) {
+            sample_lines(vm);
+        }
+        send_kicks(vm, cpu);
+        vm.vgic.has_pending(v, live_guest_pmr()) || vm.must_park(v)
+    });
+    if wake {
+        return false;
+    }
+    let loaded = percpu::loaded(cpu) == Some(me);
     loop {
+        // Interrupts stay masked at EL2: WFI still wakes on a pending one,
+        // which is then acknowledged.
+        barrier::wfi();
+        if loaded {
+            match interrupts_arrived::<true>(cpu, me) {
+                GuestIrq::Wait => continue,
+                GuestIrq::Done => return true,
+                GuestIrq::Resume | GuestIrq::Yield => return false,
+            }
+        }
+        service(cpu);
         let wake = system::with_vm(me.vm.into(), |vm| {
-            // As in `fill_on`: lines move only with device accesses and
-            // console input.
             if console::has_input(vm.id) {
                 sample_lines(vm);
             }
@@ -809,12 +865,8 @@ pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) {
             vm.vgic.has_pending(v, live_guest_pmr()) || vm.must_park(v)
         });
         if wake {
-            return;
+            return false;
         }
-        // Interrupts stay masked at EL2: WFI still wakes on a pending one,
-        // which `service` then acknowledges.
-        barrier::wfi();
-        service(cpu);
     }
 }
 

@@ -27,6 +27,20 @@
 //! physical interrupt), or handed to [`Vgic::take_hw_release`] when the
 //! guest cleared it by register writes.
 //!
+//! # Incremental refill
+//! A vCPU is *exact* when its LRs hold what a full refill would place,
+//! except interrupts named in its *fresh* set (`fresh_private`, `fresh`)
+//! that may have become candidates since. A raise of an interrupt in no LR
+//! and not active only makes it fresh for its target; any other change
+//! that could alter an LR's content makes every vCPU inexact
+//! ([`Vgic::touch`]); an unplaced interrupt is fresh again for its vCPU
+//! (and an SPI for its target). [`Vgic::refill`] then writes nothing,
+//! places the fresh candidates into free LRs, or refills in full (which
+//! makes the vCPU exact when every candidate fits). [`Vgic::fold_lr`] folds
+//! one LR: a completed or cancelled one goes back to the model, an
+//! acknowledged one stays with its state recorded. The property tests
+//! compare every incremental refill with a full one (ADR 0009).
+//!
 //! # Choice
 //! Candidates for vCPU `v`: its SGIs/PPIs and the SPIs targeting it that
 //! are pending, enabled and in a Group the distributor enables, plus
@@ -364,22 +378,20 @@ impl Vgic {
         if self.exact & (1 << vcpu) == 0 {
             return self.has_pending_scan(vcpu, pmr);
         }
-        let signalled = |intid: u32| {
-            let (word, i) = ((intid / 32) as usize, (intid % 32) as usize);
-            self.signalled(vcpu, word) & (1 << i) != 0 && self.bank(vcpu, word).priority[i] < pmr
-        };
-        let mut private = self.fresh_private[vcpu];
-        while private != 0 {
-            let intid = private.trailing_zeros();
-            private &= private - 1;
-            if signalled(intid) {
+        let private = self.fresh_private[vcpu] & self.signalled(vcpu, 0);
+        for i in BitIter(private) {
+            if self.private[vcpu].priority[i] < pmr {
                 return true;
             }
         }
-        let n = usize::from(self.fresh_len[vcpu]);
-        self.fresh[vcpu][..n]
-            .iter()
-            .any(|&intid| signalled(u32::from(intid)))
+        for k in 0..usize::from(self.fresh_len[vcpu]) {
+            let intid = usize::from(self.fresh[vcpu][k]);
+            let (word, i) = (intid / 32, intid % 32);
+            if self.signalled(vcpu, word) & (1 << i) != 0 && self.spis[word - 1].priority[i] < pmr {
+                return true;
+            }
+        }
+        false
     }
 
     /// [`Vgic::has_pending`] by looking at every bank.

@@ -473,6 +473,7 @@ impl Vgic {
     /// it may now be a candidate of the vCPU it targets: that vCPU's
     /// fresh list says so. Otherwise it changes what an LR should hold:
     /// [`Vgic::touch`].
+    #[inline]
     pub(crate) fn note_raise(&mut self, vcpu: usize, word: usize, bit: u32) {
         self.generation += 1;
         let bank = self.bank(vcpu, word);
@@ -480,15 +481,16 @@ impl Vgic {
             self.exact = 0;
             return;
         }
+        if word == 0 {
+            // An SGI or PPI: fresh for its own vCPU.
+            self.fresh_private[vcpu] |= bit;
+            return;
+        }
         let intid = (word * 32) as u32 + bit.trailing_zeros();
-        let target = match word {
-            0 => vcpu,
-            _ => match self.spi_target[intid as usize - PRIVATE_IRQS as usize] {
-                NO_VCPU => return,
-                t => usize::from(t),
-            },
-        };
-        self.push_fresh(target, intid);
+        match self.spi_target[intid as usize - PRIVATE_IRQS as usize] {
+            NO_VCPU => {}
+            t => self.push_fresh(usize::from(t), intid),
+        }
     }
 
     /// Notes that `intid` may have become a candidate of `vcpu`: added to
