@@ -763,7 +763,9 @@ fn interrupts_arrived<const WAITING: bool>(cpu: usize, me: VcpuRef) -> GuestIrq 
         fill_on(vm, v, cpu);
         GuestIrq::Done
     });
-    forward_elsewhere(cpu, &mut acks);
+    if acks.passthrough_count != 0 || acks.console {
+        forward_elsewhere(cpu, &mut acks);
+    }
     outcome
 }
 
@@ -796,6 +798,7 @@ fn forward_passthrough(vm: &mut Vm, cpu: usize, acks: &mut Acks, only_this: bool
 
 /// What [`guest_irq`] left for VMs other than the running one: their
 /// passthrough SPIs, console input for the focused VM.
+#[inline(never)]
 fn forward_elsewhere(cpu: usize, acks: &mut Acks) {
     for k in 0..acks.passthrough_count {
         let Some(irq) = acks.passthrough[k] else {
