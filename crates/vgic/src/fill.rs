@@ -304,13 +304,16 @@ impl Vgic {
         let (word, bit) = ((intid / 32) as usize, 1u32 << (intid % 32));
         let bank = self.bank_mut(vcpu, word);
         let cancelled = (bank.cancel_pending | bank.cancel_active) & bit != 0;
-        if state == LrState::Invalid && !cancelled {
+        // A HW forward that arrived while the interrupt sat in an LR
+        // without HW: the general merge keeps it.
+        let late_hw = !p.hw && bank.hw & bit != 0;
+        if state == LrState::Invalid && !cancelled && !late_hw {
             // Completed (the common case, what `merge_lr` does for it):
             // neither pending nor active, a HW link ends. A level input
             // still high, or a v2 SGI's next source, makes it a candidate
             // again.
             let completed =
-                (bank.hw & bit != 0).then_some(u32::from(bank.pintid[(intid % 32) as usize]));
+                p.hw.then_some(u32::from(bank.pintid[(intid % 32) as usize]));
             bank.in_lr &= !bit;
             bank.lr_pending &= !bit;
             bank.lr_active &= !bit;
@@ -321,14 +324,13 @@ impl Vgic {
             return LrFold::Freed { completed };
         }
         let bank = self.bank(vcpu, word);
-        if cancelled {
-            let hw = bank.hw & bit != 0;
+        if state == LrState::Invalid || cancelled {
             let pintid = u32::from(bank.pintid[(intid % 32) as usize]);
             self.generation += 1;
             self.lr_mask[vcpu] &= !(1 << slot);
             self.unplace(vcpu, p, Some(state));
             return LrFold::Freed {
-                completed: (hw && state == LrState::Invalid).then_some(pintid),
+                completed: (p.hw && state == LrState::Invalid).then_some(pintid),
             };
         }
         let was_pending = bank.lr_pending & bit != 0;
@@ -542,6 +544,7 @@ impl Vgic {
             intid: intid as u16,
             source: 0,
             took_latch,
+            hw,
         };
         self.lr_mask[vcpu] |= 1 << slot;
         lr
@@ -592,6 +595,7 @@ impl Vgic {
             intid: intid as u16,
             source,
             took_latch,
+            hw: false,
         };
         self.lr_mask[vcpu] |= 1 << slot;
         lr
@@ -645,8 +649,15 @@ impl Vgic {
         }
         if bank.hw & bit != 0 {
             if state == LrState::Invalid {
-                // The guest deactivated it, and with it the physical one.
-                bank.hw &= !bit;
+                if p.hw {
+                    // The guest deactivated it, and with it the physical one.
+                    bank.hw &= !bit;
+                } else {
+                    // Forwarded while the guest handled an instance without
+                    // HW: the forward stays pending (or, if the guest
+                    // cleared it meanwhile, is released).
+                    bank.settle_hw();
+                }
             } else if !pending && !active {
                 bank.hw &= !bit;
                 bank.release |= bit;

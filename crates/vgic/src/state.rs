@@ -121,6 +121,8 @@ pub(crate) struct Placed {
     pub source: u8,
     /// The pending latch was moved into the LR.
     pub took_latch: bool,
+    /// Placed hardware-linked (the LR has `HW = 1`).
+    pub hw: bool,
 }
 
 /// A set of vCPUs (bit `i` = vCPU `i`).

@@ -605,3 +605,39 @@ fn acknowledged_level_with_line_high_refills_in_full() {
         check_invariants(&g);
     }
 }
+
+/// A HW forward that arrives while the same INTID sits in an LR without
+/// HW (the guest made it pending by `ISPENDR`): the LR's completion does
+/// not end the HW link; the forward is delivered after it, HW-linked.
+#[test]
+fn hw_forward_while_in_a_software_lr_survives_its_completion() {
+    for mut g in [v3(1), v2(1)] {
+        enable_groups(&mut g);
+        enable_spi(&mut g, 40, 0x80);
+        make_edge(&mut g, 40);
+        let mut l = lrs();
+        g.refill(0, &mut l);
+        g.set_pending(40, 0).unwrap();
+        assert_eq!(g.refill(0, &mut l).write, 1);
+        assert_eq!(l[0].pintid, None);
+        assert_eq!(g.set_hw_pending(0, 40, 40), Ok(true));
+        assert_eq!(
+            g.fold_lr(0, 0, LrState::Invalid),
+            LrFold::Freed { completed: None }
+        );
+        let r = g.refill(0, &mut l);
+        assert_eq!(r.write & 1, 1);
+        assert_eq!(
+            (l[0].vintid, l[0].pintid, l[0].state),
+            (40, Some(40), LrState::Pending)
+        );
+        assert_eq!(
+            g.fold_lr(0, 0, LrState::Invalid),
+            LrFold::Freed {
+                completed: Some(40)
+            }
+        );
+        assert_eq!(g.take_hw_release(), None);
+        check_invariants(&g);
+    }
+}
