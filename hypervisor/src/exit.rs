@@ -366,16 +366,12 @@ fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
                 Some((action, false)) => apply_action(action, cpu, me),
             }
         }
-        kind::IRQ | kind::FIQ | kind::ASYNC32 => {
-            // The list registers are a cache of the virtual GIC: fold them
-            // back before anything looks at the model.
-            system::with_vm(id, |vm| irq::fold_on(vm, v, cpu));
-            if irq::service(cpu) {
-                Flow::Yield
-            } else {
-                Flow::Resume
-            }
-        }
+        // Fold, acknowledge, forward and refill under one VM lock hold.
+        kind::IRQ | kind::FIQ | kind::ASYNC32 => match irq::guest_irq(cpu, me) {
+            irq::GuestIrq::Done => return,
+            irq::GuestIrq::Resume | irq::GuestIrq::Wait => Flow::Resume,
+            irq::GuestIrq::Yield => Flow::Yield,
+        },
         kind::SERROR => {
             telemetry::count(id, v, Reason::SError, 0);
             system::with_vm(id, |vm| irq::fold_on(vm, v, cpu));
@@ -387,20 +383,28 @@ fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
         Flow::Resume => {}
         Flow::Yield => {
             if sched::is_shared(cpu) {
+                // The list registers go back to the model before another
+                // vCPU may use them.
+                system::with_vm(id, |vm| irq::park_lrs(vm, v, cpu));
                 sched::schedule(cpu);
             }
         }
         Flow::Block => {
+            // The wake-up check reads the model alone.
+            system::with_vm(id, |vm| irq::park_lrs(vm, v, cpu));
             if sched::is_shared(cpu) {
                 sched::block(cpu);
             }
-            irq::wait_for_interrupt(cpu, me);
+            if irq::wait_for_interrupt(cpu, me) {
+                return;
+            }
         }
     }
     // Powered off, or the VM is being reset or stopped: give the CPU up
     // instead of returning to the guest.
     let park = system::with_vm(id, |vm| {
         if vm.must_park(v) {
+            irq::park_lrs(vm, v, cpu);
             return true;
         }
         irq::fill_on(vm, v, cpu);

@@ -8,10 +8,18 @@
 //! injected with the list register's HW bit, so the guest's own deactivation
 //! deactivates the physical interrupt.
 //!
-//! The list registers are a cache of the model: on every exit the ones in use
-//! are folded back into [`stratum_vgic::Vgic`], before every entry they are
-//! refilled from it (highest priority first; an underflow maintenance
-//! interrupt asks for a refill when more are pending than fit).
+//! The list registers are a cache of the model, kept incrementally (ADR
+//! 0009): on every exit only the LRs whose content changed since EL2 wrote
+//! them (empty ones from `ELRSR`, the others by comparing with what was
+//! written) are folded back into [`stratum_vgic::Vgic`]; before every entry
+//! the model's [`stratum_vgic::Vgic::refill`] says which LRs to write —
+//! none when nothing changed, the new interrupts into free LRs, or a full
+//! refill (highest priority first; an underflow maintenance interrupt asks
+//! for a refill when more are pending than fit). When a vCPU leaves its CPU
+//! every LR goes back to the model ([`park_lrs`]).
+//!
+//! A physical interrupt that arrives while a guest runs is handled in one
+//! hold of the VM's lock ([`guest_irq`]): fold, acknowledge, forward, refill.
 //!
 //! State is per physical CPU. When the model changes what a vCPU on another
 //! CPU should see (an SGI, an SPI, a doorbell), that CPU is kicked with a
@@ -21,7 +29,7 @@
 //! EL2 physical timer ([`PREEMPT_INTID`]) ends time slices and wakes an idle
 //! CPU at a saved timer's deadline.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
@@ -29,7 +37,7 @@ use stratum_core::lifecycle::CpuSet;
 use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::sched::VcpuRef;
 use stratum_core::stats::Reason;
-use stratum_vgic::{ListRegister, LrState};
+use stratum_vgic::{ListRegister, LrFold, LrState};
 
 use crate::sync::SpinLock;
 use crate::vcpu::VcpuContext;
@@ -62,20 +70,25 @@ struct Irqs {
     console_intid: Option<u32>,
     /// The virtual interface's maintenance interrupt.
     maintenance_intid: u32,
-    /// The list registers are all invalid, the maintenance request off, and
-    /// the last fill for this vCPU (VM, vCPU) found nothing to place with
-    /// its VM's vGIC at this generation: until the generation moves, a fill
-    /// for the same vCPU has nothing to do.
-    clean: Option<(usize, usize, u64)>,
+    /// What EL2 last wrote to each list register (raw): an LR that still
+    /// reads the same was not touched by the guest.
+    shadow: [u64; MAX_LRS],
+    /// Whether `ICH_HCR`/`GICH_HCR` has the underflow maintenance request
+    /// on.
+    underflow: bool,
 }
 
-/// How many list registers each CPU's last fill wrote (the ones to fold
-/// back). Only that CPU writes its own (through [`Irqs::set_used`]); the
-/// exit path reads it without the interrupt state's lock.
-static LRS_IN_USE: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// The list registers each CPU wrote valid and has not seen freed (bit
+/// `n`: LR `n`), which are the ones to fold. Only that CPU writes its own
+/// (through [`Irqs::set_in_use`]); the exit path reads it without the
+/// interrupt state's lock.
+static LRS_IN_USE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Most physical interrupts acknowledged per exit.
 const MAX_ACKS: usize = 16;
+/// Most passthrough SPIs acknowledged per exit (the next ones stay pending
+/// and are taken at the next exit).
+const MAX_PASSTHROUGH_ACKS: usize = 4;
 
 static IRQS: [SpinLock<Option<Irqs>>; MAX_CPUS] = [const { SpinLock::new(None) }; MAX_CPUS];
 /// How each CPU is named as an SGI target (set once at its bring-up).
@@ -198,7 +211,8 @@ pub fn init(
         lr_count,
         console_intid,
         maintenance_intid: maintenance,
-        clean: None,
+        shadow: [0; MAX_LRS],
+        underflow: false,
         cpu,
     });
     Ok(())
@@ -252,42 +266,143 @@ pub fn kick_cpus(set: CpuSet, cpu: usize) {
 }
 
 impl Irqs {
-    fn encode(&self, lr: &ListRegister) -> u64 {
+    /// The state field of a raw list register.
+    fn state_of(&self, raw: u64) -> LrState {
         match self.version {
-            GicVersion::V3 => lr.to_v3(),
-            GicVersion::V2 => u64::from(lr.to_v2()),
+            GicVersion::V3 => ListRegister::from_v3(raw).state,
+            GicVersion::V2 => ListRegister::from_v2(raw as u32).state,
         }
     }
 
-    fn decode(&self, raw: u64) -> ListRegister {
-        match self.version {
-            GicVersion::V3 => ListRegister::from_v3(raw),
-            GicVersion::V2 => ListRegister::from_v2(raw as u32),
-        }
-    }
-
-    /// List registers the last fill wrote.
-    fn used(&self) -> usize {
+    /// The list registers in use (see [`LRS_IN_USE`]).
+    fn in_use(&self) -> u64 {
         LRS_IN_USE[self.cpu].load(Ordering::Relaxed)
     }
 
-    /// Records how many list registers are in use.
-    fn set_used(&mut self, n: usize) {
-        LRS_IN_USE[self.cpu].store(n, Ordering::Relaxed);
+    /// Records the list registers in use.
+    fn set_in_use(&mut self, mask: u64) {
+        LRS_IN_USE[self.cpu].store(mask, Ordering::Relaxed);
     }
 
-    /// Invalidates the list registers in use and drops any maintenance
-    /// request (only after they were folded into the model).
-    fn clear_lrs(&mut self) {
-        for n in 0..self.used() {
-            self.gic.write_lr(n, 0);
+    /// Writes list register `n` (raw) and remembers what it wrote.
+    fn write_lr(&mut self, n: usize, raw: u64) {
+        self.gic.write_lr(n, raw);
+        self.shadow[n] = raw;
+    }
+
+    /// Sets the underflow maintenance request on or off, when it changes.
+    fn set_underflow(&mut self, on: bool) {
+        if self.underflow != on {
+            self.underflow = on;
+            self.gic.set_hcr(HcrFlags {
+                enable: true,
+                underflow: on,
+                ..HcrFlags::default()
+            });
         }
-        self.set_used(0);
-        self.clean = None;
-        self.gic.set_hcr(HcrFlags {
-            enable: true,
-            ..HcrFlags::default()
+    }
+
+    /// After an exit of vCPU `v`: folds the list registers whose content
+    /// the hardware can have changed since they were written — the ones
+    /// `ELRSR` reports empty without reading them, the others if they read
+    /// differently — into the model ([`stratum_vgic::Vgic::fold_lr`]). An
+    /// LR the model takes back is invalidated unless it is empty already.
+    fn fold(&mut self, vm: &mut Vm, v: usize) {
+        let in_use = self.in_use();
+        let empty = self.gic.elrsr() & in_use;
+        let mut left = in_use;
+        let mut mask = in_use;
+        while mask != 0 {
+            let n = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let bit = 1u64 << n;
+            let (state, raw) = if empty & bit != 0 {
+                (LrState::Invalid, 0)
+            } else {
+                let raw = self.gic.read_lr(n);
+                if raw == self.shadow[n] {
+                    continue;
+                }
+                (self.state_of(raw), raw)
+            };
+            match vm.vgic.fold_lr(v, n, state) {
+                LrFold::Kept => self.shadow[n] = raw,
+                LrFold::Freed { completed } => {
+                    left &= !bit;
+                    // The guest's deactivation should have reached the
+                    // physical interrupt through the HW bit; on GICv2 make
+                    // sure it did (QEMU's has been seen to leave the timer
+                    // PPI active), which has no effect when it already is
+                    // inactive.
+                    if let Some(pintid) = completed
+                        && self.version == GicVersion::V2
+                    {
+                        let _ = self.gic.clear_active(pintid);
+                    }
+                    // Still valid (the guest cancelled it through the
+                    // distributor), or invalid with an EOI maintenance
+                    // request pending: clear it.
+                    if empty & bit == 0 {
+                        self.write_lr(n, 0);
+                    }
+                }
+                LrFold::Unused => {
+                    left &= !bit;
+                    self.write_lr(n, 0);
+                }
+            }
+        }
+        if left != in_use {
+            self.set_in_use(left);
+        }
+    }
+
+    /// Before vCPU `v` runs: writes the list registers its VM's model
+    /// says changed ([`stratum_vgic::Vgic::refill`]), invalidates any LR
+    /// the model does not record (stale), and sets the underflow request.
+    fn refill(&mut self, vm: &mut Vm, v: usize) {
+        let version = self.version;
+        let r = vm.vgic.refill_with(v, self.lr_count, |n, lr| {
+            let raw = match version {
+                GicVersion::V3 => lr.to_v3(),
+                GicVersion::V2 => u64::from(lr.to_v2()),
+            };
+            self.write_lr(n, raw);
         });
+        if r.full {
+            release_hw(self, vm);
+        }
+        let want = vm.vgic.lr_slots(v);
+        let mut stale = self.in_use() & !want & !r.write;
+        while stale != 0 {
+            let n = stale.trailing_zeros() as usize;
+            stale &= stale - 1;
+            self.write_lr(n, 0);
+        }
+        self.set_in_use(want);
+        self.set_underflow(r.overflow);
+    }
+
+    /// [`Irqs::refill`] unless nothing changed for vCPU `v`.
+    fn refill_if_changed(&mut self, vm: &mut Vm, v: usize) {
+        if !vm.vgic.refill_is_empty(v) || self.in_use() != vm.vgic.lr_slots(v) {
+            self.refill(vm, v);
+        }
+    }
+
+    /// Vacates the list registers: every one in use goes back to the model
+    /// of vCPU `v` (folded first) and is invalidated.
+    fn park(&mut self, vm: &mut Vm, v: usize) {
+        self.fold(vm, v);
+        let mut in_use = self.in_use();
+        while in_use != 0 {
+            let n = in_use.trailing_zeros() as usize;
+            in_use &= in_use - 1;
+            self.write_lr(n, 0);
+        }
+        vm.vgic.fold_lrs(v, &[]);
+        self.set_in_use(0);
+        self.set_underflow(false);
     }
 
     /// The statistics class of physical interrupt `intid`.
@@ -307,8 +422,7 @@ impl Irqs {
     /// Acknowledges the pending physical interrupts (at most [`MAX_ACKS`]:
     /// a level interrupt whose source stays asserted must not keep EL2
     /// here), handles EL2's own at once and returns the ones to forward.
-    fn ack_all(&mut self) -> Acks {
-        let mut out = Acks::default();
+    fn ack_all(&mut self, out: &mut Acks) {
         for _ in 0..MAX_ACKS {
             let Some(irq) = self.gic.ack() else { break };
             self.gic.priority_drop(irq);
@@ -331,11 +445,11 @@ impl Irqs {
                 }
                 // The maintenance interrupt (underflow, or the guest EOIed a
                 // level interrupt) is level-sensitive: its condition lasts
-                // until the list registers change. They were folded into the
-                // model when this exit began, so clear them and the refill
-                // request; `fill` rebuilds them before the guest runs.
+                // until the list registers change. An EOIed LR was folded
+                // and cleared when this exit began (`fold`); the underflow
+                // request goes off until the refill asks again.
                 intid if intid == self.maintenance_intid => {
-                    self.clear_lrs();
+                    self.set_underflow(false);
                     self.gic.deactivate(irq);
                 }
                 // The slice ended (or an idle CPU's wake-up deadline came).
@@ -347,15 +461,17 @@ impl Irqs {
                 // A kick only needed the exit it caused: the refill follows.
                 KICK_SGI => self.gic.deactivate(irq),
                 // A passthrough SPI: forwarded hardware-linked to its VM.
-                intid if intid >= 32 && out.passthrough_count < MAX_ACKS => {
+                intid if intid >= 32 => {
                     out.passthrough[out.passthrough_count] = Some(irq);
                     out.passthrough_count += 1;
+                    if out.passthrough_count == MAX_PASSTHROUGH_ACKS {
+                        break;
+                    }
                 }
                 // Anything else is spurious for this version.
                 _ => self.gic.deactivate(irq),
             }
         }
-        out
     }
 }
 
@@ -370,7 +486,7 @@ struct Acks {
     /// The preemption timer fired.
     preempt: bool,
     /// SPIs to forward to the VMs they are passed through to.
-    passthrough: [Option<stratum_arch::gic::Acked>; MAX_ACKS],
+    passthrough: [Option<stratum_arch::gic::Acked>; MAX_PASSTHROUGH_ACKS],
     /// How many of `passthrough` are set.
     passthrough_count: usize,
     /// Interrupts acknowledged per statistics class, 8 bits each: class `c`
@@ -412,31 +528,25 @@ fn count_interrupts(loaded: Option<VcpuRef>, acks: &Acks) {
 }
 
 /// After an exit of vCPU `v` on CPU `cpu` (the caller's own): folds the
-/// list registers in use back into the model.
+/// list registers the guest changed back into the model ([`Irqs::fold`]).
 pub fn fold_on(vm: &mut Vm, v: usize, cpu: usize) {
     // No list register in use (the common case): nothing to fold, and no
     // need for the interrupt state's lock to find that out.
     if LRS_IN_USE[cpu].load(Ordering::Relaxed) == 0 {
         return;
     }
-    with_cpu(cpu, |irqs| {
-        let used = irqs.used();
-        let mut lrs = [ListRegister::default(); MAX_LRS];
-        for (n, lr) in lrs.iter_mut().enumerate().take(used) {
-            *lr = irqs.decode(irqs.gic.read_lr(n));
-        }
-        // A hardware-linked LR the guest finished (now invalid) means its
-        // physical twin must be inactive. The guest's deactivation should have
-        // reached the GIC through the HW bit; make sure it did (QEMU's GICv2
-        // has been seen to leave the timer PPI active), which has no effect
-        // when it already is inactive.
-        for lr in &lrs[..used] {
-            if let (Some(pintid), LrState::Invalid) = (lr.pintid, lr.state) {
-                let _ = irqs.gic.clear_active(pintid);
-            }
-        }
-        vm.vgic.fold_lrs(v, &lrs[..used]);
-    });
+    with_cpu(cpu, |irqs| irqs.fold(vm, v));
+}
+
+/// vCPU `v` leaves CPU `cpu` (the caller's own) or waits: every list
+/// register goes back to the model and is invalidated, so that the model
+/// alone says what is pending (a `WFI` wake-up) and the next vCPU finds
+/// them empty.
+pub fn park_lrs(vm: &mut Vm, v: usize, cpu: usize) {
+    if LRS_IN_USE[cpu].load(Ordering::Relaxed) == 0 && vm.vgic.lr_slots(v) == 0 {
+        return;
+    }
+    with_cpu(cpu, |irqs| irqs.park(vm, v));
 }
 
 /// Physical interrupts the guest let go of without deactivating them (it
@@ -448,10 +558,9 @@ fn release_hw(irqs: &mut Irqs, vm: &mut Vm) {
 }
 
 /// Before entering vCPU `v` on CPU `cpu` (the caller's own): hands over
-/// console input queued for the VM, kicks the CPUs of other vCPUs whose interrupts changed, and
-/// refills the list registers. Most exits change nothing in the vGIC: then,
-/// if the last fill for this vCPU placed nothing, the list registers stay
-/// as they are (all invalid) and nothing else is done.
+/// console input queued for the VM, kicks the CPUs of other vCPUs whose
+/// interrupts changed, and refills the list registers ([`Irqs::refill`]).
+/// Most exits change nothing for the vCPU: then nothing else is done.
 pub fn fill_on(vm: &mut Vm, v: usize, cpu: usize) {
     // Device lines move only through device accesses (the exit path
     // samples them when an access says so) and console input (sampled
@@ -460,29 +569,11 @@ pub fn fill_on(vm: &mut Vm, v: usize, cpu: usize) {
         sample_lines(vm);
     }
     send_kicks(vm, cpu);
-    let generation = vm.vgic.generation();
-    with_cpu(cpu, |irqs| {
-        let used = irqs.used();
-        if used == 0 && irqs.clean == Some((vm.id, v, generation)) {
-            return;
-        }
-        release_hw(irqs, vm);
-        let mut lrs = [ListRegister::default(); MAX_LRS];
-        let fill = vm.vgic.fill_lrs(v, &mut lrs[..irqs.lr_count]);
-        for (n, lr) in lrs.iter().enumerate().take(fill.used) {
-            irqs.gic.write_lr(n, irqs.encode(lr));
-        }
-        for n in fill.used..used {
-            irqs.gic.write_lr(n, 0);
-        }
-        irqs.set_used(fill.used);
-        irqs.gic.set_hcr(HcrFlags {
-            enable: true,
-            underflow: fill.overflow,
-            ..HcrFlags::default()
-        });
-        irqs.clean = (fill.used == 0).then_some((vm.id, v, vm.vgic.generation()));
-    });
+    if vm.vgic.refill_is_empty(v) && LRS_IN_USE[cpu].load(Ordering::Relaxed) == vm.vgic.lr_slots(v)
+    {
+        return;
+    }
+    with_cpu(cpu, |irqs| irqs.refill(vm, v));
 }
 
 /// Kicks the CPUs (other than `cpu`) of the VM's running vCPUs whose
@@ -506,7 +597,8 @@ pub fn send_kicks(vm: &mut Vm, cpu: usize) {
 /// console input to the VM that has the console. True when the preemption
 /// timer fired. Holds no VM lock on entry.
 pub fn service(cpu: usize) -> bool {
-    let acks = with_cpu(cpu, |irqs| irqs.ack_all());
+    let mut acks = Acks::default();
+    with_cpu(cpu, |irqs| irqs.ack_all(&mut acks));
     // The timers' interrupts are classes too: whenever there are some, the
     // loaded vCPU is looked up (once) for both counting and forwarding.
     let loaded = if acks.classes != 0 {
@@ -565,24 +657,219 @@ pub fn service(cpu: usize) -> bool {
     acks.preempt
 }
 
-/// A guest `WFI` by vCPU `me`, alone on CPU `cpu`: idles the CPU until
-/// `me` has an interrupt it would take (or must park), forwarding physical
-/// interrupts as they come. No VM lock is held while idling.
-pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) {
-    let v = usize::from(me.vcpu);
-    loop {
-        let wake = system::with_vm(me.vm.into(), |vm| {
+/// What is left to do after [`guest_irq`].
+pub enum GuestIrq {
+    /// Nothing: the list registers are refilled, the guest may run.
+    Done,
+    /// Return to the guest after the usual checks (the vCPU may have to
+    /// park; the list registers are not refilled yet).
+    Resume,
+    /// The preemption timer fired: give the CPU to the next vCPU.
+    Yield,
+    /// (Waiting in `WFI` only.) Nothing the vCPU would take: keep waiting.
+    Wait,
+}
+
+/// A physical interrupt exit of `me`, the vCPU running on CPU `cpu` (the
+/// caller's own): under one hold of its VM's lock, folds the list
+/// registers the guest changed, acknowledges the physical interrupts,
+/// forwards the timers' and this VM's passthrough SPIs (HW-linked) and
+/// console input, and refills. Interrupts for other VMs are forwarded
+/// after the lock is released.
+pub fn guest_irq(cpu: usize, me: VcpuRef) -> GuestIrq {
+    if percpu::loaded(cpu) != Some(me) {
+        // The timers' interrupts belong to the loaded vCPU, which is the
+        // running one while a guest runs; anything else takes the general
+        // way.
+        let v = usize::from(me.vcpu);
+        system::with_vm(me.vm.into(), |vm| fold_on(vm, v, cpu));
+        return if service(cpu) {
+            GuestIrq::Yield
+        } else {
+            GuestIrq::Resume
+        };
+    }
+    interrupts_arrived::<false>(cpu, me)
+}
+
+/// [`guest_irq`] for `me`, loaded on `cpu`; `WAITING`: `me` waits in
+/// `WFI` with its list registers parked, and is refilled only if it has an
+/// interrupt it would take ([`GuestIrq::Wait`] otherwise; the preemption
+/// timer does not matter, the CPU is not shared).
+fn interrupts_arrived<const WAITING: bool>(cpu: usize, me: VcpuRef) -> GuestIrq {
+    let waiting = WAITING;
+    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
+    let mut acks = Acks::default();
+    let outcome = system::with_vm(id, |vm| {
+        let simple = with_cpu(cpu, |irqs| {
+            if irqs.in_use() != 0 {
+                irqs.fold(vm, v);
+            }
+            irqs.ack_all(&mut acks);
+            for irq in acks.timers.iter().flatten() {
+                // Never refused for a PPI; if the model holds a previous
+                // forward still, that one's deactivation is the one that
+                // will reach the hardware.
+                let _ = vm.vgic.set_hw_pending(v, irq.intid(), irq.intid());
+            }
+            acks.timers = [None; 2];
+            // The common case (timers, kicks, maintenance): refill now,
+            // in the same hold of the interrupt state.
+            let simple = acks.passthrough_count == 0
+                && !acks.console
+                && (waiting || !acks.preempt)
+                && !console::has_input(id)
+                && !vm.must_park(v);
+            if !simple {
+                return None;
+            }
+            if waiting
+                && !vm
+                    .vgic
+                    .has_pending(v, irqs.gic.vmcr_priority_mask(irqs.gic.vmcr()))
+            {
+                return Some(GuestIrq::Wait);
+            }
+            irqs.refill_if_changed(vm, v);
+            Some(GuestIrq::Done)
+        });
+        count_interrupts(Some(me), &acks);
+        if let Some(outcome) = simple {
+            send_kicks(vm, cpu);
+            return outcome;
+        }
+        forward_passthrough(vm, cpu, &mut acks, true);
+        if acks.console && console::focused() == id {
             sample_lines(vm);
+            acks.console = false;
+        }
+        if waiting {
+            if console::has_input(vm.id) {
+                sample_lines(vm);
+            }
+            send_kicks(vm, cpu);
+            let park = vm.must_park(v);
+            if !park && !vm.vgic.has_pending(v, live_guest_pmr()) {
+                return GuestIrq::Wait;
+            }
+            if park {
+                return GuestIrq::Resume;
+            }
+        } else if acks.preempt {
+            return GuestIrq::Yield;
+        } else if vm.must_park(v) {
+            return GuestIrq::Resume;
+        }
+        fill_on(vm, v, cpu);
+        GuestIrq::Done
+    });
+    if acks.passthrough_count != 0 || acks.console {
+        forward_elsewhere(cpu, &mut acks);
+    }
+    outcome
+}
+
+/// Forwards the acknowledged passthrough SPIs that belong to `vm` (all of
+/// them with `only_this: false`, else only `vm`'s) and takes them off
+/// `acks`; one its VM cannot take is deactivated.
+fn forward_passthrough(vm: &mut Vm, cpu: usize, acks: &mut Acks, only_this: bool) {
+    for slot in acks.passthrough[..acks.passthrough_count].iter_mut() {
+        let Some(irq) = *slot else { continue };
+        let owner = route_of(irq.intid());
+        if only_this && owner != Some(vm.id) {
+            continue;
+        }
+        let forwarded = owner == Some(vm.id)
+            && !vm.must_park_vm()
+            && vm
+                .vgic
+                .set_hw_pending(0, irq.intid(), irq.intid())
+                .is_ok_and(|fresh| fresh);
+        send_kicks(vm, cpu);
+        if !forwarded {
+            // Not ours, its VM is not running, or a previous forward is in
+            // flight still: let it go rather than leave it active forever.
+            with_cpu(cpu, |irqs| irqs.gic.deactivate(irq));
+        }
+        // Counted already: forget it.
+        *slot = None;
+    }
+}
+
+/// What [`guest_irq`] left for VMs other than the running one: their
+/// passthrough SPIs, console input for the focused VM.
+#[inline(never)]
+fn forward_elsewhere(cpu: usize, acks: &mut Acks) {
+    for k in 0..acks.passthrough_count {
+        let Some(irq) = acks.passthrough[k] else {
+            continue;
+        };
+        let done = route_of(irq.intid()).and_then(|id| {
+            system::try_with_vm(id, |vm| {
+                let mut one = Acks {
+                    passthrough_count: 1,
+                    ..Acks::default()
+                };
+                one.passthrough[0] = Some(irq);
+                forward_passthrough(vm, cpu, &mut one, false);
+            })
+        });
+        if done.is_none() {
+            with_cpu(cpu, |irqs| irqs.gic.deactivate(irq));
+        }
+    }
+    if acks.console {
+        let focus = console::focused();
+        system::try_with_vm(focus, |vm| {
+            sample_lines(vm);
+            send_kicks(vm, cpu);
+        });
+    }
+}
+
+/// A guest `WFI` by vCPU `me`, alone on CPU `cpu`, its list registers
+/// parked: idles the CPU until `me` has an interrupt it would take (or
+/// must park), forwarding physical interrupts as they come. True when it
+/// also refilled the list registers (the guest may run at once: the
+/// interrupt that woke it was handled as by [`guest_irq`]). No VM lock is
+/// held while idling.
+pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
+    let v = usize::from(me.vcpu);
+    let wake = system::with_vm(me.vm.into(), |vm| {
+        // As in `fill_on`: lines move only with device accesses and
+        // console input.
+        if console::has_input(vm.id) {
+            sample_lines(vm);
+        }
+        send_kicks(vm, cpu);
+        vm.vgic.has_pending(v, live_guest_pmr()) || vm.must_park(v)
+    });
+    if wake {
+        return false;
+    }
+    let loaded = percpu::loaded(cpu) == Some(me);
+    loop {
+        // Interrupts stay masked at EL2: WFI still wakes on a pending one,
+        // which is then acknowledged.
+        barrier::wfi();
+        if loaded {
+            match interrupts_arrived::<true>(cpu, me) {
+                GuestIrq::Wait => continue,
+                GuestIrq::Done => return true,
+                GuestIrq::Resume | GuestIrq::Yield => return false,
+            }
+        }
+        service(cpu);
+        let wake = system::with_vm(me.vm.into(), |vm| {
+            if console::has_input(vm.id) {
+                sample_lines(vm);
+            }
             send_kicks(vm, cpu);
             vm.vgic.has_pending(v, live_guest_pmr()) || vm.must_park(v)
         });
         if wake {
-            return;
+            return false;
         }
-        // Interrupts stay masked at EL2: WFI still wakes on a pending one,
-        // which `service` then acknowledges.
-        barrier::wfi();
-        service(cpu);
     }
 }
 
@@ -667,10 +954,10 @@ pub fn reset_cpu() {
     disarm_preemption();
     with(|irqs| {
         for n in 0..irqs.lr_count {
-            irqs.gic.write_lr(n, 0);
+            irqs.write_lr(n, 0);
         }
-        irqs.set_used(0);
-        irqs.clean = None;
+        irqs.set_in_use(0);
+        irqs.set_underflow(false);
         irqs.gic.set_vmcr(0);
         irqs.gic.restore_aprs(&Default::default());
         for intid in [VTIMER_INTID, PTIMER_INTID] {

@@ -5,6 +5,8 @@ use crate::{AccessSize, GicVersion, Vgic, VgicError};
 
 /// Size of the distributor frame (64 KiB on both versions).
 const DIST_SIZE: u64 = 0x1_0000;
+/// GICv2 `GICD_SGIR`.
+const SGIR: u64 = 0xf00;
 
 impl Vgic {
     /// A guest read of the distributor register at `offset` (from the
@@ -33,7 +35,12 @@ impl Vgic {
     ) -> Result<(), VgicError> {
         self.check_dist(vcpu, offset)?;
         let value = value & size.mask();
-        self.generation += 1;
+        if self.version == GicVersion::V2 && offset == SGIR {
+            // An SGI only raises: `sgir_write` records it per target.
+            self.generation += 1;
+        } else {
+            self.touch();
+        }
         match self.version {
             GicVersion::V2 => self.dist_write_v2(vcpu, offset, size, value),
             GicVersion::V3 => self.dist_write_v3(vcpu, offset, size, value),

@@ -27,6 +27,20 @@
 //! physical interrupt), or handed to [`Vgic::take_hw_release`] when the
 //! guest cleared it by register writes.
 //!
+//! # Incremental refill
+//! A vCPU is *exact* when its LRs hold what a full refill would place,
+//! except interrupts named in its *fresh* set (`fresh_private`, `fresh`)
+//! that may have become candidates since. A raise of an interrupt in no LR
+//! and not active only makes it fresh for its target; any other change
+//! that could alter an LR's content makes every vCPU inexact
+//! ([`Vgic::touch`]); an unplaced interrupt is fresh again for its vCPU
+//! (and an SPI for its target). [`Vgic::refill`] then writes nothing,
+//! places the fresh candidates into free LRs, or refills in full (which
+//! makes the vCPU exact when every candidate fits). [`Vgic::fold_lr`] folds
+//! one LR: a completed or cancelled one goes back to the model, an
+//! acknowledged one stays with its state recorded. The property tests
+//! compare every incremental refill with a full one (ADR 0009).
+//!
 //! # Choice
 //! Candidates for vCPU `v`: its SGIs/PPIs and the SPIs targeting it that
 //! are pending, enabled and in a Group the distributor enables, plus
@@ -38,9 +52,9 @@
 //! never pending-and-active: the extra pending state waits in the model.
 
 use crate::lr::{ListRegister, LrState};
-use crate::regs::BitIter;
-use crate::state::Placed;
-use crate::{GicVersion, MAX_LRS, Vgic};
+use crate::regs::{BitIter, BitIter64};
+use crate::state::{NO_VCPU, Placed};
+use crate::{GicVersion, MAX_LRS, PRIVATE_IRQS, Vgic};
 
 /// The outcome of [`Vgic::fill_lrs`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,17 +66,169 @@ pub struct LrFill {
     pub overflow: bool,
 }
 
+/// The outcome of [`Vgic::refill`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LrRefill {
+    /// The list registers to write: bit `n` set, write `lrs[n]` (possibly
+    /// invalid) to LR `n`. The others keep what they hold.
+    pub write: u64,
+    /// Whether the refill was a full one (every candidate reconsidered).
+    pub full: bool,
+    /// More candidates than LRs: ask for an underflow maintenance
+    /// interrupt so they are placed once LRs free up.
+    pub overflow: bool,
+}
+
+/// What [`Vgic::fold_lr`] did with one list register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LrFold {
+    /// The LR still holds its interrupt, whose state the model now
+    /// records: leave it as it is.
+    Kept,
+    /// The interrupt went back to the model; the LR is free. `completed`
+    /// is the physical INTID of a hardware-linked interrupt the guest
+    /// completed (its deactivation reached the physical one, which the
+    /// hypervisor may check).
+    Freed {
+        /// See above.
+        completed: Option<u32>,
+    },
+    /// The model records nothing in this LR (it is stale: write it
+    /// invalid before it could be taken for a live one).
+    Unused,
+}
+
 impl Vgic {
     /// Fills `lrs` (as many as the hardware has) with `vcpu`'s interrupts
-    /// before it runs; see the module docs. Entries beyond `used` are set
+    /// before it runs, from scratch: everything in its LRs goes back to the
+    /// model first (as recorded), then the best candidates are placed in
+    /// LRs `0..used`; see the module docs. Entries beyond `used` are set
     /// invalid. An invalid `vcpu` gets all-invalid LRs.
     pub fn fill_lrs(&mut self, vcpu: usize, lrs: &mut [ListRegister]) -> LrFill {
         lrs.fill(ListRegister::INVALID);
         if vcpu >= self.nr_vcpus {
             return LrFill::default();
         }
-        self.fold_lrs(vcpu, &[]);
         let cap = lrs.len().min(MAX_LRS);
+        let (used, overflow) = self.full_fill(vcpu, cap, |n, lr| lrs[n] = lr);
+        LrFill { used, overflow }
+    }
+
+    /// The refill before `vcpu` runs again, given its LRs as the model
+    /// records them (fold every LR the hardware may have changed first,
+    /// [`Vgic::fold_lr`]): the shortest of
+    /// - nothing, when nothing changed for `vcpu` since its last refill;
+    /// - placing the interrupts that became candidates since into free
+    ///   LRs, when its LRs held every candidate then and the new ones fit
+    ///   (the LRs then hold every candidate, as a full refill's would);
+    /// - a full refill ([`Vgic::fill_lrs`], but as a list of writes)
+    ///   otherwise.
+    ///
+    /// `lrs` has as many entries as the hardware has LRs; only those named
+    /// in [`LrRefill::write`] are meaningful. An invalid `vcpu` gets no
+    /// writes.
+    pub fn refill(&mut self, vcpu: usize, lrs: &mut [ListRegister]) -> LrRefill {
+        let cap = lrs.len();
+        self.refill_with(vcpu, cap, |n, lr| lrs[n] = lr)
+    }
+
+    /// [`Vgic::refill`] for a CPU with `cap` list registers, handing each
+    /// LR to write to `emit` (its index and content) instead of filling an
+    /// array.
+    pub fn refill_with(
+        &mut self,
+        vcpu: usize,
+        cap: usize,
+        mut emit: impl FnMut(usize, ListRegister),
+    ) -> LrRefill {
+        if vcpu >= self.nr_vcpus {
+            return LrRefill::default();
+        }
+        let cap = cap.min(MAX_LRS);
+        if self.exact & (1 << vcpu) != 0 {
+            let private = self.fresh_private[vcpu];
+            let n = usize::from(self.fresh_len[vcpu]);
+            if private == 0 && n == 0 {
+                return LrRefill::default();
+            }
+            let mut free = !self.lr_mask[vcpu] & slots(cap);
+            let mut write = 0;
+            let mut fits = true;
+            let mut private = private;
+            while private != 0 {
+                let intid = private.trailing_zeros();
+                private &= private - 1;
+                if !self.place_fresh(vcpu, intid, &mut free, &mut write, &mut emit) {
+                    fits = false;
+                    break;
+                }
+            }
+            for k in 0..n {
+                if !fits {
+                    break;
+                }
+                let intid = u32::from(self.fresh[vcpu][k]);
+                fits = self.place_fresh(vcpu, intid, &mut free, &mut write, &mut emit);
+            }
+            if fits {
+                self.fresh_private[vcpu] = 0;
+                self.fresh_len[vcpu] = 0;
+                if write != 0 {
+                    self.generation += 1;
+                }
+                return LrRefill {
+                    write,
+                    full: false,
+                    overflow: false,
+                };
+            }
+        }
+        let old = self.lr_mask[vcpu];
+        let (_, overflow) = self.full_fill(vcpu, cap, &mut emit);
+        LrRefill {
+            write: old | self.lr_mask[vcpu],
+            full: true,
+            overflow,
+        }
+    }
+
+    /// Places fresh `intid` into the lowest of the `free` LRs (taking it
+    /// off `free`, adding it to `write`) if it is a candidate of `vcpu`;
+    /// false when it is one and no LR is free.
+    #[inline(always)]
+    fn place_fresh(
+        &mut self,
+        vcpu: usize,
+        intid: u32,
+        free: &mut u64,
+        write: &mut u64,
+        emit: &mut impl FnMut(usize, ListRegister),
+    ) -> bool {
+        if !self.is_candidate(vcpu, intid) {
+            return true;
+        }
+        if *free == 0 {
+            return false;
+        }
+        let slot = free.trailing_zeros() as usize;
+        *free &= *free - 1;
+        emit(slot, self.place(vcpu, intid, slot));
+        *write |= 1 << slot;
+        true
+    }
+
+    /// The full refill: folds `vcpu`'s LRs as recorded, places the best
+    /// candidates into LRs `0..` and invalidates the other LRs it held
+    /// (all through `emit`), and makes `vcpu` exact when all of them fit.
+    /// Returns how many were placed and whether some did not fit.
+    fn full_fill(
+        &mut self,
+        vcpu: usize,
+        cap: usize,
+        mut emit: impl FnMut(usize, ListRegister),
+    ) -> (usize, bool) {
+        let old = self.lr_mask[vcpu] & slots(cap);
+        self.fold_lrs(vcpu, &[]);
         // Keep only as many best keys as there are LRs (4 on QEMU, at most
         // 16 on GICv3): a small buffer is cheaper to clear on every entry.
         let mut small = [0u32; 16];
@@ -74,45 +240,129 @@ impl Vgic {
             &mut large[..cap]
         };
         let (kept, n) = self.candidates(vcpu, best);
-        for (lr, &key) in lrs.iter_mut().zip(best[..kept].iter()).take(cap) {
-            *lr = self.place(vcpu, key & 0xffff);
+        for (slot, &key) in best[..kept].iter().enumerate() {
+            emit(slot, self.place(vcpu, key & 0xffff, slot));
+        }
+        for n in BitIter64(old & !slots(kept)) {
+            emit(n, ListRegister::INVALID);
         }
         if kept > 0 {
             self.generation += 1;
         }
-        LrFill {
-            used: n.min(cap),
-            overflow: n > cap,
+        self.fresh_private[vcpu] = 0;
+        self.fresh_len[vcpu] = 0;
+        if n <= cap {
+            self.exact |= 1 << vcpu;
+        } else {
+            self.exact &= !(1 << vcpu);
         }
+        (n.min(cap), n > cap)
     }
 
-    /// Takes back `vcpu`'s LRs after an exit: `lrs[i]` must be what was
-    /// read from the LR that [`Vgic::fill_lrs`] filled as entry `i` (at
-    /// least the `used` first ones). An interrupt whose LR is missing keeps
-    /// the state it was placed with. Call on every exit, before emulating
-    /// anything, so the model is the truth again.
+    /// Takes back `vcpu`'s LRs after an exit: `lrs[n]` must be what was
+    /// read from LR `n` (at least up to the highest one in use). An
+    /// interrupt whose LR is missing keeps the state it was placed with.
+    /// Every LR is given back to the model, which is the truth again.
     pub fn fold_lrs(&mut self, vcpu: usize, lrs: &[ListRegister]) {
         if vcpu >= self.nr_vcpus {
             return;
         }
-        let n = self.placed_len[vcpu];
-        if n > 0 {
+        let mask = self.lr_mask[vcpu];
+        if mask != 0 {
             self.generation += 1;
         }
-        for k in 0..n {
-            let p = self.placed[vcpu][k];
+        for n in BitIter64(mask) {
+            let p = self.placed[vcpu][n];
             let intid = u32::from(p.intid);
-            let state = match lrs.get(k) {
+            let state = match lrs.get(n) {
                 Some(lr) if lr.vintid == intid => Some(lr.state),
-                _ => lrs
-                    .iter()
-                    .take(n)
+                _ => BitIter64(mask)
+                    .filter_map(|m| lrs.get(m))
                     .find(|lr| lr.vintid == intid)
                     .map(|lr| lr.state),
             };
             self.unplace(vcpu, p, state);
         }
-        self.placed_len[vcpu] = 0;
+        self.lr_mask[vcpu] = 0;
+    }
+
+    /// Folds LR `slot` of `vcpu` after an exit, given the state the
+    /// hardware shows for it (`Invalid` for an LR it reports empty). The
+    /// caller folds only LRs whose content changed since it wrote them:
+    /// an unchanged one holds what the model records already.
+    ///
+    /// A completed interrupt (or one whose state the guest cleared or
+    /// cancelled through the distributor meanwhile) goes back to the
+    /// model and frees the LR; one the guest acknowledged stays, with its
+    /// new state recorded.
+    pub fn fold_lr(&mut self, vcpu: usize, slot: usize, state: LrState) -> LrFold {
+        if vcpu >= self.nr_vcpus || slot >= MAX_LRS || self.lr_mask[vcpu] & (1 << slot) == 0 {
+            return LrFold::Unused;
+        }
+        let p = self.placed[vcpu][slot];
+        let intid = u32::from(p.intid);
+        let (word, bit) = ((intid / 32) as usize, 1u32 << (intid % 32));
+        let bank = self.bank_mut(vcpu, word);
+        let cancelled = (bank.cancel_pending | bank.cancel_active) & bit != 0;
+        // A HW forward that arrived while the interrupt sat in an LR
+        // without HW: the general merge keeps it.
+        let late_hw = !p.hw && bank.hw & bit != 0;
+        if state == LrState::Invalid && !cancelled && !late_hw {
+            // Completed (the common case, what `merge_lr` does for it):
+            // neither pending nor active, a HW link ends. A level input
+            // still high, or a v2 SGI's next source, makes it a candidate
+            // again.
+            let completed =
+                p.hw.then_some(u32::from(bank.pintid[(intid % 32) as usize]));
+            bank.in_lr &= !bit;
+            bank.lr_pending &= !bit;
+            bank.lr_active &= !bit;
+            bank.hw &= !bit;
+            self.generation += 1;
+            self.lr_mask[vcpu] &= !(1 << slot);
+            self.after_unplace(vcpu, intid);
+            return LrFold::Freed { completed };
+        }
+        let bank = self.bank(vcpu, word);
+        if state == LrState::Invalid || cancelled {
+            let pintid = u32::from(bank.pintid[(intid % 32) as usize]);
+            self.generation += 1;
+            self.lr_mask[vcpu] &= !(1 << slot);
+            self.unplace(vcpu, p, Some(state));
+            return LrFold::Freed {
+                completed: (p.hw && state == LrState::Invalid).then_some(pintid),
+            };
+        }
+        let was_pending = bank.lr_pending & bit != 0;
+        let was_active = bank.lr_active & bit != 0;
+        if (was_pending, was_active) == (state.is_pending(), state.is_active()) {
+            return LrFold::Kept;
+        }
+        self.generation += 1;
+        let bank = self.bank_mut(vcpu, word);
+        bank.lr_pending = (bank.lr_pending & !bit) | if state.is_pending() { bit } else { 0 };
+        bank.lr_active = (bank.lr_active & !bit) | if state.is_active() { bit } else { 0 };
+        // A level-sensitive interrupt acknowledged while its line is still
+        // high: a full refill would place it pending and active, this LR
+        // holds it active (with EOI maintenance, which re-samples the
+        // line). Both deliver the same, but they differ: refill in full.
+        let level_again = bank.hw & bit == 0 && bank.edge & bit == 0 && bank.pending() & bit != 0;
+        if state.is_active() && level_again {
+            self.exact &= !(1 << vcpu);
+        }
+        LrFold::Kept
+    }
+
+    /// Whether `intid` is one of `vcpu`'s candidates (see
+    /// [`Vgic::for_each_candidate`]).
+    fn is_candidate(&self, vcpu: usize, intid: u32) -> bool {
+        let (word, bit) = ((intid / 32) as usize, 1u32 << (intid % 32));
+        if self.signalled(vcpu, word) & bit != 0 {
+            return true;
+        }
+        let bank = self.bank(vcpu, word);
+        bank.active & !bank.in_lr & bit != 0
+            && (word == 0 || usize::from(self.spi_owner[intid as usize - 32]) == vcpu)
     }
 
     /// Whether `vcpu` has an interrupt its CPU interface would signal with
@@ -120,10 +370,34 @@ impl Vgic {
     /// priority higher (numerically lower) than `pmr`. To wake a vCPU
     /// waiting in WFI. (Plain loops: with `any` closures around the inlined
     /// [`Vgic::signalled`] the closure is called out of line.)
+    ///
+    /// For an exact vCPU only its fresh interrupts can be candidates, so
+    /// only they are looked at; otherwise every bank is.
     pub fn has_pending(&self, vcpu: usize, pmr: u8) -> bool {
         if vcpu >= self.nr_vcpus {
             return false;
         }
+        if self.exact & (1 << vcpu) == 0 {
+            return self.has_pending_scan(vcpu, pmr);
+        }
+        let private = self.fresh_private[vcpu] & self.signalled(vcpu, 0);
+        for i in BitIter(private) {
+            if self.private[vcpu].priority[i] < pmr {
+                return true;
+            }
+        }
+        for k in 0..usize::from(self.fresh_len[vcpu]) {
+            let intid = usize::from(self.fresh[vcpu][k]);
+            let (word, i) = (intid / 32, intid % 32);
+            if self.signalled(vcpu, word) & (1 << i) != 0 && self.spis[word - 1].priority[i] < pmr {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// [`Vgic::has_pending`] by looking at every bank.
+    pub(crate) fn has_pending_scan(&self, vcpu: usize, pmr: u8) -> bool {
         for word in 0..=self.spi_words() {
             let bank = self.bank(vcpu, word);
             for i in BitIter(self.signalled(vcpu, word)) {
@@ -146,7 +420,24 @@ impl Vgic {
 
     /// How many interrupts sit in `vcpu`'s LRs (filled, not yet folded).
     pub fn in_lr_count(&self, vcpu: usize) -> usize {
-        self.placed_len.get(vcpu).copied().unwrap_or(0)
+        self.lr_mask
+            .get(vcpu)
+            .map_or(0, |m| m.count_ones() as usize)
+    }
+
+    /// The list registers the model records as holding `vcpu`'s
+    /// interrupts (bit `n`: LR `n`).
+    pub fn lr_slots(&self, vcpu: usize) -> u64 {
+        self.lr_mask.get(vcpu).copied().unwrap_or(0)
+    }
+
+    /// Whether `vcpu` is exact with nothing fresh: its next
+    /// [`Vgic::refill`] writes nothing.
+    pub fn refill_is_empty(&self, vcpu: usize) -> bool {
+        vcpu < self.nr_vcpus
+            && self.exact & (1 << vcpu) != 0
+            && self.fresh_private[vcpu] == 0
+            && self.fresh_len[vcpu] == 0
     }
 
     /// Pending, deliverable, not active, not in an LR: signalled to `vcpu`.
@@ -214,38 +505,73 @@ impl Vgic {
         (kept, n)
     }
 
-    /// Moves `intid`'s state into a list register for `vcpu`.
-    fn place(&mut self, vcpu: usize, intid: u32) -> ListRegister {
+    /// Moves `intid`'s state into list register `slot` (free) of `vcpu`.
+    fn place(&mut self, vcpu: usize, intid: u32, slot: usize) -> ListRegister {
+        if self.version == GicVersion::V2 && intid < 16 {
+            return self.place_v2_sgi(vcpu, intid, slot);
+        }
         let (word, i) = ((intid / 32) as usize, (intid % 32) as usize);
         let bit = 1u32 << i;
-        let v2_sgi = self.version == GicVersion::V2 && intid < 16;
-        let group_ok = self.group_enabled(self.bank(vcpu, word).group) & bit != 0;
-        let bank = self.bank(vcpu, word);
+        let ctlr = self.ctlr;
+        let bank = self.bank_mut(vcpu, word);
+        let group_ok = groups_on(ctlr, bank.group) & bit != 0;
         let active = bank.active & bit != 0;
         let hw = bank.hw & bit != 0;
         let level = bank.edge & bit == 0;
-        let pending =
-            bank.pending() & bank.enabled & bit != 0 && group_ok && !(active && (hw || v2_sgi));
+        let pending = bank.pending() & bank.enabled & bit != 0 && group_ok && !(active && hw);
+        let took_latch = pending && bank.latch & bit != 0;
+        if pending {
+            bank.latch &= !bit;
+            bank.lr_pending |= bit;
+        }
+        if active {
+            bank.lr_active |= bit;
+        }
+        bank.active &= !bit;
+        bank.in_lr |= bit;
+        bank.cancel_pending &= !bit;
+        bank.cancel_active &= !bit;
+        let lr = ListRegister {
+            vintid: intid,
+            pintid: hw.then_some(u32::from(bank.pintid[i])),
+            priority: bank.priority[i],
+            state: LrState::from_flags(pending, active),
+            group1: bank.group & bit != 0,
+            eoi_maintenance: !hw && level && intid >= 16,
+            source_cpu: 0,
+        };
+        self.placed[vcpu][slot] = Placed {
+            intid: intid as u16,
+            source: 0,
+            took_latch,
+            hw,
+        };
+        self.lr_mask[vcpu] |= 1 << slot;
+        lr
+    }
+
+    /// [`Vgic::place`] for a GICv2 SGI: one source at a time (the LR's
+    /// CPUID), EOI maintenance while more sources wait.
+    fn place_v2_sgi(&mut self, vcpu: usize, intid: u32, slot: usize) -> ListRegister {
+        let i = intid as usize;
+        let bit = 1u32 << i;
+        let bank = &self.private[vcpu];
+        let group_ok = groups_on(self.ctlr, bank.group) & bit != 0;
+        let active = bank.active & bit != 0;
+        let pending = bank.pending() & bank.enabled & bit != 0 && group_ok && !active;
         let mut source = 0;
         let mut took_latch = false;
-        let mut eoi_maintenance = !hw && level && intid >= 16;
-        if v2_sgi {
-            if active {
-                source = self.sgi_active_src[vcpu][i];
-            } else if pending {
-                source = self.sgi_src[vcpu][i].trailing_zeros() as u8;
-                self.sgi_src[vcpu][i] &= !(1 << source);
-                self.sync_sgi_latch(vcpu, i);
-                took_latch = true;
-            }
-            // More sources waiting: come back when this one is done.
-            eoi_maintenance = self.sgi_src[vcpu][i] != 0;
+        if active {
+            source = self.sgi_active_src[vcpu][i];
         } else if pending {
-            let bank = self.bank_mut(vcpu, word);
-            took_latch = bank.latch & bit != 0;
-            bank.latch &= !bit;
+            source = self.sgi_src[vcpu][i].trailing_zeros() as u8;
+            self.sgi_src[vcpu][i] &= !(1 << source);
+            self.sync_sgi_latch(vcpu, i);
+            took_latch = true;
         }
-        let bank = self.bank_mut(vcpu, word);
+        // More sources waiting: come back when this one is done.
+        let eoi_maintenance = self.sgi_src[vcpu][i] != 0;
+        let bank = &mut self.private[vcpu];
         bank.active &= !bit;
         bank.in_lr |= bit;
         if pending {
@@ -258,26 +584,44 @@ impl Vgic {
         bank.cancel_active &= !bit;
         let lr = ListRegister {
             vintid: intid,
-            pintid: hw.then_some(u32::from(bank.pintid[i])),
+            pintid: None,
             priority: bank.priority[i],
             state: LrState::from_flags(pending, active),
             group1: bank.group & bit != 0,
             eoi_maintenance,
             source_cpu: source,
         };
-        let k = self.placed_len[vcpu];
-        self.placed[vcpu][k] = Placed {
+        self.placed[vcpu][slot] = Placed {
             intid: intid as u16,
             source,
             took_latch,
+            hw: false,
         };
-        self.placed_len[vcpu] = k + 1;
+        self.lr_mask[vcpu] |= 1 << slot;
         lr
     }
 
     /// Merges the state an LR came back with (`None`: as placed) into the
-    /// model.
+    /// model (the caller clears the slot). The interrupt may be a
+    /// candidate again: of `vcpu`, or of the vCPU an SPI now targets.
     fn unplace(&mut self, vcpu: usize, p: Placed, state: Option<LrState>) {
+        self.merge_lr(vcpu, p, state);
+        self.after_unplace(vcpu, u32::from(p.intid));
+    }
+
+    /// `intid` left `vcpu`'s LRs: it may be a candidate again.
+    fn after_unplace(&mut self, vcpu: usize, intid: u32) {
+        self.push_fresh(vcpu, intid);
+        if intid >= PRIVATE_IRQS {
+            let t = self.spi_target[(intid - PRIVATE_IRQS) as usize];
+            if t != NO_VCPU && usize::from(t) != vcpu {
+                self.push_fresh(usize::from(t), intid);
+            }
+        }
+    }
+
+    /// [`Vgic::unplace`]'s state merge.
+    fn merge_lr(&mut self, vcpu: usize, p: Placed, state: Option<LrState>) {
         let intid = u32::from(p.intid);
         let (word, i) = ((intid / 32) as usize, (intid % 32) as usize);
         let bit = 1u32 << i;
@@ -305,8 +649,15 @@ impl Vgic {
         }
         if bank.hw & bit != 0 {
             if state == LrState::Invalid {
-                // The guest deactivated it, and with it the physical one.
-                bank.hw &= !bit;
+                if p.hw {
+                    // The guest deactivated it, and with it the physical one.
+                    bank.hw &= !bit;
+                } else {
+                    // Forwarded while the guest handled an instance without
+                    // HW: the forward stays pending (or, if the guest
+                    // cleared it meanwhile, is released).
+                    bank.settle_hw();
+                }
             } else if !pending && !active {
                 bank.hw &= !bit;
                 bank.release |= bit;
@@ -324,6 +675,24 @@ impl Vgic {
         if word > 0 && active {
             self.spi_owner[(word - 1) * 32 + i] = vcpu as u8;
         }
+    }
+}
+
+/// The Group enable bits of `GICD_CTLR` (`ctlr`) applied to a bank's
+/// groups: the interrupts whose group the distributor forwards.
+#[inline(always)]
+pub(crate) fn groups_on(ctlr: u32, group: u32) -> u32 {
+    let g1 = if ctlr & 2 != 0 { group } else { 0 };
+    let g0 = if ctlr & 1 != 0 { !group } else { 0 };
+    g1 | g0
+}
+
+/// The first `cap` list-register slots.
+fn slots(cap: usize) -> u64 {
+    if cap >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << cap) - 1
     }
 }
 

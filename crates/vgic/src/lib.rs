@@ -10,9 +10,12 @@
 //!   `ICC_SGI1R_EL1` writes to [`Vgic::sgi1r_write`];
 //! - feeds device inputs with [`Vgic::set_level`], [`Vgic::set_pending`] and
 //!   [`Vgic::set_hw_pending`];
-//! - before entering a vCPU calls [`Vgic::fill_lrs`] and writes the LRs it
-//!   returns; on every exit of that vCPU reads the used LRs back and calls
-//!   [`Vgic::fold_lrs`] *before* emulating anything else;
+//! - on every exit of a vCPU folds the LRs whose content changed since it
+//!   wrote them with [`Vgic::fold_lr`] *before* emulating anything else,
+//!   and before entering it writes the LRs [`Vgic::refill`] names (or, the
+//!   simple protocol, writes all of [`Vgic::fill_lrs`] and reads all back
+//!   into [`Vgic::fold_lrs`]); when the vCPU leaves its CPU, gives every
+//!   LR back with [`Vgic::fold_lrs`];
 //! - after each call that can make an interrupt deliverable, asks
 //!   [`Vgic::take_kicks`] which vCPUs to kick (IPI a running one, wake a
 //!   blocked one), and [`Vgic::take_hw_release`] for physical interrupts it
@@ -63,7 +66,7 @@ pub use vmexit_impl::{REGION_DIST, REGION_REDIST};
 #[cfg(test)]
 mod tests;
 
-pub use fill::LrFill;
+pub use fill::{LrFill, LrFold, LrRefill};
 pub use lr::{ListRegister, LrState};
 pub use state::{HwRelease, VcpuMask, Vgic};
 pub use stratum_core::access::AccessSize;

@@ -19,8 +19,9 @@ impl Vgic {
         if vcpu >= self.nr_vcpus {
             return;
         }
-        self.generation += 1;
-        for p in &self.placed[vcpu][..self.placed_len[vcpu]] {
+        self.touch();
+        for n in crate::regs::BitIter64(self.lr_mask[vcpu]) {
+            let p = self.placed[vcpu][n];
             let intid = u32::from(p.intid);
             if intid < 32 {
                 continue;
@@ -35,7 +36,7 @@ impl Vgic {
                 bank.latch |= bit;
             }
         }
-        self.placed_len[vcpu] = 0;
+        self.lr_mask[vcpu] = 0;
         let b = &mut self.private[vcpu];
         b.latch = 0;
         b.active = 0;

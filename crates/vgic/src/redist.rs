@@ -68,7 +68,7 @@ impl Vgic {
     ) -> Result<(), VgicError> {
         self.check_redist(accessing_vcpu, redist, offset)?;
         let value = value & size.mask();
-        self.generation += 1;
+        self.touch();
         if offset >= SGI_BASE {
             return self.sgi_frame_write(redist, offset - SGI_BASE, size, value);
         }

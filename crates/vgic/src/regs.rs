@@ -246,3 +246,19 @@ impl Iterator for BitIter {
         Some(i as usize)
     }
 }
+
+/// The set bits of a 64-bit mask (list-register slots), lowest first.
+pub(crate) struct BitIter64(pub u64);
+
+impl Iterator for BitIter64 {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(i as usize)
+    }
+}

@@ -53,7 +53,6 @@ impl Vgic {
         value: u64,
         groups: SgiGroups,
     ) -> Result<(), VgicError> {
-        self.generation += 1;
         if self.version != GicVersion::V3 {
             return Err(VgicError::WrongVersion);
         }
@@ -86,6 +85,7 @@ impl Vgic {
             if hit && group_ok {
                 self.private[t].latch |= bit;
                 self.kicks |= 1 << t;
+                self.note_raise(t, 0, bit);
             }
         }
         Ok(())
@@ -106,6 +106,7 @@ impl Vgic {
                 self.sgi_src[t][sgi] |= 1 << vcpu;
                 self.sync_sgi_latch(t, sgi);
                 self.kicks |= 1 << t;
+                self.note_raise(t, 0, 1 << sgi);
             }
         }
     }

@@ -6,12 +6,18 @@
 //! as a redistributor banks them), bank `n >= 1` holds INTIDs `32n..32n+31`
 //! and is shared. Invariants:
 //! - `in_lr` bits are set exactly for the interrupts recorded in some vCPU's
-//!   `placed` list; `lr_pending`/`lr_active`/`cancel_*` are subsets of it;
+//!   `placed` slots (slot `n` is list register `n`, occupied where
+//!   `lr_mask` has bit `n`); `lr_pending`/`lr_active`/`cancel_*` are
+//!   subsets of it;
+//! - a vCPU in `exact` has every interrupt a full refill would add to its
+//!   list registers in its `fresh` list (see `fill.rs`, "Incremental
+//!   refill");
 //! - for a GICv2 SGI, the latch bit equals `sgi_src != 0`;
 //! - `hw` bits mark interrupts whose pending/active state belongs to a
 //!   physical interrupt the hypervisor forwarded ([`Vgic::set_hw_pending`]);
 //! - `spi_target_mask[v]` has bit `n` set iff SPI `n` targets vCPU `v`.
 
+use crate::regs::BitIter64;
 use crate::{GicVersion, MAX_LRS, MAX_SPIS, MAX_VCPUS, PRIVATE_IRQS, VgicError};
 
 /// Banks of SPIs.
@@ -22,6 +28,9 @@ pub(crate) const NO_VCPU: u8 = u8::MAX;
 pub(crate) const AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 /// The SGIs of a bank.
 pub(crate) const SGI_BITS: u32 = 0xffff;
+/// How many fresh SPIs a vCPU tracks before it falls back to a full
+/// refill.
+pub(crate) const FRESH: usize = 8;
 
 /// 32 interrupts' state, one bit each (bit `i` is INTID `32 * bank + i`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +121,8 @@ pub(crate) struct Placed {
     pub source: u8,
     /// The pending latch was moved into the LR.
     pub took_latch: bool,
+    /// Placed hardware-linked (the LR has `HW = 1`).
+    pub hw: bool,
 }
 
 /// A set of vCPUs (bit `i` = vCPU `i`).
@@ -176,8 +187,24 @@ pub struct Vgic {
     pub(crate) sgi_active_src: [[u8; 16]; MAX_VCPUS],
     /// GICv3 `GICR_WAKER.ProcessorSleep` per redistributor.
     pub(crate) processor_sleep: [bool; MAX_VCPUS],
+    /// Per vCPU, what each list register holds (slot `n` = LR `n`), valid
+    /// where `lr_mask` has bit `n`.
     pub(crate) placed: [[Placed; MAX_LRS]; MAX_VCPUS],
-    pub(crate) placed_len: [usize; MAX_VCPUS],
+    /// Per vCPU, the occupied slots of `placed`.
+    pub(crate) lr_mask: [u64; MAX_VCPUS],
+    /// vCPUs whose list registers are exact up to `fresh` (bit `v`): what
+    /// they hold is what a full refill would place, except interrupts
+    /// named in `fresh[v]` that may have become candidates since.
+    pub(crate) exact: u8,
+    /// Per vCPU, its SGIs and PPIs that may have become candidates since
+    /// its last refill (bit `i`: INTID `i`; meaningful only while the
+    /// vCPU is in `exact`).
+    pub(crate) fresh_private: [u32; MAX_VCPUS],
+    /// Per vCPU, the SPIs that may have become candidates since its last
+    /// refill (likewise).
+    pub(crate) fresh: [[u16; FRESH]; MAX_VCPUS],
+    /// How many of `fresh[v]` are set.
+    pub(crate) fresh_len: [u8; MAX_VCPUS],
     pub(crate) kicks: u8,
     /// Bumped by every change that can alter what [`Vgic::fill_lrs`] would
     /// place for some vCPU (see [`Vgic::generation`]).
@@ -242,7 +269,11 @@ impl Vgic {
             sgi_active_src: [[0; 16]; MAX_VCPUS],
             processor_sleep: [true; MAX_VCPUS],
             placed: [[Placed::default(); MAX_LRS]; MAX_VCPUS],
-            placed_len: [0; MAX_VCPUS],
+            lr_mask: [0; MAX_VCPUS],
+            exact: 0,
+            fresh_private: [0; MAX_VCPUS],
+            fresh: [[0; FRESH]; MAX_VCPUS],
+            fresh_len: [0; MAX_VCPUS],
             kicks: 0,
             generation: 0,
         };
@@ -338,8 +369,11 @@ impl Vgic {
         } else {
             bank.line &= !bit;
         }
-        if was != level {
-            self.generation += 1;
+        match (was, level) {
+            (false, true) => self.note_raise(vcpu, word, bit),
+            // A level that drops can take back what an LR holds.
+            (true, false) => self.touch(),
+            _ => {}
         }
         Ok(())
     }
@@ -350,7 +384,7 @@ impl Vgic {
         let (word, bit) = self.input(intid, vcpu)?;
         self.bank_mut(vcpu, word).latch |= bit;
         self.kick_bits(vcpu, word, bit);
-        self.generation += 1;
+        self.note_raise(vcpu, word, bit);
         Ok(())
     }
 
@@ -381,7 +415,7 @@ impl Vgic {
         bank.latch |= bit;
         bank.pintid[(vintid % 32) as usize] = pintid as u16;
         self.kick_bits(vcpu, word, bit);
-        self.generation += 1;
+        self.note_raise(vcpu, word, bit);
         Ok(true)
     }
 
@@ -425,6 +459,66 @@ impl Vgic {
             Some((word, bit)) => f(self.bank(vcpu, word)) & bit != 0,
             None => false,
         }
+    }
+
+    /// Records a change that may alter what any vCPU's list registers
+    /// should hold: no vCPU is exact any more (their next refill is a
+    /// full one).
+    pub(crate) fn touch(&mut self) {
+        self.generation += 1;
+        self.exact = 0;
+    }
+
+    /// Records that interrupt `bit` of bank `word` (seen from `vcpu`) was
+    /// made pending (a latch or a rising line; the state is already
+    /// changed). Outside any LR and not active, the only change is that
+    /// it may now be a candidate of the vCPU it targets: that vCPU's
+    /// fresh list says so. Otherwise it changes what an LR should hold:
+    /// [`Vgic::touch`].
+    #[inline]
+    pub(crate) fn note_raise(&mut self, vcpu: usize, word: usize, bit: u32) {
+        self.generation += 1;
+        let bank = self.bank(vcpu, word);
+        if (bank.in_lr | bank.active) & bit != 0 {
+            self.exact = 0;
+            return;
+        }
+        if word == 0 {
+            // An SGI or PPI: fresh for its own vCPU.
+            self.fresh_private[vcpu] |= bit;
+            return;
+        }
+        let intid = (word * 32) as u32 + bit.trailing_zeros();
+        match self.spi_target[intid as usize - PRIVATE_IRQS as usize] {
+            NO_VCPU => {}
+            t => self.push_fresh(usize::from(t), intid),
+        }
+    }
+
+    /// Notes that `intid` may have become a candidate of `vcpu`: added to
+    /// its fresh list if it is exact (when the list is full, it no longer
+    /// is).
+    #[inline]
+    pub(crate) fn push_fresh(&mut self, vcpu: usize, intid: u32) {
+        if intid < PRIVATE_IRQS {
+            // Harmless while not exact: a full refill clears it.
+            self.fresh_private[vcpu] |= 1 << intid;
+            return;
+        }
+        if self.exact & (1 << vcpu) == 0 {
+            return;
+        }
+        let n = usize::from(self.fresh_len[vcpu]);
+        let list = &mut self.fresh[vcpu];
+        if list[..n].contains(&(intid as u16)) {
+            return;
+        }
+        if n == FRESH {
+            self.exact &= !(1 << vcpu);
+            return;
+        }
+        list[n] = intid as u16;
+        self.fresh_len[vcpu] = n as u8 + 1;
     }
 
     /// Bank index and bit of an implemented INTID seen from a valid vCPU.
@@ -488,9 +582,7 @@ impl Vgic {
     /// The Group enable bits of `GICD_CTLR` applied to a bank's groups: the
     /// interrupts whose group the distributor forwards.
     pub(crate) fn group_enabled(&self, group: u32) -> u32 {
-        let g1 = if self.ctlr & 2 != 0 { group } else { 0 };
-        let g0 = if self.ctlr & 1 != 0 { !group } else { 0 };
-        g1 | g0
+        crate::fill::groups_on(self.ctlr, group)
     }
 
     /// Recomputes SPI `spi`'s target vCPU from its routing: v3 `IROUTER`
@@ -552,9 +644,8 @@ impl Vgic {
 
     /// The LR record of `intid` in `vcpu`'s list registers.
     pub(crate) fn placed_entry(&self, vcpu: usize, intid: u32) -> Option<Placed> {
-        self.placed[vcpu][..self.placed_len[vcpu]]
-            .iter()
-            .copied()
+        BitIter64(self.lr_mask[vcpu])
+            .map(|n| self.placed[vcpu][n])
             .find(|p| u32::from(p.intid) == intid)
     }
 

@@ -460,3 +460,184 @@ fn a_level_or_repended_spi_in_one_lr_is_not_given_to_another_vcpu() {
         assert_eq!(l1[0].vintid, 40);
     }
 }
+
+/// The timer's path: a HW-linked PPI raised on an exact vCPU goes into a
+/// free LR without a full refill, comes back completed (its physical
+/// INTID named) and frees the LR; an SGI from another vCPU does the same.
+#[test]
+fn incremental_refill_places_raises_directly() {
+    for mut g in [v3(2), v2(2)] {
+        enable_groups(&mut g);
+        // PPI 27 and SGI 1 enabled on both vCPUs (v2 SGIs always are).
+        for v in 0..2 {
+            if g.version() == GicVersion::V3 {
+                rwr(&mut g, v, 0x1_0100, 1 << 27 | 1 << 1);
+            } else {
+                wr(&mut g, v, 0x100, 1 << 27);
+            }
+        }
+        let mut l = lrs();
+        let first = g.refill(0, &mut l);
+        assert!(first.full, "registers were written: a full refill");
+        assert_eq!(first.write, 0, "nothing to place, nothing held");
+        assert!(g.refill_is_empty(0));
+        assert_eq!(g.refill(0, &mut l), LrRefill::default(), "nothing changed");
+        for round in 0..3 {
+            assert_eq!(g.set_hw_pending(0, 27, 27), Ok(true));
+            assert!(!g.refill_is_empty(0));
+            let r = g.refill(0, &mut l);
+            assert_eq!(
+                (r.full, r.overflow, r.write),
+                (false, false, 1),
+                "round {round}"
+            );
+            assert_eq!(
+                (l[0].vintid, l[0].pintid, l[0].state),
+                (27, Some(27), LrState::Pending)
+            );
+            // The guest acknowledges: the state is recorded, the LR stays.
+            assert_eq!(g.fold_lr(0, 0, LrState::Active), LrFold::Kept);
+            assert!(g.is_active(0, 27));
+            assert_eq!(g.refill(0, &mut l), LrRefill::default());
+            // ... and completes it.
+            assert_eq!(
+                g.fold_lr(0, 0, LrState::Invalid),
+                LrFold::Freed {
+                    completed: Some(27)
+                }
+            );
+            assert_eq!(g.fold_lr(0, 0, LrState::Invalid), LrFold::Unused);
+            assert!(!g.is_active(0, 27));
+            assert_eq!(g.in_lr_count(0), 0);
+            check_invariants(&g);
+        }
+        // An SGI from vCPU 1 lands in vCPU 0's first free LR while the
+        // timer holds LR 0.
+        g.set_hw_pending(0, 27, 27).unwrap();
+        assert_eq!(g.refill(0, &mut l).write, 1);
+        match g.version() {
+            GicVersion::V3 => g.sgi1r_write(1, 1 << 24 | 1).unwrap(),
+            GicVersion::V2 => wr(&mut g, 1, 0xf00, 1 << 16 | 1),
+        }
+        let r = g.refill(0, &mut l);
+        assert_eq!((r.full, r.write), (false, 0b10));
+        assert_eq!(l[1].vintid, 1);
+        assert_eq!(
+            l[1].source_cpu,
+            if g.version() == GicVersion::V2 { 1 } else { 0 }
+        );
+        check_invariants(&g);
+        // A register write makes the next refill a full one, which keeps
+        // what is placed (in priority order, from LR 0).
+        g.dist_write(0, 0x400 + 40, Byte, 0x10).unwrap();
+        let r = g.refill(0, &mut l);
+        assert!(r.full);
+        assert_eq!(r.write, 0b11);
+        assert_eq!(intids(&l, 2), vec![1, 27]);
+        check_invariants(&g);
+    }
+}
+
+/// More raises than free LRs: the refill turns full and asks for underflow
+/// maintenance; a pending interrupt of a lower priority than one that did
+/// not fit is never left in an LR in its place.
+#[test]
+fn incremental_refill_falls_back_when_raises_do_not_fit() {
+    let mut g = v3(1);
+    enable_groups(&mut g);
+    for i in 0..6 {
+        enable_spi(&mut g, 40 + i, 0x80 - 8 * i as u8);
+        make_edge(&mut g, 40 + i);
+    }
+    let mut l = lrs();
+    g.refill(0, &mut l);
+    for i in 0..3 {
+        g.set_pending(40 + i, 0).unwrap();
+    }
+    let r = g.refill(0, &mut l);
+    assert_eq!((r.full, r.overflow, r.write), (false, false, 0b111));
+    for i in 3..6 {
+        g.set_pending(40 + i, 0).unwrap();
+    }
+    let r = g.refill(0, &mut l);
+    assert!(r.full && r.overflow);
+    assert_eq!(intids(&l, 4), vec![45, 44, 43, 42]);
+    check_invariants(&g);
+    // Overflowed: not exact, every refill is full until it fits again.
+    assert!(!g.refill_is_empty(0));
+    for n in 0..4 {
+        assert!(matches!(
+            g.fold_lr(0, n, LrState::Invalid),
+            LrFold::Freed { .. }
+        ));
+    }
+    let r = g.refill(0, &mut l);
+    assert!(r.full && !r.overflow);
+    assert_eq!(intids(&l, 2), vec![41, 40]);
+    assert!(g.refill_is_empty(0));
+}
+
+/// Makes SPI `intid` edge-triggered.
+fn make_edge(g: &mut Vgic, intid: u32) {
+    let cfg = 0xc00 + u64::from(intid / 16) * 4;
+    let old = rd(g, 0, cfg);
+    wr(g, 0, cfg, old | 2 << (2 * (intid % 16)));
+}
+
+/// A level-sensitive interrupt acknowledged while its line stays high: its
+/// LR is kept active (with EOI maintenance), and the next refill is a full
+/// one, which makes it pending and active as the model has it.
+#[test]
+fn acknowledged_level_with_line_high_refills_in_full() {
+    for mut g in [v3(1), v2(1)] {
+        enable_groups(&mut g);
+        enable_spi(&mut g, 40, 0x80);
+        let mut l = lrs();
+        g.refill(0, &mut l);
+        g.set_level(40, 0, true).unwrap();
+        let r = g.refill(0, &mut l);
+        assert_eq!((r.full, r.write), (false, 1));
+        assert!(l[0].eoi_maintenance);
+        assert_eq!(g.fold_lr(0, 0, LrState::Active), LrFold::Kept);
+        let r = g.refill(0, &mut l);
+        assert!(r.full);
+        assert_eq!(l[0].state, LrState::PendingActive);
+        check_invariants(&g);
+    }
+}
+
+/// A HW forward that arrives while the same INTID sits in an LR without
+/// HW (the guest made it pending by `ISPENDR`): the LR's completion does
+/// not end the HW link; the forward is delivered after it, HW-linked.
+#[test]
+fn hw_forward_while_in_a_software_lr_survives_its_completion() {
+    for mut g in [v3(1), v2(1)] {
+        enable_groups(&mut g);
+        enable_spi(&mut g, 40, 0x80);
+        make_edge(&mut g, 40);
+        let mut l = lrs();
+        g.refill(0, &mut l);
+        g.set_pending(40, 0).unwrap();
+        assert_eq!(g.refill(0, &mut l).write, 1);
+        assert_eq!(l[0].pintid, None);
+        assert_eq!(g.set_hw_pending(0, 40, 40), Ok(true));
+        assert_eq!(
+            g.fold_lr(0, 0, LrState::Invalid),
+            LrFold::Freed { completed: None }
+        );
+        let r = g.refill(0, &mut l);
+        assert_eq!(r.write & 1, 1);
+        assert_eq!(
+            (l[0].vintid, l[0].pintid, l[0].state),
+            (40, Some(40), LrState::Pending)
+        );
+        assert_eq!(
+            g.fold_lr(0, 0, LrState::Invalid),
+            LrFold::Freed {
+                completed: Some(40)
+            }
+        );
+        assert_eq!(g.take_hw_release(), None);
+        check_invariants(&g);
+    }
+}

@@ -10,7 +10,7 @@ mod prop;
 mod redist;
 mod sgi;
 
-use crate::{AccessSize, GicVersion, ListRegister, LrFill, LrState, Vgic};
+use crate::{AccessSize, GicVersion, ListRegister, LrFill, LrFold, LrRefill, LrState, Vgic};
 
 use AccessSize::{Byte, Double, Half, Word};
 
@@ -80,7 +80,9 @@ fn guest_completes_all(lrs: &mut [ListRegister]) -> Vec<u32> {
 fn check_invariants(g: &Vgic) {
     let mut spis_in_lrs = Vec::new();
     for v in 0..g.nr_vcpus {
-        let placed = &g.placed[v][..g.placed_len[v]];
+        let placed: Vec<_> = crate::regs::BitIter64(g.lr_mask[v])
+            .map(|n| g.placed[v][n])
+            .collect();
         let mut private_bits = 0u32;
         for (k, p) in placed.iter().enumerate() {
             assert!(
@@ -119,6 +121,27 @@ fn check_invariants(g: &Vgic) {
             }
         }
         assert_eq!(bank.in_lr, bits, "SPI bank {w} in_lr");
+    }
+    // An exact vCPU's LRs miss no candidate but the fresh ones.
+    for v in 0..g.nr_vcpus {
+        if g.exact & (1 << v) != 0 {
+            for pmr in [0xff, 0x80, 0x10] {
+                assert_eq!(
+                    g.has_pending(v, pmr),
+                    g.has_pending_scan(v, pmr),
+                    "vCPU {v}: the wake-up check from the fresh list"
+                );
+            }
+            let fresh = &g.fresh[v][..usize::from(g.fresh_len[v])];
+            let private = g.fresh_private[v];
+            g.for_each_candidate(v, |key| {
+                let intid = (key & 0xffff) as u16;
+                assert!(
+                    fresh.contains(&intid) || (intid < 32 && private & (1 << intid) != 0),
+                    "vCPU {v} is exact but candidate {intid} is not fresh ({fresh:?})"
+                );
+            });
+        }
     }
     for bank in g.private.iter().chain(g.spis.iter()) {
         assert_eq!(bank.lr_pending & !bank.in_lr, 0);

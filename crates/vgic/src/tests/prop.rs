@@ -3,6 +3,14 @@
 //! on both versions, never panic and keep the model's invariants; and
 //! whatever state they leave, repeated fill/fold with a guest that handles
 //! everything delivers every deliverable interrupt and then goes quiet.
+//!
+//! Each runs twice: with the full fold and refill on every exit and entry
+//! ([`Vgic::fold_lrs`], [`Vgic::fill_lrs`]), and with the incremental
+//! protocol the hypervisor uses ([`Vgic::fold_lr`] for the LRs whose
+//! content changed since they were written, [`Vgic::refill`]), where every
+//! refill is checked against a full refill of a copy of the model taken
+//! just before it: the same interrupts in the same states, so the same
+//! delivery in the same priority order.
 
 use super::*;
 use proptest::prelude::*;
@@ -24,6 +32,7 @@ enum Op {
     Enter(usize),
     Guest(usize, usize, u8),
     Exit(usize),
+    Park(usize),
 }
 
 fn size() -> impl Strategy<Value = AccessSize> {
@@ -81,16 +90,38 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::EnableAll),
         3 => vcpu.clone().prop_map(Op::Enter),
         4 => (vcpu.clone(), 0..LRS + 1, 0u8..3).prop_map(|(v, l, a)| Op::Guest(v, l, a)),
-        2 => vcpu.prop_map(Op::Exit),
+        2 => vcpu.clone().prop_map(Op::Exit),
+        1 => vcpu.prop_map(Op::Park),
     ]
 }
 
 /// The hardware and guest side of the test: each vCPU's LRs while it runs.
 struct Harness {
     g: Vgic,
+    /// The LRs as the guest sees and changes them.
     lrs: [[ListRegister; LRS]; VCPUS],
+    /// Full protocol: LRs `0..used` were filled.
     used: [usize; VCPUS],
     running: [bool; VCPUS],
+    /// The incremental protocol instead of the full one.
+    incremental: bool,
+    /// Incremental: what the hypervisor last wrote to each LR.
+    shadow: [[ListRegister; LRS]; VCPUS],
+    /// Incremental: the LRs the hypervisor wrote valid and has not seen
+    /// freed.
+    occupied: [u64; VCPUS],
+}
+
+/// The valid LRs, as a sorted list (the hardware's choice among them
+/// depends on their content, not their index).
+fn valid_set(lrs: &[ListRegister]) -> Vec<ListRegister> {
+    let mut v: Vec<ListRegister> = lrs
+        .iter()
+        .copied()
+        .filter(|l| l.state != LrState::Invalid)
+        .collect();
+    v.sort_by_key(|l| (l.priority, l.vintid, l.state.bits()));
+    v
 }
 
 impl Harness {
@@ -101,18 +132,83 @@ impl Harness {
             lrs: [[ListRegister::INVALID; LRS]; VCPUS],
             used: [0; VCPUS],
             running: [false; VCPUS],
+            incremental: false,
+            shadow: [[ListRegister::INVALID; LRS]; VCPUS],
+            occupied: [0; VCPUS],
         }
+    }
+
+    fn new_incremental(version: GicVersion) -> Self {
+        Self {
+            incremental: true,
+            ..Self::new(version)
+        }
+    }
+
+    /// The LRs the guest may take (the full protocol's `0..used`; every
+    /// LR for the incremental one).
+    fn live(&self, v: usize) -> usize {
+        if self.incremental { LRS } else { self.used[v] }
     }
 
     fn exit(&mut self, v: usize) {
         if v < VCPUS && self.running[v] {
-            self.g.fold_lrs(v, &self.lrs[v][..self.used[v]]);
+            if self.incremental {
+                self.fold_changed(v);
+            } else {
+                self.g.fold_lrs(v, &self.lrs[v][..self.used[v]]);
+            }
             self.running[v] = false;
         }
     }
 
+    /// The hypervisor's exit: folds the LRs whose content changed.
+    fn fold_changed(&mut self, v: usize) {
+        for n in 0..LRS {
+            if self.occupied[v] & (1 << n) == 0 || self.lrs[v][n] == self.shadow[v][n] {
+                continue;
+            }
+            match self.g.fold_lr(v, n, self.lrs[v][n].state) {
+                LrFold::Kept => self.shadow[v][n] = self.lrs[v][n],
+                LrFold::Freed { completed } => {
+                    assert_eq!(
+                        completed.is_some(),
+                        self.lrs[v][n].pintid.is_some() && self.lrs[v][n].state == LrState::Invalid
+                    );
+                    self.occupied[v] &= !(1 << n);
+                }
+                LrFold::Unused => {
+                    self.lrs[v][n] = ListRegister::INVALID;
+                    self.occupied[v] &= !(1 << n);
+                }
+            }
+        }
+    }
+
+    /// Parks `v` (it leaves its CPU): every LR goes back to the model.
+    fn park(&mut self, v: usize) {
+        if v >= VCPUS {
+            return;
+        }
+        if self.incremental {
+            if self.running[v] {
+                self.fold_changed(v);
+                self.running[v] = false;
+            }
+            self.g.fold_lrs(v, &self.lrs[v]);
+            self.lrs[v] = [ListRegister::INVALID; LRS];
+            self.occupied[v] = 0;
+        } else {
+            self.exit(v);
+        }
+        assert_eq!(self.g.in_lr_count(v), 0);
+    }
+
     fn enter(&mut self, v: usize) -> LrFill {
         self.exit(v);
+        if self.incremental && v < VCPUS {
+            return self.enter_incremental(v);
+        }
         let mut scratch = [ListRegister::INVALID; LRS];
         let lrs = if v < VCPUS {
             &mut self.lrs[v]
@@ -127,6 +223,39 @@ impl Harness {
             assert_eq!(fill, LrFill::default());
         }
         fill
+    }
+
+    /// The hypervisor's entry: the incremental refill, checked against a
+    /// full one on a copy.
+    fn enter_incremental(&mut self, v: usize) -> LrFill {
+        let mut reference = self.g.clone();
+        let mut expected = [ListRegister::INVALID; LRS];
+        let full = reference.fill_lrs(v, &mut expected);
+        let mut out = [ListRegister::INVALID; LRS];
+        let refill = self.g.refill(v, &mut out);
+        for (n, &lr) in out.iter().enumerate() {
+            if refill.write & (1 << n) != 0 {
+                self.lrs[v][n] = lr;
+                self.shadow[v][n] = lr;
+                if lr.state == LrState::Invalid {
+                    self.occupied[v] &= !(1 << n);
+                } else {
+                    self.occupied[v] |= 1 << n;
+                }
+            }
+        }
+        assert_eq!(self.occupied[v], self.g.lr_slots(v), "the LRs in use");
+        assert_eq!(
+            valid_set(&self.lrs[v]),
+            valid_set(&expected),
+            "vCPU {v}: the incremental refill ({refill:?}) differs from a full one"
+        );
+        assert_eq!(refill.overflow, full.overflow);
+        self.running[v] = true;
+        LrFill {
+            used: self.occupied[v].count_ones() as usize,
+            overflow: refill.overflow,
+        }
     }
 
     fn apply(&mut self, op: &Op) {
@@ -180,7 +309,7 @@ impl Harness {
             Op::EnableAll => enable_all(g),
             Op::Enter(v) => drop(self.enter(v)),
             Op::Guest(v, l, a) => {
-                if v < VCPUS && self.running[v] && l < self.used[v] {
+                if v < VCPUS && self.running[v] && l < self.live(v) {
                     let lr = &mut self.lrs[v][l];
                     lr.state = match (a, lr.state) {
                         // Acknowledge.
@@ -195,12 +324,13 @@ impl Harness {
                 }
             }
             Op::Exit(v) => self.exit(v),
+            Op::Park(v) => self.park(v),
         }
         while self.g.take_hw_release().is_some() {}
         check_invariants(&self.g);
         // Every LR a running vCPU holds is recorded as placed.
         for v in 0..VCPUS {
-            if self.running[v] {
+            if self.running[v] && !self.incremental {
                 assert_eq!(self.g.in_lr_count(v), self.used[v]);
             }
         }
@@ -225,14 +355,18 @@ fn enable_all(g: &mut Vgic) {
     }
 }
 
-fn run(version: GicVersion, ops: &[Op]) {
-    let mut h = Harness::new(version);
+fn run(version: GicVersion, incremental: bool, ops: &[Op]) {
+    let mut h = if incremental {
+        Harness::new_incremental(version)
+    } else {
+        Harness::new(version)
+    };
     for op in ops {
         h.apply(op);
     }
-    // Drain: every vCPU exits, every line drops.
+    // Drain: every vCPU leaves its CPU, every line drops.
     for v in 0..VCPUS {
-        h.exit(v);
+        h.park(v);
         for intid in 16..h.g.nr_irqs() {
             h.g.set_level(intid, v, false).unwrap();
         }
@@ -248,8 +382,8 @@ fn run(version: GicVersion, ops: &[Op]) {
         }
         for v in 0..VCPUS {
             h.enter(v);
-            let used = h.used[v];
-            for vintid in guest_completes_all(&mut h.lrs[v][..used]) {
+            let live = h.live(v);
+            for vintid in guest_completes_all(&mut h.lrs[v][..live]) {
                 delivered.push((v, vintid));
             }
             h.exit(v);
@@ -273,12 +407,22 @@ proptest! {
 
     #[test]
     fn random_operations_v3(ops in proptest::collection::vec(op(), 0..80)) {
-        run(GicVersion::V3, &ops);
+        run(GicVersion::V3, false, &ops);
     }
 
     #[test]
     fn random_operations_v2(ops in proptest::collection::vec(op(), 0..80)) {
-        run(GicVersion::V2, &ops);
+        run(GicVersion::V2, false, &ops);
+    }
+
+    #[test]
+    fn incremental_matches_full_v3(ops in proptest::collection::vec(op(), 0..80)) {
+        run(GicVersion::V3, true, &ops);
+    }
+
+    #[test]
+    fn incremental_matches_full_v2(ops in proptest::collection::vec(op(), 0..80)) {
+        run(GicVersion::V2, true, &ops);
     }
 
     /// Edge SPIs spread over the vCPUs, while vCPUs run concurrently
@@ -289,12 +433,17 @@ proptest! {
         spis in proptest::collection::btree_set(32u32..96, 1..40),
         prios in proptest::collection::vec(any::<u8>(), 64),
         version in prop_oneof![Just(GicVersion::V2), Just(GicVersion::V3)],
+        incremental in any::<bool>(),
         schedule in proptest::collection::vec(
             (0..VCPUS, 0..LRS + 1, proptest::option::of((32u32..96, 0..VCPUS))),
             0..60,
         ),
     ) {
-        let mut h = Harness::new(version);
+        let mut h = if incremental {
+            Harness::new_incremental(version)
+        } else {
+            Harness::new(version)
+        };
         enable_all(&mut h.g);
         for &intid in &spis {
             let g = &mut h.g;
@@ -312,20 +461,28 @@ proptest! {
                 route(&mut h.g, intid, t);
             }
             let fill = h.enter(v);
-            let prios: Vec<u8> = h.lrs[v][..fill.used].iter().map(|l| l.priority).collect();
-            prop_assert!(prios.windows(2).all(|w| w[0] <= w[1]), "priority order");
-            let n = handled.min(fill.used);
-            delivered.extend(guest_completes_all(&mut h.lrs[v][..n]));
+            if !incremental {
+                let prios: Vec<u8> = h.lrs[v][..fill.used].iter().map(|l| l.priority).collect();
+                prop_assert!(prios.windows(2).all(|w| w[0] <= w[1]), "priority order");
+            }
+            // The guest takes the highest-priority ones (the incremental
+            // refill's LR set is checked against the full one's).
+            let mut order: Vec<usize> = (0..h.live(v)).filter(|&n| h.lrs[v][n].state != LrState::Invalid).collect();
+            order.sort_by_key(|&n| (h.lrs[v][n].priority, h.lrs[v][n].vintid));
+            for &n in order.iter().take(handled) {
+                delivered.extend(guest_completes_all(&mut h.lrs[v][n..n + 1]));
+            }
             // No exit: the vCPU keeps running with its LRs.
             check_invariants(&h.g);
         }
         for _ in 0..40 {
             for v in 0..VCPUS {
-                let fill = h.enter(v);
-                for lr in &h.lrs[v][..fill.used] {
+                h.enter(v);
+                let live = h.live(v);
+                for lr in h.lrs[v][..live].iter().filter(|l| l.state != LrState::Invalid) {
                     prop_assert_eq!(h.g.spi_target(lr.vintid), Some(v), "delivered to its target");
                 }
-                delivered.extend(guest_completes_all(&mut h.lrs[v][..fill.used]));
+                delivered.extend(guest_completes_all(&mut h.lrs[v][..live]));
                 h.exit(v);
             }
         }
