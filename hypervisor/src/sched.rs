@@ -17,7 +17,10 @@
 //! [`crate::vcpu::VcpuContext`], loads the incoming one's, and points
 //! `VTTBR_EL2` (VMID-tagged: no TLB flush) and `TPIDR_EL2` at it. FP/SIMD
 //! moves lazily: `CPTR_EL2.TFP` traps the first FP instruction of a vCPU
-//! whose registers are not loaded ([`fp_trap`]).
+//! whose registers are not loaded ([`fp_trap`]), except that a vCPU that
+//! trapped gets them with the switch for a while ([`FpUse`], core's
+//! decision): a guest that uses FP all the time pays about 45 instructions
+//! per switch instead of an exit.
 //!
 //! Which vCPU may run is the lifecycle's decision
 //! ([`stratum_core::lifecycle`]): a CPU *claims* a vCPU before it runs it
@@ -36,7 +39,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use stratum_arch::el2::cptr::{TFP as CPTR_TFP, TZ_TSM as CPTR_TZ_TSM};
 use stratum_arch::{barrier, fpsimd, sysreg};
 use stratum_core::lifecycle::{Claim, Leave, SavedTimers};
-use stratum_core::sched::{RunQueue, VcpuRef};
+use stratum_core::sched::{FpUse, MAX_QUEUE, RunQueue, VcpuRef};
 
 use crate::sync::SpinLock;
 use crate::vm::Vm;
@@ -49,12 +52,16 @@ struct CpuState {
     queue: RunQueue,
     /// Whose FP/SIMD registers are in the registers.
     fp_owner: Option<VcpuRef>,
+    /// Whether each vCPU of the queue (by position) gets its FP/SIMD
+    /// registers with the switch or by a trap.
+    fp_use: [FpUse; MAX_QUEUE],
 }
 
 static CPUS: [SpinLock<CpuState>; MAX_CPUS] = [const {
     SpinLock::new(CpuState {
         queue: RunQueue::new(),
         fp_owner: None,
+        fp_use: [FpUse::new(); MAX_QUEUE],
     })
 }; MAX_CPUS];
 
@@ -130,19 +137,26 @@ fn run_next(cpu: usize, why: Leave) -> ! {
         leave(cpu, cur, why);
     }
     loop {
-        // Only this CPU changes its queue: pick on a copy, store it back.
-        let mut queue = CPUS[cpu].lock().queue;
+        // Only this CPU reads or changes its queue, but it never holds its
+        // state's lock while it takes a VM's: it looks at one candidate at
+        // a time.
         let loaded = percpu::loaded(cpu);
-        let mut claimed = Claim::Resume;
-        let next = queue.pick(|r| claim(r, loaded).inspect(|&c| claimed = c).is_some());
-        CPUS[cpu].lock().queue = queue;
-        if let Some(next) = next {
-            switch_to(cpu, next, claimed);
-            // SAFETY: `switch_to` made TPIDR_EL2 name `next`'s frame, loaded
-            // its ELR/SPSR_EL2 and activated its VM's stage 2 on this CPU.
-            unsafe { stratum_arch::vectors::enter_guest(head::stack_top(cpu)) }
+        let mut k = 0;
+        loop {
+            // (A statement of its own: the guard must not live on into
+            // `claim`, which takes a VM's lock.)
+            let candidate = CPUS[cpu].lock().queue.candidate(k);
+            let Some(r) = candidate else { break };
+            if let Some(claimed) = claim(r, loaded) {
+                CPUS[cpu].lock().queue.choose(k);
+                switch_to(cpu, r, claimed);
+                // SAFETY: `switch_to` made TPIDR_EL2 name `r`'s frame, loaded
+                // its ELR/SPSR_EL2 and activated its VM's stage 2 on this CPU.
+                unsafe { stratum_arch::vectors::enter_guest(head::stack_top(cpu)) }
+            }
+            k += 1;
         }
-        idle(cpu, &queue, loaded);
+        idle(cpu, loaded);
     }
 }
 
@@ -191,7 +205,11 @@ fn claim(r: VcpuRef, loaded: Option<VcpuRef>) -> Option<Claim> {
     let v = usize::from(r.vcpu);
     system::with_vm(r.vm.into(), |vm| {
         let woken = vm.life.is_blocked(v) && {
-            irq::sample_lines(vm);
+            // Device lines move with device accesses, sampled then, and
+            // with console input, sampled here if there is any.
+            if console::has_input(vm.id) {
+                irq::sample_lines(vm);
+            }
             let pmr = if loaded == Some(r) {
                 irq::live_guest_pmr()
             } else {
@@ -213,7 +231,8 @@ fn claim(r: VcpuRef, loaded: Option<VcpuRef>) -> Option<Claim> {
 
 /// Nothing to run: waits for an interrupt (a kick, a device, a loaded
 /// timer), with `CNTHP` set for the earliest saved timer of a blocked vCPU.
-fn idle(cpu: usize, queue: &RunQueue, loaded: Option<VcpuRef>) {
+fn idle(cpu: usize, loaded: Option<VcpuRef>) {
+    let queue = CPUS[cpu].lock().queue;
     let deadline = queue
         .entries()
         .iter()
@@ -235,46 +254,84 @@ fn idle(cpu: usize, queue: &RunQueue, loaded: Option<VcpuRef>) {
 
 /// Makes `next` this CPU's vCPU (`claim`: how it was claimed): saves the
 /// loaded context if it is another's, loads `next`'s (fresh when it was
-/// just started), and prepares its entry.
+/// just started), with its FP/SIMD registers if [`FpUse`] says so, and
+/// prepares its entry.
 fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
     let pauth = PAUTH.load(Ordering::Relaxed);
-    let (mut fp_owner, shared) = {
-        let st = CPUS[cpu].lock();
-        (st.fp_owner, st.queue.is_shared())
-    };
     let loaded = percpu::loaded(cpu);
     let v = usize::from(next.vcpu);
     let fresh = matches!(claim, Claim::Start(_));
-    if fresh && fp_owner == Some(next) {
-        // The previous boot's FP registers must not leak into this one.
-        fp_owner = None;
-    }
-    if loaded != Some(next) || fresh {
-        if let Some(old) = loaded.filter(|&o| o != next) {
-            system::with_vm(old.vm.into(), |vm| save(vm, usize::from(old.vcpu), pauth));
+    let switching = loaded != Some(next) || fresh;
+    // This CPU's scheduling state, in one hold: who owns the FP registers
+    // before and after the switch, and whether `next` gets them now.
+    let (old_fp_owner, eager_fp, shared) = {
+        let mut st = CPUS[cpu].lock();
+        let mut owner = st.fp_owner;
+        if fresh && owner == Some(next) {
+            // The previous boot's FP registers must not leak into this one.
+            owner = None;
         }
-        system::with_vm(next.vm.into(), |vm| restore(vm, v, pauth));
+        let slot = st.queue.current_index().unwrap_or(0);
+        let fp_use = &mut st.fp_use[slot];
+        if fresh {
+            *fp_use = FpUse::default();
+        }
+        let eager = switching && owner != Some(next) && fp_use.switch_in();
+        if eager {
+            st.fp_owner = Some(next);
+        } else if owner.is_none() {
+            st.fp_owner = None;
+        }
+        (owner, eager, st.queue.is_shared())
+    };
+    let base = if shared {
+        CPTR_SHARED.load(Ordering::Relaxed)
+    } else {
+        CPTR_PINNED.load(Ordering::Relaxed)
+    };
+    let fp_live = eager_fp || old_fp_owner == Some(next);
+    let cptr = if fp_live { base } else { base | CPTR_TFP };
+    if eager_fp {
+        // SAFETY: CPTR_EL2 only decides which guest FP/SIMD/SVE/SME accesses
+        // trap; EL2 is soft-float and touches the FP registers only in the
+        // save and restore below, which need them untrapped.
+        unsafe { sysreg::set_cptr_el2(cptr) };
+        barrier::isb();
+    }
+    if let Some(old) = loaded.filter(|&o| o != next) {
+        let save_fp = eager_fp && old_fp_owner == Some(old);
+        system::with_vm(old.vm.into(), |vm| {
+            let o = usize::from(old.vcpu);
+            save(vm, o, pauth);
+            if save_fp {
+                fpsimd::save(&mut vm.ctx[o].fp);
+            }
+        });
+    }
+    if eager_fp && let Some(owner) = old_fp_owner.filter(|&o| Some(o) != loaded && o != next) {
+        // A third vCPU's registers are live (it ran before the loaded one,
+        // which never touched FP): saved before `next`'s replace them.
+        system::with_vm(owner.vm.into(), |vm| {
+            fpsimd::save(&mut vm.ctx[usize::from(owner.vcpu)].fp);
+        });
     }
     system::with_vm(next.vm.into(), |vm| {
+        if switching {
+            restore(vm, v, pauth);
+        }
+        if eager_fp {
+            fpsimd::restore(&vm.ctx[v].fp);
+        }
         vm.activate(v);
         if core::mem::take(&mut vm.needs_tlb_flush) {
             vm.flush_tlb();
         }
         irq::fill_on(vm, v, cpu);
     });
-    let base = if shared {
-        CPTR_SHARED.load(Ordering::Relaxed)
-    } else {
-        CPTR_PINNED.load(Ordering::Relaxed)
-    };
-    let cptr = if fp_owner == Some(next) {
-        base
-    } else {
-        base | CPTR_TFP
-    };
-    // SAFETY: CPTR_EL2 only decides which guest FP/SIMD/SVE/SME accesses
-    // trap; EL2 is soft-float and never uses those registers.
-    unsafe { sysreg::set_cptr_el2(cptr) };
+    if !eager_fp {
+        // SAFETY: as above; FP traps unless `next`'s registers are live.
+        unsafe { sysreg::set_cptr_el2(cptr) };
+    }
     if shared {
         irq::arm_preemption(
             stratum_arch::timer::counter().saturating_add(SLICE_TICKS.load(Ordering::Relaxed)),
@@ -282,7 +339,6 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
     } else {
         irq::disarm_preemption();
     }
-    CPUS[cpu].lock().fp_owner = fp_owner;
     percpu::set_loaded(cpu, Some(next));
     percpu::set_current(cpu, next);
     barrier::isb();
@@ -340,5 +396,9 @@ pub fn fp_trap(cpu: usize) {
             fpsimd::restore(&vm.ctx[usize::from(me.vcpu)].fp)
         });
     }
-    CPUS[cpu].lock().fp_owner = Some(me);
+    let mut st = CPUS[cpu].lock();
+    st.fp_owner = Some(me);
+    // It uses FP: its next switches in load its registers with the rest.
+    let slot = st.queue.current_index().unwrap_or(0);
+    st.fp_use[slot].trapped();
 }

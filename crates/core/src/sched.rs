@@ -7,6 +7,15 @@
 //! one in queue order, wrapping, so every runnable vCPU runs within one
 //! round of the others (no starvation). A blocked vCPU (`WFI`) is not
 //! runnable until its wake condition holds, which the glue evaluates.
+//!
+//! FP/SIMD registers move between the vCPUs of a time-shared CPU lazily:
+//! a vCPU's first FP instruction traps and loads them. A vCPU that traps
+//! keeps using FP in practice (a Linux guest's userspace does all the
+//! time), and then every switch to it pays an exit for the trap; so a vCPU
+//! that trapped has its registers loaded with the switch for its next
+//! [`FpUse::EAGER_SWITCHES`] switches ([`FpUse`]), after which one lazy
+//! switch checks that it still uses them. A vCPU that never touches FP
+//! never pays for it.
 
 /// One vCPU: its VM's index and its index in the VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -69,22 +78,82 @@ impl RunQueue {
         self.current.map(|i| self.entries[i])
     }
 
+    /// The current vCPU's position in [`Self::entries`] (for state the
+    /// caller keeps per queued vCPU).
+    pub fn current_index(&self) -> Option<usize> {
+        self.current
+    }
+
     /// Picks the vCPU to run next: the first runnable one after the current
     /// one, wrapping around and ending with the current one itself. `None`
     /// when none is runnable (the CPU idles; `current` is kept).
     pub fn pick(&mut self, mut runnable: impl FnMut(VcpuRef) -> bool) -> Option<VcpuRef> {
-        if self.len == 0 {
+        let mut k = 0;
+        while let Some(r) = self.candidate(k) {
+            if runnable(r) {
+                self.choose(k);
+                return Some(r);
+            }
+            k += 1;
+        }
+        None
+    }
+
+    /// The `k`th vCPU [`Self::pick`] tries (from 0): the `k+1`th after the
+    /// current one in queue order, wrapping, the current one last. `None`
+    /// once `k` reaches the queue's length. With [`Self::choose`], a pick
+    /// one candidate at a time, for a caller that must not hold the queue
+    /// while it decides whether a candidate runs.
+    pub fn candidate(&self, k: usize) -> Option<VcpuRef> {
+        if k >= self.len {
             return None;
         }
         let start = self.current.map_or(0, |c| c + 1);
-        for k in 0..self.len {
-            let i = (start + k) % self.len;
-            if runnable(self.entries[i]) {
-                self.current = Some(i);
-                return Some(self.entries[i]);
-            }
+        Some(self.entries[(start + k) % self.len])
+    }
+
+    /// Makes the `k`th [`Self::candidate`] the current vCPU (it was picked).
+    /// Ignored for a `k` beyond the queue.
+    pub fn choose(&mut self, k: usize) {
+        if k < self.len {
+            let start = self.current.map_or(0, |c| c + 1);
+            self.current = Some((start + k) % self.len);
         }
-        None
+    }
+}
+
+/// Whether a vCPU of a time-shared CPU gets its FP/SIMD registers loaded
+/// when it is switched in, or only when it first uses them (a trap). See
+/// the module documentation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpUse {
+    /// Switches in left that load the registers eagerly.
+    eager_left: u8,
+}
+
+impl FpUse {
+    /// A vCPU that has not used FP yet: lazy.
+    pub const fn new() -> Self {
+        Self { eager_left: 0 }
+    }
+
+    /// How many switches in load the registers after a trap showed the vCPU
+    /// uses them. A vCPU that stopped using FP costs at most this many
+    /// needless loads (about 45 instructions each) before it is lazy again;
+    /// one that keeps using it traps once per this many switches.
+    pub const EAGER_SWITCHES: u8 = 255;
+
+    /// The vCPU trapped on an FP/SIMD instruction: it uses them.
+    pub fn trapped(&mut self) {
+        self.eager_left = Self::EAGER_SWITCHES;
+    }
+
+    /// The vCPU is switched in: whether to load its FP/SIMD registers now
+    /// (else they are loaded by the trap of its first FP instruction).
+    pub fn switch_in(&mut self) -> bool {
+        let eager = self.eager_left > 0;
+        self.eager_left = self.eager_left.saturating_sub(1);
+        eager
     }
 }
 
@@ -139,7 +208,99 @@ mod tests {
         assert!(!full.push(v(1, 0)));
     }
 
+    #[test]
+    fn candidates_are_the_pick_order() {
+        let mut q = RunQueue::new();
+        assert_eq!(q.candidate(0), None);
+        for r in [v(0, 0), v(1, 0), v(2, 0)] {
+            q.push(r);
+        }
+        let order = |q: &RunQueue| (0..4).map(|k| q.candidate(k)).collect::<Vec<_>>();
+        assert_eq!(
+            order(&q),
+            [Some(v(0, 0)), Some(v(1, 0)), Some(v(2, 0)), None]
+        );
+        q.choose(1);
+        assert_eq!(q.current(), Some(v(1, 0)));
+        assert_eq!(
+            order(&q),
+            [Some(v(2, 0)), Some(v(0, 0)), Some(v(1, 0)), None],
+            "after the current one, wrapping, the current one last"
+        );
+        q.choose(3);
+        assert_eq!(q.current(), Some(v(1, 0)), "beyond the queue: ignored");
+        q.choose(2);
+        assert_eq!(q.current(), Some(v(1, 0)), "the current one again");
+    }
+
+    #[test]
+    fn fp_is_lazy_until_a_trap_then_eager_for_a_while() {
+        let mut fp = FpUse::default();
+        assert!(!fp.switch_in(), "a vCPU that never trapped is lazy");
+        assert!(!fp.switch_in());
+        fp.trapped();
+        for n in 0..FpUse::EAGER_SWITCHES {
+            assert!(fp.switch_in(), "eager switch {n}");
+        }
+        assert!(!fp.switch_in(), "then lazy once, to see it still uses FP");
+        assert!(!fp.switch_in(), "and lazy for good without a trap");
+        fp.trapped();
+        assert!(fp.switch_in(), "a trap makes it eager again");
+        fp.trapped();
+        let mut eager = 0;
+        while fp.switch_in() {
+            eager += 1;
+        }
+        assert_eq!(eager, FpUse::EAGER_SWITCHES, "a trap restarts the count");
+    }
+
     proptest! {
+        /// Whatever the traps, a vCPU is eager exactly when it trapped
+        /// within its last `EAGER_SWITCHES` switches in, so one that uses FP
+        /// traps at most once per `EAGER_SWITCHES + 1` switches.
+        #[test]
+        fn eager_exactly_within_the_window_after_a_trap(
+            events in proptest::collection::vec(any::<bool>(), 0..2000),
+        ) {
+            let mut fp = FpUse::default();
+            let mut since_trap: Option<usize> = None;
+            for trap in events {
+                if trap {
+                    fp.trapped();
+                    since_trap = Some(0);
+                } else {
+                    let expect = since_trap.is_some_and(|n| n < usize::from(FpUse::EAGER_SWITCHES));
+                    prop_assert_eq!(fp.switch_in(), expect);
+                    since_trap = since_trap.map(|n| n + 1);
+                }
+            }
+        }
+
+        /// `pick` tries exactly the candidates, in order.
+        #[test]
+        fn pick_tries_the_candidates_in_order(
+            n in 1usize..MAX_QUEUE,
+            first in 0usize..MAX_QUEUE,
+            mask in any::<u16>(),
+        ) {
+            let mut q = RunQueue::new();
+            for i in 0..n {
+                q.push(v(i as u8, 0));
+            }
+            q.choose(first % n);
+            let expected: Vec<_> = (0..n).map_while(|k| q.candidate(k)).collect();
+            prop_assert_eq!(expected.len(), n);
+            let mut tried = Vec::new();
+            let mut q2 = q;
+            let picked = q2.pick(|r| {
+                tried.push(r);
+                mask & (1 << r.vm) != 0
+            });
+            let stop = expected.iter().position(|r| mask & (1 << r.vm) != 0);
+            prop_assert_eq!(picked, stop.map(|k| expected[k]));
+            prop_assert_eq!(&tried[..], &expected[..stop.map_or(n, |k| k + 1)]);
+        }
+
         /// No starvation: with any fixed set of runnable vCPUs, each of them
         /// is picked exactly once in every window of `runnable.len()` picks.
         #[test]

@@ -8,6 +8,9 @@
 //! Command line: `reports=N` (default 5), `period_ms=P` (default 200),
 //! `min=M` (default 1000). Made for several vCPUs time-shared on fewer
 //! physical CPUs: only a fair scheduler lets every counter move every period.
+//! The other vCPUs also keep a value of their own in FP/SIMD register
+//! `d31`, changed and checked at every increment, and fail if they find
+//! another vCPU's or a stale one: FP state must survive every switch.
 #![no_std]
 #![no_main]
 
@@ -28,9 +31,41 @@ const START_TIMEOUT_US: u64 = 10_000_000;
 fn secondary(index: usize) -> ! {
     let id = smccc::stratum_info().map_or(u64::MAX, |i| i.vcpu_id.wrapping_add(1));
     STARTED.set(index, id);
+    let tag = (index as u64) << 56 | 0xF00D_0000_0000;
+    let mut last = None;
     loop {
-        COUNTS.set(index, COUNTS.get(index).wrapping_add(1));
+        let n = COUNTS.get(index).wrapping_add(1);
+        let mine = tag | (n & 0xFFFF_FFFF);
+        let found = swap_d31(mine);
+        if let Some(expected) = last
+            && found != expected
+        {
+            fail(format_args!(
+                "vcpu{index}: d31 held {found:#x}, not its own {expected:#x}: FP state leaked or was lost"
+            ));
+        }
+        last = Some(mine);
+        COUNTS.set(index, n);
     }
+}
+
+/// Writes `value` into `d31` and returns what it held.
+fn swap_d31(value: u64) -> u64 {
+    let old: u64;
+    // SAFETY: reads and writes FP/SIMD register d31 only, which nothing
+    // else in this program uses (the compiler is told it is clobbered).
+    unsafe {
+        core::arch::asm!(
+            ".arch_extension fp",
+            "fmov {old}, d31",
+            "fmov d31, {new}",
+            old = out(reg) old,
+            new = in(reg) value,
+            out("v31") _,
+            options(nostack, nomem, preserves_flags),
+        );
+    }
+    old
 }
 
 fn main(dtb: usize) -> ! {
