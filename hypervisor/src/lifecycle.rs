@@ -68,15 +68,17 @@ fn request(cpu: usize, me: VcpuRef, request: Request) -> ! {
     if let Outcome::Stopped(_) = outcome {
         irq::release_passthrough(id);
         if let Some(stop) = lifecycle::machine_stop(system::stop_policy(), system::vm_states()) {
-            log!(
-                "{}: stopping",
-                if stop.all_stopped {
-                    "no VM left running"
-                } else {
-                    "a VM stopped and the system stops with the first"
-                }
+            system::stop_machine(
+                stop.status,
+                format_args!(
+                    "{}: stopping",
+                    if stop.all_stopped {
+                        "no VM left running"
+                    } else {
+                        "a VM stopped and the system stops with the first"
+                    }
+                ),
             );
-            system::shutdown(stop.status);
         }
     }
     // `me` is parking now: the scheduler parks it as it leaves.

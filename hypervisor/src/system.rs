@@ -148,6 +148,23 @@ pub fn try_with_vm<R>(id: usize, f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
     VMS.get(id)?.lock().as_mut().map(f)
 }
 
+/// The machine is being stopped (by [`stop_machine`]).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Stops the machine once: the first CPU to call this says `why` and shuts
+/// down with `status`; a CPU that comes second (two VMs stopping at the
+/// same moment) parks silently instead of cutting the first one's line or
+/// exiting with another status.
+pub fn stop_machine(status: u32, why: core::fmt::Arguments<'_>) -> ! {
+    if STOPPING.swap(true, Ordering::AcqRel) {
+        loop {
+            stratum_arch::barrier::wfe();
+        }
+    }
+    crate::log!("{why}");
+    shutdown(status)
+}
+
 /// Stops the machine with `status` (semihosting when available, else PSCI
 /// `SYSTEM_OFF`), or parks this CPU if neither works.
 pub fn shutdown(status: u32) -> ! {
