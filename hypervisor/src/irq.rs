@@ -827,6 +827,19 @@ fn forward_elsewhere(cpu: usize, acks: &mut Acks) {
     }
 }
 
+/// Whether vCPU `v`, waiting in `WFI` on CPU `cpu`, must stop waiting: an
+/// interrupt it can take is pending, or it must leave its CPU. As in
+/// `fill_on`, device lines move only with device accesses and console
+/// input, so only queued input is sampled; kicks for the VM's other vCPUs
+/// go out on the way.
+fn must_wake(vm: &mut Vm, v: usize, cpu: usize) -> bool {
+    if console::has_input(vm.id) {
+        sample_lines(vm);
+    }
+    send_kicks(vm, cpu);
+    vm.vgic.has_pending(v, live_guest_pmr()) || vm.must_park(v)
+}
+
 /// A guest `WFI` by vCPU `me`, alone on CPU `cpu`, its list registers
 /// parked: idles the CPU until `me` has an interrupt it would take (or
 /// must park), forwarding physical interrupts as they come. True when it
@@ -835,16 +848,7 @@ fn forward_elsewhere(cpu: usize, acks: &mut Acks) {
 /// held while idling.
 pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
     let v = usize::from(me.vcpu);
-    let wake = system::with_vm(me.vm.into(), |vm| {
-        // As in `fill_on`: lines move only with device accesses and
-        // console input.
-        if console::has_input(vm.id) {
-            sample_lines(vm);
-        }
-        send_kicks(vm, cpu);
-        vm.vgic.has_pending(v, live_guest_pmr()) || vm.must_park(v)
-    });
-    if wake {
+    if system::with_vm(me.vm.into(), |vm| must_wake(vm, v, cpu)) {
         return false;
     }
     let loaded = percpu::loaded(cpu) == Some(me);
@@ -860,14 +864,7 @@ pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
             }
         }
         service(cpu);
-        let wake = system::with_vm(me.vm.into(), |vm| {
-            if console::has_input(vm.id) {
-                sample_lines(vm);
-            }
-            send_kicks(vm, cpu);
-            vm.vgic.has_pending(v, live_guest_pmr()) || vm.must_park(v)
-        });
-        if wake {
+        if system::with_vm(me.vm.into(), |vm| must_wake(vm, v, cpu)) {
             return false;
         }
     }

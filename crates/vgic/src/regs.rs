@@ -238,27 +238,32 @@ impl Iterator for BitIter {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        if self.0 == 0 {
-            return None;
-        }
-        let i = self.0.trailing_zeros();
-        self.0 &= self.0 - 1;
-        Some(i as usize)
+        let mut mask = u64::from(self.0);
+        let next = BitIter64::next_of(&mut mask);
+        self.0 = mask as u32;
+        next
     }
 }
 
 /// The set bits of a 64-bit mask (list-register slots), lowest first.
 pub(crate) struct BitIter64(pub u64);
 
+impl BitIter64 {
+    /// Takes the lowest set bit out of `mask`, giving its index.
+    fn next_of(mask: &mut u64) -> Option<usize> {
+        if *mask == 0 {
+            return None;
+        }
+        let i = mask.trailing_zeros();
+        *mask &= *mask - 1;
+        Some(i as usize)
+    }
+}
+
 impl Iterator for BitIter64 {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        if self.0 == 0 {
-            return None;
-        }
-        let i = self.0.trailing_zeros();
-        self.0 &= self.0 - 1;
-        Some(i as usize)
+        Self::next_of(&mut self.0)
     }
 }
