@@ -78,6 +78,23 @@ struct Irqs {
     underflow: bool,
 }
 
+/// Forward hardware interrupts on GICv2 with an EOI maintenance request
+/// instead of the HW link (the boot bundle's `FLAG_QEMU_GIC`): QEMU's
+/// GICv2 model deactivates the physical interrupt on the guest's EOI
+/// through a linked list register but does not re-signal it if it became
+/// pending meanwhile (it recomputes only the virtual interface), so a
+/// timer that fired again before the guest's EOI would stay silent while
+/// the guest spins. With the request, the EOI exits to EL2, whose fold
+/// deactivates the physical interrupt itself (a distributor write, which
+/// QEMU does re-evaluate). One more exit per forwarded interrupt, on
+/// QEMU's GICv2 only.
+static FORWARD_BY_EOI: AtomicBool = AtomicBool::new(false);
+
+/// Sets [`FORWARD_BY_EOI`] (the boot CPU, before any guest runs).
+pub fn set_forward_by_eoi(on: bool) {
+    FORWARD_BY_EOI.store(on, Ordering::Relaxed);
+}
+
 /// The list registers each CPU wrote valid and has not seen freed (bit
 /// `n`: LR `n`), which are the ones to fold. Only that CPU writes its own
 /// (through [`Irqs::set_in_use`]); the exit path reads it without the
@@ -362,9 +379,11 @@ impl Irqs {
     /// the model does not record (stale), and sets the underflow request.
     fn refill(&mut self, vm: &mut Vm, v: usize) {
         let version = self.version;
+        let by_eoi = FORWARD_BY_EOI.load(Ordering::Relaxed);
         let r = vm.vgic.refill_with(v, self.lr_count, |n, lr| {
             let raw = match version {
                 GicVersion::V3 => lr.to_v3(),
+                GicVersion::V2 if by_eoi => u64::from(lr.with_eoi_instead_of_hw().to_v2()),
                 GicVersion::V2 => u64::from(lr.to_v2()),
             };
             self.write_lr(n, raw);

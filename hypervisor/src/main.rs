@@ -25,7 +25,7 @@ mod vcpu;
 mod vm;
 
 use stratum_abi::bundle::{
-    Bundle, FLAG_CONSOLE_COLOR, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT,
+    Bundle, FLAG_CONSOLE_COLOR, FLAG_QEMU_GIC, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT,
 };
 use stratum_abi::exit as exit_status;
 use stratum_arch::firmware::Conduit;
@@ -106,6 +106,10 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
             sysreg::id_aa64mmfr1_el1(),
         ),
     });
+    irq::set_forward_by_eoi(
+        bundle.flags() & FLAG_QEMU_GIC != 0
+            && platform.gic.version == stratum_core::platform::GicVersion::V2,
+    );
     telemetry::init();
     banner(&platform, &bundle);
     if bundle.flags() & FLAG_SELFTEST_EL2_FAULT != 0 {

@@ -21,7 +21,7 @@
 //! | 8 | 4 | format version ([`VERSION`]) |
 //! | 12 | 4 | number of VM records (1..=[`MAX_VMS`]) |
 //! | 16 | 8 | total size in bytes |
-//! | 24 | 4 | flags ([`FLAG_SEMIHOSTING_EXIT`], [`FLAG_SELFTEST_EL2_FAULT`], [`FLAG_CONSOLE_COLOR`]) |
+//! | 24 | 4 | flags ([`FLAG_SEMIHOSTING_EXIT`], [`FLAG_SELFTEST_EL2_FAULT`], [`FLAG_CONSOLE_COLOR`], [`FLAG_QEMU_GIC`]) |
 //! | 28 | 4 | time slice in µs ([`SLICE_US_MIN`]..=[`SLICE_US_MAX`]) |
 //! | 32 | 4 | stop policy ([`StopPolicy`]) |
 //! | 36 | 4 | number of device records (0..=[`MAX_DEVICES`]) |
@@ -156,6 +156,13 @@ pub const FLAG_SELFTEST_EL2_FAULT: u32 = 1 << 1;
 /// Header flag: the console is a terminal, so the hypervisor may colour the
 /// VM name tags of console lines. Set by the host tool when its stdout is one.
 pub const FLAG_CONSOLE_COLOR: u32 = 1 << 2;
+/// Header flag: the machine's GIC is QEMU's model. Its GICv2 does not
+/// re-signal a physical interrupt that became pending while a guest's
+/// hardware-linked deactivation was on its way, so on GICv2 the hypervisor
+/// forwards hardware interrupts with an EOI maintenance request instead
+/// of the link (and deactivates them itself). Set by the host tool, which
+/// runs QEMU.
+pub const FLAG_QEMU_GIC: u32 = 1 << 3;
 
 /// How the host tool prepared a kernel (informational for the hypervisor: the
 /// load and entry offsets already say everything it needs).

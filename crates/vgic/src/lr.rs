@@ -167,6 +167,24 @@ impl ListRegister {
         v
     }
 
+    /// The same interrupt without its hardware link, asking for an EOI
+    /// maintenance interrupt instead: the guest's deactivation then exits
+    /// to EL2, which deactivates the physical interrupt itself. For a GIC
+    /// whose hardware-linked deactivation does not re-signal a physical
+    /// interrupt that became pending meanwhile (QEMU's GICv2 model). An
+    /// interrupt without a link is returned unchanged.
+    pub const fn with_eoi_instead_of_hw(self) -> Self {
+        match self.pintid {
+            Some(_) => Self {
+                pintid: None,
+                eoi_maintenance: true,
+                source_cpu: 0,
+                ..self
+            },
+            None => self,
+        }
+    }
+
     /// Decodes a `GICH_LR<n>` value.
     pub fn from_v2(v: u32) -> Self {
         let hw = v & V2_HW != 0;

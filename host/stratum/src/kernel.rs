@@ -6,7 +6,8 @@ use std::fs;
 use std::path::Path;
 
 use stratum_abi::bundle::{
-    self, Channel, ChannelEnd, Device, FLAG_SEMIHOSTING_EXIT, KernelKind, SystemInfo, VmImage,
+    self, Channel, ChannelEnd, Device, FLAG_QEMU_GIC, FLAG_SEMIHOSTING_EXIT, KernelKind,
+    SystemInfo, VmImage,
 };
 use stratum_abi::limits;
 use stratum_core::image::{self, KernelInfo, Placement};
@@ -59,8 +60,8 @@ pub fn prepare_kernel(
 }
 
 /// Reads the files of every VM in `config` and encodes the boot bundle
-/// (with [`FLAG_SEMIHOSTING_EXIT`] set: the tool always enables semihosting,
-/// plus `extra_flags`).
+/// (with [`FLAG_SEMIHOSTING_EXIT`] and [`FLAG_QEMU_GIC`] set: the tool always
+/// runs QEMU, with semihosting; plus `extra_flags`).
 pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
     struct Loaded {
         kernel: PreparedKernel,
@@ -119,7 +120,7 @@ pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
         stop: config.system.stop,
     };
     let bytes = bundle::encode(
-        FLAG_SEMIHOSTING_EXIT | extra_flags,
+        FLAG_SEMIHOSTING_EXIT | FLAG_QEMU_GIC | extra_flags,
         system,
         &images,
         &devices,

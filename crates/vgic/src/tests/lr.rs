@@ -138,3 +138,39 @@ proptest! {
         prop_assert_eq!(lr.to_v2(), v2 & (0xff80_03ff | hw_fields));
     }
 }
+
+#[test]
+fn a_hardware_link_can_become_an_eoi_maintenance_request() {
+    let timer = ListRegister {
+        vintid: 27,
+        pintid: Some(27),
+        priority: 0xa0,
+        state: LrState::Pending,
+        group1: true,
+        eoi_maintenance: false,
+        source_cpu: 0,
+    };
+    let swapped = timer.with_eoi_instead_of_hw();
+    assert_eq!(swapped.pintid, None);
+    assert!(swapped.eoi_maintenance);
+    assert_eq!(
+        (
+            swapped.vintid,
+            swapped.priority,
+            swapped.state,
+            swapped.group1
+        ),
+        (27, 0xa0, LrState::Pending, true)
+    );
+    // GICv2: HW (bit 31) clear, EOI (bit 19) set, no source CPU.
+    let raw = swapped.to_v2();
+    assert_eq!(raw & (1 << 31), 0);
+    assert_ne!(raw & (1 << 19), 0);
+    assert_eq!((raw >> 10) & 0x7, 0);
+    // Software interrupts are left alone.
+    let sw = ListRegister {
+        pintid: None,
+        ..timer
+    };
+    assert_eq!(sw.with_eoi_instead_of_hw(), sw);
+}
