@@ -287,7 +287,8 @@ mod tests {
         let config = one_vm(&dir, &elf, None);
         let bytes = build_bundle(&config, 0).expect("bundle");
         let b = Bundle::parse(&bytes).expect("valid bundle");
-        assert_eq!(b.flags(), FLAG_SEMIHOSTING_EXIT);
+        // The tool always runs QEMU: semihosting, and QEMU's GIC model.
+        assert_eq!(b.flags(), FLAG_SEMIHOSTING_EXIT | FLAG_QEMU_GIC);
         let vm = b.vm(0).expect("one VM");
         assert_eq!(vm.name, "kernel");
         assert_eq!(vm.kernel_kind, KernelKind::Elf);
@@ -368,7 +369,10 @@ size = "8K"
         let bytes = build_bundle(&config, FLAG_CONSOLE_COLOR).expect("bundle");
         assert_eq!(config.bundle_size(), bytes.len() as u64);
         let b = Bundle::parse(&bytes).expect("valid bundle");
-        assert_eq!(b.flags(), FLAG_SEMIHOSTING_EXIT | FLAG_CONSOLE_COLOR);
+        assert_eq!(
+            b.flags(),
+            FLAG_SEMIHOSTING_EXIT | FLAG_QEMU_GIC | FLAG_CONSOLE_COLOR
+        );
         assert_eq!(
             b.system(),
             SystemInfo {
