@@ -24,12 +24,6 @@ use crate::vcpu::{Frame, VcpuContext};
 
 pub use stratum_core::machine::{DEVICES, GIC_DEVICE, MAX_VCPUS, UART_DEVICE};
 
-// The vGIC answers the bus regions the machine gives it.
-const _: () = assert!(
-    machine::REGION_DIST == stratum_vgic::REGION_DIST
-        && machine::REGION_REDIST == stratum_vgic::REGION_REDIST
-);
-
 /// Most channels one VM has.
 pub const CHANNELS: usize = stratum_abi::limits::CHANNELS_PER_VM;
 

@@ -32,10 +32,9 @@ pub const VGIC_SPIS: u32 = 64;
 pub const UART_DEVICE: DeviceId = DeviceId(0);
 /// The vGIC's id on the bus (distributor and redistributors).
 pub const GIC_DEVICE: DeviceId = DeviceId(1);
-/// The vGIC's bus region tag for the distributor (`stratum_vgic::REGION_DIST`).
+/// The vGIC's bus region tag for the distributor.
 pub const REGION_DIST: u8 = 0;
-/// The vGIC's bus region tag for the redistributors
-/// (`stratum_vgic::REGION_REDIST`).
+/// The vGIC's bus region tag for the redistributors (one bank per vCPU).
 pub const REGION_REDIST: u8 = 1;
 
 const TWO_MIB: u64 = 2 << 20;

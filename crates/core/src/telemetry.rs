@@ -210,7 +210,7 @@ impl Block {
 
     /// Writes VM `id`'s exit table (`vmN 'name' (state): exits by reason`,
     /// then one row per reason that counted); nothing for an empty slot.
-    pub fn render_vm(&self, id: usize, out: &mut dyn fmt::Write) -> fmt::Result {
+    pub fn render_vm(&self, id: usize, out: &mut impl fmt::Write) -> fmt::Result {
         let state = self.vm_state(id);
         let Some(slot) = self.vms.get(id).filter(|_| state != VmState::Empty) else {
             return Ok(());
@@ -223,7 +223,7 @@ impl Block {
         let name = core::str::from_utf8(&name[..len]).unwrap_or("?");
         let vcpus = (slot.vcpus.load(Ordering::Relaxed) as usize).min(VCPU_SLOTS);
         writeln!(out, "vm{id} '{name}' ({}): exits by reason", state.name())?;
-        render_table(&mut DynWrite(out), vcpus, |v, r| slot.stats[v].get(r))
+        render_table(out, vcpus, |v, r| slot.stats[v].get(r))
     }
 }
 
@@ -241,15 +241,6 @@ pub const fn record_words(
         | ((reason as u64) << 16)
         | ((detail as u64) << 32);
     [time, meta]
-}
-
-/// A `dyn fmt::Write` as a sized writer.
-struct DynWrite<'a>(&'a mut dyn fmt::Write);
-
-impl fmt::Write for DynWrite<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.write_str(s)
-    }
 }
 
 #[cfg(test)]

@@ -14,10 +14,9 @@ use stratum_core::vmexit::SgiRegister;
 
 use crate::Vgic;
 
-/// The window tag of the distributor frame.
-pub const REGION_DIST: u8 = 0;
-/// The window tag of the GICv3 redistributors (bank = redistributor index).
-pub const REGION_REDIST: u8 = 1;
+/// The bus region tags this device answers (the machine's, ADR 0007):
+/// the distributor, and the GICv3 redistributors (banked, one per vCPU).
+pub use stratum_core::machine::{REGION_DIST, REGION_REDIST};
 
 impl MmioDevice for Vgic {
     fn read(&mut self, access: &DeviceAccess, _fx: &mut Effects) -> Result<u64, AccessRefused> {

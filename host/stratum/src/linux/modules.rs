@@ -106,26 +106,12 @@ pub fn load_order(modules_dep: &str, wanted: &[&str]) -> std::result::Result<Vec
 /// package's hundreds of MiB.
 pub fn prune(dir: &Path, wanted: &[&str]) -> Result<()> {
     let dep_path = dir.join("modules.dep");
-    let dep = match fs::read_to_string(&dep_path) {
-        Ok(dep) => dep,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let dep = dependencies_from_modinfo(dir)?;
-            fs::write(&dep_path, &dep).map_err(|e| {
-                Error::environment(format!("cannot write {}: {e}", dep_path.display()))
-            })?;
-            dep
-        }
-        Err(e) => {
-            return Err(Error::environment(format!(
-                "cannot read {}: {e}",
-                dep_path.display()
-            )));
-        }
-    };
-    let keep: BTreeSet<String> = load_order(&dep, wanted)
-        .map_err(|e| Error::environment(format!("{}: {e}", dep_path.display())))?
-        .into_iter()
-        .collect();
+    if !dep_path.exists() {
+        let dep = dependencies_from_modinfo(dir)?;
+        fs::write(&dep_path, &dep)
+            .map_err(|e| Error::environment(format!("cannot write {}: {e}", dep_path.display())))?;
+    }
+    let keep: BTreeSet<String> = files_in_order(dir, wanted)?.into_iter().collect();
     prune_tree(dir, dir, &keep)
 }
 
@@ -236,11 +222,7 @@ fn prune_tree(root: &Path, dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
 /// Reads `wanted` and their dependencies from the modules directory `dir`,
 /// in load order.
 pub fn read(dir: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
-    let dep_path = dir.join("modules.dep");
-    let dep = fs::read_to_string(&dep_path)
-        .map_err(|e| Error::environment(format!("cannot read {}: {e}", dep_path.display())))?;
-    load_order(&dep, wanted)
-        .map_err(|e| Error::environment(format!("{}: {e}", dep_path.display())))?
+    files_in_order(dir, wanted)?
         .into_iter()
         .map(|rel| {
             let path = dir.join(&rel);
@@ -252,6 +234,15 @@ pub fn read(dir: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
             })
         })
         .collect()
+}
+
+/// [`load_order`] of `wanted` by the `modules.dep` of the modules
+/// directory `dir`; an error names the file.
+fn files_in_order(dir: &Path, wanted: &[&str]) -> Result<Vec<String>> {
+    let dep_path = dir.join("modules.dep");
+    let dep = fs::read_to_string(&dep_path)
+        .map_err(|e| Error::environment(format!("cannot read {}: {e}", dep_path.display())))?;
+    load_order(&dep, wanted).map_err(|e| Error::environment(format!("{}: {e}", dep_path.display())))
 }
 
 /// A short tag of `wanted`, part of the cache's directory name for an
