@@ -159,29 +159,26 @@ mod tests {
         }
     }
 
-    /// Reads through the bus as the exit path does: find, then the device.
-    fn bus_read(bus: &MmioBus, bank: &mut TransportBank<Slot, 32>, ipa: u64) -> u32 {
+    /// The 32-bit access at `ipa` as the exit path finds it on the bus.
+    fn word_access(bus: &MmioBus, ipa: u64) -> DeviceAccess {
         let hit = bus.find(Ipa(ipa)).expect("inside the window");
-        let access = DeviceAccess {
+        DeviceAccess {
             vcpu: 0,
             region: hit.region,
             bank: hit.bank,
             offset: ipa - hit.bank_range.start.0,
             size: AccessSize::Word,
-        };
-        bank.read(&access, &mut Effects::default())
+        }
+    }
+
+    /// Reads through the bus as the exit path does: find, then the device.
+    fn bus_read(bus: &MmioBus, bank: &mut TransportBank<Slot, 32>, ipa: u64) -> u32 {
+        bank.read(&word_access(bus, ipa), &mut Effects::default())
             .expect("never refused") as u32
     }
 
     fn bus_write(bus: &MmioBus, bank: &mut TransportBank<Slot, 32>, ipa: u64, v: u32) -> Effects {
-        let hit = bus.find(Ipa(ipa)).expect("inside the window");
-        let access = DeviceAccess {
-            vcpu: 0,
-            region: hit.region,
-            bank: hit.bank,
-            offset: ipa - hit.bank_range.start.0,
-            size: AccessSize::Word,
-        };
+        let access = word_access(bus, ipa);
         let mut fx = Effects::default();
         bank.write(&access, u64::from(v), &mut fx)
             .expect("never refused");

@@ -103,16 +103,21 @@ fn cached_guest(cache: &Cache, deb: &PackageRef, origin: KernelOrigin) -> Debian
     }
 }
 
+/// A kernel package newer than the pin.
+fn newer_package() -> PackageRef {
+    PackageRef {
+        package: "linux-image-9.9.9-1-arm64".into(),
+        version: "9.9.9-1".into(),
+        sha256: "c".repeat(64),
+    }
+}
+
 #[test]
 fn which_cached_fetch_is_current() {
     let dir = TestDir::new("debian-current");
     let cache = Cache::open(dir.path()).expect("cache");
     let pinned = cached_guest(&cache, &KERNEL_PIN.package_ref(), KernelOrigin::Pin);
-    let newer = PackageRef {
-        package: "linux-image-9.9.9-1-arm64".into(),
-        version: "9.9.9-1".into(),
-        sha256: "c".repeat(64),
-    };
+    let newer = newer_package();
     let newest = cached_guest(&cache, &newer, KernelOrigin::Newest);
     let stand_in = DebianGuest {
         origin: KernelOrigin::InsteadOfPin {
@@ -187,11 +192,7 @@ fn a_fresh_latest_fetch_uses_its_own_manifest() {
     let dir = TestDir::new("debian-latest");
     let cache = Cache::open(dir.path()).expect("cache");
     let pinned = cached_guest(&cache, &KERNEL_PIN.package_ref(), KernelOrigin::Pin);
-    let newer = PackageRef {
-        package: "linux-image-9.9.9-1-arm64".into(),
-        version: "9.9.9-1".into(),
-        sha256: "c".repeat(64),
-    };
+    let newer = newer_package();
     let latest = cached_guest(&cache, &newer, KernelOrigin::Newest);
     cache
         .set_manifest(KernelChoice::Pinned, &pinned)
