@@ -10,6 +10,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("device-tree-compiler", "dtc"),
     // The bench's breakdown names the hypervisor's code by address.
     ("llvm", "llvm-symbolizer"),
+    // The focused-console tests drive `stratum run` in a terminal.
+    ("tmux", "tmux"),
 ];
 
 fn have(cmd: &str) -> bool {

@@ -99,10 +99,36 @@ pub enum Command {
     /// one VM with --kernel and friends. Kernels may be arm64 `Image` files,
     /// AArch64 ELF executables or raw binaries (loaded at RAM + 0x80000).
     /// The hypervisor is built with cargo unless --hypervisor or
-    /// STRATUM_HYPERVISOR names one. The guest console is the program's
-    /// stdout; Ctrl-C stops QEMU.
+    /// STRATUM_HYPERVISOR names one.
+    ///
+    /// On a terminal (stdin and stdout), the console is focused: one VM's
+    /// output at a time, full screen, with a status bar naming every VM and
+    /// its state; every key goes to that VM (Ctrl-C too) but Ctrl-A, which
+    /// starts a command: Ctrl-A n the next running VM (its output since it
+    /// was last shown is replayed), Ctrl-A 1-9 a VM by number, Ctrl-A s
+    /// the exit statistics, Ctrl-A a a Ctrl-A for the VM, Ctrl-A x stops
+    /// the system, Ctrl-A ? lists the keys. `stratum console NAME` attaches
+    /// to a VM from another terminal. Otherwise (a pipe, a file, --exec),
+    /// the console is the program's stdout, every line tagged with its VM
+    /// when there are several, and Ctrl-C stops QEMU.
     #[command(after_help = EXIT_STATUS_HELP)]
     Run(RunArgs),
+    /// Attach to a VM's console of a running system (`stratum run` on a
+    /// terminal), like `xl console`.
+    ///
+    /// Shows what the VM printed so far (its scrollback) and then its
+    /// output as it comes; what you type goes to it (the system's one input
+    /// focus moves to it, and the terminal of `stratum run` follows).
+    /// Ctrl-] detaches. It ends by itself when the VM stops or the system
+    /// ends. The runs listen in $XDG_RUNTIME_DIR/stratum (or
+    /// /tmp/stratum-UID), one socket per run.
+    Console {
+        /// The VM's name (as in the config).
+        name: String,
+        /// Process id of the `stratum run` to attach to (needed when several run).
+        #[arg(long, value_name = "N")]
+        pid: Option<u32>,
+    },
     /// Validate a config file and inspect its kernel images, without running anything
     #[command(after_help = EXIT_STATUS_HELP, long_about = CHECK_LONG_HELP)]
     Check {
@@ -484,6 +510,9 @@ pub fn execute(cli: &Cli) -> i32 {
             exit_code::SUCCESS
         }),
         Command::Bench(args) => run_bench(&args.options()).map(|_| exit_code::SUCCESS),
+        Command::Console { name, pid } => {
+            crate::attach::console(name, *pid).map(|()| exit_code::SUCCESS)
+        }
         Command::Stats { pid } => crate::telemetry::stats(*pid).map(|text| {
             print!("{text}");
             exit_code::SUCCESS
@@ -710,6 +739,9 @@ mod tests {
     fn stats_and_trace_arguments() {
         let cli = parse(&["stats", "--pid", "42"]).expect("parses");
         assert!(matches!(cli.command, Command::Stats { pid: Some(42) }));
+        let cli = parse(&["console", "linux", "--pid", "7"]).expect("parses");
+        assert!(matches!(&cli.command, Command::Console { name, pid: Some(7) } if name == "linux"));
+        assert!(parse(&["console"]).is_err(), "the VM's name is needed");
         let cli = parse(&["trace", "-o", "t.svg", "--seconds", "2.5"]).expect("parses");
         let Command::Trace(t) = cli.command else {
             panic!("not trace")

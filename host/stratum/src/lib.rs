@@ -28,12 +28,14 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod attach;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demux;
 pub mod elf;
 pub mod exec;
+pub mod focused;
 pub mod hypervisor;
 pub mod kernel;
 pub mod linux;
@@ -41,8 +43,10 @@ pub mod logdir;
 pub mod qemu;
 pub mod qmp;
 pub mod run;
+pub mod screen;
 pub mod size;
 pub mod telemetry;
+pub mod term;
 #[cfg(test)]
 mod testutil;
 pub mod trace;

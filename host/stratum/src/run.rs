@@ -21,6 +21,7 @@ use stratum_abi::exit;
 
 use crate::config::Config;
 use crate::exec::{ExecReport, ExecWatch};
+use crate::focused::Hub;
 use crate::hypervisor::HypervisorSource;
 use crate::kernel::build_bundle;
 use crate::logdir::LogDir;
@@ -99,6 +100,8 @@ pub enum Verdict {
     /// Every VM powered off, but a command given with `--exec` (or `exec`
     /// in the config) failed or reported no status ([`RunOutcome::exec`]).
     ExecFailed,
+    /// The user stopped the system from the focused console (Ctrl-A x).
+    Quit,
 }
 
 impl Verdict {
@@ -116,7 +119,7 @@ impl Verdict {
     /// The tool's exit status ([`exit_code`]).
     pub fn exit_code(self) -> i32 {
         match self {
-            Self::AllVmsOff => exit_code::SUCCESS,
+            Self::AllVmsOff | Self::Quit => exit_code::SUCCESS,
             Self::HypervisorPanic | Self::BadBootInput | Self::QemuFailed { .. } => {
                 exit_code::HYPERVISOR_FAILURE
             }
@@ -141,6 +144,7 @@ impl Verdict {
             Self::QemuFailed { status: None } => "QEMU was killed by a signal".to_owned(),
             Self::Timeout => "timed out; QEMU was killed".to_owned(),
             Self::ExecFailed => "a command given to run failed (see above)".to_owned(),
+            Self::Quit => "stopped from the console (Ctrl-A x)".to_owned(),
         }
     }
 }
@@ -169,7 +173,10 @@ pub struct RunOutcome {
 /// started, every ending is a [`RunOutcome`].
 pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     opts.config.check_supported()?;
-    let flags = bundle_flags(opts, io::stdout().is_terminal());
+    let stdout_is_terminal = io::stdout().is_terminal();
+    let focused = focused_console(opts, io::stdin().is_terminal(), stdout_is_terminal);
+    // The focused console reads the tags: no colour in them.
+    let flags = bundle_flags(opts, stdout_is_terminal && !focused);
     let bundle = build_bundle(&opts.config, flags)?;
     let qemu = find_qemu()?;
     let scratch = ScratchDir::new()?;
@@ -183,7 +190,11 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     fs::write(&bundle_path, &bundle)
         .map_err(|e| Error::environment(format!("cannot write {}: {e}", bundle_path.display())))?;
 
-    let input = ConsoleInput::choose(opts.capture, io::stdin().is_terminal());
+    let input = if focused {
+        ConsoleInput::Focused
+    } else {
+        ConsoleInput::choose(opts.capture, io::stdin().is_terminal())
+    };
     let mut plan = RunPlan::new(&opts.config, qemu, hypervisor, bundle_path);
     plan.deterministic = opts.deterministic;
     plan.interactive = input.is_terminal();
@@ -230,6 +241,18 @@ fn trace_when_up(socket: &Path, stop: &AtomicBool) -> Result<crate::trace::Trace
     }
 }
 
+/// Whether the run gets the focused console ([`crate::focused`]): the
+/// console is echoed, not captured, stdin and stdout are a terminal, and no
+/// VM runs an `exec` command (whose output a script reads). Otherwise the
+/// console streams as it is, every line tagged.
+fn focused_console(opts: &RunOptions, stdin_is_terminal: bool, stdout_is_terminal: bool) -> bool {
+    opts.echo
+        && !opts.capture
+        && stdin_is_terminal
+        && stdout_is_terminal
+        && opts.config.vms.iter().all(|v| v.exec.is_none())
+}
+
 /// The header flags the host sets for `opts` ([`build_bundle`] adds
 /// semihosting): the EL2-fault self-test when asked, and colour VM tags
 /// when the console is echoed to a terminal.
@@ -259,6 +282,9 @@ enum ConsoleInput {
     /// Nothing: stdin is closed (so fd 0 must not be passed on: it could be
     /// reused by any file we open), or it is a terminal while we capture.
     Nothing,
+    /// The focused console: QEMU reads a pipe that [`Hub`] writes what the
+    /// terminal (and `stratum console`) typed into.
+    Focused,
 }
 
 impl ConsoleInput {
@@ -290,6 +316,7 @@ impl ConsoleInput {
             Self::Terminal => Stdio::inherit(),
             Self::Forward(fd) => Stdio::from(fd),
             Self::Nothing => Stdio::null(),
+            Self::Focused => Stdio::piped(),
         }
     }
 }
@@ -306,6 +333,7 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
     };
     let (program, args) = argv.split_first().expect("the command line has a program");
     let stdin_connected = input.connected();
+    let focused = matches!(input, ConsoleInput::Focused);
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(input.stdio())
@@ -322,12 +350,27 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
             Path::new(program).display()
         ))
     })?;
+    let hub = match child.stdin.take().filter(|_| focused) {
+        Some(qemu_input) => {
+            let names = opts.config.vms.iter().map(|v| v.name.clone()).collect();
+            match Hub::start(names, qemu_input, child.id()) {
+                Ok(hub) => Some(hub),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::environment(format!("the terminal: {e}")));
+                }
+            }
+        }
+        None => None,
+    };
     let sinks = Sinks {
         exec: ExecWatch::new(&opts.config),
         logs,
+        hub: hub.clone(),
     };
     let stdout = child.stdout.take().map(|out| {
-        let (echo, capture) = (opts.echo, opts.capture);
+        let (echo, capture) = (opts.echo && !focused, opts.capture);
         thread::spawn(move || pump(out, echo.then(io::stdout), capture, sinks))
     });
     let stderr = child.stderr.take().map(|err| {
@@ -350,6 +393,10 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
         _ => (None, Sinks::default()),
     };
     let console = console.filter(|_| opts.capture);
+    let quit = hub.as_ref().is_some_and(|h| h.quit());
+    if let Some(hub) = hub {
+        hub.finish();
+    }
     let exec = sinks.exec.map(ExecWatch::finish).unwrap_or_default();
     if let Some(Err(e)) = sinks.logs.map(LogDir::finish) {
         eprintln!("stratum: warning: --log-dir: {e}");
@@ -357,6 +404,7 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
     let qemu_stderr = join(stderr);
     let verdict = match status {
         None => Verdict::Timeout,
+        Some(_) if quit => Verdict::Quit,
         Some(status) => match Verdict::from_qemu_status(status.code()) {
             Verdict::AllVmsOff if !exec.iter().all(ExecReport::succeeded) => Verdict::ExecFailed,
             v => v,
@@ -379,6 +427,8 @@ struct Sinks {
     exec: Option<ExecWatch>,
     /// `--log-dir`.
     logs: Option<LogDir>,
+    /// The focused console.
+    hub: Option<Arc<Hub>>,
 }
 
 impl Sinks {
@@ -388,6 +438,9 @@ impl Sinks {
         }
         if let Some(l) = self.logs.as_mut() {
             l.feed(bytes);
+        }
+        if let Some(h) = self.hub.as_ref() {
+            h.feed(bytes);
         }
     }
 }
@@ -629,6 +682,27 @@ mod tests {
             bundle_flags(&selftest, true),
             FLAG_CONSOLE_COLOR | FLAG_SELFTEST_EL2_FAULT
         );
+    }
+
+    #[test]
+    fn the_focused_console_only_on_a_terminal_without_exec() {
+        let dir = TestDir::new("run-focused");
+        let echoed = RunOptions {
+            capture: false,
+            echo: true,
+            ..options(&dir)
+        };
+        assert!(focused_console(&echoed, true, true));
+        assert!(!focused_console(&echoed, false, true), "stdin is a pipe");
+        assert!(!focused_console(&echoed, true, false), "stdout is a pipe");
+        assert!(!focused_console(&options(&dir), true, true), "captured");
+        let mut exec = echoed.clone();
+        exec.config.vms[0].exec = Some("uname -r".into());
+        assert!(
+            !focused_console(&exec, true, true),
+            "a script reads --exec's output"
+        );
+        assert_eq!(Verdict::Quit.exit_code(), exit_code::SUCCESS);
     }
 
     #[test]

@@ -1,0 +1,509 @@
+//! The focused console of `stratum run` on a terminal: one VM's console at
+//! a time, full screen, with a status bar on the terminal's last line.
+//!
+//! [`Hub`] sits between QEMU's serial line and the people using it: the
+//! terminal `stratum run` was started on, and the `stratum console` clients
+//! attached through the run's socket ([`crate::attach`]). The decisions are
+//! in [`crate::screen`]; this module does the I/O.
+//!
+//! - QEMU's console output goes through the [`Model`]: the VM with the
+//!   hypervisor's input focus is on the screen, untagged, as it wrote it; a
+//!   switch clears the screen and replays the new VM's scrollback. The
+//!   hypervisor's own lines (`[stratum] …`) are shown, on a line of their
+//!   own, on whichever VM's screen is up (they are not replayed); its focus
+//!   status lines only update the status bar.
+//! - Keys typed at the terminal: Ctrl-A, then a key ([`crate::screen::Keys`],
+//!   [`KEYS_HELP`]); everything else goes to the focused VM, Ctrl-C and the
+//!   arrow keys included (the terminal is in raw mode, [`crate::term`]).
+//! - Input from an attached client for VM `v` is held until `v` has the
+//!   hypervisor's focus, which the hub moves there; the terminal's screen
+//!   follows the focus (there is one input focus).
+//!
+//! The status bar is redrawn after each piece of output, unless that
+//! output left an escape sequence open ([`EscapeTracker`]).
+//!
+//! Lock order: the hub's one mutex; QEMU's input is written by a thread of
+//! its own from a channel, so no lock is held while QEMU may block.
+
+use std::io::{self, Read as _, Write};
+use std::os::unix::net::UnixStream;
+use std::process::ChildStdin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+
+use stratum_core::console::VmState;
+
+use crate::attach::{Listener, Request};
+use crate::screen::{Effect, EscapeTracker, KEYS_HELP, Key, Keys, Model, stats_escape, status_bar};
+use crate::term::{self, RawMode};
+
+/// Terminal size assumed when it cannot be read.
+const DEFAULT_SIZE: (u16, u16) = (24, 80);
+
+/// The terminal screen: the focused VM's output above, the status bar on
+/// the last line.
+struct Screen {
+    out: io::Stdout,
+    rows: u16,
+    cols: u16,
+    esc: EscapeTracker,
+    at_line_start: bool,
+}
+
+impl Screen {
+    fn new() -> Self {
+        let (rows, cols) = term::size(1).unwrap_or(DEFAULT_SIZE);
+        Self {
+            out: io::stdout(),
+            rows: rows.max(2),
+            cols,
+            esc: EscapeTracker::default(),
+            at_line_start: true,
+        }
+    }
+
+    /// Clears the screen, sets the scroll region above the bar, and shows
+    /// `replay` (the focused VM's scrollback).
+    fn reset(&mut self, replay: &[u8], model: &Model) {
+        if let Some((rows, cols)) = term::size(1) {
+            (self.rows, self.cols) = (rows.max(2), cols);
+        }
+        let mut bytes = format!("\x1b[0m\x1b[2J\x1b[1;{}r\x1b[H", self.rows - 1).into_bytes();
+        bytes.extend_from_slice(replay);
+        self.esc = EscapeTracker::default();
+        self.esc.feed(replay);
+        self.at_line_start = replay.last().is_none_or(|&b| b == b'\n');
+        self.put(&bytes);
+        self.bar(model);
+    }
+
+    /// Shows VM output.
+    fn output(&mut self, bytes: &[u8], model: &Model) {
+        self.esc.feed(bytes);
+        if let Some(&last) = bytes.last() {
+            self.at_line_start = last == b'\n';
+        }
+        self.put(bytes);
+        self.bar(model);
+    }
+
+    /// Shows a message of the hypervisor's or ours, on a line of its own.
+    fn notice(&mut self, line: &str, model: &Model) {
+        let mut bytes = Vec::new();
+        if !self.at_line_start {
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(format!("\x1b[36m{line}\x1b[0m\r\n").as_bytes());
+        self.at_line_start = true;
+        self.put(&bytes);
+        self.bar(model);
+    }
+
+    /// Redraws the status bar (not while an escape sequence is open; after
+    /// a resize, the whole screen).
+    fn bar(&mut self, model: &Model) {
+        if !self.esc.idle() {
+            return;
+        }
+        if let Some((rows, cols)) = term::size(1)
+            && (rows.max(2), cols) != (self.rows, self.cols)
+        {
+            return self.reset(&model.replay(model.focus()), model);
+        }
+        let text = status_bar(
+            model.names(),
+            model.states(),
+            model.focus(),
+            usize::from(self.cols),
+        );
+        let bytes = format!("\x1b7\x1b[{};1H\x1b[7m{text}\x1b[0m\x1b8", self.rows);
+        self.put(bytes.as_bytes());
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        // A terminal that went away must not stop the run.
+        let _ = self.out.write_all(bytes).and_then(|()| self.out.flush());
+    }
+
+    /// Leaves the cursor below everything, for the shell that comes back.
+    fn leave(&mut self) {
+        let bytes = format!("\x1b[0m\x1b[{};1H", self.rows);
+        self.put(bytes.as_bytes());
+    }
+}
+
+/// A `stratum console` client.
+struct Client {
+    id: u64,
+    vm: usize,
+    stream: UnixStream,
+}
+
+/// Everything under the hub's lock.
+struct Inner {
+    model: Model,
+    screen: Screen,
+    /// The VM on the screen (follows the model's focus).
+    shown: usize,
+    keys: Keys,
+    clients: Vec<Client>,
+    next_client: u64,
+    /// Client input waiting for its VM to get the focus: (VM, bytes).
+    held: Vec<(usize, Vec<u8>)>,
+}
+
+/// The focused console of one run (see the module docs).
+pub struct Hub {
+    inner: Mutex<Inner>,
+    to_qemu: Sender<Vec<u8>>,
+    qemu_pid: u32,
+    quit: AtomicBool,
+    listener: Mutex<Option<Listener>>,
+    raw: Mutex<Option<RawMode>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("qemu_pid", &self.qemu_pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Takes over the terminal (raw mode, full screen) for a system of VMs
+    /// `names` whose QEMU (process `qemu_pid`) reads `qemu_input`; starts
+    /// reading the keyboard and listening for `stratum console`.
+    pub fn start(
+        names: Vec<String>,
+        qemu_input: ChildStdin,
+        qemu_pid: u32,
+    ) -> io::Result<Arc<Self>> {
+        let raw = RawMode::enter(0)?;
+        let (to_qemu, from_hub) = mpsc::channel::<Vec<u8>>();
+        thread::spawn(move || {
+            let mut input = qemu_input;
+            for bytes in from_hub {
+                if input
+                    .write_all(&bytes)
+                    .and_then(|()| input.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let model = Model::new(names);
+        let mut screen = Screen::new();
+        screen.reset(&[], &model);
+        let hub = Arc::new(Self {
+            inner: Mutex::new(Inner {
+                model,
+                screen,
+                shown: 0,
+                keys: Keys::new(),
+                clients: Vec::new(),
+                next_client: 0,
+                held: Vec::new(),
+            }),
+            to_qemu,
+            qemu_pid,
+            quit: AtomicBool::new(false),
+            listener: Mutex::new(None),
+            raw: Mutex::new(Some(raw)),
+        });
+        match Listener::bind(std::process::id()) {
+            Ok(listener) => {
+                let path = listener.path().display().to_string();
+                let accepting = listener.try_clone_listener()?;
+                *lock(&hub.listener) = Some(listener);
+                let h = Arc::clone(&hub);
+                thread::spawn(move || crate::attach::serve(&accepting, &h));
+                hub.notice(&format!(
+                    "stratum: focused console; {KEYS_HELP}. `stratum console NAME` attaches from another terminal (socket {path})"
+                ));
+            }
+            Err(e) => hub.notice(&format!("stratum: `stratum console` is not available: {e}")),
+        }
+        let h = Arc::clone(&hub);
+        thread::spawn(move || h.read_keyboard());
+        Ok(hub)
+    }
+
+    /// Whether the user quit (Ctrl-A x): QEMU was told to stop.
+    pub fn quit(&self) -> bool {
+        self.quit.load(Ordering::SeqCst)
+    }
+
+    /// Takes QEMU's console output.
+    pub fn feed(&self, bytes: &[u8]) {
+        let mut inner = lock(&self.inner);
+        let fx = inner.model.feed(bytes);
+        self.apply(&mut inner, fx);
+    }
+
+    /// The run is over: clients are told and dropped, the socket removed,
+    /// the terminal put back.
+    pub fn finish(&self) {
+        drop(lock(&self.listener).take());
+        let mut inner = lock(&self.inner);
+        for c in inner.clients.drain(..) {
+            let _ = (&c.stream).write_all(b"\r\n[stratum console] the system stopped\r\n");
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+        inner.screen.leave();
+        drop(inner);
+        drop(lock(&self.raw).take());
+    }
+
+    fn notice(&self, line: &str) {
+        let mut inner = lock(&self.inner);
+        let Inner { screen, model, .. } = &mut *inner;
+        screen.notice(line, model);
+    }
+
+    fn send(&self, bytes: Vec<u8>) {
+        let _ = self.to_qemu.send(bytes);
+    }
+
+    /// Reads the terminal until it closes.
+    fn read_keyboard(&self) {
+        let mut stdin = io::stdin();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let mut inner = lock(&self.inner);
+            let keys = inner.keys.feed(&buf[..n]);
+            for key in keys {
+                self.key(&mut inner, key);
+            }
+        }
+    }
+
+    fn key(&self, inner: &mut Inner, key: Key) {
+        let notice = |inner: &mut Inner, line: String| {
+            let Inner { screen, model, .. } = inner;
+            screen.notice(&line, model);
+        };
+        match key {
+            Key::Type(bytes) => self.send(bytes),
+            Key::Next => match inner.model.next() {
+                Some(vm) => self.focus(inner, vm),
+                None => notice(inner, "stratum: no other VM is running".into()),
+            },
+            Key::Select(vm) => self.focus(inner, vm),
+            Key::Stats => self.send(stats_escape()),
+            Key::Quit => {
+                self.quit.store(true, Ordering::SeqCst);
+                notice(inner, "stratum: stopping the system (Ctrl-A x)".into());
+                term::terminate(self.qemu_pid);
+            }
+            Key::Help => notice(inner, format!("stratum: {KEYS_HELP}")),
+            Key::Unknown(b) => notice(
+                inner,
+                format!(
+                    "stratum: Ctrl-A {}: no such key (Ctrl-A ? lists them)",
+                    show_key(b)
+                ),
+            ),
+        }
+    }
+
+    /// Asks for the focus on `vm` for the terminal.
+    fn focus(&self, inner: &mut Inner, vm: usize) {
+        match inner.model.want_focus(vm) {
+            Ok(fx) => self.apply(inner, fx),
+            Err(e) => {
+                let name = inner.model.names().get(vm).cloned().unwrap_or_default();
+                let line = format!("stratum: cannot switch to VM {} {name}: {e}", vm + 1);
+                let Inner { screen, model, .. } = inner;
+                screen.notice(&line, model);
+            }
+        }
+    }
+
+    fn apply(&self, inner: &mut Inner, fx: Vec<Effect>) {
+        for e in fx {
+            match e {
+                Effect::Output { vm, bytes } => {
+                    if vm == inner.shown {
+                        let Inner { screen, model, .. } = &mut *inner;
+                        screen.output(&bytes, model);
+                    }
+                    send_clients(inner, |c| c.vm == vm, &bytes);
+                }
+                Effect::Notice(line) => {
+                    let Inner { screen, model, .. } = &mut *inner;
+                    screen.notice(&line, model);
+                    let names = inner.model.names().to_vec();
+                    let text = format!("\r\n{line}\r\n");
+                    send_clients(
+                        inner,
+                        |c| line.contains(&format!("'{}'", names[c.vm])),
+                        text.as_bytes(),
+                    );
+                }
+                Effect::Focus(vm) => {
+                    inner.shown = vm;
+                    let replay = inner.model.replay(vm);
+                    let Inner { screen, model, .. } = &mut *inner;
+                    screen.reset(&replay, model);
+                    self.release_held(inner);
+                }
+                Effect::States => {
+                    let Inner { screen, model, .. } = &mut *inner;
+                    screen.bar(model);
+                    drop_stopped_clients(inner);
+                }
+                Effect::Send(bytes) => self.send(bytes),
+                Effect::Unreachable(vm) => {
+                    inner.held.retain(|(v, _)| *v != vm);
+                    let name = inner.model.names()[vm].clone();
+                    let line =
+                        format!("stratum: {name} did not get the input focus (it does not run)");
+                    let Inner { screen, model, .. } = &mut *inner;
+                    screen.notice(&line, model);
+                }
+            }
+        }
+    }
+
+    /// Sends held client input whose VM now has the focus.
+    fn release_held(&self, inner: &mut Inner) {
+        let held = std::mem::take(&mut inner.held);
+        for (vm, bytes) in held {
+            if inner.model.accepts_input(vm) {
+                self.send(bytes);
+            } else {
+                inner.held.push((vm, bytes));
+            }
+        }
+    }
+
+    /// Handles a client's first request; `Ok(id)` once it is attached.
+    pub(crate) fn attach(
+        &self,
+        request: &Request,
+        mut stream: UnixStream,
+    ) -> io::Result<Option<u64>> {
+        let mut inner = lock(&self.inner);
+        let model = &inner.model;
+        let reply =
+            |stream: &mut UnixStream, line: &str| stream.write_all(format!("{line}\n").as_bytes());
+        let name = match request {
+            Request::List => {
+                reply(
+                    &mut stream,
+                    &crate::attach::format_list(model.names(), model.states()),
+                )?;
+                return Ok(None);
+            }
+            Request::Attach(name) => name,
+        };
+        let Some(vm) = model.find(name) else {
+            reply(
+                &mut stream,
+                &format!(
+                    "error: no VM named '{name}' in this system; its VMs: {}",
+                    model.names().join(", ")
+                ),
+            )?;
+            return Ok(None);
+        };
+        let state = model.states()[vm];
+        if matches!(state, VmState::Stopped | VmState::Crashed) {
+            reply(
+                &mut stream,
+                &format!("error: VM '{name}' is {}", state.name()),
+            )?;
+            return Ok(None);
+        }
+        reply(&mut stream, "ok")?;
+        stream.write_all(&model.replay(vm))?;
+        let id = inner.next_client;
+        inner.next_client += 1;
+        inner.clients.push(Client { id, vm, stream });
+        Ok(Some(id))
+    }
+
+    /// Input typed at client `id`: to its VM, once that has the focus.
+    pub(crate) fn client_input(&self, id: u64, bytes: &[u8]) {
+        let mut inner = lock(&self.inner);
+        let Some(vm) = inner.clients.iter().find(|c| c.id == id).map(|c| c.vm) else {
+            return;
+        };
+        let waiting = inner.held.iter().any(|(v, _)| *v == vm);
+        if inner.model.accepts_input(vm) && !waiting {
+            self.send(bytes.to_vec());
+            return;
+        }
+        match inner.model.want_focus(vm) {
+            Ok(fx) => {
+                inner.held.push((vm, bytes.to_vec()));
+                self.apply(&mut inner, fx);
+            }
+            Err(e) => {
+                let line = format!("\r\n[stratum console] input dropped: {e}\r\n");
+                send_clients(&mut inner, |c| c.id == id, line.as_bytes());
+            }
+        }
+    }
+
+    /// Client `id` went away.
+    pub(crate) fn detach(&self, id: u64) {
+        lock(&self.inner).clients.retain(|c| c.id != id);
+    }
+}
+
+/// Writes `bytes` to the clients that `pick` chooses; drops those whose
+/// write fails (gone, or stuck past their write timeout).
+fn send_clients(inner: &mut Inner, pick: impl Fn(&Client) -> bool, bytes: &[u8]) {
+    inner.clients.retain(|c| {
+        if !pick(c) {
+            return true;
+        }
+        (&c.stream).write_all(bytes).is_ok()
+    });
+}
+
+/// Drops the clients of VMs that stopped or crashed, telling them.
+fn drop_stopped_clients(inner: &mut Inner) {
+    let states = inner.model.states().to_vec();
+    let names = inner.model.names().to_vec();
+    inner.clients.retain(|c| {
+        let state = states[c.vm];
+        if matches!(state, VmState::Stopped | VmState::Crashed) {
+            let line = format!(
+                "\r\n[stratum console] {} is {}\r\n",
+                names[c.vm],
+                state.name()
+            );
+            let _ = (&c.stream).write_all(line.as_bytes());
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            return false;
+        }
+        true
+    });
+}
+
+/// A key for a message: printable as itself, else as `0xNN`.
+fn show_key(b: u8) -> String {
+    if b.is_ascii_graphic() {
+        char::from(b).to_string()
+    } else {
+        format!("{b:#04x}")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A thread that panicked holding the lock left consistent enough state
+    // for output to go on (and the panic hook put the terminal back).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

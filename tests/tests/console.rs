@@ -1,0 +1,335 @@
+//! The focused console, driven as a person would: `stratum run` in a tmux
+//! pane (a real terminal), keys typed with `send-keys`, the screen read
+//! with `capture-pane`.
+//!
+//! The system: `talk` and `chat` are `echo` guests (each prints `LABEL:
+//! ready`, echoes what is typed and answers each line with `LABEL: got
+//! "LINE"`), `ticker` prints a tick every 200 ms. The test types into the
+//! focused VM while the ticker prints and checks that the screen holds
+//! only that VM's lines; switches with Ctrl-A n and Ctrl-A 3 and sees each
+//! VM's earlier output replayed; attaches to `talk` with `stratum console`
+//! from a second pane and types there; checks `stratum console`'s errors;
+//! and quits with Ctrl-A x, after which the terminal is back in cooked
+//! mode and the run's socket is gone.
+//!
+//! Every wait polls the screen with a generous deadline (the machine may
+//! be loaded); nothing sleeps for a fixed time and then asserts.
+//!
+//! Needs tmux (`cargo xtask test` installs it with the other packages) and
+//! the variables of the system tests (`STRATUM_BIN`, `STRATUM_GUESTS_DIR`,
+//! `STRATUM_HYPERVISOR`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use stratum_systests::{guest_elf, pass_hypervisor_env, stratum_bin};
+
+/// How long any one thing may take to show on the screen.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A private tmux server (its own socket), killed on drop, and a private
+/// runtime directory for the runs' sockets.
+struct Tmux {
+    socket: String,
+    runtime: PathBuf,
+}
+
+impl Tmux {
+    fn new(tag: &str) -> Self {
+        let found = Command::new("tmux").arg("-V").output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "tmux is needed for the console tests: `cargo xtask test` installs it \
+             (Debian/Ubuntu: apt-get install tmux)"
+        );
+        let socket = format!("stratum-{tag}-{}", std::process::id());
+        let runtime = std::env::temp_dir().join(&socket);
+        let _ = std::fs::remove_dir_all(&runtime);
+        std::fs::create_dir_all(&runtime).expect("make the runtime directory");
+        Self { socket, runtime }
+    }
+
+    fn tmux(&self) -> Command {
+        let mut cmd = Command::new("tmux");
+        cmd.args(["-L", &self.socket]);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.tmux().args(args).output().expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Starts the server with one window, 100×30, running `shell_command`
+    /// with the system tests' variables and our runtime directory.
+    fn start(&self, shell_command: &str) {
+        let mut cmd = self.tmux();
+        cmd.args(["new-session", "-d", "-s", "t", "-x", "100", "-y", "30"])
+            .arg(shell_command)
+            .env("XDG_RUNTIME_DIR", &self.runtime);
+        pass_hypervisor_env(&mut cmd);
+        let out = cmd.output().expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The pane stays after its command ends, so its last words can be read.
+        self.run(&["set-option", "-t", "t", "remain-on-exit", "on"]);
+    }
+
+    /// What pane `pane` shows (`t:0.0`, …), one string per line.
+    fn screen(&self, pane: &str) -> Vec<String> {
+        let out = self.run(&["capture-pane", "-p", "-t", pane]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until `pane` shows something `ok` accepts; panics with the
+    /// screen after [`DEADLINE`].
+    #[track_caller]
+    fn wait(&self, pane: &str, what: &str, ok: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen(pane);
+            if ok(&screen) {
+                return screen;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!(
+                    "pane {pane}: no {what} after {DEADLINE:?}; the screen:\n{}",
+                    screen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for a line of `pane` containing `needle`.
+    #[track_caller]
+    fn wait_for(&self, pane: &str, needle: &str) -> Vec<String> {
+        self.wait(pane, &format!("line with {needle:?}"), |s| {
+            s.iter().any(|l| l.contains(needle))
+        })
+    }
+
+    fn keys(&self, pane: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", pane];
+        args.extend(keys);
+        self.run(&args);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux().arg("kill-server").output();
+        let _ = std::fs::remove_dir_all(&self.runtime);
+    }
+}
+
+/// `s` quoted for `sh`.
+fn quote(s: &Path) -> String {
+    format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"))
+}
+
+/// The status bar (the screen's last line that is not empty).
+fn bar(screen: &[String]) -> &str {
+    screen
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map_or("", String::as_str)
+}
+
+/// The lines above the status bar.
+fn body(screen: &[String]) -> Vec<&str> {
+    let n = screen
+        .iter()
+        .rposition(|l| !l.trim().is_empty())
+        .unwrap_or(0);
+    screen[..n].iter().map(String::as_str).collect()
+}
+
+/// Fails if a line of the screen's body starts with one of `foreign` (the
+/// other VMs' lines: `tick N`, `LABEL: …`, an echoed word).
+#[track_caller]
+fn assert_only(screen: &[String], foreign: &[&str], what: &str) {
+    for line in body(screen) {
+        for f in foreign {
+            assert!(
+                !line.starts_with(f),
+                "{what}: {f:?} is on the screen:\n{}",
+                screen.join("\n")
+            );
+        }
+    }
+}
+
+fn write_config(dir: &Path) -> PathBuf {
+    let elf = |g: &str| format!("{:?}", guest_elf(g).to_string_lossy());
+    let text = format!(
+        "[machine]\ncpus = 2\nmemory = \"512M\"\n\n\
+         [[vm]]\nname = \"talk\"\nkernel = {echo}\ncmdline = \"talk\"\nmemory = \"32M\"\npcpus = [0]\n\n\
+         [[vm]]\nname = \"chat\"\nkernel = {echo}\ncmdline = \"chat\"\nmemory = \"32M\"\n\
+         placement = \"shared\"\npcpus = [1]\n\n\
+         [[vm]]\nname = \"ticker\"\nkernel = {ticker}\ncmdline = \"period_ms=200 ticks=0\"\n\
+         memory = \"32M\"\nplacement = \"shared\"\npcpus = [1]\n",
+        echo = elf("echo"),
+        ticker = elf("ticker"),
+    );
+    let path = dir.join("console.toml");
+    std::fs::write(&path, text).expect("write the config");
+    path
+}
+
+/// `stratum console ARGS` with our runtime directory, stdin closed.
+fn console_command(tmux: &Tmux, args: &[&str]) -> Output {
+    Command::new(stratum_bin())
+        .arg("console")
+        .args(args)
+        .env("XDG_RUNTIME_DIR", &tmux.runtime)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("stratum runs")
+}
+
+#[test]
+fn focused_console_switches_replays_and_attaches() {
+    let tmux = Tmux::new("console");
+    let config = write_config(&tmux.runtime);
+    let run = format!(
+        "{} run {} --timeout 600; echo \"run exit status $?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon",
+        quote(&stratum_bin()),
+        quote(&config)
+    );
+    tmux.start(&run);
+    let main = "t:0.0";
+
+    // `talk` has the focus first: its prompt, the bar naming every VM.
+    let screen = tmux.wait_for(main, "talk: ready");
+    let screen = if bar(&screen).contains("1:talk* running") {
+        screen
+    } else {
+        tmux.wait(main, "status bar", |s| bar(s).contains("1:talk* running"))
+    };
+    assert!(
+        bar(&screen).contains("2:chat running") && bar(&screen).contains("3:ticker running"),
+        "the bar names every VM and its state: {:?}",
+        bar(&screen)
+    );
+    // Type into it while the ticker prints; the ticker must have printed
+    // meanwhile (its replay below shows ticks), yet none is on this screen.
+    tmux.keys(main, &["hello", "Enter"]);
+    let screen = tmux.wait_for(main, "talk: got \"hello\"");
+    assert_only(&screen, &["tick ", "chat:"], "talk's screen");
+
+    // Ctrl-A n: the next running VM, `chat`; its ready line is replayed.
+    tmux.keys(main, &["C-a", "n"]);
+    let screen = tmux.wait(main, "chat with the focus", |s| {
+        bar(s).contains("2:chat* running") && s.iter().any(|l| l.contains("chat: ready"))
+    });
+    assert_only(&screen, &["talk:", "tick ", "hello"], "chat's screen");
+    tmux.keys(main, &["there", "Enter"]);
+    let screen = tmux.wait_for(main, "chat: got \"there\"");
+    assert_only(&screen, &["talk:", "tick ", "hello"], "chat's screen");
+
+    // Ctrl-A 3: the ticker, whose ticks since the start are replayed.
+    tmux.keys(main, &["C-a", "3"]);
+    let screen = tmux.wait(main, "ticker with the focus and its ticks", |s| {
+        bar(s).contains("3:ticker* running")
+            && s.iter().filter(|l| l.starts_with("tick ")).count() >= 3
+    });
+    assert_only(
+        &screen,
+        &["talk:", "chat:", "hello", "there"],
+        "ticker's screen",
+    );
+
+    // A second pane attaches to `talk`: its scrollback first, then typing
+    // there reaches it (the system's one focus moves to it, and the main
+    // screen follows).
+    let attach = format!(
+        "XDG_RUNTIME_DIR={} {} console talk; echo \"console exit status $?\"",
+        quote(&tmux.runtime),
+        quote(&stratum_bin())
+    );
+    tmux.run(&["split-window", "-v", "-t", main, &attach]);
+    let second = "t:0.1";
+    let screen = tmux.wait_for(second, "talk: got \"hello\"");
+    assert_only(
+        &screen,
+        &["chat:", "tick ", "there"],
+        "the attached console",
+    );
+    tmux.keys(second, &["again", "Enter"]);
+    tmux.wait_for(second, "talk: got \"again\"");
+    tmux.wait(main, "the main screen following the focus to talk", |s| {
+        bar(s).contains("1:talk* running") && s.iter().any(|l| l.contains("talk: got \"again\""))
+    });
+    // Ctrl-] detaches.
+    tmux.keys(second, &["C-]"]);
+    tmux.wait_for(second, "console exit status 0");
+
+    // The errors, with the run still going.
+    let out = console_command(&tmux, &["nosuch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no VM named 'nosuch'") && err.contains("talk, chat, ticker"),
+        "an unknown name lists the VMs: {err}"
+    );
+    let out = console_command(&tmux, &["talk", "--pid", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("no running system with pid 1"),
+        "{err}"
+    );
+
+    // `off` powers chat off: its state shows in the bar, and attaching to
+    // it is refused.
+    tmux.keys(main, &["C-a", "2"]);
+    tmux.wait(main, "chat with the focus again", |s| {
+        bar(s).contains("2:chat* running")
+    });
+    tmux.keys(main, &["off", "Enter"]);
+    tmux.wait(main, "chat stopped in the bar", |s| {
+        bar(s).contains("2:chat stopped")
+    });
+    let out = console_command(&tmux, &["chat"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("VM 'chat' is stopped"),
+        "{err}"
+    );
+
+    // Ctrl-A x: the system stops, the terminal is itself again, the
+    // socket is gone.
+    tmux.keys(main, &["C-a", "x"]);
+    tmux.wait_for(main, "run exit status 0");
+    let screen = tmux.wait(main, "the terminal's mode after the run", |s| {
+        s.iter().any(|l| l == "icanon" || l == "-icanon")
+    });
+    assert!(
+        screen.iter().any(|l| l == "icanon"),
+        "the terminal is back in canonical mode:\n{}",
+        screen.join("\n")
+    );
+    let left: Vec<_> = std::fs::read_dir(tmux.runtime.join("stratum"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the run's socket is removed: {left:?}");
+    let out = console_command(&tmux, &["talk"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("no running system"),
+        "{err}"
+    );
+}
