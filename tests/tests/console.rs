@@ -293,15 +293,19 @@ fn focused_console_switches_replays_and_attaches() {
         "{err}"
     );
 
-    // `off` powers chat off: its state shows in the bar, and attaching to
-    // it is refused.
+    // `off` powers chat off: the hypervisor moves the focus to the next
+    // running VM (the ticker), the screen follows and says why, the bar
+    // shows the state, and attaching to chat is refused.
     tmux.keys(main, &["C-a", "2"]);
     tmux.wait(main, "chat with the focus again", |s| {
         bar(s).contains("2:chat* running")
     });
     tmux.keys(main, &["off", "Enter"]);
-    tmux.wait(main, "chat stopped in the bar", |s| {
+    tmux.wait(main, "chat stopped and the ticker focused", |s| {
         bar(s).contains("2:chat stopped")
+            && bar(s).contains("3:ticker* running")
+            && s.iter()
+                .any(|l| l.contains("stratum: chat stopped; the console moved to ticker"))
     });
     let out = console_command(&tmux, &["chat"]);
     let err = String::from_utf8_lossy(&out.stderr);

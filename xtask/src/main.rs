@@ -187,8 +187,8 @@ fn run(args: &[String]) -> Result<(), String> {
         println!(
             "xtask: booting the default demo ({}): Debian Linux with 2 vCPUs on CPUs 0-1 \
              and an interactive shell, next to two bare-metal tickers time-sharing CPU 2.\n\
-             xtask: type commands at the `stratum#` prompt; Ctrl-A three times switches the \
-             console to the next VM; `poweroff -f` in Linux ends the demo.",
+             xtask: type commands at the `stratum#` prompt; Ctrl-A n shows the next VM, \
+             Ctrl-A ? lists the keys; `poweroff -f` in Linux ends the demo.",
             config.display()
         );
         cmd.arg(&config);

@@ -351,10 +351,23 @@ impl Hub {
                     );
                 }
                 Effect::Focus(vm) => {
-                    inner.shown = vm;
+                    let left = std::mem::replace(&mut inner.shown, vm);
                     let replay = inner.model.replay(vm);
                     let Inner { screen, model, .. } = &mut *inner;
                     screen.reset(&replay, model);
+                    // The hypervisor moved the focus because the VM on the
+                    // screen stopped: say so (its last words were cleared).
+                    let state = model.states().get(left).copied();
+                    if let Some(state @ (VmState::Stopped | VmState::Crashed)) = state {
+                        let names = model.names();
+                        let line = format!(
+                            "stratum: {} {}; the console moved to {}",
+                            names[left],
+                            state.name(),
+                            names[vm]
+                        );
+                        screen.notice(&line, model);
+                    }
                     self.release_held(inner);
                 }
                 Effect::States => {

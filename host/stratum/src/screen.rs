@@ -7,11 +7,11 @@
 //!   [`crate::demux::Demux`] does, would hide it) and gives each VM back
 //!   exactly the bytes it wrote: tags (`name | `, `name + `) removed, and
 //!   the `\r\n` the hypervisor adds when another writer cuts a VM's line
-//!   dropped. A VM's line end is held until its next line starts, because
-//!   only then is it known whether the hypervisor cut the line (`name + `
-//!   follows: the `\r\n` was the hypervisor's) or the VM ended it (`name | `
-//!   follows: it was the VM's). Lines that start `[stratum] ` are the
-//!   hypervisor's own.
+//!   dropped. With several VMs, a VM's line end is held until its next
+//!   line starts, because only then is it known whether the hypervisor cut
+//!   the line (`name + ` follows: the `\r\n` was the hypervisor's) or the
+//!   VM ended it (`name | ` follows: it was the VM's). Lines that start
+//!   `[stratum] ` are the hypervisor's own.
 //! - [`Scrollback`]: what each VM printed, bounded (the newest
 //!   [`SCROLLBACK_BYTES`]), replayed when the screen switches to it.
 //! - [`Model`]: the VMs' states and the hypervisor's input focus, kept in
@@ -119,8 +119,15 @@ impl StreamDemux {
             Within::Vm { vm, cr } => {
                 let (vm, held_cr) = (*vm, *cr);
                 if b == b'\n' {
+                    let end: &'static [u8] = if held_cr { b"\r\n" } else { b"\n" };
+                    if self.names.len() > 1 {
+                        self.held_end[vm] = Some(end);
+                    } else {
+                        // Nobody cuts a single VM's lines: its line ends
+                        // are all its own.
+                        run.extend_from_slice(end);
+                    }
                     self.flush_run(run, out);
-                    self.held_end[vm] = Some(if held_cr { b"\r\n" } else { b"\n" });
                     self.within = Within::Start(Vec::new());
                     return;
                 }
@@ -765,11 +772,8 @@ mod tests {
 
     #[test]
     fn one_vm_owns_every_line_but_the_hypervisors() {
-        let (vms, other) = split(
-            &["solo"],
-            &[b"[str", b"atum] up\r\n[x] y\r\nsolo | z\r\n$ "],
-        );
-        assert_eq!(vms[0], "[x] y\r\nsolo | z\r\n$ ");
+        let (vms, other) = split(&["solo"], &[b"[str", b"atum] up\r\n[x] y\r\nsolo | z\r\n"]);
+        assert_eq!(vms[0], "[x] y\r\nsolo | z\r\n", "line ends come at once");
         assert_eq!(other, ["H:up"]);
     }
 
