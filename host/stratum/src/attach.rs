@@ -2,10 +2,11 @@
 //! another terminal, like `xl console`.
 //!
 //! A `stratum run` with the focused console ([`crate::focused`]) listens on
-//! a Unix socket `<runtime dir>/<pid>.sock`, where the runtime directory is
+//! a Unix socket `<runtime dir>/<pid>.sock`, beside its QMP socket: the
+//! runtime directory is [`crate::qmp::runtime_dir`],
 //! `$XDG_RUNTIME_DIR/stratum` or, without that variable,
-//! `/tmp/stratum-<uid>` (made private, mode 0700, and refused if another
-//! user owns it). The socket is removed when the run ends; a socket whose
+//! `/tmp/stratum-<uid>` (made private, mode 0700, and refused if it is not
+//! a private directory of this user). The socket is removed when the run ends; a socket whose
 //! run died is removed by the next `stratum console` that finds nobody
 //! listening.
 //!
@@ -23,7 +24,6 @@
 use std::fs;
 use std::io::{self, BufRead as _, BufReader, IsTerminal as _, Read as _, Write as _};
 use std::os::fd::AsFd as _;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ use std::time::Duration;
 use stratum_core::console::VmState;
 
 use crate::focused::Hub;
-use crate::term::{self, RawMode};
+use crate::term::RawMode;
 use crate::{Error, Result};
 
 /// Ctrl-]: leaves `stratum console` (as in telnet and `xl console`).
@@ -98,30 +98,6 @@ pub fn parse_list(line: &str) -> Option<Vec<(String, String)>> {
         .collect()
 }
 
-/// The directory of the runs' sockets (see the module docs).
-pub fn runtime_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("stratum"),
-        None => std::env::temp_dir().join(format!("stratum-{}", term::uid())),
-    }
-}
-
-/// Makes `dir` (private) if needed and checks that it is ours.
-fn ensure_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let meta = fs::metadata(dir)?;
-    if meta.uid() != term::uid() {
-        return Err(io::Error::other(format!(
-            "{} belongs to another user",
-            dir.display()
-        )));
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
 /// The socket a run listens on; removed on drop.
 #[derive(Debug)]
 pub struct Listener {
@@ -130,13 +106,14 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Listens as the run of process `pid`.
+    /// Listens as the run of process `pid`, in the runtime directory the
+    /// QMP sockets use ([`crate::qmp::runtime_dir`]).
     pub fn bind(pid: u32) -> io::Result<Self> {
-        Self::bind_in(&runtime_dir(), pid)
+        let dir = crate::qmp::runtime_dir().map_err(|e| io::Error::other(e.to_string()))?;
+        Self::bind_in(&dir, pid)
     }
 
     fn bind_in(dir: &Path, pid: u32) -> io::Result<Self> {
-        ensure_dir(dir)?;
         let path = dir.join(format!("{pid}.sock"));
         // A socket left by an earlier process with our pid is stale.
         let _ = fs::remove_file(&path);
@@ -319,7 +296,7 @@ fn describe(found: &[Running]) -> String {
 /// `stratum console NAME [--system PID]`: attaches this terminal to VM
 /// `name` until Ctrl-] or the VM or the system stops.
 pub fn console(name: &str, system: Option<u32>) -> Result<()> {
-    let dir = runtime_dir();
+    let dir = crate::qmp::runtime_dir()?;
     let run = choose(&dir, system)?;
     let (reader, answer) = ask(&run.path, &Request::Attach(name.to_owned()), CLIENT_TIMEOUT)?;
     if answer != "ok" {
@@ -421,11 +398,8 @@ mod tests {
         let sockets = dir.path().join("run");
         let none = choose(&sockets, None).expect_err("nothing runs");
         assert!(none.to_string().contains("no running system"), "{none}");
+        fs::create_dir(&sockets).expect("made");
         let live = Listener::bind_in(&sockets, 41).expect("binds");
-        assert_eq!(
-            fs::metadata(&sockets).expect("made").permissions().mode() & 0o777,
-            0o700
-        );
         // A socket whose run died: nobody listens.
         drop(UnixListener::bind(sockets.join("42.sock")).expect("binds"));
         fs::write(sockets.join("notes.txt"), "ignored").expect("writes");

@@ -18,7 +18,7 @@ use crate::{Result, exit_code};
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0  every VM powered off cleanly
+  0  every VM powered off cleanly (or Ctrl-A x in the focused console stopped the system)
   1  hypervisor failure: it panicked or rejected its boot input, or QEMU died unexpectedly
   2  bad input (usage, config, kernel images), caught before anything started
   3  timeout: --timeout expired and QEMU was killed

@@ -130,12 +130,6 @@ pub fn terminate(pid: u32) {
     }
 }
 
-/// The real user id (for the runtime directory).
-pub fn uid() -> u32 {
-    // SAFETY: getuid cannot fail and touches no memory of ours.
-    unsafe { libc::getuid() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
