@@ -12,6 +12,9 @@
 //! and quits with Ctrl-A x, after which the terminal is back in cooked
 //! mode and the run's socket is gone.
 //!
+//! A second test ends runs the hard ways, QEMU killed and `stratum run`
+//! itself signalled, and checks the terminal comes back each time.
+//!
 //! Every wait polls the screen with a generous deadline (the machine may
 //! be loaded); nothing sleeps for a fixed time and then asserts.
 //!
@@ -336,4 +339,110 @@ fn focused_console_switches_replays_and_attaches() {
         out.status.code() == Some(2) && err.contains("no running system"),
         "{err}"
     );
+}
+
+/// The pid of the one `stratum run` listening in `tmux`'s runtime
+/// directory (its socket is `<pid>.sock`), waiting for it to appear.
+fn stratum_pid(tmux: &Tmux) -> u32 {
+    let dir = tmux.runtime.join("stratum");
+    let start = Instant::now();
+    loop {
+        let pids: Vec<u32> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.strip_suffix(".sock")?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let [pid] = pids[..] {
+            return pid;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no run socket in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The child processes of `pid` (QEMU, for `stratum run`).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn kill(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Starts a focused run of the console system in `tmux`'s first pane,
+/// waits for `talk`, and returns stratum's pid.
+fn start_run(tmux: &Tmux) -> u32 {
+    let config = write_config(&tmux.runtime);
+    let run = format!(
+        "{} run {} --timeout 600; echo \"run exit status $?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon",
+        quote(&stratum_bin()),
+        quote(&config)
+    );
+    tmux.start(&run);
+    tmux.wait_for("t:0.0", "talk: ready");
+    stratum_pid(tmux)
+}
+
+/// Waits for the run in `pane` to end with `status` and the terminal to be
+/// back in canonical mode.
+#[track_caller]
+fn assert_ended_restored(tmux: &Tmux, pane: &str, status: &str) {
+    tmux.wait_for(pane, &format!("run exit status {status}"));
+    let screen = tmux.wait(pane, "the terminal's mode after the run", |s| {
+        s.iter().any(|l| l == "icanon" || l == "-icanon")
+    });
+    assert!(
+        screen.iter().any(|l| l == "icanon"),
+        "the terminal is back in canonical mode:\n{}",
+        screen.join("\n")
+    );
+}
+
+#[test]
+fn the_terminal_comes_back_when_qemu_dies_or_the_run_is_signalled() {
+    // QEMU killed outright: the run reports it (exit 1) and restores.
+    let tmux = Tmux::new("console-qemu-dies");
+    let pid = start_run(&tmux);
+    let qemu = children(pid);
+    assert_eq!(qemu.len(), 1, "stratum run has one child, QEMU: {qemu:?}");
+    kill("-KILL", qemu[0]);
+    assert_ended_restored(&tmux, "t:0.0", "1");
+    drop(tmux);
+
+    // SIGTERM to stratum run itself: it restores the terminal, stops QEMU
+    // and dies of the signal (the shell reports 128 + 15).
+    let tmux = Tmux::new("console-signalled");
+    let pid = start_run(&tmux);
+    let qemu = children(pid);
+    assert_eq!(qemu.len(), 1, "stratum run has one child, QEMU: {qemu:?}");
+    kill("-TERM", pid);
+    assert_ended_restored(&tmux, "t:0.0", "143");
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{}", qemu[0])).exists() {
+        // A zombie until its parent's parent reaps it counts as gone.
+        let state = std::fs::read_to_string(format!("/proc/{}/stat", qemu[0])).unwrap_or_default();
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "QEMU {} outlived the run",
+            qemu[0]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -182,6 +182,7 @@ impl Hub {
         qemu_pid: u32,
     ) -> io::Result<Arc<Self>> {
         let raw = RawMode::enter(0)?;
+        term::stop_on_signal(qemu_pid);
         let (to_qemu, from_hub) = mpsc::channel::<Vec<u8>>();
         thread::spawn(move || {
             let mut input = qemu_input;

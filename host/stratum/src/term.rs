@@ -5,14 +5,14 @@
 //! mode (no echo, no line editing, no signals from Ctrl-C or Ctrl-Z: every
 //! key goes to the guest). The settings come back when the guard drops
 //! (normal exit, an error, QEMU dying), from a panic hook, and from a
-//! handler for SIGTERM, SIGHUP, SIGINT and SIGQUIT, which then dies of the
-//! same signal. The saved settings live in a static that the handler reads
+//! handler for SIGTERM, SIGHUP, SIGINT and SIGQUIT, which also stops QEMU
+//! ([`stop_on_signal`]) and then dies of the same signal. The saved settings live in a static that the handler reads
 //! without a lock; it only calls async-signal-safe functions (`tcsetattr`,
-//! `write`, `signal`, `raise`).
+//! `write`, `kill`, `signal`, `raise`).
 
 use std::io;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// What puts the screen back: the whole screen scrolls again (the cursor
 /// kept where it is: setting the region moves it home), the cursor shows,
@@ -23,6 +23,8 @@ pub const RESET_SCREEN: &[u8] = b"\x1b7\x1b[r\x1b8\x1b[?25h\x1b[0m\r\n";
 static SAVED: OnceLock<(i32, libc::termios)> = OnceLock::new();
 /// Raw mode is on (the settings must be put back).
 static RAW: AtomicBool = AtomicBool::new(false);
+/// A child process (QEMU) to stop when a signal ends us, or 0.
+static CHILD: AtomicI32 = AtomicI32::new(0);
 
 /// The terminal's size in (rows, columns), if `fd` is a terminal that
 /// knows it.
@@ -93,8 +95,19 @@ fn write_stdout(bytes: &[u8]) {
     let _ = unsafe { libc::write(1, bytes.as_ptr().cast(), bytes.len()) };
 }
 
+/// Makes a signal that ends us (see the module docs) send SIGTERM to
+/// process `pid` first: QEMU must not outlive the terminal it was drawing on.
+pub fn stop_on_signal(pid: u32) {
+    CHILD.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+}
+
 extern "C" fn on_signal(sig: libc::c_int) {
     restore();
+    let child = CHILD.load(Ordering::SeqCst);
+    if child > 0 {
+        // SAFETY: kill takes plain integers; a stale pid makes it fail.
+        unsafe { libc::kill(child, libc::SIGTERM) };
+    }
     // SAFETY: back to the default action, then the same signal again: the
     // process ends as it would have without us.
     unsafe {
