@@ -171,11 +171,14 @@ fn serve_client(stream: UnixStream, hub: &Hub) {
     };
     let _ = reader.get_ref().set_read_timeout(None);
     // What the client typed (BufReader first: it may hold bytes already).
+    // At the end of its input the client still reads the VM's output; it
+    // is dropped when a write to it fails.
     let mut buf = [0u8; 1024];
     loop {
         match reader.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => return,
             Ok(n) => hub.client_input(id, &buf[..n]),
+            Err(_) => break,
         }
     }
     hub.detach(id);
