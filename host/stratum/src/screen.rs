@@ -615,11 +615,11 @@ impl Keys {
                     text.push(PREFIX);
                     continue;
                 }
-                b'n' | b' ' | PREFIX => Key::Next,
+                b'n' | PREFIX => Key::Next,
                 b'1'..=b'9' => Key::Select(usize::from(b - b'1')),
                 b's' => Key::Stats,
                 b'x' => Key::Quit,
-                b'?' | b'h' => Key::Help,
+                b'?' => Key::Help,
                 other => Key::Unknown(other),
             };
             if !text.is_empty() {
