@@ -38,9 +38,9 @@ use stratum_core::platform::{Platform, PsciConduit};
 use stratum_core::psci::FirmwareFeatures;
 use stratum_core::stage2;
 
-use crate::mem::TablePool;
 use crate::system::Settings;
 use crate::vm::Vm;
+use stratum_core::tablepool::TablePool;
 
 /// Stratum's version, printed in the banner.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -117,7 +117,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     }
 
     let plan = plan_boot(&bundle, &platform, dtb, fdt.total_size());
-    let mut pool = TablePool::take();
+    let mut pool = mem::table_pool();
 
     stratum_arch::traps::configure_for_guests();
     let console_intid = platform.uart.and_then(|u| u.irq).map(|i| i.intid());

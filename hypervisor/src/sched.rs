@@ -38,7 +38,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use stratum_arch::el2::cptr::{TFP as CPTR_TFP, TZ_TSM as CPTR_TZ_TSM};
 use stratum_arch::{barrier, fpsimd, sysreg};
-use stratum_core::lifecycle::{Claim, Leave, SavedTimers};
+use stratum_core::lifecycle::{Claim, Leave};
 use stratum_core::sched::{FpUse, MAX_QUEUE, RunQueue, VcpuRef};
 
 use crate::sync::SpinLock;
@@ -348,31 +348,14 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
 /// quiesces its timers.
 fn save(vm: &mut Vm, v: usize, pauth: bool) {
     let ctx = &mut vm.ctx[v];
-    ctx.el1.save(pauth);
-    ctx.pc = sysreg::elr_el2();
-    ctx.pstate = sysreg::spsr_el2();
-    ctx.timers = SavedTimers {
-        cntv_ctl: sysreg::cntv_ctl_el0(),
-        cntv_cval: sysreg::cntv_cval_el0(),
-        cntp_ctl: sysreg::cntp_ctl_el0(),
-        cntp_cval: sysreg::cntp_cval_el0(),
-    };
-    sysreg::set_cntv_ctl_el0(0);
-    sysreg::set_cntp_ctl_el0(0);
+    ctx.save_live(pauth);
     irq::save_cpu_interface(ctx);
 }
 
 /// Loads vCPU `v`'s saved context into this CPU.
 fn restore(vm: &mut Vm, v: usize, pauth: bool) {
-    sysreg::set_cntvoff_el2(vm.cntvoff);
     let ctx = &vm.ctx[v];
-    ctx.el1.restore(pauth);
-    sysreg::set_elr_el2(ctx.pc);
-    sysreg::set_spsr_el2(ctx.pstate);
-    sysreg::set_cntv_cval_el0(ctx.timers.cntv_cval);
-    sysreg::set_cntv_ctl_el0(ctx.timers.cntv_ctl);
-    sysreg::set_cntp_cval_el0(ctx.timers.cntp_cval);
-    sysreg::set_cntp_ctl_el0(ctx.timers.cntp_ctl);
+    ctx.restore_live(pauth, vm.cntvoff);
     irq::restore_cpu_interface(ctx);
 }
 

@@ -108,7 +108,7 @@ pub fn settings() -> Option<&'static Settings> {
 /// Installs VM `vm.id` (boot CPU, before any guest runs).
 pub fn install_vm(vm: Vm) {
     let id = vm.id;
-    crate::telemetry::register_vm(id, vm.image.name, vm.image.vcpus as usize);
+    crate::telemetry::BLOCK.register_vm(id, vm.image.name, vm.image.vcpus as usize);
     *VMS[id].lock() = Some(vm);
     VM_COUNT.fetch_max(id + 1, Ordering::AcqRel);
 }

@@ -18,9 +18,9 @@ use stratum_core::stage2::{MapStats, Mapping, Stage2Config, Stage2Table};
 
 use stratum_vgic::Vgic;
 
-use crate::mem::TablePool;
 use crate::sync::SpinLock;
 use crate::vcpu::{Frame, VcpuContext};
+use stratum_core::tablepool::TablePool;
 
 pub use stratum_core::machine::{DEVICES, GIC_DEVICE, MAX_VCPUS, UART_DEVICE};
 
