@@ -9,7 +9,7 @@ use stratum_core::inject::Injection;
 use stratum_core::pl011::Pl011;
 use stratum_core::stats::Reason;
 use stratum_core::vmexit::{
-    self, ABORT_LOG_LIMIT, AbortReport, Action, ExitEnv, ExitInfo, SgiRegister, StopReason,
+    self, AbortReport, Action, ExitEnv, ExitInfo, InjectionNotes, SgiRegister, StopReason,
     VmDevices, VmModel,
 };
 use stratum_vgic::Vgic;
@@ -417,44 +417,18 @@ fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
 }
 
 /// Logs an injected exception (undefined instruction, or an abort with its
-/// report), the first [`ABORT_LOG_LIMIT`] of each kind per VM. Off the hot
-/// path: only exits that inject come here.
+/// report), as [`InjectionNotes`] rate-limits them. Off the hot path: only
+/// exits that inject come here.
 #[cold]
 #[inline(never)]
 fn log_injection(vm: &Vm, info: &ExitInfo, inj: &Injection, last_abort: Option<AbortReport>) {
-    let counters = telemetry::summary(vm.id);
-    if inj.esr_el1 >> 26 == 0 && counters.injected_undefs <= ABORT_LOG_LIMIT {
-        log!(
-            "vm{} '{}': undefined instruction injected for ESR_EL2 {:#x} at pc {:#x}{}",
-            vm.id,
-            vm.image.name,
-            info.esr,
-            info.pc,
-            if counters.injected_undefs == ABORT_LOG_LIMIT {
-                " (further ones are only counted)"
-            } else {
-                ""
-            }
-        );
+    let notes = InjectionNotes::new(&telemetry::summary(vm.id), info, inj, last_abort);
+    let (id, name) = (vm.id, vm.image.name);
+    if let Some(note) = notes.undef_text() {
+        log!("vm{id} '{name}': {note}");
     }
-    if let Some(report) = last_abort {
-        let n = counters.injected_aborts;
-        if n <= ABORT_LOG_LIMIT {
-            log!(
-                "vm{} '{}': {:?} {} of {} at pc {:#x}: abort injected{}",
-                vm.id,
-                vm.image.name,
-                report.why,
-                if report.write { "write" } else { "read" },
-                report.ipa,
-                report.pc,
-                if n == ABORT_LOG_LIMIT {
-                    " (further aborts are only counted)"
-                } else {
-                    ""
-                }
-            );
-        }
+    if let Some(note) = notes.abort_text() {
+        log!("vm{id} '{name}': {note}");
     }
 }
 
