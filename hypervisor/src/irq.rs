@@ -28,6 +28,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
+use stratum_core::guest_dt::virt_map;
 use stratum_core::lifecycle::CpuSet;
 use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::sched::VcpuRef;
@@ -774,15 +775,31 @@ pub fn restore_cpu_interface(ctx: &VcpuContext) {
     });
 }
 
-/// The emulated devices' interrupt lines, into the model (after handing
-/// the guest UART any queued console input, if it has the console).
+/// The emulated UART's interrupt line, into the model (after handing it
+/// any queued console input, if its VM has the console).
 pub fn sample_lines(vm: &mut Vm) {
     console::deliver_input(vm.id, &mut vm.uart);
     let uart_line = vm.uart.irq_pending();
-    let uart_intid = stratum_core::guest_dt::virt_map::UART_SPI + 32;
+    let uart_intid = virt_map::UART_SPI + 32;
     vm.vgic
         .set_level(uart_intid, 0, uart_line)
         .expect("the VM's GIC has the UART's SPI");
+}
+
+/// The virtio transports' interrupt lines, into the model: only the ones
+/// that moved since the last sample.
+pub fn sample_virtio_lines(vm: &mut Vm) {
+    let lines = vm.virtio.lines();
+    let mut moved = lines ^ vm.virtio_lines;
+    vm.virtio_lines = lines;
+    while moved != 0 {
+        let n = moved.trailing_zeros();
+        moved &= moved - 1;
+        let intid = 32 + virt_map::VIRTIO_FIRST_SPI + n;
+        vm.vgic
+            .set_level(intid, 0, lines & (1 << n) != 0)
+            .expect("the VM's GIC has the transports' SPIs");
+    }
 }
 
 /// Forgets this CPU's vCPU interrupt state (the vCPU stopped, or its VM is

@@ -28,6 +28,7 @@ pub mod fpsimd;
 pub mod gic;
 pub mod head;
 pub mod id;
+pub mod ram;
 pub mod semihosting;
 pub mod sync;
 pub mod sysreg;
