@@ -1,6 +1,7 @@
 //! The exit glue: reads the syndrome registers, asks `stratum_core::vmexit`
 //! what to do, and applies the answer.
 
+use stratum_arch::ram::GuestRam;
 use stratum_arch::{sysreg, tlb};
 use stratum_core::addr::Gva;
 use stratum_core::bus::{DeviceId, DeviceTable, Effects, MmioDevice};
@@ -9,7 +10,7 @@ use stratum_core::inject::Injection;
 use stratum_core::pl011::Pl011;
 use stratum_core::stats::Reason;
 use stratum_core::vmexit::{
-    self, ABORT_LOG_LIMIT, AbortReport, Action, ExitEnv, ExitInfo, SgiRegister, StopReason,
+    self, AbortReport, Action, ExitEnv, ExitInfo, InjectionNotes, SgiRegister, StopReason,
     VmDevices, VmModel,
 };
 use stratum_vgic::Vgic;
@@ -20,7 +21,7 @@ use stratum_core::sched::VcpuRef;
 use stratum_core::vmexit::early::{self, Early};
 
 use crate::vcpu::{Frame, LiveVcpu, VcpuTag};
-use crate::vm::Vm;
+use crate::vm::{VirtioBank, Vm, VmMemory};
 use crate::{irq, lifecycle, log, sched, smp, system, telemetry};
 use stratum_arch::vectors::kind;
 
@@ -28,25 +29,14 @@ use stratum_arch::vectors::kind;
 struct Env {
     /// The VM's index.
     vm: usize,
-    /// Host-physical base of the VM's RAM carve-out.
-    ram_pa: u64,
-    /// Its size.
-    ram_size: u64,
+    /// Its RAM carve-out, seen at host-physical addresses (stage-1
+    /// translation at EL2 gives the physical address of a guest VA).
+    host_ram: GuestRam,
 }
 
 impl ExitEnv for Env {
     fn fetch_insn(&mut self, pc: Gva) -> Option<u32> {
-        let pa = tlb::translate_guest_read(pc.0)?;
-        let in_ram = pa
-            .checked_sub(self.ram_pa)
-            .is_some_and(|off| off.checked_add(4).is_some_and(|end| end <= self.ram_size));
-        if pa % 4 != 0 || !in_ram {
-            return None;
-        }
-        // SAFETY: `pa` is 4-byte aligned and inside a VM's RAM carve-out,
-        // which EL2 maps identity as normal memory; a racing guest write can
-        // only change the value read, never make the read unsafe.
-        Some(unsafe { (pa as *const u32).read_volatile() })
+        self.host_ram.read_u32(tlb::translate_guest_read(pc.0)?)
     }
 
     fn el1_vector_state(&mut self) -> (u64, u64) {
@@ -62,6 +52,7 @@ impl ExitEnv for Env {
 struct VmDevs<'a> {
     uart: &'a mut Pl011,
     vgic: &'a mut Vgic,
+    virtio: &'a mut VirtioBank,
 }
 
 impl DeviceTable for VmDevs<'_> {
@@ -69,6 +60,7 @@ impl DeviceTable for VmDevs<'_> {
         match id {
             crate::vm::UART_DEVICE => Some(&mut *self.uart),
             crate::vm::GIC_DEVICE => Some(&mut *self.vgic),
+            crate::vm::VIRTIO_DEVICE => Some(&mut *self.virtio),
             _ => None,
         }
     }
@@ -82,15 +74,24 @@ impl VmDevices for VmDevs<'_> {
 }
 
 /// Applies what the exit's device accesses did besides answering: console
-/// output, and device interrupt lines that may have moved (sampled into
-/// the vGIC before the guest runs again).
+/// output, queue notifies (the virtio transports serve their queues now,
+/// after the register access), and device interrupt lines that may have
+/// moved (sampled into the vGIC before the guest runs again).
+/// `device`: the device accessed, if known (else every line is sampled).
 #[inline(never)]
-fn apply_effects(vm: &mut Vm, fx: &Effects) {
+fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) {
     for b in fx.console_bytes() {
         crate::console::guest_byte(vm.id, b);
     }
-    if fx.lines {
+    if fx.notify {
+        vm.virtio.process(&mut VmMemory(&vm.ram));
+    }
+    let virtio = device.is_none_or(|d| d == crate::vm::VIRTIO_DEVICE);
+    if fx.lines && !virtio || device.is_none() {
         irq::sample_lines(vm);
+    }
+    if (fx.lines || fx.notify) && virtio {
+        irq::sample_virtio_lines(vm);
     }
 }
 
@@ -293,6 +294,7 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         let mut devices = VmDevs {
             uart: &mut vm.uart,
             vgic: &mut vm.vgic,
+            virtio: &mut *vm.virtio,
         };
         // SAFETY: `frame` is the running vCPU's, which lives in this VM
         // (`sync_policy` checks that on the full path) and the VM lock is
@@ -320,7 +322,7 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         if !fx.is_empty() {
             // Console bytes, and the device's line sampled into the vGIC
             // (which moves the generation if the line moved).
-            apply_effects(vm, &fx);
+            apply_effects(vm, &fx, Some(hit.device));
         }
         let quiet = vm.vgic.generation() == generation;
         if vm.must_park(v) {
@@ -417,44 +419,18 @@ fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
 }
 
 /// Logs an injected exception (undefined instruction, or an abort with its
-/// report), the first [`ABORT_LOG_LIMIT`] of each kind per VM. Off the hot
-/// path: only exits that inject come here.
+/// report), as [`InjectionNotes`] rate-limits them. Off the hot path: only
+/// exits that inject come here.
 #[cold]
 #[inline(never)]
 fn log_injection(vm: &Vm, info: &ExitInfo, inj: &Injection, last_abort: Option<AbortReport>) {
-    let counters = telemetry::summary(vm.id);
-    if inj.esr_el1 >> 26 == 0 && counters.injected_undefs <= ABORT_LOG_LIMIT {
-        log!(
-            "vm{} '{}': undefined instruction injected for ESR_EL2 {:#x} at pc {:#x}{}",
-            vm.id,
-            vm.image.name,
-            info.esr,
-            info.pc,
-            if counters.injected_undefs == ABORT_LOG_LIMIT {
-                " (further ones are only counted)"
-            } else {
-                ""
-            }
-        );
+    let notes = InjectionNotes::new(&telemetry::summary(vm.id), info, inj, last_abort);
+    let (id, name) = (vm.id, vm.image.name);
+    if let Some(note) = notes.undef_text() {
+        log!("vm{id} '{name}': {note}");
     }
-    if let Some(report) = last_abort {
-        let n = counters.injected_aborts;
-        if n <= ABORT_LOG_LIMIT {
-            log!(
-                "vm{} '{}': {:?} {} of {} at pc {:#x}: abort injected{}",
-                vm.id,
-                vm.image.name,
-                report.why,
-                if report.write { "write" } else { "read" },
-                report.ipa,
-                report.pc,
-                if n == ABORT_LOG_LIMIT {
-                    " (further aborts are only counted)"
-                } else {
-                    ""
-                }
-            );
-        }
+    if let Some(note) = notes.abort_text() {
+        log!("vm{id} '{name}': {note}");
     }
 }
 
@@ -484,6 +460,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     let mut devices = VmDevs {
         uart: &mut vm.uart,
         vgic: &mut vm.vgic,
+        virtio: &mut *vm.virtio,
     };
     let mut model = VmModel {
         vm_id: vm.id as u64,
@@ -503,11 +480,9 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     let mut live = LiveVcpu {
         frame: &mut vm.frames[v],
     };
-    let mut env = Env {
-        vm: id,
-        ram_pa: vm.ram_pa.0,
-        ram_size: vm.machine.ram.size,
-    };
+    // SAFETY: the VM's own carve-out (as `vm.ram`), addressed physically.
+    let host_ram = unsafe { GuestRam::new(vm.ram_pa.0, vm.ram_pa.0, vm.machine.ram.size) };
+    let mut env = Env { vm: id, host_ram };
     let action = vmexit::handle_sync(&info, v, &mut live, &mut model, &mut env);
     let last_abort = model.last_abort;
     if let Some(c) = model.counted {
@@ -515,7 +490,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
     }
     let effects = model.effects;
     if !effects.is_empty() {
-        apply_effects(vm, &effects);
+        apply_effects(vm, &effects, None);
     }
     if let Action::Inject(inj) = action {
         log_injection(vm, &info, &inj, last_abort);

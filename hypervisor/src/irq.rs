@@ -9,14 +9,9 @@
 //! deactivates the physical interrupt.
 //!
 //! The list registers are a cache of the model, kept incrementally (ADR
-//! 0009): on every exit only the LRs whose content changed since EL2 wrote
-//! them (empty ones from `ELRSR`, the others by comparing with what was
-//! written) are folded back into [`stratum_vgic::Vgic`]; before every entry
-//! the model's [`stratum_vgic::Vgic::refill`] says which LRs to write —
-//! none when nothing changed, the new interrupts into free LRs, or a full
-//! refill (highest priority first; an underflow maintenance interrupt asks
-//! for a refill when more are pending than fit). When a vCPU leaves its CPU
-//! every LR goes back to the model ([`park_lrs`]).
+//! 0009) by [`stratum_vgic::hw::HwLrs`]: folded after every exit, refilled
+//! before every entry, parked when a vCPU leaves its CPU ([`park_lrs`]).
+//! This module gives it the CPU's virtual interface ([`Vif`]).
 //!
 //! A physical interrupt that arrives while a guest runs is handled in one
 //! hold of the VM's lock ([`guest_irq`]): fold, acknowledge, forward, refill.
@@ -33,11 +28,12 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use stratum_arch::gic::{GicV2, GicV3, HcrFlags, PhysGic, SgiTarget};
 use stratum_arch::{barrier, sysreg};
+use stratum_core::guest_dt::virt_map;
 use stratum_core::lifecycle::CpuSet;
 use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::sched::VcpuRef;
 use stratum_core::stats::Reason;
-use stratum_vgic::{ListRegister, LrFold, LrState};
+use stratum_vgic::hw::{HwLrs, LrFormat, VirtualInterface};
 
 use crate::sync::SpinLock;
 use crate::vcpu::VcpuContext;
@@ -45,18 +41,8 @@ use crate::vm::Vm;
 use crate::{console, log, percpu, smp, system};
 use stratum_arch::head::MAX_CPUS;
 
-/// The virtual interface's maintenance interrupt (PPI 9).
-pub const MAINTENANCE_INTID: u32 = 25;
-/// The EL1 virtual timer (PPI 11).
-pub const VTIMER_INTID: u32 = 27;
-/// The EL1 physical timer (PPI 14).
-pub const PTIMER_INTID: u32 = 30;
-/// The EL2 physical timer (PPI 10): preemption and idle wake-ups.
-pub const PREEMPT_INTID: u32 = 26;
-/// Most list registers an implementation has.
-const MAX_LRS: usize = 16;
-/// The physical SGI one CPU sends another to make it look at its vGIC state.
-pub const KICK_SGI: u32 = 8;
+use stratum_core::hostirq::{ClassTally, HostIntids, MAINTENANCE_INTID, Route, Routes, classify};
+pub use stratum_core::hostirq::{KICK_SGI, PREEMPT_INTID, PTIMER_INTID, VTIMER_INTID};
 /// Priority of the interrupts EL2 itself takes (all equal: EL2 never nests).
 const EL2_PRIORITY: u8 = 0x80;
 
@@ -64,18 +50,39 @@ struct Irqs {
     /// The CPU this state belongs to.
     cpu: usize,
     gic: PhysGic,
-    version: GicVersion,
-    lr_count: usize,
-    /// The console UART's interrupt, when the DT names one.
-    console_intid: Option<u32>,
-    /// The virtual interface's maintenance interrupt.
-    maintenance_intid: u32,
-    /// What EL2 last wrote to each list register (raw): an LR that still
-    /// reads the same was not touched by the guest.
-    shadow: [u64; MAX_LRS],
-    /// Whether `ICH_HCR`/`GICH_HCR` has the underflow maintenance request
-    /// on.
-    underflow: bool,
+    /// The list registers, a cache of the running vCPU's model.
+    lrs: HwLrs,
+    /// The maintenance and console interrupts.
+    host: HostIntids,
+}
+
+/// This CPU's virtual interface, as the list-register cache drives it.
+struct Vif<'a>(&'a PhysGic);
+
+impl VirtualInterface for Vif<'_> {
+    fn elrsr(&self) -> u64 {
+        self.0.elrsr()
+    }
+
+    fn read_lr(&self, n: usize) -> u64 {
+        self.0.read_lr(n)
+    }
+
+    fn write_lr(&mut self, n: usize, raw: u64) {
+        self.0.write_lr(n, raw);
+    }
+
+    fn set_underflow(&mut self, on: bool) {
+        self.0.set_hcr(HcrFlags {
+            enable: true,
+            underflow: on,
+            ..HcrFlags::default()
+        });
+    }
+
+    fn deactivate_physical(&mut self, intid: u32) {
+        let _ = self.0.clear_active(intid);
+    }
 }
 
 /// Forward hardware interrupts on GICv2 with an EOI maintenance request
@@ -96,8 +103,8 @@ pub fn set_forward_by_eoi(on: bool) {
 }
 
 /// The list registers each CPU wrote valid and has not seen freed (bit
-/// `n`: LR `n`), which are the ones to fold. Only that CPU writes its own
-/// (through [`Irqs::set_in_use`]); the exit path reads it without the
+/// `n`: LR `n`), which are the ones to fold: [`HwLrs::in_use`] mirrored
+/// by that CPU after each change, for the exit path to read without the
 /// interrupt state's lock.
 static LRS_IN_USE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
@@ -111,40 +118,21 @@ static IRQS: [SpinLock<Option<Irqs>>; MAX_CPUS] = [const { SpinLock::new(None) }
 /// How each CPU is named as an SGI target (set once at its bring-up).
 static KICK_TARGETS: [SpinLock<Option<SgiTarget>>; MAX_CPUS] =
     [const { SpinLock::new(None) }; MAX_CPUS];
-/// A physical SPI passed through to a VM.
-#[derive(Clone, Copy, Debug)]
-struct Route {
-    /// Its INTID.
-    intid: u32,
-    /// The VM it belongs to.
-    vm: usize,
-    /// The physical CPU it is routed to (the VM's vCPU 0's).
-    cpu: usize,
-}
-
-/// Most passthrough SPIs in one system.
-const MAX_ROUTES: usize = 64;
 /// The passthrough SPIs (written by the boot CPU before the others start).
-static ROUTES: SpinLock<([Option<Route>; MAX_ROUTES], usize)> =
-    SpinLock::new(([None; MAX_ROUTES], 0));
+static ROUTES: SpinLock<Routes<64>> = SpinLock::new(Routes::new());
 
 /// Records that physical `intid` belongs to VM `vm`, routed to `cpu`
 /// (boot CPU, before the other CPUs start).
 pub fn add_passthrough(intid: u32, vm: usize, cpu: usize) {
-    let mut routes = ROUTES.lock();
-    let (table, n) = &mut *routes;
-    if *n < MAX_ROUTES {
-        table[*n] = Some(Route { intid, vm, cpu });
-        *n += 1;
-    } else {
-        log!("too many passthrough interrupts: INTID {intid} is not forwarded");
+    if let Err(e) = ROUTES.lock().add(Route { intid, vm, cpu }) {
+        log!("passthrough INTID {intid} is not forwarded: {e}");
     }
 }
 
 /// Enables, routed to this CPU, the passthrough SPIs that belong here.
 pub fn enable_passthrough(cpu: usize) {
     let routes = *ROUTES.lock();
-    for r in routes.0.iter().flatten().filter(|r| r.cpu == cpu) {
+    for r in routes.all().iter().filter(|r| r.cpu == cpu) {
         with(|irqs| {
             if let Err(e) = irqs.gic.enable_spi(r.intid, EL2_PRIORITY, true) {
                 log!("passthrough INTID {} cannot be enabled: {e}", r.intid);
@@ -155,12 +143,7 @@ pub fn enable_passthrough(cpu: usize) {
 
 /// The VM a passthrough SPI belongs to.
 fn route_of(intid: u32) -> Option<usize> {
-    let routes = ROUTES.lock();
-    routes.0[..routes.1]
-        .iter()
-        .flatten()
-        .find(|r| r.intid == intid)
-        .map(|r| r.vm)
+    ROUTES.lock().vm_of(intid)
 }
 
 /// Deactivates every passthrough SPI of VM `vm` that its guest left active
@@ -168,7 +151,7 @@ fn route_of(intid: u32) -> Option<usize> {
 /// is gone).
 pub fn release_passthrough(vm: usize) {
     let routes = *ROUTES.lock();
-    for r in routes.0.iter().flatten().filter(|r| r.vm == vm) {
+    for r in routes.all().iter().filter(|r| r.vm == vm) {
         with(|irqs| {
             let _ = irqs.gic.clear_active(r.intid);
         });
@@ -216,7 +199,8 @@ pub fn init(
         console::enable_input_interrupt();
         CONSOLE_IRQ.store(true, Ordering::Release);
     }
-    let lr_count = gic.lr_count().min(MAX_LRS);
+    let by_eoi = FORWARD_BY_EOI.load(Ordering::Relaxed);
+    let lrs = HwLrs::new(LrFormat::new(g.version, by_eoi), gic.lr_count());
     gic.set_hcr(HcrFlags {
         enable: true,
         ..HcrFlags::default()
@@ -224,12 +208,11 @@ pub fn init(
     *KICK_TARGETS[cpu].lock() = Some(gic.sgi_target(mpidr));
     *IRQS[cpu].lock() = Some(Irqs {
         gic,
-        version: g.version,
-        lr_count,
-        console_intid,
-        maintenance_intid: maintenance,
-        shadow: [0; MAX_LRS],
-        underflow: false,
+        lrs,
+        host: HostIntids {
+            maintenance,
+            console: console_intid,
+        },
         cpu,
     });
     Ok(())
@@ -245,7 +228,7 @@ pub fn lr_count() -> usize {
     IRQS[smp::current_cpu()]
         .lock()
         .as_ref()
-        .map_or(0, |i| i.lr_count)
+        .map_or(0, |i| i.lrs.count())
 }
 
 /// Runs `f` on this CPU's interrupt state.
@@ -283,159 +266,41 @@ pub fn kick_cpus(set: CpuSet, cpu: usize) {
 }
 
 impl Irqs {
-    /// The state field of a raw list register.
-    fn state_of(&self, raw: u64) -> LrState {
-        match self.version {
-            GicVersion::V3 => ListRegister::from_v3(raw).state,
-            GicVersion::V2 => ListRegister::from_v2(raw as u32).state,
-        }
+    /// Mirrors the LRs in use into [`LRS_IN_USE`].
+    fn publish(&self) {
+        LRS_IN_USE[self.cpu].store(self.lrs.in_use(), Ordering::Relaxed);
     }
 
-    /// The list registers in use (see [`LRS_IN_USE`]).
-    fn in_use(&self) -> u64 {
-        LRS_IN_USE[self.cpu].load(Ordering::Relaxed)
-    }
-
-    /// Records the list registers in use.
-    fn set_in_use(&mut self, mask: u64) {
-        LRS_IN_USE[self.cpu].store(mask, Ordering::Relaxed);
-    }
-
-    /// Writes list register `n` (raw) and remembers what it wrote.
-    fn write_lr(&mut self, n: usize, raw: u64) {
-        self.gic.write_lr(n, raw);
-        self.shadow[n] = raw;
-    }
-
-    /// Sets the underflow maintenance request on or off, when it changes.
-    fn set_underflow(&mut self, on: bool) {
-        if self.underflow != on {
-            self.underflow = on;
-            self.gic.set_hcr(HcrFlags {
-                enable: true,
-                underflow: on,
-                ..HcrFlags::default()
-            });
-        }
-    }
-
-    /// After an exit of vCPU `v`: folds the list registers whose content
-    /// the hardware can have changed since they were written — the ones
-    /// `ELRSR` reports empty without reading them, the others if they read
-    /// differently — into the model ([`stratum_vgic::Vgic::fold_lr`]). An
-    /// LR the model takes back is invalidated unless it is empty already.
+    /// After an exit of vCPU `v`: [`HwLrs::fold`], if any LR is in use.
     fn fold(&mut self, vm: &mut Vm, v: usize) {
-        let in_use = self.in_use();
-        let empty = self.gic.elrsr() & in_use;
-        let mut left = in_use;
-        let mut mask = in_use;
-        while mask != 0 {
-            let n = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            let bit = 1u64 << n;
-            let (state, raw) = if empty & bit != 0 {
-                (LrState::Invalid, 0)
-            } else {
-                let raw = self.gic.read_lr(n);
-                if raw == self.shadow[n] {
-                    continue;
-                }
-                (self.state_of(raw), raw)
-            };
-            match vm.vgic.fold_lr(v, n, state) {
-                LrFold::Kept => self.shadow[n] = raw,
-                LrFold::Freed { completed } => {
-                    left &= !bit;
-                    // The guest's deactivation should have reached the
-                    // physical interrupt through the HW bit; on GICv2 make
-                    // sure it did (QEMU's has been seen to leave the timer
-                    // PPI active), which has no effect when it already is
-                    // inactive.
-                    if let Some(pintid) = completed
-                        && self.version == GicVersion::V2
-                    {
-                        let _ = self.gic.clear_active(pintid);
-                    }
-                    // Still valid (the guest cancelled it through the
-                    // distributor), or invalid with an EOI maintenance
-                    // request pending: clear it.
-                    if empty & bit == 0 {
-                        self.write_lr(n, 0);
-                    }
-                }
-                LrFold::Unused => {
-                    left &= !bit;
-                    self.write_lr(n, 0);
-                }
-            }
-        }
-        if left != in_use {
-            self.set_in_use(left);
+        if self.lrs.in_use() != 0 {
+            self.lrs.fold(&mut Vif(&self.gic), &mut vm.vgic, v);
+            self.publish();
         }
     }
 
-    /// Before vCPU `v` runs: writes the list registers its VM's model
-    /// says changed ([`stratum_vgic::Vgic::refill`]), invalidates any LR
-    /// the model does not record (stale), and sets the underflow request.
+    /// Before vCPU `v` runs: [`HwLrs::refill`].
     fn refill(&mut self, vm: &mut Vm, v: usize) {
-        let version = self.version;
-        let by_eoi = FORWARD_BY_EOI.load(Ordering::Relaxed);
-        let r = vm.vgic.refill_with(v, self.lr_count, |n, lr| {
-            let raw = match version {
-                GicVersion::V3 => lr.to_v3(),
-                GicVersion::V2 if by_eoi => u64::from(lr.with_eoi_instead_of_hw().to_v2()),
-                GicVersion::V2 => u64::from(lr.to_v2()),
-            };
-            self.write_lr(n, raw);
-        });
-        if r.full {
-            release_hw(self, vm);
-        }
-        let want = vm.vgic.lr_slots(v);
-        let mut stale = self.in_use() & !want & !r.write;
-        while stale != 0 {
-            let n = stale.trailing_zeros() as usize;
-            stale &= stale - 1;
-            self.write_lr(n, 0);
-        }
-        self.set_in_use(want);
-        self.set_underflow(r.overflow);
+        self.lrs.refill(&mut Vif(&self.gic), &mut vm.vgic, v);
+        self.publish();
     }
 
     /// [`Irqs::refill`] unless nothing changed for vCPU `v`.
     fn refill_if_changed(&mut self, vm: &mut Vm, v: usize) {
-        if !vm.vgic.refill_is_empty(v) || self.in_use() != vm.vgic.lr_slots(v) {
+        if self.lrs.refill_needed(&vm.vgic, v) {
             self.refill(vm, v);
         }
     }
 
-    /// Vacates the list registers: every one in use goes back to the model
-    /// of vCPU `v` (folded first) and is invalidated.
+    /// vCPU `v` leaves: [`HwLrs::park`].
     fn park(&mut self, vm: &mut Vm, v: usize) {
-        self.fold(vm, v);
-        let mut in_use = self.in_use();
-        while in_use != 0 {
-            let n = in_use.trailing_zeros() as usize;
-            in_use &= in_use - 1;
-            self.write_lr(n, 0);
-        }
-        vm.vgic.fold_lrs(v, &[]);
-        self.set_in_use(0);
-        self.set_underflow(false);
+        self.lrs.park(&mut Vif(&self.gic), &mut vm.vgic, v);
+        self.publish();
     }
 
-    /// The statistics class of physical interrupt `intid`.
-    fn reason(&self, intid: u32) -> Reason {
-        match intid {
-            VTIMER_INTID => Reason::IrqVtimer,
-            PTIMER_INTID => Reason::IrqPtimer,
-            KICK_SGI => Reason::IrqKick,
-            PREEMPT_INTID => Reason::IrqPreempt,
-            i if i == self.maintenance_intid => Reason::IrqMaintenance,
-            i if Some(i) == self.console_intid => Reason::IrqConsole,
-            i if i >= 32 => Reason::IrqDevice,
-            _ => Reason::IrqOther,
-        }
+    /// Turns the underflow maintenance request off.
+    fn underflow_off(&mut self) {
+        self.lrs.set_underflow(&mut Vif(&self.gic), false);
     }
 
     /// Acknowledges the pending physical interrupts (at most [`MAX_ACKS`]:
@@ -445,16 +310,14 @@ impl Irqs {
         for _ in 0..MAX_ACKS {
             let Some(irq) = self.gic.ack() else { break };
             self.gic.priority_drop(irq);
-            // At most MAX_ACKS per class: the 8-bit lane cannot overflow.
-            let class = self.reason(irq.intid()) as u32 - FIRST_IRQ_REASON as u32;
-            out.classes = out.classes.wrapping_add(1 << (8 * class));
+            out.classes.add(classify(irq.intid(), &self.host));
             match irq.intid() {
                 // Hardware-linked: stays active until the guest deactivates
                 // its virtual twin through the list register's HW bit.
                 intid @ (VTIMER_INTID | PTIMER_INTID) => {
                     out.timers[usize::from(intid == PTIMER_INTID)] = Some(irq);
                 }
-                intid if Some(intid) == self.console_intid => {
+                intid if Some(intid) == self.host.console => {
                     // Clear before draining: a byte arriving in between then
                     // raises the interrupt again instead of being stranded.
                     console::clear_input_interrupt();
@@ -467,8 +330,8 @@ impl Irqs {
                 // until the list registers change. An EOIed LR was folded
                 // and cleared when this exit began (`fold`); the underflow
                 // request goes off until the refill asks again.
-                intid if intid == self.maintenance_intid => {
-                    self.set_underflow(false);
+                intid if intid == self.host.maintenance => {
+                    self.underflow_off();
                     self.gic.deactivate(irq);
                 }
                 // The slice ended (or an idle CPU's wake-up deadline came).
@@ -508,35 +371,18 @@ struct Acks {
     passthrough: [Option<stratum_arch::gic::Acked>; MAX_PASSTHROUGH_ACKS],
     /// How many of `passthrough` are set.
     passthrough_count: usize,
-    /// Interrupts acknowledged per statistics class, 8 bits each: class `c`
-    /// (reason [`FIRST_IRQ_REASON`] + `c`) in bits `8c..8c+8`. Passthrough
-    /// SPIs are counted from `passthrough` instead.
-    classes: u64,
+    /// Interrupts acknowledged per statistics class (passthrough SPIs are
+    /// counted from `passthrough` instead).
+    classes: ClassTally,
 }
-
-/// The first of the interrupt reasons, in code order: `irq vtimer` …
-/// `irq other`.
-const FIRST_IRQ_REASON: Reason = Reason::IrqVtimer;
-/// How many interrupt reasons there are.
-const IRQ_CLASSES: usize = Reason::IrqOther as usize - FIRST_IRQ_REASON as usize + 1;
-const _: () = assert!(
-    IRQ_CLASSES <= 8 && MAX_ACKS < 256,
-    "Acks::classes packs 8-bit counts in a u64"
-);
 
 /// Counts the interrupts of `acks` in the exit statistics: EL2's own and
 /// the timers' for `loaded`, the vCPU loaded on this CPU (none: not
 /// counted), a passthrough SPI for vCPU 0 of the VM it belongs to.
 fn count_interrupts(loaded: Option<VcpuRef>, acks: &Acks) {
     if let Some(o) = loaded {
-        let mut lanes = acks.classes;
-        while lanes != 0 {
-            let class = lanes.trailing_zeros() / 8;
-            let n = (lanes >> (8 * class)) as u8;
-            lanes &= !(0xFF << (8 * class));
-            if let Some(reason) = Reason::from_code(FIRST_IRQ_REASON as u8 + class as u8) {
-                crate::telemetry::interrupts(o.vm.into(), o.vcpu.into(), reason, n);
-            }
+        for (reason, n) in acks.classes.iter() {
+            crate::telemetry::interrupts(o.vm.into(), o.vcpu.into(), reason, n);
         }
     }
     for irq in acks.passthrough[..acks.passthrough_count].iter().flatten() {
@@ -566,14 +412,6 @@ pub fn park_lrs(vm: &mut Vm, v: usize, cpu: usize) {
         return;
     }
     with_cpu(cpu, |irqs| irqs.park(vm, v));
-}
-
-/// Physical interrupts the guest let go of without deactivating them (it
-/// cleared a forwarded interrupt's pending state): EL2 clears them.
-fn release_hw(irqs: &mut Irqs, vm: &mut Vm) {
-    while let Some(r) = vm.vgic.take_hw_release() {
-        let _ = irqs.gic.clear_active(r.pintid);
-    }
 }
 
 /// Before entering vCPU `v` on CPU `cpu` (the caller's own): hands over
@@ -620,7 +458,7 @@ pub fn service(cpu: usize) -> bool {
     with_cpu(cpu, |irqs| irqs.ack_all(&mut acks));
     // The timers' interrupts are classes too: whenever there are some, the
     // loaded vCPU is looked up (once) for both counting and forwarding.
-    let loaded = if acks.classes != 0 {
+    let loaded = if !acks.classes.is_empty() {
         percpu::loaded(cpu)
     } else {
         None
@@ -721,9 +559,7 @@ fn interrupts_arrived<const WAITING: bool>(cpu: usize, me: VcpuRef) -> GuestIrq 
     let mut acks = Acks::default();
     let outcome = system::with_vm(id, |vm| {
         let simple = with_cpu(cpu, |irqs| {
-            if irqs.in_use() != 0 {
-                irqs.fold(vm, v);
-            }
+            irqs.fold(vm, v);
             irqs.ack_all(&mut acks);
             for irq in acks.timers.iter().flatten() {
                 // Never refused for a PPI; if the model holds a previous
@@ -901,19 +737,9 @@ pub fn pmr_of(vmcr: u32) -> u8 {
 }
 
 /// Arms the EL2 physical timer to fire at physical count `at`.
-pub fn arm_preemption(at: u64) {
-    // SAFETY: CNTHP only raises PPI 10 at EL2, which `service` handles.
-    unsafe {
-        sysreg::set_cnthp_cval_el2(at);
-        sysreg::set_cnthp_ctl_el2(stratum_arch::timer::CTL_ENABLE);
-    }
-}
-
+pub use stratum_arch::timer::arm_hyp_timer as arm_preemption;
 /// Stops the EL2 physical timer.
-pub fn disarm_preemption() {
-    // SAFETY: as in `arm_preemption`.
-    unsafe { sysreg::set_cnthp_ctl_el2(0) };
-}
+pub use stratum_arch::timer::disarm_hyp_timer as disarm_preemption;
 
 /// Saves the loaded vCPU's virtual CPU interface (control and active
 /// priorities) and the physical active state of its hardware-linked
@@ -949,15 +775,31 @@ pub fn restore_cpu_interface(ctx: &VcpuContext) {
     });
 }
 
-/// The emulated devices' interrupt lines, into the model (after handing
-/// the guest UART any queued console input, if it has the console).
+/// The emulated UART's interrupt line, into the model (after handing it
+/// any queued console input, if its VM has the console).
 pub fn sample_lines(vm: &mut Vm) {
     console::deliver_input(vm.id, &mut vm.uart);
     let uart_line = vm.uart.irq_pending();
-    let uart_intid = stratum_core::guest_dt::virt_map::UART_SPI + 32;
+    let uart_intid = virt_map::UART_SPI + 32;
     vm.vgic
         .set_level(uart_intid, 0, uart_line)
         .expect("the VM's GIC has the UART's SPI");
+}
+
+/// The virtio transports' interrupt lines, into the model: only the ones
+/// that moved since the last sample.
+pub fn sample_virtio_lines(vm: &mut Vm) {
+    let lines = vm.virtio.lines();
+    let mut moved = lines ^ vm.virtio_lines;
+    vm.virtio_lines = lines;
+    while moved != 0 {
+        let n = moved.trailing_zeros();
+        moved &= moved - 1;
+        let intid = 32 + virt_map::VIRTIO_FIRST_SPI + n;
+        vm.vgic
+            .set_level(intid, 0, lines & (1 << n) != 0)
+            .expect("the VM's GIC has the transports' SPIs");
+    }
 }
 
 /// Forgets this CPU's vCPU interrupt state (the vCPU stopped, or its VM is
@@ -969,11 +811,8 @@ pub fn reset_cpu() {
     sysreg::set_cntp_ctl_el0(0);
     disarm_preemption();
     with(|irqs| {
-        for n in 0..irqs.lr_count {
-            irqs.write_lr(n, 0);
-        }
-        irqs.set_in_use(0);
-        irqs.set_underflow(false);
+        irqs.lrs.clear(&mut Vif(&irqs.gic));
+        irqs.publish();
         irqs.gic.set_vmcr(0);
         irqs.gic.restore_aprs(&Default::default());
         for intid in [VTIMER_INTID, PTIMER_INTID] {

@@ -53,7 +53,7 @@ fn request(cpu: usize, me: VcpuRef, request: Request) -> ! {
                     vm.image.name,
                     vm.boot_count,
                 );
-                telemetry::vm_stopped(id, reason == StopReason::Crashed, vm.boot_count);
+                telemetry::BLOCK.vm_stopped(id, reason == StopReason::Crashed, vm.boot_count);
                 console::print_vm(id);
             }
             // A reset or stop under way wins; `me` parks with the others.

@@ -38,9 +38,9 @@ use stratum_core::platform::{Platform, PsciConduit};
 use stratum_core::psci::FirmwareFeatures;
 use stratum_core::stage2;
 
-use crate::mem::TablePool;
 use crate::system::Settings;
 use crate::vm::Vm;
+use stratum_core::tablepool::TablePool;
 
 /// Stratum's version, printed in the banner.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -117,7 +117,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     }
 
     let plan = plan_boot(&bundle, &platform, dtb, fdt.total_size());
-    let mut pool = TablePool::take();
+    let mut pool = mem::table_pool();
 
     stratum_arch::traps::configure_for_guests();
     let console_intid = platform.uart.and_then(|u| u.irq).map(|i| i.intid());
@@ -149,13 +149,12 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         log!("{channel}");
     }
     for vm_plan in plan.vms() {
-        let vm = create_vm(vm_plan, &plan, &platform, s2cfg, &mut pool);
+        create_vm(vm_plan, &plan, &platform, s2cfg, &mut pool);
         for (vcpu, cpu) in vm_plan.placements() {
             let placed = sched::place(vcpu, cpu);
             assert!(placed, "the boot plan left room in every run queue");
         }
         console::add_vm(vm_plan.id, vm_plan.name());
-        system::install_vm(vm);
     }
     for vm_plan in plan.vms() {
         system::set_time_shared(vm_plan.id, vm_plan.time_shared);
@@ -229,59 +228,57 @@ fn zero(range: PhysRange) {
     stratum_arch::cache::clean_inval_dcache_range(start, len);
 }
 
-/// Creates and loads the VM `vm_plan` describes, or stops the machine with a
-/// message saying why it cannot be.
+/// Creates, installs and loads the VM `vm_plan` describes, or stops the
+/// machine with a message saying why it cannot be.
 fn create_vm(
     vm_plan: &VmPlan<'static>,
     plan: &BootPlan<'static>,
     platform: &Platform,
     s2cfg: stage2::Stage2Config,
     pool: &mut TablePool,
-) -> Vm {
+) {
     let (id, name) = (vm_plan.id, vm_plan.name());
-    let created = Vm::create(
-        id,
-        vm_plan.image,
-        &platform.gic,
-        s2cfg,
-        vm_plan.ram_pa,
-        pool,
-        plan.stage2_regions(id),
-    );
-    let mut vm = match created {
-        Ok(vm) => vm,
-        Err(e) => {
-            log!("error: VM '{name}' cannot be created: {e}");
-            system::shutdown(exit_status::BAD_BOOT_INPUT);
-        }
-    };
-    wire_channels_and_devices(&mut vm, plan);
-    log!(
-        "vm{id} '{name}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
-        vm_plan.vcpu_count(),
-        vm.machine.ram.size >> 20,
-        vm.machine.ram.start,
-        vm.ram_pa,
-        vm_plan.kernel_kind(),
-        vm.machine.layout.kernel.start,
-        vm.machine.layout.entry,
-    );
-    log!(
-        "vm{id} stage 2: {} x 1 GiB + {} x 2 MiB blocks + {} x 4 KiB pages, VMID {}; {} table pages in use",
-        vm.map_stats.blocks_1g,
-        vm.map_stats.blocks_2m,
-        vm.map_stats.pages_4k,
-        vm.vttbr >> 48,
-        pool.used_pages()
-    );
-    match vm.load() {
+    let created = system::install_vm(id, || {
+        Vm::create(
+            id,
+            vm_plan.image,
+            &platform.gic,
+            s2cfg,
+            vm_plan.ram_pa,
+            pool,
+            plan.stage2_regions(id),
+        )
+    });
+    if let Err(e) = created {
+        log!("error: VM '{name}' cannot be created: {e}");
+        system::shutdown(exit_status::BAD_BOOT_INPUT);
+    }
+    system::with_vm(id, |vm| {
+        wire_channels_and_devices(vm, plan);
+        log!(
+            "vm{id} '{name}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
+            vm_plan.vcpu_count(),
+            vm.machine.ram.size >> 20,
+            vm.machine.ram.start,
+            vm.ram_pa,
+            vm_plan.kernel_kind(),
+            vm.machine.layout.kernel.start,
+            vm.machine.layout.entry,
+        );
+        log!(
+            "vm{id} stage 2: {} x 1 GiB + {} x 2 MiB blocks + {} x 4 KiB pages, VMID {}; {} table pages in use",
+            vm.map_stats.blocks_1g,
+            vm.map_stats.blocks_2m,
+            vm.map_stats.pages_4k,
+            vm.vttbr >> 48,
+            pool.used_pages()
+        );
         // No CPU schedules yet: each picks its vCPUs up when it starts.
-        Ok(_boot) => vm,
-        Err(e) => {
+        if let Err(e) = vm.load() {
             log!("error: VM '{name}' cannot be loaded: {e}");
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
-    }
+    });
 }
 
 /// Records VM `vm`'s channel ends (peers, doorbells, device-tree view) and
@@ -300,6 +297,18 @@ fn wire_channels_and_devices(vm: &mut Vm, plan: &BootPlan<'static>) {
         vm.device_count += 1;
         for intid in d.intids() {
             irq::add_passthrough(intid, vm.id, d.route_cpu);
+        }
+    }
+    match vm.machine.drop_virtio_for(&vm.devices[..vm.device_count]) {
+        Ok(None) => {}
+        Ok(Some(name)) => log!(
+            "vm{} '{}': passthrough device '{name}' takes the virtio-mmio transports' place (0x0a000000.., SPIs 16-47): no virtio devices",
+            vm.id,
+            vm.image.name
+        ),
+        Err(e) => {
+            log!("error: VM '{}' cannot be created: {e}", vm.image.name);
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
     }
 }

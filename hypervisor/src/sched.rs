@@ -38,8 +38,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use stratum_arch::el2::cptr::{TFP as CPTR_TFP, TZ_TSM as CPTR_TZ_TSM};
 use stratum_arch::{barrier, fpsimd, sysreg};
-use stratum_core::lifecycle::{Claim, Leave, SavedTimers};
-use stratum_core::sched::{FpUse, MAX_QUEUE, RunQueue, VcpuRef};
+use stratum_core::lifecycle::{Claim, Leave};
+use stratum_core::sched::{FpRegs, RunQueue, VcpuRef};
 
 use crate::sync::SpinLock;
 use crate::vm::Vm;
@@ -50,18 +50,15 @@ use stratum_arch::head::{self, MAX_CPUS};
 struct CpuState {
     /// The vCPUs placed here.
     queue: RunQueue,
-    /// Whose FP/SIMD registers are in the registers.
-    fp_owner: Option<VcpuRef>,
-    /// Whether each vCPU of the queue (by position) gets its FP/SIMD
-    /// registers with the switch or by a trap.
-    fp_use: [FpUse; MAX_QUEUE],
+    /// Whose FP/SIMD registers are in the registers, and how each vCPU
+    /// of the queue gets its own.
+    fp: FpRegs,
 }
 
 static CPUS: [SpinLock<CpuState>; MAX_CPUS] = [const {
     SpinLock::new(CpuState {
         queue: RunQueue::new(),
-        fp_owner: None,
-        fp_use: [FpUse::new(); MAX_QUEUE],
+        fp: FpRegs::new(),
     })
 }; MAX_CPUS];
 
@@ -105,12 +102,7 @@ pub fn current(cpu: usize) -> VcpuRef {
 /// restarts or stopped): its timers stop, its interrupts in flight are
 /// dropped, and its FP registers will not be saved.
 fn discard(cpu: usize, v: VcpuRef) {
-    {
-        let mut st = CPUS[cpu].lock();
-        if st.fp_owner == Some(v) {
-            st.fp_owner = None;
-        }
-    }
+    CPUS[cpu].lock().fp.forget(v);
     if percpu::loaded(cpu) == Some(v) {
         percpu::set_loaded(cpu, None);
         irq::reset_cpu();
@@ -264,33 +256,21 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
     let switching = loaded != Some(next) || fresh;
     // This CPU's scheduling state, in one hold: who owns the FP registers
     // before and after the switch, and whether `next` gets them now.
-    let (old_fp_owner, eager_fp, shared) = {
+    let (fp, shared) = {
         let mut st = CPUS[cpu].lock();
-        let mut owner = st.fp_owner;
-        if fresh && owner == Some(next) {
-            // The previous boot's FP registers must not leak into this one.
-            owner = None;
-        }
         let slot = st.queue.current_index().unwrap_or(0);
-        let fp_use = &mut st.fp_use[slot];
-        if fresh {
-            *fp_use = FpUse::default();
-        }
-        let eager = switching && owner != Some(next) && fp_use.switch_in();
-        if eager {
-            st.fp_owner = Some(next);
-        } else if owner.is_none() {
-            st.fp_owner = None;
-        }
-        (owner, eager, st.queue.is_shared())
+        (
+            st.fp.switch_to(next, slot, fresh, switching),
+            st.queue.is_shared(),
+        )
     };
+    let (old_fp_owner, eager_fp) = (fp.previous, fp.eager);
     let base = if shared {
         CPTR_SHARED.load(Ordering::Relaxed)
     } else {
         CPTR_PINNED.load(Ordering::Relaxed)
     };
-    let fp_live = eager_fp || old_fp_owner == Some(next);
-    let cptr = if fp_live { base } else { base | CPTR_TFP };
+    let cptr = if fp.live { base } else { base | CPTR_TFP };
     if eager_fp {
         // SAFETY: CPTR_EL2 only decides which guest FP/SIMD/SVE/SME accesses
         // trap; EL2 is soft-float and touches the FP registers only in the
@@ -348,31 +328,14 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
 /// quiesces its timers.
 fn save(vm: &mut Vm, v: usize, pauth: bool) {
     let ctx = &mut vm.ctx[v];
-    ctx.el1.save(pauth);
-    ctx.pc = sysreg::elr_el2();
-    ctx.pstate = sysreg::spsr_el2();
-    ctx.timers = SavedTimers {
-        cntv_ctl: sysreg::cntv_ctl_el0(),
-        cntv_cval: sysreg::cntv_cval_el0(),
-        cntp_ctl: sysreg::cntp_ctl_el0(),
-        cntp_cval: sysreg::cntp_cval_el0(),
-    };
-    sysreg::set_cntv_ctl_el0(0);
-    sysreg::set_cntp_ctl_el0(0);
+    ctx.save_live(pauth);
     irq::save_cpu_interface(ctx);
 }
 
 /// Loads vCPU `v`'s saved context into this CPU.
 fn restore(vm: &mut Vm, v: usize, pauth: bool) {
-    sysreg::set_cntvoff_el2(vm.cntvoff);
     let ctx = &vm.ctx[v];
-    ctx.el1.restore(pauth);
-    sysreg::set_elr_el2(ctx.pc);
-    sysreg::set_spsr_el2(ctx.pstate);
-    sysreg::set_cntv_cval_el0(ctx.timers.cntv_cval);
-    sysreg::set_cntv_ctl_el0(ctx.timers.cntv_ctl);
-    sysreg::set_cntp_cval_el0(ctx.timers.cntp_cval);
-    sysreg::set_cntp_ctl_el0(ctx.timers.cntp_ctl);
+    ctx.restore_live(pauth, vm.cntvoff);
     irq::restore_cpu_interface(ctx);
 }
 
@@ -380,25 +343,25 @@ fn restore(vm: &mut Vm, v: usize, pauth: bool) {
 /// registers, loads the current vCPU's and stops trapping.
 pub fn fp_trap(cpu: usize) {
     let me = current(cpu);
-    let owner = CPUS[cpu].lock().fp_owner;
     let cptr = sysreg::cptr_el2() & !CPTR_TFP;
     // SAFETY: as in `switch_to`; EL2 touches the FP registers only in the
     // save and restore below, with FP untrapped for them.
     unsafe { sysreg::set_cptr_el2(cptr) };
     barrier::isb();
-    if let Some(o) = owner.filter(|&o| o != me) {
+    let (previous, had_them) = {
+        let mut st = CPUS[cpu].lock();
+        let had = st.fp.owner() == Some(me);
+        let slot = st.queue.current_index().unwrap_or(0);
+        (st.fp.trapped(me, slot), had)
+    };
+    if let Some(o) = previous {
         system::with_vm(o.vm.into(), |vm| {
             fpsimd::save(&mut vm.ctx[usize::from(o.vcpu)].fp)
         });
     }
-    if owner != Some(me) {
+    if !had_them {
         system::with_vm(me.vm.into(), |vm| {
             fpsimd::restore(&vm.ctx[usize::from(me.vcpu)].fp)
         });
     }
-    let mut st = CPUS[cpu].lock();
-    st.fp_owner = Some(me);
-    // It uses FP: its next switches in load its registers with the rest.
-    let slot = st.queue.current_index().unwrap_or(0);
-    st.fp_use[slot].trapped();
 }

@@ -55,8 +55,8 @@ pub struct Settings {
 }
 
 static SETTINGS: Once<Settings> = Once::new();
-/// Most VMs one system runs.
-pub const MAX_VMS: usize = 8;
+/// Most VMs one system runs (the VM module's limit).
+pub use crate::vm::MAX_VMS;
 const _: () = assert!(MAX_VMS >= stratum_abi::limits::RUNNING_VMS);
 
 static VMS: [SpinLock<Option<Vm>>; MAX_VMS] = [const { SpinLock::new(None) }; MAX_VMS];
@@ -105,12 +105,16 @@ pub fn settings() -> Option<&'static Settings> {
     SETTINGS.get()
 }
 
-/// Installs VM `vm.id` (boot CPU, before any guest runs).
-pub fn install_vm(vm: Vm) {
-    let id = vm.id;
-    crate::telemetry::register_vm(id, vm.image.name, vm.image.vcpus as usize);
-    *VMS[id].lock() = Some(vm);
+/// Installs VM `id` as `create` builds it (boot CPU, before any guest
+/// runs). The VM goes straight into its slot: it is large, and every copy
+/// of it on the way would be one more on the boot stack.
+pub fn install_vm<E>(id: usize, create: impl FnOnce() -> Result<Vm, E>) -> Result<(), E> {
+    let mut slot = VMS[id].lock();
+    *slot = Some(create()?);
+    let vm = slot.as_ref().expect("just installed");
+    crate::telemetry::BLOCK.register_vm(id, vm.image.name, vm.image.vcpus as usize);
     VM_COUNT.fetch_max(id + 1, Ordering::AcqRel);
+    Ok(())
 }
 
 /// Sets when the machine stops (boot CPU, before guests run).

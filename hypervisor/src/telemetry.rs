@@ -41,24 +41,10 @@ pub fn init() {
     ring::publish();
 }
 
-/// Records that VM `id` exists: its name and vCPU count (state running).
-pub fn register_vm(id: usize, name: &str, vcpus: usize) {
-    BLOCK.register_vm(id, name, vcpus);
-}
-
-/// Records how VM `id` ended (`crashed` or powered off) after `boots` boots.
-pub fn vm_stopped(id: usize, crashed: bool, boots: u64) {
-    BLOCK.vm_stopped(id, crashed, boots);
-}
-
 /// The counters of vCPU `vcpu` of VM `vm` (the caller runs that vCPU: it
 /// is their only writer).
 pub fn stats(vm: usize, vcpu: usize) -> &'static ExitStats {
-    BLOCK
-        .vms
-        .get(vm)
-        .and_then(|slot| slot.stats.get(vcpu))
-        .unwrap_or(&OVERFLOW)
+    BLOCK.stats(vm, vcpu).unwrap_or(&OVERFLOW)
 }
 
 /// The coarse summary of VM `vm`'s counters over all its vCPUs (for log
@@ -121,61 +107,32 @@ pub fn before_shutdown() {
     }
 }
 
-/// The per-CPU trace rings (the `trace` feature).
+/// The per-CPU trace rings (the `trace` feature): 16 Ki records of 16
+/// bytes per CPU, 256 KiB each.
 #[cfg(feature = "trace")]
 mod ring {
-    use core::sync::atomic::{AtomicU64, Ordering};
-
-    use stratum_abi::telemetry::{RECORD_SIZE, RING_SLOTS};
+    use stratum_abi::telemetry::RING_SLOTS;
     use stratum_core::stats::Reason;
+    use stratum_core::telemetry::{TraceRing, record_words};
 
     use super::BLOCK;
 
-    /// Records per CPU (a power of two): 16 bytes each, 256 KiB per CPU.
-    const CAPACITY: usize = 16 * 1024;
-
-    /// One CPU's records: two little-endian words each, as
-    /// `stratum_abi::telemetry::TraceRecord` lays them out.
-    #[repr(C)]
-    struct Ring {
-        words: [[AtomicU64; 2]; CAPACITY],
-    }
-
-    const _: () = assert!(core::mem::size_of::<[AtomicU64; 2]>() == RECORD_SIZE);
-    const _: () = assert!(CAPACITY.is_power_of_two());
-
-    static RINGS: [Ring; RING_SLOTS] = [const {
-        Ring {
-            words: [const { [AtomicU64::new(0), AtomicU64::new(0)] }; CAPACITY],
-        }
-    }; RING_SLOTS];
+    static RINGS: [TraceRing<{ 16 * 1024 }>; RING_SLOTS] = [const { TraceRing::new() }; RING_SLOTS];
 
     /// Describes every ring in the block.
     pub fn publish() {
         for (desc, ring) in BLOCK.rings.iter().zip(&RINGS) {
             // EL2 maps itself identity: the address is physical.
-            desc.records
-                .store(core::ptr::from_ref(ring) as u64, Ordering::Relaxed);
-            desc.capacity.store(CAPACITY as u32, Ordering::Relaxed);
-            desc.record_size
-                .store(RECORD_SIZE as u32, Ordering::Relaxed);
-            desc.head.store(0, Ordering::Release);
+            ring.publish(desc, core::ptr::from_ref(ring) as u64);
         }
     }
 
-    /// Appends a record to this CPU's ring; the head moves after the record
-    /// is written, so a reader that sees the head sees the record.
+    /// Appends a record to this CPU's ring.
     pub fn append(vm: usize, vcpu: usize, reason: Reason, detail: u32) {
         let cpu = stratum_arch::head::current_cpu();
-        let (Some(desc), Some(ring)) = (BLOCK.rings.get(cpu), RINGS.get(cpu)) else {
-            return;
-        };
-        let head = desc.head.load(Ordering::Relaxed);
-        let slot = &ring.words[head as usize & (CAPACITY - 1)];
-        let time = stratum_arch::sysreg::cntpct_el0();
-        let [time, meta] = stratum_core::telemetry::record_words(time, vm, vcpu, reason, detail);
-        slot[0].store(time, Ordering::Relaxed);
-        slot[1].store(meta, Ordering::Relaxed);
-        desc.head.store(head.wrapping_add(1), Ordering::Release);
+        if let (Some(desc), Some(ring)) = (BLOCK.rings.get(cpu), RINGS.get(cpu)) {
+            let time = stratum_arch::sysreg::cntpct_el0();
+            ring.append(desc, record_words(time, vm, vcpu, reason, detail));
+        }
     }
 }

@@ -5,11 +5,15 @@
 //! [`stratum_core::machine`]'s; this module builds the tables and copies
 //! the bytes.
 
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use stratum_abi::bundle::VmImage;
-use stratum_arch::{cache, sysreg, tlb};
+use stratum_arch::ram::GuestRam;
+use stratum_arch::{barrier, cache, sysreg, tlb};
 use stratum_core::addr::{Ipa, IpaRange, Pa};
 use stratum_core::bootplan::{DevicePlan, Stage2Region};
-use stratum_core::guest_dt::{self, GuestChannel, GuestGic};
+use stratum_core::guest_dt::{self, GuestChannel, GuestGic, virt_map};
 use stratum_core::lifecycle::{Effects, Start, VmLifecycle};
 use stratum_core::machine::{self, DTB_MAX, Machine, MachineError, VGIC_SPIS};
 use stratum_core::pl011::Pl011;
@@ -17,12 +21,17 @@ use stratum_core::platform::GicInfo;
 use stratum_core::stage2::{MapStats, Mapping, Stage2Config, Stage2Table};
 
 use stratum_vgic::Vgic;
+use stratum_virtio::mem::Fence;
+use stratum_virtio::{GuestMemory, MemError, NoDevice, Transport, TransportBank};
 
-use crate::mem::TablePool;
 use crate::sync::SpinLock;
 use crate::vcpu::{Frame, VcpuContext};
+use stratum_core::tablepool::TablePool;
 
-pub use stratum_core::machine::{DEVICES, GIC_DEVICE, MAX_VCPUS, UART_DEVICE};
+pub use stratum_core::machine::{DEVICES, GIC_DEVICE, MAX_VCPUS, UART_DEVICE, VIRTIO_DEVICE};
+
+/// Most VMs one system runs.
+pub const MAX_VMS: usize = 8;
 
 /// Most channels one VM has.
 pub const CHANNELS: usize = stratum_abi::limits::CHANNELS_PER_VM;
@@ -114,6 +123,75 @@ pub struct Vm {
     /// The machine the guest sees: RAM, GIC, device bus, image layout
     /// (fixed for the VM's life).
     pub machine: Machine,
+    /// Its RAM as EL2 copies in and out of it.
+    pub ram: GuestRam,
+    /// The 32 virtio-mmio transports (`virt`'s), on the bus unless a
+    /// passthrough device took their place (`machine.virtio`). Kept out
+    /// of line ([`bank_for`]): 13 KiB inside the VM would push its other
+    /// fields beyond the load instructions' immediate offsets.
+    pub virtio: &'static mut VirtioBank,
+    /// The transports' lines as last sampled into the vGIC (bit `n`:
+    /// transport `n`).
+    pub virtio_lines: u64,
+}
+
+/// A VM's virtio-mmio transports.
+pub type VirtioBank = TransportBank<NoDevice, { virt_map::VIRTIO_COUNT as usize }>;
+
+/// Transports with nothing behind them (they read DeviceID 0, as on
+/// `virt`).
+fn empty_bank() -> VirtioBank {
+    TransportBank::new(core::array::from_fn(|_| Transport::new(NoDevice)))
+}
+
+/// The banks of the VMs, by VM index; each handed out once.
+static mut BANKS: [MaybeUninit<VirtioBank>; MAX_VMS] = [const { MaybeUninit::uninit() }; MAX_VMS];
+static BANK_TAKEN: [AtomicBool; MAX_VMS] = [const { AtomicBool::new(false) }; MAX_VMS];
+
+/// VM `id`'s bank, fresh.
+///
+/// # Panics
+/// For an `id` past `MAX_VMS`, or whose bank was handed out already.
+fn bank_for(id: usize) -> &'static mut VirtioBank {
+    assert!(
+        !BANK_TAKEN[id].swap(true, Ordering::AcqRel),
+        "VM {id}'s virtio bank is handed out once"
+    );
+    // SAFETY: slot `id` is only ever reached through this one borrow (the
+    // flag above hands it out once), and it lives as long as the program.
+    let slot = unsafe { &mut *core::ptr::addr_of_mut!(BANKS[id]) };
+    slot.write(empty_bank())
+}
+
+/// A VM's RAM as the virtqueues see it.
+pub struct VmMemory<'a>(pub &'a GuestRam);
+
+impl GuestMemory for VmMemory<'_> {
+    fn read(&self, addr: Ipa, buf: &mut [u8]) -> Result<(), MemError> {
+        self.0.read(addr.0, buf).then_some(()).ok_or(MemError {
+            addr,
+            len: buf.len() as u64,
+        })
+    }
+
+    fn write(&mut self, addr: Ipa, data: &[u8]) -> Result<(), MemError> {
+        self.0.write(addr.0, data).then_some(()).ok_or(MemError {
+            addr,
+            len: data.len() as u64,
+        })
+    }
+
+    fn contains(&self, addr: Ipa, len: u64) -> bool {
+        self.0.contains(addr.0, len)
+    }
+
+    fn fence(&self, order: Fence) {
+        match order {
+            Fence::Acquire => barrier::dmb_ishld(),
+            Fence::Release => barrier::dmb_ishst(),
+            Fence::Full => barrier::dmb_ish(),
+        }
+    }
 }
 
 static DTB_BUF: SpinLock<[u8; DTB_MAX]> = SpinLock::new([0; DTB_MAX]);
@@ -173,26 +251,20 @@ impl Vm {
             frames: core::array::from_fn(|v| crate::vcpu::frame(id, v)),
             map_stats,
             vgic,
+            // SAFETY: the boot plan carved `[ram_pa, ram_pa + size)` out of
+            // host RAM for this VM alone; EL2 maps all RAM identity.
+            ram: unsafe { GuestRam::new(machine.ram.start.0, ram_pa.0, machine.ram.size) },
             machine,
+            virtio: bank_for(id),
+            virtio_lines: 0,
         })
-    }
-
-    fn host_ptr(&self, ipa: Ipa) -> *mut u8 {
-        let off = ipa
-            .offset_from(self.machine.ram.start)
-            .expect("IPA below guest RAM");
-        assert!(off <= self.machine.ram.size, "IPA beyond guest RAM");
-        (self.ram_pa.0 + off) as *mut u8
     }
 
     fn copy_in(&self, at: Ipa, bytes: &[u8]) {
         assert!(
-            self.machine.ram.contains_span(at, bytes.len() as u64),
+            self.ram.write(at.0, bytes),
             "copy outside guest RAM (layout invariant)"
         );
-        // SAFETY: the destination lies in this VM's RAM carve-out (checked
-        // above), which is identity-mapped, owned by this VM, and not running.
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.host_ptr(at), bytes.len()) };
     }
 
     /// (Re)starts the VM from its pristine image: zeroes RAM, copies kernel,
@@ -202,9 +274,7 @@ impl Vm {
     /// effects say which CPU to tell.
     pub fn load(&mut self) -> Result<Effects, VmError> {
         self.boot_count += 1;
-        let size = usize::try_from(self.machine.ram.size).expect("RAM size fits usize");
-        // SAFETY: the whole carve-out belongs to this VM, which is not running.
-        unsafe { core::ptr::write_bytes(self.host_ptr(self.machine.ram.start), 0, size) };
+        self.ram.zero();
         self.copy_in(self.machine.layout.kernel.start, self.image.kernel);
         if let (Some(initrd), Some(range)) = (self.image.initrd, self.machine.layout.initrd) {
             self.copy_in(range.start, initrd);
@@ -224,9 +294,11 @@ impl Vm {
             let len = guest_dt::generate(&cfg, &mut buf[..]).map_err(VmError::DeviceTree)?;
             self.copy_in(self.machine.layout.dtb.start, &buf[..len]);
         }
-        cache::clean_inval_dcache_range(self.ram_pa.0 as usize, size);
+        self.ram.clean();
         cache::invalidate_icache_all();
         self.uart = Pl011::new();
+        *self.virtio = empty_bank();
+        self.virtio_lines = 0;
         self.vgic = Vgic::new(self.vgic.version(), self.machine.vcpu_mpidrs(), VGIC_SPIS)
             .map_err(VmError::Vgic)?;
         // The guest's virtual counter starts near zero at every boot.

@@ -120,6 +120,19 @@ fn check_off(run: &Run) {
     );
 }
 
+/// `virtioprobe`: every one of `virt`'s 32 virtio-mmio transports answers
+/// (magic, version 2, DeviceID 0: nothing attached) and none aborts.
+fn check_virtioprobe(run: &Run) {
+    assert_passed(run, "virtioprobe");
+    assert_in_order(
+        run,
+        &[
+            "check transports that aborted: got 0, want 0: ok",
+            "check transports answering as virt's with no device: got 32, want 32: ok",
+        ],
+    );
+}
+
 macro_rules! system_test {
     ($name:ident, $guest:literal, $gic:literal, $cpu:literal, $check:ident) => {
         #[test]
@@ -147,6 +160,20 @@ system_test!(reset_gic2_max, "reset", 2, "max", check_reset);
 system_test!(off_gic2, "off", 2, "cortex-a57", check_off);
 system_test!(off_gic3, "off", 3, "cortex-a57", check_off);
 system_test!(off_gic3_max, "off", 3, "max", check_off);
+system_test!(
+    virtioprobe_gic2,
+    "virtioprobe",
+    2,
+    "cortex-a57",
+    check_virtioprobe
+);
+system_test!(
+    virtioprobe_gic3,
+    "virtioprobe",
+    3,
+    "cortex-a57",
+    check_virtioprobe
+);
 
 #[test]
 fn missing_kernel_file_is_bad_input() {

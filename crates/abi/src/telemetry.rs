@@ -239,6 +239,8 @@ reasons! {
     SError = 47, "serror", "An SError while the guest ran (the VM is stopped as crashed).";
     MmioDecoded = 48, "  of which ISV=0", "Not an exit of its own: MMIO exits above whose instruction was decoded because the syndrome had none (ISV = 0).";
     FpTrap = 49, "fp trap", "A trapped FP/SIMD access while another vCPU's FP state was loaded (the lazy FP switch).";
+    MmioVirtioRead = 50, "mmio virtio read", "A read of an emulated virtio-mmio transport's registers or configuration space.";
+    MmioVirtioWrite = 51, "mmio virtio write", "A write to an emulated virtio-mmio transport (a queue notify is one).";
 }
 
 impl Reason {
@@ -257,7 +259,7 @@ impl Reason {
         match self as u8 {
             0..=18 => "hvc",
             19 => "smc",
-            20..=25 | 48 => "mmio",
+            20..=25 | 48 | 50 | 51 => "mmio",
             26..=30 => "sysreg",
             31..=33 => "wfx",
             34..=41 => "irq",

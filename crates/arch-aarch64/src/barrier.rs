@@ -62,3 +62,41 @@ pub fn wfe() {
         core::arch::asm!("wfe", options(nomem, nostack, preserves_flags));
     }
 }
+
+/// `dmb ishld`: loads before it are ordered before loads and stores after
+/// it (an acquire fence for memory shared with other CPUs).
+#[inline(always)]
+pub fn dmb_ishld() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: barriers have no effect besides ordering.
+    unsafe {
+        core::arch::asm!("dmb ishld", options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+}
+
+/// `dmb ishst`: stores before it are visible before stores after it.
+#[inline(always)]
+pub fn dmb_ishst() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: barriers have no effect besides ordering.
+    unsafe {
+        core::arch::asm!("dmb ishst", options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+}
+
+/// `dmb ish`: every access before it is ordered before every access after
+/// it, in the inner-shareable domain.
+#[inline(always)]
+pub fn dmb_ish() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: barriers have no effect besides ordering.
+    unsafe {
+        core::arch::asm!("dmb ish", options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+}

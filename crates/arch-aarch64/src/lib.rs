@@ -1,6 +1,6 @@
 //! Stratum's only hardware-touching crate: the image's entry code and EL2
 //! translation ([`head`]), the exception vectors and guest entry/exit path
-//! ([`vectors`]), AArch64 system registers and their bit layouts ([`sysreg`],
+//! ([`vectors`]), a vCPU's CPU-resident context ([`context`]), AArch64 system registers and their bit layouts ([`sysreg`],
 //! [`el2`], [`el1`], [`id`]), cache and TLB maintenance, the physical GIC
 //! and PL011, timers, semihosting, and calls into firmware.
 //!
@@ -20,6 +20,7 @@
 
 pub mod barrier;
 pub mod cache;
+pub mod context;
 pub mod el1;
 pub mod el2;
 pub mod firmware;
@@ -27,6 +28,7 @@ pub mod fpsimd;
 pub mod gic;
 pub mod head;
 pub mod id;
+pub mod ram;
 pub mod semihosting;
 pub mod sync;
 pub mod sysreg;

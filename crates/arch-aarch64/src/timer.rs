@@ -2,12 +2,14 @@
 //!
 //! - The guest's EL1 virtual timer (`CNTV_*`, counting `CNTPCT -
 //!   CNTVOFF_EL2`) and EL1 physical timer (`CNTP_*`) belong to the vCPU:
-//!   [`TimerState`] saves and restores them on a vCPU switch.
+//!   [`save_timers`] and [`restore_timers`] switch them with the vCPU.
 //! - The EL2 physical timer (`CNTHP_*`, PPI 10 = INTID [`HYP_TIMER_INTID`])
 //!   is the hypervisor's own, for preemption and for waking blocked vCPUs.
 //!
 //! Without VHE (`HCR_EL2.E2H == 0`, which Stratum runs with) `CNTP_*_EL0`
 //! accessed at EL2 are the EL1 physical timer, not the EL2 one.
+
+use stratum_core::lifecycle::SavedTimers;
 
 use crate::{barrier, sysreg};
 
@@ -104,57 +106,28 @@ pub fn hyp_timer_expired() -> bool {
     ctl & CTL_ENABLE != 0 && ctl & CTL_ISTATUS != 0
 }
 
-/// A vCPU's EL1 timers, saved while it is not running.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TimerState {
-    /// `CNTV_CTL_EL0`.
-    pub cntv_ctl: u64,
-    /// `CNTV_CVAL_EL0` (virtual count).
-    pub cntv_cval: u64,
-    /// `CNTP_CTL_EL0`.
-    pub cntp_ctl: u64,
-    /// `CNTP_CVAL_EL0` (physical count).
-    pub cntp_cval: u64,
+/// Reads the running vCPU's EL1 timers, then stops both, so they cannot
+/// fire while another vCPU (or none) runs on this CPU.
+pub fn save_timers() -> SavedTimers {
+    let s = SavedTimers {
+        cntv_ctl: sysreg::cntv_ctl_el0(),
+        cntv_cval: sysreg::cntv_cval_el0(),
+        cntp_ctl: sysreg::cntp_ctl_el0(),
+        cntp_cval: sysreg::cntp_cval_el0(),
+    };
+    sysreg::set_cntv_ctl_el0(0);
+    sysreg::set_cntp_ctl_el0(0);
+    s
 }
 
-impl TimerState {
-    /// Reads the running vCPU's timers, then stops both, so they cannot
-    /// fire while another vCPU (or none) runs on this CPU.
-    pub fn save() -> Self {
-        let s = Self {
-            cntv_ctl: sysreg::cntv_ctl_el0(),
-            cntv_cval: sysreg::cntv_cval_el0(),
-            cntp_ctl: sysreg::cntp_ctl_el0(),
-            cntp_cval: sysreg::cntp_cval_el0(),
-        };
-        sysreg::set_cntv_ctl_el0(0);
-        sysreg::set_cntp_ctl_el0(0);
-        barrier::isb();
-        s
-    }
-
-    /// Loads these timers for the vCPU about to run (compare values first,
-    /// so enabling never fires against a stale deadline). The VM's
-    /// `CNTVOFF_EL2` is loaded separately.
-    pub fn restore(&self) {
-        sysreg::set_cntv_cval_el0(self.cntv_cval);
-        sysreg::set_cntp_cval_el0(self.cntp_cval);
-        barrier::isb();
-        sysreg::set_cntv_ctl_el0(self.cntv_ctl & (CTL_ENABLE | CTL_IMASK));
-        sysreg::set_cntp_ctl_el0(self.cntp_ctl & (CTL_ENABLE | CTL_IMASK));
-        barrier::isb();
-    }
-
-    /// The physical count at which the saved virtual timer would assert its
-    /// interrupt, given the VM's `CNTVOFF_EL2`; `None` if it is disabled or
-    /// masked. For waking a blocked vCPU with the EL2 timer.
-    pub const fn virt_deadline(&self, cntvoff: u64) -> Option<u64> {
-        if is_armed(self.cntv_ctl) {
-            Some(self.cntv_cval.wrapping_add(cntvoff))
-        } else {
-            None
-        }
-    }
+/// Loads saved timers for the vCPU about to run (compare values first, so
+/// enabling never fires against a stale deadline). The VM's `CNTVOFF_EL2`
+/// is loaded separately, before.
+pub fn restore_timers(t: &SavedTimers) {
+    sysreg::set_cntv_cval_el0(t.cntv_cval);
+    sysreg::set_cntp_cval_el0(t.cntp_cval);
+    sysreg::set_cntv_ctl_el0(t.cntv_ctl & (CTL_ENABLE | CTL_IMASK));
+    sysreg::set_cntp_ctl_el0(t.cntp_ctl & (CTL_ENABLE | CTL_IMASK));
 }
 
 #[cfg(test)]
@@ -168,10 +141,10 @@ mod tests {
         fake::set(Reg::CNTV_CVAL_EL0, 1000);
         fake::set(Reg::CNTP_CTL_EL0, CTL_ENABLE | CTL_IMASK);
         fake::set(Reg::CNTP_CVAL_EL0, 2000);
-        let s = TimerState::save();
+        let s = save_timers();
         assert_eq!(
             s,
-            TimerState {
+            SavedTimers {
                 cntv_ctl: CTL_ENABLE | CTL_ISTATUS,
                 cntv_cval: 1000,
                 cntp_ctl: CTL_ENABLE | CTL_IMASK,
@@ -181,7 +154,7 @@ mod tests {
         assert_eq!(fake::get(Reg::CNTV_CTL_EL0), 0);
         assert_eq!(fake::get(Reg::CNTP_CTL_EL0), 0);
         fake::set(Reg::CNTV_CVAL_EL0, 0);
-        s.restore();
+        restore_timers(&s);
         assert_eq!(fake::get(Reg::CNTV_CVAL_EL0), 1000);
         assert_eq!(
             fake::get(Reg::CNTV_CTL_EL0),
@@ -189,20 +162,6 @@ mod tests {
             "ISTATUS is read-only"
         );
         assert_eq!(fake::get(Reg::CNTP_CTL_EL0), CTL_ENABLE | CTL_IMASK);
-    }
-
-    #[test]
-    fn virtual_deadline_adds_the_offset() {
-        let mut s = TimerState {
-            cntv_ctl: CTL_ENABLE,
-            cntv_cval: 500,
-            ..TimerState::default()
-        };
-        assert_eq!(s.virt_deadline(100), Some(600));
-        s.cntv_ctl |= CTL_IMASK;
-        assert_eq!(s.virt_deadline(100), None);
-        s.cntv_ctl = 0;
-        assert_eq!(s.virt_deadline(100), None);
     }
 
     #[test]

@@ -68,6 +68,21 @@ pub mod virt_map {
     /// The PL011's reference clock.
     pub const APB_PCLK_HZ: u32 = 24_000_000;
 
+    /// The first virtio-mmio transport's registers (QEMU `virt`'s
+    /// `VIRT_MMIO`); transport `n` is [`VIRTIO_STRIDE`] · `n` further on.
+    pub const VIRTIO_BASE: Ipa = Ipa(0x0A00_0000);
+    /// Bytes per virtio-mmio transport.
+    pub const VIRTIO_STRIDE: u64 = 0x200;
+    /// How many virtio-mmio transports a VM has (as on `virt`).
+    pub const VIRTIO_COUNT: u32 = 32;
+    /// Transport `n`'s SPI is `VIRTIO_FIRST_SPI + n` (INTIDs 48..=79).
+    pub const VIRTIO_FIRST_SPI: u32 = 16;
+    /// Every transport's registers.
+    pub const VIRTIO: IpaRange = IpaRange {
+        start: VIRTIO_BASE,
+        size: VIRTIO_STRIDE * VIRTIO_COUNT as u64,
+    };
+
     /// The redistributor region for `vcpus` vCPUs, or `None` when more than
     /// [`GICR_MAX_VCPUS`].
     pub const fn gicr(vcpus: usize) -> Option<IpaRange> {

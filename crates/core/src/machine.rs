@@ -32,6 +32,9 @@ pub const VGIC_SPIS: u32 = 64;
 pub const UART_DEVICE: DeviceId = DeviceId(0);
 /// The vGIC's id on the bus (distributor and redistributors).
 pub const GIC_DEVICE: DeviceId = DeviceId(1);
+/// The virtio-mmio transports' id on the bus (one banked window, bank
+/// `n` = transport `n`).
+pub const VIRTIO_DEVICE: DeviceId = DeviceId(2);
 /// The vGIC's bus region tag for the distributor.
 pub const REGION_DIST: u8 = 0;
 /// The vGIC's bus region tag for the redistributors (one bank per vCPU).
@@ -81,6 +84,9 @@ pub struct Machine {
     pub bus: MmioBus,
     /// Number of vCPUs.
     pub vcpus: usize,
+    /// Whether the VM has QEMU `virt`'s 32 virtio-mmio transports (on its
+    /// bus and in its device tree); see [`Machine::drop_virtio_for`].
+    pub virtio: bool,
 }
 
 impl Machine {
@@ -125,14 +131,45 @@ impl Machine {
         let initrd_size = image.initrd.map_or(0, |i| i.len() as u64);
         let layout = layout::plan(ram, placement, initrd_size, DTB_MAX as u64)
             .map_err(MachineError::Layout)?;
-        let bus = device_bus(&gic, vcpus as u32).map_err(MachineError::Bus)?;
+        let bus = device_bus(&gic, vcpus as u32, true).map_err(MachineError::Bus)?;
         Ok(Self {
             ram,
             gic,
             layout,
             bus,
             vcpus,
+            virtio: true,
         })
+    }
+
+    /// Whether a passthrough device at `regs` with guest SPIs `spis` would
+    /// clash with the virtio-mmio transports: its registers overlap theirs,
+    /// or it uses one of their SPIs.
+    pub fn clashes_with_virtio(regs: IpaRange, spis: &[u32]) -> bool {
+        let first = virt_map::VIRTIO_FIRST_SPI;
+        regs.overlaps(&virt_map::VIRTIO)
+            || spis
+                .iter()
+                .any(|s| (first..first + virt_map::VIRTIO_COUNT).contains(s))
+    }
+
+    /// Removes the virtio-mmio transports if one of the VM's passthrough
+    /// `devices` clashes with them ([`Machine::clashes_with_virtio`]): the
+    /// real device wins, and the VM has no paravirtual devices. Returns
+    /// the name of the first clashing device, if any.
+    pub fn drop_virtio_for<'a>(
+        &mut self,
+        devices: &[DevicePlan<'a>],
+    ) -> Result<Option<&'a str>, MachineError> {
+        let Some(d) = devices
+            .iter()
+            .find(|d| Self::clashes_with_virtio(d.regs, d.spis()))
+        else {
+            return Ok(None);
+        };
+        self.bus = device_bus(&self.gic, self.vcpus as u32, false).map_err(MachineError::Bus)?;
+        self.virtio = false;
+        Ok(Some(d.name))
     }
 
     /// Each vCPU's virtual MPIDR affinity (vCPU `i` is Aff0 = `i`).
@@ -203,9 +240,10 @@ pub const NO_DEVICE: GuestDevice<'static> = GuestDevice {
     spis: &[],
 };
 
-/// The emulated devices every VM has: the PL011, the distributor, and on
-/// GICv3 one redistributor frame per vCPU (one banked window).
-fn device_bus(gic: &GuestGic, vcpus: u32) -> Result<MmioBus, BusError> {
+/// The emulated devices every VM has: the PL011, the distributor, on
+/// GICv3 one redistributor frame per vCPU (one banked window), and with
+/// `virtio` the 32 virtio-mmio transports (another).
+fn device_bus(gic: &GuestGic, vcpus: u32, virtio: bool) -> Result<MmioBus, BusError> {
     let mut bus = MmioBus::new();
     bus.insert(Window::plain(
         virt_map::UART,
@@ -231,6 +269,16 @@ fn device_bus(gic: &GuestGic, vcpus: u32) -> Result<MmioBus, BusError> {
             GIC_DEVICE,
             REGION_REDIST,
             [Reason::MmioGicrRead, Reason::MmioGicrWrite],
+        ))?;
+    }
+    if virtio {
+        bus.insert(Window::banked(
+            virt_map::VIRTIO_BASE,
+            virt_map::VIRTIO_STRIDE,
+            virt_map::VIRTIO_COUNT,
+            VIRTIO_DEVICE,
+            0,
+            [Reason::MmioVirtioRead, Reason::MmioVirtioWrite],
         ))?;
     }
     Ok(bus)

@@ -157,6 +157,107 @@ impl FpUse {
     }
 }
 
+/// Whose FP/SIMD registers one physical CPU holds, and how each vCPU of
+/// its queue (by position) gets its own: with the switch or by a trap
+/// ([`FpUse`]).
+#[derive(Clone, Copy, Debug)]
+pub struct FpRegs {
+    owner: Option<VcpuRef>,
+    uses: [FpUse; MAX_QUEUE],
+}
+
+/// What a switch does with the FP/SIMD registers ([`FpRegs::switch_to`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FpSwitch {
+    /// Whose registers the CPU held before (to save first when `eager`
+    /// and it is not the incoming vCPU).
+    pub previous: Option<VcpuRef>,
+    /// Load the incoming vCPU's registers with the switch.
+    pub eager: bool,
+    /// The incoming vCPU's registers are live after the switch (loaded now,
+    /// or still there): FP need not trap.
+    pub live: bool,
+}
+
+impl Default for FpRegs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FpRegs {
+    /// Nobody's registers, every vCPU lazy.
+    pub const fn new() -> Self {
+        Self {
+            owner: None,
+            uses: [FpUse::new(); MAX_QUEUE],
+        }
+    }
+
+    /// Whose registers the CPU holds.
+    pub fn owner(&self) -> Option<VcpuRef> {
+        self.owner
+    }
+
+    /// `next`, at queue position `slot`, is switched in: `fresh` when it
+    /// just (re)started (its old registers must not leak into the new
+    /// boot, and it starts lazy), `switching` when its context is loaded
+    /// now (not kept from before).
+    #[inline]
+    pub fn switch_to(
+        &mut self,
+        next: VcpuRef,
+        slot: usize,
+        fresh: bool,
+        switching: bool,
+    ) -> FpSwitch {
+        let mut previous = self.owner;
+        if fresh && previous == Some(next) {
+            previous = None;
+        }
+        let Some(fp_use) = self.uses.get_mut(slot) else {
+            return FpSwitch {
+                previous,
+                eager: false,
+                live: previous == Some(next),
+            };
+        };
+        if fresh {
+            *fp_use = FpUse::default();
+        }
+        let eager = switching && previous != Some(next) && fp_use.switch_in();
+        if eager {
+            self.owner = Some(next);
+        } else if previous.is_none() {
+            self.owner = None;
+        }
+        FpSwitch {
+            previous,
+            eager,
+            live: eager || previous == Some(next),
+        }
+    }
+
+    /// `me`, at queue position `slot`, trapped on FP: it owns the
+    /// registers from now on and gets them with its next switches. Returns
+    /// the previous owner whose registers must be saved first, if another.
+    pub fn trapped(&mut self, me: VcpuRef, slot: usize) -> Option<VcpuRef> {
+        let previous = self.owner.filter(|&o| o != me);
+        self.owner = Some(me);
+        if let Some(u) = self.uses.get_mut(slot) {
+            u.trapped();
+        }
+        previous
+    }
+
+    /// `v` parked: its registers, if live, are not to be saved.
+    pub fn forget(&mut self, v: VcpuRef) {
+        if self.owner == Some(v) {
+            self.owner = None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +429,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fp_registers_follow_traps_switches_and_restarts() {
+        let (a, b) = (v(0, 0), v(1, 0));
+        let mut fp = FpRegs::new();
+        // Nobody used FP: every switch is lazy.
+        let sw = fp.switch_to(a, 0, true, true);
+        assert_eq!(
+            sw,
+            FpSwitch {
+                previous: None,
+                eager: false,
+                live: false
+            }
+        );
+        assert_eq!(fp.trapped(a, 0), None);
+        assert_eq!(fp.owner(), Some(a));
+        // b runs without FP: a's registers stay in the CPU.
+        let sw = fp.switch_to(b, 1, false, true);
+        assert_eq!((sw.previous, sw.eager, sw.live), (Some(a), false, false));
+        assert_eq!(fp.owner(), Some(a));
+        // Back to a: they are still live, nothing to load.
+        let sw = fp.switch_to(a, 0, false, true);
+        assert_eq!((sw.eager, sw.live), (false, true));
+        // b traps: a's must be saved; b is eager from now on.
+        assert_eq!(fp.trapped(b, 1), Some(a));
+        let sw = fp.switch_to(a, 0, false, true);
+        assert_eq!((sw.previous, sw.eager, sw.live), (Some(b), true, true));
+        assert_eq!(fp.owner(), Some(a));
+        let sw = fp.switch_to(b, 1, false, true);
+        assert_eq!((sw.previous, sw.eager), (Some(a), true));
+        // b restarts: its old registers are not its new boot's, and it
+        // starts lazy again.
+        let sw = fp.switch_to(b, 1, true, true);
+        assert_eq!((sw.previous, sw.eager, sw.live), (None, false, false));
+        assert_eq!(fp.owner(), None);
+        fp.trapped(a, 0);
+        fp.forget(a);
+        assert_eq!(fp.owner(), None);
+        // A slot past the queue never panics.
+        let sw = fp.switch_to(a, MAX_QUEUE, false, true);
+        assert!(!sw.eager);
     }
 }

@@ -7,7 +7,8 @@
 //! `Image` header carries. Everything here is atomics with one writer per
 //! counter (the CPU running the vCPU, or the CPU owning the ring), so
 //! readers on other CPUs and outside the machine need no lock; a reader
-//! sees each `u64` whole.
+//! sees each `u64` whole. A trace build also keeps one [`TraceRing`] per
+//! physical CPU, which a [`RingDesc`] of the block describes.
 
 use core::fmt;
 use core::mem::offset_of;
@@ -154,6 +155,11 @@ impl Block {
         }
     }
 
+    /// The counters of vCPU `vcpu` of VM slot `vm`, if both are in range.
+    pub fn stats(&self, vm: usize, vcpu: usize) -> Option<&ExitStats> {
+        self.vms.get(vm).and_then(|slot| slot.stats.get(vcpu))
+    }
+
     /// Records the counter frequency that trace timestamps use.
     pub fn set_counter_hz(&self, hz: u64) {
         self.header.counter_hz.store(hz, Ordering::Relaxed);
@@ -241,6 +247,63 @@ pub const fn record_words(
         | ((reason as u64) << 16)
         | ((detail as u64) << 32);
     [time, meta]
+}
+
+/// One CPU's exit trace: `N` records (a power of two) of two words each,
+/// as `stratum_abi::telemetry::TraceRecord` lays them out; the CPU that
+/// owns it is its only writer.
+#[repr(C)]
+pub struct TraceRing<const N: usize> {
+    words: [[AtomicU64; 2]; N],
+}
+
+const _: () = assert!(core::mem::size_of::<[AtomicU64; 2]>() == layout::RECORD_SIZE);
+
+impl<const N: usize> TraceRing<N> {
+    /// An empty ring.
+    pub const fn new() -> Self {
+        assert!(N.is_power_of_two() && N <= u32::MAX as usize);
+        Self {
+            words: [const { [AtomicU64::new(0), AtomicU64::new(0)] }; N],
+        }
+    }
+
+    /// Describes this ring in `desc`, at `address` (where readers outside
+    /// find it: EL2 maps itself identity, so its own address), and empties
+    /// it.
+    pub fn publish(&self, desc: &RingDesc, address: u64) {
+        desc.records.store(address, Ordering::Relaxed);
+        desc.capacity.store(N as u32, Ordering::Relaxed);
+        desc.record_size
+            .store(layout::RECORD_SIZE as u32, Ordering::Relaxed);
+        desc.head.store(0, Ordering::Release);
+    }
+
+    /// Appends a record (see [`record_words`]); the head in `desc` moves
+    /// after the record is written, so a reader that sees the head sees
+    /// the record. The oldest record is overwritten when the ring is full.
+    pub fn append(&self, desc: &RingDesc, record: [u64; 2]) {
+        let head = desc.head.load(Ordering::Relaxed);
+        let slot = &self.words[head as usize & (N - 1)];
+        slot[0].store(record[0], Ordering::Relaxed);
+        slot[1].store(record[1], Ordering::Relaxed);
+        desc.head.store(head.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Record `i` (by position in the ring, not by age).
+    pub fn record(&self, i: usize) -> [u64; 2] {
+        let slot = &self.words[i & (N - 1)];
+        [
+            slot[0].load(Ordering::Relaxed),
+            slot[1].load(Ordering::Relaxed),
+        ]
+    }
+}
+
+impl<const N: usize> Default for TraceRing<N> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ mod dist;
 mod dist_v2;
 mod dist_v3;
 mod fill;
+pub mod hw;
 mod lr;
 mod power;
 mod redist;

@@ -392,7 +392,24 @@ impl DevicePlan<'static> {
     };
 }
 
-impl DevicePlan<'_> {
+impl<'a> DevicePlan<'a> {
+    /// A device at `regs` with SPIs `spis` (at most
+    /// `limits::IRQS_PER_DEVICE`, the rest dropped), for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &'a str, regs: IpaRange, spis: &[u32]) -> Self {
+        let mut s = [0; limits::IRQS_PER_DEVICE];
+        let n = spis.len().min(s.len());
+        s[..n].copy_from_slice(&spis[..n]);
+        Self {
+            name,
+            compatible: b"x\0",
+            regs,
+            spis: s,
+            spi_count: n,
+            route_cpu: 0,
+        }
+    }
+
     /// Its SPIs (INTID − 32), forwarded with the same number.
     pub fn spis(&self) -> &[u32] {
         self.spis.get(..self.spi_count).unwrap_or(&[])

@@ -196,3 +196,49 @@ fn seeds_differ_between_vms_and_boots() {
     }
     assert_eq!(rng_seed(5, 2, 3), rng_seed(5, 2, 3));
 }
+
+#[test]
+fn every_vm_has_the_32_virtio_transports_unless_a_passthrough_device_clashes() {
+    let mut m = Machine::describe(&image(1, RAM, 64 << 20), GicVersion::V3, false).unwrap();
+    assert!(m.virtio);
+    for n in [0u64, 31] {
+        let at = Ipa(virt_map::VIRTIO_BASE.0 + n * virt_map::VIRTIO_STRIDE + 0x70);
+        let hit = m.bus.find(at).expect("a transport");
+        assert_eq!(
+            (hit.device, hit.bank, hit.read_reason),
+            (VIRTIO_DEVICE, n as u32, Reason::MmioVirtioRead)
+        );
+    }
+    assert!(
+        m.bus
+            .find(Ipa(virt_map::VIRTIO_BASE.0 + 32 * 0x200))
+            .is_none()
+    );
+
+    let device = |base: u64, spi: u32| {
+        DevicePlan::for_test("dev", IpaRange::new(Ipa(base), 0x1000).unwrap(), &[spi])
+    };
+    // The PL031 at 0x0901_0000 with SPI 2 shares nothing.
+    assert_eq!(m.drop_virtio_for(&[device(0x0901_0000, 2)]).unwrap(), None);
+    assert!(m.virtio);
+    // SPI 16 is transport 0's.
+    assert!(Machine::clashes_with_virtio(
+        IpaRange::new(Ipa(0x0901_0000), 0x1000).unwrap(),
+        &[16]
+    ));
+    assert!(!Machine::clashes_with_virtio(
+        IpaRange::new(Ipa(0x0901_0000), 0x1000).unwrap(),
+        &[48]
+    ));
+    // A device in the transports' window: the real device wins.
+    assert_eq!(
+        m.drop_virtio_for(&[device(0x0A00_3000, 3)]).unwrap(),
+        Some("dev")
+    );
+    assert!(!m.virtio);
+    assert!(m.bus.find(virt_map::VIRTIO_BASE).is_none());
+    assert!(
+        m.bus.find(Ipa(virt_map::UART.start.0)).is_some(),
+        "the rest stays"
+    );
+}

@@ -96,3 +96,41 @@ fn record_words_are_the_abi_record_in_little_endian() {
         assert_eq!(bytes, expected.encode());
     }
 }
+
+#[test]
+fn a_published_ring_takes_records_in_order_and_wraps() {
+    let block = Block::new(true);
+    let ring: TraceRing<4> = TraceRing::new();
+    block.rings[1].head.store(9, Ordering::Relaxed);
+    ring.publish(&block.rings[1], 0x4000_0000);
+    let desc = &block.rings[1];
+    assert_eq!(desc.records.load(Ordering::Relaxed), 0x4000_0000);
+    assert_eq!(desc.capacity.load(Ordering::Relaxed), 4);
+    assert_eq!(
+        desc.record_size.load(Ordering::Relaxed) as usize,
+        stratum_abi::telemetry::RECORD_SIZE
+    );
+    assert_eq!(
+        desc.head.load(Ordering::Relaxed),
+        0,
+        "publishing empties it"
+    );
+    for t in 0..6u64 {
+        ring.append(desc, record_words(t, 1, 0, Reason::HvcOther, t as u32));
+    }
+    assert_eq!(desc.head.load(Ordering::Relaxed), 6);
+    // Records 4 and 5 overwrote the two oldest (0 and 1).
+    assert_eq!(ring.record(0)[0], 4);
+    assert_eq!(ring.record(1)[0], 5);
+    assert_eq!(ring.record(2)[0], 2);
+    let meta = ring.record(3)[1];
+    assert_eq!(meta >> 32, 3, "the detail word");
+}
+
+#[test]
+fn stats_of_a_slot_out_of_range_is_none() {
+    let block = Block::new(false);
+    assert!(block.stats(0, 0).is_some());
+    assert!(block.stats(VM_SLOTS, 0).is_none());
+    assert!(block.stats(0, VCPU_SLOTS).is_none());
+}

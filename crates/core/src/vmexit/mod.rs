@@ -18,6 +18,8 @@
 //! [`VmDevices::sgi_write`]. Reads of the ID registers that `HCR_EL2.TID3`
 //! traps are answered as [`crate::idreg`] says.
 
+use core::fmt;
+
 use crate::access::AccessSize;
 use crate::addr::{Gva, Ipa, IpaRange};
 pub use crate::bus::AccessRefused;
@@ -244,6 +246,91 @@ pub struct AbortReport {
     pub write: bool,
     /// Why it could not be emulated.
     pub why: AbortCause,
+}
+
+/// What to log about an injected exception, the first [`ABORT_LOG_LIMIT`]
+/// of each kind per VM (counted in `counters`, the VM's totals including
+/// this one): an undefined instruction, and an abort with its report.
+/// Display each present note after `vm<id> '<name>': `.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InjectionNotes {
+    /// The undefined-instruction note: `ESR_EL2`, pc, and whether it was
+    /// the last one logged.
+    pub undef: Option<(u64, u64, bool)>,
+    /// The abort note, and whether it was the last one logged.
+    pub abort: Option<(AbortReport, bool)>,
+}
+
+impl InjectionNotes {
+    /// The notes for `inj`, injected for the exit `info` (`last_abort`: the
+    /// policy's report, for an abort).
+    pub fn new(
+        counters: &ExitCounters,
+        info: &ExitInfo,
+        inj: &Injection,
+        last_abort: Option<AbortReport>,
+    ) -> Self {
+        let undefs = counters.injected_undefs;
+        let aborts = counters.injected_aborts;
+        let is_undef = inj.esr_el1 >> 26 == 0;
+        Self {
+            undef: (is_undef && undefs <= ABORT_LOG_LIMIT).then_some((
+                info.esr,
+                info.pc,
+                undefs == ABORT_LOG_LIMIT,
+            )),
+            abort: last_abort
+                .filter(|_| aborts <= ABORT_LOG_LIMIT)
+                .map(|r| (r, aborts == ABORT_LOG_LIMIT)),
+        }
+    }
+
+    /// The undefined-instruction note's text.
+    pub fn undef_text(&self) -> Option<impl fmt::Display> {
+        self.undef.map(|(esr, pc, last)| {
+            Note(move |f: &mut fmt::Formatter<'_>| {
+                write!(
+                    f,
+                    "undefined instruction injected for ESR_EL2 {esr:#x} at pc {pc:#x}{}",
+                    if last {
+                        " (further ones are only counted)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        })
+    }
+
+    /// The abort note's text.
+    pub fn abort_text(&self) -> Option<impl fmt::Display> {
+        self.abort.map(|(r, last)| {
+            Note(move |f: &mut fmt::Formatter<'_>| {
+                write!(
+                    f,
+                    "{:?} {} of {} at pc {:#x}: abort injected{}",
+                    r.why,
+                    if r.write { "write" } else { "read" },
+                    r.ipa,
+                    r.pc,
+                    if last {
+                        " (further aborts are only counted)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        })
+    }
+}
+
+/// A closure that formats.
+struct Note<F>(F);
+
+impl<F: Fn(&mut fmt::Formatter<'_>) -> fmt::Result> fmt::Display for Note<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.0)(f)
+    }
 }
 
 /// Why an access was answered with an abort.

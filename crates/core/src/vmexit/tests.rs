@@ -2083,3 +2083,57 @@ proptest! {
         prop_assert_eq!(load_value(&s, value), mmio::syndrome_load_value(&s, value));
     }
 }
+
+#[test]
+fn injection_notes_are_logged_up_to_the_limit_and_say_so_at_it() {
+    let info = ExitInfo {
+        esr: 0x9200_0046,
+        pc: 0x4000_1000,
+        ..ExitInfo::default()
+    };
+    let undef = Injection {
+        esr_el1: 0,
+        far_el1: None,
+        elr_el1: 0,
+        spsr_el1: 0,
+        pc: 0,
+        pstate: 0,
+    };
+    let report = AbortReport {
+        pc: 0x4000_1000,
+        ipa: Ipa(0x0900_1000),
+        write: true,
+        why: AbortCause::Unmapped,
+    };
+    let abort = Injection {
+        esr_el1: 0x25 << 26,
+        ..undef
+    };
+    let counters = |n| ExitCounters {
+        injected_undefs: n,
+        injected_aborts: n,
+        ..ExitCounters::default()
+    };
+    let first = InjectionNotes::new(&counters(1), &info, &undef, None);
+    assert_eq!(
+        first.undef_text().map(|t| t.to_string()).as_deref(),
+        Some("undefined instruction injected for ESR_EL2 0x92000046 at pc 0x40001000")
+    );
+    assert!(first.abort_text().is_none());
+    let last = InjectionNotes::new(&counters(ABORT_LOG_LIMIT), &info, &abort, Some(report));
+    assert!(last.undef_text().is_none(), "an abort is not an undef");
+    let text = last.abort_text().expect("an abort note").to_string();
+    assert!(text.starts_with("Unmapped write of "), "{text}");
+    assert!(
+        text.ends_with("abort injected (further aborts are only counted)"),
+        "{text}"
+    );
+    let past = InjectionNotes::new(&counters(ABORT_LOG_LIMIT + 1), &info, &abort, Some(report));
+    assert_eq!(
+        past,
+        InjectionNotes {
+            undef: None,
+            abort: None
+        }
+    );
+}

@@ -5,6 +5,7 @@
 mod dist_v2;
 mod dist_v3;
 mod fill;
+mod hw;
 mod lr;
 mod prop;
 mod redist;

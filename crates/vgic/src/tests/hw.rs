@@ -1,0 +1,260 @@
+//! The list-register cache ([`crate::hw::HwLrs`]) against a fake virtual
+//! interface whose "guest" takes and completes interrupts as hardware
+//! would.
+
+use super::*;
+use crate::hw::{HwLrs, LrFormat, VirtualInterface};
+
+/// A virtual interface with `n` LRs, counting what EL2 did to it.
+struct FakeInterface {
+    format: LrFormat,
+    lrs: Vec<u64>,
+    writes: usize,
+    underflow: bool,
+    deactivated: Vec<u32>,
+}
+
+impl FakeInterface {
+    fn new(format: LrFormat, n: usize) -> Self {
+        Self {
+            format,
+            lrs: vec![0; n],
+            writes: 0,
+            underflow: false,
+            deactivated: Vec::new(),
+        }
+    }
+
+    fn decode(&self, raw: u64) -> ListRegister {
+        match self.format {
+            LrFormat::V3 => ListRegister::from_v3(raw),
+            _ => ListRegister::from_v2(raw as u32),
+        }
+    }
+
+    fn encode(&self, lr: ListRegister) -> u64 {
+        match self.format {
+            LrFormat::V3 => lr.to_v3(),
+            _ => u64::from(lr.to_v2()),
+        }
+    }
+
+    /// The guest acknowledges the interrupt in LR `n` (pending → active).
+    fn guest_acks(&mut self, n: usize) -> u32 {
+        let mut lr = self.decode(self.lrs[n]);
+        assert_eq!(lr.state, LrState::Pending);
+        lr.state = LrState::Active;
+        self.lrs[n] = self.encode(lr);
+        lr.vintid
+    }
+
+    /// The guest deactivates the interrupt in LR `n` (active → invalid).
+    fn guest_completes(&mut self, n: usize) {
+        let mut lr = self.decode(self.lrs[n]);
+        assert_eq!(lr.state, LrState::Active);
+        lr.state = LrState::Invalid;
+        self.lrs[n] = self.encode(lr);
+    }
+
+    /// The interrupts the LRs hold, in LR order.
+    fn held(&self) -> Vec<(u32, LrState)> {
+        self.lrs
+            .iter()
+            .map(|&raw| self.decode(raw))
+            .filter(|lr| lr.state != LrState::Invalid)
+            .map(|lr| (lr.vintid, lr.state))
+            .collect()
+    }
+}
+
+impl VirtualInterface for FakeInterface {
+    fn elrsr(&self) -> u64 {
+        let mut empty = 0;
+        for (n, &raw) in self.lrs.iter().enumerate() {
+            if self.decode(raw).state == LrState::Invalid {
+                empty |= 1 << n;
+            }
+        }
+        empty
+    }
+
+    fn read_lr(&self, n: usize) -> u64 {
+        self.lrs[n]
+    }
+
+    fn write_lr(&mut self, n: usize, raw: u64) {
+        self.writes += 1;
+        self.lrs[n] = raw;
+    }
+
+    fn set_underflow(&mut self, on: bool) {
+        self.underflow = on;
+    }
+
+    fn deactivate_physical(&mut self, intid: u32) {
+        self.deactivated.push(intid);
+    }
+}
+
+const FORMATS: [LrFormat; 3] = [LrFormat::V3, LrFormat::V2, LrFormat::V2EoiForwarding];
+
+fn vgic_for(format: LrFormat) -> Vgic {
+    let mut g = if format == LrFormat::V3 { v3(1) } else { v2(1) };
+    enable_groups(&mut g);
+    g
+}
+
+#[test]
+fn an_spi_goes_into_an_lr_and_comes_back_when_the_guest_is_done() {
+    for format in FORMATS {
+        let mut g = vgic_for(format);
+        let mut hw = FakeInterface::new(format, 4);
+        let mut lrs = HwLrs::new(format, 4);
+        enable_spi(&mut g, 40, 0x80);
+        g.set_pending(40, 0).unwrap();
+        assert!(lrs.refill_needed(&g, 0));
+        lrs.refill(&mut hw, &mut g, 0);
+        assert_eq!(hw.held(), [(40, LrState::Pending)]);
+        assert_eq!(lrs.in_use(), 1);
+        assert!(!lrs.refill_needed(&g, 0), "nothing new");
+
+        // An exit with nothing changed: no LR is written.
+        let writes = hw.writes;
+        lrs.fold(&mut hw, &mut g, 0);
+        assert_eq!(hw.writes, writes);
+        assert_eq!(lrs.in_use(), 1);
+
+        assert_eq!(hw.guest_acks(0), 40);
+        lrs.fold(&mut hw, &mut g, 0);
+        assert!(g.is_active(0, 40), "the model sees the guest's ack");
+        assert_eq!(lrs.in_use(), 1, "still held");
+
+        hw.guest_completes(0);
+        lrs.fold(&mut hw, &mut g, 0);
+        assert!(!g.is_active(0, 40) && !g.is_pending(0, 40));
+        assert_eq!(lrs.in_use(), 0);
+        check_invariants(&g);
+    }
+}
+
+#[test]
+fn more_pending_than_lrs_asks_for_underflow_and_places_the_rest_later() {
+    for format in FORMATS {
+        let mut g = vgic_for(format);
+        let mut hw = FakeInterface::new(format, 2);
+        let mut lrs = HwLrs::new(format, 2);
+        for intid in 40..44 {
+            enable_spi(&mut g, intid, 0x80);
+            g.set_pending(intid, 0).unwrap();
+        }
+        lrs.refill(&mut hw, &mut g, 0);
+        assert_eq!(hw.held().len(), 2);
+        assert!(hw.underflow, "{format:?}: two more wait");
+        let mut delivered = Vec::new();
+        for _round in 0..4 {
+            for n in 0..2 {
+                if hw.held().iter().any(|&(_, s)| s == LrState::Pending)
+                    && hw.decode(hw.lrs[n]).state == LrState::Pending
+                {
+                    delivered.push(hw.guest_acks(n));
+                    hw.guest_completes(n);
+                }
+            }
+            lrs.fold(&mut hw, &mut g, 0);
+            if lrs.refill_needed(&g, 0) {
+                lrs.refill(&mut hw, &mut g, 0);
+            }
+        }
+        delivered.sort_unstable();
+        assert_eq!(delivered, [40, 41, 42, 43], "{format:?}: each exactly once");
+        assert!(!hw.underflow, "the request goes off when all fit");
+        check_invariants(&g);
+    }
+}
+
+#[test]
+fn a_completed_hardware_interrupt_is_deactivated_on_gicv2_only() {
+    for format in FORMATS {
+        let mut g = vgic_for(format);
+        let mut hw = FakeInterface::new(format, 4);
+        let mut lrs = HwLrs::new(format, 4);
+        // The virtual timer's PPI, forwarded from physical 27.
+        wr(&mut g, 0, 0x100, 1 << 27); // GICD_ISENABLER0 (v2)
+        if format == LrFormat::V3 {
+            rwr(&mut g, 0, 0x1_0100, 1 << 27); // GICR_ISENABLER0
+        }
+        assert!(g.set_hw_pending(0, 27, 27).unwrap());
+        lrs.refill(&mut hw, &mut g, 0);
+        let lr = hw.decode(hw.lrs[0]);
+        assert_eq!(lr.vintid, 27);
+        match format {
+            LrFormat::V2EoiForwarding => {
+                assert_eq!(lr.pintid, None, "linked by EOI maintenance instead");
+                assert!(lr.eoi_maintenance);
+            }
+            _ => assert_eq!(lr.pintid, Some(27)),
+        }
+        hw.guest_acks(0);
+        hw.guest_completes(0);
+        lrs.fold(&mut hw, &mut g, 0);
+        let expected: &[u32] = if format == LrFormat::V3 { &[] } else { &[27] };
+        assert_eq!(hw.deactivated, expected, "{format:?}");
+        assert_eq!(lrs.in_use(), 0);
+    }
+}
+
+#[test]
+fn parking_returns_every_lr_to_the_model() {
+    for format in FORMATS {
+        let mut g = vgic_for(format);
+        let mut hw = FakeInterface::new(format, 4);
+        let mut lrs = HwLrs::new(format, 4);
+        for intid in [40, 41] {
+            enable_spi(&mut g, intid, 0x80);
+            g.set_pending(intid, 0).unwrap();
+        }
+        lrs.refill(&mut hw, &mut g, 0);
+        let n = hw
+            .lrs
+            .iter()
+            .position(|&raw| hw.decode(raw).vintid == 41)
+            .expect("41 is in an LR");
+        hw.guest_acks(n);
+        lrs.park(&mut hw, &mut g, 0);
+        assert!(hw.held().is_empty(), "every LR invalid");
+        assert_eq!(lrs.in_use(), 0);
+        assert!(g.is_pending(0, 40), "still pending, in the model");
+        assert!(g.is_active(0, 41), "the guest's ack was folded first");
+        // Back on the CPU, both come back.
+        lrs.refill(&mut hw, &mut g, 0);
+        let mut held = hw.held();
+        held.sort_unstable_by_key(|&(i, _)| i);
+        assert_eq!(held, [(40, LrState::Pending), (41, LrState::Active)]);
+        check_invariants(&g);
+    }
+}
+
+#[test]
+fn a_stale_lr_is_invalidated_and_clear_forgets_everything() {
+    let format = LrFormat::V3;
+    let mut g = vgic_for(format);
+    let mut hw = FakeInterface::new(format, 4);
+    let mut lrs = HwLrs::new(format, 4);
+    enable_spi(&mut g, 40, 0x80);
+    g.set_pending(40, 0).unwrap();
+    lrs.refill(&mut hw, &mut g, 0);
+    // The guest cancels it through the distributor (GICD_ICPENDR1): the
+    // model drops it, and the LR must not deliver it.
+    wr(&mut g, 0, 0x284, 1 << 8);
+    lrs.fold(&mut hw, &mut g, 0);
+    if lrs.refill_needed(&g, 0) {
+        lrs.refill(&mut hw, &mut g, 0);
+    }
+    assert!(hw.held().is_empty(), "{:?}", hw.held());
+    hw.underflow = true;
+    lrs.set_underflow(&mut hw, true);
+    lrs.clear(&mut hw);
+    assert!(!hw.underflow);
+    assert!(hw.lrs.iter().all(|&raw| raw == 0));
+    assert_eq!(lrs.in_use(), 0);
+}
