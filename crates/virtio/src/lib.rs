@@ -16,6 +16,10 @@
 //!   `NO_INTERRUPT` notification suppression.
 //! - [`chain`]: the bounded, checked view of one descriptor chain and the
 //!   copies into and out of its buffers.
+//! - [`net`]: the virtio-net device (a VM's NIC) and the frame copies in
+//!   and out of its queues.
+//! - [`switch`]: the virtual switch between the NICs of one network:
+//!   learning, flooding, bounded work, the locking the glue follows.
 //! - [`mem`]: guest memory as the queues see it ([`mem::GuestMemory`]),
 //!   copy in, copy out, and a fake over a slice for tests.
 //! - [`spec`]: the specification's numbers.
@@ -38,8 +42,10 @@ pub mod bank;
 pub mod chain;
 pub mod device;
 pub mod mem;
+pub mod net;
 pub mod queue;
 pub mod spec;
+pub mod switch;
 pub mod transport;
 
 pub use bank::TransportBank;

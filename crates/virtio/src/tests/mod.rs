@@ -4,6 +4,7 @@
 
 pub(crate) mod driver;
 mod loopback;
+mod net;
 mod prop;
 mod queue;
 mod transport;

@@ -1,0 +1,330 @@
+//! A virtual Ethernet switch between the NICs ([`crate::net`]) of the VMs
+//! on one `[[network]]`: port `p` is the NIC of the network's `p`-th VM.
+//!
+//! Frames are copied, never shared: [`Switch::transmit`] takes a batch of
+//! frames out of the sending VM's transmit queue into the switch's own
+//! buffers (through that VM's [`GuestMemory`]), then copies each into the
+//! receive buffers of the ports it is for (through theirs). No VM ever
+//! sees another's memory.
+//!
+//! # Forwarding
+//! The switch learns which port each source address lives behind (a
+//! frame's source that is a unicast address) in a table of
+//! [`MAC_TABLE`] entries, the least recently seen replaced when full. A
+//! unicast frame to a learned address goes to that port only (and is
+//! dropped if that is the sender's own port); a broadcast, multicast or
+//! unknown destination floods to every other port. A port whose driver
+//! has posted no receive buffer (or is not live) drops the frame and
+//! counts it: nothing is queued, so a VM flooding a peer that never reads
+//! costs the switch no memory, and its frames only ever fill the peer's
+//! own receive ring. Frames shorter than an Ethernet header or longer than
+//! the MTU are dropped and counted at the sender's port.
+//!
+//! # Bounded work, coalesced interrupts
+//! One call moves at most [`TX_BUDGET`] frames (a full transmit ring);
+//! if the sender has more, [`TxReport::more`] says so and the glue calls
+//! again later (after other work: a flooding VM cannot keep a CPU in the
+//! switch). Frames move in batches of [`BATCH`]: each port's queues are
+//! visited once per batch, so the used-buffer interrupt is considered once
+//! per batch and per port (and `EVENT_IDX` suppresses most of those), not
+//! once per frame.
+//!
+//! # Locking (for the glue)
+//! The switch's state — this value — belongs to the network and is held
+//! for the whole of [`Switch::transmit`] (the network's lock). Inside it,
+//! the switch reaches each VM through [`Ports::with_port`], which the glue
+//! implements by taking that VM's device lock (its transport and the
+//! `GuestMemory` over its RAM) for the closure only. So:
+//! - at most one VM's device lock is held at a time, never two: VM A can
+//!   transmit to B on one CPU while B transmits to A on another, and the
+//!   second simply waits for the network lock;
+//! - the order is network lock, then one VM's device lock; nothing takes
+//!   the network lock while holding a VM's device lock (the transmit
+//!   notify is served by [`crate::transport::Transport::process`] under
+//!   A's lock, which only records the kick; the glue runs the switch after
+//!   releasing it);
+//! - a VM's receive queue is written only inside `with_port`, so its own
+//!   CPU (posting receive buffers, reading used ones) only ever races with
+//!   the switch through the ring protocol, as with any device.
+//!
+//! The value is fixed-size: about `BATCH × MAX_FRAME` bytes of buffers
+//! plus the table and counters.
+
+use crate::device::Queues;
+use crate::mem::GuestMemory;
+use crate::net::{self, Frame, Mac, NetDevice, Put, Taken};
+use crate::queue::QueueError;
+use crate::transport::Transport;
+
+/// Most ports one switch has (the bundle's VM limit).
+pub const MAX_PORTS: usize = 16;
+/// Entries of the address table.
+pub const MAC_TABLE: usize = 64;
+/// Frames moved per batch.
+pub const BATCH: usize = 8;
+/// Most frames one [`Switch::transmit`] takes from the sender.
+pub const TX_BUDGET: usize = net::QUEUE_SIZE as usize;
+
+/// How the switch reaches the ports' NICs: the glue's side.
+pub trait Ports {
+    /// Runs `f` on port `port`'s transport with that VM's memory, holding
+    /// whatever makes that safe (the VM's device lock); `false`, without
+    /// running it, if the port cannot be reached now (its VM is stopped).
+    fn with_port(
+        &mut self,
+        port: usize,
+        f: &mut dyn FnMut(&mut Transport<NetDevice>, &mut dyn GuestMemory),
+    ) -> bool;
+}
+
+/// What the switch counted at one port; saturating.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Frames the port sent that were switched.
+    pub tx_frames: u64,
+    /// Frames the port sent that were dropped: no header, runt, over the
+    /// MTU, or asking for an offload.
+    pub tx_dropped: u64,
+    /// Frames written into the port's receive buffers.
+    pub rx_frames: u64,
+    /// Frames for the port dropped because it had no receive buffer, its
+    /// buffer was too small, or its driver was not live.
+    pub rx_dropped: u64,
+}
+
+/// What one [`Switch::transmit`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxReport {
+    /// Chains taken from the sender (switched or dropped).
+    pub taken: usize,
+    /// Whether the sender may have more: the budget ran out first. The
+    /// glue calls again later.
+    pub more: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Entry {
+    mac: Mac,
+    port: u8,
+    /// When it was last seen (0: free).
+    seen: u64,
+}
+
+/// One network's switch.
+#[derive(Debug)]
+pub struct Switch {
+    ports: usize,
+    table: [Entry; MAC_TABLE],
+    clock: u64,
+    counters: [PortCounters; MAX_PORTS],
+    batch: [Frame; BATCH],
+    /// Which ports each frame of the batch goes to, one bit each.
+    targets: [u32; BATCH],
+}
+
+fn bump(c: &mut u64) {
+    *c = c.saturating_add(1);
+}
+
+impl Switch {
+    /// A switch with `ports` ports (at most [`MAX_PORTS`], more are not
+    /// connected) and an empty table.
+    pub fn new(ports: usize) -> Self {
+        Self {
+            ports: ports.min(MAX_PORTS),
+            table: [Entry::default(); MAC_TABLE],
+            clock: 0,
+            counters: [PortCounters::default(); MAX_PORTS],
+            batch: [const { Frame::EMPTY }; BATCH],
+            targets: [0; BATCH],
+        }
+    }
+
+    /// How many ports it has.
+    pub fn ports(&self) -> usize {
+        self.ports
+    }
+
+    /// Port `port`'s counters (zero for a port it lacks).
+    pub fn counters(&self, port: usize) -> PortCounters {
+        self.counters.get(port).copied().unwrap_or_default()
+    }
+
+    /// The port `mac` was last seen behind, if the table holds it.
+    pub fn lookup(&self, mac: Mac) -> Option<usize> {
+        self.table
+            .iter()
+            .find(|e| e.seen != 0 && e.mac == mac)
+            .map(|e| usize::from(e.port))
+    }
+
+    /// Records that `mac` lives behind `port`.
+    fn learn(&mut self, mac: Mac, port: usize) {
+        if mac.is_group() {
+            return;
+        }
+        self.clock += 1;
+        let now = self.clock;
+        let slot = match self.table.iter().position(|e| e.seen != 0 && e.mac == mac) {
+            Some(i) => i,
+            // A free entry has `seen == 0`, the oldest of all.
+            None => (0..MAC_TABLE)
+                .min_by_key(|&i| self.table[i].seen)
+                .expect("the table is not empty"),
+        };
+        self.table[slot] = Entry {
+            mac,
+            port: port as u8,
+            seen: now,
+        };
+    }
+
+    /// The ports a frame from `src` to `dst` goes to.
+    fn route(&self, src: usize, dst: Mac) -> u32 {
+        // `ports <= MAX_PORTS < 32`.
+        let all = (1u32 << self.ports) - 1;
+        let others = all & !(1 << src);
+        if dst.is_group() {
+            return others;
+        }
+        match self.lookup(dst) {
+            Some(p) => others & (1 << p),
+            None => others,
+        }
+    }
+
+    /// Serves a transmit notify of port `src`: moves up to [`TX_BUDGET`]
+    /// frames from its transmit queue to the ports they are for. A ring
+    /// error at any port stops that port's device
+    /// (`DEVICE_NEEDS_RESET`), as the transport does for its own
+    /// notifies; the others carry on.
+    pub fn transmit(&mut self, src: usize, ports: &mut dyn Ports) -> TxReport {
+        self.transmit_up_to(src, ports, TX_BUDGET)
+    }
+
+    /// [`Switch::transmit`] with a budget of `budget` frames (at most
+    /// [`TX_BUDGET`]).
+    pub fn transmit_up_to(&mut self, src: usize, ports: &mut dyn Ports, budget: usize) -> TxReport {
+        let budget = budget.min(TX_BUDGET);
+        let mut report = TxReport::default();
+        if src >= self.ports {
+            return report;
+        }
+        loop {
+            let room = BATCH.min(budget - report.taken);
+            if room == 0 {
+                report.more = true;
+                return report;
+            }
+            let (taken, frames, drained) = self.take_batch(src, room, ports);
+            report.taken += taken;
+            self.deliver_batch(src, frames, ports);
+            if drained {
+                return report;
+            }
+        }
+    }
+
+    /// Takes up to `room` chains from `src` into the batch; how many it
+    /// took, how many of them are frames to switch (at the front of the
+    /// batch), and whether the queue ran empty.
+    fn take_batch(
+        &mut self,
+        src: usize,
+        room: usize,
+        ports: &mut dyn Ports,
+    ) -> (usize, usize, bool) {
+        let (mut taken, mut frames, mut drained) = (0, 0, true);
+        let mut drops = 0u64;
+        let batch = &mut self.batch;
+        let reached = ports.with_port(src, &mut |t, mem| {
+            let result = t.with_device(mem, |_, queues: &mut Queues<'_>, mem| {
+                drained = false;
+                while taken < room {
+                    match net::take_frame(queues, mem, &mut batch[frames])
+                        .map_err(|e| (net::TX, e))?
+                    {
+                        Taken::Empty => {
+                            drained = true;
+                            break;
+                        }
+                        Taken::Frame => frames += 1,
+                        Taken::Dropped(_) => drops += 1,
+                    }
+                    taken += 1;
+                }
+                Ok::<(), (u16, QueueError)>(())
+            });
+            // A device that is not live, or that failed: nothing more to take.
+            if result.is_none() {
+                drained = true;
+            }
+        });
+        if !reached {
+            drained = true;
+        }
+        let c = &mut self.counters[src];
+        c.tx_dropped = c.tx_dropped.saturating_add(drops);
+        for i in 0..frames {
+            let (source, dest) = (self.batch[i].source(), self.batch[i].destination());
+            self.learn(source, src);
+            self.targets[i] = self.route(src, dest);
+            bump(&mut self.counters[src].tx_frames);
+        }
+        (taken, frames, drained)
+    }
+
+    /// Delivers the batch's first `frames` frames to their ports, each
+    /// port visited once.
+    fn deliver_batch(&mut self, src: usize, frames: usize, ports: &mut dyn Ports) {
+        let wanted = self.targets[..frames].iter().fold(0, |acc, t| acc | t);
+        for port in 0..self.ports {
+            if port == src || wanted & (1 << port) == 0 {
+                continue;
+            }
+            let (batch, targets) = (&self.batch, &self.targets);
+            let (mut delivered, mut dropped) = (0u64, 0u64);
+            let reached = ports.with_port(port, &mut |t, mem| {
+                let mut out_of_buffers = false;
+                let result = t.with_device(mem, |_, queues, mem| {
+                    for (frame, _) in batch[..frames]
+                        .iter()
+                        .zip(targets)
+                        .filter(|&(_, &t)| t & (1 << port) != 0)
+                    {
+                        if out_of_buffers {
+                            dropped += 1;
+                            continue;
+                        }
+                        match net::put_frame(queues, mem, frame).map_err(|e| (net::RX, e))? {
+                            Put::Delivered => delivered += 1,
+                            Put::TooSmall => dropped += 1,
+                            Put::NoBuffer => {
+                                out_of_buffers = true;
+                                dropped += 1;
+                            }
+                        }
+                    }
+                    Ok::<(), (u16, QueueError)>(())
+                });
+                if result.is_none() {
+                    // Not live, or failed part way: the rest is lost.
+                    let count = targets[..frames]
+                        .iter()
+                        .filter(|&&t| t & (1 << port) != 0)
+                        .count() as u64;
+                    dropped = count - delivered;
+                }
+            });
+            if !reached {
+                dropped = targets[..frames]
+                    .iter()
+                    .filter(|&&t| t & (1 << port) != 0)
+                    .count() as u64;
+            }
+            let c = &mut self.counters[port];
+            c.rx_frames = c.rx_frames.saturating_add(delivered);
+            c.rx_dropped = c.rx_dropped.saturating_add(dropped);
+        }
+    }
+}
