@@ -26,10 +26,12 @@
 //! | 32 | 4 | stop policy ([`StopPolicy`]) |
 //! | 36 | 4 | number of device records (0..=[`MAX_DEVICES`]) |
 //! | 40 | 4 | number of channel records (0..=[`MAX_CHANNELS`]) |
-//! | 44 | 20 | reserved, zero |
+//! | 44 | 4 | number of virtio device records (0..=[`MAX_VIRTIO`]) |
+//! | 48 | 16 | reserved, zero |
 //! | 64 | [`VM_RECORD_SIZE`] × VMs | VM records |
 //! | … | [`DEVICE_RECORD_SIZE`] × devices | passthrough device records |
 //! | … | [`CHANNEL_RECORD_SIZE`] × channels | channel records |
+//! | … | [`VIRTIO_RECORD_SIZE`] × virtio devices | virtio device records |
 //! | … | | blobs (kernels, initrds, command lines), each at a 4 KiB-aligned offset |
 //!
 //! A VM record ([`VM_RECORD_SIZE`] bytes):
@@ -89,6 +91,24 @@
 //! (u32, < [`limits::CHANNELS_PER_VM`]), guest-physical address of the shared
 //! memory in that VM (u64, 4 KiB aligned, inside [`CHANNEL_WINDOW`]), doorbell
 //! SPI in that VM (u32, [`DOORBELL_SPI_BASE`] + number), reserved (u32).
+//!
+//! A virtio device record ([`VIRTIO_RECORD_SIZE`] bytes): one paravirtual
+//! device behind one of a VM's virtio-mmio transports. A VM with at least
+//! one has all [`VIRTIO_TRANSPORTS`] transports (QEMU `virt`'s: transport
+//! *n* at [`VIRTIO_WINDOW`] start + 0x200·*n*, SPI [`VIRTIO_SPI_BASE`] +
+//! *n*, the others reading DeviceID 0), so none of its passthrough devices
+//! may use that window or those SPIs:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | index of the VM |
+//! | 4 | 4 | kind: the virtio device ID ([`VirtioKind`]: 1 net, 3 console, 19 vsock) |
+//! | 8 | 4 | transport number (0..[`VIRTIO_TRANSPORTS`]), unique in the VM |
+//! | 12 | 4 | net: network index (< [`MAX_NETWORKS`]); vsock: the guest CID ([`VSOCK_CID_BASE`] + VM index); console: 0 |
+//! | 16 | 6 | net: the MAC (unicast); otherwise zero |
+//! | 22 | 2 | net: the port on its network (< [`MAX_VMS`]), unique on it; otherwise zero |
+//! | 24 | 4 | vsock: the VMs it may connect to, bit *i* for VM *i* (each with a vsock device that allows this VM back); otherwise zero |
+//! | 28 | 4 | reserved, zero |
 
 use core::ops::Range;
 
@@ -98,7 +118,7 @@ use crate::limits;
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"STRATBN1";
 /// The only format version this crate reads and writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Size of the header before the VM records.
 pub const HEADER_SIZE: usize = 64;
 /// Size of one VM record.
@@ -107,6 +127,25 @@ pub const VM_RECORD_SIZE: usize = 256;
 pub const DEVICE_RECORD_SIZE: usize = 192;
 /// Size of one channel record.
 pub const CHANNEL_RECORD_SIZE: usize = 96;
+/// Size of one virtio device record.
+pub const VIRTIO_RECORD_SIZE: usize = 32;
+/// Virtio-mmio transports a VM with virtio devices has (QEMU `virt`'s).
+pub const VIRTIO_TRANSPORTS: u32 = 32;
+/// The guest-physical window of a VM's virtio-mmio transports, 0x200 bytes
+/// each.
+pub const VIRTIO_WINDOW: Range<u64> = 0x0A00_0000..0x0A00_4000;
+/// Transport *n*'s interrupt is SPI `VIRTIO_SPI_BASE + n` (rising edge).
+pub const VIRTIO_SPI_BASE: u32 = 16;
+/// Most virtio devices one VM has: a console, a vsock device and up to six
+/// NICs.
+pub const VIRTIO_PER_VM: usize = 8;
+/// Most virtio device records one bundle may have.
+pub const MAX_VIRTIO: usize = MAX_VMS * VIRTIO_PER_VM;
+/// Most networks (virtual switches) one bundle may describe.
+pub const MAX_NETWORKS: u32 = 16;
+/// The vsock CID of VM *i* is `VSOCK_CID_BASE + i` (0 to 2 are reserved by
+/// the vsock specification: hypervisor, local, host).
+pub const VSOCK_CID_BASE: u32 = 3;
 /// Alignment of every blob in the bundle.
 pub const BLOB_ALIGN: usize = 4096;
 /// Longest VM, device or channel name, in bytes (NUL padding included).
@@ -208,6 +247,52 @@ impl StopPolicy {
     }
 }
 
+/// What a virtio device record describes: the virtio device ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtioKind {
+    /// virtio-net: a NIC on a network.
+    Net {
+        /// The network's index (its order in the config).
+        network: u32,
+        /// The VM's port on the network's switch.
+        port: u16,
+        /// The NIC's MAC: unicast.
+        mac: [u8; 6],
+    },
+    /// virtio-console: one port, its output tagged like the VM's UART.
+    Console,
+    /// virtio-vsock.
+    Vsock {
+        /// The guest's CID: [`VSOCK_CID_BASE`] + the VM's index.
+        cid: u32,
+        /// The VMs it may connect to (and be connected from), bit *i* for
+        /// VM *i*: deny by default.
+        peers: u32,
+    },
+}
+
+impl VirtioKind {
+    /// The virtio device ID.
+    pub fn device_id(&self) -> u32 {
+        match self {
+            Self::Net { .. } => 1,
+            Self::Console => 3,
+            Self::Vsock { .. } => 19,
+        }
+    }
+}
+
+/// A paravirtual device behind one of a VM's virtio-mmio transports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Virtio {
+    /// Index of the VM.
+    pub vm: u32,
+    /// The transport (0..[`VIRTIO_TRANSPORTS`]).
+    pub transport: u32,
+    /// What it is.
+    pub kind: VirtioKind,
+}
+
 /// What happens when a VM crashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -266,6 +351,8 @@ pub enum BundleError {
     BadDeviceCount(u32),
     /// The bundle describes more than `MAX_CHANNELS` channels.
     BadChannelCount(u32),
+    /// The bundle describes more than `MAX_VIRTIO` virtio devices.
+    BadVirtioCount(u32),
     /// A VM record points outside the bundle.
     BlobOutOfBounds {
         /// Index of the VM record.
@@ -349,6 +436,23 @@ pub enum BundleError {
         /// Index of the channel record.
         channel: usize,
     },
+    /// A virtio record names an unknown VM or kind, a transport out of
+    /// range or already used in its VM, a second console or vsock device
+    /// in one VM, a network out of range, a group MAC, a port or MAC
+    /// already on its network, a CID other than its VM's, a peer that is
+    /// itself, unknown, without vsock or that does not allow it back, or
+    /// has non-zero reserved bytes; or a VM has more than
+    /// `VIRTIO_PER_VM` of them.
+    BadVirtio {
+        /// Index of the virtio record.
+        virtio: usize,
+    },
+    /// A passthrough device of a VM with virtio devices uses the virtio
+    /// window or a transport's SPI.
+    VirtioClash {
+        /// Index of the device record.
+        device: usize,
+    },
 }
 
 impl core::fmt::Display for BundleError {
@@ -406,6 +510,16 @@ impl core::fmt::Display for BundleError {
             }
             Self::BadChannel { channel } => write!(f, "channel {channel}: malformed record"),
             Self::ChannelOverlap { channel } => write!(f, "channel {channel}: memory overlaps"),
+            Self::BadVirtioCount(n) => write!(
+                f,
+                "boot bundle describes {n} virtio devices (at most {MAX_VIRTIO})"
+            ),
+            Self::BadVirtio { virtio } => write!(f, "virtio device {virtio}: malformed record"),
+            Self::VirtioClash { device } => write!(
+                f,
+                "device {device}: uses the virtio-mmio window or a transport's SPI ({VIRTIO_SPI_BASE} to {})",
+                VIRTIO_SPI_BASE + VIRTIO_TRANSPORTS - 1
+            ),
         }
     }
 }
@@ -419,6 +533,7 @@ pub struct Bundle<'a> {
     vm_count: usize,
     device_count: usize,
     channel_count: usize,
+    virtio_count: usize,
 }
 
 /// One VM as the bundle describes it.
@@ -571,6 +686,10 @@ impl<'a> Bundle<'a> {
         if channels as usize > MAX_CHANNELS {
             return Err(BundleError::BadChannelCount(channels));
         }
+        let virtio = u32_at(44)?;
+        if virtio as usize > MAX_VIRTIO {
+            return Err(BundleError::BadVirtioCount(virtio));
+        }
         let slice_us = u32_at(28)?;
         if !(SLICE_US_MIN..=SLICE_US_MAX).contains(&slice_us) {
             return Err(BundleError::BadSlice(slice_us));
@@ -581,7 +700,8 @@ impl<'a> Bundle<'a> {
         let records = HEADER_SIZE
             + count as usize * VM_RECORD_SIZE
             + devices as usize * DEVICE_RECORD_SIZE
-            + channels as usize * CHANNEL_RECORD_SIZE;
+            + channels as usize * CHANNEL_RECORD_SIZE
+            + virtio as usize * VIRTIO_RECORD_SIZE;
         let total = le_u64(bytes, 16).ok_or(BundleError::Truncated)?;
         let total = usize::try_from(total).map_err(|_| BundleError::Truncated)?;
         if total > bytes.len() || total < records {
@@ -594,6 +714,7 @@ impl<'a> Bundle<'a> {
             vm_count: count as usize,
             device_count: devices as usize,
             channel_count: channels as usize,
+            virtio_count: virtio as usize,
         };
         bundle.validate()?;
         Ok(bundle)
@@ -669,6 +790,74 @@ impl<'a> Bundle<'a> {
                 }
             }
         }
+        self.check_virtio()
+    }
+
+    /// The virtio records, each on its own and against the others and the
+    /// passthrough devices.
+    fn check_virtio(&self) -> Result<(), BundleError> {
+        let mut has_virtio = 0u32;
+        let mut per_vm = [0usize; MAX_VMS];
+        for i in 0..self.virtio_count {
+            let v = self.decode_virtio(i)?;
+            let bad = BundleError::BadVirtio { virtio: i };
+            has_virtio |= 1 << v.vm;
+            let n = &mut per_vm[v.vm as usize];
+            *n += 1;
+            if *n > VIRTIO_PER_VM {
+                return Err(bad);
+            }
+            for j in 0..i {
+                let o = self.decode_virtio(j)?;
+                let same_vm = o.vm == v.vm;
+                let clash = match (v.kind, o.kind) {
+                    _ if same_vm && o.transport == v.transport => true,
+                    (VirtioKind::Console, VirtioKind::Console)
+                    | (VirtioKind::Vsock { .. }, VirtioKind::Vsock { .. }) => same_vm,
+                    (
+                        VirtioKind::Net { network, port, mac },
+                        VirtioKind::Net {
+                            network: n2,
+                            port: p2,
+                            mac: m2,
+                        },
+                    ) => network == n2 && (port == p2 || mac == m2 || same_vm),
+                    _ => false,
+                };
+                if clash {
+                    return Err(bad);
+                }
+            }
+            if let VirtioKind::Vsock { peers, .. } = v.kind {
+                for peer in 0..self.vm_count as u32 {
+                    if peers & (1 << peer) == 0 {
+                        continue;
+                    }
+                    let back = (0..self.virtio_count).any(|k| {
+                        self.decode_virtio(k).is_ok_and(|o| {
+                            o.vm == peer
+                                && matches!(o.kind, VirtioKind::Vsock { peers: p, .. } if p & (1 << v.vm) != 0)
+                        })
+                    });
+                    if !back {
+                        return Err(bad);
+                    }
+                }
+            }
+        }
+        for i in 0..self.device_count {
+            let d = self.decode_device(i)?;
+            if has_virtio & (1 << d.vm) == 0 {
+                continue;
+            }
+            let w = &VIRTIO_WINDOW;
+            let spis = VIRTIO_SPI_BASE..VIRTIO_SPI_BASE + VIRTIO_TRANSPORTS;
+            if overlaps(d.base, d.size, w.start, w.end - w.start)
+                || d.spis().iter().any(|s| spis.contains(s))
+            {
+                return Err(BundleError::VirtioClash { device: i });
+            }
+        }
         Ok(())
     }
 
@@ -714,6 +903,19 @@ impl<'a> Bundle<'a> {
         self.channel_count
     }
 
+    /// Number of virtio devices.
+    pub fn virtio_count(&self) -> usize {
+        self.virtio_count
+    }
+
+    /// Virtio device `i`, or `None` when `i >= virtio_count()`.
+    pub fn virtio(&self, i: usize) -> Option<Virtio> {
+        if i >= self.virtio_count {
+            return None;
+        }
+        self.decode_virtio(i).ok()
+    }
+
     /// The whole bundle's bytes.
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
@@ -749,6 +951,63 @@ impl<'a> Bundle<'a> {
 
     fn channels_start(&self) -> usize {
         self.devices_start() + self.device_count * DEVICE_RECORD_SIZE
+    }
+
+    fn virtio_start(&self) -> usize {
+        self.channels_start() + self.channel_count * CHANNEL_RECORD_SIZE
+    }
+
+    fn decode_virtio(&self, i: usize) -> Result<Virtio, BundleError> {
+        let bad = BundleError::BadVirtio { virtio: i };
+        let r = self.virtio_start() + i * VIRTIO_RECORD_SIZE;
+        let rec = self.bytes.get(r..r + VIRTIO_RECORD_SIZE).ok_or(bad)?;
+        let u32_at = |o: usize| le_u32(rec, o).ok_or(bad);
+        let vm = u32_at(0)?;
+        let transport = u32_at(8)?;
+        let field = u32_at(12)?;
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&rec[16..22]);
+        let port = u16::from_le_bytes([rec[22], rec[23]]);
+        let peers = u32_at(24)?;
+        if vm as usize >= self.vm_count || transport >= VIRTIO_TRANSPORTS || u32_at(28)? != 0 {
+            return Err(bad);
+        }
+        let kind = match u32_at(4)? {
+            1 => {
+                if field >= MAX_NETWORKS
+                    || mac[0] & 1 != 0
+                    || usize::from(port) >= MAX_VMS
+                    || peers != 0
+                {
+                    return Err(bad);
+                }
+                VirtioKind::Net {
+                    network: field,
+                    port,
+                    mac,
+                }
+            }
+            3 if field == 0 && mac == [0; 6] && port == 0 && peers == 0 => VirtioKind::Console,
+            19 => {
+                let own = 1u32 << vm;
+                let known = (1u32 << self.vm_count) - 1;
+                if Some(field) != VSOCK_CID_BASE.checked_add(vm)
+                    || mac != [0; 6]
+                    || port != 0
+                    || peers & own != 0
+                    || peers & !known != 0
+                {
+                    return Err(bad);
+                }
+                VirtioKind::Vsock { cid: field, peers }
+            }
+            _ => return Err(bad),
+        };
+        Ok(Virtio {
+            vm,
+            transport,
+            kind,
+        })
     }
 
     fn decode_vm(&self, i: usize) -> Result<VmImage<'a>, BundleError> {
@@ -933,21 +1192,22 @@ pub fn encoded_size(
     vms: usize,
     devices: usize,
     channels: usize,
+    virtio: usize,
     blobs: impl IntoIterator<Item = u64>,
 ) -> u64 {
     let align = |n: u64| n.next_multiple_of(BLOB_ALIGN as u64);
     let mut len = (HEADER_SIZE
         + vms * VM_RECORD_SIZE
         + devices * DEVICE_RECORD_SIZE
-        + channels * CHANNEL_RECORD_SIZE) as u64;
+        + channels * CHANNEL_RECORD_SIZE
+        + virtio * VIRTIO_RECORD_SIZE) as u64;
     for blob in blobs {
         len = align(len) + blob;
     }
     align(len)
 }
 
-/// Encodes a bundle (host side). Nothing is checked here (names longer than
-/// the record holds are cut): run [`Bundle::parse`] on the result.
+/// Encodes a bundle without virtio devices: [`encode_with_virtio`].
 #[cfg(any(test, feature = "alloc"))]
 pub fn encode(
     flags: u32,
@@ -955,6 +1215,20 @@ pub fn encode(
     vms: &[VmImage<'_>],
     devices: &[Device<'_>],
     channels: &[Channel<'_>],
+) -> alloc::vec::Vec<u8> {
+    encode_with_virtio(flags, system, vms, devices, channels, &[])
+}
+
+/// Encodes a bundle (host side). Nothing is checked here (names longer than
+/// the record holds are cut): run [`Bundle::parse`] on the result.
+#[cfg(any(test, feature = "alloc"))]
+pub fn encode_with_virtio(
+    flags: u32,
+    system: SystemInfo,
+    vms: &[VmImage<'_>],
+    devices: &[Device<'_>],
+    channels: &[Channel<'_>],
+    virtio: &[Virtio],
 ) -> alloc::vec::Vec<u8> {
     use alloc::vec::Vec;
     fn align(v: &mut Vec<u8>) {
@@ -988,9 +1262,30 @@ pub fn encode(
     put_u32(&mut out, 32, system.stop as u32);
     put_u32(&mut out, 36, count(devices.len()));
     put_u32(&mut out, 40, count(channels.len()));
+    put_u32(&mut out, 44, count(virtio.len()));
     let devices_at = HEADER_SIZE + vms.len() * VM_RECORD_SIZE;
     let channels_at = devices_at + devices.len() * DEVICE_RECORD_SIZE;
-    out.resize(channels_at + channels.len() * CHANNEL_RECORD_SIZE, 0);
+    let virtio_at = channels_at + channels.len() * CHANNEL_RECORD_SIZE;
+    out.resize(virtio_at + virtio.len() * VIRTIO_RECORD_SIZE, 0);
+    for (i, v) in virtio.iter().enumerate() {
+        let r = virtio_at + i * VIRTIO_RECORD_SIZE;
+        let rec = &mut out[r..r + VIRTIO_RECORD_SIZE];
+        put_u32(rec, 0, v.vm);
+        put_u32(rec, 4, v.kind.device_id());
+        put_u32(rec, 8, v.transport);
+        match v.kind {
+            VirtioKind::Net { network, port, mac } => {
+                put_u32(rec, 12, network);
+                rec[16..22].copy_from_slice(&mac);
+                rec[22..24].copy_from_slice(&port.to_le_bytes());
+            }
+            VirtioKind::Console => {}
+            VirtioKind::Vsock { cid, peers } => {
+                put_u32(rec, 12, cid);
+                put_u32(rec, 24, peers);
+            }
+        }
+    }
 
     for (i, d) in devices.iter().enumerate() {
         let r = devices_at + i * DEVICE_RECORD_SIZE;
@@ -1173,7 +1468,7 @@ mod tests {
         let bytes = good();
         assert_eq!(bytes.len() % BLOB_ALIGN, 0);
         assert_eq!(
-            encoded_size(3, 2, 2, [5000, 10, 15, 5000, 15, 5000, 15]),
+            encoded_size(3, 2, 2, 0, [5000, 10, 15, 5000, 15, 5000, 15]),
             bytes.len() as u64
         );
         let b = Bundle::parse(&bytes).expect("valid bundle");
@@ -1200,7 +1495,7 @@ mod tests {
         let vm = sample(&KERNEL, None);
         let flags = FLAG_CONSOLE_COLOR | FLAG_SELFTEST_EL2_FAULT;
         let bytes = encode(flags, SystemInfo::default(), &[vm], &[], &[]);
-        assert_eq!(encoded_size(1, 0, 0, [5000, 15]), bytes.len() as u64);
+        assert_eq!(encoded_size(1, 0, 0, 0, [5000, 15]), bytes.len() as u64);
         let b = Bundle::parse(&bytes).expect("valid");
         assert_eq!(b.flags(), flags);
         assert_eq!(
@@ -1224,7 +1519,7 @@ mod tests {
             ..sample(&KERNEL, None)
         };
         let bytes = encode(0, SystemInfo::default(), &[vm], &[], &[]);
-        assert_eq!(encoded_size(1, 0, 0, [5000, 15, 7]), bytes.len() as u64);
+        assert_eq!(encoded_size(1, 0, 0, 0, [5000, 15, 7]), bytes.len() as u64);
         let b = Bundle::parse(&bytes).expect("valid");
         assert_eq!(b.vm(0).and_then(|v| v.dt_fragment), Some(&fragment[..]));
         // Larger than DT_FRAGMENT_MAX, or outside the bundle: refused.
@@ -1490,6 +1785,187 @@ mod tests {
         }
         for len in (0..good.len()).step_by(7) {
             check(&good[..len]);
+        }
+    }
+
+    fn net(vm: u32, transport: u32, network: u32, port: u16, mac0: u8) -> Virtio {
+        Virtio {
+            vm,
+            transport,
+            kind: VirtioKind::Net {
+                network,
+                port,
+                mac: [mac0, 0, 0, 0, 0, vm as u8],
+            },
+        }
+    }
+
+    fn vsock(vm: u32, peers: u32) -> Virtio {
+        Virtio {
+            vm,
+            transport: 1,
+            kind: VirtioKind::Vsock {
+                cid: VSOCK_CID_BASE + vm,
+                peers,
+            },
+        }
+    }
+
+    /// A console in "linux", vsock between "linux" and "a", and both on
+    /// network 0.
+    fn virtio() -> Vec<Virtio> {
+        vec![
+            Virtio {
+                vm: 0,
+                transport: 0,
+                kind: VirtioKind::Console,
+            },
+            vsock(0, 1 << 1),
+            vsock(1, 1 << 0),
+            net(0, 2, 0, 0, 2),
+            net(1, 2, 0, 1, 6),
+        ]
+    }
+
+    fn with_virtio(virtio: &[Virtio], devices: &[Device<'_>]) -> Result<(), BundleError> {
+        let bytes = encode_with_virtio(0, SYSTEM, &vms(), devices, &[ping()], virtio);
+        Bundle::parse(&bytes).map(|_| ())
+    }
+
+    #[test]
+    fn virtio_round_trip() {
+        let virtio = virtio();
+        let bytes = encode_with_virtio(0, SYSTEM, &vms(), &[rtc(), gpio()], &[ping()], &virtio);
+        assert_eq!(
+            encoded_size(3, 2, 1, 5, [5000, 10, 15, 5000, 15, 5000, 15]),
+            bytes.len() as u64
+        );
+        let b = Bundle::parse(&bytes).expect("valid bundle");
+        assert_eq!(b.virtio_count(), 5);
+        for (i, v) in virtio.iter().enumerate() {
+            assert_eq!(b.virtio(i), Some(*v));
+        }
+        assert_eq!(b.virtio(5), None);
+        assert_eq!(b.channel(0), Some(ping()));
+        assert_eq!(virtio[3].kind.device_id(), 1);
+        assert_eq!(virtio[0].kind.device_id(), 3);
+        assert_eq!(virtio[1].kind.device_id(), 19);
+    }
+
+    #[test]
+    fn rejects_bad_virtio_records() {
+        let bad = |i| Err(BundleError::BadVirtio { virtio: i });
+        let case = |name: &str, edit: &dyn Fn(&mut Vec<Virtio>), want: Result<(), BundleError>| {
+            let mut v = virtio();
+            edit(&mut v);
+            assert_eq!(with_virtio(&v, &[]), want, "{name}");
+        };
+        case("the good set", &|_| {}, Ok(()));
+        case("transport 32", &|v| v[0].transport = 32, bad(0));
+        case("transport used twice", &|v| v[3].transport = 0, bad(3));
+        case(
+            "two consoles",
+            &|v| {
+                v.push(Virtio {
+                    vm: 0,
+                    transport: 9,
+                    kind: VirtioKind::Console,
+                })
+            },
+            bad(5),
+        );
+        case("unknown VM", &|v| v[0].vm = 3, bad(0));
+        case("group MAC", &|v| v[3] = net(0, 2, 0, 0, 3), bad(3));
+        case("port twice", &|v| v[4] = net(1, 2, 0, 0, 6), bad(4));
+        case(
+            "MAC twice",
+            &|v| {
+                v[4].kind = VirtioKind::Net {
+                    network: 0,
+                    port: 1,
+                    mac: [2, 0, 0, 0, 0, 0],
+                }
+            },
+            bad(4),
+        );
+        case(
+            "one VM twice on a network",
+            &|v| v.push(net(0, 5, 0, 2, 10)),
+            bad(5),
+        );
+        case(
+            "another network is fine",
+            &|v| v.push(net(0, 5, 1, 0, 10)),
+            Ok(()),
+        );
+        case(
+            "network out of range",
+            &|v| v[3] = net(0, 2, MAX_NETWORKS, 0, 2),
+            bad(3),
+        );
+        case(
+            "wrong CID",
+            &|v| {
+                v[1].kind = VirtioKind::Vsock {
+                    cid: 7,
+                    peers: 1 << 1,
+                }
+            },
+            bad(1),
+        );
+        case("peer is itself", &|v| v[1] = vsock(0, 1), bad(1));
+        case("peer unknown", &|v| v[1] = vsock(0, 1 << 5), bad(1));
+        case("peer does not allow back", &|v| v[2] = vsock(1, 0), bad(1));
+        case(
+            "peer without vsock",
+            &|v| v[1] = vsock(0, 1 << 2 | 1 << 1),
+            bad(1),
+        );
+        let mut bytes = encode_with_virtio(0, SYSTEM, &vms(), &[], &[ping()], &virtio());
+        let first = HEADER_SIZE + 3 * VM_RECORD_SIZE + CHANNEL_RECORD_SIZE;
+        for (at, value) in [(28, 1u8), (4, 2), (12, 1)] {
+            let mut b = bytes.clone();
+            b[first + at] = value;
+            assert_eq!(Bundle::parse(&b).map(|_| ()), bad(0), "byte {at} = {value}");
+        }
+        bytes[44] = (MAX_VIRTIO + 1) as u8;
+        assert_eq!(
+            Bundle::parse(&bytes).map(|_| ()),
+            Err(BundleError::BadVirtioCount(MAX_VIRTIO as u32 + 1))
+        );
+    }
+
+    #[test]
+    fn passthrough_in_a_virtio_vm_keeps_off_the_transports() {
+        let clash = Err(BundleError::VirtioClash { device: 0 });
+        let spi20 = Device {
+            irqs: [20, 0, 0, 0],
+            ..rtc()
+        };
+        assert_eq!(with_virtio(&virtio(), &[spi20]), clash);
+        let window = Device {
+            base: VIRTIO_WINDOW.start + 0x2000,
+            ..rtc()
+        };
+        assert_eq!(with_virtio(&virtio(), &[window]), clash);
+        // In a VM without virtio devices, both are the user's to use.
+        let elsewhere = |d: Device<'static>| Device { vm: 2, ..d };
+        assert_eq!(with_virtio(&virtio(), &[elsewhere(spi20)]), Ok(()));
+        assert_eq!(with_virtio(&virtio(), &[elsewhere(window)]), Ok(()));
+    }
+
+    #[test]
+    fn virtio_mutations_never_panic() {
+        let good = encode_with_virtio(0, SYSTEM, &vms(), &[rtc()], &[ping()], &virtio());
+        let start = HEADER_SIZE + 3 * VM_RECORD_SIZE + DEVICE_RECORD_SIZE + CHANNEL_RECORD_SIZE;
+        for at in (40..48).chain(start..start + 5 * VIRTIO_RECORD_SIZE) {
+            for v in [0x00, 0x01, 0x13, 0x80, 0xff] {
+                let mut b = good.clone();
+                b[at] = v;
+                if let Ok(b) = Bundle::parse(&b) {
+                    assert!((0..b.virtio_count()).all(|i| b.virtio(i).is_some()));
+                }
+            }
         }
     }
 

@@ -119,12 +119,14 @@ pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
         slice_us: config.system.slice_us,
         stop: config.system.stop,
     };
-    let bytes = bundle::encode(
+    let virtio = config.virtio_devices();
+    let bytes = bundle::encode_with_virtio(
         FLAG_SEMIHOSTING_EXIT | FLAG_QEMU_GIC | extra_flags,
         system,
         &images,
         &devices,
         &channels,
+        &virtio,
     );
     // The hypervisor will run exactly this check; fail here, with a clearer
     // exit status, if the tool and the ABI ever disagree.
@@ -233,19 +235,27 @@ pub struct BlobSizes {
     pub dt_fragment: Option<u64>,
 }
 
-/// Exact size [`bundle::encode`] produces for VMs with these blobs, and
-/// `devices` passthrough devices and `channels` channels.
+/// Exact size [`bundle::encode_with_virtio`] produces for VMs with these
+/// blobs, `devices` passthrough devices, `channels` channels and `virtio`
+/// virtio devices.
 pub fn bundle_size(
     vms: impl IntoIterator<Item = BlobSizes>,
     devices: usize,
     channels: usize,
+    virtio: usize,
 ) -> u64 {
     let vms: Vec<BlobSizes> = vms.into_iter().collect();
     let blobs = vms
         .iter()
         .flat_map(|vm| [Some(vm.kernel), vm.initrd, Some(vm.cmdline), vm.dt_fragment])
         .flatten();
-    bundle::encoded_size(vms.len(), devices, channels, blobs.collect::<Vec<_>>())
+    bundle::encoded_size(
+        vms.len(),
+        devices,
+        channels,
+        virtio,
+        blobs.collect::<Vec<_>>(),
+    )
 }
 
 #[cfg(test)]
@@ -478,7 +488,7 @@ size = "8K"
         for n in 1..=3 {
             let encoded = bundle::encode(0, SystemInfo::default(), &vms[..n], &[], &[]);
             assert_eq!(
-                bundle_size(sizes[..n].iter().copied(), 0, 0),
+                bundle_size(sizes[..n].iter().copied(), 0, 0, 0),
                 encoded.len() as u64
             );
         }

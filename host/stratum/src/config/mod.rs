@@ -56,6 +56,9 @@ mod devices;
 mod partition;
 mod raw;
 mod validate;
+mod virtio;
+
+pub use virtio::{CONSOLE_TRANSPORT, FIRST_NIC_TRANSPORT, VSOCK_TRANSPORT};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -236,6 +239,40 @@ pub struct ChannelConfig {
     pub ends: [ChannelEndConfig; 2],
 }
 
+/// A VM's NIC on a network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NicConfig {
+    /// Index of the VM in [`Config::vms`].
+    pub vm: usize,
+    /// Its MAC ([`stratum_virtio::net::derive_mac`] of the VM and network
+    /// names).
+    pub mac: [u8; 6],
+    /// Its virtio-mmio transport in the VM.
+    pub transport: u32,
+}
+
+/// A network (`[[network]]`): a virtual switch between the NICs of its
+/// VMs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Name (`[A-Za-z0-9_-]{1,31}`), unique.
+    pub name: String,
+    /// The NICs, port *i* being the *i*-th VM listed.
+    pub nics: Vec<NicConfig>,
+}
+
+/// A VM's vsock device (`vsock = true`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// Its CID: [`stratum_abi::bundle::VSOCK_CID_BASE`] + the VM's index.
+    pub cid: u32,
+    /// Its virtio-mmio transport in the VM ([`VSOCK_TRANSPORT`]).
+    pub transport: u32,
+    /// The VMs it may connect to and be connected from (`[[vsock]]`
+    /// pairs), by index; every other connection is refused.
+    pub peers: Vec<usize>,
+}
+
 /// One VM, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -274,6 +311,10 @@ pub struct VmConfig {
     /// (`exec = "…"`, `--exec`): its initramfs gets
     /// [`crate::linux::initramfs::exec_overlay`] appended.
     pub exec: Option<String>,
+    /// Its vsock device, if it has one.
+    pub vsock: Option<VsockConfig>,
+    /// Whether it has a virtio-console (transport [`CONSOLE_TRANSPORT`]).
+    pub virtio_console: bool,
 }
 
 /// Where a `debian = true` VM's kernel and initramfs come from: called at
@@ -304,6 +345,8 @@ pub struct Config {
     pub vms: Vec<VmConfig>,
     /// Shared-memory channels, in order.
     pub channels: Vec<ChannelConfig>,
+    /// Networks, in order.
+    pub networks: Vec<NetworkConfig>,
     /// The config file, or `None` when built from flags.
     pub source: Option<PathBuf>,
 }
@@ -442,6 +485,8 @@ impl Config {
                 .and_then(path),
             debian: flags.debian.then(|| Spanned::new(none.clone(), true)),
             exec: flags.exec.clone().map(|s| Spanned::new(none.clone(), s)),
+            vsock: None,
+            virtio_console: None,
             cmdline: flags.append.clone().map(|s| Spanned::new(none.clone(), s)),
             cpus: flags.cpus.map(|n| Spanned::new(none.clone(), i64::from(n))),
             memory: flags
@@ -460,6 +505,8 @@ impl Config {
             system: None,
             vm: vec![Spanned::new(none, vm)],
             channel: Vec::new(),
+            network: Vec::new(),
+            vsock: Vec::new(),
         };
         // --debian: the caller fetched the guest; these are its files.
         let guest = LinuxGuest {
@@ -566,6 +613,40 @@ impl Config {
                 );
             }
         }
+        for net in &self.networks {
+            out += &format!("network {:?}:", net.name);
+            for nic in &net.nics {
+                out += &format!(
+                    " {:?} {} (transport {})",
+                    self.vms[nic.vm].name,
+                    stratum_virtio::net::Mac(nic.mac),
+                    nic.transport
+                );
+            }
+            out += "\n";
+        }
+        for vm in &self.vms {
+            if let Some(v) = &vm.vsock {
+                let peers: Vec<&str> = v.peers.iter().map(|&p| self.vms[p].name.as_str()).collect();
+                out += &format!(
+                    "vsock {:?}: CID {} (transport {}), may connect to {}\n",
+                    vm.name,
+                    v.cid,
+                    v.transport,
+                    if peers.is_empty() {
+                        "no VM".to_owned()
+                    } else {
+                        format!("{peers:?}")
+                    }
+                );
+            }
+            if vm.virtio_console {
+                out += &format!(
+                    "virtio-console {:?}: hvc0 (transport {CONSOLE_TRANSPORT})\n",
+                    vm.name
+                );
+            }
+        }
         for ch in &self.channels {
             let [a, b] = &ch.ends;
             out += &format!(
@@ -601,7 +682,49 @@ impl Config {
             }),
             self.vms.iter().map(|vm| vm.devices.len()).sum(),
             self.channels.len(),
+            self.virtio_devices().len(),
         )
+    }
+
+    /// Every VM's virtio devices as the boot bundle carries them: each
+    /// VM's console, vsock device and NICs, VM by VM.
+    pub fn virtio_devices(&self) -> Vec<stratum_abi::bundle::Virtio> {
+        use stratum_abi::bundle::{Virtio, VirtioKind};
+        let mut out = Vec::new();
+        for (i, vm) in self.vms.iter().enumerate() {
+            let index = i as u32;
+            if vm.virtio_console {
+                out.push(Virtio {
+                    vm: index,
+                    transport: CONSOLE_TRANSPORT,
+                    kind: VirtioKind::Console,
+                });
+            }
+            if let Some(v) = &vm.vsock {
+                out.push(Virtio {
+                    vm: index,
+                    transport: v.transport,
+                    kind: VirtioKind::Vsock {
+                        cid: v.cid,
+                        peers: v.peers.iter().fold(0, |m, &p| m | 1 << p),
+                    },
+                });
+            }
+            for (network, net) in self.networks.iter().enumerate() {
+                for (port, nic) in net.nics.iter().enumerate().filter(|(_, n)| n.vm == i) {
+                    out.push(Virtio {
+                        vm: index,
+                        transport: nic.transport,
+                        kind: VirtioKind::Net {
+                            network: network as u32,
+                            port: port as u16,
+                            mac: nic.mac,
+                        },
+                    });
+                }
+            }
+        }
+        out
     }
 }
 

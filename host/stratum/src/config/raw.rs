@@ -17,6 +17,10 @@ pub(super) struct RawConfig {
     pub(super) vm: Vec<Spanned<RawVm>>,
     #[serde(default)]
     pub(super) channel: Vec<Spanned<RawChannel>>,
+    #[serde(default)]
+    pub(super) network: Vec<Spanned<RawNetwork>>,
+    #[serde(default)]
+    pub(super) vsock: Vec<Spanned<RawVsock>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +52,8 @@ pub(super) struct RawVm {
     pub(super) dt_fragment: Option<Spanned<String>>,
     pub(super) debian: Option<Spanned<bool>>,
     pub(super) exec: Option<Spanned<String>>,
+    pub(super) vsock: Option<Spanned<bool>>,
+    pub(super) virtio_console: Option<Spanned<bool>>,
     #[serde(default)]
     pub(super) device: Vec<Spanned<RawDevice>>,
 }
@@ -65,6 +71,17 @@ pub(super) struct RawChannel {
     pub(super) name: Option<Spanned<String>>,
     pub(super) vms: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) size: Option<Spanned<RawSize>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawNetwork {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) vms: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawVsock {
+    pub(super) allow: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A string, or an array of strings (a DT compatible list).
@@ -292,6 +309,8 @@ fn schema(path: &str) -> &'static [&'static str] {
         "vm" => fields_of::<RawVm>(),
         "vm.device" => fields_of::<RawDevice>(),
         "channel" => fields_of::<RawChannel>(),
+        "network" => fields_of::<RawNetwork>(),
+        "vsock" => fields_of::<RawVsock>(),
         _ => &[],
     }
 }

@@ -1676,3 +1676,254 @@ fn debian_flags_get_the_same_defaults_as_a_config() {
     .expect_err("empty command");
     assert!(e.to_string().contains("--exec: is empty"), "{e}");
 }
+
+/// Three VMs on two networks, vsock between two of them, a console on one.
+const VIRTIO_SYSTEM: &str = r#"[[vm]]
+name = "a"
+kernel = "raw.bin"
+memory = "4M"
+vsock = true
+virtio_console = true
+
+[[vm]]
+name = "b"
+kernel = "raw.bin"
+memory = "4M"
+vsock = true
+
+[[vm]]
+name = "c"
+kernel = "raw.bin"
+memory = "4M"
+vsock = true
+
+[[network]]
+name = "lan"
+vms = ["a", "b", "c"]
+
+[[network]]
+name = "back"
+vms = ["c", "a"]
+
+[[vsock]]
+allow = ["b", "a"]
+"#;
+
+#[test]
+fn networks_vsock_and_consoles_are_resolved_and_carried_into_the_bundle() {
+    let fx = Fixture::new();
+    let config = fx.parse(VIRTIO_SYSTEM).expect("valid");
+    let mac = |vm: &str, net: &str| stratum_virtio::net::derive_mac(vm, net).0;
+    assert_eq!(config.networks.len(), 2);
+    let lan = &config.networks[0];
+    assert_eq!(lan.name, "lan");
+    assert_eq!(
+        lan.nics,
+        vec![
+            NicConfig {
+                vm: 0,
+                mac: mac("a", "lan"),
+                transport: 2
+            },
+            NicConfig {
+                vm: 1,
+                mac: mac("b", "lan"),
+                transport: 2
+            },
+            NicConfig {
+                vm: 2,
+                mac: mac("c", "lan"),
+                transport: 2
+            },
+        ]
+    );
+    // A VM's second network takes its next transport.
+    let back: Vec<(usize, u32)> = config.networks[1]
+        .nics
+        .iter()
+        .map(|n| (n.vm, n.transport))
+        .collect();
+    assert_eq!(back, vec![(2, 3), (0, 3)]);
+    let vsock = |i: usize| config.vms[i].vsock.clone().expect("vsock");
+    assert_eq!(
+        vsock(0),
+        VsockConfig {
+            cid: 3,
+            transport: 1,
+            peers: vec![1]
+        }
+    );
+    assert_eq!(vsock(1).peers, vec![0]);
+    assert_eq!((vsock(2).cid, vsock(2).peers), (5, vec![]));
+    assert!(config.vms[0].virtio_console);
+    assert!(
+        !config.vms[1].virtio_console,
+        "off unless asked (or Debian)"
+    );
+
+    // `stratum check` shows every MAC and CID.
+    let summary = config.summary();
+    let shown = stratum_virtio::net::Mac(mac("c", "back")).to_string();
+    assert!(
+        summary.contains(&format!("network \"back\": \"c\" {shown} (transport 3)")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("vsock \"a\": CID 3 (transport 1), may connect to [\"b\"]"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("vsock \"c\": CID 5 (transport 1), may connect to no VM"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("virtio-console \"a\": hvc0 (transport 0)"),
+        "{summary}"
+    );
+
+    // The bundle carries them, checked by the hypervisor's parser.
+    let bytes = crate::kernel::build_bundle(&config, 0).expect("bundle");
+    assert_eq!(config.bundle_size(), bytes.len() as u64);
+    let b = stratum_abi::bundle::Bundle::parse(&bytes).expect("valid bundle");
+    let got: Vec<_> = (0..b.virtio_count()).filter_map(|i| b.virtio(i)).collect();
+    assert_eq!(got, config.virtio_devices());
+    use stratum_abi::bundle::VirtioKind;
+    assert_eq!(
+        got.iter()
+            .filter(|v| matches!(v.kind, VirtioKind::Net { .. }))
+            .count(),
+        5
+    );
+    assert!(got.contains(&stratum_abi::bundle::Virtio {
+        vm: 1,
+        transport: 1,
+        kind: VirtioKind::Vsock { cid: 4, peers: 1 },
+    }));
+    assert!(got.contains(&stratum_abi::bundle::Virtio {
+        vm: 0,
+        transport: 3,
+        kind: VirtioKind::Net {
+            network: 1,
+            port: 1,
+            mac: mac("a", "back")
+        },
+    }));
+}
+
+#[test]
+fn virtio_mistakes_are_all_reported_with_their_fields() {
+    let fx = Fixture::new();
+    let text = r#"[[vm]]
+name = "a"
+kernel = "raw.bin"
+memory = "4M"
+vsock = true
+
+[[vm.device]]
+name = "rtc"
+compatible = "arm,pl031"
+reg = [0x0a000000, 0x1000]
+interrupts = [20]
+
+[[vm]]
+name = "b"
+kernel = "raw.bin"
+memory = "4M"
+
+[[network]]
+name = "lan"
+vms = ["a", "zed", "a"]
+
+[[network]]
+name = "lan"
+vms = ["b"]
+
+[[network]]
+vms = ["a", "b"]
+
+[[vsock]]
+allow = ["a", "b"]
+
+[[vsock]]
+allow = ["a"]
+
+[[vsock]]
+"#;
+    let err = fx.parse(text).expect_err("bad").to_string();
+    assert_all_reported(
+        &err,
+        &[
+            (
+                "10:7",
+                "vm[0].device[0].reg: [0xa000000, 0xa001000) overlaps the virtio-mmio transports [0xa000000, 0xa004000)",
+            ),
+            (
+                "11:15",
+                "vm[0].device[0].interrupts: SPI 20 is virtio-mmio transport 4's in a VM with virtio devices",
+            ),
+            (
+                "20:13",
+                "network[0].vms: unknown VM \"zed\": the VMs are \"a\", \"b\"",
+            ),
+            ("20:20", "network[0].vms: \"a\" is listed twice"),
+            (
+                "23:8",
+                "network[1].name: duplicate network name \"lan\" (also network[0])",
+            ),
+            (
+                "24:7",
+                "network[1].vms: 1 VMs: a network connects two or more",
+            ),
+            (
+                "26:1",
+                "network[2].name: missing: every network needs a name",
+            ),
+            (
+                "30:15",
+                "vsock[0].allow: \"b\" has no vsock device: add vsock = true to its [[vm]]",
+            ),
+            (
+                "33:9",
+                "vsock[1].allow: 1 VMs: a vsock entry allows exactly one pair",
+            ),
+            (
+                "35:1",
+                "vsock[2].allow: missing: a vsock entry allows one pair of VMs",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_vm_without_virtio_devices_keeps_the_virtio_window_for_passthrough() {
+    let fx = Fixture::new();
+    let text = format!(
+        "{}[[vm.device]]\nname = \"d\"\ncompatible = \"x\"\nreg = [0x0A000000, 0x1000]\ninterrupts = [20]\n{}[[vsock]]\nallow = [\"b\", \"c\"]\n{}",
+        vm_a!(),
+        "[[vm]]\nname = \"b\"\nkernel = \"raw.bin\"\nmemory = \"4M\"\nvsock = true\n",
+        "[[vm]]\nname = \"c\"\nkernel = \"raw.bin\"\nmemory = \"4M\"\nvsock = true\n"
+    );
+    let config = fx.parse(&text).expect("a has no virtio device");
+    assert_eq!(config.vms[0].devices[0].interrupts, vec![20]);
+    assert_eq!(config.vms[1].vsock.as_ref().map(|v| v.cid), Some(4));
+    // A duplicate pair is refused, in either order.
+    let twice = format!("{text}[[vsock]]\nallow = [\"c\", \"b\"]\n");
+    let err = fx.parse(&twice).expect_err("twice").to_string();
+    assert!(
+        err.contains("vsock[1].allow: the pair \"c\" and \"b\" is allowed twice (also vsock[0])"),
+        "{err}"
+    );
+}
+
+#[test]
+fn debian_vms_get_a_virtio_console_unless_they_say_otherwise() {
+    let fx = Fixture::new();
+    let calls = std::cell::Cell::new(0);
+    let text = "[[vm]]\nname = \"web\"\ndebian = true\n\n[[vm]]\nname = \"db\"\ndebian = true\nvirtio_console = false\n";
+    let path = fx.dir.write("x.toml", text.as_bytes());
+    let config =
+        Config::parse_with(text, &path, &mut fake_debian(&fx, &calls)).expect("two Debian VMs");
+    assert!(config.vms[0].virtio_console);
+    assert!(!config.vms[1].virtio_console);
+    assert_eq!(config.virtio_devices().len(), 1);
+}

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
+use stratum_abi::bundle;
 use stratum_core::image::{self, KernelInfo};
 use toml::Spanned;
 
 use super::partition::{self, VmPlan};
 use super::raw::{Diagnostics, RawConfig, RawSize, RawVm, Source};
 use super::*;
-use super::{channels, devices};
+use super::{channels, devices, virtio};
 use crate::linux::LinuxGuest;
 use crate::linux::initramfs::exec_overlay;
 use crate::size::{format_size, parse_size};
@@ -173,6 +174,14 @@ pub(super) fn validate(
         })
         .collect();
     let channel_plans = channels::channel_plans(&mut d, &raw.channel, &all_names);
+    let networks = virtio::networks(&mut d, &raw.network, &all_names);
+    let switches: Vec<(bool, bool)> = raw
+        .vm
+        .iter()
+        .map(|vm| virtio::vm_switches(vm.get_ref()))
+        .collect();
+    let has_vsock: Vec<bool> = switches.iter().map(|s| s.0).collect();
+    let vsock_peers = virtio::vsock_pairs(&mut d, &raw.vsock, &all_names, &has_vsock);
 
     if !shapes_known {
         return Err(Error::input(d.report()));
@@ -183,6 +192,16 @@ pub(super) fn validate(
     let cpus = partition::resolve_cpus(&mut d, &mut vms, &plans, machine_cpus, gic);
     devices::check_devices(&mut d, &vms, &plans);
     let channels = channels::resolve_channels(&mut d, &vms, &plans, &channel_plans);
+    for (i, vm) in vms.iter_mut().enumerate() {
+        let (vsock, console) = switches[i];
+        vm.virtio_console = console;
+        vm.vsock = vsock.then(|| VsockConfig {
+            cid: bundle::VSOCK_CID_BASE + i as u32,
+            transport: VSOCK_TRANSPORT,
+            peers: vsock_peers[i].clone(),
+        });
+    }
+    virtio::check_clashes(&mut d, &vms, &plans, &networks);
     if !d.messages.is_empty() {
         return Err(Error::input(d.report()));
     }
@@ -199,6 +218,7 @@ pub(super) fn validate(
         system,
         vms,
         channels,
+        networks,
         source: match source {
             Source::File { path, .. } => Some(path.clone()),
             Source::Flags => None,
@@ -538,6 +558,8 @@ fn validate_vm(
         on_crash: OnCrash::Stop,
         devices: Vec::new(),
         exec: None,
+        vsock: None,
+        virtio_console: false,
     };
     // Fit checks, only when the inputs themselves are fine.
     let Some((kernel_path, (info, kernel_file_size, blob_size), (kernel_span, kernel_field))) =

@@ -1,0 +1,321 @@
+//! Paravirtual devices: `[[network]]` (a virtual switch and the NICs of
+//! the VMs on it), per-VM `vsock = true` with `[[vsock]]` pairs allowed to
+//! connect (deny by default), and per-VM `virtio_console`.
+//!
+//! Each is checked on its own, then resolved: a NIC's MAC is derived from
+//! the VM and network names ([`stratum_virtio::net::derive_mac`]), a
+//! vsock device's CID is [`bundle::VSOCK_CID_BASE`] + the VM's index, and
+//! each device gets a fixed transport in its VM (console 0, vsock 1, NICs
+//! from 2 in network order). A VM with any virtio device has all 32
+//! transports, so its passthrough devices must keep off their window and
+//! SPIs, and its RAM off their window.
+
+use std::collections::HashMap;
+
+use stratum_abi::bundle;
+use toml::Spanned;
+
+use super::partition::{VmPlan, check_name, overlaps, span_of, window};
+use super::raw::{Diagnostics, RawNetwork, RawVm, RawVsock};
+use super::*;
+
+/// The transport of a VM's virtio-console.
+pub const CONSOLE_TRANSPORT: u32 = 0;
+/// The transport of a VM's vsock device.
+pub const VSOCK_TRANSPORT: u32 = 1;
+/// The transport of a VM's first NIC; the next ones follow.
+pub const FIRST_NIC_TRANSPORT: u32 = 2;
+/// Most networks one VM may be on (the transports of its console and
+/// vsock device aside, within the bundle's per-VM limit).
+pub const NETWORKS_PER_VM: usize = bundle::VIRTIO_PER_VM - 2;
+
+/// The quoted names, comma-separated.
+fn listed(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A VM list as written: each known and listed once; their indexes.
+fn vm_list(
+    d: &mut Diagnostics<'_>,
+    list: &Spanned<Vec<Spanned<String>>>,
+    field: &str,
+    names: &[String],
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    for v in list.get_ref() {
+        match names.iter().position(|n| n == v.get_ref()) {
+            Some(vm) if out.contains(&vm) => {
+                d.at(v, field, format!("{:?} is listed twice", v.get_ref()))
+            }
+            Some(vm) => out.push(vm),
+            None => d.at(
+                v,
+                field,
+                format!(
+                    "unknown VM {:?}: the VMs are {}",
+                    v.get_ref(),
+                    listed(names)
+                ),
+            ),
+        }
+    }
+    out
+}
+
+/// Checks the `[[network]]` tables and resolves each NIC; `names` are the
+/// VM names by index.
+pub(super) fn networks(
+    d: &mut Diagnostics<'_>,
+    raw: &[Spanned<RawNetwork>],
+    names: &[String],
+) -> Vec<NetworkConfig> {
+    let mut out: Vec<NetworkConfig> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut on = vec![0usize; names.len()];
+    if raw.len() > bundle::MAX_NETWORKS as usize {
+        d.at(
+            &raw[bundle::MAX_NETWORKS as usize],
+            &format!("network[{}]", bundle::MAX_NETWORKS),
+            format!(
+                "{} networks: at most {} are supported",
+                raw.len(),
+                bundle::MAX_NETWORKS
+            ),
+        );
+    }
+    for (k, net) in raw.iter().enumerate() {
+        let f = |key: &str| format!("network[{k}].{key}");
+        let table = Some(net.span());
+        let net = net.get_ref();
+        let errors = d.messages.len();
+        let name = match &net.name {
+            None => {
+                d.push(
+                    table.clone(),
+                    &f("name"),
+                    "missing: every network needs a name",
+                );
+                String::new()
+            }
+            Some(v) => {
+                if check_name(d, v, &f("name"), "network", "")
+                    && let Some(first) = seen.insert(v.get_ref().clone(), k)
+                {
+                    d.at(
+                        v,
+                        &f("name"),
+                        format!(
+                            "duplicate network name {:?} (also network[{first}])",
+                            v.get_ref()
+                        ),
+                    );
+                }
+                v.get_ref().clone()
+            }
+        };
+        let vms = match &net.vms {
+            None => {
+                d.push(
+                    table,
+                    &f("vms"),
+                    "missing: a network lists the VMs on it, vms = [\"a\", \"b\"]",
+                );
+                Vec::new()
+            }
+            Some(list) => {
+                let vms = vm_list(d, list, &f("vms"), names);
+                if list.get_ref().len() < 2 {
+                    d.at(
+                        list,
+                        &f("vms"),
+                        format!(
+                            "{} VMs: a network connects two or more",
+                            list.get_ref().len()
+                        ),
+                    );
+                }
+                for (&vm, v) in vms.iter().zip(list.get_ref()) {
+                    on[vm] += 1;
+                    if on[vm] == NETWORKS_PER_VM + 1 {
+                        d.at(
+                            v,
+                            &f("vms"),
+                            format!("{:?} is on more than {NETWORKS_PER_VM} networks", names[vm]),
+                        );
+                    }
+                }
+                vms
+            }
+        };
+        if d.messages.len() != errors {
+            continue;
+        }
+        let mut nics: Vec<NicConfig> = Vec::new();
+        for &vm in &vms {
+            let mac = stratum_virtio::net::derive_mac(&names[vm], &name).0;
+            if let Some(other) = nics.iter().find(|n| n.mac == mac) {
+                d.push(
+                    span_of(&net.vms),
+                    &f("vms"),
+                    format!(
+                        "the derived MACs of {:?} and {:?} on {name:?} collide: rename one",
+                        names[other.vm], names[vm]
+                    ),
+                );
+            }
+            let earlier = out
+                .iter()
+                .filter(|n| n.nics.iter().any(|nic| nic.vm == vm))
+                .count() as u32;
+            nics.push(NicConfig {
+                vm,
+                mac,
+                transport: FIRST_NIC_TRANSPORT + earlier,
+            });
+        }
+        out.push(NetworkConfig { name, nics });
+    }
+    out
+}
+
+/// Whether VM `i` asked for a vsock device, and for a virtio-console
+/// (default: only a Debian VM has one).
+pub(super) fn vm_switches(vm: &RawVm) -> (bool, bool) {
+    let vsock = vm.vsock.as_ref().is_some_and(|v| *v.get_ref());
+    let debian = vm.debian.as_ref().is_some_and(|v| *v.get_ref());
+    let console = vm.virtio_console.as_ref().map_or(debian, |v| *v.get_ref());
+    (vsock, console)
+}
+
+/// Checks the `[[vsock]]` pairs against the VMs' `vsock` switches; each
+/// VM's allowed peers.
+pub(super) fn vsock_pairs(
+    d: &mut Diagnostics<'_>,
+    raw: &[Spanned<RawVsock>],
+    names: &[String],
+    has_vsock: &[bool],
+) -> Vec<Vec<usize>> {
+    let mut peers = vec![Vec::new(); names.len()];
+    let mut seen: HashMap<(usize, usize), usize> = HashMap::new();
+    for (k, pair) in raw.iter().enumerate() {
+        let field = format!("vsock[{k}].allow");
+        let Some(list) = &pair.get_ref().allow else {
+            d.push(
+                Some(pair.span()),
+                &field,
+                "missing: a vsock entry allows one pair of VMs, allow = [\"a\", \"b\"]",
+            );
+            continue;
+        };
+        let errors = d.messages.len();
+        let vms = vm_list(d, list, &field, names);
+        if list.get_ref().len() != 2 {
+            d.at(
+                list,
+                &field,
+                format!(
+                    "{} VMs: a vsock entry allows exactly one pair",
+                    list.get_ref().len()
+                ),
+            );
+        }
+        for (&vm, v) in vms.iter().zip(list.get_ref()) {
+            if !has_vsock.get(vm).copied().unwrap_or(false) {
+                d.at(
+                    v,
+                    &field,
+                    format!(
+                        "{:?} has no vsock device: add vsock = true to its [[vm]]",
+                        names[vm]
+                    ),
+                );
+            }
+        }
+        if d.messages.len() != errors {
+            continue;
+        }
+        if let [a, b] = vms[..] {
+            if let Some(first) = seen.insert((a.min(b), a.max(b)), k) {
+                d.at(
+                    list,
+                    &field,
+                    format!(
+                        "the pair {:?} and {:?} is allowed twice (also vsock[{first}])",
+                        names[a], names[b]
+                    ),
+                );
+            }
+            peers[a].push(b);
+            peers[b].push(a);
+        }
+    }
+    for p in &mut peers {
+        p.sort_unstable();
+        p.dedup();
+    }
+    peers
+}
+
+/// A VM with virtio devices has all 32 transports: its passthrough devices
+/// keep off their window and SPIs, and its RAM off their window.
+pub(super) fn check_clashes(
+    d: &mut Diagnostics<'_>,
+    vms: &[VmConfig],
+    plans: &[VmPlan],
+    networks: &[NetworkConfig],
+) {
+    let spis = bundle::VIRTIO_SPI_BASE..bundle::VIRTIO_SPI_BASE + bundle::VIRTIO_TRANSPORTS;
+    let w = &bundle::VIRTIO_WINDOW;
+    for (i, (vm, plan)) in vms.iter().zip(plans).enumerate() {
+        let on_network = networks
+            .iter()
+            .any(|n| n.nics.iter().any(|nic| nic.vm == i));
+        if !(vm.virtio_console || vm.vsock.is_some() || on_network) {
+            continue;
+        }
+        let ram = vm.memory_base..vm.memory_base + vm.memory;
+        if overlaps(&ram, w) {
+            d.push(
+                plan.ram_span.clone(),
+                &plan.ram_field,
+                format!(
+                    "RAM {} overlaps the virtio-mmio transports {} this VM has for its virtio devices",
+                    window(&ram),
+                    window(w)
+                ),
+            );
+        }
+        for dev in &plan.devices {
+            let c = &dev.config;
+            let region = c.base..c.base + c.size;
+            if overlaps(&region, w) {
+                d.push(
+                    dev.reg_span.clone(),
+                    &format!("{}.reg", dev.field),
+                    format!(
+                        "[{:#x}, {:#x}) overlaps the virtio-mmio transports {} this VM has for its virtio devices",
+                        region.start,
+                        region.end,
+                        window(w)
+                    ),
+                );
+            }
+            for (spi, span) in c.interrupts.iter().zip(&dev.irq_spans) {
+                if spis.contains(spi) {
+                    d.push(
+                        Some(span.clone()),
+                        &format!("{}.interrupts", dev.field),
+                        format!(
+                            "SPI {spi} is virtio-mmio transport {}'s in a VM with virtio devices: use SPIs 0 and 2 to 15",
+                            spi - bundle::VIRTIO_SPI_BASE
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
