@@ -17,7 +17,16 @@
 //!   `stratum,peer` (the other VM's name) and `memory-region` pointing at
 //!   the region;
 //! - each passthrough device ([`GuestDevice`]) is a root `<name>@<base>`
-//!   node with its compatible list, `reg` and level-high SPIs.
+//!   node with its compatible list, `reg` and level-high SPIs;
+//! - with [`GuestDtConfig::virtio_mmio`], QEMU `virt`'s 32 virtio-mmio
+//!   transports, lowest address first: transport *n* is
+//!   `virtio_mmio@<addr>` at [`virt_map::VIRTIO_MMIO_BASE`] plus 0x200·*n*,
+//!   `compatible = "virtio,mmio"`, `dma-coherent`, its interrupt SPI
+//!   [`virt_map::VIRTIO_MMIO_SPI_BASE`] plus *n*, rising edge. Nothing else
+//!   of the VM may use those SPIs (the UART's, a channel doorbell's, a
+//!   passthrough device's) or that window (a passthrough device's `reg`):
+//!   such a clash is refused with [`GuestDtError::VirtioClash`] rather than
+//!   described.
 //!
 //! Phandles: the GIC is 1, the UART's clock 2, channel *i*'s memory region
 //! 3 + *i*.
@@ -67,6 +76,19 @@ pub mod virt_map {
     pub const TIMER_HYP_PHYS_PPI: u32 = 10;
     /// The PL011's reference clock.
     pub const APB_PCLK_HZ: u32 = 24_000_000;
+    /// The first virtio-mmio transport (the bundle's `VIRTIO_WINDOW`).
+    pub const VIRTIO_MMIO_BASE: Ipa = Ipa(stratum_abi::bundle::VIRTIO_WINDOW.start);
+    /// Bytes between two transports (and of each one's window).
+    pub const VIRTIO_MMIO_SIZE: u64 = 0x200;
+    /// How many transports there are.
+    pub const VIRTIO_MMIO_COUNT: u32 = stratum_abi::bundle::VIRTIO_TRANSPORTS;
+    /// Transport *n*'s SPI is `VIRTIO_MMIO_SPI_BASE + n` (INTID 48 + *n*).
+    pub const VIRTIO_MMIO_SPI_BASE: u32 = stratum_abi::bundle::VIRTIO_SPI_BASE;
+    /// All the transports' registers.
+    pub const VIRTIO_MMIO: IpaRange = IpaRange {
+        start: VIRTIO_MMIO_BASE,
+        size: VIRTIO_MMIO_SIZE * VIRTIO_MMIO_COUNT as u64,
+    };
 
     /// The first virtio-mmio transport's registers (QEMU `virt`'s
     /// `VIRT_MMIO`); transport `n` is [`VIRTIO_STRIDE`] · `n` further on.
@@ -181,6 +203,10 @@ pub struct GuestDtConfig<'a> {
     /// An extra DT fragment (a flattened tree whose root's child nodes are
     /// added to the root), checked by [`check_fragment`].
     pub fragment: Option<&'a [u8]>,
+    /// Whether the VM has `virt`'s 32 virtio-mmio transports (on its bus:
+    /// describing them without is an external abort at the guest's first
+    /// probe).
+    pub virtio_mmio: bool,
 }
 
 /// Why a guest tree could not be generated. The variant docs are the
@@ -204,6 +230,10 @@ pub enum GuestDtError {
     TooManyInterrupts,
     /// The extra DT fragment is unusable.
     Fragment(FragmentError),
+    /// With the virtio-mmio transports, the UART, a channel doorbell or a
+    /// passthrough device uses one of their SPIs, or a passthrough
+    /// device's registers overlap their window.
+    VirtioClash,
 }
 
 /// Why an extra DT fragment cannot be added to a VM's device tree.
@@ -219,7 +249,8 @@ pub enum FragmentError {
     RootCells,
     /// A top-level node has the name of one Stratum generates (`chosen`,
     /// `memory@…`, `cpus`, `psci`, `intc@…`, `timer`, `apb-pclk`, `pl011@…`,
-    /// `reserved-memory`, `channel@…`, or a passthrough device's).
+    /// `reserved-memory`, `channel@…`, `virtio_mmio@…`, or a passthrough
+    /// device's).
     NameClash,
     /// A node defines a phandle below [`FRAGMENT_PHANDLE_MIN`] (those are
     /// Stratum's).
@@ -250,7 +281,7 @@ pub const FRAGMENT_MAX_DEPTH: usize = 8;
 
 /// Top-level node names Stratum generates (or prefixes of them, ending in
 /// `@`).
-const GENERATED_NODES: [&str; 10] = [
+const GENERATED_NODES: [&str; 11] = [
     "chosen",
     "memory@",
     "reserved-memory",
@@ -261,6 +292,7 @@ const GENERATED_NODES: [&str; 10] = [
     "apb-pclk",
     "pl011@",
     "channel@",
+    "virtio_mmio@",
 ];
 
 /// Checks that `fragment` can be added to a VM whose passthrough devices
@@ -360,6 +392,9 @@ impl core::fmt::Display for GuestDtError {
                 f.write_str("guest device tree: a passthrough device has too many interrupts")
             }
             Self::Fragment(e) => write!(f, "guest device tree: the extra DT fragment: {e}"),
+            Self::VirtioClash => f.write_str(
+                "guest device tree: an SPI or a region of the VM is a virtio-mmio transport's",
+            ),
         }
     }
 }
@@ -459,7 +494,7 @@ fn validate(desc: &GuestDtConfig<'_>) -> Result<(), GuestDtError> {
             return Err(GuestDtError::TooManyInterrupts);
         }
     }
-    Ok(())
+    check_virtio_clash(desc)
 }
 
 /// Writes the VM's device tree into `buf`; returns its size.
@@ -501,6 +536,9 @@ pub fn generate(desc: &GuestDtConfig<'_>, buf: &mut [u8]) -> Result<usize, Guest
     }
     for device in desc.devices {
         passthrough(&mut w, device)?;
+    }
+    if desc.virtio_mmio {
+        virtio_mmio(&mut w)?;
     }
     w.end_node()?;
     Ok(w.finish()?)
@@ -555,6 +593,50 @@ fn channels(w: &mut FdtWriter<'_>, channels: &[GuestChannel<'_>]) -> Result<(), 
         w.end_node()?;
     }
     Ok(())
+}
+
+/// `virt`'s virtio-mmio transports, lowest address first.
+fn virtio_mmio(w: &mut FdtWriter<'_>) -> Result<(), GuestDtError> {
+    for n in 0..virt_map::VIRTIO_MMIO_COUNT {
+        let at = virt_map::VIRTIO_MMIO_BASE.raw() + virt_map::VIRTIO_MMIO_SIZE * u64::from(n);
+        let name = Name::new(format_args!("virtio_mmio@{at:x}"))?;
+        w.begin_node(name.as_str())?;
+        w.property_empty("dma-coherent")?;
+        w.property_cells(
+            "interrupts",
+            &[GIC_SPI, virt_map::VIRTIO_MMIO_SPI_BASE + n, IRQ_EDGE_RISING],
+        )?;
+        reg(
+            w,
+            &[IpaRange {
+                start: crate::addr::Ipa(at),
+                size: virt_map::VIRTIO_MMIO_SIZE,
+            }],
+        )?;
+        w.property_string("compatible", "virtio,mmio")?;
+        w.end_node()?;
+    }
+    Ok(())
+}
+
+/// With the transports, nothing else of the VM uses their SPIs or window.
+fn check_virtio_clash(desc: &GuestDtConfig<'_>) -> Result<(), GuestDtError> {
+    if !desc.virtio_mmio {
+        return Ok(());
+    }
+    let base = virt_map::VIRTIO_MMIO_SPI_BASE;
+    let theirs = |spi: u32| (base..base + virt_map::VIRTIO_MMIO_COUNT).contains(&spi);
+    let clash = desc.uart.is_some_and(|u| theirs(u.spi))
+        || desc.channels.iter().any(|c| theirs(c.spi))
+        || desc
+            .devices
+            .iter()
+            .any(|d| d.spis.iter().any(|&s| theirs(s)) || d.regs.overlaps(&virt_map::VIRTIO_MMIO));
+    if clash {
+        Err(GuestDtError::VirtioClash)
+    } else {
+        Ok(())
+    }
 }
 
 /// A passthrough device's node.
@@ -724,6 +806,7 @@ mod tests {
             channels: &[],
             devices: &[],
             fragment: None,
+            virtio_mmio: false,
         }
     }
 
@@ -1326,5 +1409,101 @@ mod tests {
         assert_eq!(virt_map::gicr(124), None);
         assert!(!virt_map::GICC.overlaps(&virt_map::GICD));
         assert!(!virt_map::UART.overlaps(&virt_map::gicr(123).expect("fits")));
+    }
+
+    #[test]
+    fn virtio_mmio_transports_are_described_as_on_virt() {
+        for v3 in [false, true] {
+            let desc = GuestDtConfig {
+                virtio_mmio: true,
+                ..config(&[0, 1], v3, false)
+            };
+            let mut buf = vec![0u8; 16384];
+            let len = generate(&desc, &mut buf).expect("generates");
+            let fdt = Fdt::new(&buf[..len]).expect("valid");
+            let nodes: Vec<_> = fdt
+                .root()
+                .children()
+                .filter(|n| n.name().starts_with("virtio_mmio@"))
+                .collect();
+            assert_eq!(nodes.len(), 32);
+            for (n, node) in nodes.iter().enumerate() {
+                let at = 0x0A00_0000 + 0x200 * n as u64;
+                assert_eq!(node.name(), format!("virtio_mmio@{at:x}"));
+                assert!(node.is_compatible("virtio,mmio"));
+                assert!(node.property("dma-coherent").is_some());
+                assert_eq!(node.reg().expect("reg").collect::<Vec<_>>(), [(at, 0x200)]);
+                assert_eq!(
+                    node.property("interrupts")
+                        .map(|p| p.cells().collect::<Vec<_>>()),
+                    Some(vec![0, 16 + n as u32, 1]),
+                    "transport {n}: SPI 16 + n, rising edge"
+                );
+            }
+        }
+        // Without them, no node.
+        let blob = generate_vec(&config(&[0], true, false));
+        let fdt = Fdt::new(&blob).expect("valid");
+        assert!(
+            !fdt.root()
+                .children()
+                .any(|n| n.name().starts_with("virtio_mmio"))
+        );
+    }
+
+    #[test]
+    fn nothing_else_may_use_the_transports_spis_or_window() {
+        let ipa = |start: u64, size: u64| IpaRange::new(Ipa(start), size).expect("ok");
+        let try_with = |uart_spi: u32, spis: &[u32], regs: IpaRange, channel_spi: u32| {
+            let devices = [GuestDevice {
+                name: "dev",
+                compatible: b"x\0",
+                regs,
+                spis,
+            }];
+            let channels = [GuestChannel {
+                id: 0,
+                name: "ch",
+                peer: "p",
+                shm: ipa(0x0B00_0000, 0x1000),
+                spi: channel_spi,
+            }];
+            let desc = GuestDtConfig {
+                uart: Some(GuestUart {
+                    regs: virt_map::UART,
+                    spi: uart_spi,
+                }),
+                devices: &devices,
+                channels: &channels,
+                virtio_mmio: true,
+                ..config(&[0], true, false)
+            };
+            generate(&desc, &mut vec![0u8; 16384]).err()
+        };
+        let clear = ipa(0x0A00_4000, 0x1000);
+        assert_eq!(try_with(1, &[2, 15], clear, 48), None, "all clear");
+        let clash = Some(GuestDtError::VirtioClash);
+        assert_eq!(try_with(16, &[2], clear, 48), clash, "the UART's SPI");
+        assert_eq!(try_with(1, &[2, 47], clear, 48), clash, "a device's SPI");
+        assert_eq!(try_with(1, &[2], clear, 31), clash, "a doorbell's SPI");
+        assert_eq!(
+            try_with(1, &[2], ipa(0x0A00_3000, 0x1000), 48),
+            clash,
+            "a device's registers"
+        );
+        // A fragment may not name a transport's node either.
+        let mut buf = vec![0u8; 1024];
+        let mut w = FdtWriter::new(&mut buf).expect("writer");
+        w.begin_node("").expect("root");
+        w.property_u32("#address-cells", 2).expect("prop");
+        w.property_u32("#size-cells", 2).expect("prop");
+        w.begin_node("virtio_mmio@a000000").expect("node");
+        w.end_node().expect("end");
+        w.end_node().expect("end");
+        let len = w.finish().expect("finish");
+        assert_eq!(
+            check_fragment(&buf[..len], ["rtc"]),
+            Err(FragmentError::NameClash)
+        );
     }
 }
