@@ -20,6 +20,9 @@
 //!   and out of its queues.
 //! - [`switch`]: the virtual switch between the NICs of one network:
 //!   learning, flooding, bounded work, the locking the glue follows.
+//! - [`vsock`]: the virtio-vsock device and its packet header.
+//! - [`router`]: delivers vsock packets between VMs by CID, deny by
+//!   default, with a bounded connection table per VM.
 //! - [`mem`]: guest memory as the queues see it ([`mem::GuestMemory`]),
 //!   copy in, copy out, and a fake over a slice for tests.
 //! - [`spec`]: the specification's numbers.
@@ -44,9 +47,11 @@ pub mod device;
 pub mod mem;
 pub mod net;
 pub mod queue;
+pub mod router;
 pub mod spec;
 pub mod switch;
 pub mod transport;
+pub mod vsock;
 
 pub use bank::TransportBank;
 pub use chain::{Chain, Segment};

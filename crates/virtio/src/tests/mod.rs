@@ -8,3 +8,4 @@ mod net;
 mod prop;
 mod queue;
 mod transport;
+mod vsock;
