@@ -20,6 +20,8 @@
 //!   and out of its queues.
 //! - [`switch`]: the virtual switch between the NICs of one network:
 //!   learning, flooding, bounded work, the locking the glue follows.
+//! - [`console`]: the virtio-console device (one port: output handed to
+//!   the glue, input pushed into the guest's buffers).
 //! - [`vsock`]: the virtio-vsock device and its packet header.
 //! - [`router`]: delivers vsock packets between VMs by CID, deny by
 //!   default, with a bounded connection table per VM.
@@ -43,6 +45,7 @@
 
 pub mod bank;
 pub mod chain;
+pub mod console;
 pub mod device;
 pub mod mem;
 pub mod net;
