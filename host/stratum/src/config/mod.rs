@@ -24,8 +24,10 @@
 //! Several VMs share the machine; `[system]`, per-VM `placement`, `pcpus`,
 //! `on_crash`, `dt_fragment` (extra device-tree nodes), `[[vm.device]]`
 //! (passthrough) and `[[channel]]` (shared
-//! memory between two VMs) say how ([`partition`]; the full reference with
-//! examples is `docs/config.md`). The defaults the file leaves open are
+//! memory between two VMs) say how ([`partition`]); `[[network]]`,
+//! per-VM `vsock` and `virtio_console`, and `[[vsock]]` give VMs virtio
+//! devices ([`virtio`]). The full reference with examples is
+//! `docs/config.md`. The defaults the file leaves open are
 //! resolved here, so the bundle carries only final values: each vCPU's
 //! physical CPU, each channel's number, address and doorbell in each VM.
 //!
