@@ -417,3 +417,66 @@ pub fn live_transport(queues: usize, features: u64, q: &DriverQueue) -> Transpor
     assert!(t.is_live());
     t
 }
+
+/// xorshift64*: cheap noise for the hostile-ring tests.
+pub fn next_noise(x: &mut u64) -> u64 {
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// Pours a plausible structure over the hostile ring `dq` (in noise):
+/// descriptors that mostly point at buffers of `lens` bytes from `bufs`
+/// (device-writable ones if `writable`), sometimes chained, indirect, of
+/// zero or huge length or with junk flags; heads mostly in range; an
+/// available index mostly within a ring of the last entry taken. Returns
+/// the buffers described, for the caller to fill with plausible content.
+/// Whatever lies outside RAM stays noise.
+pub fn structured_ring(
+    mem: &mut SliceMemory<'_>,
+    dq: &DriverQueue,
+    seed: u64,
+    writable: bool,
+    bufs: u64,
+    lens: core::ops::Range<u32>,
+) -> Vec<(u64, u32)> {
+    let mut x = seed | 1;
+    let size = dq.size;
+    let mut out = Vec::new();
+    for i in 0..size {
+        let r = next_noise(&mut x);
+        let addr = bufs + ((r & 0xff) << 8);
+        let span = u64::from(lens.end - lens.start).max(1);
+        let len = match (r >> 8) & 7 {
+            0..=4 => lens.start + ((r >> 16) % span) as u32,
+            5 => ((r >> 16) % 64) as u32,
+            6 => 0,
+            _ => (r >> 32) as u32,
+        };
+        let base = if writable { ring::DESC_F_WRITE } else { 0 };
+        let flags = match (r >> 40) & 15 {
+            0..=9 => base,
+            10..=12 => base | ring::DESC_F_NEXT,
+            13 => ring::DESC_F_INDIRECT,
+            _ => (r >> 44) as u16,
+        };
+        let next = ((r >> 52) % (u64::from(size) + 1)) as u16;
+        if mem.contains(Ipa(dq.desc + 16 * u64::from(i)), 16) {
+            DriverQueue::write_desc(mem, dq.desc, i, addr, len, flags, next);
+            out.push((addr, len));
+        }
+        let slot = Ipa(dq.avail + 4 + 2 * u64::from(i));
+        let head = ((r >> 56) % (u64::from(size) + 1)) as u16;
+        let _ = mem.write(slot, &head.to_le_bytes());
+    }
+    let r = next_noise(&mut x);
+    let idx = if r & 7 != 0 {
+        (r >> 8) as u16 % (size + 1)
+    } else {
+        (r >> 16) as u16
+    };
+    let _ = mem.write(Ipa(dq.avail + 2), &idx.to_le_bytes());
+    let _ = mem.write(Ipa(dq.avail), &0u16.to_le_bytes());
+    out
+}

@@ -487,7 +487,6 @@ struct Hostile {
     seed: u64,
     areas: [[u64; 3]; 2],
     sizes: [u16; 2],
-    avail: [u16; 2],
     event_idx: bool,
 }
 
@@ -504,14 +503,12 @@ fn hostile() -> impl Strategy<Value = Hostile> {
         areas.clone(),
         areas,
         (0u32..=4, 0u32..=4),
-        any::<[u16; 2]>(),
         any::<bool>(),
     )
-        .prop_map(|(seed, a0, a1, (s0, s1), avail, event_idx)| Hostile {
+        .prop_map(|(seed, a0, a1, (s0, s1), event_idx)| Hostile {
             seed,
             areas: [a0, a1],
             sizes: [1 << s0, 1 << s1],
-            avail,
             event_idx,
         })
 }
@@ -547,7 +544,16 @@ fn hostile_vm(mac: Mac, h: &Hostile) -> Vm {
         dq.used = h.areas[q][2];
         dq.setup(&mut vm.t, q as u32);
         let mut mem = SliceMemory::new(Ipa(RAM_BASE), &mut vm.ram);
-        let _ = mem.write(Ipa(dq.avail + 2), &h.avail[q].to_le_bytes());
+        let seed = h.seed ^ (q as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let bufs = structured_ring(&mut mem, &dq, seed, q == 0, RAM_BASE + 0x4000, 26..1600);
+        if q == 1 {
+            // Most transmit buffers start with a plain header.
+            for (i, (addr, _)) in bufs.into_iter().enumerate() {
+                if i % 4 != 3 {
+                    let _ = mem.write(Ipa(addr), &[0; HDR_LEN]);
+                }
+            }
+        }
     }
     driver_ok(&mut vm.t);
     vm

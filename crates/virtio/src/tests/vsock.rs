@@ -430,7 +430,6 @@ struct Hostile {
     seed: u64,
     areas: [[u64; 3]; 2],
     sizes: [u16; 2],
-    avail: [u16; 2],
 }
 
 fn hostile() -> impl Strategy<Value = Hostile> {
@@ -441,19 +440,13 @@ fn hostile() -> impl Strategy<Value = Hostile> {
         ]
     };
     let areas = (area(16), area(2), area(4)).prop_map(|(d, a, u)| [d, a, u]);
-    (
-        any::<u64>(),
-        areas.clone(),
-        areas,
-        (0u32..=4, 0u32..=4),
-        any::<[u16; 2]>(),
-    )
-        .prop_map(|(seed, a0, a1, (s0, s1), avail)| Hostile {
+    (any::<u64>(), areas.clone(), areas, (0u32..=4, 0u32..=4)).prop_map(
+        |(seed, a0, a1, (s0, s1))| Hostile {
             seed,
             areas: [a0, a1],
             sizes: [1 << s0, 1 << s1],
-            avail,
-        })
+        },
+    )
 }
 
 /// Noise in which many words look like addresses in the first 64 KiB and
@@ -488,7 +481,35 @@ fn hostile_vm(cid: u64, h: &Hostile) -> Vm {
         dq.used = h.areas[q][2];
         dq.setup(&mut vm.t, q as u32);
         let mut mem = SliceMemory::new(Ipa(RAM_BASE), &mut vm.ram);
-        let _ = mem.write(Ipa(dq.avail + 2), &h.avail[q].to_le_bytes());
+        let seed = h.seed ^ cid ^ (q as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let bufs = structured_ring(&mut mem, &dq, seed, q == 0, RAM_BASE + 0x4000, 44..300);
+        if q == 1 {
+            // Most transmit buffers hold a plausible packet.
+            let mut x = seed;
+            for (addr, len) in bufs {
+                let r = next_noise(&mut x);
+                if r & 3 == 0 || len < HDR_LEN as u32 {
+                    continue;
+                }
+                let packet = Header {
+                    src_cid: if r & 0x30 == 0 { 7 } else { cid },
+                    dst_cid: if r & 0x100 == 0 { 5 } else { 3 + (r >> 9) % 2 },
+                    src_port: ((r >> 12) & 1) as u32,
+                    dst_port: ((r >> 13) & 1) as u32,
+                    len: len - HDR_LEN as u32,
+                    kind: if r & 0x1c0 == 0 { 2 } else { TYPE_STREAM },
+                    op: if r & 0x200 == 0 {
+                        Op::Request as u16
+                    } else {
+                        1 + ((r >> 16) % 7) as u16
+                    },
+                    flags: 0,
+                    buf_alloc: (r >> 24) as u32,
+                    fwd_cnt: (r >> 40) as u32,
+                };
+                let _ = mem.write(Ipa(addr), &packet.encode());
+            }
+        }
     }
     driver_ok(&mut vm.t);
     vm
