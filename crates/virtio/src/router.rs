@@ -22,7 +22,9 @@
 //! establishes it, an `RST` removes it. Data, credit and shutdown packets
 //! pass only on an established connection, anything else gets `RST`
 //! ([`VsockCounters::no_connection`]). When a VM's device resets, its
-//! peers get an `RST` for each of its connections ([`Router::port_reset`]).
+//! peers get an `RST` for each of its connections ([`Router::port_reset`]);
+//! a packet for a device whose driver is not live is answered with `RST`
+//! and its connection forgotten.
 //!
 //! # Flow control and memory
 //! The router is a forwarder, not an endpoint: the guests' own credit
@@ -429,8 +431,14 @@ impl Router {
                 Delivery::Blocked => return,
                 Delivery::Wasted => {}
                 Delivery::Lost => {
+                    // The receiver's device is not live: its end of the
+                    // connection is gone, and the sender hears so.
                     bump(&mut self.ports[src].counters.control_dropped);
                     self.ports[src].held = None;
+                    self.forget(src, held.dest, &hdr);
+                    if hdr.op != Op::Rst as u16 {
+                        self.ports[src].push_control(hdr.reset_reply());
+                    }
                     consume = true;
                 }
                 Delivery::Part(n) => {
@@ -605,6 +613,17 @@ impl Router {
                     (_, true) => Some(dest),
                 }
             }
+        }
+    }
+
+    /// Removes the connection `hdr` (from `src` to `dest`) belongs to, at
+    /// both ends.
+    fn forget(&mut self, src: usize, dest: usize, hdr: &Header) {
+        if let Some(i) = self.ports[src].find(dest, hdr.src_port, hdr.dst_port) {
+            self.ports[src].conns[i] = Conn::default();
+        }
+        if let Some(i) = self.ports[dest].find(src, hdr.dst_port, hdr.src_port) {
+            self.ports[dest].conns[i] = Conn::default();
         }
     }
 

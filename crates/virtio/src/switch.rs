@@ -8,9 +8,13 @@
 //! sees another's memory.
 //!
 //! # Forwarding
-//! The switch learns which port each source address lives behind (a
-//! frame's source that is a unicast address) in a table of
-//! [`MAC_TABLE`] entries, the least recently seen replaced when full. A
+//! Each port's own MAC (the one the host tool derived) is pinned to it
+//! ([`Switch::pin`]): a frame from another port with that source address
+//! is dropped and counted ([`PortCounters::tx_spoofed`]), so no VM can
+//! draw a peer's traffic to itself. Other addresses (a guest may change
+//! its MAC, or bridge) are learned from frames' unicast sources in a
+//! table of [`MAC_TABLE`] entries, the least recently seen replaced when
+//! full. A
 //! unicast frame to a learned address goes to that port only (and is
 //! dropped if that is the sender's own port); a broadcast, multicast or
 //! unknown destination floods to every other port. A port whose driver
@@ -90,6 +94,9 @@ pub struct PortCounters {
     /// Frames for the port dropped because it had no receive buffer, its
     /// buffer was too small, or its driver was not live.
     pub rx_dropped: u64,
+    /// Frames the port sent with another port's pinned MAC as their
+    /// source: dropped.
+    pub tx_spoofed: u64,
 }
 
 /// What one [`Switch::transmit`] did.
@@ -114,6 +121,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct Switch {
     ports: usize,
+    pinned: [Option<Mac>; MAX_PORTS],
     table: [Entry; MAC_TABLE],
     clock: u64,
     counters: [PortCounters; MAX_PORTS],
@@ -132,6 +140,7 @@ impl Switch {
     pub fn new(ports: usize) -> Self {
         Self {
             ports: ports.min(MAX_PORTS),
+            pinned: [None; MAX_PORTS],
             table: [Entry::default(); MAC_TABLE],
             clock: 0,
             counters: [PortCounters::default(); MAX_PORTS],
@@ -150,8 +159,27 @@ impl Switch {
         self.counters.get(port).copied().unwrap_or_default()
     }
 
-    /// The port `mac` was last seen behind, if the table holds it.
+    /// Pins `mac` (a unicast address) to `port`: frames to it go there
+    /// without learning, and frames from it are accepted from that port
+    /// only. A port the switch lacks, or a group address, is ignored.
+    pub fn pin(&mut self, port: usize, mac: Mac) {
+        if port < self.ports && !mac.is_group() {
+            self.pinned[port] = Some(mac);
+        }
+    }
+
+    /// The port `mac` is pinned to.
+    fn pinned_port(&self, mac: Mac) -> Option<usize> {
+        self.pinned[..self.ports]
+            .iter()
+            .position(|p| *p == Some(mac))
+    }
+
+    /// The port `mac` is pinned to or was last seen behind.
     pub fn lookup(&self, mac: Mac) -> Option<usize> {
+        if let Some(p) = self.pinned_port(mac) {
+            return Some(p);
+        }
         self.table
             .iter()
             .find(|e| e.seen != 0 && e.mac == mac)
@@ -160,7 +188,7 @@ impl Switch {
 
     /// Records that `mac` lives behind `port`.
     fn learn(&mut self, mac: Mac, port: usize) {
-        if mac.is_group() {
+        if mac.is_group() || self.pinned_port(mac).is_some() {
             return;
         }
         self.clock += 1;
@@ -267,6 +295,11 @@ impl Switch {
         c.tx_dropped = c.tx_dropped.saturating_add(drops);
         for i in 0..frames {
             let (source, dest) = (self.batch[i].source(), self.batch[i].destination());
+            if self.pinned_port(source).is_some_and(|p| p != src) {
+                self.targets[i] = 0;
+                bump(&mut self.counters[src].tx_spoofed);
+                continue;
+            }
             self.learn(source, src);
             self.targets[i] = self.route(src, dest);
             bump(&mut self.counters[src].tx_frames);

@@ -295,7 +295,8 @@ fn frames_are_switched_both_ways_byte_exact_and_unicast_after_learning() {
             tx_frames: 7,
             tx_dropped: 0,
             rx_frames: 1,
-            rx_dropped: 0
+            rx_dropped: 0,
+            tx_spoofed: 0,
         }
     );
     assert_eq!(sw.counters(2).rx_frames, 1);
@@ -479,6 +480,42 @@ fn a_broken_receive_ring_stops_that_nic_only() {
     assert_eq!(delivered(net.vms[2].received()), vec![f]);
     assert!(net.vms[0].t.is_live());
     assert_eq!(sw.counters(1).rx_dropped, 1);
+}
+
+#[test]
+fn a_pinned_mac_cannot_be_stolen_by_another_port() {
+    let (mut sw, mut net) = lan(3, true);
+    for p in 0..3 {
+        let m = mac(&net, p);
+        sw.pin(p, m);
+        net.vms[p].post_rx(8, 0x600);
+    }
+    let (a, b) = (mac(&net, 0), mac(&net, 1));
+    assert_eq!(sw.lookup(b), Some(1), "pinned before any frame");
+    // 2 claims to be 1: dropped, and the table does not move.
+    send(&mut sw, &mut net, 2, &[frame(a, b, 30, 1)]);
+    assert!(net.vms[0].received().is_empty());
+    assert_eq!(sw.counters(2).tx_spoofed, 1);
+    assert_eq!(sw.lookup(b), Some(1));
+    // 0 to 1 still goes to 1 only.
+    let f = frame(b, a, 30, 2);
+    send(&mut sw, &mut net, 0, std::slice::from_ref(&f));
+    assert_eq!(delivered(net.vms[1].received()), vec![f]);
+    assert!(net.vms[2].received().is_empty());
+    // A MAC a guest chose itself is learned as before.
+    let chosen = Mac([0x02, 0xaa, 0, 0, 0, 1]);
+    send(
+        &mut sw,
+        &mut net,
+        2,
+        &[frame(Mac::BROADCAST, chosen, 30, 3)],
+    );
+    assert_eq!(sw.lookup(chosen), Some(2));
+    // Pinning a group address or a port the switch lacks does nothing.
+    sw.pin(1, Mac::BROADCAST);
+    sw.pin(9, Mac([2, 0, 0, 0, 0, 9]));
+    assert_eq!(sw.lookup(Mac([2, 0, 0, 0, 0, 9])), None);
+    assert_eq!(sw.lookup(b), Some(1));
 }
 
 /// A hostile VM's NIC state: queue areas and ring memory at random.

@@ -424,6 +424,22 @@ fn a_reset_device_tears_its_connections_down_at_the_peer() {
     assert_eq!((r.connections(0), r.connections(1)), (0, 0));
 }
 
+#[test]
+fn a_peer_whose_driver_is_not_up_refuses_with_rst_and_keeps_no_entry() {
+    let mut vms: Vec<Vm> = (0..2).map(|i| Vm::new(3 + i)).collect();
+    vms[0].probe();
+    vms[0].post_rx(4, RX_PAYLOAD);
+    let mut m = Machine { vms, refused: 0 };
+    let mut r = Router::new();
+    r.add_port(0, 3, 1 << 1);
+    r.add_port(1, 4, 1 << 0);
+    let req = hdr(3, 4, 5, 6, Op::Request);
+    send(&mut r, &mut m, 0, req, &[]);
+    assert_eq!(m.vms[0].received(), vec![(req.reset_reply(), vec![])]);
+    assert_eq!((r.connections(0), r.connections(1)), (0, 0));
+    assert_eq!(m.vms[0].tx_done(), 1);
+}
+
 /// Random queue layouts over noise, for two VMs allowed to talk.
 #[derive(Debug, Clone)]
 struct Hostile {
