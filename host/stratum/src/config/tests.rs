@@ -1510,7 +1510,7 @@ fn the_known_keys_come_from_the_serde_structs() {
     let fx = Fixture::new();
     // Every key of every table is accepted (nothing reported unknown).
     let text = r#"[machine]
-cpus = 2
+cpus = 3
 gic = 3
 cpu = "max"
 memory = "1G"
@@ -1543,17 +1543,35 @@ name = "b"
 kernel = "raw.bin"
 memory = "4M"
 pcpus = [1]
+vsock = true
+virtio_console = true
+
+[[vm]]
+name = "c"
+kernel = "raw.bin"
+memory = "4M"
+pcpus = [2]
+vsock = true
 
 [[channel]]
 name = "ch"
 vms = ["a", "b"]
 size = "4K"
+
+[[network]]
+name = "lan"
+vms = ["b", "c"]
+
+[[vsock]]
+allow = ["b", "c"]
 "#;
     let config = fx
         .parse(text)
         .unwrap_or_else(|e| panic!("every key is known: {e}"));
-    assert_eq!(config.vms.len(), 2);
+    assert_eq!(config.vms.len(), 3);
     assert_eq!(config.vms[0].devices.len(), 1);
+    assert_eq!(config.networks.len(), 1);
+    assert!(config.vms[1].virtio_console);
 }
 
 /// A Debian source that hands out the fixture's small Image and initrd,
