@@ -97,7 +97,10 @@ impl ConsoleDevice {
         queues: &mut Queues<'_>,
         mem: &mut dyn GuestMemory,
     ) -> Result<(), QueueError> {
-        let tx = queues.get(TX)?;
+        // A queue the driver has not made ready holds nothing.
+        let Ok(tx) = queues.get(TX) else {
+            return Ok(());
+        };
         // At most a ring's worth of chains per call.
         for _ in 0..tx.size() {
             let mut probe = *tx;
@@ -132,7 +135,9 @@ impl ConsoleDevice {
         queues: &mut Queues<'_>,
         mem: &mut dyn GuestMemory,
     ) -> Result<(), QueueError> {
-        let rx = queues.get(RX)?;
+        let Ok(rx) = queues.get(RX) else {
+            return Ok(());
+        };
         while !self.input.is_empty() {
             let Some(chain) = rx.pop(mem)? else {
                 return Ok(());

@@ -206,7 +206,11 @@ pub fn take_frame(
     mem: &mut dyn GuestMemory,
     frame: &mut Frame,
 ) -> Result<Taken, QueueError> {
-    let tx = queues.get(TX)?;
+    // A queue the driver has not made ready holds nothing (not an error:
+    // the device may be driven with one direction only).
+    let Ok(tx) = queues.get(TX) else {
+        return Ok(Taken::Empty);
+    };
     let Some(chain) = tx.pop(mem)? else {
         return Ok(Taken::Empty);
     };
@@ -248,7 +252,9 @@ pub fn put_frame(
     mem: &mut dyn GuestMemory,
     frame: &Frame,
 ) -> Result<Put, QueueError> {
-    let rx = queues.get(RX)?;
+    let Ok(rx) = queues.get(RX) else {
+        return Ok(Put::NoBuffer);
+    };
     let Some(chain) = rx.pop(mem)? else {
         return Ok(Put::NoBuffer);
     };

@@ -365,7 +365,9 @@ impl Router {
         let (control, len) = (&port.control, port.control_len);
         ports.with_port(vm, &mut |t, mem| {
             t.with_device(mem, |_, queues, mem| {
-                let rx = queues.get(vsock::RX).map_err(|e| (vsock::RX, e))?;
+                let Ok(rx) = queues.get(vsock::RX) else {
+                    return Ok(());
+                };
                 for h in &control[..len] {
                     let Some(chain) = rx.pop(mem).map_err(|e| (vsock::RX, e))? else {
                         break;
@@ -469,7 +471,9 @@ impl Router {
         let reached = ports.with_port(src, &mut |t, mem| {
             let seen = t.with_device(mem, |_, queues, mem| {
                 let err = |e| (vsock::TX, e);
-                let tx = queues.get(vsock::TX).map_err(err)?;
+                let Ok(tx) = queues.get(vsock::TX) else {
+                    return Ok(Peek::Empty);
+                };
                 if consume && let Some(chain) = tx.pop(mem).map_err(err)? {
                     tx.add_used(mem, chain.head(), 0).map_err(err)?;
                 }
@@ -642,7 +646,10 @@ impl Router {
         let reached = ports.with_port(held.dest, &mut |t, mem| {
             let done = t.with_device(mem, |_, queues, mem| {
                 let err = |e| (vsock::RX, e);
-                let rx = queues.get(vsock::RX).map_err(err)?;
+                // No receive queue: nothing can ever arrive.
+                let Ok(rx) = queues.get(vsock::RX) else {
+                    return Ok(Delivery::Lost);
+                };
                 let Some(chain) = rx.pop(mem).map_err(err)? else {
                     return Ok(Delivery::Blocked);
                 };

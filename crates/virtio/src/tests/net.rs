@@ -518,6 +518,33 @@ fn a_pinned_mac_cannot_be_stolen_by_another_port() {
     assert_eq!(sw.lookup(b), Some(1));
 }
 
+#[test]
+fn a_nic_driven_in_one_direction_only_is_not_an_error() {
+    let mut vms: Vec<Vm> = (0..2)
+        .map(|i| Vm::new(net::derive_mac(&format!("vm{i}"), "lan")))
+        .collect();
+    vms[0].probe(false);
+    // vm1's driver sets up its transmit queue only.
+    let tx = vms[1].tx;
+    assert!(negotiate(&mut vms[1].t, feature::VERSION_1));
+    tx.setup(&mut vms[1].t, 1);
+    driver_ok(&mut vms[1].t);
+    let mut net = Net {
+        vms,
+        refused: 0,
+        stopped: Vec::new(),
+    };
+    let mut sw = Switch::new(2);
+    net.vms[0].post_rx(2, 0x600);
+    let a = mac(&net, 0);
+    send(&mut sw, &mut net, 0, &[frame(Mac::BROADCAST, a, 20, 1)]);
+    assert_eq!(sw.counters(1).rx_dropped, 1);
+    assert!(net.vms[1].t.is_live());
+    let f = frame(Mac::BROADCAST, mac(&net, 1), 20, 2);
+    send(&mut sw, &mut net, 1, std::slice::from_ref(&f));
+    assert_eq!(delivered(net.vms[0].received()), vec![f]);
+}
+
 /// A hostile VM's NIC state: queue areas and ring memory at random.
 #[derive(Debug, Clone)]
 struct Hostile {
