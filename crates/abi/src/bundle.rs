@@ -93,11 +93,12 @@
 //! SPI in that VM (u32, [`DOORBELL_SPI_BASE`] + number), reserved (u32).
 //!
 //! A virtio device record ([`VIRTIO_RECORD_SIZE`] bytes): one paravirtual
-//! device behind one of a VM's virtio-mmio transports. A VM with at least
-//! one has all [`VIRTIO_TRANSPORTS`] transports (QEMU `virt`'s: transport
-//! *n* at [`VIRTIO_WINDOW`] start + 0x200·*n*, SPI [`VIRTIO_SPI_BASE`] +
-//! *n*, the others reading DeviceID 0), so none of its passthrough devices
-//! may use that window or those SPIs:
+//! device behind one of a VM's virtio-mmio transports. Every VM has
+//! [`VIRTIO_TRANSPORTS`] of them (QEMU `virt`'s: transport *n* at
+//! [`VIRTIO_WINDOW`] start + 0x200·*n*, SPI [`VIRTIO_SPI_BASE`] + *n*,
+//! reading DeviceID 0 where nothing is attached) unless a passthrough
+//! device takes their window or SPIs, so none of a VM's passthrough
+//! devices may do so when it has a virtio record:
 //!
 //! | offset | size | field |
 //! |---|---|---|

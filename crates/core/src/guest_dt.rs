@@ -20,9 +20,9 @@
 //!   node with its compatible list, `reg` and level-high SPIs;
 //! - with [`GuestDtConfig::virtio_mmio`], QEMU `virt`'s 32 virtio-mmio
 //!   transports, lowest address first: transport *n* is
-//!   `virtio_mmio@<addr>` at [`virt_map::VIRTIO_MMIO_BASE`] plus 0x200·*n*,
+//!   `virtio_mmio@<addr>` at [`virt_map::VIRTIO_BASE`] plus 0x200·*n*,
 //!   `compatible = "virtio,mmio"`, `dma-coherent`, its interrupt SPI
-//!   [`virt_map::VIRTIO_MMIO_SPI_BASE`] plus *n*, rising edge. Nothing else
+//!   [`virt_map::VIRTIO_FIRST_SPI`] plus *n*, rising edge. Nothing else
 //!   of the VM may use those SPIs (the UART's, a channel doorbell's, a
 //!   passthrough device's) or that window (a passthrough device's `reg`):
 //!   such a clash is refused with [`GuestDtError::VirtioClash`] rather than
@@ -76,20 +76,6 @@ pub mod virt_map {
     pub const TIMER_HYP_PHYS_PPI: u32 = 10;
     /// The PL011's reference clock.
     pub const APB_PCLK_HZ: u32 = 24_000_000;
-    /// The first virtio-mmio transport (the bundle's `VIRTIO_WINDOW`).
-    pub const VIRTIO_MMIO_BASE: Ipa = Ipa(stratum_abi::bundle::VIRTIO_WINDOW.start);
-    /// Bytes between two transports (and of each one's window).
-    pub const VIRTIO_MMIO_SIZE: u64 = 0x200;
-    /// How many transports there are.
-    pub const VIRTIO_MMIO_COUNT: u32 = stratum_abi::bundle::VIRTIO_TRANSPORTS;
-    /// Transport *n*'s SPI is `VIRTIO_MMIO_SPI_BASE + n` (INTID 48 + *n*).
-    pub const VIRTIO_MMIO_SPI_BASE: u32 = stratum_abi::bundle::VIRTIO_SPI_BASE;
-    /// All the transports' registers.
-    pub const VIRTIO_MMIO: IpaRange = IpaRange {
-        start: VIRTIO_MMIO_BASE,
-        size: VIRTIO_MMIO_SIZE * VIRTIO_MMIO_COUNT as u64,
-    };
-
     /// The first virtio-mmio transport's registers (QEMU `virt`'s
     /// `VIRT_MMIO`); transport `n` is [`VIRTIO_STRIDE`] · `n` further on.
     pub const VIRTIO_BASE: Ipa = Ipa(0x0A00_0000);
@@ -103,6 +89,16 @@ pub mod virt_map {
     pub const VIRTIO: IpaRange = IpaRange {
         start: VIRTIO_BASE,
         size: VIRTIO_STRIDE * VIRTIO_COUNT as u64,
+    };
+
+    // The boot bundle's view of the same map (the host tool checks
+    // configs against it).
+    const _: () = {
+        use stratum_abi::bundle;
+        assert!(VIRTIO_BASE.0 == bundle::VIRTIO_WINDOW.start);
+        assert!(VIRTIO.start.0 + VIRTIO.size == bundle::VIRTIO_WINDOW.end);
+        assert!(VIRTIO_COUNT == bundle::VIRTIO_TRANSPORTS);
+        assert!(VIRTIO_FIRST_SPI == bundle::VIRTIO_SPI_BASE);
     };
 
     /// The redistributor region for `vcpus` vCPUs, or `None` when more than
@@ -597,20 +593,20 @@ fn channels(w: &mut FdtWriter<'_>, channels: &[GuestChannel<'_>]) -> Result<(), 
 
 /// `virt`'s virtio-mmio transports, lowest address first.
 fn virtio_mmio(w: &mut FdtWriter<'_>) -> Result<(), GuestDtError> {
-    for n in 0..virt_map::VIRTIO_MMIO_COUNT {
-        let at = virt_map::VIRTIO_MMIO_BASE.raw() + virt_map::VIRTIO_MMIO_SIZE * u64::from(n);
+    for n in 0..virt_map::VIRTIO_COUNT {
+        let at = virt_map::VIRTIO_BASE.raw() + virt_map::VIRTIO_STRIDE * u64::from(n);
         let name = Name::new(format_args!("virtio_mmio@{at:x}"))?;
         w.begin_node(name.as_str())?;
         w.property_empty("dma-coherent")?;
         w.property_cells(
             "interrupts",
-            &[GIC_SPI, virt_map::VIRTIO_MMIO_SPI_BASE + n, IRQ_EDGE_RISING],
+            &[GIC_SPI, virt_map::VIRTIO_FIRST_SPI + n, IRQ_EDGE_RISING],
         )?;
         reg(
             w,
             &[IpaRange {
                 start: crate::addr::Ipa(at),
-                size: virt_map::VIRTIO_MMIO_SIZE,
+                size: virt_map::VIRTIO_STRIDE,
             }],
         )?;
         w.property_string("compatible", "virtio,mmio")?;
@@ -624,14 +620,14 @@ fn check_virtio_clash(desc: &GuestDtConfig<'_>) -> Result<(), GuestDtError> {
     if !desc.virtio_mmio {
         return Ok(());
     }
-    let base = virt_map::VIRTIO_MMIO_SPI_BASE;
-    let theirs = |spi: u32| (base..base + virt_map::VIRTIO_MMIO_COUNT).contains(&spi);
+    let base = virt_map::VIRTIO_FIRST_SPI;
+    let theirs = |spi: u32| (base..base + virt_map::VIRTIO_COUNT).contains(&spi);
     let clash = desc.uart.is_some_and(|u| theirs(u.spi))
         || desc.channels.iter().any(|c| theirs(c.spi))
         || desc
             .devices
             .iter()
-            .any(|d| d.spis.iter().any(|&s| theirs(s)) || d.regs.overlaps(&virt_map::VIRTIO_MMIO));
+            .any(|d| d.spis.iter().any(|&s| theirs(s)) || d.regs.overlaps(&virt_map::VIRTIO));
     if clash {
         Err(GuestDtError::VirtioClash)
     } else {

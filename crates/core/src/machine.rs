@@ -214,9 +214,7 @@ impl Machine {
             channels,
             devices: &devices[..n],
             fragment: image.dt_fragment,
-            // The transports join the DT when the hypervisor puts them on
-            // the VM's bus (issue 11's wiring).
-            virtio_mmio: false,
+            virtio_mmio: self.virtio,
         }
     }
 }

@@ -155,7 +155,7 @@ fn the_layout_keeps_kernel_initrd_and_dtb_apart_inside_ram() {
 #[test]
 fn the_device_tree_describes_this_boot() {
     let img = image(2, RAM, 64 << 20);
-    let m = Machine::describe(&img, GicVersion::V3, false).unwrap();
+    let mut m = Machine::describe(&img, GicVersion::V3, false).unwrap();
     let mut plan = DevicePlan::NONE;
     plan.name = "eth";
     plan.compatible = b"vendor,eth\0";
@@ -164,9 +164,12 @@ fn the_device_tree_describes_this_boot() {
         size: 0x1000,
     };
     let plans = [plan];
+    // As the hypervisor does: the device in the transports' window wins.
+    assert_eq!(m.drop_virtio_for(&plans), Ok(Some("eth")));
     let mut devices = [NO_DEVICE; DEVICES];
     let seed = rng_seed(7, 0, 1);
     let cfg = m.dt_config(&img, &[], &mut devices, &plans, &seed, 3);
+    assert!(!cfg.virtio_mmio);
     assert_eq!(cfg.ram, m.ram);
     assert_eq!(cfg.vcpu_mpidrs, &[0, 1]);
     assert_eq!(cfg.bootargs, "console=ttyAMA0");
@@ -178,6 +181,31 @@ fn the_device_tree_describes_this_boot() {
     let mut buf = [0u8; DTB_MAX];
     let len = guest_dt::generate(&cfg, &mut buf).expect("the description generates");
     assert!(len > 0 && len <= DTB_MAX);
+}
+
+#[test]
+fn the_device_tree_lists_the_transports_the_bus_has() {
+    let img = image(8, RAM, 64 << 20);
+    let m = Machine::describe(&img, GicVersion::V3, false).unwrap();
+    assert!(m.virtio);
+    let mut devices = [NO_DEVICE; DEVICES];
+    let seed = rng_seed(7, 0, 1);
+    let cfg = m.dt_config(&img, &[], &mut devices, &[], &seed, 1);
+    assert!(cfg.virtio_mmio);
+    let mut buf = [0u8; DTB_MAX];
+    let len = guest_dt::generate(&cfg, &mut buf).expect("the description generates");
+    let fdt = crate::fdt::Fdt::new(&buf[..len]).expect("valid");
+    let transports = fdt
+        .root()
+        .children()
+        .filter(|n| n.name().starts_with("virtio_mmio@"))
+        .count();
+    assert_eq!(transports, virt_map::VIRTIO_COUNT as usize);
+    // Each one is on the bus where the tree says.
+    for n in 0..u64::from(virt_map::VIRTIO_COUNT) {
+        let at = Ipa(virt_map::VIRTIO_BASE.0 + n * virt_map::VIRTIO_STRIDE);
+        assert!(m.bus.find(at).is_some(), "transport {n}");
+    }
 }
 
 #[test]

@@ -6,9 +6,10 @@
 //! the VM and network names ([`stratum_virtio::net::derive_mac`]), a
 //! vsock device's CID is [`bundle::VSOCK_CID_BASE`] + the VM's index, and
 //! each device gets a fixed transport in its VM (console 0, vsock 1, NICs
-//! from 2 in network order). A VM with any virtio device has all 32
-//! transports, so its passthrough devices must keep off their window and
-//! SPIs, and its RAM off their window.
+//! from 2 in network order). Every VM has the 32 transports unless a
+//! passthrough device takes their window or SPIs (the hypervisor then
+//! drops them), so a VM with virtio devices must keep its passthrough
+//! devices off their window and SPIs, and its RAM off their window.
 
 use std::collections::HashMap;
 
