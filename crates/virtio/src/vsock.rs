@@ -162,12 +162,17 @@ impl Header {
 pub struct VsockDevice {
     cid: u64,
     kick: bool,
+    was_reset: bool,
 }
 
 impl VsockDevice {
     /// A device whose guest has CID `cid`.
     pub fn new(cid: u64) -> Self {
-        Self { cid, kick: false }
+        Self {
+            cid,
+            kick: false,
+            was_reset: false,
+        }
     }
 
     /// The guest's CID.
@@ -179,6 +184,13 @@ impl VsockDevice {
     /// last call: the glue then runs the router for this VM.
     pub fn take_kick(&mut self) -> bool {
         core::mem::take(&mut self.kick)
+    }
+
+    /// Whether the driver reset the device since the last call: the glue
+    /// then tells the router ([`crate::router::Router::port_reset`]), so
+    /// the peers of its connections hear an `RST`.
+    pub fn take_reset(&mut self) -> bool {
+        core::mem::take(&mut self.was_reset)
     }
 }
 
@@ -230,6 +242,7 @@ impl VirtioDevice for VsockDevice {
 
     fn reset(&mut self) {
         self.kick = false;
+        self.was_reset = true;
     }
 }
 

@@ -414,8 +414,12 @@ fn a_reset_device_tears_its_connections_down_at_the_peer() {
     send(&mut r, &mut m, 0, hdr(3, 4, 5, 6, Op::Request), &[]);
     send(&mut r, &mut m, 1, hdr(4, 3, 6, 5, Op::Response), &[]);
     m.vms[1].received();
-    // vm0's driver resets its device.
+    // vm0's driver resets its device; the glue sees it and tells the router.
+    // (The probe's own reset was seen first.)
+    assert!(m.vms[0].t.device_mut().take_reset());
+    assert!(!m.vms[0].t.device_mut().take_reset());
     wr(&mut m.vms[0].t, mmio::STATUS, 0);
+    assert!(m.vms[0].t.device_mut().take_reset());
     r.port_reset(0);
     r.service(1, &mut m);
     let got = m.vms[1].received();
