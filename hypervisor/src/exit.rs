@@ -21,9 +21,10 @@ use stratum_core::sched::VcpuRef;
 use stratum_core::vmexit::early::{self, Early};
 
 use crate::vcpu::{Frame, LiveVcpu, VcpuTag};
-use crate::vm::{VirtioBank, Vm, VmMemory};
+use crate::vm::{Vm, VmMemory};
 use crate::{irq, lifecycle, log, sched, smp, system, telemetry};
 use stratum_arch::vectors::kind;
+use stratum_virtio::{VmVirtio, Work};
 
 /// The glue's side of [`ExitEnv`], for one VM.
 struct Env {
@@ -52,7 +53,7 @@ impl ExitEnv for Env {
 struct VmDevs<'a> {
     uart: &'a mut Pl011,
     vgic: &'a mut Vgic,
-    virtio: &'a mut VirtioBank,
+    virtio: &'a mut VmVirtio,
 }
 
 impl DeviceTable for VmDevs<'_> {
@@ -78,13 +79,19 @@ impl VmDevices for VmDevs<'_> {
 /// after the register access), and device interrupt lines that may have
 /// moved (sampled into the vGIC before the guest runs again).
 /// `device`: the device accessed, if known (else every line is sampled).
+/// Returns what the notifies left for the switch and the router
+/// ([`pv::serve`], once the VM's lock is released).
 #[inline(never)]
-fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) {
+fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) -> Work {
     for b in fx.console_bytes() {
         crate::console::guest_byte(vm.id, b);
     }
+    let mut work = Work::default();
     if fx.notify {
-        vm.virtio.process(&mut VmMemory(&vm.ram));
+        work = vm.virtio.process(&mut VmMemory(&vm.ram));
+        if core::mem::take(&mut work.console_output) {
+            print_virtio_console(vm);
+        }
     }
     let virtio = device.is_none_or(|d| d == crate::vm::VIRTIO_DEVICE);
     if fx.lines && !virtio || device.is_none() {
@@ -93,6 +100,39 @@ fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) {
     if (fx.lines || fx.notify) && virtio {
         irq::sample_virtio_lines(vm);
     }
+    work
+}
+
+/// Prints what the VM wrote to its virtio-console, tagged like its UART's
+/// lines.
+#[cold]
+fn print_virtio_console(vm: &mut Vm) {
+    let mut buf = [0u8; 128];
+    loop {
+        let n = vm
+            .virtio
+            .take_console_output(&mut buf, &mut VmMemory(&vm.ram));
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            crate::console::guest_byte(vm.id, b);
+        }
+    }
+}
+
+/// Serves what a notify of vCPU `v` of VM `id` (on CPU `cpu`) left for the
+/// switch and the router, then refills the vCPU's list registers if that
+/// raised one of its own VM's lines (its own transmit completions).
+#[cold]
+#[inline(never)]
+fn serve_pv(id: usize, v: usize, work: Work, cpu: usize) {
+    crate::pv::serve(id, work, cpu);
+    system::with_vm(id, |vm| {
+        if !vm.must_park(v) {
+            irq::fill_on(vm, v, cpu);
+        }
+    });
 }
 
 /// What a guest reads from the ID register `encoding` (TID3 space): the
@@ -241,6 +281,7 @@ fn mmio_route(frame: *mut Frame, esr: u64) {
     let tag = unsafe { (*frame).tag };
     match mmio_exit(frame, esr, tag) {
         Quick::Done => {}
+        Quick::Served(work) => serve_pv(tag.vm, tag.vcpu, work, smp::current_cpu()),
         // The lifecycle parks it as it leaves.
         Quick::Park => sched::schedule(smp::current_cpu()),
         Quick::Refused => exit_slow(frame, kind::SYNC, true),
@@ -252,6 +293,9 @@ fn mmio_route(frame: *mut Frame, esr: u64) {
 enum Quick {
     /// The access is done; the vCPU resumes.
     Done,
+    /// The access is done and left work for the switch or the router
+    /// ([`serve_pv`]); then the vCPU resumes.
+    Served(Work),
     /// The access is done, but the vCPU must give up its CPU (its VM is
     /// being reset or stopped, or it was powered off meanwhile).
     Park,
@@ -319,10 +363,12 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         if cfg!(feature = "trace") {
             telemetry::trace(tag.vm, v, reason, ipa.0 as u32);
         }
+        let mut work = Work::default();
         if !fx.is_empty() {
-            // Console bytes, and the device's line sampled into the vGIC
-            // (which moves the generation if the line moved).
-            apply_effects(vm, &fx, Some(hit.device));
+            // Console bytes, notifies served, and the device's line
+            // sampled into the vGIC (which moves the generation if the
+            // line moved).
+            work = apply_effects(vm, &fx, Some(hit.device));
         }
         let quiet = vm.vgic.generation() == generation;
         if vm.must_park(v) {
@@ -331,7 +377,11 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         if !quiet || crate::console::has_input(vm.id) {
             irq::fill_on(vm, v, smp::current_cpu());
         }
-        Quick::Done
+        if work.is_empty() {
+            Quick::Done
+        } else {
+            Quick::Served(work)
+        }
     })
 }
 
@@ -347,21 +397,24 @@ fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
             // The common case — an access emulated, a call answered, an
             // exception injected — is finished under one hold of the VM
             // lock: fold the list registers, emulate, refill, return.
-            let left = system::with_vm(id, |vm| {
+            let (left, work) = system::with_vm(id, |vm| {
                 if !folded {
                     irq::fold_on(vm, v, cpu);
                 }
-                let action = sync_policy(frame, vm, v);
+                let (action, work) = sync_policy(frame, vm, v);
                 let finished = finish_in_place(&action);
                 if finished && !vm.must_park(v) {
                     irq::fill_on(vm, v, cpu);
-                    return None;
+                    return (None, work);
                 }
                 if !finished {
                     follow_psci(vm, v, cpu, &action);
                 }
-                Some((action, finished))
+                (Some((action, finished)), work)
             });
+            if !work.is_empty() {
+                serve_pv(id, v, work, cpu);
+            }
             match left {
                 None => return,
                 Some((_, true)) => Flow::Resume,
@@ -435,8 +488,9 @@ fn log_injection(vm: &Vm, info: &ExitInfo, inj: &Injection, last_abort: Option<A
 }
 
 /// The exit policy for a synchronous exit of vCPU `v`, under its VM's lock:
-/// decodes the syndrome, emulates, and says what is left to do.
-fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
+/// decodes the syndrome, emulates, and says what is left to do (and what
+/// a notify left for the switch and the router).
+fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> (Action, Work) {
     let info = ExitInfo {
         esr: sysreg::esr_el2(),
         far: sysreg::far_el2(),
@@ -489,8 +543,9 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
         telemetry::trace(id, v, c.reason, c.detail);
     }
     let effects = model.effects;
+    let mut work = Work::default();
     if !effects.is_empty() {
-        apply_effects(vm, &effects, None);
+        work = apply_effects(vm, &effects, None);
     }
     if let Action::Inject(inj) = action {
         log_injection(vm, &info, &inj, last_abort);
@@ -505,10 +560,10 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> Action {
                 vm.image.name,
                 info.pc
             );
-            return Action::Stop(StopReason::Crashed);
+            return (Action::Stop(StopReason::Crashed), work);
         }
     }
-    action
+    (action, work)
 }
 
 /// Reports what PSCI changed in its view of the vCPUs (an accepted

@@ -14,7 +14,7 @@ use stratum_core::lifecycle::{self, Outcome, Request};
 use stratum_core::sched::VcpuRef;
 use stratum_core::vmexit::StopReason;
 
-use crate::{console, irq, log, sched, system, telemetry};
+use crate::{console, irq, log, pv, sched, system, telemetry};
 
 /// Restarts `me`'s VM from its pristine image, on behalf of `me` (running
 /// on `cpu`). Every vCPU of the VM parks (those on other CPUs are kicked
@@ -67,6 +67,7 @@ fn request(cpu: usize, me: VcpuRef, request: Request) -> ! {
     irq::kick_cpus(fx.kick, cpu);
     if let Outcome::Stopped(_) = outcome {
         irq::release_passthrough(id);
+        pv::vm_reset(id, cpu);
         if let Some(stop) = lifecycle::machine_stop(system::stop_policy(), system::vm_states()) {
             system::stop_machine(
                 stop.status,

@@ -16,6 +16,7 @@ mod lifecycle;
 mod mem;
 mod panic;
 mod percpu;
+mod pv;
 mod sched;
 mod smp;
 mod sync;
@@ -149,7 +150,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         log!("{channel}");
     }
     for vm_plan in plan.vms() {
-        create_vm(vm_plan, &plan, &platform, s2cfg, &mut pool);
+        create_vm(vm_plan, &plan, &bundle, &platform, s2cfg, &mut pool);
         for (vcpu, cpu) in vm_plan.placements() {
             let placed = sched::place(vcpu, cpu);
             assert!(placed, "the boot plan left room in every run queue");
@@ -159,6 +160,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     for vm_plan in plan.vms() {
         system::set_time_shared(vm_plan.id, vm_plan.time_shared);
     }
+    pv::init(&bundle);
     let (tables_used, tables_free) = pool.usage();
     system::set_mem_info([tables_used, plan.guest_ram_bytes(), tables_free]);
     system::set_stop_policy(plan.stop_policy());
@@ -233,6 +235,7 @@ fn zero(range: PhysRange) {
 fn create_vm(
     vm_plan: &VmPlan<'static>,
     plan: &BootPlan<'static>,
+    bundle: &Bundle<'static>,
     platform: &Platform,
     s2cfg: stage2::Stage2Config,
     pool: &mut TablePool,
@@ -246,7 +249,12 @@ fn create_vm(
             s2cfg,
             vm_plan.ram_pa,
             pool,
-            plan.stage2_regions(id),
+            vm::Wiring {
+                stage2: plan.stage2_regions(id),
+                virtio: (0..bundle.virtio_count())
+                    .filter_map(|i| bundle.virtio(i))
+                    .filter(|r| r.vm as usize == id),
+            },
         )
     });
     if let Err(e) = created {

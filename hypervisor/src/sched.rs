@@ -43,7 +43,7 @@ use stratum_core::sched::{FpRegs, RunQueue, VcpuRef};
 
 use crate::sync::SpinLock;
 use crate::vm::Vm;
-use crate::{console, irq, percpu, system};
+use crate::{console, irq, percpu, pv, system};
 use stratum_arch::head::{self, MAX_CPUS};
 
 /// What this CPU runs (besides [`percpu`]'s records).
@@ -186,6 +186,8 @@ fn reload(cpu: usize, id: usize) {
         console::set_state(id, vm.life.vm_state().into());
         fx
     });
+    // Its vsock connections died with the old boot.
+    pv::vm_reset(id, cpu);
     irq::kick_cpus(fx.kick, cpu);
 }
 

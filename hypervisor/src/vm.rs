@@ -8,12 +8,12 @@
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use stratum_abi::bundle::VmImage;
+use stratum_abi::bundle::{Virtio, VmImage};
 use stratum_arch::ram::GuestRam;
 use stratum_arch::{barrier, cache, sysreg, tlb};
 use stratum_core::addr::{Ipa, IpaRange, Pa};
 use stratum_core::bootplan::{DevicePlan, Stage2Region};
-use stratum_core::guest_dt::{self, GuestChannel, GuestGic, virt_map};
+use stratum_core::guest_dt::{self, GuestChannel, GuestGic};
 use stratum_core::lifecycle::{Effects, Start, VmLifecycle};
 use stratum_core::machine::{self, DTB_MAX, Machine, MachineError, VGIC_SPIS};
 use stratum_core::pl011::Pl011;
@@ -22,7 +22,7 @@ use stratum_core::stage2::{MapStats, Mapping, Stage2Config, Stage2Table};
 
 use stratum_vgic::Vgic;
 use stratum_virtio::mem::Fence;
-use stratum_virtio::{GuestMemory, MemError, NoDevice, Transport, TransportBank};
+use stratum_virtio::{GuestMemory, MemError, VmVirtio};
 
 use crate::sync::SpinLock;
 use crate::vcpu::{Frame, VcpuContext};
@@ -80,6 +80,16 @@ pub struct ChannelPort {
     pub peer_spi: u32,
 }
 
+/// What a VM is wired to besides its RAM: the stage-2 mappings of its
+/// channels and passthrough devices, and its paravirtual devices (its
+/// virtio records of the boot bundle).
+pub struct Wiring<E, V> {
+    /// Extra stage-2 regions.
+    pub stage2: E,
+    /// Virtio device records.
+    pub virtio: V,
+}
+
 /// One virtual machine.
 pub struct Vm {
     /// Index in the bundle.
@@ -125,34 +135,27 @@ pub struct Vm {
     pub machine: Machine,
     /// Its RAM as EL2 copies in and out of it.
     pub ram: GuestRam,
-    /// The 32 virtio-mmio transports (`virt`'s), on the bus unless a
-    /// passthrough device took their place (`machine.virtio`). Kept out
-    /// of line ([`bank_for`]): 13 KiB inside the VM would push its other
+    /// The 32 virtio-mmio transports (`virt`'s) and the devices behind
+    /// them, on the bus unless a passthrough device took their place
+    /// (`machine.virtio`). Kept out of line ([`bank_for`]): kilobytes
+    /// inside the VM would push its other
     /// fields beyond the load instructions' immediate offsets.
-    pub virtio: &'static mut VirtioBank,
+    pub virtio: &'static mut VmVirtio,
     /// The transports' lines as last sampled into the vGIC (bit `n`:
     /// transport `n`).
     pub virtio_lines: u64,
 }
 
-/// A VM's virtio-mmio transports.
-pub type VirtioBank = TransportBank<NoDevice, { virt_map::VIRTIO_COUNT as usize }>;
-
-/// Transports with nothing behind them (they read DeviceID 0, as on
-/// `virt`).
-fn empty_bank() -> VirtioBank {
-    TransportBank::new(core::array::from_fn(|_| Transport::new(NoDevice)))
-}
-
 /// The banks of the VMs, by VM index; each handed out once.
-static mut BANKS: [MaybeUninit<VirtioBank>; MAX_VMS] = [const { MaybeUninit::uninit() }; MAX_VMS];
+static mut BANKS: [MaybeUninit<VmVirtio>; MAX_VMS] = [const { MaybeUninit::uninit() }; MAX_VMS];
 static BANK_TAKEN: [AtomicBool; MAX_VMS] = [const { AtomicBool::new(false) }; MAX_VMS];
 
-/// VM `id`'s bank, fresh.
+/// VM `id`'s transports, with `devices` (its records of the boot bundle)
+/// behind theirs.
 ///
 /// # Panics
 /// For an `id` past `MAX_VMS`, or whose bank was handed out already.
-fn bank_for(id: usize) -> &'static mut VirtioBank {
+fn bank_for(id: usize, devices: impl IntoIterator<Item = Virtio>) -> &'static mut VmVirtio {
     assert!(
         !BANK_TAKEN[id].swap(true, Ordering::AcqRel),
         "VM {id}'s virtio bank is handed out once"
@@ -160,7 +163,7 @@ fn bank_for(id: usize) -> &'static mut VirtioBank {
     // SAFETY: slot `id` is only ever reached through this one borrow (the
     // flag above hands it out once), and it lives as long as the program.
     let slot = unsafe { &mut *core::ptr::addr_of_mut!(BANKS[id]) };
-    slot.write(empty_bank())
+    slot.write(VmVirtio::new(devices))
 }
 
 /// A VM's RAM as the virtqueues see it.
@@ -207,8 +210,12 @@ impl Vm {
         s2cfg: Stage2Config,
         ram_pa: Pa,
         pool: &mut TablePool,
-        extra: impl IntoIterator<Item = Stage2Region>,
+        wiring: Wiring<impl IntoIterator<Item = Stage2Region>, impl IntoIterator<Item = Virtio>>,
     ) -> Result<Self, VmError> {
+        let Wiring {
+            stage2: extra,
+            virtio,
+        } = wiring;
         let has_gicv = host_gic.vcpu.is_some();
         let machine =
             Machine::describe(&image, host_gic.version, has_gicv).map_err(VmError::Machine)?;
@@ -255,7 +262,7 @@ impl Vm {
             // host RAM for this VM alone; EL2 maps all RAM identity.
             ram: unsafe { GuestRam::new(machine.ram.start.0, ram_pa.0, machine.ram.size) },
             machine,
-            virtio: bank_for(id),
+            virtio: bank_for(id, virtio),
             virtio_lines: 0,
         })
     }
@@ -297,7 +304,7 @@ impl Vm {
         self.ram.clean();
         cache::invalidate_icache_all();
         self.uart = Pl011::new();
-        *self.virtio = empty_bank();
+        self.virtio.reset();
         self.virtio_lines = 0;
         self.vgic = Vgic::new(self.vgic.version(), self.machine.vcpu_mpidrs(), VGIC_SPIS)
             .map_err(VmError::Vgic)?;

@@ -558,6 +558,75 @@ fn linux_exec_in_a_config_with_two_debian_vms() {
     }
 }
 
+/// Two Debian VMs on one `[[network]]`: the hypervisor's switch carries
+/// their virtio-net frames. Each sets its address with `ip` and pings the
+/// other; `one` serves 4 MiB of random bytes with busybox `httpd`, `two`
+/// fetches them with `wget`, and both print the MD5 of their copy, which
+/// must match; `two` then serves a flag file `one` waits for, so neither
+/// stops while the other still needs it.
+fn network_between_two_debian_vms(gic: &str) {
+    let test = format!("linux_network_two_debian_vms_gic{gic}");
+    let one = "ip link set eth0 up && ip addr add 10.0.0.1/24 dev eth0 && mkdir -p /www \
+               && dd if=/dev/urandom of=/www/blob bs=1024 count=4096 2>/dev/null && md5sum /www/blob \
+               && httpd -p 8080 -h /www && ping -c 3 -w 60 10.0.0.2 && n=0; \
+               until wget -q -O /dev/null http://10.0.0.2:8081/done; do n=$((n+1)); [ $n -gt 120 ] && exit 9; sleep 1; done";
+    let two = "ip link set eth0 up && ip addr add 10.0.0.2/24 dev eth0 && ping -c 3 -w 60 10.0.0.1 && n=0; \
+               until wget -q -O /tmp/blob http://10.0.0.1:8080/blob; do n=$((n+1)); [ $n -gt 60 ] && exit 9; sleep 1; done; \
+               md5sum /tmp/blob && mkdir -p /w && touch /w/done && httpd -p 8081 -h /w && sleep 5";
+    let text = format!(
+        "[[vm]]\nname = \"one\"\ndebian = true\nmemory = \"256M\"\nexec = {one:?}\n\n\
+         [[vm]]\nname = \"two\"\ndebian = true\nmemory = \"256M\"\nexec = {two:?}\n\n\
+         [[network]]\nname = \"lan\"\nvms = [\"one\", \"two\"]\n"
+    );
+    let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(&test)));
+    std::fs::write(&config, text).expect("write the config");
+    let start = Instant::now();
+    let run = stratum_systests::run_config(&config, CLI_TIMEOUT, &["--gic", gic], None);
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    let _ = std::fs::remove_file(&config);
+    assert_status(&run, status::OK, &test);
+    let vms = stratum_systests::split_by_tag(&run.console, &["one", "two"])
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    for vm in ["one", "two"] {
+        assert!(
+            vms.find(vm, "3 packets transmitted, 3 packets received")
+                .is_some(),
+            "{test}: {vm}'s three pings should all be answered\n{}",
+            run.describe()
+        );
+        assert!(
+            vms.find(vm, "STRATUM-LINUX: exec exit 0").is_some(),
+            "{test}: {vm}'s command should exit 0\n{}",
+            run.describe()
+        );
+    }
+    let md5 = |vm: &str, file: &str| {
+        vms.lines(vm)
+            .iter()
+            .find(|l| l.text.ends_with(file))
+            .and_then(|l| l.text.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_else(|| panic!("{test}: {vm} printed no MD5 of {file}\n{}", run.describe()))
+    };
+    let (sent, got) = (md5("one", "/www/blob"), md5("two", "/tmp/blob"));
+    assert_eq!(sent.len(), 32, "{test}: an MD5 in hex: {sent}");
+    assert_eq!(
+        sent,
+        got,
+        "{test}: the 4 MiB fetched over the network differ\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn linux_network_two_debian_vms_gic2() {
+    network_between_two_debian_vms("2");
+}
+
+#[test]
+fn linux_network_two_debian_vms_gic3() {
+    network_between_two_debian_vms("3");
+}
+
 /// How long the fresh fetch may take (it downloads the ~60 MB kernel).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 

@@ -356,15 +356,20 @@ impl Vgic {
         None
     }
 
-    /// Drives a level-sensitive input: a PPI of `vcpu` or an SPI (`vcpu`
-    /// ignored). The line matters only while the interrupt is configured
-    /// level-sensitive (`ICFGR`).
+    /// Drives an interrupt input line: a PPI of `vcpu` or an SPI (`vcpu`
+    /// ignored). While the interrupt is configured level-sensitive
+    /// (`ICFGR`) it is pending as long as the line is high; configured
+    /// edge-triggered, a rising edge of the line latches it pending, as
+    /// the GIC's own inputs behave.
     pub fn set_level(&mut self, intid: u32, vcpu: usize, level: bool) -> Result<(), VgicError> {
         let (word, bit) = self.input(intid, vcpu)?;
         let bank = self.bank_mut(vcpu, word);
         let was = bank.line & bit != 0;
         if level {
             bank.line |= bit;
+            if !was && bank.edge & bit != 0 {
+                bank.latch |= bit;
+            }
             self.kick_bits(vcpu, word, bit);
         } else {
             bank.line &= !bit;

@@ -23,6 +23,8 @@
 //! - [`console`]: the virtio-console device (one port: output handed to
 //!   the glue, input pushed into the guest's buffers).
 //! - [`vsock`]: the virtio-vsock device and its packet header.
+//! - [`slots`]: one VM's 32 transports as one bus device: its console,
+//!   vsock device and NICs behind theirs, the others empty as on `virt`.
 //! - [`router`]: delivers vsock packets between VMs by CID, deny by
 //!   default, with a bounded connection table per VM.
 //! - [`mem`]: guest memory as the queues see it ([`mem::GuestMemory`]),
@@ -51,6 +53,7 @@ pub mod mem;
 pub mod net;
 pub mod queue;
 pub mod router;
+pub mod slots;
 pub mod spec;
 pub mod switch;
 pub mod transport;
@@ -61,6 +64,7 @@ pub use chain::{Chain, Segment};
 pub use device::{NoDevice, Queues, VirtioDevice};
 pub use mem::{GuestMemory, MemError, SliceMemory};
 pub use queue::{QueueError, SplitQueue};
+pub use slots::{VmVirtio, Work};
 pub use transport::{Counters, Transport, TransportError};
 
 #[cfg(test)]

@@ -207,6 +207,33 @@ fn level_interrupt_is_resampled_after_eoi() {
 }
 
 #[test]
+fn an_edge_configured_line_latches_on_its_rising_edge_only() {
+    for mut g in [v3(1), v2(1)] {
+        enable_groups(&mut g);
+        enable_spi(&mut g, 50, 0x80);
+        // GICD_ICFGR3: INTID 50 is field 2 of the word for 48..63.
+        wr(&mut g, 0, 0xc0c, 0b10 << 4);
+        g.set_level(50, 0, true).unwrap();
+        assert!(g.is_pending(0, 50), "the rising edge latches it");
+        let mut l = lrs();
+        g.fill_lrs(0, &mut l);
+        assert_eq!((l[0].vintid, l[0].state), (50, LrState::Pending));
+        assert!(!l[0].eoi_maintenance, "edge: no EOI resampling");
+        g.fold_lrs(0, &guest_done(&l));
+        // The line is still high: no new edge, nothing pending.
+        g.set_level(50, 0, true).unwrap();
+        assert!(!g.is_pending(0, 50));
+        assert_eq!(g.fill_lrs(0, &mut l).used, 0);
+        // Low, then high again: a second edge.
+        g.set_level(50, 0, false).unwrap();
+        assert!(!g.is_pending(0, 50));
+        g.set_level(50, 0, true).unwrap();
+        assert!(g.is_pending(0, 50));
+        check_invariants(&g);
+    }
+}
+
+#[test]
 fn level_line_dropping_while_in_lr_retracts_it() {
     let mut g = v3(1);
     enable_groups(&mut g);

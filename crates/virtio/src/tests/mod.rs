@@ -8,5 +8,6 @@ mod loopback;
 mod net;
 mod prop;
 mod queue;
+mod slots;
 mod transport;
 mod vsock;

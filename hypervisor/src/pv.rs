@@ -1,0 +1,187 @@
+//! The paravirtual devices' glue between VMs: one virtual switch per
+//! `[[network]]` and the vsock router, reached through the VMs' locks.
+//!
+//! A notify is served under the notifying VM's lock
+//! (`stratum_virtio::VmVirtio::process`), which only records what the
+//! switch or the router must do ([`stratum_virtio::Work`]); once that lock
+//! is released, [`serve`] runs them. They move data between two VMs'
+//! RAMs by copy (never a mapping), reaching each VM through
+//! [`system::try_with_vm`] for one port at a time, so no code ever holds
+//! two VM locks. A VM that gained used buffers has its transport lines
+//! sampled into its vGIC and its vCPUs' CPUs kicked there.
+//!
+//! Locks: a network's switch or the router, then one VM's lock (then what
+//! that allows: `system`'s lock order). Nothing takes a switch or the
+//! router while holding a VM's lock.
+
+use stratum_abi::bundle::{Bundle, MAX_NETWORKS, VirtioKind};
+use stratum_virtio::net::NetDevice;
+use stratum_virtio::router::{Router, VsockPorts};
+use stratum_virtio::switch::{MAX_PORTS, Ports, Switch};
+use stratum_virtio::vsock::VsockDevice;
+use stratum_virtio::{GuestMemory, Transport, Work};
+
+use crate::sync::SpinLock;
+use crate::vm::VmMemory;
+use crate::{irq, log, system};
+
+/// A network: its switch and which VM each port is.
+struct Network {
+    switch: Switch,
+    vms: [usize; MAX_PORTS],
+}
+
+static NETWORKS: [SpinLock<Option<Network>>; MAX_NETWORKS as usize] =
+    [const { SpinLock::new(None) }; MAX_NETWORKS as usize];
+static ROUTER: SpinLock<Router> = SpinLock::new(Router::new());
+
+/// How many rounds one [`serve`] gives a sender whose ring refills while
+/// the switch or the router drains it (each round moves at most a ring).
+const ROUNDS: usize = 16;
+
+/// Builds the switches and the router from the bundle's virtio records
+/// (boot CPU, before any guest runs).
+pub fn init(bundle: &Bundle<'_>) {
+    let records = || (0..bundle.virtio_count()).filter_map(|i| bundle.virtio(i));
+    for net in 0..MAX_NETWORKS {
+        let ports = records().filter_map(|r| match r.kind {
+            VirtioKind::Net { network, port, mac } if network == net => {
+                Some((usize::from(port), r.vm as usize, mac))
+            }
+            _ => None,
+        });
+        let mut n: Option<Network> = None;
+        for (port, vm, mac) in ports {
+            let net = n.get_or_insert_with(|| Network {
+                switch: Switch::new(MAX_PORTS),
+                vms: [usize::MAX; MAX_PORTS],
+            });
+            if port < MAX_PORTS {
+                net.vms[port] = vm;
+                net.switch.pin(port, stratum_virtio::net::Mac(mac));
+            }
+        }
+        *NETWORKS[net as usize].lock() = n;
+    }
+    let mut router = ROUTER.lock();
+    for r in records() {
+        if let VirtioKind::Vsock { cid, peers } = r.kind {
+            router.add_port(r.vm as usize, u64::from(cid), peers);
+        }
+    }
+}
+
+/// Runs `f` on VM `vm`'s device (found by `device`) and its memory under
+/// its lock, then hands the VM's moved lines to its vGIC and kicks its
+/// vCPUs' CPUs (from CPU `cpu`). False if the VM cannot be reached now
+/// (stopping, resetting, or without that device).
+fn with_device<D>(
+    vm: usize,
+    cpu: usize,
+    device: impl FnOnce(&mut stratum_virtio::VmVirtio) -> Option<&mut Transport<D>>,
+    f: &mut dyn FnMut(&mut Transport<D>, &mut dyn GuestMemory),
+) -> bool {
+    system::try_with_vm(vm, |vm| {
+        if vm.must_park_vm() {
+            return false;
+        }
+        let Some(t) = device(vm.virtio) else {
+            return false;
+        };
+        f(t, &mut VmMemory(&vm.ram));
+        irq::sample_virtio_lines(vm);
+        irq::send_kicks(vm, cpu);
+        true
+    })
+    .unwrap_or(false)
+}
+
+/// The switch's view of a network's ports.
+struct NetPorts<'a> {
+    network: u32,
+    vms: &'a [usize; MAX_PORTS],
+    cpu: usize,
+}
+
+impl Ports for NetPorts<'_> {
+    fn with_port(
+        &mut self,
+        port: usize,
+        f: &mut dyn FnMut(&mut Transport<NetDevice>, &mut dyn GuestMemory),
+    ) -> bool {
+        let Some(&vm) = self.vms.get(port) else {
+            return false;
+        };
+        let network = self.network;
+        with_device(vm, self.cpu, |v| v.nic_on_mut(network), f)
+    }
+}
+
+/// The router's view of the vsock devices (port = VM index).
+struct SockPorts {
+    cpu: usize,
+}
+
+impl VsockPorts for SockPorts {
+    fn with_port(
+        &mut self,
+        port: usize,
+        f: &mut dyn FnMut(&mut Transport<VsockDevice>, &mut dyn GuestMemory),
+    ) -> bool {
+        with_device(port, self.cpu, |v| v.vsock_mut(), f)
+    }
+}
+
+/// Runs what VM `vm`'s notifies left (`work`) on CPU `cpu`, holding no
+/// VM lock.
+pub fn serve(vm: usize, work: Work, cpu: usize) {
+    let mut mask = work.nics;
+    while mask != 0 {
+        let k = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        let Some((network, port, _)) = system::try_with_vm(vm, |v| v.virtio.nic(k)).flatten()
+        else {
+            continue;
+        };
+        let Some(slot) = NETWORKS.get(network as usize) else {
+            continue;
+        };
+        let mut guard = slot.lock();
+        let Some(net) = guard.as_mut() else { continue };
+        let mut ports = NetPorts {
+            network,
+            vms: &net.vms,
+            cpu,
+        };
+        for _ in 0..ROUNDS {
+            if !net.switch.transmit(usize::from(port), &mut ports).more {
+                break;
+            }
+        }
+    }
+    if work.vsock || work.vsock_reset {
+        let mut router = ROUTER.lock();
+        if work.vsock_reset {
+            router.port_reset(vm);
+        }
+        let mut ports = SockPorts { cpu };
+        for _ in 0..ROUNDS {
+            if !router.service(vm, &mut ports).more {
+                break;
+            }
+        }
+    }
+}
+
+/// VM `vm` was reloaded or stopped: its vsock connections are gone, and
+/// its peers are told (`RST`). Holds no VM lock.
+pub fn vm_reset(vm: usize, cpu: usize) {
+    let mut router = ROUTER.lock();
+    router.port_reset(vm);
+    let mut ports = SockPorts { cpu };
+    for peer in (0..system::vm_count()).filter(|&p| p != vm) {
+        if router.service(peer, &mut ports).more {
+            log!("vm{peer}: vsock traffic still queued after vm{vm} reset");
+        }
+    }
+}
