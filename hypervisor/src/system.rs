@@ -9,6 +9,8 @@
 //! Every lock in the hypervisor, in the order they may be taken: code that
 //! holds one may take only those below it.
 //!
+//! 0. A network's switch or the vsock router (`pv`): taken with no VM lock
+//!    held, never two of them; inside, one VM's lock at a time.
 //! 1. A VM's lock ([`with_vm`], [`try_with_vm`]). At most one at a time: no
 //!    code holds two VM locks. Code that concerns several VMs (a doorbell,
 //!    the stop check, a scheduler's pick over a shared CPU's queue) takes
