@@ -79,19 +79,22 @@ impl VmDevices for VmDevs<'_> {
 /// after the register access), and device interrupt lines that may have
 /// moved (sampled into the vGIC before the guest runs again).
 /// `device`: the device accessed, if known (else every line is sampled).
-/// Returns what the notifies left for the switch and the router
-/// ([`pv::serve`], once the VM's lock is released).
+/// What the notifies left for the switch and the router goes into
+/// `vm.pv_work`; true when there is some ([`serve_pv`], once the VM's lock
+/// is released).
 #[inline(never)]
-fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) -> Work {
+fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) -> bool {
     for b in fx.console_bytes() {
         crate::console::guest_byte(vm.id, b);
     }
-    let mut work = Work::default();
+    let mut later = false;
     if fx.notify {
-        work = vm.virtio.process(&mut VmMemory(&vm.ram));
+        let mut work = vm.virtio.process(&mut VmMemory(&vm.ram));
         if core::mem::take(&mut work.console_output) {
             print_virtio_console(vm);
         }
+        later = !work.is_empty();
+        vm.pv_work = merge(vm.pv_work, work);
     }
     let virtio = device.is_none_or(|d| d == crate::vm::VIRTIO_DEVICE);
     if fx.lines && !virtio || device.is_none() {
@@ -100,7 +103,17 @@ fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) -> Work {
     if (fx.lines || fx.notify) && virtio {
         irq::sample_virtio_lines(vm);
     }
-    work
+    later
+}
+
+/// Both `a`'s and `b`'s work.
+fn merge(a: Work, b: Work) -> Work {
+    Work {
+        console_output: a.console_output | b.console_output,
+        nics: a.nics | b.nics,
+        vsock: a.vsock | b.vsock,
+        vsock_reset: a.vsock_reset | b.vsock_reset,
+    }
 }
 
 /// Prints what the VM wrote to its virtio-console, tagged like its UART's
@@ -121,12 +134,14 @@ fn print_virtio_console(vm: &mut Vm) {
     }
 }
 
-/// Serves what a notify of vCPU `v` of VM `id` (on CPU `cpu`) left for the
-/// switch and the router, then refills the vCPU's list registers if that
-/// raised one of its own VM's lines (its own transmit completions).
+/// Serves what notifies of VM `id` left for the switch and the router
+/// (`vm.pv_work`; vCPU `v` on CPU `cpu` notified), then refills the vCPU's
+/// list registers if that raised one of its own VM's lines (its own
+/// transmit completions).
 #[cold]
 #[inline(never)]
-fn serve_pv(id: usize, v: usize, work: Work, cpu: usize) {
+fn serve_pv(id: usize, v: usize, cpu: usize) {
+    let work = system::with_vm(id, |vm| core::mem::take(&mut vm.pv_work));
     crate::pv::serve(id, work, cpu);
     system::with_vm(id, |vm| {
         if !vm.must_park(v) {
@@ -281,7 +296,7 @@ fn mmio_route(frame: *mut Frame, esr: u64) {
     let tag = unsafe { (*frame).tag };
     match mmio_exit(frame, esr, tag) {
         Quick::Done => {}
-        Quick::Served(work) => serve_pv(tag.vm, tag.vcpu, work, smp::current_cpu()),
+        Quick::Served => serve_pv(tag.vm, tag.vcpu, smp::current_cpu()),
         // The lifecycle parks it as it leaves.
         Quick::Park => sched::schedule(smp::current_cpu()),
         Quick::Refused => exit_slow(frame, kind::SYNC, true),
@@ -295,7 +310,7 @@ enum Quick {
     Done,
     /// The access is done and left work for the switch or the router
     /// ([`serve_pv`]); then the vCPU resumes.
-    Served(Work),
+    Served,
     /// The access is done, but the vCPU must give up its CPU (its VM is
     /// being reset or stopped, or it was powered off meanwhile).
     Park,
@@ -363,12 +378,12 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         if cfg!(feature = "trace") {
             telemetry::trace(tag.vm, v, reason, ipa.0 as u32);
         }
-        let mut work = Work::default();
+        let mut later = false;
         if !fx.is_empty() {
             // Console bytes, notifies served, and the device's line
             // sampled into the vGIC (which moves the generation if the
             // line moved).
-            work = apply_effects(vm, &fx, Some(hit.device));
+            later = apply_effects(vm, &fx, Some(hit.device));
         }
         let quiet = vm.vgic.generation() == generation;
         if vm.must_park(v) {
@@ -377,11 +392,7 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         if !quiet || crate::console::has_input(vm.id) {
             irq::fill_on(vm, v, smp::current_cpu());
         }
-        if work.is_empty() {
-            Quick::Done
-        } else {
-            Quick::Served(work)
-        }
+        if later { Quick::Served } else { Quick::Done }
     })
 }
 
@@ -397,23 +408,23 @@ fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
             // The common case — an access emulated, a call answered, an
             // exception injected — is finished under one hold of the VM
             // lock: fold the list registers, emulate, refill, return.
-            let (left, work) = system::with_vm(id, |vm| {
+            let (left, later) = system::with_vm(id, |vm| {
                 if !folded {
                     irq::fold_on(vm, v, cpu);
                 }
-                let (action, work) = sync_policy(frame, vm, v);
+                let (action, later) = sync_policy(frame, vm, v);
                 let finished = finish_in_place(&action);
                 if finished && !vm.must_park(v) {
                     irq::fill_on(vm, v, cpu);
-                    return (None, work);
+                    return (None, later);
                 }
                 if !finished {
                     follow_psci(vm, v, cpu, &action);
                 }
-                (Some((action, finished)), work)
+                (Some((action, finished)), later)
             });
-            if !work.is_empty() {
-                serve_pv(id, v, work, cpu);
+            if later {
+                serve_pv(id, v, cpu);
             }
             match left {
                 None => return,
@@ -490,7 +501,7 @@ fn log_injection(vm: &Vm, info: &ExitInfo, inj: &Injection, last_abort: Option<A
 /// The exit policy for a synchronous exit of vCPU `v`, under its VM's lock:
 /// decodes the syndrome, emulates, and says what is left to do (and what
 /// a notify left for the switch and the router).
-fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> (Action, Work) {
+fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> (Action, bool) {
     let info = ExitInfo {
         esr: sysreg::esr_el2(),
         far: sysreg::far_el2(),
@@ -543,9 +554,9 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> (Action, Work) {
         telemetry::trace(id, v, c.reason, c.detail);
     }
     let effects = model.effects;
-    let mut work = Work::default();
+    let mut later = false;
     if !effects.is_empty() {
-        work = apply_effects(vm, &effects, None);
+        later = apply_effects(vm, &effects, None);
     }
     if let Action::Inject(inj) = action {
         log_injection(vm, &info, &inj, last_abort);
@@ -560,10 +571,10 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> (Action, Work) {
                 vm.image.name,
                 info.pc
             );
-            return (Action::Stop(StopReason::Crashed), work);
+            return (Action::Stop(StopReason::Crashed), later);
         }
     }
-    (action, work)
+    (action, later)
 }
 
 /// Reports what PSCI changed in its view of the vCPUs (an accepted

@@ -22,7 +22,7 @@ use stratum_core::stage2::{MapStats, Mapping, Stage2Config, Stage2Table};
 
 use stratum_vgic::Vgic;
 use stratum_virtio::mem::Fence;
-use stratum_virtio::{GuestMemory, MemError, VmVirtio};
+use stratum_virtio::{GuestMemory, MemError, VmVirtio, Work};
 
 use crate::sync::SpinLock;
 use crate::vcpu::{Frame, VcpuContext};
@@ -144,6 +144,9 @@ pub struct Vm {
     /// The transports' lines as last sampled into the vGIC (bit `n`:
     /// transport `n`).
     pub virtio_lines: u64,
+    /// What notifies left for the switch and the router, to be served
+    /// once this VM's lock is released (`exit::serve_pv`).
+    pub pv_work: Work,
 }
 
 /// The banks of the VMs, by VM index; each handed out once.
@@ -264,6 +267,7 @@ impl Vm {
             machine,
             virtio: bank_for(id, virtio),
             virtio_lines: 0,
+            pv_work: Work::default(),
         })
     }
 
@@ -306,6 +310,7 @@ impl Vm {
         self.uart = Pl011::new();
         self.virtio.reset();
         self.virtio_lines = 0;
+        self.pv_work = Work::default();
         self.vgic = Vgic::new(self.vgic.version(), self.machine.vcpu_mpidrs(), VGIC_SPIS)
             .map_err(VmError::Vgic)?;
         // The guest's virtual counter starts near zero at every boot.
