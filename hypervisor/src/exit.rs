@@ -541,6 +541,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> (Action, bool) {
         stats: telemetry::stats(id, v),
         counted: None,
         last_abort: None,
+        trng: &mut vm.trng,
     };
     let mut live = LiveVcpu {
         frame: &mut vm.frames[v],

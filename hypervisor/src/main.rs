@@ -254,6 +254,7 @@ fn create_vm(
                 virtio: (0..bundle.virtio_count())
                     .filter_map(|i| bundle.virtio(i))
                     .filter(|r| r.vm as usize == id),
+                entropy: bundle.system().entropy,
             },
         )
     });

@@ -27,6 +27,7 @@ use stratum_virtio::{GuestMemory, MemError, VmVirtio, Work};
 use crate::sync::SpinLock;
 use crate::vcpu::{Frame, VcpuContext};
 use stratum_core::tablepool::TablePool;
+use stratum_core::trng::Trng;
 
 pub use stratum_core::machine::{DEVICES, GIC_DEVICE, MAX_VCPUS, UART_DEVICE, VIRTIO_DEVICE};
 
@@ -88,6 +89,8 @@ pub struct Wiring<E, V> {
     pub stage2: E,
     /// Virtio device records.
     pub virtio: V,
+    /// The host's entropy (the boot bundle's), seeding the VM's TRNG.
+    pub entropy: [u8; 16],
 }
 
 /// One virtual machine.
@@ -147,6 +150,10 @@ pub struct Vm {
     /// What notifies left for the switch and the router, to be served
     /// once this VM's lock is released (`exit::serve_pv`).
     pub pv_work: Work,
+    /// The host's entropy, from the boot bundle.
+    entropy: [u8; 16],
+    /// The generator behind SMCCC TRNG, reseeded at every boot.
+    pub trng: Trng,
 }
 
 /// The banks of the VMs, by VM index; each handed out once.
@@ -218,6 +225,7 @@ impl Vm {
         let Wiring {
             stage2: extra,
             virtio,
+            entropy,
         } = wiring;
         let has_gicv = host_gic.vcpu.is_some();
         let machine =
@@ -268,6 +276,8 @@ impl Vm {
             virtio: bank_for(id, virtio),
             virtio_lines: 0,
             pv_work: Work::default(),
+            entropy,
+            trng: Trng::new(&entropy, id as u64, 0, 0),
         })
     }
 
@@ -315,6 +325,7 @@ impl Vm {
             .map_err(VmError::Vgic)?;
         // The guest's virtual counter starts near zero at every boot.
         self.cntvoff = stratum_arch::timer::counter();
+        self.trng = Trng::new(&self.entropy, self.id as u64, self.boot_count, self.cntvoff);
         self.needs_tlb_flush = true;
         // vCPU 0 boots per the arm64 boot protocol: x0 = the DTB.
         Ok(self.life.boot(Start {

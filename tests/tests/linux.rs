@@ -528,6 +528,35 @@ fn linux_exec_reports_the_command_status() {
     );
 }
 
+/// SMCCC TRNG: the stock kernel probes `TRNG_VERSION` at boot and, given
+/// 1.0, registers its `smccc_trng` platform device and seeds its entropy
+/// pool from `TRNG_RND64`; the exit statistics show the calls.
+#[test]
+fn linux_uses_the_smccc_trng() {
+    let test = "linux_uses_the_smccc_trng";
+    let timeout = CLI_TIMEOUT.as_secs().to_string();
+    let command = "test -e /sys/bus/platform/devices/smccc_trng && echo trng-device-present";
+    let run = run_stratum(
+        ["run", "--debian", "--timeout", &timeout, "--exec", command],
+        HARD_TIMEOUT,
+    );
+    assert_status(&run, status::OK, test);
+    assert_in_order(&run, &["trng-device-present", "STRATUM-LINUX: exec exit 0"]);
+    let calls = console_lines(&run.console)
+        .find(|l| l.contains("hvc TRNG_*"))
+        .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{test}: no TRNG row in the exit statistics\n{}",
+                run.describe()
+            )
+        });
+    assert!(
+        calls >= 2,
+        "{test}: VERSION and RND64 at least, got {calls}"
+    );
+}
+
 /// Two Debian VMs from a config (`debian = true`, `exec`), time-sharing
 /// nothing: both commands run and the run exits 0 only when both did.
 #[test]

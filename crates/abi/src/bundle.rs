@@ -27,7 +27,7 @@
 //! | 36 | 4 | number of device records (0..=[`MAX_DEVICES`]) |
 //! | 40 | 4 | number of channel records (0..=[`MAX_CHANNELS`]) |
 //! | 44 | 4 | number of virtio device records (0..=[`MAX_VIRTIO`]) |
-//! | 48 | 16 | reserved, zero |
+//! | 48 | 16 | host entropy: seeds each VM's SMCCC TRNG (zero under `--deterministic`) |
 //! | 64 | [`VM_RECORD_SIZE`] × VMs | VM records |
 //! | … | [`DEVICE_RECORD_SIZE`] × devices | passthrough device records |
 //! | … | [`CHANNEL_RECORD_SIZE`] × channels | channel records |
@@ -119,7 +119,7 @@ use crate::limits;
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"STRATBN1";
 /// The only format version this crate reads and writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Size of the header before the VM records.
 pub const HEADER_SIZE: usize = 64;
 /// Size of one VM record.
@@ -322,6 +322,9 @@ pub struct SystemInfo {
     pub slice_us: u32,
     /// When the hypervisor stops.
     pub stop: StopPolicy,
+    /// Entropy from the host (its kernel's CSPRNG): seeds each VM's SMCCC
+    /// TRNG. All zero for a deterministic run.
+    pub entropy: [u8; 16],
 }
 
 impl Default for SystemInfo {
@@ -329,6 +332,7 @@ impl Default for SystemInfo {
         Self {
             slice_us: DEFAULT_SLICE_US,
             stop: StopPolicy::All,
+            entropy: [0; 16],
         }
     }
 }
@@ -711,7 +715,13 @@ impl<'a> Bundle<'a> {
         let bundle = Self {
             bytes: &bytes[..total],
             flags: u32_at(24)?,
-            system: SystemInfo { slice_us, stop },
+            system: SystemInfo {
+                slice_us,
+                stop,
+                entropy: bytes[48..64]
+                    .try_into()
+                    .map_err(|_| BundleError::Truncated)?,
+            },
             vm_count: count as usize,
             device_count: devices as usize,
             channel_count: channels as usize,
@@ -1264,6 +1274,7 @@ pub fn encode_with_virtio(
     put_u32(&mut out, 36, count(devices.len()));
     put_u32(&mut out, 40, count(channels.len()));
     put_u32(&mut out, 44, count(virtio.len()));
+    out[48..64].copy_from_slice(&system.entropy);
     let devices_at = HEADER_SIZE + vms.len() * VM_RECORD_SIZE;
     let channels_at = devices_at + devices.len() * DEVICE_RECORD_SIZE;
     let virtio_at = channels_at + channels.len() * CHANNEL_RECORD_SIZE;
@@ -1451,6 +1462,7 @@ mod tests {
     const SYSTEM: SystemInfo = SystemInfo {
         slice_us: 2000,
         stop: StopPolicy::Any,
+        entropy: *b"0123456789abcdef",
     };
 
     fn good() -> Vec<u8> {
@@ -1503,7 +1515,8 @@ mod tests {
             b.system(),
             SystemInfo {
                 slice_us: 10_000,
-                stop: StopPolicy::All
+                stop: StopPolicy::All,
+                entropy: [0; 16],
             }
         );
         assert_eq!(

@@ -52,6 +52,27 @@ pub const INVALID_ADDRESS: i64 = psci::INVALID_ADDRESS as i64;
 pub const MIGRATE_INFO_TYPE_NOT_PRESENT: i64 =
     smccc::psci::MigrateType::MigrationNotRequired as i64;
 
+/// SMCCC TRNG 1.0 (Arm DEN0098): a true random number generator behind
+/// the firmware interface, which Linux uses to seed its entropy pool.
+pub mod trng {
+    /// `TRNG_VERSION`: 1.0 as `major << 16 | minor`.
+    pub const VERSION: u32 = 0x8400_0050;
+    /// `TRNG_FEATURES(function)`: `SUCCESS` for an implemented TRNG function.
+    pub const FEATURES: u32 = 0x8400_0051;
+    /// `TRNG_GET_UUID`: the implementation's UUID in `w0..w3`.
+    pub const GET_UUID: u32 = 0x8400_0052;
+    /// `TRNG_RND` (SMC32): up to 96 bits in `w1..w3`.
+    pub const RND32: u32 = 0x8400_0053;
+    /// `TRNG_RND` (SMC64): up to 192 bits in `x1..x3`.
+    pub const RND64: u32 = 0xC400_0053;
+    /// The version this implementation reports: 1.0.
+    pub const VERSION_1_0: u64 = 0x1_0000;
+    /// No entropy available now; try again.
+    pub const NO_ENTROPY: i64 = -3;
+    /// Stratum's TRNG UUID (`w0..w3`), fixed: `6c8e3b4a-…`.
+    pub const UUID: [u32; 4] = [0x6c8e_3b4a, 0x4f2d_11f1, 0x9b7a_52c3, 0x0e5d_a817];
+}
+
 /// Stratum's vendor-specific hypervisor service calls (SMCCC owner 6, fast, SMC64).
 pub mod stratum {
     /// Vendor hypervisor service: call count (SMCCC-defined query).

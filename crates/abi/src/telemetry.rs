@@ -241,6 +241,7 @@ reasons! {
     FpTrap = 49, "fp trap", "A trapped FP/SIMD access while another vCPU's FP state was loaded (the lazy FP switch).";
     MmioVirtioRead = 50, "mmio virtio read", "A read of an emulated virtio-mmio transport's registers or configuration space.";
     MmioVirtioWrite = 51, "mmio virtio write", "A write to an emulated virtio-mmio transport (a queue notify is one).";
+    HvcTrng = 52, "hvc TRNG_*", "HVC #0 calling SMCCC TRNG (VERSION, FEATURES, GET_UUID, RND32/64).";
 }
 
 impl Reason {
@@ -257,7 +258,7 @@ impl Reason {
     /// `smc`, `mmio`, `sysreg`, `wfx`, `irq`, `abort`, `undef`, `serror`.
     pub const fn family(self) -> &'static str {
         match self as u8 {
-            0..=18 => "hvc",
+            0..=18 | 52 => "hvc",
             19 => "smc",
             20..=25 | 48 | 50 | 51 => "mmio",
             26..=30 => "sysreg",

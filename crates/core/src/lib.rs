@@ -32,4 +32,5 @@ pub mod stage2;
 pub mod stats;
 pub mod tablepool;
 pub mod telemetry;
+pub mod trng;
 pub mod vmexit;

@@ -34,9 +34,10 @@
 //! never advertised: claiming it would cost a guest an exit per syscall and
 //! protect nothing.
 
-use stratum_abi::smccc::{self, stratum};
+use stratum_abi::smccc::{self, stratum, trng};
 
 use crate::addr::{Ipa, IpaRange};
+use crate::trng::Trng;
 
 /// `SYSTEM_RESET2`, SMC32 form (DEN0022 "SYSTEM_RESET2"; the ABI crate lists
 /// only the SMC64 one).
@@ -208,6 +209,8 @@ pub struct CallContext<'a> {
     pub boot_count: u64,
     /// How many shared-memory channels the VM has (`DOORBELL` takes 0..this).
     pub channels: u32,
+    /// The VM's random number generator (`TRNG_RND32`/`RND64`).
+    pub trng: &'a mut Trng,
 }
 
 /// What the glue must do after a call.
@@ -315,6 +318,17 @@ pub fn query(args: &[u64; CALL_REGS], firmware: &FirmwareFeatures) -> Option<Out
             count: 2,
         },
         smccc::PSCI_MIGRATE_INFO_TYPE => Outcome::status(smccc::MIGRATE_INFO_TYPE_NOT_PRESENT),
+        trng::VERSION => Outcome::ret1(trng::VERSION_1_0),
+        trng::FEATURES => match arg1 as u32 {
+            trng::VERSION | trng::FEATURES | trng::GET_UUID | trng::RND32 | trng::RND64 => {
+                Outcome::status(smccc::SUCCESS)
+            }
+            _ => Outcome::status(smccc::NOT_SUPPORTED),
+        },
+        trng::GET_UUID => Outcome::Return {
+            regs: trng::UUID.map(u64::from),
+            count: 4,
+        },
         f if needs_vm(f) => return None,
         // MIGRATE, MIGRATE_INFO_UP_CPU, SMCCC_ARCH_SOC_ID, IDs with the
         // fast bit clear or MBZ bits set, and everything else.
@@ -345,6 +359,8 @@ const fn needs_vm(fid: u32) -> bool {
             | stratum::INFO
             | stratum::DOORBELL
             | stratum::MEM_INFO
+            | trng::RND32
+            | trng::RND64
     )
 }
 
@@ -402,8 +418,23 @@ pub fn dispatch(args: &[u64; CALL_REGS], ctx: &mut CallContext<'_>) -> Outcome {
             _ => Outcome::status(smccc::INVALID_PARAMETERS),
         },
         stratum::MEM_INFO => Outcome::MemInfo,
+        trng::RND32 => trng_rnd(ctx, args[1] & 0xffff_ffff, 32),
+        trng::RND64 => trng_rnd(ctx, args[1], 64),
         // MIGRATE, MIGRATE_INFO_UP_CPU, SMCCC_ARCH_SOC_ID and everything else.
         _ => Outcome::status(smccc::NOT_SUPPORTED),
+    }
+}
+
+/// `TRNG_RND32`/`TRNG_RND64` for `bits` bits in `reg_bits`-bit registers
+/// (DEN0098): `SUCCESS` and the bits in `x1..x3`, or
+/// `INVALID_PARAMETERS` for 0 or more bits than the registers hold.
+fn trng_rnd(ctx: &mut CallContext<'_>, bits: u64, reg_bits: u32) -> Outcome {
+    match ctx.trng.rnd(bits, reg_bits) {
+        Some([x1, x2, x3]) => Outcome::Return {
+            regs: [smccc::SUCCESS as u64, x1, x2, x3],
+            count: 4,
+        },
+        None => Outcome::status(smccc::INVALID_PARAMETERS),
     }
 }
 
@@ -587,6 +618,7 @@ mod tests {
             vm_id: 7,
             boot_count: 3,
             channels: 2,
+            trng: Box::leak(Box::new(Trng::new(&[0; 16], 7, 3, 0))),
         }
     }
 
@@ -1236,6 +1268,59 @@ mod tests {
                     prop_assert_eq!(a, b);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn trng_reports_1_0_its_functions_and_fresh_bits() {
+        let mut vcpus = vm();
+        let mut c = ctx(&mut vcpus, 0);
+        assert_eq!(x0(call(&mut c, &[u64::from(trng::VERSION)])), 0x1_0000);
+        for f in [
+            trng::VERSION,
+            trng::FEATURES,
+            trng::GET_UUID,
+            trng::RND32,
+            trng::RND64,
+        ] {
+            let o = call(&mut c, &[u64::from(trng::FEATURES), u64::from(f)]);
+            assert_eq!(x0(o), smccc::SUCCESS, "{f:#x}");
+        }
+        let o = call(&mut c, &[u64::from(trng::FEATURES), 0xC400_0050]);
+        assert_eq!(x0(o), smccc::NOT_SUPPORTED, "no SMC64 TRNG_VERSION");
+        match call(&mut c, &[u64::from(trng::GET_UUID)]) {
+            Outcome::Return { regs, count: 4 } => {
+                assert_eq!(regs, trng::UUID.map(u64::from));
+                assert_ne!(regs[0] as u32, u32::MAX, "w0 = -1 would mean not supported");
+            }
+            o => panic!("{o:?}"),
+        }
+        let rnd = |c: &mut CallContext<'_>, f: u32, bits: u64| match call(c, &[u64::from(f), bits])
+        {
+            Outcome::Return { regs, count: 4 } if regs[0] == 0 => Ok([regs[1], regs[2], regs[3]]),
+            o => Err(o),
+        };
+        let a = rnd(&mut c, trng::RND64, 192).expect("192 bits");
+        let b = rnd(&mut c, trng::RND64, 192).expect("192 bits");
+        assert_ne!(a, b, "every request is fresh");
+        let r = rnd(&mut c, trng::RND32, 96).expect("96 bits");
+        assert!(
+            r.iter().all(|&w| w >> 32 == 0),
+            "RND32 fills w registers only"
+        );
+        // The SMC32 call ignores x1's upper half.
+        assert!(rnd(&mut c, trng::RND32, 0xffff_ffff_0000_0040).is_ok());
+        for (f, bits) in [
+            (trng::RND64, 0),
+            (trng::RND64, 193),
+            (trng::RND32, 97),
+            (trng::RND32, 0),
+        ] {
+            assert_eq!(
+                rnd(&mut c, f, bits).map_err(x0),
+                Err(smccc::INVALID_PARAMETERS),
+                "{f:#x} with {bits} bits"
+            );
         }
     }
 }

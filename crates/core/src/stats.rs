@@ -121,9 +121,20 @@ pub const fn call_reason(function: u32) -> Reason {
     };
     if number < table.len() {
         table[number]
+    } else if is_trng(function) {
+        Reason::HvcTrng
     } else {
         Reason::HvcOther
     }
+}
+
+/// Whether `function` is one of SMCCC TRNG's (outside the PSCI tables).
+const fn is_trng(function: u32) -> bool {
+    use stratum_abi::smccc::trng;
+    matches!(
+        function,
+        trng::VERSION | trng::FEATURES | trng::GET_UUID | trng::RND32 | trng::RND64
+    )
 }
 
 /// No function of that number in the service.

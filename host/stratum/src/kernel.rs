@@ -62,7 +62,7 @@ pub fn prepare_kernel(
 /// Reads the files of every VM in `config` and encodes the boot bundle
 /// (with [`FLAG_SEMIHOSTING_EXIT`] and [`FLAG_QEMU_GIC`] set: the tool always
 /// runs QEMU, with semihosting; plus `extra_flags`).
-pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
+pub fn build_bundle(config: &Config, extra_flags: u32, entropy: [u8; 16]) -> Result<Vec<u8>> {
     struct Loaded {
         kernel: PreparedKernel,
         initrd: Option<Vec<u8>>,
@@ -118,6 +118,7 @@ pub fn build_bundle(config: &Config, extra_flags: u32) -> Result<Vec<u8>> {
     let system = SystemInfo {
         slice_us: config.system.slice_us,
         stop: config.system.stop,
+        entropy,
     };
     let virtio = config.virtio_devices();
     let bytes = bundle::encode_with_virtio(
@@ -281,7 +282,7 @@ mod tests {
         })
         .expect("valid config");
         assert_eq!(config.bundle_size(), {
-            let b = build_bundle(&config, 0).expect("bundle");
+            let b = build_bundle(&config, 0, [0; 16]).expect("bundle");
             b.len() as u64
         });
         config
@@ -295,7 +296,7 @@ mod tests {
             .segment(RAM + 0x8_1000, &[0xBB; 0x10], 0x4000)
             .build();
         let config = one_vm(&dir, &elf, None);
-        let bytes = build_bundle(&config, 0).expect("bundle");
+        let bytes = build_bundle(&config, 0, [0; 16]).expect("bundle");
         let b = Bundle::parse(&bytes).expect("valid bundle");
         // The tool always runs QEMU: semihosting, and QEMU's GIC model.
         assert_eq!(b.flags(), FLAG_SEMIHOSTING_EXIT | FLAG_QEMU_GIC);
@@ -321,7 +322,7 @@ mod tests {
         let dir = TestDir::new("bundle-raw");
         let raw = [0x1fu8, 0x20, 0x03, 0xd5].repeat(100);
         let config = one_vm(&dir, &raw, Some(b"070701 cpio"));
-        let bytes = build_bundle(&config, 0).expect("bundle");
+        let bytes = build_bundle(&config, 0, [0; 16]).expect("bundle");
         let vm = Bundle::parse(&bytes).expect("valid").vm(0).expect("vm");
         assert_eq!(vm.kernel_kind, KernelKind::Raw);
         assert_eq!(vm.kernel, &raw[..]);
@@ -336,7 +337,7 @@ mod tests {
         let dir = TestDir::new("bundle-image");
         let img = linux_image(0x20_0000, 0x80_0000, 0b10, 0x3000);
         let config = one_vm(&dir, &img, None);
-        let bytes = build_bundle(&config, 0).expect("bundle");
+        let bytes = build_bundle(&config, 0, [0; 16]).expect("bundle");
         let vm = Bundle::parse(&bytes).expect("valid").vm(0).expect("vm");
         assert_eq!(vm.kernel_kind, KernelKind::LinuxImage);
         assert_eq!(vm.kernel, &img[..]);
@@ -376,7 +377,8 @@ vms = ["b", "a"]
 size = "8K"
 "#;
         let config = Config::parse(text, &dir.path().join("x.toml")).expect("valid");
-        let bytes = build_bundle(&config, FLAG_CONSOLE_COLOR).expect("bundle");
+        let bytes =
+            build_bundle(&config, FLAG_CONSOLE_COLOR, *b"host entropy 16!").expect("bundle");
         assert_eq!(config.bundle_size(), bytes.len() as u64);
         let b = Bundle::parse(&bytes).expect("valid bundle");
         assert_eq!(
@@ -387,7 +389,8 @@ size = "8K"
             b.system(),
             SystemInfo {
                 slice_us: 2000,
-                stop: StopPolicy::Any
+                stop: StopPolicy::Any,
+                entropy: *b"host entropy 16!",
             }
         );
         let a = b.vm(0).expect("vm a");

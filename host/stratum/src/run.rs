@@ -177,7 +177,12 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     let focused = focused_console(opts, io::stdin().is_terminal(), stdout_is_terminal);
     // The focused console reads the tags: no colour in them.
     let flags = bundle_flags(opts, stdout_is_terminal && !focused);
-    let bundle = build_bundle(&opts.config, flags)?;
+    let entropy = if opts.deterministic {
+        [0; 16]
+    } else {
+        host_entropy()?
+    };
+    let bundle = build_bundle(&opts.config, flags, entropy)?;
     let qemu = find_qemu()?;
     let scratch = ScratchDir::new()?;
     let source = if opts.trace.is_some() {
@@ -251,6 +256,21 @@ fn focused_console(opts: &RunOptions, stdin_is_terminal: bool, stdout_is_termina
         && stdin_is_terminal
         && stdout_is_terminal
         && opts.config.vms.iter().all(|v| v.exec.is_none())
+}
+
+/// 16 bytes from the host kernel's CSPRNG, which seed the guests' SMCCC
+/// TRNG (a deterministic run passes zeros instead, so it repeats).
+fn host_entropy() -> Result<[u8; 16]> {
+    use std::io::Read;
+    let mut seed = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .map_err(|e| {
+            Error::environment(format!(
+                "cannot read /dev/urandom for the guests' TRNG seed: {e}"
+            ))
+        })?;
+    Ok(seed)
 }
 
 /// The header flags the host sets for `opts` ([`build_bundle`] adds

@@ -206,6 +206,7 @@ fn trio() -> Bundle<'static> {
     let system = SystemInfo {
         slice_us: 5_000,
         stop: StopPolicy::Any,
+        ..SystemInfo::default()
     };
     bundle_of(
         system,

@@ -155,6 +155,21 @@ const fn answer(reason: Reason, fid: u32) -> Answer {
         Reason::HvcPsciMigrate if fid == smccc::PSCI_MIGRATE_INFO_TYPE => {
             ret1(smccc::MIGRATE_INFO_TYPE_NOT_PRESENT as u64)
         }
+        Reason::HvcTrng => match fid {
+            smccc::trng::VERSION => ret1(smccc::trng::VERSION_1_0),
+            smccc::trng::FEATURES => Answer::ByArgument,
+            smccc::trng::GET_UUID => Answer::Fixed {
+                regs: [
+                    smccc::trng::UUID[0] as u64,
+                    smccc::trng::UUID[1] as u64,
+                    smccc::trng::UUID[2] as u64,
+                    smccc::trng::UUID[3] as u64,
+                ],
+                count: 4,
+            },
+            // RND32/RND64: the VM's generator.
+            _ => Answer::Full,
+        },
         Reason::HvcOther if fid == PSCI_SYSTEM_RESET2_32 => Answer::Full,
         // MIGRATE, MIGRATE_INFO_UP_CPU, SOC_ID, IDs with the fast bit clear
         // or MBZ bits set, and every function nobody implements.

@@ -380,6 +380,8 @@ pub struct VmModel<'a> {
     pub counted: Option<Counted>,
     /// Set when an abort should be logged.
     pub last_abort: Option<AbortReport>,
+    /// The VM's random number generator (SMCCC TRNG).
+    pub trng: &'a mut crate::trng::Trng,
 }
 
 impl core::fmt::Debug for dyn VmDevices + '_ {
@@ -527,6 +529,7 @@ fn smccc_call(
         vm_id: vm.vm_id,
         boot_count: vm.boot_count,
         channels: vm.channels,
+        trng: vm.trng,
     };
     let done = if advance {
         Action::Advance

@@ -290,6 +290,8 @@ struct Harness {
     gic: Option<FakeGic>,
     /// What the last exit's device accesses asked the glue to do.
     effects: Effects,
+    /// The VM's TRNG.
+    trng: crate::trng::Trng,
 }
 
 impl Harness {
@@ -319,6 +321,7 @@ impl Harness {
             last_abort: None,
             gic: None,
             effects: Effects::default(),
+            trng: crate::trng::Trng::new(&[0; 16], VM_ID, BOOTS, 0),
         }
     }
 
@@ -390,6 +393,7 @@ impl Harness {
             stats: &self.stats,
             counted: None,
             last_abort: None,
+            trng: &mut self.trng,
         };
         let action = handle_sync(info, 0, &mut self.regs, &mut vm, &mut self.env);
         self.env.tx.extend(vm.effects.console_bytes());
@@ -1914,6 +1918,7 @@ fn a_new_device_is_reached_through_the_bus_alone() {
         stats: &stats,
         counted: None,
         last_abort: None,
+        trng: &mut crate::trng::Trng::new(&[0; 16], 0, 1, 0),
     };
     // str w5, [bank 2 + 0x8]; then ldr w6 back.
     regs.x[5] = 0xdead_beef;

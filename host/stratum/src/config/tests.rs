@@ -1369,7 +1369,7 @@ fn dt_fragment_is_resolved_and_carried_into_the_bundle() {
         vm.dt_fragment_size,
         fragment("board-clock", None).len() as u64
     );
-    let bytes = crate::kernel::build_bundle(&config, 0).expect("bundle");
+    let bytes = crate::kernel::build_bundle(&config, 0, [0; 16]).expect("bundle");
     let bundle = stratum_abi::bundle::Bundle::parse(&bytes).expect("parses");
     assert_eq!(
         bundle.vm(0).and_then(|v| v.dt_fragment),
@@ -1620,7 +1620,7 @@ fn debian_vms_take_the_fetched_guest_and_its_defaults() {
     );
     assert_eq!(db.initrd_size, 6);
     // The bundle carries the overlay after the initramfs.
-    let bundle = crate::kernel::build_bundle(&config, 0).expect("bundle");
+    let bundle = crate::kernel::build_bundle(&config, 0, [0; 16]).expect("bundle");
     assert_eq!(config.bundle_size(), bundle.len() as u64);
 }
 
@@ -1800,7 +1800,7 @@ fn networks_vsock_and_consoles_are_resolved_and_carried_into_the_bundle() {
     );
 
     // The bundle carries them, checked by the hypervisor's parser.
-    let bytes = crate::kernel::build_bundle(&config, 0).expect("bundle");
+    let bytes = crate::kernel::build_bundle(&config, 0, [0; 16]).expect("bundle");
     assert_eq!(config.bundle_size(), bytes.len() as u64);
     let b = stratum_abi::bundle::Bundle::parse(&bytes).expect("valid bundle");
     let got: Vec<_> = (0..b.virtio_count()).filter_map(|i| b.virtio(i)).collect();
