@@ -646,6 +646,72 @@ fn network_between_two_debian_vms(gic: &str) {
     );
 }
 
+/// A hostile guest on the same network as two Debian VMs
+/// (`virtiohostile`): its looping chain, out-of-RAM and 4 GiB buffers, and
+/// notifies before `DRIVER_OK` or of a missing queue each get the spec's
+/// answer without harming it, then it floods broadcast frames for 25 s
+/// while the Debian VMs ping each other: they keep talking (at least 3
+/// of 5 pings answered each way) and everything stops cleanly.
+fn hostile_guest_beside_two_debian_vms(gic: &str) {
+    let test = format!("linux_hostile_ring_beside_a_network_gic{gic}");
+    let hostile = stratum_systests::guest_elf("virtiohostile");
+    let ping = |me: &str, peer: &str| {
+        format!(
+            "ip link set eth0 up && ip addr add {me}/24 dev eth0 && ping -c 5 -w 60 {peer} > /tmp/p; \
+             r=$?; cat /tmp/p; sleep 3; grep -q ' [345] packets received' /tmp/p"
+        )
+    };
+    let text = format!(
+        "[[vm]]\nname = \"hostile\"\nkernel = {:?}\nmemory = \"64M\"\ncmdline = \"hostile.seconds=25\"\n\n\
+         [[vm]]\nname = \"one\"\ndebian = true\nmemory = \"256M\"\nexec = {:?}\n\n\
+         [[vm]]\nname = \"two\"\ndebian = true\nmemory = \"256M\"\nexec = {:?}\n\n\
+         [[network]]\nname = \"lan\"\nvms = [\"hostile\", \"one\", \"two\"]\n",
+        hostile.display().to_string(),
+        ping("10.0.0.1", "10.0.0.2"),
+        ping("10.0.0.2", "10.0.0.1"),
+    );
+    let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(&test)));
+    std::fs::write(&config, text).expect("write the config");
+    let start = Instant::now();
+    let run = stratum_systests::run_config(&config, CLI_TIMEOUT, &["--gic", gic], None);
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    let _ = std::fs::remove_file(&config);
+    assert_status(&run, status::OK, &test);
+    let vms = stratum_systests::split_by_tag(&run.console, &["hostile", "one", "two"])
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    for check in [
+        "check a looping chain sets DEVICE_NEEDS_RESET: ok",
+        "check a buffer outside RAM sets DEVICE_NEEDS_RESET: ok",
+        "check a 4 GiB buffer sets DEVICE_NEEDS_RESET: ok",
+        "check a reset makes it usable again: ok",
+        "check the flood went out: ok",
+        "STRATUM-TEST PASS virtiohostile",
+    ] {
+        assert!(
+            vms.find("hostile", check).is_some(),
+            "{test}: the hostile guest should print {check:?}\n{}",
+            run.describe()
+        );
+    }
+    for vm in ["one", "two"] {
+        assert!(
+            vms.find(vm, "STRATUM-LINUX: exec exit 0").is_some(),
+            "{test}: {vm} should still reach its peer during the flood\n{}",
+            run.describe()
+        );
+    }
+}
+
+#[test]
+fn linux_hostile_ring_beside_a_network_gic2() {
+    hostile_guest_beside_two_debian_vms("2");
+}
+
+#[test]
+fn linux_hostile_ring_beside_a_network_gic3() {
+    hostile_guest_beside_two_debian_vms("3");
+}
+
 #[test]
 fn linux_network_two_debian_vms_gic2() {
     network_between_two_debian_vms("2");
