@@ -564,15 +564,7 @@ fn linux_exec_in_a_config_with_two_debian_vms() {
     let test = "linux_exec_in_a_config_with_two_debian_vms";
     let text = "[[vm]]\nname = \"one\"\ndebian = true\nmemory = \"256M\"\nexec = \"echo one-$((2+2))\"\n\n\
                 [[vm]]\nname = \"two\"\ndebian = true\nmemory = \"256M\"\nexec = \"echo two-$((3+3)); test -e /lib/modules/vsock.ko\"\n";
-    let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(test)));
-    std::fs::write(&config, text).expect("write the config");
-    let start = Instant::now();
-    let run = stratum_systests::run_config(&config, CLI_TIMEOUT, &[], None);
-    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
-    let _ = std::fs::remove_file(&config);
-    assert_status(&run, status::OK, test);
-    let vms = stratum_systests::split_by_tag(&run.console, &["one", "two"])
-        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    let (run, vms) = run_config_text(test, text, &[], &["one", "two"]);
     for (vm, says) in [("one", "one-4"), ("two", "two-6")] {
         assert!(
             vms.find(vm, says).is_some(),
@@ -585,6 +577,27 @@ fn linux_exec_in_a_config_with_two_debian_vms() {
             run.describe()
         );
     }
+}
+
+/// Runs the system `text` describes (written to a temporary config file)
+/// with `extra` arguments, checks that it exits 0 and splits its console
+/// by the VMs `names`.
+fn run_config_text(
+    test: &str,
+    text: &str,
+    extra: &[&str],
+    names: &[&str],
+) -> (stratum_systests::Run, stratum_systests::VmConsoles) {
+    let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(test)));
+    std::fs::write(&config, text).expect("write the config");
+    let start = Instant::now();
+    let run = stratum_systests::run_config(&config, CLI_TIMEOUT, extra, None);
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    let _ = std::fs::remove_file(&config);
+    assert_status(&run, status::OK, test);
+    let vms = stratum_systests::split_by_tag(&run.console, names)
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    (run, vms)
 }
 
 /// Two Debian VMs on one `[[network]]`: the hypervisor's switch carries
@@ -607,15 +620,7 @@ fn network_between_two_debian_vms(gic: &str) {
          [[vm]]\nname = \"two\"\ndebian = true\nmemory = \"256M\"\nexec = {two:?}\n\n\
          [[network]]\nname = \"lan\"\nvms = [\"one\", \"two\"]\n"
     );
-    let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(&test)));
-    std::fs::write(&config, text).expect("write the config");
-    let start = Instant::now();
-    let run = stratum_systests::run_config(&config, CLI_TIMEOUT, &["--gic", gic], None);
-    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
-    let _ = std::fs::remove_file(&config);
-    assert_status(&run, status::OK, &test);
-    let vms = stratum_systests::split_by_tag(&run.console, &["one", "two"])
-        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    let (run, vms) = run_config_text(&test, &text, &["--gic", gic], &["one", "two"]);
     for vm in ["one", "two"] {
         assert!(
             vms.find(vm, "3 packets transmitted, 3 packets received")
@@ -670,15 +675,7 @@ fn hostile_guest_beside_two_debian_vms(gic: &str) {
         ping("10.0.0.1", "10.0.0.2"),
         ping("10.0.0.2", "10.0.0.1"),
     );
-    let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(&test)));
-    std::fs::write(&config, text).expect("write the config");
-    let start = Instant::now();
-    let run = stratum_systests::run_config(&config, CLI_TIMEOUT, &["--gic", gic], None);
-    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
-    let _ = std::fs::remove_file(&config);
-    assert_status(&run, status::OK, &test);
-    let vms = stratum_systests::split_by_tag(&run.console, &["hostile", "one", "two"])
-        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    let (run, vms) = run_config_text(&test, &text, &["--gic", gic], &["hostile", "one", "two"]);
     for check in [
         "check a looping chain sets DEVICE_NEEDS_RESET: ok",
         "check a buffer outside RAM sets DEVICE_NEEDS_RESET: ok",
