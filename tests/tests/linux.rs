@@ -19,6 +19,10 @@
 //! Each run has a hard timeout of 120 s and prints its wall time (see it with
 //! `--nocapture`).
 //!
+//! The virtio tests run Debian VMs from a config (`debian = true`, `exec`):
+//! two on one network, and one talking over vsock to `vsockecho`
+//! bare-metal guests (`stratum-workload`'s vsock modes at the Linux end).
+//!
 //! One test fetches the guest itself, into a fresh cache, with an apt
 //! configuration that has no sources at all (`stratum fetch debian` must
 //! bring its own): it downloads the pinned kernel (~60 MB) once per run.
@@ -717,6 +721,108 @@ fn linux_network_two_debian_vms_gic2() {
 #[test]
 fn linux_network_two_debian_vms_gic3() {
     network_between_two_debian_vms("3");
+}
+
+/// Linux ↔ bare-metal over virtio-vsock, with the stock drivers at both
+/// ends (Linux's `vmw_vsock_virtio_transport`, and `virtio-drivers` in the
+/// `vsockecho` guests). `linux` (CID 3) may talk to `echo` (CID 4), and
+/// `echo` to `other` (CID 5); `linux` and `other` are not paired. Linux
+/// first connects to `other`, which listens on port 1234 like `echo`: the
+/// router must refuse it (`vsock-denied`). Then 1,000 messages of 1 to
+/// 4096 bytes go through `echo` and come back byte for byte
+/// (`vsock-echo`). Then `echo` connects to `other` itself (an allowed
+/// pair: so `other` was listening all along, and the refusal was the
+/// config's), and `other` reports the one connection it served, from CID 4.
+fn vsock_between_linux_and_bare_metal(gic: &str) {
+    let test = format!("linux_vsock_bare_metal_gic{gic}");
+    let echo = stratum_systests::guest_elf("vsockecho");
+    let exec = "stratum-workload vsock-denied 5 1234 && stratum-workload vsock-echo 4 1234 1000";
+    let text = format!(
+        "[[vm]]\nname = \"linux\"\ndebian = true\nmemory = \"256M\"\nvsock = true\nexec = {exec:?}\n\n\
+         [[vm]]\nname = \"echo\"\nkernel = {echo:?}\nmemory = \"16M\"\nvsock = true\n\
+         cmdline = \"port=1234 serve=1 notify=5\"\n\n\
+         [[vm]]\nname = \"other\"\nkernel = {echo:?}\nmemory = \"16M\"\nvsock = true\n\
+         cmdline = \"port=1234 serve=1\"\n\n\
+         [[vsock]]\nallow = [\"linux\", \"echo\"]\n\n\
+         [[vsock]]\nallow = [\"echo\", \"other\"]\n"
+    );
+    let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(&test)));
+    std::fs::write(&config, text).expect("write the config");
+    let start = Instant::now();
+    let run = stratum_systests::run_config(&config, CLI_TIMEOUT, &["--gic", gic], None);
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    let _ = std::fs::remove_file(&config);
+    assert_status(&run, status::OK, &test);
+    let vms = stratum_systests::split_by_tag(&run.console, &["linux", "echo", "other"])
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    let line = |vm: &str, needle: &str| {
+        vms.lines(vm)
+            .iter()
+            .find(|l| l.text.contains(needle))
+            .map(|l| l.text.clone())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{test}: {vm} printed no `{needle}` line\n{}",
+                    run.describe()
+                )
+            })
+    };
+    // The denied pair: refused at once, and only that.
+    let refused = line("linux", "vsock-denied: ");
+    assert!(
+        refused.contains("connect to CID 5 port 1234 refused"),
+        "{test}: Linux's connection to a VM it is not paired with must be refused: {refused}\n{}",
+        run.describe()
+    );
+    // The allowed pair: every message back, byte for byte.
+    let echoed = line("linux", "vsock-echo: 1000 messages");
+    let bytes: u64 = echoed
+        .strip_prefix("vsock-echo: 1000 messages, ")
+        .and_then(|r| r.strip_suffix(" bytes, all matched"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{test}: not a success line: {echoed}\n{}", run.describe()));
+    assert!(
+        vms.find("linux", "STRATUM-LINUX: exec exit 0").is_some(),
+        "{test}: Linux's commands should exit 0\n{}",
+        run.describe()
+    );
+    // `echo` saw the same stream: one connection from Linux, every byte.
+    let served = line("echo", "vsockecho: connection 1 from CID 3 port");
+    let served = line("echo", &format!("{served} closed"));
+    assert!(
+        served.contains(&format!("closed (shutdown): {bytes} bytes in ")),
+        "{test}: echo should have echoed the {bytes} bytes Linux sent and seen a clean shutdown: {served}\n{}",
+        run.describe()
+    );
+    line("echo", "vsockecho: told CID 5 port 1234; echo matched");
+    // `other` listened the whole time and served one connection: echo's.
+    let other = line("other", "vsockecho: connection 1 from CID ");
+    assert!(
+        other.starts_with("vsockecho: connection 1 from CID 4 port"),
+        "{test}: other's only connection should be echo's (CID 4), never Linux's: {other}\n{}",
+        run.describe()
+    );
+    assert!(
+        vms.find("other", "from CID 3").is_none(),
+        "{test}: nothing from Linux may reach other\n{}",
+        run.describe()
+    );
+    for vm in ["echo", "other"] {
+        let passed = vms.markers(vm).iter().any(|m| {
+            matches!(m.verdict, stratum_systests::Verdict::Pass) && m.guest == "vsockecho"
+        });
+        assert!(passed, "{test}: {vm} should pass\n{}", run.describe());
+    }
+}
+
+#[test]
+fn linux_vsock_bare_metal_gic3() {
+    vsock_between_linux_and_bare_metal("3");
+}
+
+#[test]
+fn linux_vsock_bare_metal_gic2() {
+    vsock_between_linux_and_bare_metal("2");
 }
 
 /// How long the fresh fetch may take (it downloads the ~60 MB kernel).

@@ -22,10 +22,16 @@
 //! that fails prints `WORKLOAD-FAIL test=ID: why` instead.
 //!
 //! Exit status: 0 every test ran; 1 a test failed; 2 bad arguments.
+//!
+//! `stratum-workload vsock-echo CID PORT N` and `stratum-workload
+//! vsock-denied CID PORT` are the vsock modes instead ([`vsock`]): Linux's
+//! end of the Linux ↔ bare-metal vsock test, run with `exec` in a config.
+//! Exit status: 0 passed; 1 failed; 2 bad arguments.
 
 mod cases;
 mod counter;
 mod interrupts;
+mod vsock;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -94,6 +100,19 @@ fn drain_output() {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match vsock::parse(&words) {
+        Some(Ok(mode)) => {
+            let (line, status) = vsock::run(mode);
+            println!("{line}");
+            return ExitCode::from(status);
+        }
+        Some(Err(e)) => {
+            println!("{}: {e}", words[0]);
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
     let options = match parse_args(args.iter().map(String::as_str)) {
         Ok(o) => o,
         Err(e) => {
