@@ -458,8 +458,8 @@ fn the_terminal_comes_back_when_qemu_dies_or_the_run_is_signalled() {
     }
 }
 
-/// A `stratum run` in the background (its own process group, so that QEMU
-/// goes too), killed on drop if it still runs.
+/// A `stratum run` in the background, killed on drop (QEMU first) if it
+/// still runs.
 struct BackgroundRun {
     child: std::process::Child,
 }
@@ -467,9 +467,12 @@ struct BackgroundRun {
 impl Drop for BackgroundRun {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", self.child.id())])
-                .status();
+            for qemu in children(self.child.id()) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &qemu.to_string()])
+                    .status();
+            }
+            let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
@@ -500,7 +503,6 @@ fn wait_log(path: &Path, vm: &str, needle: &str) -> String {
 #[test]
 fn a_run_without_a_terminal_is_attached_to_and_keeps_its_log() {
     use std::io::Write as _;
-    use std::os::unix::process::CommandExt as _;
 
     let tmux = Tmux::new("console-logged");
     // The ticker stops by itself after a while; talk and chat are powered
@@ -518,8 +520,7 @@ fn a_run_without_a_terminal_is_attached_to_and_keeps_its_log() {
     .env("XDG_RUNTIME_DIR", &tmux.runtime)
     .stdin(std::process::Stdio::piped())
     .stdout(log.try_clone().expect("dup the log"))
-    .stderr(log)
-    .process_group(0);
+    .stderr(log);
     pass_hypervisor_env(&mut cmd);
     let mut run = BackgroundRun {
         child: cmd.spawn().expect("stratum runs"),
