@@ -15,6 +15,12 @@
 //! A second test ends runs the hard ways, QEMU killed and `stratum run`
 //! itself signalled, and checks the terminal comes back each time.
 //!
+//! A third runs the system without a terminal, as a background job whose
+//! stdout and stderr go to a log file and whose stdin is a pipe: its stdin
+//! reaches the VM with the input focus, `stratum console` attaches from a
+//! tmux pane (scrollback, typing, the focus moving to it, and stdin
+//! following the focus), and the log keeps every VM's lines tagged.
+//!
 //! Every wait polls the screen with a generous deadline (the machine may
 //! be loaded); nothing sleeps for a fixed time and then asserts.
 //!
@@ -26,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use stratum_systests::{guest_elf, pass_hypervisor_env, stratum_bin};
+use stratum_systests::{guest_elf, pass_hypervisor_env, split_by_tag, stratum_bin};
 
 /// How long any one thing may take to show on the screen.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -177,13 +183,18 @@ fn assert_only(screen: &[String], foreign: &[&str], what: &str) {
 }
 
 fn write_config(dir: &Path) -> PathBuf {
+    write_config_ticks(dir, 0)
+}
+
+/// The console system, its ticker printing `ticks` ticks (0: for ever).
+fn write_config_ticks(dir: &Path, ticks: u32) -> PathBuf {
     let elf = |g: &str| format!("{:?}", guest_elf(g).to_string_lossy());
     let text = format!(
         "[machine]\ncpus = 2\nmemory = \"512M\"\n\n\
          [[vm]]\nname = \"talk\"\nkernel = {echo}\ncmdline = \"talk\"\nmemory = \"32M\"\npcpus = [0]\n\n\
          [[vm]]\nname = \"chat\"\nkernel = {echo}\ncmdline = \"chat\"\nmemory = \"32M\"\n\
          placement = \"shared\"\npcpus = [1]\n\n\
-         [[vm]]\nname = \"ticker\"\nkernel = {ticker}\ncmdline = \"period_ms=200 ticks=0\"\n\
+         [[vm]]\nname = \"ticker\"\nkernel = {ticker}\ncmdline = \"period_ms=200 ticks={ticks}\"\n\
          memory = \"32M\"\nplacement = \"shared\"\npcpus = [1]\n",
         echo = elf("echo"),
         ticker = elf("ticker"),
@@ -445,4 +456,190 @@ fn the_terminal_comes_back_when_qemu_dies_or_the_run_is_signalled() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A `stratum run` in the background, killed on drop (QEMU first) if it
+/// still runs.
+struct BackgroundRun {
+    child: std::process::Child,
+}
+
+impl Drop for BackgroundRun {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            for qemu in children(self.child.id()) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &qemu.to_string()])
+                    .status();
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The VMs of the console system.
+const VMS: [&str; 3] = ["talk", "chat", "ticker"];
+
+/// Waits until VM `vm`'s lines in the tagged log at `path` (a cut line
+/// joined again) hold `needle`; panics with the log after [`DEADLINE`].
+#[track_caller]
+fn wait_log(path: &Path, vm: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+        if split_by_tag(&text, &VMS).is_ok_and(|s| s.text(vm).contains(needle)) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{}: no {needle:?} after {DEADLINE:?}; it holds:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_run_without_a_terminal_is_attached_to_and_keeps_its_log() {
+    use std::io::Write as _;
+
+    let tmux = Tmux::new("console-logged");
+    // The ticker stops by itself after a while; talk and chat are powered
+    // off from the attached consoles.
+    let config = write_config_ticks(&tmux.runtime, 25);
+    let log_path = tmux.runtime.join("run.log");
+    let log = std::fs::File::create(&log_path).expect("create the log");
+    let mut cmd = Command::new(stratum_bin());
+    cmd.args([
+        "run".as_ref(),
+        config.as_os_str(),
+        "--timeout".as_ref(),
+        "600".as_ref(),
+    ])
+    .env("XDG_RUNTIME_DIR", &tmux.runtime)
+    .stdin(std::process::Stdio::piped())
+    .stdout(log.try_clone().expect("dup the log"))
+    .stderr(log);
+    pass_hypervisor_env(&mut cmd);
+    let mut run = BackgroundRun {
+        child: cmd.spawn().expect("stratum runs"),
+    };
+    let mut stdin = run.child.stdin.take().expect("stdin is a pipe");
+    let pid = stratum_pid(&tmux);
+    assert_eq!(pid, run.child.id(), "the run listens as itself");
+
+    // Stdin goes to the VM with the focus, talk, as it always did.
+    wait_log(&log_path, "talk", "talk: ready");
+    stdin.write_all(b"fromstdin\n").expect("write to the run");
+    wait_log(&log_path, "talk", "talk: got \"fromstdin\"");
+
+    // Attach to chat from a terminal: its scrollback, then typing reaches
+    // it (the input focus moves to it).
+    let attach = |vm: &str| {
+        format!(
+            "XDG_RUNTIME_DIR={} {} console {vm}; echo \"console exit status $?\"",
+            quote(&tmux.runtime),
+            quote(&stratum_bin())
+        )
+    };
+    tmux.start(&attach("chat"));
+    let pane = "t:0.0";
+    let screen = tmux.wait_for(pane, "chat: ready");
+    assert_only(
+        &screen,
+        &["talk", "tick ", "fromstdin"],
+        "the attached chat",
+    );
+    tmux.keys(pane, &["hi", "Enter"]);
+    tmux.wait_for(pane, "chat: got \"hi\"");
+    wait_log(&log_path, "chat", "chat: got \"hi\"");
+
+    // Stdin follows the focus: it now types into chat, and the attached
+    // console shows what it made chat print.
+    stdin.write_all(b"second\n").expect("write to the run");
+    wait_log(&log_path, "chat", "chat: got \"second\"");
+    tmux.wait_for(pane, "chat: got \"second\"");
+
+    // The errors still hold while it runs.
+    let out = console_command(&tmux, &["nosuch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2)
+            && err.contains("no VM named 'nosuch'")
+            && err.contains("talk, chat, ticker"),
+        "an unknown name lists the VMs: {err}"
+    );
+
+    // `off` from the attached console stops chat: the console says so and
+    // ends; talk is stopped the same way from a second pane.
+    tmux.keys(pane, &["off", "Enter"]);
+    tmux.wait_for(pane, "chat is stopped");
+    tmux.wait_for(pane, "console exit status 0");
+    tmux.run(&["split-window", "-v", "-t", pane, &attach("talk")]);
+    let second = "t:0.1";
+    tmux.wait_for(second, "talk: got \"fromstdin\"");
+    tmux.keys(second, &["off", "Enter"]);
+    tmux.wait_for(second, "console exit status 0");
+
+    // The system ends when the ticker has ticked its last.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = run.child.try_wait().expect("wait for the run") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the run did not end:\n{}",
+            String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default())
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(&log_path).expect("the log")).into_owned();
+    assert_eq!(status.code(), Some(0), "the run's log:\n{text}");
+
+    // The log is the tagged stream: every VM's lines under its tag, the
+    // hypervisor's focus moves among its own lines, nothing of the hub's.
+    let split = split_by_tag(&text, &VMS).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    for (vm, needle) in [
+        ("talk", "talk: ready"),
+        ("talk", "talk: got \"fromstdin\""),
+        ("chat", "chat: got \"hi\""),
+        ("chat", "chat: got \"second\""),
+        ("ticker", "tick 1\n"),
+    ] {
+        assert!(
+            split.text(vm).contains(needle),
+            "{vm}'s lines in the log hold {needle:?}:\n{text}"
+        );
+    }
+    if let Some((_, line)) = split
+        .untagged
+        .iter()
+        .find(|(_, l)| !l.starts_with("[stratum] "))
+    {
+        panic!("an untagged line that is not the hypervisor's: {line:?}\n{text}");
+    }
+    assert!(
+        split
+            .untagged
+            .iter()
+            .any(|(_, l)| l.starts_with("[stratum] console: input to chat")),
+        "the hypervisor said the focus moved to chat:\n{text}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmux.runtime.join("stratum"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n.to_string_lossy().ends_with(".sock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the run's socket is removed: {left:?}");
+    let out = console_command(&tmux, &["talk"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("no running system"),
+        "{err}"
+    );
 }

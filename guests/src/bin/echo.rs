@@ -46,13 +46,17 @@ fn handler(intid: u32) {
     if intid != UART_INTID.get() {
         stratum_guests::fail(format_args!("unexpected IRQ: INTID {intid}"))
     }
+    // Clear first, then drain: a byte that arrives after the last
+    // empty check raises the interrupt again. (Clearing after draining
+    // would clear that byte's interrupt too and leave it unread until
+    // the next byte comes.)
+    uart_write(UARTICR, RXIM | RTIM);
     let mut head = HEAD.get();
     while uart_read(UARTFR) & FR_RXFE == 0 {
         RX.set(head % RING, uart_read(UARTDR) as u8);
         head = head.wrapping_add(1);
     }
     HEAD.set(head);
-    uart_write(UARTICR, RXIM | RTIM);
 }
 
 fn main(dtb: usize) -> ! {

@@ -1,8 +1,9 @@
 //! `stratum console NAME`: attaching to a VM of a running system from
 //! another terminal, like `xl console`.
 //!
-//! A `stratum run` with the focused console ([`crate::focused`]) listens on
-//! a Unix socket `<runtime dir>/<pid>.sock`, beside its QMP socket: the
+//! Every `stratum run` ([`crate::focused::Hub`]; on a terminal or not)
+//! listens on a Unix socket `<runtime dir>/<pid>.sock`, beside its QMP
+//! socket: the
 //! runtime directory is [`crate::qmp::runtime_dir`],
 //! `$XDG_RUNTIME_DIR/stratum` or, without that variable,
 //! `/tmp/stratum-<uid>` (made private, mode 0700, and refused if it is not
@@ -16,6 +17,9 @@
 //! and reads the client's bytes as the VM's input; or it answers `error:
 //! …` (no such VM, with the names; the VM stopped) and closes. When the VM
 //! stops or the system ends, the run says so on the stream and closes it.
+//! A run whose QEMU reads its input from elsewhere (the terminal, when
+//! only stdout is redirected; `exec` commands) says `[stratum console]
+//! read-only: WHY` after `ok`, and drops what the client sends.
 //!
 //! The client puts its terminal in raw mode; Ctrl-] ([`DETACH_KEY`])
 //! detaches. Without a terminal on stdin it forwards stdin as it is and, at
@@ -246,7 +250,7 @@ fn ask(
     Ok((reader, line.trim_end().to_owned()))
 }
 
-/// Which run to attach to: the one of `--system PID`, or the only one.
+/// Which run to attach to: the one of `--pid N`, or the only one.
 fn choose(dir: &Path, system: Option<u32>) -> Result<Running> {
     let mut found = running_systems(dir);
     if let Some(pid) = system {
@@ -261,12 +265,12 @@ fn choose(dir: &Path, system: Option<u32>) -> Result<Running> {
     }
     match found.len() {
         0 => Err(Error::input(format!(
-            "no running system: no `stratum run` with the focused console (started on a terminal) listens in {}",
+            "no running system: no `stratum run` listens in {}",
             dir.display()
         ))),
         1 => Ok(found.remove(0)),
         _ => Err(Error::input(format!(
-            "several systems are running; choose one with --system PID: {}",
+            "several systems are running; choose one with --pid N: {}",
             describe(&found)
         ))),
     }
@@ -296,7 +300,7 @@ fn describe(found: &[Running]) -> String {
     format!("running: {}", items.join("; "))
 }
 
-/// `stratum console NAME [--system PID]`: attaches this terminal to VM
+/// `stratum console NAME [--pid N]`: attaches this terminal to VM
 /// `name` until Ctrl-] or the VM or the system stops.
 pub fn console(name: &str, system: Option<u32>) -> Result<()> {
     let dir = crate::qmp::runtime_dir()?;
@@ -422,7 +426,7 @@ mod tests {
         let _second = Listener::bind_in(&sockets, 43).expect("binds");
         let many = choose(&sockets, None).expect_err("two run");
         assert!(
-            many.to_string().contains("--system PID") && many.to_string().contains("pid 43"),
+            many.to_string().contains("--pid N") && many.to_string().contains("pid 43"),
             "{many}"
         );
         let path = live.path().to_path_buf();

@@ -107,18 +107,20 @@ pub enum Command {
     /// starts a command: Ctrl-A n the next running VM (its output since it
     /// was last shown is replayed), Ctrl-A 1-9 a VM by number, Ctrl-A s
     /// the exit statistics, Ctrl-A a a Ctrl-A for the VM, Ctrl-A x stops
-    /// the system, Ctrl-A ? lists the keys. `stratum console NAME` attaches
-    /// to a VM from another terminal. Otherwise (a pipe, a file, --exec),
-    /// the console is the program's stdout, every line tagged with its VM
-    /// when there are several, and Ctrl-C stops QEMU.
+    /// the system, Ctrl-A ? lists the keys. Otherwise (a pipe, a file,
+    /// --exec), the console is the program's stdout, every line tagged with
+    /// its VM when there are several, stdin goes to the VM with the input
+    /// focus, and Ctrl-C stops QEMU. Either way, `stratum console NAME`
+    /// attaches to a VM from another terminal (it only watches when QEMU
+    /// reads the terminal itself, or with --exec).
     #[command(after_help = EXIT_STATUS_HELP)]
     Run(RunArgs),
-    /// Attach to a VM's console of a running system (`stratum run` on a
-    /// terminal), like `xl console`.
+    /// Attach to a VM's console of a running system (any `stratum run`, on
+    /// a terminal or not), like `xl console`.
     ///
     /// Shows what the VM printed so far (its scrollback) and then its
     /// output as it comes; what you type goes to it (the system's one input
-    /// focus moves to it, and the terminal of `stratum run` follows).
+    /// focus moves to it, and a focused `stratum run` follows).
     /// Ctrl-] detaches. It ends by itself when the VM stops or the system
     /// ends. The runs listen in $XDG_RUNTIME_DIR/stratum (or
     /// /tmp/stratum-UID), one socket per run.

@@ -1,10 +1,15 @@
-//! The focused console of `stratum run` on a terminal: one VM's console at
-//! a time, full screen, with a status bar on the terminal's last line.
+//! The console of `stratum run` shared with its users: on a terminal, the
+//! focused console (one VM's console at a time, full screen, with a status
+//! bar on the terminal's last line); on every run, `stratum console`.
 //!
 //! [`Hub`] sits between QEMU's serial line and the people using it: the
-//! terminal `stratum run` was started on, and the `stratum console` clients
-//! attached through the run's socket ([`crate::attach`]). The decisions are
-//! in [`crate::screen`]; this module does the I/O.
+//! terminal `stratum run` was started on, if it has one ([`Hub::start`]),
+//! and the `stratum console` clients attached through the run's socket
+//! ([`crate::attach`]). Without a terminal ([`Hub::serve`]) the run's
+//! stdout gets the stream as it is (the caller copies it) and the hub only
+//! serves the clients; stdin, when given, is forwarded to QEMU as it is,
+//! so it goes to whichever VM has the hypervisor's input focus. The
+//! decisions are in [`crate::screen`]; this module does the I/O.
 //!
 //! - QEMU's console output goes through the [`Model`]: the VM with the
 //!   hypervisor's input focus is on the screen, untagged, as it wrote it; a
@@ -17,7 +22,8 @@
 //!   arrow keys included (the terminal is in raw mode, [`crate::term`]).
 //! - Input from an attached client for VM `v` is held until `v` has the
 //!   hypervisor's focus, which the hub moves there; the terminal's screen
-//!   follows the focus (there is one input focus).
+//!   follows the focus (there is one input focus). When QEMU reads its
+//!   input from elsewhere ([`ServeInput::ReadOnly`]), clients only watch.
 //!
 //! The status bar is redrawn after each piece of output, unless that
 //! output left an escape sequence open ([`EscapeTracker`]).
@@ -25,7 +31,9 @@
 //! Lock order: the hub's one mutex; QEMU's input is written by a thread of
 //! its own from a channel, so no lock is held while QEMU may block.
 
+use std::fs::File;
 use std::io::{self, Read as _, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::ChildStdin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,7 +152,8 @@ struct Client {
 /// Everything under the hub's lock.
 struct Inner {
     model: Model,
-    screen: Screen,
+    /// The terminal's screen (none without a terminal).
+    screen: Option<Screen>,
     /// The VM on the screen (follows the model's focus).
     shown: usize,
     keys: Keys,
@@ -154,10 +163,30 @@ struct Inner {
     held: Vec<(usize, Vec<u8>)>,
 }
 
-/// The focused console of one run (see the module docs).
+/// How QEMU's console input is fed when the run has no terminal
+/// ([`Hub::serve`]).
+#[derive(Debug)]
+pub enum ServeInput {
+    /// QEMU reads a pipe that the hub writes: what attached clients type,
+    /// and `stdin` (if given) as it is.
+    Pipe {
+        /// QEMU's input.
+        qemu: ChildStdin,
+        /// The run's stdin, forwarded.
+        stdin: Option<OwnedFd>,
+    },
+    /// QEMU reads something else; attached clients only watch, and are
+    /// told why.
+    ReadOnly(&'static str),
+}
+
+/// The shared console of one run (see the module docs).
 pub struct Hub {
     inner: Mutex<Inner>,
-    to_qemu: Sender<Vec<u8>>,
+    /// QEMU's input; none when clients only watch.
+    to_qemu: Option<Sender<Vec<u8>>>,
+    /// Why clients only watch.
+    read_only: Option<&'static str>,
     qemu_pid: u32,
     quit: AtomicBool,
     listener: Mutex<Option<Listener>>,
@@ -183,23 +212,58 @@ impl Hub {
     ) -> io::Result<Arc<Self>> {
         let raw = RawMode::enter(0)?;
         term::stop_on_signal(qemu_pid);
-        let (to_qemu, from_hub) = mpsc::channel::<Vec<u8>>();
-        thread::spawn(move || {
-            let mut input = qemu_input;
-            for bytes in from_hub {
-                if input
-                    .write_all(&bytes)
-                    .and_then(|()| input.flush())
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
         let model = Model::new(names);
         let mut screen = Screen::new();
         screen.reset(&[], &model);
-        let hub = Arc::new(Self {
+        let hub = Self::new(
+            model,
+            Some(screen),
+            Some(writer(qemu_input)),
+            None,
+            qemu_pid,
+        );
+        *lock(&hub.raw) = Some(raw);
+        match hub.listen() {
+            Ok(path) => hub.notice(&format!(
+                "stratum: focused console; {KEYS_HELP}. `stratum console NAME` attaches from another terminal (socket {})",
+                path.display()
+            )),
+            Err(e) => hub.notice(&format!("stratum: `stratum console` is not available: {e}")),
+        }
+        let h = Arc::clone(&hub);
+        thread::spawn(move || h.read_keyboard());
+        Ok(hub)
+    }
+
+    /// Serves `stratum console` for a run without a terminal, of VMs
+    /// `names` whose QEMU (process `qemu_pid`) reads `input`; nothing is
+    /// written to stdout or stderr but a warning if the socket cannot be
+    /// made (the run goes on without it).
+    pub fn serve(names: Vec<String>, qemu_pid: u32, input: ServeInput) -> Arc<Self> {
+        let model = Model::new(names);
+        let (to_qemu, read_only, stdin) = match input {
+            ServeInput::Pipe { qemu, stdin } => (Some(writer(qemu)), None, stdin),
+            ServeInput::ReadOnly(why) => (None, Some(why), None),
+        };
+        let hub = Self::new(model, None, to_qemu, read_only, qemu_pid);
+        if let Err(e) = hub.listen() {
+            eprintln!("stratum: warning: `stratum console` is not available: {e}");
+        }
+        if let Some(stdin) = stdin {
+            let h = Arc::clone(&hub);
+            thread::spawn(move || h.forward_stdin(File::from(stdin)));
+        }
+        hub
+    }
+
+    fn new(
+        model: Model,
+        screen: Option<Screen>,
+        to_qemu: Option<Sender<Vec<u8>>>,
+        read_only: Option<&'static str>,
+        qemu_pid: u32,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             inner: Mutex::new(Inner {
                 model,
                 screen,
@@ -210,27 +274,39 @@ impl Hub {
                 held: Vec::new(),
             }),
             to_qemu,
+            read_only,
             qemu_pid,
             quit: AtomicBool::new(false),
             listener: Mutex::new(None),
-            raw: Mutex::new(Some(raw)),
-        });
-        match Listener::bind(std::process::id()) {
-            Ok(listener) => {
-                let path = listener.path().display().to_string();
-                let accepting = listener.try_clone_listener()?;
-                *lock(&hub.listener) = Some(listener);
-                let h = Arc::clone(&hub);
-                thread::spawn(move || crate::attach::serve(&accepting, &h));
-                hub.notice(&format!(
-                    "stratum: focused console; {KEYS_HELP}. `stratum console NAME` attaches from another terminal (socket {path})"
-                ));
+            raw: Mutex::new(None),
+        })
+    }
+
+    /// Listens for `stratum console` (in a thread of its own); returns the
+    /// socket's path.
+    fn listen(self: &Arc<Self>) -> io::Result<std::path::PathBuf> {
+        let listener = Listener::bind(std::process::id())?;
+        let path = listener.path().to_path_buf();
+        let accepting = listener.try_clone_listener()?;
+        *lock(&self.listener) = Some(listener);
+        let h = Arc::clone(self);
+        thread::spawn(move || crate::attach::serve(&accepting, &h));
+        Ok(path)
+    }
+
+    /// Copies the run's stdin to QEMU until it ends: the bytes go to the
+    /// VM with the hypervisor's input focus, escapes included, as when
+    /// QEMU read stdin itself.
+    fn forward_stdin(&self, mut stdin: File) {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => self.send(buf[..n].to_vec()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
-            Err(e) => hub.notice(&format!("stratum: `stratum console` is not available: {e}")),
         }
-        let h = Arc::clone(&hub);
-        thread::spawn(move || h.read_keyboard());
-        Ok(hub)
     }
 
     /// Whether the user quit (Ctrl-A x): QEMU was told to stop.
@@ -254,19 +330,21 @@ impl Hub {
             let _ = (&c.stream).write_all(b"\r\n[stratum console] the system stopped\r\n");
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
         }
-        inner.screen.leave();
+        if let Some(screen) = inner.screen.as_mut() {
+            screen.leave();
+        }
         drop(inner);
         drop(lock(&self.raw).take());
     }
 
     fn notice(&self, line: &str) {
-        let mut inner = lock(&self.inner);
-        let Inner { screen, model, .. } = &mut *inner;
-        screen.notice(line, model);
+        lock(&self.inner).notice(line);
     }
 
     fn send(&self, bytes: Vec<u8>) {
-        let _ = self.to_qemu.send(bytes);
+        if let Some(to_qemu) = &self.to_qemu {
+            let _ = to_qemu.send(bytes);
+        }
     }
 
     /// Reads the terminal until it closes.
@@ -289,10 +367,7 @@ impl Hub {
     }
 
     fn key(&self, inner: &mut Inner, key: Key) {
-        let notice = |inner: &mut Inner, line: String| {
-            let Inner { screen, model, .. } = inner;
-            screen.notice(&line, model);
-        };
+        let notice = |inner: &mut Inner, line: String| inner.notice(&line);
         match key {
             Key::Type(bytes) => self.send(bytes),
             Key::Next => match inner.model.next() {
@@ -323,9 +398,10 @@ impl Hub {
             Ok(fx) => self.apply(inner, fx),
             Err(e) => {
                 let name = inner.model.names().get(vm).cloned().unwrap_or_default();
-                let line = format!("stratum: cannot switch to VM {} {name}: {e}", vm + 1);
-                let Inner { screen, model, .. } = inner;
-                screen.notice(&line, model);
+                inner.notice(&format!(
+                    "stratum: cannot switch to VM {} {name}: {e}",
+                    vm + 1
+                ));
             }
         }
     }
@@ -334,15 +410,19 @@ impl Hub {
         for e in fx {
             match e {
                 Effect::Output { vm, bytes } => {
-                    if vm == inner.shown {
-                        let Inner { screen, model, .. } = &mut *inner;
+                    if vm == inner.shown
+                        && let Inner {
+                            screen: Some(screen),
+                            model,
+                            ..
+                        } = &mut *inner
+                    {
                         screen.output(&bytes, model);
                     }
                     send_clients(inner, |c| c.vm == vm, &bytes);
                 }
                 Effect::Notice(line) => {
-                    let Inner { screen, model, .. } = &mut *inner;
-                    screen.notice(&line, model);
+                    inner.notice(&line);
                     let names = inner.model.names().to_vec();
                     let text = format!("\r\n{line}\r\n");
                     send_clients(
@@ -354,7 +434,15 @@ impl Hub {
                 Effect::Focus(vm) => {
                     let left = std::mem::replace(&mut inner.shown, vm);
                     let replay = inner.model.replay(vm);
-                    let Inner { screen, model, .. } = &mut *inner;
+                    let Inner {
+                        screen: Some(screen),
+                        model,
+                        ..
+                    } = &mut *inner
+                    else {
+                        self.release_held(inner);
+                        continue;
+                    };
                     screen.reset(&replay, model);
                     // The hypervisor moved the focus because the VM on the
                     // screen stopped: say so (its last words were cleared).
@@ -372,8 +460,14 @@ impl Hub {
                     self.release_held(inner);
                 }
                 Effect::States => {
-                    let Inner { screen, model, .. } = &mut *inner;
-                    screen.bar(model);
+                    if let Inner {
+                        screen: Some(screen),
+                        model,
+                        ..
+                    } = &mut *inner
+                    {
+                        screen.bar(model);
+                    }
                     drop_stopped_clients(inner);
                 }
                 Effect::Send(bytes) => self.send(bytes),
@@ -382,8 +476,11 @@ impl Hub {
                     let name = inner.model.names()[vm].clone();
                     let line =
                         format!("stratum: {name} did not get the input focus (it does not run)");
-                    let Inner { screen, model, .. } = &mut *inner;
-                    screen.notice(&line, model);
+                    inner.notice(&line);
+                    let text = format!(
+                        "\r\n[stratum console] input dropped: {name} did not get the input focus (it does not run)\r\n"
+                    );
+                    send_clients(inner, |c| c.vm == vm, text.as_bytes());
                 }
             }
         }
@@ -440,6 +537,10 @@ impl Hub {
             return Ok(None);
         }
         reply(&mut stream, "ok")?;
+        if let Some(why) = self.read_only {
+            let line = format!("[stratum console] read-only: {why}\r\n");
+            stream.write_all(line.as_bytes())?;
+        }
         stream.write_all(&model.replay(vm))?;
         let id = inner.next_client;
         inner.next_client += 1;
@@ -453,6 +554,10 @@ impl Hub {
         let Some(vm) = inner.clients.iter().find(|c| c.id == id).map(|c| c.vm) else {
             return;
         };
+        if self.read_only.is_some() {
+            // Told at attach; nothing reaches QEMU.
+            return;
+        }
         let waiting = inner.held.iter().any(|(v, _)| *v == vm);
         if inner.model.accepts_input(vm) && !waiting {
             self.send(bytes.to_vec());
@@ -474,6 +579,35 @@ impl Hub {
     pub(crate) fn detach(&self, id: u64) {
         lock(&self.inner).clients.retain(|c| c.id != id);
     }
+}
+
+impl Inner {
+    /// Shows a message on the terminal's screen, if there is one (without
+    /// a terminal, stdout is the hypervisor's stream and nothing else).
+    fn notice(&mut self, line: &str) {
+        if let Some(screen) = self.screen.as_mut() {
+            screen.notice(line, &self.model);
+        }
+    }
+}
+
+/// A thread that writes what the hub sends to QEMU's input, so that a full
+/// pipe never blocks the hub.
+fn writer(qemu_input: ChildStdin) -> Sender<Vec<u8>> {
+    let (to_qemu, from_hub) = mpsc::channel::<Vec<u8>>();
+    thread::spawn(move || {
+        let mut input = qemu_input;
+        for bytes in from_hub {
+            if input
+                .write_all(&bytes)
+                .and_then(|()| input.flush())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    to_qemu
 }
 
 /// Writes `bytes` to the clients that `pick` chooses; drops those whose
@@ -520,4 +654,87 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A thread that panicked holding the lock left consistent enough state
     // for output to go on (and the panic hook put the terminal back).
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TestDir;
+    use std::sync::mpsc::Receiver;
+    use std::time::Duration;
+    use stratum_core::console::{ESCAPE_BYTE, ESCAPE_LEN};
+
+    /// A hub without a terminal for VMs `a` and `b`, and what it sends QEMU.
+    fn hub(read_only: Option<&'static str>) -> (Arc<Hub>, Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel();
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        (
+            Hub::new(Model::new(names), None, Some(tx), read_only, 0),
+            rx,
+        )
+    }
+
+    fn attach(hub: &Hub, name: &str) -> (u64, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().expect("a socket pair");
+        ours.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a timeout");
+        let id = hub
+            .attach(&Request::Attach(name.into()), theirs)
+            .expect("answers")
+            .expect("attached");
+        (id, ours)
+    }
+
+    /// Reads `stream` until it has sent `want` in all.
+    #[track_caller]
+    fn expect(stream: &mut UnixStream, want: &str) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while got.len() < want.len() {
+            let n = stream.read(&mut buf).expect("the hub writes");
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+
+    const STATUS_B: &[u8] = b"[stratum] console: input to b; VMs: a running, b running (input)\r\n";
+
+    #[test]
+    fn without_a_terminal_a_client_gets_its_vm_and_types_once_it_has_the_focus() {
+        let (hub, to_qemu) = hub(None);
+        hub.feed(b"a | one\r\nb | two\r\n");
+        let (id, mut client) = attach(&hub, "b");
+        expect(&mut client, "ok\ntwo");
+        // a has the focus: the hub moves it (one escape) and holds the input.
+        hub.client_input(id, b"x");
+        assert_eq!(to_qemu.try_recv(), Ok(vec![ESCAPE_BYTE; ESCAPE_LEN]));
+        assert!(to_qemu.try_recv().is_err(), "held until b has the focus");
+        hub.feed(STATUS_B);
+        assert_eq!(to_qemu.try_recv(), Ok(b"x".to_vec()));
+        hub.client_input(id, b"y");
+        assert_eq!(to_qemu.try_recv(), Ok(b"y".to_vec()), "b has it now");
+        // Only b's output reaches b's client, its line ends kept.
+        hub.feed(b"a | three\r\nb | four\r\n");
+        expect(&mut client, "\r\nfour");
+        // The run's stdin goes as it is, to whichever VM has the focus.
+        let dir = TestDir::new("hub-stdin");
+        let typed = dir.write("typed", b"\x01z\n");
+        hub.forward_stdin(File::open(typed).expect("just written"));
+        assert_eq!(to_qemu.try_recv(), Ok(b"\x01z\n".to_vec()));
+        hub.finish();
+        expect(&mut client, "\r\n[stratum console] the system stopped\r\n");
+    }
+
+    #[test]
+    fn a_read_only_run_tells_its_clients_and_never_moves_the_focus() {
+        let (hub, to_qemu) = hub(Some("why"));
+        hub.feed(b"b | two\r\n");
+        let (id, mut client) = attach(&hub, "b");
+        expect(&mut client, "ok\n[stratum console] read-only: why\r\ntwo");
+        hub.client_input(id, b"x");
+        assert!(to_qemu.try_recv().is_err(), "nothing reaches QEMU");
+        assert_eq!(lock(&hub.inner).model.target(), None, "no focus move");
+        assert!(lock(&hub.inner).held.is_empty());
+    }
 }

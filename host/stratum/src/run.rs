@@ -21,7 +21,7 @@ use stratum_abi::exit;
 
 use crate::config::Config;
 use crate::exec::{ExecReport, ExecWatch};
-use crate::focused::Hub;
+use crate::focused::{Hub, ServeInput};
 use crate::hypervisor::HypervisorSource;
 use crate::kernel::build_bundle;
 use crate::logdir::LogDir;
@@ -174,7 +174,8 @@ pub struct RunOutcome {
 pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     opts.config.check_supported()?;
     let stdout_is_terminal = io::stdout().is_terminal();
-    let focused = focused_console(opts, io::stdin().is_terminal(), stdout_is_terminal);
+    let sharing = Sharing::choose(opts, StdinKind::now(), stdout_is_terminal);
+    let focused = sharing == Sharing::Focused;
     // The focused console reads the tags: no colour in them.
     let flags = bundle_flags(opts, stdout_is_terminal && !focused);
     let entropy = if opts.deterministic {
@@ -195,10 +196,16 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     fs::write(&bundle_path, &bundle)
         .map_err(|e| Error::environment(format!("cannot write {}: {e}", bundle_path.display())))?;
 
-    let input = if focused {
-        ConsoleInput::Focused
-    } else {
-        ConsoleInput::choose(opts.capture, io::stdin().is_terminal())
+    let input = match sharing {
+        Sharing::Focused => ConsoleInput::Pipe(None),
+        Sharing::Shared { forward_stdin } => ConsoleInput::Pipe(
+            forward_stdin
+                .then(|| io::stdin().as_fd().try_clone_to_owned().ok())
+                .flatten(),
+        ),
+        Sharing::Private | Sharing::Watched(_) => {
+            ConsoleInput::choose(opts.capture, io::stdin().is_terminal())
+        }
     };
     let mut plan = RunPlan::new(&opts.config, qemu, hypervisor, bundle_path);
     plan.deterministic = opts.deterministic;
@@ -208,7 +215,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     let socket = crate::qmp::new_socket()?;
     plan.qmp.push(socket.path().to_path_buf());
     let Some(svg) = &opts.trace else {
-        return run_command(&qemu_command(&plan), opts, input);
+        return run_command(&qemu_command(&plan), opts, input, sharing);
     };
     // The trace collector gets a monitor of its own (QMP serves one client
     // per socket), so `stratum stats` still works during a traced run.
@@ -220,7 +227,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         let (socket, stop) = (trace_socket.path().to_path_buf(), Arc::clone(&stop));
         thread::spawn(move || trace_when_up(&socket, &stop))
     };
-    let outcome = run_command(&argv, opts, input);
+    let outcome = run_command(&argv, opts, input, sharing);
     stop.store(true, Ordering::Relaxed);
     let trace = collector
         .join()
@@ -246,16 +253,87 @@ fn trace_when_up(socket: &Path, stop: &AtomicBool) -> Result<crate::trace::Trace
     }
 }
 
-/// Whether the run gets the focused console ([`crate::focused`]): the
-/// console is echoed, not captured, stdin and stdout are a terminal, and no
-/// VM runs an `exec` command (whose output a script reads). Otherwise the
-/// console streams as it is, every line tagged.
-fn focused_console(opts: &RunOptions, stdin_is_terminal: bool, stdout_is_terminal: bool) -> bool {
-    opts.echo
-        && !opts.capture
-        && stdin_is_terminal
-        && stdout_is_terminal
-        && opts.config.vms.iter().all(|v| v.exec.is_none())
+/// What the run's stdin is, for [`Sharing::choose`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StdinKind {
+    /// A terminal, and this process is in its foreground (it may read it
+    /// and change its modes).
+    Foreground,
+    /// A terminal this process is not in the foreground of (`stratum run …
+    /// &`): reading it or changing its modes would stop the process.
+    Background,
+    /// A pipe, a file, `/dev/null`, or nothing.
+    Other,
+}
+
+impl StdinKind {
+    fn now() -> Self {
+        if !io::stdin().is_terminal() {
+            return Self::Other;
+        }
+        // SAFETY: both only read the process's and the terminal's process
+        // group ids; a bad descriptor makes tcgetpgrp fail (-1).
+        let foreground = unsafe { libc::tcgetpgrp(0) == libc::getpgrp() };
+        if foreground {
+            Self::Foreground
+        } else {
+            Self::Background
+        }
+    }
+}
+
+/// Why an attached `stratum console` only watches: QEMU reads the
+/// terminal itself.
+const READ_ONLY_TERMINAL: &str =
+    "this run's input is the terminal it was started on (its stdout is not a terminal)";
+/// Why an attached `stratum console` only watches: a VM runs a command.
+const READ_ONLY_EXEC: &str =
+    "VMs of this run execute commands (--exec or `exec`), whose output is read as it comes";
+
+/// How the run's console is shared ([`crate::focused`], [`crate::attach`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sharing {
+    /// With nobody: the caller captures the console (`stratum bench`,
+    /// tests); QEMU reads stdin as [`ConsoleInput::choose`] says.
+    Private,
+    /// The focused console on the terminal, and `stratum console`.
+    Focused,
+    /// No terminal to show it on: stdout gets the stream as it is (every
+    /// line tagged), `stratum console` attaches and types; QEMU reads a
+    /// pipe the hub writes, to which stdin is forwarded as it is
+    /// (`forward_stdin`; not a terminal of a background run).
+    Shared {
+        /// Stdin is copied to QEMU.
+        forward_stdin: bool,
+    },
+    /// As [`Sharing::Shared`], but QEMU reads stdin itself (the terminal,
+    /// or a run with `exec` commands, whose input stays its own):
+    /// `stratum console` only watches, told why.
+    Watched(&'static str),
+}
+
+impl Sharing {
+    /// Every run of `stratum run` (echoed, not captured) is shared. On a
+    /// terminal in the foreground, stdin and stdout, without `exec`
+    /// commands (whose output a script reads), it is focused.
+    fn choose(opts: &RunOptions, stdin: StdinKind, stdout_is_terminal: bool) -> Self {
+        if opts.capture || !opts.echo {
+            return Self::Private;
+        }
+        if opts.config.vms.iter().any(|v| v.exec.is_some()) {
+            return Self::Watched(READ_ONLY_EXEC);
+        }
+        match stdin {
+            StdinKind::Foreground if stdout_is_terminal => Self::Focused,
+            StdinKind::Foreground => Self::Watched(READ_ONLY_TERMINAL),
+            StdinKind::Background => Self::Shared {
+                forward_stdin: false,
+            },
+            StdinKind::Other => Self::Shared {
+                forward_stdin: true,
+            },
+        }
+    }
 }
 
 /// 16 bytes from the host kernel's CSPRNG, which seed the guests' SMCCC
@@ -302,9 +380,10 @@ enum ConsoleInput {
     /// Nothing: stdin is closed (so fd 0 must not be passed on: it could be
     /// reused by any file we open), or it is a terminal while we capture.
     Nothing,
-    /// The focused console: QEMU reads a pipe that [`Hub`] writes what the
-    /// terminal (and `stratum console`) typed into.
-    Focused,
+    /// QEMU reads a pipe that [`Hub`] writes what the terminal (focused),
+    /// `stratum console` and the forwarded stdin (the descriptor, a
+    /// duplicate of ours) typed into.
+    Pipe(Option<OwnedFd>),
 }
 
 impl ConsoleInput {
@@ -336,13 +415,19 @@ impl ConsoleInput {
             Self::Terminal => Stdio::inherit(),
             Self::Forward(fd) => Stdio::from(fd),
             Self::Nothing => Stdio::null(),
-            Self::Focused => Stdio::piped(),
+            Self::Pipe(_) => Stdio::piped(),
         }
     }
 }
 
-/// Spawns `argv`, streams and captures its output, enforces the timeout.
-fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Result<RunOutcome> {
+/// Spawns `argv`, streams and captures its output, shares the console
+/// ([`Sharing`]), enforces the timeout.
+fn run_command(
+    argv: &[OsString],
+    opts: &RunOptions,
+    mut input: ConsoleInput,
+    sharing: Sharing,
+) -> Result<RunOutcome> {
     // Before QEMU starts: a log directory that cannot be made is bad input.
     let logs = match &opts.log_dir {
         Some(dir) => {
@@ -353,7 +438,11 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
     };
     let (program, args) = argv.split_first().expect("the command line has a program");
     let stdin_connected = input.connected();
-    let focused = matches!(input, ConsoleInput::Focused);
+    let focused = sharing == Sharing::Focused;
+    let forward = match &mut input {
+        ConsoleInput::Pipe(fd) => fd.take(),
+        _ => None,
+    };
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(input.stdio())
@@ -370,19 +459,28 @@ fn run_command(argv: &[OsString], opts: &RunOptions, input: ConsoleInput) -> Res
             Path::new(program).display()
         ))
     })?;
-    let hub = match child.stdin.take().filter(|_| focused) {
-        Some(qemu_input) => {
-            let names = opts.config.vms.iter().map(|v| v.name.clone()).collect();
-            match Hub::start(names, qemu_input, child.id()) {
-                Ok(hub) => Some(hub),
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(Error::environment(format!("the terminal: {e}")));
-                }
+    let names = || opts.config.vms.iter().map(|v| v.name.clone()).collect();
+    let hub = match (sharing, child.stdin.take()) {
+        (Sharing::Focused, Some(qemu_input)) => match Hub::start(names(), qemu_input, child.id()) {
+            Ok(hub) => Some(hub),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::environment(format!("the terminal: {e}")));
             }
+        },
+        (Sharing::Shared { .. }, Some(qemu)) => Some(Hub::serve(
+            names(),
+            child.id(),
+            ServeInput::Pipe {
+                qemu,
+                stdin: forward,
+            },
+        )),
+        (Sharing::Watched(why), _) => {
+            Some(Hub::serve(names(), child.id(), ServeInput::ReadOnly(why)))
         }
-        None => None,
+        _ => None,
     };
     let sinks = Sinks {
         exec: ExecWatch::new(&opts.config),
@@ -629,6 +727,7 @@ mod tests {
             &sh("printf 'hello\\n'; echo oops >&2; exit 72"),
             &opts,
             ConsoleInput::Nothing,
+            Sharing::Private,
         )
         .expect("ran");
         assert_eq!(out.verdict, Verdict::VmCrashed);
@@ -648,6 +747,7 @@ mod tests {
             &sh("echo started; exec sleep 30"),
             &opts,
             ConsoleInput::Nothing,
+            Sharing::Private,
         )
         .expect("ran");
         assert_eq!(out.verdict, Verdict::Timeout);
@@ -665,6 +765,7 @@ mod tests {
             &sh("read line; echo \"got $line\""),
             &options(&dir),
             ConsoleInput::Forward(OwnedFd::from(file)),
+            Sharing::Private,
         )
         .expect("ran");
         assert_eq!(out.console.as_deref(), Some("got ping\n"), "{out:?}");
@@ -677,7 +778,13 @@ mod tests {
             timeout: Some(Duration::from_secs(30)),
             ..options(&dir)
         };
-        let out = run_command(&sh("cat; echo eof"), &opts, ConsoleInput::Nothing).expect("ran");
+        let out = run_command(
+            &sh("cat; echo eof"),
+            &opts,
+            ConsoleInput::Nothing,
+            Sharing::Private,
+        )
+        .expect("ran");
         assert_eq!(out.console.as_deref(), Some("eof\n"), "{out:?}");
         assert_eq!(out.verdict, Verdict::AllVmsOff);
     }
@@ -705,24 +812,75 @@ mod tests {
     }
 
     #[test]
-    fn the_focused_console_only_on_a_terminal_without_exec() {
+    fn every_run_is_shared_and_focused_only_on_a_foreground_terminal() {
+        use StdinKind::{Background, Foreground, Other};
         let dir = TestDir::new("run-focused");
         let echoed = RunOptions {
             capture: false,
             echo: true,
             ..options(&dir)
         };
-        assert!(focused_console(&echoed, true, true));
-        assert!(!focused_console(&echoed, false, true), "stdin is a pipe");
-        assert!(!focused_console(&echoed, true, false), "stdout is a pipe");
-        assert!(!focused_console(&options(&dir), true, true), "captured");
+        let shared = |forward_stdin| Sharing::Shared { forward_stdin };
+        let cases = [
+            ("a terminal", Foreground, true, Sharing::Focused),
+            ("stdin is a pipe", Other, true, shared(true)),
+            ("both redirected", Other, false, shared(true)),
+            (
+                "stdout is a pipe",
+                Foreground,
+                false,
+                Sharing::Watched(READ_ONLY_TERMINAL),
+            ),
+            ("a background job", Background, true, shared(false)),
+            ("a background job, logged", Background, false, shared(false)),
+        ];
+        for (name, stdin, stdout_is_terminal, want) in cases {
+            assert_eq!(
+                Sharing::choose(&echoed, stdin, stdout_is_terminal),
+                want,
+                "{name}"
+            );
+        }
+        for stdin in [Foreground, Background, Other] {
+            assert_eq!(
+                Sharing::choose(&options(&dir), stdin, true),
+                Sharing::Private,
+                "captured"
+            );
+        }
         let mut exec = echoed.clone();
         exec.config.vms[0].exec = Some("uname -r".into());
-        assert!(
-            !focused_console(&exec, true, true),
-            "a script reads --exec's output"
-        );
+        for stdin in [Foreground, Background, Other] {
+            assert_eq!(
+                Sharing::choose(&exec, stdin, true),
+                Sharing::Watched(READ_ONLY_EXEC),
+                "a script reads --exec's output"
+            );
+        }
         assert_eq!(Verdict::Quit.exit_code(), exit_code::SUCCESS);
+    }
+
+    #[test]
+    fn a_shared_run_forwards_stdin_through_the_hub() {
+        let dir = TestDir::new("run-shared");
+        let script = dir.write("input.txt", b"ping\n");
+        let file = fs::File::open(&script).expect("just written");
+        let opts = RunOptions {
+            timeout: Some(Duration::from_secs(60)),
+            ..options(&dir)
+        };
+        // The hub listens (in the user's runtime directory) until the end.
+        let out = run_command(
+            &sh("read line; echo \"got $line\""),
+            &opts,
+            ConsoleInput::Pipe(Some(OwnedFd::from(file))),
+            Sharing::Shared {
+                forward_stdin: true,
+            },
+        )
+        .expect("ran");
+        assert_eq!(out.console.as_deref(), Some("got ping\n"), "{out:?}");
+        assert_eq!(out.verdict, Verdict::AllVmsOff);
     }
 
     #[test]
@@ -772,6 +930,7 @@ mod tests {
             &["/nonexistent/qemu".into()],
             &options(&dir),
             ConsoleInput::Nothing,
+            Sharing::Private,
         )
         .expect_err("cannot start");
         assert_eq!(e.exit_code(), exit_code::ENVIRONMENT);

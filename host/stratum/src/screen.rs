@@ -11,7 +11,10 @@
 //!   line starts, because only then is it known whether the hypervisor cut
 //!   the line (`name + ` follows: the `\r\n` was the hypervisor's) or the
 //!   VM ended it (`name | ` follows: it was the VM's). Lines that start
-//!   `[stratum] ` are the hypervisor's own.
+//!   `[stratum] ` are the hypervisor's own. A tag may be coloured (the
+//!   hypervisor colours them when `stratum run`'s stdout is a terminal,
+//!   while its stdin is not): the colour code before it and the reset
+//!   after it are removed with the tag.
 //! - [`Scrollback`]: what each VM printed, bounded (the newest
 //!   [`SCROLLBACK_BYTES`]), replayed when the screen switches to it.
 //! - [`Model`]: the VMs' states and the hypervisor's input focus, kept in
@@ -32,6 +35,9 @@ use crate::demux::{CONTINUED, HYPERVISOR_PREFIX, TAG};
 
 /// How much of each VM's output is kept for replay.
 pub const SCROLLBACK_BYTES: usize = 64 * 1024;
+
+/// What ends a tag's colour (the hypervisor's `ESC [ 0 m`).
+const COLOUR_RESET: &[u8] = b"\x1b[0m";
 
 /// The prefix key of the terminal console (Ctrl-A).
 pub const PREFIX: u8 = 0x01;
@@ -71,7 +77,7 @@ enum Within {
 }
 
 /// Splits the console byte stream into [`Event`]s as it arrives (see the
-/// module docs). Expects the tags without colour.
+/// module docs). Tags may be coloured.
 #[derive(Clone, Debug)]
 pub struct StreamDemux {
     names: Vec<String>,
@@ -79,6 +85,10 @@ pub struct StreamDemux {
     /// Per VM: the line end that closed its last line, until it is known
     /// whether the VM or the hypervisor wrote it.
     held_end: Vec<Option<&'static [u8]>>,
+    /// A colour code started this line (its tag is coloured).
+    tag_colour: bool,
+    /// After a coloured tag: how much of [`COLOUR_RESET`] came so far.
+    reset: Option<usize>,
 }
 
 impl StreamDemux {
@@ -90,6 +100,8 @@ impl StreamDemux {
             names,
             within: Within::Start(Vec::new()),
             held_end: vec![None; n],
+            tag_colour: false,
+            reset: None,
         }
     }
 
@@ -118,6 +130,14 @@ impl StreamDemux {
         match &mut self.within {
             Within::Vm { vm, cr } => {
                 let (vm, held_cr) = (*vm, *cr);
+                // The reset that ends a coloured tag is the tag's.
+                if let Some(n) = self.reset.take() {
+                    if COLOUR_RESET.get(n) == Some(&b) {
+                        self.reset = (n + 1 < COLOUR_RESET.len()).then_some(n + 1);
+                        return;
+                    }
+                    run.extend_from_slice(&COLOUR_RESET[..n]);
+                }
                 if b == b'\n' {
                     let end: &'static [u8] = if held_cr { b"\r\n" } else { b"\n" };
                     if self.names.len() > 1 {
@@ -156,6 +176,19 @@ impl StreamDemux {
             }
             Within::Start(start) => {
                 start.push(b);
+                // A colour code at a line start (several VMs: no VM's
+                // text starts a line) is a tag's: dropped.
+                if self.names.len() > 1 && start[0] == 0x1b {
+                    match colour_code(start) {
+                        Some(true) => {
+                            start.clear();
+                            self.tag_colour = true;
+                            return;
+                        }
+                        Some(false) => return,
+                        None => {}
+                    }
+                }
                 let start = std::mem::take(start);
                 self.classify(start, run, out);
             }
@@ -167,6 +200,7 @@ impl StreamDemux {
     /// one VM, the VM's.
     fn classify(&mut self, start: Vec<u8>, run: &mut Vec<u8>, out: &mut dyn FnMut(Event)) {
         if start.as_slice() == HYPERVISOR_PREFIX.as_bytes() {
+            self.tag_colour = false;
             self.within = Within::Line {
                 hypervisor: true,
                 text: Vec::new(),
@@ -192,6 +226,7 @@ impl StreamDemux {
             return;
         }
         if tagged {
+            self.tag_colour = false;
             self.within = Within::Line {
                 hypervisor: false,
                 text: Vec::new(),
@@ -214,6 +249,23 @@ impl StreamDemux {
         // `run` is empty here (a VM's run is flushed when its line ends),
         // so it now gathers this VM's bytes.
         self.within = Within::Vm { vm, cr: false };
+        self.reset = std::mem::take(&mut self.tag_colour).then_some(0);
+    }
+}
+
+/// Whether `bytes` (starting with ESC) are a colour code `ESC [ digits m`:
+/// `Some(true)` whole, `Some(false)` so far, `None` not one.
+fn colour_code(bytes: &[u8]) -> Option<bool> {
+    match bytes {
+        [0x1b] | [0x1b, b'['] => Some(false),
+        [0x1b, b'[', rest @ ..] => match rest.split_last() {
+            Some((b'm', digits)) if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => {
+                Some(true)
+            }
+            _ if rest.iter().all(u8::is_ascii_digit) => Some(false),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -768,6 +820,39 @@ mod tests {
             let (l, r) = stream.split_at(cut);
             assert_eq!(split(&["a", "ab"], &[l, r]), whole, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn coloured_tags_give_the_same_bytes_as_plain_ones_at_every_split() {
+        let plain: &[u8] = b"a | x\r\nab | y\r\nab + \r\n[stratum] z\r\na + q\r\na | w";
+        let coloured: &[u8] = b"\x1b[33ma | \x1b[0mx\r\n\x1b[34mab | \x1b[0my\r\n\
+            \x1b[34mab + \x1b[0m\r\n[stratum] z\r\n\x1b[33ma + \x1b[0mq\r\n\x1b[33ma | \x1b[0mw";
+        let whole = split(&["a", "ab"], &[plain]);
+        assert_eq!(split(&["a", "ab"], &[coloured]), whole);
+        for cut in 0..coloured.len() {
+            let (l, r) = coloured.split_at(cut);
+            assert_eq!(split(&["a", "ab"], &[l, r]), whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_vms_own_colours_are_kept() {
+        // After the tag's reset, and a reset that is the VM's own (no tag
+        // colour before it), and anything that is not a colour code.
+        let stream: &[u8] =
+            b"\x1b[33ma | \x1b[0m\x1b[0m\x1b[1;34mdir\r\na | \x1b[0mk\r\n\x1b[33ma | \x1b[0z\r\n";
+        let (vms, other) = split(&["a", "b"], &[stream]);
+        assert_eq!(vms[0], "\x1b[0m\x1b[1;34mdir\r\n\x1b[0mk\r\n\x1b[0z");
+        assert!(other.is_empty(), "{other:?}");
+        // A line that starts with another escape is nobody's.
+        let (vms, other) = split(&["a", "b"], &[b"\x1b[1;2mhi\r\na | x"]);
+        assert_eq!(vms[0], "x");
+        assert_eq!(other, ["O:\x1b[1;2mhi"]);
+        assert_eq!(
+            colour_code(b"\x1b[m"),
+            None,
+            "no digits: not a tag's colour"
+        );
     }
 
     #[test]
