@@ -39,6 +39,12 @@ static ROUTER: SpinLock<Router> = SpinLock::new(Router::new());
 /// the switch or the router drains it (each round moves at most a ring).
 const ROUNDS: usize = 16;
 
+/// The time in µs of the physical counter, for the switches' storm control.
+fn now_us() -> u64 {
+    let hz = stratum_arch::timer::frequency().max(1);
+    (u128::from(stratum_arch::timer::counter()) * 1_000_000 / u128::from(hz)) as u64
+}
+
 /// Builds the switches and the router from the bundle's virtio records
 /// (boot CPU, before any guest runs).
 pub fn init(bundle: &Bundle<'_>) {
@@ -148,6 +154,7 @@ pub fn serve(vm: usize, work: Work, cpu: usize) {
         };
         let mut guard = slot.lock();
         let Some(net) = guard.as_mut() else { continue };
+        net.switch.set_time(now_us());
         let mut ports = NetPorts {
             network,
             vms: &net.vms,

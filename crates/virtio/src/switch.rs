@@ -24,6 +24,17 @@
 //! own receive ring. Frames shorter than an Ethernet header or longer than
 //! the MTU are dropped and counted at the sender's port.
 //!
+//! # Storm control
+//! Flooded frames — broadcast, multicast and unknown destinations, which
+//! reach every other port — are limited per sending port by a token
+//! bucket ([`FLOOD_PER_SECOND`], bursts of [`FLOOD_BURST`]), as physical
+//! switches do: beyond it they are dropped and counted
+//! ([`PortCounters::tx_storm`]), so one VM's broadcast storm cannot fill
+//! every peer's receive ring. ARP and neighbour discovery stay far below
+//! it; unicast to a known port is not limited (it reaches one port only,
+//! whose own receive ring bounds it). The glue gives the time
+//! ([`Switch::set_time`]).
+//!
 //! # Bounded work, coalesced interrupts
 //! One call moves at most [`TX_BUDGET`] frames (a full transmit ring);
 //! if the sender has more, [`TxReport::more`] says so and the glue calls
@@ -97,6 +108,47 @@ pub struct PortCounters {
     /// Frames the port sent with another port's pinned MAC as their
     /// source: dropped.
     pub tx_spoofed: u64,
+    /// Flooded frames (broadcast, multicast, unknown destination) the port
+    /// sent beyond its storm-control budget: dropped.
+    pub tx_storm: u64,
+}
+
+/// Storm control: flooded frames (broadcast, multicast, unknown unicast)
+/// one port may send per second, on average.
+pub const FLOOD_PER_SECOND: u64 = 2_000;
+/// ... and in one burst.
+pub const FLOOD_BURST: u64 = 256;
+
+/// A port's storm-control bucket: up to [`FLOOD_BURST`] tokens, refilled
+/// at [`FLOOD_PER_SECOND`]; a flooded frame takes one or is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bucket {
+    tokens: u64,
+    /// When it was last refilled, in µs of [`Switch::set_time`].
+    at_us: u64,
+}
+
+impl Bucket {
+    const FULL: Self = Self {
+        tokens: FLOOD_BURST,
+        at_us: 0,
+    };
+
+    /// Takes a token at time `now_us`, refilling first; whether there was one.
+    fn take(&mut self, now_us: u64) -> bool {
+        let elapsed = now_us.saturating_sub(self.at_us);
+        let refill = elapsed.saturating_mul(FLOOD_PER_SECOND) / 1_000_000;
+        if refill > 0 {
+            self.tokens = (self.tokens + refill).min(FLOOD_BURST);
+            // Keep the remainder: advance by the time the tokens took.
+            self.at_us += refill * 1_000_000 / FLOOD_PER_SECOND;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 /// What one [`Switch::transmit`] did.
@@ -128,6 +180,10 @@ pub struct Switch {
     batch: [Frame; BATCH],
     /// Which ports each frame of the batch goes to, one bit each.
     targets: [u32; BATCH],
+    /// Each port's storm-control bucket.
+    buckets: [Bucket; MAX_PORTS],
+    /// The time, in µs, as the glue last set it ([`Switch::set_time`]).
+    now_us: u64,
 }
 
 fn bump(c: &mut u64) {
@@ -146,7 +202,16 @@ impl Switch {
             counters: [PortCounters::default(); MAX_PORTS],
             batch: [const { Frame::EMPTY }; BATCH],
             targets: [0; BATCH],
+            buckets: [Bucket::FULL; MAX_PORTS],
+            now_us: 0,
         }
+    }
+
+    /// Sets the time storm control counts with, in µs of a monotonic clock
+    /// (the glue's counter): call before [`Switch::transmit`]. A clock that
+    /// goes backwards refills nothing.
+    pub fn set_time(&mut self, now_us: u64) {
+        self.now_us = self.now_us.max(now_us);
     }
 
     /// How many ports it has.
@@ -301,7 +366,15 @@ impl Switch {
                 continue;
             }
             self.learn(source, src);
-            self.targets[i] = self.route(src, dest);
+            let targets = self.route(src, dest);
+            // Flooded (group or unknown destination): storm control.
+            let flooded = dest.is_group() || self.lookup(dest).is_none();
+            if flooded && !self.buckets[src].take(self.now_us) {
+                self.targets[i] = 0;
+                bump(&mut self.counters[src].tx_storm);
+                continue;
+            }
+            self.targets[i] = targets;
             bump(&mut self.counters[src].tx_frames);
         }
         (taken, frames, drained)
@@ -359,5 +432,42 @@ impl Switch {
             c.rx_frames = c.rx_frames.saturating_add(delivered);
             c.rx_dropped = c.rx_dropped.saturating_add(dropped);
         }
+    }
+}
+
+#[cfg(test)]
+mod storm_tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_a_burst_then_the_rate() {
+        let mut b = Bucket::FULL;
+        let taken = (0..300).filter(|_| b.take(0)).count() as u64;
+        assert_eq!(
+            taken, FLOOD_BURST,
+            "a burst, then nothing at the same instant"
+        );
+        // 10 ms later: 20 more at 2,000 per second.
+        let taken = (0..100).filter(|_| b.take(10_000)).count() as u64;
+        assert_eq!(taken, FLOOD_PER_SECOND / 100);
+        // A long pause refills only to the burst.
+        let taken = (0..1000).filter(|_| b.take(60_000_000)).count() as u64;
+        assert_eq!(taken, FLOOD_BURST);
+        // Time that does not reach one token's worth keeps accruing.
+        let mut c = Bucket {
+            tokens: 0,
+            at_us: 0,
+        };
+        assert!(!c.take(300));
+        assert!(c.take(500), "500 µs make one token");
+        assert!(!c.take(600));
+    }
+
+    #[test]
+    fn set_time_never_goes_back() {
+        let mut s = Switch::new(2);
+        s.set_time(1000);
+        s.set_time(10);
+        assert_eq!(s.now_us, 1000);
     }
 }

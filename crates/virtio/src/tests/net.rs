@@ -297,6 +297,7 @@ fn frames_are_switched_both_ways_byte_exact_and_unicast_after_learning() {
             rx_frames: 1,
             rx_dropped: 0,
             tx_spoofed: 0,
+            tx_storm: 0,
         }
     );
     assert_eq!(sw.counters(2).rx_frames, 1);
