@@ -56,10 +56,14 @@ pub fn init(bundle: &Bundle<'_>) {
             }
             _ => None,
         });
+        // As many ports as the highest one used: a flood visits only them.
+        let Some(count) = ports.clone().map(|(port, ..)| port + 1).max() else {
+            continue;
+        };
         let mut n: Option<Network> = None;
         for (port, vm, mac) in ports {
             let net = n.get_or_insert_with(|| Network {
-                switch: Switch::new(MAX_PORTS),
+                switch: Switch::new(count.min(MAX_PORTS)),
                 vms: [usize::MAX; MAX_PORTS],
             });
             if port < MAX_PORTS {
