@@ -5,8 +5,6 @@
 //!   negotiation, the status rules, the queues' configuration, the
 //!   interrupt line — as a device on the VM's MMIO bus
 //!   ([`stratum_core::bus::MmioDevice`]).
-//! - [`bank`]: a row of transports on one banked bus window (QEMU `virt`'s
-//!   32), routed by bank index.
 //! - [`device`]: the [`device::VirtioDevice`] trait each device (net,
 //!   vsock, console, later a proxy for a backend in another VM) implements
 //!   to plug into the transport; [`device::NoDevice`] reads DeviceID 0.
@@ -45,7 +43,6 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
-pub mod bank;
 pub mod chain;
 pub mod console;
 pub mod device;
@@ -59,7 +56,6 @@ pub mod switch;
 pub mod transport;
 pub mod vsock;
 
-pub use bank::TransportBank;
 pub use chain::{Chain, Segment};
 pub use device::{NoDevice, Queues, VirtioDevice};
 pub use mem::{GuestMemory, MemError, SliceMemory};
