@@ -24,20 +24,20 @@ use crate::vcpu::{Frame, LiveVcpu, VcpuTag};
 use crate::vm::{Vm, VmMemory};
 use crate::{irq, lifecycle, log, sched, smp, system, telemetry};
 use stratum_arch::vectors::kind;
-use stratum_virtio::{VmVirtio, Work};
+use stratum_virtio::VmVirtio;
 
 /// The glue's side of [`ExitEnv`], for one VM.
 struct Env {
     /// The VM's index.
     vm: usize,
-    /// Its RAM carve-out, seen at host-physical addresses (stage-1
-    /// translation at EL2 gives the physical address of a guest VA).
-    host_ram: GuestRam,
+    /// Its RAM carve-out (stage-1 translation at EL2 gives the physical
+    /// address of a guest VA).
+    ram: GuestRam,
 }
 
 impl ExitEnv for Env {
     fn fetch_insn(&mut self, pc: Gva) -> Option<u32> {
-        self.host_ram.read_u32(tlb::translate_guest_read(pc.0)?)
+        self.ram.read_u32_at_host(tlb::translate_guest_read(pc.0)?)
     }
 
     fn el1_vector_state(&mut self) -> (u64, u64) {
@@ -94,7 +94,7 @@ fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) -> bool {
             print_virtio_console(vm);
         }
         later = !work.is_empty();
-        vm.pv_work = merge(vm.pv_work, work);
+        vm.pv_work |= work;
     }
     let virtio = device.is_none_or(|d| d == crate::vm::VIRTIO_DEVICE);
     if fx.lines && !virtio || device.is_none() {
@@ -104,16 +104,6 @@ fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) -> bool {
         irq::sample_virtio_lines(vm);
     }
     later
-}
-
-/// Both `a`'s and `b`'s work.
-fn merge(a: Work, b: Work) -> Work {
-    Work {
-        console_output: a.console_output | b.console_output,
-        nics: a.nics | b.nics,
-        vsock: a.vsock | b.vsock,
-        vsock_reset: a.vsock_reset | b.vsock_reset,
-    }
 }
 
 /// Prints what the VM wrote to its virtio-console, tagged like its UART's
@@ -141,8 +131,7 @@ fn print_virtio_console(vm: &mut Vm) {
 #[cold]
 #[inline(never)]
 fn serve_pv(id: usize, v: usize, cpu: usize) {
-    let work = system::with_vm(id, |vm| core::mem::take(&mut vm.pv_work));
-    crate::pv::serve(id, work, cpu);
+    crate::pv::serve(id, cpu);
     system::with_vm(id, |vm| {
         if !vm.must_park(v) {
             irq::fill_on(vm, v, cpu);
@@ -546,9 +535,10 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> (Action, bool) {
     let mut live = LiveVcpu {
         frame: &mut vm.frames[v],
     };
-    // SAFETY: the VM's own carve-out (as `vm.ram`), addressed physically.
-    let host_ram = unsafe { GuestRam::new(vm.ram_pa.0, vm.ram_pa.0, vm.machine.ram.size) };
-    let mut env = Env { vm: id, host_ram };
+    let mut env = Env {
+        vm: id,
+        ram: vm.ram,
+    };
     let action = vmexit::handle_sync(&info, v, &mut live, &mut model, &mut env);
     let last_abort = model.last_abort;
     if let Some(c) = model.counted {

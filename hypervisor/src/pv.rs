@@ -17,9 +17,10 @@
 use stratum_abi::bundle::{Bundle, MAX_NETWORKS, VirtioKind};
 use stratum_virtio::net::NetDevice;
 use stratum_virtio::router::{Router, VsockPorts};
+use stratum_virtio::slots::MAX_NICS;
 use stratum_virtio::switch::{MAX_PORTS, Ports, Switch};
 use stratum_virtio::vsock::VsockDevice;
-use stratum_virtio::{GuestMemory, Transport, Work};
+use stratum_virtio::{GuestMemory, Transport};
 
 use crate::sync::SpinLock;
 use crate::vm::VmMemory;
@@ -142,15 +143,21 @@ impl VsockPorts for SockPorts {
     }
 }
 
-/// Runs what VM `vm`'s notifies left (`work`) on CPU `cpu`, holding no
-/// VM lock.
-pub fn serve(vm: usize, work: Work, cpu: usize) {
+/// Runs what VM `vm`'s notifies left (its `pv_work`, taken in the same
+/// hold of its lock as its NICs' networks and ports) on CPU `cpu`; holds
+/// no VM lock on entry.
+pub fn serve(vm: usize, cpu: usize) {
+    let Some((work, nics)) = system::try_with_vm(vm, |v| {
+        let nics: [_; MAX_NICS] = core::array::from_fn(|k| v.virtio.nic(k));
+        (core::mem::take(&mut v.pv_work), nics)
+    }) else {
+        return;
+    };
     let mut mask = work.nics;
     while mask != 0 {
         let k = mask.trailing_zeros() as usize;
         mask &= mask - 1;
-        let Some((network, port, _)) = system::try_with_vm(vm, |v| v.virtio.nic(k)).flatten()
-        else {
+        let Some((network, port, _)) = nics.get(k).copied().flatten() else {
             continue;
         };
         let Some(slot) = NETWORKS.get(network as usize) else {

@@ -87,6 +87,14 @@ impl GuestRam {
         Some(unsafe { (at as *const u32).read_volatile() })
     }
 
+    /// The aligned 32-bit word at host-physical `pa` inside the carve-out
+    /// (an instruction whose guest VA EL2 translated to a physical address),
+    /// read once; `None` outside the carve-out or unaligned.
+    pub fn read_u32_at_host(&self, pa: u64) -> Option<u32> {
+        let off = pa.checked_sub(self.pa)?;
+        self.read_u32(self.ipa.checked_add(off)?)
+    }
+
     /// Zeroes the whole carve-out (the VM is not running).
     pub fn zero(&self) {
         // SAFETY: the whole carve-out, per `new`'s contract.
@@ -137,6 +145,10 @@ mod tests {
         assert_eq!(r.read_u32(0x4000_0004), Some(0xd503_201f));
         assert_eq!(r.read_u32(0x4000_0006), None);
         assert_eq!(r.read_u32(0x4000_0010), None);
+        let host = r.pa + 4;
+        assert_eq!(r.read_u32_at_host(host), Some(0xd503_201f));
+        assert_eq!(r.read_u32_at_host(r.pa - 4), None, "below the carve-out");
+        assert_eq!(r.read_u32_at_host(r.pa + 16), None, "past it");
         r.zero();
         assert_eq!(r.read_u32(0x4000_0004), Some(0));
         assert_eq!((r.ipa(), r.size()), (0x4000_0000, 16));

@@ -61,6 +61,16 @@ pub struct Work {
     pub vsock_reset: bool,
 }
 
+impl core::ops::BitOrAssign for Work {
+    /// Adds `other`'s work to this (both left to do).
+    fn bitor_assign(&mut self, other: Self) {
+        self.console_output |= other.console_output;
+        self.nics |= other.nics;
+        self.vsock |= other.vsock;
+        self.vsock_reset |= other.vsock_reset;
+    }
+}
+
 impl Work {
     /// Whether nothing is left to do.
     pub fn is_empty(&self) -> bool {

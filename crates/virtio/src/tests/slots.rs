@@ -97,6 +97,29 @@ fn a_vm_without_records_has_32_empty_transports() {
 }
 
 #[test]
+fn work_adds_up() {
+    let mut w = Work {
+        nics: 0b01,
+        ..Work::default()
+    };
+    w |= Work {
+        nics: 0b10,
+        vsock: true,
+        ..Work::default()
+    };
+    assert_eq!(
+        w,
+        Work {
+            nics: 0b11,
+            vsock: true,
+            ..Work::default()
+        }
+    );
+    w |= Work::default();
+    assert!(!w.is_empty() && !w.console_output && !w.vsock_reset);
+}
+
+#[test]
 fn records_that_clash_are_left_out() {
     let mut d = devices();
     // A second device on transport 0, and one past the 32.
