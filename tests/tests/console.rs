@@ -45,6 +45,16 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// The shell command a pane runs to attach to VM `vm` of this
+    /// server's runs with `stratum console`, then say its exit status.
+    fn attach_command(&self, vm: &str) -> String {
+        format!(
+            "XDG_RUNTIME_DIR={} {} console {vm}; echo \"console exit status $?\"",
+            quote(&self.runtime),
+            quote(&stratum_bin())
+        )
+    }
+
     fn new(tag: &str) -> Self {
         let found = Command::new("tmux").arg("-V").output();
         assert!(
@@ -270,11 +280,7 @@ fn focused_console_switches_replays_and_attaches() {
     // A second pane attaches to `talk`: its scrollback first, then typing
     // there reaches it (the system's one focus moves to it, and the main
     // screen follows).
-    let attach = format!(
-        "XDG_RUNTIME_DIR={} {} console talk; echo \"console exit status $?\"",
-        quote(&tmux.runtime),
-        quote(&stratum_bin())
-    );
+    let attach = tmux.attach_command("talk");
     tmux.run(&["split-window", "-v", "-t", main, &attach]);
     let second = "t:0.1";
     let screen = tmux.wait_for(second, "talk: got \"hello\"");
@@ -536,14 +542,7 @@ fn a_run_without_a_terminal_is_attached_to_and_keeps_its_log() {
 
     // Attach to chat from a terminal: its scrollback, then typing reaches
     // it (the input focus moves to it).
-    let attach = |vm: &str| {
-        format!(
-            "XDG_RUNTIME_DIR={} {} console {vm}; echo \"console exit status $?\"",
-            quote(&tmux.runtime),
-            quote(&stratum_bin())
-        )
-    };
-    tmux.start(&attach("chat"));
+    tmux.start(&tmux.attach_command("chat"));
     let pane = "t:0.0";
     let screen = tmux.wait_for(pane, "chat: ready");
     assert_only(
@@ -576,7 +575,13 @@ fn a_run_without_a_terminal_is_attached_to_and_keeps_its_log() {
     tmux.keys(pane, &["off", "Enter"]);
     tmux.wait_for(pane, "chat is stopped");
     tmux.wait_for(pane, "console exit status 0");
-    tmux.run(&["split-window", "-v", "-t", pane, &attach("talk")]);
+    tmux.run(&[
+        "split-window",
+        "-v",
+        "-t",
+        pane,
+        &tmux.attach_command("talk"),
+    ]);
     let second = "t:0.1";
     tmux.wait_for(second, "talk: got \"fromstdin\"");
     tmux.keys(second, &["off", "Enter"]);
