@@ -361,6 +361,12 @@ impl Gic {
         self.bit(GICD_ISPENDR, intid)
     }
 
+    /// Whether `intid` is pending as `ICPENDR` shows it (the clear-pending
+    /// registers read the same state as `ISPENDR`).
+    pub fn is_pending_by_icpendr(&self, intid: u32) -> bool {
+        self.bit(GICD_ICPENDR, intid)
+    }
+
     /// Whether `intid` is active (`ISACTIVER`).
     pub fn is_active(&self, intid: u32) -> bool {
         self.bit(GICD_ISACTIVER, intid)

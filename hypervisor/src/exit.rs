@@ -339,6 +339,7 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
         if vm.vgic.in_lr_count(v) != 0 {
             irq::fold_on(vm, v, smp::current_cpu());
         }
+        irq::retire_dropped_timers(vm, v);
         let mut devices = VmDevs {
             uart: &mut vm.uart,
             vgic: &mut vm.vgic,
@@ -400,6 +401,7 @@ fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
             let (left, later) = system::with_vm(id, |vm| {
                 if !folded {
                     irq::fold_on(vm, v, cpu);
+                    irq::retire_dropped_timers(vm, v);
                 }
                 let (action, later) = sync_policy(frame, vm, v);
                 let finished = finish_in_place(&action);

@@ -403,6 +403,34 @@ pub fn fold_on(vm: &mut Vm, v: usize, cpu: usize) {
     with_cpu(cpu, |irqs| irqs.fold(vm, v));
 }
 
+/// The guest timers' interrupt lines of vCPU `v`, loaded and running on
+/// this CPU, into its model: a timer interrupt forwarded but not yet
+/// taken whose timer the guest has since disabled, masked or re-armed for
+/// later is retired (not pending, its physical interrupt released at the
+/// refill), as the line's drop would on a GIC. Called after the fold of
+/// every exit that takes the VM's lock (device accesses, the slow path,
+/// physical interrupts); costs a load and a branch unless a timer
+/// interrupt was forwarded and not completed yet.
+#[inline(always)]
+pub fn retire_dropped_timers(vm: &mut Vm, v: usize) {
+    if vm.vgic.hw_linked_private(v) & TIMER_PPIS != 0 {
+        retire_timers_if_low(vm, v);
+    }
+}
+
+/// The guest timers' interrupts.
+const TIMER_PPIS: u32 = (1 << VTIMER_INTID) | (1 << PTIMER_INTID);
+
+/// [`retire_dropped_timers`] once a timer interrupt is in flight.
+#[inline(never)]
+fn retire_timers_if_low(vm: &mut Vm, v: usize) {
+    let waiting = vm.vgic.hw_pending_private(v, TIMER_PPIS);
+    if waiting != 0 {
+        vm.vgic
+            .retire_hw_pending(v, waiting & stratum_arch::timer::live_low_lines());
+    }
+}
+
 /// vCPU `v` leaves CPU `cpu` (the caller's own) or waits: every list
 /// register goes back to the model and is invalidated, so that the model
 /// alone says what is pending (a `WFI` wake-up) and the next vCPU finds
@@ -560,6 +588,7 @@ fn interrupts_arrived<const WAITING: bool>(cpu: usize, me: VcpuRef) -> GuestIrq 
     let outcome = system::with_vm(id, |vm| {
         let simple = with_cpu(cpu, |irqs| {
             irqs.fold(vm, v);
+            retire_dropped_timers(vm, v);
             irqs.ack_all(&mut acks);
             for irq in acks.timers.iter().flatten() {
                 // Never refused for a PPI; if the model holds a previous

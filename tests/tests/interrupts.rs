@@ -1,7 +1,8 @@
 //! Interrupt system tests: the guests that need Stratum's virtual GIC and
-//! timer (`vtimer`, `sgi`, `lrflood`, `gicprio`, `gicregs`, `gichammer`,
-//! `uartirq`), each on GICv2 and GICv3 (cortex-a57), plus `-cpu max` runs of
-//! `vtimer` and `lrflood`.
+//! timer (`vtimer`, `timerline`, `sgi`, `lrflood`, `gicprio`, `gicregs`,
+//! `gichammer`, `uartirq`), each on GICv2 and GICv3 (cortex-a57), plus
+//! `-cpu max` runs of `vtimer` and `lrflood`, and `timerline` twice on one
+//! time-shared CPU.
 //!
 //! Run them with `cargo xtask test` (or `cargo test -p stratum-systests
 //! --test interrupts` with `STRATUM_BIN`, `STRATUM_GUESTS_DIR` and
@@ -12,7 +13,8 @@
 //! a real GIC and timer behave as the virtual ones must.
 
 use stratum_systests::{
-    DEFAULT_TIMEOUT, GuestOpts, Run, assert_in_order, assert_passed, run_guest,
+    DEFAULT_TIMEOUT, GuestOpts, Run, Verdict, assert_in_order, assert_passed, guest_elf,
+    run_config, run_guest, split_by_tag,
 };
 
 /// What `uartirq` prints when it is ready, and the line the test types.
@@ -151,6 +153,107 @@ fn check_gichammer(run: &Run, gic: u8) {
     );
 }
 
+/// The cases `timerline` tallies (timer, how the line dropped, how it was
+/// observed), each of which must report every round as expected.
+fn timerline_expectations(rounds: u32) -> Vec<String> {
+    let mut want = Vec::new();
+    for timer in ["vtimer", "ptimer"] {
+        for how in ["disabled", "masked", "re-armed for later"] {
+            for seen in ["registers", "wfi"] {
+                let case = format!("check {timer} {how}, seen by {seen}");
+                want.push(format!(
+                    "{case}: pending while due: got {rounds}, want {rounds}: ok"
+                ));
+                want.push(format!("{case}: pending after the drop: got 0, want 0: ok"));
+                want.push(format!("{case}: taken after the drop: got 0, want 0: ok"));
+                if seen == "wfi" {
+                    want.push(format!(
+                        "{case}: woken before the other timer: got 0, want 0: ok"
+                    ));
+                    want.push(format!(
+                        "{case}: woken by the other timer: got {rounds}, want {rounds}: ok"
+                    ));
+                }
+                want.push(format!(
+                    "{case}: taken once the line rose: got {rounds}, want {rounds}: ok"
+                ));
+            }
+        }
+    }
+    want.push("check stray interrupts: got 0, want 0: ok".to_string());
+    want
+}
+
+fn check_timerline(run: &Run, gic: u8) {
+    check_common(run, "timerline", gic);
+    let want = timerline_expectations(4);
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert_in_order(run, &want);
+}
+
+/// Two `timerline` VMs time-share one physical CPU with a 1 ms slice, so
+/// that the other VM runs between a round's steps: each must see only its
+/// own timers' lines.
+fn timerline_time_shared(gic: u8) {
+    let elf = format!("{:?}", guest_elf("timerline").to_string_lossy());
+    let vm = |name: &str| {
+        format!(
+            "[[vm]]\nname = \"{name}\"\nkernel = {elf}\ncmdline = \"rounds=6\"\n\
+             memory = \"32M\"\nplacement = \"shared\"\npcpus = [0]\n\n"
+        )
+    };
+    let text = format!(
+        "[machine]\ncpus = 1\nmemory = \"512M\"\n\n[system]\nslice = \"1ms\"\n\n{}{}",
+        vm("left"),
+        vm("right")
+    );
+    let path = std::env::temp_dir().join(format!(
+        "stratum-systest-timerline-{gic}-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).expect("write a temporary config");
+    let gic_arg = gic.to_string();
+    let run = run_config(&path, DEFAULT_TIMEOUT * 2, &["--gic", &gic_arg], None);
+    let _ = std::fs::remove_file(&path);
+    let split = split_by_tag(&run.console, &["left", "right"])
+        .unwrap_or_else(|e| panic!("badly tagged console: {e}\n{}", run.describe()));
+    let want = timerline_expectations(6);
+    for name in ["left", "right"] {
+        let markers = split.markers(name);
+        assert!(
+            markers.iter().any(|m| m.verdict == Verdict::Pass)
+                && !markers
+                    .iter()
+                    .any(|m| matches!(m.verdict, Verdict::Fail(_))),
+            "VM {name}: expected `STRATUM-TEST PASS timerline`, got {markers:?}\n{}",
+            run.describe()
+        );
+        let lines: Vec<&str> = split.lines(name).iter().map(|l| l.text.as_str()).collect();
+        for line in &want {
+            assert!(
+                lines.contains(&line.as_str()),
+                "VM {name}: no line {line:?}\n{}",
+                run.describe()
+            );
+        }
+    }
+    assert!(
+        run.console.contains("[stratum] no VM left running"),
+        "both VMs finished\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn timerline_time_shared_gic2() {
+    timerline_time_shared(2);
+}
+
+#[test]
+fn timerline_time_shared_gic3() {
+    timerline_time_shared(3);
+}
+
 fn check_uartirq(run: &Run, gic: u8) {
     check_common(run, "uartirq", gic);
     assert_in_order(
@@ -177,6 +280,20 @@ macro_rules! interrupt_test {
 interrupt_test!(vtimer_gic2, "vtimer", 2, "cortex-a57", check_vtimer);
 interrupt_test!(vtimer_gic3, "vtimer", 3, "cortex-a57", check_vtimer);
 interrupt_test!(vtimer_gic3_max, "vtimer", 3, "max", check_vtimer);
+interrupt_test!(
+    timerline_gic2,
+    "timerline",
+    2,
+    "cortex-a57",
+    check_timerline
+);
+interrupt_test!(
+    timerline_gic3,
+    "timerline",
+    3,
+    "cortex-a57",
+    check_timerline
+);
 interrupt_test!(sgi_gic2, "sgi", 2, "cortex-a57", check_sgi);
 interrupt_test!(sgi_gic3, "sgi", 3, "cortex-a57", check_sgi);
 interrupt_test!(lrflood_gic2, "lrflood", 2, "cortex-a57", check_lrflood);

@@ -33,6 +33,38 @@ pub const fn is_armed(ctl: u64) -> bool {
     ctl & (CTL_ENABLE | CTL_IMASK) == CTL_ENABLE
 }
 
+/// Whether a timer whose control register reads `ctl` asserts its
+/// interrupt line: enabled, not masked, condition met
+/// (`ISTATUS && ENABLE && !IMASK`).
+pub const fn asserts(ctl: u64) -> bool {
+    ctl & (CTL_ENABLE | CTL_IMASK | CTL_ISTATUS) == CTL_ENABLE | CTL_ISTATUS
+}
+
+/// Of the guest timers' interrupts, the ones (bit `i`: INTID `i`, of
+/// [`VIRT_TIMER_INTID`] and [`PHYS_TIMER_INTID`]) whose line is low, for
+/// control registers `cntv_ctl` and `cntp_ctl`.
+pub const fn low_lines(cntv_ctl: u64, cntp_ctl: u64) -> u32 {
+    let v = if asserts(cntv_ctl) {
+        0
+    } else {
+        1 << VIRT_TIMER_INTID
+    };
+    let p = if asserts(cntp_ctl) {
+        0
+    } else {
+        1 << PHYS_TIMER_INTID
+    };
+    v | p
+}
+
+/// [`low_lines`] of the timers of the vCPU running (or loaded) on this
+/// CPU, read live: what a guest that disabled, masked or re-armed a timer
+/// has left of its interrupt line.
+#[inline]
+pub fn live_low_lines() -> u32 {
+    low_lines(sysreg::cntv_ctl_el0(), sysreg::cntp_ctl_el0())
+}
+
 /// The physical count, ordered after earlier instructions (`isb; mrs
 /// CNTPCT_EL0`).
 #[inline]
@@ -171,6 +203,24 @@ mod tests {
         assert!(!is_armed(CTL_ENABLE | CTL_IMASK));
         assert!(!is_armed(CTL_IMASK));
         assert!(!is_armed(0));
+    }
+
+    #[test]
+    fn a_line_is_high_only_when_enabled_unmasked_and_due() {
+        assert!(asserts(CTL_ENABLE | CTL_ISTATUS));
+        assert!(!asserts(CTL_ENABLE), "not due yet");
+        assert!(!asserts(CTL_ENABLE | CTL_IMASK | CTL_ISTATUS), "masked");
+        assert!(!asserts(CTL_ISTATUS), "disabled");
+        assert!(!asserts(0));
+        assert_eq!(
+            low_lines(CTL_ENABLE | CTL_ISTATUS, CTL_ENABLE | CTL_ISTATUS),
+            0
+        );
+        assert_eq!(low_lines(0, CTL_ENABLE | CTL_ISTATUS), 1 << 27);
+        assert_eq!(low_lines(CTL_ENABLE | CTL_ISTATUS, CTL_ENABLE), 1 << 30);
+        fake::set(Reg::CNTV_CTL_EL0, CTL_ENABLE | CTL_IMASK | CTL_ISTATUS);
+        fake::set(Reg::CNTP_CTL_EL0, CTL_ENABLE | CTL_ISTATUS);
+        assert_eq!(live_low_lines(), 1 << 27);
     }
 
     #[test]

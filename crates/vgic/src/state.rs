@@ -424,6 +424,49 @@ impl Vgic {
         Ok(true)
     }
 
+    /// `vcpu`'s private interrupts (bit `i`: INTID `i`) linked to a
+    /// physical interrupt ([`Vgic::set_hw_pending`]) and not completed yet:
+    /// pending, active or in an LR. One load, for the exit path's quick
+    /// test; 0 for a bad `vcpu`.
+    #[inline(always)]
+    pub fn hw_linked_private(&self, vcpu: usize) -> u32 {
+        self.private.get(vcpu).map_or(0, |bank| bank.hw)
+    }
+
+    /// Of `vcpu`'s private interrupts in `mask` (bit `i`: INTID `i`), the
+    /// forwarded physical ones ([`Vgic::set_hw_pending`]) that are pending
+    /// and not active, in the model or in an LR: the forwards a source
+    /// that has dropped its line would take back
+    /// ([`Vgic::retire_hw_pending`]); 0 for a bad `vcpu`.
+    pub fn hw_pending_private(&self, vcpu: usize, mask: u32) -> u32 {
+        let Some(bank) = self.private.get(vcpu) else {
+            return 0;
+        };
+        bank.hw & bank.pending_view() & !bank.active_view() & mask
+    }
+
+    /// The level-sensitive source of forwarded private interrupts `bits` of
+    /// `vcpu` dropped its line (a guest timer that was disabled, masked or
+    /// given a compare value in the future): each one that is pending and
+    /// not active stops being pending, in the model and (at the next fold
+    /// or refill) in its LR, and its physical interrupt is released to the
+    /// hypervisor ([`Vgic::take_hw_release`]), so that it is neither taken
+    /// nor shown by `ISPENDR`, and fires again when the line rises. One
+    /// the guest already acknowledged (active) is left alone: on a GIC the
+    /// line no longer matters to it. Returns the bits retired.
+    pub fn retire_hw_pending(&mut self, vcpu: usize, bits: u32) -> u32 {
+        let retire = self.hw_pending_private(vcpu, bits);
+        if retire == 0 {
+            return 0;
+        }
+        let bank = &mut self.private[vcpu];
+        bank.latch &= !retire;
+        bank.cancel_pending |= retire & bank.lr_pending;
+        bank.settle_hw();
+        self.touch();
+        retire
+    }
+
     /// Whether `intid` is pending (as the guest's `ISPENDR` shows it) for
     /// `vcpu`; `false` for bad arguments.
     pub fn is_pending(&self, vcpu: usize, intid: u32) -> bool {

@@ -258,3 +258,138 @@ fn a_stale_lr_is_invalidated_and_clear_forgets_everything() {
     assert!(hw.lrs.iter().all(|&raw| raw == 0));
     assert_eq!(lrs.in_use(), 0);
 }
+
+/// Enables the timer PPIs 27 and 30 of vCPU 0 (v2 distributor bank 0, or
+/// the v3 redistributor's SGI frame).
+fn enable_timer_ppis(g: &mut Vgic, format: LrFormat) {
+    let bits = (1 << 27) | (1 << 30);
+    if format == LrFormat::V3 {
+        rwr(g, 0, 0x1_0100, bits); // GICR_ISENABLER0
+    } else {
+        wr(g, 0, 0x100, bits); // GICD_ISENABLER0
+    }
+}
+
+/// `ISPENDR0` of vCPU 0 as the guest reads it.
+fn ispendr0(g: &mut Vgic, format: LrFormat) -> u64 {
+    if format == LrFormat::V3 {
+        rrd(g, 0, 0x1_0200)
+    } else {
+        rd(g, 0, 0x200)
+    }
+}
+
+#[test]
+fn a_timer_whose_line_dropped_leaves_the_lr_the_register_and_the_physical_interrupt() {
+    for format in FORMATS {
+        let mut g = vgic_for(format);
+        let mut hw = FakeInterface::new(format, 4);
+        let mut lrs = HwLrs::new(format, 4);
+        enable_timer_ppis(&mut g, format);
+        assert!(g.set_hw_pending(0, 27, 27).unwrap());
+        lrs.refill(&mut hw, &mut g, 0);
+        assert_eq!(hw.held(), [(27, LrState::Pending)]);
+        assert_eq!(g.hw_pending_private(0, 1 << 27 | 1 << 30), 1 << 27);
+        assert_eq!(ispendr0(&mut g, format) & (1 << 27), 1 << 27);
+        // The guest disabled its timer before taking the interrupt; the
+        // next exit folds (the LR is untouched) and sees the line low.
+        lrs.fold(&mut hw, &mut g, 0);
+        assert_eq!(g.retire_hw_pending(0, 1 << 27 | 1 << 30), 1 << 27);
+        assert_eq!(ispendr0(&mut g, format) & (1 << 27), 0, "{format:?}");
+        assert!(!g.is_pending(0, 27));
+        assert!(lrs.refill_needed(&g, 0));
+        lrs.refill(&mut hw, &mut g, 0);
+        assert!(hw.held().is_empty(), "{format:?}: {:?}", hw.held());
+        assert_eq!(
+            hw.deactivated,
+            [27],
+            "{format:?}: the physical PPI is let go"
+        );
+        assert_eq!(lrs.in_use(), 0);
+        // Nothing left to retire; the next rise forwards again.
+        assert_eq!(g.retire_hw_pending(0, 1 << 27), 0);
+        assert!(g.set_hw_pending(0, 27, 27).unwrap(), "forwardable again");
+        lrs.refill(&mut hw, &mut g, 0);
+        assert_eq!(hw.held(), [(27, LrState::Pending)]);
+        check_invariants(&g);
+    }
+}
+
+#[test]
+fn a_timer_interrupt_the_guest_took_is_not_retired() {
+    for format in FORMATS {
+        let mut g = vgic_for(format);
+        let mut hw = FakeInterface::new(format, 4);
+        let mut lrs = HwLrs::new(format, 4);
+        enable_timer_ppis(&mut g, format);
+        assert!(g.set_hw_pending(0, 30, 30).unwrap());
+        lrs.refill(&mut hw, &mut g, 0);
+        hw.guest_acks(0);
+        lrs.fold(&mut hw, &mut g, 0);
+        assert_eq!(g.hw_pending_private(0, u32::MAX), 0, "active, not pending");
+        assert_eq!(g.retire_hw_pending(0, 1 << 30), 0);
+        assert!(g.is_active(0, 30));
+        // The guest completes it: the physical one is deactivated the
+        // usual way (by the HW link, or by the fold on GICv2).
+        hw.guest_completes(0);
+        lrs.fold(&mut hw, &mut g, 0);
+        let expected: &[u32] = if format == LrFormat::V3 { &[] } else { &[30] };
+        assert_eq!(hw.deactivated, expected, "{format:?}");
+        check_invariants(&g);
+    }
+}
+
+#[test]
+fn a_timer_pending_outside_the_lrs_is_retired_too() {
+    for format in FORMATS {
+        let mut g = vgic_for(format);
+        let mut hw = FakeInterface::new(format, 4);
+        let mut lrs = HwLrs::new(format, 4);
+        // Forwarded while the PPI is disabled: pending in the model only.
+        assert!(g.set_hw_pending(0, 27, 27).unwrap());
+        lrs.refill(&mut hw, &mut g, 0);
+        assert!(hw.held().is_empty());
+        assert_eq!(ispendr0(&mut g, format) & (1 << 27), 1 << 27);
+        assert_eq!(g.retire_hw_pending(0, 1 << 27), 1 << 27);
+        assert_eq!(ispendr0(&mut g, format) & (1 << 27), 0);
+        lrs.refill(&mut hw, &mut g, 0);
+        assert_eq!(hw.deactivated, [27], "{format:?}");
+        // Enabling it later delivers nothing stale.
+        enable_timer_ppis(&mut g, format);
+        lrs.refill(&mut hw, &mut g, 0);
+        assert!(hw.held().is_empty());
+        check_invariants(&g);
+    }
+}
+
+#[test]
+fn retiring_ignores_what_is_not_a_forward_and_bad_vcpus() {
+    let format = LrFormat::V3;
+    let mut g = vgic_for(format);
+    enable_timer_ppis(&mut g, format);
+    // A software-pended PPI (ISPENDR write) is the guest's own state.
+    rwr(&mut g, 0, 0x1_0200, 1 << 27);
+    assert_eq!(g.hw_pending_private(0, u32::MAX), 0);
+    assert_eq!(g.retire_hw_pending(0, 1 << 27), 0);
+    assert!(g.is_pending(0, 27));
+    assert_eq!(g.hw_pending_private(7, u32::MAX), 0);
+    assert_eq!(g.retire_hw_pending(7, u32::MAX), 0);
+}
+
+#[test]
+fn a_retired_timer_interrupt_does_not_end_a_wait() {
+    for format in FORMATS {
+        let mut g = vgic_for(format);
+        let mut hw = FakeInterface::new(format, 4);
+        let mut lrs = HwLrs::new(format, 4);
+        enable_timer_ppis(&mut g, format);
+        assert!(g.set_hw_pending(0, 27, 27).unwrap());
+        lrs.refill(&mut hw, &mut g, 0);
+        // A WFI exit: fold, retire (the guest disabled the timer), park.
+        lrs.fold(&mut hw, &mut g, 0);
+        assert_eq!(g.retire_hw_pending(0, 1 << 27), 1 << 27);
+        lrs.park(&mut hw, &mut g, 0);
+        assert!(!g.has_pending(0, 0xff), "{format:?}: nothing to wake for");
+        assert!(hw.held().is_empty());
+    }
+}

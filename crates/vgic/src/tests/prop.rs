@@ -13,6 +13,7 @@
 //! delivery in the same priority order.
 
 use super::*;
+use crate::regs::BitIter;
 use proptest::prelude::*;
 
 const VCPUS: usize = 3;
@@ -28,6 +29,8 @@ enum Op {
     Level(u32, usize, bool),
     Edge(u32, usize),
     Hw(usize, u32, u32),
+    /// A HW-linked source drops its lines (e.g. a guest timer disabled).
+    Retire(usize, u32),
     EnableAll,
     Enter(usize),
     Guest(usize, usize, u8),
@@ -87,6 +90,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (intid.clone(), vcpu.clone(), any::<bool>()).prop_map(|(i, v, l)| Op::Level(i, v, l)),
         2 => (intid.clone(), vcpu.clone()).prop_map(|(i, v)| Op::Edge(i, v)),
         1 => (vcpu.clone(), intid, 0u32..1100).prop_map(|(v, i, p)| Op::Hw(v, i, p)),
+        1 => (vcpu.clone(), any::<u32>()).prop_map(|(v, bits)| Op::Retire(v, bits)),
         1 => Just(Op::EnableAll),
         3 => vcpu.clone().prop_map(Op::Enter),
         4 => (vcpu.clone(), 0..LRS + 1, 0u8..3).prop_map(|(v, l, a)| Op::Guest(v, l, a)),
@@ -306,6 +310,13 @@ impl Harness {
             Op::Level(i, v, l) => drop(g.set_level(i, v, l)),
             Op::Edge(i, v) => drop(g.set_pending(i, v)),
             Op::Hw(v, i, p) => drop(g.set_hw_pending(v, i, p)),
+            Op::Retire(v, bits) => {
+                let retired = g.retire_hw_pending(v, bits);
+                assert_eq!(retired & !bits, 0, "retired only what was asked");
+                for i in BitIter(retired) {
+                    assert!(!g.is_pending(v, i as u32), "INTID {i} still pending");
+                }
+            }
             Op::EnableAll => enable_all(g),
             Op::Enter(v) => drop(self.enter(v)),
             Op::Guest(v, l, a) => {
