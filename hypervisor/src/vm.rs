@@ -123,7 +123,8 @@ pub struct Vm {
     /// The VM was (re)loaded: its first vCPU to start flushes its TLB
     /// entries (stage-1 entries of the previous boot share its VMID).
     pub needs_tlb_flush: bool,
-    /// `CNTVOFF_EL2` of this boot (every vCPU's virtual counter agrees).
+    /// `CNTVOFF_EL2` of this boot (every vCPU's virtual counter agrees);
+    /// 0, ADR 0013.
     pub cntvoff: u64,
     /// Times the VM booted.
     pub boot_count: u64,
@@ -323,9 +324,16 @@ impl Vm {
         self.pv_work = Work::default();
         self.vgic = Vgic::new(self.vgic.version(), self.machine.vcpu_mpidrs(), VGIC_SPIS)
             .map_err(VmError::Vgic)?;
-        // The guest's virtual counter starts near zero at every boot.
-        self.cntvoff = stratum_arch::timer::counter();
-        self.trng = Trng::new(&self.entropy, self.id as u64, self.boot_count, self.cntvoff);
+        // The virtual counter is the physical one (ADR 0013): with an
+        // offset, QEMU's timer model overflows on a compare value near the
+        // top of the range and stalls the whole machine.
+        self.cntvoff = 0;
+        self.trng = Trng::new(
+            &self.entropy,
+            self.id as u64,
+            self.boot_count,
+            stratum_arch::timer::counter(),
+        );
         self.needs_tlb_flush = true;
         // vCPU 0 boots per the arm64 boot protocol: x0 = the DTB.
         Ok(self.life.boot(Start {

@@ -768,6 +768,37 @@ fn kill_tree(child: &mut Child) {
     let _ = child.kill();
 }
 
+/// What `MEM_INFO` said at each boot of a VM, from the lines `<prefix>B:
+/// mem_info tables=T ram=R pool_free=F` (or `<prefix>B of N: mem_info …`)
+/// its guest prints: `(boot, [T, R, F])`, in console order.
+pub fn mem_info_by_boot<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    prefix: &str,
+) -> Vec<(u64, [u64; 3])> {
+    lines
+        .into_iter()
+        .filter(|l| l.starts_with(prefix) && l.contains("mem_info "))
+        .filter_map(|l| {
+            let field = |key: &str| numbers_after(l, key).first().copied();
+            Some((
+                field(prefix)?,
+                [field("tables=")?, field("ram=")?, field("pool_free=")?],
+            ))
+        })
+        .collect()
+}
+
+/// The hypervisor's own messages among console `lines` (e.g. the untagged
+/// lines of a split console): `[stratum] ` lines, without the exit-statistics tables printed when VMs stop (their
+/// rows are indented: `[stratum]   `) and their headings.
+pub fn hypervisor_messages<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    lines
+        .into_iter()
+        .filter(|l| l.starts_with("[stratum] ") && !l.starts_with("[stratum]   "))
+        .filter(|l| !l.ends_with("exits by reason"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -704,6 +704,289 @@ fn hostile_guest_beside_two_debian_vms(gic: &str) {
     }
 }
 
+/// The soak: the demo system (Linux on two pinned CPUs, two tickers
+/// time-sharing the third) with the `adversary` beside the tickers,
+/// attacking and resetting itself until the machine's counter reaches 25 s;
+/// its power-off then ends the demo (`stop = "any"`). Meanwhile the shell
+/// runs a typed command. Nothing lost: every tick of both tickers in order
+/// (at least 8 and 3), the command's output, and the same `MEM_INFO` at
+/// every boot of the adversary, the last included.
+#[test]
+fn demo_system_under_the_adversary() {
+    let test = "demo_system_under_the_adversary";
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml.in"),
+    )
+    .expect("configs/demo.toml.in");
+    let guests = stratum_systests::guest_elf("ticker")
+        .parent()
+        .expect("the guests directory")
+        .to_path_buf();
+    let text = template
+        .replace("@KERNEL@", linux_kernel().to_str().expect("UTF-8"))
+        .replace("@INITRD@", linux_initrd().to_str().expect("UTF-8"))
+        .replace("@GUESTS@", guests.to_str().expect("UTF-8"))
+        + &format!(
+            "\n[[vm]]\nname = \"adversary\"\nkernel = {:?}\ncpus = 2\nmemory = \"64M\"\n\
+             cmdline = \"seed=25 boots=1000000 rounds=300 seconds=25\"\nplacement = \"shared\"\npcpus = [2]\n",
+            stratum_systests::guest_elf("adversary")
+                .display()
+                .to_string()
+        );
+    let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(test)));
+    std::fs::write(&config, text).expect("write the config");
+    let start = Instant::now();
+    let run = stratum_systests::run_config(
+        &config,
+        CLI_TIMEOUT,
+        &[],
+        Some((PROMPT, "echo soak-$((6*7))\n")),
+    );
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    let _ = std::fs::remove_file(&config);
+    assert_status(&run, status::OK, test);
+    let vms =
+        stratum_systests::split_by_tag(&run.console, &["linux", "ticker", "tocker", "adversary"])
+            .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    assert!(
+        !run.console.contains("panic"),
+        "{test}: the hypervisor panicked\n{}",
+        run.describe()
+    );
+    assert!(
+        vms.lines("linux")
+            .iter()
+            .any(|l| l.text.trim() == "soak-42"),
+        "{test}: the shell ran the typed command\n{}",
+        run.describe()
+    );
+    for (vm, least) in [("ticker", 8), ("tocker", 3)] {
+        let ticks: Vec<u64> = vms
+            .lines(vm)
+            .iter()
+            .filter_map(|l| l.text.strip_prefix("tick ")?.parse().ok())
+            .collect();
+        assert!(
+            ticks.len() >= least && ticks == (1..=ticks.len() as u64).collect::<Vec<_>>(),
+            "{test}: {vm} ticks in order, at least {least}: {ticks:?}\n{}",
+            run.describe()
+        );
+    }
+    let adversary: Vec<&str> = vms
+        .lines("adversary")
+        .iter()
+        .map(|l| l.text.as_str())
+        .collect();
+    assert!(
+        adversary.contains(&"STRATUM-TEST PASS adversary"),
+        "{test}: the adversary's checks held to the end\n{}",
+        run.describe()
+    );
+    let mem = stratum_systests::mem_info_by_boot(adversary.iter().copied(), "adversary: boot ");
+    assert!(
+        mem.len() >= 2,
+        "{test}: the adversary reset\n{}",
+        run.describe()
+    );
+    for (boot, figures) in &mem {
+        assert_eq!(
+            *figures,
+            mem[0].1,
+            "{test}: MEM_INFO at the adversary's boot {boot} differs from its first\n{}",
+            run.describe()
+        );
+    }
+    let messages =
+        stratum_systests::hypervisor_messages(vms.untagged.iter().map(|(_, l)| l.as_str()));
+    let resets = messages
+        .iter()
+        .filter(|m| m.contains("'adversary': reset requested"))
+        .count();
+    println!(
+        "{test}: adversary boots {}, {} hypervisor messages ({resets} resets)",
+        mem.len(),
+        messages.len()
+    );
+    assert!(
+        messages.len() <= 60 + resets,
+        "{test}: {} hypervisor messages\n{}",
+        messages.len(),
+        run.describe()
+    );
+}
+
+/// The Linux workload program's samples in `lines` (a VM's console),
+/// checked: every test reports once, in a line that parses. Returns the
+/// counter ticks all tests took together.
+fn workload_ticks(test: &str, run: &Run, lines: &[&str]) -> u64 {
+    assert!(
+        !lines.iter().any(|l| l.starts_with(FAIL_PREFIX)),
+        "{test}: a workload test failed\n{}",
+        run.describe()
+    );
+    let samples: Vec<Sample<'_>> = lines
+        .iter()
+        .filter(|l| l.starts_with(SAMPLE_PREFIX))
+        .map(|l| {
+            Sample::parse(l).unwrap_or_else(|e| panic!("{test}: `{l}`: {e}\n{}", run.describe()))
+        })
+        .collect();
+    for t in TESTS {
+        let found = samples.iter().filter(|s| s.test == t.id).count();
+        assert_eq!(
+            found,
+            1,
+            "{test}: {} must report once\n{}",
+            t.id,
+            run.describe()
+        );
+    }
+    samples.iter().map(|s| s.ticks).sum()
+}
+
+/// The workload program's command for a Debian VM's `exec`.
+const WORKLOAD_EXEC: &str = "stratum-workload workload.divisor=1000";
+
+/// The workload's ticks with the Debian VM alone on one CPU: the baseline
+/// of the adversarial runs' slowdown (measured once per test binary).
+fn workload_alone() -> u64 {
+    static ALONE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ALONE.get_or_init(|| {
+        let test = "linux_workload_alone";
+        let text = format!(
+            "[machine]\ncpus = 1\n\n\
+             [[vm]]\nname = \"linux\"\ndebian = true\nmemory = \"256M\"\nexec = {WORKLOAD_EXEC:?}\n"
+        );
+        let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(test)));
+        std::fs::write(&config, text).expect("write the config");
+        let run = stratum_systests::run_config(&config, CLI_TIMEOUT, &[], None);
+        let _ = std::fs::remove_file(&config);
+        assert_status(&run, status::OK, test);
+        let lines: Vec<&str> = console_lines(&run.console).map(str::trim).collect();
+        let ticks = workload_ticks(test, &run, &lines);
+        println!("{test}: {ticks} ticks");
+        ticks
+    })
+}
+
+/// A Debian VM runs the workload program while the `adversary` (two vCPUs,
+/// resetting itself every 100 attack rounds, for ever) attacks every
+/// interface: on its own CPU (`shared` false: Linux pinned to CPU 0, the
+/// adversary on CPU 1) or on the same one (both time-share CPU 0). The
+/// system stops when Linux powers off (`stop = "any"`). Pass: exit 0, no
+/// hypervisor panic, every workload test reports once and the whole
+/// workload takes at most `bound` times its ticks alone (a bound against
+/// starvation: at a thousandth of its iterations the workload lasts tens
+/// of milliseconds, and its time alone varies threefold between runs on a
+/// loaded host), the adversary attacked from before the workload started,
+/// without a failure and with the same `MEM_INFO` at every boot, and the
+/// hypervisor prints at most 60 messages.
+fn linux_beside_the_adversary(shared: bool, bound: f64) {
+    let test = if shared {
+        "linux_beside_the_adversary_on_one_cpu"
+    } else {
+        "linux_beside_the_adversary_on_its_own_cpu"
+    };
+    let alone = workload_alone();
+    let adversary = stratum_systests::guest_elf("adversary");
+    let (cpus, linux_place, adversary_cpu) = if shared {
+        (1, "placement = \"shared\"\npcpus = [0]", 0)
+    } else {
+        (2, "pcpus = [0]", 1)
+    };
+    let text = format!(
+        "[machine]\ncpus = {cpus}\nmemory = \"1G\"\n\n[system]\nstop = \"any\"\n\n\
+         [[vm]]\nname = \"linux\"\ndebian = true\nmemory = \"256M\"\nexec = {WORKLOAD_EXEC:?}\n{linux_place}\n\n\
+         [[vm]]\nname = \"adversary\"\nkernel = {:?}\ncpus = 2\nmemory = \"64M\"\n\
+         cmdline = \"seed=11 boots=1000000 rounds=100\"\nplacement = \"shared\"\npcpus = [{adversary_cpu}]\n",
+        adversary.display().to_string(),
+    );
+    let (run, vms) = run_config_text(test, &text, &[], &["linux", "adversary"]);
+    assert!(
+        !run.console.contains("panic"),
+        "{test}: the hypervisor panicked\n{}",
+        run.describe()
+    );
+    let linux: Vec<&str> = vms.lines("linux").iter().map(|l| l.text.trim()).collect();
+    assert!(
+        linux.contains(&"STRATUM-LINUX: exec exit 0"),
+        "{test}: the workload exits 0\n{}",
+        run.describe()
+    );
+    let ticks = workload_ticks(test, &run, &linux);
+    let slowdown = ticks as f64 / alone as f64;
+    let adversary_lines: Vec<&str> = vms
+        .lines("adversary")
+        .iter()
+        .map(|l| l.text.as_str())
+        .collect();
+    assert!(
+        !adversary_lines
+            .iter()
+            .any(|l| l.starts_with("STRATUM-TEST FAIL")),
+        "{test}: the adversary's own checks failed\n{}",
+        run.describe()
+    );
+    // The adversary attacked during the whole workload: it started before
+    // the workload did and never stops by itself.
+    let started = vms.find("adversary", "adversary: boot 1 of ");
+    let workload = vms.find("linux", ENV_PREFIX);
+    assert!(
+        started.is_some() && workload.is_some() && started < workload,
+        "{test}: the adversary was attacking when the workload started\n{}",
+        run.describe()
+    );
+    let mem =
+        stratum_systests::mem_info_by_boot(adversary_lines.iter().copied(), "adversary: boot ");
+    assert!(
+        !mem.is_empty(),
+        "{test}: the adversary finished a boot's attacks\n{}",
+        run.describe()
+    );
+    for (boot, figures) in &mem {
+        assert_eq!(
+            *figures,
+            mem[0].1,
+            "{test}: MEM_INFO at the adversary's boot {boot} differs from its first\n{}",
+            run.describe()
+        );
+    }
+    let messages =
+        stratum_systests::hypervisor_messages(vms.untagged.iter().map(|(_, l)| l.as_str()));
+    println!(
+        "{test}: workload {ticks} ticks, alone {alone}: slowdown {slowdown:.2}x (bound {bound}x); \
+         adversary boots {}; {} hypervisor messages",
+        mem.len(),
+        messages.len()
+    );
+    assert!(
+        !messages.iter().any(|m| m.to_lowercase().contains("crash")),
+        "{test}: no VM crashed\n{}",
+        run.describe()
+    );
+    assert!(
+        messages.len() <= 60,
+        "{test}: {} hypervisor messages\n{}",
+        messages.len(),
+        run.describe()
+    );
+    assert!(
+        slowdown <= bound,
+        "{test}: the workload took {slowdown:.2} times its time alone (bound {bound})\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn linux_beside_the_adversary_on_its_own_cpu() {
+    linux_beside_the_adversary(false, 5.0);
+}
+
+#[test]
+fn linux_beside_the_adversary_on_one_cpu() {
+    linux_beside_the_adversary(true, 10.0);
+}
+
 #[test]
 fn linux_hostile_ring_beside_a_network_gic2() {
     hostile_guest_beside_two_debian_vms("2");
