@@ -314,7 +314,13 @@ impl Harness {
                 let retired = g.retire_hw_pending(v, bits);
                 assert_eq!(retired & !bits, 0, "retired only what was asked");
                 for i in BitIter(retired) {
-                    assert!(!g.is_pending(v, i as u32), "INTID {i} still pending");
+                    // Unless a level-sensitive input of its own still holds it.
+                    let bank = &g.private[v];
+                    let level = bank.line & !bank.edge & (1 << i) != 0;
+                    assert!(
+                        level || !g.is_pending(v, i as u32),
+                        "INTID {i} still pending"
+                    );
                 }
             }
             Op::EnableAll => enable_all(g),
