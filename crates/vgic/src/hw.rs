@@ -12,7 +12,8 @@
 //!   physical interrupts the guest let go of, and turns the underflow
 //!   maintenance request on exactly when more is pending than fits.
 //! - [`HwLrs::park`]: the vCPU leaves the CPU or waits: every LR goes back
-//!   to the model and is invalidated.
+//!   to the model and is invalidated, and physical interrupts it let go of
+//!   are deactivated while its state is still this CPU's.
 //!
 //! The encoding follows the CPU's GIC ([`LrFormat`]); on QEMU's GICv2
 //! hardware interrupts are forwarded with an EOI maintenance request
@@ -38,6 +39,15 @@ pub trait VirtualInterface {
     fn set_underflow(&mut self, on: bool);
     /// Deactivates physical interrupt `intid` (no effect when inactive).
     fn deactivate_physical(&mut self, intid: u32);
+}
+
+/// Deactivates the physical interrupts the model let go of that this CPU,
+/// running vCPU `v`, may deactivate: `v`'s own PPIs and the SPIs
+/// ([`Vgic::take_hw_release_of`]).
+fn release_physical(hw: &mut impl VirtualInterface, vgic: &mut Vgic, v: usize) {
+    while let Some(rel) = vgic.take_hw_release_of(v) {
+        hw.deactivate_physical(rel.pintid);
+    }
 }
 
 /// How list registers are encoded on this CPU.
@@ -204,9 +214,7 @@ impl HwLrs {
             self.shadow[n] = raw;
         });
         if r.full {
-            while let Some(rel) = vgic.take_hw_release() {
-                hw.deactivate_physical(rel.pintid);
-            }
+            release_physical(hw, vgic, v);
         }
         let want = vgic.lr_slots(v);
         let mut stale = self.in_use & !want & !r.write;
@@ -231,6 +239,13 @@ impl HwLrs {
             self.write(hw, n, 0);
         }
         vgic.fold_lrs(v, &[]);
+        // While `v`'s physical interrupt state is still this CPU's: a PPI
+        // forward let go of now (e.g. a retired timer interrupt) must not
+        // wait for `v`'s next full refill. (SPIs may wait: any CPU can
+        // deactivate them.)
+        if vgic.has_private_release(v) {
+            release_physical(hw, vgic, v);
+        }
         self.in_use = 0;
         self.set_underflow(hw, false);
     }

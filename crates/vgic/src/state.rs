@@ -321,20 +321,48 @@ impl Vgic {
     }
 
     /// Takes one physical interrupt the hypervisor must deactivate itself
-    /// (see [`HwRelease`]); call until `None`.
+    /// (see [`HwRelease`]), of any vCPU; call until `None`.
     pub fn take_hw_release(&mut self) -> Option<HwRelease> {
-        for vcpu in 0..self.nr_vcpus {
-            let bank = &mut self.private[vcpu];
-            if bank.release != 0 {
-                let i = bank.release.trailing_zeros();
-                bank.release &= !(1 << i);
-                return Some(HwRelease {
-                    vcpu,
-                    vintid: i,
-                    pintid: u32::from(bank.pintid[i as usize]),
-                });
-            }
+        (0..self.nr_vcpus)
+            .find_map(|vcpu| self.take_private_release(vcpu))
+            .or_else(|| self.take_spi_release())
+    }
+
+    /// [`Vgic::take_hw_release`] for the CPU that runs vCPU `vcpu`: its own
+    /// PPIs' releases (a PPI is deactivated on the CPU whose PPI it is,
+    /// while that vCPU's physical interrupt state is loaded there) and the
+    /// SPIs'. Another vCPU's PPIs wait for that vCPU's turn.
+    pub fn take_hw_release_of(&mut self, vcpu: usize) -> Option<HwRelease> {
+        if vcpu < self.nr_vcpus
+            && let Some(rel) = self.take_private_release(vcpu)
+        {
+            return Some(rel);
         }
+        self.take_spi_release()
+    }
+
+    /// Whether vCPU `vcpu` has PPI releases waiting
+    /// ([`Vgic::take_hw_release_of`]).
+    #[inline]
+    pub fn has_private_release(&self, vcpu: usize) -> bool {
+        self.private.get(vcpu).is_some_and(|b| b.release != 0)
+    }
+
+    fn take_private_release(&mut self, vcpu: usize) -> Option<HwRelease> {
+        let bank = &mut self.private[vcpu];
+        if bank.release == 0 {
+            return None;
+        }
+        let i = bank.release.trailing_zeros();
+        bank.release &= !(1 << i);
+        Some(HwRelease {
+            vcpu,
+            vintid: i,
+            pintid: u32::from(bank.pintid[i as usize]),
+        })
+    }
+
+    fn take_spi_release(&mut self) -> Option<HwRelease> {
         for w in 0..self.spi_words() {
             let bank = &mut self.spis[w];
             if bank.release != 0 {

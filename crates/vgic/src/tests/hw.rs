@@ -393,3 +393,37 @@ fn a_retired_timer_interrupt_does_not_end_a_wait() {
         assert!(hw.held().is_empty());
     }
 }
+
+#[test]
+fn a_release_is_deactivated_by_its_own_vcpu_only() {
+    // Two vCPUs time-sharing one CPU: vCPU 0 retires its timer forward and
+    // waits (park); vCPU 1's refill must not deactivate vCPU 0's PPI 27,
+    // which is vCPU 1's own physical PPI while vCPU 1 runs.
+    let format = LrFormat::V3;
+    let mut g = v3(2);
+    enable_groups(&mut g);
+    let mut hw = FakeInterface::new(format, 4);
+    let mut lrs = HwLrs::new(format, 4);
+    for r in 0..2 {
+        rwr(&mut g, r, 0x1_0100, 1 << 27); // GICR_ISENABLER0
+    }
+    assert!(g.set_hw_pending(0, 27, 27).unwrap());
+    lrs.refill(&mut hw, &mut g, 0);
+    lrs.fold(&mut hw, &mut g, 0);
+    assert_eq!(g.retire_hw_pending(0, 1 << 27), 1 << 27);
+    // vCPU 0 waits: its LRs are parked, and its release is done here.
+    lrs.park(&mut hw, &mut g, 0);
+    assert_eq!(hw.deactivated, [27], "released while vCPU 0 is loaded");
+    // vCPU 1 runs with a forward of its own in flight.
+    hw.deactivated.clear();
+    assert!(g.set_hw_pending(1, 27, 27).unwrap());
+    lrs.refill(&mut hw, &mut g, 1);
+    assert!(hw.deactivated.is_empty(), "{:?}", hw.deactivated);
+    // A release of vCPU 0 left queued is never taken by vCPU 1's refills.
+    g.private[0].release |= 1 << 30;
+    g.private[0].pintid[30] = 30;
+    g.touch();
+    lrs.refill(&mut hw, &mut g, 1);
+    assert!(hw.deactivated.is_empty(), "{:?}", hw.deactivated);
+    assert_eq!(g.take_hw_release_of(0).map(|r| r.pintid), Some(30));
+}
