@@ -27,7 +27,7 @@
 //! "concurrency" is a synchronous exception taken inside an inline-asm block
 //! and, while unmasked, IRQ handlers; the globals in [`global`] rely on that.
 //!
-//! Only [`fdt`], [`args`] and [`channel`]'s DT part build on the host (for
+//! Only [`fdt`], [`args`], [`rng`] and [`channel`]'s DT part build on the host (for
 //! their unit tests); everything else needs
 //! `--target aarch64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
@@ -35,6 +35,7 @@
 pub mod args;
 pub mod channel;
 pub mod fdt;
+pub mod rng;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod console;

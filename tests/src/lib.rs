@@ -788,6 +788,27 @@ pub fn mem_info_by_boot<'a>(
         .collect()
 }
 
+/// Asserts that the `MEM_INFO` figures of [`mem_info_by_boot`] are the
+/// same at every boot from index `from` on (the hypervisor's memory did
+/// not grow or shrink across the VM's resets).
+#[track_caller]
+pub fn assert_mem_info_unchanged(test: &str, run: &Run, mem: &[(u64, [u64; 3])], from: usize) {
+    let Some((first, reference)) = mem.get(from) else {
+        panic!(
+            "{test}: no MEM_INFO report from boot index {from}\n{}",
+            run.describe()
+        );
+    };
+    for (boot, figures) in &mem[from..] {
+        assert_eq!(
+            figures,
+            reference,
+            "{test}: MEM_INFO (tables, ram, pool free) at boot {boot} differs from boot {first}\n{}",
+            run.describe()
+        );
+    }
+}
+
 /// The hypervisor's own messages among console `lines` (e.g. the untagged
 /// lines of a split console): `[stratum] ` lines, without the exit-statistics tables printed when VMs stop (their
 /// rows are indented: `[stratum]   `) and their headings.

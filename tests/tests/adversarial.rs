@@ -18,8 +18,8 @@
 use std::time::Duration;
 
 use stratum_systests::{
-    Run, VmConsoles, assert_status, console_lines, guest_elf, hypervisor_messages,
-    mem_info_by_boot, run_config, split_by_tag, status,
+    Run, VmConsoles, assert_mem_info_unchanged, assert_status, console_lines, guest_elf,
+    hypervisor_messages, mem_info_by_boot, run_config, split_by_tag, status,
 };
 
 /// Most hypervisor messages a run may print besides the exit tables:
@@ -75,14 +75,7 @@ fn check_adversary(test: &str, run: &Run, lines: &[&str], messages: &[&str], boo
         "{test}: one MEM_INFO report per boot\n{}",
         run.describe()
     );
-    for (boot, figures) in &mem {
-        assert_eq!(
-            *figures,
-            mem[0].1,
-            "{test}: MEM_INFO at boot {boot} differs from boot 1 (tables, ram, pool free)\n{}",
-            run.describe()
-        );
-    }
+    assert_mem_info_unchanged(test, run, &mem, 0);
     // Stopped or restarted only when its own state demands it: one reset
     // per SYSTEM_RESET it made, never a crash.
     let resets = messages
@@ -217,14 +210,7 @@ fn restart_a_hundred_times_beside_a_neighbour() {
         "{test}: boots 1 to 100 in order\n{}",
         run.describe()
     );
-    for (boot, figures) in &mem[1..] {
-        assert_eq!(
-            *figures,
-            mem[1].1,
-            "{test}: MEM_INFO at boot {boot} differs from boot 2\n{}",
-            run.describe()
-        );
-    }
+    assert_mem_info_unchanged(test, &run, &mem, 1);
     assert!(
         split.find("restart", "STRATUM-TEST PASS restart").is_some()
             && split.find("ticker", "STRATUM-TEST PASS ticker").is_some(),

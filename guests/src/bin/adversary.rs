@@ -40,6 +40,7 @@ use core::cell::UnsafeCell;
 use stratum_guests::console::{PL011_BASE, UARTFR};
 use stratum_guests::exception::expect_abort;
 use stratum_guests::global::Global;
+use stratum_guests::rng::XorShift;
 use stratum_guests::smccc::{self, NOT_SUPPORTED, stratum};
 use stratum_guests::{Checks, args, fdt, gic, mmio, println, report::fail, smp, timer};
 
@@ -47,28 +48,6 @@ stratum_guests::entry!("adversary", main);
 
 /// The seed when the command line names none.
 const DEFAULT_SEED: u64 = 0xad5e_55a1_7e57_0001;
-
-/// xorshift64 (Marsaglia).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// What the attacks did, for the per-boot report.
 #[derive(Default)]
@@ -155,7 +134,7 @@ fn sys(op1: u32, crn: u32, crm: u32, op2: u32) -> u32 {
 }
 
 /// Function IDs of every SMCCC owner, some never assigned.
-fn random_fid(rng: &mut Rng) -> u32 {
+fn random_fid(rng: &mut XorShift) -> u32 {
     const FORBIDDEN: [u32; 8] = [
         0x8400_0001, // CPU_SUSPEND
         0xc400_0001,
@@ -169,7 +148,7 @@ fn random_fid(rng: &mut Rng) -> u32 {
     loop {
         let low = rng.below(0x120) as u32;
         let fid = match rng.below(8) {
-            0 => rng.next() as u32,
+            0 => rng.next_u64() as u32,
             1 => 0x8000_0000 | low,          // Arm architecture
             2 => 0x8400_0000 | low,          // PSCI, TRNG (32-bit)
             3 => 0xc400_0000 | low,          // PSCI, TRNG (64-bit)
@@ -188,12 +167,12 @@ fn random_fid(rng: &mut Rng) -> u32 {
     }
 }
 
-fn attack_calls(rng: &mut Rng, t: &mut Tally) {
+fn attack_calls(rng: &mut XorShift, t: &mut Tally) {
     for _ in 0..8 {
         let fid = random_fid(rng);
         let mut args = [u64::from(fid), 0, 0, 0, 0, 0, 0, 0];
         for a in &mut args[1..] {
-            *a = rng.next();
+            *a = rng.next_u64();
         }
         t.calls += 1;
         if rng.below(4) == 0 {
@@ -215,7 +194,7 @@ fn attack_calls(rng: &mut Rng, t: &mut Tally) {
     }
 }
 
-fn attack_sysreg_reads(rng: &mut Rng, t: &mut Tally) {
+fn attack_sysreg_reads(rng: &mut XorShift, t: &mut Tally) {
     for _ in 0..16 {
         let op0 = 2 + rng.below(2) as u32;
         let (op1, crn, crm, op2) = (
@@ -252,7 +231,7 @@ const WRITE_SPACES: [(u32, u32, u32, u32, u32); 9] = [
     (3, 0, 12, 8, 12), // GIC CPU interface (group 0/1, SGIs)
 ];
 
-fn attack_sysreg_writes(rng: &mut Rng, t: &mut Tally) {
+fn attack_sysreg_writes(rng: &mut XorShift, t: &mut Tally) {
     for _ in 0..8 {
         let (op0, op1, crn, lo, hi) = rng.pick(&WRITE_SPACES);
         let crm = lo + rng.below(u64::from(hi - lo + 1)) as u32;
@@ -266,7 +245,7 @@ fn attack_sysreg_writes(rng: &mut Rng, t: &mut Tally) {
         let value = match rng.below(4) {
             0 => 0,
             1 => u64::MAX,
-            _ => rng.next(),
+            _ => rng.next_u64(),
         };
         let (_, refused) = run_insn(msr(op0, op1, crn, crm, op2), value);
         t.sysreg_writes += 1;
@@ -274,7 +253,7 @@ fn attack_sysreg_writes(rng: &mut Rng, t: &mut Tally) {
     }
 }
 
-fn attack_maintenance(rng: &mut Rng, t: &mut Tally) {
+fn attack_maintenance(rng: &mut XorShift, t: &mut Tally) {
     // DC CISW/CSW/ISW (set/way), DC CIVAC/CVAC (by address, anywhere),
     // IC IALLU(IS), TLBI VMALLE1(IS)/VAE1(IS), AT S1E1R/W.
     const OPS: [(u32, u32, u32, u32); 11] = [
@@ -292,7 +271,7 @@ fn attack_maintenance(rng: &mut Rng, t: &mut Tally) {
     ];
     for _ in 0..4 {
         let (op1, crn, crm, op2) = rng.pick(&OPS);
-        let (_, refused) = run_insn(sys(op1, crn, crm, op2), rng.next() & 0xffff_ffff_fff0);
+        let (_, refused) = run_insn(sys(op1, crn, crm, op2), rng.next_u64() & 0xffff_ffff_fff0);
         t.maintenance += 1;
         t.refused += u64::from(refused);
     }
@@ -350,13 +329,13 @@ fn mmio_windows(gic: &gic::Gic, cpus: usize) -> [Window; 5] {
     ]
 }
 
-fn attack_mmio(rng: &mut Rng, t: &mut Tally, windows: &[Window]) {
+fn attack_mmio(rng: &mut XorShift, t: &mut Tally, windows: &[Window]) {
     for _ in 0..16 {
         let w = rng.pick(windows);
         let width = 1usize << rng.below(4);
         let addr = (w.base + rng.below(w.size as u64) as usize) & !(width - 1);
         let write = rng.below(2) == 0;
-        let value = rng.next();
+        let value = rng.next_u64();
         let mut form = rng.below(8);
         let addr = if write && !w.writes {
             // Only the scratch registers: a pair covers IBRD and FBRD, a
@@ -563,7 +542,7 @@ fn main(dtb: usize) -> ! {
         fail("Stratum INFO hypercall not implemented")
     };
     let boot = info.boot_count;
-    let mut rng = Rng(seed.wrapping_add(boot).max(1));
+    let mut rng = XorShift::new(seed.wrapping_add(boot));
     let platform = gic::bring_up(dtb);
     let mut gic = platform.gic;
     let windows = mmio_windows(&gic, cpus);

@@ -14,6 +14,7 @@
 
 use stratum_guests::gic::{GICD_CTLR, GICR_CTLR, GICR_SGI_FRAME, Gic, SgiTarget};
 use stratum_guests::global::GlobalArray;
+use stratum_guests::rng::XorShift;
 use stratum_guests::{Checks, exception, gic, irq, mmio, println, timer};
 
 stratum_guests::entry!("gichammer", main);
@@ -34,20 +35,6 @@ fn handler(intid: u32) {
         COUNT.set(intid as usize, COUNT.get(intid as usize) + 1);
     } else {
         STRAY.set(0, STRAY.get(0) + 1);
-    }
-}
-
-/// xorshift64 (Marsaglia).
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
     }
 }
 
@@ -79,8 +66,8 @@ fn hammer(g: &Gic, rng: &mut XorShift) -> ([Tally; 4], u32) {
     let mut tally = [Tally::default(); 4];
     let mut spared = 0;
     for _ in 0..WRITES {
-        let r = rng.next();
-        let mut value = rng.next();
+        let r = rng.next_u64();
+        let mut value = rng.next_u64();
         let redist = g.is_v3() && r & 1 != 0;
         let (base, size) = if redist {
             (g.gicr, 2 * GICR_SGI_FRAME)
@@ -147,7 +134,7 @@ fn main(dtb: usize) -> ! {
     let platform = gic::bring_up(dtb);
     let mut g = platform.gic;
     println!("seed {SEED:#018x}, {WRITES} writes");
-    let mut rng = XorShift(SEED);
+    let mut rng = XorShift::new(SEED);
     let (tally, spared) = hammer(&g, &mut rng);
     for (kind, t) in tally.iter().enumerate() {
         println!(
