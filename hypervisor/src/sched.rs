@@ -306,13 +306,6 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
             if save_fp {
                 fpsimd::save(&mut vm.ctx[o].fp);
             }
-            // Its breakpoints and counters stop applying as it leaves.
-            if files.debug.park {
-                vm.ctx[o].debug.park();
-            }
-            if files.pmu.park {
-                vm.ctx[o].pmu.stop();
-            }
         });
     }
     if eager_fp && let Some(owner) = old_fp_owner.filter(|&o| Some(o) != loaded && o != next) {
@@ -322,8 +315,8 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
             fpsimd::save(&mut vm.ctx[usize::from(owner.vcpu)].fp);
         });
     }
-    if files.debug.save.is_some() || files.pmu.save.is_some() {
-        save_files(&files);
+    if let Some(files) = &files {
+        switch_files(loaded, next, files);
     }
     system::with_vm(next.vm.into(), |vm| {
         if switching {
@@ -331,15 +324,6 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
         }
         if eager_fp {
             fpsimd::restore(&vm.ctx[v].fp);
-        }
-        if files.debug.load || files.pmu.load {
-            load_files(vm, v, &files);
-        }
-        if files.debug.unpark {
-            vm.ctx[v].debug.unpark();
-        }
-        if files.pmu.unpark {
-            vm.ctx[v].pmu.start();
         }
         vm.activate(v);
         if core::mem::take(&mut vm.needs_tlb_flush) {
@@ -370,12 +354,25 @@ fn debug_limits() -> debugpmu::Limits {
         .debug_limits
 }
 
-/// Saves the debug and PMU files a switch takes over from their (parked)
-/// owners. Off the common path: only switches to a vCPU that uses them
-/// and does not own them come here.
+/// Moves the debug and PMU files as the switch from `out` to `next`
+/// says: the leaving owner's are parked (its breakpoints and counters stop
+/// applying), a user's taken over from their owner, a returning owner's
+/// taken up again. Off the common path: only CPUs where some vCPU used
+/// them come here.
 #[cold]
-fn save_files(files: &debugpmu::Switch) {
+fn switch_files(out: Option<VcpuRef>, next: VcpuRef, files: &debugpmu::Switch) {
     let limits = debug_limits();
+    if let Some(o) = out.filter(|_| files.debug.park || files.pmu.park) {
+        system::with_vm(o.vm.into(), |vm| {
+            let ctx = &mut vm.ctx[usize::from(o.vcpu)];
+            if files.debug.park {
+                ctx.debug.park();
+            }
+            if files.pmu.park {
+                ctx.pmu.stop();
+            }
+        });
+    }
     if let Some(o) = files.debug.save {
         system::with_vm(o.vm.into(), |vm| {
             vm.ctx[usize::from(o.vcpu)].debug.save(&limits)
@@ -386,18 +383,21 @@ fn save_files(files: &debugpmu::Switch) {
             vm.ctx[usize::from(o.vcpu)].pmu.save(&limits)
         });
     }
-}
-
-/// Loads vCPU `v`'s debug and PMU files, as the switch to it says.
-#[cold]
-fn load_files(vm: &mut Vm, v: usize, files: &debugpmu::Switch) {
-    let limits = debug_limits();
-    if files.debug.load {
-        vm.ctx[v].debug.load(&limits);
-    }
-    if files.pmu.load {
-        vm.ctx[v].pmu.load(&limits);
-    }
+    system::with_vm(next.vm.into(), |vm| {
+        let ctx = &mut vm.ctx[usize::from(next.vcpu)];
+        if files.debug.load {
+            ctx.debug.load(&limits);
+        }
+        if files.pmu.load {
+            ctx.pmu.load(&limits);
+        }
+        if files.debug.unpark {
+            ctx.debug.unpark();
+        }
+        if files.pmu.unpark {
+            ctx.pmu.start();
+        }
+    });
 }
 
 /// Saves vCPU `v`'s live context (it is this CPU's loaded vCPU) and

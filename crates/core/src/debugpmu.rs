@@ -579,6 +579,8 @@ fn software_increment(bits: u64, n: u8, hw: &mut impl DebugPmuHw) {
 pub struct HwOwners {
     debug: File,
     pmu: File,
+    /// Some vCPU owns or uses a file (else a switch has nothing to do).
+    in_use: bool,
 }
 
 /// One of the CPU's files: its owner and the queue positions of its users.
@@ -716,6 +718,7 @@ impl HwOwners {
         Self {
             debug: File::new(),
             pmu: File::new(),
+            in_use: false,
         }
     }
 
@@ -737,8 +740,14 @@ impl HwOwners {
                 save: None,
                 load: false,
             },
-            Owns::Debug => self.debug.claim(me, slot),
-            Owns::Pmu => self.pmu.claim(me, slot),
+            Owns::Debug => {
+                self.in_use = true;
+                self.debug.claim(me, slot)
+            }
+            Owns::Pmu => {
+                self.in_use = true;
+                self.pmu.claim(me, slot)
+            }
         }
     }
 
@@ -748,21 +757,29 @@ impl HwOwners {
     /// owned says its live part must be cleared before anyone else runs;
     /// there is nothing to save.
     pub fn forget(&mut self, v: VcpuRef, slot: Option<usize>) -> Switch {
-        Switch {
+        let sw = Switch {
             debug: self.debug.forget(v, slot),
             pmu: self.pmu.forget(v, slot),
-        }
+        };
+        self.in_use = self.debug.owner.is_some()
+            || self.pmu.owner.is_some()
+            || self.debug.users | self.pmu.users != 0;
+        sw
     }
 
     /// The switch from `out` (the loaded vCPU, if any) to `next`, at queue
-    /// position `slot`: what to do with each file. Two compares per file
-    /// when `next` uses neither and the owner stays away.
+    /// position `slot`: what to do with each file, or `None` when nothing
+    /// (a couple of compares while no vCPU of the CPU ever used a file).
     #[inline]
-    pub fn switch(&mut self, out: Option<VcpuRef>, next: VcpuRef, slot: usize) -> Switch {
-        Switch {
+    pub fn switch(&mut self, out: Option<VcpuRef>, next: VcpuRef, slot: usize) -> Option<Switch> {
+        if !self.in_use {
+            return None;
+        }
+        let sw = Switch {
             debug: self.debug.switch(out, next, slot),
             pmu: self.pmu.switch(out, next, slot),
-        }
+        };
+        (sw != Switch::NOTHING).then_some(sw)
     }
 }
 

@@ -418,6 +418,23 @@ fn software_increment_counts_enabled_sw_incr_counters_only() {
     );
 }
 
+/// [`HwOwners::switch`], `None` as nothing to do.
+fn switch_of(o: &mut HwOwners, out: Option<VcpuRef>, next: VcpuRef, slot: usize) -> Switch {
+    o.switch(out, next, slot).unwrap_or(Switch::NOTHING)
+}
+
+#[test]
+fn nothing_to_do_is_none() {
+    let mut o = HwOwners::new();
+    assert_eq!(o.switch(Some(v(0, 0)), v(1, 0), 1), None);
+    o.claim(Owns::Debug, v(0, 0), 0);
+    assert_eq!(o.switch(Some(v(0, 0)), v(0, 0), 0), None, "a stays");
+    assert!(
+        o.switch(Some(v(0, 0)), v(1, 0), 1).is_some(),
+        "a leaves: park"
+    );
+}
+
 fn v(vm: u8, vcpu: u8) -> VcpuRef {
     VcpuRef { vm, vcpu }
 }
@@ -479,11 +496,11 @@ fn the_cpu_files_move_to_whoever_touches_them() {
 fn vcpus_that_never_used_a_file_cost_nothing() {
     let (a, b, c) = (v(0, 0), v(1, 0), v(2, 0));
     let mut o = HwOwners::new();
-    assert_eq!(o.switch(Some(a), b, 1), Switch::NOTHING);
-    assert_eq!(o.switch(None, a, 0), Switch::NOTHING);
+    assert_eq!(switch_of(&mut o, Some(a), b, 1), Switch::NOTHING);
+    assert_eq!(switch_of(&mut o, None, a, 0), Switch::NOTHING);
     o.claim(Owns::Pmu, a, 0);
     // a leaves: its counters stop; b and c, no users, change nothing else.
-    let sw = o.switch(Some(a), b, 1);
+    let sw = switch_of(&mut o, Some(a), b, 1);
     assert_eq!(
         sw.pmu,
         FileSwitch {
@@ -492,9 +509,9 @@ fn vcpus_that_never_used_a_file_cost_nothing() {
         }
     );
     assert_eq!(sw.debug, FileSwitch::NOTHING);
-    assert_eq!(o.switch(Some(b), c, 2), Switch::NOTHING);
+    assert_eq!(switch_of(&mut o, Some(b), c, 2), Switch::NOTHING);
     // a comes back to its parked PMU: the counters run again.
-    let sw = o.switch(Some(c), a, 0);
+    let sw = switch_of(&mut o, Some(c), a, 0);
     assert_eq!(
         sw.pmu,
         FileSwitch {
@@ -503,7 +520,7 @@ fn vcpus_that_never_used_a_file_cost_nothing() {
         }
     );
     assert_eq!(
-        o.switch(Some(a), a, 0),
+        switch_of(&mut o, Some(a), a, 0),
         Switch::NOTHING,
         "a stays: they run on"
     );
@@ -524,7 +541,7 @@ fn a_user_takes_its_file_back_with_the_switch() {
     );
     // Back to a, which uses the file: b's is parked and saved, a's loaded,
     // so a's breakpoints apply although a accesses nothing.
-    let sw = o.switch(Some(b), a, 0);
+    let sw = switch_of(&mut o, Some(b), a, 0);
     assert_eq!(
         sw.debug,
         FileSwitch {
@@ -536,7 +553,7 @@ fn a_user_takes_its_file_back_with_the_switch() {
     );
     assert_eq!(o.debug_owner(), Some(a));
     // c (no user) runs: a's file is parked, not moved.
-    let sw = o.switch(Some(a), c, 2);
+    let sw = switch_of(&mut o, Some(a), c, 2);
     assert_eq!(
         sw.debug,
         FileSwitch {
@@ -545,7 +562,7 @@ fn a_user_takes_its_file_back_with_the_switch() {
         }
     );
     // b comes back: a's (parked already) is saved, b's loaded.
-    let sw = o.switch(Some(c), b, 1);
+    let sw = switch_of(&mut o, Some(c), b, 1);
     assert_eq!(
         sw.debug,
         FileSwitch {
@@ -557,8 +574,8 @@ fn a_user_takes_its_file_back_with_the_switch() {
     );
     // b restarts: it is no user any more; a is loaded when it runs.
     o.forget(b, Some(1));
-    assert_eq!(o.switch(Some(b), b, 1), Switch::NOTHING);
-    let sw = o.switch(Some(b), a, 0);
+    assert_eq!(switch_of(&mut o, Some(b), b, 1), Switch::NOTHING);
+    let sw = switch_of(&mut o, Some(b), a, 0);
     assert_eq!(
         sw.debug,
         FileSwitch {
@@ -576,6 +593,6 @@ fn queue_positions_beyond_the_mask_are_never_users() {
     assert_eq!(o.debug_owner(), Some(far));
     // It owns the file (loaded) but is not a user of record: the switch
     // parks and unparks it like an owner.
-    let sw = o.switch(Some(far), v(0, 0), 0);
+    let sw = switch_of(&mut o, Some(far), v(0, 0), 0);
     assert!(sw.debug.park);
 }

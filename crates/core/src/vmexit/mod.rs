@@ -479,27 +479,15 @@ pub fn handle_sync(
             tally(vm, stats::sysreg_reason(&access), access.encoding());
             Action::Advance
         }
-        // Debug and PMU registers (MDCR_EL2 traps them all): those the CPU
-        // has go to the glue, to be performed or emulated.
-        Exit::SysReg(access)
-            if debugpmu::classify(&access)
-                .is_some_and(|reg| vm.debug_limits.allows(reg, access.read)) =>
-        {
-            let Some(reg) = debugpmu::classify(&access) else {
-                unreachable!("classified by the guard")
-            };
-            let reason = match reg {
-                debugpmu::Reg::Debug(_) => Reason::SysregDebug,
-                debugpmu::Reg::Pmu(_) => Reason::SysregPmu,
-            };
-            tally(vm, reason, access.encoding());
-            Action::DebugPmu {
-                reg,
-                read: access.read,
-                rt: access.rt,
-            }
-        }
         exit => {
+            // Debug and PMU registers (MDCR_EL2 traps them all): those the
+            // CPU has go to the glue, to be performed or emulated. Out of
+            // line: the calls, ID reads and SGIs above never pay for it.
+            if let Exit::SysReg(access) = exit
+                && let Some(action) = debug_or_pmu(vm, &access)
+            {
+                return action;
+            }
             match exit {
                 Exit::SysReg(access) => tally(vm, Reason::SysregOther, access.encoding()),
                 _ => tally(vm, Reason::Undef, info.esr as u32),
@@ -508,6 +496,27 @@ pub fn handle_sync(
             Action::Inject(inject::undefined(&state))
         }
     }
+}
+
+/// A trapped access to a debug or PMU register this CPU has, as the
+/// action that performs or emulates it; `None` for any other register (or
+/// one the CPU lacks, or a forbidden direction: UNDEFINED).
+#[inline(never)]
+fn debug_or_pmu(vm: &mut VmModel<'_>, access: &SysRegAccess) -> Option<Action> {
+    let reg = debugpmu::classify(access)?;
+    if !vm.debug_limits.allows(reg, access.read) {
+        return None;
+    }
+    let reason = match reg {
+        debugpmu::Reg::Debug(_) => Reason::SysregDebug,
+        debugpmu::Reg::Pmu(_) => Reason::SysregPmu,
+    };
+    tally(vm, reason, access.encoding());
+    Some(Action::DebugPmu {
+        reg,
+        read: access.read,
+        rt: access.rt,
+    })
 }
 
 /// Counts this exit under `reason` and remembers it (for the exit trace).
