@@ -316,7 +316,7 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
         });
     }
     if let Some(files) = &files {
-        switch_files(loaded, next, files);
+        switch_files(cpu, loaded, next, files);
     }
     system::with_vm(next.vm.into(), |vm| {
         if switching {
@@ -360,18 +360,27 @@ fn debug_limits() -> debugpmu::Limits {
 /// taken up again. Off the common path: only CPUs where some vCPU used
 /// them come here.
 #[cold]
-fn switch_files(out: Option<VcpuRef>, next: VcpuRef, files: &debugpmu::Switch) {
+fn switch_files(cpu: usize, out: Option<VcpuRef>, next: VcpuRef, files: &debugpmu::Switch) {
     let limits = debug_limits();
     if let Some(o) = out.filter(|_| files.debug.park || files.pmu.park) {
-        system::with_vm(o.vm.into(), |vm| {
+        let (mdscr, pmcr) = system::with_vm(o.vm.into(), |vm| {
             let ctx = &mut vm.ctx[usize::from(o.vcpu)];
-            if files.debug.park {
-                ctx.debug.park();
-            }
-            if files.pmu.park {
-                ctx.pmu.stop();
-            }
+            (
+                files.debug.park.then(|| ctx.debug.park()),
+                files.pmu.park.then(|| ctx.pmu.stop()),
+            )
         });
+        // Whether the parked files must come back with their vCPU.
+        let mut st = CPUS[cpu].lock();
+        if let Some(slot) = st.queue.entries().iter().position(|&e| e == o) {
+            if let Some(mdscr) = mdscr {
+                st.owners
+                    .parked(Owns::Debug, slot, debugpmu::debug_armed(mdscr));
+            }
+            if let Some(pmcr) = pmcr {
+                st.owners.parked(Owns::Pmu, slot, debugpmu::pmu_armed(pmcr));
+            }
+        }
     }
     if let Some(o) = files.debug.save {
         system::with_vm(o.vm.into(), |vm| {

@@ -297,9 +297,11 @@ impl DebugFile {
 
     /// The owner leaves its CPU: its `MDSCR_EL1` is kept here and cleared,
     /// so no breakpoint, watchpoint or step applies to whoever runs next.
-    pub fn park(&mut self) {
+    /// Returns the kept value.
+    pub fn park(&mut self) -> u64 {
         self.mdscr = read(HwReg::Mdscr);
         write(HwReg::Mdscr, 0);
+        self.mdscr
     }
 
     /// The owner comes back to a CPU that still holds its file.
@@ -393,10 +395,11 @@ impl PmuFile {
     }
 
     /// The owner leaves its CPU: its `PMCR_EL0` is kept here and its
-    /// counters stop.
-    pub fn stop(&mut self) {
+    /// counters stop. Returns the kept value.
+    pub fn stop(&mut self) -> u64 {
         self.pmcr = read(HwReg::Pmcr) & PMCR_WRITABLE & !PMCR_RESETS;
         write(HwReg::Pmcr, self.pmcr & !PMCR_E);
+        self.pmcr
     }
 
     /// The owner comes back to a CPU that still holds its PMU: its

@@ -340,6 +340,21 @@ impl Limits {
     }
 }
 
+/// `MDSCR_EL1.MDE` and `.SS`: breakpoints and watchpoints, or software
+/// step, can fire.
+const MDSCR_ARMS: u64 = (1 << 15) | (1 << 0);
+
+/// Whether a parked `MDSCR_EL1` lets anything of its debug file fire
+/// (without `MDE` no breakpoint or watchpoint, without `SS` no step).
+pub const fn debug_armed(mdscr: u64) -> bool {
+    mdscr & MDSCR_ARMS != 0
+}
+
+/// Whether a parked `PMCR_EL0` lets any counter count (`E`).
+pub const fn pmu_armed(pmcr: u64) -> bool {
+    pmcr & PMCR_E != 0
+}
+
 /// An event-type or filter value with `NSH` clear: the counter does not
 /// count at EL2, whatever the guest asked.
 pub const fn without_nsh(value: u64) -> u64 {
@@ -663,6 +678,14 @@ impl File {
         }
     }
 
+    fn set_user(&mut self, slot: usize, user: bool) {
+        if user {
+            self.users |= Self::bit(slot);
+        } else {
+            self.users &= !Self::bit(slot);
+        }
+    }
+
     fn forget(&mut self, v: VcpuRef, slot: Option<usize>) -> FileSwitch {
         if let Some(slot) = slot {
             self.users &= !Self::bit(slot);
@@ -748,6 +771,21 @@ impl HwOwners {
                 self.in_use = true;
                 self.pmu.claim(me, slot)
             }
+        }
+    }
+
+    /// The owner at queue position `slot` left its CPU and its file of
+    /// `what` was parked: `armed` says whether anything in it can fire or
+    /// count ([`debug_armed`], [`pmu_armed`]). One that cannot need not be
+    /// loaded before its vCPU runs again: whatever the vCPU does with it
+    /// traps first and loads it then. (Linux touches both files at boot and
+    /// arms neither unless a debugger or `perf` runs: its vCPUs then move
+    /// no file on a switch.)
+    pub fn parked(&mut self, what: Owns, slot: usize, armed: bool) {
+        match what {
+            Owns::Nothing => {}
+            Owns::Debug => self.debug.set_user(slot, armed),
+            Owns::Pmu => self.pmu.set_user(slot, armed),
         }
     }
 

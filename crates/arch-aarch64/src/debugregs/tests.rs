@@ -30,7 +30,7 @@ fn a_debug_file_moves_out_and_back_in_whole() {
     arm(0x4000_0000);
     // The owner leaves: MDSCR cleared in the CPU, kept in the file.
     let mut a = DebugFile::RESET;
-    a.park();
+    assert_eq!(a.park(), 0xa000);
     assert_eq!(fake::get(HwReg::Mdscr), 0);
     a.save(&l);
     // Another vCPU's file at reset comes in: nothing armed, OS lock locked.

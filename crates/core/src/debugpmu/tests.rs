@@ -596,3 +596,54 @@ fn queue_positions_beyond_the_mask_are_never_users() {
     let sw = switch_of(&mut o, Some(far), v(0, 0), 0);
     assert!(sw.debug.park);
 }
+
+#[test]
+fn an_unarmed_file_waits_for_its_users_next_access() {
+    let (a, b) = (v(0, 0), v(1, 0));
+    let mut o = HwOwners::new();
+    o.claim(Owns::Debug, a, 0);
+    o.claim(Owns::Pmu, a, 0);
+    // a leaves; its parked MDSCR and PMCR arm nothing (Linux after boot).
+    let sw = switch_of(&mut o, Some(a), b, 1);
+    assert!(sw.debug.park && sw.pmu.park);
+    o.parked(Owns::Debug, 0, debug_armed(1 << 13));
+    o.parked(Owns::Pmu, 0, pmu_armed(0));
+    // b takes both over with accesses of its own.
+    o.claim(Owns::Debug, b, 1);
+    o.claim(Owns::Pmu, b, 1);
+    // Back to a: nothing of a's can fire or count, so nothing moves.
+    let sw = switch_of(&mut o, Some(b), a, 0);
+    assert_eq!(
+        sw.debug,
+        FileSwitch {
+            park: true,
+            ..FileSwitch::NOTHING
+        }
+    );
+    assert_eq!(
+        sw.pmu,
+        FileSwitch {
+            park: true,
+            ..FileSwitch::NOTHING
+        }
+    );
+    o.parked(Owns::Debug, 1, debug_armed(1 << 15));
+    o.parked(Owns::Pmu, 1, pmu_armed(PMCR_E));
+    // b's are armed: they come back with b.
+    let sw = switch_of(&mut o, Some(a), b, 1);
+    assert_eq!(
+        sw.debug,
+        FileSwitch {
+            unpark: true,
+            ..FileSwitch::NOTHING
+        }
+    );
+    let sw = switch_of(&mut o, Some(b), a, 0);
+    assert!(sw.debug.park && sw.debug.save.is_none() && !sw.debug.load);
+    // a arms again with an access: it takes the file over, and is a user.
+    assert_eq!(o.claim(Owns::Debug, a, 0).save, Some(b));
+    let sw = switch_of(&mut o, Some(a), b, 1);
+    assert_eq!(sw.debug.save, Some(a), "b, armed, takes its file back");
+    assert!(debug_armed(1) && !debug_armed(1 << 13));
+    assert!(!pmu_armed(!PMCR_E));
+}
