@@ -103,7 +103,7 @@ fn every_encoding_of_the_two_spaces_is_named_once_or_refused() {
             }
         }
     }
-    // 16 each of BVR/BCR/WVR/WCR, and 20 single debug registers.
+    // 16 each of BVR/BCR/WVR/WCR, and 16 single debug registers.
     assert_eq!(named, 64 + 16);
     assert_eq!(
         reg(3, 0, 0, 4, 0),
