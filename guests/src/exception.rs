@@ -248,6 +248,21 @@ pub fn irq_entry_counter() -> u64 {
     IRQ_ENTRY_COUNTER.get(cpu_slot())
 }
 
+/// A handler for synchronous exceptions from EL0 ([`set_lower_el_hook`]).
+pub type LowerElHook = fn(&mut ExceptionFrame, &TakenException) -> bool;
+
+/// The guest's handler for synchronous exceptions from EL0, if any.
+static LOWER_EL_HOOK: Global<Option<LowerElHook>> = Global::new(None);
+/// Vector offset of "lower EL, AArch64, synchronous".
+pub const VECTOR_LOWER_A64_SYNC: u64 = 0x400;
+
+/// Installs (or, with `None`, removes) a handler for synchronous exceptions
+/// taken from EL0: it sees the frame and may change where and how `eret`
+/// returns; returning `false` leaves the exception unexpected.
+pub fn set_lower_el_hook(hook: Option<LowerElHook>) {
+    LOWER_EL_HOOK.set(hook);
+}
+
 /// Armed by [`expect_abort`]: the next synchronous exception is recorded.
 static ARMED: Global<bool> = Global::new(false);
 /// What the handler recorded while armed.
@@ -301,6 +316,12 @@ unsafe extern "C" fn stratum_exception(frame: *mut ExceptionFrame, vector_offset
     if vector_offset == VECTOR_CURRENT_SP0_IRQ || vector_offset == VECTOR_CURRENT_SPX_IRQ {
         IRQ_ENTRY_COUNTER.set(cpu_slot(), frame.entry_counter);
         crate::irq::dispatch();
+        return;
+    }
+    if vector_offset == VECTOR_LOWER_A64_SYNC
+        && let Some(hook) = LOWER_EL_HOOK.get()
+        && hook(frame, &taken)
+    {
         return;
     }
     if synchronous && ARMED.get() {

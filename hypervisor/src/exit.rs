@@ -529,6 +529,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> (Action, bool) {
         vcpus: vm.life.psci_view(),
         firmware: settings.firmware,
         pstate_features: settings.pstate_features,
+        debug_limits: settings.debug_limits,
         stats: telemetry::stats(id, v),
         counted: None,
         last_abort: None,
@@ -621,6 +622,11 @@ fn apply_action(action: Action, cpu: usize, me: VcpuRef) -> Flow {
         }
         Action::FpTrap => {
             sched::fp_trap(cpu);
+            Flow::Resume
+        }
+        Action::DebugPmu { reg, read, rt } => {
+            sched::debug_pmu(cpu, reg, read, rt);
+            advance_pc();
             Flow::Resume
         }
         Action::ForwardToFirmware {

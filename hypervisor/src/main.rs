@@ -106,6 +106,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
             sysreg::id_aa64pfr1_el1(),
             sysreg::id_aa64mmfr1_el1(),
         ),
+        debug_limits: stratum_arch::traps::debug_limits(),
     });
     irq::set_forward_by_eoi(
         bundle.flags() & FLAG_QEMU_GIC != 0

@@ -36,8 +36,10 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use stratum_arch::debugregs;
 use stratum_arch::el2::cptr::{TFP as CPTR_TFP, TZ_TSM as CPTR_TZ_TSM};
 use stratum_arch::{barrier, fpsimd, sysreg};
+use stratum_core::debugpmu::{self, HwOwners, Owns};
 use stratum_core::lifecycle::{Claim, Leave};
 use stratum_core::sched::{FpRegs, RunQueue, VcpuRef};
 
@@ -53,12 +55,15 @@ struct CpuState {
     /// Whose FP/SIMD registers are in the registers, and how each vCPU
     /// of the queue gets its own.
     fp: FpRegs,
+    /// Whose breakpoint/watchpoint file and PMU the CPU holds.
+    owners: HwOwners,
 }
 
 static CPUS: [SpinLock<CpuState>; MAX_CPUS] = [const {
     SpinLock::new(CpuState {
         queue: RunQueue::new(),
         fp: FpRegs::new(),
+        owners: HwOwners::new(),
     })
 }; MAX_CPUS];
 
@@ -102,7 +107,19 @@ pub fn current(cpu: usize) -> VcpuRef {
 /// restarts or stopped): its timers stop, its interrupts in flight are
 /// dropped, and its FP registers will not be saved.
 fn discard(cpu: usize, v: VcpuRef) {
-    CPUS[cpu].lock().fp.forget(v);
+    let forgot = {
+        let mut st = CPUS[cpu].lock();
+        st.fp.forget(v);
+        let slot = st.queue.entries().iter().position(|&e| e == v);
+        st.owners.forget(v, slot)
+    };
+    // Its breakpoints, watchpoints and counters stop applying.
+    if forgot.debug.park {
+        debugregs::quiesce_debug();
+    }
+    if forgot.pmu.park {
+        debugregs::quiesce_pmu();
+    }
     if percpu::loaded(cpu) == Some(v) {
         percpu::set_loaded(cpu, None);
         irq::reset_cpu();
@@ -258,12 +275,13 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
     let switching = loaded != Some(next) || fresh;
     // This CPU's scheduling state, in one hold: who owns the FP registers
     // before and after the switch, and whether `next` gets them now.
-    let (fp, shared) = {
+    let (fp, shared, files) = {
         let mut st = CPUS[cpu].lock();
         let slot = st.queue.current_index().unwrap_or(0);
         (
             st.fp.switch_to(next, slot, fresh, switching),
             st.queue.is_shared(),
+            st.owners.switch(loaded, next, slot),
         )
     };
     let (old_fp_owner, eager_fp) = (fp.previous, fp.eager);
@@ -297,6 +315,9 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
             fpsimd::save(&mut vm.ctx[usize::from(owner.vcpu)].fp);
         });
     }
+    if let Some(files) = &files {
+        switch_files(cpu, loaded, next, files);
+    }
     system::with_vm(next.vm.into(), |vm| {
         if switching {
             restore(vm, v, pauth);
@@ -324,6 +345,68 @@ fn switch_to(cpu: usize, next: VcpuRef, claim: Claim) {
     percpu::set_loaded(cpu, Some(next));
     percpu::set_current(cpu, next);
     barrier::isb();
+}
+
+/// The debug and PMU limits of the CPUs.
+fn debug_limits() -> debugpmu::Limits {
+    system::settings()
+        .expect("settings are recorded before any guest runs")
+        .debug_limits
+}
+
+/// Moves the debug and PMU files as the switch from `out` to `next`
+/// says: the leaving owner's are parked (its breakpoints and counters stop
+/// applying), a user's taken over from their owner, a returning owner's
+/// taken up again. Off the common path: only CPUs where some vCPU used
+/// them come here.
+#[cold]
+fn switch_files(cpu: usize, out: Option<VcpuRef>, next: VcpuRef, files: &debugpmu::Switch) {
+    let limits = debug_limits();
+    if let Some(o) = out.filter(|_| files.debug.park || files.pmu.park) {
+        let (mdscr, pmcr) = system::with_vm(o.vm.into(), |vm| {
+            let ctx = &mut vm.ctx[usize::from(o.vcpu)];
+            (
+                files.debug.park.then(|| ctx.debug.park()),
+                files.pmu.park.then(|| ctx.pmu.stop()),
+            )
+        });
+        // Whether the parked files must come back with their vCPU.
+        let mut st = CPUS[cpu].lock();
+        if let Some(slot) = st.queue.entries().iter().position(|&e| e == o) {
+            if let Some(mdscr) = mdscr {
+                st.owners
+                    .parked(Owns::Debug, slot, debugpmu::debug_armed(mdscr));
+            }
+            if let Some(pmcr) = pmcr {
+                st.owners.parked(Owns::Pmu, slot, debugpmu::pmu_armed(pmcr));
+            }
+        }
+    }
+    if let Some(o) = files.debug.save {
+        system::with_vm(o.vm.into(), |vm| {
+            vm.ctx[usize::from(o.vcpu)].debug.save(&limits)
+        });
+    }
+    if let Some(o) = files.pmu.save {
+        system::with_vm(o.vm.into(), |vm| {
+            vm.ctx[usize::from(o.vcpu)].pmu.save(&limits)
+        });
+    }
+    system::with_vm(next.vm.into(), |vm| {
+        let ctx = &mut vm.ctx[usize::from(next.vcpu)];
+        if files.debug.load {
+            ctx.debug.load(&limits);
+        }
+        if files.pmu.load {
+            ctx.pmu.load(&limits);
+        }
+        if files.debug.unpark {
+            ctx.debug.unpark();
+        }
+        if files.pmu.unpark {
+            ctx.pmu.start();
+        }
+    });
 }
 
 /// Saves vCPU `v`'s live context (it is this CPU's loaded vCPU) and
@@ -366,4 +449,47 @@ pub fn fp_trap(cpu: usize) {
             fpsimd::restore(&vm.ctx[usize::from(me.vcpu)].fp)
         });
     }
+}
+
+/// A trapped access to a debug or PMU register by `cpu`'s current vCPU
+/// (`read`: `MRS`; `rt`: the transfer register): makes it own the CPU's
+/// file the register lives in (saving the previous owner's, loading its
+/// own), then performs or emulates the access as core says. The caller
+/// steps past the instruction.
+pub fn debug_pmu(cpu: usize, reg: debugpmu::Reg, read: bool, rt: u8) {
+    let me = current(cpu);
+    let limits = debug_limits();
+    let owns = reg.owns();
+    let takeover = {
+        let mut st = CPUS[cpu].lock();
+        let slot = st.queue.current_index().unwrap_or(0);
+        st.owners.claim(owns, me, slot)
+    };
+    if let Some(o) = takeover.save {
+        system::with_vm(o.vm.into(), |vm| {
+            let ctx = &mut vm.ctx[usize::from(o.vcpu)];
+            match owns {
+                Owns::Debug => ctx.debug.save(&limits),
+                Owns::Pmu => ctx.pmu.save(&limits),
+                Owns::Nothing => {}
+            }
+        });
+    }
+    system::with_vm(me.vm.into(), |vm| {
+        let v = usize::from(me.vcpu);
+        if takeover.load {
+            match owns {
+                Owns::Debug => vm.ctx[v].debug.load(&limits),
+                Owns::Pmu => vm.ctx[v].pmu.load(&limits),
+                Owns::Nothing => {}
+            }
+        }
+        let rt = usize::from(rt);
+        let value = vm.frames[v].x.get(rt).copied().unwrap_or(0);
+        let shadow = &mut vm.ctx[v].debug_shadow;
+        let got = debugpmu::emulate(reg, read, value, &limits, shadow, &mut debugregs::Live);
+        if read && let Some(x) = vm.frames[v].x.get_mut(rt) {
+            *x = got;
+        }
+    });
 }

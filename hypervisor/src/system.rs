@@ -54,6 +54,8 @@ pub struct Settings {
     pub uart: Option<(stratum_core::platform::UartKind, usize)>,
     /// PSTATE features of this CPU, for architected exception injection.
     pub pstate_features: PstateFeatures,
+    /// The CPUs' breakpoints, watchpoints and PMU counters.
+    pub debug_limits: stratum_core::debugpmu::Limits,
 }
 
 static SETTINGS: Once<Settings> = Once::new();

@@ -242,6 +242,8 @@ reasons! {
     MmioVirtioRead = 50, "mmio virtio read", "A read of an emulated virtio-mmio transport's registers or configuration space.";
     MmioVirtioWrite = 51, "mmio virtio write", "A write to an emulated virtio-mmio transport (a queue notify is one).";
     HvcTrng = 52, "hvc TRNG_*", "HVC #0 calling SMCCC TRNG (VERSION, FEATURES, GET_UUID, RND32/64).";
+    SysregDebug = 53, "sysreg debug", "A trapped access to a self-hosted debug register (MDCR_EL2.TDA/TDOSA/TDRA), emulated or performed.";
+    SysregPmu = 54, "sysreg PMU", "A trapped access to a PMU register (MDCR_EL2.TPM/TPMCR), performed on the vCPU's PMU.";
 }
 
 impl Reason {
@@ -261,7 +263,7 @@ impl Reason {
             0..=18 | 52 => "hvc",
             19 => "smc",
             20..=25 | 48 | 50 | 51 => "mmio",
-            26..=30 => "sysreg",
+            26..=30 | 53 | 54 => "sysreg",
             31..=33 => "wfx",
             34..=41 => "irq",
             42..=45 => "abort",

@@ -141,6 +141,13 @@ pub struct VcpuContext {
     pub aprs: crate::gic::ActivePriorities,
     /// FP/SIMD registers (switched lazily by their owner).
     pub fp: crate::fpsimd::FpState,
+    /// Breakpoints, watchpoints, OS lock and `MDSCR_EL1` (moved lazily by
+    /// their owner, ADR 0012).
+    pub debug: crate::debugregs::DebugFile,
+    /// The PMU's state (moved lazily by its owner, ADR 0012).
+    pub pmu: crate::debugregs::PmuFile,
+    /// The debug and PMU state that never reaches the CPU.
+    pub debug_shadow: stratum_core::debugpmu::Shadow,
 }
 
 impl VcpuContext {

@@ -108,12 +108,48 @@ pub mod cptr {
 pub mod mdcr {
     /// `HPMN` (bits 4:0): how many PMU counters EL1/EL0 own.
     pub const HPMN: u64 = 0x1f;
+    /// `TPMCR`: trap EL1/EL0 accesses to `PMCR_EL0`.
+    pub const TPMCR: u64 = 1 << 5;
+    /// `TPM`: trap EL1/EL0 accesses to every PMU register.
+    pub const TPM: u64 = 1 << 6;
+    /// `TDE`: route debug exceptions to EL2 (Stratum keeps it clear).
+    pub const TDE: u64 = 1 << 8;
+    /// `TDA`: trap EL1/EL0 accesses to the debug registers but the OS
+    /// lock group and `MDRAR_EL1`.
+    pub const TDA: u64 = 1 << 9;
+    /// `TDOSA`: trap the OS lock group (`OSLAR`, `OSLSR`, `OSDLR`,
+    /// `DBGPRCR`).
+    pub const TDOSA: u64 = 1 << 10;
+    /// `TDRA`: trap `MDRAR_EL1`.
+    pub const TDRA: u64 = 1 << 11;
+    /// `HPMD` (PMUv3p1): no event counting at EL2.
+    pub const HPMD: u64 = 1 << 17;
+    /// `HCCD` (PMUv3p5): no cycle counting at EL2.
+    pub const HCCD: u64 = 1 << 23;
 
-    /// `MDCR_EL2` giving every PMU counter to EL1/EL0 (`HPMN` =
-    /// `PMCR_EL0.N`, bits 15:11 of `pmcr`) and trapping no debug or PMU
-    /// access.
-    pub const fn all_counters_to_guests(pmcr: u64) -> u64 {
-        (pmcr >> 11) & HPMN
+    /// `ID_AA64DFR0_EL1.PMUVer` of PMUv3p1, which has `HPMD`.
+    const PMUV3P1: u8 = 4;
+    /// `ID_AA64DFR0_EL1.PMUVer` of PMUv3p5, which has `HCCD`.
+    const PMUV3P5: u8 = 6;
+
+    /// `MDCR_EL2` for guests (ADR 0012): every PMU counter to EL1/EL0
+    /// (`HPMN` = `PMCR_EL0.N`, bits 15:11 of `pmcr`), every debug and PMU
+    /// register access trapped, debug exceptions to the guest's EL1, and
+    /// EL2 kept out of the counts where the PMU can (`pmu_version` is
+    /// `ID_AA64DFR0_EL1.PMUVer`; 0 or 0xf: no PMUv3, `pmcr` ignored).
+    pub const fn for_guests(pmcr: u64, pmu_version: u8) -> u64 {
+        let traps = TPM | TPMCR | TDA | TDOSA | TDRA;
+        if pmu_version == 0 || pmu_version == 0xf {
+            return traps;
+        }
+        let mut v = traps | ((pmcr >> 11) & HPMN);
+        if pmu_version >= PMUV3P1 {
+            v |= HPMD;
+        }
+        if pmu_version >= PMUV3P5 {
+            v |= HCCD;
+        }
+        v
     }
 }
 
@@ -186,9 +222,24 @@ mod tests {
     #[test]
     fn every_pmu_counter_goes_to_the_guest() {
         // PMCR_EL0.N = 6 (Cortex-A57), with E and other low bits set.
-        assert_eq!(mdcr::all_counters_to_guests((6 << 11) | 0x41), 6);
-        assert_eq!(mdcr::all_counters_to_guests(u64::MAX), 31);
-        assert_eq!(mdcr::all_counters_to_guests(0), 0);
+        let traps = mdcr::TPM | mdcr::TPMCR | mdcr::TDA | mdcr::TDOSA | mdcr::TDRA;
+        // PMUv3 (cortex-a57): every counter to the guest, everything trapped.
+        assert_eq!(mdcr::for_guests((6 << 11) | 0x41, 1), traps | 6);
+        assert_eq!(mdcr::for_guests(u64::MAX, 1), traps | 31);
+        // PMUv3p1 and p5 keep EL2 out of the counts themselves too.
+        assert_eq!(mdcr::for_guests(6 << 11, 4), traps | 6 | mdcr::HPMD);
+        assert_eq!(
+            mdcr::for_guests(6 << 11, 6),
+            traps | 6 | mdcr::HPMD | mdcr::HCCD
+        );
+        // No PMUv3: PMCR_EL0 means nothing.
+        assert_eq!(mdcr::for_guests(u64::MAX, 0), traps);
+        assert_eq!(mdcr::for_guests(u64::MAX, 0xf), traps);
+        assert_eq!(
+            mdcr::for_guests(u64::MAX, 1) & mdcr::TDE,
+            0,
+            "debug exceptions stay at EL1"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@
 pub mod barrier;
 pub mod cache;
 pub mod context;
+pub mod debugregs;
 pub mod el1;
 pub mod el2;
 pub mod firmware;

@@ -5,8 +5,10 @@
 //! On the host the writes go to the fake registers of [`crate::sysreg`],
 //! so the whole set-up is tested there.
 
+use stratum_core::debugpmu::{self, Limits};
+
 use crate::el2::{cnthctl, cptr, hcr, mdcr, vector_length};
-use crate::{barrier, id, sysreg};
+use crate::{barrier, debugregs, id, sysreg};
 
 /// Whether the CPU has pointer authentication (and so its key registers,
 /// which guests then use directly).
@@ -23,16 +25,39 @@ pub fn cptr_for_guests() -> u64 {
     )
 }
 
+/// This CPU's breakpoints, watchpoints and PMU counters
+/// (`ID_AA64DFR0_EL1`, and `PMCR_EL0.N` where it has a PMUv3).
+pub fn debug_limits() -> Limits {
+    let dfr0 = sysreg::id_register(5, 0).unwrap_or(0);
+    let pmcr = if debugpmu::has_pmuv3(dfr0) {
+        sysreg::pmcr_el0()
+    } else {
+        0
+    };
+    Limits::from_id(dfr0, pmcr)
+}
+
 /// Sets this CPU's EL2 controls for guests: every PMU counter to EL1/EL0
-/// (`MDCR_EL2.HPMN` = `PMCR_EL0.N`) and no debug traps, the largest vector
+/// (`MDCR_EL2.HPMN` = `PMCR_EL0.N`), every debug and PMU register access
+/// trapped ([`mdcr::for_guests`]; the PMU stopped and owned by no guest
+/// yet), the largest vector
 /// lengths the CPU offers, FP/SIMD/SVE/SME to the guest, EL1 access to the
 /// physical counter and timer, `CNTVOFF_EL2` = 0, the real MIDR as the
 /// guest's, and `HCR_EL2` as [`hcr::for_guests`] says (stage 2, routing,
 /// ID-register traps; pointer authentication where the CPU has it).
 pub fn configure_for_guests() {
-    let mdcr = mdcr::all_counters_to_guests(sysreg::pmcr_el0());
-    // SAFETY: MDCR_EL2 only controls traps of guest debug/PMU accesses.
+    let dfr0 = sysreg::id_register(5, 0).unwrap_or(0);
+    let limits = debug_limits();
+    let pmcr = if limits.counters.is_some() {
+        sysreg::pmcr_el0()
+    } else {
+        0
+    };
+    let mdcr = mdcr::for_guests(pmcr, debugpmu::pmu_version(dfr0));
+    // SAFETY: MDCR_EL2 only controls traps of guest debug/PMU accesses and
+    // keeps EL2 out of the PMU's counts; TDE stays clear.
     unsafe { sysreg::set_mdcr_el2(mdcr) };
+    debugregs::reset_pmu(&limits);
     if id::has_sve(sysreg::id_aa64pfr0_el1()) {
         // SAFETY: ZCR_EL2 exists (SVE is implemented) and only caps guest
         // vector length.
@@ -82,6 +107,8 @@ mod tests {
         fake::set(Reg::ID_AA64ISAR1_EL1, isar1);
         fake::set(Reg::S3_0_C0_C6_2, 0);
         fake::set(Reg::PMCR_EL0, pmcr);
+        // QEMU cortex-a57: 6 breakpoints, 4 watchpoints, PMUv3.
+        fake::set_id_register(5, 0, 0x1030_5106);
         fake::set(Reg::MIDR_EL1, 0x411f_d070);
     }
 
@@ -91,8 +118,17 @@ mod tests {
         configure_for_guests();
         assert_eq!(
             fake::get(Reg::MDCR_EL2),
-            6,
-            "HPMN = PMCR_EL0.N: every counter to the guest"
+            mdcr::for_guests(6 << 11, 1),
+            "HPMN = PMCR_EL0.N: every counter to the guest, every access trapped"
+        );
+        assert_eq!(fake::get(Reg::MDCR_EL2) & mdcr::HPMN, 6);
+        assert_eq!(
+            debug_limits(),
+            Limits {
+                breakpoints: 6,
+                watchpoints: 4,
+                counters: Some(6)
+            }
         );
         assert_eq!(
             fake::get(Reg::S3_4_C1_C2_0),

@@ -11,6 +11,7 @@ pub mod addr;
 pub mod bootplan;
 pub mod bus;
 pub mod console;
+pub mod debugpmu;
 pub mod esr;
 pub mod fdt;
 pub mod guest_dt;

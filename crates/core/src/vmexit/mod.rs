@@ -24,6 +24,7 @@ use crate::access::AccessSize;
 use crate::addr::{Gva, Ipa, IpaRange};
 pub use crate::bus::AccessRefused;
 use crate::bus::{DeviceAccess, DeviceTable, Effects, Hit, MmioBus};
+use crate::debugpmu;
 use crate::esr::{self, AccessSyndrome, DataAbort, Exit, SysRegAccess, WfxKind};
 use crate::idreg::{self, IdRead};
 use crate::inject::{self, GuestExceptionState, Injection, PstateFeatures};
@@ -142,6 +143,18 @@ pub enum Action {
     /// A trapped FP/SIMD access (`CPTR_EL2.TFP`): another vCPU's FP state is
     /// in the registers. Switch it and retry the instruction.
     FpTrap,
+    /// A trapped access to a debug or PMU register that exists
+    /// ([`debugpmu::Limits::allows`]): the glue makes the vCPU own the
+    /// register file it needs ([`debugpmu::Reg::owns`]), then
+    /// [`debugpmu::emulate`]s it, writes `rt` on a read and steps past it.
+    DebugPmu {
+        /// The register.
+        reg: debugpmu::Reg,
+        /// `MRS` (else `MSR`).
+        read: bool,
+        /// The transfer register (31: XZR).
+        rt: u8,
+    },
     /// This vCPU powered itself off.
     CpuOff,
     /// Restart the VM from its pristine image.
@@ -372,6 +385,8 @@ pub struct VmModel<'a> {
     pub firmware: FirmwareFeatures,
     /// Which PSTATE features the CPU has (for injected exceptions).
     pub pstate_features: PstateFeatures,
+    /// The breakpoints, watchpoints and PMU counters the CPUs have.
+    pub debug_limits: debugpmu::Limits,
     /// The exiting vCPU's counters ([`handle_sync`] counts every exit once,
     /// by [`Reason`]).
     pub stats: &'a ExitStats,
@@ -465,6 +480,14 @@ pub fn handle_sync(
             Action::Advance
         }
         exit => {
+            // Debug and PMU registers (MDCR_EL2 traps them all): those the
+            // CPU has go to the glue, to be performed or emulated. Out of
+            // line: the calls, ID reads and SGIs above never pay for it.
+            if let Exit::SysReg(access) = exit
+                && let Some(action) = debug_or_pmu(vm, &access)
+            {
+                return action;
+            }
             match exit {
                 Exit::SysReg(access) => tally(vm, Reason::SysregOther, access.encoding()),
                 _ => tally(vm, Reason::Undef, info.esr as u32),
@@ -473,6 +496,27 @@ pub fn handle_sync(
             Action::Inject(inject::undefined(&state))
         }
     }
+}
+
+/// A trapped access to a debug or PMU register this CPU has, as the
+/// action that performs or emulates it; `None` for any other register (or
+/// one the CPU lacks, or a forbidden direction: UNDEFINED).
+#[inline(never)]
+fn debug_or_pmu(vm: &mut VmModel<'_>, access: &SysRegAccess) -> Option<Action> {
+    let reg = debugpmu::classify(access)?;
+    if !vm.debug_limits.allows(reg, access.read) {
+        return None;
+    }
+    let reason = match reg {
+        debugpmu::Reg::Debug(_) => Reason::SysregDebug,
+        debugpmu::Reg::Pmu(_) => Reason::SysregPmu,
+    };
+    tally(vm, reason, access.encoding());
+    Some(Action::DebugPmu {
+        reg,
+        read: access.read,
+        rt: access.rt,
+    })
 }
 
 /// Counts this exit under `reason` and remembers it (for the exit trace).

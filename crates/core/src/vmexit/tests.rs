@@ -390,6 +390,7 @@ impl Harness {
             vcpus: &mut self.vcpus,
             firmware: self.firmware,
             pstate_features: PstateFeatures::NONE,
+            debug_limits: A57_DEBUG,
             stats: &self.stats,
             counted: None,
             last_abort: None,
@@ -1915,6 +1916,7 @@ fn a_new_device_is_reached_through_the_bus_alone() {
         vcpus: &mut vcpus,
         firmware: FirmwareFeatures::NONE,
         pstate_features: PstateFeatures::NONE,
+        debug_limits: A57_DEBUG,
         stats: &stats,
         counted: None,
         last_abort: None,
@@ -2141,4 +2143,69 @@ fn injection_notes_are_logged_up_to_the_limit_and_say_so_at_it() {
             abort: None
         }
     );
+}
+
+/// QEMU `cortex-a57`: 6 breakpoints, 4 watchpoints, 6 PMU counters.
+const A57_DEBUG: crate::debugpmu::Limits = crate::debugpmu::Limits {
+    breakpoints: 6,
+    watchpoints: 4,
+    counters: Some(6),
+};
+
+#[test]
+fn debug_and_pmu_registers_the_cpu_has_go_to_the_glue() {
+    use crate::debugpmu::{DebugReg, PmuReg, Reg};
+    let mut h = Harness::new();
+    // mrs x7, mdccint_el1: emulated, and x7 will be written.
+    let action = h.run(&call_exit(sysreg_esr(2, 0, 0, 2, 0, 7, true)));
+    assert_eq!(
+        action,
+        Action::DebugPmu {
+            reg: Reg::Debug(DebugReg::Mdccint),
+            read: true,
+            rt: 7
+        }
+    );
+    assert_eq!(h.counted.map(|c| c.reason), Some(Reason::SysregDebug));
+    // msr dbgbcr5_el1, x2: the sixth breakpoint exists.
+    let action = h.run(&call_exit(sysreg_esr(2, 0, 0, 5, 5, 2, false)));
+    assert!(matches!(
+        action,
+        Action::DebugPmu {
+            reg: Reg::Debug(DebugReg::Bcr(5)),
+            read: false,
+            rt: 2
+        }
+    ));
+    // msr pmevtyper5_el0, x3.
+    let action = h.run(&call_exit(sysreg_esr(3, 3, 14, 12, 5, 3, false)));
+    assert!(matches!(
+        action,
+        Action::DebugPmu {
+            reg: Reg::Pmu(PmuReg::Evtyper(5)),
+            ..
+        }
+    ));
+    assert_eq!(h.counted.map(|c| c.reason), Some(Reason::SysregPmu));
+    assert_eq!(h.stats.get(Reason::SysregDebug), 2);
+    assert_eq!(h.stats.get(Reason::SysregPmu), 1);
+}
+
+#[test]
+fn debug_and_pmu_registers_the_cpu_lacks_are_undefined() {
+    let mut h = Harness::new();
+    for esr in [
+        sysreg_esr(2, 0, 0, 6, 4, 1, true),   // DBGBVR6_EL1: 6 breakpoints
+        sysreg_esr(2, 0, 0, 4, 7, 1, false),  // DBGWCR4_EL1: 4 watchpoints
+        sysreg_esr(3, 3, 14, 8, 6, 1, true),  // PMEVCNTR6_EL0: 6 counters
+        sysreg_esr(2, 0, 1, 0, 4, 1, true),   // OSLAR_EL1 is write-only
+        sysreg_esr(3, 3, 9, 12, 4, 1, true),  // PMSWINC_EL0 is write-only
+        sysreg_esr(3, 3, 9, 12, 6, 1, false), // PMCEID0_EL0 is read-only
+        sysreg_esr(2, 0, 5, 0, 0, 1, true),   // reserved debug encoding
+        sysreg_esr(3, 3, 9, 15, 0, 1, true),  // reserved PMU encoding
+    ] {
+        let action = h.run(&call_exit(esr));
+        assert!(matches!(action, Action::Inject(_)), "{esr:#x}: {action:?}");
+        assert_eq!(h.counted.map(|c| c.reason), Some(Reason::SysregOther));
+    }
 }
