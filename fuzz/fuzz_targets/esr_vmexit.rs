@@ -8,13 +8,17 @@
 //! access's fields re-encode to the ISS they came from; `handle_sync`
 //! never panics, counts the exit exactly once, only starts vCPUs that
 //! exist, and agrees with the direct MMIO route (`mmio_access`) on every
-//! exit that route takes.
+//! exit that route takes. A debug or PMU register access it hands to the
+//! glue is one the CPU's limits allow, and emulating it (`debugpmu::emulate`,
+//! with the value in `Xt`) touches only registers the CPU has: no
+//! breakpoint, watchpoint or event counter beyond its count.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use stratum_abi::bundle::{KernelKind, OnCrash, VmImage};
 use stratum_core::addr::Gva;
 use stratum_core::bus::{DeviceId, DeviceTable, Effects, MmioDevice};
+use stratum_core::debugpmu::{self, DebugPmuHw, HwReg, Limits, Shadow};
 use stratum_core::esr::{self, Exit};
 use stratum_core::inject::PstateFeatures;
 use stratum_core::machine::{GIC_DEVICE, Machine, UART_DEVICE};
@@ -167,6 +171,67 @@ fn check_decode(e: u64) {
     }
 }
 
+/// The CPU's debug and PMU registers, checking that each exists.
+struct DebugHw {
+    limits: Limits,
+    regs: Vec<(HwReg, u64)>,
+}
+
+impl DebugHw {
+    fn check(&self, reg: HwReg) {
+        let ok = match reg {
+            HwReg::Bvr(n) | HwReg::Bcr(n) => n < self.limits.breakpoints,
+            HwReg::Wvr(n) | HwReg::Wcr(n) => n < self.limits.watchpoints,
+            HwReg::Evcntr(n) | HwReg::Evtyper(n) => self.limits.counters.is_some_and(|c| n < c),
+            HwReg::Mdscr | HwReg::Oslar | HwReg::Oslsr => true,
+            _ => self.limits.counters.is_some(),
+        };
+        assert!(ok, "{reg:?} does not exist on a CPU with {:?}", self.limits);
+    }
+}
+
+impl DebugPmuHw for DebugHw {
+    fn read(&mut self, reg: HwReg) -> u64 {
+        self.check(reg);
+        self.regs
+            .iter()
+            .find(|(r, _)| *r == reg)
+            .map_or(0, |&(_, v)| v)
+    }
+    fn write(&mut self, reg: HwReg, value: u64) {
+        self.check(reg);
+        match self.regs.iter_mut().find(|(r, _)| *r == reg) {
+            Some(slot) => slot.1 = value,
+            None => self.regs.push((reg, value)),
+        }
+    }
+}
+
+/// The CPUs the debug limits come from: a Cortex-A57, the most the
+/// architecture allows, the least, and a PMU without event counters.
+const DEBUG_LIMITS: [Limits; 4] = [
+    Limits {
+        breakpoints: 6,
+        watchpoints: 4,
+        counters: Some(6),
+    },
+    Limits {
+        breakpoints: 16,
+        watchpoints: 16,
+        counters: Some(31),
+    },
+    Limits {
+        breakpoints: 1,
+        watchpoints: 1,
+        counters: None,
+    },
+    Limits {
+        breakpoints: 2,
+        watchpoints: 2,
+        counters: Some(0),
+    },
+];
+
 fn exits_counted(stats: &ExitStats) -> u64 {
     Reason::ALL
         .iter()
@@ -204,6 +269,12 @@ fuzz_target!(|data: &[u8]| {
         GicVersion::V2
     };
     let nvcpus = 1 + usize::from(head >> 1) % 4;
+    let debug_limits = DEBUG_LIMITS[usize::from(head >> 3) % DEBUG_LIMITS.len()];
+    let mut debug_hw = DebugHw {
+        limits: debug_limits,
+        regs: Vec::new(),
+    };
+    let mut shadow = Shadow::default();
     let machine = Machine::describe(&image(nvcpus as u32), version, true).expect("a valid machine");
     let mpidrs: Vec<u64> = (0..nvcpus as u64).collect();
     let mut devices = Devices {
@@ -298,6 +369,7 @@ fuzz_target!(|data: &[u8]| {
             vcpus: &mut vcpus,
             firmware,
             pstate_features,
+            debug_limits,
             stats: &stats,
             counted: None,
             last_abort: None,
@@ -307,6 +379,21 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(exits_counted(&stats), before + 1, "one count per exit");
         if let Action::CpuOn { target, .. } = action {
             assert!(target < nvcpus, "CPU_ON of vCPU {target} of {nvcpus}");
+        }
+        if let Action::DebugPmu { reg, read, rt } = action {
+            assert!(rt <= 31);
+            assert!(debug_limits.allows(reg, read), "{reg:?} handed to the glue");
+            let value = debugpmu::emulate(
+                reg,
+                read,
+                regs.x(rt),
+                &debug_limits,
+                &mut shadow,
+                &mut debug_hw,
+            );
+            if read {
+                regs.set_x(rt, value);
+            }
         }
         if direct.is_some() {
             assert_eq!(action, Action::Advance, "the direct route took {info:?}");

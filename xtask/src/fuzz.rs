@@ -74,8 +74,15 @@ impl Toolchain {
             cmd.env("RUSTC_BOOTSTRAP", "1");
         }
         // xtask runs under `cargo`, whose toolchain variables would pin
-        // the nested cargo to the workspace's toolchain.
-        for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "CARGO", "RUSTDOC"] {
+        // the nested cargo to the workspace's toolchain; and the binaries
+        // are looked for in `fuzz/target` ([`binary`]).
+        for var in [
+            "RUSTUP_TOOLCHAIN",
+            "RUSTC",
+            "CARGO",
+            "RUSTDOC",
+            "CARGO_TARGET_DIR",
+        ] {
             cmd.env_remove(var);
         }
         cmd

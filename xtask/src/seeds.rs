@@ -243,8 +243,24 @@ fn esr_seeds() -> Vec<(String, Vec<u8>)> {
         mmio(esr(0x24, ISV | (2 << 22) | WNR | 0x10), 0x7000_0000, &[]),
         mmio(esr(0x24, (1 << 8) | FSC_L3), UART, &[]),
     ];
+    // Debug and PMU registers (MDCR_EL2 traps them): MDSCR_EL1, a
+    // breakpoint, PMCR_EL0, then PMSELR_EL0 = 5 and 31 (the cycle
+    // counter) with PMXEVCNTR_EL0/PMXEVTYPER_EL0 through it.
+    let debug = [
+        exit(sysreg((2, 0, 0, 2, 2), 1, true), &[]),
+        exit(sysreg((2, 0, 0, 2, 2), 1, false), &[(1, 1 << 15)]),
+        exit(sysreg((2, 0, 0, 1, 5), 2, false), &[(2, 0x1e7)]),
+        exit(sysreg((3, 3, 9, 12, 0), 1, true), &[]),
+        exit(sysreg((3, 3, 9, 12, 0), 1, false), &[(1, 1)]),
+        exit(sysreg((3, 3, 9, 12, 5), 1, false), &[(1, 5)]),
+        exit(sysreg((3, 3, 9, 13, 2), 2, true), &[]),
+        exit(sysreg((3, 3, 9, 12, 5), 1, false), &[(1, 31)]),
+        exit(sysreg((3, 3, 9, 13, 1), 2, false), &[(2, 0x11)]),
+        exit(sysreg((3, 3, 9, 13, 0), 3, true), &[]),
+    ];
     let mut seeds = Vec::new();
     for (name, exits) in [
+        ("debug-pmu", &debug[..]),
         ("calls", &calls[..]),
         ("power", &power[..]),
         ("uart", &uart[..]),
