@@ -20,8 +20,9 @@
 //! The targets need a nightly compiler (`-Zsanitizer=address`): the
 //! `nightly` toolchain when rustup has it, else the pinned toolchain with
 //! `RUSTC_BOOTSTRAP=1` (which lets a stable compiler take `-Z` flags; the
-//! sanitizer runtime ships with the standard library). `cargo-fuzz` is
-//! installed with `cargo install cargo-fuzz --locked` when missing.
+//! sanitizer runtime ships with the standard library;
+//! `STRATUM_FUZZ_NO_NIGHTLY=1` forces it). `cargo-fuzz` is installed with
+//! `cargo install cargo-fuzz --locked` when missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -60,7 +61,8 @@ impl Toolchain {
         if self.plus.is_some() {
             "the nightly toolchain"
         } else {
-            "the pinned toolchain with RUSTC_BOOTSTRAP=1 (no nightly toolchain installed)"
+            "the pinned toolchain with RUSTC_BOOTSTRAP=1 (no nightly toolchain, or \
+             STRATUM_FUZZ_NO_NIGHTLY set)"
         }
     }
 
