@@ -7,14 +7,17 @@
 //! root (otherwise it stops with the exact command to run).
 
 mod deps;
+mod fuzz;
 mod modules;
 mod policy;
+mod seeds;
 mod tiers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "\
+/// The command summary `cargo xtask help` prints.
+pub const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
@@ -25,10 +28,18 @@ commands:
                               QEMU and Xen/KVM, Linux boot ratio, Linux workload ratios,
                               where each row's instructions go (`-- --no-breakdown` skips it);
                               target/bench/results.{json,svg}
-  test                        every test tier: lint, host unit tests, target builds, system tests, Linux
-  lint                        rustfmt --check, the architecture rules (crate dependency
-                              direction; asm only in crates/arch-aarch64, guests/ and
-                              tools/workload), clippy -D warnings (host and aarch64 targets)
+  test                        every test tier: lint, host unit tests, a smoke run of every
+                              fuzz target, target builds, system tests, Linux
+  lint                        rustfmt --check (the workspace and fuzz/), the architecture
+                              rules (crate dependency direction; asm only in
+                              crates/arch-aarch64, guests/ and tools/workload), clippy
+                              -D warnings (host and aarch64 targets)
+  fuzz [--time N] [--target NAME] [--repro FILE] [--merge] [--seeds]
+                              the libFuzzer targets in fuzz/ (decoders, exit policy, vGIC,
+                              virtqueues, config, device trees, boot bundle): each for N
+                              seconds (default 60), executions and crashes reported;
+                              --repro runs one input, --merge adds what a run found to
+                              fuzz/corpus, --seeds rewrites the seed inputs
   build                       build the hypervisor Image, the test guests, the Linux workload
                               program and the stratum CLI
   deps                        install missing prerequisites (rustup targets, QEMU, dtc)
@@ -53,6 +64,7 @@ fn main() -> ExitCode {
         "build" => deps::ensure().and_then(|()| build_all().map(|_| ())),
         "lint" => deps::ensure().and_then(|()| tiers::lint()),
         "test" => deps::ensure().and_then(|()| tiers::test_all()),
+        "fuzz" => deps::ensure().and_then(|()| fuzz::command(rest)),
         "run" => deps::ensure().and_then(|()| run(rest)),
         "bench" => deps::ensure().and_then(|()| bench(rest)),
         "help" | "--help" | "-h" => {

@@ -1,7 +1,9 @@
 //! The test tiers and the linters, as `cargo xtask test` and `cargo xtask lint` run them.
 //!
-//! Tiers: lint → build → host unit tests → system tests (QEMU) → Linux (the
-//! stock Debian kernel, fetched into the cache). Every tier runs even when an
+//! Tiers: lint → build → host unit tests → fuzz smoke (every libFuzzer
+//! target over its checked-in corpus, a few seconds each; [`crate::fuzz`])
+//! → system tests (QEMU) → Linux (the stock Debian kernel, fetched into the
+//! cache). Every tier runs even when an
 //! earlier one failed (except that system and Linux tests need the build),
 //! so one run reports everything; the last line is
 //! `total: N passed, N failed`.
@@ -26,6 +28,9 @@ const HOST_EXCLUDES: &[&str] = &[
 /// `crates/arch-aarch64`), then clippy on the host and aarch64 targets.
 pub fn lint() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
+    // The fuzz targets are their own workspace (they build with nightly):
+    // formatting is checked here, compiling by the fuzz smoke run.
+    cargo(&["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"])?;
     crate::policy::check_workspace(&root())?;
     let mut host = vec!["clippy", "--workspace", "--all-targets"];
     host.extend(HOST_EXCLUDES);
@@ -218,6 +223,15 @@ pub fn test_all() -> Result<(), String> {
         failures.push("host unit tests failed".into());
     }
     timings.push(("unit", t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    println!("== tier 1b: fuzz smoke (every fuzz target over its corpus, briefly)");
+    let (passed, fuzz_failures) = crate::fuzz::smoke();
+    // Each target counts as one test.
+    total.passed += passed;
+    total.failed += fuzz_failures.len() as u64;
+    failures.extend(fuzz_failures);
+    timings.push(("fuzz", t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
     println!("== tier 2: system tests (the hypervisor on QEMU with test guests)");

@@ -544,11 +544,15 @@ impl<'a> Node<'a> {
             .is_some_and(|mut list| list.any(|c| c == compat))
     }
 
-    /// `phandle` (or the legacy `linux,phandle`).
+    /// `phandle` (or the legacy `linux,phandle`). `None` for 0 and
+    /// `0xffffffff`, which the specification reserves (no node has them,
+    /// as [`Fdt::node_by_phandle`] agrees), so an `interrupt-parent = <0>`
+    /// never names a node that carries such a value.
     pub fn phandle(&self) -> Option<u32> {
         self.property("phandle")
             .or_else(|| self.property("linux,phandle"))?
             .as_u32()
+            .filter(|&p| p != 0 && p != u32::MAX)
     }
 
     /// Whether `status` is absent, `"okay"` or `"ok"`.

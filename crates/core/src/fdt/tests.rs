@@ -560,3 +560,30 @@ fn dtc_accepts_written_blob() {
         assert!(dts.contains(needle), "missing {needle:?} in\n{dts}");
     }
 }
+
+/// Found by the `fdt` fuzz target: a node whose `linux,phandle` was 0
+/// reported it as its phandle, though no lookup finds a node by 0 (nor by
+/// `0xffffffff`): the reserved values are no phandle at all.
+#[test]
+fn reserved_phandle_values_are_no_phandle() {
+    for (name, value) in [
+        ("phandle", 0),
+        ("linux,phandle", 0),
+        ("phandle", u32::MAX),
+        ("phandle", 5),
+    ] {
+        let mut buf = vec![0u8; 512];
+        let mut w = FdtWriter::new(&mut buf).expect("room");
+        w.begin_node("").expect("root");
+        w.begin_node("gic").expect("node");
+        w.property_u32(name, value).expect("property");
+        w.end_node().expect("end");
+        w.end_node().expect("end");
+        let len = w.finish().expect("finish");
+        let fdt = Fdt::new(&buf[..len]).expect("valid");
+        let gic = fdt.find_node("/gic").expect("gic");
+        let valid = value != 0 && value != u32::MAX;
+        assert_eq!(gic.phandle(), valid.then_some(value), "{name} = {value:#x}");
+        assert_eq!(fdt.node_by_phandle(value).is_some(), valid);
+    }
+}
