@@ -1,7 +1,9 @@
 //! The adversarial suite without Linux (issue 14): the `adversary` guest
 //! (`guests/src/bin/adversary.rs`) attacks every interface with seeded
 //! random inputs, alone on GICv2 and GICv3 with several seeds, and on a CPU
-//! it time-shares with a `ticker` neighbour; and the restart soak, which
+//! it time-shares with a `ticker` neighbour (its virtio-console, vsock
+//! device and, beside the ticker, a NIC on a network with it live behind
+//! the transports it writes to); and the restart soak, which
 //! restarts a VM 100 times beside a neighbour. The Linux half (a Debian VM
 //! running the workload program beside the adversary) is in `linux.rs`.
 //!
@@ -120,7 +122,7 @@ fn alone(gic: u8, seeds: &[u64]) {
         let test = format!("adversary_alone_gic{gic}_seed{seed}");
         let text = format!(
             "[[vm]]\nname = \"adversary\"\nkernel = {elf:?}\ncpus = 2\nmemory = \"64M\"\n\
-             cmdline = \"seed={seed} boots=3 rounds=1000\"\n"
+             cmdline = \"seed={seed} boots=3 rounds=1000\"\nvsock = true\nvirtio_console = true\n"
         );
         let run = run_text(&test, &text, gic);
         // One VM: its lines are not tagged.
@@ -147,9 +149,11 @@ fn beside_a_ticker(gic: u8) {
     let text = format!(
         "[machine]\ncpus = 1\nmemory = \"512M\"\n\n[system]\nslice = \"2ms\"\n\n\
          [[vm]]\nname = \"adversary\"\nkernel = {:?}\ncpus = 2\nmemory = \"64M\"\n\
-         cmdline = \"seed=7 boots=4 rounds=2000\"\nplacement = \"shared\"\npcpus = [0]\n\n\
+         cmdline = \"seed=7 boots=4 rounds=2000\"\nplacement = \"shared\"\npcpus = [0]\n\
+         vsock = true\nvirtio_console = true\n\n\
          [[vm]]\nname = \"ticker\"\nkernel = {:?}\nmemory = \"32M\"\n\
-         cmdline = \"period_ms=50 ticks=40\"\nplacement = \"shared\"\npcpus = [0]\n",
+         cmdline = \"period_ms=50 ticks=40\"\nplacement = \"shared\"\npcpus = [0]\nvsock = true\n\n\
+         [[network]]\nname = \"lan\"\nvms = [\"adversary\", \"ticker\"]\n",
         guest_elf("adversary"),
         guest_elf("ticker"),
     );
