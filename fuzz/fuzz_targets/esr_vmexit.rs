@@ -31,41 +31,13 @@ use stratum_core::trng::Trng;
 use stratum_core::vmexit::{
     self, Action, ExitEnv, ExitInfo, SgiRegister, VmDevices, VmModel, early,
 };
-use stratum_fuzz::Input;
+use stratum_fuzz::{Input, Regs};
 use stratum_vgic::Vgic;
 
 const RAM_BASE: u64 = 0x4000_0000;
 const RAM_SIZE: u64 = 0x800_0000;
 /// Exits per input, at most.
 const MAX_EXITS: usize = 64;
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Regs {
-    x: [u64; 31],
-    sp: u64,
-    pc: u64,
-}
-
-impl GuestRegs for Regs {
-    fn x(&self, n: u8) -> u64 {
-        self.x.get(usize::from(n)).copied().unwrap_or(0)
-    }
-    fn set_x(&mut self, n: u8, v: u64) {
-        assert!(n <= 31, "register X{n} does not exist");
-        if let Some(r) = self.x.get_mut(usize::from(n)) {
-            *r = v;
-        }
-    }
-    fn sp(&self) -> u64 {
-        self.sp
-    }
-    fn set_sp(&mut self, v: u64) {
-        self.sp = v;
-    }
-    fn pc(&self) -> u64 {
-        self.pc
-    }
-}
 
 /// The glue's side: one instruction word at the exit's PC (or none).
 struct Env {

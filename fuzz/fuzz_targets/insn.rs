@@ -17,35 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use stratum_core::addr::{Gva, Ipa};
 use stratum_core::insn::{self, Addressing, MemInsn};
 use stratum_core::mmio::{self, GuestRegs};
-use stratum_fuzz::Input;
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Regs {
-    x: [u64; 31],
-    sp: u64,
-    pc: u64,
-}
-
-impl GuestRegs for Regs {
-    fn x(&self, n: u8) -> u64 {
-        self.x.get(usize::from(n)).copied().unwrap_or(0)
-    }
-    fn set_x(&mut self, n: u8, v: u64) {
-        assert!(n <= 31, "register X{n} does not exist");
-        if let Some(r) = self.x.get_mut(usize::from(n)) {
-            *r = v;
-        }
-    }
-    fn sp(&self) -> u64 {
-        self.sp
-    }
-    fn set_sp(&mut self, v: u64) {
-        self.sp = v;
-    }
-    fn pc(&self) -> u64 {
-        self.pc
-    }
-}
+use stratum_fuzz::{Input, Regs};
 
 fn field(word: u32, lsb: u32) -> u8 {
     ((word >> lsb) & 0x1f) as u8

@@ -2,11 +2,47 @@
 //! bytes into the small integers, sizes and choices a target's operations
 //! take. Every read succeeds: past the end it yields zeros, so any input is
 //! a valid (if short) program and libFuzzer's mutations stay meaningful.
+//! And [`Regs`], a vCPU's registers for the decoders and the exit policy.
 //!
 //! The targets themselves live in `fuzz_targets/`; `cargo xtask fuzz` runs
 //! them (docs/testing.md, "Fuzzing").
 
 use stratum_core::access::AccessSize;
+use stratum_core::mmio::GuestRegs;
+
+/// A vCPU's general registers, SP and PC, as the decoders and the exit
+/// policy see them ([`GuestRegs`]); writing a register that does not exist
+/// (above X31) is a bug of the code under test.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    /// X0-X30.
+    pub x: [u64; 31],
+    /// The stack pointer.
+    pub sp: u64,
+    /// The program counter.
+    pub pc: u64,
+}
+
+impl GuestRegs for Regs {
+    fn x(&self, n: u8) -> u64 {
+        self.x.get(usize::from(n)).copied().unwrap_or(0)
+    }
+    fn set_x(&mut self, n: u8, v: u64) {
+        assert!(n <= 31, "register X{n} does not exist");
+        if let Some(r) = self.x.get_mut(usize::from(n)) {
+            *r = v;
+        }
+    }
+    fn sp(&self) -> u64 {
+        self.sp
+    }
+    fn set_sp(&mut self, v: u64) {
+        self.sp = v;
+    }
+    fn pc(&self) -> u64 {
+        self.pc
+    }
+}
 
 /// A little-endian reader over a fuzz input.
 #[derive(Debug)]

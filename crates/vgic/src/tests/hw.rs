@@ -98,6 +98,16 @@ impl VirtualInterface for FakeInterface {
 
 const FORMATS: [LrFormat; 3] = [LrFormat::V3, LrFormat::V2, LrFormat::V2EoiForwarding];
 
+/// A one-vCPU GIC of `format`'s version with its groups on, and a CPU
+/// with 4 list registers.
+fn rig(format: LrFormat) -> (Vgic, FakeInterface, HwLrs) {
+    (
+        vgic_for(format),
+        FakeInterface::new(format, 4),
+        HwLrs::new(format, 4),
+    )
+}
+
 fn vgic_for(format: LrFormat) -> Vgic {
     let mut g = if format == LrFormat::V3 { v3(1) } else { v2(1) };
     enable_groups(&mut g);
@@ -107,9 +117,7 @@ fn vgic_for(format: LrFormat) -> Vgic {
 #[test]
 fn an_spi_goes_into_an_lr_and_comes_back_when_the_guest_is_done() {
     for format in FORMATS {
-        let mut g = vgic_for(format);
-        let mut hw = FakeInterface::new(format, 4);
-        let mut lrs = HwLrs::new(format, 4);
+        let (mut g, mut hw, mut lrs) = rig(format);
         enable_spi(&mut g, 40, 0x80);
         g.set_pending(40, 0).unwrap();
         assert!(lrs.refill_needed(&g, 0));
@@ -175,9 +183,7 @@ fn more_pending_than_lrs_asks_for_underflow_and_places_the_rest_later() {
 #[test]
 fn a_completed_hardware_interrupt_is_deactivated_on_gicv2_only() {
     for format in FORMATS {
-        let mut g = vgic_for(format);
-        let mut hw = FakeInterface::new(format, 4);
-        let mut lrs = HwLrs::new(format, 4);
+        let (mut g, mut hw, mut lrs) = rig(format);
         // The virtual timer's PPI, forwarded from physical 27.
         wr(&mut g, 0, 0x100, 1 << 27); // GICD_ISENABLER0 (v2)
         if format == LrFormat::V3 {
@@ -206,9 +212,7 @@ fn a_completed_hardware_interrupt_is_deactivated_on_gicv2_only() {
 #[test]
 fn parking_returns_every_lr_to_the_model() {
     for format in FORMATS {
-        let mut g = vgic_for(format);
-        let mut hw = FakeInterface::new(format, 4);
-        let mut lrs = HwLrs::new(format, 4);
+        let (mut g, mut hw, mut lrs) = rig(format);
         for intid in [40, 41] {
             enable_spi(&mut g, intid, 0x80);
             g.set_pending(intid, 0).unwrap();
@@ -237,9 +241,7 @@ fn parking_returns_every_lr_to_the_model() {
 #[test]
 fn a_stale_lr_is_invalidated_and_clear_forgets_everything() {
     let format = LrFormat::V3;
-    let mut g = vgic_for(format);
-    let mut hw = FakeInterface::new(format, 4);
-    let mut lrs = HwLrs::new(format, 4);
+    let (mut g, mut hw, mut lrs) = rig(format);
     enable_spi(&mut g, 40, 0x80);
     g.set_pending(40, 0).unwrap();
     lrs.refill(&mut hw, &mut g, 0);
@@ -282,9 +284,7 @@ fn ispendr0(g: &mut Vgic, format: LrFormat) -> u64 {
 #[test]
 fn a_timer_whose_line_dropped_leaves_the_lr_the_register_and_the_physical_interrupt() {
     for format in FORMATS {
-        let mut g = vgic_for(format);
-        let mut hw = FakeInterface::new(format, 4);
-        let mut lrs = HwLrs::new(format, 4);
+        let (mut g, mut hw, mut lrs) = rig(format);
         enable_timer_ppis(&mut g, format);
         assert!(g.set_hw_pending(0, 27, 27).unwrap());
         lrs.refill(&mut hw, &mut g, 0);
@@ -318,9 +318,7 @@ fn a_timer_whose_line_dropped_leaves_the_lr_the_register_and_the_physical_interr
 #[test]
 fn a_timer_interrupt_the_guest_took_is_not_retired() {
     for format in FORMATS {
-        let mut g = vgic_for(format);
-        let mut hw = FakeInterface::new(format, 4);
-        let mut lrs = HwLrs::new(format, 4);
+        let (mut g, mut hw, mut lrs) = rig(format);
         enable_timer_ppis(&mut g, format);
         assert!(g.set_hw_pending(0, 30, 30).unwrap());
         lrs.refill(&mut hw, &mut g, 0);
@@ -342,9 +340,7 @@ fn a_timer_interrupt_the_guest_took_is_not_retired() {
 #[test]
 fn a_timer_pending_outside_the_lrs_is_retired_too() {
     for format in FORMATS {
-        let mut g = vgic_for(format);
-        let mut hw = FakeInterface::new(format, 4);
-        let mut lrs = HwLrs::new(format, 4);
+        let (mut g, mut hw, mut lrs) = rig(format);
         // Forwarded while the PPI is disabled: pending in the model only.
         assert!(g.set_hw_pending(0, 27, 27).unwrap());
         lrs.refill(&mut hw, &mut g, 0);
@@ -379,9 +375,7 @@ fn retiring_ignores_what_is_not_a_forward_and_bad_vcpus() {
 #[test]
 fn a_retired_timer_interrupt_does_not_end_a_wait() {
     for format in FORMATS {
-        let mut g = vgic_for(format);
-        let mut hw = FakeInterface::new(format, 4);
-        let mut lrs = HwLrs::new(format, 4);
+        let (mut g, mut hw, mut lrs) = rig(format);
         enable_timer_ppis(&mut g, format);
         assert!(g.set_hw_pending(0, 27, 27).unwrap());
         lrs.refill(&mut hw, &mut g, 0);
