@@ -63,6 +63,6 @@ pub mod sysreg;
 pub mod timer;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub use report::{Checks, fail, pass};
+pub use report::{Checks, arg_number, fail, pass};
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use start::start_guest;

@@ -25,6 +25,12 @@ pub fn fail(why: impl Display) -> ! {
     smccc::system_off()
 }
 
+/// The command line's number `key=N` ([`crate::args::number`]), or
+/// `default` when absent; a malformed value fails the test, naming `key`.
+pub fn arg_number(cmdline: &str, key: &str, default: u64) -> u64 {
+    crate::args::number(cmdline, key, default).unwrap_or_else(|e| fail(format_args!("{key}: {e}")))
+}
+
 /// Last resort when a power-state call returned: report and park the vCPU.
 pub fn hang(why: &str) -> ! {
     crate::println!("{TEST_PREFIX} FAIL {}: {why}", guest_name());

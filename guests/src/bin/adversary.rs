@@ -42,7 +42,7 @@ use stratum_guests::exception::expect_abort;
 use stratum_guests::global::Global;
 use stratum_guests::rng::XorShift;
 use stratum_guests::smccc::{self, NOT_SUPPORTED, stratum};
-use stratum_guests::{Checks, args, fdt, gic, mmio, println, report::fail, smp, timer};
+use stratum_guests::{Checks, fdt, gic, mmio, println, report::fail, smp, timer};
 
 stratum_guests::entry!("adversary", main);
 
@@ -527,9 +527,7 @@ fn main(dtb: usize) -> ! {
         .summary()
         .unwrap_or_else(|e| fail(format_args!("device tree: {e}")));
     let cmdline = summary.bootargs.unwrap_or("");
-    let number = |key, default| {
-        args::number(cmdline, key, default).unwrap_or_else(|e| fail(format_args!("{key}: {e}")))
-    };
+    let number = |key, default| stratum_guests::arg_number(cmdline, key, default);
     let (seed, rounds, boots, seconds) = (
         number("seed", DEFAULT_SEED),
         number("rounds", 300),

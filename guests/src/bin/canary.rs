@@ -14,7 +14,7 @@
 
 use stratum_guests::channel::{Channel, ChannelError, End};
 use stratum_guests::start::image_end;
-use stratum_guests::{Checks, args, fail, fdt, gic, mmio, println, timer};
+use stratum_guests::{Checks, fail, fdt, gic, mmio, println, timer};
 
 stratum_guests::entry!("canary", main);
 
@@ -32,8 +32,7 @@ fn main(dtb: usize) -> ! {
     let summary = dt
         .summary()
         .unwrap_or_else(|e| fail(format_args!("device tree: {e}")));
-    let hold_ms = args::number(summary.bootargs.unwrap_or(""), "hold_ms", 3000)
-        .unwrap_or_else(|e| fail(format_args!("hold_ms: {e}")));
+    let hold_ms = stratum_guests::arg_number(summary.bootargs.unwrap_or(""), "hold_ms", 3000);
     let Some((ram, ram_size)) = summary.memory else {
         fail("no /memory in the device tree")
     };

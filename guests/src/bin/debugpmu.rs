@@ -846,7 +846,7 @@ fn main(dtb: usize) -> ! {
         .summary()
         .unwrap_or_else(|e| fail(format_args!("device tree: {e}")));
     let cmdline = summary.bootargs.unwrap_or("");
-    let ms = args::number(cmdline, "ms", 2000).unwrap_or_else(|e| fail(format_args!("ms: {e}")));
+    let ms = stratum_guests::arg_number(cmdline, "ms", 2000);
     let role = match args::value(cmdline, "role") {
         None => None,
         Some("a") => Some(Role {

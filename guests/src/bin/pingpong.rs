@@ -46,8 +46,7 @@ fn main(dtb: usize) -> ! {
         other => fail(format_args!("role must be ping or pong, got {other:?}")),
     };
     let role = if end == End::A { "ping" } else { "pong" };
-    let rounds =
-        args::number(cmdline, "rounds", 100).unwrap_or_else(|e| fail(format_args!("rounds: {e}")));
+    let rounds = stratum_guests::arg_number(cmdline, "rounds", 100);
     let platform = gic::bring_up(dtb);
     let mut ch = Channel::open(dtb, args::value(cmdline, "channel"), end)
         .unwrap_or_else(|e| fail(format_args!("channel: {e}")));

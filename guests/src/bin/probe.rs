@@ -97,8 +97,7 @@ fn main(dtb: usize) -> ! {
         Ok(None) => fail("no probe=START-END on the command line"),
         Err(e) => fail(format_args!("probe: {e}")),
     };
-    let delay_ms = args::number(cmdline, "delay_ms", 0)
-        .unwrap_or_else(|e| fail(format_args!("delay_ms: {e}")));
+    let delay_ms = stratum_guests::arg_number(cmdline, "delay_ms", 0);
     let mut sync = match Channel::open(dtb, Some("sync"), End::B) {
         Ok(ch) => Some(ch),
         Err(ChannelError::NotFound) => None,

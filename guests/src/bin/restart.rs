@@ -10,7 +10,7 @@
 
 use stratum_guests::global::Global;
 use stratum_guests::smccc::{self, SUCCESS, stratum};
-use stratum_guests::{args, fail, fdt, println};
+use stratum_guests::{fail, fdt, println};
 
 stratum_guests::entry!("restart", main);
 
@@ -26,8 +26,7 @@ fn main(dtb: usize) -> ! {
         Ok((_, dt)) => dt.bootargs.unwrap_or(""),
         Err(e) => fail(format_args!("no usable device tree: {e}")),
     };
-    let boots =
-        args::number(cmdline, "boots", 50).unwrap_or_else(|e| fail(format_args!("boots: {e}")));
+    let boots = stratum_guests::arg_number(cmdline, "boots", 50);
     let Some(info) = smccc::stratum_info() else {
         fail("Stratum INFO hypercall not implemented")
     };

@@ -16,7 +16,7 @@
 
 use stratum_guests::global::GlobalArray;
 use stratum_guests::smp::{self, MAX_CPUS};
-use stratum_guests::{Checks, args, fail, fdt, print, println, smccc, timer};
+use stratum_guests::{Checks, fail, fdt, print, println, smccc, timer};
 
 stratum_guests::entry!("spinner", main);
 
@@ -74,9 +74,7 @@ fn main(dtb: usize) -> ! {
         .summary()
         .unwrap_or_else(|e| fail(format_args!("device tree: {e}")));
     let cmdline = summary.bootargs.unwrap_or("");
-    let number = |key, default| {
-        args::number(cmdline, key, default).unwrap_or_else(|e| fail(format_args!("{key}: {e}")))
-    };
+    let number = |key, default| stratum_guests::arg_number(cmdline, key, default);
     let (reports, period_ms, min) = (
         number("reports", 5),
         number("period_ms", 200),

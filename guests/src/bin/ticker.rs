@@ -9,7 +9,7 @@
 
 use stratum_guests::gic::INTID_VTIMER;
 use stratum_guests::global::Global;
-use stratum_guests::{args, fail, fdt, gic, irq, println, timer};
+use stratum_guests::{fail, fdt, gic, irq, println, timer};
 
 stratum_guests::entry!("ticker", main);
 
@@ -30,10 +30,8 @@ fn main(dtb: usize) -> ! {
         Ok((_, dt)) => dt.bootargs.unwrap_or(""),
         Err(e) => fail(format_args!("no usable device tree: {e}")),
     };
-    let period_ms = args::number(cmdline, "period_ms", 500)
-        .unwrap_or_else(|e| fail(format_args!("period_ms: {e}")));
-    let ticks =
-        args::number(cmdline, "ticks", 10).unwrap_or_else(|e| fail(format_args!("ticks: {e}")));
+    let period_ms = stratum_guests::arg_number(cmdline, "period_ms", 500);
+    let ticks = stratum_guests::arg_number(cmdline, "ticks", 10);
     if period_ms == 0 {
         fail("period_ms must be at least 1");
     }

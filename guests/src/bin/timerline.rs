@@ -27,7 +27,7 @@
 use stratum_guests::console::{PL011_BASE, UARTFR};
 use stratum_guests::gic::{INTID_PTIMER, INTID_VTIMER};
 use stratum_guests::global::Global;
-use stratum_guests::{Checks, args, fdt, gic, irq, mmio, println, report::fail, timer};
+use stratum_guests::{Checks, fdt, gic, irq, mmio, println, timer};
 
 stratum_guests::entry!("timerline", main);
 
@@ -260,8 +260,7 @@ fn main(dtb: usize) -> ! {
         .and_then(|(_, dt)| dt.summary().ok())
         .and_then(|summary| summary.bootargs)
         .unwrap_or("");
-    let rounds =
-        args::number(bootargs, "rounds", 4).unwrap_or_else(|e| fail(format_args!("rounds: {e}")));
+    let rounds = stratum_guests::arg_number(bootargs, "rounds", 4);
     let platform = gic::bring_up(dtb);
     let gic = platform.gic;
     irq::set_handler(Some(handler));
