@@ -199,6 +199,32 @@ impl GuestMemory for VmMemory<'_> {
         self.0.contains(addr.0, len)
     }
 
+    fn read_u16(&self, addr: Ipa) -> Result<u16, MemError> {
+        self.0.read_u16(addr.0).ok_or(MemError { addr, len: 2 })
+    }
+
+    fn read_u32(&self, addr: Ipa) -> Result<u32, MemError> {
+        self.0.read_le_u32(addr.0).ok_or(MemError { addr, len: 4 })
+    }
+
+    fn read_u64(&self, addr: Ipa) -> Result<u64, MemError> {
+        self.0.read_u64(addr.0).ok_or(MemError { addr, len: 8 })
+    }
+
+    fn write_u16(&mut self, addr: Ipa, value: u16) -> Result<(), MemError> {
+        self.0
+            .write_u16(addr.0, value)
+            .then_some(())
+            .ok_or(MemError { addr, len: 2 })
+    }
+
+    fn write_u32(&mut self, addr: Ipa, value: u32) -> Result<(), MemError> {
+        self.0
+            .write_u32(addr.0, value)
+            .then_some(())
+            .ok_or(MemError { addr, len: 4 })
+    }
+
     fn fence(&self, order: Fence) {
         match order {
             Fence::Acquire => barrier::dmb_ishld(),

@@ -8,6 +8,15 @@
 //! buffer half-written by the guest; that changes the bytes read, never
 //! what EL2 may touch. Ordering against the guest's accesses is the
 //! caller's, through the `dmb` barriers in [`crate::barrier`].
+//!
+//! Copies go through [`copy_bytes`], 128 bytes per loop turn whatever the
+//! two addresses' alignment: the guest's buffers sit where its driver put
+//! them (a virtio-net frame 12 bytes into its buffer), and the target's
+//! `strict-align` makes the compiler's `memcpy` assemble every word of a
+//! mutually misaligned copy from single bytes (about 23 instructions per 8
+//! bytes, against about 1.3 here). EL2 runs with `SCTLR_EL2.A` clear and maps
+//! RAM as normal memory, where the architecture allows unaligned `LDP` and
+//! `STP`.
 
 /// One VM's RAM: `size` bytes at guest-physical `ipa`, backed by host
 /// memory at `pa`.
@@ -61,7 +70,7 @@ impl GuestRam {
         // SAFETY: the range lies in the carve-out, which `new`'s contract
         // makes mapped memory of this VM's; `buf` is EL2's own and cannot
         // overlap it.
-        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, buf.as_mut_ptr(), buf.len()) };
+        unsafe { copy_bytes(buf.as_mut_ptr(), src as *const u8, buf.len()) };
         true
     }
 
@@ -72,8 +81,70 @@ impl GuestRam {
             return false;
         };
         // SAFETY: as in `read`, the other way round.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len()) };
+        unsafe { copy_bytes(dst as *mut u8, data.as_ptr(), data.len()) };
         true
+    }
+
+    /// The little-endian `T` at `ipa` (an integer: a ring index, a
+    /// descriptor's field), read once: an aligned load when aligned, else
+    /// byte by byte; `None` outside the carve-out.
+    fn load<T: Copy>(&self, ipa: u64, from_le: fn(T) -> T) -> Option<T> {
+        let at = self.host(ipa, size_of::<T>() as u64)?;
+        let p = at as *const T;
+        // SAFETY: inside the carve-out (see `read`); the aligned read is of
+        // a plain integer, the other an unaligned read of the same bytes;
+        // a racing guest write can only change the value read.
+        let v = unsafe {
+            if p.is_aligned() {
+                p.read_volatile()
+            } else {
+                p.read_unaligned()
+            }
+        };
+        Some(from_le(v))
+    }
+
+    /// Stores `value` (already little-endian) at `ipa` as [`Self::load`]
+    /// reads; false outside the carve-out.
+    fn store<T: Copy>(&self, ipa: u64, value: T) -> bool {
+        let Some(at) = self.host(ipa, size_of::<T>() as u64) else {
+            return false;
+        };
+        let p = at as *mut T;
+        // SAFETY: as in `load`, the other way round.
+        unsafe {
+            if p.is_aligned() {
+                p.write_volatile(value);
+            } else {
+                p.write_unaligned(value);
+            }
+        }
+        true
+    }
+
+    /// The little-endian `u16` at `ipa` ([`Self::load`]).
+    pub fn read_u16(&self, ipa: u64) -> Option<u16> {
+        self.load(ipa, u16::from_le)
+    }
+
+    /// The little-endian `u64` at `ipa` ([`Self::load`]).
+    pub fn read_u64(&self, ipa: u64) -> Option<u64> {
+        self.load(ipa, u64::from_le)
+    }
+
+    /// Writes `value` little-endian at `ipa`; false outside.
+    pub fn write_u16(&self, ipa: u64, value: u16) -> bool {
+        self.store(ipa, value.to_le())
+    }
+
+    /// Writes `value` little-endian at `ipa`; false outside.
+    pub fn write_u32(&self, ipa: u64, value: u32) -> bool {
+        self.store(ipa, value.to_le())
+    }
+
+    /// The little-endian `u32` at `ipa` ([`Self::load`]).
+    pub fn read_le_u32(&self, ipa: u64) -> Option<u32> {
+        self.load(ipa, u32::from_le)
     }
 
     /// The aligned 32-bit word at `ipa` (an instruction), read once.
@@ -109,6 +180,110 @@ impl GuestRam {
     }
 }
 
+/// Copies `len` bytes from `src` to `dst`, any alignment: 128 bytes per
+/// loop turn with unaligned `LDP`/`STP`, then 16 at a time, then the last
+/// 16 bytes as one (overlapping) pair; under 16 bytes, two overlapping
+/// accesses of the largest size that fits (a virtio-net header, 12 bytes,
+/// is two 8-byte loads and stores).
+///
+/// # Safety
+/// As `core::ptr::copy_nonoverlapping`: both ranges valid, not
+/// overlapping; and both in normal memory (unaligned accesses).
+#[inline]
+pub unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: the caller's contract; `stratum_copy_bytes` touches
+    // `[src, src + len)` and `[dst, dst + len)` only and clobbers only
+    // the registers the C ABI lets it (x0–x10, flags).
+    unsafe {
+        stratum_copy_bytes(dst, src, len)
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        core::ptr::copy_nonoverlapping(src, dst, len)
+    };
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe extern "C" {
+    fn stratum_copy_bytes(dst: *mut u8, src: *const u8, len: usize);
+}
+
+// x0 = dst, x1 = src, x2 = len; x11/x12 = the ends. Lengths of 16 and
+// more: 128 bytes per loop turn, then 16 at a time, then the last 16 bytes
+// as one (possibly overlapping) pair. Shorter ones: two overlapping 8-,
+// 4- or 2-byte accesses (first and last), or the single byte.
+#[cfg(target_arch = "aarch64")]
+core::arch::global_asm!(
+    r#"
+.section .text.stratum_copy_bytes, "ax"
+.global stratum_copy_bytes
+.balign 16
+stratum_copy_bytes:
+    add     x11, x1, x2
+    add     x12, x0, x2
+    cmp     x2, #16
+    b.lo    4f
+    subs    x2, x2, #128
+    b.lo    2f
+1:  ldp     x3, x4, [x1]
+    ldp     x5, x6, [x1, #16]
+    ldp     x7, x8, [x1, #32]
+    ldp     x9, x10, [x1, #48]
+    stp     x3, x4, [x0]
+    stp     x5, x6, [x0, #16]
+    stp     x7, x8, [x0, #32]
+    stp     x9, x10, [x0, #48]
+    ldp     x3, x4, [x1, #64]
+    ldp     x5, x6, [x1, #80]
+    ldp     x7, x8, [x1, #96]
+    ldp     x9, x10, [x1, #112]
+    stp     x3, x4, [x0, #64]
+    stp     x5, x6, [x0, #80]
+    stp     x7, x8, [x0, #96]
+    stp     x9, x10, [x0, #112]
+    add     x1, x1, #128
+    add     x0, x0, #128
+    subs    x2, x2, #128
+    b.hs    1b
+2:  adds    x2, x2, #(128 - 16)
+    b.lo    3f
+5:  ldp     x3, x4, [x1], #16
+    stp     x3, x4, [x0], #16
+    subs    x2, x2, #16
+    b.hs    5b
+3:  ldp     x3, x4, [x11, #-16]
+    stp     x3, x4, [x12, #-16]
+    ret
+4:  cmp     x2, #8
+    b.lo    6f
+    ldr     x3, [x1]
+    ldr     x4, [x11, #-8]
+    str     x3, [x0]
+    str     x4, [x12, #-8]
+    ret
+6:  cmp     x2, #4
+    b.lo    7f
+    ldr     w3, [x1]
+    ldr     w4, [x11, #-4]
+    str     w3, [x0]
+    str     w4, [x12, #-4]
+    ret
+7:  cmp     x2, #2
+    b.lo    8f
+    ldrh    w3, [x1]
+    ldrh    w4, [x11, #-2]
+    strh    w3, [x0]
+    strh    w4, [x12, #-2]
+    ret
+8:  cbz     x2, 9f
+    ldrb    w3, [x1]
+    strb    w3, [x0]
+9:  ret
+"#
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +311,27 @@ mod tests {
         let mut big = [0; 8];
         assert!(r.read(0x4000_0038, &mut big));
         assert_eq!(big, [0xAA; 8], "the refused write copied nothing");
+    }
+
+    #[test]
+    fn integers_are_little_endian_at_any_alignment_and_inside_only() {
+        let (r, _mem) = ram(32);
+        assert!(r.write(0x4000_0000, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
+        assert_eq!(r.read_u16(0x4000_0000), Some(0x0201));
+        assert_eq!(r.read_u16(0x4000_0001), Some(0x0302), "unaligned");
+        assert_eq!(r.read_le_u32(0x4000_0002), Some(0x0605_0403));
+        assert_eq!(r.read_u64(0x4000_0000), Some(0x0807_0605_0403_0201));
+        assert_eq!(r.read_u64(0x4000_0001), Some(0x0908_0706_0504_0302));
+        assert!(r.write_u16(0x4000_0011, 0xbeef));
+        assert!(r.write_u32(0x4000_0014, 0xdead_beef));
+        let mut b = [0; 7];
+        assert!(r.read(0x4000_0011, &mut b));
+        assert_eq!(b, [0xef, 0xbe, 0xaa, 0xef, 0xbe, 0xad, 0xde]);
+        assert_eq!(r.read_u16(0x4000_001f), None, "crosses the end");
+        assert_eq!(r.read_u64(0x4000_0019), None);
+        assert!(!r.write_u32(0x4000_001e, 1));
+        assert_eq!(r.read_u16(0x3fff_ffff), None, "below");
+        assert_eq!(r.read_u64(u64::MAX - 3), None, "overflows");
     }
 
     #[test]

@@ -62,37 +62,64 @@ pub trait GuestMemory {
     /// Orders the accesses before this call with those after it, as
     /// [`Fence`] describes.
     fn fence(&self, order: Fence);
+
+    /// Reads a little-endian `u16` at `addr`. The ring's fields go through
+    /// these, one per access; an implementation may serve them without a
+    /// copy (the hypervisor's loads them in one instruction).
+    fn read_u16(&self, addr: Ipa) -> Result<u16, MemError> {
+        let mut b = [0; 2];
+        self.read(addr, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Reads a little-endian `u32` at `addr` (as [`GuestMemory::read_u16`]).
+    fn read_u32(&self, addr: Ipa) -> Result<u32, MemError> {
+        let mut b = [0; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Reads a little-endian `u64` at `addr` (as [`GuestMemory::read_u16`]).
+    fn read_u64(&self, addr: Ipa) -> Result<u64, MemError> {
+        let mut b = [0; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Writes `value` little-endian at `addr` (as [`GuestMemory::read_u16`]).
+    fn write_u16(&mut self, addr: Ipa, value: u16) -> Result<(), MemError> {
+        self.write(addr, &value.to_le_bytes())
+    }
+
+    /// Writes `value` little-endian at `addr` (as [`GuestMemory::read_u16`]).
+    fn write_u32(&mut self, addr: Ipa, value: u32) -> Result<(), MemError> {
+        self.write(addr, &value.to_le_bytes())
+    }
 }
 
 /// Reads a little-endian `u16` at `addr`.
 pub fn read_u16(mem: &dyn GuestMemory, addr: Ipa) -> Result<u16, MemError> {
-    let mut b = [0; 2];
-    mem.read(addr, &mut b)?;
-    Ok(u16::from_le_bytes(b))
+    mem.read_u16(addr)
 }
 
 /// Reads a little-endian `u32` at `addr`.
 pub fn read_u32(mem: &dyn GuestMemory, addr: Ipa) -> Result<u32, MemError> {
-    let mut b = [0; 4];
-    mem.read(addr, &mut b)?;
-    Ok(u32::from_le_bytes(b))
+    mem.read_u32(addr)
 }
 
 /// Reads a little-endian `u64` at `addr`.
 pub fn read_u64(mem: &dyn GuestMemory, addr: Ipa) -> Result<u64, MemError> {
-    let mut b = [0; 8];
-    mem.read(addr, &mut b)?;
-    Ok(u64::from_le_bytes(b))
+    mem.read_u64(addr)
 }
 
 /// Writes `value` little-endian at `addr`.
 pub fn write_u16(mem: &mut dyn GuestMemory, addr: Ipa, value: u16) -> Result<(), MemError> {
-    mem.write(addr, &value.to_le_bytes())
+    mem.write_u16(addr, value)
 }
 
 /// Writes `value` little-endian at `addr`.
 pub fn write_u32(mem: &mut dyn GuestMemory, addr: Ipa, value: u32) -> Result<(), MemError> {
-    mem.write(addr, &value.to_le_bytes())
+    mem.write_u32(addr, value)
 }
 
 /// A [`GuestMemory`] over one byte slice that starts at guest-physical

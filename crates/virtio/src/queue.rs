@@ -21,7 +21,8 @@
 //! view holds at most [`MAX_SEGMENTS`] buffers. Whatever the rings hold,
 //! a `pop` makes at most [`POP_ACCESS_BOUND`] guest-memory accesses: the
 //! index (three with `EVENT_IDX`: `avail_event` and a second look), the
-//! head, and one read per descriptor, each of which adds a buffer or ends
+//! head, and two reads per descriptor (its address, then the rest as one
+//! word), each of which adds a buffer or ends
 //! the walk (an indirect descriptor, or the one refused). The progress indexes only move when a step succeeded, so an
 //! error leaves the queue where it was (and the transport then stops it
 //! with `DEVICE_NEEDS_RESET`).
@@ -37,7 +38,7 @@ use crate::spec::ring;
 pub const MAX_INDIRECT: u32 = 1024;
 
 /// Most guest-memory accesses one [`SplitQueue::pop`] makes.
-pub const POP_ACCESS_BOUND: u64 = 3 + 1 + (MAX_SEGMENTS as u64 + 2);
+pub const POP_ACCESS_BOUND: u64 = 3 + 1 + 2 * (MAX_SEGMENTS as u64 + 2);
 
 /// What is wrong with a queue, its rings or a chain: each is the guest's
 /// (or, for the last three, the device's) fault, and the transport's
@@ -142,33 +143,21 @@ struct Descriptor {
 }
 
 impl Descriptor {
-    /// Reads the descriptor at `at` (one guest-memory access).
+    /// Reads the descriptor at `at` (two guest-memory accesses: the
+    /// address, then length, flags and next as one little-endian word).
     fn read(mem: &dyn GuestMemory, at: Ipa) -> Result<Self, QueueError> {
-        let mut b = [0u8; ring::DESC_SIZE as usize];
-        mem.read(at, &mut b)?;
-        let [
-            a0,
-            a1,
-            a2,
-            a3,
-            a4,
-            a5,
-            a6,
-            a7,
-            l0,
-            l1,
-            l2,
-            l3,
-            f0,
-            f1,
-            n0,
-            n1,
-        ] = b;
+        let whole = MemError {
+            addr: at,
+            len: ring::DESC_SIZE,
+        };
+        let addr = mem.read_u64(at).map_err(|_| whole)?;
+        let second = at.0.checked_add(8).ok_or(whole)?;
+        let rest = mem.read_u64(Ipa(second)).map_err(|_| whole)?;
         Ok(Self {
-            addr: u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
-            len: u32::from_le_bytes([l0, l1, l2, l3]),
-            flags: u16::from_le_bytes([f0, f1]),
-            next: u16::from_le_bytes([n0, n1]),
+            addr,
+            len: rest as u32,
+            flags: (rest >> 32) as u16,
+            next: (rest >> 48) as u16,
         })
     }
 
@@ -364,22 +353,33 @@ impl SplitQueue {
     /// ([`SplitQueue::arm`]), so the driver notifies at its next buffer
     /// and a buffer added meanwhile is not missed.
     pub fn pop(&mut self, mem: &mut dyn GuestMemory) -> Result<Option<Chain>, QueueError> {
+        let mut chain = Chain::EMPTY;
+        Ok(self.pop_into(mem, &mut chain)?.then_some(chain))
+    }
+
+    /// [`SplitQueue::pop`] into `chain` (its old contents forgotten): true
+    /// when it took one. On an error, `chain` holds nothing usable.
+    pub fn pop_into(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        chain: &mut Chain,
+    ) -> Result<bool, QueueError> {
         self.live()?;
         if self.avail_idx(mem)? == self.next_avail && !self.arm(mem)? {
-            return Ok(None);
+            return Ok(false);
         }
         mem.fence(Fence::Acquire);
         let at = Ipa(self.avail.0 + 4 + 2 * self.slot(self.next_avail));
         let head = mem::read_u16(mem, at)?;
-        let chain = self.walk(mem, head)?;
+        self.walk(mem, head, chain)?;
         self.next_avail = self.next_avail.wrapping_add(1);
-        Ok(Some(chain))
+        Ok(true)
     }
 
     /// Follows the chain at `head` through the descriptor table (and at
-    /// most one indirect table at its end).
-    fn walk(&self, mem: &dyn GuestMemory, head: u16) -> Result<Chain, QueueError> {
-        let mut chain = Chain::new(head);
+    /// most one indirect table at its end) into `chain`.
+    fn walk(&self, mem: &dyn GuestMemory, head: u16, chain: &mut Chain) -> Result<(), QueueError> {
+        chain.reset(head);
         let mut index = u32::from(head);
         // A chain longer than the table must revisit a descriptor.
         for _ in 0..self.size {
@@ -397,12 +397,11 @@ impl SplitQueue {
                 if d.flags & ring::DESC_F_NEXT != 0 {
                     return Err(QueueError::IndirectWithNext);
                 }
-                walk_indirect(mem, &d, &mut chain)?;
-                return Ok(chain);
+                return walk_indirect(mem, &d, chain);
             }
             chain.push(mem, Ipa(d.addr), d.len, d.direction())?;
             if d.flags & ring::DESC_F_NEXT == 0 {
-                return Ok(chain);
+                return Ok(());
             }
             index = u32::from(d.next);
         }
