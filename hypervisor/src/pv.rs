@@ -40,15 +40,26 @@ static ROUTER: SpinLock<Router> = SpinLock::new(Router::new());
 /// the switch or the router drains it (each round moves at most a ring).
 const ROUNDS: usize = 16;
 
+/// Microseconds per counter tick as a 32.32 fixed-point factor, set once
+/// at [`init`]: the time for storm control is then a multiply, not the
+/// software 128-bit division that dividing by the frequency costs on
+/// every serve.
+static US_PER_TICK_32_32: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// The time in µs of the physical counter, for the switches' storm control.
 fn now_us() -> u64 {
-    let hz = stratum_arch::timer::frequency().max(1);
-    (u128::from(stratum_arch::timer::counter()) * 1_000_000 / u128::from(hz)) as u64
+    let factor = US_PER_TICK_32_32.load(core::sync::atomic::Ordering::Relaxed);
+    ((u128::from(stratum_arch::timer::counter()) * u128::from(factor)) >> 32) as u64
 }
 
 /// Builds the switches and the router from the bundle's virtio records
 /// (boot CPU, before any guest runs).
 pub fn init(bundle: &Bundle<'_>) {
+    let hz = stratum_arch::timer::frequency().max(1);
+    US_PER_TICK_32_32.store(
+        ((1_000_000u128 << 32) / u128::from(hz)) as u64,
+        core::sync::atomic::Ordering::Relaxed,
+    );
     let records = || (0..bundle.virtio_count()).filter_map(|i| bundle.virtio(i));
     for net in 0..MAX_NETWORKS {
         let ports = records().filter_map(|r| match r.kind {

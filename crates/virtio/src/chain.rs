@@ -44,7 +44,12 @@ const NO_SEGMENT: Segment = Segment {
 
 /// A checked descriptor chain: its head index (what the device returns in
 /// the used ring), its readable buffers, then its writable ones.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Half a kilobyte: the hot paths fill one in place
+/// ([`crate::queue::SplitQueue::pop_into`]) rather than move it, and a
+/// reset forgets the segments without clearing them (nothing reads past
+/// `count`, and equality compares only the live ones).
+#[derive(Clone, Debug)]
 pub struct Chain {
     head: u16,
     segments: [Segment; MAX_SEGMENTS],
@@ -63,7 +68,24 @@ pub enum Direction {
     Writable,
 }
 
+impl PartialEq for Chain {
+    fn eq(&self, other: &Self) -> bool {
+        self.head == other.head
+            && self.count == other.count
+            && self.readable == other.readable
+            && self.readable_len == other.readable_len
+            && self.writable_len == other.writable_len
+            && self.segments[..usize::from(self.count)]
+                == other.segments[..usize::from(other.count)]
+    }
+}
+
+impl Eq for Chain {}
+
 impl Chain {
+    /// An empty chain, to be filled in place.
+    pub const EMPTY: Self = Self::new(0);
+
     /// An empty chain headed by descriptor `head`.
     pub(crate) const fn new(head: u16) -> Self {
         Self {
@@ -74,6 +96,15 @@ impl Chain {
             readable_len: 0,
             writable_len: 0,
         }
+    }
+
+    /// Empties the chain and heads it by descriptor `head`.
+    pub(crate) fn reset(&mut self, head: u16) {
+        self.head = head;
+        self.count = 0;
+        self.readable = 0;
+        self.readable_len = 0;
+        self.writable_len = 0;
     }
 
     /// Adds a buffer after checking it: not empty, inside RAM, not a

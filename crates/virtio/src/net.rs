@@ -200,21 +200,23 @@ pub enum Put {
 }
 
 /// Takes the next chain of the transmit queue into `frame`, and returns
-/// the chain to the driver (a transmit buffer is never written).
+/// the chain to the driver (a transmit buffer is never written). `chain`
+/// is scratch space, filled in place (a chain is half a kilobyte).
 pub fn take_frame(
     queues: &mut Queues<'_>,
     mem: &mut dyn GuestMemory,
     frame: &mut Frame,
+    chain: &mut Chain,
 ) -> Result<Taken, QueueError> {
     // A queue the driver has not made ready holds nothing (not an error:
     // the device may be driven with one direction only).
     let Ok(tx) = queues.get(TX) else {
         return Ok(Taken::Empty);
     };
-    let Some(chain) = tx.pop(mem)? else {
+    if !tx.pop_into(mem, chain)? {
         return Ok(Taken::Empty);
-    };
-    let result = read_frame(&chain, mem, frame);
+    }
+    let result = read_frame(chain, mem, frame);
     tx.add_used(mem, chain.head(), 0)?;
     result
 }
@@ -246,18 +248,20 @@ fn read_frame(
     Ok(Taken::Frame)
 }
 
-/// Puts `frame` into the next receive buffer, with its header.
+/// Puts `frame` into the next receive buffer, with its header (`chain`:
+/// scratch space, as for [`take_frame`]).
 pub fn put_frame(
     queues: &mut Queues<'_>,
     mem: &mut dyn GuestMemory,
     frame: &Frame,
+    chain: &mut Chain,
 ) -> Result<Put, QueueError> {
     let Ok(rx) = queues.get(RX) else {
         return Ok(Put::NoBuffer);
     };
-    let Some(chain) = rx.pop(mem)? else {
+    if !rx.pop_into(mem, chain)? {
         return Ok(Put::NoBuffer);
-    };
+    }
     let len = HDR_LEN + frame.bytes().len();
     if (chain.writable_len() as usize) < len {
         rx.add_used(mem, chain.head(), 0)?;

@@ -82,6 +82,9 @@ impl Work {
 #[derive(Debug)]
 pub struct VmVirtio {
     slots: [Slot; TRANSPORTS],
+    /// The transports with a device behind them, transport `n` as bit `n`:
+    /// the per-notify and per-sample loops visit only these.
+    occupied: u64,
     console: Transport<ConsoleDevice>,
     vsock: Transport<VsockDevice>,
     nics: [Nic; MAX_NICS],
@@ -103,6 +106,7 @@ impl VmVirtio {
     pub fn new(devices: impl IntoIterator<Item = Virtio>) -> Self {
         let mut v = Self {
             slots: [Slot::Empty; TRANSPORTS],
+            occupied: 0,
             console: Transport::new(ConsoleDevice::new()),
             vsock: Transport::new(VsockDevice::new(0)),
             nics: core::array::from_fn(|_| Nic {
@@ -139,7 +143,21 @@ impl VmVirtio {
                 }
             }
         }
+        v.occupied = (0..TRANSPORTS)
+            .filter(|&n| v.slots[n] != Slot::Empty)
+            .fold(0, |m, n| m | 1 << n);
         v
+    }
+
+    /// The occupied transports and their slots, lowest first.
+    fn devices(&self) -> impl Iterator<Item = (usize, Slot)> + '_ {
+        let mut mask = self.occupied;
+        core::iter::from_fn(move || {
+            let n = mask.trailing_zeros() as usize;
+            let slot = *self.slots.get(n)?;
+            mask &= mask - 1;
+            Some((n, slot))
+        })
     }
 
     /// The same devices, reset (the VM restarts).
@@ -162,7 +180,10 @@ impl VmVirtio {
     /// only note their kicks) and says what is left ([`Work`]).
     pub fn process(&mut self, mem: &mut dyn GuestMemory) -> Work {
         let mut work = Work::default();
-        for n in 0..TRANSPORTS {
+        let mut mask = self.occupied;
+        while mask != 0 {
+            let n = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
             match self.slots[n] {
                 Slot::Empty => {}
                 Slot::Console => {
@@ -207,8 +228,8 @@ impl VmVirtio {
     /// The interrupt lines, transport `n` as bit `n`.
     pub fn lines(&self) -> u64 {
         let mut lines = 0;
-        for (n, slot) in self.slots.iter().enumerate() {
-            let on = match *slot {
+        for (n, slot) in self.devices() {
+            let on = match slot {
                 Slot::Empty => false,
                 Slot::Console => self.console.line(),
                 Slot::Vsock => self.vsock.line(),

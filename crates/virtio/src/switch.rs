@@ -65,6 +65,7 @@
 //! The value is fixed-size: about `BATCH × MAX_FRAME` bytes of buffers
 //! plus the table and counters.
 
+use crate::chain::Chain;
 use crate::device::Queues;
 use crate::mem::GuestMemory;
 use crate::net::{self, Frame, Mac, NetDevice, Put, Taken};
@@ -173,7 +174,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct Switch {
     ports: usize,
-    pinned: [Option<Mac>; MAX_PORTS],
+    /// Each port's pinned MAC as a [`mac_key`] (`u64::MAX`: none),
+    /// compared in one instruction on every frame.
+    pinned_keys: [u64; MAX_PORTS],
     table: [Entry; MAC_TABLE],
     clock: u64,
     counters: [PortCounters; MAX_PORTS],
@@ -184,6 +187,14 @@ pub struct Switch {
     buckets: [Bucket; MAX_PORTS],
     /// The time, in µs, as the glue last set it ([`Switch::set_time`]).
     now_us: u64,
+    /// Scratch space for the chain being read or written.
+    chain: Chain,
+}
+
+/// A MAC as a number (its six bytes little-endian): never `u64::MAX`.
+fn mac_key(mac: Mac) -> u64 {
+    let m = mac.0;
+    u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0])
 }
 
 fn bump(c: &mut u64) {
@@ -196,7 +207,7 @@ impl Switch {
     pub fn new(ports: usize) -> Self {
         Self {
             ports: ports.min(MAX_PORTS),
-            pinned: [None; MAX_PORTS],
+            pinned_keys: [u64::MAX; MAX_PORTS],
             table: [Entry::default(); MAC_TABLE],
             clock: 0,
             counters: [PortCounters::default(); MAX_PORTS],
@@ -204,6 +215,7 @@ impl Switch {
             targets: [0; BATCH],
             buckets: [Bucket::FULL; MAX_PORTS],
             now_us: 0,
+            chain: Chain::EMPTY,
         }
     }
 
@@ -229,15 +241,16 @@ impl Switch {
     /// only. A port the switch lacks, or a group address, is ignored.
     pub fn pin(&mut self, port: usize, mac: Mac) {
         if port < self.ports && !mac.is_group() {
-            self.pinned[port] = Some(mac);
+            self.pinned_keys[port] = mac_key(mac);
         }
     }
 
     /// The port `mac` is pinned to.
     fn pinned_port(&self, mac: Mac) -> Option<usize> {
-        self.pinned[..self.ports]
+        let key = mac_key(mac);
+        self.pinned_keys[..self.ports]
             .iter()
-            .position(|p| *p == Some(mac))
+            .position(|&k| k == key)
     }
 
     /// The port `mac` is pinned to or was last seen behind.
@@ -245,15 +258,20 @@ impl Switch {
         if let Some(p) = self.pinned_port(mac) {
             return Some(p);
         }
+        self.learned_port(mac)
+    }
+
+    /// The port `mac` was last seen behind (pins aside).
+    fn learned_port(&self, mac: Mac) -> Option<usize> {
         self.table
             .iter()
             .find(|e| e.seen != 0 && e.mac == mac)
             .map(|e| usize::from(e.port))
     }
 
-    /// Records that `mac` lives behind `port`.
+    /// Records that `mac` (not a pinned one) lives behind `port`.
     fn learn(&mut self, mac: Mac, port: usize) {
-        if mac.is_group() || self.pinned_port(mac).is_some() {
+        if mac.is_group() {
             return;
         }
         self.clock += 1;
@@ -272,15 +290,14 @@ impl Switch {
         };
     }
 
-    /// The ports a frame from `src` to `dst` goes to.
-    fn route(&self, src: usize, dst: Mac) -> u32 {
+    /// The ports a frame from `src` goes to, given the port its
+    /// destination is known behind (`None`: a group or unknown address,
+    /// flooded).
+    fn route(&self, src: usize, dest_port: Option<usize>) -> u32 {
         // `ports <= MAX_PORTS < 32`.
         let all = (1u32 << self.ports) - 1;
         let others = all & !(1 << src);
-        if dst.is_group() {
-            return others;
-        }
-        match self.lookup(dst) {
+        match dest_port {
             Some(p) => others & (1 << p),
             None => others,
         }
@@ -329,12 +346,12 @@ impl Switch {
     ) -> (usize, usize, bool) {
         let (mut taken, mut frames, mut drained) = (0, 0, true);
         let mut drops = 0u64;
-        let batch = &mut self.batch;
+        let (batch, chain) = (&mut self.batch, &mut self.chain);
         let reached = ports.with_port(src, &mut |t, mem| {
             let result = t.with_device(mem, |_, queues: &mut Queues<'_>, mem| {
                 drained = false;
                 while taken < room {
-                    match net::take_frame(queues, mem, &mut batch[frames])
+                    match net::take_frame(queues, mem, &mut batch[frames], chain)
                         .map_err(|e| (net::TX, e))?
                     {
                         Taken::Empty => {
@@ -360,15 +377,23 @@ impl Switch {
         c.tx_dropped = c.tx_dropped.saturating_add(drops);
         for i in 0..frames {
             let (source, dest) = (self.batch[i].source(), self.batch[i].destination());
-            if self.pinned_port(source).is_some_and(|p| p != src) {
-                self.targets[i] = 0;
-                bump(&mut self.counters[src].tx_spoofed);
-                continue;
+            match self.pinned_port(source) {
+                Some(p) if p != src => {
+                    self.targets[i] = 0;
+                    bump(&mut self.counters[src].tx_spoofed);
+                    continue;
+                }
+                Some(_) => {}
+                None => self.learn(source, src),
             }
-            self.learn(source, src);
-            let targets = self.route(src, dest);
+            let dest_port = if dest.is_group() {
+                None
+            } else {
+                self.lookup(dest)
+            };
+            let targets = self.route(src, dest_port);
             // Flooded (group or unknown destination): storm control.
-            let flooded = dest.is_group() || self.lookup(dest).is_none();
+            let flooded = dest_port.is_none();
             if flooded && !self.buckets[src].take(self.now_us) {
                 self.targets[i] = 0;
                 bump(&mut self.counters[src].tx_storm);
@@ -388,7 +413,7 @@ impl Switch {
             if port == src || wanted & (1 << port) == 0 {
                 continue;
             }
-            let (batch, targets) = (&self.batch, &self.targets);
+            let (batch, targets, chain) = (&self.batch, &self.targets, &mut self.chain);
             let (mut delivered, mut dropped) = (0u64, 0u64);
             let reached = ports.with_port(port, &mut |t, mem| {
                 let mut out_of_buffers = false;
@@ -402,7 +427,7 @@ impl Switch {
                             dropped += 1;
                             continue;
                         }
-                        match net::put_frame(queues, mem, frame).map_err(|e| (net::RX, e))? {
+                        match net::put_frame(queues, mem, frame, chain).map_err(|e| (net::RX, e))? {
                             Put::Delivered => delivered += 1,
                             Put::TooSmall => dropped += 1,
                             Put::NoBuffer => {
