@@ -233,6 +233,17 @@ pub fn print_vm(id: usize) {
     lines.flush();
 }
 
+/// Prints the EL2 time of VM `id` (`name`), in a trace build (otherwise
+/// nothing): `stratum bench` reads it.
+pub fn print_el2_time(id: usize, name: &str) {
+    if let Some((ticks, exits)) = crate::telemetry::el2_time(id) {
+        crate::log!(
+            "vm{id} '{name}': {} {ticks} counter ticks in {exits} exits",
+            stratum_abi::telemetry::EL2_TIME_LABEL
+        );
+    }
+}
+
 /// Prints the statistics table of every VM (the console's statistics
 /// escape calls this). Must not be called with the console lock held.
 pub fn print_stats() {

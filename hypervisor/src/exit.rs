@@ -256,6 +256,17 @@ enum Flow {
 /// schedules and never returns here.
 #[unsafe(no_mangle)]
 pub(crate) extern "C" fn handle_guest_exit(frame: *mut Frame, exit_kind: u64) {
+    // Both compile to nothing without the `trace` feature, so the route is
+    // still a tail call.
+    // SAFETY: the running vCPU's frame (see `early_exit`).
+    telemetry::exit_entered(unsafe { (*frame).tag.vm });
+    route_exit(frame, exit_kind);
+    telemetry::exit_left();
+}
+
+/// Sends an exit down its route ([`handle_guest_exit`]).
+#[inline(always)]
+fn route_exit(frame: *mut Frame, exit_kind: u64) {
     // Each route is its own function, tail-called: the registers one needs
     // cost the others nothing (no saves in a shared prologue).
     if exit_kind != kind::SYNC {

@@ -739,7 +739,7 @@ pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
     loop {
         // Interrupts stay masked at EL2: WFI still wakes on a pending one,
         // which is then acknowledged.
-        barrier::wfi();
+        crate::telemetry::idling(barrier::wfi);
         if loaded {
             match interrupts_arrived::<true>(cpu, me) {
                 GuestIrq::Wait => continue,

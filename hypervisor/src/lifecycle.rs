@@ -55,6 +55,7 @@ fn request(cpu: usize, me: VcpuRef, request: Request) -> ! {
                 );
                 telemetry::BLOCK.vm_stopped(id, reason == StopReason::Crashed, vm.boot_count);
                 console::print_vm(id);
+                console::print_el2_time(id, vm.image.name);
             }
             // A reset or stop under way wins; `me` parks with the others.
             Outcome::Unchanged => {}

@@ -159,6 +159,7 @@ fn run_next(cpu: usize, why: Leave) -> ! {
             if let Some(claimed) = claim(r, loaded) {
                 CPUS[cpu].lock().queue.choose(k);
                 switch_to(cpu, r, claimed);
+                crate::telemetry::exit_left();
                 // SAFETY: `switch_to` made TPIDR_EL2 name `r`'s frame, loaded
                 // its ELR/SPSR_EL2 and activated its VM's stage 2 on this CPU.
                 unsafe { stratum_arch::vectors::enter_guest(head::stack_top(cpu)) }
@@ -259,7 +260,7 @@ fn idle(cpu: usize, loaded: Option<VcpuRef>) {
         Some(at) => irq::arm_preemption(at),
         None => irq::disarm_preemption(),
     }
-    barrier::wfi();
+    crate::telemetry::idling(barrier::wfi);
     irq::service(cpu);
 }
 

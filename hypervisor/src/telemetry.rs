@@ -11,7 +11,10 @@
 //!   exits in the slot [`stats`] hands the glue; `irq.rs` counts the physical
 //!   interrupts it takes for a vCPU ([`interrupt`]).
 //! - with the `trace` feature, a ring of timestamped [`TraceRecord`]s per
-//!   physical CPU ([`trace`]); without it, tracing compiles to nothing.
+//!   physical CPU ([`trace`]), and the counter time each VM's exits spent
+//!   at EL2, idling excluded ([`exit_entered`], [`exit_left`], [`idling`],
+//!   printed when the VM stops by `console::print_el2_time`); without it, both
+//!   compile to nothing.
 //!
 //! No locks: each vCPU's counters and each CPU's ring have one writer (the
 //! CPU running that vCPU; EL2 never nests), and readers take each `u64`
@@ -84,6 +87,112 @@ pub fn trace(vm: usize, vcpu: usize, reason: Reason, detail: u32) {
     ring::append(vm, vcpu, reason, detail);
     #[cfg(not(feature = "trace"))]
     let _ = (vm, vcpu, reason, detail);
+}
+
+/// An exit of a vCPU of VM `vm` enters EL2 (trace builds: the EL2 time
+/// accounting, `el2`; otherwise nothing).
+#[inline(always)]
+pub fn exit_entered(vm: usize) {
+    #[cfg(feature = "trace")]
+    el2::entered(vm);
+    #[cfg(not(feature = "trace"))]
+    let _ = vm;
+}
+
+/// This CPU leaves EL2 for a guest (trace builds: charges the time since
+/// [`exit_entered`], idling excluded, to the VM that exited).
+#[inline(always)]
+pub fn exit_left() {
+    #[cfg(feature = "trace")]
+    el2::left();
+}
+
+/// Runs `wait` (an idle `WFI`), its time not charged to any VM (trace
+/// builds).
+#[inline(always)]
+pub fn idling(wait: impl FnOnce()) {
+    #[cfg(feature = "trace")]
+    el2::idling(wait);
+    #[cfg(not(feature = "trace"))]
+    wait();
+}
+
+/// The EL2 time of VM `id`'s exits (counter ticks) and how many exits it
+/// covers; `None` without the `trace` feature.
+pub fn el2_time(id: usize) -> Option<(u64, u64)> {
+    #[cfg(feature = "trace")]
+    return Some(el2::of(id));
+    #[cfg(not(feature = "trace"))]
+    {
+        let _ = id;
+        None
+    }
+}
+
+/// EL2 time accounting (the `trace` feature): the counter time from each
+/// exit's entry into Rust to the guest entry that ends it, charged to the
+/// VM that exited, less the `WFI`s in between (an idle CPU is no VM's
+/// cost). Under QEMU `-icount shift=4` a tick is an instruction, so with
+/// one emulated CPU this is the instructions EL2 executed for the VM, but
+/// for the exception entry and the vector's register save and restore
+/// ([`stratum_abi::telemetry::EL2_VECTOR_INSNS`] per exit). With several
+/// emulated CPUs, QEMU runs them round-robin on one clock, and a CPU
+/// switched out while at EL2 is charged the others' instructions: the
+/// figures are exact only on one CPU (docs/benchmarks.md).
+#[cfg(feature = "trace")]
+mod el2 {
+    use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    use stratum_abi::telemetry::VM_SLOTS;
+    use stratum_arch::head::MAX_CPUS;
+    use stratum_arch::timer::counter;
+
+    /// Per CPU: the counter at the current exit's entry (moved on by each
+    /// idle wait), 0 when no exit is under way.
+    static START: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+    /// Per CPU: the VM the current exit belongs to.
+    static OWNER: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+    /// Per VM slot: counter ticks at EL2 and exits counted.
+    static TICKS: [AtomicU64; VM_SLOTS] = [const { AtomicU64::new(0) }; VM_SLOTS];
+    static EXITS: [AtomicU64; VM_SLOTS] = [const { AtomicU64::new(0) }; VM_SLOTS];
+
+    fn cpu() -> usize {
+        stratum_arch::head::current_cpu().min(MAX_CPUS - 1)
+    }
+
+    pub fn entered(vm: usize) {
+        let cpu = cpu();
+        OWNER[cpu].store(vm as u64, Relaxed);
+        START[cpu].store(counter(), Relaxed);
+    }
+
+    pub fn left() {
+        let cpu = cpu();
+        let start = START[cpu].swap(0, Relaxed);
+        let vm = OWNER[cpu].load(Relaxed) as usize;
+        if start != 0 && vm < VM_SLOTS {
+            TICKS[vm].fetch_add(counter().saturating_sub(start), Relaxed);
+            EXITS[vm].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn idling(wait: impl FnOnce()) {
+        let before = counter();
+        wait();
+        let idle = counter().saturating_sub(before);
+        let start = &START[cpu()];
+        let s = start.load(Relaxed);
+        if s != 0 {
+            start.store(s.saturating_add(idle), Relaxed);
+        }
+    }
+
+    pub fn of(vm: usize) -> (u64, u64) {
+        (
+            TICKS.get(vm).map_or(0, |t| t.load(Relaxed)),
+            EXITS.get(vm).map_or(0, |e| e.load(Relaxed)),
+        )
+    }
 }
 
 /// How long a trace build lingers before stopping the machine, in

@@ -43,6 +43,15 @@ pub const VM_SLOTS: usize = 8;
 pub const VCPU_SLOTS: usize = 8;
 /// Trace rings (one per physical CPU).
 pub const RING_SLOTS: usize = 8;
+
+/// What a trace build prints when a VM stops, after `vmN 'NAME': `: the
+/// counter ticks the VM's exits spent at EL2, idling excluded, then
+/// `N counter ticks in M exits` (`stratum bench` parses it).
+pub const EL2_TIME_LABEL: &str = "EL2 time:";
+/// Instructions of each exit that EL2 time does not see: the exit vector
+/// and the register save before the handler (23), the register restore
+/// and `eret` after it (19).
+pub const EL2_VECTOR_INSNS: u64 = 42;
 /// Flag: the hypervisor was built with the `trace` feature (rings exist).
 pub const FLAG_TRACE: u32 = 1;
 
