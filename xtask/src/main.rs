@@ -229,6 +229,8 @@ fn bench(args: &[String]) -> Result<(), String> {
         .arg(art.guests.join("bench"))
         .arg("--hypervisor")
         .arg(&art.hypervisor)
+        .arg("--hypervisor-trace")
+        .arg(&art.hypervisor_trace)
         .args(args.iter().skip_while(|a| *a == "--"))
         .status()
         .map_err(|e| format!("cannot run stratum: {e}"))?;

@@ -152,30 +152,8 @@ impl<'a> Sample<'a> {
     /// Parses a whole line (`WORKLOAD test=… iters=… ticks=… timer_irqs=…
     /// irqs=…`, keys in any order, surrounding whitespace ignored).
     pub fn parse(line: &'a str) -> Result<Self, SampleError> {
-        let rest = line
-            .trim()
-            .strip_prefix(SAMPLE_PREFIX)
-            .ok_or(SampleError::NotASample)?;
-        let mut values: [Option<&'a str>; 5] = [None; 5];
-        for word in rest.split_whitespace() {
-            let (key, value) = word.split_once('=').ok_or(SampleError::NotKeyValue)?;
-            let slot = KEYS
-                .iter()
-                .position(|&k| k == key)
-                .ok_or(SampleError::UnknownKey)?;
-            if values[slot].replace(value).is_some() {
-                return Err(SampleError::Duplicate(KEYS[slot]));
-            }
-        }
-        let number = |slot: usize| -> Result<u64, SampleError> {
-            let text = values[slot].ok_or(SampleError::Missing(KEYS[slot]))?;
-            // `u64::from_str` takes a leading `+`; the format has none.
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(SampleError::NotANumber(KEYS[slot]));
-            }
-            text.parse()
-                .map_err(|_| SampleError::NotANumber(KEYS[slot]))
-        };
+        let values = key_values(line, SAMPLE_PREFIX, &KEYS)?;
+        let number = |slot: usize| number(&values, &KEYS, slot);
         let test = values[0].ok_or(SampleError::Missing("test"))?;
         let sample = Sample {
             test: known(test)?,
@@ -194,6 +172,46 @@ impl<'a> Sample<'a> {
     }
 }
 
+/// The values of `line`'s `key=value` words after `prefix`, by their key's
+/// slot in `keys` (each at most once, no other key).
+fn key_values<'a, const N: usize>(
+    line: &'a str,
+    prefix: &str,
+    keys: &[&'static str; N],
+) -> Result<[Option<&'a str>; N], SampleError> {
+    let rest = line
+        .trim()
+        .strip_prefix(prefix)
+        .ok_or(SampleError::NotASample)?;
+    let mut values: [Option<&'a str>; N] = [None; N];
+    for word in rest.split_whitespace() {
+        let (key, value) = word.split_once('=').ok_or(SampleError::NotKeyValue)?;
+        let slot = keys
+            .iter()
+            .position(|&k| k == key)
+            .ok_or(SampleError::UnknownKey)?;
+        if values[slot].replace(value).is_some() {
+            return Err(SampleError::Duplicate(keys[slot]));
+        }
+    }
+    Ok(values)
+}
+
+/// The decimal number in slot `slot` of `values` (key `keys[slot]`).
+fn number<const N: usize>(
+    values: &[Option<&str>; N],
+    keys: &[&'static str; N],
+    slot: usize,
+) -> Result<u64, SampleError> {
+    let text = values[slot].ok_or(SampleError::Missing(keys[slot]))?;
+    // `u64::from_str` takes a leading `+`; the format has none.
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SampleError::NotANumber(keys[slot]));
+    }
+    text.parse()
+        .map_err(|_| SampleError::NotANumber(keys[slot]))
+}
+
 /// `id` if it names a test.
 fn known(id: &str) -> Result<&str, SampleError> {
     if TESTS.iter().any(|t| t.id == id) {
@@ -209,6 +227,59 @@ impl fmt::Display for Sample<'_> {
             f,
             "{SAMPLE_PREFIX}test={} iters={} ticks={} timer_irqs={} irqs={}",
             self.test, self.iters, self.ticks, self.timer_irqs, self.irqs
+        )
+    }
+}
+
+/// What starts the line of `stratum-workload tcp-send` ([`NetTransfer`]).
+pub const NET_PREFIX: &str = "NET-TCP ";
+
+/// The keys of a [`NetTransfer`] line, in the order they are written.
+const NET_KEYS: [&str; 4] = ["bytes", "ticks", "tx_frames", "rx_frames"];
+
+/// One `NET-TCP bytes=… ticks=… tx_frames=… rx_frames=…` line: a TCP
+/// transfer from the program's VM to a `tcp-sink` in another, timed from
+/// the connected socket's first write to the sink's acknowledgement of
+/// the last byte, with the frames the sender's interface counted
+/// meanwhile (`/sys/class/net/IF/statistics/{tx,rx}_packets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetTransfer {
+    /// Payload bytes the sink received and acknowledged.
+    pub bytes: u64,
+    /// Counter ticks the transfer took.
+    pub ticks: u64,
+    /// Frames the sender transmitted meanwhile (data and acknowledgements).
+    pub tx_frames: u64,
+    /// Frames it received meanwhile.
+    pub rx_frames: u64,
+}
+
+impl NetTransfer {
+    /// Parses a whole line (keys in any order, surrounding whitespace
+    /// ignored); a transfer of no bytes or in no time is refused
+    /// ([`SampleError::NoIterations`]).
+    pub fn parse(line: &str) -> Result<Self, SampleError> {
+        let values = key_values(line, NET_PREFIX, &NET_KEYS)?;
+        let number = |slot: usize| number(&values, &NET_KEYS, slot);
+        let t = NetTransfer {
+            bytes: number(0)?,
+            ticks: number(1)?,
+            tx_frames: number(2)?,
+            rx_frames: number(3)?,
+        };
+        if t.bytes == 0 || t.ticks == 0 {
+            return Err(SampleError::NoIterations);
+        }
+        Ok(t)
+    }
+}
+
+impl fmt::Display for NetTransfer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{NET_PREFIX}bytes={} ticks={} tx_frames={} rx_frames={}",
+            self.bytes, self.ticks, self.tx_frames, self.rx_frames
         )
     }
 }
@@ -335,5 +406,52 @@ mod tests {
         }
         assert_eq!(known("nope"), Err(SampleError::UnknownTest));
         assert_eq!(by_id("nope"), None);
+    }
+    #[test]
+    fn a_net_transfer_round_trips_and_refuses_nonsense() {
+        let line = "NET-TCP bytes=16777216 ticks=1000000 tx_frames=11600 rx_frames=5800";
+        let t = NetTransfer::parse(line).expect("valid");
+        assert_eq!(
+            t,
+            NetTransfer {
+                bytes: 16_777_216,
+                ticks: 1_000_000,
+                tx_frames: 11_600,
+                rx_frames: 5_800
+            }
+        );
+        assert_eq!(t.to_string(), line);
+        for (bad, why) in [
+            (
+                "NET-TCP bytes=1 ticks=1 tx_frames=1",
+                SampleError::Missing("rx_frames"),
+            ),
+            (
+                "NET-TCP bytes=0 ticks=1 tx_frames=1 rx_frames=1",
+                SampleError::NoIterations,
+            ),
+            (
+                "NET-TCP bytes=1 ticks=0 tx_frames=1 rx_frames=1",
+                SampleError::NoIterations,
+            ),
+            (
+                "NET-TCP bytes=+1 ticks=1 tx_frames=1 rx_frames=1",
+                SampleError::NotANumber("bytes"),
+            ),
+            (
+                "NET-TCP bytes=1 bytes=1 ticks=1 tx_frames=1 rx_frames=1",
+                SampleError::Duplicate("bytes"),
+            ),
+            (
+                "NET-TCP bytes=1 ticks=1 tx_frames=1 rx_frames=1 x=1",
+                SampleError::UnknownKey,
+            ),
+            (
+                "WORKLOAD bytes=1 ticks=1 tx_frames=1 rx_frames=1",
+                SampleError::NotASample,
+            ),
+        ] {
+            assert_eq!(NetTransfer::parse(bad), Err(why), "{bad}");
+        }
     }
 }

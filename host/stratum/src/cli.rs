@@ -231,9 +231,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub iterations: u32,
-    /// Skip the Linux boot and workload measurements.
+    /// Skip the Linux boot, workload and network measurements.
     #[arg(long)]
     pub no_linux: bool,
+    /// Skip the VM ↔ VM network measurements (six runs of two Debian VMs).
+    #[arg(long)]
+    pub no_net: bool,
     /// Skip the breakdown of where each row's instructions go (three traced
     /// runs; needs llvm-symbolizer and the hypervisor's ELF).
     #[arg(long)]
@@ -247,6 +250,10 @@ pub struct BenchArgs {
     /// Prebuilt hypervisor (arm64 Image, or its ELF) [env: STRATUM_HYPERVISOR].
     #[arg(long, value_name = "IMAGE")]
     pub hypervisor: Option<PathBuf>,
+    /// Prebuilt trace build of the hypervisor, for the network case's EL2
+    /// time [env: STRATUM_HYPERVISOR_TRACE].
+    #[arg(long, value_name = "IMAGE")]
+    pub hypervisor_trace: Option<PathBuf>,
     /// Kill a QEMU run after SECS seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_timeout, default_value = "300")]
     pub timeout: Duration,
@@ -262,8 +269,10 @@ impl BenchArgs {
         BenchOptions {
             guest: self.guest.clone(),
             hypervisor: self.hypervisor.clone(),
+            hypervisor_trace: self.hypervisor_trace.clone(),
             iterations: self.iterations,
             linux: !self.no_linux,
+            net: !self.no_net,
             breakdown: !self.no_breakdown,
             out_dir: self.out.clone().unwrap_or(defaults.out_dir),
             gic: self.gic.unwrap_or(Gic::V3),

@@ -27,10 +27,15 @@
 //! vsock-denied CID PORT` are the vsock modes instead ([`vsock`]): Linux's
 //! end of the Linux ↔ bare-metal vsock test, run with `exec` in a config.
 //! Exit status: 0 passed; 1 failed; 2 bad arguments.
+//!
+//! `stratum-workload tcp-sink PORT` and `stratum-workload tcp-send ADDR
+//! PORT MIB` are the TCP modes ([`net`]): the two ends of `stratum bench`'s
+//! VM ↔ VM throughput figure. Same exit statuses.
 
 mod cases;
 mod counter;
 mod interrupts;
+mod net;
 mod vsock;
 
 use std::io::Write as _;
@@ -101,9 +106,11 @@ fn drain_output() {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    match vsock::parse(&words) {
-        Some(Ok(mode)) => {
-            let (line, status) = vsock::run(mode);
+    let mode = vsock::parse(&words)
+        .map(|m| m.map(vsock::run))
+        .or_else(|| net::parse(&words).map(|m| m.map(net::run)));
+    match mode {
+        Some(Ok((line, status))) => {
             println!("{line}");
             return ExitCode::from(status);
         }

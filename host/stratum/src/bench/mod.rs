@@ -19,16 +19,19 @@
 //!    kernel and initramfs running the workload program
 //!    ([`crate::linux::workload`], rows in [`workload`]) under Stratum and on
 //!    bare QEMU;
-//! 4. unless disabled, the bench guest once more per run, traced
+//! 4. unless disabled (or Linux is), two Debian VMs on one network, pinned
+//!    and time-sharing a CPU, pinging and sending TCP streams ([`net`]);
+//! 5. unless disabled, the bench guest once more per run, traced
 //!    instruction by instruction, for where each row's instructions go
 //!    ([`breakdown`]);
-//! 5. the table on stdout, `results.json` and `results.svg` in the output
+//! 6. the table on stdout, `results.json` and `results.svg` in the output
 //!    directory ([`report`]).
 //!
 //! The parsing and statistics ([`parse`], [`workload`]) and the output
 //! formats ([`report`]) are pure and unit-tested; this module runs QEMU.
 
 pub mod breakdown;
+pub mod net;
 pub mod parse;
 pub mod report;
 pub mod workload;
@@ -82,10 +85,16 @@ pub struct BenchOptions {
     pub guest: Option<PathBuf>,
     /// A prebuilt hypervisor (else `$STRATUM_HYPERVISOR` or a build).
     pub hypervisor: Option<PathBuf>,
+    /// A prebuilt trace build of it, for the network case's EL2 time (else
+    /// `$STRATUM_HYPERVISOR_TRACE` or a build).
+    pub hypervisor_trace: Option<PathBuf>,
     /// Timed iterations per operation (the guest keeps at most 2000).
     pub iterations: u32,
     /// Measure Linux boot too.
     pub linux: bool,
+    /// Measure the VM ↔ VM network case too (two Debian VMs; only with
+    /// `linux`).
+    pub net: bool,
     /// Trace the bench guest for where each row's instructions go.
     pub breakdown: bool,
     /// Where `results.json` and `results.svg` go.
@@ -106,8 +115,10 @@ impl BenchOptions {
         Self {
             guest: None,
             hypervisor: None,
+            hypervisor_trace: None,
             iterations: 1000,
             linux: true,
+            net: true,
             breakdown: true,
             out_dir: target_dir().join("bench"),
             gic: Gic::V3,
@@ -281,8 +292,20 @@ fn capture(argv: &[OsString], timeout: Duration, verbose: bool) -> Result<(Strin
 
 /// Runs `config` under Stratum, deterministic, and returns the console.
 fn under_stratum(config: Config, opts: &BenchOptions) -> Result<String> {
+    under_stratum_with(config, opts, None)
+}
+
+/// [`under_stratum`] with `hypervisor` instead of the options' one when
+/// given.
+pub(super) fn under_stratum_with(
+    config: Config,
+    opts: &BenchOptions,
+    hypervisor: Option<&Path>,
+) -> Result<String> {
     let run_opts = RunOptions {
-        hypervisor: opts.hypervisor.clone(),
+        hypervisor: hypervisor
+            .map(Path::to_path_buf)
+            .or_else(|| opts.hypervisor.clone()),
         deterministic: true,
         timeout: Some(opts.timeout),
         capture: true,
@@ -305,7 +328,7 @@ fn under_stratum(config: Config, opts: &BenchOptions) -> Result<String> {
 }
 
 /// The last lines of a console, for error messages.
-fn tail(console: &str) -> String {
+pub(super) fn tail(console: &str) -> String {
     let lines: Vec<&str> = console.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
@@ -681,6 +704,7 @@ fn assemble(
         rows,
         linux,
         workload,
+        net: net::NetBench::NotMeasured("not run".to_owned()),
         breakdown: breakdown::Breakdown::NotMeasured("not traced".to_owned()),
     })
 }
@@ -705,17 +729,26 @@ pub fn run_bench(opts: &BenchOptions) -> Result<Report> {
     fs::create_dir_all(&scratch.0)
         .map_err(|e| Error::environment(format!("cannot create {}: {e}", scratch.0.display())))?;
     let runs = run_guests(opts, &guest, &scratch.0)?;
-    let (linux, workload) = if opts.linux {
+    let (linux, workload, network) = if opts.linux {
         let guest = prepare_debian(&default_cache_dir()?, true)?;
-        (linux_boot(opts, &guest)?, linux_workload(opts, &guest)?)
+        let boot = linux_boot(opts, &guest)?;
+        let workload = linux_workload(opts, &guest)?;
+        let network = if opts.net {
+            net::run(opts, &guest, &scratch.0)?
+        } else {
+            net::NetBench::NotMeasured("skipped (--no-net)".to_owned())
+        };
+        (boot, workload, network)
     } else {
         let why = "skipped (--no-linux)";
         (
             LinuxBoot::NotMeasured(why.to_owned()),
             LinuxWorkload::NotMeasured(why.to_owned()),
+            net::NetBench::NotMeasured(why.to_owned()),
         )
     };
     let mut report = assemble(&runs, linux, workload, opts)?;
+    report.net = network;
     report.breakdown = run_breakdown(opts, &guest, &scratch.0)?;
     print!("{}", report::table(&report));
     fs::create_dir_all(&opts.out_dir).map_err(|e| {

@@ -224,6 +224,8 @@ pub struct Report {
     pub linux: LinuxBoot,
     /// The Linux workload.
     pub workload: LinuxWorkload,
+    /// The VM ↔ VM network case.
+    pub net: super::net::NetBench,
     /// Where each row's instructions go.
     pub breakdown: Breakdown,
 }
@@ -313,6 +315,8 @@ pub fn table(report: &Report) -> String {
     out += &breakdown::table(&report.breakdown, &report.rows);
     out.push('\n');
     out += &workload::table(&report.workload);
+    out.push('\n');
+    out += &super::net::table(&report.net);
     out
 }
 
@@ -456,6 +460,7 @@ pub fn json(report: &Report) -> String {
         "  \"linux_workload\": {},",
         workload::json(&report.workload)
     );
+    let _ = writeln!(out, "  \"network\": {},", super::net::json(&report.net));
     let _ = writeln!(
         out,
         "  \"breakdown\": {}",
@@ -653,6 +658,7 @@ mod tests {
                 bare: 818_800_000,
             },
             workload: workload::example(),
+            net: crate::bench::net::example(),
             breakdown: Breakdown::NotMeasured("skipped (--no-breakdown)".into()),
         }
     }
