@@ -18,7 +18,7 @@ use stratum_abi::bundle::{Bundle, MAX_NETWORKS, VirtioKind};
 use stratum_virtio::net::NetDevice;
 use stratum_virtio::router::{Router, VsockPorts};
 use stratum_virtio::slots::MAX_NICS;
-use stratum_virtio::switch::{MAX_PORTS, Ports, Switch};
+use stratum_virtio::switch::{MAX_PORTS, Ports, ReadingFn, Switch};
 use stratum_virtio::vsock::VsockDevice;
 use stratum_virtio::{GuestMemory, Transport};
 
@@ -136,6 +136,22 @@ impl Ports for NetPorts<'_> {
         };
         let network = self.network;
         with_device(vm, self.cpu, |v| v.nic_on_mut(network), f)
+    }
+
+    fn with_port_reading(&mut self, port: usize, from: usize, f: &mut ReadingFn<'_>) -> bool {
+        let (Some(&vm), Some(sender)) = (self.vms.get(port), self.vms.get(from)) else {
+            return false;
+        };
+        // The sender's RAM without its lock: it stays mapped and the
+        // sender's, and the switch only reads the buffers it holds.
+        let Some(ram) = crate::vm::ram_of(*sender) else {
+            return false;
+        };
+        let src = VmMemory(&ram);
+        let network = self.network;
+        with_device(vm, self.cpu, |v| v.nic_on_mut(network), &mut |t, mem| {
+            f(t, mem, &src)
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 //! the bytes.
 
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use stratum_abi::bundle::{Virtio, VmImage};
 use stratum_arch::ram::GuestRam;
@@ -177,6 +177,31 @@ fn bank_for(id: usize, devices: impl IntoIterator<Item = Virtio>) -> &'static mu
     slot.write(VmVirtio::new(devices))
 }
 
+/// Every VM's RAM (guest-physical base, host base, size), recorded once as
+/// each VM is created and never changed: the switch reads a sender's RAM
+/// and checks a direct copy's source range against it without taking any
+/// VM's lock. Size 0: no VM.
+static CARVE_OUTS: [[AtomicU64; 3]; MAX_VMS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; MAX_VMS];
+
+/// VM `id`'s RAM, once it was created.
+pub fn ram_of(id: usize) -> Option<GuestRam> {
+    let [ipa, pa, size] = CARVE_OUTS
+        .get(id)?
+        .each_ref()
+        .map(|a| a.load(Ordering::Acquire));
+    // SAFETY: recorded from the `GuestRam` of VM `id` (`Vm::create`),
+    // whose carve-out stays mapped and the VM's for good.
+    (size != 0).then(|| unsafe { GuestRam::new(ipa, pa, size) })
+}
+
+/// The carve-out that holds the host range `[pa, pa + len)`, if one does.
+fn carve_out_holding(pa: u64, len: u64) -> Option<GuestRam> {
+    (0..MAX_VMS)
+        .filter_map(ram_of)
+        .find(|r| r.holds_host(pa, len))
+}
+
 /// A VM's RAM as the virtqueues see it.
 pub struct VmMemory<'a>(pub &'a GuestRam);
 
@@ -223,6 +248,29 @@ impl GuestMemory for VmMemory<'_> {
             .write_u32(addr.0, value)
             .then_some(())
             .ok_or(MemError { addr, len: 4 })
+    }
+
+    fn host_address(&self, addr: Ipa, len: u64) -> Option<u64> {
+        self.0.host_address(addr.0, len)
+    }
+
+    /// One copy from the sender's RAM when `src` names a range of a VM's
+    /// carve-out ([`carve_out_holding`]: the claim is checked, not
+    /// trusted); otherwise through a buffer.
+    fn copy_from(
+        &mut self,
+        addr: Ipa,
+        src: &dyn GuestMemory,
+        src_addr: Ipa,
+        len: u64,
+    ) -> Result<(), MemError> {
+        let direct = src
+            .host_address(src_addr, len)
+            .and_then(|from| Some((from, carve_out_holding(from, len)?)));
+        match direct {
+            Some((from, ram)) if self.0.copy_from_ram(addr.0, &ram, from, len) => Ok(()),
+            _ => stratum_virtio::mem::copy_through_buffer(self, addr, src, src_addr, len),
+        }
     }
 
     fn fence(&self, order: Fence) {
@@ -277,6 +325,14 @@ impl Vm {
         }
         let mpidrs = machine.vcpu_mpidrs();
         let vgic = Vgic::new(host_gic.version, mpidrs, VGIC_SPIS).map_err(VmError::Vgic)?;
+        // SAFETY: the boot plan carved `[ram_pa, ram_pa + size)` out of
+        // host RAM for this VM alone; EL2 maps all RAM identity.
+        let ram = unsafe { GuestRam::new(machine.ram.start.0, ram_pa.0, machine.ram.size) };
+        if let Some([i, p, n]) = CARVE_OUTS.get(id) {
+            i.store(ram.ipa(), Ordering::Relaxed);
+            p.store(ram_pa.0, Ordering::Relaxed);
+            n.store(ram.size(), Ordering::Release);
+        }
         Ok(Self {
             id,
             image,
@@ -296,9 +352,7 @@ impl Vm {
             frames: core::array::from_fn(|v| crate::vcpu::frame(id, v)),
             map_stats,
             vgic,
-            // SAFETY: the boot plan carved `[ram_pa, ram_pa + size)` out of
-            // host RAM for this VM alone; EL2 maps all RAM identity.
-            ram: unsafe { GuestRam::new(machine.ram.start.0, ram_pa.0, machine.ram.size) },
+            ram,
             machine,
             virtio: bank_for(id, virtio),
             virtio_lines: 0,

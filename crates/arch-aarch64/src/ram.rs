@@ -55,6 +55,37 @@ impl GuestRam {
         (end <= self.size).then(|| (self.pa + off) as usize)
     }
 
+    /// The host address of `[ipa, ipa + len)` if it lies wholly inside.
+    pub fn host_address(&self, ipa: u64, len: u64) -> Option<u64> {
+        self.host(ipa, len).map(|a| a as u64)
+    }
+
+    /// Whether the host range `[pa, pa + len)` lies wholly inside the
+    /// carve-out.
+    pub fn holds_host(&self, pa: u64, len: u64) -> bool {
+        pa.checked_sub(self.pa)
+            .and_then(|off| off.checked_add(len))
+            .is_some_and(|end| end <= self.size)
+    }
+
+    /// Copies `len` bytes from `src`'s host range `[from, from + len)`
+    /// (another VM's RAM) to `ipa`; false (nothing copied) unless `src`
+    /// holds that range, this carve-out holds `[ipa, ipa + len)` and the
+    /// two do not overlap.
+    pub fn copy_from_ram(&self, ipa: u64, src: &GuestRam, from: u64, len: u64) -> bool {
+        let Some(dst) = self.host(ipa, len) else {
+            return false;
+        };
+        let to = dst as u64;
+        if !src.holds_host(from, len) || (to < from + len && from < to + len) {
+            return false;
+        }
+        // SAFETY: both ranges lie in carve-outs, which `new`'s contract
+        // makes mapped normal memory, and do not overlap.
+        unsafe { copy_bytes(dst as *mut u8, from as *const u8, len as usize) };
+        true
+    }
+
     /// Whether `[ipa, ipa + len)` lies wholly inside (a zero-length range
     /// at the end does).
     pub fn contains(&self, ipa: u64, len: u64) -> bool {
@@ -332,6 +363,30 @@ mod tests {
         assert!(!r.write_u32(0x4000_001e, 1));
         assert_eq!(r.read_u16(0x3fff_ffff), None, "below");
         assert_eq!(r.read_u64(u64::MAX - 3), None, "overflows");
+    }
+
+    #[test]
+    fn a_copy_between_carve_outs_checks_both() {
+        let (a, amem) = ram(64);
+        let (b, bmem) = ram(64);
+        for (i, x) in amem.iter_mut().enumerate() {
+            *x = i as u8;
+        }
+        let from = a.host_address(0x4000_0008, 16).expect("inside");
+        assert!(b.copy_from_ram(0x4000_0020, &a, from, 16));
+        assert_eq!(bmem[0x20..0x30], amem[8..24]);
+        assert_eq!(bmem[0x1f], 0xAA);
+        assert!(!b.copy_from_ram(0x4000_0038, &a, from, 16), "past the end");
+        assert!(
+            !b.copy_from_ram(0x4000_0000, &a, from + 56, 16),
+            "past the source"
+        );
+        assert!(
+            !b.copy_from_ram(0x4000_0000, &b, from, 16),
+            "not the source's RAM"
+        );
+        assert!(a.holds_host(from, 56) && !a.holds_host(from, 57));
+        assert_eq!(a.host_address(0x4000_0038, 9), None);
     }
 
     #[test]

@@ -95,6 +95,62 @@ pub trait GuestMemory {
     fn write_u32(&mut self, addr: Ipa, value: u32) -> Result<(), MemError> {
         self.write(addr, &value.to_le_bytes())
     }
+
+    /// The address at which the hypervisor reaches `[addr, addr + len)`
+    /// when RAM wholly holds it, so a peer's [`GuestMemory::copy_from`] may
+    /// copy out of it without a buffer; `None` (the default): no such
+    /// address. The implementation that uses it checks the claim against
+    /// the memory it knows before trusting it.
+    fn host_address(&self, addr: Ipa, len: u64) -> Option<u64> {
+        let _ = (addr, len);
+        None
+    }
+
+    /// Copies `len` bytes at `src_addr` of another VM's memory `src` to
+    /// `addr` of this one, all or nothing: refused (nothing written) when
+    /// either range is not wholly inside its RAM. The default copies
+    /// through a stack buffer ([`copy_through_buffer`]); an implementation
+    /// may copy directly from `src`'s [`GuestMemory::host_address`] (the
+    /// hypervisor's: one copy per frame the switch moves).
+    fn copy_from(
+        &mut self,
+        addr: Ipa,
+        src: &dyn GuestMemory,
+        src_addr: Ipa,
+        len: u64,
+    ) -> Result<(), MemError> {
+        copy_through_buffer(self, addr, src, src_addr, len)
+    }
+}
+
+/// [`GuestMemory::copy_from`]'s default: through a 256-byte stack buffer,
+/// after checking both ranges whole.
+pub fn copy_through_buffer<M: GuestMemory + ?Sized>(
+    dst: &mut M,
+    addr: Ipa,
+    src: &dyn GuestMemory,
+    src_addr: Ipa,
+    len: u64,
+) -> Result<(), MemError> {
+    if !src.contains(src_addr, len) {
+        return Err(MemError {
+            addr: src_addr,
+            len,
+        });
+    }
+    if !dst.contains(addr, len) {
+        return Err(MemError { addr, len });
+    }
+    let mut buf = [0u8; 256];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64);
+        let chunk = &mut buf[..n as usize];
+        src.read(Ipa(src_addr.0 + done), chunk)?;
+        dst.write(Ipa(addr.0 + done), chunk)?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// Reads a little-endian `u16` at `addr`.
@@ -247,6 +303,43 @@ mod tests {
         assert!(read_u64(&mem, Ipa(u64::MAX - 3)).is_err());
         assert_eq!(mem.refused(), 3);
         assert_eq!(mem.accesses(), 7);
+    }
+
+    #[test]
+    fn a_copy_between_memories_is_all_or_nothing() {
+        let mut a = [0u8; 600];
+        for (i, b) in a.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let mut b = [0xeeu8; 600];
+        let src = SliceMemory::new(Ipa(0x1000), &mut a);
+        let mut dst = SliceMemory::new(Ipa(0x8000), &mut b);
+        // Longer than the bounce buffer, at odd offsets.
+        dst.copy_from(Ipa(0x8003), &src, Ipa(0x1005), 590)
+            .expect("inside both");
+        assert_eq!(dst.bytes()[2], 0xee);
+        assert_eq!(dst.bytes()[3], 5);
+        assert_eq!(dst.bytes()[592], (594 % 256) as u8);
+        assert_eq!(dst.bytes()[593], 0xee);
+        let before = dst.bytes().to_vec();
+        assert_eq!(
+            dst.copy_from(Ipa(0x8000), &src, Ipa(0x1200), 100),
+            Err(MemError {
+                addr: Ipa(0x1200),
+                len: 100
+            }),
+            "past the source's end"
+        );
+        assert_eq!(
+            dst.copy_from(Ipa(0x8200), &src, Ipa(0x1000), 100),
+            Err(MemError {
+                addr: Ipa(0x8200),
+                len: 100
+            }),
+            "past the destination's end"
+        );
+        assert_eq!(dst.bytes(), &before[..], "a refused copy wrote nothing");
+        assert_eq!(src.host_address(Ipa(0x1000), 1), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@
 //! and dropped with a [`TxDrop`] reason; only a broken ring
 //! ([`QueueError`]) stops the device.
 
-use crate::chain::Chain;
+use crate::chain::{Chain, copy_between};
 use crate::device::{Queues, VirtioDevice};
 use crate::mem::GuestMemory;
 use crate::queue::QueueError;
@@ -112,51 +112,60 @@ pub fn derive_mac(vm: &str, network: &str) -> Mac {
     Mac([(b[0] & !1) | 2, b[1], b[2], b[3], b[4], b[5]])
 }
 
-/// One frame between queues: the Ethernet header and payload.
+/// A frame taken from a transmit queue and still in the sender's buffers:
+/// its chain (returned to the driver only once the frame was delivered,
+/// [`complete`]), its length and a copy of its Ethernet header, which the
+/// switch decides on. The payload is copied once, straight into each
+/// receiver's buffers ([`put_frame`]).
 #[derive(Clone)]
-pub struct Frame {
+pub struct TxFrame {
+    chain: Chain,
     len: u16,
-    bytes: [u8; MAX_FRAME],
+    eth: [u8; ETH_HEADER],
 }
 
-impl Frame {
-    /// An empty frame.
+impl TxFrame {
+    /// An empty slot.
     pub const EMPTY: Self = Self {
+        chain: Chain::EMPTY,
         len: 0,
-        bytes: [0; MAX_FRAME],
+        eth: [0; ETH_HEADER],
     };
 
-    /// The frame `data` (at most [`MAX_FRAME`] bytes, else `None`).
-    pub fn from_bytes(data: &[u8]) -> Option<Self> {
-        let mut f = Self::EMPTY;
-        f.bytes.get_mut(..data.len())?.copy_from_slice(data);
-        f.len = data.len() as u16;
-        Some(f)
+    /// The frame's length (Ethernet header and payload).
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
     }
 
-    /// Its bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+    /// Whether it is empty (never, for a frame [`take_frame`] took).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
-    /// Its destination address (the frame holds at least a header).
+    /// Its destination address.
     pub fn destination(&self) -> Mac {
-        let mut m = [0; 6];
-        m.copy_from_slice(&self.bytes[..6]);
-        Mac(m)
+        let [a, b, c, d, e, f, ..] = self.eth;
+        Mac([a, b, c, d, e, f])
     }
 
     /// Its source address.
     pub fn source(&self) -> Mac {
-        let mut m = [0; 6];
-        m.copy_from_slice(&self.bytes[6..12]);
-        Mac(m)
+        let [_, _, _, _, _, _, a, b, c, d, e, f, ..] = self.eth;
+        Mac([a, b, c, d, e, f])
+    }
+
+    /// The head of its chain.
+    pub fn head(&self) -> u16 {
+        self.chain.head()
     }
 }
 
-impl core::fmt::Debug for Frame {
+impl core::fmt::Debug for TxFrame {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Frame").field("len", &self.len).finish()
+        f.debug_struct("TxFrame")
+            .field("head", &self.head())
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -180,7 +189,8 @@ pub enum Taken {
     /// The transmit queue is empty (and armed: the driver notifies at its
     /// next frame).
     Empty,
-    /// A frame, copied into the caller's [`Frame`].
+    /// A frame, described in the caller's [`TxFrame`]; its chain stays
+    /// the device's until [`complete`].
     Frame,
     /// A chain that was returned and dropped.
     Dropped(TxDrop),
@@ -199,35 +209,33 @@ pub enum Put {
     TooSmall,
 }
 
-/// Takes the next chain of the transmit queue into `frame`, and returns
-/// the chain to the driver (a transmit buffer is never written). `chain`
-/// is scratch space, filled in place (a chain is half a kilobyte).
+/// Takes the next chain of the transmit queue into `frame` (filled in
+/// place: a chain is half a kilobyte). A frame to switch keeps its chain
+/// until [`complete`] returns it; a chain that is dropped is returned to
+/// the driver at once (a transmit buffer is never written).
 pub fn take_frame(
     queues: &mut Queues<'_>,
     mem: &mut dyn GuestMemory,
-    frame: &mut Frame,
-    chain: &mut Chain,
+    frame: &mut TxFrame,
 ) -> Result<Taken, QueueError> {
     // A queue the driver has not made ready holds nothing (not an error:
     // the device may be driven with one direction only).
     let Ok(tx) = queues.get(TX) else {
         return Ok(Taken::Empty);
     };
-    if !tx.pop_into(mem, chain)? {
+    if !tx.pop_into(mem, &mut frame.chain)? {
         return Ok(Taken::Empty);
     }
-    let result = read_frame(chain, mem, frame);
-    tx.add_used(mem, chain.head(), 0)?;
+    let result = check_frame(mem, frame);
+    if !matches!(result, Ok(Taken::Frame)) {
+        tx.add_used(mem, frame.head(), 0)?;
+    }
     result
 }
 
-/// The frame a transmit chain holds.
-fn read_frame(
-    chain: &Chain,
-    mem: &dyn GuestMemory,
-    frame: &mut Frame,
-) -> Result<Taken, QueueError> {
-    let total = chain.readable_len() as usize;
+/// Checks the frame `frame.chain` holds and reads its Ethernet header.
+fn check_frame(mem: &dyn GuestMemory, frame: &mut TxFrame) -> Result<Taken, QueueError> {
+    let total = frame.chain.readable_len() as usize;
     if total < HDR_LEN {
         return Ok(Taken::Dropped(TxDrop::NoHeader));
     }
@@ -238,22 +246,41 @@ fn read_frame(
     if len > MAX_FRAME {
         return Ok(Taken::Dropped(TxDrop::OverMtu));
     }
-    let mut hdr = [0u8; HDR_LEN];
-    chain.read(mem, 0, &mut hdr)?;
-    if hdr[0] & HDR_F_NEEDS_CSUM != 0 || hdr[1] != GSO_NONE {
+    let mut head = [0u8; HDR_LEN + ETH_HEADER];
+    frame.chain.read(mem, 0, &mut head)?;
+    if head[0] & HDR_F_NEEDS_CSUM != 0 || head[1] != GSO_NONE {
         return Ok(Taken::Dropped(TxDrop::Offload));
     }
-    chain.read(mem, HDR_LEN as u32, &mut frame.bytes[..len])?;
+    frame.eth.copy_from_slice(&head[HDR_LEN..]);
     frame.len = len as u16;
     Ok(Taken::Frame)
 }
 
-/// Puts `frame` into the next receive buffer, with its header (`chain`:
-/// scratch space, as for [`take_frame`]).
+/// Returns the chains of `frames` (taken by [`take_frame`] and delivered
+/// or dropped since) to the driver of the transmit queue they came from.
+pub fn complete(
+    queues: &mut Queues<'_>,
+    mem: &mut dyn GuestMemory,
+    frames: &[TxFrame],
+) -> Result<(), QueueError> {
+    let Ok(tx) = queues.get(TX) else {
+        return Ok(());
+    };
+    for f in frames {
+        tx.add_used(mem, f.head(), 0)?;
+    }
+    Ok(())
+}
+
+/// Puts `frame` (in `from`, the sender's memory) into the next receive
+/// buffer of `mem`, with its header: one copy from the sender's buffers to
+/// the receiver's ([`crate::chain::copy_between`]). `chain` is scratch
+/// space for the receive chain.
 pub fn put_frame(
     queues: &mut Queues<'_>,
     mem: &mut dyn GuestMemory,
-    frame: &Frame,
+    from: &dyn GuestMemory,
+    frame: &TxFrame,
     chain: &mut Chain,
 ) -> Result<Put, QueueError> {
     let Ok(rx) = queues.get(RX) else {
@@ -262,7 +289,7 @@ pub fn put_frame(
     if !rx.pop_into(mem, chain)? {
         return Ok(Put::NoBuffer);
     }
-    let len = HDR_LEN + frame.bytes().len();
+    let len = HDR_LEN + frame.len();
     if (chain.writable_len() as usize) < len {
         rx.add_used(mem, chain.head(), 0)?;
         return Ok(Put::TooSmall);
@@ -270,7 +297,15 @@ pub fn put_frame(
     let mut hdr = [0u8; HDR_LEN];
     hdr[10..12].copy_from_slice(&1u16.to_le_bytes());
     chain.write(mem, 0, &hdr)?;
-    chain.write(mem, HDR_LEN as u32, frame.bytes())?;
+    copy_between(
+        &frame.chain,
+        from,
+        HDR_LEN as u32,
+        chain,
+        mem,
+        HDR_LEN as u32,
+        u32::from(frame.len),
+    )?;
     rx.add_used(mem, chain.head(), len as u32)?;
     Ok(Put::Delivered)
 }

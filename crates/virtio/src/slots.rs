@@ -163,8 +163,10 @@ impl VmVirtio {
     /// The same devices, reset (the VM restarts).
     pub fn reset(&mut self) {
         for k in 0..self.nic_count {
-            let mac = self.nics[k].transport.device().mac();
+            let old = &self.nics[k].transport;
+            let (mac, epoch) = (old.device().mac(), old.epoch());
             self.nics[k].transport = Transport::new(NetDevice::new(mac));
+            self.nics[k].transport.follow_epoch(epoch);
         }
         self.console = Transport::new(ConsoleDevice::new());
         self.vsock = Transport::new(VsockDevice::new(self.vsock.device().cid()));

@@ -68,7 +68,7 @@
 use crate::chain::Chain;
 use crate::device::Queues;
 use crate::mem::GuestMemory;
-use crate::net::{self, Frame, Mac, NetDevice, Put, Taken};
+use crate::net::{self, Mac, NetDevice, Put, Taken, TxFrame};
 use crate::queue::QueueError;
 use crate::transport::Transport;
 
@@ -81,6 +81,11 @@ pub const BATCH: usize = 8;
 /// Most frames one [`Switch::transmit`] takes from the sender.
 pub const TX_BUDGET: usize = net::QUEUE_SIZE as usize;
 
+/// What [`Ports::with_port_reading`] runs: a port's transport and memory,
+/// and the sender's memory to read from.
+pub type ReadingFn<'a> =
+    dyn FnMut(&mut Transport<NetDevice>, &mut dyn GuestMemory, &dyn GuestMemory) + 'a;
+
 /// How the switch reaches the ports' NICs: the glue's side.
 pub trait Ports {
     /// Runs `f` on port `port`'s transport with that VM's memory, holding
@@ -91,6 +96,13 @@ pub trait Ports {
         port: usize,
         f: &mut dyn FnMut(&mut Transport<NetDevice>, &mut dyn GuestMemory),
     ) -> bool;
+
+    /// [`Ports::with_port`], with port `from`'s memory as well, to read
+    /// from only: the frames the switch took from `from` are copied from
+    /// there straight into `port`'s buffers. `from`'s device lock is not
+    /// held (its RAM stays mapped, and the buffers are the device's until
+    /// the switch returns them); `false` if either cannot be reached.
+    fn with_port_reading(&mut self, port: usize, from: usize, f: &mut ReadingFn<'_>) -> bool;
 }
 
 /// What the switch counted at one port; saturating.
@@ -180,7 +192,9 @@ pub struct Switch {
     table: [Entry; MAC_TABLE],
     clock: u64,
     counters: [PortCounters; MAX_PORTS],
-    batch: [Frame; BATCH],
+    batch: [TxFrame; BATCH],
+    /// The sender's transport epoch when the batch was taken.
+    batch_epoch: u32,
     /// Which ports each frame of the batch goes to, one bit each.
     targets: [u32; BATCH],
     /// Each port's storm-control bucket.
@@ -211,7 +225,8 @@ impl Switch {
             table: [Entry::default(); MAC_TABLE],
             clock: 0,
             counters: [PortCounters::default(); MAX_PORTS],
-            batch: [const { Frame::EMPTY }; BATCH],
+            batch: [const { TxFrame::EMPTY }; BATCH],
+            batch_epoch: 0,
             targets: [0; BATCH],
             buckets: [Bucket::FULL; MAX_PORTS],
             now_us: 0,
@@ -329,6 +344,7 @@ impl Switch {
             let (taken, frames, drained) = self.take_batch(src, room, ports);
             report.taken += taken;
             self.deliver_batch(src, frames, ports);
+            self.complete_batch(src, frames, ports);
             if drained {
                 return report;
             }
@@ -346,12 +362,13 @@ impl Switch {
     ) -> (usize, usize, bool) {
         let (mut taken, mut frames, mut drained) = (0, 0, true);
         let mut drops = 0u64;
-        let (batch, chain) = (&mut self.batch, &mut self.chain);
+        let (batch, epoch) = (&mut self.batch, &mut self.batch_epoch);
         let reached = ports.with_port(src, &mut |t, mem| {
+            *epoch = t.epoch();
             let result = t.with_device(mem, |_, queues: &mut Queues<'_>, mem| {
                 drained = false;
                 while taken < room {
-                    match net::take_frame(queues, mem, &mut batch[frames], chain)
+                    match net::take_frame(queues, mem, &mut batch[frames])
                         .map_err(|e| (net::TX, e))?
                     {
                         Taken::Empty => {
@@ -415,7 +432,7 @@ impl Switch {
             }
             let (batch, targets, chain) = (&self.batch, &self.targets, &mut self.chain);
             let (mut delivered, mut dropped) = (0u64, 0u64);
-            let reached = ports.with_port(port, &mut |t, mem| {
+            let reached = ports.with_port_reading(port, src, &mut |t, mem, from| {
                 let mut out_of_buffers = false;
                 let result = t.with_device(mem, |_, queues, mem| {
                     for (frame, _) in batch[..frames]
@@ -427,7 +444,9 @@ impl Switch {
                             dropped += 1;
                             continue;
                         }
-                        match net::put_frame(queues, mem, frame, chain).map_err(|e| (net::RX, e))? {
+                        match net::put_frame(queues, mem, from, frame, chain)
+                            .map_err(|e| (net::RX, e))?
+                        {
                             Put::Delivered => delivered += 1,
                             Put::TooSmall => dropped += 1,
                             Put::NoBuffer => {
@@ -457,6 +476,24 @@ impl Switch {
             c.rx_frames = c.rx_frames.saturating_add(delivered);
             c.rx_dropped = c.rx_dropped.saturating_add(dropped);
         }
+    }
+
+    /// Returns the batch's first `frames` chains to `src`'s driver, now
+    /// that they were delivered (or dropped), unless its device was reset
+    /// or a queue made ready since they were taken: then they belong to a
+    /// ring that is gone.
+    fn complete_batch(&mut self, src: usize, frames: usize, ports: &mut dyn Ports) {
+        if frames == 0 {
+            return;
+        }
+        let (batch, epoch) = (&self.batch[..frames], self.batch_epoch);
+        ports.with_port(src, &mut |t, mem| {
+            if t.epoch() == epoch {
+                t.with_device(mem, |_, queues, mem| {
+                    net::complete(queues, mem, batch).map_err(|e| (net::TX, e))
+                });
+            }
+        });
     }
 }
 

@@ -101,6 +101,8 @@ pub struct Transport<D> {
     queues: [SplitQueue; MAX_QUEUES],
     interrupt_status: u32,
     config_generation: u32,
+    /// Moves on at every reset and every queue made ready ([`Self::epoch`]).
+    epoch: u32,
     /// Queues notified and not yet served, one bit each.
     pending: u32,
     counters: Counters,
@@ -124,6 +126,7 @@ impl<D: VirtioDevice> Transport<D> {
             queues: [SplitQueue::ABSENT; MAX_QUEUES],
             interrupt_status: 0,
             config_generation: 0,
+            epoch: 0,
             pending: 0,
             counters: Counters::default(),
             error: None,
@@ -228,9 +231,24 @@ impl<D: VirtioDevice> Transport<D> {
         self.queue_sel = 0;
         self.interrupt_status = 0;
         self.config_generation = self.config_generation.wrapping_add(1);
+        self.epoch = self.epoch.wrapping_add(1);
         self.pending = 0;
         self.error = None;
         self.reset_queues();
+    }
+
+    /// A number that moves on whenever the driver resets the device or
+    /// makes a queue ready: a backend that took buffers in one hold of the
+    /// VM's lock and returns them in another checks it did not change in
+    /// between (else the buffers belong to a ring that is gone).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Makes this (fresh) transport's epoch follow `previous`, the epoch
+    /// of the one it replaces (a VM restart builds new transports).
+    pub fn follow_epoch(&mut self, previous: u32) {
+        self.epoch = previous.wrapping_add(1);
     }
 
     /// The device broke down on the guest's input: `DEVICE_NEEDS_RESET`
@@ -375,6 +393,7 @@ impl<D: VirtioDevice> Transport<D> {
                     });
                     fx.lines = true;
                 } else {
+                    self.epoch = self.epoch.wrapping_add(1);
                     self.stamp_features();
                 }
             }

@@ -14,7 +14,7 @@ use super::driver::*;
 use crate::mem::{GuestMemory, SliceMemory};
 use crate::net::{self, HDR_LEN, MAX_FRAME, Mac, NetDevice};
 use crate::spec::{feature, mmio, status};
-use crate::switch::{PortCounters, Ports, Switch};
+use crate::switch::{PortCounters, Ports, ReadingFn, Switch};
 use crate::transport::Transport;
 
 /// Each VM's RAM: 128 KiB.
@@ -188,6 +188,9 @@ struct Net {
     refused: u64,
     /// Ports the glue cannot reach (VM stopped).
     stopped: Vec<usize>,
+    /// A port whose driver resets and sets its NIC up again while the
+    /// switch delivers its frames (as its vCPU may on another CPU).
+    resets_during_delivery: Option<usize>,
 }
 
 impl Ports for Net {
@@ -207,6 +210,33 @@ impl Ports for Net {
         self.refused += mem.refused();
         true
     }
+
+    fn with_port_reading(&mut self, port: usize, from: usize, f: &mut ReadingFn<'_>) -> bool {
+        if self.stopped.contains(&port) || self.stopped.contains(&from) || port == from {
+            return false;
+        }
+        if port >= self.vms.len() || from >= self.vms.len() {
+            return false;
+        }
+        if self.resets_during_delivery.take() == Some(from) {
+            // A driver reset of the same device: its rings start over, RAM
+            // keeps its bytes.
+            let vm = &mut self.vms[from];
+            let old = std::mem::replace(vm, Vm::new(Mac([0; 6])));
+            (vm.t, vm.ram) = (old.t, old.ram);
+            wr(&mut vm.t, mmio::STATUS, 0);
+            vm.probe(true);
+        }
+        // The sender's RAM is read through a copy: the two VMs are one
+        // vector here, and the switch only reads from it.
+        let mut src_ram = self.vms[from].ram.clone();
+        let src = SliceMemory::new(Ipa(RAM_BASE), &mut src_ram);
+        let vm = &mut self.vms[port];
+        let mut mem = SliceMemory::new(Ipa(RAM_BASE), &mut vm.ram);
+        f(&mut vm.t, &mut mem, &src);
+        self.refused += mem.refused() + src.refused();
+        true
+    }
 }
 
 /// A network of `n` VMs named vm0, vm1, … on "lan", all probed.
@@ -223,6 +253,7 @@ fn lan(n: usize, event_idx: bool) -> (Switch, Net) {
             vms,
             refused: 0,
             stopped: Vec::new(),
+            resets_during_delivery: None,
         },
     )
 }
@@ -301,6 +332,33 @@ fn frames_are_switched_both_ways_byte_exact_and_unicast_after_learning() {
         }
     );
     assert_eq!(sw.counters(2).rx_frames, 1);
+}
+
+#[test]
+fn transmit_buffers_return_after_delivery_and_never_to_a_ring_reset_meanwhile() {
+    let (mut sw, mut net) = lan(2, true);
+    net.vms[1].post_rx(8, 0x600);
+    let (a, b) = (mac(&net, 0), mac(&net, 1));
+    let burst: Vec<Vec<u8>> = (0..3).map(|i| frame(b, a, 700, i)).collect();
+    // Delivered straight from the sender's buffers, then returned.
+    send(&mut sw, &mut net, 0, &burst);
+    assert_eq!(delivered(net.vms[1].received()), burst);
+    // The sender's driver resets and sets its NIC up again while its
+    // frames are delivered: they still arrive (they were taken whole),
+    // but its new rings get no used entries for buffers of the old ones.
+    let more: Vec<Vec<u8>> = (3..5).map(|i| frame(b, a, 900, i)).collect();
+    assert!(net.vms[0].send(&more));
+    net.resets_during_delivery = Some(0);
+    let report = sw.transmit(0, &mut net);
+    assert_eq!(report.taken, 2);
+    assert_eq!(delivered(net.vms[1].received()), more);
+    assert_eq!(net.vms[0].tx_done(), 0, "nothing returned to the new ring");
+    assert!(net.vms[0].t.is_live(), "{:?}", net.vms[0].t.take_error());
+    // And the new rings work.
+    net.vms[0].post_rx(2, 0x600);
+    let again = frame(b, a, 64, 9);
+    send(&mut sw, &mut net, 0, std::slice::from_ref(&again));
+    assert_eq!(delivered(net.vms[1].received()), vec![again]);
 }
 
 #[test]
@@ -438,6 +496,7 @@ fn ports_that_are_not_live_or_stopped_drop_and_the_rest_still_receive() {
         vms,
         refused: 0,
         stopped: Vec::new(),
+        resets_during_delivery: None,
     };
     let mut sw = Switch::new(3);
     net.vms[1].post_rx(4, 0x600);
@@ -534,6 +593,7 @@ fn a_nic_driven_in_one_direction_only_is_not_an_error() {
         vms,
         refused: 0,
         stopped: Vec::new(),
+        resets_during_delivery: None,
     };
     let mut sw = Switch::new(2);
     net.vms[0].post_rx(2, 0x600);
@@ -640,7 +700,7 @@ proptest! {
         ];
         vms[2].probe(true);
         vms[2].post_rx(8, 0x600);
-        let mut net = Net { vms, refused: 0, stopped: Vec::new() };
+        let mut net = Net { vms, refused: 0, stopped: Vec::new(), resets_during_delivery: None };
         let mut sw = Switch::new(3);
         for round in 0..3 {
             for src in 0..2 {
