@@ -94,10 +94,10 @@ pub fn init(bundle: &Bundle<'_>) {
 }
 
 /// Runs `f` on VM `vm`'s device (found by `device`) and its memory under
-/// its lock, then hands the VM's moved lines to its vGIC and kicks its
-/// vCPUs' CPUs (from CPU `cpu`). False if the VM cannot be reached now
+/// its lock, then, if the device's interrupt line moved, hands the VM's
+/// lines to its vGIC and kicks its vCPUs' CPUs (from CPU `cpu`). False if the VM cannot be reached now
 /// (stopping, resetting, or without that device).
-fn with_device<D>(
+fn with_device<D: stratum_virtio::VirtioDevice>(
     vm: usize,
     cpu: usize,
     device: impl FnOnce(&mut stratum_virtio::VmVirtio) -> Option<&mut Transport<D>>,
@@ -110,9 +110,14 @@ fn with_device<D>(
         let Some(t) = device(vm.virtio) else {
             return false;
         };
+        let before = t.line();
         f(t, &mut VmMemory(&vm.ram));
-        irq::sample_virtio_lines(vm);
-        irq::send_kicks(vm, cpu);
+        // Only this transport's line can have moved, and only a moved
+        // line raises an interrupt that may need a kick.
+        if t.line() != before {
+            irq::sample_virtio_lines(vm);
+            irq::send_kicks(vm, cpu);
+        }
         true
     })
     .unwrap_or(false)

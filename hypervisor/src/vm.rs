@@ -250,6 +250,13 @@ impl GuestMemory for VmMemory<'_> {
             .ok_or(MemError { addr, len: 4 })
     }
 
+    fn write_u64(&mut self, addr: Ipa, value: u64) -> Result<(), MemError> {
+        self.0
+            .write_u64(addr.0, value)
+            .then_some(())
+            .ok_or(MemError { addr, len: 8 })
+    }
+
     fn host_address(&self, addr: Ipa, len: u64) -> Option<u64> {
         self.0.host_address(addr.0, len)
     }

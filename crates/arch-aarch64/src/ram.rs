@@ -173,6 +173,11 @@ impl GuestRam {
         self.store(ipa, value.to_le())
     }
 
+    /// Writes `value` little-endian at `ipa`; false outside.
+    pub fn write_u64(&self, ipa: u64, value: u64) -> bool {
+        self.store(ipa, value.to_le())
+    }
+
     /// The little-endian `u32` at `ipa` ([`Self::load`]).
     pub fn read_le_u32(&self, ipa: u64) -> Option<u32> {
         self.load(ipa, u32::from_le)
@@ -355,6 +360,8 @@ mod tests {
         assert_eq!(r.read_u64(0x4000_0001), Some(0x0908_0706_0504_0302));
         assert!(r.write_u16(0x4000_0011, 0xbeef));
         assert!(r.write_u32(0x4000_0014, 0xdead_beef));
+        assert!(r.write_u64(0x4000_0018, 0x0102_0304_0506_0708));
+        assert_eq!(r.read_u64(0x4000_0018), Some(0x0102_0304_0506_0708));
         let mut b = [0; 7];
         assert!(r.read(0x4000_0011, &mut b));
         assert_eq!(b, [0xef, 0xbe, 0xaa, 0xef, 0xbe, 0xad, 0xde]);

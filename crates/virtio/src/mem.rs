@@ -96,6 +96,11 @@ pub trait GuestMemory {
         self.write(addr, &value.to_le_bytes())
     }
 
+    /// Writes `value` little-endian at `addr` (as [`GuestMemory::read_u16`]).
+    fn write_u64(&mut self, addr: Ipa, value: u64) -> Result<(), MemError> {
+        self.write(addr, &value.to_le_bytes())
+    }
+
     /// The address at which the hypervisor reaches `[addr, addr + len)`
     /// when RAM wholly holds it, so a peer's [`GuestMemory::copy_from`] may
     /// copy out of it without a buffer; `None` (the default): no such

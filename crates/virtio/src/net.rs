@@ -114,14 +114,15 @@ pub fn derive_mac(vm: &str, network: &str) -> Mac {
 
 /// A frame taken from a transmit queue and still in the sender's buffers:
 /// its chain (returned to the driver only once the frame was delivered,
-/// [`complete`]), its length and a copy of its Ethernet header, which the
-/// switch decides on. The payload is copied once, straight into each
+/// [`complete`]), its length and a copy of its headers (the switch decides
+/// on the Ethernet one). The payload is copied once, straight into each
 /// receiver's buffers ([`put_frame`]).
 #[derive(Clone)]
 pub struct TxFrame {
     chain: Chain,
     len: u16,
-    eth: [u8; ETH_HEADER],
+    /// The virtio-net header and the Ethernet header, read in one piece.
+    head: [u8; HDR_LEN + ETH_HEADER],
 }
 
 impl TxFrame {
@@ -129,7 +130,7 @@ impl TxFrame {
     pub const EMPTY: Self = Self {
         chain: Chain::EMPTY,
         len: 0,
-        eth: [0; ETH_HEADER],
+        head: [0; HDR_LEN + ETH_HEADER],
     };
 
     /// The frame's length (Ethernet header and payload).
@@ -144,14 +145,14 @@ impl TxFrame {
 
     /// Its destination address.
     pub fn destination(&self) -> Mac {
-        let [a, b, c, d, e, f, ..] = self.eth;
-        Mac([a, b, c, d, e, f])
+        let h = &self.head;
+        Mac([h[12], h[13], h[14], h[15], h[16], h[17]])
     }
 
     /// Its source address.
     pub fn source(&self) -> Mac {
-        let [_, _, _, _, _, _, a, b, c, d, e, f, ..] = self.eth;
-        Mac([a, b, c, d, e, f])
+        let h = &self.head;
+        Mac([h[18], h[19], h[20], h[21], h[22], h[23]])
     }
 
     /// The head of its chain.
@@ -210,7 +211,10 @@ pub enum Put {
 }
 
 /// Takes the next chain of the transmit queue into `frame` (filled in
-/// place: a chain is half a kilobyte). A frame to switch keeps its chain
+/// place: a chain is half a kilobyte). Like [`put_frame`] and [`complete`],
+/// it runs inside [`crate::Transport::with_device`], which publishes the
+/// used index once at its end (the chains are returned with
+/// [`crate::SplitQueue::add_used_deferred`]). A frame to switch keeps its chain
 /// until [`complete`] returns it; a chain that is dropped is returned to
 /// the driver at once (a transmit buffer is never written).
 pub fn take_frame(
@@ -228,7 +232,7 @@ pub fn take_frame(
     }
     let result = check_frame(mem, frame);
     if !matches!(result, Ok(Taken::Frame)) {
-        tx.add_used(mem, frame.head(), 0)?;
+        tx.add_used_deferred(mem, frame.head(), 0)?;
     }
     result
 }
@@ -246,12 +250,10 @@ fn check_frame(mem: &dyn GuestMemory, frame: &mut TxFrame) -> Result<Taken, Queu
     if len > MAX_FRAME {
         return Ok(Taken::Dropped(TxDrop::OverMtu));
     }
-    let mut head = [0u8; HDR_LEN + ETH_HEADER];
-    frame.chain.read(mem, 0, &mut head)?;
-    if head[0] & HDR_F_NEEDS_CSUM != 0 || head[1] != GSO_NONE {
+    frame.chain.read(mem, 0, &mut frame.head)?;
+    if frame.head[0] & HDR_F_NEEDS_CSUM != 0 || frame.head[1] != GSO_NONE {
         return Ok(Taken::Dropped(TxDrop::Offload));
     }
-    frame.eth.copy_from_slice(&head[HDR_LEN..]);
     frame.len = len as u16;
     Ok(Taken::Frame)
 }
@@ -267,7 +269,7 @@ pub fn complete(
         return Ok(());
     };
     for f in frames {
-        tx.add_used(mem, f.head(), 0)?;
+        tx.add_used_deferred(mem, f.head(), 0)?;
     }
     Ok(())
 }
@@ -291,7 +293,7 @@ pub fn put_frame(
     }
     let len = HDR_LEN + frame.len();
     if (chain.writable_len() as usize) < len {
-        rx.add_used(mem, chain.head(), 0)?;
+        rx.add_used_deferred(mem, chain.head(), 0)?;
         return Ok(Put::TooSmall);
     }
     let mut hdr = [0u8; HDR_LEN];
@@ -306,7 +308,7 @@ pub fn put_frame(
         HDR_LEN as u32,
         u32::from(frame.len),
     )?;
-    rx.add_used(mem, chain.head(), len as u32)?;
+    rx.add_used_deferred(mem, chain.head(), len as u32)?;
     Ok(Put::Delivered)
 }
 

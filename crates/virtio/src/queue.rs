@@ -184,7 +184,13 @@ pub struct SplitQueue {
     indirect: bool,
     event_idx: bool,
     next_avail: u16,
+    /// The driver's `avail.idx` as last read: while `next_avail` is behind
+    /// it, chains are known to be available without reading it again.
+    avail_seen: u16,
     next_used: u16,
+    /// The `used.idx` last written ([`SplitQueue::add_used_deferred`]
+    /// leaves it behind `next_used` until [`SplitQueue::flush_used`]).
+    published_used: u16,
     signalled_used: u16,
 }
 
@@ -206,7 +212,9 @@ impl SplitQueue {
             indirect: false,
             event_idx: false,
             next_avail: 0,
+            avail_seen: 0,
             next_used: 0,
+            published_used: 0,
             signalled_used: 0,
         }
     }
@@ -290,7 +298,9 @@ impl SplitQueue {
         }
         self.ready = true;
         self.next_avail = 0;
+        self.avail_seen = 0;
         self.next_used = 0;
+        self.published_used = 0;
         self.signalled_used = 0;
         Ok(())
     }
@@ -345,7 +355,8 @@ impl SplitQueue {
             mem::write_u16(mem, at, self.next_avail)?;
             mem.fence(Fence::Full);
         }
-        Ok(self.avail_idx(mem)? != self.next_avail)
+        self.avail_seen = self.avail_idx(mem)?;
+        Ok(self.avail_seen != self.next_avail)
     }
 
     /// Takes the next available chain, checked whole; `None` when the
@@ -365,10 +376,15 @@ impl SplitQueue {
         chain: &mut Chain,
     ) -> Result<bool, QueueError> {
         self.live()?;
-        if self.avail_idx(mem)? == self.next_avail && !self.arm(mem)? {
-            return Ok(false);
+        // Chains up to `avail_seen` were ordered by the fence that followed
+        // its read; only past it is the index read (and fenced) again.
+        if self.next_avail == self.avail_seen {
+            self.avail_seen = self.avail_idx(mem)?;
+            if self.avail_seen == self.next_avail && !self.arm(mem)? {
+                return Ok(false);
+            }
+            mem.fence(Fence::Acquire);
         }
-        mem.fence(Fence::Acquire);
         let at = Ipa(self.avail.0 + 4 + 2 * self.slot(self.next_avail));
         let head = mem::read_u16(mem, at)?;
         self.walk(mem, head, chain)?;
@@ -416,6 +432,20 @@ impl SplitQueue {
         head: u16,
         len: u32,
     ) -> Result<(), QueueError> {
+        self.add_used_deferred(mem, head, len)?;
+        self.flush_used(mem)
+    }
+
+    /// [`SplitQueue::add_used`] without publishing the used index: a device
+    /// returning several chains in one go publishes once, with
+    /// [`SplitQueue::flush_used`] (the transport does before it decides on
+    /// the interrupt, [`crate::Transport::with_device`]).
+    pub fn add_used_deferred(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        head: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
         self.live()?;
         if u32::from(head) >= self.size {
             return Err(QueueError::IndexOutOfRange {
@@ -424,14 +454,23 @@ impl SplitQueue {
             });
         }
         let at = Ipa(self.used.0 + 4 + ring::USED_ELEM_SIZE * self.slot(self.next_used));
-        let mut elem = [0u8; ring::USED_ELEM_SIZE as usize];
-        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
-        elem[4..].copy_from_slice(&len.to_le_bytes());
-        mem.write(at, &elem)?;
+        // The element (`id`, then `len`, both little-endian) as one word.
+        mem.write_u64(at, u64::from(head) | u64::from(len) << 32)?;
+        self.next_used = self.next_used.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publishes the used index, if chains were returned since it was last
+    /// written: the elements first, then the index (a release barrier
+    /// between).
+    pub fn flush_used(&mut self, mem: &mut dyn GuestMemory) -> Result<(), QueueError> {
+        if self.published_used == self.next_used {
+            return Ok(());
+        }
+        self.live()?;
         mem.fence(Fence::Release);
-        let next = self.next_used.wrapping_add(1);
-        mem::write_u16(mem, Ipa(self.used.0 + 2), next)?;
-        self.next_used = next;
+        mem::write_u16(mem, Ipa(self.used.0 + 2), self.next_used)?;
+        self.published_used = self.next_used;
         Ok(())
     }
 

@@ -533,7 +533,8 @@ impl<D: VirtioDevice> Transport<D> {
             if !self.queues[i].is_ready() {
                 continue;
             }
-            match self.queues[i].needs_interrupt(mem) {
+            let q = &mut self.queues[i];
+            match q.flush_used(mem).and_then(|()| q.needs_interrupt(mem)) {
                 Ok(wanted) => raise |= wanted,
                 Err(error) => {
                     self.fail(TransportError::Queue {
