@@ -35,9 +35,7 @@ impl<T> SpinLock<T> {
             {
                 return SpinGuard { lock: self };
             }
-            while self.locked.load(Ordering::Relaxed) {
-                core::hint::spin_loop();
-            }
+            wait_while_set(&self.locked);
         }
     }
 
@@ -48,6 +46,40 @@ impl<T> SpinLock<T> {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()
             .map(|_| SpinGuard { lock: self })
+    }
+}
+
+/// Waits until `flag` reads false. On AArch64 the CPU waits for an event
+/// (`WFE`) between looks, with the flag's byte in its exclusive monitor: the
+/// holder's releasing store clears the monitor, which is an event, so the
+/// waiter looks again at once, and meanwhile it neither burns power nor, on
+/// an emulator that runs CPUs in turn (QEMU's `-icount`), its turn: there
+/// `WFE` hands the turn on, where a spin would run out the clock until the
+/// holder ran again. Elsewhere (host tests) it spins.
+#[inline]
+fn wait_while_set(flag: &AtomicBool) {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a load-exclusive of the flag's own byte (no store), and `WFE`,
+    // which only pauses this CPU until an event; the local event register is
+    // cleared first (`SEVL; WFE`) so a stale event cannot end the first wait.
+    unsafe {
+        core::arch::asm!(
+            "sevl",
+            "wfe",
+            "2:",
+            "ldxrb {v:w}, [{p}]",
+            "cbz {v:w}, 3f",
+            "wfe",
+            "b 2b",
+            "3:",
+            p = in(reg) flag.as_ptr(),
+            v = out(reg) _,
+            options(nostack, preserves_flags),
+        );
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    while flag.load(Ordering::Relaxed) {
+        core::hint::spin_loop();
     }
 }
 
