@@ -6,9 +6,11 @@
 //! [`NetTransfer`] line).
 //!
 //! Every run is deterministic (`-icount shift=4,sleep=off`): a counter
-//! tick is one executed instruction of any CPU at any exception level, so
-//! throughput is MiB per second of that clock: bytes per instruction the
-//! whole machine executed, both kernels, both programs and Stratum.
+//! tick is one executed instruction of any CPU at any exception level, and
+//! when every CPU waits QEMU skips ahead to the next timer, so throughput
+//! is MiB per second of that clock: bytes per instruction the whole
+//! machine executed (both kernels, both programs and Stratum), idle waits
+//! for timers included.
 //!
 //! What is Stratum's own is measured by difference: each placement runs
 //! twice, sending [`BIG_MIB`] and then [`SMALL_MIB`], otherwise the same
@@ -228,8 +230,9 @@ impl NetRow {
         t.bytes as f64 / (1 << 20) as f64 / (t.ticks as f64 / COUNTER_HZ as f64)
     }
 
-    /// Instructions (of the whole machine) per byte of the big transfer.
-    pub fn instructions_per_byte(&self) -> f64 {
+    /// Counter ticks per byte of the big transfer: the whole machine's
+    /// instructions, and the idle time QEMU skips when every CPU waits.
+    pub fn ticks_per_byte(&self) -> f64 {
         self.big.transfer.ticks as f64 / self.big.transfer.bytes as f64
     }
 
@@ -365,7 +368,7 @@ pub fn table(net: &NetBench) -> String {
         [
             "placement",
             "TCP MiB/s",
-            "insns/byte",
+            "ticks/byte",
             "ping min / avg µs",
             "exits per MiB",
             "frames per exit",
@@ -388,7 +391,7 @@ pub fn table(net: &NetBench) -> String {
         lines.push(vec![
             row.placement.name().to_owned(),
             format!("{:.2}", row.mib_per_s()),
-            format!("{:.1}", row.instructions_per_byte()),
+            format!("{:.1}", row.ticks_per_byte()),
             format!("{:.0} / {:.0}", row.big.rtt.min_us, row.big.rtt.avg_us),
             format!("{:.0}", row.exits_per_mib()),
             format!("{:.2}", row.frames_per_exit()),
@@ -423,7 +426,7 @@ pub fn json(net: &NetBench) -> String {
                 Err(why) => format!("{{\"not_measured\": {}}}", json_str(why)),
             };
             format!(
-                "      {{\"placement\": {}, \"tcp_mib_per_s\": {:.4}, \"instructions_per_byte\": {:.3}, \
+                "      {{\"placement\": {}, \"tcp_mib_per_s\": {:.4}, \"ticks_per_byte\": {:.3}, \
                  \"rtt_us\": {{\"min\": {:.0}, \"avg\": {:.0}, \"max\": {:.0}}}, \
                  \"exits_per_mib\": {:.1}, \"frames_per_exit\": {:.3}, \
                  \"el2_instructions_per_frame\": {per_frame}, \"met\": {}, \
@@ -431,7 +434,7 @@ pub fn json(net: &NetBench) -> String {
                  \"small\": {{\"bytes\": {}, \"ticks\": {}, \"tx_frames\": {}, \"rx_frames\": {}, \"exits\": {}}}}}",
                 json_str(r.placement.name()),
                 r.mib_per_s(),
-                r.instructions_per_byte(),
+                r.ticks_per_byte(),
                 r.big.rtt.min_us,
                 r.big.rtt.avg_us,
                 r.big.rtt.max_us,
@@ -572,7 +575,7 @@ client | NET-TCP bytes=16777216 ticks=62500000 tx_frames=11600 rx_frames=5800\r
         let pinned = &rows[0];
         // 16 MiB in 62.5 M instructions = one second of the 62.5 MHz clock.
         assert!((pinned.mib_per_s() - 16.0).abs() < 1e-9);
-        assert!((pinned.instructions_per_byte() - 62_500_000.0 / 16_777_216.0).abs() < 1e-9);
+        assert!((pinned.ticks_per_byte() - 62_500_000.0 / 16_777_216.0).abs() < 1e-9);
         // 14,000 more exits over 14 more MiB.
         assert!((pinned.exits_per_mib() - 1000.0).abs() < 1e-9);
         assert!((pinned.frames_per_exit() - 10_150.0 / 14_000.0).abs() < 1e-9);
