@@ -95,8 +95,9 @@ pub fn init(bundle: &Bundle<'_>) {
 
 /// Runs `f` on VM `vm`'s device (found by `device`) and its memory under
 /// its lock, then, if the device's interrupt line moved, hands the VM's
-/// lines to its vGIC and kicks its vCPUs' CPUs (from CPU `cpu`). False if the VM cannot be reached now
-/// (stopping, resetting, or without that device).
+/// lines to its vGIC and kicks its vCPUs' CPUs (from CPU `cpu`). False if
+/// the VM cannot be reached now (stopping, resetting, or without that
+/// device).
 fn with_device<D: stratum_virtio::VirtioDevice>(
     vm: usize,
     cpu: usize,

@@ -21,7 +21,9 @@
 //!
 //! The virtio tests run Debian VMs from a config (`debian = true`, `exec`):
 //! two on one network, and one talking over vsock to `vsockecho`
-//! bare-metal guests (`stratum-workload`'s vsock modes at the Linux end).
+//! bare-metal guests (`stratum-workload`'s vsock modes at the Linux end);
+//! two time-sharing a CPU stream TCP with `stratum-workload`'s TCP modes,
+//! the ends of `stratum bench`'s network rows.
 //!
 //! One test fetches the guest itself, into a fresh cache, with an apt
 //! configuration that has no sources at all (`stratum fetch debian` must
@@ -29,7 +31,9 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use stratum_abi::workload::{DONE, ENV_PREFIX, FAIL_PREFIX, SAMPLE_PREFIX, Sample, TESTS};
+use stratum_abi::workload::{
+    DONE, ENV_PREFIX, FAIL_PREFIX, NET_PREFIX, NetTransfer, SAMPLE_PREFIX, Sample, TESTS,
+};
 
 use stratum_systests::{
     GuestOpts, Run, assert_in_order, assert_status, console_lines, linux_initrd, linux_kernel,
@@ -965,6 +969,69 @@ fn linux_network_two_debian_vms_gic2() {
 #[test]
 fn linux_network_two_debian_vms_gic3() {
     network_between_two_debian_vms("3");
+}
+
+/// The network bench's two programs between two Debian VMs time-sharing
+/// one CPU: `tcp-send` streams 4 MiB to `tcp-sink`, which must count every
+/// byte, and prints one `NET-TCP` line that parses, with the frames its
+/// NIC counted (at least one per 1,500 bytes: no offloads).
+#[test]
+fn linux_tcp_stream_between_time_shared_vms() {
+    let test = "linux_tcp_stream_between_time_shared_vms";
+    let up = |addr: &str| format!("ip link set eth0 up && ip addr add {addr}/24 dev eth0");
+    let server = format!(
+        "{} && stratum-workload tcp-sink 5001 > /tmp/sink && sleep 2 && cat /tmp/sink",
+        up("10.0.0.1")
+    );
+    let client = format!(
+        "{} && ping -c 1 -w 60 10.0.0.1 && stratum-workload tcp-send 10.0.0.1 5001 4",
+        up("10.0.0.2")
+    );
+    let vm = |name: &str, exec: &str| {
+        format!(
+            "[[vm]]\nname = \"{name}\"\ndebian = true\nmemory = \"256M\"\n\
+             placement = \"shared\"\npcpus = [0]\nexec = {exec:?}\n\n"
+        )
+    };
+    let text = format!(
+        "{}{}[[network]]\nname = \"lan\"\nvms = [\"server\", \"client\"]\n",
+        vm("server", &server),
+        vm("client", &client)
+    );
+    let (run, vms) = run_config_text(test, &text, &[], &["server", "client"]);
+    let line = vms
+        .lines("client")
+        .iter()
+        .find_map(|l| l.text.find(NET_PREFIX).map(|i| l.text[i..].to_owned()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{test}: the client printed no NET-TCP line\n{}",
+                run.describe()
+            )
+        });
+    let t = NetTransfer::parse(&line).unwrap_or_else(|e| panic!("{test}: `{line}`: {e}"));
+    assert_eq!(t.bytes, 4 << 20, "{test}: {line}");
+    assert!(
+        t.tx_frames >= (4 << 20) / 1500,
+        "{test}: 4 MiB in {} frames at an MTU of 1500\n{line}",
+        t.tx_frames
+    );
+    assert!(
+        t.rx_frames > 0,
+        "{test}: acknowledgements came back\n{line}"
+    );
+    assert!(
+        vms.find("server", "tcp-sink: 4194304 bytes").is_some(),
+        "{test}: the sink counted every byte\n{}",
+        run.describe()
+    );
+    for vm in ["server", "client"] {
+        assert!(
+            vms.find(vm, "STRATUM-LINUX: exec exit 0").is_some(),
+            "{test}: {vm}'s command should exit 0\n{}",
+            run.describe()
+        );
+    }
 }
 
 /// Linux ↔ bare-metal over virtio-vsock, with the stock drivers at both

@@ -13,9 +13,10 @@
 //! Queue 0 receives, queue 1 transmits (§5.1.2). The device moves no frame
 //! itself: a notify on the transmit queue is remembered
 //! ([`NetDevice::take_tx_kick`]), and the glue then runs the switch, which
-//! takes frames out of this VM's transmit queue with [`take_frame`] and
-//! puts them into the receive queues of the VMs they are for with
-//! [`put_frame`], each under that VM's own lock. A notify on the receive
+//! takes frames out of this VM's transmit queue with [`take_frame`], copies
+//! each from this VM's buffers into the receive queue of the VMs it is for
+//! with [`put_frame`] and returns the transmit chains with [`complete`],
+//! each step under that VM's own lock. A notify on the receive
 //! queue needs nothing: receive buffers are taken when a frame arrives,
 //! and a frame that finds none is dropped (the switch counts it), never
 //! kept, so no state grows with a peer that never reads.

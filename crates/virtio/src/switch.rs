@@ -2,10 +2,12 @@
 //! on one `[[network]]`: port `p` is the NIC of the network's `p`-th VM.
 //!
 //! Frames are copied, never shared: [`Switch::transmit`] takes a batch of
-//! frames out of the sending VM's transmit queue into the switch's own
-//! buffers (through that VM's [`GuestMemory`]), then copies each into the
-//! receive buffers of the ports it is for (through theirs). No VM ever
-//! sees another's memory.
+//! chains out of the sending VM's transmit queue (reading only their
+//! headers), copies each frame once, straight from the sender's buffers
+//! into the receive buffers of the ports it is for
+//! ([`Ports::with_port_reading`]), then returns the chains to the sender
+//! (unless its driver reset the device meanwhile: [`Transport::epoch`]).
+//! No VM ever sees another's memory.
 //!
 //! # Forwarding
 //! Each port's own MAC (the one the host tool derived) is pinned to it
@@ -58,12 +60,15 @@
 //!   notify is served by [`crate::transport::Transport::process`] under
 //!   A's lock, which only records the kick; the glue runs the switch after
 //!   releasing it);
+//! - the sender's RAM is read between its two holds without its lock (a
+//!   VM's RAM never moves or changes hands; the chains are the device's
+//!   until they are returned): see ADR 0014;
 //! - a VM's receive queue is written only inside `with_port`, so its own
 //!   CPU (posting receive buffers, reading used ones) only ever races with
 //!   the switch through the ring protocol, as with any device.
 //!
-//! The value is fixed-size: about `BATCH × MAX_FRAME` bytes of buffers
-//! plus the table and counters.
+//! The value is fixed-size: `BATCH` chains (half a kilobyte each) plus the
+//! table and counters.
 
 use crate::chain::Chain;
 use crate::device::Queues;

@@ -85,7 +85,13 @@ pub fn config_text(placement: Placement, gic: Gic, mib: u32) -> String {
         Placement::Shared => (1, "placement = \"shared\"\npcpus = [0]\n"),
     };
     let up = |addr: &str| format!("ip link set eth0 up && ip addr add {addr}/24 dev eth0");
-    let server = format!("{} && stratum-workload tcp-sink {PORT}", up("10.0.0.1"));
+    // The server keeps quiet until the client has printed its result: the
+    // console ends a guest's line when another writer interrupts it, and
+    // the two VMs finish at the same moment.
+    let server = format!(
+        "{} && stratum-workload tcp-sink {PORT} > /tmp/sink && sleep 2 && cat /tmp/sink",
+        up("10.0.0.1")
+    );
     let client = format!(
         "{} && ping -c 1 -w 120 10.0.0.1 >/dev/null && ping -c {PINGS} 10.0.0.1 \
          && stratum-workload tcp-send 10.0.0.1 {PORT} {mib}",
