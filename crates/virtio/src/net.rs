@@ -19,7 +19,10 @@
 //! each step under that VM's own lock. A notify on the receive
 //! queue needs nothing: receive buffers are taken when a frame arrives,
 //! and a frame that finds none is dropped (the switch counts it), never
-//! kept, so no state grows with a peer that never reads.
+//! kept, so no state grows with a peer that never reads. The device asks
+//! the driver not to send one either
+//! ([`crate::queue::SplitQueue::pop_into_unnotified`]): an exit per refill
+//! would buy nothing.
 //!
 //! # Frames
 //! A frame is the Ethernet header and payload, without the FCS: at least
@@ -289,7 +292,7 @@ pub fn put_frame(
     let Ok(rx) = queues.get(RX) else {
         return Ok(Put::NoBuffer);
     };
-    if !rx.pop_into(mem, chain)? {
+    if !rx.pop_into_unnotified(mem, chain)? {
         return Ok(Put::NoBuffer);
     }
     let len = HDR_LEN + frame.len();

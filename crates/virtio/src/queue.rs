@@ -375,13 +375,55 @@ impl SplitQueue {
         mem: &mut dyn GuestMemory,
         chain: &mut Chain,
     ) -> Result<bool, QueueError> {
+        self.pop_with(mem, chain, true)
+    }
+
+    /// [`SplitQueue::pop_into`] for a queue whose device takes chains only
+    /// when it needs one (a receive queue: a frame that finds no buffer is
+    /// dropped, never kept), so the driver's notifies would buy nothing:
+    /// an empty ring is not armed but silenced ([`SplitQueue::silence`]).
+    pub fn pop_into_unnotified(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        chain: &mut Chain,
+    ) -> Result<bool, QueueError> {
+        self.pop_with(mem, chain, false)
+    }
+
+    /// Asks the driver not to notify: with `EVENT_IDX`, `avail_event` half
+    /// the index space ahead (a driver crosses it only after 32,768 more
+    /// chains, and the next empty ring moves it on again); without it, the
+    /// used ring's `VRING_USED_F_NO_NOTIFY`.
+    pub fn silence(&mut self, mem: &mut dyn GuestMemory) -> Result<(), QueueError> {
+        self.live()?;
+        if self.event_idx {
+            let at = Ipa(self.used.0 + 4 + ring::USED_ELEM_SIZE * u64::from(self.size));
+            mem::write_u16(mem, at, self.next_avail.wrapping_add(0x8000))
+        } else {
+            mem::write_u16(mem, self.used, ring::USED_F_NO_NOTIFY)
+        }
+        .map_err(QueueError::from)
+    }
+
+    fn pop_with(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        chain: &mut Chain,
+        arm: bool,
+    ) -> Result<bool, QueueError> {
         self.live()?;
         // Chains up to `avail_seen` were ordered by the fence that followed
         // its read; only past it is the index read (and fenced) again.
         if self.next_avail == self.avail_seen {
             self.avail_seen = self.avail_idx(mem)?;
-            if self.avail_seen == self.next_avail && !self.arm(mem)? {
-                return Ok(false);
+            if self.avail_seen == self.next_avail {
+                if !arm {
+                    self.silence(mem)?;
+                    return Ok(false);
+                }
+                if !self.arm(mem)? {
+                    return Ok(false);
+                }
             }
             mem.fence(Fence::Acquire);
         }

@@ -599,3 +599,33 @@ fn chains_published_together_are_taken_with_one_index_read() {
     dq.publish(&mut mem, h);
     assert_eq!(q.pop(&mut mem).expect("valid").map(|c| c.head()), Some(h));
 }
+
+#[test]
+fn an_unnotified_queue_silences_its_driver_instead_of_arming() {
+    // With EVENT_IDX: `avail_event` goes half the index space ahead.
+    let (mut dq, mut q) = queue(8, false, true);
+    let mut ram = ram();
+    let mut mem = memory(&mut ram);
+    let mut chain = crate::chain::Chain::EMPTY;
+    assert_eq!(q.pop_into_unnotified(&mut mem, &mut chain), Ok(false));
+    assert_eq!(dq.avail_event(&mem), 0x8000);
+    let h = dq.chain(&mut mem, &[(BUF, 64, true)]);
+    dq.publish(&mut mem, h);
+    assert_eq!(q.pop_into_unnotified(&mut mem, &mut chain), Ok(true));
+    assert_eq!(chain.head(), h);
+    assert_eq!(q.pop_into_unnotified(&mut mem, &mut chain), Ok(false));
+    assert_eq!(dq.avail_event(&mem), 0x8001, "moved on with the ring");
+    // A pop that arms asks for the very next chain instead.
+    assert_eq!(q.pop_into(&mut mem, &mut chain), Ok(false));
+    assert_eq!(dq.avail_event(&mem), 1);
+
+    // Without EVENT_IDX: the used ring's NO_NOTIFY flag.
+    let (dq, mut q) = queue(8, false, false);
+    let mut ram2 = super::driver::ram();
+    let mut mem = memory(&mut ram2);
+    assert_eq!(q.pop_into_unnotified(&mut mem, &mut chain), Ok(false));
+    assert_eq!(
+        crate::mem::read_u16(&mem, Ipa(dq.used)),
+        Ok(ring::USED_F_NO_NOTIFY)
+    );
+}
