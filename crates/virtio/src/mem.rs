@@ -158,31 +158,6 @@ pub fn copy_through_buffer<M: GuestMemory + ?Sized>(
     Ok(())
 }
 
-/// Reads a little-endian `u16` at `addr`.
-pub fn read_u16(mem: &dyn GuestMemory, addr: Ipa) -> Result<u16, MemError> {
-    mem.read_u16(addr)
-}
-
-/// Reads a little-endian `u32` at `addr`.
-pub fn read_u32(mem: &dyn GuestMemory, addr: Ipa) -> Result<u32, MemError> {
-    mem.read_u32(addr)
-}
-
-/// Reads a little-endian `u64` at `addr`.
-pub fn read_u64(mem: &dyn GuestMemory, addr: Ipa) -> Result<u64, MemError> {
-    mem.read_u64(addr)
-}
-
-/// Writes `value` little-endian at `addr`.
-pub fn write_u16(mem: &mut dyn GuestMemory, addr: Ipa, value: u16) -> Result<(), MemError> {
-    mem.write_u16(addr, value)
-}
-
-/// Writes `value` little-endian at `addr`.
-pub fn write_u32(mem: &mut dyn GuestMemory, addr: Ipa, value: u32) -> Result<(), MemError> {
-    mem.write_u32(addr, value)
-}
-
 /// A [`GuestMemory`] over one byte slice that starts at guest-physical
 /// `base`: the test fake, also usable wherever a VM's RAM is a plain
 /// mapping. It counts the accesses it served and the ones it refused, so
@@ -291,21 +266,21 @@ mod tests {
     fn accesses_inside_ram_copy_and_outside_are_refused_whole() {
         let mut ram = [0u8; 16];
         let mut mem = SliceMemory::new(Ipa(0x1000), &mut ram);
-        write_u32(&mut mem, Ipa(0x100c), 0xdead_beef).expect("inside");
-        assert_eq!(read_u32(&mem, Ipa(0x100c)), Ok(0xdead_beef));
-        assert_eq!(read_u16(&mem, Ipa(0x100e)), Ok(0xdead));
+        mem.write_u32(Ipa(0x100c), 0xdead_beef).expect("inside");
+        assert_eq!(mem.read_u32(Ipa(0x100c)), Ok(0xdead_beef));
+        assert_eq!(mem.read_u16(Ipa(0x100e)), Ok(0xdead));
         // One byte past the end: refused, nothing written.
         assert_eq!(
-            write_u32(&mut mem, Ipa(0x100d), 1),
+            mem.write_u32(Ipa(0x100d), 1),
             Err(MemError {
                 addr: Ipa(0x100d),
                 len: 4
             })
         );
-        assert_eq!(read_u32(&mem, Ipa(0x100c)), Ok(0xdead_beef));
+        assert_eq!(mem.read_u32(Ipa(0x100c)), Ok(0xdead_beef));
         // Below the base, and an end that overflows.
-        assert!(read_u16(&mem, Ipa(0xfff)).is_err());
-        assert!(read_u64(&mem, Ipa(u64::MAX - 3)).is_err());
+        assert!(mem.read_u16(Ipa(0xfff)).is_err());
+        assert!(mem.read_u64(Ipa(u64::MAX - 3)).is_err());
         assert_eq!(mem.refused(), 3);
         assert_eq!(mem.accesses(), 7);
     }

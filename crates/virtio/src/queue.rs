@@ -30,7 +30,7 @@
 use stratum_core::addr::Ipa;
 
 use crate::chain::{Chain, Direction, MAX_SEGMENTS};
-use crate::mem::{self, Fence, GuestMemory, MemError};
+use crate::mem::{Fence, GuestMemory, MemError};
 use crate::spec::ring;
 
 /// Most entries an indirect table may have. The spec bounds a chain by the
@@ -325,7 +325,7 @@ impl SplitQueue {
 
     /// The driver's `avail.idx`, checked against the device's progress.
     fn avail_idx(&self, mem: &dyn GuestMemory) -> Result<u16, QueueError> {
-        let idx = mem::read_u16(mem, Ipa(self.avail.0 + 2))?;
+        let idx = mem.read_u16(Ipa(self.avail.0 + 2))?;
         if u32::from(idx.wrapping_sub(self.next_avail)) > self.size {
             return Err(QueueError::AvailIndexJump {
                 next: self.next_avail,
@@ -352,7 +352,7 @@ impl SplitQueue {
         self.live()?;
         if self.event_idx {
             let at = Ipa(self.used.0 + 4 + ring::USED_ELEM_SIZE * u64::from(self.size));
-            mem::write_u16(mem, at, self.next_avail)?;
+            mem.write_u16(at, self.next_avail)?;
             mem.fence(Fence::Full);
         }
         self.avail_seen = self.avail_idx(mem)?;
@@ -398,9 +398,9 @@ impl SplitQueue {
         self.live()?;
         if self.event_idx {
             let at = Ipa(self.used.0 + 4 + ring::USED_ELEM_SIZE * u64::from(self.size));
-            mem::write_u16(mem, at, self.next_avail.wrapping_add(0x8000))
+            mem.write_u16(at, self.next_avail.wrapping_add(0x8000))
         } else {
-            mem::write_u16(mem, self.used, ring::USED_F_NO_NOTIFY)
+            mem.write_u16(self.used, ring::USED_F_NO_NOTIFY)
         }
         .map_err(QueueError::from)
     }
@@ -428,7 +428,7 @@ impl SplitQueue {
             mem.fence(Fence::Acquire);
         }
         let at = Ipa(self.avail.0 + 4 + 2 * self.slot(self.next_avail));
-        let head = mem::read_u16(mem, at)?;
+        let head = mem.read_u16(at)?;
         self.walk(mem, head, chain)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         Ok(true)
@@ -511,7 +511,7 @@ impl SplitQueue {
         }
         self.live()?;
         mem.fence(Fence::Release);
-        mem::write_u16(mem, Ipa(self.used.0 + 2), self.next_used)?;
+        mem.write_u16(Ipa(self.used.0 + 2), self.next_used)?;
         self.published_used = self.next_used;
         Ok(())
     }
@@ -529,11 +529,11 @@ impl SplitQueue {
         mem.fence(Fence::Full);
         let wanted = if self.event_idx {
             let at = Ipa(self.avail.0 + 4 + 2 * u64::from(self.size));
-            let event = mem::read_u16(mem, at)?;
+            let event = mem.read_u16(at)?;
             // vring_need_event: did the index step over `event`?
             new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
         } else {
-            mem::read_u16(mem, self.avail)? & ring::AVAIL_F_NO_INTERRUPT == 0
+            mem.read_u16(self.avail)? & ring::AVAIL_F_NO_INTERRUPT == 0
         };
         self.signalled_used = new;
         Ok(wanted)

@@ -272,18 +272,18 @@ impl DriverQueue {
     /// The device's `avail_event` (the last entry of the used ring).
     pub fn avail_event(&self, mem: &dyn GuestMemory) -> u16 {
         let at = self.used + 4 + ring::USED_ELEM_SIZE * u64::from(self.size);
-        crate::mem::read_u16(mem, Ipa(at)).expect("inside RAM")
+        mem.read_u16(Ipa(at)).expect("inside RAM")
     }
 
     /// The used elements (id, len) the device added since the last call.
     pub fn take_used(&mut self, mem: &dyn GuestMemory) -> Vec<(u32, u32)> {
-        let idx = crate::mem::read_u16(mem, Ipa(self.used + 2)).expect("inside RAM");
+        let idx = mem.read_u16(Ipa(self.used + 2)).expect("inside RAM");
         let mut out = Vec::new();
         while self.last_used != idx {
             let slot = u64::from(self.last_used % self.size);
             let at = self.used + 4 + ring::USED_ELEM_SIZE * slot;
-            let id = crate::mem::read_u32(mem, Ipa(at)).expect("inside RAM");
-            let len = crate::mem::read_u32(mem, Ipa(at + 4)).expect("inside RAM");
+            let id = mem.read_u32(Ipa(at)).expect("inside RAM");
+            let len = mem.read_u32(Ipa(at + 4)).expect("inside RAM");
             out.push((id, len));
             self.last_used = self.last_used.wrapping_add(1);
         }

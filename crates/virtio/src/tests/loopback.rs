@@ -181,7 +181,7 @@ impl Driver {
             let event = q.avail_event(mem);
             new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
         } else {
-            crate::mem::read_u16(mem, Ipa(q.used)).expect("in RAM") & ring::USED_F_NO_NOTIFY == 0
+            mem.read_u16(Ipa(q.used)).expect("in RAM") & ring::USED_F_NO_NOTIFY == 0
         };
         if notify {
             self.notifies += 1;

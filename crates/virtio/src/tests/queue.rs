@@ -6,7 +6,7 @@ use stratum_core::addr::Ipa;
 
 use super::driver::*;
 use crate::chain::{MAX_SEGMENTS, Segment};
-use crate::mem::SliceMemory;
+use crate::mem::{GuestMemory as _, SliceMemory};
 use crate::queue::{MAX_INDIRECT, POP_ACCESS_BOUND, QueueError, SplitQueue};
 use crate::spec::ring;
 
@@ -461,7 +461,7 @@ fn without_event_idx_no_interrupt_suppresses_used_notifications() {
     q.add_used(&mut mem, c.head(), 0).expect("ok");
     assert_eq!(q.needs_interrupt(&mem), Ok(false));
     // The device never asks the driver not to notify.
-    assert_eq!(crate::mem::read_u16(&mem, Ipa(dq.used)), Ok(0));
+    assert_eq!(mem.read_u16(Ipa(dq.used)), Ok(0));
 }
 
 #[test]
@@ -624,8 +624,5 @@ fn an_unnotified_queue_silences_its_driver_instead_of_arming() {
     let mut ram2 = super::driver::ram();
     let mut mem = memory(&mut ram2);
     assert_eq!(q.pop_into_unnotified(&mut mem, &mut chain), Ok(false));
-    assert_eq!(
-        crate::mem::read_u16(&mem, Ipa(dq.used)),
-        Ok(ring::USED_F_NO_NOTIFY)
-    );
+    assert_eq!(mem.read_u16(Ipa(dq.used)), Ok(ring::USED_F_NO_NOTIFY));
 }
