@@ -47,7 +47,7 @@
 //! fixed arrays sized by [`MAX_VCPUS`], [`MAX_SPIS`] and [`MAX_LRS`]. No
 //! guest input can panic this crate: bad offsets, widths and alignments
 //! return a [`VgicError`] the hypervisor turns into an injected abort.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "harness")), no_std)]
 #![forbid(unsafe_code)]
 
 mod dist;
@@ -64,6 +64,8 @@ mod state;
 mod vmexit_impl;
 pub use vmexit_impl::{REGION_DIST, REGION_REDIST};
 
+#[cfg(any(test, feature = "harness"))]
+pub mod harness;
 #[cfg(test)]
 mod tests;
 

@@ -11,6 +11,7 @@ mod prop;
 mod redist;
 mod sgi;
 
+use crate::harness::{check_invariants, guest_completes_all};
 use crate::{AccessSize, GicVersion, ListRegister, LrFill, LrFold, LrRefill, LrState, Vgic};
 
 use AccessSize::{Byte, Double, Half, Word};
@@ -61,98 +62,6 @@ fn enable_spi(g: &mut Vgic, intid: u32, priority: u8) {
         .unwrap();
     if g.version() == GicVersion::V2 {
         g.dist_write(0, 0x800 + u64::from(intid), Byte, 1).unwrap();
-    }
-}
-
-/// The guest acknowledges (Pending → Active) and completes (→ Invalid)
-/// every LR; returns the INTIDs it handled.
-fn guest_completes_all(lrs: &mut [ListRegister]) -> Vec<u32> {
-    let mut seen = Vec::new();
-    for lr in lrs.iter_mut() {
-        if lr.state != LrState::Invalid {
-            seen.push(lr.vintid);
-            lr.state = LrState::Invalid;
-        }
-    }
-    seen
-}
-
-/// Checks the model's bookkeeping invariants.
-fn check_invariants(g: &Vgic) {
-    let mut spis_in_lrs = Vec::new();
-    for v in 0..g.nr_vcpus {
-        let placed: Vec<_> = crate::regs::BitIter64(g.lr_mask[v])
-            .map(|n| g.placed[v][n])
-            .collect();
-        let mut private_bits = 0u32;
-        for (k, p) in placed.iter().enumerate() {
-            assert!(
-                !placed[..k].iter().any(|q| q.intid == p.intid),
-                "INTID {} twice in vCPU {v}'s LRs",
-                p.intid
-            );
-            if p.intid < 32 {
-                private_bits |= 1 << p.intid;
-            } else {
-                assert!(
-                    !spis_in_lrs.contains(&p.intid),
-                    "SPI {} in two vCPUs' LRs",
-                    p.intid
-                );
-                spis_in_lrs.push(p.intid);
-            }
-        }
-        let bank = &g.private[v];
-        assert_eq!(bank.in_lr, private_bits, "vCPU {v} in_lr");
-        if g.version == GicVersion::V2 {
-            for sgi in 0..16 {
-                assert_eq!(
-                    bank.latch & (1 << sgi) != 0,
-                    g.sgi_src[v][sgi] != 0,
-                    "vCPU {v} SGI {sgi} latch"
-                );
-            }
-        }
-    }
-    for (w, bank) in g.spis.iter().enumerate() {
-        let mut bits = 0u32;
-        for &i in &spis_in_lrs {
-            if (usize::from(i) - 32) / 32 == w {
-                bits |= 1 << (i % 32);
-            }
-        }
-        assert_eq!(bank.in_lr, bits, "SPI bank {w} in_lr");
-    }
-    // An exact vCPU's LRs miss no candidate but the fresh ones.
-    for v in 0..g.nr_vcpus {
-        if g.exact & (1 << v) != 0 {
-            for pmr in [0xff, 0x80, 0x10] {
-                assert_eq!(
-                    g.has_pending(v, pmr),
-                    g.has_pending_scan(v, pmr),
-                    "vCPU {v}: the wake-up check from the fresh list"
-                );
-            }
-            let fresh = &g.fresh[v][..usize::from(g.fresh_len[v])];
-            let private = g.fresh_private[v];
-            g.for_each_candidate(v, |key| {
-                let intid = (key & 0xffff) as u16;
-                assert!(
-                    fresh.contains(&intid) || (intid < 32 && private & (1 << intid) != 0),
-                    "vCPU {v} is exact but candidate {intid} is not fresh ({fresh:?})"
-                );
-            });
-        }
-    }
-    for bank in g.private.iter().chain(g.spis.iter()) {
-        assert_eq!(bank.lr_pending & !bank.in_lr, 0);
-        assert_eq!(bank.lr_active & !bank.in_lr, 0);
-        assert_eq!(bank.cancel_pending & !bank.in_lr, 0);
-        assert_eq!(bank.cancel_active & !bank.in_lr, 0);
-        assert_eq!(bank.hw & bank.release, 0);
-        for p in bank.priority {
-            assert_eq!(p & 7, 0);
-        }
     }
 }
 

@@ -13,11 +13,9 @@
 //! delivery in the same priority order.
 
 use super::*;
+use crate::harness::{Harness, LRS, MPIDRS, VCPUS, enable_all};
 use crate::regs::BitIter;
 use proptest::prelude::*;
-
-const VCPUS: usize = 3;
-const LRS: usize = 4;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -99,169 +97,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The hardware and guest side of the test: each vCPU's LRs while it runs.
-struct Harness {
-    g: Vgic,
-    /// The LRs as the guest sees and changes them.
-    lrs: [[ListRegister; LRS]; VCPUS],
-    /// Full protocol: LRs `0..used` were filled.
-    used: [usize; VCPUS],
-    running: [bool; VCPUS],
-    /// The incremental protocol instead of the full one.
-    incremental: bool,
-    /// Incremental: what the hypervisor last wrote to each LR.
-    shadow: [[ListRegister; LRS]; VCPUS],
-    /// Incremental: the LRs the hypervisor wrote valid and has not seen
-    /// freed.
-    occupied: [u64; VCPUS],
+/// The operations on top of the shared [`Harness`].
+trait Apply {
+    fn apply(&mut self, op: &Op);
+    fn apply_op(&mut self, op: &Op);
 }
 
-/// The valid LRs, as a sorted list (the hardware's choice among them
-/// depends on their content, not their index).
-fn valid_set(lrs: &[ListRegister]) -> Vec<ListRegister> {
-    let mut v: Vec<ListRegister> = lrs
-        .iter()
-        .copied()
-        .filter(|l| l.state != LrState::Invalid)
-        .collect();
-    v.sort_by_key(|l| (l.priority, l.vintid, l.state.bits()));
-    v
-}
-
-impl Harness {
-    fn new(version: GicVersion) -> Self {
-        let mpidrs = [0x0, 0x1, 0x100];
-        Self {
-            g: Vgic::new(version, &mpidrs, 64).unwrap(),
-            lrs: [[ListRegister::INVALID; LRS]; VCPUS],
-            used: [0; VCPUS],
-            running: [false; VCPUS],
-            incremental: false,
-            shadow: [[ListRegister::INVALID; LRS]; VCPUS],
-            occupied: [0; VCPUS],
-        }
-    }
-
-    fn new_incremental(version: GicVersion) -> Self {
-        Self {
-            incremental: true,
-            ..Self::new(version)
-        }
-    }
-
-    /// The LRs the guest may take (the full protocol's `0..used`; every
-    /// LR for the incremental one).
-    fn live(&self, v: usize) -> usize {
-        if self.incremental { LRS } else { self.used[v] }
-    }
-
-    fn exit(&mut self, v: usize) {
-        if v < VCPUS && self.running[v] {
-            if self.incremental {
-                self.fold_changed(v);
-            } else {
-                self.g.fold_lrs(v, &self.lrs[v][..self.used[v]]);
-            }
-            self.running[v] = false;
-        }
-    }
-
-    /// The hypervisor's exit: folds the LRs whose content changed.
-    fn fold_changed(&mut self, v: usize) {
-        for n in 0..LRS {
-            if self.occupied[v] & (1 << n) == 0 || self.lrs[v][n] == self.shadow[v][n] {
-                continue;
-            }
-            match self.g.fold_lr(v, n, self.lrs[v][n].state) {
-                LrFold::Kept => self.shadow[v][n] = self.lrs[v][n],
-                LrFold::Freed { completed } => {
-                    assert_eq!(
-                        completed.is_some(),
-                        self.lrs[v][n].pintid.is_some() && self.lrs[v][n].state == LrState::Invalid
-                    );
-                    self.occupied[v] &= !(1 << n);
-                }
-                LrFold::Unused => {
-                    self.lrs[v][n] = ListRegister::INVALID;
-                    self.occupied[v] &= !(1 << n);
-                }
-            }
-        }
-    }
-
-    /// Parks `v` (it leaves its CPU): every LR goes back to the model.
-    fn park(&mut self, v: usize) {
-        if v >= VCPUS {
-            return;
-        }
-        if self.incremental {
-            if self.running[v] {
-                self.fold_changed(v);
-                self.running[v] = false;
-            }
-            self.g.fold_lrs(v, &self.lrs[v]);
-            self.lrs[v] = [ListRegister::INVALID; LRS];
-            self.occupied[v] = 0;
-        } else {
-            self.exit(v);
-        }
-        assert_eq!(self.g.in_lr_count(v), 0);
-    }
-
-    fn enter(&mut self, v: usize) -> LrFill {
-        self.exit(v);
-        if self.incremental && v < VCPUS {
-            return self.enter_incremental(v);
-        }
-        let mut scratch = [ListRegister::INVALID; LRS];
-        let lrs = if v < VCPUS {
-            &mut self.lrs[v]
-        } else {
-            &mut scratch
-        };
-        let fill = self.g.fill_lrs(v, lrs);
-        if v < VCPUS {
-            self.used[v] = fill.used;
-            self.running[v] = true;
-        } else {
-            assert_eq!(fill, LrFill::default());
-        }
-        fill
-    }
-
-    /// The hypervisor's entry: the incremental refill, checked against a
-    /// full one on a copy.
-    fn enter_incremental(&mut self, v: usize) -> LrFill {
-        let mut reference = self.g.clone();
-        let mut expected = [ListRegister::INVALID; LRS];
-        let full = reference.fill_lrs(v, &mut expected);
-        let mut out = [ListRegister::INVALID; LRS];
-        let refill = self.g.refill(v, &mut out);
-        for (n, &lr) in out.iter().enumerate() {
-            if refill.write & (1 << n) != 0 {
-                self.lrs[v][n] = lr;
-                self.shadow[v][n] = lr;
-                if lr.state == LrState::Invalid {
-                    self.occupied[v] &= !(1 << n);
-                } else {
-                    self.occupied[v] |= 1 << n;
-                }
-            }
-        }
-        assert_eq!(self.occupied[v], self.g.lr_slots(v), "the LRs in use");
-        assert_eq!(
-            valid_set(&self.lrs[v]),
-            valid_set(&expected),
-            "vCPU {v}: the incremental refill ({refill:?}) differs from a full one"
-        );
-        assert_eq!(refill.overflow, full.overflow);
-        self.running[v] = true;
-        LrFill {
-            used: self.occupied[v].count_ones() as usize,
-            overflow: refill.overflow,
-        }
-    }
-
+impl Apply for Harness {
+    /// One operation, with the generation check around it.
     fn apply(&mut self, op: &Op) {
         // What every vCPU that is not running would get placed now.
         let before: Vec<Vec<u32>> = (0..VCPUS)
@@ -325,92 +168,27 @@ impl Harness {
             }
             Op::EnableAll => enable_all(g),
             Op::Enter(v) => drop(self.enter(v)),
-            Op::Guest(v, l, a) => {
-                if v < VCPUS && self.running[v] && l < self.live(v) {
-                    let lr = &mut self.lrs[v][l];
-                    lr.state = match (a, lr.state) {
-                        // Acknowledge.
-                        (0, LrState::Pending) => LrState::Active,
-                        // Deactivate (the pending part stays).
-                        (1, LrState::Active) => LrState::Invalid,
-                        (1, LrState::PendingActive) => LrState::Pending,
-                        // Acknowledge and complete.
-                        (2, LrState::Pending | LrState::Active) => LrState::Invalid,
-                        (_, s) => s,
-                    };
-                }
-            }
+            // The guest: 0 acknowledges, 1 deactivates (the pending part
+            // stays), 2 acknowledges and completes.
+            Op::Guest(v, l, a) => self.guest(v, l, a),
             Op::Exit(v) => self.exit(v),
             Op::Park(v) => self.park(v),
         }
-        while self.g.take_hw_release().is_some() {}
-        check_invariants(&self.g);
-        // Every LR a running vCPU holds is recorded as placed.
-        for v in 0..VCPUS {
-            if self.running[v] && !self.incremental {
-                assert_eq!(self.g.in_lr_count(v), self.used[v]);
-            }
-        }
-    }
-}
-
-/// Enables both groups and every interrupt on every vCPU.
-fn enable_all(g: &mut Vgic) {
-    let all = u64::from(u32::MAX);
-    g.dist_write(0, 0, Word, 0b11).unwrap();
-    for w in 0..=g.spi_words() as u64 {
-        g.dist_write(0, 0x100 + 4 * w, Word, all).unwrap();
-    }
-    if g.version() == GicVersion::V3 {
-        for r in 0..g.nr_vcpus() {
-            g.redist_write(0, r, 0x1_0100, Word, all).unwrap();
-        }
-    } else {
-        for v in 0..g.nr_vcpus() {
-            g.dist_write(v, 0x100, Word, all).unwrap();
-        }
+        self.settle();
     }
 }
 
 fn run(version: GicVersion, incremental: bool, ops: &[Op]) {
-    let mut h = if incremental {
-        Harness::new_incremental(version)
-    } else {
-        Harness::new(version)
-    };
+    let mut h = Harness::new(version, incremental);
     for op in ops {
         h.apply(op);
     }
-    // Drain: every vCPU leaves its CPU, every line drops.
-    for v in 0..VCPUS {
-        h.park(v);
-        for intid in 16..h.g.nr_irqs() {
-            h.g.set_level(intid, v, false).unwrap();
-        }
-    }
+    h.quiesce();
     let mut expected = Vec::new();
     for v in 0..VCPUS {
         h.g.for_each_candidate(v, |k| expected.push((v, k & 0xffff)));
     }
-    let mut delivered = Vec::new();
-    for _round in 0..200 {
-        if (0..VCPUS).all(|v| h.g.candidate_count(v) == 0) {
-            break;
-        }
-        for v in 0..VCPUS {
-            h.enter(v);
-            let live = h.live(v);
-            for vintid in guest_completes_all(&mut h.lrs[v][..live]) {
-                delivered.push((v, vintid));
-            }
-            h.exit(v);
-            check_invariants(&h.g);
-        }
-    }
-    for v in 0..VCPUS {
-        assert_eq!(h.g.candidate_count(v), 0, "vCPU {v} still has work");
-        assert!(!h.g.has_pending(v, 0xff));
-    }
+    let delivered = h.deliver_all();
     for (v, intid) in expected {
         assert!(
             delivered.contains(&(v, intid)),
@@ -456,11 +234,7 @@ proptest! {
             0..60,
         ),
     ) {
-        let mut h = if incremental {
-            Harness::new_incremental(version)
-        } else {
-            Harness::new(version)
-        };
+        let mut h = Harness::new(version, incremental);
         enable_all(&mut h.g);
         for &intid in &spis {
             let g = &mut h.g;
@@ -514,7 +288,7 @@ fn route(g: &mut Vgic, intid: u32, t: usize) {
         g.dist_write(0, 0x800 + u64::from(intid), Byte, 1 << t)
             .unwrap();
     } else {
-        let mpidr = [0x0, 0x1, 0x100][t];
+        let mpidr = MPIDRS[t];
         g.dist_write(0, 0x6000 + 8 * u64::from(intid), Double, mpidr)
             .unwrap();
     }
