@@ -192,6 +192,7 @@ impl Harness {
                     // model freed while the guest still held it (an
                     // interrupt cancelled through the distributor) is
                     // cleared; an invalid one already is.
+                    self.lrs[v][n] = ListRegister::INVALID;
                     self.occupied[v] &= !(1 << n);
                 }
                 LrFold::Unused => {

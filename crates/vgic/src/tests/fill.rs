@@ -668,3 +668,32 @@ fn hw_forward_while_in_a_software_lr_survives_its_completion() {
         check_invariants(&g);
     }
 }
+
+/// An SPI the guest acknowledged is cleared pending through the
+/// distributor (by another vCPU) while its vCPU runs, with the other LRs'
+/// SPIs: on the next entry the acknowledged one is in exactly one LR,
+/// active, and the others are gone (the found-by-fuzzing case: the LR the
+/// model frees must be cleared in the hardware too).
+#[test]
+fn an_acknowledged_spi_cleared_while_its_vcpu_runs_stays_in_one_lr() {
+    use crate::harness::{Harness, enable_all};
+    for incremental in [false, true] {
+        let mut h = Harness::new(GicVersion::V3, incremental);
+        h.g.dist_write(0, 0x204, Word, u64::MAX).unwrap();
+        enable_all(&mut h.g);
+        h.enter(0);
+        let vintids: Vec<u32> = h.lrs[0].iter().map(|l| l.vintid).collect();
+        assert_eq!(vintids, [32, 33, 34, 35]);
+        h.guest(0, 2, 0);
+        h.g.dist_write(2, 0x284, Word, u64::MAX).unwrap();
+        h.settle();
+        h.enter(0);
+        let valid: Vec<(u32, LrState)> = h.lrs[0]
+            .iter()
+            .filter(|l| l.state != LrState::Invalid)
+            .map(|l| (l.vintid, l.state))
+            .collect();
+        assert_eq!(valid, [(34, LrState::Active)], "incremental: {incremental}");
+        h.settle();
+    }
+}
