@@ -24,14 +24,13 @@ use stratum_core::inject::PstateFeatures;
 use stratum_core::machine::{GIC_DEVICE, Machine, UART_DEVICE};
 use stratum_core::mmio::GuestRegs;
 use stratum_core::pl011::Pl011;
-use stratum_core::platform::GicVersion;
 use stratum_core::psci::{FirmwareFeatures, PowerState, VcpuPower, WorkaroundState};
 use stratum_core::stats::{ExitStats, Reason};
 use stratum_core::trng::Trng;
 use stratum_core::vmexit::{
     self, Action, ExitEnv, ExitInfo, SgiRegister, VmDevices, VmModel, early,
 };
-use stratum_fuzz::{Input, Regs};
+use stratum_fuzz::{Input, Regs, gic_version};
 use stratum_vgic::Vgic;
 
 const RAM_BASE: u64 = 0x4000_0000;
@@ -235,11 +234,7 @@ fn image(vcpus: u32) -> VmImage<'static> {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let head = input.u8();
-    let version = if head & 1 == 0 {
-        GicVersion::V3
-    } else {
-        GicVersion::V2
-    };
+    let version = gic_version(head);
     let nvcpus = 1 + usize::from(head >> 1) % 4;
     let debug_limits = DEBUG_LIMITS[usize::from(head >> 3) % DEBUG_LIMITS.len()];
     let mut debug_hw = DebugHw {

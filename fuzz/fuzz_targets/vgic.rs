@@ -19,8 +19,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stratum_fuzz::Input;
-use stratum_vgic::GicVersion;
+use stratum_fuzz::{Input, gic_version};
 use stratum_vgic::harness::{Harness, LRS, VCPUS, enable_all};
 
 /// Operations per input, at most.
@@ -62,11 +61,7 @@ fn intid(input: &mut Input<'_>) -> u32 {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let head = input.u8();
-    let version = if head & 1 == 0 {
-        GicVersion::V3
-    } else {
-        GicVersion::V2
-    };
+    let version = gic_version(head);
     let mut h = Harness::new(version, head & 2 != 0);
     for _ in 0..MAX_OPS {
         if input.is_empty() {

@@ -2,13 +2,15 @@
 //! bytes into the small integers, sizes and choices a target's operations
 //! take. Every read succeeds: past the end it yields zeros, so any input is
 //! a valid (if short) program and libFuzzer's mutations stay meaningful.
-//! And [`Regs`], a vCPU's registers for the decoders and the exit policy.
+//! And [`Regs`], a vCPU's registers for the decoders and the exit policy,
+//! and [`gic_version`].
 //!
 //! The targets themselves live in `fuzz_targets/`; `cargo xtask fuzz` runs
 //! them (docs/testing.md, "Fuzzing").
 
 use stratum_core::access::AccessSize;
 use stratum_core::mmio::GuestRegs;
+use stratum_core::platform::GicVersion;
 
 /// A vCPU's general registers, SP and PC, as the decoders and the exit
 /// policy see them ([`GuestRegs`]); writing a register that does not exist
@@ -41,6 +43,16 @@ impl GuestRegs for Regs {
     }
     fn pc(&self) -> u64 {
         self.pc
+    }
+}
+
+/// A GIC version from the low bit of `byte` (0: GICv3, 1: GICv2), for the
+/// targets that take the machine's from their first byte.
+pub fn gic_version(byte: u8) -> GicVersion {
+    if byte & 1 == 0 {
+        GicVersion::V3
+    } else {
+        GicVersion::V2
     }
 }
 
