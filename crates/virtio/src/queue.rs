@@ -466,6 +466,25 @@ impl SplitQueue {
         Err(QueueError::ChainLoop)
     }
 
+    /// Takes back what was taken and returned since [`SplitQueue::next_avail`]
+    /// was `avail` and [`SplitQueue::next_used`] was `used`, before the
+    /// used index is published: a device that took chains for a frame it
+    /// then cannot finish (a mergeable receive frame that ran out of
+    /// buffers) leaves the ring as it found it, and the driver never sees
+    /// those chains used. Refused (`false`, nothing changed) if the used
+    /// index was published since, or either index would move forward.
+    pub fn rewind(&mut self, avail: u16, used: u16) -> bool {
+        let taken = self.next_avail.wrapping_sub(avail);
+        let returned = self.next_used.wrapping_sub(used);
+        let unpublished = self.next_used.wrapping_sub(self.published_used);
+        if u32::from(taken) > self.size || returned > unpublished {
+            return false;
+        }
+        self.next_avail = avail;
+        self.next_used = used;
+        true
+    }
+
     /// Returns the chain headed by `head` to the driver, `len` bytes of its
     /// writable buffers written, and publishes the new used index.
     pub fn add_used(

@@ -24,7 +24,12 @@
 //! counts it: nothing is queued, so a VM flooding a peer that never reads
 //! costs the switch no memory, and its frames only ever fill the peer's
 //! own receive ring. Frames shorter than an Ethernet header or longer than
-//! the MTU are dropped and counted at the sender's port.
+//! the MTU (64 KiB for a segmentation frame), and offload requests that
+//! are not the driver's or do not fit the frame, are dropped and counted
+//! at the sender's port. Offloads are resolved per receiving port
+//! ([`net::put_frame`]): a port whose driver takes checksum or
+//! segmentation offloads gets the frame as sent, any other gets the
+//! checksum filled in or the TCP segments.
 //!
 //! # Storm control
 //! Flooded frames — broadcast, multicast and unknown destinations, which
@@ -38,7 +43,8 @@
 //! ([`Switch::set_time`]).
 //!
 //! # Bounded work, coalesced interrupts
-//! One call moves at most [`TX_BUDGET`] frames (a full transmit ring);
+//! One call moves at most [`TX_BUDGET`] frames (a full transmit ring)
+//! and about [`TX_BYTE_BUDGET`] bytes (that many MTU-sized frames);
 //! if the sender has more, [`TxReport::more`] says so and the glue calls
 //! again later (after other work: a flooding VM cannot keep a CPU in the
 //! switch). Frames move in batches of [`BATCH`]: each port's queues are
@@ -67,13 +73,12 @@
 //!   CPU (posting receive buffers, reading used ones) only ever races with
 //!   the switch through the ring protocol, as with any device.
 //!
-//! The value is fixed-size: `BATCH` chains (half a kilobyte each) plus the
-//! table and counters.
+//! The value is fixed-size: `BATCH` chains (half a kilobyte each), two
+//! more for receiving, the table and counters.
 
-use crate::chain::Chain;
 use crate::device::Queues;
 use crate::mem::GuestMemory;
-use crate::net::{self, Mac, NetDevice, Put, Taken, TxFrame};
+use crate::net::{self, Mac, NetDevice, Put, RxScratch, Taken, TxFrame};
 use crate::queue::QueueError;
 use crate::transport::Transport;
 
@@ -85,6 +90,10 @@ pub const MAC_TABLE: usize = 64;
 pub const BATCH: usize = 8;
 /// Most frames one [`Switch::transmit`] takes from the sender.
 pub const TX_BUDGET: usize = net::QUEUE_SIZE as usize;
+/// Most frame bytes one [`Switch::transmit`] takes from the sender: a full
+/// ring of MTU-sized frames, so segmentation frames of up to 64 KiB do
+/// not make a call longer.
+pub const TX_BYTE_BUDGET: usize = TX_BUDGET * net::MAX_FRAME;
 
 /// What [`Ports::with_port_reading`] runs: a port's transport and memory,
 /// and the sender's memory to read from.
@@ -206,8 +215,8 @@ pub struct Switch {
     buckets: [Bucket; MAX_PORTS],
     /// The time, in µs, as the glue last set it ([`Switch::set_time`]).
     now_us: u64,
-    /// Scratch space for the chain being read or written.
-    chain: Chain,
+    /// Scratch space for the receive chains being written.
+    rx: RxScratch,
 }
 
 /// A MAC as a number (its six bytes little-endian): never `u64::MAX`.
@@ -235,7 +244,7 @@ impl Switch {
             targets: [0; BATCH],
             buckets: [Bucket::FULL; MAX_PORTS],
             now_us: 0,
-            chain: Chain::EMPTY,
+            rx: RxScratch::EMPTY,
         }
     }
 
@@ -340,13 +349,14 @@ impl Switch {
         if src >= self.ports {
             return report;
         }
+        let mut bytes = 0;
         loop {
             let room = BATCH.min(budget - report.taken);
-            if room == 0 {
+            if room == 0 || bytes >= TX_BYTE_BUDGET {
                 report.more = true;
                 return report;
             }
-            let (taken, frames, drained) = self.take_batch(src, room, ports);
+            let (taken, frames, drained) = self.take_batch(src, room, &mut bytes, ports);
             report.taken += taken;
             self.deliver_batch(src, frames, ports);
             self.complete_batch(src, frames, ports);
@@ -356,13 +366,16 @@ impl Switch {
         }
     }
 
-    /// Takes up to `room` chains from `src` into the batch; how many it
-    /// took, how many of them are frames to switch (at the front of the
-    /// batch), and whether the queue ran empty.
+    /// Takes up to `room` chains from `src` into the batch, while `bytes`
+    /// (the frame bytes taken, counted on) stays under
+    /// [`TX_BYTE_BUDGET`]; how many it took, how many of them are frames
+    /// to switch (at the front of the batch), and whether the queue ran
+    /// empty.
     fn take_batch(
         &mut self,
         src: usize,
         room: usize,
+        bytes: &mut usize,
         ports: &mut dyn Ports,
     ) -> (usize, usize, bool) {
         let (mut taken, mut frames, mut drained) = (0, 0, true);
@@ -370,17 +383,21 @@ impl Switch {
         let (batch, epoch) = (&mut self.batch, &mut self.batch_epoch);
         let reached = ports.with_port(src, &mut |t, mem| {
             *epoch = t.epoch();
-            let result = t.with_device(mem, |_, queues: &mut Queues<'_>, mem| {
+            let result = t.with_device(mem, |dev, queues: &mut Queues<'_>, mem| {
                 drained = false;
-                while taken < room {
-                    match net::take_frame(queues, mem, &mut batch[frames])
+                let features = dev.negotiated();
+                while taken < room && *bytes < TX_BYTE_BUDGET {
+                    match net::take_frame(queues, mem, &mut batch[frames], features)
                         .map_err(|e| (net::TX, e))?
                     {
                         Taken::Empty => {
                             drained = true;
                             break;
                         }
-                        Taken::Frame => frames += 1,
+                        Taken::Frame => {
+                            *bytes += batch[frames].len();
+                            frames += 1;
+                        }
                         Taken::Dropped(_) => drops += 1,
                     }
                     taken += 1;
@@ -435,11 +452,12 @@ impl Switch {
             if port == src || wanted & (1 << port) == 0 {
                 continue;
             }
-            let (batch, targets, chain) = (&self.batch, &self.targets, &mut self.chain);
+            let (batch, targets, rx) = (&self.batch, &self.targets, &mut self.rx);
             let (mut delivered, mut dropped) = (0u64, 0u64);
             let reached = ports.with_port_reading(port, src, &mut |t, mem, from| {
                 let mut out_of_buffers = false;
-                let result = t.with_device(mem, |_, queues, mem| {
+                let result = t.with_device(mem, |dev, queues, mem| {
+                    let features = dev.negotiated();
                     for (frame, _) in batch[..frames]
                         .iter()
                         .zip(targets)
@@ -449,7 +467,7 @@ impl Switch {
                             dropped += 1;
                             continue;
                         }
-                        match net::put_frame(queues, mem, from, frame, chain)
+                        match net::put_frame(queues, mem, from, frame, rx, features)
                             .map_err(|e| (net::RX, e))?
                         {
                             Put::Delivered => delivered += 1,

@@ -17,8 +17,10 @@ use crate::spec::{feature, mmio, status};
 use crate::switch::{PortCounters, Ports, ReadingFn, Switch};
 use crate::transport::Transport;
 
-/// Each VM's RAM: 128 KiB.
-const VM_RAM: usize = 0x2_0000;
+mod offload;
+
+/// Each VM's RAM: 384 KiB.
+const VM_RAM: usize = 0x6_0000;
 /// Entries of the model's queues.
 const QSIZE: u16 = 32;
 /// Receive buffers, one slot each.
@@ -27,6 +29,10 @@ const RX_BUFS: u64 = RAM_BASE + 0x1000;
 const TX_BUFS: u64 = RAM_BASE + 0x1_0000;
 /// Bytes per buffer slot.
 const SLOT: u64 = 0x700;
+/// Room for one large transmitted frame.
+const BIG_TX: u64 = RAM_BASE + 0x2_0000;
+/// Room for large receive buffers.
+const BIG_RX: u64 = RAM_BASE + 0x4_0000;
 
 /// One VM: its NIC's transport, its RAM, and its driver's state.
 struct Vm {
@@ -58,11 +64,16 @@ impl Vm {
     /// Probes the NIC as Linux's virtio-net does: reads the MAC, accepts
     /// MAC, MTU, STATUS and the ring features, sets both queues up.
     fn probe(&mut self, event_idx: bool) {
+        self.probe_with(event_idx, 0);
+    }
+
+    /// [`Vm::probe`], accepting `extra` features as well.
+    fn probe_with(&mut self, event_idx: bool, extra: u64) {
         let t = &mut self.t;
         assert_eq!(rd(t, mmio::DEVICE_ID), 1);
         let offered = device_features(t);
         let mut want = feature::VERSION_1 | feature::RING_INDIRECT_DESC | net::F_MAC;
-        want |= net::F_MTU | net::F_STATUS;
+        want |= net::F_MTU | net::F_STATUS | extra;
         if event_idx {
             want |= feature::RING_EVENT_IDX;
         }
@@ -151,6 +162,22 @@ impl Vm {
     /// The frames received since the last call, headers checked; empty
     /// returned buffers as `None`.
     fn received(&mut self) -> Vec<Option<Vec<u8>>> {
+        let mut hdr = [0u8; HDR_LEN];
+        hdr[10] = 1;
+        self.received_with_headers()
+            .into_iter()
+            .map(|r| {
+                r.map(|(h, f)| {
+                    assert_eq!(h, hdr, "a plain header, num_buffers 1");
+                    f
+                })
+            })
+            .collect()
+    }
+
+    /// The frames received since the last call with their headers; empty
+    /// returned buffers as `None`.
+    fn received_with_headers(&mut self) -> Vec<Option<([u8; HDR_LEN], Vec<u8>)>> {
         let mem = SliceMemory::new(Ipa(RAM_BASE), &mut self.ram);
         let used = self.rx.take_used(&mem);
         let mut out = Vec::new();
@@ -163,10 +190,8 @@ impl Vm {
             }
             let mut b = vec![0u8; len as usize];
             mem.read(Ipa(at), &mut b).expect("in RAM");
-            let mut hdr = [0u8; HDR_LEN];
-            hdr[10] = 1;
-            assert_eq!(b[..HDR_LEN], hdr, "a plain header, num_buffers 1");
-            out.push(Some(b[HDR_LEN..].to_vec()));
+            let hdr: [u8; HDR_LEN] = b[..HDR_LEN].try_into().expect("a header");
+            out.push(Some((hdr, b[HDR_LEN..].to_vec())));
         }
         out
     }
@@ -662,6 +687,11 @@ fn hostile_vm(mac: Mac, h: &Hostile) -> Vm {
     if h.event_idx {
         want |= feature::RING_EVENT_IDX;
     }
+    // Half of them may ask for offloads.
+    let offloads = h.seed & 2 != 0;
+    if offloads {
+        want |= net::OFFLOADS;
+    }
     assert!(negotiate(&mut vm.t, want));
     for q in 0..2 {
         let mut dq = DriverQueue::at(h.areas[q][0], h.sizes[q]);
@@ -672,10 +702,25 @@ fn hostile_vm(mac: Mac, h: &Hostile) -> Vm {
         let seed = h.seed ^ (q as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let bufs = structured_ring(&mut mem, &dq, seed, q == 0, RAM_BASE + 0x4000, 26..1600);
         if q == 1 {
-            // Most transmit buffers start with a plain header.
+            // Most transmit buffers start with a plain header; with
+            // offloads, some with a segmentation request over TCP/IPv4
+            // headers (and noise for the rest).
             for (i, (addr, _)) in bufs.into_iter().enumerate() {
-                if i % 4 != 3 {
-                    let _ = mem.write(Ipa(addr), &[0; HDR_LEN]);
+                match i % 4 {
+                    2 if offloads => {
+                        let mss = (h.seed >> 16) as u16 % 1600;
+                        let [m0, m1] = mss.to_le_bytes();
+                        let hdr = [1, 1, 0, 0, m0, m1, 34, 0, 16, 0, 0, 0];
+                        let _ = mem.write(Ipa(addr), &hdr);
+                        let at = addr + HDR_LEN as u64;
+                        let _ = mem.write(Ipa(at + 12), &[0x08, 0x00, 0x45]);
+                        let _ = mem.write(Ipa(at + 14 + 6), &[0, 0, 64, 6]);
+                        let _ = mem.write(Ipa(at + 34 + 12), &[0x50]);
+                    }
+                    3 => {}
+                    _ => {
+                        let _ = mem.write(Ipa(addr), &[0; HDR_LEN]);
+                    }
                 }
             }
         }

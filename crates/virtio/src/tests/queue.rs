@@ -626,3 +626,34 @@ fn an_unnotified_queue_silences_its_driver_instead_of_arming() {
     assert_eq!(q.pop_into_unnotified(&mut mem, &mut chain), Ok(false));
     assert_eq!(mem.read_u16(Ipa(dq.used)), Ok(ring::USED_F_NO_NOTIFY));
 }
+
+#[test]
+fn rewinding_gives_back_unpublished_chains_and_nothing_published() {
+    let (mut dq, mut q) = queue(8, false, false);
+    let mut ram = ram();
+    let mut mem = memory(&mut ram);
+    let heads: Vec<u16> = (0..3)
+        .map(|k| {
+            let h = dq.chain(&mut mem, &[(BUF + 0x100 * k, 64, true)]);
+            dq.publish(&mut mem, h);
+            h
+        })
+        .collect();
+    let (avail, used) = (q.next_avail(), q.next_used());
+    for &h in &heads[..2] {
+        let c = q.pop(&mut mem).unwrap().expect("a chain");
+        q.add_used_deferred(&mut mem, c.head(), 64).unwrap();
+        assert_eq!(c.head(), h);
+    }
+    // Forward, or past what was taken: refused.
+    assert!(!q.rewind(avail.wrapping_add(3), used));
+    assert!(!q.rewind(avail, used.wrapping_sub(1)));
+    assert!(q.rewind(avail, used));
+    assert_eq!((q.next_avail(), q.next_used()), (avail, used));
+    // The same chains come again; once the index is published, no rewind.
+    let c = q.pop(&mut mem).unwrap().expect("a chain");
+    assert_eq!(c.head(), heads[0]);
+    q.add_used(&mut mem, c.head(), 64).unwrap();
+    assert!(!q.rewind(avail, used), "the driver has seen it");
+    assert_eq!(dq.take_used(&mem), vec![(u32::from(heads[0]), 64)]);
+}
