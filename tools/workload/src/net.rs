@@ -104,10 +104,15 @@ pub fn run(mode: Mode) -> (String, u8) {
     }
 }
 
-/// Receives one transfer; the bytes received.
+/// Receives one transfer on `port`; the bytes received.
 fn sink(port: u16) -> Result<u64, String> {
     let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
         .map_err(|e| format!("listen on port {port}: {e}"))?;
+    sink_on(&listener)
+}
+
+/// Receives one transfer from the first connection `listener` accepts.
+fn sink_on(listener: &TcpListener) -> Result<u64, String> {
     let (mut sock, peer) = listener.accept().map_err(|e| format!("accept: {e}"))?;
     sock.set_read_timeout(Some(RECV_TIMEOUT))
         .map_err(|e| format!("set the receive timeout: {e}"))?;
@@ -248,10 +253,11 @@ mod tests {
 
     #[test]
     fn a_transfer_over_loopback_is_counted_and_checked() {
+        // The listener moves to the sink's thread, still bound: a port
+        // released and bound again could be taken by anything meanwhile.
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        drop(listener);
-        let server = std::thread::spawn(move || sink(port));
+        let server = std::thread::spawn(move || sink_on(&listener));
         let mut sock = connect(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).expect("connect");
         let data = vec![7u8; 100_000];
         sock.write_all(&data).expect("write");
