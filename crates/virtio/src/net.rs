@@ -101,8 +101,6 @@ pub const S_LINK_UP: u16 = 1;
 pub const HDR_LEN: usize = 12;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM` in the header's flags.
 pub const HDR_F_NEEDS_CSUM: u8 = 1;
-/// `VIRTIO_NET_HDR_F_DATA_VALID` in the header's flags (receive only).
-pub const HDR_F_DATA_VALID: u8 = 2;
 /// `VIRTIO_NET_HDR_GSO_NONE`.
 pub const GSO_NONE: u8 = 0;
 /// `VIRTIO_NET_HDR_GSO_TCPV4`.
@@ -476,9 +474,6 @@ pub fn put_frame(
     }
     let pass = frame.needs_csum() && features & F_GUEST_CSUM != 0;
     let mut hdr = [0u8; HDR_LEN];
-    // The checksum to fill in, and where: none when the receiver takes
-    // the frame as sent.
-    let mut patch = None;
     if pass {
         // The sender's checksum (and segmentation) fields as they are
         // (§5.1.6.4.1).
@@ -487,31 +482,40 @@ pub fn put_frame(
         if frame.gso.is_some() {
             hdr[1..6].copy_from_slice(&frame.head[1..6]);
         }
-    } else if frame.needs_csum() {
-        let (start, offset) = (u32::from(frame.field(6)), u32::from(frame.field(8)));
-        let sum = sum_stream(
-            &frame.chain,
-            from,
-            HDR_LEN as u32 + start,
-            frame.len - start,
-        )?;
-        // As Linux's `skb_checksum_help`: a zero result goes out as
-        // 0xffff, its other form, which a UDP receiver would otherwise
-        // read as "no checksum".
-        let csum = match !fold(sum) {
-            0 => 0xffff,
-            c => c,
-        };
-        patch = Some((start + offset, csum.to_be_bytes()));
     }
-    let mut fill = |c: &Chain, mem: &mut dyn GuestMemory, at: u32, off: u32, n: u32| {
-        copy_between(&frame.chain, from, HDR_LEN as u32 + off, c, mem, at, n)?;
-        if let Some((p, bytes)) = patch {
-            for (k, b) in bytes.iter().enumerate() {
-                let q = p + k as u32;
-                if (off..off + n).contains(&q) {
-                    c.write(mem, at + q - off, core::slice::from_ref(b))?;
+    // Where the checksum goes, when the receiver does not take the frame
+    // as sent; the checksum itself is summed at the first piece written,
+    // so a frame that finds no receive buffer costs no sum.
+    let at = (frame.needs_csum() && !pass).then(|| {
+        let start = u32::from(frame.field(6));
+        (start, start + u32::from(frame.field(8)))
+    });
+    let mut csum: Option<[u8; 2]> = None;
+    let mut fill = |c: &Chain, mem: &mut dyn GuestMemory, to: u32, off: u32, n: u32| {
+        copy_between(&frame.chain, from, HDR_LEN as u32 + off, c, mem, to, n)?;
+        let Some((start, p)) = at else {
+            return Ok(());
+        };
+        let bytes = match csum {
+            Some(b) => b,
+            None => {
+                let body = HDR_LEN as u32 + start;
+                let sum = sum_stream(&frame.chain, from, body, frame.len - start)?;
+                // As Linux's `skb_checksum_help`: a zero result goes out
+                // as 0xffff, its other form, which a UDP receiver would
+                // otherwise read as "no checksum".
+                let b = match !fold(sum) {
+                    0 => 0xffff,
+                    c => c,
                 }
+                .to_be_bytes();
+                *csum.insert(b)
+            }
+        };
+        for (k, b) in bytes.iter().enumerate() {
+            let q = p + k as u32;
+            if (off..off + n).contains(&q) {
+                c.write(mem, to + q - off, core::slice::from_ref(b))?;
             }
         }
         Ok(())
@@ -593,8 +597,7 @@ fn segment(
     let mss = u32::from(gso.mss);
     let mut h = [0u8; MAX_HEADERS];
     frame.chain.read(from, HDR_LEN as u32, &mut h[..headers])?;
-    let be16 = |h: &[u8], at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
-    let id = be16(&h, l3 + 4);
+    let id = u16::from_be_bytes([h[l3 + 4], h[l3 + 5]]);
     let seq = u32::from_be_bytes([h[l4 + 4], h[l4 + 5], h[l4 + 6], h[l4 + 7]]);
     let flags = h[l4 + 13];
     let payload = frame.len - headers as u32;

@@ -547,3 +547,34 @@ fn segments_for_a_mergeable_peer_without_segmentation_span_small_buffers() {
     }
     assert_eq!(joined, data);
 }
+
+#[test]
+fn a_checksum_filled_in_may_straddle_two_mergeable_buffers() {
+    let (mut sw, mut net) = mixed_lan();
+    net.vms[1] = Vm::new(net::derive_mac("vm1", "lan"));
+    net.vms[1].probe_with(true, net::F_MRG_RXBUF);
+    // With the 12-byte header first, the TCP checksum (frame bytes 50 and
+    // 51) is stream bytes 62 and 63: the end of the first 63-byte buffer
+    // and the start of the second.
+    {
+        let vm = &mut net.vms[1];
+        let mut mem = SliceMemory::new(Ipa(RAM_BASE), &mut vm.ram);
+        for k in 0..16u64 {
+            let at = BIG_RX + k * 0x40;
+            let head = vm.rx.chain(&mut mem, &[(at, 63, true)]);
+            vm.rx.publish(&mut mem, head);
+            vm.posted.push_back((head, at));
+        }
+    }
+    let (dst, src) = (Mac([2, 9, 9, 9, 9, 9]), mac(&net, 0));
+    let (hdr, frame) = tcp4(dst, src, &payload(300, 9), false, 0x18, false);
+    flood(&mut sw, &mut net, hdr, &frame, 2);
+    let got = net.vms[1].received_merged();
+    assert_eq!(got.len(), 1);
+    let buffers = (HDR_LEN + frame.len()).div_ceil(63) as u8;
+    assert_eq!(got[0].0[10], buffers);
+    let seg = verify(&got[0].1);
+    assert_eq!(seg.payload, payload(300, 9));
+    assert_eq!(got[0].1[..50], frame[..50]);
+    assert_eq!(got[0].1[52..], frame[52..]);
+}
