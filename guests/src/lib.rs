@@ -19,7 +19,12 @@
 //! - [`args`]: `key=value` words of the command line (pure; host-tested);
 //! - [`channel`]: shared-memory channels to another VM (DT discovery is
 //!   pure and host-tested; the mailbox protocol and doorbell need the target);
-//! - [`smp`]: secondary vCPUs started with PSCI `CPU_ON`, each on its own stack.
+//! - [`smp`]: secondary vCPUs started with PSCI `CPU_ON`, each on its own stack;
+//! - [`virtio`]: a virtio-mmio device found and handed to the third-party
+//!   `virtio-drivers` crate, with its interrupt and memory (`vsockecho`,
+//!   `netecho`);
+//! - [`inet`]: the ARP, ICMP and UDP answers of `netecho`, checksums
+//!   checked (pure; host-tested).
 //!
 //! Invariant: a guest runs on one vCPU (the multi-vCPU guests keep their
 //! secondaries to the narrow rules in [`smp`]), with interrupts masked unless it
@@ -27,7 +32,7 @@
 //! "concurrency" is a synchronous exception taken inside an inline-asm block
 //! and, while unmasked, IRQ handlers; the globals in [`global`] rely on that.
 //!
-//! Only [`fdt`], [`args`], [`rng`] and [`channel`]'s DT part build on the host (for
+//! Only [`fdt`], [`args`], [`rng`], [`inet`] and [`channel`]'s DT part build on the host (for
 //! their unit tests); everything else needs
 //! `--target aarch64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
@@ -35,6 +40,7 @@
 pub mod args;
 pub mod channel;
 pub mod fdt;
+pub mod inet;
 pub mod rng;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -61,6 +67,8 @@ pub mod start;
 pub mod sysreg;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod timer;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod virtio;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use report::{Checks, arg_number, fail, pass};

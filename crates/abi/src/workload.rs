@@ -68,6 +68,11 @@ pub fn by_id(id: &str) -> Option<&'static Test> {
     TESTS.iter().find(|t| t.id == id)
 }
 
+/// The UDP payload that ends a run of the `netecho` test guest: it
+/// echoes it like any other datagram, then gives its verdict.
+/// `stratum-workload udp-echo` sends it last.
+pub const UDP_ECHO_STOP: &[u8] = b"netecho: stop";
+
 /// Prefix of the environment line.
 pub const ENV_PREFIX: &str = "WORKLOAD-ENV ";
 /// Prefix of a result line.

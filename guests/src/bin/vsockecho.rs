@@ -21,64 +21,29 @@
 //! Command line (`key=value` words): `port` (default 1234), `serve`
 //! (connections to serve, default 1), `notify` (a CID, default none).
 //!
-//! Waiting: the driver is polled (`VsockConnectionManager::poll`); when it
-//! has nothing, the vCPU sleeps in WFI until the transport's interrupt
-//! (SPI 16 + n, edge), whose handler acknowledges it in the transport's
-//! `InterruptACK` register (the driver, polling, never reads the interrupt
-//! status, so the two do not race) and counts it. Transmits are the
+//! Waiting, interrupts and memory are the shared ones of
+//! [`stratum_guests::virtio`]: the driver is polled
+//! (`VsockConnectionManager::poll`), and when it has nothing the vCPU
+//! sleeps in WFI until the transport's interrupt. Transmits are the
 //! driver's own: it notifies and spins until the device has consumed the
 //! packet, which Stratum's router does before the notify returns unless
-//! the peer has no receive buffer yet.
-//!
-//! Memory: the runtime runs with the MMU off, identity-mapped, so a
-//! buffer's address is its guest-physical address ([`GuestHal::share`]).
-//! DMA memory (the virtqueues, allocated once) comes from a static
-//! page-aligned pool, the driver's heap (its receive buffers, once, and a
-//! receive ring per connection) from a static arena. Both are bump
-//! allocators: what is freed is not reused, which a guest serving a few
-//! connections can afford (it prints the heap it used), and running out is
-//! a clean FAIL line (a DMA error, or the allocation-failure panic). With
-//! the MMU off every access is Device memory: uncached, so coherent with
-//! the hypervisor's copies on QEMU; on hardware, whose caches the
-//! hypervisor's cacheable writes go through, this guest would need its
-//! own cacheable mapping (or cache maintenance on the rings) first.
+//! the peer has no receive buffer yet. The driver's receive buffers and a
+//! receive ring per connection come from the heap once, which a guest
+//! serving a few connections can afford (it prints the heap it used).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
-use core::alloc::{GlobalAlloc, Layout};
-use core::cell::UnsafeCell;
-use core::ptr::NonNull;
-
-use stratum_guests::global::Global;
-use stratum_guests::{Checks, args, fdt, gic, irq, mmio, println};
+use stratum_guests::virtio::{self, DEVICE_ID_VSOCK, GuestHal, Transport};
+use stratum_guests::{Checks, args, fdt, println};
+use virtio_drivers::Error as VirtioError;
 use virtio_drivers::device::socket::{
     DisconnectReason, SocketError, VirtIOSocket, VsockAddr, VsockConnectionManager, VsockEvent,
     VsockEventType,
 };
-use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
-use virtio_drivers::{BufferDirection, Error as VirtioError, Hal, PAGE_SIZE, PhysAddr};
 
 stratum_guests::entry!("vsockecho", main);
-
-/// The first transport.
-const TRANSPORTS: usize = 0x0A00_0000;
-/// Bytes per transport.
-const STRIDE: usize = 0x200;
-/// Transports on `virt`.
-const COUNT: usize = 32;
-/// `"virt"`, little-endian.
-const MAGIC: u32 = 0x7472_6976;
-/// The vsock device's DeviceID.
-const DEVICE_ID_VSOCK: u32 = 19;
-/// Transport *n*'s interrupt is SPI 16 + *n*, INTID 32 + 16 + *n*.
-const FIRST_INTID: u32 = 48;
-const REG_MAGIC: usize = 0x000;
-const REG_VERSION: usize = 0x004;
-const REG_DEVICE_ID: usize = 0x008;
-const REG_INTERRUPT_STATUS: usize = 0x060;
-const REG_INTERRUPT_ACK: usize = 0x064;
 
 /// Bytes of each receive buffer the driver posts (a 44-byte header and up
 /// to 4052 bytes of payload: the router splits longer packets).
@@ -91,148 +56,17 @@ const CHUNK: usize = 4096;
 /// of this.
 const PROGRESS: u64 = 512 * 1024;
 
-/// Pages of DMA memory (the three virtqueues take one or two each).
-const DMA_PAGES: usize = 16;
-/// Bytes of heap.
-const HEAP: usize = 512 * 1024;
-
-type Transport = MmioTransport<'static>;
 type Manager = VsockConnectionManager<GuestHal, Transport, RX_BUFFER>;
-
-/// Page-aligned static memory handed out by a bump pointer.
-#[repr(C, align(4096))]
-struct Arena<const N: usize>(UnsafeCell<[u8; N]>);
-
-// SAFETY: the guest is single-threaded; the arena's bytes are only reached
-// through pointers its allocator hands out, each range once.
-unsafe impl<const N: usize> Sync for Arena<N> {}
-
-impl<const N: usize> Arena<N> {
-    /// The arena's bytes from `used` on, aligned to `align`, if `size` of
-    /// them fit: the range's offset and the new high-water mark.
-    fn carve(&self, used: usize, size: usize, align: usize) -> Option<(usize, usize)> {
-        let base = self.0.get() as usize;
-        let start = (base + used).checked_next_multiple_of(align)? - base;
-        let end = start.checked_add(size)?;
-        (end <= N).then_some((start, end))
-    }
-
-    fn at(&self, offset: usize) -> *mut u8 {
-        self.0.get().cast::<u8>().wrapping_add(offset)
-    }
-}
-
-static DMA: Arena<{ DMA_PAGES * PAGE_SIZE }> = Arena(UnsafeCell::new([0; DMA_PAGES * PAGE_SIZE]));
-static DMA_USED: Global<usize> = Global::new(0);
-static HEAP_ARENA: Arena<HEAP> = Arena(UnsafeCell::new([0; HEAP]));
-static HEAP_USED: Global<usize> = Global::new(0);
-
-/// The heap: a bump allocator over [`HEAP_ARENA`] (see the module docs).
-struct BumpHeap;
-
-// SAFETY: `alloc` hands out disjoint, suitably aligned ranges of the arena
-// (or null when it is exhausted); `dealloc` keeps them reserved.
-unsafe impl GlobalAlloc for BumpHeap {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match HEAP_ARENA.carve(HEAP_USED.get(), layout.size(), layout.align()) {
-            Some((start, end)) => {
-                HEAP_USED.set(end);
-                HEAP_ARENA.at(start)
-            }
-            None => core::ptr::null_mut(),
-        }
-    }
-
-    unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
-}
-
-#[global_allocator]
-static ALLOCATOR: BumpHeap = BumpHeap;
-
-/// `virtio-drivers`' hardware interface for this guest: identity-mapped,
-/// DMA from [`DMA`].
-struct GuestHal;
-
-// SAFETY: `dma_alloc` returns zeroed, page-aligned, disjoint ranges of the
-// static pool (never reused: `dma_dealloc` keeps them), valid for the
-// guest's life; guest-physical = virtual with the MMU off, so `share`'s
-// address is the buffer's own and `mmio_phys_to_virt` the identity.
-unsafe impl Hal for GuestHal {
-    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let Some(size) = pages.checked_mul(PAGE_SIZE) else {
-            return (0, NonNull::dangling());
-        };
-        let Some((start, end)) = DMA.carve(DMA_USED.get(), size, PAGE_SIZE) else {
-            println!("vsockecho: DMA pool exhausted ({pages} pages wanted)");
-            return (0, NonNull::dangling());
-        };
-        DMA_USED.set(end);
-        let p = DMA.at(start);
-        // SAFETY: `p..p + size` is inside the pool and handed out only now.
-        unsafe { core::ptr::write_bytes(p, 0, size) };
-        let p = NonNull::new(p).expect("a static's address is not null");
-        (p.as_ptr() as PhysAddr, p)
-    }
-
-    unsafe fn dma_dealloc(_paddr: PhysAddr, _vaddr: NonNull<u8>, _pages: usize) -> i32 {
-        0
-    }
-
-    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
-        NonNull::new(paddr as *mut u8).expect("the driver maps no MMIO at address 0")
-    }
-
-    unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
-        buffer.cast::<u8>().as_ptr() as PhysAddr
-    }
-
-    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
-}
-
-/// The vsock transport's base, once found.
-static BASE: Global<usize> = Global::new(0);
-/// Its interrupt's INTID.
-static INTID: Global<u32> = Global::new(0);
-/// Interrupts the handler acknowledged.
-static IRQS: Global<u64> = Global::new(0);
-
-fn handler(intid: u32) {
-    if intid != INTID.get() {
-        stratum_guests::fail(format_args!("unexpected IRQ: INTID {intid}"))
-    }
-    let base = BASE.get();
-    // SAFETY: the transport's InterruptStatus and InterruptACK registers;
-    // acknowledging what the status says is the driver's interrupt protocol.
-    unsafe {
-        let status = mmio::read32(base + REG_INTERRUPT_STATUS);
-        mmio::write32(base + REG_INTERRUPT_ACK, status);
-    }
-    IRQS.set(IRQS.get() + 1);
-}
-
-/// The first transport with a vsock device: its number.
-fn find_vsock() -> Option<usize> {
-    (0..COUNT).find(|n| {
-        let t = TRANSPORTS + n * STRIDE;
-        // SAFETY: registers of a transport in the window `virt` reserves
-        // for them; reading the identification registers has no effect.
-        unsafe {
-            mmio::read32(t + REG_MAGIC) == MAGIC
-                && mmio::read32(t + REG_VERSION) == 2
-                && mmio::read32(t + REG_DEVICE_ID) == DEVICE_ID_VSOCK
-        }
-    })
-}
 
 /// The next event, sleeping in WFI until the device interrupts while
 /// there is none.
 fn next_event(m: &mut Manager) -> Result<VsockEvent, VirtioError> {
     loop {
-        let seen = IRQS.get();
+        let seen = virtio::irqs();
         if let Some(e) = m.poll()? {
             return Ok(e);
         }
-        irq::wfi_until(u64::MAX, || IRQS.get() != seen);
+        virtio::wait(seen);
     }
 }
 
@@ -421,29 +255,7 @@ fn main(dtb: usize) -> ! {
             .unwrap_or_else(|| stratum_guests::fail(format_args!("notify={v}: not a CID")))
     });
 
-    let Some(n) = find_vsock() else {
-        stratum_guests::fail("no virtio-mmio transport has a vsock device (DeviceID 19)")
-    };
-    let base = TRANSPORTS + n * STRIDE;
-    BASE.set(base);
-    INTID.set(FIRST_INTID + n as u32);
-    let platform = gic::bring_up(dtb);
-    let g = platform.gic;
-    irq::set_handler(Some(handler));
-    g.set_priority(INTID.get(), 0x80);
-    g.set_edge(INTID.get(), true);
-    g.route_to_self(INTID.get());
-    g.enable(INTID.get());
-
-    let header = NonNull::new(base as *mut VirtIOHeader).expect("the transport is not at 0");
-    // SAFETY: `base` is transport `n`'s register window (`STRIDE` bytes,
-    // config space included), MMIO for the guest's whole life, and only
-    // this transport value reaches it (the handler touches the interrupt
-    // registers alone).
-    let transport = match unsafe { MmioTransport::new(header, STRIDE) } {
-        Ok(t) => t,
-        Err(e) => stratum_guests::fail(format_args!("transport {n}: {e}")),
-    };
+    let virtio::Opened { n, transport, gic } = virtio::open(dtb, DEVICE_ID_VSOCK, "vsock");
     let socket = match VirtIOSocket::<GuestHal, Transport, RX_BUFFER>::new(transport) {
         Ok(s) => s,
         Err(e) => stratum_guests::fail(format_args!("vsock device init: {e}")),
@@ -479,10 +291,9 @@ fn main(dtb: usize) -> ! {
     }
     println!(
         "vsockecho: served {connections} connection(s), {total} bytes echoed, {} interrupts, heap {} bytes",
-        IRQS.get(),
-        HEAP_USED.get()
+        virtio::irqs(),
+        virtio::heap_peak()
     );
-    g.disable(INTID.get());
-    irq::set_handler(None);
+    virtio::close(&gic);
     checks.finish()
 }

@@ -31,11 +31,16 @@
 //! `stratum-workload tcp-sink PORT` and `stratum-workload tcp-send ADDR
 //! PORT MIB` are the TCP modes ([`net`]): the two ends of `stratum bench`'s
 //! VM ↔ VM throughput figure. Same exit statuses.
+//!
+//! `stratum-workload udp-echo ADDR PORT N` is the UDP mode ([`udp`]):
+//! Linux's end of the Linux ↔ bare-metal virtio-net test, with the
+//! `netecho` guest at the other. Same exit statuses.
 
 mod cases;
 mod counter;
 mod interrupts;
 mod net;
+mod udp;
 mod vsock;
 
 use std::io::Write as _;
@@ -108,7 +113,8 @@ fn main() -> ExitCode {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let mode = vsock::parse(&words)
         .map(|m| m.map(vsock::run))
-        .or_else(|| net::parse(&words).map(|m| m.map(net::run)));
+        .or_else(|| net::parse(&words).map(|m| m.map(net::run)))
+        .or_else(|| udp::parse(&words).map(|m| m.map(udp::run)));
     match mode {
         Some(Ok((line, status))) => {
             println!("{line}");
