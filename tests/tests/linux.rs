@@ -1041,6 +1041,27 @@ fn linux_tcp_stream_between_time_shared_vms() {
     }
 }
 
+/// The first line of VM `vm` that contains `needle` (the test fails
+/// without one).
+fn vm_line(
+    test: &str,
+    run: &Run,
+    vms: &stratum_systests::VmConsoles,
+    vm: &str,
+    needle: &str,
+) -> String {
+    vms.lines(vm)
+        .iter()
+        .find(|l| l.text.contains(needle))
+        .map(|l| l.text.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "{test}: {vm} printed no `{needle}` line\n{}",
+                run.describe()
+            )
+        })
+}
+
 /// Linux ↔ bare-metal over virtio-vsock, with the stock drivers at both
 /// ends (Linux's `vmw_vsock_virtio_transport`, and `virtio-drivers` in the
 /// `vsockecho` guests). `linux` (CID 3) may talk to `echo` (CID 4), and
@@ -1073,18 +1094,7 @@ fn vsock_between_linux_and_bare_metal(gic: &str) {
     assert_status(&run, status::OK, &test);
     let vms = stratum_systests::split_by_tag(&run.console, &["linux", "echo", "other"])
         .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
-    let line = |vm: &str, needle: &str| {
-        vms.lines(vm)
-            .iter()
-            .find(|l| l.text.contains(needle))
-            .map(|l| l.text.clone())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{test}: {vm} printed no `{needle}` line\n{}",
-                    run.describe()
-                )
-            })
-    };
+    let line = |vm: &str, needle: &str| vm_line(&test, &run, &vms, vm, needle);
     // The denied pair: refused at once, and only that.
     let refused = line("linux", "vsock-denied: ");
     assert!(
@@ -1189,18 +1199,7 @@ fn network_between_linux_and_bare_metal(gic: &str) {
         });
 
     let (run, vms) = run_config_text(&test, &text, &["--gic", gic], &["linux", "echo"]);
-    let line = |vm: &str, needle: &str| {
-        vms.lines(vm)
-            .iter()
-            .find(|l| l.text.contains(needle))
-            .map(|l| l.text.clone())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{test}: {vm} printed no `{needle}` line\n{}",
-                    run.describe()
-                )
-            })
-    };
+    let line = |vm: &str, needle: &str| vm_line(&test, &run, &vms, vm, needle);
     assert!(
         vms.find("linux", "STRATUM-LINUX: exec exit 0").is_some(),
         "{test}: Linux's commands should exit 0\n{}",
