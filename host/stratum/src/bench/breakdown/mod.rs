@@ -349,6 +349,12 @@ pub fn measure(setup: TraceSetup<'_>) -> Result<Breakdown> {
         })
         .collect();
     chosen.sort_by_key(|c| c.0);
+    let profile = std::env::var_os(PROFILE_ENV).is_some();
+    let innermost: HashMap<u64, &str> = pcs
+        .iter()
+        .zip(&frames)
+        .map(|(&pc, f)| (pc, f.first().map_or("??", |f| f.function.as_str())))
+        .collect();
     for (i, window, traced, mut notes) in chosen {
         let Some(w) = window else {
             rows.push(RowBreakdown {
@@ -363,6 +369,9 @@ pub fn measure(setup: TraceSetup<'_>) -> Result<Breakdown> {
             });
             continue;
         };
+        if profile {
+            eprint!("{}", profile_text(ROWS[i].0, &w.el2, &innermost));
+        }
         let mut by: BTreeMap<Category, u64> = BTreeMap::new();
         let mut other: BTreeMap<&str, u64> = BTreeMap::new();
         for (pc, n) in &w.el2 {
@@ -396,6 +405,32 @@ pub fn measure(setup: TraceSetup<'_>) -> Result<Breakdown> {
         });
     }
     Ok(Breakdown::Measured(rows))
+}
+
+/// Set (to anything) in the environment, the breakdown also prints each
+/// row's EL2 instructions by the function each PC belongs to (its
+/// innermost frame, inlined functions included), most first: where to look
+/// when a row is to be made shorter.
+pub const PROFILE_ENV: &str = "STRATUM_BENCH_PROFILE";
+
+/// Row `id`'s EL2 instructions (`el2`: executions per PC) summed by
+/// `function` of each PC, most first (ties by name), one line each.
+fn profile_text(id: &str, el2: &HashMap<u64, u64>, function: &HashMap<u64, &str>) -> String {
+    let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+    for (pc, n) in el2 {
+        *by.entry(function.get(pc).copied().unwrap_or("??"))
+            .or_insert(0) += n;
+    }
+    let mut rows: Vec<(&str, u64)> = by.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut out = format!(
+        "profile {id}: {} EL2 instructions\n",
+        el2.values().sum::<u64>()
+    );
+    for (f, n) in rows {
+        let _ = writeln!(out, "  {n:6}  {f}");
+    }
+    out
 }
 
 /// The sample to report among a row's traced ones (the first is the
@@ -942,6 +977,20 @@ mod tests {
     use super::*;
     use crate::bench::parse::Stats;
     use crate::bench::report::OPERATIONS;
+
+    #[test]
+    fn the_profile_sums_by_function_most_first() {
+        let el2: HashMap<u64, u64> = [(0x10, 3), (0x14, 3), (0x20, 5), (0x30, 1), (0x40, 2)]
+            .into_iter()
+            .collect();
+        let function: HashMap<u64, &str> = [(0x10, "b"), (0x14, "b"), (0x20, "a"), (0x30, "c")]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            profile_text("gicd_read", &el2, &function),
+            "profile gicd_read: 14 EL2 instructions\n       6  b\n       5  a\n       2  ??\n       1  c\n"
+        );
+    }
 
     #[test]
     fn reads_the_guests_marks() {
