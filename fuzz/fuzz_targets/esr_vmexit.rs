@@ -228,6 +228,7 @@ fn image(vcpus: u32) -> VmImage<'static> {
         pinned: false,
         pcpus: [0; 8],
         on_crash: OnCrash::Stop,
+        identity: false,
     }
 }
 

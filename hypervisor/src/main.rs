@@ -266,11 +266,16 @@ fn create_vm(
     system::with_vm(id, |vm| {
         wire_channels_and_devices(vm, plan);
         log!(
-            "vm{id} '{name}': {} vCPU, {} MiB at IPA {} (PA {}), kernel ({}) at {}, entry {}",
+            "vm{id} '{name}': {} vCPU, {} MiB at IPA {} (PA {}{}), kernel ({}) at {}, entry {}",
             vm_plan.vcpu_count(),
             vm.machine.ram.size >> 20,
             vm.machine.ram.start,
             vm.ram_pa,
+            if vm_plan.image.identity {
+                ", identity-mapped"
+            } else {
+                ""
+            },
             vm_plan.kernel_kind(),
             vm.machine.layout.kernel.start,
             vm.machine.layout.entry,

@@ -1265,6 +1265,87 @@ fn linux_network_bare_metal_gic2() {
     network_between_linux_and_bare_metal("2");
 }
 
+/// An identity-mapped Debian VM drives a device it was handed with its
+/// stock driver, DMA included: QEMU's own `virtio-blk-device` on `virt`'s
+/// virtio-mmio transport 24 (0x0A003000, SPI 40), backed by a 4 MiB file,
+/// passed through with `[[vm.device]]` (compatible `virtio,mmio`). The
+/// device reads and writes the VM's buffers at the addresses Linux's
+/// `virtio_blk` gives it, which are host-physical only because the VM's
+/// RAM is identity-mapped (`identity = true`, placed by `stratum` above the
+/// boot area, at 0x50000000). Linux's MD5 of `/dev/vda` must be the file's,
+/// and a sector it writes must reach the file, the rest unchanged. A
+/// bare-metal VM beside it (not identity-mapped) passes too. `stratum run`
+/// prints the DMA warning, and the boot log shows PA = IPA.
+#[test]
+fn linux_identity_vm_drives_a_passed_through_virtio_disk() {
+    let test = "linux_identity_vm_disk";
+    let disk = std::env::temp_dir().join(format!("{}.img", unique_marker(test)));
+    let pattern: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(7) ^ (i >> 9)) as u8)
+        .collect();
+    std::fs::write(&disk, &pattern).expect("write the disk image");
+    let md5 = std::process::Command::new("md5sum")
+        .arg(&disk)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|o| o.split_whitespace().next().map(str::to_owned))
+        .expect("md5sum of the disk image");
+    let hello = stratum_systests::guest_elf("hello");
+    let exec = "md5sum /dev/vda && printf written-by-linux > /tmp/s \
+                && dd if=/tmp/s of=/dev/vda bs=512 seek=100 conv=sync,fsync 2>/dev/null && sync";
+    let text = format!(
+        "[[vm]]\nname = \"svc\"\ndebian = true\nmemory = \"256M\"\nidentity = true\n\
+         virtio_console = false\nexec = {exec:?}\n\n\
+         [[vm.device]]\nname = \"virtio_mmio\"\ncompatible = \"virtio,mmio\"\n\
+         reg = [0x0a003000, 0x1000]\ninterrupts = [40]\n\n\
+         [[vm]]\nname = \"hello\"\nkernel = {hello:?}\nmemory = \"16M\"\n"
+    );
+    let drive = format!("file={},if=none,format=raw,id=d0", disk.display());
+    let extra = [
+        "--gic",
+        "3",
+        "--",
+        "-drive",
+        &drive,
+        "-device",
+        "virtio-blk-device,drive=d0,bus=virtio-mmio-bus.24",
+    ];
+    let (run, vms) = run_config_text(test, &text, &extra, &["svc", "hello"]);
+    let after = std::fs::read(&disk).expect("read the disk image back");
+    let _ = std::fs::remove_file(&disk);
+    let line = |vm: &str, needle: &str| vm_line(test, &run, &vms, vm, needle);
+    assert!(
+        vms.find("svc", "STRATUM-LINUX: exec exit 0").is_some(),
+        "{test}: Linux's commands should exit 0\n{}",
+        run.describe()
+    );
+    line("svc", &format!("{md5}  /dev/vda"));
+    let mut want = pattern;
+    want[100 * 512..101 * 512].fill(0);
+    want[100 * 512..100 * 512 + 16].copy_from_slice(b"written-by-linux");
+    assert!(
+        after == want,
+        "{test}: the disk file should hold the sector Linux wrote and nothing else changed\n{}",
+        run.describe()
+    );
+    for needle in [
+        "stratum: warning: \"svc\" is identity-mapped and no SMMU guards host memory",
+        "vm0 'svc': 1 vCPU, 256 MiB at IPA 0x50000000 (PA 0x50000000, identity-mapped)",
+    ] {
+        assert!(
+            run.lines().any(|l| l.contains(needle)),
+            "{test}: no `{needle}` line\n{}",
+            run.describe()
+        );
+    }
+    let passed = vms
+        .markers("hello")
+        .iter()
+        .any(|m| matches!(m.verdict, stratum_systests::Verdict::Pass));
+    assert!(passed, "{test}: hello should pass\n{}", run.describe());
+}
+
 /// How long the fresh fetch may take (it downloads the ~60 MB kernel).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 

@@ -499,6 +499,7 @@ fn image(vcpus: u32, cmdline: &'static str, fragment: Option<&'static [u8]>) -> 
         pinned: false,
         pcpus: [0; 8],
         on_crash: OnCrash::Stop,
+        identity: false,
     }
 }
 

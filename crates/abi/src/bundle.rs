@@ -57,7 +57,8 @@
 //! | 136 | 8 | physical CPU of vCPU *i* in byte *i* (< [`limits::PHYSICAL_CPUS`]; bytes ≥ vCPU count zero) |
 //! | 144 | 8 | extra DT fragment blob offset (0 when absent) |
 //! | 152 | 8 | extra DT fragment size (0 when absent; at most [`DT_FRAGMENT_MAX`]) |
-//! | 160 | 96 | reserved, zero |
+//! | 160 | 4 | VM flags ([`VM_FLAG_IDENTITY`]; other bits zero) |
+//! | 164 | 92 | reserved, zero |
 //!
 //! A passthrough device record ([`DEVICE_RECORD_SIZE`] bytes); the region is
 //! identity mapped (guest-physical = physical), its interrupts are physical
@@ -115,6 +116,13 @@ use core::ops::Range;
 
 use crate::bytes::{le_u32, le_u64};
 use crate::limits;
+
+/// VM flag: the VM's RAM is identity-mapped (host-physical address =
+/// guest-physical address, `mem_base`): the boot plan must find exactly that
+/// host range free, or refuse the system.
+pub const VM_FLAG_IDENTITY: u32 = 1 << 0;
+/// Every VM flag this format knows.
+const VM_FLAGS_KNOWN: u32 = VM_FLAG_IDENTITY;
 
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"STRATBN1";
@@ -400,6 +408,13 @@ pub enum BundleError {
         /// Index of the VM record.
         vm: usize,
     },
+    /// A VM record sets a VM flag this format does not know.
+    BadVmFlags {
+        /// Index of the VM record.
+        vm: usize,
+        /// The flags.
+        flags: u32,
+    },
     /// A pinned vCPU's physical CPU also runs another vCPU.
     CpuOvercommitted {
         /// Index of the VM record with the pinned vCPU.
@@ -499,6 +514,7 @@ impl core::fmt::Display for BundleError {
             Self::KernelDoesNotFit { vm } => write!(f, "VM {vm}: kernel does not fit in memory"),
             Self::BadCmdline { vm } => write!(f, "VM {vm}: command line is not UTF-8"),
             Self::BadPlacement { vm } => write!(f, "VM {vm}: bad placement or physical CPU"),
+            Self::BadVmFlags { vm, flags } => write!(f, "VM {vm}: unknown VM flags {flags:#x}"),
             Self::CpuOvercommitted { vm } => write!(
                 f,
                 "VM {vm}: a pinned vCPU shares its physical CPU with another vCPU"
@@ -578,6 +594,10 @@ pub struct VmImage<'a> {
     pub pcpus: [u8; limits::VCPUS_PER_VM as usize],
     /// What to do when the VM crashes.
     pub on_crash: OnCrash,
+    /// Identity-mapped: its RAM sits at host-physical = guest-physical
+    /// ([`VM_FLAG_IDENTITY`]), so a device passed through to it can DMA
+    /// with the addresses its driver gives.
+    pub identity: bool,
 }
 
 /// A passthrough device: a physical MMIO region mapped at the same address
@@ -1089,6 +1109,10 @@ impl<'a> Bundle<'a> {
                 return Err(bad_placement);
             }
         }
+        let flags = u32_at(160)?;
+        if flags & !VM_FLAGS_KNOWN != 0 {
+            return Err(BundleError::BadVmFlags { vm: i, flags });
+        }
         Ok(VmImage {
             name,
             vcpus,
@@ -1105,6 +1129,7 @@ impl<'a> Bundle<'a> {
             pinned,
             pcpus,
             on_crash,
+            identity: flags & VM_FLAG_IDENTITY != 0,
         })
     }
 
@@ -1363,6 +1388,7 @@ pub fn encode_with_virtio(
         rec[136..144].copy_from_slice(&vm.pcpus);
         put_u64(rec, 144, fragment.0);
         put_u64(rec, 152, fragment.1);
+        put_u32(rec, 160, if vm.identity { VM_FLAG_IDENTITY } else { 0 });
     }
     align(&mut out);
     let total = out.len() as u64;
@@ -1391,6 +1417,7 @@ mod tests {
             pinned: true,
             pcpus: [0, 1, 0, 0, 0, 0, 0, 0],
             on_crash: OnCrash::Stop,
+            identity: false,
         }
     }
 
@@ -1522,6 +1549,37 @@ mod tests {
         assert_eq!(
             (b.vm(0), b.device_count(), b.channel_count()),
             (Some(vm), 0, 0)
+        );
+    }
+
+    #[test]
+    fn the_identity_flag_round_trips_and_unknown_flags_are_refused() {
+        let vm = VmImage {
+            identity: true,
+            ..sample(&KERNEL, None)
+        };
+        let bytes = encode(0, SystemInfo::default(), &[vm, vms()[1]], &[], &[]);
+        let b = Bundle::parse(&bytes).expect("valid");
+        assert_eq!(b.vm(0).map(|v| v.identity), Some(true));
+        assert_eq!(b.vm(1).map(|v| v.identity), Some(false));
+        let flags = HEADER_SIZE + VM_RECORD_SIZE + 160;
+        assert_eq!(
+            u32::from_le_bytes(bytes[flags - VM_RECORD_SIZE..][..4].try_into().unwrap()),
+            VM_FLAG_IDENTITY
+        );
+        let mut unknown = bytes;
+        unknown[flags..flags + 4].copy_from_slice(&0x8000_0001u32.to_le_bytes());
+        let e = Bundle::parse(&unknown).err();
+        assert_eq!(
+            e,
+            Some(BundleError::BadVmFlags {
+                vm: 1,
+                flags: 0x8000_0001
+            })
+        );
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some("VM 1: unknown VM flags 0x80000001")
         );
     }
 

@@ -179,6 +179,7 @@ fn vm_image<'a>(
         pinned: vm.placement == CpuPlacement::Pinned,
         pcpus,
         on_crash: vm.on_crash,
+        identity: vm.identity,
     })
 }
 
@@ -462,6 +463,7 @@ size = "8K"
             pinned: false,
             pcpus: [0; 8],
             on_crash: bundle::OnCrash::Stop,
+            identity: false,
         };
         let vms = [
             image(Some(&i[..]), "x", None),

@@ -146,6 +146,17 @@ pub enum PlanError<'a> {
         /// The VM's name.
         vm: &'a str,
     },
+    /// An identity-mapped VM's RAM range is not wholly free host RAM: it
+    /// overlaps the hypervisor's image, the host DT, the boot bundle or
+    /// another identity-mapped VM, or lies outside the host's RAM banks.
+    IdentityRamTaken {
+        /// The VM's name.
+        vm: &'a str,
+        /// Its RAM base (guest-physical = host-physical).
+        base: u64,
+        /// Its RAM size in bytes.
+        size: u64,
+    },
     /// No free host RAM is left for a VM's memory.
     NoRamForVm {
         /// The VM's name.
@@ -228,6 +239,13 @@ impl fmt::Display for PlanError<'_> {
                 f,
                 "VM '{vm}' places vCPU {vcpu} on CPU {cpu}, but the machine has {cpus} CPUs"
             ),
+            Self::IdentityRamTaken { vm, base, size } => write!(
+                f,
+                "VM '{vm}' is identity-mapped, but host RAM [{base:#x}, {:#x}) is not free \
+                 (the hypervisor, the host DT, the boot bundle or another VM holds some of it, \
+                 or it is not RAM)",
+                base.saturating_add(size)
+            ),
             Self::CpuOvercrowded { cpu, max } => {
                 write!(f, "too many vCPUs share CPU {cpu} (at most {max})")
             }
@@ -248,7 +266,8 @@ pub struct VmPlan<'a> {
     pub image: VmImage<'a>,
     /// Its RAM as the guest sees it.
     pub ram: IpaRange,
-    /// Where that RAM is in host RAM (2 MiB aligned, or 1 GiB).
+    /// Where that RAM is in host RAM (2 MiB aligned, or 1 GiB; for an
+    /// identity-mapped VM, `ram.start` itself).
     pub ram_pa: Pa,
     /// Whether some vCPU of it time-shares its physical CPU.
     pub time_shared: bool,
@@ -479,6 +498,25 @@ pub fn plan<'a>(
     let mut ram = HostRam::new(platform.memory(), &reserved.ranges());
     let free_for_guests = ram.free_bytes();
 
+    // Identity-mapped VMs first: their RAM can only be where they say, so
+    // every other carve-out must go around it.
+    let mut identity_pa = [None; MAX_PLANNED_VMS];
+    for (id, slot) in identity_pa.iter_mut().enumerate().take(bundle.vm_count()) {
+        let image = bundle.vm(id).expect("Bundle::parse validated every VM");
+        if !image.identity {
+            continue;
+        }
+        let taken = PhysRange::new(Pa(image.mem_base), image.mem_size).is_some_and(|r| ram.take(r));
+        if !taken {
+            return Err(PlanError::IdentityRamTaken {
+                vm: image.name,
+                base: image.mem_base,
+                size: image.mem_size,
+            });
+        }
+        *slot = Some(Pa(image.mem_base));
+    }
+
     let mut channel_pa = [Pa(0); MAX_CHANNELS];
     for (c, slot) in channel_pa
         .iter_mut()
@@ -501,7 +539,15 @@ pub fn plan<'a>(
     let mut cpus_needed = 1;
     for (id, slot) in vms.iter_mut().enumerate().take(bundle.vm_count()) {
         let image = bundle.vm(id).expect("Bundle::parse validated every VM");
-        let vm = plan_vm(id, image, bundle, platform, limits, &mut ram)?;
+        let vm = plan_vm(
+            id,
+            image,
+            bundle,
+            platform,
+            limits,
+            identity_pa[id],
+            &mut ram,
+        )?;
         for (vcpu, cpu) in vm.placements() {
             if cpu >= host_cpus {
                 return Err(PlanError::NoSuchCpu {
@@ -546,14 +592,16 @@ pub fn plan<'a>(
     })
 }
 
-/// Checks VM `id`'s devices and resources and carves its RAM; placement is
-/// the caller's.
+/// Checks VM `id`'s devices and resources and carves its RAM (unless it
+/// was taken already: `taken`, an identity-mapped VM's); placement is the
+/// caller's.
 fn plan_vm<'a>(
     id: usize,
     image: VmImage<'a>,
     bundle: &Bundle<'a>,
     platform: &Platform<'_>,
     limits: &Limits,
+    taken: Option<Pa>,
     ram: &mut HostRam,
 ) -> Result<VmPlan<'a>, PlanError<'a>> {
     let devices = (0..bundle.device_count()).filter_map(|i| bundle.device(i));
@@ -580,12 +628,15 @@ fn plan_vm<'a>(
     if !guest_ram.start.is_aligned(GUEST_RAM_ALIGN) || guest_ram.size % GUEST_RAM_ALIGN != 0 {
         return Err(misaligned);
     }
-    let ram_pa = ram
-        .carve(guest_ram.size, GUEST_RAM_ALIGN)
-        .ok_or(PlanError::NoRamForVm {
-            vm: image.name,
-            size: guest_ram.size,
-        })?;
+    let ram_pa = match taken {
+        Some(pa) => pa,
+        None => ram
+            .carve(guest_ram.size, GUEST_RAM_ALIGN)
+            .ok_or(PlanError::NoRamForVm {
+                vm: image.name,
+                size: guest_ram.size,
+            })?,
+    };
     Ok(VmPlan {
         id,
         image,

@@ -3,9 +3,10 @@
 //!
 //! [`HostRam`] starts as every RAM bank of the host device tree minus the
 //! ranges that are already spoken for (the hypervisor's own image, the host
-//! DTB, the boot bundle). [`HostRam::carve`] then takes blocks from the top
-//! down, never twice the same byte: a carve-out is removed from the free
-//! ranges before it is returned.
+//! DTB, the boot bundle). [`HostRam::take`] takes an exact range (an
+//! identity-mapped VM's RAM) when it is wholly free; [`HostRam::carve`]
+//! takes blocks from the top down. Neither hands out a byte twice: a
+//! carve-out is removed from the free ranges before it is returned.
 //!
 //! The free list has room for [`MAX_FREE_RANGES`] ranges. A cut that would
 //! need more drops the pieces that do not fit in the list: that loses free
@@ -116,6 +117,17 @@ impl HostRam {
             return Some(pa);
         }
         self.carve_aligned(size, align)
+    }
+
+    /// Takes exactly `range` if it lies wholly inside one free range:
+    /// whether it did (nothing changes when it did not, or when `range` is
+    /// empty).
+    pub fn take(&mut self, range: PhysRange) -> bool {
+        if range.is_empty() || !self.free().iter().any(|r| r.contains(&range)) {
+            return false;
+        }
+        self.remove(range);
+        true
     }
 
     fn carve_aligned(&mut self, size: u64, align: u64) -> Option<Pa> {

@@ -126,6 +126,7 @@ fn vm(name: &'static str, mem: u64, cpus: &[u8], pinned: bool) -> VmImage<'stati
         pinned,
         pcpus,
         on_crash: OnCrash::Stop,
+        identity: false,
     }
 }
 
@@ -241,6 +242,45 @@ fn memory_is_carved_top_down_channels_first() {
     assert_eq!(
         p.ram_left().free_bytes(),
         p.free_for_guests() - 320 * MIB - 8 * 1024
+    );
+}
+
+#[test]
+fn an_identity_vm_gets_its_own_range_and_the_rest_go_around_it() {
+    // "svc" asks for the top 256 MiB, where the channel and "linux" would
+    // otherwise go: they are carved below it instead.
+    let svc = identity("svc", 0x7000_0000, 256 * MIB);
+    let linux = vm("linux", 256 * MIB, &[1], true);
+    let pp = Channel {
+        name: "pp",
+        size: 8 << 10,
+        ends: [end(0, 0, 0x0b00_0000), end(1, 0, 0x0b00_0000)],
+    };
+    let b = bundle_of(SystemInfo::default(), &[svc, linux], &[], &[pp]);
+    let p = plan_on(&virt(), &b).expect("plan");
+    let carve: Vec<_> = p.carve_outs().collect();
+    assert_eq!(
+        carve,
+        [
+            (CarveOut::Channel(0), range(0x6fff_e000, 0x7000_0000)),
+            (CarveOut::Vm(0), range(0x7000_0000, 0x8000_0000)),
+            (CarveOut::Vm(1), range(0x5fe0_0000, 0x6fe0_0000)),
+        ]
+    );
+    let svc = p.vm(0).expect("svc");
+    assert_eq!(svc.ram_pa.0, svc.ram.start.0, "guest-physical = physical");
+    assert_ne!(p.vm(1).map(|v| v.ram_pa.0), Some(RAM_BASE), "linux is not");
+    // A VM that is not identity-mapped may ask for the same guest-physical
+    // base: it gets other host RAM.
+    let twin = VmImage {
+        identity: false,
+        ..identity("twin", 0x7000_0000, 256 * MIB)
+    };
+    let b = bundle_with(&[identity("svc", 0x7000_0000, 256 * MIB), twin]);
+    let p = plan_on(&virt(), &b).expect("plan");
+    assert_eq!(
+        p.vm(1).map(|v| (v.ram.start.0, v.ram_pa.0)),
+        Some((0x7000_0000, 0x6000_0000))
     );
 }
 
@@ -445,6 +485,35 @@ fn case(name: &'static str, bundle: Bundle<'static>) -> ErrorCase {
     }
 }
 
+/// A 1-vCPU VM whose RAM, `mem` bytes at `base`, is identity-mapped.
+fn identity(name: &'static str, base: u64, mem: u64) -> VmImage<'static> {
+    VmImage {
+        mem_base: base,
+        identity: true,
+        ..vm(name, mem, &[0], false)
+    }
+}
+
+/// The error of an identity-mapped VM whose range `want` is not free.
+fn identity_case(
+    name: &'static str,
+    vms: &[VmImage<'static>],
+    want: (&'static str, u64, u64),
+) -> ErrorCase {
+    let (vm, base, size) = want;
+    let message = format!(
+        "VM '{vm}' is identity-mapped, but host RAM [{base:#x}, {:#x}) is not free \
+         (the hypervisor, the host DT, the boot bundle or another VM holds some of it, \
+         or it is not RAM)",
+        base + size
+    );
+    ErrorCase {
+        error: PlanError::IdentityRamTaken { vm, base, size },
+        message: Box::leak(message.into_boxed_str()),
+        ..case(name, bundle_with(vms))
+    }
+}
+
 fn error_cases() -> Vec<ErrorCase> {
     let nine: Vec<_> = (0..9).map(|_| vm("v", 2 * MIB, &[0], false)).collect();
     let crowd: Vec<_> = ["a", "b", "c"]
@@ -582,6 +651,29 @@ fn error_cases() -> Vec<ErrorCase> {
                 bundle_with(&[vm("odd", 3 * MIB, &[0], true)]),
             )
         },
+        identity_case(
+            "identity RAM over the boot bundle",
+            &[identity("svc", 0x4700_0000, 32 * MIB)],
+            ("svc", 0x4700_0000, 32 * MIB),
+        ),
+        identity_case(
+            "identity RAM over the hypervisor's image",
+            &[identity("svc", 0x4000_0000, 64 * MIB)],
+            ("svc", 0x4000_0000, 64 * MIB),
+        ),
+        identity_case(
+            "identity RAM past the end of host RAM",
+            &[identity("svc", 0x7000_0000, 512 * MIB)],
+            ("svc", 0x7000_0000, 512 * MIB),
+        ),
+        identity_case(
+            "two identity VMs on the same RAM",
+            &[
+                identity("one", 0x6000_0000, 256 * MIB),
+                identity("two", 0x6800_0000, 256 * MIB),
+            ],
+            ("two", 0x6800_0000, 256 * MIB),
+        ),
         ErrorCase {
             error: PlanError::NoRamForVm {
                 vm: "b",
@@ -788,6 +880,7 @@ fn random_system(
     reserved_at: [u64; 3],
     vm_mib: &[u64],
     channel_pages: &[u64],
+    identity_at: Option<u64>,
 ) -> (Host, Reserved, Bundle<'static>) {
     let host = Host {
         banks: banks.to_vec(),
@@ -811,7 +904,17 @@ fn random_system(
         .enumerate()
         .map(|(i, (&mib, name))| {
             let cpu = u8::try_from(i % 4).expect("small");
-            vm(name, mib * 2 * MIB, &[cpu], false)
+            let v = vm(name, mib * 2 * MIB, &[cpu], false);
+            match identity_at {
+                // VM 0 identity-mapped somewhere in the first bank (or past
+                // its end, which the plan must refuse).
+                Some(k) if i == 0 => VmImage {
+                    mem_base: first.0 + (k % (first.1 / (2 * MIB) + 1)) * 2 * MIB,
+                    identity: true,
+                    ..v
+                },
+                _ => v,
+            }
         })
         .collect();
     let n = u32::try_from(vms.len()).expect("few");
@@ -849,14 +952,20 @@ proptest::proptest! {
         reserved_at in proptest::array::uniform3(0u64..1 << 20),
         vm_mib in proptest::collection::vec(1u64..64, 1..5),
         channel_pages in proptest::collection::vec(1u64..512, 0..4),
+        identity_at in proptest::option::of(0u64..1024),
     ) {
         // Banks of 1 MiB..1 GiB at 0x4000_0000, 0x1_0000_0000, 0x2_0000_0000.
         let bases = [RAM_BASE, 0x1_0000_0000, 0x2_0000_0000];
         let banks: Vec<_> = sizes.iter().zip(bases).map(|(&s, b)| (b, s * MIB)).collect();
-        let (host, reserved, b) = random_system(&banks, reserved_at, &vm_mib, &channel_pages);
+        let (host, reserved, b) =
+            random_system(&banks, reserved_at, &vm_mib, &channel_pages, identity_at);
         let Ok(p) = plan(&b, &platform(&host), &reserved, &LIMITS) else {
             return Ok(());
         };
+        // An identity-mapped VM sits exactly where it asked.
+        for v in p.vms().filter(|v| v.image.identity) {
+            proptest::prop_assert_eq!(v.ram_pa.0, v.image.mem_base);
+        }
         let carve: Vec<_> = p.carve_outs().collect();
         for (i, (who, r)) in carve.iter().enumerate() {
             proptest::prop_assert!(!r.is_empty());
@@ -890,7 +999,7 @@ proptest::proptest! {
         channel_pages in proptest::collection::vec(1u64..16, 0..4),
     ) {
         let banks = [(RAM_BASE, GIB)];
-        let (host, reserved, b) = random_system(&banks, reserved_at, &vm_mib, &channel_pages);
+        let (host, reserved, b) = random_system(&banks, reserved_at, &vm_mib, &channel_pages, None);
         let p = plan(&b, &platform(&host), &reserved, &LIMITS);
         proptest::prop_assert!(p.is_ok(), "{:?}", p.err());
     }

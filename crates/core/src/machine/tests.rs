@@ -25,6 +25,7 @@ fn image(vcpus: u32, mem_base: u64, mem_size: u64) -> VmImage<'static> {
         pinned: true,
         pcpus: [0; 8],
         on_crash: OnCrash::Stop,
+        identity: false,
     }
 }
 

@@ -224,6 +224,20 @@ pub(super) fn check_devices(d: &mut Diagnostics<'_>, vms: &[VmConfig], plans: &[
         let reg_field = format!("{}.reg", dev.field);
         let here = format!("[{:#x}, {:#x})", region.start, region.end);
         let vm = &vms[i];
+        // A virtio device reads and writes its driver's buffers itself: at
+        // guest-physical addresses, which only an identity-mapped VM's are
+        // in host memory too. Anywhere else it would write over whatever
+        // host RAM sits there (the hypervisor's, on `virt`).
+        if !vm.identity && c.compatible.iter().any(|s| s == "virtio,mmio") {
+            d.push(
+                dev.reg_span.clone(),
+                &dev.field,
+                format!(
+                    "a \"virtio,mmio\" device DMAs to its driver's buffers, so VM {:?} must be identity-mapped (identity = true)",
+                    vm.name
+                ),
+            );
+        }
         let ram = vm.memory_base..vm.memory_base + vm.memory;
         if overlaps(&region, &ram) {
             d.push(

@@ -92,6 +92,24 @@ pub const HOST_MEMORY_GRANULE: u64 = 256 * MIB;
 pub const MAX_HOST_MEMORY: u64 = 255 * GIB;
 /// Where host RAM starts on QEMU `virt` (no passthrough region may overlap it).
 pub const HOST_RAM_BASE: u64 = GIB;
+/// Where QEMU puts the boot bundle (its `-initrd`) on `virt` with at least
+/// 256 MiB of RAM: 128 MiB into host RAM.
+pub const BUNDLE_LOAD_OFFSET: u64 = 128 * MIB;
+/// Room after the bundle for the host device tree QEMU places there.
+pub const HOST_DTB_ROOM: u64 = 2 * MIB;
+
+/// The end of the host RAM that the hypervisor, the host DT and a boot
+/// bundle of `bundle_size` bytes take at boot on `virt`: an
+/// identity-mapped VM's RAM must start at or above it. At least
+/// [`HYPERVISOR_RESERVE`] above [`HOST_RAM_BASE`], 2 MiB aligned.
+pub fn boot_area_end(bundle_size: u64) -> u64 {
+    let bundle_end = BUNDLE_LOAD_OFFSET
+        .saturating_add(bundle_size)
+        .saturating_add(HOST_DTB_ROOM);
+    HOST_RAM_BASE
+        .saturating_add(HYPERVISOR_RESERVE.max(bundle_end))
+        .next_multiple_of(RAM_ALIGN)
+}
 /// A channel's size when the config does not say.
 pub const DEFAULT_CHANNEL_SIZE: u64 = 4 * KIB;
 
@@ -301,6 +319,10 @@ pub struct VmConfig {
     pub memory: u64,
     /// Guest-physical RAM base: a multiple of [`RAM_ALIGN`].
     pub memory_base: u64,
+    /// Identity-mapped (`identity = true`): the RAM sits at host-physical
+    /// `memory_base` too, so a device passed through to the VM can DMA
+    /// with its driver's addresses (ADR 0016).
+    pub identity: bool,
     /// Pinned or shared vCPUs.
     pub placement: CpuPlacement,
     /// Physical CPU of each vCPU (resolved; one entry per vCPU).
@@ -496,6 +518,7 @@ impl Config {
                 .clone()
                 .map(|s| Spanned::new(none.clone(), RawSize::Str(s))),
             memory_base: None,
+            identity: None,
             placement: None,
             pcpus: None,
             on_crash: None,
@@ -572,12 +595,17 @@ impl Config {
                 KernelInfo::Raw { .. } => "raw binary".to_owned(),
             };
             out += &format!(
-                "vm[{i}] {:?}: {} vCPU{}, {} RAM at {:#x}\n  kernel {} ({kind}): {} loaded at +{:#x}, entry +{:#x}, footprint {}\n",
+                "vm[{i}] {:?}: {} vCPU{}, {} RAM at {:#x}{}\n  kernel {} ({kind}): {} loaded at +{:#x}, entry +{:#x}, footprint {}\n",
                 vm.name,
                 vm.cpus,
                 plural(vm.cpus),
                 format_size(vm.memory),
                 vm.memory_base,
+                if vm.identity {
+                    " (identity-mapped: host-physical too)"
+                } else {
+                    ""
+                },
                 vm.kernel.display(),
                 format_size(k.blob_size),
                 k.placement.load_offset,
@@ -665,7 +693,31 @@ impl Config {
                 b.spi
             );
         }
+        if let Some(warning) = self.identity_warning() {
+            out += &warning;
+            out += "\n";
+        }
         out
+    }
+
+    /// The one line `stratum check` and `stratum run` print when some VM
+    /// is identity-mapped: with no SMMU between a device and host memory, a
+    /// device such a VM drives can DMA anywhere (ADR 0016).
+    pub fn identity_warning(&self) -> Option<String> {
+        let names: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|v| v.identity)
+            .map(|v| format!("{:?}", v.name))
+            .collect();
+        (!names.is_empty()).then(|| {
+            format!(
+                "warning: {} identity-mapped and no SMMU guards host memory: a device passed through \
+                 can DMA anywhere, so trust {} like the hypervisor",
+                names.join(", ") + if names.len() == 1 { " is" } else { " are" },
+                if names.len() == 1 { "that VM" } else { "those VMs" }
+            )
+        })
     }
 
     /// Bytes of host RAM the channels take (each once, shared by its VMs).

@@ -46,6 +46,7 @@ pub(super) struct RawVm {
     pub(super) cpus: Option<Spanned<i64>>,
     pub(super) memory: Option<Spanned<RawSize>>,
     pub(super) memory_base: Option<Spanned<RawSize>>,
+    pub(super) identity: Option<Spanned<bool>>,
     pub(super) placement: Option<Spanned<String>>,
     pub(super) pcpus: Option<Spanned<Vec<Spanned<i64>>>>,
     pub(super) on_crash: Option<Spanned<String>>,

@@ -314,6 +314,43 @@ fn bad_configs() {
             "[[vm]]\nkernel = \"raw.bin\"\nmemory_base = \"0x40001000\"\n",
             &["x.toml:3:15: vm[0].memory_base: 0x40001000 is not 2 MiB aligned"],
         ),
+        // Identity-mapped RAM.
+        (
+            "[[vm]]\nkernel = \"raw.bin\"\nidentity = true\nmemory_base = \"0x44000000\"\nmemory = \"64M\"\n",
+            &[
+                "x.toml:4:15: vm[0].memory_base: identity-mapped RAM [0x44000000, 0x48000000) overlaps the host RAM that the hypervisor, the host device tree and the boot bundle take, [0x40000000, 0x50000000): set memory_base to 0x50000000 or above",
+            ],
+        ),
+        (
+            "[[vm]]\nname = \"a\"\nkernel = \"raw.bin\"\nidentity = true\nmemory_base = \"0x60000000\"\nmemory = \"64M\"\n\
+             [[vm]]\nname = \"b\"\nkernel = \"raw.bin\"\nidentity = true\nmemory_base = \"0x62000000\"\nmemory = \"64M\"\n",
+            &[
+                "x.toml:11:15: vm[1].memory_base: identity-mapped RAM [0x62000000, 0x66000000) overlaps vm[0] \"a\"'s: two VMs cannot own the same host RAM",
+            ],
+        ),
+        (
+            "[machine]\nmemory = \"512M\"\n\
+             [[vm]]\nkernel = \"raw.bin\"\nidentity = true\nmemory_base = \"0x70000000\"\nmemory = \"64M\"\n",
+            &[
+                "x.toml:2:10: machine.memory: 512 MiB is too small: the VMs need 1 GiB of host RAM",
+                "identity-mapped RAM up to 0x74000000",
+            ],
+        ),
+        (
+            "[[vm]]\nkernel = \"raw.bin\"\n\
+             [[vm.device]]\nname = \"disk\"\ncompatible = \"virtio,mmio\"\n\
+             reg = [0x0a003000, 0x1000]\ninterrupts = [40]\n",
+            &[
+                "x.toml:6:7: vm[0].device[0]: a \"virtio,mmio\" device DMAs to its driver's buffers, so VM \"vm0\" must be identity-mapped (identity = true)",
+            ],
+        ),
+        (
+            "[[vm]]\nkernel = \"raw.bin\"\nidentity = 1\n",
+            &[
+                "x.toml:3:12: ",
+                "invalid type: integer `1`, expected a boolean",
+            ],
+        ),
         // vCPUs.
         (
             "[[vm]]\nkernel = \"raw.bin\"\ncpus = 0\n",
@@ -1023,6 +1060,62 @@ fn ram_just_clear_of_the_devices_is_fine() {
     // RAM ending exactly at the device window.
     let text = "[[vm]]\nkernel = \"raw.bin\"\nmemory_base = \"0x07C00000\"\nmemory = \"4M\"\n";
     assert!(fx.parse(text).is_ok());
+}
+
+#[test]
+fn identity_vms_go_above_the_boot_area_and_are_warned_about() {
+    let fx = Fixture::new();
+    let config = fx
+        .parse(
+            "[[vm]]\nname = \"svc\"\nkernel = \"raw.bin\"\nidentity = true\nmemory = \"64M\"\n\
+             [[vm]]\nname = \"plain\"\nkernel = \"raw.bin\"\nmemory = \"64M\"\n\
+             [[vm]]\nname = \"dma\"\nkernel = \"raw.bin\"\nidentity = true\nmemory = \"32M\"\n",
+        )
+        .expect("valid");
+    let placed: Vec<_> = config
+        .vms
+        .iter()
+        .map(|v| (v.name.as_str(), v.memory_base, v.identity))
+        .collect();
+    // The identity-mapped VMs are stacked from the end of the boot area, in
+    // file order; the other keeps the usual guest-physical base.
+    assert_eq!(
+        placed,
+        [
+            ("svc", 0x5000_0000, true),
+            ("plain", RAM, false),
+            ("dma", 0x5400_0000, true),
+        ]
+    );
+    assert_eq!(boot_area_end(config.bundle_size()), 0x5000_0000);
+    // Host RAM reaches past the identity-mapped VMs with room for the
+    // other one beside them.
+    assert_eq!(config.machine.memory, 512 * MIB);
+    let summary = config.summary();
+    assert!(
+        summary.contains(
+            "vm[0] \"svc\": 1 vCPU, 64 MiB RAM at 0x50000000 (identity-mapped: host-physical too)\n"
+        ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("vm[1] \"plain\": 1 vCPU, 64 MiB RAM at 0x40000000\n"),
+        "{summary}"
+    );
+    assert!(
+        summary.ends_with(
+            "warning: \"svc\", \"dma\" are identity-mapped and no SMMU guards host memory: a device \
+             passed through can DMA anywhere, so trust those VMs like the hypervisor\n"
+        ),
+        "{summary}"
+    );
+    // Without identity-mapped VMs there is no warning.
+    let plain = fx.parse("[[vm]]\nkernel = \"raw.bin\"\n").expect("valid");
+    assert_eq!(plain.identity_warning(), None);
+    assert!(!plain.summary().contains("warning"));
+    // A large bundle pushes the boot area up: 128 MiB in, then the bundle
+    // and 2 MiB for the host DT.
+    assert_eq!(boot_area_end(200 * MIB), 0x4000_0000 + 330 * MIB);
 }
 
 #[test]

@@ -132,6 +132,8 @@ pub(super) fn validate(
     // Whether every VM's shape (name, vCPUs, RAM) is known: the rules
     // between VMs need it, but not its files.
     let mut shapes_known = true;
+    // Where the next identity-mapped VM without a `memory_base` goes.
+    let mut identity_cursor = HOST_RAM_BASE + HYPERVISOR_RESERVE;
     for (i, vm) in raw.vm.iter().enumerate().take(MAX_VMS) {
         let vcpus = vm
             .get_ref()
@@ -151,7 +153,7 @@ pub(super) fn validate(
                 names.insert(name.get_ref().clone(), i);
             }
         }
-        match validate_vm(&mut d, i, vm, base, &mut debian_guest) {
+        match validate_vm(&mut d, i, vm, base, &mut debian_guest, &mut identity_cursor) {
             Some(mut v) => {
                 v.placement = plan.placement;
                 v.on_crash = plan.on_crash;
@@ -227,14 +229,34 @@ pub(super) fn validate(
     let channel_memory = config.channel_memory();
     let vm_memory = vm_memory + channel_memory;
     let bundle = config.bundle_size();
-    let required = required_host_memory(vm_memory, bundle).unwrap_or(u64::MAX);
+    let identity_top = check_identity(&mut d, &config.vms, &raw.vm, bundle);
+    // Identity-mapped RAM ends where it ends; the other VMs and the channels
+    // may need room beside it.
+    let identity_need = identity_top.map(|top| {
+        let others: u64 = config
+            .vms
+            .iter()
+            .filter(|v| !v.identity)
+            .map(|v| v.memory)
+            .sum();
+        (top - HOST_RAM_BASE)
+            .saturating_add(others)
+            .saturating_add(channel_memory)
+            .next_multiple_of(HOST_MEMORY_GRANULE)
+    });
+    let required = required_host_memory(vm_memory, bundle)
+        .unwrap_or(u64::MAX)
+        .max(identity_need.unwrap_or(0));
     let channels_part = if channel_memory > 0 {
         format!(" (including {} of channels)", format_size(channel_memory))
     } else {
         String::new()
     };
+    let identity_part = identity_top.map_or(String::new(), |top| {
+        format!("; identity-mapped RAM up to {top:#x}, the other VMs and the channels beside it")
+    });
     let needs = format!(
-        "the VMs need {} of host RAM ({} of VM memory{channels_part} + {} boot bundle + {} for the hypervisor, rounded up to {})",
+        "the VMs need {} of host RAM ({} of VM memory{channels_part} + {} boot bundle + {} for the hypervisor, rounded up to {}{identity_part})",
         format_size(required),
         format_size(vm_memory),
         format_size(bundle.next_multiple_of(MIB)),
@@ -261,7 +283,11 @@ pub(super) fn validate(
         return Err(Error::input(d.report()));
     }
     config.machine.memory = memory_override.map_or_else(
-        || default_host_memory(vm_memory, bundle).unwrap_or(required),
+        || {
+            default_host_memory(vm_memory, bundle)
+                .unwrap_or(required)
+                .max(required)
+        },
         |(bytes, _)| bytes,
     );
     devices::check_devices_against_host_ram(&mut d, &plans, config.machine.memory);
@@ -269,6 +295,60 @@ pub(super) fn validate(
         return Err(Error::input(d.report()));
     }
     Ok(config)
+}
+
+/// Checks the identity-mapped VMs against the host RAM the boot takes (a
+/// bundle of `bundle` bytes: [`boot_area_end`]) and against each other;
+/// returns the end of the highest one's RAM, `None` when there is none.
+/// (The hypervisor's boot plan checks the same against the real host.)
+fn check_identity(
+    d: &mut Diagnostics<'_>,
+    vms: &[VmConfig],
+    raw: &[Spanned<RawVm>],
+    bundle: u64,
+) -> Option<u64> {
+    let floor = boot_area_end(bundle);
+    let span = |i: usize| {
+        let vm = raw[i].get_ref();
+        match (&vm.memory_base, &vm.identity) {
+            (Some(b), _) => (Some(b.span()), format!("vm[{i}].memory_base")),
+            (None, Some(id)) => (Some(id.span()), format!("vm[{i}].identity")),
+            (None, None) => (Some(raw[i].span()), format!("vm[{i}]")),
+        }
+    };
+    let mut top = None;
+    let ranges: Vec<(usize, u64, u64)> = vms
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.identity)
+        .map(|(i, v)| (i, v.memory_base, v.memory_base + v.memory))
+        .collect();
+    for (k, &(i, start, end)) in ranges.iter().enumerate() {
+        let (at, field) = span(i);
+        if start < floor {
+            d.push(
+                at.clone(),
+                &field,
+                format!(
+                    "identity-mapped RAM [{start:#x}, {end:#x}) overlaps the host RAM that the hypervisor, \
+                     the host device tree and the boot bundle take, [{HOST_RAM_BASE:#x}, {floor:#x}): \
+                     set memory_base to {floor:#x} or above"
+                ),
+            );
+        }
+        if let Some(&(j, ..)) = ranges[..k].iter().find(|&&(_, s, e)| s < end && start < e) {
+            d.push(
+                at,
+                &field,
+                format!(
+                    "identity-mapped RAM [{start:#x}, {end:#x}) overlaps vm[{j}] {:?}'s: two VMs cannot own the same host RAM",
+                    vms[j].name
+                ),
+            );
+        }
+        top = top.max(Some(end));
+    }
+    top
 }
 
 /// Parses a size field, reporting errors. `None` if it was bad.
@@ -305,6 +385,7 @@ fn validate_vm(
     vm: &Spanned<RawVm>,
     base: &Path,
     debian_guest: &mut dyn FnMut() -> std::result::Result<LinuxGuest, String>,
+    identity_cursor: &mut u64,
 ) -> Option<VmConfig> {
     let f = |key: &str| format!("vm[{i}].{key}");
     let table_span = Some(vm.span());
@@ -409,7 +490,12 @@ fn validate_vm(
         }),
     };
 
+    let identity = vm.identity.as_ref().is_some_and(|v| *v.get_ref());
     let memory_base = match &vm.memory_base {
+        // An identity-mapped VM without a base goes above the boot area,
+        // after the identity-mapped VMs before it (checked once the bundle's
+        // size is known: `check_identity`).
+        None if identity => Some(*identity_cursor),
         None => Some(DEFAULT_MEMORY_BASE),
         Some(v) => size_field(d, v, &f("memory_base")).and_then(|b| {
             if !b.is_multiple_of(RAM_ALIGN) {
@@ -531,6 +617,11 @@ fn validate_vm(
     };
 
     let (memory_base, memory) = ram?;
+    if identity {
+        *identity_cursor = (*identity_cursor)
+            .max(memory_base.saturating_add(memory))
+            .next_multiple_of(RAM_ALIGN);
+    }
     let cpus = cpus?;
     let unplaced = |name: String, kernel: std::path::PathBuf| VmConfig {
         name,
@@ -553,6 +644,7 @@ fn validate_vm(
         cpus,
         memory,
         memory_base,
+        identity,
         placement: CpuPlacement::Pinned,
         pcpus: Vec::new(),
         on_crash: OnCrash::Stop,
