@@ -6,6 +6,7 @@ use stratum_arch::{sysreg, tlb};
 use stratum_core::addr::Gva;
 use stratum_core::bus::{DeviceId, DeviceTable, Effects, MmioDevice};
 use stratum_core::esr::ec as esr_class;
+use stratum_core::flash::Flash;
 use stratum_core::inject::Injection;
 use stratum_core::pl011::Pl011;
 use stratum_core::stats::Reason;
@@ -54,6 +55,9 @@ struct VmDevs<'a> {
     uart: &'a mut Pl011,
     vgic: &'a mut Vgic,
     virtio: &'a mut VmVirtio,
+    /// A firmware VM's flash (stateless: the bus has its window only in
+    /// such a VM).
+    flash: Flash,
 }
 
 impl DeviceTable for VmDevs<'_> {
@@ -62,6 +66,7 @@ impl DeviceTable for VmDevs<'_> {
             crate::vm::UART_DEVICE => Some(&mut *self.uart),
             crate::vm::GIC_DEVICE => Some(&mut *self.vgic),
             crate::vm::VIRTIO_DEVICE => Some(&mut *self.virtio),
+            crate::vm::FLASH_DEVICE => Some(&mut self.flash),
             _ => None,
         }
     }
@@ -355,6 +360,7 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
             uart: &mut vm.uart,
             vgic: &mut vm.vgic,
             virtio: &mut *vm.virtio,
+            flash: Flash,
         };
         // SAFETY: `frame` is the running vCPU's, which lives in this VM
         // (`sync_policy` checks that on the full path) and the VM lock is
@@ -528,6 +534,7 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> (Action, bool) {
         uart: &mut vm.uart,
         vgic: &mut vm.vgic,
         virtio: &mut *vm.virtio,
+        flash: Flash,
     };
     let mut model = VmModel {
         vm_id: vm.id as u64,

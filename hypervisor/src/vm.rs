@@ -29,7 +29,9 @@ use crate::vcpu::{Frame, VcpuContext};
 use stratum_core::tablepool::TablePool;
 use stratum_core::trng::Trng;
 
-pub use stratum_core::machine::{DEVICES, GIC_DEVICE, MAX_VCPUS, UART_DEVICE, VIRTIO_DEVICE};
+pub use stratum_core::machine::{
+    DEVICES, FLASH_DEVICE, GIC_DEVICE, MAX_VCPUS, UART_DEVICE, VIRTIO_DEVICE,
+};
 
 /// Most VMs one system runs.
 pub const MAX_VMS: usize = 8;

@@ -1,5 +1,6 @@
 //! Multi-VM system tests: each example config in `configs/` for several VMs
-//! (`three-vms`, `timeshare`, `pingpong`, `isolation`, `crash`, `restart`)
+//! (`three-vms`, `timeshare`, `pingpong`, `isolation`, `crash`, `restart`,
+//! `uboot`)
 //! runs on the real hypervisor under QEMU, with the guests the harness uses
 //! (`STRATUM_GUESTS_DIR`), and the console is split by VM tag
 //! ([`split_by_tag`]): every VM line must carry its VM's tag, tags never
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use stratum_systests::{
     Run, Verdict, VmConsoles, assert_status, config_with_guests, numbers_after, run_config,
-    split_by_tag, status,
+    run_config_script, split_by_tag, status,
 };
 
 /// Timeout of one multi-VM run (several guests share few CPUs under TCG).
@@ -484,4 +485,76 @@ fn console_escape_moves_input_between_vms() {
         "the statistics escape prints each running VM's table\n{}",
         run.describe()
     );
+}
+
+/// Debian's U-Boot for `virt` (`u-boot-qemu`, which `cargo xtask test`
+/// installs) as a guest beside a ticker (`configs/uboot.toml`,
+/// `firmware = true`): it finds its device tree at the start of RAM and
+/// reads its environment from the emulated flash (erased: "bad CRC, using
+/// default environment"), reaches its prompt, and runs what is typed: a
+/// key stops the autoboot, `version` and `setenv`/`echo` answer, `reset` reboots
+/// that VM alone (its banner again, boot 2), and in the second boot
+/// `poweroff` stops it; the ticker ticks through both and passes.
+#[test]
+fn uboot_boots_as_a_guest_and_its_reset_and_poweroff_are_its_own() {
+    let uboot = std::path::Path::new("/usr/lib/u-boot/qemu_arm64/u-boot.bin");
+    assert!(
+        uboot.is_file(),
+        "{} is missing: install Debian's u-boot-qemu (cargo xtask test does)",
+        uboot.display()
+    );
+    let config = config_with_guests("uboot");
+    let autoboot = "Hit any key to stop autoboot";
+    let run = run_config_script(
+        &config,
+        TIMEOUT,
+        &[],
+        &[
+            (
+                autoboot,
+                "\rsetenv answer 42; echo stratum-$answer\rversion\rreset\r",
+            ),
+            (autoboot, "\rpoweroff\r"),
+        ],
+    );
+    let _ = std::fs::remove_file(&config);
+    assert_status(&run, status::OK, "uboot");
+    let split = consoles(&run, &["uboot", "ticker"]);
+    let lines: Vec<&str> = split.lines("uboot").iter().map(|l| l.text.trim()).collect();
+    let banners = lines
+        .iter()
+        .filter(|l| l.starts_with("U-Boot 2023"))
+        .count();
+    // Each boot prints its banner; `version` prints it once more.
+    assert_eq!(
+        banners,
+        3,
+        "two boots and one `version`\n{}",
+        run.describe()
+    );
+    for want in [
+        "Loading Environment from Flash... *** Warning - bad CRC, using default environment",
+        "stratum-42",
+        "=> reset",
+        "=> poweroff",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(want)),
+            "uboot: no `{want}` line\n{}",
+            run.describe()
+        );
+    }
+    assert!(
+        hypervisor_line(&split, &["vm0 'uboot' stopped (poweroff) after 2 boot(s)"]).is_some(),
+        "uboot stops by its own poweroff, in its second boot\n{}",
+        run.describe()
+    );
+    // Its environment came from the emulated flash.
+    assert!(
+        hypervisor_line(&split, &["mmio flash read"]).is_some(),
+        "uboot's exit table shows flash reads\n{}",
+        run.describe()
+    );
+    assert_vm_passed(&run, &split, "ticker", "ticker");
+    assert_ticks(&run, &split, "ticker", 40);
 }

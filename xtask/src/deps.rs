@@ -12,7 +12,20 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("llvm", "llvm-symbolizer"),
     // The focused-console tests drive `stratum run` in a terminal.
     ("tmux", "tmux"),
+    // Debian's U-Boot for QEMU `virt` runs as a guest in a system test
+    // (`configs/uboot.toml`); it brings a file, not a command.
+    ("u-boot-qemu", "/usr/lib/u-boot/qemu_arm64/u-boot.bin"),
 ];
+
+/// Whether what `provides` names is there: a file when it is an absolute
+/// path, else a command on the `PATH`.
+fn present(provides: &str) -> bool {
+    if provides.starts_with('/') {
+        std::path::Path::new(provides).is_file()
+    } else {
+        have(provides)
+    }
+}
 
 fn have(cmd: &str) -> bool {
     Command::new("sh")
@@ -80,7 +93,7 @@ fn ensure_rust() -> Result<(), String> {
 fn ensure_packages() -> Result<(), String> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(_, cmd)| !have(cmd))
+        .filter(|(_, provides)| !present(provides))
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {
@@ -104,12 +117,29 @@ fn ensure_packages() -> Result<(), String> {
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend(&missing);
     run("apt-get", &args)?;
-    for (pkg, cmd) in APT_PACKAGES {
-        if !have(cmd) {
+    for (pkg, provides) in APT_PACKAGES {
+        if !present(provides) {
             return Err(format!(
-                "{pkg} was installed but `{cmd}` is still not on PATH"
+                "{pkg} was installed but `{provides}` is still not there"
             ));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_is_present_by_its_command_or_its_file() {
+        assert!(present("sh"), "a command on the PATH");
+        assert!(present("/bin/sh"), "a file");
+        assert!(
+            !present("/"),
+            "a directory is not the file a package brings"
+        );
+        assert!(!present("/no/such/stratum/file"));
+        assert!(!present("no-such-stratum-command"));
+    }
 }

@@ -500,6 +500,7 @@ fn image(vcpus: u32, cmdline: &'static str, fragment: Option<&'static [u8]>) -> 
         pcpus: [0; 8],
         on_crash: OnCrash::Stop,
         identity: false,
+        firmware: false,
     }
 }
 

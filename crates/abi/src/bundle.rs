@@ -57,7 +57,7 @@
 //! | 136 | 8 | physical CPU of vCPU *i* in byte *i* (< [`limits::PHYSICAL_CPUS`]; bytes ≥ vCPU count zero) |
 //! | 144 | 8 | extra DT fragment blob offset (0 when absent) |
 //! | 152 | 8 | extra DT fragment size (0 when absent; at most [`DT_FRAGMENT_MAX`]) |
-//! | 160 | 4 | VM flags ([`VM_FLAG_IDENTITY`]; other bits zero) |
+//! | 160 | 4 | VM flags ([`VM_FLAG_IDENTITY`], [`VM_FLAG_FIRMWARE`]; other bits zero) |
 //! | 164 | 92 | reserved, zero |
 //!
 //! A passthrough device record ([`DEVICE_RECORD_SIZE`] bytes); the region is
@@ -121,8 +121,14 @@ use crate::limits;
 /// guest-physical address, `mem_base`): the boot plan must find exactly that
 /// host range free, or refuse the system.
 pub const VM_FLAG_IDENTITY: u32 = 1 << 0;
+/// VM flag: a firmware-style guest (U-Boot built for QEMU `virt`). Its
+/// device tree goes at the start of its RAM, where QEMU leaves it for
+/// firmware and such a guest looks for it (rather than high; `x0` points at
+/// it either way), and it sees `virt`'s two flash banks at 0 (erased,
+/// write-protected), which it reads its environment from.
+pub const VM_FLAG_FIRMWARE: u32 = 1 << 1;
 /// Every VM flag this format knows.
-const VM_FLAGS_KNOWN: u32 = VM_FLAG_IDENTITY;
+const VM_FLAGS_KNOWN: u32 = VM_FLAG_IDENTITY | VM_FLAG_FIRMWARE;
 
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"STRATBN1";
@@ -598,6 +604,9 @@ pub struct VmImage<'a> {
     /// ([`VM_FLAG_IDENTITY`]), so a device passed through to it can DMA
     /// with the addresses its driver gives.
     pub identity: bool,
+    /// A firmware-style guest: device tree at the start of RAM, flash
+    /// banks at 0 ([`VM_FLAG_FIRMWARE`]).
+    pub firmware: bool,
 }
 
 /// A passthrough device: a physical MMIO region mapped at the same address
@@ -1130,6 +1139,7 @@ impl<'a> Bundle<'a> {
             pcpus,
             on_crash,
             identity: flags & VM_FLAG_IDENTITY != 0,
+            firmware: flags & VM_FLAG_FIRMWARE != 0,
         })
     }
 
@@ -1388,7 +1398,12 @@ pub fn encode_with_virtio(
         rec[136..144].copy_from_slice(&vm.pcpus);
         put_u64(rec, 144, fragment.0);
         put_u64(rec, 152, fragment.1);
-        put_u32(rec, 160, if vm.identity { VM_FLAG_IDENTITY } else { 0 });
+        let flag = |on: bool, bit: u32| if on { bit } else { 0 };
+        put_u32(
+            rec,
+            160,
+            flag(vm.identity, VM_FLAG_IDENTITY) | flag(vm.firmware, VM_FLAG_FIRMWARE),
+        );
     }
     align(&mut out);
     let total = out.len() as u64;
@@ -1418,6 +1433,7 @@ mod tests {
             pcpus: [0, 1, 0, 0, 0, 0, 0, 0],
             on_crash: OnCrash::Stop,
             identity: false,
+            firmware: false,
         }
     }
 
@@ -1558,10 +1574,23 @@ mod tests {
             identity: true,
             ..sample(&KERNEL, None)
         };
-        let bytes = encode(0, SystemInfo::default(), &[vm, vms()[1]], &[], &[]);
+        let firmware = VmImage {
+            firmware: true,
+            ..vms()[1]
+        };
+        let bytes = encode(
+            0,
+            SystemInfo::default(),
+            &[vm, vms()[1], firmware],
+            &[],
+            &[],
+        );
         let b = Bundle::parse(&bytes).expect("valid");
-        assert_eq!(b.vm(0).map(|v| v.identity), Some(true));
-        assert_eq!(b.vm(1).map(|v| v.identity), Some(false));
+        let flags: Vec<_> = (0..3)
+            .filter_map(|i| b.vm(i))
+            .map(|v| (v.identity, v.firmware))
+            .collect();
+        assert_eq!(flags, [(true, false), (false, false), (false, true)]);
         let flags = HEADER_SIZE + VM_RECORD_SIZE + 160;
         assert_eq!(
             u32::from_le_bytes(bytes[flags - VM_RECORD_SIZE..][..4].try_into().unwrap()),

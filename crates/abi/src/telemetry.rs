@@ -253,6 +253,8 @@ reasons! {
     HvcTrng = 52, "hvc TRNG_*", "HVC #0 calling SMCCC TRNG (VERSION, FEATURES, GET_UUID, RND32/64).";
     SysregDebug = 53, "sysreg debug", "A trapped access to a self-hosted debug register (MDCR_EL2.TDA/TDOSA/TDRA), emulated or performed.";
     SysregPmu = 54, "sysreg PMU", "A trapped access to a PMU register (MDCR_EL2.TPM/TPMCR), performed on the vCPU's PMU.";
+    MmioFlashRead = 55, "mmio flash read", "A read of a firmware VM's emulated flash banks (erased: all ones).";
+    MmioFlashWrite = 56, "mmio flash write", "A write to a firmware VM's emulated flash banks (write-protected: ignored).";
 }
 
 impl Reason {
@@ -271,7 +273,7 @@ impl Reason {
         match self as u8 {
             0..=18 | 52 => "hvc",
             19 => "smc",
-            20..=25 | 48 | 50 | 51 => "mmio",
+            20..=25 | 48 | 50 | 51 | 55 | 56 => "mmio",
             26..=30 | 53 | 54 => "sysreg",
             31..=33 => "wfx",
             34..=41 => "irq",

@@ -103,29 +103,8 @@ pub fn plan(
     initrd_size: u64,
     dtb_size: u64,
 ) -> Result<GuestLayout, LayoutError> {
-    let kernel_start = ram
-        .start
-        .checked_add(kernel.load_offset)
-        .ok_or(LayoutError::KernelDoesNotFit)?;
-    if kernel.footprint == 0 || !ram.contains_span(kernel_start, kernel.footprint) {
-        return Err(LayoutError::KernelDoesNotFit);
-    }
-    let kernel_range =
-        IpaRange::new(kernel_start, kernel.footprint).ok_or(LayoutError::KernelDoesNotFit)?;
-    if kernel.entry_offset >= kernel.footprint {
-        return Err(LayoutError::EntryOutsideKernel);
-    }
-    let entry = Ipa(kernel_start.0 + kernel.entry_offset);
-    if !entry.is_aligned(4) {
-        return Err(LayoutError::EntryMisaligned);
-    }
-
-    if dtb_size == 0 {
-        return Err(LayoutError::DtbEmpty);
-    }
-    if dtb_size > DTB_MAX_SIZE {
-        return Err(LayoutError::DtbTooLarge);
-    }
+    let (kernel_range, entry) = place_kernel(ram, kernel)?;
+    check_dtb_size(dtb_size)?;
     let ram_end = ram.end().0;
 
     // Preferred: the start of the last 2 MiB-aligned 2 MiB block wholly in RAM.
@@ -152,6 +131,82 @@ pub fn plan(
         initrd,
         dtb,
     })
+}
+
+/// The layout of a firmware-style guest (U-Boot built for QEMU `virt`),
+/// which looks for its device tree at the start of RAM, where QEMU leaves
+/// it for firmware: the DTB at `ram.start` (`x0` still points there too),
+/// the kernel where it asks (it must clear the DTB), the initrd at the top
+/// of RAM, page-aligned.
+pub fn plan_dtb_at_start(
+    ram: IpaRange,
+    kernel: KernelPlacement,
+    initrd_size: u64,
+    dtb_size: u64,
+) -> Result<GuestLayout, LayoutError> {
+    let (kernel_range, entry) = place_kernel(ram, kernel)?;
+    check_dtb_size(dtb_size)?;
+    let dtb = IpaRange::new(ram.start, dtb_size).ok_or(LayoutError::DtbDoesNotFit)?;
+    if !ram.contains_span(dtb.start, dtb.size) {
+        return Err(LayoutError::DtbDoesNotFit);
+    }
+    if dtb.overlaps(&kernel_range) {
+        return Err(LayoutError::DtbOverlapsKernel);
+    }
+    let initrd = if initrd_size == 0 {
+        None
+    } else {
+        let start = ram
+            .end()
+            .0
+            .checked_sub(initrd_size)
+            .map(|s| Ipa(s).align_down(PAGE))
+            .filter(|&s| s.0 >= dtb.end().0)
+            .ok_or(LayoutError::InitrdDoesNotFit)?;
+        let initrd = IpaRange::new(start, initrd_size).ok_or(LayoutError::InitrdDoesNotFit)?;
+        if initrd.overlaps(&kernel_range) {
+            return Err(LayoutError::InitrdOverlapsKernel);
+        }
+        Some(initrd)
+    };
+    Ok(GuestLayout {
+        kernel: kernel_range,
+        entry,
+        initrd,
+        dtb,
+    })
+}
+
+/// Checks a device tree's size against the boot protocol's limits.
+fn check_dtb_size(dtb_size: u64) -> Result<(), LayoutError> {
+    if dtb_size == 0 {
+        return Err(LayoutError::DtbEmpty);
+    }
+    if dtb_size > DTB_MAX_SIZE {
+        return Err(LayoutError::DtbTooLarge);
+    }
+    Ok(())
+}
+
+/// The kernel's footprint in `ram` and its entry point, checked.
+fn place_kernel(ram: IpaRange, kernel: KernelPlacement) -> Result<(IpaRange, Ipa), LayoutError> {
+    let kernel_start = ram
+        .start
+        .checked_add(kernel.load_offset)
+        .ok_or(LayoutError::KernelDoesNotFit)?;
+    if kernel.footprint == 0 || !ram.contains_span(kernel_start, kernel.footprint) {
+        return Err(LayoutError::KernelDoesNotFit);
+    }
+    let kernel_range =
+        IpaRange::new(kernel_start, kernel.footprint).ok_or(LayoutError::KernelDoesNotFit)?;
+    if kernel.entry_offset >= kernel.footprint {
+        return Err(LayoutError::EntryOutsideKernel);
+    }
+    let entry = Ipa(kernel_start.0 + kernel.entry_offset);
+    if !entry.is_aligned(4) {
+        return Err(LayoutError::EntryMisaligned);
+    }
+    Ok((kernel_range, entry))
 }
 
 /// Places the DTB at `dtb_start` and the initrd just below it, checking both
@@ -204,6 +259,50 @@ mod tests {
             entry_offset: 0,
             footprint,
         }
+    }
+
+    #[test]
+    fn a_firmware_guest_gets_its_dtb_at_the_start_of_ram() {
+        let r = ram(64 * MIB);
+        let uboot = KernelPlacement {
+            load_offset: 0x8_0000,
+            entry_offset: 0,
+            footprint: MIB,
+        };
+        let l = plan_dtb_at_start(r, uboot, 0, 0x1_0000).expect("fits");
+        assert_eq!(l.dtb, IpaRange::new(RAM_BASE, 0x1_0000).expect("ok"));
+        assert_eq!(l.kernel.start, Ipa(RAM_BASE.0 + 0x8_0000));
+        assert_eq!(l.entry, l.kernel.start);
+        assert_eq!(l.initrd, None);
+        check_invariants(r, &l);
+        // An initrd goes at the top of RAM, page-aligned.
+        let l = plan_dtb_at_start(r, uboot, 3 * MIB + 5, 0x1_0000).expect("fits");
+        let initrd = l.initrd.expect("an initrd");
+        assert_eq!(initrd.start, Ipa(RAM_BASE.0 + 61 * MIB - 4096));
+        assert!(r.contains_span(initrd.start, initrd.size));
+        assert!(!initrd.overlaps(&l.kernel) && !initrd.overlaps(&l.dtb));
+        // A kernel at the start of RAM collides with the DTB; a DTB over
+        // the limit, or an initrd that cannot clear the kernel, is refused.
+        assert_eq!(
+            plan_dtb_at_start(r, linux(MIB), 0, 0x1000),
+            Err(LayoutError::DtbOverlapsKernel)
+        );
+        assert_eq!(
+            plan_dtb_at_start(r, uboot, 0, DTB_MAX_SIZE + 1),
+            Err(LayoutError::DtbTooLarge)
+        );
+        let big = KernelPlacement {
+            footprint: 63 * MIB,
+            ..uboot
+        };
+        assert_eq!(
+            plan_dtb_at_start(r, big, MIB, 0x1000),
+            Err(LayoutError::InitrdOverlapsKernel)
+        );
+        assert_eq!(
+            plan_dtb_at_start(r, uboot, 64 * MIB, 0x1000),
+            Err(LayoutError::InitrdDoesNotFit)
+        );
     }
 
     fn check_invariants(ram: IpaRange, l: &GuestLayout) {

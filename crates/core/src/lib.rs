@@ -14,6 +14,7 @@ pub mod console;
 pub mod debugpmu;
 pub mod esr;
 pub mod fdt;
+pub mod flash;
 pub mod guest_dt;
 pub mod hostirq;
 pub mod idreg;

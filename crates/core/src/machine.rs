@@ -35,6 +35,8 @@ pub const GIC_DEVICE: DeviceId = DeviceId(1);
 /// The virtio-mmio transports' id on the bus (one banked window, bank
 /// `n` = transport `n`).
 pub const VIRTIO_DEVICE: DeviceId = DeviceId(2);
+/// A firmware VM's flash banks' id on the bus ([`crate::flash`]).
+pub const FLASH_DEVICE: DeviceId = DeviceId(3);
 /// The vGIC's bus region tag for the distributor.
 pub const REGION_DIST: u8 = 0;
 /// The vGIC's bus region tag for the redistributors (one bank per vCPU).
@@ -55,6 +57,8 @@ pub enum MachineError {
     NoGicv,
     /// Two devices claim the same guest-physical bytes.
     Bus(BusError),
+    /// A firmware VM's RAM overlaps the flash banks it must see at 0.
+    RamOverFlash,
 }
 
 impl core::fmt::Display for MachineError {
@@ -67,6 +71,10 @@ impl core::fmt::Display for MachineError {
             Self::Layout(e) => write!(f, "guest memory layout: {e:?}"),
             Self::NoGicv => write!(f, "the host GICv2 has no virtual CPU interface (GICV)"),
             Self::Bus(e) => write!(f, "device bus: {e:?}"),
+            Self::RamOverFlash => write!(
+                f,
+                "a firmware VM's RAM overlaps the flash banks at [0x0, 0x8000000)"
+            ),
         }
     }
 }
@@ -87,6 +95,9 @@ pub struct Machine {
     /// Whether the VM has QEMU `virt`'s 32 virtio-mmio transports (on its
     /// bus and in its device tree); see [`Machine::drop_virtio_for`].
     pub virtio: bool,
+    /// Whether it is a firmware-style VM, with `virt`'s flash banks on its
+    /// bus ([`crate::flash`]).
+    pub flash: bool,
 }
 
 impl Machine {
@@ -129,9 +140,18 @@ impl Machine {
             footprint: image.kernel_footprint,
         };
         let initrd_size = image.initrd.map_or(0, |i| i.len() as u64);
-        let layout = layout::plan(ram, placement, initrd_size, DTB_MAX as u64)
-            .map_err(MachineError::Layout)?;
-        let bus = device_bus(&gic, vcpus as u32, true).map_err(MachineError::Bus)?;
+        let place = if image.firmware {
+            layout::plan_dtb_at_start
+        } else {
+            layout::plan
+        };
+        let layout =
+            place(ram, placement, initrd_size, DTB_MAX as u64).map_err(MachineError::Layout)?;
+        let flash = image.firmware;
+        if flash && ram.overlaps(&crate::flash::FLASH) {
+            return Err(MachineError::RamOverFlash);
+        }
+        let bus = device_bus(&gic, vcpus as u32, true, flash).map_err(MachineError::Bus)?;
         Ok(Self {
             ram,
             gic,
@@ -139,6 +159,7 @@ impl Machine {
             bus,
             vcpus,
             virtio: true,
+            flash,
         })
     }
 
@@ -167,7 +188,8 @@ impl Machine {
         else {
             return Ok(None);
         };
-        self.bus = device_bus(&self.gic, self.vcpus as u32, false).map_err(MachineError::Bus)?;
+        self.bus = device_bus(&self.gic, self.vcpus as u32, false, self.flash)
+            .map_err(MachineError::Bus)?;
         self.virtio = false;
         Ok(Some(d.name))
     }
@@ -244,8 +266,16 @@ pub const NO_DEVICE: GuestDevice<'static> = GuestDevice {
 /// The emulated devices every VM has: the PL011, the distributor, on
 /// GICv3 one redistributor frame per vCPU (one banked window), and with
 /// `virtio` the 32 virtio-mmio transports (another).
-fn device_bus(gic: &GuestGic, vcpus: u32, virtio: bool) -> Result<MmioBus, BusError> {
+fn device_bus(gic: &GuestGic, vcpus: u32, virtio: bool, flash: bool) -> Result<MmioBus, BusError> {
     let mut bus = MmioBus::new();
+    if flash {
+        bus.insert(Window::plain(
+            crate::flash::FLASH,
+            FLASH_DEVICE,
+            0,
+            [Reason::MmioFlashRead, Reason::MmioFlashWrite],
+        ))?;
+    }
     bus.insert(Window::plain(
         virt_map::UART,
         UART_DEVICE,

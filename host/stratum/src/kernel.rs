@@ -180,6 +180,7 @@ fn vm_image<'a>(
         pcpus,
         on_crash: vm.on_crash,
         identity: vm.identity,
+        firmware: vm.firmware,
     })
 }
 
@@ -464,6 +465,7 @@ size = "8K"
             pcpus: [0; 8],
             on_crash: bundle::OnCrash::Stop,
             identity: false,
+            firmware: false,
         };
         let vms = [
             image(Some(&i[..]), "x", None),

@@ -127,6 +127,7 @@ fn vm(name: &'static str, mem: u64, cpus: &[u8], pinned: bool) -> VmImage<'stati
         pcpus,
         on_crash: OnCrash::Stop,
         identity: false,
+        firmware: false,
     }
 }
 

@@ -26,6 +26,7 @@ fn image(vcpus: u32, mem_base: u64, mem_size: u64) -> VmImage<'static> {
         pcpus: [0; 8],
         on_crash: OnCrash::Stop,
         identity: false,
+        firmware: false,
     }
 }
 
@@ -66,6 +67,45 @@ fn a_gicv3_machine_has_a_redistributor_frame_per_vcpu_on_its_bus() {
         .find(Ipa(virt_map::GICD.start.0 + 4))
         .expect("GICD_TYPER");
     assert_eq!((gicd.device, gicd.region), (GIC_DEVICE, REGION_DIST));
+}
+
+#[test]
+fn a_firmware_vm_has_its_dt_at_ram_base_and_flash_at_0() {
+    let firmware = VmImage {
+        firmware: true,
+        ..image(1, RAM, 64 << 20)
+    };
+    let m = Machine::describe(&firmware, GicVersion::V3, false).unwrap();
+    assert!(m.flash);
+    assert_eq!(m.layout.dtb.start, Ipa(RAM), "the DT at the start of RAM");
+    assert_eq!(m.layout.kernel.start, Ipa(RAM + 0x8_0000));
+    let env = m.bus.find(Ipa(0x0400_0004)).expect("the second flash bank");
+    assert_eq!(
+        (env.device, env.read_reason, env.write_reason),
+        (FLASH_DEVICE, Reason::MmioFlashRead, Reason::MmioFlashWrite)
+    );
+    // The other devices are where they were.
+    let gicd = m.bus.find(Ipa(virt_map::GICD.start.0)).expect("GICD");
+    assert_eq!(gicd.device, GIC_DEVICE);
+    // Dropping the transports for a passthrough device keeps the flash.
+    let mut m2 = m.clone();
+    let dev = DevicePlan::for_test("q", IpaRange::new(Ipa(0x0a00_3000), 0x1000).unwrap(), &[40]);
+    assert_eq!(m2.drop_virtio_for(&[dev]), Ok(Some("q")));
+    assert!(m2.bus.find(Ipa(0x10)).is_some());
+    // An ordinary VM has neither: the DT high, nothing at 0.
+    let plain = Machine::describe(&image(1, RAM, 64 << 20), GicVersion::V3, false).unwrap();
+    assert!(!plain.flash);
+    assert!(plain.bus.find(Ipa(0x0400_0004)).is_none());
+    assert!(plain.layout.dtb.start.0 > RAM + (32 << 20));
+    // A firmware VM's RAM may not cover the flash.
+    let low = VmImage {
+        firmware: true,
+        ..image(1, 0, 64 << 20)
+    };
+    assert_eq!(
+        Machine::describe(&low, GicVersion::V3, false).err(),
+        Some(MachineError::RamOverFlash)
+    );
 }
 
 #[test]

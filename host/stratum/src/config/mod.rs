@@ -83,6 +83,9 @@ pub const DTB_RESERVE: u64 = 2 * MIB;
 /// Guest-physical window of the emulated devices (GIC distributor, GICv2 CPU
 /// interface or GICv3 redistributors, PL011) that guest RAM must not overlap.
 pub const DEVICE_WINDOW: Range<u64> = 0x0800_0000..0x0A00_0000;
+/// The end of `virt`'s flash banks, which a firmware VM sees at 0
+/// (`stratum_core::flash::FLASH`).
+pub const FLASH_END: u64 = 0x0800_0000;
 /// Host RAM the hypervisor keeps for itself, on top of the VMs' memory.
 pub const HYPERVISOR_RESERVE: u64 = 256 * MIB;
 /// Host RAM is rounded up to a multiple of this.
@@ -323,6 +326,10 @@ pub struct VmConfig {
     /// `memory_base` too, so a device passed through to the VM can DMA
     /// with its driver's addresses (ADR 0016).
     pub identity: bool,
+    /// A firmware-style guest (`firmware = true`: U-Boot built for QEMU
+    /// `virt`): its device tree at the start of RAM, where such firmware
+    /// looks for it, and `virt`'s flash banks at 0, erased.
+    pub firmware: bool,
     /// Pinned or shared vCPUs.
     pub placement: CpuPlacement,
     /// Physical CPU of each vCPU (resolved; one entry per vCPU).
@@ -519,6 +526,7 @@ impl Config {
                 .map(|s| Spanned::new(none.clone(), RawSize::Str(s))),
             memory_base: None,
             identity: None,
+            firmware: None,
             placement: None,
             pcpus: None,
             on_crash: None,
@@ -601,10 +609,13 @@ impl Config {
                 plural(vm.cpus),
                 format_size(vm.memory),
                 vm.memory_base,
-                if vm.identity {
-                    " (identity-mapped: host-physical too)"
-                } else {
-                    ""
+                match (vm.identity, vm.firmware) {
+                    (true, true) => {
+                        " (identity-mapped: host-physical too; firmware: device tree at RAM base, flash at 0)"
+                    }
+                    (true, false) => " (identity-mapped: host-physical too)",
+                    (false, true) => " (firmware: device tree at RAM base, flash at 0)",
+                    (false, false) => "",
                 },
                 vm.kernel.display(),
                 format_size(k.blob_size),

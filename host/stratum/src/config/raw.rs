@@ -47,6 +47,7 @@ pub(super) struct RawVm {
     pub(super) memory: Option<Spanned<RawSize>>,
     pub(super) memory_base: Option<Spanned<RawSize>>,
     pub(super) identity: Option<Spanned<bool>>,
+    pub(super) firmware: Option<Spanned<bool>>,
     pub(super) placement: Option<Spanned<String>>,
     pub(super) pcpus: Option<Spanned<Vec<Spanned<i64>>>>,
     pub(super) on_crash: Option<Spanned<String>>,

@@ -345,6 +345,18 @@ fn bad_configs() {
             ],
         ),
         (
+            "[[vm]]\nkernel = \"big.Image\"\nmemory = \"256M\"\nfirmware = true\n",
+            &[
+                "x.toml:4:12: vm[0].firmware: the kernel loads at RAM + 0x0, inside the 64 KiB the device tree takes at the start of RAM",
+            ],
+        ),
+        (
+            "[[vm]]\nkernel = \"raw.bin\"\nfirmware = true\nmemory_base = \"0x04000000\"\nmemory = \"32M\"\n",
+            &[
+                "x.toml:4:15: vm[0].memory_base: a firmware VM sees flash at [0x0, 0x8000000): its RAM [0x4000000, 0x6000000) may not overlap it",
+            ],
+        ),
+        (
             "[[vm]]\nkernel = \"raw.bin\"\nidentity = 1\n",
             &[
                 "x.toml:3:12: ",

@@ -541,6 +541,16 @@ fn validate_vm(
                 );
                 None
             }
+            Some(end) if b < FLASH_END && vm.firmware.as_ref().is_some_and(|v| *v.get_ref()) => {
+                d.push(
+                    ram_span.clone(),
+                    &ram_field,
+                    format!(
+                        "a firmware VM sees flash at [0x0, {FLASH_END:#x}): its RAM [{b:#x}, {end:#x}) may not overlap it"
+                    ),
+                );
+                None
+            }
             Some(_) => Some((b, m)),
         },
         _ => None,
@@ -645,6 +655,7 @@ fn validate_vm(
         memory,
         memory_base,
         identity,
+        firmware: vm.firmware.as_ref().is_some_and(|v| *v.get_ref()),
         placement: CpuPlacement::Pinned,
         pcpus: Vec::new(),
         on_crash: OnCrash::Stop,
@@ -695,6 +706,21 @@ fn validate_vm(
             return Some(unplaced(name, kernel_path));
         }
     };
+    let firmware = vm.firmware.as_ref().filter(|v| *v.get_ref());
+    let dt_room = stratum_core::machine::DTB_MAX as u64;
+    if let Some(v) = firmware
+        && placement.load_offset < dt_room
+    {
+        d.at(
+            v,
+            &f("firmware"),
+            format!(
+                "the kernel loads at RAM + {:#x}, inside the {} the device tree takes at the start of RAM",
+                placement.load_offset,
+                format_size(dt_room)
+            ),
+        );
+    }
     let initrd_size = initrd.as_ref().map_or(0, |(_, s)| *s);
     let need = placement
         .end_offset()
