@@ -18,6 +18,8 @@
 //!   and out of its queues.
 //! - [`switch`]: the virtual switch between the NICs of one network:
 //!   learning, flooding, bounded work, the locking the glue follows.
+//! - [`blk`]: the virtio-block device as a frontend: requests parsed,
+//!   checked and kept in flight for a backend elsewhere, completed later.
 //! - [`console`]: the virtio-console device (one port: output handed to
 //!   the glue, input pushed into the guest's buffers).
 //! - [`vsock`]: the virtio-vsock device and its packet header.
@@ -43,6 +45,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod blk;
 pub mod chain;
 pub mod console;
 pub mod device;

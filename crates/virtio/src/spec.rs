@@ -44,6 +44,8 @@ pub mod device_id {
     pub const NONE: u32 = 0;
     /// Network card.
     pub const NET: u32 = 1;
+    /// Block device.
+    pub const BLOCK: u32 = 2;
     /// Console.
     pub const CONSOLE: u32 = 3;
     /// Socket device.

@@ -2,6 +2,7 @@
 //! register, every hostile-ring error, a loopback device driven end to
 //! end, and properties over random ring memory.
 
+mod blk;
 mod console;
 pub(crate) mod driver;
 mod loopback;

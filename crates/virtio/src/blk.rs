@@ -1,0 +1,441 @@
+//! The virtio-block device (virtio 1.2 §5.2) as a frontend whose storage
+//! lives elsewhere: the device parses and checks the driver's requests and
+//! keeps them in flight; the glue carries each to the backend (issue 12:
+//! a daemon in the service VM), moves its data with
+//! [`BlkDevice::read_payload`] and [`BlkDevice::write_payload`], and
+//! completes it with [`BlkDevice::complete`]. Several requests are in
+//! flight at once (up to [`MAX_IN_FLIGHT`]); the rest wait in the ring,
+//! taken as slots free up ([`BlkDevice::take_requests`]).
+//!
+//! Offered: `VIRTIO_BLK_F_SEG_MAX` (a request's data in at most
+//! [`SEG_MAX`] buffers, what a checked chain holds besides the header and
+//! the status), `VIRTIO_BLK_F_BLK_SIZE` (512), `VIRTIO_BLK_F_FLUSH`, and
+//! `VIRTIO_BLK_F_RO` for a read-only disk. One request queue.
+//!
+//! Requests (§5.2.6): a 16-byte device-readable header (`type`, reserved,
+//! `sector`), the data (device-readable for a write, device-writable for
+//! a read or `GET_ID`), and a one-byte device-writable status, last. What
+//! the device answers itself, at once:
+//! - an unknown type: `VIRTIO_BLK_S_UNSUPP`;
+//! - `GET_ID`: the disk's serial (up to 20 bytes, NUL-padded), `OK`;
+//! - a read or write whose length is zero or not a multiple of 512, or
+//!   that runs past the capacity, a write to a read-only disk, or a
+//!   request whose buffers do not have the shape its type needs (data on
+//!   the wrong side): `VIRTIO_BLK_S_IOERR`, without reaching the backend.
+//!
+//! A chain too short for a header and a status byte is a broken driver:
+//! the device stops (`DEVICE_NEEDS_RESET`), as for every malformed ring.
+//!
+//! Every request handed out carries a tag naming its slot and the slot's
+//! use: a completion for a request the driver has meanwhile reset away
+//! (its slot empty, or reused) is ignored, so a backend that answers late
+//! can never write into a new driver's buffers.
+
+use crate::chain::{Chain, MAX_SEGMENTS};
+use crate::device::{Queues, VirtioDevice};
+use crate::mem::GuestMemory;
+use crate::queue::QueueError;
+
+/// The request queue.
+pub const QUEUE: u16 = 0;
+/// Entries of the request queue at most.
+pub const QUEUE_SIZE: u16 = 128;
+/// Bytes per sector (the unit of `sector` and `capacity`, always 512).
+pub const SECTOR: u64 = 512;
+/// Requests in flight to the backend at once, at most.
+pub const MAX_IN_FLIGHT: usize = 32;
+/// Data buffers per request at most: a chain's segments less the header
+/// and the status.
+pub const SEG_MAX: u32 = MAX_SEGMENTS as u32 - 2;
+/// Bytes of the serial `GET_ID` returns.
+pub const ID_BYTES: usize = 20;
+/// Bytes of the request header.
+const HEADER: u32 = 16;
+
+/// Feature bits (§5.2.3).
+pub mod feature {
+    /// `seg_max` in the configuration is valid.
+    pub const SEG_MAX: u64 = 1 << 2;
+    /// The disk is read-only.
+    pub const RO: u64 = 1 << 5;
+    /// `blk_size` in the configuration is valid.
+    pub const BLK_SIZE: u64 = 1 << 6;
+    /// The device takes `FLUSH` requests.
+    pub const FLUSH: u64 = 1 << 9;
+}
+
+/// Request types (§5.2.6).
+pub mod request {
+    /// Read sectors.
+    pub const IN: u32 = 0;
+    /// Write sectors.
+    pub const OUT: u32 = 1;
+    /// Make every completed write durable.
+    pub const FLUSH: u32 = 4;
+    /// The disk's serial.
+    pub const GET_ID: u32 = 8;
+}
+
+/// Status bytes (§5.2.6).
+pub mod status {
+    /// Done.
+    pub const OK: u8 = 0;
+    /// The request failed.
+    pub const IOERR: u8 = 1;
+    /// The request type is not supported.
+    pub const UNSUPP: u8 = 2;
+}
+
+/// Bytes of the configuration space read: `capacity` (u64), `size_max`
+/// (u32, not offered), `seg_max` (u32), `geometry` (4 bytes, not offered),
+/// `blk_size` (u32).
+const CONFIG_LEN: usize = 24;
+
+/// What a request asks of the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Read `bytes` from `sector` into the driver's buffers.
+    Read,
+    /// Write `bytes` of the driver's buffers at `sector`.
+    Write,
+    /// Make every write completed so far durable.
+    Flush,
+}
+
+/// A request for the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Names the request in [`BlkDevice::complete`] and the payload calls.
+    pub tag: u32,
+    /// What to do.
+    pub op: Op,
+    /// First sector (0 for a flush).
+    pub sector: u64,
+    /// Bytes of data (a multiple of [`SECTOR`]; 0 for a flush).
+    pub bytes: u32,
+}
+
+/// How a request ended at the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done (for a read, its data written with
+    /// [`BlkDevice::write_payload`] first).
+    Done,
+    /// It failed (an I/O error, or the backend is gone).
+    Failed,
+}
+
+/// One request in flight.
+#[derive(Clone, Debug)]
+struct InFlight {
+    chain: Chain,
+    request: Request,
+    /// Handed to the glue by [`BlkDevice::next_request`].
+    submitted: bool,
+}
+
+/// One VM's disk, as its driver sees it.
+#[derive(Clone, Debug)]
+pub struct BlkDevice {
+    capacity: u64,
+    readonly: bool,
+    serial: [u8; ID_BYTES],
+    slots: [Option<InFlight>; MAX_IN_FLIGHT],
+    /// Bumped at every use of a slot and every reset: the high bits of a
+    /// tag.
+    uses: u32,
+}
+
+impl BlkDevice {
+    /// A disk of `capacity` sectors, read-only or not, whose `GET_ID`
+    /// answers `serial` (cut to 20 bytes).
+    pub fn new(capacity: u64, readonly: bool, serial: &[u8]) -> Self {
+        let mut id = [0u8; ID_BYTES];
+        let n = serial.len().min(ID_BYTES);
+        id[..n].copy_from_slice(&serial[..n]);
+        Self {
+            capacity,
+            readonly,
+            serial: id,
+            slots: core::array::from_fn(|_| None),
+            uses: 0,
+        }
+    }
+
+    /// Its capacity in sectors.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Requests in flight (handed out or waiting to be).
+    pub fn in_flight(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    /// The next request not yet handed to the glue, now handed.
+    pub fn next_request(&mut self) -> Option<Request> {
+        let f = self.slots.iter_mut().flatten().find(|f| !f.submitted)?;
+        f.submitted = true;
+        Some(f.request)
+    }
+
+    /// The slot of a handed-out request `tag`, if it is still in flight.
+    fn slot(&self, tag: u32) -> Option<&InFlight> {
+        let f = self.slots.get((tag & 0xff) as usize)?.as_ref()?;
+        (f.request.tag == tag && f.submitted).then_some(f)
+    }
+
+    /// Copies bytes `[offset, offset + buf.len())` of write request `tag`'s
+    /// data into `buf`. `None` if `tag` is not a write in flight or the
+    /// range is past its data.
+    pub fn read_payload(
+        &self,
+        tag: u32,
+        mem: &dyn GuestMemory,
+        offset: u32,
+        buf: &mut [u8],
+    ) -> Option<()> {
+        let f = self.slot(tag).filter(|f| f.request.op == Op::Write)?;
+        let end = u64::from(offset) + buf.len() as u64;
+        if end > u64::from(f.request.bytes) {
+            return None;
+        }
+        f.chain.read(mem, HEADER + offset, buf).ok()
+    }
+
+    /// Copies `data` into read request `tag`'s buffers from `offset`.
+    /// `None` if `tag` is not a read in flight or the range is past its
+    /// data.
+    pub fn write_payload(
+        &self,
+        tag: u32,
+        mem: &mut dyn GuestMemory,
+        offset: u32,
+        data: &[u8],
+    ) -> Option<()> {
+        let f = self.slot(tag).filter(|f| f.request.op == Op::Read)?;
+        let end = u64::from(offset) + data.len() as u64;
+        if end > u64::from(f.request.bytes) {
+            return None;
+        }
+        f.chain.write(mem, offset, data).ok()
+    }
+
+    /// Ends request `tag` with `outcome`: writes its status, returns its
+    /// chain to the driver and takes more requests from the ring into the
+    /// slot it frees. `Ok(false)` when `tag` is not in flight (a late
+    /// answer after a reset, or a second one): nothing happens.
+    pub fn complete(
+        &mut self,
+        tag: u32,
+        outcome: Outcome,
+        queues: &mut Queues<'_>,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<bool, QueueError> {
+        if self.slot(tag).is_none() {
+            return Ok(false);
+        }
+        let f = self.slots[(tag & 0xff) as usize]
+            .take()
+            .expect("slot() found it");
+        let (code, data) = match (outcome, f.request.op) {
+            (Outcome::Done, Op::Read) => (status::OK, f.request.bytes),
+            (Outcome::Done, _) => (status::OK, 0),
+            (Outcome::Failed, _) => (status::IOERR, 0),
+        };
+        let q = queues.get(QUEUE)?;
+        finish(q, mem, &f.chain, code, data)?;
+        self.take_requests(queues, mem)?;
+        Ok(true)
+    }
+
+    /// Fails every request in flight (`IOERR`): the backend is gone.
+    /// Requests still in the ring stay there until
+    /// [`BlkDevice::take_requests`] runs again.
+    pub fn fail_all(
+        &mut self,
+        queues: &mut Queues<'_>,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<usize, QueueError> {
+        let mut n = 0;
+        for slot in &mut self.slots {
+            if let Some(f) = slot.take() {
+                finish(queues.get(QUEUE)?, mem, &f.chain, status::IOERR, 0)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Takes requests from the ring while a slot is free: answers at once
+    /// what the device can (see the module docs), keeps the rest in
+    /// flight for [`BlkDevice::next_request`].
+    pub fn take_requests(
+        &mut self,
+        queues: &mut Queues<'_>,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<(), QueueError> {
+        // A queue the driver has not made ready holds nothing.
+        let Ok(q) = queues.get(QUEUE) else {
+            return Ok(());
+        };
+        while let Some(free) = self.slots.iter().position(Option::is_none) {
+            let Some(chain) = q.pop(mem)? else {
+                return Ok(());
+            };
+            chain.require(HEADER, 1)?;
+            let mut header = [0u8; HEADER as usize];
+            chain.read(mem, 0, &mut header)?;
+            let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+            let mut sector = [0u8; 8];
+            sector.copy_from_slice(&header[8..16]);
+            let sector = u64::from_le_bytes(sector);
+            let op = match self.check(&chain, kind, sector) {
+                Check::Answer(code, data) => {
+                    finish(q, mem, &chain, code, data)?;
+                    continue;
+                }
+                Check::Serial => {
+                    let n = (chain.writable_len() - 1).min(ID_BYTES as u32);
+                    chain.write(mem, 0, &self.serial[..n as usize])?;
+                    finish(q, mem, &chain, status::OK, n)?;
+                    continue;
+                }
+                Check::Backend(op) => op,
+            };
+            let bytes = match op {
+                Op::Read => chain.writable_len() - 1,
+                Op::Write => chain.readable_len() - HEADER,
+                Op::Flush => 0,
+            };
+            self.uses = self.uses.wrapping_add(1);
+            let tag = (self.uses << 8) | free as u32;
+            let sector = if op == Op::Flush { 0 } else { sector };
+            self.slots[free] = Some(InFlight {
+                chain,
+                request: Request {
+                    tag,
+                    op,
+                    sector,
+                    bytes,
+                },
+                submitted: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// What to do with a request of type `kind` at `sector` in `chain`.
+    fn check(&self, chain: &Chain, kind: u32, sector: u64) -> Check {
+        let extra_readable = chain.readable_len() - HEADER;
+        let writable = chain.writable_len();
+        let ioerr = Check::Answer(status::IOERR, 0);
+        match kind {
+            request::IN | request::OUT => {
+                let (op, bytes) = if kind == request::IN {
+                    if extra_readable != 0 {
+                        return ioerr;
+                    }
+                    (Op::Read, writable - 1)
+                } else {
+                    if writable != 1 {
+                        return ioerr;
+                    }
+                    (Op::Write, extra_readable)
+                };
+                let bytes = u64::from(bytes);
+                let fits = sector
+                    .checked_add(bytes / SECTOR)
+                    .is_some_and(|end| end <= self.capacity);
+                if bytes == 0 || bytes % SECTOR != 0 || !fits {
+                    return ioerr;
+                }
+                if op == Op::Write && self.readonly {
+                    return ioerr;
+                }
+                Check::Backend(op)
+            }
+            request::FLUSH if extra_readable == 0 && writable == 1 => Check::Backend(Op::Flush),
+            request::FLUSH => ioerr,
+            request::GET_ID if extra_readable == 0 && writable > 1 => Check::Serial,
+            request::GET_ID => ioerr,
+            _ => Check::Answer(status::UNSUPP, 0),
+        }
+    }
+}
+
+/// What the device makes of a request.
+enum Check {
+    /// Answered at once: the status, and data bytes written before it.
+    Answer(u8, u32),
+    /// `GET_ID`: the serial, then `OK`.
+    Serial,
+    /// For the backend.
+    Backend(Op),
+}
+
+/// Writes `code` as `chain`'s status (its last writable byte, after
+/// `data` bytes of data) and returns the chain.
+fn finish(
+    q: &mut crate::queue::SplitQueue,
+    mem: &mut dyn GuestMemory,
+    chain: &Chain,
+    code: u8,
+    data: u32,
+) -> Result<(), QueueError> {
+    let at = chain.writable_len() - 1;
+    chain.write(mem, at, &[code])?;
+    q.add_used_deferred(mem, chain.head(), data + 1)
+}
+
+impl VirtioDevice for BlkDevice {
+    fn device_id(&self) -> u32 {
+        crate::spec::device_id::BLOCK
+    }
+
+    fn features(&self) -> u64 {
+        let ro = if self.readonly { feature::RO } else { 0 };
+        feature::SEG_MAX | feature::BLK_SIZE | feature::FLUSH | ro
+    }
+
+    fn queue_count(&self) -> u16 {
+        1
+    }
+
+    fn queue_max_size(&self, queue: u16) -> u16 {
+        if queue == QUEUE { QUEUE_SIZE } else { 0 }
+    }
+
+    fn config_len(&self) -> usize {
+        CONFIG_LEN
+    }
+
+    fn read_config(&self, offset: usize, data: &mut [u8]) {
+        let mut c = [0u8; CONFIG_LEN];
+        c[..8].copy_from_slice(&self.capacity.to_le_bytes());
+        c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        c[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = c.get(offset + i).copied().unwrap_or(0);
+        }
+    }
+
+    fn notify(
+        &mut self,
+        queue: u16,
+        queues: &mut Queues<'_>,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<(), QueueError> {
+        match queue {
+            QUEUE => self.take_requests(queues, mem),
+            other => Err(QueueError::NoSuchQueue(other)),
+        }
+    }
+
+    fn reset(&mut self) {
+        // The chains belong to the old driver: forget them, and make every
+        // tag handed out so far stale.
+        self.slots = core::array::from_fn(|_| None);
+        self.uses = self.uses.wrapping_add(1 << 16);
+    }
+}
