@@ -229,7 +229,7 @@ fn image(vcpus: u32) -> VmImage<'static> {
         pcpus: [0; 8],
         on_crash: OnCrash::Stop,
         identity: false,
-        dt_at_ram_base: false,
+        firmware: false,
     }
 }
 

@@ -523,14 +523,20 @@ fn example_configs_check_and_run() {
             status::OK,
             &format!("stratum check {}", path.display()),
         );
-        let run = run_stratum(
-            [
-                "run".as_ref(),
-                path.as_os_str(),
-                "--timeout".as_ref(),
-                "60".as_ref(),
-            ],
+        // `uboot.toml` runs U-Boot, which waits at its prompt: it is told
+        // to power off when its autoboot countdown shows (tests/multivm.rs
+        // drives it further).
+        let script: &[(&str, &str)] = if path.file_name().is_some_and(|n| n == "uboot.toml") {
+            &[("Hit any key to stop autoboot", "\rpoweroff\r")]
+        } else {
+            &[]
+        };
+        let mut cmd = std::process::Command::new(stratum_systests::stratum_bin());
+        cmd.arg("run").arg(&path).args(["--timeout", "60"]);
+        let run = stratum_systests::run_command_with_script(
+            cmd,
             DEFAULT_TIMEOUT + HARD_TIMEOUT_GRACE,
+            script,
         );
         // `crash.toml` crashes one VM on purpose (tests/multivm.rs checks
         // the details): the run then ends with "a VM crashed".
