@@ -55,9 +55,6 @@ struct VmDevs<'a> {
     uart: &'a mut Pl011,
     vgic: &'a mut Vgic,
     virtio: &'a mut VmVirtio,
-    /// A firmware VM's flash (stateless: the bus has its window only in
-    /// such a VM).
-    flash: Flash,
 }
 
 impl DeviceTable for VmDevs<'_> {
@@ -66,7 +63,25 @@ impl DeviceTable for VmDevs<'_> {
             crate::vm::UART_DEVICE => Some(&mut *self.uart),
             crate::vm::GIC_DEVICE => Some(&mut *self.vgic),
             crate::vm::VIRTIO_DEVICE => Some(&mut *self.virtio),
-            crate::vm::FLASH_DEVICE => Some(&mut self.flash),
+            _ => self.rare_device(id),
+        }
+    }
+}
+
+impl VmDevs<'_> {
+    /// The devices only some VMs have, out of line: the three every VM
+    /// has keep the dispatch they had (measured: a fourth arm, or a field
+    /// for the flash in this table, made every MMIO exit five instructions
+    /// longer).
+    #[inline(never)]
+    fn rare_device(&mut self, id: DeviceId) -> Option<&mut dyn MmioDevice> {
+        match id {
+            crate::vm::FLASH_DEVICE => {
+                // SAFETY: `Flash` is zero-sized: a dangling, aligned,
+                // non-null pointer is a valid reference to it, and it has no
+                // state for two references to share.
+                Some(unsafe { core::ptr::NonNull::<Flash>::dangling().as_mut() })
+            }
             _ => None,
         }
     }
@@ -360,7 +375,6 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
             uart: &mut vm.uart,
             vgic: &mut vm.vgic,
             virtio: &mut *vm.virtio,
-            flash: Flash,
         };
         // SAFETY: `frame` is the running vCPU's, which lives in this VM
         // (`sync_policy` checks that on the full path) and the VM lock is
@@ -534,7 +548,6 @@ fn sync_policy(frame: *mut Frame, vm: &mut Vm, v: usize) -> (Action, bool) {
         uart: &mut vm.uart,
         vgic: &mut vm.vgic,
         virtio: &mut *vm.virtio,
-        flash: Flash,
     };
     let mut model = VmModel {
         vm_id: vm.id as u64,

@@ -410,6 +410,14 @@ impl Pl011 {
 /// input (a read of `UARTDR`), asks the glue to sample the VM's lines.
 impl MmioDevice for Pl011 {
     fn read(&mut self, access: &DeviceAccess, fx: &mut Effects) -> Result<u64, AccessRefused> {
+        // Only a read of UARTDR's low byte pops the receive FIFO: any other
+        // read changes nothing, so it moves no line and needs no sampling
+        // (the flag register, which drivers poll, takes this path).
+        if access.offset != UARTDR {
+            return Pl011::read(self, access.offset, access.size)
+                .map(u64::from)
+                .map_err(|_| AccessRefused);
+        }
         let (line, room) = (self.irq_pending(), self.rx_count);
         let value = Pl011::read(self, access.offset, access.size).map_err(|_| AccessRefused)?;
         fx.lines |= line != self.irq_pending() || room != self.rx_count;
@@ -436,6 +444,55 @@ impl MmioDevice for Pl011 {
 mod tests {
     use super::*;
     use AccessSize::{Byte, Double, Half, Word};
+
+    #[test]
+    fn only_a_read_that_pops_the_fifo_reports_its_line() {
+        use crate::bus::{DeviceAccess, Effects, MmioDevice};
+        let at = |offset| DeviceAccess {
+            vcpu: 0,
+            region: 0,
+            bank: 0,
+            offset,
+            size: Word,
+        };
+        let mut u = Pl011::new();
+        wr(&mut u, UARTIMSC, int::RX | int::RT);
+        assert!(u.push_rx(b'x'));
+        let pending = u.irq_pending();
+        // Every register but UARTDR, read: no line moved, nothing changed.
+        for off in (4..0x1000).step_by(4) {
+            let mut fx = Effects::default();
+            let before = u.clone();
+            let got = MmioDevice::read(&mut u, &at(off), &mut fx);
+            assert_eq!(
+                got.map(|v| v as u32),
+                u.read(off, Word).map_err(|_| AccessRefused),
+                "{off:#x}"
+            );
+            assert!(!fx.lines, "{off:#x}");
+            assert_eq!(u.irq_pending(), before.irq_pending(), "{off:#x}");
+            assert_eq!(u.rx_space(), before.rx_space(), "{off:#x}");
+        }
+        assert_eq!(u.irq_pending(), pending);
+        // UARTDR pops the byte: its room and maybe its line moved.
+        let mut fx = Effects::default();
+        assert_eq!(
+            MmioDevice::read(&mut u, &at(UARTDR), &mut fx),
+            Ok(u64::from(b'x'))
+        );
+        assert!(fx.lines, "the FIFO's room changed");
+        // A byte read of UARTDR's second byte does not pop.
+        assert!(u.push_rx(b'y'));
+        let mut fx = Effects::default();
+        let upper = DeviceAccess {
+            offset: 1,
+            size: Byte,
+            ..at(0)
+        };
+        assert!(MmioDevice::read(&mut u, &upper, &mut fx).is_ok());
+        assert!(!fx.lines);
+        assert_eq!(rd(&mut u, UARTDR), u32::from(b'y'), "still there");
+    }
 
     fn rd(u: &mut Pl011, off: u64) -> u32 {
         u.read(off, Word).expect("valid access")
