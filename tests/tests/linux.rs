@@ -652,15 +652,21 @@ fn network_between_two_debian_vms(gic: &str) {
 /// notifies before `DRIVER_OK` or of a missing queue each get the spec's
 /// answer without harming it, then it floods broadcast frames for 25 s
 /// while the Debian VMs ping each other: the switch's storm control keeps
-/// the flood out of their receive rings, every one of 5 pings is answered
-/// each way, and everything stops cleanly.
+/// the flood out of their receive rings, and once each VM has reached its
+/// peer (the two boot side by side, so a first ping may leave before the
+/// peer has its address), every one of 5 pings is answered each way, and
+/// everything stops cleanly.
 fn hostile_guest_beside_two_debian_vms(gic: &str) {
     let test = format!("linux_hostile_ring_beside_a_network_gic{gic}");
     let hostile = stratum_systests::guest_elf("virtiohostile");
+    // The two VMs boot side by side: a first ping may leave before the
+    // peer has its address. Each waits for one answer (a try every two
+    // seconds, for a minute at most), then the 5 that count.
     let ping = |me: &str, peer: &str| {
         format!(
-            "ip link set eth0 up && ip addr add {me}/24 dev eth0 && ping -c 5 -w 60 {peer} > /tmp/p; \
-             r=$?; cat /tmp/p; sleep 3; grep -q ' 5 packets received' /tmp/p"
+            "ip link set eth0 up && ip addr add {me}/24 dev eth0 && n=0; \
+             until ping -c 1 -w 2 {peer} > /dev/null; do n=$((n+1)); [ $n -ge 30 ] && break; done; \
+             ping -c 5 -w 60 {peer} > /tmp/p; r=$?; cat /tmp/p; sleep 3; grep -q ' 5 packets received' /tmp/p"
         )
     };
     let text = format!(
