@@ -180,7 +180,7 @@ pub fn init(
             PhysGic::V3(unsafe { GicV3::init_v3(g.dist.base.0 as usize, base, size, mpidr)? })
         }
         GicVersion::V2 => {
-            let cpu_if = g.cpu.map_or(0, |r| r.base.0 as usize);
+            let cpu_if = g.cpu_interface().map_or(0, |r| r.base.0 as usize);
             let hyp = g.hyp.map_or(0, |r| r.base.0 as usize);
             // SAFETY: as above, for the GICv2 distributor, CPU interface and
             // virtual interface control frames (banked per CPU).

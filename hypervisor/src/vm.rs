@@ -327,7 +327,9 @@ impl Vm {
         let vmid = u16::try_from(id + 1).expect("fewer VMs than VMIDs");
         // GICv2: the guest's CPU interface is the hardware's virtual CPU
         // interface, mapped through stage 2, so acknowledge and EOI never trap.
-        if let (GuestGic::V2 { cpu, .. }, Some(gicv)) = (machine.gic, host_gic.vcpu) {
+        if let (GuestGic::V2 { cpu, .. }, Some(gicv)) =
+            (machine.gic, host_gic.virtual_cpu_interface())
+        {
             table
                 .map(pool, cpu.start, gicv.base, cpu.size, Mapping::DeviceRw)
                 .map_err(VmError::Stage2)?;

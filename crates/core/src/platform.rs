@@ -162,6 +162,44 @@ impl GicInfo {
     pub fn redistributors(&self) -> &[PhysRegion] {
         self.redist.get(..self.redist_count).unwrap_or(&[])
     }
+
+    /// The memory-mapped CPU interface as one contiguous 8 KiB window
+    /// (`GICC_DIR` at 0x1000): see [`contiguous_cpu_interface`].
+    pub fn cpu_interface(&self) -> Option<PhysRegion> {
+        self.cpu.map(contiguous_cpu_interface)
+    }
+
+    /// The virtual CPU interface as one contiguous 8 KiB window, what a
+    /// guest's GICC is mapped onto: see [`contiguous_cpu_interface`].
+    pub fn virtual_cpu_interface(&self) -> Option<PhysRegion> {
+        self.vcpu.map(contiguous_cpu_interface)
+    }
+}
+
+/// Bytes of a GICv2 CPU interface frame pair (two 4 KiB pages).
+const CPU_IF_SIZE: u64 = 0x2000;
+/// The size a device tree gives a GIC-400 CPU interface whose 4 KiB pages
+/// are each aliased over 64 KiB (page 0 over the first 64 KiB, page 1 over
+/// the second), as on the ZynqMP.
+const CPU_IF_ALIASED_SIZE: u64 = 0x2_0000;
+/// Where, in such a region, the last alias of page 0 meets the first of
+/// page 1: an 8 KiB window with both pages in order.
+const CPU_IF_ALIASED_OFFSET: u64 = 0xf000;
+
+/// A GICv2 CPU interface region from the device tree as the 8 KiB window
+/// software uses: the region itself, or, when the tree gives 128 KiB (a
+/// GIC-400 with 64 KiB-aliased pages), the window 60 KiB in, where its two
+/// pages sit side by side (Linux's GIC driver does the same). The whole
+/// region stays the hypervisor's ([`Platform::owned_by_hypervisor`]).
+pub fn contiguous_cpu_interface(r: PhysRegion) -> PhysRegion {
+    if r.size == CPU_IF_ALIASED_SIZE {
+        PhysRegion {
+            base: Pa(r.base.0 + CPU_IF_ALIASED_OFFSET),
+            size: CPU_IF_SIZE,
+        }
+    } else {
+        r
+    }
 }
 
 /// The console UART (a PL011).
@@ -882,6 +920,7 @@ mod tests {
         gic: Option<&'static str>,
         gic_interrupt_cells: u32,
         gic_reg_entries: usize,
+        gic_reg_size: u32,
         redist_regions: Option<u32>,
         timer_ppis: usize,
         timer_kind: u32,
@@ -902,6 +941,7 @@ mod tests {
         gic: Some("arm,gic-v3"),
         gic_interrupt_cells: 3,
         gic_reg_entries: 2,
+        gic_reg_size: 0x1_0000,
         redist_regions: None,
         timer_ppis: 5,
         timer_kind: 1,
@@ -973,7 +1013,7 @@ mod tests {
             }
             let mut reg = Vec::new();
             for i in 0..spec.gic_reg_entries as u32 {
-                reg.extend_from_slice(&[i * 0x10_0000, 0x1_0000]);
+                reg.extend_from_slice(&[i * 0x10_0000, spec.gic_reg_size]);
             }
             w.property_cells("reg", &reg)?;
             w.property_cells("interrupts", &[1, 9, 4])?;
@@ -1117,6 +1157,34 @@ mod tests {
         assert_eq!(p.gic.version, GicVersion::V2);
         assert_eq!(p.gic.cpu, Some(region(0x2010_0000, 0x1_0000)));
         assert_eq!(p.gic.vcpu, Some(region(0x2030_0000, 0x1_0000)));
+        // Not aliased: the interfaces are the regions themselves.
+        assert_eq!(p.gic.cpu_interface(), p.gic.cpu);
+        assert_eq!(p.gic.virtual_cpu_interface(), p.gic.vcpu);
+
+        // A GIC-400 whose tree gives 128 KiB CPU-interface frames (its 4 KiB
+        // pages each aliased over 64 KiB, as on the ZynqMP): the contiguous
+        // 8 KiB window starts 60 KiB in; the whole region is still the GIC's.
+        let p = parse_spec(&Spec {
+            gic: Some("arm,gic-400"),
+            gic_reg_entries: 4,
+            gic_reg_size: 0x2_0000,
+            ..GOOD
+        })
+        .expect("platform");
+        assert_eq!(p.gic.cpu, Some(region(0x2010_0000, 0x2_0000)));
+        assert_eq!(p.gic.cpu_interface(), Some(region(0x2010_f000, 0x2000)));
+        assert_eq!(
+            p.gic.virtual_cpu_interface(),
+            Some(region(0x2030_f000, 0x2000))
+        );
+        assert_eq!(p.owned_by_hypervisor(0x2011_f000, 0x1000), Some("the GIC"));
+        assert_eq!(p.owned_by_hypervisor(0x2031_0000, 0x1000), Some("the GIC"));
+        // A tree that gives only 8 KiB (4 KiB pages, no aliasing) is taken
+        // as it is.
+        assert_eq!(
+            contiguous_cpu_interface(region(0xf902_0000, 0x2000)),
+            region(0xf902_0000, 0x2000)
+        );
 
         let p = parse_spec(&Spec {
             redist_regions: Some(2),
