@@ -11,7 +11,6 @@
 //! state, so it cannot leak anything between VMs or boots. The device tree
 //! does not describe it: a driver that probes for flash finds none.
 
-use crate::access::AccessSize;
 use crate::addr::{Ipa, IpaRange};
 use crate::bus::{AccessRefused, DeviceAccess, Effects, MmioDevice};
 
@@ -27,7 +26,8 @@ pub struct Flash;
 
 impl MmioDevice for Flash {
     fn read(&mut self, access: &DeviceAccess, _fx: &mut Effects) -> Result<u64, AccessRefused> {
-        Ok(all_ones(access.size))
+        // All ones in the access's width.
+        Ok(access.size.mask())
     }
 
     fn write(
@@ -40,14 +40,10 @@ impl MmioDevice for Flash {
     }
 }
 
-/// All ones in an access of `size`.
-fn all_ones(size: AccessSize) -> u64 {
-    u64::MAX >> (64 - 8 * size.bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::AccessSize;
 
     fn at(offset: u64, size: AccessSize) -> DeviceAccess {
         DeviceAccess {

@@ -185,6 +185,14 @@ impl BlkDevice {
         (f.request.tag == tag && f.submitted).then_some(f)
     }
 
+    /// The in-flight `op` request `tag`, if `[offset, offset + len)` lies
+    /// inside its data.
+    fn payload(&self, tag: u32, op: Op, offset: u32, len: usize) -> Option<&InFlight> {
+        let f = self.slot(tag).filter(|f| f.request.op == op)?;
+        let end = u64::from(offset) + len as u64;
+        (end <= u64::from(f.request.bytes)).then_some(f)
+    }
+
     /// Copies bytes `[offset, offset + buf.len())` of write request `tag`'s
     /// data into `buf`. `None` if `tag` is not a write in flight or the
     /// range is past its data.
@@ -195,11 +203,7 @@ impl BlkDevice {
         offset: u32,
         buf: &mut [u8],
     ) -> Option<()> {
-        let f = self.slot(tag).filter(|f| f.request.op == Op::Write)?;
-        let end = u64::from(offset) + buf.len() as u64;
-        if end > u64::from(f.request.bytes) {
-            return None;
-        }
+        let f = self.payload(tag, Op::Write, offset, buf.len())?;
         f.chain.read(mem, HEADER + offset, buf).ok()
     }
 
@@ -213,11 +217,7 @@ impl BlkDevice {
         offset: u32,
         data: &[u8],
     ) -> Option<()> {
-        let f = self.slot(tag).filter(|f| f.request.op == Op::Read)?;
-        let end = u64::from(offset) + data.len() as u64;
-        if end > u64::from(f.request.bytes) {
-            return None;
-        }
+        let f = self.payload(tag, Op::Read, offset, data.len())?;
         f.chain.write(mem, offset, data).ok()
     }
 
@@ -290,7 +290,7 @@ impl BlkDevice {
             let mut sector = [0u8; 8];
             sector.copy_from_slice(&header[8..16]);
             let sector = u64::from_le_bytes(sector);
-            let op = match self.check(&chain, kind, sector) {
+            let (op, sector, bytes) = match self.check(&chain, kind, sector) {
                 Check::Answer(code, data) => {
                     finish(q, mem, &chain, code, data)?;
                     continue;
@@ -301,16 +301,10 @@ impl BlkDevice {
                     finish(q, mem, &chain, status::OK, n)?;
                     continue;
                 }
-                Check::Backend(op) => op,
-            };
-            let bytes = match op {
-                Op::Read => chain.writable_len() - 1,
-                Op::Write => chain.readable_len() - HEADER,
-                Op::Flush => 0,
+                Check::Backend { op, sector, bytes } => (op, sector, bytes),
             };
             self.uses = self.uses.wrapping_add(1);
             let tag = (self.uses << 8) | free as u32;
-            let sector = if op == Op::Flush { 0 } else { sector };
             self.slots[free] = Some(InFlight {
                 chain,
                 request: Request {
@@ -343,19 +337,22 @@ impl BlkDevice {
                     }
                     (Op::Write, extra_readable)
                 };
-                let bytes = u64::from(bytes);
                 let fits = sector
-                    .checked_add(bytes / SECTOR)
+                    .checked_add(u64::from(bytes) / SECTOR)
                     .is_some_and(|end| end <= self.capacity);
-                if bytes == 0 || bytes % SECTOR != 0 || !fits {
+                if bytes == 0 || u64::from(bytes) % SECTOR != 0 || !fits {
                     return ioerr;
                 }
                 if op == Op::Write && self.readonly {
                     return ioerr;
                 }
-                Check::Backend(op)
+                Check::Backend { op, sector, bytes }
             }
-            request::FLUSH if extra_readable == 0 && writable == 1 => Check::Backend(Op::Flush),
+            request::FLUSH if extra_readable == 0 && writable == 1 => Check::Backend {
+                op: Op::Flush,
+                sector: 0,
+                bytes: 0,
+            },
             request::FLUSH => ioerr,
             request::GET_ID if extra_readable == 0 && writable > 1 => Check::Serial,
             request::GET_ID => ioerr,
@@ -370,8 +367,15 @@ enum Check {
     Answer(u8, u32),
     /// `GET_ID`: the serial, then `OK`.
     Serial,
-    /// For the backend.
-    Backend(Op),
+    /// For the backend: what to do, where, how many bytes of data.
+    Backend {
+        /// The operation.
+        op: Op,
+        /// Its first sector (0 for a flush).
+        sector: u64,
+        /// Bytes of data (0 for a flush).
+        bytes: u32,
+    },
 }
 
 /// Writes `code` as `chain`'s status (its last writable byte, after
