@@ -645,11 +645,7 @@ pub fn run_config(
     extra_args: &[&str],
     input: Option<(&str, &str)>,
 ) -> Run {
-    let mut cmd = Command::new(stratum_bin());
-    cmd.arg("run").arg(config);
-    cmd.args(["--timeout", &timeout.as_secs().max(1).to_string()]);
-    cmd.args(extra_args);
-    run_command_with_input(cmd, timeout + HARD_TIMEOUT_GRACE, input)
+    run_config_script(config, timeout, extra_args, input.as_slice())
 }
 
 /// [`run_config`] with console input in steps ([`run_command_with_script`]).

@@ -83,9 +83,9 @@ pub const DTB_RESERVE: u64 = 2 * MIB;
 /// Guest-physical window of the emulated devices (GIC distributor, GICv2 CPU
 /// interface or GICv3 redistributors, PL011) that guest RAM must not overlap.
 pub const DEVICE_WINDOW: Range<u64> = 0x0800_0000..0x0A00_0000;
-/// The end of `virt`'s flash banks, which a firmware VM sees at 0
-/// (`stratum_core::flash::FLASH`).
-pub const FLASH_END: u64 = 0x0800_0000;
+/// The end of `virt`'s flash banks, which a firmware VM sees at 0: the
+/// hypervisor's own map (`stratum_core::flash::FLASH`).
+pub const FLASH_END: u64 = stratum_core::flash::FLASH.end().0;
 /// Host RAM the hypervisor keeps for itself, on top of the VMs' memory.
 pub const HYPERVISOR_RESERVE: u64 = 256 * MIB;
 /// Host RAM is rounded up to a multiple of this.

@@ -491,6 +491,8 @@ fn validate_vm(
     };
 
     let identity = vm.identity.as_ref().is_some_and(|v| *v.get_ref());
+    // The `firmware = true` key, when the VM is a firmware guest.
+    let firmware = vm.firmware.as_ref().filter(|v| *v.get_ref());
     let memory_base = match &vm.memory_base {
         // An identity-mapped VM without a base goes above the boot area,
         // after the identity-mapped VMs before it (checked once the bundle's
@@ -541,7 +543,7 @@ fn validate_vm(
                 );
                 None
             }
-            Some(end) if b < FLASH_END && vm.firmware.as_ref().is_some_and(|v| *v.get_ref()) => {
+            Some(end) if b < FLASH_END && firmware.is_some() => {
                 d.push(
                     ram_span.clone(),
                     &ram_field,
@@ -655,7 +657,7 @@ fn validate_vm(
         memory,
         memory_base,
         identity,
-        firmware: vm.firmware.as_ref().is_some_and(|v| *v.get_ref()),
+        firmware: firmware.is_some(),
         placement: CpuPlacement::Pinned,
         pcpus: Vec::new(),
         on_crash: OnCrash::Stop,
@@ -706,7 +708,6 @@ fn validate_vm(
             return Some(unplaced(name, kernel_path));
         }
     };
-    let firmware = vm.firmware.as_ref().filter(|v| *v.get_ref());
     let dt_room = stratum_core::machine::DTB_MAX as u64;
     if let Some(v) = firmware
         && placement.load_offset < dt_room

@@ -349,12 +349,13 @@ pub fn measure(setup: TraceSetup<'_>) -> Result<Breakdown> {
         })
         .collect();
     chosen.sort_by_key(|c| c.0);
-    let profile = std::env::var_os(PROFILE_ENV).is_some();
-    let innermost: HashMap<u64, &str> = pcs
-        .iter()
-        .zip(&frames)
-        .map(|(&pc, f)| (pc, f.first().map_or("??", |f| f.function.as_str())))
-        .collect();
+    // Each PC's innermost function, only when the profile is asked for.
+    let innermost: Option<HashMap<u64, &str>> = std::env::var_os(PROFILE_ENV).map(|_| {
+        pcs.iter()
+            .zip(&frames)
+            .map(|(&pc, f)| (pc, f.first().map_or("??", |f| f.function.as_str())))
+            .collect()
+    });
     for (i, window, traced, mut notes) in chosen {
         let Some(w) = window else {
             rows.push(RowBreakdown {
@@ -369,8 +370,8 @@ pub fn measure(setup: TraceSetup<'_>) -> Result<Breakdown> {
             });
             continue;
         };
-        if profile {
-            eprint!("{}", profile_text(ROWS[i].0, &w.el2, &innermost));
+        if let Some(innermost) = &innermost {
+            eprint!("{}", profile_text(ROWS[i].0, &w.el2, innermost));
         }
         let mut by: BTreeMap<Category, u64> = BTreeMap::new();
         let mut other: BTreeMap<&str, u64> = BTreeMap::new();
