@@ -1131,6 +1131,57 @@ fn identity_vms_go_above_the_boot_area_and_are_warned_about() {
 }
 
 #[test]
+fn identity_vms_without_a_base_clear_a_large_boot_bundle() {
+    let fx = Fixture::new();
+    // A 150 MiB initrd makes a bundle that QEMU's 128 MiB offset puts past
+    // the least boot area.
+    let huge = fx.dir.write("huge.initrd", &[]);
+    fs::File::options()
+        .write(true)
+        .open(&huge)
+        .and_then(|f| f.set_len(150 * MIB))
+        .expect("sparse initrd");
+    let text = "[[vm]]\nname = \"svc\"\nkernel = \"raw.bin\"\nidentity = true\nmemory = \"64M\"\n\
+                [[vm]]\nname = \"big\"\nkernel = \"raw.bin\"\ninitrd = \"huge.initrd\"\nmemory = \"256M\"\n\
+                [[vm]]\nname = \"dma\"\nkernel = \"raw.bin\"\nidentity = true\nmemory = \"32M\"\n";
+    let config = fx.parse(text).expect("valid");
+    let floor = boot_area_end(config.bundle_size());
+    assert!(
+        floor > boot_area_end(0),
+        "the bundle moves the boot area up"
+    );
+    let bases: Vec<u64> = config.vms.iter().map(|v| v.memory_base).collect();
+    // Both identity-mapped VMs moved above it, in order, 64 MiB apart; the
+    // other keeps the usual base.
+    assert_eq!(bases, [floor, RAM, floor + 64 * MIB]);
+    assert_eq!(
+        config.vms[0].kernel_summary.placement.load_offset,
+        stratum_core::image::RAW_LOAD_OFFSET
+    );
+    assert!(
+        RAM + config.machine.memory >= floor + 96 * MIB,
+        "room for them"
+    );
+    // An ELF linked for the least boot area's base cannot move: refused.
+    let elf = ElfBuilder::new(0x5008_0000)
+        .segment(0x5008_0000, &[0x1f, 0x20, 0x03, 0xd5], 0x1000)
+        .build();
+    fx.dir.write("high.elf", &elf);
+    let text = "[[vm]]\nname = \"svc\"\nkernel = \"high.elf\"\nidentity = true\nmemory = \"64M\"\n\
+                [[vm]]\nname = \"big\"\nkernel = \"raw.bin\"\ninitrd = \"huge.initrd\"\nmemory = \"256M\"\n";
+    let e = fx.parse(text).expect_err("the ELF cannot move").to_string();
+    assert!(e.contains("x.toml:4:12: vm[0].identity: "), "{e}");
+    assert!(e.contains("set a memory_base it can run at"), "{e}");
+    // Without the big bundle the same ELF runs where it was placed.
+    let small =
+        "[[vm]]\nname = \"svc\"\nkernel = \"high.elf\"\nidentity = true\nmemory = \"64M\"\n";
+    assert_eq!(
+        fx.parse(small).expect("valid").vms[0].memory_base,
+        0x5000_0000
+    );
+}
+
+#[test]
 fn required_host_memory_rounds_up() {
     assert_eq!(required_host_memory(128 * MIB, 4096), Some(512 * MIB));
     assert_eq!(required_host_memory(256 * MIB, 0), Some(512 * MIB));

@@ -132,8 +132,10 @@ pub(super) fn validate(
     // Whether every VM's shape (name, vCPUs, RAM) is known: the rules
     // between VMs need it, but not its files.
     let mut shapes_known = true;
-    // Where the next identity-mapped VM without a `memory_base` goes.
-    let mut identity_cursor = HOST_RAM_BASE + HYPERVISOR_RESERVE;
+    // Where the next identity-mapped VM without a `memory_base` goes: above
+    // the least boot area; `place_identity_defaults` moves them above the
+    // real one once the bundle's size is known.
+    let mut identity_cursor = boot_area_end(0);
     for (i, vm) in raw.vm.iter().enumerate().take(MAX_VMS) {
         let vcpus = vm
             .get_ref()
@@ -229,6 +231,7 @@ pub(super) fn validate(
     let channel_memory = config.channel_memory();
     let vm_memory = vm_memory + channel_memory;
     let bundle = config.bundle_size();
+    place_identity_defaults(&mut d, &mut config.vms, &raw.vm, bundle);
     let identity_top = check_identity(&mut d, &config.vms, &raw.vm, bundle);
     // Identity-mapped RAM ends where it ends; the other VMs and the channels
     // may need room beside it.
@@ -295,6 +298,45 @@ pub(super) fn validate(
         return Err(Error::input(d.report()));
     }
     Ok(config)
+}
+
+/// Moves the identity-mapped VMs that gave no `memory_base` above the boot
+/// area of a bundle of `bundle` bytes ([`boot_area_end`]): they were
+/// stacked from the least one, before the bundle's size was known, and
+/// keep their order and spacing. A kernel that cannot run at its new base
+/// (an ELF linked for the old one) is refused.
+fn place_identity_defaults(
+    d: &mut Diagnostics<'_>,
+    vms: &mut [VmConfig],
+    raw: &[Spanned<RawVm>],
+    bundle: u64,
+) {
+    let shift = boot_area_end(bundle) - boot_area_end(0);
+    if shift == 0 {
+        return;
+    }
+    for (i, vm) in vms.iter_mut().enumerate() {
+        let Some(id) = raw[i].get_ref().identity.as_ref() else {
+            continue;
+        };
+        if !vm.identity || raw[i].get_ref().memory_base.is_some() {
+            continue;
+        }
+        vm.memory_base += shift;
+        match vm.kernel_summary.info.place(vm.memory_base, vm.memory) {
+            Ok(p) => vm.kernel_summary.placement = p,
+            Err(e) => d.at(
+                id,
+                &format!("vm[{i}].identity"),
+                format!(
+                    "{}: {e} with RAM at {:#x}, above the boot area of a {} boot bundle: set a memory_base it can run at",
+                    vm.kernel.display(),
+                    vm.memory_base,
+                    format_size(bundle)
+                ),
+            ),
+        }
+    }
 }
 
 /// Checks the identity-mapped VMs against the host RAM the boot takes (a
