@@ -83,14 +83,22 @@ fn query(fdt: &Fdt<'_>) {
         }
         let _ = fdt.parent(&node);
         // The node's path finds a node of its name (for a tree with a
-        // nameless root and named nodes, as the spec has it).
+        // nameless root and named nodes whose names are unique among their
+        // siblings, as the spec has it: with two siblings of one name a
+        // path names the first, as in Linux).
         if let Some(ancestors) = fdt.ancestors(&node) {
-            let names: Vec<&str> = ancestors.map(|a| a.name()).collect();
+            let chain: Vec<Node<'_>> = ancestors.chain([node]).collect();
+            let names: Vec<&str> = chain[..chain.len() - 1].iter().map(|a| a.name()).collect();
             let named = |n: &&str| !n.is_empty() && !n.contains('/');
+            let unique = chain.windows(2).all(|pair| {
+                let name = pair[1].name();
+                pair[0].children().filter(|c| c.name() == name).count() == 1
+            });
             if let Some((root, inner)) = names.split_first()
                 && root.is_empty()
                 && inner.iter().all(named)
                 && named(&node.name())
+                && unique
             {
                 let mut path = String::new();
                 for n in inner.iter().chain([&node.name()]) {
