@@ -29,6 +29,7 @@ use stratum_abi::bundle::{
     Bundle, FLAG_CONSOLE_COLOR, FLAG_QEMU_GIC, FLAG_SELFTEST_EL2_FAULT, FLAG_SEMIHOSTING_EXIT,
 };
 use stratum_abi::exit as exit_status;
+use stratum_abi::sysimg;
 use stratum_arch::firmware::Conduit;
 use stratum_arch::{id, sysreg};
 use stratum_core::addr::Pa;
@@ -49,6 +50,46 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 unsafe extern "C" {
     static __image_start: u8;
     static __image_end: u8;
+}
+
+/// Why no boot bundle could be had.
+enum BundleSource {
+    /// Neither the system image nor the loader's initrd carries one.
+    Missing,
+    /// The image header's bundle fields are inconsistent.
+    BadSystemImage(stratum_abi::sysimg::SysImgError),
+    /// A bundle was found but does not parse.
+    Unusable(stratum_abi::bundle::BundleError),
+}
+
+/// The boot bundle: the one inside this system image (`stratum build`) if
+/// its header names one, else the "initrd" the loader handed us; with
+/// `true` when it came from the image.
+fn find_bundle(
+    initrd: Option<stratum_core::platform::PhysRegion>,
+) -> Result<(Bundle<'static>, bool), BundleSource> {
+    let start = core::ptr::addr_of!(__image_start) as usize;
+    let footprint = core::ptr::addr_of!(__image_end) as usize - start;
+    // SAFETY: the first 64 bytes of the image are its header, mapped and
+    // never written after the entry code relocated it.
+    let header = unsafe { core::slice::from_raw_parts(start as *const u8, sysimg::HEADER_SIZE) };
+    let embedded = sysimg::Header::parse(header)
+        .and_then(|h| h.bundle(footprint as u64))
+        .map_err(BundleSource::BadSystemImage)?;
+    let (base, len, inside) = match (embedded, initrd) {
+        (Some((offset, size)), _) => (start as u64 + offset, size, true),
+        (None, Some(r)) => (r.base.0, r.size, false),
+        (None, None) => return Err(BundleSource::Missing),
+    };
+    let len = usize::try_from(len).map_err(|_| BundleSource::Missing)?;
+    // SAFETY: the bundle lies in RAM, which EL2 maps: inside this image's
+    // footprint as its header declares (loaders keep all of `image_size`
+    // free and load the whole file), or where the loader put the initrd.
+    // Nothing writes it after boot, so a 'static shared slice stays valid.
+    let bytes = unsafe { core::slice::from_raw_parts(base as *const u8, len) };
+    Bundle::parse(bytes)
+        .map(|b| (b, inside))
+        .map_err(BundleSource::Unusable)
 }
 
 /// Primary CPU entry from `stratum_arch::head` (MMU on, on CPU 0's stack).
@@ -75,22 +116,20 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         PsciConduit::Hvc => Conduit::Hvc,
     });
 
-    // The boot bundle: the "initrd" the loader handed us.
-    let bundle = platform.initrd.and_then(|r| {
-        let len = usize::try_from(r.size).ok()?;
-        // SAFETY: the loader placed the initrd at [base, base + size) in RAM,
-        // which EL2 maps; nothing writes it after boot, so a 'static shared
-        // slice over it stays valid.
-        Some(unsafe { core::slice::from_raw_parts(r.base.0 as *const u8, len) })
-    });
-    let bundle = match bundle.map(Bundle::parse) {
-        Some(Ok(b)) => b,
-        Some(Err(e)) => {
+    let (bundle, inside) = match find_bundle(platform.initrd) {
+        Ok(found) => found,
+        Err(BundleSource::Unusable(e)) => {
             log!("error: the boot bundle is unusable: {e}");
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
-        None => {
-            log!("error: no boot bundle: load one as the initrd (`stratum run` does this)");
+        Err(BundleSource::BadSystemImage(e)) => {
+            log!("error: the system image's header is inconsistent: {e}");
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
+        Err(BundleSource::Missing) => {
+            log!(
+                "error: no boot bundle: boot a system image (`stratum build`) or load one as the initrd"
+            );
             system::shutdown(exit_status::BAD_BOOT_INPUT);
         }
     };
@@ -113,7 +152,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
             && platform.gic.version == stratum_core::platform::GicVersion::V2,
     );
     telemetry::init();
-    banner(&platform, &bundle);
+    banner(&platform, &bundle, inside);
     if bundle.flags() & FLAG_SELFTEST_EL2_FAULT != 0 {
         selftest_el2_fault();
     }
@@ -255,7 +294,10 @@ fn create_vm(
                 virtio: (0..bundle.virtio_count())
                     .filter_map(|i| bundle.virtio(i))
                     .filter(|r| r.vm as usize == id),
-                entropy: bundle.system().entropy,
+                entropy: stratum_core::trng::fold_seed(
+                    bundle.system().entropy,
+                    platform.rng_seed.unwrap_or(&[]),
+                ),
             },
         )
     });
@@ -385,9 +427,10 @@ unsafe fn host_dtb(addr: usize) -> Option<&'static [u8]> {
     }
 }
 
-fn banner(platform: &Platform, bundle: &Bundle<'_>) {
+fn banner(platform: &Platform, bundle: &Bundle<'_>, inside: bool) {
     let midr = sysreg::midr_el1();
-    log!("Stratum {VERSION} hypervisor at EL2");
+    let image = core::ptr::addr_of!(__image_start) as usize;
+    log!("Stratum {VERSION} hypervisor at EL2, image at {image:#x}");
     log!(
         "{}",
         HostSummary {
@@ -397,8 +440,14 @@ fn banner(platform: &Platform, bundle: &Bundle<'_>) {
         }
     );
     log!(
-        "boot bundle: {} VM(s), {} KiB",
+        "boot bundle: {} VM(s), {} KiB at {:#x}, {}",
         bundle.vm_count(),
-        bundle.bytes().len() >> 10
+        bundle.bytes().len() >> 10,
+        bundle.bytes().as_ptr() as usize,
+        if inside {
+            "inside the system image"
+        } else {
+            "the loader's initrd"
+        }
     );
 }

@@ -1,10 +1,13 @@
 //! The boot bundle: one little-endian blob that carries the system
 //! description and every guest image from the host tool to the hypervisor.
 //!
-//! The host tool passes it as the hypervisor's "initrd" (QEMU `-initrd`, or
-//! U-Boot's `booti` initrd argument); the hypervisor finds it through the host
-//! device tree's `/chosen/linux,initrd-{start,end}`. It stays in memory as the
-//! pristine copy used when a VM restarts.
+//! The host tool puts it inside the system image, after the hypervisor
+//! ([`crate::sysimg`]: `stratum build`, `stratum run`); the hypervisor finds
+//! it through its own image header. A plain hypervisor image takes it as
+//! its "initrd" instead (QEMU `-initrd`, or U-Boot's `booti` initrd
+//! argument), found through the host device tree's
+//! `/chosen/linux,initrd-{start,end}`. It stays in memory as the pristine
+//! copy used when a VM restarts.
 //!
 //! The host tool resolves everything (physical CPUs of each vCPU, channel
 //! numbers, addresses and doorbell interrupts); the hypervisor only applies

@@ -7,6 +7,8 @@
 //!   description and images from the host tool to the hypervisor.
 //! - [`exit`]: the status codes the hypervisor leaves QEMU with.
 //! - [`console`]: the markers test guests print for the system-test harness.
+//! - [`sysimg`]: the system image, one arm64 `Image` holding the hypervisor
+//!   and its bundle.
 //! - [`telemetry`]: the exit statistics and trace rings the hypervisor
 //!   publishes for `stratum stats` and `stratum trace`.
 //! - [`workload`]: the lines the Linux workload program prints for
@@ -26,5 +28,6 @@ pub mod console;
 pub mod exit;
 pub mod limits;
 pub mod smccc;
+pub mod sysimg;
 pub mod telemetry;
 pub mod workload;

@@ -2,10 +2,12 @@
 //! exit-trace rings in its own memory, for `stratum stats` and `stratum trace`
 //! to read from outside (QEMU's monitor reads guest-physical memory).
 //!
-//! Finding it: the hypervisor is loaded at [`HYPERVISOR_LOAD_ADDRESS`]; the
-//! 64-bit field at [`IMAGE_HEADER_TELEMETRY`] of its arm64 `Image` header
-//! (`res2`, unused by loaders) holds the block's physical address (EL2 maps
-//! itself identity, so its addresses are physical).
+//! Finding it: `stratum run` has QEMU load the hypervisor at
+//! [`HYPERVISOR_LOAD_ADDRESS`]; the 64-bit field at [`IMAGE_HEADER_TELEMETRY`]
+//! of its arm64 `Image` header (`res2`, unused by loaders) holds the block's
+//! physical address (EL2 maps itself identity, so its addresses are
+//! physical). The field is one of the image's relocations, so in memory it
+//! is right wherever a loader put the image.
 //!
 //! Layout (little-endian; offsets in bytes):
 //!
@@ -26,7 +28,8 @@
 //! 64-bit value whole, but values of different counters may be from
 //! slightly different moments.
 
-/// Physical address the hypervisor `Image` is loaded and linked at.
+/// Physical address the hypervisor `Image` is linked at, and where QEMU
+/// `virt`'s `-kernel` (so `stratum run`) loads it.
 pub const HYPERVISOR_LOAD_ADDRESS: u64 = 0x4020_0000;
 /// Offset in the `Image` header of the telemetry block's address.
 pub const IMAGE_HEADER_TELEMETRY: u64 = 0x20;

@@ -2,10 +2,15 @@
 //! and secondary CPU entry points, EL2 stage-1 translation (MMU and caches
 //! on), and the per-CPU EL2 stacks they switch to.
 //!
-//! The image starts with an arm64 Linux `Image` header (text_offset 0), so
-//! QEMU's `-kernel` and U-Boot's `booti` load it at RAM base + 2 MiB and pass
-//! the host DTB in x0. It is linked at 0x4020_0000 and refuses to run
-//! anywhere else (see docs/adr/0002-fixed-link-address.md).
+//! The image starts with an arm64 Linux `Image` header (text_offset 0, "place
+//! anywhere"), so QEMU's `-kernel` and U-Boot's `booti` load it at a 2 MiB
+//! aligned address and pass the host DTB in x0. It is a position-independent
+//! executable linked at 0x4020_0000 (where QEMU `virt` puts it): when loaded
+//! elsewhere, the first instructions apply its `.rela.dyn` relocations (all
+//! `R_AARCH64_RELATIVE`: add the load offset) with the MMU off, before any
+//! absolute address is used (docs/adr/0018-relocatable-system-image.md). The
+//! header's `res3`/`res4` may name a boot bundle inside the image
+//! (`stratum_abi::sysimg`).
 //!
 //! EL2 translation: one level-1 table of 1 GiB blocks, identity-mapped —
 //! the first GiB (devices on `virt`) as Device-nGnRE, never executable; the
@@ -23,15 +28,18 @@
 //!   header's `res2` field, where the host tool finds the telemetry block.
 //! - The linker symbols `__image_size` (bytes from `_start` to the end of
 //!   the image, bss included), `__bss_start` and `__bss_end` (16-byte
-//!   aligned), with the `.text.head` section placed first at the link
-//!   address and `_start` as the ELF entry.
+//!   aligned), `__rela_start` and `__rela_end` (the `.rela.dyn` entries),
+//!   with the `.text.head` section placed first at the link address and
+//!   `_start` as the ELF entry. It links with `-pie --apply-dynamic-relocs`,
+//!   so every literal holds its link-time value until the entry code
+//!   relocates it.
 //!
 //! The binary asserts those signatures at compile time by coercing its
 //! functions to the type aliases below.
 //!
 //! Interrupts stay masked at EL2 from the first instruction on (`DAIF`).
-//! A CPU that cannot run (not at EL2, not at its link address) parks in
-//! `wfe` forever.
+//! A CPU that cannot run (not at EL2, not 4 KiB-aligned, or a relocation of
+//! a type other than `R_AARCH64_RELATIVE`) parks in `wfe` forever.
 
 #[cfg(target_arch = "aarch64")]
 use core::arch::global_asm;
@@ -61,7 +69,7 @@ _start:
     .quad   __image_size            // image_size, bss included
     .quad   0xa                     // LE, 4 KiB pages, any 2 MiB-aligned base
     .quad   stratum_telemetry       // res2: the telemetry block (stratum_abi::telemetry)
-    .quad   0, 0
+    .quad   0, 0                    // res3, res4: a bundle inside (stratum_abi::sysimg)
     .ascii  "ARM\x64"
     .long   0
 
@@ -72,16 +80,34 @@ primary_entry:
     cmp     x1, #(2 << 2)
     b.ne    el2_park
     adr     x1, _start
-    ldr     x2, =_start
-    cmp     x1, x2
-    b.ne    el2_park                // not at our link address: nothing safe to do
+    tst     x1, #0xfff
+    b.ne    el2_park                // not page-aligned: the tables and stacks would be off
+    ldr     x2, =_start             // the link address: a literal not yet relocated
+    subs    x20, x1, x2             // how far the loader moved us
+    b.eq    2f
+    adrp    x3, __rela_start
+    add     x3, x3, :lo12:__rela_start
+    adrp    x4, __rela_end
+    add     x4, x4, :lo12:__rela_end
+1:  cmp     x3, x4
+    b.hs    2f
+    ldp     x5, x6, [x3], #16       // r_offset, r_info
+    ldr     x7, [x3], #8            // r_addend
+    cmp     x6, #{r_relative}
+    b.ne    el2_park                // the link left something we cannot apply
+    add     x5, x5, x20
+    add     x7, x7, x20
+    str     x7, [x5]
+    dc      ivac, x5                // no stale cached copy may hide the write
+    b       1b
+2:  dsb     sy
     ldr     x1, =__bss_start
     ldr     x2, =__bss_end
-1:  cmp     x1, x2
-    b.hs    2f
+3:  cmp     x1, x2
+    b.hs    4f
     stp     xzr, xzr, [x1], #16
-    b       1b
-2:  ldr     x1, ={stacks}
+    b       3b
+4:  ldr     x1, ={stacks}
     add     x1, x1, #{stack_size}
     mov     sp, x1
     bl      el2_mmu_on
@@ -156,7 +182,12 @@ el2_mmu_enable:
     stacks = sym STACKS,
     stack_size = const STACK_SIZE,
     l1 = sym EL2_L1_TABLE,
+    r_relative = const R_AARCH64_RELATIVE,
 );
+
+/// The only relocation type a position-independent EL2 image carries
+/// (`.rela.dyn`; see docs/adr/0018-relocatable-image.md).
+pub const R_AARCH64_RELATIVE: u64 = 1027;
 
 /// Per-CPU EL2 stacks (CPU n uses `STACKS[n]`, growing down from its end).
 #[repr(C, align(16))]

@@ -419,6 +419,9 @@ pub struct Platform<'a> {
     pub initrd: Option<PhysRegion>,
     /// `/chosen/bootargs`.
     pub bootargs: Option<&'a str>,
+    /// `/chosen/rng-seed`: random bytes from the loader (QEMU without
+    /// `dtb-randomness=off`, U-Boot with a hardware RNG), any length.
+    pub rng_seed: Option<&'a [u8]>,
     /// The header's `boot_cpuid_phys`.
     pub boot_cpuid_phys: u32,
 }
@@ -441,6 +444,7 @@ impl<'a> Platform<'a> {
             Some(p) => Some(p.as_str().ok_or(PlatformError::BadBootargs)?),
             None => None,
         };
+        let rng_seed = chosen.and_then(|c| c.property("rng-seed")).map(|p| p.raw());
         Ok(Self {
             memory,
             memory_count,
@@ -452,6 +456,7 @@ impl<'a> Platform<'a> {
             psci,
             initrd,
             bootargs,
+            rng_seed,
             boot_cpuid_phys: fdt.boot_cpuid_phys(),
         })
     }
@@ -884,6 +889,11 @@ mod tests {
         assert_eq!((p.gic.cpu, p.gic.hyp, p.gic.vcpu), (None, None, None));
         check_qemu_common(&p, 4);
         assert_eq!((p.initrd, p.bootargs), (None, None));
+        assert_eq!(
+            p.rng_seed.map(<[u8]>::len),
+            Some(32),
+            "QEMU's 32 random bytes in /chosen/rng-seed"
+        );
     }
 
     #[test]

@@ -9,10 +9,22 @@
 //! the physical counter at load. Every request first draws a fresh key
 //! from the stream and discards the old one, so a guest that learns the
 //! state cannot recover earlier outputs (backtracking resistance); VMs
-//! never share a state. A host with a firmware TRNG would feed it here in
-//! place of the bundle's bytes.
+//! never share a state. The loader's `/chosen/rng-seed` is folded into the
+//! bundle's bytes ([`fold_seed`]), so a system image built once (which
+//! carries no entropy) still gets fresh entropy at every boot. A host with
+//! a firmware TRNG would feed it here too.
 
 use core::fmt;
+
+/// `entropy` with every byte of `seed` XORed in, byte `i` of the seed into
+/// byte `i % 16`: a seed longer than 16 bytes keeps all its bits' effect,
+/// an absent or empty one changes nothing.
+pub fn fold_seed(mut entropy: [u8; 16], seed: &[u8]) -> [u8; 16] {
+    for (i, b) in seed.iter().enumerate() {
+        entropy[i % 16] ^= b;
+    }
+    entropy
+}
 
 /// One ChaCha20 block of `key` at block counter `counter` (nonce 0).
 fn chacha20_block(key: &[u32; 8], counter: u64) -> [u32; 16] {
@@ -120,6 +132,22 @@ impl Trng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loaders_seed_is_folded_into_the_bundles_entropy() {
+        let bundle = [7u8; 16];
+        assert_eq!(fold_seed(bundle, &[]), bundle, "no seed: unchanged");
+        let seed: [u8; 32] = core::array::from_fn(|i| i as u8 + 1);
+        let folded = fold_seed([0; 16], &seed);
+        assert_eq!(folded[0], 1 ^ 17);
+        assert_eq!(folded[15], 16 ^ 32);
+        assert_ne!(fold_seed(bundle, &seed[..3]), bundle);
+        assert_eq!(
+            fold_seed(fold_seed(bundle, &seed), &seed),
+            bundle,
+            "XOR undoes itself"
+        );
+    }
 
     #[test]
     fn the_block_function_matches_rfc_8439() {

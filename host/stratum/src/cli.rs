@@ -115,6 +115,25 @@ pub enum Command {
     /// reads the terminal itself, or with --exec).
     #[command(after_help = EXIT_STATUS_HELP)]
     Run(RunArgs),
+    /// Build a system image: the hypervisor, the boot bundle and every
+    /// guest image (kernels, initramfs, DT fragments) in one arm64 `Image`.
+    ///
+    /// Load it anywhere 2 MiB-aligned in RAM and jump to it with x0 = the
+    /// board's DTB, as for a Linux kernel: QEMU's `-kernel`, or U-Boot's
+    /// `booti ADDR - FDTADDR` (docs/boards.md). The system is what `stratum
+    /// run` would run with the same arguments. The image carries no
+    /// entropy: the hypervisor seeds the guests' TRNG from the boot DT's
+    /// `/chosen/rng-seed`, which QEMU and U-Boot provide.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Build(BuildArgs),
+    /// List what a system image holds: the hypervisor, the bundle's
+    /// settings, and per VM its CPUs, memory and each image's size and
+    /// SHA-256.
+    Inspect {
+        /// The system image (`stratum build -o FILE`).
+        #[arg(value_name = "FILE")]
+        image: PathBuf,
+    },
     /// Attach to a VM's console of a running system (any `stratum run`, on
     /// a terminal or not), like `xl console`.
     ///
@@ -355,10 +374,10 @@ fn kernel_choice(latest: bool) -> KernelChoice {
     }
 }
 
-/// `stratum run` arguments.
+/// The system a command runs or builds: a config file, or one VM from flags.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("system").required(true).args(["config", "kernel", "debian"])))]
-pub struct RunArgs {
+pub struct SystemArgs {
     /// System description (TOML) to run; see `stratum check --help`.
     #[arg(value_name = "CONFIG.toml")]
     pub config: Option<PathBuf>,
@@ -407,6 +426,34 @@ pub struct RunArgs {
     /// CPU model of the emulated host (default cortex-a57; overrides `[machine]` in a config).
     #[arg(long, value_name = "MODEL")]
     pub cpu: Option<CpuModel>,
+}
+
+/// `stratum build` arguments.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// What to build.
+    #[command(flatten)]
+    pub system: SystemArgs,
+    /// Where to write the system image.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Prebuilt hypervisor (arm64 Image, or its ELF) instead of building it
+    /// [env: STRATUM_HYPERVISOR].
+    #[arg(long, value_name = "IMAGE")]
+    pub hypervisor: Option<PathBuf>,
+    /// End QEMU with the system's exit status through Arm semihosting
+    /// (only for a QEMU started with `-semihosting-config enable=on`;
+    /// elsewhere the semihosting call is an undefined instruction).
+    #[arg(long)]
+    pub semihosting: bool,
+}
+
+/// `stratum run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// What to run.
+    #[command(flatten)]
+    pub system: SystemArgs,
     /// Deterministic run: -icount shift=4,sleep=off, -seed 1, dtb-randomness=off.
     #[arg(long)]
     pub deterministic: bool,
@@ -446,7 +493,7 @@ fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
-impl RunArgs {
+impl SystemArgs {
     /// The validated config these arguments describe (file or flags), with
     /// --gic/--cpu applied.
     pub fn config(&self) -> Result<Config> {
@@ -486,7 +533,9 @@ impl RunArgs {
             exec: self.exec.clone(),
         }
     }
+}
 
+impl RunArgs {
     /// The [`RunOptions`] these arguments describe.
     pub fn options(&self) -> Result<RunOptions> {
         Ok(RunOptions {
@@ -497,7 +546,7 @@ impl RunArgs {
             selftest_el2_fault: self.selftest_el2_fault,
             trace: self.trace.clone(),
             log_dir: self.log_dir.clone(),
-            ..RunOptions::new(self.config()?)
+            ..RunOptions::new(self.system.config()?)
         })
     }
 }
@@ -533,6 +582,23 @@ pub fn execute(cli: &Cli) -> i32 {
                 |trace| crate::trace::write_svg(&trace, &args.output).map(|()| exit_code::SUCCESS),
             )
         }
+        Command::Build(args) => args.system.config().and_then(|config| {
+            let built = crate::sysimg::build(
+                &config,
+                args.hypervisor.as_deref(),
+                args.semihosting,
+                &args.output,
+            )?;
+            print!("{built}");
+            Ok(exit_code::SUCCESS)
+        }),
+        Command::Inspect { image } => std::fs::read(image)
+            .map_err(|e| crate::Error::input(format!("{}: cannot read: {e}", image.display())))
+            .and_then(|bytes| crate::sysimg::inspect(&image.display().to_string(), &bytes))
+            .map(|text| {
+                print!("{text}");
+                exit_code::SUCCESS
+            }),
         Command::Run(args) => args.options().and_then(|opts| run(&opts)).map(|outcome| {
             for report in outcome.exec.iter().filter(|r| !r.succeeded()) {
                 eprintln!("stratum: {}", report.describe());
@@ -637,11 +703,14 @@ mod tests {
         let Command::Run(a) = cli.command else {
             panic!("not run")
         };
-        assert_eq!(a.kernel.as_deref(), Some(std::path::Path::new("k.elf")));
-        assert_eq!(a.append.as_deref(), Some("-- console=ttyAMA0"));
-        assert_eq!(a.cpus, Some(2));
-        assert_eq!(a.gic, Some(Gic::V2));
-        assert_eq!(a.cpu, Some(CpuModel::Max));
+        assert_eq!(
+            a.system.kernel.as_deref(),
+            Some(std::path::Path::new("k.elf"))
+        );
+        assert_eq!(a.system.append.as_deref(), Some("-- console=ttyAMA0"));
+        assert_eq!(a.system.cpus, Some(2));
+        assert_eq!(a.system.gic, Some(Gic::V2));
+        assert_eq!(a.system.cpu, Some(CpuModel::Max));
         assert!(a.deterministic);
         assert_eq!(a.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(a.qemu_args, [OsString::from("-d"), "int".into()]);
@@ -672,14 +741,14 @@ mod tests {
         let Command::Run(a) = cli.command else {
             panic!("not run")
         };
-        assert!(a.debian);
-        assert!(!a.latest, "the pinned kernel unless --latest");
+        assert!(a.system.debian);
+        assert!(!a.system.latest, "the pinned kernel unless --latest");
         let guest = LinuxGuest {
             kernel: "/c/vmlinuz".into(),
             initramfs: "/c/initramfs.cpio".into(),
             kernel_version: "6.1.0-56-arm64".into(),
         };
-        let flags = a.debian_flags(&guest);
+        let flags = a.system.debian_flags(&guest);
         // The Debian defaults (console=ttyAMA0, 512 MiB) are the config's.
         assert!(flags.debian);
         assert_eq!(flags.append.as_deref(), Some("quiet"));
@@ -692,7 +761,7 @@ mod tests {
         let Command::Run(a) = cli.command else {
             panic!("not run")
         };
-        let flags = a.debian_flags(&guest);
+        let flags = a.system.debian_flags(&guest);
         assert_eq!(flags.append, None);
         assert_eq!(flags.memory.as_deref(), Some("1G"));
 
@@ -701,7 +770,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(
-            a.debian_flags(&guest).exec.as_deref(),
+            a.system.debian_flags(&guest).exec.as_deref(),
             Some("uname -r; exit 3")
         );
 
@@ -740,7 +809,7 @@ mod tests {
         let Command::Run(a) = cli.command else {
             panic!("not run")
         };
-        assert_eq!(kernel_choice(a.latest), KernelChoice::Latest);
+        assert_eq!(kernel_choice(a.system.latest), KernelChoice::Latest);
         // --latest needs --debian.
         let e = parse(&["run", "--latest"]).expect_err("usage error");
         assert_eq!(e.exit_code(), exit_code::BAD_INPUT);
@@ -801,7 +870,7 @@ mod tests {
         let Command::Run(a) = cli.command else {
             panic!("not run")
         };
-        let e = a.config().expect_err("bad");
+        let e = a.system.config().expect_err("bad");
         let msg = e.to_string();
         assert!(msg.contains("--memory: bad size \"12Q\""), "{msg}");
         assert!(

@@ -63,6 +63,15 @@ pub fn prepare_kernel(
 /// (with [`FLAG_SEMIHOSTING_EXIT`] and [`FLAG_QEMU_GIC`] set: the tool always
 /// runs QEMU, with semihosting; plus `extra_flags`).
 pub fn build_bundle(config: &Config, extra_flags: u32, entropy: [u8; 16]) -> Result<Vec<u8>> {
+    build_bundle_with_flags(
+        config,
+        FLAG_SEMIHOSTING_EXIT | FLAG_QEMU_GIC | extra_flags,
+        entropy,
+    )
+}
+
+/// [`build_bundle`] with exactly the header flags `flags`.
+pub fn build_bundle_with_flags(config: &Config, flags: u32, entropy: [u8; 16]) -> Result<Vec<u8>> {
     struct Loaded {
         kernel: PreparedKernel,
         initrd: Option<Vec<u8>>,
@@ -121,14 +130,7 @@ pub fn build_bundle(config: &Config, extra_flags: u32, entropy: [u8; 16]) -> Res
         entropy,
     };
     let virtio = config.virtio_devices();
-    let bytes = bundle::encode_with_virtio(
-        FLAG_SEMIHOSTING_EXIT | FLAG_QEMU_GIC | extra_flags,
-        system,
-        &images,
-        &devices,
-        &channels,
-        &virtio,
-    );
+    let bytes = bundle::encode_with_virtio(flags, system, &images, &devices, &channels, &virtio);
     // The hypervisor will run exactly this check; fail here, with a clearer
     // exit status, if the tool and the ABI ever disagree.
     bundle::Bundle::parse(&bytes)

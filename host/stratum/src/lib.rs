@@ -45,6 +45,7 @@ pub mod qmp;
 pub mod run;
 pub mod screen;
 pub mod size;
+pub mod sysimg;
 pub mod telemetry;
 pub mod term;
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! The machine is QEMU `virt` with the virtualization extensions (EL2) on,
 //! no display, no monitor, no network, the first UART on our stdout (and its
 //! input from QEMU's stdin) through a `stdio` chardev, and semihosting on so the hypervisor can exit QEMU with a
-//! status. The hypervisor is the `-kernel` (an arm64 `Image`, so QEMU passes
-//! the DTB in x0) and the boot bundle is the `-initrd`.
+//! status. The system image (the hypervisor with its boot bundle inside,
+//! [`crate::sysimg`]) is the `-kernel`: an arm64 `Image`, so QEMU loads it at
+//! RAM + 2 MiB and passes the DTB in x0.
 
 use std::env;
 use std::ffi::OsString;
@@ -43,10 +44,9 @@ pub struct RunPlan {
     /// stdin is (a pipe or file the CLI passes on, or `/dev/null`: EOF, and
     /// the guest simply receives nothing).
     pub interactive: bool,
-    /// The hypervisor's arm64 `Image`.
-    pub hypervisor: PathBuf,
-    /// The boot bundle.
-    pub bundle: PathBuf,
+    /// The system image: the hypervisor's arm64 `Image` with the boot
+    /// bundle inside.
+    pub image: PathBuf,
     /// QMP sockets to listen on (`stratum stats`, `stratum trace`; one
     /// client each at a time).
     pub qmp: Vec<PathBuf>,
@@ -55,9 +55,9 @@ pub struct RunPlan {
 }
 
 impl RunPlan {
-    /// A plan for `config` with the given QEMU, hypervisor image and bundle.
-    /// Options (deterministic, interactive, extra args) start off/empty.
-    pub fn new(config: &Config, qemu: PathBuf, hypervisor: PathBuf, bundle: PathBuf) -> Self {
+    /// A plan for `config` with the given QEMU and system image. Options
+    /// (deterministic, interactive, extra args) start off/empty.
+    pub fn new(config: &Config, qemu: PathBuf, image: PathBuf) -> Self {
         Self {
             qemu,
             gic: config.machine.gic,
@@ -66,8 +66,7 @@ impl RunPlan {
             memory: config.machine.memory,
             deterministic: false,
             interactive: false,
-            hypervisor,
-            bundle,
+            image,
             qmp: Vec::new(),
             extra_args: Vec::new(),
         }
@@ -107,9 +106,7 @@ pub fn qemu_command(plan: &RunPlan) -> Vec<OsString> {
         args.push(spec);
     }
     args.push("-kernel".into());
-    args.push(plan.hypervisor.clone().into());
-    args.push("-initrd".into());
-    args.push(plan.bundle.clone().into());
+    args.push(plan.image.clone().into());
     args.extend(plan.extra_args.iter().cloned());
     args
 }
@@ -161,8 +158,7 @@ mod tests {
             memory: 512 << 20,
             deterministic: false,
             interactive: false,
-            hypervisor: "/t/hyp.Image".into(),
-            bundle: "/t/bundle.bin".into(),
+            image: "/t/system.img".into(),
             qmp: Vec::new(),
             extra_args: Vec::new(),
         }
@@ -186,7 +182,7 @@ mod tests {
             line(&plan()),
             format!(
                 "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu cortex-a57 \
-                 -smp 1 -m 512M {TAIL} -kernel /t/hyp.Image -initrd /t/bundle.bin"
+                 -smp 1 -m 512M {TAIL} -kernel /t/system.img"
             )
         );
     }
@@ -204,7 +200,7 @@ mod tests {
             line(&p),
             format!(
                 "qemu-system-aarch64 -M virt,virtualization=on,gic-version=2 -cpu max \
-                 -smp 4 -m 1025M {TAIL} -kernel /t/hyp.Image -initrd /t/bundle.bin"
+                 -smp 4 -m 1025M {TAIL} -kernel /t/system.img"
             )
         );
     }
@@ -220,7 +216,7 @@ mod tests {
             format!(
                 "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3,dtb-randomness=off \
                  -cpu cortex-a57 -smp 1 -m 512M {TAIL} -icount shift=4,sleep=off -seed 1 \
-                 -kernel /t/hyp.Image -initrd /t/bundle.bin"
+                 -kernel /t/system.img"
             )
         );
     }
@@ -262,7 +258,7 @@ mod tests {
         let l = line(&p);
         assert!(
             l.contains(
-                "-qmp unix:/run/user/1/stratum/42.qmp,server=on,wait=off -kernel /t/hyp.Image"
+                "-qmp unix:/run/user/1/stratum/42.qmp,server=on,wait=off -kernel /t/system.img"
             ),
             "{l}"
         );

@@ -195,9 +195,8 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         HypervisorSource::choose(opts.hypervisor.as_deref(), opts.release)
     };
     let hypervisor = source.resolve(scratch.path())?;
-    let bundle_path = scratch.path().join("bundle.bin");
-    fs::write(&bundle_path, &bundle)
-        .map_err(|e| Error::environment(format!("cannot write {}: {e}", bundle_path.display())))?;
+    let image = scratch.path().join("system.img");
+    write_system_image(&hypervisor, &bundle, &image)?;
 
     let input = match sharing {
         Sharing::Focused => ConsoleInput::Pipe(None),
@@ -210,7 +209,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             ConsoleInput::choose(opts.capture, io::stdin().is_terminal())
         }
     };
-    let mut plan = RunPlan::new(&opts.config, qemu, hypervisor, bundle_path);
+    let mut plan = RunPlan::new(&opts.config, qemu, image);
     plan.deterministic = opts.deterministic;
     plan.interactive = input.is_terminal();
     plan.extra_args = opts.qemu_args.clone();
@@ -240,6 +239,17 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         Err(e) => eprintln!("stratum: trace: {e}"),
     }
     outcome
+}
+
+/// Writes the system image of the hypervisor `Image` at `hypervisor` and
+/// `bundle` to `out` ([`crate::sysimg::system_image`]).
+pub fn write_system_image(hypervisor: &Path, bundle: &[u8], out: &Path) -> Result<()> {
+    let plain = fs::read(hypervisor)
+        .map_err(|e| Error::environment(format!("cannot read {}: {e}", hypervisor.display())))?;
+    let image = crate::sysimg::system_image(&plain, bundle)
+        .map_err(|e| e.context(format!("{}", hypervisor.display())))?;
+    fs::write(out, image)
+        .map_err(|e| Error::environment(format!("cannot write {}: {e}", out.display())))
 }
 
 /// Collects the exit trace of the QEMU that will listen on `socket`, until

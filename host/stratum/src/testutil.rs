@@ -123,7 +123,7 @@ pub fn fake_hypervisor(code: u64) -> Vec<u8> {
         0x1400_0000, // b .
         0xD503_201F, // nop
     ];
-    let mut b = linux_image(0, 0x1_0000, 2, 0x40);
+    let mut b = linux_image(0, 0x20_0000, 0xa, 0x40);
     b[0..4].copy_from_slice(&0x1400_0010u32.to_le_bytes()); // b 0x40
     for w in words {
         b.extend_from_slice(&w.to_le_bytes());

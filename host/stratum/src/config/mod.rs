@@ -95,8 +95,9 @@ pub const HOST_MEMORY_GRANULE: u64 = 256 * MIB;
 pub const MAX_HOST_MEMORY: u64 = 255 * GIB;
 /// Where host RAM starts on QEMU `virt` (no passthrough region may overlap it).
 pub const HOST_RAM_BASE: u64 = GIB;
-/// Where QEMU puts the boot bundle (its `-initrd`) on `virt` with at least
-/// 256 MiB of RAM: 128 MiB into host RAM.
+/// How far into host RAM QEMU `virt` puts what follows the kernel (with at
+/// least 256 MiB of RAM): an `-initrd`, else the host device tree, unless
+/// the kernel reaches further.
 pub const BUNDLE_LOAD_OFFSET: u64 = 128 * MIB;
 /// Room after the bundle for the host device tree QEMU places there.
 pub const HOST_DTB_ROOM: u64 = 2 * MIB;
@@ -105,6 +106,13 @@ pub const HOST_DTB_ROOM: u64 = 2 * MIB;
 /// bundle of `bundle_size` bytes take at boot on `virt`: an
 /// identity-mapped VM's RAM must start at or above it. At least
 /// [`HYPERVISOR_RESERVE`] above [`HOST_RAM_BASE`], 2 MiB aligned.
+///
+/// It holds for both ways the bundle travels: as an `-initrd` at
+/// [`BUNDLE_LOAD_OFFSET`], and inside the system image at RAM + 2 MiB +
+/// the hypervisor's footprint (a few MiB), where QEMU puts the DT at
+/// [`BUNDLE_LOAD_OFFSET`] or right after the image, whichever is higher:
+/// both end below `BUNDLE_LOAD_OFFSET + bundle_size + HOST_DTB_ROOM` as long
+/// as the footprint stays under 120 MiB.
 pub fn boot_area_end(bundle_size: u64) -> u64 {
     let bundle_end = BUNDLE_LOAD_OFFSET
         .saturating_add(bundle_size)
