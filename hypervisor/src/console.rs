@@ -98,9 +98,11 @@ impl Write for TrackLast<'_> {
 
 /// Starts using the UART of `kind` at `base` (identity-mapped device memory).
 pub fn init(kind: UartKind, base: usize) {
-    // SAFETY: `base` comes from the host DT's UART node, inside the first
-    // GiB that EL2 maps as device memory, and only this module drives it.
-    CONSOLE.lock().uart = Some(unsafe { HostUart::new(kind, base) });
+    // SAFETY: `base` comes from the host DT's UART node, which EL2 maps as
+    // device memory (it is not RAM), and only this module drives it.
+    let uart = unsafe { HostUart::new(kind, base) };
+    uart.enable();
+    CONSOLE.lock().uart = Some(uart);
 }
 
 /// Registers VM `id` (0, 1, … in bundle order) as `name`, running. With

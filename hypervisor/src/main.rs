@@ -107,9 +107,23 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         Ok(p) => p,
         Err(_) => system::shutdown(exit_status::BAD_BOOT_INPUT),
     };
+    // SAFETY: the boot CPU, once, before any other CPU runs; the map from
+    // the DT keeps the image (checked), the DT and stack (in RAM) Normal and
+    // every device Device, as the boot map had them or stricter.
+    let mapped = unsafe {
+        stratum_arch::head::switch_el2_map(|l1, l2, l2_base| {
+            let start = core::ptr::addr_of!(__image_start) as u64;
+            let end = core::ptr::addr_of!(__image_end) as u64;
+            stratum_core::el2map::plan(platform.memory(), start..end, l1, l2, l2_base)
+        })
+    };
     let uart = platform.uart.map(|u| (u.kind, u.regs.base.0 as usize));
     if let Some((kind, base)) = uart {
         console::init(kind, base);
+    }
+    if let Err(e) = mapped {
+        log!("error: EL2's map of this board: {e}");
+        system::shutdown(exit_status::BAD_BOOT_INPUT);
     }
     let conduit = platform.psci.map(|p| match p.conduit {
         PsciConduit::Smc => Conduit::Smc,

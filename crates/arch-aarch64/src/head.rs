@@ -12,9 +12,11 @@
 //! header's `res3`/`res4` may name a boot bundle inside the image
 //! (`stratum_abi::sysimg`).
 //!
-//! EL2 translation: one level-1 table of 1 GiB blocks, identity-mapped —
-//! the first GiB (devices on `virt`) as Device-nGnRE, never executable; the
-//! next 255 GiB as Normal write-back memory. Every CPU shares the table.
+//! EL2 translation, identity-mapped: first a boot map of 1 GiB blocks, all
+//! Device-nGnRE and never executable but the gigabytes holding the image's
+//! footprint and the DT (Normal write-back), enough to read the DT; then
+//! the map [`switch_el2_map`] lays out from the DT's memory banks
+//! ([`stratum_core::el2map`]), which the secondary CPUs start on.
 //!
 //! # Contract with the binary that links this crate
 //! The assembly calls into the EL2 binary by link name, and reads symbols
@@ -43,6 +45,8 @@
 
 #[cfg(target_arch = "aarch64")]
 use core::arch::global_asm;
+
+use stratum_core::el2map;
 
 /// Bytes of EL2 stack per physical CPU.
 pub const STACK_SIZE: usize = 128 * 1024;
@@ -127,6 +131,8 @@ secondary_entry:
     madd    x1, x19, x2, x1
     add     x1, x1, x2
     mov     sp, x1
+    adrp    x0, {l1_final}
+    add     x0, x0, :lo12:{l1_final}
     bl      el2_mmu_enable
     ldr     x1, =el2_vectors
     msr     vbar_el2, x1
@@ -140,24 +146,53 @@ el2_park:
     wfe
     b       el2_park
 
-// Identity map: L1 table of 1 GiB blocks; turn on the MMU and caches.
+// The boot map, enough to read the DT (stratum_core::el2map has the real
+// one): 1 GiB identity blocks, Device and never executable, but Normal for
+// the gigabytes holding the image's footprint (its header's image_size, so
+// an embedded bundle too) and the 2 MiB a DT may take at x19.
 el2_mmu_on:
-    ldr     x0, ={l1}
+    mov     x21, x30
+    adrp    x0, {l1}
+    add     x0, x0, :lo12:{l1}
     movz    x2, #0x0405             // block | AttrIndx 1 (device) | AF
     movk    x2, #0x0040, lsl #48    // XN
-    str     x2, [x0]
-    mov     x1, #1
-    mov     x3, #0x0701             // block | AttrIndx 0 (normal) | SH inner | AF
+    mov     x1, #0
 3:  lsl     x4, x1, #30
+    orr     x4, x4, x2
+    str     x4, [x0, x1, lsl #3]
+    add     x1, x1, #1
+    cmp     x1, #{l1_entries}
+    b.lo    3b
+    mov     x3, #0x0701             // block | AttrIndx 0 (normal) | SH inner | AF
+    adr     x1, _start
+    ldr     x2, [x1, #0x10]         // image_size
+    add     x2, x1, x2
+    bl      5f
+    cbz     x19, 6f
+    mov     x1, x19
+    add     x2, x19, #(2 << 20)
+    bl      5f
+6:  dsb     sy
+    adrp    x0, {l1}
+    add     x0, x0, :lo12:{l1}
+    mov     x30, x21
+    b       el2_mmu_enable
+// Normal blocks for the gigabytes of [x1, x2) below the map's end.
+5:  lsr     x1, x1, #30
+    sub     x2, x2, #1
+    lsr     x2, x2, #30
+7:  cmp     x1, #{l1_entries}
+    b.hs    8f
+    cmp     x1, x2
+    b.hi    8f
+    lsl     x4, x1, #30
     orr     x4, x4, x3
     str     x4, [x0, x1, lsl #3]
     add     x1, x1, #1
-    cmp     x1, #256
-    b.lo    3b
-    dsb     sy
-// Every CPU: point EL2 translation at the shared table, turn MMU and caches on.
+    b       7b
+8:  ret
+// Point EL2 translation at the table in x0, turn MMU and caches on.
 el2_mmu_enable:
-    ldr     x0, ={l1}
     msr     ttbr0_el2, x0
     mov     x1, #0x04ff             // attr0 normal WB RW-alloc, attr1 device-nGnRE
     msr     mair_el2, x1
@@ -182,11 +217,13 @@ el2_mmu_enable:
     stacks = sym STACKS,
     stack_size = const STACK_SIZE,
     l1 = sym EL2_L1_TABLE,
+    l1_final = sym EL2_L1_FINAL,
+    l1_entries = const stratum_core::el2map::L1_ENTRIES,
     r_relative = const R_AARCH64_RELATIVE,
 );
 
 /// The only relocation type a position-independent EL2 image carries
-/// (`.rela.dyn`; see docs/adr/0018-relocatable-image.md).
+/// (`.rela.dyn`; see docs/adr/0018-relocatable-system-image.md).
 pub const R_AARCH64_RELATIVE: u64 = 1027;
 
 /// Per-CPU EL2 stacks (CPU n uses `STACKS[n]`, growing down from its end).
@@ -206,6 +243,63 @@ pub struct L1Table(pub [u64; 512]);
 /// MMU is on.
 #[unsafe(no_mangle)]
 pub static mut EL2_L1_TABLE: L1Table = L1Table([0; 512]);
+
+/// EL2's level-1 table after boot, laid out from the DT
+/// ([`stratum_core::el2map`]); the secondary CPUs start on it.
+#[unsafe(no_mangle)]
+pub static mut EL2_L1_FINAL: L1Table = L1Table([0; 512]);
+
+/// The level-2 tables of [`EL2_L1_FINAL`].
+#[repr(C, align(4096))]
+pub struct L2Tables(pub [[u64; el2map::TABLE_ENTRIES]; el2map::L2_TABLES]);
+
+/// The level-2 tables of the map after boot.
+static mut EL2_L2_FINAL: L2Tables = L2Tables([[0; el2map::TABLE_ENTRIES]; el2map::L2_TABLES]);
+
+/// Lays out EL2's map after boot with `build` (given the level-1 table, the
+/// level-2 tables and their physical address; [`el2map::plan`]) and, if it
+/// succeeds, switches this CPU to it. The secondary CPUs start on it.
+///
+/// # Safety
+/// Only the boot CPU may call it, once, before it starts any other CPU, and
+/// the new map must map everything the running code uses (its image,
+/// stack, the DT, the console) with the attributes the boot map gave it or
+/// Normal memory where the boot map had Device: nothing else then holds a
+/// translation of the tables or the memory whose attributes change.
+pub unsafe fn switch_el2_map<T, E>(
+    build: impl FnOnce(
+        &mut [u64; el2map::TABLE_ENTRIES],
+        &mut [[u64; el2map::TABLE_ENTRIES]; el2map::L2_TABLES],
+        u64,
+    ) -> Result<T, E>,
+) -> Result<T, E> {
+    // SAFETY: the caller is the only CPU running and calls this once, so
+    // nothing else reads or writes the two tables meanwhile.
+    let (l1, l2) = unsafe {
+        (
+            &mut (*core::ptr::addr_of_mut!(EL2_L1_FINAL)).0,
+            &mut (*core::ptr::addr_of_mut!(EL2_L2_FINAL)).0,
+        )
+    };
+    let l2_base = core::ptr::addr_of!(EL2_L2_FINAL) as u64;
+    let built = build(l1, l2, l2_base)?;
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: the tables are written (the `dsb` makes them visible to the
+    // walker); the caller guarantees the new map keeps what runs mapped.
+    unsafe {
+        core::arch::asm!(
+            "dsb ish",
+            "msr ttbr0_el2, {t}",
+            "isb",
+            "tlbi alle2",
+            "dsb ish",
+            "isb",
+            t = in(reg) core::ptr::addr_of!(EL2_L1_FINAL) as u64,
+            options(nostack),
+        );
+    }
+    Ok(built)
+}
 
 /// Address one past the top of CPU `cpu`'s EL2 stack.
 ///

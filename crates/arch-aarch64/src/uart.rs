@@ -100,10 +100,19 @@ mod pl011 {
     pub const FR_TXFF: u32 = 1 << 5;
     pub const FR_RXFE: u32 = 1 << 4;
     pub const FR_BUSY: u32 = 1 << 3;
+    pub const CR: usize = 0x030;
+    /// CR: UART, transmit and receive enables.
+    pub const CR_ENABLES: u32 = (1 << 0) | (1 << 8) | (1 << 9);
 }
 
 /// Cadence UART registers and bits (Zynq UltraScale+ TRM, UART).
 mod cadence {
+    pub const CR: usize = 0x00;
+    /// CR: receive and transmit enables, and their disables.
+    pub const CR_RX_EN: u32 = 1 << 2;
+    pub const CR_RX_DIS: u32 = 1 << 3;
+    pub const CR_TX_EN: u32 = 1 << 4;
+    pub const CR_TX_DIS: u32 = 1 << 5;
     pub const IER: usize = 0x08;
     pub const ISR: usize = 0x14;
     pub const RXWM: usize = 0x20;
@@ -182,6 +191,30 @@ impl<R: Regs> HostUart<R> {
     fn ns_write(&self, index: usize, value: u32) {
         let (off, width) = self.ns(index);
         self.regs.write(off, width, value);
+    }
+
+    /// Turns the transmitter and receiver on if firmware left them off
+    /// (the Cadence UART resets with both disabled; a PL011 needs UARTEN),
+    /// leaving line settings (baud rate, format) as firmware set them. A
+    /// UART already on is not written. The 16550 has no such switch.
+    pub fn enable(&self) {
+        match self.kind {
+            UartKind::Pl011 => {
+                let cr = self.regs.read(pl011::CR, 4);
+                if cr & pl011::CR_ENABLES != pl011::CR_ENABLES {
+                    self.regs.write(pl011::CR, 4, cr | pl011::CR_ENABLES);
+                }
+            }
+            UartKind::Cadence => {
+                use cadence::{CR_RX_DIS, CR_RX_EN, CR_TX_DIS, CR_TX_EN};
+                let cr = self.regs.read(cadence::CR, 4);
+                let on = (cr & !(CR_RX_DIS | CR_TX_DIS)) | CR_RX_EN | CR_TX_EN;
+                if on != cr {
+                    self.regs.write(cadence::CR, 4, on);
+                }
+            }
+            UartKind::Ns16550 { .. } => {}
+        }
     }
 
     /// Sends one byte, waiting while the transmitter is full.

@@ -12,6 +12,7 @@ pub mod bootplan;
 pub mod bus;
 pub mod console;
 pub mod debugpmu;
+pub mod el2map;
 pub mod esr;
 pub mod fdt;
 pub mod flash;

@@ -25,6 +25,8 @@ struct Model {
     /// Interrupt status bits written to clear (PL011 ICR, Cadence ISR).
     cleared: RefCell<Vec<u32>>,
     rx_trigger: RefCell<u32>,
+    /// The control register (PL011 CR, Cadence CR).
+    control: RefCell<u32>,
     accesses: RefCell<Vec<(usize, u8)>>,
 }
 
@@ -63,6 +65,7 @@ impl Regs for Model {
                         .pop_front()
                         .expect("read only when waiting"),
                 ),
+                pl011::CR => *self.control.borrow(),
                 _ => panic!("PL011 read at {off:#x}"),
             },
             UartKind::Cadence => match off {
@@ -78,6 +81,7 @@ impl Regs for Model {
                         .pop_front()
                         .expect("read only when waiting"),
                 ),
+                cadence::CR => *self.control.borrow(),
                 _ => panic!("Cadence read at {off:#x}"),
             },
             UartKind::Ns16550 {
@@ -115,6 +119,7 @@ impl Regs for Model {
                 pl011::DR => self.sent.borrow_mut().push(value as u8),
                 pl011::IMSC => *self.enabled.borrow_mut() = value,
                 pl011::ICR => self.cleared.borrow_mut().push(value),
+                pl011::CR => *self.control.borrow_mut() = value,
                 _ => panic!("PL011 write at {off:#x}"),
             },
             UartKind::Cadence => match off {
@@ -122,6 +127,7 @@ impl Regs for Model {
                 cadence::IER => *self.enabled.borrow_mut() |= value,
                 cadence::ISR => self.cleared.borrow_mut().push(value),
                 cadence::RXWM => *self.rx_trigger.borrow_mut() = value,
+                cadence::CR => *self.control.borrow_mut() = value,
                 _ => panic!("Cadence write at {off:#x}"),
             },
             UartKind::Ns16550 {
@@ -209,4 +215,39 @@ fn receive_interrupts_are_enabled_and_cleared_as_each_device_wants() {
         [(4, 4)],
         "IER at index 1 << 2, 32 bits wide"
     );
+}
+
+#[test]
+fn enable_turns_on_what_firmware_left_off_and_nothing_else() {
+    // Cadence out of reset (ZynqMP TRM): TX and RX disabled, stop-break set.
+    let m = Model::new(UartKind::Cadence, &[], 0);
+    *m.control.borrow_mut() = 0x128;
+    let uart = HostUart::with_regs(UartKind::Cadence, m);
+    uart.enable();
+    assert_eq!(
+        *uart.regs().control.borrow(),
+        0x114,
+        "TX/RX on, disables off, stop-break kept"
+    );
+    let writes = uart.regs().accesses.borrow().len();
+    uart.enable();
+    assert_eq!(
+        uart.regs().accesses.borrow().len(),
+        writes + 1,
+        "on already: one read, no write"
+    );
+    // PL011 as QEMU resets it (TXE, RXE) lacks UARTEN.
+    let m = Model::new(UartKind::Pl011, &[], 0);
+    *m.control.borrow_mut() = 0x300;
+    let uart = HostUart::with_regs(UartKind::Pl011, m);
+    uart.enable();
+    assert_eq!(*uart.regs().control.borrow(), 0x301);
+    // The 16550 has no enable: no access at all.
+    let ns = UartKind::Ns16550 {
+        reg_shift: 2,
+        io_width: 4,
+    };
+    let uart = HostUart::with_regs(ns, Model::new(ns, &[], 0));
+    uart.enable();
+    assert!(uart.regs().accesses.borrow().is_empty());
 }

@@ -55,7 +55,7 @@ use stratum_abi::limits;
 
 use crate::addr::{Ipa, IpaRange, Pa};
 use crate::guest_dt::GuestChannel;
-use crate::platform::{self, GicVersion, Platform, PsciConduit};
+use crate::platform::{self, GicVersion, Platform, PsciConduit, UartKind};
 use crate::sched::{MAX_QUEUE, RunQueue, VcpuRef};
 use crate::stage2::Mapping;
 
@@ -823,7 +823,7 @@ impl fmt::Display for HostSummary<'_, '_> {
         let ram: u64 = p.memory().iter().map(|m| m.size).sum();
         write!(
             f,
-            "{} CPU(s) ({}, MIDR {:#010x}), {} MiB RAM, GICv{}, console PL011 at {:#x}, PSCI via {}",
+            "{} CPU(s) ({}, MIDR {:#010x}), {} MiB RAM, GICv{}, console {} at {:#x}, PSCI via {}",
             p.cpus().len(),
             self.cpu_name,
             self.midr,
@@ -831,6 +831,12 @@ impl fmt::Display for HostSummary<'_, '_> {
             match p.gic.version {
                 GicVersion::V2 => 2,
                 GicVersion::V3 => 3,
+            },
+            match p.uart.map(|u| u.kind) {
+                Some(UartKind::Pl011) => "PL011",
+                Some(UartKind::Cadence) => "Cadence UART",
+                Some(UartKind::Ns16550 { .. }) => "16550",
+                None => "none",
             },
             p.uart.map_or(0, |u| u.regs.base.0),
             match p.psci.map(|p| p.conduit) {
