@@ -404,8 +404,58 @@ fn demo_config_text() -> String {
 /// shell; both tickers must keep ticking, each line tagged with its VM.
 #[test]
 fn linux_demo_system() {
-    let test = "linux_demo";
-    let text = demo_config_text();
+    check_demo("linux_demo", &demo_config_text(), &[], &["3 CPUs online"]);
+}
+
+/// The demo on the Xilinx ZCU102 model (`--board zcu102`: 4 Cortex-A53, a
+/// GIC-400, the Cadence UART, RAM at 0, Debian's board DT), the same guest
+/// images and config, with the tocker pinned to a fourth CPU of its own.
+#[test]
+fn linux_demo_system_on_zcu102_with_4_cpus() {
+    let text = demo_config_text().replace("cpus = 3", "cpus = 4");
+    let (head, tail) = text
+        .rsplit_once("placement = \"shared\"\npcpus = [2]")
+        .expect("the tocker");
+    let text = format!("{head}placement = \"pinned\"\npcpus = [3]{tail}");
+    check_demo(
+        "linux_demo_zcu102_4",
+        &text,
+        &["--board", "zcu102"],
+        &[
+            "image at 0x200000",
+            "4 CPU(s) (Cortex-A53",
+            "GICv2, console Cadence UART at 0xff000000",
+            "4 CPUs online",
+        ],
+    );
+}
+
+/// The demo on the ZCU102 model with one physical CPU: Linux (with one
+/// vCPU, as a VM's vCPUs need CPUs of their own) and both tickers
+/// time-share CPU 0.
+#[test]
+fn linux_demo_system_on_zcu102_with_1_cpu() {
+    let text = demo_config_text()
+        .replace("cpus = 3", "cpus = 1")
+        .replace("cpus = 2", "cpus = 1")
+        .replace(
+            "placement = \"pinned\"\npcpus = [0, 1]",
+            "placement = \"shared\"\npcpus = [0]",
+        )
+        .replace("pcpus = [2]", "pcpus = [0]");
+    check_demo(
+        "linux_demo_zcu102_1",
+        &text,
+        &["--board", "zcu102"],
+        &["image at 0x200000", "Cortex-A53", "console Cadence UART"],
+    );
+}
+
+/// Runs the demo config `text` with `args`, types a command at the shell,
+/// and checks that Linux ran it on all its vCPUs, both tickers ticked, Linux's
+/// power-off ended the system, and the hypervisor's messages hold each of
+/// `banner`.
+fn check_demo(test: &str, text: &str, args: &[&str], banner: &[&str]) {
     let config = std::env::temp_dir().join(format!("{}.toml", unique_marker(test)));
     std::fs::write(&config, text).expect("write the demo config");
     let start = Instant::now();
@@ -415,7 +465,7 @@ fn linux_demo_system() {
     let run = stratum_systests::run_config(
         &config,
         CLI_TIMEOUT,
-        &[],
+        args,
         Some((PROMPT, "sleep 5; echo $((6*7)); poweroff -f\n")),
     );
     println!(
@@ -427,8 +477,17 @@ fn linux_demo_system() {
     assert_status(&run, status::OK, test);
     let vms = stratum_systests::split_by_tag(&run.console, &["linux", "ticker", "tocker"])
         .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    for needle in banner {
+        assert!(
+            vms.untagged.iter().any(|(_, l)| l.contains(needle)),
+            "{test}: no hypervisor line with `{needle}`\n{}",
+            run.describe()
+        );
+    }
+    let vcpus = if text.contains("cpus = 2") { 2 } else { 1 };
+    let up = format!("STRATUM-LINUX: up {vcpus} cpus");
     assert!(
-        vms.find("linux", "STRATUM-LINUX: up 2 cpus").is_some()
+        vms.find("linux", &up).is_some()
             && vms.lines("linux").iter().any(|l| l.text.trim() == "42"),
         "{test}: Linux runs the typed command\n{}",
         run.describe()
@@ -443,7 +502,7 @@ fn linux_demo_system() {
     // twice, and the 5 s one at least once, while Linux runs beside them.
     assert!(
         ticks("ticker") >= 2 && ticks("tocker") >= 1,
-        "{test}: both time-shared tickers tick ({} and {})\n{}",
+        "{test}: both tickers tick ({} and {})\n{}",
         ticks("ticker"),
         ticks("tocker"),
         run.describe()
@@ -1448,4 +1507,140 @@ fn fetch_debian_uses_its_own_sources_and_the_pin() {
     assert_status(&again, status::OK, test);
     assert_eq!(field(&again, "kernel:"), kernel.to_string_lossy());
     assert_eq!(field(&again, "package:"), package);
+}
+
+/// The ZCU102's DT from the fetched Debian kernel package (the tree
+/// `--board zcu102` boots with), next to the kernel in the cache.
+fn zcu102_dtb() -> std::path::PathBuf {
+    let kernel = linux_kernel();
+    let release = kernel
+        .file_name()
+        .and_then(|n| n.to_str()?.strip_prefix("vmlinuz-"))
+        .expect("the kernel is boot/vmlinuz-RELEASE");
+    kernel
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the package directory")
+        .join(format!(
+            "usr/lib/linux-image-{release}/xilinx/zynqmp-zcu102-rev1.0.dtb"
+        ))
+}
+
+/// The hypervisor's platform discovery over the real ZCU102 DT (as Debian
+/// ships it: clocks, firmware nodes, disabled devices, two memory banks),
+/// and EL2's map of it; then about 1,200 corrupted copies (cut short,
+/// bytes flipped, a lying size), none of which may panic, and those the
+/// parser refuses with the precise reason.
+#[test]
+fn zcu102_dt_is_read_whole_and_corrupted_copies_fail_precisely() {
+    use stratum_core::el2map;
+    use stratum_core::fdt::{Fdt, FdtError};
+    use stratum_core::platform::{GicVersion, Platform, PsciConduit, UartKind};
+
+    let path = zcu102_dtb();
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let fdt = Fdt::new(&bytes).expect("the DT parses");
+    let p = Platform::from_fdt(&fdt).expect("the platform is found");
+    let banks: Vec<(u64, u64)> = p.memory().iter().map(|m| (m.base.0, m.size)).collect();
+    assert_eq!(banks, [(0, 2 << 30), (0x8_0000_0000, 2 << 30)]);
+    assert_eq!(p.cpus().len(), 4);
+    assert_eq!(p.gic.version, GicVersion::V2);
+    assert_eq!(p.gic.dist.base.0, 0xf901_0000);
+    // A GIC-400 with 64 KiB-aliased CPU interface frames: the 8 KiB window
+    // starts at the alias that puts both pages side by side.
+    let gicc = p.gic.cpu_interface().expect("a CPU interface");
+    assert_eq!((gicc.base.0, gicc.size), (0xf902_f000, 0x2000));
+    let gicv = p
+        .gic
+        .virtual_cpu_interface()
+        .expect("a virtual CPU interface");
+    assert_eq!((gicv.base.0, gicv.size), (0xf906_f000, 0x2000));
+    let uart = p.uart.expect("the console UART");
+    assert_eq!(
+        (uart.kind, uart.regs.base.0),
+        (UartKind::Cadence, 0xff00_0000)
+    );
+    assert_eq!(uart.irq.map(|i| i.intid()), Some(32 + 21));
+    assert_eq!(p.psci.map(|p| p.conduit), Some(PsciConduit::Smc));
+    let mut l1 = Box::new([0u64; el2map::TABLE_ENTRIES]);
+    let mut l2 = Box::new([[0u64; el2map::TABLE_ENTRIES]; el2map::L2_TABLES]);
+    let map = el2map::plan(
+        p.memory(),
+        0x20_0000..0x60_0000,
+        &mut l1,
+        &mut l2,
+        0x50_0000,
+    )
+    .expect("EL2 maps the board");
+    assert_eq!((map.ram_gib, map.l2_tables), (4, 0));
+
+    // Corrupted copies: every 61st length cut short, 600 single-byte flips
+    // (a fixed LCG: the same copies every run), and a header that claims
+    // more bytes than there are.
+    let judge = |b: &[u8]| -> Result<(), String> {
+        let fdt = Fdt::new(b).map_err(|e| format!("{e:?}"))?;
+        Platform::from_fdt(&fdt)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    for len in (0..bytes.len()).step_by(61) {
+        let r = judge(&bytes[..len]);
+        assert!(r.is_err(), "a copy cut to {len} bytes parsed");
+    }
+    assert_eq!(Fdt::new(&bytes[..39]).err(), Some(FdtError::Truncated));
+    let mut seed: u64 = 0x5eed;
+    let (mut refused, mut accepted) = (0, 0);
+    for _ in 0..600 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let at = (seed >> 33) as usize % bytes.len();
+        let mut copy = bytes.clone();
+        copy[at] ^= 1 << ((seed >> 29) & 7);
+        match judge(&copy) {
+            Ok(()) => accepted += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    println!("zcu102 DT: 600 flipped copies, {refused} refused, {accepted} accepted");
+    let mut bad_magic = bytes.clone();
+    bad_magic[0] ^= 0xff;
+    assert_eq!(Fdt::new(&bad_magic).err(), Some(FdtError::BadMagic));
+    let mut too_long = bytes.clone();
+    too_long[4..8].copy_from_slice(&(bytes.len() as u32 + 8).to_be_bytes());
+    assert_eq!(Fdt::new(&too_long).err(), Some(FdtError::Truncated));
+}
+
+/// Three bare-metal VMs on three of the ZCU102 model's CPUs, from a system
+/// image: the guests and config `virt` runs, unchanged.
+#[test]
+fn zcu102_runs_the_three_vms_config_unchanged() {
+    let config = stratum_systests::config_with_guests("three-vms");
+    let run = stratum_systests::run_config(&config, CLI_TIMEOUT, &["--board", "zcu102"], None);
+    let _ = std::fs::remove_file(&config);
+    assert_status(&run, status::OK, "three-vms on the zcu102");
+    let vms = stratum_systests::split_by_tag(&run.console, &["alpha", "beta", "gamma"])
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.describe()));
+    for needle in ["image at 0x200000", "Cortex-A53", "3 CPUs online"] {
+        assert!(
+            vms.untagged.iter().any(|(_, l)| l.contains(needle)),
+            "no hypervisor line with `{needle}`\n{}",
+            run.describe()
+        );
+    }
+    for (vm, ticks) in [("alpha", 25), ("beta", 18)] {
+        let got = vms
+            .lines(vm)
+            .iter()
+            .filter(|l| l.text.starts_with("tick "))
+            .count();
+        assert_eq!(got, ticks, "{vm}\n{}", run.describe());
+    }
+    assert!(
+        vms.markers("gamma")
+            .iter()
+            .any(|m| m.guest == "hello" && m.verdict == stratum_systests::Verdict::Pass),
+        "gamma passes\n{}",
+        run.describe()
+    );
 }

@@ -185,7 +185,8 @@ fn fill_demo_template(
         .replace("@GUESTS@", &utf8(guests)?))
 }
 
-/// `cargo xtask run`: the default demo, or `stratum run ARGS`.
+/// `cargo xtask run`: the default demo (with `stratum run` options given
+/// after `--`, if any), or `stratum run ARGS` when they name a system.
 fn run(args: &[String]) -> Result<(), String> {
     let art = build_all()?;
     let mut cmd = Command::new(&art.stratum);
@@ -194,7 +195,11 @@ fn run(args: &[String]) -> Result<(), String> {
         .env("STRATUM_HYPERVISOR", &art.hypervisor)
         .env("STRATUM_HYPERVISOR_TRACE", &art.hypervisor_trace);
     let passthrough: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
-    if passthrough.is_empty() {
+    // Options alone (`-- --board zcu102`, `-- --gic 2`) run the demo with them.
+    let names_a_system = passthrough
+        .iter()
+        .any(|a| *a == "--kernel" || *a == "--debian" || a.ends_with(".toml"));
+    if !names_a_system {
         let config = demo_config(&art)?;
         println!(
             "xtask: booting the default demo ({}): Debian Linux with 2 vCPUs on CPUs 0-1 \
@@ -204,9 +209,8 @@ fn run(args: &[String]) -> Result<(), String> {
             config.display()
         );
         cmd.arg(&config);
-    } else {
-        cmd.args(passthrough);
     }
+    cmd.args(passthrough);
     let status = cmd
         .status()
         .map_err(|e| format!("cannot run stratum: {e}"))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::bench::{BenchOptions, run_bench};
-use crate::config::{Config, CpuModel, Gic, VmFlags};
+use crate::config::{Board, Config, CpuModel, Gic, VmFlags};
 use crate::linux::{
     KernelChoice, LinuxGuest, PreparedDebian, default_cache_dir, prepare_debian_choosing,
 };
@@ -420,6 +420,11 @@ pub struct SystemArgs {
     /// Memory of the --kernel VM, e.g. 128M or 1G (a multiple of 2 MiB; default 128M).
     #[arg(long, value_name = "SIZE", conflicts_with = "config")]
     pub memory: Option<String>,
+    /// The board (default virt; overrides `[machine]` in a config):
+    /// `zcu102` runs on QEMU's Xilinx ZCU102 model with the board's DT from
+    /// the Debian kernel package (fetched on first use); docs/boards.md.
+    #[arg(long, value_name = "BOARD")]
+    pub board: Option<Board>,
     /// GIC version of the emulated host (default 3; overrides `[machine]` in a config).
     #[arg(long, value_name = "2|3")]
     pub gic: Option<Gic>,
@@ -515,7 +520,7 @@ impl SystemArgs {
             }
             (None, None) => unreachable!("clap requires a config, --kernel or --debian"),
         };
-        config.override_machine(self.gic, self.cpu)?;
+        config.override_machine(self.board, self.gic, self.cpu)?;
         Ok(config)
     }
 

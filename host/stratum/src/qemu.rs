@@ -12,7 +12,7 @@ use std::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, CpuModel, Gic};
+use crate::config::{Board, Config, CpuModel, Gic};
 use crate::{Error, Result};
 
 /// The QEMU binary looked up on `PATH`.
@@ -27,6 +27,11 @@ pub const QEMU_INSTALL_HINT: &str = "sudo apt-get install qemu-system-arm";
 pub struct RunPlan {
     /// The QEMU binary.
     pub qemu: PathBuf,
+    /// The board QEMU emulates.
+    pub board: Board,
+    /// The board's device tree (`-dtb`), for boards whose DT QEMU does not
+    /// write itself.
+    pub dtb: Option<PathBuf>,
     /// GIC version of the emulated host.
     pub gic: Gic,
     /// CPU model of the emulated host.
@@ -60,6 +65,8 @@ impl RunPlan {
     pub fn new(config: &Config, qemu: PathBuf, image: PathBuf) -> Self {
         Self {
             qemu,
+            board: config.machine.board,
+            dtb: None,
             gic: config.machine.gic,
             cpu: config.machine.cpu,
             cpus: config.machine.cpus,
@@ -75,16 +82,29 @@ impl RunPlan {
 
 /// The full QEMU command line for `plan`, program first.
 pub fn qemu_command(plan: &RunPlan) -> Vec<OsString> {
-    let mut machine = format!("virt,virtualization=on,gic-version={}", plan.gic.number());
-    if plan.deterministic {
-        machine += ",dtb-randomness=off";
-    }
+    let machine = match plan.board {
+        Board::Virt => {
+            let mut m = format!("virt,virtualization=on,gic-version={}", plan.gic.number());
+            if plan.deterministic {
+                m += ",dtb-randomness=off";
+            }
+            m
+        }
+        // Its CPUs (4 Cortex-A53) and GIC-400 are fixed; its DT comes from a file.
+        Board::Zcu102 => "xlnx-zcu102,virtualization=on".to_owned(),
+    };
     let signal = if plan.interactive { "on" } else { "off" };
     let mut args: Vec<OsString> = vec![plan.qemu.clone().into()];
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     push(&["-M", &machine]);
-    push(&["-cpu", plan.cpu.qemu_name()]);
-    push(&["-smp", &plan.cpus.to_string()]);
+    if plan.board == Board::Virt {
+        push(&["-cpu", plan.cpu.qemu_name()]);
+        push(&["-smp", &plan.cpus.to_string()]);
+    } else {
+        // The ZCU102's display port has audio: no host sound backend (QEMU
+        // 7.2 still notes once that the card names no audiodev).
+        push(&["-audiodev", "none,id=snd0"]);
+    }
     push(&["-m", &format!("{}M", plan.memory.div_ceil(1 << 20))]);
     push(&["-display", "none", "-monitor", "none"]);
     push(&[
@@ -93,7 +113,11 @@ pub fn qemu_command(plan: &RunPlan) -> Vec<OsString> {
         "-serial",
         "chardev:con",
     ]);
-    push(&["-nic", "none"]);
+    // `virt` gets no NIC; the ZCU102's own Ethernet controllers stay
+    // unconnected (`-nic none` would only make QEMU warn about each).
+    if plan.board == Board::Virt {
+        push(&["-nic", "none"]);
+    }
     push(&["-semihosting-config", "enable=on,target=native"]);
     if plan.deterministic {
         push(&["-icount", "shift=4,sleep=off", "-seed", "1"]);
@@ -104,6 +128,10 @@ pub fn qemu_command(plan: &RunPlan) -> Vec<OsString> {
         spec.push(",server=on,wait=off");
         args.push("-qmp".into());
         args.push(spec);
+    }
+    if let Some(dtb) = &plan.dtb {
+        args.push("-dtb".into());
+        args.push(dtb.clone().into());
     }
     args.push("-kernel".into());
     args.push(plan.image.clone().into());
@@ -151,6 +179,8 @@ mod tests {
 
     fn plan() -> RunPlan {
         RunPlan {
+            board: Board::Virt,
+            dtb: None,
             qemu: "qemu-system-aarch64".into(),
             gic: Gic::V3,
             cpu: CpuModel::CortexA57,
@@ -202,6 +232,27 @@ mod tests {
                 "qemu-system-aarch64 -M virt,virtualization=on,gic-version=2 -cpu max \
                  -smp 4 -m 1025M {TAIL} -kernel /t/system.img"
             )
+        );
+    }
+
+    #[test]
+    fn zcu102_takes_its_own_machine_and_dt() {
+        let p = RunPlan {
+            board: Board::Zcu102,
+            dtb: Some("/c/zynqmp-zcu102-rev1.0.dtb".into()),
+            gic: Gic::V2,
+            cpu: CpuModel::CortexA53,
+            cpus: 4,
+            deterministic: true,
+            ..plan()
+        };
+        assert_eq!(
+            line(&p),
+            "qemu-system-aarch64 -M xlnx-zcu102,virtualization=on -audiodev none,id=snd0 \
+             -m 512M -display none -monitor none \
+             -chardev stdio,id=con,signal=off,mux=off -serial chardev:con \
+             -semihosting-config enable=on,target=native -icount shift=4,sleep=off -seed 1 \
+             -dtb /c/zynqmp-zcu102-rev1.0.dtb -kernel /t/system.img"
         );
     }
 

@@ -210,6 +210,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         }
     };
     let mut plan = RunPlan::new(&opts.config, qemu, image);
+    plan.dtb = crate::linux::board_dtb(opts.config.machine.board, io::stderr().is_terminal())?;
     plan.deterministic = opts.deterministic;
     plan.interactive = input.is_terminal();
     plan.extra_args = opts.qemu_args.clone();

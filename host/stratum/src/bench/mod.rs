@@ -344,7 +344,7 @@ fn guest_config(guest: &Path, cpus: u32, iterations: u32, gic: Gic) -> Result<Co
         debian: false,
         exec: None,
     })?;
-    config.override_machine(Some(gic), Some(CpuModel::CortexA57))?;
+    config.override_machine(None, Some(gic), Some(CpuModel::CortexA57))?;
     Ok(config)
 }
 
@@ -584,7 +584,7 @@ fn linux_config(guest: &LinuxGuest, cmdline: &str, gic: Gic) -> Result<Config> {
         debian: false,
         exec: None,
     })?;
-    config.override_machine(Some(gic), Some(CpuModel::CortexA57))?;
+    config.override_machine(None, Some(gic), Some(CpuModel::CortexA57))?;
     Ok(config)
 }
 

@@ -153,6 +153,94 @@ impl Gic {
     }
 }
 
+/// The board the system runs on: which machine QEMU emulates, and what the
+/// hypervisor finds there (docs/boards.md). Guests see the same `virt`-like
+/// machine on every board.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Board {
+    /// QEMU `virt`: GICv2 or GICv3, Cortex-A57, A53 or `max`, PL011, RAM at 1 GiB.
+    #[default]
+    #[value(name = "virt")]
+    Virt,
+    /// Xilinx ZynqMP ZCU102 (QEMU `xlnx-zcu102`): 4 Cortex-A53, a GIC-400
+    /// (GICv2), Cadence UARTs, RAM at 0; booted with the board's DT from
+    /// the Debian kernel package.
+    #[value(name = "zcu102")]
+    Zcu102,
+}
+
+impl Board {
+    /// The name configs and `--board` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Virt => "virt",
+            Self::Zcu102 => "zcu102",
+        }
+    }
+
+    /// The board's device tree, as a path inside the Debian kernel
+    /// package's `usr/lib/linux-image-<release>/` (QEMU writes `virt`'s
+    /// itself).
+    pub fn kernel_package_dtb(self) -> Option<&'static str> {
+        match self {
+            Self::Virt => None,
+            Self::Zcu102 => Some("xilinx/zynqmp-zcu102-rev1.0.dtb"),
+        }
+    }
+
+    /// Most host RAM the board takes. QEMU's `xlnx-zcu102` rewrites the DT's
+    /// memory node as one bank from 0, which is right only up to its 2 GiB
+    /// low DDR.
+    pub fn max_memory(self) -> u64 {
+        match self {
+            Self::Virt => MAX_HOST_MEMORY,
+            Self::Zcu102 => 2 * GIB,
+        }
+    }
+
+    /// What a machine of this board must be, or why it cannot: the GIC,
+    /// the CPU model and the CPU count it has.
+    fn check(self, m: &Machine) -> std::result::Result<(), String> {
+        match self {
+            Self::Virt if m.cpus > m.gic.max_cpus() => Err(format!(
+                "GICv{} on QEMU virt supports at most {} CPUs, but the machine has {}",
+                m.gic.number(),
+                m.gic.max_cpus(),
+                m.cpus
+            )),
+            Self::Virt => Ok(()),
+            Self::Zcu102 if m.gic != Gic::V2 => {
+                Err("the ZCU102's GIC is a GIC-400 (GICv2): drop gic = 3 / --gic 3".into())
+            }
+            Self::Zcu102 if m.cpu != CpuModel::CortexA53 => Err(format!(
+                "the ZCU102's CPUs are Cortex-A53, not {}: drop the cpu setting",
+                m.cpu.qemu_name()
+            )),
+            Self::Zcu102 if m.cpus > 4 => Err(format!(
+                "the ZCU102 has 4 CPUs, but the machine has {}",
+                m.cpus
+            )),
+            Self::Zcu102 => Ok(()),
+        }
+    }
+}
+
+/// The GIC a board has when the config does not say.
+pub fn default_gic(board: Board) -> Gic {
+    match board {
+        Board::Virt => Gic::V3,
+        Board::Zcu102 => Gic::V2,
+    }
+}
+
+/// The CPU model a board has when the config does not say.
+pub fn default_cpu(board: Board) -> CpuModel {
+    match board {
+        Board::Virt => CpuModel::CortexA57,
+        Board::Zcu102 => CpuModel::CortexA53,
+    }
+}
+
 /// The emulated host CPU model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CpuModel {
@@ -162,6 +250,9 @@ pub enum CpuModel {
     /// QEMU's `max`: every feature QEMU emulates (VHE, 16-bit VMIDs, RNG, …).
     #[value(name = "max")]
     Max,
+    /// Cortex-A53 (ARMv8.0, in order): the ZCU102's, and many boards'.
+    #[value(name = "cortex-a53")]
+    CortexA53,
 }
 
 impl CpuModel {
@@ -170,6 +261,7 @@ impl CpuModel {
         match self {
             Self::CortexA57 => "cortex-a57",
             Self::Max => "max",
+            Self::CortexA53 => "cortex-a53",
         }
     }
 }
@@ -177,6 +269,8 @@ impl CpuModel {
 /// The emulated host machine, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
+    /// The board.
+    pub board: Board,
     /// Physical CPUs (`-smp`).
     pub cpus: u32,
     /// GIC version.
@@ -187,6 +281,11 @@ pub struct Machine {
     pub memory: u64,
     /// Whether `cpus` was given explicitly (otherwise it follows the VMs).
     pub cpus_explicit: bool,
+    /// Whether the GIC and the CPU model were given explicitly (otherwise
+    /// they follow the board).
+    pub gic_explicit: bool,
+    /// See `gic_explicit`.
+    pub cpu_explicit: bool,
 }
 
 /// A kernel as inspected at validation time.
@@ -564,31 +663,86 @@ impl Config {
         )
     }
 
-    /// Replaces the machine's GIC and/or CPU model (the `--gic`/`--cpu`
-    /// flags, which override a config file's `[machine]`).
-    pub fn override_machine(&mut self, gic: Option<Gic>, cpu: Option<CpuModel>) -> Result<()> {
-        if let Some(gic) = gic {
-            if self.machine.cpus > gic.max_cpus() {
-                return Err(Error::input(format!(
-                    "--gic: GICv{} supports at most {} CPUs, but the machine has {}",
-                    gic.number(),
-                    gic.max_cpus(),
-                    self.machine.cpus
-                )));
+    /// Replaces the machine's board, GIC and/or CPU model (the `--board`,
+    /// `--gic` and `--cpu` flags, which override a config file's
+    /// `[machine]`): a new board brings its own GIC and CPU model unless
+    /// they were given. Then checks what the board must have
+    /// ([`Config::check_board`]).
+    pub fn override_machine(
+        &mut self,
+        board: Option<Board>,
+        gic: Option<Gic>,
+        cpu: Option<CpuModel>,
+    ) -> Result<()> {
+        let m = &mut self.machine;
+        if let Some(board) = board.filter(|&b| b != m.board) {
+            m.board = board;
+            if !m.gic_explicit {
+                m.gic = default_gic(board);
             }
-            self.machine.gic = gic;
+            if !m.cpu_explicit {
+                m.cpu = default_cpu(board);
+            }
+        }
+        if let Some(gic) = gic {
+            m.gic = gic;
+            m.gic_explicit = true;
         }
         if let Some(cpu) = cpu {
-            self.machine.cpu = cpu;
+            m.cpu = cpu;
+            m.cpu_explicit = true;
         }
-        Ok(())
+        self.check_board()
+    }
+
+    /// Whether the system fits its board: the GIC, CPU model and count the
+    /// board has, its RAM, and (other than on `virt`, whose addresses the
+    /// host tool knows) no identity-mapped VM or passthrough device.
+    pub fn check_board(&self) -> Result<()> {
+        let board = self.machine.board;
+        let mut problems: Vec<String> = board.check(&self.machine).err().into_iter().collect();
+        if self.machine.memory > board.max_memory() {
+            problems.push(format!(
+                "the system needs {} of host RAM; QEMU's {} model passes at most {} in its DT",
+                crate::size::format_size(self.machine.memory),
+                board.name(),
+                crate::size::format_size(board.max_memory())
+            ));
+        }
+        if board != Board::Virt {
+            for vm in &self.vms {
+                if vm.identity {
+                    problems.push(format!(
+                        "VM '{}' is identity-mapped, which only QEMU virt's layout supports so far",
+                        vm.name
+                    ));
+                }
+                if let Some(d) = vm.devices.first() {
+                    problems.push(format!(
+                        "VM '{}' passes through '{}' at a QEMU virt address; passthrough on the {} is not supported yet",
+                        vm.name,
+                        d.name,
+                        board.name()
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::input(format!(
+            "board {}: {}",
+            board.name(),
+            problems.join("; ")
+        )))
     }
 
     /// A short, human-readable summary (what `stratum check` prints).
     pub fn summary(&self) -> String {
         let m = &self.machine;
         let mut out = format!(
-            "machine: {} CPU{} ({}, GICv{}), {} host RAM\n",
+            "machine: {}, {} CPU{} ({}, GICv{}), {} host RAM\n",
+            m.board.name(),
             m.cpus,
             plural(m.cpus),
             m.cpu.qemu_name(),

@@ -31,6 +31,7 @@ pub(super) struct RawSystem {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RawMachine {
+    pub(super) board: Option<Spanned<String>>,
     pub(super) cpus: Option<Spanned<i64>>,
     pub(super) gic: Option<Spanned<i64>>,
     pub(super) cpu: Option<Spanned<String>>,

@@ -145,7 +145,7 @@ fn bad_configs() {
         (
             "[machine]\ncpu = \"max\"\nsmp = 2\n[[vm]]\nkernel = \"hello.elf\"\n",
             &[
-                "x.toml:3:1: machine: unknown field `smp`: expected one of `cpus`, `gic`, `cpu`, `memory`",
+                "x.toml:3:1: machine: unknown field `smp`: expected one of `board`, `cpus`, `gic`, `cpu`, `memory`",
             ],
         ),
         ("vms = []\n", &["x.toml:1:1: unknown field `vms`"]),
@@ -414,7 +414,7 @@ fn bad_configs() {
         (
             "[machine]\ncpu = \"cortex-a9\"\n[[vm]]\nkernel = \"raw.bin\"\n",
             &[
-                "x.toml:2:7: machine.cpu: unknown cpu \"cortex-a9\": expected \"cortex-a57\" or \"max\"",
+                "x.toml:2:7: machine.cpu: unknown cpu \"cortex-a9\": expected \"cortex-a57\", \"cortex-a53\" or \"max\"",
             ],
         ),
         (
@@ -982,11 +982,14 @@ placement = "shared"
     assert_eq!(
         config.machine,
         Machine {
+            board: Board::Virt,
             cpus: 2,
             gic: Gic::V2,
             cpu: CpuModel::Max,
             memory: 2 * GIB,
             cpus_explicit: true,
+            gic_explicit: true,
+            cpu_explicit: true,
         }
     );
     assert_eq!(config.vms.len(), 2);
@@ -1018,7 +1021,7 @@ placement = "shared"
     assert_eq!(linux.cmdline, "");
     let summary = config.summary();
     assert!(
-        summary.contains("machine: 2 CPUs (max, GICv2), 2 GiB host RAM"),
+        summary.contains("machine: virt, 2 CPUs (max, GICv2), 2 GiB host RAM"),
         "{summary}"
     );
     assert!(
@@ -1292,20 +1295,92 @@ fn machine_overrides() {
         .parse("[machine]\ncpus = 16\n[[vm]]\nkernel = \"raw.bin\"\n")
         .expect("valid");
     config
-        .override_machine(None, Some(CpuModel::Max))
+        .override_machine(None, None, Some(CpuModel::Max))
         .expect("cpu override");
     assert_eq!(config.machine.cpu, CpuModel::Max);
     let e = config
-        .override_machine(Some(Gic::V2), None)
+        .override_machine(None, Some(Gic::V2), None)
         .expect_err("too many CPUs for GICv2");
     assert!(
         e.to_string()
-            .contains("--gic: GICv2 supports at most 8 CPUs"),
+            .contains("GICv2 on QEMU virt supports at most 8 CPUs, but the machine has 16"),
         "{e}"
     );
     config.machine.cpus = 8;
-    config.override_machine(Some(Gic::V2), None).expect("fits");
+    config
+        .override_machine(None, Some(Gic::V2), None)
+        .expect("fits");
     assert_eq!(config.machine.gic, Gic::V2);
+}
+
+#[test]
+fn the_zcu102_brings_its_gic_and_cpu_and_refuses_what_it_lacks() {
+    let fx = Fixture::new();
+    let config = fx
+        .parse("[machine]\nboard = \"zcu102\"\n[[vm]]\nkernel = \"raw.bin\"\n")
+        .expect("valid");
+    let m = &config.machine;
+    assert_eq!(
+        (m.board, m.gic, m.cpu),
+        (Board::Zcu102, Gic::V2, CpuModel::CortexA53)
+    );
+    assert!(
+        config
+            .summary()
+            .starts_with("machine: zcu102, 1 CPU (cortex-a53, GICv2)")
+    );
+    // A virt config moved to the board by --board takes the board's GIC
+    // and CPU; explicit ones it lacks are refused.
+    let mut moved = fx.parse("[[vm]]\nkernel = \"raw.bin\"\n").expect("valid");
+    moved
+        .override_machine(Some(Board::Zcu102), None, None)
+        .expect("fits the board");
+    assert_eq!(
+        (moved.machine.gic, moved.machine.cpu),
+        (Gic::V2, CpuModel::CortexA53)
+    );
+    for (text, want) in [
+        (
+            "[machine]\nboard = \"zcu102\"\ngic = 3\n",
+            "board zcu102: the ZCU102's GIC is a GIC-400 (GICv2)",
+        ),
+        (
+            "[machine]\nboard = \"zcu102\"\ncpu = \"max\"\n",
+            "the ZCU102's CPUs are Cortex-A53, not max",
+        ),
+        (
+            "[machine]\nboard = \"zcu102\"\ncpus = 5\n",
+            "the ZCU102 has 4 CPUs, but the machine has 5",
+        ),
+        (
+            "[machine]\nboard = \"zcu102\"\nmemory = \"3G\"\n",
+            "passes at most 2 GiB in its DT",
+        ),
+        (
+            "[machine]\nboard = \"rpi4\"\n",
+            "machine.board: unknown board \"rpi4\"",
+        ),
+    ] {
+        let e = fx
+            .parse(&format!("{text}[[vm]]\nkernel = \"raw.bin\"\n"))
+            .expect_err(text)
+            .to_string();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    let mut explicit = fx
+        .parse("[machine]\ngic = 3\n[[vm]]\nkernel = \"raw.bin\"\n")
+        .expect("valid");
+    let e = explicit
+        .override_machine(Some(Board::Zcu102), None, None)
+        .expect_err("an explicit GICv3");
+    assert!(e.to_string().contains("GIC-400 (GICv2)"), "{e}");
+    let mut identity = fx
+        .parse("[[vm]]\nkernel = \"raw.bin\"\nidentity = true\n")
+        .expect("valid on virt");
+    let e = identity
+        .override_machine(Some(Board::Zcu102), None, None)
+        .expect_err("identity on the ZCU102");
+    assert!(e.to_string().contains("is identity-mapped"), "{e}");
 }
 
 #[test]

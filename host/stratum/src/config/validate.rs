@@ -35,8 +35,23 @@ pub(super) fn validate(
     };
     let machine = raw.machine.map(Spanned::into_inner);
 
+    let board = match machine.as_ref().and_then(|m| m.board.as_ref()) {
+        None => Board::Virt,
+        Some(v) => match v.get_ref().as_str() {
+            "virt" => Board::Virt,
+            "zcu102" => Board::Zcu102,
+            other => {
+                d.at(
+                    v,
+                    "machine.board",
+                    format!("unknown board {other:?}: expected \"virt\" or \"zcu102\""),
+                );
+                Board::Virt
+            }
+        },
+    };
     let gic = match machine.as_ref().and_then(|m| m.gic.as_ref()) {
-        None => Gic::V3,
+        None => default_gic(board),
         Some(v) => match *v.get_ref() {
             2 => Gic::V2,
             3 => Gic::V3,
@@ -47,15 +62,18 @@ pub(super) fn validate(
         },
     };
     let cpu = match machine.as_ref().and_then(|m| m.cpu.as_ref()) {
-        None => CpuModel::CortexA57,
+        None => default_cpu(board),
         Some(v) => match v.get_ref().as_str() {
             "cortex-a57" => CpuModel::CortexA57,
+            "cortex-a53" => CpuModel::CortexA53,
             "max" => CpuModel::Max,
             other => {
                 d.at(
                     v,
                     "machine.cpu",
-                    format!("unknown cpu {other:?}: expected \"cortex-a57\" or \"max\""),
+                    format!(
+                        "unknown cpu {other:?}: expected \"cortex-a57\", \"cortex-a53\" or \"max\""
+                    ),
                 );
                 CpuModel::CortexA57
             }
@@ -213,11 +231,14 @@ pub(super) fn validate(
     let vm_memory: u64 = vms.iter().map(|v| v.memory).sum();
     let mut config = Config {
         machine: Machine {
+            board,
             cpus,
             gic,
             cpu,
             memory: 0,
             cpus_explicit: machine_cpus.is_some(),
+            gic_explicit: machine.as_ref().is_some_and(|m| m.gic.is_some()),
+            cpu_explicit: machine.as_ref().is_some_and(|m| m.cpu.is_some()),
         },
         system,
         vms,
@@ -297,6 +318,10 @@ pub(super) fn validate(
     if !d.messages.is_empty() {
         return Err(Error::input(d.report()));
     }
+    config.check_board().map_err(|e| match source {
+        Source::File { path, .. } => e.context(format!("{}", path.display())),
+        Source::Flags => e,
+    })?;
     Ok(config)
 }
 

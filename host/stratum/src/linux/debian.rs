@@ -89,6 +89,9 @@ pub struct DebianGuest {
     /// package), pruned to [`super::modules::GUEST_MODULES`] and their
     /// dependencies.
     pub modules_dir: PathBuf,
+    /// The board device trees of the kernel package
+    /// (`usr/lib/linux-image-<release>`), pruned to [`BOARD_DTBS`].
+    pub board_dtbs: PathBuf,
     /// The kernel package, its version and the SHA-256 its `.deb` had.
     pub kernel_deb: PackageRef,
     /// Why this kernel.
@@ -249,10 +252,20 @@ pub fn fetch_locked(lock: &CacheLock, choice: KernelChoice, progress: bool) -> R
     ));
 
     let modules_rel = Path::new("lib").join("modules").join(&kernel_version);
+    let dtbs_rel = Path::new("usr")
+        .join("lib")
+        .join(format!("linux-image-{kernel_version}"));
     let kernel_unpack = Unpack {
-        keep: &["boot", "lib"],
-        tag: Some(modules::set_tag(modules::GUEST_MODULES)),
-        prune: Some(&|dir: &Path| modules::prune(&dir.join(&modules_rel), modules::GUEST_MODULES)),
+        keep: &["boot", "lib", "usr"],
+        tag: Some(format!(
+            "{}-{}",
+            modules::set_tag(modules::GUEST_MODULES),
+            modules::set_tag(BOARD_DTBS)
+        )),
+        prune: Some(&|dir: &Path| {
+            modules::prune(&dir.join(&modules_rel), modules::GUEST_MODULES)?;
+            prune_to_board_dtbs(dir, &dtbs_rel)
+        }),
     };
     let kernel_hash_source = if plan.origin == KernelOrigin::Pin {
         "the pin (KERNEL_PIN)"
@@ -287,6 +300,7 @@ pub fn fetch_locked(lock: &CacheLock, choice: KernelChoice, progress: bool) -> R
             .join(format!("vmlinuz-{kernel_version}")),
         busybox: busybox_dir.join("bin").join("busybox"),
         modules_dir: kernel_dir.join(&modules_rel),
+        board_dtbs: kernel_dir.join(&dtbs_rel),
         kernel_version,
         kernel_deb: plan.deb,
         origin: plan.origin,
@@ -296,6 +310,10 @@ pub fn fetch_locked(lock: &CacheLock, choice: KernelChoice, progress: bool) -> R
         (&guest.busybox, BUSYBOX_PACKAGE),
         (
             &guest.modules_dir.join("modules.dep"),
+            &guest.kernel_deb.package[..],
+        ),
+        (
+            &guest.board_dtbs.join(BOARD_DTBS[0]),
             &guest.kernel_deb.package[..],
         ),
     ] {
@@ -484,6 +502,36 @@ fn unpacked(
     })?;
     let _ = fs::remove_dir_all(&download);
     Ok(dir)
+}
+
+/// The board device trees kept from the kernel package, relative to its
+/// `usr/lib/linux-image-<release>` (`config::Board::kernel_package_dtb`).
+pub const BOARD_DTBS: &[&str] = &["xilinx/zynqmp-zcu102-rev1.0.dtb"];
+
+/// Trims an unpacked kernel package's `usr` to [`BOARD_DTBS`] under
+/// `dtbs_rel` (the rest of `usr`, documentation and the other boards' DTs,
+/// goes).
+fn prune_to_board_dtbs(dir: &Path, dtbs_rel: &Path) -> Result<()> {
+    let keep = dir.join(".board-dtbs");
+    let _ = fs::remove_dir_all(&keep);
+    for dtb in BOARD_DTBS {
+        let from = dir.join(dtbs_rel).join(dtb);
+        let to = keep.join(dtb);
+        fs::create_dir_all(to.parent().unwrap_or(&keep))
+            .and_then(|()| fs::rename(&from, &to))
+            .map_err(|e| {
+                Error::environment(format!(
+                    "the kernel package has no {} ({e})",
+                    from.display()
+                ))
+            })?;
+    }
+    let usr = dir.join("usr");
+    let _ = fs::remove_dir_all(&usr);
+    let target = dir.join(dtbs_rel);
+    fs::create_dir_all(target.parent().unwrap_or(dir))
+        .and_then(|()| fs::rename(&keep, &target))
+        .map_err(|e| Error::environment(format!("cannot move the board DTs: {e}")))
 }
 
 /// What of an unpacked package the cache keeps.

@@ -36,6 +36,18 @@ pub fn initramfs_name(choice: KernelChoice) -> String {
     format!("initramfs-{}.cpio", choice.name())
 }
 
+/// The device tree of `board` from the pinned Debian kernel package (fetched
+/// into the default cache on first use, like `stratum fetch debian`), or
+/// `None` for a board whose DT QEMU writes itself (`virt`).
+pub fn board_dtb(board: crate::config::Board, progress: bool) -> Result<Option<PathBuf>> {
+    let Some(rel) = board.kernel_package_dtb() else {
+        return Ok(None);
+    };
+    let lock = CacheLock::acquire(&default_cache_dir()?)?;
+    let fetched = debian::fetch_locked(&lock, KernelChoice::Pinned, progress)?;
+    Ok(Some(fetched.board_dtbs.join(rel)))
+}
+
 /// A Linux guest ready to boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinuxGuest {

@@ -149,7 +149,10 @@ impl Cache {
         let guest = parse_manifest(&text, &self.root)?;
         (guest.kernel.is_file()
             && guest.busybox.is_file()
-            && guest.modules_dir.join("modules.dep").is_file())
+            && guest.modules_dir.join("modules.dep").is_file()
+            && super::BOARD_DTBS
+                .iter()
+                .all(|dtb| guest.board_dtbs.join(dtb).is_file()))
         .then_some(guest)
     }
 
@@ -238,7 +241,7 @@ pub fn format_manifest(guest: &DebianGuest, root: &Path) -> Option<String> {
     };
     Some(format!(
         "kernel_package={}\nkernel_package_version={}\nkernel_sha256={}\norigin={}\n\
-         kernel_version={}\nkernel={}\nbusybox={}\nmodules={}\n",
+         kernel_version={}\nkernel={}\nbusybox={}\nmodules={}\nboard_dtbs={}\n",
         guest.kernel_deb.package,
         guest.kernel_deb.version,
         guest.kernel_deb.sha256,
@@ -246,7 +249,8 @@ pub fn format_manifest(guest: &DebianGuest, root: &Path) -> Option<String> {
         guest.kernel_version,
         rel(&guest.kernel)?,
         rel(&guest.busybox)?,
-        rel(&guest.modules_dir)?
+        rel(&guest.modules_dir)?,
+        rel(&guest.board_dtbs)?
     ))
 }
 
@@ -262,6 +266,7 @@ pub fn parse_manifest(text: &str, root: &Path) -> Option<DebianGuest> {
         kernel: root.join(get("kernel")?),
         busybox: root.join(get("busybox")?),
         modules_dir: root.join(get("modules")?),
+        board_dtbs: root.join(get("board_dtbs")?),
         kernel_version: get("kernel_version")?.to_owned(),
         kernel_deb: PackageRef {
             package: get("kernel_package")?.to_owned(),
@@ -286,6 +291,7 @@ mod tests {
             kernel: pkg.join(format!("boot/vmlinuz-{release}")),
             busybox: root.join("pkg/busybox-static_1%3a1.35/bin/busybox"),
             modules_dir: pkg.join(format!("lib/modules/{release}")),
+            board_dtbs: pkg.join(format!("usr/lib/linux-image-{release}")),
             kernel_version: release.into(),
             kernel_deb: PackageRef {
                 package: format!("linux-image-{release}"),
@@ -330,6 +336,11 @@ mod tests {
             fs::write(&g.busybox, b"b").expect("busybox");
             fs::create_dir_all(&g.modules_dir).expect("mkdir");
             fs::write(g.modules_dir.join("modules.dep"), b"").expect("dep");
+            for dtb in super::super::BOARD_DTBS {
+                let path = g.board_dtbs.join(dtb);
+                fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+                fs::write(path, b"d").expect("dtb");
+            }
         }
         assert_eq!(cache.manifest(KernelChoice::Pinned), None);
         cache

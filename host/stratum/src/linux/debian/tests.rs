@@ -93,10 +93,17 @@ fn cached_guest(cache: &Cache, deb: &PackageRef, origin: KernelOrigin) -> Debian
     fs::write(bb.join("busybox"), b"\x7fELF").expect("busybox");
     let modules_dir = pkg.join(format!("lib/modules/{release}"));
     super::super::modules::write_fake_cache_dir(&modules_dir);
+    let board_dtbs = pkg.join(format!("usr/lib/linux-image-{release}"));
+    for dtb in super::BOARD_DTBS {
+        let path = board_dtbs.join(dtb);
+        fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+        fs::write(&path, b"\xd0\x0d\xfe\xed").expect("dtb");
+    }
     DebianGuest {
         kernel,
         busybox: bb.join("busybox"),
         modules_dir,
+        board_dtbs,
         kernel_version: release.into(),
         kernel_deb: deb.clone(),
         origin,
