@@ -688,6 +688,15 @@ pub const TAG: &str = " | ";
 pub const CONTINUATION_TAG: &str = " + ";
 
 impl VmConsoles {
+    /// The numbers of VM `name`'s `tick N` lines, in order (the ticker
+    /// guest's output).
+    pub fn ticks(&self, name: &str) -> Vec<u64> {
+        self.lines(name)
+            .iter()
+            .filter_map(|l| l.text.strip_prefix("tick ")?.parse().ok())
+            .collect()
+    }
+
     /// VM `name`'s lines, in order (panics on an unknown name).
     pub fn lines(&self, name: &str) -> &[VmLine] {
         let i = self

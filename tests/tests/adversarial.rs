@@ -161,11 +161,7 @@ fn beside_a_ticker(gic: u8) {
     let split = split(&test, &run, &["adversary", "ticker"]);
     let (lines, messages) = vm_lines_and_messages(&split, "adversary");
     check_adversary(&test, &run, &lines, &messages, 4);
-    let ticks: Vec<u64> = split
-        .lines("ticker")
-        .iter()
-        .filter_map(|l| l.text.strip_prefix("tick ")?.parse().ok())
-        .collect();
+    let ticks = split.ticks("ticker");
     assert_eq!(
         ticks,
         (1..=40).collect::<Vec<_>>(),

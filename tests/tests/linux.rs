@@ -807,11 +807,7 @@ fn demo_system_under_the_adversary() {
         run.describe()
     );
     for (vm, least) in [("ticker", 8), ("tocker", 3)] {
-        let ticks: Vec<u64> = vms
-            .lines(vm)
-            .iter()
-            .filter_map(|l| l.text.strip_prefix("tick ")?.parse().ok())
-            .collect();
+        let ticks = vms.ticks(vm);
         assert!(
             ticks.len() >= least && ticks == (1..=ticks.len() as u64).collect::<Vec<_>>(),
             "{test}: {vm} ticks in order, at least {least}: {ticks:?}\n{}",
@@ -1629,12 +1625,8 @@ fn zcu102_runs_the_three_vms_config_unchanged() {
         );
     }
     for (vm, ticks) in [("alpha", 25), ("beta", 18)] {
-        let got = vms
-            .lines(vm)
-            .iter()
-            .filter(|l| l.text.starts_with("tick "))
-            .count();
-        assert_eq!(got, ticks, "{vm}\n{}", run.describe());
+        let want: Vec<u64> = (1..=ticks).collect();
+        assert_eq!(vms.ticks(vm), want, "{vm}\n{}", run.describe());
     }
     assert!(
         vms.markers("gamma")

@@ -82,11 +82,7 @@ fn assert_vm_passed(run: &Run, split: &VmConsoles, vm: &str, guest: &str) {
 /// numbered `tick`.
 #[track_caller]
 fn assert_ticks(run: &Run, split: &VmConsoles, vm: &str, n: u64) {
-    let ticks: Vec<u64> = split
-        .lines(vm)
-        .iter()
-        .filter_map(|l| l.text.strip_prefix("tick ")?.parse().ok())
-        .collect();
+    let ticks = split.ticks(vm);
     assert_eq!(
         ticks,
         (1..=n).collect::<Vec<_>>(),

@@ -72,17 +72,8 @@ fn check_three_vms(run: &Run, address: u64) {
         run.describe()
     );
     for (vm, ticks) in [("alpha", 25), ("beta", 18)] {
-        let got: Vec<u64> = split
-            .lines(vm)
-            .iter()
-            .filter_map(|l| l.text.strip_prefix("tick ")?.parse().ok())
-            .collect();
-        assert_eq!(
-            got,
-            (1..=ticks).collect::<Vec<_>>(),
-            "{vm}\n{}",
-            run.describe()
-        );
+        let want: Vec<u64> = (1..=ticks).collect();
+        assert_eq!(split.ticks(vm), want, "{vm}\n{}", run.describe());
     }
     assert!(
         split

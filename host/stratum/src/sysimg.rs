@@ -188,39 +188,39 @@ pub fn inspect(name: &str, bytes: &[u8]) -> Result<String> {
             let _ = writeln!(out, "  cmdline      {}", vm.cmdline);
         }
     }
-    for i in 0..bundle.device_count() {
-        let Some(d) = bundle.device(i) else { continue };
-        let _ = writeln!(
-            out,
-            "passthrough '{}' to vm{}: {:#x}+{:#x}, SPIs {:?}",
-            d.name,
-            d.vm,
-            d.base,
-            d.size,
-            d.spis()
-        );
-    }
-    for i in 0..bundle.channel_count() {
-        let Some(c) = bundle.channel(i) else { continue };
-        let _ = writeln!(
-            out,
-            "channel '{}': {} KiB between vm{} and vm{}",
-            c.name,
-            c.size >> 10,
-            c.ends[0].vm,
-            c.ends[1].vm
-        );
-    }
-    for i in 0..bundle.virtio_count() {
-        let Some(v) = bundle.virtio(i) else { continue };
-        let _ = writeln!(
-            out,
-            "virtio {:?} on vm{} transport {} ({:#x})",
-            v.kind,
-            v.vm,
-            v.transport,
-            bundle::VIRTIO_WINDOW.start + u64::from(v.transport) * 0x200
-        );
+    let devices = (0..bundle.device_count())
+        .filter_map(|i| bundle.device(i))
+        .map(|d| {
+            format!(
+                "passthrough '{}' to vm{}: {:#x}+{:#x}, SPIs {:?}",
+                d.name,
+                d.vm,
+                d.base,
+                d.size,
+                d.spis()
+            )
+        });
+    let channels = (0..bundle.channel_count())
+        .filter_map(|i| bundle.channel(i))
+        .map(|c| {
+            let (a, b) = (c.ends[0].vm, c.ends[1].vm);
+            format!(
+                "channel '{}': {} KiB between vm{a} and vm{b}",
+                c.name,
+                c.size >> 10
+            )
+        });
+    let virtio = (0..bundle.virtio_count())
+        .filter_map(|i| bundle.virtio(i))
+        .map(|v| {
+            let at = bundle::VIRTIO_WINDOW.start + u64::from(v.transport) * 0x200;
+            format!(
+                "virtio {:?} on vm{} transport {} ({at:#x})",
+                v.kind, v.vm, v.transport
+            )
+        });
+    for line in devices.chain(channels).chain(virtio) {
+        let _ = writeln!(out, "{line}");
     }
     Ok(out)
 }
