@@ -114,7 +114,14 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
         stratum_arch::head::switch_el2_map(|l1, l2, l2_base| {
             let start = core::ptr::addr_of!(__image_start) as u64;
             let end = core::ptr::addr_of!(__image_end) as u64;
-            stratum_core::el2map::plan(platform.memory(), start..end, l1, l2, l2_base)
+            stratum_core::el2map::plan(
+                platform.memory(),
+                platform.reserved(),
+                start..end,
+                l1,
+                l2,
+                l2_base,
+            )
         })
     };
     let uart = platform.uart.map(|u| (u.kind, u.regs.base.0 as usize));

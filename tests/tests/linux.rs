@@ -1558,10 +1558,12 @@ fn zcu102_dt_is_read_whole_and_corrupted_copies_fail_precisely() {
     );
     assert_eq!(uart.irq.map(|i| i.intid()), Some(32 + 21));
     assert_eq!(p.psci.map(|p| p.conduit), Some(PsciConduit::Smc));
+    assert_eq!(p.reserved(), [], "the board DT reserves no memory");
     let mut l1 = Box::new([0u64; el2map::TABLE_ENTRIES]);
     let mut l2 = Box::new([[0u64; el2map::TABLE_ENTRIES]; el2map::L2_TABLES]);
     let map = el2map::plan(
         p.memory(),
+        p.reserved(),
         0x20_0000..0x60_0000,
         &mut l1,
         &mut l2,

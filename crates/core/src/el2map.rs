@@ -15,7 +15,7 @@
 //! The descriptor bits match the entry code's `MAIR_EL2`: attribute 0
 //! Normal write-back, attribute 1 Device-nGnRE.
 
-use crate::platform::PhysRegion;
+use crate::platform::{PhysRegion, ReservedRegion};
 
 /// Level-1 entries the map fills: 256 GiB of physical address space.
 pub const L1_ENTRIES: usize = 256;
@@ -70,19 +70,28 @@ pub struct El2MapStats {
     pub ram_2m: usize,
 }
 
-/// Whether one bank covers the whole 2 MiB block at `start`.
-fn covered(ram: &[PhysRegion], start: u64) -> bool {
-    ram.iter().any(|r| {
-        let end = r.base.0.saturating_add(r.size);
-        r.base.0 <= start && start.saturating_add(BLOCK_2M) <= end
-    })
+/// Whether one bank covers the whole 2 MiB block at `start` and no
+/// `no-map` reservation touches it.
+fn covered(ram: &[PhysRegion], reserved: &[ReservedRegion], start: u64) -> bool {
+    let end = start.saturating_add(BLOCK_2M);
+    ram.iter()
+        .any(|r| r.base.0 <= start && end <= r.base.0.saturating_add(r.size))
+        && !reserved.iter().any(|r| {
+            r.no_map
+                && r.region.base.0 < end
+                && start < r.region.base.0.saturating_add(r.region.size)
+        })
 }
 
 /// Lays out EL2's map of `ram` into `l1` and `l2`, the level-2 tables
 /// living at physical `l2_base` (table `i` at `l2_base + i * 4096`).
-/// `image` is the hypervisor's own footprint, which must be RAM.
+/// A 2 MiB block that a `no-map` region of `reserved` touches is not
+/// mapped as memory (firmware's secure RAM must not even be fetched from
+/// speculatively). `image` is the hypervisor's own footprint, which must
+/// be RAM.
 pub fn plan(
     ram: &[PhysRegion],
+    reserved: &[ReservedRegion],
     image: core::ops::Range<u64>,
     l1: &mut [u64; TABLE_ENTRIES],
     l2: &mut [[u64; TABLE_ENTRIES]; L2_TABLES],
@@ -91,7 +100,7 @@ pub fn plan(
     let image_start = image.start & !(BLOCK_2M - 1);
     let mut at = image_start;
     while at < image.end {
-        if !covered(ram, at) {
+        if !covered(ram, reserved, at) {
             return Err(El2MapError::ImageNotInRam);
         }
         at += BLOCK_2M;
@@ -100,7 +109,8 @@ pub fn plan(
     l1.fill(0);
     for (g, entry) in l1.iter_mut().enumerate().take(L1_ENTRIES) {
         let base = g as u64 * GIB;
-        let blocks = (0..TABLE_ENTRIES as u64).filter(|i| covered(ram, base + i * BLOCK_2M));
+        let blocks =
+            (0..TABLE_ENTRIES as u64).filter(|i| covered(ram, reserved, base + i * BLOCK_2M));
         match blocks.count() {
             0 => *entry = base | DEVICE,
             TABLE_ENTRIES => {
@@ -113,7 +123,7 @@ pub fn plan(
                     .ok_or(El2MapError::TooManyMixedGigabytes)?;
                 for (i, block) in table.iter_mut().enumerate() {
                     let addr = base + i as u64 * BLOCK_2M;
-                    *block = if covered(ram, addr) {
+                    *block = if covered(ram, reserved, addr) {
                         stats.ram_2m += 1;
                         addr | NORMAL
                     } else {
@@ -154,7 +164,7 @@ mod tests {
     fn run(ram: &[PhysRegion], image: core::ops::Range<u64>) -> Laid {
         let mut l1 = Box::new([0u64; TABLE_ENTRIES]);
         let mut l2 = Box::new([[0u64; TABLE_ENTRIES]; L2_TABLES]);
-        let r = plan(ram, image, &mut l1, &mut l2, L2_BASE);
+        let r = plan(ram, &[], image, &mut l1, &mut l2, L2_BASE);
         (r, l1, l2)
     }
 
@@ -237,6 +247,50 @@ mod tests {
     }
 
     #[test]
+    fn no_map_reservations_are_not_memory_to_el2() {
+        let ram = [bank(0x4000_0000, GIB)];
+        let firmware = ReservedRegion {
+            region: bank(0x7ff0_0000, MIB),
+            no_map: true,
+        };
+        let shared = ReservedRegion {
+            region: bank(0x7000_0000, 2 * MIB),
+            no_map: false,
+        };
+        let mut l1 = Box::new([0u64; TABLE_ENTRIES]);
+        let mut l2 = Box::new([[0u64; TABLE_ENTRIES]; L2_TABLES]);
+        let r = plan(
+            &ram,
+            &[firmware, shared],
+            0x4020_0000..0x4060_0000,
+            &mut l1,
+            &mut l2,
+            L2_BASE,
+        );
+        assert_eq!(r.map(|s| (s.l2_tables, s.ram_2m)), Ok((1, 511)));
+        assert_eq!(walk(&l1, &l2, 0x7ff0_0000), (0x7ff0_0000, false), "no-map");
+        assert_eq!(
+            walk(&l1, &l2, 0x7fe0_0000),
+            (0x7fe0_0000, false),
+            "its whole 2 MiB"
+        );
+        assert_eq!(
+            walk(&l1, &l2, 0x7000_0000),
+            (0x7000_0000, true),
+            "mapped reservation"
+        );
+        let r = plan(
+            &ram,
+            &[firmware],
+            0x7fe0_0000..0x7fe0_1000,
+            &mut l1,
+            &mut l2,
+            L2_BASE,
+        );
+        assert_eq!(r, Err(El2MapError::ImageNotInRam));
+    }
+
+    #[test]
     fn too_many_mixed_gigabytes_is_an_error() {
         let ram: Vec<PhysRegion> = (1..=9).map(|g| bank(g * GIB, 2 * MIB)).collect();
         let (r, _, _) = run(&ram, GIB..GIB + 2 * MIB);
@@ -260,10 +314,10 @@ mod tests {
             let (r, l1, l2) = run(&ram, image..image + 1);
             match r {
                 Err(El2MapError::TooManyMixedGigabytes) => {}
-                Err(e) => prop_assert!(!covered(&ram, image), "{e}"),
+                Err(e) => prop_assert!(!covered(&ram, &[], image), "{e}"),
                 Ok(_) => for p in probes {
                     let pa = p * BLOCK_2M + 4096;
-                    prop_assert_eq!(walk(&l1, &l2, pa), (pa, covered(&ram, pa - 4096)));
+                    prop_assert_eq!(walk(&l1, &l2, pa), (pa, covered(&ram, &[], pa - 4096)));
                 },
             }
         }

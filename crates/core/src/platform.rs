@@ -16,6 +16,9 @@ use crate::fdt::{Cells, Fdt, Node};
 
 /// Most memory regions recorded.
 pub const MAX_MEMORY_REGIONS: usize = 8;
+/// Most reserved regions (`/memreserve/` entries and `/reserved-memory`
+/// children) the platform keeps.
+pub const MAX_RESERVED_REGIONS: usize = 16;
 /// Most CPUs recorded.
 pub const MAX_CPUS: usize = 16;
 /// Most GICv3 redistributor regions recorded.
@@ -325,6 +328,10 @@ pub enum PlatformError {
     TooManyMemoryRegions,
     /// A memory node's `reg` is missing or malformed.
     BadMemoryReg,
+    /// More reserved regions (`/memreserve/` and `/reserved-memory`) than `MAX_RESERVED_REGIONS`.
+    TooManyReservedRegions,
+    /// A `/reserved-memory` child's `reg` is malformed.
+    BadReservedReg,
     /// No `/cpus` node, or no CPU in it.
     NoCpus,
     /// More CPUs than `MAX_CPUS`.
@@ -366,6 +373,10 @@ impl core::fmt::Display for PlatformError {
             Self::NoMemory => "device tree describes no memory",
             Self::TooManyMemoryRegions => "device tree describes too many memory regions",
             Self::BadMemoryReg => "memory node has a bad reg",
+            Self::TooManyReservedRegions => {
+                "device tree reserves too many memory regions (/memreserve/ and /reserved-memory)"
+            }
+            Self::BadReservedReg => "a /reserved-memory node has a bad reg",
             Self::NoCpus => "device tree describes no CPUs",
             Self::TooManyCpus => "device tree describes too many CPUs",
             Self::BadCpuAddressCells => "/cpus #address-cells is not 1 or 2",
@@ -419,6 +430,8 @@ pub struct Platform<'a> {
     pub initrd: Option<PhysRegion>,
     /// `/chosen/bootargs`.
     pub bootargs: Option<&'a str>,
+    reserved: [ReservedRegion; MAX_RESERVED_REGIONS],
+    reserved_count: usize,
     /// `/chosen/rng-seed`: random bytes from the loader (QEMU without
     /// `dtb-randomness=off`, U-Boot with a hardware RNG), any length.
     pub rng_seed: Option<&'a [u8]>,
@@ -426,10 +439,22 @@ pub struct Platform<'a> {
     pub boot_cpuid_phys: u32,
 }
 
+/// Memory the firmware or the board keeps for itself: never handed to a
+/// VM. With `no_map` (a `/reserved-memory` child with `no-map`, e.g. secure
+/// firmware's RAM) EL2 does not map it as memory either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReservedRegion {
+    /// Where.
+    pub region: PhysRegion,
+    /// Not to be mapped at all.
+    pub no_map: bool,
+}
+
 impl<'a> Platform<'a> {
     /// Reads the machine description out of `fdt`.
     pub fn from_fdt(fdt: &Fdt<'a>) -> Result<Self, PlatformError> {
         let (memory, memory_count) = memory_regions(fdt)?;
+        let (reserved, reserved_count) = reserved_regions(fdt)?;
         let (cpus, cpu_count) = cpus(fdt)?;
         let gic = gic(fdt)?;
         let timer = timer(fdt, &gic)?;
@@ -457,6 +482,8 @@ impl<'a> Platform<'a> {
             initrd,
             bootargs,
             rng_seed,
+            reserved,
+            reserved_count,
             boot_cpuid_phys: fdt.boot_cpuid_phys(),
         })
     }
@@ -464,6 +491,13 @@ impl<'a> Platform<'a> {
     /// The RAM regions, in device tree order.
     pub fn memory(&self) -> &[PhysRegion] {
         self.memory.get(..self.memory_count).unwrap_or(&[])
+    }
+
+    /// The reserved regions: the header's `/memreserve/` entries, then the
+    /// enabled `/reserved-memory` children with a `reg` (dynamic ones, with
+    /// only a `size`, are the OS's to place and reserve nothing here).
+    pub fn reserved(&self) -> &[ReservedRegion] {
+        self.reserved.get(..self.reserved_count).unwrap_or(&[])
     }
 
     /// The CPUs, in device tree order.
@@ -538,6 +572,45 @@ fn memory_regions(
     }
     if count == 0 {
         return Err(PlatformError::NoMemory);
+    }
+    Ok((out, count))
+}
+
+fn reserved_regions(
+    fdt: &Fdt<'_>,
+) -> Result<([ReservedRegion; MAX_RESERVED_REGIONS], usize), PlatformError> {
+    let mut out = [ReservedRegion::default(); MAX_RESERVED_REGIONS];
+    let mut count = 0;
+    let mut add = |region: PhysRegion, no_map: bool| {
+        if region.size == 0 {
+            return Ok(());
+        }
+        let slot = out
+            .get_mut(count)
+            .ok_or(PlatformError::TooManyReservedRegions)?;
+        *slot = ReservedRegion { region, no_map };
+        count += 1;
+        Ok(())
+    };
+    for (base, size) in fdt.reservations() {
+        add(
+            PhysRegion {
+                base: Pa(base),
+                size,
+            },
+            false,
+        )?;
+    }
+    if let Some(parent) = fdt.root().child("reserved-memory") {
+        for node in parent.children().filter(Node::is_enabled) {
+            if node.reg().is_none() {
+                continue;
+            }
+            let no_map = node.has_property("no-map");
+            for region in regions(fdt, &node, PlatformError::BadReservedReg)? {
+                add(region?, no_map)?;
+            }
+        }
     }
     Ok((out, count))
 }
@@ -941,6 +1014,8 @@ mod tests {
         uart_parent: Option<u32>,
         uart_compatible: &'static [&'static str],
         uart_cells: &'static [(&'static str, u32)],
+        /// `/reserved-memory` children: name, reg (2+2 cells), no-map, status.
+        reserved: &'static [(&'static str, Option<[u32; 4]>, bool, &'static str)],
     }
 
     const GOOD: Spec = Spec {
@@ -962,6 +1037,7 @@ mod tests {
         uart_parent: None,
         uart_compatible: &["arm,pl011", "arm,primecell"],
         uart_cells: &[],
+        reserved: &[],
     };
 
     fn build(spec: &Spec, buf: &mut [u8]) -> Result<usize, FdtError> {
@@ -989,6 +1065,25 @@ mod tests {
         }
         w.property_cells("reg", &reg)?;
         w.end_node()?;
+        if !spec.reserved.is_empty() {
+            w.begin_node("reserved-memory")?;
+            w.property_u32("#address-cells", 2)?;
+            w.property_u32("#size-cells", 2)?;
+            w.property_empty("ranges")?;
+            for &(name, reg, no_map, status) in spec.reserved {
+                w.begin_node(name)?;
+                match reg {
+                    Some(reg) => w.property_cells("reg", &reg)?,
+                    None => w.property_cells("size", &[0, 0x100_0000])?,
+                }
+                if no_map {
+                    w.property_empty("no-map")?;
+                }
+                w.property_string("status", status)?;
+                w.end_node()?;
+            }
+            w.end_node()?;
+        }
         w.begin_node("cpus")?;
         w.property_u32("#address-cells", spec.cpu_address_cells)?;
         w.property_u32("#size-cells", 0)?;
@@ -1119,6 +1214,71 @@ mod tests {
         buf.truncate(len);
         let blob: &'static [u8] = Vec::leak(buf);
         Platform::from_fdt(&Fdt::new(blob).expect("valid"))
+    }
+
+    #[test]
+    fn reserved_memory_is_kept_with_its_no_map() {
+        let spec = Spec {
+            reserved: &[
+                (
+                    "tfa@8ff00000",
+                    Some([0, 0x8ff0_0000, 0, 0x10_0000]),
+                    true,
+                    "okay",
+                ),
+                (
+                    "shm@88000000",
+                    Some([0, 0x8800_0000, 0, 0x20_0000]),
+                    false,
+                    "okay",
+                ),
+                (
+                    "off@89000000",
+                    Some([0, 0x8900_0000, 0, 0x1000]),
+                    true,
+                    "disabled",
+                ),
+                ("cma", None, false, "okay"),
+            ],
+            ..GOOD
+        };
+        let p = parse_spec(&spec).expect("platform");
+        assert_eq!(
+            p.reserved(),
+            [
+                ReservedRegion {
+                    region: region(0x8ff0_0000, 0x10_0000),
+                    no_map: true
+                },
+                ReservedRegion {
+                    region: region(0x8800_0000, 0x20_0000),
+                    no_map: false
+                },
+            ],
+            "disabled and dynamic (size-only) nodes reserve nothing"
+        );
+        assert_eq!(parse_spec(&GOOD).expect("platform").reserved(), []);
+        let many: &'static [_] = Vec::leak(
+            (0..17)
+                .map(|i| {
+                    let name: &'static str = Box::leak(format!("r@{i:x}000").into_boxed_str());
+                    (
+                        name,
+                        Some([0, 0x8000_0000 + i * 0x1000, 0, 0x1000]),
+                        false,
+                        "okay",
+                    )
+                })
+                .collect(),
+        );
+        let spec = Spec {
+            reserved: many,
+            ..GOOD
+        };
+        assert_eq!(
+            parse_spec(&spec).err(),
+            Some(PlatformError::TooManyReservedRegions)
+        );
     }
 
     #[test]

@@ -495,7 +495,20 @@ pub fn plan<'a>(
         .len()
         .min(limits.cpus)
         .min(platform::MAX_CPUS);
-    let mut ram = HostRam::new(platform.memory(), &reserved.ranges());
+    // The hypervisor's own ranges and what the DT reserves (firmware,
+    // shared buffers): no VM gets any of it.
+    let mut cuts = [PhysRange::default(); 3 + platform::MAX_RESERVED_REGIONS];
+    for (cut, range) in cuts.iter_mut().zip(
+        reserved.ranges().into_iter().chain(
+            platform
+                .reserved()
+                .iter()
+                .map(|r| PhysRange::from_region(r.region)),
+        ),
+    ) {
+        *cut = range;
+    }
+    let mut ram = HostRam::new(platform.memory(), &cuts);
     let free_for_guests = ram.free_bytes();
 
     // Identity-mapped VMs first: their RAM can only be where they say, so

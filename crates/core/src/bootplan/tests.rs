@@ -20,6 +20,8 @@ struct Host {
     psci: bool,
     gic_base: u64,
     uart_base: u64,
+    /// `/reserved-memory` regions as (base, size, no-map).
+    reserved: Vec<(u64, u64, bool)>,
 }
 
 /// QEMU `virt` with 1 GiB and 4 CPUs.
@@ -30,6 +32,7 @@ fn virt() -> Host {
         psci: true,
         gic_base: 0x0800_0000,
         uart_base: 0x0900_0000,
+        reserved: Vec::new(),
     }
 }
 
@@ -50,6 +53,21 @@ fn platform(host: &Host) -> Platform<'static> {
             w.property_string("device_type", "memory")?;
             let reg = [cells64(base), cells64(size)].concat();
             w.property_cells("reg", &reg)?;
+            w.end_node()?;
+        }
+        if !host.reserved.is_empty() {
+            w.begin_node("reserved-memory")?;
+            w.property_u32("#address-cells", 2)?;
+            w.property_u32("#size-cells", 2)?;
+            w.property_empty("ranges")?;
+            for &(base, size, no_map) in &host.reserved {
+                w.begin_node(&format!("r@{base:x}"))?;
+                w.property_cells("reg", &[cells64(base), cells64(size)].concat())?;
+                if no_map {
+                    w.property_empty("no-map")?;
+                }
+                w.end_node()?;
+            }
             w.end_node()?;
         }
         w.begin_node("cpus")?;
@@ -244,6 +262,27 @@ fn memory_is_carved_top_down_channels_first() {
         p.ram_left().free_bytes(),
         p.free_for_guests() - 320 * MIB - 8 * 1024
     );
+}
+
+#[test]
+fn reserved_memory_goes_to_no_vm() {
+    // Firmware at the top of RAM (no-map) and a shared buffer below it.
+    let host = Host {
+        reserved: vec![(0x7ff0_0000, MIB, true), (0x7f00_0000, 2 * MIB, false)],
+        ..virt()
+    };
+    let p = plan_on(&host, &trio()).expect("plan");
+    let reserved_bytes = MIB + 4 * MIB + MIB;
+    assert_eq!(p.free_for_guests(), GIB - reserved_bytes - 3 * MIB);
+    for (what, r) in p.carve_outs() {
+        for (base, size, _) in &host.reserved {
+            let reserved = range(*base, base + size);
+            assert!(
+                !r.overlaps(&reserved),
+                "{what:?} {r:?} takes reserved {reserved:?}"
+            );
+        }
+    }
 }
 
 #[test]
