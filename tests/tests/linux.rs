@@ -1638,3 +1638,61 @@ fn zcu102_runs_the_three_vms_config_unchanged() {
         run.describe()
     );
 }
+
+/// `stratum bench --board zcu102` (20 iterations): every exit-path row is
+/// measured under Stratum on the ZCU102 model and on bare `virt` with the
+/// same CPU and GIC, the report names the board, and what is measured on
+/// `virt` only says so. No figure is checked.
+#[test]
+fn bench_exit_rows_on_the_zcu102() {
+    let out = std::env::temp_dir().join(unique_marker("bench-zcu102"));
+    let guest = stratum_systests::guest_elf("bench");
+    let run = stratum_systests::run_stratum(
+        [
+            "bench".as_ref(),
+            "--board".as_ref(),
+            "zcu102".as_ref(),
+            "--guest".as_ref(),
+            guest.as_os_str(),
+            "--iterations".as_ref(),
+            "20".as_ref(),
+            "--timeout".as_ref(),
+            "100".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        CLI_TIMEOUT,
+    );
+    assert_status(&run, status::OK, "stratum bench --board zcu102");
+    assert!(
+        run.console
+            .contains("board zcu102, cortex-a53, GICv2; bare QEMU: virt, cortex-a53, GICv2"),
+        "{}",
+        run.describe()
+    );
+    let json = std::fs::read_to_string(out.join("results.json")).expect("results.json written");
+    assert!(json.contains("\"board\": \"zcu102\""), "{json}");
+    for op in [
+        "hvc",
+        "gicd_read",
+        "uart_read",
+        "idreg_read",
+        "vtimer_spin",
+        "vtimer_wfi",
+        "ipi",
+    ] {
+        let row = json
+            .lines()
+            .find(|l| l.contains(&format!("\"op\": \"{op}\"")))
+            .unwrap_or_else(|| panic!("no {op} in results.json:\n{json}"));
+        assert!(
+            row.contains("\"stratum\": {\"n\": 20,") && row.contains("\"bare_qemu\": {\"n\": 20,"),
+            "{row}"
+        );
+    }
+    assert!(
+        json.contains("\"not_measured\": \"measured on virt only (this run: zcu102)\""),
+        "{json}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -263,7 +263,13 @@ pub struct BenchArgs {
     /// Directory for results.json and results.svg [default: <target>/bench].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// GIC version of the emulated host (default 3).
+    /// The board Stratum runs on (default virt). With zcu102 the exit-path
+    /// rows run on QEMU's ZCU102 model (Cortex-A53, GIC-400), beside bare
+    /// QEMU `virt` with the same CPU and GIC; the Linux and network rows
+    /// and the breakdown are measured on virt only.
+    #[arg(long, value_name = "BOARD")]
+    pub board: Option<Board>,
+    /// GIC version of the emulated host (default 3; 2 on the ZCU102).
     #[arg(long, value_name = "2|3")]
     pub gic: Option<Gic>,
     /// Prebuilt hypervisor (arm64 Image, or its ELF) [env: STRATUM_HYPERVISOR].
@@ -294,7 +300,10 @@ impl BenchArgs {
             net: !self.no_net,
             breakdown: !self.no_breakdown,
             out_dir: self.out.clone().unwrap_or(defaults.out_dir),
-            gic: self.gic.unwrap_or(Gic::V3),
+            board: self.board.unwrap_or_default(),
+            gic: self
+                .gic
+                .unwrap_or(crate::config::default_gic(self.board.unwrap_or_default())),
             timeout: self.timeout,
             verbose: self.verbose,
         }

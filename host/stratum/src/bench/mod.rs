@@ -45,7 +45,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, CpuModel, Gic, VmFlags};
+use crate::config::{Board, Config, CpuModel, Gic, VmFlags, default_cpu};
 use crate::hypervisor::HypervisorSource;
 use crate::linux::{LinuxGuest, default_cache_dir, prepare_debian};
 use crate::qemu::find_qemu;
@@ -99,6 +99,9 @@ pub struct BenchOptions {
     pub breakdown: bool,
     /// Where `results.json` and `results.svg` go.
     pub out_dir: PathBuf,
+    /// The board Stratum runs on. The bare-QEMU reference runs on `virt`
+    /// with the same CPU model and GIC (the bench guest is a `virt` guest).
+    pub board: Board,
     /// GIC version of the emulated host.
     pub gic: Gic,
     /// Per-QEMU-run timeout.
@@ -121,6 +124,7 @@ impl BenchOptions {
             net: true,
             breakdown: true,
             out_dir: target_dir().join("bench"),
+            board: Board::Virt,
             gic: Gic::V3,
             timeout: Duration::from_secs(300),
             verbose: false,
@@ -199,6 +203,7 @@ pub const BARE_RTC: &str = "base=2025-01-01T00:00:00,clock=vm";
 pub fn bare_qemu_command(
     qemu: &Path,
     gic: Gic,
+    cpu: CpuModel,
     cpus: u32,
     memory: &str,
     kernel: &Path,
@@ -219,7 +224,7 @@ pub fn bare_qemu_command(
             gic.number()
         ),
         "-cpu",
-        CpuModel::CortexA57.qemu_name(),
+        cpu.qemu_name(),
         "-smp",
         &cpus.to_string(),
         "-m",
@@ -333,8 +338,14 @@ pub(super) fn tail(console: &str) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-/// The bench guest's VM with `cpus` vCPUs under Stratum.
-fn guest_config(guest: &Path, cpus: u32, iterations: u32, gic: Gic) -> Result<Config> {
+/// The bench guest's VM with `cpus` vCPUs under Stratum on `board`.
+fn guest_config(
+    guest: &Path,
+    cpus: u32,
+    iterations: u32,
+    board: Board,
+    gic: Gic,
+) -> Result<Config> {
     let mut config = Config::from_flags(&VmFlags {
         kernel: guest.to_path_buf(),
         initrd: None,
@@ -344,7 +355,7 @@ fn guest_config(guest: &Path, cpus: u32, iterations: u32, gic: Gic) -> Result<Co
         debian: false,
         exec: None,
     })?;
-    config.override_machine(None, Some(gic), Some(CpuModel::CortexA57))?;
+    config.override_machine(Some(board), Some(gic), Some(default_cpu(board)))?;
     Ok(config)
 }
 
@@ -367,7 +378,7 @@ struct GuestRuns {
 
 /// The system of the VM-switch case: the bench guest as `ping` and `pong`,
 /// time-sharing physical CPU 0, with a 4 KiB channel between them.
-pub fn vm_switch_config(guest: &Path, iterations: u32, gic: Gic) -> String {
+pub fn vm_switch_config(guest: &Path, iterations: u32, board: Board, gic: Gic) -> String {
     let kernel = guest
         .display()
         .to_string()
@@ -382,10 +393,12 @@ pub fn vm_switch_config(guest: &Path, iterations: u32, gic: Gic) -> String {
     };
     format!(
         "# Written by stratum bench: the VM-switch case.\n\
-         [machine]\ncpus = 1\ngic = {}\ncpu = \"cortex-a57\"\n\n\
+         [machine]\nboard = \"{}\"\ncpus = 1\ngic = {}\ncpu = \"{}\"\n\n\
          [system]\nslice = \"10ms\"\nstop = \"all\"\n\n{}{}\
          [[channel]]\nname = \"bench\"\nvms = [\"ping\", \"pong\"]\nsize = \"4K\"\n",
+        board.name(),
         gic.number(),
+        default_cpu(board).qemu_name(),
         vm("ping"),
         vm("pong")
     )
@@ -397,7 +410,7 @@ fn run_vm_switch(
     guest: &Path,
     scratch: &Path,
 ) -> std::result::Result<GuestOutput, String> {
-    let config = load_vm_switch(guest, opts.iterations, opts.gic, scratch)?;
+    let config = load_vm_switch(guest, opts.iterations, opts.board, opts.gic, scratch)?;
     eprintln!("stratum bench: bench guest as two VMs time-sharing one CPU, under Stratum");
     let console = under_stratum(config, opts).map_err(|e| format!("the run failed: {e}"))?;
     let out = parsed(&console, "VM-switch run").map_err(|e| e.to_string())?;
@@ -411,6 +424,7 @@ fn run_vm_switch(
 fn load_vm_switch(
     guest: &Path,
     iterations: u32,
+    board: Board,
     gic: Gic,
     scratch: &Path,
 ) -> std::result::Result<Config, String> {
@@ -419,7 +433,7 @@ fn load_vm_switch(
     let guest = guest
         .canonicalize()
         .map_err(|e| format!("cannot find {}: {e}", guest.display()))?;
-    fs::write(&path, vm_switch_config(&guest, iterations, gic))
+    fs::write(&path, vm_switch_config(&guest, iterations, board, gic))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Config::load(&path)
         .map_err(|e| format!("needs two VMs time-sharing a CPU with a channel (issue 5): {e}"))
@@ -447,9 +461,9 @@ fn run_breakdown(
         guest,
         hypervisor: &hypervisor,
         configs: [
-            guest_config(guest, 1, n, opts.gic).map_err(|e| e.to_string()),
-            guest_config(guest, 2, n, opts.gic).map_err(|e| e.to_string()),
-            load_vm_switch(guest, n, opts.gic, scratch),
+            guest_config(guest, 1, n, opts.board, opts.gic).map_err(|e| e.to_string()),
+            guest_config(guest, 2, n, opts.board, opts.gic).map_err(|e| e.to_string()),
+            load_vm_switch(guest, n, opts.board, opts.gic, scratch),
         ],
         scratch,
         timeout: opts.timeout,
@@ -464,13 +478,14 @@ fn run_guests(opts: &BenchOptions, guest: &Path, scratch: &Path) -> Result<Guest
     let mut bare = Vec::new();
     for cpus in [1, 2] {
         eprintln!("stratum bench: bench guest, {cpus} vCPU(s), under Stratum");
-        let config = guest_config(guest, cpus, opts.iterations, opts.gic)?;
+        let config = guest_config(guest, cpus, opts.iterations, opts.board, opts.gic)?;
         let console = under_stratum(config, opts)?;
         stratum.push(parsed(&console, "bench guest under Stratum")?);
         eprintln!("stratum bench: bench guest, {cpus} CPU(s), bare QEMU");
         let argv = bare_qemu_command(
             &qemu,
             opts.gic,
+            default_cpu(opts.board),
             cpus,
             "128M",
             &image,
@@ -557,6 +572,7 @@ fn linux_boot(opts: &BenchOptions, guest: &LinuxGuest) -> Result<LinuxBoot> {
     let argv = bare_qemu_command(
         &find_qemu()?,
         opts.gic,
+        CpuModel::CortexA57,
         1,
         LINUX_MEMORY,
         &guest.kernel,
@@ -614,6 +630,7 @@ fn linux_workload(opts: &BenchOptions, guest: &LinuxGuest) -> Result<LinuxWorklo
     let argv = bare_qemu_command(
         &find_qemu()?,
         opts.gic,
+        CpuModel::CortexA57,
         1,
         LINUX_MEMORY,
         &guest.kernel,
@@ -695,8 +712,9 @@ fn assemble(
     Ok(Report {
         method: Method {
             qemu: qemu_version(),
+            board: opts.board.name().to_owned(),
             gic: u32::from(opts.gic.number()),
-            cpu: CpuModel::CortexA57.qemu_name().to_owned(),
+            cpu: default_cpu(opts.board).qemu_name().to_owned(),
             iterations: env_num("iterations"),
             warmup: env_num("warmup"),
             counter_hz: env_num("freq"),
@@ -729,7 +747,18 @@ pub fn run_bench(opts: &BenchOptions) -> Result<Report> {
     fs::create_dir_all(&scratch.0)
         .map_err(|e| Error::environment(format!("cannot create {}: {e}", scratch.0.display())))?;
     let runs = run_guests(opts, &guest, &scratch.0)?;
-    let (linux, workload, network) = if opts.linux {
+    // Off `virt`, the bare-QEMU reference of Linux would need the board's
+    // own console and DT, and the breakdown symbolizes EL2 at its link
+    // address, where only `virt` loads it.
+    let off_virt = (opts.board != Board::Virt)
+        .then(|| format!("measured on virt only (this run: {})", opts.board.name()));
+    let (linux, workload, network) = if let Some(why) = &off_virt {
+        (
+            LinuxBoot::NotMeasured(why.clone()),
+            LinuxWorkload::NotMeasured(why.clone()),
+            net::NetBench::NotMeasured(why.clone()),
+        )
+    } else if opts.linux {
         let guest = prepare_debian(&default_cache_dir()?, true)?;
         let boot = linux_boot(opts, &guest)?;
         let workload = linux_workload(opts, &guest)?;
@@ -749,7 +778,10 @@ pub fn run_bench(opts: &BenchOptions) -> Result<Report> {
     };
     let mut report = assemble(&runs, linux, workload, opts)?;
     report.net = network;
-    report.breakdown = run_breakdown(opts, &guest, &scratch.0)?;
+    report.breakdown = match off_virt {
+        Some(why) => breakdown::Breakdown::NotMeasured(why),
+        None => run_breakdown(opts, &guest, &scratch.0)?,
+    };
     print!("{}", report::table(&report));
     fs::create_dir_all(&opts.out_dir).map_err(|e| {
         Error::environment(format!("cannot create {}: {e}", opts.out_dir.display()))
@@ -775,6 +807,7 @@ mod tests {
         let argv = bare_qemu_command(
             Path::new("qemu-system-aarch64"),
             Gic::V2,
+            CpuModel::CortexA57,
             2,
             "512M",
             Path::new("/k/Image"),
@@ -799,6 +832,7 @@ mod tests {
         let seeded = bare_qemu_command(
             Path::new("qemu-system-aarch64"),
             Gic::V3,
+            CpuModel::CortexA57,
             1,
             "512M",
             Path::new("/k/Image"),
@@ -821,7 +855,7 @@ mod tests {
     fn the_vm_switch_system_is_a_valid_config() {
         let dir = crate::testutil::TestDir::new("bench-vm-switch");
         let guest = dir.write("bench", b"not checked by the parser");
-        let text = vm_switch_config(&guest, 20, Gic::V2);
+        let text = vm_switch_config(&guest, 20, Board::Virt, Gic::V2);
         assert!(text.contains("bench.iterations=20 bench.role=ping"));
         assert!(text.contains("bench.iterations=20 bench.role=pong"));
         assert!(text.contains("gic = 2"));

@@ -201,6 +201,8 @@ impl LinuxBoot {
 pub struct Method {
     /// QEMU's version line.
     pub qemu: String,
+    /// The board Stratum ran on (`virt`, `zcu102`).
+    pub board: String,
     /// GIC version of the emulated host.
     pub gic: u32,
     /// CPU model.
@@ -306,7 +308,12 @@ pub fn table(report: &Report) -> String {
     };
     lines.push(linux);
     let lines: Vec<Vec<String>> = lines.into_iter().map(Vec::from).collect();
-    let mut out = align(&lines);
+    let m = &report.method;
+    let mut out = format!(
+        "board {}, {}, GICv{}; bare QEMU: virt, {}, GICv{}\n",
+        m.board, m.cpu, m.gic, m.cpu, m.gic
+    );
+    out += &align(&lines);
     for note in notes {
         out += &note;
         out.push('\n');
@@ -389,9 +396,10 @@ pub fn json(report: &Report) -> String {
     let _ = writeln!(
         out,
         "  \"method\": {{\"unit\": \"instructions (CNTVCT_EL0 ticks under -icount shift=4)\", \
-         \"qemu\": {}, \"gic\": {}, \"cpu\": {}, \"iterations\": {}, \"warmup\": {}, \
-         \"counter_hz\": {}}},",
+         \"qemu\": {}, \"board\": {}, \"gic\": {}, \"cpu\": {}, \"iterations\": {}, \
+         \"warmup\": {}, \"counter_hz\": {}}},",
         json_str(&m.qemu),
+        json_str(&m.board),
         m.gic,
         json_str(&m.cpu),
         m.iterations,
@@ -644,6 +652,7 @@ mod tests {
             .collect();
         Report {
             method: Method {
+                board: "virt".into(),
                 qemu: "QEMU emulator version 7.2.22".into(),
                 gic: 3,
                 cpu: "cortex-a57".into(),
@@ -680,6 +689,11 @@ mod tests {
     fn table_lists_every_operation_aligned() {
         let t = table(&report());
         let (exits, rest) = t.split_once("\n\n").expect("three tables");
+        let (machine, exits) = exits.split_once('\n').expect("the machine line");
+        assert_eq!(
+            machine,
+            "board virt, cortex-a57, GICv3; bare QEMU: virt, cortex-a57, GICv3"
+        );
         let lines: Vec<&str> = exits.lines().collect();
         // Header, rule, the operations, Linux, one note (the VM switch).
         assert_eq!(lines.len(), 2 + OPERATIONS.len() + 1 + 1);
