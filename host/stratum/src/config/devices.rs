@@ -298,14 +298,16 @@ pub(super) fn check_devices(d: &mut Diagnostics<'_>, vms: &[VmConfig], plans: &[
     }
 }
 
-/// No passthrough region may overlap host RAM (it would hand the guest
-/// memory the hypervisor or another VM owns).
+/// No passthrough region may overlap host RAM, `host_memory` bytes from
+/// `ram_base` (it would hand the guest memory the hypervisor or another VM
+/// owns).
 pub(super) fn check_devices_against_host_ram(
     d: &mut Diagnostics<'_>,
     plans: &[VmPlan],
+    ram_base: u64,
     host_memory: u64,
 ) {
-    let host = HOST_RAM_BASE..HOST_RAM_BASE.saturating_add(host_memory);
+    let host = ram_base..ram_base.saturating_add(host_memory);
     for dev in plans.iter().flat_map(|p| &p.devices) {
         let c = &dev.config;
         let region = c.base..c.base + c.size;

@@ -188,6 +188,14 @@ impl Board {
         }
     }
 
+    /// Where the board's RAM starts (its first bank).
+    pub fn ram_base(self) -> u64 {
+        match self {
+            Self::Virt => HOST_RAM_BASE,
+            Self::Zcu102 => 0,
+        }
+    }
+
     /// Most host RAM the board takes. QEMU's `xlnx-zcu102` rewrites the DT's
     /// memory node as one bank from 0, which is right only up to its 2 GiB
     /// low DDR.
@@ -696,8 +704,10 @@ impl Config {
     }
 
     /// Whether the system fits its board: the GIC, CPU model and count the
-    /// board has, its RAM, and (other than on `virt`, whose addresses the
-    /// host tool knows) no identity-mapped VM or passthrough device.
+    /// board has, its RAM, no passthrough region in that RAM, and (other
+    /// than on `virt`, whose layout identity placement assumes) no
+    /// identity-mapped VM. The hypervisor checks passthrough regions
+    /// against the board's DT again at boot (not its RAM, GIC or console).
     pub fn check_board(&self) -> Result<()> {
         let board = self.machine.board;
         let mut problems: Vec<String> = board.check(&self.machine).err().into_iter().collect();
@@ -717,12 +727,20 @@ impl Config {
                         vm.name
                     ));
                 }
-                if let Some(d) = vm.devices.first() {
+            }
+        }
+        let ram = board.ram_base()..board.ram_base().saturating_add(self.machine.memory);
+        for vm in &self.vms {
+            for d in &vm.devices {
+                if d.base < ram.end && ram.start < d.base.saturating_add(d.size) {
                     problems.push(format!(
-                        "VM '{}' passes through '{}' at a QEMU virt address; passthrough on the {} is not supported yet",
+                        "VM '{}' passes through '{}' at [{:#x}, {:#x}), inside the board's RAM [{:#x}, {:#x})",
                         vm.name,
                         d.name,
-                        board.name()
+                        d.base,
+                        d.base + d.size,
+                        ram.start,
+                        ram.end
                     ));
                 }
             }

@@ -1374,6 +1374,25 @@ fn the_zcu102_brings_its_gic_and_cpu_and_refuses_what_it_lacks() {
         .override_machine(Some(Board::Zcu102), None, None)
         .expect_err("an explicit GICv3");
     assert!(e.to_string().contains("GIC-400 (GICv2)"), "{e}");
+    // A passthrough region must be a device on the board's map: 0x1000_0000
+    // is below virt's RAM but inside the ZCU102's.
+    let device = "[[vm]]\nkernel = \"raw.bin\"\n[[vm.device]]\nname = \"dev\"\n\
+                  compatible = \"vendor,dev\"\nreg = [0x10000000, 0x1000]\n";
+    let e = fx
+        .parse(&format!("[machine]\nboard = \"zcu102\"\n{device}"))
+        .expect_err("a device in the ZCU102's RAM")
+        .to_string();
+    assert!(e.contains("overlaps the machine's RAM [0x0,"), "{e}");
+    let mut moved = fx.parse(device).expect("a device outside virt's RAM");
+    let e = moved
+        .override_machine(Some(Board::Zcu102), None, None)
+        .expect_err("inside the ZCU102's RAM");
+    assert!(
+        e.to_string().contains(
+            "passes through 'dev' at [0x10000000, 0x10001000), inside the board's RAM [0x0,"
+        ),
+        "{e}"
+    );
     let mut identity = fx
         .parse("[[vm]]\nkernel = \"raw.bin\"\nidentity = true\n")
         .expect("valid on virt");

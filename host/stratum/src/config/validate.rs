@@ -314,7 +314,12 @@ pub(super) fn validate(
         },
         |(bytes, _)| bytes,
     );
-    devices::check_devices_against_host_ram(&mut d, &plans, config.machine.memory);
+    devices::check_devices_against_host_ram(
+        &mut d,
+        &plans,
+        board.ram_base(),
+        config.machine.memory,
+    );
     if !d.messages.is_empty() {
         return Err(Error::input(d.report()));
     }
