@@ -407,6 +407,17 @@ fn linux_demo_system() {
     check_demo("linux_demo", &demo_config_text(), &[], &["3 CPUs online"]);
 }
 
+/// The demo on a GICv2 `virt` (`--gic 2`): the same config and images.
+#[test]
+fn linux_demo_system_gic2() {
+    check_demo(
+        "linux_demo_gic2",
+        &demo_config_text(),
+        &["--gic", "2"],
+        &["GICv2, console PL011", "3 CPUs online"],
+    );
+}
+
 /// The demo on the Xilinx ZCU102 model (`--board zcu102`: 4 Cortex-A53, a
 /// GIC-400, the Cadence UART, RAM at 0, Debian's board DT), the same guest
 /// images and config, with the tocker pinned to a fourth CPU of its own.

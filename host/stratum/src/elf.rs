@@ -85,9 +85,75 @@ pub fn flatten_elf(bytes: &[u8]) -> anyhow::Result<FlatElf> {
     })
 }
 
+/// `R_AARCH64_RELATIVE`, the one relocation type the EL2 image's entry
+/// code applies (ADR 0018).
+pub const R_AARCH64_RELATIVE: u32 = 1027;
+/// Size of one `Elf64_Rela` entry.
+const RELA_SIZE: usize = 24;
+
+/// Checks the dynamic relocations `rela` (the bytes of `.rela.dyn`, 24-byte
+/// `Elf64_Rela` entries) of an image whose file bytes span `file` and whose
+/// footprint (bss included) spans `image`, at the link address: each must
+/// be `R_AARCH64_RELATIVE` with no symbol (all the entry code can apply),
+/// patch an aligned 8-byte word of the file (bss is zeroed after the
+/// relocation pass), and point into the footprint (its end included: a
+/// one-past-the-end pointer). Returns how many there are.
+pub fn check_relocations(
+    rela: &[u8],
+    file: std::ops::Range<u64>,
+    image: std::ops::Range<u64>,
+) -> std::result::Result<usize, String> {
+    if !rela.len().is_multiple_of(RELA_SIZE) {
+        return Err(format!(
+            ".rela.dyn is {} bytes, not a whole number of 24-byte entries",
+            rela.len()
+        ));
+    }
+    for (i, entry) in rela.chunks_exact(RELA_SIZE).enumerate() {
+        let word = |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().expect("8 bytes"));
+        let (offset, info, addend) = (word(0), word(8), word(16));
+        if info != u64::from(R_AARCH64_RELATIVE) {
+            return Err(format!(
+                "relocation {i} at {offset:#x} has info {info:#x}: the entry code applies only R_AARCH64_RELATIVE ({R_AARCH64_RELATIVE}) without a symbol"
+            ));
+        }
+        if !offset.is_multiple_of(8) || offset < file.start || offset.saturating_add(8) > file.end {
+            return Err(format!(
+                "relocation {i} patches {offset:#x}, not an aligned word of the image's file bytes [{:#x}, {:#x})",
+                file.start, file.end
+            ));
+        }
+        if addend < image.start || addend > image.end {
+            return Err(format!(
+                "relocation {i} at {offset:#x} points at {addend:#x}, outside the image [{:#x}, {:#x}]",
+                image.start, image.end
+            ));
+        }
+    }
+    Ok(rela.len() / RELA_SIZE)
+}
+
+/// The `.rela.dyn` check of [`check_relocations`] on the ELF `bytes`
+/// flattened as `flat`, whose header declares `image_size` (no section:
+/// nothing to check).
+fn check_elf_relocations(bytes: &[u8], flat: &FlatElf, image_size: u64) -> anyhow::Result<()> {
+    use object::{Object as _, ObjectSection as _};
+    let file = object::File::parse(bytes).context("not an ELF file")?;
+    let Some(section) = file.section_by_name(".rela.dyn") else {
+        return Ok(());
+    };
+    let data = section.data().context(".rela.dyn lies outside the file")?;
+    let file_range = flat.base..flat.base + flat.bytes.len() as u64;
+    let image_range = flat.base..flat.base.saturating_add(image_size);
+    check_relocations(data, file_range, image_range).map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
 /// Converts the ELF at `elf` into an arm64 `Image` at `out`: the flat
 /// binary of its loadable segments, which must start with a Linux boot
-/// header. Writes atomically (temporary file + rename).
+/// header, with relocations the image can apply to itself (if it has
+/// any: [`check_relocations`]). Writes atomically (temporary file +
+/// rename).
 pub fn make_image(elf: &Path, out: &Path) -> Result<()> {
     let what = || format!("making an Image from {}", elf.display());
     let bytes = fs::read(elf)
@@ -97,7 +163,11 @@ pub fn make_image(elf: &Path, out: &Path) -> Result<()> {
         flatten_elf(&bytes).map_err(|e| Error::new(ErrorKind::BadInput, e.context(what())))?;
     let has_header = flat.bytes.get(0x38..0x3c) == Some(b"ARM\x64".as_slice());
     match image::inspect(&flat.bytes) {
-        Ok(KernelInfo::LinuxImage { .. }) => {}
+        Ok(KernelInfo::LinuxImage { .. }) => {
+            let image_size = stratum_abi::bytes::le_u64(&flat.bytes, 0x10).unwrap_or(0);
+            check_elf_relocations(&bytes, &flat, image_size)
+                .map_err(|e| Error::new(ErrorKind::BadInput, e.context(what())))?;
+        }
         Err(e) if has_header => return Err(Error::input(format!("{}: {e}", elf.display()))),
         _ => {
             return Err(Error::input(format!(
@@ -118,6 +188,41 @@ pub fn make_image(elf: &Path, out: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::testutil::{ElfBuilder, TestDir, linux_image};
+
+    fn rela(entries: &[(u64, u64, u64)]) -> Vec<u8> {
+        entries
+            .iter()
+            .flat_map(|&(o, i, a)| [o, i, a])
+            .flat_map(u64::to_le_bytes)
+            .collect()
+    }
+
+    #[test]
+    fn relocations_the_entry_code_can_apply() {
+        const BASE: u64 = 0x4020_0000;
+        let (file, image) = (BASE..BASE + 0x1000, BASE..BASE + 0x20_0000);
+        let good = rela(&[
+            (BASE + 0x20, 1027, BASE + 0x800),
+            (BASE + 0x28, 1027, BASE + 0x20_0000),
+        ]);
+        assert_eq!(check_relocations(&good, file.clone(), image.clone()), Ok(2));
+        assert_eq!(check_relocations(&[], file.clone(), image.clone()), Ok(0));
+        for (entries, want) in [
+            (vec![(BASE, 1025, BASE)], "only R_AARCH64_RELATIVE"),
+            (vec![(BASE, (7 << 32) | 1027, BASE)], "without a symbol"),
+            (vec![(BASE + 4, 1027, BASE)], "not an aligned word"),
+            (vec![(BASE + 0x1000, 1027, BASE)], "not an aligned word"),
+            (vec![(BASE - 8, 1027, BASE)], "not an aligned word"),
+            (vec![(BASE, 1027, BASE + 0x20_0001)], "outside the image"),
+            (vec![(BASE, 1027, 0x10)], "outside the image"),
+        ] {
+            let e =
+                check_relocations(&rela(&entries), file.clone(), image.clone()).expect_err(want);
+            assert!(e.contains(want), "{entries:x?}: {e}");
+        }
+        let e = check_relocations(&[0; 25], file, image).expect_err("ragged");
+        assert!(e.contains("not a whole number"), "{e}");
+    }
 
     #[test]
     fn flattens_with_gaps_and_without_trailing_bss() {
