@@ -1,8 +1,8 @@
 //! System images (`stratum build`): one arm64 `Image` holding the
 //! hypervisor and every guest, booted the ways a user boots one — QEMU's
 //! `-kernel` (where `stratum run` puts it too), and Debian's U-Boot
-//! (`u-boot-qemu`) loading it at two different addresses and starting it
-//! with `booti`, so the hypervisor relocates itself. Each boot runs
+//! (`u-boot-qemu`) fetching it over TFTP to two different addresses and
+//! starting it with `booti`, so the hypervisor relocates itself. Each boot runs
 //! `configs/three-vms.toml` (three VMs on three physical CPUs: the
 //! secondary CPUs come up through PSCI at the relocated entry point) to the
 //! end, and exits QEMU with status 0 through semihosting.
@@ -85,21 +85,33 @@ fn check_three_vms(run: &Run, address: u64) {
     );
 }
 
-/// Boots `image` from U-Boot, loaded (by QEMU's generic loader, as a board
-/// would from SD or TFTP) at `address`.
+/// Boots `image` from U-Boot, which fetches it over TFTP (QEMU's user
+/// network serves the image's directory, as a board's TFTP server would)
+/// to `address` and starts it there with `booti`.
 fn boot_with_uboot(image: &Path, address: u64) -> Run {
     assert!(
         Path::new(UBOOT).is_file(),
         "{UBOOT} is missing: install Debian's u-boot-qemu (cargo xtask test does)"
     );
+    let dir = image.parent().expect("the image's directory");
+    let name = image
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a UTF-8 name");
     let mut cmd = qemu();
-    cmd.args(["-bios", UBOOT, "-device"]);
-    cmd.arg(format!(
-        "loader,file={},addr={address:#x},force-raw=on",
-        image.display()
-    ));
-    let boot = format!("\rbooti {address:#x} - $fdtcontroladdr\r");
-    run_command_with_script(cmd, TIMEOUT, &[("Hit any key to stop autoboot", &boot)])
+    cmd.args(["-bios", UBOOT, "-netdev"]);
+    cmd.arg(format!("user,id=net0,tftp={}", dir.display()));
+    // No option ROM: U-Boot drives virtio-net itself.
+    cmd.args(["-device", "virtio-net-pci,netdev=net0,romfile="]);
+    let boot = format!(
+        "setenv autoload no; dhcp; setenv serverip 10.0.2.2; \
+         tftpboot {address:#x} {name}; booti {address:#x} - $fdtcontroladdr\r"
+    );
+    run_command_with_script(
+        cmd,
+        TIMEOUT,
+        &[("Hit any key to stop autoboot", "\r"), ("=> ", &boot)],
+    )
 }
 
 #[test]
@@ -135,11 +147,13 @@ fn one_system_image_boots_from_qemu_and_from_uboot_at_two_addresses() {
     direct.arg("-kernel").arg(&image);
     check_three_vms(&run_command(direct, TIMEOUT), 0x4020_0000);
     // Two load addresses, neither the link address: the image relocates.
+    let size = std::fs::metadata(&image).expect("the image").len();
     for address in [0x5000_0000, 0x6A40_0000] {
         let run = boot_with_uboot(&image, address);
+        let fetched = format!("Bytes transferred = {size} ({size:x} hex)");
         assert!(
-            run.console.contains("Starting kernel ..."),
-            "U-Boot's booti started it\n{}",
+            run.console.contains(&fetched) && run.console.contains("Starting kernel ..."),
+            "U-Boot fetched the whole image (`{fetched}`) and booti started it\n{}",
             run.describe()
         );
         check_three_vms(&run, address);
