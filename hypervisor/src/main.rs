@@ -379,10 +379,20 @@ fn wire_channels_and_devices(vm: &mut Vm, plan: &BootPlan<'static>) {
     }
     match vm.machine.drop_virtio_for(&vm.devices[..vm.device_count]) {
         Ok(None) => {}
-        Ok(Some(name)) => log!(
-            "vm{} '{}': passthrough device '{name}' takes the virtio-mmio transports' place (0x0a000000.., SPIs 16-47): no virtio devices",
+        Ok(Some((name, taken))) if taken & vm.virtio.occupied() != 0 => {
+            log!(
+                "error: VM '{}': passthrough device '{name}' takes virtio-mmio transport {} (its window or SPI), which carries one of its virtio devices",
+                vm.image.name,
+                (taken & vm.virtio.occupied()).trailing_zeros()
+            );
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
+        Ok(Some((name, taken))) => log!(
+            "vm{} '{}': passthrough device '{name}' takes virtio-mmio transport(s) {:#010x} (their window or SPIs); {} of 32 left",
             vm.id,
-            vm.image.name
+            vm.image.name,
+            taken,
+            32 - taken.count_ones()
         ),
         Err(e) => {
             log!("error: VM '{}' cannot be created: {e}", vm.image.name);

@@ -1365,10 +1365,11 @@ fn linux_identity_vm_drives_a_passed_through_virtio_disk() {
         .expect("md5sum of the disk image");
     let hello = stratum_systests::guest_elf("hello");
     let exec = "md5sum /dev/vda && printf written-by-linux > /tmp/s \
-                && dd if=/tmp/s of=/dev/vda bs=512 seek=100 conv=sync,fsync 2>/dev/null && sync";
+                && dd if=/tmp/s of=/dev/vda bs=512 seek=100 conv=sync,fsync 2>/dev/null && sync \
+                && echo virtio-devices $(ls /sys/bus/virtio/devices | wc -l) && ls /dev/hvc0";
     let text = format!(
         "[[vm]]\nname = \"svc\"\ndebian = true\nmemory = \"256M\"\nidentity = true\n\
-         virtio_console = false\nexec = {exec:?}\n\n\
+         virtio_console = true\nexec = {exec:?}\n\n\
          [[vm.device]]\nname = \"virtio_mmio\"\ncompatible = \"virtio,mmio\"\n\
          reg = [0x0a003000, 0x1000]\ninterrupts = [40]\n\n\
          [[vm]]\nname = \"hello\"\nkernel = {hello:?}\nmemory = \"16M\"\n"
@@ -1393,6 +1394,10 @@ fn linux_identity_vm_drives_a_passed_through_virtio_disk() {
         run.describe()
     );
     line("svc", &format!("{md5}  /dev/vda"));
+    // The real disk took transports 24-31 (its page, and SPI 40 is
+    // transport 24's); the emulated ones below stayed, the console on 0.
+    line("svc", "virtio-devices 2");
+    line("svc", "/dev/hvc0");
     let mut want = pattern;
     want[100 * 512..101 * 512].fill(0);
     want[100 * 512..100 * 512 + 16].copy_from_slice(b"written-by-linux");
@@ -1404,6 +1409,7 @@ fn linux_identity_vm_drives_a_passed_through_virtio_disk() {
     for needle in [
         "stratum: warning: \"svc\" is identity-mapped and no SMMU guards host memory",
         "vm0 'svc': 1 vCPU, 256 MiB at IPA 0x50000000 (PA 0x50000000, identity-mapped)",
+        "vm0 'svc': passthrough device 'virtio_mmio' takes virtio-mmio transport(s) 0xff000000 (their window or SPIs); 24 of 32 left",
     ] {
         assert!(
             run.lines().any(|l| l.contains(needle)),

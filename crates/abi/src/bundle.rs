@@ -476,8 +476,8 @@ pub enum BundleError {
         /// Index of the virtio record.
         virtio: usize,
     },
-    /// A passthrough device of a VM with virtio devices uses the virtio
-    /// window or a transport's SPI.
+    /// A passthrough device takes a virtio-mmio transport (its 4 KiB page
+    /// or its SPI) that carries one of its VM's virtio devices.
     VirtioClash {
         /// Index of the device record.
         device: usize,
@@ -547,8 +547,7 @@ impl core::fmt::Display for BundleError {
             Self::BadVirtio { virtio } => write!(f, "virtio device {virtio}: malformed record"),
             Self::VirtioClash { device } => write!(
                 f,
-                "device {device}: uses the virtio-mmio window or a transport's SPI ({VIRTIO_SPI_BASE} to {})",
-                VIRTIO_SPI_BASE + VIRTIO_TRANSPORTS - 1
+                "device {device}: takes the page or SPI of a virtio-mmio transport that carries one of its VM's virtio devices"
             ),
         }
     }
@@ -839,12 +838,15 @@ impl<'a> Bundle<'a> {
     /// The virtio records, each on its own and against the others and the
     /// passthrough devices.
     fn check_virtio(&self) -> Result<(), BundleError> {
-        let mut has_virtio = 0u32;
+        // Per VM, the transports carrying its devices (bit n: transport n).
+        let mut used = [0u32; MAX_VMS];
         let mut per_vm = [0usize; MAX_VMS];
         for i in 0..self.virtio_count {
             let v = self.decode_virtio(i)?;
             let bad = BundleError::BadVirtio { virtio: i };
-            has_virtio |= 1 << v.vm;
+            if let Some(bit) = 1u32.checked_shl(v.transport) {
+                used[v.vm as usize] |= bit;
+            }
             let n = &mut per_vm[v.vm as usize];
             *n += 1;
             if *n > VIRTIO_PER_VM {
@@ -888,16 +890,21 @@ impl<'a> Bundle<'a> {
                 }
             }
         }
+        // A passthrough device takes the transports of the 4 KiB pages its
+        // registers overlap and those whose SPIs it uses: none may carry
+        // one of its VM's devices.
+        let stride = (VIRTIO_WINDOW.end - VIRTIO_WINDOW.start) / u64::from(VIRTIO_TRANSPORTS);
         for i in 0..self.device_count {
             let d = self.decode_device(i)?;
-            if has_virtio & (1 << d.vm) == 0 {
-                continue;
-            }
-            let w = &VIRTIO_WINDOW;
-            let spis = VIRTIO_SPI_BASE..VIRTIO_SPI_BASE + VIRTIO_TRANSPORTS;
-            if overlaps(d.base, d.size, w.start, w.end - w.start)
-                || d.spis().iter().any(|s| spis.contains(s))
-            {
+            let mine = used.get(d.vm as usize).copied().unwrap_or(0);
+            let clash = (0..VIRTIO_TRANSPORTS)
+                .filter(|n| mine & (1 << n) != 0)
+                .any(|n| {
+                    let page = (VIRTIO_WINDOW.start + stride * u64::from(n)) & !(PAGE_SIZE - 1);
+                    overlaps(d.base, d.size, page, PAGE_SIZE)
+                        || d.spis().contains(&(VIRTIO_SPI_BASE + n))
+                });
+            if clash {
                 return Err(BundleError::VirtioClash { device: i });
             }
         }
@@ -2040,22 +2047,33 @@ mod tests {
     }
 
     #[test]
-    fn passthrough_in_a_virtio_vm_keeps_off_the_transports() {
+    fn passthrough_in_a_virtio_vm_keeps_off_the_transports_it_uses() {
         let clash = Err(BundleError::VirtioClash { device: 0 });
-        let spi20 = Device {
-            irqs: [20, 0, 0, 0],
+        // VM 0 has devices on transports 0 (console), 1 (vsock) and 2 (NIC).
+        let spi = |spi: u32| Device {
+            irqs: [spi, 0, 0, 0],
             ..rtc()
         };
-        assert_eq!(with_virtio(&virtio(), &[spi20]), clash);
-        let window = Device {
-            base: VIRTIO_WINDOW.start + 0x2000,
+        assert_eq!(with_virtio(&virtio(), &[spi(17)]), clash, "the vsock's SPI");
+        assert_eq!(
+            with_virtio(&virtio(), &[spi(20)]),
+            Ok(()),
+            "transport 4 is free"
+        );
+        let page = |p: u64| Device {
+            base: VIRTIO_WINDOW.start + p * 0x1000,
             ..rtc()
         };
-        assert_eq!(with_virtio(&virtio(), &[window]), clash);
+        assert_eq!(with_virtio(&virtio(), &[page(0)]), clash, "transports 0-7");
+        assert_eq!(
+            with_virtio(&virtio(), &[page(3)]),
+            Ok(()),
+            "transports 24-31"
+        );
         // In a VM without virtio devices, both are the user's to use.
         let elsewhere = |d: Device<'static>| Device { vm: 2, ..d };
-        assert_eq!(with_virtio(&virtio(), &[elsewhere(spi20)]), Ok(()));
-        assert_eq!(with_virtio(&virtio(), &[elsewhere(window)]), Ok(()));
+        assert_eq!(with_virtio(&virtio(), &[elsewhere(spi(17))]), Ok(()));
+        assert_eq!(with_virtio(&virtio(), &[elsewhere(page(0))]), Ok(()));
     }
 
     #[test]

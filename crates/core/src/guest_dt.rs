@@ -199,10 +199,10 @@ pub struct GuestDtConfig<'a> {
     /// An extra DT fragment (a flattened tree whose root's child nodes are
     /// added to the root), checked by [`check_fragment`].
     pub fragment: Option<&'a [u8]>,
-    /// Whether the VM has `virt`'s 32 virtio-mmio transports (on its bus:
-    /// describing them without is an external abort at the guest's first
-    /// probe).
-    pub virtio_mmio: bool,
+    /// Which of `virt`'s 32 virtio-mmio transports the VM has (bit `n`:
+    /// transport `n`; on its bus: describing one without is an external
+    /// abort at the guest's first probe).
+    pub virtio_mmio: u32,
 }
 
 /// Why a guest tree could not be generated. The variant docs are the
@@ -533,8 +533,8 @@ pub fn generate(desc: &GuestDtConfig<'_>, buf: &mut [u8]) -> Result<usize, Guest
     for device in desc.devices {
         passthrough(&mut w, device)?;
     }
-    if desc.virtio_mmio {
-        virtio_mmio(&mut w)?;
+    if desc.virtio_mmio != 0 {
+        virtio_mmio(&mut w, desc.virtio_mmio)?;
     }
     w.end_node()?;
     Ok(w.finish()?)
@@ -591,9 +591,10 @@ fn channels(w: &mut FdtWriter<'_>, channels: &[GuestChannel<'_>]) -> Result<(), 
     Ok(())
 }
 
-/// `virt`'s virtio-mmio transports, lowest address first.
-fn virtio_mmio(w: &mut FdtWriter<'_>) -> Result<(), GuestDtError> {
-    for n in 0..virt_map::VIRTIO_COUNT {
+/// `virt`'s virtio-mmio transports in `present` (bit `n`: transport `n`),
+/// lowest address first.
+fn virtio_mmio(w: &mut FdtWriter<'_>, present: u32) -> Result<(), GuestDtError> {
+    for n in (0..virt_map::VIRTIO_COUNT).filter(|n| present & (1 << n) != 0) {
         let at = virt_map::VIRTIO_BASE.raw() + virt_map::VIRTIO_STRIDE * u64::from(n);
         let name = Name::new(format_args!("virtio_mmio@{at:x}"))?;
         w.begin_node(name.as_str())?;
@@ -615,19 +616,23 @@ fn virtio_mmio(w: &mut FdtWriter<'_>) -> Result<(), GuestDtError> {
     Ok(())
 }
 
-/// With the transports, nothing else of the VM uses their SPIs or window.
+/// Nothing else of the VM uses a present transport's SPI or window.
 fn check_virtio_clash(desc: &GuestDtConfig<'_>) -> Result<(), GuestDtError> {
-    if !desc.virtio_mmio {
-        return Ok(());
-    }
     let base = virt_map::VIRTIO_FIRST_SPI;
-    let theirs = |spi: u32| (base..base + virt_map::VIRTIO_COUNT).contains(&spi);
+    let present = |n: u32| n < virt_map::VIRTIO_COUNT && desc.virtio_mmio & (1 << n) != 0;
+    let theirs = |spi: u32| spi.checked_sub(base).is_some_and(present);
+    let window = |n: u32| IpaRange {
+        start: crate::addr::Ipa(
+            virt_map::VIRTIO_BASE.raw() + virt_map::VIRTIO_STRIDE * u64::from(n),
+        ),
+        size: virt_map::VIRTIO_STRIDE,
+    };
     let clash = desc.uart.is_some_and(|u| theirs(u.spi))
         || desc.channels.iter().any(|c| theirs(c.spi))
-        || desc
-            .devices
-            .iter()
-            .any(|d| d.spis.iter().any(|&s| theirs(s)) || d.regs.overlaps(&virt_map::VIRTIO));
+        || desc.devices.iter().any(|d| {
+            d.spis.iter().any(|&s| theirs(s))
+                || (0..virt_map::VIRTIO_COUNT).any(|n| present(n) && d.regs.overlaps(&window(n)))
+        });
     if clash {
         Err(GuestDtError::VirtioClash)
     } else {
@@ -802,7 +807,7 @@ mod tests {
             channels: &[],
             devices: &[],
             fragment: None,
-            virtio_mmio: false,
+            virtio_mmio: 0,
         }
     }
 
@@ -1411,7 +1416,7 @@ mod tests {
     fn virtio_mmio_transports_are_described_as_on_virt() {
         for v3 in [false, true] {
             let desc = GuestDtConfig {
-                virtio_mmio: true,
+                virtio_mmio: u32::MAX,
                 ..config(&[0, 1], v3, false)
             };
             let mut buf = vec![0u8; 16384];
@@ -1471,7 +1476,7 @@ mod tests {
                 }),
                 devices: &devices,
                 channels: &channels,
-                virtio_mmio: true,
+                virtio_mmio: u32::MAX,
                 ..config(&[0], true, false)
             };
             generate(&desc, &mut vec![0u8; 16384]).err()

@@ -32,9 +32,22 @@ pub const VGIC_SPIS: u32 = 64;
 pub const UART_DEVICE: DeviceId = DeviceId(0);
 /// The vGIC's id on the bus (distributor and redistributors).
 pub const GIC_DEVICE: DeviceId = DeviceId(1);
-/// The virtio-mmio transports' id on the bus (one banked window, bank
-/// `n` = transport `n`).
+/// The virtio-mmio transports' id on the bus: one banked window, bank `n`
+/// = transport `n`, or, when passthrough devices take some of their 4 KiB
+/// pages, one window per page left, region `p` bank `b` = transport
+/// `8p + b` ([`virtio_transport`]).
 pub const VIRTIO_DEVICE: DeviceId = DeviceId(2);
+/// Every virtio-mmio transport present (bit `n`: transport `n`).
+pub const ALL_TRANSPORTS: u32 = u32::MAX;
+/// Transports per 4 KiB page of the virtio-mmio window.
+pub const TRANSPORTS_PER_PAGE: u32 = 8;
+
+/// The transport an access on the virtio-mmio windows reaches: region
+/// (the page's window) and bank within it.
+#[inline(always)]
+pub fn virtio_transport(region: u8, bank: u32) -> usize {
+    usize::from(region) * TRANSPORTS_PER_PAGE as usize + bank as usize
+}
 /// A firmware VM's flash banks' id on the bus ([`crate::flash`]).
 pub const FLASH_DEVICE: DeviceId = DeviceId(3);
 /// The vGIC's bus region tag for the distributor.
@@ -92,9 +105,10 @@ pub struct Machine {
     pub bus: MmioBus,
     /// Number of vCPUs.
     pub vcpus: usize,
-    /// Whether the VM has QEMU `virt`'s 32 virtio-mmio transports (on its
-    /// bus and in its device tree); see [`Machine::drop_virtio_for`].
-    pub virtio: bool,
+    /// Which of QEMU `virt`'s 32 virtio-mmio transports the VM has (bit
+    /// `n`: transport `n`, on its bus and in its device tree); see
+    /// [`Machine::drop_virtio_for`].
+    pub virtio: u32,
     /// Whether it is a firmware-style VM, with `virt`'s flash banks on its
     /// bus ([`crate::flash`]).
     pub flash: bool,
@@ -151,47 +165,66 @@ impl Machine {
         if flash && ram.overlaps(&crate::flash::FLASH) {
             return Err(MachineError::RamOverFlash);
         }
-        let bus = device_bus(&gic, vcpus as u32, true, flash).map_err(MachineError::Bus)?;
+        let bus = device_bus(&gic, vcpus as u32, ALL_PAGES, flash).map_err(MachineError::Bus)?;
         Ok(Self {
             ram,
             gic,
             layout,
             bus,
             vcpus,
-            virtio: true,
+            virtio: ALL_TRANSPORTS,
             flash,
         })
     }
 
-    /// Whether a passthrough device at `regs` with guest SPIs `spis` would
-    /// clash with the virtio-mmio transports: its registers overlap theirs,
-    /// or it uses one of their SPIs.
-    pub fn clashes_with_virtio(regs: IpaRange, spis: &[u32]) -> bool {
+    /// The virtio-mmio transports a passthrough device at `regs` with guest
+    /// SPIs `spis` takes (bit `n`: transport `n`): every transport of a
+    /// 4 KiB page its registers overlap, and each whose SPI it uses.
+    pub fn virtio_taken_by(regs: IpaRange, spis: &[u32]) -> u32 {
+        let mut taken = 0;
+        for page in 0..VIRTIO_PAGES {
+            if regs.overlaps(&virtio_page(page)) {
+                taken |= page_transports(page);
+            }
+        }
         let first = virt_map::VIRTIO_FIRST_SPI;
-        regs.overlaps(&virt_map::VIRTIO)
-            || spis
-                .iter()
-                .any(|s| (first..first + virt_map::VIRTIO_COUNT).contains(s))
+        for &spi in spis {
+            if let Some(n) = spi
+                .checked_sub(first)
+                .filter(|&n| n < virt_map::VIRTIO_COUNT)
+            {
+                taken |= 1 << n;
+            }
+        }
+        taken
     }
 
-    /// Removes the virtio-mmio transports if one of the VM's passthrough
-    /// `devices` clashes with them ([`Machine::clashes_with_virtio`]): the
-    /// real device wins, and the VM has no paravirtual devices. Returns
-    /// the name of the first clashing device, if any.
+    /// Takes out the virtio-mmio transports the VM's passthrough `devices`
+    /// take ([`Machine::virtio_taken_by`]): the real devices win. The
+    /// pages their registers overlap leave the bus; a transport that only
+    /// lost its SPI stays on it (answering as an empty one) but leaves the
+    /// device tree. Returns the first such device's name and every
+    /// transport taken, if any.
     pub fn drop_virtio_for<'a>(
         &mut self,
         devices: &[DevicePlan<'a>],
-    ) -> Result<Option<&'a str>, MachineError> {
-        let Some(d) = devices
+    ) -> Result<Option<(&'a str, u32)>, MachineError> {
+        let taken = devices
             .iter()
-            .find(|d| Self::clashes_with_virtio(d.regs, d.spis()))
+            .fold(0, |m, d| m | Self::virtio_taken_by(d.regs, d.spis()));
+        let Some(first) = devices
+            .iter()
+            .find(|d| Self::virtio_taken_by(d.regs, d.spis()) != 0)
         else {
             return Ok(None);
         };
-        self.bus = device_bus(&self.gic, self.vcpus as u32, false, self.flash)
+        let pages = (0..VIRTIO_PAGES)
+            .filter(|&p| !devices.iter().any(|d| d.regs.overlaps(&virtio_page(p))))
+            .fold(0u8, |m, p| m | 1 << p);
+        self.bus = device_bus(&self.gic, self.vcpus as u32, pages, self.flash)
             .map_err(MachineError::Bus)?;
-        self.virtio = false;
-        Ok(Some(d.name))
+        self.virtio = ALL_TRANSPORTS & !taken;
+        Ok(Some((first.name, taken)))
     }
 
     /// Each vCPU's virtual MPIDR affinity (vCPU `i` is Aff0 = `i`).
@@ -265,8 +298,9 @@ pub const NO_DEVICE: GuestDevice<'static> = GuestDevice {
 
 /// The emulated devices every VM has: the PL011, the distributor, on
 /// GICv3 one redistributor frame per vCPU (one banked window), and with
-/// `virtio` the 32 virtio-mmio transports (another).
-fn device_bus(gic: &GuestGic, vcpus: u32, virtio: bool, flash: bool) -> Result<MmioBus, BusError> {
+/// the virtio-mmio transports of the window's 4 KiB pages in `pages` (bit
+/// `p`: page `p`; all four: one window).
+fn device_bus(gic: &GuestGic, vcpus: u32, pages: u8, flash: bool) -> Result<MmioBus, BusError> {
     let mut bus = MmioBus::new();
     if flash {
         bus.insert(Window::plain(
@@ -302,7 +336,7 @@ fn device_bus(gic: &GuestGic, vcpus: u32, virtio: bool, flash: bool) -> Result<M
             [Reason::MmioGicrRead, Reason::MmioGicrWrite],
         ))?;
     }
-    if virtio {
+    if pages == ALL_PAGES {
         bus.insert(Window::banked(
             virt_map::VIRTIO_BASE,
             virt_map::VIRTIO_STRIDE,
@@ -311,8 +345,38 @@ fn device_bus(gic: &GuestGic, vcpus: u32, virtio: bool, flash: bool) -> Result<M
             0,
             [Reason::MmioVirtioRead, Reason::MmioVirtioWrite],
         ))?;
+    } else {
+        for page in (0..VIRTIO_PAGES).filter(|p| pages & (1 << p) != 0) {
+            bus.insert(Window::banked(
+                virtio_page(page).start,
+                virt_map::VIRTIO_STRIDE,
+                TRANSPORTS_PER_PAGE,
+                VIRTIO_DEVICE,
+                page as u8,
+                [Reason::MmioVirtioRead, Reason::MmioVirtioWrite],
+            ))?;
+        }
     }
     Ok(bus)
+}
+
+/// 4 KiB pages of the virtio-mmio window.
+const VIRTIO_PAGES: u32 = virt_map::VIRTIO_COUNT / TRANSPORTS_PER_PAGE;
+/// Every page of the virtio-mmio window on the bus.
+const ALL_PAGES: u8 = (1 << VIRTIO_PAGES) - 1;
+
+/// Page `page` of the virtio-mmio window.
+fn virtio_page(page: u32) -> IpaRange {
+    let size = virt_map::VIRTIO_STRIDE * u64::from(TRANSPORTS_PER_PAGE);
+    IpaRange {
+        start: crate::addr::Ipa(virt_map::VIRTIO_BASE.raw() + size * u64::from(page)),
+        size,
+    }
+}
+
+/// The transports of page `page` (bit `n`: transport `n`).
+fn page_transports(page: u32) -> u32 {
+    (((1u64 << TRANSPORTS_PER_PAGE) - 1) as u32) << (page * TRANSPORTS_PER_PAGE)
 }
 
 /// The 32 bytes of `/chosen/rng-seed` for boot `boot` of VM `vm`, stretched

@@ -17,6 +17,7 @@
 
 use stratum_abi::bundle::{Virtio, VirtioKind};
 use stratum_core::bus::{AccessRefused, DeviceAccess, Effects, MmioDevice};
+use stratum_core::machine::virtio_transport;
 
 use crate::console::ConsoleDevice;
 use crate::mem::GuestMemory;
@@ -147,6 +148,11 @@ impl VmVirtio {
             .filter(|&n| v.slots[n] != Slot::Empty)
             .fold(0, |m, n| m | 1 << n);
         v
+    }
+
+    /// The transports with a device behind them (bit `n`: transport `n`).
+    pub fn occupied(&self) -> u32 {
+        self.occupied as u32
     }
 
     /// The occupied transports and their slots, lowest first.
@@ -290,7 +296,11 @@ impl VmVirtio {
 
 impl MmioDevice for VmVirtio {
     fn read(&mut self, access: &DeviceAccess, fx: &mut Effects) -> Result<u64, AccessRefused> {
-        match self.slots.get(access.bank as usize).copied() {
+        match self
+            .slots
+            .get(virtio_transport(access.region, access.bank))
+            .copied()
+        {
             Some(Slot::Console) => self.console.read(access, fx),
             Some(Slot::Vsock) => self.vsock.read(access, fx),
             Some(Slot::Nic(k)) => self.nics[usize::from(k)].transport.read(access, fx),
@@ -304,7 +314,11 @@ impl MmioDevice for VmVirtio {
         value: u64,
         fx: &mut Effects,
     ) -> Result<(), AccessRefused> {
-        match self.slots.get(access.bank as usize).copied() {
+        match self
+            .slots
+            .get(virtio_transport(access.region, access.bank))
+            .copied()
+        {
             Some(Slot::Console) => self.console.write(access, value, fx),
             Some(Slot::Vsock) => self.vsock.write(access, value, fx),
             Some(Slot::Nic(k)) => self.nics[usize::from(k)].transport.write(access, value, fx),

@@ -90,7 +90,11 @@ fn a_firmware_vm_has_its_dt_at_ram_base_and_flash_at_0() {
     // Dropping the transports for a passthrough device keeps the flash.
     let mut m2 = m.clone();
     let dev = DevicePlan::for_test("q", IpaRange::new(Ipa(0x0a00_3000), 0x1000).unwrap(), &[40]);
-    assert_eq!(m2.drop_virtio_for(&[dev]), Ok(Some("q")));
+    assert_eq!(
+        m2.drop_virtio_for(&[dev]),
+        Ok(Some(("q", 0xff00_0000 | 1 << 24))),
+        "page 3 (transports 24-31) and SPI 40's transport 24"
+    );
     assert!(m2.bus.find(Ipa(0x10)).is_some());
     // An ordinary VM has neither: the DT high, nothing at 0.
     let plain = Machine::describe(&image(1, RAM, 64 << 20), GicVersion::V3, false).unwrap();
@@ -205,12 +209,13 @@ fn the_device_tree_describes_this_boot() {
         size: 0x1000,
     };
     let plans = [plan];
-    // As the hypervisor does: the device in the transports' window wins.
-    assert_eq!(m.drop_virtio_for(&plans), Ok(Some("eth")));
+    // As the hypervisor does: the device in the transports' window wins,
+    // over the eight transports of its page.
+    assert_eq!(m.drop_virtio_for(&plans), Ok(Some(("eth", 0xff))));
     let mut devices = [NO_DEVICE; DEVICES];
     let seed = rng_seed(7, 0, 1);
     let cfg = m.dt_config(&img, &[], &mut devices, &plans, &seed, 3);
-    assert!(!cfg.virtio_mmio);
+    assert_eq!(cfg.virtio_mmio, !0xff, "transports 8 to 31 stay");
     assert_eq!(cfg.ram, m.ram);
     assert_eq!(cfg.vcpu_mpidrs, &[0, 1]);
     assert_eq!(cfg.bootargs, "console=ttyAMA0");
@@ -228,11 +233,11 @@ fn the_device_tree_describes_this_boot() {
 fn the_device_tree_lists_the_transports_the_bus_has() {
     let img = image(8, RAM, 64 << 20);
     let m = Machine::describe(&img, GicVersion::V3, false).unwrap();
-    assert!(m.virtio);
+    assert_eq!(m.virtio, ALL_TRANSPORTS);
     let mut devices = [NO_DEVICE; DEVICES];
     let seed = rng_seed(7, 0, 1);
     let cfg = m.dt_config(&img, &[], &mut devices, &[], &seed, 1);
-    assert!(cfg.virtio_mmio);
+    assert_eq!(cfg.virtio_mmio, ALL_TRANSPORTS);
     let mut buf = [0u8; DTB_MAX];
     let len = guest_dt::generate(&cfg, &mut buf).expect("the description generates");
     let fdt = crate::fdt::Fdt::new(&buf[..len]).expect("valid");
@@ -267,15 +272,19 @@ fn seeds_differ_between_vms_and_boots() {
 }
 
 #[test]
-fn every_vm_has_the_32_virtio_transports_unless_a_passthrough_device_clashes() {
+fn every_vm_has_the_32_virtio_transports_but_those_a_passthrough_device_takes() {
     let mut m = Machine::describe(&image(1, RAM, 64 << 20), GicVersion::V3, false).unwrap();
-    assert!(m.virtio);
+    assert_eq!(m.virtio, ALL_TRANSPORTS);
     for n in [0u64, 31] {
         let at = Ipa(virt_map::VIRTIO_BASE.0 + n * virt_map::VIRTIO_STRIDE + 0x70);
         let hit = m.bus.find(at).expect("a transport");
         assert_eq!(
-            (hit.device, hit.bank, hit.read_reason),
-            (VIRTIO_DEVICE, n as u32, Reason::MmioVirtioRead)
+            (
+                hit.device,
+                virtio_transport(hit.region, hit.bank),
+                hit.read_reason
+            ),
+            (VIRTIO_DEVICE, n as usize, Reason::MmioVirtioRead)
         );
     }
     assert!(
@@ -289,25 +298,53 @@ fn every_vm_has_the_32_virtio_transports_unless_a_passthrough_device_clashes() {
     };
     // The PL031 at 0x0901_0000 with SPI 2 shares nothing.
     assert_eq!(m.drop_virtio_for(&[device(0x0901_0000, 2)]).unwrap(), None);
-    assert!(m.virtio);
-    // SPI 16 is transport 0's.
-    assert!(Machine::clashes_with_virtio(
-        IpaRange::new(Ipa(0x0901_0000), 0x1000).unwrap(),
-        &[16]
-    ));
-    assert!(!Machine::clashes_with_virtio(
-        IpaRange::new(Ipa(0x0901_0000), 0x1000).unwrap(),
-        &[48]
-    ));
-    // A device in the transports' window: the real device wins.
+    assert_eq!(m.virtio, ALL_TRANSPORTS);
+    // SPI 16 is transport 0's, SPI 22 transport 6's, SPI 48 nobody's.
+    let rtc = IpaRange::new(Ipa(0x0901_0000), 0x1000).unwrap();
+    assert_eq!(Machine::virtio_taken_by(rtc, &[16]), 1);
+    assert_eq!(Machine::virtio_taken_by(rtc, &[22, 48]), 1 << 6);
+    // A device with transport 6's SPI (the ZynqMP's second UART) takes that
+    // transport from the device tree only: its page stays on the bus.
+    let mut by_spi = m.clone();
+    assert_eq!(
+        by_spi.drop_virtio_for(&[device(0xff01_0000, 22)]).unwrap(),
+        Some(("dev", 1 << 6))
+    );
+    assert_eq!(by_spi.virtio, !(1 << 6));
+    let hit = by_spi
+        .bus
+        .find(Ipa(virt_map::VIRTIO_BASE.0 + 6 * 0x200))
+        .expect("still on the bus, answering as an empty transport");
+    assert_eq!(virtio_transport(hit.region, hit.bank), 6);
+    // A device in the transports' window takes its page: transports 24 to
+    // 31 leave the bus, the other 24 stay, each where it was.
     assert_eq!(
         m.drop_virtio_for(&[device(0x0A00_3000, 3)]).unwrap(),
-        Some("dev")
+        Some(("dev", 0xff00_0000))
     );
-    assert!(!m.virtio);
-    assert!(m.bus.find(virt_map::VIRTIO_BASE).is_none());
+    assert_eq!(m.virtio, 0x00ff_ffff);
+    for n in 0..24u64 {
+        let at = Ipa(virt_map::VIRTIO_BASE.0 + n * virt_map::VIRTIO_STRIDE + 0x70);
+        let hit = m.bus.find(at).expect("a transport left");
+        assert_eq!(
+            (hit.device, virtio_transport(hit.region, hit.bank)),
+            (VIRTIO_DEVICE, n as usize)
+        );
+    }
+    assert!(m.bus.find(Ipa(0x0A00_3000)).is_none(), "the device's page");
     assert!(
         m.bus.find(Ipa(virt_map::UART.start.0)).is_some(),
         "the rest stays"
     );
+    // Devices over every page leave no transport at all.
+    let all: Vec<DevicePlan<'_>> = (0..4)
+        .map(|p| device(0x0A00_0000 + p * 0x1000, 100))
+        .collect();
+    let mut none = Machine::describe(&image(1, RAM, 64 << 20), GicVersion::V3, false).unwrap();
+    assert_eq!(
+        none.drop_virtio_for(&all).unwrap(),
+        Some(("dev", ALL_TRANSPORTS))
+    );
+    assert_eq!(none.virtio, 0);
+    assert!(none.bus.find(virt_map::VIRTIO_BASE).is_none());
 }

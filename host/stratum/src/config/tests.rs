@@ -2091,7 +2091,7 @@ vsock = true
 name = "rtc"
 compatible = "arm,pl031"
 reg = [0x0a000000, 0x1000]
-interrupts = [20]
+interrupts = [17, 20]
 
 [[vm]]
 name = "b"
@@ -2123,11 +2123,11 @@ allow = ["a"]
         &[
             (
                 "10:7",
-                "vm[0].device[0].reg: [0xa000000, 0xa001000) overlaps the virtio-mmio transports [0xa000000, 0xa004000)",
+                "vm[0].device[0].reg: [0xa000000, 0xa001000) overlaps the page of virtio-mmio transport 1 (0xa000200), which carries this VM's vsock device",
             ),
             (
                 "11:15",
-                "vm[0].device[0].interrupts: SPI 20 is virtio-mmio transport 4's in a VM with virtio devices",
+                "vm[0].device[0].interrupts: SPI 17 is virtio-mmio transport 1's, which carries this VM's vsock device",
             ),
             (
                 "20:13",

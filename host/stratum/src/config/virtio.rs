@@ -6,10 +6,11 @@
 //! the VM and network names ([`stratum_virtio::net::derive_mac`]), a
 //! vsock device's CID is [`bundle::VSOCK_CID_BASE`] + the VM's index, and
 //! each device gets a fixed transport in its VM (console 0, vsock 1, NICs
-//! from 2 in network order). Every VM has the 32 transports unless a
-//! passthrough device takes their window or SPIs (the hypervisor then
-//! drops them), so a VM with virtio devices must keep its passthrough
-//! devices off their window and SPIs, and its RAM off their window.
+//! from 2 in network order). Every VM has the 32 transports but those a
+//! passthrough device takes: the eight of each 4 KiB page its registers
+//! overlap, and each whose SPI it uses (the hypervisor drops them). So a
+//! VM's passthrough devices must stay off the pages and SPIs of the
+//! transports carrying its virtio devices, and its RAM off their window.
 
 use std::collections::HashMap;
 
@@ -269,13 +270,25 @@ pub(super) fn check_clashes(
     plans: &[VmPlan],
     networks: &[NetworkConfig],
 ) {
-    let spis = bundle::VIRTIO_SPI_BASE..bundle::VIRTIO_SPI_BASE + bundle::VIRTIO_TRANSPORTS;
     let w = &bundle::VIRTIO_WINDOW;
+    let stride = (w.end - w.start) / u64::from(bundle::VIRTIO_TRANSPORTS);
     for (i, (vm, plan)) in vms.iter().zip(plans).enumerate() {
-        let on_network = networks
+        // The transports carrying this VM's devices.
+        let mut used: Vec<(u32, &str)> = Vec::new();
+        if vm.virtio_console {
+            used.push((CONSOLE_TRANSPORT, "virtio-console"));
+        }
+        if let Some(v) = &vm.vsock {
+            used.push((v.transport, "vsock device"));
+        }
+        for nic in networks
             .iter()
-            .any(|n| n.nics.iter().any(|nic| nic.vm == i));
-        if !(vm.virtio_console || vm.vsock.is_some() || on_network) {
+            .flat_map(|n| &n.nics)
+            .filter(|nic| nic.vm == i)
+        {
+            used.push((nic.transport, "NIC"));
+        }
+        if used.is_empty() {
             continue;
         }
         let ram = vm.memory_base..vm.memory_base + vm.memory;
@@ -290,29 +303,36 @@ pub(super) fn check_clashes(
                 ),
             );
         }
+        // A passthrough device takes the transports whose 4 KiB page its
+        // registers overlap, or whose SPI it uses; the others stay.
         for dev in &plan.devices {
             let c = &dev.config;
             let region = c.base..c.base + c.size;
-            if overlaps(&region, w) {
-                d.push(
-                    dev.reg_span.clone(),
-                    &format!("{}.reg", dev.field),
-                    format!(
-                        "[{:#x}, {:#x}) overlaps the virtio-mmio transports {} this VM has for its virtio devices",
-                        region.start,
-                        region.end,
-                        window(w)
-                    ),
-                );
-            }
-            for (spi, span) in c.interrupts.iter().zip(&dev.irq_spans) {
-                if spis.contains(spi) {
+            for &(transport, what) in &used {
+                let at = w.start + stride * u64::from(transport);
+                let page = at & !0xfff..(at & !0xfff) + 0x1000;
+                if overlaps(&region, &page) {
+                    d.push(
+                        dev.reg_span.clone(),
+                        &format!("{}.reg", dev.field),
+                        format!(
+                            "[{:#x}, {:#x}) overlaps the page of virtio-mmio transport {transport} ({:#x}), which carries this VM's {what}",
+                            region.start, region.end, at
+                        ),
+                    );
+                }
+                let spi = bundle::VIRTIO_SPI_BASE + transport;
+                for (_, span) in c
+                    .interrupts
+                    .iter()
+                    .zip(&dev.irq_spans)
+                    .filter(|(s, _)| **s == spi)
+                {
                     d.push(
                         Some(span.clone()),
                         &format!("{}.interrupts", dev.field),
                         format!(
-                            "SPI {spi} is virtio-mmio transport {}'s in a VM with virtio devices: use SPIs 0 and 2 to 15",
-                            spi - bundle::VIRTIO_SPI_BASE
+                            "SPI {spi} is virtio-mmio transport {transport}'s, which carries this VM's {what}"
                         ),
                     );
                 }
