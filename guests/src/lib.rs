@@ -24,7 +24,9 @@
 //!   `virtio-drivers` crate, with its interrupt and memory (`vsockecho`,
 //!   `netecho`);
 //! - [`inet`]: the ARP, ICMP and UDP answers of `netecho`, checksums
-//!   checked (pure; host-tested).
+//!   checked (pure; host-tested);
+//! - [`passthrough`]: what the passthrough guests share (their device in
+//!   the DT, one interrupt of its SPI awaited).
 //!
 //! Invariant: a guest runs on one vCPU (the multi-vCPU guests keep their
 //! secondaries to the narrow rules in [`smp`]), with interrupts masked unless it
@@ -55,6 +57,8 @@ pub mod global;
 pub mod irq;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod mmio;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod passthrough;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod report;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

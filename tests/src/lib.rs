@@ -252,6 +252,42 @@ pub fn assert_passed(run: &Run, guest: &str) {
     }
 }
 
+/// The exit-path rows of `stratum bench` that the bench guest measures
+/// under Stratum and on bare QEMU alike (`results.json`'s `op` names).
+pub const BENCH_EXIT_ROWS: [&str; 7] = [
+    "hvc",
+    "gicd_read",
+    "uart_read",
+    "idreg_read",
+    "vtimer_spin",
+    "vtimer_wfi",
+    "ipi",
+];
+
+/// Asserts that `configs/three-vms.toml` ran to its end in `run`, split
+/// into `vms`: exit 0, the hypervisor's messages hold each of `needles`,
+/// `alpha` ticked 1..25 and `beta` 1..18 in order, `gamma` passed.
+#[track_caller]
+pub fn assert_three_vms_ran(run: &Run, vms: &VmConsoles, needles: &[&str]) {
+    assert_status(run, status::OK, "configs/three-vms.toml");
+    for needle in needles {
+        assert!(
+            vms.untagged.iter().any(|(_, l)| l.contains(needle)),
+            "no hypervisor line with `{needle}`\n{}",
+            run.describe()
+        );
+    }
+    for (vm, ticks) in [("alpha", 25), ("beta", 18)] {
+        let want: Vec<u64> = (1..=ticks).collect();
+        assert_eq!(vms.ticks(vm), want, "{vm}'s ticks\n{}", run.describe());
+    }
+    assert!(
+        vms.passed("gamma", "hello"),
+        "gamma passes\n{}",
+        run.describe()
+    );
+}
+
 /// Asserts that the run exited with `code` (and was not killed).
 #[track_caller]
 pub fn assert_status(run: &Run, code: i32, what: &str) {
@@ -695,6 +731,13 @@ impl VmConsoles {
             .iter()
             .filter_map(|l| l.text.strip_prefix("tick ")?.parse().ok())
             .collect()
+    }
+
+    /// Whether VM `name` printed `STRATUM-TEST PASS <guest>`.
+    pub fn passed(&self, name: &str, guest: &str) -> bool {
+        self.markers(name)
+            .iter()
+            .any(|m| m.guest == guest && m.verdict == Verdict::Pass)
     }
 
     /// VM `name`'s lines, in order (panics on an unknown name).

@@ -8,23 +8,11 @@
 
 use std::time::Duration;
 
-use stratum_systests::{assert_status, guest_elf, run_stratum, status};
+use stratum_systests::{BENCH_EXIT_ROWS, assert_status, guest_elf, run_stratum, status};
 
 /// The harness kills the run after this long (five short guest runs and
 /// three traced ones).
 const HARD_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The rows broken down.
-const ROWS: [&str; 8] = [
-    "hvc",
-    "gicd_read",
-    "uart_read",
-    "idreg_read",
-    "vtimer_spin",
-    "vtimer_wfi",
-    "ipi",
-    "vm_switch",
-];
 
 /// The categories, as `results.json` names them.
 const CATEGORIES: [&str; 10] = [
@@ -82,7 +70,8 @@ fn every_row_is_broken_down_and_adds_up() {
     );
     let json = std::fs::read_to_string(out.join("results.json")).expect("results.json written");
     let section = &json[json.find("\"breakdown\": [").expect("a breakdown section")..];
-    for op in ROWS {
+    // The rows broken down: the exit rows, and the VM switch.
+    for op in BENCH_EXIT_ROWS.into_iter().chain(["vm_switch"]) {
         let row = section
             .lines()
             .find(|l| l.contains(&format!("{{\"op\": \"{op}\"")))

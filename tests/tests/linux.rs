@@ -1633,26 +1633,12 @@ fn zcu102_runs_the_three_vms_config_unchanged() {
     let config = stratum_systests::config_with_guests("three-vms");
     let run = stratum_systests::run_config(&config, CLI_TIMEOUT, &["--board", "zcu102"], None);
     let _ = std::fs::remove_file(&config);
-    assert_status(&run, status::OK, "three-vms on the zcu102");
     let vms = stratum_systests::split_by_tag(&run.console, &["alpha", "beta", "gamma"])
         .unwrap_or_else(|e| panic!("{e}\n{}", run.describe()));
-    for needle in ["image at 0x200000", "Cortex-A53", "3 CPUs online"] {
-        assert!(
-            vms.untagged.iter().any(|(_, l)| l.contains(needle)),
-            "no hypervisor line with `{needle}`\n{}",
-            run.describe()
-        );
-    }
-    for (vm, ticks) in [("alpha", 25), ("beta", 18)] {
-        let want: Vec<u64> = (1..=ticks).collect();
-        assert_eq!(vms.ticks(vm), want, "{vm}\n{}", run.describe());
-    }
-    assert!(
-        vms.markers("gamma")
-            .iter()
-            .any(|m| m.guest == "hello" && m.verdict == stratum_systests::Verdict::Pass),
-        "gamma passes\n{}",
-        run.describe()
+    stratum_systests::assert_three_vms_ran(
+        &run,
+        &vms,
+        &["image at 0x200000", "Cortex-A53", "3 CPUs online"],
     );
 }
 
@@ -1689,15 +1675,7 @@ fn bench_exit_rows_on_the_zcu102() {
     );
     let json = std::fs::read_to_string(out.join("results.json")).expect("results.json written");
     assert!(json.contains("\"board\": \"zcu102\""), "{json}");
-    for op in [
-        "hvc",
-        "gicd_read",
-        "uart_read",
-        "idreg_read",
-        "vtimer_spin",
-        "vtimer_wfi",
-        "ipi",
-    ] {
+    for op in stratum_systests::BENCH_EXIT_ROWS {
         let row = json
             .lines()
             .find(|l| l.contains(&format!("\"op\": \"{op}\"")))
@@ -1745,9 +1723,7 @@ fn zcu102_uart_passed_through_to_a_guest() {
     let vms = stratum_systests::split_by_tag(&run.console, &["uart", "ticker"])
         .unwrap_or_else(|e| panic!("{e}\n{}", run.describe()));
     assert!(
-        vms.markers("uart")
-            .iter()
-            .any(|m| m.guest == "uartpass" && m.verdict == stratum_systests::Verdict::Pass),
+        vms.passed("uart", "uartpass"),
         "uartpass passes\n{}",
         run.describe()
     );

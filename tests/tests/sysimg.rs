@@ -16,8 +16,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use stratum_systests::{
-    Run, Verdict, assert_status, config_with_guests, run_command, run_command_with_script,
-    split_by_tag, status, stratum_bin,
+    Run, assert_status, assert_three_vms_ran, config_with_guests, run_command,
+    run_command_with_script, split_by_tag, status, stratum_bin,
 };
 
 /// Timeout of one boot (three VMs on three emulated CPUs, plus U-Boot).
@@ -60,28 +60,13 @@ fn qemu() -> Command {
 /// found its bundle inside it, and ran all three VMs to the end.
 #[track_caller]
 fn check_three_vms(run: &Run, address: u64) {
-    assert_status(run, status::OK, "three-vms from a system image");
     let split = split_by_tag(&run.console, &["alpha", "beta", "gamma"])
         .unwrap_or_else(|e| panic!("{e}\n{}", run.describe()));
-    let hyp = |needle: &str| split.untagged.iter().any(|(_, l)| l.contains(needle));
     let banner = format!("hypervisor at EL2, image at {address:#x}");
-    assert!(hyp(&banner), "no `{banner}`\n{}", run.describe());
-    assert!(
-        hyp("inside the system image") && hyp("3 CPUs online"),
-        "bundle not found in the image, or CPUs missing\n{}",
-        run.describe()
-    );
-    for (vm, ticks) in [("alpha", 25), ("beta", 18)] {
-        let want: Vec<u64> = (1..=ticks).collect();
-        assert_eq!(split.ticks(vm), want, "{vm}\n{}", run.describe());
-    }
-    assert!(
-        split
-            .markers("gamma")
-            .iter()
-            .any(|m| m.guest == "hello" && m.verdict == Verdict::Pass),
-        "gamma did not pass\n{}",
-        run.describe()
+    assert_three_vms_ran(
+        run,
+        &split,
+        &[&banner, "inside the system image", "3 CPUs online"],
     );
 }
 

@@ -15,9 +15,9 @@
 #![no_std]
 #![no_main]
 
-use stratum_guests::gic::INTID_VTIMER;
 use stratum_guests::global::Global;
-use stratum_guests::{Checks, gic, irq, mmio, println, timer};
+use stratum_guests::passthrough::{self, dtb_contains};
+use stratum_guests::{Checks, gic, mmio, println};
 
 stratum_guests::entry!("rtcpass", main);
 
@@ -37,7 +37,6 @@ const Y2020: u32 = 1_577_836_800;
 const TIMEOUT_US: u64 = 5_000_000;
 
 static RTC_IRQS: Global<u32> = Global::new(0);
-static TIMED_OUT: Global<bool> = Global::new(false);
 static MIS_SEEN: Global<u32> = Global::new(0);
 
 fn rtc_read(off: usize) -> u32 {
@@ -52,9 +51,7 @@ fn rtc_write(off: usize, value: u32) {
 }
 
 fn handler(intid: u32) {
-    if intid == INTID_VTIMER {
-        timer::set_vtimer_ctl(0);
-        TIMED_OUT.set(true);
+    if passthrough::timed_out_by(intid) {
         return;
     }
     if intid != RTC_INTID {
@@ -64,17 +61,6 @@ fn handler(intid: u32) {
     rtc_write(RTCIMSC, 0);
     rtc_write(RTCICR, 1);
     RTC_IRQS.set(RTC_IRQS.get() + 1);
-}
-
-/// Whether the device tree blob at `dtb` holds `needle` (the compatible
-/// string of a node the hypervisor generated).
-fn dtb_contains(dtb: usize, needle: &[u8]) -> bool {
-    // SAFETY: by the boot protocol x0 points at the DTB in guest RAM, which
-    // nothing writes; `blob_at` checks its header before sizing the slice.
-    match unsafe { stratum_guests::fdt::blob_at(dtb) } {
-        Ok(blob) => blob.windows(needle.len()).any(|w| w == needle),
-        Err(_) => false,
-    }
 }
 
 fn main(dtb: usize) -> ! {
@@ -102,24 +88,18 @@ fn main(dtb: usize) -> ! {
     println!("rtc time: {now} s since 1970");
     c.check("the RTC holds a real date", now > Y2020);
 
-    irq::set_handler(Some(handler));
-    g.set_priority(RTC_INTID, 0x80);
-    g.set_edge(RTC_INTID, false);
-    g.route_to_self(RTC_INTID);
-    g.enable(RTC_INTID);
-    g.set_priority(INTID_VTIMER, 0x80);
-    g.enable(INTID_VTIMER);
-    let deadline = timer::deadline_us(TIMEOUT_US);
-    timer::set_vtimer_cval(deadline);
-    timer::set_vtimer_ctl(timer::CTL_ENABLE);
-    rtc_write(RTCICR, 1);
-    rtc_write(RTCMR, now.wrapping_add(1));
-    rtc_write(RTCIMSC, 1);
-    let (got, wfis) = irq::wfi_until(deadline, || RTC_IRQS.get() > 0 || TIMED_OUT.get());
-    timer::set_vtimer_ctl(0);
-    g.disable(RTC_INTID);
-    g.disable(INTID_VTIMER);
-    irq::set_handler(None);
+    let (got, wfis) = passthrough::await_spi(
+        &g,
+        RTC_INTID,
+        TIMEOUT_US,
+        handler,
+        || {
+            rtc_write(RTCICR, 1);
+            rtc_write(RTCMR, now.wrapping_add(1));
+            rtc_write(RTCIMSC, 1);
+        },
+        || RTC_IRQS.get() > 0,
+    );
     println!(
         "rtc alarm: {} interrupt(s), RTCMIS {:#x} in the handler, {wfis} wfi wake-ups",
         RTC_IRQS.get(),

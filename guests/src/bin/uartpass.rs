@@ -14,9 +14,9 @@
 #![no_std]
 #![no_main]
 
-use stratum_guests::gic::INTID_VTIMER;
 use stratum_guests::global::Global;
-use stratum_guests::{Checks, gic, irq, mmio, println, timer};
+use stratum_guests::passthrough::{self, dtb_contains};
+use stratum_guests::{Checks, gic, mmio, println, timer};
 
 stratum_guests::entry!("uartpass", main);
 
@@ -48,7 +48,6 @@ const LINE: &[u8] = b"uartpass: written through the passed-through Cadence UART\
 const TIMEOUT_US: u64 = 5_000_000;
 
 static UART_IRQS: Global<u32> = Global::new(0);
-static TIMED_OUT: Global<bool> = Global::new(false);
 static ISR_SEEN: Global<u32> = Global::new(0);
 
 fn read(off: usize) -> u32 {
@@ -63,9 +62,7 @@ fn write(off: usize, value: u32) {
 }
 
 fn handler(intid: u32) {
-    if intid == INTID_VTIMER {
-        timer::set_vtimer_ctl(0);
-        TIMED_OUT.set(true);
+    if passthrough::timed_out_by(intid) {
         return;
     }
     if intid != UART_INTID {
@@ -76,16 +73,6 @@ fn handler(intid: u32) {
     write(IDR, INT_TEMPTY);
     write(ISR, isr);
     UART_IRQS.set(UART_IRQS.get() + 1);
-}
-
-/// Whether the device tree blob at `dtb` holds `needle`.
-fn dtb_contains(dtb: usize, needle: &[u8]) -> bool {
-    // SAFETY: by the boot protocol x0 points at the DTB in guest RAM, which
-    // nothing writes; `blob_at` checks its header before sizing the slice.
-    match unsafe { stratum_guests::fdt::blob_at(dtb) } {
-        Ok(blob) => blob.windows(needle.len()).any(|w| w == needle),
-        Err(_) => false,
-    }
 }
 
 fn main(dtb: usize) -> ! {
@@ -112,23 +99,17 @@ fn main(dtb: usize) -> ! {
     while read(SR) & SR_TXEMPTY == 0 && timer::counter() < drained {}
     c.check("the line drained from the FIFO", read(SR) & SR_TXEMPTY != 0);
 
-    irq::set_handler(Some(handler));
-    g.set_priority(UART_INTID, 0x80);
-    g.set_edge(UART_INTID, false);
-    g.route_to_self(UART_INTID);
-    g.enable(UART_INTID);
-    g.set_priority(INTID_VTIMER, 0x80);
-    g.enable(INTID_VTIMER);
-    let deadline = timer::deadline_us(TIMEOUT_US);
-    timer::set_vtimer_cval(deadline);
-    timer::set_vtimer_ctl(timer::CTL_ENABLE);
-    write(ISR, INT_TEMPTY);
-    write(IER, INT_TEMPTY);
-    let (got, wfis) = irq::wfi_until(deadline, || UART_IRQS.get() > 0 || TIMED_OUT.get());
-    timer::set_vtimer_ctl(0);
-    g.disable(UART_INTID);
-    g.disable(INTID_VTIMER);
-    irq::set_handler(None);
+    let (got, wfis) = passthrough::await_spi(
+        &g,
+        UART_INTID,
+        TIMEOUT_US,
+        handler,
+        || {
+            write(ISR, INT_TEMPTY);
+            write(IER, INT_TEMPTY);
+        },
+        || UART_IRQS.get() > 0,
+    );
     println!(
         "uartpass: {} interrupt(s), ISR {:#x} in the handler, {wfis} wfi wake-ups",
         UART_IRQS.get(),
