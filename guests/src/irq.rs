@@ -108,3 +108,52 @@ pub fn wfi_until(deadline: u64, mut done: impl FnMut() -> bool) -> (bool, u32) {
         enable();
     }
 }
+
+/// Set when [`await_spi`]'s bound expired.
+static TIMED_OUT: crate::global::Global<bool> = crate::global::Global::new(false);
+
+/// For the IRQ handler of a guest in [`await_spi`]: whether `intid` is the
+/// bound's timer (then it is handled: the timer stops and the wait ends).
+pub fn timed_out_by(intid: u32) -> bool {
+    if intid != crate::gic::INTID_VTIMER {
+        return false;
+    }
+    crate::timer::set_vtimer_ctl(0);
+    TIMED_OUT.set(true);
+    true
+}
+
+/// Waits up to `timeout_us` for level-sensitive SPI `intid`: sets
+/// `handler` as the IRQ handler, enables the SPI (priority 0x80, routed
+/// here) and the bound's timer, runs `arm` (which makes the device raise
+/// it), and waits in WFI until `done()` or the bound; then disables both
+/// and removes the handler. Returns whether `done()` held and the WFI
+/// wake-ups.
+pub fn await_spi(
+    g: &crate::gic::Gic,
+    intid: u32,
+    timeout_us: u64,
+    handler: fn(u32),
+    arm: impl FnOnce(),
+    done: impl Fn() -> bool,
+) -> (bool, u32) {
+    TIMED_OUT.set(false);
+    set_handler(Some(handler));
+    g.set_priority(intid, 0x80);
+    g.set_edge(intid, false);
+    g.route_to_self(intid);
+    g.enable(intid);
+    let vtimer = crate::gic::INTID_VTIMER;
+    g.set_priority(vtimer, 0x80);
+    g.enable(vtimer);
+    let deadline = crate::timer::deadline_us(timeout_us);
+    crate::timer::set_vtimer_cval(deadline);
+    crate::timer::set_vtimer_ctl(crate::timer::CTL_ENABLE);
+    arm();
+    let (got, wfis) = wfi_until(deadline, || done() || TIMED_OUT.get());
+    crate::timer::set_vtimer_ctl(0);
+    g.disable(intid);
+    g.disable(vtimer);
+    set_handler(None);
+    (got && done(), wfis)
+}

@@ -16,8 +16,8 @@
 #![no_main]
 
 use stratum_guests::global::Global;
-use stratum_guests::passthrough::{self, dtb_contains};
-use stratum_guests::{Checks, gic, mmio, println};
+use stratum_guests::passthrough::dtb_contains;
+use stratum_guests::{Checks, gic, irq, mmio, println};
 
 stratum_guests::entry!("rtcpass", main);
 
@@ -51,7 +51,7 @@ fn rtc_write(off: usize, value: u32) {
 }
 
 fn handler(intid: u32) {
-    if passthrough::timed_out_by(intid) {
+    if irq::timed_out_by(intid) {
         return;
     }
     if intid != RTC_INTID {
@@ -88,7 +88,7 @@ fn main(dtb: usize) -> ! {
     println!("rtc time: {now} s since 1970");
     c.check("the RTC holds a real date", now > Y2020);
 
-    let (got, wfis) = passthrough::await_spi(
+    let (got, wfis) = irq::await_spi(
         &g,
         RTC_INTID,
         TIMEOUT_US,

@@ -15,9 +15,8 @@
 #![no_main]
 
 use stratum_guests::console::{FR_RXFE, PL011_BASE, UARTDR, UARTFR};
-use stratum_guests::gic::INTID_VTIMER;
 use stratum_guests::global::{Global, GlobalArray};
-use stratum_guests::{Checks, gic, irq, mmio, print, println, timer};
+use stratum_guests::{Checks, gic, irq, mmio, print, println};
 
 stratum_guests::entry!("uartirq", main);
 
@@ -42,7 +41,6 @@ const BUF_LEN: usize = 64;
 static BUF: GlobalArray<u8, BUF_LEN> = GlobalArray::new(0);
 static LEN: Global<usize> = Global::new(0);
 static GOT_LINE: Global<bool> = Global::new(false);
-static TIMED_OUT: Global<bool> = Global::new(false);
 static UART_IRQS: Global<u32> = Global::new(0);
 static TX_IRQS: Global<u32> = Global::new(0);
 static UART_BASE: Global<usize> = Global::new(PL011_BASE);
@@ -75,9 +73,7 @@ fn line_seen(len: usize) -> bool {
 }
 
 fn handler(intid: u32) {
-    if intid == INTID_VTIMER {
-        timer::set_vtimer_ctl(0);
-        TIMED_OUT.set(true);
+    if irq::timed_out_by(intid) {
         return;
     }
     if intid != UART_INTID.get() {
@@ -120,24 +116,18 @@ fn main(dtb: usize) -> ! {
         None => println!("pl011: assuming {PL011_BASE:#x}, INTID 33"),
     }
     let intid = UART_INTID.get();
-    irq::set_handler(Some(handler));
-    g.set_priority(intid, 0x80);
-    g.set_edge(intid, false);
-    g.route_to_self(intid);
-    g.enable(intid);
-    g.set_priority(INTID_VTIMER, 0x80);
-    g.enable(INTID_VTIMER);
-    let deadline = timer::deadline_us(TIMEOUT_US);
-    timer::set_vtimer_cval(deadline);
-    timer::set_vtimer_ctl(timer::CTL_ENABLE);
-    uart_write(UARTIMSC, RXIM | RTIM);
-
-    println!("uartirq: ready for input");
-    let (got, wfis) = irq::wfi_until(deadline, || GOT_LINE.get() || TIMED_OUT.get());
+    let (got, wfis) = irq::await_spi(
+        &g,
+        intid,
+        TIMEOUT_US,
+        handler,
+        || {
+            uart_write(UARTIMSC, RXIM | RTIM);
+            println!("uartirq: ready for input");
+        },
+        || GOT_LINE.get(),
+    );
     uart_write(UARTIMSC, 0);
-    timer::set_vtimer_ctl(0);
-    g.disable(intid);
-    g.disable(INTID_VTIMER);
     let got = got && GOT_LINE.get();
     println!("{} UART interrupts, {wfis} wfi wake-ups", UART_IRQS.get());
     if got {
@@ -153,25 +143,23 @@ fn main(dtb: usize) -> ! {
     c.check("UART interrupts taken", UART_IRQS.get() > 0);
 
     // Transmit: only TXIM unmasked, one byte written, one interrupt.
-    g.enable(intid);
-    g.enable(INTID_VTIMER);
-    let deadline = timer::deadline_us(TIMEOUT_US);
-    timer::set_vtimer_cval(deadline);
-    timer::set_vtimer_ctl(timer::CTL_ENABLE);
-    TIMED_OUT.set(false);
-    uart_write(UARTICR, TXIM);
-    uart_write(UARTIMSC, TXIM);
-    uart_write(UARTDR, u32::from(b'\n'));
-    let (tx, _) = irq::wfi_until(deadline, || TX_IRQS.get() > 0 || TIMED_OUT.get());
+    let (tx, _) = irq::await_spi(
+        &g,
+        intid,
+        TIMEOUT_US,
+        handler,
+        || {
+            uart_write(UARTICR, TXIM);
+            uart_write(UARTIMSC, TXIM);
+            uart_write(UARTDR, u32::from(b'\n'));
+        },
+        || TX_IRQS.get() > 0,
+    );
     uart_write(UARTIMSC, 0);
-    timer::set_vtimer_ctl(0);
-    g.disable(intid);
-    g.disable(INTID_VTIMER);
     println!("uartirq: {} transmit interrupt(s)", TX_IRQS.get());
     c.check(
         "transmit interrupt (TXMIS) after writing UARTDR",
         tx && TX_IRQS.get() == 1,
     );
-    irq::set_handler(None);
     c.finish()
 }

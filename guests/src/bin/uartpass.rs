@@ -15,8 +15,8 @@
 #![no_main]
 
 use stratum_guests::global::Global;
-use stratum_guests::passthrough::{self, dtb_contains};
-use stratum_guests::{Checks, gic, mmio, println, timer};
+use stratum_guests::passthrough::dtb_contains;
+use stratum_guests::{Checks, gic, irq, mmio, println, timer};
 
 stratum_guests::entry!("uartpass", main);
 
@@ -62,7 +62,7 @@ fn write(off: usize, value: u32) {
 }
 
 fn handler(intid: u32) {
-    if passthrough::timed_out_by(intid) {
+    if irq::timed_out_by(intid) {
         return;
     }
     if intid != UART_INTID {
@@ -99,7 +99,7 @@ fn main(dtb: usize) -> ! {
     while read(SR) & SR_TXEMPTY == 0 && timer::counter() < drained {}
     c.check("the line drained from the FIFO", read(SR) & SR_TXEMPTY != 0);
 
-    let (got, wfis) = passthrough::await_spi(
+    let (got, wfis) = irq::await_spi(
         &g,
         UART_INTID,
         TIMEOUT_US,
