@@ -9,13 +9,103 @@
 //! phandles); each node's path (from its ancestors) finds a node of that
 //! name, and each phandle finds a node carrying it; and writing the tree
 //! back with `FdtWriter` (node by node, property by property) gives a tree
-//! that reads back the same.
+//! that reads back the same; and EL2's map of an accepted platform
+//! (`el2map::plan`) is Normal exactly where its RAM is.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use stratum_core::fdt::{Fdt, FdtWriter, Node};
 use stratum_core::guest_dt;
 use stratum_core::platform::Platform;
+
+/// EL2's map of an accepted platform (`el2map::plan`, the image at the
+/// first bank's first 2 MiB): when it lays one out, every 2 MiB block of
+/// the first 256 GiB maps to itself, as Normal memory exactly when a bank
+/// covers it whole and no `no-map` reservation touches it, else as Device
+/// and execute-never.
+fn el2_map(platform: &Platform<'_>) {
+    use stratum_core::el2map::{self, L2_TABLES, TABLE_ENTRIES};
+    const GIB: u64 = 1 << 30;
+    const BLOCK: u64 = 2 << 20;
+    let Some(first) = platform.memory().first() else {
+        return;
+    };
+    let image = first.base.0.next_multiple_of(BLOCK);
+    let mut l1 = Box::new([0u64; TABLE_ENTRIES]);
+    let mut l2 = Box::new([[0u64; TABLE_ENTRIES]; L2_TABLES]);
+    let l2_base = 0x4000_0000;
+    let laid = el2map::plan(
+        platform.memory(),
+        platform.reserved(),
+        image..image.saturating_add(1),
+        &mut l1,
+        &mut l2,
+        l2_base,
+    );
+    if laid.is_err() {
+        return;
+    }
+    let ram = |at: u64| {
+        let end = at + BLOCK;
+        platform
+            .memory()
+            .iter()
+            .any(|r| r.base.0 <= at && end <= r.base.0.saturating_add(r.size))
+            && !platform.reserved().iter().any(|r| {
+                r.no_map
+                    && r.region.base.0 < end
+                    && at < r.region.base.0.saturating_add(r.region.size)
+            })
+    };
+    // Every block of a gigabyte split into 2 MiB blocks; of a gigabyte
+    // mapped whole, its first and last blocks and those where a bank or a
+    // reservation starts or ends (where a wrong answer would be).
+    let edges: Vec<u64> = platform
+        .memory()
+        .iter()
+        .map(|r| (r.base.0, r.size))
+        .chain(
+            platform
+                .reserved()
+                .iter()
+                .map(|r| (r.region.base.0, r.region.size)),
+        )
+        .flat_map(|(base, size)| [base, base.saturating_add(size).saturating_sub(1)])
+        .map(|a| a & !(BLOCK - 1))
+        .collect();
+    let mut probes: Vec<u64> = Vec::new();
+    for g in 0..el2map::L1_ENTRIES as u64 {
+        let (start, end) = (g * GIB, (g + 1) * GIB);
+        if l1[g as usize] & 0b11 == 0b11 {
+            probes.extend((start..end).step_by(BLOCK as usize));
+        } else {
+            probes.extend([start, end - BLOCK]);
+            probes.extend(edges.iter().copied().filter(|&e| (start..end).contains(&e)));
+        }
+    }
+    for at in probes {
+        let top = l1[(at / GIB) as usize];
+        let desc = if top & 0b11 == 0b11 {
+            let table = ((top & !0xfff) - l2_base) / 4096;
+            l2[table as usize][((at % GIB) / BLOCK) as usize]
+        } else {
+            top
+        };
+        let size = if top & 0b11 == 0b11 { BLOCK } else { GIB };
+        assert_eq!(
+            desc & ((1 << 48) - 1) & !(size - 1),
+            at & !(size - 1),
+            "identity at {at:#x}"
+        );
+        let normal = desc & 0xfff == el2map::NORMAL & 0xfff;
+        assert_eq!(normal, ram(at), "Normal exactly where RAM is, at {at:#x}");
+        assert_eq!(
+            desc & (1 << 54) == 0,
+            normal,
+            "only RAM executable, at {at:#x}"
+        );
+    }
+}
 
 /// One node as the reader saw it: depth, name, properties.
 type Flat = Vec<(usize, String, Vec<(String, Vec<u8>)>)>;
@@ -127,6 +217,7 @@ fuzz_target!(|data: &[u8]| {
     query(&fdt);
     if let Ok(platform) = Platform::from_fdt(&fdt) {
         let _ = (platform.memory().len(), platform.cpus().len());
+        el2_map(&platform);
     }
 
     // Write the tree back and read it again.
