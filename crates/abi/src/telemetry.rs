@@ -29,7 +29,8 @@
 //! slightly different moments.
 
 /// Physical address the hypervisor `Image` is linked at, and where QEMU
-/// `virt`'s `-kernel` (so `stratum run`) loads it.
+/// `virt`'s `-kernel` (so `stratum run`) loads it (other boards load it
+/// at their RAM + 2 MiB: the host tool's `Board::image_load_address`).
 pub const HYPERVISOR_LOAD_ADDRESS: u64 = 0x4020_0000;
 /// Offset in the `Image` header of the telemetry block's address.
 pub const IMAGE_HEADER_TELEMETRY: u64 = 0x20;

@@ -85,6 +85,9 @@ pub struct Snapshot {
     pub rings: Vec<RingDesc>,
 }
 
+use crate::config::Board;
+use clap::ValueEnum as _;
+
 fn bad(message: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::Hypervisor,
@@ -92,22 +95,39 @@ fn bad(message: impl std::fmt::Display) -> Error {
     )
 }
 
-/// The address of the telemetry block, from the hypervisor's `Image` header.
+/// The address of the telemetry block, from the hypervisor's `Image` header
+/// where the run's QEMU loaded it: the first of the boards' load addresses
+/// ([`crate::config::Board::image_load_address`]: `virt`'s 0x4020_0000,
+/// the ZCU102's 0x20_0000) that holds an arm64 `Image` header naming a
+/// block with the telemetry magic.
 pub fn locate(mem: &mut impl PhysMem) -> Result<u64> {
-    let header = mem.read(layout::HYPERVISOR_LOAD_ADDRESS, 0x40)?;
-    let magic = le_u32(&header, layout::IMAGE_HEADER_MAGIC as usize);
-    if magic != Some(u32::from_le_bytes(*b"ARM\x64")) {
-        return Err(bad(format!(
-            "no arm64 Image header at {:#x}: is this a Stratum hypervisor?",
-            layout::HYPERVISOR_LOAD_ADDRESS
-        )));
+    let candidates = Board::value_variants()
+        .iter()
+        .map(|b| b.image_load_address());
+    let mut tried = Vec::new();
+    for at in candidates {
+        tried.push(format!("{at:#x}"));
+        let Ok(header) = mem.read(at, 0x40) else {
+            continue;
+        };
+        let magic = le_u32(&header, layout::IMAGE_HEADER_MAGIC as usize);
+        if magic != Some(u32::from_le_bytes(*b"ARM\x64")) {
+            continue;
+        }
+        // Another board's address may hold a guest's kernel `Image` (RAM
+        // there): only a header naming a telemetry block counts.
+        let Some(addr) = le_u64(&header, layout::IMAGE_HEADER_TELEMETRY as usize) else {
+            continue;
+        };
+        let block_magic = mem.read(addr, 8).ok().and_then(|b| le_u64(&b, 0));
+        if addr != 0 && block_magic == Some(layout::MAGIC) {
+            return Ok(addr);
+        }
     }
-    match le_u64(&header, layout::IMAGE_HEADER_TELEMETRY as usize) {
-        Some(0) | None => Err(bad(
-            "the hypervisor's Image header names none (a hypervisor older than stats?)",
-        )),
-        Some(addr) => Ok(addr),
-    }
+    Err(bad(format!(
+        "no Stratum hypervisor header (an arm64 Image naming a telemetry block) at {}",
+        tried.join(" or ")
+    )))
 }
 
 /// Reads and decodes the block of the machine behind `mem`.
@@ -392,6 +412,28 @@ pub(crate) mod tests {
                 head: 20
             }]
         );
+    }
+
+    #[test]
+    fn the_header_is_found_where_each_board_loads_the_image() {
+        // The ZCU102 loads it at RAM (0) + 2 MiB; nothing at virt's address.
+        let mut zcu102 = FakeMem(vec![
+            (0x20_0000, image_header(0x21_0000)),
+            (0x21_0000, block(None)),
+        ]);
+        assert_eq!(locate(&mut zcu102).expect("found"), 0x21_0000);
+        assert_eq!(
+            read_snapshot(&mut zcu102).expect("decodes").address,
+            0x21_0000
+        );
+        let e = locate(&mut FakeMem::default()).expect_err("nothing anywhere");
+        assert!(e.to_string().contains("at 0x40200000 or 0x200000"), "{e}");
+        // A guest's kernel Image at virt's address (RAM on the ZCU102),
+        // naming no telemetry block, is passed over.
+        zcu102
+            .0
+            .push((layout::HYPERVISOR_LOAD_ADDRESS, image_header(0)));
+        assert_eq!(locate(&mut zcu102).expect("found past it"), 0x21_0000);
     }
 
     #[test]

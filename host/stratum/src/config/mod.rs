@@ -196,6 +196,12 @@ impl Board {
         }
     }
 
+    /// Where QEMU's `-kernel` loads the system image on this board: RAM +
+    /// 2 MiB (text_offset 0), where `stratum stats` finds its header.
+    pub fn image_load_address(self) -> u64 {
+        self.ram_base() + 2 * MIB
+    }
+
     /// Most host RAM the board takes. QEMU's `xlnx-zcu102` rewrites the DT's
     /// memory node as one bank from 0, which is right only up to its 2 GiB
     /// low DDR.
