@@ -264,9 +264,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// The board Stratum runs on (default virt). With zcu102 the exit-path
-    /// rows run on QEMU's ZCU102 model (Cortex-A53, GIC-400), beside bare
-    /// QEMU `virt` with the same CPU and GIC; the Linux and network rows
-    /// and the breakdown are measured on virt only.
+    /// rows and their breakdown run on QEMU's ZCU102 model (Cortex-A53,
+    /// GIC-400), beside bare QEMU `virt` with the same CPU and GIC; the
+    /// Linux and network rows are measured on virt only.
     #[arg(long, value_name = "BOARD")]
     pub board: Option<Board>,
     /// GIC version of the emulated host (default 3; 2 on the ZCU102).

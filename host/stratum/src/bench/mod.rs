@@ -467,6 +467,10 @@ fn run_breakdown(
         ],
         scratch,
         timeout: opts.timeout,
+        el2_offset: opts
+            .board
+            .image_load_address()
+            .wrapping_sub(stratum_abi::telemetry::HYPERVISOR_LOAD_ADDRESS),
     })
 }
 
@@ -748,8 +752,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<Report> {
         .map_err(|e| Error::environment(format!("cannot create {}: {e}", scratch.0.display())))?;
     let runs = run_guests(opts, &guest, &scratch.0)?;
     // Off `virt`, the bare-QEMU reference of Linux would need the board's
-    // own console and DT, and the breakdown symbolizes EL2 at its link
-    // address, where only `virt` loads it.
+    // own console and DT.
     let off_virt = (opts.board != Board::Virt)
         .then(|| format!("measured on virt only (this run: {})", opts.board.name()));
     let (linux, workload, network) = if let Some(why) = &off_virt {
@@ -778,10 +781,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<Report> {
     };
     let mut report = assemble(&runs, linux, workload, opts)?;
     report.net = network;
-    report.breakdown = match off_virt {
-        Some(why) => breakdown::Breakdown::NotMeasured(why),
-        None => run_breakdown(opts, &guest, &scratch.0)?,
-    };
+    report.breakdown = run_breakdown(opts, &guest, &scratch.0)?;
     print!("{}", report::table(&report));
     fs::create_dir_all(&opts.out_dir).map_err(|e| {
         Error::environment(format!("cannot create {}: {e}", opts.out_dir.display()))

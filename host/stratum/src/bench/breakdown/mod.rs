@@ -230,6 +230,10 @@ pub struct TraceSetup<'a> {
     pub scratch: &'a Path,
     /// Per-run timeout.
     pub timeout: Duration,
+    /// How far from its link address the board's loader puts the
+    /// hypervisor (runtime − link, wrapping; 0 on `virt`): the trace's EL2
+    /// PCs are the runtime ones, the ELF's symbols the link-time ones.
+    pub el2_offset: u64,
 }
 
 /// Traces the bench guest and breaks every row down.
@@ -240,12 +244,13 @@ pub fn measure(setup: TraceSetup<'_>) -> Result<Breakdown> {
         configs,
         scratch,
         timeout,
+        el2_offset,
     } = setup;
     let symbolizer = find_symbolizer()?;
     let hyp_elf = hypervisor_elf(hypervisor, scratch)?;
     let hyp_bytes = read(&hyp_elf)?;
     let guest_bytes = read(guest)?;
-    let markers = markers(&hyp_bytes, &guest_bytes)?;
+    let markers = markers(&hyp_bytes, &guest_bytes)?.relocated(el2_offset);
     let mut rows = Vec::new();
     let mut pcs: HashSet<u64> = HashSet::new();
     let mut chosen: Vec<Chosen> = Vec::new();
@@ -329,7 +334,8 @@ pub fn measure(setup: TraceSetup<'_>) -> Result<Breakdown> {
     }
     let mut pcs: Vec<u64> = pcs.into_iter().collect();
     pcs.sort_unstable();
-    let frames = symbolize(&symbolizer, &hyp_elf, &pcs)?;
+    let link_pcs: Vec<u64> = pcs.iter().map(|pc| pc.wrapping_sub(el2_offset)).collect();
+    let frames = symbolize(&symbolizer, &hyp_elf, &link_pcs)?;
     let categories: HashMap<u64, Category> = pcs
         .iter()
         .zip(&frames)

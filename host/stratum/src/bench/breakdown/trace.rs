@@ -125,6 +125,19 @@ pub struct Markers {
     pub rows: Vec<RowMarker>,
 }
 
+impl Markers {
+    /// The markers of a hypervisor running `offset` bytes (wrapping) from
+    /// its link address: its code range and `wfi`s move, the guest's
+    /// addresses do not.
+    pub fn relocated(self, offset: u64) -> Self {
+        Self {
+            el2: self.el2.start.wrapping_add(offset)..self.el2.end.wrapping_add(offset),
+            halts: self.halts.iter().map(|h| h.wrapping_add(offset)).collect(),
+            ..self
+        }
+    }
+}
+
 /// One sample's instructions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Window {
