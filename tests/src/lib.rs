@@ -456,10 +456,45 @@ pub fn pass_hypervisor_env(cmd: &mut Command) {
 }
 
 /// Whether `marker` occurs in the output captured so far (an empty marker
-/// is there at once).
+/// is there at once): as it is, or in one VM's text once the console's tags
+/// are taken out. With several VMs, a line another writer interrupts goes on
+/// under `name + ` ([`CONTINUATION_TAG`]), so a guest's marker can arrive in
+/// pieces between other VMs' lines.
 pub fn input_due(output: &[u8], marker: &str) -> bool {
-    let marker = marker.as_bytes();
-    marker.is_empty() || output.windows(marker.len()).any(|w| w == marker)
+    let needle = marker.as_bytes();
+    if needle.is_empty() || output.windows(needle.len()).any(|w| w == needle) {
+        return true;
+    }
+    // Each VM's text, its pieces joined: `name | ` starts a line of VM
+    // `name`, `name + ` continues its last one.
+    let text = String::from_utf8_lossy(output);
+    let mut streams: Vec<(&str, String)> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        let tagged = [(TAG, true), (CONTINUATION_TAG, false)]
+            .into_iter()
+            .find_map(|(tag, new_line)| {
+                let (name, rest) = line.split_once(tag)?;
+                (!name.is_empty() && !name.contains(char::is_whitespace))
+                    .then_some((name, rest, new_line))
+            });
+        let Some((name, rest, new_line)) = tagged else {
+            continue;
+        };
+        let at = match streams.iter().position(|(n, _)| *n == name) {
+            Some(at) => at,
+            None => {
+                streams.push((name, String::new()));
+                streams.len() - 1
+            }
+        };
+        let text = &mut streams[at].1;
+        if new_line && !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(rest);
+    }
+    streams.iter().any(|(_, text)| text.contains(marker))
 }
 
 /// [`run_command`], with optional console `input`: `(marker, text)` writes
@@ -1105,6 +1140,17 @@ mod tests {
             "ready for input"
         ));
         assert!(input_due(b"\xff\xfeready", "ready"));
+        // A marker that another VM's output cut into pieces (as the shared
+        // console tags them) is there too, and only within one VM.
+        let cut = b"reader | u\r\nsteady | gic: this C\r\nreader + artirq: re\r\n\
+                    steady + PU's\r\nreader + ady for input\r\n";
+        assert!(input_due(cut, "uartirq: ready for input"));
+        assert!(input_due(cut, "gic: this CPU's"));
+        assert!(!input_due(cut, "ugic"), "no text across two VMs");
+        assert!(!input_due(
+            b"reader | uart\r\nsteady | irq: ready\r\n",
+            "uartirq: ready"
+        ));
     }
 
     #[cfg(unix)]
