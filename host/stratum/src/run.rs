@@ -243,14 +243,15 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
 }
 
 /// Writes the system image of the hypervisor `Image` at `hypervisor` and
-/// `bundle` to `out` ([`crate::sysimg::system_image`]).
-pub fn write_system_image(hypervisor: &Path, bundle: &[u8], out: &Path) -> Result<()> {
+/// `bundle` to `out` ([`crate::sysimg::system_image`]); returns its bytes.
+pub fn write_system_image(hypervisor: &Path, bundle: &[u8], out: &Path) -> Result<Vec<u8>> {
     let plain = fs::read(hypervisor)
         .map_err(|e| Error::environment(format!("cannot read {}: {e}", hypervisor.display())))?;
     let image = crate::sysimg::system_image(&plain, bundle)
         .map_err(|e| e.context(format!("{}", hypervisor.display())))?;
-    fs::write(out, image)
-        .map_err(|e| Error::environment(format!("cannot write {}: {e}", out.display())))
+    fs::write(out, &image)
+        .map_err(|e| Error::environment(format!("cannot write {}: {e}", out.display())))?;
+    Ok(image)
 }
 
 /// Collects the exit trace of the QEMU that will listen on `socket`, until
@@ -652,10 +653,11 @@ fn wait(
 }
 
 /// A private temporary directory, removed on drop.
-struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    fn new() -> Result<Self> {
+    /// A new, empty one.
+    pub(crate) fn new() -> Result<Self> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -665,7 +667,8 @@ impl ScratchDir {
         Ok(Self(dir))
     }
 
-    fn path(&self) -> &Path {
+    /// Where it is.
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -4,7 +4,6 @@
 //! what is inside ([`inspect`]).
 
 use std::fmt::Write as _;
-use std::fs;
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
@@ -13,7 +12,7 @@ use stratum_abi::sysimg::{self, Header};
 
 use crate::hypervisor::HypervisorSource;
 use crate::kernel::build_bundle_with_flags;
-use crate::run::write_system_image;
+use crate::run::{ScratchDir, write_system_image};
 use crate::{Config, Error, ErrorKind, Result};
 
 /// The system image made of the plain hypervisor `Image` `hypervisor` and
@@ -64,16 +63,10 @@ pub fn build(
     if let Some(warning) = config.identity_warning() {
         eprintln!("stratum: {warning}");
     }
-    let scratch = std::env::temp_dir().join(format!("stratum-build-{}", std::process::id()));
-    fs::create_dir_all(&scratch)
-        .map_err(|e| Error::environment(format!("cannot create {}: {e}", scratch.display())))?;
-    let resolved = HypervisorSource::choose(hypervisor, true).resolve(&scratch);
-    let written = resolved.and_then(|plain| write_system_image(&plain, &bundle, out));
-    let _ = fs::remove_dir_all(&scratch);
-    written?;
-    let bytes = fs::read(out)
-        .map_err(|e| Error::environment(format!("cannot read back {}: {e}", out.display())))?;
-    inspect(&out.display().to_string(), &bytes)
+    let scratch = ScratchDir::new()?;
+    let plain = HypervisorSource::choose(hypervisor, true).resolve(scratch.path())?;
+    let image = write_system_image(&plain, &bundle, out)?;
+    inspect(&out.display().to_string(), &image)
 }
 
 /// The first 16 hex digits of the SHA-256 of `bytes`, and its size.
