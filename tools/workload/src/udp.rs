@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use stratum_abi::workload::UDP_ECHO_STOP as STOP;
 
-use crate::vsock::{first_mismatch, pattern};
+use crate::vsock::{first_mismatch, pattern, spread_len};
 
 /// How long one echo may take.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,14 +80,9 @@ pub fn parse(words: &[&str]) -> Option<Result<Mode, String>> {
     })())
 }
 
-/// Datagram `i`'s length of `n`: from 1 byte (the first) to
-/// [`MAX_DATAGRAM`] (the last), spread over the range in between (7919
-/// is prime to 1472, so `i · 7919 mod 1472` visits every residue).
+/// Datagram `i`'s length of `n`: [`spread_len`] up to [`MAX_DATAGRAM`].
 pub fn datagram_len(i: u32, n: u32) -> usize {
-    if i + 1 == n && n > 1 {
-        return MAX_DATAGRAM;
-    }
-    1 + (i as usize * 7919) % MAX_DATAGRAM
+    spread_len(i, n, MAX_DATAGRAM)
 }
 
 /// Runs `mode`: the line to print and the exit status.

@@ -74,14 +74,20 @@ pub fn parse(words: &[&str]) -> Option<Result<Mode, String>> {
     Some(parsed)
 }
 
-/// Message `i`'s length of `n`: from 1 byte (the first) to
-/// [`MAX_MESSAGE`] (the last), spread over the range in between (7919 is
-/// odd, so `i · 7919 mod 4096` visits every residue).
-pub fn message_len(i: u32, n: u32) -> usize {
+/// Length of item `i` of `n` (a message, a datagram): from 1 byte (the
+/// first) to `max` (the last), spread over the range in between (7919 is
+/// prime, so `i · 7919 mod max` visits every residue for any `max` it does
+/// not divide: 4096, 1472).
+pub fn spread_len(i: u32, n: u32, max: usize) -> usize {
     if i + 1 == n && n > 1 {
-        return MAX_MESSAGE;
+        return max;
     }
-    1 + (i as usize * 7919) % MAX_MESSAGE
+    1 + (i as usize * 7919) % max
+}
+
+/// Message `i`'s length of `n`: [`spread_len`] up to [`MAX_MESSAGE`].
+pub fn message_len(i: u32, n: u32) -> usize {
+    spread_len(i, n, MAX_MESSAGE)
 }
 
 /// Byte `j` of message `i`: differs between neighbouring bytes and
