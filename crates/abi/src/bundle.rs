@@ -682,6 +682,36 @@ fn name_field(raw: &[u8]) -> Option<&str> {
 
 /// Whether `[a, a + a_len)` and `[b, b + b_len)` overlap (no wrap: callers
 /// checked the ends fit in `u64`).
+/// Bytes of one virtio-mmio transport's registers in [`VIRTIO_WINDOW`].
+pub const VIRTIO_STRIDE: u64 = (VIRTIO_WINDOW.end - VIRTIO_WINDOW.start) / VIRTIO_TRANSPORTS as u64;
+
+/// The virtio-mmio transports (bit `n`: transport `n`) whose 4 KiB page of
+/// [`VIRTIO_WINDOW`] the registers `[base, base + size)` overlap: a
+/// passthrough device there takes all of them (stage 2 maps pages).
+pub fn virtio_pages_taken(base: u64, size: u64) -> u32 {
+    (0..VIRTIO_TRANSPORTS)
+        .filter(|&n| {
+            let page = (VIRTIO_WINDOW.start + VIRTIO_STRIDE * u64::from(n)) & !(PAGE_SIZE - 1);
+            overlaps(base, size, page, PAGE_SIZE)
+        })
+        .fold(0, |m, n| m | 1 << n)
+}
+
+/// The virtio-mmio transport whose interrupt SPI `spi` is, if any.
+pub fn virtio_transport_of_spi(spi: u32) -> Option<u32> {
+    spi.checked_sub(VIRTIO_SPI_BASE)
+        .filter(|&n| n < VIRTIO_TRANSPORTS)
+}
+
+/// The virtio-mmio transports (bit `n`: transport `n`) a passthrough device
+/// at `[base, base + size)` with SPIs `spis` takes: those of the pages its
+/// registers overlap ([`virtio_pages_taken`]) and each whose SPI it uses.
+pub fn virtio_taken_by(base: u64, size: u64, spis: &[u32]) -> u32 {
+    spis.iter()
+        .filter_map(|&s| virtio_transport_of_spi(s))
+        .fold(virtio_pages_taken(base, size), |m, n| m | 1 << n)
+}
+
 fn overlaps(a: u64, a_len: u64, b: u64, b_len: u64) -> bool {
     a < b.saturating_add(b_len) && b < a.saturating_add(a_len)
 }
@@ -890,21 +920,12 @@ impl<'a> Bundle<'a> {
                 }
             }
         }
-        // A passthrough device takes the transports of the 4 KiB pages its
-        // registers overlap and those whose SPIs it uses: none may carry
-        // one of its VM's devices.
-        let stride = (VIRTIO_WINDOW.end - VIRTIO_WINDOW.start) / u64::from(VIRTIO_TRANSPORTS);
+        // None of the transports a passthrough device takes may carry one
+        // of its VM's devices.
         for i in 0..self.device_count {
             let d = self.decode_device(i)?;
             let mine = used.get(d.vm as usize).copied().unwrap_or(0);
-            let clash = (0..VIRTIO_TRANSPORTS)
-                .filter(|n| mine & (1 << n) != 0)
-                .any(|n| {
-                    let page = (VIRTIO_WINDOW.start + stride * u64::from(n)) & !(PAGE_SIZE - 1);
-                    overlaps(d.base, d.size, page, PAGE_SIZE)
-                        || d.spis().contains(&(VIRTIO_SPI_BASE + n))
-                });
-            if clash {
+            if virtio_taken_by(d.base, d.size, d.spis()) & mine != 0 {
                 return Err(BundleError::VirtioClash { device: i });
             }
         }
@@ -2043,6 +2064,21 @@ mod tests {
         assert_eq!(
             Bundle::parse(&bytes).map(|_| ()),
             Err(BundleError::BadVirtioCount(MAX_VIRTIO as u32 + 1))
+        );
+    }
+
+    #[test]
+    fn what_a_passthrough_device_takes_of_the_transports() {
+        assert_eq!(virtio_pages_taken(0x0A00_3000, 0x1000), 0xff00_0000);
+        assert_eq!(virtio_pages_taken(0x0A00_0FFF, 2), 0xffff, "two pages");
+        assert_eq!(virtio_pages_taken(0x0900_0000, 0x100_0000), 0, "below");
+        assert_eq!(virtio_pages_taken(0x0A00_4000, 0x1000), 0, "above");
+        for (spi, transport) in [(15, None), (16, Some(0)), (47, Some(31)), (48, None)] {
+            assert_eq!(virtio_transport_of_spi(spi), transport, "SPI {spi}");
+        }
+        assert_eq!(
+            virtio_taken_by(0x0A00_3000, 0x1000, &[22, 40, 2]),
+            0xff00_0040
         );
     }
 

@@ -9,7 +9,7 @@
 //! description ([`Machine::dt_config`]) and copies the images where
 //! [`Machine::layout`] says.
 
-use stratum_abi::bundle::VmImage;
+use stratum_abi::bundle::{self, VmImage};
 use stratum_abi::limits;
 
 use crate::addr::{Ipa, IpaRange};
@@ -181,22 +181,7 @@ impl Machine {
     /// SPIs `spis` takes (bit `n`: transport `n`): every transport of a
     /// 4 KiB page its registers overlap, and each whose SPI it uses.
     pub fn virtio_taken_by(regs: IpaRange, spis: &[u32]) -> u32 {
-        let mut taken = 0;
-        for page in 0..VIRTIO_PAGES {
-            if regs.overlaps(&virtio_page(page)) {
-                taken |= page_transports(page);
-            }
-        }
-        let first = virt_map::VIRTIO_FIRST_SPI;
-        for &spi in spis {
-            if let Some(n) = spi
-                .checked_sub(first)
-                .filter(|&n| n < virt_map::VIRTIO_COUNT)
-            {
-                taken |= 1 << n;
-            }
-        }
-        taken
+        bundle::virtio_taken_by(regs.start.0, regs.size, spis)
     }
 
     /// Takes out the virtio-mmio transports the VM's passthrough `devices`
@@ -209,22 +194,25 @@ impl Machine {
         &mut self,
         devices: &[DevicePlan<'a>],
     ) -> Result<Option<(&'a str, u32)>, MachineError> {
-        let taken = devices
-            .iter()
-            .fold(0, |m, d| m | Self::virtio_taken_by(d.regs, d.spis()));
-        let Some(first) = devices
-            .iter()
-            .find(|d| Self::virtio_taken_by(d.regs, d.spis()) != 0)
-        else {
+        let (mut taken, mut by_pages, mut first) = (0, 0, None);
+        for d in devices {
+            let of = Self::virtio_taken_by(d.regs, d.spis());
+            if of != 0 && first.is_none() {
+                first = Some(d.name);
+            }
+            taken |= of;
+            by_pages |= bundle::virtio_pages_taken(d.regs.start.0, d.regs.size);
+        }
+        let Some(first) = first else {
             return Ok(None);
         };
         let pages = (0..VIRTIO_PAGES)
-            .filter(|&p| !devices.iter().any(|d| d.regs.overlaps(&virtio_page(p))))
+            .filter(|&p| page_transports(p) & by_pages == 0)
             .fold(0u8, |m, p| m | 1 << p);
         self.bus = device_bus(&self.gic, self.vcpus as u32, pages, self.flash)
             .map_err(MachineError::Bus)?;
         self.virtio = ALL_TRANSPORTS & !taken;
-        Ok(Some((first.name, taken)))
+        Ok(Some((first, taken)))
     }
 
     /// Each vCPU's virtual MPIDR affinity (vCPU `i` is Aff0 = `i`).

@@ -271,7 +271,6 @@ pub(super) fn check_clashes(
     networks: &[NetworkConfig],
 ) {
     let w = &bundle::VIRTIO_WINDOW;
-    let stride = (w.end - w.start) / u64::from(bundle::VIRTIO_TRANSPORTS);
     for (i, (vm, plan)) in vms.iter().zip(plans).enumerate() {
         // The transports carrying this VM's devices.
         let mut used: Vec<(u32, &str)> = Vec::new();
@@ -307,27 +306,24 @@ pub(super) fn check_clashes(
         // registers overlap, or whose SPI it uses; the others stay.
         for dev in &plan.devices {
             let c = &dev.config;
-            let region = c.base..c.base + c.size;
-            for &(transport, what) in &used {
-                let at = w.start + stride * u64::from(transport);
-                let page = at & !0xfff..(at & !0xfff) + 0x1000;
-                if overlaps(&region, &page) {
-                    d.push(
-                        dev.reg_span.clone(),
-                        &format!("{}.reg", dev.field),
-                        format!(
-                            "[{:#x}, {:#x}) overlaps the page of virtio-mmio transport {transport} ({:#x}), which carries this VM's {what}",
-                            region.start, region.end, at
-                        ),
-                    );
-                }
-                let spi = bundle::VIRTIO_SPI_BASE + transport;
-                for (_, span) in c
-                    .interrupts
-                    .iter()
-                    .zip(&dev.irq_spans)
-                    .filter(|(s, _)| **s == spi)
-                {
+            let by_pages = bundle::virtio_pages_taken(c.base, c.size);
+            for &(transport, what) in used.iter().filter(|(n, _)| by_pages & (1 << n) != 0) {
+                d.push(
+                    dev.reg_span.clone(),
+                    &format!("{}.reg", dev.field),
+                    format!(
+                        "[{:#x}, {:#x}) overlaps the page of virtio-mmio transport {transport} ({:#x}), which carries this VM's {what}",
+                        c.base,
+                        c.base + c.size,
+                        w.start + bundle::VIRTIO_STRIDE * u64::from(transport)
+                    ),
+                );
+            }
+            for (&spi, span) in c.interrupts.iter().zip(&dev.irq_spans) {
+                let Some(transport) = bundle::virtio_transport_of_spi(spi) else {
+                    continue;
+                };
+                for &(_, what) in used.iter().filter(|(n, _)| *n == transport) {
                     d.push(
                         Some(span.clone()),
                         &format!("{}.interrupts", dev.field),
