@@ -109,6 +109,15 @@ pub fn plan(
     l1.fill(0);
     for (g, entry) in l1.iter_mut().enumerate().take(L1_ENTRIES) {
         let base = g as u64 * GIB;
+        // Most gigabytes hold no RAM at all: no need to probe their blocks.
+        let end = base + GIB;
+        if !ram
+            .iter()
+            .any(|r| r.base.0 < end && base < r.base.0.saturating_add(r.size))
+        {
+            *entry = base | DEVICE;
+            continue;
+        }
         let blocks =
             (0..TABLE_ENTRIES as u64).filter(|i| covered(ram, reserved, base + i * BLOCK_2M));
         match blocks.count() {
