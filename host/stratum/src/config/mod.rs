@@ -738,7 +738,7 @@ impl Config {
         let ram = board.ram_base()..board.ram_base().saturating_add(self.machine.memory);
         for vm in &self.vms {
             for d in &vm.devices {
-                if d.base < ram.end && ram.start < d.base.saturating_add(d.size) {
+                if partition::overlaps(&(d.base..d.base.saturating_add(d.size)), &ram) {
                     problems.push(format!(
                         "VM '{}' passes through '{}' at [{:#x}, {:#x}), inside the board's RAM [{:#x}, {:#x})",
                         vm.name,
