@@ -107,12 +107,12 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | index of the VM |
-//! | 4 | 4 | kind: the virtio device ID ([`VirtioKind`]: 1 net, 3 console, 19 vsock) |
+//! | 4 | 4 | kind: the virtio device ID ([`VirtioKind`]: 1 net, 2 block, 3 console, 19 vsock) |
 //! | 8 | 4 | transport number (0..[`VIRTIO_TRANSPORTS`]), unique in the VM |
-//! | 12 | 4 | net: network index (< [`MAX_NETWORKS`]); vsock: the guest CID ([`VSOCK_CID_BASE`] + VM index); console: 0 |
-//! | 16 | 6 | net: the MAC (unicast); otherwise zero |
-//! | 22 | 2 | net: the port on its network (< [`MAX_VMS`]), unique on it; otherwise zero |
-//! | 24 | 4 | vsock: the VMs it may connect to, bit *i* for VM *i* (each with a vsock device that allows this VM back); otherwise zero |
+//! | 12 | 4 | net: network index (< [`MAX_NETWORKS`]); vsock: the guest CID ([`VSOCK_CID_BASE`] + VM index); block: the disk's number (< [`MAX_DISKS`], unique in the bundle); console: 0 |
+//! | 16 | 6 | net: the MAC (unicast); block: the low 6 bytes of the capacity in sectors; otherwise zero |
+//! | 22 | 2 | net: the port on its network (< [`MAX_VMS`]), unique on it; block: the capacity's high 2 bytes; otherwise zero |
+//! | 24 | 4 | vsock: the VMs it may connect to, bit *i* for VM *i* (each with a vsock device that allows this VM back); block: flags ([`DISK_READONLY`]); otherwise zero |
 //! | 28 | 4 | reserved, zero |
 
 use core::ops::Range;
@@ -130,13 +130,22 @@ pub const VM_FLAG_IDENTITY: u32 = 1 << 0;
 /// it either way), and it sees `virt`'s two flash banks at 0 (erased,
 /// write-protected), which it reads its environment from.
 pub const VM_FLAG_FIRMWARE: u32 = 1 << 1;
+/// VM flag: the service VM (at most one, identity-mapped, with a vsock
+/// device that pairs with no VM): its vsock device carries the
+/// hypervisor's connection to the disk daemon ([`crate::blkproto`]), and
+/// every block record is served through it.
+pub const VM_FLAG_SERVICE: u32 = 1 << 2;
 /// Every VM flag this format knows.
-const VM_FLAGS_KNOWN: u32 = VM_FLAG_IDENTITY | VM_FLAG_FIRMWARE;
+const VM_FLAGS_KNOWN: u32 = VM_FLAG_IDENTITY | VM_FLAG_FIRMWARE | VM_FLAG_SERVICE;
+/// Block record flag: the disk is read-only.
+pub const DISK_READONLY: u32 = 1 << 0;
+/// Disks in a bundle at most (numbered 0..).
+pub const MAX_DISKS: u32 = 16;
 
 /// Magic at offset 0.
 pub const MAGIC: [u8; 8] = *b"STRATBN1";
 /// The only format version this crate reads and writes.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Size of the header before the VM records.
 pub const HEADER_SIZE: usize = 64;
 /// Size of one VM record.
@@ -279,6 +288,17 @@ pub enum VirtioKind {
     },
     /// virtio-console: one port, its output tagged like the VM's UART.
     Console,
+    /// virtio-block: a disk served by the service VM's daemon.
+    Blk {
+        /// The disk's number: unique in the bundle, the daemon's name for
+        /// it (the service VM's backing device has serial
+        /// `stratum-disk<N>`).
+        disk: u32,
+        /// Its size in 512-byte sectors (1..2^48).
+        sectors: u64,
+        /// Read-only: the frontend's writes are refused.
+        readonly: bool,
+    },
     /// virtio-vsock.
     Vsock {
         /// The guest's CID: [`VSOCK_CID_BASE`] + the VM's index.
@@ -294,6 +314,7 @@ impl VirtioKind {
     pub fn device_id(&self) -> u32 {
         match self {
             Self::Net { .. } => 1,
+            Self::Blk { .. } => 2,
             Self::Console => 3,
             Self::Vsock { .. } => 19,
         }
@@ -482,6 +503,10 @@ pub enum BundleError {
         /// Index of the device record.
         device: usize,
     },
+    /// More than one VM is the service VM, or the service VM is not
+    /// identity-mapped, has no vsock device, pairs its vsock device with a
+    /// VM or has a disk itself; or a disk has no service VM to serve it.
+    BadService,
 }
 
 impl core::fmt::Display for BundleError {
@@ -549,6 +574,10 @@ impl core::fmt::Display for BundleError {
                 f,
                 "device {device}: takes the page or SPI of a virtio-mmio transport that carries one of its VM's virtio devices"
             ),
+            Self::BadService => write!(
+                f,
+                "the service VM: at most one, identity-mapped, with a vsock device paired with no VM and no disk of its own, and present when any VM has a disk"
+            ),
         }
     }
 }
@@ -609,6 +638,8 @@ pub struct VmImage<'a> {
     /// A firmware-style guest: device tree at the start of RAM, flash
     /// banks at 0 ([`VM_FLAG_FIRMWARE`]).
     pub firmware: bool,
+    /// The service VM ([`VM_FLAG_SERVICE`]).
+    pub service: bool,
 }
 
 /// A passthrough device: a physical MMIO region mapped at the same address
@@ -889,6 +920,7 @@ impl<'a> Bundle<'a> {
                     _ if same_vm && o.transport == v.transport => true,
                     (VirtioKind::Console, VirtioKind::Console)
                     | (VirtioKind::Vsock { .. }, VirtioKind::Vsock { .. }) => same_vm,
+                    (VirtioKind::Blk { disk, .. }, VirtioKind::Blk { disk: d2, .. }) => disk == d2,
                     (
                         VirtioKind::Net { network, port, mac },
                         VirtioKind::Net {
@@ -920,6 +952,7 @@ impl<'a> Bundle<'a> {
                 }
             }
         }
+        self.check_service()?;
         // None of the transports a passthrough device takes may carry one
         // of its VM's devices.
         for i in 0..self.device_count {
@@ -1058,6 +1091,23 @@ impl<'a> Bundle<'a> {
                     mac,
                 }
             }
+            2 => {
+                let mut raw = [0u8; 8];
+                raw.copy_from_slice(&rec[16..24]);
+                let sectors = u64::from_le_bytes(raw);
+                if field >= MAX_DISKS
+                    || sectors == 0
+                    || sectors >> 48 != 0
+                    || peers & !DISK_READONLY != 0
+                {
+                    return Err(bad);
+                }
+                VirtioKind::Blk {
+                    disk: field,
+                    sectors,
+                    readonly: peers & DISK_READONLY != 0,
+                }
+            }
             3 if field == 0 && mac == [0; 6] && port == 0 && peers == 0 => VirtioKind::Console,
             19 => {
                 let own = 1u32 << vm;
@@ -1079,6 +1129,47 @@ impl<'a> Bundle<'a> {
             transport,
             kind,
         })
+    }
+
+    /// The service VM's rules ([`BundleError::BadService`]).
+    fn check_service(&self) -> Result<(), BundleError> {
+        let mut service = None;
+        for i in 0..self.vm_count {
+            let vm = self.decode_vm(i)?;
+            if vm.service {
+                if service.is_some() || !vm.identity {
+                    return Err(BundleError::BadService);
+                }
+                service = Some(i as u32);
+            }
+        }
+        let mut link = false;
+        let mut disks = false;
+        for i in 0..self.virtio_count {
+            let v = self.decode_virtio(i)?;
+            match v.kind {
+                VirtioKind::Vsock { peers, .. } if Some(v.vm) == service => {
+                    if peers != 0 {
+                        return Err(BundleError::BadService);
+                    }
+                    link = true;
+                }
+                VirtioKind::Blk { .. } if Some(v.vm) == service => {
+                    return Err(BundleError::BadService);
+                }
+                VirtioKind::Blk { .. } => disks = true,
+                _ => {}
+            }
+        }
+        if (service.is_some() && !link) || (disks && service.is_none()) {
+            return Err(BundleError::BadService);
+        }
+        Ok(())
+    }
+
+    /// The service VM's index, if the bundle has one.
+    pub fn service_vm(&self) -> Option<usize> {
+        (0..self.vm_count).find(|&i| self.decode_vm(i).is_ok_and(|vm| vm.service))
     }
 
     fn decode_vm(&self, i: usize) -> Result<VmImage<'a>, BundleError> {
@@ -1171,6 +1262,7 @@ impl<'a> Bundle<'a> {
             on_crash,
             identity: flags & VM_FLAG_IDENTITY != 0,
             firmware: flags & VM_FLAG_FIRMWARE != 0,
+            service: flags & VM_FLAG_SERVICE != 0,
         })
     }
 
@@ -1358,6 +1450,15 @@ pub fn encode_with_virtio(
                 rec[22..24].copy_from_slice(&port.to_le_bytes());
             }
             VirtioKind::Console => {}
+            VirtioKind::Blk {
+                disk,
+                sectors,
+                readonly,
+            } => {
+                put_u32(rec, 12, disk);
+                rec[16..24].copy_from_slice(&sectors.to_le_bytes());
+                put_u32(rec, 24, if readonly { DISK_READONLY } else { 0 });
+            }
             VirtioKind::Vsock { cid, peers } => {
                 put_u32(rec, 12, cid);
                 put_u32(rec, 24, peers);
@@ -1433,7 +1534,9 @@ pub fn encode_with_virtio(
         put_u32(
             rec,
             160,
-            flag(vm.identity, VM_FLAG_IDENTITY) | flag(vm.firmware, VM_FLAG_FIRMWARE),
+            flag(vm.identity, VM_FLAG_IDENTITY)
+                | flag(vm.firmware, VM_FLAG_FIRMWARE)
+                | flag(vm.service, VM_FLAG_SERVICE),
         );
     }
     align(&mut out);
@@ -1465,6 +1568,7 @@ mod tests {
             on_crash: OnCrash::Stop,
             identity: false,
             firmware: false,
+            service: false,
         }
     }
 
@@ -2064,6 +2168,111 @@ mod tests {
         assert_eq!(
             Bundle::parse(&bytes).map(|_| ()),
             Err(BundleError::BadVirtioCount(MAX_VIRTIO as u32 + 1))
+        );
+    }
+
+    fn disk(vm: u32, transport: u32, disk: u32, readonly: bool) -> Virtio {
+        Virtio {
+            vm,
+            transport,
+            kind: VirtioKind::Blk {
+                disk,
+                sectors: 0x1234_5678_9abc,
+                readonly,
+            },
+        }
+    }
+
+    /// VM 2 made the service VM (identity-mapped, its vsock device paired
+    /// with no VM), VMs 0 and 1 each given a disk.
+    fn with_service(
+        edit: &dyn Fn(&mut [VmImage<'static>; 3], &mut Vec<Virtio>),
+    ) -> Result<(), BundleError> {
+        let mut vms = vms();
+        vms[2].service = true;
+        vms[2].identity = true;
+        let mut v = virtio();
+        v.push(vsock(2, 0));
+        v.push(disk(0, 5, 0, false));
+        v.push(disk(1, 5, 1, true));
+        edit(&mut vms, &mut v);
+        let bytes = encode_with_virtio(0, SYSTEM, &vms, &[], &[ping()], &v);
+        Bundle::parse(&bytes).map(|_| ())
+    }
+
+    #[test]
+    fn disks_round_trip_and_need_one_service_vm() {
+        let mut vms = vms();
+        vms[2].service = true;
+        vms[2].identity = true;
+        let mut v = virtio();
+        v.push(vsock(2, 0));
+        v.push(disk(0, 5, 0, false));
+        v.push(disk(1, 5, 1, true));
+        let bytes = encode_with_virtio(0, SYSTEM, &vms, &[], &[ping()], &v);
+        let b = Bundle::parse(&bytes).expect("valid bundle");
+        assert_eq!(b.virtio(6), Some(v[6]));
+        assert_eq!(b.virtio(7), Some(v[7]), "read-only and a 48-bit capacity");
+        assert_eq!(v[6].kind.device_id(), 2);
+        assert_eq!(b.service_vm(), Some(2));
+        assert!(b.vm(2).is_some_and(|vm| vm.service));
+
+        let bad = Err(BundleError::BadService);
+        assert_eq!(with_service(&|_, _| {}), Ok(()));
+        assert_eq!(
+            with_service(&|vms, _| vms[2].identity = false),
+            bad,
+            "not identity"
+        );
+        assert_eq!(with_service(&|vms, _| vms[1].service = true), bad, "two");
+        assert_eq!(
+            with_service(&|vms, _| vms[2].service = false),
+            bad,
+            "disks, no service VM"
+        );
+        assert_eq!(
+            with_service(&|_, v| {
+                v.remove(5);
+            }),
+            bad,
+            "no vsock device"
+        );
+        assert_eq!(
+            with_service(&|_, v| v.push(disk(2, 6, 2, false))),
+            bad,
+            "a disk of its own"
+        );
+        assert_eq!(
+            with_service(&|_, v| {
+                v[5] = vsock(2, 1 << 0);
+                v[1] = vsock(0, 1 << 1 | 1 << 2);
+            }),
+            bad,
+            "paired with a VM"
+        );
+        assert_eq!(
+            with_service(&|_, v| v[7] = disk(1, 5, 0, false)),
+            Err(BundleError::BadVirtio { virtio: 7 }),
+            "one disk for two frontends"
+        );
+        assert_eq!(
+            with_service(&|_, v| v[7] = disk(1, 5, MAX_DISKS, false)),
+            Err(BundleError::BadVirtio { virtio: 7 }),
+            "disk number out of range"
+        );
+        // A zero capacity and an unknown flag are refused as they are read.
+        let mut bytes = bytes;
+        let rec = HEADER_SIZE + 3 * VM_RECORD_SIZE + CHANNEL_RECORD_SIZE + 7 * VIRTIO_RECORD_SIZE;
+        let mut b = bytes.clone();
+        b[rec + 16..rec + 24].fill(0);
+        assert_eq!(
+            Bundle::parse(&b).map(|_| ()),
+            Err(BundleError::BadVirtio { virtio: 7 })
+        );
+        bytes[rec + 24] = 2;
+        assert_eq!(
+            Bundle::parse(&bytes).map(|_| ()),
+            Err(BundleError::BadVirtio { virtio: 7 })
         );
     }
 

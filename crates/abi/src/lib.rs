@@ -22,6 +22,7 @@
 #[cfg(any(test, feature = "alloc"))]
 extern crate alloc;
 
+pub mod blkproto;
 pub mod bundle;
 pub mod bytes;
 pub mod console;

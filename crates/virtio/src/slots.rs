@@ -126,6 +126,8 @@ impl VmVirtio {
             }
             match d.kind {
                 VirtioKind::Console => *slot = Slot::Console,
+                // Served once the disk path lands (issue 12).
+                VirtioKind::Blk { .. } => {}
                 VirtioKind::Vsock { cid, .. } => {
                     v.vsock = Transport::new(VsockDevice::new(u64::from(cid)));
                     *slot = Slot::Vsock;

@@ -183,6 +183,8 @@ fn vm_image<'a>(
         on_crash: vm.on_crash,
         identity: vm.identity,
         firmware: vm.firmware,
+        // The service role (issue 12) is set by the config once it has one.
+        service: false,
     })
 }
 
