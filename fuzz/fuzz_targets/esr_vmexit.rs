@@ -230,6 +230,7 @@ fn image(vcpus: u32) -> VmImage<'static> {
         on_crash: OnCrash::Stop,
         identity: false,
         firmware: false,
+        service: false,
     }
 }
 
