@@ -501,6 +501,7 @@ fn image(vcpus: u32, cmdline: &'static str, fragment: Option<&'static [u8]>) -> 
         on_crash: OnCrash::Stop,
         identity: false,
         firmware: false,
+        service: false,
     }
 }
 
