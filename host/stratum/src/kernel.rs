@@ -470,6 +470,7 @@ size = "8K"
             on_crash: bundle::OnCrash::Stop,
             identity: false,
             firmware: false,
+            service: false,
         };
         let vms = [
             image(Some(&i[..]), "x", None),

@@ -246,6 +246,7 @@ mod tests {
             on_crash: bundle::OnCrash::Stop,
             identity: false,
             firmware: false,
+            service: false,
         };
         let bytes = bundle::encode(0, bundle::SystemInfo::default(), &[vm], &[], &[]);
         Bundle::parse(&bytes).expect("a valid bundle");

@@ -146,6 +146,7 @@ fn vm(name: &'static str, mem: u64, cpus: &[u8], pinned: bool) -> VmImage<'stati
         on_crash: OnCrash::Stop,
         identity: false,
         firmware: false,
+        service: false,
     }
 }
 

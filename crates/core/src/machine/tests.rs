@@ -27,6 +27,7 @@ fn image(vcpus: u32, mem_base: u64, mem_size: u64) -> VmImage<'static> {
         on_crash: OnCrash::Stop,
         identity: false,
         firmware: false,
+        service: false,
     }
 }
 
