@@ -17,7 +17,12 @@
 //!   `stratum,peer` (the other VM's name) and `memory-region` pointing at
 //!   the region;
 //! - each passthrough device ([`GuestDevice`]) is a root `<name>@<base>`
-//!   node with its compatible list, `reg` and level-high SPIs;
+//!   node with its compatible list, `reg` and level-high SPIs; but a
+//!   `virtio,mmio` device whose SPIs are all transports' in its region (a
+//!   page of QEMU's own transports, the service VM's disks) is one
+//!   `<name>@<addr>` node per SPI, that transport's 0x200 bytes and SPI,
+//!   as QEMU describes them: Linux's `virtio_mmio` drives one transport
+//!   per node;
 //! - with [`GuestDtConfig::virtio_mmio`], QEMU `virt`'s 32 virtio-mmio
 //!   transports, lowest address first: transport *n* is
 //!   `virtio_mmio@<addr>` at [`virt_map::VIRTIO_BASE`] plus 0x200·*n*,
@@ -640,18 +645,57 @@ fn check_virtio_clash(desc: &GuestDtConfig<'_>) -> Result<(), GuestDtError> {
     }
 }
 
-/// A passthrough device's node.
+/// A passthrough device's node, or its transports' nodes when it is a
+/// page of `virt`'s virtio-mmio transports ([`virtio_transport_in`]).
 fn passthrough(w: &mut FdtWriter<'_>, d: &GuestDevice<'_>) -> Result<(), GuestDtError> {
-    let name = Name::new(format_args!("{}@{:x}", d.name, d.regs.start.raw()))?;
+    let transports = d.compatible == b"virtio,mmio\0"
+        && !d.spis.is_empty()
+        && d.spis.iter().all(|&s| virtio_transport_in(d, s).is_some());
+    if !transports {
+        return device_node(w, d.name, d.compatible, d.regs, d.spis);
+    }
+    for &spi in d.spis {
+        if let Some(regs) = virtio_transport_in(d, spi) {
+            device_node(w, d.name, d.compatible, regs, &[spi])?;
+        }
+    }
+    Ok(())
+}
+
+/// The registers of the virtio-mmio transport whose interrupt is `spi`,
+/// when they lie in passthrough device `d`'s region.
+fn virtio_transport_in(d: &GuestDevice<'_>, spi: u32) -> Option<IpaRange> {
+    let n = spi
+        .checked_sub(virt_map::VIRTIO_FIRST_SPI)
+        .filter(|&n| n < virt_map::VIRTIO_COUNT)?;
+    let start =
+        crate::addr::Ipa(virt_map::VIRTIO_BASE.raw() + virt_map::VIRTIO_STRIDE * u64::from(n));
+    d.regs
+        .contains_span(start, virt_map::VIRTIO_STRIDE)
+        .then_some(IpaRange {
+            start,
+            size: virt_map::VIRTIO_STRIDE,
+        })
+}
+
+/// One `<name>@<base>` node: `compatible`, `reg` and level-high `spis`.
+fn device_node(
+    w: &mut FdtWriter<'_>,
+    name: &str,
+    compatible: &[u8],
+    regs: IpaRange,
+    spis: &[u32],
+) -> Result<(), GuestDtError> {
+    let name = Name::new(format_args!("{name}@{:x}", regs.start.raw()))?;
     w.begin_node(name.as_str())?;
-    w.property("compatible", d.compatible)?;
-    reg(w, &[d.regs])?;
-    if !d.spis.is_empty() {
+    w.property("compatible", compatible)?;
+    reg(w, &[regs])?;
+    if !spis.is_empty() {
         let mut cells = [0u32; 3 * limits::IRQS_PER_DEVICE];
-        for (slot, &spi) in cells.chunks_exact_mut(3).zip(d.spis) {
+        for (slot, &spi) in cells.chunks_exact_mut(3).zip(spis) {
             slot.copy_from_slice(&[GIC_SPI, spi, IRQ_LEVEL_HIGH]);
         }
-        w.property_cells("interrupts", cells.get(..3 * d.spis.len()).unwrap_or(&[]))?;
+        w.property_cells("interrupts", cells.get(..3 * spis.len()).unwrap_or(&[]))?;
     }
     w.end_node()?;
     Ok(())
@@ -1229,6 +1273,82 @@ mod tests {
         let fdt = Fdt::new(&blob).expect("valid");
         assert!(fdt.find_node("/reserved-memory").is_none());
         assert!(fdt.nodes().all(|n| !n.name().starts_with("channel@")));
+    }
+
+    #[test]
+    fn a_passed_through_page_of_virtio_transports_is_one_node_per_transport() {
+        // The service VM's disks: QEMU's transports 24 to 26 on the page at
+        // 0x0A003000, and 16 on the next one down; a virtio device whose SPI
+        // is not a transport of its region stays one node.
+        let devices = [
+            GuestDevice {
+                name: "virtio_mmio",
+                compatible: b"virtio,mmio\0",
+                regs: ipa(0x0A00_3000, 0x1000),
+                spis: &[40, 41, 42],
+            },
+            GuestDevice {
+                name: "virtio_mmio",
+                compatible: b"virtio,mmio\0",
+                regs: ipa(0x0A00_2000, 0x1000),
+                spis: &[32],
+            },
+            GuestDevice {
+                name: "other",
+                compatible: b"virtio,mmio\0",
+                regs: ipa(0x0A00_1000, 0x1000),
+                spis: &[24, 2],
+            },
+        ];
+        let desc = GuestDtConfig {
+            devices: &devices,
+            fragment: None,
+            ..config(&[0], true, false)
+        };
+        let blob = generate_vec(&desc);
+        let fdt = Fdt::new(&blob).expect("valid");
+        let nodes: Vec<(String, Vec<(u64, u64)>, Vec<u32>)> = fdt
+            .root()
+            .children()
+            .filter(|n| n.is_compatible("virtio,mmio"))
+            .map(|n| {
+                (
+                    n.name().to_owned(),
+                    n.reg().expect("reg").collect(),
+                    cells(&n, "interrupts").unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                (
+                    "virtio_mmio@a003000".into(),
+                    vec![(0x0A00_3000, 0x200)],
+                    vec![0, 40, 4]
+                ),
+                (
+                    "virtio_mmio@a003200".into(),
+                    vec![(0x0A00_3200, 0x200)],
+                    vec![0, 41, 4]
+                ),
+                (
+                    "virtio_mmio@a003400".into(),
+                    vec![(0x0A00_3400, 0x200)],
+                    vec![0, 42, 4]
+                ),
+                (
+                    "virtio_mmio@a002000".into(),
+                    vec![(0x0A00_2000, 0x200)],
+                    vec![0, 32, 4]
+                ),
+                (
+                    "other@a001000".into(),
+                    vec![(0x0A00_1000, 0x1000)],
+                    vec![0, 24, 4, 0, 2, 4]
+                ),
+            ]
+        );
     }
 
     #[test]
