@@ -68,7 +68,7 @@ fn request(cpu: usize, me: VcpuRef, request: Request) -> ! {
     irq::kick_cpus(fx.kick, cpu);
     if let Outcome::Stopped(_) = outcome {
         irq::release_passthrough(id);
-        pv::vm_reset(id, cpu);
+        pv::vm_reset(id, cpu, true);
         if let Some(stop) = lifecycle::machine_stop(system::stop_policy(), system::vm_states()) {
             system::stop_machine(
                 stop.status,

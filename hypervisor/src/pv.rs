@@ -1,5 +1,6 @@
 //! The paravirtual devices' glue between VMs: one virtual switch per
-//! `[[network]]` and the vsock router, reached through the VMs' locks.
+//! `[[network]]`, the vsock router, and the disk link to the service VM's
+//! daemon ([`stratum_virtio::disklink`]), reached through the VMs' locks.
 //!
 //! A notify is served under the notifying VM's lock
 //! (`stratum_virtio::VmVirtio::process`), which only records what the
@@ -10,11 +11,16 @@
 //! two VM locks. A VM that gained used buffers has its transport lines
 //! sampled into its vGIC and its vCPUs' CPUs kicked there.
 //!
-//! Locks: a network's switch or the router, then one VM's lock (then what
-//! that allows: `system`'s lock order). Nothing takes a switch or the
-//! router while holding a VM's lock.
+//! The service VM's vsock device is the disk link's alone: the router has
+//! no port for it.
+//!
+//! Locks: a network's switch, the router or the disk link, then one VM's
+//! lock (then what that allows: `system`'s lock order). Nothing takes a
+//! switch, the router or the link while holding a VM's lock, and no code
+//! holds two of them.
 
 use stratum_abi::bundle::{Bundle, MAX_NETWORKS, VirtioKind};
+use stratum_virtio::disklink::{self, DiskFn, DiskLink, DiskPorts, FrontendRam, ServiceFn};
 use stratum_virtio::net::NetDevice;
 use stratum_virtio::router::{Router, VsockPorts};
 use stratum_virtio::slots::MAX_NICS;
@@ -35,6 +41,23 @@ struct Network {
 static NETWORKS: [SpinLock<Option<Network>>; MAX_NETWORKS as usize] =
     [const { SpinLock::new(None) }; MAX_NETWORKS as usize];
 static ROUTER: SpinLock<Router> = SpinLock::new(Router::new());
+static DISKS: SpinLock<DiskLink> = SpinLock::new(DiskLink::new());
+/// The service VM's index (`usize::MAX`: none), and each disk's VM.
+static SERVICE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(usize::MAX);
+static DISK_VM: [core::sync::atomic::AtomicUsize; disklink::MAX_DISKS] =
+    [const { core::sync::atomic::AtomicUsize::new(usize::MAX) }; disklink::MAX_DISKS];
+
+fn service_vm() -> Option<usize> {
+    let s = SERVICE.load(core::sync::atomic::Ordering::Relaxed);
+    (s != usize::MAX).then_some(s)
+}
+
+fn disk_vm(disk: usize) -> Option<usize> {
+    let v = DISK_VM
+        .get(disk)?
+        .load(core::sync::atomic::Ordering::Relaxed);
+    (v != usize::MAX).then_some(v)
+}
 
 /// How many rounds one [`serve`] gives a sender whose ring refills while
 /// the switch or the router drains it (each round moves at most a ring).
@@ -85,10 +108,27 @@ pub fn init(bundle: &Bundle<'_>) {
         }
         *NETWORKS[net as usize].lock() = n;
     }
+    let service = bundle.service_vm();
+    if let Some(s) = service {
+        SERVICE.store(s, core::sync::atomic::Ordering::Relaxed);
+    }
     let mut router = ROUTER.lock();
+    let mut link = DISKS.lock();
     for r in records() {
-        if let VirtioKind::Vsock { cid, peers } = r.kind {
-            router.add_port(r.vm as usize, u64::from(cid), peers);
+        match r.kind {
+            VirtioKind::Vsock { cid, .. } if Some(r.vm as usize) == service => {
+                link.set_service(u64::from(cid));
+            }
+            VirtioKind::Vsock { cid, peers } => {
+                router.add_port(r.vm as usize, u64::from(cid), peers);
+            }
+            VirtioKind::Blk { disk, .. } => {
+                link.add_disk(disk, r.vm as u8);
+                if let Some(slot) = DISK_VM.get(disk as usize) {
+                    slot.store(r.vm as usize, core::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -176,6 +216,89 @@ impl VsockPorts for SockPorts {
     }
 }
 
+/// The disk link's view of the VMs.
+struct LinkPorts {
+    cpu: usize,
+}
+
+/// The frontends' RAM, read without their locks: it stays mapped and
+/// theirs, and the link only reads the buffers of requests it holds.
+struct Fronts;
+
+impl FrontendRam for Fronts {
+    fn with_ram(&self, disk: usize, f: &mut dyn FnMut(&dyn GuestMemory)) -> bool {
+        let Some(ram) = disk_vm(disk).and_then(crate::vm::ram_of) else {
+            return false;
+        };
+        f(&VmMemory(&ram));
+        true
+    }
+}
+
+impl DiskPorts for LinkPorts {
+    fn with_service(&mut self, f: &mut ServiceFn<'_>) -> bool {
+        let Some(service) = service_vm() else {
+            return false;
+        };
+        with_device(service, self.cpu, |v| v.vsock_mut(), &mut |t, mem| {
+            f(t, mem, &Fronts)
+        })
+    }
+
+    fn with_disk(&mut self, disk: usize, f: &mut DiskFn<'_>) -> bool {
+        let (Some(vm), Some(service)) = (disk_vm(disk), service_vm()) else {
+            return false;
+        };
+        // The service VM's RAM without its lock: the link reads only a
+        // transmit buffer it holds (not yet returned to the driver).
+        let Some(sram) = crate::vm::ram_of(service) else {
+            return false;
+        };
+        let src = VmMemory(&sram);
+        with_device(vm, self.cpu, |v| v.disk_mut(disk as u32), &mut |t, mem| {
+            f(t, mem, &src)
+        })
+    }
+}
+
+/// Logs what changed on the disk link.
+fn log_link(link: &mut DiskLink) {
+    match link.take_event() {
+        Some(disklink::Event::Up { disks }) => {
+            log!("disk link up: the daemon serves disks {disks:#x}")
+        }
+        Some(disklink::Event::Down { reason, failed }) => {
+            log!("disk link down: {reason}; {failed} request(s) failed");
+        }
+        None => {}
+    }
+}
+
+/// Serves the disk link for VM `vm`'s work: its disks' requests, or, for
+/// the service VM, what its vsock device's driver did.
+fn serve_disks(vm: usize, cpu: usize, work: &stratum_virtio::Work) {
+    let service = service_vm() == Some(vm);
+    if !work.disks && !(service && (work.vsock || work.vsock_reset)) {
+        return;
+    }
+    let mut link = DISKS.lock();
+    let mut ports = LinkPorts { cpu };
+    if work.disks {
+        link.frontend_notified(vm, &mut ports);
+    }
+    if service {
+        if work.vsock_reset {
+            link.service_reset(&mut ports);
+        }
+        for _ in 0..ROUNDS {
+            if !link.service_notified(&mut ports).more {
+                break;
+            }
+        }
+    }
+    log_link(&mut link);
+}
+
 /// Runs what VM `vm`'s notifies left (its `pv_work`, taken in the same
 /// hold of its lock as its NICs' networks and ports) on CPU `cpu`; holds
 /// no VM lock on entry.
@@ -210,7 +333,8 @@ pub fn serve(vm: usize, cpu: usize) {
             }
         }
     }
-    if work.vsock || work.vsock_reset {
+    serve_disks(vm, cpu, &work);
+    if (work.vsock || work.vsock_reset) && service_vm() != Some(vm) {
         let mut router = ROUTER.lock();
         if work.vsock_reset {
             router.port_reset(vm);
@@ -224,9 +348,25 @@ pub fn serve(vm: usize, cpu: usize) {
     }
 }
 
-/// VM `vm` was reloaded or stopped: its vsock connections are gone, and
-/// its peers are told (`RST`). Holds no VM lock.
-pub fn vm_reset(vm: usize, cpu: usize) {
+/// VM `vm` was reloaded (`stopped`: false) or stopped for good: its vsock
+/// connections are gone, and its peers are told (`RST`); its disk
+/// requests are forgotten; the service VM's disk link goes down, and
+/// while it is stopped every disk request fails. Holds no VM lock.
+pub fn vm_reset(vm: usize, cpu: usize, stopped: bool) {
+    {
+        let mut link = DISKS.lock();
+        let mut ports = LinkPorts { cpu };
+        if service_vm() == Some(vm) {
+            link.service_reset(&mut ports);
+            link.set_gone(stopped, &mut ports);
+        } else {
+            link.frontend_reset(vm);
+        }
+        log_link(&mut link);
+    }
+    if service_vm() == Some(vm) {
+        return;
+    }
     let mut router = ROUTER.lock();
     router.port_reset(vm);
     let mut ports = SockPorts { cpu };

@@ -205,7 +205,7 @@ fn reload(cpu: usize, id: usize) {
         fx
     });
     // Its vsock connections died with the old boot.
-    pv::vm_reset(id, cpu);
+    pv::vm_reset(id, cpu, false);
     irq::kick_cpus(fx.kick, cpu);
 }
 

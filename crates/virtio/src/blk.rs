@@ -43,7 +43,7 @@ pub const QUEUE_SIZE: u16 = 128;
 /// Bytes per sector (the unit of `sector` and `capacity`, always 512).
 pub const SECTOR: u64 = 512;
 /// Requests in flight to the backend at once, at most.
-pub const MAX_IN_FLIGHT: usize = 32;
+pub const MAX_IN_FLIGHT: usize = 16;
 /// Data buffers per request at most: a chain's segments less the header
 /// and the status.
 pub const SEG_MAX: u32 = MAX_SEGMENTS as u32 - 2;
@@ -51,6 +51,9 @@ pub const SEG_MAX: u32 = MAX_SEGMENTS as u32 - 2;
 pub const ID_BYTES: usize = 20;
 /// Bytes of the request header.
 const HEADER: u32 = 16;
+/// Where a write's data starts in its chain's readable bytes (after the
+/// request header).
+pub const DATA_OFFSET: u32 = HEADER;
 
 /// Feature bits (§5.2.3).
 pub mod feature {
@@ -172,6 +175,11 @@ impl BlkDevice {
         self.slots.iter().flatten().count()
     }
 
+    /// Whether a request waits to be handed to the glue.
+    pub fn has_unsubmitted(&self) -> bool {
+        self.slots.iter().flatten().any(|f| !f.submitted)
+    }
+
     /// The next request not yet handed to the glue, now handed.
     pub fn next_request(&mut self) -> Option<Request> {
         let f = self.slots.iter_mut().flatten().find(|f| !f.submitted)?;
@@ -219,6 +227,34 @@ impl BlkDevice {
     ) -> Option<()> {
         let f = self.payload(tag, Op::Read, offset, data.len())?;
         f.chain.write(mem, offset, data).ok()
+    }
+
+    /// The chain of handed-out write request `tag`, whose readable bytes
+    /// from [`DATA_OFFSET`] are its data: the glue copies them straight to
+    /// the backend's buffers ([`crate::chain::copy_between`]). `None` if
+    /// `tag` is not a write in flight.
+    pub fn write_chain(&self, tag: u32) -> Option<&Chain> {
+        let f = self.slot(tag).filter(|f| f.request.op == Op::Write)?;
+        Some(&f.chain)
+    }
+
+    /// Copies `len` bytes of `src`'s readable stream from `src_offset` (in
+    /// another VM's memory `src_mem`) into read request `tag`'s buffers
+    /// from `offset`: one copy, no buffer. `None` if `tag` is not a read
+    /// in flight, the range is past its data, or a copy failed.
+    #[expect(clippy::too_many_arguments, reason = "the two ends of one copy")]
+    pub fn fill(
+        &self,
+        tag: u32,
+        mem: &mut dyn GuestMemory,
+        offset: u32,
+        src: &Chain,
+        src_mem: &dyn GuestMemory,
+        src_offset: u32,
+        len: u32,
+    ) -> Option<()> {
+        let f = self.payload(tag, Op::Read, offset, len as usize)?;
+        crate::chain::copy_between(src, src_mem, src_offset, &f.chain, mem, offset, len).ok()
     }
 
     /// Ends request `tag` with `outcome`: writes its status, returns its

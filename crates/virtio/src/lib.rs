@@ -49,6 +49,7 @@ pub mod blk;
 pub mod chain;
 pub mod console;
 pub mod device;
+pub mod disklink;
 pub mod mem;
 pub mod net;
 pub mod queue;

@@ -19,6 +19,7 @@ use stratum_abi::bundle::{Virtio, VirtioKind};
 use stratum_core::bus::{AccessRefused, DeviceAccess, Effects, MmioDevice};
 use stratum_core::machine::virtio_transport;
 
+use crate::blk::BlkDevice;
 use crate::console::ConsoleDevice;
 use crate::mem::GuestMemory;
 use crate::net::{Mac, NetDevice};
@@ -30,6 +31,8 @@ use crate::vsock::VsockDevice;
 pub const TRANSPORTS: usize = 32;
 /// Most NICs one VM has.
 pub const MAX_NICS: usize = stratum_abi::bundle::VIRTIO_PER_VM - 2;
+/// Most disks one VM has.
+pub const MAX_VM_DISKS: usize = 4;
 
 /// What sits behind one transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +41,14 @@ enum Slot {
     Console,
     Vsock,
     Nic(u8),
+    Disk(u8),
+}
+
+/// A disk and its number in the bundle.
+#[derive(Debug)]
+struct Disk {
+    transport: Transport<BlkDevice>,
+    number: u32,
 }
 
 /// A NIC and the network port it is.
@@ -60,6 +71,9 @@ pub struct Work {
     pub vsock: bool,
     /// The vsock device's driver reset it: its connections are gone.
     pub vsock_reset: bool,
+    /// A disk has requests for the backend: run the disk link for this
+    /// VM.
+    pub disks: bool,
 }
 
 impl core::ops::BitOrAssign for Work {
@@ -69,6 +83,7 @@ impl core::ops::BitOrAssign for Work {
         self.nics |= other.nics;
         self.vsock |= other.vsock;
         self.vsock_reset |= other.vsock_reset;
+        self.disks |= other.disks;
     }
 }
 
@@ -90,6 +105,8 @@ pub struct VmVirtio {
     vsock: Transport<VsockDevice>,
     nics: [Nic; MAX_NICS],
     nic_count: usize,
+    disks: [Disk; MAX_VM_DISKS],
+    disk_count: usize,
 }
 
 impl Default for VmVirtio {
@@ -116,6 +133,11 @@ impl VmVirtio {
                 port: 0,
             }),
             nic_count: 0,
+            disks: core::array::from_fn(|_| Disk {
+                transport: Transport::new(BlkDevice::new(1, false, b"")),
+                number: 0,
+            }),
+            disk_count: 0,
         };
         for d in devices {
             let Some(slot) = v.slots.get_mut(d.transport as usize) else {
@@ -126,8 +148,22 @@ impl VmVirtio {
             }
             match d.kind {
                 VirtioKind::Console => *slot = Slot::Console,
-                // Served once the disk path lands (issue 12).
-                VirtioKind::Blk { .. } => {}
+                VirtioKind::Blk {
+                    disk,
+                    sectors,
+                    readonly,
+                } => {
+                    if v.disk_count == MAX_VM_DISKS {
+                        continue;
+                    }
+                    let (serial, n) = stratum_abi::blkproto::serial(disk as u16);
+                    v.disks[v.disk_count] = Disk {
+                        transport: Transport::new(BlkDevice::new(sectors, readonly, &serial[..n])),
+                        number: disk,
+                    };
+                    *slot = Slot::Disk(v.disk_count as u8);
+                    v.disk_count += 1;
+                }
                 VirtioKind::Vsock { cid, .. } => {
                     v.vsock = Transport::new(VsockDevice::new(u64::from(cid)));
                     *slot = Slot::Vsock;
@@ -178,6 +214,12 @@ impl VmVirtio {
         }
         self.console = Transport::new(ConsoleDevice::new());
         self.vsock = Transport::new(VsockDevice::new(self.vsock.device().cid()));
+        for d in &mut self.disks[..self.disk_count] {
+            // Reset in place: a disk's device is too big to build on the
+            // stack again, and its tags must go stale (a late answer for
+            // the old driver is then ignored).
+            d.transport.reset_device();
+        }
     }
 
     /// Whether transport `n` has a device behind it.
@@ -218,6 +260,13 @@ impl VmVirtio {
                         work.nics |= 1 << k;
                     }
                 }
+                Slot::Disk(k) => {
+                    let t = &mut self.disks[usize::from(k)].transport;
+                    if t.has_pending() {
+                        t.process(mem);
+                    }
+                    work.disks |= t.device().has_unsubmitted();
+                }
             }
         }
         work
@@ -244,6 +293,7 @@ impl VmVirtio {
                 Slot::Console => self.console.line(),
                 Slot::Vsock => self.vsock.line(),
                 Slot::Nic(k) => self.nics[usize::from(k)].transport.line(),
+                Slot::Disk(k) => self.disks[usize::from(k)].transport.line(),
             };
             lines |= u64::from(on) << n;
         }
@@ -268,6 +318,19 @@ impl VmVirtio {
             let n = &self.nics[k];
             (n.network, n.port, n.transport.device().mac())
         })
+    }
+
+    /// The transport of the VM's disk numbered `number` in the bundle.
+    pub fn disk_mut(&mut self, number: u32) -> Option<&mut Transport<BlkDevice>> {
+        self.disks[..self.disk_count]
+            .iter_mut()
+            .find(|d| d.number == number)
+            .map(|d| &mut d.transport)
+    }
+
+    /// The bundle numbers of the VM's disks.
+    pub fn disk_numbers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.disks[..self.disk_count].iter().map(|d| d.number)
     }
 
     /// How many NICs the VM has.
@@ -306,6 +369,7 @@ impl MmioDevice for VmVirtio {
             Some(Slot::Console) => self.console.read(access, fx),
             Some(Slot::Vsock) => self.vsock.read(access, fx),
             Some(Slot::Nic(k)) => self.nics[usize::from(k)].transport.read(access, fx),
+            Some(Slot::Disk(k)) => self.disks[usize::from(k)].transport.read(access, fx),
             Some(Slot::Empty) | None => Ok(Self::empty_read(access)),
         }
     }
@@ -324,6 +388,9 @@ impl MmioDevice for VmVirtio {
             Some(Slot::Console) => self.console.write(access, value, fx),
             Some(Slot::Vsock) => self.vsock.write(access, value, fx),
             Some(Slot::Nic(k)) => self.nics[usize::from(k)].transport.write(access, value, fx),
+            Some(Slot::Disk(k)) => self.disks[usize::from(k)]
+                .transport
+                .write(access, value, fx),
             Some(Slot::Empty) | None => Ok(()),
         }
     }

@@ -237,6 +237,12 @@ impl<D: VirtioDevice> Transport<D> {
         self.reset_queues();
     }
 
+    /// Resets the transport and its device as a driver writing status 0
+    /// does (a VM restart, for a device too big to build anew).
+    pub fn reset_device(&mut self) {
+        self.reset();
+    }
+
     /// A number that moves on whenever the driver resets the device or
     /// makes a queue ready: a backend that took buffers in one hold of the
     /// VM's lock and returns them in another checks it did not change in

@@ -100,6 +100,20 @@ pub struct Header {
 }
 
 impl Header {
+    /// All fields zero.
+    pub const ZERO: Self = Self {
+        src_cid: 0,
+        dst_cid: 0,
+        src_port: 0,
+        dst_port: 0,
+        len: 0,
+        kind: 0,
+        op: 0,
+        flags: 0,
+        buf_alloc: 0,
+        fwd_cnt: 0,
+    };
+
     /// Decodes the wire bytes.
     pub fn decode(b: &[u8; HDR_LEN]) -> Self {
         let u64_at = |o: usize| {

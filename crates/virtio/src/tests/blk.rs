@@ -25,18 +25,18 @@ const HEADERS: u64 = RAM_BASE + 0x2000;
 /// Where status bytes go (one per descriptor slot).
 const STATUS: u64 = RAM_BASE + 0x3000;
 /// Where data buffers go.
-const DATA: u64 = RAM_BASE + 0x4000;
+pub(super) const DATA: u64 = RAM_BASE + 0x4000;
 
-struct Guest {
-    t: Transport<BlkDevice>,
-    ram: Vec<u8>,
+pub(super) struct Guest {
+    pub(super) t: Transport<BlkDevice>,
+    pub(super) ram: Vec<u8>,
     q: DriverQueue,
     /// The backend's disk.
-    disk: Vec<u8>,
+    pub(super) disk: Vec<u8>,
 }
 
 impl Guest {
-    fn new(readonly: bool) -> Self {
+    pub(super) fn new(readonly: bool) -> Self {
         Self::with_queue(readonly, 64)
     }
 
@@ -67,7 +67,7 @@ impl Guest {
     /// Queues a request of `kind` at `sector` with `data` buffers
     /// (address, length, device-writable) between its header and status;
     /// its head. Not yet notified.
-    fn queue(&mut self, kind: u32, sector: u64, data: &[(u64, u32, bool)]) -> u16 {
+    pub(super) fn queue(&mut self, kind: u32, sector: u64, data: &[(u64, u32, bool)]) -> u16 {
         let slot = u64::from(self.q.next_desc);
         let header = HEADERS + 16 * slot;
         let status_at = STATUS + slot;
@@ -85,7 +85,7 @@ impl Guest {
         head
     }
 
-    fn notify(&mut self) {
+    pub(super) fn notify(&mut self) {
         wr(&mut self.t, mmio::QUEUE_NOTIFY, u32::from(blk::QUEUE));
         let mut ram = std::mem::take(&mut self.ram);
         self.t
@@ -94,7 +94,7 @@ impl Guest {
     }
 
     /// The status byte the device wrote for the chain headed by `head`.
-    fn status_of(&mut self, head: u16) -> u8 {
+    pub(super) fn status_of(&mut self, head: u16) -> u8 {
         let mut b = [0u8; 1];
         self.mem()
             .read(Ipa(STATUS + u64::from(head)), &mut b)
@@ -103,7 +103,7 @@ impl Guest {
     }
 
     /// Used entries (head, length) since the last call.
-    fn used(&mut self) -> Vec<(u32, u32)> {
+    pub(super) fn used(&mut self) -> Vec<(u32, u32)> {
         let mem = SliceMemory::new(Ipa(RAM_BASE), &mut self.ram);
         self.q.take_used(&mem)
     }
@@ -163,11 +163,11 @@ impl Guest {
         done.expect("the device is live")
     }
 
-    fn write_ram(&mut self, at: u64, data: &[u8]) {
+    pub(super) fn write_ram(&mut self, at: u64, data: &[u8]) {
         self.mem().write(Ipa(at), data).expect("in RAM");
     }
 
-    fn read_ram(&mut self, at: u64, len: usize) -> Vec<u8> {
+    pub(super) fn read_ram(&mut self, at: u64, len: usize) -> Vec<u8> {
         let mut b = vec![0u8; len];
         self.mem().read(Ipa(at), &mut b).expect("in RAM");
         b

@@ -4,6 +4,7 @@
 
 mod blk;
 mod console;
+mod disklink;
 pub(crate) mod driver;
 mod loopback;
 mod net;

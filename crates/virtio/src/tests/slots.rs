@@ -50,16 +50,31 @@ fn devices() -> Vec<Virtio> {
                 mac: [0x02, 0, 0, 0, 0, 7],
             },
         },
+        Virtio {
+            vm: 0,
+            transport: 4,
+            kind: VirtioKind::Blk {
+                disk: 7,
+                sectors: 0x9000,
+                readonly: true,
+            },
+        },
     ]
 }
 
 #[test]
 fn each_device_sits_behind_its_transport_and_the_rest_are_empty() {
     let mut v = VmVirtio::new(devices());
-    let ids: Vec<u32> = (0..4)
+    let ids: Vec<u32> = (0..6)
         .map(|n| rd(&mut Bank(&mut v, n), mmio::DEVICE_ID))
         .collect();
-    assert_eq!(ids, [3, 19, 1, 0]);
+    assert_eq!(ids, [3, 19, 1, 0, 2, 0]);
+    // The disk: its capacity, read-only, and its number for the link.
+    assert_eq!(rd(&mut Bank(&mut v, 4), mmio::CONFIG), 0x9000);
+    assert_eq!(rd(&mut Bank(&mut v, 4), mmio::CONFIG + 4), 0);
+    assert_eq!(v.disk_numbers().collect::<Vec<_>>(), [7]);
+    assert!(v.disk_mut(7).is_some_and(|t| t.device().capacity() == 0x9000));
+    assert!(v.disk_mut(6).is_none());
     assert!(v.has_device(2) && !v.has_device(3));
     assert_eq!(v.vsock_cid(), Some(3));
     assert_eq!(v.nic_count(), 1);

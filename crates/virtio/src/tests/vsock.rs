@@ -21,14 +21,14 @@ const VM_RAM: usize = 0x4_0000;
 const QSIZE: u16 = 32;
 /// Receive buffers: a header slot and a payload slot each.
 const RX_BUFS: u64 = RAM_BASE + 0x2000;
-const RX_PAYLOAD: u32 = 4096;
+pub(super) const RX_PAYLOAD: u32 = 4096;
 /// Transmit buffers.
 const TX_BUFS: u64 = RAM_BASE + 0x2_8000;
 const TX_SLOT: u64 = 0x800;
 
-struct Vm {
-    t: Transport<VsockDevice>,
-    ram: Vec<u8>,
+pub(super) struct Vm {
+    pub(super) t: Transport<VsockDevice>,
+    pub(super) ram: Vec<u8>,
     rx: DriverQueue,
     tx: DriverQueue,
     posted: VecDeque<(u16, u64)>,
@@ -37,7 +37,7 @@ struct Vm {
 }
 
 impl Vm {
-    fn new(cid: u64) -> Self {
+    pub(super) fn new(cid: u64) -> Self {
         let rx = DriverQueue::at(RAM_BASE, QSIZE);
         let tx = DriverQueue::at(rx.end().next_multiple_of(16), QSIZE);
         Self {
@@ -51,7 +51,7 @@ impl Vm {
         }
     }
 
-    fn probe(&mut self) {
+    pub(super) fn probe(&mut self) {
         let t = &mut self.t;
         assert_eq!(rd(t, mmio::DEVICE_ID), 19);
         let want = feature::VERSION_1 | feature::RING_EVENT_IDX | feature::RING_INDIRECT_DESC;
@@ -73,7 +73,7 @@ impl Vm {
 
     /// Posts `n` receive buffers (header, then `payload` bytes) and
     /// notifies; whether the device remembered the kick.
-    fn post_rx(&mut self, n: usize, payload: u32) -> bool {
+    pub(super) fn post_rx(&mut self, n: usize, payload: u32) -> bool {
         {
             let mut mem = SliceMemory::new(Ipa(RAM_BASE), &mut self.ram);
             for _ in 0..n {
@@ -94,7 +94,7 @@ impl Vm {
     }
 
     /// Sends one packet (header and payload in two buffers) and notifies.
-    fn send(&mut self, h: &Header, payload: &[u8]) -> bool {
+    pub(super) fn send(&mut self, h: &Header, payload: &[u8]) -> bool {
         {
             let mut mem = SliceMemory::new(Ipa(RAM_BASE), &mut self.ram);
             let at = TX_BUFS + TX_SLOT * (self.next_tx % 8);
@@ -115,14 +115,19 @@ impl Vm {
         self.t.device_mut().take_kick()
     }
 
+    /// Receive buffers posted and not yet used.
+    pub(super) fn outstanding(&self) -> usize {
+        self.posted.len()
+    }
+
     /// Transmit chains returned since the last call.
-    fn tx_done(&mut self) -> usize {
+    pub(super) fn tx_done(&mut self) -> usize {
         let mem = SliceMemory::new(Ipa(RAM_BASE), &mut self.ram);
         self.tx.take_used(&mem).len()
     }
 
     /// Packets received since the last call.
-    fn received(&mut self) -> Vec<(Header, Vec<u8>)> {
+    pub(super) fn received(&mut self) -> Vec<(Header, Vec<u8>)> {
         let mem = SliceMemory::new(Ipa(RAM_BASE), &mut self.ram);
         let mut out = Vec::new();
         for (id, len) in self.rx.take_used(&mem) {

@@ -1,0 +1,962 @@
+//! The hypervisor's end of the disk link: the frontends' virtio-blk
+//! requests ([`crate::blk`]) carried to the disk daemon in the service VM
+//! over its vsock device, as the host (CID 2, port
+//! [`blkproto::PORT`]), and the daemon's answers carried back
+//! ([`stratum_abi::blkproto`] is the stream's format).
+//!
+//! The service VM's vsock device belongs to this link alone: the router
+//! ([`crate::router`]) has no port for it, so every packet its driver
+//! sends comes here, and only packets this link makes reach it.
+//!
+//! # Data path
+//! Every byte crosses once in the hypervisor, with no buffer between:
+//! - a write's data goes from the frontend's request buffers straight into
+//!   the service VM's receive buffers ([`chain::copy_between`]), read
+//!   from the frontend's RAM without its lock, as the switch reads a
+//!   sender's frame (its chain was copied at submission);
+//! - a read's data goes from the service VM's transmit buffer, held (not
+//!   returned) until the copy is done, straight into the frontend's
+//!   buffers, under the frontend's lock and through
+//!   [`BlkDevice::fill`], which checks that the request is still the
+//!   driver's: a frontend that reset its device meanwhile gets nothing.
+//!
+//! # Connection and failure
+//! The daemon connects (`REQUEST` to CID 2, port 5200); a second
+//! `REQUEST` replaces the first connection. Until a connection is up and
+//! the daemon's hello read, requests wait (the daemon is starting). When
+//! the connection ends (`RST`, `SHUTDOWN`, the service VM's device reset,
+//! a violation of the protocol), every request already sent, wholly or in
+//! part, fails with `IOERR` at its frontend, and requests not yet sent
+//! wait for the next connection. When the service VM is gone for good
+//! ([`DiskLink::set_gone`]), every request fails at once.
+//!
+//! # Flow control
+//! What the link sends respects the daemon's credit (`buf_alloc` less
+//! the bytes in flight, §5.10.6.3) and its posted receive buffers; it
+//! packs as many requests into one packet as fit. It gives the daemon
+//! [`BUF_ALLOC`] bytes of credit: it consumes each transmit buffer as it
+//! parses it, and reports what it consumed in every packet it sends
+//! (and in a `CREDIT_UPDATE` when a quarter of the credit was consumed
+//! with nothing else to send).
+//!
+//! # Locks (for the glue)
+//! The link is one value behind one lock. It reaches the service VM and
+//! each frontend through [`DiskPorts`], one VM lock at a time, never two.
+
+use stratum_abi::blkproto::{self, Hello, Reply};
+
+use crate::blk::{BlkDevice, DATA_OFFSET, Op, Outcome};
+use crate::chain::{Chain, copy_between};
+use crate::device::Queues;
+use crate::mem::GuestMemory;
+use crate::queue::QueueError;
+use crate::transport::Transport;
+use crate::vsock::{self, HDR_LEN, Header, Op as VOp, TYPE_STREAM, VsockDevice};
+
+/// Requests handed to the link at once (across all disks).
+pub const MAX_PENDING: usize = blkproto::MAX_IN_FLIGHT;
+/// The credit the link gives the daemon (bytes it may send unconsumed).
+pub const BUF_ALLOC: u32 = 4 << 20;
+/// Disks at most.
+pub const MAX_DISKS: usize = stratum_abi::bundle::MAX_DISKS as usize;
+/// Steps (packets taken or copies made) per [`DiskLink::service_notified`]
+/// call at most; the glue calls again when [`Report::more`] says so.
+pub const BUDGET: usize = 256;
+/// Control packets waiting for the service VM's receive buffers at most.
+const CONTROL: usize = 8;
+/// The host's CID as the vsock header carries it.
+const HOST: u64 = blkproto::HOST_CID as u64;
+
+/// What the link runs on the service VM: its vsock transport, its memory,
+/// and the frontends' RAM to read.
+pub type ServiceFn<'a> =
+    dyn FnMut(&mut Transport<VsockDevice>, &mut dyn GuestMemory, &dyn FrontendRam) + 'a;
+/// What the link runs on a frontend: its disk's transport, its memory, and
+/// the service VM's RAM to read.
+pub type DiskFn<'a> =
+    dyn FnMut(&mut Transport<BlkDevice>, &mut dyn GuestMemory, &dyn GuestMemory) + 'a;
+
+/// How the link reaches the VMs: the glue's side.
+pub trait DiskPorts {
+    /// Runs `f` on the service VM's vsock transport with its memory,
+    /// holding its lock; `frontends` reads any frontend's RAM (no lock).
+    /// `false`, without running it, if the service VM cannot be reached.
+    fn with_service(&mut self, f: &mut ServiceFn<'_>) -> bool;
+
+    /// Runs `f` on disk `disk`'s transport with its VM's memory, holding
+    /// that VM's lock; `service` reads the service VM's RAM (no lock).
+    /// `false`, without running it, if that VM cannot be reached.
+    fn with_disk(&mut self, disk: usize, f: &mut DiskFn<'_>) -> bool;
+}
+
+/// Reads a frontend's RAM without its lock.
+pub trait FrontendRam {
+    /// Runs `f` on disk `disk`'s VM's RAM; `false` if it has none.
+    fn with_ram(&self, disk: usize, f: &mut dyn FnMut(&dyn GuestMemory)) -> bool;
+}
+
+/// What the link counted; saturating.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// Requests sent to the daemon.
+    pub sent: u64,
+    /// Requests the daemon answered `OK`.
+    pub ok: u64,
+    /// Requests that failed (the daemon's `IOERR`, or the link down).
+    pub failed: u64,
+    /// Connections accepted.
+    pub connects: u64,
+    /// Connections ended by a violation of the protocol.
+    pub violations: u64,
+    /// Packets dropped: malformed, from another CID, or for no connection.
+    pub dropped: u64,
+}
+
+/// A change of the link the glue reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The daemon said hello: it serves these disks (bit *n*: disk *n*).
+    Up {
+        /// The disks served.
+        disks: u32,
+    },
+    /// The connection ended, and why; `failed` requests failed with it.
+    Down {
+        /// Why.
+        reason: &'static str,
+        /// Requests failed.
+        failed: usize,
+    },
+}
+
+/// What one call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// More is left than the call's budget allowed: call again.
+    pub more: bool,
+}
+
+/// A request handed to the link.
+#[derive(Clone, Debug)]
+struct Pending {
+    /// Its id on the wire: slot | uses << 8.
+    id: u32,
+    disk: u16,
+    /// The frontend device's tag.
+    tag: u32,
+    op: Op,
+    sector: u64,
+    bytes: u32,
+    /// A write's chain, copied when handed over.
+    chain: Option<Chain>,
+    /// Bytes of its message (request and data) sent.
+    sent: u32,
+    /// Handed over in this order.
+    seq: u32,
+    /// Bytes of a read's data received.
+    got: u32,
+}
+
+impl Pending {
+    fn message_len(&self) -> u32 {
+        blkproto::Request::LEN as u32 + if self.op == Op::Write { self.bytes } else { 0 }
+    }
+
+    fn wire(&self) -> [u8; blkproto::Request::LEN] {
+        blkproto::Request {
+            id: self.id,
+            disk: self.disk,
+            op: match self.op {
+                Op::Read => blkproto::op::READ,
+                Op::Write => blkproto::op::WRITE,
+                Op::Flush => blkproto::op::FLUSH,
+            },
+            sector: self.sector,
+            bytes: self.bytes,
+        }
+        .encode()
+    }
+}
+
+/// The connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Conn {
+    peer_port: u32,
+    /// The daemon's `buf_alloc` and `fwd_cnt`, as last heard.
+    peer_buf: u32,
+    peer_fwd: u32,
+    /// Payload bytes sent to the daemon.
+    tx_cnt: u32,
+    /// Payload bytes consumed from the daemon, and as last told it.
+    fwd_cnt: u32,
+    fwd_told: u32,
+    hello: bool,
+}
+
+/// The transmit buffer being parsed: held until its data is copied.
+#[derive(Clone, Debug)]
+struct Cur {
+    chain: Chain,
+    len: u32,
+    /// Payload bytes parsed.
+    at: u32,
+}
+
+/// What one look at the service VM's transmit queue found.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Nothing left.
+    Idle,
+    /// Something done; look again.
+    Again,
+    /// Copy `len` bytes from the held buffer at `src_offset` into read
+    /// `slot`'s data at `offset`.
+    Copy {
+        slot: usize,
+        src_offset: u32,
+        offset: u32,
+        len: u32,
+    },
+}
+
+/// The link: at most one connection, the requests handed over, and what
+/// is being parsed.
+#[derive(Debug)]
+pub struct DiskLink {
+    cid: u64,
+    /// The frontend VM of each disk.
+    disks: [Option<u8>; MAX_DISKS],
+    gone: bool,
+    conn: Option<Conn>,
+    pending: [Option<Pending>; MAX_PENDING],
+    uses: u32,
+    seq: u32,
+    cur: Option<Cur>,
+    /// A reply or hello being read, and its bytes so far.
+    head: [u8; 16],
+    have: usize,
+    /// The read whose data is being received: its slot and bytes left.
+    data: Option<(usize, u32)>,
+    control: [Header; CONTROL],
+    control_len: usize,
+    /// Completions to apply: disk, tag, outcome.
+    done: [(u16, u32, Outcome); MAX_PENDING],
+    done_len: usize,
+    counters: LinkCounters,
+    event: Option<Event>,
+}
+
+impl Default for DiskLink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn bump(c: &mut u64) {
+    *c = c.saturating_add(1);
+}
+
+impl DiskLink {
+    /// A link with no service VM and no disk.
+    pub const fn new() -> Self {
+        Self {
+            cid: u64::MAX,
+            disks: [None; MAX_DISKS],
+            gone: false,
+            conn: None,
+            pending: [const { None }; MAX_PENDING],
+            uses: 0,
+            seq: 0,
+            cur: None,
+            head: [0; 16],
+            have: 0,
+            data: None,
+            control: [Header::ZERO; CONTROL],
+            control_len: 0,
+            done: [(0, 0, Outcome::Failed); MAX_PENDING],
+            done_len: 0,
+            counters: LinkCounters {
+                sent: 0,
+                ok: 0,
+                failed: 0,
+                connects: 0,
+                violations: 0,
+                dropped: 0,
+            },
+            event: None,
+        }
+    }
+
+    /// Sets the service VM's CID (its vsock device's).
+    pub fn set_service(&mut self, cid: u64) {
+        self.cid = cid;
+    }
+
+    /// Makes disk `disk` a disk of VM `vm` (past [`MAX_DISKS`]: ignored).
+    pub fn add_disk(&mut self, disk: u32, vm: u8) {
+        if let Some(d) = self.disks.get_mut(disk as usize) {
+            *d = Some(vm);
+        }
+    }
+
+    /// VM `vm`'s disks, as a mask (bit *n*: disk *n*).
+    pub fn disks_of(&self, vm: usize) -> u32 {
+        (0..MAX_DISKS)
+            .filter(|&d| self.disks[d].is_some_and(|v| usize::from(v) == vm))
+            .fold(0, |m, d| m | 1 << d)
+    }
+
+    /// What the link counted.
+    pub fn counters(&self) -> LinkCounters {
+        self.counters
+    }
+
+    /// Requests handed to the link and not yet answered.
+    pub fn pending(&self) -> usize {
+        self.pending.iter().flatten().count()
+    }
+
+    /// Whether the daemon is connected and said hello.
+    pub fn is_up(&self) -> bool {
+        self.conn.is_some_and(|c| c.hello)
+    }
+
+    /// The last change of the link, once.
+    pub fn take_event(&mut self) -> Option<Event> {
+        self.event.take()
+    }
+
+    /// The service VM is gone for good (`true`: every request waiting or
+    /// to come fails at once) or back (`false`).
+    pub fn set_gone(&mut self, gone: bool, ports: &mut dyn DiskPorts) {
+        self.gone = gone;
+        if gone {
+            self.drop_conn("the service VM stopped", false);
+            for slot in 0..MAX_PENDING {
+                if self.pending[slot].is_some() {
+                    self.finish(slot, Outcome::Failed);
+                }
+            }
+            self.apply(ports);
+        }
+    }
+
+    /// VM `vm`'s disks were notified: takes their new requests (as many as
+    /// there are free slots) and sends what it can.
+    pub fn frontend_notified(&mut self, vm: usize, ports: &mut dyn DiskPorts) -> Report {
+        let mut mask = self.disks_of(vm);
+        while mask != 0 {
+            let disk = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            self.take_from(disk, ports);
+        }
+        self.pump(ports);
+        Report {
+            more: self.pending.iter().all(Option::is_some),
+        }
+    }
+
+    /// Takes disk `disk`'s requests not yet handed out into free slots
+    /// (failing them at once when the service VM is gone).
+    fn take_from(&mut self, disk: usize, ports: &mut dyn DiskPorts) {
+        let gone = self.gone;
+        let (pending, uses, seq) = (&mut self.pending, &mut self.uses, &mut self.seq);
+        ports.with_disk(disk, &mut |t, mem, _| {
+            t.with_device(mem, |dev, queues, mem| {
+                if gone {
+                    while let Some(r) = dev.next_request() {
+                        dev.complete(r.tag, Outcome::Failed, queues, mem)
+                            .map_err(|e| (crate::blk::QUEUE, e))?;
+                    }
+                    return Ok(());
+                }
+                while let Some(slot) = pending.iter().position(Option::is_none) {
+                    let Some(r) = dev.next_request() else { break };
+                    *uses = uses.wrapping_add(1);
+                    *seq = seq.wrapping_add(1);
+                    pending[slot] = Some(Pending {
+                        id: (*uses << 8) | slot as u32,
+                        disk: disk as u16,
+                        tag: r.tag,
+                        op: r.op,
+                        sector: r.sector,
+                        bytes: r.bytes,
+                        chain: dev.write_chain(r.tag).cloned(),
+                        sent: 0,
+                        seq: *seq,
+                        got: 0,
+                    });
+                }
+                Ok(())
+            });
+        });
+    }
+
+    /// VM `vm` restarted or stopped: its requests not yet sent are
+    /// dropped (its new driver never made them), and a write being sent
+    /// is finished with zeros (its buffers now hold the new boot's data,
+    /// which must not reach the disk). Their answers are ignored by the
+    /// frontend's device, whose tags went stale.
+    pub fn frontend_reset(&mut self, vm: usize) {
+        let mine = self.disks_of(vm);
+        for slot in &mut self.pending {
+            let Some(p) = slot.as_mut() else { continue };
+            if mine & (1 << p.disk) == 0 {
+                continue;
+            }
+            if p.sent == 0 {
+                *slot = None;
+            } else {
+                p.chain = None;
+            }
+        }
+    }
+
+    /// The service VM's vsock device was notified: parses what the daemon
+    /// sent, applies the answers, and sends what it can.
+    pub fn service_notified(&mut self, ports: &mut dyn DiskPorts) -> Report {
+        let mut report = Report::default();
+        let mut steps = 0;
+        loop {
+            if steps == BUDGET {
+                report.more = true;
+                break;
+            }
+            steps += 1;
+            let mut step = Step::Idle;
+            ports.with_service(&mut |t, mem, _| {
+                step = t
+                    .with_device(mem, |_, queues, mem| {
+                        self.intake(queues, mem).map_err(|e| (vsock::TX, e))
+                    })
+                    .unwrap_or(Step::Idle);
+            });
+            match step {
+                Step::Idle => break,
+                Step::Again => {}
+                Step::Copy {
+                    slot,
+                    src_offset,
+                    offset,
+                    len,
+                } => {
+                    self.copy_in(slot, src_offset, offset, len, ports);
+                    // The last piece: the read is done.
+                    if self.data.is_none()
+                        && self.pending[slot]
+                            .as_ref()
+                            .is_some_and(|p| p.got == p.bytes && p.op == Op::Read)
+                    {
+                        self.finish(slot, Outcome::Done);
+                    }
+                }
+            }
+            // Answers go back at once, so their slots take new requests.
+            self.apply(ports);
+        }
+        if self.done_len > 0 {
+            self.apply(ports);
+        }
+        self.refill(ports);
+        self.pump(ports);
+        report
+    }
+
+    /// The service VM's vsock device was reset (its driver, or the VM
+    /// restarted): the connection is gone.
+    pub fn service_reset(&mut self, ports: &mut dyn DiskPorts) {
+        self.drop_conn("the service VM's vsock device was reset", false);
+        self.control_len = 0;
+        self.cur = None;
+        self.apply(ports);
+    }
+
+    /// Takes more requests from every disk when slots are free (after
+    /// answers freed some).
+    fn refill(&mut self, ports: &mut dyn DiskPorts) {
+        if self.pending.iter().all(Option::is_some) {
+            return;
+        }
+        for disk in 0..MAX_DISKS {
+            if self.disks[disk].is_some() {
+                self.take_from(disk, ports);
+            }
+        }
+    }
+
+    /// Copies part of a read's data from the held transmit buffer into
+    /// its frontend's buffers (nothing when the request is no longer the
+    /// driver's).
+    fn copy_in(
+        &mut self,
+        slot: usize,
+        src_offset: u32,
+        offset: u32,
+        len: u32,
+        ports: &mut dyn DiskPorts,
+    ) {
+        let (Some(p), Some(cur)) = (self.pending[slot].as_ref(), self.cur.as_ref()) else {
+            return;
+        };
+        let src = &cur.chain;
+        let (disk, tag) = (usize::from(p.disk), p.tag);
+        ports.with_disk(disk, &mut |t, mem, service| {
+            // A stale tag or a failed copy leaves the frontend untouched;
+            // the request completes (or not) by its reply as usual.
+            let _ = t
+                .device()
+                .fill(tag, mem, offset, src, service, src_offset, len);
+        });
+    }
+
+    /// Applies the completions queued, each at its frontend.
+    fn apply(&mut self, ports: &mut dyn DiskPorts) {
+        let n = core::mem::take(&mut self.done_len);
+        for &(disk, tag, outcome) in &self.done[..n] {
+            ports.with_disk(usize::from(disk), &mut |t, mem, _| {
+                t.with_device(mem, |dev, queues, mem| {
+                    dev.complete(tag, outcome, queues, mem)
+                        .map_err(|e| (crate::blk::QUEUE, e))
+                });
+            });
+        }
+    }
+
+    /// Ends the request in `slot` with `outcome` (applied by [`Self::apply`]).
+    fn finish(&mut self, slot: usize, outcome: Outcome) {
+        let Some(p) = self.pending[slot].take() else {
+            return;
+        };
+        match outcome {
+            Outcome::Done => bump(&mut self.counters.ok),
+            Outcome::Failed => bump(&mut self.counters.failed),
+        }
+        if self.data.is_some_and(|(s, _)| s == slot) {
+            self.data = None;
+        }
+        self.done[self.done_len] = (p.disk, p.tag, outcome);
+        self.done_len += 1;
+    }
+
+    /// Ends the connection (telling the daemon with an `RST` if `tell`):
+    /// the requests sent, wholly or in part, fail; the others wait.
+    fn drop_conn(&mut self, reason: &'static str, tell: bool) {
+        let Some(c) = self.conn.take() else {
+            self.reset_parse();
+            return;
+        };
+        if tell {
+            let rst = self.header(&c, VOp::Rst, 0);
+            self.push_control(rst);
+        }
+        let mut failed = 0;
+        for slot in 0..MAX_PENDING {
+            if self.pending[slot].as_ref().is_some_and(|p| p.sent > 0) {
+                self.finish(slot, Outcome::Failed);
+                failed += 1;
+            }
+        }
+        self.reset_parse();
+        // The rest of the buffer being parsed belongs to the old stream.
+        if let Some(cur) = self.cur.as_mut() {
+            cur.at = cur.len;
+        }
+        self.event = Some(Event::Down { reason, failed });
+    }
+
+    fn reset_parse(&mut self) {
+        self.have = 0;
+        self.data = None;
+    }
+
+    fn violation(&mut self, reason: &'static str) {
+        bump(&mut self.counters.violations);
+        self.drop_conn(reason, true);
+    }
+
+    /// A header from the host to the daemon on connection `c`.
+    fn header(&self, c: &Conn, op: VOp, len: u32) -> Header {
+        Header {
+            src_cid: HOST,
+            dst_cid: self.cid,
+            src_port: blkproto::PORT,
+            dst_port: c.peer_port,
+            len,
+            kind: TYPE_STREAM,
+            op: op as u16,
+            flags: 0,
+            buf_alloc: BUF_ALLOC,
+            fwd_cnt: c.fwd_cnt,
+        }
+    }
+
+    fn push_control(&mut self, h: Header) {
+        if self.control_len == CONTROL {
+            self.control.copy_within(1.., 0);
+            self.control_len -= 1;
+            bump(&mut self.counters.dropped);
+        }
+        self.control[self.control_len] = h;
+        self.control_len += 1;
+    }
+
+    /// Looks at the service VM's transmit queue once: returns the buffer
+    /// parsed to its end, takes the next, or parses on in the held one.
+    fn intake(
+        &mut self,
+        queues: &mut Queues<'_>,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Step, QueueError> {
+        let Ok(tx) = queues.get(vsock::TX) else {
+            return Ok(Step::Idle);
+        };
+        if let Some(cur) = self.cur.as_ref()
+            && cur.at >= cur.len
+        {
+            tx.add_used(mem, cur.chain.head(), 0)?;
+            if let Some(c) = self.conn.as_mut() {
+                c.fwd_cnt = c.fwd_cnt.wrapping_add(cur.len);
+            }
+            self.cur = None;
+            return Ok(Step::Again);
+        }
+        if self.cur.is_none() {
+            let Some(chain) = tx.pop(mem)? else {
+                return Ok(Step::Idle);
+            };
+            let Some(hdr) = self.admit(&chain, mem)? else {
+                tx.add_used(mem, chain.head(), 0)?;
+                return Ok(Step::Again);
+            };
+            self.cur = Some(Cur {
+                chain,
+                len: hdr.len,
+                at: 0,
+            });
+        }
+        self.parse(mem)
+    }
+
+    /// Checks a new packet from the service VM and acts on its control
+    /// part; its header when it carries stream data to parse.
+    fn admit(
+        &mut self,
+        chain: &Chain,
+        mem: &dyn GuestMemory,
+    ) -> Result<Option<Header>, QueueError> {
+        let payload = chain.readable_len().saturating_sub(HDR_LEN as u32);
+        if (chain.readable_len() as usize) < HDR_LEN {
+            bump(&mut self.counters.dropped);
+            return Ok(None);
+        }
+        let mut hb = [0u8; HDR_LEN];
+        chain.read(mem, 0, &mut hb)?;
+        let hdr = Header::decode(&hb);
+        if hdr.len != payload || hdr.len > vsock::MAX_PAYLOAD || hdr.src_cid != self.cid {
+            bump(&mut self.counters.dropped);
+            return Ok(None);
+        }
+        let op = VOp::from_u16(hdr.op);
+        let refuse = |link: &mut Self| {
+            bump(&mut link.counters.dropped);
+            if op != Some(VOp::Rst) {
+                link.push_control(hdr.reset_reply());
+            }
+            Ok(None)
+        };
+        if hdr.kind != TYPE_STREAM || hdr.dst_cid != HOST || hdr.dst_port != blkproto::PORT {
+            return refuse(self);
+        }
+        if op == Some(VOp::Request) {
+            if self.conn.is_some() {
+                self.drop_conn("the daemon connected again", false);
+            }
+            let c = Conn {
+                peer_port: hdr.src_port,
+                peer_buf: hdr.buf_alloc,
+                peer_fwd: hdr.fwd_cnt,
+                tx_cnt: 0,
+                fwd_cnt: 0,
+                fwd_told: 0,
+                hello: false,
+            };
+            self.conn = Some(c);
+            bump(&mut self.counters.connects);
+            let response = self.header(&c, VOp::Response, 0);
+            self.push_control(response);
+            return Ok(None);
+        }
+        let Some(c) = self.conn.as_mut().filter(|c| c.peer_port == hdr.src_port) else {
+            return refuse(self);
+        };
+        c.peer_buf = hdr.buf_alloc;
+        c.peer_fwd = hdr.fwd_cnt;
+        match op {
+            Some(VOp::Rw) => return Ok(Some(hdr)),
+            Some(VOp::CreditUpdate) => {}
+            Some(VOp::CreditRequest) => {
+                let c = *c;
+                let update = self.header(&c, VOp::CreditUpdate, 0);
+                self.push_control(update);
+            }
+            Some(VOp::Rst) => self.drop_conn("the daemon reset the connection", false),
+            Some(VOp::Shutdown) => self.drop_conn("the daemon shut the connection down", true),
+            Some(VOp::Request | VOp::Response) | None => {
+                self.violation("a packet the host never expects");
+            }
+        }
+        Ok(None)
+    }
+
+    /// Parses the held buffer on from where it stopped: up to one whole
+    /// hello or reply, or one piece of a read's data to copy.
+    fn parse(&mut self, mem: &dyn GuestMemory) -> Result<Step, QueueError> {
+        let Some(mut cur) = self.cur.take() else {
+            return Ok(Step::Again);
+        };
+        let step = self.parse_in(&mut cur, mem);
+        self.cur = Some(cur);
+        step
+    }
+
+    fn parse_in(&mut self, cur: &mut Cur, mem: &dyn GuestMemory) -> Result<Step, QueueError> {
+        if self.conn.is_none() {
+            cur.at = cur.len;
+            return Ok(Step::Again);
+        }
+        while cur.at < cur.len {
+            let left = cur.len - cur.at;
+            if let Some((slot, want)) = self.data {
+                let n = want.min(left);
+                let Some(p) = self.pending[slot].as_mut() else {
+                    self.data = None;
+                    continue;
+                };
+                let step = Step::Copy {
+                    slot,
+                    src_offset: HDR_LEN as u32 + cur.at,
+                    offset: p.got,
+                    len: n,
+                };
+                p.got += n;
+                cur.at += n;
+                self.data = (n < want).then_some((slot, want - n));
+                return Ok(step);
+            }
+            let n = (16 - self.have).min(left as usize);
+            cur.chain.read(
+                mem,
+                HDR_LEN as u32 + cur.at,
+                &mut self.head[self.have..self.have + n],
+            )?;
+            cur.at += n as u32;
+            self.have += n;
+            if self.have == 16 {
+                self.have = 0;
+                if !self.on_message() {
+                    cur.at = cur.len;
+                }
+                return Ok(Step::Again);
+            }
+        }
+        Ok(Step::Again)
+    }
+
+    /// Acts on a whole hello or reply in `head`; false if it ended the
+    /// connection.
+    fn on_message(&mut self) -> bool {
+        let Some(c) = self.conn.as_mut() else {
+            return false;
+        };
+        if !c.hello {
+            let Some(h) = Hello::decode(&self.head) else {
+                self.violation("a hello of another magic or version");
+                return false;
+            };
+            c.hello = true;
+            self.event = Some(Event::Up { disks: h.disks });
+            return true;
+        }
+        let Some(r) = Reply::decode(&self.head) else {
+            self.violation("a reply with reserved bits set");
+            return false;
+        };
+        let slot = (r.id & 0xff) as usize;
+        let Some(p) = self
+            .pending
+            .get(slot)
+            .and_then(Option::as_ref)
+            .filter(|p| p.id == r.id && p.sent == p.message_len())
+        else {
+            self.violation("a reply for no request in flight");
+            return false;
+        };
+        let ok = r.status == blkproto::status::OK;
+        let data = if ok && p.op == Op::Read { p.bytes } else { 0 };
+        if r.bytes != data {
+            self.violation("a reply whose data is not the request's");
+            return false;
+        }
+        if data > 0 {
+            self.data = Some((slot, data));
+        } else {
+            self.finish(slot, if ok { Outcome::Done } else { Outcome::Failed });
+        }
+        true
+    }
+
+    /// Sends the control packets, then as much of the requests as the
+    /// daemon's credit and receive buffers allow.
+    fn pump(&mut self, ports: &mut dyn DiskPorts) {
+        let mut fault = false;
+        ports.with_service(&mut |t, mem, frontends| {
+            t.with_device(mem, |_, queues, mem| {
+                self.send(queues, mem, frontends, &mut fault)
+                    .map_err(|e| (vsock::RX, e))
+            });
+        });
+        if fault {
+            // A frontend's buffers could not be read (they were checked
+            // against its RAM, so never): the stream is broken.
+            self.violation("a frontend's buffer could not be read");
+            self.apply(ports);
+        }
+    }
+
+    fn send(
+        &mut self,
+        queues: &mut Queues<'_>,
+        mem: &mut dyn GuestMemory,
+        frontends: &dyn FrontendRam,
+        fault: &mut bool,
+    ) -> Result<(), QueueError> {
+        let Ok(rx) = queues.get(vsock::RX) else {
+            return Ok(());
+        };
+        let mut sent = 0;
+        for h in &self.control[..self.control_len] {
+            let Some(chain) = rx.pop(mem)? else { break };
+            if chain.writable_len() >= HDR_LEN as u32 {
+                chain.write(mem, 0, &h.encode())?;
+                rx.add_used(mem, chain.head(), HDR_LEN as u32)?;
+            } else {
+                rx.add_used(mem, chain.head(), 0)?;
+            }
+            sent += 1;
+        }
+        self.control.copy_within(sent..self.control_len, 0);
+        self.control_len -= sent;
+        let Some(mut c) = self.conn.filter(|c| c.hello && self.control_len == 0) else {
+            return Ok(());
+        };
+        loop {
+            let credit = c
+                .peer_buf
+                .saturating_sub(c.tx_cnt.wrapping_sub(c.peer_fwd))
+                .min(vsock::MAX_PAYLOAD);
+            let Some(first) = self.next_to_send() else {
+                break;
+            };
+            if credit == 0 {
+                break;
+            }
+            let Some(chain) = rx.pop(mem)? else { break };
+            let room = chain
+                .writable_len()
+                .saturating_sub(HDR_LEN as u32)
+                .min(credit);
+            if room == 0 {
+                rx.add_used(mem, chain.head(), 0)?;
+                continue;
+            }
+            // Fill the buffer with the oldest messages, as much as fits.
+            let mut len = 0u32;
+            let mut slot = Some(first);
+            while let Some(s) = slot {
+                if len == room {
+                    break;
+                }
+                let Some(p) = self.pending[s].as_mut() else {
+                    break;
+                };
+                let n = (p.message_len() - p.sent).min(room - len);
+                let at = HDR_LEN as u32 + len;
+                let mut done = 0;
+                let head = blkproto::Request::LEN as u32;
+                if p.sent < head {
+                    let k = (head - p.sent).min(n);
+                    let wire = p.wire();
+                    chain.write(mem, at, &wire[p.sent as usize..(p.sent + k) as usize])?;
+                    done += k;
+                }
+                if done < n {
+                    let k = n - done;
+                    match p.chain.as_ref() {
+                        Some(src) => {
+                            let from = DATA_OFFSET + p.sent + done - head;
+                            let mut copied = false;
+                            frontends.with_ram(usize::from(p.disk), &mut |fm| {
+                                copied =
+                                    copy_between(src, fm, from, &chain, mem, at + done, k).is_ok();
+                            });
+                            *fault |= !copied;
+                        }
+                        // The frontend reset: zeros for the rest.
+                        None => {
+                            let zeros = [0u8; 256];
+                            let mut z = 0;
+                            while z < k {
+                                let m = (k - z).min(zeros.len() as u32);
+                                chain.write(mem, at + done + z, &zeros[..m as usize])?;
+                                z += m;
+                            }
+                        }
+                    }
+                    done += k;
+                }
+                if p.sent == 0 {
+                    bump(&mut self.counters.sent);
+                }
+                p.sent += done;
+                len += done;
+                slot = self.next_to_send();
+            }
+            let h = Header {
+                fwd_cnt: c.fwd_cnt,
+                ..self.header(&c, VOp::Rw, len)
+            };
+            chain.write(mem, 0, &h.encode())?;
+            rx.add_used(mem, chain.head(), HDR_LEN as u32 + len)?;
+            c.tx_cnt = c.tx_cnt.wrapping_add(len);
+            c.fwd_told = c.fwd_cnt;
+            if *fault {
+                break;
+            }
+        }
+        // Tell the daemon what was consumed when nothing else did.
+        if c.fwd_cnt.wrapping_sub(c.fwd_told) >= BUF_ALLOC / 4
+            && let Some(chain) = rx.pop(mem)?
+        {
+            if chain.writable_len() >= HDR_LEN as u32 {
+                chain.write(mem, 0, &self.header(&c, VOp::CreditUpdate, 0).encode())?;
+                rx.add_used(mem, chain.head(), HDR_LEN as u32)?;
+                c.fwd_told = c.fwd_cnt;
+            } else {
+                rx.add_used(mem, chain.head(), 0)?;
+            }
+        }
+        self.conn = Some(c);
+        Ok(())
+    }
+
+    /// The oldest request not wholly sent.
+    fn next_to_send(&self) -> Option<usize> {
+        (0..MAX_PENDING)
+            .filter(|&s| {
+                self.pending[s]
+                    .as_ref()
+                    .is_some_and(|p| p.sent < p.message_len())
+            })
+            .min_by_key(|&s| self.pending[s].as_ref().map_or(0, |p| p.seq))
+    }
+}

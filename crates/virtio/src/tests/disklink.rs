@@ -1,0 +1,504 @@
+//! The disk link driven end to end: frontends with model virtio-blk
+//! drivers ([`super::blk`]), a service VM with a model vsock driver
+//! ([`super::vsock`]), and a model daemon on it that speaks
+//! [`stratum_abi::blkproto`] over the stream, with a byte vector per
+//! disk. Reads and writes carried with their data, pipelining, requests
+//! waiting for the daemon, credit, the connection ending (the daemon's
+//! reset, the service VM's device reset, violations of the protocol),
+//! late answers after a frontend's reset, and the service VM gone.
+
+use stratum_abi::blkproto::{self, Hello, Reply, Request as Wire};
+use stratum_core::addr::Ipa;
+
+use super::blk::{DATA, Guest};
+use super::driver::RAM_BASE;
+use super::vsock::{RX_PAYLOAD, Vm};
+use crate::blk::{SECTOR, request, status as blk_status};
+use crate::disklink::{DiskFn, DiskLink, DiskPorts, Event, FrontendRam, ServiceFn};
+use crate::mem::{GuestMemory, SliceMemory};
+use crate::vsock::{Header, Op, TYPE_STREAM};
+
+const SERVICE_CID: u64 = 5;
+const DAEMON_PORT: u32 = 1_000_000;
+/// Receive buffers the service VM keeps posted: two descriptors each, in
+/// a ring of 32.
+const RX_BUFFERS: usize = 16;
+
+/// The machine: the service VM and two frontends, disk *n* on frontend
+/// *n*.
+struct Machine {
+    service: Vm,
+    fronts: Vec<Guest>,
+}
+
+struct Rams<'a>(&'a mut [Guest]);
+
+impl FrontendRam for Rams<'_> {
+    fn with_ram(&self, disk: usize, f: &mut dyn FnMut(&dyn GuestMemory)) -> bool {
+        let Some(g) = self.0.get(disk) else {
+            return false;
+        };
+        // Read-only use: a copy of the RAM stands for the unlocked view.
+        let mut ram = g.ram.clone();
+        f(&SliceMemory::new(Ipa(RAM_BASE), &mut ram));
+        true
+    }
+}
+
+impl DiskPorts for Machine {
+    fn with_service(&mut self, f: &mut ServiceFn<'_>) -> bool {
+        let s = &mut self.service;
+        let mut mem = SliceMemory::new(Ipa(RAM_BASE), &mut s.ram);
+        f(&mut s.t, &mut mem, &Rams(&mut self.fronts));
+        true
+    }
+
+    fn with_disk(&mut self, disk: usize, f: &mut DiskFn<'_>) -> bool {
+        let Some(g) = self.fronts.get_mut(disk) else {
+            return false;
+        };
+        let mut sram = self.service.ram.clone();
+        let service = SliceMemory::new(Ipa(RAM_BASE), &mut sram);
+        let mut mem = SliceMemory::new(Ipa(RAM_BASE), &mut g.ram);
+        f(&mut g.t, &mut mem, &service);
+        true
+    }
+}
+
+/// The model daemon: its end of the stream, its disks, and how it sends.
+struct Daemon {
+    /// Bytes received and not yet parsed.
+    inbox: Vec<u8>,
+    disks: Vec<Vec<u8>>,
+    /// Bytes the daemon sends per packet at most.
+    chunk: usize,
+    /// Bytes consumed (its `fwd_cnt`).
+    fwd: u32,
+    buf_alloc: u32,
+    /// Requests read and not yet answered.
+    queued: Vec<Wire>,
+}
+
+fn hdr(op: Op, len: u32, fwd: u32, buf_alloc: u32) -> Header {
+    Header {
+        src_cid: SERVICE_CID,
+        dst_cid: u64::from(blkproto::HOST_CID),
+        src_port: DAEMON_PORT,
+        dst_port: blkproto::PORT,
+        len,
+        kind: TYPE_STREAM,
+        op: op as u16,
+        flags: 0,
+        buf_alloc,
+        fwd_cnt: fwd,
+    }
+}
+
+impl Daemon {
+    fn new(disks: Vec<Vec<u8>>) -> Self {
+        Self {
+            inbox: Vec::new(),
+            disks,
+            chunk: 3000,
+            fwd: 0,
+            buf_alloc: 1 << 20,
+            queued: Vec::new(),
+        }
+    }
+
+    /// Sends `op` with `payload` (in packets of at most `chunk` bytes)
+    /// and lets the link serve each.
+    fn send(&mut self, link: &mut DiskLink, m: &mut Machine, op: Op, payload: &[u8]) {
+        let mut parts: Vec<&[u8]> = payload.chunks(self.chunk.max(1)).collect();
+        if parts.is_empty() {
+            parts.push(&[]);
+        }
+        for part in parts {
+            let h = hdr(op, part.len() as u32, self.fwd, self.buf_alloc);
+            assert!(m.service.send(&h, part), "the kick is remembered");
+            link.service_notified(m);
+        }
+    }
+
+    fn connect(&mut self, link: &mut DiskLink, m: &mut Machine) {
+        self.send(link, m, Op::Request, &[]);
+        let got = m.service.received();
+        assert_eq!(got.len(), 1, "one answer to the connect");
+        assert_eq!(got[0].0.op, Op::Response as u16);
+        let served = self
+            .disks
+            .iter()
+            .enumerate()
+            .fold(0, |mask, (i, _)| mask | 1 << i);
+        self.send(link, m, Op::Rw, &Hello::new(served).encode());
+    }
+
+    /// Takes what the link sent into the inbox and parses whole requests.
+    fn receive(&mut self, m: &mut Machine) -> Vec<Header> {
+        let mut other = Vec::new();
+        for (h, payload) in m.service.received() {
+            if h.op == Op::Rw as u16 {
+                self.fwd += payload.len() as u32;
+                self.inbox.extend_from_slice(&payload);
+            } else {
+                other.push(h);
+            }
+        }
+        loop {
+            if self.inbox.len() < Wire::LEN {
+                break;
+            }
+            let mut b = [0u8; Wire::LEN];
+            b.copy_from_slice(&self.inbox[..Wire::LEN]);
+            let r = Wire::decode(&b).expect("the link's requests are well formed");
+            let need = Wire::LEN + r.data_follows() as usize;
+            if self.inbox.len() < need {
+                break;
+            }
+            let data: Vec<u8> = self.inbox[Wire::LEN..need].to_vec();
+            self.inbox.drain(..need);
+            if r.op == blkproto::op::WRITE {
+                let at = (r.sector * SECTOR) as usize;
+                self.disks[usize::from(r.disk)][at..at + data.len()].copy_from_slice(&data);
+            }
+            self.queued.push(r);
+        }
+        other
+    }
+
+    /// Answers every request read so far, all in one stream write.
+    fn answer_all(&mut self, link: &mut DiskLink, m: &mut Machine) {
+        let mut out = Vec::new();
+        for r in std::mem::take(&mut self.queued) {
+            let data = if r.op == blkproto::op::READ {
+                let at = (r.sector * SECTOR) as usize;
+                self.disks[usize::from(r.disk)][at..at + r.bytes as usize].to_vec()
+            } else {
+                Vec::new()
+            };
+            let reply = Reply {
+                id: r.id,
+                status: blkproto::status::OK,
+                bytes: data.len() as u32,
+            };
+            out.extend_from_slice(&reply.encode());
+            out.extend_from_slice(&data);
+        }
+        if !out.is_empty() {
+            self.send(link, m, Op::Rw, &out);
+        }
+    }
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i >> 9) as u8)
+        .collect()
+}
+
+/// The link, the machine (the service VM with 64 receive buffers posted,
+/// two frontends of 64 sectors) and the daemon with two disks.
+fn setup() -> (DiskLink, Machine, Daemon) {
+    let mut service = Vm::new(SERVICE_CID);
+    service.probe();
+    service.post_rx(RX_BUFFERS, RX_PAYLOAD);
+    let fronts = vec![Guest::new(false), Guest::new(false)];
+    let disks = vec![pattern(1, 64 * 512), pattern(2, 64 * 512)];
+    let mut link = DiskLink::new();
+    link.set_service(SERVICE_CID);
+    link.add_disk(0, 0);
+    link.add_disk(1, 1);
+    (link, Machine { service, fronts }, Daemon::new(disks))
+}
+
+/// Frontend `f` queues a read of `sectors` at `sector` into `DATA + at`.
+fn read(m: &mut Machine, f: usize, sector: u64, sectors: u32, at: u64) -> u16 {
+    m.fronts[f].queue(request::IN, sector, &[(DATA + at, sectors * 512, true)])
+}
+
+/// Frontend `f` queues a write of `data` at `sector` from `DATA + at`.
+fn write(m: &mut Machine, f: usize, sector: u64, data: &[u8], at: u64) -> u16 {
+    m.fronts[f].write_ram(DATA + at, data);
+    m.fronts[f].queue(
+        request::OUT,
+        sector,
+        &[(DATA + at, data.len() as u32, false)],
+    )
+}
+
+fn notify(link: &mut DiskLink, m: &mut Machine, f: usize) {
+    m.fronts[f].notify();
+    link.frontend_notified(f, m);
+}
+
+/// Reposts the service VM's receive buffers the link used (the model
+/// driver reuses descriptors in ring order, so never more).
+fn repost(m: &mut Machine) {
+    let n = RX_BUFFERS - m.service.outstanding();
+    m.service.post_rx(n, RX_PAYLOAD);
+}
+
+#[test]
+fn writes_and_reads_cross_with_their_data_pipelined() {
+    let (mut link, mut m, mut d) = setup();
+    d.connect(&mut link, &mut m);
+    assert_eq!(link.take_event(), Some(Event::Up { disks: 0b11 }));
+    assert!(link.is_up());
+    // Frontend 0 writes 8 KiB at sector 4 and 512 bytes at sector 40, and
+    // reads 4 KiB at sector 20, all before the daemon answers any.
+    let w1 = pattern(9, 8192);
+    let w2 = pattern(10, 512);
+    let heads = [
+        write(&mut m, 0, 4, &w1, 0),
+        write(&mut m, 0, 40, &w2, 0x2000),
+        read(&mut m, 0, 20, 8, 0x3000),
+    ];
+    notify(&mut link, &mut m, 0);
+    assert_eq!(link.pending(), 3);
+    assert!(d.receive(&mut m).is_empty());
+    assert_eq!(d.queued.len(), 3, "three requests in flight at the daemon");
+    assert_eq!(&d.disks[0][4 * 512..4 * 512 + 8192], &w1[..]);
+    assert_eq!(&d.disks[0][40 * 512..41 * 512], &w2[..]);
+    repost(&mut m);
+    d.answer_all(&mut link, &mut m);
+    assert_eq!(link.pending(), 0);
+    let used = m.fronts[0].used();
+    assert_eq!(used.len(), 3);
+    for h in heads {
+        assert_eq!(m.fronts[0].status_of(h), blk_status::OK);
+    }
+    assert_eq!(
+        m.fronts[0].read_ram(DATA + 0x3000, 4096),
+        d.disks[0][20 * 512..28 * 512].to_vec(),
+        "the read's data, carried across packets of 3000 bytes"
+    );
+    assert_eq!(d.disks[1], pattern(2, 64 * 512), "the other disk untouched");
+    let c = link.counters();
+    assert_eq!((c.sent, c.ok, c.failed, c.violations), (3, 3, 0, 0));
+}
+
+#[test]
+fn each_frontend_reaches_only_its_own_disk() {
+    let (mut link, mut m, mut d) = setup();
+    d.connect(&mut link, &mut m);
+    let a = pattern(20, 1024);
+    let b = pattern(21, 1024);
+    write(&mut m, 0, 2, &a, 0);
+    write(&mut m, 1, 2, &b, 0);
+    notify(&mut link, &mut m, 0);
+    notify(&mut link, &mut m, 1);
+    d.receive(&mut m);
+    assert_eq!(
+        d.queued.iter().map(|r| r.disk).collect::<Vec<_>>(),
+        [0, 1],
+        "each request names its frontend's disk"
+    );
+    repost(&mut m);
+    d.answer_all(&mut link, &mut m);
+    assert_eq!(&d.disks[0][1024..2048], &a[..]);
+    assert_eq!(&d.disks[1][1024..2048], &b[..]);
+}
+
+#[test]
+fn requests_wait_for_the_daemon_then_go() {
+    let (mut link, mut m, mut d) = setup();
+    let h = read(&mut m, 1, 0, 1, 0);
+    notify(&mut link, &mut m, 1);
+    assert_eq!(link.pending(), 1, "held while no daemon is connected");
+    assert!(m.service.received().is_empty(), "nothing sent");
+    d.connect(&mut link, &mut m);
+    d.receive(&mut m);
+    assert_eq!(d.queued.len(), 1, "sent once the daemon said hello");
+    repost(&mut m);
+    d.answer_all(&mut link, &mut m);
+    assert_eq!(m.fronts[1].status_of(h), blk_status::OK);
+    assert_eq!(m.fronts[1].read_ram(DATA, 512), d.disks[1][..512].to_vec());
+}
+
+#[test]
+fn the_daemons_credit_bounds_what_is_sent() {
+    let (mut link, mut m, mut d) = setup();
+    d.buf_alloc = 4096;
+    d.connect(&mut link, &mut m);
+    write(&mut m, 0, 0, &pattern(3, 16 * 512), 0);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    assert_eq!(d.fwd, 4096, "no more than the credit");
+    // The daemon consumed it and says so: the rest follows.
+    d.send(&mut link, &mut m, Op::CreditUpdate, &[]);
+    d.receive(&mut m);
+    d.send(&mut link, &mut m, Op::CreditUpdate, &[]);
+    d.receive(&mut m);
+    assert_eq!(d.fwd as usize, 24 + 16 * 512);
+    assert_eq!(d.queued.len(), 1);
+}
+
+#[test]
+fn a_lost_connection_fails_what_was_sent_and_keeps_the_rest() {
+    let (mut link, mut m, mut d) = setup();
+    d.connect(&mut link, &mut m);
+    link.take_event();
+    let sent = read(&mut m, 0, 0, 1, 0);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    // The daemon dies: its kernel resets the connection.
+    d.send(&mut link, &mut m, Op::Rst, &[]);
+    assert_eq!(
+        link.take_event(),
+        Some(Event::Down {
+            reason: "the daemon reset the connection",
+            failed: 1
+        })
+    );
+    assert_eq!(m.fronts[0].status_of(sent), blk_status::IOERR);
+    // A request made while it is down waits for the next daemon.
+    let later = read(&mut m, 0, 1, 1, 0x1000);
+    notify(&mut link, &mut m, 0);
+    assert_eq!(link.pending(), 1);
+    let mut d2 = Daemon::new(d.disks.clone());
+    repost(&mut m);
+    d2.connect(&mut link, &mut m);
+    d2.receive(&mut m);
+    d2.answer_all(&mut link, &mut m);
+    assert_eq!(m.fronts[0].status_of(later), blk_status::OK);
+    assert_eq!(link.counters().connects, 2);
+}
+
+#[test]
+fn the_service_vms_reset_fails_requests_in_flight() {
+    let (mut link, mut m, mut d) = setup();
+    d.connect(&mut link, &mut m);
+    let h = write(&mut m, 1, 0, &pattern(4, 512), 0);
+    notify(&mut link, &mut m, 1);
+    d.receive(&mut m);
+    link.service_reset(&mut m);
+    assert_eq!(m.fronts[1].status_of(h), blk_status::IOERR);
+    assert!(!link.is_up());
+    assert_eq!(link.pending(), 0);
+}
+
+#[test]
+fn a_reply_for_no_request_ends_the_connection() {
+    let (mut link, mut m, mut d) = setup();
+    d.connect(&mut link, &mut m);
+    let h = read(&mut m, 0, 0, 1, 0);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    let bogus = Reply {
+        id: 0xdead_0001,
+        status: 0,
+        bytes: 0,
+    };
+    d.send(&mut link, &mut m, Op::Rw, &bogus.encode());
+    assert_eq!(link.counters().violations, 1);
+    assert_eq!(m.fronts[0].status_of(h), blk_status::IOERR);
+    let got = d.receive(&mut m);
+    assert!(
+        got.iter().any(|h| h.op == Op::Rst as u16),
+        "the daemon hears an RST"
+    );
+    // A reply whose data length is not the request's does the same.
+    d.connect(&mut link, &mut m);
+    read(&mut m, 0, 0, 1, 0);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    let r = d.queued.pop().expect("a request");
+    let short = Reply {
+        id: r.id,
+        status: 0,
+        bytes: 100,
+    };
+    d.send(&mut link, &mut m, Op::Rw, &short.encode());
+    assert_eq!(link.counters().violations, 2);
+}
+
+#[test]
+fn a_bad_hello_or_a_stranger_gets_no_service() {
+    let (mut link, mut m, mut d) = setup();
+    d.send(&mut link, &mut m, Op::Request, &[]);
+    m.service.received();
+    let mut hello = Hello::new(1).encode();
+    hello[4] = 99;
+    d.send(&mut link, &mut m, Op::Rw, &hello);
+    assert_eq!(link.counters().violations, 1);
+    assert!(!link.is_up());
+    // Another port: refused with RST, no connection.
+    let h = Header {
+        dst_port: 80,
+        ..hdr(Op::Request, 0, 0, 4096)
+    };
+    assert!(m.service.send(&h, &[]));
+    link.service_notified(&mut m);
+    let got = m.service.received();
+    assert!(got.iter().any(|(h, _)| h.op == Op::Rst as u16));
+    // Another source CID: dropped.
+    let before = link.counters().dropped;
+    let h = Header {
+        src_cid: 77,
+        ..hdr(Op::Request, 0, 0, 4096)
+    };
+    assert!(m.service.send(&h, &[]));
+    link.service_notified(&mut m);
+    assert_eq!(link.counters().dropped, before + 1);
+    assert_eq!(link.counters().connects, 1);
+}
+
+#[test]
+fn a_late_answer_after_the_frontend_reset_writes_nothing() {
+    let (mut link, mut m, mut d) = setup();
+    d.connect(&mut link, &mut m);
+    read(&mut m, 0, 0, 1, 0);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    // The frontend's driver resets its device (status 0) and never sets
+    // it up again: the old request's buffers are no longer the device's.
+    m.fronts[0].t.reset_device();
+    m.fronts[0].write_ram(DATA, &[0x5a; 512]);
+    repost(&mut m);
+    d.answer_all(&mut link, &mut m);
+    assert_eq!(m.fronts[0].read_ram(DATA, 512), vec![0x5a; 512]);
+    assert_eq!(link.pending(), 0, "the link forgets it all the same");
+}
+
+#[test]
+fn with_the_service_vm_gone_requests_fail_at_once() {
+    let (mut link, mut m, _) = setup();
+    let waiting = read(&mut m, 0, 0, 1, 0);
+    notify(&mut link, &mut m, 0);
+    link.set_gone(true, &mut m);
+    assert_eq!(m.fronts[0].status_of(waiting), blk_status::IOERR);
+    let h = read(&mut m, 0, 1, 1, 0x1000);
+    notify(&mut link, &mut m, 0);
+    assert_eq!(m.fronts[0].status_of(h), blk_status::IOERR);
+    assert_eq!(link.pending(), 0);
+}
+
+#[test]
+fn a_frontend_restart_drops_its_unsent_requests_and_zeroes_a_torn_write() {
+    let (mut link, mut m, mut d) = setup();
+    d.buf_alloc = 4096;
+    d.connect(&mut link, &mut m);
+    let data = pattern(7, 16 * 512);
+    write(&mut m, 0, 0, &data, 0);
+    read(&mut m, 0, 30, 1, 0x4000);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    assert_eq!(d.fwd, 4096, "the write is torn by the credit");
+    // The frontend restarts: its RAM now holds the new boot's bytes.
+    m.fronts[0].t.reset_device();
+    m.fronts[0].write_ram(DATA, &[0xaa; 16 * 512]);
+    link.frontend_reset(0);
+    assert_eq!(link.pending(), 1, "the read never sent is gone");
+    d.send(&mut link, &mut m, Op::CreditUpdate, &[]);
+    d.receive(&mut m);
+    d.send(&mut link, &mut m, Op::CreditUpdate, &[]);
+    d.receive(&mut m);
+    assert_eq!(d.queued.len(), 1, "only the write reached the daemon");
+    let disk = &d.disks[0][..16 * 512];
+    let sent = 4096 - 24;
+    assert_eq!(&disk[..sent], &data[..sent], "what was sent before");
+    assert!(
+        disk[sent..].iter().all(|&b| b == 0),
+        "zeros after, never the new boot's bytes"
+    );
+}
