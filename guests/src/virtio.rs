@@ -62,6 +62,8 @@ const REG_INTERRUPT_ACK: usize = 0x064;
 
 /// The network device's DeviceID.
 pub const DEVICE_ID_NET: u32 = 1;
+/// The block device's DeviceID.
+pub const DEVICE_ID_BLOCK: u32 = 2;
 /// The vsock device's DeviceID.
 pub const DEVICE_ID_VSOCK: u32 = 19;
 
