@@ -221,6 +221,7 @@ extern "C" fn boot_primary(dtb: usize) -> ! {
     for vm_plan in plan.vms() {
         system::set_time_shared(vm_plan.id, vm_plan.time_shared);
     }
+    check_isolation(&plan, &pool);
     pv::init(&bundle);
     let (tables_used, tables_free) = pool.usage();
     system::set_mem_info([tables_used, plan.guest_ram_bytes(), tables_free]);
@@ -289,6 +290,30 @@ fn zero(range: PhysRange) {
     // normal memory, and no guest maps it yet.
     unsafe { core::ptr::write_bytes(start as *mut u8, 0, len) };
     stratum_arch::cache::clean_inval_dcache_range(start, len);
+}
+
+/// Walks every VM's stage-2 table and stops the machine if one reaches
+/// another VM's RAM (the service VM included: it never maps a frontend's
+/// memory); logs the check. Shared channels are their own carve-outs, not
+/// a VM's RAM.
+fn check_isolation(plan: &BootPlan<'static>, pool: &TablePool) {
+    let vms = plan.vms().count();
+    let mut ranges = [(0u64, 0u64); stratum_abi::bundle::MAX_VMS];
+    for (id, r) in ranges.iter_mut().enumerate().take(vms) {
+        if let Some(ram) = vm::ram_of(id) {
+            *r = (ram.pa(), ram.size());
+        }
+    }
+    for id in 0..vms {
+        let others: [(u64, u64); stratum_abi::bundle::MAX_VMS] =
+            core::array::from_fn(|k| if k == id { (0, 0) } else { ranges[k] });
+        let hit = system::with_vm(id, |vm| vm.stage2.first_reaching(pool, &others[..vms]));
+        if let Some((ipa, pa)) = hit {
+            log!("error: vm{id}'s stage 2 maps IPA {ipa} to PA {pa}, another VM's RAM");
+            system::shutdown(exit_status::BAD_BOOT_INPUT);
+        }
+    }
+    log!("stage 2 isolation: checked {vms} VM(s), none maps another's RAM");
 }
 
 /// Creates, installs and loads the VM `vm_plan` describes, or stops the

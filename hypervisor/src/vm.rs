@@ -105,6 +105,8 @@ pub struct Vm {
     pub ram_pa: Pa,
     /// Stage-2 base and VMID.
     pub vttbr: u64,
+    /// Its stage-2 table (for the boot-time isolation check).
+    pub stage2: Stage2Table,
     /// The emulated PL011.
     pub uart: Pl011,
     /// The VM's and its vCPUs' states, their placement on physical CPUs,
@@ -349,6 +351,7 @@ impl Vm {
             image,
             ram_pa,
             vttbr: table.vttbr(vmid),
+            stage2: table,
             uart: Pl011::new(),
             life: VmLifecycle::new(mpidrs, &image.pcpus[..mpidrs.len()], image.on_crash),
             ctx: [VcpuContext::default(); MAX_VCPUS],

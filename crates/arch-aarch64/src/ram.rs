@@ -43,6 +43,11 @@ impl GuestRam {
         self.ipa
     }
 
+    /// Host-physical base.
+    pub const fn pa(&self) -> u64 {
+        self.pa
+    }
+
     /// Size in bytes.
     pub const fn size(&self) -> u64 {
         self.size

@@ -472,6 +472,68 @@ impl Stage2Table {
         }
     }
 
+    /// Calls `f` with every leaf of the table, lowest IPA first: its IPA,
+    /// its PA, its size and how it is mapped (a leaf with attributes this
+    /// module never writes is reported as `None`). For the boot-time
+    /// isolation check (which VM's table reaches which memory).
+    pub fn for_each_leaf(
+        &self,
+        mem: &impl TableMemory,
+        f: &mut dyn FnMut(Ipa, Pa, u64, Option<Mapping>),
+    ) {
+        let entries = ENTRIES_PER_TABLE * usize::from(self.cfg.concatenated);
+        self.walk_leaves(mem, self.root, self.cfg.start_level, 0, entries, f);
+    }
+
+    /// The first leaf that reaches into any of `ranges` (host-physical
+    /// `(start, size)` pairs, e.g. the other VMs' RAM): its IPA and PA.
+    /// `None` when the table maps none of them.
+    pub fn first_reaching(
+        &self,
+        mem: &impl TableMemory,
+        ranges: &[(u64, u64)],
+    ) -> Option<(Ipa, Pa)> {
+        let mut hit = None;
+        self.for_each_leaf(mem, &mut |ipa, pa, size, _| {
+            let overlaps = ranges
+                .iter()
+                .any(|&(start, len)| pa.0 < start.saturating_add(len) && start < pa.0 + size);
+            if hit.is_none() && overlaps {
+                hit = Some((ipa, pa));
+            }
+        });
+        hit
+    }
+
+    fn walk_leaves(
+        &self,
+        mem: &impl TableMemory,
+        table: Pa,
+        level: u8,
+        base: u64,
+        entries: usize,
+        f: &mut dyn FnMut(Ipa, Pa, u64, Option<Mapping>),
+    ) {
+        let size = level_size(level);
+        for i in 0..entries {
+            let desc = mem.read(table, i);
+            if desc & DESC_VALID == 0 {
+                continue;
+            }
+            let ipa = base + i as u64 * size;
+            let table_or_page = desc & DESC_TABLE_OR_PAGE != 0;
+            if level < 3 && table_or_page {
+                let next = Pa(desc & DESC_ADDR_MASK);
+                self.walk_leaves(mem, next, level + 1, ipa, ENTRIES_PER_TABLE, f);
+            } else if level == 3 && !table_or_page || level == 0 {
+                // Reserved encodings: never written, never translated.
+            } else {
+                let pa = desc & DESC_ADDR_MASK & !(size - 1);
+                f(Ipa(ipa), Pa(pa), size, Mapping::from_leaf(desc));
+            }
+        }
+    }
+
     /// Index of the descriptor for `addr` in a table at `level`. The root
     /// index is not masked to 9 bits: concatenated roots are one big table.
     fn index(&self, level: u8, addr: u64) -> usize {
@@ -684,6 +746,68 @@ mod tests {
         let mut mem = FakeMemory::new();
         let t = Stage2Table::new(&mut mem, config_for(mmfr0, 0)).expect("root");
         (mem, t)
+    }
+
+    #[test]
+    fn the_leaf_walk_reports_every_mapping_once_in_order() {
+        let (mut mem, mut t) = table(MMFR0_40);
+        let maps = [
+            (
+                0x4000_0000u64,
+                0x1_4000_0000u64,
+                0x4000_0000u64,
+                Mapping::RamRwx,
+            ),
+            (0x0900_0000, 0x0900_0000, 0x1000, Mapping::DeviceRw),
+            (0x8020_0000, 0x2_0020_0000, 0x20_3000, Mapping::RamRwx),
+        ];
+        for (ipa, pa, size, m) in maps {
+            t.map(&mut mem, Ipa(ipa), Pa(pa), size, m).expect("maps");
+        }
+        let mut leaves = Vec::new();
+        t.for_each_leaf(&mem, &mut |ipa, pa, size, m| {
+            leaves.push((ipa.0, pa.0, size, m))
+        });
+        assert!(
+            leaves.windows(2).all(|w| w[0].0 + w[0].2 <= w[1].0),
+            "in order"
+        );
+        for (ipa, pa, size, m) in maps {
+            let covered: u64 = leaves
+                .iter()
+                .filter(|l| l.0 >= ipa && l.0 < ipa + size)
+                .map(|l| {
+                    assert_eq!(l.1 - pa, l.0 - ipa, "IPA and PA move together");
+                    assert_eq!(l.3, Some(m));
+                    l.2
+                })
+                .sum();
+            assert_eq!(covered, size, "the mapping at {ipa:#x} whole");
+        }
+        let total: u64 = leaves.iter().map(|l| l.2).sum();
+        assert_eq!(total, 0x4000_0000 + 0x1000 + 0x20_3000, "nothing else");
+        assert!(leaves.iter().any(|l| l.2 == BLOCK_1G), "a 1 GiB block");
+        assert!(leaves.iter().any(|l| l.2 == BLOCK_2M), "a 2 MiB block");
+        // Which memory the table reaches.
+        assert_eq!(
+            t.first_reaching(&mem, &[(0x3_0000_0000, 0x1000_0000)]),
+            None
+        );
+        assert_eq!(
+            t.first_reaching(&mem, &[(0x3_0000_0000, 1), (0x2_0040_0000, 0x1000)]),
+            Some((Ipa(0x8040_0000), Pa(0x2_0040_0000))),
+            "the first page past the 2 MiB block"
+        );
+        assert_eq!(
+            t.first_reaching(&mem, &[(0x2_0000_0000, 0x20_1000)]),
+            Some((Ipa(0x8020_0000), Pa(0x2_0020_0000))),
+            "the block's first byte"
+        );
+        assert_eq!(
+            t.first_reaching(&mem, &[(0x2_0000_0000, 0x20_0000)]),
+            None,
+            "just below"
+        );
     }
 
     #[test]

@@ -65,7 +65,11 @@ fn main(dtb: usize) -> ! {
     let serial = core::str::from_utf8(&id[..id_len]).unwrap_or("(not UTF-8)");
     println!(
         "blkcheck: transport {n}, serial {serial}, {capacity} sectors, {}",
-        if blk.readonly() { "read-only" } else { "read-write" }
+        if blk.readonly() {
+            "read-only"
+        } else {
+            "read-write"
+        }
     );
     checks.check(
         format_args!("serial {serial} names a Stratum disk"),
@@ -86,7 +90,10 @@ fn main(dtb: usize) -> ! {
         read0.is_ok() && sector.starts_with(SEED),
     );
     let past = blk.read_blocks(capacity as usize, &mut sector);
-    checks.check(format_args!("a read past the end fails ({past:?})"), past.is_err());
+    checks.check(
+        format_args!("a read past the end fails ({past:?})"),
+        past.is_err(),
+    );
 
     // On the heap: the boot stack is 64 KiB.
     let mut buf = alloc::vec![0u8; REGION * SECTOR_SIZE];

@@ -73,7 +73,10 @@ fn each_device_sits_behind_its_transport_and_the_rest_are_empty() {
     assert_eq!(rd(&mut Bank(&mut v, 4), mmio::CONFIG), 0x9000);
     assert_eq!(rd(&mut Bank(&mut v, 4), mmio::CONFIG + 4), 0);
     assert_eq!(v.disk_numbers().collect::<Vec<_>>(), [7]);
-    assert!(v.disk_mut(7).is_some_and(|t| t.device().capacity() == 0x9000));
+    assert!(
+        v.disk_mut(7)
+            .is_some_and(|t| t.device().capacity() == 0x9000)
+    );
     assert!(v.disk_mut(6).is_none());
     assert!(v.has_device(2) && !v.has_device(3));
     assert_eq!(v.vsock_cid(), Some(3));
