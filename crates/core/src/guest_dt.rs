@@ -1307,7 +1307,9 @@ mod tests {
         };
         let blob = generate_vec(&desc);
         let fdt = Fdt::new(&blob).expect("valid");
-        let nodes: Vec<(String, Vec<(u64, u64)>, Vec<u32>)> = fdt
+        // (name, reg, interrupts) of each virtio,mmio node.
+        type Node = (String, Vec<(u64, u64)>, Vec<u32>);
+        let nodes: Vec<Node> = fdt
             .root()
             .children()
             .filter(|n| n.is_compatible("virtio,mmio"))
