@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::bench::{BenchOptions, run_bench};
-use crate::config::{Board, Config, CpuModel, Gic, VmFlags};
+use crate::config::{Board, Config, CpuModel, DiskFlag, Gic, VmFlags};
 use crate::linux::{
     KernelChoice, LinuxGuest, PreparedDebian, default_cache_dir, prepare_debian_choosing,
 };
@@ -62,6 +62,12 @@ Config format (TOML; relative paths are relative to the file):
   pcpus = [0]                  # physical CPUs (default: lowest free / last)
   on_crash = \"stop\"            # or \"restart\"
   dt_fragment = \"extra.dtb\"    # optional: nodes added to the VM's device tree
+  role = \"service\"             # optional: the VM that serves the disks (one at most)
+
+  [[vm.disk]]                  # a virtio-blk disk: /dev/vda, vdb, ... (0 to 4 per VM)
+  image = \"disk.img\"           # a raw image, whole 512-byte sectors; writes reach it
+  readonly = false             # true: writes are refused
+                               # (a service VM is added when no VM has role = \"service\")
 
   [[vm.device]]                # passthrough, identity mapped (0 to 4 per VM)
   name = \"rtc\"
@@ -440,6 +446,16 @@ pub struct SystemArgs {
     /// CPU model of the emulated host (default cortex-a57; overrides `[machine]` in a config).
     #[arg(long, value_name = "MODEL")]
     pub cpu: Option<CpuModel>,
+    /// A disk for the VM, repeatable: a raw image FILE (a whole number of
+    /// 512-byte sectors), read-only with `,readonly`; the first is the
+    /// VM's /dev/vda, the next /dev/vdb, …. Writes reach the file. The
+    /// tool adds the service VM that serves them (Debian, 256 MiB, a
+    /// time-shared CPU), and the run ends when the VM stops. With a config
+    /// file: for its one VM besides the service VM (a config of several
+    /// gives each its disks with [[vm.disk]]). `stratum build` refuses
+    /// disks (see docs/config.md).
+    #[arg(long = "disk", value_name = "FILE[,readonly]")]
+    pub disks: Vec<DiskFlag>,
 }
 
 /// `stratum build` arguments.
@@ -512,7 +528,7 @@ impl SystemArgs {
     /// --gic/--cpu applied.
     pub fn config(&self) -> Result<Config> {
         let mut config = match (&self.config, &self.kernel) {
-            (Some(path), _) => Config::load(path)?,
+            (Some(path), _) => Config::load_with_disks(path, &self.disks)?,
             (None, Some(kernel)) => Config::from_flags(&VmFlags {
                 kernel: kernel.clone(),
                 initrd: self.initrd.clone(),
@@ -521,6 +537,7 @@ impl SystemArgs {
                 memory: self.memory.clone(),
                 debian: false,
                 exec: None,
+                disks: self.disks.clone(),
             })?,
             (None, None) if self.debian => {
                 let choice = kernel_choice(self.latest);
@@ -545,6 +562,7 @@ impl SystemArgs {
             memory: self.memory.clone(),
             debian: true,
             exec: self.exec.clone(),
+            disks: self.disks.clone(),
         }
     }
 }
@@ -810,6 +828,56 @@ mod tests {
         assert_eq!(f.cache.as_deref(), Some(std::path::Path::new("/tmp/c")));
         assert!(!f.latest);
         assert_eq!(kernel_choice(f.latest), KernelChoice::Pinned);
+    }
+
+    #[test]
+    fn disks_on_the_command_line() {
+        let cli = parse(&[
+            "run",
+            "--debian",
+            "--disk",
+            "root.img",
+            "--disk",
+            "data,1.img,readonly",
+        ])
+        .expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        let want = vec![
+            DiskFlag {
+                image: "root.img".into(),
+                readonly: false,
+            },
+            DiskFlag {
+                image: "data,1.img".into(),
+                readonly: true,
+            },
+        ];
+        assert_eq!(a.system.disks, want);
+        let guest = LinuxGuest {
+            kernel: "/c/vmlinuz".into(),
+            initramfs: "/c/initramfs.cpio".into(),
+            kernel_version: "6.1.0-56-arm64".into(),
+        };
+        assert_eq!(a.system.debian_flags(&guest).disks, want);
+        // With a config (its one VM takes them) and with --kernel; `build`
+        // parses them and refuses them when it builds.
+        for ok in [
+            &["run", "x.toml", "--disk", "a.img"][..],
+            &["run", "--kernel", "k", "--disk", "a.img,readonly"],
+            &["build", "--kernel", "k", "--disk", "a.img", "-o", "s.img"],
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}");
+        }
+        let e = parse(&["run", "--kernel", "k", "--disk", ",readonly"]).expect_err("no file");
+        assert_eq!(e.exit_code(), exit_code::BAD_INPUT);
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .expect("run")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--disk <FILE[,readonly]>"), "{help}");
     }
 
     #[test]

@@ -183,8 +183,7 @@ fn vm_image<'a>(
         on_crash: vm.on_crash,
         identity: vm.identity,
         firmware: vm.firmware,
-        // The service role (issue 12) is set by the config once it has one.
-        service: false,
+        service: vm.service,
     })
 }
 
@@ -285,6 +284,7 @@ mod tests {
             memory: Some("64M".into()),
             debian: false,
             exec: None,
+            disks: Vec::new(),
         })
         .expect("valid config");
         assert_eq!(config.bundle_size(), {

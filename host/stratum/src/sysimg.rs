@@ -55,6 +55,17 @@ pub fn build(
     out: &Path,
 ) -> Result<String> {
     config.check_supported()?;
+    if !config.disks.is_empty() {
+        return Err(Error::input(format!(
+            "{}: a system image cannot bring its disks: they are QEMU virtio-blk devices that `stratum run` \
+             attaches to the machine for the service VM, and a board has no such devices; run the system \
+             with `stratum run`, or build it without [[vm.disk]] and --disk",
+            config
+                .source
+                .as_ref()
+                .map_or_else(|| "--disk".to_owned(), |p| p.display().to_string())
+        )));
+    }
     let mut flags = bundle::FLAG_QEMU_GIC;
     if semihosting {
         flags |= bundle::FLAG_SEMIHOSTING_EXIT;
@@ -153,6 +164,7 @@ pub fn inspect(name: &str, bytes: &[u8]) -> Result<String> {
         let mut traits = vec![if vm.pinned { "pinned" } else { "shared" }];
         traits.extend(vm.identity.then_some("identity"));
         traits.extend(vm.firmware.then_some("firmware"));
+        traits.extend(vm.service.then_some("service VM"));
         let _ = writeln!(
             out,
             "vm{i} '{}': {} vCPU on CPU {}, {} MiB at {:#x}, {}, on crash {:?}",

@@ -354,6 +354,7 @@ fn guest_config(
         memory: None,
         debian: false,
         exec: None,
+        disks: Vec::new(),
     })?;
     config.override_machine(Some(board), Some(gic), Some(default_cpu(board)))?;
     Ok(config)
@@ -603,6 +604,7 @@ fn linux_config(guest: &LinuxGuest, cmdline: &str, gic: Gic) -> Result<Config> {
         memory: Some(LINUX_MEMORY.to_owned()),
         debian: false,
         exec: None,
+        disks: Vec::new(),
     })?;
     config.override_machine(None, Some(gic), Some(CpuModel::CortexA57))?;
     Ok(config)

@@ -26,7 +26,9 @@
 //! (passthrough) and `[[channel]]` (shared
 //! memory between two VMs) say how ([`partition`]); `[[network]]`,
 //! per-VM `vsock` and `virtio_console`, and `[[vsock]]` give VMs virtio
-//! devices ([`virtio`]). The full reference with examples is
+//! devices ([`virtio`]); `[[vm.disk]]` gives a VM disks, which the
+//! service VM (`role = "service"`, added when no VM has it) serves
+//! ([`disks`]). The full reference with examples is
 //! `docs/config.md`. The defaults the file leaves open are
 //! resolved here, so the bundle carries only final values: each vCPU's
 //! physical CPU, each channel's number, address and doorbell in each VM.
@@ -55,11 +57,16 @@ use validate::validate;
 
 mod channels;
 mod devices;
+mod disks;
 mod partition;
 mod raw;
 mod validate;
 mod virtio;
 
+pub use disks::{
+    ADDED_SERVICE_MEMORY, FIRST_DISK_TRANSPORT, MAX_SERVED_DISKS, SERVICE_CMDLINE,
+    service_transport,
+};
 pub use virtio::{CONSOLE_TRANSPORT, FIRST_NIC_TRANSPORT, VSOCK_TRANSPORT};
 
 const KIB: u64 = 1 << 10;
@@ -417,6 +424,56 @@ pub struct VsockConfig {
     pub peers: Vec<usize>,
 }
 
+/// A disk (`[[vm.disk]]`, `--disk`), validated and resolved: a virtio-blk
+/// device of its VM (the frontend), served by the service VM from QEMU's
+/// `virtio-blk-device` for it. Its number is its index in
+/// [`Config::disks`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Index of the VM whose disk it is, in [`Config::vms`].
+    pub vm: usize,
+    /// The image file: absolute, canonical.
+    pub image: PathBuf,
+    /// Read-only: the frontend's writes are refused, QEMU opens it
+    /// read-only.
+    pub readonly: bool,
+    /// Its capacity in 512-byte sectors (the image's size / 512).
+    pub sectors: u64,
+    /// Its virtio-mmio transport in the frontend.
+    pub transport: u32,
+    /// The transport of its QEMU device, passed through to the service VM
+    /// ([`service_transport`]): QEMU's `virtio-mmio-bus.<N>`.
+    pub backend_transport: u32,
+}
+
+/// A disk given on the command line: `--disk FILE[,readonly]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskFlag {
+    /// The image (relative to the current directory).
+    pub image: PathBuf,
+    /// `,readonly`.
+    pub readonly: bool,
+}
+
+impl std::str::FromStr for DiskFlag {
+    type Err = String;
+
+    /// `FILE` or `FILE,readonly`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (image, readonly) = match s.strip_suffix(",readonly") {
+            Some(image) => (image, true),
+            None => (s, false),
+        };
+        if image.is_empty() {
+            return Err("expected FILE or FILE,readonly".to_owned());
+        }
+        Ok(Self {
+            image: image.into(),
+            readonly,
+        })
+    }
+}
+
 /// One VM, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
@@ -467,6 +524,9 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     /// Whether it has a virtio-console (transport [`CONSOLE_TRANSPORT`]).
     pub virtio_console: bool,
+    /// The service VM (`role = "service"`): identity-mapped, it serves
+    /// every disk through its vsock device, whose link is the hypervisor's.
+    pub service: bool,
 }
 
 /// Where a `debian = true` VM's kernel and initramfs come from: called at
@@ -499,6 +559,13 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     /// Networks, in order.
     pub networks: Vec<NetworkConfig>,
+    /// Disks, numbered in order.
+    pub disks: Vec<DiskConfig>,
+    /// The service VM's index in [`Config::vms`], if there is one.
+    pub service: Option<usize>,
+    /// Whether the tool added the service VM (the config has disks and no
+    /// `role = "service"`).
+    pub service_added: bool,
     /// The config file, or `None` when built from flags.
     pub source: Option<PathBuf>,
 }
@@ -521,6 +588,8 @@ pub struct VmFlags {
     pub debian: bool,
     /// `--exec`, for a `--debian` VM.
     pub exec: Option<String>,
+    /// `--disk`: the VM's disks, in order.
+    pub disks: Vec<DiskFlag>,
 }
 
 impl Config {
@@ -545,6 +614,25 @@ impl Config {
 
     /// [`Config::parse`] with Debian VMs' guest from `debian`.
     pub fn parse_with(text: &str, path: &Path, debian: &mut DebianSource<'_>) -> Result<Self> {
+        Self::parse_with_disks(text, path, &[], debian)
+    }
+
+    /// [`Config::load`] plus the command line's `--disk`s, which go to the
+    /// config's one VM that is not the service VM (a config of several
+    /// such VMs gives each its disks with `[[vm.disk]]`).
+    pub fn load_with_disks(path: &Path, disks: &[DiskFlag]) -> Result<Self> {
+        let text = fs::read_to_string(path)
+            .map_err(|e| Error::input(format!("{}: cannot read config: {e}", path.display())))?;
+        Self::parse_with_disks(&text, path, disks, &mut fetch_debian_guest)
+    }
+
+    /// [`Config::parse_with`] plus `--disk`s ([`Config::load_with_disks`]).
+    pub fn parse_with_disks(
+        text: &str,
+        path: &Path,
+        disks: &[DiskFlag],
+        debian: &mut DebianSource<'_>,
+    ) -> Result<Self> {
         let source = Source::File {
             path: path.to_path_buf(),
             text: text.to_owned(),
@@ -560,13 +648,16 @@ impl Config {
             return Err(Error::input(d.report()));
         }
         raw::unknown_keys(&mut d, table.get_ref());
-        let raw: RawConfig = match toml::from_str(text) {
+        let mut raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
                 d.push(e.span(), "", e.message().trim_end());
                 return Err(Error::input(d.report()));
             }
         };
+        if !disks.is_empty() {
+            add_flag_disks(&mut raw, disks, path)?;
+        }
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -588,9 +679,14 @@ impl Config {
         let mut problems = Vec::new();
         if self.vms.len() > limits::RUNNING_VMS {
             problems.push(format!(
-                "{}: {} VMs: this version of Stratum runs at most {} VMs at a time",
+                "{}: {} VMs{}: this version of Stratum runs at most {} VMs at a time",
                 origin("vm", "--kernel"),
                 self.vms.len(),
+                if self.service_added {
+                    ", with the service VM added for the disks"
+                } else {
+                    ""
+                },
                 limits::RUNNING_VMS
             ));
         }
@@ -612,8 +708,30 @@ impl Config {
     }
 
     /// Builds and validates a one-VM config from command-line flags. Errors
-    /// name the flag. Paths are relative to the current directory.
+    /// name the flag. Paths are relative to the current directory. With
+    /// `--disk`, the tool adds the service VM, with the Debian guest from
+    /// the default cache (fetched when missing; `--debian`'s own guest when
+    /// the VM is Debian).
     pub fn from_flags(flags: &VmFlags) -> Result<Self> {
+        let guest = LinuxGuest {
+            kernel: flags.kernel.clone(),
+            initramfs: flags.initrd.clone().unwrap_or_default(),
+            kernel_version: String::new(),
+        };
+        if flags.debian {
+            Self::from_flags_with(flags, &mut || Ok(guest.clone()))
+        } else {
+            Self::from_flags_with(flags, &mut fetch_debian_guest)
+        }
+    }
+
+    /// [`Config::from_flags`] with every Debian VM's guest from `debian`
+    /// (`--debian` VM included).
+    ///
+    /// A run of one VM with disks stops when that VM does
+    /// ([`StopPolicy::Any`]): the service VM the tool adds never powers
+    /// off by itself.
+    pub fn from_flags_with(flags: &VmFlags, debian: &mut DebianSource<'_>) -> Result<Self> {
         let none = 0..0;
         let name = flags
             .kernel
@@ -652,7 +770,22 @@ impl Config {
             pcpus: None,
             on_crash: None,
             dt_fragment: None,
+            role: None,
             device: Vec::new(),
+            disk: flags
+                .disks
+                .iter()
+                .map(|disk| {
+                    Spanned::new(
+                        none.clone(),
+                        raw::RawDisk {
+                            image: path(&disk.image),
+                            readonly: Some(Spanned::new(none.clone(), disk.readonly)),
+                            flag: false,
+                        },
+                    )
+                })
+                .collect(),
         };
         let raw = RawConfig {
             machine: None,
@@ -662,19 +795,11 @@ impl Config {
             network: Vec::new(),
             vsock: Vec::new(),
         };
-        // --debian: the caller fetched the guest; these are its files.
-        let guest = LinuxGuest {
-            kernel: flags.kernel.clone(),
-            initramfs: flags.initrd.clone().unwrap_or_default(),
-            kernel_version: String::new(),
-        };
-        let mut fetched = || Ok(guest.clone());
-        validate(
-            raw,
-            Diagnostics::new(&Source::Flags),
-            Path::new(""),
-            &mut fetched,
-        )
+        let mut config = validate(raw, Diagnostics::new(&Source::Flags), Path::new(""), debian)?;
+        if config.service_added {
+            config.system.stop = StopPolicy::Any;
+        }
+        Ok(config)
     }
 
     /// Replaces the machine's board, GIC and/or CPU model (the `--board`,
@@ -724,6 +849,9 @@ impl Config {
                 board.name(),
                 crate::size::format_size(board.max_memory())
             ));
+        }
+        if board != Board::Virt && !self.disks.is_empty() {
+            problems.push(disks::no_disks_on(board));
         }
         if board != Board::Virt {
             for vm in &self.vms {
@@ -817,6 +945,12 @@ impl Config {
                 );
             }
             out += &format!("  cmdline {:?}\n", vm.cmdline);
+            if vm.service {
+                out += &format!(
+                    "  the service VM: serves the disks through its vsock device (the hypervisor's link, CID {})\n",
+                    stratum_abi::blkproto::HOST_CID
+                );
+            }
             out += &format!(
                 "  {} on physical CPUs {:?}, on crash: {}\n",
                 match vm.placement {
@@ -873,6 +1007,32 @@ impl Config {
                     vm.name
                 );
             }
+        }
+        for (n, disk) in self.disks.iter().enumerate() {
+            let vm = &self.vms[disk.vm];
+            let letter = self.disks[..n].iter().filter(|o| o.vm == disk.vm).count();
+            out += &format!(
+                "disk {n} {:?}: {} ({}, {} sectors), {}, /dev/vd{} (transport {}); served by {} (QEMU virtio-mmio-bus.{}, SPI {})\n",
+                vm.name,
+                disk.image.display(),
+                format_size(disk.sectors * stratum_abi::blkproto::SECTOR),
+                disk.sectors,
+                if disk.readonly {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
+                disk_letters(letter),
+                disk.transport,
+                self.service
+                    .map_or_else(|| "no VM".to_owned(), |s| format!("{:?}", self.vms[s].name)),
+                disk.backend_transport,
+                stratum_abi::bundle::VIRTIO_SPI_BASE + disk.backend_transport,
+            );
+        }
+        if let Some(note) = self.service_note() {
+            out += &note;
+            out += "\n";
         }
         for ch in &self.channels {
             let [a, b] = &ch.ends;
@@ -938,7 +1098,7 @@ impl Config {
     }
 
     /// Every VM's virtio devices as the boot bundle carries them: each
-    /// VM's console, vsock device and NICs, VM by VM.
+    /// VM's console, vsock device, NICs and disks, VM by VM.
     pub fn virtio_devices(&self) -> Vec<stratum_abi::bundle::Virtio> {
         use stratum_abi::bundle::{Virtio, VirtioKind};
         let mut out = Vec::new();
@@ -974,8 +1134,34 @@ impl Config {
                     });
                 }
             }
+            for (number, disk) in self.disks.iter().enumerate().filter(|(_, d)| d.vm == i) {
+                out.push(Virtio {
+                    vm: index,
+                    transport: disk.transport,
+                    kind: VirtioKind::Blk {
+                        disk: number as u32,
+                        sectors: disk.sectors,
+                        readonly: disk.readonly,
+                    },
+                });
+            }
         }
         out
+    }
+
+    /// The line `stratum check` and `stratum run` print when the tool added
+    /// the service VM for the disks.
+    pub fn service_note(&self) -> Option<String> {
+        let vm = &self.vms[self.service.filter(|_| self.service_added)?];
+        Some(format!(
+            "note: added service VM {:?} to serve the disks: Debian, {} vCPU, {} RAM (identity-mapped at {:#x}), \
+             time-shared on physical CPU {}, restarted when it crashes (docs/config.md, \"The service VM\")",
+            vm.name,
+            vm.cpus,
+            format_size(vm.memory),
+            vm.memory_base,
+            vm.pcpus.first().copied().unwrap_or(0)
+        ))
     }
 }
 
@@ -1009,6 +1195,72 @@ pub fn default_host_memory(vm_memory: u64, bundle_size: u64) -> Option<u64> {
     } else {
         required
     })
+}
+
+/// Gives the command line's `--disk`s to the config's one VM that is not
+/// the service VM, as `[[vm.disk]]` tables whose problems name the flag;
+/// relative paths are the current directory's.
+fn add_flag_disks(raw: &mut RawConfig, disks: &[DiskFlag], path: &Path) -> Result<()> {
+    let frontends: Vec<usize> = raw
+        .vm
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !disks::is_service(v.get_ref()))
+        .map(|(i, _)| i)
+        .collect();
+    let [vm] = frontends[..] else {
+        let names: Vec<String> = frontends
+            .iter()
+            .map(|&i| {
+                raw.vm[i]
+                    .get_ref()
+                    .name
+                    .as_ref()
+                    .map_or(format!("vm{i}"), |n| n.get_ref().clone())
+            })
+            .map(|n| format!("{n:?}"))
+            .collect();
+        return Err(Error::input(format!(
+            "--disk: {} has {} VMs besides the service VM{}: --disk gives its disks to a              config's only VM; give each VM its disks with [[vm.disk]] tables instead (docs/config.md)",
+            path.display(),
+            frontends.len(),
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", names.join(", "))
+            }
+        )));
+    };
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::environment(format!("cannot read the current directory: {e}")))?;
+    let none = 0..0;
+    for disk in disks {
+        let image = cwd.join(&disk.image).to_string_lossy().into_owned();
+        raw.vm[vm].get_mut().disk.push(Spanned::new(
+            none.clone(),
+            raw::RawDisk {
+                image: Some(Spanned::new(none.clone(), image)),
+                readonly: Some(Spanned::new(none.clone(), disk.readonly)),
+                flag: true,
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// The letters Linux gives a VM's disk `k` (0-based): `a`, …, `z`, `aa`, ….
+fn disk_letters(k: usize) -> String {
+    let mut k = k;
+    let mut out = Vec::new();
+    loop {
+        out.push(b'a' + (k % 26) as u8);
+        if k < 26 {
+            break;
+        }
+        k = k / 26 - 1;
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII letters")
 }
 
 fn plural(n: u32) -> &'static str {

@@ -57,8 +57,20 @@ pub(super) struct RawVm {
     pub(super) exec: Option<Spanned<String>>,
     pub(super) vsock: Option<Spanned<bool>>,
     pub(super) virtio_console: Option<Spanned<bool>>,
+    pub(super) role: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) device: Vec<Spanned<RawDevice>>,
+    #[serde(default)]
+    pub(super) disk: Vec<Spanned<RawDisk>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct RawDisk {
+    pub(super) image: Option<Spanned<String>>,
+    pub(super) readonly: Option<Spanned<bool>>,
+    /// Added by `--disk` to a config file: its problems are the flag's.
+    #[serde(skip)]
+    pub(super) flag: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +183,10 @@ impl Source {
     /// Renders one diagnostic about `field`.
     fn render(&self, span: Option<Range<usize>>, field: &str, message: &str) -> String {
         match self {
+            // A flag's value added to a file's system (`--disk`).
+            Self::File { .. } if span.is_none() && field.starts_with("--") => {
+                format!("{field}: {message}")
+            }
             Self::File { .. } if field.is_empty() => format!("{}: {message}", self.locate(span)),
             Self::File { .. } => format!("{}: {field}: {message}", self.locate(span)),
             Self::Flags => match flag_for(field) {
@@ -207,6 +223,7 @@ pub(super) fn flag_for(field: &str) -> Option<&'static str> {
         "cpu" => "--cpu",
         "exec" => "--exec",
         "debian" => "--debian",
+        "image" | "readonly" => "--disk",
         _ => return None,
     })
 }
@@ -311,6 +328,7 @@ fn schema(path: &str) -> &'static [&'static str] {
         "system" => fields_of::<RawSystem>(),
         "vm" => fields_of::<RawVm>(),
         "vm.device" => fields_of::<RawDevice>(),
+        "vm.disk" => fields_of::<RawDisk>(),
         "channel" => fields_of::<RawChannel>(),
         "network" => fields_of::<RawNetwork>(),
         "vsock" => fields_of::<RawVsock>(),

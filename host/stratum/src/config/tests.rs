@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::linux::LinuxGuest;
+
+mod disks;
 use crate::testutil::{ElfBuilder, TestDir, linux_image};
 
 const RAM: u64 = 0x4000_0000;
@@ -1219,6 +1221,7 @@ fn flags_mode() {
         memory: Some("64M".into()),
         debian: false,
         exec: None,
+        disks: Vec::new(),
     })
     .expect("valid");
     assert_eq!(config.source, None);
@@ -1927,6 +1930,7 @@ fn debian_flags_get_the_same_defaults_as_a_config() {
         memory: None,
         debian: true,
         exec: Some("uname -r".into()),
+        disks: Vec::new(),
     })
     .expect("valid");
     let vm = &config.vms[0];

@@ -13,14 +13,14 @@ use toml::Spanned;
 use super::partition::{self, VmPlan};
 use super::raw::{Diagnostics, RawConfig, RawSize, RawVm, Source};
 use super::*;
-use super::{channels, devices, virtio};
+use super::{channels, devices, disks, virtio};
 use crate::linux::LinuxGuest;
 use crate::linux::initramfs::exec_overlay;
 use crate::size::{format_size, parse_size};
 use crate::{Error, Result};
 
 pub(super) fn validate(
-    raw: RawConfig,
+    mut raw: RawConfig,
     mut d: Diagnostics<'_>,
     base: &Path,
     debian: &mut DebianSource<'_>,
@@ -143,6 +143,13 @@ pub(super) fn validate(
     }
 
     let system = partition::system(&mut d, raw.system.as_ref().map(Spanned::get_ref));
+    // The service VM: named by its role, or added for the disks.
+    let named_service = disks::service_vm(&mut d, &raw.vm);
+    let added_service = match named_service {
+        None => disks::add_service_vm(&mut d, &mut raw.vm),
+        Some(_) => None,
+    };
+    let service = named_service.or(added_service);
 
     let mut vms = Vec::new();
     let mut plans: Vec<VmPlan> = Vec::new();
@@ -173,7 +180,16 @@ pub(super) fn validate(
                 names.insert(name.get_ref().clone(), i);
             }
         }
-        match validate_vm(&mut d, i, vm, base, &mut debian_guest, &mut identity_cursor) {
+        let is_service = service == Some(i);
+        match validate_vm(
+            &mut d,
+            i,
+            vm,
+            base,
+            &mut debian_guest,
+            &mut identity_cursor,
+            is_service,
+        ) {
             Some(mut v) => {
                 v.placement = plan.placement;
                 v.on_crash = plan.on_crash;
@@ -203,7 +219,8 @@ pub(super) fn validate(
         .map(|vm| virtio::vm_switches(vm.get_ref()))
         .collect();
     let has_vsock: Vec<bool> = switches.iter().map(|s| s.0).collect();
-    let vsock_peers = virtio::vsock_pairs(&mut d, &raw.vsock, &all_names, &has_vsock);
+    let vsock_peers = virtio::vsock_pairs(&mut d, &raw.vsock, &all_names, &has_vsock, service);
+    let planned_disks = disks::check_disks(&mut d, &raw.vm, base, service);
 
     if !shapes_known {
         return Err(Error::input(d.report()));
@@ -212,8 +229,6 @@ pub(super) fn validate(
     // Every VM's shape is known (its files may still be bad): the rules
     // between them, and the defaults.
     let cpus = partition::resolve_cpus(&mut d, &mut vms, &plans, machine_cpus, gic);
-    devices::check_devices(&mut d, &vms, &plans);
-    let channels = channels::resolve_channels(&mut d, &vms, &plans, &channel_plans);
     for (i, vm) in vms.iter_mut().enumerate() {
         let (vsock, console) = switches[i];
         vm.virtio_console = console;
@@ -223,6 +238,18 @@ pub(super) fn validate(
             peers: vsock_peers[i].clone(),
         });
     }
+    let service_role = service.map(|s| (s, raw.vm[s].get_ref().role.as_ref().map(Spanned::span)));
+    let disks = disks::resolve_disks(
+        &mut d,
+        &mut vms,
+        &mut plans,
+        &planned_disks,
+        &networks,
+        service_role,
+        board,
+    );
+    devices::check_devices(&mut d, &vms, &plans);
+    let channels = channels::resolve_channels(&mut d, &vms, &plans, &channel_plans);
     virtio::check_clashes(&mut d, &vms, &plans, &networks);
     if !d.messages.is_empty() {
         return Err(Error::input(d.report()));
@@ -244,6 +271,9 @@ pub(super) fn validate(
         vms,
         channels,
         networks,
+        disks,
+        service,
+        service_added: added_service.is_some(),
         source: match source {
             Source::File { path, .. } => Some(path.clone()),
             Source::Flags => None,
@@ -458,6 +488,7 @@ fn validate_vm(
     base: &Path,
     debian_guest: &mut dyn FnMut() -> std::result::Result<LinuxGuest, String>,
     identity_cursor: &mut u64,
+    service: bool,
 ) -> Option<VmConfig> {
     let f = |key: &str| format!("vm[{i}].{key}");
     let table_span = Some(vm.span());
@@ -562,7 +593,25 @@ fn validate_vm(
         }),
     };
 
-    let identity = vm.identity.as_ref().is_some_and(|v| *v.get_ref());
+    // The service VM: identity-mapped (its disks' devices DMA), with the
+    // vsock device that carries the hypervisor's link to its daemon.
+    if service {
+        if let Some(v) = vm.identity.as_ref().filter(|v| !*v.get_ref()) {
+            d.at(
+                v,
+                &f("identity"),
+                "the service VM is identity-mapped (the disks' devices passed through to it DMA): remove identity = false",
+            );
+        }
+        if let Some(v) = vm.vsock.as_ref().filter(|v| !*v.get_ref()) {
+            d.at(
+                v,
+                &f("vsock"),
+                "the service VM always has a vsock device (it carries the hypervisor's link to the disk daemon): remove vsock = false",
+            );
+        }
+    }
+    let identity = service || vm.identity.as_ref().is_some_and(|v| *v.get_ref());
     // The `firmware = true` key, when the VM is a firmware guest.
     let firmware = vm.firmware.as_ref().filter(|v| *v.get_ref());
     let memory_base = match &vm.memory_base {
@@ -644,6 +693,12 @@ fn validate_vm(
         (Some(_), "") => DEBIAN_CMDLINE.to_owned(),
         (Some(_), extra) => format!("{DEBIAN_CMDLINE} {extra}"),
         (None, _) => cmdline,
+    };
+    // The initramfs's init starts the disk daemon on this word.
+    let cmdline = match (service, cmdline.trim()) {
+        (false, _) => cmdline,
+        (true, "") => SERVICE_CMDLINE.to_owned(),
+        (true, given) => format!("{given} {SERVICE_CMDLINE}"),
     };
 
     let dt_fragment = vm.dt_fragment.as_ref().and_then(|v| {
@@ -737,6 +792,7 @@ fn validate_vm(
         exec: None,
         vsock: None,
         virtio_console: false,
+        service,
     };
     // Fit checks, only when the inputs themselves are fine.
     let Some((kernel_path, (info, kernel_file_size, blob_size), (kernel_span, kernel_field))) =
@@ -744,6 +800,19 @@ fn validate_vm(
     else {
         return Some(unplaced(name, std::path::PathBuf::new()));
     };
+    if let (true, Some(role)) = (service, &vm.role)
+        && !matches!(info, KernelInfo::LinuxImage { .. })
+    {
+        d.at(
+            role,
+            &f("role"),
+            format!(
+                "{}: the service VM runs the disk daemon under Linux: debian = true, or a Linux arm64 Image \
+                 whose initramfs starts the daemon on {SERVICE_CMDLINE}",
+                kernel_path.display()
+            ),
+        );
+    }
     let placement = match info.place(memory_base, memory) {
         Ok(p) => p,
         Err(e) => {

@@ -184,22 +184,23 @@ pub(super) fn networks(
     out
 }
 
-/// Whether VM `i` asked for a vsock device, and for a virtio-console
-/// (default: only a Debian VM has one).
+/// Whether VM `i` asked for a vsock device (the service VM always has
+/// one), and for a virtio-console (default: only a Debian VM has one).
 pub(super) fn vm_switches(vm: &RawVm) -> (bool, bool) {
-    let vsock = vm.vsock.as_ref().is_some_and(|v| *v.get_ref());
+    let vsock = super::disks::is_service(vm) || vm.vsock.as_ref().is_some_and(|v| *v.get_ref());
     let debian = vm.debian.as_ref().is_some_and(|v| *v.get_ref());
     let console = vm.virtio_console.as_ref().map_or(debian, |v| *v.get_ref());
     (vsock, console)
 }
 
-/// Checks the `[[vsock]]` pairs against the VMs' `vsock` switches; each
-/// VM's allowed peers.
+/// Checks the `[[vsock]]` pairs against the VMs' `vsock` switches (no
+/// pair names the service VM, `service`); each VM's allowed peers.
 pub(super) fn vsock_pairs(
     d: &mut Diagnostics<'_>,
     raw: &[Spanned<RawVsock>],
     names: &[String],
     has_vsock: &[bool],
+    service: Option<usize>,
 ) -> Vec<Vec<usize>> {
     let mut peers = vec![Vec::new(); names.len()];
     let mut seen: HashMap<(usize, usize), usize> = HashMap::new();
@@ -226,7 +227,17 @@ pub(super) fn vsock_pairs(
             );
         }
         for (&vm, v) in vms.iter().zip(list.get_ref()) {
-            if !has_vsock.get(vm).copied().unwrap_or(false) {
+            if Some(vm) == service {
+                d.at(
+                    v,
+                    &field,
+                    format!(
+                        "{:?} is the service VM: its vsock device carries the hypervisor's link to the disk \
+                         daemon (CID 2) and connects to no VM",
+                        names[vm]
+                    ),
+                );
+            } else if !has_vsock.get(vm).copied().unwrap_or(false) {
                 d.at(
                     v,
                     &field,
