@@ -7,6 +7,14 @@
 //! status. The system image (the hypervisor with its boot bundle inside,
 //! [`crate::sysimg`]) is the `-kernel`: an arm64 `Image`, so QEMU loads it at
 //! RAM + 2 MiB and passes the DTB in x0.
+//!
+//! Each disk is a `virtio-blk-device` on the `virt` transport the service
+//! VM has it on (`bus=virtio-mmio-bus.<T>`: QEMU names the buses in the
+//! order it creates the transports, lowest address first, so bus *T* is
+//! the transport at 0x0A000000 + 0x200·*T*, SPI 16 + *T*), with serial
+//! `stratum-disk<N>` (the daemon's name for disk *N*) and its image as a
+//! raw drive with the host's page cache (`cache=writeback`: a guest's
+//! flush becomes an `fsync` of the file).
 
 use std::env;
 use std::ffi::OsString;
@@ -55,8 +63,69 @@ pub struct RunPlan {
     /// QMP sockets to listen on (`stratum stats`, `stratum trace`; one
     /// client each at a time).
     pub qmp: Vec<PathBuf>,
+    /// The disks' QEMU devices, in disk order.
+    pub disks: Vec<QemuDisk>,
     /// Extra QEMU arguments, appended last.
     pub extra_args: Vec<OsString>,
+}
+
+/// One disk's QEMU drive and `virtio-blk-device`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuDisk {
+    /// The disk's number: its drive's id and its serial are
+    /// `stratum-disk<number>`.
+    pub number: usize,
+    /// The image file (absolute).
+    pub image: PathBuf,
+    /// Opened read-only.
+    pub readonly: bool,
+    /// The `virt` transport it sits on: `virtio-mmio-bus.<transport>`.
+    pub transport: u32,
+}
+
+impl QemuDisk {
+    /// The drive id and the device's serial, `stratum-disk<N>`
+    /// ([`stratum_abi::blkproto::serial`]).
+    pub fn id(&self) -> String {
+        let n = u16::try_from(self.number).expect("a bundle has at most 16 disks");
+        let (bytes, len) = stratum_abi::blkproto::serial(n);
+        String::from_utf8_lossy(&bytes[..len]).into_owned()
+    }
+
+    /// `-drive` and `-device` with their values.
+    fn args(&self) -> [OsString; 4] {
+        let id = self.id();
+        // QEMU's option syntax: a comma in a value is written twice.
+        let mut drive = OsString::from("file=");
+        drive.push(escape_commas(self.image.as_os_str()));
+        drive.push(format!(
+            ",if=none,format=raw,id={id},cache=writeback{}",
+            if self.readonly { ",readonly=on" } else { "" }
+        ));
+        [
+            "-drive".into(),
+            drive,
+            "-device".into(),
+            format!(
+                "virtio-blk-device,drive={id},bus=virtio-mmio-bus.{},serial={id}",
+                self.transport
+            )
+            .into(),
+        ]
+    }
+}
+
+/// `value` with every comma doubled, as a QEMU option value.
+fn escape_commas(value: &std::ffi::OsStr) -> OsString {
+    use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+    let mut out = Vec::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    OsString::from_vec(out)
 }
 
 impl RunPlan {
@@ -75,6 +144,17 @@ impl RunPlan {
             interactive: false,
             image,
             qmp: Vec::new(),
+            disks: config
+                .disks
+                .iter()
+                .enumerate()
+                .map(|(number, d)| QemuDisk {
+                    number,
+                    image: d.image.clone(),
+                    readonly: d.readonly,
+                    transport: d.backend_transport,
+                })
+                .collect(),
             extra_args: Vec::new(),
         }
     }
@@ -121,6 +201,9 @@ pub fn qemu_command(plan: &RunPlan) -> Vec<OsString> {
     push(&["-semihosting-config", "enable=on,target=native"]);
     if plan.deterministic {
         push(&["-icount", "shift=4,sleep=off", "-seed", "1"]);
+    }
+    for disk in &plan.disks {
+        args.extend(disk.args());
     }
     for socket in &plan.qmp {
         let mut spec = OsString::from("unix:");
@@ -190,6 +273,7 @@ mod tests {
             interactive: false,
             image: "/t/system.img".into(),
             qmp: Vec::new(),
+            disks: Vec::new(),
             extra_args: Vec::new(),
         }
     }
@@ -330,6 +414,79 @@ mod tests {
             [OsString::from("-d"), "guest_errors".into()]
         );
         assert_eq!(args[0], OsString::from("qemu-system-aarch64"));
+    }
+
+    #[test]
+    fn each_disk_is_a_drive_and_a_virtio_blk_device_on_its_transport() {
+        let p = RunPlan {
+            disks: vec![
+                QemuDisk {
+                    number: 0,
+                    image: "/d/root.img".into(),
+                    readonly: false,
+                    transport: 24,
+                },
+                QemuDisk {
+                    number: 4,
+                    image: "/d/a,b.img".into(),
+                    readonly: true,
+                    transport: 16,
+                },
+            ],
+            qmp: vec!["/q".into()],
+            ..plan()
+        };
+        let l = line(&p);
+        assert!(
+            l.contains(
+                "-semihosting-config enable=on,target=native \
+                 -drive file=/d/root.img,if=none,format=raw,id=stratum-disk0,cache=writeback \
+                 -device virtio-blk-device,drive=stratum-disk0,bus=virtio-mmio-bus.24,serial=stratum-disk0 \
+                 -drive file=/d/a,,b.img,if=none,format=raw,id=stratum-disk4,cache=writeback,readonly=on \
+                 -device virtio-blk-device,drive=stratum-disk4,bus=virtio-mmio-bus.16,serial=stratum-disk4 \
+                 -qmp unix:/q,server=on,wait=off"
+            ),
+            "{l}"
+        );
+        assert!(!line(&plan()).contains("-drive"), "no disk, no drive");
+    }
+
+    #[test]
+    fn a_plan_takes_the_configs_disks_on_their_service_transports() {
+        use crate::config::{DiskConfig, VmFlags};
+        let dir = crate::testutil::TestDir::new("qemu-disks");
+        let kernel = dir.write("k.bin", b"raw kernel");
+        let mut config = Config::from_flags(&VmFlags {
+            kernel,
+            ..VmFlags::default()
+        })
+        .expect("valid");
+        config.disks = (0..5)
+            .map(|n| DiskConfig {
+                vm: 0,
+                image: format!("/d/{n}.img").into(),
+                readonly: n == 1,
+                sectors: 8,
+                transport: 8 + n as u32,
+                backend_transport: crate::config::service_transport(n).expect("served"),
+            })
+            .collect();
+        let p = RunPlan::new(&config, "qemu".into(), "/t/system.img".into());
+        let got: Vec<(usize, u32, bool, String)> = p
+            .disks
+            .iter()
+            .map(|d| (d.number, d.transport, d.readonly, d.id()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 24, false, "stratum-disk0".into()),
+                (1, 25, true, "stratum-disk1".into()),
+                (2, 26, false, "stratum-disk2".into()),
+                (3, 27, false, "stratum-disk3".into()),
+                (4, 16, false, "stratum-disk4".into()),
+            ]
+        );
     }
 
     #[test]

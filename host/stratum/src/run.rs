@@ -184,6 +184,9 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         host_entropy()?
     };
     let bundle = build_bundle(&opts.config, flags, entropy)?;
+    if let Some(note) = opts.config.service_note() {
+        eprintln!("stratum: {note}");
+    }
     if let Some(warning) = opts.config.identity_warning() {
         eprintln!("stratum: {warning}");
     }
