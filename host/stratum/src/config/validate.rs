@@ -250,7 +250,7 @@ pub(super) fn validate(
     );
     devices::check_devices(&mut d, &vms, &plans);
     let channels = channels::resolve_channels(&mut d, &vms, &plans, &channel_plans);
-    virtio::check_clashes(&mut d, &vms, &plans, &networks);
+    virtio::check_clashes(&mut d, &vms, &plans, &networks, &disks);
     if !d.messages.is_empty() {
         return Err(Error::input(d.report()));
     }

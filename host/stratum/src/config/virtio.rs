@@ -280,6 +280,7 @@ pub(super) fn check_clashes(
     vms: &[VmConfig],
     plans: &[VmPlan],
     networks: &[NetworkConfig],
+    disks: &[DiskConfig],
 ) {
     let w = &bundle::VIRTIO_WINDOW;
     for (i, (vm, plan)) in vms.iter().zip(plans).enumerate() {
@@ -297,6 +298,9 @@ pub(super) fn check_clashes(
             .filter(|nic| nic.vm == i)
         {
             used.push((nic.transport, "NIC"));
+        }
+        for disk in disks.iter().filter(|disk| disk.vm == i) {
+            used.push((disk.transport, "disk"));
         }
         if used.is_empty() {
             continue;

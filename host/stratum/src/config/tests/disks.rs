@@ -230,6 +230,18 @@ fn a_frontends_disks_skip_the_transports_its_passthrough_devices_take() {
 }
 
 #[test]
+fn a_vm_whose_only_virtio_devices_are_disks_keeps_its_ram_off_their_window() {
+    let fx = disk_fixture();
+    let text = "[[vm]]\nname = \"a\"\nkernel = \"raw.bin\"\nmemory = \"4M\"\nmemory_base = 0x0a000000\n\
+                [[vm.disk]]\nimage = \"d1.img\"\n";
+    let msg = error(&fx, text);
+    assert!(
+        msg.contains("x.toml:5:15: vm[0].memory_base: RAM [0xa000000, 0xa400000) overlaps the virtio-mmio transports"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn a_named_service_vm_is_identity_mapped_with_vsock_and_its_role_word() {
     let fx = disk_fixture();
     let text = "[[vm]]\nname = \"a\"\nkernel = \"raw.bin\"\nmemory = \"4M\"\n\
