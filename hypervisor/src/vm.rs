@@ -8,7 +8,7 @@
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use stratum_abi::bundle::{Virtio, VmImage};
+use stratum_abi::bundle::{Virtio, VirtioKind, VmImage};
 use stratum_arch::ram::GuestRam;
 use stratum_arch::{barrier, cache, sysreg, tlb};
 use stratum_core::addr::{Ipa, IpaRange, Pa};
@@ -21,8 +21,10 @@ use stratum_core::platform::GicInfo;
 use stratum_core::stage2::{MapStats, Mapping, Stage2Config, Stage2Table};
 
 use stratum_vgic::Vgic;
+use stratum_virtio::blk::BlkDevice;
 use stratum_virtio::mem::Fence;
-use stratum_virtio::{GuestMemory, MemError, VmVirtio, Work};
+use stratum_virtio::slots::MAX_VM_DISKS;
+use stratum_virtio::{GuestMemory, MemError, Transport, VmVirtio, Work};
 
 use crate::sync::SpinLock;
 use crate::vcpu::{Frame, VcpuContext};
@@ -170,7 +172,10 @@ static BANK_TAKEN: [AtomicBool; MAX_VMS] = [const { AtomicBool::new(false) }; MA
 ///
 /// # Panics
 /// For an `id` past `MAX_VMS`, or whose bank was handed out already.
-fn bank_for(id: usize, devices: impl IntoIterator<Item = Virtio>) -> &'static mut VmVirtio {
+fn bank_for(
+    id: usize,
+    devices: impl IntoIterator<Item = Virtio, IntoIter: Clone>,
+) -> &'static mut VmVirtio {
     assert!(
         !BANK_TAKEN[id].swap(true, Ordering::AcqRel),
         "VM {id}'s virtio bank is handed out once"
@@ -178,8 +183,25 @@ fn bank_for(id: usize, devices: impl IntoIterator<Item = Virtio>) -> &'static mu
     // SAFETY: slot `id` is only ever reached through this one borrow (the
     // flag above hands it out once), and it lives as long as the program.
     let slot = unsafe { &mut *core::ptr::addr_of_mut!(BANKS[id]) };
-    slot.write(VmVirtio::new(devices))
+    let devices = devices.into_iter();
+    let bank = slot.write(VmVirtio::new(devices.clone()));
+    let disks = devices.filter(|d| matches!(d.kind, VirtioKind::Blk { .. }));
+    for (k, d) in disks.take(MAX_VM_DISKS).enumerate() {
+        // SAFETY: as for the bank: slot `k` of VM `id`'s disks is reached
+        // only here, once (the bank's flag), and lives for good.
+        let store = unsafe { &mut *core::ptr::addr_of_mut!(DISK_STORE[id][k]) };
+        // Built one at a time (9 KiB each), never inside the bank.
+        let t = store.write(Transport::new(BlkDevice::new(1, false, b"")));
+        let attached = bank.attach_disk(d, t);
+        assert!(attached, "the bundle checked VM {id}'s disk transports");
+    }
+    bank
 }
+
+/// The disks' transports, by VM and disk: outside the banks, so that no
+/// frame ever holds them all (`VmVirtio::attach_disk`).
+static mut DISK_STORE: [[MaybeUninit<Transport<BlkDevice>>; MAX_VM_DISKS]; MAX_VMS] =
+    [const { [const { MaybeUninit::uninit() }; MAX_VM_DISKS] }; MAX_VMS];
 
 /// Every VM's RAM (guest-physical base, host base, size), recorded once as
 /// each VM is created and never changed: the switch reads a sender's RAM
@@ -306,7 +328,10 @@ impl Vm {
         s2cfg: Stage2Config,
         ram_pa: Pa,
         pool: &mut TablePool,
-        wiring: Wiring<impl IntoIterator<Item = Stage2Region>, impl IntoIterator<Item = Virtio>>,
+        wiring: Wiring<
+            impl IntoIterator<Item = Stage2Region>,
+            impl IntoIterator<Item = Virtio, IntoIter: Clone>,
+        >,
     ) -> Result<Self, VmError> {
         let Wiring {
             stage2: extra,

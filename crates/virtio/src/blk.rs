@@ -165,6 +165,19 @@ impl BlkDevice {
         }
     }
 
+    /// Makes this a fresh disk of `capacity` sectors, read-only or not,
+    /// answering `serial` (in place: the device is 4 KiB; what
+    /// [`BlkDevice::new`] would give, with every old tag stale).
+    pub fn configure(&mut self, capacity: u64, readonly: bool, serial: &[u8]) {
+        let mut id = [0u8; ID_BYTES];
+        let n = serial.len().min(ID_BYTES);
+        id[..n].copy_from_slice(&serial[..n]);
+        self.capacity = capacity;
+        self.readonly = readonly;
+        self.serial = id;
+        self.reset();
+    }
+
     /// Its capacity in sectors.
     pub fn capacity(&self) -> u64 {
         self.capacity

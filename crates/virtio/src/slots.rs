@@ -44,10 +44,13 @@ enum Slot {
     Disk(u8),
 }
 
-/// A disk and its number in the bundle.
+/// A disk and its number in the bundle. Its transport lives outside the
+/// bank ([`VmVirtio::attach_disk`]): at 9 KiB each, four of them built in
+/// the bank would make the bank too big to build on the hypervisor's
+/// stack.
 #[derive(Debug)]
 struct Disk {
-    transport: Transport<BlkDevice>,
+    transport: &'static mut Transport<BlkDevice>,
     number: u32,
 }
 
@@ -105,7 +108,7 @@ pub struct VmVirtio {
     vsock: Transport<VsockDevice>,
     nics: [Nic; MAX_NICS],
     nic_count: usize,
-    disks: [Disk; MAX_VM_DISKS],
+    disks: [Option<Disk>; MAX_VM_DISKS],
     disk_count: usize,
 }
 
@@ -133,10 +136,7 @@ impl VmVirtio {
                 port: 0,
             }),
             nic_count: 0,
-            disks: core::array::from_fn(|_| Disk {
-                transport: Transport::new(BlkDevice::new(1, false, b"")),
-                number: 0,
-            }),
+            disks: [const { None }; MAX_VM_DISKS],
             disk_count: 0,
         };
         for d in devices {
@@ -148,22 +148,9 @@ impl VmVirtio {
             }
             match d.kind {
                 VirtioKind::Console => *slot = Slot::Console,
-                VirtioKind::Blk {
-                    disk,
-                    sectors,
-                    readonly,
-                } => {
-                    if v.disk_count == MAX_VM_DISKS {
-                        continue;
-                    }
-                    let (serial, n) = stratum_abi::blkproto::serial(disk as u16);
-                    v.disks[v.disk_count] = Disk {
-                        transport: Transport::new(BlkDevice::new(sectors, readonly, &serial[..n])),
-                        number: disk,
-                    };
-                    *slot = Slot::Disk(v.disk_count as u8);
-                    v.disk_count += 1;
-                }
+                // Attached by the glue, which owns their storage
+                // (`VmVirtio::attach_disk`).
+                VirtioKind::Blk { .. } => {}
                 VirtioKind::Vsock { cid, .. } => {
                     v.vsock = Transport::new(VsockDevice::new(u64::from(cid)));
                     *slot = Slot::Vsock;
@@ -214,7 +201,7 @@ impl VmVirtio {
         }
         self.console = Transport::new(ConsoleDevice::new());
         self.vsock = Transport::new(VsockDevice::new(self.vsock.device().cid()));
-        for d in &mut self.disks[..self.disk_count] {
+        for d in self.disks.iter_mut().flatten() {
             // Reset in place: a disk's device is too big to build on the
             // stack again, and its tags must go stale (a late answer for
             // the old driver is then ignored).
@@ -261,11 +248,12 @@ impl VmVirtio {
                     }
                 }
                 Slot::Disk(k) => {
-                    let t = &mut self.disks[usize::from(k)].transport;
-                    if t.has_pending() {
-                        t.process(mem);
+                    if let Some(d) = self.disks[usize::from(k)].as_mut() {
+                        if d.transport.has_pending() {
+                            d.transport.process(mem);
+                        }
+                        work.disks |= d.transport.device().has_unsubmitted();
                     }
-                    work.disks |= t.device().has_unsubmitted();
                 }
             }
         }
@@ -293,7 +281,9 @@ impl VmVirtio {
                 Slot::Console => self.console.line(),
                 Slot::Vsock => self.vsock.line(),
                 Slot::Nic(k) => self.nics[usize::from(k)].transport.line(),
-                Slot::Disk(k) => self.disks[usize::from(k)].transport.line(),
+                Slot::Disk(k) => self.disks[usize::from(k)]
+                    .as_ref()
+                    .is_some_and(|d| d.transport.line()),
             };
             lines |= u64::from(on) << n;
         }
@@ -320,17 +310,57 @@ impl VmVirtio {
         })
     }
 
+    /// Puts disk `record` (a block record of this VM's) behind its
+    /// transport, with `storage` as its transport (built here, in place:
+    /// reset to a fresh `BlkDevice` for the record's disk). False, leaving
+    /// `storage` unused, if the record is not a disk, its transport is out
+    /// of range or taken, or the VM has [`MAX_VM_DISKS`] already.
+    pub fn attach_disk(
+        &mut self,
+        record: Virtio,
+        storage: &'static mut Transport<BlkDevice>,
+    ) -> bool {
+        let VirtioKind::Blk {
+            disk,
+            sectors,
+            readonly,
+        } = record.kind
+        else {
+            return false;
+        };
+        let free = self
+            .slots
+            .get(record.transport as usize)
+            .is_some_and(|s| *s == Slot::Empty);
+        if !free || self.disk_count == MAX_VM_DISKS {
+            return false;
+        }
+        let (serial, n) = stratum_abi::blkproto::serial(disk as u16);
+        storage.device_mut().configure(sectors, readonly, &serial[..n]);
+        storage.reset_device();
+        let k = self.disk_count;
+        self.disks[k] = Some(Disk {
+            transport: storage,
+            number: disk,
+        });
+        self.slots[record.transport as usize] = Slot::Disk(k as u8);
+        self.occupied |= 1 << record.transport;
+        self.disk_count += 1;
+        true
+    }
+
     /// The transport of the VM's disk numbered `number` in the bundle.
     pub fn disk_mut(&mut self, number: u32) -> Option<&mut Transport<BlkDevice>> {
-        self.disks[..self.disk_count]
+        self.disks
             .iter_mut()
+            .flatten()
             .find(|d| d.number == number)
-            .map(|d| &mut d.transport)
+            .map(|d| &mut *d.transport)
     }
 
     /// The bundle numbers of the VM's disks.
     pub fn disk_numbers(&self) -> impl Iterator<Item = u32> + '_ {
-        self.disks[..self.disk_count].iter().map(|d| d.number)
+        self.disks.iter().flatten().map(|d| d.number)
     }
 
     /// How many NICs the VM has.
@@ -369,7 +399,10 @@ impl MmioDevice for VmVirtio {
             Some(Slot::Console) => self.console.read(access, fx),
             Some(Slot::Vsock) => self.vsock.read(access, fx),
             Some(Slot::Nic(k)) => self.nics[usize::from(k)].transport.read(access, fx),
-            Some(Slot::Disk(k)) => self.disks[usize::from(k)].transport.read(access, fx),
+            Some(Slot::Disk(k)) => match self.disks[usize::from(k)].as_mut() {
+                Some(d) => d.transport.read(access, fx),
+                None => Ok(Self::empty_read(access)),
+            },
             Some(Slot::Empty) | None => Ok(Self::empty_read(access)),
         }
     }
@@ -388,9 +421,10 @@ impl MmioDevice for VmVirtio {
             Some(Slot::Console) => self.console.write(access, value, fx),
             Some(Slot::Vsock) => self.vsock.write(access, value, fx),
             Some(Slot::Nic(k)) => self.nics[usize::from(k)].transport.write(access, value, fx),
-            Some(Slot::Disk(k)) => self.disks[usize::from(k)]
-                .transport
-                .write(access, value, fx),
+            Some(Slot::Disk(k)) => match self.disks[usize::from(k)].as_mut() {
+                Some(d) => d.transport.write(access, value, fx),
+                None => Ok(()),
+            },
             Some(Slot::Empty) | None => Ok(()),
         }
     }

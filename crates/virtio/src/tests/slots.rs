@@ -8,6 +8,8 @@ use stratum_core::addr::Ipa;
 use stratum_core::bus::{AccessRefused, DeviceAccess, Effects, MmioDevice};
 
 use super::driver::*;
+use crate::blk::BlkDevice;
+use crate::transport::Transport;
 use crate::mem::{GuestMemory, SliceMemory};
 use crate::slots::{VmVirtio, Work};
 use crate::spec::{feature, mmio};
@@ -65,6 +67,11 @@ fn devices() -> Vec<Virtio> {
 #[test]
 fn each_device_sits_behind_its_transport_and_the_rest_are_empty() {
     let mut v = VmVirtio::new(devices());
+    let disk = devices()[3];
+    let storage = || Box::leak(Box::new(Transport::new(BlkDevice::new(1, false, b""))));
+    assert!(v.attach_disk(disk, storage()));
+    assert!(!v.attach_disk(disk, storage()), "its transport is taken now");
+    assert!(!v.attach_disk(devices()[0], storage()), "not a disk");
     let ids: Vec<u32> = (0..6)
         .map(|n| rd(&mut Bank(&mut v, n), mmio::DEVICE_ID))
         .collect();
