@@ -69,7 +69,9 @@ fn request(cpu: usize, me: VcpuRef, request: Request) -> ! {
     if let Outcome::Stopped(_) = outcome {
         irq::release_passthrough(id);
         pv::vm_reset(id, cpu, true);
-        if let Some(stop) = lifecycle::machine_stop(system::stop_policy(), system::vm_states()) {
+        if let Some(stop) =
+            lifecycle::machine_stop(system::stop_policy(), system::vm_states(), pv::service_vm())
+        {
             system::stop_machine(
                 stop.status,
                 format_args!(

@@ -47,7 +47,8 @@ static SERVICE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsiz
 static DISK_VM: [core::sync::atomic::AtomicUsize; disklink::MAX_DISKS] =
     [const { core::sync::atomic::AtomicUsize::new(usize::MAX) }; disklink::MAX_DISKS];
 
-fn service_vm() -> Option<usize> {
+/// The service VM's index, if the system has one.
+pub fn service_vm() -> Option<usize> {
     let s = SERVICE.load(core::sync::atomic::Ordering::Relaxed);
     (s != usize::MAX).then_some(s)
 }

@@ -638,24 +638,36 @@ pub struct MachineStop {
     pub all_stopped: bool,
 }
 
-/// Whether the machine stops, given every VM's state (after one of them
-/// stopped): when all have stopped, or with [`StopPolicy::Any`] when any
-/// has. A resetting VM counts as running.
+/// Whether the machine stops, given every VM's state in VM order (after
+/// one of them stopped): when all have stopped, or with
+/// [`StopPolicy::Any`] when any has. A resetting VM counts as running.
+/// VM `service`, the service VM, serves the others and never powers off by
+/// itself: "all" means all the others (when there are others), though its
+/// own stop counts for `Any`.
 pub fn machine_stop(
     policy: StopPolicy,
     vms: impl IntoIterator<Item = VmState>,
+    service: Option<usize>,
 ) -> Option<MachineStop> {
     let mut all_stopped = true;
     let mut any_stopped = false;
     let mut any_crashed = false;
-    for s in vms {
+    let mut service_running = false;
+    let mut others = false;
+    for (i, s) in vms.into_iter().enumerate() {
+        let is_service = Some(i) == service;
+        others |= !is_service;
         match s {
             VmState::Stopped(reason) => {
                 any_stopped = true;
                 any_crashed |= reason == StopReason::Crashed;
             }
+            VmState::Running | VmState::Resetting if is_service => service_running = true,
             VmState::Running | VmState::Resetting => all_stopped = false,
         }
+    }
+    if !others && service_running {
+        all_stopped = false;
     }
     let stop = all_stopped || (policy == StopPolicy::Any && any_stopped);
     stop.then_some(MachineStop {

@@ -287,7 +287,12 @@ impl Machine {
         self.kick(fx.kick, Some(c));
         assert!(!fx.reload, "the requester itself is on its CPU");
         if matches!(outcome, Outcome::Stopped(_))
-            && machine_stop(self.policy, self.vms.iter().map(VmLifecycle::vm_state)).is_some()
+            && machine_stop(
+                self.policy,
+                self.vms.iter().map(VmLifecycle::vm_state),
+                None,
+            )
+            .is_some()
         {
             self.halted = true;
             return;

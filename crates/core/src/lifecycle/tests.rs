@@ -446,37 +446,70 @@ fn the_machine_stops_by_its_policy() {
     use VmState::*;
     let all = StopPolicy::All;
     let any = StopPolicy::Any;
-    assert_eq!(machine_stop(all, [Stopped(PowerOff), Running]), None);
-    assert_eq!(machine_stop(all, [Stopped(PowerOff), Resetting]), None);
+    assert_eq!(machine_stop(all, [Stopped(PowerOff), Running], None), None);
     assert_eq!(
-        machine_stop(all, [Stopped(PowerOff), Stopped(AllCpusOff)]),
+        machine_stop(all, [Stopped(PowerOff), Resetting], None),
+        None
+    );
+    assert_eq!(
+        machine_stop(all, [Stopped(PowerOff), Stopped(AllCpusOff)], None),
         Some(MachineStop {
             status: exit::ALL_VMS_OFF,
             all_stopped: true
         })
     );
     assert_eq!(
-        machine_stop(all, [Stopped(Crashed), Stopped(PowerOff)]),
+        machine_stop(all, [Stopped(Crashed), Stopped(PowerOff)], None),
         Some(MachineStop {
             status: exit::VM_CRASHED,
             all_stopped: true
         })
     );
     assert_eq!(
-        machine_stop(any, [Running, Stopped(PowerOff)]),
+        machine_stop(any, [Running, Stopped(PowerOff)], None),
         Some(MachineStop {
             status: exit::ALL_VMS_OFF,
             all_stopped: false
         })
     );
     assert_eq!(
-        machine_stop(any, [Stopped(Crashed), Resetting]),
+        machine_stop(any, [Stopped(Crashed), Resetting], None),
         Some(MachineStop {
             status: exit::VM_CRASHED,
             all_stopped: false
         })
     );
-    assert_eq!(machine_stop(any, [Running, Resetting]), None);
+    assert_eq!(machine_stop(any, [Running, Resetting], None), None);
+    // A service VM (index 1) keeps running: all the others stopping is all.
+    let off = Some(MachineStop {
+        status: exit::ALL_VMS_OFF,
+        all_stopped: true,
+    });
+    assert_eq!(
+        machine_stop(all, [Stopped(PowerOff), Running], Some(1)),
+        off
+    );
+    assert_eq!(
+        machine_stop(all, [Stopped(PowerOff), Running, Running], Some(1)),
+        None,
+        "another VM still runs"
+    );
+    assert_eq!(machine_stop(all, [Running, Resetting], Some(1)), None);
+    // Its own stop counts for `any`, not for `all`.
+    assert_eq!(
+        machine_stop(any, [Running, Stopped(Crashed)], Some(1)),
+        Some(MachineStop {
+            status: exit::VM_CRASHED,
+            all_stopped: false,
+        })
+    );
+    assert_eq!(
+        machine_stop(all, [Running, Stopped(Crashed)], Some(1)),
+        None
+    );
+    // A service VM alone is a VM like any other.
+    assert_eq!(machine_stop(all, [Running], Some(0)), None);
+    assert_eq!(machine_stop(all, [Stopped(PowerOff)], Some(0)), off);
 }
 
 #[test]
