@@ -185,7 +185,13 @@ pub fn fetch_debian(cache_dir: &Path, choice: KernelChoice, progress: bool) -> R
 pub fn fetch_locked(lock: &CacheLock, choice: KernelChoice, progress: bool) -> Result<DebianGuest> {
     let cache = &lock.cache;
     let report = Reporter::new(progress);
-    let cached = cache.manifest(choice);
+    // A fetch kept the modules of the list of its day: one pruned for
+    // another list (before a module joined `GUEST_MODULES`) is not used,
+    // the kernel package is unpacked afresh (its directory's tag follows
+    // the list).
+    let cached = cache
+        .manifest(choice)
+        .filter(|guest| modules::complete(&guest.modules_dir, modules::GUEST_MODULES));
     if let Some(guest) = &cached
         && cached_is_current(choice, guest, &KERNEL_PIN, cache.lists_fresh())
     {

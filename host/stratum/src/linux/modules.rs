@@ -1,6 +1,14 @@
 //! The kernel modules a Linux guest loads at boot: the virtio drivers
-//! (transport, network, console, vsock, block) from the same Debian kernel
-//! package as the kernel, with what they depend on.
+//! (transport, network, console, vsock, block) and ext4 (a frontend mounts
+//! its disk, `/dev/vda`) from the same Debian kernel package as the kernel,
+//! with what they depend on.
+//!
+//! ext4 (`CONFIG_EXT4_FS=m`) brings `jbd2`, `mbcache` and `crc16` through
+//! its `depends=`; `crc32c_generic` is listed on its own: ext4's
+//! `metadata_csum` (on by default in `mkfs.ext4`) and jbd2's journal
+//! checksums ask the crypto API for `crc32c` by name, which is no symbol
+//! dependency, and with no `modprobe` tree in the initramfs nothing would
+//! load it on demand (the mount fails with "Cannot load crc32c driver").
 //!
 //! Debian 12's arm64 kernel builds these as modules (`CONFIG_VIRTIO_MMIO=m`,
 //! `CONFIG_VIRTIO_NET=m`, …, uncompressed: `CONFIG_MODULE_COMPRESS_NONE`).
@@ -25,6 +33,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_console",
     "vmw_vsock_virtio_transport",
     "virtio_blk",
+    "crc32c_generic",
+    "ext4",
 ];
 
 /// A module to load: its name and its file's bytes.
@@ -236,6 +246,12 @@ pub fn read(dir: &Path, wanted: &[&str]) -> Result<Vec<Module>> {
         .collect()
 }
 
+/// Whether the modules directory `dir` holds `wanted` and every module
+/// they need (a cache pruned for another list may not).
+pub fn complete(dir: &Path, wanted: &[&str]) -> bool {
+    files_in_order(dir, wanted).is_ok_and(|files| files.iter().all(|f| dir.join(f).is_file()))
+}
+
 /// [`load_order`] of `wanted` by the `modules.dep` of the modules
 /// directory `dir`; an error names the file.
 fn files_in_order(dir: &Path, wanted: &[&str]) -> Result<Vec<String>> {
@@ -363,7 +379,8 @@ mod tests {
         assert_eq!(sorted(&generated), sorted(DEP));
     }
 
-    /// The lines of Debian 12's arm64 `modules.dep` for the guest modules.
+    /// The lines of Debian 12's arm64 `modules.dep` for the guest modules
+    /// (and one module more, `xfs`, with a dependency of its own).
     pub(super) const DEP: &str = "\
 kernel/drivers/virtio/virtio_mmio.ko:
 kernel/net/core/failover.ko:
@@ -374,9 +391,13 @@ kernel/net/vmw_vsock/vsock.ko:
 kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
 kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko
 kernel/drivers/block/virtio_blk.ko:
-kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko
+kernel/crypto/crc32c_generic.ko:
+kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko kernel/lib/crc16.ko
 kernel/fs/jbd2/jbd2.ko:
 kernel/fs/mbcache.ko:
+kernel/lib/crc16.ko:
+kernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko
+kernel/lib/libcrc32c.ko:
 ";
 
     #[test]
@@ -395,6 +416,11 @@ kernel/fs/mbcache.ko:
                 "vmw_vsock_virtio_transport_common",
                 "vmw_vsock_virtio_transport",
                 "virtio_blk",
+                "crc32c_generic",
+                "jbd2",
+                "mbcache",
+                "crc16",
+                "ext4",
             ]
         );
         for (i, path) in order.iter().enumerate() {
@@ -440,17 +466,37 @@ kernel/fs/mbcache.ko:
         write_fake_tree(&root);
         assert!(!root.join("modules.dep").exists(), "as in Debian's package");
         fs::write(root.join("modules.alias"), "x").expect("write alias");
+        assert!(!complete(&root, GUEST_MODULES), "no modules.dep yet");
         prune(&root, GUEST_MODULES).expect("prune");
-        assert!(!root.join("kernel/fs").exists(), "unneeded trees go");
+        assert!(!root.join("kernel/fs/xfs").exists(), "unneeded trees go");
+        assert!(!root.join("kernel/lib/libcrc32c.ko").exists());
+        assert!(
+            root.join("kernel/lib/crc16.ko").is_file(),
+            "a dependency stays"
+        );
         assert!(!root.join("modules.alias").exists());
         let mods = read(&root, GUEST_MODULES).expect("read");
-        assert_eq!(mods.len(), 9);
+        assert_eq!(mods.len(), 14);
         assert_eq!(mods[1].name, "failover");
         assert_eq!(mods[1].bytes, fake_ko("failover", ""));
         assert!(root.join("modules.dep").is_file(), "written by prune");
+        assert!(complete(&root, GUEST_MODULES));
         // A module the pruned tree lacks is reported with the file.
-        let e = read(&root, &["ext4"]).unwrap_err().to_string();
-        assert!(e.contains("ext4") || e.contains("jbd2"), "{e}");
+        let e = read(&root, &["xfs"]).unwrap_err().to_string();
+        assert!(e.contains("xfs") || e.contains("libcrc32c"), "{e}");
+        assert!(!complete(&root, &["xfs"]));
+    }
+
+    /// A cache pruned for a shorter list (before ext4 was a guest module)
+    /// is incomplete for today's: the fetch must not use it.
+    #[test]
+    fn a_tree_pruned_for_another_list_is_incomplete() {
+        let dir = TestDir::new("modules-old");
+        write_fake_tree(dir.path());
+        let old = &GUEST_MODULES[..5];
+        prune(dir.path(), old).expect("prune");
+        assert!(complete(dir.path(), old));
+        assert!(!complete(dir.path(), GUEST_MODULES));
     }
 
     #[test]
