@@ -40,8 +40,8 @@ commands:
                               seconds (default 60), executions and crashes reported;
                               --repro runs one input, --merge adds what a run found to
                               fuzz/corpus, --seeds rewrites the seed inputs
-  build                       build the hypervisor Image, the test guests, the Linux workload
-                              program and the stratum CLI
+  build                       build the hypervisor Image, the test guests, the Linux guest
+                              programs (workload, disk daemon) and the stratum CLI
   deps                        install missing prerequisites (rustup targets, QEMU, dtc)
 ";
 
@@ -49,7 +49,8 @@ commands:
 pub const HYP_TARGET: &str = "aarch64-unknown-none-softfloat";
 /// Target of the test guests.
 pub const GUEST_TARGET: &str = "aarch64-unknown-none";
-/// Target of the workload program that runs inside Linux guests.
+/// Target of the programs that run inside Linux guests (the workload
+/// program, the disk daemon).
 pub const WORKLOAD_TARGET: &str = "aarch64-unknown-linux-musl";
 
 fn main() -> ExitCode {
@@ -102,6 +103,30 @@ pub struct Artifacts {
     pub stratum: PathBuf,
     /// The workload program for Linux guests' initramfs.
     pub workload: PathBuf,
+    /// The disk daemon for Linux guests' initramfs.
+    pub blkd: PathBuf,
+}
+
+impl Artifacts {
+    /// The programs every Debian initramfs carries.
+    pub fn guest_programs(&self) -> stratum::linux::GuestPrograms {
+        stratum::linux::GuestPrograms {
+            workload: self.workload.clone(),
+            blkd: self.blkd.clone(),
+        }
+    }
+
+    /// The environment that points `stratum` (and the tests) at the guest
+    /// programs just built instead of building them again.
+    pub fn guest_program_env(&self) -> [(&'static str, &Path); 2] {
+        [
+            (
+                stratum::linux::workload::WORKLOAD_ENV,
+                self.workload.as_path(),
+            ),
+            (stratum::linux::blkd::BLKD_ENV, self.blkd.as_path()),
+        ]
+    }
 }
 
 /// Runs a command in the workspace root, failing with its description.
@@ -118,8 +143,8 @@ pub fn cargo(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Builds the hypervisor Image, the test guests, the Linux workload program
-/// and the CLI.
+/// Builds the hypervisor Image, the test guests, the Linux guest programs
+/// (workload, disk daemon) and the CLI.
 pub fn build_all() -> Result<Artifacts, String> {
     let hypervisor = stratum::build_hypervisor(true).map_err(|e| format!("{e:#}"))?;
     let hypervisor_trace =
@@ -132,7 +157,7 @@ pub fn build_all() -> Result<Artifacts, String> {
         "--target",
         GUEST_TARGET,
     ])?;
-    let workload = stratum::linux::workload::build().map_err(|e| format!("{e:#}"))?;
+    let programs = stratum::linux::programs::build().map_err(|e| format!("{e:#}"))?;
     cargo(&["build", "-p", "stratum"])?;
     let target = root().join("target");
     let guests = target.join(GUEST_TARGET).join("release");
@@ -145,7 +170,8 @@ pub fn build_all() -> Result<Artifacts, String> {
         hypervisor_trace,
         guests,
         stratum: target.join("debug").join("stratum"),
-        workload,
+        workload: programs.workload,
+        blkd: programs.blkd,
     })
 }
 
@@ -154,7 +180,7 @@ pub fn build_all() -> Result<Artifacts, String> {
 /// target/demo/demo.toml and returns its path.
 fn demo_config(art: &Artifacts) -> Result<PathBuf, String> {
     let cache = stratum::linux::default_cache_dir().map_err(|e| e.to_string())?;
-    let debian = stratum::linux::prepare_debian_with(&cache, true, &art.workload)
+    let debian = stratum::linux::prepare_debian_with(&cache, true, &art.guest_programs())
         .map_err(|e| format!("fetching the Debian guest into {}: {e}", cache.display()))?;
     let template = std::fs::read_to_string(root().join("configs").join("demo.toml.in"))
         .map_err(|e| format!("configs/demo.toml.in: {e}"))?;
@@ -191,7 +217,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let art = build_all()?;
     let mut cmd = Command::new(&art.stratum);
     cmd.arg("run")
-        .env(stratum::linux::workload::WORKLOAD_ENV, &art.workload)
+        .envs(art.guest_program_env())
         .env("STRATUM_HYPERVISOR", &art.hypervisor)
         .env("STRATUM_HYPERVISOR_TRACE", &art.hypervisor_trace);
     let passthrough: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
@@ -222,12 +248,12 @@ fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// `cargo xtask bench`: `stratum bench` with the guest, hypervisor and
-/// workload program just built (further arguments after `--` are passed on,
+/// guest programs just built (further arguments after `--` are passed on,
 /// e.g. `--no-linux`).
 fn bench(args: &[String]) -> Result<(), String> {
     let art = build_all()?;
     let status = Command::new(&art.stratum)
-        .env(stratum::linux::workload::WORKLOAD_ENV, &art.workload)
+        .envs(art.guest_program_env())
         .arg("bench")
         .arg("--guest")
         .arg(art.guests.join("bench"))

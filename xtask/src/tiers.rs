@@ -80,6 +80,8 @@ pub fn lint() -> Result<(), String> {
         "clippy",
         "-p",
         "stratum-workload",
+        "-p",
+        "stratum-blkd",
         "--target",
         WORKLOAD_TARGET,
         "--",
@@ -145,11 +147,11 @@ fn system_test_args(test_files: impl IntoIterator<Item = PathBuf>) -> Vec<String
 const LINUX_TEST: &str = "linux";
 
 /// Fetches the pinned Debian guest (or finds it in the cache) and builds
-/// its initramfs with `workload`: kernel and initramfs.
-fn fetch_linux(workload: &Path) -> Result<(PathBuf, PathBuf), String> {
+/// its initramfs with `programs`: kernel and initramfs.
+fn fetch_linux(programs: &stratum::linux::GuestPrograms) -> Result<(PathBuf, PathBuf), String> {
     use stratum::linux::{KernelChoice, prepare_debian_choosing};
     let cache = stratum::linux::default_cache_dir().map_err(|e| e.to_string())?;
-    let prepared = prepare_debian_choosing(&cache, KernelChoice::Pinned, true, Some(workload))
+    let prepared = prepare_debian_choosing(&cache, KernelChoice::Pinned, true, Some(programs))
         .map_err(|e| format!("fetching the Debian guest into {}: {e}", cache.display()))?;
     let guest = prepared.guest;
     println!(
@@ -261,8 +263,12 @@ pub fn test_all() -> Result<(), String> {
 
     let t = Instant::now();
     println!("== tier 3: linux (the stock Debian arm64 kernel under the hypervisor)");
-    match artifacts.as_ref().map(|a| (a, fetch_linux(&a.workload))) {
+    match artifacts
+        .as_ref()
+        .map(|a| (a, fetch_linux(&a.guest_programs())))
+    {
         Ok((a, Ok((kernel, initramfs)))) => {
+            let [workload, blkd] = a.guest_program_env();
             let envs = [
                 ("STRATUM_HYPERVISOR", a.hypervisor.as_path()),
                 ("STRATUM_BIN", a.stratum.as_path()),
@@ -270,8 +276,10 @@ pub fn test_all() -> Result<(), String> {
                 ("STRATUM_LINUX_INITRD", initramfs.as_path()),
                 ("STRATUM_GUESTS_DIR", a.guests.as_path()),
                 // `stratum run --debian` in the tests builds its initramfs
-                // with this workload instead of building one.
-                ("STRATUM_WORKLOAD", a.workload.as_path()),
+                // with these programs (STRATUM_WORKLOAD, STRATUM_BLKD)
+                // instead of building them.
+                workload,
+                blkd,
             ];
             let (c, ok) = cargo_test(&["-p", "stratum-systests", "--test", LINUX_TEST], &envs);
             accumulate(&mut total, c);

@@ -1,19 +1,27 @@
-//! The initramfs for a Linux guest: a static busybox, Stratum's workload
-//! program ([`super::workload`], as `/bin/stratum-workload`), the virtio
-//! drivers from the kernel's package ([`super::modules`]) and an `/init`
-//! script, packed as a reproducible `newc` cpio ([`super::cpio`]).
+//! The initramfs for a Linux guest: a static busybox, Stratum's guest
+//! programs ([`super::programs`]: the workload program as
+//! `/bin/stratum-workload`, the disk daemon as `/bin/stratum-blkd`), the
+//! kernel modules from the kernel's package ([`super::modules`]: the virtio
+//! drivers, ext4) and an `/init` script, packed as a reproducible `newc`
+//! cpio ([`super::cpio`]).
 //!
 //! [`DEFAULT_INIT`] is the script `stratum fetch debian` and
 //! `stratum run --debian` use. What it does, in order:
 //!
 //! 1. installs the busybox applets as symlinks (`/bin/busybox --install -s`);
 //! 2. mounts `proc` on `/proc`, `sysfs` on `/sys` and `devtmpfs` on `/dev`,
-//!    loads the virtio drivers ([`super::modules`]) in the order of
+//!    loads the modules ([`super::modules`]) in the order of
 //!    `/etc/stratum/modules` and prints `STRATUM-LINUX: modules <names>`
 //!    (those that loaded; one that did not gets its own line);
-//! 3. prints the marker line `STRATUM-LINUX: up <nproc> cpus`, then the
+//! 3. if the command line holds `stratum.role=service` ([`ROLE_PARAM`]: the
+//!    service VM), starts the disk daemon in the background
+//!    (`/bin/stratum-blkd &`, its output on the console, stdin
+//!    `/dev/null`) and prints `STRATUM-LINUX: blkd started`
+//!    ([`BLKD_STARTED_MARKER`]); the daemon finds its disks, connects to the
+//!    hypervisor and serves until the VM stops, whatever the next steps do;
+//! 4. prints the marker line `STRATUM-LINUX: up <nproc> cpus`, then the
 //!    kernel command line (`cat /proc/cmdline`);
-//! 4. then, if the command line holds `stratum.test=poweroff` (the system
+//! 5. then, if the command line holds `stratum.test=poweroff` (the system
 //!    tests' mode): prints `/proc/interrupts` twice, a second apart (the tests
 //!    check the arch timer ticks on every CPU), and powers off at once
 //!    (`poweroff -f`: PSCI `SYSTEM_OFF`, so `stratum run` exits 0);
@@ -26,11 +34,11 @@
 //!    mounts a tmpfs on `/tmp`, runs `/bin/stratum-workload` with the kernel
 //!    command line as its arguments, prints `STRATUM-LINUX: workload exit
 //!    <status>` and powers off at once;
-//! 5. with an exec overlay ([`exec_overlay`], `stratum run --exec`): mounts
+//! 6. with an exec overlay ([`exec_overlay`], `stratum run --exec`): mounts
 //!    a tmpfs on `/tmp`, prints `STRATUM-LINUX: exec start`, runs the
 //!    command with `/bin/sh -c`, prints `STRATUM-LINUX: exec exit <status>`
 //!    and powers off (before any `stratum.test=` mode);
-//! 6. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
+//! 7. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
 //!    so it has a controlling terminal and job control; plain `sh` if busybox
 //!    lacks `cttyhack`), with the prompt [`PROMPT`]. Leaving the shell
 //!    (`exit`, Ctrl-D) powers the VM off, as does `poweroff -f` in it.
@@ -39,9 +47,11 @@ use std::fs;
 use std::io::Write as _;
 use std::path::Path;
 
+pub use super::blkd::{ROLE_PARAM, STARTED_MARKER as BLKD_STARTED_MARKER};
 use super::cpio::Archive;
 use super::modules::{GUEST_MODULES, Module};
-use super::workload::IN_INITRAMFS;
+use super::programs::GuestPrograms;
+use super::{blkd, workload};
 use crate::{Error, Result};
 
 /// The line the default init prints once userspace runs, before the CPU count.
@@ -96,6 +106,14 @@ for m in $(cat /etc/stratum/modules); do
     fi
 done
 echo "STRATUM-LINUX: modules$loaded"
+case " $(cat /proc/cmdline) " in
+*" stratum.role=service "*)
+    # The service VM: the disk daemon serves the frontends' disks to the
+    # hypervisor (tools/blkd) for as long as the VM runs.
+    /bin/stratum-blkd </dev/null >/dev/console 2>&1 &
+    echo "STRATUM-LINUX: blkd started"
+    ;;
+esac
 echo "STRATUM-LINUX: up $(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo) cpus"
 cat /proc/cmdline
 if [ -f /etc/stratum/exec ]; then
@@ -165,11 +183,12 @@ const DIRECTORIES: &[&str] = &[
     "/usr/sbin",
 ];
 
-/// The initramfs bytes for `busybox` and `workload` (the binaries'
-/// contents) and `init_script`: see [`build_initramfs`].
+/// The initramfs bytes for `busybox`, `workload` and `blkd` (the
+/// binaries' contents) and `init_script`: see [`build_initramfs`].
 pub fn initramfs_bytes(
     busybox: Vec<u8>,
     workload: Vec<u8>,
+    blkd: Vec<u8>,
     modules: Vec<Module>,
     init_script: &str,
 ) -> Vec<u8> {
@@ -192,7 +211,8 @@ pub fn initramfs_bytes(
     archive
         .dir("/tmp", 0o1777)
         .file("/bin/busybox", 0o755, busybox)
-        .file(IN_INITRAMFS, 0o755, workload)
+        .file(workload::IN_INITRAMFS, 0o755, workload)
+        .file(blkd::IN_INITRAMFS, 0o755, blkd)
         .file("/init", 0o755, init_script.as_bytes().to_vec())
         // The kernel opens /dev/console for init's stdio before anything
         // mounts devtmpfs: it must be in the archive.
@@ -216,7 +236,8 @@ pub fn exec_overlay(command: &str) -> Vec<u8> {
 }
 
 /// Writes an initramfs with `/bin/busybox` (from the file `busybox`),
-/// `/bin/stratum-workload` (from the file `workload`), the kernel modules
+/// `/bin/stratum-workload` and `/bin/stratum-blkd` (from the files
+/// `programs` names), the kernel modules
 /// of [`GUEST_MODULES`] and their dependencies from `modules_dir` (in
 /// `/lib/modules/`, listed in load order in `/etc/stratum/modules`), `/init`
 /// (`init_script`, mode 0755), the directories `/bin /sbin /proc /sys /dev
@@ -225,7 +246,7 @@ pub fn exec_overlay(command: &str) -> Vec<u8> {
 /// them is left untouched (so its mtime says when the inputs last changed).
 pub fn build_initramfs(
     busybox: &Path,
-    workload: &Path,
+    programs: &GuestPrograms,
     modules_dir: &Path,
     init_script: &str,
     out: &Path,
@@ -235,7 +256,13 @@ pub fn build_initramfs(
             .map_err(|e| Error::environment(format!("cannot read {}: {e}", path.display())))
     };
     let modules = super::modules::read(modules_dir, GUEST_MODULES)?;
-    let bytes = initramfs_bytes(read(busybox)?, read(workload)?, modules, init_script);
+    let bytes = initramfs_bytes(
+        read(busybox)?,
+        read(&programs.workload)?,
+        read(&programs.blkd)?,
+        modules,
+        init_script,
+    );
     if fs::read(out).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
@@ -299,7 +326,7 @@ mod tests {
             .expect("a case branch for the workload mode");
         let steps = [
             "mount -t tmpfs tmpfs /tmp",
-            &format!("{IN_INITRAMFS} $(cat /proc/cmdline)"),
+            &format!("{} $(cat /proc/cmdline)", workload::IN_INITRAMFS),
             &format!("echo \"{WORKLOAD_EXIT_MARKER}$?\""),
             "poweroff -f",
         ];
@@ -308,6 +335,43 @@ mod tests {
             let found = branch[at..].find(step).unwrap_or_else(|| panic!("{step}"));
             at += found + step.len();
         }
+    }
+
+    /// The service VM's branch starts the daemon in the background right
+    /// after the modules (vsock among them) load, before the up marker
+    /// and every mode, and says so.
+    #[test]
+    fn the_service_role_starts_the_daemon_after_the_modules() {
+        let modules_line = DEFAULT_INIT
+            .find("echo \"STRATUM-LINUX: modules$loaded\"")
+            .expect("the modules line");
+        let branch_at = DEFAULT_INIT
+            .find(&format!("*\" {ROLE_PARAM} \"*)"))
+            .expect("a case branch for the service role");
+        let up = DEFAULT_INIT.find(UP_MARKER).expect("the up marker");
+        assert!(modules_line < branch_at && branch_at < up);
+        let branch = DEFAULT_INIT[branch_at..]
+            .split(";;")
+            .next()
+            .expect("the branch");
+        let start = branch
+            .lines()
+            .find(|l| l.trim_start().starts_with(blkd::IN_INITRAMFS))
+            .expect("the daemon's line");
+        assert!(
+            start.trim_end().ends_with('&'),
+            "in the background: {start}"
+        );
+        assert!(start.contains("/dev/console"), "its output on the console");
+        let marker = branch
+            .find(&format!("echo \"{BLKD_STARTED_MARKER}\""))
+            .expect("marker");
+        assert!(branch.find(start).expect("start") < marker);
+        assert_eq!(
+            DEFAULT_INIT.matches(blkd::IN_INITRAMFS).count(),
+            1,
+            "started nowhere else"
+        );
     }
 
     /// The default init is valid `sh` (checked with the host's shell).
@@ -325,16 +389,20 @@ mod tests {
         let dir = TestDir::new("initramfs");
         let busybox = dir.write("busybox", b"\x7fELF not really busybox");
         let out = dir.path().join("initramfs.cpio");
-        let workload = dir.write("workload", b"\x7fELF not really the workload");
+        let programs = GuestPrograms {
+            workload: dir.write("workload", b"\x7fELF not really the workload"),
+            blkd: dir.write("blkd", b"\x7fELF not really the daemon"),
+        };
         let modules = dir.path().join("modules");
         super::super::modules::write_fake_cache_dir(&modules);
-        build_initramfs(&busybox, &workload, &modules, DEFAULT_INIT, &out).expect("built");
+        build_initramfs(&busybox, &programs, &modules, DEFAULT_INIT, &out).expect("built");
         let first = fs::read(&out).expect("written");
         assert_eq!(
             first,
             initramfs_bytes(
                 b"\x7fELF not really busybox".to_vec(),
                 b"\x7fELF not really the workload".to_vec(),
+                b"\x7fELF not really the daemon".to_vec(),
                 super::super::modules::read(&modules, GUEST_MODULES).expect("modules"),
                 DEFAULT_INIT
             )
@@ -346,6 +414,7 @@ mod tests {
             [
                 "bin",
                 "bin/busybox",
+                "bin/stratum-blkd",
                 "bin/stratum-workload",
                 "dev",
                 "dev/console",
@@ -383,7 +452,7 @@ mod tests {
         let mtime = fs::metadata(&out)
             .and_then(|m| m.modified())
             .expect("mtime");
-        build_initramfs(&busybox, &workload, &modules, DEFAULT_INIT, &out).expect("built again");
+        build_initramfs(&busybox, &programs, &modules, DEFAULT_INIT, &out).expect("built again");
         assert_eq!(fs::read(&out).expect("still there"), first);
         assert_eq!(
             fs::metadata(&out)
@@ -394,7 +463,7 @@ mod tests {
         // Another script: rebuilt.
         build_initramfs(
             &busybox,
-            &workload,
+            &programs,
             &modules,
             "#!/bin/busybox sh\necho hi\n",
             &out,
@@ -410,27 +479,42 @@ mod tests {
         let out = dir.path().join("out.cpio");
         let modules = dir.path().join("modules");
         super::super::modules::write_fake_cache_dir(&modules);
+        let both = GuestPrograms {
+            workload: present.clone(),
+            blkd: present.clone(),
+        };
         let e = build_initramfs(
             &dir.path().join("no-busybox"),
-            &present,
+            &both,
             &modules,
             DEFAULT_INIT,
             &out,
         )
         .expect_err("missing busybox");
         assert!(e.to_string().contains("no-busybox"), "{e}");
+        for (name, programs) in [
+            (
+                "no-workload",
+                GuestPrograms {
+                    workload: dir.path().join("no-workload"),
+                    ..both.clone()
+                },
+            ),
+            (
+                "no-blkd",
+                GuestPrograms {
+                    blkd: dir.path().join("no-blkd"),
+                    ..both.clone()
+                },
+            ),
+        ] {
+            let e =
+                build_initramfs(&present, &programs, &modules, DEFAULT_INIT, &out).expect_err(name);
+            assert!(e.to_string().contains(name), "{e}");
+        }
         let e = build_initramfs(
             &present,
-            &dir.path().join("no-workload"),
-            &modules,
-            DEFAULT_INIT,
-            &out,
-        )
-        .expect_err("missing workload");
-        assert!(e.to_string().contains("no-workload"), "{e}");
-        let e = build_initramfs(
-            &present,
-            &present,
+            &both,
             &dir.path().join("no-modules"),
             DEFAULT_INIT,
             &out,

@@ -1,10 +1,11 @@
 //! Linux guests: the stock Debian arm64 kernel fetched from the Debian
 //! archive ([`debian`]), and an initramfs made of a static busybox, Stratum's
-//! workload program ([`workload`]) and an init script ([`initramfs`],
+//! guest programs ([`programs`]: the workload program [`workload`] and the
+//! service VM's disk daemon [`blkd`]) and an init script ([`initramfs`],
 //! written by the pure-Rust cpio writer [`cpio`]).
 //!
 //! [`prepare_debian_choosing`] is what `stratum fetch debian` and
-//! `stratum run --debian` do: find or build the workload program, then,
+//! `stratum run --debian` do: find or build the guest programs, then,
 //! holding the cache's lock, fetch (or find in the cache) the kernel
 //! ([`KernelChoice::Pinned`] unless `--latest`) and busybox, and build
 //! `<cache>/initramfs-<choice>.cpio` with [`DEFAULT_INIT`] (rewritten only
@@ -16,10 +17,12 @@ use std::path::{Path, PathBuf};
 
 use crate::Result;
 
+pub mod blkd;
 pub mod cpio;
 pub mod debian;
 pub mod initramfs;
 pub mod modules;
+pub mod programs;
 pub mod workload;
 
 pub use debian::{
@@ -29,6 +32,7 @@ pub use initramfs::{
     DEFAULT_INIT, POWEROFF_PARAM, PROMPT, UP_MARKER, WORKLOAD_EXIT_MARKER, WORKLOAD_PARAM,
     build_initramfs,
 };
+pub use programs::GuestPrograms;
 
 /// Name of the initramfs [`prepare_debian_choosing`] writes into the cache
 /// for `choice` (each choice has its own: their kernels' modules differ).
@@ -60,19 +64,19 @@ pub struct LinuxGuest {
 }
 
 /// The pinned Debian guest (see [`prepare_debian_choosing`]), with the
-/// workload program from [`workload::locate`] (`$STRATUM_WORKLOAD` or a
-/// cargo build).
+/// guest programs from [`programs::locate`] (`$STRATUM_WORKLOAD`,
+/// `$STRATUM_BLKD` or a cargo build).
 pub fn prepare_debian(cache_dir: &Path, progress: bool) -> Result<LinuxGuest> {
     prepare_debian_choosing(cache_dir, KernelChoice::Pinned, progress, None).map(|p| p.guest)
 }
 
-/// [`prepare_debian`] with the workload binary given.
+/// [`prepare_debian`] with the guest programs given.
 pub fn prepare_debian_with(
     cache_dir: &Path,
     progress: bool,
-    workload: &Path,
+    programs: &GuestPrograms,
 ) -> Result<LinuxGuest> {
-    prepare_debian_choosing(cache_dir, KernelChoice::Pinned, progress, Some(workload))
+    prepare_debian_choosing(cache_dir, KernelChoice::Pinned, progress, Some(programs))
         .map(|p| p.guest)
 }
 
@@ -87,25 +91,25 @@ pub struct PreparedDebian {
 
 /// Fetches the Debian guest `choice` names into `cache_dir` (see
 /// [`fetch_debian`]) and builds its initramfs there from the fetched busybox
-/// and modules, the workload program (`workload`, else
-/// [`workload::locate`]) and [`DEFAULT_INIT`], all under the cache's lock.
+/// and modules, the guest programs (`programs`, else [`programs::locate`])
+/// and [`DEFAULT_INIT`], all under the cache's lock.
 pub fn prepare_debian_choosing(
     cache_dir: &Path,
     choice: KernelChoice,
     progress: bool,
-    workload: Option<&Path>,
+    programs: Option<&GuestPrograms>,
 ) -> Result<PreparedDebian> {
-    // Building the workload may take a while: not under the lock.
-    let workload = match workload {
-        Some(path) => path.to_path_buf(),
-        None => workload::locate()?,
+    // Building the programs may take a while: not under the lock.
+    let programs = match programs {
+        Some(programs) => programs.clone(),
+        None => programs::locate()?,
     };
     let lock = CacheLock::acquire(cache_dir)?;
     let fetched = debian::fetch_locked(&lock, choice, progress)?;
     let initramfs = lock.root().join(initramfs_name(choice));
     build_initramfs(
         &fetched.busybox,
-        &workload,
+        &programs,
         &fetched.modules_dir,
         DEFAULT_INIT,
         &initramfs,
