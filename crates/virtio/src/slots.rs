@@ -336,7 +336,9 @@ impl VmVirtio {
             return false;
         }
         let (serial, n) = stratum_abi::blkproto::serial(disk as u16);
-        storage.device_mut().configure(sectors, readonly, &serial[..n]);
+        storage
+            .device_mut()
+            .configure(sectors, readonly, &serial[..n]);
         storage.reset_device();
         let k = self.disk_count;
         self.disks[k] = Some(Disk {

@@ -9,10 +9,10 @@ use stratum_core::bus::{AccessRefused, DeviceAccess, Effects, MmioDevice};
 
 use super::driver::*;
 use crate::blk::BlkDevice;
-use crate::transport::Transport;
 use crate::mem::{GuestMemory, SliceMemory};
 use crate::slots::{VmVirtio, Work};
 use crate::spec::{feature, mmio};
+use crate::transport::Transport;
 
 /// Transport `n` of a VM, as a device of its own (the driver helpers
 /// address bank 0).
@@ -70,7 +70,10 @@ fn each_device_sits_behind_its_transport_and_the_rest_are_empty() {
     let disk = devices()[3];
     let storage = || Box::leak(Box::new(Transport::new(BlkDevice::new(1, false, b""))));
     assert!(v.attach_disk(disk, storage()));
-    assert!(!v.attach_disk(disk, storage()), "its transport is taken now");
+    assert!(
+        !v.attach_disk(disk, storage()),
+        "its transport is taken now"
+    );
     assert!(!v.attach_disk(devices()[0], storage()), "not a disk");
     let ids: Vec<u32> = (0..6)
         .map(|n| rd(&mut Bank(&mut v, n), mmio::DEVICE_ID))
