@@ -131,7 +131,7 @@ fn system_test_args(test_files: impl IntoIterator<Item = PathBuf>) -> Vec<String
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "rs"))
         .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
-        .filter(|name| name != LINUX_TEST)
+        .filter(|name| !LINUX_TESTS.contains(&name.as_str()))
         .collect();
     names.sort();
     // Every file runs even when an earlier one fails, so one failure
@@ -143,8 +143,9 @@ fn system_test_args(test_files: impl IntoIterator<Item = PathBuf>) -> Vec<String
     args
 }
 
-/// The test file (`tests/tests/linux.rs`) of tier 3.
-const LINUX_TEST: &str = "linux";
+/// The test files of tier 3 (`tests/tests/<name>.rs`): those that boot
+/// the Debian guest (the disks' service VM is one).
+const LINUX_TESTS: &[&str] = &["linux", "disks"];
 
 /// Fetches the pinned Debian guest (or finds it in the cache) and builds
 /// its initramfs with `programs`: kernel and initramfs.
@@ -281,7 +282,11 @@ pub fn test_all() -> Result<(), String> {
                 workload,
                 blkd,
             ];
-            let (c, ok) = cargo_test(&["-p", "stratum-systests", "--test", LINUX_TEST], &envs);
+            let mut args = vec!["-p", "stratum-systests", "--no-fail-fast"];
+            for name in LINUX_TESTS {
+                args.extend(["--test", name]);
+            }
+            let (c, ok) = cargo_test(&args, &envs);
             accumulate(&mut total, c);
             if !ok {
                 failures.push("linux tests failed".into());
