@@ -14,8 +14,19 @@
 //!   compared; then it prints `blkcheck: wrote sectors A..B` for the host
 //!   to check the image;
 //! - `mode=ro`: the device says read-only, a write fails, and the region
-//!   reads back as the image had it (the test's pattern is not there).
+//!   reads back as the image had it (the test's pattern is not there);
+//! - `mode=soak` (a service VM restart under load): it writes and reads
+//!   back one sector after another, round and round the region, until it
+//!   has seen at least one failed request (the service VM went away with
+//!   the request in flight; it prints `blkcheck: soak started` first, for
+//!   the test to crash the service VM then) and then [`SOAK_GOOD`] good round trips after
+//!   the last failure (it came back), within [`SOAK_SECONDS`]; it prints
+//!   `blkcheck: soak: F failed requests, then G good round trips`. A
+//!   round trip that reads back something else than it wrote fails the
+//!   guest at once, whatever came before.
 //!
+//! `seed=N` (default 0) changes the pattern, so that two guests writing
+//! their own disks at once write different bytes.
 //! Then the verdict `STRATUM-TEST PASS blkcheck` (or FAIL). The driver
 //! polls for each request's completion, so no interrupt is needed.
 #![no_std]
@@ -38,9 +49,49 @@ const REGION: usize = 64;
 /// The smallest disk this guest accepts.
 const MIN_SECTORS: u64 = (FIRST + REGION) as u64;
 
-/// Byte `i` of sector `s` of the pattern.
-fn pattern(s: usize, i: usize) -> u8 {
-    (s as u8).wrapping_mul(13) ^ (i as u8).wrapping_mul(7) ^ (i >> 8) as u8 ^ 0x5a
+/// Good round trips after the last failure that end a soak.
+const SOAK_GOOD: u64 = 50;
+/// How long a soak may take.
+const SOAK_SECONDS: u64 = 120;
+
+/// Byte `i` of sector `s` of the pattern for `seed`.
+fn pattern(seed: u8, s: usize, i: usize) -> u8 {
+    (s as u8).wrapping_mul(13) ^ (i as u8).wrapping_mul(7) ^ (i >> 8) as u8 ^ 0x5a ^ seed
+}
+
+/// Writes and reads back one sector after another until a failure was
+/// followed by [`SOAK_GOOD`] good round trips; whether that happened in
+/// time. Stops the guest on data that differs.
+fn soak(blk: &mut VirtIOBlk<GuestHal, Transport>, seed: u8) -> bool {
+    let deadline =
+        stratum_guests::timer::counter() + SOAK_SECONDS * stratum_guests::timer::frequency();
+    let (mut failed, mut good) = (0u64, 0u64);
+    let mut out = [0u8; SECTOR_SIZE];
+    let mut back = [0u8; SECTOR_SIZE];
+    let mut round = 0usize;
+    println!("blkcheck: soak started");
+    while stratum_guests::timer::counter() < deadline {
+        let s = FIRST + round % REGION;
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = pattern(seed, s, i) ^ (round / REGION) as u8;
+        }
+        round += 1;
+        let ok = blk.write_blocks(s, &out).is_ok() && blk.read_blocks(s, &mut back).is_ok();
+        if !ok {
+            failed += 1;
+            good = 0;
+            continue;
+        }
+        if back != out {
+            stratum_guests::fail(format_args!("soak: sector {s} read back other bytes"));
+        }
+        good += 1;
+        if failed > 0 && good >= SOAK_GOOD {
+            break;
+        }
+    }
+    println!("blkcheck: soak: {failed} failed requests, then {good} good round trips");
+    failed > 0 && good >= SOAK_GOOD
 }
 
 fn main(dtb: usize) -> ! {
@@ -48,11 +99,14 @@ fn main(dtb: usize) -> ! {
         Ok((_, dt)) => dt.bootargs.unwrap_or(""),
         Err(e) => stratum_guests::fail(format_args!("no usable device tree: {e}")),
     };
-    let readonly = match args::value(cmdline, "mode").unwrap_or("rw") {
-        "rw" => false,
+    let mode = args::value(cmdline, "mode").unwrap_or("rw");
+    let readonly = match mode {
+        "rw" | "soak" => false,
         "ro" => true,
-        other => stratum_guests::fail(format_args!("mode={other}: rw or ro")),
+        other => stratum_guests::fail(format_args!("mode={other}: rw, ro or soak")),
     };
+    let seed = args::number(cmdline, "seed", 0)
+        .unwrap_or_else(|e| stratum_guests::fail(format_args!("seed: {e:?}"))) as u8;
     let virtio::Opened { n, transport, gic } = virtio::open(dtb, DEVICE_ID_BLOCK, "block");
     let mut blk = match VirtIOBlk::<GuestHal, Transport>::new(transport) {
         Ok(b) => b,
@@ -98,9 +152,15 @@ fn main(dtb: usize) -> ! {
     // On the heap: the boot stack is 64 KiB.
     let mut buf = alloc::vec![0u8; REGION * SECTOR_SIZE];
     for (k, b) in buf.iter_mut().enumerate() {
-        *b = pattern(FIRST + k / SECTOR_SIZE, k % SECTOR_SIZE);
+        *b = pattern(seed, FIRST + k / SECTOR_SIZE, k % SECTOR_SIZE);
     }
-    if readonly {
+    if mode == "soak" {
+        let ok = soak(&mut blk, seed);
+        checks.check(
+            "the disk failed while its server was away, then came back",
+            ok,
+        );
+    } else if readonly {
         let w = blk.write_blocks(FIRST, &buf[..SECTOR_SIZE]);
         checks.check(format_args!("a write fails ({w:?})"), w.is_err());
         let mut back = alloc::vec![0u8; REGION * SECTOR_SIZE];

@@ -1,0 +1,289 @@
+//! Disk system tests (tier 3, with the Linux tests: every disk is served
+//! by a Debian service VM): frontends' virtio-blk requests carried by the
+//! hypervisor's disk link to the daemon in the service VM (`tools/blkd`),
+//! which performs them on QEMU `virtio-blk-device`s backed by image files
+//! the tests make and check on the host.
+//!
+//! - Two bare-metal frontends (`blkcheck`, driven by `virtio-drivers`)
+//!   write their own disks at once, each a pattern of its own; a third has
+//!   a read-only disk and tries to write it. Each image must hold exactly
+//!   its own guest's bytes, the read-only one stay byte-identical, and the
+//!   boot log must show the stage-2 isolation check over every VM.
+//! - A Debian frontend mounts an ext4 image made on the host
+//!   (`mkfs.ext4 -d`), reads the host's file, writes one, `sync`s and
+//!   crashes (sysrq `c`, `panic=-1`: it reboots); on its second boot it
+//!   reads that file back, writes another, unmounts and powers off. On the
+//!   host `debugfs` shows both files and `e2fsck -fn` finds the image
+//!   clean.
+//! - The service VM crashes (sysrq `c` typed on its console once its
+//!   daemon is connected) while two `blkcheck` frontends write and read in
+//!   a loop: both see failed requests, then, once the restarted service
+//!   VM's daemon is back, good round trips again.
+//!
+//! The tests need `STRATUM_LINUX_KERNEL` and `STRATUM_LINUX_INITRD` (with
+//! the disk daemon) like the Linux tests, and `mkfs.ext4`, `debugfs` and
+//! `e2fsck` (e2fsprogs) on the host.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stratum_systests::{Run, VmConsoles, run_config, run_config_script, split_by_tag};
+
+/// The CLI's `--timeout` for a run (the harness adds its grace).
+const TIMEOUT: Duration = Duration::from_secs(240);
+/// The seed `blkcheck` expects at the start of sector 0.
+const SEED: &[u8] = b"STRATUM-DISK-SEED";
+/// The sectors `blkcheck` writes.
+const REGION: std::ops::Range<usize> = 8..72;
+
+/// A scratch directory of this test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("stratum-{test}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Byte `i` of sector `s` of `blkcheck`'s pattern for `seed`.
+fn pattern(seed: u8, s: usize, i: usize) -> u8 {
+    (s as u8).wrapping_mul(13) ^ (i as u8).wrapping_mul(7) ^ (i >> 8) as u8 ^ 0x5a ^ seed
+}
+
+/// A 4 MiB image: the seed, then bytes that differ from every pattern
+/// (`fill`), so that a write that should not have happened shows.
+fn seeded_image(path: &Path, fill: u8) -> Vec<u8> {
+    let mut d = vec![fill; 4 << 20];
+    d[..SEED.len()].copy_from_slice(SEED);
+    std::fs::write(path, &d).expect("write the disk image");
+    d
+}
+
+/// Runs `text` as a config, and splits the console by `names`.
+fn run(test: &str, scratch: &Scratch, text: &str, script: &[(&str, &str)]) -> (Run, VmConsoles) {
+    let config = scratch.path("system.toml");
+    std::fs::write(&config, text).expect("write the config");
+    let start = std::time::Instant::now();
+    let run = if script.is_empty() {
+        run_config(&config, TIMEOUT, &[], None)
+    } else {
+        run_config_script(&config, TIMEOUT, &[], script)
+    };
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    let mut names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \"")?.strip_suffix('"'))
+        .collect();
+    if !names.contains(&"service") {
+        names.push("service");
+    }
+    let vms = split_by_tag(&run.console, &names)
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    (run, vms)
+}
+
+fn assert_ok(test: &str, run: &Run) {
+    assert_eq!(
+        run.status,
+        Some(0),
+        "{test}: the run should exit 0\n{}",
+        run.describe()
+    );
+}
+
+fn assert_line(test: &str, run: &Run, needle: &str) {
+    assert!(
+        run.lines().any(|l| l.contains(needle)),
+        "{test}: no `{needle}` line\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn disks_bare_metal_frontends_get_exactly_their_own_data() {
+    let test = "disks_bare_metal";
+    let s = Scratch::new(test);
+    let guest = stratum_systests::guest_elf("blkcheck");
+    let before: Vec<Vec<u8>> = ["a.img", "b.img", "ro.img"]
+        .iter()
+        .zip([0x11, 0x22, 0x33])
+        .map(|(n, fill)| seeded_image(&s.path(n), fill))
+        .collect();
+    let frontend = |name: &str, args: &str, image: &str, ro: bool| {
+        format!(
+            "[[vm]]\nname = \"{name}\"\nkernel = {guest:?}\nmemory = \"16M\"\nplacement = \"shared\"\n\
+             cmdline = \"{args}\"\n\n[[vm.disk]]\nimage = \"{image}\"\nreadonly = {ro}\n\n"
+        )
+    };
+    let text = [
+        frontend("one", "seed=1", "a.img", false),
+        frontend("two", "seed=2", "b.img", false),
+        frontend("ro", "mode=ro", "ro.img", true),
+    ]
+    .concat();
+    let (run, vms) = run(test, &s, &text, &[]);
+    assert_ok(test, &run);
+    for vm in ["one", "two", "ro"] {
+        assert!(
+            vms.passed(vm, "blkcheck"),
+            "{test}: {vm} should pass\n{}",
+            run.describe()
+        );
+    }
+    assert_line(
+        test,
+        &run,
+        "stage 2 isolation: checked 4 VM(s), none maps another's RAM",
+    );
+    assert_line(test, &run, "disk link up: the daemon serves disks 0x7");
+    for (k, (image, seed)) in [("a.img", 1u8), ("b.img", 2)].into_iter().enumerate() {
+        let after = std::fs::read(s.path(image)).expect("read the image back");
+        let mut want = before[k].clone();
+        for sector in REGION {
+            for i in 0..512 {
+                want[sector * 512 + i] = pattern(seed, sector, i);
+            }
+        }
+        assert!(
+            after == want,
+            "{test}: {image} should hold its own guest's pattern (seed {seed}) in sectors {REGION:?} and nothing else changed\n{}",
+            run.describe()
+        );
+    }
+    assert!(
+        std::fs::read(s.path("ro.img")).expect("read the image back") == before[2],
+        "{test}: the read-only image must stay byte-identical\n{}",
+        run.describe()
+    );
+}
+
+/// Runs an e2fsprogs tool on `image`: its stdout, or a panic with its
+/// output.
+fn e2fs(tool: &str, args: &[&str], image: &Path) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .arg(image)
+        .output()
+        .unwrap_or_else(|e| panic!("running {tool} (e2fsprogs): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{tool} {args:?}: {text}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn disks_debian_ext4_survives_a_crash_after_sync() {
+    let test = "disks_debian_ext4";
+    let s = Scratch::new(test);
+    let root = s.path("root");
+    std::fs::create_dir_all(&root).expect("the image's root");
+    std::fs::write(root.join("hello.txt"), "made-on-the-host\n").expect("a file");
+    let image = s.path("disk.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(32 << 20))
+        .expect("a 32 MiB image");
+    let root_text = root.to_str().expect("UTF-8 temp path");
+    e2fs("mkfs.ext4", &["-q", "-F", "-d", root_text], &image);
+    let boot =
+        "od -An -tu1 /proc/device-tree/chosen/stratum,boot-count | tr -s ' ' | cut -d' ' -f5";
+    let exec = format!(
+        "b=$({boot}); mkdir -p /mnt && mount -t ext4 /dev/vda /mnt || exit 3; \
+         if [ \"$b\" = 1 ]; then cat /mnt/hello.txt && echo synced-before-crash > /mnt/crash.txt \
+         && sync && echo -1 > /proc/sys/kernel/panic && echo c > /proc/sysrq-trigger; sleep 60; exit 4; fi; \
+         cat /mnt/crash.txt && echo written-after-reboot > /mnt/new.txt && sync && umount /mnt && echo disk-done"
+    );
+    let text = format!(
+        "[[vm]]\nname = \"front\"\ndebian = true\nmemory = \"256M\"\nplacement = \"shared\"\n\
+         exec = {exec:?}\n\n[[vm.disk]]\nimage = \"disk.img\"\n"
+    );
+    let (run, vms) = run(test, &s, &text, &[]);
+    assert_ok(test, &run);
+    for needle in ["made-on-the-host", "synced-before-crash", "disk-done"] {
+        assert!(
+            vms.find("front", needle).is_some(),
+            "{test}: front printed no `{needle}`\n{}",
+            run.describe()
+        );
+    }
+    assert_line(test, &run, "'front': reset requested");
+    let crash = e2fs("debugfs", &["-R", "cat /crash.txt"], &image);
+    let new = e2fs("debugfs", &["-R", "cat /new.txt"], &image);
+    assert_eq!(
+        crash.trim(),
+        "synced-before-crash",
+        "{test}: synced before the crash"
+    );
+    assert_eq!(
+        new.trim(),
+        "written-after-reboot",
+        "{test}: written on the second boot"
+    );
+    e2fs("e2fsck", &["-fn"], &image);
+}
+
+#[test]
+fn disks_survive_a_service_vm_crash_under_load() {
+    let test = "disks_service_vm_crash";
+    let s = Scratch::new(test);
+    let guest = stratum_systests::guest_elf("blkcheck");
+    seeded_image(&s.path("a.img"), 0);
+    seeded_image(&s.path("b.img"), 0);
+    // The service VM first, so console input goes to it; no `exec`: its
+    // shell takes the crash command once a frontend's loop has started.
+    let mut text = String::from(
+        "[[vm]]\nname = \"service\"\ndebian = true\nrole = \"service\"\nmemory = \"256M\"\n\
+         placement = \"shared\"\non_crash = \"restart\"\n\n",
+    );
+    for (name, image, seed) in [("one", "a.img", 1), ("two", "b.img", 2)] {
+        text.push_str(&format!(
+            "[[vm]]\nname = \"{name}\"\nkernel = {guest:?}\nmemory = \"16M\"\nplacement = \"shared\"\n\
+             cmdline = \"mode=soak seed={seed}\"\n\n[[vm.disk]]\nimage = \"{image}\"\n\n"
+        ));
+    }
+    let crash = "echo -1 > /proc/sys/kernel/panic; echo c > /proc/sysrq-trigger\n";
+    let (run, vms) = run(test, &s, &text, &[("blkcheck: soak started", crash)]);
+    assert_ok(test, &run);
+    for vm in ["one", "two"] {
+        assert!(
+            vms.passed(vm, "blkcheck"),
+            "{test}: {vm} should see failures, then good requests again\n{}",
+            run.describe()
+        );
+    }
+    for l in run
+        .lines()
+        .filter(|l| l.contains("soak:") || l.contains("disk link"))
+    {
+        println!("{test}: {l}");
+    }
+    assert_line(test, &run, "disk link down");
+    let ups = run
+        .lines()
+        .filter(|l| l.contains("disk link up: the daemon serves disks 0x3"))
+        .count();
+    assert!(
+        ups >= 2,
+        "{test}: the daemon should connect again after the restart ({ups} times)\n{}",
+        run.describe()
+    );
+}
