@@ -9,7 +9,9 @@
 //! sends comes here, and only packets this link makes reach it.
 //!
 //! # Data path
-//! Every byte crosses once in the hypervisor, with no buffer between:
+//! Every byte crosses once in the hypervisor, with no buffer between
+//! (and each disk holds at most its share of the [`MAX_PENDING`] slots, so
+//! one busy disk never keeps another's requests waiting):
 //! - a write's data goes from the frontend's request buffers straight into
 //!   the service VM's receive buffers ([`chain::copy_between`]), read
 //!   from the frontend's RAM without its lock, as the switch reads a
@@ -360,6 +362,17 @@ impl DiskLink {
     /// (failing them at once when the service VM is gone).
     fn take_from(&mut self, disk: usize, ports: &mut dyn DiskPorts) {
         let gone = self.gone;
+        // Each disk holds at most its share of the slots, so a busy disk
+        // never keeps another's requests out.
+        let disks = self.disks.iter().flatten().count().max(1);
+        let share = (MAX_PENDING / disks).max(1);
+        let mine = self
+            .pending
+            .iter()
+            .flatten()
+            .filter(|p| usize::from(p.disk) == disk)
+            .count();
+        let mut room = share.saturating_sub(mine);
         let (pending, uses, seq) = (&mut self.pending, &mut self.uses, &mut self.seq);
         ports.with_disk(disk, &mut |t, mem, _| {
             t.with_device(mem, |dev, queues, mem| {
@@ -371,7 +384,11 @@ impl DiskLink {
                     return Ok(());
                 }
                 while let Some(slot) = pending.iter().position(Option::is_none) {
+                    if room == 0 {
+                        break;
+                    }
                     let Some(r) = dev.next_request() else { break };
+                    room -= 1;
                     *uses = uses.wrapping_add(1);
                     *seq = seq.wrapping_add(1);
                     pending[slot] = Some(Pending {

@@ -502,3 +502,51 @@ fn a_frontend_restart_drops_its_unsent_requests_and_zeroes_a_torn_write() {
         "zeros after, never the new boot's bytes"
     );
 }
+
+#[test]
+fn a_busy_disk_leaves_the_others_their_share() {
+    // Six frontends, one disk each, 16 reads queued on each: 96 requests
+    // for 64 slots. Each disk gets its share (64 / 6 = 10) at once.
+    let mut service = Vm::new(SERVICE_CID);
+    service.probe();
+    service.post_rx(RX_BUFFERS, RX_PAYLOAD);
+    let fronts = (0..6).map(|_| Guest::new(false)).collect();
+    let mut m = Machine { service, fronts };
+    let mut link = DiskLink::new();
+    link.set_service(SERVICE_CID);
+    for d in 0..6 {
+        link.add_disk(d, d as u8);
+    }
+    let mut d = Daemon::new((0..6).map(|k| pattern(k as u8, 64 * 512)).collect());
+    d.connect(&mut link, &mut m);
+    for f in 0..6 {
+        for k in 0..16 {
+            read(&mut m, f, k, 1, 0x200 * k);
+        }
+        notify(&mut link, &mut m, f);
+    }
+    assert_eq!(link.pending(), 60, "ten each, not the first disks' sixteen");
+    let mut served = [0usize; 6];
+    for _ in 0..40 {
+        d.receive(&mut m);
+        for r in &d.queued {
+            served[usize::from(r.disk)] += 1;
+        }
+        repost(&mut m);
+        d.answer_all(&mut link, &mut m);
+        if served.iter().all(|&n| n == 16) {
+            break;
+        }
+    }
+    assert_eq!(served, [16; 6], "every request of every disk served");
+    for f in 0..6 {
+        for k in 0..16u64 {
+            let at = 0x200 * k;
+            assert_eq!(
+                m.fronts[f].read_ram(DATA + at, 512),
+                d.disks[f][k as usize * 512..(k as usize + 1) * 512].to_vec(),
+                "frontend {f} sector {k}"
+            );
+        }
+    }
+}
