@@ -348,6 +348,21 @@ fn a_chain_without_a_header_and_status_stops_the_device() {
     assert!(g.requests().is_empty());
 }
 
+/// A request whose data buffer lies outside the VM's RAM (another VM's
+/// memory, as far as the driver knows) never reaches the backend, and the
+/// device reads nothing there: it stops, as for every malformed ring.
+#[test]
+fn a_buffer_outside_ram_reaches_no_backend_and_stops_the_device() {
+    for (kind, writable) in [(request::IN, true), (request::OUT, false)] {
+        let mut g = Guest::new(false);
+        let outside = RAM_BASE + RAM_SIZE as u64 + 0x1000;
+        g.queue(kind, 0, &[(outside, 512, writable)]);
+        g.notify();
+        assert_ne!(g.t.status() & status::DEVICE_NEEDS_RESET, 0, "type {kind}");
+        assert!(g.requests().is_empty(), "type {kind}: nothing for the backend");
+    }
+}
+
 #[test]
 fn requests_beyond_the_in_flight_slots_wait_in_the_ring() {
     let mut g = Guest::with_queue(false, 128);
