@@ -550,3 +550,104 @@ fn a_busy_disk_leaves_the_others_their_share() {
         }
     }
 }
+
+/// One request a frontend makes in the property tests: which frontend,
+/// read or write, the sector and the sectors (1 to 8).
+#[derive(Clone, Debug)]
+struct Ask {
+    front: usize,
+    write: bool,
+    sector: u64,
+    sectors: u32,
+}
+
+fn ask() -> impl proptest::strategy::Strategy<Value = Ask> {
+    use proptest::prelude::*;
+    (0..2usize, any::<bool>(), 0..56u64, 1..=8u32).prop_map(|(front, write, sector, sectors)| Ask {
+        front,
+        write,
+        sector,
+        sectors,
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// An honest daemon that sends in packets of any size: every request
+    /// of every frontend completes `OK`, each read with exactly the
+    /// disk's bytes, each write landing on its own frontend's disk.
+    #[test]
+    fn any_packet_size_carries_every_request(
+        asks in proptest::collection::vec(ask(), 1..12),
+        chunk in 1usize..5000,
+    ) {
+        let (mut link, mut m, mut d) = setup();
+        d.chunk = chunk;
+        d.connect(&mut link, &mut m);
+        let mut model = d.disks.clone();
+        // One batch per frontend at a time: its buffers are reused.
+        for a in &asks {
+            let bytes = a.sectors as usize * 512;
+            let head = if a.write {
+                let data = pattern(a.sector as u8 ^ 0x77, bytes);
+                let at = a.sector as usize * 512;
+                model[a.front][at..at + bytes].copy_from_slice(&data);
+                write(&mut m, a.front, a.sector, &data, 0)
+            } else {
+                read(&mut m, a.front, a.sector, a.sectors, 0)
+            };
+            notify(&mut link, &mut m, a.front);
+            d.receive(&mut m);
+            repost(&mut m);
+            d.answer_all(&mut link, &mut m);
+            proptest::prop_assert_eq!(m.fronts[a.front].status_of(head), blk_status::OK);
+            if !a.write {
+                let at = a.sector as usize * 512;
+                proptest::prop_assert_eq!(
+                    m.fronts[a.front].read_ram(DATA, bytes),
+                    model[a.front][at..at + bytes].to_vec()
+                );
+            }
+        }
+        proptest::prop_assert_eq!(&d.disks, &model);
+        proptest::prop_assert_eq!(link.pending(), 0);
+        proptest::prop_assert_eq!(link.counters().violations, 0);
+    }
+
+    /// A hostile daemon sending any bytes after its hello: the link never
+    /// panics, completes requests only `OK` or `IOERR`, and once the
+    /// service VM's device resets nothing it sent is left in flight.
+    #[test]
+    fn any_stream_from_the_daemon_is_survived(
+        asks in proptest::collection::vec(ask(), 1..6),
+        garbage in proptest::collection::vec(
+            proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            1..6,
+        ),
+    ) {
+        let (mut link, mut m, mut d) = setup();
+        d.connect(&mut link, &mut m);
+        let mut heads = Vec::new();
+        for a in &asks {
+            let at = 0x1000 * heads.len() as u64;
+            let h = read(&mut m, a.front, a.sector, a.sectors.min(8), at);
+            heads.push((a.front, h));
+            notify(&mut link, &mut m, a.front);
+        }
+        d.receive(&mut m);
+        for g in &garbage {
+            repost(&mut m);
+            d.send(&mut link, &mut m, Op::Rw, g);
+        }
+        link.service_reset(&mut m);
+        proptest::prop_assert_eq!(link.pending(), 0, "everything sent was failed");
+        for (f, h) in heads {
+            let s = m.fronts[f].status_of(h);
+            proptest::prop_assert!(
+                s == blk_status::OK || s == blk_status::IOERR,
+                "status {s:#x}"
+            );
+        }
+    }
+}
