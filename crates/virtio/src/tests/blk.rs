@@ -359,7 +359,10 @@ fn a_buffer_outside_ram_reaches_no_backend_and_stops_the_device() {
         g.queue(kind, 0, &[(outside, 512, writable)]);
         g.notify();
         assert_ne!(g.t.status() & status::DEVICE_NEEDS_RESET, 0, "type {kind}");
-        assert!(g.requests().is_empty(), "type {kind}: nothing for the backend");
+        assert!(
+            g.requests().is_empty(),
+            "type {kind}: nothing for the backend"
+        );
     }
 }
 
