@@ -2184,10 +2184,11 @@ mod tests {
     }
 
     /// VM 2 made the service VM (identity-mapped, its vsock device paired
-    /// with no VM), VMs 0 and 1 each given a disk.
-    fn with_service(
+    /// with no VM), VMs 0 and 1 each given a disk, then `edit`ed: the
+    /// records and the bundle's bytes.
+    fn service_bundle(
         edit: &dyn Fn(&mut [VmImage<'static>; 3], &mut Vec<Virtio>),
-    ) -> Result<(), BundleError> {
+    ) -> (Vec<Virtio>, Vec<u8>) {
         let mut vms = vms();
         vms[2].service = true;
         vms[2].identity = true;
@@ -2197,19 +2198,18 @@ mod tests {
         v.push(disk(1, 5, 1, true));
         edit(&mut vms, &mut v);
         let bytes = encode_with_virtio(0, SYSTEM, &vms, &[], &[ping()], &v);
-        Bundle::parse(&bytes).map(|_| ())
+        (v, bytes)
+    }
+
+    fn with_service(
+        edit: &dyn Fn(&mut [VmImage<'static>; 3], &mut Vec<Virtio>),
+    ) -> Result<(), BundleError> {
+        Bundle::parse(&service_bundle(edit).1).map(|_| ())
     }
 
     #[test]
     fn disks_round_trip_and_need_one_service_vm() {
-        let mut vms = vms();
-        vms[2].service = true;
-        vms[2].identity = true;
-        let mut v = virtio();
-        v.push(vsock(2, 0));
-        v.push(disk(0, 5, 0, false));
-        v.push(disk(1, 5, 1, true));
-        let bytes = encode_with_virtio(0, SYSTEM, &vms, &[], &[ping()], &v);
+        let (v, bytes) = service_bundle(&|_, _| {});
         let b = Bundle::parse(&bytes).expect("valid bundle");
         assert_eq!(b.virtio(6), Some(v[6]));
         assert_eq!(b.virtio(7), Some(v[7]), "read-only and a 48-bit capacity");
