@@ -262,16 +262,31 @@ impl DiskPorts for LinkPorts {
     }
 }
 
-/// Logs what changed on the disk link.
+/// Disk-link events logged at most: a service VM that connects and breaks
+/// the protocol in a loop cannot flood the console.
+const LINK_LOG_LIMIT: u32 = 32;
+static LINK_LOGGED: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Logs what changed on the disk link (the first [`LINK_LOG_LIMIT`]
+/// events, then one line saying the rest are not).
 fn log_link(link: &mut DiskLink) {
-    match link.take_event() {
-        Some(disklink::Event::Up { disks }) => {
-            log!("disk link up: the daemon serves disks {disks:#x}")
+    let Some(event) = link.take_event() else {
+        return;
+    };
+    let n = LINK_LOGGED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if n == LINK_LOG_LIMIT {
+        log!("disk link: further events are not logged");
+    }
+    if n >= LINK_LOG_LIMIT {
+        return;
+    }
+    match event {
+        disklink::Event::Up { disks } => {
+            log!("disk link up: the daemon serves disks {disks:#x}");
         }
-        Some(disklink::Event::Down { reason, failed }) => {
+        disklink::Event::Down { reason, failed } => {
             log!("disk link down: {reason}; {failed} request(s) failed");
         }
-        None => {}
     }
 }
 
