@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::bench::{BenchOptions, run_bench};
-use crate::config::{Board, Config, CpuModel, DiskFlag, Gic, VmFlags};
+use crate::config::{
+    Board, Config, CpuModel, DiskFlag, FileFlags, Forward, Gic, NetFlags, VmFlags,
+};
 use crate::linux::{
     KernelChoice, LinuxGuest, PreparedDebian, default_cache_dir, prepare_debian_choosing,
 };
@@ -79,6 +81,12 @@ Config format (TOML; relative paths are relative to the file):
   name = \"ping\"
   vms = [\"a\", \"b\"]
   size = \"4K\"                  # 4K multiple, 4K to 2M
+
+  [[network]]                  # a virtual switch: a virtio-net NIC in each VM
+  name = \"lan\"
+  vms = [\"a\", \"b\"]
+  uplink = false               # true: the VMs reach QEMU's user-mode network
+                               # through the service VM's bridge (one at most)
 
 Full reference: docs/config.md.
 
@@ -456,6 +464,27 @@ pub struct SystemArgs {
     /// disks (see docs/config.md).
     #[arg(long = "disk", value_name = "FILE[,readonly]")]
     pub disks: Vec<DiskFlag>,
+    /// `user`: the VM reaches the outside, QEMU's user-mode network. It is
+    /// on an uplink network that the service VM (added as for --disk)
+    /// bridges to a QEMU NIC of its own; the VM's init takes a DHCP lease
+    /// (10.0.2.15), the host's loopback is 10.0.2.2. With a config file:
+    /// for its one VM besides the service VM (or write uplink = true on a
+    /// [[network]]). The run ends when the VM stops. `stratum build`
+    /// refuses it (see docs/config.md, "The uplink").
+    #[arg(long = "net", value_name = "user")]
+    pub net: Option<NetMode>,
+    /// Forward 127.0.0.1:HOSTPORT on the host to the VM's TCP GUESTPORT,
+    /// repeatable. Needs an uplink (--net user, or a config's uplink
+    /// network) with exactly one VM besides the service VM.
+    #[arg(long = "forward", value_name = "HOSTPORT:GUESTPORT")]
+    pub forwards: Vec<Forward>,
+}
+
+/// What `--net` connects the VM to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NetMode {
+    /// QEMU's user-mode network, through the service VM's bridge.
+    User,
 }
 
 /// `stratum build` arguments.
@@ -528,26 +557,43 @@ impl SystemArgs {
     /// --gic/--cpu applied.
     pub fn config(&self) -> Result<Config> {
         let mut config = match (&self.config, &self.kernel) {
-            (Some(path), _) => Config::load_with_disks(path, &self.disks)?,
-            (None, Some(kernel)) => Config::from_flags(&VmFlags {
-                kernel: kernel.clone(),
-                initrd: self.initrd.clone(),
-                append: self.append.clone(),
-                cpus: self.cpus,
-                memory: self.memory.clone(),
-                debian: false,
-                exec: None,
-                disks: self.disks.clone(),
-            })?,
+            (Some(path), _) => Config::load_with_flags(
+                path,
+                &FileFlags {
+                    disks: self.disks.clone(),
+                    net: self.net_flags(),
+                },
+            )?,
+            (None, Some(kernel)) => Config::from_flags_net(
+                &VmFlags {
+                    kernel: kernel.clone(),
+                    initrd: self.initrd.clone(),
+                    append: self.append.clone(),
+                    cpus: self.cpus,
+                    memory: self.memory.clone(),
+                    debian: false,
+                    exec: None,
+                    disks: self.disks.clone(),
+                },
+                &self.net_flags(),
+            )?,
             (None, None) if self.debian => {
                 let choice = kernel_choice(self.latest);
                 let prepared = prepare_debian_choosing(&default_cache_dir()?, choice, true, None)?;
-                Config::from_flags(&self.debian_flags(&prepared.guest))?
+                Config::from_flags_net(&self.debian_flags(&prepared.guest), &self.net_flags())?
             }
             (None, None) => unreachable!("clap requires a config, --kernel or --debian"),
         };
         config.override_machine(self.board, self.gic, self.cpu)?;
         Ok(config)
+    }
+
+    /// `--net` and `--forward`.
+    pub fn net_flags(&self) -> NetFlags {
+        NetFlags {
+            user: self.net == Some(NetMode::User),
+            forwards: self.forwards.clone(),
+        }
     }
 
     /// The VM flags of `--debian` with `guest` (the fetched kernel and initramfs).
@@ -878,6 +924,92 @@ mod tests {
             .render_long_help()
             .to_string();
         assert!(help.contains("--disk <FILE[,readonly]>"), "{help}");
+    }
+
+    #[test]
+    fn net_user_and_forwards_on_the_command_line() {
+        let cli = parse(&[
+            "run",
+            "--debian",
+            "--net",
+            "user",
+            "--forward",
+            "18080:8080",
+            "--forward",
+            "2222:22",
+        ])
+        .expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            a.system.net_flags(),
+            NetFlags {
+                user: true,
+                forwards: vec![
+                    Forward {
+                        host: 18080,
+                        guest: 8080
+                    },
+                    Forward {
+                        host: 2222,
+                        guest: 22
+                    }
+                ],
+            }
+        );
+        let cli = parse(&["run", "--debian"]).expect("parses");
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.system.net_flags(), NetFlags::default());
+        // With a config and --kernel; `build` parses them and refuses the
+        // uplink when it builds.
+        for ok in [
+            &["run", "x.toml", "--net", "user"][..],
+            &["run", "x.toml", "--forward", "80:80"],
+            &[
+                "run",
+                "--kernel",
+                "k",
+                "--net",
+                "user",
+                "--forward",
+                "1:65535",
+            ],
+            &["build", "--kernel", "k", "--net", "user", "-o", "s.img"],
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}");
+        }
+        for (bad, says) in [
+            (
+                &["run", "--debian", "--net", "tap"][..],
+                "invalid value 'tap'",
+            ),
+            (
+                &["run", "--debian", "--forward", "8080"],
+                "expected HOSTPORT:GUESTPORT",
+            ),
+            (
+                &["run", "--debian", "--forward", "0:80"],
+                "host port 0: a port is 1 to 65535",
+            ),
+            (
+                &["run", "--debian", "--forward", "80:99999"],
+                "guest port 99999: a port is 1 to 65535",
+            ),
+        ] {
+            let e = parse(bad).expect_err("usage error");
+            assert_eq!(e.exit_code(), exit_code::BAD_INPUT, "{bad:?}");
+            assert!(e.to_string().contains(says), "{bad:?}: {e}");
+        }
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .expect("run")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--net <user>"), "{help}");
+        assert!(help.contains("--forward <HOSTPORT:GUESTPORT>"), "{help}");
     }
 
     #[test]

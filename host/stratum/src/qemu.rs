@@ -15,6 +15,12 @@
 //! `stratum-disk<N>` (the daemon's name for disk *N*) and its image as a
 //! raw drive with the host's page cache (`cache=writeback`: a guest's
 //! flush becomes an `fsync` of the file).
+//!
+//! The uplink is a `virtio-net-device` on the transport the service VM has
+//! it on, with the MAC the host tool derived, on QEMU's user-mode network
+//! (`-netdev user`: DHCP from 10.0.2.15, the host's loopback at 10.0.2.2),
+//! which listens on 127.0.0.1 for each forwarded port (`hostfwd`, to the
+//! first DHCP lease).
 
 use std::env;
 use std::ffi::OsString;
@@ -65,6 +71,8 @@ pub struct RunPlan {
     pub qmp: Vec<PathBuf>,
     /// The disks' QEMU devices, in disk order.
     pub disks: Vec<QemuDisk>,
+    /// The uplink's QEMU NIC and network, if the system has one.
+    pub uplink: Option<QemuUplink>,
     /// Extra QEMU arguments, appended last.
     pub extra_args: Vec<OsString>,
 }
@@ -115,6 +123,42 @@ impl QemuDisk {
     }
 }
 
+/// The uplink's QEMU NIC on QEMU's user-mode network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuUplink {
+    /// The `virt` transport it sits on: `virtio-mmio-bus.<transport>`.
+    pub transport: u32,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// The forwarded ports: QEMU listens on 127.0.0.1:`host`.
+    pub forwards: Vec<crate::config::Forward>,
+}
+
+impl QemuUplink {
+    /// The netdev's id.
+    pub const ID: &'static str = "stratum-uplink";
+
+    /// `-netdev` and `-device` with their values.
+    fn args(&self) -> [OsString; 4] {
+        let mut netdev = format!("user,id={}", Self::ID);
+        for f in &self.forwards {
+            netdev += &format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest);
+        }
+        [
+            "-netdev".into(),
+            netdev.into(),
+            "-device".into(),
+            format!(
+                "virtio-net-device,netdev={},bus=virtio-mmio-bus.{},mac={}",
+                Self::ID,
+                self.transport,
+                stratum_virtio::net::Mac(self.mac)
+            )
+            .into(),
+        ]
+    }
+}
+
 /// `value` with every comma doubled, as a QEMU option value.
 fn escape_commas(value: &std::ffi::OsStr) -> OsString {
     use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
@@ -155,6 +199,11 @@ impl RunPlan {
                     transport: d.backend_transport,
                 })
                 .collect(),
+            uplink: config.uplink.as_ref().map(|u| QemuUplink {
+                transport: u.transport,
+                mac: u.mac,
+                forwards: u.forwards.clone(),
+            }),
             extra_args: Vec::new(),
         }
     }
@@ -193,8 +242,9 @@ pub fn qemu_command(plan: &RunPlan) -> Vec<OsString> {
         "-serial",
         "chardev:con",
     ]);
-    // `virt` gets no NIC; the ZCU102's own Ethernet controllers stay
-    // unconnected (`-nic none` would only make QEMU warn about each).
+    // `virt` gets no NIC of QEMU's choosing (the uplink's is ours); the
+    // ZCU102's own Ethernet controllers stay unconnected (`-nic none`
+    // would only make QEMU warn about each).
     if plan.board == Board::Virt {
         push(&["-nic", "none"]);
     }
@@ -204,6 +254,9 @@ pub fn qemu_command(plan: &RunPlan) -> Vec<OsString> {
     }
     for disk in &plan.disks {
         args.extend(disk.args());
+    }
+    if let Some(uplink) = &plan.uplink {
+        args.extend(uplink.args());
     }
     for socket in &plan.qmp {
         let mut spec = OsString::from("unix:");
@@ -274,6 +327,7 @@ mod tests {
             image: "/t/system.img".into(),
             qmp: Vec::new(),
             disks: Vec::new(),
+            uplink: None,
             extra_args: Vec::new(),
         }
     }
@@ -487,6 +541,62 @@ mod tests {
                 (4, 16, false, "stratum-disk4".into()),
             ]
         );
+    }
+
+    #[test]
+    fn the_uplink_is_a_user_netdev_and_a_virtio_net_device_on_its_transport() {
+        use crate::config::Forward;
+        let p = RunPlan {
+            uplink: Some(QemuUplink {
+                transport: 15,
+                mac: [0x02, 0x11, 0x22, 0x33, 0x44, 0xab],
+                forwards: vec![
+                    Forward {
+                        host: 18080,
+                        guest: 8080,
+                    },
+                    Forward {
+                        host: 2222,
+                        guest: 22,
+                    },
+                ],
+            }),
+            disks: vec![QemuDisk {
+                number: 0,
+                image: "/d/root.img".into(),
+                readonly: false,
+                transport: 24,
+            }],
+            ..plan()
+        };
+        let l = line(&p);
+        assert!(
+            l.contains(
+                "-device virtio-blk-device,drive=stratum-disk0,bus=virtio-mmio-bus.24,serial=stratum-disk0 \
+                 -netdev user,id=stratum-uplink,hostfwd=tcp:127.0.0.1:18080-:8080,hostfwd=tcp:127.0.0.1:2222-:22 \
+                 -device virtio-net-device,netdev=stratum-uplink,bus=virtio-mmio-bus.15,mac=02:11:22:33:44:ab \
+                 -kernel /t/system.img"
+            ),
+            "{l}"
+        );
+        // No forwards: the network alone.
+        let p = RunPlan {
+            uplink: Some(QemuUplink {
+                transport: 15,
+                mac: [2, 0, 0, 0, 0, 1],
+                forwards: Vec::new(),
+            }),
+            ..plan()
+        };
+        assert!(
+            line(&p).contains(
+                "-netdev user,id=stratum-uplink -device virtio-net-device,netdev=stratum-uplink,\
+                 bus=virtio-mmio-bus.15,mac=02:00:00:00:00:01"
+            ),
+            "{}",
+            line(&p)
+        );
+        assert!(!line(&plan()).contains("-netdev"), "no uplink, no netdev");
     }
 
     #[test]

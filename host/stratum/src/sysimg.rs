@@ -66,6 +66,17 @@ pub fn build(
                 .map_or_else(|| "--disk".to_owned(), |p| p.display().to_string())
         )));
     }
+    if config.uplink.is_some() {
+        return Err(Error::input(format!(
+            "{}: a system image cannot bring its uplink: it is a QEMU virtio-net device on QEMU's user-mode \
+             network that `stratum run` attaches to the machine for the service VM, and a board has no such \
+             device; run the system with `stratum run`, or build it without uplink = true and --net user",
+            config
+                .source
+                .as_ref()
+                .map_or_else(|| "--net".to_owned(), |p| p.display().to_string())
+        )));
+    }
     let mut flags = bundle::FLAG_QEMU_GIC;
     if semihosting {
         flags |= bundle::FLAG_SEMIHOSTING_EXIT;

@@ -22,16 +22,17 @@
 //!   pages, and two device records may not overlap) with one SPI per disk
 //!   (at most [`limits::IRQS_PER_DEVICE`]); page 0 (transports 0 to 7)
 //!   stays the service VM's own, for its console, vsock device and NICs.
-//!   So a system serves at most [`MAX_SERVED_DISKS`] disks, and the
-//!   service VM's own passthrough devices and the disk pages share its
-//!   [`limits::DEVICES_PER_VM`].
+//!   So a system serves at most [`MAX_SERVED_DISKS`] disks (one fewer
+//!   with an uplink, whose QEMU NIC takes an SPI of page 1:
+//!   [`super::uplink`]), and the service VM's own passthrough devices and
+//!   the disk pages share its [`limits::DEVICES_PER_VM`].
 //!
 //! The service VM is identity-mapped (its devices DMA), a Linux VM, has a
 //! vsock device that no `[[vsock]]` pair names (it carries the
 //! hypervisor's link to the daemon, CID 2) and no disk itself; its kernel
 //! command line gets [`SERVICE_CMDLINE`], which the initramfs's init
-//! starts the daemon on. When a VM has a disk and no VM is the service
-//! VM, one is added ([`add_service_vm`]).
+//! starts the daemon on. When a VM has a disk, or a network is the
+//! uplink, and no VM is the service VM, one is added ([`add_service_vm`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -42,7 +43,7 @@ use toml::Spanned;
 
 use super::devices::PlannedDevice;
 use super::partition::{Span, VmPlan};
-use super::raw::{Diagnostics, RawDisk, RawSize, RawVm};
+use super::raw::{Diagnostics, RawDisk, RawNetwork, RawSize, RawVm};
 use super::*;
 
 /// The first transport a frontend's disks may take.
@@ -120,23 +121,32 @@ pub(super) fn service_vm(d: &mut Diagnostics<'_>, vms: &[Spanned<RawVm>]) -> Opt
     service
 }
 
-/// When a VM has a disk and none is the service VM, appends one to `vms`
-/// (pointing at the first disk, the reason for it): Debian, 1 vCPU,
-/// [`ADDED_SERVICE_MEMORY`], identity-mapped, time-shared (no `pcpus`:
-/// the last physical CPU, as every shared VM's default), restarted when it
-/// crashes, its kernel quiet. Returns its index.
+/// When a VM has a disk or a network is the uplink, and none is the
+/// service VM, appends one to `vms` (pointing at the first disk, or the
+/// uplink, the reason for it): Debian, 1 vCPU, [`ADDED_SERVICE_MEMORY`],
+/// identity-mapped, time-shared (no `pcpus`: the last physical CPU, as
+/// every shared VM's default), restarted when it crashes, its kernel
+/// quiet. Returns its index.
 pub(super) fn add_service_vm(
     d: &mut Diagnostics<'_>,
     vms: &mut Vec<Spanned<RawVm>>,
+    networks: &[Spanned<RawNetwork>],
 ) -> Option<usize> {
-    let first = vms.iter().find_map(|v| v.get_ref().disk.first())?;
-    let span = first.span();
+    let uplink = networks
+        .iter()
+        .find(|n| super::uplink::is_uplink(n.get_ref()));
+    let (span, what, field) = match (vms.iter().find_map(|v| v.get_ref().disk.first()), uplink) {
+        (Some(first), _) => (first.span(), "the disks need", ""),
+        (None, Some(net)) if net.get_ref().flag => (0..0, "the uplink needs", "--net"),
+        (None, Some(net)) => (net.span(), "the uplink needs", ""),
+        (None, None) => return None,
+    };
     if vms.len() >= MAX_VMS {
         d.push(
-            Some(span),
-            "",
+            Some(span).filter(|_| field.is_empty()),
+            field,
             format!(
-                "the disks need a service VM, and the config already has {MAX_VMS} VMs: remove one, or make one of them role = \"{SERVICE_ROLE}\""
+                "{what} a service VM, and the config already has {MAX_VMS} VMs: remove one, or make one of them role = \"{SERVICE_ROLE}\""
             ),
         );
         return None;
@@ -208,20 +218,34 @@ fn place(disk: &Spanned<RawDisk>, field: String) -> (Span, String) {
 }
 
 /// Checks every VM's `[[vm.disk]]` tables and their images: numbered in
-/// config order. `service` is the service VM, which may have none.
+/// config order. `service` is the service VM, which may have none;
+/// `uplink`: a network is the uplink, whose QEMU NIC takes one of the
+/// disks' SPIs.
 pub(super) fn check_disks(
     d: &mut Diagnostics<'_>,
     vms: &[Spanned<RawVm>],
     base: &Path,
     service: Option<usize>,
+    uplink: bool,
 ) -> Vec<PlannedDisk> {
     let mut out: Vec<PlannedDisk> = Vec::new();
     let mut count = 0usize;
+    let most = MAX_SERVED_DISKS - usize::from(uplink);
     for (i, vm) in vms.iter().enumerate().take(MAX_VMS) {
         for (j, disk) in vm.get_ref().disk.iter().enumerate() {
             let (span, field) = place(disk, format!("vm[{i}].disk[{j}]"));
             count += 1;
-            if count == MAX_SERVED_DISKS + 1 {
+            if count == most + 1 && uplink {
+                d.push(
+                    span.clone(),
+                    &field,
+                    format!(
+                        "more than {most} disks: with an uplink the service VM serves at most {most} \
+                         ({DISKS_PER_PAGE} on each of the pages of virtio-mmio transports 8-15, 16-23 and 24-31, \
+                         and the uplink's QEMU NIC takes one of page 8-15's)"
+                    ),
+                );
+            } else if count == most + 1 {
                 d.push(
                     span.clone(),
                     &field,
@@ -335,9 +359,10 @@ fn describe_io(e: &std::io::Error) -> String {
 /// Resolves the disks once every VM is valid: each disk's transport in its
 /// frontend (its VM's virtio devices at most [`bundle::VIRTIO_PER_VM`]),
 /// its transport in the service VM, and the service VM's passthrough
-/// devices for them (added to its plan and config, so that the rules
-/// between devices see them). `service` is the service VM and where its
-/// role is set.
+/// devices for them and for the uplink's QEMU NIC when a network is the
+/// uplink (added to its plan and config, so that the rules between
+/// devices see them). `service` is the service VM and where its role is
+/// set.
 pub(super) fn resolve_disks(
     d: &mut Diagnostics<'_>,
     vms: &mut [VmConfig],
@@ -425,18 +450,37 @@ pub(super) fn resolve_disks(
     let Some((s, service_span)) = service else {
         return out;
     };
-    let pages = service_pages(&out);
+    let uplink = networks
+        .iter()
+        .any(|n| n.uplink)
+        .then_some(super::uplink::UPLINK_TRANSPORT)
+        .filter(|_| board == Board::Virt);
+    let transports: Vec<u32> = out
+        .iter()
+        .map(|disk| disk.backend_transport)
+        .chain(uplink)
+        .collect();
+    let pages = service_pages(&transports);
     let have = plans[s].devices.len();
     if have + pages.len() > limits::DEVICES_PER_VM {
+        let disks = match out.len() {
+            0 => String::new(),
+            1 => "1 disk".to_owned(),
+            n => format!("{n} disks"),
+        };
+        let serves = match (disks.is_empty(), uplink.is_some()) {
+            (false, true) => format!("its {disks} and the uplink need"),
+            (true, true) => "the uplink needs".to_owned(),
+            (false, false) => format!("its {disks} need{}", if out.len() == 1 { "s" } else { "" }),
+            (true, false) => "nothing needs".to_owned(),
+        };
         d.push(
             service_span,
             &format!("vm[{s}].role"),
             format!(
-                "the service VM has {have} passthrough device{} and its {} disk{} need {} more (one per page of \
+                "the service VM has {have} passthrough device{} and {serves} {} more (one per page of \
                  virtio-mmio transports): a VM has at most {}",
                 if have == 1 { "" } else { "s" },
-                out.len(),
-                if out.len() == 1 { "" } else { "s" },
                 pages.len(),
                 limits::DEVICES_PER_VM
             ),
@@ -465,17 +509,17 @@ pub(super) fn no_disks_on(board: Board) -> String {
     )
 }
 
-/// The service VM's passthrough devices for `disks`: one per page of
-/// transports they use, in [`DISK_PAGES`] order, with each disk's SPI.
-fn service_pages(disks: &[DiskConfig]) -> Vec<DeviceConfig> {
+/// The service VM's passthrough devices for the QEMU devices on
+/// `transports` (the disks', the uplink's NIC): one per page of
+/// transports they use, in [`DISK_PAGES`] order, with each device's SPI.
+fn service_pages(transports: &[u32]) -> Vec<DeviceConfig> {
     DISK_PAGES
         .iter()
         .filter_map(|&page| {
-            let interrupts: Vec<u32> = disks
+            let interrupts: Vec<u32> = transports
                 .iter()
-                .map(|disk| disk.backend_transport)
-                .filter(|t| t / TRANSPORTS_PER_PAGE == page)
-                .map(|t| bundle::VIRTIO_SPI_BASE + t)
+                .filter(|&&t| t / TRANSPORTS_PER_PAGE == page)
+                .map(|&t| bundle::VIRTIO_SPI_BASE + t)
                 .collect();
             (!interrupts.is_empty()).then(|| DeviceConfig {
                 name: DISK_DEVICE_NAME.to_owned(),
@@ -505,16 +549,8 @@ mod tests {
 
     #[test]
     fn one_passthrough_device_per_page_with_its_disks_spis() {
-        let disk = |backend_transport| DiskConfig {
-            vm: 0,
-            image: PathBuf::new(),
-            readonly: false,
-            sectors: 1,
-            transport: 8,
-            backend_transport,
-        };
-        let disks: Vec<DiskConfig> = (0..6)
-            .map(|n| disk(service_transport(n).expect("served")))
+        let disks: Vec<u32> = (0..6)
+            .map(|n| service_transport(n).expect("served"))
             .collect();
         let pages = service_pages(&disks);
         assert_eq!(pages.len(), 2);
@@ -533,5 +569,36 @@ mod tests {
             assert_eq!(taken.count_ones(), 8);
         }
         assert!(service_pages(&[]).is_empty());
+    }
+
+    /// The uplink's QEMU NIC shares page 1 with disks 8 to 10: one
+    /// device, four SPIs, the most a device has.
+    #[test]
+    fn the_uplink_nic_joins_the_page_of_the_last_disks() {
+        let uplink = super::super::uplink::UPLINK_TRANSPORT;
+        let mut transports: Vec<u32> = (0..MAX_SERVED_DISKS - 1)
+            .map(|n| service_transport(n).expect("served"))
+            .collect();
+        transports.push(uplink);
+        let pages = service_pages(&transports);
+        assert_eq!(pages.len(), 3);
+        assert_eq!(
+            (pages[2].base, pages[2].interrupts.clone()),
+            (0x0A00_1000, vec![24, 25, 26, 31])
+        );
+        assert!(
+            pages
+                .iter()
+                .all(|p| p.interrupts.len() <= DISKS_PER_PAGE as usize)
+        );
+        // Alone: a page of its own, one SPI.
+        let alone = service_pages(&[uplink]);
+        assert_eq!(
+            alone
+                .iter()
+                .map(|p| (p.base, p.interrupts.clone()))
+                .collect::<Vec<_>>(),
+            [(0x0A00_1000, vec![31])]
+        );
     }
 }

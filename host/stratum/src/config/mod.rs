@@ -28,7 +28,9 @@
 //! per-VM `vsock` and `virtio_console`, and `[[vsock]]` give VMs virtio
 //! devices ([`virtio`]); `[[vm.disk]]` gives a VM disks, which the
 //! service VM (`role = "service"`, added when no VM has it) serves
-//! ([`disks`]). The full reference with examples is
+//! ([`disks`]); `uplink = true` on a `[[network]]` (or `--net user`)
+//! makes it the uplink, which the service VM bridges to the outside
+//! ([`uplink`]). The full reference with examples is
 //! `docs/config.md`. The defaults the file leaves open are
 //! resolved here, so the bundle carries only final values: each vCPU's
 //! physical CPU, each channel's number, address and doorbell in each VM.
@@ -60,12 +62,16 @@ mod devices;
 mod disks;
 mod partition;
 mod raw;
+mod uplink;
 mod validate;
 mod virtio;
 
 pub use disks::{
     ADDED_SERVICE_MEMORY, FIRST_DISK_TRANSPORT, MAX_SERVED_DISKS, SERVICE_CMDLINE,
     service_transport,
+};
+pub use uplink::{
+    DHCP_PARAM, FIRST_LEASE, Forward, UPLINK_PARAM, UPLINK_TRANSPORT, UplinkConfig, uplink_mac,
 };
 pub use virtio::{CONSOLE_TRANSPORT, FIRST_NIC_TRANSPORT, VSOCK_TRANSPORT};
 
@@ -408,8 +414,12 @@ pub struct NicConfig {
 pub struct NetworkConfig {
     /// Name (`[A-Za-z0-9_-]{1,31}`), unique.
     pub name: String,
-    /// The NICs, port *i* being the *i*-th VM listed.
+    /// The NICs, port *i* being the *i*-th VM listed (on the uplink
+    /// network, the service VM last when the table does not list it).
     pub nics: Vec<NicConfig>,
+    /// The uplink (`uplink = true`, `--net user`): the service VM bridges
+    /// it to the outside ([`Config::uplink`]).
+    pub uplink: bool,
 }
 
 /// A VM's vsock device (`vsock = true`).
@@ -563,9 +573,12 @@ pub struct Config {
     pub disks: Vec<DiskConfig>,
     /// The service VM's index in [`Config::vms`], if there is one.
     pub service: Option<usize>,
-    /// Whether the tool added the service VM (the config has disks and no
-    /// `role = "service"`).
+    /// Whether the tool added the service VM (the config has disks or an
+    /// uplink, and no `role = "service"`).
     pub service_added: bool,
+    /// The uplink, when a network is one: the service VM's QEMU NIC that
+    /// bridges it to QEMU's user-mode network, and the forwarded ports.
+    pub uplink: Option<UplinkConfig>,
     /// The config file, or `None` when built from flags.
     pub source: Option<PathBuf>,
 }
@@ -590,6 +603,27 @@ pub struct VmFlags {
     pub exec: Option<String>,
     /// `--disk`: the VM's disks, in order.
     pub disks: Vec<DiskFlag>,
+}
+
+/// The command line's uplink flags: `--net user` puts the run's one VM
+/// (a config's one VM besides the service VM) on an uplink network,
+/// `--forward` forwards host ports to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetFlags {
+    /// `--net user`.
+    pub user: bool,
+    /// `--forward`, in order (they need an uplink).
+    pub forwards: Vec<Forward>,
+}
+
+/// What the command line adds to a config file's system: `--disk`s and
+/// `--net user` for its one VM besides a service VM, and `--forward`s.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileFlags {
+    /// `--disk`.
+    pub disks: Vec<DiskFlag>,
+    /// `--net user`, `--forward`.
+    pub net: NetFlags,
 }
 
 impl Config {
@@ -621,9 +655,22 @@ impl Config {
     /// config's one VM that is not the service VM (a config of several
     /// such VMs gives each its disks with `[[vm.disk]]`).
     pub fn load_with_disks(path: &Path, disks: &[DiskFlag]) -> Result<Self> {
+        Self::load_with_flags(
+            path,
+            &FileFlags {
+                disks: disks.to_vec(),
+                ..FileFlags::default()
+            },
+        )
+    }
+
+    /// [`Config::load`] plus what the command line adds ([`FileFlags`]):
+    /// `--disk`s and `--net user` go to the config's one VM that is not
+    /// the service VM, `--forward`s to its uplink.
+    pub fn load_with_flags(path: &Path, flags: &FileFlags) -> Result<Self> {
         let text = fs::read_to_string(path)
             .map_err(|e| Error::input(format!("{}: cannot read config: {e}", path.display())))?;
-        Self::parse_with_disks(&text, path, disks, &mut fetch_debian_guest)
+        Self::parse_with_flags(&text, path, flags, &mut fetch_debian_guest)
     }
 
     /// [`Config::parse_with`] plus `--disk`s ([`Config::load_with_disks`]).
@@ -631,6 +678,21 @@ impl Config {
         text: &str,
         path: &Path,
         disks: &[DiskFlag],
+        debian: &mut DebianSource<'_>,
+    ) -> Result<Self> {
+        let flags = FileFlags {
+            disks: disks.to_vec(),
+            ..FileFlags::default()
+        };
+        Self::parse_with_flags(text, path, &flags, debian)
+    }
+
+    /// [`Config::parse_with`] plus the command line's additions
+    /// ([`Config::load_with_flags`]).
+    pub fn parse_with_flags(
+        text: &str,
+        path: &Path,
+        flags: &FileFlags,
         debian: &mut DebianSource<'_>,
     ) -> Result<Self> {
         let source = Source::File {
@@ -655,14 +717,31 @@ impl Config {
                 return Err(Error::input(d.report()));
             }
         };
-        if !disks.is_empty() {
-            add_flag_disks(&mut raw, disks, path)?;
+        if !flags.disks.is_empty() {
+            add_flag_disks(&mut raw, &flags.disks, path)?;
+        }
+        if flags.net.user {
+            let vm = only_frontend(
+                &raw,
+                path,
+                "--net",
+                "--net user puts a config's only VM on an uplink network; put the VMs on a \
+                 [[network]] with uplink = true instead",
+            )?;
+            let name = raw.vm[vm]
+                .get_ref()
+                .name
+                .as_ref()
+                .map_or(format!("vm{vm}"), |n| n.get_ref().clone());
+            uplink::add_flag_network(&mut raw, name, path)?;
         }
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        validate(raw, d, base, debian)
+        let mut config = validate(raw, d, base, debian)?;
+        uplink::apply_forwards(&mut config, &flags.net.forwards)?;
+        Ok(config)
     }
 
     /// Whether this build of the hypervisor can run the system
@@ -683,9 +762,16 @@ impl Config {
                 origin("vm", "--kernel"),
                 self.vms.len(),
                 if self.service_added {
-                    ", with the service VM added for the disks"
+                    format!(
+                        ", with the service VM added for the {}",
+                        match (self.disks.is_empty(), self.uplink.is_some()) {
+                            (false, true) => "disks and the uplink",
+                            (true, true) => "uplink",
+                            _ => "disks",
+                        }
+                    )
                 } else {
-                    ""
+                    String::new()
                 },
                 limits::RUNNING_VMS
             ));
@@ -713,25 +799,42 @@ impl Config {
     /// the default cache (fetched when missing; `--debian`'s own guest when
     /// the VM is Debian).
     pub fn from_flags(flags: &VmFlags) -> Result<Self> {
+        Self::from_flags_net(flags, &NetFlags::default())
+    }
+
+    /// [`Config::from_flags`] plus `--net user` and `--forward`s: with
+    /// `--net user` the VM is on an uplink network, which brings the
+    /// service VM too.
+    pub fn from_flags_net(flags: &VmFlags, net: &NetFlags) -> Result<Self> {
         let guest = LinuxGuest {
             kernel: flags.kernel.clone(),
             initramfs: flags.initrd.clone().unwrap_or_default(),
             kernel_version: String::new(),
         };
         if flags.debian {
-            Self::from_flags_with(flags, &mut || Ok(guest.clone()))
+            Self::from_flags_net_with(flags, net, &mut || Ok(guest.clone()))
         } else {
-            Self::from_flags_with(flags, &mut fetch_debian_guest)
+            Self::from_flags_net_with(flags, net, &mut fetch_debian_guest)
         }
     }
 
     /// [`Config::from_flags`] with every Debian VM's guest from `debian`
     /// (`--debian` VM included).
+    pub fn from_flags_with(flags: &VmFlags, debian: &mut DebianSource<'_>) -> Result<Self> {
+        Self::from_flags_net_with(flags, &NetFlags::default(), debian)
+    }
+
+    /// [`Config::from_flags_net`] with every Debian VM's guest from
+    /// `debian` (`--debian` VM included).
     ///
-    /// A run of one VM with disks stops when that VM does
+    /// A run of one VM with disks or an uplink stops when that VM does
     /// ([`StopPolicy::Any`]): the service VM the tool adds never powers
     /// off by itself.
-    pub fn from_flags_with(flags: &VmFlags, debian: &mut DebianSource<'_>) -> Result<Self> {
+    pub fn from_flags_net_with(
+        flags: &VmFlags,
+        net: &NetFlags,
+        debian: &mut DebianSource<'_>,
+    ) -> Result<Self> {
         let none = 0..0;
         let name = flags
             .kernel
@@ -787,15 +890,28 @@ impl Config {
                 })
                 .collect(),
         };
+        let vm_name = vm
+            .name
+            .as_ref()
+            .map(|n| n.get_ref().clone())
+            .expect("named above");
         let raw = RawConfig {
             machine: None,
             system: None,
             vm: vec![Spanned::new(none, vm)],
             channel: Vec::new(),
-            network: Vec::new(),
+            network: if net.user {
+                vec![uplink::flag_network(
+                    uplink::FLAG_NETWORK_NAME.to_owned(),
+                    vm_name,
+                )]
+            } else {
+                Vec::new()
+            },
             vsock: Vec::new(),
         };
         let mut config = validate(raw, Diagnostics::new(&Source::Flags), Path::new(""), debian)?;
+        uplink::apply_forwards(&mut config, &net.forwards)?;
         if config.service_added {
             config.system.stop = StopPolicy::Any;
         }
@@ -852,6 +968,9 @@ impl Config {
         }
         if board != Board::Virt && !self.disks.is_empty() {
             problems.push(disks::no_disks_on(board));
+        }
+        if board != Board::Virt && self.uplink.is_some() {
+            problems.push(uplink::no_uplink_on(board));
         }
         if board != Board::Virt {
             for vm in &self.vms {
@@ -985,6 +1104,25 @@ impl Config {
                 );
             }
             out += "\n";
+        }
+        if let Some(u) = &self.uplink {
+            let service = self
+                .service
+                .map_or_else(|| "no VM".to_owned(), |s| format!("{:?}", self.vms[s].name));
+            out += &format!(
+                "uplink {:?}: bridged by {service} to QEMU's user-mode network (virtio-mmio-bus.{}, SPI {}, {}); \
+                 DHCP {FIRST_LEASE} for the first VM, the host at 10.0.2.2\n",
+                self.networks[u.network].name,
+                u.transport,
+                stratum_abi::bundle::VIRTIO_SPI_BASE + u.transport,
+                stratum_virtio::net::Mac(u.mac)
+            );
+            for f in &u.forwards {
+                out += &format!(
+                    "forward 127.0.0.1:{} -> {FIRST_LEASE}:{} (TCP)\n",
+                    f.host, f.guest
+                );
+            }
         }
         for vm in &self.vms {
             if let Some(v) = &vm.vsock {
@@ -1150,18 +1288,29 @@ impl Config {
     }
 
     /// The line `stratum check` and `stratum run` print when the tool added
-    /// the service VM for the disks.
+    /// the service VM for the disks or the uplink.
     pub fn service_note(&self) -> Option<String> {
         let vm = &self.vms[self.service.filter(|_| self.service_added)?];
         Some(format!(
-            "note: added service VM {:?} to serve the disks: Debian, {} vCPU, {} RAM (identity-mapped at {:#x}), \
+            "note: added service VM {:?} to {}: Debian, {} vCPU, {} RAM (identity-mapped at {:#x}), \
              time-shared on physical CPU {}, restarted when it crashes (docs/config.md, \"The service VM\")",
             vm.name,
+            self.service_serves(),
             vm.cpus,
             format_size(vm.memory),
             vm.memory_base,
             vm.pcpus.first().copied().unwrap_or(0)
         ))
+    }
+
+    /// What the service VM does: serve the disks, bridge the uplink, or
+    /// both.
+    fn service_serves(&self) -> &'static str {
+        match (self.disks.is_empty(), self.uplink.is_some()) {
+            (false, true) => "serve the disks and bridge the uplink",
+            (true, true) => "bridge the uplink",
+            _ => "serve the disks",
+        }
     }
 }
 
@@ -1197,10 +1346,10 @@ pub fn default_host_memory(vm_memory: u64, bundle_size: u64) -> Option<u64> {
     })
 }
 
-/// Gives the command line's `--disk`s to the config's one VM that is not
-/// the service VM, as `[[vm.disk]]` tables whose problems name the flag;
-/// relative paths are the current directory's.
-fn add_flag_disks(raw: &mut RawConfig, disks: &[DiskFlag], path: &Path) -> Result<()> {
+/// The index of the config's one VM that is not the service VM, which a
+/// command-line `flag` (`--disk`, `--net`) applies to; an error ending
+/// with `instead` (what to write in the file) when there are several.
+fn only_frontend(raw: &RawConfig, path: &Path, flag: &str, instead: &str) -> Result<usize> {
     let frontends: Vec<usize> = raw
         .vm
         .iter()
@@ -1208,29 +1357,42 @@ fn add_flag_disks(raw: &mut RawConfig, disks: &[DiskFlag], path: &Path) -> Resul
         .filter(|(_, v)| !disks::is_service(v.get_ref()))
         .map(|(i, _)| i)
         .collect();
-    let [vm] = frontends[..] else {
-        let names: Vec<String> = frontends
-            .iter()
-            .map(|&i| {
-                raw.vm[i]
-                    .get_ref()
-                    .name
-                    .as_ref()
-                    .map_or(format!("vm{i}"), |n| n.get_ref().clone())
-            })
-            .map(|n| format!("{n:?}"))
-            .collect();
-        return Err(Error::input(format!(
-            "--disk: {} has {} VMs besides the service VM{}: --disk gives its disks to a              config's only VM; give each VM its disks with [[vm.disk]] tables instead (docs/config.md)",
-            path.display(),
-            frontends.len(),
-            if names.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", names.join(", "))
-            }
-        )));
-    };
+    if let [vm] = frontends[..] {
+        return Ok(vm);
+    }
+    let names: Vec<String> = frontends
+        .iter()
+        .map(|&i| {
+            raw.vm[i]
+                .get_ref()
+                .name
+                .as_ref()
+                .map_or(format!("vm{i}"), |n| n.get_ref().clone())
+        })
+        .map(|n| format!("{n:?}"))
+        .collect();
+    Err(Error::input(format!(
+        "{flag}: {} has {} VMs besides the service VM{}: {instead} (docs/config.md)",
+        path.display(),
+        frontends.len(),
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names.join(", "))
+        }
+    )))
+}
+
+/// Gives the command line's `--disk`s to the config's one VM that is not
+/// the service VM, as `[[vm.disk]]` tables whose problems name the flag;
+/// relative paths are the current directory's.
+fn add_flag_disks(raw: &mut RawConfig, disks: &[DiskFlag], path: &Path) -> Result<()> {
+    let vm = only_frontend(
+        raw,
+        path,
+        "--disk",
+        "--disk gives its disks to a config's only VM; give each VM its disks with [[vm.disk]] tables instead",
+    )?;
     let cwd = std::env::current_dir()
         .map_err(|e| Error::environment(format!("cannot read the current directory: {e}")))?;
     let none = 0..0;

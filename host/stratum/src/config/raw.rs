@@ -92,6 +92,10 @@ pub(super) struct RawChannel {
 pub(super) struct RawNetwork {
     pub(super) name: Option<Spanned<String>>,
     pub(super) vms: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) uplink: Option<Spanned<bool>>,
+    /// Added by `--net user`: its problems are the flag's.
+    #[serde(skip)]
+    pub(super) flag: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +228,7 @@ pub(super) fn flag_for(field: &str) -> Option<&'static str> {
         "exec" => "--exec",
         "debian" => "--debian",
         "image" | "readonly" => "--disk",
+        "--net" => "--net",
         _ => return None,
     })
 }

@@ -5,6 +5,7 @@ use super::*;
 use crate::linux::LinuxGuest;
 
 mod disks;
+mod uplink;
 use crate::testutil::{ElfBuilder, TestDir, linux_image};
 
 const RAM: u64 = 0x4000_0000;

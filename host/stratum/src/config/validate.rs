@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::partition::{self, VmPlan};
 use super::raw::{Diagnostics, RawConfig, RawSize, RawVm, Source};
 use super::*;
-use super::{channels, devices, disks, virtio};
+use super::{channels, devices, disks, uplink, virtio};
 use crate::linux::LinuxGuest;
 use crate::linux::initramfs::exec_overlay;
 use crate::size::{format_size, parse_size};
@@ -143,12 +143,14 @@ pub(super) fn validate(
     }
 
     let system = partition::system(&mut d, raw.system.as_ref().map(Spanned::get_ref));
-    // The service VM: named by its role, or added for the disks.
+    // The service VM: named by its role, or added for the disks and the
+    // uplink.
     let named_service = disks::service_vm(&mut d, &raw.vm);
     let added_service = match named_service {
-        None => disks::add_service_vm(&mut d, &mut raw.vm),
+        None => disks::add_service_vm(&mut d, &mut raw.vm, &raw.network),
         Some(_) => None,
     };
+    let has_uplink = uplink::has_uplink(&raw.network);
     let service = named_service.or(added_service);
 
     let mut vms = Vec::new();
@@ -212,7 +214,7 @@ pub(super) fn validate(
         })
         .collect();
     let channel_plans = channels::channel_plans(&mut d, &raw.channel, &all_names);
-    let networks = virtio::networks(&mut d, &raw.network, &all_names);
+    let networks = virtio::networks(&mut d, &raw.network, &all_names, service);
     let switches: Vec<(bool, bool)> = raw
         .vm
         .iter()
@@ -220,7 +222,7 @@ pub(super) fn validate(
         .collect();
     let has_vsock: Vec<bool> = switches.iter().map(|s| s.0).collect();
     let vsock_peers = virtio::vsock_pairs(&mut d, &raw.vsock, &all_names, &has_vsock, service);
-    let planned_disks = disks::check_disks(&mut d, &raw.vm, base, service);
+    let planned_disks = disks::check_disks(&mut d, &raw.vm, base, service, has_uplink);
 
     if !shapes_known {
         return Err(Error::input(d.report()));
@@ -248,6 +250,7 @@ pub(super) fn validate(
         service_role,
         board,
     );
+    let uplink = uplink::resolve_uplink(&mut d, &raw.network, &mut vms, &networks, service, board);
     devices::check_devices(&mut d, &vms, &plans);
     let channels = channels::resolve_channels(&mut d, &vms, &plans, &channel_plans);
     virtio::check_clashes(&mut d, &vms, &plans, &networks, &disks);
@@ -274,6 +277,7 @@ pub(super) fn validate(
         disks,
         service,
         service_added: added_service.is_some(),
+        uplink,
         source: match source {
             Source::File { path, .. } => Some(path.clone()),
             Source::Flags => None,

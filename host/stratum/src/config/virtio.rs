@@ -69,15 +69,19 @@ fn vm_list(
 }
 
 /// Checks the `[[network]]` tables and resolves each NIC; `names` are the
-/// VM names by index.
+/// VM names by index. The uplink network (`uplink = true`, one at most)
+/// lists one VM or more besides the service VM (`service`), which joins
+/// it last when the table does not name it ([`super::uplink`]).
 pub(super) fn networks(
     d: &mut Diagnostics<'_>,
     raw: &[Spanned<RawNetwork>],
     names: &[String],
+    service: Option<usize>,
 ) -> Vec<NetworkConfig> {
     let mut out: Vec<NetworkConfig> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut on = vec![0usize; names.len()];
+    let mut uplink_at: Option<usize> = None;
     if raw.len() > bundle::MAX_NETWORKS as usize {
         d.at(
             &raw[bundle::MAX_NETWORKS as usize],
@@ -90,10 +94,37 @@ pub(super) fn networks(
         );
     }
     for (k, net) in raw.iter().enumerate() {
-        let f = |key: &str| format!("network[{k}].{key}");
-        let table = Some(net.span());
+        // A network `--net user` added: its problems are the flag's.
+        let flag = net.get_ref().flag;
+        let f = |key: &str| {
+            if flag {
+                "--net".to_owned()
+            } else {
+                format!("network[{k}].{key}")
+            }
+        };
+        let table = (!flag).then(|| net.span());
         let net = net.get_ref();
         let errors = d.messages.len();
+        let uplink = super::uplink::is_uplink(net);
+        if let Some(v) = net.uplink.as_ref().filter(|_| uplink) {
+            match uplink_at {
+                Some(first) => d.push(
+                    Some(v.span()).filter(|_| !flag),
+                    &f("uplink"),
+                    format!(
+                        "a second uplink network: {} is the uplink, and a system has one at most \
+                         (put every VM that reaches the outside on it)",
+                        if raw[first].get_ref().flag {
+                            "--net user's".to_owned()
+                        } else {
+                            format!("network[{first}]")
+                        }
+                    ),
+                ),
+                None => uplink_at = Some(k),
+            }
+        }
         let name = match &net.name {
             None => {
                 d.push(
@@ -129,8 +160,32 @@ pub(super) fn networks(
                 Vec::new()
             }
             Some(list) => {
-                let vms = vm_list(d, list, &f("vms"), names);
-                if list.get_ref().len() < 2 {
+                let mut vms = vm_list(d, list, &f("vms"), names);
+                let frontends = vms.iter().filter(|&&vm| Some(vm) != service).count();
+                if uplink && list.get_ref().len() == vms.len() && frontends == 0 {
+                    d.push(
+                        Some(list.span()).filter(|_| !flag),
+                        &f("vms"),
+                        "an uplink network lists the VMs that reach the outside through the service VM: \
+                         name one or more besides it",
+                    );
+                } else if uplink && let Some(s) = service.filter(|s| !vms.contains(s)) {
+                    // The service VM bridges the uplink: it joins, last.
+                    vms.push(s);
+                    on[s] += 1;
+                    if on[s] == NETWORKS_PER_VM + 1 {
+                        d.push(
+                            Some(list.span()).filter(|_| !flag),
+                            &f("vms"),
+                            format!(
+                                "the service VM {:?} joins the uplink network, and would be on more than \
+                                 {NETWORKS_PER_VM} networks",
+                                names[s]
+                            ),
+                        );
+                    }
+                }
+                if !uplink && list.get_ref().len() < 2 {
                     d.at(
                         list,
                         &f("vms"),
@@ -143,8 +198,8 @@ pub(super) fn networks(
                 for (&vm, v) in vms.iter().zip(list.get_ref()) {
                     on[vm] += 1;
                     if on[vm] == NETWORKS_PER_VM + 1 {
-                        d.at(
-                            v,
+                        d.push(
+                            Some(v.span()).filter(|_| !flag),
                             &f("vms"),
                             format!("{:?} is on more than {NETWORKS_PER_VM} networks", names[vm]),
                         );
@@ -161,7 +216,7 @@ pub(super) fn networks(
             let mac = stratum_virtio::net::derive_mac(&names[vm], &name).0;
             if let Some(other) = nics.iter().find(|n| n.mac == mac) {
                 d.push(
-                    span_of(&net.vms),
+                    span_of(&net.vms).filter(|_| !flag),
                     &f("vms"),
                     format!(
                         "the derived MACs of {:?} and {:?} on {name:?} collide: rename one",
@@ -179,7 +234,7 @@ pub(super) fn networks(
                 transport: FIRST_NIC_TRANSPORT + earlier,
             });
         }
-        out.push(NetworkConfig { name, nics });
+        out.push(NetworkConfig { name, nics, uplink });
     }
     out
 }
