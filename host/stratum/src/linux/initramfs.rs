@@ -19,9 +19,24 @@
 //!    `/dev/null`) and prints `STRATUM-LINUX: blkd started`
 //!    ([`BLKD_STARTED_MARKER`]); the daemon finds its disks, connects to the
 //!    hypervisor and serves until the VM stops, whatever the next steps do;
-//! 4. prints the marker line `STRATUM-LINUX: up <nproc> cpus`, then the
+//! 4. if the command line holds `stratum.uplink=<MAC>,<MAC>`
+//!    ([`crate::config::UPLINK_PARAM`]: the service VM of an uplink),
+//!    makes the bridge `br0` of the NICs with those MACs (QEMU's NIC passed
+//!    through to it, and its own on the uplink network) with busybox
+//!    `brctl`, brings them up with IPv6 off and no address (the
+//!    frontends' frames pass through, the VM itself takes no lease), and
+//!    prints `STRATUM-LINUX: uplink bridged <NICs>` ([`UPLINK_MARKER`]);
+//!    if it holds `stratum.dhcp=<MAC>` ([`crate::config::DHCP_PARAM`]: a
+//!    frontend on the uplink network), configures the NIC with that MAC
+//!    by DHCP (busybox `udhcpc` with [`DHCP_SCRIPT`], which sets the
+//!    address, the default route and `/etc/resolv.conf` and prints
+//!    `STRATUM-LINUX: dhcp <address> on <NIC>`, [`DHCP_MARKER`]): for up to
+//!    a minute (the service VM may still be booting), then on in the
+//!    background. A NIC without the word is left alone (a system's own
+//!    `[[network]]`s are configured by hand, `ip addr add`);
+//! 5. prints the marker line `STRATUM-LINUX: up <nproc> cpus`, then the
 //!    kernel command line (`cat /proc/cmdline`);
-//! 5. then, if the command line holds `stratum.test=poweroff` (the system
+//! 6. then, if the command line holds `stratum.test=poweroff` (the system
 //!    tests' mode): prints `/proc/interrupts` twice, a second apart (the tests
 //!    check the arch timer ticks on every CPU), and powers off at once
 //!    (`poweroff -f`: PSCI `SYSTEM_OFF`, so `stratum run` exits 0);
@@ -34,11 +49,11 @@
 //!    mounts a tmpfs on `/tmp`, runs `/bin/stratum-workload` with the kernel
 //!    command line as its arguments, prints `STRATUM-LINUX: workload exit
 //!    <status>` and powers off at once;
-//! 6. with an exec overlay ([`exec_overlay`], `stratum run --exec`): mounts
+//! 7. with an exec overlay ([`exec_overlay`], `stratum run --exec`): mounts
 //!    a tmpfs on `/tmp`, prints `STRATUM-LINUX: exec start`, runs the
 //!    command with `/bin/sh -c`, prints `STRATUM-LINUX: exec exit <status>`
 //!    and powers off (before any `stratum.test=` mode);
-//! 7. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
+//! 8. otherwise: an interactive shell on the console (`setsid cttyhack sh`,
 //!    so it has a controlling terminal and job control; plain `sh` if busybox
 //!    lacks `cttyhack`), with the prompt [`PROMPT`]. Leaving the shell
 //!    (`exit`, Ctrl-D) powers the VM off, as does `poweroff -f` in it.
@@ -88,6 +103,54 @@ pub const WORKLOAD_PARAM: &str = "stratum.test=workload";
 /// The line the default init prints after the workload, before its status.
 pub const WORKLOAD_EXIT_MARKER: &str = "STRATUM-LINUX: workload exit ";
 
+/// The line the service VM's init prints once it has bridged the uplink,
+/// before the bridged NICs' names.
+pub const UPLINK_MARKER: &str = "STRATUM-LINUX: uplink bridged";
+
+/// The line the DHCP script prints once a lease is configured, before
+/// `<address> on <NIC>`.
+pub const DHCP_MARKER: &str = "STRATUM-LINUX: dhcp ";
+
+/// Where the initramfs keeps the DHCP script: busybox `udhcpc`'s default.
+pub const DHCP_SCRIPT_PATH: &str = "/etc/udhcpc/default.script";
+
+/// busybox `udhcpc`'s script ([`DHCP_SCRIPT_PATH`]): on a lease, the
+/// address (flushing any other IPv4 address of the NIC), the default route
+/// through the lease's first router, `/etc/resolv.conf` from its name
+/// servers and domain, and (on a new lease) the [`DHCP_MARKER`] line on
+/// the console (udhcpc's own output goes nowhere once it is in the
+/// background).
+pub const DHCP_SCRIPT: &str = r#"#!/bin/sh
+# udhcpc's script in Stratum's initramfs (host/stratum/src/linux/initramfs.rs).
+case "$1" in
+deconfig)
+    ip -4 addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+bound | renew)
+    if ! ip -4 addr show dev "$interface" | grep -q "inet $ip/${mask:-24} "; then
+        ip -4 addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+    fi
+    for r in $router; do
+        ip route replace default via "$r" dev "$interface"
+        break
+    done
+    : > /etc/resolv.conf
+    for s in $dns; do
+        echo "nameserver $s" >> /etc/resolv.conf
+    done
+    if [ -n "$domain" ]; then
+        echo "search $domain" >> /etc/resolv.conf
+    fi
+    if [ "$1" = bound ]; then
+        echo "STRATUM-LINUX: dhcp $ip on $interface" > /dev/console
+    fi
+    ;;
+esac
+exit 0
+"#;
+
 /// The default `/init` (see the module docs). Run by busybox's `sh`, since
 /// `/bin/sh` exists only once the applets are installed.
 pub const DEFAULT_INIT: &str = r#"#!/bin/busybox sh
@@ -114,6 +177,59 @@ case " $(cat /proc/cmdline) " in
     echo "STRATUM-LINUX: blkd started"
     ;;
 esac
+# The network interface whose MAC is $1, if any.
+nic_with_mac() {
+    for dev in /sys/class/net/*; do
+        if [ "$(cat "$dev/address" 2>/dev/null)" = "$1" ]; then
+            echo "${dev##*/}"
+            return 0
+        fi
+    done
+    return 1
+}
+uplink=
+dhcp=
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+    stratum.uplink=*) uplink="${word#stratum.uplink=}" ;;
+    stratum.dhcp=*) dhcp="${word#stratum.dhcp=}" ;;
+    esac
+done
+if [ -n "$uplink" ]; then
+    # The service VM of an uplink: bridge QEMU's NIC and its own NIC on the
+    # uplink network, taking no address (the frontends' frames pass
+    # through as they are). A new bridge has STP off: its ports forward
+    # at once.
+    ports=
+    for mac in $(echo "$uplink" | tr , ' '); do
+        if nic=$(nic_with_mac "$mac"); then
+            ports="$ports $nic"
+        else
+            echo "STRATUM-LINUX: uplink: no NIC with MAC $mac"
+        fi
+    done
+    if brctl addbr br0; then
+        echo 1 > /proc/sys/net/ipv6/conf/br0/disable_ipv6
+        for nic in $ports; do
+            echo 1 > "/proc/sys/net/ipv6/conf/$nic/disable_ipv6"
+            ip link set "$nic" up
+            brctl addif br0 "$nic"
+        done
+        ip link set br0 up
+        echo "STRATUM-LINUX: uplink bridged$ports"
+    fi
+fi
+if [ -n "$dhcp" ]; then
+    # A frontend on the uplink network: its NIC there takes a DHCP lease,
+    # for up to a minute (the service VM may still be booting), then on in
+    # the background.
+    if nic=$(nic_with_mac "$dhcp"); then
+        ip link set "$nic" up
+        udhcpc -i "$nic" -s /etc/udhcpc/default.script -t 30 -T 2 -b
+    else
+        echo "STRATUM-LINUX: dhcp: no NIC with MAC $dhcp"
+    fi
+fi
 echo "STRATUM-LINUX: up $(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo) cpus"
 cat /proc/cmdline
 if [ -f /etc/stratum/exec ]; then
@@ -199,6 +315,8 @@ pub fn initramfs_bytes(
     archive
         .dir("/etc", 0o755)
         .dir("/etc/stratum", 0o755)
+        .dir("/etc/udhcpc", 0o755)
+        .file(DHCP_SCRIPT_PATH, 0o755, DHCP_SCRIPT.as_bytes().to_vec())
         .dir("/lib", 0o755)
         .dir(MODULES_DIR, 0o755);
     let mut list = String::new();
@@ -374,6 +492,60 @@ mod tests {
         );
     }
 
+    /// The uplink's words: the service VM bridges the NICs the MACs name
+    /// and takes no address; a frontend takes a lease with the script the
+    /// initramfs carries. Both before the up marker (so an exec'd command
+    /// finds the network configured), after the modules (the bridge and
+    /// virtio_net among them).
+    #[test]
+    fn the_uplink_words_bridge_in_the_service_vm_and_take_a_lease_in_a_frontend() {
+        use crate::config::{DHCP_PARAM, UPLINK_PARAM};
+        let at = |needle: &str| {
+            DEFAULT_INIT
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle}"))
+        };
+        let modules = at("echo \"STRATUM-LINUX: modules$loaded\"");
+        let up = at(UP_MARKER);
+        let uplink = at(&format!(
+            "{UPLINK_PARAM}=*) uplink=\"${{word#{UPLINK_PARAM}=}}\""
+        ));
+        let dhcp = at(&format!("{DHCP_PARAM}=*) dhcp=\"${{word#{DHCP_PARAM}=}}\""));
+        assert!(modules < uplink && uplink < up && dhcp < up);
+        let steps = [
+            "brctl addbr br0",
+            "echo 1 > /proc/sys/net/ipv6/conf/br0/disable_ipv6",
+            "ip link set \"$nic\" up",
+            "brctl addif br0 \"$nic\"",
+            "ip link set br0 up",
+            &format!("echo \"{UPLINK_MARKER}$ports\""),
+            &format!("udhcpc -i \"$nic\" -s {DHCP_SCRIPT_PATH} -t 30 -T 2 -b"),
+        ];
+        let mut from = uplink;
+        for step in steps {
+            let found = DEFAULT_INIT[from..]
+                .find(step)
+                .unwrap_or_else(|| panic!("{step}"));
+            from += found + step.len();
+        }
+        assert!(from < up);
+        // The service VM asks for no lease anywhere.
+        assert_eq!(DEFAULT_INIT.matches("udhcpc -i").count(), 1);
+        for needle in [
+            "ip addr add \"$ip/${mask:-24}\" dev \"$interface\"",
+            "ip route replace default via \"$r\" dev \"$interface\"",
+            "echo \"nameserver $s\" >> /etc/resolv.conf",
+            &format!("echo \"{DHCP_MARKER}$ip on $interface\" > /dev/console"),
+        ] {
+            assert!(DHCP_SCRIPT.contains(needle), "{needle}");
+        }
+        let status = std::process::Command::new("sh")
+            .args(["-n", "-c", DHCP_SCRIPT])
+            .status()
+            .expect("the host has sh");
+        assert!(status.success());
+    }
+
     /// The default init is valid `sh` (checked with the host's shell).
     #[test]
     fn default_init_parses() {
@@ -421,16 +593,21 @@ mod tests {
                 "etc",
                 "etc/stratum",
                 "etc/stratum/modules",
+                "etc/udhcpc",
+                "etc/udhcpc/default.script",
                 "init",
                 "lib",
                 "lib/modules",
+                "lib/modules/bridge.ko",
                 "lib/modules/crc16.ko",
                 "lib/modules/crc32c_generic.ko",
                 "lib/modules/ext4.ko",
                 "lib/modules/failover.ko",
                 "lib/modules/jbd2.ko",
+                "lib/modules/llc.ko",
                 "lib/modules/mbcache.ko",
                 "lib/modules/net_failover.ko",
+                "lib/modules/stp.ko",
                 "lib/modules/virtio_blk.ko",
                 "lib/modules/virtio_console.ko",
                 "lib/modules/virtio_mmio.ko",
