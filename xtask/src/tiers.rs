@@ -144,8 +144,8 @@ fn system_test_args(test_files: impl IntoIterator<Item = PathBuf>) -> Vec<String
 }
 
 /// The test files of tier 3 (`tests/tests/<name>.rs`): those that boot
-/// the Debian guest (the disks' service VM is one).
-const LINUX_TESTS: &[&str] = &["linux", "disks"];
+/// the Debian guest (the service VM of disks and uplinks is one).
+const LINUX_TESTS: &[&str] = &["linux", "disks", "uplink"];
 
 /// Fetches the pinned Debian guest (or finds it in the cache) and builds
 /// its initramfs with `programs`: kernel and initramfs.
