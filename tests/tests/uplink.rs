@@ -13,6 +13,9 @@
 //!   and waits (a minute and a half at most) until the test's server says
 //!   the test has it: the test fetches the page from 127.0.0.1:HOST, retrying
 //!   while the VM boots, and must find the VM's token in it.
+//! - The service VM crashes (sysrq `c` on its console) while the VM
+//!   fetches from the host in a loop: fetches fail while it is away and
+//!   work again once it has bridged the uplink anew.
 //!
 //! Every wait is bounded: the CLI's `--timeout`, the harness's hard
 //! timeout, the guest's loop, the sockets' timeouts and the fetcher's
@@ -337,5 +340,79 @@ fn uplink_forward_reaches_a_page_the_guest_serves() {
             .any(|r| r.starts_with("GET /done ")),
         "{test}: the VM should have asked for /done: {:?}",
         server.requests()
+    );
+}
+
+/// The service VM crashes while a frontend fetches from the host through
+/// the uplink: the fetches fail while it is away, and work again once the
+/// restarted service VM has bridged the uplink anew (the frontend keeps
+/// its lease). The service VM comes first in the config, so the console
+/// input (sysrq `c`, with `panic=-1`: it reboots) goes to its shell; it is
+/// typed once the frontend's first fetch worked.
+#[test]
+fn uplink_comes_back_after_the_service_vm_restarts() {
+    let test = "uplink_service_restart";
+    let server = HttpServer::start(random_bytes(1 << 10));
+    // A short timeout, so that the outage shows as failed fetches (a
+    // longer one rides it out on TCP's retransmits).
+    let fetch = format!(
+        "timeout 2 wget -q -O /dev/null http://10.0.2.2:{}/blob",
+        server.port
+    );
+    // f: failed fetches after the first good one; a: good ones after the
+    // last failure. Ends after 3 good ones following a failure, or 240
+    // tries.
+    let exec = format!(
+        "f=0; a=0; n=0; seen=0; while [ $n -lt 240 ]; do n=$((n+1)); \
+         if {fetch}; then if [ $seen = 0 ]; then seen=1; echo uplink-first-fetch; fi; \
+         [ $f -gt 0 ] && a=$((a+1)); [ $a -ge 3 ] && break; \
+         else [ $seen = 1 ] && f=$((f+1)) && a=0; fi; sleep 0.5; done; \
+         echo \"uplink: $f failed fetches, then $a good\"; [ $f -gt 0 ] && [ $a -ge 3 ]"
+    );
+    let text = format!(
+        "[[vm]]\nname = \"service\"\ndebian = true\nrole = \"service\"\nmemory = \"256M\"\n\
+         placement = \"shared\"\non_crash = \"restart\"\n\n\
+         [[vm]]\nname = \"debian\"\ndebian = true\nmemory = \"256M\"\nplacement = \"shared\"\n\
+         exec = {exec:?}\n\n\
+         [[network]]\nname = \"up\"\nuplink = true\nvms = [\"debian\"]\n"
+    );
+    let config = std::env::temp_dir().join(format!("{}.toml", unique(test)));
+    std::fs::write(&config, text).expect("write the config");
+    let crash = "echo -1 > /proc/sys/kernel/panic; echo c > /proc/sysrq-trigger\n";
+    let start = Instant::now();
+    let run = stratum_systests::run_config_script(
+        &config,
+        TIMEOUT,
+        &[],
+        &[("uplink-first-fetch", crash)],
+    );
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    let _ = std::fs::remove_file(&config);
+    let vms = split_by_tag(&run.console, &VMS)
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    for l in vms
+        .lines("debian")
+        .iter()
+        .filter(|l| l.text.starts_with("uplink:"))
+    {
+        println!("{test}: {}", l.text);
+    }
+    assert_status(&run, status::OK, test);
+    assert!(
+        run.lines()
+            .any(|l| l.contains("'service': reset requested")),
+        "{test}: the service VM should have rebooted\n{}",
+        run.describe()
+    );
+    let bridged = vms
+        .lines("service")
+        .iter()
+        .filter(|l| l.text.contains("STRATUM-LINUX: uplink bridged eth"))
+        .count();
+    assert_eq!(
+        bridged,
+        2,
+        "{test}: the service VM should bridge the uplink on each boot\n{}",
+        run.describe()
     );
 }
