@@ -35,7 +35,9 @@ Environment:
   STRATUM_CACHE       cache root for fetched guests (default ~/.cache/stratum);
                       the Debian guest lives in $STRATUM_CACHE/debian
   STRATUM_DEBIAN_MIRROR  Debian mirror for --debian (see `stratum fetch --help`)
-  STRATUM_WORKLOAD    Linux workload binary for --debian's initramfs instead of building it";
+  STRATUM_WORKLOAD    Linux workload binary for --debian's initramfs instead of building it
+  STRATUM_BLKD        the disk daemon for the initramfs instead of building it (default:
+                      the one beside STRATUM_WORKLOAD, if there is one)";
 
 const CHECK_LONG_HELP: &str = "\
 Validate a config file and inspect its kernel images, without running anything.
@@ -252,7 +254,8 @@ Environment:
   STRATUM_HYPERVISOR  hypervisor Image to use instead of building one
   STRATUM_QEMU        QEMU binary to use instead of qemu-system-aarch64 on PATH
   STRATUM_CACHE       cache root of the Debian guest (fetched on first use)
-  STRATUM_WORKLOAD    Linux workload binary to put in the initramfs instead of building it";
+  STRATUM_WORKLOAD    Linux workload binary to put in the initramfs instead of building it
+  STRATUM_BLKD        the disk daemon to put in the initramfs instead of building it";
 
 /// `stratum bench` arguments.
 #[derive(Debug, Args)]
@@ -334,8 +337,9 @@ The initramfs's init mounts proc, sys and devtmpfs, prints
 the console (leaving it powers off), or, with `stratum.test=poweroff` on the
 command line, prints /proc/interrupts and powers off; with `stratum.test=workload`
 it runs /bin/stratum-workload (the bench's Linux workload) and powers off. The
-workload binary is built with cargo (target aarch64-unknown-linux-musl) unless
-STRATUM_WORKLOAD names one.
+workload binary and the disk daemon (/bin/stratum-blkd, which a service VM's
+init starts) are built with cargo (target aarch64-unknown-linux-musl) unless
+STRATUM_WORKLOAD and STRATUM_BLKD name them.
 
 Exit status: 0 fetched; 4 the archive is unreachable, a package is missing, a
 download's SHA-256 is wrong, the keyring is missing, or apt/dpkg-deb failed (the
@@ -346,6 +350,7 @@ Environment:
   STRATUM_DEBIAN_MIRROR           Debian mirror (default http://deb.debian.org/debian)
   STRATUM_DEBIAN_SECURITY_MIRROR  security mirror (default: the mirror's URL + \"-security\")
   STRATUM_WORKLOAD                prebuilt workload binary for the initramfs
+  STRATUM_BLKD                    prebuilt disk daemon for the initramfs
   APT_CONFIG                      an apt configuration file to read (apt's own variable)
 
 The pin (package, version, SHA-256) is KERNEL_PIN in
