@@ -23,13 +23,18 @@
 //!   request whose buffers do not have the shape its type needs (data on
 //!   the wrong side): `VIRTIO_BLK_S_IOERR`, without reaching the backend.
 //!
-//! A chain too short for a header and a status byte is a broken driver:
-//! the device stops (`DEVICE_NEEDS_RESET`), as for every malformed ring.
+//! A request with a buffer outside the VM's RAM fails alone (`IOERR` in
+//! its status byte, nothing read or written elsewhere), when that status
+//! byte is in RAM. A chain too short for a header and a status byte, or
+//! whose status byte is outside RAM, is a broken driver: the device stops
+//! (`DEVICE_NEEDS_RESET`), as for every malformed ring.
 //!
 //! Every request handed out carries a tag naming its slot and the slot's
 //! use: a completion for a request the driver has meanwhile reset away
 //! (its slot empty, or reused) is ignored, so a backend that answers late
 //! can never write into a new driver's buffers.
+
+use stratum_core::addr::Ipa;
 
 use crate::chain::{Chain, MAX_SEGMENTS};
 use crate::device::{Queues, VirtioDevice};
@@ -329,9 +334,27 @@ impl BlkDevice {
             return Ok(());
         };
         while let Some(free) = self.slots.iter().position(Option::is_none) {
-            let Some(chain) = q.pop(mem)? else {
+            let Some(chain) = q.pop_keeping_outside(mem)? else {
                 return Ok(());
             };
+            if let Some(bad) = chain.first_outside(mem) {
+                // A buffer outside the VM's RAM: that request fails alone,
+                // when its status byte is in RAM to say so.
+                let status = chain
+                    .writable()
+                    .last()
+                    .map(|s| Ipa(s.addr.0 + u64::from(s.len) - 1))
+                    .filter(|&at| mem.contains(at, 1));
+                let Some(at) = status else {
+                    return Err(QueueError::OutsideRam {
+                        addr: bad.addr,
+                        len: u64::from(bad.len),
+                    });
+                };
+                mem.write(at, &[status::IOERR])?;
+                q.add_used_deferred(mem, chain.head(), 1)?;
+                continue;
+            }
             chain.require(HEADER, 1)?;
             let mut header = [0u8; HEADER as usize];
             chain.read(mem, 0, &mut header)?;

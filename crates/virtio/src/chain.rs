@@ -165,6 +165,16 @@ impl Chain {
         &self.segments[usize::from(self.readable)..usize::from(self.count)]
     }
 
+    /// The first buffer that does not lie wholly inside `mem` (a chain
+    /// from [`crate::queue::SplitQueue::pop_keeping_outside`] may hold
+    /// such), if any.
+    pub fn first_outside(&self, mem: &dyn GuestMemory) -> Option<Segment> {
+        self.segments[..usize::from(self.count)]
+            .iter()
+            .copied()
+            .find(|s| !mem.contains(s.addr, u64::from(s.len)))
+    }
+
     /// Total bytes of the readable buffers.
     pub fn readable_len(&self) -> u32 {
         self.readable_len

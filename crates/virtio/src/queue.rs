@@ -378,6 +378,24 @@ impl SplitQueue {
         self.pop_with(mem, chain, true)
     }
 
+    /// [`SplitQueue::pop`], except that buffers outside RAM do not stop
+    /// the queue: the chain comes back with them, for a device that
+    /// answers such a request with an error of its own (virtio-blk's
+    /// `IOERR`) instead of stopping. The chain's structure is checked as
+    /// ever (loops, indices, indirect tables, which must lie in RAM); its
+    /// buffers are checked by the device ([`Chain::first_outside`]) before
+    /// it touches them, and every access is checked again anyway.
+    pub fn pop_keeping_outside(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Option<Chain>, QueueError> {
+        let mut chain = Chain::EMPTY;
+        let mut lenient = AnyBuffer(mem);
+        Ok(self
+            .pop_with(&mut lenient, &mut chain, true)?
+            .then_some(chain))
+    }
+
     /// [`SplitQueue::pop_into`] for a queue whose device takes chains only
     /// when it needs one (a receive queue: a frame that finds no buffer is
     /// dropped, never kept), so the driver's notifies would buy nothing:
@@ -574,6 +592,29 @@ impl SplitQueue {
             }
         }
         Ok(())
+    }
+}
+
+/// A memory that lets a chain hold buffers outside RAM
+/// ([`SplitQueue::pop_keeping_outside`]): `contains` says yes to every
+/// range; reads and writes are the real memory's, checked.
+struct AnyBuffer<'a>(&'a mut dyn GuestMemory);
+
+impl GuestMemory for AnyBuffer<'_> {
+    fn read(&self, addr: Ipa, buf: &mut [u8]) -> Result<(), MemError> {
+        self.0.read(addr, buf)
+    }
+
+    fn write(&mut self, addr: Ipa, data: &[u8]) -> Result<(), MemError> {
+        self.0.write(addr, data)
+    }
+
+    fn contains(&self, _addr: Ipa, _len: u64) -> bool {
+        true
+    }
+
+    fn fence(&self, order: Fence) {
+        self.0.fence(order);
     }
 }
 

@@ -349,21 +349,47 @@ fn a_chain_without_a_header_and_status_stops_the_device() {
 }
 
 /// A request whose data buffer lies outside the VM's RAM (another VM's
-/// memory, as far as the driver knows) never reaches the backend, and the
-/// device reads nothing there: it stops, as for every malformed ring.
+/// memory, as far as the driver knows) fails alone with `IOERR`: it never
+/// reaches the backend, nothing is read or written there, and the device
+/// goes on; the next request is served. One whose status byte is outside
+/// RAM cannot be answered: the device stops.
 #[test]
-fn a_buffer_outside_ram_reaches_no_backend_and_stops_the_device() {
+fn a_buffer_outside_ram_fails_its_request_alone() {
+    let outside = RAM_BASE + RAM_SIZE as u64 + 0x1000;
     for (kind, writable) in [(request::IN, true), (request::OUT, false)] {
         let mut g = Guest::new(false);
-        let outside = RAM_BASE + RAM_SIZE as u64 + 0x1000;
-        g.queue(kind, 0, &[(outside, 512, writable)]);
+        let bad = g.queue(kind, 0, &[(outside, 512, writable)]);
+        let good = g.queue(request::IN, 1, &[(DATA, 512, true)]);
         g.notify();
-        assert_ne!(g.t.status() & status::DEVICE_NEEDS_RESET, 0, "type {kind}");
+        assert_eq!(g.t.status() & status::DEVICE_NEEDS_RESET, 0, "type {kind}");
+        assert_eq!(g.status_of(bad), blk_status::IOERR, "type {kind}");
         assert!(
-            g.requests().is_empty(),
-            "type {kind}: nothing for the backend"
+            g.used()
+                .iter()
+                .any(|&(id, len)| id == u32::from(bad) && len == 1),
+            "type {kind}: returned with its status byte only"
         );
+        let reqs = g.requests();
+        assert_eq!(
+            reqs.len(),
+            1,
+            "type {kind}: only the good one for the backend"
+        );
+        assert_eq!(reqs[0].sector, 1);
+        assert!(g.serve(reqs[0], Outcome::Done));
+        assert_eq!(g.status_of(good), blk_status::OK);
     }
+    // The status byte itself outside RAM: nothing to answer with.
+    let mut g = Guest::new(false);
+    let mut mem = SliceMemory::new(Ipa(RAM_BASE), &mut g.ram);
+    let head = g.q.chain(
+        &mut mem,
+        &[(HEADERS, 16, false), (DATA, 512, true), (outside, 1, true)],
+    );
+    g.q.publish(&mut mem, head);
+    g.notify();
+    assert_ne!(g.t.status() & status::DEVICE_NEEDS_RESET, 0);
+    assert!(g.requests().is_empty());
 }
 
 #[test]
