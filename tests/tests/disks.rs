@@ -287,3 +287,58 @@ fn disks_survive_a_service_vm_crash_under_load() {
         run.describe()
     );
 }
+
+#[test]
+fn disks_a_read_only_disk_from_the_command_line_stays_byte_identical() {
+    let test = "disks_command_line_ro";
+    let s = Scratch::new(test);
+    let root = s.path("root");
+    std::fs::create_dir_all(&root).expect("the image's root");
+    std::fs::write(root.join("hello.txt"), "read-only-from-the-host\n").expect("a file");
+    let image = s.path("ro.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("a 16 MiB image");
+    let root_text = root.to_str().expect("UTF-8 temp path");
+    e2fs("mkfs.ext4", &["-q", "-F", "-d", root_text], &image);
+    let before = std::fs::read(&image).expect("read the image");
+    // The guest sees a read-only disk, reads the file, and every way of
+    // writing it fails: a file on the mount, a sector under it.
+    let exec = "echo ro=$(cat /sys/block/vda/ro) && mkdir -p /mnt && mount -o ro -t ext4 /dev/vda /mnt \
+                && cat /mnt/hello.txt && ! touch /mnt/new 2>/dev/null \
+                && ! dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null \
+                && umount /mnt && echo ro-done";
+    let disk = format!("{},readonly", image.display());
+    let timeout = TIMEOUT.as_secs().to_string();
+    let start = std::time::Instant::now();
+    let run = stratum_systests::run_stratum(
+        [
+            "run",
+            "--debian",
+            "--disk",
+            &disk,
+            "--timeout",
+            &timeout,
+            "--exec",
+            exec,
+        ],
+        TIMEOUT + Duration::from_secs(30),
+    );
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    assert_ok(test, &run);
+    let vms = split_by_tag(&run.console, &["debian", "service"])
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    for needle in ["ro=1", "read-only-from-the-host", "ro-done"] {
+        assert!(
+            vms.find("debian", needle).is_some(),
+            "{test}: the guest printed no `{needle}`\n{}",
+            run.describe()
+        );
+    }
+    assert_line(test, &run, "added service VM");
+    assert!(
+        std::fs::read(&image).expect("read the image back") == before,
+        "{test}: the read-only image must stay byte-identical\n{}",
+        run.describe()
+    );
+}
