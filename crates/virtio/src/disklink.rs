@@ -38,8 +38,12 @@
 //! packs as many requests into one packet as fit. It gives the daemon
 //! [`BUF_ALLOC`] bytes of credit: it consumes each transmit buffer as it
 //! parses it, and reports what it consumed in every packet it sends
-//! (and in a `CREDIT_UPDATE` when a quarter of the credit was consumed
-//! with nothing else to send).
+//! (and in a `CREDIT_UPDATE` when a quarter of the window was consumed
+//! with nothing else to send). The window is the smaller of
+//! [`BUF_ALLOC`] and the daemon's own `buf_alloc`: Linux caps what a
+//! socket sends unconsumed at its own buffer size too (256 KiB by
+//! default), so an update due only after a quarter of [`BUF_ALLOC`]
+//! would leave its sender waiting for one that never comes.
 //!
 //! # Locks (for the glue)
 //! The link is one value behind one lock. It reaches the service VM and
@@ -195,6 +199,16 @@ struct Conn {
     hello: bool,
 }
 
+impl Conn {
+    /// Bytes consumed untold after which a `CREDIT_UPDATE` goes out: a
+    /// quarter of the window the daemon's sender works in, the smaller of
+    /// the credit given and its own `buf_alloc` (at least one byte, so a
+    /// daemon that claims no buffer still hears of every byte consumed).
+    fn update_after(&self) -> u32 {
+        (BUF_ALLOC.min(self.peer_buf) / 4).max(1)
+    }
+}
+
 /// The transmit buffer being parsed: held until its data is copied.
 #[derive(Clone, Debug)]
 struct Cur {
@@ -233,6 +247,13 @@ pub struct DiskLink {
     pending: [Option<Pending>; MAX_PENDING],
     uses: u32,
     seq: u32,
+    /// The oldest request not wholly sent as last found (slot and seq;
+    /// `None`: none), trusted while `rescan` is clear and the slot still
+    /// holds that request unsent: requests handed over later are newer,
+    /// so only its own end (sent, failed, dropped) moves it. A packet of
+    /// data then costs no look at every slot.
+    next: Option<(usize, u32)>,
+    rescan: bool,
     cur: Option<Cur>,
     /// A reply or hello being read, and its bytes so far.
     head: [u8; 16],
@@ -269,6 +290,8 @@ impl DiskLink {
             pending: [const { None }; MAX_PENDING],
             uses: 0,
             seq: 0,
+            next: None,
+            rescan: false,
             cur: None,
             head: [0; 16],
             have: 0,
@@ -373,6 +396,7 @@ impl DiskLink {
             .filter(|p| usize::from(p.disk) == disk)
             .count();
         let mut room = share.saturating_sub(mine);
+        self.rescan = true;
         let (pending, uses, seq) = (&mut self.pending, &mut self.uses, &mut self.seq);
         ports.with_disk(disk, &mut |t, mem, _| {
             t.with_device(mem, |dev, queues, mem| {
@@ -951,7 +975,7 @@ impl DiskLink {
             }
         }
         // Tell the daemon what was consumed when nothing else did.
-        if c.fwd_cnt.wrapping_sub(c.fwd_told) >= BUF_ALLOC / 4
+        if c.fwd_cnt.wrapping_sub(c.fwd_told) >= c.update_after()
             && let Some(chain) = rx.pop(mem)?
         {
             if chain.writable_len() >= HDR_LEN as u32 {
@@ -966,14 +990,31 @@ impl DiskLink {
         Ok(())
     }
 
-    /// The oldest request not wholly sent.
-    fn next_to_send(&self) -> Option<usize> {
-        (0..MAX_PENDING)
-            .filter(|&s| {
-                self.pending[s]
-                    .as_ref()
-                    .is_some_and(|p| p.sent < p.message_len())
+    /// The oldest request not wholly sent (the cached one while it holds,
+    /// else found among the slots by age, which survives `seq` wrapping).
+    fn next_to_send(&mut self) -> Option<usize> {
+        let unsent = |p: &Pending| p.sent < p.message_len();
+        if !self.rescan {
+            match self.next {
+                None => return None,
+                Some((s, q))
+                    if self.pending[s]
+                        .as_ref()
+                        .is_some_and(|p| p.seq == q && unsent(p)) =>
+                {
+                    return Some(s);
+                }
+                Some(_) => {}
+            }
+        }
+        let newest = self.seq;
+        self.next = (0..MAX_PENDING)
+            .filter_map(|s| {
+                let p = self.pending[s].as_ref().filter(|p| unsent(p))?;
+                Some((s, p.seq))
             })
-            .min_by_key(|&s| self.pending[s].as_ref().map_or(0, |p| p.seq))
+            .max_by_key(|&(_, q)| newest.wrapping_sub(q));
+        self.rescan = false;
+        self.next.map(|(s, _)| s)
     }
 }

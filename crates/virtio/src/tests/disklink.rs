@@ -77,6 +77,8 @@ struct Daemon {
     buf_alloc: u32,
     /// Requests read and not yet answered.
     queued: Vec<Wire>,
+    /// The link's `fwd_cnt` as last heard (what it consumed).
+    link_fwd: u32,
 }
 
 fn hdr(op: Op, len: u32, fwd: u32, buf_alloc: u32) -> Header {
@@ -103,6 +105,7 @@ impl Daemon {
             fwd: 0,
             buf_alloc: 1 << 20,
             queued: Vec::new(),
+            link_fwd: 0,
         }
     }
 
@@ -137,6 +140,7 @@ impl Daemon {
     fn receive(&mut self, m: &mut Machine) -> Vec<Header> {
         let mut other = Vec::new();
         for (h, payload) in m.service.received() {
+            self.link_fwd = h.fwd_cnt;
             if h.op == Op::Rw as u16 {
                 self.fwd += payload.len() as u32;
                 self.inbox.extend_from_slice(&payload);
@@ -331,6 +335,55 @@ fn the_daemons_credit_bounds_what_is_sent() {
     d.receive(&mut m);
     assert_eq!(d.fwd as usize, 24 + 16 * 512);
     assert_eq!(d.queued.len(), 1);
+}
+
+/// A daemon that, as Linux does, never has more unconsumed than its own
+/// `buf_alloc` (here 4 KiB, far below the link's credit) sends a read's
+/// 8 KiB reply: the link tells it what it consumed without waiting for a
+/// quarter of its own credit, so the reply arrives whole.
+#[test]
+fn a_daemon_that_caps_its_window_at_its_own_buffer_is_never_left_waiting() {
+    let (mut link, mut m, mut d) = setup();
+    d.buf_alloc = 4096;
+    d.chunk = 1000;
+    d.connect(&mut link, &mut m);
+    let head = read(&mut m, 0, 8, 16, 0);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    let r = d.queued.pop().expect("the read arrived");
+    let data = d.disks[0][8 * 512..24 * 512].to_vec();
+    let mut stream = Reply {
+        id: r.id,
+        status: blkproto::status::OK,
+        bytes: r.bytes,
+    }
+    .encode()
+    .to_vec();
+    stream.extend_from_slice(&data);
+    let base = d.link_fwd;
+    let window = d.buf_alloc;
+    let mut sent = 0usize;
+    let mut waits = 0;
+    while sent < stream.len() {
+        let in_flight = sent as u32 - d.link_fwd.wrapping_sub(base);
+        if in_flight == window {
+            // No credit left: only an update from the link moves it.
+            d.receive(&mut m);
+            repost(&mut m);
+            waits += 1;
+            assert!(
+                sent as u32 - d.link_fwd.wrapping_sub(base) < window,
+                "the link consumed {sent} bytes and never said so"
+            );
+            continue;
+        }
+        let n = ((window - in_flight) as usize).min(stream.len() - sent);
+        d.send(&mut link, &mut m, Op::Rw, &stream[sent..sent + n]);
+        sent += n;
+    }
+    assert!(waits > 0, "the reply is larger than the window");
+    assert_eq!(m.fronts[0].status_of(head), blk_status::OK);
+    assert_eq!(m.fronts[0].read_ram(DATA, data.len()), data);
 }
 
 #[test]
