@@ -145,7 +145,7 @@ fn system_test_args(test_files: impl IntoIterator<Item = PathBuf>) -> Vec<String
 
 /// The test files of tier 3 (`tests/tests/<name>.rs`): those that boot
 /// the Debian guest (the service VM of disks and uplinks is one).
-const LINUX_TESTS: &[&str] = &["linux", "disks", "uplink"];
+const LINUX_TESTS: &[&str] = &["linux", "disks", "uplink", "bench_disk"];
 
 /// Fetches the pinned Debian guest (or finds it in the cache) and builds
 /// its initramfs with `programs`: kernel and initramfs.

@@ -15,6 +15,18 @@
 //! and interrupts of any kind the kernel counted (`/proc/interrupts`, summed
 //! over the CPUs) between the two readings. [`Sample::parse`] accepts
 //! exactly what [`Sample`]'s `Display` writes and nothing looser.
+//!
+//! With `workload.disk=DEV` on the command line the program runs the disk
+//! tests of [`DISK_TESTS`] on DEV instead, and prints
+//!
+//! ```text
+//! DISK-ENV key=value …                                                  once, first
+//! DISK-BEGIN test=ID                      before each test's window, the console drained
+//! DISK test=ID ops=N bytes=N ticks=N idle_ns=N dev_ios=N irqs=N         after it
+//! …                                       the tests again, once per further round
+//! DISK-DONE                                                             last
+//! WORKLOAD-FAIL test=ID: why                                            instead, when a test failed
+//! ```
 
 use core::fmt;
 
@@ -289,6 +301,133 @@ impl fmt::Display for NetTransfer {
     }
 }
 
+/// The disk tests of `stratum-workload` (`stratum bench`'s disk rows), in
+/// the order the program runs and the bench reports them: every one with
+/// `O_DIRECT` on the disk's block device, one request at a time.
+pub const DISK_TESTS: [Test; 3] = [
+    Test {
+        id: "seq_write",
+        label: "sequential write, 1 MiB requests",
+    },
+    Test {
+        id: "seq_read",
+        label: "sequential read, 1 MiB requests",
+    },
+    Test {
+        id: "rand_read",
+        label: "random read, 4 KiB requests",
+    },
+];
+
+/// The kernel command-line word that selects the disk tests instead of the
+/// workload's (`workload.disk=/dev/vda`: the block device to test; its
+/// contents are overwritten).
+pub const DISK_WORD: &str = "workload.disk=";
+/// The word giving the sequential tests' size (`workload.disk_mib=N`:
+/// N requests of 1 MiB each; default [`DISK_DEFAULT_MIB`]).
+pub const DISK_MIB_WORD: &str = "workload.disk_mib=";
+/// The word giving the random test's requests (`workload.disk_reads=N`;
+/// default [`DISK_DEFAULT_READS`]).
+pub const DISK_READS_WORD: &str = "workload.disk_reads=";
+/// The word giving how many times the three tests run
+/// (`workload.disk_rounds=N`, default 1): each test's window then repeats,
+/// one `DISK` line each, round after round.
+pub const DISK_ROUNDS_WORD: &str = "workload.disk_rounds=";
+/// MiB of each sequential test when no word says.
+pub const DISK_DEFAULT_MIB: u64 = 16;
+/// 4 KiB reads of the random test when no word says.
+pub const DISK_DEFAULT_READS: u64 = 1024;
+/// Bytes of a sequential test's request.
+pub const DISK_SEQ_BYTES: u64 = 1 << 20;
+/// Bytes of a random test's request, and the block whose first eight bytes
+/// say where it is: block *n* of the disk starts with *n* as a
+/// little-endian `u64`, so every read can check it got the right block.
+pub const DISK_BLOCK: u64 = 4096;
+/// The first pseudo-random state of the random test (xorshift64): the same
+/// blocks in the same order every run.
+pub const DISK_RAND_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Prefix of the disk tests' environment line (`key=value …`: the
+/// device, its size, and the addresses of the window marks).
+pub const DISK_ENV_PREFIX: &str = "DISK-ENV ";
+/// `DISK-ENV` key: the address of `stratum_disk_window_begin`, the
+/// function the program calls with the test's index as the window opens
+/// (after it read the counter), in hex.
+pub const DISK_MARK_BEGIN_KEY: &str = "mark_begin";
+/// `DISK-ENV` key: the address of `stratum_disk_window_end`, called as the
+/// window closes (before it reads the counter), in hex.
+pub const DISK_MARK_END_KEY: &str = "mark_end";
+/// Prefix of the line a disk test prints before its window opens (the
+/// console drained), so the host can note the wall-clock time.
+pub const DISK_BEGIN_PREFIX: &str = "DISK-BEGIN ";
+/// Prefix of a disk test's result line ([`DiskSample`]).
+pub const DISK_PREFIX: &str = "DISK ";
+/// The last line of a complete disk run.
+pub const DISK_DONE: &str = "DISK-DONE";
+
+/// One `DISK test=…` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskSample<'a> {
+    /// The test's id (one of [`DISK_TESTS`]).
+    pub test: &'a str,
+    /// Requests (`pread`/`pwrite` calls), each of the test's size.
+    pub ops: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Counter ticks the requests took together.
+    pub ticks: u64,
+    /// Nanoseconds the CPUs idled meanwhile, I/O wait included
+    /// (`/proc/timer_list`: `idle_sleeptime` and `iowait_sleeptime`).
+    pub idle_ns: u64,
+    /// Requests the disk's driver completed meanwhile
+    /// (`/sys/block/DEV/stat`: reads and writes): a request larger than the
+    /// device takes is split.
+    pub dev_ios: u64,
+    /// Interrupts of any kind taken meanwhile.
+    pub irqs: u64,
+}
+
+/// The keys of a disk line, in the order they are written.
+const DISK_KEYS: [&str; 7] = [
+    "test", "ops", "bytes", "ticks", "idle_ns", "dev_ios", "irqs",
+];
+
+impl<'a> DiskSample<'a> {
+    /// Parses a whole line (keys in any order, surrounding whitespace
+    /// ignored); a test of no requests or in no time is refused.
+    pub fn parse(line: &'a str) -> Result<Self, SampleError> {
+        let values = key_values(line, DISK_PREFIX, &DISK_KEYS)?;
+        let number = |slot: usize| number(&values, &DISK_KEYS, slot);
+        let test = values[0].ok_or(SampleError::Missing("test"))?;
+        if !DISK_TESTS.iter().any(|t| t.id == test) {
+            return Err(SampleError::UnknownTest);
+        }
+        let s = DiskSample {
+            test,
+            ops: number(1)?,
+            bytes: number(2)?,
+            ticks: number(3)?,
+            idle_ns: number(4)?,
+            dev_ios: number(5)?,
+            irqs: number(6)?,
+        };
+        if s.ops == 0 || s.bytes == 0 || s.ticks == 0 {
+            return Err(SampleError::NoIterations);
+        }
+        Ok(s)
+    }
+}
+
+impl fmt::Display for DiskSample<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{DISK_PREFIX}test={} ops={} bytes={} ticks={} idle_ns={} dev_ios={} irqs={}",
+            self.test, self.ops, self.bytes, self.ticks, self.idle_ns, self.dev_ios, self.irqs
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +551,55 @@ mod tests {
         assert_eq!(known("nope"), Err(SampleError::UnknownTest));
         assert_eq!(by_id("nope"), None);
     }
+    #[test]
+    fn a_disk_sample_round_trips_and_refuses_nonsense() {
+        let line =
+            "DISK test=seq_read ops=16 bytes=16777216 ticks=9000000 idle_ns=100 dev_ios=48 irqs=60";
+        let s = DiskSample::parse(line).expect("valid");
+        assert_eq!(
+            s,
+            DiskSample {
+                test: "seq_read",
+                ops: 16,
+                bytes: 16 << 20,
+                ticks: 9_000_000,
+                idle_ns: 100,
+                dev_ios: 48,
+                irqs: 60
+            }
+        );
+        assert_eq!(s.to_string(), line);
+        for t in DISK_TESTS {
+            assert!(!t.id.contains([' ', '=', ':']), "{}", t.id);
+            let line = format!(
+                "DISK test={} ops=1 bytes=1 ticks=1 idle_ns=0 dev_ios=0 irqs=0",
+                t.id
+            );
+            assert_eq!(DiskSample::parse(&line).map(|s| s.test), Ok(t.id));
+        }
+        for (bad, why) in [
+            (
+                "DISK test=cpu_loop ops=1 bytes=1 ticks=1 idle_ns=0 dev_ios=0 irqs=0",
+                SampleError::UnknownTest,
+            ),
+            (
+                "DISK test=seq_read ops=0 bytes=1 ticks=1 idle_ns=0 dev_ios=0 irqs=0",
+                SampleError::NoIterations,
+            ),
+            (
+                "DISK test=seq_read ops=1 bytes=1 ticks=0 idle_ns=0 dev_ios=0 irqs=0",
+                SampleError::NoIterations,
+            ),
+            (
+                "DISK test=seq_read ops=1 bytes=1 ticks=1 idle_ns=0 dev_ios=0",
+                SampleError::Missing("irqs"),
+            ),
+            ("DISK-BEGIN test=seq_read", SampleError::NotASample),
+        ] {
+            assert_eq!(DiskSample::parse(bad), Err(why), "{bad}");
+        }
+    }
+
     #[test]
     fn a_net_transfer_round_trips_and_refuses_nonsense() {
         let line = "NET-TCP bytes=16777216 ticks=1000000 tx_frames=11600 rx_frames=5800";

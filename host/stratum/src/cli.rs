@@ -273,6 +273,10 @@ pub struct BenchArgs {
     /// Skip the VM ↔ VM network measurements (six runs of two Debian VMs).
     #[arg(long)]
     pub no_net: bool,
+    /// Skip the disk measurements (four runs: a Debian frontend with the
+    /// service VM, and bare QEMU, each timed and traced).
+    #[arg(long)]
+    pub no_disk: bool,
     /// Skip the breakdown of where each row's instructions go (three traced
     /// runs; needs llvm-symbolizer and the hypervisor's ELF).
     #[arg(long)]
@@ -315,6 +319,7 @@ impl BenchArgs {
             iterations: self.iterations,
             linux: !self.no_linux,
             net: !self.no_net,
+            disk: !self.no_disk,
             breakdown: !self.no_breakdown,
             out_dir: self.out.clone().unwrap_or(defaults.out_dir),
             board: self.board.unwrap_or_default(),

@@ -32,12 +32,18 @@
 //! PORT MIB` are the TCP modes ([`net`]): the two ends of `stratum bench`'s
 //! VM ↔ VM throughput figure. Same exit statuses.
 //!
+//! With `workload.disk=DEV` among the words (`stratum bench`'s disk rows),
+//! the program runs the disk tests on DEV instead of the workload's
+//! ([`disk`]; `workload.disk_mib=N`, `workload.disk_reads=N`). Same exit
+//! statuses.
+//!
 //! `stratum-workload udp-echo ADDR PORT N` is the UDP mode ([`udp`]):
 //! Linux's end of the Linux ↔ bare-metal virtio-net test, with the
 //! `netecho` guest at the other. Same exit statuses.
 
 mod cases;
 mod counter;
+mod disk;
 mod interrupts;
 mod net;
 mod udp;
@@ -122,6 +128,14 @@ fn main() -> ExitCode {
         }
         Some(Err(e)) => {
             println!("{}: {e}", words[0]);
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
+    match disk::parse(args.iter().map(String::as_str)) {
+        Some(Ok(plan)) => return ExitCode::from(disk::run(&plan)),
+        Some(Err(e)) => {
+            println!("{FAIL_PREFIX}test=none: {e}");
             return ExitCode::from(2);
         }
         None => {}

@@ -21,16 +21,21 @@
 //!    bare QEMU;
 //! 4. unless disabled (or Linux is), two Debian VMs on one network, pinned
 //!    and time-sharing a CPU, pinging and sending TCP streams ([`net`]);
-//! 5. unless disabled, the bench guest once more per run, traced
+//! 5. unless disabled (or Linux is), a Debian frontend with a disk served
+//!    by the service VM, beside bare QEMU's own virtio-blk on the same
+//!    image: wall-clock throughput, and instructions per request traced
+//!    by CPU and exception level ([`disk`]);
+//! 6. unless disabled, the bench guest once more per run, traced
 //!    instruction by instruction, for where each row's instructions go
 //!    ([`breakdown`]);
-//! 6. the table on stdout, `results.json` and `results.svg` in the output
+//! 7. the table on stdout, `results.json` and `results.svg` in the output
 //!    directory ([`report`]).
 //!
 //! The parsing and statistics ([`parse`], [`workload`]) and the output
 //! formats ([`report`]) are pure and unit-tested; this module runs QEMU.
 
 pub mod breakdown;
+pub mod disk;
 pub mod net;
 pub mod parse;
 pub mod report;
@@ -95,6 +100,9 @@ pub struct BenchOptions {
     /// Measure the VM ↔ VM network case too (two Debian VMs; only with
     /// `linux`).
     pub net: bool,
+    /// Measure the disk case too (a Debian frontend and the service VM;
+    /// only with `linux`).
+    pub disk: bool,
     /// Trace the bench guest for where each row's instructions go.
     pub breakdown: bool,
     /// Where `results.json` and `results.svg` go.
@@ -122,6 +130,7 @@ impl BenchOptions {
             iterations: 1000,
             linux: true,
             net: true,
+            disk: true,
             breakdown: true,
             out_dir: target_dir().join("bench"),
             board: Board::Virt,
@@ -729,6 +738,7 @@ fn assemble(
         linux,
         workload,
         net: net::NetBench::NotMeasured("not run".to_owned()),
+        disk: disk::DiskBench::NotMeasured("not run".to_owned()),
         breakdown: breakdown::Breakdown::NotMeasured("not traced".to_owned()),
     })
 }
@@ -757,11 +767,12 @@ pub fn run_bench(opts: &BenchOptions) -> Result<Report> {
     // own console and DT.
     let off_virt = (opts.board != Board::Virt)
         .then(|| format!("measured on virt only (this run: {})", opts.board.name()));
-    let (linux, workload, network) = if let Some(why) = &off_virt {
+    let (linux, workload, network, disks) = if let Some(why) = &off_virt {
         (
             LinuxBoot::NotMeasured(why.clone()),
             LinuxWorkload::NotMeasured(why.clone()),
             net::NetBench::NotMeasured(why.clone()),
+            disk::DiskBench::NotMeasured(why.clone()),
         )
     } else if opts.linux {
         let guest = prepare_debian(&default_cache_dir()?, true)?;
@@ -772,17 +783,24 @@ pub fn run_bench(opts: &BenchOptions) -> Result<Report> {
         } else {
             net::NetBench::NotMeasured("skipped (--no-net)".to_owned())
         };
-        (boot, workload, network)
+        let disks = if opts.disk {
+            disk::run(opts, &scratch.0)?
+        } else {
+            disk::DiskBench::NotMeasured("skipped (--no-disk)".to_owned())
+        };
+        (boot, workload, network, disks)
     } else {
         let why = "skipped (--no-linux)";
         (
             LinuxBoot::NotMeasured(why.to_owned()),
             LinuxWorkload::NotMeasured(why.to_owned()),
             net::NetBench::NotMeasured(why.to_owned()),
+            disk::DiskBench::NotMeasured(why.to_owned()),
         )
     };
     let mut report = assemble(&runs, linux, workload, opts)?;
     report.net = network;
+    report.disk = disks;
     report.breakdown = run_breakdown(opts, &guest, &scratch.0)?;
     print!("{}", report::table(&report));
     fs::create_dir_all(&opts.out_dir).map_err(|e| {

@@ -228,6 +228,8 @@ pub struct Report {
     pub workload: LinuxWorkload,
     /// The VM ↔ VM network case.
     pub net: super::net::NetBench,
+    /// The disk case.
+    pub disk: super::disk::DiskBench,
     /// Where each row's instructions go.
     pub breakdown: Breakdown,
 }
@@ -324,6 +326,8 @@ pub fn table(report: &Report) -> String {
     out += &workload::table(&report.workload);
     out.push('\n');
     out += &super::net::table(&report.net);
+    out.push('\n');
+    out += &super::disk::table(&report.disk);
     out
 }
 
@@ -469,6 +473,7 @@ pub fn json(report: &Report) -> String {
         workload::json(&report.workload)
     );
     let _ = writeln!(out, "  \"network\": {},", super::net::json(&report.net));
+    let _ = writeln!(out, "  \"disk\": {},", super::disk::json(&report.disk));
     let _ = writeln!(
         out,
         "  \"breakdown\": {}",
@@ -668,6 +673,7 @@ mod tests {
             },
             workload: workload::example(),
             net: crate::bench::net::example(),
+            disk: crate::bench::disk::example(),
             breakdown: Breakdown::NotMeasured("skipped (--no-breakdown)".into()),
         }
     }

@@ -103,6 +103,21 @@ pub fn log_from(
     timeout: Duration,
     give_up: &AtomicBool,
 ) -> io::Result<()> {
+    at_breakpoint(port, breakpoints, &[monitor], timeout, give_up)
+}
+
+/// [`log_from`] with several monitor commands, run in order at the hit
+/// (e.g. `singlestep on`, then `log exec,nochain`: one instruction per
+/// block only from there, where `-singlestep` would slow the whole boot
+/// tenfold; the blocks translated before do not match the new flags, so
+/// none of them runs again).
+pub fn at_breakpoint(
+    port: u16,
+    breakpoints: &[u64],
+    monitor: &[&str],
+    timeout: Duration,
+    give_up: &AtomicBool,
+) -> io::Result<()> {
     let mut stub = Stub::connect(port, timeout, give_up)?;
     for &addr in breakpoints {
         expect_ok(
@@ -116,7 +131,9 @@ pub fn log_from(
             "the machine did not stop at a breakpoint: {stop:?}"
         )));
     }
-    expect_ok(monitor, &stub.command(&format!("qRcmd,{}", hex(monitor)))?)?;
+    for command in monitor {
+        expect_ok(command, &stub.command(&format!("qRcmd,{}", hex(command)))?)?;
+    }
     for &addr in breakpoints {
         expect_ok(
             "removing a breakpoint",
