@@ -61,6 +61,7 @@ use crate::vsock::{self, HDR_LEN, Header, Op as VOp, TYPE_STREAM, VsockDevice};
 
 /// Requests handed to the link at once (across all disks).
 pub const MAX_PENDING: usize = blkproto::MAX_IN_FLIGHT;
+const _: () = assert!(MAX_PENDING <= 64, "one bit per slot in a u64");
 /// The credit the link gives the daemon (bytes it may send unconsumed).
 pub const BUF_ALLOC: u32 = 4 << 20;
 /// Disks at most.
@@ -254,6 +255,10 @@ pub struct DiskLink {
     /// data then costs no look at every slot.
     next: Option<(usize, u32)>,
     rescan: bool,
+    /// Slots that may hold a request not wholly sent (bit *n*: slot *n*):
+    /// set when a request is handed over, cleared when a scan finds the
+    /// slot sent or empty, so a scan looks at those slots only.
+    maybe_unsent: u64,
     cur: Option<Cur>,
     /// A reply or hello being read, and its bytes so far.
     head: [u8; 16],
@@ -292,6 +297,7 @@ impl DiskLink {
             seq: 0,
             next: None,
             rescan: false,
+            maybe_unsent: 0,
             cur: None,
             head: [0; 16],
             have: 0,
@@ -397,7 +403,12 @@ impl DiskLink {
             .count();
         let mut room = share.saturating_sub(mine);
         self.rescan = true;
-        let (pending, uses, seq) = (&mut self.pending, &mut self.uses, &mut self.seq);
+        let (pending, uses, seq, maybe_unsent) = (
+            &mut self.pending,
+            &mut self.uses,
+            &mut self.seq,
+            &mut self.maybe_unsent,
+        );
         ports.with_disk(disk, &mut |t, mem, _| {
             t.with_device(mem, |dev, queues, mem| {
                 if gone {
@@ -415,6 +426,7 @@ impl DiskLink {
                     room -= 1;
                     *uses = uses.wrapping_add(1);
                     *seq = seq.wrapping_add(1);
+                    *maybe_unsent |= 1 << slot;
                     pending[slot] = Some(Pending {
                         id: (*uses << 8) | slot as u32,
                         disk: disk as u16,
@@ -1008,12 +1020,23 @@ impl DiskLink {
             }
         }
         let newest = self.seq;
-        self.next = (0..MAX_PENDING)
-            .filter_map(|s| {
-                let p = self.pending[s].as_ref().filter(|p| unsent(p))?;
-                Some((s, p.seq))
-            })
-            .max_by_key(|&(_, q)| newest.wrapping_sub(q));
+        let mut oldest: Option<(usize, u32)> = None;
+        let mut mask = self.maybe_unsent;
+        while mask != 0 {
+            let s = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            match self.pending[s].as_ref().filter(|p| unsent(p)) {
+                Some(p) => {
+                    if oldest
+                        .is_none_or(|(_, q)| newest.wrapping_sub(p.seq) > newest.wrapping_sub(q))
+                    {
+                        oldest = Some((s, p.seq));
+                    }
+                }
+                None => self.maybe_unsent &= !(1 << s),
+            }
+        }
+        self.next = oldest;
         self.rescan = false;
         self.next.map(|(s, _)| s)
     }
