@@ -44,11 +44,9 @@ pub mod workload;
 use std::env;
 use std::ffi::OsString;
 use std::fs;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::config::{Board, Config, CpuModel, Gic, VmFlags, default_cpu};
 use crate::hypervisor::HypervisorSource;
@@ -264,44 +262,11 @@ pub fn bare_qemu_command(
     args
 }
 
-/// Runs `argv` with stdin closed, returns its stdout; killed after `timeout`.
+/// Runs `argv` with stdin closed, returns its stdout and whether it
+/// exited successfully; killed after `timeout` ([`disk::wall::capture`],
+/// without the lines' stamps).
 fn capture(argv: &[OsString], timeout: Duration, verbose: bool) -> Result<(String, bool)> {
-    let (program, args) = argv.split_first().expect("a command line has a program");
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::environment(format!("cannot start {program:?}: {e}")))?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let reader = thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let ok = loop {
-        if let Some(status) = child.try_wait().map_err(|e| {
-            Error::new(
-                ErrorKind::Hypervisor,
-                anyhow::anyhow!("waiting for QEMU: {e}"),
-            )
-        })? {
-            break status.success();
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let text = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
-    if verbose {
-        print!("{text}");
-    }
-    Ok((text, ok))
+    disk::wall::capture(argv, timeout, verbose).map(|(text, ok, _)| (text, ok))
 }
 
 /// Runs `config` under Stratum, deterministic, and returns the console.

@@ -730,8 +730,94 @@ pub fn parse_symbolizer(text: &str) -> Vec<Vec<Frame>> {
     out
 }
 
+/// Makes the FIFO `fifo` that QEMU writes its log into (`-D`), replacing
+/// whatever is there.
+pub(crate) fn make_fifo(fifo: &Path) -> Result<()> {
+    let _ = fs::remove_file(fifo);
+    let made = Command::new("mkfifo")
+        .arg(fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        Ok(())
+    } else {
+        Err(Error::environment(format!(
+            "cannot make the FIFO {}",
+            fifo.display()
+        )))
+    }
+}
+
+/// Reads QEMU's log from `fifo` into `sink`, line by line, on a thread of
+/// its own until QEMU closes it; the thread returns the sink, finished.
+pub(crate) fn read_log<S: trace::LogSink>(
+    fifo: PathBuf,
+    mut sink: S,
+) -> thread::JoinHandle<std::io::Result<S>> {
+    thread::spawn(move || {
+        let file = fs::File::open(&fifo)?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut line = Vec::with_capacity(256);
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            sink.feed(parse_line(&line));
+        }
+        sink.finish();
+        Ok(sink)
+    })
+}
+
+/// What a traced run's log reader and gdbstub client came back with.
+pub(crate) struct LogEnd<S> {
+    sink: std::io::Result<S>,
+    gdb: std::io::Result<()>,
+}
+
+impl<S> LogEnd<S> {
+    /// The sink fed with the whole log, or what went wrong with the
+    /// gdbstub or the log.
+    pub(crate) fn sink(self) -> Result<S> {
+        self.gdb
+            .map_err(|e| Error::environment(format!("QEMU's gdbstub: {e}")))?;
+        self.sink
+            .map_err(|e| Error::environment(format!("reading the instruction log: {e}")))
+    }
+}
+
+/// Once QEMU has exited: tells the gdbstub client, which never sees it
+/// listen if it still waits; lets the log reader go if QEMU never opened
+/// the log (an open for writing that does not block: it reads EOF); joins
+/// both and removes the FIFO.
+pub(crate) fn end_log<S>(
+    give_up: &AtomicBool,
+    reader: thread::JoinHandle<std::io::Result<S>>,
+    gdb: thread::JoinHandle<std::io::Result<()>>,
+    fifo: &Path,
+) -> Result<LogEnd<S>> {
+    give_up.store(true, Ordering::Relaxed);
+    if !reader.is_finished() {
+        /// `O_NONBLOCK` on Linux.
+        const O_NONBLOCK: i32 = 0o4000;
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(O_NONBLOCK)
+            .open(fifo);
+    }
+    let sink = reader
+        .join()
+        .map_err(|_| Error::environment("the trace reader panicked"))?;
+    let gdb = gdb
+        .join()
+        .map_err(|_| Error::environment("the gdbstub client panicked"))?;
+    let _ = fs::remove_file(fifo);
+    Ok(LogEnd { sink, gdb })
+}
+
 /// A TCP port free right now on the loopback interface.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -750,17 +836,7 @@ fn traced_run(
     kind: RunKind,
 ) -> Result<(Tracker, String)> {
     let fifo = scratch.join(format!("breakdown-{kind:?}.fifo"));
-    let _ = fs::remove_file(&fifo);
-    let made = Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !made {
-        return Err(Error::environment(format!(
-            "cannot make the FIFO {}",
-            fifo.display()
-        )));
-    }
+    make_fifo(&fifo)?;
     let port = free_port()?;
     // The log starts at the first row's function or marked counter read.
     let entries: Vec<u64> = markers
@@ -774,24 +850,7 @@ fn traced_run(
             at
         })
         .collect();
-    let reader = {
-        let fifo = fifo.clone();
-        let mut tracker = Tracker::new(markers);
-        thread::spawn(move || -> std::io::Result<Tracker> {
-            let file = fs::File::open(&fifo)?;
-            let mut reader = BufReader::with_capacity(1 << 20, file);
-            let mut line = Vec::with_capacity(256);
-            loop {
-                line.clear();
-                if reader.read_until(b'\n', &mut line)? == 0 {
-                    break;
-                }
-                tracker.feed(parse_line(&line));
-            }
-            tracker.finish();
-            Ok(tracker)
-        })
-    };
+    let reader = read_log(fifo.clone(), Tracker::new(markers));
     let give_up = Arc::new(AtomicBool::new(false));
     let gdb = {
         let give_up = Arc::clone(&give_up);
@@ -816,26 +875,7 @@ fn traced_run(
         ..RunOptions::new(config)
     };
     let outcome = run(&opts);
-    // QEMU has exited: if the gdbstub client is still waiting for it to
-    // listen, it never will.
-    give_up.store(true, Ordering::Relaxed);
-    // If QEMU never opened the log, the reader still waits to open it:
-    // an open for writing that does not block lets it go (it reads EOF).
-    if !reader.is_finished() {
-        /// `O_NONBLOCK` on Linux.
-        const O_NONBLOCK: i32 = 0o4000;
-        let _ = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(O_NONBLOCK)
-            .open(&fifo);
-    }
-    let tracker = reader
-        .join()
-        .map_err(|_| Error::environment("the trace reader panicked"))?;
-    let gdb = gdb
-        .join()
-        .map_err(|_| Error::environment("the gdbstub client panicked"))?;
-    let _ = fs::remove_file(&fifo);
+    let ended = end_log(&give_up, reader, gdb, &fifo)?;
     let outcome = outcome?;
     let console = outcome.console.unwrap_or_default();
     if outcome.exit_code != crate::exit_code::SUCCESS {
@@ -845,10 +885,7 @@ fn traced_run(
             super::tail(&console)
         )));
     }
-    gdb.map_err(|e| Error::environment(format!("QEMU's gdbstub: {e}")))?;
-    let tracker =
-        tracker.map_err(|e| Error::environment(format!("reading the instruction log: {e}")))?;
-    Ok((tracker, console))
+    Ok((ended.sink()?, console))
 }
 
 /// The row's figure (Stratum's median), if measured.

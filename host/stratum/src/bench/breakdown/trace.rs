@@ -181,6 +181,25 @@ struct Open {
     window: Window,
 }
 
+/// What takes a log's events one by one, then its end: the breakdown's
+/// [`Tracker`], the disk bench's tracker.
+pub trait LogSink: Send + 'static {
+    /// Takes one event (one line of the log).
+    fn feed(&mut self, event: Event);
+    /// The end of the log.
+    fn finish(&mut self);
+}
+
+impl LogSink for Tracker {
+    fn feed(&mut self, event: Event) {
+        Tracker::feed(self, event);
+    }
+
+    fn finish(&mut self) {
+        Tracker::finish(self);
+    }
+}
+
 /// Feeds on the trace's events and collects every row's windows.
 #[derive(Debug)]
 pub struct Tracker {

@@ -26,22 +26,18 @@
 //! pinned on CPU 0 and the service VM alone on CPU 1, so the CPU says whose
 //! it is; on bare QEMU everything is the guest's.
 
-use std::fs;
-use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
 use object::{Object as _, ObjectSection as _};
 
 use super::super::breakdown::gdb;
-use super::super::breakdown::trace::{Event, parse_line};
+use super::super::breakdown::trace::{Event, LogSink};
+use super::super::breakdown::{end_log, free_port, make_fifo, read_log};
 use crate::config::Config;
 use crate::run::{RunOptions, run};
 use crate::{Error, ErrorKind, Result};
@@ -170,6 +166,16 @@ impl DiskTracker {
     }
 }
 
+impl LogSink for DiskTracker {
+    fn feed(&mut self, event: Event) {
+        DiskTracker::feed(self, event);
+    }
+
+    fn finish(&mut self) {
+        DiskTracker::finish(self);
+    }
+}
+
 /// The hypervisor's code addresses in its ELF `elf` (the text sections'
 /// span), moved by `offset` (runtime − link, wrapping; 0 on `virt`).
 pub fn el2_code(elf: &[u8], offset: u64) -> Result<Range<u64>> {
@@ -217,40 +223,10 @@ pub fn traced_run(
     timeout: Duration,
 ) -> Result<(DiskTracker, String)> {
     let fifo = scratch.join("disk-trace.fifo");
-    let _ = fs::remove_file(&fifo);
-    let made = Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !made {
-        return Err(Error::environment(format!(
-            "cannot make the FIFO {}",
-            fifo.display()
-        )));
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::environment(format!("no free local port for QEMU's gdbstub: {e}")))?;
+    make_fifo(&fifo)?;
+    let port = free_port()?;
     let begin = tracker.begin;
-    let reader = {
-        let fifo = fifo.clone();
-        let mut tracker = tracker;
-        thread::spawn(move || -> std::io::Result<DiskTracker> {
-            let file = fs::File::open(&fifo)?;
-            let mut reader = BufReader::with_capacity(1 << 20, file);
-            let mut line = Vec::with_capacity(256);
-            loop {
-                line.clear();
-                if reader.read_until(b'\n', &mut line)? == 0 {
-                    break;
-                }
-                tracker.feed(parse_line(&line));
-            }
-            tracker.finish();
-            Ok(tracker)
-        })
-    };
+    let reader = read_log(fifo.clone(), tracker);
     let give_up = Arc::new(AtomicBool::new(false));
     let gdb = {
         let give_up = Arc::clone(&give_up);
@@ -294,25 +270,7 @@ pub fn traced_run(
             super::wall::capture(&argv, timeout, false).map(|(text, ok, _)| (text, ok))
         }
     };
-    // QEMU has exited: if the gdbstub client still waits for it to listen,
-    // it never will; if QEMU never opened the log, an open for writing that
-    // does not block lets the reader go (it reads EOF).
-    give_up.store(true, Ordering::Relaxed);
-    if !reader.is_finished() {
-        /// `O_NONBLOCK` on Linux.
-        const O_NONBLOCK: i32 = 0o4000;
-        let _ = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(O_NONBLOCK)
-            .open(&fifo);
-    }
-    let tracker = reader
-        .join()
-        .map_err(|_| Error::environment("the trace reader panicked"))?;
-    let gdb = gdb
-        .join()
-        .map_err(|_| Error::environment("the gdbstub client panicked"))?;
-    let _ = fs::remove_file(&fifo);
+    let ended = end_log(&give_up, reader, gdb, &fifo)?;
     let (console, ok) = outcome?;
     if !ok {
         return Err(Error::new(
@@ -323,10 +281,7 @@ pub fn traced_run(
             ),
         ));
     }
-    gdb.map_err(|e| Error::environment(format!("QEMU's gdbstub: {e}")))?;
-    let tracker =
-        tracker.map_err(|e| Error::environment(format!("reading the instruction log: {e}")))?;
-    Ok((tracker, console))
+    Ok((ended.sink()?, console))
 }
 
 #[cfg(test)]
