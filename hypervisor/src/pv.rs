@@ -294,11 +294,18 @@ fn log_link(link: &mut DiskLink) {
 /// the service VM, what its vsock device's driver did.
 fn serve_disks(vm: usize, cpu: usize, work: &stratum_virtio::Work) {
     let service = service_vm() == Some(vm);
-    if !work.disks && !(service && (work.vsock || work.vsock_reset)) {
+    if !work.disks && work.disk_resets == 0 && !(service && (work.vsock || work.vsock_reset)) {
         return;
     }
     let mut link = DISKS.lock();
     let mut ports = LinkPorts { cpu };
+    // A reset first: requests the new driver makes are taken after it.
+    let mut resets = work.disk_resets & link.disks_of(vm);
+    while resets != 0 {
+        let disk = resets.trailing_zeros() as usize;
+        resets &= resets - 1;
+        link.disk_reset(disk);
+    }
     if work.disks {
         link.frontend_notified(vm, &mut ports);
     }

@@ -68,8 +68,9 @@ pub struct Effects {
     /// changed: sample the VM's device lines before the guest runs again.
     pub lines: bool,
     /// A device was handed work that needs the VM's memory (a virtio queue
-    /// notify): run the VM's pending device work (the transport's
-    /// `process`) before the guest runs again.
+    /// notify, or a driver's reset its backends must hear of): run the
+    /// VM's pending device work (the transport's `process`) before the
+    /// guest runs again.
     pub notify: bool,
 }
 

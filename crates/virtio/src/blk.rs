@@ -152,6 +152,9 @@ pub struct BlkDevice {
     /// Bumped at every use of a slot and every reset: the high bits of a
     /// tag.
     uses: u32,
+    /// The driver reset the device since [`BlkDevice::take_reset`] last
+    /// looked.
+    was_reset: bool,
 }
 
 impl BlkDevice {
@@ -167,6 +170,7 @@ impl BlkDevice {
             serial: id,
             slots: core::array::from_fn(|_| None),
             uses: 0,
+            was_reset: false,
         }
     }
 
@@ -181,6 +185,15 @@ impl BlkDevice {
         self.readonly = readonly;
         self.serial = id;
         self.reset();
+        self.was_reset = false;
+    }
+
+    /// Whether the driver reset the device since the last call: the glue
+    /// then tells the disk link ([`crate::disklink::DiskLink::disk_reset`]),
+    /// which drops the requests it holds unsent, whose buffers now belong
+    /// to the new driver.
+    pub fn take_reset(&mut self) -> bool {
+        core::mem::take(&mut self.was_reset)
     }
 
     /// Its capacity in sectors.
@@ -513,5 +526,6 @@ impl VirtioDevice for BlkDevice {
         // tag handed out so far stale.
         self.slots = core::array::from_fn(|_| None);
         self.uses = self.uses.wrapping_add(1 << 16);
+        self.was_reset = true;
     }
 }

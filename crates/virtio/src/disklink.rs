@@ -445,16 +445,27 @@ impl DiskLink {
         });
     }
 
-    /// VM `vm` restarted or stopped: its requests not yet sent are
-    /// dropped (its new driver never made them), and a write being sent
-    /// is finished with zeros (its buffers now hold the new boot's data,
-    /// which must not reach the disk). Their answers are ignored by the
-    /// frontend's device, whose tags went stale.
+    /// VM `vm` restarted or stopped: each of its disks as
+    /// [`DiskLink::disk_reset`].
     pub fn frontend_reset(&mut self, vm: usize) {
-        let mine = self.disks_of(vm);
+        let mut mine = self.disks_of(vm);
+        while mine != 0 {
+            let disk = mine.trailing_zeros() as usize;
+            mine &= mine - 1;
+            self.disk_reset(disk);
+        }
+    }
+
+    /// Disk `disk`'s device was reset (its driver's reset, or its VM's
+    /// restart): its requests not yet sent are dropped (the new driver
+    /// never made them, and their buffers are its now), and a write being
+    /// sent is finished with zeros (those buffers must not reach the
+    /// disk). Their answers are ignored by the device, whose tags went
+    /// stale.
+    pub fn disk_reset(&mut self, disk: usize) {
         for slot in &mut self.pending {
             let Some(p) = slot.as_mut() else { continue };
-            if mine & (1 << p.disk) == 0 {
+            if usize::from(p.disk) != disk {
                 continue;
             }
             if p.sent == 0 {

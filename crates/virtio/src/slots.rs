@@ -77,6 +77,9 @@ pub struct Work {
     /// A disk has requests for the backend: run the disk link for this
     /// VM.
     pub disks: bool,
+    /// Bit *n*: the driver of disk *n* (its bundle number) reset it: the
+    /// disk link drops the requests it holds unsent for it.
+    pub disk_resets: u32,
 }
 
 impl core::ops::BitOrAssign for Work {
@@ -87,6 +90,7 @@ impl core::ops::BitOrAssign for Work {
         self.vsock |= other.vsock;
         self.vsock_reset |= other.vsock_reset;
         self.disks |= other.disks;
+        self.disk_resets |= other.disk_resets;
     }
 }
 
@@ -253,6 +257,9 @@ impl VmVirtio {
                             d.transport.process(mem);
                         }
                         work.disks |= d.transport.device().has_unsubmitted();
+                        if d.transport.device_mut().take_reset() {
+                            work.disk_resets |= 1u32.checked_shl(d.number).unwrap_or(0);
+                        }
                     }
                 }
             }
@@ -340,6 +347,8 @@ impl VmVirtio {
             .device_mut()
             .configure(sectors, readonly, &serial[..n]);
         storage.reset_device();
+        // A fresh disk: no driver reset to report.
+        let _ = storage.device_mut().take_reset();
         let k = self.disk_count;
         self.disks[k] = Some(Disk {
             transport: storage,

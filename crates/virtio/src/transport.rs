@@ -411,6 +411,10 @@ impl<D: VirtioDevice> Transport<D> {
         if value == 0 {
             self.reset();
             fx.lines = true;
+            // The VM's device work runs next (the glue's `process`): a
+            // backend that holds the old driver's requests hears of the
+            // reset before it sends any (the disk link, the vsock router).
+            fx.notify = true;
             return;
         }
         let driver_bits = self.status & status::DRIVER_BITS;

@@ -386,6 +386,30 @@ fn a_daemon_that_caps_its_window_at_its_own_buffer_is_never_left_waiting() {
     assert_eq!(m.fronts[0].read_ram(DATA, data.len()), data);
 }
 
+/// A frontend's driver resets its disk while its write waits for the
+/// daemon: the write is never sent (its buffer is the new driver's now),
+/// and the other frontend's request goes on.
+#[test]
+fn a_drivers_reset_drops_its_disks_unsent_requests_only() {
+    let (mut link, mut m, mut d) = setup();
+    let before = d.disks.clone();
+    write(&mut m, 0, 4, &pattern(9, 1024), 0);
+    let other = read(&mut m, 1, 2, 2, 0);
+    notify(&mut link, &mut m, 0);
+    notify(&mut link, &mut m, 1);
+    assert_eq!(link.pending(), 2, "both wait for the daemon");
+    link.disk_reset(0);
+    assert_eq!(link.pending(), 1);
+    d.connect(&mut link, &mut m);
+    d.receive(&mut m);
+    assert_eq!(d.queued.len(), 1, "only frontend 1's request was sent");
+    assert_eq!(d.queued[0].disk, 1);
+    d.answer_all(&mut link, &mut m);
+    assert_eq!(m.fronts[1].status_of(other), blk_status::OK);
+    assert_eq!(link.pending(), 0);
+    assert_eq!(d.disks, before, "the dropped write reached no disk");
+}
+
 #[test]
 fn a_lost_connection_fails_what_was_sent_and_keeps_the_rest() {
     let (mut link, mut m, mut d) = setup();

@@ -148,6 +148,27 @@ fn work_adds_up() {
 }
 
 #[test]
+fn a_disk_drivers_reset_is_left_for_the_glue_once() {
+    let mut v = VmVirtio::new(devices());
+    let storage = Box::leak(Box::new(Transport::new(BlkDevice::new(1, false, b""))));
+    assert!(v.attach_disk(devices()[3], storage));
+    let mut ram = ram();
+    let mut mem = memory(&mut ram);
+    assert!(v.process(&mut mem).is_empty(), "attaching is no reset");
+    let fx = wr(&mut Bank(&mut v, 4), mmio::STATUS, 0);
+    assert!(fx.notify, "the glue runs the device work at once");
+    assert_eq!(
+        v.process(&mut mem),
+        Work {
+            disk_resets: 1 << 7,
+            ..Work::default()
+        },
+        "disk 7's driver reset it"
+    );
+    assert!(v.process(&mut mem).is_empty(), "said once");
+}
+
+#[test]
 fn records_that_clash_are_left_out() {
     let mut d = devices();
     // A second device on transport 0, and one past the 32.

@@ -172,6 +172,10 @@ fn writing_status_0_resets_transport_device_and_queues() {
     assert!(t.line());
     let fx = wr(&mut t, mmio::STATUS, 0);
     assert!(fx.lines, "the line may have fallen");
+    assert!(
+        fx.notify,
+        "the device work runs: backends hear of the reset"
+    );
     assert!(!t.line());
     assert_eq!(rd(&mut t, mmio::STATUS), 0);
     assert_eq!(rd(&mut t, mmio::INTERRUPT_STATUS), 0);
