@@ -342,3 +342,59 @@ fn disks_a_read_only_disk_from_the_command_line_stays_byte_identical() {
         run.describe()
     );
 }
+
+/// A Debian frontend's `virtio_blk` driver is unbound (the device reset:
+/// status 0) and bound again between two writes: the disk link forgets
+/// the old driver's requests, the new driver's go on, and both writes
+/// reach the image.
+#[test]
+fn disks_a_driver_reset_and_rebind_goes_on() {
+    let test = "disks_driver_reset";
+    let s = Scratch::new(test);
+    let image = s.path("raw.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("a 16 MiB image");
+    let exec = "d=$(basename $(readlink /sys/block/vda/device)) \
+                && echo first-write | dd of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null \
+                && echo $d > /sys/bus/virtio/drivers/virtio_blk/unbind \
+                && [ ! -e /sys/block/vda ] && echo unbound \
+                && echo $d > /sys/bus/virtio/drivers/virtio_blk/bind \
+                && i=0 && while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done \
+                && echo second-write | dd of=/dev/vda bs=512 seek=8 count=1 conv=fsync 2>/dev/null \
+                && echo read-back=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 11) \
+                && echo reset-done";
+    let disk = image.display().to_string();
+    let timeout = TIMEOUT.as_secs().to_string();
+    let run = stratum_systests::run_stratum(
+        [
+            "run",
+            "--debian",
+            "--disk",
+            &disk,
+            "--timeout",
+            &timeout,
+            "--exec",
+            exec,
+        ],
+        TIMEOUT + Duration::from_secs(30),
+    );
+    assert_ok(test, &run);
+    let vms = split_by_tag(&run.console, &["debian", "service"])
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    for needle in ["unbound", "read-back=first-write", "reset-done"] {
+        assert!(
+            vms.find("debian", needle).is_some(),
+            "{test}: the guest printed no `{needle}`\n{}",
+            run.describe()
+        );
+    }
+    let bytes = std::fs::read(&image).expect("read the image back");
+    assert!(
+        bytes.starts_with(b"first-write\n") && bytes[4096..].starts_with(b"second-write\n"),
+        "{test}: both writes must be on the image (sector 0: {:?}, sector 8: {:?})\n{}",
+        String::from_utf8_lossy(&bytes[..16]),
+        String::from_utf8_lossy(&bytes[4096..4112]),
+        run.describe()
+    );
+}
