@@ -191,19 +191,68 @@ fn e2fs(tool: &str, args: &[&str], image: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A blank image `name` of `mib` MiB in the scratch directory.
+fn blank_image(s: &Scratch, name: &str, mib: u64) -> PathBuf {
+    let image = s.path(name);
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(mib << 20))
+        .unwrap_or_else(|e| panic!("a {mib} MiB image {name}: {e}"));
+    image
+}
+
+/// An ext4 image `name` of `mib` MiB holding `hello.txt` with `text`
+/// (`mkfs.ext4 -d`).
+fn ext4_image(s: &Scratch, name: &str, mib: u64, text: &str) -> PathBuf {
+    let root = s.path(&format!("{name}.root"));
+    std::fs::create_dir_all(&root).expect("the image's root");
+    std::fs::write(root.join("hello.txt"), text).expect("a file");
+    let image = blank_image(s, name, mib);
+    let root_text = root.to_str().expect("UTF-8 temp path");
+    e2fs("mkfs.ext4", &["-q", "-F", "-d", root_text], &image);
+    image
+}
+
+/// Asserts that VM `vm` printed each of `needles`.
+fn assert_printed(test: &str, run: &Run, vms: &VmConsoles, vm: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(
+            vms.find(vm, needle).is_some(),
+            "{test}: {vm} printed no `{needle}`\n{}",
+            run.describe()
+        );
+    }
+}
+
+/// `stratum run --debian --disk DISK --exec EXEC` (the tool adds the
+/// service VM), which must exit 0; the console split into the two VMs.
+fn run_debian_with_disk(test: &str, disk: &str, exec: &str) -> (Run, VmConsoles) {
+    let timeout = TIMEOUT.as_secs().to_string();
+    let start = std::time::Instant::now();
+    let run = stratum_systests::run_stratum(
+        [
+            "run",
+            "--debian",
+            "--disk",
+            disk,
+            "--timeout",
+            &timeout,
+            "--exec",
+            exec,
+        ],
+        TIMEOUT + Duration::from_secs(30),
+    );
+    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
+    assert_ok(test, &run);
+    let vms = split_by_tag(&run.console, &["debian", "service"])
+        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
+    (run, vms)
+}
+
 #[test]
 fn disks_debian_ext4_survives_a_crash_after_sync() {
     let test = "disks_debian_ext4";
     let s = Scratch::new(test);
-    let root = s.path("root");
-    std::fs::create_dir_all(&root).expect("the image's root");
-    std::fs::write(root.join("hello.txt"), "made-on-the-host\n").expect("a file");
-    let image = s.path("disk.img");
-    std::fs::File::create(&image)
-        .and_then(|f| f.set_len(32 << 20))
-        .expect("a 32 MiB image");
-    let root_text = root.to_str().expect("UTF-8 temp path");
-    e2fs("mkfs.ext4", &["-q", "-F", "-d", root_text], &image);
+    let image = ext4_image(&s, "disk.img", 32, "made-on-the-host\n");
     let boot =
         "od -An -tu1 /proc/device-tree/chosen/stratum,boot-count | tr -s ' ' | cut -d' ' -f5";
     let exec = format!(
@@ -218,13 +267,13 @@ fn disks_debian_ext4_survives_a_crash_after_sync() {
     );
     let (run, vms) = run(test, &s, &text, &[]);
     assert_ok(test, &run);
-    for needle in ["made-on-the-host", "synced-before-crash", "disk-done"] {
-        assert!(
-            vms.find("front", needle).is_some(),
-            "{test}: front printed no `{needle}`\n{}",
-            run.describe()
-        );
-    }
+    assert_printed(
+        test,
+        &run,
+        &vms,
+        "front",
+        &["made-on-the-host", "synced-before-crash", "disk-done"],
+    );
     assert_line(test, &run, "'front': reset requested");
     let crash = e2fs("debugfs", &["-R", "cat /crash.txt"], &image);
     let new = e2fs("debugfs", &["-R", "cat /new.txt"], &image);
@@ -292,15 +341,7 @@ fn disks_survive_a_service_vm_crash_under_load() {
 fn disks_a_read_only_disk_from_the_command_line_stays_byte_identical() {
     let test = "disks_command_line_ro";
     let s = Scratch::new(test);
-    let root = s.path("root");
-    std::fs::create_dir_all(&root).expect("the image's root");
-    std::fs::write(root.join("hello.txt"), "read-only-from-the-host\n").expect("a file");
-    let image = s.path("ro.img");
-    std::fs::File::create(&image)
-        .and_then(|f| f.set_len(16 << 20))
-        .expect("a 16 MiB image");
-    let root_text = root.to_str().expect("UTF-8 temp path");
-    e2fs("mkfs.ext4", &["-q", "-F", "-d", root_text], &image);
+    let image = ext4_image(&s, "ro.img", 16, "read-only-from-the-host\n");
     let before = std::fs::read(&image).expect("read the image");
     // The guest sees a read-only disk, reads the file, and every way of
     // writing it fails: a file on the mount, a sector under it.
@@ -309,32 +350,14 @@ fn disks_a_read_only_disk_from_the_command_line_stays_byte_identical() {
                 && ! dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null \
                 && umount /mnt && echo ro-done";
     let disk = format!("{},readonly", image.display());
-    let timeout = TIMEOUT.as_secs().to_string();
-    let start = std::time::Instant::now();
-    let run = stratum_systests::run_stratum(
-        [
-            "run",
-            "--debian",
-            "--disk",
-            &disk,
-            "--timeout",
-            &timeout,
-            "--exec",
-            exec,
-        ],
-        TIMEOUT + Duration::from_secs(30),
+    let (run, vms) = run_debian_with_disk(test, &disk, exec);
+    assert_printed(
+        test,
+        &run,
+        &vms,
+        "debian",
+        &["ro=1", "read-only-from-the-host", "ro-done"],
     );
-    println!("{test}: {:.1} s wall", start.elapsed().as_secs_f64());
-    assert_ok(test, &run);
-    let vms = split_by_tag(&run.console, &["debian", "service"])
-        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
-    for needle in ["ro=1", "read-only-from-the-host", "ro-done"] {
-        assert!(
-            vms.find("debian", needle).is_some(),
-            "{test}: the guest printed no `{needle}`\n{}",
-            run.describe()
-        );
-    }
     assert_line(test, &run, "added service VM");
     assert!(
         std::fs::read(&image).expect("read the image back") == before,
@@ -351,10 +374,7 @@ fn disks_a_read_only_disk_from_the_command_line_stays_byte_identical() {
 fn disks_a_driver_reset_and_rebind_goes_on() {
     let test = "disks_driver_reset";
     let s = Scratch::new(test);
-    let image = s.path("raw.img");
-    std::fs::File::create(&image)
-        .and_then(|f| f.set_len(16 << 20))
-        .expect("a 16 MiB image");
+    let image = blank_image(&s, "raw.img", 16);
     let exec = "d=$(basename $(readlink /sys/block/vda/device)) \
                 && echo first-write | dd of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null \
                 && echo $d > /sys/bus/virtio/drivers/virtio_blk/unbind \
@@ -364,31 +384,14 @@ fn disks_a_driver_reset_and_rebind_goes_on() {
                 && echo second-write | dd of=/dev/vda bs=512 seek=8 count=1 conv=fsync 2>/dev/null \
                 && echo read-back=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 11) \
                 && echo reset-done";
-    let disk = image.display().to_string();
-    let timeout = TIMEOUT.as_secs().to_string();
-    let run = stratum_systests::run_stratum(
-        [
-            "run",
-            "--debian",
-            "--disk",
-            &disk,
-            "--timeout",
-            &timeout,
-            "--exec",
-            exec,
-        ],
-        TIMEOUT + Duration::from_secs(30),
+    let (run, vms) = run_debian_with_disk(test, &image.display().to_string(), exec);
+    assert_printed(
+        test,
+        &run,
+        &vms,
+        "debian",
+        &["unbound", "read-back=first-write", "reset-done"],
     );
-    assert_ok(test, &run);
-    let vms = split_by_tag(&run.console, &["debian", "service"])
-        .unwrap_or_else(|e| panic!("{test}: {e}\n{}", run.describe()));
-    for needle in ["unbound", "read-back=first-write", "reset-done"] {
-        assert!(
-            vms.find("debian", needle).is_some(),
-            "{test}: the guest printed no `{needle}`\n{}",
-            run.describe()
-        );
-    }
     let bytes = std::fs::read(&image).expect("read the image back");
     assert!(
         bytes.starts_with(b"first-write\n") && bytes[4096..].starts_with(b"second-write\n"),
