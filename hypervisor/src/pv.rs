@@ -42,22 +42,13 @@ static NETWORKS: [SpinLock<Option<Network>>; MAX_NETWORKS as usize] =
     [const { SpinLock::new(None) }; MAX_NETWORKS as usize];
 static ROUTER: SpinLock<Router> = SpinLock::new(Router::new());
 static DISKS: SpinLock<DiskLink> = SpinLock::new(DiskLink::new());
-/// The service VM's index (`usize::MAX`: none), and each disk's VM.
+/// The service VM's index (`usize::MAX`: none).
 static SERVICE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(usize::MAX);
-static DISK_VM: [core::sync::atomic::AtomicUsize; disklink::MAX_DISKS] =
-    [const { core::sync::atomic::AtomicUsize::new(usize::MAX) }; disklink::MAX_DISKS];
 
 /// The service VM's index, if the system has one.
 pub fn service_vm() -> Option<usize> {
     let s = SERVICE.load(core::sync::atomic::Ordering::Relaxed);
     (s != usize::MAX).then_some(s)
-}
-
-fn disk_vm(disk: usize) -> Option<usize> {
-    let v = DISK_VM
-        .get(disk)?
-        .load(core::sync::atomic::Ordering::Relaxed);
-    (v != usize::MAX).then_some(v)
 }
 
 /// How many rounds one [`serve`] gives a sender whose ring refills while
@@ -123,12 +114,7 @@ pub fn init(bundle: &Bundle<'_>) {
             VirtioKind::Vsock { cid, peers } => {
                 router.add_port(r.vm as usize, u64::from(cid), peers);
             }
-            VirtioKind::Blk { disk, .. } => {
-                link.add_disk(disk, r.vm as u8);
-                if let Some(slot) = DISK_VM.get(disk as usize) {
-                    slot.store(r.vm as usize, core::sync::atomic::Ordering::Relaxed);
-                }
-            }
+            VirtioKind::Blk { disk, .. } => link.add_disk(disk, r.vm as u8),
             _ => {}
         }
     }
@@ -227,8 +213,8 @@ struct LinkPorts {
 struct Fronts;
 
 impl FrontendRam for Fronts {
-    fn with_ram(&self, disk: usize, f: &mut dyn FnMut(&dyn GuestMemory)) -> bool {
-        let Some(ram) = disk_vm(disk).and_then(crate::vm::ram_of) else {
+    fn with_ram(&self, vm: usize, f: &mut dyn FnMut(&dyn GuestMemory)) -> bool {
+        let Some(ram) = crate::vm::ram_of(vm) else {
             return false;
         };
         f(&VmMemory(&ram));
@@ -246,8 +232,8 @@ impl DiskPorts for LinkPorts {
         })
     }
 
-    fn with_disk(&mut self, disk: usize, f: &mut DiskFn<'_>) -> bool {
-        let (Some(vm), Some(service)) = (disk_vm(disk), service_vm()) else {
+    fn with_disk(&mut self, vm: usize, disk: usize, f: &mut DiskFn<'_>) -> bool {
+        let Some(service) = service_vm() else {
             return false;
         };
         // The service VM's RAM without its lock: the link reads only a

@@ -90,16 +90,17 @@ pub trait DiskPorts {
     /// `false`, without running it, if the service VM cannot be reached.
     fn with_service(&mut self, f: &mut ServiceFn<'_>) -> bool;
 
-    /// Runs `f` on disk `disk`'s transport with its VM's memory, holding
-    /// that VM's lock; `service` reads the service VM's RAM (no lock).
-    /// `false`, without running it, if that VM cannot be reached.
-    fn with_disk(&mut self, disk: usize, f: &mut DiskFn<'_>) -> bool;
+    /// Runs `f` on disk `disk`'s transport with its VM `vm`'s memory
+    /// (the link's [`DiskLink::add_disk`] says which), holding that VM's
+    /// lock; `service` reads the service VM's RAM (no lock). `false`,
+    /// without running it, if that VM cannot be reached.
+    fn with_disk(&mut self, vm: usize, disk: usize, f: &mut DiskFn<'_>) -> bool;
 }
 
 /// Reads a frontend's RAM without its lock.
 pub trait FrontendRam {
-    /// Runs `f` on disk `disk`'s VM's RAM; `false` if it has none.
-    fn with_ram(&self, disk: usize, f: &mut dyn FnMut(&dyn GuestMemory)) -> bool;
+    /// Runs `f` on VM `vm`'s RAM; `false` if it has none.
+    fn with_ram(&self, vm: usize, f: &mut dyn FnMut(&dyn GuestMemory)) -> bool;
 }
 
 /// What the link counted; saturating.
@@ -330,6 +331,11 @@ impl DiskLink {
         }
     }
 
+    /// Disk `disk`'s VM.
+    fn vm_of(&self, disk: usize) -> Option<usize> {
+        self.disks.get(disk).copied().flatten().map(usize::from)
+    }
+
     /// VM `vm`'s disks, as a mask (bit *n*: disk *n*).
     pub fn disks_of(&self, vm: usize) -> u32 {
         (0..MAX_DISKS)
@@ -390,6 +396,7 @@ impl DiskLink {
     /// Takes disk `disk`'s requests not yet handed out into free slots
     /// (failing them at once when the service VM is gone).
     fn take_from(&mut self, disk: usize, ports: &mut dyn DiskPorts) {
+        let Some(vm) = self.vm_of(disk) else { return };
         let gone = self.gone;
         // Each disk holds at most its share of the slots, so a busy disk
         // never keeps another's requests out.
@@ -409,7 +416,7 @@ impl DiskLink {
             &mut self.seq,
             &mut self.maybe_unsent,
         );
-        ports.with_disk(disk, &mut |t, mem, _| {
+        ports.with_disk(vm, disk, &mut |t, mem, _| {
             t.with_device(mem, |dev, queues, mem| {
                 if gone {
                     while let Some(r) = dev.next_request() {
@@ -564,7 +571,8 @@ impl DiskLink {
         };
         let src = &cur.chain;
         let (disk, tag) = (usize::from(p.disk), p.tag);
-        ports.with_disk(disk, &mut |t, mem, service| {
+        let Some(vm) = self.vm_of(disk) else { return };
+        ports.with_disk(vm, disk, &mut |t, mem, service| {
             // A stale tag or a failed copy leaves the frontend untouched;
             // the request completes (or not) by its reply as usual.
             let _ = t
@@ -577,7 +585,9 @@ impl DiskLink {
     fn apply(&mut self, ports: &mut dyn DiskPorts) {
         let n = core::mem::take(&mut self.done_len);
         for &(disk, tag, outcome) in &self.done[..n] {
-            ports.with_disk(usize::from(disk), &mut |t, mem, _| {
+            let disk = usize::from(disk);
+            let Some(vm) = self.vm_of(disk) else { continue };
+            ports.with_disk(vm, disk, &mut |t, mem, _| {
                 t.with_device(mem, |dev, queues, mem| {
                     dev.complete(tag, outcome, queues, mem)
                         .map_err(|e| (crate::blk::QUEUE, e))
@@ -959,10 +969,12 @@ impl DiskLink {
                         Some(src) => {
                             let from = DATA_OFFSET + p.sent + done - head;
                             let mut copied = false;
-                            frontends.with_ram(usize::from(p.disk), &mut |fm| {
-                                copied =
-                                    copy_between(src, fm, from, &chain, mem, at + done, k).is_ok();
-                            });
+                            if let Some(vm) = self.disks[usize::from(p.disk)] {
+                                frontends.with_ram(usize::from(vm), &mut |fm| {
+                                    copied = copy_between(src, fm, from, &chain, mem, at + done, k)
+                                        .is_ok();
+                                });
+                            }
                             *fault |= !copied;
                         }
                         // The frontend reset: zeros for the rest.

@@ -34,8 +34,8 @@ struct Machine {
 struct Rams<'a>(&'a mut [Guest]);
 
 impl FrontendRam for Rams<'_> {
-    fn with_ram(&self, disk: usize, f: &mut dyn FnMut(&dyn GuestMemory)) -> bool {
-        let Some(g) = self.0.get(disk) else {
+    fn with_ram(&self, vm: usize, f: &mut dyn FnMut(&dyn GuestMemory)) -> bool {
+        let Some(g) = self.0.get(vm) else {
             return false;
         };
         // Read-only use: a copy of the RAM stands for the unlocked view.
@@ -53,8 +53,8 @@ impl DiskPorts for Machine {
         true
     }
 
-    fn with_disk(&mut self, disk: usize, f: &mut DiskFn<'_>) -> bool {
-        let Some(g) = self.fronts.get_mut(disk) else {
+    fn with_disk(&mut self, vm: usize, _disk: usize, f: &mut DiskFn<'_>) -> bool {
+        let Some(g) = self.fronts.get_mut(vm) else {
             return false;
         };
         let mut sram = self.service.ram.clone();
