@@ -1,6 +1,7 @@
 //! The virtual GIC (`stratum_vgic`): sequences of distributor and
 //! redistributor accesses at every width and offset, SGI-register writes,
-//! device inputs (levels, edges, hardware-linked interrupts) and guest
+//! device inputs (levels, edges, hardware-linked interrupts, timer ticks
+//! forwarded the timer path's direct way) and guest
 //! runs (fill the list registers, the guest acknowledges and completes,
 //! fold them back), from any vCPU, on GICv2 or GICv3, with the full
 //! protocol (`fill_lrs`/`fold_lrs`) or the hypervisor's incremental one
@@ -109,7 +110,19 @@ fuzz_target!(|data: &[u8]| {
             }
             11 => {
                 let (i, p) = (intid(&mut input), u32::from(input.u16() % 1100));
-                let _ = h.g.set_hw_pending(v, i, p);
+                // A plain forward, or a PPI forwarded as the timer path
+                // does (checked against the general way), then perhaps
+                // taken and completed at once (a tick).
+                let ppi = 16 + i % 16;
+                match p % 3 {
+                    0 => drop(h.g.set_hw_pending(v, i, p)),
+                    1 => drop(h.forward_hw(v, ppi)),
+                    _ => {
+                        if h.forward_hw(v, ppi) {
+                            h.complete(v, ppi);
+                        }
+                    }
+                }
             }
             12 => enable_all(&mut h.g),
             13 => drop(h.enter(v)),

@@ -455,11 +455,15 @@ fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
             }
         }
         // Fold, acknowledge, forward and refill under one VM lock hold.
-        kind::IRQ | kind::FIQ | kind::ASYNC32 => match irq::guest_irq(cpu, me) {
-            irq::GuestIrq::Done => return,
-            irq::GuestIrq::Resume | irq::GuestIrq::Wait => Flow::Resume,
-            irq::GuestIrq::Yield => Flow::Yield,
-        },
+        kind::IRQ | kind::FIQ | kind::ASYNC32 => {
+            // SAFETY: the running vCPU's frame; its tag never changes.
+            let stats = unsafe { (*frame).tag.stats };
+            match irq::guest_irq(cpu, me, stats) {
+                irq::GuestIrq::Done => return,
+                irq::GuestIrq::Resume | irq::GuestIrq::Wait => Flow::Resume,
+                irq::GuestIrq::Yield => Flow::Yield,
+            }
+        }
         kind::SERROR => {
             telemetry::count(id, v, Reason::SError, 0);
             system::with_vm(id, |vm| irq::fold_on(vm, v, cpu));

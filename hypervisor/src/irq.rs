@@ -32,7 +32,7 @@ use stratum_core::guest_dt::virt_map;
 use stratum_core::lifecycle::CpuSet;
 use stratum_core::platform::{GicInfo, GicVersion};
 use stratum_core::sched::VcpuRef;
-use stratum_core::stats::Reason;
+use stratum_core::stats::{ExitStats, Reason};
 use stratum_vgic::hw::{HwLrs, LrFormat, VirtualInterface};
 
 use crate::sync::SpinLock;
@@ -310,51 +310,146 @@ impl Irqs {
         for _ in 0..MAX_ACKS {
             let Some(irq) = self.gic.ack() else { break };
             self.gic.priority_drop(irq);
-            out.classes.add(classify(irq.intid(), &self.host));
-            match irq.intid() {
-                // Hardware-linked: stays active until the guest deactivates
-                // its virtual twin through the list register's HW bit.
-                intid @ (VTIMER_INTID | PTIMER_INTID) => {
-                    out.timers[usize::from(intid == PTIMER_INTID)] = Some(irq);
-                }
-                intid if Some(intid) == self.host.console => {
-                    // Clear before draining: a byte arriving in between then
-                    // raises the interrupt again instead of being stranded.
-                    console::clear_input_interrupt();
-                    console::drain_input();
-                    self.gic.deactivate(irq);
-                    out.console = true;
-                }
-                // The maintenance interrupt (underflow, or the guest EOIed a
-                // level interrupt) is level-sensitive: its condition lasts
-                // until the list registers change. An EOIed LR was folded
-                // and cleared when this exit began (`fold`); the underflow
-                // request goes off until the refill asks again.
-                intid if intid == self.host.maintenance => {
-                    self.underflow_off();
-                    self.gic.deactivate(irq);
-                }
-                // The slice ended (or an idle CPU's wake-up deadline came).
-                PREEMPT_INTID => {
-                    disarm_preemption();
-                    self.gic.deactivate(irq);
-                    out.preempt = true;
-                }
-                // A kick only needed the exit it caused: the refill follows.
-                KICK_SGI => self.gic.deactivate(irq),
-                // A passthrough SPI: forwarded hardware-linked to its VM.
-                intid if intid >= 32 => {
-                    out.passthrough[out.passthrough_count] = Some(irq);
-                    out.passthrough_count += 1;
-                    if out.passthrough_count == MAX_PASSTHROUGH_ACKS {
-                        break;
-                    }
-                }
-                // Anything else is spurious for this version.
-                _ => self.gic.deactivate(irq),
+            if !self.take(irq, out) {
+                break;
             }
         }
     }
+
+    /// The start of a physical-interrupt exit of vCPU `v` of `vm`, loaded
+    /// here (`stats`: its counters): folds its list registers
+    /// ([`Irqs::fold`], with the timer lines' check) and acknowledges one
+    /// interrupt. The timer path, every guest's tick, ends here
+    /// ([`Tick::Done`]) when that interrupt is a guest timer's and nothing
+    /// else waits (no console input, no reason to park; in `WFI`, only one
+    /// the vCPU would take; ADR 0021):
+    /// - its previous tick's LR came back completed and was the only one
+    ///   in use: taken back and the new tick placed in one step
+    ///   ([`HwLrs::refire`]), no fold;
+    /// - else, after the fold, placed straight into a free LR
+    ///   ([`HwLrs::forward_direct`]).
+    ///
+    /// Otherwise the LRs are folded and what was acknowledged is handed
+    /// back for the general way.
+    #[inline(always)]
+    fn fold_and_tick(&mut self, vm: &mut Vm, v: usize, waiting: bool, stats: &ExitStats) -> Tick {
+        let quick = !console::has_input(vm.id) && !vm.must_park(v);
+        let deferred = quick && self.lrs.one_completed(&Vif(&self.gic));
+        if !deferred {
+            self.fold(vm, v);
+            retire_dropped_timers(vm, v);
+            if !quick {
+                return Tick::General(None);
+            }
+        }
+        let Some(irq) = self.gic.ack() else {
+            if deferred {
+                self.fold(vm, v);
+                retire_dropped_timers(vm, v);
+            }
+            return Tick::General(None);
+        };
+        self.gic.priority_drop(irq);
+        let intid = irq.intid();
+        if intid == VTIMER_INTID || intid == PTIMER_INTID {
+            let pmr = if waiting {
+                u16::from(self.gic.vmcr_priority_mask(self.gic.vmcr()))
+            } else {
+                256
+            };
+            // After a refire only this timer is linked and its line is
+            // high (it just fired): no timer line to check.
+            let placed = if deferred
+                && vm.vgic.hw_linked_private(v) & TIMER_PPIS == 1 << intid
+                && self
+                    .lrs
+                    .refire(&mut Vif(&self.gic), &mut vm.vgic, v, intid, pmr)
+            {
+                true
+            } else {
+                if deferred {
+                    self.fold(vm, v);
+                    retire_dropped_timers(vm, v);
+                }
+                self.lrs
+                    .forward_direct(&mut Vif(&self.gic), &mut vm.vgic, v, intid, pmr)
+            };
+            if placed {
+                self.publish();
+                let reason = if intid == VTIMER_INTID {
+                    Reason::IrqVtimer
+                } else {
+                    Reason::IrqPtimer
+                };
+                stats.count(reason);
+                crate::telemetry::trace(vm.id, v, reason, 0);
+                return Tick::Done;
+            }
+        } else if deferred {
+            self.fold(vm, v);
+            retire_dropped_timers(vm, v);
+        }
+        Tick::General(Some(irq))
+    }
+
+    /// Handles acknowledged (and priority-dropped) `irq` as
+    /// [`Irqs::ack_all`] does: EL2's own at once, the ones to forward into
+    /// `out`. False when `out` holds as many passthrough SPIs as it can.
+    fn take(&mut self, irq: stratum_arch::gic::Acked, out: &mut Acks) -> bool {
+        out.classes.add(classify(irq.intid(), &self.host));
+        match irq.intid() {
+            // Hardware-linked: stays active until the guest deactivates
+            // its virtual twin through the list register's HW bit.
+            intid @ (VTIMER_INTID | PTIMER_INTID) => {
+                out.timers[usize::from(intid == PTIMER_INTID)] = Some(irq);
+            }
+            intid if Some(intid) == self.host.console => {
+                // Clear before draining: a byte arriving in between then
+                // raises the interrupt again instead of being stranded.
+                console::clear_input_interrupt();
+                console::drain_input();
+                self.gic.deactivate(irq);
+                out.console = true;
+            }
+            // The maintenance interrupt (underflow, or the guest EOIed a
+            // level interrupt) is level-sensitive: its condition lasts
+            // until the list registers change. An EOIed LR was folded
+            // and cleared when this exit began (`fold`); the underflow
+            // request goes off until the refill asks again.
+            intid if intid == self.host.maintenance => {
+                self.underflow_off();
+                self.gic.deactivate(irq);
+            }
+            // The slice ended (or an idle CPU's wake-up deadline came).
+            PREEMPT_INTID => {
+                disarm_preemption();
+                self.gic.deactivate(irq);
+                out.preempt = true;
+            }
+            // A kick only needed the exit it caused: the refill follows.
+            KICK_SGI => self.gic.deactivate(irq),
+            // A passthrough SPI: forwarded hardware-linked to its VM.
+            intid if intid >= 32 => {
+                out.passthrough[out.passthrough_count] = Some(irq);
+                out.passthrough_count += 1;
+                if out.passthrough_count == MAX_PASSTHROUGH_ACKS {
+                    return false;
+                }
+            }
+            // Anything else is spurious for this version.
+            _ => self.gic.deactivate(irq),
+        }
+        true
+    }
+}
+
+/// How [`Irqs::fold_and_tick`] ended.
+enum Tick {
+    /// A guest timer's tick, placed: the exit is done.
+    Done,
+    /// The general way: the list registers are folded, and this (if any)
+    /// was acknowledged.
+    General(Option<stratum_arch::gic::Acked>),
 }
 
 /// What one round of acknowledges left to do outside the per-CPU lock.
@@ -560,9 +655,10 @@ pub enum GuestIrq {
 /// registers the guest changed, acknowledges the physical interrupts,
 /// forwards the timers' and this VM's passthrough SPIs (HW-linked) and
 /// console input, and refills. Interrupts for other VMs are forwarded
-/// after the lock is released.
-pub fn guest_irq(cpu: usize, me: VcpuRef) -> GuestIrq {
-    if percpu::loaded(cpu) != Some(me) {
+/// after the lock is released. `stats` are `me`'s counters (from its
+/// frame's tag).
+pub fn guest_irq(cpu: usize, me: VcpuRef, stats: &'static ExitStats) -> GuestIrq {
+    if !percpu::is_loaded(cpu, me) {
         // The timers' interrupts belong to the loaded vCPU, which is the
         // running one while a guest runs; anything else takes the general
         // way.
@@ -574,83 +670,114 @@ pub fn guest_irq(cpu: usize, me: VcpuRef) -> GuestIrq {
             GuestIrq::Resume
         };
     }
-    interrupts_arrived::<false>(cpu, me)
+    interrupts_arrived::<false>(cpu, me, stats)
 }
 
 /// [`guest_irq`] for `me`, loaded on `cpu`; `WAITING`: `me` waits in
 /// `WFI` with its list registers parked, and is refilled only if it has an
 /// interrupt it would take ([`GuestIrq::Wait`] otherwise; the preemption
-/// timer does not matter, the CPU is not shared).
-fn interrupts_arrived<const WAITING: bool>(cpu: usize, me: VcpuRef) -> GuestIrq {
-    let waiting = WAITING;
+/// timer does not matter, the CPU is not shared). `stats`: `me`'s
+/// counters.
+fn interrupts_arrived<const WAITING: bool>(
+    cpu: usize,
+    me: VcpuRef,
+    stats: &'static ExitStats,
+) -> GuestIrq {
     let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
-    let mut acks = Acks::default();
+    let mut rest = None;
     let outcome = system::with_vm(id, |vm| {
-        let simple = with_cpu(cpu, |irqs| {
-            irqs.fold(vm, v);
-            retire_dropped_timers(vm, v);
-            irqs.ack_all(&mut acks);
-            for irq in acks.timers.iter().flatten() {
-                // Never refused for a PPI; if the model holds a previous
-                // forward still, that one's deactivation is the one that
-                // will reach the hardware.
-                let _ = vm.vgic.set_hw_pending(v, irq.intid(), irq.intid());
+        match with_cpu(cpu, |irqs| irqs.fold_and_tick(vm, v, WAITING, stats)) {
+            // The timer path ends here.
+            Tick::Done => {
+                send_kicks(vm, cpu);
+                GuestIrq::Done
             }
-            acks.timers = [None; 2];
-            // The common case (timers, kicks, maintenance): refill now,
-            // in the same hold of the interrupt state.
-            let simple = acks.passthrough_count == 0
-                && !acks.console
-                && (waiting || !acks.preempt)
-                && !console::has_input(id)
-                && !vm.must_park(v);
-            if !simple {
-                return None;
+            Tick::General(first) => {
+                interrupts_general::<WAITING>(vm, cpu, me, first, rest.insert(Acks::default()))
             }
-            if waiting
-                && !vm
-                    .vgic
-                    .has_pending(v, irqs.gic.vmcr_priority_mask(irqs.gic.vmcr()))
-            {
-                return Some(GuestIrq::Wait);
-            }
-            irqs.refill_if_changed(vm, v);
-            Some(GuestIrq::Done)
-        });
-        count_interrupts(Some(me), &acks);
-        if let Some(outcome) = simple {
-            send_kicks(vm, cpu);
-            return outcome;
         }
-        forward_passthrough(vm, cpu, &mut acks, true);
-        if acks.console && console::focused() == id {
-            sample_lines(vm);
-            acks.console = false;
-        }
-        if waiting {
-            if console::has_input(vm.id) {
-                sample_lines(vm);
-            }
-            send_kicks(vm, cpu);
-            let park = vm.must_park(v);
-            if !park && !vm.vgic.has_pending(v, live_guest_pmr()) {
-                return GuestIrq::Wait;
-            }
-            if park {
-                return GuestIrq::Resume;
-            }
-        } else if acks.preempt {
-            return GuestIrq::Yield;
-        } else if vm.must_park(v) {
-            return GuestIrq::Resume;
-        }
-        fill_on(vm, v, cpu);
-        GuestIrq::Done
     });
-    if acks.passthrough_count != 0 || acks.console {
-        forward_elsewhere(cpu, &mut acks);
+    if let Some(acks) = &mut rest
+        && (acks.passthrough_count != 0 || acks.console)
+    {
+        forward_elsewhere(cpu, acks);
     }
     outcome
+}
+
+/// The rest of [`interrupts_arrived`] under its VM's lock, the list
+/// registers folded and `first` acknowledged already: acknowledges the
+/// others, forwards and refills; what is for other VMs stays in `acks`.
+#[inline(never)]
+fn interrupts_general<const WAITING: bool>(
+    vm: &mut Vm,
+    cpu: usize,
+    me: VcpuRef,
+    first: Option<stratum_arch::gic::Acked>,
+    acks: &mut Acks,
+) -> GuestIrq {
+    let waiting = WAITING;
+    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
+    let simple = with_cpu(cpu, |irqs| {
+        if first.is_none_or(|irq| irqs.take(irq, acks)) {
+            irqs.ack_all(acks);
+        }
+        for irq in acks.timers.iter().flatten() {
+            // Never refused for a PPI; if the model holds a previous
+            // forward still, that one's deactivation is the one that
+            // will reach the hardware.
+            let _ = vm.vgic.set_hw_pending(v, irq.intid(), irq.intid());
+        }
+        acks.timers = [None; 2];
+        // The common case (timers, kicks, maintenance): refill now,
+        // in the same hold of the interrupt state.
+        let simple = acks.passthrough_count == 0
+            && !acks.console
+            && (waiting || !acks.preempt)
+            && !console::has_input(id)
+            && !vm.must_park(v);
+        if !simple {
+            return None;
+        }
+        if waiting
+            && !vm
+                .vgic
+                .has_pending(v, irqs.gic.vmcr_priority_mask(irqs.gic.vmcr()))
+        {
+            return Some(GuestIrq::Wait);
+        }
+        irqs.refill_if_changed(vm, v);
+        Some(GuestIrq::Done)
+    });
+    count_interrupts(Some(me), acks);
+    if let Some(outcome) = simple {
+        send_kicks(vm, cpu);
+        return outcome;
+    }
+    forward_passthrough(vm, cpu, acks, true);
+    if acks.console && console::focused() == id {
+        sample_lines(vm);
+        acks.console = false;
+    }
+    if waiting {
+        if console::has_input(vm.id) {
+            sample_lines(vm);
+        }
+        send_kicks(vm, cpu);
+        let park = vm.must_park(v);
+        if !park && !vm.vgic.has_pending(v, live_guest_pmr()) {
+            return GuestIrq::Wait;
+        }
+        if park {
+            return GuestIrq::Resume;
+        }
+    } else if acks.preempt {
+        return GuestIrq::Yield;
+    } else if vm.must_park(v) {
+        return GuestIrq::Resume;
+    }
+    fill_on(vm, v, cpu);
+    GuestIrq::Done
 }
 
 /// Forwards the acknowledged passthrough SPIs that belong to `vm` (all of
@@ -736,12 +863,13 @@ pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
         return false;
     }
     let loaded = percpu::loaded(cpu) == Some(me);
+    let stats = crate::telemetry::stats(me.vm.into(), v);
     loop {
         // Interrupts stay masked at EL2: WFI still wakes on a pending one,
         // which is then acknowledged.
         crate::telemetry::idling(barrier::wfi);
         if loaded {
-            match interrupts_arrived::<true>(cpu, me) {
+            match interrupts_arrived::<true>(cpu, me, stats) {
                 GuestIrq::Wait => continue,
                 GuestIrq::Done => return true,
                 GuestIrq::Resume | GuestIrq::Yield => return false,

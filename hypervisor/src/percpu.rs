@@ -58,6 +58,13 @@ pub fn loaded(cpu: usize) -> Option<VcpuRef> {
     unpack(LOADED[cpu].load(Ordering::Relaxed))
 }
 
+/// Whether `v`'s context is the one loaded on `cpu` ([`loaded`] in one
+/// compare).
+#[inline(always)]
+pub fn is_loaded(cpu: usize, v: VcpuRef) -> bool {
+    LOADED[cpu].load(Ordering::Relaxed) == pack(Some(v))
+}
+
 /// Records that `v`'s context is loaded on `cpu` (`cpu` itself only).
 #[inline(never)]
 pub fn set_loaded(cpu: usize, v: Option<VcpuRef>) {

@@ -460,7 +460,7 @@ pub fn ich_lr(n: usize) -> u64 {
 ///
 /// # Panics
 /// If `n >= 16`, as for [`ich_lr`].
-#[inline]
+#[inline(always)]
 pub fn set_ich_lr(n: usize, v: u64) {
     match n {
         0 => set_ich_lr0_el2(v),

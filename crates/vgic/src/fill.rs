@@ -192,6 +192,164 @@ impl Vgic {
         }
     }
 
+    /// A hardware-linked private interrupt `intid` (a guest timer's PPI,
+    /// physical INTID `pintid`) fired for `vcpu`, whose LRs are folded and
+    /// about to be resumed: forwards it and places it in one step, when
+    /// that is all [`Vgic::set_hw_pending`] followed by
+    /// [`Vgic::refill_with`] would do. That is the case when `vcpu` is
+    /// exact with nothing fresh but `intid`, the interrupt is idle (not
+    /// pending, active, in an LR, linked or awaiting release), enabled, in
+    /// a Group the distributor forwards, of a priority below `pmr` (256:
+    /// any), and one of the `cap` LRs is free. Then the model ends exactly
+    /// as those two calls leave it, except that no kick is recorded for
+    /// `vcpu` itself (it runs on the caller's CPU), and the LR to write is
+    /// returned with its index. Otherwise nothing changes and `None` says
+    /// to take the general way (a property test pins the two together).
+    /// Every guest's timer tick takes this step; it is the timer path's
+    /// short cut past the general fill (ADR 0009).
+    #[inline]
+    pub fn forward_private_direct(
+        &mut self,
+        vcpu: usize,
+        intid: u32,
+        pintid: u32,
+        cap: usize,
+        pmr: u16,
+    ) -> Option<(usize, ListRegister)> {
+        if vcpu >= self.nr_vcpus || !(16..PRIVATE_IRQS).contains(&intid) || pintid >= 1020 {
+            return None;
+        }
+        let i = intid as usize;
+        let bit = 1u32 << i;
+        if self.exact & (1 << vcpu) == 0
+            || self.fresh_private[vcpu] & !bit != 0
+            || self.fresh_len[vcpu] != 0
+        {
+            return None;
+        }
+        let free = !self.lr_mask[vcpu] & slots(cap.min(MAX_LRS));
+        let groups = groups_on(self.ctlr, self.private[vcpu].group);
+        let bank = &mut self.private[vcpu];
+        let busy = bank.hw | bank.release | bank.in_lr | bank.active | bank.pending();
+        let ready = bank.enabled & groups & !busy;
+        let priority = bank.priority[i];
+        if ready & bit == 0 || u16::from(priority) >= pmr || free == 0 {
+            return None;
+        }
+        let slot = free.trailing_zeros() as usize;
+        // `set_hw_pending` links and latches it; the placement moves the
+        // latch into the LR.
+        bank.hw |= bit;
+        bank.pintid[i] = pintid as u16;
+        bank.lr_pending |= bit;
+        bank.in_lr |= bit;
+        bank.cancel_pending &= !bit;
+        bank.cancel_active &= !bit;
+        let group1 = bank.group & bit != 0;
+        self.placed[vcpu][slot] = Placed {
+            intid: intid as u16,
+            source: 0,
+            took_latch: true,
+            hw: true,
+        };
+        self.lr_mask[vcpu] |= 1 << slot;
+        self.fresh_private[vcpu] = 0;
+        // One for the raise, one for the placement.
+        self.generation += 2;
+        Some((
+            slot,
+            ListRegister {
+                vintid: intid,
+                pintid: Some(pintid),
+                priority,
+                state: LrState::Pending,
+                group1,
+                eoi_maintenance: false,
+                source_cpu: 0,
+            },
+        ))
+    }
+
+    /// A guest timer's steady state, in one step: `vcpu`'s only LR in use,
+    /// `old`, holds the previous hardware-linked instance of private
+    /// interrupt `intid` and came back empty (the guest completed it), and
+    /// `intid` fired again (physical INTID the same, as for the timers). Does what
+    /// [`Vgic::fold_lr`] of `old` as `Invalid` followed by
+    /// [`Vgic::forward_private_direct`] would do, under the same
+    /// conditions, and returns the LR to write (always LR 0: the lowest
+    /// one free). `None` changes nothing: fold, then take the other ways.
+    /// A property test pins it to the general fold, forward and refill.
+    ///
+    /// Fewer checks than the two steps need: `vcpu` exact with nothing
+    /// fresh means nothing that could change its LRs' content happened
+    /// since `intid` was placed (a change to its enable, group, priority
+    /// or the distributor's groups makes the vCPU inexact), and it was a
+    /// candidate then; what is left to check is that the completion is a
+    /// plain one and nothing else (a latch, an active or cancelled state,
+    /// a release) is owed.
+    #[inline]
+    pub fn refire_direct(
+        &mut self,
+        vcpu: usize,
+        old: usize,
+        intid: u32,
+        pmr: u16,
+    ) -> Option<(usize, ListRegister)> {
+        if vcpu >= self.nr_vcpus || old >= MAX_LRS || intid & !0xf != 16 {
+            return None;
+        }
+        let i = intid as usize;
+        let bit = 1u32 << i;
+        let p = self.placed[vcpu][old];
+        if self.lr_mask[vcpu] != 1 << old
+            || u32::from(p.intid) != intid
+            || !p.hw
+            || self.exact & (1 << vcpu) == 0
+            || self.fresh_private[vcpu] & !bit != 0
+            || self.fresh_len[vcpu] != 0
+        {
+            return None;
+        }
+        let bank = &mut self.private[vcpu];
+        let owed =
+            bank.cancel_pending | bank.cancel_active | bank.release | bank.active | bank.pending();
+        let priority = bank.priority[i];
+        if owed & bit != 0 || u16::from(priority) >= pmr {
+            return None;
+        }
+        // The fold ends the link and frees the LR; the forward links,
+        // latches and places it again: what changes is only the LR's
+        // acknowledged state, the physical INTID and the slot.
+        bank.lr_active &= !bit;
+        bank.lr_pending |= bit;
+        bank.in_lr |= bit;
+        bank.hw |= bit;
+        bank.pintid[i] = intid as u16;
+        let group1 = bank.group & bit != 0;
+        self.placed[vcpu][0] = Placed {
+            intid: intid as u16,
+            source: 0,
+            took_latch: true,
+            hw: true,
+        };
+        self.lr_mask[vcpu] = 1;
+        self.fresh_private[vcpu] = 0;
+        // The fold, the raise and the placement.
+        self.generation += 3;
+        Some((
+            0,
+            ListRegister {
+                vintid: intid,
+                pintid: Some(intid),
+                priority,
+                state: LrState::Pending,
+                group1,
+                eoi_maintenance: false,
+                source_cpu: 0,
+            },
+        ))
+    }
+
     /// Places fresh `intid` into the lowest of the `free` LRs (taking it
     /// off `free`, adding it to `write`) if it is a candidate of `vcpu`;
     /// false when it is one and no LR is free.

@@ -203,6 +203,86 @@ impl Harness {
         }
     }
 
+    /// A hardware-linked PPI `intid` fires for vCPU `v` (physical INTID
+    /// the same). Running incrementally, as the hypervisor's timer path
+    /// does: when the vCPU's only LR came back empty,
+    /// [`Vgic::refire_direct`] is tried before any fold; else (or where it
+    /// declines) its LRs are folded and [`Vgic::forward_private_direct`]
+    /// is tried; where that declines too, the general
+    /// [`Vgic::set_hw_pending`] is used. Where a direct step places the
+    /// interrupt, the model must end exactly as the general fold, forward
+    /// and refill leave a copy taken before, and the one LR it writes must
+    /// be the one the refill writes. Returns whether one placed it.
+    pub fn forward_hw(&mut self, v: usize, intid: u32) -> bool {
+        if !(self.incremental && v < VCPUS && self.running[v]) {
+            let _ = self.g.set_hw_pending(v, intid, intid);
+            return false;
+        }
+        let mut reference = self.clone();
+        let occupied = self.occupied[v];
+        let old = occupied.trailing_zeros() as usize;
+        let one_done = occupied.count_ones() == 1 && self.lrs[v][old].state == LrState::Invalid;
+        let mut placed = None;
+        if one_done {
+            placed = self.g.refire_direct(v, old, intid, 256);
+            if placed.is_some() {
+                // As the fold would: the empty LR is no longer in use.
+                self.lrs[v][old] = ListRegister::INVALID;
+                self.occupied[v] = 0;
+            }
+        }
+        if placed.is_none() {
+            self.fold_changed(v);
+            placed = self.g.forward_private_direct(v, intid, intid, LRS, 256);
+        }
+        let Some((slot, lr)) = placed else {
+            let _ = self.g.set_hw_pending(v, intid, intid);
+            return false;
+        };
+        reference.fold_changed(v);
+        let r = &mut reference.g;
+        assert_eq!(
+            r.set_hw_pending(v, intid, intid),
+            Ok(true),
+            "forwarded directly what the general path refuses"
+        );
+        let mut out = [ListRegister::INVALID; LRS];
+        let refill = r.refill(v, &mut out);
+        assert_eq!(refill.write, 1 << slot, "the refill writes other LRs");
+        assert_eq!(out[slot], lr, "the refill writes another LR");
+        assert!(!refill.overflow);
+        // The direct steps record no kick for the vCPU they run on.
+        r.kicks &= !(1 << v);
+        let mut direct = self.g.clone();
+        direct.kicks &= !(1 << v);
+        assert_eq!(
+            std::format!("{direct:?}"),
+            std::format!("{r:?}"),
+            "the direct forward of INTID {intid} (refire: {one_done}) left another model"
+        );
+        check_encoding(self.g.version(), &lr);
+        self.lrs[v][slot] = lr;
+        self.shadow[v][slot] = lr;
+        self.occupied[v] |= 1 << slot;
+        assert_eq!(self.occupied[v], reference.occupied[v] | 1 << slot);
+        true
+    }
+
+    /// The guest of running vCPU `v` takes and completes `intid` if one of
+    /// its LRs holds it.
+    pub fn complete(&mut self, v: usize, intid: u32) {
+        if v >= VCPUS || !self.running[v] {
+            return;
+        }
+        let live = self.live(v);
+        if let Some(lr) = self.lrs[v][..live]
+            .iter_mut()
+            .find(|l| l.vintid == intid && l.state != LrState::Invalid)
+        {
+            lr.state = LrState::Invalid;
+        }
+    }
+
     /// Parks `v` (it leaves its CPU): every LR goes back to the model.
     pub fn park(&mut self, v: usize) {
         if v >= VCPUS {

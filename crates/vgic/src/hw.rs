@@ -74,6 +74,7 @@ impl LrFormat {
     }
 
     /// `lr` encoded.
+    #[inline]
     pub fn encode(self, lr: ListRegister) -> u64 {
         match self {
             Self::V3 => lr.to_v3(),
@@ -225,6 +226,68 @@ impl HwLrs {
         }
         self.in_use = want;
         self.set_underflow(hw, r.overflow);
+    }
+
+    /// A hardware-linked private interrupt fired for vCPU `v`, folded and
+    /// about to resume: [`Vgic::forward_private_direct`], and the LR it
+    /// places written. False, with nothing changed, where that declines
+    /// (then forward it with [`Vgic::set_hw_pending`] and refill).
+    pub fn forward_direct(
+        &mut self,
+        hw: &mut impl VirtualInterface,
+        vgic: &mut Vgic,
+        v: usize,
+        intid: u32,
+        pmr: u16,
+    ) -> bool {
+        // The LRs must be the ones the model records (no refill owed).
+        if self.in_use != vgic.lr_slots(v) {
+            return false;
+        }
+        let Some((slot, lr)) = vgic.forward_private_direct(v, intid, intid, self.count, pmr) else {
+            return false;
+        };
+        self.write(hw, slot, self.format.encode(lr));
+        self.in_use |= 1 << slot;
+        true
+    }
+
+    /// Whether the only LR in use came back empty: a guest timer's steady
+    /// state, which [`HwLrs::refire`] may finish without a fold first.
+    /// GICv3 only (on GICv2 the fold deactivates the physical interrupt,
+    /// which must happen before the next one is acknowledged).
+    #[inline]
+    pub fn one_completed(&self, hw: &impl VirtualInterface) -> bool {
+        let in_use = self.in_use;
+        self.format == LrFormat::V3
+            && in_use != 0
+            && in_use & (in_use - 1) == 0
+            && hw.elrsr() & in_use != 0
+    }
+
+    /// After [`HwLrs::one_completed`], hardware-linked private interrupt
+    /// `intid` fired again for vCPU `v`: [`Vgic::refire_direct`], and the
+    /// LR it places written. False, with nothing changed, where that
+    /// declines (then fold, and take the other ways).
+    #[inline]
+    pub fn refire(
+        &mut self,
+        hw: &mut impl VirtualInterface,
+        vgic: &mut Vgic,
+        v: usize,
+        intid: u32,
+        pmr: u16,
+    ) -> bool {
+        // The model checks that this is its only LR in use.
+        let old = self.in_use.trailing_zeros() as usize;
+        let Some((slot, lr)) = vgic.refire_direct(v, old, intid, pmr) else {
+            return false;
+        };
+        // Always LR 0: a constant index is one register write.
+        debug_assert_eq!(slot, 0);
+        self.write(hw, 0, self.format.encode(lr));
+        self.in_use = 1;
+        true
     }
 
     /// Vacates the LRs: every one in use goes back to the model of vCPU

@@ -118,6 +118,7 @@ impl ListRegister {
     };
 
     /// The `ICH_LR<n>_EL2` value.
+    #[inline]
     pub fn to_v3(&self) -> u64 {
         let mut v = u64::from(self.vintid)
             | u64::from(self.priority) << V3_PRIORITY_SHIFT
@@ -148,6 +149,7 @@ impl ListRegister {
     }
 
     /// The `GICH_LR<n>` value.
+    #[inline]
     pub fn to_v2(&self) -> u32 {
         let mut v = (self.vintid & V2_VID_MASK)
             | u32::from(self.priority >> 3) << V2_PRIORITY_SHIFT

@@ -387,6 +387,7 @@ impl PhysGic {
     ///
     /// # Panics
     /// If `n >= self.lr_count()`, or on GICv2 if `raw` does not fit 32 bits.
+    #[inline]
     pub fn write_lr(&self, n: usize, raw: u64) {
         dispatch!(self, g => g.write_lr(n, raw))
     }
@@ -417,6 +418,7 @@ impl PhysGic {
     }
 
     /// Bit n set: list register n is empty (free for a new interrupt).
+    #[inline]
     pub fn elrsr(&self) -> u64 {
         dispatch!(self, g => g.elrsr())
     }

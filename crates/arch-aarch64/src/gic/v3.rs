@@ -454,6 +454,7 @@ impl GicV3 {
         self.lrs
     }
 
+    #[inline(always)]
     fn check_lr(&self, n: usize) {
         assert!(n < self.lrs, "list register {n} of {} used", self.lrs);
     }
@@ -471,6 +472,7 @@ impl GicV3 {
     ///
     /// # Panics
     /// If `n >= self.lr_count()`.
+    #[inline(always)]
     pub fn write_lr(&self, n: usize, raw: u64) {
         self.check_lr(n);
         sysreg::set_ich_lr(n, raw);
@@ -498,6 +500,7 @@ impl GicV3 {
         MisrFlags::from_raw(sysreg::ich_misr_el2() as u32)
     }
 
+    #[inline(always)]
     fn lr_mask(&self) -> u64 {
         (1u64 << self.lrs) - 1
     }
@@ -508,6 +511,7 @@ impl GicV3 {
     }
 
     /// `ICH_ELRSR_EL2`, limited to implemented list registers.
+    #[inline(always)]
     pub fn elrsr(&self) -> u64 {
         sysreg::ich_elrsr_el2() & self.lr_mask()
     }

@@ -421,3 +421,56 @@ fn a_release_is_deactivated_by_its_own_vcpu_only() {
     assert!(hw.deactivated.is_empty(), "{:?}", hw.deactivated);
     assert_eq!(g.take_hw_release_of(0).map(|r| r.pintid), Some(30));
 }
+
+/// A guest timer ticking: each tick's interrupt goes straight into a free
+/// LR (the direct forward), the guest completes it, the next exit folds
+/// it back, and the next tick takes the direct way again. A tick the model
+/// cannot take directly (the PPI disabled) leaves everything unchanged.
+#[test]
+fn timer_ticks_take_the_direct_forward_every_time() {
+    for format in FORMATS {
+        let (mut g, mut hw, mut lrs) = rig(format);
+        enable_timer_ppis(&mut g, format);
+        // The first refill makes the vCPU exact.
+        lrs.refill(&mut hw, &mut g, 0);
+        for tick in 0..5 {
+            // On GICv3 the previous tick's completed LR is taken back and
+            // the new one placed in one step; on GICv2 fold first.
+            let refired = lrs.one_completed(&hw) && lrs.refire(&mut hw, &mut g, 0, 27, 256);
+            assert_eq!(
+                refired,
+                format == LrFormat::V3 && tick > 0,
+                "{format:?}: tick {tick}"
+            );
+            if !refired {
+                lrs.fold(&mut hw, &mut g, 0);
+                assert!(
+                    lrs.forward_direct(&mut hw, &mut g, 0, 27, 256),
+                    "{format:?}: tick {tick}"
+                );
+            }
+            assert!(!lrs.refill_needed(&g, 0), "nothing left for the refill");
+            assert_eq!(hw.held(), [(27, LrState::Pending)]);
+            assert!(g.is_pending(0, 27));
+            // Already linked and in an LR: never forwarded twice.
+            assert!(!lrs.forward_direct(&mut hw, &mut g, 0, 27, 256));
+            hw.guest_acks(0);
+            hw.guest_completes(0);
+            check_invariants(&g);
+        }
+        lrs.fold(&mut hw, &mut g, 0);
+        assert_eq!(lrs.in_use(), 0);
+        // Below the priority mask: left to the general way.
+        assert!(!lrs.forward_direct(&mut hw, &mut g, 0, 27, 0));
+        // Disabled (GICR_ICENABLER0 / GICD_ICENABLER0): likewise.
+        if format == LrFormat::V3 {
+            rwr(&mut g, 0, 0x1_0180, 1 << 27);
+        } else {
+            wr(&mut g, 0, 0x180, 1 << 27);
+        }
+        let before = format!("{g:?}");
+        assert!(!lrs.forward_direct(&mut hw, &mut g, 0, 27, 256));
+        assert_eq!(format!("{g:?}"), before, "a refusal changes nothing");
+        assert!(hw.held().is_empty());
+    }
+}
