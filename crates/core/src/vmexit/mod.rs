@@ -529,6 +529,37 @@ fn tally(vm: &mut VmModel<'_>, reason: Reason, detail: u32) {
     }
 }
 
+/// A trapped write of an SGI-generation register (a GICv3 guest's IPI), as
+/// [`sgi_write_of`] finds it in the syndrome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SgiWrite {
+    /// The register.
+    pub which: SgiRegister,
+    /// The source register (31: XZR, the value 0).
+    pub rt: u8,
+    /// The reason the exit counts under.
+    pub reason: Reason,
+    /// The register's encoding (the exit trace's detail).
+    pub encoding: u32,
+}
+
+/// The trapped SGI-register write in `ESR_EL2`, from the syndrome alone,
+/// for the glue's direct route: exactly the exits [`handle_sync`] answers
+/// by handing the write to [`VmDevices::sgi_write`] and stepping past it,
+/// counted the same way (a property test pins the two together). `None`
+/// for every other syndrome.
+#[inline]
+pub fn sgi_write_of(esr: u64) -> Option<SgiWrite> {
+    let access = esr::sysreg_access(esr)?;
+    let which = sgi_register(&access)?;
+    Some(SgiWrite {
+        which,
+        rt: access.rt,
+        reason: stats::sysreg_reason(&access),
+        encoding: access.encoding(),
+    })
+}
+
 /// The SGI-generation register a trapped `MSR` names (writes only: reading
 /// them is undefined).
 fn sgi_register(access: &SysRegAccess) -> Option<SgiRegister> {
