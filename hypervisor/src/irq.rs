@@ -357,10 +357,10 @@ impl Irqs {
             } else {
                 256
             };
-            // After a refire only this timer is linked and its line is
-            // high (it just fired): no timer line to check.
+            // A refire leaves only this timer linked, and its line is high
+            // (it just fired): no timer line to check.
+            let in_use = self.lrs.in_use();
             let placed = if deferred
-                && vm.vgic.hw_linked_private(v) & TIMER_PPIS == 1 << intid
                 && self
                     .lrs
                     .refire(&mut Vif(&self.gic), &mut vm.vgic, v, intid, pmr)
@@ -375,7 +375,9 @@ impl Irqs {
                     .forward_direct(&mut Vif(&self.gic), &mut vm.vgic, v, intid, pmr)
             };
             if placed {
-                self.publish();
+                if self.lrs.in_use() != in_use {
+                    self.publish();
+                }
                 let reason = if intid == VTIMER_INTID {
                     Reason::IrqVtimer
                 } else {

@@ -286,7 +286,9 @@ impl Vgic {
     /// or the distributor's groups makes the vCPU inexact), and it was a
     /// candidate then; what is left to check is that the completion is a
     /// plain one and nothing else (a latch, an active or cancelled state,
-    /// a release) is owed.
+    /// a release) is owed. It also declines unless `intid` is the vCPU's
+    /// only hardware-linked private interrupt, so that afterwards the
+    /// caller has no other forward whose source may have dropped.
     #[inline]
     pub fn refire_direct(
         &mut self,
@@ -314,7 +316,7 @@ impl Vgic {
         let owed =
             bank.cancel_pending | bank.cancel_active | bank.release | bank.active | bank.pending();
         let priority = bank.priority[i];
-        if owed & bit != 0 || u16::from(priority) >= pmr {
+        if owed & bit != 0 || bank.hw != bit || u16::from(priority) >= pmr {
             return None;
         }
         // The fold ends the link and frees the LR; the forward links,
