@@ -359,25 +359,34 @@ impl Irqs {
             };
             // A refire leaves only this timer linked, and its line is high
             // (it just fired): no timer line to check.
+            // The LRs in use are mirrored for the lock-free fold check
+            // (`LRS_IN_USE`): after a refire they changed only if the old
+            // LR was not LR 0; after a fold and a direct forward always
+            // publish (the fold published what it freed).
             let in_use = self.lrs.in_use();
             let placed = if deferred
                 && self
                     .lrs
                     .refire(&mut Vif(&self.gic), &mut vm.vgic, v, intid, pmr)
             {
+                if self.lrs.in_use() != in_use {
+                    self.publish();
+                }
                 true
             } else {
                 if deferred {
                     self.fold(vm, v);
                     retire_dropped_timers(vm, v);
                 }
-                self.lrs
-                    .forward_direct(&mut Vif(&self.gic), &mut vm.vgic, v, intid, pmr)
-            };
-            if placed {
-                if self.lrs.in_use() != in_use {
+                let placed =
+                    self.lrs
+                        .forward_direct(&mut Vif(&self.gic), &mut vm.vgic, v, intid, pmr);
+                if placed {
                     self.publish();
                 }
+                placed
+            };
+            if placed {
                 let reason = if intid == VTIMER_INTID {
                     Reason::IrqVtimer
                 } else {
