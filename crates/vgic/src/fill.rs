@@ -205,8 +205,9 @@ impl Vgic {
     /// `vcpu` itself (it runs on the caller's CPU), and the LR to write is
     /// returned with its index. Otherwise nothing changes and `None` says
     /// to take the general way (a property test pins the two together).
-    /// Every guest's timer tick takes this step; it is the timer path's
-    /// short cut past the general fill (ADR 0009).
+    /// A guest timer's tick takes this step when [`Vgic::refire_direct`]
+    /// cannot; it is the timer path's short cut past the general fill
+    /// (ADR 0021).
     #[inline]
     pub fn forward_private_direct(
         &mut self,
@@ -216,7 +217,11 @@ impl Vgic {
         cap: usize,
         pmr: u16,
     ) -> Option<(usize, ListRegister)> {
-        if vcpu >= self.nr_vcpus || !(16..PRIVATE_IRQS).contains(&intid) || pintid >= 1020 {
+        // The INTIDs `set_hw_pending` takes (v2 LRs carry 10 bits).
+        if vcpu >= self.nr_vcpus
+            || !(16..PRIVATE_IRQS).contains(&intid)
+            || !(16..1020).contains(&pintid)
+        {
             return None;
         }
         let i = intid as usize;
@@ -273,8 +278,8 @@ impl Vgic {
     /// A guest timer's steady state, in one step: `vcpu`'s only LR in use,
     /// `old`, holds the previous hardware-linked instance of private
     /// interrupt `intid` and came back empty (the guest completed it), and
-    /// `intid` fired again (physical INTID the same, as for the timers). Does what
-    /// [`Vgic::fold_lr`] of `old` as `Invalid` followed by
+    /// `intid` fired again (physical INTID the same, as for the timers).
+    /// Does what [`Vgic::fold_lr`] of `old` as `Invalid` followed by
     /// [`Vgic::forward_private_direct`] would do, under the same
     /// conditions, and returns the LR to write (always LR 0: the lowest
     /// one free). `None` changes nothing: fold, then take the other ways.
