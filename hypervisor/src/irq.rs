@@ -329,6 +329,9 @@ impl Irqs {
     /// - else, after the fold, placed straight into a free LR
     ///   ([`HwLrs::forward_direct`]).
     ///
+    /// A kick for an IPI ends here too, when the vCPU's one fresh SGI (or
+    /// PPI) goes straight into a free LR ([`HwLrs::place_direct`]).
+    ///
     /// Otherwise the LRs are folded and what was acknowledged is handed
     /// back for the general way.
     #[inline(always)]
@@ -396,9 +399,31 @@ impl Irqs {
                 crate::telemetry::trace(vm.id, v, reason, 0);
                 return Tick::Done;
             }
-        } else if deferred {
-            self.fold(vm, v);
-            retire_dropped_timers(vm, v);
+        } else {
+            if deferred {
+                self.fold(vm, v);
+                retire_dropped_timers(vm, v);
+            }
+            // A kick for an IPI (one fresh SGI or PPI of this vCPU): placed
+            // straight into a free LR, as the refill would (GICv3 only:
+            // there the SGIs carry no sources).
+            if intid == KICK_SGI && self.lrs.format() == LrFormat::V3 {
+                let pmr = if waiting {
+                    u16::from(self.gic.vmcr_priority_mask(self.gic.vmcr()))
+                } else {
+                    256
+                };
+                if self
+                    .lrs
+                    .place_direct(&mut Vif(&self.gic), &mut vm.vgic, v, pmr)
+                {
+                    self.gic.deactivate(irq);
+                    self.publish();
+                    stats.count(Reason::IrqKick);
+                    crate::telemetry::trace(vm.id, v, Reason::IrqKick, 0);
+                    return Tick::Done;
+                }
+            }
         }
         Tick::General(Some(irq))
     }

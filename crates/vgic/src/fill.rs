@@ -357,6 +357,47 @@ impl Vgic {
         ))
     }
 
+    /// The refill of an exact `vcpu` whose only fresh interrupt is one of
+    /// its SGIs or PPIs, not hardware-linked (an IPI it was kicked for):
+    /// places it into the lowest free of `cap` LRs, exactly as
+    /// [`Vgic::refill_with`] would, when it is a candidate of a priority
+    /// below `pmr` (256: any) and an LR is free; `None` changes nothing.
+    /// GICv2 SGIs, which carry their sources, are left to the refill. A
+    /// property test pins it to the refill.
+    #[inline]
+    pub fn place_fresh_direct(
+        &mut self,
+        vcpu: usize,
+        cap: usize,
+        pmr: u16,
+    ) -> Option<(usize, ListRegister)> {
+        if vcpu >= self.nr_vcpus || self.exact & (1 << vcpu) == 0 || self.fresh_len[vcpu] != 0 {
+            return None;
+        }
+        let fresh = self.fresh_private[vcpu];
+        if fresh == 0 || fresh & (fresh - 1) != 0 {
+            return None;
+        }
+        let intid = fresh.trailing_zeros();
+        if self.version == GicVersion::V2 && intid < 16 {
+            return None;
+        }
+        let bank = &self.private[vcpu];
+        let free = !self.lr_mask[vcpu] & slots(cap.min(MAX_LRS));
+        if bank.hw & fresh != 0
+            || self.signalled(vcpu, 0) & fresh == 0
+            || u16::from(bank.priority[intid as usize]) >= pmr
+            || free == 0
+        {
+            return None;
+        }
+        let slot = free.trailing_zeros() as usize;
+        let lr = self.place(vcpu, intid, slot);
+        self.fresh_private[vcpu] = 0;
+        self.generation += 1;
+        Some((slot, lr))
+    }
+
     /// Places fresh `intid` into the lowest of the `free` LRs (taking it
     /// off `free`, adding it to `write`) if it is a candidate of `vcpu`;
     /// false when it is one and no LR is free.

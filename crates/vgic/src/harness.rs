@@ -268,6 +268,36 @@ impl Harness {
         true
     }
 
+    /// A kick of running vCPU `v` (incremental): its LRs are folded and
+    /// [`Vgic::place_fresh_direct`] is tried; where it places, the model
+    /// must end exactly as the refill of a copy taken before leaves it, and
+    /// the one LR it writes must be the refill's. Returns whether it placed.
+    pub fn kick_direct(&mut self, v: usize) -> bool {
+        if !(self.incremental && v < VCPUS && self.running[v]) {
+            return false;
+        }
+        self.fold_changed(v);
+        let mut reference = self.g.clone();
+        let Some((slot, lr)) = self.g.place_fresh_direct(v, LRS, 256) else {
+            return false;
+        };
+        let mut out = [ListRegister::INVALID; LRS];
+        let refill = reference.refill(v, &mut out);
+        assert_eq!(refill.write, 1 << slot, "the refill writes other LRs");
+        assert_eq!(out[slot], lr, "the refill writes another LR");
+        assert!(!refill.full && !refill.overflow);
+        assert_eq!(
+            std::format!("{:?}", self.g),
+            std::format!("{reference:?}"),
+            "the direct placement left another model"
+        );
+        check_encoding(self.g.version(), &lr);
+        self.lrs[v][slot] = lr;
+        self.shadow[v][slot] = lr;
+        self.occupied[v] |= 1 << slot;
+        true
+    }
+
     /// The guest of running vCPU `v` takes and completes `intid` if one of
     /// its LRs holds it.
     pub fn complete(&mut self, v: usize, intid: u32) {

@@ -119,6 +119,11 @@ impl HwLrs {
         }
     }
 
+    /// How this CPU's LRs are encoded.
+    pub fn format(&self) -> LrFormat {
+        self.format
+    }
+
     /// How many LRs are used.
     pub fn count(&self) -> usize {
         self.count
@@ -245,6 +250,29 @@ impl HwLrs {
             return false;
         }
         let Some((slot, lr)) = vgic.forward_private_direct(v, intid, intid, self.count, pmr) else {
+            return false;
+        };
+        self.write(hw, slot, self.format.encode(lr));
+        self.in_use |= 1 << slot;
+        true
+    }
+
+    /// vCPU `v`, folded and about to resume, was kicked for one fresh
+    /// private interrupt (an IPI): [`Vgic::place_fresh_direct`], and the
+    /// LR it places written. False, with nothing changed, where that
+    /// declines (then refill). GICv3 only: on GICv2 a kick is nearly
+    /// always for an SGI, whose sources the refill handles.
+    pub fn place_direct(
+        &mut self,
+        hw: &mut impl VirtualInterface,
+        vgic: &mut Vgic,
+        v: usize,
+        pmr: u16,
+    ) -> bool {
+        if self.format != LrFormat::V3 || self.in_use != vgic.lr_slots(v) {
+            return false;
+        }
+        let Some((slot, lr)) = vgic.place_fresh_direct(v, self.count, pmr) else {
             return false;
         };
         self.write(hw, slot, self.format.encode(lr));

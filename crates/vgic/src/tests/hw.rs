@@ -474,3 +474,45 @@ fn timer_ticks_take_the_direct_forward_every_time() {
         assert!(hw.held().is_empty());
     }
 }
+
+/// An IPI: vCPU 0 sends SGI 3 to vCPU 1, which is kicked, and the kick
+/// places it straight into a free LR (GICv3), as the refill would; the
+/// guest completes it and the next fold takes it back. On GICv2 the kick
+/// leaves it to the refill (its SGIs carry their sources).
+#[test]
+fn a_kick_places_the_fresh_sgi_directly_on_gicv3_only() {
+    for format in FORMATS {
+        let mut g = if format == LrFormat::V3 { v3(2) } else { v2(2) };
+        enable_groups(&mut g);
+        let (mut hw, mut lrs) = (FakeInterface::new(format, 4), HwLrs::new(format, 4));
+        // Enable SGI 3 on vCPU 1 and make it exact with an empty refill.
+        if format == LrFormat::V3 {
+            rwr(&mut g, 1, 0x1_0100, 1 << 3);
+        } else {
+            wr(&mut g, 1, 0x100, 1 << 3);
+        }
+        lrs.refill(&mut hw, &mut g, 1);
+        if format == LrFormat::V3 {
+            g.sgi1r_write(0, (3 << 24) | 0b10).expect("ICC_SGI1R_EL1");
+        } else {
+            wr(&mut g, 0, 0xf00, (0b10 << 16) | 3); // GICD_SGIR
+        }
+        assert!(g.is_pending(1, 3));
+        lrs.fold(&mut hw, &mut g, 1);
+        let placed = lrs.place_direct(&mut hw, &mut g, 1, 256);
+        assert_eq!(placed, format == LrFormat::V3, "{format:?}");
+        if !placed {
+            lrs.refill(&mut hw, &mut g, 1);
+        }
+        assert_eq!(hw.held(), [(3, LrState::Pending)], "{format:?}");
+        assert!(!lrs.refill_needed(&g, 1));
+        hw.guest_acks(0);
+        hw.guest_completes(0);
+        lrs.fold(&mut hw, &mut g, 1);
+        assert_eq!(lrs.in_use(), 0);
+        assert!(!g.is_pending(1, 3));
+        // Nothing fresh: the kick places nothing.
+        assert!(!lrs.place_direct(&mut hw, &mut g, 1, 256));
+        check_invariants(&g);
+    }
+}

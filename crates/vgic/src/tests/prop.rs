@@ -32,6 +32,8 @@ enum Op {
     /// A guest timer's tick: forwarded as the timer path does and, when
     /// placed, taken and completed by the guest at once.
     Tick(usize, u32),
+    /// A running vCPU is kicked: its one fresh SGI or PPI placed directly.
+    Kick(usize),
     /// A HW-linked source drops its lines (e.g. a guest timer disabled).
     Retire(usize, u32),
     EnableAll,
@@ -95,6 +97,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (vcpu.clone(), intid, 0u32..1100).prop_map(|(v, i, p)| Op::Hw(v, i, p)),
         4 => (vcpu.clone(), prop_oneof![Just(27u32), Just(30), 16u32..32]).prop_map(|(v, i)| Op::HwDirect(v, i)),
         4 => (vcpu.clone(), prop_oneof![Just(27u32), Just(30)]).prop_map(|(v, i)| Op::Tick(v, i)),
+        3 => vcpu.clone().prop_map(Op::Kick),
         1 => (vcpu.clone(), any::<u32>()).prop_map(|(v, bits)| Op::Retire(v, bits)),
         1 => Just(Op::EnableAll),
         3 => vcpu.clone().prop_map(Op::Enter),
@@ -161,6 +164,7 @@ impl Apply for Harness {
             Op::Edge(i, v) => drop(g.set_pending(i, v)),
             Op::Hw(v, i, p) => drop(g.set_hw_pending(v, i, p)),
             Op::HwDirect(v, i) => drop(self.forward_hw(v, i)),
+            Op::Kick(v) => drop(self.kick_direct(v)),
             Op::Tick(v, i) => {
                 if self.forward_hw(v, i) {
                     self.complete(v, i);
@@ -228,17 +232,27 @@ proptest! {
         run(GicVersion::V3, true, &ops);
     }
 
-    /// Timer ticks among everything else, from a state where every
-    /// interrupt is enabled and every vCPU runs: the direct steps of the
-    /// timer path (`forward_hw`) take the steady state often, and each
-    /// time must match the general fold, forward and refill.
+    /// Timer ticks and IPIs among everything else, from a state where
+    /// every interrupt is enabled and every vCPU runs: the direct steps of
+    /// the timer path (`forward_hw`) and of a kick (`kick_direct`) take
+    /// the steady state often, and each time must match the general fold,
+    /// forward and refill.
     #[test]
     fn timer_ticks_match_the_general_path(
         ops in proptest::collection::vec(op(), 0..80),
         version in prop_oneof![Just(GicVersion::V2), Just(GicVersion::V3)],
     ) {
         let start = [Op::EnableAll, Op::Enter(0), Op::Enter(1), Op::Enter(2)];
-        let ticks = [Op::Tick(0, 27), Op::Tick(0, 27), Op::Tick(1, 30), Op::Tick(0, 27)];
+        // vCPU 0's timer, vCPU 1's timer, and an IPI from vCPU 0 to vCPU 1
+        // (SGI 3, target list {1}) that vCPU 1 is kicked for and handles.
+        let ticks = [
+            Op::Tick(0, 27),
+            Op::Sgi(0, (3 << 24) | 0b10, 0),
+            Op::Kick(1),
+            Op::Tick(1, 30),
+            Op::Guest(1, 0, 2),
+            Op::Guest(1, 1, 2),
+        ];
         let mut all: Vec<Op> = start.to_vec();
         for (k, op) in ops.into_iter().enumerate() {
             all.push(op);
