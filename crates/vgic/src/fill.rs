@@ -261,18 +261,7 @@ impl Vgic {
         self.fresh_private[vcpu] = 0;
         // One for the raise, one for the placement.
         self.generation += 2;
-        Some((
-            slot,
-            ListRegister {
-                vintid: intid,
-                pintid: Some(pintid),
-                priority,
-                state: LrState::Pending,
-                group1,
-                eoi_maintenance: false,
-                source_cpu: 0,
-            },
-        ))
+        Some((slot, hw_pending_lr(intid, pintid, priority, group1)))
     }
 
     /// A guest timer's steady state, in one step: `vcpu`'s only LR in use,
@@ -343,18 +332,7 @@ impl Vgic {
         self.fresh_private[vcpu] = 0;
         // The fold, the raise and the placement.
         self.generation += 3;
-        Some((
-            0,
-            ListRegister {
-                vintid: intid,
-                pintid: Some(intid),
-                priority,
-                state: LrState::Pending,
-                group1,
-                eoi_maintenance: false,
-                source_cpu: 0,
-            },
-        ))
+        Some((0, hw_pending_lr(intid, intid, priority, group1)))
     }
 
     /// The refill of an exact `vcpu` whose only fresh interrupt is one of
@@ -891,6 +869,21 @@ pub(crate) fn groups_on(ctlr: u32, group: u32) -> u32 {
     let g1 = if ctlr & 2 != 0 { group } else { 0 };
     let g0 = if ctlr & 1 != 0 { !group } else { 0 };
     g1 | g0
+}
+
+/// The LR of a hardware-linked interrupt placed pending (the direct
+/// forwards' placement: no EOI maintenance, the HW link does the rest).
+#[inline(always)]
+const fn hw_pending_lr(vintid: u32, pintid: u32, priority: u8, group1: bool) -> ListRegister {
+    ListRegister {
+        vintid,
+        pintid: Some(pintid),
+        priority,
+        state: LrState::Pending,
+        group1,
+        eoi_maintenance: false,
+        source_cpu: 0,
+    }
 }
 
 /// The first `cap` list-register slots.
