@@ -226,10 +226,7 @@ impl Vgic {
         }
         let i = intid as usize;
         let bit = 1u32 << i;
-        if self.exact & (1 << vcpu) == 0
-            || self.fresh_private[vcpu] & !bit != 0
-            || self.fresh_len[vcpu] != 0
-        {
+        if !self.exact_but(vcpu, bit) {
             return None;
         }
         let free = !self.lr_mask[vcpu] & slots(cap.min(MAX_LRS));
@@ -262,6 +259,16 @@ impl Vgic {
         // One for the raise, one for the placement.
         self.generation += 2;
         Some((slot, hw_pending_lr(intid, pintid, priority, group1)))
+    }
+
+    /// Whether (valid) `vcpu` is exact with nothing fresh but some of its
+    /// private interrupts `bits`: the state in which the direct steps
+    /// below may stand in for the general refill.
+    #[inline(always)]
+    fn exact_but(&self, vcpu: usize, bits: u32) -> bool {
+        self.exact & (1 << vcpu) != 0
+            && self.fresh_private[vcpu] & !bits == 0
+            && self.fresh_len[vcpu] == 0
     }
 
     /// A guest timer's steady state, in one step: `vcpu`'s only LR in use,
@@ -300,9 +307,7 @@ impl Vgic {
         if self.lr_mask[vcpu] != 1 << old
             || u32::from(p.intid) != intid
             || !p.hw
-            || self.exact & (1 << vcpu) == 0
-            || self.fresh_private[vcpu] & !bit != 0
-            || self.fresh_len[vcpu] != 0
+            || !self.exact_but(vcpu, bit)
         {
             return None;
         }
@@ -349,11 +354,11 @@ impl Vgic {
         cap: usize,
         pmr: u16,
     ) -> Option<(usize, ListRegister)> {
-        if vcpu >= self.nr_vcpus || self.exact & (1 << vcpu) == 0 || self.fresh_len[vcpu] != 0 {
+        if vcpu >= self.nr_vcpus {
             return None;
         }
         let fresh = self.fresh_private[vcpu];
-        if fresh == 0 || fresh & (fresh - 1) != 0 {
+        if fresh == 0 || fresh & (fresh - 1) != 0 || !self.exact_but(vcpu, fresh) {
             return None;
         }
         let intid = fresh.trailing_zeros();

@@ -246,15 +246,11 @@ impl HwLrs {
         pmr: u16,
     ) -> bool {
         // The LRs must be the ones the model records (no refill owed).
-        if self.in_use != vgic.lr_slots(v) {
-            return false;
-        }
-        let Some((slot, lr)) = vgic.forward_private_direct(v, intid, intid, self.count, pmr) else {
-            return false;
-        };
-        self.write(hw, slot, self.format.encode(lr));
-        self.in_use |= 1 << slot;
-        true
+        self.in_use == vgic.lr_slots(v)
+            && self.take_placed(
+                hw,
+                vgic.forward_private_direct(v, intid, intid, self.count, pmr),
+            )
     }
 
     /// vCPU `v`, folded and about to resume, was kicked for one fresh
@@ -269,10 +265,20 @@ impl HwLrs {
         v: usize,
         pmr: u16,
     ) -> bool {
-        if self.format != LrFormat::V3 || self.in_use != vgic.lr_slots(v) {
-            return false;
-        }
-        let Some((slot, lr)) = vgic.place_fresh_direct(v, self.count, pmr) else {
+        self.format == LrFormat::V3
+            && self.in_use == vgic.lr_slots(v)
+            && self.take_placed(hw, vgic.place_fresh_direct(v, self.count, pmr))
+    }
+
+    /// A direct step's LR (`placed`: its index and content), written and
+    /// taken in use; false when the step placed nothing.
+    #[inline(always)]
+    fn take_placed(
+        &mut self,
+        hw: &mut impl VirtualInterface,
+        placed: Option<(usize, ListRegister)>,
+    ) -> bool {
+        let Some((slot, lr)) = placed else {
             return false;
         };
         self.write(hw, slot, self.format.encode(lr));
