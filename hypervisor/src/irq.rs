@@ -339,27 +339,21 @@ impl Irqs {
         let quick = !console::has_input(vm.id) && !vm.must_park(v);
         let deferred = quick && self.lrs.one_completed(&Vif(&self.gic));
         if !deferred {
-            self.fold(vm, v);
-            retire_dropped_timers(vm, v);
+            self.fold_checked(vm, v);
             if !quick {
                 return Tick::General(None);
             }
         }
         let Some(irq) = self.gic.ack() else {
             if deferred {
-                self.fold(vm, v);
-                retire_dropped_timers(vm, v);
+                self.fold_checked(vm, v);
             }
             return Tick::General(None);
         };
         self.gic.priority_drop(irq);
         let intid = irq.intid();
         if intid == VTIMER_INTID || intid == PTIMER_INTID {
-            let pmr = if waiting {
-                u16::from(self.gic.vmcr_priority_mask(self.gic.vmcr()))
-            } else {
-                256
-            };
+            let pmr = self.placement_pmr(waiting);
             // A refire leaves only this timer linked, and its line is high
             // (it just fired): no timer line to check.
             // The LRs in use are mirrored for the lock-free fold check
@@ -378,8 +372,7 @@ impl Irqs {
                 true
             } else {
                 if deferred {
-                    self.fold(vm, v);
-                    retire_dropped_timers(vm, v);
+                    self.fold_checked(vm, v);
                 }
                 let placed =
                     self.lrs
@@ -395,37 +388,55 @@ impl Irqs {
                 } else {
                     Reason::IrqPtimer
                 };
-                stats.count(reason);
-                crate::telemetry::trace(vm.id, v, reason, 0);
-                return Tick::Done;
+                return done(vm, v, stats, reason);
             }
         } else {
             if deferred {
-                self.fold(vm, v);
-                retire_dropped_timers(vm, v);
+                self.fold_checked(vm, v);
             }
             // A kick for an IPI (one fresh SGI or PPI of this vCPU): placed
             // straight into a free LR, as the refill would (GICv3 only:
             // there the SGIs carry no sources).
             if intid == KICK_SGI && self.lrs.format() == LrFormat::V3 {
-                let pmr = if waiting {
-                    u16::from(self.gic.vmcr_priority_mask(self.gic.vmcr()))
-                } else {
-                    256
-                };
+                let pmr = self.placement_pmr(waiting);
                 if self
                     .lrs
                     .place_direct(&mut Vif(&self.gic), &mut vm.vgic, v, pmr)
                 {
                     self.gic.deactivate(irq);
                     self.publish();
-                    stats.count(Reason::IrqKick);
-                    crate::telemetry::trace(vm.id, v, Reason::IrqKick, 0);
-                    return Tick::Done;
+                    return done(vm, v, stats, Reason::IrqKick);
                 }
             }
         }
         Tick::General(Some(irq))
+    }
+
+    /// [`Irqs::fold`] of vCPU `v`, then the check of its timers' lines
+    /// ([`retire_dropped_timers`]), as every exit that folds does.
+    #[inline(always)]
+    fn fold_checked(&mut self, vm: &mut Vm, v: usize) {
+        self.fold(vm, v);
+        retire_dropped_timers(vm, v);
+    }
+
+    /// The loaded vCPU's priority mask, from the live virtual machine
+    /// control register.
+    #[inline(always)]
+    fn guest_pmr(&self) -> u8 {
+        self.gic.vmcr_priority_mask(self.gic.vmcr())
+    }
+
+    /// The priority mask a direct placement must be below: the loaded
+    /// vCPU's live one while it waits in `WFI` (it wakes only for an
+    /// interrupt it would take), none (256) while it runs.
+    #[inline(always)]
+    fn placement_pmr(&self, waiting: bool) -> u16 {
+        if waiting {
+            u16::from(self.guest_pmr())
+        } else {
+            256
+        }
     }
 
     /// Handles acknowledged (and priority-dropped) `irq` as
@@ -481,11 +492,20 @@ impl Irqs {
 
 /// How [`Irqs::fold_and_tick`] ended.
 enum Tick {
-    /// A guest timer's tick, placed: the exit is done.
+    /// A guest timer's tick, or an IPI's SGI, placed: the exit is done.
     Done,
     /// The general way: the list registers are folded, and this (if any)
     /// was acknowledged.
     General(Option<stratum_arch::gic::Acked>),
+}
+
+/// A direct placement finished the exit of vCPU `v` of `vm`: counted
+/// (`stats`: its counters) and traced as the interrupt's `reason`.
+#[inline(always)]
+fn done(vm: &Vm, v: usize, stats: &ExitStats, reason: Reason) -> Tick {
+    stats.count(reason);
+    crate::telemetry::trace(vm.id, v, reason, 0);
+    Tick::Done
 }
 
 /// What one round of acknowledges left to do outside the per-CPU lock.
@@ -532,6 +552,19 @@ pub fn fold_on(vm: &mut Vm, v: usize, cpu: usize) {
         return;
     }
     with_cpu(cpu, |irqs| irqs.fold(vm, v));
+}
+
+/// After a synchronous exit of vCPU `v` on CPU `cpu` (the caller's own),
+/// under its VM's lock: [`fold_on`] if the vGIC placed anything in its
+/// LRs, then [`retire_dropped_timers`].
+#[inline(always)]
+pub fn fold_after_exit(vm: &mut Vm, v: usize, cpu: usize) {
+    // Nothing in the list registers (the vGIC placed nothing there for
+    // this vCPU): nothing to fold back, and no call to find that out.
+    if vm.vgic.in_lr_count(v) != 0 {
+        fold_on(vm, v, cpu);
+    }
+    retire_dropped_timers(vm, v);
 }
 
 /// The guest timers' interrupt lines of vCPU `v`, loaded and running on
@@ -775,11 +808,7 @@ fn interrupts_general<const WAITING: bool>(
         if !simple {
             return None;
         }
-        if waiting
-            && !vm
-                .vgic
-                .has_pending(v, irqs.gic.vmcr_priority_mask(irqs.gic.vmcr()))
-        {
+        if waiting && !vm.vgic.has_pending(v, irqs.guest_pmr()) {
             return Some(GuestIrq::Wait);
         }
         irqs.refill_if_changed(vm, v);
@@ -898,7 +927,7 @@ pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
     if system::with_vm(me.vm.into(), |vm| must_wake(vm, v, cpu)) {
         return false;
     }
-    let loaded = percpu::loaded(cpu) == Some(me);
+    let loaded = percpu::is_loaded(cpu, me);
     let stats = crate::telemetry::stats(me.vm.into(), v);
     loop {
         // Interrupts stay masked at EL2: WFI still wakes on a pending one,
@@ -921,7 +950,7 @@ pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
 /// The loaded vCPU's priority mask (from the live virtual machine control
 /// register).
 pub fn live_guest_pmr() -> u8 {
-    with(|irqs| irqs.gic.vmcr_priority_mask(irqs.gic.vmcr()))
+    with(|irqs| irqs.guest_pmr())
 }
 
 /// The priority mask in a saved virtual machine control register.
