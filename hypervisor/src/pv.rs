@@ -286,12 +286,8 @@ fn serve_disks(vm: usize, cpu: usize, work: &stratum_virtio::Work) {
     let mut link = DISKS.lock();
     let mut ports = LinkPorts { cpu };
     // A reset first: requests the new driver makes are taken after it.
-    let mut resets = work.disk_resets & link.disks_of(vm);
-    while resets != 0 {
-        let disk = resets.trailing_zeros() as usize;
-        resets &= resets - 1;
-        link.disk_reset(disk);
-    }
+    let resets = work.disk_resets & link.disks_of(vm);
+    link.disks_reset(resets);
     if work.disks {
         link.frontend_notified(vm, &mut ports);
     }

@@ -455,10 +455,15 @@ impl DiskLink {
     /// VM `vm` restarted or stopped: each of its disks as
     /// [`DiskLink::disk_reset`].
     pub fn frontend_reset(&mut self, vm: usize) {
-        let mut mine = self.disks_of(vm);
-        while mine != 0 {
-            let disk = mine.trailing_zeros() as usize;
-            mine &= mine - 1;
+        self.disks_reset(self.disks_of(vm));
+    }
+
+    /// The disks of `mask` (bit *n*: disk *n*), each as
+    /// [`DiskLink::disk_reset`].
+    pub fn disks_reset(&mut self, mut mask: u32) {
+        while mask != 0 {
+            let disk = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
             self.disk_reset(disk);
         }
     }
