@@ -22,7 +22,7 @@ use stratum_core::sched::VcpuRef;
 use stratum_core::vmexit::early::{self, Early};
 
 use crate::vcpu::{Frame, LiveVcpu, VcpuTag};
-use crate::vm::{Vm, VmMemory};
+use crate::vm::{ChannelPort, Vm, VmMemory};
 use crate::{irq, lifecycle, log, sched, smp, system, telemetry};
 use stratum_arch::vectors::kind;
 use stratum_virtio::VmVirtio;
@@ -296,7 +296,9 @@ fn route_exit(frame: *mut Frame, exit_kind: u64) {
     match (esr >> 26) as u8 & 0x3f {
         esr_class::HVC64 | esr_class::SYS64 => early_route(frame, esr),
         esr_class::DABT_LOWER => mmio_route(frame, esr),
-        _ => exit_slow(frame, exit_kind, false),
+        // Not an arm of this match: a fourth made the calls' compares
+        // longer (4 instructions on every HVC).
+        _ => wfx_route(frame, esr),
     }
 }
 
@@ -313,10 +315,51 @@ fn early_route(frame: *mut Frame, esr: u64) {
     // (A route of its own for system registers, tried, made HVC and the
     // ID-register trap 20-30 instructions longer: `early_exit` then
     // inlines into both.)
-    if (esr >> 26) as u8 & 0x3f == esr_class::SYS64 && sgi_route(frame, esr) {
-        return;
+    let taken = if (esr >> 26) as u8 & 0x3f == esr_class::SYS64 {
+        sgi_route(frame, esr)
+    } else {
+        doorbell_route(frame, esr)
+    };
+    if !taken {
+        exit_slow(frame, kind::SYNC, false);
     }
-    exit_slow(frame, kind::SYNC, false);
+}
+
+/// A `DOORBELL` call on one of the VM's channels ([`vmexit::doorbell_of`]):
+/// the caller's list registers folded under one hold of its VM's lock, the
+/// peer rung under the peer's ([`ring_port`]), the status returned, then
+/// the caller refilled ([`resume_or_park`]), as the full path would with
+/// two holds fewer. False, with nothing done, for any other exit (a
+/// channel the VM lacks, too: the full path refuses it).
+#[inline(never)]
+fn doorbell_route(frame: *mut Frame, esr: u64) -> bool {
+    // SAFETY: the running vCPU's frame (see `early_exit`).
+    let (tag, x0, x1) = unsafe { ((*frame).tag, (*frame).x[0], (*frame).x[1]) };
+    let Some(call) = vmexit::doorbell_of(esr, x0, x1) else {
+        return false;
+    };
+    let (v, cpu) = (tag.vcpu, smp::current_cpu());
+    let port = system::with_vm(tag.vm, |vm| {
+        let channel = call.channel_in(vm.channel_count as u32)?;
+        let port = vm.channels[channel as usize];
+        irq::fold_after_exit(vm, v, cpu);
+        tag.stats.count(call.reason);
+        telemetry::trace(
+            tag.vm,
+            v,
+            call.reason,
+            stratum_abi::smccc::stratum::DOORBELL,
+        );
+        Some(port)
+    });
+    let Some(port) = port else {
+        return false;
+    };
+    let status = ring_port(port, cpu);
+    // SAFETY: as above; x0 of the frame (`HVC` returns past itself).
+    unsafe { (*frame).x[0] = status as u64 };
+    resume_or_park(tag.vm, v, cpu);
+    true
 }
 
 /// A trapped write of a GICv3 SGI-generation register (a guest's IPI,
@@ -356,6 +399,68 @@ fn sgi_route(frame: *mut Frame, esr: u64) -> bool {
         sched::schedule(cpu);
     }
     true
+}
+
+/// A trapped `WFI` or `WFE` ([`vmexit::wfx_of`]), else the full path.
+/// Under one hold of the
+/// VM lock until the vCPU waits: fold the list registers, step past, count,
+/// and then as the full path's [`Flow::Block`] or [`Flow::Yield`] would,
+/// with the wake-up check of a `WFI` on a CPU of its own made under the
+/// same hold.
+#[inline(never)]
+fn wfx_route(frame: *mut Frame, esr: u64) {
+    let Some(w) = vmexit::wfx_of(esr) else {
+        return exit_slow(frame, kind::SYNC, false);
+    };
+    // SAFETY: the running vCPU's frame (see `early_exit`).
+    let tag = unsafe { (*frame).tag };
+    let (v, cpu) = (tag.vcpu, smp::current_cpu());
+    // The scheduler's state is never held with a VM lock: asked first.
+    let shared = sched::is_shared(cpu);
+    let next = system::with_vm(tag.vm, |vm| {
+        irq::fold_after_exit(vm, v, cpu);
+        // As `sync_policy`: input is polled at a synchronous exit when the
+        // console has no interrupt.
+        if !irq::console_interrupts() {
+            crate::console::drain_input();
+            irq::sample_lines(vm);
+        }
+        advance_pc();
+        tag.stats.count(w.reason);
+        telemetry::trace(tag.vm, v, w.reason, 0);
+        if vm.must_park(v) || shared {
+            // Parked as it leaves, or another vCPU may take the CPU: the
+            // list registers go back to the model first.
+            irq::park_lrs(vm, v, cpu);
+            return if vm.must_park(v) || !w.wait {
+                Flow::Yield
+            } else {
+                Flow::Block
+            };
+        }
+        if w.wait {
+            // The wake-up check reads the model alone.
+            irq::park_lrs(vm, v, cpu);
+            if !irq::must_wake(vm, v, cpu) {
+                return Flow::Block;
+            }
+        }
+        irq::fill_on(vm, v, cpu);
+        Flow::Resume
+    });
+    match next {
+        Flow::Resume => {}
+        // Parked by the lifecycle, or the CPU offered (`WFE`).
+        Flow::Yield => sched::schedule(cpu),
+        Flow::Block if shared => sched::block(cpu),
+        Flow::Block => wait_then_resume(
+            cpu,
+            VcpuRef {
+                vm: tag.vm as u8,
+                vcpu: v as u8,
+            },
+        ),
+    }
 }
 
 /// A data abort: the direct route ([`mmio_exit`]), else the full path.
@@ -537,13 +642,30 @@ fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
             if sched::is_shared(cpu) {
                 sched::block(cpu);
             }
-            if irq::wait_for_interrupt(cpu, me) {
-                return;
+            if !system::with_vm(id, |vm| irq::must_wake(vm, v, cpu)) {
+                return wait_then_resume(cpu, me);
             }
         }
     }
-    // Powered off, or the VM is being reset or stopped: give the CPU up
-    // instead of returning to the guest.
+    resume_or_park(id, v, cpu);
+}
+
+/// vCPU `me`, alone on CPU `cpu` with its list registers parked, waits in
+/// `WFI` ([`irq::idle_for_interrupt`]), then resumes or parks. A function
+/// of its own, tail-called: the exit's frame is gone before the CPU idles,
+/// so the wake-up returns to the guest through this one alone.
+#[inline(never)]
+fn wait_then_resume(cpu: usize, me: VcpuRef) {
+    if irq::idle_for_interrupt(cpu, me) {
+        return;
+    }
+    resume_or_park(usize::from(me.vm), usize::from(me.vcpu), cpu);
+}
+
+/// The end of an exit that may not resume vCPU `v` of VM `id` as it is:
+/// refills its list registers and returns to it, or, when it was powered
+/// off or its VM is being reset or stopped, gives the CPU up instead.
+fn resume_or_park(id: usize, v: usize, cpu: usize) {
     let park = system::with_vm(id, |vm| {
         if vm.must_park(v) {
             irq::park_lrs(vm, v, cpu);
@@ -770,6 +892,12 @@ fn ring_doorbell(id: usize, channel: usize, cpu: usize) -> i64 {
     }) else {
         return stratum_abi::smccc::INVALID_PARAMETERS;
     };
+    ring_port(port, cpu)
+}
+
+/// Rings the doorbell at the other end of a channel (`port`), from CPU
+/// `cpu`: the SMCCC status for the caller.
+fn ring_port(port: ChannelPort, cpu: usize) -> i64 {
     system::try_with_vm(port.peer_vm, |peer| {
         if peer.must_park_vm() {
             return stratum_abi::smccc::NOT_PRESENT;

@@ -908,7 +908,7 @@ fn forward_elsewhere(cpu: usize, acks: &mut Acks) {
 /// `fill_on`, device lines move only with device accesses and console
 /// input, so only queued input is sampled; kicks for the VM's other vCPUs
 /// go out on the way.
-fn must_wake(vm: &mut Vm, v: usize, cpu: usize) -> bool {
+pub fn must_wake(vm: &mut Vm, v: usize, cpu: usize) -> bool {
     if console::has_input(vm.id) {
         sample_lines(vm);
     }
@@ -917,16 +917,13 @@ fn must_wake(vm: &mut Vm, v: usize, cpu: usize) -> bool {
 }
 
 /// A guest `WFI` by vCPU `me`, alone on CPU `cpu`, its list registers
-/// parked: idles the CPU until `me` has an interrupt it would take (or
-/// must park), forwarding physical interrupts as they come. True when it
-/// also refilled the list registers (the guest may run at once: the
-/// interrupt that woke it was handled as by [`guest_irq`]). No VM lock is
-/// held while idling.
-pub fn wait_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
+/// parked, once [`must_wake`] said no: idles the CPU until `me` has an
+/// interrupt it would take (or must park), forwarding physical interrupts
+/// as they come. True when it also refilled the list registers (the guest
+/// may run at once: the interrupt that woke it was handled as by
+/// [`guest_irq`]). No VM lock is held while idling.
+pub fn idle_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
     let v = usize::from(me.vcpu);
-    if system::with_vm(me.vm.into(), |vm| must_wake(vm, v, cpu)) {
-        return false;
-    }
     let loaded = percpu::is_loaded(cpu, me);
     let stats = crate::telemetry::stats(me.vm.into(), v);
     loop {

@@ -4,7 +4,7 @@
 //! Every vCPU is placed on one physical CPU at boot (the host tool decides).
 //! A CPU with one vCPU (static partitioning) never switches: the vCPU's EL1
 //! registers, timers, GIC CPU-interface state and FP/SIMD stay live in the
-//! CPU, its `WFI` idles the CPU (`irq::wait_for_interrupt`), and no
+//! CPU, its `WFI` idles the CPU (`irq::idle_for_interrupt`), and no
 //! preemption timer runs. A CPU with several time-shares them round-robin
 //! ([`stratum_core::sched::RunQueue`]): the EL2 physical timer (`CNTHP`)
 //! ends each slice, and a vCPU that executes `WFI` gives the CPU up at once

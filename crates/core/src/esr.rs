@@ -48,7 +48,8 @@ pub mod ec {
 
 /// `ESR_ELx.IL`: the trapped instruction was 32 bits long.
 pub const ESR_IL: u64 = 1 << 25;
-const EC_SHIFT: u32 = 26;
+/// Where `ESR_ELx.EC` (6 bits) starts.
+pub const EC_SHIFT: u32 = 26;
 const ISS_MASK: u64 = (1 << 25) - 1;
 
 /// A guest exit, decoded from `ESR_EL2`.
@@ -319,6 +320,18 @@ pub struct Wfx {
     pub timeout_reg: Option<u8>,
 }
 
+/// Which wait-for instruction a WFx syndrome (EC 0x01) names: its `TI`
+/// field, bits \[1:0\].
+#[inline]
+pub const fn wfx_kind(esr: u64) -> WfxKind {
+    match esr & 0b11 {
+        0 => WfxKind::Wfi,
+        1 => WfxKind::Wfe,
+        2 => WfxKind::Wfit,
+        _ => WfxKind::Wfet,
+    }
+}
+
 const fn bit(v: u64, n: u32) -> bool {
     (v >> n) & 1 == 1
 }
@@ -358,12 +371,7 @@ pub fn decode(esr: u64) -> Exit {
         }),
         ec::SYS64 => Exit::SysReg(sysreg_fields(iss)),
         ec::WFX => {
-            let kind = match field(iss, 0, 2) {
-                0 => WfxKind::Wfi,
-                1 => WfxKind::Wfe,
-                2 => WfxKind::Wfit,
-                _ => WfxKind::Wfet,
-            };
+            let kind = wfx_kind(esr);
             // RV is only meaningful when TI[1] == 1 (WFIT/WFET).
             let timeout_reg = if bit(iss, 1) && bit(iss, 2) {
                 Some(field(iss, 5, 5) as u8)

@@ -32,6 +32,7 @@ use crate::insn;
 use crate::mmio::{self, GuestRegs, MmioPlan};
 use crate::psci::{self, CallContext, FirmwareFeatures, Outcome, VcpuPower};
 use crate::stats::{self, ExitStats, Reason};
+use stratum_abi::smccc::stratum;
 
 /// The VM's emulated devices, as exit handling needs them: every device on
 /// the bus by its id ([`DeviceTable`]), and the virtual GIC's trapped
@@ -550,13 +551,107 @@ pub struct SgiWrite {
 /// for every other syndrome.
 #[inline]
 pub fn sgi_write_of(esr: u64) -> Option<SgiWrite> {
-    let access = esr::sysreg_access(esr)?;
-    let which = sgi_register(&access)?;
+    // The three registers share all but `op2` (3, 0, c12, c11, 5..=7): one
+    // mask and compare finds them (a write, `Direction` 0), `op2` tells
+    // them apart. The same as matching [`esr::sysreg_access`]'s encoding,
+    // in a fifth of the instructions.
+    const FIXED: u64 =
+        (0x3f << esr::EC_SHIFT) | (0x3 << 20) | (0x7 << 14) | (0xf << 10) | (0xf << 1) | 1;
+    const SGI: u64 =
+        ((esr::ec::SYS64 as u64) << esr::EC_SHIFT) | (3 << 20) | (12 << 10) | (11 << 1);
+    if esr & FIXED != SGI {
+        return None;
+    }
+    let (which, reason, encoding) = match (esr >> 17) & 0x7 {
+        5 => (
+            SgiRegister::Sgi1r,
+            Reason::SysregSgi1r,
+            esr::sysreg::ICC_SGI1R_EL1,
+        ),
+        6 => (
+            SgiRegister::Asgi1r,
+            Reason::SysregAsgi1r,
+            esr::sysreg::ICC_ASGI1R_EL1,
+        ),
+        7 => (
+            SgiRegister::Sgi0r,
+            Reason::SysregSgi0r,
+            esr::sysreg::ICC_SGI0R_EL1,
+        ),
+        _ => return None,
+    };
     Some(SgiWrite {
         which,
-        rt: access.rt,
-        reason: stats::sysreg_reason(&access),
-        encoding: access.encoding(),
+        rt: ((esr >> 5) & 0x1f) as u8,
+        reason,
+        encoding,
+    })
+}
+
+/// A Stratum `DOORBELL` call by `HVC`, as [`doorbell_of`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DoorbellCall {
+    /// `x1`, the channel the caller names (not yet checked against its
+    /// VM's channels: [`DoorbellCall::channel_in`]).
+    pub x1: u64,
+    /// The reason the exit counts under; its detail is [`stratum::DOORBELL`].
+    pub reason: Reason,
+}
+
+impl DoorbellCall {
+    /// The channel rung, when the VM has `channels` of them and `x1` names
+    /// one; `None` when the call fails (`INVALID_PARAMETERS`, which the full
+    /// path answers).
+    #[inline]
+    pub fn channel_in(&self, channels: u32) -> Option<u32> {
+        u32::try_from(self.x1).ok().filter(|&c| c < channels)
+    }
+}
+
+/// The `DOORBELL` call in `ESR_EL2` and the caller's `x0`, `x1`, for the
+/// glue's direct route: with [`DoorbellCall::channel_in`], exactly the
+/// exits [`handle_sync`] answers with [`Action::Doorbell`] for an `HVC`
+/// (a property test pins the two together), counted the same way. `None`
+/// for every other exit.
+#[inline]
+pub fn doorbell_of(esr: u64, x0: u64, x1: u64) -> Option<DoorbellCall> {
+    // `HVC #0` (an immediate other than 0 is no call), the function in the
+    // low 32 bits of `x0`.
+    const FIXED: u64 = (0x3f << esr::EC_SHIFT) | 0xffff;
+    const HVC0: u64 = (esr::ec::HVC64 as u64) << esr::EC_SHIFT;
+    if esr & FIXED != HVC0 || x0 as u32 != stratum::DOORBELL {
+        return None;
+    }
+    // A constant: the table lookup is not folded at run time.
+    const REASON: Reason = stats::call_reason(stratum::DOORBELL);
+    Some(DoorbellCall { x1, reason: REASON })
+}
+
+/// A trapped wait-for instruction, as [`wfx_of`] finds it in the syndrome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WfxExit {
+    /// `WFI`: the vCPU waits until an interrupt it would take is pending
+    /// ([`Action::WaitForInterrupt`]). Otherwise (`WFE`, `WFIT`, `WFET`) it
+    /// only offers its CPU ([`Action::Yield`]). Both step past it.
+    pub wait: bool,
+    /// The reason the exit counts under (detail 0).
+    pub reason: Reason,
+}
+
+/// The trapped `WFI`/`WFE` in `ESR_EL2`, from the syndrome alone, for the
+/// glue's direct route: exactly the exits [`handle_sync`] answers with
+/// [`Action::WaitForInterrupt`] or [`Action::Yield`] for a wait-for
+/// instruction, counted the same way (a property test pins the two
+/// together). `None` for every other syndrome.
+#[inline]
+pub fn wfx_of(esr: u64) -> Option<WfxExit> {
+    if (esr >> esr::EC_SHIFT) as u8 & 0x3f != esr::ec::WFX {
+        return None;
+    }
+    let kind = esr::wfx_kind(esr);
+    Some(WfxExit {
+        wait: kind == WfxKind::Wfi,
+        reason: stats::wfx_reason(kind),
     })
 }
 

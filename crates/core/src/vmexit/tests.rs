@@ -382,7 +382,7 @@ impl Harness {
         let mut vm = VmModel {
             vm_id: VM_ID,
             boot_count: BOOTS,
-            channels: 1,
+            channels: CHANNELS,
             ram: RAM,
             bus: &bus,
             devices: &mut devices,
@@ -2240,6 +2240,91 @@ proptest! {
             None => prop_assert!(sgis.is_empty(), "{esr:#x}: an SGI write the route misses"),
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The glue's direct wait-for route ([`wfx_of`]) takes exactly the
+    /// exits of the wait-for class, and answers each as the full policy
+    /// does: `WFI` waits, the others yield, both step past, the same count.
+    #[test]
+    fn the_wfx_route_agrees_with_the_policy(
+        esr in prop_oneof![
+            esr_strategy(),
+            any::<u64>().prop_map(|rest| (rest & !(0x3f << 26)) | (EC_WFX << 26)),
+        ],
+    ) {
+        let mut h = Harness::new().with_gic();
+        let route = wfx_of(esr);
+        let action = h.run(&call_exit(esr));
+        match route {
+            Some(w) => {
+                let expected = if w.wait {
+                    Action::WaitForInterrupt { advance: true }
+                } else {
+                    Action::Yield { advance: true }
+                };
+                prop_assert_eq!(action, expected);
+                prop_assert_eq!(h.counted, Some(Counted { reason: w.reason, detail: 0 }));
+            }
+            None => prop_assert_ne!((esr >> 26) & 0x3f, EC_WFX, "{:#x}: a wait-for exit the route misses", esr),
+        }
+    }
+}
+
+/// The channels the harness's VM has.
+const CHANNELS: u32 = 1;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The glue's direct doorbell route ([`doorbell_of`] with
+    /// [`DoorbellCall::channel_in`]) takes exactly the exits the full
+    /// policy answers with a doorbell, for the same channel, counted the
+    /// same way; a call it finds with a channel the VM lacks is one the
+    /// policy refuses.
+    #[test]
+    fn the_doorbell_route_agrees_with_the_policy(
+        esr in prop_oneof![
+            esr_strategy(),
+            (0u64..3, any::<u64>()).prop_map(|(imm, rest)| (rest & !0x3f00_ffff) | (EC_HVC64 << 26) | imm),
+        ],
+        x0 in prop_oneof![
+            any::<u64>(),
+            any::<u32>().prop_map(|high| (u64::from(high) << 32) | u64::from(stratum::DOORBELL)),
+        ],
+        x1 in prop_oneof![any::<u64>(), 0u64..4, Just(1u64 << 32)],
+    ) {
+        let mut h = Harness::new().with_gic();
+        h.regs.x[0] = x0;
+        h.regs.x[1] = x1;
+        let route = doorbell_of(esr, x0, x1);
+        let action = h.run(&call_exit(esr));
+        let policy = match action {
+            Action::Doorbell { channel, advance: false } => Some(channel),
+            _ => None,
+        };
+        prop_assert_eq!(route.and_then(|c| c.channel_in(CHANNELS)), policy, "{:#x} {:#x} {:#x}", esr, x0, x1);
+        if let Some(call) = route {
+            prop_assert_eq!(h.counted, Some(Counted { reason: call.reason, detail: stratum::DOORBELL }));
+            if policy.is_none() {
+                prop_assert_eq!(action, Action::Resume);
+                prop_assert_eq!(h.regs.x[0], smccc::INVALID_PARAMETERS as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_wfx_route_waits_only_for_wfi() {
+    let wfi = wfx_of(esr(EC_WFX, 0)).expect("WFI");
+    assert_eq!((wfi.wait, wfi.reason), (true, Reason::Wfi));
+    for ti in 1..4 {
+        let w = wfx_of(esr(EC_WFX, ti)).expect("WFE, WFIT, WFET");
+        assert!(!w.wait, "TI {ti} yields");
+    }
+    assert_eq!(wfx_of(esr(EC_HVC64, 0)), None);
 }
 
 #[test]
