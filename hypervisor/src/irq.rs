@@ -950,9 +950,14 @@ pub fn live_guest_pmr() -> u8 {
     with(|irqs| irqs.guest_pmr())
 }
 
-/// The priority mask in a saved virtual machine control register.
-pub fn pmr_of(vmcr: u32) -> u8 {
-    with(|irqs| irqs.gic.vmcr_priority_mask(vmcr))
+/// The priority mask in a saved virtual machine control register of a
+/// vCPU of `vm` (whose vGIC is the host GIC's version, so no lock of this
+/// CPU's interrupt state is needed to know the layout).
+pub fn pmr_of(vm: &Vm, vmcr: u32) -> u8 {
+    match vm.vgic.version() {
+        GicVersion::V2 => GicV2::vmcr_priority_mask(vmcr),
+        GicVersion::V3 => GicV3::vmcr_priority_mask(vmcr),
+    }
 }
 
 /// Arms the EL2 physical timer to fire at physical count `at`.
@@ -968,13 +973,10 @@ pub fn save_cpu_interface(ctx: &mut VcpuContext) {
     with(|irqs| {
         ctx.vmcr = irqs.gic.vmcr();
         ctx.aprs = irqs.gic.save_aprs();
-        ctx.hw_active = 0;
-        for intid in [VTIMER_INTID, PTIMER_INTID] {
-            if irqs.gic.is_active(intid).unwrap_or(false) {
-                ctx.hw_active |= 1 << intid;
-                let _ = irqs.gic.clear_active(intid);
-            }
-        }
+        // Both timers' in one read and at most one write.
+        let active = irqs.gic.private_active() & TIMER_PPIS;
+        ctx.hw_active = active;
+        irqs.gic.set_private_active(0, active);
     });
 }
 
@@ -984,13 +986,8 @@ pub fn restore_cpu_interface(ctx: &VcpuContext) {
     with(|irqs| {
         irqs.gic.set_vmcr(ctx.vmcr);
         irqs.gic.restore_aprs(&ctx.aprs);
-        for intid in [VTIMER_INTID, PTIMER_INTID] {
-            let _ = if ctx.hw_active & (1 << intid) != 0 {
-                irqs.gic.set_active(intid)
-            } else {
-                irqs.gic.clear_active(intid)
-            };
-        }
+        let active = ctx.hw_active & TIMER_PPIS;
+        irqs.gic.set_private_active(active, TIMER_PPIS & !active);
     });
 }
 

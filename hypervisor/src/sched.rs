@@ -225,7 +225,7 @@ fn claim(r: VcpuRef, loaded: Option<VcpuRef>) -> Option<Claim> {
             let pmr = if loaded == Some(r) {
                 irq::live_guest_pmr()
             } else {
-                irq::pmr_of(vm.ctx[v].vmcr)
+                irq::pmr_of(vm, vm.ctx[v].vmcr)
             };
             vm.vgic.has_pending(v, pmr)
                 || (loaded != Some(r)

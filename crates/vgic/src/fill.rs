@@ -798,8 +798,16 @@ impl Vgic {
         self.after_unplace(vcpu, u32::from(p.intid));
     }
 
-    /// `intid` left `vcpu`'s LRs: it may be a candidate again.
+    /// `intid` left `vcpu`'s LRs: it may be a candidate again, unless it is
+    /// neither pending nor active now (the guest completed it), which
+    /// makes it no vCPU's candidate: then nothing is fresh, and a vCPU's
+    /// next refill has nothing to look at for it.
     fn after_unplace(&mut self, vcpu: usize, intid: u32) {
+        let (word, bit) = ((intid / 32) as usize, 1u32 << (intid % 32));
+        let bank = self.bank(vcpu, word);
+        if (bank.pending() | bank.active) & bit == 0 {
+            return;
+        }
         self.push_fresh(vcpu, intid);
         if intid >= PRIVATE_IRQS {
             let t = self.spi_target[(intid - PRIVATE_IRQS) as usize];

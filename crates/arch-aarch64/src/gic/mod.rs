@@ -365,6 +365,18 @@ impl PhysGic {
         dispatch!(self, g => g.is_active(intid))
     }
 
+    /// This CPU's active SGIs and PPIs, bit `n` for INTID `n` (one
+    /// register read).
+    pub fn private_active(&self) -> u32 {
+        dispatch!(self, g => g.private_active())
+    }
+
+    /// Makes this CPU's SGIs and PPIs in `bits` active and those in `clear`
+    /// inactive (at most one register write each).
+    pub fn set_private_active(&self, bits: u32, clear: u32) {
+        dispatch!(self, g => g.set_private_active(bits, clear))
+    }
+
     /// Deactivates an acknowledged, priority-dropped interrupt.
     pub fn deactivate(&self, irq: Acked) {
         dispatch!(self, g => g.deactivate(irq))

@@ -429,6 +429,30 @@ impl GicV3 {
         Ok(unsafe { read32(addr) } & bit != 0)
     }
 
+    /// This CPU's active SGIs and PPIs (`GICR_ISACTIVER0`), bit `n` for
+    /// INTID `n`.
+    pub fn private_active(&self) -> u32 {
+        // SAFETY: this CPU's redistributor's ISACTIVER0; reads have no side
+        // effects.
+        unsafe { read32(self.gicr + GICR_ISACTIVER0) }
+    }
+
+    /// Makes this CPU's SGIs and PPIs in `bits` active (`GICR_ISACTIVER0`,
+    /// write-1-to-set) and those in `clear` inactive (`GICR_ICACTIVER0`);
+    /// an empty set writes nothing.
+    pub fn set_private_active(&self, bits: u32, clear: u32) {
+        // SAFETY: this CPU's redistributor's ISACTIVER0 and ICACTIVER0,
+        // which change only the active state of the bits written.
+        unsafe {
+            if bits != 0 {
+                write32(self.gicr + GICR_ISACTIVER0, bits);
+            }
+            if clear != 0 {
+                write32(self.gicr + GICR_ICACTIVER0, clear);
+            }
+        }
+    }
+
     /// Acknowledges the highest-priority pending Group 1 interrupt.
     pub fn ack(&self) -> Option<Acked> {
         let intid = (sysreg::icc_iar1_el1() & 0xff_ffff) as u32;
@@ -675,6 +699,29 @@ mod tests {
             fake::take_writes()
                 .iter()
                 .all(|w| w.addr < GICD || w.addr >= GICD + 0x1_0000)
+        );
+    }
+
+    #[test]
+    fn private_active_state_moves_in_one_access_each() {
+        qemu_like();
+        let gic = init(0).expect("CPU 0");
+        fake::poke32(gic.gicr + GICR_ISACTIVER0, 1 << 27 | 1 << 30);
+        assert_eq!(gic.private_active(), 1 << 27 | 1 << 30);
+        fake::take_writes();
+        gic.set_private_active(0, 1 << 27 | 1 << 30);
+        gic.set_private_active(1 << 30, 0);
+        let w = |addr, value| fake::Write {
+            addr,
+            width: 4,
+            value,
+        };
+        assert_eq!(
+            fake::take_writes(),
+            [
+                w(gic.gicr + GICR_ICACTIVER0, 1 << 27 | 1 << 30),
+                w(gic.gicr + GICR_ISACTIVER0, 1 << 30)
+            ]
         );
     }
 
