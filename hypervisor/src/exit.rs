@@ -326,10 +326,11 @@ fn early_route(frame: *mut Frame, esr: u64) {
 }
 
 /// A `DOORBELL` call on one of the VM's channels ([`vmexit::doorbell_of`]):
-/// the caller's list registers folded under one hold of its VM's lock, the
-/// peer rung under the peer's ([`ring_port`]), the status returned, then
-/// the caller refilled ([`resume_or_park`]), as the full path would with
-/// two holds fewer. False, with nothing done, for any other exit (a
+/// the caller's list registers folded (and, for a peer in another VM,
+/// refilled) under one hold of its VM's lock, the peer rung under the
+/// peer's ([`ring_port`]), the status returned; for a peer in the same VM
+/// the caller is refilled after the ring ([`resume_or_park`]). The full
+/// path's outcome with two or three holds fewer. False, with nothing done, for any other exit (a
 /// channel the VM lacks, too: the full path refuses it).
 #[inline(never)]
 fn doorbell_route(frame: *mut Frame, esr: u64) -> bool {
@@ -339,7 +340,7 @@ fn doorbell_route(frame: *mut Frame, esr: u64) -> bool {
         return false;
     };
     let (v, cpu) = (tag.vcpu, smp::current_cpu());
-    let port = system::with_vm(tag.vm, |vm| {
+    let found = system::with_vm(tag.vm, |vm| {
         let channel = call.channel_in(vm.channel_count as u32)?;
         let port = vm.channels[channel as usize];
         irq::fold_after_exit(vm, v, cpu);
@@ -350,15 +351,23 @@ fn doorbell_route(frame: *mut Frame, esr: u64) -> bool {
             call.reason,
             stratum_abi::smccc::stratum::DOORBELL,
         );
-        Some(port)
+        // The peer is another VM: ringing it changes nothing of this one,
+        // so the caller is refilled now, under this hold.
+        let done = port.peer_vm != tag.vm && !vm.must_park(v);
+        if done {
+            irq::fill_on(vm, v, cpu);
+        }
+        Some((port, done))
     });
-    let Some(port) = port else {
+    let Some((port, done)) = found else {
         return false;
     };
     let status = ring_port(port, cpu);
     // SAFETY: as above; x0 of the frame (`HVC` returns past itself).
     unsafe { (*frame).x[0] = status as u64 };
-    resume_or_park(tag.vm, v, cpu);
+    if !done {
+        resume_or_park(tag.vm, v, cpu);
+    }
     true
 }
 
