@@ -325,13 +325,14 @@ fn early_route(frame: *mut Frame, esr: u64) {
     }
 }
 
-/// A `DOORBELL` call on one of the VM's channels ([`vmexit::doorbell_of`]):
-/// the caller's list registers folded (and, for a peer in another VM,
-/// refilled) under one hold of its VM's lock, the peer rung under the
-/// peer's ([`ring_port`]), the status returned; for a peer in the same VM
-/// the caller is refilled after the ring ([`resume_or_park`]). The full
-/// path's outcome with two or three holds fewer. False, with nothing done, for any other exit (a
-/// channel the VM lacks, too: the full path refuses it).
+/// A `DOORBELL` call on one of the VM's channels ([`vmexit::doorbell_of`],
+/// ADR 0022): the caller's list registers folded (and, for a peer in
+/// another VM, refilled) under one hold of its VM's lock, the peer rung
+/// under the peer's ([`ring_port`]), the status returned; for a peer in
+/// the same VM the caller is refilled after the ring ([`resume_or_park`]).
+/// The full path's outcome with two or three holds fewer. False, with
+/// nothing done, for any other exit (a channel the VM lacks, too: the full
+/// path refuses it).
 #[inline(never)]
 fn doorbell_route(frame: *mut Frame, esr: u64) -> bool {
     // SAFETY: the running vCPU's frame (see `early_exit`).
@@ -410,12 +411,11 @@ fn sgi_route(frame: *mut Frame, esr: u64) -> bool {
     true
 }
 
-/// A trapped `WFI` or `WFE` ([`vmexit::wfx_of`]), else the full path.
-/// Under one hold of the
-/// VM lock until the vCPU waits: fold the list registers, step past, count,
-/// and then as the full path's [`Flow::Block`] or [`Flow::Yield`] would,
-/// with the wake-up check of a `WFI` on a CPU of its own made under the
-/// same hold.
+/// A trapped `WFI` or `WFE` ([`vmexit::wfx_of`], ADR 0022), else the full
+/// path. Under one hold of the VM lock until the vCPU waits: fold the list
+/// registers, step past, count, and then as the full path's
+/// [`Flow::Block`] or [`Flow::Yield`] would, with the wake-up check of a
+/// `WFI` on a CPU of its own made under the same hold.
 #[inline(never)]
 fn wfx_route(frame: *mut Frame, esr: u64) {
     let Some(w) = vmexit::wfx_of(esr) else {
@@ -437,11 +437,12 @@ fn wfx_route(frame: *mut Frame, esr: u64) {
         advance_pc();
         tag.stats.count(w.reason);
         telemetry::trace(tag.vm, v, w.reason, 0);
-        if vm.must_park(v) || shared {
+        let park = vm.must_park(v);
+        if park || shared {
             // Parked as it leaves, or another vCPU may take the CPU: the
             // list registers go back to the model first.
             irq::park_lrs(vm, v, cpu);
-            return if vm.must_park(v) || !w.wait {
+            return if park || !w.wait {
                 Flow::Yield
             } else {
                 Flow::Block

@@ -973,7 +973,7 @@ pub fn save_cpu_interface(ctx: &mut VcpuContext) {
     with(|irqs| {
         ctx.vmcr = irqs.gic.vmcr();
         ctx.aprs = irqs.gic.save_aprs();
-        // Both timers' in one read and at most one write.
+        // Both timers' active states in one read and at most one write.
         let active = irqs.gic.private_active() & TIMER_PPIS;
         ctx.hw_active = active;
         irqs.gic.set_private_active(0, active);
