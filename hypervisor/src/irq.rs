@@ -396,7 +396,9 @@ impl Irqs {
             }
             // A kick for an IPI (one fresh SGI or PPI of this vCPU): placed
             // straight into a free LR, as the refill would (GICv3 only:
-            // there the SGIs carry no sources).
+            // there the SGIs carry no sources). `place_direct` checks the
+            // format too; asked here first, GICv2 skips the priority mask's
+            // `VMCR` read (without it its IPI row is 31 longer).
             if intid == KICK_SGI && self.lrs.format() == LrFormat::V3 {
                 let pmr = self.placement_pmr(waiting);
                 if self
