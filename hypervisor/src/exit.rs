@@ -4,7 +4,7 @@
 use stratum_arch::ram::GuestRam;
 use stratum_arch::{sysreg, tlb};
 use stratum_core::addr::Gva;
-use stratum_core::bus::{DeviceId, DeviceTable, Effects, MmioDevice};
+use stratum_core::bus::{AccessRefused, DeviceAccess, DeviceId, DeviceTable, Effects, MmioDevice};
 use stratum_core::esr::ec as esr_class;
 use stratum_core::flash::Flash;
 use stratum_core::inject::Injection;
@@ -21,8 +21,8 @@ use stratum_core::lifecycle::Start;
 use stratum_core::sched::VcpuRef;
 use stratum_core::vmexit::early::{self, Early};
 
-use crate::vcpu::{Frame, LiveVcpu, VcpuTag};
 use crate::vm::{ChannelPort, Vm, VmMemory};
+use crate::vm::{Frame, LiveVcpu, VcpuTag};
 use crate::{irq, lifecycle, log, sched, smp, system, telemetry};
 use stratum_arch::vectors::kind;
 use stratum_virtio::VmVirtio;
@@ -64,6 +64,42 @@ impl DeviceTable for VmDevs<'_> {
             crate::vm::GIC_DEVICE => Some(&mut *self.vgic),
             crate::vm::VIRTIO_DEVICE => Some(&mut *self.virtio),
             _ => self.rare_device(id),
+        }
+    }
+
+    // The three devices every VM has are called directly, not through
+    // `dyn`: their register reads inline into the MMIO route.
+    #[inline(always)]
+    fn read(
+        &mut self,
+        id: DeviceId,
+        access: &DeviceAccess,
+        fx: &mut Effects,
+    ) -> Result<u64, AccessRefused> {
+        match id {
+            crate::vm::GIC_DEVICE => MmioDevice::read(&mut *self.vgic, access, fx),
+            crate::vm::UART_DEVICE => MmioDevice::read(&mut *self.uart, access, fx),
+            crate::vm::VIRTIO_DEVICE => MmioDevice::read(&mut *self.virtio, access, fx),
+            _ => self.rare_device(id).ok_or(AccessRefused)?.read(access, fx),
+        }
+    }
+
+    #[inline(always)]
+    fn write(
+        &mut self,
+        id: DeviceId,
+        access: &DeviceAccess,
+        value: u64,
+        fx: &mut Effects,
+    ) -> Result<(), AccessRefused> {
+        match id {
+            crate::vm::GIC_DEVICE => MmioDevice::write(&mut *self.vgic, access, value, fx),
+            crate::vm::UART_DEVICE => MmioDevice::write(&mut *self.uart, access, value, fx),
+            crate::vm::VIRTIO_DEVICE => MmioDevice::write(&mut *self.virtio, access, value, fx),
+            _ => self
+                .rare_device(id)
+                .ok_or(AccessRefused)?
+                .write(access, value, fx),
         }
     }
 }
@@ -108,7 +144,7 @@ fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) -> bool {
         crate::console::guest_byte(vm.id, b);
     }
     let mut later = false;
-    if fx.notify {
+    if fx.notify() {
         let mut work = vm.virtio.process(&mut VmMemory(&vm.ram));
         if core::mem::take(&mut work.console_output) {
             print_virtio_console(vm);
@@ -117,10 +153,10 @@ fn apply_effects(vm: &mut Vm, fx: &Effects, device: Option<DeviceId>) -> bool {
         vm.pv_work |= work;
     }
     let virtio = device.is_none_or(|d| d == crate::vm::VIRTIO_DEVICE);
-    if fx.lines && !virtio || device.is_none() {
+    if fx.lines() && !virtio || device.is_none() {
         irq::sample_lines(vm);
     }
-    if (fx.lines || fx.notify) && virtio {
+    if (fx.lines() || fx.notify()) && virtio {
         irq::sample_virtio_lines(vm);
     }
     later
@@ -341,7 +377,7 @@ fn doorbell_route(frame: *mut Frame, esr: u64) -> bool {
         return false;
     };
     let (v, cpu) = (tag.vcpu, smp::current_cpu());
-    let found = system::with_vm(tag.vm, |vm| {
+    let found = system::with_slot(tag.slot, |vm| {
         let channel = call.channel_in(vm.channel_count as u32)?;
         let port = vm.channels[channel as usize];
         irq::fold_after_exit(vm, v, cpu);
@@ -392,7 +428,7 @@ fn sgi_route(frame: *mut Frame, esr: u64) -> bool {
         ((*frame).tag, x)
     };
     let (v, cpu) = (tag.vcpu, smp::current_cpu());
-    let park = system::with_vm(tag.vm, |vm| {
+    let park = system::with_slot(tag.slot, |vm| {
         irq::fold_after_exit(vm, v, cpu);
         vm.vgic.sgi_register_write(v, w.which, value);
         advance_pc();
@@ -426,7 +462,7 @@ fn wfx_route(frame: *mut Frame, esr: u64) {
     let (v, cpu) = (tag.vcpu, smp::current_cpu());
     // The scheduler's state is never held with a VM lock: asked first.
     let shared = sched::is_shared(cpu);
-    let next = system::with_vm(tag.vm, |vm| {
+    let next = system::with_slot(tag.slot, |vm| {
         irq::fold_after_exit(vm, v, cpu);
         // As `sync_policy`: input is polled at a synchronous exit when the
         // console has no interrupt.
@@ -517,7 +553,7 @@ fn mmio_exit(frame: *mut Frame, esr: u64, tag: VcpuTag) -> Quick {
     };
     let ipa = stratum_core::esr::fault_ipa(sysreg::hpfar_el2(), sysreg::far_el2());
     let v = tag.vcpu;
-    system::with_vm(tag.vm, |vm| {
+    system::with_slot(tag.slot, |vm| {
         let Some(hit) = vm.machine.bus.find(ipa) else {
             return Quick::NotMine;
         };
@@ -622,8 +658,8 @@ fn exit_slow(frame: *mut Frame, exit_kind: u64, folded: bool) {
         // Fold, acknowledge, forward and refill under one VM lock hold.
         kind::IRQ | kind::FIQ | kind::ASYNC32 => {
             // SAFETY: the running vCPU's frame; its tag never changes.
-            let stats = unsafe { (*frame).tag.stats };
-            match irq::guest_irq(cpu, me, stats) {
+            let tag = unsafe { (*frame).tag };
+            match irq::guest_irq(cpu, me, &tag) {
                 irq::GuestIrq::Done => return,
                 irq::GuestIrq::Resume | irq::GuestIrq::Wait => Flow::Resume,
                 irq::GuestIrq::Yield => Flow::Yield,

@@ -11,6 +11,6 @@
 
 const _: stratum_arch::head::BootPrimary = crate::boot_primary;
 const _: stratum_arch::head::BootSecondary = crate::boot_secondary;
-const _: stratum_arch::vectors::GuestExitHandler<crate::vcpu::VcpuTag> =
+const _: stratum_arch::vectors::GuestExitHandler<crate::vm::VcpuTag> =
     crate::exit::handle_guest_exit;
 const _: stratum_arch::vectors::HypFaultHandler = crate::panic::hyp_fault;

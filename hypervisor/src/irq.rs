@@ -36,8 +36,8 @@ use stratum_core::stats::{ExitStats, Reason};
 use stratum_vgic::hw::{HwLrs, LrFormat, VirtualInterface};
 
 use crate::sync::SpinLock;
-use crate::vcpu::VcpuContext;
 use crate::vm::Vm;
+use crate::vm::{VMS, VcpuContext, VcpuTag, VmSlot};
 use crate::{console, log, percpu, smp, system};
 use stratum_arch::head::MAX_CPUS;
 
@@ -726,9 +726,9 @@ pub enum GuestIrq {
 /// registers the guest changed, acknowledges the physical interrupts,
 /// forwards the timers' and this VM's passthrough SPIs (HW-linked) and
 /// console input, and refills. Interrupts for other VMs are forwarded
-/// after the lock is released. `stats` are `me`'s counters (from its
-/// frame's tag).
-pub fn guest_irq(cpu: usize, me: VcpuRef, stats: &'static ExitStats) -> GuestIrq {
+/// after the lock is released. `tag` is `me`'s frame's (its counters and
+/// its VM's slot).
+pub fn guest_irq(cpu: usize, me: VcpuRef, tag: &VcpuTag) -> GuestIrq {
     if !percpu::is_loaded(cpu, me) {
         // The timers' interrupts belong to the loaded vCPU, which is the
         // running one while a guest runs; anything else takes the general
@@ -741,22 +741,23 @@ pub fn guest_irq(cpu: usize, me: VcpuRef, stats: &'static ExitStats) -> GuestIrq
             GuestIrq::Resume
         };
     }
-    interrupts_arrived::<false>(cpu, me, stats)
+    interrupts_arrived::<false>(cpu, me, tag.stats, tag.slot)
 }
 
 /// [`guest_irq`] for `me`, loaded on `cpu`; `WAITING`: `me` waits in
 /// `WFI` with its list registers parked, and is refilled only if it has an
 /// interrupt it would take ([`GuestIrq::Wait`] otherwise; the preemption
 /// timer does not matter, the CPU is not shared). `stats`: `me`'s
-/// counters.
+/// counters; `slot`: its VM's.
 fn interrupts_arrived<const WAITING: bool>(
     cpu: usize,
     me: VcpuRef,
     stats: &'static ExitStats,
+    slot: &VmSlot,
 ) -> GuestIrq {
-    let (id, v) = (usize::from(me.vm), usize::from(me.vcpu));
+    let v = usize::from(me.vcpu);
     let mut rest = None;
-    let outcome = system::with_vm(id, |vm| {
+    let outcome = system::with_slot(slot, |vm| {
         match with_cpu(cpu, |irqs| irqs.fold_and_tick(vm, v, WAITING, stats)) {
             // The timer path ends here.
             Tick::Done => {
@@ -928,12 +929,13 @@ pub fn idle_for_interrupt(cpu: usize, me: VcpuRef) -> bool {
     let v = usize::from(me.vcpu);
     let loaded = percpu::is_loaded(cpu, me);
     let stats = crate::telemetry::stats(me.vm.into(), v);
+    let slot = &VMS[usize::from(me.vm)];
     loop {
         // Interrupts stay masked at EL2: WFI still wakes on a pending one,
         // which is then acknowledged.
         crate::telemetry::idling(barrier::wfi);
         if loaded {
-            match interrupts_arrived::<true>(cpu, me, stats) {
+            match interrupts_arrived::<true>(cpu, me, stats, slot) {
                 GuestIrq::Wait => continue,
                 GuestIrq::Done => return true,
                 GuestIrq::Resume | GuestIrq::Yield => return false,

@@ -22,7 +22,6 @@ mod smp;
 mod sync;
 mod system;
 mod telemetry;
-mod vcpu;
 mod vm;
 
 use stratum_abi::bundle::{

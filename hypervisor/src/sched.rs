@@ -14,7 +14,7 @@
 //!
 //! A switch saves the outgoing vCPU's EL1 registers, timers, active
 //! hardware-linked interrupts and virtual CPU-interface state into its
-//! [`crate::vcpu::VcpuContext`], loads the incoming one's, and points
+//! [`crate::vm::VcpuContext`], loads the incoming one's, and points
 //! `VTTBR_EL2` (VMID-tagged: no TLB flush) and `TPIDR_EL2` at it. FP/SIMD
 //! moves lazily: `CPTR_EL2.TFP` traps the first FP instruction of a vCPU
 //! whose registers are not loaded ([`fp_trap`]), except that a vCPU that

@@ -39,7 +39,7 @@ use stratum_core::psci::FirmwareFeatures;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::sync::{Once, SpinLock};
-use crate::vm::Vm;
+use crate::vm::{VMS, Vm, VmSlot};
 
 /// Machine-wide settings fixed at boot.
 #[derive(Clone, Copy)]
@@ -63,7 +63,6 @@ static SETTINGS: Once<Settings> = Once::new();
 pub use crate::vm::MAX_VMS;
 const _: () = assert!(MAX_VMS >= stratum_abi::limits::RUNNING_VMS);
 
-static VMS: [SpinLock<Option<Vm>>; MAX_VMS] = [const { SpinLock::new(None) }; MAX_VMS];
 /// Whether some vCPU of VM `i` time-shares its CPU (fixed at boot; read on
 /// the lock-free early exit path).
 static TIME_SHARED: [AtomicBool; MAX_VMS] = [const { AtomicBool::new(false) }; MAX_VMS];
@@ -143,6 +142,13 @@ pub fn vm_states() -> impl Iterator<Item = VmState> {
 /// How many VMs the system has.
 pub fn vm_count() -> usize {
     VM_COUNT.load(Ordering::Acquire)
+}
+
+/// Runs `f` on the VM in `slot` (an exit route's, from its vCPU's tag).
+#[inline(always)]
+pub fn with_slot<R>(slot: &VmSlot, f: impl FnOnce(&mut Vm) -> R) -> R {
+    let mut guard = slot.lock();
+    f(guard.as_mut().expect("a VM slot the boot CPU installed"))
 }
 
 /// Runs `f` on VM `id`.

@@ -4,6 +4,13 @@
 //! like (RAM, GIC, bus, image layout, device tree) is
 //! [`stratum_core::machine`]'s; this module builds the tables and copies
 //! the bytes.
+//!
+//! The VM table ([`VMS`], reached through [`crate::system::with_vm`]) and
+//! each vCPU's register frame with the tag that names its owner
+//! ([`VcpuTag`]) are here too: a frame lives in its VM, and its tag points
+//! at its VM's slot. The frame's layout is the exit vector's
+//! ([`stratum_arch::vectors`]); the EL1 state switched with a vCPU and its
+//! reset values are [`stratum_arch::context`]'s.
 
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +34,7 @@ use stratum_virtio::slots::MAX_VM_DISKS;
 use stratum_virtio::{GuestMemory, MemError, Transport, VmVirtio, Work};
 
 use crate::sync::SpinLock;
-use crate::vcpu::{Frame, VcpuContext};
+use stratum_core::stats::ExitStats;
 use stratum_core::tablepool::TablePool;
 use stratum_core::trng::Trng;
 
@@ -37,6 +44,13 @@ pub use stratum_core::machine::{
 
 /// Most VMs one system runs.
 pub const MAX_VMS: usize = 8;
+
+/// A VM's place in the table: its lock, and the VM once installed.
+pub type VmSlot = SpinLock<Option<Vm>>;
+
+/// The VMs, by index ([`crate::system`] installs them and takes their
+/// locks in its order).
+pub(crate) static VMS: [VmSlot; MAX_VMS] = [const { SpinLock::new(None) }; MAX_VMS];
 
 /// Most channels one VM has.
 pub const CHANNELS: usize = stratum_abi::limits::CHANNELS_PER_VM;
@@ -388,7 +402,7 @@ impl Vm {
             needs_tlb_flush: true,
             cntvoff: 0,
             boot_count: 0,
-            frames: core::array::from_fn(|v| crate::vcpu::frame(id, v)),
+            frames: core::array::from_fn(|v| frame(id, v)),
             map_stats,
             vgic,
             ram,
@@ -507,3 +521,57 @@ impl Vm {
         tlb::invalidate_current_vmid();
     }
 }
+
+/// The general-purpose registers of a guest vCPU, saved by the exit vector
+/// (x0–x30 at offsets 0, 8, …, 240), and whose they are ([`VcpuTag`]).
+pub type Frame = stratum_arch::vectors::GuestFrame<VcpuTag>;
+
+/// What a vCPU's frame says about its owner, so that the exit path (which
+/// is handed the frame) needs no lookup to know whose exit it handles or
+/// where to count it. Set when the VM is built; never changes.
+#[derive(Clone, Copy)]
+pub struct VcpuTag {
+    /// The VM's index.
+    pub vm: usize,
+    /// The VM's slot (its lock), so that the exit routes reach it without
+    /// an index check.
+    pub slot: &'static VmSlot,
+    /// The vCPU's index in its VM.
+    pub vcpu: usize,
+    /// Its exit counters in the telemetry block.
+    pub stats: &'static ExitStats,
+}
+
+impl VcpuTag {
+    /// The tag of vCPU `vcpu` of VM `vm`.
+    pub fn new(vm: usize, vcpu: usize) -> Self {
+        Self {
+            vm,
+            slot: &VMS[vm],
+            vcpu,
+            stats: crate::telemetry::stats(vm, vcpu),
+        }
+    }
+}
+
+impl core::fmt::Debug for VcpuTag {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VcpuTag")
+            .field("vm", &self.vm)
+            .field("vcpu", &self.vcpu)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh frame for vCPU `vcpu` of VM `vm`: every register zero.
+pub fn frame(vm: usize, vcpu: usize) -> Frame {
+    Frame {
+        x: [0; 31],
+        tag: VcpuTag::new(vm, vcpu),
+    }
+}
+
+/// The running vCPU as the exit path's decoders see it.
+pub type LiveVcpu<'a> = stratum_arch::context::LiveVcpu<'a, VcpuTag>;
+
+pub use stratum_arch::context::VcpuContext;

@@ -64,15 +64,15 @@ pub struct Effects {
     bytes: u64,
     len: u8,
     lost: u8,
-    /// Some device's interrupt line (or its input queue's room) may have
-    /// changed: sample the VM's device lines before the guest runs again.
-    pub lines: bool,
-    /// A device was handed work that needs the VM's memory (a virtio queue
-    /// notify, or a driver's reset its backends must hear of): run the
-    /// VM's pending device work (the transport's `process`) before the
-    /// guest runs again.
-    pub notify: bool,
+    /// [`Effects::lines`] and [`Effects::notify`] as bits, so that whether
+    /// there is anything to apply is one test with `len`.
+    flags: u8,
 }
+
+/// [`Effects::flags`]: a device line may have moved.
+const LINES: u8 = 1;
+/// [`Effects::flags`]: device work is waiting.
+const NOTIFY: u8 = 2;
 
 impl Effects {
     /// Records one byte for the VM's console (counted as lost past
@@ -102,8 +102,39 @@ impl Effects {
     }
 
     /// Whether anything must be applied.
+    #[inline(always)]
     pub fn is_empty(&self) -> bool {
-        self.len == 0 && !self.lines && !self.notify
+        // `lost` counts only past a full `len`.
+        (self.len | self.flags) == 0
+    }
+
+    /// Some device's interrupt line (or its input queue's room) may have
+    /// changed: sample the VM's device lines before the guest runs again.
+    pub fn lines(&self) -> bool {
+        self.flags & LINES != 0
+    }
+
+    /// Records that a device's line may have moved ([`Effects::lines`]).
+    pub fn set_lines(&mut self) {
+        self.flags |= LINES;
+    }
+
+    /// [`Effects::set_lines`] if `moved`.
+    pub fn lines_if(&mut self, moved: bool) {
+        self.flags |= u8::from(moved) * LINES;
+    }
+
+    /// A device was handed work that needs the VM's memory (a virtio queue
+    /// notify, or a driver's reset its backends must hear of): run the
+    /// VM's pending device work (the transport's `process`) before the
+    /// guest runs again.
+    pub fn notify(&self) -> bool {
+        self.flags & NOTIFY != 0
+    }
+
+    /// Records device work to run ([`Effects::notify`]).
+    pub fn set_notify(&mut self) {
+        self.flags |= NOTIFY;
     }
 }
 
@@ -121,9 +152,41 @@ pub trait MmioDevice {
 }
 
 /// The VM's devices, by [`DeviceId`].
+///
+/// The exit path calls [`DeviceTable::read`] and [`DeviceTable::write`]; a
+/// table may override them to call its devices without the `dyn` call
+/// (the hypervisor's does: its devices' register reads are then inlined
+/// into the exit path, and the access stays in registers).
 pub trait DeviceTable {
     /// The device `id`, if the VM has it.
     fn device(&mut self, id: DeviceId) -> Option<&mut dyn MmioDevice>;
+
+    /// A read of device `id` ([`MmioDevice::read`]); refused if the VM has
+    /// no such device.
+    #[inline]
+    fn read(
+        &mut self,
+        id: DeviceId,
+        access: &DeviceAccess,
+        fx: &mut Effects,
+    ) -> Result<u64, AccessRefused> {
+        self.device(id).ok_or(AccessRefused)?.read(access, fx)
+    }
+
+    /// A write of device `id` ([`MmioDevice::write`]); refused if the VM
+    /// has no such device.
+    #[inline]
+    fn write(
+        &mut self,
+        id: DeviceId,
+        access: &DeviceAccess,
+        value: u64,
+        fx: &mut Effects,
+    ) -> Result<(), AccessRefused> {
+        self.device(id)
+            .ok_or(AccessRefused)?
+            .write(access, value, fx)
+    }
 }
 
 /// One registered register window.

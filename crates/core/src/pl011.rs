@@ -409,6 +409,7 @@ impl Pl011 {
 /// interrupt line, or that frees receive-FIFO room for queued console
 /// input (a read of `UARTDR`), asks the glue to sample the VM's lines.
 impl MmioDevice for Pl011 {
+    #[inline]
     fn read(&mut self, access: &DeviceAccess, fx: &mut Effects) -> Result<u64, AccessRefused> {
         // Only a read of UARTDR's low byte pops the receive FIFO: any other
         // read changes nothing, so it moves no line and needs no sampling
@@ -420,7 +421,7 @@ impl MmioDevice for Pl011 {
         }
         let (line, room) = (self.irq_pending(), self.rx_count);
         let value = Pl011::read(self, access.offset, access.size).map_err(|_| AccessRefused)?;
-        fx.lines |= line != self.irq_pending() || room != self.rx_count;
+        fx.lines_if(line != self.irq_pending() || room != self.rx_count);
         Ok(u64::from(value))
     }
 
@@ -435,7 +436,7 @@ impl MmioDevice for Pl011 {
             fx.console(b)
         })
         .map_err(|_| AccessRefused)?;
-        fx.lines |= line != self.irq_pending();
+        fx.lines_if(line != self.irq_pending());
         Ok(())
     }
 }
@@ -469,7 +470,7 @@ mod tests {
                 u.read(off, Word).map_err(|_| AccessRefused),
                 "{off:#x}"
             );
-            assert!(!fx.lines, "{off:#x}");
+            assert!(!fx.lines(), "{off:#x}");
             assert_eq!(u.irq_pending(), before.irq_pending(), "{off:#x}");
             assert_eq!(u.rx_space(), before.rx_space(), "{off:#x}");
         }
@@ -480,7 +481,7 @@ mod tests {
             MmioDevice::read(&mut u, &at(UARTDR), &mut fx),
             Ok(u64::from(b'x'))
         );
-        assert!(fx.lines, "the FIFO's room changed");
+        assert!(fx.lines(), "the FIFO's room changed");
         // A byte read of UARTDR's second byte does not pop.
         assert!(u.push_rx(b'y'));
         let mut fx = Effects::default();
@@ -490,7 +491,7 @@ mod tests {
             ..at(0)
         };
         assert!(MmioDevice::read(&mut u, &upper, &mut fx).is_ok());
-        assert!(!fx.lines);
+        assert!(!fx.lines());
         assert_eq!(rd(&mut u, UARTDR), u32::from(b'y'), "still there");
     }
 

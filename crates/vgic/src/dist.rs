@@ -11,6 +11,7 @@ const SGIR: u64 = 0xf00;
 impl Vgic {
     /// A guest read of the distributor register at `offset` (from the
     /// frame base) by `vcpu`. Banked SGI/PPI rows are `vcpu`'s.
+    #[inline]
     pub fn dist_read(
         &mut self,
         vcpu: usize,
@@ -47,6 +48,7 @@ impl Vgic {
         }
     }
 
+    #[inline(always)]
     fn check_dist(&self, vcpu: usize, offset: u64) -> Result<(), VgicError> {
         if vcpu >= self.nr_vcpus {
             return Err(VgicError::NoSuchVcpu);

@@ -345,7 +345,7 @@ impl<D: VirtioDevice> Transport<D> {
             mmio::QUEUE_NOTIFY => self.write_notify(value, fx),
             mmio::INTERRUPT_ACK => {
                 self.interrupt_status &= !value;
-                fx.lines = true;
+                fx.set_lines();
             }
             mmio::STATUS => self.write_status(value, fx),
             mmio::QUEUE_DESC_LOW
@@ -397,7 +397,7 @@ impl<D: VirtioDevice> Transport<D> {
                         queue: sel as u16,
                         error,
                     });
-                    fx.lines = true;
+                    fx.set_lines();
                 } else {
                     self.epoch = self.epoch.wrapping_add(1);
                     self.stamp_features();
@@ -410,11 +410,11 @@ impl<D: VirtioDevice> Transport<D> {
     fn write_status(&mut self, value: u32, fx: &mut Effects) {
         if value == 0 {
             self.reset();
-            fx.lines = true;
+            fx.set_lines();
             // The VM's device work runs next (the glue's `process`): a
             // backend that holds the old driver's requests hears of the
             // reset before it sends any (the disk link, the vsock router).
-            fx.notify = true;
+            fx.set_notify();
             return;
         }
         let driver_bits = self.status & status::DRIVER_BITS;
@@ -473,7 +473,7 @@ impl<D: VirtioDevice> Transport<D> {
             None => {
                 bump(&mut self.counters.notifies);
                 self.pending |= 1 << value;
-                fx.notify = true;
+                fx.set_notify();
             }
         }
     }

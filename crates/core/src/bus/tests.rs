@@ -191,15 +191,13 @@ fn effects_collect_console_bytes_and_count_the_rest() {
     );
     assert_eq!(fx.lost_bytes(), 3);
     assert!(!fx.is_empty());
-    let lines = Effects {
-        lines: true,
-        ..Effects::default()
-    };
+    let mut lines = Effects::default();
+    lines.set_lines();
+    assert!(lines.lines() && !lines.notify());
     assert!(!lines.is_empty());
-    let notify = Effects {
-        notify: true,
-        ..Effects::default()
-    };
+    let mut notify = Effects::default();
+    notify.set_notify();
+    assert!(notify.notify() && !notify.lines());
     assert!(!notify.is_empty());
 }
 

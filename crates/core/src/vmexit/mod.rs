@@ -882,9 +882,6 @@ fn syndrome_access(
     if offset >= hit.bank_range.size || hit.bank_range.size - offset < bytes {
         return Err(AbortCause::DeviceRejected);
     }
-    let device = devices
-        .device(hit.device)
-        .ok_or(AbortCause::DeviceRejected)?;
     let access = DeviceAccess {
         vcpu,
         region: hit.region,
@@ -896,12 +893,12 @@ fn syndrome_access(
     if write {
         // XZR reads as zero (`GuestRegs::x(31)`).
         let value = regs.x(s.reg) << shift >> shift;
-        device
-            .write(&access, value, fx)
+        devices
+            .write(hit.device, &access, value, fx)
             .map_err(|_| AbortCause::DeviceRejected)
     } else {
-        let value = device
-            .read(&access, fx)
+        let value = devices
+            .read(hit.device, &access, fx)
             .map_err(|_| AbortCause::DeviceRejected)?;
         regs.set_x(s.reg, load_value(s, value));
         Ok(())

@@ -1862,7 +1862,7 @@ impl MmioDevice for Scratch {
             .get_mut((a.offset / 4) as usize)
             .ok_or(AccessRefused)?;
         *r = v as u32;
-        fx.lines = true;
+        fx.set_lines();
         Ok(())
     }
 }
@@ -1929,7 +1929,7 @@ fn a_new_device_is_reached_through_the_bus_alone() {
         handle_sync(&store, 0, &mut regs, &mut vm, &mut env),
         Action::Advance
     );
-    assert!(vm.effects.lines, "the device's effect reaches the glue");
+    assert!(vm.effects.lines(), "the device's effect reaches the glue");
     let load = device_exit(dabt_isv(2, 6, false), 0x0a00_0000 + 2 * 0x200 + 0x8);
     assert_eq!(
         handle_sync(&load, 0, &mut regs, &mut vm, &mut env),
@@ -1968,7 +1968,7 @@ fn uart_output_and_line_changes_are_effects() {
     h.regs.x[1] = u64::from(b'Z');
     assert_eq!(h.run(&uart_exit(dabt_isv(0, 1, true), DR)), Action::Advance);
     assert!(h.effects.console_bytes().eq(*b"Z"));
-    assert!(h.effects.lines, "the transmit interrupt was raised");
+    assert!(h.effects.lines(), "the transmit interrupt was raised");
     // Reading UARTFR changes nothing the glue must look at.
     assert_eq!(
         h.run(&uart_exit(dabt_isv(2, 2, false), FR)),

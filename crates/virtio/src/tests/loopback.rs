@@ -186,7 +186,7 @@ impl Driver {
         if notify {
             self.notifies += 1;
             let fx = wr(t, mmio::QUEUE_NOTIFY, u32::from(which));
-            assert!(fx.notify);
+            assert!(fx.notify());
             if t.process(mem) {
                 self.interrupt(t);
             }
@@ -203,7 +203,7 @@ impl Driver {
             t.take_error()
         );
         self.interrupts += 1;
-        assert!(wr(t, mmio::INTERRUPT_ACK, status).lines);
+        assert!(wr(t, mmio::INTERRUPT_ACK, status).lines());
         assert!(!t.line());
     }
 

@@ -112,7 +112,7 @@ impl Vm {
             self.rx.set_used_event(&mut mem, self.rx.last_used);
         }
         let fx = wr(&mut self.t, mmio::QUEUE_NOTIFY, u32::from(net::RX));
-        assert!(fx.notify);
+        assert!(fx.notify());
         let mut mem = SliceMemory::new(Ipa(RAM_BASE), &mut self.ram);
         self.t.process(&mut mem);
         assert!(!self.t.device_mut().take_tx_kick());

@@ -348,7 +348,7 @@ proptest! {
         for (offset, size, is_write, value) in ops {
             if is_write {
                 let fx = write_sized(&mut t, offset, size, value);
-                if fx.notify {
+                if fx.notify() {
                     // A notify leaves a queue to serve; a reset (status 0)
                     // asks for the device work too, with nothing pending.
                     prop_assert!(t.has_pending() || t.status() == 0);

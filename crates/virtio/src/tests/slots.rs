@@ -156,7 +156,7 @@ fn a_disk_drivers_reset_is_left_for_the_glue_once() {
     let mut mem = memory(&mut ram);
     assert!(v.process(&mut mem).is_empty(), "attaching is no reset");
     let fx = wr(&mut Bank(&mut v, 4), mmio::STATUS, 0);
-    assert!(fx.notify, "the glue runs the device work at once");
+    assert!(fx.notify(), "the glue runs the device work at once");
     assert_eq!(
         v.process(&mut mem),
         Work {
@@ -207,7 +207,7 @@ fn console_output_and_a_nic_kick_are_left_for_the_glue() {
     let head = tx.chain(&mut mem, &[(at, text.len() as u32, false)]);
     tx.publish(&mut mem, head);
     let fx = wr(&mut Bank(&mut v, 0), mmio::QUEUE_NOTIFY, 1);
-    assert!(fx.notify, "a notify is served after the access");
+    assert!(fx.notify(), "a notify is served after the access");
     let work = v.process(&mut mem);
     assert_eq!(
         work,

@@ -34,7 +34,7 @@ fn a_transport_with_no_device_reads_device_id_0_and_has_no_queues() {
     assert!(negotiate(&mut t, feature::VERSION_1));
     driver_ok(&mut t);
     let fx = wr(&mut t, mmio::QUEUE_NOTIFY, 0);
-    assert!(!fx.notify);
+    assert!(!fx.notify());
     assert_eq!(t.take_error(), Some(TransportError::NotifyNoSuchQueue(0)));
     let mut ram = ram();
     assert!(!t.process(&mut memory(&mut ram)));
@@ -171,9 +171,9 @@ fn writing_status_0_resets_transport_device_and_queues() {
     let resets = t.device().resets;
     assert!(t.line());
     let fx = wr(&mut t, mmio::STATUS, 0);
-    assert!(fx.lines, "the line may have fallen");
+    assert!(fx.lines(), "the line may have fallen");
     assert!(
-        fx.notify,
+        fx.notify(),
         "the device work runs: backends hear of the reset"
     );
     assert!(!t.line());
@@ -282,7 +282,7 @@ fn a_queue_made_ready_with_a_bad_size_or_area_needs_a_reset() {
         wr(&mut t, mmio::QUEUE_DESC_LOW, desc as u32);
         wr(&mut t, mmio::QUEUE_DESC_HIGH, (desc >> 32) as u32);
         let fx = wr(&mut t, mmio::QUEUE_READY, 1);
-        assert!(fx.lines, "{name}");
+        assert!(fx.lines(), "{name}");
         assert_eq!(rd(&mut t, mmio::QUEUE_READY), 0, "{name}");
         assert_eq!(
             rd(&mut t, mmio::STATUS) & status::DEVICE_NEEDS_RESET,
@@ -452,14 +452,14 @@ fn interrupt_ack_clears_the_bits_written_and_reports_the_line() {
     dq.publish(&mut mem, head);
     t.device_mut().on_notify = OnNotify::Drain;
     t.config_changed();
-    assert!(wr(&mut t, mmio::QUEUE_NOTIFY, 0).notify);
+    assert!(wr(&mut t, mmio::QUEUE_NOTIFY, 0).notify());
     assert!(t.process(&mut mem));
     assert_eq!(
         rd(&mut t, mmio::INTERRUPT_STATUS),
         mmio::INT_USED_BUFFER | mmio::INT_CONFIG
     );
     let fx = wr(&mut t, mmio::INTERRUPT_ACK, mmio::INT_USED_BUFFER);
-    assert!(fx.lines);
+    assert!(fx.lines());
     assert!(t.line());
     assert_eq!(rd(&mut t, mmio::INTERRUPT_STATUS), mmio::INT_CONFIG);
     wr(&mut t, mmio::INTERRUPT_ACK, mmio::INT_CONFIG);
@@ -475,9 +475,9 @@ fn a_notify_for_a_live_queue_is_reported_and_served_once() {
     let mut ram = ram();
     let mut mem = memory(&mut ram);
     assert!(!t.has_pending());
-    assert!(wr(&mut t, mmio::QUEUE_NOTIFY, 2).notify);
-    assert!(wr(&mut t, mmio::QUEUE_NOTIFY, 0).notify);
-    assert!(wr(&mut t, mmio::QUEUE_NOTIFY, 2).notify);
+    assert!(wr(&mut t, mmio::QUEUE_NOTIFY, 2).notify());
+    assert!(wr(&mut t, mmio::QUEUE_NOTIFY, 0).notify());
+    assert!(wr(&mut t, mmio::QUEUE_NOTIFY, 2).notify());
     assert!(t.has_pending());
     assert!(!t.process(&mut mem), "nothing used, no interrupt");
     assert_eq!(t.device().notified, [0, 2]);
@@ -494,7 +494,7 @@ fn bad_notifies_are_dropped_and_counted() {
     let mut t = Transport::new(TestDevice::new(2));
     assert!(negotiate(&mut t, feature::VERSION_1));
     dq.setup(&mut t, 0);
-    assert!(!wr(&mut t, mmio::QUEUE_NOTIFY, 0).notify);
+    assert!(!wr(&mut t, mmio::QUEUE_NOTIFY, 0).notify());
     assert_eq!(
         t.take_error(),
         Some(TransportError::NotifyBeforeDriverOk(0))
@@ -507,7 +507,10 @@ fn bad_notifies_are_dropped_and_counted() {
         (u32::MAX, TransportError::NotifyNoSuchQueue(u32::MAX)),
         (1, TransportError::NotifyNotReady(1)),
     ] {
-        assert!(!wr(&mut t, mmio::QUEUE_NOTIFY, value).notify, "{value:#x}");
+        assert!(
+            !wr(&mut t, mmio::QUEUE_NOTIFY, value).notify(),
+            "{value:#x}"
+        );
         assert_eq!(t.take_error(), Some(error));
     }
     assert_eq!(t.counters().refused_notifies, 5);
@@ -540,7 +543,7 @@ fn a_device_error_needs_a_reset_and_a_reset_recovers() {
     );
     assert_eq!(t.counters().device_errors, 1);
     // Stopped: notifies are refused, nothing is served.
-    assert!(!wr(&mut t, mmio::QUEUE_NOTIFY, 0).notify);
+    assert!(!wr(&mut t, mmio::QUEUE_NOTIFY, 0).notify());
     assert_eq!(t.take_error(), Some(TransportError::NotifyNeedsReset(0)));
     assert!(!t.is_live());
     // A driver's read-modify-write that echoes the device's bit is fine.
@@ -552,7 +555,7 @@ fn a_device_error_needs_a_reset_and_a_reset_recovers() {
     assert!(negotiate(&mut t, feature::VERSION_1));
     dq.setup(&mut t, 0);
     driver_ok(&mut t);
-    assert!(wr(&mut t, mmio::QUEUE_NOTIFY, 0).notify);
+    assert!(wr(&mut t, mmio::QUEUE_NOTIFY, 0).notify());
     t.process(&mut mem);
     assert_eq!(t.device().notified, [0, 0]);
     assert!(!t.line());
