@@ -288,7 +288,8 @@ pub struct Hit {
 #[derive(Clone, Copy, Debug)]
 pub struct MmioBus {
     windows: [Window; MAX_WINDOWS],
-    /// `end` of each window, cached for the lookup.
+    /// `end` of each window, cached for the lookup; `u64::MAX` past the
+    /// last, so that the scan needs no count.
     ends: [u64; MAX_WINDOWS],
     len: usize,
 }
@@ -313,7 +314,7 @@ impl MmioBus {
     pub const fn new() -> Self {
         Self {
             windows: [EMPTY; MAX_WINDOWS],
-            ends: [0; MAX_WINDOWS],
+            ends: [u64::MAX; MAX_WINDOWS],
             len: 0,
         }
     }
@@ -352,28 +353,24 @@ impl MmioBus {
     /// The window, bank and device that `ipa` falls in.
     #[inline(always)]
     pub fn find(&self, ipa: Ipa) -> Option<Hit> {
-        // A handful of windows: a linear scan of the cached ends is shorter
-        // than a binary search's bookkeeping, and a plain loop shorter than
-        // an iterator's (which LLVM unrolls for sixteen windows).
-        let mut i = 0;
-        while i < self.len.min(MAX_WINDOWS) && self.ends[i] <= ipa.0 {
-            i += 1;
-        }
-        if i >= self.len.min(MAX_WINDOWS) {
+        // A handful of windows: a scan of the cached ends, which LLVM
+        // unrolls (each window one load and compare, and the window found
+        // at a constant offset). The ends past the last window are
+        // `u64::MAX`, so the scan stops there at the latest.
+        let i = self.ends.iter().position(|&end| ipa.0 < end)?;
+        if i >= self.len {
             return None;
         }
         let w = &self.windows[i];
         let off = ipa.0.checked_sub(w.start.0)?;
-        let (bank, start) = if w.count == 1 {
-            (0, w.start)
-        } else {
-            let bank = off / w.stride;
-            (bank as u32, Ipa(w.start.0 + bank * w.stride))
-        };
+        // A plain window is one bank of `stride` bytes: the division gives
+        // 0 (one instruction, where telling the cases apart took four).
+        let bank = off / w.stride;
+        let start = Ipa(w.start.0 + bank * w.stride);
         Some(Hit {
             device: w.device,
             region: w.region,
-            bank,
+            bank: bank as u32,
             bank_range: IpaRange {
                 start,
                 size: w.stride,

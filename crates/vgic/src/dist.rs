@@ -11,7 +11,7 @@ const SGIR: u64 = 0xf00;
 impl Vgic {
     /// A guest read of the distributor register at `offset` (from the
     /// frame base) by `vcpu`. Banked SGI/PPI rows are `vcpu`'s.
-    #[inline]
+    #[inline(always)]
     pub fn dist_read(
         &mut self,
         vcpu: usize,

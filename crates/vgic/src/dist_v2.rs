@@ -27,6 +27,7 @@ impl Vgic {
         it_lines | ((self.nr_vcpus as u32 - 1) << 5)
     }
 
+    #[inline(always)]
     pub(crate) fn dist_read_v2(
         &mut self,
         vcpu: usize,

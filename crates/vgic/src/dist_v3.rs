@@ -56,6 +56,7 @@ impl Vgic {
         it_lines | (9 << 19) | (1 << 24) | (1 << 26)
     }
 
+    #[inline(always)]
     pub(crate) fn dist_read_v3(
         &mut self,
         vcpu: usize,

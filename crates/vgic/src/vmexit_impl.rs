@@ -19,7 +19,7 @@ use crate::Vgic;
 pub use stratum_core::machine::{REGION_DIST, REGION_REDIST};
 
 impl MmioDevice for Vgic {
-    #[inline]
+    #[inline(always)]
     fn read(&mut self, access: &DeviceAccess, _fx: &mut Effects) -> Result<u64, AccessRefused> {
         match access.region {
             REGION_DIST => self.dist_read(access.vcpu, access.offset, access.size),
@@ -33,7 +33,7 @@ impl MmioDevice for Vgic {
         .map_err(|_| AccessRefused)
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(
         &mut self,
         access: &DeviceAccess,
