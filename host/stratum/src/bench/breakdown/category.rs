@@ -206,7 +206,6 @@ pub const RULES: &[(Category, Match)] = &[
         Category::Scheduling,
         Match::File("hypervisor/src/lifecycle.rs"),
     ),
-    (Category::Scheduling, Match::File("hypervisor/src/vcpu.rs")),
     (
         Category::Scheduling,
         Match::File("crates/core/src/sched.rs"),
