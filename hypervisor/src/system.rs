@@ -1,5 +1,7 @@
-//! Global hypervisor state: the VMs, each behind its own lock, what the
-//! firmware offers, the machine-wide settings, and how to stop the machine.
+//! Global hypervisor state: access to the VMs, each behind its own lock
+//! (the table itself is [`crate::vm::VMS`], beside the vCPU tags that point
+//! into it), what the firmware offers, the machine-wide settings, and how
+//! to stop the machine.
 //! What happens to a VM over its life is `stratum_core::lifecycle`'s
 //! decision (held in each [`Vm`]) and `lifecycle.rs`'s and `sched.rs`'s
 //! doing.
@@ -11,7 +13,7 @@
 //!
 //! 0. A network's switch or the vsock router (`pv`): taken with no VM lock
 //!    held, never two of them; inside, one VM's lock at a time.
-//! 1. A VM's lock ([`with_vm`], [`try_with_vm`]). At most one at a time: no
+//! 1. A VM's lock ([`with_vm`], [`try_with_vm`], [`with_slot`]). At most one at a time: no
 //!    code holds two VM locks. Code that concerns several VMs (a doorbell,
 //!    the stop check, a scheduler's pick over a shared CPU's queue) takes
 //!    them one after the other. A vCPU's lifecycle events (claim, leave,
