@@ -208,10 +208,11 @@ pub fn deliver_input(vm: usize, guest_uart: &mut stratum_core::pl011::Pl011) {
 }
 
 /// Whether input typed for VM `vm` waits to be handed to its UART (one
-/// atomic load; always true for a VM index beyond the pending mask).
+/// atomic load and a test: every VM index has its bit).
 #[inline]
 pub fn has_input(vm: usize) -> bool {
-    vm >= 32 || PENDING_INPUT.load(Ordering::Acquire) & (1 << vm) != 0
+    const _: () = assert!(crate::vm::MAX_VMS <= 32, "one bit per VM");
+    PENDING_INPUT.load(Ordering::Acquire) & (1 << (vm % 32)) != 0
 }
 
 /// Makes console input raise the UART's interrupt (see `irq`).
