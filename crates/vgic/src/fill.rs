@@ -569,7 +569,14 @@ impl Vgic {
         if self.exact & (1 << vcpu) == 0 {
             return self.has_pending_scan(vcpu, pmr);
         }
-        let private = self.fresh_private[vcpu] & self.signalled(vcpu, 0);
+        // Nothing fresh (an idle vCPU's wake-up check, most often): no
+        // bank to look at.
+        let fresh = self.fresh_private[vcpu];
+        let private = if fresh == 0 {
+            0
+        } else {
+            fresh & self.signalled(vcpu, 0)
+        };
         for i in BitIter(private) {
             if self.private[vcpu].priority[i] < pmr {
                 return true;
