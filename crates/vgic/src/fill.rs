@@ -702,6 +702,7 @@ impl Vgic {
     }
 
     /// Moves `intid`'s state into list register `slot` (free) of `vcpu`.
+    #[inline(always)]
     fn place(&mut self, vcpu: usize, intid: u32, slot: usize) -> ListRegister {
         if self.version == GicVersion::V2 && intid < 16 {
             return self.place_v2_sgi(vcpu, intid, slot);
