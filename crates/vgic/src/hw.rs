@@ -157,49 +157,69 @@ impl HwLrs {
             return;
         }
         let empty = hw.elrsr() & in_use;
-        let mut left = in_use;
+        if empty == in_use && in_use.is_power_of_two() {
+            // One LR in use, and the hardware emptied it (the guest
+            // completed its interrupt): the common fold, without the loop.
+            let n = in_use.trailing_zeros() as usize;
+            self.fold_one(hw, vgic, v, n, true);
+            return;
+        }
         let mut mask = in_use;
         while mask != 0 {
             let n = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            let bit = 1u64 << n;
-            let (state, raw) = if empty & bit != 0 {
-                (LrState::Invalid, 0)
-            } else {
-                let raw = hw.read_lr(n);
-                if raw == self.shadow[n] {
-                    continue;
+            self.fold_one(hw, vgic, v, n, empty & (1u64 << n) != 0);
+        }
+    }
+
+    /// [`HwLrs::fold`]'s step for LR `n`, which the hardware reports
+    /// empty (`empty`) or which holds what was written (`false`: then it
+    /// reads it). Takes `n` off the LRs in use when the model frees it.
+    #[inline(always)]
+    fn fold_one(
+        &mut self,
+        hw: &mut impl VirtualInterface,
+        vgic: &mut Vgic,
+        v: usize,
+        n: usize,
+        empty: bool,
+    ) {
+        let (state, raw) = if empty {
+            (LrState::Invalid, 0)
+        } else {
+            let raw = hw.read_lr(n);
+            if raw == self.shadow[n] {
+                return;
+            }
+            (self.format.state_of(raw), raw)
+        };
+        let bit = 1u64 << n;
+        match vgic.fold_lr(v, n, state) {
+            LrFold::Kept => self.shadow[n] = raw,
+            LrFold::Freed { completed } => {
+                self.in_use &= !bit;
+                // The guest's deactivation should have reached the
+                // physical interrupt through the HW bit; on GICv2 make
+                // sure it did (QEMU's has been seen to leave the timer
+                // PPI active; with EOI forwarding this is the
+                // deactivation). No effect when it already is inactive.
+                if let Some(pintid) = completed
+                    && self.format != LrFormat::V3
+                {
+                    hw.deactivate_physical(pintid);
                 }
-                (self.format.state_of(raw), raw)
-            };
-            match vgic.fold_lr(v, n, state) {
-                LrFold::Kept => self.shadow[n] = raw,
-                LrFold::Freed { completed } => {
-                    left &= !bit;
-                    // The guest's deactivation should have reached the
-                    // physical interrupt through the HW bit; on GICv2 make
-                    // sure it did (QEMU's has been seen to leave the timer
-                    // PPI active; with EOI forwarding this is the
-                    // deactivation). No effect when it already is inactive.
-                    if let Some(pintid) = completed
-                        && self.format != LrFormat::V3
-                    {
-                        hw.deactivate_physical(pintid);
-                    }
-                    // Still valid (the guest cancelled it through the
-                    // distributor), or invalid with an EOI maintenance
-                    // request pending: clear it.
-                    if empty & bit == 0 {
-                        self.write(hw, n, 0);
-                    }
-                }
-                LrFold::Unused => {
-                    left &= !bit;
+                // Still valid (the guest cancelled it through the
+                // distributor), or invalid with an EOI maintenance
+                // request pending: clear it.
+                if !empty {
                     self.write(hw, n, 0);
                 }
             }
+            LrFold::Unused => {
+                self.in_use &= !bit;
+                self.write(hw, n, 0);
+            }
         }
-        self.in_use = left;
     }
 
     /// Whether vCPU `v` needs [`HwLrs::refill`]: the model has something
