@@ -79,8 +79,7 @@ impl DeviceTable for VmDevs<'_> {
         match id {
             crate::vm::GIC_DEVICE => MmioDevice::read(&mut *self.vgic, access, fx),
             crate::vm::UART_DEVICE => MmioDevice::read(&mut *self.uart, access, fx),
-            crate::vm::VIRTIO_DEVICE => MmioDevice::read(&mut *self.virtio, access, fx),
-            _ => self.rare_device(id).ok_or(AccessRefused)?.read(access, fx),
+            _ => self.read_out_of_line(id, *access, fx),
         }
     }
 
@@ -95,16 +94,45 @@ impl DeviceTable for VmDevs<'_> {
         match id {
             crate::vm::GIC_DEVICE => MmioDevice::write(&mut *self.vgic, access, value, fx),
             crate::vm::UART_DEVICE => MmioDevice::write(&mut *self.uart, access, value, fx),
-            crate::vm::VIRTIO_DEVICE => MmioDevice::write(&mut *self.virtio, access, value, fx),
-            _ => self
-                .rare_device(id)
-                .ok_or(AccessRefused)?
-                .write(access, value, fx),
+            _ => self.write_out_of_line(id, *access, value, fx),
         }
     }
 }
 
 impl VmDevs<'_> {
+    /// A read of a device whose model is not inlined into the route (the
+    /// virtio bank, the rare devices): out of line, so that the access
+    /// record is made in memory only for them.
+    #[inline(never)]
+    fn read_out_of_line(
+        &mut self,
+        id: DeviceId,
+        access: DeviceAccess,
+        fx: &mut Effects,
+    ) -> Result<u64, AccessRefused> {
+        if id == crate::vm::VIRTIO_DEVICE {
+            return MmioDevice::read(&mut *self.virtio, &access, fx);
+        }
+        self.rare_device(id).ok_or(AccessRefused)?.read(&access, fx)
+    }
+
+    /// [`VmDevs::read_out_of_line`] for a write.
+    #[inline(never)]
+    fn write_out_of_line(
+        &mut self,
+        id: DeviceId,
+        access: DeviceAccess,
+        value: u64,
+        fx: &mut Effects,
+    ) -> Result<(), AccessRefused> {
+        if id == crate::vm::VIRTIO_DEVICE {
+            return MmioDevice::write(&mut *self.virtio, &access, value, fx);
+        }
+        self.rare_device(id)
+            .ok_or(AccessRefused)?
+            .write(&access, value, fx)
+    }
+
     /// The devices only some VMs have, out of line: the three every VM
     /// has keep the dispatch they had (measured: a fourth arm, or a field
     /// for the flash in this table, made every MMIO exit five instructions
