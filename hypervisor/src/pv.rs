@@ -237,7 +237,8 @@ impl DiskPorts for LinkPorts {
             return false;
         };
         // The service VM's RAM without its lock: the link reads only a
-        // transmit buffer it holds (not yet returned to the driver).
+        // transmit buffer it holds (not yet returned to the driver) or a
+        // placed read's place, which the daemon no longer touches.
         let Some(sram) = crate::vm::ram_of(service) else {
             return false;
         };

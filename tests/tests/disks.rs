@@ -358,6 +358,15 @@ fn disks_a_read_only_disk_from_the_command_line_stays_byte_identical() {
         "debian",
         &["ro=1", "read-only-from-the-host", "ro-done"],
     );
+    // The daemon registered its buffers, so the reads above were placed
+    // requests (the link places every request of at most 128 KiB).
+    assert_printed(
+        test,
+        &run,
+        &vms,
+        "service",
+        &["stratum-blkd: registered buffers: "],
+    );
     assert_line(test, &run, "added service VM");
     assert!(
         std::fs::read(&image).expect("read the image back") == before,

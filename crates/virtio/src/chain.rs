@@ -98,6 +98,21 @@ impl Chain {
         }
     }
 
+    /// A chain of one buffer, `len` bytes at `addr` going `direction`,
+    /// checked against `mem` as a driver's would be: how the disk link
+    /// names a place in the service VM's registered buffers for
+    /// [`copy_between`].
+    pub(crate) fn span(
+        mem: &dyn GuestMemory,
+        addr: Ipa,
+        len: u32,
+        direction: Direction,
+    ) -> Result<Self, QueueError> {
+        let mut chain = Self::new(0);
+        chain.push(mem, addr, len, direction)?;
+        Ok(chain)
+    }
+
     /// Empties the chain and heads it by descriptor `head`.
     pub(crate) fn reset(&mut self, head: u16) {
         self.head = head;

@@ -11,16 +11,37 @@
 //! # Data path
 //! Every byte crosses once in the hypervisor, with no buffer between
 //! (and each disk holds at most its share of the [`MAX_PENDING`] slots, so
-//! one busy disk never keeps another's requests waiting):
-//! - a write's data goes from the frontend's request buffers straight into
-//!   the service VM's receive buffers ([`chain::copy_between`]), read
-//!   from the frontend's RAM without its lock, as the switch reads a
-//!   sender's frame (its chain was copied at submission);
-//! - a read's data goes from the service VM's transmit buffer, held (not
-//!   returned) until the copy is done, straight into the frontend's
-//!   buffers, under the frontend's lock and through
+//! one busy disk never keeps another's requests waiting). A request is
+//! **placed** when the daemon registered buffers (its hello's regions:
+//! huge pages of its own, which the link checks are the service VM's RAM
+//! and overlap no other) and its slot has a place of [`PLACE_BYTES`] that
+//! holds its data; else it is **inline**:
+//! - a placed write's data goes from the frontend's request buffers
+//!   straight into its place in the service VM's RAM
+//!   ([`crate::chain::copy_between`]) before its 24-byte request is sent; an
+//!   inline write's goes into the service VM's receive buffers after its
+//!   request. Either way it is read from the frontend's RAM without its
+//!   lock, as the switch reads a sender's frame (its chain was copied at
+//!   submission);
+//! - a placed read's data goes from its place, once the daemon answered
+//!   `OK`, into the frontend's buffers; an inline read's from the service
+//!   VM's transmit buffer, held (not returned) until the copy is done.
+//!   Either way the copy is under the frontend's lock and through
 //!   [`BlkDevice::fill`], which checks that the request is still the
 //!   driver's: a frontend that reset its device meanwhile gets nothing.
+//!
+//! Why places: inline data reaches the daemon through the service VM's
+//! vsock driver in packets of 4 KiB, each an interrupt's share, a socket
+//! buffer and a copy in the service VM; placed data is copied once, here,
+//! and the daemon hands its place to the block device as it is. The
+//! service VM still never maps a frontend's memory: the link writes only
+//! into the service VM's own RAM, at addresses it checked against it.
+//!
+//! A slot's place is reused only after the daemon answered the request
+//! that held it, or after the connection ended and the daemon said hello
+//! again (it ends a session only when its requests are done,
+//! [`stratum_abi::blkproto`]); each connection lays the places out anew
+//! from its hello.
 //!
 //! # Connection and failure
 //! The daemon connects (`REQUEST` to CID 2, port 5200); a second
@@ -49,10 +70,11 @@
 //! The link is one value behind one lock. It reaches the service VM and
 //! each frontend through [`DiskPorts`], one VM lock at a time, never two.
 
-use stratum_abi::blkproto::{self, Hello, Reply};
+use stratum_abi::blkproto::{self, Hello, INLINE, Region, Reply};
+use stratum_core::addr::Ipa;
 
 use crate::blk::{BlkDevice, DATA_OFFSET, Op, Outcome};
-use crate::chain::{Chain, copy_between};
+use crate::chain::{Chain, Direction, copy_between};
 use crate::device::Queues;
 use crate::mem::GuestMemory;
 use crate::queue::QueueError;
@@ -73,13 +95,25 @@ pub const BUDGET: usize = 256;
 const CONTROL: usize = 8;
 /// The host's CID as the vsock header carries it.
 const HOST: u64 = blkproto::HOST_CID as u64;
+/// Bytes of one slot's place in the daemon's registered buffers: a read
+/// or write of at most this much is placed when its slot has a place.
+pub const PLACE_BYTES: u32 = 128 << 10;
+const _: () = assert!(
+    PLACE_BYTES >= crate::blk::SEG_MAX * 4096,
+    "a request of whole pages fits its place"
+);
+const _: () = assert!((PLACE_BYTES as u64).is_multiple_of(blkproto::PLACE_ALIGN));
+/// Registered buffers at most.
+const MAX_REGIONS: usize = blkproto::MAX_REGIONS as usize;
+const NO_REGION: Region = Region { addr: 0, len: 0 };
 
 /// What the link runs on the service VM: its vsock transport, its memory,
 /// and the frontends' RAM to read.
 pub type ServiceFn<'a> =
     dyn FnMut(&mut Transport<VsockDevice>, &mut dyn GuestMemory, &dyn FrontendRam) + 'a;
 /// What the link runs on a frontend: its disk's transport, its memory, and
-/// the service VM's RAM to read.
+/// the service VM's RAM to read (a transmit buffer the link holds, or a
+/// placed read's place).
 pub type DiskFn<'a> =
     dyn FnMut(&mut Transport<BlkDevice>, &mut dyn GuestMemory, &dyn GuestMemory) + 'a;
 
@@ -163,11 +197,14 @@ struct Pending {
     seq: u32,
     /// Bytes of a read's data received.
     got: u32,
+    /// Its place (decided when its sending starts), or [`INLINE`].
+    place: u32,
 }
 
 impl Pending {
     fn message_len(&self) -> u32 {
-        blkproto::Request::LEN as u32 + if self.op == Op::Write { self.bytes } else { 0 }
+        let inline_data = self.op == Op::Write && self.place == INLINE;
+        blkproto::Request::LEN as u32 + if inline_data { self.bytes } else { 0 }
     }
 
     fn wire(&self) -> [u8; blkproto::Request::LEN] {
@@ -181,6 +218,7 @@ impl Pending {
             },
             sector: self.sector,
             bytes: self.bytes,
+            place: self.place,
         }
         .encode()
     }
@@ -235,6 +273,8 @@ enum Step {
         offset: u32,
         len: u32,
     },
+    /// Placed read `slot` succeeded: copy its data from its place.
+    Placed { slot: usize },
 }
 
 /// The link: at most one connection, the requests handed over, and what
@@ -261,9 +301,21 @@ pub struct DiskLink {
     /// slot sent or empty, so a scan looks at those slots only.
     maybe_unsent: u64,
     cur: Option<Cur>,
-    /// A reply or hello being read, and its bytes so far.
+    /// A reply, hello or region being read, and its bytes so far.
     head: [u8; 16],
     have: usize,
+    /// Regions of the hello still to read (`None`: the hello itself),
+    /// the disks it named, and the regions read.
+    regions_left: Option<u32>,
+    hello_disks: u32,
+    regions: [Region; MAX_REGIONS],
+    region_count: usize,
+    /// Each slot's place, for the first `places` slots: its offset in the
+    /// placed space and its address in the service VM.
+    place_at: [(u32, u64); MAX_PENDING],
+    places: usize,
+    /// A placed read the daemon answered `OK`, for [`Step::Placed`].
+    placed_ready: Option<usize>,
     /// The read whose data is being received: its slot and bytes left.
     data: Option<(usize, u32)>,
     control: [Header; CONTROL],
@@ -302,6 +354,13 @@ impl DiskLink {
             cur: None,
             head: [0; 16],
             have: 0,
+            regions_left: None,
+            hello_disks: 0,
+            regions: [NO_REGION; MAX_REGIONS],
+            region_count: 0,
+            place_at: [(0, 0); MAX_PENDING],
+            places: 0,
+            placed_ready: None,
             data: None,
             control: [Header::ZERO; CONTROL],
             control_len: 0,
@@ -445,6 +504,7 @@ impl DiskLink {
                         sent: 0,
                         seq: *seq,
                         got: 0,
+                        place: INLINE,
                     });
                 }
                 Ok(())
@@ -526,6 +586,17 @@ impl DiskLink {
                         self.finish(slot, Outcome::Done);
                     }
                 }
+                Step::Placed { slot } => {
+                    let copied = self.copy_placed(slot, ports);
+                    self.finish(
+                        slot,
+                        if copied {
+                            Outcome::Done
+                        } else {
+                            Outcome::Failed
+                        },
+                    );
+                }
             }
             // Answers go back at once, so their slots take new requests.
             self.apply(ports);
@@ -584,6 +655,53 @@ impl DiskLink {
                 .device()
                 .fill(tag, mem, offset, src, service, src_offset, len);
         });
+    }
+
+    /// Copies placed read `slot`'s data from its place into its frontend's
+    /// buffers; false if it could not (the request is no longer the
+    /// driver's, or its place is not the service VM's RAM), which fails
+    /// the request.
+    fn copy_placed(&mut self, slot: usize, ports: &mut dyn DiskPorts) -> bool {
+        let (Some(p), Some(&(_, addr))) = (
+            self.pending[slot].as_ref(),
+            self.place_at[..self.places].get(slot),
+        ) else {
+            return false;
+        };
+        let (disk, tag, bytes) = (usize::from(p.disk), p.tag, p.bytes);
+        let Some(vm) = self.vm_of(disk) else {
+            return false;
+        };
+        let mut copied = false;
+        ports.with_disk(vm, disk, &mut |t, mem, service| {
+            copied = Chain::span(service, Ipa(addr), bytes, Direction::Readable)
+                .ok()
+                .and_then(|src| t.device().fill(tag, mem, 0, &src, service, 0, bytes))
+                .is_some();
+        });
+        copied
+    }
+
+    /// Lays the slots' places out over the registered regions, in hello
+    /// order: whole [`PLACE_BYTES`] pieces, none across a region's end,
+    /// none past what a place's `u32` names.
+    fn lay_out_places(&mut self) {
+        self.places = 0;
+        let place = u64::from(PLACE_BYTES);
+        let mut offset = 0u64;
+        for r in &self.regions[..self.region_count] {
+            let mut k = 0;
+            while (k + 1) * place <= r.len && self.places < MAX_PENDING {
+                let at = offset + k * place;
+                if at + place > u64::from(INLINE) {
+                    return;
+                }
+                self.place_at[self.places] = (at as u32, r.addr + k * place);
+                self.places += 1;
+                k += 1;
+            }
+            offset += r.len;
+        }
     }
 
     /// Applies the completions queued, each at its frontend.
@@ -646,6 +764,10 @@ impl DiskLink {
     fn reset_parse(&mut self) {
         self.have = 0;
         self.data = None;
+        self.regions_left = None;
+        self.region_count = 0;
+        self.places = 0;
+        self.placed_ready = None;
     }
 
     fn violation(&mut self, reason: &'static str) {
@@ -760,6 +882,7 @@ impl DiskLink {
                 hello: false,
             };
             self.conn = Some(c);
+            self.reset_parse();
             bump(&mut self.counters.connects);
             let response = self.header(&c, VOp::Response, 0);
             self.push_control(response);
@@ -832,29 +955,27 @@ impl DiskLink {
             self.have += n;
             if self.have == 16 {
                 self.have = 0;
-                if !self.on_message() {
+                if !self.on_message(mem) {
                     cur.at = cur.len;
                 }
-                return Ok(Step::Again);
+                return Ok(match self.placed_ready.take() {
+                    Some(slot) => Step::Placed { slot },
+                    None => Step::Again,
+                });
             }
         }
         Ok(Step::Again)
     }
 
-    /// Acts on a whole hello or reply in `head`; false if it ended the
+    /// Acts on a whole hello, region or reply in `head` (`mem`: the
+    /// service VM's, which a region must be in); false if it ended the
     /// connection.
-    fn on_message(&mut self) -> bool {
-        let Some(c) = self.conn.as_mut() else {
+    fn on_message(&mut self, mem: &dyn GuestMemory) -> bool {
+        let Some(c) = self.conn.as_ref() else {
             return false;
         };
         if !c.hello {
-            let Some(h) = Hello::decode(&self.head) else {
-                self.violation("a hello of another magic or version");
-                return false;
-            };
-            c.hello = true;
-            self.event = Some(Event::Up { disks: h.disks });
-            return true;
+            return self.on_hello(mem);
         }
         let Some(r) = Reply::decode(&self.head) else {
             self.violation("a reply with reserved bits set");
@@ -871,15 +992,63 @@ impl DiskLink {
             return false;
         };
         let ok = r.status == blkproto::status::OK;
-        let data = if ok && p.op == Op::Read { p.bytes } else { 0 };
+        let read = ok && p.op == Op::Read;
+        let placed = p.place != INLINE;
+        let data = if read && !placed { p.bytes } else { 0 };
         if r.bytes != data {
             self.violation("a reply whose data is not the request's");
             return false;
         }
         if data > 0 {
             self.data = Some((slot, data));
+        } else if read && placed {
+            self.placed_ready = Some(slot);
         } else {
             self.finish(slot, if ok { Outcome::Done } else { Outcome::Failed });
+        }
+        true
+    }
+
+    /// The hello, then its regions, one per call; the link is up after
+    /// the last. A region must be the service VM's RAM and overlap no
+    /// other (the hypervisor writes there only, and one place never
+    /// serves two requests).
+    fn on_hello(&mut self, mem: &dyn GuestMemory) -> bool {
+        let Some(left) = self.regions_left else {
+            let Some(h) = Hello::decode(&self.head) else {
+                self.violation("a hello of another magic or version");
+                return false;
+            };
+            self.hello_disks = h.disks;
+            self.regions_left = Some(h.regions);
+            return self.hello_done();
+        };
+        let r = Region::decode(&self.head);
+        let Some(r) = r.filter(|r| mem.contains(Ipa(r.addr), r.len)) else {
+            self.violation("a registered buffer that is not the service VM's RAM");
+            return false;
+        };
+        let overlaps = |o: &Region| r.addr < o.addr + o.len && o.addr < r.addr + r.len;
+        if self.regions[..self.region_count].iter().any(overlaps) {
+            self.violation("registered buffers that overlap");
+            return false;
+        }
+        self.regions[self.region_count] = r;
+        self.region_count += 1;
+        self.regions_left = Some(left - 1);
+        self.hello_done()
+    }
+
+    /// Brings the link up when the hello's last region is read.
+    fn hello_done(&mut self) -> bool {
+        if self.regions_left == Some(0)
+            && let Some(c) = self.conn.as_mut()
+        {
+            c.hello = true;
+            self.lay_out_places();
+            self.event = Some(Event::Up {
+                disks: self.hello_disks,
+            });
         }
         true
     }
@@ -958,6 +1127,37 @@ impl DiskLink {
                 let Some(p) = self.pending[s].as_mut() else {
                     break;
                 };
+                if p.sent == 0 {
+                    // Placed when its slot has a place that holds it; a
+                    // write's data goes there now, before its request.
+                    p.place = INLINE;
+                    // (A write whose frontend reset has no data to place.)
+                    let fits = p.bytes > 0
+                        && p.bytes <= PLACE_BYTES
+                        && match p.op {
+                            Op::Read => true,
+                            Op::Write => p.chain.is_some(),
+                            Op::Flush => false,
+                        };
+                    if let Some(&(offset, addr)) = self.place_at[..self.places].get(s)
+                        && fits
+                    {
+                        if let (Op::Write, Some(src)) = (p.op, p.chain.as_ref()) {
+                            let mut copied = false;
+                            if let Some(vm) = self.disks[usize::from(p.disk)] {
+                                let dst =
+                                    Chain::span(mem, Ipa(addr), p.bytes, Direction::Writable)?;
+                                frontends.with_ram(usize::from(vm), &mut |fm| {
+                                    copied =
+                                        copy_between(src, fm, DATA_OFFSET, &dst, mem, 0, p.bytes)
+                                            .is_ok();
+                                });
+                            }
+                            *fault |= !copied;
+                        }
+                        p.place = offset;
+                    }
+                }
                 let n = (p.message_len() - p.sent).min(room - len);
                 let at = HDR_LEN as u32 + len;
                 let mut done = 0;

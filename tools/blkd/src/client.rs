@@ -1,11 +1,15 @@
-//! The hypervisor's end of the disk protocol in miniature: read the hello,
-//! send requests (with a write's data), read replies (with a read's
-//! data). The self-test ([`crate::selftest`]) and the unit tests drive a
-//! session with it; the real hypervisor's end is `crates/virtio`'s.
+//! The hypervisor's end of the disk protocol in miniature: read the hello
+//! and its regions, send requests (with an inline write's data), read
+//! replies (with an inline read's data). A placed request is sent like any
+//! other, with no data: the caller copies a placed write's data into the
+//! daemon's placed space first and a placed read's out after the reply,
+//! as the hypervisor does. The self-test ([`crate::selftest`]) and the
+//! unit tests drive a session with it; the real hypervisor's end is
+//! `crates/virtio`'s.
 
 use std::io::{self, Read, Write};
 
-use stratum_abi::blkproto::{Hello, Reply, Request};
+use stratum_abi::blkproto::{Hello, Region, Reply, Request};
 
 /// A stream to a session, seen from the hypervisor's side.
 pub struct Client<S> {
@@ -22,14 +26,23 @@ impl<S: Read + Write> Client<S> {
         Self { stream }
     }
 
-    /// Reads the session's hello.
-    pub fn hello(&mut self) -> io::Result<Hello> {
+    /// Reads the session's hello and the regions that follow it.
+    pub fn hello(&mut self) -> io::Result<(Hello, Vec<Region>)> {
         let mut b = [0u8; Hello::LEN];
         self.stream.read_exact(&mut b)?;
-        Hello::decode(&b).ok_or_else(|| invalid("not a hello of this protocol version"))
+        let hello =
+            Hello::decode(&b).ok_or_else(|| invalid("not a hello of this protocol version"))?;
+        let regions = (0..hello.regions)
+            .map(|_| {
+                let mut b = [0u8; Region::LEN];
+                self.stream.read_exact(&mut b)?;
+                Region::decode(&b).ok_or_else(|| invalid("a region not aligned, empty or wrapping"))
+            })
+            .collect::<io::Result<_>>()?;
+        Ok((hello, regions))
     }
 
-    /// Sends `req` and `data` (a write's data; empty otherwise).
+    /// Sends `req` and `data` (an inline write's data; empty otherwise).
     pub fn send(&mut self, req: &Request, data: &[u8]) -> io::Result<()> {
         self.stream.write_all(&req.encode())?;
         self.stream.write_all(data)?;

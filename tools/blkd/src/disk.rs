@@ -15,16 +15,19 @@
 //! and left alone: the first by name serves.
 //!
 //! The I/O itself goes through the [`Backing`] trait (positioned reads and
-//! writes, a data sync), which `File` implements; the tests add one that
-//! fails.
+//! writes from buffers or from places in the placed space, a data sync),
+//! which `File` implements; the tests add ones that fail or wait.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsFd as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use stratum_abi::blkproto::serial;
 use stratum_abi::bundle::MAX_DISKS;
+
+use crate::placed::Place;
 
 /// Where a disk's bytes live: a block device in the service VM, a file in
 /// the tests.
@@ -33,6 +36,12 @@ pub trait Backing: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes `buf` at `offset`, all of it.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Reads `place.len()` bytes at `offset` into `place` (a placed read);
+    /// a short read is an error.
+    fn read_into_place(&self, place: &Place<'_>, offset: u64) -> io::Result<()>;
+    /// Writes the bytes of `place` at `offset`, all of them (a placed
+    /// write).
+    fn write_from_place(&self, place: &Place<'_>, offset: u64) -> io::Result<()>;
     /// Makes every write done so far durable (`fdatasync`: on a block
     /// device, a cache flush to the device).
     fn sync_data(&self) -> io::Result<()>;
@@ -45,6 +54,14 @@ impl Backing for File {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         std::os::unix::fs::FileExt::write_all_at(self, buf, offset)
+    }
+
+    fn read_into_place(&self, place: &Place<'_>, offset: u64) -> io::Result<()> {
+        place.pread_exact(self.as_fd(), offset)
+    }
+
+    fn write_from_place(&self, place: &Place<'_>, offset: u64) -> io::Result<()> {
+        place.pwrite_all(self.as_fd(), offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {

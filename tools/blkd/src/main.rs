@@ -20,33 +20,43 @@
 //!    from sysfs; one line per disk on stderr: `stratum-blkd: disk N on
 //!    /dev/vdX, S sectors, rw|ro`. Disks are found once, at start: a
 //!    service VM's devices do not come and go.
-//! 2. **Connects** to the hypervisor, CID 2 port 5200 ([`connect`]),
+//! 2. **Registers its buffers** ([`placed::setup`]): maps 4 huge pages
+//!    (raising the huge-page pool by what it lacks) and finds their
+//!    physical addresses, for the hypervisor to copy requests' data into
+//!    and out of; kept for the life of the process, the same in every
+//!    hello. One line: `stratum-blkd: registered buffers: 4 × 2 MiB at
+//!    0x…, …`, or, if that fails, `stratum-blkd: no registered buffers
+//!    (<why>); requests carry their data inline`, and it goes on without.
+//! 3. **Connects** to the hypervisor, CID 2 port 5200 ([`connect`]),
 //!    retrying (10 ms doubling to 1 s) until it is accepted.
-//! 3. **Serves** the connection ([`session`]): the hello (which disks it
-//!    serves), then requests read by one thread and performed by four
-//!    workers, several in flight, replies in any order. A request it cannot
-//!    perform (no such disk, bad range or length, unknown operation, a write
-//!    to a read-only disk, a device error) is answered with an I/O error;
-//!    the session goes on.
-//! 4. **Reconnects** when the connection ends — the hypervisor closed or
-//!    reset it, an I/O error, a protocol violation — after one line on
-//!    stderr saying why (`stratum-blkd: connection ended: …`), and goes
-//!    back to 2. A session that ended before serving any request waits a
-//!    growing while first, so a peer that drops every connection at once
-//!    does not make it spin. It never exits on its own.
+//! 4. **Serves** the connection ([`session`]): the hello (which disks it
+//!    serves, and its registered buffers), then requests read by one
+//!    thread and performed by four workers, several in flight, replies in
+//!    any order; a request's data is either inline on the stream or placed
+//!    in the registered buffers. A request it cannot perform (no such disk,
+//!    bad range or length, unknown operation, a write to a read-only disk,
+//!    a bad place, a device error) is answered with an I/O error; the
+//!    session goes on.
+//! 5. **Reconnects** when the connection ends — the hypervisor closed or
+//!    reset it, an I/O error — after one line on stderr saying why
+//!    (`stratum-blkd: connection ended: …`), and goes back to 3. A session
+//!    that ended before serving any request waits a growing while first,
+//!    so a peer that drops every connection at once does not make it spin.
+//!    It never exits on its own.
 //!
 //! Every line it prints starts with `stratum-blkd: ` and leaves in one
 //! `write` (the console is shared with the init's and tests' lines).
 //!
 //! Usage: `stratum-blkd` (serve, forever), or `stratum-blkd --selftest`:
-//! find the disks, check each over an in-process session ([`selftest`])
-//! and exit 0 if every one passed, 1 otherwise. Exit status 2: bad
-//! arguments.
+//! find the disks and register buffers, check each disk over an
+//! in-process session ([`selftest`]) and exit 0 if every one passed, 1
+//! otherwise. Exit status 2: bad arguments.
 
 mod buf;
 mod client;
 mod connect;
 mod disk;
+mod placed;
 mod selftest;
 mod session;
 #[cfg(test)]
@@ -60,6 +70,7 @@ use std::thread;
 
 use buf::Pool;
 use connect::Backoff;
+use placed::Placed;
 
 /// Prints `stratum-blkd: <what>` on stderr as one write.
 pub fn log(what: fmt::Arguments<'_>) {
@@ -89,8 +100,21 @@ fn main() -> ExitCode {
             "no disks: no block device has a stratum-disk<N> serial"
         ));
     }
+    // Kept until the process exits: every session registers the same.
+    let placed = match placed::setup() {
+        Ok(placed) => {
+            log(format_args!("registered buffers: {placed}"));
+            placed
+        }
+        Err(why) => {
+            log(format_args!(
+                "no registered buffers ({why}); requests carry their data inline"
+            ));
+            Placed::none()
+        }
+    };
     if selftest {
-        return if selftest::run(&found.disks) {
+        return if selftest::run(&found.disks, &placed) {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -104,7 +128,7 @@ fn main() -> ExitCode {
             "connected to the hypervisor; serving disks {:#x}",
             found.disks.mask()
         ));
-        let summary = session::serve(stream, &found.disks, &pool);
+        let summary = session::serve(stream, &found.disks, &placed, &pool);
         log(format_args!("connection ended: {summary}; reconnecting"));
         if summary.requests == 0 {
             thread::sleep(backoff.next_wait());

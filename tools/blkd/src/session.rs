@@ -2,37 +2,55 @@
 //! requests read, checked ([`check`]), performed by a pool of workers and
 //! answered, several in flight at once, until the connection ends.
 //!
-//! Threads: the calling thread reads the stream — each [`Request`], and a
-//! write's data into an aligned buffer — and hands a job per request
+//! The hello names the disks served and is followed, in the same write, by
+//! the daemon's registered buffers ([`crate::placed`]: the same regions in
+//! every session, none if it has no placed space).
+//!
+//! Threads: the calling thread reads the stream — each [`Request`], and an
+//! inline write's data into an aligned buffer — and hands a job per request
 //! through a bounded queue ([`QUEUE`] jobs) to [`WORKERS`] threads, which
-//! `pread`/`pwrite`/`fdatasync` the disk and write the [`Reply`] (with a
-//! read's data, from the same buffer: [`crate::buf`]) whole under one lock,
-//! in whatever order they finish. The reader never writes and the workers
-//! never read, so neither direction waits on the other; a full queue stops
-//! the reader, which is the stream's flow control. Memory in flight is at
-//! most `(QUEUE + WORKERS + 1)` buffers of at most
+//! `pread`/`pwrite`/`fdatasync` the disk and write the [`Reply`] (with an
+//! inline read's data, from the same buffer: [`crate::buf`]) whole under
+//! one lock, in whatever order they finish. The reader never writes and
+//! the workers never read, so neither direction waits on the other; a full
+//! queue stops the reader, which is the stream's flow control. Memory in
+//! flight is at most `(QUEUE + WORKERS + 1)` buffers of at most
 //! [`stratum_abi::blkproto::MAX_DATA`].
+//!
+//! A placed request (its `place` not `INLINE`) has no data on the stream:
+//! a placed write's data is already in its place, a placed read's goes
+//! there and its reply carries `bytes: 0`. Its worker `pread`s into or
+//! `pwrite`s from the place as it is — places and huge pages are 4 KiB
+//! aligned, so `O_DIRECT` takes them with no bounce buffer.
 //!
 //! What each request gets:
 //!
 //! - a `READ`/`WRITE` of whole sectors inside a served disk (and a write
-//!   only to a read-write one), a `FLUSH` of a served disk with no range:
-//!   done; [`status::OK`], or [`status::IOERR`] if the device failed;
+//!   only to a read-write one), inline or at a place inside the placed
+//!   space; a `FLUSH` of a served disk with no range and no place: done;
+//!   [`status::OK`], or [`status::IOERR`] if the device failed;
 //! - anything else — a disk not served, an unknown operation, a length that
 //!   is not whole sectors or is over `MAX_DATA`, a range past the disk's end
-//!   (or overflowing), a write to a read-only disk, a flush with a range:
-//!   [`status::IOERR`] ([`Refusal`]). The data that follows a refused write
-//!   is read and dropped (in 8 KiB pieces, never buffered whole: an
-//!   oversized write costs time, not memory), so the stream stays in step
-//!   and the session goes on. The daemon never stops over a request.
+//!   (or overflowing), a write to a read-only disk, a flush with a range or
+//!   a place, a place that is not aligned or whose bytes are not all inside
+//!   the placed space (every place, for a daemon with no placed space):
+//!   [`status::IOERR`] ([`Refusal`]). The data that follows a refused
+//!   inline write is read and dropped (in 8 KiB pieces, never buffered
+//!   whole: an oversized write costs time, not memory), so the stream stays
+//!   in step and the session goes on; a refused placed request has none.
+//!   The daemon never stops over a request: every 24 bytes on the stream
+//!   are a request it can answer.
 //!
 //! The session ends, and [`serve`] returns why ([`End`]), when the stream
 //! does: the peer closed it (the jobs queued by then are still performed
-//! and answered), reading or writing failed, or a message broke the
-//! protocol — a request whose reserved word is not zero, the only thing in
-//! a well-framed stream the daemon cannot answer. On a violation or a read
-//! error the stream is shut down at once and jobs still queued are dropped
-//! unperformed (the hypervisor fails them when the connection resets).
+//! and answered) or reading or writing failed. On a read error the stream
+//! is shut down at once and jobs still queued are dropped unperformed (the
+//! hypervisor fails them when the connection resets).
+//!
+//! [`serve`] returns only once every worker has finished — the thread
+//! scope waits for them — and the protocol depends on it: the hypervisor
+//! reuses a place as soon as the connection ends, so no `pread` into a
+//! place or `pwrite` from one may still be running by then.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -42,10 +60,11 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 
-use stratum_abi::blkproto::{Hello, MAX_DATA, Reply, Request, SECTOR, op, status};
+use stratum_abi::blkproto::{Hello, INLINE, MAX_DATA, Region, Reply, Request, SECTOR, op, status};
 
 use crate::buf::{Buf, Pool};
 use crate::disk::{Disk, Disks};
+use crate::placed::{BadPlace, Place, Placed};
 
 /// Worker threads per session.
 pub const WORKERS: usize = 4;
@@ -91,8 +110,8 @@ pub enum End {
     Read(io::Error),
     /// Writing the stream failed (the hello or a reply).
     Write(io::Error),
-    /// The peer broke the protocol (the message says how).
-    Violation(&'static str),
+    /// The daemon's workers stopped (only a panic does that).
+    WorkersStopped,
     /// The stream could not be split into reader and writer.
     Setup(io::Error),
 }
@@ -103,7 +122,7 @@ impl fmt::Display for End {
             End::Closed => write!(f, "the hypervisor closed the connection"),
             End::Read(e) => write!(f, "reading a request failed: {e}"),
             End::Write(e) => write!(f, "writing a reply failed: {e}"),
-            End::Violation(what) => write!(f, "protocol violation: {what}"),
+            End::WorkersStopped => write!(f, "the daemon's workers stopped"),
             End::Setup(e) => write!(f, "cannot use the connection: {e}"),
         }
     }
@@ -147,6 +166,10 @@ pub enum Refusal {
     ReadOnly,
     /// A flush with a sector or a length.
     FlushWithRange,
+    /// A flush with a place.
+    FlushPlaced,
+    /// A read or write whose place is refused.
+    Place(BadPlace),
 }
 
 /// An operation on a disk.
@@ -170,23 +193,32 @@ pub struct Checked<'d> {
     pub offset: u64,
     /// Bytes (0 for a flush; at most `MAX_DATA`).
     pub len: usize,
+    /// Where the data is, for a placed read or write; `None` inline.
+    pub place: Option<Place<'d>>,
 }
 
-/// Checks `req` against `disks`: what to do, or why not.
-pub fn check<'d>(disks: &'d Disks, req: &Request) -> Result<Checked<'d>, Refusal> {
+/// Checks `req` against `disks` and the placed space: what to do, or why
+/// not.
+pub fn check<'d>(
+    disks: &'d Disks,
+    placed: &'d Placed,
+    req: &Request,
+) -> Result<Checked<'d>, Refusal> {
     let disk = disks.get(req.disk).ok_or(Refusal::NoDisk)?;
     let op = match req.op {
         op::READ => Op::Read,
         op::WRITE => Op::Write,
-        op::FLUSH if req.sector == 0 && req.bytes == 0 => {
+        op::FLUSH if req.sector != 0 || req.bytes != 0 => return Err(Refusal::FlushWithRange),
+        op::FLUSH if req.place != INLINE => return Err(Refusal::FlushPlaced),
+        op::FLUSH => {
             return Ok(Checked {
                 op: Op::Flush,
                 disk,
                 offset: 0,
                 len: 0,
+                place: None,
             });
         }
-        op::FLUSH => return Err(Refusal::FlushWithRange),
         _ => return Err(Refusal::UnknownOp),
     };
     if req.bytes > MAX_DATA {
@@ -207,11 +239,17 @@ pub fn check<'d>(disks: &'d Disks, req: &Request) -> Result<Checked<'d>, Refusal
     if op == Op::Write && disk.readonly {
         return Err(Refusal::ReadOnly);
     }
+    let place = if req.is_placed() {
+        Some(placed.place(req.place, req.bytes).map_err(Refusal::Place)?)
+    } else {
+        None
+    };
     Ok(Checked {
         op,
         disk,
         offset,
         len: usize::try_from(req.bytes).expect("at most MAX_DATA"),
+        place,
     })
 }
 
@@ -230,6 +268,20 @@ enum Job<'d> {
         disk: &'d Disk,
         offset: u64,
         buf: Buf,
+    },
+    /// Read into `place` and answer with no data.
+    ReadPlaced {
+        id: u32,
+        disk: &'d Disk,
+        offset: u64,
+        place: Place<'d>,
+    },
+    /// Write what `place` holds.
+    WritePlaced {
+        id: u32,
+        disk: &'d Disk,
+        offset: u64,
+        place: Place<'d>,
     },
     /// Sync the disk.
     Flush { id: u32, disk: &'d Disk },
@@ -321,6 +373,21 @@ impl<S: Stream> Shared<'_, S> {
                 self.pool.give(buf);
                 self.answer(id, status_of(&done));
             }
+            Job::ReadPlaced {
+                id,
+                disk,
+                offset,
+                place,
+            } => self.answer(id, status_of(&disk.backing.read_into_place(&place, offset))),
+            Job::WritePlaced {
+                id,
+                disk,
+                offset,
+                place,
+            } => self.answer(
+                id,
+                status_of(&disk.backing.write_from_place(&place, offset)),
+            ),
             Job::Flush { id, disk } => self.answer(id, status_of(&disk.backing.sync_data())),
             Job::Refuse { id } => self.answer(id, status::IOERR),
         }
@@ -335,10 +402,11 @@ fn status_of(done: &io::Result<()>) -> u32 {
     }
 }
 
-/// Serves one connection: sends the hello for `disks`, then answers
-/// requests until the connection ends (see the module docs). Returns why
-/// it ended and what it did; the stream is closed when this returns.
-pub fn serve<S: Stream>(stream: S, disks: &Disks, pool: &Pool) -> Summary {
+/// Serves one connection: sends the hello for `disks` and `placed`'s
+/// regions, then answers requests until the connection ends (see the
+/// module docs). Returns why it ended and what it did, once every worker
+/// has finished; the stream is closed when this returns.
+pub fn serve<S: Stream>(stream: S, disks: &Disks, placed: &Placed, pool: &Pool) -> Summary {
     let counts = Counts::default();
     let split = stream
         .try_clone()
@@ -355,7 +423,7 @@ pub fn serve<S: Stream>(stream: S, disks: &Disks, pool: &Pool) -> Summary {
         write_error: Mutex::new(None),
         pool,
     };
-    shared.send(&Hello::new(disks.mask()).encode());
+    shared.send(&hello(disks, placed));
     let (tx, rx) = sync_channel::<Job<'_>>(QUEUE);
     let rx = Mutex::new(rx);
     let end = thread::scope(|scope| {
@@ -364,8 +432,8 @@ pub fn serve<S: Stream>(stream: S, disks: &Disks, pool: &Pool) -> Summary {
         }
         // Returns having dropped the queue's sender: the workers drain the
         // queue and stop, and the scope waits for them.
-        let end = read_requests(&mut reader, disks, pool, tx, &counts);
-        if matches!(end, End::Violation(_) | End::Read(_)) {
+        let end = read_requests(&mut reader, disks, placed, pool, tx, &counts);
+        if matches!(end, End::WorkersStopped | End::Read(_)) {
             shared.closing.store(true, Ordering::Release);
             shared.closer.shutdown_both();
         }
@@ -378,6 +446,18 @@ pub fn serve<S: Stream>(stream: S, disks: &Disks, pool: &Pool) -> Summary {
     // A failed write shut the stream down under the reader: that is the
     // cause, whatever the reader saw after it.
     counts.summary(write_error.map_or(end, End::Write))
+}
+
+/// The hello and the regions that follow it, as one message.
+fn hello(disks: &Disks, placed: &Placed) -> Vec<u8> {
+    let regions = placed.regions();
+    let count = u32::try_from(regions.len()).expect("at most MAX_REGIONS");
+    let mut bytes = Vec::with_capacity(Hello::LEN + regions.len() * Region::LEN);
+    bytes.extend_from_slice(&Hello::with_regions(disks.mask(), count).encode());
+    for r in regions {
+        bytes.extend_from_slice(&r.encode());
+    }
+    bytes
 }
 
 /// Requests and refusals counted by the reader.
@@ -408,11 +488,12 @@ fn work<S: Stream>(rx: &Mutex<Receiver<Job<'_>>>, shared: &Shared<'_, S>) {
     }
 }
 
-/// Reads requests (and writes' data) and queues their jobs until the
-/// stream ends or breaks the protocol.
+/// Reads requests (and inline writes' data) and queues their jobs until
+/// the stream ends.
 fn read_requests<'d, R: Read>(
     r: &mut R,
     disks: &'d Disks,
+    placed: &'d Placed,
     pool: &Pool,
     tx: SyncSender<Job<'d>>,
     counts: &Counts,
@@ -424,17 +505,40 @@ fn read_requests<'d, R: Read>(
             Ok(false) => return End::Closed,
             Err(e) => return End::Read(e),
         }
-        let Some(req) = Request::decode(&head) else {
-            return End::Violation("a request's reserved word is not zero");
-        };
+        let req = Request::decode(&head).expect("every field of a request is inside its bytes");
         counts.requests.fetch_add(1, Ordering::Relaxed);
         let id = req.id;
-        let job = match check(disks, &req) {
+        let job = match check(disks, placed, &req) {
+            Ok(Checked {
+                op: Op::Read,
+                disk,
+                offset,
+                place: Some(place),
+                ..
+            }) => Job::ReadPlaced {
+                id,
+                disk,
+                offset,
+                place,
+            },
+            Ok(Checked {
+                op: Op::Write,
+                disk,
+                offset,
+                place: Some(place),
+                ..
+            }) => Job::WritePlaced {
+                id,
+                disk,
+                offset,
+                place,
+            },
             Ok(Checked {
                 op: Op::Read,
                 disk,
                 offset,
                 len,
+                place: None,
             }) => Job::Read {
                 id,
                 disk,
@@ -446,6 +550,7 @@ fn read_requests<'d, R: Read>(
                 disk,
                 offset,
                 len,
+                place: None,
             }) => {
                 let mut buf = pool.take(len);
                 if let Err(e) = r.read_exact(&mut buf) {
@@ -473,7 +578,7 @@ fn read_requests<'d, R: Read>(
         };
         if tx.send(job).is_err() {
             // Only if every worker is gone, which only a panic does.
-            return End::Violation("the daemon's workers stopped");
+            return End::WorkersStopped;
         }
     }
 }

@@ -5,9 +5,11 @@
 //! disk. Reads and writes carried with their data, pipelining, requests
 //! waiting for the daemon, credit, the connection ending (the daemon's
 //! reset, the service VM's device reset, violations of the protocol),
-//! late answers after a frontend's reset, and the service VM gone.
+//! late answers after a frontend's reset, and the service VM gone; and
+//! placed requests, whose data the link copies to and from the daemon's
+//! registered buffers in the service VM's RAM.
 
-use stratum_abi::blkproto::{self, Hello, Reply, Request as Wire};
+use stratum_abi::blkproto::{self, Hello, Region, Reply, Request as Wire};
 use stratum_core::addr::Ipa;
 
 use super::blk::{DATA, Guest};
@@ -79,6 +81,8 @@ struct Daemon {
     queued: Vec<Wire>,
     /// The link's `fwd_cnt` as last heard (what it consumed).
     link_fwd: u32,
+    /// The registered buffers its hello gives.
+    regions: Vec<Region>,
 }
 
 fn hdr(op: Op, len: u32, fwd: u32, buf_alloc: u32) -> Header {
@@ -106,7 +110,21 @@ impl Daemon {
             buf_alloc: 1 << 20,
             queued: Vec::new(),
             link_fwd: 0,
+            regions: Vec::new(),
         }
+    }
+
+    /// Where `place` is in the service VM's RAM (an index into it): the
+    /// regions' bytes in hello order.
+    fn place_index(&self, place: u32) -> usize {
+        let mut at = u64::from(place);
+        for r in &self.regions {
+            if at < r.len {
+                return (r.addr + at - RAM_BASE) as usize;
+            }
+            at -= r.len;
+        }
+        panic!("place {place:#x} is past the registered buffers");
     }
 
     /// Sends `op` with `payload` (in packets of at most `chunk` bytes)
@@ -133,7 +151,13 @@ impl Daemon {
             .iter()
             .enumerate()
             .fold(0, |mask, (i, _)| mask | 1 << i);
-        self.send(link, m, Op::Rw, &Hello::new(served).encode());
+        let mut hello = Hello::with_regions(served, self.regions.len() as u32)
+            .encode()
+            .to_vec();
+        for r in &self.regions {
+            hello.extend_from_slice(&r.encode());
+        }
+        self.send(link, m, Op::Rw, &hello);
     }
 
     /// Takes what the link sent into the inbox and parses whole requests.
@@ -159,8 +183,12 @@ impl Daemon {
             if self.inbox.len() < need {
                 break;
             }
-            let data: Vec<u8> = self.inbox[Wire::LEN..need].to_vec();
+            let mut data: Vec<u8> = self.inbox[Wire::LEN..need].to_vec();
             self.inbox.drain(..need);
+            if r.is_placed() && r.op == blkproto::op::WRITE {
+                let at = self.place_index(r.place);
+                data = m.service.ram[at..at + r.bytes as usize].to_vec();
+            }
             if r.op == blkproto::op::WRITE {
                 let at = (r.sector * SECTOR) as usize;
                 self.disks[usize::from(r.disk)][at..at + data.len()].copy_from_slice(&data);
@@ -174,12 +202,17 @@ impl Daemon {
     fn answer_all(&mut self, link: &mut DiskLink, m: &mut Machine) {
         let mut out = Vec::new();
         for r in std::mem::take(&mut self.queued) {
-            let data = if r.op == blkproto::op::READ {
+            let mut data = if r.op == blkproto::op::READ {
                 let at = (r.sector * SECTOR) as usize;
                 self.disks[usize::from(r.disk)][at..at + r.bytes as usize].to_vec()
             } else {
                 Vec::new()
             };
+            if r.is_placed() && r.op == blkproto::op::READ {
+                let at = self.place_index(r.place);
+                m.service.ram[at..at + data.len()].copy_from_slice(&data);
+                data.clear();
+            }
             let reply = Reply {
                 id: r.id,
                 status: blkproto::status::OK,
@@ -727,4 +760,240 @@ proptest::proptest! {
             );
         }
     }
+}
+
+/// Two regions of two places each, in the service VM's RAM past what its
+/// rings and buffers use, the second first in RAM (the hello's order is
+/// the placed space's, not the addresses').
+fn two_regions() -> Vec<Region> {
+    let len = 2 * u64::from(crate::disklink::PLACE_BYTES);
+    vec![
+        Region {
+            addr: RAM_BASE + 0x4_0000 + len,
+            len,
+        },
+        Region {
+            addr: RAM_BASE + 0x4_0000,
+            len,
+        },
+    ]
+}
+
+#[test]
+fn placed_requests_carry_only_their_headers_on_the_stream() {
+    let (mut link, mut m, mut d) = setup();
+    d.regions = two_regions();
+    d.connect(&mut link, &mut m);
+    assert_eq!(link.take_event(), Some(Event::Up { disks: 0b11 }));
+    // Six requests: the first four slots have places, the last two not.
+    let data: Vec<Vec<u8>> = (0..4).map(|k| pattern(40 + k, 4096)).collect();
+    let mut heads = Vec::new();
+    for (k, w) in data.iter().enumerate() {
+        heads.push(write(&mut m, 0, 8 * k as u64, w, 0x1000 * k as u64));
+    }
+    heads.push(read(&mut m, 0, 40, 8, 0x4000));
+    heads.push(read(&mut m, 0, 48, 8, 0x5000));
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    let places: Vec<u32> = d.queued.iter().map(|r| r.place).collect();
+    let p = crate::disklink::PLACE_BYTES;
+    assert_eq!(
+        places,
+        [0, p, 2 * p, 3 * p, blkproto::INLINE, blkproto::INLINE]
+    );
+    assert_eq!(
+        d.fwd as usize,
+        6 * Wire::LEN,
+        "no data on the stream: the writes' is in their places"
+    );
+    for (k, w) in data.iter().enumerate() {
+        let at = 8 * k * 512;
+        assert_eq!(
+            &d.disks[0][at..at + 4096],
+            &w[..],
+            "write {k} reached the disk"
+        );
+        let i = d.place_index(k as u32 * p);
+        assert_eq!(&m.service.ram[i..i + 4096], &w[..], "and its place");
+    }
+    // Place 2 is in the second region, which is first in RAM.
+    assert_eq!(d.place_index(2 * p), 0x4_0000);
+    repost(&mut m);
+    d.answer_all(&mut link, &mut m);
+    for h in heads {
+        assert_eq!(m.fronts[0].status_of(h), blk_status::OK);
+    }
+    let c = link.counters();
+    assert_eq!((c.sent, c.ok, c.failed, c.violations), (6, 6, 0, 0));
+    // The two reads were inline; now two placed ones, copied from places.
+    let h1 = read(&mut m, 0, 0, 8, 0x6000);
+    let h2 = read(&mut m, 0, 56, 8, 0x7000);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    assert!(d.queued.iter().all(Wire::is_placed));
+    repost(&mut m);
+    d.answer_all(&mut link, &mut m);
+    assert_eq!(m.fronts[0].status_of(h1), blk_status::OK);
+    assert_eq!(m.fronts[0].status_of(h2), blk_status::OK);
+    assert_eq!(m.fronts[0].read_ram(DATA + 0x6000, 4096), data[0]);
+    assert_eq!(
+        m.fronts[0].read_ram(DATA + 0x7000, 4096),
+        d.disks[0][56 * 512..64 * 512].to_vec()
+    );
+    assert_eq!(
+        m.fronts[0].read_ram(DATA + 0x4000, 4096),
+        d.disks[0][40 * 512..48 * 512].to_vec(),
+        "the inline read's data too"
+    );
+}
+
+#[test]
+fn a_region_smaller_than_a_place_gives_no_place() {
+    let (mut link, mut m, mut d) = setup();
+    d.regions = vec![Region {
+        addr: RAM_BASE + 0x4_0000,
+        len: u64::from(crate::disklink::PLACE_BYTES) - 4096,
+    }];
+    d.connect(&mut link, &mut m);
+    let h = write(&mut m, 1, 0, &pattern(50, 2048), 0);
+    notify(&mut link, &mut m, 1);
+    d.receive(&mut m);
+    assert_eq!(d.queued[0].place, blkproto::INLINE);
+    assert_eq!(d.fwd as usize, Wire::LEN + 2048);
+    repost(&mut m);
+    d.answer_all(&mut link, &mut m);
+    assert_eq!(m.fronts[1].status_of(h), blk_status::OK);
+    assert_eq!(&d.disks[1][..2048], &pattern(50, 2048)[..]);
+}
+
+#[test]
+fn registered_buffers_outside_the_service_vm_or_overlapping_end_the_connection() {
+    let len = u64::from(crate::disklink::PLACE_BYTES);
+    let bad = [
+        // Past the service VM's RAM.
+        vec![Region {
+            addr: RAM_BASE + 0x8_0000,
+            len: 4 * len,
+        }],
+        // Below it.
+        vec![Region {
+            addr: RAM_BASE - len,
+            len,
+        }],
+        // Two that share a page.
+        vec![
+            Region {
+                addr: RAM_BASE + 0x4_0000,
+                len,
+            },
+            Region {
+                addr: RAM_BASE + 0x4_0000 + len - 4096,
+                len,
+            },
+        ],
+    ];
+    for regions in bad {
+        let (mut link, mut m, mut d) = setup();
+        d.regions = regions.clone();
+        let h = read(&mut m, 0, 0, 1, 0);
+        notify(&mut link, &mut m, 0);
+        d.connect(&mut link, &mut m);
+        assert!(!link.is_up(), "{regions:x?}");
+        assert_eq!(link.counters().violations, 1);
+        assert!(
+            matches!(link.take_event(), Some(Event::Down { failed: 0, .. })),
+            "the waiting read was never sent"
+        );
+        // The daemon connects again with good regions: the read goes.
+        d.regions = two_regions();
+        repost(&mut m);
+        m.service.received();
+        d.connect(&mut link, &mut m);
+        assert!(link.is_up());
+        d.receive(&mut m);
+        repost(&mut m);
+        d.answer_all(&mut link, &mut m);
+        assert_eq!(m.fronts[0].status_of(h), blk_status::OK);
+        assert_eq!(m.fronts[0].read_ram(DATA, 512), d.disks[0][..512].to_vec());
+    }
+}
+
+#[test]
+fn a_placed_reads_reply_with_data_on_the_stream_ends_the_connection() {
+    let (mut link, mut m, mut d) = setup();
+    d.regions = two_regions();
+    d.connect(&mut link, &mut m);
+    let h = read(&mut m, 0, 0, 8, 0);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    let r = d.queued.pop().expect("sent");
+    assert!(r.is_placed());
+    let reply = Reply {
+        id: r.id,
+        status: blkproto::status::OK,
+        bytes: r.bytes,
+    };
+    let mut out = reply.encode().to_vec();
+    out.extend_from_slice(&vec![0xee; r.bytes as usize]);
+    repost(&mut m);
+    d.send(&mut link, &mut m, Op::Rw, &out);
+    assert_eq!(link.counters().violations, 1);
+    assert_eq!(m.fronts[0].status_of(h), blk_status::IOERR);
+    assert_eq!(
+        m.fronts[0].read_ram(DATA, 4096),
+        vec![0; 4096],
+        "nothing of the stream's data reached the frontend"
+    );
+}
+
+#[test]
+fn a_placed_read_answered_after_its_frontend_reset_reaches_nothing() {
+    let (mut link, mut m, mut d) = setup();
+    d.regions = two_regions();
+    d.connect(&mut link, &mut m);
+    read(&mut m, 1, 0, 8, 0x100);
+    notify(&mut link, &mut m, 1);
+    d.receive(&mut m);
+    // The frontend resets its device and starts again.
+    m.fronts[1] = super::blk::Guest::new(false);
+    link.frontend_reset(1);
+    repost(&mut m);
+    d.answer_all(&mut link, &mut m);
+    assert_eq!(link.pending(), 0, "the slot is free again");
+    assert_eq!(
+        m.fronts[1].read_ram(DATA + 0x100, 4096),
+        vec![0; 4096],
+        "the old request's buffers got nothing"
+    );
+}
+
+#[test]
+fn a_new_connection_lays_the_places_out_anew() {
+    let (mut link, mut m, mut d) = setup();
+    d.regions = two_regions();
+    d.connect(&mut link, &mut m);
+    write(&mut m, 0, 0, &pattern(60, 4096), 0);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    assert!(d.queued[0].is_placed());
+    // The daemon restarts without registered buffers: the write sent
+    // fails, and the next requests are inline.
+    d.send(&mut link, &mut m, Op::Rst, &[]);
+    assert!(matches!(
+        link.take_event(),
+        Some(Event::Down { failed: 1, .. })
+    ));
+    let mut d = Daemon::new(d.disks.clone());
+    repost(&mut m);
+    m.service.received();
+    d.connect(&mut link, &mut m);
+    let h = write(&mut m, 0, 16, &pattern(61, 4096), 0x1000);
+    notify(&mut link, &mut m, 0);
+    d.receive(&mut m);
+    assert_eq!(d.queued.len(), 1);
+    assert_eq!(d.queued[0].place, blkproto::INLINE);
+    repost(&mut m);
+    d.answer_all(&mut link, &mut m);
+    assert_eq!(m.fronts[0].status_of(h), blk_status::OK);
+    assert_eq!(&d.disks[0][16 * 512..24 * 512], &pattern(61, 4096)[..]);
 }

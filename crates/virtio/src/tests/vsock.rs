@@ -17,7 +17,9 @@ use crate::spec::{feature, mmio, status};
 use crate::transport::Transport;
 use crate::vsock::{self, HDR_LEN, Header, Op, TYPE_STREAM, VsockDevice};
 
-const VM_RAM: usize = 0x4_0000;
+/// Room past the rings and buffers for the disk link's registered
+/// buffers ([`super::disklink`]).
+const VM_RAM: usize = 0xC_0000;
 const QSIZE: u16 = 32;
 /// Receive buffers: a header slot and a payload slot each.
 const RX_BUFS: u64 = RAM_BASE + 0x2000;
