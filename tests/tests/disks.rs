@@ -359,7 +359,7 @@ fn disks_a_read_only_disk_from_the_command_line_stays_byte_identical() {
         &["ro=1", "read-only-from-the-host", "ro-done"],
     );
     // The daemon registered its buffers, so the reads above were placed
-    // requests (the link places every request of at most 128 KiB).
+    // requests (the link places every request while its 16 MiB have room).
     assert_printed(
         test,
         &run,

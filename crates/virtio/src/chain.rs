@@ -24,9 +24,11 @@ use crate::queue::QueueError;
 
 /// Most buffers one chain may have. Linux's virtio-net sends at most
 /// `MAX_SKB_FRAGS + 2` (19 by default) per packet, its vsock and console
-/// drivers one or two; a chain with more is refused
-/// ([`QueueError::TooManySegments`]).
-pub const MAX_SEGMENTS: usize = 32;
+/// drivers one or two; its virtio-blk as many as the device's `seg_max`
+/// allows plus two, and 126 data buffers let it send a 1 MiB write as two
+/// requests, as to QEMU's device, rather than nine (ADR 0024). A chain
+/// with more is refused ([`QueueError::TooManySegments`]).
+pub const MAX_SEGMENTS: usize = 128;
 
 /// One guest buffer of a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +47,7 @@ const NO_SEGMENT: Segment = Segment {
 /// A checked descriptor chain: its head index (what the device returns in
 /// the used ring), its readable buffers, then its writable ones.
 ///
-/// Half a kilobyte: the hot paths fill one in place
+/// Two kilobytes: the hot paths fill one in place
 /// ([`crate::queue::SplitQueue::pop_into`]) rather than move it, and a
 /// reset forgets the segments without clearing them (nothing reads past
 /// `count`, and equality compares only the live ones).

@@ -14,8 +14,10 @@
 //! one busy disk never keeps another's requests waiting). A request is
 //! **placed** when the daemon registered buffers (its hello's regions:
 //! huge pages of its own, which the link checks are the service VM's RAM
-//! and overlap no other) and its slot has a place of [`PLACE_BYTES`] that
-//! holds its data; else it is **inline**:
+//! and overlap no other) and enough of them is free: the placed space is
+//! cut into units of [`PLACE_UNIT`], and a request takes the first run of
+//! free units in one region that holds its data, until it is answered.
+//! Else (no registration, a full placed space, a flush) it is **inline**:
 //! - a placed write's data goes from the frontend's request buffers
 //!   straight into its place in the service VM's RAM
 //!   ([`crate::chain::copy_between`]) before its 24-byte request is sent; an
@@ -37,10 +39,10 @@
 //! service VM still never maps a frontend's memory: the link writes only
 //! into the service VM's own RAM, at addresses it checked against it.
 //!
-//! A slot's place is reused only after the daemon answered the request
-//! that held it, or after the connection ended and the daemon said hello
-//! again (it ends a session only when its requests are done,
-//! [`stratum_abi::blkproto`]); each connection lays the places out anew
+//! A place is reused only after the daemon answered the request that
+//! held it, or after the connection ended and the daemon said hello again
+//! (it ends a session only when its requests are done,
+//! [`stratum_abi::blkproto`]); each connection lays the units out anew
 //! from its hello.
 //!
 //! # Connection and failure
@@ -95,14 +97,13 @@ pub const BUDGET: usize = 256;
 const CONTROL: usize = 8;
 /// The host's CID as the vsock header carries it.
 const HOST: u64 = blkproto::HOST_CID as u64;
-/// Bytes of one slot's place in the daemon's registered buffers: a read
-/// or write of at most this much is placed when its slot has a place.
-pub const PLACE_BYTES: u32 = 128 << 10;
-const _: () = assert!(
-    PLACE_BYTES >= crate::blk::SEG_MAX * 4096,
-    "a request of whole pages fits its place"
-);
-const _: () = assert!((PLACE_BYTES as u64).is_multiple_of(blkproto::PLACE_ALIGN));
+/// Bytes of one unit of the placed space: a placed request takes as many
+/// whole units as its data needs, contiguous and in one region.
+pub const PLACE_UNIT: u32 = 128 << 10;
+const _: () = assert!((PLACE_UNIT as u64).is_multiple_of(blkproto::PLACE_ALIGN));
+/// Units of the placed space at most (16 MiB); the rest of a larger
+/// registration is not used.
+pub const MAX_UNITS: usize = 128;
 /// Registered buffers at most.
 const MAX_REGIONS: usize = blkproto::MAX_REGIONS as usize;
 const NO_REGION: Region = Region { addr: 0, len: 0 };
@@ -197,8 +198,12 @@ struct Pending {
     seq: u32,
     /// Bytes of a read's data received.
     got: u32,
-    /// Its place (decided when its sending starts), or [`INLINE`].
+    /// Its place (decided when its sending starts), or [`INLINE`]; its
+    /// address, first unit and units (0: none).
     place: u32,
+    place_addr: u64,
+    first_unit: u8,
+    units: u8,
 }
 
 impl Pending {
@@ -310,10 +315,14 @@ pub struct DiskLink {
     hello_disks: u32,
     regions: [Region; MAX_REGIONS],
     region_count: usize,
-    /// Each slot's place, for the first `places` slots: its offset in the
-    /// placed space and its address in the service VM.
-    place_at: [(u32, u64); MAX_PENDING],
-    places: usize,
+    /// The placed space's first `units` units: each one's offset in it,
+    /// its address in the service VM, and the units from it to its
+    /// region's end; bit *n* of `free_units` is set while unit *n* is
+    /// free.
+    unit_at: [(u32, u64); MAX_UNITS],
+    unit_run: [u8; MAX_UNITS],
+    units: usize,
+    free_units: u128,
     /// A placed read the daemon answered `OK`, for [`Step::Placed`].
     placed_ready: Option<usize>,
     /// The read whose data is being received: its slot and bytes left.
@@ -337,6 +346,21 @@ fn bump(c: &mut u64) {
     *c = c.saturating_add(1);
 }
 
+/// Bits `0..n` (`n` at most 128).
+pub(crate) fn units_mask(n: usize) -> u128 {
+    if n >= 128 { u128::MAX } else { (1 << n) - 1 }
+}
+
+/// Takes `n` free units of `free`, contiguous in one region (`run`: the
+/// units from each to its region's end; the first that fit); the first
+/// one's index.
+pub(crate) fn take_units(free: &mut u128, run: &[u8], n: usize) -> Option<usize> {
+    let want = units_mask(n);
+    let i = (0..run.len()).find(|&i| usize::from(run[i]) >= n && (*free >> i) & want == want)?;
+    *free &= !(want << i);
+    Some(i)
+}
+
 impl DiskLink {
     /// A link with no service VM and no disk.
     pub const fn new() -> Self {
@@ -358,8 +382,10 @@ impl DiskLink {
             hello_disks: 0,
             regions: [NO_REGION; MAX_REGIONS],
             region_count: 0,
-            place_at: [(0, 0); MAX_PENDING],
-            places: 0,
+            unit_at: [(0, 0); MAX_UNITS],
+            unit_run: [0; MAX_UNITS],
+            units: 0,
+            free_units: 0,
             placed_ready: None,
             data: None,
             control: [Header::ZERO; CONTROL],
@@ -505,6 +531,9 @@ impl DiskLink {
                         seq: *seq,
                         got: 0,
                         place: INLINE,
+                        place_addr: 0,
+                        first_unit: 0,
+                        units: 0,
                     });
                 }
                 Ok(())
@@ -541,6 +570,7 @@ impl DiskLink {
                 continue;
             }
             if p.sent == 0 {
+                Self::free_units_of(&mut self.free_units, p);
                 *slot = None;
             } else {
                 p.chain = None;
@@ -662,13 +692,10 @@ impl DiskLink {
     /// driver's, or its place is not the service VM's RAM), which fails
     /// the request.
     fn copy_placed(&mut self, slot: usize, ports: &mut dyn DiskPorts) -> bool {
-        let (Some(p), Some(&(_, addr))) = (
-            self.pending[slot].as_ref(),
-            self.place_at[..self.places].get(slot),
-        ) else {
+        let Some(p) = self.pending[slot].as_ref().filter(|p| p.units > 0) else {
             return false;
         };
-        let (disk, tag, bytes) = (usize::from(p.disk), p.tag, p.bytes);
+        let (disk, tag, bytes, addr) = (usize::from(p.disk), p.tag, p.bytes, p.place_addr);
         let Some(vm) = self.vm_of(disk) else {
             return false;
         };
@@ -682,25 +709,39 @@ impl DiskLink {
         copied
     }
 
-    /// Lays the slots' places out over the registered regions, in hello
-    /// order: whole [`PLACE_BYTES`] pieces, none across a region's end,
-    /// none past what a place's `u32` names.
-    fn lay_out_places(&mut self) {
-        self.places = 0;
-        let place = u64::from(PLACE_BYTES);
+    /// Lays the placed space's units out over the registered regions, in
+    /// hello order: whole [`PLACE_UNIT`]s, none across a region's end,
+    /// none past what a place's `u32` names, [`MAX_UNITS`] at most; all
+    /// free.
+    fn lay_out_units(&mut self) {
+        self.units = 0;
+        let unit = u64::from(PLACE_UNIT);
         let mut offset = 0u64;
         for r in &self.regions[..self.region_count] {
+            let first = self.units;
             let mut k = 0;
-            while (k + 1) * place <= r.len && self.places < MAX_PENDING {
-                let at = offset + k * place;
-                if at + place > u64::from(INLINE) {
-                    return;
-                }
-                self.place_at[self.places] = (at as u32, r.addr + k * place);
-                self.places += 1;
+            while (k + 1) * unit <= r.len
+                && self.units < MAX_UNITS
+                && offset + (k + 1) * unit <= u64::from(INLINE)
+            {
+                self.unit_at[self.units] = (offset as u32 + (k * unit) as u32, r.addr + k * unit);
+                self.units += 1;
                 k += 1;
             }
+            for (i, run) in self.unit_run[first..self.units].iter_mut().enumerate() {
+                *run = (self.units - first - i) as u8;
+            }
             offset += r.len;
+        }
+        self.free_units = units_mask(self.units);
+    }
+
+    /// Gives request `p`'s units back, if it has any.
+    fn free_units_of(free: &mut u128, p: &mut Pending) {
+        if p.units > 0 {
+            *free |= units_mask(usize::from(p.units)) << p.first_unit;
+            p.units = 0;
+            p.place = INLINE;
         }
     }
 
@@ -721,9 +762,10 @@ impl DiskLink {
 
     /// Ends the request in `slot` with `outcome` (applied by [`Self::apply`]).
     fn finish(&mut self, slot: usize, outcome: Outcome) {
-        let Some(p) = self.pending[slot].take() else {
+        let Some(mut p) = self.pending[slot].take() else {
             return;
         };
+        Self::free_units_of(&mut self.free_units, &mut p);
         match outcome {
             Outcome::Done => bump(&mut self.counters.ok),
             Outcome::Failed => bump(&mut self.counters.failed),
@@ -766,7 +808,8 @@ impl DiskLink {
         self.data = None;
         self.regions_left = None;
         self.region_count = 0;
-        self.places = 0;
+        self.units = 0;
+        self.free_units = 0;
         self.placed_ready = None;
     }
 
@@ -1045,7 +1088,7 @@ impl DiskLink {
             && let Some(c) = self.conn.as_mut()
         {
             c.hello = true;
-            self.lay_out_places();
+            self.lay_out_units();
             self.event = Some(Event::Up {
                 disks: self.hello_disks,
             });
@@ -1128,20 +1171,26 @@ impl DiskLink {
                     break;
                 };
                 if p.sent == 0 {
-                    // Placed when its slot has a place that holds it; a
-                    // write's data goes there now, before its request.
-                    p.place = INLINE;
-                    // (A write whose frontend reset has no data to place.)
-                    let fits = p.bytes > 0
-                        && p.bytes <= PLACE_BYTES
-                        && match p.op {
-                            Op::Read => true,
-                            Op::Write => p.chain.is_some(),
-                            Op::Flush => false,
-                        };
-                    if let Some(&(offset, addr)) = self.place_at[..self.places].get(s)
-                        && fits
-                    {
+                    // Placed when free units hold it; a write's data goes
+                    // there now, before its request. (A write whose
+                    // frontend reset has no data to place.)
+                    Self::free_units_of(&mut self.free_units, p);
+                    let wanted = p.bytes.div_ceil(PLACE_UNIT) as usize;
+                    let placeable = match p.op {
+                        Op::Read => true,
+                        Op::Write => p.chain.is_some(),
+                        Op::Flush => false,
+                    };
+                    let first = if placeable && (1..=MAX_UNITS).contains(&wanted) {
+                        take_units(&mut self.free_units, &self.unit_run[..self.units], wanted)
+                    } else {
+                        None
+                    };
+                    if let Some(first) = first {
+                        let (offset, addr) = self.unit_at[first];
+                        p.first_unit = first as u8;
+                        p.units = wanted as u8;
+                        p.place_addr = addr;
                         if let (Op::Write, Some(src)) = (p.op, p.chain.as_ref()) {
                             let mut copied = false;
                             if let Some(vm) = self.disks[usize::from(p.disk)] {

@@ -24,7 +24,7 @@
 //!    (raising the huge-page pool by what it lacks) and finds their
 //!    physical addresses, for the hypervisor to copy requests' data into
 //!    and out of; kept for the life of the process, the same in every
-//!    hello. One line: `stratum-blkd: registered buffers: 4 × 2 MiB at
+//!    hello. One line: `stratum-blkd: registered buffers: 8 × 2 MiB at
 //!    0x…, …`, or, if that fails, `stratum-blkd: no registered buffers
 //!    (<why>); requests carry their data inline`, and it goes on without.
 //! 3. **Connects** to the hypervisor, CID 2 port 5200 ([`connect`]),

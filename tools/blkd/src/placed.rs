@@ -52,9 +52,10 @@ use std::ptr::NonNull;
 
 use stratum_abi::blkproto::{MAX_REGIONS, PLACE_ALIGN, Region};
 
-/// Huge pages registered: 8 MiB of 2 MiB pages, room for every request in
-/// flight (`MAX_IN_FLIGHT`) at the hypervisor's 128 KiB per place.
-pub const PAGES: usize = 4;
+/// Huge pages registered: 16 MiB of 2 MiB pages, the most the hypervisor
+/// uses (128 units of 128 KiB): a dozen requests of Linux's largest
+/// (1.25 MiB), or 64 small ones, in flight at once.
+pub const PAGES: usize = 8;
 const _: () = assert!(PAGES as u64 <= MAX_REGIONS as u64, "one region per page");
 
 /// The kernel's huge-page counters.
@@ -555,10 +556,20 @@ mod tests {
                 size: 2 << 20
             }
         );
-        assert_eq!(p.pool_wanted(), Some(8), "6 + the 2 missing");
-        let enough = HugePages { free: 4, ..p };
+        assert_eq!(
+            p.pool_wanted(),
+            Some(6 + PAGES as u64 - 2),
+            "6 + the missing"
+        );
+        let enough = HugePages {
+            free: PAGES as u64,
+            ..p
+        };
         assert_eq!(enough.pool_wanted(), None);
-        let more = HugePages { free: 9, ..p };
+        let more = HugePages {
+            free: PAGES as u64 + 1,
+            ..p
+        };
         assert_eq!(more.pool_wanted(), None);
         let empty = HugePages {
             total: 0,

@@ -766,7 +766,7 @@ proptest::proptest! {
 /// rings and buffers use, the second first in RAM (the hello's order is
 /// the placed space's, not the addresses').
 fn two_regions() -> Vec<Region> {
-    let len = 2 * u64::from(crate::disklink::PLACE_BYTES);
+    let len = 2 * u64::from(crate::disklink::PLACE_UNIT);
     vec![
         Region {
             addr: RAM_BASE + 0x4_0000 + len,
@@ -785,7 +785,7 @@ fn placed_requests_carry_only_their_headers_on_the_stream() {
     d.regions = two_regions();
     d.connect(&mut link, &mut m);
     assert_eq!(link.take_event(), Some(Event::Up { disks: 0b11 }));
-    // Six requests: the first four slots have places, the last two not.
+    // Six requests of a unit each: four units, so the last two are inline.
     let data: Vec<Vec<u8>> = (0..4).map(|k| pattern(40 + k, 4096)).collect();
     let mut heads = Vec::new();
     for (k, w) in data.iter().enumerate() {
@@ -796,7 +796,7 @@ fn placed_requests_carry_only_their_headers_on_the_stream() {
     notify(&mut link, &mut m, 0);
     d.receive(&mut m);
     let places: Vec<u32> = d.queued.iter().map(|r| r.place).collect();
-    let p = crate::disklink::PLACE_BYTES;
+    let p = crate::disklink::PLACE_UNIT;
     assert_eq!(
         places,
         [0, p, 2 * p, 3 * p, blkproto::INLINE, blkproto::INLINE]
@@ -848,11 +848,11 @@ fn placed_requests_carry_only_their_headers_on_the_stream() {
 }
 
 #[test]
-fn a_region_smaller_than_a_place_gives_no_place() {
+fn a_region_smaller_than_a_unit_gives_no_place() {
     let (mut link, mut m, mut d) = setup();
     d.regions = vec![Region {
         addr: RAM_BASE + 0x4_0000,
-        len: u64::from(crate::disklink::PLACE_BYTES) - 4096,
+        len: u64::from(crate::disklink::PLACE_UNIT) - 4096,
     }];
     d.connect(&mut link, &mut m);
     let h = write(&mut m, 1, 0, &pattern(50, 2048), 0);
@@ -868,7 +868,7 @@ fn a_region_smaller_than_a_place_gives_no_place() {
 
 #[test]
 fn registered_buffers_outside_the_service_vm_or_overlapping_end_the_connection() {
-    let len = u64::from(crate::disklink::PLACE_BYTES);
+    let len = u64::from(crate::disklink::PLACE_UNIT);
     let bad = [
         // Past the service VM's RAM.
         vec![Region {
@@ -996,4 +996,40 @@ fn a_new_connection_lays_the_places_out_anew() {
     d.answer_all(&mut link, &mut m);
     assert_eq!(m.fronts[0].status_of(h), blk_status::OK);
     assert_eq!(&d.disks[0][16 * 512..24 * 512], &pattern(61, 4096)[..]);
+}
+
+#[test]
+fn units_are_taken_first_fit_contiguous_and_within_one_region() {
+    use crate::disklink::{take_units, units_mask};
+    // Two regions: units 0..3 and 3..8.
+    let run = [3u8, 2, 1, 5, 4, 3, 2, 1];
+    let mut free = units_mask(8);
+    assert_eq!(take_units(&mut free, &run, 2), Some(0));
+    assert_eq!(
+        take_units(&mut free, &run, 2),
+        Some(3),
+        "not across unit 2 into 3"
+    );
+    assert_eq!(take_units(&mut free, &run, 1), Some(2));
+    assert_eq!(
+        take_units(&mut free, &run, 4),
+        None,
+        "three units left in one region"
+    );
+    assert_eq!(take_units(&mut free, &run, 3), Some(5));
+    assert_eq!(free, 0);
+    assert_eq!(take_units(&mut free, &run, 1), None);
+    free |= units_mask(2) << 3;
+    assert_eq!(
+        take_units(&mut free, &run, 2),
+        Some(3),
+        "freed units are taken again"
+    );
+    // 128 units, the most: all of them at once.
+    let run: Vec<u8> = (1..=128).rev().collect();
+    let mut free = units_mask(128);
+    assert_eq!(free, u128::MAX);
+    assert_eq!(take_units(&mut free, &run, 128), Some(0));
+    assert_eq!(free, 0);
+    assert_eq!(units_mask(0), 0);
 }

@@ -139,11 +139,12 @@ fn a_chain_that_loops_is_refused() {
 
 #[test]
 fn a_chain_past_the_view_is_refused_before_the_loop_is_seen() {
-    // A 64-entry queue whose chain loops: the view fills first.
-    let (mut dq, mut q) = queue(64, false, false);
+    // A queue of twice the view whose chain loops: the view fills first.
+    const SIZE: u16 = 2 * MAX_SEGMENTS as u16;
+    let (mut dq, mut q) = queue(SIZE, false, false);
     let mut ram = ram();
     let mut mem = memory(&mut ram);
-    for i in 0..64 {
+    for i in 0..SIZE {
         DriverQueue::write_desc(
             &mut mem,
             dq.desc,
@@ -151,13 +152,13 @@ fn a_chain_past_the_view_is_refused_before_the_loop_is_seen() {
             BUF,
             1,
             ring::DESC_F_NEXT,
-            (i + 1) % 64,
+            (i + 1) % SIZE,
         );
     }
     publish_raw(&mut dq, &mut mem, 0);
     assert_eq!(refused(&mut q, &mut mem), QueueError::TooManySegments);
     // Exactly MAX_SEGMENTS buffers are fine.
-    let (mut dq, mut q) = queue(64, false, false);
+    let (mut dq, mut q) = queue(SIZE, false, false);
     let bufs = vec![(BUF, 1, false); MAX_SEGMENTS];
     let head = dq.chain(&mut mem, &bufs);
     dq.publish(&mut mem, head);
