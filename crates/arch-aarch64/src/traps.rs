@@ -44,7 +44,9 @@ pub fn debug_limits() -> Limits {
 /// lengths the CPU offers, FP/SIMD/SVE/SME to the guest, EL1 access to the
 /// physical counter and timer, `CNTVOFF_EL2` = 0, the real MIDR as the
 /// guest's, and `HCR_EL2` as [`hcr::for_guests`] says (stage 2, routing,
-/// ID-register traps; pointer authentication where the CPU has it).
+/// ID-register traps; pointer authentication where the CPU has it); and
+/// turns the hypervisor's SIMD copies off if the CPU has SVE or SME
+/// ([`crate::ram::simd_copies_unless_sve`]).
 pub fn configure_for_guests() {
     let dfr0 = sysreg::id_register(5, 0).unwrap_or(0);
     let limits = debug_limits();
@@ -58,6 +60,7 @@ pub fn configure_for_guests() {
     // keeps EL2 out of the PMU's counts; TDE stays clear.
     unsafe { sysreg::set_mdcr_el2(mdcr) };
     debugregs::reset_pmu(&limits);
+    crate::ram::simd_copies_unless_sve(sysreg::id_aa64pfr0_el1(), sysreg::id_aa64pfr1_el1());
     if id::has_sve(sysreg::id_aa64pfr0_el1()) {
         // SAFETY: ZCR_EL2 exists (SVE is implemented) and only caps guest
         // vector length.
