@@ -254,10 +254,9 @@ impl Conn {
     }
 }
 
-/// The transmit buffer being parsed: held until its data is copied.
-#[derive(Clone, Debug)]
+/// Where parsing the held transmit buffer ([`DiskLink::cur_chain`]) is.
+#[derive(Clone, Copy, Debug)]
 struct Cur {
-    chain: Chain,
     len: u32,
     /// Payload bytes parsed.
     at: u32,
@@ -305,7 +304,11 @@ pub struct DiskLink {
     /// set when a request is handed over, cleared when a scan finds the
     /// slot sent or empty, so a scan looks at those slots only.
     maybe_unsent: u64,
+    /// The transmit buffer being parsed (held until its data is copied)
+    /// and how far: the chain is filled in place, never moved, and is the
+    /// held one only while `cur` is set.
     cur: Option<Cur>,
+    cur_chain: Chain,
     /// A reply, hello or region being read, and its bytes so far.
     head: [u8; 16],
     have: usize,
@@ -376,6 +379,7 @@ impl DiskLink {
             rescan: false,
             maybe_unsent: 0,
             cur: None,
+            cur_chain: Chain::EMPTY,
             head: [0; 16],
             have: 0,
             regions_left: None,
@@ -672,10 +676,10 @@ impl DiskLink {
         len: u32,
         ports: &mut dyn DiskPorts,
     ) {
-        let (Some(p), Some(cur)) = (self.pending[slot].as_ref(), self.cur.as_ref()) else {
+        let (Some(p), Some(_)) = (self.pending[slot].as_ref(), self.cur) else {
             return;
         };
-        let src = &cur.chain;
+        let src = &self.cur_chain;
         let (disk, tag) = (usize::from(p.disk), p.tag);
         let Some(vm) = self.vm_of(disk) else { return };
         ports.with_disk(vm, disk, &mut |t, mem, service| {
@@ -854,10 +858,10 @@ impl DiskLink {
         let Ok(tx) = queues.get(vsock::TX) else {
             return Ok(Step::Idle);
         };
-        if let Some(cur) = self.cur.as_ref()
+        if let Some(cur) = self.cur
             && cur.at >= cur.len
         {
-            tx.add_used(mem, cur.chain.head(), 0)?;
+            tx.add_used(mem, self.cur_chain.head(), 0)?;
             if let Some(c) = self.conn.as_mut() {
                 c.fwd_cnt = c.fwd_cnt.wrapping_add(cur.len);
             }
@@ -865,15 +869,14 @@ impl DiskLink {
             return Ok(Step::Again);
         }
         if self.cur.is_none() {
-            let Some(chain) = tx.pop(mem)? else {
+            if !tx.pop_into(mem, &mut self.cur_chain)? {
                 return Ok(Step::Idle);
-            };
-            let Some(hdr) = self.admit(&chain, mem)? else {
-                tx.add_used(mem, chain.head(), 0)?;
+            }
+            let Some(hdr) = self.admit(mem)? else {
+                tx.add_used(mem, self.cur_chain.head(), 0)?;
                 return Ok(Step::Again);
             };
             self.cur = Some(Cur {
-                chain,
                 len: hdr.len,
                 at: 0,
             });
@@ -881,20 +884,18 @@ impl DiskLink {
         self.parse(mem)
     }
 
-    /// Checks a new packet from the service VM and acts on its control
-    /// part; its header when it carries stream data to parse.
-    fn admit(
-        &mut self,
-        chain: &Chain,
-        mem: &dyn GuestMemory,
-    ) -> Result<Option<Header>, QueueError> {
-        let payload = chain.readable_len().saturating_sub(HDR_LEN as u32);
-        if (chain.readable_len() as usize) < HDR_LEN {
+    /// Checks the new packet from the service VM in `cur_chain` and acts
+    /// on its control part; its header when it carries stream data to
+    /// parse.
+    fn admit(&mut self, mem: &dyn GuestMemory) -> Result<Option<Header>, QueueError> {
+        let readable = self.cur_chain.readable_len();
+        let payload = readable.saturating_sub(HDR_LEN as u32);
+        if (readable as usize) < HDR_LEN {
             bump(&mut self.counters.dropped);
             return Ok(None);
         }
         let mut hb = [0u8; HDR_LEN];
-        chain.read(mem, 0, &mut hb)?;
+        self.cur_chain.read(mem, 0, &mut hb)?;
         let hdr = Header::decode(&hb);
         if hdr.len != payload || hdr.len > vsock::MAX_PAYLOAD || hdr.src_cid != self.cid {
             bump(&mut self.counters.dropped);
@@ -956,7 +957,7 @@ impl DiskLink {
     /// Parses the held buffer on from where it stopped: up to one whole
     /// hello or reply, or one piece of a read's data to copy.
     fn parse(&mut self, mem: &dyn GuestMemory) -> Result<Step, QueueError> {
-        let Some(mut cur) = self.cur.take() else {
+        let Some(mut cur) = self.cur else {
             return Ok(Step::Again);
         };
         let step = self.parse_in(&mut cur, mem);
@@ -989,7 +990,7 @@ impl DiskLink {
                 return Ok(step);
             }
             let n = (16 - self.have).min(left as usize);
-            cur.chain.read(
+            self.cur_chain.read(
                 mem,
                 HDR_LEN as u32 + cur.at,
                 &mut self.head[self.have..self.have + n],
@@ -1124,9 +1125,13 @@ impl DiskLink {
         let Ok(rx) = queues.get(vsock::RX) else {
             return Ok(());
         };
+        // One chain, filled in place by every pop of this call.
+        let mut chain = Chain::EMPTY;
         let mut sent = 0;
         for h in &self.control[..self.control_len] {
-            let Some(chain) = rx.pop(mem)? else { break };
+            if !rx.pop_into(mem, &mut chain)? {
+                break;
+            }
             if chain.writable_len() >= HDR_LEN as u32 {
                 chain.write(mem, 0, &h.encode())?;
                 rx.add_used(mem, chain.head(), HDR_LEN as u32)?;
@@ -1151,7 +1156,9 @@ impl DiskLink {
             if credit == 0 {
                 break;
             }
-            let Some(chain) = rx.pop(mem)? else { break };
+            if !rx.pop_into(mem, &mut chain)? {
+                break;
+            }
             let room = chain
                 .writable_len()
                 .saturating_sub(HDR_LEN as u32)
@@ -1264,9 +1271,7 @@ impl DiskLink {
             }
         }
         // Tell the daemon what was consumed when nothing else did.
-        if c.fwd_cnt.wrapping_sub(c.fwd_told) >= c.update_after()
-            && let Some(chain) = rx.pop(mem)?
-        {
+        if c.fwd_cnt.wrapping_sub(c.fwd_told) >= c.update_after() && rx.pop_into(mem, &mut chain)? {
             if chain.writable_len() >= HDR_LEN as u32 {
                 chain.write(mem, 0, &self.header(&c, VOp::CreditUpdate, 0).encode())?;
                 rx.add_used(mem, chain.head(), HDR_LEN as u32)?;
