@@ -146,34 +146,33 @@ fn check_disk(client: &mut Client<UnixStream>, disks: &Disks, placed: &Placed, n
                 "read {bytes} bytes; a write was refused (read-only){also}: ok"
             ));
         }
-        let (write, _) = call(op::WRITE, 0, INLINE, &first)?;
-        let (flush, _) = call(op::FLUSH, 0, INLINE, &[])?;
-        let (reread, again) = call(op::READ, 0, INLINE, &[])?;
-        if [write.status, flush.status, reread.status] != [status::OK; 3] {
-            return Ok(format!(
-                "write-back, flush, re-read statuses {}, {}, {}",
-                write.status, flush.status, reread.status
-            ));
-        }
-        if again != first {
-            return Ok("the bytes read again differ".to_owned());
-        }
-        if !placed.is_empty() {
-            if let Some(problem) = placed_read(&mut call, placed, &first)? {
-                return Ok(problem);
-            }
-            // Place 0 holds `first` now: write it back from there.
-            let (write, _) = call(op::WRITE, 0, 0, &[])?;
+        // Written back inline, then (with a placed space) from place 0,
+        // which the placed read fills with `first`.
+        let places: &[u32] = if placed.is_empty() {
+            &[INLINE]
+        } else {
+            &[INLINE, 0]
+        };
+        for &place in places {
+            let (label, data): (&str, &[u8]) = if place == INLINE {
+                ("", &first)
+            } else {
+                if let Some(problem) = placed_read(&mut call, placed, &first)? {
+                    return Ok(problem);
+                }
+                ("placed ", &[])
+            };
+            let (write, _) = call(op::WRITE, 0, place, data)?;
             let (flush, _) = call(op::FLUSH, 0, INLINE, &[])?;
             let (reread, again) = call(op::READ, 0, INLINE, &[])?;
             if [write.status, flush.status, reread.status] != [status::OK; 3] {
                 return Ok(format!(
-                    "placed write-back, flush, re-read statuses {}, {}, {}",
+                    "{label}write-back, flush, re-read statuses {}, {}, {}",
                     write.status, flush.status, reread.status
                 ));
             }
             if again != first {
-                return Ok("the bytes read again after a placed write differ".to_owned());
+                return Ok(format!("the bytes read again after a {label}write differ"));
             }
         }
         Ok::<_, io::Error>(format!(
