@@ -337,6 +337,53 @@ fn disks_survive_a_service_vm_crash_under_load() {
     );
 }
 
+/// The disk daemon is killed twice under load (the service VM itself
+/// runs on): the init's loop starts it again a second later each time, it
+/// connects again, and the frontend's requests in flight at each kill
+/// fail while the rest go on.
+#[test]
+fn disks_survive_the_daemon_being_killed_under_load() {
+    let test = "disks_daemon_killed";
+    let s = Scratch::new(test);
+    let guest = stratum_systests::guest_elf("blkcheck");
+    seeded_image(&s.path("a.img"), 0);
+    // The service VM first, so console input goes to it.
+    let text = format!(
+        "[[vm]]\nname = \"service\"\ndebian = true\nrole = \"service\"\nmemory = \"256M\"\n\
+         placement = \"shared\"\n\n\
+         [[vm]]\nname = \"one\"\nkernel = {guest:?}\nmemory = \"16M\"\nplacement = \"shared\"\n\
+         cmdline = \"mode=soak seed=1\"\n\n[[vm.disk]]\nimage = \"a.img\"\n"
+    );
+    // Twice, three seconds apart, so that at least one kill finds a request
+    // in flight (the soak wants a failure, then good round trips).
+    let kill = "k() { for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = stratum-blkd ] \
+                && kill -9 ${p#/proc/}; done; }; k; sleep 3; k\n";
+    let (run, vms) = run(test, &s, &text, &[("blkcheck: soak started", kill)]);
+    assert_ok(test, &run);
+    assert!(
+        vms.passed("one", "blkcheck"),
+        "{test}: the frontend should see failures, then good requests again\n{}",
+        run.describe()
+    );
+    assert_printed(
+        test,
+        &run,
+        &vms,
+        "service",
+        &["STRATUM-LINUX: blkd exited with status 137; starting it again"],
+    );
+    assert_line(test, &run, "disk link down");
+    let ups = run
+        .lines()
+        .filter(|l| l.contains("disk link up: the daemon serves disks 0x1"))
+        .count();
+    assert!(
+        ups >= 2,
+        "{test}: the daemon should connect again after each kill ({ups} times)\n{}",
+        run.describe()
+    );
+}
+
 #[test]
 fn disks_a_read_only_disk_from_the_command_line_stays_byte_identical() {
     let test = "disks_command_line_ro";

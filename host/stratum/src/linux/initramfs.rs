@@ -14,9 +14,11 @@
 //!    `/etc/stratum/modules` and prints `STRATUM-LINUX: modules <names>`
 //!    (those that loaded; one that did not gets its own line);
 //! 3. if the command line holds `stratum.role=service` ([`ROLE_PARAM`]: the
-//!    service VM), starts the disk daemon in the background
-//!    (`/bin/stratum-blkd &`, its output on the console, stdin
-//!    `/dev/null`) and prints `STRATUM-LINUX: blkd started`
+//!    service VM), starts the disk daemon in the background under a loop
+//!    that starts it again a second after it ever exits (a crash, a kill;
+//!    its output on the console, stdin `/dev/null`; a line
+//!    `STRATUM-LINUX: blkd exited with status N; starting it again` each
+//!    time) and prints `STRATUM-LINUX: blkd started`
 //!    ([`BLKD_STARTED_MARKER`]); the daemon finds its disks, connects to the
 //!    hypervisor and serves until the VM stops, whatever the next steps do;
 //! 4. if the command line holds `stratum.uplink=<MAC>,<MAC>`
@@ -172,8 +174,14 @@ echo "STRATUM-LINUX: modules$loaded"
 case " $(cat /proc/cmdline) " in
 *" stratum.role=service "*)
     # The service VM: the disk daemon serves the frontends' disks to the
-    # hypervisor (tools/blkd) for as long as the VM runs.
-    /bin/stratum-blkd </dev/null >/dev/console 2>&1 &
+    # hypervisor (tools/blkd) for as long as the VM runs, started again a
+    # second after it ever exits (a crash, a kill, the kernel's OOM
+    # killer): requests waiting for it would otherwise wait for good.
+    while :; do
+        /bin/stratum-blkd </dev/null >/dev/console 2>&1
+        echo "STRATUM-LINUX: blkd exited with status $?; starting it again" >/dev/console
+        sleep 1
+    done &
     echo "STRATUM-LINUX: blkd started"
     ;;
 esac
@@ -476,15 +484,23 @@ mod tests {
             .lines()
             .find(|l| l.trim_start().starts_with(blkd::IN_INITRAMFS))
             .expect("the daemon's line");
-        assert!(
-            start.trim_end().ends_with('&'),
-            "in the background: {start}"
-        );
         assert!(start.contains("/dev/console"), "its output on the console");
+        // Under a loop that starts it again, the loop in the background.
+        let (loop_at, start_at) = (
+            branch.find("while :; do").expect("the loop"),
+            branch.find(start).expect("start"),
+        );
+        let done_at = branch.find("done &").expect("the loop in the background");
+        assert!(loop_at < start_at && start_at < done_at);
+        let body = &branch[start_at..done_at];
+        assert!(
+            !start.trim_end().ends_with('&') && body.contains("sleep 1"),
+            "the loop waits for it, then a second: {body}"
+        );
         let marker = branch
             .find(&format!("echo \"{BLKD_STARTED_MARKER}\""))
             .expect("marker");
-        assert!(branch.find(start).expect("start") < marker);
+        assert!(done_at < marker);
         assert_eq!(
             DEFAULT_INIT.matches(blkd::IN_INITRAMFS).count(),
             1,
