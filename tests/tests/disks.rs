@@ -326,15 +326,7 @@ fn disks_survive_a_service_vm_crash_under_load() {
         println!("{test}: {l}");
     }
     assert_line(test, &run, "disk link down");
-    let ups = run
-        .lines()
-        .filter(|l| l.contains("disk link up: the daemon serves disks 0x3"))
-        .count();
-    assert!(
-        ups >= 2,
-        "{test}: the daemon should connect again after the restart ({ups} times)\n{}",
-        run.describe()
-    );
+    assert_link_ups(test, &run, "0x3", "after the restart");
 }
 
 /// The disk daemon is killed twice under load (the service VM itself
@@ -373,13 +365,17 @@ fn disks_survive_the_daemon_being_killed_under_load() {
         &["STRATUM-LINUX: blkd exited with status 137; starting it again"],
     );
     assert_line(test, &run, "disk link down");
-    let ups = run
-        .lines()
-        .filter(|l| l.contains("disk link up: the daemon serves disks 0x1"))
-        .count();
+    assert_link_ups(test, &run, "0x1", "after each kill");
+}
+
+/// The daemon said hello serving `disks` twice or more: it connected
+/// again `after` what broke the first connection.
+fn assert_link_ups(test: &str, run: &Run, disks: &str, after: &str) {
+    let up = format!("disk link up: the daemon serves disks {disks}");
+    let ups = run.lines().filter(|l| l.contains(&up)).count();
     assert!(
         ups >= 2,
-        "{test}: the daemon should connect again after each kill ({ups} times)\n{}",
+        "{test}: the daemon should connect again {after} ({ups} times)\n{}",
         run.describe()
     );
 }
