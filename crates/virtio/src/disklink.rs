@@ -199,9 +199,9 @@ struct Pending {
     /// Bytes of a read's data received.
     got: u32,
     /// Its place (decided when its sending starts), or [`INLINE`]; its
-    /// address, first unit and units (0: none).
+    /// first unit and units (0: none), whose address the link's unit
+    /// table holds.
     place: u32,
-    place_addr: u64,
     first_unit: u8,
     units: u8,
 }
@@ -347,6 +347,28 @@ impl Default for DiskLink {
 
 fn bump(c: &mut u64) {
     *c = c.saturating_add(1);
+}
+
+/// Copies `len` bytes of a write's data from its frontend `vm`'s request
+/// buffers (`src`'s readable stream from the offset given) into `dst`'s
+/// writable stream at the offset given, in the service VM's memory: a
+/// place, or a receive buffer after the request. False if it could not
+/// (the frontend's buffers were checked against its RAM, so never), which
+/// breaks the stream.
+fn copy_write_data(
+    frontends: &dyn FrontendRam,
+    vm: Option<u8>,
+    (src, from): (&Chain, u32),
+    (dst, mem, at): (&Chain, &mut dyn GuestMemory, u32),
+    len: u32,
+) -> bool {
+    let mut copied = false;
+    if let Some(vm) = vm {
+        frontends.with_ram(usize::from(vm), &mut |fm| {
+            copied = copy_between(src, fm, from, dst, mem, at, len).is_ok();
+        });
+    }
+    copied
 }
 
 /// Bits `0..n` (`n` at most 128).
@@ -535,7 +557,6 @@ impl DiskLink {
                         seq: *seq,
                         got: 0,
                         place: INLINE,
-                        place_addr: 0,
                         first_unit: 0,
                         units: 0,
                     });
@@ -699,7 +720,8 @@ impl DiskLink {
         let Some(p) = self.pending[slot].as_ref().filter(|p| p.units > 0) else {
             return false;
         };
-        let (disk, tag, bytes, addr) = (usize::from(p.disk), p.tag, p.bytes, p.place_addr);
+        let (disk, tag, bytes) = (usize::from(p.disk), p.tag, p.bytes);
+        let addr = self.unit_at[usize::from(p.first_unit)].1;
         let Some(vm) = self.vm_of(disk) else {
             return false;
         };
@@ -1197,19 +1219,16 @@ impl DiskLink {
                         let (offset, addr) = self.unit_at[first];
                         p.first_unit = first as u8;
                         p.units = wanted as u8;
-                        p.place_addr = addr;
                         if let (Op::Write, Some(src)) = (p.op, p.chain.as_ref()) {
-                            let mut copied = false;
-                            if let Some(vm) = self.disks[usize::from(p.disk)] {
-                                let dst =
-                                    Chain::span(mem, Ipa(addr), p.bytes, Direction::Writable)?;
-                                frontends.with_ram(usize::from(vm), &mut |fm| {
-                                    copied =
-                                        copy_between(src, fm, DATA_OFFSET, &dst, mem, 0, p.bytes)
-                                            .is_ok();
-                                });
-                            }
-                            *fault |= !copied;
+                            let dst = Chain::span(mem, Ipa(addr), p.bytes, Direction::Writable)?;
+                            let vm = self.disks[usize::from(p.disk)];
+                            *fault |= !copy_write_data(
+                                frontends,
+                                vm,
+                                (src, DATA_OFFSET),
+                                (&dst, mem, 0),
+                                p.bytes,
+                            );
                         }
                         p.place = offset;
                     }
@@ -1229,14 +1248,14 @@ impl DiskLink {
                     match p.chain.as_ref() {
                         Some(src) => {
                             let from = DATA_OFFSET + p.sent + done - head;
-                            let mut copied = false;
-                            if let Some(vm) = self.disks[usize::from(p.disk)] {
-                                frontends.with_ram(usize::from(vm), &mut |fm| {
-                                    copied = copy_between(src, fm, from, &chain, mem, at + done, k)
-                                        .is_ok();
-                                });
-                            }
-                            *fault |= !copied;
+                            let vm = self.disks[usize::from(p.disk)];
+                            *fault |= !copy_write_data(
+                                frontends,
+                                vm,
+                                (src, from),
+                                (&chain, mem, at + done),
+                                k,
+                            );
                         }
                         // The frontend reset: zeros for the rest.
                         None => {
