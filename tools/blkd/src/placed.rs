@@ -170,15 +170,17 @@ impl Placed {
         if !u64::from(place).is_multiple_of(PLACE_ALIGN) {
             return Err(BadPlace::Unaligned);
         }
-        // In u64: `place + bytes` cannot wrap, as it could in u32.
-        let end = u64::from(place) + u64::from(bytes);
-        if end > self.len as u64 {
+        // In usize, checked: `place + bytes` cannot wrap, as it could in
+        // u32.
+        let (Ok(at), Ok(len)) = (usize::try_from(place), usize::try_from(bytes)) else {
+            return Err(BadPlace::Outside);
+        };
+        if !self.inside(at, len) {
             return Err(BadPlace::Outside);
         }
-        let at = usize::try_from(place).expect("below the space's length, a usize");
         Ok(Place {
             ptr: self.base.as_ptr().wrapping_add(at),
-            len: usize::try_from(bytes).expect("below the space's length, a usize"),
+            len,
             at: place,
             _space: PhantomData,
         })
