@@ -60,13 +60,14 @@ pub fn configure_for_guests() {
     // keeps EL2 out of the PMU's counts; TDE stays clear.
     unsafe { sysreg::set_mdcr_el2(mdcr) };
     debugregs::reset_pmu(&limits);
-    crate::ram::simd_copies_unless_sve(sysreg::id_aa64pfr0_el1(), sysreg::id_aa64pfr1_el1());
-    if id::has_sve(sysreg::id_aa64pfr0_el1()) {
+    let (pfr0, pfr1) = (sysreg::id_aa64pfr0_el1(), sysreg::id_aa64pfr1_el1());
+    crate::ram::simd_copies_unless_sve(pfr0, pfr1);
+    if id::has_sve(pfr0) {
         // SAFETY: ZCR_EL2 exists (SVE is implemented) and only caps guest
         // vector length.
         unsafe { sysreg::set_zcr_el2(vector_length::LEN_MAX) };
     }
-    if id::has_sme(sysreg::id_aa64pfr1_el1()) {
+    if id::has_sme(pfr1) {
         // SAFETY: SMCR_EL2 exists (SME is implemented) and only caps the
         // guest's streaming vector length.
         unsafe { sysreg::set_smcr_el2(vector_length::LEN_MAX) };
