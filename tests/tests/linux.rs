@@ -527,8 +527,9 @@ fn check_demo(test: &str, text: &str, args: &[&str], banner: &[&str]) {
 }
 
 /// The workload program of `stratum bench` (`stratum.test=workload`) at a
-/// thousandth of its iterations: it reports every test once, in a line that
-/// parses, then the init powers off. No figure is checked.
+/// thousandth of its iterations, in two rounds: it reports every test once
+/// per round, in a line that parses, then the init powers off. No figure
+/// is checked.
 #[test]
 fn linux_workload_reports_every_test() {
     let test = "linux_workload";
@@ -537,7 +538,7 @@ fn linux_workload_reports_every_test() {
         3,
         "cortex-a57",
         1,
-        "stratum.test=workload workload.divisor=1000",
+        "stratum.test=workload workload.divisor=1000 workload.rounds=2",
         None,
     );
     assert_status(&run, status::OK, test);
@@ -555,11 +556,11 @@ fn linux_workload_reports_every_test() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with(ENV_PREFIX) && l.contains(" divisor=1000")),
-        "{test}: the program read the divisor from the command line\n{}",
+            .any(|l| l.starts_with(ENV_PREFIX) && l.contains(" divisor=1000 rounds=2 ")),
+        "{test}: the program read the divisor and the rounds from the command line\n{}",
         run.describe()
     );
-    workload_ticks(test, &run, &lines);
+    workload_ticks(test, &run, &lines, 2);
 }
 
 /// `stratum run --debian --exec CMD`: the command runs after the modules
@@ -862,9 +863,10 @@ fn demo_system_under_the_adversary() {
 }
 
 /// The Linux workload program's samples in `lines` (a VM's console),
-/// checked: no test failed, and every test reports once, with ticks, in a
-/// line that parses. Returns the counter ticks all tests took together.
-fn workload_ticks(test: &str, run: &Run, lines: &[&str]) -> u64 {
+/// checked: no test failed, and every test reports once per round
+/// (`rounds`), with ticks, in a line that parses. Returns the counter
+/// ticks all tests took together.
+fn workload_ticks(test: &str, run: &Run, lines: &[&str], rounds: usize) -> u64 {
     assert!(
         !lines.iter().any(|l| l.starts_with(FAIL_PREFIX)),
         "{test}: a workload test failed\n{}",
@@ -880,13 +882,17 @@ fn workload_ticks(test: &str, run: &Run, lines: &[&str]) -> u64 {
     for t in TESTS {
         let found: Vec<&Sample<'_>> = samples.iter().filter(|s| s.test == t.id).collect();
         assert!(
-            found.len() == 1 && found[0].ticks > 0,
-            "{test}: {} must report once, with ticks ({found:?})\n{}",
+            found.len() == rounds && found.iter().all(|s| s.ticks > 0),
+            "{test}: {} must report {rounds} time(s), with ticks ({found:?})\n{}",
             t.id,
             run.describe()
         );
     }
-    assert_eq!(samples.len(), TESTS.len(), "{test}: one line per test");
+    assert_eq!(
+        samples.len(),
+        TESTS.len() * rounds,
+        "{test}: one line per test and round"
+    );
     samples.iter().map(|s| s.ticks).sum()
 }
 
@@ -909,7 +915,7 @@ fn workload_alone() -> u64 {
         let _ = std::fs::remove_file(&config);
         assert_status(&run, status::OK, test);
         let lines: Vec<&str> = console_lines(&run.console).map(str::trim).collect();
-        let ticks = workload_ticks(test, &run, &lines);
+        let ticks = workload_ticks(test, &run, &lines, 1);
         println!("{test}: {ticks} ticks");
         ticks
     })
@@ -959,7 +965,7 @@ fn linux_beside_the_adversary(shared: bool, bound: f64) {
         "{test}: the workload exits 0\n{}",
         run.describe()
     );
-    let ticks = workload_ticks(test, &run, &linux);
+    let ticks = workload_ticks(test, &run, &linux, 1);
     let slowdown = ticks as f64 / alone as f64;
     let adversary_lines: Vec<&str> = vms
         .lines("adversary")

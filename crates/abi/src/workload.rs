@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! WORKLOAD-ENV key=value …                                  once, first (LOOP_* keys among them)
-//! WORKLOAD test=ID iters=N ticks=N timer_irqs=N irqs=N      one per entry of TESTS
+//! WORKLOAD test=ID iters=N ticks=N timer_irqs=N irqs=N      one per entry of TESTS (per round)
 //! WORKLOAD-DONE                                             last
 //! WORKLOAD-FAIL test=ID: why                                instead, when a test failed
 //! ```
@@ -96,6 +96,17 @@ pub const FAIL_PREFIX: &str = "WORKLOAD-FAIL ";
 /// The kernel command-line word that divides every test's iteration count
 /// (`workload.divisor=N`, at least one iteration each; default 1).
 pub const DIVISOR_WORD: &str = "workload.divisor=";
+/// The kernel command-line word that runs every test this many times over
+/// (`workload.rounds=N`, 1 to [`MAX_ROUNDS`]; default 1): the program
+/// prints one `WORKLOAD` line per test and round, the rounds in order.
+/// A ratio of two runs is then taken over all rounds together, and the
+/// rounds show how far one window alone may stray (where the timer's
+/// ticks fall moves the guest's own scheduling decisions).
+pub const ROUNDS_WORD: &str = "workload.rounds=";
+/// `WORKLOAD-ENV` key: the rounds the program runs ([`ROUNDS_WORD`]).
+pub const ROUNDS_KEY: &str = "rounds";
+/// Most rounds [`ROUNDS_WORD`] may ask for.
+pub const MAX_ROUNDS: u64 = 10;
 
 /// `WORKLOAD-ENV` key: ticks of a window of the CPU loop (`cpu_loop`) with
 /// no iteration, taken while no interrupt arrived (the method's own cost).

@@ -54,7 +54,7 @@ use std::process::ExitCode;
 
 use stratum_abi::workload::{
     DIVISOR_WORD, DONE, ENV_PREFIX, FAIL_PREFIX, LOOP_CALIBRATION_ITERS, LOOP_CALIBRATION_KEY,
-    LOOP_EMPTY_KEY, SAMPLE_PREFIX, Sample, TESTS,
+    LOOP_EMPTY_KEY, MAX_ROUNDS, ROUNDS_KEY, ROUNDS_WORD, SAMPLE_PREFIX, Sample, TESTS,
 };
 
 /// Timed iterations of each test at divisor 1, in [`TESTS`] order: each
@@ -78,12 +78,17 @@ const ITERATIONS: [(&str, u64); 8] = [
 struct Options {
     /// Every iteration count is divided by this.
     divisor: u64,
+    /// How many times over the tests run ([`ROUNDS_WORD`]).
+    rounds: u64,
 }
 
 /// Reads the options from the words (a kernel command line: words that are
 /// not ours are ignored).
 fn parse_args<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<Options, String> {
-    let mut options = Options { divisor: 1 };
+    let mut options = Options {
+        divisor: 1,
+        rounds: 1,
+    };
     for word in words {
         if let Some(value) = word.strip_prefix(DIVISOR_WORD) {
             options.divisor = value
@@ -91,6 +96,12 @@ fn parse_args<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<Options, S
                 .ok()
                 .filter(|&d| d > 0)
                 .ok_or_else(|| format!("{word}: the divisor must be a positive number"))?;
+        } else if let Some(value) = word.strip_prefix(ROUNDS_WORD) {
+            options.rounds = value
+                .parse()
+                .ok()
+                .filter(|r| (1..=MAX_ROUNDS).contains(r))
+                .ok_or_else(|| format!("{word}: the rounds must be 1 to {MAX_ROUNDS}"))?;
         }
     }
     Ok(options)
@@ -158,10 +169,11 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "{ENV_PREFIX}freq={} divisor={} page={} {LOOP_EMPTY_KEY}={loop_empty} \
+        "{ENV_PREFIX}freq={} divisor={} {ROUNDS_KEY}={} page={} {LOOP_EMPTY_KEY}={loop_empty} \
          {LOOP_CALIBRATION_KEY}={loop_calibration}",
         counter::frequency(),
         options.divisor,
+        options.rounds,
         cases::page_size()
     );
     drain_output();
@@ -170,7 +182,8 @@ fn main() -> ExitCode {
         require_tmpfs: true,
     };
     let mut results = Vec::new();
-    for (test, (id, full)) in TESTS.iter().zip(ITERATIONS) {
+    let rounds = (0..options.rounds).flat_map(|_| TESTS.iter().zip(ITERATIONS));
+    for (test, (id, full)) in rounds {
         debug_assert_eq!(test.id, id, "ITERATIONS follows TESTS");
         let iters = iterations(full, options);
         let measured =
@@ -217,7 +230,13 @@ mod tests {
     fn the_divisor_comes_from_the_command_line() {
         let line = "console=ttyAMA0 stratum.test=workload workload.divisor=100 quiet";
         let o = parse_args(line.split_whitespace()).expect("valid");
-        assert_eq!(o, Options { divisor: 100 });
+        assert_eq!(
+            o,
+            Options {
+                divisor: 100,
+                rounds: 1
+            }
+        );
         assert_eq!(iterations(20_000, o), 200);
         assert_eq!(iterations(16, o), 1, "at least one iteration");
         assert_eq!(warmup(200), 20);
@@ -231,6 +250,29 @@ mod tests {
             "workload.divisor=",
         ] {
             assert!(parse_args([bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_rounds_come_from_the_command_line() {
+        let o =
+            parse_args("workload.rounds=5 workload.divisor=10".split_whitespace()).expect("valid");
+        assert_eq!(
+            o,
+            Options {
+                divisor: 10,
+                rounds: 5
+            }
+        );
+        assert_eq!(parse_args(["workload.rounds=10"]).map(|o| o.rounds), Ok(10));
+        for bad in [
+            "workload.rounds=0",
+            "workload.rounds=11",
+            "workload.rounds=-1",
+            "workload.rounds=",
+        ] {
+            let e = parse_args([bad]).expect_err(bad);
+            assert!(e.starts_with(bad) && e.contains("1 to 10"), "{e}");
         }
     }
 }

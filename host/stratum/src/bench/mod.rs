@@ -54,6 +54,7 @@ use crate::linux::{LinuxGuest, default_cache_dir, prepare_debian};
 use crate::qemu::find_qemu;
 use crate::run::{RunOptions, run};
 use crate::{Error, ErrorKind, Result, make_image, workspace_root};
+use stratum_abi::workload::ROUNDS_WORD;
 
 use parse::{GuestOutput, Stats, kernel_timestamp, parse_guest};
 use report::{LinuxBoot, Measured, Method, OPERATIONS, Report, Row};
@@ -600,7 +601,8 @@ fn linux_workload(opts: &BenchOptions, guest: &LinuxGuest) -> Result<LinuxWorklo
         "stratum bench: Linux {} workload, under Stratum",
         guest.kernel_version
     );
-    let console = under_stratum(linux_config(guest, WORKLOAD_CMDLINE, opts.gic)?, opts)?;
+    let cmdline = format!("{WORKLOAD_CMDLINE} {ROUNDS_WORD}{}", workload::ROUNDS);
+    let console = under_stratum(linux_config(guest, &cmdline, opts.gic)?, opts)?;
     let stratum = parsed_workload(&console, "the workload under Stratum")?;
     let exits = workload::exit_totals(&console);
     eprintln!(
@@ -615,14 +617,14 @@ fn linux_workload(opts: &BenchOptions, guest: &LinuxGuest) -> Result<LinuxWorklo
         LINUX_MEMORY,
         &guest.kernel,
         Some(&guest.initramfs),
-        WORKLOAD_CMDLINE,
+        &cmdline,
         DtbSeeds::Seeded,
     );
     let (console, _) = capture(&argv, opts.timeout, opts.verbose)?;
     let bare = parsed_workload(&console, "the workload on bare QEMU")?;
     LinuxWorkload::from_runs(
         guest.kernel_version.clone(),
-        WORKLOAD_CMDLINE.to_owned(),
+        cmdline,
         &stratum,
         &bare,
         exits,
