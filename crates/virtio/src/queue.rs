@@ -161,6 +161,35 @@ impl Descriptor {
         })
     }
 
+    /// The descriptor in `bytes` (16, as the table holds it).
+    fn parse(bytes: &[u8; ring::DESC_SIZE as usize]) -> Self {
+        let [
+            a0,
+            a1,
+            a2,
+            a3,
+            a4,
+            a5,
+            a6,
+            a7,
+            r0,
+            r1,
+            r2,
+            r3,
+            r4,
+            r5,
+            r6,
+            r7,
+        ] = *bytes;
+        let rest = u64::from_le_bytes([r0, r1, r2, r3, r4, r5, r6, r7]);
+        Self {
+            addr: u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+            len: rest as u32,
+            flags: (rest >> 32) as u16,
+            next: (rest >> 48) as u16,
+        }
+    }
+
     fn direction(&self) -> Direction {
         if self.flags & ring::DESC_F_WRITE != 0 {
             Direction::Writable
@@ -618,6 +647,11 @@ impl GuestMemory for AnyBuffer<'_> {
     }
 }
 
+/// Descriptors of an indirect table read in one guest-memory access
+/// ([`walk_indirect`]): 512 bytes, the length from which the hypervisor's
+/// copies go through the SIMD registers.
+const INDIRECT_WINDOW: u32 = 32;
+
 /// Appends the buffers of the indirect table `d` names to `chain`.
 fn walk_indirect(
     mem: &dyn GuestMemory,
@@ -635,9 +669,31 @@ fn walk_indirect(
             len: u64::from(d.len),
         });
     }
+    // The table is read a window of descriptors at a time (one guest
+    // memory access per window, not two per descriptor); a `next` that
+    // leaves the window reads the window that holds it. Each descriptor is
+    // parsed from the copy once, whatever the driver writes meanwhile.
+    let mut window = [0u8; INDIRECT_WINDOW as usize * ring::DESC_SIZE as usize];
+    let mut first: Option<u32> = None;
     let mut index = 0u32;
     for _ in 0..entries {
-        let e = Descriptor::read(mem, Ipa(table.0 + ring::DESC_SIZE * u64::from(index)))?;
+        let start = match first {
+            Some(f) if (f..f + INDIRECT_WINDOW).contains(&index) => f,
+            _ => {
+                let f = index - index % INDIRECT_WINDOW;
+                let bytes = (entries - f).min(INDIRECT_WINDOW) as usize * ring::DESC_SIZE as usize;
+                let at = Ipa(table.0 + ring::DESC_SIZE * u64::from(f));
+                mem.read(at, &mut window[..bytes])?;
+                first = Some(f);
+                f
+            }
+        };
+        let slot = (index - start) as usize * ring::DESC_SIZE as usize;
+        let e = Descriptor::parse(
+            window[slot..slot + ring::DESC_SIZE as usize]
+                .try_into()
+                .expect("a whole descriptor of the window"),
+        );
         if e.flags & ring::DESC_F_INDIRECT != 0 {
             return Err(QueueError::NestedIndirect);
         }

@@ -658,3 +658,45 @@ fn rewinding_gives_back_unpublished_chains_and_nothing_published() {
     assert!(!q.rewind(avail, used), "the driver has seen it");
     assert_eq!(dq.take_used(&mem), vec![(u32::from(heads[0]), 64)]);
 }
+
+#[test]
+fn an_indirect_table_past_one_window_is_followed_in_the_drivers_order() {
+    let (mut dq, mut q) = queue(8, true, false);
+    let mut ram = ram();
+    let mut mem = memory(&mut ram);
+    // 70 descriptors (three windows of the walk's reads); the chain jumps
+    // between them, back and forth: 0, 40, 5, 69, 33, 34.
+    let order: [u16; 6] = [0, 40, 5, 69, 33, 34];
+    for i in 0..70u16 {
+        let at = order.iter().position(|&o| o == i);
+        let (flags, next) = match at {
+            Some(k) if k + 1 < order.len() => (ring::DESC_F_NEXT, order[k + 1]),
+            _ => (0, 0),
+        };
+        let addr = BUF + 0x10 * u64::from(i);
+        DriverQueue::write_desc(&mut mem, TABLE, i, addr, u32::from(i) + 1, flags, next);
+    }
+    DriverQueue::write_desc(
+        &mut mem,
+        dq.desc,
+        0,
+        TABLE,
+        70 * 16,
+        ring::DESC_F_INDIRECT,
+        0,
+    );
+    publish_raw(&mut dq, &mut mem, 0);
+    let before = mem.accesses();
+    let chain = q.pop(&mut mem).expect("valid").expect("a chain");
+    let want: Vec<Segment> = order
+        .iter()
+        .map(|&i| Segment {
+            addr: Ipa(BUF + 0x10 * u64::from(i)),
+            len: u32::from(i) + 1,
+        })
+        .collect();
+    assert_eq!(chain.readable(), &want[..]);
+    // The ring's index and slot, the table's descriptor (two words), and
+    // one read per window entered: 0-31, 32-63, 0-31, 64-69, 32-63.
+    assert_eq!(mem.accesses() - before, 2 + 2 + 5);
+}
