@@ -445,14 +445,16 @@ impl Irqs {
     /// [`Irqs::ack_all`] does: EL2's own at once, the ones to forward into
     /// `out`. False when `out` holds as many passthrough SPIs as it can.
     fn take(&mut self, irq: stratum_arch::gic::Acked, out: &mut Acks) -> bool {
-        out.classes.add(classify(irq.intid(), &self.host));
-        match irq.intid() {
+        // The statistics class is the decision: one classification
+        // (`stratum_core::hostirq::classify`) for both.
+        let class = classify(irq.intid(), &self.host);
+        out.classes.add(class);
+        match class {
             // Hardware-linked: stays active until the guest deactivates
             // its virtual twin through the list register's HW bit.
-            intid @ (VTIMER_INTID | PTIMER_INTID) => {
-                out.timers[usize::from(intid == PTIMER_INTID)] = Some(irq);
-            }
-            intid if Some(intid) == self.host.console => {
+            Reason::IrqVtimer => out.timers[0] = Some(irq),
+            Reason::IrqPtimer => out.timers[1] = Some(irq),
+            Reason::IrqConsole => {
                 // Clear before draining: a byte arriving in between then
                 // raises the interrupt again instead of being stranded.
                 console::clear_input_interrupt();
@@ -465,27 +467,26 @@ impl Irqs {
             // until the list registers change. An EOIed LR was folded
             // and cleared when this exit began (`fold`); the underflow
             // request goes off until the refill asks again.
-            intid if intid == self.host.maintenance => {
+            Reason::IrqMaintenance => {
                 self.underflow_off();
                 self.gic.deactivate(irq);
             }
             // The slice ended (or an idle CPU's wake-up deadline came).
-            PREEMPT_INTID => {
+            Reason::IrqPreempt => {
                 disarm_preemption();
                 self.gic.deactivate(irq);
                 out.preempt = true;
             }
-            // A kick only needed the exit it caused: the refill follows.
-            KICK_SGI => self.gic.deactivate(irq),
             // A passthrough SPI: forwarded hardware-linked to its VM.
-            intid if intid >= 32 => {
+            Reason::IrqDevice => {
                 out.passthrough[out.passthrough_count] = Some(irq);
                 out.passthrough_count += 1;
                 if out.passthrough_count == MAX_PASSTHROUGH_ACKS {
                     return false;
                 }
             }
-            // Anything else is spurious for this version.
+            // A kick only needed the exit it caused (the refill follows);
+            // anything else is spurious for this version.
             _ => self.gic.deactivate(irq),
         }
         true

@@ -27,7 +27,11 @@ pub struct HostIntids {
     pub console: Option<u32>,
 }
 
-/// The statistics class of physical interrupt `intid`.
+/// The statistics class of physical interrupt `intid`, which is also what
+/// EL2 does with it once acknowledged (the glue's acknowledge loop
+/// branches on it): forward a guest timer's to the loaded vCPU, take
+/// console input, turn the underflow request off, end the slice, refill
+/// after a kick, forward a passthrough SPI, or drop a spurious one.
 pub fn classify(intid: u32, host: &HostIntids) -> Reason {
     match intid {
         VTIMER_INTID => Reason::IrqVtimer,
