@@ -283,6 +283,7 @@ impl Pl011 {
         fr
     }
 
+    #[inline(always)]
     fn check(offset: u64, size: AccessSize) -> Result<(), UartError> {
         if size == AccessSize::Double {
             return Err(UartError::UnsupportedWidth);
@@ -298,6 +299,7 @@ impl Pl011 {
 
     /// The 32-bit register at word offset `reg`. Reading UARTDR pops the
     /// receive FIFO only when `pop`.
+    #[inline(always)]
     fn read_reg(&mut self, reg: u64, pop: bool) -> u32 {
         match reg {
             UARTDR => {
@@ -339,6 +341,7 @@ impl Pl011 {
     }
 
     /// Reads `size` bytes at `offset`.
+    #[inline(always)]
     pub fn read(&mut self, offset: u64, size: AccessSize) -> Result<u32, UartError> {
         Self::check(offset, size)?;
         let shift = (offset & 3) * 8;
@@ -350,6 +353,7 @@ impl Pl011 {
 
     /// Writes the low `size` bytes of `value` at `offset`; transmitted bytes
     /// go to `tx`.
+    #[inline(always)]
     pub fn write(
         &mut self,
         offset: u64,
@@ -409,7 +413,7 @@ impl Pl011 {
 /// interrupt line, or that frees receive-FIFO room for queued console
 /// input (a read of `UARTDR`), asks the glue to sample the VM's lines.
 impl MmioDevice for Pl011 {
-    #[inline]
+    #[inline(always)]
     fn read(&mut self, access: &DeviceAccess, fx: &mut Effects) -> Result<u64, AccessRefused> {
         // Only a read of UARTDR's low byte pops the receive FIFO: any other
         // read changes nothing, so it moves no line and needs no sampling
@@ -425,6 +429,7 @@ impl MmioDevice for Pl011 {
         Ok(u64::from(value))
     }
 
+    #[inline(always)]
     fn write(
         &mut self,
         access: &DeviceAccess,
