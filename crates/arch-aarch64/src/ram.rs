@@ -9,8 +9,9 @@
 //! what EL2 may touch. Ordering against the guest's accesses is the
 //! caller's, through the `dmb` barriers in [`crate::barrier`].
 //!
-//! Copies go through [`copy_bytes`], 128 bytes per loop turn whatever the
-//! two addresses' alignment: the guest's buffers sit where its driver put
+//! Copies go through [`copy_bytes`], 128 bytes per loop turn (256 through
+//! the SIMD registers from 512 bytes on, ADR 0025) whatever the two
+//! addresses' alignment: the guest's buffers sit where its driver put
 //! them (a virtio-net frame 12 bytes into its buffer), and the target's
 //! `strict-align` makes the compiler's `memcpy` assemble every word of a
 //! mutually misaligned copy from single bytes (about 23 instructions per 8
@@ -225,7 +226,9 @@ impl GuestRam {
 }
 
 /// Copies `len` bytes from `src` to `dst`, any alignment: 128 bytes per
-/// loop turn with unaligned `LDP`/`STP`, then 16 at a time, then the last
+/// loop turn with unaligned `LDP`/`STP` (256 through `q0`–`q7` from
+/// [`SIMD_MIN`] bytes on, when `STRATUM_COPY_SIMD` allows), then 16 at a
+/// time, then the last
 /// 16 bytes as one (overlapping) pair; under 16 bytes, two overlapping
 /// accesses of the largest size that fits (a virtio-net header, 12 bytes,
 /// is two 8-byte loads and stores).
