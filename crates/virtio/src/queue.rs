@@ -163,27 +163,14 @@ impl Descriptor {
 
     /// The descriptor in `bytes` (16, as the table holds it).
     fn parse(bytes: &[u8; ring::DESC_SIZE as usize]) -> Self {
-        let [
-            a0,
-            a1,
-            a2,
-            a3,
-            a4,
-            a5,
-            a6,
-            a7,
-            r0,
-            r1,
-            r2,
-            r3,
-            r4,
-            r5,
-            r6,
-            r7,
-        ] = *bytes;
-        let rest = u64::from_le_bytes([r0, r1, r2, r3, r4, r5, r6, r7]);
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let rest = word(8);
         Self {
-            addr: u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+            addr: word(0),
             len: rest as u32,
             flags: (rest >> 32) as u16,
             next: (rest >> 48) as u16,
