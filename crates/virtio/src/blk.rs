@@ -133,13 +133,32 @@ pub enum Outcome {
     Failed,
 }
 
-/// One request in flight.
+/// One slot for a request in flight. A slot keeps its chain when it is
+/// freed: the next request's is walked into it in place
+/// ([`crate::queue::SplitQueue::pop_keeping_outside`]), never moved (2 KiB).
 #[derive(Clone, Debug)]
 struct InFlight {
     chain: Chain,
     request: Request,
     /// Handed to the glue by [`BlkDevice::next_request`].
     submitted: bool,
+    /// A request is in flight in this slot.
+    used: bool,
+}
+
+impl InFlight {
+    /// A slot with no request.
+    const FREE: Self = Self {
+        chain: Chain::EMPTY,
+        request: Request {
+            tag: 0,
+            op: Op::Read,
+            sector: 0,
+            bytes: 0,
+        },
+        submitted: false,
+        used: false,
+    };
 }
 
 /// One VM's disk, as its driver sees it.
@@ -148,7 +167,7 @@ pub struct BlkDevice {
     capacity: u64,
     readonly: bool,
     serial: [u8; ID_BYTES],
-    slots: [Option<InFlight>; MAX_IN_FLIGHT],
+    slots: [InFlight; MAX_IN_FLIGHT],
     /// Bumped at every use of a slot and every reset: the high bits of a
     /// tag.
     uses: u32,
@@ -168,7 +187,7 @@ impl BlkDevice {
             capacity,
             readonly,
             serial: id,
-            slots: core::array::from_fn(|_| None),
+            slots: [const { InFlight::FREE }; MAX_IN_FLIGHT],
             uses: 0,
             was_reset: false,
         }
@@ -203,25 +222,25 @@ impl BlkDevice {
 
     /// Requests in flight (handed out or waiting to be).
     pub fn in_flight(&self) -> usize {
-        self.slots.iter().flatten().count()
+        self.slots.iter().filter(|f| f.used).count()
     }
 
     /// Whether a request waits to be handed to the glue.
     pub fn has_unsubmitted(&self) -> bool {
-        self.slots.iter().flatten().any(|f| !f.submitted)
+        self.slots.iter().any(|f| f.used && !f.submitted)
     }
 
     /// The next request not yet handed to the glue, now handed.
     pub fn next_request(&mut self) -> Option<Request> {
-        let f = self.slots.iter_mut().flatten().find(|f| !f.submitted)?;
+        let f = self.slots.iter_mut().find(|f| f.used && !f.submitted)?;
         f.submitted = true;
         Some(f.request)
     }
 
     /// The slot of a handed-out request `tag`, if it is still in flight.
     fn slot(&self, tag: u32) -> Option<&InFlight> {
-        let f = self.slots.get((tag & 0xff) as usize)?.as_ref()?;
-        (f.request.tag == tag && f.submitted).then_some(f)
+        let f = self.slots.get((tag & 0xff) as usize)?;
+        (f.used && f.request.tag == tag && f.submitted).then_some(f)
     }
 
     /// The in-flight `op` request `tag`, if `[offset, offset + len)` lies
@@ -302,9 +321,8 @@ impl BlkDevice {
         if self.slot(tag).is_none() {
             return Ok(false);
         }
-        let f = self.slots[(tag & 0xff) as usize]
-            .take()
-            .expect("slot() found it");
+        let f = &mut self.slots[(tag & 0xff) as usize];
+        f.used = false;
         let (code, data) = match (outcome, f.request.op) {
             (Outcome::Done, Op::Read) => (status::OK, f.request.bytes),
             (Outcome::Done, _) => (status::OK, 0),
@@ -325,11 +343,10 @@ impl BlkDevice {
         mem: &mut dyn GuestMemory,
     ) -> Result<usize, QueueError> {
         let mut n = 0;
-        for slot in &mut self.slots {
-            if let Some(f) = slot.take() {
-                finish(queues.get(QUEUE)?, mem, &f.chain, status::IOERR, 0)?;
-                n += 1;
-            }
+        for f in self.slots.iter_mut().filter(|f| f.used) {
+            f.used = false;
+            finish(queues.get(QUEUE)?, mem, &f.chain, status::IOERR, 0)?;
+            n += 1;
         }
         Ok(n)
     }
@@ -346,10 +363,11 @@ impl BlkDevice {
         let Ok(q) = queues.get(QUEUE) else {
             return Ok(());
         };
-        while let Some(free) = self.slots.iter().position(Option::is_none) {
-            let Some(chain) = q.pop_keeping_outside(mem)? else {
+        while let Some(free) = self.slots.iter().position(|f| !f.used) {
+            if !q.pop_keeping_outside(mem, &mut self.slots[free].chain)? {
                 return Ok(());
-            };
+            }
+            let chain = &self.slots[free].chain;
             if let Some(bad) = chain.first_outside(mem) {
                 // A buffer outside the VM's RAM: that request fails alone,
                 // when its status byte is in RAM to say so.
@@ -375,31 +393,30 @@ impl BlkDevice {
             let mut sector = [0u8; 8];
             sector.copy_from_slice(&header[8..16]);
             let sector = u64::from_le_bytes(sector);
-            let (op, sector, bytes) = match self.check(&chain, kind, sector) {
+            let (op, sector, bytes) = match self.check(chain, kind, sector) {
                 Check::Answer(code, data) => {
-                    finish(q, mem, &chain, code, data)?;
+                    finish(q, mem, chain, code, data)?;
                     continue;
                 }
                 Check::Serial => {
                     let n = (chain.writable_len() - 1).min(ID_BYTES as u32);
                     chain.write(mem, 0, &self.serial[..n as usize])?;
-                    finish(q, mem, &chain, status::OK, n)?;
+                    finish(q, mem, chain, status::OK, n)?;
                     continue;
                 }
                 Check::Backend { op, sector, bytes } => (op, sector, bytes),
             };
             self.uses = self.uses.wrapping_add(1);
             let tag = (self.uses << 8) | free as u32;
-            self.slots[free] = Some(InFlight {
-                chain,
-                request: Request {
-                    tag,
-                    op,
-                    sector,
-                    bytes,
-                },
-                submitted: false,
-            });
+            let slot = &mut self.slots[free];
+            slot.request = Request {
+                tag,
+                op,
+                sector,
+                bytes,
+            };
+            slot.submitted = false;
+            slot.used = true;
         }
         Ok(())
     }
@@ -524,7 +541,9 @@ impl VirtioDevice for BlkDevice {
     fn reset(&mut self) {
         // The chains belong to the old driver: forget them, and make every
         // tag handed out so far stale.
-        self.slots = core::array::from_fn(|_| None);
+        for f in &mut self.slots {
+            f.used = false;
+        }
         self.uses = self.uses.wrapping_add(1 << 16);
         self.was_reset = true;
     }

@@ -401,15 +401,17 @@ impl SplitQueue {
     /// ever (loops, indices, indirect tables, which must lie in RAM); its
     /// buffers are checked by the device ([`Chain::first_outside`]) before
     /// it touches them, and every access is checked again anyway.
+    ///
+    /// The chain is filled in place (`chain`, its old contents forgotten;
+    /// a chain is 2 KiB): true when it took one. On an error, `chain`
+    /// holds nothing usable.
     pub fn pop_keeping_outside(
         &mut self,
         mem: &mut dyn GuestMemory,
-    ) -> Result<Option<Chain>, QueueError> {
-        let mut chain = Chain::EMPTY;
+        chain: &mut Chain,
+    ) -> Result<bool, QueueError> {
         let mut lenient = AnyBuffer(mem);
-        Ok(self
-            .pop_with(&mut lenient, &mut chain, true)?
-            .then_some(chain))
+        self.pop_with(&mut lenient, chain, true)
     }
 
     /// [`SplitQueue::pop_into`] for a queue whose device takes chains only
