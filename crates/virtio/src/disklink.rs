@@ -86,6 +86,23 @@ use crate::vsock::{self, HDR_LEN, Header, Op as VOp, TYPE_STREAM, VsockDevice};
 /// Requests handed to the link at once (across all disks).
 pub const MAX_PENDING: usize = blkproto::MAX_IN_FLIGHT;
 const _: () = assert!(MAX_PENDING <= 64, "one bit per slot in a u64");
+/// [`DiskLink::occupied`] with every slot busy.
+const ALL_SLOTS: u64 = if MAX_PENDING == 64 {
+    u64::MAX
+} else {
+    (1 << MAX_PENDING) - 1
+};
+
+/// The indices of `mask`'s set bits, lowest first.
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            i
+        })
+    })
+}
 /// The credit the link gives the daemon (bytes it may send unconsumed).
 pub const BUF_ALLOC: u32 = 4 << 20;
 /// Disks at most.
@@ -291,6 +308,10 @@ pub struct DiskLink {
     gone: bool,
     conn: Option<Conn>,
     pending: [Option<Pending>; MAX_PENDING],
+    /// Which slots of `pending` hold a request (bit `i`: slot `i`), kept
+    /// with them: counting, finding a free slot and walking the busy ones
+    /// look at one word, not at 64 slots of 2 KiB.
+    occupied: u64,
     uses: u32,
     seq: u32,
     /// The oldest request not wholly sent as last found (slot and seq;
@@ -395,6 +416,7 @@ impl DiskLink {
             gone: false,
             conn: None,
             pending: [const { None }; MAX_PENDING],
+            occupied: 0,
             uses: 0,
             seq: 0,
             next: None,
@@ -461,7 +483,17 @@ impl DiskLink {
 
     /// Requests handed to the link and not yet answered.
     pub fn pending(&self) -> usize {
-        self.pending.iter().flatten().count()
+        self.occupied.count_ones() as usize
+    }
+
+    /// Whether every slot holds a request.
+    fn full(&self) -> bool {
+        self.occupied == ALL_SLOTS
+    }
+
+    /// The busy slots' indices, lowest first.
+    fn busy(&self) -> impl Iterator<Item = usize> + use<> {
+        bits(self.occupied)
     }
 
     /// Whether the daemon is connected and said hello.
@@ -480,10 +512,8 @@ impl DiskLink {
         self.gone = gone;
         if gone {
             self.drop_conn("the service VM stopped", false);
-            for slot in 0..MAX_PENDING {
-                if self.pending[slot].is_some() {
-                    self.finish(slot, Outcome::Failed);
-                }
+            for slot in self.busy() {
+                self.finish(slot, Outcome::Failed);
             }
             self.apply(ports);
         }
@@ -499,9 +529,8 @@ impl DiskLink {
             self.take_from(disk, ports);
         }
         self.pump(ports);
-        Report {
-            more: self.pending.iter().all(Option::is_some),
-        }
+        self.check_occupied();
+        Report { more: self.full() }
     }
 
     /// Takes disk `disk`'s requests not yet handed out into free slots
@@ -514,15 +543,18 @@ impl DiskLink {
         let disks = self.disks.iter().flatten().count().max(1);
         let share = (MAX_PENDING / disks).max(1);
         let mine = self
-            .pending
-            .iter()
-            .flatten()
-            .filter(|p| usize::from(p.disk) == disk)
+            .busy()
+            .filter(|&s| {
+                self.pending[s]
+                    .as_ref()
+                    .is_some_and(|p| usize::from(p.disk) == disk)
+            })
             .count();
         let mut room = share.saturating_sub(mine);
         self.rescan = true;
-        let (pending, uses, seq, maybe_unsent) = (
+        let (pending, occupied, uses, seq, maybe_unsent) = (
             &mut self.pending,
+            &mut self.occupied,
             &mut self.uses,
             &mut self.seq,
             &mut self.maybe_unsent,
@@ -536,7 +568,8 @@ impl DiskLink {
                     }
                     return Ok(());
                 }
-                while let Some(slot) = pending.iter().position(Option::is_none) {
+                while *occupied != ALL_SLOTS {
+                    let slot = (!*occupied).trailing_zeros() as usize;
                     if room == 0 {
                         break;
                     }
@@ -545,6 +578,7 @@ impl DiskLink {
                     *uses = uses.wrapping_add(1);
                     *seq = seq.wrapping_add(1);
                     *maybe_unsent |= 1 << slot;
+                    *occupied |= 1 << slot;
                     pending[slot] = Some(Pending {
                         id: (*uses << 8) | slot as u32,
                         disk: disk as u16,
@@ -589,18 +623,22 @@ impl DiskLink {
     /// disk). Their answers are ignored by the device, whose tags went
     /// stale.
     pub fn disk_reset(&mut self, disk: usize) {
-        for slot in &mut self.pending {
-            let Some(p) = slot.as_mut() else { continue };
+        for s in self.busy() {
+            let Some(p) = self.pending[s].as_mut() else {
+                continue;
+            };
             if usize::from(p.disk) != disk {
                 continue;
             }
             if p.sent == 0 {
                 Self::free_units_of(&mut self.free_units, p);
-                *slot = None;
+                self.pending[s] = None;
+                self.occupied &= !(1 << s);
             } else {
                 p.chain = None;
             }
         }
+        self.check_occupied();
     }
 
     /// The service VM's vsock device was notified: parses what the daemon
@@ -661,7 +699,20 @@ impl DiskLink {
         }
         self.refill(ports);
         self.pump(ports);
+        self.check_occupied();
         report
+    }
+
+    /// Debug builds (the unit tests): [`DiskLink::occupied`] names exactly
+    /// the slots that hold a request.
+    fn check_occupied(&self) {
+        debug_assert_eq!(
+            self.occupied,
+            (0..MAX_PENDING)
+                .filter(|&s| self.pending[s].is_some())
+                .fold(0, |m, s| m | 1 << s),
+            "the occupancy mask follows the slots"
+        );
     }
 
     /// The service VM's vsock device was reset (its driver, or the VM
@@ -676,7 +727,7 @@ impl DiskLink {
     /// Takes more requests from every disk when slots are free (after
     /// answers freed some).
     fn refill(&mut self, ports: &mut dyn DiskPorts) {
-        if self.pending.iter().all(Option::is_some) {
+        if self.full() {
             return;
         }
         for disk in 0..MAX_DISKS {
@@ -788,10 +839,15 @@ impl DiskLink {
 
     /// Ends the request in `slot` with `outcome` (applied by [`Self::apply`]).
     fn finish(&mut self, slot: usize, outcome: Outcome) {
-        let Some(mut p) = self.pending[slot].take() else {
+        // Ended where it lies: a pending request holds a write's 2 KiB
+        // chain, which taking it out would copy.
+        let Some(p) = self.pending[slot].as_mut() else {
             return;
         };
-        Self::free_units_of(&mut self.free_units, &mut p);
+        Self::free_units_of(&mut self.free_units, p);
+        let (disk, tag) = (p.disk, p.tag);
+        self.pending[slot] = None;
+        self.occupied &= !(1 << slot);
         match outcome {
             Outcome::Done => bump(&mut self.counters.ok),
             Outcome::Failed => bump(&mut self.counters.failed),
@@ -799,7 +855,7 @@ impl DiskLink {
         if self.data.is_some_and(|(s, _)| s == slot) {
             self.data = None;
         }
-        self.done[self.done_len] = (p.disk, p.tag, outcome);
+        self.done[self.done_len] = (disk, tag, outcome);
         self.done_len += 1;
     }
 
@@ -815,7 +871,7 @@ impl DiskLink {
             self.push_control(rst);
         }
         let mut failed = 0;
-        for slot in 0..MAX_PENDING {
+        for slot in self.busy() {
             if self.pending[slot].as_ref().is_some_and(|p| p.sent > 0) {
                 self.finish(slot, Outcome::Failed);
                 failed += 1;
