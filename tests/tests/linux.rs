@@ -668,8 +668,11 @@ fn run_config_text(
 }
 
 /// Two Debian VMs on one `[[network]]`: the hypervisor's switch carries
-/// their virtio-net frames. Each sets its address with `ip` and pings the
-/// other; `one` serves 4 MiB of random bytes with busybox `httpd`, `two`
+/// their virtio-net frames. Each sets its address with `ip`, waits until
+/// the other answers a ping (the two boot independently: a first ping
+/// may find the other's address or NIC not up yet, which is not the
+/// switch's doing), then pings it three times, all of which must be
+/// answered; `one` serves 4 MiB of random bytes with busybox `httpd`, `two`
 /// fetches them with `wget`, and both print the MD5 of their copy, which
 /// must match; `two` then serves a flag file `one` waits for, so neither
 /// stops while the other still needs it.
@@ -677,9 +680,13 @@ fn network_between_two_debian_vms(gic: &str) {
     let test = format!("linux_network_two_debian_vms_gic{gic}");
     let one = "ip link set eth0 up && ip addr add 10.0.0.1/24 dev eth0 && mkdir -p /www \
                && dd if=/dev/urandom of=/www/blob bs=1024 count=4096 2>/dev/null && md5sum /www/blob \
-               && httpd -p 8080 -h /www && ping -c 3 -w 60 10.0.0.2 && n=0; \
+               && httpd -p 8080 -h /www && n=0; \
+               until ping -c 1 -W 1 10.0.0.2 >/dev/null; do n=$((n+1)); [ $n -gt 60 ] && exit 8; done; \
+               ping -c 3 -w 60 10.0.0.2 && n=0; \
                until wget -q -O /dev/null http://10.0.0.2:8081/done; do n=$((n+1)); [ $n -gt 120 ] && exit 9; sleep 1; done";
-    let two = "ip link set eth0 up && ip addr add 10.0.0.2/24 dev eth0 && ping -c 3 -w 60 10.0.0.1 && n=0; \
+    let two = "ip link set eth0 up && ip addr add 10.0.0.2/24 dev eth0 && n=0; \
+               until ping -c 1 -W 1 10.0.0.1 >/dev/null; do n=$((n+1)); [ $n -gt 60 ] && exit 8; done; \
+               ping -c 3 -w 60 10.0.0.1 && n=0; \
                until wget -q -O /tmp/blob http://10.0.0.1:8080/blob; do n=$((n+1)); [ $n -gt 60 ] && exit 9; sleep 1; done; \
                md5sum /tmp/blob && mkdir -p /w && touch /w/done && httpd -p 8081 -h /w && sleep 5";
     let text = format!(
