@@ -296,10 +296,11 @@ pub fn simd_copies_allowed(pfr0: u64, pfr1: u64) -> bool {
 // the last 16 bytes as one (possibly overlapping) pair. Shorter ones: two
 // overlapping 8-, 4- or 2-byte accesses (first and last), or the single
 // byte. Lengths of SIMD_MIN (512) and more, when STRATUM_COPY_SIMD is
-// set: 256-byte turns through q0-q7, twice over, the addresses moved by
-// the first load's and store's post-index (18 instructions a turn, where
-// the general registers take 40), then one 128-byte turn if that much is
-// left; q0-q7 are saved on the stack first and restored after, with
+// set: 256-byte turns, each two 128-byte steps through q0-q7
+// (`stratum_copy_128_q`: the addresses moved by post-index; 18
+// instructions a turn, where the general registers take 40), then one
+// step if 128 bytes are left; q0-q7 are saved on the stack first and
+// restored after, with
 // CPTR_EL2.TFP cleared meanwhile if it was set (a time-shared CPU traps
 // the guests' FP lazily; EL2's own accesses trap with it too); then the
 // same tail. `memset` (x0 = dst, kept; w1 = the byte; x2 = len) stores the
@@ -310,6 +311,20 @@ core::arch::global_asm!(
 .section .text.stratum_copy_bytes, "ax"
 .global stratum_copy_bytes
 .global memcpy
+
+// 128 bytes from x1 to x13 through q0-q7, both moved on by the first
+// load's and the first store's post-index.
+.macro stratum_copy_128_q
+    ldp     q0, q1, [x1], #128
+    ldp     q2, q3, [x1, #-96]
+    ldp     q4, q5, [x1, #-64]
+    ldp     q6, q7, [x1, #-32]
+    stp     q0, q1, [x13], #128
+    stp     q2, q3, [x13, #-96]
+    stp     q4, q5, [x13, #-64]
+    stp     q6, q7, [x13, #-32]
+.endm
+
 .balign 16
 stratum_copy_bytes:
 memcpy:
@@ -392,34 +407,13 @@ memcpy:
     stp     q4, q5, [sp, #64]
     stp     q6, q7, [sp, #96]
     sub     x2, x2, #256
-13: ldp     q0, q1, [x1], #256
-    ldp     q2, q3, [x1, #-224]
-    ldp     q4, q5, [x1, #-192]
-    ldp     q6, q7, [x1, #-160]
-    stp     q0, q1, [x13], #256
-    stp     q2, q3, [x13, #-224]
-    stp     q4, q5, [x13, #-192]
-    stp     q6, q7, [x13, #-160]
-    ldp     q0, q1, [x1, #-128]
-    ldp     q2, q3, [x1, #-96]
-    ldp     q4, q5, [x1, #-64]
-    ldp     q6, q7, [x1, #-32]
-    stp     q0, q1, [x13, #-128]
-    stp     q2, q3, [x13, #-96]
-    stp     q4, q5, [x13, #-64]
-    stp     q6, q7, [x13, #-32]
+13: stratum_copy_128_q
+    stratum_copy_128_q
     subs    x2, x2, #256
     b.hs    13b
     adds    x2, x2, #128
     b.lo    14f
-    ldp     q0, q1, [x1], #128
-    ldp     q2, q3, [x1, #-96]
-    ldp     q4, q5, [x1, #-64]
-    ldp     q6, q7, [x1, #-32]
-    stp     q0, q1, [x13], #128
-    stp     q2, q3, [x13, #-96]
-    stp     q4, q5, [x13, #-64]
-    stp     q6, q7, [x13, #-32]
+    stratum_copy_128_q
     sub     x2, x2, #128
 14: ldp     q0, q1, [sp]
     ldp     q2, q3, [sp, #32]
