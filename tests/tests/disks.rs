@@ -297,18 +297,13 @@ fn disks_survive_a_service_vm_crash_under_load() {
     let guest = stratum_systests::guest_elf("blkcheck");
     seeded_image(&s.path("a.img"), 0);
     seeded_image(&s.path("b.img"), 0);
-    // The service VM first, so console input goes to it; no `exec`: its
-    // shell takes the crash command once a frontend's loop has started.
-    let mut text = String::from(
-        "[[vm]]\nname = \"service\"\ndebian = true\nrole = \"service\"\nmemory = \"256M\"\n\
-         placement = \"shared\"\non_crash = \"restart\"\n\n",
+    // No `exec` in the service VM: its shell takes the crash command once
+    // a frontend's loop has started.
+    let text = soak_system(
+        "on_crash = \"restart\"\n",
+        &guest,
+        &[("one", "a.img", 1), ("two", "b.img", 2)],
     );
-    for (name, image, seed) in [("one", "a.img", 1), ("two", "b.img", 2)] {
-        text.push_str(&format!(
-            "[[vm]]\nname = \"{name}\"\nkernel = {guest:?}\nmemory = \"16M\"\nplacement = \"shared\"\n\
-             cmdline = \"mode=soak seed={seed}\"\n\n[[vm.disk]]\nimage = \"{image}\"\n\n"
-        ));
-    }
     let crash = "echo -1 > /proc/sys/kernel/panic; echo c > /proc/sysrq-trigger\n";
     let (run, vms) = run(test, &s, &text, &[("blkcheck: soak started", crash)]);
     assert_ok(test, &run);
@@ -319,14 +314,38 @@ fn disks_survive_a_service_vm_crash_under_load() {
             run.describe()
         );
     }
+    print_soak_lines(test, &run);
+    assert_line(test, &run, "disk link down");
+    assert_link_ups(test, &run, "0x3", "after the restart");
+}
+
+/// A system of the service VM (256 MiB, time-shared, and `service_extra`
+/// added to its table) and one `blkcheck` guest `guest` in `mode=soak` per
+/// `(name, image, seed)` of `frontends`, each with its image as its disk.
+/// The service VM comes first, so console input goes to it.
+fn soak_system(service_extra: &str, guest: &Path, frontends: &[(&str, &str, u32)]) -> String {
+    let mut text = format!(
+        "[[vm]]\nname = \"service\"\ndebian = true\nrole = \"service\"\nmemory = \"256M\"\n\
+         placement = \"shared\"\n{service_extra}\n"
+    );
+    for (name, image, seed) in frontends {
+        text.push_str(&format!(
+            "[[vm]]\nname = \"{name}\"\nkernel = {guest:?}\nmemory = \"16M\"\nplacement = \"shared\"\n\
+             cmdline = \"mode=soak seed={seed}\"\n\n[[vm.disk]]\nimage = \"{image}\"\n\n"
+        ));
+    }
+    text
+}
+
+/// Prints the soak guests' and the disk link's lines of `run` (what a
+/// failure of the assertions that follow is about).
+fn print_soak_lines(test: &str, run: &Run) {
     for l in run
         .lines()
         .filter(|l| l.contains("soak:") || l.contains("disk link"))
     {
         println!("{test}: {l}");
     }
-    assert_line(test, &run, "disk link down");
-    assert_link_ups(test, &run, "0x3", "after the restart");
 }
 
 /// The disk daemon is killed under load with a request in flight (the
@@ -339,13 +358,7 @@ fn disks_survive_the_daemon_being_killed_under_load() {
     let s = Scratch::new(test);
     let guest = stratum_systests::guest_elf("blkcheck");
     seeded_image(&s.path("a.img"), 0);
-    // The service VM first, so console input goes to it.
-    let text = format!(
-        "[[vm]]\nname = \"service\"\ndebian = true\nrole = \"service\"\nmemory = \"256M\"\n\
-         placement = \"shared\"\n\n\
-         [[vm]]\nname = \"one\"\nkernel = {guest:?}\nmemory = \"16M\"\nplacement = \"shared\"\n\
-         cmdline = \"mode=soak seed=1\"\n\n[[vm.disk]]\nimage = \"a.img\"\n"
-    );
+    let text = soak_system("", &guest, &[("one", "a.img", 1)]);
     // The daemon is stopped first (`SIGSTOP`) and killed a second later,
     // so that a request the frontend made meanwhile has surely been sent
     // to it and is in flight when it dies: the soak wants a failure, then
@@ -355,12 +368,7 @@ fn disks_survive_the_daemon_being_killed_under_load() {
                 k STOP; sleep 1; k KILL\n";
     let (run, vms) = run(test, &s, &text, &[("blkcheck: soak started", kill)]);
     assert_ok(test, &run);
-    for l in run
-        .lines()
-        .filter(|l| l.contains("soak:") || l.contains("disk link"))
-    {
-        println!("{test}: {l}");
-    }
+    print_soak_lines(test, &run);
     assert!(
         vms.passed("one", "blkcheck"),
         "{test}: the frontend should see failures, then good requests again\n{}",
