@@ -85,12 +85,25 @@ impl From<Sample<'_>> for Window {
 pub struct WorkloadOutput {
     /// The `WORKLOAD-ENV` fields.
     pub env: BTreeMap<String, String>,
-    /// One window per [`TESTS`] entry, in that order: the test's rounds
-    /// added together.
-    pub windows: Vec<Window>,
     /// Each test's window in each round (`rounds[test][round]`, tests in
-    /// [`TESTS`] order).
+    /// [`TESTS`] order, one round at least).
     pub rounds: Vec<Vec<Window>>,
+}
+
+impl WorkloadOutput {
+    /// The window of test `i` (of [`TESTS`]): its rounds added together.
+    pub fn window(&self, i: usize) -> Window {
+        sum(&self.rounds[i])
+    }
+}
+
+/// `rounds`' windows added together (one round at least).
+fn sum(rounds: &[Window]) -> Window {
+    rounds
+        .iter()
+        .copied()
+        .reduce(Window::plus)
+        .expect("one round at least")
 }
 
 /// Why a workload transcript could not be used.
@@ -181,20 +194,7 @@ pub fn parse_workload(console: &str) -> Result<WorkloadOutput, WorkloadError> {
             _ => Err(WorkloadError::Missing(t.id)),
         })
         .collect::<Result<_, _>>()?;
-    let windows = rounds
-        .iter()
-        .map(|w| {
-            w.iter()
-                .copied()
-                .reduce(Window::plus)
-                .expect("one round at least")
-        })
-        .collect();
-    Ok(WorkloadOutput {
-        env,
-        windows,
-        rounds,
-    })
+    Ok(WorkloadOutput { env, rounds })
 }
 
 /// One test under Stratum and on bare QEMU.
@@ -250,8 +250,7 @@ pub fn pair(stratum: &WorkloadOutput, bare: &WorkloadOutput) -> Result<Vec<Workl
     TESTS
         .iter()
         .zip(stratum.rounds.iter().zip(&bare.rounds))
-        .zip(stratum.windows.iter().zip(&bare.windows))
-        .map(|((&test, (s_rounds, b_rounds)), (&s, &b))| {
+        .map(|(&test, (s_rounds, b_rounds))| {
             let round_ratios = s_rounds
                 .iter()
                 .zip(b_rounds)
@@ -268,8 +267,8 @@ pub fn pair(stratum: &WorkloadOutput, bare: &WorkloadOutput) -> Result<Vec<Workl
                 .collect::<Result<_, _>>()?;
             Ok(WorkloadRow {
                 test,
-                stratum: s,
-                bare: b,
+                stratum: sum(s_rounds),
+                bare: sum(b_rounds),
                 round_ratios,
             })
         })
@@ -736,10 +735,10 @@ mod tests {
         samples.reverse();
         let out = parse_workload(&transcript(&samples)).expect("complete");
         assert_eq!(out.env["freq"], "62500000");
-        assert_eq!(out.windows.len(), TESTS.len());
-        for (i, w) in out.windows.iter().enumerate() {
+        assert_eq!(out.rounds.len(), TESTS.len());
+        for i in 0..TESTS.len() {
             assert_eq!(
-                *w,
+                out.window(i),
                 Window {
                     iters: 10,
                     ticks: 1000 + i as u64,
@@ -823,11 +822,7 @@ mod tests {
 
     fn output(ticks: u64, timer: u64, all: u64) -> WorkloadOutput {
         let mut out = parse_workload(&every_test(ticks, timer)).expect("valid");
-        for w in out
-            .windows
-            .iter_mut()
-            .chain(out.rounds.iter_mut().flatten())
-        {
+        for w in out.rounds.iter_mut().flatten() {
             w.irqs = all;
         }
         out
@@ -858,7 +853,7 @@ mod tests {
         let bare = parse_workload(&in_rounds(&[1_000, 1_000, 1_000])).expect("three rounds");
         assert_eq!(stratum.rounds[0].len(), 3);
         assert_eq!(
-            stratum.windows[2],
+            stratum.window(2),
             Window {
                 iters: 30,
                 ticks: 3_004,
@@ -966,7 +961,7 @@ mod tests {
         assert!((t.bare_per_tick - 3600.0).abs() < 1e-6);
         assert!((t.stratum_per_tick - 5000.0).abs() < 1e-6);
         // The plain difference over the ticks would say 1,421.5.
-        let naive = (stratum.windows[6].ticks - bare.windows[6].ticks) as f64 / 1006.0;
+        let naive = (stratum.window(6).ticks - bare.window(6).ticks) as f64 / 1006.0;
         assert!(naive > 1421.0);
     }
 
