@@ -460,7 +460,16 @@ pub fn pass_hypervisor_env(cmd: &mut Command) {
 /// are taken out. With several VMs, a line another writer interrupts goes on
 /// under `name + ` ([`CONTINUATION_TAG`]), so a guest's marker can arrive in
 /// pieces between other VMs' lines.
+///
+/// A marker of several lines (joined by `\n`) is due once every one of them
+/// has shown, in any order: several guests that each print a line of their
+/// own and start in no fixed order.
 pub fn input_due(output: &[u8], marker: &str) -> bool {
+    marker.split('\n').all(|line| line_due(output, line))
+}
+
+/// [`input_due`] for a marker of one line.
+fn line_due(output: &[u8], marker: &str) -> bool {
     let needle = marker.as_bytes();
     if needle.is_empty() || output.windows(needle.len()).any(|w| w == needle) {
         return true;
@@ -513,7 +522,8 @@ pub fn run_command_with_input(
 /// [`run_command_with_input`] with several inputs in turn: each
 /// `(marker, text)` is written once its marker shows in the output that
 /// came after the previous input was written (so a marker that repeats,
-/// such as a prompt or a banner after a reboot, fires each step once).
+/// such as a prompt or a banner after a reboot, fires each step once). A
+/// marker of several lines waits for all of them ([`input_due`]).
 pub fn run_command_with_script(
     mut cmd: Command,
     hard_timeout: Duration,
@@ -1150,6 +1160,26 @@ mod tests {
         assert!(!input_due(
             b"reader | uart\r\nsteady | irq: ready\r\n",
             "uartirq: ready"
+        ));
+    }
+
+    #[test]
+    fn a_marker_of_several_lines_is_due_once_each_has_shown() {
+        let both = "soak started (seed 1)\nsoak started (seed 2)";
+        assert!(!input_due(b"one | soak started (seed 1)\r\n", both));
+        assert!(!input_due(b"two | soak started (seed 2)\r\n", both));
+        // Either order, and pieces cut by the other VM's lines.
+        assert!(input_due(
+            b"two | soak started (seed 2)\r\none | soak started (seed 1)\r\n",
+            both
+        ));
+        assert!(input_due(
+            b"one | soak st\r\ntwo | soak started (seed 2)\r\none + arted (seed 1)\r\n",
+            both
+        ));
+        assert!(!input_due(
+            b"one | soak started (seed 1) (seed 2)\r\n",
+            both
         ));
     }
 

@@ -305,7 +305,10 @@ fn disks_survive_a_service_vm_crash_under_load() {
         &[("one", "a.img", 1), ("two", "b.img", 2)],
     );
     let crash = "echo -1 > /proc/sys/kernel/panic; echo c > /proc/sysrq-trigger\n";
-    let (run, vms) = run(test, &s, &text, &[("blkcheck: soak started", crash)]);
+    // The crash waits for both soaks: a frontend still in its first checks
+    // would fail them and never start its loop.
+    let both = "blkcheck: soak started (seed 1)\nblkcheck: soak started (seed 2)";
+    let (run, vms) = run(test, &s, &text, &[(both, crash)]);
     assert_ok(test, &run);
     for vm in ["one", "two"] {
         assert!(

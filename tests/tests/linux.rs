@@ -8,8 +8,9 @@
 //!
 //! The boot tests append `stratum.test=poweroff marker=<unique>`: the init
 //! then prints `STRATUM-LINUX: up <n> cpus`, `/proc/cmdline` and
-//! `/proc/interrupts` twice a second apart (the arch timer must tick on every
-//! CPU in between; with several CPUs every CPU must also have taken IPIs),
+//! `/proc/interrupts` twice, every CPU kept busy for a moment in between
+//! (the arch timer must tick on every CPU in between; with several CPUs
+//! every CPU must also have taken IPIs),
 //! and powers off (PSCI `SYSTEM_OFF` → exit 0). `stratum.test=hotplug` first
 //! takes CPU 1 offline and back (PSCI `CPU_OFF`/`CPU_ON`). The interactive
 //! test waits for the shell prompt and types a command line.

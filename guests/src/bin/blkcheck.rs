@@ -18,8 +18,8 @@
 //! - `mode=soak` (a service VM restart under load): it writes and reads
 //!   back one sector after another, round and round the region, until it
 //!   has seen at least one failed request (the service VM went away with
-//!   the request in flight; it prints `blkcheck: soak started` first, for
-//!   the test to crash the service VM then) and then [`SOAK_GOOD`] good round trips after
+//!   the request in flight; it prints `blkcheck: soak started (seed N)`
+//!   first, for the test to crash the service VM then) and then [`SOAK_GOOD`] good round trips after
 //!   the last failure (it came back), within [`SOAK_SECONDS`]; it prints
 //!   `blkcheck: soak: F failed requests, then G good round trips`. A
 //!   round trip that reads back something else than it wrote fails the
@@ -69,7 +69,7 @@ fn soak(blk: &mut VirtIOBlk<GuestHal, Transport>, seed: u8) -> bool {
     let mut out = [0u8; SECTOR_SIZE];
     let mut back = [0u8; SECTOR_SIZE];
     let mut round = 0usize;
-    println!("blkcheck: soak started");
+    println!("blkcheck: soak started (seed {seed})");
     while stratum_guests::timer::counter() < deadline {
         let s = FIRST + round % REGION;
         for (i, b) in out.iter_mut().enumerate() {

@@ -39,8 +39,10 @@
 //! 5. prints the marker line `STRATUM-LINUX: up <nproc> cpus`, then the
 //!    kernel command line (`cat /proc/cmdline`);
 //! 6. then, if the command line holds `stratum.test=poweroff` (the system
-//!    tests' mode): prints `/proc/interrupts` twice, a second apart (the tests
-//!    check the arch timer ticks on every CPU), and powers off at once
+//!    tests' mode): prints `/proc/interrupts` twice, with every CPU kept
+//!    busy for 0.2 s (`taskset`) and a second's sleep between them (the
+//!    tests check the arch timer ticks on every CPU, and an idle CPU of the
+//!    tickless kernel may not), and powers off at once
 //!    (`poweroff -f`: PSCI `SYSTEM_OFF`, so `stratum run` exits 0);
 //!    `stratum.test=hotplug` first takes CPU 1 offline and back online
 //!    (PSCI `CPU_OFF`/`CPU_ON`), printing `/sys/devices/system/cpu/online`
@@ -277,6 +279,15 @@ case " $(cat /proc/cmdline) " in
 *" stratum.test=poweroff "* | *" stratum.test=hotplug "* | *" stratum.test=reboot "*)
     echo "STRATUM-LINUX: interrupts (1)"
     cat /proc/interrupts
+    # Every CPU busy for 0.2 s, so that each one ticks before the second
+    # snapshot: an idle CPU of this tickless kernel may not tick at all.
+    c=0
+    while [ $c -lt "$(nproc)" ]; do
+        taskset -c $c sh -c 'read t _ </proc/uptime; e=$((${t%.*}${t#*.} + 20))
+            while [ "${t%.*}${t#*.}" -lt $e ]; do read t _ </proc/uptime; done' &
+        c=$((c + 1))
+    done
+    wait
     sleep 1
     echo "STRATUM-LINUX: interrupts (2)"
     cat /proc/interrupts
