@@ -57,6 +57,7 @@ mod client;
 mod connect;
 mod disk;
 mod placed;
+mod queue;
 mod selftest;
 mod session;
 #[cfg(test)]

@@ -6,9 +6,12 @@
 //! the daemon's registered buffers ([`crate::placed`]: the same regions in
 //! every session, none if it has no placed space).
 //!
-//! Threads: the calling thread reads the stream — each [`Request`], and an
-//! inline write's data into an aligned buffer — and hands a job per request
-//! through a bounded queue ([`QUEUE`] jobs) to [`WORKERS`] threads, which
+//! Threads: the calling thread reads the stream (through a buffer of
+//! [`READ_BUFFER`] bytes, so that requests that arrived together take one
+//! `read`) — each [`Request`], and an inline write's data into an aligned
+//! buffer — and hands a job per request through a bounded queue
+//! ([`crate::queue`], [`QUEUE`] jobs, which wakes one idle worker) to
+//! [`WORKERS`] threads, which
 //! `pread`/`pwrite`/`fdatasync` the disk and write the [`Reply`] (with an
 //! inline read's data, from the same buffer: [`crate::buf`]) whole under
 //! one lock, in whatever order they finish. The reader never writes and
@@ -53,10 +56,9 @@
 //! place or `pwrite` from one may still be running by then.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 
@@ -65,11 +67,15 @@ use stratum_abi::blkproto::{Hello, INLINE, MAX_DATA, Region, Reply, Request, SEC
 use crate::buf::{Buf, Pool};
 use crate::disk::{Disk, Disks};
 use crate::placed::{BadPlace, Place, Placed};
+use crate::queue::{Queue, Worker};
 
 /// Worker threads per session.
 pub const WORKERS: usize = 4;
 /// Jobs waiting for a worker at most; the reader waits beyond.
 pub const QUEUE: usize = 4;
+/// Bytes the reader takes from the stream at most per `read`: 170
+/// requests' headers, or an inline write's first bytes.
+pub const READ_BUFFER: usize = 4096;
 
 /// A connected byte stream the session can split into a reader, a writer
 /// and a handle that shuts it down.
@@ -415,7 +421,7 @@ pub fn serve<S: Stream>(stream: S, disks: &Disks, placed: &Placed, pool: &Pool) 
         Ok(handles) => handles,
         Err(e) => return counts.summary(End::Setup(e)),
     };
-    let mut reader = stream;
+    let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
     let shared = Shared {
         writer: Mutex::new(writer),
         closer,
@@ -424,15 +430,16 @@ pub fn serve<S: Stream>(stream: S, disks: &Disks, placed: &Placed, pool: &Pool) 
         pool,
     };
     shared.send(&hello(disks, placed));
-    let (tx, rx) = sync_channel::<Job<'_>>(QUEUE);
-    let rx = Mutex::new(rx);
+    let queue = Queue::new(QUEUE);
     let end = thread::scope(|scope| {
         for _ in 0..WORKERS {
-            scope.spawn(|| work(&rx, &shared));
+            let worker = queue.worker();
+            let shared = &shared;
+            scope.spawn(move || work(&worker, shared));
         }
-        // Returns having dropped the queue's sender: the workers drain the
-        // queue and stop, and the scope waits for them.
-        let end = read_requests(&mut reader, disks, placed, pool, tx, &counts);
+        let end = read_requests(&mut reader, disks, placed, pool, &queue, &counts);
+        // The workers drain the queue and stop; the scope waits for them.
+        queue.close();
         if matches!(end, End::WorkersStopped | End::Read(_)) {
             shared.closing.store(true, Ordering::Release);
             shared.closer.shutdown_both();
@@ -477,14 +484,10 @@ impl Counts {
     }
 }
 
-/// A worker: performs jobs until the queue's sender is gone.
-fn work<S: Stream>(rx: &Mutex<Receiver<Job<'_>>>, shared: &Shared<'_, S>) {
-    loop {
-        let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        match job {
-            Ok(job) => shared.perform(job),
-            Err(_) => return,
-        }
+/// A worker: performs jobs until the queue is closed and empty.
+fn work<S: Stream>(worker: &Worker<'_, Job<'_>>, shared: &Shared<'_, S>) {
+    while let Some(job) = worker.pop() {
+        shared.perform(job);
     }
 }
 
@@ -495,7 +498,7 @@ fn read_requests<'d, R: Read>(
     disks: &'d Disks,
     placed: &'d Placed,
     pool: &Pool,
-    tx: SyncSender<Job<'d>>,
+    queue: &Queue<Job<'d>>,
     counts: &Counts,
 ) -> End {
     loop {
@@ -576,7 +579,7 @@ fn read_requests<'d, R: Read>(
                 Job::Refuse { id }
             }
         };
-        if tx.send(job).is_err() {
+        if queue.push(job).is_err() {
             // Only if every worker is gone, which only a panic does.
             return End::WorkersStopped;
         }
