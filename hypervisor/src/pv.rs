@@ -287,8 +287,10 @@ fn serve_disks(vm: usize, cpu: usize, work: &stratum_virtio::Work) {
     let mut link = DISKS.lock();
     let mut ports = LinkPorts { cpu };
     // A reset first: requests the new driver makes are taken after it.
-    let resets = work.disk_resets & link.disks_of(vm);
-    link.disks_reset(resets);
+    if work.disk_resets != 0 {
+        let resets = work.disk_resets & link.disks_of(vm);
+        link.disks_reset(resets);
+    }
     if work.disks {
         link.frontend_notified(vm, &mut ports);
     }
@@ -310,8 +312,18 @@ fn serve_disks(vm: usize, cpu: usize, work: &stratum_virtio::Work) {
 /// no VM lock on entry.
 pub fn serve(vm: usize, cpu: usize) {
     let Some((work, nics)) = system::try_with_vm(vm, |v| {
-        let nics: [_; MAX_NICS] = core::array::from_fn(|k| v.virtio.nic(k));
-        (core::mem::take(&mut v.pv_work), nics)
+        let work = core::mem::take(&mut v.pv_work);
+        // Only the NICs with work: most calls have none.
+        let mut nics = [None; MAX_NICS];
+        let mut mask = work.nics;
+        while mask != 0 {
+            let k = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(slot) = nics.get_mut(k) {
+                *slot = v.virtio.nic(k);
+            }
+        }
+        (work, nics)
     }) else {
         return;
     };
