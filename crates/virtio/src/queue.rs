@@ -641,6 +641,12 @@ impl GuestMemory for AnyBuffer<'_> {
 /// copies go through the SIMD registers.
 const INDIRECT_WINDOW: u32 = 32;
 
+/// Tables of at most this many descriptors (a disk request's header, one
+/// buffer and its status; a small packet) are walked with a window of
+/// their size: the window is cleared before each walk, and clearing 512
+/// bytes for three descriptors cost more than reading them.
+const SMALL_TABLE: u32 = 4;
+
 /// Appends the buffers of the indirect table `d` names to `chain`.
 fn walk_indirect(
     mem: &dyn GuestMemory,
@@ -658,19 +664,36 @@ fn walk_indirect(
             len: u64::from(d.len),
         });
     }
+    const DESC: usize = ring::DESC_SIZE as usize;
+    if entries <= SMALL_TABLE {
+        walk_table::<{ SMALL_TABLE as usize * DESC }>(mem, table, entries, chain)
+    } else {
+        walk_table::<{ INDIRECT_WINDOW as usize * DESC }>(mem, table, entries, chain)
+    }
+}
+
+/// [`walk_indirect`]'s walk of the `entries` descriptors at `table`
+/// (checked), through a window of `WINDOW` bytes.
+fn walk_table<const WINDOW: usize>(
+    mem: &dyn GuestMemory,
+    table: Ipa,
+    entries: u32,
+    chain: &mut Chain,
+) -> Result<(), QueueError> {
+    let per_window = (WINDOW / ring::DESC_SIZE as usize) as u32;
     // The table is read a window of descriptors at a time (one guest
     // memory access per window, not two per descriptor); a `next` that
     // leaves the window reads the window that holds it. Each descriptor is
     // parsed from the copy once, whatever the driver writes meanwhile.
-    let mut window = [0u8; INDIRECT_WINDOW as usize * ring::DESC_SIZE as usize];
+    let mut window = [0u8; WINDOW];
     let mut first: Option<u32> = None;
     let mut index = 0u32;
     for _ in 0..entries {
         let start = match first {
-            Some(f) if (f..f + INDIRECT_WINDOW).contains(&index) => f,
+            Some(f) if (f..f + per_window).contains(&index) => f,
             _ => {
-                let f = index - index % INDIRECT_WINDOW;
-                let bytes = (entries - f).min(INDIRECT_WINDOW) as usize * ring::DESC_SIZE as usize;
+                let f = index - index % per_window;
+                let bytes = (entries - f).min(per_window) as usize * ring::DESC_SIZE as usize;
                 let at = Ipa(table.0 + ring::DESC_SIZE * u64::from(f));
                 mem.read(at, &mut window[..bytes])?;
                 first = Some(f);

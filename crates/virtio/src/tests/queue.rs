@@ -661,13 +661,25 @@ fn rewinding_gives_back_unpublished_chains_and_nothing_published() {
 
 #[test]
 fn an_indirect_table_past_one_window_is_followed_in_the_drivers_order() {
-    let (mut dq, mut q) = queue(8, true, false);
-    let mut ram = ram();
-    let mut mem = memory(&mut ram);
     // 70 descriptors (three windows of the walk's reads); the chain jumps
     // between them, back and forth: 0, 40, 5, 69, 33, 34.
     let order: [u16; 6] = [0, 40, 5, 69, 33, 34];
-    for i in 0..70u16 {
+    let (segments, accesses) = pop_indirect_in_order(70, &order);
+    assert_eq!(segments, linked(&order));
+    // The ring's index and slot, the table's descriptor (two words), and
+    // one read per window entered: 0-31, 32-63, 0-31, 64-69, 32-63.
+    assert_eq!(accesses, 2 + 2 + 5);
+}
+
+/// The chain of an indirect table of `n` descriptors at `TABLE` that the
+/// driver links in `order` (from descriptor 0), each descriptor `i` a readable
+/// buffer of `i + 1` bytes at `BUF + 0x10·i`: the chain popped and the
+/// guest-memory accesses the pop took.
+fn pop_indirect_in_order(n: u16, order: &[u16]) -> (Vec<Segment>, u64) {
+    let (mut dq, mut q) = queue(8, true, false);
+    let mut ram = ram();
+    let mut mem = memory(&mut ram);
+    for i in 0..n {
         let at = order.iter().position(|&o| o == i);
         let (flags, next) = match at {
             Some(k) if k + 1 < order.len() => (ring::DESC_F_NEXT, order[k + 1]),
@@ -681,22 +693,41 @@ fn an_indirect_table_past_one_window_is_followed_in_the_drivers_order() {
         dq.desc,
         0,
         TABLE,
-        70 * 16,
+        u32::from(n) * 16,
         ring::DESC_F_INDIRECT,
         0,
     );
     publish_raw(&mut dq, &mut mem, 0);
     let before = mem.accesses();
     let chain = q.pop(&mut mem).expect("valid").expect("a chain");
-    let want: Vec<Segment> = order
+    (chain.readable().to_vec(), mem.accesses() - before)
+}
+
+/// The buffers [`pop_indirect_in_order`] links, in `order`.
+fn linked(order: &[u16]) -> Vec<Segment> {
+    order
         .iter()
         .map(|&i| Segment {
             addr: Ipa(BUF + 0x10 * u64::from(i)),
             len: u32::from(i) + 1,
         })
-        .collect();
-    assert_eq!(chain.readable(), &want[..]);
-    // The ring's index and slot, the table's descriptor (two words), and
-    // one read per window entered: 0-31, 32-63, 0-31, 64-69, 32-63.
-    assert_eq!(mem.accesses() - before, 2 + 2 + 5);
+        .collect()
+}
+
+#[test]
+fn small_and_just_larger_indirect_tables_are_read_in_one_access() {
+    for (n, order) in [
+        // A table's walk starts at its descriptor 0.
+        (1u16, &[0u16][..]),
+        (3, &[0, 2, 1][..]),
+        (4, &[0, 3, 1, 2][..]),
+        (5, &[0, 4, 3, 1, 2][..]),
+        (32, &[0, 31, 16][..]),
+    ] {
+        let (segments, accesses) = pop_indirect_in_order(n, order);
+        assert_eq!(segments, linked(order), "{n} descriptors");
+        // The ring's index and slot, the table's descriptor (two words),
+        // and the whole table in one read.
+        assert_eq!(accesses, 2 + 2 + 1, "{n} descriptors");
+    }
 }
