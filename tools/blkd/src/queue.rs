@@ -16,8 +16,9 @@
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-/// A bounded multi-consumer queue of jobs `T`, closed by its one producer
-/// ([`Queue::close`]); the consumers register as [`Worker`]s.
+/// A bounded multi-consumer queue of jobs `T`: its one [`Producer`] pushes
+/// and, when dropped (also by a panic), closes it; the consumers register
+/// as [`Worker`]s.
 pub struct Queue<T> {
     state: Mutex<State<T>>,
     /// Signalled when a job arrives or the queue closes.
@@ -72,10 +73,15 @@ impl<T> Queue<T> {
         Worker { queue: self }
     }
 
+    /// The queue's producer: one per queue, which closes it when dropped.
+    pub fn producer(&self) -> Producer<'_, T> {
+        Producer { queue: self }
+    }
+
     /// Queues `job`, waiting while the queue is full (the flow control of
     /// the stream behind the producer). Fails, giving `job` back, if no
     /// worker is left to take it.
-    pub fn push(&self, job: T) -> Result<(), NoWorkers<T>> {
+    fn push(&self, job: T) -> Result<(), NoWorkers<T>> {
         let mut state = self.lock();
         loop {
             if state.workers == 0 {
@@ -101,7 +107,7 @@ impl<T> Queue<T> {
 
     /// Closes the queue: the workers take what is queued, then their
     /// [`Worker::pop`] returns `None`.
-    pub fn close(&self) {
+    fn close(&self) {
         self.lock().closed = true;
         self.jobs.notify_all();
     }
@@ -110,6 +116,26 @@ impl<T> Queue<T> {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().queued.len()
+    }
+}
+
+/// The producer of a [`Queue`]: the reader. Dropping it closes the queue,
+/// so the workers stop once they have taken what is queued, whether the
+/// reader returned or panicked (the thread scope waits for them).
+pub struct Producer<'q, T> {
+    queue: &'q Queue<T>,
+}
+
+impl<T> Producer<'_, T> {
+    /// [`Queue::push`].
+    pub fn push(&self, job: T) -> Result<(), NoWorkers<T>> {
+        self.queue.push(job)
+    }
+}
+
+impl<T> Drop for Producer<'_, T> {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
@@ -211,6 +237,23 @@ mod tests {
         assert_eq!(pushed.load(Ordering::SeqCst), 1);
         q.close();
         assert_eq!((w.pop(), w.pop(), w.pop()), (Some(2), Some(3), None));
+    }
+
+    #[test]
+    fn dropping_the_producer_closes_the_queue_even_in_a_panic() {
+        let q = Queue::new(4);
+        let w = q.worker();
+        let panicked = thread::scope(|s| {
+            s.spawn(|| {
+                let p = q.producer();
+                p.push(1).expect("room");
+                panic!("the reader failed");
+            })
+            .join()
+            .is_err()
+        });
+        assert!(panicked);
+        assert_eq!((w.pop(), w.pop()), (Some(1), None), "drained, then ended");
     }
 
     #[test]

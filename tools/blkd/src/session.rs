@@ -67,7 +67,7 @@ use stratum_abi::blkproto::{Hello, INLINE, MAX_DATA, Region, Reply, Request, SEC
 use crate::buf::{Buf, Pool};
 use crate::disk::{Disk, Disks};
 use crate::placed::{BadPlace, Place, Placed};
-use crate::queue::{Queue, Worker};
+use crate::queue::{Producer, Queue, Worker};
 
 /// Worker threads per session.
 pub const WORKERS: usize = 4;
@@ -437,9 +437,9 @@ pub fn serve<S: Stream>(stream: S, disks: &Disks, placed: &Placed, pool: &Pool) 
             let shared = &shared;
             scope.spawn(move || work(&worker, shared));
         }
-        let end = read_requests(&mut reader, disks, placed, pool, &queue, &counts);
-        // The workers drain the queue and stop; the scope waits for them.
-        queue.close();
+        // Returns having dropped the producer, which closes the queue:
+        // the workers drain it and stop, and the scope waits for them.
+        let end = read_requests(&mut reader, disks, placed, pool, queue.producer(), &counts);
         if matches!(end, End::WorkersStopped | End::Read(_)) {
             shared.closing.store(true, Ordering::Release);
             shared.closer.shutdown_both();
@@ -498,7 +498,7 @@ fn read_requests<'d, R: Read>(
     disks: &'d Disks,
     placed: &'d Placed,
     pool: &Pool,
-    queue: &Queue<Job<'d>>,
+    queue: Producer<'_, Job<'d>>,
     counts: &Counts,
 ) -> End {
     loop {
